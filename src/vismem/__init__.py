@@ -1,0 +1,41 @@
+"""vismem: image classification as an editable visual memory.
+
+A frozen encoder turns images into vectors; a durable memory of labelled exemplars is
+searched by nearest neighbours; the neighbours vote, and every vote is explained.
+"""
+
+from .decide import VOTE_RULES, Decision, Neighbor, VoteParams
+from .encoders import available_encoders, create_encoder
+from .errors import (
+    EmptyMemoryError,
+    EncoderError,
+    InvalidInputError,
+    MemoryExistsError,
+    MemoryNotFoundError,
+    VismemError,
+)
+from .images import Skipped
+from .memory import AddReport, Hit, Memory
+from .store import Item
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddReport",
+    "Decision",
+    "EmptyMemoryError",
+    "EncoderError",
+    "Hit",
+    "InvalidInputError",
+    "Item",
+    "Memory",
+    "MemoryExistsError",
+    "MemoryNotFoundError",
+    "Neighbor",
+    "Skipped",
+    "VOTE_RULES",
+    "VismemError",
+    "VoteParams",
+    "available_encoders",
+    "create_encoder",
+]

@@ -1,0 +1,109 @@
+"""The encoding pipeline: files -> bytes -> hash -> decoded pixels -> vectors.
+
+Reading and decoding the next batch runs in a worker thread while the model encodes
+the current one (Pillow and torch both release the GIL), so decoding is mostly hidden
+behind the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from .encoders import Encoder
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageFile,
+    ImageReadError,
+    Skipped,
+    content_hash,
+    decode_image,
+    thumbnail_jpeg,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class PreparedImage:
+    """A readable image file, decoded and preprocessed, not yet encoded.
+
+    `pixels` is None when the content is already known (`known_as` names the item),
+    in which case it was not decoded at all.
+    """
+
+    file: ImageFile
+    content_hash: str
+    pixels: np.ndarray | None = None
+    thumbnail: bytes | None = None
+    size: tuple[int, int] | None = None
+    known_as: int | None = None
+
+
+def prepare_files(
+    files: Sequence[ImageFile],
+    encoder: Encoder,
+    *,
+    known_hashes: Mapping[str, int] | None = None,
+    thumbnails: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[list[PreparedImage], list[Skipped]]:
+    """Read, hash, decode and preprocess files; unreadable ones become `Skipped`."""
+    prepared: list[PreparedImage] = []
+    skipped: list[Skipped] = []
+    draft = encoder.preprocessing.resize_size * 2
+    for file in files:
+        try:
+            data = file.path.read_bytes()
+        except OSError as exc:
+            skipped.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
+            continue
+        digest = content_hash(data)
+        if known_hashes is not None and digest in known_hashes:
+            prepared.append(PreparedImage(file, digest, known_as=known_hashes[digest]))
+            continue
+        try:
+            image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
+        except ImageReadError as exc:
+            skipped.append(Skipped(str(file.path), str(exc)))
+            continue
+        prepared.append(
+            PreparedImage(
+                file,
+                digest,
+                pixels=encoder.preprocessing.apply(image),
+                thumbnail=thumbnail_jpeg(image) if thumbnails else None,
+                size=image.size,
+            )
+        )
+    return prepared, skipped
+
+
+def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def prefetched(work: Callable[[T], R], inputs: Iterable[T], depth: int = 2) -> Iterator[R]:
+    """`map(work, inputs)` computed `depth` items ahead in one worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque = deque()
+        for item in inputs:
+            pending.append(pool.submit(work, item))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def encode_prepared(encoder: Encoder, prepared: Sequence[PreparedImage]) -> np.ndarray:
+    """Vectors (n, dim) for the prepared images that carry pixels, in order."""
+    pixels = [p.pixels for p in prepared if p.pixels is not None]
+    if not pixels:
+        return np.empty((0, encoder.dim), dtype=np.float32)
+    return encoder.embed_preprocessed(np.stack(pixels))

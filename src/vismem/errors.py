@@ -1,0 +1,29 @@
+"""Errors a user can act on.
+
+Every `VismemError` carries a one-line message that names the fix. The CLI prints it
+as `error: <message>` and exits 1, never with a traceback.
+"""
+
+
+class VismemError(Exception):
+    """Base class for errors whose message is meant for the user."""
+
+
+class MemoryNotFoundError(VismemError, FileNotFoundError):
+    """No memory exists at the given directory."""
+
+
+class MemoryExistsError(VismemError, FileExistsError):
+    """A memory already exists where a new one was asked for."""
+
+
+class EncoderError(VismemError):
+    """An encoder is unknown, cannot load its weights, or does not match the memory."""
+
+
+class InvalidInputError(VismemError, ValueError):
+    """Arguments or data are malformed: wrong dimension, non-string labels, bad options."""
+
+
+class EmptyMemoryError(VismemError):
+    """The memory holds no items, so nothing can be classified."""

@@ -1,0 +1,563 @@
+"""`Memory`: the public face of vismem, tying encoder, store, search and decision.
+
+    images --encoder--> vectors --store--> durable memory --index--> neighbours --decide--> Decision
+
+The store is the truth; the in-RAM index and metadata are derived from it at open,
+kept in step by every edit made through this object, and reloaded when another
+process commits to the same directory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .decide import Decision, VoteParams, decide
+from .embed import batched, encode_prepared, prefetched, prepare_files
+from .encoders import Encoder, create_encoder, normalize_rows
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError
+from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, find_images
+from .search import MISSING_ID, VectorIndex, make_index
+from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
+
+DEFAULT_ENCODER = "resnet50"
+Progress = Callable[[int], None]
+
+
+@dataclass
+class AddReport:
+    """What `add_images` did: new ids, and every input it did not add, with why."""
+
+    added: list[int] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> list[Skipped]:
+        return [s for s in self.skipped if s.reason.startswith("duplicate")]
+
+    @property
+    def errors(self) -> list[Skipped]:
+        """Skipped for being unreadable or unlabelled (not merely duplicates)."""
+        return [s for s in self.skipped if not s.reason.startswith("duplicate")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": len(self.added),
+            "ids": self.added,
+            "skipped": len(self.skipped),
+            "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+        }
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: an item and its cosine distance to the query."""
+
+    id: int
+    label: str
+    source: str
+    distance: float
+
+
+class Memory:
+    """An editable visual memory in one directory.
+
+    >>> mem = Memory.create("pets", encoder="efficientnet_lite0")   # doctest: +SKIP
+    >>> mem.add_images(["photos/"])                                  # doctest: +SKIP
+    >>> mem.classify(["query.jpg"])[0].label                         # doctest: +SKIP
+    """
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self._encoder: Encoder | None = None
+        self._load()
+
+    # ---- open / create -----------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        encoder: str | None = DEFAULT_ENCODER,
+        weights: str | Path | None = None,
+        dim: int | None = None,
+    ) -> "Memory":
+        """Create an empty memory at `path` (a directory).
+
+        `encoder` names a registered encoder; its weights are loaded now, so a missing
+        download fails here, before anything is written. `encoder=None` makes a
+        memory for precomputed vectors of dimension `dim`, with no encoder.
+        """
+        path = Path(path)
+        if (path / DB_NAME).exists():
+            from .errors import MemoryExistsError
+
+            raise MemoryExistsError(f"a memory already exists at {path}")
+        if encoder is None:
+            if not isinstance(dim, int) or dim < 1:
+                raise InvalidInputError("a memory without an encoder needs a positive --dim")
+            config = {"encoder": None, "encoder_id": None, "encoder_config": None,
+                      "weights_path": None, "dim": dim}
+            built = None
+        else:
+            built = create_encoder(encoder, weights=weights)
+            if dim is not None and dim != built.dim:
+                raise InvalidInputError(f"encoder {encoder} makes {built.dim}-d vectors, not {dim}")
+            config = {
+                "encoder": built.name,
+                "encoder_id": built.id,
+                "encoder_config": built.describe(),
+                "weights_path": str(Path(weights).resolve()) if weights else None,
+                "dim": built.dim,
+            }
+        config |= {"index": "exact", "defaults": VoteParams().to_dict()}
+        memory = cls(MemoryStore.create(path, config))
+        memory._encoder = built
+        return memory
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Memory":
+        """Open an existing memory; raises MemoryNotFoundError if there is none."""
+        return cls(MemoryStore.open(path))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Memory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self) -> None:
+        """(Re)build the in-RAM index and metadata from the store."""
+        self._seen_version = self.store.data_version()
+        self.store.config = self.store._read_config()
+        self._index: VectorIndex = make_index(self.store.config.get("index", "exact"), self.dim)
+        ids, vectors = self.store.vectors()
+        if len(ids):
+            self._index.add(ids, vectors)
+        self._meta: dict[int, tuple[str, str, float]] = {
+            item.id: (item.label, item.source, item.weight) for item in self.store.items()
+        }
+        self._hashes: dict[str, int] = {}
+        for item_id, digest in self.store._db.execute(
+            "SELECT id, content_hash FROM items WHERE content_hash IS NOT NULL"
+        ):
+            self._hashes.setdefault(digest, item_id)
+
+    def refresh(self) -> None:
+        """Reload if another process has committed to this memory since we last looked."""
+        if self.store.data_version() != self._seen_version:
+            self._load()
+
+    # ---- properties ------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    @property
+    def encoder_name(self) -> str | None:
+        return self.store.config["encoder"]
+
+    @property
+    def defaults(self) -> VoteParams:
+        return VoteParams(**self.store.config.get("defaults", {}))
+
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self._meta)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The memory's encoder, loaded on first use and checked against the stored id."""
+        if self._encoder is None:
+            name = self.encoder_name
+            if name is None:
+                raise EncoderError(
+                    f"memory at {self.path} has no encoder: it stores precomputed vectors; "
+                    "add them with add_vectors / `vismem add-vectors`"
+                )
+            encoder = create_encoder(name, weights=self.store.config.get("weights_path"))
+            if encoder.id != self.store.config["encoder_id"]:
+                raise EncoderError(
+                    f"encoder {name} now has id {encoder.id}, but this memory was built with "
+                    f"{self.store.config['encoder_id']}: its weights or preprocessing changed, "
+                    "so new vectors would not be comparable"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    def use_encoder(self, encoder: Encoder) -> None:
+        """Use an already-built encoder (shared between memories); must match the memory."""
+        if encoder.id != self.store.config["encoder_id"]:
+            raise EncoderError(
+                f"encoder {encoder.id} does not match this memory's {self.store.config['encoder_id']}"
+            )
+        self._encoder = encoder
+
+    # ---- adding ----------------------------------------------------------------------
+
+    def add_images(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        label: str | None = None,
+        source: str | None = None,
+        batch_size: int | None = None,
+        allow_duplicates: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
+        on_commit: Callable[[list[int]], None] | None = None,
+    ) -> AddReport:
+        """Add image files and folders (class-subfolder layout gives labels).
+
+        Each batch is committed in one transaction, so an interruption keeps every
+        finished batch and no partial item. Unreadable files are skipped with a reason.
+        An image whose content is already in the memory is skipped as a duplicate
+        (it would only vote twice); with `allow_duplicates` it is added again, reusing
+        the stored vector instead of re-encoding it.
+
+        `progress(n)` is called as n more files are done; `on_commit(ids)` after each
+        committed batch.
+        """
+        if label is not None:
+            check_label(label)
+        self.refresh()
+        report = AddReport()
+        encoder = self.encoder
+        paths = [Path(p) for p in paths]
+        files: list[tuple[ImageFile, str]] = []
+        for root in paths:
+            found, skipped = find_images([root], label=label)
+            report.skipped += skipped
+            files += [(f, source if source is not None else str(root)) for f in found]
+        source_of = {id(f): src for f, src in files}
+        known = {} if allow_duplicates else self._hashes
+
+        def prepare(chunk: Sequence[tuple[ImageFile, str]]):
+            return prepare_files([f for f, _ in chunk], encoder, known_hashes=known,
+                                 thumbnails=True, max_pixels=max_pixels)
+
+        size = batch_size or encoder.batch_size
+        for chunk, (prepared, skipped) in zip(
+            batched(files, size), prefetched(prepare, batched(files, size))
+        ):
+            report.skipped += skipped
+            new_items = self._new_items(encoder, prepared, source_of, allow_duplicates, report)
+            ids = self.store.insert(new_items)
+            self._apply_added(ids, new_items)
+            report.added += ids
+            if on_commit and ids:
+                on_commit(ids)
+            if progress:
+                progress(len(chunk))
+        self._seen_version = self.store.data_version()
+        return report
+
+    def _new_items(self, encoder, prepared, source_of, allow_duplicates, report) -> list[NewItem]:
+        vectors = iter(encode_prepared(encoder, prepared))
+        batch_hashes: dict[str, str] = {}
+        items: list[NewItem] = []
+        for p in prepared:
+            if p.known_as is not None:
+                report.skipped.append(Skipped(str(p.file.path), f"duplicate of item {p.known_as}"))
+                continue
+            vector = next(vectors)
+            if not allow_duplicates and p.content_hash in batch_hashes:
+                report.skipped.append(
+                    Skipped(str(p.file.path), f"duplicate of {batch_hashes[p.content_hash]}")
+                )
+                continue
+            batch_hashes[p.content_hash] = str(p.file.path)
+            items.append(
+                NewItem(
+                    vector=vector,
+                    label=p.file.label,
+                    source=source_of[id(p.file)],
+                    path=str(p.file.path.resolve()),
+                    content_hash=p.content_hash,
+                    meta={"width": p.size[0], "height": p.size[1]},
+                    thumbnail=p.thumbnail,
+                )
+            )
+        return items
+
+    def add_vectors(
+        self,
+        vectors: np.ndarray,
+        labels: Sequence[str],
+        *,
+        sources: Sequence[str] | str = "vectors",
+        metas: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Add precomputed embeddings float (n, dim) with one string label each.
+
+        Vectors are L2-normalised on the way in (search is by cosine similarity).
+        All are added in one transaction. Returns the new ids.
+        """
+        vectors = self._check_vectors(vectors)
+        labels = list(labels)
+        if len(labels) != len(vectors):
+            raise InvalidInputError(f"{len(vectors)} vectors but {len(labels)} labels")
+        for label in labels:
+            check_label(label)
+        sources = [sources] * len(labels) if isinstance(sources, str) else list(sources)
+        metas = list(metas) if metas is not None else [{}] * len(labels)
+        if len(sources) != len(labels) or len(metas) != len(labels):
+            raise InvalidInputError("sources and metas must have one entry per vector")
+        self.refresh()
+        items = [NewItem(vector=v, label=l, source=s, meta=m)
+                 for v, l, s, m in zip(vectors, labels, sources, metas)]
+        ids = self.store.insert(items)
+        self._apply_added(ids, items)
+        self._seen_version = self.store.data_version()
+        return ids
+
+    def _apply_added(self, ids: list[int], items: Sequence[NewItem]) -> None:
+        if not ids:
+            return
+        self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in items]))
+        for item_id, item in zip(ids, items):
+            self._meta[item_id] = (item.label, item.source, item.weight)
+            if item.content_hash is not None:
+                self._hashes.setdefault(item.content_hash, item_id)
+
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors)
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}"
+            )
+        if not np.issubdtype(vectors.dtype, np.number) or not np.isfinite(vectors).all():
+            raise InvalidInputError("vectors must be finite numbers")
+        return normalize_rows(vectors.astype(np.float32))
+
+    # ---- reading: embed, search, classify ----------------------------------------------
+
+    def embed_images(
+        self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> tuple[np.ndarray, list[int], list[Skipped]]:
+        """Encode paths or PIL images. Returns (vectors, positions kept, skipped).
+
+        An image whose content is already in the memory reuses the stored vector.
+        """
+        encoder = self.encoder
+        vectors = np.empty((len(images), self.dim), dtype=np.float32)
+        kept: list[int] = []
+        skipped: list[Skipped] = []
+        pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
+        if pil:
+            vectors[[i for i, _ in pil]] = encoder.encode([im.convert("RGB") for _, im in pil])
+            kept += [i for i, _ in pil]
+        files = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images)
+                 if not isinstance(p, Image.Image)]
+        for chunk in batched(files, encoder.batch_size):
+            prepared, bad = prepare_files([f for _, f in chunk], encoder,
+                                          known_hashes=self._hashes, max_pixels=max_pixels)
+            skipped += bad
+            position = {id(f): i for i, f in chunk}
+            fresh = iter(encode_prepared(encoder, prepared))
+            reuse = [p.known_as for p in prepared if p.known_as is not None]
+            stored = dict(zip(*self._index_vectors(reuse))) if reuse else {}
+            for p in prepared:
+                i = position[id(p.file)]
+                vectors[i] = stored[p.known_as] if p.known_as is not None else next(fresh)
+                kept.append(i)
+        kept.sort()
+        return vectors[kept], kept, skipped
+
+    def _index_vectors(self, ids: list[int]) -> tuple[list[int], np.ndarray]:
+        found, vectors = self.store.vectors(ids)
+        return found.tolist(), vectors
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        labels: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> list[list[Hit]]:
+        """k nearest items for each query vector, nearest first.
+
+        `labels` / `sources` restrict the search to items with those values; the result
+        still holds k items whenever that many match.
+        """
+        queries = self._check_vectors(vectors)
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        self.refresh()
+        result = self._index.search(queries, int(k), allowed_ids=self._allowed(labels, sources))
+        hits = []
+        for sims, ids in zip(result.similarities, result.ids):
+            row = []
+            for sim, item_id in zip(sims, ids):
+                if item_id == MISSING_ID:
+                    break
+                label, source, _ = self._meta[int(item_id)]
+                row.append(Hit(int(item_id), label, source, float(1.0 - sim)))
+            hits.append(row)
+        return hits
+
+    def _allowed(self, labels, sources) -> np.ndarray | None:
+        if labels is None and sources is None:
+            return None
+        labels = set(labels) if labels is not None else None
+        sources = set(sources) if sources is not None else None
+        return np.fromiter(
+            (i for i, (lab, src, _) in self._meta.items()
+             if (labels is None or lab in labels) and (sources is None or src in sources)),
+            dtype=np.int64,
+        )
+
+    def classify_vectors(
+        self,
+        vectors: np.ndarray,
+        *,
+        k: int | None = None,
+        vote: str | None = None,
+        alpha: float | None = None,
+        tau: float | None = None,
+        labels: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        paths: Sequence[str | None] | None = None,
+    ) -> list[Decision]:
+        """Classify query vectors (n, dim). Unset vote options take the memory's defaults."""
+        defaults = self.defaults
+        params = VoteParams(
+            k=defaults.k if k is None else k,
+            rule=defaults.rule if vote is None else vote,
+            alpha=defaults.alpha if alpha is None else alpha,
+            tau=defaults.tau if tau is None else tau,
+        )
+        queries = self._check_vectors(vectors)
+        self.refresh()
+        if not self._meta:
+            raise EmptyMemoryError(
+                f"memory at {self.path} is empty: add labelled images with `vismem add` first"
+            )
+        result = self._index.search(queries, params.k, allowed_ids=self._allowed(labels, sources))
+        paths = list(paths) if paths is not None else [None] * len(queries)
+        decisions = []
+        for sims, ids, path in zip(result.similarities, result.ids, paths):
+            live = ids != MISSING_ID
+            ids, sims = ids[live], sims[live]
+            meta = [self._meta[int(i)] for i in ids]
+            decisions.append(
+                decide(
+                    sims,
+                    ids.tolist(),
+                    [m[0] for m in meta],
+                    [m[1] for m in meta],
+                    np.array([m[2] for m in meta], dtype=np.float64),
+                    params,
+                    path=path,
+                )
+            )
+        return decisions
+
+    def classify(
+        self, images: Sequence[str | Path | Image.Image], **options: Any
+    ) -> list[Decision]:
+        """Classify image paths or PIL images; options as for `classify_vectors`.
+
+        Raises InvalidInputError naming the first image that cannot be read.
+        """
+        vectors, kept, skipped = self.embed_images(images)
+        if skipped:
+            raise InvalidInputError(f"cannot classify {skipped[0].path}: {skipped[0].reason}")
+        paths = [str(p) if not isinstance(p, Image.Image) else None for p in images]
+        return self.classify_vectors(vectors, paths=paths, **options)
+
+    # ---- editing ---------------------------------------------------------------------
+
+    def remove(
+        self,
+        ids: Iterable[int] | None = None,
+        *,
+        label: str | None = None,
+        source: str | None = None,
+    ) -> list[int]:
+        """Remove items by ids, or every item with a label or a source; returns removed ids.
+
+        Removal is durable when this returns, and the vectors' bytes are purged from
+        the memory's files. A removed item is never returned by a search again.
+        """
+        chosen = sum(x is not None for x in (ids, label, source))
+        if chosen != 1:
+            raise InvalidInputError("remove needs exactly one of: ids, label, source")
+        self.refresh()
+        if ids is not None:
+            targets = [int(i) for i in ids]
+        else:
+            targets = self.store.ids_where(label=label, source=source)
+        removed = self.store.delete(targets)
+        self._index.remove(np.asarray(removed, dtype=np.int64))
+        gone = set(removed)
+        for item_id in removed:
+            self._meta.pop(item_id, None)
+        self._hashes = {h: i for h, i in self._hashes.items() if i not in gone}
+        self._seen_version = self.store.data_version()
+        return removed
+
+    def relabel(self, ids: Iterable[int], label: str) -> list[int]:
+        """Give items a new label (no re-encoding). Returns the ids that exist."""
+        return self._update(list(ids), label=label)
+
+    def set_weight(self, ids: Iterable[int], weight: float) -> list[int]:
+        """Set items' vote weight: 0 blocks, >1 boosts, 1 is normal."""
+        return self._update(list(ids), weight=float(weight))
+
+    def _update(self, ids: list[int], **change: Any) -> list[int]:
+        self.refresh()
+        updated = self.store.update(ids, **change)
+        for item_id in updated:
+            label, source, weight = self._meta[item_id]
+            self._meta[item_id] = (change.get("label", label), source, change.get("weight", weight))
+        self._seen_version = self.store.data_version()
+        return updated
+
+    def get(self, item_id: int) -> Item:
+        items = self.store.items([item_id])
+        if not items:
+            raise InvalidInputError(f"no item with id {item_id}")
+        return items[0]
+
+    # ---- reporting -------------------------------------------------------------------
+
+    def class_counts(self) -> dict[str, int]:
+        self.refresh()
+        return dict(sorted(Counter(m[0] for m in self._meta.values()).items()))
+
+    def info(self) -> dict[str, Any]:
+        """What `vismem info` shows: counts, encoder, format, index, disk use."""
+        self.refresh()
+        config = self.store.config
+        classes = self.class_counts()
+        return {
+            "path": str(self.path),
+            "items": len(self._meta),
+            "classes": classes,
+            "class_count": len(classes),
+            "encoder": config["encoder"],
+            "encoder_id": config["encoder_id"],
+            "dim": self.dim,
+            "format_version": int(config.get("format_version", FORMAT_VERSION)),
+            "index": {**self._index.describe()},
+            "defaults": self.defaults.to_dict(),
+            "disk_bytes": self.store.disk_bytes(),
+        }

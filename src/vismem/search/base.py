@@ -1,0 +1,73 @@
+"""The search interface every index backend implements.
+
+Similarity is the inner product of L2-normalised vectors, i.e. cosine similarity.
+An index is derived data: the store is the truth, and any index can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+MISSING_ID = -1
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Nearest neighbours of a batch of queries, best first.
+
+    `similarities` float32 (n_queries, k) and `ids` int64 (n_queries, k). Where fewer
+    than k items were searchable, the row ends with id -1 and similarity -inf.
+    """
+
+    similarities: np.ndarray
+    ids: np.ndarray
+
+
+class VectorIndex(ABC):
+    """Maps item ids to vectors and finds the nearest ones by cosine similarity."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors float32 (n, dim) under ids int64 (n,)."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> None:
+        """Forget ids; unknown ids are ignored. A removed id is never returned again."""
+
+    @abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+    ) -> SearchResult:
+        """k nearest ids for each query; with `allowed_ids`, only among those ids."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of live (searchable) vectors."""
+
+    def nbytes(self) -> int:
+        """Memory the index holds, in bytes."""
+        return 0
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "size": len(self), "bytes": self.nbytes()}
+
+
+def pad_result(similarities: np.ndarray, ids: np.ndarray, k: int) -> SearchResult:
+    """Widen (n, m<=k) results to (n, k) with the documented -1 / -inf padding."""
+    n, found = ids.shape
+    if found == k:
+        return SearchResult(similarities, ids)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    out_i = np.full((n, k), MISSING_ID, dtype=np.int64)
+    out_s[:, :found] = similarities
+    out_i[:, :found] = ids
+    return SearchResult(out_s, out_i)
