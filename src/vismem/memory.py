@@ -349,7 +349,11 @@ class Memory:
     # ---- reading: embed, search, classify ----------------------------------------------
 
     def embed_images(
-        self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        images: Sequence[str | Path | Image.Image],
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
     ) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Encode paths or PIL images. Returns (vectors, positions kept, skipped).
 
@@ -377,6 +381,8 @@ class Memory:
                 i = position[id(p.file)]
                 vectors[i] = stored[p.known_as] if p.known_as is not None else next(fresh)
                 kept.append(i)
+            if progress:
+                progress(len(chunk))
         kept.sort()
         return vectors[kept], kept, skipped
 

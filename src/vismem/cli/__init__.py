@@ -1,0 +1,80 @@
+"""The `vismem` command line: a thin face over the Python API.
+
+Conventions every command follows:
+- `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
+- Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
+  2 bad usage; 3 finished, but some inputs were skipped as unreadable or unlabelled.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import typer
+from rich.console import Console
+
+from ..errors import VismemError
+
+EXIT_ERROR = 1
+EXIT_SKIPPED = 3
+
+app = typer.Typer(
+    name="vismem",
+    help="Image classification as an editable visual memory.\n\n"
+    "Exit codes: 0 ok, 1 error, 2 bad usage, 3 done but some inputs were skipped.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def emit(obj: Any) -> None:
+    """One JSON line on stdout."""
+    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Any]:
+    """A Rich progress bar on stderr; yields `advance(n)`."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+def main() -> None:
+    """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback."""
+    from . import commands  # noqa: F401  (registers the commands)
+
+    try:
+        app()
+    except VismemError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err.print("interrupted: every batch committed before this point is kept", markup=False)
+        sys.exit(130)

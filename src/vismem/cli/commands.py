@@ -1,0 +1,281 @@
+"""Core commands: create, add, classify, remove, relabel, info, eval, encoders, explain, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..decide import VOTE_RULES
+from ..errors import InvalidInputError
+from . import EXIT_SKIPPED, app, emit, err, out, progress_bar
+
+MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
+JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
+KOpt = typer.Option(None, "--k", "-k", min=1, help="Neighbours that vote [memory default: 10].")
+VoteOpt = typer.Option(None, "--vote", help=f"Voting rule: {'|'.join(VOTE_RULES)} [memory default: rank].")
+AlphaOpt = typer.Option(None, "--alpha", help="Rank vote offset: w = 1/(alpha+rank) [default 2].")
+TauOpt = typer.Option(None, "--tau", help="Softmax vote temperature [default 0.07].")
+
+
+def _open(memdir: Path):
+    from ..memory import Memory
+
+    return Memory.open(memdir)
+
+
+def _vote_options(k, vote, alpha, tau) -> dict:
+    if vote is not None and vote not in VOTE_RULES:
+        raise InvalidInputError(f"unknown vote {vote!r}; choose from {', '.join(VOTE_RULES)}")
+    return {"k": k, "vote": vote, "alpha": alpha, "tau": tau}
+
+
+@app.command()
+def create(
+    memdir: Path = MemDir,
+    encoder: str = typer.Option("resnet50", "--encoder", "-e",
+                                help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file instead of downloading."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Create an empty memory in MEMDIR."""
+    from ..memory import Memory
+
+    name = None if encoder.lower() == "none" else encoder
+    with Memory.create(memdir, encoder=name, weights=weights, dim=dim) as memory:
+        info = memory.info()
+    if json_out:
+        emit(info)
+    else:
+        out.print(f"created memory at {memdir} (encoder {info['encoder']}, {info['dim']}-d)")
+
+
+@app.command()
+def add(
+    memdir: Path = MemDir,
+    paths: List[Path] = typer.Argument(..., help="Image files or folders (class-subfolder layout).",
+                                       show_default=False),
+    label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch and per commit."),
+    allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
+                                          help="Add images whose content is already in the memory."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Add images to MEMDIR. Each batch is committed atomically.
+
+    With --json, one line per committed batch ({"event": "committed", "ids": [...]}),
+    then a summary ({"event": "done", "added": N, "skipped": M, ...}).
+    """
+    from ..images import find_images
+
+    with _open(memdir) as memory:
+        total = len(find_images(paths, label=label or "-")[0])
+        on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
+        with progress_bar("adding", total) as advance:
+            report = memory.add_images(
+                paths, label=label, source=source, batch_size=batch_size,
+                allow_duplicates=allow_duplicates, progress=advance, on_commit=on_commit,
+            )
+        count = len(memory)
+    if json_out:
+        emit({"event": "done", **report.to_dict(), "items": count})
+    else:
+        out.print(f"added {len(report.added)} items, skipped {len(report.skipped)} "
+                  f"({len(report.duplicates)} duplicates); memory now holds {count}")
+        for s in report.skipped:
+            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+    if report.errors:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command()
+def classify(
+    memdir: Path = MemDir,
+    images: List[Path] = typer.Argument(..., help="Image files to classify.", show_default=False),
+    k: Optional[int] = KOpt,
+    vote: Optional[str] = VoteOpt,
+    alpha: Optional[float] = AlphaOpt,
+    tau: Optional[float] = TauOpt,
+    json_out: bool = JsonFlag,
+) -> None:
+    """Classify images and show the neighbours that voted.
+
+    With --json, one object per image: path, label, confidence, scores, neighbors
+    (id, label, distance, weight, contribution, source; nearest first). An unreadable
+    image gives {"path": ..., "error": ...} and exit code 3.
+    """
+    from ..explain import decision_table
+
+    options = _vote_options(k, vote, alpha, tau)
+    with _open(memdir) as memory:
+        vectors, kept, skipped = memory.embed_images(images)
+        paths = [str(images[i]) for i in kept]
+        decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
+    for decision in decisions:
+        if json_out:
+            emit(decision.to_dict())
+        else:
+            out.print(decision_table(decision))
+    for s in skipped:
+        if json_out:
+            emit({"path": s.path, "error": s.reason})
+        err.print(f"cannot classify {s.path}: {s.reason}", markup=False)
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command()
+def remove(
+    memdir: Path = MemDir,
+    ids: Optional[List[int]] = typer.Option(None, "--id", help="Item id (repeatable)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Remove every item with this label."),
+    source: Optional[str] = typer.Option(None, "--source", help="Remove every item from this source."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Remove items for good: by --id, --label or --source (exactly one).
+
+    Durable when the command returns; the vectors' bytes are purged from the files.
+    """
+    if sum(x is not None and x != [] for x in (ids, label, source)) != 1:
+        raise InvalidInputError("give exactly one of --id, --label, --source")
+    with _open(memdir) as memory:
+        removed = memory.remove(ids or None, label=label, source=source)
+        count = len(memory)
+    if json_out:
+        emit({"removed": len(removed), "ids": removed, "items": count})
+    else:
+        out.print(f"removed {len(removed)} items; memory now holds {count}")
+
+
+@app.command()
+def relabel(
+    memdir: Path = MemDir,
+    ids: List[int] = typer.Option(..., "--id", help="Item id (repeatable)."),
+    label: str = typer.Option(..., "--label", help="The new label."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Give items a new label, without re-encoding anything."""
+    with _open(memdir) as memory:
+        changed = memory.relabel(ids, label)
+    missing = sorted(set(ids) - set(changed))
+    if json_out:
+        emit({"relabelled": len(changed), "ids": changed, "missing": missing})
+    else:
+        out.print(f"relabelled {len(changed)} items to {label!r}")
+    if missing:
+        raise InvalidInputError(f"no items with ids {missing}")
+
+
+@app.command()
+def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
+    """Show item and class counts, encoder, format version, index and disk use."""
+    with _open(memdir) as memory:
+        data = memory.info()
+    if json_out:
+        emit(data)
+        return
+    from rich.table import Table
+
+    out.print(f"memory      {data['path']}")
+    out.print(f"items       {data['items']} in {data['class_count']} classes")
+    out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
+    out.print(f"format      version {data['format_version']}")
+    index = data["index"]
+    out.print(f"index       {index['type']}, {index['size']} vectors, {index['bytes']:,} bytes in RAM")
+    out.print(f"on disk     {data['disk_bytes']:,} bytes")
+    d = data["defaults"]
+    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']}")
+    if data["classes"]:
+        table = Table("label", "items")
+        for label, count in data["classes"].items():
+            table.add_row(label, str(count))
+        out.print(table)
+
+
+@app.command("eval")
+def evaluate(
+    memdir: Path = MemDir,
+    testdir: Path = typer.Argument(..., help="Test set in class-subfolder layout.", show_default=False),
+    k: Optional[int] = KOpt,
+    vote: Optional[str] = VoteOpt,
+    alpha: Optional[float] = AlphaOpt,
+    tau: Optional[float] = TauOpt,
+    json_out: bool = JsonFlag,
+) -> None:
+    """Accuracy of the memory on a labelled test folder (root/<label>/<image>)."""
+    from ..evaluate import evaluate_folder
+    from ..images import find_images
+
+    options = _vote_options(k, vote, alpha, tau)
+    with _open(memdir) as memory:
+        total = len(find_images([testdir])[0])
+        with progress_bar("evaluating", total) as advance:
+            report = evaluate_folder(memory, testdir, progress=advance, **options)
+    if json_out:
+        emit(report.to_dict())
+    else:
+        out.print(f"accuracy {report.accuracy:.2%} on {report.total} images "
+                  f"(k={report.vote['k']}, vote={report.vote['rule']})")
+        for label, acc in report.per_class.items():
+            out.print(f"  {label:>12}  {acc:.2%}")
+        for s in report.skipped:
+            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+    if report.skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command()
+def explain(
+    memdir: Path = MemDir,
+    image: Path = typer.Argument(..., help="Image to classify and explain.", show_default=False),
+    output: Path = typer.Option(Path("explanation.png"), "--out", "-o", help="Where to write the sheet (PNG)."),
+    k: Optional[int] = KOpt,
+    vote: Optional[str] = VoteOpt,
+    json_out: bool = JsonFlag,
+) -> None:
+    """Write a visual explanation sheet: the query and its neighbours' thumbnails."""
+    from ..explain import decision_table, explanation_sheet
+    from ..images import decode_image
+
+    options = _vote_options(k, vote, None, None)
+    with _open(memdir) as memory:
+        decision = memory.classify([image], **options)[0]
+        sheet = explanation_sheet(decision, memory.store, decode_image(image.read_bytes()))
+    sheet.save(output)
+    if json_out:
+        emit({**decision.to_dict(), "sheet": str(output)})
+    else:
+        out.print(decision_table(decision))
+        out.print(f"explanation sheet written to {output}")
+
+
+@app.command()
+def encoders(json_out: bool = JsonFlag) -> None:
+    """List the encoders that `create --encoder` accepts."""
+    from ..encoders import available_encoders
+
+    names = available_encoders()
+    if json_out:
+        emit(names)
+    else:
+        for name, description in names.items():
+            out.print(f"{name:22} {description}")
+
+
+@app.command()
+def demo(
+    encoder: str = typer.Option("efficientnet_lite0", "--encoder", "-e", help="Encoder for the demo memory."),
+    per_class: int = typer.Option(30, "--per-class", min=2, help="Memory exemplars per digit class."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep images and memory here [default: a temp dir]."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Run the whole story on scikit-learn's digits, offline: build, classify, explain, add a class, remove."""
+    from ..demo import run_demo
+
+    summary = run_demo(encoder=encoder, per_class=per_class, workdir=workdir,
+                       say=(lambda *a, **k: None) if json_out else out.print)
+    if json_out:
+        emit(summary)

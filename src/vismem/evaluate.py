@@ -1,0 +1,65 @@
+"""Measuring a memory: accuracy on a labelled test folder."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .images import Skipped, find_images
+from .memory import Memory
+
+
+@dataclass
+class EvalReport:
+    """Accuracy overall and per true class, with the confusion counts behind it."""
+
+    accuracy: float
+    total: int
+    correct: int
+    per_class: dict[str, float]
+    confusion: dict[str, dict[str, int]]
+    vote: dict[str, Any]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "total": self.total,
+            "correct": self.correct,
+            "per_class": self.per_class,
+            "confusion": self.confusion,
+            "k": self.vote["k"],
+            "vote": self.vote["rule"],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+        }
+
+
+def evaluate_folder(
+    memory: Memory,
+    testdir: str | Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+    **vote_options: Any,
+) -> EvalReport:
+    """Classify every image of a class-subfolder test set and score the answers."""
+    files, skipped = find_images([testdir])
+    vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
+    decisions = memory.classify_vectors(vectors, **vote_options) if kept else []
+    truth = [files[i].label for i in kept]
+    confusion: dict[str, Counter] = defaultdict(Counter)
+    for true, decision in zip(truth, decisions):
+        confusion[true][decision.label] += 1
+    correct = sum(c[label] for label, c in confusion.items())
+    per_class = {label: c[label] / sum(c.values()) for label, c in sorted(confusion.items())}
+    vote = decisions[0].vote.to_dict() if decisions else memory.defaults.to_dict()
+    return EvalReport(
+        accuracy=correct / len(decisions) if decisions else 0.0,
+        total=len(decisions),
+        correct=correct,
+        per_class=per_class,
+        confusion={t: {str(p): n for p, n in c.items()} for t, c in sorted(confusion.items())},
+        vote=vote,
+        skipped=skipped + unreadable,
+    )

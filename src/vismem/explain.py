@@ -1,0 +1,62 @@
+"""Showing a decision: a terminal table, and a visual sheet of neighbour thumbnails."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .decide import Decision
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from .store import MemoryStore
+
+
+def decision_table(decision: Decision) -> "Table":
+    """Neighbours of one decision: rank, id, label, distance, weight, share, source."""
+    from rich.table import Table
+
+    title = f"{decision.path or 'query'} -> {decision.label} ({decision.confidence:.0%})"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "id", "label", "distance", "weight", "share", "source"):
+        table.add_column(column, justify="right" if column in ("#", "id") else "left")
+    for rank, n in enumerate(decision.neighbors):
+        mark = "[bold]" if n.label == decision.label else ""
+        table.add_row(
+            str(rank), str(n.id), f"{mark}{n.label}", f"{n.distance:.4f}", f"{n.weight:.4f}",
+            f"{n.contribution:.1%}", n.source,
+        )
+    return table
+
+
+def explanation_sheet(
+    decision: Decision, store: "MemoryStore", query: Image.Image | None = None, tile: int = 128
+) -> Image.Image:
+    """A PNG-ready sheet: the query, then each neighbour's stored thumbnail with its vote."""
+    font = ImageFont.load_default()
+    tiles: list[tuple[Image.Image, list[str]]] = []
+    if query is not None:
+        q = query.convert("RGB")
+        q.thumbnail((tile, tile))
+        tiles.append((q, ["query", f"-> {decision.label}", f"{decision.confidence:.0%}"]))
+    for n in decision.neighbors:
+        jpeg = store.thumbnail(n.id)
+        if jpeg is not None:
+            thumb = Image.open(io.BytesIO(jpeg)).convert("RGB")
+        else:  # added as a vector: there is no picture to show
+            thumb = Image.new("RGB", (tile, tile), (220, 220, 220))
+        tiles.append((thumb, [f"#{n.id} {n.label}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
+    columns = min(6, max(1, len(tiles)))
+    rows = (len(tiles) + columns - 1) // columns
+    cell_w, cell_h = tile + 8, tile + 48
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for position, (thumb, lines) in enumerate(tiles):
+        x, y = (position % columns) * cell_w + 4, (position // columns) * cell_h + 4
+        sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
+        for line_no, line in enumerate(lines):
+            draw.text((x, y + tile + 2 + 13 * line_no), line, fill="black", font=font)
+    return sheet

@@ -1,0 +1,68 @@
+"""Shared fixtures: real images on disk, real encoders, real stores. Nothing is mocked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("VISMEM_OFFLINE", "1")  # tests never download weights
+
+from vismem.datasets import load_digits_images, split_per_class, write_image_folder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits as (RGB PIL images, string labels)."""
+    return load_digits_images()
+
+
+@pytest.fixture(scope="session")
+def digit_folders(digits, tmp_path_factory):
+    """Class-subfolder train (8/class) and test (3/class) folders of real digit images."""
+    images, labels = digits
+    root = tmp_path_factory.mktemp("digits")
+    train, test = split_per_class(labels, [8, 3], seed=1)
+    return (
+        write_image_folder(root / "train", images, labels, train),
+        write_image_folder(root / "test", images, labels, test),
+    )
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The real offline EfficientNet-Lite0 encoder, built once per session."""
+    from vismem.encoders import create_encoder
+
+    return create_encoder("efficientnet_lite0")
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `vismem` CLI in a subprocess, as a user's script would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vismem", *map(str, args)],
+        capture_output=True, text=True, **kwargs,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"vismem {args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def memdir(tmp_path: Path) -> Path:
+    return tmp_path / "mem"
