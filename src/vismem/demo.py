@@ -16,6 +16,7 @@ from .datasets import load_digits_images, split_per_class, write_image_folder
 from .evaluate import evaluate_folder
 from .explain import decision_table
 from .memory import Memory
+from .progress import progress_bar
 
 NEW_CLASS = "9"
 TEST_PER_CLASS = 10
@@ -36,8 +37,6 @@ def run_demo(
 
 
 def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> dict[str, Any]:
-    from rich.progress import track
-
     images, labels = load_digits_images()
     train_idx, test_idx = split_per_class(labels, [per_class, TEST_PER_CLASS], seed=0)
     old = [i for i in train_idx if labels[i] != NEW_CLASS]
@@ -52,12 +51,8 @@ def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> d
 
     memory = Memory.create(work / "memory", encoder=encoder)
     with memory:
-        def progress_of(description: str, total: int) -> Callable[[int], None]:
-            bar = iter(track(range(total), description=description, transient=True))
-            return lambda n: [next(bar, None) for _ in range(n)]
-
-        memory.add_images([work / "train"], source="digits-train",
-                          progress=progress_of("encoding", len(old)))
+        with progress_bar("encoding", len(old), transient=True) as advance:
+            memory.add_images([work / "train"], source="digits-train", progress=advance)
         before = evaluate_folder(memory, work / "test_old")
         say(f"   accuracy on {before.total} held-out digits 0-8: [bold]{before.accuracy:.1%}[/bold]")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from ..errors import VismemError
+from ..progress import progress_bar, stderr_console
 
 EXIT_ERROR = 1
 EXIT_SKIPPED = 3
@@ -32,7 +32,9 @@ app = typer.Typer(
 )
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = stderr_console
+
+__all__ = ["app", "emit", "err", "out", "progress_bar", "main"]
 
 
 def emit(obj: Any) -> None:
@@ -51,21 +53,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-@contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Any]:
-    """A Rich progress bar on stderr; yields `advance(n)`."""
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
-
-
 def main() -> None:
     """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback."""
     from . import commands  # noqa: F401  (registers the commands)
@@ -73,8 +60,8 @@ def main() -> None:
     try:
         app()
     except VismemError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        err.print("interrupted: every batch committed before this point is kept", markup=False)
+        sys.stderr.write("interrupted: every batch committed before this point is kept\n")
         sys.exit(130)

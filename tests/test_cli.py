@@ -1,0 +1,153 @@
+"""The CLI contract other tools script against, run as real subprocesses on real images."""
+
+import json
+
+import pytest
+from PIL import Image
+from skimage import data
+
+from test_images import write_bad_files
+
+
+def json_lines(result):
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines, result.stderr
+    return lines
+
+
+@pytest.fixture(scope="module")
+def built_memory(tmp_path_factory, digit_folders):
+    """A real efficientnet_lite0 memory of digits, built through the CLI."""
+    from conftest import run_cli
+
+    memdir = tmp_path_factory.mktemp("cli") / "mem"
+    train, _ = digit_folders
+    run_cli("create", memdir, "--encoder", "efficientnet_lite0", check=True)
+    added = run_cli("add", memdir, train, "--json", check=True)
+    return memdir, json_lines(added)
+
+
+def test_add_reports_batches_and_summary(built_memory, digit_folders):
+    _, lines = built_memory
+    assert all(line["event"] == "committed" for line in lines[:-1])
+    done = lines[-1]
+    assert done["event"] == "done" and done["added"] == 80 and done["skipped"] == 0
+    assert sorted(i for line in lines[:-1] for i in line["ids"]) == sorted(done["ids"])
+    assert done["items"] == 80
+
+
+def test_info_json(built_memory, cli):
+    memdir, _ = built_memory
+    info = json_lines(cli("info", memdir, "--json", check=True))[0]
+    assert info["items"] == 80 and info["dim"] == 1280
+    assert info["classes"] == {str(d): 8 for d in range(10)}
+    assert info["encoder"] == "efficientnet_lite0" and info["format_version"] == 1
+    assert info["index"]["type"] == "exact" and info["disk_bytes"] > 0
+    human = cli("info", memdir, check=True).stdout
+    assert "80 in 10 classes" in human and "efficientnet_lite0" in human
+
+
+def test_classify_json_fields(built_memory, cli, digit_folders):
+    memdir, _ = built_memory
+    _, test = digit_folders
+    images = sorted(test.rglob("*.png"))[:4]
+    result = cli("classify", memdir, *images, "--k", "5", "--vote", "softmax", "--json", check=True)
+    decisions = json_lines(result)
+    assert [d["path"] for d in decisions] == [str(p) for p in images]
+    for d in decisions:
+        assert d["label"] in d["scores"] and 0 < d["confidence"] <= 1
+        assert d["confidence"] == pytest.approx(max(d["scores"].values()))
+        assert len(d["neighbors"]) == 5
+        distances = [n["distance"] for n in d["neighbors"]]
+        assert distances == sorted(distances)
+        assert set(d["neighbors"][0]) >= {"id", "label", "distance", "weight", "source"}
+
+
+def test_eval_accuracy_on_a_test_folder(built_memory, cli, digit_folders):
+    memdir, _ = built_memory
+    report = json_lines(cli("eval", memdir, digit_folders[1], "--json", check=True))[0]
+    assert report["total"] == 30
+    assert report["accuracy"] > 0.6  # ImageNet features on 8x8 digits, 8 exemplars per class
+    assert set(report["per_class"]) == {str(d) for d in range(10)}
+
+
+def test_adding_the_same_folder_again_skips_duplicates_without_encoding(built_memory, cli, digit_folders):
+    memdir, _ = built_memory
+    done = json_lines(cli("add", memdir, digit_folders[0], "--json", check=True))[-1]
+    assert done["added"] == 0 and done["skipped"] == 80
+    assert all(s["reason"].startswith("duplicate of item") for s in done["skipped_items"])
+
+
+def test_bad_files_are_skipped_with_reasons_and_exit_3(tmp_path, cli):
+    memdir = tmp_path / "mem"
+    folder = tmp_path / "in"
+    expected = write_bad_files(folder)
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    result = cli("add", memdir, folder, "--label", "stuff", "--json")
+    assert result.returncode == 3, result.stderr
+    done = json_lines(result)[-1]
+    assert done["added"] == 1
+    reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in done["skipped_items"]}
+    for name, reason in expected.items():
+        assert reason in reasons[name]
+
+
+def test_remove_by_id_label_and_source(tmp_path, cli):
+    memdir = tmp_path / "mem"
+    folder = tmp_path / "photos"
+    for label, photo in (("cat", data.chelsea()), ("cup", data.coffee()), ("rocket", data.rocket())):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(photo).rotate(i * 5).save(folder / label / f"{i}.png")
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    cli("add", memdir, folder / "cat", "--label", "cat", "--source", "shelter", check=True)
+    cli("add", memdir, folder, check=True)
+    info = json_lines(cli("info", memdir, "--json"))[0]
+    assert info["classes"] == {"cat": 3, "cup": 3, "rocket": 3}  # cats the second time were duplicates
+    removed = json_lines(cli("remove", memdir, "--source", "shelter", "--json", check=True))[0]
+    assert removed["removed"] == 3
+    first_cup = json_lines(cli("classify", memdir, folder / "cup" / "0.png", "--k", "9", "--json"))[0]
+    victim = first_cup["neighbors"][0]["id"]
+    cli("remove", memdir, "--id", victim, check=True)
+    again = json_lines(cli("classify", memdir, folder / "cup" / "0.png", "--k", "9", "--json"))[0]
+    assert victim not in [n["id"] for n in again["neighbors"]]
+    assert json_lines(cli("remove", memdir, "--label", "rocket", "--json"))[0]["removed"] == 3
+    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"cup": 2}
+    assert cli("remove", memdir).returncode == 1  # no selector: a clear error
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("info", "{tmp}/nowhere"), "no memory at"),
+        (("create", "{tmp}/m", "--encoder", "alexnet-9000"), "unknown encoder"),
+        (("create", "{tmp}/m", "--encoder", "resnet50"), "--weights FILE"),
+        (("create", "{tmp}/m", "--encoder", "none"), "--dim"),
+        (("classify", "{tmp}/empty", "{img}"), "is empty"),
+        (("classify", "{tmp}/empty", "{img}", "--vote", "majority"), "unknown vote"),
+        (("add", "{tmp}/empty", "{tmp}/missing-folder"), "no such file"),
+    ],
+)
+def test_errors_are_one_line_with_exit_1(tmp_path, cli, args, message):
+    img = tmp_path / "q.png"
+    Image.fromarray(data.coffee()).save(img)
+    cli("create", tmp_path / "empty", "--encoder", "pixels", check=True)
+    result = cli(*[a.format(tmp=tmp_path, img=img) for a in args])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("classify").returncode == 2
+
+
+def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):
+    memdir, _ = built_memory
+    image = sorted(digit_folders[1].rglob("*.png"))[0]
+    sheet = tmp_path / "sheet.png"
+    out = json_lines(cli("explain", memdir, image, "--out", sheet, "--k", "6", "--json", check=True))[0]
+    assert out["sheet"] == str(sheet) and len(out["neighbors"]) == 6
+    picture = Image.open(sheet)
+    assert picture.width >= 6 * 128  # query + 6 neighbour tiles

@@ -1,0 +1,67 @@
+"""kill -9 in the middle of `vismem add` never corrupts the memory; removals are durable."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from vismem import Memory
+from vismem.store import DB_NAME
+
+
+def test_kill_9_during_add_keeps_every_committed_batch(tmp_path, digit_folders, cli):
+    memdir = tmp_path / "mem"
+    train, _ = digit_folders
+    cli("create", memdir, "--encoder", "efficientnet_lite0", check=True)
+    adding = subprocess.Popen(
+        [sys.executable, "-m", "vismem", "add", str(memdir), str(train), "--batch-size", "4", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    committed: list[int] = []
+    for line in adding.stdout:
+        committed += json.loads(line)["ids"]
+        if len(committed) >= 12:
+            break
+    adding.send_signal(signal.SIGKILL)  # mid-run: later batches are being encoded or written
+    adding.wait()
+    assert adding.returncode == -signal.SIGKILL
+
+    db = sqlite3.connect(memdir / DB_NAME)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    items = {r[0] for r in db.execute("SELECT id FROM items")}
+    vectors = {r[0] for r in db.execute("SELECT id FROM vectors")}
+    thumbs = {r[0] for r in db.execute("SELECT id FROM thumbnails")}
+    db.close()
+    assert set(committed) <= items  # nothing committed is lost
+    assert items == vectors == thumbs  # no partial item
+    assert len(items) < 80  # the kill really did interrupt the run
+
+    with Memory.open(memdir) as memory:
+        ids, stored = memory.store.vectors()
+        nearest = [row[0].id for row in memory.search(stored, k=1)]
+        assert nearest == ids.tolist()  # the index agrees with the store
+    finished = json.loads(cli("add", memdir, train, "--json", check=True).stdout.splitlines()[-1])
+    assert finished["items"] == 80 and finished["added"] == 80 - len(items)
+
+
+def test_removal_is_durable_once_it_returns(tmp_path):
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(np.eye(8, dtype=np.float32), [str(i) for i in range(8)])
+    script = textwrap.dedent(f"""
+        import os, signal
+        from vismem import Memory
+        memory = Memory.open({str(memdir)!r})
+        memory.remove({ids[:3]!r})
+        os.kill(os.getpid(), signal.SIGKILL)  # crash right after remove returns, no close
+    """)
+    crashed = subprocess.run([sys.executable, "-c", script])
+    assert crashed.returncode == -signal.SIGKILL
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 5
+        assert not set(ids[:3]) & {h.id for h in memory.search(np.eye(8), k=8)[0]}

@@ -1,0 +1,85 @@
+"""Encoders: real weights, real images, and clear failures when weights are missing."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from vismem.encoders import available_encoders, create_encoder
+from vismem.errors import EncoderError
+
+
+def photos():
+    return [Image.fromarray(data.chelsea()), Image.fromarray(data.coffee()),
+            Image.fromarray(data.astronaut())]
+
+
+def test_lite0_gives_unit_float32_vectors_batch_independent(lite0):
+    cat, coffee, astronaut = photos()
+    batch = lite0.encode([cat, coffee, astronaut])
+    assert batch.dtype == np.float32 and batch.shape == (3, 1280)
+    assert np.linalg.norm(batch, axis=1) == pytest.approx([1, 1, 1], abs=1e-5)
+    alone = lite0.encode([coffee])[0]
+    assert float(alone @ batch[1]) == pytest.approx(1.0, abs=1e-4)
+    # a slightly changed photo stays nearer its original than other photos do
+    cropped = lite0.encode([cat.crop((10, 10, cat.width - 10, cat.height - 10))])[0]
+    assert cropped @ batch[0] > max(cropped @ batch[1], cropped @ batch[2])
+
+
+def test_lite0_id_names_its_weights_and_preprocessing(lite0):
+    assert lite0.id.startswith("efficientnet_lite0:")
+    described = lite0.describe()
+    assert described["dim"] == 1280 and described["preprocessing"]["image_size"] == 224
+
+
+def test_resnet50_offline_names_both_ways_out(monkeypatch):
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    with pytest.raises(EncoderError) as info:
+        create_encoder("resnet50")
+    message = str(info.value)
+    assert "--weights FILE" in message and "efficientnet_lite0" in message
+    assert "\n" not in message
+
+
+def test_resnet50_from_a_local_weights_file(tmp_path):
+    import torch
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet50.pth"
+    torch.save(resnet50(weights=None).state_dict(), path)
+    encoder = create_encoder("resnet50", weights=path)
+    vectors = encoder.encode(photos()[:2])
+    assert vectors.shape == (2, 2048)
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1, 1], abs=1e-5)
+    assert encoder.id.startswith("resnet50:") and "IMAGENET" not in encoder.id
+
+
+def test_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
+    import torch
+
+    path = tmp_path / "wrong.pth"
+    torch.save({"layer.weight": torch.zeros(3)}, path)
+    with pytest.raises(EncoderError, match="not a resnet50 state dict"):
+        create_encoder("resnet50", weights=path)
+    with pytest.raises(EncoderError, match="not found"):
+        create_encoder("resnet50", weights=tmp_path / "missing.pth")
+
+
+def test_timm_adapter_takes_preprocessing_from_the_model(tmp_path):
+    timm = pytest.importorskip("timm")
+    path = tmp_path / "r18.pth"
+    import torch
+
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict(), path)
+    encoder = create_encoder("timm:resnet18", weights=path)
+    assert encoder.dim == 512 and encoder.preprocessing.image_size == 224
+    assert encoder.encode(photos()[:1]).shape == (1, 512)
+    with pytest.raises(EncoderError, match="timm has no model"):
+        create_encoder("timm:not_a_model_name", weights=path)
+
+
+def test_unknown_encoder_lists_the_known_ones():
+    with pytest.raises(EncoderError, match="efficientnet_lite0"):
+        create_encoder("vgg-imaginary")
+    assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>"} <= set(available_encoders())

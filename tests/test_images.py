@@ -1,0 +1,80 @@
+"""Image intake: layouts, labels, and every kind of bad file, skipped with a reason."""
+
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+from skimage import data
+
+from vismem.errors import InvalidInputError
+from vismem.images import ImageReadError, decode_image, find_images
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def write_bad_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image")
+    good = folder / "good.png"
+    Image.fromarray(data.coffee()).resize((64, 48)).save(good)
+    (folder / "truncated.png").write_bytes(good.read_bytes()[:200])
+    (folder / "bomb.png").write_bytes(png_header_claiming(200_000, 200_000))
+    return {"empty.png": "empty file", "text.jpg": "not an image", "truncated.png": "corrupt",
+            "bomb.png": "too large"}
+
+
+def test_class_subfolders_give_labels(tmp_path):
+    for label in ("cat", "cup"):
+        (tmp_path / label).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / label / "a.png")
+    (tmp_path / "loose.png").write_bytes(b"x")
+    (tmp_path / "cat" / "notes.txt").write_text("hello")
+    found, skipped = find_images([tmp_path])
+    assert sorted((f.path.parent.name, f.label) for f in found) == [("cat", "cat"), ("cup", "cup")]
+    reasons = {s.path.split("/")[-1]: s.reason for s in skipped}
+    assert "class subfolder" in reasons["loose.png"]
+    assert "extension" in reasons["notes.txt"]
+
+
+def test_explicit_label_overrides_subfolders(tmp_path):
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    found, skipped = find_images([tmp_path], label="animal")
+    assert {f.label for f in found} == {"animal"} and len(found) == 2 and not skipped
+
+
+def test_missing_path_fails_before_anything_is_read(tmp_path):
+    with pytest.raises(InvalidInputError, match="no such file"):
+        find_images([tmp_path, tmp_path / "nope"])
+
+
+def test_each_bad_file_gets_its_reason(tmp_path):
+    expected = write_bad_files(tmp_path)
+    for name, reason in expected.items():
+        with pytest.raises(ImageReadError, match=reason):
+            decode_image((tmp_path / name).read_bytes())
+    image = decode_image((tmp_path / "good.png").read_bytes())
+    assert image.mode == "RGB" and image.size == (64, 48)
+
+
+def test_pixel_limit_is_enforced_before_decoding(tmp_path):
+    Image.fromarray(data.astronaut()).save(tmp_path / "a.png")
+    with pytest.raises(ImageReadError, match="too large"):
+        decode_image((tmp_path / "a.png").read_bytes(), max_pixels=1000)
+
+
+def test_palette_greyscale_and_alpha_images_become_rgb(tmp_path):
+    for mode in ("L", "P", "RGBA", "CMYK"):
+        Image.new(mode, (10, 12)).save(tmp_path / f"x{mode}.tiff")
+        assert decode_image((tmp_path / f"x{mode}.tiff").read_bytes()).mode == "RGB"

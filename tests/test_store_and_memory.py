@@ -1,0 +1,148 @@
+"""The memory on real stores on disk: adding, searching, removing, relabelling, reopening."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from conftest import unit_vectors
+from vismem import Memory
+from vismem.errors import (
+    EmptyMemoryError,
+    EncoderError,
+    InvalidInputError,
+    MemoryExistsError,
+    MemoryNotFoundError,
+    VismemError,
+)
+from vismem.store import DB_NAME
+
+
+def make(memdir, n=60, dim=16, seed=0):
+    memory = Memory.create(memdir, encoder=None, dim=dim)
+    vectors = unit_vectors(n, dim, seed)
+    labels = [f"c{i % 3}" for i in range(n)]
+    ids = memory.add_vectors(vectors, labels, sources=[f"s{i % 2}" for i in range(n)])
+    return memory, vectors, ids
+
+
+def test_search_is_exact_and_survives_reopen(memdir):
+    memory, vectors, ids = make(memdir)
+    hits = memory.search(vectors[:5], k=3)
+    assert [row[0].id for row in hits] == ids[:5]
+    assert all(row[0].distance == pytest.approx(0, abs=1e-5) for row in hits)
+    brute = np.argsort(-(vectors @ vectors[7]))[:10]
+    assert [h.id for h in memory.search(vectors[7], k=10)[0]] == [ids[i] for i in brute]
+    memory.close()
+    with Memory.open(memdir) as again:
+        assert len(again) == 60
+        assert [h.id for h in again.search(vectors[7], k=10)[0]] == [ids[i] for i in brute]
+
+
+def test_removed_items_are_never_returned_and_ids_never_reused(memdir):
+    memory, vectors, ids = make(memdir)
+    removed = memory.remove(ids[:10])
+    assert removed == ids[:10]
+    everything = memory.search(vectors, k=100)
+    assert all(len(row) == 50 for row in everything)
+    assert not set(removed) & {h.id for row in everything for h in row}
+    assert memory.remove(label="c1") and "c1" not in memory.class_counts()
+    new = memory.add_vectors(vectors[:1], ["fresh"])
+    assert new[0] > max(ids)
+    memory.close()
+    with Memory.open(memdir) as again:
+        assert not set(removed) & {h.id for h in again.search(vectors[0], k=100)[0]}
+
+
+def test_remove_needs_exactly_one_selector(memdir):
+    memory, _, _ = make(memdir)
+    with pytest.raises(InvalidInputError):
+        memory.remove()
+    with pytest.raises(InvalidInputError):
+        memory.remove([1], label="c0")
+
+
+def test_removed_vector_bytes_are_purged_from_every_file(memdir):
+    memory, vectors, ids = make(memdir, n=30, dim=32)
+    secret = np.ascontiguousarray(vectors[4]).tobytes()
+    blob = b"".join(p.read_bytes() for p in memdir.rglob("*") if p.is_file())
+    assert secret in blob  # the check can fail: the bytes really are there before
+    memory.remove([ids[4]])
+    blob = b"".join(p.read_bytes() for p in memdir.rglob("*") if p.is_file())
+    assert secret not in blob
+
+
+def test_filtered_search_returns_k_matching_items(memdir):
+    memory, vectors, _ = make(memdir)
+    rows = memory.search(vectors[:4], k=7, labels=["c2"], sources=["s0"])
+    for row in rows:
+        assert len(row) == 7
+        assert {(h.label, h.source) for h in row} == {("c2", "s0")}
+
+
+def test_relabel_and_weights_change_the_vote_without_reencoding(memdir):
+    memory, vectors, ids = make(memdir)
+    query = vectors[0]
+    before = memory.classify_vectors(query, k=1)[0]
+    assert before.label == "c0" and before.neighbors[0].id == ids[0]
+    memory.relabel([ids[0]], "renamed")
+    assert memory.classify_vectors(query, k=1)[0].label == "renamed"
+    memory.set_weight([ids[0]], 0.0)
+    blocked = memory.classify_vectors(query, k=3)[0]
+    assert blocked.neighbors[0].weight == 0.0 and blocked.label != "renamed"
+    memory.close()
+    with Memory.open(memdir) as again:
+        assert again.get(ids[0]).label == "renamed" and again.get(ids[0]).weight == 0.0
+
+
+def test_second_handle_sees_edits_from_another_connection(memdir):
+    memory, vectors, ids = make(memdir)
+    other = Memory.open(memdir)
+    memory.remove([ids[0]])
+    assert ids[0] not in {h.id for h in other.search(vectors[0], k=5)[0]}
+    other.add_vectors(vectors[:1], ["late"])
+    assert "late" in memory.class_counts()
+
+
+def test_bad_inputs_give_clear_errors(memdir, tmp_path):
+    with pytest.raises(MemoryNotFoundError, match="vismem create"):
+        Memory.open(tmp_path / "nowhere")
+    memory = Memory.create(memdir, encoder=None, dim=8)
+    with pytest.raises(EmptyMemoryError):
+        memory.classify_vectors(unit_vectors(1, 8))
+    with pytest.raises(InvalidInputError, match="dimension 8"):
+        memory.add_vectors(unit_vectors(2, 9), ["a", "b"])
+    with pytest.raises(InvalidInputError, match="strings"):
+        memory.add_vectors(unit_vectors(2, 8), ["a", 3])
+    with pytest.raises(InvalidInputError, match="2 vectors but 1 labels"):
+        memory.add_vectors(unit_vectors(2, 8), ["a"])
+    with pytest.raises(InvalidInputError, match="finite"):
+        memory.add_vectors(np.full((1, 8), np.nan), ["a"])
+    with pytest.raises(EncoderError, match="no encoder"):
+        memory.add_images([tmp_path])
+    assert len(memory) == 0  # nothing half-added
+    with pytest.raises(MemoryExistsError):
+        Memory.create(memdir, encoder=None, dim=8)
+    with pytest.raises(EncoderError, match="unknown encoder"):
+        Memory.create(tmp_path / "m2", encoder="no-such-net")
+    assert not (tmp_path / "m2").exists()
+
+
+def test_memory_from_a_newer_vismem_is_refused(memdir):
+    Memory.create(memdir, encoder=None, dim=4).close()
+    db = sqlite3.connect(memdir / DB_NAME)
+    db.execute("UPDATE config SET value = '99' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(VismemError, match="newer"):
+        Memory.open(memdir)
+
+
+def test_memory_refuses_an_encoder_whose_weights_changed(memdir, tmp_path, digit_folders):
+    Memory.create(memdir, encoder="pixels").close()
+    db = sqlite3.connect(memdir / DB_NAME)
+    db.execute("""UPDATE config SET value = '"pixels:other-weights:0"' WHERE key = 'encoder_id'""")
+    db.commit()
+    db.close()
+    with Memory.open(memdir) as memory, pytest.raises(EncoderError, match="not be comparable"):
+        memory.add_images([digit_folders[0]])
