@@ -143,14 +143,12 @@ class Memory:
         ids, vectors = self.store.vectors()
         if len(ids):
             self._index.add(ids, vectors)
-        self._meta: dict[int, tuple[str, str, float]] = {
-            item.id: (item.label, item.source, item.weight) for item in self.store.items()
-        }
+        rows = self.store.vote_metadata()
+        self._meta: dict[int, tuple[str, str, float]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
         self._hashes: dict[str, int] = {}
-        for item_id, digest in self.store._db.execute(
-            "SELECT id, content_hash FROM items WHERE content_hash IS NOT NULL"
-        ):
-            self._hashes.setdefault(digest, item_id)
+        for item_id, _, _, _, digest in rows:
+            if digest is not None:
+                self._hashes.setdefault(digest, item_id)
 
     def refresh(self) -> None:
         """Reload if another process has committed to this memory since we last looked."""
@@ -369,14 +367,18 @@ class Memory:
             kept += [i for i, _ in pil]
         files = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images)
                  if not isinstance(p, Image.Image)]
-        for chunk in batched(files, encoder.batch_size):
-            prepared, bad = prepare_files([f for _, f in chunk], encoder,
-                                          known_hashes=self._hashes, max_pixels=max_pixels)
+
+        def prepare(chunk):
+            return prepare_files([f for _, f in chunk], encoder, known_hashes=self._hashes,
+                                 max_pixels=max_pixels)
+
+        chunks = list(batched(files, encoder.batch_size))
+        for chunk, (prepared, bad) in zip(chunks, prefetched(prepare, chunks)):
             skipped += bad
             position = {id(f): i for i, f in chunk}
             fresh = iter(encode_prepared(encoder, prepared))
             reuse = [p.known_as for p in prepared if p.known_as is not None]
-            stored = dict(zip(*self._index_vectors(reuse))) if reuse else {}
+            stored = dict(zip(*self._stored_vectors(reuse))) if reuse else {}
             for p in prepared:
                 i = position[id(p.file)]
                 vectors[i] = stored[p.known_as] if p.known_as is not None else next(fresh)
@@ -386,7 +388,7 @@ class Memory:
         kept.sort()
         return vectors[kept], kept, skipped
 
-    def _index_vectors(self, ids: list[int]) -> tuple[list[int], np.ndarray]:
+    def _stored_vectors(self, ids: list[int]) -> tuple[list[int], np.ndarray]:
         found, vectors = self.store.vectors(ids)
         return found.tolist(), vectors
 

@@ -131,6 +131,7 @@ class MemoryStore:
         tmp = path / (DB_NAME + ".creating")
         tmp.unlink(missing_ok=True)
         db = sqlite3.connect(tmp)
+        db.execute("PRAGMA page_size=16384")  # a 1280-d float32 vector fits one page, no overflow chain
         db.executescript(SCHEMA)
         values = {"format_version": FORMAT_VERSION, "created_at": time.time(), **config}
         db.executemany(
@@ -154,6 +155,7 @@ class MemoryStore:
         db.execute("PRAGMA synchronous=FULL")  # a returned edit survives power loss too
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
+        db.execute("PRAGMA mmap_size=2147483648")  # reading all vectors at open: ~2x faster
         store = cls(path, db)
         version = int(store.config.get("format_version", 0))
         if version > FORMAT_VERSION:
@@ -299,17 +301,35 @@ class MemoryStore:
     def vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 (n,), vectors float32 (n, dim)) ordered by id, for all or given ids."""
         if ids is None:
-            rows = list(self._db.execute("SELECT id, vector FROM vectors ORDER BY id"))
-        else:
-            rows = []
-            for chunk in _chunks(sorted(int(i) for i in ids), 500):
-                marks = ",".join("?" * len(chunk))
-                rows += self._db.execute(
-                    f"SELECT id, vector FROM vectors WHERE id IN ({marks}) ORDER BY id", chunk
-                )
-        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        return found, matrix.reshape(len(rows), self.dim).copy()
+            rows = self._db.execute("SELECT id, vector FROM vectors ORDER BY id")
+            return self._fill(rows, self.count())
+        wanted = sorted({int(i) for i in ids})
+        found, matrix = [], []
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, vector FROM vectors WHERE id IN ({marks}) ORDER BY id", chunk)
+            chunk_ids, chunk_vectors = self._fill(rows, len(chunk))
+            found.append(chunk_ids)
+            matrix.append(chunk_vectors)
+        if not found:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate(found), np.concatenate(matrix)
+
+    def _fill(self, rows: Iterable[tuple[int, bytes]], most: int) -> tuple[np.ndarray, np.ndarray]:
+        """Copy (id, blob) rows straight into one preallocated matrix."""
+        ids = np.empty(most, dtype=np.int64)
+        matrix = np.empty((most, self.dim), dtype=np.float32)
+        n = 0
+        for n, (item_id, blob) in enumerate(rows, start=1):
+            ids[n - 1] = item_id
+            matrix[n - 1] = np.frombuffer(blob, dtype=np.float32)
+        return ids[:n], matrix[:n]
+
+    def vote_metadata(self) -> list[tuple[int, str, str, float, str | None]]:
+        """(id, label, source, weight, content_hash) of every item: what search and vote need."""
+        return self._db.execute(
+            "SELECT id, label, source, weight, content_hash FROM items ORDER BY id").fetchall()
 
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self._db.execute("SELECT jpeg FROM thumbnails WHERE id = ?", (int(item_id),)).fetchone()

@@ -68,6 +68,7 @@ class Encoder:
         embed_arrays: Callable[[np.ndarray], np.ndarray],
         *,
         batch_size: int = 32,
+        module: object | None = None,
     ) -> None:
         self.name = name
         self.dim = dim
@@ -75,6 +76,7 @@ class Encoder:
         self.weights_id = weights_id
         self._embed_arrays = embed_arrays
         self.batch_size = batch_size
+        self.module = module  # the underlying network, for inspection and benchmarks
 
     @property
     def id(self) -> str:

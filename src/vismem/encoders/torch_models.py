@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
-
 from ..errors import EncoderError
 from .base import Encoder, Preprocessing, file_digest
 from .registry import register
@@ -16,8 +12,8 @@ from .registry import register
 OFFLINE_ENV = "VISMEM_OFFLINE"
 
 
-def torch_embedder(model, preprocessing: Preprocessing) -> Callable[[np.ndarray], np.ndarray]:
-    """Wrap a module mapping (n, 3, H, W) -> (n, dim) as a uint8 NHWC batch -> numpy function."""
+def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id: str, model) -> Encoder:
+    """An Encoder running `model`, a module mapping (n, 3, H, W) -> (n, dim), in inference mode."""
     import torch
 
     model.eval()
@@ -31,7 +27,7 @@ def torch_embedder(model, preprocessing: Preprocessing) -> Callable[[np.ndarray]
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             return model(x).float().numpy()
 
-    return embed
+    return Encoder(name, dim, preprocessing, weights_id, embed, module=model)
 
 
 def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
@@ -89,9 +85,7 @@ def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
         image_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         interpolation="bicubic",
     )
-    return Encoder(
-        "efficientnet_lite0", 1280, prep, file_digest(Path(weights)), torch_embedder(Features(), prep)
-    )
+    return torch_encoder("efficientnet_lite0", 1280, prep, file_digest(Path(weights)), Features())
 
 
 @register(
@@ -117,7 +111,7 @@ def build_resnet50(weights: str | Path | None = None) -> Encoder:
         weights_id = "torchvision-IMAGENET1K_V1"
     network.fc = torch.nn.Identity()
     prep = Preprocessing(image_size=224, resize_size=256, interpolation="bilinear")
-    return Encoder("resnet50", 2048, prep, weights_id, torch_embedder(network, prep))
+    return torch_encoder("resnet50", 2048, prep, weights_id, network)
 
 
 @register(
@@ -157,7 +151,4 @@ def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
         if config.get("interpolation") in ("bilinear", "bicubic", "nearest")
         else "bicubic",
     )
-    return Encoder(
-        f"timm:{model_name}", int(network.num_features), prep, weights_id,
-        torch_embedder(network, prep),
-    )
+    return torch_encoder(f"timm:{model_name}", int(network.num_features), prep, weights_id, network)

@@ -44,6 +44,12 @@ class ExactIndex(VectorIndex):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         n = len(self)
+        if n == 0 and len(ids) > len(self._ids):
+            # Bulk load into an empty index: adopt the caller's matrix rather than copy it.
+            self._matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._ids = ids.copy()
+            self._row_of = dict(zip(ids.tolist(), range(len(ids))))
+            return
         self._grow(n + len(ids))
         self._matrix[n : n + len(ids)] = vectors
         self._ids[n : n + len(ids)] = ids
