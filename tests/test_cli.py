@@ -151,3 +151,24 @@ def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):
     assert out["sheet"] == str(sheet) and len(out["neighbors"]) == 6
     picture = Image.open(sheet)
     assert picture.width >= 6 * 128  # query + 6 neighbour tiles
+
+
+def test_add_vectors_from_npy_files(tmp_path, cli):
+    import numpy as np
+
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    vectors = unit_vectors(20, 12)
+    np.save(tmp_path / "v.npy", vectors)
+    np.save(tmp_path / "l.npy", np.array([f"c{i % 2}" for i in range(20)]))
+    (tmp_path / "l.txt").write_text("\n".join(["a"] * 3))
+    cli("create", memdir, "--encoder", "none", "--dim", "12", check=True)
+    added = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy",
+                           "--labels", tmp_path / "l.npy", "--json", check=True))[0]
+    assert added["added"] == 20 and added["items"] == 20
+    mismatch = cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt")
+    assert mismatch.returncode == 1 and "20 vectors but 3 labels" in mismatch.stderr
+    np.save(tmp_path / "wrong.npy", unit_vectors(2, 5))
+    wrong = cli("add-vectors", memdir, "--vectors", tmp_path / "wrong.npy", "--labels", tmp_path / "l.txt")
+    assert wrong.returncode == 1 and "dimension 12" in wrong.stderr

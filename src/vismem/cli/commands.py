@@ -91,6 +91,32 @@ def add(
         raise typer.Exit(EXIT_SKIPPED)
 
 
+@app.command("add-vectors")
+def add_vectors(
+    memdir: Path = MemDir,
+    vectors: Path = typer.Option(..., "--vectors", help="A .npy file of shape (n, dim)."),
+    labels: Path = typer.Option(..., "--labels", help="A .npy array of n strings, or a text file with one label per line."),
+    source: str = typer.Option("vectors", "--source", "-s", help="Source tag for every vector."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Add precomputed embeddings with labels (for memories made with --encoder none)."""
+    import numpy as np
+
+    try:
+        matrix = np.load(vectors, allow_pickle=False)
+        names = (np.load(labels, allow_pickle=False).tolist() if labels.suffix == ".npy"
+                 else labels.read_text().splitlines())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read vectors/labels: {exc}") from None
+    with _open(memdir) as memory:
+        ids = memory.add_vectors(matrix, names, sources=source)
+        count = len(memory)
+    if json_out:
+        emit({"added": len(ids), "ids": ids, "items": count})
+    else:
+        out.print(f"added {len(ids)} vectors; memory now holds {count}")
+
+
 @app.command()
 def classify(
     memdir: Path = MemDir,
