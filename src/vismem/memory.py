@@ -20,7 +20,7 @@ from PIL import Image
 from .decide import Decision, VoteParams, decide
 from .embed import batched, encode_prepared, prefetched, prepare_files
 from .encoders import Encoder, create_encoder, normalize_rows
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, find_images
 from .search import MISSING_ID, VectorIndex, make_index
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
@@ -96,8 +96,6 @@ class Memory:
         """
         path = Path(path)
         if (path / DB_NAME).exists():
-            from .errors import MemoryExistsError
-
             raise MemoryExistsError(f"a memory already exists at {path}")
         if encoder is None:
             if not isinstance(dim, int) or dim < 1:
