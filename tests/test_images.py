@@ -54,6 +54,14 @@ def test_explicit_label_overrides_subfolders(tmp_path):
     assert {f.label for f in found} == {"animal"} and len(found) == 2 and not skipped
 
 
+def test_a_single_file_needs_a_label(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    found, skipped = find_images([tmp_path / "a.png"])
+    assert not found and "needs --label" in skipped[0].reason
+    found, _ = find_images([tmp_path / "a.png"], label="thing")
+    assert found[0].label == "thing"
+
+
 def test_missing_path_fails_before_anything_is_read(tmp_path):
     with pytest.raises(InvalidInputError, match="no such file"):
         find_images([tmp_path, tmp_path / "nope"])

@@ -146,3 +146,20 @@ def test_memory_refuses_an_encoder_whose_weights_changed(memdir, tmp_path, digit
     db.close()
     with Memory.open(memdir) as memory, pytest.raises(EncoderError, match="not be comparable"):
         memory.add_images([digit_folders[0]])
+
+
+def test_duplicate_detection_follows_removals(memdir, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.coffee()).save(tmp_path / "cup.png")
+    memory = Memory.create(memdir, encoder="pixels")
+    first = memory.add_images([tmp_path / "cup.png"], label="cup")
+    again = memory.add_images([tmp_path / "cup.png"], label="cup")
+    assert len(first.added) == 1 and again.duplicates and not again.added
+    copy = memory.add_images([tmp_path / "cup.png"], label="cup", allow_duplicates=True)
+    assert len(copy.added) == 1
+    memory.remove(first.added)  # the copy still holds the content: still a duplicate
+    assert memory.add_images([tmp_path / "cup.png"], label="cup").duplicates
+    memory.remove(copy.added)  # now nothing does: the image can be added again
+    assert len(memory.add_images([tmp_path / "cup.png"], label="cup").added) == 1

@@ -65,7 +65,10 @@ def find_images(
     skipped: list[Skipped] = []
     for root in paths:
         if root.is_file():
-            found.append(ImageFile(root, label))
+            if label is None:
+                skipped.append(Skipped(str(root), "no label: a single file needs --label"))
+            else:
+                found.append(ImageFile(root, label))
             continue
         for file in sorted(p for p in root.rglob("*") if p.is_file()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:

@@ -143,10 +143,12 @@ class Memory:
             self._index.add(ids, vectors)
         rows = self.store.vote_metadata()
         self._meta: dict[int, tuple[str, str, float]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
-        self._hashes: dict[str, int] = {}
+        self._hashes: dict[str, int] = {}  # content hash -> an item holding that content
+        self._hash_of: dict[int, str] = {}
         for item_id, _, _, _, digest in rows:
             if digest is not None:
                 self._hashes.setdefault(digest, item_id)
+                self._hash_of[item_id] = digest
 
     def refresh(self) -> None:
         """Reload if another process has committed to this memory since we last looked."""
@@ -329,6 +331,7 @@ class Memory:
             self._meta[item_id] = (item.label, item.source, item.weight)
             if item.content_hash is not None:
                 self._hashes.setdefault(item.content_hash, item_id)
+                self._hash_of[item_id] = item.content_hash
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)
@@ -513,10 +516,15 @@ class Memory:
             targets = self.store.ids_where(label=label, source=source)
         removed = self.store.delete(targets)
         self._index.remove(np.asarray(removed, dtype=np.int64))
-        gone = set(removed)
         for item_id in removed:
             self._meta.pop(item_id, None)
-        self._hashes = {h: i for h, i in self._hashes.items() if i not in gone}
+            digest = self._hash_of.pop(item_id, None)
+            if digest is not None and self._hashes.get(digest) == item_id:
+                survivors = self.store.ids_with_hash(digest)  # copies added with allow_duplicates
+                if survivors:
+                    self._hashes[digest] = survivors[0]
+                else:
+                    del self._hashes[digest]
         self._seen_version = self.store.data_version()
         return removed
 
