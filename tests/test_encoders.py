@@ -79,7 +79,25 @@ def test_timm_adapter_takes_preprocessing_from_the_model(tmp_path):
         create_encoder("timm:not_a_model_name", weights=path)
 
 
+def test_open_clip_adapter_from_a_weights_file(tmp_path, monkeypatch):
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    path = tmp_path / "clip.pth"
+    torch.save(open_clip.create_model("ViT-S-32").state_dict(), path)
+    encoder = create_encoder("open_clip:ViT-S-32", weights=path)
+    assert encoder.dim == 384 and encoder.preprocessing.image_size == 224
+    vectors = encoder.encode(photos()[:2])
+    assert vectors.shape == (2, 384)
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1, 1], abs=1e-5)
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    with pytest.raises(EncoderError, match="--weights FILE"):
+        create_encoder("open_clip:ViT-S-32")
+    with pytest.raises(EncoderError, match="no model"):
+        create_encoder("open_clip:NoSuchNet")
+
+
 def test_unknown_encoder_lists_the_known_ones():
     with pytest.raises(EncoderError, match="efficientnet_lite0"):
         create_encoder("vgg-imaginary")
-    assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>"} <= set(available_encoders())
+    assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>", "open_clip:<model>"} <= set(available_encoders())

@@ -152,3 +152,63 @@ def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
         else "bicubic",
     )
     return torch_encoder(f"timm:{model_name}", int(network.num_features), prep, weights_id, network)
+
+
+@register(
+    "open_clip",
+    "OpenCLIP image tower, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k; needs `pip install "
+    "open_clip_torch`; downloads unless --weights",
+    prefix=True,
+)
+def build_open_clip(spec: str, weights: str | Path | None = None) -> Encoder:
+    import logging
+
+    import torch
+
+    try:
+        import open_clip
+    except ImportError:
+        raise EncoderError("open_clip is not installed: run `pip install open_clip_torch`") from None
+    model_name, _, tag = spec.partition("@")
+    if model_name not in open_clip.list_models():
+        raise EncoderError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
+    if weights is None:
+        tag = tag or next(iter(open_clip.list_pretrained_tags_by_model(model_name)), "")
+        if not tag:
+            raise EncoderError(f"open_clip:{model_name} has no published weights; pass --weights FILE")
+        if offline_requested():
+            raise download_failed(f"open_clip:{spec}", f"{OFFLINE_ENV} is set")
+        try:
+            network = open_clip.create_model(model_name, pretrained=tag)
+        except Exception as exc:  # hub download errors come in many types
+            raise download_failed(f"open_clip:{spec}", f"{type(exc).__name__}: {exc}") from None
+        weights_id = f"open_clip-{tag}"
+    else:
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # its "initialized randomly" warning: we load weights next
+        try:
+            network = open_clip.create_model(model_name)
+        finally:
+            logging.disable(previous)
+        load_state_dict(network, weights, f"open_clip:{model_name}")
+        weights_id = file_digest(Path(weights))
+    config = network.visual.preprocess_cfg
+    size = config["size"][0] if isinstance(config["size"], (tuple, list)) else config["size"]
+    prep = Preprocessing(
+        image_size=int(size),
+        resize_size=int(size),  # CLIP: shorter side to the input size, then centre-crop
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation=config.get("interpolation", "bicubic"),
+    )
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return self.network.encode_image(x)
+
+    dim = int(open_clip.get_model_config(model_name)["embed_dim"])
+    return torch_encoder(f"open_clip:{spec}", dim, prep, weights_id, ImageTower())
