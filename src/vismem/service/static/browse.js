@@ -68,7 +68,7 @@ document.getElementById("add").addEventListener("submit", async (e) => {
     const report = await api("/items", { method: "POST", body: form });
     const skipped = report.skipped_items.map((s) => `${s.path}: ${s.reason}`).join("; ");
     say(`added ${report.added} to “${label}”` + (report.skipped ? `, skipped ${report.skipped} (${skipped})` : ""),
-        report.skipped > 0);
+        report.added === 0);
     showLabel(label);
   } catch (err) { say(err.message, true); }
 });
