@@ -44,6 +44,7 @@ from .batcher import EncodeBatcher
 log = logging.getLogger("vismem.service")
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
+_STALE = object()
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,18 @@ class _MemoryService:
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self.lock.reader_lock:
-            stale = self.memory.is_stale()
-        if stale:  # another process (e.g. the CLI) committed: reload under the write lock
-            async with self.lock.writer_lock:
-                await self.run(self.memory.refresh)
+            result = await self.run(self._unless_stale, fn, *args, **kwargs)
+        if result is not _STALE:
+            return result
+        # another process (e.g. the CLI) committed: reload under the write lock, then read
+        async with self.lock.writer_lock:
+            await self.run(self.memory.refresh)
         async with self.lock.reader_lock:
             return await self.run(fn, *args, **kwargs)
+
+    def _unless_stale(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        # Readers share the lock, so none may reload the memory under another's feet.
+        return _STALE if self.memory.is_stale() else fn(*args, **kwargs)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self.lock.writer_lock:
