@@ -407,3 +407,14 @@ def test_serve_command_read_only_then_with_token(memory, digit_sets):
     assert "edits enabled" in stderr
     with Memory.open(memory.path) as reopened:
         assert reopened.get(1).weight == 0.0
+
+
+def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets):
+    mem = Memory.create(tmp_path / "closed", encoder="pixels")
+    app = create_app(mem, ServiceSettings())
+    mem.close()  # every store read now fails inside sqlite3, as a real bug would
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/stats")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error: the server log has the details"}
+    assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
