@@ -418,3 +418,27 @@ def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets)
     assert response.status_code == 500
     assert response.json() == {"error": "internal error: the server log has the details"}
     assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
+
+
+def test_memory_add_image_bytes(tmp_path, digit_sets):
+    with Memory.create(tmp_path / "bytes", encoder="pixels") as mem:
+        report = mem.add_image_bytes(
+            [("a.png", digit_sets["0"][0]), ("bad.png", b"nope"), ("a-again.png", digit_sets["0"][0]),
+             ("b.png", digit_sets["1"][0])],
+            label="digit", source="api",
+        )
+        assert len(report.added) == 2
+        assert {s.path: s.reason.split(" ")[0] for s in report.skipped} == {
+            "bad.png": "not", "a-again.png": "duplicate"}
+        item = mem.get(report.added[0])
+        assert (item.label, item.source, item.path, item.meta["name"]) == ("digit", "api", None, "a.png")
+        assert mem.store.thumbnail(item.id) is not None
+        with pytest.raises(ValueError, match="empty"):
+            mem.add_image_bytes([("c.png", digit_sets["2"][0])], label=" ", source="api")
+
+
+def test_edits_from_another_process_are_seen(client, memory, digit_sets):
+    with Memory.open(memory.path) as other:  # its own SQLite connection, like the CLI
+        other.remove(label="2")
+    assert client.get("/stats").json()["classes"] == {"0": PER_LABEL, "1": PER_LABEL}
+    assert "2" not in classify(client, digit_sets["2"][PER_LABEL], k=3 * PER_LABEL).json()["scores"]

@@ -15,6 +15,7 @@ nothing a client sends is used as a path on disk.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import secrets
@@ -23,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import aiorwlock
 import numpy as np
@@ -272,7 +273,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
     @app.post("/items", tags=["items"], status_code=201, dependencies=[Depends(can_write)])
     async def add_items(
-        files: List[UploadFile] = File(..., description="Images (image/* content types)."),
+        files: list[UploadFile] = File(..., description="Images (image/* content types)."),
         label: str = Form(..., min_length=1, max_length=200),
         source: str = Form("upload", min_length=1, max_length=200),
         allow_duplicates: bool = Form(False),
@@ -343,8 +344,6 @@ def safe_name(filename: str | None) -> str:
 
 def abstain_option(memory: Memory, value: str) -> Any:
     """Pass `abstain` through when this vismem's `classify_vectors` has it; else say so."""
-    import inspect
-
     if "abstain" not in inspect.signature(memory.classify_vectors).parameters:
         raise HTTPException(400, "abstention is not available in this vismem version: leave out `abstain`")
     lowered = value.strip().lower()
