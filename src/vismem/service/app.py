@@ -46,6 +46,13 @@ log = logging.getLogger("vismem.service")
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 _STALE = object()
+# The pages load only their own files: no inline script, nothing from elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass(frozen=True)
@@ -193,11 +200,11 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
     @app.get("/", include_in_schema=False)
     async def index_page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/browse", include_in_schema=False)
     async def browse_page() -> FileResponse:
-        return FileResponse(STATIC / "browse.html")
+        return FileResponse(STATIC / "browse.html", headers=PAGE_HEADERS)
 
     # ---- reading -----------------------------------------------------------------------
 
