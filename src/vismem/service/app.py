@@ -46,6 +46,7 @@ log = logging.getLogger("vismem.service")
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 _STALE = object()
+MAX_K = 1000  # results are padded to k: an unbounded k would let one request exhaust memory
 # The pages load only their own files: no inline script, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
@@ -223,7 +224,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     @app.post("/classify", tags=["memory"], dependencies=[Depends(can_read)])
     async def classify(
         file: UploadFile = File(..., description="The image to classify (image/* content type)."),
-        k: Optional[int] = Form(None, description="Neighbours that vote [memory default]."),
+        k: Optional[int] = Form(None, ge=1, le=MAX_K, description="Neighbours that vote [memory default]."),
         vote: Optional[str] = Form(None, description="rank | softmax | distance | plurality."),
         alpha: Optional[float] = Form(None, description="Rank vote offset."),
         tau: Optional[float] = Form(None, description="Softmax temperature."),
