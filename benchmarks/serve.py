@@ -204,7 +204,7 @@ def main() -> None:
     print(f"bare Memory.classify in-process, one image file per call: {bare['main_thread']:.1f}/s on the "
           f"main thread, {bare['worker_thread']:.1f}/s on a worker thread -> baseline {baseline:.1f} req/s")
     print(f"bare Memory.classify in-process, 16 files per call: {bare['batch16']:.1f} images/s "
-          f"(the ceiling for batching across requests)\n")
+          f"(what one batched forward pass gives)\n")
 
     process, url = start_server(work / "mem")
     added: list[int] = []
