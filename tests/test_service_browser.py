@@ -125,7 +125,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     coffee_card.locator("button.block").click()
 
     expect(page.locator("#label")).to_have_text("cat")
-    expect(page.locator("#change")).to_contain_text("coffee")
+    expect(page.locator("#change")).to_contain_text("after your edit the decision changed: coffee")
     expect(page.locator("#change")).to_contain_text("→ cat")
     expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
     page.wait_for_function(

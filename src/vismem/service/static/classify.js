@@ -2,7 +2,7 @@
 let queryFile = null;
 let lastDecision = null;
 
-function showDecision(decision, previous) {
+function showDecision(decision, previous, why) {
   document.getElementById("decision").hidden = false;
   document.getElementById("label").textContent = decision.label ?? "no decision (every neighbour blocked)";
   document.getElementById("confidence").textContent = decision.label ? pct(decision.confidence) : "";
@@ -11,8 +11,8 @@ function showDecision(decision, previous) {
     const before = `${previous.label ?? "none"} (${pct(previous.confidence)})`;
     const after = `${decision.label ?? "none"} (${pct(decision.confidence)})`;
     change.textContent = previous.label === decision.label
-      ? `after your edit: still ${after}, was ${before}`
-      : `after your edit the decision changed: ${before} → ${after}`;
+      ? `${why}: still ${after}, was ${before}`
+      : `${why} the decision changed: ${before} → ${after}`;
     change.style.display = "block";
   } else {
     change.style.display = "none";
@@ -46,7 +46,7 @@ function neighbourCard(n) {
   return card;
 }
 
-async function classify(previous = null) {
+async function classify(previous = null, why = "compared with the last run") {
   if (!queryFile) return;
   const form = new FormData();
   form.append("file", queryFile);
@@ -57,7 +57,7 @@ async function classify(previous = null) {
   say("classifying…");
   try {
     const decision = await api("/classify", { method: "POST", body: form });
-    showDecision(decision, previous);
+    showDecision(decision, previous, why);
     lastDecision = decision;
     say(`classified ${decision.path} against ${decision.neighbors.length} neighbours`);
   } catch (e) { say(e.message, true); }
@@ -69,7 +69,7 @@ async function edit(id, method, body) {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
-  await classify(lastDecision);  // same query again: show how the edit moved the decision
+  await classify(lastDecision, "after your edit");  // same query again: show how the edit moved it
 }
 
 function relabel(n) {
