@@ -56,32 +56,46 @@ def prepare_files(
     """Read, hash, decode and preprocess files; unreadable ones become `Skipped`."""
     prepared: list[PreparedImage] = []
     skipped: list[Skipped] = []
-    draft = encoder.preprocessing.resize_size * 2
     for file in files:
         try:
             data = file.path.read_bytes()
         except OSError as exc:
             skipped.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
             continue
-        digest = content_hash(data)
-        if known_hashes is not None and digest in known_hashes:
-            prepared.append(PreparedImage(file, digest, known_as=known_hashes[digest]))
-            continue
         try:
-            image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
+            prepared.append(prepare_bytes(file, data, encoder, known_hashes=known_hashes,
+                                          thumbnails=thumbnails, max_pixels=max_pixels))
         except ImageReadError as exc:
             skipped.append(Skipped(str(file.path), str(exc)))
-            continue
-        prepared.append(
-            PreparedImage(
-                file,
-                digest,
-                pixels=encoder.preprocessing.apply(image),
-                thumbnail=thumbnail_jpeg(image) if thumbnails else None,
-                size=image.size,
-            )
-        )
     return prepared, skipped
+
+
+def prepare_bytes(
+    file: ImageFile,
+    data: bytes,
+    encoder: Encoder,
+    *,
+    known_hashes: Mapping[str, int] | None = None,
+    thumbnails: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> PreparedImage:
+    """Hash, decode and preprocess one image's bytes; raises ImageReadError.
+
+    `file` only names the image (and gives its label): for uploaded bytes its path is
+    the client's file name and is never opened.
+    """
+    digest = content_hash(data)
+    if known_hashes is not None and digest in known_hashes:
+        return PreparedImage(file, digest, known_as=known_hashes[digest])
+    draft = encoder.preprocessing.resize_size * 2
+    image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
+    return PreparedImage(
+        file,
+        digest,
+        pixels=encoder.preprocessing.apply(image),
+        thumbnail=thumbnail_jpeg(image) if thumbnails else None,
+        size=image.size,
+    )
 
 
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -10,7 +10,7 @@ process commits to the same directory.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -18,10 +18,17 @@ import numpy as np
 from PIL import Image
 
 from .decide import Decision, VoteParams, decide
-from .embed import batched, encode_prepared, prefetched, prepare_files
+from .embed import (
+    PreparedImage,
+    batched,
+    encode_prepared,
+    prefetched,
+    prepare_bytes,
+    prepare_files,
+)
 from .encoders import Encoder, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
 from .search import MISSING_ID, VectorIndex, make_index
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
 
@@ -150,9 +157,13 @@ class Memory:
                 self._hashes.setdefault(digest, item_id)
                 self._hash_of[item_id] = digest
 
+    def is_stale(self) -> bool:
+        """True when another process has committed since this object last loaded."""
+        return self.store.data_version() != self._seen_version
+
     def refresh(self) -> None:
         """Reload if another process has committed to this memory since we last looked."""
-        if self.store.data_version() != self._seen_version:
+        if self.is_stale():
             self._load()
 
     # ---- properties ------------------------------------------------------------------
@@ -253,7 +264,8 @@ class Memory:
             batched(files, size), prefetched(prepare, batched(files, size))
         ):
             report.skipped += skipped
-            new_items = self._new_items(encoder, prepared, source_of, allow_duplicates, report)
+            new_items = self._new_items(encode_prepared(encoder, prepared), prepared,
+                                        lambda p: source_of[id(p.file)], allow_duplicates, report)
             ids = self.store.insert(new_items)
             self._apply_added(ids, new_items)
             report.added += ids
@@ -264,29 +276,92 @@ class Memory:
         self._seen_version = self.store.data_version()
         return report
 
-    def _new_items(self, encoder, prepared, source_of, allow_duplicates, report) -> list[NewItem]:
-        vectors = iter(encode_prepared(encoder, prepared))
+    def add_image_bytes(
+        self,
+        images: Sequence[tuple[str, bytes]],
+        *,
+        label: str,
+        source: str,
+        allow_duplicates: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> AddReport:
+        """Add images given as (name, bytes), e.g. uploads, all with one label and source.
+
+        The name only appears in reports and in the item's `meta["name"]`; it is never
+        opened as a path. Unreadable images are skipped with a reason, as in `add_images`.
+        """
+        check_label(label)
+        encoder = self.encoder
+        report = AddReport()
+        for chunk in batched(list(images), encoder.batch_size):
+            prepared: list[PreparedImage] = []
+            for name, data in chunk:
+                try:
+                    prepared.append(prepare_bytes(ImageFile(Path(name), label), data, encoder,
+                                                  thumbnails=True, max_pixels=max_pixels))
+                except ImageReadError as exc:
+                    report.skipped.append(Skipped(name, str(exc)))
+            done = self.add_prepared(prepared, encode_prepared(encoder, prepared),
+                                     source=source, allow_duplicates=allow_duplicates)
+            report.added += done.added
+            report.skipped += done.skipped
+        return report
+
+    def add_prepared(
+        self,
+        prepared: Sequence[PreparedImage],
+        vectors: np.ndarray,
+        *,
+        source: str,
+        allow_duplicates: bool = False,
+    ) -> AddReport:
+        """Insert images already decoded (`embed.prepare_bytes`) and encoded, in one transaction.
+
+        `vectors` holds one row per prepared image that carries pixels, in order. This is
+        the second half of `add_image_bytes`, for callers that encode elsewhere (the HTTP
+        service batches encoding across requests). Duplicates are checked here, against
+        the memory as it is now.
+        """
+        self.refresh()
+        if not allow_duplicates:
+            prepared = [p if p.known_as is not None or p.content_hash not in self._hashes
+                        else replace(p, known_as=self._hashes[p.content_hash]) for p in prepared]
+        report = AddReport()
+        new_items = self._new_items(vectors, prepared, lambda p: source, allow_duplicates,
+                                    report, keep_paths=False)
+        ids = self.store.insert(new_items)
+        self._apply_added(ids, new_items)
+        report.added += ids
+        self._seen_version = self.store.data_version()
+        return report
+
+    def _new_items(self, vectors, prepared, source_of, allow_duplicates, report,
+                   keep_paths: bool = True) -> list[NewItem]:
+        """NewItems for prepared images; `vectors` has a row for each one with pixels."""
+        vectors = iter(vectors)
         batch_hashes: dict[str, str] = {}
         items: list[NewItem] = []
         for p in prepared:
+            vector = next(vectors) if p.pixels is not None else None
             if p.known_as is not None:
                 report.skipped.append(Skipped(str(p.file.path), f"duplicate of item {p.known_as}"))
                 continue
-            vector = next(vectors)
             if not allow_duplicates and p.content_hash in batch_hashes:
                 report.skipped.append(
                     Skipped(str(p.file.path), f"duplicate of {batch_hashes[p.content_hash]}")
                 )
                 continue
             batch_hashes[p.content_hash] = str(p.file.path)
+            meta = {"width": p.size[0], "height": p.size[1]}
             items.append(
                 NewItem(
                     vector=vector,
                     label=p.file.label,
-                    source=source_of[id(p.file)],
-                    path=str(p.file.path.resolve()),
+                    source=source_of(p),
+                    # an uploaded image's name is the client's, not a path on this machine
+                    path=str(p.file.path.resolve()) if keep_paths else None,
                     content_hash=p.content_hash,
-                    meta={"width": p.size[0], "height": p.size[1]},
+                    meta=meta if keep_paths else {**meta, "name": str(p.file.path)},
                     thumbnail=p.thumbnail,
                 )
             )
@@ -535,6 +610,17 @@ class Memory:
     def set_weight(self, ids: Iterable[int], weight: float) -> list[int]:
         """Set items' vote weight: 0 blocks, >1 boosts, 1 is normal."""
         return self._update(list(ids), weight=float(weight))
+
+    def update(self, ids: Iterable[int], *, label: str | None = None,
+               weight: float | None = None) -> list[int]:
+        """Relabel and/or reweight items in one transaction. Returns the ids that exist."""
+        change = {key: value for key, value in (("label", label), ("weight", weight))
+                  if value is not None}
+        if not change:
+            raise InvalidInputError("update needs a new label or a weight")
+        if "weight" in change:
+            change["weight"] = float(change["weight"])
+        return self._update(list(ids), **change)
 
     def _update(self, ids: list[int], **change: Any) -> list[int]:
         self.refresh()

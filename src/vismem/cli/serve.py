@@ -1,0 +1,59 @@
+"""`vismem serve`: the HTTP API and web page over one memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app, err
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def serve(
+    memdir: Path = typer.Argument(..., help="Memory directory.", show_default=False),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="VISMEM_TOKEN", show_envvar=True,
+        help="Bearer token that editing endpoints require. Without one the server is read-only.",
+    ),
+    protect_reads: bool = typer.Option(False, "--protect-reads",
+                                       help="Require the token for reading endpoints too."),
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001,
+                                        help="Largest request body, in MiB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
+                                   help="Largest decoded image, in pixels."),
+) -> None:
+    """Serve MEMDIR over HTTP: API (OpenAPI at /docs) and a web page at /.
+
+    Editing endpoints need `Authorization: Bearer TOKEN` (--token or VISMEM_TOKEN);
+    without a token the server starts read-only.
+    """
+    import uvicorn
+
+    from ..memory import Memory
+    from ..service import ServiceSettings, create_app
+
+    settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
+                               max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
+    with Memory.open(memdir) as memory:
+        service = create_app(memory, settings)  # loads the encoder now: fail before binding
+        info = memory.info()
+        err.print(f"serving {memdir} ({info['items']} items, encoder {info['encoder']}) "
+                  f"at http://{host}:{port}/  (API docs at /docs)", markup=False)
+        if token:
+            err.print("edits enabled: they need `Authorization: Bearer <token>`"
+                      + ("; reads need it too" if protect_reads else ""), markup=False)
+        else:
+            err.print("read-only: no token given (--token or VISMEM_TOKEN), so every edit is refused",
+                      markup=False)
+        if host not in LOOPBACK:
+            err.print(f"warning: listening on {host}, reachable from other machines; "
+                      "the server speaks plain HTTP, so put TLS in front of it", markup=False)
+        os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
+        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,94 @@
+"""Encoder work off the event loop, batched across requests that arrive together.
+
+Requests hand in preprocessed pixels and await their vectors. One worker task takes
+whatever is queued (up to `max_batch` images) and runs one forward pass in a thread,
+so while a batch is encoding the next one gathers: under load, batches grow by
+themselves and nobody waits for a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..encoders import Encoder
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    images: int = 0
+    largest: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        mean = self.images / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "images": self.images, "largest_batch": self.largest,
+                "mean_batch": round(mean, 2)}
+
+
+@dataclass
+class _Job:
+    pixels: np.ndarray  # uint8 (n, H, W, 3)
+    future: asyncio.Future = field(repr=False)
+
+
+class EncodeBatcher:
+    """`await batcher.encode(pixels)` -> L2-normalised float32 vectors (n, dim)."""
+
+    def __init__(self, encoder: Encoder, executor: Executor, max_batch: int | None = None) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch or encoder.batch_size
+        self.stats = BatchStats()
+        self._executor = executor
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def encode(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.empty((0, self.encoder.dim), dtype=np.float32)
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(pixels, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            count = len(jobs[0].pixels)
+            while count < self.max_batch and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                count += len(jobs[-1].pixels)
+            batch = np.concatenate([job.pixels for job in jobs])
+            try:
+                vectors = await loop.run_in_executor(
+                    self._executor, self.encoder.embed_preprocessed, batch
+                )
+            except Exception as exc:  # hand the failure to every waiting request
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.images += len(batch)
+            self.stats.largest = max(self.stats.largest, len(batch))
+            start = 0
+            for job in jobs:
+                end = start + len(job.pixels)
+                if not job.future.done():
+                    job.future.set_result(vectors[start:end])
+                start = end

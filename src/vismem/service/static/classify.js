@@ -1,0 +1,101 @@
+// The classify page: one query image, its decision, and its neighbours to edit.
+let queryFile = null;
+let lastDecision = null;
+
+function showDecision(decision, previous, why) {
+  document.getElementById("decision").hidden = false;
+  document.getElementById("label").textContent = decision.label ?? "no decision (every neighbour blocked)";
+  document.getElementById("confidence").textContent = decision.label ? pct(decision.confidence) : "";
+  const change = document.getElementById("change");
+  if (previous) {
+    const before = `${previous.label ?? "none"} (${pct(previous.confidence)})`;
+    const after = `${decision.label ?? "none"} (${pct(decision.confidence)})`;
+    change.textContent = previous.label === decision.label
+      ? `${why}: still ${after}, was ${before}`
+      : `${why} the decision changed: ${before} → ${after}`;
+    change.style.display = "block";
+  } else {
+    change.style.display = "none";
+  }
+  const bars = document.getElementById("bars");
+  bars.replaceChildren(...Object.entries(decision.scores).map(([label, share]) =>
+    el("div", { class: "bar" + (label === decision.label ? " win" : ""), "data-label": label },
+      el("span", {}, label),
+      el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * share).toFixed(1)}%` })),
+      el("span", { class: "pct" }, pct(share)))));
+  const grid = document.getElementById("grid");
+  grid.replaceChildren(...decision.neighbors.map(neighbourCard));
+  document.getElementById("neighbours").hidden = false;
+}
+
+function neighbourCard(n) {
+  const blocked = n.weight === 0;
+  const img = el("img", { alt: `item ${n.id}` });
+  showThumb(img, n.id);
+  const card = el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": n.id },
+    img,
+    el("div", { class: "title" }, `#${n.id} ${n.label}`),
+    el("div", { class: "meta" }, `distance ${n.distance.toFixed(3)}`),
+    el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
+    el("div", { class: "meta" }, n.source),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "block", onclick: () => edit(n.id, "PATCH", { weight: blocked ? 1 : 0 }) },
+        blocked ? "Unblock" : "Block"),
+      el("button", { type: "button", class: "relabel", onclick: () => relabel(n) }, "Relabel"),
+      el("button", { type: "button", class: "delete danger", onclick: () => remove(n) }, "Delete")));
+  return card;
+}
+
+async function classify(previous = null, why = "compared with the last run") {
+  if (!queryFile) return;
+  const form = new FormData();
+  form.append("file", queryFile);
+  const k = document.getElementById("k").value;
+  const vote = document.getElementById("vote").value;
+  if (k) form.append("k", k);
+  if (vote) form.append("vote", vote);
+  say("classifying…");
+  try {
+    const decision = await api("/classify", { method: "POST", body: form });
+    showDecision(decision, previous, why);
+    lastDecision = decision;
+    say(`classified ${decision.path} against ${decision.neighbors.length} neighbours`);
+  } catch (e) { say(e.message, true); }
+}
+
+async function edit(id, method, body) {
+  if (!token()) { say("edits need the server's token: enter it at the top right", true); return; }
+  try {
+    await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
+                                body: body ? JSON.stringify(body) : undefined });
+  } catch (e) { say(e.message, true); return; }
+  await classify(lastDecision, "after your edit");  // same query again: show how the edit moved it
+}
+
+function relabel(n) {
+  const label = prompt(`New label for item #${n.id} (now "${n.label}")`, n.label);
+  if (label && label.trim() && label !== n.label) edit(n.id, "PATCH", { label: label.trim() });
+}
+
+function remove(n) {
+  if (confirm(`Delete item #${n.id} (${n.label}) from the memory for good?`)) edit(n.id, "DELETE");
+}
+
+function choose(file) {
+  if (!file) return;
+  queryFile = file;
+  const query = document.getElementById("query");
+  query.src = URL.createObjectURL(file);
+  query.style.display = "block";
+  document.getElementById("rerun").disabled = false;
+  lastDecision = null;
+  classify();
+}
+
+setupToken();
+const drop = document.getElementById("drop");
+document.getElementById("file").addEventListener("change", (e) => choose(e.target.files[0]));
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });
+document.getElementById("rerun").addEventListener("click", () => classify(lastDecision));

@@ -1,0 +1,53 @@
+// Shared by the pages: the token, API calls with JSON errors, thumbnails, status line.
+const TOKEN_KEY = "vismem-token";
+
+function token() { return localStorage.getItem(TOKEN_KEY) || ""; }
+
+function setupToken() {
+  const input = document.getElementById("token");
+  input.value = token();
+  input.addEventListener("change", () => localStorage.setItem(TOKEN_KEY, input.value.trim()));
+}
+
+function headers() {
+  const t = token();
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+// fetch + JSON; throws Error(message) with the server's one-line error.
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  let body = null;
+  try { body = await response.json(); } catch (e) { /* no JSON body */ }
+  if (!response.ok) throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+// Thumbnails go through fetch so the token is sent when reads are protected.
+async function showThumb(img, id) {
+  try {
+    const response = await fetch(`/items/${id}/thumbnail`, { headers: headers() });
+    if (!response.ok) { img.alt = "no thumbnail"; return; }
+    img.src = URL.createObjectURL(await response.blob());
+  } catch (e) { img.alt = "no thumbnail"; }
+}
+
+function say(message, isError = false) {
+  const status = document.getElementById("status");
+  status.textContent = message;
+  status.className = isError ? "error" : "";
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "style") node.style.cssText = value;  // CSSOM: allowed by the page's CSP
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const pct = (x) => (100 * x).toFixed(1) + "%";

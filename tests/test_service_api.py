@@ -1,0 +1,446 @@
+"""The HTTP API, through FastAPI's TestClient, on real stores and real images."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vismem import Memory
+from vismem.encoders import create_encoder
+from vismem.service import ServiceSettings, create_app
+from vismem.service.batcher import EncodeBatcher
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LABELS = ("0", "1", "2")
+PER_LABEL = 6
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def upload(name: str, data: bytes, content_type: str = "image/png"):
+    return ("files", (name, data, content_type))
+
+
+@pytest.fixture
+def digit_sets(digits):
+    """Per label: PER_LABEL memory images and 2 held-out queries (PNG bytes)."""
+    images, labels = digits
+    chosen: dict[str, list[bytes]] = {}
+    for label in LABELS:
+        members = [i for i, lab in enumerate(labels) if lab == label]
+        chosen[label] = [png(images[i]) for i in members[: PER_LABEL + 2]]
+    return chosen
+
+
+@pytest.fixture
+def memory(tmp_path, digit_sets):
+    mem = Memory.create(tmp_path / "mem", encoder="pixels")
+    for label in LABELS:
+        report = mem.add_image_bytes(
+            [(f"{label}-{i}.png", data) for i, data in enumerate(digit_sets[label][:PER_LABEL])],
+            label=label, source=f"set-{label}",
+        )
+        assert len(report.added) == PER_LABEL
+    yield mem
+    mem.close()
+
+
+def client_for(memory: Memory, **settings) -> TestClient:
+    return TestClient(create_app(memory, ServiceSettings(**settings)))
+
+
+@pytest.fixture
+def client(memory):
+    with client_for(memory, token=TOKEN) as c:
+        yield c
+
+
+def classify(client, data: bytes, **form):
+    return client.post("/classify", files={"file": ("q.png", data, "image/png")},
+                       data={k: str(v) for k, v in form.items()})
+
+
+# ---- reading -------------------------------------------------------------------------
+
+
+def test_classify_returns_the_cli_decision(client, memory, digit_sets, tmp_path, cli):
+    query = digit_sets["1"][PER_LABEL]
+    response = classify(client, query, k=5)
+    assert response.status_code == 200
+    got = response.json()
+    assert got["label"] == "1" and got["k"] == 5 and got["vote"] == "rank"
+    assert len(got["neighbors"]) == 5
+    (tmp_path / "q.png").write_bytes(query)
+    memory.close()  # the CLI opens the same directory
+    shown = cli("classify", memory.path, tmp_path / "q.png", "-k", "5", "--json", check=True)
+    import json
+
+    expected = json.loads(shown.stdout.splitlines()[0])
+    assert set(got) == set(expected)
+    assert got["label"] == expected["label"] and got["scores"].keys() == expected["scores"].keys()
+    assert [n["id"] for n in got["neighbors"]] == [n["id"] for n in expected["neighbors"]]
+    for ours, theirs in zip(got["neighbors"], expected["neighbors"]):
+        assert ours["distance"] == pytest.approx(theirs["distance"], abs=1e-5)
+
+
+def test_classify_options_and_errors(client, digit_sets):
+    query = digit_sets["2"][PER_LABEL]
+    assert classify(client, query, k=3, vote="plurality").json()["vote"] == "plurality"
+    bad_vote = classify(client, query, vote="majority")
+    assert bad_vote.status_code == 400 and "unknown vote" in bad_vote.json()["error"]
+    for k in (0, 10**9):
+        too = classify(client, query, k=k)
+        assert too.status_code == 422 and too.json()["error"].startswith("invalid request: k:")
+    missing = client.post("/classify")
+    assert missing.status_code == 422 and "file" in missing.json()["error"]
+    # abstention is another module's work: refused clearly until classify_vectors has it
+    abstain = classify(client, query, abstain="0.5")
+    if abstain.status_code == 400:
+        assert "abstention is not available" in abstain.json()["error"]
+    else:
+        assert abstain.status_code == 200
+
+
+def test_empty_memory_is_a_clear_409(tmp_path, digit_sets):
+    with Memory.create(tmp_path / "empty", encoder="pixels") as mem, client_for(mem) as c:
+        response = classify(c, digit_sets["0"][0])
+    assert response.status_code == 409 and "empty" in response.json()["error"]
+
+
+def test_stats_is_info_and_healthz(client, memory):
+    stats = client.get("/stats").json()
+    info = memory.info()
+    assert stats == {**info, "disk_bytes": stats["disk_bytes"]}
+    assert stats["classes"] == {label: PER_LABEL for label in LABELS}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["read_only"] is False
+
+
+def test_get_item_and_thumbnail(client):
+    item = client.get("/items/1").json()
+    assert item["label"] == "0" and item["source"] == "set-0" and item["weight"] == 1.0
+    assert item["path"] is None and item["meta"]["name"] == "0-0.png"
+    thumb = client.get("/items/1/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(thumb.content))
+    assert image.format == "JPEG" and max(image.size) <= 128
+    assert client.get("/items/999").status_code == 404
+    assert client.get("/items/999/thumbnail").status_code == 404
+    page = client.get("/items", params={"label": "2", "limit": 4}).json()
+    assert page["total"] == PER_LABEL and [i["label"] for i in page["items"]] == ["2"] * 4
+
+
+# ---- editing -------------------------------------------------------------------------
+
+
+def test_add_items_reports_ids_and_skips(client, digits, digit_sets):
+    images, _ = digits
+    fresh = png(images[-1])
+    response = client.post(
+        "/items",
+        files=[upload("new.png", fresh), upload("../../etc/evil.png", png(images[-2])),
+               upload("broken.png", b"\x89PNG not really"), upload("again.png", digit_sets["0"][0])],
+        data={"label": "seven", "source": "web"}, headers=AUTH,
+    )
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert report["added"] == 2 and len(report["ids"]) == 2
+    reasons = {s["path"]: s["reason"] for s in report["skipped_items"]}
+    assert reasons["broken.png"].startswith("not an image")
+    assert reasons["again.png"].startswith("duplicate of item")
+    names = [client.get(f"/items/{i}").json()["meta"]["name"] for i in report["ids"]]
+    assert names == ["new.png", "evil.png"]  # a client's name is only ever a label for it
+    assert client.get("/stats").json()["classes"]["seven"] == 2
+    assert classify(client, fresh, k=1).json()["label"] == "seven"
+
+
+def test_delete_by_id_label_and_source(client, memory, digit_sets):
+    query = digit_sets["0"][PER_LABEL]
+    nearest = classify(client, query, k=1).json()["neighbors"][0]["id"]
+    assert client.delete(f"/items/{nearest}", headers=AUTH).json() == {"removed": 1, "ids": [nearest]}
+    assert client.get(f"/items/{nearest}").status_code == 404
+    assert nearest not in [n["id"] for n in classify(client, query, k=20).json()["neighbors"]]
+    assert client.delete(f"/items/{nearest}", headers=AUTH).status_code == 404
+    assert client.delete("/items", headers=AUTH).status_code == 400
+    assert client.delete("/items?label=1&source=set-1", headers=AUTH).status_code == 400
+    assert client.delete("/items?label=1", headers=AUTH).json()["removed"] == PER_LABEL
+    assert client.delete("/items?source=set-2", headers=AUTH).json()["removed"] == PER_LABEL
+    assert client.get("/stats").json()["classes"] == {"0": PER_LABEL - 1}
+    memory.close()
+    with Memory.open(memory.path) as reopened:  # durable: another process sees it
+        assert reopened.class_counts() == {"0": PER_LABEL - 1}
+
+
+def test_patch_relabels_blocks_and_boosts(client, digit_sets):
+    query = digit_sets["1"][PER_LABEL]
+    before = classify(client, query, k=3).json()
+    first = before["neighbors"][0]["id"]
+    blocked = client.patch(f"/items/{first}", json={"weight": 0}, headers=AUTH)
+    assert blocked.status_code == 200 and blocked.json()["weight"] == 0.0
+    after = classify(client, query, k=3).json()
+    assert after["neighbors"][0]["id"] == first and after["neighbors"][0]["weight"] == 0.0
+    relabelled = client.patch(f"/items/{first}", json={"label": "one", "weight": 2.5}, headers=AUTH).json()
+    assert relabelled["label"] == "one" and relabelled["weight"] == 2.5
+    assert "one" in classify(client, query, k=3).json()["scores"]
+    assert client.patch(f"/items/{first}", json={}, headers=AUTH).status_code == 400
+    assert client.patch(f"/items/{first}", json={"weight": -1}, headers=AUTH).status_code == 422
+    assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
+
+
+# ---- security and limits -------------------------------------------------------------
+
+
+def test_without_a_token_the_server_is_read_only(memory, digit_sets):
+    with client_for(memory) as c:
+        assert c.get("/healthz").json()["read_only"] is True
+        assert classify(c, digit_sets["0"][PER_LABEL]).status_code == 200
+        for response in (
+            c.post("/items", files=[upload("a.png", digit_sets["0"][PER_LABEL])], data={"label": "x"}),
+            c.delete("/items/1"), c.patch("/items/1", json={"weight": 0}),
+        ):
+            assert response.status_code == 403 and "read-only" in response.json()["error"]
+    assert memory.info()["items"] == 3 * PER_LABEL
+
+
+def test_editing_needs_the_right_token(client):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": "Basic abc"}):
+        response = client.patch("/items/1", json={"weight": 0}, headers=headers)
+        assert response.status_code == 401 and "token" in response.json()["error"]
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/items/1").json()["weight"] == 1.0
+    assert client.patch("/items/1", json={"weight": 0}, headers=AUTH).status_code == 200
+
+
+def test_protect_reads(memory, digit_sets):
+    with client_for(memory, token=TOKEN, protect_reads=True) as c:
+        assert c.get("/healthz").status_code == 200  # liveness stays open
+        for path in ("/stats", "/items/1", "/items/1/thumbnail", "/items"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers=AUTH).status_code == 200
+        assert classify(c, digit_sets["0"][0]).status_code == 401
+    with pytest.raises(ValueError, match="needs a token"):
+        ServiceSettings(protect_reads=True)
+
+
+def test_bad_uploads_are_refused_with_json(client, digit_sets):
+    text = client.post("/classify", files={"file": ("x.txt", b"hello", "text/plain")})
+    assert text.status_code == 415 and "image" in text.json()["error"]
+    octet = client.post("/classify", files={"file": ("x.png", digit_sets["0"][0], "application/octet-stream")})
+    assert octet.status_code == 415
+    corrupt = client.post("/classify", files={"file": ("x.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")})
+    assert corrupt.status_code == 400 and "x.png" in corrupt.json()["error"]
+    empty = client.post("/classify", files={"file": ("x.png", b"", "image/png")})
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    wrong_type = client.post("/items", files=[upload("a.txt", b"hi", "text/plain")],
+                             data={"label": "x"}, headers=AUTH)
+    assert wrong_type.status_code == 415
+    no_label = client.post("/items", files=[upload("a.png", digit_sets["0"][0])], headers=AUTH)
+    assert no_label.status_code == 422 and "label" in no_label.json()["error"]
+
+
+def test_size_and_pixel_limits(memory, digit_sets):
+    big = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)))
+    with client_for(memory, token=TOKEN, max_upload_bytes=50_000, max_pixels=100 * 100) as c:
+        too_big = classify(c, big)
+        assert too_big.status_code == 413 and "too large" in too_big.json()["error"]
+
+        def chunked():  # no Content-Length: the limit is enforced as the body arrives
+            data = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n" \
+                   b"Content-Type: image/png\r\n\r\n" + big + b"\r\n--b--\r\n"
+            for start in range(0, len(data), 8192):
+                yield data[start : start + 8192]
+
+        streamed = c.post("/classify", content=chunked(),
+                          headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413
+        many_pixels = png(Image.new("RGB", (200, 200), "white"))  # small file, 40,000 pixels
+        refused = classify(c, many_pixels)
+        assert refused.status_code == 400 and "too large" in refused.json()["error"]
+        assert classify(c, digit_sets["0"][0]).status_code == 200  # 64x64 is within both
+
+
+# ---- concurrency -------------------------------------------------------------------------
+
+
+def test_classify_never_sees_a_half_applied_edit(client, digit_sets):
+    """Readers run while a writer removes and re-adds a whole label, one edit each time.
+
+    With k = every item, a decision sees either all of label 1 or none of it.
+    """
+    ones = digit_sets["1"][:PER_LABEL]
+    total = 3 * PER_LABEL
+    seen: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def reader(query: bytes) -> None:
+        while not stop.is_set():
+            response = classify(client, query, k=total)
+            if response.status_code != 200:
+                failures.append(response.text)
+                return
+            seen.append(sum(n["label"] == "1" for n in response.json()["neighbors"]))
+
+    readers = [threading.Thread(target=reader, args=(digit_sets[l][PER_LABEL],)) for l in LABELS]
+    for thread in readers:
+        thread.start()
+    try:
+        for _ in range(6):
+            removed = client.delete("/items?label=1", headers=AUTH)
+            assert removed.json()["removed"] == PER_LABEL
+            added = client.post("/items", files=[upload(f"{i}.png", d) for i, d in enumerate(ones)],
+                                data={"label": "1"}, headers=AUTH)
+            assert added.json()["added"] == PER_LABEL
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert not failures
+    assert seen and set(seen) <= {0, PER_LABEL}
+    assert client.get("/stats").json()["classes"] == {label: PER_LABEL for label in LABELS}
+
+
+def test_batcher_encodes_requests_that_arrive_together_in_one_pass(digits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = create_encoder("pixels")
+    images, _ = digits
+    pixels = [encoder.preprocess(images[i : i + 1]) for i in range(8)]
+
+    async def run():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = EncodeBatcher(encoder, pool)
+            vectors = await asyncio.gather(*(batcher.encode(p) for p in pixels))
+            await batcher.close()
+            return batcher.stats, vectors
+
+    stats, vectors = asyncio.run(run())
+    assert stats.batches == 1 and stats.images == 8
+    np.testing.assert_allclose(np.concatenate(vectors), encoder.encode(images[:8]), atol=1e-6)
+
+
+# ---- the real encoder and the real command ---------------------------------------------
+
+
+def test_api_with_efficientnet_lite0(tmp_path, digit_sets):
+    mem = Memory.create(tmp_path / "lite0", encoder="efficientnet_lite0")
+    with mem, client_for(mem, token=TOKEN) as c:
+        for label in ("0", "1"):
+            added = c.post("/items", data={"label": label}, headers=AUTH,
+                           files=[upload(f"{i}.png", d) for i, d in enumerate(digit_sets[label][:4])])
+            assert added.json()["added"] == 4
+        query = digit_sets["1"][PER_LABEL]
+        got = classify(c, query, k=4).json()
+        expected = mem.classify([Image.open(io.BytesIO(query))], k=4)[0]
+        assert got["label"] == expected.label == "1"
+        assert [n["id"] for n in got["neighbors"]] == [n.id for n in expected.neighbors]
+        assert c.get("/stats").json()["encoder"] == "efficientnet_lite0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(memdir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read())
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("server did not start")
+
+
+def stop_server(process: subprocess.Popen) -> str:
+    process.terminate()
+    _, stderr = process.communicate(timeout=20)
+    return stderr
+
+
+def test_serve_command_read_only_then_with_token(memory, digit_sets):
+    memory.close()
+    process, url = start_server(memory.path)
+    try:
+        assert httpx.get(url + "/healthz").json()["read_only"] is True
+        assert httpx.delete(url + "/items/1").status_code == 403
+        page = httpx.get(url + "/")
+        assert page.status_code == 200 and "<title>vismem" in page.text
+        assert httpx.get(url + "/openapi.json").json()["paths"].keys() >= {
+            "/classify", "/items", "/items/{item_id}", "/items/{item_id}/thumbnail", "/stats", "/healthz"}
+    finally:
+        stderr = stop_server(process)
+    assert re.search(r"read-only: no token", stderr) and "127.0.0.1" in stderr
+    process, url = start_server(memory.path, env={"VISMEM_TOKEN": TOKEN})
+    try:
+        assert httpx.patch(url + "/items/1", json={"weight": 0}, headers=AUTH).status_code == 200
+    finally:
+        stderr = stop_server(process)
+    assert "edits enabled" in stderr
+    with Memory.open(memory.path) as reopened:
+        assert reopened.get(1).weight == 0.0
+
+
+def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets):
+    mem = Memory.create(tmp_path / "closed", encoder="pixels")
+    app = create_app(mem, ServiceSettings())
+    mem.close()  # every store read now fails inside sqlite3, as a real bug would
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/stats")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error: the server log has the details"}
+    assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
+
+
+def test_memory_add_image_bytes(tmp_path, digit_sets):
+    with Memory.create(tmp_path / "bytes", encoder="pixels") as mem:
+        report = mem.add_image_bytes(
+            [("a.png", digit_sets["0"][0]), ("bad.png", b"nope"), ("a-again.png", digit_sets["0"][0]),
+             ("b.png", digit_sets["1"][0])],
+            label="digit", source="api",
+        )
+        assert len(report.added) == 2
+        assert {s.path: s.reason.split(" ")[0] for s in report.skipped} == {
+            "bad.png": "not", "a-again.png": "duplicate"}
+        item = mem.get(report.added[0])
+        assert (item.label, item.source, item.path, item.meta["name"]) == ("digit", "api", None, "a.png")
+        assert mem.store.thumbnail(item.id) is not None
+        with pytest.raises(ValueError, match="empty"):
+            mem.add_image_bytes([("c.png", digit_sets["2"][0])], label=" ", source="api")
+
+
+def test_edits_from_another_process_are_seen(client, memory, digit_sets):
+    with Memory.open(memory.path) as other:  # its own SQLite connection, like the CLI
+        other.remove(label="2")
+    assert client.get("/stats").json()["classes"] == {"0": PER_LABEL, "1": PER_LABEL}
+    assert "2" not in classify(client, digit_sets["2"][PER_LABEL], k=3 * PER_LABEL).json()["scores"]

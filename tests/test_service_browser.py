@@ -1,0 +1,174 @@
+"""The web page in a real browser: Playwright driving Debian's Chromium, headless.
+
+Chromium comes from `apt-get install chromium` (see .ci/run); `playwright install` is
+never used. The story: a cat photo is outvoted by two coffee exemplars; blocking one of
+them from the page flips the decision to cat.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from vismem import Memory
+from vismem.service import ServiceSettings, create_app
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "browser-token-42"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                reason="needs Debian's chromium: apt-get install chromium")
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def jpeg(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Real photos shipped with scikit-image, as JPEG files."""
+    root = tmp_path_factory.mktemp("photos")
+    cat, coffee = skimage_data.chelsea(), skimage_data.coffee()
+    files = {
+        "cat.jpg": jpeg(cat),
+        "coffee.jpg": jpeg(coffee),
+        "coffee-mirrored.jpg": jpeg(coffee[:, ::-1].copy()),
+        "query-cat.jpg": jpeg(cat[20:280, 30:420].copy()),  # a different crop of the cat
+        "astronaut.jpg": jpeg(skimage_data.astronaut()),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, photos):
+    """`create_app` under a real uvicorn on 127.0.0.1, with the real EfficientNet-Lite0."""
+    memdir = tmp_path_factory.mktemp("browser") / "mem"
+    memory = Memory.create(memdir, encoder="efficientnet_lite0")
+    memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
+    memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
+                      source="photos")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(memory, ServiceSettings(token=TOKEN))
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert uv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", memory
+    uv.should_exit = True
+    thread.join(timeout=10)
+    memory.close()
+
+
+@pytest.fixture
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # console errors include Content-Security-Policy violations; a refused edit's 4xx is expected
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "status of 40" not in msg.text else None)
+        yield page
+        browser.close()
+        assert not errors, f"errors on the page: {errors}"
+
+
+def shot_dir(tmp_path: Path) -> Path:
+    """Screenshots go to $VISMEM_SCREENSHOTS when set (to keep them), else the test's tmp dir."""
+    folder = Path(os.environ.get("VISMEM_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_path):
+    url, memory = server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page.goto(url + "/")
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    page.set_input_files("#file", str(photos / "query-cat.jpg"))
+
+    expect(page.locator("#label")).to_have_text("coffee")  # two coffees outvote one cat
+    cards = page.locator("#grid .card")
+    expect(cards).to_have_count(3)
+    expect(cards.first.locator(".title")).to_contain_text("cat")  # yet the nearest is the cat
+    expect(page.locator(".bar")).to_have_count(2)
+    page.wait_for_function(  # every thumbnail was fetched and decoded
+        "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(shot_dir(tmp_path) / "classify-before.png"), full_page=True)
+
+    coffee_card = page.locator("#grid .card", has_text="coffee").first
+    coffee_id = int(coffee_card.get_attribute("data-id"))
+    coffee_card.locator("button.block").click()
+
+    expect(page.locator("#label")).to_have_text("cat")
+    expect(page.locator("#change")).to_contain_text("after your edit the decision changed: coffee")
+    expect(page.locator("#change")).to_contain_text("→ cat")
+    expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(shot_dir(tmp_path) / "classify-after-block.png"), full_page=True)
+    assert memory.store.items([coffee_id])[0].weight == 0.0  # the edit reached the store
+
+    page.locator(f"#grid .card[data-id='{coffee_id}'] button.block").click()  # unblock
+    expect(page.locator("#label")).to_have_text("coffee")
+
+
+def test_edit_without_token_says_so(server, page, photos):
+    url, memory = server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page.goto(url + "/")
+    page.evaluate("localStorage.clear()")
+    page.set_input_files("#file", str(photos / "query-cat.jpg"))
+    expect(page.locator("#grid .card")).to_have_count(3)
+    page.locator("#grid .card button.block").first.click()
+    expect(page.locator("#status")).to_contain_text("token")
+    assert all(item.weight == 1.0 for item in memory.store.items())
+
+
+def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):
+    url, memory = server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    page.goto(url + "/browse")
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    expect(page.locator("#labels button")).to_have_count(2)
+    expect(page.locator("#labels button[data-label='coffee']")).to_have_text("coffee · 2")
+
+    page.fill("#add-label", "astronaut")
+    page.set_input_files("#add-files", [str(photos / "astronaut.jpg"), str(photos / "cat.jpg")])
+    page.click("#add button[type=submit]")
+    expect(page.locator("#status")).to_contain_text("added 1")
+    expect(page.locator("#status")).to_contain_text("duplicate")  # the cat is already there
+    expect(page.locator("#labels button[data-label='astronaut']")).to_have_text("astronaut · 1")
+    expect(page.locator("#grid .card")).to_have_count(1)
+    page.wait_for_function("document.querySelector('#grid img').naturalWidth > 0")
+    page.screenshot(path=str(shot_dir(tmp_path) / "browse.png"), full_page=True)
+    assert memory.class_counts()["astronaut"] == 1
+
+    page.locator("#labels button[data-label='cat']").click()
+    expect(page.locator("#items-title")).to_contain_text("cat")
+    expect(page.locator("#grid .card")).to_have_count(1)
