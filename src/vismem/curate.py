@@ -80,8 +80,11 @@ class PruneReport:
 
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int = HARD_THRESHOLD,
-                 c: float = SOFT_C, d: float = SOFT_D, purge: bool = False) -> PruneReport:
-    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo)."""
+                 c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
+                 count: str = "wrong-decisions") -> PruneReport:
+    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
+
+    `count` picks what v counts (see `prune.wrong_vote_counts`)."""
     if mode == "off":
         memory.set_config("pruning", PruneState().to_config())
         return PruneReport("off", len(memory), 0, float("nan"), 0, 0)
@@ -93,7 +96,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     params = _kNN_params(memory, k)
     memory.set_config("pruning", PruneState().to_config())  # count on the unpruned memory
     data = memory_arrays(memory)
-    query = self_query(data.vectors, data.labels, params, data.weights)
+    query = self_query(data.vectors, data.labels, params, data.weights, count)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v) if v}
     state = PruneState(mode, counts, c, d, threshold)
     excluded = sorted(state.excluded())

@@ -54,17 +54,35 @@ def self_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return out_sims, out_rows
 
 
-def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """v per item: how many wrong decisions it voted in for the (wrong) winning label.
+COUNTS = ("wrong-decisions", "disagreements")
 
-    `label_index` (n,) true class per item; `neighbour_rows` (n, k) rows that voted
+
+def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predicted: np.ndarray,
+                      count: str = "wrong-decisions") -> np.ndarray:
+    """v per item, from each item's leave-one-out decision.
+
+    `label_index` (n,) stored class per item; `neighbour_rows` (n, k) rows that voted
     in each item's leave-one-out decision (-1 = none); `predicted` (n,) the class
     each decision chose.
+
+    - "wrong-decisions" (the visual-memory recipe): +1 for each neighbour that voted
+      for the winning label of a wrong decision;
+    - "disagreements": +1 for each neighbour whose label differs from the query
+      item's, whatever the outcome. Under heavy label noise this one blames the
+      mislabelled items, where the first mostly blames the correct neighbours of a
+      mislabelled item (its decision is "wrong" against its wrong label).
     """
-    wrong = predicted != label_index
-    rows = neighbour_rows[wrong]
-    voted_wrong = (rows >= 0) & (label_index[np.maximum(rows, 0)] == predicted[wrong][:, None])
-    return np.bincount(rows[voted_wrong], minlength=len(label_index)).astype(np.int64)
+    if count not in COUNTS:
+        raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
+    rows = neighbour_rows
+    queries = np.arange(len(label_index))
+    if count == "wrong-decisions":
+        wrong = predicted != label_index
+        rows, target = rows[wrong], predicted[wrong]
+        blamed = (rows >= 0) & (label_index[np.maximum(rows, 0)] == target[:, None])
+    else:
+        blamed = (rows >= 0) & (label_index[np.maximum(rows, 0)] != label_index[queries][:, None])
+    return np.bincount(rows[blamed], minlength=len(label_index)).astype(np.int64)
 
 
 @dataclass
@@ -86,7 +104,7 @@ class SelfQuery:
 
 
 def self_query(vectors: np.ndarray, labels, params: VoteParams,
-               item_weights: np.ndarray | None = None) -> SelfQuery:
+               item_weights: np.ndarray | None = None, count: str = "wrong-decisions") -> SelfQuery:
     """Query every item against the rest of the memory with a kNN rule and count v."""
     if params.uses_prototypes:
         raise InvalidInputError("pruning counts neighbour votes: use a kNN vote (rank, softmax, distance, plurality)")
@@ -96,7 +114,7 @@ def self_query(vectors: np.ndarray, labels, params: VoteParams,
     factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
     scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)
     predicted = scores.argmax(axis=1)
-    v = wrong_vote_counts(label_index, rows, predicted)
+    v = wrong_vote_counts(label_index, rows, predicted, count)
     return SelfQuery(classes, label_index, sims, rows, scores, predicted, v)
 
 

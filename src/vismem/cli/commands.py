@@ -99,17 +99,25 @@ def classify(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    mix: Optional[float] = typer.Option(None, "--mix", min=0.0, max=1.0,
+                                        help="Hybrid vote: share of the prototype score [default 0.5]."),
+    abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
+                                 "memory (needs `vismem calibrate`)."),
+    only_labels: Optional[List[str]] = typer.Option(None, "--only-label", help="Search only items with this label (repeatable)."),
+    only_sources: Optional[List[str]] = typer.Option(None, "--only-source", help="Search only items from this source (repeatable)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Classify images and show the neighbours that voted.
 
-    With --json, one object per image: path, label, confidence, scores, neighbors
-    (id, label, distance, weight, contribution, source; nearest first). An unreadable
-    image gives {"path": ..., "error": ...} and exit code 3.
+    With --json, one object per image: path, label, confidence, abstained, scores,
+    neighbors (id, label, distance, weight, contribution, source, item_weight,
+    prune_factor, relabelled_from; nearest first), prototypes (distance to each class),
+    interventions. An unreadable image gives {"path": ..., "error": ...} and exit code 3.
     """
     from ..explain import decision_table
 
-    options = _vote_options(k, vote, alpha, tau)
+    options = _vote_options(k, vote, alpha, tau) | {
+        "mix": mix, "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None}
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
