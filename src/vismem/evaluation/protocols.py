@@ -79,8 +79,17 @@ def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: S
             r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"]) if k >= 10),
         "train": int(len(train_y)), "test": int(len(test_y)),
     }
+    # the setting `vismem tune` would pick, chosen on train alone, scored on test
+    from ..tune import tune
+
+    chosen = tune(train_x, train_y, seed=seed)
+    tuned_mem = ArrayMemory(train_x, train_y, per_class=chosen.per_class, seed=seed)
+    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(test_x, chosen.params.k), chosen.params), test_y)
+    result["tuned"] = {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
+                       "accuracy": tuned_acc}
     if probe:
         result["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, seed=seed)
+        result["tuned_minus_probe"] = tuned_acc - result["linear_probe"]["accuracy"]
         result["best_knn_minus_probe"] = result["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
     return result
 
