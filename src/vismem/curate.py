@@ -18,7 +18,7 @@ from .errors import EmptyMemoryError, InvalidInputError
 from .evaluation.engine import ArrayMemory, holdout_split
 from .memory import Memory
 from .prune import (
-    HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors, suspect_order,
+    COUNTS, HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors, suspect_order,
 )
 from .tune import TuneResult, tune
 
@@ -69,31 +69,39 @@ class PruneReport:
     mode: str
     items: int
     wrong_decisions: int
-    self_accuracy: float
+    self_accuracy: float | None
     with_wrong_votes: int
     excluded: int
     purged: list[int] = field(default_factory=list)
     top: list[dict[str, Any]] = field(default_factory=list)
+    count: str = "wrong-decisions"
+    threshold: int = HARD_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int = HARD_THRESHOLD,
+def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
                  count: str = "wrong-decisions") -> PruneReport:
     """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
 
-    `count` picks what v counts (see `prune.wrong_vote_counts`)."""
+    `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
+    defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
+    every decision, so they run higher)."""
     if mode == "off":
         memory.set_config("pruning", PruneState().to_config())
-        return PruneReport("off", len(memory), 0, float("nan"), 0, 0)
+        return PruneReport("off", len(memory), 0, None, 0, 0)
     if mode not in MODES:
         raise InvalidInputError(f"unknown pruning mode {mode!r}; choose soft, hard or off")
+    if count not in COUNTS:
+        raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
     if purge and mode != "hard":
         raise InvalidInputError("--purge only applies to --mode hard")
-    soft_factors(np.zeros(1), c, d), hard_keep(np.zeros(1), threshold)  # bad c, d, threshold fail here
     params = _kNN_params(memory, k)
+    if threshold is None:
+        threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
+    soft_factors(np.zeros(1), c, d), hard_keep(np.zeros(1), threshold)  # bad c, d, threshold fail here
     memory.set_config("pruning", PruneState().to_config())  # count on the unpruned memory
     data = memory_arrays(memory)
     query = self_query(data.vectors, data.labels, params, data.weights, count)
@@ -106,7 +114,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     return PruneReport(
         mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
         self_accuracy=float((query.predicted == query.label_index).mean()),
-        with_wrong_votes=len(counts), excluded=len(excluded), purged=purged,
+        with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
         top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
               "factor": state.factor(int(data.ids[r]))} for r in order if query.v[r] > 0],
     )

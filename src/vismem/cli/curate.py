@@ -45,7 +45,8 @@ def prune(
     mode: str = typer.Option(..., "--mode", help="soft: scale votes by d/(c+v); hard: drop items with v >= "
                              "threshold; off: undo pruning."),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
-    threshold: int = typer.Option(2, "--threshold", min=1, help="Hard pruning drops items with v >= this."),
+    threshold: Optional[int] = typer.Option(None, "--threshold", min=1, help="Hard pruning drops items with "
+                                            "v >= this [default: 2; k/2 with --count disagreements]."),
     c: float = typer.Option(1.0, "--c", help="Soft pruning: factor d/(c+v)."),
     d: float = typer.Option(1.75, "--d", help="Soft pruning: factor d/(c+v)."),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
@@ -71,7 +72,7 @@ def prune(
               f"{report.wrong_decisions} wrong decisions, {report.with_wrong_votes} items with v > 0")
     if mode == "hard":
         verb = "deleted" if purge else "excluded (undo with --mode off)"
-        out.print(f"{len(report.purged) if purge else report.excluded} items with v >= {threshold} {verb}")
+        out.print(f"{len(report.purged) if purge else report.excluded} items with v >= {report.threshold} {verb}")
     for row in report.top:
         out.print(f"  item {row['id']:>6} label {row['label']!s:>10}  v={row['v']}  factor {row['factor']:.3g}")
 
