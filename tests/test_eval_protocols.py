@@ -84,3 +84,16 @@ def test_cli_writes_report_and_plots(tmp_path, tiny, cli):
     assert saved["knn"]["ks"][-1] == 100
     for png in ("accuracy_vs_k.png", "incremental.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tune_keeps_the_defaults_on_a_tie_and_finds_a_better_k(tiny):
+    from vismem.decide import VoteParams
+    from vismem.tune import tune
+
+    # two far-apart blobs: every setting is perfect, so the shipped defaults stay
+    rng = np.random.default_rng(0)
+    blobs = np.vstack([rng.normal(0, 0.01, (40, 8)) + np.eye(8)[0], rng.normal(0, 0.01, (40, 8)) + np.eye(8)[1]])
+    easy = tune(blobs.astype(np.float32), ["a"] * 40 + ["b"] * 40)
+    assert easy.params == VoteParams() and easy.per_class == 1 and easy.accuracy == 1.0
+    result = tune(tiny.vectors, tiny.labels)
+    assert result.accuracy >= result.default_accuracy and len(result.trials) > 100

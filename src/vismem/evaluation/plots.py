@@ -21,8 +21,8 @@ def plot_accuracy_vs_k(result: dict[str, Any], path: Path, title: str = "") -> P
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for rule, curve in result["curves"].items():
         ax.plot(result["ks"], [100 * a for a in curve], marker="o", markersize=3, label=rule)
-    for m, acc in result["prototypes"].items():
-        ax.axhline(100 * acc, linestyle=":", color="grey", label=f"prototypes ({m}/class)")
+    for (m, acc), style in zip(result["prototypes"].items(), (":", "-.", (0, (1, 4)))):
+        ax.axhline(100 * acc, linestyle=style, color="grey", label=f"prototypes ({m}/class)")
     if "linear_probe" in result:
         ax.axhline(100 * result["linear_probe"]["accuracy"], linestyle="--", color="black", label="linear probe")
     ax.set_xscale("log")
@@ -47,6 +47,7 @@ def plot_incremental(result: dict[str, Any], path: Path, title: str = "") -> Pat
         old = [(e["step"], 100 * e["old_after"]) for e in history if "old_after" in e]
         if old:
             ax.plot(*zip(*old), linestyle="--", marker="x", label=f"{method}: old classes after the step")
+    ax.set_xticks([e["step"] for e in next(iter(result["history"].values()))])
     ax.set_xlabel("step (classes added)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "class-incremental")
