@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import DEFAULT_TPR, calibrate_threshold, ood_scores, true_positive_rate
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, calibrate_threshold, ood_scores, true_positive_rate
 from .decide import VoteParams
 from .errors import EmptyMemoryError, InvalidInputError
 from .evaluation.engine import ArrayMemory, holdout_split
@@ -156,6 +156,7 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> l
 class Calibration:
     threshold: float
     k: int
+    prototype_weight: float
     tpr: float
     achieved_tpr: float
     held_out: int
@@ -164,24 +165,24 @@ class Calibration:
         return asdict(self)
 
 
-def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int | None = None,
-                     held_out: float = 0.2, seed: int = 0, save: bool = True) -> Calibration:
+def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
+                     prototype_weight: float = 1.0, held_out: float = 0.2, seed: int = 0,
+                     save: bool = True) -> Calibration:
     """Set the abstention threshold so `tpr` of held-out in-distribution items are answered.
 
     A stratified part of the memory is held out and queried against the rest (items
     and prototypes), and the threshold is the `tpr` quantile of their OOD scores.
     """
     data = memory_arrays(memory, voting_only=True)
-    k = k or memory.defaults.k
     train, test = holdout_split(data.labels, held_out, seed)
     if len(test) < 10:
         raise InvalidInputError(f"calibration needs at least 10 held-out items; the memory has {len(data.ids)}")
     per_class = int(memory.store.config.get("prototypes_per_class", 1))
     rest = ArrayMemory(data.vectors[train], data.labels[train], per_class=per_class, seed=seed)
     neighbours = rest.query(data.vectors[test], k)
-    scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance())
+    scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance(), prototype_weight)
     threshold = calibrate_threshold(scores, tpr)
-    result = Calibration(threshold, k, tpr, true_positive_rate(scores, threshold), len(test))
+    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test))
     if save:
         memory.set_config("abstain", result.to_dict())
     return result

@@ -548,7 +548,8 @@ class Memory:
             if calibration:
                 kth = 1.0 - float(sims[: calibration["k"]][-1]) if len(sims) else 2.0
                 nearest = min(decision.prototypes.values(), default=2.0)
-                decision = decision.abstain(float(ood_scores(kth, nearest)), calibration["threshold"])
+                score = ood_scores(kth, nearest, calibration.get("prototype_weight", 1.0))
+                decision = decision.abstain(float(score), calibration["threshold"])
             decisions.append(decision)
         return decisions
 

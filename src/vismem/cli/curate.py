@@ -106,7 +106,9 @@ def suspects(
 def calibrate(
     memdir: Path = MemDir,
     tpr: float = typer.Option(0.95, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Use the distance to this neighbour [default k]."),
+    k: int = typer.Option(1, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
+    prototype_weight: float = typer.Option(1.0, "--prototype-weight", min=0.0,
+                                           help="Weight of the prototype distance in the score (0 = neighbours only)."),
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
     json_out: bool = JsonFlag,
 ) -> None:
@@ -115,11 +117,11 @@ def calibrate(
     from ..curate import calibrate_memory
 
     with _open(memdir) as memory:
-        result = calibrate_memory(memory, tpr=tpr, k=k, held_out=held_out)
+        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, held_out=held_out)
     if json_out:
         emit(result.to_dict())
     else:
-        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + to nearest prototype) "
+        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} x to nearest prototype) "
                   f"answers {result.achieved_tpr:.1%} of {result.held_out} held-out items (target {tpr:.0%})")
 
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibrate import DEFAULT_TPR, auroc, calibrate_threshold, fpr_at_tpr, ood_scores, true_positive_rate
+from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, calibrate_threshold, fpr_at_tpr, ood_scores, true_positive_rate
 from ..decide import NEIGHBOUR_RULES, VoteParams
 from ..prune import COUNTS, HARD_THRESHOLD, SOFT_C, SOFT_D, hard_keep, self_query, soft_factors
 from .data import Dataset
@@ -165,7 +165,7 @@ def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = Vot
     }
 
 
-def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = 10, tpr: float = DEFAULT_TPR,
+def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = DEFAULT_OOD_K, tpr: float = DEFAULT_TPR,
                         test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
     """Hold some classes out of memory as unknown; score test queries by kNN distance,
     prototype distance and their sum (the abstention score); AUROC, FPR at `tpr`, and
@@ -177,9 +177,10 @@ def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int 
     known_rows = ~np.isin(train_y, unknown)
     mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
     in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
-    nb = mem.query(test_x, k)
-    parts = {"kth_distance": nb.kth_distance(k), "prototype_distance": nb.prototype_distance()}
-    parts["combined"] = ood_scores(parts["kth_distance"], parts["prototype_distance"])
+    nb = mem.query(test_x, max(k, 10))
+    parts = {f"neighbour_{k}_distance": nb.kth_distance(k), "neighbour_10_distance": nb.kth_distance(10),
+             "prototype_distance": nb.prototype_distance()}
+    parts["combined"] = ood_scores(parts[f"neighbour_{k}_distance"], parts["prototype_distance"])
     scores = {name: {"auroc": auroc(s[in_rows], s[out_rows]),
                      f"fpr_at_{int(tpr * 100)}tpr": fpr_at_tpr(s[in_rows], s[out_rows], tpr)}
               for name, s in parts.items()}
