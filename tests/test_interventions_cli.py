@@ -73,11 +73,12 @@ def test_tune_calibrate_and_abstain(digit_memory, digit_folders, cli, tmp_path):
     assert result.returncode == 1 and "vismem calibrate" in result.stderr
     cal = json.loads(cli("calibrate", digit_memory, "--tpr", "0.9", "--json", check=True).stdout)
     assert cal["achieved_tpr"] >= 0.9
-    # a blank page is unlike every digit in memory
+    # a real photo (scikit-image's cat) is unlike every digit in memory; a held-out digit is not
     from PIL import Image
+    from skimage import data
 
-    blank = tmp_path / "blank.png"
-    Image.new("RGB", (64, 64), (30, 200, 60)).save(blank)
-    out = classify(cli, digit_memory, blank, "--abstain")
+    cat = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(cat)
+    out = classify(cli, digit_memory, cat, "--abstain")
     assert out["abstained"] is True and out["label"] is None
     assert out["ood_score"] > out["threshold"]

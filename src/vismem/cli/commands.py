@@ -195,7 +195,11 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"index       {index['type']}, {index['size']} vectors, {index['bytes']:,} bytes in RAM")
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
     d = data["defaults"]
-    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']}")
+    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
+    abstain = data["abstain"]
+    out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
+              f" ({data['pruning']['excluded']} excluded); abstention "
+              + (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%})" if abstain else "not calibrated"))
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():

@@ -74,7 +74,9 @@ def prune(
         verb = "deleted" if purge else "excluded (undo with --mode off)"
         out.print(f"{len(report.purged) if purge else report.excluded} items with v >= {report.threshold} {verb}")
     for row in report.top:
-        out.print(f"  item {row['id']:>6} label {row['label']!s:>10}  v={row['v']}  factor {row['factor']:.3g}")
+        effect = (f"factor {row['factor']:.3g}" if mode == "soft"
+                  else "dropped" if row["v"] >= report.threshold else "kept")
+        out.print(f"  item {row['id']:>6} label {row['label']!s:>10}  v={row['v']}  {effect}")
 
 
 @app.command()
