@@ -246,13 +246,15 @@ def explain(
     output: Path = typer.Option(Path("explanation.png"), "--out", "-o", help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
+    alpha: Optional[float] = AlphaOpt,
+    tau: Optional[float] = TauOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Write a visual explanation sheet: the query and its neighbours' thumbnails."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
-    options = _vote_options(k, vote, None, None)
+    options = _vote_options(k, vote, alpha, tau)
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.store, decode_image(image.read_bytes()))
