@@ -112,12 +112,22 @@ def test_classify_options_and_errors(client, digit_sets):
         assert too.status_code == 422 and too.json()["error"].startswith("invalid request: k:")
     missing = client.post("/classify")
     assert missing.status_code == 422 and "file" in missing.json()["error"]
-    # abstention is another module's work: refused clearly until classify_vectors has it
-    abstain = classify(client, query, abstain="0.5")
-    if abstain.status_code == 400:
-        assert "abstention is not available" in abstain.json()["error"]
-    else:
-        assert abstain.status_code == 200
+    uncalibrated = classify(client, query, abstain="true")
+    assert uncalibrated.status_code == 400 and "vismem calibrate" in uncalibrated.json()["error"]
+
+
+def test_classify_abstains_on_an_unknown_kind_of_image(memory, digit_sets):
+    from PIL import Image
+    from skimage import data
+
+    from vismem.curate import calibrate_memory
+
+    calibrate_memory(memory, held_out=0.6)  # a small memory: hold out enough to calibrate on
+    with client_for(memory) as c:
+        known = classify(c, digit_sets["1"][PER_LABEL], abstain="true").json()
+        assert known["abstained"] is False and known["label"] == "1"
+        unknown = classify(c, png(Image.fromarray(data.astronaut())), abstain="true").json()
+        assert unknown["abstained"] is True and unknown["label"] is None
 
 
 def test_empty_memory_is_a_clear_409(tmp_path, digit_sets):

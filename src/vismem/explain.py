@@ -19,8 +19,17 @@ def decision_table(decision: Decision) -> "Table":
     """Neighbours of one decision: rank, id, label, distance, weight, share, source."""
     from rich.table import Table
 
-    title = f"{decision.path or 'query'} -> {decision.label} ({decision.confidence:.0%})"
-    table = Table(title=title, title_justify="left")
+    if decision.abstained:
+        title = (f"{decision.path or 'query'} -> abstained: unlike the memory "
+                 f"(score {decision.ood_score:.3f} > threshold {decision.threshold:.3f})")
+    else:
+        title = f"{decision.path or 'query'} -> {decision.label} ({decision.confidence:.0%})"
+    notes = [f"vote {decision.vote.rule}, k={decision.vote.k}"]
+    if decision.prototypes:
+        nearest = list(decision.prototypes.items())[:3]
+        notes.append("prototype distance " + ", ".join(f"{c} {d:.3f}" for c, d in nearest))
+    notes += decision.interventions
+    table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left")
     for column in ("#", "id", "label", "distance", "weight", "share", "source"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")
     for rank, n in enumerate(decision.neighbors):

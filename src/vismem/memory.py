@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from .calibrate import ood_scores
 from .decide import Decision, VoteParams, decide
 from .embed import (
     PreparedImage,
@@ -29,6 +30,8 @@ from .embed import (
 from .encoders import Encoder, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
+from .prototypes import PrototypeSet
+from .prune import PruneState
 from .search import MISSING_ID, VectorIndex, make_index
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
 
@@ -150,6 +153,9 @@ class Memory:
             self._index.add(ids, vectors)
         rows = self.store.vote_metadata()
         self._meta: dict[int, tuple[str, str, float]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        self._pruning = PruneState.from_config(self.store.config.get("pruning"))
+        self._excluded = self._pruning.excluded()
+        self._protos: PrototypeSet | None = None  # built on first use, then kept in step
         self._hashes: dict[str, int] = {}  # content hash -> an item holding that content
         self._hash_of: dict[int, str] = {}
         for item_id, _, _, _, digest in rows:
@@ -183,6 +189,43 @@ class Memory:
     @property
     def defaults(self) -> VoteParams:
         return VoteParams(**self.store.config.get("defaults", {}))
+
+    @property
+    def pruning(self) -> PruneState:
+        return self._pruning
+
+    # ---- prototypes: members are the items that can vote (weight > 0, not hard-pruned) ---
+
+    def prototypes(self) -> PrototypeSet:
+        """The class prototypes, built on first use and updated by every edit after."""
+        self.refresh()
+        if self._protos is None:
+            ids, vectors = self.store.vectors()
+            keep = np.array([self._votes(int(i)) for i in ids], dtype=bool)
+            self._protos = PrototypeSet.fit(
+                ids[keep], vectors[keep], [self._meta[int(i)][0] for i in ids[keep]],
+                per_class=int(self.store.config.get("prototypes_per_class", 1)))
+        return self._protos
+
+    def _votes(self, item_id: int) -> bool:
+        return self._meta[item_id][2] > 0 and item_id not in self._excluded
+
+    def _sync_prototypes(self, ids: Sequence[int], vectors: np.ndarray | None = None) -> None:
+        """Re-place changed items among the prototypes: out with the old, in if they vote."""
+        if self._protos is None or not len(ids):
+            return
+        if vectors is None:
+            ids, vectors = self._stored_vectors(list(ids))
+        self._protos.remove(ids, vectors)
+        keep = [j for j, i in enumerate(ids) if int(i) in self._meta and self._votes(int(i))]
+        self._protos.add([ids[j] for j in keep], vectors[keep], [self._meta[int(ids[j])][0] for j in keep])
+
+    def set_config(self, key: str, value: Any) -> None:
+        """Write one config value (defaults, pruning, abstention...) and apply it here."""
+        self.store.set_config(key, value)
+        if key in ("pruning", "prototypes_per_class"):
+            self._load()
+        self._seen_version = self.store.data_version()
 
     def __len__(self) -> int:
         self.refresh()
@@ -407,6 +450,10 @@ class Memory:
             if item.content_hash is not None:
                 self._hashes.setdefault(item.content_hash, item_id)
                 self._hash_of[item_id] = item.content_hash
+        voting = [j for j, i in enumerate(ids) if self._votes(i)] if self._protos is not None else []
+        if voting:
+            self._protos.add([ids[j] for j in voting], np.stack([items[j].vector for j in voting]),
+                             [items[j].label for j in voting])
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)
@@ -498,13 +545,14 @@ class Memory:
         return hits
 
     def _allowed(self, labels, sources) -> np.ndarray | None:
-        if labels is None and sources is None:
+        if labels is None and sources is None and not self._excluded:
             return None
         labels = set(labels) if labels is not None else None
         sources = set(sources) if sources is not None else None
         return np.fromiter(
             (i for i, (lab, src, _) in self._meta.items()
-             if (labels is None or lab in labels) and (sources is None or src in sources)),
+             if (labels is None or lab in labels) and (sources is None or src in sources)
+             and i not in self._excluded),
             dtype=np.int64,
         )
 
@@ -516,42 +564,71 @@ class Memory:
         vote: str | None = None,
         alpha: float | None = None,
         tau: float | None = None,
+        mix: float | None = None,
         labels: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
         paths: Sequence[str | None] | None = None,
+        abstain: bool = False,
     ) -> list[Decision]:
-        """Classify query vectors (n, dim). Unset vote options take the memory's defaults."""
+        """Classify query vectors (n, dim). Unset vote options take the memory's defaults.
+
+        `labels` / `sources` restrict the query to those items. With `abstain`, a
+        query whose out-of-distribution score exceeds the calibrated threshold
+        (see `vismem calibrate`) gets label None and `abstained` True.
+        """
         defaults = self.defaults
         params = VoteParams(
             k=defaults.k if k is None else k,
             rule=defaults.rule if vote is None else vote,
             alpha=defaults.alpha if alpha is None else alpha,
             tau=defaults.tau if tau is None else tau,
+            mix=defaults.mix if mix is None else mix,
         )
+        calibration = self.store.config.get("abstain") if abstain else None
+        if abstain and not calibration:
+            raise InvalidInputError(
+                f"memory at {self.path} has no abstention threshold: run `vismem calibrate {self.path}` first"
+            )
         queries = self._check_vectors(vectors)
         self.refresh()
         if not self._meta:
             raise EmptyMemoryError(
                 f"memory at {self.path} is empty: add labelled images with `vismem add` first"
             )
-        result = self._index.search(queries, params.k, allowed_ids=self._allowed(labels, sources))
+        depth = max(params.k, calibration["k"]) if calibration else params.k
+        result = self._index.search(queries, depth, allowed_ids=self._allowed(labels, sources))
+        classes, proto_sims = self.prototypes().class_similarities(queries)
+        if labels is not None:  # a restricted query only sees those classes' prototypes
+            chosen = [j for j, c in enumerate(classes) if c in set(labels)]
+            classes, proto_sims = [classes[j] for j in chosen], proto_sims[:, chosen]
+        restriction = {key: sorted(set(values)) for key, values in
+                       (("labels", labels), ("sources", sources)) if values is not None} or None
+        relabelled = self.store.config.get("relabelled", {})
         paths = list(paths) if paths is not None else [None] * len(queries)
         decisions = []
-        for sims, ids, path in zip(result.similarities, result.ids, paths):
+        for sims, ids, path, proto_row in zip(result.similarities, result.ids, paths, proto_sims):
             live = ids != MISSING_ID
             ids, sims = ids[live], sims[live]
-            meta = [self._meta[int(i)] for i in ids]
-            decisions.append(
-                decide(
-                    sims,
-                    ids.tolist(),
-                    [m[0] for m in meta],
-                    [m[1] for m in meta],
-                    np.array([m[2] for m in meta], dtype=np.float64),
-                    params,
-                    path=path,
-                )
+            meta = [self._meta[int(i)] for i in ids[: params.k]]
+            decision = decide(
+                sims[: params.k],
+                ids[: params.k].tolist(),
+                [m[0] for m in meta],
+                [m[1] for m in meta],
+                np.array([m[2] for m in meta], dtype=np.float64),
+                params,
+                path=path,
+                prune_factors=np.array([self._pruning.factor(i) for i in ids[: params.k]]),
+                relabelled_from=[relabelled.get(str(int(i))) for i in ids[: params.k]],
+                prototypes={c: float(1.0 - s) for c, s in zip(classes, proto_row) if np.isfinite(s)},
+                restriction=restriction,
             )
+            if calibration:
+                kth = 1.0 - float(sims[: calibration["k"]][-1]) if len(sims) else 2.0
+                nearest = min(decision.prototypes.values(), default=2.0)
+                score = ood_scores(kth, nearest, calibration.get("prototype_weight", 1.0))
+                decision = decision.abstain(float(score), calibration["threshold"])
+            decisions.append(decision)
         return decisions
 
     def classify(
@@ -589,7 +666,10 @@ class Memory:
             targets = [int(i) for i in ids]
         else:
             targets = self.store.ids_where(label=label, source=source)
+        gone_vectors = self._stored_vectors(targets) if self._protos is not None else None
         removed = self.store.delete(targets)
+        if gone_vectors is not None:
+            self._protos.remove(*gone_vectors)
         self._index.remove(np.asarray(removed, dtype=np.int64))
         for item_id in removed:
             self._meta.pop(item_id, None)
@@ -625,9 +705,17 @@ class Memory:
     def _update(self, ids: list[int], **change: Any) -> list[int]:
         self.refresh()
         updated = self.store.update(ids, **change)
+        if "label" in change:  # remember the first label, so explanations show the relabel
+            history = dict(self.store.config.get("relabelled", {}))
+            for item_id in updated:
+                old = history.setdefault(str(item_id), self._meta[item_id][0])
+                if old == change["label"]:
+                    del history[str(item_id)]
+            self.store.set_config("relabelled", history)
         for item_id in updated:
             label, source, weight = self._meta[item_id]
             self._meta[item_id] = (change.get("label", label), source, change.get("weight", weight))
+        self._sync_prototypes(updated)
         self._seen_version = self.store.data_version()
         return updated
 
@@ -659,5 +747,8 @@ class Memory:
             "format_version": int(config.get("format_version", FORMAT_VERSION)),
             "index": {**self._index.describe()},
             "defaults": self.defaults.to_dict(),
+            "prototypes_per_class": int(config.get("prototypes_per_class", 1)),
+            "pruning": {"mode": self._pruning.mode, "excluded": len(self._excluded)},
+            "abstain": config.get("abstain"),
             "disk_bytes": self.store.disk_bytes(),
         }

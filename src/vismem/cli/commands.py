@@ -125,17 +125,25 @@ def classify(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    mix: Optional[float] = typer.Option(None, "--mix", min=0.0, max=1.0,
+                                        help="Hybrid vote: share of the prototype score [default 0.5]."),
+    abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
+                                 "memory (needs `vismem calibrate`)."),
+    only_labels: Optional[List[str]] = typer.Option(None, "--only-label", help="Search only items with this label (repeatable)."),
+    only_sources: Optional[List[str]] = typer.Option(None, "--only-source", help="Search only items from this source (repeatable)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Classify images and show the neighbours that voted.
 
-    With --json, one object per image: path, label, confidence, scores, neighbors
-    (id, label, distance, weight, contribution, source; nearest first). An unreadable
-    image gives {"path": ..., "error": ...} and exit code 3.
+    With --json, one object per image: path, label, confidence, abstained, scores,
+    neighbors (id, label, distance, weight, contribution, source, item_weight,
+    prune_factor, relabelled_from; nearest first), prototypes (distance to each class),
+    interventions. An unreadable image gives {"path": ..., "error": ...} and exit code 3.
     """
     from ..explain import decision_table
 
-    options = _vote_options(k, vote, alpha, tau)
+    options = _vote_options(k, vote, alpha, tau) | {
+        "mix": mix, "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None}
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
@@ -213,7 +221,11 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"index       {index['type']}, {index['size']} vectors, {index['bytes']:,} bytes in RAM")
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
     d = data["defaults"]
-    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']}")
+    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
+    abstain = data["abstain"]
+    out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
+              f" ({data['pruning']['excluded']} excluded); abstention "
+              + (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%})" if abstain else "not calibrated"))
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():
@@ -260,13 +272,15 @@ def explain(
     output: Path = typer.Option(Path("explanation.png"), "--out", "-o", help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
+    alpha: Optional[float] = AlphaOpt,
+    tau: Optional[float] = TauOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Write a visual explanation sheet: the query and its neighbours' thumbnails."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
-    options = _vote_options(k, vote, None, None)
+    options = _vote_options(k, vote, alpha, tau)
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.store, decode_image(image.read_bytes()))

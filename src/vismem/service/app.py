@@ -15,7 +15,6 @@ nothing a client sends is used as a path on disk.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import secrets
@@ -225,15 +224,14 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     async def classify(
         file: UploadFile = File(..., description="The image to classify (image/* content type)."),
         k: Optional[int] = Form(None, ge=1, le=MAX_K, description="Neighbours that vote [memory default]."),
-        vote: Optional[str] = Form(None, description="rank | softmax | distance | plurality."),
+        vote: Optional[str] = Form(None, description="rank | softmax | distance | plurality | prototype | hybrid."),
         alpha: Optional[float] = Form(None, description="Rank vote offset."),
         tau: Optional[float] = Form(None, description="Softmax temperature."),
-        abstain: Optional[str] = Form(None, description="Abstention setting, where this vismem has it."),
+        abstain: bool = Form(False, description="Answer label null, abstained true, for an image unlike "
+                             "everything in memory (needs `vismem calibrate` first)."),
     ) -> dict[str, Any]:
         """Classify one image: the same object as `vismem classify --json`."""
-        options: dict[str, Any] = {"k": k, "vote": vote, "alpha": alpha, "tau": tau}
-        if abstain is not None:
-            options["abstain"] = abstain_option(memory, abstain)
+        options: dict[str, Any] = {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "abstain": abstain}
         name, data = await read_image(file)
         try:
             prepared = await service.run(prepare, name, data, None)
@@ -348,19 +346,6 @@ def safe_name(filename: str | None) -> str:
     base = PurePosixPath((filename or "").replace("\\", "/")).name
     base = re.sub(r"[^\w.\- ]", "_", base).strip()[:120]
     return base or "upload"
-
-
-def abstain_option(memory: Memory, value: str) -> Any:
-    """Pass `abstain` through when this vismem's `classify_vectors` has it; else say so."""
-    if "abstain" not in inspect.signature(memory.classify_vectors).parameters:
-        raise HTTPException(400, "abstention is not available in this vismem version: leave out `abstain`")
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 # ---- errors and limits ----------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""Commands that tune, prune, calibrate and steer a memory: tune, prune, suspects,
+calibrate, block, boost, unblock. Each is a thin face over `vismem.curate` / `Memory`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InvalidInputError
+from . import app, emit, out
+from .commands import JsonFlag, MemDir, _open
+
+IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
+
+
+@app.command()
+def tune(
+    memdir: Path = MemDir,
+    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split of the
+    memory's own items, and store them as the memory's defaults."""
+    from ..curate import tune_memory
+
+    with _open(memdir) as memory:
+        result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run)
+    if json_out:
+        emit(result.to_dict())
+        return
+    p = result.params
+    out.print(f"best: k={p.k} vote={p.rule} alpha={p.alpha} tau={p.tau} mix={p.mix} "
+              f"prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out items "
+              f"(defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+    out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
+
+
+@app.command()
+def prune(
+    memdir: Path = MemDir,
+    mode: str = typer.Option(..., "--mode", help="soft: scale votes by d/(c+v); hard: drop items with v >= "
+                             "threshold; off: undo pruning."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
+    threshold: Optional[int] = typer.Option(None, "--threshold", min=1, help="Hard pruning drops items with "
+                                            "v >= this [default: 2; k/2 with --count disagreements]."),
+    c: float = typer.Option(1.0, "--c", help="Soft pruning: factor d/(c+v)."),
+    d: float = typer.Option(1.75, "--d", help="Soft pruning: factor d/(c+v)."),
+    purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
+    count: str = typer.Option("wrong-decisions", "--count", help="What v counts: wrong-decisions (votes for the "
+                              "winner of a wrong decision) or disagreements (votes for another label than the "
+                              "query's; better under heavy label noise)."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Query the memory against itself (each item left out of its own query), count for
+    each item v = wrong decisions it voted in, and prune by v. Reversible with --mode off,
+    except --mode hard --purge, which deletes."""
+    from ..curate import prune_memory
+
+    with _open(memdir) as memory:
+        report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count)
+    if json_out:
+        emit(report.to_dict())
+        return
+    if mode == "off":
+        out.print("pruning off: every item votes with its own weight again")
+        return
+    out.print(f"{mode} pruning on {report.items} items: leave-one-out accuracy {report.self_accuracy:.2%}, "
+              f"{report.wrong_decisions} wrong decisions, {report.with_wrong_votes} items with v > 0")
+    if mode == "hard":
+        verb = "deleted" if purge else "excluded (undo with --mode off)"
+        out.print(f"{len(report.purged) if purge else report.excluded} items with v >= {report.threshold} {verb}")
+    for row in report.top:
+        effect = (f"factor {row['factor']:.3g}" if mode == "soft"
+                  else "dropped" if row["v"] >= report.threshold else "kept")
+        out.print(f"  item {row['id']:>6} label {row['label']!s:>10}  v={row['v']}  {effect}")
+
+
+@app.command()
+def suspects(
+    memdir: Path = MemDir,
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many to list."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours consulted [memory default]."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """List the items most likely mislabelled: those whose neighbours vote for another
+    label, worst first, each with the disagreeing neighbours as evidence."""
+    from ..curate import find_suspects
+
+    with _open(memdir) as memory:
+        found = find_suspects(memory, limit=limit, k=k)
+    if json_out:
+        for s in found:
+            emit(s.to_dict())
+        return
+    if not found:
+        out.print("no suspects: every item agrees with its neighbours' vote")
+    for s in found:
+        evidence = ", ".join(f"#{e['id']} {e['label']} d={e['distance']:.3f}" for e in s.disagreeing[:5])
+        out.print(f"item {s.id} labelled {s.label!r}: neighbours say {s.suggested!r} "
+                  f"(own label {s.own_vote:.0%} of the vote, v={s.v}); evidence {evidence}")
+
+
+@app.command()
+def calibrate(
+    memdir: Path = MemDir,
+    tpr: float = typer.Option(0.95, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
+    k: int = typer.Option(1, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
+    prototype_weight: float = typer.Option(1.0, "--prototype-weight", min=0.0,
+                                           help="Weight of the prototype distance in the score (0 = neighbours only)."),
+    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Calibrate abstention: set the out-of-distribution threshold so that --tpr of held-out
+    in-distribution items are answered. Then `classify --abstain` uses it."""
+    from ..curate import calibrate_memory
+
+    with _open(memdir) as memory:
+        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, held_out=held_out)
+    if json_out:
+        emit(result.to_dict())
+    else:
+        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} x to nearest prototype) "
+                  f"answers {result.achieved_tpr:.1%} of {result.held_out} held-out items (target {tpr:.0%})")
+
+
+def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:
+    with _open(memdir) as memory:
+        changed = memory.set_weight(ids, weight)
+    missing = sorted(set(ids) - set(changed))
+    if json_out:
+        emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
+    else:
+        out.print(f"{verb} {len(changed)} items (weight {weight:g})")
+    if missing:
+        raise InvalidInputError(f"no items with ids {missing}")
+
+
+@app.command()
+def block(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonFlag) -> None:
+    """Stop items from voting (weight 0) without deleting them; undo with `unblock`."""
+    _set_weight(memdir, ids, 0.0, "blocked", json_out)
+
+
+@app.command()
+def boost(
+    memdir: Path = MemDir,
+    ids: List[int] = IdsOpt,
+    factor: float = typer.Option(2.0, "--factor", min=0.0, help="The items' vote weight (1 = normal)."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Make items' votes count more (weight = --factor)."""
+    _set_weight(memdir, ids, factor, "boosted", json_out)
+
+
+@app.command()
+def unblock(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonFlag) -> None:
+    """Give items their normal vote weight (1) again."""
+    _set_weight(memdir, ids, 1.0, "reset", json_out)

@@ -1,0 +1,100 @@
+"""`vismem eval-protocols`: the evaluation harness on embeddings (see docs/quality.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InvalidInputError
+from . import app, emit, err, out
+
+
+@app.command("eval-protocols")
+def eval_protocols(
+    protocols: Optional[List[str]] = typer.Argument(
+        None, help="Which: knn, fewshot, incremental, ood, noise, or all [default: all].", show_default=False),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="digits | digits-raw | mnist | mnist-raw | "
+                                          "iris-raw | wine-raw | breast_cancer-raw | digits:<encoder> [default: digits]."),
+    memory: Optional[Path] = typer.Option(None, "--memory", "-m", help="Evaluate on a memory's own items instead."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Your own features: an (n, dim) .npy file."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --embeddings: an (n,) .npy file of labels."),
+    output: Path = typer.Option(Path("vismem-eval"), "--out", "-o", help="Folder for report.json and the plots."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder [default: ~/.cache/vismem]."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits and draws."),
+    draws: int = typer.Option(10, "--draws", min=2, help="Few-shot: random draws per shot count."),
+    steps: int = typer.Option(5, "--steps", min=2, help="Class-incremental: number of steps."),
+    no_probe: bool = typer.Option(False, "--no-probe", help="Skip the logistic-regression linear probe."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON line on stdout."),
+) -> None:
+    """Run the evaluation protocols on embeddings and write report.json plus PNG plots
+    (accuracy against k per rule; the class-incremental curve).
+
+    Protocols: knn (accuracy for k = 1..100 per vote rule, prototypes, linear probe),
+    fewshot (1/5/10 per class, mean and 95% CI over draws), incremental (classes added in
+    steps), ood (held-out classes: AUROC, FPR at 95% TPR), noise (0/20/40/60% label noise
+    with no, hard and soft pruning). Image data sets are encoded once and cached.
+    """
+    from ..evaluation.data import load_dataset, load_embeddings, Dataset
+    from ..evaluation.plots import write_report
+    from ..evaluation.protocols import PROTOCOLS, run_protocols
+
+    chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
+    sources = sum(x is not None for x in (dataset, memory, embeddings))
+    if sources > 1:
+        raise InvalidInputError("give one of --dataset, --memory, --embeddings")
+    if (embeddings is None) != (labels is None):
+        raise InvalidInputError("--embeddings and --labels go together: one .npy of vectors, one of labels")
+    if embeddings is not None:
+        data = load_embeddings(embeddings, labels)
+    elif memory is not None:
+        from ..curate import memory_arrays
+        from ..memory import Memory
+
+        with Memory.open(memory) as mem:
+            arrays = memory_arrays(mem, voting_only=True)
+        data = Dataset(Path(memory).name, arrays.vectors, arrays.labels)
+    else:
+        name = dataset or "digits"
+        err.print(f"loading {name} (image data sets are encoded once, then cached)", markup=False)
+        data = load_dataset(name, cache_dir=cache)
+    report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
+    files = write_report(report, output)
+    if json_out:
+        emit({**report, "files": files})
+        return
+    _summarise(report)
+    out.print(f"report written to {files['report']}" + "".join(f", {f}" for k, f in files.items() if k != "report"))
+
+
+def _summarise(report: dict) -> None:
+    d = report["dataset"]
+    out.print(f"{d['name']}: {d['items']} items, {d['classes']} classes, {d['dim']}-d")
+    if "knn" in report:
+        r = report["knn"]
+        b = r["best_knn"]
+        line = f"knn: best {b['rule']} k={b['k']} {b['accuracy']:.2%}"
+        t = r["tuned"]
+        line += f"; tuned ({t['rule']} k={t['k']}) {t['accuracy']:.2%}"
+        if "linear_probe" in r:
+            line += f"; linear probe {r['linear_probe']['accuracy']:.2%}"
+        line += "; prototypes " + ", ".join(f"{m}/class {a:.2%}" for m, a in r["prototypes"].items())
+        out.print(line + f"; rank >= plurality at every k >= 10: {r['rank_ge_plurality_at_k_ge_10']}")
+    if "fewshot" in report:
+        for n, methods in report["fewshot"]["results"].items():
+            out.print(f"few-shot {n}/class: " + ", ".join(
+                f"{m} {v['mean']:.2%} ± {v['ci95']:.2%}" for m, v in methods.items()))
+    if "incremental" in report:
+        r = report["incremental"]
+        out.print("incremental: average accuracy " + ", ".join(
+            f"{m} {a:.2%}" for m, a in r["average_incremental_accuracy"].items()) + "; largest old-class drop "
+            + ", ".join(f"{m} {a:.2%}" for m, a in r["max_old_class_drop"].items()))
+    if "ood" in report:
+        r = report["ood"]
+        out.print("ood: " + ", ".join(f"{n} AUROC {s['auroc']:.3f}" for n, s in r["scores"].items())
+                  + f"; calibrated threshold keeps {r['test_tpr_at_threshold']:.1%} of test (target {r['target_tpr']:.0%})")
+    if "noise" in report:
+        for row in report["noise"]["results"]:
+            out.print(f"noise {row['noise']:.0%}: none {row['none']:.2%}, " + ", ".join(
+                f"{c} soft {row[c]['soft']:.2%} hard {row[c]['hard']:.2%}" for c in ("wrong-decisions", "disagreements")))

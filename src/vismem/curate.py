@@ -1,0 +1,188 @@
+"""Operations that study a memory's own data and write a setting back into it:
+tune (vote defaults), prune (reliability of items), suspects, calibrate (abstention).
+
+Each reads the memory's voting items as arrays, calls the pure functions in
+`tune.py`, `prune.py` and `calibrate.py`, and stores the result in the memory's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, calibrate_threshold, ood_scores, true_positive_rate
+from .decide import VoteParams
+from .errors import EmptyMemoryError, InvalidInputError
+from .evaluation.engine import ArrayMemory, holdout_split
+from .memory import Memory
+from .prune import (
+    COUNTS, HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors, suspect_order,
+)
+from .tune import TuneResult, tune
+
+
+@dataclass
+class MemoryArrays:
+    ids: np.ndarray
+    vectors: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+
+
+def memory_arrays(memory: Memory, *, voting_only: bool = False) -> MemoryArrays:
+    """Every item (or only those that can vote) as arrays, ordered by id."""
+    memory.refresh()
+    ids, vectors = memory.store.vectors()
+    items = {item.id: item for item in memory.store.items()}
+    labels = np.asarray([items[int(i)].label for i in ids])
+    weights = np.asarray([items[int(i)].weight for i in ids], dtype=np.float64)
+    if voting_only:
+        keep = (weights > 0) & ~np.isin(ids, list(memory.pruning.excluded()))
+        ids, vectors, labels, weights = ids[keep], vectors[keep], labels[keep], weights[keep]
+    if len(ids) == 0:
+        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: add labelled images first")
+    return MemoryArrays(ids, vectors, labels, weights)
+
+
+def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
+    """The memory's default vote, as a neighbour rule (prototype rules vote by rank here)."""
+    d = memory.defaults
+    rule = d.neighbour_rule
+    return VoteParams(k=k or d.k, rule=rule, alpha=d.alpha, tau=d.tau)
+
+
+def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True) -> TuneResult:
+    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split; store them as defaults."""
+    data = memory_arrays(memory, voting_only=True)
+    factors = np.array([memory.pruning.factor(i) for i in data.ids]) * data.weights
+    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=factors)
+    if save:
+        memory.set_config("defaults", result.params.to_dict())
+        memory.set_config("prototypes_per_class", result.per_class)
+    return result
+
+
+@dataclass
+class PruneReport:
+    mode: str
+    items: int
+    wrong_decisions: int
+    self_accuracy: float | None
+    with_wrong_votes: int
+    excluded: int
+    purged: list[int] = field(default_factory=list)
+    top: list[dict[str, Any]] = field(default_factory=list)
+    count: str = "wrong-decisions"
+    threshold: int = HARD_THRESHOLD
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
+                 c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
+                 count: str = "wrong-decisions") -> PruneReport:
+    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
+
+    `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
+    defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
+    every decision, so they run higher)."""
+    if mode == "off":
+        memory.set_config("pruning", PruneState().to_config())
+        return PruneReport("off", len(memory), 0, None, 0, 0)
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown pruning mode {mode!r}; choose soft, hard or off")
+    if count not in COUNTS:
+        raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
+    if purge and mode != "hard":
+        raise InvalidInputError("--purge only applies to --mode hard")
+    params = _kNN_params(memory, k)
+    if threshold is None:
+        threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
+    soft_factors(np.zeros(1), c, d), hard_keep(np.zeros(1), threshold)  # bad c, d, threshold fail here
+    memory.set_config("pruning", PruneState().to_config())  # count on the unpruned memory
+    data = memory_arrays(memory)
+    query = self_query(data.vectors, data.labels, params, data.weights, count)
+    counts = {int(i): int(v) for i, v in zip(data.ids, query.v) if v}
+    state = PruneState(mode, counts, c, d, threshold)
+    excluded = sorted(state.excluded())
+    purged = memory.remove(excluded) if purge and excluded else []
+    memory.set_config("pruning", state.to_config())
+    order = np.argsort(-query.v, kind="stable")[:10]
+    return PruneReport(
+        mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
+        self_accuracy=float((query.predicted == query.label_index).mean()),
+        with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
+        top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
+              "factor": state.factor(int(data.ids[r]))} for r in order if query.v[r] > 0],
+    )
+
+
+@dataclass
+class Suspect:
+    """An item whose neighbours mostly disagree with its label."""
+
+    id: int
+    label: str
+    own_vote: float          # share of its neighbours' vote that agrees with its label
+    suggested: str           # the label its neighbours vote for
+    v: int                   # wrong decisions it took part in
+    disagreeing: list[dict[str, Any]]   # evidence: neighbours with another label
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> list[Suspect]:
+    """Items most likely mislabelled, worst first, each with the neighbours that disagree."""
+    data = memory_arrays(memory)
+    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights)
+    out = []
+    for r in suspect_order(query):
+        if query.predicted[r] == query.label_index[r] or len(out) >= limit:
+            continue
+        evidence = [
+            {"id": int(data.ids[j]), "label": str(data.labels[j]), "distance": float(1.0 - s)}
+            for s, j in zip(query.sims[r], query.rows[r]) if j >= 0 and data.labels[j] != data.labels[r]
+        ]
+        out.append(Suspect(int(data.ids[r]), str(data.labels[r]), float(query.own_score[r]),
+                           query.classes[int(query.predicted[r])], int(query.v[r]), evidence))
+    return out
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    k: int
+    prototype_weight: float
+    tpr: float
+    achieved_tpr: float
+    held_out: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
+                     prototype_weight: float = 1.0, held_out: float = 0.2, seed: int = 0,
+                     save: bool = True) -> Calibration:
+    """Set the abstention threshold so `tpr` of held-out in-distribution items are answered.
+
+    A stratified part of the memory is held out and queried against the rest (items
+    and prototypes), and the threshold is the `tpr` quantile of their OOD scores.
+    """
+    data = memory_arrays(memory, voting_only=True)
+    train, test = holdout_split(data.labels, held_out, seed)
+    if len(test) < 10:
+        raise InvalidInputError(f"calibration needs at least 10 held-out items; the memory has {len(data.ids)}")
+    per_class = int(memory.store.config.get("prototypes_per_class", 1))
+    rest = ArrayMemory(data.vectors[train], data.labels[train], per_class=per_class, seed=seed)
+    neighbours = rest.query(data.vectors[test], k)
+    scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance(), prototype_weight)
+    threshold = calibrate_threshold(scores, tpr)
+    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test))
+    if save:
+        memory.set_config("abstain", result.to_dict())
+    return result

@@ -1,0 +1,265 @@
+"""The evaluation protocols, on embeddings: accuracy against k (with a linear probe),
+few-shot, class-incremental, out-of-distribution and label noise.
+
+Each protocol takes a `Dataset` (unit vectors and labels) and returns a plain dict
+ready for JSON. Train and test come from one stratified split (`split_dataset`), so
+every method, the linear probe included, sees the same data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, calibrate_threshold, fpr_at_tpr, ood_scores, true_positive_rate
+from ..decide import NEIGHBOUR_RULES, VoteParams
+from ..prune import COUNTS, HARD_THRESHOLD, SOFT_C, SOFT_D, hard_keep, self_query, soft_factors
+from .data import Dataset
+from .engine import ArrayMemory, accuracy, holdout_split
+
+PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
+DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+
+
+def split_dataset(data: Dataset, test_fraction: float = 0.3, seed: int = 0):
+    """(train vectors, train labels, test vectors, test labels), stratified."""
+    train, test = holdout_split(data.labels, test_fraction, seed)
+    return data.vectors[train], data.labels[train], data.vectors[test], data.labels[test]
+
+
+def linear_probe(train_x, train_y, test_x, test_y, *, cs: Sequence[float] = (0.1, 1.0),
+                 seed: int = 0) -> dict[str, Any]:
+    """Logistic regression on the same embeddings; C chosen on a split of train only."""
+    fit_rows, val_rows = holdout_split(train_y, 0.2, seed)
+    best_c, best_acc = cs[0], -1.0
+    if len(val_rows) and len(set(train_y[fit_rows].tolist())) > 1:
+        for c in cs:
+            model = _probe_model(c).fit(train_x[fit_rows], train_y[fit_rows])
+            acc = accuracy(model.predict(train_x[val_rows]), train_y[val_rows])
+            if acc > best_acc:
+                best_c, best_acc = c, acc
+    model = _probe_model(best_c).fit(train_x, train_y)
+    return {"accuracy": accuracy(model.predict(test_x), test_y), "C": best_c}
+
+
+def _probe_model(c: float):
+    """Standardised features + multinomial logistic regression (standardising makes lbfgs
+    converge in tens of iterations instead of thousands on raw unit vectors)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500, tol=1e-3))
+
+
+def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: Sequence[int] = (1, 4),
+                  test_fraction: float = 0.3, seed: int = 0, probe: bool = True) -> dict[str, Any]:
+    """Accuracy at every k for each neighbour rule (default alpha, tau) and the hybrid;
+    prototypes (1 and several per class) and the linear probe as flat references."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    ks = [k for k in ks if k <= len(train_y)]
+    mem = ArrayMemory(train_x, train_y, per_class=per_class[0], seed=seed)
+    neighbours = mem.query(test_x, max(ks))
+    curves: dict[str, list[float]] = {}
+    for rule in (*NEIGHBOUR_RULES, "hybrid"):
+        curves[rule] = [accuracy(mem.predict(neighbours, VoteParams(k=k, rule=rule)), test_y) for k in ks]
+    prototypes = {}
+    for m in per_class:
+        pm = mem if m == per_class[0] else ArrayMemory(train_x, train_y, per_class=m, seed=seed)
+        nb = neighbours if pm is mem else pm.query(test_x, 1)
+        prototypes[str(m)] = accuracy(pm.predict(nb, VoteParams(k=1, rule="prototype")), test_y)
+    best_rule = max(NEIGHBOUR_RULES, key=lambda r: max(curves[r]))
+    best_i = int(np.argmax(curves[best_rule]))
+    result = {
+        "ks": ks, "curves": curves, "prototypes": prototypes,
+        "best_knn": {"rule": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
+        "rank_ge_plurality_at_k_ge_10": all(
+            r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"]) if k >= 10),
+        "train": int(len(train_y)), "test": int(len(test_y)),
+    }
+    # the setting `vismem tune` would pick, chosen on train alone, scored on test
+    from ..tune import tune
+
+    chosen = tune(train_x, train_y, seed=seed)
+    tuned_mem = ArrayMemory(train_x, train_y, per_class=chosen.per_class, seed=seed)
+    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(test_x, chosen.params.k), chosen.params), test_y)
+    result["tuned"] = {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
+                       "accuracy": tuned_acc}
+    if probe:
+        result["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, seed=seed)
+        result["tuned_minus_probe"] = tuned_acc - result["linear_probe"]["accuracy"]
+        result["best_knn_minus_probe"] = result["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
+    return result
+
+
+def _mean_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean and 95% confidence interval (Student t) over draws."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) \
+        if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "ci95": half, "draws": int(len(values))}
+
+
+def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 10, k: int = 10,
+             test_fraction: float = 0.3, seed: int = 0, probe: bool = True) -> dict[str, Any]:
+    """n examples per class drawn from train, several draws; kNN (rank), prototypes, probe."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(train_y.tolist()))
+    out: dict[str, Any] = {}
+    for n in shots:
+        runs: dict[str, list[float]] = {"rank": [], "prototype": [], **({"linear_probe": []} if probe else {})}
+        for _ in range(draws):
+            rows = np.concatenate([rng.choice(np.flatnonzero(train_y == c), min(n, int((train_y == c).sum())),
+                                              replace=False) for c in classes])
+            mem = ArrayMemory(train_x[rows], train_y[rows], classes=classes)
+            nb = mem.query(test_x, min(k, len(rows)))
+            runs["rank"].append(accuracy(mem.predict(nb, VoteParams(k=min(k, len(rows)))), test_y))
+            runs["prototype"].append(accuracy(mem.predict(nb, VoteParams(k=1, rule="prototype")), test_y))
+            if probe:
+                model = _probe_model(1.0).fit(train_x[rows], train_y[rows])
+                runs["linear_probe"].append(accuracy(model.predict(test_x), test_y))
+        out[str(n)] = {method: _mean_ci(values) for method, values in runs.items()}
+    return {"shots": list(shots), "results": out, "k": k}
+
+
+def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = VoteParams(),
+                      test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
+    """Add the classes in `steps` groups; after each, accuracy on all seen classes and on
+    the old ones before and after the addition, for kNN and nearest class mean."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
+    groups = [g.tolist() for g in np.array_split(np.asarray(classes, dtype=object), min(steps, len(classes)))]
+    methods = {"knn": params, "prototype": VoteParams(k=1, rule="prototype")}
+    history: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    seen: list[str] = []
+    previous_old: dict[str, float] = {}
+    for step, group in enumerate(groups):
+        old = list(seen)
+        seen += group
+        rows = np.isin(train_y, seen)
+        mem = ArrayMemory(train_x[rows], train_y[rows])
+        test_rows = np.isin(test_y, seen)
+        nb = mem.query(test_x[test_rows], params.k)
+        for name, p in methods.items():
+            predicted = mem.predict(nb, p)
+            truth = test_y[test_rows]
+            entry = {"step": step + 1, "classes": len(seen), "new": group, "accuracy": accuracy(predicted, truth)}
+            is_old = np.isin(truth, old)
+            if old:
+                entry["old_before"] = previous_old[name]
+                entry["old_after"] = accuracy(predicted[is_old], truth[is_old])
+            entry["new_accuracy"] = accuracy(predicted[~is_old], truth[~is_old])
+            previous_old[name] = entry["accuracy"]  # all classes seen now are "old" at the next step
+            history[name].append(entry)
+    return {
+        "steps": len(groups), "vote": params.to_dict(),
+        "history": history,
+        "average_incremental_accuracy": {m: float(np.mean([e["accuracy"] for e in h])) for m, h in history.items()},
+        "max_old_class_drop": {m: max([e["old_before"] - e["old_after"] for e in h if "old_after" in e], default=0.0)
+                               for m, h in history.items()},
+    }
+
+
+def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = DEFAULT_OOD_K, tpr: float = DEFAULT_TPR,
+                        test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
+    """Hold some classes out of memory as unknown; score test queries by kNN distance,
+    prototype distance and their sum (the abstention score); AUROC, FPR at `tpr`, and
+    the TPR reached on test by a threshold calibrated on held-out train items."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
+    n_unknown = max(1, int(round(unknown_fraction * len(classes))))
+    unknown = classes[:n_unknown]
+    known_rows = ~np.isin(train_y, unknown)
+    mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
+    in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
+    nb = mem.query(test_x, max(k, 10))
+    parts = {f"neighbour_{k}_distance": nb.kth_distance(k), "neighbour_10_distance": nb.kth_distance(10),
+             "prototype_distance": nb.prototype_distance()}
+    parts["combined"] = ood_scores(parts[f"neighbour_{k}_distance"], parts["prototype_distance"])
+    scores = {name: {"auroc": auroc(s[in_rows], s[out_rows]),
+                     f"fpr_at_{int(tpr * 100)}tpr": fpr_at_tpr(s[in_rows], s[out_rows], tpr)}
+              for name, s in parts.items()}
+    # calibration as `vismem calibrate` does it: on a held-out split of the memory itself
+    fit, val = holdout_split(train_y[known_rows], 0.2, seed)
+    calib_mem = ArrayMemory(train_x[known_rows][fit], train_y[known_rows][fit])
+    cnb = calib_mem.query(train_x[known_rows][val], k)
+    threshold = calibrate_threshold(ood_scores(cnb.kth_distance(k), cnb.prototype_distance()), tpr)
+    return {
+        "unknown_classes": unknown, "k": k, "target_tpr": tpr, "scores": scores,
+        "calibrated_threshold": threshold,
+        "test_tpr_at_threshold": true_positive_rate(parts["combined"][in_rows], threshold),
+        "test_fpr_at_threshold": true_positive_rate(parts["combined"][out_rows], threshold),
+        "in_queries": int(in_rows.sum()), "out_queries": int(out_rows.sum()),
+    }
+
+
+def corrupt_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy labels, mask of corrupted rows): `fraction` of rows get a different random class."""
+    rng = np.random.default_rng(seed)
+    classes = np.asarray(sorted(set(labels.tolist())))
+    noisy = labels.copy()
+    flip = rng.permutation(len(labels))[: int(round(fraction * len(labels)))]
+    for r in flip:
+        noisy[r] = rng.choice(classes[classes != labels[r]])
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[flip] = True
+    return noisy, mask
+
+
+def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6), params: VoteParams = VoteParams(),
+                threshold: int = HARD_THRESHOLD, c: float = SOFT_C, d: float = SOFT_D,
+                test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
+    """Corrupt p of memory labels; accuracy with no, hard and soft pruning (clean test labels)."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    # disagreements are counted on every decision, so they run higher: drop at half of k
+    thresholds = {"wrong-decisions": threshold, "disagreements": max(threshold, params.k // 2)}
+    rows = []
+    for p in noise:
+        noisy, flipped = corrupt_labels(train_y, p, seed)
+        plain = ArrayMemory(train_x, noisy)
+        nb = plain.query(test_x, params.k)
+        row: dict[str, Any] = {
+            "noise": p,
+            "none": accuracy(plain.predict(nb, params), test_y),
+            "prototype": accuracy(plain.predict(nb, VoteParams(k=1, rule="prototype")), test_y),
+        }
+        for count in COUNTS:
+            v = self_query(train_x, noisy, params, count=count).v
+            keep = hard_keep(v, thresholds[count])
+            soft = ArrayMemory(train_x, noisy, factors=soft_factors(v, c, d))
+            hard = ArrayMemory(train_x[keep], noisy[keep], classes=plain.classes)
+            row[count] = {
+                "soft": accuracy(soft.predict(nb, params), test_y),
+                "hard": accuracy(hard.predict(hard.query(test_x, params.k), params), test_y),
+                "hard_removed": int((~keep).sum()),
+                "hard_removed_were_corrupted": float(flipped[~keep].mean()) if (~keep).any() else 0.0,
+            }
+        rows.append(row)
+    return {"vote": params.to_dict(), "thresholds": thresholds, "c": c, "d": d, "results": rows}
+
+
+def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: int = 0,
+                  draws: int = 10, steps: int = 5, probe: bool = True) -> dict[str, Any]:
+    """Run the chosen protocols; returns the JSON-ready report with timings."""
+    report: dict[str, Any] = {"dataset": data.describe(), "seed": seed}
+    runners = {
+        "knn": lambda: accuracy_vs_k(data, seed=seed, probe=probe),
+        "fewshot": lambda: few_shot(data, draws=draws, seed=seed, probe=probe),
+        "incremental": lambda: class_incremental(data, steps=steps, seed=seed),
+        "ood": lambda: out_of_distribution(data, seed=seed),
+        "noise": lambda: label_noise(data, seed=seed),
+    }
+    for name in protocols:
+        if name not in runners:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)} or all")
+        start = time.perf_counter()
+        report[name] = runners[name]()
+        report[name]["seconds"] = round(time.perf_counter() - start, 3)
+    return report

@@ -1,0 +1,176 @@
+"""Memory pruning: find the items that keep voting for wrong answers.
+
+The memory is queried against itself, each item left out of its own query. For every
+wrong leave-one-out decision, each neighbour that voted for the wrong winning label
+took part in it; v counts those takings-part per item (the visual-memory recipe).
+
+- hard pruning drops items with v >= threshold;
+- soft pruning multiplies every item's vote by d / (c + v) (c = 1, d = 1.75 by default).
+
+Pure functions over numpy arrays; `Memory` stores the counts, so pruning can be undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .decide import VoteParams, vote_matrix
+from .errors import InvalidInputError
+
+SOFT_C = 1.0
+SOFT_D = 1.75
+HARD_THRESHOLD = 2
+
+
+def encode_labels(labels) -> tuple[list[str], np.ndarray]:
+    """(sorted class names, int index of each label)."""
+    classes, index = np.unique(np.asarray(labels), return_inverse=True)
+    return classes.tolist(), index.astype(np.int64)
+
+
+def self_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows: (similarities (n, k), row indices (n, k), -1 = none).
+
+    Exact inner-product search of the matrix against itself, the row itself dropped
+    (by index, so an exact duplicate still counts as a neighbour).
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    found = min(k + 1, n)
+    sims, rows = faiss.knn(vectors, vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
+    keep = rows != np.arange(n)[:, None]
+    # drop the self column (or the last column when self was not returned)
+    drop_last = keep.all(axis=1)
+    keep[drop_last, -1] = False
+    out_sims = sims[keep].reshape(n, found - 1)
+    out_rows = rows[keep].reshape(n, found - 1)
+    if found - 1 < k:
+        pad = k - (found - 1)
+        out_sims = np.hstack([out_sims, np.full((n, pad), -np.inf, np.float32)])
+        out_rows = np.hstack([out_rows, np.full((n, pad), -1, np.int64)])
+    return out_sims, out_rows
+
+
+COUNTS = ("wrong-decisions", "disagreements")
+
+
+def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predicted: np.ndarray,
+                      count: str = "wrong-decisions") -> np.ndarray:
+    """v per item, from each item's leave-one-out decision.
+
+    `label_index` (n,) stored class per item; `neighbour_rows` (n, k) rows that voted
+    in each item's leave-one-out decision (-1 = none); `predicted` (n,) the class
+    each decision chose.
+
+    - "wrong-decisions" (the visual-memory recipe): +1 for each neighbour that voted
+      for the winning label of a wrong decision;
+    - "disagreements": +1 for each neighbour whose label differs from the query
+      item's, whatever the outcome. Under heavy label noise this one blames the
+      mislabelled items, where the first mostly blames the correct neighbours of a
+      mislabelled item (its decision is "wrong" against its wrong label).
+    """
+    if count not in COUNTS:
+        raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
+    rows = neighbour_rows
+    queries = np.arange(len(label_index))
+    if count == "wrong-decisions":
+        wrong = predicted != label_index
+        rows, target = rows[wrong], predicted[wrong]
+        blamed = (rows >= 0) & (label_index[np.maximum(rows, 0)] == target[:, None])
+    else:
+        blamed = (rows >= 0) & (label_index[np.maximum(rows, 0)] != label_index[queries][:, None])
+    return np.bincount(rows[blamed], minlength=len(label_index)).astype(np.int64)
+
+
+@dataclass
+class SelfQuery:
+    """A leave-one-out pass over a memory: each item's neighbours, prediction and v."""
+
+    classes: list[str]
+    label_index: np.ndarray   # (n,) true class of each item
+    sims: np.ndarray          # (n, k)
+    rows: np.ndarray          # (n, k) neighbour rows, -1 = none
+    scores: np.ndarray        # (n, C) vote shares
+    predicted: np.ndarray     # (n,)
+    v: np.ndarray             # (n,) wrong-decision counts
+
+    @property
+    def own_score(self) -> np.ndarray:
+        """Share of the vote each item's own label got from its neighbours."""
+        return self.scores[np.arange(len(self.label_index)), self.label_index]
+
+
+def self_query(vectors: np.ndarray, labels, params: VoteParams,
+               item_weights: np.ndarray | None = None, count: str = "wrong-decisions") -> SelfQuery:
+    """Query every item against the rest of the memory with a kNN rule and count v."""
+    if params.uses_prototypes:
+        raise InvalidInputError("pruning counts neighbour votes: use a kNN vote (rank, softmax, distance, plurality)")
+    classes, label_index = encode_labels(labels)
+    sims, rows = self_neighbours(vectors, params.k)
+    neighbour_labels = np.where(rows >= 0, label_index[np.maximum(rows, 0)], -1)
+    factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
+    scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)
+    predicted = scores.argmax(axis=1)
+    v = wrong_vote_counts(label_index, rows, predicted, count)
+    return SelfQuery(classes, label_index, sims, rows, scores, predicted, v)
+
+
+def soft_factors(v: np.ndarray, c: float = SOFT_C, d: float = SOFT_D) -> np.ndarray:
+    """Soft-pruning vote multiplier d / (c + v) per item."""
+    if c <= 0 or d <= 0:
+        raise InvalidInputError(f"soft pruning needs c > 0 and d > 0, got c={c}, d={d}")
+    return d / (c + np.asarray(v, dtype=np.float64))
+
+
+def hard_keep(v: np.ndarray, threshold: int = HARD_THRESHOLD) -> np.ndarray:
+    """Boolean mask of the items hard pruning keeps (v < threshold)."""
+    if threshold < 1:
+        raise InvalidInputError(f"hard-pruning threshold must be >= 1, got {threshold}")
+    return np.asarray(v) < threshold
+
+
+def suspect_order(query: SelfQuery) -> np.ndarray:
+    """Rows most likely mislabelled first: lowest own-label vote share, then highest v."""
+    return np.lexsort((-query.v, query.own_score))
+
+
+MODES = ("soft", "hard")
+
+
+@dataclass
+class PruneState:
+    """What pruning is in force on a memory: the counts v and how they are applied.
+
+    Stored in the memory's config, never in the items, so `off` restores every vote
+    exactly (only hard pruning with purge deletes anything).
+    """
+
+    mode: str = "off"
+    counts: dict[int, int] | None = None
+    c: float = SOFT_C
+    d: float = SOFT_D
+    threshold: int = HARD_THRESHOLD
+
+    def factor(self, item_id: int) -> float:
+        if self.mode != "soft":
+            return 1.0
+        return self.d / (self.c + (self.counts or {}).get(int(item_id), 0))
+
+    def excluded(self) -> set[int]:
+        if self.mode != "hard":
+            return set()
+        return {i for i, v in (self.counts or {}).items() if v >= self.threshold}
+
+    def to_config(self) -> dict:
+        return {"mode": self.mode, "c": self.c, "d": self.d, "threshold": self.threshold,
+                "counts": {str(i): int(v) for i, v in (self.counts or {}).items() if v}}
+
+    @classmethod
+    def from_config(cls, value: dict | None) -> "PruneState":
+        if not value:
+            return cls()
+        counts = {int(i): int(v) for i, v in value.get("counts", {}).items()}
+        return cls(value["mode"], counts, value["c"], value["d"], value["threshold"])

@@ -1,0 +1,91 @@
+"""Choosing k, the vote rule, alpha, tau (and prototypes) on a memory's own data.
+
+A stratified part of the memory is held out and classified by the rest with every
+candidate setting; the most accurate wins. Ties go to the earlier candidate, and the
+candidates start with the shipped defaults, so a setting is only changed when it
+measurably helps on the held-out data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .decide import NEIGHBOUR_RULES, VoteParams
+from .errors import InvalidInputError
+from .evaluation.engine import ArrayMemory, accuracy, holdout_split
+
+KS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
+ALPHAS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+TAUS = (0.01, 0.02, 0.05, 0.07, 0.1, 0.2)
+MIXES = (0.25, 0.5, 0.75)
+PER_CLASS = (1, 2, 4)
+
+
+@dataclass
+class TuneResult:
+    """The winning setting, its held-out accuracy, and every candidate tried."""
+
+    params: VoteParams
+    per_class: int
+    accuracy: float
+    default_accuracy: float
+    held_out: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params.to_dict(), "prototypes_per_class": self.per_class,
+                "accuracy": self.accuracy, "default_accuracy": self.default_accuracy,
+                "held_out": self.held_out, "trials": len(self.trials)}
+
+
+def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VoteParams]:
+    """Every setting to try, the defaults first."""
+    ks = [k for k in KS if k <= max_k] or [max_k]
+    out = [VoteParams()] if VoteParams().k <= max_k else []
+    for rule in rules:
+        for k in ks if rule != "prototype" else [1]:
+            if rule == "rank":
+                out += [VoteParams(k=k, rule=rule, alpha=a) for a in ALPHAS]
+            elif rule == "softmax":
+                out += [VoteParams(k=k, rule=rule, tau=t) for t in TAUS]
+            elif rule == "prototype":
+                out += [VoteParams(k=k, rule=rule, tau=t) for t in TAUS]
+            elif rule == "hybrid":
+                out += [VoteParams(k=k, rule=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
+            else:
+                out.append(VoteParams(k=k, rule=rule))
+    return out
+
+
+def tune(vectors: np.ndarray, labels: Sequence[str], *, rules: Sequence[str] = (*NEIGHBOUR_RULES, "prototype", "hybrid"),
+         per_class: Sequence[int] = PER_CLASS, held_out: float = 0.2, seed: int = 0,
+         factors: np.ndarray | None = None) -> TuneResult:
+    """Pick the vote setting most accurate on a held-out split of (vectors, labels)."""
+    labels = np.asarray(labels)
+    train, test = holdout_split(labels, held_out, seed)
+    if len(test) < 2 or len(set(labels[train].tolist())) < 2:
+        raise InvalidInputError("tuning needs at least 2 classes and a few items per class in the memory")
+    truth = labels[test]
+    best: tuple[float, VoteParams, int] | None = None
+    trials = []
+    default_acc = None
+    proto_rules = [r for r in rules if r in ("prototype", "hybrid")]
+    for m in per_class if proto_rules else [1]:
+        mem = ArrayMemory(vectors[train], labels[train], per_class=m, seed=seed,
+                          factors=None if factors is None else factors[train])
+        max_k = len(train)
+        neighbours = mem.query(vectors[test], min(max(KS), max_k))
+        tried_rules = [r for r in rules if m == per_class[0] or r in proto_rules]
+        for params in candidates(max_k, tried_rules, m):
+            acc = accuracy(mem.predict(neighbours, params), truth)
+            trials.append({**params.to_dict(), "prototypes_per_class": m, "accuracy": acc})
+            if params == VoteParams() and m == 1:
+                default_acc = acc
+            if best is None or acc > best[0] + 1e-12:
+                best = (acc, params, m)
+    assert best is not None
+    return TuneResult(best[1], best[2], best[0], default_acc if default_acc is not None else float("nan"),
+                      len(test), trials)

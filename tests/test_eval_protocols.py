@@ -1,0 +1,99 @@
+"""Every evaluation protocol runs end to end on a tiny real data set, and the CLI writes
+the JSON report and the PNG plots."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from vismem.evaluation.data import Dataset, load_dataset, load_embeddings
+from vismem.evaluation.protocols import (
+    accuracy_vs_k, class_incremental, corrupt_labels, few_shot, label_noise, out_of_distribution,
+)
+from vismem.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    digits = load_digits()
+    rows = np.concatenate([np.flatnonzero(digits.target == c)[:30] for c in range(10)])
+    x = digits.data[rows].astype(np.float32)
+    return Dataset("tiny-digits", x / np.linalg.norm(x, axis=1, keepdims=True), digits.target[rows].astype(str))
+
+
+def test_accuracy_vs_k(tiny):
+    r = accuracy_vs_k(tiny, ks=(1, 5, 10, 20), per_class=(1, 2))
+    assert r["ks"] == [1, 5, 10, 20]
+    assert set(r["curves"]) == {"rank", "softmax", "distance", "plurality", "hybrid"}
+    assert all(0.5 < a <= 1 for curve in r["curves"].values() for a in curve)  # raw digits are easy
+    assert set(r["prototypes"]) == {"1", "2"} and 0.5 < r["linear_probe"]["accuracy"] <= 1
+    assert r["curves"]["rank"][0] == r["curves"]["plurality"][0]  # k=1: every rule is 1-NN
+
+
+def test_few_shot(tiny):
+    r = few_shot(tiny, shots=(1, 5), draws=3)
+    one = r["results"]["1"]
+    assert set(one) == {"rank", "prototype", "linear_probe"}
+    assert one["rank"]["draws"] == 3 and one["rank"]["ci95"] >= 0
+    assert r["results"]["5"]["prototype"]["mean"] > 0.5
+
+
+def test_class_incremental(tiny):
+    r = class_incremental(tiny, steps=3)
+    history = r["history"]["prototype"]
+    assert [e["classes"] for e in history] == [4, 7, 10]  # 10 classes in 3 steps
+    assert "old_before" not in history[0] and "old_after" in history[1]
+    assert 0 < r["average_incremental_accuracy"]["knn"] <= 1
+
+
+def test_out_of_distribution(tiny):
+    r = out_of_distribution(tiny, unknown_fraction=0.3)
+    assert len(r["unknown_classes"]) == 3
+    assert 0 <= r["scores"]["combined"]["auroc"] <= 1 and 0 <= r["scores"]["combined"]["fpr_at_95tpr"] <= 1
+    assert r["out_queries"] > 0 and r["in_queries"] > 0
+
+
+def test_label_noise(tiny):
+    noisy, flipped = corrupt_labels(tiny.labels, 0.4, seed=1)
+    assert flipped.mean() == pytest.approx(0.4, abs=0.01) and (noisy[flipped] != tiny.labels[flipped]).all()
+    r = label_noise(tiny, noise=(0.0, 0.4))
+    assert [row["noise"] for row in r["results"]] == [0.0, 0.4]
+    assert {"soft", "hard"} <= set(r["results"][1]["wrong-decisions"])
+
+
+def test_datasets_and_user_embeddings(tmp_path, tiny):
+    iris = load_dataset("iris-raw")
+    assert iris.describe() == {"name": "iris-raw", "items": 150, "dim": 4, "classes": 3}
+    with pytest.raises(InvalidInputError):
+        load_dataset("cifar10")
+    np.save(tmp_path / "x.npy", tiny.vectors)
+    np.save(tmp_path / "y.npy", tiny.labels[:-1])
+    with pytest.raises(InvalidInputError, match="labels"):
+        load_embeddings(tmp_path / "x.npy", tmp_path / "y.npy")
+
+
+def test_cli_writes_report_and_plots(tmp_path, tiny, cli):
+    np.save(tmp_path / "x.npy", tiny.vectors)
+    np.save(tmp_path / "y.npy", tiny.labels)
+    result = cli("eval-protocols", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", "--draws", "2", "--steps", "2", "--json", check=True)
+    report = json.loads(result.stdout)
+    assert set(report) >= {"knn", "fewshot", "incremental", "ood", "noise", "files"}
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["knn"]["ks"][-1] == 100
+    for png in ("accuracy_vs_k.png", "incremental.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tune_keeps_the_defaults_on_a_tie_and_finds_a_better_k(tiny):
+    from vismem.decide import VoteParams
+    from vismem.tune import tune
+
+    # two far-apart blobs: every setting is perfect, so the shipped defaults stay
+    rng = np.random.default_rng(0)
+    blobs = np.vstack([rng.normal(0, 0.01, (40, 8)) + np.eye(8)[0], rng.normal(0, 0.01, (40, 8)) + np.eye(8)[1]])
+    easy = tune(blobs.astype(np.float32), ["a"] * 40 + ["b"] * 40)
+    assert easy.params == VoteParams() and easy.per_class == 1 and easy.accuracy == 1.0
+    result = tune(tiny.vectors, tiny.labels)
+    assert result.accuracy >= result.default_accuracy and len(result.trials) > 100

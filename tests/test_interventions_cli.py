@@ -1,0 +1,84 @@
+"""Tune, calibrate, classify --abstain, block/boost/relabel and restriction through the real CLI,
+on real digit images (pixels encoder: real images, no model download)."""
+
+import json
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def built_memory(digit_folders, tmp_path_factory):
+    from conftest import run_cli
+
+    train, _ = digit_folders
+    memdir = tmp_path_factory.mktemp("built") / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, train, check=True)
+    return memdir
+
+
+@pytest.fixture
+def digit_memory(built_memory, memdir):
+    shutil.copytree(built_memory, memdir)  # each test edits its own copy
+    return memdir
+
+
+def classify(cli, memdir, image, *args):
+    return json.loads(cli("classify", memdir, image, "--json", *args, check=True).stdout.splitlines()[0])
+
+
+def test_interventions_show_in_the_decision(digit_memory, digit_folders, cli):
+    _, test = digit_folders
+    image = sorted((test / "3").iterdir())[0]
+    before = classify(cli, digit_memory, image, "--k", "5")
+    assert set(before["prototypes"]) == {str(d) for d in range(10)}
+    assert before["interventions"] == [] and before["abstained"] is False
+    first, second = before["neighbors"][0]["id"], before["neighbors"][1]["id"]
+
+    cli("block", digit_memory, "--id", first, check=True)
+    cli("boost", digit_memory, "--id", second, "--factor", "3", check=True)
+    cli("relabel", digit_memory, "--id", second, "--label", "7", check=True)
+    after = classify(cli, digit_memory, image, "--k", "5")
+    by_id = {n["id"]: n for n in after["neighbors"]}
+    assert by_id[first]["weight"] == 0 and by_id[first]["item_weight"] == 0
+    assert by_id[second]["item_weight"] == 3 and by_id[second]["label"] == "7"
+    assert by_id[second]["relabelled_from"] == before["neighbors"][1]["label"]
+    assert f"item {first} blocked (weight 0)" in after["interventions"]
+    assert f"item {second} weighted x3" in after["interventions"]
+    assert any(f"item {second} relabelled" in note for note in after["interventions"])
+
+    restricted = classify(cli, digit_memory, image, "--k", "5", "--only-label", "1", "--only-label", "2")
+    assert {n["label"] for n in restricted["neighbors"]} <= {"1", "2"}
+    assert set(restricted["prototypes"]) == {"1", "2"}
+    assert "query restricted to labels ['1', '2']" in restricted["interventions"]
+
+    cli("unblock", digit_memory, "--id", first, check=True)
+    from vismem import Memory
+
+    with Memory.open(digit_memory) as memory:
+        assert memory.get(first).weight == 1
+
+
+def test_tune_calibrate_and_abstain(digit_memory, digit_folders, cli, tmp_path):
+    tuned = json.loads(cli("tune", digit_memory, "--json", check=True).stdout)
+    assert tuned["held_out"] == 20 and 0 <= tuned["accuracy"] <= 1
+    info = json.loads(cli("info", digit_memory, "--json", check=True).stdout)
+    assert info["defaults"] == tuned["params"]
+    assert info["prototypes_per_class"] == tuned["prototypes_per_class"]
+
+    _, test = digit_folders
+    image = sorted((test / "5").iterdir())[0]
+    result = cli("classify", digit_memory, image, "--abstain")
+    assert result.returncode == 1 and "vismem calibrate" in result.stderr
+    cal = json.loads(cli("calibrate", digit_memory, "--tpr", "0.9", "--json", check=True).stdout)
+    assert cal["achieved_tpr"] >= 0.9
+    # a real photo (scikit-image's cat) is unlike every digit in memory; a held-out digit is not
+    from PIL import Image
+    from skimage import data
+
+    cat = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(cat)
+    out = classify(cli, digit_memory, cat, "--abstain")
+    assert out["abstained"] is True and out["label"] is None
+    assert out["ood_score"] > out["threshold"]

@@ -1,0 +1,107 @@
+"""Pruning counts on a small constructed memory, in pure numpy and through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vismem import Memory
+from vismem.decide import VoteParams
+from vismem.errors import InvalidInputError
+from vismem.prune import PruneState, hard_keep, self_query, soft_factors
+
+# Points on the unit circle (angles in degrees). Class A near 0, class B near 90,
+# and X, labelled B, sits inside A at 3 degrees: a mislabelled item.
+ANGLES = [0, 2, 5, 9, 3, 90, 92, 95, 99]
+LABELS = ["A", "A", "A", "A", "B", "B", "B", "B", "B"]
+X = 4
+
+
+def circle(angles):
+    r = np.radians(angles)
+    return np.stack([np.cos(r), np.sin(r)], axis=1).astype(np.float32)
+
+
+def test_counts_by_hand_k1():
+    # k=1 leave-one-out: A@2 -> X (wrong, X blamed), A@5 -> X (wrong, X blamed),
+    # X -> A@2 (wrong against X's label B, A@2 blamed); everything else is right.
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="plurality"))
+    expected = np.zeros(9, int)
+    expected[X], expected[1] = 2, 1
+    assert q.v.tolist() == expected.tolist()
+    assert hard_keep(q.v, 2).tolist() == [i != X for i in range(9)]
+    assert soft_factors(q.v).tolist() == pytest.approx([1.75, 0.875, 1.75, 1.75, 1.75 / 3] + [1.75] * 4)
+
+
+def test_counts_by_hand_k3():
+    # k=3: only X's own decision is wrong (its neighbours A@2, A@5, A@0 all say A),
+    # so exactly those three are blamed once.
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=3, rule="plurality"))
+    assert q.v.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert q.predicted[X] == q.classes.index("A")
+
+
+def test_disagreement_counts_by_hand():
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="plurality"), count="disagreements")
+    assert q.v.tolist() == [0, 1, 0, 0, 2, 0, 0, 0, 0]  # same as wrong decisions at k=1
+    q3 = self_query(circle(ANGLES), LABELS, VoteParams(k=3, rule="plurality"), count="disagreements")
+    # X is among the 3 nearest of A@0, A@2, A@5 and A@9 (5, X, 2) and votes B there;
+    # X's own query blames A@0, A@2, A@5
+    assert q3.v.tolist() == [1, 1, 1, 0, 4, 0, 0, 0, 0]
+
+
+def test_bad_settings_fail():
+    with pytest.raises(InvalidInputError):
+        soft_factors(np.zeros(2), c=0)
+    with pytest.raises(InvalidInputError):
+        hard_keep(np.zeros(2), threshold=0)
+    with pytest.raises(InvalidInputError):
+        self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="prototype"))
+
+
+@pytest.fixture
+def small_memory(tmp_path):
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=2) as memory:
+        ids = memory.add_vectors(circle(ANGLES), LABELS)
+        memory.set_config("defaults", VoteParams(k=1, rule="plurality").to_dict())
+    return path, ids
+
+
+def test_prune_cli_soft_hard_off_and_purge(small_memory, cli):
+    path, ids = small_memory
+    soft = json.loads(cli("prune", path, "--mode", "soft", "--json", check=True).stdout)
+    assert soft["with_wrong_votes"] == 2 and soft["excluded"] == 0
+    query = circle([3.2])
+    with Memory.open(path) as memory:
+        d = memory.classify_vectors(query, k=1)[0]
+        assert d.neighbors[0].id == ids[X] and d.neighbors[0].prune_factor == pytest.approx(1.75 / 3)
+        assert any("soft-pruned" in note for note in d.interventions)
+    hard = json.loads(cli("prune", path, "--mode", "hard", "--json", check=True).stdout)
+    assert hard["excluded"] == 1
+    with Memory.open(path) as memory:
+        assert memory.classify_vectors(query, k=1)[0].label == "A"  # X no longer found
+        assert len(memory) == 9  # ... but still stored
+    cli("prune", path, "--mode", "off", check=True)
+    with Memory.open(path) as memory:
+        assert memory.classify_vectors(query, k=1)[0].label == "B"  # reversed exactly
+    purged = json.loads(cli("prune", path, "--mode", "hard", "--purge", "--json", check=True).stdout)
+    assert purged["purged"] == [ids[X]]
+    with Memory.open(path) as memory:
+        assert len(memory) == 8 and memory.pruning.mode == "hard"
+
+
+def test_suspects_name_the_mislabelled_item_with_evidence(small_memory, cli):
+    path, ids = small_memory
+    lines = cli("suspects", path, "--k", "3", "--json", check=True).stdout.splitlines()
+    first = json.loads(lines[0])
+    assert first["id"] == ids[X] and first["label"] == "B" and first["suggested"] == "A"
+    assert first["own_vote"] == 0.0
+    assert {e["id"] for e in first["disagreeing"]} == {ids[0], ids[1], ids[2]}
+    assert len(lines) == 1  # nobody else disagrees with their neighbours
+
+
+def test_prune_state_roundtrip():
+    state = PruneState("soft", {3: 2, 7: 0}, 1.0, 1.75, 2)
+    back = PruneState.from_config(json.loads(json.dumps(state.to_config())))
+    assert back.factor(3) == pytest.approx(1.75 / 3) and back.factor(99) == 1.75
