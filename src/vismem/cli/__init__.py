@@ -69,6 +69,7 @@ def progress_bar(description: str, total: int) -> Iterator[Any]:
 def main() -> None:
     """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback."""
     from . import commands  # noqa: F401  (registers the commands)
+    from . import search  # noqa: F401
 
     try:
         app()

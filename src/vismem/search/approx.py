@@ -453,13 +453,13 @@ class IVFPQIndex(RowIndex):
         self._fp16[rows] = vectors
         if self._faiss is not None:
             self._faiss.add_with_ids(vectors, rows)
-        elif end >= self.train_min:
+        elif end >= max(self.train_min, 256):  # 8-bit PQ needs 256 points per codebook
             self._train(end)
 
     def _train(self, n: int) -> None:
         nlist = self.nlist or int(np.clip(4 * np.sqrt(n), 16, 65536))
         nlist = min(nlist, n // 39)
-        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, 64 * nlist, 100_000),
+        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, max(64 * nlist, 256 * 39), 100_000),
                                                           replace=False))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.m, 8, faiss.METRIC_INNER_PRODUCT)
