@@ -75,9 +75,10 @@ def test_memory_measures_and_tunes_recall(tmp_path):
 
 
 def test_low_recall_warns_with_intrinsic_dimension(tmp_path, monkeypatch, caplog):
-    # Coarse PQ codes with no re-ranking slack cannot reach recall 1.0 on uniform data.
+    # Coarse PQ codes, allowed little search effort, cannot reach recall 1.0 on uniform data.
     coarse = {"nlist": 16, "m": 4, "k_factor": 1, "train_min": 256}
     monkeypatch.setattr(Memory, "_index_params", lambda self, kind: coarse)
+    monkeypatch.setattr(IVFPQIndex, "tune_values", ((1, 1), (2, 1)))
     x = unit_vectors(1200, DIM, seed=3)
     with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="ivfpq",
                        target_recall=1.0) as memory:

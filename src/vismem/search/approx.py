@@ -165,6 +165,11 @@ class RowIndex(VectorIndex):
     ) -> SearchResult:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         n = self._n_rows
+        if allowed_ids is None and self._n_live == n and n >= k:
+            # The common case, kept lean: no filter, no removed rows, enough items.
+            sims, rows = self._search_rows(queries, k, None, 1.0)
+            if rows.min() >= 0:
+                return SearchResult(sims, self._ids[rows])
         if allowed_ids is None:
             allowed_rows = None
             n_allowed = self._n_live
@@ -371,6 +376,9 @@ class HNSWIndex(RowIndex):
         return self._storage().sa_decode(np.ascontiguousarray(self._codes()[rows]))
 
     def _search_rows(self, queries, k, selector, selectivity):
+        if selector is None and selectivity == 1.0:
+            self._faiss.hnsw.efSearch = max(self.ef_search, k)
+            return self._faiss.search(queries, k)
         params = faiss.SearchParametersHNSW()
         # A filter hides part of the graph; widen the beam so k matches are still found.
         params.efSearch = int(min(max(self.ef_search, k) / max(selectivity, 0.05), 4096))
@@ -418,7 +426,13 @@ class IVFPQIndex(RowIndex):
 
     kind = "ivfpq"
     tune_param = "nprobe"
-    tune_values = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
+    # (nprobe, k_factor) by rising cost: more lists probed, then more candidates re-ranked,
+    # since PQ's coarse ranking is what caps recall on data with many near ties.
+    tune_values = ((1, 4), (2, 4), (4, 4), (8, 4), (8, 8), (16, 8), (32, 8), (32, 16),
+                   (64, 16), (128, 16), (128, 32), (256, 32), (512, 64))
+
+    def set_param(self, value) -> None:
+        self.nprobe, self.k_factor = (int(v) for v in value)
 
     def __init__(self, dim: int, *, nlist: int | None = None, m: int | None = None,
                  nprobe: int = 16, k_factor: int = 4, train_min: int = 10_000) -> None:
@@ -457,16 +471,14 @@ class IVFPQIndex(RowIndex):
             self._train(end)
 
     def _train(self, n: int) -> None:
-        nlist = self.nlist or int(np.clip(4 * np.sqrt(n), 16, 65536))
-        nlist = min(nlist, n // 39)
-        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, max(64 * nlist, 256 * 39), 100_000),
+        nlist = min(self.nlist or int(np.clip(np.sqrt(n), 16, 65536)), n // 39)
+        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, max(64 * nlist, 10_000)),
                                                           replace=False))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.m, 8, faiss.METRIC_INNER_PRODUCT)
+        index = new_ivfpq(self.dim, nlist, self.m)
         index.train(self._fp16[sample].astype(np.float32))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) removal by id
-        for start in range(0, n, 65536):
-            rows = np.arange(start, min(n, start + 65536), dtype=np.int64)
+        for start in range(0, n, 8192):  # float32 copies made in small chunks: low peak RSS
+            rows = np.arange(start, min(n, start + 8192), dtype=np.int64)
             rows = rows[self._live[rows] | (rows >= self._n_rows)]
             index.add_with_ids(self._fp16[rows].astype(np.float32), rows)
         self._faiss, self.nlist = index, nlist
@@ -495,15 +507,16 @@ class IVFPQIndex(RowIndex):
     def _rerank(self, queries: np.ndarray, rows: np.ndarray, k: int):
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_r = np.full((len(queries), k), -1, dtype=np.int64)
-        for start in range(0, len(queries), 256):
-            r = rows[start : start + 256]
+        step = max(1, (1 << 22) // max(rows.shape[1] * self.dim, 1))  # ~16 MB of float32 at a time
+        for start in range(0, len(queries), step):
+            part = slice(start, start + step)
+            r = rows[part]
             vecs = self._fp16[np.maximum(r, 0)].astype(np.float32)
-            sims = np.einsum("qcd,qd->qc", vecs, queries[start : start + 256])
+            sims = np.einsum("qcd,qd->qc", vecs, queries[part])
             sims[r < 0] = -np.inf
             order = np.argsort(-sims, axis=1)[:, :k]
-            out_s[start : start + 256] = np.take_along_axis(sims, order, axis=1)
-            out_r[start : start + 256] = np.where(
-                np.isfinite(out_s[start : start + 256]), np.take_along_axis(r, order, axis=1), -1)
+            out_s[part] = np.take_along_axis(sims, order, axis=1)
+            out_r[part] = np.where(np.isfinite(out_s[part]), np.take_along_axis(r, order, axis=1), -1)
         return out_s, out_r
 
     def nbytes(self) -> int:
@@ -539,9 +552,23 @@ class IVFPQIndex(RowIndex):
             os.fsync(f.fileno())
 
 
+def new_ivfpq(dim: int, nlist: int, m: int) -> faiss.IndexIVFPQ:
+    """An untrained IVF-PQ (8-bit codes, inner product) with training kept affordable.
+
+    Training dominates build time; candidates are re-ranked with float16 vectors, so
+    codebooks trained on fewer points with fewer k-means rounds lose no final recall.
+    """
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    index.pq.cp.niter = 15
+    index.pq.cp.max_points_per_centroid = 32
+    index.pq.cp.min_points_per_centroid = 16  # (FAISS warns below its default of 39)
+    return index
+
+
 def pq_subquantizers(dim: int) -> int:
-    """PQ sub-vectors: about one byte per 8 dimensions, dividing dim exactly."""
-    m = max(1, dim // 8)
+    """PQ sub-vectors: about one byte per 16 dimensions, dividing dim exactly."""
+    m = max(1, dim // 16)
     while dim % m:
         m -= 1
     return m
