@@ -65,9 +65,19 @@ class RowIndex(VectorIndex):
                      selectivity: float) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def _storage(self):
+        """The FAISS flat-codes index holding row r's vector as code r."""
+        raise NotImplementedError
+
+    def _codes(self) -> np.ndarray:
+        """A writable uint8 (rows, code_size) view of the stored vectors."""
+        storage = self._storage()
+        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
+        return flat.reshape(-1, storage.code_size)
+
     def _vectors(self, rows: np.ndarray) -> np.ndarray:
         """float32 vectors of rows, as stored (exact for float32 storage)."""
-        raise NotImplementedError
+        return self._storage().sa_decode(np.ascontiguousarray(self._codes()[rows]))
 
     def _forget_rows(self, rows: np.ndarray) -> None:
         """Zero (or drop) the stored bytes of dead rows."""
@@ -222,8 +232,16 @@ class RowIndex(VectorIndex):
     # ---- files -----------------------------------------------------------------------
 
     def _state(self) -> tuple[bytes | None, dict[str, np.ndarray], dict[str, Any]]:
-        """(FAISS blob, arrays, extra meta) to save."""
-        raise NotImplementedError
+        """(FAISS blob, extra arrays, layout) to save. FAISS writes a flat-codes index's
+        codes at the end of its file (IndexRefine adds a 4-byte k_factor after them); we
+        check that, so removals can zero a row's bytes in the file in place."""
+        blob = faiss.serialize_index(self._faiss).tobytes()
+        codes = self._codes()
+        for tail in (0, 4):
+            offset = len(blob) - tail - codes.nbytes
+            if blob[offset : len(blob) - tail] == codes.tobytes():
+                return blob, {}, {"codes_offset": offset, "code_size": codes.shape[1]}
+        raise RuntimeError("unexpected FAISS file layout: cannot scrub removed rows in place")
 
     def _restore(self, blob: bytes | None, arrays: dict[str, np.ndarray], meta: dict) -> None:
         raise NotImplementedError
@@ -270,13 +288,15 @@ class RowIndex(VectorIndex):
         self._dead_since_save = []
 
     def _scrub_files(self, directory: Path, rows: np.ndarray) -> None:
-        offsets = self._saved["array_offsets"]
-        with open(directory / "live.npy", "r+b") as f:
-            for row in rows.tolist():
-                f.seek(offsets["live"] + row)
-                f.write(b"\x00")
-            f.flush()
-            os.fsync(f.fileno())
+        live_at = self._saved["array_offsets"]["live"]
+        size, base = self._saved["code_size"], self._saved["codes_offset"]
+        for name, offset, width in (("live.npy", live_at, 1), ("index.faiss", base, size)):
+            with open(directory / name, "r+b") as f:
+                for row in rows.tolist():
+                    f.seek(offset + row * width)
+                    f.write(bytes(width))
+                f.flush()
+                os.fsync(f.fileno())
 
     @classmethod
     def load(cls, directory: Path, dim: int) -> tuple["RowIndex", dict]:
@@ -316,7 +336,7 @@ class RowIndex(VectorIndex):
         index = cls(dim, **meta["params"])
         try:
             index._restore(blob, arrays, meta)
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise IndexFileError(f"index data is damaged: {exc}") from exc
         index._ids, index._live = ids.astype(np.int64), live.astype(bool)
         index._n_rows, index._n_live = n, int(index._live.sum())
@@ -359,11 +379,6 @@ class HNSWIndex(RowIndex):
     def _storage(self):
         return faiss.downcast_index(self._faiss.storage)
 
-    def _codes(self) -> np.ndarray:
-        storage = self._storage()
-        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
-        return flat.reshape(-1, storage.code_size)
-
     def _add_rows(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         self._faiss.add(vectors)
 
@@ -371,9 +386,6 @@ class HNSWIndex(RowIndex):
         # The graph keeps the dead node's links (so walks still pass through it), but its
         # vector is zeroed now: the removed bytes do not linger until compaction.
         self._codes()[rows] = 0
-
-    def _vectors(self, rows: np.ndarray) -> np.ndarray:
-        return self._storage().sa_decode(np.ascontiguousarray(self._codes()[rows]))
 
     def _search_rows(self, queries, k, selector, selectivity):
         if selector is None and selectivity == 1.0:
@@ -391,37 +403,18 @@ class HNSWIndex(RowIndex):
         graph = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
         return int(self._codes().nbytes + graph + self._n_rows * 9)
 
-    def _state(self):
-        blob = faiss.serialize_index(self._faiss).tobytes()
-        codes = self._codes()
-        offset = len(blob) - codes.nbytes
-        # FAISS writes the vector storage last; scrubbing in place relies on that.
-        if blob[offset:] != codes.tobytes():
-            raise RuntimeError("unexpected FAISS HNSW file layout")
-        return blob, {}, {"codes_offset": offset, "code_size": codes.shape[1]}
-
     def _restore(self, blob, arrays, meta) -> None:
         self._faiss = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         if self._faiss.ntotal != meta["rows"]:
             raise ValueError("row count does not match")
 
-    def _scrub_files(self, directory: Path, rows: np.ndarray) -> None:
-        super()._scrub_files(directory, rows)
-        size, base = self._saved["code_size"], self._saved["codes_offset"]
-        with open(directory / "index.faiss", "r+b") as f:
-            for row in rows.tolist():
-                f.seek(base + row * size)
-                f.write(bytes(size))
-            f.flush()
-            os.fsync(f.fileno())
-
 
 class IVFPQIndex(RowIndex):
-    """FAISS IVF with product-quantised codes, re-ranked with float16 copies of the vectors.
+    """FAISS IVF with product-quantised codes, re-ranked with float16 vectors (IndexRefine).
 
     PQ codes alone rarely reach 0.95 recall@10, so the best `k * k_factor` candidates are
-    re-scored with float16 vectors (half of float32). Until enough vectors exist to train
-    the quantisers (`train_min`), search is exact over the float16 copies.
+    re-scored by FAISS against float16 copies (half of float32). Until enough vectors
+    exist to train the quantisers (`train_min`), search is exact over the float16 copies.
     """
 
     kind = "ivfpq"
@@ -431,125 +424,107 @@ class IVFPQIndex(RowIndex):
     tune_values = ((1, 4), (2, 4), (4, 4), (8, 4), (8, 8), (16, 8), (32, 8), (32, 16),
                    (64, 16), (128, 16), (128, 32), (256, 32), (512, 64))
 
-    def set_param(self, value) -> None:
-        self.nprobe, self.k_factor = (int(v) for v in value)
-
     def __init__(self, dim: int, *, nlist: int | None = None, m: int | None = None,
                  nprobe: int = 16, k_factor: int = 4, train_min: int = 10_000) -> None:
         super().__init__(dim)
         self.nlist, self.nprobe, self.k_factor, self.train_min = nlist, nprobe, k_factor, train_min
         self.m = m or pq_subquantizers(dim)
-        self._fp16 = np.empty((1024, dim), dtype=np.float16)
-        self._faiss = None
+        self._sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+        self._ivf = None
+        self._faiss = self._sq  # what gets saved: the float16 store, then IndexRefine
+
+    def set_param(self, value) -> None:
+        self.nprobe, self.k_factor = (int(v) for v in value)
 
     @property
     def params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "m": self.m, "nprobe": self.nprobe,
                 "k_factor": self.k_factor, "train_min": self.train_min}
 
-    def _empty_like(self) -> "IVFPQIndex":
-        fresh = IVFPQIndex(self.dim, **self.params)
-        if self._faiss is not None:  # keep the trained quantisers: compaction never retrains
-            fresh._faiss = faiss.clone_index(self._faiss)
-            fresh._faiss.reset()
-        return fresh
-
     @property
     def trained(self) -> bool:
-        return self._faiss is not None
+        return self._ivf is not None
+
+    def _empty_like(self) -> "IVFPQIndex":
+        fresh = IVFPQIndex(self.dim, **self.params)
+        if self._ivf is not None:  # keep the trained quantisers: compaction never retrains
+            ivf = faiss.clone_index(self._ivf)
+            ivf.reset()
+            fresh._use(ivf)
+        return fresh
+
+    def _use(self, ivf) -> None:
+        self._ivf = ivf
+        self._faiss = faiss.IndexRefine(ivf, self._sq)
+        self._faiss.own_fields = False
+
+    def _storage(self):
+        return self._sq
 
     def _add_rows(self, vectors: np.ndarray, rows: np.ndarray) -> None:
-        end = int(rows[-1]) + 1
-        if end > len(self._fp16):
-            grown = np.empty((max(2 * len(self._fp16), end), self.dim), dtype=np.float16)
-            grown[: self._n_rows] = self._fp16[: self._n_rows]
-            self._fp16 = grown
-        self._fp16[rows] = vectors
-        if self._faiss is not None:
-            self._faiss.add_with_ids(vectors, rows)
-        elif end >= max(self.train_min, 256):  # 8-bit PQ needs 256 points per codebook
-            self._train(end)
+        self._sq.add(vectors)  # row r is code r
+        if self._ivf is not None:
+            self._ivf.add_with_ids(vectors, rows)  # explicit ids: removals shrink IVF's ntotal
+            self._faiss.ntotal = self._sq.ntotal
+        elif int(rows[-1]) + 1 >= max(self.train_min, 256):  # 8-bit PQ: 256 points per codebook
+            self._train(int(rows[-1]) + 1, rows)
 
-    def _train(self, n: int) -> None:
+    def _train(self, n: int, adding: np.ndarray) -> None:
         nlist = min(self.nlist or int(np.clip(np.sqrt(n), 16, 65536)), n // 39)
         sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, max(64 * nlist, 10_000)),
                                                           replace=False))
-        index = new_ivfpq(self.dim, nlist, self.m)
-        index.train(self._fp16[sample].astype(np.float32))
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) removal by id
+        ivf = new_ivfpq(self.dim, nlist, self.m)
+        ivf.train(self._vectors(sample))
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) removal by id
+        live = np.concatenate([self._live[: self._n_rows], np.ones(len(adding), dtype=bool)])
         for start in range(0, n, 8192):  # float32 copies made in small chunks: low peak RSS
             rows = np.arange(start, min(n, start + 8192), dtype=np.int64)
-            rows = rows[self._live[rows] | (rows >= self._n_rows)]
-            index.add_with_ids(self._fp16[rows].astype(np.float32), rows)
-        self._faiss, self.nlist = index, nlist
+            rows = rows[live[rows]]
+            ivf.add_with_ids(self._vectors(rows), rows)
+        self.nlist = nlist
+        self._use(ivf)
+        self._faiss.ntotal = self._sq.ntotal
 
     def _forget_rows(self, rows: np.ndarray) -> None:
-        self._fp16[rows] = 0
-        if self._faiss is not None:  # PQ codes leave the lists at once (no tombstone there)
-            self._faiss.remove_ids(faiss.IDSelectorArray(rows))
-
-    def _vectors(self, rows: np.ndarray) -> np.ndarray:
-        return self._fp16[rows].astype(np.float32)
+        self._codes()[rows] = 0
+        if self._ivf is not None:  # PQ codes leave the lists at once (no tombstone there)
+            self._ivf.remove_ids(faiss.IDSelectorArray(rows))
 
     def _search_rows(self, queries, k, selector, selectivity):
-        n = self._n_rows
-        if self._faiss is None:
-            pool = np.flatnonzero(self._live[:n]) if selector is not None else np.arange(n)
-            return self._exact_rows(queries, k, pool)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
+        if self._ivf is None:
+            params = faiss.SearchParameters()
+            if selector is not None:
+                params.sel = selector
+            return self._sq.search(queries, k, params=params)
+        ivf_params = faiss.SearchParametersIVF()
+        ivf_params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
         if selector is not None:
-            params.sel = selector
-        candidates = min(k * self.k_factor, n)
-        _, rows = self._faiss.search(queries, candidates, params=params)
-        return self._rerank(queries, rows, k)
-
-    def _rerank(self, queries: np.ndarray, rows: np.ndarray, k: int):
-        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        out_r = np.full((len(queries), k), -1, dtype=np.int64)
-        step = max(1, (1 << 22) // max(rows.shape[1] * self.dim, 1))  # ~16 MB of float32 at a time
-        for start in range(0, len(queries), step):
-            part = slice(start, start + step)
-            r = rows[part]
-            vecs = self._fp16[np.maximum(r, 0)].astype(np.float32)
-            sims = np.einsum("qcd,qd->qc", vecs, queries[part])
-            sims[r < 0] = -np.inf
-            order = np.argsort(-sims, axis=1)[:, :k]
-            out_s[part] = np.take_along_axis(sims, order, axis=1)
-            out_r[part] = np.where(np.isfinite(out_s[part]), np.take_along_axis(r, order, axis=1), -1)
-        return out_s, out_r
+            ivf_params.sel = selector
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = self.k_factor
+        params.base_index_params = ivf_params
+        return self._faiss.search(queries, k, params=params)
 
     def nbytes(self) -> int:
         n = self._n_rows
-        fp16 = n * self.dim * 2
-        codes = 0
-        if self._faiss is not None:
-            codes = self._faiss.ntotal * (self._faiss.code_size + 8 + 16)  # code, id, direct map
-            codes += self._faiss.nlist * self.dim * 4
-        return int(fp16 + codes + n * 9)
-
-    def _state(self):
-        blob = faiss.serialize_index(self._faiss).tobytes() if self._faiss is not None else None
-        return blob, {"fp16": self._fp16[: self._n_rows].copy()}, {"trained": self.trained}
+        total = self._codes().nbytes + n * 9
+        if self._ivf is not None:
+            total += self._ivf.ntotal * (self._ivf.code_size + 8 + 16)  # code, id, direct map
+            total += self._ivf.nlist * self.dim * 4
+        return int(total)
 
     def _restore(self, blob, arrays, meta) -> None:
-        fp16 = arrays["fp16"]
-        if fp16.shape != (meta["rows"], self.dim) or fp16.dtype != np.float16:
-            raise ValueError("float16 vectors have the wrong shape")
-        self._fp16 = np.array(fp16)
-        self._faiss = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8)) if blob else None
-        if self._faiss is not None:
-            self.nlist = self._faiss.nlist
-
-    def _scrub_files(self, directory: Path, rows: np.ndarray) -> None:
-        super()._scrub_files(directory, rows)
-        base, size = self._saved["array_offsets"]["fp16"], self.dim * 2
-        with open(directory / "fp16.npy", "r+b") as f:
-            for row in rows.tolist():
-                f.seek(base + row * size)
-                f.write(bytes(size))
-            f.flush()
-            os.fsync(f.fileno())
+        loaded = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        if isinstance(loaded, faiss.IndexRefine):
+            self._faiss = loaded  # owns both parts; keep it alive with them
+            self._sq = faiss.downcast_index(loaded.refine_index)
+            self._ivf = faiss.downcast_index(loaded.base_index)
+            self.nlist = self._ivf.nlist
+        else:
+            self._sq = self._faiss = loaded
+        if self._sq.ntotal != meta["rows"]:
+            raise ValueError("row count does not match")
 
 
 def new_ivfpq(dim: int, nlist: int, m: int) -> faiss.IndexIVFPQ:
