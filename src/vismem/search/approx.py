@@ -458,9 +458,16 @@ class IVFPQIndex(RowIndex):
         return fresh
 
     def _use(self, ivf) -> None:
+        # IndexRefine insists both parts hold as many vectors when it is made; ours differ
+        # by the removed rows (gone from the IVF lists, zeroed in the float16 store).
         self._ivf = ivf
-        self._faiss = faiss.IndexRefine(ivf, self._sq)
+        self._empty_sq = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                    faiss.METRIC_INNER_PRODUCT)
+        self._faiss = faiss.IndexRefine(faiss.IndexFlatIP(self.dim), self._empty_sq)
         self._faiss.own_fields = False
+        self._faiss.base_index = ivf
+        self._faiss.refine_index = self._sq
+        self._faiss.ntotal = self._sq.ntotal
 
     def _storage(self):
         return self._sq
@@ -502,8 +509,13 @@ class IVFPQIndex(RowIndex):
             if selector is not None:
                 params.sel = selector
             return self._sq.search(queries, k, params=params)
+        nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
+        if selector is None and nprobe == self.nprobe:
+            # the plain case sets the index's own fields: no per-call parameter objects
+            self._ivf.nprobe, self._faiss.k_factor = nprobe, self.k_factor
+            return self._faiss.search(queries, k)
         ivf_params = faiss.SearchParametersIVF()
-        ivf_params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
+        ivf_params.nprobe = nprobe
         if selector is not None:
             ivf_params.sel = selector
         params = faiss.IndexRefineSearchParameters()
