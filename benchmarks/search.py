@@ -31,7 +31,7 @@ import numpy as np
 
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
-from vismem.search.approx import new_ivfpq
+from vismem.search.approx import new_ivfpq, training_sample
 from vismem.search.quality import recall_at_k
 
 K = 10
@@ -181,9 +181,7 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
     b = bare(kind, index, dim)
     with PeakRSS() as bare_build:
         if kind == "ivfpq":
-            sample = np.random.default_rng(0).choice(n, size=min(n, max(64 * index.nlist, 10_000)),
-                                                     replace=False)
-            b.train(x[np.sort(sample)])
+            b.train(x[training_sample(n, index.nlist)])
         for start in range(0, n, 10_000):
             b.add(x[start : start + 10_000])
     # Search overhead is measured against the very FAISS object vismem wraps (HNSW graphs

@@ -484,8 +484,7 @@ class IVFPQIndex(RowIndex):
 
     def _train(self, n: int, adding: np.ndarray) -> None:
         nlist = min(self.nlist or int(np.clip(np.sqrt(n), 16, 65536)), n // 39)
-        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, max(64 * nlist, 10_000)),
-                                                          replace=False))
+        sample = training_sample(n, nlist)
         ivf = new_ivfpq(self.dim, nlist, self.m)
         ivf.train(self._vectors(sample))
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) removal by id
@@ -556,6 +555,13 @@ def new_ivfpq(dim: int, nlist: int, m: int) -> faiss.IndexIVFPQ:
     index.pq.cp.max_points_per_centroid = 32
     index.pq.cp.min_points_per_centroid = 16  # (FAISS warns below its default of 39)
     return index
+
+
+def training_sample(n: int, nlist: int) -> np.ndarray:
+    """Rows to train IVF-PQ on: FAISS's recommended 39 per list (at least 256 x 39 for the
+    PQ codebooks), no more, since the float32 sample is the largest transient of a build."""
+    size = min(n, max(39 * nlist, 256 * 39))
+    return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
 
 
 def pq_subquantizers(dim: int) -> int:
