@@ -361,6 +361,7 @@ class HNSWIndex(RowIndex):
         super().__init__(dim)
         self.m, self.ef_construction, self.ef_search, self.float16 = m, ef_construction, ef_search, float16
         self._faiss = self._new_faiss()
+        self._applied = None  # search setting last written into the FAISS object
 
     def _new_faiss(self):
         if self.float16:
@@ -392,7 +393,9 @@ class HNSWIndex(RowIndex):
 
     def _search_rows(self, queries, k, selector, selectivity):
         if selector is None and selectivity == 1.0:
-            self._faiss.hnsw.efSearch = max(self.ef_search, k)
+            ef = max(self.ef_search, k)
+            if self._applied != ef:  # a SWIG attribute write costs as much as a small search
+                self._faiss.hnsw.efSearch = self._applied = ef
             return self._faiss.search(queries, k)
         params = faiss.SearchParametersHNSW()
         # A filter hides part of the graph; widen the beam so k matches are still found.
@@ -408,6 +411,7 @@ class HNSWIndex(RowIndex):
 
     def _restore(self, blob, arrays, meta) -> None:
         self._faiss = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        self._applied = None
         if self._faiss.ntotal != meta["rows"]:
             raise ValueError("row count does not match")
 
@@ -436,6 +440,7 @@ class IVFPQIndex(RowIndex):
                                               faiss.METRIC_INNER_PRODUCT)
         self._ivf = None
         self._faiss = self._sq  # what gets saved: the float16 store, then IndexRefine
+        self._applied = None
 
     def set_param(self, value) -> None:
         self.nprobe, self.k_factor = (int(v) for v in value)
@@ -461,6 +466,7 @@ class IVFPQIndex(RowIndex):
         # IndexRefine insists both parts hold as many vectors when it is made; ours differ
         # by the removed rows (gone from the IVF lists, zeroed in the float16 store).
         self._ivf = ivf
+        self._applied = None
         self._empty_sq = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
                                                     faiss.METRIC_INNER_PRODUCT)
         self._faiss = faiss.IndexRefine(faiss.IndexFlatIP(self.dim), self._empty_sq)
@@ -511,7 +517,8 @@ class IVFPQIndex(RowIndex):
         nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
         if selector is None and nprobe == self.nprobe:
             # the plain case sets the index's own fields: no per-call parameter objects
-            self._ivf.nprobe, self._faiss.k_factor = nprobe, self.k_factor
+            if self._applied != (nprobe, self.k_factor):
+                self._ivf.nprobe, self._faiss.k_factor = self._applied = (nprobe, self.k_factor)
             return self._faiss.search(queries, k)
         ivf_params = faiss.SearchParametersIVF()
         ivf_params.nprobe = nprobe
@@ -532,6 +539,7 @@ class IVFPQIndex(RowIndex):
 
     def _restore(self, blob, arrays, meta) -> None:
         loaded = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        self._applied = None
         if isinstance(loaded, faiss.IndexRefine):
             self._faiss = loaded  # owns both parts; keep it alive with them
             self._sq = faiss.downcast_index(loaded.refine_index)
