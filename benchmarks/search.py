@@ -7,7 +7,7 @@ recall@10 >= target (batched and single queries), recall after deleting 30% of t
 whether the goals hold (search overhead <= 1.1x, recall after deletions >= target,
 build peak RSS < 2x the index size).
 
-    python benchmarks/search.py                      # a few minutes: N=20k, 512-d
+    python benchmarks/search.py                      # ~5-8 min on 2 busy cores: N=20k, 512-d
     python benchmarks/search.py --backends exact hnsw hnsw-fp16 ivfpq
     python benchmarks/search.py --n 100000 --dims 512 1280
     python benchmarks/search.py --json results.jsonl # also write one JSON line per row
@@ -250,7 +250,7 @@ def memory_delete_latency(dim: int, n: int = 2000, deletes: int = 50) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="items per configuration")
-    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--dims", type=int, nargs="+", default=[512])
     parser.add_argument("--intrinsic", nargs="+", default=["8", "32", "full"])
     parser.add_argument("--backends", nargs="+", default=["exact", "hnsw", "ivfpq"],
