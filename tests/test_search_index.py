@@ -349,3 +349,20 @@ def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, capl
     assert "building a hnsw index" in caplog.text
     with Memory.open(tmp_path / "m") as memory:
         assert memory.info()["index"]["type"] == "hnsw"
+
+
+def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):
+    import vismem.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "AUTO_APPROX_MIN", 300)
+    monkeypatch.setattr(HNSWIndex, "tune_values", (1,))  # effort too low for the target
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, target_recall=0.999) as memory:
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.add_vectors(unit_vectors(400, DIM, seed=8), ["a"] * 400)
+        info = memory.info()["index"]
+    assert "auto keeps exact search until 800 items" in caplog.text
+    assert info["type"] == "exact" and info["quality"]["recall"] == 1.0
+    assert not (path / "index").exists()
+    with Memory.open(path) as memory:
+        assert memory.info()["index"]["type"] == "exact"

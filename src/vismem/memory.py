@@ -199,10 +199,13 @@ class Memory:
         setting = self.store.config.get("index", "exact")
         if setting != "auto":
             return setting
-        if count < AUTO_APPROX_MIN:
-            return "exact"
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return "ivfpq" if count * self.dim * 4 > ram // 2 else "hnsw"
+        if count * self.dim * 4 > ram // 2:
+            return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
+        # below the size where approximate search pays, or where it last missed the target
+        if count < max(AUTO_APPROX_MIN, int(self.store.config.get("auto_exact_below", 0))):
+            return "exact"
+        return "hnsw"
 
     def _index_params(self, kind: str) -> dict[str, Any]:
         return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
@@ -288,7 +291,18 @@ class Memory:
         if kind != self._index.kind:
             log.warning("%s now holds %d items: building a %s index", self.path, count, kind)
             self._build_index(kind)
-            self._measure()
+            found = self._measure()
+            if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
+                    and found.recall < found.target:
+                # `auto` honours the target recall: exact search until the memory doubles
+                log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
+                            "until %d items", self.path, found.recall, found.target, 2 * count)
+                self.store.set_config("auto_exact_below", 2 * count)
+                shutil.rmtree(self._index_dir, ignore_errors=True)
+                self._build_index("exact")
+                self._measure()
+                self._seen_version = self.store.data_version()
+                return
             self._save_index()
             return
         last = self.quality
