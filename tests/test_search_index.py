@@ -241,7 +241,7 @@ def test_stale_index_catches_up_from_the_edit_log(tmp_path, kind, caplog):
     assert "caught up" not in caplog.text
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "missing", "meta"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "missing", "meta", "meta-fields"])
 def test_damaged_or_missing_index_is_rebuilt_with_a_message(tmp_path, damage, caplog):
     path = tmp_path / "m"
     x = low_dim_vectors(700, seed=5)
@@ -256,8 +256,12 @@ def test_damaged_or_missing_index_is_rebuilt_with_a_message(tmp_path, damage, ca
         blob.write_bytes(bytes(data))
     elif damage == "missing":
         shutil.rmtree(path / "index")
-    else:
+    elif damage == "meta":
         (path / "index" / "meta.json").write_text("{not json")
+    else:
+        meta = json.loads((path / "index" / "meta.json").read_text())
+        del meta["rows"]
+        (path / "index" / "meta.json").write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING, logger="vismem"):
         memory = Memory.open(path)
     assert "rebuilding the hnsw index" in caplog.text

@@ -304,6 +304,15 @@ class RowIndex(VectorIndex):
     @classmethod
     def load(cls, directory: Path, dim: int) -> tuple["RowIndex", dict]:
         """Read a saved index; raises IndexFileError if it is missing or damaged."""
+        try:
+            return cls._read(directory, dim)
+        except IndexFileError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, RuntimeError) as exc:
+            raise IndexFileError(f"damaged: {type(exc).__name__} {exc}") from exc
+
+    @classmethod
+    def _read(cls, directory: Path, dim: int) -> tuple["RowIndex", dict]:
         meta_path = directory / META
         if not meta_path.is_file():
             raise IndexFileError("no saved index")
