@@ -230,6 +230,39 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
     return row
 
 
+def hnsw_libraries(x: np.ndarray, queries: np.ndarray, target: float, threads: int) -> list[str]:
+    """FAISS HNSW against hnswlib, same M / ef_construction, each at the least ef reaching
+    the target: the measurement behind choosing FAISS (hnswlib must be importable)."""
+    import hnswlib
+
+    n, dim = x.shape
+    ids = np.arange(n, dtype=np.int64)
+    truth = truth_for(x, ids, queries)
+    lines = []
+    with PeakRSS() as build:
+        f = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        f.hnsw.efConstruction = 80
+        f.add(x)
+    params = faiss.SearchParametersHNSW()
+    searches = {"faiss": (build.seconds, lambda q: f.search(q, K, params=params)[1])}
+    with PeakRSS() as build:
+        h = hnswlib.Index(space="ip", dim=dim)
+        h.init_index(max_elements=n, M=32, ef_construction=80)
+        h.set_num_threads(threads)
+        h.add_items(x, ids)
+    searches["hnswlib"] = (build.seconds, lambda q: h.knn_query(q, k=K)[0].astype(np.int64))
+    for name, (seconds, search) in searches.items():
+        for ef in HNSWIndex.tune_values:
+            params.efSearch = ef
+            h.set_ef(ef)
+            recall = recall_at_k(search(queries), truth)
+            if recall >= target:
+                break
+        rate = max(qps(search, queries, single=False) for _ in range(3))
+        lines.append(f"  {name:<8} build {seconds:6.1f} s  ef {ef:>4}  recall {recall:.3f}  {rate:8.0f} q/s")
+    return lines
+
+
 def memory_delete_latency(dim: int, n: int = 2000, deletes: int = 50) -> dict:
     """End-to-end `Memory.remove` of one item (durable SQLite commit, purge, index scrub)."""
     x = make_data(n, dim, 8, seed=5)
@@ -253,11 +286,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--dims", type=int, nargs="+", default=[512])
     parser.add_argument("--intrinsic", nargs="+", default=["8", "32", "full"])
-    parser.add_argument("--backends", nargs="+", default=["exact", "hnsw", "ivfpq"],
+    parser.add_argument("--backends", nargs="*", default=["exact", "hnsw", "ivfpq"],
                         choices=["exact", "hnsw", "hnsw-fp16", "ivfpq"])
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also append one JSON line per row here")
+    parser.add_argument("--hnswlib", action="store_true",
+                        help="also compare FAISS HNSW with hnswlib (pip install hnswlib)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
@@ -303,6 +338,11 @@ def main() -> None:
                                     f"{r['index_mb']:.0f} MB")
                 if r["delete_us_median"] >= 1000:
                     failures.append(f"{tag}: per-item delete {r['delete_us_median']:.0f} us >= 1 ms")
+    if args.hnswlib:
+        for intrinsic in args.intrinsic:
+            data = make_data(args.n + args.queries, args.dims[0], None if intrinsic == "full" else int(intrinsic))
+            print(f"HNSW libraries, {args.dims[0]}-d, intrinsic {intrinsic}:")
+            print("\n".join(hnsw_libraries(data[: args.n], data[args.n :], args.target, args.threads)))
     latency = memory_delete_latency(args.dims[0])
     print("Memory.remove of one item (durable commit + purge), median ms: "
           + ", ".join(f"{k} {v:.2f}" for k, v in latency.items()))
