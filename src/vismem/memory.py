@@ -9,6 +9,9 @@ process commits to the same directory.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,11 +35,18 @@ from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExi
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
 from .prototypes import PrototypeSet
 from .prune import PruneState
-from .search import MISSING_ID, VectorIndex, make_index
+from .search import INDEX_CHOICES, INDEX_TYPES, MISSING_ID, IndexFileError, VectorIndex, make_index
+from .search import quality as q
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
 
 DEFAULT_ENCODER = "resnet50"
 Progress = Callable[[int], None]
+
+INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
+AUTO_APPROX_MIN = 50_000     # `auto` uses exact search below this many items
+REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
+DEFAULT_TARGET_RECALL = 0.95
+log = logging.getLogger("vismem")
 
 
 @dataclass
@@ -97,13 +107,23 @@ class Memory:
         encoder: str | None = DEFAULT_ENCODER,
         weights: str | Path | None = None,
         dim: int | None = None,
+        index: str = "auto",
+        target_recall: float = DEFAULT_TARGET_RECALL,
+        float16: bool = False,
     ) -> "Memory":
         """Create an empty memory at `path` (a directory).
 
         `encoder` names a registered encoder; its weights are loaded now, so a missing
         download fails here, before anything is written. `encoder=None` makes a
         memory for precomputed vectors of dimension `dim`, with no encoder.
+
+        `index` is the search backend: `exact`, `hnsw`, `ivfpq`, or `auto` (exact below
+        AUTO_APPROX_MIN items, then HNSW, or IVF-PQ when float32 vectors would not fit in
+        half the RAM). Approximate indexes tune their search effort until recall@10,
+        measured against exact search on the memory's own vectors, reaches
+        `target_recall`. `float16` stores HNSW vectors as float16 (half the memory).
         """
+        _check_index_options(index, target_recall)
         path = Path(path)
         if (path / DB_NAME).exists():
             raise MemoryExistsError(f"a memory already exists at {path}")
@@ -124,7 +144,8 @@ class Memory:
                 "weights_path": str(Path(weights).resolve()) if weights else None,
                 "dim": built.dim,
             }
-        config |= {"index": "exact", "defaults": VoteParams().to_dict()}
+        config |= {"index": index, "target_recall": target_recall, "float16": bool(float16),
+                   "defaults": VoteParams().to_dict()}
         memory = cls(MemoryStore.create(path, config))
         memory._encoder = built
         return memory
@@ -135,7 +156,12 @@ class Memory:
         return cls(MemoryStore.open(path))
 
     def close(self) -> None:
-        self.store.close()
+        """Save the index if it changed since it was last saved, and close the store."""
+        try:
+            if self._index_dirty:
+                self._save_index()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> "Memory":
         return self
@@ -144,13 +170,13 @@ class Memory:
         self.close()
 
     def _load(self) -> None:
-        """(Re)build the in-RAM index and metadata from the store."""
+        """(Re)load metadata from the store and open (or rebuild) the search index."""
+        self._load_metadata()
+        self._open_index()
+
+    def _load_metadata(self) -> None:
         self._seen_version = self.store.data_version()
         self.store.config = self.store._read_config()
-        self._index: VectorIndex = make_index(self.store.config.get("index", "exact"), self.dim)
-        ids, vectors = self.store.vectors()
-        if len(ids):
-            self._index.add(ids, vectors)
         rows = self.store.vote_metadata()
         self._meta: dict[int, tuple[str, str, float]] = {r[0]: (r[1], r[2], r[3]) for r in rows}
         self._pruning = PruneState.from_config(self.store.config.get("pruning"))
@@ -168,9 +194,198 @@ class Memory:
         return self.store.data_version() != self._seen_version
 
     def refresh(self) -> None:
-        """Reload if another process has committed to this memory since we last looked."""
-        if self.is_stale():
-            self._load()
+        """Catch up if another process has committed to this memory since we last looked."""
+        if not self.is_stale():
+            return
+        kind = self._index.kind
+        self._load_metadata()
+        if self._index_kind(len(self._meta)) != kind:
+            self._open_index()
+        else:
+            self._sync_index()
+
+    # ---- the search index: choice, persistence, catch-up, recall ------------------------
+
+    @property
+    def _index_dir(self) -> Path:
+        return self.path / INDEX_DIR
+
+    def _index_kind(self, count: int) -> str:
+        setting = self.store.config.get("index", "exact")
+        if setting != "auto":
+            return setting
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if count * self.dim * 4 > ram // 2:
+            return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
+        # below the size where approximate search pays, or where it last missed the target
+        if count < max(AUTO_APPROX_MIN, int(self.store.config.get("auto_exact_below", 0))):
+            return "exact"
+        return "hnsw"
+
+    def _index_params(self, kind: str) -> dict[str, Any]:
+        return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
+
+    def _open_index(self) -> None:
+        """Load the saved index and replay the store's edits since it was saved; rebuild
+        it (saying why, on stderr) when it is missing, damaged or does not match."""
+        kind = self._index_kind(len(self._meta))
+        self._index_dirty = False
+        if not INDEX_TYPES[kind].persistent:
+            shutil.rmtree(self._index_dir, ignore_errors=True)  # no stale copies of vectors
+            self._build_index(kind)
+            self._after_growth()
+            return
+        try:
+            index, meta = INDEX_TYPES[kind].load(self._index_dir, self.dim)
+            if meta.get("store_created_at") != self.store.config.get("created_at"):
+                raise IndexFileError("it belongs to another memory")
+            if meta.get("seq", -1) > self.store.last_edit():
+                raise IndexFileError("it is newer than the store")
+            self._index, self._index_seq = index, int(meta["seq"])
+            replayed = self._sync_index()
+            if not np.array_equal(self._index.live_ids(), np.fromiter(sorted(self._meta), np.int64)):
+                raise IndexFileError("its items differ from the store's")
+            if replayed:
+                log.info("index of %s caught up %d edits", self.path, replayed)
+        except IndexFileError as exc:
+            if self._meta or self._index_dir.exists():
+                log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
+                            kind, self.path, exc)
+            self._build_index(kind)
+            self._measure()
+            self._save_index()
+
+    def _build_index(self, kind: str) -> None:
+        self._index_seq = self.store.last_edit()
+        self._index: VectorIndex = make_index(kind, self.dim, **self._index_params(kind))
+        for ids, vectors in self.store.vector_chunks():
+            self._index.add(ids, vectors)
+
+    def _sync_index(self) -> int:
+        """Apply edits from the store's log that the index has not seen; returns how many."""
+        replayed, adds = 0, []
+        for seq, op, ids in self.store.edits_since(self._index_seq):
+            if op == "add":
+                adds += ids
+            else:
+                self._add_from_store(adds)
+                adds = []
+                self._index.remove(np.asarray(ids, dtype=np.int64))
+            self._index_seq = seq
+            replayed += 1
+        self._add_from_store(adds)
+        if replayed and self._index.persistent:
+            self._index_dirty = True
+            self._index.scrub_saved(self._index_dir)
+        return replayed
+
+    def _add_from_store(self, ids: list[int]) -> None:
+        missing = [i for i in ids if self._index.missing(i)]
+        if missing:
+            found, vectors = self.store.vectors(missing)
+            self._index.add(found, vectors)
+
+    def _save_index(self) -> None:
+        if not self._index.persistent:
+            return
+        self._sync_index()
+        self._index.save(self._index_dir, {"seq": self._index_seq,
+                                            "store_created_at": self.store.config.get("created_at")})
+        self._index_dirty = False
+
+    @property
+    def quality(self) -> q.Quality | None:
+        """Recall and intrinsic dimension last measured on this memory's own vectors."""
+        found = self.store.config.get("index_quality")
+        return q.Quality(**found) if found else None
+
+    def _after_growth(self) -> None:
+        """Switch `auto` to an approximate index, or re-measure, when the memory has grown."""
+        count = len(self._meta)
+        kind = self._index_kind(count)
+        if kind != self._index.kind:
+            log.warning("%s now holds %d items: building a %s index", self.path, count, kind)
+            self._build_index(kind)
+            found = self._measure()
+            if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
+                    and found.recall < found.target:
+                # `auto` honours the target recall: exact search until the memory doubles
+                log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
+                            "until %d items", self.path, found.recall, found.target, 2 * count)
+                self.store.set_config("auto_exact_below", 2 * count)
+                shutil.rmtree(self._index_dir, ignore_errors=True)
+                self._build_index("exact")
+                self._measure()
+                self._seen_version = self.store.data_version()
+                return
+            self._save_index()
+            return
+        last = self.quality
+        if count >= 2 and (last is None or last.type != kind or count >= REMEASURE_GROWTH * last.size):
+            self._measure()
+            if self._index.persistent:
+                self._save_index()
+
+    def _measure(self) -> q.Quality | None:
+        """Measure recall@k against exact search (tuning the index to the target recall)
+        and the local intrinsic dimension, on a sample of the memory's own vectors."""
+        ids = np.fromiter(sorted(self._meta), dtype=np.int64)
+        if len(ids) < 2:
+            return None
+        sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
+        depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
+        near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
+        truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
+        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
+        target = float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
+        recall = q.tune(self._index, queries, sample_ids, truth, q.RECALL_K, target)
+        found = q.Quality(type=self._index.kind, recall=round(recall, 4), k=q.RECALL_K,
+                          sample=len(sample_ids), size=len(ids), params=self._index_params_now(),
+                          lid=None if lid is None or not np.isfinite(lid) else round(lid, 2),
+                          target=target)
+        self.store.set_config("index_quality", found.to_dict())
+        self._seen_version = self.store.data_version()
+        if found.recall < target:
+            log.warning("%s: %s", self.path, found.warning())
+        return found
+
+    def _index_params_now(self) -> dict[str, Any]:
+        return self._index.describe().get("params", {})
+
+    def set_index(self, kind: str, *, target_recall: float | None = None,
+                  float16: bool | None = None) -> dict[str, Any]:
+        """Switch the memory's search index (rebuilt from the store, then measured)."""
+        target = self.store.config.get("target_recall", DEFAULT_TARGET_RECALL) \
+            if target_recall is None else target_recall
+        _check_index_options(kind, target)
+        self.refresh()
+        self.store.set_config("index", kind)
+        self.store.set_config("target_recall", float(target))
+        if float16 is not None:
+            self.store.set_config("float16", bool(float16))
+        shutil.rmtree(self._index_dir, ignore_errors=True)
+        self._index_dirty = False
+        built = self._index_kind(len(self._meta))
+        self._build_index(built)
+        self._measure()
+        self._save_index()
+        self._seen_version = self.store.data_version()
+        return self.info()["index"]
+
+    def compact(self) -> dict[str, Any]:
+        """Reclaim removed items' slots in the index and the store; re-measure recall.
+
+        Afterwards no file in the memory directory holds a removed vector's bytes.
+        """
+        self.refresh()
+        before = self._index.tombstones
+        self._index.compact()
+        self.store.vacuum()
+        self._seen_version = self.store.data_version()
+        if self._index.persistent:
+            self._measure()
+            self._save_index()
+        return {"reclaimed": before, **self._index.describe()}
 
     # ---- properties ------------------------------------------------------------------
 
@@ -317,6 +532,7 @@ class Memory:
             if progress:
                 progress(len(chunk))
         self._seen_version = self.store.data_version()
+        self._after_growth()
         return report
 
     def add_image_bytes(
@@ -376,6 +592,7 @@ class Memory:
         self._apply_added(ids, new_items)
         report.added += ids
         self._seen_version = self.store.data_version()
+        self._after_growth()  # uploads grow the memory too: re-measure recall, maybe switch index
         return report
 
     def _new_items(self, vectors, prepared, source_of, allow_duplicates, report,
@@ -439,12 +656,14 @@ class Memory:
         ids = self.store.insert(items)
         self._apply_added(ids, items)
         self._seen_version = self.store.data_version()
+        self._after_growth()
         return ids
 
     def _apply_added(self, ids: list[int], items: Sequence[NewItem]) -> None:
         if not ids:
             return
         self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in items]))
+        self._index_dirty = self._index.persistent
         for item_id, item in zip(ids, items):
             self._meta[item_id] = (item.label, item.source, item.weight)
             if item.content_hash is not None:
@@ -522,17 +741,19 @@ class Memory:
         *,
         labels: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """k nearest items for each query vector, nearest first.
 
-        `labels` / `sources` restrict the search to items with those values; the result
-        still holds k items whenever that many match.
+        `labels` / `sources` restrict the search to items with those values, `where` to
+        items whose metadata has every given key = value; the result still holds k
+        items whenever that many match.
         """
         queries = self._check_vectors(vectors)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         self.refresh()
-        result = self._index.search(queries, int(k), allowed_ids=self._allowed(labels, sources))
+        result = self._index.search(queries, int(k), allowed_ids=self._allowed(labels, sources, where))
         hits = []
         for sims, ids in zip(result.similarities, result.ids):
             row = []
@@ -544,15 +765,16 @@ class Memory:
             hits.append(row)
         return hits
 
-    def _allowed(self, labels, sources) -> np.ndarray | None:
-        if labels is None and sources is None and not self._excluded:
+    def _allowed(self, labels, sources, where=None) -> np.ndarray | None:
+        if labels is None and sources is None and not where and not self._excluded:
             return None
         labels = set(labels) if labels is not None else None
         sources = set(sources) if sources is not None else None
+        matching = set(self.store.ids_with_meta(where)) if where else None
         return np.fromiter(
             (i for i, (lab, src, _) in self._meta.items()
              if (labels is None or lab in labels) and (sources is None or src in sources)
-             and i not in self._excluded),
+             and (matching is None or i in matching) and i not in self._excluded),
             dtype=np.int64,
         )
 
@@ -567,6 +789,7 @@ class Memory:
         mix: float | None = None,
         labels: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
+        where: dict[str, Any] | None = None,
         paths: Sequence[str | None] | None = None,
         abstain: bool = False,
     ) -> list[Decision]:
@@ -596,13 +819,14 @@ class Memory:
                 f"memory at {self.path} is empty: add labelled images with `vismem add` first"
             )
         depth = max(params.k, calibration["k"]) if calibration else params.k
-        result = self._index.search(queries, depth, allowed_ids=self._allowed(labels, sources))
+        result = self._index.search(queries, depth, allowed_ids=self._allowed(labels, sources, where))
         classes, proto_sims = self.prototypes().class_similarities(queries)
         if labels is not None:  # a restricted query only sees those classes' prototypes
             chosen = [j for j, c in enumerate(classes) if c in set(labels)]
             classes, proto_sims = [classes[j] for j in chosen], proto_sims[:, chosen]
-        restriction = {key: sorted(set(values)) for key, values in
-                       (("labels", labels), ("sources", sources)) if values is not None} or None
+        restriction = {key: (sorted(set(values)) if key != "where" else values) for key, values in
+                       (("labels", labels), ("sources", sources), ("where", where))
+                       if values is not None} or None
         relabelled = self.store.config.get("relabelled", {})
         paths = list(paths) if paths is not None else [None] * len(queries)
         decisions = []
@@ -681,6 +905,15 @@ class Memory:
                 else:
                     del self._hashes[digest]
         self._seen_version = self.store.data_version()
+        if self._index.persistent and removed:
+            self._index.scrub_saved(self._index_dir)  # the saved copies go now, too
+            self._index_dirty = True
+            if self._index.needs_compaction():
+                log.info("compacting the index of %s (%d removed slots)", self.path,
+                         self._index.tombstones)
+                self._index.compact()
+                self._measure()
+                self._save_index()
         return removed
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
@@ -732,10 +965,17 @@ class Memory:
         return dict(sorted(Counter(m[0] for m in self._meta.values()).items()))
 
     def info(self) -> dict[str, Any]:
-        """What `vismem info` shows: counts, encoder, format, index, disk use."""
+        """What `vismem info` shows: counts, encoder, format, index (with measured recall,
+        intrinsic dimension and a warning when recall is below target), disk use."""
         self.refresh()
         config = self.store.config
         classes = self.class_counts()
+        quality = self.quality
+        index = {**self._index.describe(), "setting": config.get("index", "exact"),
+                 "target_recall": config.get("target_recall", DEFAULT_TARGET_RECALL),
+                 "float16": bool(config.get("float16", False)),
+                 "quality": quality.to_dict() if quality else None,
+                 "warning": quality.warning() if quality else None}
         return {
             "path": str(self.path),
             "items": len(self._meta),
@@ -745,10 +985,18 @@ class Memory:
             "encoder_id": config["encoder_id"],
             "dim": self.dim,
             "format_version": int(config.get("format_version", FORMAT_VERSION)),
-            "index": {**self._index.describe()},
+            "index": index,
+            "intrinsic_dim": quality.lid if quality else None,
             "defaults": self.defaults.to_dict(),
             "prototypes_per_class": int(config.get("prototypes_per_class", 1)),
             "pruning": {"mode": self._pruning.mode, "excluded": len(self._excluded)},
             "abstain": config.get("abstain"),
             "disk_bytes": self.store.disk_bytes(),
         }
+
+
+def _check_index_options(index: str, target_recall: float) -> None:
+    if index not in INDEX_CHOICES:
+        raise InvalidInputError(f"unknown index {index!r}; choose from {', '.join(INDEX_CHOICES)}")
+    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
+        raise InvalidInputError(f"target recall must be in (0, 1], got {target_recall!r}")

@@ -331,6 +331,36 @@ class MemoryStore:
         return self._db.execute(
             "SELECT id, label, source, weight, content_hash FROM items ORDER BY id").fetchall()
 
+    def vector_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in id order, `size` rows at a time (bounded memory)."""
+        last = -1
+        while True:
+            rows = self._db.execute(
+                "SELECT id, vector FROM vectors WHERE id > ? ORDER BY id LIMIT ?", (last, size)
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield ids, matrix.reshape(len(rows), self.dim).copy()
+            last = int(ids[-1])
+
+    def ids_with_meta(self, where: dict[str, Any]) -> list[int]:
+        """Ids of items whose metadata has every given key = value."""
+        clauses, params = [], []
+        for key, value in where.items():
+            if not isinstance(key, str) or not key.replace("_", "").isalnum():
+                raise InvalidInputError(f"metadata keys are letters, digits and _, got {key!r}")
+            clauses.append(f"json_extract(meta, '$.{key}') = ?")
+            params.append(json.dumps(value) if isinstance(value, (list, dict)) else value)
+        where_sql = " AND ".join(clauses) or "1"
+        return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE {where_sql} ORDER BY id", params)]
+
+    def vacuum(self) -> None:
+        """Rewrite the database compactly, returning freed pages to the file system."""
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self._db.execute("SELECT jpeg FROM thumbnails WHERE id = ?", (int(item_id),)).fetchone()
         return row[0] if row else None

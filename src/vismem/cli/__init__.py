@@ -56,7 +56,7 @@ def _jsonable(value: Any) -> Any:
 def main() -> None:
     """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback."""
     from . import commands  # noqa: F401  (registers the commands)
-    from . import curate, quality, serve  # noqa: F401
+    from . import curate, quality, search, serve  # noqa: F401
 
     try:
         app()

@@ -38,13 +38,19 @@ def create(
                                 help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file instead of downloading."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
+    index: str = typer.Option("auto", "--index", help="Search index: auto|exact|hnsw|ivfpq "
+                              "(auto: exact below 50,000 items, then HNSW; IVF-PQ when vectors outgrow RAM)."),
+    target_recall: float = typer.Option(0.95, "--target-recall", min=0.01, max=1.0,
+                                        help="Recall@10 the approximate index is tuned to reach."),
+    float16: bool = typer.Option(False, "--float16", help="Store HNSW vectors as float16 (half the RAM)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Create an empty memory in MEMDIR."""
     from ..memory import Memory
 
     name = None if encoder.lower() == "none" else encoder
-    with Memory.create(memdir, encoder=name, weights=weights, dim=dim) as memory:
+    with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
+                       target_recall=target_recall, float16=float16) as memory:
         info = memory.info()
     if json_out:
         emit(info)
@@ -218,7 +224,17 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
     out.print(f"format      version {data['format_version']}")
     index = data["index"]
-    out.print(f"index       {index['type']}, {index['size']} vectors, {index['bytes']:,} bytes in RAM")
+    out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
+              f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
+              f"{index['tombstones']} removed slots not yet compacted")
+    quality = index["quality"]
+    if quality:
+        lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
+        out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
+                  f"{quality['target']}), measured on {quality['sample']} of {quality['size']} items")
+        out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE)")
+    if index["warning"]:
+        err.print(f"warning: {index['warning']}", markup=False)
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
     d = data["defaults"]
     out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")

@@ -31,6 +31,7 @@ class VectorIndex(ABC):
     """Maps item ids to vectors and finds the nearest ones by cosine similarity."""
 
     kind: ClassVar[str]
+    persistent: ClassVar[bool] = False  # saved beside the store (else rebuilt at open)
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -57,8 +58,29 @@ class VectorIndex(ABC):
         """Memory the index holds, in bytes."""
         return 0
 
+    @abstractmethod
+    def missing(self, item_id: int) -> bool:
+        """True if the id was never added (removed ids count as present)."""
+
+    def scrub_saved(self, directory) -> None:
+        """Zero removed items' bytes in the saved files (indexes that save them)."""
+
+    @property
+    def tombstones(self) -> int:
+        """Removed items whose slots are not yet reclaimed."""
+        return 0
+
+    def needs_compaction(self) -> bool:
+        return False
+
+    def compact(self) -> None:
+        """Reclaim the slots of removed items."""
+
     def describe(self) -> dict:
-        return {"type": self.kind, "size": len(self), "bytes": self.nbytes()}
+        size = len(self)
+        return {"type": self.kind, "size": size, "rows": size, "tombstones": self.tombstones,
+                "bytes": self.nbytes(), "bytes_per_vector": round(self.nbytes() / max(size, 1), 1),
+                "params": {}}
 
 
 def pad_result(similarities: np.ndarray, ids: np.ndarray, k: int) -> SearchResult:

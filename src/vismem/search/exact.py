@@ -68,6 +68,12 @@ class ExactIndex(VectorIndex):
                 self._ids[row] = moved
                 self._row_of[moved] = row
 
+    def missing(self, item_id: int) -> bool:
+        return int(item_id) not in self._row_of
+
+    def live_ids(self) -> np.ndarray:
+        return self._ids[: len(self)].copy()
+
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         return self._matrix[[self._row_of[int(i)] for i in ids]]
 

@@ -1,0 +1,123 @@
+"""How good is an index on this memory's own data? Recall against exact search, and the
+data's local intrinsic dimensionality (which is what makes approximate search hard).
+
+Pure functions over numpy arrays; the memory calls them with a sample of its vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+RECALL_K = 10
+SAMPLE = 200
+LID_K = 20
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Recall@k of a `type` index measured on `sample` of the memory's own vectors when
+    it held `size` items, with the search `params` that reached it, and the memory's
+    local intrinsic dimension `lid` (Levina–Bickel MLE)."""
+
+    type: str
+    recall: float
+    k: int
+    sample: int
+    size: int
+    params: dict
+    lid: float | None
+    target: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def warning(self) -> str | None:
+        """A one-line warning (naming what to do) when recall is below the target."""
+        if self.recall >= self.target:
+            return None
+        why = f" at intrinsic dimension ~{self.lid:.0f}" if self.lid else ""
+        return (f"recall@{self.k} of the {self.type} index is {self.recall:.3f}, below the target "
+                f"{self.target}{why}; approximate search is hard on this data: switch with "
+                "`vismem reindex MEMDIR --index exact`, or lower --target-recall")
+
+
+def sample_rows(n: int, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+def exact_top(queries: np.ndarray, chunks, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-`depth` (ids, similarities) of queries over (ids, vectors) chunks.
+
+    Streams the base in chunks so measuring a large memory never holds all its vectors.
+    """
+    queries = np.ascontiguousarray(queries, np.float32)
+    best_s = np.full((len(queries), depth), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), depth), -1, dtype=np.int64)
+    for ids, vectors in chunks:
+        found = min(depth, len(ids))
+        sims, rows = faiss.knn(queries, np.ascontiguousarray(vectors, np.float32), found,
+                               metric=faiss.METRIC_INNER_PRODUCT)
+        all_s = np.concatenate([best_s, sims], axis=1)
+        all_i = np.concatenate([best_i, np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)], axis=1)
+        order = np.argsort(-all_s, axis=1, kind="stable")[:, :depth]
+        best_s = np.take_along_axis(all_s, order, axis=1)
+        best_i = np.take_along_axis(all_i, order, axis=1)
+    return best_i, best_s
+
+
+def tune(index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
+         k: int, target: float) -> float:
+    """Set the index's search effort to the least that reaches `target` recall@k.
+
+    Returns the recall reached (at the largest effort if the target is out of reach).
+    """
+    values = getattr(index, "tune_values", (None,))
+    recall = 0.0
+    for value in values:
+        if value is not None:
+            index.set_param(value)
+        found = drop_self(index.search(queries, k + 1).ids, query_ids, k)
+        recall = recall_at_k(found, truth)
+        if recall >= target:
+            break
+    return recall
+
+
+def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(ids), k), -1, dtype=np.int64)
+    for i, (row, own) in enumerate(zip(ids, query_ids)):
+        kept = row[(row != own) & (row >= 0)][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of the true neighbours (ids >= 0 in `truth`) that `found` contains."""
+    hits = total = 0
+    for f, t in zip(found, truth):
+        t = t[t >= 0]
+        hits += len(np.intersect1d(f, t))
+        total += len(t)
+    return hits / total if total else 1.0
+
+
+def levina_bickel(neighbor_sq_distances: np.ndarray) -> float:
+    """Levina–Bickel maximum-likelihood intrinsic dimension from k-NN distances.
+
+    `neighbor_sq_distances` float (n, k): squared distances of each sample point to its
+    k nearest other points, ascending. Uses the MacKay–Ghahramani pooling (average the
+    inverse estimates, then invert), which is less biased than averaging the estimates.
+    """
+    d = np.sqrt(np.maximum(np.asarray(neighbor_sq_distances, dtype=np.float64), 0.0))
+    d = d[(d > 0).all(axis=1)]  # exact duplicates carry no scale information
+    if len(d) == 0 or d.shape[1] < 2:
+        return float("nan")
+    k = d.shape[1]
+    log_ratio = np.log(d[:, -1:] / d[:, :-1])  # log(T_k / T_j), j < k
+    inverse = log_ratio.sum(axis=1) / (k - 1)
+    mean_inverse = inverse.mean()
+    return float(1.0 / mean_inverse) if mean_inverse > 0 else float("inf")

@@ -1,0 +1,372 @@
+"""Approximate search: recall, deletions, filters, saved indexes, compaction (issue 3).
+
+Real FAISS indexes and real memories on disk; small N so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import unit_vectors
+from vismem import Memory
+from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
+from vismem.search.quality import levina_bickel
+
+DIM = 32
+
+
+def low_dim_vectors(n: int, dim: int = DIM, intrinsic: int = 6, seed: int = 0) -> np.ndarray:
+    """Unit vectors near an `intrinsic`-dimensional subspace, like real embeddings."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, intrinsic)) @ rng.standard_normal((intrinsic, dim))
+    x += 0.05 * rng.standard_normal((n, dim))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def small_ivfpq(dim: int = DIM) -> IVFPQIndex:
+    # train_min low so the PQ path (not the untrained exact fallback) is exercised
+    return IVFPQIndex(dim, nlist=8, m=8, nprobe=8, k_factor=8, train_min=1000)
+
+
+def exact_top(vectors: dict[int, np.ndarray], query: np.ndarray, k: int) -> list[int]:
+    ids = np.array(sorted(vectors), dtype=np.int64)
+    sims = np.stack([vectors[i] for i in ids]) @ query
+    return ids[np.argsort(-sims, kind="stable")[:k]].tolist()
+
+
+# ---- recall at small N ------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: HNSWIndex(DIM), lambda: HNSWIndex(DIM, float16=True),
+                                  small_ivfpq])
+def test_recall_against_exact_at_small_n(make):
+    x = low_dim_vectors(2000)
+    ids = np.arange(1, 2001, dtype=np.int64)
+    index, exact = make(), ExactIndex(DIM)
+    index.add(ids[:1000], x[:1000])
+    index.add(ids[1000:], x[1000:])  # growth without rebuild
+    exact.add(ids, x)
+    queries = low_dim_vectors(100, seed=7)
+    found = index.search(queries, 10).ids
+    truth = exact.search(queries, 10).ids
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= 0.9, recall
+
+
+def test_memory_measures_and_tunes_recall(tmp_path):
+    x = low_dim_vectors(1500)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="hnsw",
+                       target_recall=0.97) as memory:
+        memory.add_vectors(x, [str(i % 4) for i in range(len(x))])
+        info = memory.info()
+    quality = info["index"]["quality"]
+    assert quality["type"] == "hnsw" and quality["size"] == 1500 and quality["sample"] == 200
+    assert quality["recall"] >= 0.97
+    assert quality["params"]["ef_search"] == info["index"]["params"]["ef_search"]
+    assert 3 <= info["intrinsic_dim"] <= 12  # built with intrinsic dimension 6
+    assert info["index"]["warning"] is None
+
+
+def test_low_recall_warns_with_intrinsic_dimension(tmp_path, monkeypatch, caplog):
+    # Coarse PQ codes, allowed little search effort, cannot reach recall 1.0 on uniform data.
+    coarse = {"nlist": 16, "m": 4, "k_factor": 1, "train_min": 256}
+    monkeypatch.setattr(Memory, "_index_params", lambda self, kind: coarse)
+    monkeypatch.setattr(IVFPQIndex, "tune_values", ((1, 1), (2, 1)))
+    x = unit_vectors(1200, DIM, seed=3)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="ivfpq",
+                       target_recall=1.0) as memory:
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.add_vectors(x, ["a"] * len(x))
+        info = memory.info()
+    assert info["index"]["quality"]["recall"] < 1.0
+    assert info["intrinsic_dim"] > 12  # uniform data: high intrinsic dimension
+    assert "intrinsic dimension" in info["index"]["warning"]
+    assert "reindex" in caplog.text
+
+
+def test_levina_bickel_recovers_known_dimension():
+    rng = np.random.default_rng(0)
+    for true_dim in (3, 8):
+        x = np.zeros((4000, 40))
+        x[:, :true_dim] = rng.uniform(size=(4000, true_dim))
+        d2 = ((x[:300, None, :] - x[None, :, :]) ** 2).sum(-1)
+        nearest = np.sort(d2, axis=1)[:, 1:21]
+        assert abs(levina_bickel(nearest) - true_dim) < 0.25 * true_dim + 0.5
+
+
+# ---- deletions: property test against an exact reference ------------------------------
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 150)),
+        st.tuples(st.just("remove"), st.floats(0.0, 0.6)),
+        st.tuples(st.just("search"), st.integers(1, 15)),
+        st.tuples(st.just("filter"), st.integers(1, 15)),
+        st.tuples(st.just("compact"), st.just(0)),
+    ),
+    min_size=1, max_size=25,
+)
+
+
+@pytest.mark.parametrize("make", [lambda: HNSWIndex(DIM, m=8, ef_search=16),
+                                  lambda: IVFPQIndex(DIM, nlist=4, m=4, nprobe=1, train_min=256)])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops, seed=st.integers(0, 2**16))
+def test_deleted_items_never_returned_and_k_live_items_are(make, ops, seed):
+    rng = np.random.default_rng(seed)
+    index, live, removed, next_id = make(), {}, set(), 1
+    for op, arg in ops:
+        if op == "add":
+            ids = np.arange(next_id, next_id + arg, dtype=np.int64)
+            next_id += arg
+            vectors = unit_vectors(arg, DIM, seed=int(rng.integers(1 << 30)))
+            index.add(ids, vectors)
+            live.update(zip(ids.tolist(), vectors))
+        elif op == "remove" and live:
+            chosen = [i for i in live if rng.random() < arg]
+            index.remove(np.array(chosen + [next_id + 999], dtype=np.int64))  # unknown id ignored
+            for i in chosen:
+                del live[i]
+            removed.update(chosen)
+        elif op == "compact":
+            index.compact()
+        elif op in ("search", "filter"):
+            queries = unit_vectors(3, DIM, seed=int(rng.integers(1 << 30)))
+            allowed = None
+            pool = live
+            if op == "filter":
+                allowed = np.array([i for i in live if i % 3 == 0] + sorted(removed)[:5], np.int64)
+                pool = {i: v for i, v in live.items() if i % 3 == 0}
+            result = index.search(queries, arg, allowed_ids=allowed)
+            want = min(arg, len(pool))
+            for query, sims, ids in zip(queries, result.similarities, result.ids):
+                got = ids[ids >= 0].tolist()
+                assert len(got) == want  # k live items whenever k exist
+                assert not set(got) & removed  # a deleted item never appears
+                assert set(got) <= set(pool)
+                assert np.all(ids[want:] == -1)
+                reported = sims[:want]
+                true = np.array([pool[i] @ query for i in got], dtype=np.float32)
+                assert np.allclose(reported, true, atol=2e-3)  # no mixed-up ids
+        assert len(index) == len(live)
+    assert set(index.live_ids().tolist()) == set(live)
+
+
+def test_memory_delete_keeps_k_and_compacts_by_policy(tmp_path):
+    x = low_dim_vectors(1000)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(x, ["a"] * 1000)
+        memory.remove(ids[:150])  # 15%: tombstones stay
+        assert memory.info()["index"]["tombstones"] == 150
+        hits = memory.search(x[:50], 10)
+        assert all(len(h) == 10 for h in hits)
+        assert not {h.id for row in hits for h in row} & set(ids[:150])
+        memory.remove(ids[150:300])  # 30% > 20%: compacted automatically
+        index = memory.info()["index"]
+        assert index["tombstones"] == 0 and index["rows"] == 700
+        assert index["quality"]["size"] == 700  # recall re-measured after compaction
+
+
+# ---- filtered search -----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_filtered_search_returns_k_matching(tmp_path, kind):
+    x = low_dim_vectors(1200, seed=2)
+    labels = ["rare" if i % 100 == 0 else "common" if i % 2 else "other" for i in range(1200)]
+    sources = ["s1" if i < 600 else "s2" for i in range(1200)]
+    metas = [{"camera": "a" if i % 7 == 0 else "b", "night": i % 11 == 0} for i in range(1200)]
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index=kind) as memory:
+        ids = memory.add_vectors(x, labels, sources=sources, metas=metas)
+        by_id = dict(zip(ids, range(1200)))
+        queries = low_dim_vectors(5, seed=9)
+        for hits in memory.search(queries, 10, labels=["rare"]):
+            assert len(hits) == 10 and {h.label for h in hits} == {"rare"}  # 12 rare items
+        for hits in memory.search(queries, 10, labels=["common"], sources=["s2"]):
+            assert len(hits) == 10 and all(h.label == "common" and h.source == "s2" for h in hits)
+        for hits in memory.search(queries, 10, where={"camera": "a", "night": True}):
+            assert len(hits) == 10
+            assert all(metas[by_id[h.id]]["camera"] == "a" and metas[by_id[h.id]]["night"]
+                       for h in hits)
+        # fewer matches than k: all of them, no more
+        assert [len(h) for h in memory.search(queries, 20, labels=["rare"])] == [12] * 5
+        memory.remove(ids[:600:100])  # remove 6 rare items
+        for hits in memory.search(queries, 10, labels=["rare"]):
+            assert len(hits) == 6
+
+
+# ---- persistence: reload after a stale, damaged or missing index ------------------------
+
+def _exact_ids(memory: Memory, queries: np.ndarray, k: int) -> list[list[int]]:
+    ids, vectors = memory.store.vectors()
+    truth = ExactIndex(memory.dim)
+    truth.add(ids, vectors)
+    return truth.search(queries, k).ids.tolist()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_stale_index_catches_up_from_the_edit_log(tmp_path, kind, caplog):
+    path = tmp_path / "m"
+    x = low_dim_vectors(900, seed=4)
+    with Memory.create(path, encoder=None, dim=DIM, index=kind) as memory:
+        ids = memory.add_vectors(x[:600], ["a"] * 600)
+    saved = tmp_path / "saved-index"
+    shutil.copytree(path / "index", saved)
+    with Memory.open(path) as memory:
+        memory.add_vectors(x[600:], ["b"] * 300)
+        memory.remove(ids[:50])
+    shutil.rmtree(path / "index")
+    shutil.copytree(saved, path / "index")  # the index now misses 300 adds and 50 removals
+    with caplog.at_level(logging.INFO, logger="vismem"):
+        memory = Memory.open(path)
+    assert "caught up" in caplog.text and "rebuilding" not in caplog.text
+    with memory:
+        queries = x[:40]
+        hits = memory.search(queries, 10)
+        assert len(memory._index) == 850
+        assert not {h.id for row in hits for h in row} & set(ids[:50])
+        truth = _exact_ids(memory, queries, 10)
+        recall = np.mean([len({h.id for h in row} & set(t)) / 10 for row, t in zip(hits, truth)])
+        assert recall >= 0.9
+    # the caught-up index was saved on close: the next open replays nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vismem"):
+        Memory.open(path).close()
+    assert "caught up" not in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "missing", "meta", "meta-fields"])
+def test_damaged_or_missing_index_is_rebuilt_with_a_message(tmp_path, damage, caplog):
+    path = tmp_path / "m"
+    x = low_dim_vectors(700, seed=5)
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        memory.add_vectors(x, [str(i % 3) for i in range(700)])
+    blob = path / "index" / "index.faiss"
+    if damage == "truncate":
+        blob.write_bytes(blob.read_bytes()[:-5000])
+    elif damage == "flip":
+        data = bytearray(blob.read_bytes())
+        data[200:260] = bytes(60)
+        blob.write_bytes(bytes(data))
+    elif damage == "missing":
+        shutil.rmtree(path / "index")
+    elif damage == "meta":
+        (path / "index" / "meta.json").write_text("{not json")
+    else:
+        meta = json.loads((path / "index" / "meta.json").read_text())
+        del meta["rows"]
+        (path / "index" / "meta.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        memory = Memory.open(path)
+    assert "rebuilding the hnsw index" in caplog.text
+    with memory:
+        hits = memory.search(x[:30], 5)
+        truth = _exact_ids(memory, x[:30], 5)
+        assert np.mean([len({h.id for h in r} & set(t)) / 5 for r, t in zip(hits, truth)]) >= 0.9
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        Memory.open(path).close()  # rebuilt index was saved and now loads cleanly
+    assert "rebuilding" not in caplog.text
+
+
+def test_cli_reports_rebuild_on_stderr(tmp_path, cli):
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    (path / "index" / "index.faiss").write_bytes(b"garbage")
+    result = cli("info", path, "--json")
+    assert result.returncode == 0
+    assert "rebuilding the hnsw index" in result.stderr
+    info = json.loads(result.stdout)
+    assert info["index"]["type"] == "hnsw" and info["index"]["size"] == 300
+
+
+# ---- compaction purges bytes from every file -------------------------------------------
+
+def _files_containing(directory, needle: bytes) -> list[str]:
+    return [p.name for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_removed_vector_bytes_are_gone_from_every_file(tmp_path, kind):
+    path = tmp_path / "m"
+    x = low_dim_vectors(400, seed=6)
+    with Memory.create(path, encoder=None, dim=DIM, index=kind) as memory:
+        ids = memory.add_vectors(x, ["a"] * 400)
+        stored = dict(zip(*memory.store.vectors()))
+    def needles(item_id):  # the float32 bytes, and the float16 copy IVF-PQ keeps
+        v = stored[item_id]
+        return [v.tobytes()[:64], v.astype(np.float16).tobytes()[:32]]
+    gone, kept = ids[10], ids[11]
+    # positive control: before removal the vector is findable in the files
+    assert _files_containing(path, needles(gone)[0 if kind == "hnsw" else 1])
+    with Memory.open(path) as memory:
+        memory.remove([gone])
+        for needle in needles(gone):  # purged at once, before any compaction
+            assert _files_containing(path, needle) == []
+        report = memory.compact()
+        assert report["reclaimed"] == 1 and report["tombstones"] == 0
+    for needle in needles(gone):
+        assert _files_containing(path, needle) == []
+    assert "memory.sqlite" in _files_containing(path, needles(kept)[0])
+    with Memory.open(path) as memory:
+        assert len(memory) == 399 and memory._index.tombstones == 0
+
+
+def test_cli_create_reindex_compact(tmp_path, cli):
+    path = tmp_path / "m"
+    assert cli("create", path, "--encoder", "none", "--dim", DIM, "--index", "ivfpq",
+               "--target-recall", "0.9").returncode == 0
+    with Memory.open(path) as memory:
+        ids = memory.add_vectors(low_dim_vectors(500), ["a"] * 500)
+        memory.remove(ids[:20])
+    result = cli("info", path)
+    assert "recall" in result.stdout and "intrinsic" in result.stdout
+    result = cli("reindex", path, "--index", "hnsw", "--float16", "--json", check=True)
+    described = json.loads(result.stdout)
+    assert described["type"] == "hnsw" and described["params"]["float16"] and described["size"] == 480
+    assert described["quality"]["recall"] >= 0.9
+    result = cli("compact", path, "--json", check=True)
+    assert json.loads(result.stdout)["tombstones"] == 0
+    cli("reindex", path, "--index", "exact", check=True)
+    assert not (path / "index").exists()  # no stale copy of vectors is left behind
+    assert cli("reindex", path, "--index", "bogus").returncode == 1
+
+
+def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, caplog):
+    import vismem.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "AUTO_APPROX_MIN", 500)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM) as memory:
+        memory.add_vectors(low_dim_vectors(400), ["a"] * 400)
+        assert memory.info()["index"]["type"] == "exact"
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.add_vectors(low_dim_vectors(200, seed=1), ["b"] * 200)
+        info = memory.info()["index"]
+    assert info["type"] == "hnsw" and info["setting"] == "auto" and info["size"] == 600
+    assert "building a hnsw index" in caplog.text
+    with Memory.open(tmp_path / "m") as memory:
+        assert memory.info()["index"]["type"] == "hnsw"
+
+
+def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):
+    import vismem.memory as memory_module
+
+    monkeypatch.setattr(memory_module, "AUTO_APPROX_MIN", 300)
+    monkeypatch.setattr(HNSWIndex, "tune_values", (1,))  # effort too low for the target
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, target_recall=0.999) as memory:
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.add_vectors(unit_vectors(400, DIM, seed=8), ["a"] * 400)
+        info = memory.info()["index"]
+    assert "auto keeps exact search until 800 items" in caplog.text
+    assert info["type"] == "exact" and info["quality"]["recall"] == 1.0
+    assert not (path / "index").exists()
+    with Memory.open(path) as memory:
+        assert memory.info()["index"]["type"] == "exact"
