@@ -130,6 +130,14 @@ def test_classify_abstains_on_an_unknown_kind_of_image(memory, digit_sets):
         assert unknown["abstained"] is True and unknown["label"] is None
 
 
+def test_api_docs_are_served_without_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert "cdn" not in page.text.lower() and "/swagger/swagger-ui-bundle.js" in page.text
+    script = client.get("/swagger/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+
+
 def test_empty_memory_is_a_clear_409(tmp_path, digit_sets):
     with Memory.create(tmp_path / "empty", encoder="pixels") as mem, client_for(mem) as c:
         response = classify(c, digit_sets["0"][0])

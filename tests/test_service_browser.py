@@ -172,3 +172,11 @@ def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):
     page.locator("#labels button[data-label='cat']").click()
     expect(page.locator("#items-title")).to_contain_text("cat")
     expect(page.locator("#grid .card")).to_have_count(1)
+
+
+def test_api_docs_render_offline(server, page):
+    url, _ = server
+    page.goto(url + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)  # Swagger UI read the OpenAPI 3.1 schema
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert {"/classify", "/items", "/stats", "/healthz"} <= {p.strip() for p in paths}

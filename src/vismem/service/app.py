@@ -29,9 +29,11 @@ import aiorwlock
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs works offline
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -155,6 +157,8 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         description="Classify images by their nearest labelled exemplars, see every vote, and edit "
         "the memory. Editing endpoints need `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's default loads a CDN
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes)
@@ -197,6 +201,15 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     # ---- pages -------------------------------------------------------------------------
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title="vismem API",
+            swagger_js_url="/swagger/swagger-ui-bundle.js", swagger_css_url="/swagger/swagger-ui.css",
+            swagger_favicon_url="/swagger/favicon-32x32.png",
+        )
 
     @app.get("/", include_in_schema=False)
     async def index_page() -> FileResponse:
