@@ -844,7 +844,7 @@ class Memory:
                 path=path,
                 prune_factors=np.array([self._pruning.factor(i) for i in ids[: params.k]]),
                 relabelled_from=[relabelled.get(str(int(i))) for i in ids[: params.k]],
-                prototypes={c: float(1.0 - s) for c, s in zip(classes, proto_row) if np.isfinite(s)},
+                prototypes=_prototype_distances(classes, proto_row),
                 restriction=restriction,
             )
             if calibration:
@@ -993,6 +993,12 @@ class Memory:
             "abstain": config.get("abstain"),
             "disk_bytes": self.store.disk_bytes(),
         }
+
+
+def _prototype_distances(classes: Sequence[str], similarities: np.ndarray) -> dict[str, float]:
+    """Class -> cosine distance to its nearest prototype, for the classes that have one."""
+    finite = np.isfinite(similarities)
+    return dict(zip(np.asarray(classes, dtype=object)[finite].tolist(), (1.0 - similarities[finite]).tolist()))
 
 
 def _check_index_options(index: str, target_recall: float) -> None:
