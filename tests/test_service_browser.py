@@ -96,6 +96,19 @@ def page(server):
         assert not errors, f"errors on the page: {errors}"
 
 
+def wait_for_thumbnails(page, timeout: float = 30.0) -> None:
+    """Wait until every thumbnail in the grid was fetched and decoded.
+
+    Polls with `page.evaluate` (DevTools protocol) rather than `wait_for_function`,
+    whose in-page polling evaluates a string and is rightly refused by the page's CSP.
+    """
+    loaded = "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+    deadline = time.time() + timeout
+    while not page.evaluate(loaded):
+        assert time.time() < deadline, "thumbnails did not load"
+        page.wait_for_timeout(50)
+
+
 def shot_dir(tmp_path: Path) -> Path:
     """Screenshots go to $VISMEM_SCREENSHOTS when set (to keep them), else the test's tmp dir."""
     folder = Path(os.environ.get("VISMEM_SCREENSHOTS", tmp_path))
@@ -116,8 +129,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     expect(cards).to_have_count(3)
     expect(cards.first.locator(".title")).to_contain_text("cat")  # yet the nearest is the cat
     expect(page.locator(".bar")).to_have_count(2)
-    page.wait_for_function(  # every thumbnail was fetched and decoded
-        "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "classify-before.png"), full_page=True)
 
     coffee_card = page.locator("#grid .card", has_text="coffee").first
@@ -128,8 +140,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     expect(page.locator("#change")).to_contain_text("after your edit the decision changed: coffee")
     expect(page.locator("#change")).to_contain_text("→ cat")
     expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "classify-after-block.png"), full_page=True)
     assert memory.store.items([coffee_id])[0].weight == 0.0  # the edit reached the store
 
@@ -165,7 +176,7 @@ def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):
     expect(page.locator("#status")).to_contain_text("duplicate")  # the cat is already there
     expect(page.locator("#labels button[data-label='astronaut']")).to_have_text("astronaut · 1")
     expect(page.locator("#grid .card")).to_have_count(1)
-    page.wait_for_function("document.querySelector('#grid img').naturalWidth > 0")
+    wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "browse.png"), full_page=True)
     assert memory.class_counts()["astronaut"] == 1
 
