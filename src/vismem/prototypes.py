@@ -171,7 +171,7 @@ class PrototypeSet:
         labels = self.labels
         if not labels:
             return labels, np.empty((len(queries), 0))
-        return labels, nearest_per_class(all_similarities(queries, matrix), owners, labels)
+        return labels, nearest_per_class(all_similarities(queries, matrix), owners)
 
 
 def all_similarities(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -189,14 +189,14 @@ def all_similarities(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def nearest_per_class(similarities: np.ndarray, owners: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """Max over each class's columns of a (n, P) similarity matrix -> (n, C)."""
-    out = np.full((len(similarities), len(labels)), -np.inf)
-    position = {label: j for j, label in enumerate(labels)}
-    codes = np.fromiter((position.get(o, -1) for o in owners.tolist()), np.int64, len(owners))
-    columns = np.flatnonzero(codes >= 0)
-    if not len(columns):
-        return out
+def nearest_per_class(similarities: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Max over each class's columns of a (n, P) similarity matrix -> (n, C).
+
+    `owners` gives each column's class with each class's columns contiguous (as
+    `PrototypeSet.prototypes` lists them); output columns follow that class order.
+    """
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    return np.maximum.reduceat(similarities, starts, axis=1).astype(np.float64)
     # group each class's columns together, then one vectorised max per group
     columns = columns[np.argsort(codes[columns], kind="stable")]
     grouped = codes[columns]
