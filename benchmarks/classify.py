@@ -81,7 +81,7 @@ def main() -> None:
     print(f"    vismem classify_vectors: {args.batch / ours_batch:8.1f} q/s")
     print(f"    bare IndexFlatIP.search: {args.batch / bare_batch:8.1f} q/s")
     print(f"    overhead ratio:          {ours_batch / bare_batch:8.3f}x")
-    print(f"  single query (latency):")
+    print("  single query (latency):")
     print(f"    vismem classify_vectors: {1000 * ours_single / args.singles:8.2f} ms")
     print(f"    bare IndexFlatIP.search: {1000 * bare_single / args.singles:8.2f} ms")
     print(f"    overhead ratio:          {ours_single / bare_single:8.3f}x")

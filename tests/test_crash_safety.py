@@ -1,7 +1,6 @@
 """kill -9 in the middle of `vismem add` never corrupts the memory; removals are durable."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess

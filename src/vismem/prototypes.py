@@ -70,7 +70,6 @@ class PrototypeSet:
         """Full computation: k-means with `per_class` clusters within each class."""
         from sklearn.cluster import KMeans
 
-        protos = cls(per_class=per_class)
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64)
         labels = np.asarray(labels)
@@ -197,9 +196,3 @@ def nearest_per_class(similarities: np.ndarray, owners: np.ndarray) -> np.ndarra
     """
     starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
     return np.maximum.reduceat(similarities, starts, axis=1).astype(np.float64)
-    # group each class's columns together, then one vectorised max per group
-    columns = columns[np.argsort(codes[columns], kind="stable")]
-    grouped = codes[columns]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    out[:, grouped[starts]] = np.maximum.reduceat(similarities[:, columns], starts, axis=1)
-    return out

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+
+import numpy as np
+
 from ..errors import EncoderError
 from .base import Encoder, Preprocessing, file_digest
 from .registry import register
