@@ -115,6 +115,17 @@ def prefetched(work: Callable[[T], R], inputs: Iterable[T], depth: int = 2) -> I
             yield pending.popleft().result()
 
 
+def prepare_in_batches(
+    files: Sequence[ImageFile], encoder: Encoder, size: int, **options
+) -> Iterator[tuple[Sequence[ImageFile], list[PreparedImage], list[Skipped]]]:
+    """(batch, prepared, skipped) for each batch of `size` files, prepared one batch
+    ahead in a worker thread; `options` go to `prepare_files`."""
+    chunks = list(batched(files, size))
+    work = lambda chunk: prepare_files(chunk, encoder, **options)  # noqa: E731
+    for chunk, (prepared, skipped) in zip(chunks, prefetched(work, chunks)):
+        yield chunk, prepared, skipped
+
+
 def encode_prepared(encoder: Encoder, prepared: Sequence[PreparedImage]) -> np.ndarray:
     """Vectors (n, dim) for the prepared images that carry pixels, in order."""
     pixels = [p.pixels for p in prepared if p.pixels is not None]

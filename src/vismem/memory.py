@@ -22,14 +22,7 @@ from PIL import Image
 
 from .calibrate import ood_scores
 from .decide import Decision, VoteParams, decide
-from .embed import (
-    PreparedImage,
-    batched,
-    encode_prepared,
-    prefetched,
-    prepare_bytes,
-    prepare_files,
-)
+from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
 from .encoders import Encoder, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
@@ -512,14 +505,9 @@ class Memory:
             files += [(f, source if source is not None else str(root)) for f in found]
         source_of = {id(f): src for f, src in files}
         known = {} if allow_duplicates else self._hashes
-
-        def prepare(chunk: Sequence[tuple[ImageFile, str]]):
-            return prepare_files([f for f, _ in chunk], encoder, known_hashes=known,
-                                 thumbnails=True, max_pixels=max_pixels)
-
-        size = batch_size or encoder.batch_size
-        for chunk, (prepared, skipped) in zip(
-            batched(files, size), prefetched(prepare, batched(files, size))
+        for chunk, prepared, skipped in prepare_in_batches(
+            [f for f, _ in files], encoder, batch_size or encoder.batch_size,
+            known_hashes=known, thumbnails=True, max_pixels=max_pixels,
         ):
             report.skipped += skipped
             new_items = self._new_items(encode_prepared(encoder, prepared), prepared,
@@ -707,17 +695,13 @@ class Memory:
         if pil:
             vectors[[i for i, _ in pil]] = encoder.encode([im.convert("RGB") for _, im in pil])
             kept += [i for i, _ in pil]
-        files = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images)
-                 if not isinstance(p, Image.Image)]
-
-        def prepare(chunk):
-            return prepare_files([f for _, f in chunk], encoder, known_hashes=self._hashes,
-                                 max_pixels=max_pixels)
-
-        chunks = list(batched(files, encoder.batch_size))
-        for chunk, (prepared, bad) in zip(chunks, prefetched(prepare, chunks)):
+        on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images)
+                   if not isinstance(p, Image.Image)]
+        position = {id(f): i for i, f in on_disk}
+        for chunk, prepared, bad in prepare_in_batches(
+            [f for _, f in on_disk], encoder, encoder.batch_size, known_hashes=self._hashes, max_pixels=max_pixels
+        ):
             skipped += bad
-            position = {id(f): i for i, f in chunk}
             fresh = iter(encode_prepared(encoder, prepared))
             reuse = [p.known_as for p in prepared if p.known_as is not None]
             stored = dict(zip(*self._stored_vectors(reuse))) if reuse else {}
