@@ -26,15 +26,7 @@ def plot_accuracy_vs_k(result: dict[str, Any], path: Path, title: str = "") -> P
     if "linear_probe" in result:
         ax.axhline(100 * result["linear_probe"]["accuracy"], linestyle="--", color="black", label="linear probe")
     ax.set_xscale("log")
-    ax.set_xlabel("k (neighbours)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "accuracy against k")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, "k (neighbours)", title or "accuracy against k")
 
 
 def plot_incremental(result: dict[str, Any], path: Path, title: str = "") -> Path:
@@ -48,9 +40,14 @@ def plot_incremental(result: dict[str, Any], path: Path, title: str = "") -> Pat
         if old:
             ax.plot(*zip(*old), linestyle="--", marker="x", label=f"{method}: old classes after the step")
     ax.set_xticks([e["step"] for e in next(iter(result["history"].values()))])
-    ax.set_xlabel("step (classes added)")
+    return _finish(plt, fig, ax, path, "step (classes added)", title or "class-incremental")
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, title: str) -> Path:
+    """The labelling, legend, grid and save both accuracy plots share."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or "class-incremental")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
