@@ -7,9 +7,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
+import pytest
 
 from vismem import Memory
+
+from conftest import unit_vectors
 from vismem.store import DB_NAME
 
 
@@ -48,19 +50,30 @@ def test_kill_9_during_add_keeps_every_committed_batch(tmp_path, digit_folders, 
     assert finished["items"] == 80 and finished["added"] == 80 - len(items)
 
 
-def test_removal_is_durable_once_it_returns(tmp_path):
+def _files_holding(directory, needle: bytes) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_removal_is_durable_once_it_returns_and_purged_at_the_next_close(tmp_path, index):
     memdir = tmp_path / "mem"
-    with Memory.create(memdir, encoder=None, dim=8) as memory:
-        ids = memory.add_vectors(np.eye(8, dtype=np.float32), [str(i) for i in range(8)])
+    vectors = unit_vectors(8, 64, seed=3)
+    with Memory.create(memdir, encoder=None, dim=64, index=index) as memory:
+        ids = memory.add_vectors(vectors, [str(i) for i in range(8)])
+        stored = dict(zip(*memory.store.vectors()))
+    needles = [stored[i].tobytes() for i in ids[:3]]
+    assert _files_holding(memdir, needles[0])  # positive control
     script = textwrap.dedent(f"""
         import os, signal
         from vismem import Memory
         memory = Memory.open({str(memdir)!r})
         memory.remove({ids[:3]!r})
-        os.kill(os.getpid(), signal.SIGKILL)  # crash right after remove returns, no close
+        os.kill(os.getpid(), signal.SIGKILL)  # crash right after remove returns: no close, no purge
     """)
     crashed = subprocess.run([sys.executable, "-c", script])
     assert crashed.returncode == -signal.SIGKILL
     with Memory.open(memdir) as memory:
         assert len(memory) == 5
-        assert not set(ids[:3]) & {h.id for h in memory.search(np.eye(8), k=8)[0]}
+        assert not set(ids[:3]) & {h.id for h in memory.search(vectors, k=8)[0]}
+    for needle in needles:  # the next process to close the memory purged what the crash left
+        assert _files_holding(memdir, needle) == []

@@ -30,7 +30,7 @@ from .prototypes import PrototypeSet
 from .prune import PruneState
 from .search import INDEX_CHOICES, INDEX_TYPES, MISSING_ID, IndexFileError, VectorIndex, make_index
 from .search import quality as q
-from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label
+from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label, check_meta_key
 
 DEFAULT_ENCODER = "resnet50"
 Progress = Callable[[int], None]
@@ -88,6 +88,7 @@ class Memory:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self._encoder: Encoder | None = None
+        self._unpurged = False  # removed items' older copies may still be in the files
         self._load()
 
     # ---- open / create -----------------------------------------------------------------
@@ -149,10 +150,12 @@ class Memory:
         return cls(MemoryStore.open(path))
 
     def close(self) -> None:
-        """Save the index if it changed since it was last saved, and close the store."""
+        """Save the index if it changed, purge removed bytes, and close the store."""
         try:
             if self._index_dirty:
                 self._save_index()
+            if self._unpurged:
+                self.purge()
         finally:
             self.store.close()
 
@@ -269,7 +272,7 @@ class Memory:
         self._add_from_store(adds)
         if replayed and self._index.persistent:
             self._index_dirty = True
-            self._index.scrub_saved(self._index_dir)
+            self._unpurged = True  # the saved index still holds what was removed elsewhere
         return replayed
 
     def _add_from_store(self, ids: list[int]) -> None:
@@ -373,11 +376,12 @@ class Memory:
         self.refresh()
         before = self._index.tombstones
         self._index.compact()
-        self.store.vacuum()
+        self.store.vacuum()  # purges the store
         self._seen_version = self.store.data_version()
         if self._index.persistent:
             self._measure()
-            self._save_index()
+            self._save_index()  # rewrites the saved index from live rows only
+        self._unpurged = False
         return {"reclaimed": before, **self._index.describe()}
 
     # ---- properties ------------------------------------------------------------------
@@ -477,11 +481,15 @@ class Memory:
         source: str | None = None,
         batch_size: int | None = None,
         allow_duplicates: bool = False,
+        meta: dict[str, Any] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
         on_commit: Callable[[list[int]], None] | None = None,
     ) -> AddReport:
         """Add image files and folders (class-subfolder layout gives labels).
+
+        `meta` is stored with every image (beside its width and height), for
+        `search(where=...)`, `classify_vectors(where=...)` and `remove(where=...)`.
 
         Each batch is committed in one transaction, so an interruption keeps every
         finished batch and no partial item. Unreadable files are skipped with a reason.
@@ -494,6 +502,8 @@ class Memory:
         """
         if label is not None:
             check_label(label)
+        for key in meta or {}:
+            check_meta_key(key)  # before any image is encoded
         self.refresh()
         report = AddReport()
         encoder = self.encoder
@@ -511,7 +521,8 @@ class Memory:
         ):
             report.skipped += skipped
             new_items = self._new_items(encode_prepared(encoder, prepared), prepared,
-                                        lambda p: source_of[id(p.file)], allow_duplicates, report)
+                                        lambda p: source_of[id(p.file)], allow_duplicates, report,
+                                        meta=meta)
             ids = self.store.insert(new_items)
             self._apply_added(ids, new_items)
             report.added += ids
@@ -584,7 +595,7 @@ class Memory:
         return report
 
     def _new_items(self, vectors, prepared, source_of, allow_duplicates, report,
-                   keep_paths: bool = True) -> list[NewItem]:
+                   keep_paths: bool = True, meta: dict[str, Any] | None = None) -> list[NewItem]:
         """NewItems for prepared images; `vectors` has a row for each one with pixels."""
         vectors = iter(vectors)
         batch_hashes: dict[str, str] = {}
@@ -600,7 +611,7 @@ class Memory:
                 )
                 continue
             batch_hashes[p.content_hash] = str(p.file.path)
-            meta = {"width": p.size[0], "height": p.size[1]}
+            sized = {"width": p.size[0], "height": p.size[1], **(meta or {})}
             items.append(
                 NewItem(
                     vector=vector,
@@ -609,7 +620,7 @@ class Memory:
                     # an uploaded image's name is the client's, not a path on this machine
                     path=str(p.file.path.resolve()) if keep_paths else None,
                     content_hash=p.content_hash,
-                    meta=meta if keep_paths else {**meta, "name": str(p.file.path)},
+                    meta=sized if keep_paths else {**sized, "name": str(p.file.path)},
                     thumbnail=p.thumbnail,
                 )
             )
@@ -754,7 +765,7 @@ class Memory:
             return None
         labels = set(labels) if labels is not None else None
         sources = set(sources) if sources is not None else None
-        matching = set(self.store.ids_with_meta(where)) if where else None
+        matching = set(self.store.ids_where(meta=where)) if where else None
         return np.fromiter(
             (i for i, (lab, src, _) in self._meta.items()
              if (labels is None or lab in labels) and (sources is None or src in sources)
@@ -860,22 +871,30 @@ class Memory:
         *,
         label: str | None = None,
         source: str | None = None,
+        where: dict[str, Any] | None = None,
+        purge: bool = False,
     ) -> list[int]:
-        """Remove items by ids, or every item with a label or a source; returns removed ids.
+        """Remove items by ids, or every item with a label, a source or metadata values.
 
-        Removal is durable when this returns, and the vectors' bytes are purged from
-        the memory's files. A removed item is never returned by a search again.
+        Returns the removed ids. Removal is durable when this returns, and a removed item
+        is never returned by a search again. Older copies of its bytes stay in the
+        SQLite log and the saved index until `purge` (or `purge=True` here), which
+        `close`, `compact`, the CLI and the service run; so one removal costs one
+        small commit.
         """
-        chosen = sum(x is not None for x in (ids, label, source))
+        chosen = sum(x is not None for x in (ids, label, source, where))
         if chosen != 1:
-            raise InvalidInputError("remove needs exactly one of: ids, label, source")
+            raise InvalidInputError("remove needs exactly one of: ids, label, source, where")
         self.refresh()
         if ids is not None:
             targets = [int(i) for i in ids]
         else:
-            targets = self.store.ids_where(label=label, source=source)
+            targets = self.store.ids_where(label=label, source=source, meta=where)
         gone_vectors = self._stored_vectors(targets) if self._protos is not None else None
         removed = self.store.delete(targets)
+        if not removed:
+            return removed
+        self._unpurged = True
         if gone_vectors is not None:
             self._protos.remove(*gone_vectors)
         self._index.remove(np.asarray(removed, dtype=np.int64))
@@ -889,8 +908,7 @@ class Memory:
                 else:
                     del self._hashes[digest]
         self._seen_version = self.store.data_version()
-        if self._index.persistent and removed:
-            self._index.scrub_saved(self._index_dir)  # the saved copies go now, too
+        if self._index.persistent:
             self._index_dirty = True
             if self._index.needs_compaction():
                 log.info("compacting the index of %s (%d removed slots)", self.path,
@@ -898,7 +916,20 @@ class Memory:
                 self._index.compact()
                 self._measure()
                 self._save_index()
+                purge = True  # compaction promises the bytes are gone
+        if purge:
+            self.purge()
         return removed
+
+    def purge(self) -> None:
+        """Drop removed items' older copies from every file of the memory, now.
+
+        Afterwards no file in the memory directory holds a removed vector's bytes.
+        """
+        self.store.purge()
+        if self._index.persistent:
+            self._index.scrub_saved(self._index_dir)
+        self._unpurged = False
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""

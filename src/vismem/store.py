@@ -6,8 +6,10 @@ decision defaults) and an edit log that derived search indexes use to catch up.
 
 Why SQLite: each edit is one transaction, so after a crash or `kill -9` every
 committed edit is present and no partial one is. `secure_delete` overwrites removed
-rows in place and a WAL checkpoint truncates the log after removals, so a removed
-vector's bytes do not survive in any file of the directory.
+rows in place, and `purge` (a WAL checkpoint that truncates the log) then drops the
+older copies the log still holds, so a removed vector's bytes survive in no file of the
+directory. Deleting and purging are separate steps so that one delete costs one small
+commit; the memory purges at close, at compaction and after each CLI or service edit.
 """
 
 from __future__ import annotations
@@ -108,6 +110,13 @@ def check_label(label: object) -> str:
     return label
 
 
+def check_meta_key(key: object) -> str:
+    """Metadata keys are what a filter can name: letters, digits and _."""
+    if not isinstance(key, str) or not key or not key.replace("_", "").isalnum():
+        raise InvalidInputError(f"metadata keys are letters, digits and _, got {key!r}")
+    return key
+
+
 class MemoryStore:
     """Durable items, vectors and configuration of one memory directory."""
 
@@ -131,7 +140,9 @@ class MemoryStore:
         tmp = path / (DB_NAME + ".creating")
         tmp.unlink(missing_ok=True)
         db = sqlite3.connect(tmp)
-        db.execute("PRAGMA page_size=16384")  # a 1280-d float32 vector fits one page, no overflow chain
+        # Small pages: a one-item delete commits ~8 dirty pages, so 4 KiB pages write a
+        # quarter of what 16 KiB ones do (0.6 vs 1.2 ms per delete); reopening is no slower.
+        db.execute("PRAGMA page_size=4096")
         db.executescript(SCHEMA)
         values = {"format_version": FORMAT_VERSION, "created_at": time.time(), **config}
         db.executemany(
@@ -194,6 +205,8 @@ class MemoryStore:
             return []
         for item in items:
             check_label(item.label)
+            for key in item.meta:
+                check_meta_key(key)
             if item.vector.shape != (self.dim,):
                 raise InvalidInputError(
                     f"vector has shape {item.vector.shape}, this memory stores {self.dim}-d vectors"
@@ -220,7 +233,10 @@ class MemoryStore:
         return ids
 
     def delete(self, ids: Iterable[int]) -> list[int]:
-        """Delete items (vectors, thumbnails, metadata) for good; returns the ids removed."""
+        """Delete items (vectors, thumbnails, metadata) durably; returns the ids removed.
+
+        The rows are zeroed in place; older copies in the WAL go at the next `purge`.
+        """
         ids = sorted({int(i) for i in ids})
         if not ids:
             return []
@@ -233,11 +249,20 @@ class MemoryStore:
                 self._db.execute(
                     "INSERT INTO edits (op, ids) VALUES ('remove', ?)", (json.dumps(present),)
                 )
-        if present:
-            # Move the zeroed pages into the main file and empty the WAL, which still
-            # holds copies of the removed rows from when they were added.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return present
+
+    def purge(self) -> None:
+        """Move the zeroed pages into the main file and empty the WAL.
+
+        The WAL still holds copies of removed rows from when they were written. The
+        checkpoint waits (up to the 30 s busy timeout) for other connections' reads.
+        """
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise VismemError(
+                f"could not purge {self.path}: another process kept it busy for 30 s; "
+                "run `vismem compact` when it is idle"
+            )
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]:
@@ -272,7 +297,9 @@ class MemoryStore:
         rows = self._db.execute("SELECT label, COUNT(*) FROM items GROUP BY label ORDER BY label")
         return {label: count for label, count in rows}
 
-    def ids_where(self, *, label: str | None = None, source: str | None = None) -> list[int]:
+    def ids_where(self, *, label: str | None = None, source: str | None = None,
+                  meta: dict[str, Any] | None = None) -> list[int]:
+        """Ids of items with this label, this source and every given metadata key = value."""
         clauses, params = [], []
         if label is not None:
             clauses.append("label = ?")
@@ -280,6 +307,10 @@ class MemoryStore:
         if source is not None:
             clauses.append("source = ?")
             params.append(source)
+        for key, value in (meta or {}).items():
+            check_meta_key(key)
+            clauses.append(f"json_extract(meta, '$.{key}') = ?")
+            params.append(json.dumps(value) if isinstance(value, (list, dict)) else value)
         where = " AND ".join(clauses) or "1"
         return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE {where} ORDER BY id", params)]
 
@@ -345,21 +376,10 @@ class MemoryStore:
             yield ids, matrix.reshape(len(rows), self.dim).copy()
             last = int(ids[-1])
 
-    def ids_with_meta(self, where: dict[str, Any]) -> list[int]:
-        """Ids of items whose metadata has every given key = value."""
-        clauses, params = [], []
-        for key, value in where.items():
-            if not isinstance(key, str) or not key.replace("_", "").isalnum():
-                raise InvalidInputError(f"metadata keys are letters, digits and _, got {key!r}")
-            clauses.append(f"json_extract(meta, '$.{key}') = ?")
-            params.append(json.dumps(value) if isinstance(value, (list, dict)) else value)
-        where_sql = " AND ".join(clauses) or "1"
-        return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE {where_sql} ORDER BY id", params)]
-
     def vacuum(self) -> None:
         """Rewrite the database compactly, returning freed pages to the file system."""
         self._db.execute("VACUUM")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.purge()
 
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self._db.execute("SELECT jpeg FROM thumbnails WHERE id = ?", (int(item_id),)).fetchone()

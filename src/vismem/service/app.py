@@ -315,7 +315,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     @app.delete("/items/{item_id}", tags=["items"], dependencies=[Depends(can_write)])
     async def delete_item(item_id: int) -> dict[str, Any]:
         """Remove one item for good (its vector's bytes are purged from disk)."""
-        removed = await service.write(memory.remove, [item_id])
+        removed = await service.write(memory.remove, [item_id], purge=True)
         if not removed:
             raise HTTPException(404, f"no item with id {item_id}")
         return {"removed": len(removed), "ids": removed}
@@ -325,7 +325,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         """Remove every item with a label, or from a source (give exactly one)."""
         if (label is None) == (source is None):
             raise HTTPException(400, "give exactly one of ?label=... or ?source=...")
-        removed = await service.write(memory.remove, label=label, source=source)
+        removed = await service.write(memory.remove, label=label, source=source, purge=True)
         return {"removed": len(removed), "ids": removed}
 
     @app.patch("/items/{item_id}", tags=["items"], dependencies=[Depends(can_write)])
