@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..decide import VOTE_RULES
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, VismemError
 from . import EXIT_SKIPPED, app, emit, err, out, progress_bar
 
 MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
@@ -17,12 +18,44 @@ KOpt = typer.Option(None, "--k", "-k", min=1, help="Neighbours that vote [memory
 VoteOpt = typer.Option(None, "--vote", help=f"Voting rule: {'|'.join(VOTE_RULES)} [memory default: rank].")
 AlphaOpt = typer.Option(None, "--alpha", help="Rank vote offset: w = 1/(alpha+rank) [default 2].")
 TauOpt = typer.Option(None, "--tau", help="Softmax vote temperature [default 0.07].")
+OnlyLabelOpt = typer.Option(None, "--only-label", help="Search only items with this label (repeatable).")
+OnlySourceOpt = typer.Option(None, "--only-source", help="Search only items from this source (repeatable).")
+WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
+                        help="Only items whose metadata KEY equals VALUE (repeatable; all must hold). "
+                             "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 
 def _open(memdir: Path):
     from ..memory import Memory
 
     return Memory.open(memdir)
+
+
+def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional[dict]:
+    """KEY=VALUE options as a dict (VALUE as JSON when it parses), or None if none given."""
+    if not pairs:
+        return None
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
+        try:
+            found[key] = json.loads(value)
+        except json.JSONDecodeError:
+            found[key] = value
+    return found
+
+
+def exit_if_unreadable(skipped: list, json_out: bool, verb: str) -> None:
+    """Report images that could not be read (a JSON line each with --json, always a stderr
+    line) and exit with EXIT_SKIPPED if there were any."""
+    for s in skipped:
+        if json_out:
+            emit({"path": s.path, "error": s.reason})
+        err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def _vote_options(k, vote, alpha, tau) -> dict:
@@ -68,6 +101,8 @@ def add(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch and per commit."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
+    meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",
+                                             help="Metadata for every image, for --where filters (repeatable)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Add images to MEMDIR. Each batch is committed atomically.
@@ -83,7 +118,8 @@ def add(
         with progress_bar("adding", total) as advance:
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
-                allow_duplicates=allow_duplicates, progress=advance, on_commit=on_commit,
+                allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
+                progress=advance, on_commit=on_commit,
             )
         count = len(memory)
     if json_out:
@@ -135,8 +171,9 @@ def classify(
                                         help="Hybrid vote: share of the prototype score [default 0.5]."),
     abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
                                  "memory (needs `vismem calibrate`)."),
-    only_labels: Optional[List[str]] = typer.Option(None, "--only-label", help="Search only items with this label (repeatable)."),
-    only_sources: Optional[List[str]] = typer.Option(None, "--only-source", help="Search only items from this source (repeatable)."),
+    only_labels: Optional[List[str]] = OnlyLabelOpt,
+    only_sources: Optional[List[str]] = OnlySourceOpt,
+    where: Optional[List[str]] = WhereOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Classify images and show the neighbours that voted.
@@ -149,7 +186,8 @@ def classify(
     from ..explain import decision_table
 
     options = _vote_options(k, vote, alpha, tau) | {
-        "mix": mix, "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None}
+        "mix": mix, "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
+        "where": parse_pairs(where)}
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
@@ -159,12 +197,7 @@ def classify(
             emit(decision.to_dict())
         else:
             out.print(decision_table(decision))
-    for s in skipped:
-        if json_out:
-            emit({"path": s.path, "error": s.reason})
-        err.print(f"cannot classify {s.path}: {s.reason}", markup=False)
-    if skipped:
-        raise typer.Exit(EXIT_SKIPPED)
+    exit_if_unreadable(skipped, json_out, "classify")
 
 
 @app.command()
@@ -173,21 +206,42 @@ def remove(
     ids: Optional[List[int]] = typer.Option(None, "--id", help="Item id (repeatable)."),
     label: Optional[str] = typer.Option(None, "--label", help="Remove every item with this label."),
     source: Optional[str] = typer.Option(None, "--source", help="Remove every item from this source."),
+    where: Optional[List[str]] = WhereOpt,
+    verify: bool = typer.Option(False, "--verify", help="Then search every file in MEMDIR for the removed "
+                                "items' vectors (float32 and float16) and thumbnails; exit 1 if any is left."),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Remove items for good: by --id, --label or --source (exactly one).
+    """Remove items for good: by --id, --label, --source or --where (exactly one).
 
-    Durable when the command returns; the vectors' bytes are purged from the files.
+    Durable when the command returns, and purged: no file in MEMDIR keeps the removed
+    items' vectors or thumbnails. --verify checks that byte for byte.
     """
-    if sum(x is not None and x != [] for x in (ids, label, source)) != 1:
-        raise InvalidInputError("give exactly one of --id, --label, --source")
+    from ..remnants import find_remnants, fingerprints
+
+    meta = parse_pairs(where)
+    if sum(x is not None and x != [] for x in (ids, label, source, meta)) != 1:
+        raise InvalidInputError("give exactly one of --id, --label, --source, --where")
     with _open(memdir) as memory:
-        removed = memory.remove(ids or None, label=label, source=source)
+        targets = ids or memory.store.ids_where(label=label, source=source, meta=meta)
+        prints = fingerprints(memory.store, targets) if verify else []
+        removed = memory.remove(targets)
         count = len(memory)
+    report = {"removed": len(removed), "ids": removed, "items": count}
+    if verify:  # after close: the index is saved and the store purged
+        found, files, scanned = find_remnants(memdir, prints)
+        report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
+                              "bytes": scanned, "remnants": [r.to_dict() for r in found]}
     if json_out:
-        emit({"removed": len(removed), "ids": removed, "items": count})
+        emit(report)
     else:
         out.print(f"removed {len(removed)} items; memory now holds {count}")
+        if verify and not found:
+            out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
+                      f"the {files} files of {memdir} ({scanned:,} bytes)")
+    if verify and found:
+        first = found[0]
+        raise VismemError(f"{len(found)} remnants of removed items found, e.g. item {first.item_id}'s "
+                          f"{first.kind} in {first.file} at offset {first.offset}")
 
 
 @app.command()

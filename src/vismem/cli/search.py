@@ -1,14 +1,47 @@
-"""Index commands: switch a memory's search index, and compact removed items away."""
+"""Search commands: nearest items to images, switching the index, compacting it."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from . import app, emit, out
-from .commands import JsonFlag, MemDir, _open
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open,
+                       exit_if_unreadable, parse_pairs)
+
+
+@app.command()
+def search(
+    memdir: Path = MemDir,
+    images: List[Path] = typer.Argument(..., help="Image files to search with.", show_default=False),
+    k: int = typer.Option(10, "--k", "-k", min=1, help="How many nearest items."),
+    only_labels: Optional[List[str]] = OnlyLabelOpt,
+    only_sources: Optional[List[str]] = OnlySourceOpt,
+    where: Optional[List[str]] = WhereOpt,
+    json_out: bool = JsonFlag,
+) -> None:
+    """The k items nearest to each image, nearest first, with no vote.
+
+    With --only-label, --only-source and --where the result still holds k items
+    whenever k items match. With --json, one object per image: path and neighbors
+    (id, label, source, distance). An unreadable image gives {"path": ..., "error": ...}
+    and exit code 3.
+    """
+    with _open(memdir) as memory:
+        vectors, kept, skipped = memory.embed_images(images)
+        rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
+                             where=parse_pairs(where)) if kept else []
+    for i, row in zip(kept, rows):
+        if json_out:
+            emit({"path": str(images[i]), "neighbors": [asdict(hit) for hit in row]})
+            continue
+        out.print(f"{images[i]}")
+        for hit in row:
+            out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}", markup=False)
+    exit_if_unreadable(skipped, json_out, "search with")
 
 
 @app.command()

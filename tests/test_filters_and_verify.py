@@ -1,0 +1,60 @@
+"""Metadata filters from the CLI, and `remove --verify`: the removed bytes, searched for in every file."""
+
+import json
+
+from vismem import Memory
+from vismem.remnants import find_remnants, fingerprints
+
+
+def json_lines(result):
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_cli_meta_where_search_classify_and_verified_removal(tmp_path, digit_folders, cli):
+    train, test = digit_folders
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    first = json_lines(cli("add", memdir, train, "--meta", "batch=1", "--json", check=True))[-1]
+    second = json_lines(cli("add", memdir, test, "--meta", "batch=2", "--meta", "camera=nikon",
+                            "--json", check=True))[-1]
+    batch1, batch2 = set(first["ids"]), set(second["ids"])
+    query = sorted(test.rglob("*.png"))[0]
+
+    found = json_lines(cli("search", memdir, query, "-k", "5", "--where", "batch=2",
+                           "--where", "camera=nikon", "--json", check=True))
+    assert [row["path"] for row in found] == [str(query)]
+    assert len(found[0]["neighbors"]) == 5 and {h["id"] for h in found[0]["neighbors"]} <= batch2
+    assert found[0]["neighbors"][0]["distance"] < 1e-5  # the query itself is in batch 2
+
+    decided = json_lines(cli("classify", memdir, query, "-k", "7", "--where", "batch=1", "--json",
+                             check=True))[0]
+    assert len(decided["neighbors"]) == 7 and {n["id"] for n in decided["neighbors"]} <= batch1
+
+    bad = cli("search", memdir, query, "--where", "batch")
+    assert bad.returncode == 1 and "--where takes KEY=VALUE" in bad.stderr and bad.stdout == ""
+
+    removed = json_lines(cli("remove", memdir, "--where", "camera=nikon", "--verify", "--json", check=True))[0]
+    assert set(removed["ids"]) == batch2 and removed["items"] == len(batch1)
+    verified = removed["verified"]
+    # a float32 vector, its float16 copy and a thumbnail for each removed image
+    assert verified["clean"] and verified["remnants"] == []
+    assert verified["fingerprints"] == 3 * len(batch2) and verified["files"] >= 1
+    assert cli("search", memdir, query, "--where", "batch=2", "--json", check=True).stdout.count('"id"') == 0
+
+
+def test_fingerprints_are_found_until_purged(tmp_path, digit_folders):
+    train, _ = digit_folders
+    with Memory.create(tmp_path / "mem", encoder="pixels", index="hnsw") as memory:
+        added = memory.add_images([train]).added
+        # the same image again: the copy keeps that vector and thumbnail, so they are not remnants
+        copy = memory.add_images([sorted(train.rglob("*.png"))[0]], label="copy", allow_duplicates=True).added
+        digest = memory.store.items(copy)[0].content_hash
+        original = [i for i in memory.store.ids_with_hash(digest) if i not in copy]
+        assert len(original) == 1 and fingerprints(memory.store, original) == []
+        gone = [i for i in added if i not in original][:5]
+        prints = fingerprints(memory.store, gone)
+        remnants, files, scanned = find_remnants(memory.path, prints)
+        assert {r.item_id for r in remnants} == set(gone)  # before removal: the check can fail
+        assert {r.kind for r in remnants} >= {"vector", "thumbnail"} and files >= 2 and scanned > 0
+        memory.remove(gone, purge=True)
+        assert find_remnants(memory.path, prints)[0] == []
