@@ -58,3 +58,17 @@ def test_fingerprints_are_found_until_purged(tmp_path, digit_folders):
         assert {r.kind for r in remnants} >= {"vector", "thumbnail"} and files >= 2 and scanned > 0
         memory.remove(gone, purge=True)
         assert find_remnants(memory.path, prints)[0] == []
+
+
+def test_verify_fails_when_a_copy_in_memdir_keeps_the_bytes(tmp_path, digit_folders, cli):
+    train, _ = digit_folders
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    cli("add", memdir, train / "3", "--label", "3", "--json", check=True)
+    (memdir / "backup.sqlite").write_bytes((memdir / "memory.sqlite").read_bytes())
+    result = cli("remove", memdir, "--label", "3", "--verify", "--json")
+    assert result.returncode == 1
+    assert "remnants of removed items found" in result.stderr and "backup.sqlite" in result.stderr
+    report = json_lines(result)[0]
+    assert report["removed"] == 8 and not report["verified"]["clean"]
+    assert {r["file"] for r in report["verified"]["remnants"]} == {"backup.sqlite"}
