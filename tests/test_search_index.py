@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from conftest import unit_vectors
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
+from vismem.search.lifecycle import ManagedIndex
 from vismem.search.quality import levina_bickel
 
 DIM = 32
@@ -77,7 +78,7 @@ def test_memory_measures_and_tunes_recall(tmp_path):
 def test_low_recall_warns_with_intrinsic_dimension(tmp_path, monkeypatch, caplog):
     # Coarse PQ codes, allowed little search effort, cannot reach recall 1.0 on uniform data.
     coarse = {"nlist": 16, "m": 4, "k_factor": 1, "train_min": 256}
-    monkeypatch.setattr(Memory, "_index_params", lambda self, kind: coarse)
+    monkeypatch.setattr(ManagedIndex, "_params", lambda self, kind: coarse)
     monkeypatch.setattr(IVFPQIndex, "tune_values", ((1, 1), (2, 1)))
     x = unit_vectors(1200, DIM, seed=3)
     with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="ivfpq",
@@ -341,9 +342,9 @@ def test_cli_create_reindex_compact(tmp_path, cli):
 
 
 def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, caplog):
-    import vismem.memory as memory_module
+    import vismem.search.lifecycle as lifecycle
 
-    monkeypatch.setattr(memory_module, "AUTO_APPROX_MIN", 500)
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 500)
     with Memory.create(tmp_path / "m", encoder=None, dim=DIM) as memory:
         memory.add_vectors(low_dim_vectors(400), ["a"] * 400)
         assert memory.info()["index"]["type"] == "exact"
@@ -357,9 +358,9 @@ def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, capl
 
 
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):
-    import vismem.memory as memory_module
+    import vismem.search.lifecycle as lifecycle
 
-    monkeypatch.setattr(memory_module, "AUTO_APPROX_MIN", 300)
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 300)
     monkeypatch.setattr(HNSWIndex, "tune_values", (1,))  # effort too low for the target
     path = tmp_path / "m"
     with Memory.create(path, encoder=None, dim=DIM, target_recall=0.999) as memory:

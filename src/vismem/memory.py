@@ -4,14 +4,12 @@
 
 The store is the truth; the in-RAM index and metadata are derived from it at open,
 kept in step by every edit made through this object, and reloaded when another
-process commits to the same directory.
+process commits to the same directory. The index's own lifecycle (which kind, saving,
+catching up, measuring recall, compaction) is `search.lifecycle.ManagedIndex`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,18 +26,13 @@ from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExi
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
 from .prototypes import PrototypeSet
 from .prune import PruneState
-from .search import INDEX_CHOICES, INDEX_TYPES, MISSING_ID, IndexFileError, VectorIndex, make_index
-from .search import quality as q
+from .search import MISSING_ID, VectorIndex
+from .search.lifecycle import DEFAULT_TARGET_RECALL, ManagedIndex, check_index_options
+from .search.quality import Quality
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label, check_meta_key
 
 DEFAULT_ENCODER = "resnet50"
 Progress = Callable[[int], None]
-
-INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
-AUTO_APPROX_MIN = 50_000     # `auto` uses exact search below this many items
-REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
-DEFAULT_TARGET_RECALL = 0.95
-log = logging.getLogger("vismem")
 
 
 @dataclass
@@ -88,7 +81,7 @@ class Memory:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self._encoder: Encoder | None = None
-        self._unpurged = False  # removed items' older copies may still be in the files
+        self._managed = ManagedIndex(store, set_config=self.set_config)
         self._load()
 
     # ---- open / create -----------------------------------------------------------------
@@ -117,7 +110,7 @@ class Memory:
         measured against exact search on the memory's own vectors, reaches
         `target_recall`. `float16` stores HNSW vectors as float16 (half the memory).
         """
-        _check_index_options(index, target_recall)
+        check_index_options(index, target_recall)
         path = Path(path)
         if (path / DB_NAME).exists():
             raise MemoryExistsError(f"a memory already exists at {path}")
@@ -152,9 +145,8 @@ class Memory:
     def close(self) -> None:
         """Save the index if it changed, purge removed bytes, and close the store."""
         try:
-            if self._index_dirty:
-                self._save_index()
-            if self._unpurged:
+            self._managed.save_if_dirty()
+            if self._managed.unpurged:
                 self.purge()
         finally:
             self.store.close()
@@ -168,7 +160,7 @@ class Memory:
     def _load(self) -> None:
         """(Re)load metadata from the store and open (or rebuild) the search index."""
         self._load_metadata()
-        self._open_index()
+        self._managed.open(self._meta)
 
     def _load_metadata(self) -> None:
         self._seen_version = self.store.data_version()
@@ -193,178 +185,29 @@ class Memory:
         """Catch up if another process has committed to this memory since we last looked."""
         if not self.is_stale():
             return
-        kind = self._index.kind
         self._load_metadata()
-        if self._index_kind(len(self._meta)) != kind:
-            self._open_index()
-        else:
-            self._sync_index()
+        self._managed.catch_up(self._meta)
 
-    # ---- the search index: choice, persistence, catch-up, recall ------------------------
+    # ---- the search index: its lifecycle lives in search/lifecycle.py --------------------
 
     @property
-    def _index_dir(self) -> Path:
-        return self.path / INDEX_DIR
-
-    def _index_kind(self, count: int) -> str:
-        setting = self.store.config.get("index", "exact")
-        if setting != "auto":
-            return setting
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if count * self.dim * 4 > ram // 2:
-            return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
-        # below the size where approximate search pays, or where it last missed the target
-        if count < max(AUTO_APPROX_MIN, int(self.store.config.get("auto_exact_below", 0))):
-            return "exact"
-        return "hnsw"
-
-    def _index_params(self, kind: str) -> dict[str, Any]:
-        return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
-
-    def _open_index(self) -> None:
-        """Load the saved index and replay the store's edits since it was saved; rebuild
-        it (saying why, on stderr) when it is missing, damaged or does not match."""
-        kind = self._index_kind(len(self._meta))
-        self._index_dirty = False
-        if not INDEX_TYPES[kind].persistent:
-            shutil.rmtree(self._index_dir, ignore_errors=True)  # no stale copies of vectors
-            self._build_index(kind)
-            self._after_growth()
-            return
-        try:
-            index, meta = INDEX_TYPES[kind].load(self._index_dir, self.dim)
-            if meta.get("store_created_at") != self.store.config.get("created_at"):
-                raise IndexFileError("it belongs to another memory")
-            if meta.get("seq", -1) > self.store.last_edit():
-                raise IndexFileError("it is newer than the store")
-            self._index, self._index_seq = index, int(meta["seq"])
-            replayed = self._sync_index()
-            if not np.array_equal(self._index.live_ids(), np.fromiter(sorted(self._meta), np.int64)):
-                raise IndexFileError("its items differ from the store's")
-            if replayed:
-                log.info("index of %s caught up %d edits", self.path, replayed)
-        except IndexFileError as exc:
-            if self._meta or self._index_dir.exists():
-                log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
-                            kind, self.path, exc)
-            self._build_index(kind)
-            self._measure()
-            self._save_index()
-
-    def _build_index(self, kind: str) -> None:
-        self._index_seq = self.store.last_edit()
-        self._index: VectorIndex = make_index(kind, self.dim, **self._index_params(kind))
-        for ids, vectors in self.store.vector_chunks():
-            self._index.add(ids, vectors)
-
-    def _sync_index(self) -> int:
-        """Apply edits from the store's log that the index has not seen; returns how many."""
-        replayed, adds = 0, []
-        for seq, op, ids in self.store.edits_since(self._index_seq):
-            if op == "add":
-                adds += ids
-            else:
-                self._add_from_store(adds)
-                adds = []
-                self._index.remove(np.asarray(ids, dtype=np.int64))
-            self._index_seq = seq
-            replayed += 1
-        self._add_from_store(adds)
-        if replayed and self._index.persistent:
-            self._index_dirty = True
-            self._unpurged = True  # the saved index still holds what was removed elsewhere
-        return replayed
-
-    def _add_from_store(self, ids: list[int]) -> None:
-        missing = [i for i in ids if self._index.missing(i)]
-        if missing:
-            found, vectors = self.store.vectors(missing)
-            self._index.add(found, vectors)
-
-    def _save_index(self) -> None:
-        if not self._index.persistent:
-            return
-        self._sync_index()
-        self._index.save(self._index_dir, {"seq": self._index_seq,
-                                            "store_created_at": self.store.config.get("created_at")})
-        self._index_dirty = False
+    def _index(self) -> VectorIndex:
+        """The search index itself (search it directly; edit it through `_managed`)."""
+        return self._managed.index
 
     @property
-    def quality(self) -> q.Quality | None:
+    def quality(self) -> Quality | None:
         """Recall and intrinsic dimension last measured on this memory's own vectors."""
-        found = self.store.config.get("index_quality")
-        return q.Quality(**found) if found else None
-
-    def _after_growth(self) -> None:
-        """Switch `auto` to an approximate index, or re-measure, when the memory has grown."""
-        count = len(self._meta)
-        kind = self._index_kind(count)
-        if kind != self._index.kind:
-            log.warning("%s now holds %d items: building a %s index", self.path, count, kind)
-            self._build_index(kind)
-            found = self._measure()
-            if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
-                    and found.recall < found.target:
-                # `auto` honours the target recall: exact search until the memory doubles
-                log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
-                            "until %d items", self.path, found.recall, found.target, 2 * count)
-                self.store.set_config("auto_exact_below", 2 * count)
-                shutil.rmtree(self._index_dir, ignore_errors=True)
-                self._build_index("exact")
-                self._measure()
-                self._seen_version = self.store.data_version()
-                return
-            self._save_index()
-            return
-        last = self.quality
-        if count >= 2 and (last is None or last.type != kind or count >= REMEASURE_GROWTH * last.size):
-            self._measure()
-            if self._index.persistent:
-                self._save_index()
-
-    def _measure(self) -> q.Quality | None:
-        """Measure recall@k against exact search (tuning the index to the target recall)
-        and the local intrinsic dimension, on a sample of the memory's own vectors."""
-        ids = np.fromiter(sorted(self._meta), dtype=np.int64)
-        if len(ids) < 2:
-            return None
-        sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
-        depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
-        near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
-        truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
-        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
-        target = float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
-        recall = q.tune(self._index, queries, sample_ids, truth, q.RECALL_K, target)
-        found = q.Quality(type=self._index.kind, recall=round(recall, 4), k=q.RECALL_K,
-                          sample=len(sample_ids), size=len(ids), params=self._index_params_now(),
-                          lid=None if lid is None or not np.isfinite(lid) else round(lid, 2),
-                          target=target)
-        self.store.set_config("index_quality", found.to_dict())
-        self._seen_version = self.store.data_version()
-        if found.recall < target:
-            log.warning("%s: %s", self.path, found.warning())
-        return found
-
-    def _index_params_now(self) -> dict[str, Any]:
-        return self._index.describe().get("params", {})
+        return self._managed.quality
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
                   float16: bool | None = None) -> dict[str, Any]:
         """Switch the memory's search index (rebuilt from the store, then measured)."""
         target = self.store.config.get("target_recall", DEFAULT_TARGET_RECALL) \
             if target_recall is None else target_recall
-        _check_index_options(kind, target)
+        check_index_options(kind, target)
         self.refresh()
-        self.store.set_config("index", kind)
-        self.store.set_config("target_recall", float(target))
-        if float16 is not None:
-            self.store.set_config("float16", bool(float16))
-        shutil.rmtree(self._index_dir, ignore_errors=True)
-        self._index_dirty = False
-        built = self._index_kind(len(self._meta))
-        self._build_index(built)
-        self._measure()
-        self._save_index()
+        self._managed.set_kind(kind, self._meta, target_recall=target, float16=float16)
         self._seen_version = self.store.data_version()
         return self.info()["index"]
 
@@ -374,15 +217,10 @@ class Memory:
         Afterwards no file in the memory directory holds a removed vector's bytes.
         """
         self.refresh()
-        before = self._index.tombstones
-        self._index.compact()
         self.store.vacuum()  # purges the store
         self._seen_version = self.store.data_version()
-        if self._index.persistent:
-            self._measure()
-            self._save_index()  # rewrites the saved index from live rows only
-        self._unpurged = False
-        return {"reclaimed": before, **self._index.describe()}
+        reclaimed = self._managed.compact(self._meta)
+        return {"reclaimed": reclaimed, **self._index.describe()}
 
     # ---- properties ------------------------------------------------------------------
 
@@ -531,7 +369,7 @@ class Memory:
             if progress:
                 progress(len(chunk))
         self._seen_version = self.store.data_version()
-        self._after_growth()
+        self._managed.after_growth(self._meta)
         return report
 
     def add_image_bytes(
@@ -591,7 +429,7 @@ class Memory:
         self._apply_added(ids, new_items)
         report.added += ids
         self._seen_version = self.store.data_version()
-        self._after_growth()  # uploads grow the memory too: re-measure recall, maybe switch index
+        self._managed.after_growth(self._meta)  # uploads grow it too: re-measure, maybe switch kind
         return report
 
     def _new_items(self, vectors, prepared, source_of, allow_duplicates, report,
@@ -655,14 +493,13 @@ class Memory:
         ids = self.store.insert(items)
         self._apply_added(ids, items)
         self._seen_version = self.store.data_version()
-        self._after_growth()
+        self._managed.after_growth(self._meta)
         return ids
 
     def _apply_added(self, ids: list[int], items: Sequence[NewItem]) -> None:
         if not ids:
             return
-        self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in items]))
-        self._index_dirty = self._index.persistent
+        self._managed.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in items]))
         for item_id, item in zip(ids, items):
             self._meta[item_id] = (item.label, item.source, item.weight)
             if item.content_hash is not None:
@@ -894,10 +731,9 @@ class Memory:
         removed = self.store.delete(targets)
         if not removed:
             return removed
-        self._unpurged = True
         if gone_vectors is not None:
             self._protos.remove(*gone_vectors)
-        self._index.remove(np.asarray(removed, dtype=np.int64))
+        self._managed.remove(np.asarray(removed, dtype=np.int64))
         for item_id in removed:
             self._meta.pop(item_id, None)
             digest = self._hash_of.pop(item_id, None)
@@ -908,15 +744,8 @@ class Memory:
                 else:
                     del self._hashes[digest]
         self._seen_version = self.store.data_version()
-        if self._index.persistent:
-            self._index_dirty = True
-            if self._index.needs_compaction():
-                log.info("compacting the index of %s (%d removed slots)", self.path,
-                         self._index.tombstones)
-                self._index.compact()
-                self._measure()
-                self._save_index()
-                purge = True  # compaction promises the bytes are gone
+        if self._managed.compact_if_needed(self._meta):
+            purge = True  # compaction promises the bytes are gone
         if purge:
             self.purge()
         return removed
@@ -927,9 +756,7 @@ class Memory:
         Afterwards no file in the memory directory holds a removed vector's bytes.
         """
         self.store.purge()
-        if self._index.persistent:
-            self._index.scrub_saved(self._index_dir)
-        self._unpurged = False
+        self._managed.scrub()
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""
@@ -986,11 +813,6 @@ class Memory:
         config = self.store.config
         classes = self.class_counts()
         quality = self.quality
-        index = {**self._index.describe(), "setting": config.get("index", "exact"),
-                 "target_recall": config.get("target_recall", DEFAULT_TARGET_RECALL),
-                 "float16": bool(config.get("float16", False)),
-                 "quality": quality.to_dict() if quality else None,
-                 "warning": quality.warning() if quality else None}
         return {
             "path": str(self.path),
             "items": len(self._meta),
@@ -1000,7 +822,7 @@ class Memory:
             "encoder_id": config["encoder_id"],
             "dim": self.dim,
             "format_version": int(config.get("format_version", FORMAT_VERSION)),
-            "index": index,
+            "index": self._managed.describe(),
             "intrinsic_dim": quality.lid if quality else None,
             "defaults": self.defaults.to_dict(),
             "prototypes_per_class": int(config.get("prototypes_per_class", 1)),
@@ -1014,10 +836,3 @@ def _prototype_distances(classes: Sequence[str], similarities: np.ndarray) -> di
     """Class -> cosine distance to its nearest prototype, for the classes that have one."""
     finite = np.isfinite(similarities)
     return dict(zip(np.asarray(classes, dtype=object)[finite].tolist(), (1.0 - similarities[finite]).tolist()))
-
-
-def _check_index_options(index: str, target_recall: float) -> None:
-    if index not in INDEX_CHOICES:
-        raise InvalidInputError(f"unknown index {index!r}; choose from {', '.join(INDEX_CHOICES)}")
-    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
-        raise InvalidInputError(f"target recall must be in (0, 1], got {target_recall!r}")
