@@ -82,6 +82,7 @@ class Memory:
         self.store = store
         self._encoder: Encoder | None = None
         self._managed = ManagedIndex(store, set_config=self.set_config)
+        self._unpurged = False  # the store's log may still hold removed rows' older copies
         self._load()
 
     # ---- open / create -----------------------------------------------------------------
@@ -146,7 +147,7 @@ class Memory:
         """Save the index if it changed, purge removed bytes, and close the store."""
         try:
             self._managed.save_if_dirty()
-            if self._managed.unpurged:
+            if self._unpurged or self._managed.unpurged:
                 self.purge()
         finally:
             self.store.close()
@@ -218,6 +219,7 @@ class Memory:
         """
         self.refresh()
         self.store.vacuum()  # purges the store
+        self._unpurged = False
         self._seen_version = self.store.data_version()
         reclaimed = self._managed.compact(self._meta)
         return {"reclaimed": reclaimed, **self._index.describe()}
@@ -731,6 +733,7 @@ class Memory:
         removed = self.store.delete(targets)
         if not removed:
             return removed
+        self._unpurged = True  # the store's log still holds older copies of the rows
         if gone_vectors is not None:
             self._protos.remove(*gone_vectors)
         self._managed.remove(np.asarray(removed, dtype=np.int64))
@@ -757,6 +760,7 @@ class Memory:
         """
         self.store.purge()
         self._managed.scrub()
+        self._unpurged = False
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""

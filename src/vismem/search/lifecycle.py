@@ -48,7 +48,7 @@ class ManagedIndex:
         self.index: VectorIndex
         self.seq = 0
         self.dirty = False      # changed since it was last saved
-        self.unpurged = False   # removed items' older copies may still be in the files
+        self.unpurged = False   # the saved files may still hold removed items' vectors
 
     @property
     def directory(self) -> Path:
@@ -161,11 +161,11 @@ class ManagedIndex:
         self.dirty = self.index.persistent
 
     def remove(self, ids: np.ndarray) -> None:
-        """Forget items the caller has just deleted from the store (not yet purged)."""
-        self.unpurged = True
+        """Forget items the caller has just deleted from the store; `scrub` purges the
+        saved copies."""
         self.index.remove(ids)
         if self.index.persistent:
-            self.dirty = True
+            self.dirty = self.unpurged = True
 
     def scrub(self) -> None:
         """Zero removed items' bytes in the saved index files (the store purges its own)."""
