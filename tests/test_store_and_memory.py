@@ -112,6 +112,17 @@ def test_second_handle_sees_edits_from_another_connection(memdir):
     assert "late" in memory.class_counts()
 
 
+def test_without_auto_refresh_a_handle_reloads_only_when_told(memdir):
+    memory, vectors, ids = make(memdir)
+    pinned = Memory.open(memdir)
+    pinned.auto_refresh = False
+    memory.remove([ids[0]])
+    assert pinned.is_stale() and ids[0] in {h.id for h in pinned.search(vectors[0], k=1)[0]}
+    pinned.refresh()
+    assert not pinned.is_stale() and ids[0] not in {h.id for h in pinned.search(vectors[0], k=5)[0]}
+    pinned.close()
+
+
 def test_bad_inputs_give_clear_errors(memdir, tmp_path):
     with pytest.raises(MemoryNotFoundError, match="vismem create"):
         Memory.open(tmp_path / "nowhere")

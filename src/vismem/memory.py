@@ -76,6 +76,10 @@ class Memory:
     >>> mem = Memory.create("pets", encoder="efficientnet_lite0")   # doctest: +SKIP
     >>> mem.add_images(["photos/"])                                  # doctest: +SKIP
     >>> mem.classify(["query.jpg"])[0].label                         # doctest: +SKIP
+
+    Each call first catches up with what other processes committed to the directory.
+    Threads sharing one Memory should set `auto_refresh = False` and call `refresh()`
+    where no other thread is using it, as the HTTP service does.
     """
 
     def __init__(self, store: MemoryStore) -> None:
@@ -83,6 +87,7 @@ class Memory:
         self._encoder: Encoder | None = None
         self._managed = ManagedIndex(store, set_config=self.set_config)
         self._unpurged = False  # the store's log may still hold removed rows' older copies
+        self.auto_refresh = True  # see `_catch_up`
         self._load()
 
     # ---- open / create -----------------------------------------------------------------
@@ -189,6 +194,12 @@ class Memory:
         self._load_metadata()
         self._managed.catch_up(self._meta)
 
+    def _catch_up(self) -> None:
+        # Every call refreshes first, unless its owner refreshes at safe points itself: a
+        # server whose reader threads share this object must not reload under each other.
+        if self.auto_refresh:
+            self.refresh()
+
     # ---- the search index: its lifecycle lives in search/lifecycle.py --------------------
 
     @property
@@ -207,7 +218,7 @@ class Memory:
         target = self.store.config.get("target_recall", DEFAULT_TARGET_RECALL) \
             if target_recall is None else target_recall
         check_index_options(kind, target)
-        self.refresh()
+        self._catch_up()
         self._managed.set_kind(kind, self._meta, target_recall=target, float16=float16)
         self._seen_version = self.store.data_version()
         return self.info()["index"]
@@ -217,7 +228,7 @@ class Memory:
 
         Afterwards no file in the memory directory holds a removed vector's bytes.
         """
-        self.refresh()
+        self._catch_up()
         self.store.vacuum()  # purges the store
         self._unpurged = False
         self._seen_version = self.store.data_version()
@@ -250,7 +261,7 @@ class Memory:
 
     def prototypes(self) -> PrototypeSet:
         """The class prototypes, built on first use and updated by every edit after."""
-        self.refresh()
+        self._catch_up()
         if self._protos is None:
             ids, vectors = self.store.vectors()
             keep = np.array([self._votes(int(i)) for i in ids], dtype=bool)
@@ -280,7 +291,7 @@ class Memory:
         self._seen_version = self.store.data_version()
 
     def __len__(self) -> int:
-        self.refresh()
+        self._catch_up()
         return len(self._meta)
 
     @property
@@ -344,7 +355,7 @@ class Memory:
             check_label(label)
         for key in meta or {}:
             check_meta_key(key)  # before any image is encoded
-        self.refresh()
+        self._catch_up()
         report = AddReport()
         encoder = self.encoder
         paths = [Path(p) for p in paths]
@@ -420,7 +431,7 @@ class Memory:
         service batches encoding across requests). Duplicates are checked here, against
         the memory as it is now.
         """
-        self.refresh()
+        self._catch_up()
         if not allow_duplicates:
             prepared = [p if p.known_as is not None or p.content_hash not in self._hashes
                         else replace(p, known_as=self._hashes[p.content_hash]) for p in prepared]
@@ -489,7 +500,7 @@ class Memory:
         metas = list(metas) if metas is not None else [{}] * len(labels)
         if len(sources) != len(labels) or len(metas) != len(labels):
             raise InvalidInputError("sources and metas must have one entry per vector")
-        self.refresh()
+        self._catch_up()
         items = [NewItem(vector=v, label=l, source=s, meta=m)
                  for v, l, s, m in zip(vectors, labels, sources, metas)]
         ids = self.store.insert(items)
@@ -586,7 +597,7 @@ class Memory:
         queries = self._check_vectors(vectors)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        self.refresh()
+        self._catch_up()
         result = self._index.search(queries, int(k), allowed_ids=self._allowed(labels, sources, where))
         hits = []
         for sims, ids in zip(result.similarities, result.ids):
@@ -647,7 +658,7 @@ class Memory:
                 f"memory at {self.path} has no abstention threshold: run `vismem calibrate {self.path}` first"
             )
         queries = self._check_vectors(vectors)
-        self.refresh()
+        self._catch_up()
         if not self._meta:
             raise EmptyMemoryError(
                 f"memory at {self.path} is empty: add labelled images with `vismem add` first"
@@ -724,7 +735,7 @@ class Memory:
         chosen = sum(x is not None for x in (ids, label, source, where))
         if chosen != 1:
             raise InvalidInputError("remove needs exactly one of: ids, label, source, where")
-        self.refresh()
+        self._catch_up()
         if ids is not None:
             targets = [int(i) for i in ids]
         else:
@@ -782,7 +793,7 @@ class Memory:
         return self._update(list(ids), **change)
 
     def _update(self, ids: list[int], **change: Any) -> list[int]:
-        self.refresh()
+        self._catch_up()
         updated = self.store.update(ids, **change)
         if "label" in change:  # remember the first label, so explanations show the relabel
             history = dict(self.store.config.get("relabelled", {}))
@@ -807,13 +818,13 @@ class Memory:
     # ---- reporting -------------------------------------------------------------------
 
     def class_counts(self) -> dict[str, int]:
-        self.refresh()
+        self._catch_up()
         return dict(sorted(Counter(m[0] for m in self._meta.values()).items()))
 
     def info(self) -> dict[str, Any]:
         """What `vismem info` shows: counts, encoder, format, index (with measured recall,
         intrinsic dimension and a warning when recall is below target), disk use."""
-        self.refresh()
+        self._catch_up()
         config = self.store.config
         classes = self.class_counts()
         quality = self.quality

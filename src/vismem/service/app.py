@@ -86,6 +86,7 @@ class _MemoryService:
 
     def __init__(self, memory: Memory, settings: ServiceSettings) -> None:
         self.memory = memory
+        memory.auto_refresh = False  # readers share it: reload only under the write lock, below
         self.settings = settings
         self.lock = aiorwlock.RWLock()
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vismem")
@@ -115,7 +116,11 @@ class _MemoryService:
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self.lock.writer_lock:
-            return await self.run(fn, *args, **kwargs)
+            return await self.run(self._refreshed, fn, *args, **kwargs)
+
+    def _refreshed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.memory.refresh()  # catch up with other processes before editing
+        return fn(*args, **kwargs)
 
     def need_encoder(self) -> EncodeBatcher:
         if self.batcher is None:
