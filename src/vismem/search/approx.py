@@ -71,6 +71,10 @@ class RowIndex(VectorIndex):
                      selectivity: float) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def _search_plain(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search every row at the tuned effort (no selector): the common case."""
+        raise NotImplementedError
+
     def _storage(self):
         """The FAISS flat-codes index holding row r's vector as code r."""
         raise NotImplementedError
@@ -192,12 +196,18 @@ class RowIndex(VectorIndex):
     def search(
         self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
     ) -> SearchResult:
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            queries = queries.reshape(-1, self.dim)
         n = self._n_rows
-        if allowed_ids is None and self._n_live == n and n >= k:
-            # The common case, kept lean: no filter, no removed rows, enough items.
-            sims, rows = self._search_rows(queries, k, None, 1.0)
-            if rows.min() >= 0:
+        if allowed_ids is None and self._n_live == n >= k:
+            # The common case, kept lean (a single query costs ~100 us of FAISS work, and
+            # each numpy call here ~1 us): no filter, no removed rows, enough items.
+            sims, rows = self._search_plain(queries, k)
+            # FAISS puts missing results (-1) last in a row; a numpy min costs ~3 us, so a
+            # single query reads its one last entry instead
+            last = rows[:, -1]
+            if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
                 return SearchResult(sims, self._ids[rows])
         if allowed_ids is None:
             allowed_rows = None
@@ -416,12 +426,15 @@ class HNSWIndex(RowIndex):
         # vector is zeroed now: the removed bytes do not linger until compaction.
         self._codes()[rows] = 0
 
+    def _search_plain(self, queries, k):
+        ef = self.ef_search if self.ef_search >= k else k
+        if self._applied != ef:  # a SWIG attribute write costs as much as a small search
+            self._faiss.hnsw.efSearch = self._applied = ef
+        return _faiss_search(self._faiss, queries, k)
+
     def _search_rows(self, queries, k, selector, selectivity):
         if selector is None and selectivity == 1.0:
-            ef = max(self.ef_search, k)
-            if self._applied != ef:  # a SWIG attribute write costs as much as a small search
-                self._faiss.hnsw.efSearch = self._applied = ef
-            return self._faiss.search(queries, k)
+            return self._search_plain(queries, k)
         params = faiss.SearchParametersHNSW()
         # A filter hides part of the graph; widen the beam so k matches are still found.
         params.efSearch = int(min(max(self.ef_search, k) / max(selectivity, 0.05), 4096))
@@ -533,18 +546,22 @@ class IVFPQIndex(RowIndex):
         if self._ivf is not None:  # PQ codes leave the lists at once (no tombstone there)
             self._ivf.remove_ids(faiss.IDSelectorArray(rows))
 
+    def _search_plain(self, queries, k):
+        if self._ivf is None:
+            return _faiss_search(self._sq, queries, k)
+        # the plain case sets the index's own fields: no per-call parameter objects
+        if self._applied != (self.nprobe, self.k_factor):
+            self._ivf.nprobe, self._faiss.k_factor = self._applied = (self.nprobe, self.k_factor)
+        return _faiss_search(self._faiss, queries, k)
+
     def _search_rows(self, queries, k, selector, selectivity):
+        if selector is None and selectivity == 1.0:
+            return self._search_plain(queries, k)
         if self._ivf is None:
             params = faiss.SearchParameters()
-            if selector is not None:
-                params.sel = selector
+            params.sel = selector
             return self._sq.search(queries, k, params=params)
         nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
-        if selector is None and nprobe == self.nprobe:
-            # the plain case sets the index's own fields: no per-call parameter objects
-            if self._applied != (nprobe, self.k_factor):
-                self._ivf.nprobe, self._faiss.k_factor = self._applied = (nprobe, self.k_factor)
-            return self._faiss.search(queries, k)
         ivf_params = faiss.SearchParametersIVF()
         ivf_params.nprobe = nprobe
         if selector is not None:
@@ -574,6 +591,17 @@ class IVFPQIndex(RowIndex):
             self._sq = self._faiss = loaded
         if self._sq.ntotal != meta["rows"]:
             raise ValueError("row count does not match")
+
+
+def _faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search(queries, k)` through FAISS's C entry point. FAISS's Python wrapper
+    would re-check and re-convert the queries `RowIndex.search` has just checked (float32,
+    C-contiguous, (n, dim)); for a single query that repeated work is a few percent."""
+    n = len(queries)
+    sims = np.empty((n, k), dtype=np.float32)
+    rows = np.empty((n, k), dtype=np.int64)
+    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows))
+    return sims, rows
 
 
 def _reserve(vector, size: int) -> None:
