@@ -11,6 +11,10 @@ build peak RSS < 2x the index size).
     python benchmarks/search.py --backends exact hnsw hnsw-fp16 ivfpq
     python benchmarks/search.py --n 100000 --dims 512 1280
     python benchmarks/search.py --json results.jsonl # also write one JSON line per row
+    nice -n 19 python benchmarks/search.py --n 1000000 --intrinsic 8 --backends ivfpq hnsw \
+        --no-bare-build --json 1m.jsonl              # 1M vectors: about 6 GB of RAM
+
+Progress of each phase goes to stderr.
 
 Synthetic unit vectors: `intrinsic=8` lies on a random 8-dimensional subspace (plus
 1% noise), like real embeddings; `full` is isotropic Gaussian, the worst case.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +36,7 @@ import numpy as np
 
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
-from vismem.search.approx import new_ivfpq, training_sample
+from vismem.search.approx import new_ivfpq, release_freed_memory, training_sample
 from vismem.search.quality import recall_at_k
 
 K = 10
@@ -56,10 +61,14 @@ def rss_bytes() -> int:
 
 
 class PeakRSS:
-    """Peak resident memory above the level at entry, sampled every 5 ms."""
+    """Peak resident memory above the level at entry, sampled every 5 ms.
+
+    Freed heap is handed back to the OS first: otherwise the measured code could reuse
+    memory freed by earlier steps without its RSS rising, and its peak would read low."""
 
     def __enter__(self):
         gc.collect()
+        release_freed_memory()
         self.base = self.peak = rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -143,6 +152,11 @@ def bare_search(kind: str, b, value):
     return lambda q: b.search(q, K)
 
 
+def progress(message: str) -> None:
+    """A phase finished (stderr, so long runs can be followed without touching stdout)."""
+    print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 def bare_bytes(b) -> int:
     return len(faiss.serialize_index(b))
 
@@ -154,7 +168,8 @@ def truth_for(base: np.ndarray, ids: np.ndarray, queries: np.ndarray) -> np.ndar
 
 # ---- one configuration -----------------------------------------------------------------
 
-def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) -> dict:
+def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float, *,
+                bare_build: bool = True, compact: bool = True) -> dict:
     n, dim = x.shape
     ids = np.arange(1, n + 1, dtype=np.int64)
     truth = truth_for(x, ids, queries)
@@ -166,6 +181,7 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
             index.add(ids[start : start + 10_000], x[start : start + 10_000])
     row |= {"build_s": build.seconds, "build_peak_mb": build.extra / 2**20,
             "index_mb": index.nbytes() / 2**20, "bytes_per_vector": index.nbytes() / n}
+    progress(f"{kind} {dim}-d: built in {build.seconds:.1f} s")
 
     # the least effort reaching the target recall, on held-out queries
     values = getattr(index, "tune_values", (None,))
@@ -176,27 +192,35 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
         if recall >= target:
             break
     row |= {"param": value, "recall": recall}
+    progress(f"{kind} {dim}-d: tuned to {value}, recall {recall:.3f}")
 
-    # bare FAISS: same vectors, same parameters
-    b = bare(kind, index, dim)
-    with PeakRSS() as bare_build:
-        if kind == "ivfpq":
-            b.train(x[training_sample(n, index.nlist)])
-        for start in range(0, n, 10_000):
-            b.add(x[start : start + 10_000])
+    # bare FAISS: same vectors, same parameters (the exact backend always needs it: it is
+    # what the search is compared with)
+    b = bare(kind, index, dim) if bare_build or kind == "exact" else None
+    if b is not None:
+        with PeakRSS() as built:
+            if kind == "ivfpq":
+                b.train(x[training_sample(n, index.nlist)])
+            for start in range(0, n, 10_000):
+                b.add(x[start : start + 10_000])
+        row |= {"bare_build_s": built.seconds, "bare_build_peak_mb": built.extra / 2**20,
+                "bare_bytes_per_vector": bare_bytes(b) / n}
+        progress(f"{kind} {dim}-d: bare FAISS built in {built.seconds:.1f} s")
+    else:
+        row |= {"bare_build_s": None, "bare_build_peak_mb": None, "bare_bytes_per_vector": None}
     # Search overhead is measured against the very FAISS object vismem wraps (HNSW graphs
     # built on several threads differ run to run, which would swamp a 10% comparison);
     # the separately built bare index gives build time, build memory and size.
     same = b if kind == "exact" else index._faiss
     search = bare_search(kind, same, value)
-    bare_recall = recall_at_k(ids[np.maximum(search(queries)[1], 0)], truth)
-    row |= {"bare_build_s": bare_build.seconds, "bare_build_peak_mb": bare_build.extra / 2**20,
-            "bare_bytes_per_vector": bare_bytes(b) / n, "bare_recall": bare_recall}
+    row["bare_recall"] = recall_at_k(ids[np.maximum(search(queries)[1], 0)], truth)
     ours_search = lambda q: index.search(q, K)  # noqa: E731
     row["qps"], row["bare_qps"] = paired_qps(ours_search, search, queries, single=False)
     row["qps_single"], row["bare_qps_single"] = paired_qps(ours_search, search, queries, single=True)
     row["overhead"] = row["bare_qps"] / row["qps"]
     row["overhead_single"] = row["bare_qps_single"] / row["qps_single"]
+    progress(f"{kind} {dim}-d: search overhead {row['overhead']:.2f}x batched, "
+             f"{row['overhead_single']:.2f}x single")
 
     # delete 30%, one item at a time
     rng = np.random.default_rng(1)
@@ -212,7 +236,8 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
     assert not np.isin(found, doomed).any(), "a deleted item was returned"
     row |= {"delete_us_median": np.median(latencies) * 1e6, "delete_us_p99": np.quantile(latencies, 0.99) * 1e6,
             "recall_after_delete": recall_at_k(found, live_truth)}
-    if kind == "ivfpq":  # bare IVF removes by id natively; time it on the same items
+    progress(f"{kind} {dim}-d: 30% deleted, recall {row['recall_after_delete']:.3f}")
+    if kind == "ivfpq" and b is not None:  # bare IVF removes by id natively; time it on the same items
         ivf = faiss.downcast_index(b.base_index)
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         sample = doomed[:1000]
@@ -220,11 +245,14 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float) ->
         for item in sample:
             ivf.remove_ids(faiss.IDSelectorArray(np.array([item - 1], dtype=np.int64)))
         row["bare_delete_us_median"] = (time.perf_counter() - t) / len(sample) * 1e6
-    t = time.perf_counter()
-    index.compact()
-    row["compact_s"] = time.perf_counter() - t
-    row["recall_after_compact"] = recall_at_k(index.search(queries, K).ids, live_truth)
-    row["bytes_per_vector_after_compact"] = index.nbytes() / len(keep)
+    row |= {"compact_s": None, "recall_after_compact": None, "bytes_per_vector_after_compact": None}
+    if compact:
+        t = time.perf_counter()
+        index.compact()
+        row["compact_s"] = time.perf_counter() - t
+        row["recall_after_compact"] = recall_at_k(index.search(queries, K).ids, live_truth)
+        row["bytes_per_vector_after_compact"] = index.nbytes() / len(keep)
+        progress(f"{kind} {dim}-d: compacted in {row['compact_s']:.1f} s")
     del index, b
     gc.collect()
     return row
@@ -280,6 +308,10 @@ def memory_delete_latency(dim: int, n: int = 2000, deletes: int = 50) -> dict:
     return out
 
 
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="items per configuration")
@@ -293,6 +325,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also append one JSON line per row here")
     parser.add_argument("--hnswlib", action="store_true",
                         help="also compare FAISS HNSW with hnswlib (pip install hnswlib)")
+    parser.add_argument("--no-bare-build", action="store_true",
+                        help="do not build a second, bare FAISS index (its build time, build peak "
+                             "and size are then not reported; search overhead is still measured "
+                             "against the FAISS object vismem wraps): for large N")
+    parser.add_argument("--no-compact", action="store_true",
+                        help="skip compaction after the 30%% deletions (rec-cmp not reported)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
@@ -310,16 +348,19 @@ def main() -> None:
             data = make_data(args.n + args.queries, dim, lid)
             x, queries = data[: args.n], data[args.n :]
             for kind in args.backends:
-                r = run_backend(kind, x, queries, args.target)
+                r = run_backend(kind, x, queries, args.target, bare_build=not args.no_bare_build,
+                                compact=not args.no_compact)
                 r |= {"dim": dim, "intrinsic": intrinsic, "n": args.n}
+                bare_ratio = r["build_s"] / r["bare_build_s"] if r["bare_build_s"] else None
                 print(f"{dim:>4} {intrinsic:>4} {kind:<9} {r['build_s']:>8.1f} "
-                      f"{r['build_s'] / r['bare_build_s']:>5.2f} {r['build_peak_mb']:>8.0f} "
+                      f"{_num(bare_ratio, 5, 2)} {r['build_peak_mb']:>8.0f} "
                       f"{r['index_mb']:>7.0f} {r['bytes_per_vector']:>6.0f} "
-                      f"{r['bare_bytes_per_vector']:>6.0f} {str(r['param']).replace(' ', ''):>7} {r['recall']:>6.3f} "
+                      f"{_num(r['bare_bytes_per_vector'], 6, 0)} {str(r['param']).replace(' ', ''):>7} "
+                      f"{r['recall']:>6.3f} "
                       f"{r['qps']:>7.0f} {r['bare_qps']:>7.0f} {r['overhead']:>5.2f} "
                       f"{r['qps_single']:>6.0f} {r['bare_qps_single']:>6.0f} {r['overhead_single']:>5.2f} "
                       f"{r['delete_us_median']:>6.1f} {r['recall_after_delete']:>7.3f} "
-                      f"{r['compact_s']:>6.1f}s {r['recall_after_compact']:>7.3f}", flush=True)
+                      f"{_num(r['compact_s'], 6, 1)}s {_num(r['recall_after_compact'], 7, 3)}", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r, default=float) + "\n")
@@ -330,9 +371,10 @@ def main() -> None:
                     failures.append(f"{tag}: single-query overhead {r['overhead_single']:.2f}x > 1.1x")
                 if r["recall"] < args.target:
                     failures.append(f"{tag}: target recall not reached ({r['recall']:.3f})")
-                if min(r["recall_after_delete"], r["recall_after_compact"]) < args.target:
+                after = [v for v in (r["recall_after_delete"], r["recall_after_compact"]) if v is not None]
+                if min(after) < args.target:
                     failures.append(f"{tag}: recall after 30% deletions {r['recall_after_delete']:.3f}"
-                                    f" / after compaction {r['recall_after_compact']:.3f} < target")
+                                    f" / after compaction {_num(r['recall_after_compact'], 0, 3)} < target")
                 if r["build_peak_mb"] >= 2 * r["index_mb"]:
                     failures.append(f"{tag}: build peak {r['build_peak_mb']:.0f} MB >= 2x index "
                                     f"{r['index_mb']:.0f} MB")

@@ -372,3 +372,39 @@ def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypat
     assert not (path / "index").exists()
     with Memory.open(path) as memory:
         assert memory.info()["index"]["type"] == "exact"
+
+
+# ---- memory while building ----------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: HNSWIndex(DIM), small_ivfpq])
+def test_reserve_keeps_the_vector_buffer_in_place(make):
+    """With the final size known (build from the store, compaction), growing never
+    reallocates the vector buffer, and the index answers as one grown without it."""
+    x = low_dim_vectors(1500)
+    ids = np.arange(1, 1501, dtype=np.int64)
+    reserved, grown = make(), make()
+    reserved.reserve(1500)
+    where = reserved._storage().codes.data()
+    for start in range(0, 1500, 100):
+        reserved.add(ids[start : start + 100], x[start : start + 100])
+        grown.add(ids[start : start + 100], x[start : start + 100])
+    assert reserved._storage().codes.data() == where
+    assert np.array_equal(reserved._codes(), grown._codes())
+    queries = low_dim_vectors(20, seed=3)
+    if isinstance(grown, IVFPQIndex):  # same trained quantisers, so the same answers
+        assert np.array_equal(reserved.search(queries, 10).ids, grown.search(queries, 10).ids)
+    reserved.remove(ids[:400])
+    reserved.compact()  # reserves its fresh index
+    assert len(reserved) == 1100 and reserved._codes().shape[0] == 1100
+    assert not np.isin(reserved.search(queries, 10).ids, ids[:400]).any()
+
+
+def test_replayed_adds_are_skipped_without_copying_the_batch():
+    x = low_dim_vectors(300)
+    ids = np.arange(1, 301, dtype=np.int64)
+    index = HNSWIndex(DIM)
+    index.add(ids[:200], x[:200])
+    index.add(ids[100:], x[100:])  # 100 already known (an edit-log replay), 100 new
+    assert len(index) == 300 and index.n_rows == 300
+    assert np.array_equal(index.live_ids(), ids)
+    assert np.allclose(index._vectors(np.arange(300)), x, atol=1e-6)
