@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
 from vismem.search.approx import new_ivfpq, release_freed_memory, training_sample
 from vismem.search.quality import recall_at_k
@@ -291,23 +289,6 @@ def hnsw_libraries(x: np.ndarray, queries: np.ndarray, target: float, threads: i
     return lines
 
 
-def memory_delete_latency(dim: int, n: int = 2000, deletes: int = 50) -> dict:
-    """End-to-end `Memory.remove` of one item (durable SQLite commit, purge, index scrub)."""
-    x = make_data(n, dim, 8, seed=5)
-    out = {}
-    for kind in ("exact", "hnsw"):
-        with tempfile.TemporaryDirectory() as tmp:
-            with Memory.create(Path(tmp) / "m", encoder=None, dim=dim, index=kind) as memory:
-                ids = memory.add_vectors(x, ["a"] * n)
-                times = []
-                for item in ids[:deletes]:
-                    t = time.perf_counter()
-                    memory.remove([item])
-                    times.append(time.perf_counter() - t)
-            out[kind] = float(np.median(times) * 1e3)
-    return out
-
-
 def _num(value: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
@@ -385,9 +366,8 @@ def main() -> None:
             data = make_data(args.n + args.queries, args.dims[0], None if intrinsic == "full" else int(intrinsic))
             print(f"HNSW libraries, {args.dims[0]}-d, intrinsic {intrinsic}:")
             print("\n".join(hnsw_libraries(data[: args.n], data[args.n :], args.target, args.threads)))
-    latency = memory_delete_latency(args.dims[0])
-    print("Memory.remove of one item (durable commit + purge), median ms: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in latency.items()))
+    print("(per-item delete here is the index's part; `python benchmarks/delete.py` times "
+          "Memory.remove end to end)")
     print("goals: " + ("all met" if not failures else f"{len(failures)} missed"))
     for failure in failures:
         print("  missed:", failure)

@@ -61,6 +61,30 @@ def test_recall_against_exact_at_small_n(make):
     assert recall >= 0.9, recall
 
 
+def test_ivfpq_re_clusters_as_it_grows_and_keeps_removals(caplog):
+    x = low_dim_vectors(4000, seed=11)
+    ids = np.arange(1, 4001, dtype=np.int64)
+    index, exact = IVFPQIndex(DIM, train_min=300), ExactIndex(DIM)
+    index.add(ids[:400], x[:400])
+    first = index.nlist
+    index.remove(ids[:50])  # removed before re-clustering: must stay out after it
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        for start in range(400, 4000, 400):
+            index.add(ids[start : start + 400], x[start : start + 400])
+    assert "re-clustering the IVF-PQ index" in caplog.text
+    assert index.nlist >= 4 * first and index.params["auto_nlist"]
+    exact.add(ids[50:], x[50:])
+    queries = low_dim_vectors(100, seed=12)
+    index.set_param((16, 16))  # as tuning would (m=2 PQ codes at this DIM need re-ranking)
+    found = index.search(queries, 10).ids
+    assert not np.isin(found, ids[:50]).any()
+    truth = exact.search(queries, 10).ids
+    assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]) >= 0.9
+    fixed = IVFPQIndex(DIM, nlist=8, train_min=300)
+    fixed.add(ids, x)
+    assert fixed.nlist == 8  # a given nlist is kept
+
+
 def test_memory_measures_and_tunes_recall(tmp_path):
     x = low_dim_vectors(1500)
     with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="hnsw",
