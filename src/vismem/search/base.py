@@ -62,6 +62,10 @@ class VectorIndex(ABC):
     def missing(self, item_id: int) -> bool:
         """True if the id was never added (removed ids count as present)."""
 
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` items in all when that is known ahead (a build from the
+        store): growing to it then never holds an outgrown copy beside the new one."""
+
     def scrub_saved(self, directory) -> None:
         """Zero removed items' bytes in the saved files (indexes that save them)."""
 

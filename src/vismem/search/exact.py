@@ -28,12 +28,19 @@ class ExactIndex(VectorIndex):
     def nbytes(self) -> int:
         return len(self) * (self.dim * 4 + 8)
 
+    def reserve(self, rows: int) -> None:
+        if rows > len(self._ids):
+            self._resize(rows)
+
     def _grow(self, needed: int) -> None:
         capacity = len(self._ids)
         if needed <= capacity:
             return
         while capacity < needed:
             capacity *= 2
+        self._resize(capacity)
+
+    def _resize(self, capacity: int) -> None:
         matrix = np.empty((capacity, self.dim), dtype=np.float32)
         ids = np.empty(capacity, dtype=np.int64)
         n = len(self)

@@ -114,6 +114,7 @@ class ManagedIndex:
     def _build(self, kind: str) -> None:
         self.seq = self.store.last_edit()
         self.index = make_index(kind, self.store.dim, **self._params(kind))
+        self.index.reserve(self.store.count())
         for ids, vectors in self.store.vector_chunks():
             self.index.add(ids, vectors)
 
