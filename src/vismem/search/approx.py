@@ -11,7 +11,7 @@ whether the row is live. That gives:
 - growth without rebuild: new rows are appended (HNSW inserts into the graph; IVF-PQ
   encodes into its trained lists, and re-clusters only when the number of lists it
   should have, about sqrt(N), has doubled: after 4x growth, so each vector is encoded
-  about 1.3 times in all);
+  1.3 to 2.3 times in all);
 - compaction: when dead rows pass `COMPACT_FRACTION`, the live rows are rebuilt into a
   fresh index, freeing the memory the dead ones held.
 
