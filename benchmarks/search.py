@@ -12,7 +12,7 @@ build peak RSS < 2x the index size).
     python benchmarks/search.py --n 100000 --dims 512 1280
     python benchmarks/search.py --json results.jsonl # also write one JSON line per row
     nice -n 19 python benchmarks/search.py --n 1000000 --intrinsic 8 --backends ivfpq hnsw \
-        --no-bare-build --json 1m.jsonl              # 1M vectors: about 6 GB of RAM
+        --no-bare-build --json 1m.jsonl              # 1M vectors: 6-7 GB of RAM, ~30 min
 
 Progress of each phase goes to stderr.
 
