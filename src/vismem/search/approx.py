@@ -38,9 +38,8 @@ from .base import MISSING_ID, SearchResult, VectorIndex, pad_result
 COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
 BRUTE_FORCE_MAX = 4096   # a filter this selective is served by exact search over its rows
 # FAISS encodes PQ through an (n, m, 256) float table: 8192 rows at m=32 is 268 MB for a
-# moment. Adding 1024 rows at a time keeps that spike to 32 MB. Smaller chunks did not
-# lower the measured build peak (FAISS doubling its code buffer sets it) but made adds
-# 3x slower on busy cores: each chunk is another OpenMP parallel region.
+# moment. Adding 1024 rows at a time keeps that spike to 32 MB; smaller chunks did not
+# lower the measured build peak, which FAISS doubling its code buffer sets.
 PQ_ADD_CHUNK = 1024
 # Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
 RELEASE_AFTER_ROWS = 1024
