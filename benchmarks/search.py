@@ -341,7 +341,7 @@ def main() -> None:
                       f"{r['qps']:>7.0f} {r['bare_qps']:>7.0f} {r['overhead']:>5.2f} "
                       f"{r['qps_single']:>6.0f} {r['bare_qps_single']:>6.0f} {r['overhead_single']:>5.2f} "
                       f"{r['delete_us_median']:>6.1f} {r['recall_after_delete']:>7.3f} "
-                      f"{_num(r['compact_s'], 6, 1)}s {_num(r['recall_after_compact'], 7, 3)}", flush=True)
+                      f"{_num(r['compact_s'], 6, 1)}{'s' if r['compact_s'] is not None else ' '} {_num(r['recall_after_compact'], 7, 3)}", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(r, default=float) + "\n")
