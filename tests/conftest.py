@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,13 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and result.returncode != 0:
         raise AssertionError(f"vismem {args} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def json_lines(result: subprocess.CompletedProcess) -> list:
+    """The JSON objects a `--json` command printed, one per stdout line (at least one)."""
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines, result.stderr
+    return lines
 
 
 @pytest.fixture

@@ -1,18 +1,11 @@
 """The CLI contract other tools script against, run as real subprocesses on real images."""
 
-import json
-
 import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import json_lines
 from test_images import write_bad_files
-
-
-def json_lines(result):
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines, result.stderr
-    return lines
 
 
 @pytest.fixture(scope="module")

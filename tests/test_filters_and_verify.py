@@ -1,13 +1,8 @@
 """Metadata filters from the CLI, and `remove --verify`: the removed bytes, searched for in every file."""
 
-import json
-
+from conftest import json_lines
 from vismem import Memory
 from vismem.remnants import find_remnants, fingerprints
-
-
-def json_lines(result):
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def test_cli_meta_where_search_classify_and_verified_removal(tmp_path, digit_folders, cli):

@@ -116,12 +116,17 @@ def shot_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def open_with_token(page, address: str) -> None:
+    """Open a page of the service and enter the edit token, as a user does."""
+    page.goto(address)
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+
+
 def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_path):
     url, memory = server
     expect = pytest.importorskip("playwright.sync_api").expect
-    page.goto(url + "/")
-    page.fill("#token", TOKEN)
-    page.dispatch_event("#token", "change")
+    open_with_token(page, url + "/")
     page.set_input_files("#file", str(photos / "query-cat.jpg"))
 
     expect(page.locator("#label")).to_have_text("coffee")  # two coffees outvote one cat
@@ -163,9 +168,7 @@ def test_edit_without_token_says_so(server, page, photos):
 def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):
     url, memory = server
     expect = pytest.importorskip("playwright.sync_api").expect
-    page.goto(url + "/browse")
-    page.fill("#token", TOKEN)
-    page.dispatch_event("#token", "change")
+    open_with_token(page, url + "/browse")
     expect(page.locator("#labels button")).to_have_count(2)
     expect(page.locator("#labels button[data-label='coffee']")).to_have_text("coffee · 2")
 
