@@ -34,8 +34,9 @@ import faiss
 import numpy as np
 
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
-from vismem.search.approx import new_ivfpq, release_freed_memory, training_sample
+from vismem.search.ivfpq import new_ivfpq, training_sample
 from vismem.search.quality import recall_at_k
+from vismem.search.runtime import release_freed_memory
 
 K = 10
 
@@ -212,7 +213,7 @@ def run_backend(kind: str, x: np.ndarray, queries: np.ndarray, target: float, *,
     same = b if kind == "exact" else index._faiss
     search = bare_search(kind, same, value)
     row["bare_recall"] = recall_at_k(ids[np.maximum(search(queries)[1], 0)], truth)
-    ours_search = lambda q: index.search(q, K)  # noqa: E731
+    ours_search = lambda q: index.search(q, K)
     row["qps"], row["bare_qps"] = paired_qps(ours_search, search, queries, single=False)
     row["qps_single"], row["bare_qps_single"] = paired_qps(ours_search, search, queries, single=True)
     row["overhead"] = row["bare_qps"] / row["qps"]

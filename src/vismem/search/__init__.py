@@ -1,10 +1,24 @@
-"""Search backends behind one interface (`VectorIndex`): the memory never knows which."""
+"""Search backends behind one interface (`VectorIndex`): the memory never knows which.
+
+    base.py      the contract: SearchResult, VectorIndex
+    exact.py     exact search (FAISS BLAS kNN over a matrix)
+    rows.py      RowIndex: rows, deletion, filtered search and compaction of FAISS indexes
+    hnsw.py      HNSW graph
+    ivfpq.py     IVF-PQ with float16 re-ranking
+    saved.py     the saved files of an index: format, checksums, in-place scrubbing
+    runtime.py   process-wide FAISS thread and C-heap settings
+    quality.py   recall against exact search, intrinsic dimension, tuning
+    lifecycle.py ManagedIndex: an index kept in step with its store
+"""
 
 from typing import Any
 
-from .approx import HNSWIndex, IndexFileError, IVFPQIndex, RowIndex
 from .base import MISSING_ID, SearchResult, VectorIndex
 from .exact import ExactIndex
+from .hnsw import HNSWIndex
+from .ivfpq import IVFPQIndex
+from .rows import RowIndex
+from .saved import IndexFileError
 
 INDEX_TYPES: dict[str, type[VectorIndex]] = {
     ExactIndex.kind: ExactIndex,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -1,0 +1,308 @@
+"""`RowIndex`: what FAISS indexes in vismem share: rows, deletion, filtered search,
+compaction and their saved files.
+
+Both FAISS backends (hnsw.py, ivfpq.py) keep FAISS rows 0..n-1 in the order items were
+added, plus two arrays: the item id of each row (ascending, because the store hands out
+ids in increasing order) and whether the row is live. That gives:
+
+- deletion in O(1): the row is marked dead and its vector bytes are zeroed at once, in
+  RAM and in the saved files; searches skip dead rows with a FAISS ID selector, so a
+  removed item is never returned, and the result is refilled exactly if a row comes back
+  short, so a query still gets k live items whenever k exist;
+- growth without rebuild: new rows are appended;
+- compaction: when dead rows pass `COMPACT_FRACTION`, the live rows are rebuilt into a
+  fresh index, freeing the memory the dead ones held.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+
+from . import saved
+from .base import MISSING_ID, SearchResult, VectorIndex, pad_result
+from .runtime import release_freed_memory
+from .saved import IndexFileError
+
+COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
+BRUTE_FORCE_MAX = 4096   # a filter this selective is served by exact search over its rows
+# Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
+RELEASE_AFTER_ROWS = 1024
+
+
+class RowIndex(VectorIndex):
+    """Shared row bookkeeping, deletion, filtering and persistence for FAISS indexes."""
+
+    persistent: ClassVar[bool] = True
+    tune_param: ClassVar[str]
+    tune_values: ClassVar[tuple[Any, ...]]
+    _faiss: Any  # the FAISS object that is saved
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self._ids = np.empty(1024, dtype=np.int64)
+        self._live = np.zeros(1024, dtype=bool)
+        self._n_rows = 0
+        self._n_live = 0
+        self._saved: saved.SavedLayout | None = None  # layout of the files last written
+        self._dead_since_save: list[int] = []
+
+    # ---- backend hooks ---------------------------------------------------------------
+
+    def _add_rows(self, vectors: np.ndarray, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _search_rows(self, queries: np.ndarray, k: int, selector: Any,
+                     selectivity: float) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _search_plain(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search every row at the tuned effort (no selector): the common case."""
+        raise NotImplementedError
+
+    def _storage(self):
+        """The FAISS flat-codes index holding row r's vector as code r."""
+        raise NotImplementedError
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        """Zero (or drop) the stored bytes of dead rows."""
+        raise NotImplementedError
+
+    def _empty_like(self) -> RowIndex:
+        raise NotImplementedError
+
+    def _restore(self, blob: bytes, meta: dict) -> None:
+        """Take the FAISS object from a saved blob."""
+        raise NotImplementedError
+
+    @property
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_param(self, value: Any) -> None:
+        setattr(self, self.tune_param, int(value))
+
+    # ---- stored vectors --------------------------------------------------------------
+
+    def _codes(self) -> np.ndarray:
+        """A writable uint8 (rows, code_size) view of the stored vectors."""
+        storage = self._storage()
+        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
+        return flat.reshape(-1, storage.code_size)
+
+    def _vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of rows, as stored (exact for float32 storage)."""
+        return self._storage().sa_decode(np.ascontiguousarray(self._codes()[rows]))
+
+    def reserve(self, rows: int) -> None:
+        """Size the growable buffers for `rows` rows in all, when that is known ahead (a
+        build from the store, compaction): growing to it then never doubles a buffer, which
+        would hold the old and new copies at once."""
+        if rows > len(self._ids):
+            self._ids = np.resize(self._ids, rows)
+            self._live = np.resize(self._live, rows)
+        reserve_bytes(self._storage().codes, rows * self._storage().code_size)
+
+    # ---- bookkeeping -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._n_live
+
+    @property
+    def n_rows(self) -> int:
+        return self._n_rows
+
+    @property
+    def tombstones(self) -> int:
+        return self._n_rows - self._n_live
+
+    def needs_compaction(self) -> bool:
+        return self.tombstones > COMPACT_FRACTION * max(self._n_rows, 1)
+
+    def missing(self, item_id: int) -> bool:
+        # Ids arrive in increasing order, so anything at or below the last row is known.
+        return self._n_rows == 0 or int(item_id) > int(self._ids[self._n_rows - 1])
+
+    def live_ids(self) -> np.ndarray:
+        n = self._n_rows
+        return self._ids[:n][self._live[:n]]
+
+    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of the given item ids that are live (unknown or dead ids are dropped)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        n = self._n_rows
+        if n == 0 or len(ids) == 0:
+            return np.empty(0, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(self._ids[:n], ids), n - 1)
+        ok = (self._ids[rows] == ids) & self._live[rows]
+        return rows[ok]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if np.any(np.diff(ids) <= 0):
+            raise ValueError("ids must be added in increasing order (as the store assigns them)")
+        n = self._n_rows
+        if n:  # catching up from the edit log may replay adds the index already holds
+            known = int(np.searchsorted(ids, self._ids[n - 1], side="right"))
+            ids, vectors = ids[known:], vectors[known:]  # views: no copy of the batch
+        if len(ids) == 0:
+            return
+        m = len(ids)
+        if n + m > len(self._ids):
+            capacity = max(len(self._ids) * 2, n + m)
+            self._ids = np.resize(self._ids, capacity)
+            self._live = np.resize(self._live, capacity)
+        rows = np.arange(n, n + m, dtype=np.int64)
+        self._add_rows(vectors, rows)
+        self._ids[n : n + m] = ids
+        self._live[n : n + m] = True
+        self._n_rows += m
+        self._n_live += m
+        if m >= RELEASE_AFTER_ROWS:
+            release_freed_memory()
+
+    def remove(self, ids: np.ndarray) -> None:
+        rows = self._rows_of(ids)
+        if len(rows) == 0:
+            return
+        self._live[rows] = False
+        self._n_live -= len(rows)
+        self._forget_rows(rows)
+        self._dead_since_save += rows.tolist()
+
+    def compact(self) -> None:
+        """Rebuild from the live rows only: dead rows' memory is freed and rows renumbered."""
+        live_rows = np.flatnonzero(self._live[: self._n_rows])
+        fresh = self._empty_like()
+        fresh.reserve(len(live_rows))
+        for start in range(0, len(live_rows), 65536):  # bounded extra memory while rebuilding
+            chunk = live_rows[start : start + 65536]
+            fresh.add(self._ids[chunk], self._vectors(chunk))
+        self.__dict__.update(fresh.__dict__)  # the saved files are stale now: save next
+        release_freed_memory()
+
+    # ---- search ----------------------------------------------------------------------
+
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+    ) -> SearchResult:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            queries = queries.reshape(-1, self.dim)
+        n = self._n_rows
+        if allowed_ids is None and self._n_live == n >= k:
+            # The common case, kept lean (a single query costs ~100 us of FAISS work, and
+            # each numpy call here ~1 us): no filter, no removed rows, enough items.
+            sims, rows = self._search_plain(queries, k)
+            # FAISS puts missing results (-1) last in a row; a numpy min costs ~3 us, so a
+            # single query reads its one last entry instead
+            last = rows[:, -1]
+            if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
+                return SearchResult(sims, self._ids[rows])
+        if allowed_ids is None:
+            allowed_rows = None
+            n_allowed = self._n_live
+        else:
+            allowed_rows = self._rows_of(np.unique(np.asarray(allowed_ids, dtype=np.int64)))
+            n_allowed = len(allowed_rows)
+        want = min(k, n_allowed)
+        if want == 0:
+            return pad_result(np.empty((len(queries), 0), np.float32),
+                              np.empty((len(queries), 0), np.int64), k)
+        if allowed_rows is not None and n_allowed <= BRUTE_FORCE_MAX:
+            sims, rows = self._exact_rows(queries, want, allowed_rows)
+        else:
+            if allowed_rows is not None:
+                mask = np.zeros(n, dtype=bool)
+                mask[allowed_rows] = True
+            else:
+                mask = self._live[:n] if self.tombstones else None
+            bits = np.packbits(mask, bitorder="little") if mask is not None else None
+            selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)) if bits is not None else None
+            sims, rows = self._search_rows(queries, want, selector, n_allowed / n)
+            del selector, bits
+            short = np.flatnonzero((rows >= 0).sum(axis=1) < want)
+            if len(short):  # a graph walk that found too few: refill those rows exactly
+                pool = allowed_rows if allowed_rows is not None else np.flatnonzero(self._live[:n])
+                sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
+        ids = np.where(rows >= 0, self._ids[np.maximum(rows, 0)], MISSING_ID)
+        return pad_result(sims.astype(np.float32), ids, k)
+
+    def _exact_rows(self, queries: np.ndarray, k: int, rows: np.ndarray):
+        sims, found = faiss.knn(queries, self._vectors(rows), k, metric=faiss.METRIC_INNER_PRODUCT)
+        return sims, np.where(found >= 0, rows[np.maximum(found, 0)], -1)
+
+    # ---- reporting -------------------------------------------------------------------
+
+    def bytes_per_vector(self) -> float:
+        return self.nbytes() / max(self._n_live, 1)
+
+    def describe(self) -> dict:
+        return {
+            "type": self.kind,
+            "size": len(self),
+            "rows": self._n_rows,
+            "tombstones": self.tombstones,
+            "bytes": self.nbytes(),
+            "bytes_per_vector": round(self.bytes_per_vector(), 1),
+            "params": self.params,
+        }
+
+    # ---- saved files (format: saved.py) ----------------------------------------------
+
+    def save(self, directory: Path, extra: dict[str, Any]) -> None:
+        """Write the index to `directory` (crash-safe: meta.json is written last)."""
+        n = self._n_rows
+        self._saved = saved.write(
+            directory, blob=faiss.serialize_index(self._faiss).tobytes(), codes=self._codes(),
+            ids=self._ids[:n], live=self._live[:n],
+            meta={"kind": self.kind, "dim": self.dim, "params": self.params,
+                  "live": self._n_live, **extra})
+        self._dead_since_save = []
+
+    def scrub_saved(self, directory: Path) -> None:
+        """Zero, in the saved files, the bytes of rows removed since the last save."""
+        if self._saved is not None and self._dead_since_save:
+            saved.scrub(directory, self._saved, np.asarray(self._dead_since_save, dtype=np.int64))
+        self._dead_since_save = []
+
+    @classmethod
+    def load(cls, directory: Path, dim: int) -> tuple[RowIndex, dict]:
+        """Read a saved index; raises IndexFileError if it is missing or damaged."""
+        found = saved.read(directory, kind=cls.kind, dim=dim)
+        try:
+            index = cls(dim, **found.meta["params"])
+            index._restore(found.blob, found.meta)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise IndexFileError(f"index data is damaged: {exc}") from exc
+        index._ids, index._live = found.ids, found.live
+        index._n_rows, index._n_live = found.layout.rows, int(found.live.sum())
+        index._saved = found.layout
+        return index, found.meta
+
+
+def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search(queries, k)` through FAISS's C entry point. FAISS's Python wrapper
+    would re-check and re-convert the queries `RowIndex.search` has just checked (float32,
+    C-contiguous, (n, dim)); for a single query that repeated work is a few percent."""
+    n = len(queries)
+    sims = np.empty((n, k), dtype=np.float32)
+    rows = np.empty((n, k), dtype=np.int64)
+    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows))
+    return sims, rows
+
+
+def reserve_bytes(vector, size: int) -> None:
+    """Give a FAISS byte vector capacity for `size` bytes, keeping its contents.
+
+    SWIG offers no `reserve`, but std::vector never gives capacity back on a shrinking
+    `resize`, so growing to `size` and back leaves it reserved (its pages are touched now,
+    which the filled index would do anyway)."""
+    used = vector.size()
+    if size > used and vector.is_owned:
+        vector.resize(size)
+        vector.resize(used)
