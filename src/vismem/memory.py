@@ -26,7 +26,7 @@ from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExi
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
 from .prototypes import PrototypeSet
 from .prune import PruneState
-from .search import MISSING_ID, VectorIndex
+from .search import MISSING_ID, Searchable
 from .search.lifecycle import DEFAULT_TARGET_RECALL, ManagedIndex, check_index_options
 from .search.quality import Quality
 from .store import DB_NAME, FORMAT_VERSION, Item, MemoryStore, NewItem, check_label, check_meta_key
@@ -203,7 +203,7 @@ class Memory:
     # ---- the search index: its lifecycle lives in search/lifecycle.py --------------------
 
     @property
-    def _index(self) -> VectorIndex:
+    def _index(self) -> Searchable:
         """The search index itself (search it directly; edit it through `_managed`)."""
         return self._managed.index
 

@@ -1,6 +1,7 @@
-"""Search backends behind one interface (`VectorIndex`): the memory never knows which.
+"""Search backends behind one contract (the protocols of base.py): the memory never knows which.
 
-    base.py      the contract: SearchResult, VectorIndex
+    base.py      the contract: SearchResult and the protocols Searchable, Compactable,
+                 Persistent, Tunable; VectorIndex, a base for in-process backends
     exact.py     exact search (FAISS BLAS kNN over a matrix)
     rows.py      RowIndex: rows, deletion, filtered search and compaction of FAISS indexes
     hnsw.py      HNSW graph
@@ -13,14 +14,15 @@
 
 from typing import Any
 
-from .base import MISSING_ID, SearchResult, VectorIndex
+from .base import (MISSING_ID, Compactable, Persistent, Searchable, SearchResult, Tunable,
+                   VectorIndex)
 from .exact import ExactIndex
 from .hnsw import HNSWIndex
 from .ivfpq import IVFPQIndex
 from .rows import RowIndex
 from .saved import IndexFileError
 
-INDEX_TYPES: dict[str, type[VectorIndex]] = {
+INDEX_TYPES: dict[str, type[Searchable]] = {
     ExactIndex.kind: ExactIndex,
     HNSWIndex.kind: HNSWIndex,
     IVFPQIndex.kind: IVFPQIndex,
@@ -28,7 +30,7 @@ INDEX_TYPES: dict[str, type[VectorIndex]] = {
 INDEX_CHOICES = ("auto", *INDEX_TYPES)
 
 
-def make_index(kind: str, dim: int, **params: Any) -> VectorIndex:
+def make_index(kind: str, dim: int, **params: Any) -> Searchable:
     from ..errors import InvalidInputError
 
     if kind not in INDEX_TYPES:
@@ -36,5 +38,6 @@ def make_index(kind: str, dim: int, **params: Any) -> VectorIndex:
     return INDEX_TYPES[kind](dim, **params)
 
 
-__all__ = ["INDEX_CHOICES", "INDEX_TYPES", "MISSING_ID", "ExactIndex", "HNSWIndex", "IVFPQIndex",
-           "IndexFileError", "RowIndex", "SearchResult", "VectorIndex", "make_index"]
+__all__ = ["INDEX_CHOICES", "INDEX_TYPES", "MISSING_ID", "Compactable", "ExactIndex", "HNSWIndex",
+           "IVFPQIndex", "IndexFileError", "Persistent", "RowIndex", "SearchResult", "Searchable",
+           "Tunable", "VectorIndex", "make_index"]

@@ -1,14 +1,26 @@
-"""The search interface every index backend implements.
+"""The contract every search backend implements, as typed protocols.
 
 Similarity is the inner product of L2-normalised vectors, i.e. cosine similarity.
 An index is derived data: the store is the truth, and any index can be rebuilt from it.
+
+A backend implements `Searchable`, and whichever of the others it supports:
+
+    Searchable   add / remove / search / len / missing / live_ids / reserve / describe
+    Compactable  removed items leave tombstones, reclaimed by `compact`
+    Persistent   saved beside the store (`save`, `load`, `scrub_saved`), else rebuilt at open
+    Tunable      a search-effort knob: `tune_values` by rising cost, `set_param`, `params`
+
+`ManagedIndex` (lifecycle.py) keeps any such backend in step with the store, checking
+at run time which of the optional protocols it implements. `VectorIndex` is a base for
+in-process backends that implements the optional parts trivially.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,60 +39,145 @@ class SearchResult:
     ids: np.ndarray
 
 
-class VectorIndex(ABC):
+@runtime_checkable
+class Searchable(Protocol):
     """Maps item ids to vectors and finds the nearest ones by cosine similarity."""
 
+    kind: ClassVar[str]  # the name `--index` selects it by
+    dim: int
+
+    def __init__(self, dim: int, **params: Any) -> None:
+        """An empty index for `dim`-d vectors; `params` are those `describe` reports."""
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors float32 (n, dim) under new ids int64 (n,), in increasing order.
+        Ids the index already holds (an edit-log replay) are skipped."""
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Forget ids; unknown ids are ignored. A removed id is never returned again."""
+
+    def search(self, queries: np.ndarray, k: int, *,
+               allowed_ids: np.ndarray | None = None) -> SearchResult:
+        """k nearest live ids for each query (n, dim); with `allowed_ids`, only among
+        those. A row holds k ids whenever k items are searchable."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of live (searchable) vectors."""
+        ...
+
+    def missing(self, item_id: int) -> bool:
+        """True if the id was never added (removed ids count as present)."""
+        ...
+
+    def live_ids(self) -> np.ndarray:
+        """The live ids, int64, in any order: checked against the store's at open."""
+        ...
+
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` items in all when that is known ahead (a build from the
+        store), so growing to it never holds an outgrown copy beside the new one; a
+        backend without growable buffers does nothing."""
+
+    def describe(self) -> dict[str, Any]:
+        """type, size, rows, tombstones, bytes, bytes_per_vector and params, for `info`."""
+        ...
+
+
+@runtime_checkable
+class Compactable(Protocol):
+    """Removed items leave tombstones (slots still held) until `compact` reclaims them."""
+
+    @property
+    def tombstones(self) -> int:
+        """Removed items whose slots are not yet reclaimed."""
+        ...
+
+    def needs_compaction(self) -> bool:
+        """True when tombstones have piled up enough to cost search time or memory."""
+        ...
+
+    def compact(self) -> None:
+        """Reclaim the slots of removed items (the saved files, if any, are stale after)."""
+
+
+@runtime_checkable
+class Persistent(Protocol):
+    """Saved beside the store in a directory of its own, reloaded at open."""
+
+    def save(self, directory: Path, extra: dict[str, Any]) -> None:
+        """Write the index crash-safely, with `extra` (JSON) returned by `load`."""
+
+    @classmethod
+    def load(cls, directory: Path, dim: int) -> tuple[Any, dict[str, Any]]:
+        """(index, extra and format fields); raises `IndexFileError` (saved.py) if the
+        files are missing, damaged or of another kind."""
+        ...
+
+    def scrub_saved(self, directory: Path) -> None:
+        """Zero, in the saved files, the bytes of items removed since the last save."""
+
+
+@runtime_checkable
+class Tunable(Protocol):
+    """Search effort that trades speed for recall, set to the least reaching the target."""
+
+    tune_values: ClassVar[tuple[Any, ...]]  # effort settings by rising cost
+
+    def set_param(self, value: Any) -> None:
+        """Search with effort `value` (one of `tune_values`) from now on."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Build and search parameters (JSON): enough to construct the same index."""
+        ...
+
+
+class VectorIndex(ABC):
+    """Base for in-process backends: `Searchable` and `Compactable` with no tombstones."""
+
     kind: ClassVar[str]
-    persistent: ClassVar[bool] = False  # saved beside the store (else rebuilt at open)
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
 
     @abstractmethod
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors float32 (n, dim) under ids int64 (n,)."""
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
     @abstractmethod
-    def remove(self, ids: np.ndarray) -> None:
-        """Forget ids; unknown ids are ignored. A removed id is never returned again."""
+    def remove(self, ids: np.ndarray) -> None: ...
 
     @abstractmethod
-    def search(
-        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
-    ) -> SearchResult:
-        """k nearest ids for each query; with `allowed_ids`, only among those ids."""
+    def search(self, queries: np.ndarray, k: int, *,
+               allowed_ids: np.ndarray | None = None) -> SearchResult: ...
 
     @abstractmethod
-    def __len__(self) -> int:
-        """Number of live (searchable) vectors."""
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def missing(self, item_id: int) -> bool: ...
+
+    @abstractmethod
+    def live_ids(self) -> np.ndarray: ...
 
     def nbytes(self) -> int:
         """Memory the index holds, in bytes."""
         return 0
 
-    @abstractmethod
-    def missing(self, item_id: int) -> bool:
-        """True if the id was never added (removed ids count as present)."""
-
     def reserve(self, rows: int) -> None:
-        """Make room for `rows` items in all when that is known ahead (a build from the
-        store): growing to it then never holds an outgrown copy beside the new one."""
-
-    def scrub_saved(self, directory) -> None:
-        """Zero removed items' bytes in the saved files (indexes that save them)."""
+        """Nothing to reserve unless a backend grows buffers (see `Searchable.reserve`)."""
 
     @property
     def tombstones(self) -> int:
-        """Removed items whose slots are not yet reclaimed."""
         return 0
 
     def needs_compaction(self) -> bool:
         return False
 
     def compact(self) -> None:
-        """Reclaim the slots of removed items."""
+        """Nothing to reclaim unless a backend keeps tombstones."""
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         size = len(self)
         return {"type": self.kind, "size": size, "rows": size, "tombstones": self.tombstones,
                 "bytes": self.nbytes(), "bytes_per_vector": round(self.nbytes() / max(size, 1), 1),

@@ -91,8 +91,9 @@ class ExactIndex(VectorIndex):
         if allowed_ids is None:
             base, base_ids = self._matrix[: len(self)], self._ids[: len(self)]
         else:
-            rows = [self._row_of[i] for i in np.asarray(allowed_ids).tolist() if i in self._row_of]
-            base, base_ids = self._matrix[rows], self._ids[rows]
+            allowed_rows = [self._row_of[i] for i in np.asarray(allowed_ids).tolist()
+                            if i in self._row_of]
+            base, base_ids = self._matrix[allowed_rows], self._ids[allowed_rows]
         found = min(k, len(base_ids))
         if found == 0:
             return pad_result(

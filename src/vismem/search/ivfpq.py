@@ -50,10 +50,10 @@ class IVFPQIndex(RowIndex):
         # a given nlist is kept; a chosen one (sqrt(N)) is re-chosen as the memory grows
         self.auto_nlist = nlist is None if auto_nlist is None else auto_nlist
         self.m = m or pq_subquantizers(dim)
-        self._sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
-                                              faiss.METRIC_INNER_PRODUCT)
-        self._ivf = None
-        self._faiss = self._sq  # what gets saved: the float16 store, then IndexRefine
+        self._sq: Any = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                                   faiss.METRIC_INNER_PRODUCT)
+        self._ivf: Any = None  # the IndexIVFPQ, once trained
+        self._faiss: Any = self._sq  # what gets saved: the float16 store, then IndexRefine
         self._applied = None
 
     def set_param(self, value) -> None:
@@ -95,7 +95,7 @@ class IVFPQIndex(RowIndex):
     def _add_rows(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         self._sq.add(vectors)  # row r is code r
         live = self._n_live + len(rows)
-        if self._ivf is not None and self.auto_nlist and _nlist_for(live) >= 2 * self.nlist:
+        if self._ivf is not None and self.auto_nlist and _nlist_for(live) >= 2 * self._ivf.nlist:
             log.warning("re-clustering the IVF-PQ index for %d vectors (about %d lists, was %d)",
                         live, _nlist_for(live), self.nlist)
             self._train(rows, retrain=True)
@@ -111,10 +111,10 @@ class IVFPQIndex(RowIndex):
         live_rows = np.flatnonzero(live)
         n = len(live_rows)
         nlist = _nlist_for(n) if retrain else min(self.nlist or _nlist_for(n), n // 39)
-        old_nlist = self.nlist
+        old_nlist = self.nlist or nlist
         ivf = new_ivfpq(self.dim, nlist, self.m)
         ivf.train(self._vectors(live_rows[training_sample(len(live_rows), nlist)]))
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # O(1) removal by id
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # O(1) removal by id
         self._add_to_lists(ivf, live_rows)
         if retrain:  # probe the same share of the (now more) lists until re-tuned
             self.nprobe = max(1, round(self.nprobe * nlist / old_nlist))

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, VectorIndex, make_index
+from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
+from .base import Compactable, Persistent, Searchable
 
 if TYPE_CHECKING:
     from ..store import MemoryStore
@@ -37,8 +38,9 @@ log = logging.getLogger("vismem")
 class ManagedIndex:
     """The search index of one memory, kept in step with its store.
 
-    `index` is the `VectorIndex` itself (search it directly); `seq` is the last store
-    edit it reflects. `items` arguments are the ids the store holds, as the caller
+    `index` is the backend itself (search it directly), typed by the protocols of
+    base.py: any `Searchable`, saved when `Persistent`, compacted when `Compactable`,
+    tuned when `Tunable`. `seq` is the last store edit it reflects. `items` arguments are the ids the store holds, as the caller
     knows them. `set_config(key, value)` writes the store's config the way the caller
     does, so that the caller does not take these writes for another process's.
     """
@@ -46,7 +48,7 @@ class ManagedIndex:
     def __init__(self, store: MemoryStore, set_config: Callable[[str, Any], None]) -> None:
         self.store = store
         self._set_config = set_config
-        self.index: VectorIndex
+        self.index: Searchable
         self.seq = 0
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
@@ -54,6 +56,11 @@ class ManagedIndex:
     @property
     def directory(self) -> Path:
         return self.store.path / INDEX_DIR
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the index is saved beside the store (else it is rebuilt at open)."""
+        return isinstance(self.index, Persistent)
 
     # ---- which index ---------------------------------------------------------------------
 
@@ -80,20 +87,22 @@ class ManagedIndex:
         it (saying why, on stderr) when it is missing, damaged or does not match."""
         kind = self.kind_for(len(items))
         self.dirty = False
-        if not INDEX_TYPES[kind].persistent:
+        backend = INDEX_TYPES[kind]
+        if not issubclass(backend, Persistent):
             shutil.rmtree(self.directory, ignore_errors=True)  # no stale copies of vectors
             self._build(kind)
             self.after_growth(items)
             return
         try:
-            index, meta = INDEX_TYPES[kind].load(self.directory, self.store.dim)
+            index, meta = backend.load(self.directory, self.store.dim)
             if meta.get("store_created_at") != self.store.config.get("created_at"):
                 raise IndexFileError("it belongs to another memory")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
             replayed = self.sync()
-            if not np.array_equal(self.index.live_ids(), np.fromiter(sorted(items), np.int64)):
+            if not np.array_equal(np.sort(self.index.live_ids()),
+                                  np.fromiter(sorted(items), np.int64)):
                 raise IndexFileError("its items differ from the store's")
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)
@@ -132,7 +141,7 @@ class ManagedIndex:
             self.seq = seq
             replayed += 1
         self._add_from_store(adds)
-        if replayed and self.index.persistent:
+        if replayed and self.persistent:
             self.dirty = True
             self.unpurged = True  # the saved index still holds what was removed elsewhere
         return replayed
@@ -144,7 +153,7 @@ class ManagedIndex:
             self.index.add(found, vectors)
 
     def _save(self) -> None:
-        if not self.index.persistent:
+        if not isinstance(self.index, Persistent):
             return
         self.sync()
         self.index.save(self.directory, {"seq": self.seq,
@@ -160,18 +169,18 @@ class ManagedIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add items the caller has just committed to the store."""
         self.index.add(ids, vectors)
-        self.dirty = self.index.persistent
+        self.dirty = self.persistent
 
     def remove(self, ids: np.ndarray) -> None:
         """Forget items the caller has just deleted from the store; `scrub` purges the
         saved copies."""
         self.index.remove(ids)
-        if self.index.persistent:
+        if self.persistent:
             self.dirty = self.unpurged = True
 
     def scrub(self) -> None:
         """Zero removed items' bytes in the saved index files (the store purges its own)."""
-        if self.index.persistent:
+        if isinstance(self.index, Persistent):
             self.index.scrub_saved(self.directory)
         self.unpurged = False
 
@@ -184,17 +193,21 @@ class ManagedIndex:
 
     def compact_if_needed(self, items: Collection[int]) -> bool:
         """Compact when removed slots have piled up; True if it did (then purge the store)."""
-        if not (self.index.persistent and self.index.needs_compaction()):
+        index = self.index
+        if not (self.persistent and isinstance(index, Compactable) and index.needs_compaction()):
             return False
         log.info("compacting the index of %s (%d removed slots)", self.store.path,
-                 self.index.tombstones)
+                 index.tombstones)
         self._compact(items)
         return True
 
     def _compact(self, items: Collection[int]) -> int:
-        reclaimed = self.index.tombstones
-        self.index.compact()
-        if self.index.persistent:
+        index = self.index
+        if not isinstance(index, Compactable):
+            return 0
+        reclaimed = index.tombstones
+        index.compact()
+        if self.persistent:
             self._measure(items)
             self._save()  # rewrites the saved index from live rows only
         return reclaimed
@@ -230,8 +243,7 @@ class ManagedIndex:
         last = self.quality
         if count >= 2 and (last is None or last.type != kind or count >= REMEASURE_GROWTH * last.size):
             self._measure(items)
-            if self.index.persistent:
-                self._save()
+            self._save()
 
     def _measure(self, items: Collection[int]) -> q.Quality | None:
         """Measure recall@k against exact search (tuning the index to the target recall)

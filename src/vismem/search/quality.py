@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
+from .base import Searchable, Tunable
+
 RECALL_K = 10
 SAMPLE = 200
 LID_K = 20
@@ -69,16 +71,16 @@ def exact_top(queries: np.ndarray, chunks, depth: int) -> tuple[np.ndarray, np.n
     return best_i, best_s
 
 
-def tune(index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
+def tune(index: Searchable, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
          k: int, target: float) -> float:
     """Set the index's search effort to the least that reaches `target` recall@k.
 
     Returns the recall reached (at the largest effort if the target is out of reach).
     """
-    values = getattr(index, "tune_values", (None,))
+    values = index.tune_values if isinstance(index, Tunable) else (None,)
     recall = 0.0
     for value in values:
-        if value is not None:
+        if isinstance(index, Tunable):
             index.set_param(value)
         found = drop_self(index.search(queries, k + 1).ids, query_ids, k)
         recall = recall_at_k(found, truth)

@@ -34,9 +34,9 @@ RELEASE_AFTER_ROWS = 1024
 
 
 class RowIndex(VectorIndex):
-    """Shared row bookkeeping, deletion, filtering and persistence for FAISS indexes."""
+    """Shared row bookkeeping, deletion, filtering and persistence for FAISS indexes:
+    `Searchable`, `Compactable`, `Persistent` and `Tunable` (base.py)."""
 
-    persistent: ClassVar[bool] = True
     tune_param: ClassVar[str]
     tune_values: ClassVar[tuple[Any, ...]]
     _faiss: Any  # the FAISS object that is saved
