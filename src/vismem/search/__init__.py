@@ -14,8 +14,15 @@
 
 from typing import Any
 
-from .base import (MISSING_ID, Compactable, Persistent, Searchable, SearchResult, Tunable,
-                   VectorIndex)
+from .base import (
+    MISSING_ID,
+    Compactable,
+    Persistent,
+    Searchable,
+    SearchResult,
+    Tunable,
+    VectorIndex,
+)
 from .exact import ExactIndex
 from .hnsw import HNSWIndex
 from .ivfpq import IVFPQIndex
