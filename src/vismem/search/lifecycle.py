@@ -12,7 +12,6 @@ The index is derived data: whatever goes wrong here, it can be rebuilt from the 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -24,12 +23,12 @@ from ..errors import InvalidInputError
 from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
 from .base import Compactable, Persistent, Searchable
+from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
 
 if TYPE_CHECKING:
     from ..store import MemoryStore
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
-AUTO_APPROX_MIN = 50_000     # `auto` uses exact search below this many items
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
 DEFAULT_TARGET_RECALL = 0.95
 log = logging.getLogger("vismem")
@@ -66,16 +65,11 @@ class ManagedIndex:
 
     def kind_for(self, count: int) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items."""
-        setting = self.store.config.get("index", "exact")
-        if setting != "auto":
-            return setting
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if count * self.store.dim * 4 > ram // 2:
-            return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
-        # below the size where approximate search pays, or where it last missed the target
-        if count < max(AUTO_APPROX_MIN, int(self.store.config.get("auto_exact_below", 0))):
-            return "exact"
-        return "hnsw"
+        config = self.store.config
+        return choose_kind(config.get("index", "exact"), count=count, dim=self.store.dim,
+                           ram_bytes=physical_ram(),
+                           exact_below=int(config.get("auto_exact_below", 0)),
+                           approx_min=AUTO_APPROX_MIN)
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
