@@ -82,3 +82,23 @@ def test_auto_picks_ivfpq_when_float32_vectors_would_not_fit_in_half_the_ram():
 @pytest.mark.parametrize("count", [0, 1, 49_999, 50_000, 10**6, 10**8])
 def test_auto_always_names_a_known_backend(count):
     assert choose_kind("auto", count=count, dim=768, ram_bytes=24 * GiB) in INDEX_TYPES
+
+
+# ---- exact ground truth ----------------------------------------------------------------
+
+def test_exact_top_streams_chunks_and_matches_brute_force():
+    from vismem.search.quality import exact_top
+
+    x = unit_vectors(1000, DIM, seed=4)
+    ids = np.arange(100, 1100, dtype=np.int64)
+    queries = unit_vectors(7, DIM, seed=5)
+    # uneven chunks, one smaller than the depth
+    chunks = [(ids[a:b], x[a:b]) for a, b in ((0, 400), (400, 405), (405, 1000))]
+    found, sims = exact_top(queries, iter(chunks), 21)
+    order = np.argsort(-(queries @ x.T), axis=1, kind="stable")[:, :21]
+    assert np.array_equal(found, ids[order])
+    assert np.allclose(sims, np.take_along_axis(queries @ x.T, order, axis=1), atol=1e-5)
+    # fewer items than the depth: padded with -1 / -inf
+    found, sims = exact_top(queries, iter([(ids[:3], x[:3])]), 5)
+    assert (found[:, 3:] == -1).all() and np.isneginf(sims[:, 3:]).all()
+    assert set(found[0, :3]) == set(ids[:3].tolist())

@@ -6,10 +6,12 @@ Pure functions over numpy arrays; the memory calls them with a sample of its vec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from .base import Searchable, Tunable
 
@@ -51,24 +53,27 @@ def sample_rows(n: int, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def exact_top(queries: np.ndarray, chunks, depth: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+              depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-`depth` (ids, similarities) of queries over (ids, vectors) chunks.
 
-    Streams the base in chunks so measuring a large memory never holds all its vectors.
+    FAISS's own `knn_ground_truth` streams the chunks, so measuring a large memory never
+    holds all its vectors; ids not found (fewer than `depth` items) are -1.
     """
-    queries = np.ascontiguousarray(queries, np.float32)
-    best_s = np.full((len(queries), depth), -np.inf, dtype=np.float32)
-    best_i = np.full((len(queries), depth), -1, dtype=np.int64)
-    for ids, vectors in chunks:
-        found = min(depth, len(ids))
-        sims, rows = faiss.knn(queries, np.ascontiguousarray(vectors, np.float32), found,
-                               metric=faiss.METRIC_INNER_PRODUCT)
-        all_s = np.concatenate([best_s, sims], axis=1)
-        all_i = np.concatenate([best_i, np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)], axis=1)
-        order = np.argsort(-all_s, axis=1, kind="stable")[:, :depth]
-        best_s = np.take_along_axis(all_s, order, axis=1)
-        best_i = np.take_along_axis(all_i, order, axis=1)
-    return best_i, best_s
+    seen: list[np.ndarray] = []
+
+    def blocks():
+        for ids, vectors in chunks:
+            seen.append(np.asarray(ids, dtype=np.int64))
+            yield np.ascontiguousarray(vectors, dtype=np.float32)
+
+    sims, rows = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks(), depth,
+                                  metric_type=faiss.METRIC_INNER_PRODUCT)
+    if not seen:
+        return np.full((len(queries), depth), -1, np.int64), sims
+    all_ids = np.concatenate(seen)
+    found = (rows >= 0) & (sims > np.finfo(np.float32).min)  # FAISS pads with -FLT_MAX
+    return np.where(found, all_ids[np.maximum(rows, 0)], -1), np.where(found, sims, -np.inf)
 
 
 def tune(index: Searchable, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
@@ -98,7 +103,10 @@ def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Fraction of the true neighbours (ids >= 0 in `truth`) that `found` contains."""
+    """Fraction of the true neighbours (ids >= 0 in `truth`) that `found` contains.
+
+    Like `faiss.contrib.evaluation.knn_intersection_measure`, except that a memory with
+    fewer than k other items pads `truth` with -1, and padding is no neighbour to find."""
     hits = total = 0
     for f, t in zip(found, truth):
         t = t[t >= 0]
