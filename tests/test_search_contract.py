@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import unit_vectors
 from vismem.search import (
@@ -15,6 +17,7 @@ from vismem.search import (
     IVFPQIndex,
     Persistent,
     Searchable,
+    Selection,
     Tunable,
 )
 from vismem.search.choice import AUTO_APPROX_MIN, choose_kind
@@ -102,3 +105,98 @@ def test_exact_top_streams_chunks_and_matches_brute_force():
     found, sims = exact_top(queries, iter([(ids[:3], x[:3])]), 5)
     assert (found[:, 3:] == -1).all() and np.isneginf(sims[:, 3:]).all()
     assert set(found[0, :3]) == set(ids[:3].tolist())
+
+
+# ---- restricted search: Selections, cached by key --------------------------------------
+
+THIRDS = Selection.of(range(0, 3000, 3), key="multiples of 3")  # also ids not yet added
+NOT_FIFTHS = Selection.of(range(0, 3000, 5), key="not multiples of 5", exclude=True)
+restricted_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 120)),
+        st.tuples(st.just("remove"), st.floats(0.0, 0.5)),
+        st.tuples(st.just("search"), st.integers(1, 12)),
+        st.tuples(st.just("compact"), st.just(0)),
+        st.tuples(st.just("effort"), st.integers(0, 3)),
+    ),
+    min_size=1, max_size=20,
+)
+
+
+@pytest.mark.parametrize("make", [lambda: HNSWIndex(DIM, m=8, ef_search=16),
+                                  lambda: IVFPQIndex(DIM, nlist=4, m=4, nprobe=1, train_min=256),
+                                  lambda: ExactIndex(DIM)])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=restricted_ops, seed=st.integers(0, 2**16))
+def test_a_cached_selection_follows_every_change_of_the_rows(make, ops, seed):
+    """The same keyed Selections are searched between adds, removals, compactions and
+    effort changes: what the index cached from them must never go stale."""
+    rng = np.random.default_rng(seed)
+    every = unit_vectors(3000, DIM, seed=seed)  # item i's vector is every[i]
+    index, live, added = make(), np.zeros(3000, dtype=bool), 1
+    for op, arg in ops:
+        if op == "add":
+            batch = np.arange(added, added + arg)
+            index.add(batch, every[batch])
+            live[batch], added = True, added + arg
+        elif op == "remove":
+            doomed = np.flatnonzero(live & (rng.random(3000) < arg))
+            index.remove(doomed)
+            live[doomed] = False
+        elif op == "compact":
+            index.compact()
+        elif op == "effort" and isinstance(index, Tunable):
+            index.set_param(index.tune_values[arg])
+        elif op == "search":
+            queries = unit_vectors(3, DIM, seed=int(rng.integers(1 << 30)))
+            for selection, keep in ((THIRDS, lambda i: i % 3 == 0),
+                                    (NOT_FIFTHS, lambda i: i % 5 != 0)):
+                pool = {int(i): every[i] for i in np.flatnonzero(live) if keep(i)}
+                result = index.search(queries, arg, allowed_ids=selection)
+                plain = index.search(queries, arg, allowed_ids=None if selection.exclude
+                                     else selection.ids)
+                want = min(arg, len(pool))
+                for query, sims, ids in zip(queries, result.similarities, result.ids):
+                    got = ids[ids >= 0].tolist()
+                    assert len(got) == want and set(got) <= set(pool)
+                    assert np.all(ids[want:] == -1)
+                    true = np.array([pool[i] @ query for i in got], dtype=np.float32)
+                    assert np.allclose(sims[:want], true, atol=2e-3)
+                if not selection.exclude:  # plain ids: the same answer, nothing cached
+                    assert np.array_equal(plain.ids, result.ids)
+
+
+def test_a_selection_must_be_sorted_unique_int64():
+    with pytest.raises(ValueError, match="sorted"):
+        Selection(np.array([3, 1], dtype=np.int64), key="x")
+    with pytest.raises(TypeError, match="int64"):
+        Selection(np.array([1, 3], dtype=np.int32), key="x")
+    assert Selection.of(np.array([5, 1, 5], dtype=np.int32)).ids.tolist() == [1, 5]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_large_and_small_selections_take_their_paths_and_agree_with_exact(kind, monkeypatch):
+    """A selection over the exact-subset limit is searched through the index with an ID
+    selector; under it, exactly over its vectors. Both find the true neighbours."""
+    from vismem.search import rows as rows_module
+
+    x = unit_vectors(3000, DIM, seed=9)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    index = HNSWIndex(DIM) if kind == "hnsw" else IVFPQIndex(DIM, nlist=16, m=4, train_min=1000)
+    index.add(ids, x)
+    index.set_param(index.tune_values[-1])  # the most effort: results should be exact
+    truth = ExactIndex(DIM)
+    truth.add(ids, x)
+    queries = unit_vectors(10, DIM, seed=10)
+    half = Selection.of(ids[::2], key="half")
+    monkeypatch.setattr(rows_module, "EXACT_SUBSET_FLOATS", 100 * DIM)
+    found = index.search(queries, 10, allowed_ids=half)
+    assert index._restrictions[("half", False)].exact is None  # through the index
+    expect = truth.search(queries, 10, allowed_ids=half).ids
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.ids, expect)]) >= 0.95
+    few = Selection.of(ids[:90], key="few")
+    assert np.array_equal(index.search(queries, 10, allowed_ids=few).ids,
+                          truth.search(queries, 10, allowed_ids=few).ids)
+    assert index._restrictions[("few", False)].exact is not None
+    index.remove(ids[:1])
+    assert not index._restrictions  # rows changed: nothing derived is kept

@@ -20,6 +20,7 @@ from .base import (
     Persistent,
     Searchable,
     SearchResult,
+    Selection,
     Tunable,
     VectorIndex,
 )
@@ -46,5 +47,5 @@ def make_index(kind: str, dim: int, **params: Any) -> Searchable:
 
 
 __all__ = ["INDEX_CHOICES", "INDEX_TYPES", "MISSING_ID", "Compactable", "ExactIndex", "HNSWIndex",
-           "IVFPQIndex", "IndexFileError", "Persistent", "RowIndex", "SearchResult", "Searchable",
+           "IVFPQIndex", "IndexFileError", "Persistent", "RowIndex", "SearchResult", "Searchable", "Selection",
            "Tunable", "VectorIndex", "make_index"]

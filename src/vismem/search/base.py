@@ -10,6 +10,9 @@ A backend implements `Searchable`, and whichever of the others it supports:
     Persistent   saved beside the store (`save`, `load`, `scrub_saved`), else rebuilt at open
     Tunable      a search-effort knob: `tune_values` by rising cost, `set_param`, `params`
 
+A search may be restricted to a `Selection` of items (a filter, or everything but the
+hard-pruned items).
+
 `ManagedIndex` (lifecycle.py) keeps any such backend in step with the store, checking
 at run time which of the optional protocols it implements. `VectorIndex` is a base for
 in-process backends that implements the optional parts trivially.
@@ -18,6 +21,7 @@ in-process backends that implements the optional parts trivially.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -39,6 +43,39 @@ class SearchResult:
     ids: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The items a search is restricted to: `ids` int64, sorted and unique, named by `key`.
+
+    Equal keys mean equal selections, so an index may cache what it derives from one (a
+    row bitmap and FAISS ID selector, or the vectors of a small subset) under its key,
+    until the index's own rows change. A catalog builds one per (filter, catalog
+    version); `key=None` is never cached. With `exclude`, the selection is every item
+    *except* `ids`: hard-pruned items are a few ids that stand for almost all the items.
+
+        >>> Selection.of([7, 3, 3], key=("label", "cat", 12)).ids
+        array([3, 7])
+    """
+
+    ids: np.ndarray
+    key: Hashable | None = None
+    exclude: bool = False
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids)
+        if ids.dtype != np.int64 or ids.ndim != 1:
+            raise TypeError("Selection ids must be a 1-d int64 array (Selection.of converts)")
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            raise ValueError("Selection ids must be sorted and unique (Selection.of sorts)")
+
+    @classmethod
+    def of(cls, ids: Iterable[int] | np.ndarray, key: Hashable | None = None, *,
+           exclude: bool = False) -> Selection:
+        """A selection of any ids (sorted and deduplicated here)."""
+        return cls(np.unique(np.fromiter(ids, np.int64) if not isinstance(ids, np.ndarray)
+                             else ids.astype(np.int64, copy=False)), key, exclude)
+
+
 @runtime_checkable
 class Searchable(Protocol):
     """Maps item ids to vectors and finds the nearest ones by cosine similarity."""
@@ -57,9 +94,10 @@ class Searchable(Protocol):
         """Forget ids; unknown ids are ignored. A removed id is never returned again."""
 
     def search(self, queries: np.ndarray, k: int, *,
-               allowed_ids: np.ndarray | None = None) -> SearchResult:
+               allowed_ids: Selection | np.ndarray | None = None) -> SearchResult:
         """k nearest live ids for each query (n, dim); with `allowed_ids`, only among
-        those. A row holds k ids whenever k items are searchable."""
+        those (a `Selection`, or plain ids). A row holds k ids whenever k items are
+        searchable."""
         ...
 
     def __len__(self) -> int:
@@ -149,7 +187,7 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, *,
-               allowed_ids: np.ndarray | None = None) -> SearchResult: ...
+               allowed_ids: Selection | np.ndarray | None = None) -> SearchResult: ...
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from .base import MISSING_ID, SearchResult, VectorIndex, pad_result
+from .base import MISSING_ID, SearchResult, Selection, VectorIndex, pad_result
 
 
 class ExactIndex(VectorIndex):
@@ -85,15 +85,15 @@ class ExactIndex(VectorIndex):
         return self._matrix[[self._row_of[int(i)] for i in ids]]
 
     def search(
-        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, *, allowed_ids: Selection | np.ndarray | None = None
     ) -> SearchResult:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        if allowed_ids is None:
-            base, base_ids = self._matrix[: len(self)], self._ids[: len(self)]
-        else:
-            allowed_rows = [self._row_of[i] for i in np.asarray(allowed_ids).tolist()
-                            if i in self._row_of]
-            base, base_ids = self._matrix[allowed_rows], self._ids[allowed_rows]
+        n = len(self)
+        base, base_ids = self._matrix[:n], self._ids[:n]
+        if allowed_ids is not None:
+            within = allowed_ids if isinstance(allowed_ids, Selection) else Selection.of(allowed_ids)
+            keep = np.isin(base_ids, within.ids, assume_unique=True, invert=within.exclude)
+            base, base_ids = base[keep], base_ids[keep]
         found = min(k, len(base_ids))
         if found == 0:
             return pad_result(

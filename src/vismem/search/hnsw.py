@@ -66,15 +66,18 @@ class HNSWIndex(RowIndex):
             self._faiss.hnsw.efSearch = self._applied = ef
         return faiss_search(self._faiss, queries, k)
 
-    def _search_rows(self, queries, k, selector, selectivity):
-        if selector is None and selectivity == 1.0:
-            return self._search_plain(queries, k)
+    def _effort(self) -> int:
+        return self.ef_search
+
+    def _restricted_index(self):
+        return self._faiss
+
+    def _restricted_params(self, selector, k, selectivity):
         params = faiss.SearchParametersHNSW()
         # A filter hides part of the graph; widen the beam so k matches are still found.
         params.efSearch = int(min(max(self.ef_search, k) / max(selectivity, 0.05), 4096))
-        if selector is not None:
-            params.sel = selector
-        return self._faiss.search(queries, k, params=params)
+        params.sel = selector
+        return params
 
     def nbytes(self) -> int:
         hnsw = self._faiss.hnsw

@@ -145,22 +145,24 @@ class IVFPQIndex(RowIndex):
             self._ivf.nprobe, self._faiss.k_factor = self._applied = (self.nprobe, self.k_factor)
         return faiss_search(self._faiss, queries, k)
 
-    def _search_rows(self, queries, k, selector, selectivity):
-        if selector is None and selectivity == 1.0:
-            return self._search_plain(queries, k)
-        if self._ivf is None:
-            params = faiss.SearchParameters()
-            params.sel = selector
-            return self._sq.search(queries, k, params=params)
-        nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
+    def _effort(self) -> tuple[int, int, bool]:
+        return self.nprobe, self.k_factor, self._ivf is not None
+
+    def _restricted_index(self):
+        return self._sq if self._ivf is None else self._faiss
+
+    def _restricted_params(self, selector, k, selectivity):
+        if self._ivf is None:  # untrained: exact over the float16 copies
+            return faiss.SearchParameters(sel=selector)
         ivf_params = faiss.SearchParametersIVF()
-        ivf_params.nprobe = nprobe
-        if selector is not None:
-            ivf_params.sel = selector
+        # A filter hides part of each list; probe more lists so k matches are still found.
+        ivf_params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
+        ivf_params.sel = selector
         params = faiss.IndexRefineSearchParameters()
         params.k_factor = self.k_factor
         params.base_index_params = ivf_params
-        return self._faiss.search(queries, k, params=params)
+        params.referenced_objects = [ivf_params]  # SWIG holds a bare pointer to it
+        return params
 
     def nbytes(self) -> int:
         n = self._n_rows

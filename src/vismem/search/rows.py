@@ -16,6 +16,8 @@ ids in increasing order) and whether the row is live. That gives:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,14 +25,42 @@ import faiss
 import numpy as np
 
 from . import saved
-from .base import MISSING_ID, SearchResult, VectorIndex, pad_result
+from .base import SearchResult, Selection, VectorIndex, pad_result
 from .runtime import release_freed_memory
 from .saved import IndexFileError
 
 COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
-BRUTE_FORCE_MAX = 4096   # a filter this selective is served by exact search over its rows
+# A selection of at most this many floats (rows x dim) is searched exactly, over a copy
+# of its vectors kept while the rows do not change (see docs/search.md for the measure).
+EXACT_SUBSET_FLOATS = 4096 * 512
+RESTRICTIONS_KEPT = 8    # selections whose derived bitmaps/subsets are kept, newest last
+_LIVE = ("live rows",)   # the cache key of "every live row", when some rows are dead
 # Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
 RELEASE_AFTER_ROWS = 1024
+
+
+@dataclass(eq=False)
+class Restriction:
+    """What a search within some rows needs, derived once per selection.
+
+    Either `exact` (a FAISS flat index over the vectors of a small selection, whose
+    `rows` it maps back to) or `bits`, a bitmap over all rows that `selector` (a FAISS
+    ID selector) reads, with the backend's search `params` built for `params_for`.
+    """
+
+    count: int                      # allowed live rows
+    rows: np.ndarray | None = None
+    exact: Any = None
+    bits: np.ndarray | None = None
+    selector: Any = None
+    params: Any = None
+    params_for: Any = None
+
+    def all_rows(self) -> np.ndarray:
+        if self.rows is None:
+            assert self.bits is not None
+            self.rows = np.flatnonzero(np.unpackbits(self.bits, bitorder="little"))
+        return self.rows
 
 
 class RowIndex(VectorIndex):
@@ -49,18 +79,29 @@ class RowIndex(VectorIndex):
         self._n_live = 0
         self._saved: saved.SavedLayout | None = None  # layout of the files last written
         self._dead_since_save: list[int] = []
+        # what restricted searches derived from selections, by key; emptied when rows change
+        self._restrictions: dict[Hashable, Restriction] = {}
 
     # ---- backend hooks ---------------------------------------------------------------
 
     def _add_rows(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _search_rows(self, queries: np.ndarray, k: int, selector: Any,
-                     selectivity: float) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
     def _search_plain(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search every row at the tuned effort (no selector): the common case."""
+        raise NotImplementedError
+
+    def _effort(self) -> Any:
+        """The search effort now set (hashable): restricted searches' parameters follow it."""
+        raise NotImplementedError
+
+    def _restricted_index(self) -> Any:
+        """The FAISS index a restricted search runs on."""
+        raise NotImplementedError
+
+    def _restricted_params(self, selector: Any, k: int, selectivity: float) -> Any:
+        """FAISS search parameters for k results among a `selectivity` share of the
+        rows, which `selector` picks: the effort widened so that k are still found."""
         raise NotImplementedError
 
     def _storage(self):
@@ -157,6 +198,7 @@ class RowIndex(VectorIndex):
             self._ids = np.resize(self._ids, capacity)
             self._live = np.resize(self._live, capacity)
         rows = np.arange(n, n + m, dtype=np.int64)
+        self._restrictions.clear()
         self._add_rows(vectors, rows)
         self._ids[n : n + m] = ids
         self._live[n : n + m] = True
@@ -169,6 +211,7 @@ class RowIndex(VectorIndex):
         rows = self._rows_of(ids)
         if len(rows) == 0:
             return
+        self._restrictions.clear()
         self._live[rows] = False
         self._n_live -= len(rows)
         self._forget_rows(rows)
@@ -188,7 +231,7 @@ class RowIndex(VectorIndex):
     # ---- search ----------------------------------------------------------------------
 
     def search(
-        self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, *, allowed_ids: Selection | np.ndarray | None = None
     ) -> SearchResult:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
@@ -203,34 +246,69 @@ class RowIndex(VectorIndex):
             last = rows[:, -1]
             if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
                 return SearchResult(sims, self._ids[rows])
-        if allowed_ids is None:
-            allowed_rows = None
-            n_allowed = self._n_live
-        else:
-            allowed_rows = self._rows_of(np.unique(np.asarray(allowed_ids, dtype=np.int64)))
-            n_allowed = len(allowed_rows)
-        want = min(k, n_allowed)
+        within = self._restriction(allowed_ids)
+        want = min(k, self._n_live if within is None else within.count)
         if want == 0:
             return pad_result(np.empty((len(queries), 0), np.float32),
                               np.empty((len(queries), 0), np.int64), k)
-        if allowed_rows is not None and n_allowed <= BRUTE_FORCE_MAX:
-            sims, rows = self._exact_rows(queries, want, allowed_rows)
+        if within is None:
+            sims, rows = self._search_plain(queries, want)
+        elif within.exact is not None:  # a small selection: exact search over its vectors
+            sims, found = faiss_search(within.exact, queries, want)
+            rows = within.all_rows()[found]  # want <= count: every slot is found
         else:
-            if allowed_rows is not None:
-                mask = np.zeros(n, dtype=bool)
-                mask[allowed_rows] = True
-            else:
-                mask = self._live[:n] if self.tombstones else None
-            bits = np.packbits(mask, bitorder="little") if mask is not None else None
-            selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)) if bits is not None else None
-            sims, rows = self._search_rows(queries, want, selector, n_allowed / n)
-            del selector, bits
-            short = np.flatnonzero((rows >= 0).sum(axis=1) < want)
-            if len(short):  # a graph walk that found too few: refill those rows exactly
-                pool = allowed_rows if allowed_rows is not None else np.flatnonzero(self._live[:n])
-                sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
-        ids = np.where(rows >= 0, self._ids[np.maximum(rows, 0)], MISSING_ID)
-        return pad_result(sims.astype(np.float32), ids, k)
+            if within.params_for != (self._effort(), want):
+                within.params = self._restricted_params(within.selector, want,
+                                                        within.count / n)
+                within.params_for = (self._effort(), want)
+            sims, rows = faiss_search(self._restricted_index(), queries, want, within.params)
+        last = rows[:, -1]
+        if (last[0] < 0) if len(last) == 1 else (last.min() < 0):
+            # a walk that found too few (FAISS pads a row with -1): refill such rows exactly
+            short = np.flatnonzero(last < 0)
+            pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
+            sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
+        return pad_result(sims, self._ids[rows], k)
+
+    def _restriction(self, allowed: Selection | np.ndarray | None) -> Restriction | None:
+        """What searching within `allowed` needs, cached under the selection's key (and
+        for the live rows, when some are dead) until the rows change. None: every row."""
+        if allowed is None:
+            if self._n_live == self._n_rows:
+                return None
+            key: Hashable | None = _LIVE
+        elif isinstance(allowed, Selection):
+            key = (allowed.key, allowed.exclude) if allowed.key is not None else None
+        else:
+            allowed, key = Selection.of(allowed), None
+        found = self._restrictions.get(key) if key is not None else None
+        if found is None:
+            found = self._restrict(allowed)
+            if key is not None:
+                if len(self._restrictions) >= RESTRICTIONS_KEPT:
+                    del self._restrictions[next(iter(self._restrictions))]  # the oldest
+                self._restrictions[key] = found
+        return found
+
+    def _restrict(self, allowed: Selection | None) -> Restriction:
+        n = self._n_rows
+        if allowed is not None and not allowed.exclude:
+            rows = self._rows_of(allowed.ids)
+            if len(rows) * self.dim <= EXACT_SUBSET_FLOATS:
+                exact = faiss.IndexFlatIP(self.dim)
+                if len(rows):
+                    exact.add(self._vectors(rows))
+                return Restriction(len(rows), rows=rows, exact=exact)
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+        else:
+            mask = self._live[:n]
+            if allowed is not None:  # everything but the selection
+                mask = mask.copy()
+                mask[self._rows_of(allowed.ids)] = False
+        bits = np.packbits(mask, bitorder="little")
+        count = int(mask.sum())
+        return Restriction(count, bits=bits, selector=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
 
     def _exact_rows(self, queries: np.ndarray, k: int, rows: np.ndarray):
         sims, found = faiss.knn(queries, self._vectors(rows), k, metric=faiss.METRIC_INNER_PRODUCT)
@@ -285,14 +363,17 @@ class RowIndex(VectorIndex):
         return index, found.meta
 
 
-def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`index.search(queries, k)` through FAISS's C entry point. FAISS's Python wrapper
-    would re-check and re-convert the queries `RowIndex.search` has just checked (float32,
-    C-contiguous, (n, dim)); for a single query that repeated work is a few percent."""
+def faiss_search(index, queries: np.ndarray, k: int,
+                 params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search(queries, k, params=params)` through FAISS's C entry point. FAISS's
+    Python wrapper would re-check and re-convert the queries `RowIndex.search` has just
+    checked (float32, C-contiguous, (n, dim)); for a single query that repeated work is a
+    few percent."""
     n = len(queries)
     sims = np.empty((n, k), dtype=np.float32)
     rows = np.empty((n, k), dtype=np.int64)
-    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows))
+    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows),
+                   params)
     return sims, rows
 
 
