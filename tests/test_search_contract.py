@@ -200,3 +200,47 @@ def test_large_and_small_selections_take_their_paths_and_agree_with_exact(kind, 
     assert index._restrictions[("few", False)].exact is not None
     index.remove(ids[:1])
     assert not index._restrictions  # rows changed: nothing derived is kept
+
+
+# ---- rows added out of id order (a held-out sample inserted after a build) -----------
+
+def test_row_ids_look_up_rows_added_in_and_out_of_order():
+    from vismem.search.row_ids import RowIds
+
+    rows = RowIds(capacity=2)
+    rows.append(np.array([2, 4, 6], dtype=np.int64))
+    assert rows.ascending and rows.max_id() == 6
+    rows.append(np.array([3, 5], dtype=np.int64))  # out of order: a sorted head is kept
+    rows.append(np.array([9, 12], dtype=np.int64))  # in order again: the tail needs no copy
+    assert not rows.ascending and rows.max_id() == 12
+    where, found = rows.find(np.array([5, 2, 12, 7, 3, 100, 0], dtype=np.int64))
+    assert found.tolist() == [True, True, True, False, True, False, False]
+    assert where[found].tolist() == [4, 0, 6, 3]
+    assert np.array_equal(RowIds(rows.ids).find(rows.ids)[0], np.arange(7))  # as reloaded
+    with pytest.raises(ValueError, match="unique"):
+        RowIds(np.array([3, 1, 3], dtype=np.int64))
+
+
+@pytest.mark.parametrize("backend", [HNSWIndex, IVFPQIndex])
+def test_items_added_out_of_order_search_remove_save_and_compact(backend, tmp_path):
+    x = unit_vectors(1200, DIM, seed=6)
+    ids = np.arange(1, 1201, dtype=np.int64)
+    held = np.sort(np.random.default_rng(0).choice(1200, 100, replace=False))
+    rest = np.setdiff1d(np.arange(1200), held)
+    index = backend(DIM) if backend is HNSWIndex else backend(DIM, nlist=8, m=4, train_min=500)
+    index.add(ids[rest], x[rest])
+    assert all(index.missing(i) for i in ids[held]) and not index.missing(ids[rest[5]])
+    index.add(ids[held], x[held])  # interior ids, after the rest
+    index.add(ids[held[:10]], x[held[:10]])  # replayed: skipped
+    assert len(index) == 1200 and index.n_rows == 1200
+    index.set_param(index.tune_values[-1])
+    assert index.search(x[held[:20]], 1).ids[:, 0].tolist() == ids[held[:20]].tolist()
+    index.remove(ids[held[:30]])
+    assert not np.isin(index.search(x[held[:30]], 10).ids, ids[held[:30]]).any()
+    index.save(tmp_path / "i", {})
+    loaded, _ = backend.load(tmp_path / "i", DIM)
+    assert np.array_equal(np.sort(loaded.live_ids()), np.setdiff1d(ids, ids[held[:30]]))
+    loaded.compact()  # rebuilt in id order
+    assert np.array_equal(loaded.live_ids(), np.setdiff1d(ids, ids[held[:30]]))
+    loaded.set_param(loaded.tune_values[-1])
+    assert loaded.search(x[held[40:60]], 1).ids[:, 0].tolist() == ids[held[40:60]].tolist()

@@ -87,8 +87,9 @@ class Searchable(Protocol):
         """An empty index for `dim`-d vectors; `params` are those `describe` reports."""
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors float32 (n, dim) under new ids int64 (n,), in increasing order.
-        Ids the index already holds (an edit-log replay) are skipped."""
+        """Add vectors float32 (n, dim) under unique ids int64 (n,), usually increasing
+        (the store assigns them so). Ids the index already holds (an edit-log replay)
+        are skipped."""
 
     def remove(self, ids: np.ndarray) -> None:
         """Forget ids; unknown ids are ignored. A removed id is never returned again."""

@@ -2,8 +2,7 @@
 compaction and their saved files.
 
 Both FAISS backends (hnsw.py, ivfpq.py) keep FAISS rows 0..n-1 in the order items were
-added, plus two arrays: the item id of each row (ascending, because the store hands out
-ids in increasing order) and whether the row is live. That gives:
+added, plus the item id of each row (row_ids.py) and whether the row is live. That gives:
 
 - deletion in O(1): the row is marked dead and its vector bytes are zeroed at once, in
   RAM and in the saved files; searches skip dead rows with a FAISS ID selector, so a
@@ -26,13 +25,15 @@ import numpy as np
 
 from . import saved
 from .base import SearchResult, Selection, VectorIndex, pad_result
-from .runtime import release_freed_memory
+from .row_ids import RowIds
+from .runtime import one_faiss_thread, release_freed_memory
 from .saved import IndexFileError
 
 COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
 # A selection of at most this many floats (rows x dim) is searched exactly, over a copy
 # of its vectors kept while the rows do not change (see docs/search.md for the measure).
 EXACT_SUBSET_FLOATS = 4096 * 512
+FEW_QUERIES = 20         # FAISS's own threshold for exact search: BLAS at or above it
 RESTRICTIONS_KEPT = 8    # selections whose derived bitmaps/subsets are kept, newest last
 _LIVE = ("live rows",)   # the cache key of "every live row", when some rows are dead
 # Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
@@ -73,7 +74,7 @@ class RowIndex(VectorIndex):
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
-        self._ids = np.empty(1024, dtype=np.int64)
+        self._row_ids = RowIds()
         self._live = np.zeros(1024, dtype=bool)
         self._n_rows = 0
         self._n_live = 0
@@ -142,8 +143,8 @@ class RowIndex(VectorIndex):
         """Size the growable buffers for `rows` rows in all, when that is known ahead (a
         build from the store, compaction): growing to it then never doubles a buffer, which
         would hold the old and new copies at once."""
-        if rows > len(self._ids):
-            self._ids = np.resize(self._ids, rows)
+        self._row_ids.reserve(rows)
+        if rows > len(self._live):
             self._live = np.resize(self._live, rows)
         reserve_bytes(self._storage().codes, rows * self._storage().code_size)
 
@@ -164,48 +165,50 @@ class RowIndex(VectorIndex):
         return self.tombstones > COMPACT_FRACTION * max(self._n_rows, 1)
 
     def missing(self, item_id: int) -> bool:
-        # Ids arrive in increasing order, so anything at or below the last row is known.
-        return self._n_rows == 0 or int(item_id) > int(self._ids[self._n_rows - 1])
+        return not self._row_ids.known(np.array([item_id], dtype=np.int64))[0]
 
     def live_ids(self) -> np.ndarray:
-        n = self._n_rows
-        return self._ids[:n][self._live[:n]]
+        """Live ids in row order: ascending unless items were added out of order."""
+        return self._row_ids.ids[self._live[: self._n_rows]]
 
     def _rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Rows of the given item ids that are live (unknown or dead ids are dropped)."""
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        n = self._n_rows
-        if n == 0 or len(ids) == 0:
-            return np.empty(0, dtype=np.int64)
-        rows = np.minimum(np.searchsorted(self._ids[:n], ids), n - 1)
-        ok = (self._ids[rows] == ids) & self._live[rows]
-        return rows[ok]
+        rows, found = self._row_ids.find(ids)
+        return rows[found & self._live[rows]]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if np.any(np.diff(ids) <= 0):
-            raise ValueError("ids must be added in increasing order (as the store assigns them)")
-        n = self._n_rows
-        if n:  # catching up from the edit log may replay adds the index already holds
-            known = int(np.searchsorted(ids, self._ids[n - 1], side="right"))
-            ids, vectors = ids[known:], vectors[known:]  # views: no copy of the batch
+        ids, vectors = self._new_only(ids, vectors)
         if len(ids) == 0:
             return
-        m = len(ids)
-        if n + m > len(self._ids):
-            capacity = max(len(self._ids) * 2, n + m)
-            self._ids = np.resize(self._ids, capacity)
-            self._live = np.resize(self._live, capacity)
+        n, m = self._n_rows, len(ids)
+        if n + m > len(self._live):
+            self._live = np.resize(self._live, max(len(self._live) * 2, n + m))
         rows = np.arange(n, n + m, dtype=np.int64)
         self._restrictions.clear()
         self._add_rows(vectors, rows)
-        self._ids[n : n + m] = ids
+        self._row_ids.append(ids)
         self._live[n : n + m] = True
         self._n_rows += m
         self._n_live += m
         if m >= RELEASE_AFTER_ROWS:
             release_freed_memory()
+
+    def _new_only(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The batch without the ids the index already holds (catching up from the edit
+        log may replay adds); a replayed prefix is cut off as a view, without a copy."""
+        ascending = len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())
+        if not ascending and len(np.unique(ids)) != len(ids):
+            raise ValueError("ids of one add must be unique")
+        if self._n_rows == 0:
+            return ids, vectors
+        if ascending:  # ids past the largest held are new: only a prefix can be known
+            cut = int(np.searchsorted(ids, self._row_ids.max_id(), side="right"))
+            if self._row_ids.known(ids[:cut]).all():
+                return ids[cut:], vectors[cut:]
+        new = ~self._row_ids.known(ids)
+        return (ids, vectors) if new.all() else (ids[new], vectors[new])
 
     def remove(self, ids: np.ndarray) -> None:
         rows = self._rows_of(ids)
@@ -218,13 +221,17 @@ class RowIndex(VectorIndex):
         self._dead_since_save += rows.tolist()
 
     def compact(self) -> None:
-        """Rebuild from the live rows only: dead rows' memory is freed and rows renumbered."""
+        """Rebuild from the live rows only: dead rows' memory is freed and rows renumbered
+        (in id order)."""
+        ids = self._row_ids.ids
         live_rows = np.flatnonzero(self._live[: self._n_rows])
+        if not self._row_ids.ascending:
+            live_rows = live_rows[np.argsort(ids[live_rows], kind="stable")]
         fresh = self._empty_like()
         fresh.reserve(len(live_rows))
         for start in range(0, len(live_rows), 65536):  # bounded extra memory while rebuilding
             chunk = live_rows[start : start + 65536]
-            fresh.add(self._ids[chunk], self._vectors(chunk))
+            fresh.add(ids[chunk], self._vectors(chunk))
         self.__dict__.update(fresh.__dict__)  # the saved files are stale now: save next
         release_freed_memory()
 
@@ -245,7 +252,7 @@ class RowIndex(VectorIndex):
             # single query reads its one last entry instead
             last = rows[:, -1]
             if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
-                return SearchResult(sims, self._ids[rows])
+                return SearchResult(sims, self._row_ids.ids[rows])
         within = self._restriction(allowed_ids)
         want = min(k, self._n_live if within is None else within.count)
         if want == 0:
@@ -254,7 +261,11 @@ class RowIndex(VectorIndex):
         if within is None:
             sims, rows = self._search_plain(queries, want)
         elif within.exact is not None:  # a small selection: exact search over its vectors
-            sims, found = faiss_search(within.exact, queries, want)
+            if len(queries) < FEW_QUERIES:
+                with one_faiss_thread():  # a few queries: OpenMP would only stall (runtime.py)
+                    sims, found = faiss_search(within.exact, queries, want)
+            else:
+                sims, found = faiss_search(within.exact, queries, want)
             rows = within.all_rows()[found]  # want <= count: every slot is found
         else:
             if within.params_for != (self._effort(), want):
@@ -268,7 +279,7 @@ class RowIndex(VectorIndex):
             short = np.flatnonzero(last < 0)
             pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
             sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
-        return pad_result(sims, self._ids[rows], k)
+        return pad_result(sims, self._row_ids.ids[rows], k)
 
     def _restriction(self, allowed: Selection | np.ndarray | None) -> Restriction | None:
         """What searching within `allowed` needs, cached under the selection's key (and
@@ -337,7 +348,7 @@ class RowIndex(VectorIndex):
         n = self._n_rows
         self._saved = saved.write(
             directory, blob=faiss.serialize_index(self._faiss).tobytes(), codes=self._codes(),
-            ids=self._ids[:n], live=self._live[:n],
+            ids=self._row_ids.ids, live=self._live[:n],
             meta={"kind": self.kind, "dim": self.dim, "params": self.params,
                   "live": self._n_live, **extra})
         self._dead_since_save = []
@@ -355,9 +366,10 @@ class RowIndex(VectorIndex):
         try:
             index = cls(dim, **found.meta["params"])
             index._restore(found.blob, found.meta)
+            index._row_ids = RowIds(found.ids)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise IndexFileError(f"index data is damaged: {exc}") from exc
-        index._ids, index._live = found.ids, found.live
+        index._live = found.live
         index._n_rows, index._n_live = found.layout.rows, int(found.live.sum())
         index._saved = found.layout
         return index, found.meta

@@ -133,7 +133,7 @@ def _read(directory: Path, kind: str, dim: int) -> SavedIndex:
     n = meta["rows"]
     ids, live = arrays.get("ids"), arrays.get("live")
     if ids is None or live is None or len(ids) != n or len(live) != n or \
-            (n > 1 and np.any(np.diff(ids) <= 0)):
+            len(np.unique(ids)) != n:
         raise IndexFileError("row ids are damaged")
     layout = SavedLayout(n, meta["codes_offset"], meta["code_size"],
                          _npy_data_offset(directory / "live.npy"))
