@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from conftest import unit_vectors
 from vismem.search import (
+    EXHAUSTIVE,
     INDEX_TYPES,
     Compactable,
     ExactIndex,
     HNSWIndex,
+    HoldsOut,
     IVFPQIndex,
     Persistent,
     Searchable,
@@ -244,3 +246,57 @@ def test_items_added_out_of_order_search_remove_save_and_compact(backend, tmp_pa
     assert np.array_equal(loaded.live_ids(), np.setdiff1d(ids, ids[held[:30]]))
     loaded.set_param(loaded.tune_values[-1])
     assert loaded.search(x[held[40:60]], 1).ids[:, 0].tolist() == ids[held[40:60]].tolist()
+
+
+# ---- the exhaustive fallback, exact ground truth and holding items out -----------------
+
+@pytest.mark.parametrize("make, float16", [
+    (lambda: HNSWIndex(DIM, ef_search=16), False),
+    (lambda: HNSWIndex(DIM, ef_search=16, float16=True), True),
+    (lambda: IVFPQIndex(DIM, nlist=16, m=2, nprobe=1, k_factor=1, train_min=500), True)])
+def test_exhaustive_effort_and_search_exact_agree_with_exact_search(make, float16):
+    def same(found: np.ndarray, expect: np.ndarray) -> bool:
+        if not float16:
+            return np.array_equal(found, expect)
+        # float16 copies may swap near-ties of the float32 truth, rarely
+        return np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, expect)]) >= 0.98
+
+    x = unit_vectors(2000, DIM, seed=11)
+    ids = np.arange(1, 2001, dtype=np.int64)
+    index, truth = make(), ExactIndex(DIM)
+    index.add(ids, x)
+    index.remove(ids[::7])  # tombstones: the live selector must apply
+    truth.add(ids, x)
+    truth.remove(ids[::7])
+    queries = unit_vectors(30, DIM, seed=12)
+    within = Selection.of(ids[ids % 2 == 0], key="even")
+    expect = truth.search(queries, 10).ids
+    assert same(index.search_exact(queries, 10).ids, expect)
+    assert not index.exhaustive  # search_exact leaves the effort alone
+    index.set_param(EXHAUSTIVE)
+    assert index.params["exhaustive"]
+    assert same(index.search(queries, 10).ids, expect)
+    assert same(index.search(queries[:1], 10).ids, expect[:1])
+    assert same(index.search(queries, 10, allowed_ids=within).ids,
+                truth.search(queries, 10, allowed_ids=within).ids)
+    index.set_param(index.tune_values[0])
+    assert not index.params["exhaustive"]
+
+
+def test_ivfpq_holds_items_out_as_if_never_added_and_puts_them_back():
+    x = unit_vectors(3000, DIM, seed=13)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    index = IVFPQIndex(DIM, nlist=16, m=4, nprobe=16, k_factor=16, train_min=1000)
+    index.add(ids, x)
+    assert isinstance(index, HoldsOut) and not isinstance(HNSWIndex(DIM), HoldsOut)
+    held = ids[100:150]
+    before = index.search(x[100:150], 10).ids
+    with index.held_out(held):
+        assert len(index) == 2950
+        assert not np.isin(index.search(x[100:150], 10).ids, held).any()
+        assert not np.isin(index.search_exact(x[100:150], 10).ids, held).any()
+        assert not np.isin(index._ivf.search(x[100:150], 50)[1] + 1, held).any()  # lists too
+    assert len(index) == 3000
+    after = index.search(x[100:150], 10).ids
+    assert after[:, 0].tolist() == held.tolist()  # each item is its own nearest again
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(before, after)]) > 0.95

@@ -15,8 +15,11 @@
 from typing import Any
 
 from .base import (
+    EXHAUSTIVE,
     MISSING_ID,
     Compactable,
+    ExactlySearchable,
+    HoldsOut,
     Persistent,
     Searchable,
     SearchResult,
@@ -46,6 +49,24 @@ def make_index(kind: str, dim: int, **params: Any) -> Searchable:
     return INDEX_TYPES[kind](dim, **params)
 
 
-__all__ = ["INDEX_CHOICES", "INDEX_TYPES", "MISSING_ID", "Compactable", "ExactIndex", "HNSWIndex",
-           "IVFPQIndex", "IndexFileError", "Persistent", "RowIndex", "SearchResult", "Searchable", "Selection",
-           "Tunable", "VectorIndex", "make_index"]
+__all__ = [
+    "EXHAUSTIVE",
+    "INDEX_CHOICES",
+    "INDEX_TYPES",
+    "MISSING_ID",
+    "Compactable",
+    "ExactIndex",
+    "ExactlySearchable",
+    "HNSWIndex",
+    "HoldsOut",
+    "IVFPQIndex",
+    "IndexFileError",
+    "Persistent",
+    "RowIndex",
+    "SearchResult",
+    "Searchable",
+    "Selection",
+    "Tunable",
+    "VectorIndex",
+    "make_index",
+]

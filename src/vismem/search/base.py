@@ -9,6 +9,8 @@ A backend implements `Searchable`, and whichever of the others it supports:
     Compactable  removed items leave tombstones, reclaimed by `compact`
     Persistent   saved beside the store (`save`, `load`, `scrub_saved`), else rebuilt at open
     Tunable      a search-effort knob: `tune_values` by rising cost, `set_param`, `params`
+    ExactlySearchable  `search_exact` over its own vectors: the truth tuning measures against
+    HoldsOut     `held_out(ids)`: items out for a while, to be measured as unseen queries
 
 A search may be restricted to a `Selection` of items (a filter, or everything but the
 hard-pruned items).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -157,6 +160,9 @@ class Persistent(Protocol):
         """Zero, in the saved files, the bytes of items removed since the last save."""
 
 
+EXHAUSTIVE = "exhaustive"  # the effort past every `tune_values`: search every vector exactly
+
+
 @runtime_checkable
 class Tunable(Protocol):
     """Search effort that trades speed for recall, set to the least reaching the target."""
@@ -164,11 +170,32 @@ class Tunable(Protocol):
     tune_values: ClassVar[tuple[Any, ...]]  # effort settings by rising cost
 
     def set_param(self, value: Any) -> None:
-        """Search with effort `value` (one of `tune_values`) from now on."""
+        """Search with effort `value` (one of `tune_values`, or `EXHAUSTIVE`: exact search
+        over the stored vectors, the fallback when no effort reaches the target)."""
 
     @property
     def params(self) -> dict[str, Any]:
         """Build and search parameters (JSON): enough to construct the same index."""
+        ...
+
+
+@runtime_checkable
+class ExactlySearchable(Protocol):
+    """Can search its own vectors exactly: the ground truth recall is measured against
+    (else the store's vectors are streamed for it)."""
+
+    def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
+        """k nearest live ids by exact search over the vectors as the index stores them."""
+        ...
+
+
+@runtime_checkable
+class HoldsOut(Protocol):
+    """Can take items out for a while as if they had never been added, so that they can
+    be measured as unseen queries, and put them back."""
+
+    def held_out(self, ids: np.ndarray) -> AbstractContextManager[None]:
+        """Within the context the items are out of the index; after it, back in."""
         ...
 
 

@@ -84,6 +84,9 @@ class ExactIndex(VectorIndex):
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         return self._matrix[[self._row_of[int(i)] for i in ids]]
 
+    def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
+        return self.search(queries, k)
+
     def search(
         self, queries: np.ndarray, k: int, *, allowed_ids: Selection | np.ndarray | None = None
     ) -> SearchResult:

@@ -26,8 +26,8 @@ class HNSWIndex(RowIndex):
     tune_values = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
     def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 80,
-                 ef_search: int = 64, float16: bool = False) -> None:
-        super().__init__(dim)
+                 ef_search: int = 64, float16: bool = False, exhaustive: bool = False) -> None:
+        super().__init__(dim, exhaustive)
         self.m, self.ef_construction, self.ef_search, self.float16 = m, ef_construction, ef_search, float16
         self._faiss = self._new_faiss()
         self._applied = None  # search setting last written into the FAISS object
@@ -44,7 +44,7 @@ class HNSWIndex(RowIndex):
     @property
     def params(self) -> dict[str, Any]:
         return {"m": self.m, "ef_construction": self.ef_construction,
-                "ef_search": self.ef_search, "float16": self.float16}
+                "ef_search": self.ef_search, "float16": self.float16, "exhaustive": self.exhaustive}
 
     def _empty_like(self) -> HNSWIndex:
         return HNSWIndex(self.dim, **self.params)

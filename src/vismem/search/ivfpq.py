@@ -8,6 +8,8 @@ after 4x growth, so each vector is encoded 1.3 to 2.3 times in all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faiss
@@ -44,8 +46,8 @@ class IVFPQIndex(RowIndex):
 
     def __init__(self, dim: int, *, nlist: int | None = None, m: int | None = None,
                  nprobe: int = 16, k_factor: int = 4, train_min: int = 10_000,
-                 auto_nlist: bool | None = None) -> None:
-        super().__init__(dim)
+                 auto_nlist: bool | None = None, exhaustive: bool = False) -> None:
+        super().__init__(dim, exhaustive)
         self.nlist, self.nprobe, self.k_factor, self.train_min = nlist, nprobe, k_factor, train_min
         # a given nlist is kept; a chosen one (sqrt(N)) is re-chosen as the memory grows
         self.auto_nlist = nlist is None if auto_nlist is None else auto_nlist
@@ -56,13 +58,14 @@ class IVFPQIndex(RowIndex):
         self._faiss: Any = self._sq  # what gets saved: the float16 store, then IndexRefine
         self._applied = None
 
-    def set_param(self, value) -> None:
+    def _set_effort(self, value) -> None:
         self.nprobe, self.k_factor = (int(v) for v in value)
 
     @property
     def params(self) -> dict[str, Any]:
         return {"nlist": self.nlist, "m": self.m, "nprobe": self.nprobe,
-                "k_factor": self.k_factor, "train_min": self.train_min, "auto_nlist": self.auto_nlist}
+                "k_factor": self.k_factor, "train_min": self.train_min, "auto_nlist": self.auto_nlist,
+                "exhaustive": self.exhaustive}
 
     @property
     def trained(self) -> bool:
@@ -131,6 +134,27 @@ class IVFPQIndex(RowIndex):
                 part = rows[start : start + PQ_ADD_CHUNK]
                 chunk = self._vectors(part) if vectors is None else vectors[start : start + PQ_ADD_CHUNK]
                 ivf.add_with_ids(chunk, part)
+
+    @contextmanager
+    def held_out(self, ids: np.ndarray) -> Iterator[None]:
+        """Take live items out of the lists and out of search for a while, then put them
+        back (re-encoded from their float16 copies). The lists never depended on them, so
+        meanwhile they are unseen queries, except that they may have been among the
+        vectors the quantisers were trained on."""
+        rows = self._rows_of(ids)
+        self._restrictions.clear()
+        self._live[rows] = False
+        self._n_live -= len(rows)
+        if self._ivf is not None and len(rows):
+            self._ivf.remove_ids(faiss.IDSelectorArray(rows))
+        try:
+            yield
+        finally:
+            self._restrictions.clear()
+            self._live[rows] = True
+            self._n_live += len(rows)
+            if self._ivf is not None and len(rows):
+                self._add_to_lists(self._ivf, rows)
 
     def _forget_rows(self, rows: np.ndarray) -> None:
         self._codes()[rows] = 0

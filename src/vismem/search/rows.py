@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from . import saved
-from .base import SearchResult, Selection, VectorIndex, pad_result
+from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result
 from .row_ids import RowIds
 from .runtime import one_faiss_thread, release_freed_memory
 from .saved import IndexFileError
@@ -72,8 +72,9 @@ class RowIndex(VectorIndex):
     tune_values: ClassVar[tuple[Any, ...]]
     _faiss: Any  # the FAISS object that is saved
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, exhaustive: bool = False) -> None:
         super().__init__(dim)
+        self.exhaustive = exhaustive  # search every vector exactly (see set_param)
         self._row_ids = RowIds()
         self._live = np.zeros(1024, dtype=bool)
         self._n_rows = 0
@@ -124,8 +125,16 @@ class RowIndex(VectorIndex):
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def set_param(self, value: Any) -> None:
+    def _set_effort(self, value: Any) -> None:
+        """Search with this one of `tune_values` from now on."""
         setattr(self, self.tune_param, int(value))
+
+    def set_param(self, value: Any) -> None:
+        """Search with effort `value` from now on: one of `tune_values`, or `EXHAUSTIVE`
+        (exact search over the stored vectors, where no effort reaches the target)."""
+        self.exhaustive = value == EXHAUSTIVE
+        if not self.exhaustive:
+            self._set_effort(value)
 
     # ---- stored vectors --------------------------------------------------------------
 
@@ -247,7 +256,8 @@ class RowIndex(VectorIndex):
         if allowed_ids is None and self._n_live == n >= k:
             # The common case, kept lean (a single query costs ~100 us of FAISS work, and
             # each numpy call here ~1 us): no filter, no removed rows, enough items.
-            sims, rows = self._search_plain(queries, k)
+            sims, rows = (self._search_plain(queries, k) if not self.exhaustive
+                          else flat_search(self._storage(), queries, k))
             # FAISS puts missing results (-1) last in a row; a numpy min costs ~3 us, so a
             # single query reads its one last entry instead
             last = rows[:, -1]
@@ -259,14 +269,16 @@ class RowIndex(VectorIndex):
             return pad_result(np.empty((len(queries), 0), np.float32),
                               np.empty((len(queries), 0), np.int64), k)
         if within is None:
-            sims, rows = self._search_plain(queries, want)
+            sims, rows = (self._search_plain(queries, want) if not self.exhaustive
+                          else flat_search(self._storage(), queries, want))
         elif within.exact is not None:  # a small selection: exact search over its vectors
-            if len(queries) < FEW_QUERIES:
-                with one_faiss_thread():  # a few queries: OpenMP would only stall (runtime.py)
-                    sims, found = faiss_search(within.exact, queries, want)
-            else:
-                sims, found = faiss_search(within.exact, queries, want)
+            sims, found = flat_search(within.exact, queries, want)
             rows = within.all_rows()[found]  # want <= count: every slot is found
+        elif self.exhaustive:
+            if within.params_for != EXHAUSTIVE:
+                within.params, within.params_for = faiss.SearchParameters(), EXHAUSTIVE
+                within.params.sel = within.selector
+            sims, rows = flat_search(self._storage(), queries, want, within.params)
         else:
             if within.params_for != (self._effort(), want):
                 within.params = self._restricted_params(within.selector, want,
@@ -320,6 +332,14 @@ class RowIndex(VectorIndex):
         bits = np.packbits(mask, bitorder="little")
         count = int(mask.sum())
         return Restriction(count, bits=bits, selector=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+
+    def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
+        """k nearest live ids by exact search over the stored vectors, whatever the effort."""
+        exhaustive, self.exhaustive = self.exhaustive, True
+        try:
+            return self.search(queries, k)
+        finally:
+            self.exhaustive = exhaustive
 
     def _exact_rows(self, queries: np.ndarray, k: int, rows: np.ndarray):
         sims, found = faiss.knn(queries, self._vectors(rows), k, metric=faiss.METRIC_INNER_PRODUCT)
@@ -387,6 +407,17 @@ def faiss_search(index, queries: np.ndarray, k: int,
     index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows),
                    params)
     return sims, rows
+
+
+def flat_search(index, queries: np.ndarray, k: int,
+                params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """`faiss_search` on a flat (exact) index: a few queries run on one thread, where
+    OpenMP would only stall on busy cores (runtime.py); at FEW_QUERIES and more FAISS
+    uses BLAS, which pays for its threads."""
+    if len(queries) >= FEW_QUERIES:
+        return faiss_search(index, queries, k, params)
+    with one_faiss_thread():
+        return faiss_search(index, queries, k, params)
 
 
 def reserve_bytes(vector, size: int) -> None:
