@@ -174,6 +174,11 @@ class Tunable(Protocol):
         over the stored vectors, the fallback when no effort reaches the target)."""
 
     @property
+    def effort(self) -> Any:
+        """The effort searches use now (what `set_param` last set)."""
+        ...
+
+    @property
     def params(self) -> dict[str, Any]:
         """Build and search parameters (JSON): enough to construct the same index."""
         ...

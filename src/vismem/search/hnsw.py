@@ -66,7 +66,7 @@ class HNSWIndex(RowIndex):
             self._faiss.hnsw.efSearch = self._applied = ef
         return faiss_search(self._faiss, queries, k)
 
-    def _effort(self) -> int:
+    def _tuned_effort(self) -> int:
         return self.ef_search
 
     def _restricted_index(self):

@@ -169,8 +169,8 @@ class IVFPQIndex(RowIndex):
             self._ivf.nprobe, self._faiss.k_factor = self._applied = (self.nprobe, self.k_factor)
         return faiss_search(self._faiss, queries, k)
 
-    def _effort(self) -> tuple[int, int, bool]:
-        return self.nprobe, self.k_factor, self._ivf is not None
+    def _tuned_effort(self) -> tuple[int, int]:
+        return self.nprobe, self.k_factor
 
     def _restricted_index(self):
         return self._sq if self._ivf is None else self._faiss

@@ -7,6 +7,10 @@ against the store, rebuilds it (saying why, on stderr) when it is unusable, repl
 the store's edits it has not seen, saves it, measures recall and tunes it, switches
 kind as the memory grows, compacts it, and scrubs removed items from its saved files.
 The index is derived data: whatever goes wrong here, it can be rebuilt from the store.
+
+Recall is measured on vectors the index has not seen (tuning.py): a sample of each add
+batch before it is inserted (a running estimate), a random sample held out of each
+build, compaction and IVF-PQ re-clustering, or the user's own queries.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import numpy as np
 from ..errors import InvalidInputError
 from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
-from .base import Compactable, Persistent, Searchable
+from . import tuning as t
+from .base import (
+    Compactable,
+    ExactlySearchable,
+    HoldsOut,
+    Persistent,
+    Searchable,
+    Tunable,
+)
 from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
 
 if TYPE_CHECKING:
@@ -31,6 +43,7 @@ if TYPE_CHECKING:
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
 DEFAULT_TARGET_RECALL = 0.95
+MIN_HELD_OUT = 20            # a smaller sample (of a tiny memory) is not held out
 log = logging.getLogger("vismem")
 
 
@@ -39,18 +52,22 @@ class ManagedIndex:
 
     `index` is the backend itself (search it directly), typed by the protocols of
     base.py: any `Searchable`, saved when `Persistent`, compacted when `Compactable`,
-    tuned when `Tunable`. `seq` is the last store edit it reflects. `items` arguments are the ids the store holds, as the caller
-    knows them. `set_config(key, value)` writes the store's config the way the caller
-    does, so that the caller does not take these writes for another process's.
+    tuned when `Tunable`. `seq` is the last store edit it reflects. `ledger` holds the
+    recall of recent fresh adds at each search effort. `items` arguments are the ids the
+    store holds, as the caller knows them. `set_config(key, value)` writes the store's
+    config the way the caller does, so that the caller does not take these writes for
+    another process's.
     """
 
     def __init__(self, store: MemoryStore, set_config: Callable[[str, Any], None]) -> None:
         self.store = store
         self._set_config = set_config
         self.index: Searchable
+        self.ledger = t.FreshLedger(())
         self.seq = 0
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
+        self._rng = np.random.default_rng()
 
     @property
     def directory(self) -> Path:
@@ -60,6 +77,10 @@ class ManagedIndex:
     def persistent(self) -> bool:
         """Whether the index is saved beside the store (else it is rebuilt at open)."""
         return isinstance(self.index, Persistent)
+
+    @property
+    def target(self) -> float:
+        return float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
 
     # ---- which index ---------------------------------------------------------------------
 
@@ -94,6 +115,7 @@ class ManagedIndex:
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
+            self.ledger = t.FreshLedger.from_dict(meta.get("fresh"), t.ladder(index))
             replayed = self.sync()
             if not np.array_equal(np.sort(self.index.live_ids()),
                                   np.fromiter(sorted(items), np.int64)):
@@ -104,8 +126,7 @@ class ManagedIndex:
             if items or self.directory.exists():
                 log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
                             kind, self.store.path, exc)
-            self._build(kind)
-            self._measure(items)
+            self._rebuild(kind, items)
             self._save()
 
     def catch_up(self, items: Collection[int]) -> None:
@@ -115,12 +136,41 @@ class ManagedIndex:
         else:
             self.sync()
 
-    def _build(self, kind: str) -> None:
+    def _build(self, kind: str, items: Collection[int] = ()) -> np.ndarray:
+        """Build the index from the store. When it is tunable, a random sample of `items`
+        is held out of it; returns the held-out ids (sorted) for the caller to measure
+        and insert."""
         self.seq = self.store.last_edit()
         self.index = make_index(kind, self.store.dim, **self._params(kind))
         self.index.reserve(self.store.count())
+        self.ledger = t.FreshLedger(t.ladder(self.index))
+        held = self._hold_out_sample(items) if isinstance(self.index, Tunable) else _NONE
         for ids, vectors in self.store.vector_chunks():
+            if len(held):
+                keep = ~np.isin(ids, held, assume_unique=True)
+                ids, vectors = ids[keep], vectors[keep]
             self.index.add(ids, vectors)
+        return held
+
+    def _rebuild(self, kind: str, items: Collection[int]) -> q.Quality | None:
+        """Build from the store holding out a random sample, tune on it as unseen
+        queries, then insert it (the exact index: measured on own vectors)."""
+        held = self._build(kind, items)
+        if not len(held):
+            return self._measure(items)
+        found, queries = self.store.vectors(held.tolist())
+        quality = self._tune(queries, t.HELD_OUT, size=len(items))
+        self.index.add(found, queries)
+        return quality
+
+    def _hold_out_sample(self, ids: Collection[int] | np.ndarray) -> np.ndarray:
+        """A random sample of ids to measure as unseen queries: q.SAMPLE, at most a
+        quarter of the memory; none from a memory too small for one."""
+        ids = np.fromiter(ids, dtype=np.int64) if not isinstance(ids, np.ndarray) else ids
+        size = min(q.SAMPLE, len(ids) // 4)
+        if size < MIN_HELD_OUT:
+            return _NONE
+        return np.sort(self._rng.choice(ids, size=size, replace=False))
 
     def sync(self) -> int:
         """Apply edits from the store's log that the index has not seen; returns how many."""
@@ -144,14 +194,15 @@ class ManagedIndex:
         missing = [i for i in ids if self.index.missing(i)]
         if missing:
             found, vectors = self.store.vectors(missing)
-            self.index.add(found, vectors)
+            self._insert(found, vectors)
 
     def _save(self) -> None:
         if not isinstance(self.index, Persistent):
             return
         self.sync()
         self.index.save(self.directory, {"seq": self.seq,
-                                         "store_created_at": self.store.config.get("created_at")})
+                                         "store_created_at": self.store.config.get("created_at"),
+                                         "fresh": self.ledger.to_dict()})
         self.dirty = False
 
     def save_if_dirty(self) -> None:
@@ -162,8 +213,36 @@ class ManagedIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add items the caller has just committed to the store."""
-        self.index.add(ids, vectors)
+        self._insert(np.asarray(ids, dtype=np.int64), vectors)
         self.dirty = self.persistent
+
+    def _insert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add to the index, first measuring a sample of the batch as fresh queries: the
+        rest goes in, the sample is searched (it is not in the index), then it goes in."""
+        index = self.index
+        if not isinstance(index, Tunable) or getattr(index, "trained", True) is False:
+            index.add(ids, vectors)  # exact, or IVF-PQ searching exactly until it trains
+            return
+        layout = _layout(index)
+        pick = t.fresh_sample(len(ids), len(index) + len(ids), self._rng)
+        if len(pick) and len(index) + len(ids) - len(pick) >= q.RECALL_K:
+            rest = np.ones(len(ids), dtype=bool)
+            rest[pick] = False
+            index.add(ids[rest], vectors[rest])
+            if _layout(index) == layout:
+                self._measure_fresh(np.ascontiguousarray(vectors[pick], dtype=np.float32))
+            index.add(ids[pick], vectors[pick])
+        else:
+            index.add(ids, vectors)
+        if _layout(index) != layout:  # IVF-PQ trained or re-clustered: measure it anew
+            self.ledger = t.FreshLedger(t.ladder(index))
+            self._retune(index.live_ids())
+
+    def _measure_fresh(self, queries: np.ndarray) -> None:
+        truth, sims = self._exact(queries, q.LID_K)
+        recalls = t.measure_efforts(self.index, queries, truth[:, : q.RECALL_K], q.RECALL_K,
+                                    t.ladder(self.index))
+        self.ledger.record(recalls, _inverse_lids(sims))
 
     def remove(self, ids: np.ndarray) -> None:
         """Forget items the caller has just deleted from the store; `scrub` purges the
@@ -196,13 +275,20 @@ class ManagedIndex:
         return True
 
     def _compact(self, items: Collection[int]) -> int:
+        """Compact holding out a random sample, tune on it as unseen queries, insert it."""
         index = self.index
         if not isinstance(index, Compactable):
             return 0
         reclaimed = index.tombstones
+        held = self._hold_out_sample(index.live_ids()) if isinstance(index, Tunable) else _NONE
+        index.remove(held)
         index.compact()
+        self.ledger = t.FreshLedger(t.ladder(index))
+        if len(held):
+            found, queries = self.store.vectors(held.tolist())
+            self._tune(queries, t.HELD_OUT, size=len(items))
+            index.add(found, queries)
         if self.persistent:
-            self._measure(items)
             self._save()  # rewrites the saved index from live rows only
         return reclaimed
 
@@ -210,23 +296,22 @@ class ManagedIndex:
 
     @property
     def quality(self) -> q.Quality | None:
-        """Recall and intrinsic dimension last measured on this memory's own vectors."""
+        """Recall (and on what it was measured) and intrinsic dimension, last measured."""
         found = self.store.config.get("index_quality")
-        return q.Quality(**found) if found else None
+        return q.Quality.from_dict(found) if found else None
 
     def after_growth(self, items: Collection[int]) -> None:
-        """Switch `auto` to an approximate index, or re-measure, when the memory has grown."""
+        """Switch `auto` to an approximate index, or re-tune, when the memory has grown."""
         count = len(items)
         kind = self.kind_for(count)
         if kind != self.index.kind:
             log.warning("%s now holds %d items: building a %s index", self.store.path, count, kind)
-            self._build(kind)
-            found = self._measure(items)
+            found = self._rebuild(kind, items)
             if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
-                    and found.recall < found.target:
+                    and (found.recall < found.target or found.params.get("exhaustive")):
                 # `auto` honours the target recall: exact search until the memory doubles
-                log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
-                            "until %d items", self.store.path, found.recall, found.target, 2 * count)
+                log.warning("%s: no search effort of hnsw reaches recall %s; auto keeps exact "
+                            "search until %d items", self.store.path, found.target, 2 * count)
                 self._set_config("auto_exact_below", 2 * count)
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self._build("exact")
@@ -236,12 +321,56 @@ class ManagedIndex:
             return
         last = self.quality
         if count >= 2 and (last is None or last.type != kind or count >= REMEASURE_GROWTH * last.size):
-            self._measure(items)
+            self._retune(items)
             self._save()
 
+    def tune(self, queries: np.ndarray, measured_on: str = t.GIVEN) -> q.Quality | None:
+        """Tune the search effort on these queries (the user's own: not in the index) and
+        record their recall; returns it (None for an index without a search effort)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.dim)
+        if not isinstance(self.index, Tunable) or len(queries) == 0:
+            return None
+        quality = self._tune(queries, measured_on, size=len(self.index))
+        self.dirty = self.persistent
+        self._save()
+        return quality
+
+    def _retune(self, items: Collection[int] | np.ndarray) -> q.Quality | None:
+        """Re-tune on the cheapest unseen queries at hand: a held-out sample where the
+        index can hold items out (IVF-PQ), else the fresh adds' running estimate, else
+        (too few of them) the memory's own vectors, an optimistic last resort."""
+        index = self.index
+        if isinstance(index, Tunable) and isinstance(index, HoldsOut):
+            held = self._hold_out_sample(items)
+            if len(held):
+                _, queries = self.store.vectors(held.tolist())
+                with index.held_out(held):
+                    return self._tune(queries, t.HELD_OUT, size=len(items))
+        if isinstance(index, Tunable) and self.ledger.count >= t.MIN_QUERIES:
+            values = t.ladder(index)
+            chosen = t.least_effort(self.ledger.held(), self.target)
+            index.set_param(values[chosen])
+            estimate = self.ledger.estimate(values[chosen])
+            assert estimate is not None
+            return self._record(estimate, len(items), q.lid_from_inverses(self.ledger.inverse_lids()))
+        return self._measure(items)
+
+    def _tune(self, queries: np.ndarray, measured_on: str, size: int) -> q.Quality:
+        """Set the least effort reaching the target on `queries` (not in the index)."""
+        truth, sims = self._exact(queries, q.LID_K)
+        values = t.ladder(self.index)
+        recalls = t.measure_efforts(self.index, queries, truth[:, : q.RECALL_K], q.RECALL_K,
+                                    values)
+        chosen = t.least_effort(recalls, self.target)
+        assert isinstance(self.index, Tunable)
+        self.index.set_param(values[chosen])
+        return self._record(t.RecallEstimate.of(recalls[:, chosen], measured_on), size,
+                            q.lid_from_inverses(_inverse_lids(sims)))
+
     def _measure(self, items: Collection[int]) -> q.Quality | None:
-        """Measure recall@k against exact search (tuning the index to the target recall)
-        and the local intrinsic dimension, on a sample of the memory's own vectors."""
+        """Tune and measure on a sample of the memory's own vectors (each query's own
+        item left out): the exact index, or an approximate one with no unseen queries
+        at hand, whose figure is then optimistic."""
         ids = np.fromiter(sorted(items), dtype=np.int64)
         if len(ids) < 2:
             return None
@@ -249,16 +378,39 @@ class ManagedIndex:
         depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
         near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
+        values = t.ladder(self.index)
+        recalls = t.measure_efforts(self.index, queries, truth, q.RECALL_K, values,
+                                    own_ids=sample_ids)
+        chosen = t.least_effort(recalls, self.target) if values else 0
+        if isinstance(self.index, Tunable):
+            self.index.set_param(values[chosen])
         lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
-        target = float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
-        recall = q.tune(self.index, queries, sample_ids, truth, q.RECALL_K, target)
-        found = q.Quality(type=self.index.kind, recall=round(recall, 4), k=q.RECALL_K,
-                          sample=len(sample_ids), size=len(ids),
+        return self._record(t.RecallEstimate.of(recalls[:, chosen], q.OWN_VECTORS), len(ids), lid)
+
+    def _exact(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (ids, similarities) of the `depth` nearest live items in the index:
+        searched by the index over its own vectors where it can, else over the store's
+        vectors of the items the index holds."""
+        depth = min(depth, len(self.index))
+        if isinstance(self.index, ExactlySearchable):
+            found = self.index.search_exact(queries, depth)
+            return found.ids, found.similarities
+        live = np.sort(self.index.live_ids())
+        chunks = ((ids[keep], vectors[keep]) for ids, vectors in self.store.vector_chunks()
+                  for keep in [np.isin(ids, live, assume_unique=True)])
+        return q.exact_top(queries, chunks, depth)
+
+    def _record(self, estimate: t.RecallEstimate, size: int, lid: float | None) -> q.Quality:
+        if lid is None or not np.isfinite(lid):
+            last = self.quality
+            lid = last.lid if last is not None else None
+        found = q.Quality(type=self.index.kind, recall=estimate.recall, k=q.RECALL_K,
+                          sample=estimate.queries, size=size,
                           params=self.index.describe().get("params", {}),
-                          lid=None if lid is None or not np.isfinite(lid) else round(lid, 2),
-                          target=target)
+                          lid=None if lid is None else round(float(lid), 2), target=self.target,
+                          measured_on=estimate.measured_on, low=estimate.low, high=estimate.high)
         self._set_config("index_quality", found.to_dict())
-        if found.recall < target:
+        if found.warning():
             log.warning("%s: %s", self.store.path, found.warning())
         return found
 
@@ -272,20 +424,41 @@ class ManagedIndex:
             self._set_config("float16", bool(float16))
         shutil.rmtree(self.directory, ignore_errors=True)
         self.dirty = False
-        self._build(self.kind_for(len(items)))
-        self._measure(items)
+        self._rebuild(self.kind_for(len(items)), items)
         self._save()
 
     def describe(self) -> dict[str, Any]:
-        """The index as `vismem info` shows it: size and parameters, the setting, and
-        the last measured recall (with a warning when it is below target)."""
+        """The index as `vismem info` shows it: size and parameters, the setting, the
+        last measured recall (what it was measured on, with its interval; a warning when
+        below target) and the running recall of fresh adds at the current effort."""
         config = self.store.config
         quality = self.quality
+        fresh = None
+        if isinstance(self.index, Tunable):
+            estimate = self.ledger.estimate(self.index.effort)
+            fresh = estimate.to_dict() if estimate else None
         return {**self.index.describe(), "setting": config.get("index", "exact"),
                 "target_recall": config.get("target_recall", DEFAULT_TARGET_RECALL),
                 "float16": bool(config.get("float16", False)),
                 "quality": quality.to_dict() if quality else None,
+                "fresh_adds": fresh,
                 "warning": quality.warning() if quality else None}
+
+
+_NONE = np.empty(0, dtype=np.int64)
+
+
+def _layout(index: Searchable) -> tuple[Any, ...]:
+    """What an index's effort is tuned for: IVF-PQ trains and re-clusters (more lists)
+    inside an add, after which its effort no longer means the same."""
+    return getattr(index, "nlist", None), getattr(index, "trained", True)
+
+
+def _inverse_lids(similarities: np.ndarray) -> np.ndarray:
+    """Inverse intrinsic-dimension estimates from each query's nearest similarities."""
+    if similarities.shape[1] < 2:
+        return np.empty(0)
+    return q.inverse_lid(np.maximum(2.0 - 2.0 * similarities, 0.0))
 
 
 def check_index_options(index: str, target_recall: float) -> None:

@@ -1,5 +1,6 @@
-"""How good is an index on this memory's own data? Recall against exact search, and the
-data's local intrinsic dimensionality (which is what makes approximate search hard).
+"""How good is an index on this memory's data? Recall against exact search (measured on
+unseen queries: tuning.py), and the data's local intrinsic dimensionality (which is what
+makes approximate search hard).
 
 Pure functions over numpy arrays; the memory calls them with a sample of its vectors.
 """
@@ -7,24 +8,24 @@ Pure functions over numpy arrays; the memory calls them with a sample of its vec
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from .base import Searchable, Tunable
-
 RECALL_K = 10
 SAMPLE = 200
 LID_K = 20
+OWN_VECTORS = "own vectors"
 
 
 @dataclass(frozen=True)
 class Quality:
-    """Recall@k of a `type` index measured on `sample` of the memory's own vectors when
-    it held `size` items, with the search `params` that reached it, and the memory's
-    local intrinsic dimension `lid` (Levina–Bickel MLE)."""
+    """Recall@k of a `type` index, measured with `sample` queries when the memory held
+    `size` items, with the search `params` it chose, the 95% interval [`low`, `high`]
+    and what the queries were (`measured_on`, see tuning.py: "own vectors" is
+    optimistic), and the memory's local intrinsic dimension `lid` (Levina–Bickel MLE)."""
 
     type: str
     recall: float
@@ -34,18 +35,38 @@ class Quality:
     params: dict
     lid: float | None
     target: float
+    measured_on: str = OWN_VECTORS  # records written before unseen queries were used
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def from_dict(cls, found: dict) -> Quality:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in found.items() if key in known})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """e.g. "held-out sample of 200 queries, 95% interval 0.931-0.968"."""
+        what = self.measured_on + (" (optimistic)" if self.measured_on == OWN_VECTORS else "")
+        interval = (f", 95% interval {self.low:.3f}-{self.high:.3f}"
+                    if self.low is not None and self.high is not None else "")
+        return f"{what}, {self.sample} queries{interval}"
+
     def warning(self) -> str | None:
-        """A one-line warning (naming what to do) when recall is below the target."""
-        if self.recall >= self.target:
-            return None
+        """A one-line warning (naming what to do) when recall is below the target, or
+        when no search effort reached it and the index searches exhaustively."""
         why = f" at intrinsic dimension ~{self.lid:.0f}" if self.lid else ""
-        return (f"recall@{self.k} of the {self.type} index is {self.recall:.3f}, below the target "
-                f"{self.target}{why}; approximate search is hard on this data: switch with "
-                "`vismem reindex MEMDIR --index exact`, or lower --target-recall")
+        fix = ("switch with `vismem reindex MEMDIR --index exact`, or lower --target-recall")
+        if self.recall < self.target:
+            return (f"recall@{self.k} of the {self.type} index is {self.recall:.3f}, below the "
+                    f"target {self.target}{why}; approximate search is hard on this data: {fix}")
+        if self.params.get("exhaustive"):
+            return (f"no search effort of the {self.type} index reaches recall@{self.k} "
+                    f"{self.target}{why}, so it searches every vector exactly, as slowly as "
+                    f"exact search: {fix}")
+        return None
 
 
 def sample_rows(n: int, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
@@ -76,24 +97,6 @@ def exact_top(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray
     return np.where(found, all_ids[np.maximum(rows, 0)], -1), np.where(found, sims, -np.inf)
 
 
-def tune(index: Searchable, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
-         k: int, target: float) -> float:
-    """Set the index's search effort to the least that reaches `target` recall@k.
-
-    Returns the recall reached (at the largest effort if the target is out of reach).
-    """
-    values = index.tune_values if isinstance(index, Tunable) else (None,)
-    recall = 0.0
-    for value in values:
-        if isinstance(index, Tunable):
-            index.set_param(value)
-        found = drop_self(index.search(queries, k + 1).ids, query_ids, k)
-        recall = recall_at_k(found, truth)
-        if recall >= target:
-            break
-    return recall
-
-
 def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(ids), k), -1, dtype=np.int64)
     for i, (row, own) in enumerate(zip(ids, query_ids)):
@@ -122,12 +125,22 @@ def levina_bickel(neighbor_sq_distances: np.ndarray) -> float:
     k nearest other points, ascending. Uses the MacKay–Ghahramani pooling (average the
     inverse estimates, then invert), which is less biased than averaging the estimates.
     """
+    return lid_from_inverses(inverse_lid(neighbor_sq_distances))
+
+
+def inverse_lid(neighbor_sq_distances: np.ndarray) -> np.ndarray:
+    """Each point's inverse Levina–Bickel estimate (what `levina_bickel` pools), so that
+    estimates from several samples can be pooled; points with a duplicate are left out."""
     d = np.sqrt(np.maximum(np.asarray(neighbor_sq_distances, dtype=np.float64), 0.0))
     d = d[(d > 0).all(axis=1)]  # exact duplicates carry no scale information
     if len(d) == 0 or d.shape[1] < 2:
-        return float("nan")
-    k = d.shape[1]
+        return np.empty(0)
     log_ratio = np.log(d[:, -1:] / d[:, :-1])  # log(T_k / T_j), j < k
-    inverse = log_ratio.sum(axis=1) / (k - 1)
-    mean_inverse = inverse.mean()
-    return float(1.0 / mean_inverse) if mean_inverse > 0 else float("inf")
+    return log_ratio.sum(axis=1) / (d.shape[1] - 1)
+
+
+def lid_from_inverses(inverses: np.ndarray) -> float:
+    if len(inverses) == 0:
+        return float("nan")
+    mean_inverse = float(np.mean(inverses))
+    return 1.0 / mean_inverse if mean_inverse > 0 else float("inf")

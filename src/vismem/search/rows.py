@@ -93,8 +93,8 @@ class RowIndex(VectorIndex):
         """Search every row at the tuned effort (no selector): the common case."""
         raise NotImplementedError
 
-    def _effort(self) -> Any:
-        """The search effort now set (hashable): restricted searches' parameters follow it."""
+    def _tuned_effort(self) -> Any:
+        """The one of `tune_values` searches use now (hashable), unless exhaustive."""
         raise NotImplementedError
 
     def _restricted_index(self) -> Any:
@@ -128,6 +128,10 @@ class RowIndex(VectorIndex):
     def _set_effort(self, value: Any) -> None:
         """Search with this one of `tune_values` from now on."""
         setattr(self, self.tune_param, int(value))
+
+    @property
+    def effort(self) -> Any:
+        return EXHAUSTIVE if self.exhaustive else self._tuned_effort()
 
     def set_param(self, value: Any) -> None:
         """Search with effort `value` from now on: one of `tune_values`, or `EXHAUSTIVE`
@@ -280,10 +284,10 @@ class RowIndex(VectorIndex):
                 within.params.sel = within.selector
             sims, rows = flat_search(self._storage(), queries, want, within.params)
         else:
-            if within.params_for != (self._effort(), want):
+            if within.params_for != (self._tuned_effort(), want):
                 within.params = self._restricted_params(within.selector, want,
                                                         within.count / n)
-                within.params_for = (self._effort(), want)
+                within.params_for = (self._tuned_effort(), want)
             sims, rows = faiss_search(self._restricted_index(), queries, want, within.params)
         last = rows[:, -1]
         if (last[0] < 0) if len(last) == 1 else (last.min() < 0):
