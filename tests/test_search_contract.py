@@ -180,7 +180,7 @@ def test_a_selection_must_be_sorted_unique_int64():
 def test_large_and_small_selections_take_their_paths_and_agree_with_exact(kind, monkeypatch):
     """A selection over the exact-subset limit is searched through the index with an ID
     selector; under it, exactly over its vectors. Both find the true neighbours."""
-    from vismem.search import rows as rows_module
+    from vismem.search import restrict
 
     x = unit_vectors(3000, DIM, seed=9)
     ids = np.arange(1, 3001, dtype=np.int64)
@@ -191,7 +191,7 @@ def test_large_and_small_selections_take_their_paths_and_agree_with_exact(kind, 
     truth.add(ids, x)
     queries = unit_vectors(10, DIM, seed=10)
     half = Selection.of(ids[::2], key="half")
-    monkeypatch.setattr(rows_module, "EXACT_SUBSET_FLOATS", 100 * DIM)
+    monkeypatch.setattr(restrict, "EXACT_SUBSET_FLOATS", 100 * DIM)
     found = index.search(queries, 10, allowed_ids=half)
     assert index._restrictions[("half", False)].exact is None  # through the index
     expect = truth.search(queries, 10, allowed_ids=half).ids

@@ -15,7 +15,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .rows import RowIndex, faiss_search
+from .calls import faiss_search
+from .rows import RowIndex
 
 
 class HNSWIndex(RowIndex):

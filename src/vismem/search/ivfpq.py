@@ -15,7 +15,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .rows import RowIndex, faiss_search
+from .calls import faiss_search
+from .rows import RowIndex
 from .runtime import one_faiss_thread
 
 # FAISS encodes PQ through an (n, m, 256) float table: 8192 rows at m=32 is 268 MB for a

@@ -15,8 +15,6 @@ added, plus the item id of each row (row_ids.py) and whether the row is live. Th
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,43 +23,16 @@ import numpy as np
 
 from . import saved
 from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result
+from .calls import byte_view, faiss_search, flat_search, reserve_bytes
+from .restrict import Restriction, Restrictions, as_selection, restriction
 from .row_ids import RowIds
-from .runtime import one_faiss_thread, release_freed_memory
+from .runtime import release_freed_memory
 from .saved import IndexFileError
 
 COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
-# A selection of at most this many floats (rows x dim) is searched exactly, over a copy
-# of its vectors kept while the rows do not change (see docs/search.md for the measure).
-EXACT_SUBSET_FLOATS = 4096 * 512
-FEW_QUERIES = 20         # FAISS's own threshold for exact search: BLAS at or above it
-RESTRICTIONS_KEPT = 8    # selections whose derived bitmaps/subsets are kept, newest last
 _LIVE = ("live rows",)   # the cache key of "every live row", when some rows are dead
 # Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
 RELEASE_AFTER_ROWS = 1024
-
-
-@dataclass(eq=False)
-class Restriction:
-    """What a search within some rows needs, derived once per selection.
-
-    Either `exact` (a FAISS flat index over the vectors of a small selection, whose
-    `rows` it maps back to) or `bits`, a bitmap over all rows that `selector` (a FAISS
-    ID selector) reads, with the backend's search `params` built for `params_for`.
-    """
-
-    count: int                      # allowed live rows
-    rows: np.ndarray | None = None
-    exact: Any = None
-    bits: np.ndarray | None = None
-    selector: Any = None
-    params: Any = None
-    params_for: Any = None
-
-    def all_rows(self) -> np.ndarray:
-        if self.rows is None:
-            assert self.bits is not None
-            self.rows = np.flatnonzero(np.unpackbits(self.bits, bitorder="little"))
-        return self.rows
 
 
 class RowIndex(VectorIndex):
@@ -81,8 +52,7 @@ class RowIndex(VectorIndex):
         self._n_live = 0
         self._saved: saved.SavedLayout | None = None  # layout of the files last written
         self._dead_since_save: list[int] = []
-        # what restricted searches derived from selections, by key; emptied when rows change
-        self._restrictions: dict[Hashable, Restriction] = {}
+        self._restrictions = Restrictions()  # derived from selections; cleared when rows change
 
     # ---- backend hooks ---------------------------------------------------------------
 
@@ -145,8 +115,7 @@ class RowIndex(VectorIndex):
     def _codes(self) -> np.ndarray:
         """A writable uint8 (rows, code_size) view of the stored vectors."""
         storage = self._storage()
-        flat = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
-        return flat.reshape(-1, storage.code_size)
+        return byte_view(storage.codes, storage.code_size)
 
     def _vectors(self, rows: np.ndarray) -> np.ndarray:
         """float32 vectors of rows, as stored (exact for float32 storage)."""
@@ -298,44 +267,29 @@ class RowIndex(VectorIndex):
         return pad_result(sims, self._row_ids.ids[rows], k)
 
     def _restriction(self, allowed: Selection | np.ndarray | None) -> Restriction | None:
-        """What searching within `allowed` needs, cached under the selection's key (and
-        for the live rows, when some are dead) until the rows change. None: every row."""
+        """What searching within `allowed` needs, kept under the selection's key (and for
+        the live rows, when some are dead) until the rows change. None: every row."""
         if allowed is None:
             if self._n_live == self._n_rows:
                 return None
-            key: Hashable | None = _LIVE
-        elif isinstance(allowed, Selection):
-            key = (allowed.key, allowed.exclude) if allowed.key is not None else None
-        else:
-            allowed, key = Selection.of(allowed), None
-        found = self._restrictions.get(key) if key is not None else None
-        if found is None:
-            found = self._restrict(allowed)
-            if key is not None:
-                if len(self._restrictions) >= RESTRICTIONS_KEPT:
-                    del self._restrictions[next(iter(self._restrictions))]  # the oldest
-                self._restrictions[key] = found
-        return found
+            return self._restrictions.get(_LIVE, lambda: self._restrict(None))
+        selection, key = as_selection(allowed)
+        return self._restrictions.get(key, lambda: self._restrict(selection))
 
-    def _restrict(self, allowed: Selection | None) -> Restriction:
+    def _restrict(self, selection: Selection | None) -> Restriction:
         n = self._n_rows
-        if allowed is not None and not allowed.exclude:
-            rows = self._rows_of(allowed.ids)
-            if len(rows) * self.dim <= EXACT_SUBSET_FLOATS:
-                exact = faiss.IndexFlatIP(self.dim)
-                if len(rows):
-                    exact.add(self._vectors(rows))
-                return Restriction(len(rows), rows=rows, exact=exact)
-            mask = np.zeros(n, dtype=bool)
-            mask[rows] = True
+        live = self._live[:n]
+        if selection is None:
+            allowed = live
+        elif selection.exclude:
+            allowed = live.copy()
+            allowed[self._rows_of(selection.ids)] = False
         else:
-            mask = self._live[:n]
-            if allowed is not None:  # everything but the selection
-                mask = mask.copy()
-                mask[self._rows_of(allowed.ids)] = False
-        bits = np.packbits(mask, bitorder="little")
-        count = int(mask.sum())
-        return Restriction(count, bits=bits, selector=faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+            allowed = np.zeros(n, dtype=bool)
+            allowed[self._rows_of(selection.ids)] = True
+        # every live row (some are dead) is searched as an unrestricted search would be,
+        # so that what recall measures is what searches get once the dead rows are gone
+        return restriction(allowed, self.dim, self._vectors if selection is not None else None)
 
     def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
         """k nearest live ids by exact search over the stored vectors, whatever the effort."""
@@ -397,40 +351,3 @@ class RowIndex(VectorIndex):
         index._n_rows, index._n_live = found.layout.rows, int(found.live.sum())
         index._saved = found.layout
         return index, found.meta
-
-
-def faiss_search(index, queries: np.ndarray, k: int,
-                 params: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """`index.search(queries, k, params=params)` through FAISS's C entry point. FAISS's
-    Python wrapper would re-check and re-convert the queries `RowIndex.search` has just
-    checked (float32, C-contiguous, (n, dim)); for a single query that repeated work is a
-    few percent."""
-    n = len(queries)
-    sims = np.empty((n, k), dtype=np.float32)
-    rows = np.empty((n, k), dtype=np.int64)
-    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows),
-                   params)
-    return sims, rows
-
-
-def flat_search(index, queries: np.ndarray, k: int,
-                params: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """`faiss_search` on a flat (exact) index: a few queries run on one thread, where
-    OpenMP would only stall on busy cores (runtime.py); at FEW_QUERIES and more FAISS
-    uses BLAS, which pays for its threads."""
-    if len(queries) >= FEW_QUERIES:
-        return faiss_search(index, queries, k, params)
-    with one_faiss_thread():
-        return faiss_search(index, queries, k, params)
-
-
-def reserve_bytes(vector, size: int) -> None:
-    """Give a FAISS byte vector capacity for `size` bytes, keeping its contents.
-
-    SWIG offers no `reserve`, but std::vector never gives capacity back on a shrinking
-    `resize`, so growing to `size` and back leaves it reserved (its pages are touched now,
-    which the filled index would do anyway)."""
-    used = vector.size()
-    if size > used and vector.is_owned:
-        vector.resize(size)
-        vector.resize(used)
