@@ -191,7 +191,8 @@ def test_large_and_small_selections_take_their_paths_and_agree_with_exact(kind, 
     truth.add(ids, x)
     queries = unit_vectors(10, DIM, seed=10)
     half = Selection.of(ids[::2], key="half")
-    monkeypatch.setattr(restrict, "EXACT_SUBSET_FLOATS", 100 * DIM)
+    monkeypatch.setattr(restrict, "EXACT_FLOATS_ALWAYS", 100 * DIM)
+    monkeypatch.setattr(restrict, "EXACT_ROWS_PER_ROOT", 1)
     found = index.search(queries, 10, allowed_ids=half)
     assert index._restrictions[("half", False)].exact is None  # through the index
     expect = truth.search(queries, 10, allowed_ids=half).ids
