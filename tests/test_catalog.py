@@ -96,3 +96,20 @@ def test_metadata_values_compare_as_sqlite_does(tmp_path, value):
         memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"v": value}, {"v": "other"}])
         where = Filter.of(where={"v": value})
         assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where) == [1]
+
+
+def test_another_writer_edits_reach_this_catalog_through_the_log(tmp_path):
+    path = tmp_path / "m"
+    rng = np.random.default_rng(1)
+    with Memory.create(path, encoder=None, dim=3) as writer, Memory.open(path) as reader:
+        ids = writer.add_vectors(rng.standard_normal((6, 3)), LABELS * 2, metas=[{"tag": i % 2} for i in range(6)])
+        tagged = Filter.of(where={"tag": 1})
+        assert reader.ids(where={"tag": 1}) == ids[1::2]  # builds the metadata column now
+        writer.add_vectors(rng.standard_normal((2, 3)), ["emu", "emu"], metas=[{"tag": 1}, {"tag": 0}])
+        writer.relabel(ids[:2], "emu")
+        writer.set_prune_counts({ids[2]: 3})
+        writer.remove([ids[5]])
+        for where in (tagged, Filter.of(labels=["emu"]), Filter(max_prune_count=2), None):
+            reader.refresh()
+            assert reader.store.catalog.ids(where).tolist() == writer.store.db.ids_where(where)
+        assert reader.items([ids[0]])[0].relabelled_from == "cat"
