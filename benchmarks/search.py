@@ -437,7 +437,7 @@ def run_memory(kind: str, x: np.ndarray, queries: np.ndarray, target: float,
             memory.add_vectors(x[at : at + 10_000], ["a"] * len(x[at : at + 10_000]))
         build_s = time.perf_counter() - start
         described = memory.info()["index"]
-        index = memory._index
+        index = memory.store._index.index  # the search index itself
         ids = np.arange(1, n + 1, dtype=np.int64)  # the store's ids, in adding order
         fresh = recall_at(index, None, queries, truth_for(x, ids, queries))
         own_queries, own_ids, own_truth = own_vector_queries(x, ids)

@@ -108,21 +108,23 @@ def test_compaction_and_given_queries_measure_unseen_vectors(tmp_path):
         assert quality["measured_on"] == HELD_OUT and quality["size"] == N - 1500
         assert memory.info()["index"]["tombstones"] == 0
         given = vectors(300, seed=7)
-        tuned = memory._managed.tune(given)
+        tuned = memory.store._index.tune(given)
         assert tuned.measured_on == "given queries" and tuned.sample == 300
         assert_honest(memory.info()["index"]["quality"],
                       fresh_recall(memory, ids[1500:], x[1500:], vectors(500, seed=8)))
 
 
-@pytest.mark.parametrize("kind", ["ivfpq"])
-def test_ivfpq_is_measured_on_items_it_holds_out(tmp_path, kind):
-    x = vectors(3000, seed=9)
-    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index=kind,
+def test_ivfpq_is_measured_on_items_it_holds_out(tmp_path):
+    x = vectors(4000, seed=9)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="exact",
                        target_recall=TARGET) as memory:
-        memory._managed._params = lambda kind: {"train_min": 1000}  # trains at this size
-        ids = memory.add_vectors(x, ["a"] * 3000)
+        memory.store._index._params = lambda kind: {"train_min": 1000}  # trains at this size
+        ids = memory.add_vectors(x[:3000], ["a"] * 3000)
+        memory.set_index("ivfpq")  # built with a sample held out
+        assert memory.info()["index"]["params"]["nlist"]  # trained: the lists are searched
+        ids += memory.add_vectors(x[3000:], ["a"] * 1000)  # grown by a third: items held out
         quality = memory.info()["index"]["quality"]
-        assert quality["measured_on"] == HELD_OUT  # measured when it trained
+        assert quality["measured_on"] == HELD_OUT and quality["size"] == 4000
         assert_honest(quality, fresh_recall(memory, ids, x, vectors(500, seed=10)))
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, make_index
+from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
 from . import tuning as t
 from .base import (
@@ -38,11 +37,10 @@ from .base import (
 from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
 
 if TYPE_CHECKING:
-    from ..store import MemoryStore
+    from ..store.embedded import EmbeddedStore
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
-DEFAULT_TARGET_RECALL = 0.95
 MIN_HELD_OUT = 20            # a smaller sample (of a tiny memory) is not held out
 log = logging.getLogger("vismem")
 
@@ -54,14 +52,13 @@ class ManagedIndex:
     base.py: any `Searchable`, saved when `Persistent`, compacted when `Compactable`,
     tuned when `Tunable`. `seq` is the last store edit it reflects. `ledger` holds the
     recall of recent fresh adds at each search effort. `items` arguments are the ids the
-    store holds, as the caller knows them. `set_config(key, value)` writes the store's
-    config the way the caller does, so that the caller does not take these writes for
-    another process's.
+    store holds, as the caller knows them. The store's settings say which index to keep;
+    what the index measures (recall, history of the `auto` choice) goes to the store's
+    state.
     """
 
-    def __init__(self, store: MemoryStore, set_config: Callable[[str, Any], None]) -> None:
+    def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
-        self._set_config = set_config
         self.index: Searchable
         self.ledger = t.FreshLedger(())
         self.seq = 0
@@ -80,20 +77,19 @@ class ManagedIndex:
 
     @property
     def target(self) -> float:
-        return float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
+        return float(self.store.settings().target_recall)
 
     # ---- which index ---------------------------------------------------------------------
 
     def kind_for(self, count: int) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items."""
-        config = self.store.config
-        return choose_kind(config.get("index", "exact"), count=count, dim=self.store.dim,
+        return choose_kind(self.store.settings().index, count=count, dim=self.store.dim,
                            ram_bytes=physical_ram(),
-                           exact_below=int(config.get("auto_exact_below", 0)),
+                           exact_below=int(self.store.state("auto_exact_below") or 0),
                            approx_min=AUTO_APPROX_MIN)
 
     def _params(self, kind: str) -> dict[str, Any]:
-        return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
+        return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
 
     # ---- open, build, catch up, save -------------------------------------------------------
 
@@ -104,13 +100,13 @@ class ManagedIndex:
         self.dirty = False
         backend = INDEX_TYPES[kind]
         if not issubclass(backend, Persistent):
-            shutil.rmtree(self.directory, ignore_errors=True)  # no stale copies of vectors
+            self._drop_saved()  # no stale copies of vectors
             self._build(kind)
             self.after_growth(items)
             return
         try:
             index, meta = backend.load(self.directory, self.store.dim)
-            if meta.get("store_created_at") != self.store.config.get("created_at"):
+            if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
@@ -173,17 +169,18 @@ class ManagedIndex:
         return np.sort(self._rng.choice(ids, size=size, replace=False))
 
     def sync(self) -> int:
-        """Apply edits from the store's log that the index has not seen; returns how many."""
+        """Apply adds and removals from the store's log that the index has not seen (other
+        edits do not move vectors); returns how many."""
         replayed, adds = 0, []
         for seq, op, ids in self.store.edits_since(self.seq):
             if op == "add":
                 adds += ids
-            else:
+            elif op == "remove":
                 self._add_from_store(adds)
                 adds = []
                 self.index.remove(np.asarray(ids, dtype=np.int64))
             self.seq = seq
-            replayed += 1
+            replayed += op in ("add", "remove")
         self._add_from_store(adds)
         if replayed and self.persistent:
             self.dirty = True
@@ -196,12 +193,15 @@ class ManagedIndex:
             found, vectors = self.store.vectors(missing)
             self._insert(found, vectors)
 
+    def _drop_saved(self) -> None:
+        if not self.store.read_only:  # on read-only media the saved files stay as they are
+            shutil.rmtree(self.directory, ignore_errors=True)
+
     def _save(self) -> None:
-        if not isinstance(self.index, Persistent):
+        if not isinstance(self.index, Persistent) or self.store.read_only:
             return
         self.sync()
-        self.index.save(self.directory, {"seq": self.seq,
-                                         "store_created_at": self.store.config.get("created_at"),
+        self.index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
                                          "fresh": self.ledger.to_dict()})
         self.dirty = False
 
@@ -297,7 +297,7 @@ class ManagedIndex:
     @property
     def quality(self) -> q.Quality | None:
         """Recall (and on what it was measured) and intrinsic dimension, last measured."""
-        found = self.store.config.get("index_quality")
+        found = self.store.state("index_quality")
         return q.Quality.from_dict(found) if found else None
 
     def after_growth(self, items: Collection[int]) -> None:
@@ -307,13 +307,13 @@ class ManagedIndex:
         if kind != self.index.kind:
             log.warning("%s now holds %d items: building a %s index", self.store.path, count, kind)
             found = self._rebuild(kind, items)
-            if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
+            if self.store.settings().index == "auto" and kind == "hnsw" and found \
                     and (found.recall < found.target or found.params.get("exhaustive")):
                 # `auto` honours the target recall: exact search until the memory doubles
                 log.warning("%s: no search effort of hnsw reaches recall %s; auto keeps exact "
                             "search until %d items", self.store.path, found.target, 2 * count)
-                self._set_config("auto_exact_below", 2 * count)
-                shutil.rmtree(self.directory, ignore_errors=True)
+                self.store.set_state("auto_exact_below", 2 * count)
+                self._drop_saved()
                 self._build("exact")
                 self._measure(items)
                 return
@@ -368,24 +368,26 @@ class ManagedIndex:
                             q.lid_from_inverses(_inverse_lids(sims)))
 
     def _measure(self, items: Collection[int]) -> q.Quality | None:
-        """Tune and measure on a sample of the memory's own vectors (each query's own
-        item left out): the exact index, or an approximate one with no unseen queries
-        at hand, whose figure is then optimistic."""
+        """The intrinsic dimension, from a sample of the memory's own vectors, and recall:
+        1 for exact search (by definition, ties among equal vectors aside); for an
+        approximate index with no unseen queries at hand, tuned on those own vectors (each
+        query's own item left out), an optimistic figure."""
         ids = np.fromiter(sorted(items), dtype=np.int64)
         if len(ids) < 2:
             return None
         sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
         depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
         near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
+        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
+        if not isinstance(self.index, Tunable):
+            return self._record(t.RecallEstimate(1.0, 0, 1.0, 1.0, t.EXACT), len(ids), lid)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
         values = t.ladder(self.index)
         recalls = t.measure_efforts(self.index, queries, truth, q.RECALL_K, values,
                                     own_ids=sample_ids)
-        chosen = t.least_effort(recalls, self.target) if values else 0
-        if isinstance(self.index, Tunable):
-            self.index.set_param(values[chosen])
-        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
-        return self._record(t.RecallEstimate.of(recalls[:, chosen], q.OWN_VECTORS), len(ids), lid)
+        chosen = t.least_effort(recalls, self.target)
+        self.index.set_param(values[chosen])
+        return self._record(t.RecallEstimate.of(recalls[:, chosen], t.OWN), len(ids), lid)
 
     def _exact(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (ids, similarities) of the `depth` nearest live items in the index:
@@ -409,20 +411,14 @@ class ManagedIndex:
                           params=self.index.describe().get("params", {}),
                           lid=None if lid is None else round(float(lid), 2), target=self.target,
                           measured_on=estimate.measured_on, low=estimate.low, high=estimate.high)
-        self._set_config("index_quality", found.to_dict())
+        self.store.set_state("index_quality", found.to_dict())
         if found.warning():
             log.warning("%s: %s", self.store.path, found.warning())
         return found
 
-    def set_kind(self, kind: str, items: Collection[int], *, target_recall: float,
-                 float16: bool | None = None) -> None:
-        """Switch the index setting: rebuilt from the store, measured and saved.
-        Validate first, with `check_index_options`."""
-        self._set_config("index", kind)
-        self._set_config("target_recall", float(target_recall))
-        if float16 is not None:
-            self._set_config("float16", bool(float16))
-        shutil.rmtree(self.directory, ignore_errors=True)
+    def rebuild(self, items: Collection[int]) -> None:
+        """After the index settings changed: rebuilt from the store, measured and saved."""
+        self._drop_saved()
         self.dirty = False
         self._rebuild(self.kind_for(len(items)), items)
         self._save()
@@ -431,15 +427,14 @@ class ManagedIndex:
         """The index as `vismem info` shows it: size and parameters, the setting, the
         last measured recall (what it was measured on, with its interval; a warning when
         below target) and the running recall of fresh adds at the current effort."""
-        config = self.store.config
+        settings = self.store.settings()
         quality = self.quality
         fresh = None
         if isinstance(self.index, Tunable):
             estimate = self.ledger.estimate(self.index.effort)
             fresh = estimate.to_dict() if estimate else None
-        return {**self.index.describe(), "setting": config.get("index", "exact"),
-                "target_recall": config.get("target_recall", DEFAULT_TARGET_RECALL),
-                "float16": bool(config.get("float16", False)),
+        return {**self.index.describe(), "setting": settings.index,
+                "target_recall": settings.target_recall, "float16": settings.float16,
                 "quality": quality.to_dict() if quality else None,
                 "fresh_adds": fresh,
                 "warning": quality.warning() if quality else None}
@@ -459,10 +454,3 @@ def _inverse_lids(similarities: np.ndarray) -> np.ndarray:
     if similarities.shape[1] < 2:
         return np.empty(0)
     return q.inverse_lid(np.maximum(2.0 - 2.0 * similarities, 0.0))
-
-
-def check_index_options(index: str, target_recall: float) -> None:
-    if index not in INDEX_CHOICES:
-        raise InvalidInputError(f"unknown index {index!r}; choose from {', '.join(INDEX_CHOICES)}")
-    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
-        raise InvalidInputError(f"target recall must be in (0, 1], got {target_recall!r}")

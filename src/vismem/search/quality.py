@@ -14,10 +14,11 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
+from .tuning import OWN
+
 RECALL_K = 10
 SAMPLE = 200
 LID_K = 20
-OWN_VECTORS = "own vectors"
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Quality:
     params: dict
     lid: float | None
     target: float
-    measured_on: str = OWN_VECTORS  # records written before unseen queries were used
+    measured_on: str = OWN  # records written before unseen queries were used
     low: float | None = None
     high: float | None = None
 
@@ -49,7 +50,7 @@ class Quality:
 
     def describe(self) -> str:
         """e.g. "held-out sample of 200 queries, 95% interval 0.931-0.968"."""
-        what = self.measured_on + (" (optimistic)" if self.measured_on == OWN_VECTORS else "")
+        what = self.measured_on + (" (optimistic)" if self.measured_on == OWN else "")
         interval = (f", 95% interval {self.low:.3f}-{self.high:.3f}"
                     if self.low is not None and self.high is not None else "")
         return f"{what}, {self.sample} queries{interval}"

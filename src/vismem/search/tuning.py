@@ -11,6 +11,7 @@ measured, and effort tuned, on vectors that are not in the index when they are s
     given queries     the user's own (`vismem tune-index --queries`)
     recorded queries  real queries the user chose to keep
     own vectors       the memory's own vectors: optimistic, the last resort
+    exact search      the exact index: recall 1 by definition
 
 Each query is searched at every effort of the index's ladder (`tune_values`, then
 `EXHAUSTIVE`) against exact search; the least effort whose mean recall reaches the
@@ -34,7 +35,8 @@ HELD_OUT = "held-out sample"
 GIVEN = "given queries"
 RECORDED = "recorded queries"
 OWN = "own vectors"
-SOURCES = (FRESH_ADDS, HELD_OUT, GIVEN, RECORDED, OWN)
+EXACT = "exact search"  # the exact index: recall 1 by definition, nothing to measure
+SOURCES = (FRESH_ADDS, HELD_OUT, GIVEN, RECORDED, OWN, EXACT)
 LEDGER_QUERIES = 400    # fresh-add queries remembered (the newest)
 MIN_QUERIES = 50        # fewer fresh-add queries than this do not retune the index
 
