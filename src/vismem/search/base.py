@@ -205,7 +205,7 @@ class HoldsOut(Protocol):
 
 
 class VectorIndex(ABC):
-    """Base for in-process backends: `Searchable` and `Compactable` with no tombstones."""
+    """Base for in-process backends: the abstract parts of `Searchable`, and `describe`."""
 
     kind: ClassVar[str]
 
@@ -231,26 +231,16 @@ class VectorIndex(ABC):
     @abstractmethod
     def live_ids(self) -> np.ndarray: ...
 
+    @abstractmethod
+    def reserve(self, rows: int) -> None: ...
+
     def nbytes(self) -> int:
         """Memory the index holds, in bytes."""
         return 0
 
-    def reserve(self, rows: int) -> None:
-        """Nothing to reserve unless a backend grows buffers (see `Searchable.reserve`)."""
-
-    @property
-    def tombstones(self) -> int:
-        return 0
-
-    def needs_compaction(self) -> bool:
-        return False
-
-    def compact(self) -> None:
-        """Nothing to reclaim unless a backend keeps tombstones."""
-
     def describe(self) -> dict[str, Any]:
         size = len(self)
-        return {"type": self.kind, "size": size, "rows": size, "tombstones": self.tombstones,
+        return {"type": self.kind, "size": size, "rows": size, "tombstones": 0,
                 "bytes": self.nbytes(), "bytes_per_vector": round(self.nbytes() / max(size, 1), 1),
                 "params": {}}
 

@@ -56,7 +56,7 @@ class ExactIndex(VectorIndex):
         self._restrictions.clear()
         self._flat.add(vectors)
         self._ids[n : n + m] = ids
-        self._row_of.update(zip(ids.tolist(), range(n, n + m)))
+        self._row_of.update(zip(ids.tolist(), range(n, n + m), strict=True))
 
     def remove(self, ids: np.ndarray) -> None:
         known = [i for i in np.asarray(ids, dtype=np.int64).tolist() if i in self._row_of]

@@ -31,11 +31,12 @@ class HNSWIndex(RowIndex):
         super().__init__(dim, exhaustive)
         self.m, self.ef_construction, self.ef_search, self.float16 = m, ef_construction, ef_search, float16
         self._faiss = self._new_faiss()
-        self._applied = None  # search setting last written into the FAISS object
+        self._applied: int | None = None  # search setting last written into the FAISS object
 
-    def _new_faiss(self):
-        if self.float16:
-            index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.m,
+    def _new_faiss(self) -> Any:
+        index: Any
+        if self.float16:  # (mypy sees one of SWIG's overloads only: hence the ignore)
+            index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.m,  # type: ignore[arg-type]
                                       faiss.METRIC_INNER_PRODUCT)
         else:
             index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
@@ -74,7 +75,7 @@ class HNSWIndex(RowIndex):
         return self._faiss
 
     def _restricted_params(self, selector, k, selectivity):
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # (loaded by SWIG)
         # A filter hides part of the graph; widen the beam so k matches are still found.
         params.efSearch = int(min(max(self.ef_search, k) / max(selectivity, 0.05), 4096))
         params.sel = selector

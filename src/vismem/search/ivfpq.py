@@ -57,7 +57,7 @@ class IVFPQIndex(RowIndex):
                                                    faiss.METRIC_INNER_PRODUCT)
         self._ivf: Any = None  # the IndexIVFPQ, once trained
         self._faiss: Any = self._sq  # what gets saved: the float16 store, then IndexRefine
-        self._applied = None
+        self._applied: tuple[int, int] | None = None  # effort last written into the FAISS objects
 
     def _set_effort(self, value) -> None:
         self.nprobe, self.k_factor = (int(v) for v in value)
@@ -178,15 +178,16 @@ class IVFPQIndex(RowIndex):
 
     def _restricted_params(self, selector, k, selectivity):
         if self._ivf is None:  # untrained: exact over the float16 copies
-            return faiss.SearchParameters(sel=selector)
+            flat_params = faiss.SearchParameters()
+            flat_params.sel = selector
+            return flat_params
         ivf_params = faiss.SearchParametersIVF()
         # A filter hides part of each list; probe more lists so k matches are still found.
         ivf_params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))
         ivf_params.sel = selector
         params = faiss.IndexRefineSearchParameters()
         params.k_factor = self.k_factor
-        params.base_index_params = ivf_params
-        params.referenced_objects = [ivf_params]  # SWIG holds a bare pointer to it
+        params.base_index_params = ivf_params  # (FAISS's wrapper keeps it alive with params)
         return params
 
     def nbytes(self) -> int:

@@ -100,7 +100,7 @@ def exact_top(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray
 
 def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(ids), k), -1, dtype=np.int64)
-    for i, (row, own) in enumerate(zip(ids, query_ids)):
+    for i, (row, own) in enumerate(zip(ids, query_ids, strict=True)):
         kept = row[(row != own) & (row >= 0)][:k]
         out[i, : len(kept)] = kept
     return out
@@ -112,7 +112,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     Like `faiss.contrib.evaluation.knn_intersection_measure`, except that a memory with
     fewer than k other items pads `truth` with -1, and padding is no neighbour to find."""
     hits = total = 0
-    for f, t in zip(found, truth):
+    for f, t in zip(found, truth, strict=True):
         t = t[t >= 0]
         hits += len(np.intersect1d(f, t))
         total += len(t)

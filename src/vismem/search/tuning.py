@@ -80,7 +80,8 @@ def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     that `found` (n, k') holds; 1.0 for a query with no true neighbours."""
     truth = np.asarray(truth)
     valid = truth >= 0
-    hits = np.array([np.isin(t[v], f).sum() for f, t, v in zip(found, truth, valid)], dtype=float)
+    hits = np.array([np.isin(t[v], f).sum() for f, t, v in zip(found, truth, valid, strict=True)],
+                    dtype=float)
     totals = valid.sum(axis=1)
     return np.where(totals > 0, hits / np.maximum(totals, 1), 1.0)
 
