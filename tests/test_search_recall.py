@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import json_lines
 
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex
@@ -158,3 +159,76 @@ def test_ledger_keeps_the_newest_queries_and_round_trips():
     assert np.allclose(np.sort(again.held(), axis=0), np.sort(ledger.held(), axis=0))
     assert FreshLedger.from_dict(ledger.to_dict(), [16, 64, "exhaustive"]).count == 0
     assert least_effort(ledger.held(), 0.7) == 1 and least_effort(ledger.held(), 1.0) == 2
+
+
+# ---- the user's own queries: given, or recorded (opt-in) -------------------------------
+
+def small_memory(path, n: int = 2000) -> tuple[list[int], np.ndarray]:
+    x = vectors(n, seed=11)
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw", target_recall=TARGET) as memory:
+        ids = memory.add_vectors(x, ["a"] * n)
+    return ids, x
+
+
+def files_holding(directory, vectors_: np.ndarray) -> list[str]:
+    """Files in which any of these float32 vectors' bytes still lie (as `remove --verify`)."""
+    needles = [v.astype(np.float32).tobytes() for v in vectors_]
+    return sorted({p.name for p in directory.rglob("*") if p.is_file()
+                   for data in [p.read_bytes()] if any(n in data for n in needles)})
+
+
+def test_tune_index_on_given_queries(tmp_path, cli):
+    path = tmp_path / "m"
+    small_memory(path)
+    np.save(tmp_path / "q.npy", vectors(150, seed=12))
+    described = json_lines(cli("tune-index", path, "--queries", tmp_path / "q.npy", "--json", check=True))[0]
+    assert described["quality"]["measured_on"] == "given queries" and described["quality"]["sample"] == 150
+    result = cli("info", path)
+    assert "given queries, 150 queries, 95% interval" in result.stdout
+    result = cli("tune-index", path)  # nothing given, nothing recorded
+    assert result.returncode == 1 and "record-queries" in result.stderr
+    assert cli("tune-index", path, "--queries", tmp_path / "missing.npy").returncode == 1
+
+
+def test_recorded_queries_are_off_by_default_bounded_cleared_and_purged(tmp_path, cli):
+    path = tmp_path / "m"
+    small_memory(path)
+    asked = vectors(120, seed=13)
+    with Memory.open(path) as memory:  # off by default: nothing is kept
+        memory.search(asked[:60], 5)
+        memory.classify_vectors(asked[60:])
+    assert files_holding(path, asked) == []
+    assert json_lines(cli("record-queries", path, "--json", check=True))[0] == {"keep": 0, "kept": 0}
+    cli("record-queries", path, "40", check=True)
+    with Memory.open(path) as memory:
+        for start in range(0, 120, 10):
+            memory.search(asked[start : start + 10], 5)
+        memory.classify_vectors(asked[:20])
+    state = json_lines(cli("record-queries", path, "--json", check=True))[0]
+    assert state == {"keep": 40, "kept": 40}  # bounded
+    assert "memory.sqlite" in files_holding(path, asked)  # positive control
+    info = json_lines(cli("info", path, "--json", check=True))[0]
+    assert info["recorded_queries"] == 40
+    tuned = json_lines(cli("tune-index", path, "--json", check=True))[0]["quality"]
+    assert tuned["measured_on"] == "recorded queries" and tuned["sample"] == 40
+    assert json_lines(cli("record-queries", path, "--clear", "--json", check=True))[0] == \
+        {"keep": 40, "kept": 0}
+    assert files_holding(path, asked) == []  # no bytes left in any file
+    with Memory.open(path) as memory:  # still recording, until turned off
+        memory.search(asked[:5], 5)
+    assert json_lines(cli("record-queries", path, "0", "--json", check=True))[0] == {"keep": 0, "kept": 0}
+    assert files_holding(path, asked) == []
+
+
+def test_stats_says_what_recall_was_measured_on(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vismem.service import ServiceSettings, create_app
+
+    small_memory(tmp_path / "m")
+    with Memory.open(tmp_path / "m") as memory:
+        stats = TestClient(create_app(memory, ServiceSettings())).get("/stats").json()
+    quality = stats["index"]["quality"]
+    assert quality["measured_on"] == FRESH_ADDS and quality["sample"] > 0
+    assert quality["low"] <= quality["recall"] <= quality["high"]
+    assert stats["index"]["fresh_adds"]["queries"] == quality["sample"]

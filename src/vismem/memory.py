@@ -425,6 +425,7 @@ class Memory:
         self._catch_up()
         found = self.store.search(queries, int(k), voting_filter(restriction(labels, sources, where),
                                                                  self.settings))
+        self.store.record_queries(queries)  # only when the memory records queries (opt-in)
         return [[Hit(int(i), label, source, float(1.0 - s))
                  for i, s, label, source in zip(ids, sims, labels_row, sources_row) if i >= 0]
                 for ids, sims, labels_row, sources_row in zip(found.ids, found.similarities, found.labels,
@@ -469,9 +470,11 @@ class Memory:
         calibration = self._calibration() if abstain else None
         if len(self.store) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
-        return classify_queries(self.store, queries, params, self.settings, self.prototypes(),
-                                where=restriction(labels, sources, where), calibration=calibration,
-                                paths=list(paths) if paths is not None else None)
+        decisions = classify_queries(self.store, queries, params, self.settings, self.prototypes(),
+                                     where=restriction(labels, sources, where), calibration=calibration,
+                                     paths=list(paths) if paths is not None else None)
+        self.store.record_queries(queries)  # only when the memory records queries (opt-in)
+        return decisions
 
     def vote_params(self, **given: Any) -> VoteParams:
         """The memory's vote defaults with the given (non-None) values in their place."""
@@ -578,6 +581,24 @@ class Memory:
         new = self.settings.replace(**changes)
         self._commit(lambda store: store.save_settings(new))
         return self.store.describe()["index"]
+
+    def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
+        """Tune the search effort on query vectors (n, dim) the memory has not seen, your
+        own, until their recall@10 reaches the target recall; None: on the recorded
+        queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
+        vectors = self._check_vectors(queries) if queries is not None else None
+        return self._commit(lambda store: store.tune_index(vectors))
+
+    def record_queries(self, keep: int | None = None, *, clear: bool = False) -> dict[str, Any]:
+        """Keep (opt-in) up to `keep` real search and classify queries in the store, to
+        tune the index on (0: stop, and delete those kept); `clear` deletes the kept ones
+        now. Deleted queries leave no bytes in any file. Returns {"keep", "kept"}."""
+        if keep is not None:
+            new = self.settings.replace(record_queries=keep)
+            self._commit(lambda store: store.save_settings(new))
+        if clear or keep == 0:
+            self._commit(lambda store: store.clear_recorded_queries())
+        return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
 
     def compact(self) -> dict[str, Any]:
         """Reclaim removed items' slots in the index and the store; re-measure recall.

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError
+from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 
@@ -323,8 +324,15 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if quality:
         lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
         out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                  f"{quality['target']}), measured on {quality['sample']} of {quality['size']} items")
+                  f"{quality['target']}) at {quality['size']} items, measured on "
+                  f"{Quality.from_dict(quality).describe()}")
+        fresh = index.get("fresh_adds")
+        if fresh:
+            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
+                      f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
         out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE)")
+    if data.get("recorded_queries"):
+        out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}", markup=False)
     out.print(f"on disk     {data['disk_bytes']:,} bytes")

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from .tuning import OWN
+from .tuning import EXACT, OWN
 
 RECALL_K = 10
 SAMPLE = 200
@@ -49,11 +49,12 @@ class Quality:
         return asdict(self)
 
     def describe(self) -> str:
-        """e.g. "held-out sample of 200 queries, 95% interval 0.931-0.968"."""
+        """What the figure was measured on, e.g. "held-out sample, 200 queries, 95%
+        interval 0.931-0.968"; "own vectors (optimistic), ..."; "exact search"."""
         what = self.measured_on + (" (optimistic)" if self.measured_on == OWN else "")
-        interval = (f", 95% interval {self.low:.3f}-{self.high:.3f}"
-                    if self.low is not None and self.high is not None else "")
-        return f"{what}, {self.sample} queries{interval}"
+        if self.low is None or self.high is None or self.measured_on == EXACT:
+            return what
+        return f"{what}, {self.sample} queries, 95% interval {self.low:.3f}-{self.high:.3f}"
 
     def warning(self) -> str | None:
         """A one-line warning (naming what to do) when recall is below the target, or

@@ -207,3 +207,57 @@ class FreshLedger:
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+# ---- real queries, kept (opt-in) to tune on ---------------------------------------------
+
+def reservoir_slots(positions: np.ndarray, capacity: int, rng: np.random.Generator) -> np.ndarray:
+    """Algorithm R: the slot of a `capacity`-slot reservoir that each arrival takes (-1:
+    not kept), given its 1-based position in the stream. Later arrivals overwrite earlier
+    ones in the same slot, so apply them in order; the reservoir stays a uniform sample.
+
+        >>> reservoir_slots(np.arange(1, 4), 5, np.random.default_rng(0)).tolist()
+        [0, 1, 2]
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    drawn = np.floor(rng.random(len(positions)) * positions).astype(np.int64)  # uniform in [0, pos)
+    slots = np.where(positions <= capacity, positions - 1, drawn)
+    return np.where(slots < capacity, slots, -1)
+
+
+def merge_slots(seen: int, capacity: int, sample: int, offered: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Where each of `sample` queries, a uniform sample of `offered` new ones, goes in a
+    reservoir of `capacity` that holds a uniform sample of the `seen` before them (-1:
+    left out), so that it then holds a uniform sample of all `seen + offered`.
+
+        >>> sorted(merge_slots(0, 5, 3, 3, np.random.default_rng(0)).tolist())
+        [0, 1, 2]
+    """
+    held = min(seen, capacity)
+    want = min(capacity, seen + offered)
+    new = rng.hypergeometric(offered, seen, want) if seen else want  # how many of the new stay
+    slots = np.full(sample, -1, dtype=np.int64)
+    empty = np.arange(held, want)  # the new fill empty slots first, then replace old ones
+    replaced = rng.choice(held, size=new - len(empty), replace=False)
+    slots[rng.choice(sample, size=new, replace=False)] = np.concatenate([empty, replaced])
+    return slots
+
+
+class QuerySample:
+    """A uniform sample of at most `capacity` of the queries offered (Algorithm R), and
+    how many were offered: recorded queries wait here until the store writes them."""
+
+    def __init__(self, capacity: int, dim: int) -> None:
+        self.capacity = capacity
+        self.vectors = np.empty((0, dim), dtype=np.float32)
+        self.seen = 0
+
+    def offer(self, queries: np.ndarray, rng: np.random.Generator) -> None:
+        positions = self.seen + np.arange(1, len(queries) + 1)
+        self.seen += len(queries)
+        for query, slot in zip(queries, reservoir_slots(positions, self.capacity, rng), strict=True):
+            if slot == len(self.vectors):
+                self.vectors = np.vstack([self.vectors, query[None]])
+            elif slot >= 0:
+                self.vectors[slot] = query

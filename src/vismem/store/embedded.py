@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, MemoryExistsError, VismemError
+from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..search.lifecycle import ManagedIndex
+from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from .base import Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page
 from .catalog import Catalog
@@ -53,6 +55,9 @@ class EmbeddedStore:
         self.catalog = Catalog(db)
         self._index = ManagedIndex(self)
         self._unpurged = False
+        self._recorded: QuerySample | None = None  # queries recorded here, not yet written
+        self._recording = threading.Lock()  # reader threads record side by side
+        self._rng = np.random.default_rng()
         self._load()
         self._keep_reserve()
 
@@ -283,8 +288,57 @@ class EmbeddedStore:
         elif op == "prune":
             self.catalog.set_prune_counts(self.db.all_prune_counts())
 
+    # ---- real queries: recorded (opt-in), tuned on --------------------------------------
+
+    def record_queries(self, queries: np.ndarray) -> None:
+        """Keep a uniform sample of the queries searched, up to the `record_queries`
+        setting (0: none). They wait in RAM and are written at the next purge or close:
+        a search never writes to the database."""
+        capacity = self._settings.record_queries
+        if capacity == 0 or self.read_only:
+            return
+        with self._recording:
+            if self._recorded is None or self._recorded.capacity != capacity:
+                self._recorded = QuerySample(capacity, self.dim)
+            self._recorded.offer(np.asarray(queries, dtype=np.float32), self._rng)
+
+    def _write_recorded(self) -> None:
+        with self._recording:
+            recorded, self._recorded = self._recorded, None
+        capacity = self._settings.record_queries
+        if recorded is not None and recorded.seen and capacity and not self.read_only:
+            self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng)
+
+    def recorded_count(self) -> int:
+        """How many recorded queries the store keeps."""
+        self._write_recorded()
+        return self.db.recorded_count()
+
+    def clear_recorded_queries(self) -> int:
+        """Delete the recorded queries, purged from every file; returns how many."""
+        with self._recording:
+            self._recorded = None
+        found = self.db.clear_recorded_queries()
+        self.purge()
+        return found
+
+    def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]:
+        """Tune the search effort on these queries (not in the memory) or, None, on the
+        recorded ones; returns the index as `describe` shows it."""
+        measured_on = GIVEN
+        if queries is None:
+            self._write_recorded()
+            queries, measured_on = self.db.recorded_queries(self.dim), RECORDED
+            if len(queries) == 0:
+                raise InvalidInputError(
+                    f"memory at {self.location} has no recorded queries: give query vectors or images, "
+                    f"or record real ones first with `vismem record-queries {self.location} 1000`")
+        self._index.tune(queries, measured_on)
+        return self._index.describe()
+
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now."""
+        self._write_recorded()
         self.db.purge()
         self._index.scrub()
         self._unpurged = False
@@ -331,13 +385,14 @@ class EmbeddedStore:
     def describe(self) -> dict[str, Any]:
         return {"home": "embedded", "location": self.location, "format_version": FORMAT_VERSION,
                 "read_only": self.read_only, "index": self._index.describe(),
-                "disk_bytes": self.db.disk_bytes(), "thumbnails": True}
+                "recorded_queries": self.db.recorded_count(), "disk_bytes": self.db.disk_bytes(),
+                "thumbnails": True}
 
     def close(self) -> None:
         try:
             if not self.read_only:
                 self._index.save_if_dirty()
-                if self.unpurged:
+                if self.unpurged or self._recorded is not None:
                     self.purge()
         finally:
             self.db.close()
