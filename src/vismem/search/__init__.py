@@ -1,16 +1,22 @@
 """Search backends behind one contract (the protocols of base.py): the memory never knows which.
 
-    base.py      the contract: SearchResult and the protocols Searchable, Compactable,
-                 Persistent, Tunable; VectorIndex, a base for in-process backends
-    exact.py     exact search (FAISS BLAS kNN over a matrix)
-    rows.py      RowIndex: rows, deletion, filtered search and compaction of FAISS indexes
+    base.py      the contract: protocols Searchable, Compactable, Persistent, Tunable,
+                 ExactlySearchable, HoldsOut; SearchResult; Selection (a keyed subset);
+                 VectorIndex, a base for in-process backends
+    exact.py     exact search: a FAISS flat index, O(dim) removal
+    rows.py      RowIndex: what the FAISS indexes share: rows, deletion, compaction
+    row_ids.py   the item id of each row and the row of each id
     hnsw.py      HNSW graph
-    ivfpq.py     IVF-PQ with float16 re-ranking
+    ivfpq.py     IVF-PQ with float16 re-ranking, re-clustering as it grows
+    restrict.py  searching within a Selection: bitmap selector or exact subset, cached
     saved.py     the saved files of an index: format, checksums, in-place scrubbing
+    calls.py     lean FAISS calls (C entry point, one thread for a few exact queries)
     runtime.py   process-wide FAISS thread and C-heap settings
-    quality.py   recall against exact search, intrinsic dimension, tuning
-    lifecycle.py ManagedIndex: an index kept in step with its store
-"""
+    choice.py    which kind `auto` picks: a pure function
+    quality.py   the recall record, exact ground truth, recall@k, intrinsic dimension
+    tuning.py    recall on unseen queries: per-effort measures, intervals, ledger, reservoir
+    tuner.py     Tuner: measures and tunes the live index on unseen vectors
+    lifecycle.py ManagedIndex: an index kept in step with its store"""
 
 from typing import Any
 
