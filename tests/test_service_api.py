@@ -106,14 +106,14 @@ def test_classify_options_and_errors(client, digit_sets):
     query = digit_sets["2"][PER_LABEL]
     assert classify(client, query, k=3, vote="plurality").json()["vote"] == "plurality"
     bad_vote = classify(client, query, vote="majority")
-    assert bad_vote.status_code == 400 and "unknown vote" in bad_vote.json()["error"]
+    assert bad_vote.status_code == 422 and "'rank'" in bad_vote.json()["error"]  # the schema's enum
     for k in (0, 10**9):
         too = classify(client, query, k=k)
         assert too.status_code == 422 and too.json()["error"].startswith("invalid request: k:")
     missing = client.post("/classify")
     assert missing.status_code == 422 and "file" in missing.json()["error"]
     uncalibrated = classify(client, query, abstain="true")
-    assert uncalibrated.status_code == 400 and "vismem calibrate" in uncalibrated.json()["error"]
+    assert uncalibrated.status_code == 409 and "vismem calibrate" in uncalibrated.json()["error"]
 
 
 def test_classify_abstains_on_an_unknown_kind_of_image(memory, digit_sets):
@@ -191,21 +191,31 @@ def test_add_items_reports_ids_and_skips(client, digits, digit_sets):
     assert classify(client, fresh, k=1).json()["label"] == "seven"
 
 
-def test_delete_by_id_label_and_source(client, memory, digit_sets):
+def test_delete_by_id_label_source_and_where(client, memory, digit_sets):
     query = digit_sets["0"][PER_LABEL]
     nearest = classify(client, query, k=1).json()["neighbors"][0]["id"]
-    assert client.delete(f"/items/{nearest}", headers=AUTH).json() == {"removed": 1, "ids": [nearest]}
+    total = 3 * PER_LABEL
+    assert client.delete(f"/items/{nearest}", headers=AUTH).json() == {
+        "removed": 1, "ids": [nearest], "missing": [], "items": total - 1}
     assert client.get(f"/items/{nearest}").status_code == 404
     assert nearest not in [n["id"] for n in classify(client, query, k=20).json()["neighbors"]]
     assert client.delete(f"/items/{nearest}", headers=AUTH).status_code == 404
-    assert client.delete("/items", headers=AUTH).status_code == 400
-    assert client.delete("/items?label=1&source=set-1", headers=AUTH).status_code == 400
+    for selector in ("", "?label=1&source=set-1", "?label=1&label=2", "?colour=red", "?id=1&label=1"):
+        refused = client.delete("/items" + selector, headers=AUTH)  # exactly one selector, as the CLI
+        assert refused.status_code == 422 and refused.json()["error"].startswith("invalid request"), selector
+    assert client.get("/stats").json()["items"] == total - 1  # nothing changed
+    some = [i["id"] for i in client.get("/items", params={"label": "0", "limit": 2}).json()["items"]]
+    by_ids = client.delete("/items", params={"id": [*some, 999]}, headers=AUTH).json()
+    assert by_ids == {"removed": 2, "ids": some, "missing": [999], "items": total - 3}  # CLI: exit 3
     assert client.delete("/items?label=1", headers=AUTH).json()["removed"] == PER_LABEL
-    assert client.delete("/items?source=set-2", headers=AUTH).json()["removed"] == PER_LABEL
-    assert client.get("/stats").json()["classes"] == {"0": PER_LABEL - 1}
+    name = client.get("/items", params={"source": "set-2", "limit": 1}).json()["items"][0]["meta"]["name"]
+    by_meta = client.delete("/items", params={"where": f"name={name}"}, headers=AUTH).json()
+    assert by_meta["removed"] == 1
+    assert client.delete("/items?source=set-2", headers=AUTH).json()["removed"] == PER_LABEL - 1
+    assert client.get("/stats").json()["classes"] == {"0": PER_LABEL - 3}
     memory.close()
     with Memory.open(memory.path) as reopened:  # durable: another process sees it
-        assert reopened.class_counts() == {"0": PER_LABEL - 1}
+        assert reopened.class_counts() == {"0": PER_LABEL - 3}
 
 
 def test_patch_relabels_blocks_and_boosts(client, digit_sets):
@@ -219,7 +229,8 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     relabelled = client.patch(f"/items/{first}", json={"label": "one", "weight": 2.5}, headers=AUTH).json()
     assert relabelled["label"] == "one" and relabelled["weight"] == 2.5
     assert "one" in classify(client, query, k=3).json()["scores"]
-    assert client.patch(f"/items/{first}", json={}, headers=AUTH).status_code == 400
+    for nothing in ({}, {"label": None}, {"label": " "}, {"weight": 1, "colour": "red"}):
+        assert client.patch(f"/items/{first}", json=nothing, headers=AUTH).status_code == 422
     assert client.patch(f"/items/{first}", json={"weight": -1}, headers=AUTH).status_code == 422
     assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
 

@@ -263,8 +263,10 @@ class Catalog:
         source_names = np.asarray(self.sources.names + [None], dtype=object)
         labels[found] = label_names[self._label[rows[found]]]
         sources[found] = source_names[self._source[rows[found]]]
-        weights = np.where(found, self._weight[rows], 0.0)
-        prune = np.where(found, self._prune[rows], 0)
+        weights = np.zeros(len(flat))  # rows of ids not found may point past an empty catalog
+        weights[found] = self._weight[rows[found]]
+        prune = np.zeros(len(flat), dtype=self._prune.dtype)
+        prune[found] = self._prune[rows[found]]
         history = np.asarray([self.relabelled.get(i) if ok else None
                               for i, ok in zip(flat.tolist(), found.tolist())], dtype=object) \
             if self.relabelled else np.full(len(flat), None, dtype=object)
