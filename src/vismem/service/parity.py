@@ -21,9 +21,10 @@ class Face:
     cli_only: str = ""  # why there is no endpoint
 
 
-LONG_JOB = ("a whole-memory job (every item queried against the memory, or the index rebuilt): minutes "
-            "at scale under the write lock, which would stall every request. Run it beside the server; "
-            "the server picks up its result on the next request")
+SELF_QUERY = ("queries every item against the memory: minutes at scale, holding the service's lock "
+              "all along; run it beside the server")
+REBUILD = "rebuilds the index: minutes at scale under the write lock; run it beside the server"
+PICKED_UP = ", which uses the result from its next request on"
 
 PARITY: dict[str, Face] = {
     "add": Face(("POST /items",), "add_prepared",
@@ -55,12 +56,13 @@ PARITY: dict[str, Face] = {
     "eval-protocols": Face(cli_only="a research harness on data sets and embedding files, not on the "
                                     "served memory"),
     "serve": Face(cli_only="starts this server"),
-    "tune": Face(cli_only=LONG_JOB),
-    "prune": Face(cli_only=LONG_JOB),
-    "suspects": Face(cli_only=LONG_JOB),
-    "calibrate": Face(cli_only=LONG_JOB),
-    "reindex": Face(cli_only=LONG_JOB),
-    "compact": Face(cli_only=LONG_JOB + " (it also runs by itself once a fifth of the index is removed slots)"),
+    "tune": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "prune": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "suspects": Face(cli_only=SELF_QUERY),
+    "calibrate": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "reindex": Face(cli_only=REBUILD + PICKED_UP),
+    "compact": Face(cli_only=REBUILD + PICKED_UP + "; it also runs by itself once a fifth of the index is "
+                                                  "removed slots"),
 }
 
 # Endpoints no command has: they serve the web page and other programs.
