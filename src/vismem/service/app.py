@@ -229,7 +229,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
 
 def _add_pages(app: FastAPI) -> None:
-
+    """The web page, its files, and the API docs (Swagger UI from the package, no CDN)."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
@@ -251,6 +251,7 @@ def _add_pages(app: FastAPI) -> None:
 
 
 def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_errors: tuple[int, ...]) -> None:
+    """Endpoints that only read the memory (open unless --protect-reads)."""
     memory, settings = service.memory, service.settings
 
     @app.get("/healthz", tags=["service"])
@@ -343,6 +344,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
 
 
 def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:
+    """Endpoints that edit the memory: the token, or 403 on a read-only server."""
     memory = service.memory
 
     @app.post("/items", tags=["items"], status_code=201, dependencies=writing, response_model=AddOut,
