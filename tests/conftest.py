@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("VISMEM_OFFLINE", "1")  # tests never download weights
+
+# The fixtures are data, and their generator a record of how they were made: never import them.
+collect_ignore = ["fixtures"]
 collect_ignore = ["schemathesis_hooks.py"]  # loaded by schemathesis in the fuzz test, not a test module
 
 from vismem.datasets import load_digits_images, split_per_class, write_image_folder  # noqa: E402
