@@ -18,9 +18,9 @@ import pytest
 
 os.environ.setdefault("VISMEM_OFFLINE", "1")  # tests never download weights
 
-# The fixtures are data, and their generator a record of how they were made: never import them.
-collect_ignore = ["fixtures"]
-collect_ignore = ["schemathesis_hooks.py"]  # loaded by schemathesis in the fuzz test, not a test module
+# Never imported as tests: the fixtures are data (their generator is a record of how they
+# were made), and schemathesis loads its hooks itself in the fuzz test.
+collect_ignore = ["fixtures", "schemathesis_hooks.py"]
 
 from vismem.datasets import load_digits_images, split_per_class, write_image_folder  # noqa: E402
 
