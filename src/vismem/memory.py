@@ -21,7 +21,7 @@ from PIL import Image
 from .calibrate import ood_scores
 from .decide import Decision, VoteParams, decide
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
-from .encoders import Encoder, create_encoder, normalize_rows
+from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
 from .prototypes import PrototypeSet
@@ -85,6 +85,7 @@ class Memory:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
         self._encoder: Encoder | None = None
+        self._encoder_options: EncoderOptions | None = None  # device, runtime...: not identity
         self._managed = ManagedIndex(store, set_config=self.set_config)
         self._unpurged = False  # the store's log may still hold removed rows' older copies
         self.auto_refresh = True  # see `_catch_up`
@@ -103,6 +104,7 @@ class Memory:
         index: str = "auto",
         target_recall: float = DEFAULT_TARGET_RECALL,
         float16: bool = False,
+        encoder_options: EncoderOptions | None = None,
     ) -> "Memory":
         """Create an empty memory at `path` (a directory).
 
@@ -115,6 +117,7 @@ class Memory:
         half the RAM). Approximate indexes tune their search effort until recall@10,
         measured against exact search on the memory's own vectors, reaches
         `target_recall`. `float16` stores HNSW vectors as float16 (half the memory).
+        `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         check_index_options(index, target_recall)
         path = Path(path)
@@ -127,7 +130,7 @@ class Memory:
                       "weights_path": None, "dim": dim}
             built = None
         else:
-            built = create_encoder(encoder, weights=weights)
+            built = create_encoder(encoder, weights=weights, options=encoder_options)
             if dim is not None and dim != built.dim:
                 raise InvalidInputError(f"encoder {encoder} makes {built.dim}-d vectors, not {dim}")
             config = {
@@ -141,12 +144,17 @@ class Memory:
                    "defaults": VoteParams().to_dict()}
         memory = cls(MemoryStore.create(path, config))
         memory._encoder = built
+        memory._encoder_options = encoder_options
         return memory
 
     @classmethod
-    def open(cls, path: str | Path) -> "Memory":
-        """Open an existing memory; raises MemoryNotFoundError if there is none."""
-        return cls(MemoryStore.open(path))
+    def open(cls, path: str | Path, *, encoder_options: EncoderOptions | None = None) -> "Memory":
+        """Open an existing memory; raises MemoryNotFoundError if there is none.
+
+        `encoder_options` say where the encoder runs when it is first needed."""
+        memory = cls(MemoryStore.open(path))
+        memory._encoder_options = encoder_options
+        return memory
 
     def close(self) -> None:
         """Save the index if it changed, purge removed bytes, and close the store."""
@@ -304,7 +312,8 @@ class Memory:
                     f"memory at {self.path} has no encoder: it stores precomputed vectors; "
                     "add them with add_vectors / `vismem add-vectors`"
                 )
-            encoder = create_encoder(name, weights=self.store.config.get("weights_path"))
+            encoder = create_encoder(name, weights=self.store.config.get("weights_path"),
+                                     options=self._encoder_options)
             if encoder.id != self.store.config["encoder_id"]:
                 raise EncoderError(
                     f"encoder {name} now has id {encoder.id}, but this memory was built with "
