@@ -75,6 +75,10 @@ class OnnxForward:
         # the same threads torch would use (torch.set_num_threads / OMP_NUM_THREADS)
         settings.intra_op_num_threads = torch.get_num_threads()
         settings.log_severity_level = 3  # errors only: its warnings are not the user's business
+        # Idle threads sleep instead of spinning: decoding runs beside the model on the same
+        # cores, and spinning threads took their time (bare forward 13.6 -> 20.6 img/s on
+        # a busy 2-core machine).
+        settings.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), settings, providers=providers or ["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
         self.output = self.session.get_outputs()[0]
