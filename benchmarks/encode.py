@@ -194,7 +194,7 @@ def runtimes(name: str, weights: Path | None, count: int, batch: int, repeats: i
             ours.embed_preprocessed, pixels, batch),
     }
     best = {label: float("inf") for label in runs}
-    for label, run in runs.items():
+    for run in runs.values():
         run()  # warm-up
     for _ in range(repeats):
         for label, run in runs.items():
@@ -223,7 +223,8 @@ def decode_workers(label: str, folder: Path, count: int, repeats: int, tmp: Path
 
     lines = [f"{label}: add with {name} ({ours.runtime.runtime}), {count} images, {usable_cpus()} cores"]
     for workers, seconds in best.items():
-        text = "measured choice" if workers is None else f"{workers} decode workers" + (" (a thread)" if workers == 0 else "")
+        text = ("measured choice" if workers is None
+                else f"{workers} decode workers" + (" (a thread)" if workers == 0 else ""))
         lines.append(row(f"add, {text}", count, seconds, best[0], "0 workers"))
     lines.append(row("our forward alone on pre-decoded pixels (the ceiling)", count, t_forward))
     if CHOICES:

@@ -52,7 +52,7 @@ def test_workers_decode_like_the_thread_in_order_with_reasons(mixed_folder):
     assert skipped2 == skipped0
     assert "empty file" in skipped2[0].reason and "not an image" in skipped2[3].reason
     assert [p.file for p in prepared2] == [f for f in files if str(f.path) not in {s.path for s in skipped2}]
-    for a, b in zip(prepared0, prepared2):
+    for a, b in zip(prepared0, prepared2, strict=True):
         assert a.content_hash == b.content_hash and a.size == b.size and a.thumbnail == b.thumbnail
         assert np.array_equal(a.pixels, b.pixels)
 
@@ -110,7 +110,7 @@ def test_measured_choice_keeps_a_thread_when_the_model_is_slower(lite0, digit_fo
     train, _ = digit_folders
     files, _ = find_images([train])
     with caplog.at_level(logging.INFO, logger="vismem.embed"):
-        for chunk, prepared, _ in prepare_in_batches(files, lite0, 16):
+        for _, prepared, _ in prepare_in_batches(files, lite0, 16):
             lite0.embed_preprocessed(np.stack([p.pixels for p in prepared]))
     chosen = [r.getMessage() for r in caplog.records if "decode workers" in r.getMessage()]
     assert len(chosen) == 1 and chosen[0].startswith("decode workers: 0")

@@ -184,7 +184,7 @@ def prepare_in_workers(
                                              preprocessing, thumbnails, max_pixels))
             for i in range(0, len(todo), step)]
     for indices, job in jobs:
-        for j, result in zip(indices, job.result()):
+        for j, result in zip(indices, job.result(), strict=True):
             file, _, digest = entries[j]
             entries[j] = (Skipped(str(file.path), result) if isinstance(result, str) else
                           PreparedImage(file, digest, pixels=result[0], thumbnail=result[1], size=result[2]))

@@ -192,10 +192,8 @@ def _install(staging: Path, folder: Path) -> None:
     process that got there first wins and ours is dropped."""
     if folder.exists():
         aside = Path(tempfile.mkdtemp(prefix=".stale-", dir=folder.parent))
-        try:
+        with contextlib.suppress(OSError):  # another process moved it first
             os.replace(folder, aside / "old")
-        except OSError:
-            pass
         shutil.rmtree(aside, ignore_errors=True)
     try:
         os.replace(staging, folder)
@@ -318,7 +316,8 @@ def build_onnx(spec: str, weights: str | Path | None = None,
     dim = settings.get("dim")
     out_dim = forward.output.shape[-1] if forward.output.shape else None
     if dim is None:
-        dim = out_dim if isinstance(out_dim, int) else embed(np.zeros((1, image_size, image_size, 3), np.uint8)).shape[1]
+        probe = np.zeros((1, image_size, image_size, 3), np.uint8)
+        dim = out_dim if isinstance(out_dim, int) else embed(probe).shape[1]
     query = "&".join(f"{k}={v}" for k, v in sorted(given.items()))
     name = f"onnx:{path}" + (f"?{query}" if query else "")
     runtime = RuntimeInfo(device, "onnx", "fp32", options.decode_workers)

@@ -147,7 +147,8 @@ def build_timm(model_name: str, weights: str | Path | None = None,
         if config.get("interpolation") in ("bilinear", "bicubic", "nearest")
         else "bicubic",
     )
-    return torch_encoder(f"timm:{model_name}", int(network.num_features), prep, weights_id, network, options)
+    dim = int(getattr(network, "num_features"))  # noqa: B009  (a timm attribute torch's stubs do not know)
+    return torch_encoder(f"timm:{model_name}", dim, prep, weights_id, network, options)
 
 
 @register(
