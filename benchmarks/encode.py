@@ -17,7 +17,7 @@
 
 ResNet-50 runs with random weights (saved to a file; speed does not depend on them).
 
-    python benchmarks/encode.py [--images 512] [--resnet-images 128] [--large 24] [--small 384]
+    python benchmarks/encode.py [--images 512] [--resnet-images 128] [--large 48] [--small 384]
 """
 
 from __future__ import annotations
@@ -205,9 +205,9 @@ def runtimes(name: str, weights: Path | None, count: int, batch: int, repeats: i
     return lines
 
 
-def decode_workers(label: str, folder: Path, count: int, repeats: int, tmp: Path) -> list[str]:
+def decode_workers(label: str, folder: Path, count: int, batch: int, repeats: int, tmp: Path) -> list[str]:
     name = "efficientnet_lite0"
-    encoders = {w: build(name, None, EncoderOptions(decode_workers=w)) for w in (0, 1, 2, None)}
+    encoders = {w: build(name, None, EncoderOptions(decode_workers=w, batch_size=batch)) for w in (0, 1, 2, None)}
     ours = encoders[None]
     for encoder in encoders.values():
         add_images_rate(name, None, encoder, tmp / f"warm-{name}", tmp, 32)
@@ -221,7 +221,8 @@ def decode_workers(label: str, folder: Path, count: int, repeats: int, tmp: Path
         t_forward = min(t_forward, timed(forward, 1))
     from vismem.embed import usable_cpus
 
-    lines = [f"{label}: add with {name} ({ours.runtime.runtime}), {count} images, {usable_cpus()} cores"]
+    lines = [f"{label}: add with {name} ({ours.runtime.runtime}), {count} images, batch {batch}, "
+             f"{usable_cpus()} cores"]
     for workers, seconds in best.items():
         text = ("measured choice" if workers is None
                 else f"{workers} decode workers" + (" (a thread)" if workers == 0 else ""))
@@ -264,8 +265,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="224x224 images for EfficientNet-Lite0")
     parser.add_argument("--resnet-images", type=int, default=128, help="224x224 images for ResNet-50")
-    parser.add_argument("--large", type=int, default=24, help="4000x3000 JPEGs")
+    parser.add_argument("--large", type=int, default=48, help="4000x3000 JPEGs")
     parser.add_argument("--small", type=int, default=384, help="small (96x96) PNGs")
+    parser.add_argument("--large-batch", type=int, default=8, help="batch for the 4000x3000 JPEGs (>= 3 batches "
+                        "are needed for the measured worker choice)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", choices=["e2e", "runtimes", "workers", "gpu"], action="append")
@@ -299,9 +302,10 @@ def main() -> None:
             if not (tmp / "warm-efficientnet_lite0").exists():
                 write_images(tmp / "warm-efficientnet_lite0", args.batch, (224, 224), seed=99)
             large = write_images(tmp / "large", args.large, (4000, 3000), kinds=("jpg",))
-            print("\n".join(decode_workers("4000x3000 JPEGs", large, args.large, args.repeats, tmp)), flush=True)
+            lines = decode_workers("4000x3000 JPEGs", large, args.large, args.large_batch, args.repeats, tmp)
+            print("\n".join(lines), flush=True)
             small = write_images(tmp / "small", args.small, (96, 96), kinds=("png",))
-            print("\n".join(decode_workers("96x96 PNGs", small, args.small, args.repeats, tmp)), flush=True)
+            print("\n".join(decode_workers("96x96 PNGs", small, args.small, args.batch, args.repeats, tmp)), flush=True)
         if "gpu" in sections:
             print("\n".join(gpu_section(tmp, weights, 512, args.repeats)), flush=True)
 

@@ -1,7 +1,5 @@
 """Where encoders run: device choice, half precision checked against fp32, the CLI options."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -158,23 +156,25 @@ def test_memory_takes_options_without_changing_identity(digit_folders, tmp_path)
         assert memory.encoder.runtime.runtime == "onnx" and memory.encoder.id == encoder_id
 
 
-def test_cli_options_reach_the_encoder_and_are_announced(cli, digit_folders, tmp_path):
+def test_cli_options_reach_the_encoder_and_are_announced(cli, digit_folders, tmp_path, monkeypatch):
     train, test = digit_folders
     mem = tmp_path / "m"
     cli("create", mem, "--encoder", "efficientnet_lite0", "--runtime", "torch", check=True)
     added = cli("add", mem, train, "--runtime", "torch", "--decode-workers", "2", "--batch-size", "16",
                 "--json", check=True)
     assert json_lines(added)[-1]["added"] == 80
-    assert "encoding with efficientnet_lite0: torch fp32 on cpu, decode workers 2, batch 16" in added.stderr
-    result = cli("classify", mem, next(iter(sorted(test.rglob("*.png")))), "--json", check=True)
-    assert "encoding with efficientnet_lite0: onnx fp32 on cpu" in result.stderr
+    assert "adding (torch fp32 on cpu, decode workers 2, batch 16)" in added.stderr  # the progress bar
+    result = cli("eval", mem, test, "--runtime", "onnx", "--json", check=True)
+    assert "evaluating (onnx fp32 on cpu, decode workers auto, batch 32)" in result.stderr
     info = json_lines(cli("info", mem, "--json", check=True))[0]
     assert info["encoding"]["runtime"] == "onnx" and info["encoding"]["device"] == "cpu"
     if not torch.cuda.is_available():
         query = next(iter(sorted(test.rglob("*.png"))))
         refused = cli("classify", mem, query, "--device", "cuda")
         assert refused.returncode == 1 and "no CUDA GPU is visible" in refused.stderr
-        refused = cli("classify", mem, query, env={**os.environ, "VISMEM_DEVICE": "cuda"})
+        monkeypatch.setenv("VISMEM_DEVICE", "cuda")
+        refused = cli("classify", mem, query)
         assert refused.returncode == 1 and "no CUDA GPU is visible" in refused.stderr
+        monkeypatch.delenv("VISMEM_DEVICE")
     bad = cli("add", mem, train, "--runtime", "tensorrt")
     assert bad.returncode == 1 and "unknown runtime" in bad.stderr

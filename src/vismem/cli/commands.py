@@ -15,8 +15,8 @@ from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
-from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce,
-                              encoder_options, planned_encoding)
+from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
+                              encoding, planned_encoding)
 
 MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
@@ -156,10 +156,9 @@ def add(
 
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
-        announce(memory)
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
-        with progress_bar("adding", total) as advance:
+        with progress_bar(f"adding ({encoding(memory)})", total) as advance:
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
                 allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
@@ -237,7 +236,6 @@ def classify(
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_pairs(where)}
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
-        announce(memory)
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
@@ -382,9 +380,8 @@ def evaluate(
 
     options = _vote_options(k, vote, alpha, tau)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
-        announce(memory)
         total = len(find_images([testdir])[0])
-        with progress_bar("evaluating", total) as advance:
+        with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
             report = evaluate_folder(memory, testdir, progress=advance, **options)
     if json_out:
         emit(report.to_dict())

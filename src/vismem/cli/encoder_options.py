@@ -1,7 +1,7 @@
 """Where the encoder runs, as CLI options shared by create/add/classify/eval/serve.
 
 Each command declares these parameters and passes `encoder_options(...)` to
-`Memory.create` / `Memory.open`; `announce(memory)` says on stderr what was chosen.
+`Memory.create` / `Memory.open`; `encoding(memory)` names what was chosen, for progress bars.
 """
 
 from __future__ import annotations
@@ -32,13 +32,18 @@ def encoder_options(device: Optional[str], runtime: str, precision: str, batch_s
                           decode_workers=decode_workers)
 
 
-def announce(memory) -> None:
-    """One stderr line naming the encoder and where it runs (loads the encoder)."""
+def encoding(memory) -> str:
+    """The encoder and where it runs, e.g. for a progress bar: loads the encoder, so a
+    failure to load comes before any output."""
     if memory.encoder_name is None:
-        return
+        return "no encoder"
     encoder = memory.encoder
-    err.print(f"encoding with {encoder.name}: {encoder.runtime.describe()}, batch {encoder.batch_size}",
-              markup=False)
+    return f"{encoder.runtime.describe()}, batch {encoder.batch_size}"
+
+
+def announce(memory) -> None:
+    """One stderr line naming the encoder and where it runs."""
+    err.print(f"encoding with {memory.encoder_name}: {encoding(memory)}", markup=False)
 
 
 def planned_encoding(memory) -> dict | None:
