@@ -422,3 +422,92 @@ def test_extreme_panorama_is_embedded_without_a_giant_intermediate(lite0):
     pixels = lite0.preprocessing.apply(upright_rgb(Image.fromarray(strip)))
     assert pixels.shape == (224, 224, 3)
     assert pixels[:, 112, 0].min() > 200 and pixels[:, :20].max() < 30 and pixels[:, -20:].max() < 30
+
+
+# ---- the same files through every door: CLI add/classify/search, thumbnails, Python API, HTTP ----
+
+SIDEWAYS_JPEG = turned(6, "JPEG", 4, quality=92)
+
+
+@pytest.fixture(scope="module")
+def photo_memory(tmp_path_factory):
+    """A pixels-encoder memory made by `vismem add`: an upright cat, an astronaut, a 16-bit grey
+    cat, and the cat as a phone stores it (sideways, EXIF orientation 6)."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("photos")
+    for label, name, payload in [("cat", "cat.png", save(Image.fromarray(REF), "PNG")),
+                                 ("astronaut", "astronaut.png", save(Image.fromarray(OTHER), "PNG")),
+                                 ("grey", "grey16.png", save(Image.fromarray(GREY16), "PNG"))]:
+        (root / "train" / label).mkdir(parents=True)
+        (root / "train" / label / name).write_bytes(payload)
+    (root / "phone.jpg").write_bytes(SIDEWAYS_JPEG()[0])
+    memdir = root / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, root / "train", check=True)
+    run_cli("add", memdir, root / "phone.jpg", "--label", "phone", check=True)
+    return root, memdir
+
+
+def test_cli_classify_and_search_see_a_phone_photo_upright(photo_memory):
+    from conftest import json_lines, run_cli
+
+    root, memdir = photo_memory
+    (root / "grey8.png").write_bytes(save(Image.fromarray(GREY), "PNG"))
+    query = root / "phone.jpg"
+    classified = json_lines(run_cli("classify", memdir, query, root / "grey8.png", "--json", "--k", "2"))
+    assert [c["path"] for c in classified] == [str(query), str(root / "grey8.png")]
+    by_label = {n["label"]: n["distance"] for n in classified[0]["neighbors"]}
+    assert by_label["phone"] < 1e-6 and by_label["cat"] < MAX_DISTANCE  # the upright cat, not turned
+    grey = classified[1]["neighbors"][0]
+    assert grey["label"] == "grey" and grey["distance"] < MAX_DISTANCE  # 16-bit stored as grey, not white
+    found = json_lines(run_cli("search", memdir, query, "--json", "--only-label", "cat"))[0]
+    assert found["neighbors"][0]["distance"] < MAX_DISTANCE
+
+
+def test_thumbnails_are_upright_and_keep_their_range(photo_memory):
+    from vismem import Memory
+
+    _, memdir = photo_memory
+    with Memory.open(memdir) as memory:
+        thumbs = {memory.get(i).label: memory.store.thumbnail(i) for i in memory.store.ids_where()}
+    phone = Image.open(io.BytesIO(thumbs["phone"]))
+    assert phone.size == (128, 85)  # landscape, as the photo was taken
+    want = Image.fromarray(REF)
+    want.thumbnail((128, 128), Image.Resampling.BICUBIC)
+    assert mean_abs_diff(np.asarray(phone), np.asarray(want)) < 8
+    grey = np.asarray(Image.open(io.BytesIO(thumbs["grey"])).convert("L"))
+    assert abs(float(grey.mean()) - float(GREY.mean())) < 5
+
+
+def test_python_api_and_http_service_see_a_phone_photo_upright(photo_memory, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from vismem import Memory
+    from vismem.service import ServiceSettings, create_app
+
+    _, memdir = photo_memory
+    copy = tmp_path / "mem"
+    shutil.copytree(memdir, copy)
+    data = SIDEWAYS_JPEG()[0]
+    with Memory.open(copy) as memory:
+        decision = memory.classify([Image.open(io.BytesIO(data))], k=2)[0]
+        assert {n.label: n.distance for n in decision.neighbors}["cat"] < MAX_DISTANCE
+        auth = {"Authorization": "Bearer token-for-tests"}
+        with TestClient(create_app(memory, ServiceSettings(token="token-for-tests"))) as client:
+            answer = client.post("/classify", files={"file": ("p.jpg", data, "image/jpeg")},
+                                 data={"k": "2"}, headers=auth)
+            assert answer.status_code == 200, answer.text
+            assert {n["label"]: n["distance"] for n in answer.json()["neighbors"]}["cat"] < MAX_DISTANCE
+            sixteen = save(Image.fromarray(GREY16), "PNG")
+            added = client.post("/items", files=[("files", ("p2.jpg", data, "image/jpeg")),
+                                                 ("files", ("g.png", sixteen, "image/png"))],
+                                data={"label": "upload", "allow_duplicates": "true"}, headers=auth)
+            assert added.status_code == 201, added.text
+            phone_id, grey_id = added.json()["ids"]
+            thumb = Image.open(io.BytesIO(client.get(f"/items/{phone_id}/thumbnail", headers=auth).content))
+            assert thumb.size == (128, 85)
+            grey = Image.open(io.BytesIO(client.get(f"/items/{grey_id}/thumbnail", headers=auth).content))
+            assert np.asarray(grey).mean() < 200

@@ -18,6 +18,7 @@ from .encoders import Encoder
 from .images import (
     DEFAULT_MAX_PIXELS,
     ImageFile,
+    THUMBNAIL_SIZE,
     ImageReadError,
     Skipped,
     content_hash,
@@ -87,7 +88,7 @@ def prepare_bytes(
     digest = content_hash(data)
     if known_hashes is not None and digest in known_hashes:
         return PreparedImage(file, digest, known_as=known_hashes[digest])
-    draft = encoder.preprocessing.resize_size * 2
+    draft = max(encoder.preprocessing.resize_size * 2, THUMBNAIL_SIZE)  # a thumbnail needs no more
     image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
     return PreparedImage(
         file,

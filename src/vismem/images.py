@@ -268,7 +268,10 @@ def _transform_to_srgb(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransfo
     return transform
 
 
-def thumbnail_jpeg(image: Image.Image, size: int = 128, quality: int = 85) -> bytes:
+THUMBNAIL_SIZE = 128  # pixels, the longer side
+
+
+def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_SIZE, quality: int = 85) -> bytes:
     """A small JPEG of `image`, kept so explanations can show what an exemplar looked like."""
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)

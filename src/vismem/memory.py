@@ -23,7 +23,7 @@ from .decide import Decision, VoteParams, decide
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
 from .encoders import Encoder, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, MemoryExistsError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images, upright_rgb
 from .prototypes import PrototypeSet
 from .prune import PruneState
 from .search import MISSING_ID, VectorIndex
@@ -554,7 +554,7 @@ class Memory:
         skipped: list[Skipped] = []
         pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
         if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([im.convert("RGB") for _, im in pil])
+            vectors[[i for i, _ in pil]] = encoder.encode([upright_rgb(im) for _, im in pil])
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images)
                    if not isinstance(p, Image.Image)]
