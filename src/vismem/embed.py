@@ -17,8 +17,8 @@ import numpy as np
 from .encoders import Encoder
 from .images import (
     DEFAULT_MAX_PIXELS,
-    ImageFile,
     THUMBNAIL_SIZE,
+    ImageFile,
     ImageReadError,
     Skipped,
     content_hash,
