@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .datasets import load_digits_images, split_per_class, write_image_folder
-from .evaluate import evaluate_folder
 from .decide import Decision
+from .evaluate import evaluate_folder
 from .explain import decision_table
 from .memory import Memory
 from .progress import progress_bar
@@ -75,7 +76,7 @@ def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> d
         say(f"   accuracy on {before.total} held-out digits 1-9: [bold]{before.accuracy:.1%}[/bold]")
 
         say("[bold]2. Explain[/bold] one decision: the neighbours that voted")
-        first = sorted((work / "test_old").rglob("*.png"))[0]
+        first = min((work / "test_old").rglob("*.png"))
         decision = memory.classify([first])[0]
         say(decision_table(decision))
         say(prototype_note(decision))
