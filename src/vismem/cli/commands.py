@@ -83,11 +83,19 @@ def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional
     return found
 
 
-def in_input_order(count: int, kept: list[int], results: list, skipped: list) -> list:
-    """For each of `count` inputs, in the order given: its result if it was read (positions
-    `kept`), else the Skipped that says why not (`embed_images` lists those in order)."""
-    unread = sorted(set(range(count)) - set(kept))
-    return [item for _, item in sorted([*zip(kept, results), *zip(unread, skipped)], key=lambda p: p[0])]
+def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:
+    """For each input, in the order given: its result if it was read (positions `kept`),
+    else the Skipped that says why not, matched by path (an input may be given twice)."""
+    from collections import deque
+
+    found = dict(zip(kept, results))
+    unread: dict[str, deque] = {}
+    for s in skipped:
+        unread.setdefault(s.path, deque()).append(s)
+    ordered = [found[i] if i in found else (unread.get(str(path)) or deque([None])).popleft()
+               for i, path in enumerate(inputs)]
+    left = [s for queue in unread.values() for s in queue]  # none, unless a path was renamed
+    return [item for item in ordered if item is not None] + left
 
 
 def say_unreadable(s, json_out: bool, verb: str) -> None:
@@ -250,7 +258,7 @@ def classify(
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
-    for decision in in_input_order(len(images), kept, decisions, skipped):
+    for decision in in_input_order(images, kept, decisions, skipped):
         if isinstance(decision, Skipped):
             say_unreadable(decision, json_out, "classify")
         elif json_out:

@@ -36,7 +36,7 @@ def search(
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
                              where=parse_pairs(where)) if kept else []
     found = [(images[i], row) for i, row in zip(kept, rows)]
-    for item in in_input_order(len(images), kept, found, skipped):
+    for item in in_input_order(images, kept, found, skipped):
         if isinstance(item, Skipped):
             say_unreadable(item, json_out, "search with")
             continue
