@@ -285,7 +285,7 @@ class Embedder:
                     for name, data in files.items()]
         vectors = encode_prepared(self.encoder, prepared)
         return {name: Embedded(np.asarray(decode_image(data, draft_size=draft)), vector, p.thumbnail)
-                for (name, data), vector, p in zip(files.items(), vectors, prepared)}
+                for (name, data), vector, p in zip(files.items(), vectors, prepared, strict=True)}
 
     def file(self, data: bytes) -> Embedded:
         return self.files({"file": data})["file"]
@@ -294,7 +294,7 @@ class Embedder:
         new = {p.tobytes(): p for p in pictures if p.tobytes() not in self._references}
         if new:
             vectors = self.encoder.encode([Image.fromarray(p) for p in new.values()])
-            self._references.update(zip(new, vectors))
+            self._references.update(zip(new, vectors, strict=True))
 
     def reference(self, picture: np.ndarray) -> np.ndarray:
         """The vector of an upright 8-bit `picture`, encoded directly."""
@@ -470,7 +470,7 @@ def test_thumbnails_are_upright_and_keep_their_range(photo_memory):
 
     _, memdir = photo_memory
     with Memory.open(memdir) as memory:
-        thumbs = {memory.get(i).label: memory.store.thumbnail(i) for i in memory.store.ids_where()}
+        thumbs = {memory.get(i).label: memory.thumbnail(i) for i in memory.ids()}
     phone = Image.open(io.BytesIO(thumbs["phone"]))
     assert phone.size == (128, 85)  # landscape, as the photo was taken
     want = Image.fromarray(REF)

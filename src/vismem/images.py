@@ -189,23 +189,8 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
     Raises ImageReadError for a mode or pixel data that cannot be shown faithfully.
     """
-    icc, transparent = image.info.get("icc_profile"), "transparency" in image.info
-    try:
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            image = ImageOps.exif_transpose(image)  # a copy: a caller's image stays as it was
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
-        pass  # unreadable EXIF: shown as stored, as viewers do
-    mode = image.mode
-    if mode in GREY_16_BIT or mode in ("I", "F"):
-        image = Image.fromarray(_grey_to_8bit(np.asarray(image), mode))
-    elif mode in WITH_ALPHA or transparent:
-        try:
-            rgba = image.convert("RGBA")
-        except ValueError:
-            raise ImageReadError(f"colour mode {mode} is not supported") from None
-        image = Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND + (255,)), rgba).convert("RGB")
-    elif mode == "P":
-        image = image.convert("RGB")
+    icc, mode = image.info.get("icc_profile"), image.mode
+    image = _eight_bit_opaque(_upright(image), "transparency" in image.info)
     if image.mode == "LAB":
         converted = _icc_to_srgb(image, None)
         if converted is None:
@@ -221,6 +206,29 @@ def upright_rgb(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     except ValueError:
         raise ImageReadError(f"colour mode {mode} is not supported") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            return ImageOps.exif_transpose(image)  # a copy: a caller's image stays as it was
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        pass  # unreadable EXIF: shown as stored, as viewers do
+    return image
+
+
+def _eight_bit_opaque(image: Image.Image, transparent: bool) -> Image.Image:
+    """High-depth grey -> L; anything with transparency -> RGB over white; palette -> RGB."""
+    mode = image.mode
+    if mode in GREY_16_BIT or mode in ("I", "F"):
+        return Image.fromarray(_grey_to_8bit(np.asarray(image), mode))
+    if mode in WITH_ALPHA or transparent:
+        try:
+            rgba = image.convert("RGBA")
+        except ValueError:
+            raise ImageReadError(f"colour mode {mode} is not supported") from None
+        return Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND + (255,)), rgba).convert("RGB")
+    return image.convert("RGB") if mode == "P" else image
 
 
 def _grey_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:

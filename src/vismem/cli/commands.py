@@ -88,7 +88,7 @@ def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) 
     else the Skipped that says why not, matched by path (an input may be given twice)."""
     from collections import deque
 
-    found = dict(zip(kept, results))
+    found = dict(zip(kept, results, strict=True))
     unread: dict[str, deque] = {}
     for s in skipped:
         unread.setdefault(s.path, deque()).append(s)

@@ -35,7 +35,7 @@ def search(
         vectors, kept, skipped = memory.embed_images(images)
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
                              where=parse_pairs(where)) if kept else []
-    found = [(images[i], row) for i, row in zip(kept, rows)]
+    found = [(images[i], row) for i, row in zip(kept, rows, strict=True)]
     for item in in_input_order(images, kept, found, skipped):
         if isinstance(item, Skipped):
             say_unreadable(item, json_out, "search with")
