@@ -147,12 +147,9 @@ def _too_large(size: str, limit: int) -> str:
     return f"image too large: {size} exceeds the limit of {limit:,} pixels (possible decompression bomb)"
 
 
-# Leading bytes of formats Pillow may have no decoder for here, so the reason says
-# what the file is instead of "not an image".
-_SIGNATURES = {
-    b"II*\0": "TIFF", b"MM\0*": "TIFF", b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG",
-    b"GIF8": "GIF", b"BM": "BMP",
-}
+# Containers whose variants Pillow may have no decoder for (float TIFF, HEIC; AVIF and WebP
+# in some builds), so the reason says what the file is instead of "not an image".
+_SIGNATURES = {b"II*\0": "TIFF", b"MM\0*": "TIFF"}
 _HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
 
 
@@ -164,7 +161,7 @@ def _unrecognised(data: bytes) -> str:
         kind = "WebP"
     if kind is None:
         return "not an image (unrecognised format)"
-    return f"{kind} image that Pillow cannot decode here (an unsupported variant; convert it to PNG or JPEG)"
+    return f"{kind} image that Pillow cannot decode here (an unsupported variant, or damaged): convert it to PNG"
 
 
 # ---- colour: every mode Pillow opens, as 8-bit sRGB ------------------------------------
