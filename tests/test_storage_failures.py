@@ -195,6 +195,7 @@ memory.close()
 """
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_full_disk_keeps_committed_batches_and_removal_still_works(tmp_path):
     mount = tmp_path / "small"
