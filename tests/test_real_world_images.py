@@ -433,7 +433,7 @@ SIDEWAYS_JPEG = turned(6, "JPEG", 4, quality=92)
 def photo_memory(tmp_path_factory):
     """A pixels-encoder memory made by `vismem add`: an upright cat, an astronaut, a 16-bit grey
     cat, and the cat as a phone stores it (sideways, EXIF orientation 6)."""
-    from conftest import run_cli
+    from conftest import run_cli_here as run_cli
 
     root = tmp_path_factory.mktemp("photos")
     for label, name, payload in [("cat", "cat.png", save(Image.fromarray(REF), "PNG")),
@@ -450,7 +450,8 @@ def photo_memory(tmp_path_factory):
 
 
 def test_cli_classify_and_search_see_a_phone_photo_upright(photo_memory):
-    from conftest import json_lines, run_cli
+    from conftest import json_lines
+    from conftest import run_cli_here as run_cli
 
     root, memdir = photo_memory
     (root / "grey8.png").write_bytes(save(Image.fromarray(GREY), "PNG"))
