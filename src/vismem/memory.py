@@ -26,7 +26,7 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, create_encoder, normalize_rows
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError, ReadOnlyMemoryError
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor, StoredHashes
 from .prototypes import PrototypeSet
@@ -307,14 +307,15 @@ class Memory:
                                           allow_duplicates=allow_duplicates, max_pixels=max_pixels)
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
-                     allow_duplicates: bool = False) -> AddReport:
+                     allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already decoded (`embed.prepare_bytes`) and encoded, in one transaction.
 
         `vectors` holds one row per prepared image that carries pixels, in order; the
-        HTTP service uses this to batch encoding across requests.
+        HTTP service uses this to batch encoding across requests. `meta` as for `add_images`.
         """
         self._catch_up()
-        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates)
+        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates,
+                                             meta=meta)
 
     def add_vectors(
         self,
@@ -480,7 +481,7 @@ class Memory:
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
         if found is None:
-            raise InvalidInputError(
+            raise NotCalibratedError(
                 f"memory at {self.location} has no abstention threshold: run `vismem calibrate {self.location}` first")
         return found
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
@@ -15,6 +14,7 @@ from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, MemoryNotFoundError, VismemError
 from ..images import Skipped
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
+from ..store.base import parse_pairs
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 
 MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
@@ -65,22 +65,6 @@ def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -
     if missing:
         err.print(f"no items with ids {missing}; the others were done", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
-
-
-def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional[dict]:
-    """KEY=VALUE options as a dict (VALUE as JSON when it parses), or None if none given."""
-    if not pairs:
-        return None
-    found = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
-        try:
-            found[key] = json.loads(value)
-        except json.JSONDecodeError:
-            found[key] = value
-    return found
 
 
 def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:

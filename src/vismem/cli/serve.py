@@ -38,6 +38,7 @@ def serve(
 
     from ..memory import Memory
     from ..service import ServiceSettings, create_app
+    from ..service.models import MAX_REQUEST_HEAD
 
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
                                max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
@@ -56,4 +57,6 @@ def serve(
             err.print(f"warning: listening on {host}, reachable from other machines; "
                       "the server speaks plain HTTP, so put TLS in front of it", markup=False)
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
-        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False)
+        # h11 with a known limit on the request head, above what any schema-valid query needs
+        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
+                    h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
