@@ -232,3 +232,22 @@ def test_stats_says_what_recall_was_measured_on(tmp_path):
     assert quality["measured_on"] == FRESH_ADDS and quality["sample"] > 0
     assert quality["low"] <= quality["recall"] <= quality["high"]
     assert stats["index"]["fresh_adds"]["queries"] == quality["sample"]
+
+
+def test_another_process_tuning_or_clearing_reaches_a_running_memory(tmp_path):
+    """A server's memory takes the effort `vismem tune-index` set beside it, and queries it
+    recorded before `vismem record-queries --clear` are never written after it."""
+    path = tmp_path / "m"
+    small_memory(path)
+    with Memory.open(path) as server:
+        server.record_queries(30)
+        server.search(vectors(25, seed=14), 5)  # recorded, waiting in RAM
+        with Memory.open(path) as beside:
+            before = server.info()["index"]["params"]["ef_search"]
+            beside.update_settings(target_recall=0.999)
+            tuned = beside.tune_index(vectors(100, seed=15))["params"]["ef_search"]
+            assert tuned > before
+            beside.record_queries(clear=True)
+        assert server.info()["index"]["params"]["ef_search"] == tuned
+    with Memory.open(path) as memory:
+        assert memory.record_queries() == {"keep": 30, "kept": 0}

@@ -178,6 +178,10 @@ class Tunable(Protocol):
         """The effort searches use now (what `set_param` last set)."""
         ...
 
+    def effort_in(self, params: dict[str, Any]) -> Any:
+        """The effort an index with these `params` (as `params` gives them) searches with."""
+        ...
+
     @property
     def params(self) -> dict[str, Any]:
         """Build and search parameters (JSON): enough to construct the same index."""

@@ -71,6 +71,9 @@ class HNSWIndex(RowIndex):
     def _tuned_effort(self) -> int:
         return self.ef_search
 
+    def _effort_in(self, params: dict[str, Any]) -> int:
+        return int(params.get("ef_search", self.ef_search))
+
     def _restricted_index(self):
         return self._faiss
 

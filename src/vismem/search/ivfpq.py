@@ -173,6 +173,9 @@ class IVFPQIndex(RowIndex):
     def _tuned_effort(self) -> tuple[int, int]:
         return self.nprobe, self.k_factor
 
+    def _effort_in(self, params: dict[str, Any]) -> tuple[int, int]:
+        return int(params.get("nprobe", self.nprobe)), int(params.get("k_factor", self.k_factor))
+
     def _restricted_index(self):
         return self._sq if self._ivf is None else self._faiss
 

@@ -115,11 +115,13 @@ class ManagedIndex:
             self._save()
 
     def catch_up(self, items: Collection[int]) -> None:
-        """After another process committed: reopen if the kind should change, else replay."""
+        """After another process committed: reopen if the kind should change, else replay
+        its edits and take the search effort it tuned, if it did."""
         if self.kind_for(len(items)) != self.index.kind:
             self.open(items)
         else:
             self.sync()
+            self.tuner.follow(self.index)
 
     def _build(self, kind: str, items: Collection[int] = ()) -> np.ndarray:
         """Build the index from the store. When it is tunable, a random sample of `items`

@@ -67,6 +67,10 @@ class RowIndex(VectorIndex):
         """The one of `tune_values` searches use now (hashable), unless exhaustive."""
         raise NotImplementedError
 
+    def _effort_in(self, params: dict[str, Any]) -> Any:
+        """The one of `tune_values` that `params` set."""
+        raise NotImplementedError
+
     def _restricted_index(self) -> Any:
         """The FAISS index a restricted search runs on."""
         raise NotImplementedError
@@ -102,6 +106,9 @@ class RowIndex(VectorIndex):
     @property
     def effort(self) -> Any:
         return EXHAUSTIVE if self.exhaustive else self._tuned_effort()
+
+    def effort_in(self, params: dict[str, Any]) -> Any:
+        return EXHAUSTIVE if params.get("exhaustive") else self._effort_in(params)
 
     def set_param(self, value: Any) -> None:
         """Search with effort `value` from now on: one of `tune_values`, or `EXHAUSTIVE`

@@ -54,6 +54,15 @@ class Tuner:
         """A new (or reloaded) index: the fresh-add ledger as saved with it, else empty."""
         self.ledger = t.FreshLedger.from_dict(saved, t.ladder(index))
 
+    def follow(self, index: Searchable) -> None:
+        """Search with the effort last recorded for this kind of index: another process
+        (`vismem tune-index`) may have tuned it since this one loaded it."""
+        quality = self.quality
+        if isinstance(index, Tunable) and quality is not None and quality.type == index.kind:
+            effort = index.effort_in(quality.params)
+            if effort != index.effort:
+                index.set_param(effort)
+
     def fresh_estimate(self, index: Searchable) -> dict[str, Any] | None:
         """The fresh adds' running recall at the index's current effort."""
         if not isinstance(index, Tunable):

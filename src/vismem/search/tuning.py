@@ -248,8 +248,9 @@ class QuerySample:
     """A uniform sample of at most `capacity` of the queries offered (Algorithm R), and
     how many were offered: recorded queries wait here until the store writes them."""
 
-    def __init__(self, capacity: int, dim: int) -> None:
+    def __init__(self, capacity: int, dim: int, epoch: int = 0) -> None:
         self.capacity = capacity
+        self.epoch = epoch  # the store's count of clearings when recording began
         self.vectors = np.empty((0, dim), dtype=np.float32)
         self.seen = 0
 

@@ -299,7 +299,7 @@ class EmbeddedStore:
             return
         with self._recording:
             if self._recorded is None or self._recorded.capacity != capacity:
-                self._recorded = QuerySample(capacity, self.dim)
+                self._recorded = QuerySample(capacity, self.dim, self.db.recorded_epoch())
             self._recorded.offer(np.asarray(queries, dtype=np.float32), self._rng)
 
     def _write_recorded(self) -> None:
@@ -307,7 +307,7 @@ class EmbeddedStore:
             recorded, self._recorded = self._recorded, None
         capacity = self._settings.record_queries
         if recorded is not None and recorded.seen and capacity and not self.read_only:
-            self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng)
+            self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng, recorded.epoch)
 
     def recorded_count(self) -> int:
         """How many recorded queries the store keeps."""

@@ -433,10 +433,13 @@ class Database:
     # in the edit log: they are no items, and other processes need not replay them.
 
     def record_queries(self, vectors: np.ndarray, offered: int, capacity: int,
-                       rng: np.random.Generator) -> None:
+                       rng: np.random.Generator, epoch: int) -> None:
         """Merge `vectors`, a uniform sample of `offered` queries, into the reservoir of
-        `capacity`, which stays a uniform sample of every query recorded."""
+        `capacity`, which stays a uniform sample of every query recorded; dropped if the
+        reservoir was cleared since they were recorded (`epoch`, see `recorded_epoch`)."""
         with self.write("recording queries") as db:
+            if self.recorded_epoch() != epoch:
+                return
             db.execute(RECORDED_TABLE)
             db.execute("DELETE FROM recorded_queries WHERE slot >= ?", (capacity,))  # it was shrunk
             seen, held = self._recorded_seen(), self.recorded_count()
@@ -464,11 +467,18 @@ class Database:
         """Delete every recorded query (zeroed in the file: `secure_delete`; `purge` then
         drops the log's copies). Returns how many there were."""
         found = self.recorded_count()
-        if found or self._recorded_seen():
-            with self.write("deleting recorded queries") as db:
+        with self.write("deleting recorded queries") as db:
+            if self._has_recorded():
                 db.execute("DELETE FROM recorded_queries")
-                db.execute("DELETE FROM config WHERE key = 'recorded_seen'")
+            db.execute("DELETE FROM config WHERE key = 'recorded_seen'")
+            db.execute("INSERT OR REPLACE INTO config VALUES ('recorded_epoch', ?)",
+                       (json.dumps(self.recorded_epoch() + 1),))
         return found
+
+    def recorded_epoch(self) -> int:
+        """Counts the clearings: queries recorded before one are never written after it."""
+        row = self._db.execute("SELECT value FROM config WHERE key = 'recorded_epoch'").fetchone()
+        return int(json.loads(row[0])) if row else 0
 
     def _has_recorded(self) -> bool:
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'recorded_queries'").fetchone() \
