@@ -27,7 +27,7 @@ from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, upright_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor, StoredHashes
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -48,6 +48,15 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "source": self.source, "distance": self.distance}
+
+
+MAX_ID = 2**63 - 1  # item ids are SQLite integers
+
+
+def possible_ids(ids: Iterable[int]) -> list[int]:
+    """The given ids that an item could have, sorted and unique: others (negative, or
+    past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
+    return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -385,9 +394,15 @@ class Memory:
         vectors = np.empty((len(images), self.dim), dtype=np.float32)
         kept: list[int] = []
         skipped: list[Skipped] = []
-        pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
+        pil: list[tuple[int, Image.Image]] = []
+        for i, image in enumerate(images):
+            if isinstance(image, Image.Image):
+                try:
+                    pil.append((i, upright_rgb(image)))
+                except ImageReadError as exc:  # a mode that cannot be shown faithfully
+                    skipped.append(Skipped(f"image {i}", str(exc)))
         if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([upright_rgb(im) for _, im in pil])
+            vectors[[i for i, _ in pil]] = encoder.encode([im for _, im in pil])
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
@@ -536,7 +551,7 @@ class Memory:
         if chosen != 1:
             raise InvalidInputError("remove needs exactly one of: ids, label, source, where")
         if ids is not None:
-            return sorted({int(i) for i in ids})
+            return possible_ids(ids)
         self._catch_up()
         return self.store.ids(Filter.of(labels=None if label is None else [label],
                                         sources=None if source is None else [source],
@@ -559,7 +574,7 @@ class Memory:
         """Relabel and/or reweight items in one transaction. Returns the ids that exist."""
         if label is None and weight is None:
             raise InvalidInputError("update needs a new label or a weight")
-        targets = sorted({int(i) for i in ids})
+        targets = possible_ids(ids)
         value = None if weight is None else float(weight)
         return self._commit(lambda store: store.update(targets, label=label, weight=value), touched=targets)
 
@@ -605,7 +620,8 @@ class Memory:
     def items(self, ids: Sequence[int]) -> list[Item]:
         """Items with these ids (missing ones left out), in the order given."""
         self._catch_up()
-        return self.store.items([int(i) for i in ids])
+        wanted = set(possible_ids(ids))
+        return self.store.items([int(i) for i in ids if int(i) in wanted])
 
     def ids(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
             where: Mapping[str, Any] | None = None) -> list[int]:
