@@ -157,6 +157,20 @@ class PrototypeSet:
             self._cache = (matrix.astype(np.float32), np.asarray(owners))
         return self._cache
 
+    def clusters(self) -> tuple[np.ndarray, dict[int, int], np.ndarray, np.ndarray]:
+        """Every prototype as a sum: (owner label (P,), member id -> row, float64 sums (P, dim),
+        counts (P,)), in `prototypes()` order; what a counterfactual needs to take members out."""
+        owners, totals, counts, row_of = [], [], [], {}
+        for label in self.labels:
+            for cluster in sorted(self._classes[label]):
+                row_of[(label, cluster)] = len(owners)
+                owners.append(label)
+                totals.append(self._classes[label][cluster].total)
+                counts.append(self._classes[label][cluster].count)
+        members = {item_id: row_of[key] for item_id, key in self._member.items()}
+        matrix = np.stack(totals) if totals else np.empty((0, 0))
+        return np.asarray(owners), members, matrix, np.asarray(counts, dtype=np.int64)
+
     def class_means(self) -> tuple[list[str], np.ndarray]:
         """(labels, float64 (C, dim) plain class means), whatever `per_class` is."""
         labels = self.labels
