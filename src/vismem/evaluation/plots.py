@@ -18,9 +18,16 @@ def _pyplot():
 def plot_accuracy_vs_k(result: dict[str, Any], path: Path, title: str = "") -> Path:
     """Accuracy against k per voting rule, with prototypes and the linear probe as lines."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for rule, curve in result["curves"].items():
         ax.plot(result["ks"], [100 * a for a in curve], marker="o", markersize=3, label=rule)
+    # through each fitted transform: the rank and plurality curves, dashed
+    for name, entry in result.get("transforms", {}).items():
+        if name == "none" or "curves" not in entry:
+            continue
+        for rule in ("rank", "plurality"):
+            ax.plot(result["ks"], [100 * a for a in entry["curves"][rule]], linestyle="--", marker=".",
+                    markersize=3, label=f"{rule}, {name}")
     for (m, acc), style in zip(result["prototypes"].items(), (":", "-.", (0, (1, 4)))):
         ax.axhline(100 * acc, linestyle=style, color="grey", label=f"prototypes ({m}/class)")
     if "linear_probe" in result:
