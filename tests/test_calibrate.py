@@ -45,3 +45,41 @@ def test_abstain_without_calibration_names_the_fix(tmp_path):
         memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
         with pytest.raises(InvalidInputError, match="vismem calibrate"):
             memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], abstain=True)
+
+
+def test_prototype_weight_is_chosen_only_when_it_measurably_helps():
+    from vismem.calibrate import choose_prototype_weight
+
+    assert choose_prototype_weight({}) == 0.0
+    assert choose_prototype_weight({"0": 0.90, "0.5": 0.903, "1": 0.89}) == 0.0  # within the margin
+    assert choose_prototype_weight({"0": 0.90, "0.5": 0.93, "1": 0.92}) == 0.5
+
+
+def test_fit_calibration_measures_the_score_and_records_what_it_saw():
+    from vismem.calibrate import changed_fraction, fit_calibration, is_stale
+
+    digits = load_digits()
+    x = digits.data.astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    result = fit_calibration(x, digits.target.astype(str), data_version=42)
+    assert result.held_out == len(x)  # every item scored, each left out in turn
+    assert set(result.auroc) == {"0", "0.5", "1"} and all(0.5 < a <= 1 for a in result.auroc.values())
+    best = max(result.auroc.values())
+    assert result.prototype_weight == (0.0 if best <= result.auroc["0"] + 0.005 else
+                                       float(max(result.auroc, key=result.auroc.get)))
+    assert result.items == len(x) and result.data_version == 42 and result.achieved_tpr >= 0.95
+    fixed = fit_calibration(x, digits.target.astype(str), prototype_weight=1.0)
+    assert fixed.auroc == {} and fixed.prototype_weight == 1.0 and fixed.threshold > result.threshold
+    assert changed_fraction(1000, 60, 30) == pytest.approx(0.09) and not is_stale(1000, 60, 30)
+    assert is_stale(1000, 80, 30)
+
+
+def test_calibrate_memory_records_the_edit_it_was_fitted_at(tmp_path):
+    from vismem.curate import calibrate_memory
+
+    digits = load_digits()
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(digits.data[:300].astype(np.float32), digits.target[:300].astype(str))
+        calibration = calibrate_memory(memory)
+        assert calibration.data_version == memory.store.last_edit() and calibration.items == 300
+        assert memory.store.config["abstain"]["data_version"] == calibration.data_version

@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, calibrate_threshold, ood_scores, true_positive_rate
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, fit_calibration
 from .decide import VoteParams
 from .errors import EmptyMemoryError, InvalidInputError
-from .evaluation.engine import ArrayMemory, holdout_split
 from .memory import Memory
 from .prune import (
-    COUNTS, HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors, suspect_order,
+    COUNTS, DEFAULT_COUNT, HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors,
+    suspect_order,
 )
+from .transform import TransformSpec
 from .tune import TuneResult, tune
 
 
@@ -57,7 +58,9 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
     """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split; store them as defaults."""
     data = memory_arrays(memory, voting_only=True)
     factors = np.array([memory.pruning.factor(i) for i in data.ids]) * data.weights
-    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=factors)
+    # the memory cannot apply a fitted feature transform yet, so only `none` is a candidate here
+    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=factors,
+                  transforms=[TransformSpec()])
     if save:
         memory.set_config("defaults", result.params.to_dict())
         memory.set_config("prototypes_per_class", result.per_class)
@@ -74,7 +77,7 @@ class PruneReport:
     excluded: int
     purged: list[int] = field(default_factory=list)
     top: list[dict[str, Any]] = field(default_factory=list)
-    count: str = "wrong-decisions"
+    count: str = DEFAULT_COUNT
     threshold: int = HARD_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +86,7 @@ class PruneReport:
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
-                 count: str = "wrong-decisions") -> PruneReport:
+                 count: str = DEFAULT_COUNT) -> PruneReport:
     """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
@@ -138,7 +141,8 @@ class Suspect:
 def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> list[Suspect]:
     """Items most likely mislabelled, worst first, each with the neighbours that disagree."""
     data = memory_arrays(memory)
-    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights)
+    # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
+    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions")
     out = []
     for r in suspect_order(query):
         if query.predicted[r] == query.label_index[r] or len(out) >= limit:
@@ -152,37 +156,15 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> l
     return out
 
 
-@dataclass
-class Calibration:
-    threshold: float
-    k: int
-    prototype_weight: float
-    tpr: float
-    achieved_tpr: float
-    held_out: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
-                     prototype_weight: float = 1.0, held_out: float = 0.2, seed: int = 0,
-                     save: bool = True) -> Calibration:
-    """Set the abstention threshold so `tpr` of held-out in-distribution items are answered.
-
-    A stratified part of the memory is held out and queried against the rest (items
-    and prototypes), and the threshold is the `tpr` quantile of their OOD scores.
-    """
+                     prototype_weight: float | None = None, seed: int = 0, save: bool = True) -> Calibration:
+    """Set the abstention threshold so `tpr` of in-distribution queries are answered, from the
+    memory's items each scored against the rest (see `calibrate.fit_calibration`;
+    `prototype_weight` None measures whether the prototype distance helps on this memory)."""
     data = memory_arrays(memory, voting_only=True)
-    train, test = holdout_split(data.labels, held_out, seed)
-    if len(test) < 10:
-        raise InvalidInputError(f"calibration needs at least 10 held-out items; the memory has {len(data.ids)}")
-    per_class = int(memory.store.config.get("prototypes_per_class", 1))
-    rest = ArrayMemory(data.vectors[train], data.labels[train], per_class=per_class, seed=seed)
-    neighbours = rest.query(data.vectors[test], k)
-    scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance(), prototype_weight)
-    threshold = calibrate_threshold(scores, tpr)
-    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test))
+    result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
+                             per_class=int(memory.store.config.get("prototypes_per_class", 1)),
+                             seed=seed, data_version=memory.store.last_edit())
     if save:
         memory.set_config("abstain", result.to_dict())
     return result

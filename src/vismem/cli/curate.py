@@ -50,13 +50,13 @@ def prune(
     c: float = typer.Option(1.0, "--c", help="Soft pruning: factor d/(c+v)."),
     d: float = typer.Option(1.75, "--d", help="Soft pruning: factor d/(c+v)."),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
-    count: str = typer.Option("wrong-decisions", "--count", help="What v counts: wrong-decisions (votes for the "
-                              "winner of a wrong decision) or disagreements (votes for another label than the "
-                              "query's; better under heavy label noise)."),
+    count: str = typer.Option("disagreements", "--count", help="What v counts: disagreements (votes for another "
+                              "label than the query's; keeps working under heavy label noise) or wrong-decisions "
+                              "(votes for the winner of a wrong decision, the visual-memory recipe)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Query the memory against itself (each item left out of its own query), count for
-    each item v = wrong decisions it voted in, and prune by v. Reversible with --mode off,
+    each item v = votes it cast against the query's label (--count), and prune by v. Reversible with --mode off,
     except --mode hard --purge, which deletes."""
     from ..curate import prune_memory
 
@@ -109,22 +109,26 @@ def calibrate(
     memdir: Path = MemDir,
     tpr: float = typer.Option(0.95, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
     k: int = typer.Option(1, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
-    prototype_weight: float = typer.Option(1.0, "--prototype-weight", min=0.0,
-                                           help="Weight of the prototype distance in the score (0 = neighbours only)."),
-    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
+    prototype_weight: Optional[float] = typer.Option(
+        None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
+        "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Calibrate abstention: set the out-of-distribution threshold so that --tpr of held-out
-    in-distribution items are answered. Then `classify --abstain` uses it."""
+    """Calibrate abstention: set the out-of-distribution threshold so that --tpr of
+    in-distribution queries are answered (each item scored against all the others). Then
+    `classify --abstain` uses it."""
     from ..curate import calibrate_memory
 
     with _open(memdir) as memory:
-        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, held_out=held_out)
+        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight)
     if json_out:
         emit(result.to_dict())
     else:
         out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} x to nearest prototype) "
-                  f"answers {result.achieved_tpr:.1%} of {result.held_out} held-out items (target {tpr:.0%})")
+                  f"answers {result.achieved_tpr:.1%} of the {result.held_out} items, each left out in turn (target {tpr:.0%})")
+        if result.auroc:
+            out.print("prototype weight chosen by AUROC with held-out classes as unknown: " + ", ".join(
+                f"w={w} {a:.3f}" for w, a in result.auroc.items()))
 
 
 def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:
