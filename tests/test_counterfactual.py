@@ -8,7 +8,7 @@ import pytest
 
 from vismem import Memory
 from vismem.counterfactual import PrototypeClusters, counterfactual
-from vismem.decide import NEIGHBOUR_RULES, VoteParams, decide
+from vismem.decide import NEIGHBOUR_VOTES, VoteParams, decide
 from vismem.errors import InvalidInputError
 
 
@@ -36,14 +36,14 @@ def smallest_by_brute_force(sims, labels, weights, params, pool, changed):
     return None
 
 
-@pytest.mark.parametrize("rule", NEIGHBOUR_RULES)
+@pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
 def test_removal_set_is_the_smallest_over_every_subset(rule):
     rng = np.random.default_rng({"rank": 0, "softmax": 1, "distance": 2, "plurality": 3}[rule])
     checked = 0
     for _ in range(120):
         m = int(rng.integers(3, 10))
         sims, labels, weights = random_case(rng, m)
-        params = VoteParams(k=int(rng.integers(1, min(m, 5) + 1)), rule=rule, alpha=float(rng.choice([0.5, 2.0])),
+        params = VoteParams(k=int(rng.integers(1, min(m, 5) + 1)), vote=rule, alpha=float(rng.choice([0.5, 2.0])),
                             tau=float(rng.choice([0.05, 0.5])))
         exhaustive = bool(rng.random() < 0.5)
         shown = m if exhaustive else int(rng.integers(params.k, m + 1))  # the candidates the function sees
@@ -71,13 +71,13 @@ def test_removal_set_is_the_smallest_over_every_subset(rule):
     assert checked > 60
 
 
-@pytest.mark.parametrize("rule", NEIGHBOUR_RULES)
+@pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
 def test_blocking_set_is_the_smallest_over_every_subset(rule):
     rng = np.random.default_rng(10)
     for _ in range(80):
         m = int(rng.integers(2, 9))
         sims, labels, weights = random_case(rng, m)
-        params = VoteParams(k=int(rng.integers(1, m + 1)), rule=rule)
+        params = VoteParams(k=int(rng.integers(1, m + 1)), vote=rule)
         cf = counterfactual(sims, np.arange(m), labels, weights, params, exhaustive=True)
 
         def blocking_changes(subset, original):
@@ -96,9 +96,9 @@ def test_blocking_set_is_the_smallest_over_every_subset(rule):
 def test_class_order_ties_follow_vote_matrix():
     # plurality, k=2: one 'b' (nearest) and one 'a'. Nearest-first ties say 'b'; class order says 'a'.
     sims, labels = np.array([0.9, 0.8, 0.7]), ["b", "a", "a"]
-    nearest = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, rule="plurality"), exhaustive=True)
+    nearest = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, vote="plurality"), exhaustive=True)
     assert nearest.label == "b" and nearest.remove == [1] and nearest.label_after_remove == "a"
-    ordered = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, rule="plurality"),
+    ordered = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, vote="plurality"),
                              exhaustive=True, ties="class-order")
     # 'a' wins the tie; removing 'a' #2 brings 'a' #3 in, so both must go
     assert ordered.label == "a" and ordered.remove == [2, 3] and ordered.label_after_remove == "b"
@@ -109,9 +109,9 @@ def test_removal_reaches_past_k_and_stops_at_what_was_fetched():
     # k=3 rank vote: a a a b b b. Removing one 'a' lets a 'b' in; it takes two.
     sims = np.linspace(0.9, 0.4, 6)
     labels = ["a", "a", "a", "b", "b", "b"]
-    cf = counterfactual(sims, range(6), labels, np.ones(6), VoteParams(k=3, rule="plurality"))
+    cf = counterfactual(sims, range(6), labels, np.ones(6), VoteParams(k=3, vote="plurality"))
     assert cf.remove == [0, 1] and cf.label_after_remove == "b" and cf.exact
-    short = counterfactual(sims[:4], range(4), labels[:4], np.ones(4), VoteParams(k=3, rule="plurality"))
+    short = counterfactual(sims[:4], range(4), labels[:4], np.ones(4), VoteParams(k=3, vote="plurality"))
     assert short.remove is None and short.max_removals == 1  # only 4 candidates: one removal can be judged
     assert short.runner_up.id == 3 and short.runner_up.label == "b"
     assert "no removal" in short.sentence() and "nearest 'b'" in short.sentence()
@@ -130,13 +130,13 @@ def test_prototype_votes_get_a_set_that_works():
     clusters = PrototypeClusters(np.array(["a", "b"]), totals, np.array([6, 6]),
                                  np.where(labels[order] == "a", 0, 1), vectors[order], query)
     for rule in ("prototype", "hybrid"):
-        params = VoteParams(k=3, rule=rule)
+        params = VoteParams(k=3, vote=rule)
         cf = counterfactual(sims[order], order, labels[order].tolist(), np.ones(12), params,
                             exhaustive=True, prototypes=clusters)
         assert cf.label == "a" and not cf.exact
         assert cf.remove and cf.label_after_remove == "b"
     with pytest.raises(InvalidInputError, match="prototypes"):
-        counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(rule="hybrid"))
+        counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(vote="hybrid"))
 
 
 def test_removing_the_reported_set_flips_a_real_memory(tmp_path):
@@ -156,7 +156,7 @@ def test_removing_the_reported_set_flips_a_real_memory(tmp_path):
             hits = memory.search(x[q:q + 1], k=10 + 20)[0]
             weights = np.array([memory.get(h.id).weight for h in hits])
             cf = counterfactual(1.0 - np.array([h.distance for h in hits]), [h.id for h in hits],
-                                [h.label for h in hits], weights, VoteParams(k=10, rule=rule), max_removals=20)
+                                [h.label for h in hits], weights, VoteParams(k=10, vote=rule), max_removals=20)
             assert cf.label == before.label and cf.remove and cf.block
             memory.set_weight(cf.block, 0.0)
             assert memory.classify_vectors(x[q:q + 1], **params)[0].label == cf.label_after_block != before.label

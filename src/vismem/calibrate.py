@@ -10,9 +10,9 @@ group of classes out in turn as "unknown" and compares the AUROC of every candid
 
 The threshold is set on the memory's own items, each scored against all the others
 (leave-one-out), so that a target fraction (the true-positive rate, 95% by default) scores
-at or below it and is answered. The
-calibration records how many items it was fitted on and the memory's edit sequence
-then, so a memory that changed by more than `STALE_FRACTION` since can say so.
+at or below it and is answered. The calibration records how many items it was fitted on
+and the newest item id then (ids are never reused), so a memory that gained or lost more
+than `STALE_FRACTION` of its items since can say so (`changed_fraction`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,33 @@ DEFAULT_OOD_K = 1
 PROTOTYPE_WEIGHTS = (0.0, 0.5, 1.0)  # candidates; 0 (nearest item alone) first, kept unless beaten
 MIX_MARGIN = 0.005                   # AUROC a mix must gain over the nearest item alone to be chosen
 STALE_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted abstention rule: abstain when d_k + prototype_weight * d_p > threshold.
+
+    `tpr` was the target, `achieved_tpr` what the `held_out` items scored (all of them,
+    each left out of the rest in turn) reached. `auroc` maps each candidate prototype
+    weight to its mean AUROC with held-out class groups as unknown (empty when the weight
+    was given, or the memory has < 3 classes). `items` is how many items voted when it
+    was fitted and `max_id` the newest item id then (see `changed_fraction`)."""
+
+    threshold: float
+    k: int = DEFAULT_OOD_K
+    prototype_weight: float = 0.0
+    tpr: float = DEFAULT_TPR
+    achieved_tpr: float = DEFAULT_TPR
+    held_out: int = 0
+    items: int | None = None
+    auroc: dict[str, float] = field(default_factory=dict)
+    max_id: int | None = None
+
+    def score(self, kth_distance: np.ndarray, prototype_distance: np.ndarray) -> np.ndarray:
+        return ood_scores(kth_distance, prototype_distance, self.prototype_weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def ood_scores(kth_distance: np.ndarray, prototype_distance: np.ndarray,
@@ -69,38 +96,21 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = DEFAU
     return float(np.mean(np.asarray(out_scores) <= threshold))
 
 
-@dataclass
-class Calibration:
-    """An abstention threshold and what it was fitted on.
-
-    `auroc` maps each candidate prototype weight tried to its mean AUROC over held-out
-    class groups (empty when the weight was given, or the memory has < 3 classes);
-    `held_out` is how many items were scored (all of them, each left out in turn);
-    `items` and `data_version` describe the memory when calibrated (see `changed_fraction`).
-    """
-
-    threshold: float
-    k: int
-    prototype_weight: float
-    tpr: float
-    achieved_tpr: float
-    held_out: int
-    auroc: dict[str, float] = field(default_factory=dict)
-    items: int = 0
-    data_version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def changed_fraction(items: int | None, max_id: int | None, ids_now: np.ndarray) -> float | None:
+    """Share of a memory added or removed since a fit on `items` items whose newest id was
+    `max_id`, given the ids that vote now: (ids above max_id + fitted ids gone) / items.
+    None when the fit did not record them."""
+    if not items or max_id is None:
+        return None
+    ids_now = np.asarray(ids_now)
+    added = int((ids_now > max_id).sum())
+    removed = items - int((ids_now <= max_id).sum())
+    return (added + max(removed, 0)) / items
 
 
-def changed_fraction(fitted_items: int, added: int, removed: int) -> float:
-    """Share of the memory changed since a fit on `fitted_items` items: (added + removed) / fitted."""
-    return (added + removed) / max(fitted_items, 1)
-
-
-def is_stale(fitted_items: int, added: int, removed: int, limit: float = STALE_FRACTION) -> bool:
+def is_stale(fraction: float | None, limit: float = STALE_FRACTION) -> bool:
     """True when more than `limit` of the memory changed since the fit."""
-    return changed_fraction(fitted_items, added, removed) > limit
+    return fraction is not None and fraction > limit
 
 
 def class_groups(labels: Sequence[str] | np.ndarray, groups: int = 3, seed: int = 0) -> list[list[str]]:
@@ -173,8 +183,9 @@ def choose_prototype_weight(aurocs: dict[str, float], margin: float = MIX_MARGIN
 
 def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, tpr: float = DEFAULT_TPR,
                     k: int = DEFAULT_OOD_K, prototype_weight: float | None = None, per_class: int = 1,
-                    seed: int = 0, data_version: int | None = None) -> Calibration:
-    """Calibrate abstention on a memory's voting items (vectors (n, dim), labels (n,)).
+                    seed: int = 0, ids: np.ndarray | None = None) -> Calibration:
+    """Calibrate abstention on a memory's voting items (vectors (n, dim), labels (n,), and
+    their `ids`, recorded to tell later how much the memory changed).
 
     With `prototype_weight` None it is chosen by `prototype_weight_auroc`; the threshold
     is the `tpr` quantile of the items' leave-one-out scores (`leave_one_out_distances`).
@@ -191,4 +202,5 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     scores = ood_scores(near, proto if proto is not None else np.zeros_like(near), prototype_weight)
     threshold = calibrate_threshold(scores, tpr)
     return Calibration(threshold, k, float(prototype_weight), tpr, true_positive_rate(scores, threshold),
-                       int(len(label_of)), aurocs, int(len(label_of)), data_version)
+                       int(len(label_of)), int(len(label_of)), aurocs,
+                       int(np.max(ids)) if ids is not None and len(ids) else None)

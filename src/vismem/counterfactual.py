@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decide import NEIGHBOUR_RULES, VoteParams, prototype_scores, rule_weights
+from .decide import NEIGHBOUR_VOTES, VoteParams, prototype_scores, rule_weights
 from .errors import InvalidInputError
 
 TIES = ("nearest", "class-order")
@@ -129,7 +129,7 @@ class _Scorer:
         """Label -> score, in tie order (first key wins a tie)."""
         rows = self.window(removed)
         w = rule_weights(self.sims[rows], self.params) * np.where(blocked[rows], 0.0, self.weights[rows])
-        if self.params.rule == "prototype":
+        if self.params.vote == "prototype":
             w = np.zeros_like(w)
         knn: dict[str, float] = {}
         for label, weight in zip(self.labels[rows], w):
@@ -138,7 +138,7 @@ class _Scorer:
             total = sum(knn.values())
             knn = {c: (t / total if total > 0 else 0.0) for c, t in knn.items()}
             classes, proto = self._prototype_similarities(removed | blocked)
-            mix = 1.0 if self.params.rule == "prototype" else self.params.mix
+            mix = 1.0 if self.params.vote == "prototype" else self.params.mix
             p = prototype_scores(proto, self.params.tau) if len(classes) else np.zeros(0)
             combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(s) for c, s in zip(classes, p)}
             for c in knn:
@@ -207,7 +207,7 @@ def counterfactual(
     if max_removals < 0:
         raise InvalidInputError(f"max_removals must be >= 0, got {max_removals}")
     if params.uses_prototypes and prototypes is None:
-        raise InvalidInputError(f"vote {params.rule} needs the class prototypes for a counterfactual")
+        raise InvalidInputError(f"vote {params.vote} needs the class prototypes for a counterfactual")
     id_of = np.asarray(ids, dtype=np.int64)
     m = len(id_of)
     scorer = _Scorer(similarities, labels, weights, params, ties, prototypes)
@@ -218,7 +218,7 @@ def counterfactual(
     budget = min(max_removals, reach)
     if label is None:
         return Counterfactual(None, None, None, None, None, runner_up, True, m, budget)
-    if params.rule in NEIGHBOUR_RULES:
+    if params.vote in NEIGHBOUR_VOTES:
         removed = _fewest_removals(scorer, label, exhaustive, budget)
         blocked = _fewest_blocks(scorer, label)
         exact = True
@@ -329,14 +329,14 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
     p = scorer.params
     k, m = p.k, len(scorer.sims)
     sims, labels, weights = scorer.sims, scorer.labels, scorer.weights
-    if p.rule == "rank":
+    if p.vote == "rank":
         rank_weight = 1.0 / (p.alpha + np.arange(k))
         item_base = np.ones(m)
     else:
         rank_weight = np.ones(k)
         # rank-free rules: a neighbour's weight does not depend on its slot; softmax's shared
         # normaliser does not change which class leads, so exp(s/tau) is enough
-        item_base = rule_weights(sims, p) if p.rule != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
+        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
     sign = np.where(labels == target, 1.0, np.where(labels == winner, -1.0, 0.0))
     seen = np.where(labels == target, 1, np.where(labels == winner, 2, 0))
     later = scorer.ties == "class-order" and target is not None and target > winner

@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
-from .decide import VOTE_RULES, Neighbor, VoteParams, rule_weights
+from .decide import VOTES, Neighbor, VoteParams, rule_weights
 from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
@@ -87,7 +87,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "k": [Interval(Integral, 1, None, closed="left")],
-        "vote": [StrOptions(set(VOTE_RULES))],
+        "vote": [StrOptions(set(VOTES))],
         "alpha": [Interval(Real, 0, None, closed="neither")],
         "tau": [Interval(Real, 0, None, closed="neither")],
         "mix": [Interval(Real, 0, 1, closed="both")],
@@ -116,7 +116,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def _params(self) -> VoteParams:
-        return VoteParams(k=int(self.k), rule=self.vote, alpha=float(self.alpha), tau=float(self.tau),
+        return VoteParams(k=int(self.k), vote=self.vote, alpha=float(self.alpha), tau=float(self.tau),
                           mix=float(self.mix))
 
     def _spec(self) -> TransformSpec:
@@ -305,7 +305,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                                 exhaustive=depth == len(self._y), max_removals=max_removals,
                                 prototypes=self._clusters(q, rows) if params.uses_prototypes else None)
             voted = rule_weights(sims[: params.k], params) * weights[: params.k]
-            if params.rule == "prototype":
+            if params.vote == "prototype":
                 voted = np.zeros_like(voted)
             total = voted.sum()
             neighbours = [Neighbor(int(self.ids_[r]), labels[j], float(1.0 - sims[j]), float(voted[j]),

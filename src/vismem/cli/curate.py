@@ -4,15 +4,23 @@ calibrate, block, boost, unblock. Each is a thin face over `vismem.curate` / `Me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from ..errors import InvalidInputError
+from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
+from ..prune import PruneSettings
+from ..settings import describe
 from . import app, emit, out
-from .commands import JsonFlag, MemDir, _open
+from .commands import JsonFlag, MemDir, _open, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
+
+
+def pruning_option(name: str, flag: str) -> Any:
+    """A prune option whose default and help come from `PruneSettings`."""
+    found = describe(PruneSettings, name)
+    return typer.Option(found["default"], flag, help=found["help"])
 
 
 @app.command()
@@ -33,7 +41,7 @@ def tune(
         emit(result.to_dict())
         return
     p = result.params
-    out.print(f"best: k={p.k} vote={p.rule} alpha={p.alpha} tau={p.tau} mix={p.mix} "
+    out.print(f"best: k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} mix={p.mix} "
               f"prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out items "
               f"(defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
@@ -42,17 +50,14 @@ def tune(
 @app.command()
 def prune(
     memdir: Path = MemDir,
-    mode: str = typer.Option(..., "--mode", help="soft: scale votes by d/(c+v); hard: drop items with v >= "
-                             "threshold; off: undo pruning."),
+    mode: str = typer.Option(..., "--mode", help=describe(PruneSettings, "mode")["help"]),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
-    threshold: Optional[int] = typer.Option(None, "--threshold", min=1, help="Hard pruning drops items with "
-                                            "v >= this [default: 2; k/2 with --count disagreements]."),
-    c: float = typer.Option(1.0, "--c", help="Soft pruning: factor d/(c+v)."),
-    d: float = typer.Option(1.75, "--d", help="Soft pruning: factor d/(c+v)."),
+    threshold: Optional[int] = typer.Option(None, "--threshold", min=1,
+                                            help=describe(PruneSettings, "threshold")["help"]),
+    c: float = pruning_option("c", "--c"),
+    d: float = pruning_option("d", "--d"),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
-    count: str = typer.Option("disagreements", "--count", help="What v counts: disagreements (votes for another "
-                              "label than the query's; keeps working under heavy label noise) or wrong-decisions "
-                              "(votes for the winner of a wrong decision, the visual-memory recipe)."),
+    count: str = pruning_option("count", "--count"),
     json_out: bool = JsonFlag,
 ) -> None:
     """Query the memory against itself (each item left out of its own query), count for
@@ -107,8 +112,8 @@ def suspects(
 @app.command()
 def calibrate(
     memdir: Path = MemDir,
-    tpr: float = typer.Option(0.95, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
-    k: int = typer.Option(1, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
+    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
+    k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
     prototype_weight: Optional[float] = typer.Option(
         None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
         "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),
@@ -139,8 +144,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
         out.print(f"{verb} {len(changed)} items (weight {weight:g})")
-    if missing:
-        raise InvalidInputError(f"no items with ids {missing}")
+    exit_if_missing(ids, changed, json_out)
 
 
 @app.command()
