@@ -52,7 +52,8 @@ def test_removal_set_is_the_smallest_over_every_subset(rule):
                             exhaustive=exhaustive, max_removals=shown)
         assert cf.label == original
 
-        def removal_changes(subset, original):
+        def removal_changes(subset, original, m=m, exhaustive=exhaustive, shown=shown, params=params, sims=sims,
+                            labels=labels, weights=weights):
             keep = np.ones(m, bool)
             keep[list(subset)] = False
             if not exhaustive and shown - len(subset) < params.k:
@@ -80,7 +81,7 @@ def test_blocking_set_is_the_smallest_over_every_subset(rule):
         params = VoteParams(k=int(rng.integers(1, m + 1)), vote=rule)
         cf = counterfactual(sims, np.arange(m), labels, weights, params, exhaustive=True)
 
-        def blocking_changes(subset, original):
+        def blocking_changes(subset, original, m=m, params=params, sims=sims, labels=labels, weights=weights):
             w = weights.copy()
             w[list(subset)] = 0.0
             return label_of(sims, labels, w, params, np.ones(m, bool)) != original

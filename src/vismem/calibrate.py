@@ -166,6 +166,7 @@ def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarr
         out_rows = np.isin(label_of, unknown)
         known_x, known_y = vectors[~out_rows], label_of[~out_rows]
         in_near, in_proto = leave_one_out_distances(known_x, known_y, k=k, per_class=per_class, seed=seed)
+        assert in_proto is not None
         nb = ArrayMemory(known_x, known_y, per_class=per_class, seed=seed).query(vectors[out_rows], k)
         out_near, out_proto = nb.kth_distance(k), nb.prototype_distance()
         for w in weights:

@@ -132,7 +132,7 @@ class _Scorer:
         if self.params.vote == "prototype":
             w = np.zeros_like(w)
         knn: dict[str, float] = {}
-        for label, weight in zip(self.labels[rows], w):
+        for label, weight in zip(self.labels[rows], w, strict=False):
             knn[label] = knn.get(label, 0.0) + float(weight)
         if self.params.uses_prototypes:
             total = sum(knn.values())
@@ -140,7 +140,7 @@ class _Scorer:
             classes, proto = self._prototype_similarities(removed | blocked)
             mix = 1.0 if self.params.vote == "prototype" else self.params.mix
             p = prototype_scores(proto, self.params.tau) if len(classes) else np.zeros(0)
-            combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(s) for c, s in zip(classes, p)}
+            combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(s) for c, s in zip(classes, p, strict=False)}
             for c in knn:
                 combined.setdefault(c, (1 - mix) * knn[c])
             order = list(dict.fromkeys([*self.labels[rows].tolist(), *classes]))
@@ -263,7 +263,7 @@ def _fewest_blocks(scorer: _Scorer, label: str) -> list[int] | None:
     rows = scorer.window(none)
     voters = rows[scorer.labels[rows] == label]
     w = rule_weights(scorer.sims[rows], scorer.params) * scorer.weights[rows]
-    weight_of = dict(zip(rows.tolist(), w.tolist()))
+    weight_of = dict(zip(rows.tolist(), w.tolist(), strict=False))
     order = sorted(voters.tolist(), key=lambda r: (-weight_of[r], r))
     blocked = none.copy()
     for n, r in enumerate(order):

@@ -100,7 +100,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
     data = memory_arrays(memory)
     query = self_query(data.vectors, data.labels, params, data.weights, count)
-    counts = {int(i): int(v) for i, v in zip(data.ids, query.v) if v}
+    counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     memory.set_prune_counts(counts)
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
     purged = memory.remove(excluded) if purge and excluded else []
@@ -135,13 +135,13 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> l
     data = memory_arrays(memory)
     # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
     query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions")
-    out = []
+    out: list[Suspect] = []
     for r in suspect_order(query):
         if query.predicted[r] == query.label_index[r] or len(out) >= limit:
             continue
         evidence = [
             {"id": int(data.ids[j]), "label": str(data.labels[j]), "distance": float(1.0 - s)}
-            for s, j in zip(query.sims[r], query.rows[r]) if j >= 0 and data.labels[j] != data.labels[r]
+            for s, j in zip(query.sims[r], query.rows[r], strict=False) if j >= 0 and data.labels[j] != data.labels[r]
         ]
         out.append(Suspect(int(data.ids[r]), str(data.labels[r]), float(query.own_score[r]),
                            query.classes[int(query.predicted[r])], int(query.v[r]), evidence))

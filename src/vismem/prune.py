@@ -188,7 +188,7 @@ class PruneSettings:
         """Hard pruning: items with v at or above this do not vote (None: none excluded)."""
         return self.threshold if self.mode == "hard" else None
 
-    def replace(self, **changes: object) -> "PruneSettings":
+    def replace(self, **changes: object) -> PruneSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict:

@@ -10,12 +10,12 @@ voted and what would change the label.
 >>> import numpy as np
 >>> from vismem.sklearn import MemoryClassifier
 >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]])
->>> clf = MemoryClassifier(k=3, vote="rank").fit(X, ["a", "a", "b", "b"])
+>>> clf = MemoryClassifier(k=1).fit(X, ["a", "a", "b", "b"])
 >>> clf.predict([[0.8, 0.3]]).tolist()
 ['a']
->>> clf.partial_fit([[0.7, 0.4]], ["c"]).predict([[0.7, 0.4]]).tolist()
+>>> clf.partial_fit([[0.7, 0.4]], ["c"]).predict([[0.7, 0.4]]).tolist()   # a new class, no refit
 ['c']
->>> clf.forget([4]).classes_.tolist()
+>>> clf.forget([4]).classes_.tolist()                                      # gone, exactly
 ['a', 'b']
 """
 
@@ -131,7 +131,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     # ---- building ------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y) -> "MemoryClassifier":
+    def fit(self, X, y) -> MemoryClassifier:
         """Store (X, y) as the memory, replacing what it held: X (n, dim), y (n,)."""
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
@@ -163,7 +163,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return memory
         return ArrayMemory(np.empty((0, vectors.shape[1]), np.float32), [], classes=self.classes_.tolist())
 
-    def partial_fit(self, X, y, classes=None) -> "MemoryClassifier":
+    def partial_fit(self, X, y, classes=None) -> MemoryClassifier:
         """Add items (n, dim) with labels (n,) without refitting anything: the transform stays
         as fitted (call `refit_transform` to refit it); new labels become new classes.
         `classes` (all labels, as scikit-learn's incremental learners take) may be given
@@ -198,7 +198,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(np.concatenate([self.classes_, labels]))
 
     def forget(self, ids: Sequence[int] | np.ndarray | None = None, *,
-               mask: np.ndarray | None = None) -> "MemoryClassifier":
+               mask: np.ndarray | None = None) -> MemoryClassifier:
         """Remove items exactly, by id (see `ids_`) or by a boolean mask over `ids_`.
 
         The transform and prototypes are refitted on what remains, so the result equals
@@ -230,13 +230,13 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             self._memory = self._array_memory(np.empty((0, self.n_features_in_), np.float32), None)
         return self
 
-    def refit_transform(self) -> "MemoryClassifier":
+    def refit_transform(self) -> MemoryClassifier:
         """Refit the feature transform (and prototypes) on every item stored now."""
         check_is_fitted(self)
         self._refit()
         return self
 
-    def set_weight(self, ids: Sequence[int], weight: float) -> "MemoryClassifier":
+    def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
         """Items' vote weight: 0 blocks, > 1 boosts, 1 is normal."""
         check_is_fitted(self)
         rows = np.isin(self.ids_, np.asarray(list(ids), dtype=np.int64))
@@ -298,7 +298,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         found = self._memory.query(queries, depth, prototypes=False)
         classes = self.classes_.tolist()
         out = []
-        for q, sims, rows, shares in zip(queries, found.sims, found.rows, proba):
+        for q, sims, rows, shares in zip(queries, found.sims, found.rows, proba, strict=False):
             labels = [classes[c] for c in self._memory.label_index[rows]]
             weights = self._weights[rows]
             cf = counterfactual(sims, self.ids_[rows], labels, weights, params, ties="class-order",
@@ -311,8 +311,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             neighbours = [Neighbor(int(self.ids_[r]), labels[j], float(1.0 - sims[j]), float(voted[j]),
                                    float(voted[j] / total) if total > 0 else 0.0, "", float(self._weights[r]))
                           for j, r in enumerate(rows[: params.k])]
-            out.append(Explanation(self.classes_[int(np.argmax(shares))], dict(zip(classes, shares.tolist())),
-                                   neighbours, cf))
+            label = self.classes_[int(np.argmax(shares))]
+            out.append(Explanation(label, dict(zip(classes, shares.tolist(), strict=True)), neighbours, cf))
         return out
 
     def _clusters(self, query: np.ndarray, rows: np.ndarray) -> PrototypeClusters:
@@ -334,7 +334,7 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         self.encoder = encoder
         self.weights = weights
 
-    def fit(self, X=None, y=None) -> "MemoryEncoder":
+    def fit(self, X=None, y=None) -> MemoryEncoder:
         self.encoder_ = self._build()
         self.n_features_out_ = self.encoder_.dim
         return self

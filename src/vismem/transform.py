@@ -82,7 +82,7 @@ class TransformSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, value: dict[str, Any] | None) -> "TransformSpec":
+    def from_dict(cls, value: dict[str, Any] | None) -> TransformSpec:
         return cls(**value) if value else cls()
 
 
@@ -158,7 +158,7 @@ class FeatureTransform:
         }
 
     @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> "FeatureTransform":
+    def from_dict(cls, value: dict[str, Any]) -> FeatureTransform:
         if value.get("version") != FORMAT_VERSION:
             raise InvalidInputError(f"transform format {value.get('version')!r} is not {FORMAT_VERSION}: "
                                     "refit it (`vismem tune`)")

@@ -70,9 +70,7 @@ def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VotePar
         for k in ks if rule != "prototype" else [1]:
             if rule == "rank":
                 out += [VoteParams(k=k, vote=rule, alpha=a) for a in ALPHAS]
-            elif rule == "softmax":
-                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
-            elif rule == "prototype":
+            elif rule == "softmax" or rule == "prototype":
                 out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
             elif rule == "hybrid":
                 out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in TAUS for m in MIXES]

@@ -112,7 +112,8 @@ def suspects(
 @app.command()
 def calibrate(
     memdir: Path = MemDir,
-    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
+    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
+                              help="Share of in-distribution queries to answer."),
     k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
     prototype_weight: Optional[float] = typer.Option(
         None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
@@ -129,8 +130,9 @@ def calibrate(
     if json_out:
         emit(result.to_dict())
     else:
-        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} x to nearest prototype) "
-                  f"answers {result.achieved_tpr:.1%} of the {result.held_out} items, each left out in turn (target {tpr:.0%})")
+        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} "
+                  f"x to nearest prototype) answers {result.achieved_tpr:.1%} of the {result.held_out} items, "
+                  f"each left out in turn (target {tpr:.0%})")
         if result.auroc:
             out.print("prototype weight chosen by AUROC with held-out classes as unknown: " + ", ".join(
                 f"w={w} {a:.3f}" for w, a in result.auroc.items()))

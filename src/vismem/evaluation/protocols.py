@@ -22,6 +22,7 @@ from .data import Dataset
 from .engine import ArrayMemory, accuracy, holdout_split
 
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
+DEFAULT_VOTE = VoteParams()
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 # `knn` reports every rule through each of these (fitted on the train split alone)
 REPORTED_TRANSFORMS = (
@@ -83,7 +84,7 @@ def knn_curves(train_x, train_y, test_x, test_y, ks: Sequence[int], per_class: S
         "curves": curves, "prototypes": prototypes,
         "best_knn": {"vote": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
         "rank_ge_plurality_at_k_ge_10": all(
-            r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"]) if k >= 10),
+            r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"], strict=False) if k >= 10),
     }
 
 
@@ -136,10 +137,10 @@ def _mean_ci(values: Sequence[float]) -> dict[str, float]:
     """Mean and 95% confidence interval (Student t) over draws."""
     from scipy import stats
 
-    values = np.asarray(values, dtype=np.float64)
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) \
-        if len(values) > 1 else float("nan")
-    return {"mean": float(values.mean()), "ci95": half, "draws": int(len(values))}
+    drawn = np.asarray(values, dtype=np.float64)
+    half = float(stats.t.ppf(0.975, len(drawn) - 1) * drawn.std(ddof=1) / np.sqrt(len(drawn))) \
+        if len(drawn) > 1 else float("nan")
+    return {"mean": float(drawn.mean()), "ci95": half, "draws": int(len(drawn))}
 
 
 def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 10, k: int = 10,
@@ -165,7 +166,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     return {"shots": list(shots), "results": out, "k": k}
 
 
-def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = VoteParams(),
+def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEFAULT_VOTE,
                       test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
     """Add the classes in `steps` groups; after each, accuracy on all seen classes and on
     the old ones before and after the addition, for kNN and nearest class mean."""
@@ -269,7 +270,7 @@ def corrupt_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[
     return noisy, mask
 
 
-def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6), params: VoteParams = VoteParams(),
+def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6), params: VoteParams = DEFAULT_VOTE,
                 threshold: int = HARD_THRESHOLD, c: float = SOFT_C, d: float = SOFT_D,
                 test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
     """Corrupt p of memory labels; accuracy with no, hard and soft pruning (clean test labels)."""
