@@ -142,10 +142,41 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         self.ids_ = np.arange(first_id, first_id + len(y), dtype=np.int64)
         self._n_ids = first_id + len(y)  # the next id; ids are never reused
-        self._raw = normalize_rows(np.asarray(X, dtype=np.float32))
         self._y = np.asarray(y)
         self._weights = np.ones(len(y))
-        self._refit()
+        self._held = _Held(X)
+        spec = self._spec()
+        if spec.kind == "none" and spec.power == 1:
+            # nothing to fit: normalising and indexing wait for the first query, as
+            # KNeighborsClassifier's brute search also leaves its work to query time
+            self.transform_ = identity(X.shape[1])
+        else:
+            self._refit()
+
+    @property
+    def _raw(self) -> np.ndarray:
+        """The stored rows, L2-normalised (made on first use)."""
+        held = self._held
+        if held.raw is None:
+            held.raw = normalize_rows(np.asarray(held.given, dtype=np.float32))
+            held.given = None
+        return held.raw
+
+    @_raw.setter
+    def _raw(self, value: np.ndarray) -> None:
+        self._held.raw, self._held.given = value, None
+
+    @property
+    def _memory(self) -> ArrayMemory:
+        """The stored rows as searched: through the transform, with labels and prototypes."""
+        held = self._held
+        if held.memory is None:
+            held.memory = self._array_memory(self.transform_.apply(self._raw), None)
+        return held.memory
+
+    @_memory.setter
+    def _memory(self, value: ArrayMemory) -> None:
+        self._held.memory = value
 
     def _refit(self) -> None:
         """Fit the transform and prototypes on what is stored now (nothing removed lingers)."""
@@ -319,6 +350,16 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         owners, members, totals, counts = self._memory.prototypes.clusters()
         member = np.array([members.get(int(i), -1) for i in self.ids_[rows]])
         return PrototypeClusters(owners, totals, counts, member, self._memory.vectors[rows], query)
+
+
+class _Held:
+    """The rows given to `fit`, and what is built from them on first use, in one object: a
+    query that builds them leaves the estimator's own attributes as they were."""
+
+    def __init__(self, given: np.ndarray) -> None:
+        self.given: np.ndarray | None = given
+        self.raw: np.ndarray | None = None
+        self.memory: ArrayMemory | None = None
 
 
 class MemoryEncoder(TransformerMixin, BaseEstimator):
