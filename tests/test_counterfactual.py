@@ -140,28 +140,27 @@ def test_prototype_votes_get_a_set_that_works():
         counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(vote="hybrid"))
 
 
-def test_removing_the_reported_set_flips_a_real_memory(tmp_path):
+@pytest.mark.parametrize("vote", ["rank", "plurality", "hybrid"])
+def test_removing_the_reported_set_flips_a_real_memory(tmp_path, vote):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x, y = digits.data.astype(np.float32), digits.target.astype(str)
     rows = np.random.default_rng(0).permutation(len(y))
     stored, queries = rows[:600], rows[600:700]
-    for rule in ("rank", "plurality"):
-        params = {"k": 10, "vote": rule}
-        with Memory.create(tmp_path / rule, encoder=None, dim=64) as memory:
-            memory.add_vectors(x[stored], y[stored])
-            decisions = memory.classify_vectors(x[queries], **params)
-            q = queries[int(np.argmin([d.confidence for d in decisions]))]  # a close call
-            before = memory.classify_vectors(x[q:q + 1], **params)[0]
-            hits = memory.search(x[q:q + 1], k=10 + 20)[0]
-            weights = np.array([memory.get(h.id).weight for h in hits])
-            cf = counterfactual(1.0 - np.array([h.distance for h in hits]), [h.id for h in hits],
-                                [h.label for h in hits], weights, VoteParams(k=10, vote=rule), max_removals=20)
-            assert cf.label == before.label and cf.remove and cf.block
-            memory.set_weight(cf.block, 0.0)
-            assert memory.classify_vectors(x[q:q + 1], **params)[0].label == cf.label_after_block != before.label
-            memory.set_weight(cf.block, 1.0)
-            memory.remove(cf.remove)
-            after = memory.classify_vectors(x[q:q + 1], **params)[0]
-            assert after.label == cf.label_after_remove != before.label
+    with Memory.create(tmp_path / vote, encoder=None, dim=64) as memory:
+        memory.add_vectors(x[stored], y[stored])
+        decisions = memory.classify_vectors(x[queries], k=10, vote=vote)
+        q = queries[int(np.argmin([d.confidence for d in decisions]))]  # a close call
+        before = memory.classify_vectors(x[q:q + 1], k=10, vote=vote, counterfactual=True)[0]
+        cf = before.counterfactual
+        assert cf.label == before.label and cf.remove and cf.block and cf.exact == (vote != "hybrid")
+        assert before.to_dict()["counterfactual"]["remove"] == cf.remove
+        assert cf.runner_up.label != before.label and cf.runner_up.id in [n.id for n in before.neighbors]
+        memory.set_weight(cf.block, 0.0)
+        assert memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0].label == cf.label_after_block != before.label
+        memory.set_weight(cf.block, 1.0)
+        assert memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0].label == before.label
+        memory.remove(cf.remove)
+        after = memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0]
+        assert after.label == cf.label_after_remove != before.label

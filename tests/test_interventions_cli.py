@@ -82,3 +82,17 @@ def test_tune_calibrate_and_abstain(digit_memory, digit_folders, cli, tmp_path):
     out = classify(cli, digit_memory, cat, "--abstain")
     assert out["abstained"] is True and out["label"] is None
     assert out["ood_score"] > out["threshold"]
+
+
+def test_classify_and_explain_say_what_would_change_the_decision(digit_memory, digit_folders, cli, tmp_path):
+    _, test = digit_folders
+    image = sorted((test / "8").iterdir())[0]
+    out = classify(cli, digit_memory, image, "--k", "5", "--counterfactual")
+    cf = out["counterfactual"]
+    assert cf["label"] == out["label"] and cf["exact"] and cf["remove"] and cf["label_after_remove"] != out["label"]
+    assert "counterfactual" not in classify(cli, digit_memory, image, "--k", "5")  # only when asked
+    shown = cli("explain", digit_memory, image, "--k", "5", "--counterfactual", "--out", tmp_path / "why.png",
+                check=True).stdout
+    assert "what would change this: removing" in " ".join(shown.split())
+    cli("remove", digit_memory, *[arg for i in cf["remove"] for arg in ("--id", str(i))], check=True)
+    assert classify(cli, digit_memory, image, "--k", "5")["label"] == cf["label_after_remove"]

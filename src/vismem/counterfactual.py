@@ -87,25 +87,25 @@ class Counterfactual:
     max_removals: int
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "summary": self.sentence()}
 
     def sentence(self) -> str:
         """'What would change this', in words."""
         if self.label is None:
             return "no label to change"
-        parts = []
-        if self.remove is not None:
-            ids = ", ".join(f"#{i}" for i in self.remove)
-            after = self.label_after_remove if self.label_after_remove is not None else "no label"
-            parts.append(f"removing {len(self.remove)} item{'s' * (len(self.remove) != 1)} ({ids}) "
-                         f"would make it {after!r}" if self.label_after_remove else
-                         f"removing {ids} would leave no label")
-        else:
-            parts.append(f"no removal of up to {self.max_removals} items changes it")
+        parts = [_change("removing", self.remove, self.label_after_remove)
+                 if self.remove is not None else f"no removal of up to {self.max_removals} items changes it"]
+        if self.block is not None and self.block != self.remove:
+            parts.append(_change("blocking", self.block, self.label_after_block))
         if self.runner_up is not None:
             parts.append(f"nearest {self.runner_up.label!r}: #{self.runner_up.id} at distance "
                          f"{self.runner_up.distance:.3f}")
         return "; ".join(parts)
+
+
+def _change(verb: str, ids: list[int], after: str | None) -> str:
+    items = f"{len(ids)} item{'s' if len(ids) != 1 else ''} ({', '.join(f'#{i}' for i in ids)})"
+    return f"{verb} {items} would make it {after!r}" if after is not None else f"{verb} {items} would leave no label"
 
 
 class _Scorer:

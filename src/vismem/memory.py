@@ -456,12 +456,15 @@ class Memory:
         where: Mapping[str, Any] | None = None,
         paths: Sequence[str | None] | None = None,
         abstain: bool = False,
+        counterfactual: bool = False,
     ) -> list[Decision]:
         """Classify query vectors (n, dim). Unset vote options take the memory's defaults.
 
         `labels` / `sources` / `where` restrict the query to those items. With
         `abstain`, a query whose out-of-distribution score exceeds the calibrated
-        threshold (see `vismem calibrate`) gets label None and `abstained` True.
+        threshold (see `vismem calibrate`) gets label None and `abstained` True. With
+        `counterfactual`, each decision says which items' removal or blocking would change
+        its label, and names the nearest item of the runner-up class (`Decision.counterfactual`).
         """
         params = self.vote_params(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)
         queries = self._check_vectors(vectors)
@@ -471,7 +474,7 @@ class Memory:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
         return classify_queries(self.store, queries, params, self.settings, self.prototypes(),
                                 where=restriction(labels, sources, where), calibration=calibration,
-                                paths=list(paths) if paths is not None else None)
+                                paths=list(paths) if paths is not None else None, counterfactuals=counterfactual)
 
     def vote_params(self, **given: Any) -> VoteParams:
         """The memory's vote defaults with the given (non-None) values in their place."""

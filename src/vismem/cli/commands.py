@@ -37,6 +37,9 @@ def setting_option(name: str, flag: str) -> Any:
 
 
 KOpt = vote_option("k", "--k", "-k")
+CounterfactualOpt = typer.Option(
+    False, "--counterfactual", help="Also say what would change the decision: the fewest items whose removal "
+    "(or blocking) changes its label, and the nearest item of the runner-up class.")
 VoteOpt = vote_option("vote", "--vote")
 AlphaOpt = vote_option("alpha", "--alpha")
 TauOpt = vote_option("tau", "--tau")
@@ -202,6 +205,7 @@ def classify(
     mix: Optional[float] = MixOpt,
     abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
                                  "memory (needs `vismem calibrate`)."),
+    counterfactual: bool = CounterfactualOpt,
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
@@ -212,13 +216,16 @@ def classify(
     With --json, one object per image: path, label, confidence, abstained, scores,
     neighbors (id, label, distance, weight, contribution, source, item_weight,
     prune_factor, relabelled_from; nearest first), prototypes (distance to each class),
-    interventions. An unreadable image gives {"path": ..., "error": ...} and exit code 3.
+    interventions; with --counterfactual also counterfactual (remove / block: the fewest
+    item ids whose removal / blocking changes the label, label_after_remove /
+    label_after_block, runner_up, summary). An unreadable image gives
+    {"path": ..., "error": ...} and exit code 3.
     """
     from ..explain import decision_table
 
     options = _vote_options(k, vote, alpha, tau, mix) | {
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
-        "where": parse_pairs(where)}
+        "where": parse_pairs(where), "counterfactual": counterfactual}
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
@@ -382,13 +389,15 @@ def explain(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    counterfactual: bool = CounterfactualOpt,
     json_out: bool = JsonFlag,
 ) -> None:
-    """Write a visual explanation sheet: the query and its neighbours' thumbnails."""
+    """Write a visual explanation sheet: the query and its neighbours' thumbnails; with
+    --counterfactual, also what would change the decision."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
-    options = _vote_options(k, vote, alpha, tau)
+    options = _vote_options(k, vote, alpha, tau) | {"counterfactual": counterfactual}
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))

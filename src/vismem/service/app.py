@@ -248,9 +248,14 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         tau: Optional[float] = Form(None, description="Softmax temperature."),
         abstain: bool = Form(False, description="Answer label null, abstained true, for an image unlike "
                              "everything in memory (needs `vismem calibrate` first)."),
+        counterfactual: bool = Query(False, description="Also return `counterfactual`: the fewest items whose "
+                                     "removal (or blocking) would change the label, and the nearest item of "
+                                     "the runner-up class."),
     ) -> dict[str, Any]:
-        """Classify one image: the same object as `vismem classify --json`."""
-        options: dict[str, Any] = {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "abstain": abstain}
+        """Classify one image: the same object as `vismem classify --json` (`?counterfactual=true`:
+        as `--counterfactual`)."""
+        options: dict[str, Any] = {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "abstain": abstain,
+                                   "counterfactual": counterfactual}
         name, data = await read_image(file)
         try:
             prepared = await service.run(prepare, name, data, None)
