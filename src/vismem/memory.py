@@ -13,6 +13,7 @@ the CLI, the service and curation never reach into the store.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .calibrate import Calibration
+from .calibrate import Calibration, changed_fraction, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
@@ -35,6 +36,7 @@ from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
 
 Progress = Callable[[int], None]
+log = logging.getLogger("vismem")
 
 
 @dataclass(frozen=True)
@@ -470,6 +472,12 @@ class Memory:
         queries = self._check_vectors(vectors)
         self._catch_up()
         calibration = self._calibration() if abstain else None
+        if calibration is not None:
+            changed = self.calibration_changed()
+            if is_stale(changed):
+                log.warning("%s: %.0f%% of the memory was added or removed since `vismem calibrate` set the "
+                            "abstention threshold: run `vismem calibrate %s` again", self.location,
+                            100 * (changed or 0), self.location)
         if len(self.store) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
         return classify_queries(self.store, queries, params, self.settings, self.prototypes(),
@@ -479,6 +487,14 @@ class Memory:
     def vote_params(self, **given: Any) -> VoteParams:
         """The memory's vote defaults with the given (non-None) values in their place."""
         return VoteParams(**{**self.defaults.to_dict(), **{k: v for k, v in given.items() if v is not None}})
+
+    def calibration_changed(self) -> float | None:
+        """Share of the voting items added or removed since the abstention threshold was
+        calibrated (None: not calibrated, or calibrated before this was recorded)."""
+        found = self.settings.abstention
+        if found is None:
+            return None
+        return changed_fraction(found.items, found.max_id, self._voting_ids(Filter()))
 
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
@@ -667,5 +683,6 @@ class Memory:
             "prototypes_per_class": settings.prototypes_per_class,
             "pruning": {**settings.pruning.to_dict(),
                         "excluded": int(len(self.store) - len(self.store.ids(voting_filter(Filter(), settings))))},
-            "abstain": settings.abstention.to_dict() if settings.abstention else None,
+            "abstain": {**settings.abstention.to_dict(), "changed_since": self.calibration_changed()}
+            if settings.abstention else None,
         }

@@ -11,6 +11,7 @@ import typer
 if TYPE_CHECKING:
     from ..memory import Memory
 
+from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
@@ -338,9 +339,17 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     d = data["defaults"]
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     abstain = data["abstain"]
+    calibrated = "not calibrated"
+    if abstain:
+        calibrated = (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%}, prototype weight "
+                      f"{abstain['prototype_weight']:g})")
+        if abstain.get("changed_since") is not None:
+            calibrated += f", {abstain['changed_since']:.0%} of the memory changed since"
     out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
-              f" ({data['pruning']['excluded']} excluded); abstention "
-              + (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%})" if abstain else "not calibrated"))
+              f" ({data['pruning']['excluded']} excluded); abstention {calibrated}")
+    if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
+        err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again",
+                  markup=False)
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():
