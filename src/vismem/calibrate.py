@@ -40,7 +40,8 @@ class Calibration:
     each left out of the rest in turn) reached. `auroc` maps each candidate prototype
     weight to its mean AUROC with held-out class groups as unknown (empty when the weight
     was given, or the memory has < 3 classes). `items` is how many items voted when it
-    was fitted and `max_id` the newest item id then (see `changed_fraction`)."""
+    was fitted and `max_id` the newest item id then (see `changed_fraction`); `transform`
+    names the feature transform the distances went through."""
 
     threshold: float
     k: int = DEFAULT_OOD_K
@@ -51,6 +52,7 @@ class Calibration:
     items: int | None = None
     auroc: dict[str, float] = field(default_factory=dict)
     max_id: int | None = None
+    transform: str = "none"  # `FeatureTransform.key` of the space the distances were measured in
 
     def score(self, kth_distance: np.ndarray, prototype_distance: np.ndarray) -> np.ndarray:
         return ood_scores(kth_distance, prototype_distance, self.prototype_weight)
@@ -184,9 +186,10 @@ def choose_prototype_weight(aurocs: dict[str, float], margin: float = MIX_MARGIN
 
 def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, tpr: float = DEFAULT_TPR,
                     k: int = DEFAULT_OOD_K, prototype_weight: float | None = None, per_class: int = 1,
-                    seed: int = 0, ids: np.ndarray | None = None) -> Calibration:
+                    seed: int = 0, ids: np.ndarray | None = None, transform: str = "none") -> Calibration:
     """Calibrate abstention on a memory's voting items (vectors (n, dim), labels (n,), and
-    their `ids`, recorded to tell later how much the memory changed).
+    their `ids`, recorded to tell later how much the memory changed; the vectors as
+    searched, through the feature transform named by `transform`).
 
     With `prototype_weight` None it is chosen by `prototype_weight_auroc`; the threshold
     is the `tpr` quantile of the items' leave-one-out scores (`leave_one_out_distances`).
@@ -204,4 +207,4 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     threshold = calibrate_threshold(scores, tpr)
     return Calibration(threshold, k, float(prototype_weight), tpr, true_positive_rate(scores, threshold),
                        int(len(label_of)), int(len(label_of)), aurocs,
-                       int(np.max(ids)) if ids is not None and len(ids) else None)
+                       int(np.max(ids)) if ids is not None and len(ids) else None, transform)

@@ -47,7 +47,8 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     if counterfactuals:
         depth = max(depth, params.k + max_removals)
     neighbours = store.search(queries, depth, voting_filter(where, settings))
-    classes, proto_sims = prototypes.class_similarities(queries)
+    searched = store.transform().apply(queries)  # prototypes live where the index searches
+    classes, proto_sims = prototypes.class_similarities(searched)
     if where is not None and where.labels is not None:  # a restricted query sees only those classes
         chosen = [j for j, c in enumerate(classes) if c in where.labels]
         classes, proto_sims = [classes[j] for j in chosen], proto_sims[:, chosen]
@@ -55,7 +56,7 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
                              prototype_similarities=proto_sims, paths=paths,
                              restriction=where.restriction() if where is not None else None)
     if counterfactuals:
-        found = what_would_change(store, queries, neighbours, settings, params, prototypes, where, max_removals)
+        found = what_would_change(store, searched, neighbours, settings, params, prototypes, where, max_removals)
         decisions = [replace(d, counterfactual=c) for d, c in zip(decisions, found, strict=True)]
     if calibration is None:
         return decisions
@@ -69,7 +70,8 @@ def what_would_change(store: Store, queries: np.ndarray, neighbours: Neighbours,
                       params: VoteParams, prototypes: PrototypeSet, where: Filter | None,
                       max_removals: int) -> list[Counterfactual]:
     """Each query's counterfactual from its neighbours found `max_removals` past k (all it
-    can reach when fewer were found), voted as `decide_batch` votes (ties by proximity)."""
+    can reach when fewer were found), voted as `decide_batch` votes (ties by proximity).
+    `queries` are as searched (through the store's feature transform)."""
     b = ballots(neighbours, settings)
     depth = neighbours.ids.shape[1]
     out = []
@@ -94,7 +96,7 @@ def _clusters(store: Store, prototypes: PrototypeSet, ids: np.ndarray, query: np
         members = {i: int(rows[r]) for i, r in members.items() if keep[r]}
         owners, totals, counts = owners[keep], totals[keep], counts[keep]
     found, vectors = store.vectors(ids.tolist())
-    by_id = dict(zip(found.tolist(), vectors, strict=True))
+    by_id = dict(zip(found.tolist(), store.transform().apply(vectors), strict=True))
     return PrototypeClusters(owners, totals, counts, np.array([members.get(int(i), -1) for i in ids]),
                              np.stack([by_id[int(i)] for i in ids]) if len(ids) else np.zeros((0, len(query))),
                              query)

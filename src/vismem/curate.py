@@ -8,7 +8,7 @@ Each reads the memory's voting items as arrays, calls the pure functions in
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .errors import EmptyMemoryError, InvalidInputError
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
 from .transform import TransformSpec
-from .tune import TuneResult, tune
+from .tune import TRANSFORM_CANDIDATES, TuneResult, tune
 
 
 @dataclass
@@ -29,10 +29,13 @@ class MemoryArrays:
     weights: np.ndarray
 
 
-def memory_arrays(memory: Memory, *, voting_only: bool = False) -> MemoryArrays:
+def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True) -> MemoryArrays:
     """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
-    the items' own weights times their pruning factors."""
+    the items' own weights times their pruning factors. `vectors` are as searched
+    (through the memory's feature transform), or as stored with `searched` False."""
     ids, vectors, labels, weights, counts = memory.voting_arrays()
+    if searched:
+        vectors = memory.transform.apply(vectors)
     pruning = memory.pruning
     if voting_only:
         keep = weights > 0
@@ -52,14 +55,24 @@ def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
     return VoteParams(k=k or d.k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
 
 
-def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True) -> TuneResult:
-    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split; store them as defaults."""
-    data = memory_arrays(memory, voting_only=True)
-    # the memory cannot apply a fitted feature transform yet, so only `none` is a candidate here
+def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True,
+                transforms: Sequence[TransformSpec] | None = None, progress: Callable[[int], None] | None = None,
+                ) -> TuneResult:
+    """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
+    held-out split; store them as defaults. A new transform is fitted on every item and the
+    index rebuilt through it (`progress(n)` as n more items are done).
+
+    `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
+    home that searches vectors as stored)."""
+    data = memory_arrays(memory, voting_only=True, searched=False)
+    if transforms is None:
+        transforms = TRANSFORM_CANDIDATES if memory.store.capabilities.feature_transforms else [TransformSpec()]
     result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
-                  transforms=[TransformSpec()])
+                  transforms=transforms)
     if save:
         memory.update_settings(vote=result.params, prototypes_per_class=result.per_class)
+        if result.transform != memory.settings.transform:
+            memory.set_transform(result.transform, progress=progress)
     return result
 
 
@@ -155,7 +168,8 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
     `prototype_weight` None measures whether the prototype distance helps on this memory)."""
     data = memory_arrays(memory, voting_only=True)
     result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
-                             per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids)
+                             per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids,
+                             transform=memory.transform.key)
     if save:
         memory.update_settings(abstention=result)
     return result

@@ -35,7 +35,7 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -141,6 +141,12 @@ class FeatureTransform:
         return float(np.linalg.norm(now - self.mean) / self.spread)
 
     @property
+    def key(self) -> str:
+        """What derived state built through this transform records: `none` for the
+        identity (vectors as stored), else the fingerprint."""
+        return "none" if self.is_identity else self.fingerprint
+
+    @property
     def fingerprint(self) -> str:
         """16 hex digits naming the exact fitted content (spec and arrays)."""
         digest = hashlib.sha256(json.dumps({"v": FORMAT_VERSION, **self.spec.to_dict(), "dim": self.dim},
@@ -189,23 +195,39 @@ def identity(dim: int) -> FeatureTransform:
 
 def fit_transform(vectors: np.ndarray, spec: TransformSpec | str = "none") -> FeatureTransform:
     """Fit `spec` on unit vectors float (n, dim)."""
-    spec = TransformSpec(spec) if isinstance(spec, str) else spec
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise InvalidInputError(f"a transform is fitted on (n, dim) vectors, n >= 1; got shape {x.shape}")
-    n, dim = x.shape
-    if spec.kind == "none" and spec.power == 1:
-        return FeatureTransform(spec, dim, n)
-    x = _signed_power(x, spec.power).astype(np.float64)
+    return fit_transform_chunks([x], spec)
+
+
+def fit_transform_chunks(chunks: Iterable[np.ndarray], spec: TransformSpec | str = "none") -> FeatureTransform:
+    """Fit `spec` on unit vectors given in chunks (each float (n_i, dim)), in one pass: the
+    mean and the covariance are accumulated as float64 sums, so a memory larger than RAM
+    can be fitted chunk by chunk."""
+    spec = TransformSpec(spec) if isinstance(spec, str) else spec
+    n, dim, squares = 0, 0, 0.0
+    total: np.ndarray | None = None
+    gram: np.ndarray | None = None
+    for chunk in chunks:
+        x = _signed_power(np.asarray(chunk, dtype=np.float32), spec.power).astype(np.float64)
+        if not len(x):
+            continue
+        n, dim = n + len(x), x.shape[1]
+        total = x.sum(axis=0) if total is None else total + x.sum(axis=0)
+        squares += float((x ** 2).sum())
+        if spec.kind == "whiten":
+            gram = x.T @ x if gram is None else gram + x.T @ x
+    if n == 0 or total is None:
+        raise InvalidInputError("a transform is fitted on at least one vector; got none")
     if spec.kind == "none":
         return FeatureTransform(spec, dim, n)
-    mean = x.mean(axis=0)
-    centred = x - mean
-    spread = float(np.sqrt((centred ** 2).sum(axis=1).mean()))
-    if spec.kind == "center":
+    mean = total / n
+    spread = float(np.sqrt(max(squares / n - float(mean @ mean), 0.0)))  # rms distance to the mean
+    if spec.kind == "center" or gram is None:
         return FeatureTransform(spec, dim, n, mean.astype(np.float32), None, spread)
-    # eigen-decomposition of the (dim, dim) covariance: cheaper than an SVD of the items when n > dim
-    variances, directions = np.linalg.eigh(centred.T @ centred / n)
+    covariance = gram / n - np.outer(mean, mean)
+    variances, directions = np.linalg.eigh(covariance)
     variances, directions = variances[::-1], directions[:, ::-1]
     rank = int((variances > 1e-10 * max(variances[0], 1e-30)).sum())
     if rank == 0:

@@ -338,6 +338,16 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
     d = data["defaults"]
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
+    transform = data.get("transform")
+    if transform and transform["name"] != "none":
+        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']} items, "
+                  f"{transform['out_dim']}-d as searched; since then {transform['changed_since']:.0%} of the items "
+                  f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
+        if transform["retune"]:
+            err.print(f"warning: the memory has drifted from its feature transform: run `vismem tune "
+                      f"{data['path']}` to refit it", markup=False)
+    elif transform:
+        out.print("transform   none (vectors searched as stored; `vismem tune` may choose one)")
     abstain = data["abstain"]
     calibrated = "not calibrated"
     if abstain:

@@ -11,7 +11,8 @@ import typer
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..settings import describe
-from . import app, emit, out
+from ..errors import InvalidInputError
+from . import app, emit, out, progress_bar
 from .commands import JsonFlag, MemDir, _open, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
@@ -29,21 +30,32 @@ def tune(
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
+    transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
+                                  "the measured whitenings), or only none, center or whiten."),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split of the
-    memory's own items, and store them as the memory's defaults."""
+    """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
+    held-out split of the memory's own items, and store them as the memory's defaults. A
+    new transform is fitted on every item and the index rebuilt through it."""
     from ..curate import tune_memory
+    from ..transform import TRANSFORMS
+    from ..tune import TRANSFORM_CANDIDATES
 
-    with _open(memdir) as memory:
-        result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run)
+    if transform not in ("auto", *TRANSFORMS):
+        raise InvalidInputError(f"unknown --transform {transform!r}; choose auto, {', '.join(TRANSFORMS)}")
+    candidates = None if transform == "auto" else [t for t in TRANSFORM_CANDIDATES if t.kind == transform]
+    with _open(memdir) as memory, progress_bar("fitting the feature transform, rebuilding the index",
+                                               2 * len(memory), transient=True) as advance:
+        result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
+                             progress=advance)
     if json_out:
         emit(result.to_dict())
         return
     p = result.params
-    out.print(f"best: k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} mix={p.mix} "
-              f"prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out items "
-              f"(defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+    out.print(f"best: transform={result.transform.name} k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} "
+              f"mix={p.mix} prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out "
+              f"items (defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+    out.print("by transform: " + ", ".join(f"{name} {acc:.2%}" for name, acc in result.by_transform.items()))
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
 
 
