@@ -26,8 +26,8 @@ from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
-from .encoders import Encoder, create_encoder, normalize_rows
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError, ReadOnlyMemoryError
+from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped
 from .ingest import AddReport, Ingestor, StoredHashes
 from .prototypes import PrototypeSet
@@ -81,6 +81,7 @@ class Memory:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._encoder: Encoder | None = None
+        self._encoder_options: EncoderOptions | None = None  # device, runtime...: not identity
         self._protos: PrototypeSet | None = None  # built on first use, then kept in step
         self.auto_refresh = True
 
@@ -95,6 +96,7 @@ class Memory:
         weights: str | Path | None = None,
         dim: int | None = None,
         settings: MemorySettings | None = None,
+        encoder_options: EncoderOptions | None = None,
         **setting_values: Any,
     ) -> "Memory":
         """Create an empty memory at `location` (a directory, or a URI of another home).
@@ -107,6 +109,7 @@ class Memory:
         hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, or IVF-PQ when
         float32 vectors would not fit in half the RAM), `target_recall` (approximate
         indexes tune their search effort until recall@10 reaches it), `float16`...
+        `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         settings = (settings or MemorySettings()).replace(**setting_values)
         if encoder is None:
@@ -115,19 +118,23 @@ class Memory:
             identity = EncoderIdentity(name=None, id=None, dim=dim)
             built = None
         else:
-            built = create_encoder(encoder, weights=weights)
+            built = create_encoder(encoder, weights=weights, options=encoder_options)
             if dim is not None and dim != built.dim:
                 raise InvalidInputError(f"encoder {encoder} makes {built.dim}-d vectors, not {dim}")
             identity = EncoderIdentity(name=built.name, id=built.id, dim=built.dim, config=built.describe(),
                                        weights_path=str(Path(weights).resolve()) if weights else None)
         memory = cls(create_store(location, identity, settings))
         memory._encoder = built
+        memory._encoder_options = encoder_options
         return memory
 
     @classmethod
-    def open(cls, location: str | Path) -> "Memory":
-        """Open an existing memory; raises MemoryNotFoundError if there is none."""
-        return cls(open_store(location))
+    def open(cls, location: str | Path, *, encoder_options: EncoderOptions | None = None) -> "Memory":
+        """Open an existing memory; raises MemoryNotFoundError if there is none.
+        `encoder_options` say where the encoder runs when it is first needed."""
+        memory = cls(open_store(location))
+        memory._encoder_options = encoder_options
+        return memory
 
     def close(self) -> None:
         """Save derived state, purge removed bytes, and close the store."""
@@ -202,7 +209,7 @@ class Memory:
                 raise EncoderError(
                     f"memory at {self.location} has no encoder: it stores precomputed vectors; "
                     "add them with add_vectors / `vismem add-vectors`")
-            encoder = create_encoder(identity.name, weights=identity.weights_path)
+            encoder = create_encoder(identity.name, weights=identity.weights_path, options=self._encoder_options)
             if encoder.id != identity.id:
                 raise EncoderError(
                     f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
@@ -315,14 +322,15 @@ class Memory:
                                           allow_duplicates=allow_duplicates, max_pixels=max_pixels)
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
-                     allow_duplicates: bool = False) -> AddReport:
+                     allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already decoded (`embed.prepare_bytes`) and encoded, in one transaction.
 
         `vectors` holds one row per prepared image that carries pixels, in order; the
-        HTTP service uses this to batch encoding across requests.
+        HTTP service uses this to batch encoding across requests. `meta` as for `add_images`.
         """
         self._catch_up()
-        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates)
+        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates,
+                                             meta=meta)
 
     def add_vectors(
         self,
@@ -518,7 +526,7 @@ class Memory:
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
         if found is None:
-            raise InvalidInputError(
+            raise NotCalibratedError(
                 f"memory at {self.location} has no abstention threshold: run `vismem calibrate {self.location}` first")
         if found.transform != self.transform.key:
             raise InvalidInputError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
@@ -15,7 +14,10 @@ from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
+from ..store.base import parse_pairs
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
+from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
+                              encoding, planned_encoding)
 
 MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
@@ -52,10 +54,10 @@ WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 
-def _open(memdir: Path) -> Memory:
+def _open(memdir: Path, encoder_options=None) -> Memory:
     from ..memory import Memory
 
-    return Memory.open(memdir)
+    return Memory.open(memdir, encoder_options=encoder_options)
 
 
 def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -> None:
@@ -65,22 +67,6 @@ def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -
     if missing:
         err.print(f"no items with ids {missing}; the others were done", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
-
-
-def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional[dict]:
-    """KEY=VALUE options as a dict (VALUE as JSON when it parses), or None if none given."""
-    if not pairs:
-        return None
-    found = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
-        try:
-            found[key] = json.loads(value)
-        except json.JSONDecodeError:
-            found[key] = value
-    return found
 
 
 def exit_if_unreadable(skipped: list, json_out: bool, verb: str) -> None:
@@ -111,6 +97,9 @@ def create(
     index: str = setting_option("index", "--index"),
     target_recall: float = setting_option("target_recall", "--target-recall"),
     float16: bool = setting_option("float16", "--float16"),
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Create an empty memory in MEMDIR."""
@@ -118,7 +107,8 @@ def create(
 
     name = None if encoder.lower() == "none" else encoder
     with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
-                       target_recall=target_recall, float16=float16) as memory:
+                       target_recall=target_recall, float16=float16,
+                       encoder_options=encoder_options(device, runtime, precision)) as memory:
         info = memory.info()
     if json_out:
         emit(info)
@@ -133,11 +123,16 @@ def add(
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch and per commit."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (forward pass "
+                                             "and commit) [default: fitted to the GPU, 32 on CPU]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",
                                              help="Metadata for every image, for --where filters (repeatable)."),
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Add images to MEMDIR. Each batch is committed atomically.
@@ -147,11 +142,11 @@ def add(
     """
     from ..images import find_images
 
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
-        with progress_bar("adding", total) as advance:
+        with progress_bar(f"adding ({encoding(memory)})", total) as advance:
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
                 allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
@@ -210,6 +205,11 @@ def classify(
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Classify images and show the neighbours that voted.
@@ -227,7 +227,7 @@ def classify(
     options = _vote_options(k, vote, alpha, tau, mix) | {
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_pairs(where), "counterfactual": counterfactual}
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
@@ -313,7 +313,7 @@ def relabel(
 def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     """Show item and class counts, encoder, format version, index and disk use."""
     with _open(memdir) as memory:
-        data = memory.info()
+        data = memory.info() | {"encoding": planned_encoding(memory)}
     if json_out:
         emit(data)
         return
@@ -322,6 +322,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"memory      {data['path']}")
     out.print(f"items       {data['items']} in {data['class_count']} classes")
     out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
+    if data["encoding"]:
+        out.print(f"encoding    {data['encoding']['describe']} (here, by default)")
     out.print(f"format      version {data['format_version']}")
     index = data["index"]
     out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
@@ -375,6 +377,11 @@ def evaluate(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Accuracy of the memory on a labelled test folder (root/<label>/<image>)."""
@@ -382,9 +389,9 @@ def evaluate(
     from ..images import find_images
 
     options = _vote_options(k, vote, alpha, tau)
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         total = len(find_images([testdir])[0])
-        with progress_bar("evaluating", total) as advance:
+        with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
             report = evaluate_folder(memory, testdir, progress=advance, **options)
     if json_out:
         emit(report.to_dict())

@@ -8,16 +8,20 @@ from typing import List, Optional
 
 import typer
 
+from ..decide import VoteParams
+from ..settings import describe
 from . import app, emit, out
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open,
                        exit_if_unreadable, parse_pairs)
+
+K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
 
 @app.command()
 def search(
     memdir: Path = MemDir,
     images: List[Path] = typer.Argument(..., help="Image files to search with.", show_default=False),
-    k: int = typer.Option(10, "--k", "-k", min=1, help="How many nearest items."),
+    k: int = typer.Option(K["default"], "--k", "-k", min=K["min"], max=K["max"], help="How many nearest items."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
