@@ -84,6 +84,11 @@ def print_knn(knn: dict) -> None:
         cells = [max(entry["curves"][r]) for r in rules] + list(entry["prototypes"].values())
         print(f"  {name:22}" + "".join(f"{100 * a:9.1f} ({100 * (a - probe):+5.1f})" for a in cells)
               + f"  {entry['rank_ge_plurality_at_k_ge_10']}")
+    print("rank minus plurality at its worst k >= 10, points, per alpha:")
+    for name, entry in knn["transforms"].items():
+        if "curves" in entry:
+            print(f"  {name:22}" + "  ".join(f"alpha {a}: {100 * m:+.2f}" for a, m in
+                                            entry["rank_minus_plurality_worst_k_ge_10_by_alpha"].items()))
     ks = knn["ks"]
     for name, entry in knn["transforms"].items():
         if "curves" not in entry:

@@ -23,6 +23,7 @@ from .engine import ArrayMemory, accuracy, holdout_split
 
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
 DEFAULT_VOTE = VoteParams()
+RANK_ALPHAS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 # `knn` reports every rule through each of these (fitted on the train split alone)
 REPORTED_TRANSFORMS = (
@@ -80,11 +81,16 @@ def knn_curves(train_x, train_y, test_x, test_y, ks: Sequence[int], per_class: S
         prototypes[str(m)] = accuracy(pm.predict(nb, VoteParams(k=1, vote="prototype")), test_y)
     best_rule = max(NEIGHBOUR_VOTES, key=lambda r: max(curves[r]))
     best_i = int(np.argmax(curves[best_rule]))
+    # how far rank voting falls below plurality at its worst k >= 10, per alpha (< 0: below)
+    wide = [i for i, k in enumerate(ks) if k >= 10]
+    margin = {f"{a:g}": min((accuracy(mem.predict(neighbours, VoteParams(k=ks[i], alpha=a)), test_y)
+                             - curves["plurality"][i] for i in wide), default=0.0) for a in RANK_ALPHAS}
     return {
         "curves": curves, "prototypes": prototypes,
         "best_knn": {"vote": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
         "rank_ge_plurality_at_k_ge_10": all(
             r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"], strict=False) if k >= 10),
+        "rank_minus_plurality_worst_k_ge_10_by_alpha": margin,
     }
 
 
