@@ -338,6 +338,17 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if index["warning"]:
         err.print(f"warning: {index['warning']}", markup=False)
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
+    _print_decisions(data)
+    if data["classes"]:
+        table = Table("label", "items")
+        for label, count in data["classes"].items():
+            table.add_row(label, str(count))
+        out.print(table)
+
+
+def _print_decisions(data: dict) -> None:
+    """`info`'s lines on how the memory decides: defaults, transform, prototypes, pruning,
+    abstention, with a warning when the transform or the calibration is stale."""
     d = data["defaults"]
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     transform = data.get("transform")
@@ -362,11 +373,6 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
         err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again",
                   markup=False)
-    if data["classes"]:
-        table = Table("label", "items")
-        for label, count in data["classes"].items():
-            table.add_row(label, str(count))
-        out.print(table)
 
 
 @app.command("eval")
