@@ -22,6 +22,10 @@ os.environ.setdefault("VISMEM_OFFLINE", "1")  # tests never download weights
 # were made), and schemathesis loads its hooks itself in the fuzz test.
 collect_ignore = ["fixtures", "schemathesis_hooks.py"]
 
+# fixtures/ holds data and the scripts that made it: --doctest-modules must not import them
+# (memory_format1/make.py runs at import and rmtree()s the path in sys.argv[1]).
+collect_ignore_glob = ["fixtures/*"]
+
 from vismem.datasets import load_digits_images, split_per_class, write_image_folder  # noqa: E402
 
 

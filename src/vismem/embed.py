@@ -26,6 +26,7 @@ import numpy as np
 from .encoders import Encoder, Preprocessing
 from .images import (
     DEFAULT_MAX_PIXELS,
+    THUMBNAIL_SIZE,
     ImageFile,
     ImageReadError,
     Skipped,
@@ -104,7 +105,8 @@ def decode_pixels(
     data: bytes, preprocessing: Preprocessing, thumbnails: bool, max_pixels: int
 ) -> tuple[np.ndarray, bytes | None, tuple[int, int]]:
     """Decode one image and preprocess it: (pixels, thumbnail or None, decoded size)."""
-    image = decode_image(data, max_pixels=max_pixels, draft_size=preprocessing.resize_size * 2)
+    draft = max(preprocessing.resize_size * 2, THUMBNAIL_SIZE)  # a thumbnail needs no more
+    image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
     return preprocessing.apply(image), thumbnail_jpeg(image) if thumbnails else None, image.size
 
 

@@ -28,7 +28,7 @@ from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped
+from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor, StoredHashes
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -395,7 +395,7 @@ class Memory:
         skipped: list[Skipped] = []
         pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
         if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([im.convert("RGB") for _, im in pil])
+            vectors[[i for i, _ in pil]] = encoder.encode([upright_rgb(im) for _, im in pil])
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MemoryNotFoundError, VismemError
+from ..images import Skipped
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import parse_pairs
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
@@ -57,6 +58,9 @@ WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
 def _open(memdir: Path, encoder_options=None) -> Memory:
     from ..memory import Memory
 
+    if memdir.is_file():
+        raise MemoryNotFoundError(f"{memdir} is a file, not a memory: give the folder that "
+                                  "`vismem create` made")
     return Memory.open(memdir, encoder_options=encoder_options)
 
 
@@ -69,15 +73,38 @@ def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def exit_if_unreadable(skipped: list, json_out: bool, verb: str) -> None:
-    """Report images that could not be read (a JSON line each with --json, always a stderr
-    line) and exit with EXIT_SKIPPED if there were any."""
+def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:
+    """For each input, in the order given: its result if it was read (positions `kept`),
+    else the Skipped that says why not, matched by path (an input may be given twice)."""
+    from collections import deque
+
+    found = dict(zip(kept, results, strict=True))
+    unread: dict[str, deque] = {}
     for s in skipped:
-        if json_out:
-            emit({"path": s.path, "error": s.reason})
-        err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
-    if skipped:
-        raise typer.Exit(EXIT_SKIPPED)
+        unread.setdefault(s.path, deque()).append(s)
+    ordered = [found[i] if i in found else (unread.get(str(path)) or deque([None])).popleft()
+               for i, path in enumerate(inputs)]
+    left = [s for queue in unread.values() for s in queue]  # none, unless a path was renamed
+    return [item for item in ordered if item is not None] + left
+
+
+def say_unreadable(s, json_out: bool, verb: str) -> None:
+    """Report an image that could not be read: a JSON line with --json, always a stderr line."""
+    if json_out:
+        emit({"path": s.path, "error": s.reason})
+    err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
+
+
+def check_image_path(path: Path, option: str) -> None:
+    """Refuse an output path that cannot take an image file, with the fix."""
+    from PIL import Image
+
+    if path.is_dir():
+        raise InvalidInputError(f"{option} {path} is a folder: give a file name, e.g. {path / 'explanation.png'}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"{option} {path}: no folder {path.parent}; create it first")
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
+        raise InvalidInputError(f"{option} {path}: not an image file name; end it in .png (or .jpg, .webp)")
 
 
 def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
@@ -175,11 +202,19 @@ def add_vectors(
     """Add precomputed embeddings with labels (for memories made with --encoder none)."""
     import numpy as np
 
+    def load_npy(path: Path, option: str):
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
+        return np.load(path, allow_pickle=False)
+
     try:
-        matrix = np.load(vectors, allow_pickle=False)
-        names = (np.load(labels, allow_pickle=False).tolist() if labels.suffix == ".npy"
+        matrix = load_npy(vectors, "--vectors")
+        names = (load_npy(labels, "--labels").tolist() if labels.suffix == ".npy"
                  else labels.read_text().splitlines())
     except (OSError, ValueError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
         raise InvalidInputError(f"cannot read vectors/labels: {exc}") from None
     with _open(memdir) as memory:
         ids = memory.add_vectors(matrix, names, sources=source)
@@ -231,12 +266,15 @@ def classify(
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
-    for decision in decisions:
-        if json_out:
+    for decision in in_input_order(images, kept, decisions, skipped):
+        if isinstance(decision, Skipped):
+            say_unreadable(decision, json_out, "classify")
+        elif json_out:
             emit(decision.to_dict())
         else:
             out.print(decision_table(decision))
-    exit_if_unreadable(skipped, json_out, "classify")
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()
@@ -397,8 +435,15 @@ def evaluate(
     options = _vote_options(k, vote, alpha, tau)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         total = len(find_images([testdir])[0])
+        if not total:
+            raise InvalidInputError(f"nothing to evaluate: {testdir} has no images in class subfolders "
+                                    "(root/<label>/<image>)")
         with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
             report = evaluate_folder(memory, testdir, progress=advance, **options)
+    if not report.total:
+        for s in report.skipped:
+            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+        raise VismemError(f"nothing to evaluate: none of the {total} images in {testdir} could be read")
     if json_out:
         emit(report.to_dict())
     else:
@@ -430,10 +475,14 @@ def explain(
     from ..images import decode_image
 
     options = _vote_options(k, vote, alpha, tau) | {"counterfactual": counterfactual}
+    check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
-    sheet.save(output)
+    try:
+        sheet.save(output)
+    except OSError as exc:
+        raise VismemError(f"cannot write {output}: {exc.strerror or exc}") from None
     if json_out:
         emit({**decision.to_dict(), "sheet": str(output)})
     else:

@@ -9,10 +9,11 @@ from typing import List, Optional
 import typer
 
 from ..decide import VoteParams
+from ..images import Skipped
 from ..settings import describe
-from . import app, emit, out
-from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open,
-                       exit_if_unreadable, parse_pairs)
+from . import EXIT_SKIPPED, app, emit, out
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order,
+                       parse_pairs, say_unreadable)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -38,14 +39,20 @@ def search(
         vectors, kept, skipped = memory.embed_images(images)
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
                              where=parse_pairs(where)) if kept else []
-    for i, row in zip(kept, rows):
-        if json_out:
-            emit({"path": str(images[i]), "neighbors": [asdict(hit) for hit in row]})
+    found = [(images[i], row) for i, row in zip(kept, rows, strict=True)]
+    for item in in_input_order(images, kept, found, skipped):
+        if isinstance(item, Skipped):
+            say_unreadable(item, json_out, "search with")
             continue
-        out.print(f"{images[i]}")
+        path, row = item
+        if json_out:
+            emit({"path": str(path), "neighbors": [asdict(hit) for hit in row]})
+            continue
+        out.print(f"{path}")
         for hit in row:
             out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}", markup=False)
-    exit_if_unreadable(skipped, json_out, "search with")
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()

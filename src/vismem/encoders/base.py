@@ -43,11 +43,17 @@ class Preprocessing:
         width, height = image.size
         scale = self.resize_size / min(width, height)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        # reducing_gap makes large downscales fast with no visible loss
-        image = image.resize(new_size, resample, reducing_gap=3.0)
         left = (new_size[0] - self.image_size) // 2
         top = (new_size[1] - self.image_size) // 2
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        # Resize only the part the crop keeps (`box`, in source pixels): the same pixels as
+        # resize-then-crop, but a 100000x1 panorama no longer becomes a 25600000x256 image.
+        sx, sy = new_size[0] / width, new_size[1] / height
+        box: tuple[float, float, float, float] | None = (
+            left / sx, top / sy, (left + self.image_size) / sx, (top + self.image_size) / sy)
+        if left < 0 or top < 0:  # a crop larger than the resized image pads with black
+            image, box = image.crop(box), None
+        # reducing_gap makes large downscales fast with no visible loss
+        image = image.resize((self.image_size, self.image_size), resample, box=box, reducing_gap=3.0)
         return np.asarray(image, dtype=np.uint8)
 
 

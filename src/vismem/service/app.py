@@ -241,13 +241,19 @@ def _add_pages(app: FastAPI) -> None:
             swagger_favicon_url="/swagger/favicon-32x32.png",
         )
 
-    @app.get("/", include_in_schema=False)
+    # HEAD too: uptime checks and `curl -I` probe pages that way
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
-    @app.get("/browse", include_in_schema=False)
+    @app.api_route("/browse", methods=["GET", "HEAD"], include_in_schema=False)
     async def browse_page() -> FileResponse:
         return FileResponse(STATIC / "browse.html", headers=PAGE_HEADERS)
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers ask for it on every page, even other than ours
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_errors: tuple[int, ...]) -> None:
