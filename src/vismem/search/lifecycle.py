@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 import numpy as np
 
@@ -82,9 +82,11 @@ class ManagedIndex:
             self.after_growth(items)
             return
         try:
-            index, meta = INDEX_TYPES[kind].load(self.directory, self.store.dim)
+            index, meta = INDEX_TYPES[kind].load(self.directory, self.store.search_dim)
             if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
+            if meta.get("transform", "none") != self.store.transform().key:
+                raise IndexFileError("it was built through another feature transform")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
@@ -108,12 +110,14 @@ class ManagedIndex:
         else:
             self.sync()
 
-    def _build(self, kind: str) -> None:
+    def _build(self, kind: str, progress: Callable[[int], None] | None = None) -> None:
         self.seq = self.store.last_edit()
-        self.index = make_index(kind, self.store.dim, **self._params(kind))
+        self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
-        for ids, vectors in self.store.vector_chunks():
+        for ids, vectors in self.store.searched_chunks():
             self.index.add(ids, vectors)
+            if progress:
+                progress(len(ids))
 
     def sync(self) -> int:
         """Apply adds and removals from the store's log that the index has not seen (other
@@ -137,7 +141,7 @@ class ManagedIndex:
     def _add_from_store(self, ids: list[int]) -> None:
         missing = [i for i in ids if self.index.missing(i)]
         if missing:
-            found, vectors = self.store.vectors(missing)
+            found, vectors = self.store.searched_vectors(missing)
             self.index.add(found, vectors)
 
     def _drop_saved(self) -> None:
@@ -148,8 +152,8 @@ class ManagedIndex:
         if not self.index.persistent or self.store.read_only:
             return
         self.sync()
-        self.index.save(self.directory, {"seq": self.seq,
-                                         "store_created_at": self.store.created_at})
+        self.index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
+                                         "transform": self.store.transform().key})
         self.dirty = False
 
     def save_if_dirty(self) -> None:
@@ -159,8 +163,8 @@ class ManagedIndex:
     # ---- edits made through this process -----------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add items the caller has just committed to the store."""
-        self.index.add(ids, vectors)
+        """Add items the caller has just committed to the store (vectors as stored)."""
+        self.index.add(ids, self.store.to_search_space(vectors))
         self.dirty = self.index.persistent
 
     def remove(self, ids: np.ndarray) -> None:
@@ -240,9 +244,9 @@ class ManagedIndex:
         ids = np.fromiter(sorted(items), dtype=np.int64)
         if len(ids) < 2:
             return None
-        sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
+        sample_ids, queries = self.store.searched_vectors(ids[q.sample_rows(len(ids))].tolist())
         depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
-        near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
+        near_ids, near_sims = q.exact_top(queries, self.store.searched_chunks(), depth)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
         lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
         target = float(self.store.settings().target_recall)
@@ -259,11 +263,12 @@ class ManagedIndex:
             log.warning("%s: %s", self.store.path, found.warning())
         return found
 
-    def rebuild(self, items: Collection[int]) -> None:
-        """After the index settings changed: rebuilt from the store, measured and saved."""
+    def rebuild(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> None:
+        """After the index settings or the feature transform changed: rebuilt from the
+        store, measured and saved (`progress(n)` as n more items are in)."""
         self._drop_saved()
         self.dirty = False
-        self._build(self.kind_for(len(items)))
+        self._build(self.kind_for(len(items)), progress)
         self._measure(items)
         self._save()
 
