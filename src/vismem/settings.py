@@ -21,6 +21,7 @@ from .calibrate import Calibration
 from .decide import VoteParams
 from .errors import InvalidInputError
 from .prune import PruneSettings
+from .transform import TransformSpec
 
 INDEX_CHOICES = ("auto", "exact", "hnsw", "ivfpq")
 DEFAULT_ENCODER = "resnet50"  # what `vismem create` uses: downloads torchvision weights once
@@ -45,6 +46,7 @@ class MemorySettings:
                                          max=64)
     pruning: PruneSettings = field(default_factory=PruneSettings)
     abstention: Calibration | None = None  # set by `vismem calibrate`
+    transform: TransformSpec = field(default_factory=TransformSpec)  # set by `vismem tune`; fitted by the store
     record_queries: int = _setting(0, "Keep up to this many real classify/search query vectors (a uniform sample, "
                                    "in the store) to tune the search index on; 0: keep none (queries are user "
                                    "data; `vismem record-queries MEMDIR 0` also deletes the kept ones).",
@@ -75,7 +77,9 @@ class MemorySettings:
         vote = VoteParams(**data.pop("vote", {}))
         pruning = PruneSettings(**data.pop("pruning", {}))
         found = data.pop("abstention", None)
-        return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None, **data)
+        transform = TransformSpec.from_dict(data.pop("transform", None))
+        return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None,
+                   transform=transform, **data)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ class ManagedIndex:
 
     def kind_for(self, count: int) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items."""
-        return choose_kind(self.store.settings().index, count=count, dim=self.store.dim,
+        return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
                            ram_bytes=physical_ram(),
                            exact_below=int(self.store.state("auto_exact_below") or 0),
                            approx_min=AUTO_APPROX_MIN)
@@ -94,9 +94,11 @@ class ManagedIndex:
             self.after_growth(items)
             return
         try:
-            index, meta = backend.load(self.directory, self.store.dim)
+            index, meta = backend.load(self.directory, self.store.search_dim)
             if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
+            if meta.get("transform", "none") != self.store.transform().key:
+                raise IndexFileError("it was built through another feature transform")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
@@ -123,29 +125,33 @@ class ManagedIndex:
             self.sync()
             self.tuner.follow(self.index)
 
-    def _build(self, kind: str, items: Collection[int] = ()) -> np.ndarray:
-        """Build the index from the store. When it is tunable, a random sample of `items`
-        is held out of it; returns the held-out ids (sorted) for the caller to measure
-        and insert."""
+    def _build(self, kind: str, items: Collection[int] = (),
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Build the index from the store (`progress(n)` as n more items are in). When it
+        is tunable, a random sample of `items` is held out of it; returns the held-out ids
+        (sorted) for the caller to measure and insert."""
         self.seq = self.store.last_edit()
-        self.index = make_index(kind, self.store.dim, **self._params(kind))
+        self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
         self.tuner.start(self.index)
         held = self.tuner.hold_out_sample(items) if isinstance(self.index, Tunable) else NO_IDS
-        for ids, vectors in self.store.vector_chunks():
+        for ids, vectors in self.store.searched_chunks():
             if len(held):
                 keep = ~np.isin(ids, held, assume_unique=True)
                 ids, vectors = ids[keep], vectors[keep]
             self.index.add(ids, vectors)
+            if progress:
+                progress(len(ids))
         return held
 
-    def _rebuild(self, kind: str, items: Collection[int]) -> q.Quality | None:
+    def _rebuild(self, kind: str, items: Collection[int],
+                 progress: Callable[[int], None] | None = None) -> q.Quality | None:
         """Build from the store holding out a random sample, tune on it as unseen
         queries, then insert it (the exact index: measured on own vectors)."""
-        held = self._build(kind, items)
+        held = self._build(kind, items, progress)
         if not len(held):
             return self.tuner.own_vectors(self.index, items)
-        found, queries = self.store.vectors(held.tolist())
+        found, queries = self.store.searched_vectors(held.tolist())
         quality = self.tuner.tune(self.index, queries, t.HELD_OUT, size=len(items))
         self.index.add(found, queries)
         return quality
@@ -172,7 +178,7 @@ class ManagedIndex:
     def _add_from_store(self, ids: list[int]) -> None:
         missing = [i for i in ids if self.index.missing(i)]
         if missing:
-            found, vectors = self.store.vectors(missing)
+            found, vectors = self.store.searched_vectors(missing)
             self.tuner.insert(self.index, found, vectors)
 
     def _drop_saved(self) -> None:
@@ -184,6 +190,7 @@ class ManagedIndex:
             return
         self.sync()
         self.index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
+                                         "transform": self.store.transform().key,
                                          "fresh": self.tuner.ledger.to_dict()})
         self.dirty = False
 
@@ -194,9 +201,9 @@ class ManagedIndex:
     # ---- edits made through this process -----------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add items the caller has just committed to the store (a sample of them is first
-        measured as fresh queries)."""
-        self.tuner.insert(self.index, np.asarray(ids, dtype=np.int64), vectors)
+        """Add items the caller has just committed to the store (vectors as stored; a
+        sample of them is first measured as fresh queries)."""
+        self.tuner.insert(self.index, np.asarray(ids, dtype=np.int64), self.store.to_search_space(vectors))
         self.dirty = self.persistent
 
     def remove(self, ids: np.ndarray) -> None:
@@ -240,7 +247,7 @@ class ManagedIndex:
         index.compact()
         self.tuner.start(index)
         if len(held):
-            found, queries = self.store.vectors(held.tolist())
+            found, queries = self.store.searched_vectors(held.tolist())
             self.tuner.tune(index, queries, t.HELD_OUT, size=len(items))
             index.add(found, queries)
         if self.persistent:
@@ -276,7 +283,7 @@ class ManagedIndex:
     def tune(self, queries: np.ndarray, measured_on: str = t.GIVEN) -> q.Quality | None:
         """Tune the search effort on these queries (the user's own: not in the index) and
         record their recall; returns it (None for an index without a search effort)."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.dim)
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.search_dim)
         if not isinstance(self.index, Tunable) or len(queries) == 0:
             return None
         quality = self.tuner.tune(self.index, queries, measured_on, size=len(self.index))
@@ -284,11 +291,12 @@ class ManagedIndex:
         self._save()
         return quality
 
-    def rebuild(self, items: Collection[int]) -> None:
-        """After the index settings changed: rebuilt from the store, measured and saved."""
+    def rebuild(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> None:
+        """After the index settings or the feature transform changed: rebuilt from the
+        store, measured and saved (`progress(n)` as n more items are in)."""
         self._drop_saved()
         self.dirty = False
-        self._rebuild(self.kind_for(len(items)), items)
+        self._rebuild(self.kind_for(len(items)), items, progress)
         self._save()
 
     def describe(self) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class Tuner:
         if isinstance(index, Tunable) and isinstance(index, HoldsOut):
             held = self.hold_out_sample(items)
             if len(held):
-                _, queries = self.store.vectors(held.tolist())
+                _, queries = self.store.searched_vectors(held.tolist())
                 with index.held_out(held):
                     return self.tune(index, queries, t.HELD_OUT, size=len(items))
         if isinstance(index, Tunable) and self.ledger.count >= t.MIN_QUERIES:
@@ -149,9 +149,9 @@ class Tuner:
         ids = np.fromiter(sorted(items), dtype=np.int64)
         if len(ids) < 2:
             return None
-        sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
+        sample_ids, queries = self.store.searched_vectors(ids[q.sample_rows(len(ids))].tolist())
         depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
-        near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
+        near_ids, near_sims = q.exact_top(queries, self.store.searched_chunks(), depth)
         lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
         if not isinstance(index, Tunable):
             return self._record(index, t.RecallEstimate(1.0, 0, 1.0, 1.0, t.EXACT), len(ids), lid)
@@ -171,7 +171,7 @@ class Tuner:
             found = index.search_exact(queries, depth)
             return found.ids, found.similarities
         live = np.sort(index.live_ids())
-        chunks = ((ids[keep], vectors[keep]) for ids, vectors in self.store.vector_chunks()
+        chunks = ((ids[keep], vectors[keep]) for ids, vectors in self.store.searched_chunks()
                   for keep in [np.isin(ids, live, assume_unique=True)])
         return q.exact_top(queries, chunks, depth)
 
