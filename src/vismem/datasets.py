@@ -51,7 +51,7 @@ def split_per_class(
     for label in sorted(set(labels.tolist())):
         members = rng.permutation(np.flatnonzero(labels == label))
         start = 0
-        for split, count in zip(splits, per_class):
+        for split, count in zip(splits, per_class, strict=True):
             split += members[start : start + count].tolist()
             start += count
     return splits

@@ -49,7 +49,7 @@ def evaluate_folder(
     decisions = memory.classify_vectors(vectors, **vote_options) if kept else []
     truth = [files[i].label for i in kept]
     confusion: dict[str, Counter] = defaultdict(Counter)
-    for true, decision in zip(truth, decisions):
+    for true, decision in zip(truth, decisions, strict=True):
         confusion[true][decision.label] += 1
     correct = sum(c[label] for label, c in confusion.items())
     per_class = {label: c[label] / sum(c.values()) for label, c in sorted(confusion.items())}
