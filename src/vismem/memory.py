@@ -14,9 +14,8 @@ the CLI, the service and curation never reach into the store.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -26,7 +25,7 @@ from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
-from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
+from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor, StoredHashes
@@ -45,9 +44,9 @@ DRIFT_SAMPLE = 20_000
 MEAN_DRIFT_LIMIT = 0.05
 
 
-@dataclass(frozen=True)
-class Hit:
-    """A search result: an item and its cosine distance to the query."""
+class Hit(NamedTuple):
+    """A search result: an item and its cosine distance to the query. (A named tuple: a
+    search builds k of them per query, and a frozen dataclass costs ~1 us each.)"""
 
     id: int
     label: str
@@ -65,6 +64,19 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     """The given ids that an item could have, sorted and unique: others (negative, or
     past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
+
+
+def _rows_to_normalise(wide: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The slow path of `Memory._check_vectors`: say what is wrong, or rescale rows so
+    huge (but finite) values do not overflow their norm."""
+    if not np.isfinite(wide).all():
+        raise InvalidInputError("vectors must be finite numbers")
+    if len(norms) and not (norms > 0).all():
+        rows = np.flatnonzero(norms == 0)
+        raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
+                                f"row {rows[0]}" + (f" and {len(rows) - 1} more" if len(rows) > 1 else ""))
+    wide = wide / np.abs(wide).max(axis=1, keepdims=True)
+    return wide, np.sqrt(np.einsum("ij,ij->i", wide, wide))
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -369,20 +381,20 @@ class Memory:
         return self._commit(lambda store: store.insert(items), added=True).ids
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """Query or item vectors as unit float32 rows (n, dim), or a clear error."""
+        """Query or item vectors as unit float32 rows (n, dim), or a clear error. Every
+        search pays this, so the good case is a handful of numpy calls."""
         vectors = np.asarray(vectors)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
-        if not np.issubdtype(vectors.dtype, np.number) or not np.isfinite(vectors).all():
+        if vectors.dtype.kind not in "biuf":
             raise InvalidInputError("vectors must be finite numbers")
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-        if len(norms) and not (norms > 0).all():
-            rows = np.flatnonzero(norms == 0)
-            raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
-                                    f"row {rows[0]}" + (f" and {len(rows) - 1} more" if len(rows) > 1 else ""))
-        return normalize_rows(vectors.astype(np.float32))
+        wide = vectors.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))  # NaN or inf anywhere shows in its row's norm
+        if not (len(norms) and 0 < norms.min() and norms.max() < np.inf):
+            wide, norms = _rows_to_normalise(wide, norms)
+        return (wide / norms[:, None]).astype(np.float32)
 
     # ---- reading: embed, search, classify ----------------------------------------------
 
@@ -457,10 +469,11 @@ class Memory:
         found = self.store.search(queries, int(k), voting_filter(restriction(labels, sources, where),
                                                                  self.settings))
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
-        return [[Hit(int(i), label, source, float(1.0 - s))
-                 for i, s, label, source in zip(ids, sims, labels_row, sources_row) if i >= 0]
-                for ids, sims, labels_row, sources_row in zip(found.ids, found.similarities, found.labels,
-                                                              found.sources)]
+        return [[Hit(i, label, source, 1.0 - s)
+                 for i, s, label, source in zip(ids, sims, labels_row, sources_row, strict=True) if i >= 0]
+                for ids, sims, labels_row, sources_row in zip(found.ids.tolist(), found.similarities.tolist(),
+                                                              found.labels.tolist(), found.sources.tolist(),
+                                                              strict=True)]
 
     def prototypes(self) -> PrototypeSet:
         """The class prototypes of the items that vote (in the space searched, through the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
@@ -48,7 +47,7 @@ def search(
             continue
         path, row = item
         if json_out:
-            emit({"path": str(path), "neighbors": [asdict(hit) for hit in row]})
+            emit({"path": str(path), "neighbors": [hit.to_dict() for hit in row]})
             continue
         out.print(f"{path}")
         for hit in row:

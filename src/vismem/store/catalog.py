@@ -76,6 +76,7 @@ class Catalog:
         self._prune = np.empty(0, np.int32)
         self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
         self.relabelled: dict[int, str] = {}
+        self._name_arrays: dict[int, np.ndarray] = {}
         self.version = 0
         self._selections: dict[Filter, Selection | None] = {}
         self._live_ids: np.ndarray | None = None  # every live id, for listing; until the next edit
@@ -186,7 +187,8 @@ class Catalog:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if self._n == 0:
             return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
-        rows = np.minimum(np.searchsorted(self._ids[: self._n], ids), self._n - 1)
+        rows = self._ids[: self._n].searchsorted(ids)
+        rows[rows == self._n] = self._n - 1  # past the last id: not found, but in bounds
         return rows, (self._ids[rows] == ids) & self._live[rows]
 
     def rows(self, ids: Iterable[int]) -> np.ndarray:
@@ -257,24 +259,36 @@ class Catalog:
     def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels, sources (object, None where missing),
         weights float64, prune counts int, relabelled-from (object)."""
+        # Every search pays this for its k neighbours, so it is a few numpy calls: ids not
+        # found get code -1, which picks the None kept at the end of each names array.
         flat = np.asarray(ids, dtype=np.int64).ravel()
-        rows, found = self._rows_found(flat)
-        labels = np.full(len(flat), None, dtype=object)
-        sources = np.full(len(flat), None, dtype=object)
-        label_names = np.asarray(self.labels.names + [None], dtype=object)
-        source_names = np.asarray(self.sources.names + [None], dtype=object)
-        labels[found] = label_names[self._label[rows[found]]]
-        sources[found] = source_names[self._source[rows[found]]]
-        weights = np.zeros(len(flat))  # rows of ids not found may point past an empty catalog
-        weights[found] = self._weight[rows[found]]
-        prune = np.zeros(len(flat), dtype=self._prune.dtype)
-        prune[found] = self._prune[rows[found]]
-        history = np.asarray([self.relabelled.get(i) if ok else None
-                              for i, ok in zip(flat.tolist(), found.tolist(), strict=True)], dtype=object) \
-            if self.relabelled else np.full(len(flat), None, dtype=object)
         shape = np.shape(ids)
+        rows, found = self._rows_found(flat)
+        if self._n == 0:
+            rows = np.zeros(len(flat), np.int64)  # nothing is found; keep the gathers in bounds
+        if found.all():  # the usual case: k neighbours, all found
+            labels = self._names(self.labels)[self._label[rows]]
+            sources = self._names(self.sources)[self._source[rows]]
+            weights, prune = self._weight[rows], self._prune[rows]
+        else:
+            labels = self._names(self.labels)[np.where(found, self._label[rows], -1)]
+            sources = self._names(self.sources)[np.where(found, self._source[rows], -1)]
+            weights = np.where(found, self._weight[rows], 0.0) if self._n else np.zeros(len(flat))
+            prune = np.where(found, self._prune[rows], 0) if self._n else np.zeros(len(flat), np.int32)
+        if self.relabelled:
+            history = np.asarray([self.relabelled.get(i) if ok else None
+                                  for i, ok in zip(flat.tolist(), found.tolist(), strict=True)], dtype=object)
+        else:
+            history = np.full(len(flat), None, dtype=object)
         return (labels.reshape(shape), sources.reshape(shape), weights.reshape(shape),
                 prune.reshape(shape), history.reshape(shape))
+
+    def _names(self, codes: Codes) -> np.ndarray:
+        """The names of `codes` as an object array ending in None, kept while none is new."""
+        cached = self._name_arrays.get(id(codes))
+        if cached is None or len(cached) != len(codes.names) + 1:
+            cached = self._name_arrays[id(codes)] = np.asarray([*codes.names, None], dtype=object)
+        return cached
 
     def arrays(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ids, labels (object), weights, prune counts) of the items a filter allows."""

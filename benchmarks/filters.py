@@ -1,0 +1,107 @@
+"""Filtered search through the whole memory, next to the same FAISS search done bare.
+
+A real memory on disk (HNSW by default) of N clustered vectors with labels, a metadata
+key and 5% hard-pruned items. Ours: `Memory.search` (catalog filter -> cached selection
+-> index search -> neighbours' labels and sources -> `Hit`s). Bare: the very FAISS index
+inside the memory, searched with the ID selector (or the exact subset) the index derived
+for that filter, built once outside the timing: what a user of FAISS alone would call.
+Single queries, k=10; the ratio is ours / bare (the bar: <= 1.2).
+
+    python benchmarks/filters.py [--n 200000] [--dim 64] [--index hnsw] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vismem import Memory
+from vismem.prune import PruneSettings
+from vismem.store import Filter
+
+
+def clustered(n: int, dim: int, seed: int, centres: int = 1000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal((centres, dim)).astype(np.float32)
+    x = centre[rng.integers(0, centres, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def build(path: Path, n: int, dim: int, index: str) -> None:
+    vectors = clustered(n, dim, 0)
+    labels = [f"c{i % 100}" for i in range(n)]  # c0..c49 are half the items
+    metas = [{"tag": int(i % 100 == 0)} for i in range(n)]  # 1% have tag=1
+    start = time.perf_counter()
+    with Memory.create(path, encoder=None, dim=dim, index=index) as memory:
+        for s in range(0, n, 100_000):
+            memory.add_vectors(vectors[s : s + 100_000], labels[s : s + 100_000], metas=metas[s : s + 100_000])
+        ids = np.asarray(memory.ids())
+        pruned = ids[np.random.default_rng(1).choice(len(ids), len(ids) // 20, replace=False)]
+        memory.set_prune_counts({int(i): 5 for i in pruned})
+        memory.update_settings(pruning=PruneSettings(mode="hard", threshold=2))
+    print(f"built {n:,} x {dim}-d {index} memory in {time.perf_counter() - start:.0f} s")
+
+
+def time_calls(fn, queries: np.ndarray, repeats: int) -> float:
+    """Median over repeats of the mean per-call seconds, one query per call."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for q in queries:
+            fn(q[None, :])
+        runs.append((time.perf_counter() - start) / len(queries))
+    return float(np.median(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--index", default="hnsw", choices=("exact", "hnsw", "ivfpq"))
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/vismem-filters-bench"))
+    args = parser.parse_args()
+    path = args.cache / f"{args.index}-{args.n}-{args.dim}"
+    if not (path / "memory.sqlite").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        build(path, args.n, args.dim, args.index)
+    queries = clustered(args.queries, args.dim, 7)
+    k = 10
+    cases = {
+        "labels ~50%": dict(labels=[f"c{i}" for i in range(50)]),
+        "metadata ~1%": dict(where={"tag": 1}),
+        "no filter, 5% hard-pruned": {},
+    }
+    with Memory.open(path) as memory:
+        index = memory.store._index.index  # the FAISS-backed index inside the memory
+        print(f"{len(memory):,} items, {args.dim}-d, {index.kind} {index.describe()['params']}, "
+              f"k={k}, single queries, FAISS threads {faiss.omp_get_max_threads()}")
+        for name, options in cases.items():
+            memory.search(queries[0], k, **options)  # warm: the filter's selection is cached now
+            where = Filter.of(labels=options.get("labels"), where=options.get("where"),
+                              max_prune_count=memory.pruning.excluded_from)
+            selection = memory.store.catalog.selection(where)
+            within = index._restriction(selection)  # derived by the warm-up search, with its params
+            if within.exact is not None:
+                def bare(q, within=within):
+                    return within.exact.search(q, k)
+            else:
+                target = index._restricted_index()
+
+                def bare(q, target=target, params=within.params):
+                    return target.search(q, k, params=params)
+            ours = time_calls(lambda q, options=options: memory.search(q, k, **options), queries, args.repeats)
+            plain = time_calls(bare, queries, args.repeats)
+            how = "exact subset" if within.exact is not None else "index + ID selector"
+            print(f"  {name:<28} {within.count:>9,} allowed ({how}): ours {1e6 * ours:8.1f} us, "
+                  f"bare FAISS {1e6 * plain:8.1f} us, ratio {ours / plain:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
