@@ -1,0 +1,112 @@
+"""Ray ingestion: vismem's `add --ray` next to a bare Ray Data pipeline doing the same work.
+
+Bare: `ray.data.read_images` (decode) -> `map_batches(actor)` that resizes, crops and runs
+the same encoder -> vectors collected on the driver. Ours: vismem's Ray ingestion of the
+same files into a new memory (read, hash, dedupe, decode, encode on the cluster; committed
+batches on the driver). A plain one-process loop (`Memory.embed_images`) is printed too:
+on one small machine Ray only adds overhead; it pays off across machines.
+
+    python benchmarks/ray_ingest.py                       # 256 photos, EfficientNet-Lite0, local Ray
+    python benchmarks/ray_ingest.py --images 1024 --address ray://head:10001
+
+Without --address it starts a local Ray inside a private network namespace
+(.ci/with-milvus --no-server), so nothing it opens is reachable from outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from encode import write_photos  # noqa: E402  (real photos, distinct content)
+
+
+class BareEmbed:
+    """A Ray Data actor: preprocess decoded images and run the encoder on them."""
+
+    def __init__(self, encoder_name: str) -> None:
+        from vismem.encoders import create_encoder
+
+        self.encoder = create_encoder(encoder_name)
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        prep = self.encoder.preprocessing
+        pixels = np.stack([prep.apply(Image.fromarray(image)) for image in batch["image"]])
+        return {"path": batch["path"], "vector": self.encoder.embed_preprocessed(pixels)}
+
+
+def bare_pipeline(paths: list[Path], encoder_name: str, actors: int, batch: int) -> dict[str, np.ndarray]:
+    import ray
+
+    ds = ray.data.read_images([str(p) for p in paths], mode="RGB", include_paths=True)
+    ds = ds.map_batches(BareEmbed, fn_constructor_args=(encoder_name,), batch_size=batch,
+                        concurrency=actors, num_cpus=1)
+    rows = ds.take_all()
+    return {os.path.basename(r["path"]): r["vector"] for r in rows}
+
+
+def plain_loop(paths: list[Path], encoder_name: str) -> dict[str, np.ndarray]:
+    from vismem.encoders import create_encoder
+    from vismem.images import decode_image
+
+    encoder = create_encoder(encoder_name)
+    images = [decode_image(p.read_bytes()) for p in paths]
+    vectors = encoder.encode(images)
+    return {p.name: v for p, v in zip(paths, vectors)}
+
+
+def agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """The least cosine between the two vectors of each image."""
+    assert a.keys() == b.keys(), "the pipelines saw different files"
+    return float(min(np.dot(a[k], b[k]) for k in a))
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--actors", type=int, default=1,
+                        help="encoder actors (num_cpus=1 each); keep CPUs free for reading and decoding")
+    parser.add_argument("--address", help="an existing Ray cluster (default: a local one)")
+    args = parser.parse_args()
+    if not args.address and os.environ.get("VISMEM_NETNS") != "1":
+        script = HERE.parent / ".ci" / "with-milvus"
+        os.execv(sys.executable, [sys.executable, str(script), "--no-server", "--",
+                                  sys.executable, *sys.orig_argv[1:]])
+
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    print(f"Ray {ray.__version__}: {ray.cluster_resources()}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_photos(Path(tmp), args.images)
+        bare_pipeline(paths[: args.batch], args.encoder, args.actors, args.batch)  # warm-up
+        bare, bare_s = timed(bare_pipeline, paths, args.encoder, args.actors, args.batch)
+        loop, loop_s = timed(plain_loop, paths, args.encoder)
+    ray.shutdown()
+    n = args.images
+    print(f"{n} photos, {args.encoder}, batch {args.batch}, {args.actors} encoder actor(s)")
+    print(f"bare Ray Data (read_images -> map_batches(actor) -> take_all): {bare_s:6.1f} s  {n / bare_s:6.1f} img/s")
+    print(f"plain loop in one process (decode -> encode):                 {loop_s:6.1f} s  {n / loop_s:6.1f} img/s")
+    print(f"bare Ray / plain loop: {bare_s / loop_s:.2f}x; vectors agree to cosine >= {agree(bare, loop):.6f}")
+
+
+if __name__ == "__main__":
+    main()
