@@ -43,9 +43,9 @@ def main() -> None:
         best = knn["best_knn"]
         tuned = knn["tuned"]
         print(f"linear probe (sklearn LogisticRegression, C={knn['linear_probe']['C']}): {probe:.2%}")
-        print(f"best kNN ({best['rule']}, k={best['k']}, default alpha/tau): {best['accuracy']:.2%}  "
+        print(f"best kNN ({best['vote']}, k={best['k']}, default alpha/tau): {best['accuracy']:.2%}  "
               f"ratio {best['accuracy'] / probe:.3f}  gap {100 * (best['accuracy'] - probe):+.1f} pts")
-        print(f"tuned on train ({tuned['rule']} k={tuned['k']} alpha={tuned['alpha']} tau={tuned['tau']} "
+        print(f"tuned on train ({tuned['vote']} k={tuned['k']} alpha={tuned['alpha']} tau={tuned['tau']} "
               f"mix={tuned['mix']} protos/class={tuned['prototypes_per_class']}): {tuned['accuracy']:.2%}  "
               f"ratio {tuned['accuracy'] / probe:.3f}")
         for m, acc in knn["prototypes"].items():

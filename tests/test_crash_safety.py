@@ -43,7 +43,7 @@ def test_kill_9_during_add_keeps_every_committed_batch(tmp_path, digit_folders, 
     assert len(items) < 80  # the kill really did interrupt the run
 
     with Memory.open(memdir) as memory:
-        ids, stored = memory.store.vectors()
+        ids, stored = memory.vectors()
         nearest = [row[0].id for row in memory.search(stored, k=1)]
         assert nearest == ids.tolist()  # the index agrees with the store
     finished = json.loads(cli("add", memdir, train, "--json", check=True).stdout.splitlines()[-1])
@@ -60,7 +60,7 @@ def test_removal_is_durable_once_it_returns_and_purged_at_the_next_close(tmp_pat
     vectors = unit_vectors(8, 64, seed=3)
     with Memory.create(memdir, encoder=None, dim=64, index=index) as memory:
         ids = memory.add_vectors(vectors, [str(i) for i in range(8)])
-        stored = dict(zip(*memory.store.vectors()))
+        stored = dict(zip(*memory.vectors()))
     needles = [stored[i].tobytes() for i in ids[:3]]
     assert _files_holding(memdir, needles[0])  # positive control
     script = textwrap.dedent(f"""

@@ -12,23 +12,23 @@ SIMS = np.array([0.9, 0.8, 0.5])  # distances 0.1, 0.2, 0.5
 
 
 def test_plurality_counts_votes():
-    assert rule_weights(SIMS, VoteParams(rule="plurality")).tolist() == [1.0, 1.0, 1.0]
+    assert rule_weights(SIMS, VoteParams(vote="plurality")).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_distance_weight_is_exp_minus_distance():
-    w = rule_weights(SIMS, VoteParams(rule="distance"))
+    w = rule_weights(SIMS, VoteParams(vote="distance"))
     assert w == pytest.approx([math.exp(-0.1), math.exp(-0.2), math.exp(-0.5)])
 
 
 def test_softmax_weights_with_temperature():
-    w = rule_weights(SIMS, VoteParams(rule="softmax", tau=0.1))
+    w = rule_weights(SIMS, VoteParams(vote="softmax", tau=0.1))
     e = [math.exp(9), math.exp(8), math.exp(5)]
     assert w == pytest.approx([x / sum(e) for x in e])
 
 
 def test_rank_weight_is_one_over_alpha_plus_rank():
-    assert rule_weights(SIMS, VoteParams(rule="rank", alpha=2)) == pytest.approx([1 / 2, 1 / 3, 1 / 4])
-    assert rule_weights(SIMS, VoteParams(rule="rank", alpha=1)) == pytest.approx([1, 1 / 2, 1 / 3])
+    assert rule_weights(SIMS, VoteParams(vote="rank", alpha=2)) == pytest.approx([1 / 2, 1 / 3, 1 / 4])
+    assert rule_weights(SIMS, VoteParams(vote="rank", alpha=1)) == pytest.approx([1, 1 / 2, 1 / 3])
 
 
 def test_rank_vote_lets_the_nearest_pair_beat_a_farther_majority():
@@ -36,8 +36,8 @@ def test_rank_vote_lets_the_nearest_pair_beat_a_farther_majority():
     labels = ["a", "a", "b", "b", "b"]
     sims = np.array([0.9, 0.85, 0.8, 0.79, 0.78])
     ones = np.ones(5)
-    ranked = decide(sims, range(5), labels, ["s"] * 5, ones, VoteParams(k=5, rule="rank"))
-    plural = decide(sims, range(5), labels, ["s"] * 5, ones, VoteParams(k=5, rule="plurality"))
+    ranked = decide(sims, range(5), labels, ["s"] * 5, ones, VoteParams(k=5, vote="rank"))
+    plural = decide(sims, range(5), labels, ["s"] * 5, ones, VoteParams(k=5, vote="plurality"))
     assert ranked.label == "a"
     assert ranked.confidence == pytest.approx((1 / 2 + 1 / 3) / (1 / 2 + 1 / 3 + 1 / 4 + 1 / 5 + 1 / 6))
     assert plural.label == "b" and plural.confidence == pytest.approx(0.6)
@@ -50,17 +50,17 @@ def test_item_weights_block_and_boost():
     labels = ["a", "b", "b"]
     sims = np.array([0.9, 0.8, 0.7])
     blocked = decide(sims, [1, 2, 3], labels, ["s"] * 3, np.array([1.0, 0.0, 0.0]),
-                     VoteParams(k=3, rule="plurality"))
+                     VoteParams(k=3, vote="plurality"))
     assert blocked.label == "a" and blocked.confidence == 1.0
     assert blocked.neighbors[1].weight == 0.0
     boosted = decide(sims, [1, 2, 3], labels, ["s"] * 3, np.array([5.0, 1.0, 1.0]),
-                     VoteParams(k=3, rule="plurality"))
+                     VoteParams(k=3, vote="plurality"))
     assert boosted.scores == pytest.approx({"a": 5 / 7, "b": 2 / 7})
 
 
 def test_ties_go_to_the_label_with_the_nearest_neighbour():
     d = decide(np.array([0.9, 0.8]), [7, 8], ["x", "y"], ["s", "s"], np.ones(2),
-               VoteParams(k=2, rule="plurality"))
+               VoteParams(k=2, vote="plurality"))
     assert d.label == "x"
 
 
@@ -70,7 +70,7 @@ def test_no_weight_means_no_label():
     assert decide(np.array([]), [], [], [], np.ones(0), VoteParams(k=3)).label is None
 
 
-@pytest.mark.parametrize("bad", [dict(rule="majority"), dict(k=0), dict(alpha=0), dict(tau=-1)])
+@pytest.mark.parametrize("bad", [dict(vote="majority"), dict(k=0), dict(alpha=0), dict(tau=-1)])
 def test_bad_vote_parameters_fail_early(bad):
     with pytest.raises(InvalidInputError):
         VoteParams(**bad)

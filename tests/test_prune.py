@@ -8,7 +8,7 @@ import pytest
 from vismem import Memory
 from vismem.decide import VoteParams
 from vismem.errors import InvalidInputError
-from vismem.prune import PruneState, hard_keep, self_query, soft_factors
+from vismem.prune import PruneSettings, hard_keep, self_query, soft_factors
 
 # Points on the unit circle (angles in degrees). Class A near 0, class B near 90,
 # and X, labelled B, sits inside A at 3 degrees: a mislabelled item.
@@ -25,7 +25,7 @@ def circle(angles):
 def test_counts_by_hand_k1():
     # k=1 leave-one-out: A@2 -> X (wrong, X blamed), A@5 -> X (wrong, X blamed),
     # X -> A@2 (wrong against X's label B, A@2 blamed); everything else is right.
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="plurality"))
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"))
     expected = np.zeros(9, int)
     expected[X], expected[1] = 2, 1
     assert q.v.tolist() == expected.tolist()
@@ -36,15 +36,15 @@ def test_counts_by_hand_k1():
 def test_counts_by_hand_k3():
     # k=3: only X's own decision is wrong (its neighbours A@2, A@5, A@0 all say A),
     # so exactly those three are blamed once.
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=3, rule="plurality"))
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=3, vote="plurality"))
     assert q.v.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert q.predicted[X] == q.classes.index("A")
 
 
 def test_disagreement_counts_by_hand():
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="plurality"), count="disagreements")
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"), count="disagreements")
     assert q.v.tolist() == [0, 1, 0, 0, 2, 0, 0, 0, 0]  # same as wrong decisions at k=1
-    q3 = self_query(circle(ANGLES), LABELS, VoteParams(k=3, rule="plurality"), count="disagreements")
+    q3 = self_query(circle(ANGLES), LABELS, VoteParams(k=3, vote="plurality"), count="disagreements")
     # X is among the 3 nearest of A@0, A@2, A@5 and A@9 (5, X, 2) and votes B there;
     # X's own query blames A@0, A@2, A@5
     assert q3.v.tolist() == [1, 1, 1, 0, 4, 0, 0, 0, 0]
@@ -56,7 +56,7 @@ def test_bad_settings_fail():
     with pytest.raises(InvalidInputError):
         hard_keep(np.zeros(2), threshold=0)
     with pytest.raises(InvalidInputError):
-        self_query(circle(ANGLES), LABELS, VoteParams(k=1, rule="prototype"))
+        self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="prototype"))
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def small_memory(tmp_path):
     path = tmp_path / "m"
     with Memory.create(path, encoder=None, dim=2) as memory:
         ids = memory.add_vectors(circle(ANGLES), LABELS)
-        memory.set_config("defaults", VoteParams(k=1, rule="plurality").to_dict())
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
     return path, ids
 
 
@@ -101,7 +101,12 @@ def test_suspects_name_the_mislabelled_item_with_evidence(small_memory, cli):
     assert len(lines) == 1  # nobody else disagrees with their neighbours
 
 
-def test_prune_state_roundtrip():
-    state = PruneState("soft", {3: 2, 7: 0}, 1.0, 1.75, 2)
-    back = PruneState.from_config(json.loads(json.dumps(state.to_config())))
-    assert back.factor(3) == pytest.approx(1.75 / 3) and back.factor(99) == 1.75
+def test_prune_settings_roundtrip_and_factors():
+    state = PruneSettings("soft", "wrong-decisions", 1.0, 1.75, 2)
+    back = PruneSettings(**json.loads(json.dumps(state.to_dict())))
+    assert back == state
+    assert back.factors(np.array([2, 0])) == pytest.approx([1.75 / 3, 1.75])
+    assert back.replace(mode="off").factors(np.array([2])).tolist() == [1.0]
+    assert back.replace(mode="hard").excluded_from == 2 and back.excluded_from is None
+    with pytest.raises(InvalidInputError):
+        PruneSettings(mode="medium")

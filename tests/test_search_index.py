@@ -229,7 +229,7 @@ def test_filtered_search_returns_k_matching(tmp_path, kind):
 # ---- persistence: reload after a stale, damaged or missing index ------------------------
 
 def _exact_ids(memory: Memory, queries: np.ndarray, k: int) -> list[list[int]]:
-    ids, vectors = memory.store.vectors()
+    ids, vectors = memory.vectors()
     truth = ExactIndex(memory.dim)
     truth.add(ids, vectors)
     return truth.search(queries, k).ids.tolist()
@@ -254,7 +254,7 @@ def test_stale_index_catches_up_from_the_edit_log(tmp_path, kind, caplog):
     with memory:
         queries = x[:40]
         hits = memory.search(queries, 10)
-        assert len(memory._index) == 850
+        assert memory.info()["index"]["size"] == 850
         assert not {h.id for row in hits for h in row} & set(ids[:50])
         truth = _exact_ids(memory, queries, 10)
         recall = np.mean([len({h.id for h in row} & set(t)) / 10 for row, t in zip(hits, truth)])
@@ -324,7 +324,7 @@ def test_removed_vector_bytes_are_gone_from_every_file(tmp_path, kind):
     x = low_dim_vectors(400, seed=6)
     with Memory.create(path, encoder=None, dim=DIM, index=kind) as memory:
         ids = memory.add_vectors(x, ["a"] * 400)
-        stored = dict(zip(*memory.store.vectors()))
+        stored = dict(zip(*memory.vectors()))
     def needles(item_id):  # the float32 bytes, and the float16 copy IVF-PQ keeps
         v = stored[item_id]
         return [v.tobytes()[:64], v.astype(np.float16).tobytes()[:32]]
@@ -342,7 +342,7 @@ def test_removed_vector_bytes_are_gone_from_every_file(tmp_path, kind):
         assert _files_containing(path, needle) == []
     assert "memory.sqlite" in _files_containing(path, needles(kept)[0])
     with Memory.open(path) as memory:
-        assert len(memory) == 399 and memory._index.tombstones == 0
+        assert len(memory) == 399 and memory.info()["index"]["tombstones"] == 0
 
 
 def test_cli_create_reindex_compact(tmp_path, cli):

@@ -452,7 +452,7 @@ def test_memory_add_image_bytes(tmp_path, digit_sets):
             "bad.png": "not", "a-again.png": "duplicate"}
         item = mem.get(report.added[0])
         assert (item.label, item.source, item.path, item.meta["name"]) == ("digit", "api", None, "a.png")
-        assert mem.store.thumbnail(item.id) is not None
+        assert mem.thumbnail(item.id) is not None
         with pytest.raises(ValueError, match="empty"):
             mem.add_image_bytes([("c.png", digit_sets["2"][0])], label=" ", source="api")
 

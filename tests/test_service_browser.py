@@ -147,7 +147,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
     wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "classify-after-block.png"), full_page=True)
-    assert memory.store.items([coffee_id])[0].weight == 0.0  # the edit reached the store
+    assert memory.items([coffee_id])[0].weight == 0.0  # the edit reached the store
 
     page.locator(f"#grid .card[data-id='{coffee_id}'] button.block").click()  # unblock
     expect(page.locator("#label")).to_have_text("coffee")
@@ -162,7 +162,7 @@ def test_edit_without_token_says_so(server, page, photos):
     expect(page.locator("#grid .card")).to_have_count(3)
     page.locator("#grid .card button.block").first.click()
     expect(page.locator("#status")).to_contain_text("token")
-    assert all(item.weight == 1.0 for item in memory.store.items())
+    assert all(item.weight == 1.0 for item in memory.items(memory.ids()))
 
 
 def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):

@@ -160,7 +160,7 @@ def test_memory_from_a_newer_vismem_is_refused(memdir):
 def test_memory_refuses_an_encoder_whose_weights_changed(memdir, tmp_path, digit_folders):
     Memory.create(memdir, encoder="pixels").close()
     db = sqlite3.connect(memdir / DB_NAME)
-    db.execute("""UPDATE config SET value = '"pixels:other-weights:0"' WHERE key = 'encoder_id'""")
+    db.execute("""UPDATE config SET value = json_set(value, '$.id', 'pixels:other-weights:0') WHERE key = 'encoder'""")
     db.commit()
     db.close()
     with Memory.open(memdir) as memory, pytest.raises(EncoderError, match="not be comparable"):

@@ -4,7 +4,7 @@ A frozen encoder turns images into vectors; a durable memory of labelled exempla
 searched by nearest neighbours; the neighbours vote, and every vote is explained.
 """
 
-from .decide import VOTE_RULES, Decision, Neighbor, VoteParams
+from .decide import VOTES, Decision, Neighbor, VoteParams
 from .encoders import available_encoders, create_encoder
 from .errors import (
     EmptyMemoryError,
@@ -15,8 +15,10 @@ from .errors import (
     VismemError,
 )
 from .images import Skipped
-from .memory import AddReport, Hit, Memory
-from .store import Item
+from .ingest import AddReport
+from .memory import Hit, Memory
+from .settings import MemorySettings
+from .store import Filter, Item
 
 __version__ = "0.1.0"
 
@@ -25,15 +27,17 @@ __all__ = [
     "Decision",
     "EmptyMemoryError",
     "EncoderError",
+    "Filter",
     "Hit",
     "InvalidInputError",
     "Item",
     "Memory",
     "MemoryExistsError",
     "MemoryNotFoundError",
+    "MemorySettings",
     "Neighbor",
     "Skipped",
-    "VOTE_RULES",
+    "VOTES",
     "VismemError",
     "VoteParams",
     "available_encoders",

@@ -10,12 +10,37 @@ The threshold is set on held-out in-distribution queries so that a target fracti
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import numpy as np
 
 from .errors import InvalidInputError
 
 DEFAULT_TPR = 0.95
 DEFAULT_OOD_K = 1
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted abstention rule: abstain when d_k + prototype_weight * d_p > threshold.
+
+    `tpr` was the target, `achieved_tpr` what `held_out` held-out items reached;
+    `items` how many items the memory held when it was fitted."""
+
+    threshold: float
+    k: int = DEFAULT_OOD_K
+    prototype_weight: float = 1.0
+    tpr: float = DEFAULT_TPR
+    achieved_tpr: float = DEFAULT_TPR
+    held_out: int = 0
+    items: int | None = None
+
+    def score(self, kth_distance: np.ndarray, prototype_distance: np.ndarray) -> np.ndarray:
+        return ood_scores(kth_distance, prototype_distance, self.prototype_weight)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def ood_scores(kth_distance: np.ndarray, prototype_distance: np.ndarray,

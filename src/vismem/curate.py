@@ -12,14 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, calibrate_threshold, ood_scores, true_positive_rate
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibrate_threshold, ood_scores, true_positive_rate
 from .decide import VoteParams
 from .errors import EmptyMemoryError, InvalidInputError
 from .evaluation.engine import ArrayMemory, holdout_split
 from .memory import Memory
-from .prune import (
-    COUNTS, HARD_THRESHOLD, MODES, SOFT_C, SOFT_D, PruneState, hard_keep, self_query, soft_factors, suspect_order,
-)
+from .prune import HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
 from .tune import TuneResult, tune
 
 
@@ -32,15 +30,17 @@ class MemoryArrays:
 
 
 def memory_arrays(memory: Memory, *, voting_only: bool = False) -> MemoryArrays:
-    """Every item (or only those that can vote) as arrays, ordered by id."""
-    memory.refresh()
-    ids, vectors = memory.store.vectors()
-    items = {item.id: item for item in memory.store.items()}
-    labels = np.asarray([items[int(i)].label for i in ids])
-    weights = np.asarray([items[int(i)].weight for i in ids], dtype=np.float64)
+    """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
+    the items' own weights times their pruning factors."""
+    ids, vectors, labels, weights, counts = memory.voting_arrays()
+    pruning = memory.pruning
     if voting_only:
-        keep = (weights > 0) & ~np.isin(ids, list(memory.pruning.excluded()))
-        ids, vectors, labels, weights = ids[keep], vectors[keep], labels[keep], weights[keep]
+        keep = weights > 0
+        if pruning.excluded_from is not None:
+            keep &= counts < pruning.excluded_from
+        ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
+    labels = np.asarray(labels.tolist())
+    weights = np.asarray(weights, dtype=np.float64) * pruning.factors(counts)
     if len(ids) == 0:
         raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: add labelled images first")
     return MemoryArrays(ids, vectors, labels, weights)
@@ -49,18 +49,15 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False) -> MemoryArrays:
 def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
     """The memory's default vote, as a neighbour rule (prototype rules vote by rank here)."""
     d = memory.defaults
-    rule = d.neighbour_rule
-    return VoteParams(k=k or d.k, rule=rule, alpha=d.alpha, tau=d.tau)
+    return VoteParams(k=k or d.k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
 
 
 def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True) -> TuneResult:
     """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split; store them as defaults."""
     data = memory_arrays(memory, voting_only=True)
-    factors = np.array([memory.pruning.factor(i) for i in data.ids]) * data.weights
-    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=factors)
+    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights)
     if save:
-        memory.set_config("defaults", result.params.to_dict())
-        memory.set_config("prototypes_per_class", result.per_class)
+        memory.update_settings(vote=result.params, prototypes_per_class=result.per_class)
     return result
 
 
@@ -90,33 +87,29 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
     every decision, so they run higher)."""
     if mode == "off":
-        memory.set_config("pruning", PruneState().to_config())
+        memory.update_settings(pruning=memory.pruning.replace(mode="off"))
         return PruneReport("off", len(memory), 0, None, 0, 0)
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown pruning mode {mode!r}; choose soft, hard or off")
-    if count not in COUNTS:
-        raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
     if purge and mode != "hard":
         raise InvalidInputError("--purge only applies to --mode hard")
     params = _kNN_params(memory, k)
     if threshold is None:
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
-    soft_factors(np.zeros(1), c, d), hard_keep(np.zeros(1), threshold)  # bad c, d, threshold fail here
-    memory.set_config("pruning", PruneState().to_config())  # count on the unpruned memory
+    state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
+    memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
     data = memory_arrays(memory)
     query = self_query(data.vectors, data.labels, params, data.weights, count)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v) if v}
-    state = PruneState(mode, counts, c, d, threshold)
-    excluded = sorted(state.excluded())
+    memory.set_prune_counts(counts)
+    excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
     purged = memory.remove(excluded) if purge and excluded else []
-    memory.set_config("pruning", state.to_config())
+    memory.update_settings(pruning=state)
     order = np.argsort(-query.v, kind="stable")[:10]
     return PruneReport(
         mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
         self_accuracy=float((query.predicted == query.label_index).mean()),
         with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
         top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
-              "factor": state.factor(int(data.ids[r]))} for r in order if query.v[r] > 0],
+              "factor": float(state.factors(np.array([query.v[r]]))[0])} for r in order if query.v[r] > 0],
     )
 
 
@@ -152,19 +145,6 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> l
     return out
 
 
-@dataclass
-class Calibration:
-    threshold: float
-    k: int
-    prototype_weight: float
-    tpr: float
-    achieved_tpr: float
-    held_out: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
                      prototype_weight: float = 1.0, held_out: float = 0.2, seed: int = 0,
                      save: bool = True) -> Calibration:
@@ -177,12 +157,13 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
     train, test = holdout_split(data.labels, held_out, seed)
     if len(test) < 10:
         raise InvalidInputError(f"calibration needs at least 10 held-out items; the memory has {len(data.ids)}")
-    per_class = int(memory.store.config.get("prototypes_per_class", 1))
+    per_class = memory.settings.prototypes_per_class
     rest = ArrayMemory(data.vectors[train], data.labels[train], per_class=per_class, seed=seed)
     neighbours = rest.query(data.vectors[test], k)
     scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance(), prototype_weight)
     threshold = calibrate_threshold(scores, tpr)
-    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test))
+    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test),
+                         items=len(data.ids))
     if save:
-        memory.set_config("abstain", result.to_dict())
+        memory.update_settings(abstention=result)
     return result

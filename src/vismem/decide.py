@@ -22,6 +22,7 @@ similarity s_c of the query to each class's nearest prototype:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
@@ -29,25 +30,30 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-NEIGHBOUR_RULES = ("rank", "softmax", "distance", "plurality")
-VOTE_RULES = NEIGHBOUR_RULES + ("prototype", "hybrid")
+NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
+VOTES = NEIGHBOUR_VOTES + ("prototype", "hybrid")
+
+
+def _option(default: Any, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"help": help, **limits})
 
 
 @dataclass(frozen=True)
 class VoteParams:
-    """How neighbours vote. Validated on construction."""
+    """How neighbours vote. Validated on construction; `settings.describe` gives each
+    field's help and limits to the CLI and the service."""
 
-    k: int = 10
-    rule: str = "rank"
-    alpha: float = 2.0
-    tau: float = 0.07
-    mix: float = 0.5
+    k: int = _option(10, "Neighbours that vote.", min=1, max=1000)
+    vote: str = _option("rank", f"Voting rule: {'|'.join(VOTES)}.", choices=VOTES)
+    alpha: float = _option(2.0, "Rank vote offset: w = 1/(alpha+rank).", min_exclusive=0.0)
+    tau: float = _option(0.07, "Softmax (and prototype) vote temperature.", min_exclusive=0.0)
+    mix: float = _option(0.5, "Hybrid vote: share of the prototype score.", min=0.0, max=1.0)
 
     def __post_init__(self) -> None:
-        if self.rule not in VOTE_RULES:
-            raise InvalidInputError(f"unknown vote {self.rule!r}; choose from {', '.join(VOTE_RULES)}")
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {self.k!r}")
+        if self.vote not in VOTES:
+            raise InvalidInputError(f"unknown vote {self.vote!r}; choose from {', '.join(VOTES)}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= 1000:
+            raise InvalidInputError(f"k must be an integer from 1 to 1000, got {self.k!r}")
         if not self.alpha > 0:
             raise InvalidInputError(f"alpha must be > 0, got {self.alpha}")
         if not self.tau > 0:
@@ -57,24 +63,24 @@ class VoteParams:
 
     @property
     def uses_prototypes(self) -> bool:
-        return self.rule in ("prototype", "hybrid")
+        return self.vote in ("prototype", "hybrid")
 
     @property
-    def neighbour_rule(self) -> str:
+    def neighbour_vote(self) -> str:
         """The rule that weighs neighbours (hybrid votes its kNN part by rank)."""
-        return "rank" if self.uses_prototypes else self.rule
+        return "rank" if self.uses_prototypes else self.vote
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def rule_weights(similarities: np.ndarray, params: VoteParams) -> np.ndarray:
-    """Vote weight of each neighbour, float64, for similarities sorted best first.
+    """Vote weight of each neighbour by the rule alone, float64, similarities best first.
 
     `similarities` is (m,) for one query or (n, m) for n queries (one row each).
     """
     s = np.asarray(similarities, dtype=np.float64)
-    rule = params.neighbour_rule
+    rule = params.neighbour_vote
     if rule == "plurality":
         return np.ones_like(s)
     if rule == "distance":
@@ -83,8 +89,10 @@ def rule_weights(similarities: np.ndarray, params: VoteParams) -> np.ndarray:
         if s.shape[-1] == 0:
             return s
         finite = np.where(np.isfinite(s), s, -np.inf)
-        e = np.exp((finite - finite.max(axis=-1, keepdims=True)) / params.tau)
-        return e / e.sum(axis=-1, keepdims=True)
+        top = finite.max(axis=-1, keepdims=True)
+        e = np.exp((finite - np.where(np.isfinite(top), top, 0.0)) / params.tau)
+        total = e.sum(axis=-1, keepdims=True)
+        return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
     ranks = np.arange(s.shape[-1], dtype=np.float64)
     return np.broadcast_to(1.0 / (params.alpha + ranks), s.shape).copy()
 
@@ -94,6 +102,37 @@ def prototype_scores(prototype_similarities: np.ndarray, tau: float) -> np.ndarr
     s = np.asarray(prototype_similarities, dtype=np.float64)
     e = np.exp((s - s.max(axis=-1, keepdims=True)) / tau)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def neighbour_weights(similarities: np.ndarray, label_index: np.ndarray, params: VoteParams,
+                      factors: np.ndarray | None = None) -> np.ndarray:
+    """The vote each neighbour casts, float64 (n, m): rule weight x `factors` (item weight x
+    pruning factor), 0 for padding (`label_index` -1) and under the prototype rule, where
+    neighbours are shown but only prototypes vote."""
+    weights = rule_weights(similarities, params)
+    if factors is not None:
+        weights = weights * np.asarray(factors, dtype=np.float64)
+    if params.vote == "prototype":
+        weights = np.zeros_like(weights)
+    return np.where(np.asarray(label_index) >= 0, weights, 0.0)
+
+
+def class_scores(weights: np.ndarray, label_index: np.ndarray, n_classes: int, params: VoteParams,
+                 prototype_similarities: np.ndarray | None = None) -> np.ndarray:
+    """Class scores float64 (n, n_classes) from neighbours' votes (and prototypes); a row
+    sums to 1, or to 0 when no neighbour carried weight and no prototype votes."""
+    n = len(label_index)
+    scores = np.zeros((n, n_classes))
+    rows = np.broadcast_to(np.arange(n)[:, None], np.shape(label_index))
+    np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
+    total = scores.sum(axis=1, keepdims=True)
+    scores = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
+    if params.uses_prototypes:
+        if prototype_similarities is None:
+            raise InvalidInputError(f"vote {params.vote} needs prototype similarities")
+        proto = prototype_scores(prototype_similarities, params.tau)
+        scores = proto if params.vote == "prototype" else (1 - params.mix) * scores + params.mix * proto
+    return scores
 
 
 def vote_matrix(
@@ -108,28 +147,14 @@ def vote_matrix(
 
     `similarities` (n, m) best first and `label_index` (n, m) int class of each
     neighbour (-1 = padding). `factors` (n, m) multiplies each neighbour's weight
-    (item weight x pruning factor). Only the first `params.k` columns vote.
-    The batch twin of `decide`, used by tuning, pruning and evaluation.
+    (item weight x pruning factor). Only the first `params.k` columns vote. Tuning,
+    pruning and evaluation call this; `decide_batch` builds decisions on the same two steps.
     """
-    n = len(label_index)
-    sims = np.asarray(similarities, dtype=np.float64)[:, : params.k]
-    idx = np.asarray(label_index)[:, : params.k]
-    scores = np.zeros((n, n_classes))
-    if params.rule != "prototype":
-        weights = rule_weights(sims, params)
-        if factors is not None:
-            weights = weights * np.asarray(factors, dtype=np.float64)[:, : params.k]
-        weights = np.where(idx >= 0, weights, 0.0)
-        rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
-        np.add.at(scores, (rows, np.maximum(idx, 0)), weights)
-        total = scores.sum(axis=1, keepdims=True)
-        scores = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
-    if params.uses_prototypes:
-        if prototype_similarities is None:
-            raise InvalidInputError(f"vote {params.rule} needs prototype similarities")
-        proto = prototype_scores(prototype_similarities, params.tau)
-        scores = proto if params.rule == "prototype" else (1 - params.mix) * scores + params.mix * proto
-    return scores
+    k = params.k
+    idx = np.asarray(label_index)[:, :k]
+    weights = neighbour_weights(np.asarray(similarities)[:, :k], idx, params,
+                                None if factors is None else np.asarray(factors)[:, :k])
+    return class_scores(weights, idx, n_classes, params, prototype_similarities)
 
 
 @dataclass(frozen=True)
@@ -208,7 +233,7 @@ class Decision:
             "neighbors": [n.to_dict() for n in self.neighbors],
             "prototypes": self.prototypes,
             "interventions": self.interventions,
-            "vote": self.vote.rule,
+            "vote": self.vote.vote,
             "k": self.vote.k,
             "alpha": self.vote.alpha,
             "tau": self.vote.tau,
@@ -220,6 +245,113 @@ class Decision:
         out = score > threshold
         return replace(self, label=None if out else self.label, confidence=0.0 if out else self.confidence,
                        abstained=out, ood_score=float(score), threshold=float(threshold))
+
+
+@dataclass(frozen=True)
+class Ballots:
+    """The neighbours of n queries as they vote: (n, m) arrays, nearest first.
+
+    A row ends with padding (`ids` -1, similarity -inf, label None) when fewer than m
+    items were found. `item_weights` are the users' overrides (0 blocked, > 1 boosted),
+    `prune_factors` the soft-pruning multipliers, `relabelled_from` each item's label
+    before a relabel (None if never relabelled).
+    """
+
+    ids: np.ndarray
+    similarities: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    item_weights: np.ndarray
+    prune_factors: np.ndarray
+    relabelled_from: np.ndarray
+
+    @classmethod
+    def single(cls, similarities: np.ndarray, ids: Sequence[int], labels: Sequence[str],
+               sources: Sequence[str], item_weights: np.ndarray, *,
+               prune_factors: np.ndarray | None = None,
+               relabelled_from: Sequence[str | None] | None = None) -> "Ballots":
+        """One query's neighbours (already trimmed of padding) as a batch of one."""
+        m = len(ids)
+
+        def row(values: Any, dtype: Any) -> np.ndarray:
+            out = np.empty((1, m), dtype=dtype)
+            out[0, :] = values if dtype is not object else list(values)
+            return out
+
+        return cls(row(ids, np.int64), row(similarities, np.float64), row(labels, object),
+                   row(sources, object), row(item_weights, np.float64),
+                   row(np.ones(m) if prune_factors is None else prune_factors, np.float64),
+                   row(relabelled_from if relabelled_from is not None else [None] * m, object))
+
+    def head(self, k: int) -> "Ballots":
+        """The first k columns."""
+        return Ballots(*(getattr(self, f.name)[:, :k] for f in dataclasses.fields(self)))
+
+
+def decide_batch(
+    ballots: Ballots,
+    params: VoteParams,
+    *,
+    prototype_classes: Sequence[str] = (),
+    prototype_similarities: np.ndarray | None = None,
+    paths: Sequence[str | None] | None = None,
+    restriction: dict[str, Any] | None = None,
+) -> list[Decision]:
+    """Decisions for n queries: their neighbours vote (the first `params.k` columns of
+    `ballots`), and each decision keeps its votes for explanation.
+
+    `prototype_similarities` float (n, C) gives each query's cosine similarity to the
+    nearest prototype of each of `prototype_classes` (-inf: the class has none); the
+    prototype and hybrid rules need it, and every decision reports those distances.
+    The label is the highest score; ties go to the class of the nearest neighbour, then
+    to prototype order. `decide` is this function on one query.
+    """
+    b = ballots.head(params.k)
+    n = len(b.ids)
+    proto_classes = list(prototype_classes)
+    proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
+                  else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
+    if params.uses_prototypes and not np.isfinite(proto_sims).any(axis=1).all():
+        raise InvalidInputError(f"vote {params.vote} needs class prototypes; the memory has none")
+    live = b.ids >= 0
+    classes = sorted({*b.labels[live].tolist(), *proto_classes})
+    position = {c: i for i, c in enumerate(classes)}
+    label_index = np.full(b.ids.shape, -1, dtype=np.int64)
+    label_index[live] = [position[label] for label in b.labels[live].tolist()]
+    proto_matrix = np.full((n, len(classes)), -np.inf)
+    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
+    weights = neighbour_weights(b.similarities, label_index, params, b.item_weights * b.prune_factors)
+    scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
+    totals = weights.sum(axis=1)
+    paths = list(paths) if paths is not None else [None] * n
+    decisions = []
+    for q in range(n):
+        row = np.flatnonzero(live[q])
+        labels = b.labels[q, row].tolist()
+        finite = np.isfinite(proto_sims[q])
+        proto_distances = dict(zip(np.asarray(proto_classes, dtype=object)[finite].tolist(),
+                                   (1.0 - proto_sims[q, finite]).tolist()))
+        # first-seen order: the nearest neighbours' classes, then the prototype classes
+        order = list(dict.fromkeys([*labels, *(proto_distances if params.uses_prototypes else ())]))
+        shares = {c: float(scores[q, position[c]]) for c in order}
+        if sum(shares.values()) <= 0:
+            winner, shares = None, {c: 0.0 for c in order}
+        else:
+            winner = max(shares, key=shares.__getitem__)  # the first maximum: ties by proximity
+            shares = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+        grand = float(totals[q])
+        neighbors = [
+            Neighbor(id=int(b.ids[q, j]), label=b.labels[q, j], distance=float(1.0 - b.similarities[q, j]),
+                     weight=float(weights[q, j]),
+                     contribution=float(weights[q, j] / grand) if grand > 0 else 0.0,
+                     source=b.sources[q, j], item_weight=float(b.item_weights[q, j]),
+                     prune_factor=float(b.prune_factors[q, j]), relabelled_from=b.relabelled_from[q, j])
+            for j in row
+        ]
+        decisions.append(Decision(
+            winner, shares[winner] if winner is not None else 0.0, shares, neighbors, params, paths[q],
+            prototypes=dict(sorted(proto_distances.items(), key=lambda kv: kv[1])), restriction=restriction))
+    return decisions
 
 
 def decide(
@@ -234,61 +366,17 @@ def decide(
     prune_factors: np.ndarray | None = None,
     relabelled_from: Sequence[str | None] | None = None,
     prototypes: dict[str, float] | None = None,
-    restriction: dict[str, list[str]] | None = None,
+    restriction: dict[str, Any] | None = None,
 ) -> Decision:
-    """Vote among neighbours given best first (already trimmed of padding).
+    """One query's decision: `decide_batch` on a batch of one.
 
-    `prototypes` maps each class to the query's cosine distance to its nearest
-    prototype; it is required by the prototype and hybrid rules and reported always.
+    Neighbours are given nearest first (already trimmed of padding); `prototypes` maps
+    each class to the query's cosine distance to its nearest prototype.
     """
-    item_weights = np.asarray(item_weights, dtype=np.float64)
-    factors = np.ones(len(ids)) if prune_factors is None else np.asarray(prune_factors, np.float64)
-    prototypes = dict(prototypes or {})
-    if params.uses_prototypes and not prototypes:
-        raise InvalidInputError(f"vote {params.rule} needs class prototypes; the memory has none")
-    weights = rule_weights(similarities, params) * item_weights * factors
-    if params.rule == "prototype":
-        weights = np.zeros_like(weights)  # neighbours are shown, but only prototypes vote
-    totals: dict[str, float] = {}
-    for label, weight in zip(labels, weights):
-        # dict keeps first-seen order = nearest first, so max() breaks ties by proximity
-        totals[label] = totals.get(label, 0.0) + float(weight)
-    grand_total = float(sum(totals.values()))
-    knn = {label: (t / grand_total if grand_total > 0 else 0.0) for label, t in totals.items()}
-    if params.uses_prototypes:
-        classes = list(prototypes)
-        proto = prototype_scores(1.0 - np.array([prototypes[c] for c in classes]), params.tau)
-        mix = 1.0 if params.rule == "prototype" else params.mix
-        combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(p) for c, p in zip(classes, proto)}
-        for label in knn:  # a neighbour's class that has no prototype (all members blocked)
-            combined.setdefault(label, (1 - mix) * knn[label])
-        # order: classes of the nearest neighbours first, so ties go to proximity
-        order = list(dict.fromkeys([*labels, *classes]))
-        totals = {c: combined[c] for c in order if c in combined}
-    else:
-        totals = knn
-    if sum(totals.values()) <= 0:
-        winner, scores = None, {label: 0.0 for label in totals}
-    else:
-        winner = max(totals, key=totals.__getitem__)
-        scores = dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-    relabelled_from = list(relabelled_from) if relabelled_from is not None else [None] * len(ids)
-    neighbors = [
-        Neighbor(
-            id=int(item_id),
-            label=label,
-            distance=float(1.0 - sim),
-            weight=float(weight),
-            contribution=float(weight / grand_total) if grand_total > 0 else 0.0,
-            source=source,
-            item_weight=float(iw),
-            prune_factor=float(pf),
-            relabelled_from=old,
-        )
-        for item_id, label, source, sim, weight, iw, pf, old in zip(
-            ids, labels, sources, similarities, weights, item_weights, factors, relabelled_from)
-    ]
-    confidence = scores[winner] if winner is not None else 0.0
-    return Decision(winner, confidence, scores, neighbors, params, path,
-                    prototypes=dict(sorted(prototypes.items(), key=lambda kv: kv[1])),
-                    restriction=restriction)
+    prototypes = prototypes or {}
+    ballots = Ballots.single(np.asarray(similarities, dtype=np.float64), ids, labels, sources,
+                             np.asarray(item_weights, dtype=np.float64), prune_factors=prune_factors,
+                             relabelled_from=relabelled_from)
+    return decide_batch(ballots, params, prototype_classes=list(prototypes),
+                        prototype_similarities=1.0 - np.array([list(prototypes.values())], dtype=np.float64),
+                        paths=[path], restriction=restriction)[0]

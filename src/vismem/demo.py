@@ -15,6 +15,7 @@ from typing import Any, Callable
 from .datasets import load_digits_images, split_per_class, write_image_folder
 from .evaluate import evaluate_folder
 from .explain import decision_table
+from .settings import OFFLINE_ENCODER
 from .memory import Memory
 from .progress import progress_bar
 
@@ -24,7 +25,7 @@ TEST_PER_CLASS = 10
 
 def run_demo(
     *,
-    encoder: str = "efficientnet_lite0",
+    encoder: str = OFFLINE_ENCODER,
     per_class: int = 30,
     workdir: str | Path | None = None,
     say: Callable[..., Any] = print,
@@ -70,7 +71,7 @@ def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> d
 
         say("[bold]4. Remove[/bold] one exemplar, exactly")
         victim = decision.neighbors[0].id
-        victim_vector = memory.store.vectors([victim])[1]
+        victim_vector = memory.vectors([victim])[1]
         memory.remove([victim])
         everyone = memory.search(victim_vector, k=len(memory))[0]
         returned = any(hit.id == victim for hit in everyone)

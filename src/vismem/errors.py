@@ -27,3 +27,15 @@ class InvalidInputError(VismemError, ValueError):
 
 class EmptyMemoryError(VismemError):
     """The memory holds no items, so nothing can be classified."""
+
+
+class ReadOnlyMemoryError(VismemError):
+    """The memory is on read-only media (or lacks write permission): it can be read, not changed."""
+
+
+class DiskFullError(VismemError):
+    """The disk filled up during a write; the failed write left nothing behind."""
+
+
+class MemoryBusyError(VismemError):
+    """Another process held the memory's write lock for too long."""

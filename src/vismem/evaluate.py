@@ -31,7 +31,7 @@ class EvalReport:
             "per_class": self.per_class,
             "confusion": self.confusion,
             "k": self.vote["k"],
-            "vote": self.vote["rule"],
+            "vote": self.vote["vote"],
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
         }
 

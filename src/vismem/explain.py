@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -11,8 +11,6 @@ from .decide import Decision
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-    from .store import MemoryStore
 
 
 def decision_table(decision: Decision) -> "Table":
@@ -24,7 +22,7 @@ def decision_table(decision: Decision) -> "Table":
                  f"(score {decision.ood_score:.3f} > threshold {decision.threshold:.3f})")
     else:
         title = f"{decision.path or 'query'} -> {decision.label} ({decision.confidence:.0%})"
-    notes = [f"vote {decision.vote.rule}, k={decision.vote.k}"]
+    notes = [f"vote {decision.vote.vote}, k={decision.vote.k}"]
     if decision.prototypes:
         nearest = list(decision.prototypes.items())[:3]
         notes.append("prototype distance " + ", ".join(f"{c} {d:.3f}" for c, d in nearest))
@@ -42,9 +40,11 @@ def decision_table(decision: Decision) -> "Table":
 
 
 def explanation_sheet(
-    decision: Decision, store: "MemoryStore", query: Image.Image | None = None, tile: int = 128
+    decision: Decision, thumbnail: Callable[[int], bytes | None], query: Image.Image | None = None,
+    tile: int = 128,
 ) -> Image.Image:
-    """A PNG-ready sheet: the query, then each neighbour's stored thumbnail with its vote."""
+    """A PNG-ready sheet: the query, then each neighbour's stored thumbnail (`thumbnail(id)`,
+    e.g. `Memory.thumbnail`) with its vote."""
     font = ImageFont.load_default()
     tiles: list[tuple[Image.Image, list[str]]] = []
     if query is not None:
@@ -52,7 +52,7 @@ def explanation_sheet(
         q.thumbnail((tile, tile))
         tiles.append((q, ["query", f"-> {decision.label}", f"{decision.confidence:.0%}"]))
     for n in decision.neighbors:
-        jpeg = store.thumbnail(n.id)
+        jpeg = thumbnail(n.id)
         if jpeg is not None:
             thumb = Image.open(io.BytesIO(jpeg)).convert("RGB")
         else:  # added as a vector: there is no picture to show

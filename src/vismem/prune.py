@@ -7,12 +7,13 @@ took part in it; v counts those takings-part per item (the visual-memory recipe)
 - hard pruning drops items with v >= threshold;
 - soft pruning multiplies every item's vote by d / (c + v) (c = 1, d = 1.75 by default).
 
-Pure functions over numpy arrays; `Memory` stores the counts, so pruning can be undone.
+Pure functions over numpy arrays; the store keeps the counts per item, so pruning can be undone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
@@ -140,37 +141,43 @@ def suspect_order(query: SelfQuery) -> np.ndarray:
 MODES = ("soft", "hard")
 
 
-@dataclass
-class PruneState:
-    """What pruning is in force on a memory: the counts v and how they are applied.
+@dataclass(frozen=True)
+class PruneSettings:
+    """How pruning is applied: the counts v live per item in the store, so `off` restores
+    every vote exactly (only hard pruning with purge deletes anything).
 
-    Stored in the memory's config, never in the items, so `off` restores every vote
-    exactly (only hard pruning with purge deletes anything).
+    `mode` off | soft (each vote x d / (c + v)) | hard (items with v >= threshold do not
+    vote); `count` what v counted when it was last measured.
     """
 
     mode: str = "off"
-    counts: dict[int, int] | None = None
+    count: str = "wrong-decisions"
     c: float = SOFT_C
     d: float = SOFT_D
     threshold: int = HARD_THRESHOLD
 
-    def factor(self, item_id: int) -> float:
+    def __post_init__(self) -> None:
+        if self.mode not in ("off", *MODES):
+            raise InvalidInputError(f"unknown pruning mode {self.mode!r}; choose soft, hard or off")
+        if self.count not in COUNTS:
+            raise InvalidInputError(f"unknown count {self.count!r}; choose from {', '.join(COUNTS)}")
+        soft_factors(np.zeros(1), self.c, self.d)
+        hard_keep(np.zeros(1), self.threshold)
+
+    def factors(self, counts: np.ndarray) -> np.ndarray:
+        """Each item's vote multiplier, float64, from its count v (1 unless soft)."""
+        counts = np.asarray(counts)
         if self.mode != "soft":
-            return 1.0
-        return self.d / (self.c + (self.counts or {}).get(int(item_id), 0))
+            return np.ones(counts.shape)
+        return soft_factors(counts, self.c, self.d)
 
-    def excluded(self) -> set[int]:
-        if self.mode != "hard":
-            return set()
-        return {i for i, v in (self.counts or {}).items() if v >= self.threshold}
+    @property
+    def excluded_from(self) -> int | None:
+        """Hard pruning: items with v at or above this do not vote (None: none excluded)."""
+        return self.threshold if self.mode == "hard" else None
 
-    def to_config(self) -> dict:
-        return {"mode": self.mode, "c": self.c, "d": self.d, "threshold": self.threshold,
-                "counts": {str(i): int(v) for i, v in (self.counts or {}).items() if v}}
+    def replace(self, **changes: object) -> "PruneSettings":
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    @classmethod
-    def from_config(cls, value: dict | None) -> "PruneState":
-        if not value:
-            return cls()
-        counts = {int(i): int(v) for i, v in value.get("counts", {}).items()}
-        return cls(value["mode"], counts, value["c"], value["d"], value["threshold"])
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
-from .store import MemoryStore
+if TYPE_CHECKING:
+    from .memory import Memory
 
 ANCHOR = 8  # bytes: one uint64
 CHUNK = 64 * 2**20  # bytes of a file scanned at once
@@ -31,6 +32,7 @@ class Fingerprint:
     item_id: int
     kind: str  # "vector", "vector-fp16" or "thumbnail"
     data: bytes
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,27 +48,28 @@ class Remnant:
         return {"file": self.file, "offset": self.offset, "id": self.item_id, "kind": self.kind}
 
 
-def fingerprints(store: MemoryStore, ids: Iterable[int]) -> list[Fingerprint]:
-    """The removable bytes of these items, skipping content a surviving item shares.
-
-    An image added twice (`allow_duplicates`) leaves the same vector and thumbnail with
-    the copy that stays, so that content is not evidence of a failed removal.
-    """
+def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
+    """The removable bytes of these items: vector (float32 and float16) and thumbnail."""
     ids = sorted({int(i) for i in ids})
-    leaving = set(ids)
-    found, vectors = store.vectors(ids)
-    hashes = {item.id: item.content_hash for item in store.items(ids)}
+    found, vectors = memory.vectors(ids)
+    hashes = {item.id: item.content_hash for item in memory.items(ids)}
     prints: list[Fingerprint] = []
     for item_id, vector in zip(found.tolist(), vectors):
         digest = hashes.get(item_id)
-        if digest is not None and set(store.ids_with_hash(digest)) - leaving:
-            continue
-        prints.append(Fingerprint(item_id, "vector", vector.tobytes()))
-        prints.append(Fingerprint(item_id, "vector-fp16", vector.astype(np.float16).tobytes()))
-        jpeg = store.thumbnail(item_id)
+        prints.append(Fingerprint(item_id, "vector", vector.tobytes(), digest))
+        prints.append(Fingerprint(item_id, "vector-fp16", vector.astype(np.float16).tobytes(), digest))
+        jpeg = memory.thumbnail(item_id)
         if jpeg is not None:
-            prints.append(Fingerprint(item_id, "thumbnail", jpeg))
+            prints.append(Fingerprint(item_id, "thumbnail", jpeg, digest))
     return prints
+
+
+def unshared(prints: list[Fingerprint], memory: Memory) -> list[Fingerprint]:
+    """After a removal: the fingerprints no surviving item shares. An image added twice
+    (`allow_duplicates`) leaves the same vector and thumbnail with the copy that stays,
+    so that content is not evidence of a failed removal."""
+    held = memory.known_content([p.content_hash for p in prints if p.content_hash is not None])
+    return [p for p in prints if p.content_hash is None or p.content_hash not in held]
 
 
 def _anchor_at(data: bytes) -> int | None:

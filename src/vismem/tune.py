@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decide import NEIGHBOUR_RULES, VoteParams
+from .decide import NEIGHBOUR_VOTES, VoteParams
 from .errors import InvalidInputError
 from .evaluation.engine import ArrayMemory, accuracy, holdout_split
 
@@ -48,19 +48,19 @@ def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VotePar
     for rule in rules:
         for k in ks if rule != "prototype" else [1]:
             if rule == "rank":
-                out += [VoteParams(k=k, rule=rule, alpha=a) for a in ALPHAS]
+                out += [VoteParams(k=k, vote=rule, alpha=a) for a in ALPHAS]
             elif rule == "softmax":
-                out += [VoteParams(k=k, rule=rule, tau=t) for t in TAUS]
+                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
             elif rule == "prototype":
-                out += [VoteParams(k=k, rule=rule, tau=t) for t in TAUS]
+                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
             elif rule == "hybrid":
-                out += [VoteParams(k=k, rule=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
+                out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
             else:
-                out.append(VoteParams(k=k, rule=rule))
+                out.append(VoteParams(k=k, vote=rule))
     return out
 
 
-def tune(vectors: np.ndarray, labels: Sequence[str], *, rules: Sequence[str] = (*NEIGHBOUR_RULES, "prototype", "hybrid"),
+def tune(vectors: np.ndarray, labels: Sequence[str], *, rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"),
          per_class: Sequence[int] = PER_CLASS, held_out: float = 0.2, seed: int = 0,
          factors: np.ndarray | None = None) -> TuneResult:
     """Pick the vote setting most accurate on a held-out split of (vectors, labels)."""

@@ -3,7 +3,8 @@
 Conventions every command follows:
 - `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
 - Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
-  2 bad usage; 3 finished, but some inputs were skipped as unreadable or unlabelled.
+  2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
+  unlabelled, some ids did not exist, or a verified removal found remnants.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from ..errors import VismemError
 from ..progress import progress_bar, stderr_console
 
 EXIT_ERROR = 1
-EXIT_SKIPPED = 3
+EXIT_PARTIAL = 3  # done, but not all of it: skipped inputs, missing ids, remnants found
+EXIT_SKIPPED = EXIT_PARTIAL
 
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
-    "Exit codes: 0 ok, 1 error, 2 bad usage, 3 done but some inputs were skipped.",
+    "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped, "
+    "ids missing, or remnants found).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

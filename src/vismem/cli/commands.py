@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
 import typer
 
-from ..decide import VOTE_RULES
-from ..errors import InvalidInputError, VismemError
-from . import EXIT_SKIPPED, app, emit, err, out, progress_bar
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+from ..decide import VOTES, VoteParams
+from ..errors import InvalidInputError
+from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
+from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 
 MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
-KOpt = typer.Option(None, "--k", "-k", min=1, help="Neighbours that vote [memory default: 10].")
-VoteOpt = typer.Option(None, "--vote", help=f"Voting rule: {'|'.join(VOTE_RULES)} [memory default: rank].")
-AlphaOpt = typer.Option(None, "--alpha", help="Rank vote offset: w = 1/(alpha+rank) [default 2].")
-TauOpt = typer.Option(None, "--tau", help="Softmax vote temperature [default 0.07].")
+
+
+def vote_option(name: str, *flags: str) -> Any:
+    """A vote option whose help, default and range come from `VoteParams` (unset: the
+    memory's stored default)."""
+    found = describe(VoteParams, name)
+    limits = {key: found[key] for key in ("min", "max") if key in found}
+    return typer.Option(None, *flags, help=f"{found['help']} [memory default; shipped: {found['default']}]",
+                        **limits)
+
+
+def setting_option(name: str, flag: str) -> Any:
+    """A `create` option whose default, help and range come from `MemorySettings`."""
+    found = describe(MemorySettings, name)
+    limits = {key: found[key] for key in ("min", "max") if key in found}
+    return typer.Option(found["default"], flag, help=found["help"], **limits)
+
+
+KOpt = vote_option("k", "--k", "-k")
+VoteOpt = vote_option("vote", "--vote")
+AlphaOpt = vote_option("alpha", "--alpha")
+TauOpt = vote_option("tau", "--tau")
+MixOpt = vote_option("mix", "--mix")
 OnlyLabelOpt = typer.Option(None, "--only-label", help="Search only items with this label (repeatable).")
 OnlySourceOpt = typer.Option(None, "--only-source", help="Search only items from this source (repeatable).")
 WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
@@ -25,10 +48,19 @@ WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 
-def _open(memdir: Path):
+def _open(memdir: Path) -> Memory:
     from ..memory import Memory
 
     return Memory.open(memdir)
+
+
+def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -> None:
+    """Partial success: ids that were asked for but do not exist. The rest was done, so
+    the exit code is 3 (not 1, which means nothing changed), and stderr names them."""
+    missing = sorted(set(asked) - set(done))
+    if missing:
+        err.print(f"no items with ids {missing}; the others were done", markup=False)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional[dict]:
@@ -58,24 +90,23 @@ def exit_if_unreadable(skipped: list, json_out: bool, verb: str) -> None:
         raise typer.Exit(EXIT_SKIPPED)
 
 
-def _vote_options(k, vote, alpha, tau) -> dict:
-    if vote is not None and vote not in VOTE_RULES:
-        raise InvalidInputError(f"unknown vote {vote!r}; choose from {', '.join(VOTE_RULES)}")
-    return {"k": k, "vote": vote, "alpha": alpha, "tau": tau}
+def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
+                  mix: float | None = None) -> dict[str, Any]:
+    if vote is not None and vote not in VOTES:
+        raise InvalidInputError(f"unknown vote {vote!r}; choose from {', '.join(VOTES)}")
+    return {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "mix": mix}
 
 
 @app.command()
 def create(
     memdir: Path = MemDir,
-    encoder: str = typer.Option("resnet50", "--encoder", "-e",
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", "-e",
                                 help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file instead of downloading."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
-    index: str = typer.Option("auto", "--index", help="Search index: auto|exact|hnsw|ivfpq "
-                              "(auto: exact below 50,000 items, then HNSW; IVF-PQ when vectors outgrow RAM)."),
-    target_recall: float = typer.Option(0.95, "--target-recall", min=0.01, max=1.0,
-                                        help="Recall@10 the approximate index is tuned to reach."),
-    float16: bool = typer.Option(False, "--float16", help="Store HNSW vectors as float16 (half the RAM)."),
+    index: str = setting_option("index", "--index"),
+    target_recall: float = setting_option("target_recall", "--target-recall"),
+    float16: bool = setting_option("float16", "--float16"),
     json_out: bool = JsonFlag,
 ) -> None:
     """Create an empty memory in MEMDIR."""
@@ -167,8 +198,7 @@ def classify(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
-    mix: Optional[float] = typer.Option(None, "--mix", min=0.0, max=1.0,
-                                        help="Hybrid vote: share of the prototype score [default 0.5]."),
+    mix: Optional[float] = MixOpt,
     abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
                                  "memory (needs `vismem calibrate`)."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
@@ -185,8 +215,8 @@ def classify(
     """
     from ..explain import decision_table
 
-    options = _vote_options(k, vote, alpha, tau) | {
-        "mix": mix, "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
+    options = _vote_options(k, vote, alpha, tau, mix) | {
+        "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_pairs(where)}
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
@@ -208,23 +238,28 @@ def remove(
     source: Optional[str] = typer.Option(None, "--source", help="Remove every item from this source."),
     where: Optional[List[str]] = WhereOpt,
     verify: bool = typer.Option(False, "--verify", help="Then search every file in MEMDIR for the removed "
-                                "items' vectors (float32 and float16) and thumbnails; exit 1 if any is left."),
+                                "items' vectors (float32 and float16) and thumbnails; exit 3 if any is left."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Remove items for good: by --id, --label, --source or --where (exactly one).
 
     Durable when the command returns, and purged: no file in MEMDIR keeps the removed
-    items' vectors or thumbnails. --verify checks that byte for byte.
+    items' vectors or thumbnails. --verify checks that byte for byte. Exit 3 when some
+    --id does not exist or --verify finds remnants (the removal itself is committed).
     """
-    from ..remnants import find_remnants, fingerprints
+    from ..remnants import find_remnants, fingerprints, unshared
 
     meta = parse_pairs(where)
     if sum(x is not None and x != [] for x in (ids, label, source, meta)) != 1:
         raise InvalidInputError("give exactly one of --id, --label, --source, --where")
     with _open(memdir) as memory:
-        targets = ids or memory.store.ids_where(label=label, source=source, meta=meta)
-        prints = fingerprints(memory.store, targets) if verify else []
+        if verify and not memory.store.capabilities.local_files:
+            raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its "
+                                    "storage on a server, where removed bytes leave only when it compacts")
+        targets = memory.targets(ids or None, label=label, source=source, where=meta)
+        prints = fingerprints(memory, targets) if verify else []
         removed = memory.remove(targets)
+        prints = unshared(prints, memory)
         count = len(memory)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
@@ -240,8 +275,11 @@ def remove(
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
     if verify and found:
         first = found[0]
-        raise VismemError(f"{len(found)} remnants of removed items found, e.g. item {first.item_id}'s "
-                          f"{first.kind} in {first.file} at offset {first.offset}")
+        err.print(f"error: removed, but {len(found)} remnants of removed items found, e.g. item "
+                  f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}", markup=False)
+        raise typer.Exit(EXIT_PARTIAL)
+    if ids:
+        exit_if_missing(ids, removed, json_out)
 
 
 @app.command()
@@ -259,8 +297,7 @@ def relabel(
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
         out.print(f"relabelled {len(changed)} items to {label!r}")
-    if missing:
-        raise InvalidInputError(f"no items with ids {missing}")
+    exit_if_missing(ids, changed, json_out)
 
 
 @app.command()
@@ -291,7 +328,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         err.print(f"warning: {index['warning']}", markup=False)
     out.print(f"on disk     {data['disk_bytes']:,} bytes")
     d = data["defaults"]
-    out.print(f"defaults    k={d['k']} vote={d['rule']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
+    out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     abstain = data["abstain"]
     out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
               f" ({data['pruning']['excluded']} excluded); abstention "
@@ -326,7 +363,7 @@ def evaluate(
         emit(report.to_dict())
     else:
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} images "
-                  f"(k={report.vote['k']}, vote={report.vote['rule']})")
+                  f"(k={report.vote['k']}, vote={report.vote['vote']})")
         for label, acc in report.per_class.items():
             out.print(f"  {label:>12}  {acc:.2%}")
         for s in report.skipped:
@@ -353,7 +390,7 @@ def explain(
     options = _vote_options(k, vote, alpha, tau)
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
-        sheet = explanation_sheet(decision, memory.store, decode_image(image.read_bytes()))
+        sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
     sheet.save(output)
     if json_out:
         emit({**decision.to_dict(), "sheet": str(output)})
@@ -377,7 +414,7 @@ def encoders(json_out: bool = JsonFlag) -> None:
 
 @app.command()
 def demo(
-    encoder: str = typer.Option("efficientnet_lite0", "--encoder", "-e", help="Encoder for the demo memory."),
+    encoder: str = typer.Option(OFFLINE_ENCODER, "--encoder", "-e", help="Encoder for the demo memory."),
     per_class: int = typer.Option(30, "--per-class", min=2, help="Memory exemplars per digit class."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep images and memory here [default: a temp dir]."),
     json_out: bool = JsonFlag,

@@ -8,9 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import InvalidInputError
 from . import app, emit, out
-from .commands import JsonFlag, MemDir, _open
+from .commands import JsonFlag, MemDir, _open, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 
@@ -33,7 +32,7 @@ def tune(
         emit(result.to_dict())
         return
     p = result.params
-    out.print(f"best: k={p.k} vote={p.rule} alpha={p.alpha} tau={p.tau} mix={p.mix} "
+    out.print(f"best: k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} mix={p.mix} "
               f"prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out items "
               f"(defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
@@ -135,8 +134,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
         out.print(f"{verb} {len(changed)} items (weight {weight:g})")
-    if missing:
-        raise InvalidInputError(f"no items with ids {missing}")
+    exit_if_missing(ids, changed, json_out)
 
 
 @app.command()

@@ -74,9 +74,9 @@ def _summarise(report: dict) -> None:
     if "knn" in report:
         r = report["knn"]
         b = r["best_knn"]
-        line = f"knn: best {b['rule']} k={b['k']} {b['accuracy']:.2%}"
+        line = f"knn: best {b['vote']} k={b['k']} {b['accuracy']:.2%}"
         t = r["tuned"]
-        line += f"; tuned ({t['rule']} k={t['k']}) {t['accuracy']:.2%}"
+        line += f"; tuned ({t['vote']} k={t['k']}) {t['accuracy']:.2%}"
         if "linear_probe" in r:
             line += f"; linear probe {r['linear_probe']['accuracy']:.2%}"
         line += "; prototypes " + ", ".join(f"{m}/class {a:.2%}" for m, a in r["prototypes"].items())

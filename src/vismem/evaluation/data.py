@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..settings import OFFLINE_ENCODER
 
-DEFAULT_ENCODER = "efficientnet_lite0"
 RAW_TABLES = ("iris", "wine", "breast_cancer")
 
 
@@ -126,7 +126,7 @@ def load_dataset(name: str, *, cache_dir: Path | None = None, progress=None) -> 
                 f"unknown data set {name!r}; use digits, mnist, digits-raw, mnist-raw, "
                 f"{', '.join(t + '-raw' for t in RAW_TABLES)}, or --embeddings/--labels"
             )
-        x, y = encode_cached(base, encoder or DEFAULT_ENCODER, cache_dir, progress)
+        x, y = encode_cached(base, encoder or OFFLINE_ENCODER, cache_dir, progress)
     return Dataset(name, _unit(x), np.asarray([str(v) for v in y]))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, calibrate_threshold, fpr_at_tpr, ood_scores, true_positive_rate
-from ..decide import NEIGHBOUR_RULES, VoteParams
+from ..decide import NEIGHBOUR_VOTES, VoteParams
 from ..prune import COUNTS, HARD_THRESHOLD, SOFT_C, SOFT_D, hard_keep, self_query, soft_factors
 from .data import Dataset
 from .engine import ArrayMemory, accuracy, holdout_split
@@ -63,18 +63,18 @@ def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: S
     mem = ArrayMemory(train_x, train_y, per_class=per_class[0], seed=seed)
     neighbours = mem.query(test_x, max(ks))
     curves: dict[str, list[float]] = {}
-    for rule in (*NEIGHBOUR_RULES, "hybrid"):
-        curves[rule] = [accuracy(mem.predict(neighbours, VoteParams(k=k, rule=rule)), test_y) for k in ks]
+    for rule in (*NEIGHBOUR_VOTES, "hybrid"):
+        curves[rule] = [accuracy(mem.predict(neighbours, VoteParams(k=k, vote=rule)), test_y) for k in ks]
     prototypes = {}
     for m in per_class:
         pm = mem if m == per_class[0] else ArrayMemory(train_x, train_y, per_class=m, seed=seed)
         nb = neighbours if pm is mem else pm.query(test_x, 1)
-        prototypes[str(m)] = accuracy(pm.predict(nb, VoteParams(k=1, rule="prototype")), test_y)
-    best_rule = max(NEIGHBOUR_RULES, key=lambda r: max(curves[r]))
+        prototypes[str(m)] = accuracy(pm.predict(nb, VoteParams(k=1, vote="prototype")), test_y)
+    best_rule = max(NEIGHBOUR_VOTES, key=lambda r: max(curves[r]))
     best_i = int(np.argmax(curves[best_rule]))
     result = {
         "ks": ks, "curves": curves, "prototypes": prototypes,
-        "best_knn": {"rule": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
+        "best_knn": {"vote": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
         "rank_ge_plurality_at_k_ge_10": all(
             r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"]) if k >= 10),
         "train": int(len(train_y)), "test": int(len(test_y)),
@@ -119,7 +119,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
             mem = ArrayMemory(train_x[rows], train_y[rows], classes=classes)
             nb = mem.query(test_x, min(k, len(rows)))
             runs["rank"].append(accuracy(mem.predict(nb, VoteParams(k=min(k, len(rows)))), test_y))
-            runs["prototype"].append(accuracy(mem.predict(nb, VoteParams(k=1, rule="prototype")), test_y))
+            runs["prototype"].append(accuracy(mem.predict(nb, VoteParams(k=1, vote="prototype")), test_y))
             if probe:
                 model = _probe_model(1.0).fit(train_x[rows], train_y[rows])
                 runs["linear_probe"].append(accuracy(model.predict(test_x), test_y))
@@ -134,7 +134,7 @@ def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = Vot
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
     classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
     groups = [g.tolist() for g in np.array_split(np.asarray(classes, dtype=object), min(steps, len(classes)))]
-    methods = {"knn": params, "prototype": VoteParams(k=1, rule="prototype")}
+    methods = {"knn": params, "prototype": VoteParams(k=1, vote="prototype")}
     history: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     seen: list[str] = []
     previous_old: dict[str, float] = {}
@@ -226,7 +226,7 @@ def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6),
         row: dict[str, Any] = {
             "noise": p,
             "none": accuracy(plain.predict(nb, params), test_y),
-            "prototype": accuracy(plain.predict(nb, VoteParams(k=1, rule="prototype")), test_y),
+            "prototype": accuracy(plain.predict(nb, VoteParams(k=1, vote="prototype")), test_y),
         }
         for count in COUNTS:
             v = self_query(train_x, noisy, params, count=count).v

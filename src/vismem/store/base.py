@@ -1,0 +1,249 @@
+"""The Store contract: what every home of a memory provides, and the records it trades.
+
+A memory's items (vector, label, source, weight, metadata, content hash, thumbnail)
+live in a store. `Memory` talks to its store only through the `Store` protocol below,
+so a memory can live in one directory (`EmbeddedStore`: SQLite + FAISS, no server) or
+in another home that implements the same contract.
+
+The contract, in words:
+- **Writes** (`insert`, `delete`, `update`, `set_prune_counts`, `save_settings`) are
+  atomic, and durable and visible to the next query when they return.
+- **Duplicates** are refused by the store itself: `insert` skips an item whose content
+  hash a live item already has (unless `allow_duplicates`), checked inside the write, so
+  two writers cannot both add the same content.
+- **Reads** see every write committed before them by this process, and by other
+  processes after `refresh()`.
+- **Search** is cosine k-NN restricted by a `Filter`, returning `Neighbours`: the
+  columns a vote and its explanation need, so no second lookup per neighbour.
+- **Removal** (`delete`) makes an item unreachable at once; `purge` then drops its bytes
+  from the store's own storage where the home can (`capabilities.verifiable_purge`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..settings import EncoderIdentity, MemorySettings
+
+MAX_LABEL_LENGTH = 200
+
+
+def check_label(label: object) -> str:
+    if not isinstance(label, str):
+        raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
+    if not label.strip():
+        raise InvalidInputError("labels must not be empty")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
+    return label
+
+
+def check_meta_key(key: object) -> str:
+    """Metadata keys are what a filter can name: letters, digits and _."""
+    if not isinstance(key, str) or not key or not key.replace("_", "").isalnum() or not key.isascii():
+        raise InvalidInputError(f"metadata keys are letters, digits and _, got {key!r}")
+    return key
+
+
+def meta_value_key(value: Any) -> Any:
+    """How a metadata value compares in filters: numbers and text as themselves (1 == 1.0
+    == true, as in SQLite), lists and objects by their canonical JSON text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which items a search, listing or removal may touch: every given condition holds.
+
+    `labels` / `sources`: the item's label / source is one of these; `where`: the item's
+    metadata has every key = value; `max_prune_count`: items whose pruning count v is at
+    or above it are left out (hard pruning). Hashable, so derived forms can be cached.
+
+    >>> Filter.of(labels=["cat"], where={"camera": "phone"}).where
+    (('camera', 'phone'),)
+    """
+
+    labels: frozenset[str] | None = None
+    sources: frozenset[str] | None = None
+    where: tuple[tuple[str, Any], ...] | None = None
+    max_prune_count: int | None = None
+
+    @classmethod
+    def of(cls, *, labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
+           where: Mapping[str, Any] | None = None, max_prune_count: int | None = None) -> "Filter":
+        if isinstance(labels, str) or isinstance(sources, str):
+            raise InvalidInputError("labels and sources are lists of strings, not one string")
+        return cls(
+            labels=frozenset(labels) if labels is not None else None,
+            sources=frozenset(sources) if sources is not None else None,
+            where=tuple(sorted((check_meta_key(k), meta_value_key(v)) for k, v in where.items()))
+            if where else None,
+            max_prune_count=max_prune_count,
+        )
+
+    @property
+    def is_everything(self) -> bool:
+        return self.labels is None and self.sources is None and not self.where \
+            and self.max_prune_count is None
+
+    def restriction(self) -> dict[str, Any] | None:
+        """The user-given part, as a decision reports it (pruning is not a restriction)."""
+        found: dict[str, Any] = {}
+        if self.labels is not None:
+            found["labels"] = sorted(self.labels)
+        if self.sources is not None:
+            found["sources"] = sorted(self.sources)
+        if self.where:
+            found["where"] = dict(self.where)
+        return found or None
+
+
+@dataclass
+class NewItem:
+    """An item to insert: its vector plus metadata."""
+
+    vector: np.ndarray
+    label: str
+    source: str
+    path: str | None = None
+    content_hash: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    thumbnail: bytes | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One exemplar's metadata (its vector lives in the store and the index)."""
+
+    id: int
+    label: str
+    source: str
+    path: str | None
+    content_hash: str | None
+    weight: float
+    meta: dict[str, Any]
+    added_at: float
+    relabelled_from: str | None = None
+    prune_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "source": self.source, "path": self.path,
+                "content_hash": self.content_hash, "weight": self.weight, "meta": self.meta,
+                "added_at": self.added_at, "relabelled_from": self.relabelled_from,
+                "prune_count": self.prune_count}
+
+
+@dataclass
+class InsertResult:
+    """New ids in input order, and the inputs refused as duplicates: (position, id of the
+    live item that already holds that content)."""
+
+    ids: list[int] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The k nearest items of n queries, nearest first, with what the vote needs.
+
+    All arrays are (n, k); a row ends with padding (id -1, similarity -inf, label None)
+    when fewer than k items match. `prune_counts` are the items' pruning counts v and
+    `relabelled_from` their labels before a relabel (None if never relabelled).
+    """
+
+    ids: np.ndarray
+    similarities: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    weights: np.ndarray
+    prune_counts: np.ndarray
+    relabelled_from: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> "Neighbours":
+        return cls(np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32),
+                   np.full((n, k), None, object), np.full((n, k), None, object),
+                   np.zeros((n, k)), np.zeros((n, k), np.int64), np.full((n, k), None, object))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: `total` items match, these start at `offset`."""
+
+    total: int
+    offset: int
+    items: list[Item]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "offset": self.offset, "items": [i.to_dict() for i in self.items]}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a home can do beyond the contract's core."""
+
+    thumbnails: bool = True        # keeps a small JPEG of each image
+    verifiable_purge: bool = True  # `purge` provably drops removed bytes from its storage
+    local_files: bool = True       # lives in a directory on this machine (remove --verify scans it)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where a memory's items live. See the module docstring for the guarantees."""
+
+    location: str
+    identity: EncoderIdentity
+    capabilities: Capabilities
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def read_only(self) -> bool: ...
+
+    # ---- settings -------------------------------------------------------------------
+    def settings(self) -> MemorySettings: ...
+    def save_settings(self, settings: MemorySettings) -> None: ...
+
+    # ---- writes ---------------------------------------------------------------------
+    def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...
+    def delete(self, ids: Iterable[int]) -> list[int]: ...
+    def update(self, ids: Sequence[int], *, label: str | None = None,
+               weight: float | None = None) -> list[int]: ...
+    def set_prune_counts(self, counts: Mapping[int, int]) -> None: ...
+
+    # ---- reads ----------------------------------------------------------------------
+    def __len__(self) -> int: ...
+    def ids(self, where: Filter | None = None) -> np.ndarray: ...
+    def page(self, where: Filter | None, offset: int, limit: int) -> Page: ...
+    def items(self, ids: Sequence[int]) -> list[Item]: ...
+    def columns(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+    def vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def vector_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+    def thumbnail(self, item_id: int) -> bytes | None: ...
+    def class_counts(self) -> dict[str, int]: ...
+    def known_hashes(self, hashes: Iterable[str]) -> dict[str, int]: ...
+    def prune_counts(self, ids: np.ndarray) -> np.ndarray: ...
+
+    # ---- search ---------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours: ...
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def is_stale(self) -> bool: ...
+    def refresh(self) -> bool: ...
+    def purge(self) -> None: ...
+    def compact(self) -> dict[str, Any]: ...
+    def quality(self) -> Any: ...
+    @property
+    def unpurged(self) -> bool: ...
+    def describe(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...

@@ -1,0 +1,293 @@
+"""The catalog: every live item's vote metadata as numpy columns, in id order.
+
+The search index finds neighbours by vector; the catalog answers everything else a
+query needs without touching disk: which items a filter allows (array operations,
+never a loop over items), each neighbour's label, source, weight and pruning count,
+class counts and pages of a listing. It is derived from the store, kept in step by
+every edit, and rebuilt from the store at open.
+
+Rows are kept in id order (the store hands out increasing ids), so an id's row is a
+binary search. A removed item's row is marked dead and reclaimed in bulk later, so a
+single removal costs O(1), not a copy of every column.
+
+>>> c = Catalog()
+>>> c.add([1, 2, 3], ["cat", "dog", "cat"], ["a", "a", "b"], [1.0, 1.0, 0.0])
+>>> c.ids(Filter.of(labels=["cat"])).tolist()
+[1, 3]
+>>> c.remove([1]); c.class_counts()
+{'cat': 1, 'dog': 1}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from ..search.base import Selection
+from .base import Filter, meta_value_key
+
+COMPACT_DEAD_FRACTION = 0.2  # reclaim dead rows once they are this share of all rows
+
+
+class MetaSource(Protocol):
+    """Where the catalog reads item metadata from (the store's database)."""
+
+    def meta_values(self, key: str) -> Iterable[tuple[int, Any]]: ...
+    def meta_values_of(self, key: str, ids: Sequence[int]) -> Iterable[tuple[int, Any]]: ...
+
+
+class Codes:
+    """Strings as small integer codes (labels, sources, metadata values)."""
+
+    def __init__(self) -> None:
+        self.names: list[Any] = []
+        self._code: dict[Any, int] = {}
+
+    def code(self, name: Any) -> int:
+        found = self._code.get(name)
+        if found is None:
+            found = self._code[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def codes(self, names: Iterable[Any]) -> np.ndarray:
+        return np.fromiter((self.code(n) for n in names), dtype=np.int32)
+
+    def known(self, names: Iterable[Any]) -> np.ndarray:
+        """Codes of the names seen so far (unknown names match nothing)."""
+        return np.asarray([self._code[n] for n in names if n in self._code], dtype=np.int32)
+
+
+class Catalog:
+    """Vote metadata of a memory's live items as columns. `version` changes on every edit."""
+
+    def __init__(self, meta_source: MetaSource | None = None) -> None:
+        self._meta_source = meta_source
+        self.labels = Codes()
+        self.sources = Codes()
+        self._n = 0        # rows in use (live and dead)
+        self._dead = 0
+        self._ids = np.empty(0, np.int64)
+        self._live = np.empty(0, bool)
+        self._label = np.empty(0, np.int32)
+        self._source = np.empty(0, np.int32)
+        self._weight = np.empty(0, np.float64)
+        self._prune = np.empty(0, np.int32)
+        self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
+        self.relabelled: dict[int, str] = {}
+        self.version = 0
+        self._selections: dict[Filter, Selection | None] = {}
+
+    # ---- size ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._n - self._dead
+
+    def __contains__(self, item_id: int) -> bool:
+        row = self._row(int(item_id))
+        return row is not None
+
+    def _columns(self) -> tuple[str, ...]:
+        return ("_ids", "_live", "_label", "_source", "_weight", "_prune")
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self._ids):
+            return
+        capacity = max(rows, 2 * len(self._ids), 1024)
+        for name in self._columns():
+            old = getattr(self, name)
+            grown = np.zeros(capacity, dtype=old.dtype)
+            grown[: self._n] = old[: self._n]
+            setattr(self, name, grown)
+        for key, (codes, column) in self._meta.items():
+            grown = np.full(capacity, -1, dtype=np.int32)
+            grown[: self._n] = column[: self._n]
+            self._meta[key] = (codes, grown)
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._selections.clear()
+
+    # ---- edits -----------------------------------------------------------------------
+
+    def add(self, ids: Sequence[int], labels: Sequence[str], sources: Sequence[str],
+            weights: Sequence[float], metas: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Append items with ids above every id held (as the store assigns them)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        if (self._n and ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(ids) <= 0):
+            raise ValueError("catalog ids must be added in increasing order")
+        n, m = self._n, len(ids)
+        self._reserve(n + m)
+        self._ids[n : n + m] = ids
+        self._live[n : n + m] = True
+        self._label[n : n + m] = self.labels.codes(labels)
+        self._source[n : n + m] = self.sources.codes(sources)
+        self._weight[n : n + m] = np.asarray(weights, dtype=np.float64)
+        self._prune[n : n + m] = 0
+        self._n += m
+        for key, (codes, column) in self._meta.items():
+            if metas is not None:
+                column[n : n + m] = codes.codes(meta_value_key(meta.get(key)) for meta in metas)
+            else:  # values unknown here: read them from the store
+                self._fill_meta(key, ids)
+        self._changed()
+
+    def remove(self, ids: Iterable[int]) -> None:
+        rows = self.rows(ids)
+        if len(rows) == 0:
+            return
+        self._live[rows] = False
+        self._dead += len(rows)
+        for item_id in self._ids[rows].tolist():
+            self.relabelled.pop(item_id, None)
+        if self._dead > COMPACT_DEAD_FRACTION * self._n and self._n > 1024:
+            self._compact()
+        self._changed()
+
+    def update(self, ids: Iterable[int], *, label: str | None = None, weight: float | None = None,
+               relabelled: Mapping[int, str] | None = None) -> None:
+        """Set the label and/or weight of items; `relabelled` their original labels now."""
+        rows = self.rows(ids)
+        if label is not None:
+            self._label[rows] = self.labels.code(label)
+        if weight is not None:
+            self._weight[rows] = weight
+        if relabelled is not None:
+            for item_id in self._ids[rows].tolist():
+                self.relabelled.pop(item_id, None)
+            self.relabelled.update(relabelled)
+        self._changed()
+
+    def set_prune_counts(self, counts: Mapping[int, int]) -> None:
+        self._prune[: self._n] = 0
+        if counts:
+            ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            values = np.fromiter(counts.values(), dtype=np.int32, count=len(counts))
+            rows, found = self._rows_found(ids)
+            self._prune[rows[found]] = values[found]
+        self._changed()
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._live[: self._n])
+        for name in self._columns():
+            setattr(self, name, getattr(self, name)[keep].copy())
+        for key, (codes, column) in self._meta.items():
+            self._meta[key] = (codes, column[keep].copy())
+        self._n, self._dead = len(keep), 0
+
+    # ---- rows ------------------------------------------------------------------------
+
+    def _rows_found(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if self._n == 0:
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        rows = np.minimum(np.searchsorted(self._ids[: self._n], ids), self._n - 1)
+        return rows, (self._ids[rows] == ids) & self._live[rows]
+
+    def rows(self, ids: Iterable[int]) -> np.ndarray:
+        """Rows of the given ids that are live (others left out)."""
+        rows, found = self._rows_found(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        return rows[found]
+
+    def _row(self, item_id: int) -> int | None:
+        rows, found = self._rows_found(np.array([item_id]))
+        return int(rows[0]) if found[0] else None
+
+    # ---- filters ---------------------------------------------------------------------
+
+    def mask(self, where: Filter | None) -> np.ndarray:
+        """bool (rows,): the live rows a filter allows. Array operations only."""
+        allowed = self._live[: self._n].copy()
+        if where is None:
+            return allowed
+        if where.labels is not None:
+            allowed &= np.isin(self._label[: self._n], self.labels.known(where.labels))
+        if where.sources is not None:
+            allowed &= np.isin(self._source[: self._n], self.sources.known(where.sources))
+        for key, value in where.where or ():
+            codes, column = self._meta_column(key)
+            wanted = codes.known([value])
+            allowed &= column[: self._n] == wanted[0] if len(wanted) else False
+        if where.max_prune_count is not None:
+            allowed &= self._prune[: self._n] < where.max_prune_count
+        return allowed
+
+    def ids(self, where: Filter | None = None) -> np.ndarray:
+        """Ids of live items a filter allows, ascending."""
+        return self._ids[: self._n][self.mask(where)]
+
+    def selection(self, where: Filter | None) -> Selection | None:
+        """What a search may return, as a `Selection` cached until the next edit; None
+        when the filter allows every live item (the plain, fastest search)."""
+        if where is None or where.is_everything:
+            return None
+        if where not in self._selections:
+            ids = self.ids(where)
+            self._selections[where] = None if len(ids) == len(self) else Selection(ids, (where, self.version))
+        return self._selections[where]
+
+    def _meta_column(self, key: str) -> tuple[Codes, np.ndarray]:
+        if key not in self._meta:
+            codes = Codes()
+            self._meta[key] = (codes, np.full(len(self._ids), -1, dtype=np.int32))
+            self._fill_meta(key, None)
+        return self._meta[key]
+
+    def _fill_meta(self, key: str, ids: np.ndarray | None) -> None:
+        """Read metadata `key` from the store for all rows (ids None) or these ids."""
+        if self._meta_source is None:
+            raise ValueError("this catalog cannot read metadata: it has no store")
+        codes, column = self._meta[key]
+        source = self._meta_source
+        found = list(source.meta_values(key) if ids is None else source.meta_values_of(key, ids.tolist()))
+        if not found:
+            return
+        item_ids = np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found))
+        rows, ok = self._rows_found(item_ids)
+        values = codes.codes(meta_value_key(v) for _, v in found)
+        column[rows[ok]] = values[ok]
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For ids (any shape, -1 = none): labels, sources (object, None where missing),
+        weights float64, prune counts int, relabelled-from (object)."""
+        flat = np.asarray(ids, dtype=np.int64).ravel()
+        rows, found = self._rows_found(flat)
+        labels = np.full(len(flat), None, dtype=object)
+        sources = np.full(len(flat), None, dtype=object)
+        label_names = np.asarray(self.labels.names + [None], dtype=object)
+        source_names = np.asarray(self.sources.names + [None], dtype=object)
+        labels[found] = label_names[self._label[rows[found]]]
+        sources[found] = source_names[self._source[rows[found]]]
+        weights = np.where(found, self._weight[rows], 0.0)
+        prune = np.where(found, self._prune[rows], 0)
+        history = np.asarray([self.relabelled.get(i) if ok else None
+                              for i, ok in zip(flat.tolist(), found.tolist())], dtype=object) \
+            if self.relabelled else np.full(len(flat), None, dtype=object)
+        shape = np.shape(ids)
+        return (labels.reshape(shape), sources.reshape(shape), weights.reshape(shape),
+                prune.reshape(shape), history.reshape(shape))
+
+    def arrays(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, labels (object), weights, prune counts) of the items a filter allows."""
+        mask = self.mask(where)
+        names = np.asarray(self.labels.names, dtype=object)
+        return (self._ids[: self._n][mask], names[self._label[: self._n][mask]],
+                self._weight[: self._n][mask].copy(), self._prune[: self._n][mask].copy())
+
+    def class_counts(self) -> dict[str, int]:
+        live = self._live[: self._n]
+        counts = np.bincount(self._label[: self._n][live], minlength=len(self.labels.names))
+        return {name: int(c) for name, c in sorted(zip(self.labels.names, counts.tolist())) if c}
+
+    def page(self, where: Filter | None, offset: int, limit: int) -> tuple[int, np.ndarray]:
+        """(how many items match, the ids of matches offset..offset+limit), oldest first."""
+        chosen = self.ids(where)
+        return len(chosen), chosen[offset : offset + limit]
+
+    def live_ids(self) -> Iterator[int]:
+        return iter(self.ids(None).tolist())

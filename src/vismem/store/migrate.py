@@ -1,0 +1,121 @@
+"""Upgrading a memory's database to the current store format, in place and atomically.
+
+Each step runs in one SQLite transaction (DDL included), so a crash or `kill -9` in the
+middle leaves the previous format, and the next open simply upgrades again. Item ids
+and vectors never change, so a saved search index stays valid across an upgrade.
+
+Format 1 -> 2:
+- the untyped config keys become one `settings` unit (`MemorySettings`: the vote
+  defaults' `rule` is now `vote`) and one `encoder` identity;
+- per-item state moves out of config JSON into tables: `relabelled` into `relabels`,
+  pruning counts into `prune_counts`;
+- `items.copy` marks items added on purpose beside the same content, and a unique
+  index then enforces duplicate detection in the database;
+- the edit log also records updates and pruning, so other processes catch up without
+  reloading everything.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ReadOnlyMemoryError, VismemError
+from .sqlite import DB_NAME
+
+
+def upgrade(directory: Path) -> None:
+    """Bring the database in `directory` to the current format, one step at a time."""
+    db = sqlite3.connect(directory / DB_NAME, timeout=30.0, isolation_level=None)
+    try:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            raise ReadOnlyMemoryError(
+                f"memory at {directory} is in an older store format and read-only: open it once "
+                "where it can be written (vismem upgrades it in place), then use it anywhere") from None
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA secure_delete=ON")
+        while True:
+            version = int(json.loads(db.execute(
+                "SELECT value FROM config WHERE key = 'format_version'").fetchone()[0]))
+            step = STEPS.get(version)
+            if step is None:
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                step(db)
+                db.execute("UPDATE config SET value = ? WHERE key = 'format_version'", (json.dumps(version + 1),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    except sqlite3.DatabaseError as exc:
+        raise VismemError(f"cannot upgrade the memory at {directory}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _config(db: sqlite3.Connection) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM config")}
+
+
+def _format_1_to_2(db: sqlite3.Connection) -> None:
+    config = _config(db)
+    identity = {"name": config.get("encoder"), "id": config.get("encoder_id"), "dim": int(config["dim"]),
+                "config": config.get("encoder_config"), "weights_path": config.get("weights_path")}
+    vote = dict(config.get("defaults") or {})
+    if "rule" in vote:
+        vote["vote"] = vote.pop("rule")
+    pruning = dict(config.get("pruning") or {})
+    counts = pruning.pop("counts", {})
+    abstain = config.get("abstain")
+    settings = {
+        "index": config.get("index", "auto"), "target_recall": config.get("target_recall", 0.95),
+        "float16": bool(config.get("float16", False)), "vote": vote,
+        "prototypes_per_class": int(config.get("prototypes_per_class", 1)),
+        "pruning": {key: pruning[key] for key in ("mode", "c", "d", "threshold") if key in pruning},
+        "abstention": {key: abstain[key] for key in ("threshold", "k", "prototype_weight", "tpr",
+                                                     "achieved_tpr", "held_out") if key in abstain}
+        if abstain else None,
+    }
+    # one statement at a time: executescript would commit the open transaction first
+    for statement in """
+        ALTER TABLE items ADD COLUMN copy INTEGER NOT NULL DEFAULT 0;
+        UPDATE items SET copy = 1 WHERE content_hash IS NOT NULL AND id > (
+            SELECT MIN(other.id) FROM items AS other WHERE other.content_hash = items.content_hash);
+        CREATE UNIQUE INDEX items_content ON items(content_hash) WHERE content_hash IS NOT NULL AND copy = 0;
+        CREATE TABLE relabels (
+            id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            original TEXT NOT NULL
+        );
+        CREATE TABLE prune_counts (
+            id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            v INTEGER NOT NULL
+        );
+        CREATE TABLE edits_2 (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            op TEXT NOT NULL CHECK (op IN ('add', 'remove', 'update', 'prune')),
+            ids TEXT NOT NULL
+        );
+        INSERT INTO edits_2 (seq, op, ids) SELECT seq, op, ids FROM edits;
+        DROP TABLE edits;
+        ALTER TABLE edits_2 RENAME TO edits;
+    """.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    existing = "SELECT ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)"
+    db.executemany(f"INSERT INTO relabels {existing}",
+                   [(int(i), label, int(i)) for i, label in (config.get("relabelled") or {}).items()])
+    db.executemany(f"INSERT INTO prune_counts {existing}",
+                   [(int(i), int(v), int(i)) for i, v in counts.items() if int(v)])
+    old_keys = ("encoder", "encoder_id", "encoder_config", "weights_path", "dim", "index", "target_recall",
+                "float16", "defaults", "prototypes_per_class", "pruning", "abstain", "relabelled")
+    db.executemany("DELETE FROM config WHERE key = ?", [(key,) for key in old_keys])
+    db.executemany("INSERT OR REPLACE INTO config VALUES (?, ?)",
+                   [("encoder", json.dumps(identity)), ("settings", json.dumps(settings))])
+
+
+STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _format_1_to_2}
