@@ -117,7 +117,10 @@ def pytest_collection_modifyitems(config, items):
             print(f"\n{len(wanted)} tests need a private network namespace with a Milvus server: "
                   "re-running this session inside one (.ci/with-milvus)", flush=True)
             sys.stderr.flush()
-            os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--", *sys.orig_argv])
+            # A 20 ms time tick (Milvus default 200 ms) makes Strong reads ~10x quicker; what
+            # they guarantee is the same.
+            os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--config", "proxy.timeTickInterval=20",
+                                      "--", *sys.orig_argv])
     skips = {
         "milvus": None if given else os.environ.get("VISMEM_MILVUS_UNAVAILABLE") or reason,
         "ray": None if inside else "Ray listens on network ports: its tests run only in a private "
@@ -135,3 +138,27 @@ def pytest_collection_modifyitems(config, items):
 def milvus_uri() -> str:
     """milvus://127.0.0.1:PORT of the private server (tests marked `milvus` only)."""
     return os.environ["VISMEM_MILVUS_URI"]
+
+
+@pytest.fixture
+def milvus_location(milvus_uri):
+    """A fresh milvus://.../COLLECTION location; its collections are dropped afterwards."""
+    import uuid
+
+    from pymilvus import MilvusClient
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{milvus_uri}/{name}"
+    client = MilvusClient(uri=milvus_uri.replace("milvus://", "http://"))
+    for collection in (name, name + "__vismem"):
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+    client.close()
+
+
+@pytest.fixture(params=["embedded", pytest.param("milvus", marks=pytest.mark.milvus)])
+def location(request, tmp_path):
+    """Where a memory lives, once for each home: a directory, and a Milvus collection."""
+    if request.param == "embedded":
+        return str(tmp_path / "mem")
+    return request.getfixturevalue("milvus_location")

@@ -49,21 +49,27 @@ def prepare_files(
     files: Sequence[ImageFile],
     encoder: Encoder,
     *,
-    known_hashes: Mapping[str, int] | None = None,
+    lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None = None,
     thumbnails: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[PreparedImage], list[Skipped]]:
-    """Read, hash, decode and preprocess files; unreadable ones become `Skipped`."""
+    """Read, hash, decode and preprocess files; unreadable ones become `Skipped`.
+
+    `lookup_hashes(digests)` says which contents are already stored (hash -> item id),
+    asked once for all the files: a store on a server answers a batch as fast as one.
+    """
     prepared: list[PreparedImage] = []
     skipped: list[Skipped] = []
+    read: list[tuple[ImageFile, bytes]] = []
     for file in files:
         try:
-            data = file.path.read_bytes()
+            read.append((file, file.path.read_bytes()))
         except OSError as exc:
             skipped.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
-            continue
+    known = lookup_hashes([content_hash(data) for _, data in read]) if lookup_hashes and read else {}
+    for file, data in read:
         try:
-            prepared.append(prepare_bytes(file, data, encoder, known_hashes=known_hashes,
+            prepared.append(prepare_bytes(file, data, encoder, known_hashes=known,
                                           thumbnails=thumbnails, max_pixels=max_pixels))
         except ImageReadError as exc:
             skipped.append(Skipped(str(file.path), str(exc)))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images
 from .store import NewItem, Store, check_label, check_meta_key
 
 Progress = Callable[[int], None]
@@ -48,28 +48,6 @@ class AddReport:
     def to_dict(self) -> dict[str, Any]:
         return {"added": len(self.added), "ids": self.added, "skipped": len(self.skipped),
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
-
-
-class StoredHashes(Mapping[str, int]):
-    """Content hash -> item id, looked up in the store as needed (never all held in RAM)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getitem__(self, digest: str) -> int:
-        return self._store.known_hashes([digest])[digest]
-
-    def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, str) and bool(self._store.known_hashes([digest]))
-
-    def get(self, digest: str, default: Any = None) -> Any:
-        return self._store.known_hashes([digest]).get(digest, default)
-
-    def __iter__(self) -> Iterator[str]:
-        raise TypeError("stored hashes are looked up, not listed")
-
-    def __len__(self) -> int:
-        return len(self._store)
 
 
 class Ingestor:
@@ -103,7 +81,7 @@ class Ingestor:
         source_of = {id(f): src for f, src in files}
         for chunk, prepared, skipped in prepare_in_batches(
                 [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
-                known_hashes=StoredHashes(self.store), thumbnails=True, max_pixels=max_pixels):
+                lookup_hashes=self.store.known_hashes, thumbnails=True, max_pixels=max_pixels):
             report.skipped += skipped
             done = self._insert(prepared, encode_prepared(self.encoder, prepared),
                                 lambda p: source_of[id(p.file)], allow_duplicates, meta=meta, keep_paths=True)
@@ -121,10 +99,11 @@ class Ingestor:
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []
+            known = self.store.known_hashes([content_hash(data) for _, data in chunk])
             for name, data in chunk:
                 try:
                     prepared.append(prepare_bytes(ImageFile(Path(name), label), data, self.encoder,
-                                                  known_hashes=StoredHashes(self.store), thumbnails=True,
+                                                  known_hashes=known, thumbnails=True,
                                                   max_pixels=max_pixels))
                 except ImageReadError as exc:
                     report.skipped.append(Skipped(name, str(exc)))

@@ -28,7 +28,7 @@ from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped
-from .ingest import AddReport, Ingestor, StoredHashes
+from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
@@ -375,7 +375,7 @@ class Memory:
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
         for chunk, prepared, bad in prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
-                                                       known_hashes=StoredHashes(self.store), max_pixels=max_pixels):
+                                                       lookup_hashes=self.store.known_hashes, max_pixels=max_pixels):
             skipped += bad
             fresh = iter(encode_prepared(encoder, prepared))
             reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
