@@ -43,6 +43,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -90,7 +91,7 @@ class MilvusLocation:
     secure: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "MilvusLocation":
+    def parse(cls, text: str) -> MilvusLocation:
         """>>> MilvusLocation.parse("milvus://db.example:19530/pets").uri
         'http://db.example:19530'
         """
@@ -171,6 +172,10 @@ def ids_expression(ids: Sequence[int]) -> str:
     return f"id in [{', '.join(str(int(i)) for i in ids)}]"
 
 
+def hashes_expression(hashes: Sequence[str]) -> str:
+    return f"content_hash in [{', '.join(literal(h) for h in hashes)}]"
+
+
 def index_plan(setting: str, dim: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(index params, search params) of a memory's index setting on Milvus.
 
@@ -194,7 +199,7 @@ def new_ids(count: int, taken: Callable[[list[int]], set[int]]) -> list[int]:
     chosen: list[int] = []
     seen: set[int] = set()
     while len(chosen) < count:
-        batch = []
+        batch: list[int] = []
         while len(batch) < count - len(chosen):
             candidate = secrets.randbits(53)
             if 0 < candidate <= MAX_ID and candidate not in seen:
@@ -207,6 +212,19 @@ def new_ids(count: int, taken: Callable[[list[int]], set[int]]) -> list[int]:
 
 def _none_if_empty(text: str | None) -> str | None:
     return text or None
+
+
+@contextmanager
+def _closed_on_error(client: Any, location: MilvusLocation, doing: str) -> Iterator[None]:
+    """Close the client if the block fails; raise a VismemError that says what failed."""
+    try:
+        yield
+    except VismemError:
+        client.close()
+        raise
+    except Exception as exc:  # pymilvus raises its own types, and grpc's
+        client.close()
+        raise _milvus_error(location, exc, doing) from exc
 
 
 def _milvus_error(location: MilvusLocation, exc: Exception, doing: str) -> VismemError:
@@ -254,14 +272,14 @@ class MilvusStore:
 
     @classmethod
     def create(cls, location: str, identity: EncoderIdentity, settings: MemorySettings, *,
-               thumbnails: bool | None = None) -> "MilvusStore":
+               thumbnails: bool | None = None) -> MilvusStore:
         """Make the two collections, their indexes and the config row (written last, so
         an interrupted create never looks like a memory)."""
         where = MilvusLocation.parse(location)
         if thumbnails is None:
             thumbnails = parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
         client = cls._connect(where)
-        try:
+        with _closed_on_error(client, where, f"creating {where.collection}"):
             for name in (where.collection, where.side):
                 if client.has_collection(name):
                     raise MemoryExistsError(
@@ -274,19 +292,13 @@ class MilvusStore:
                       "created_at": time.time(), "thumbnails": thumbnails}
             client.upsert(where.side, [_side_row("settings", settings.to_dict()), _side_row("token", uuid.uuid4().hex),
                                        _side_row("config", config)])
-        except VismemError:
-            client.close()
-            raise
-        except Exception as exc:
-            client.close()
-            raise _milvus_error(where, exc, f"creating {where.collection}") from exc
         return cls(where, client, config)
 
     @classmethod
-    def open(cls, location: str) -> "MilvusStore":
+    def open(cls, location: str) -> MilvusStore:
         where = MilvusLocation.parse(location)
         client = cls._connect(where)
-        try:
+        with _closed_on_error(client, where, f"opening {where.collection}"):
             if not client.has_collection(where.side) or not client.has_collection(where.collection):
                 raise MemoryNotFoundError(f"no memory at {where}: create one with `vismem create {where}`")
             client.load_collection(where.side)
@@ -301,12 +313,6 @@ class MilvusStore:
                                   f"{config.get('version')}; this vismem reads {FORMAT_NAME} up to "
                                   f"{FORMAT_VERSION}: upgrade vismem")
             client.load_collection(where.collection)
-        except VismemError:
-            client.close()
-            raise
-        except Exception as exc:
-            client.close()
-            raise _milvus_error(where, exc, f"opening {where.collection}") from exc
         return cls(where, client, config)
 
     @staticmethod
@@ -438,16 +444,20 @@ class MilvusStore:
 
     # ---- writes ----------------------------------------------------------------------
 
-    def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
+    def _check(self, items: Sequence[NewItem]) -> None:
         for item in items:
             check_label(item.label)
             for key in item.meta:
                 check_meta_key(key)
             if item.vector.shape != (self.dim,):
-                raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {self.dim}-d vectors")
+                raise InvalidInputError(
+                    f"vector has shape {item.vector.shape}, this memory stores {self.dim}-d vectors")
             for name, text in (("source", item.source), ("path", item.path)):
                 if text is not None and len(text.encode()) > VARCHAR_MAX:
                     raise InvalidInputError(f"an item's {name} is at most {VARCHAR_MAX} bytes in Milvus")
+
+    def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
+        self._check(items)
         result = InsertResult()
         if not items:
             return result
@@ -466,7 +476,7 @@ class MilvusStore:
                     continue
                 first[digest] = position
             accepted.append((position, item))
-        ids = dict(zip((p for p, _ in accepted), new_ids(len(accepted), self._taken)))
+        ids = dict(zip((p for p, _ in accepted), new_ids(len(accepted), self._taken), strict=True))
         now = time.time()
         # added_at orders the listing ("oldest first"), so rows of one batch are a
         # microsecond apart in input order: their random ids say nothing about order.
@@ -478,11 +488,7 @@ class MilvusStore:
             chunk = rows[start : start + ROWS_PER_CALL]
             self._call(f"adding {len(chunk)} items", self._client.insert, self.where.collection, chunk)
             self._count += len(chunk)
-        if self.capabilities.thumbnails:
-            thumbs = [_side_row(f"t{ids[p]}", base64.b64encode(item.thumbnail).decode())
-                      for p, item in accepted if item.thumbnail is not None and len(item.thumbnail) < THUMBNAIL_MAX]
-            for start in range(0, len(thumbs), ROWS_PER_CALL):
-                self._call("saving thumbnails", self._client.upsert, self.where.side, thumbs[start : start + ROWS_PER_CALL])
+        self._save_thumbnails([(ids[p], item.thumbnail) for p, item in accepted])
         lost = {} if allow_duplicates else self._raced(
             {ids[p]: item.content_hash for p, item in accepted if item.content_hash})
         kept = {p: i for p, i in ids.items() if i not in lost}
@@ -492,6 +498,15 @@ class MilvusStore:
         result.duplicates.sort()
         self._touch()
         return result
+
+    def _save_thumbnails(self, thumbnails: Sequence[tuple[int, bytes | None]]) -> None:
+        """JPEGs as base64 rows beside the items (too large ones are left out)."""
+        if not self.capabilities.thumbnails:
+            return
+        rows = [_side_row(f"t{item_id}", base64.b64encode(jpeg).decode())
+                for item_id, jpeg in thumbnails if jpeg is not None and len(jpeg) < THUMBNAIL_MAX]
+        for start in range(0, len(rows), ROWS_PER_CALL):
+            self._call("saving thumbnails", self._client.upsert, self.where.side, rows[start : start + ROWS_PER_CALL])
 
     def _taken(self, ids: list[int]) -> set[int]:
         """Which of these ids are in use (a collision of random 53-bit ids, checked anyway)."""
@@ -511,7 +526,7 @@ class MilvusStore:
         hashes = sorted(set(ours.values()))
         for start in range(0, len(hashes), IDS_PER_QUERY):
             chunk = hashes[start : start + IDS_PER_QUERY]
-            for row in self._query(f"content_hash in [{', '.join(literal(h) for h in chunk)}]", ["id", "content_hash"]):
+            for row in self._query(hashes_expression(chunk), ["id", "content_hash"]):
                 holders.setdefault(row["content_hash"], []).append(int(row["id"]))
         losers = {mine: min(holders[digest]) for mine, digest in ours.items()
                   if digest in holders and min(holders[digest]) != mine}
@@ -570,7 +585,8 @@ class MilvusStore:
     def _rewrite(self, ids: list[int], change: Callable[[dict[str, Any]], None]) -> list[int]:
         done: list[int] = []
         for start in range(0, len(ids), IDS_PER_QUERY):
-            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["vector", *ITEM_FIELDS])
+            rows: list[dict[str, Any]] = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]),
+                                                     ["vector", *ITEM_FIELDS])
             for row in rows:
                 change(row)
                 row["vector"] = np.asarray(row["vector"], dtype=np.float32)
@@ -667,7 +683,7 @@ class MilvusStore:
         wanted = sorted(set(hashes))
         for start in range(0, len(wanted), IDS_PER_QUERY):
             chunk = wanted[start : start + IDS_PER_QUERY]
-            for r in self._query(f"content_hash in [{', '.join(literal(h) for h in chunk)}]", ["id", "content_hash"]):
+            for r in self._query(hashes_expression(chunk), ["id", "content_hash"]):
                 digest, item_id = r["content_hash"], int(r["id"])
                 found[digest] = min(item_id, found.get(digest, item_id))
         return found
@@ -692,9 +708,10 @@ class MilvusStore:
         if n == 0 or self._count == 0:
             return found
         _, search_params = index_plan(self._settings.index, self.dim)
-        params = {"metric_type": "IP", "params": dict(search_params["params"])}
-        if "ef" in params["params"]:
-            params["params"]["ef"] = max(params["params"]["ef"], k)
+        effort = dict(search_params["params"])
+        if "ef" in effort:
+            effort["ef"] = max(effort["ef"], k)  # HNSW needs ef >= k
+        params = {"metric_type": "IP", "params": effort}
         results = self._call("searching", self._client.search, self.where.collection, data=list(queries),
                              limit=k, filter=filter_expression(where), output_fields=VOTE_FIELDS,
                              search_params=params, consistency_level=STRONG)
