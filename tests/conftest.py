@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -49,13 +51,33 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
-    """Run the real `vismem` CLI in a subprocess, as a user's script would."""
+    """Run the real `vismem` CLI in a subprocess, as a user's script would: for what the
+    process boundary is the point of (exit codes, stdout purity, kill -9)."""
     result = subprocess.run(
         [sys.executable, "-m", "vismem", *map(str, args)],
         capture_output=True, text=True, **kwargs,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"vismem {args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def run_cli_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the `vismem` CLI in this process (its real entry point, `cli.main`), with
+    stdout and stderr captured apart: the same answers as `run_cli`, without starting
+    Python and importing torch again for every command."""
+    from vismem.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    result = subprocess.CompletedProcess(["vismem", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"vismem {args} exited {code}: {result.stderr}")
     return result
 
 
@@ -68,6 +90,13 @@ def json_lines(result: subprocess.CompletedProcess) -> list:
 
 @pytest.fixture
 def cli():
+    """The CLI, run in this process."""
+    return run_cli_here
+
+
+@pytest.fixture
+def cli_process():
+    """The CLI, run in a subprocess."""
     return run_cli
 
 

@@ -1,4 +1,5 @@
-"""The CLI contract other tools script against, run as real subprocesses on real images."""
+"""The CLI contract other tools script against, on real images: in this process (`cli`),
+and in real subprocesses where the process boundary is the point (`cli_process`)."""
 
 import pytest
 from PIL import Image
@@ -10,7 +11,8 @@ from test_images import write_bad_files
 
 @pytest.fixture(scope="module")
 def built_memory(tmp_path_factory, digit_folders):
-    """A real efficientnet_lite0 memory of digits, built through the CLI."""
+    """A real efficientnet_lite0 memory of digits, built through the CLI in a real process:
+    every stdout line of `add --json` must parse as JSON while its progress bar runs."""
     from conftest import run_cli
 
     memdir = tmp_path_factory.mktemp("cli") / "mem"
@@ -121,7 +123,8 @@ def test_remove_by_id_label_and_source(tmp_path, cli):
         (("add", "{tmp}/empty", "{tmp}/missing-folder"), "no such file"),
     ],
 )
-def test_errors_are_one_line_with_exit_1(tmp_path, cli, args, message):
+def test_errors_are_one_line_with_exit_1(tmp_path, cli_process, args, message):
+    cli = cli_process  # exit codes and stderr as a calling script sees them
     img = tmp_path / "q.png"
     Image.fromarray(data.coffee()).save(img)
     cli("create", tmp_path / "empty", "--encoder", "pixels", check=True)
@@ -132,7 +135,8 @@ def test_errors_are_one_line_with_exit_1(tmp_path, cli, args, message):
     assert result.stdout == ""
 
 
-def test_usage_errors_exit_2(cli):
+def test_usage_errors_exit_2(cli_process):
+    cli = cli_process
     assert cli("classify").returncode == 2
 
 

@@ -15,6 +15,7 @@ from conftest import unit_vectors
 from vismem.store import DB_NAME
 
 
+@pytest.mark.slow
 def test_kill_9_during_add_keeps_every_committed_batch(tmp_path, digit_folders, cli):
     memdir = tmp_path / "mem"
     train, _ = digit_folders

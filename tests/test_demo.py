@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_demo_end_to_end(cli, tmp_path):
     result = cli("demo", "--per-class", "10", "--workdir", tmp_path, "--json", check=True)
     lines = result.stdout.splitlines()

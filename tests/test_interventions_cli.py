@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def built_memory(digit_folders, tmp_path_factory):
-    from conftest import run_cli
+    from conftest import run_cli_here as run_cli
 
     train, _ = digit_folders
     memdir = tmp_path_factory.mktemp("built") / "mem"

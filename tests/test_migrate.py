@@ -110,6 +110,7 @@ def test_format_1_memory_upgrades_and_classifies_exactly_as_before(old_memory):
     assert counts == sum(1 for v in config["pruning"]["counts"].values() if v) > 0
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_upgrade_leaves_an_openable_memory(tmp_path):
     """SIGKILL the upgrading process at spread-out moments: each time the database is in
     format 1 or 2, never in between, and opening it gives the old answers."""

@@ -27,8 +27,9 @@ TOKEN = "browser-token-42"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason="needs Debian's chromium: apt-get install chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                 reason="needs Debian's chromium: apt-get install chromium")]
 skimage_data = pytest.importorskip("skimage.data")
 
 

@@ -20,7 +20,7 @@ from .memory import Hit, Memory
 from .settings import MemorySettings
 from .store import Filter, Item
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AddReport",

@@ -138,7 +138,7 @@ class Ingestor:
                 vector, thumbnail, size = copies[p.known_as]
             else:
                 vector, thumbnail, size = next(fresh), p.thumbnail, p.size
-            details = {"width": size[0], "height": size[1]} if size else {}
+            details: dict[str, Any] = {"width": size[0], "height": size[1]} if size else {}
             if not keep_paths:  # an uploaded image's name is the client's, not a path here
                 details["name"] = str(p.file.path)
             label = p.file.label

@@ -26,7 +26,7 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, create_encoder, normalize_rows
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped
 from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
@@ -219,6 +219,7 @@ class Memory:
         they still vote. `added`: the write inserts items (an `InsertResult`) that join.
         `reset`: the change affects every item (settings, pruning): rebuild on next use.
         """
+        self.check_writable()
         self._catch_up()
         protos = None if reset else self._protos
         before = self.store.vectors(list(touched)) if protos is not None and len(touched) else None
@@ -249,7 +250,15 @@ class Memory:
 
     # ---- adding ------------------------------------------------------------------------
 
+    def check_writable(self) -> None:
+        """Raise ReadOnlyMemoryError when the memory cannot be changed (before any work)."""
+        if self.store.read_only:
+            raise ReadOnlyMemoryError(
+                f"memory at {self.location} is read-only (read-only media or permissions): it can be "
+                "searched and classified, not changed")
+
     def _ingestor(self) -> Ingestor:
+        self.check_writable()
         def commit(items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
             return self._commit(lambda store: store.insert(items, allow_duplicates=allow_duplicates), added=True)
 
@@ -504,6 +513,7 @@ class Memory:
         store's log and saved index until `purge` (or `purge=True` here), which `close`,
         `compact`, the CLI and the service run; so one removal costs one small commit.
         """
+        self.check_writable()
         targets = self.targets(ids, label=label, source=source, where=where)
         removed = self._commit(lambda store: store.delete(targets), touched=targets)
         if purge and removed:

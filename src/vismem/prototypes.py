@@ -65,27 +65,27 @@ class PrototypeSet:
     # ---- building and editing -----------------------------------------------------
 
     @classmethod
-    def fit(cls, ids: Sequence[int], vectors: np.ndarray, labels: Sequence[str],
+    def fit(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, labels: Sequence[str],
             per_class: int = 1, seed: int = 0) -> "PrototypeSet":
         """Full computation: k-means with `per_class` clusters within each class."""
         from sklearn.cluster import KMeans
 
-        ids = np.asarray(ids, dtype=np.int64)
+        item_ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64)
-        labels = np.asarray(labels)
+        names = np.asarray(labels)
         assignment: dict[int, tuple[str, int]] = {}
-        for label in sorted(set(labels.tolist())):
-            rows = np.flatnonzero(labels == label)
+        for label in sorted(set(names.tolist())):
+            rows = np.flatnonzero(names == label)
             m = min(per_class, len(rows))
             if m == 1:
                 groups = np.zeros(len(rows), dtype=int)
             else:
                 groups = KMeans(n_clusters=m, n_init=3, random_state=seed).fit(vectors[rows]).labels_
-            assignment.update({int(ids[r]): (label, int(g)) for r, g in zip(rows, groups)})
-        return cls.from_assignment(ids, vectors, assignment, per_class)
+            assignment.update({int(item_ids[r]): (label, int(g)) for r, g in zip(rows, groups, strict=True)})
+        return cls.from_assignment(item_ids, vectors, assignment, per_class)
 
     @classmethod
-    def from_assignment(cls, ids: Sequence[int], vectors: np.ndarray,
+    def from_assignment(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray,
                         assignment: dict[int, tuple[str, int]], per_class: int = 1) -> "PrototypeSet":
         """Prototypes recomputed from scratch as the means of given groups."""
         protos = cls(per_class=per_class)
@@ -107,7 +107,7 @@ class PrototypeSet:
         self._member[item_id] = (label, cluster)
         self._cache = None
 
-    def add(self, ids: Sequence[int], vectors: np.ndarray, labels: Sequence[str]) -> None:
+    def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, labels: Sequence[str]) -> None:
         """Add members; each joins its class's nearest prototype, or seeds a new one."""
         for item_id, vector, label in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64), labels):
             if item_id in self._member:
@@ -122,7 +122,7 @@ class PrototypeSet:
                 cluster = numbers[int(np.argmin(((means - vector) ** 2).sum(axis=1)))]
             self._join(item_id, vector, label, cluster)
 
-    def remove(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+    def remove(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Take members out (their vectors are needed to subtract them); unknown ids are ignored."""
         for item_id, vector in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64)):
             found = self._member.pop(item_id, None)

@@ -13,7 +13,7 @@ Pure functions over numpy arrays; the store keeps the counts per item, so prunin
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import faiss
 import numpy as np
@@ -150,11 +150,18 @@ class PruneSettings:
     vote); `count` what v counted when it was last measured.
     """
 
-    mode: str = "off"
-    count: str = "wrong-decisions"
-    c: float = SOFT_C
-    d: float = SOFT_D
-    threshold: int = HARD_THRESHOLD
+    mode: str = field(default="off", metadata={
+        "help": "soft: scale votes by d/(c+v); hard: drop items with v >= threshold; off: undo pruning.",
+        "choices": ("off", *MODES)})
+    count: str = field(default="wrong-decisions", metadata={
+        "help": "What v counts: wrong-decisions (votes for the winner of a wrong decision) or disagreements "
+                "(votes for another label than the query's; better under heavy label noise).",
+        "choices": COUNTS})
+    c: float = field(default=SOFT_C, metadata={"help": "Soft pruning: factor d/(c+v).", "min_exclusive": 0.0})
+    d: float = field(default=SOFT_D, metadata={"help": "Soft pruning: factor d/(c+v).", "min_exclusive": 0.0})
+    threshold: int = field(default=HARD_THRESHOLD, metadata={
+        "help": "Hard pruning drops items with v >= this (with --count disagreements: k/2 unless given).",
+        "min": 1})
 
     def __post_init__(self) -> None:
         if self.mode not in ("off", *MODES):

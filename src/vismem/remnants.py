@@ -90,10 +90,10 @@ def _scan(view: mmap.mmap, prints: list[Fingerprint]) -> Iterator[tuple[int, Fin
             hit = view.find(p.data)
             if hit >= 0:
                 yield hit, p
-    anchored = [(p, at) for p, at in anchored if at is not None]
-    if not anchored:
+    found = [(p, at) for p, at in anchored if at is not None]
+    if not found:
         return
-    keys = np.array([np.frombuffer(p.data, np.uint64, 1, at)[0] for p, at in anchored], np.uint64)
+    keys = np.array([np.frombuffer(p.data, np.uint64, 1, at)[0] for p, at in found], np.uint64)
     order = np.argsort(keys)
     keys = keys[order]
     size = len(view)
@@ -112,7 +112,7 @@ def _scan(view: mmap.mmap, prints: list[Fingerprint]) -> Iterator[tuple[int, Fin
                 for j in range(slots[word], len(keys)):
                     if keys[j] != words[word]:
                         break
-                    p, at = anchored[order[j]]
+                    p, at = found[order[j]]
                     begin = anchor_pos - at
                     if begin >= 0 and view[begin : begin + len(p.data)] == p.data:
                         yield begin, p

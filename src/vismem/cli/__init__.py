@@ -56,13 +56,28 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def main() -> None:
-    """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback."""
-    from . import commands  # noqa: F401  (registers the commands)
-    from . import curate, quality, search, serve  # noqa: F401
+def load_commands() -> typer.Typer:
+    """The app with every command registered (the modules register on import)."""
+    from . import commands, curate, quality, search, serve  # noqa: F401
 
+    return app
+
+
+@app.callback(invoke_without_command=True)
+def _version(version: bool = typer.Option(False, "--version", help="Print vismem's version and exit.")) -> None:
+    if version:
+        from .. import __version__
+
+        print(f"vismem {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback.
+    `argv` defaults to the process's arguments."""
+    load_commands()
     try:
-        app()
+        app(args=argv, prog_name="vismem")
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         sys.exit(EXIT_ERROR)

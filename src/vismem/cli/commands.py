@@ -144,6 +144,7 @@ def add(
     from ..images import find_images
 
     with _open(memdir) as memory:
+        memory.check_writable()
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
         with progress_bar("adding", total) as advance:

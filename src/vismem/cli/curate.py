@@ -4,14 +4,23 @@ calibrate, block, boost, unblock. Each is a thin face over `vismem.curate` / `Me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
+from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
+from ..prune import PruneSettings
+from ..settings import describe
 from . import app, emit, out
 from .commands import JsonFlag, MemDir, _open, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
+
+
+def pruning_option(name: str, flag: str) -> Any:
+    """A prune option whose default and help come from `PruneSettings`."""
+    found = describe(PruneSettings, name)
+    return typer.Option(found["default"], flag, help=found["help"])
 
 
 @app.command()
@@ -41,17 +50,14 @@ def tune(
 @app.command()
 def prune(
     memdir: Path = MemDir,
-    mode: str = typer.Option(..., "--mode", help="soft: scale votes by d/(c+v); hard: drop items with v >= "
-                             "threshold; off: undo pruning."),
+    mode: str = typer.Option(..., "--mode", help=describe(PruneSettings, "mode")["help"]),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
-    threshold: Optional[int] = typer.Option(None, "--threshold", min=1, help="Hard pruning drops items with "
-                                            "v >= this [default: 2; k/2 with --count disagreements]."),
-    c: float = typer.Option(1.0, "--c", help="Soft pruning: factor d/(c+v)."),
-    d: float = typer.Option(1.75, "--d", help="Soft pruning: factor d/(c+v)."),
+    threshold: Optional[int] = typer.Option(None, "--threshold", min=1,
+                                            help=describe(PruneSettings, "threshold")["help"]),
+    c: float = pruning_option("c", "--c"),
+    d: float = pruning_option("d", "--d"),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
-    count: str = typer.Option("wrong-decisions", "--count", help="What v counts: wrong-decisions (votes for the "
-                              "winner of a wrong decision) or disagreements (votes for another label than the "
-                              "query's; better under heavy label noise)."),
+    count: str = pruning_option("count", "--count"),
     json_out: bool = JsonFlag,
 ) -> None:
     """Query the memory against itself (each item left out of its own query), count for
@@ -106,8 +112,8 @@ def suspects(
 @app.command()
 def calibrate(
     memdir: Path = MemDir,
-    tpr: float = typer.Option(0.95, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
-    k: int = typer.Option(1, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
+    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
+    k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
     prototype_weight: float = typer.Option(1.0, "--prototype-weight", min=0.0,
                                            help="Weight of the prototype distance in the score (0 = neighbours only)."),
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),

@@ -114,14 +114,14 @@ class Catalog:
     def add(self, ids: Sequence[int], labels: Sequence[str], sources: Sequence[str],
             weights: Sequence[float], metas: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Append items with ids above every id held (as the store assigns them)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) == 0:
+        new_ids = np.asarray(ids, dtype=np.int64)
+        if len(new_ids) == 0:
             return
-        if (self._n and ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(ids) <= 0):
+        if (self._n and new_ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(new_ids) <= 0):
             raise ValueError("catalog ids must be added in increasing order")
-        n, m = self._n, len(ids)
+        n, m = self._n, len(new_ids)
         self._reserve(n + m)
-        self._ids[n : n + m] = ids
+        self._ids[n : n + m] = new_ids
         self._live[n : n + m] = True
         self._label[n : n + m] = self.labels.codes(labels)
         self._source[n : n + m] = self.sources.codes(sources)
@@ -132,7 +132,7 @@ class Catalog:
             if metas is not None:
                 column[n : n + m] = codes.codes(meta_value_key(meta.get(key)) for meta in metas)
             else:  # values unknown here: read them from the store
-                self._fill_meta(key, ids)
+                self._fill_meta(key, new_ids)
         self._changed()
 
     def remove(self, ids: Iterable[int]) -> None:

@@ -11,12 +11,15 @@ catalog and the index. Reads see other processes' commits after `refresh()`.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import MemoryExistsError, VismemError
+from ..errors import DiskFullError, MemoryExistsError, VismemError
 from ..search.lifecycle import ManagedIndex
 from ..settings import EncoderIdentity, MemorySettings
 from .base import Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page
@@ -24,7 +27,13 @@ from .catalog import Catalog
 from .migrate import upgrade
 from .sqlite import DB_NAME, FORMAT_VERSION, Database
 
+log = logging.getLogger("vismem")
+
 INDEX_SETTINGS = ("index", "target_recall", "float16")
+# Space held back on disk so that a removal can still commit when the disk is full (the
+# removal must log its change first): released on a full disk, re-made when room returns.
+RESERVE_NAME = "space-reserve"
+RESERVE_BYTES = 4 * 2**20
 
 
 class EmbeddedStore:
@@ -45,6 +54,7 @@ class EmbeddedStore:
         self._index = ManagedIndex(self)
         self._unpurged = False
         self._load()
+        self._keep_reserve()
 
     # ---- open / create ---------------------------------------------------------------
 
@@ -159,7 +169,19 @@ class EmbeddedStore:
         return InsertResult(ids, duplicates)
 
     def delete(self, ids: Iterable[int]) -> list[int]:
-        removed = self.db.delete(ids, before=self._catch_up_locked)
+        ids = list(ids)
+        try:
+            removed = self.db.delete(ids, before=self._catch_up_locked)
+        except DiskFullError:
+            if not self._release_reserve():
+                raise
+            log.warning("%s: the disk is full; released the memory's %d MiB reserve to remove items",
+                        self.path, RESERVE_BYTES // 2**20)
+            try:
+                self.db.purge()  # with the reserve gone, the log can move into the database and shrink
+            except VismemError:
+                pass
+            removed = self.db.delete(ids, before=self._catch_up_locked)
         if removed:
             self._unpurged = True  # the database's log still holds older copies of the rows
             self.catalog.remove(removed)
@@ -266,6 +288,29 @@ class EmbeddedStore:
         self.db.purge()
         self._index.scrub()
         self._unpurged = False
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        """Make the free-space reserve if it is missing and the disk has room to spare."""
+        reserve = self.path / RESERVE_NAME
+        if self.read_only or reserve.exists():
+            return
+        try:
+            if shutil.disk_usage(self.path).free < 2 * RESERVE_BYTES:
+                return
+            with open(reserve, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        reserve = self.path / RESERVE_NAME
+        if not reserve.exists():
+            return False
+        reserve.unlink()
+        return True
 
     @property
     def unpurged(self) -> bool:

@@ -154,12 +154,14 @@ class Database:
                 f"memory at {self.directory} is read-only (read-only media or permissions): "
                 "it can be searched and classified, not changed")
 
-    def write(self, what: str, before: Callable[[], None] | None = None) -> "_Write":
+    def write(self, what: str, before: Callable[[], None] | None = None,
+              undone: str = "nothing of it was kept") -> "_Write":
         """A write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, with
-        SQLite's errors turned into ones that say what to do. `what` names the work;
-        `before` runs first inside it, holding the write lock (to catch up with others)."""
+        SQLite's errors turned into ones that say what to do. `what` names the work and
+        `undone` what a failure leaves; `before` runs first inside it, holding the write
+        lock (to catch up with others)."""
         self.check_writable()
-        return _Write(self._db, self.directory, what, before)
+        return _Write(self._db, self.directory, what, before, undone)
 
     def _log(self, op: str, ids: list[int]) -> None:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
@@ -198,7 +200,7 @@ class Database:
         now = time.time()
         ids: list[int] = []
         duplicates: list[tuple[int, int]] = []
-        with self.write(f"adding {len(items)} items", before) as db:
+        with self.write(f"adding {len(items)} items", before, "nothing from the failed batch was kept") as db:
             for position, item in enumerate(items):
                 copy = 0
                 if item.content_hash is not None:
@@ -232,7 +234,7 @@ class Database:
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return []
-        with self.write(f"removing {len(wanted)} items", before) as db:
+        with self.write(f"removing {len(wanted)} items", before, "nothing was removed") as db:
             present = self._existing(wanted)
             for chunk in _chunks(present):
                 db.execute(f"DELETE FROM items WHERE id IN ({_marks(chunk)})", chunk)
@@ -248,7 +250,7 @@ class Database:
             check_label(label)
         if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
             raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
-        with self.write(f"updating {len(ids)} items", before) as db:
+        with self.write(f"updating {len(ids)} items", before, "nothing was changed") as db:
             present = self._existing(ids)
             for chunk in _chunks(present):
                 marks = _marks(chunk)
@@ -439,43 +441,47 @@ def _open_read_only(file: Path) -> sqlite3.Connection:
 
 class _Write:
     def __init__(self, db: sqlite3.Connection, directory: Path, what: str,
-                 before: Callable[[], None] | None) -> None:
+                 before: Callable[[], None] | None, undone: str) -> None:
         self._db, self._directory, self._what, self._before = db, directory, what, before
+        self._undone = undone
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise storage_error(exc, self._directory, self._what) from None
+            raise storage_error(exc, self._directory, self._what, self._undone) from None
         if self._before is not None:
             try:
                 self._before()
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return self._db
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc_type is not None:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
-                raise storage_error(exc, self._directory, self._what) from None
+                raise storage_error(exc, self._directory, self._what, self._undone) from None
             return
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as error:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise storage_error(error, self._directory, self._what) from None
+            raise storage_error(error, self._directory, self._what, self._undone) from None
 
 
-def storage_error(exc: sqlite3.Error, directory: Path, what: str) -> VismemError:
+def storage_error(exc: sqlite3.Error, directory: Path, what: str,
+                  undone: str = "nothing of it was kept") -> VismemError:
     """SQLite's error as one that says what happened to the data and what to do."""
     text = str(exc).lower()
     if "full" in text:
         return DiskFullError(
-            f"disk full while {what} in {directory}; nothing from the failed batch was kept: free "
-            "space on that disk (or remove items: `vismem remove` needs a little free space too)")
+            f"disk full while {what} in {directory}; {undone}: free space on that disk, or remove "
+            "items with `vismem remove` (the memory keeps a small reserve so that removal works on a full disk)")
     if "readonly" in text or "read-only" in text:
         return ReadOnlyMemoryError(f"memory at {directory} is read-only: cannot {what}")
     if "locked" in text or "busy" in text:

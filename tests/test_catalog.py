@@ -1,0 +1,115 @@
+"""The catalog answers filters with array operations, and always as the database would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vismem import Memory
+from vismem.store import Filter
+from vismem.store.catalog import Catalog
+
+LABELS = ["cat", "dog", "owl"]
+SOURCES = ["a", "b"]
+
+
+def test_filters_are_masks_over_columns():
+    c = Catalog()
+    c.add([1, 2, 3, 4], ["cat", "dog", "cat", "owl"], ["a", "a", "b", "b"], [1.0, 0.0, 1.0, 2.0])
+    assert c.ids(Filter.of(labels=["cat", "owl"])).tolist() == [1, 3, 4]
+    assert c.ids(Filter.of(labels=["cat"], sources=["b"])).tolist() == [3]
+    assert c.ids(Filter.of(labels=["never-seen"])).tolist() == []
+    c.set_prune_counts({1: 3, 4: 1})
+    assert c.ids(Filter(max_prune_count=2)).tolist() == [2, 3, 4]
+    c.remove([3])
+    assert c.ids(Filter.of(labels=["cat"])).tolist() == [1] and len(c) == 3
+    c.update([2], label="cat", weight=1.0)
+    assert c.class_counts() == {"cat": 2, "owl": 1}
+    labels, sources, weights, prune, _ = c.columns(np.array([[4, -1, 2]]))
+    assert labels.tolist() == [["owl", None, "cat"]] and weights.tolist() == [[2.0, 0.0, 1.0]]
+    assert prune.tolist() == [[1, 0, 0]]
+
+
+def test_a_selection_is_cached_until_the_next_edit():
+    c = Catalog()
+    c.add([1, 2, 3], ["cat", "dog", "cat"], ["a"] * 3, [1.0] * 3)
+    where = Filter.of(labels=["cat"])
+    first = c.selection(where)
+    assert first is not None and first is c.selection(where) and first.ids.tolist() == [1, 3]
+    assert c.selection(None) is None and c.selection(Filter.of(labels=["cat", "dog"])) is None  # everything
+    c.add([4], ["cat"], ["a"], [1.0])
+    second = c.selection(where)
+    assert second is not first and second.ids.tolist() == [1, 3, 4] and second.key != first.key
+
+
+def test_removed_rows_are_reclaimed_in_bulk():
+    c = Catalog()
+    n = 5000
+    c.add(list(range(1, n + 1)), [LABELS[i % 3] for i in range(n)], ["a"] * n, [1.0] * n)
+    c.remove(range(1, 2001))  # past the dead-row share: compacted
+    assert len(c) == 3000 and c._n == 3000 and c.ids().tolist() == list(range(2001, n + 1))
+    assert c.ids(Filter.of(labels=["cat"])).tolist() == [i for i in range(2001, n + 1) if (i - 1) % 3 == 0]
+
+
+edit = st.one_of(
+    st.tuples(st.just("add"), st.lists(st.tuples(st.sampled_from(LABELS), st.sampled_from(SOURCES),
+                                                 st.integers(0, 3)), min_size=1, max_size=6)),
+    st.tuples(st.just("remove"), st.lists(st.integers(0, 40), max_size=4)),
+    st.tuples(st.just("relabel"), st.lists(st.integers(0, 40), max_size=4), st.sampled_from(LABELS)),
+    st.tuples(st.just("prune"), st.dictionaries(st.integers(0, 40), st.integers(0, 4), max_size=8)),
+)
+query = st.builds(Filter.of, labels=st.none() | st.lists(st.sampled_from(LABELS + ["emu"]), max_size=2),
+                  sources=st.none() | st.lists(st.sampled_from(SOURCES), max_size=1),
+                  where=st.none() | st.dictionaries(st.just("tag"), st.integers(0, 3), max_size=1),
+                  max_prune_count=st.none() | st.integers(1, 3))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(edit, max_size=8), queries=st.lists(query, min_size=1, max_size=4))
+def test_the_catalog_agrees_with_the_database(tmp_path_factory, edits, queries):
+    """Random edits through a real memory; every filter the catalog answers with arrays
+    selects exactly the rows a SQL query over the database selects."""
+    rng = np.random.default_rng(0)
+    with Memory.create(tmp_path_factory.mktemp("cat") / "m", encoder=None, dim=4) as memory:
+        for step in edits:
+            live = memory.ids()
+            pick = (lambda ks: [live[k % len(live)] for k in ks]) if live else (lambda ks: [])
+            if step[0] == "add":
+                rows = step[1]
+                memory.add_vectors(rng.standard_normal((len(rows), 4)) + 0.1, [r[0] for r in rows],
+                                   sources=[r[1] for r in rows], metas=[{"tag": r[2]} for r in rows])
+            elif step[0] == "remove":
+                memory.remove(pick(step[1]))
+            elif step[0] == "relabel":
+                memory.relabel(pick(step[1]), step[2])
+            else:
+                memory.set_prune_counts({pick([k])[0]: v for k, v in step[1].items()} if live else {})
+            for where in queries:  # after every edit: columns built early are kept in step
+                assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where)
+
+
+@pytest.mark.parametrize("value", [1, 1.0, True, "1", [1, 2], {"a": 1}])
+def test_metadata_values_compare_as_sqlite_does(tmp_path, value):
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"v": value}, {"v": "other"}])
+        where = Filter.of(where={"v": value})
+        assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where) == [1]
+
+
+def test_another_writer_edits_reach_this_catalog_through_the_log(tmp_path):
+    path = tmp_path / "m"
+    rng = np.random.default_rng(1)
+    with Memory.create(path, encoder=None, dim=3) as writer, Memory.open(path) as reader:
+        ids = writer.add_vectors(rng.standard_normal((6, 3)), LABELS * 2, metas=[{"tag": i % 2} for i in range(6)])
+        tagged = Filter.of(where={"tag": 1})
+        assert reader.ids(where={"tag": 1}) == ids[1::2]  # builds the metadata column now
+        writer.add_vectors(rng.standard_normal((2, 3)), ["emu", "emu"], metas=[{"tag": 1}, {"tag": 0}])
+        writer.relabel(ids[:2], "emu")
+        writer.set_prune_counts({ids[2]: 3})
+        writer.remove([ids[5]])
+        for where in (tagged, Filter.of(labels=["emu"]), Filter(max_prune_count=2), None):
+            reader.refresh()
+            assert reader.store.catalog.ids(where).tolist() == writer.store.db.ids_where(where)
+        assert reader.items([ids[0]])[0].relabelled_from == "cat"

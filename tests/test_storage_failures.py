@@ -1,0 +1,230 @@
+"""What real storage does to a memory: several writers at once, read-only media, a full
+disk. Each runs the real CLI in real processes on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vismem import Memory
+from vismem.datasets import load_digits_images, write_image_folder
+from vismem.errors import InvalidInputError
+
+from conftest import json_lines
+
+ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+
+
+def _can(*command: str) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+CAN_MOUNT = ROOT and shutil.which("unshare") is not None and _can("unshare", "-m", "true")
+needs_mounts = pytest.mark.skipif(not CAN_MOUNT, reason="needs root and `unshare -m` (private mounts)")
+
+
+def in_private_mounts(script: str, **variables: object) -> subprocess.CompletedProcess:
+    """Run a shell script in a private mount namespace (its mounts vanish with it), with
+    $PYTHON and the given variables set."""
+    return shell(script, private_mounts=True, **variables)
+
+
+def shell(script: str, *, private_mounts: bool = False, **variables: object) -> subprocess.CompletedProcess:
+    command = ["unshare", "-m", "sh", "-ec", script] if private_mounts else ["sh", "-ec", script]
+    env = {**os.environ, "PYTHON": sys.executable, **{k: str(v) for k, v in variables.items()}}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def digit_images(tmp_path_factory) -> Path:
+    """300 distinct real digit images, labelled by subfolder."""
+    images, labels = load_digits_images()
+    root = tmp_path_factory.mktemp("digits300")
+    return write_image_folder(root / "all", images, labels, np.arange(300))
+
+
+def folder_of(source: Path, dest: Path, files: list[Path]) -> Path:
+    for f in files:
+        target = dest / f.parent.name / f.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, target)
+    return dest
+
+
+def live_hashes(memdir: Path) -> list[str]:
+    db = sqlite3.connect(memdir / "memory.sqlite")
+    try:
+        return [row[0] for row in db.execute("SELECT content_hash FROM items")]
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writers", [2, 4])
+def test_concurrent_writers_add_each_image_once(tmp_path, digit_images, cli, writers):
+    files = sorted(digit_images.rglob("*.png"))
+    first = folder_of(digit_images, tmp_path / "first", files[:200])
+    second = folder_of(digit_images, tmp_path / "second", files[100:])  # overlaps the first by 100
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    folders = [first, first] if writers == 2 else [first, first, second, second]
+    runs = [subprocess.Popen([sys.executable, "-m", "vismem", "add", str(memdir), str(folder), "--batch-size", "16",
+                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for folder in folders]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [o[1][-500:] for o in outputs]
+    distinct = 200 if writers == 2 else 300
+    hashes = live_hashes(memdir)
+    assert len(hashes) == len(set(hashes)) == distinct  # no duplicate content, nothing lost
+    summaries = [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    assert sum(s["added"] for s in summaries) == distinct
+    assert all(s["added"] + s["skipped"] == 200 for s in summaries)  # every image accounted for
+    assert all(s["items"] >= s["added"] for s in summaries)  # summaries describe the memory after commit
+    info = json_lines(cli("info", memdir, "--json", check=True))[0]
+    assert info["items"] == distinct and info["index"]["warning"] is None
+    assert info["index"]["quality"] is None or info["index"]["quality"]["recall"] == 1.0
+
+
+def test_zero_vectors_are_refused_with_nothing_stored(tmp_path):
+    with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
+        vectors = np.eye(4, dtype=np.float32)
+        vectors[2] = 0
+        with pytest.raises(InvalidInputError, match="all zeros.*row 2"):
+            memory.add_vectors(vectors, ["a"] * 4)
+        assert len(memory) == 0
+
+
+def test_cli_refuses_zero_vectors(tmp_path, cli):
+    memdir = tmp_path / "m"
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
+    (tmp_path / "y.txt").write_text("a\nb\nc\n")
+    result = cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.txt")
+    assert result.returncode == 1 and result.stderr.startswith("error: vectors must not be all zeros")
+    assert json_lines(cli("info", memdir, "--json", check=True))[0]["items"] == 0
+
+
+@pytest.fixture
+def small_memory(tmp_path, digit_images, cli) -> tuple[Path, Path]:
+    """An HNSW memory of 40 digits, closed, and one query image."""
+    files = sorted(digit_images.rglob("*.png"))
+    images = folder_of(digit_images, tmp_path / "images", files[:40])
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
+    cli("add", memdir, images, check=True)
+    return memdir, files[0]
+
+
+READS = """
+$PYTHON -m vismem info "$M" --json > "$OUT/info.json"
+$PYTHON -m vismem classify "$M" "$Q" --json > "$OUT/classify.json"
+$PYTHON -m vismem search "$M" "$Q" -k 3 --json > "$OUT/search.json"
+$PYTHON -m vismem eval "$M" "$IMAGES" --json > "$OUT/eval.json"
+set +e
+$PYTHON -m vismem add "$M" "$Q" --label new 2> "$OUT/add.err"; echo $? > "$OUT/add.rc"
+$PYTHON -m vismem remove "$M" --label 0 2> "$OUT/remove.err"; echo $? > "$OUT/remove.rc"
+"""
+
+
+def check_read_only_run(out: Path, result: subprocess.CompletedProcess, memdir: Path) -> None:
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = json.loads((out / "info.json").read_text())
+    assert info["items"] == 40 and info["read_only"] is True
+    assert json.loads((out / "classify.json").read_text())["label"] is not None
+    assert len(json.loads((out / "search.json").read_text())["neighbors"]) == 3
+    assert json.loads((out / "eval.json").read_text())["total"] == 40
+    for verb in ("add", "remove"):
+        assert (out / f"{verb}.rc").read_text().strip() == "1"
+        message = (out / f"{verb}.err").read_text()
+        assert message.startswith("error: memory at") and "is read-only" in message, message
+        assert "Traceback" not in message
+
+
+@needs_mounts
+def test_a_memory_on_a_read_only_mount_reads_and_refuses_writes(tmp_path, small_memory):
+    memdir, query = small_memory
+    mount, out = tmp_path / "ro", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    script = f'mount --bind "{memdir}" "{mount}"; mount -o remount,bind,ro "{mount}"\n' + READS
+    result = in_private_mounts(script, M=mount, Q=query, OUT=out, IMAGES=memdir.parent / "images")
+    check_read_only_run(out, result, memdir)
+
+
+@needs_mounts
+def test_an_immutable_memory_reads_and_refuses_writes(tmp_path, small_memory):
+    memdir, query = small_memory
+    if not _can("chattr", "+i", str(memdir)):
+        pytest.skip("needs chattr +i (a file system with immutable files, and CAP_LINUX_IMMUTABLE)")
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        subprocess.run(["chattr", "-R", "+i", str(memdir)], check=True)
+        result = shell(READS, M=memdir, Q=query, OUT=out, IMAGES=memdir.parent / "images")
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(memdir)], check=True)
+    check_read_only_run(out, result, memdir)
+
+
+FILL = """
+import sys
+import numpy as np
+from vismem import Memory
+from vismem.errors import DiskFullError
+memory = Memory.create(sys.argv[1], encoder=None, dim=1024)
+rng = np.random.default_rng(0)
+batches = 0
+try:
+    while True:
+        memory.add_vectors(rng.standard_normal((200, 1024)).astype("float32"), [f"c{batches % 5}"] * 200)
+        batches += 1
+except DiskFullError as exc:
+    print(batches, exc, sep="\\n")
+memory.close()
+"""
+
+
+@pytest.mark.slow
+@needs_mounts
+def test_a_full_disk_keeps_committed_batches_and_removal_still_works(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    (tmp_path / "fill.py").write_text(FILL)
+    script = f"""
+mount -t tmpfs -o size=20m tmpfs "{mount}"
+$PYTHON "{tmp_path}/fill.py" "{mount}/m" > "{tmp_path}/fill.out"
+set +e
+$PYTHON -m vismem add-vectors "{mount}/m" --vectors "{tmp_path}/more.npy" --labels "{tmp_path}/more.txt" \
+    2> "{tmp_path}/add.err"; echo $? > "{tmp_path}/add.rc"
+set -e
+$PYTHON -m vismem remove "{mount}/m" --label c1 --json > "{tmp_path}/remove.json"
+$PYTHON -m vismem info "{mount}/m" --json > "{tmp_path}/info.json"
+$PYTHON -c "import sqlite3; print(sqlite3.connect('{mount}/m/memory.sqlite').execute('pragma integrity_check').fetchone()[0])" \
+    > "{tmp_path}/integrity.txt"
+"""
+    np.save(tmp_path / "more.npy", np.random.default_rng(1).standard_normal((300, 1024)).astype(np.float32))
+    (tmp_path / "more.txt").write_text("x\n" * 300)
+    result = in_private_mounts(script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    batches, message = (tmp_path / "fill.out").read_text().splitlines()[:2]
+    assert int(batches) >= 5
+    assert message.startswith("disk full while adding 200 items") and "nothing from the failed batch was kept" in message
+    add_error = (tmp_path / "add.err").read_text()
+    assert (tmp_path / "add.rc").read_text().strip() == "1", add_error
+    assert add_error.startswith("error: disk full while adding 300 items") and "Traceback" not in add_error
+    removed = json.loads((tmp_path / "remove.json").read_text())
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert removed["removed"] == 200 * sum(b % 5 == 1 for b in range(int(batches)))  # on a full disk
+    assert info["items"] == 200 * int(batches) - removed["removed"]  # committed batches all kept
+    assert (tmp_path / "integrity.txt").read_text().strip() == "ok"
