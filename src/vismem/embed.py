@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from .encoders import Encoder
+from .encoders import Encoder, Preprocessing
 from .images import (
     DEFAULT_MAX_PIXELS,
     ImageFile,
@@ -93,15 +93,16 @@ def prepare_bytes(
     digest = content_hash(data)
     if known_hashes is not None and digest in known_hashes:
         return PreparedImage(file, digest, known_as=known_hashes[digest])
-    draft = encoder.preprocessing.resize_size * 2
-    image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
-    return PreparedImage(
-        file,
-        digest,
-        pixels=encoder.preprocessing.apply(image),
-        thumbnail=thumbnail_jpeg(image) if thumbnails else None,
-        size=image.size,
-    )
+    pixels, thumbnail, size = decode_pixels(data, encoder.preprocessing, thumbnails, max_pixels)
+    return PreparedImage(file, digest, pixels=pixels, thumbnail=thumbnail, size=size)
+
+
+def decode_pixels(
+    data: bytes, preprocessing: Preprocessing, thumbnails: bool, max_pixels: int
+) -> tuple[np.ndarray, bytes | None, tuple[int, int]]:
+    """Decode one image and preprocess it: (pixels, thumbnail or None, decoded size)."""
+    image = decode_image(data, max_pixels=max_pixels, draft_size=preprocessing.resize_size * 2)
+    return preprocessing.apply(image), thumbnail_jpeg(image) if thumbnails else None, image.size
 
 
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

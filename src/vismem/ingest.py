@@ -73,24 +73,39 @@ class Ingestor:
         for key in meta or {}:
             check_meta_key(key)  # before any image is encoded
         report = AddReport()
-        files: list[tuple[ImageFile, str]] = []
-        for root in paths:
-            found, skipped = find_images([root], label=label)
-            report.skipped += skipped
-            files += [(f, source if source is not None else str(root)) for f in found]
+        files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}
         for chunk, prepared, skipped in prepare_in_batches(
                 [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
                 lookup_hashes=self.store.known_hashes, thumbnails=True, max_pixels=max_pixels):
             report.skipped += skipped
-            done = self._insert(prepared, encode_prepared(self.encoder, prepared),
-                                lambda p: source_of[id(p.file)], allow_duplicates, meta=meta, keep_paths=True)
+            done = self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
+                                       lambda p: source_of[id(p.file)], allow_duplicates=allow_duplicates, meta=meta)
             report.merge(done)
             if on_commit and done.added:
                 on_commit(done.added)
             if progress:
                 progress(len(chunk))
         return report
+
+    @staticmethod
+    def files(paths: Sequence[str | Path], *, label: str | None, source: str | None,
+              report: AddReport) -> list[tuple[ImageFile, str]]:
+        """The image files under `paths` with the source each takes (default: the path given);
+        files that cannot be labelled go to `report` as skipped."""
+        files: list[tuple[ImageFile, str]] = []
+        for root in paths:
+            found, skipped = find_images([root], label=label)
+            report.skipped += skipped
+            files += [(f, source if source is not None else str(root)) for f in found]
+        return files
+
+    def commit_encoded(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
+                       source_of: Callable[[PreparedImage], str], *, allow_duplicates: bool = False,
+                       meta: Mapping[str, Any] | None = None) -> AddReport:
+        """Commit image files prepared and encoded (here, or on a Ray cluster) in one
+        transaction; `vectors` has a row per prepared image that carries no `known_as`."""
+        return self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
 
     def add_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
                   allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:

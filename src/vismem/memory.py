@@ -121,6 +121,26 @@ class Memory:
         """Open an existing memory; raises MemoryNotFoundError if there is none."""
         return cls(open_store(location))
 
+    @classmethod
+    def import_parquet(cls, path: str | Path, location: str | Path, *,
+                       progress: Progress | None = None) -> Memory:
+        """Create a memory at `location` from a `vismem export` file: the same items (new
+        ids), vectors, labels and history, settings and encoder, so it decides the same.
+        Streams the file in batches; `progress(n)` after each batch of n items."""
+        from .transfer import import_store
+
+        return cls(import_store(path, location, progress=progress))
+
+    def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
+                       progress: Progress | None = None) -> int:
+        """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
+        at a time, so a memory larger than RAM can move to another home. Returns the
+        number of items written."""
+        from .transfer import export_store
+
+        self._catch_up()
+        return export_store(self.store, path, thumbnails=thumbnails, progress=progress)
+
     def close(self) -> None:
         """Save derived state, purge removed bytes, and close the store."""
         self.store.close()
@@ -276,6 +296,7 @@ class Memory:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
         on_commit: Callable[[list[int]], None] | None = None,
+        ray: str | None = None,
     ) -> AddReport:
         """Add image files and folders (class-subfolder layout gives labels).
 
@@ -288,8 +309,19 @@ class Memory:
         would only vote twice); with `allow_duplicates` it is added again, reusing the
         stored vector. `progress(n)` is called as n more files are done; `on_commit(ids)`
         after each committed batch.
+
+        `ray` reads, decodes and encodes on a Ray cluster instead of here ("local" starts
+        one for this call; "auto", "HOST:PORT" or "ray://HOST:PORT" joins one), with the
+        same result; see `vismem.ingest_ray`.
         """
         self._catch_up()
+        if ray is not None:
+            from .ingest_ray import add_files_on_ray
+
+            return add_files_on_ray(
+                self._ingestor(), [Path(p) for p in paths], address=ray, label=label, source=source,
+                batch_size=batch_size, allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,
+                progress=progress, on_commit=on_commit)
         return self._ingestor().add_files(
             [Path(p) for p in paths], label=label, source=source, batch_size=batch_size,
             allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels, progress=progress,

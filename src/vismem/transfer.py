@@ -28,13 +28,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from .errors import InvalidInputError, VismemError
+from .settings import EncoderIdentity, MemorySettings
+
+if TYPE_CHECKING:
+    from .store import Item, NewItem, Store
 
 FORMAT_NAME = "vismem-memory"
 FORMAT_VERSION = 1
@@ -200,3 +205,90 @@ def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[
     with pq.ParquetFile(path) as file:
         for batch in file.iter_batches(batch_size=batch_size):
             yield from_batch(batch)
+
+
+# ---- a memory's store <-> an export ---------------------------------------------------------
+
+def rows_of(items: list[Item], vectors: np.ndarray, thumbnails: list[bytes | None] | None = None) -> Rows:
+    """Items (with their vectors, in the same order) as a batch of rows."""
+    return Rows(
+        ids=np.asarray([i.id for i in items], dtype=np.int64), vectors=vectors,
+        labels=[i.label for i in items], sources=[i.source for i in items], paths=[i.path for i in items],
+        content_hashes=[i.content_hash for i in items], weights=np.asarray([i.weight for i in items], np.float64),
+        metas=[i.meta for i in items], added_at=np.asarray([i.added_at for i in items], np.float64),
+        relabelled_from=[i.relabelled_from for i in items],
+        prune_counts=np.asarray([i.prune_count for i in items], np.int64), thumbnails=thumbnails)
+
+
+def new_items(rows: Rows) -> list[NewItem]:
+    """Rows as items to insert. A relabelled item goes in under its original label, so the
+    relabel that follows (`relabels`) leaves the same history as in the source."""
+    from .store import NewItem
+
+    thumbs = rows.thumbnails or [None] * len(rows)
+    return [NewItem(vector=rows.vectors[k], label=rows.relabelled_from[k] or rows.labels[k], source=rows.sources[k],
+                    path=rows.paths[k], content_hash=rows.content_hashes[k], meta=rows.metas[k], thumbnail=thumbs[k],
+                    weight=float(rows.weights[k]), added_at=float(rows.added_at[k])) for k in range(len(rows))]
+
+
+def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, batch: int = DEFAULT_BATCH,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """Write every item of a store to a Parquet file, `batch` items at a time (bounded
+    memory); returns how many. With `thumbnails`, each item's JPEG goes along."""
+
+    def batches() -> Iterator[Rows]:
+        for ids, vectors in store.vector_chunks(batch):
+            items = store.items(ids.tolist())
+            if len(items) != len(ids):  # removed meanwhile by another process
+                keep = {i.id for i in items}
+                chosen = np.asarray([int(i) in keep for i in ids])
+                ids, vectors = ids[chosen], vectors[chosen]
+            thumbs = [store.thumbnail(int(i)) for i in ids] if thumbnails else None
+            yield rows_of(items, vectors, thumbs)
+            if progress:
+                progress(len(items))
+
+    header = {"encoder": store.identity.to_dict(), "settings": store.settings().to_dict(),
+              "exported_from": store.location, "exported_at": time.time()}
+    return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails)
+
+
+def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT_BATCH,
+                 progress: Callable[[int], None] | None = None) -> Store:
+    """Create a memory at `location` (a directory or another home's URI) holding exactly
+    the export's items, settings and encoder identity; returns its store, open.
+
+    Items get new ids. Copies of one image in the export stay copies. An interrupted
+    import leaves a partial memory at `location`: remove it and import again.
+    """
+    from .store import create_store
+
+    header, _ = read_header(path)
+    identity = EncoderIdentity(**header["encoder"])
+    store = create_store(location, identity, MemorySettings.from_dict(header["settings"]))
+    try:
+        counts: dict[int, int] = {}
+        for rows in read_parquet(path, batch):
+            if rows.vectors.shape[1] != identity.dim:
+                raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
+            ids = store.insert(new_items(rows), allow_duplicates=True).ids
+            for label, chosen in relabels(rows, ids).items():
+                store.update(chosen, label=label)
+            counts.update((i, int(v)) for i, v in zip(ids, rows.prune_counts, strict=True) if v)
+            if progress:
+                progress(len(rows))
+        if counts:
+            store.set_prune_counts(counts)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def relabels(rows: Rows, ids: list[int]) -> dict[str, list[int]]:
+    """Current label -> new ids of the rows that were relabelled to it."""
+    found: dict[str, list[int]] = {}
+    for k, item_id in enumerate(ids):
+        if rows.relabelled_from[k]:
+            found.setdefault(rows.labels[k], []).append(item_id)
+    return found

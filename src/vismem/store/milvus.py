@@ -482,7 +482,8 @@ class MilvusStore:
         # microsecond apart in input order: their random ids say nothing about order.
         rows = [{"id": ids[position], "vector": np.asarray(item.vector, dtype=np.float32), "label": item.label,
                  "source": item.source, "path": item.path or "", "content_hash": item.content_hash or "",
-                 "weight": float(item.weight), "meta": item.meta, "added_at": now + k * 1e-6,
+                 "weight": float(item.weight), "meta": item.meta,
+                 "added_at": now + k * 1e-6 if item.added_at is None else item.added_at,
                  "relabelled_from": "", "prune_count": 0} for k, (position, item) in enumerate(accepted)]
         for start in range(0, len(rows), ROWS_PER_CALL):
             chunk = rows[start : start + ROWS_PER_CALL]
