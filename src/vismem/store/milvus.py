@@ -66,6 +66,7 @@ THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3 - 6  # JPEG bytes whose base64, quoted, f
 ROWS_PER_CALL = 5000        # rows per insert/upsert call (~10 MB of 512-d vectors)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
 TOKENS_KEPT = 4096
+COMPACTION_EVERY = 60.0     # seconds between compaction requests of one process
 PAGE = 16384                # Milvus's largest query window (offset + limit)
 STRONG, BOUNDED = "Strong", "Bounded"
 ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
@@ -73,8 +74,6 @@ ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta"
 VOTE_FIELDS = ["label", "source", "weight", "prune_count", "relabelled_from"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 
-# pymilvus logs every failed call at ERROR level before raising; we raise one clear error.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 # ---- pure parts: locations, filters, indexes ---------------------------------------------
@@ -227,6 +226,14 @@ def _closed_on_error(client: Any, location: MilvusLocation, doing: str) -> Itera
         raise _milvus_error(location, exc, doing) from exc
 
 
+def _quiet_pymilvus() -> None:
+    """pymilvus logs every failed call before raising (we raise one clear error) and warns
+    that a 2.3 server gives its query iterators no snapshot time (they use the client's
+    clock; see docs/milvus.md). It sets its loggers' levels when imported: so, after."""
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _milvus_error(location: MilvusLocation, exc: Exception, doing: str) -> VismemError:
     message = getattr(exc, "message", None) or str(exc)
     if "connect" in message.lower() or "unavailable" in message.lower() or "timeout" in message.lower():
@@ -241,6 +248,7 @@ class MilvusStore:
     """A memory in a Milvus collection (see the module docstring for the guarantees)."""
 
     def __init__(self, location: MilvusLocation, client: Any, config: dict[str, Any]) -> None:
+        _quiet_pymilvus()
         self.where = location
         self.location = str(location)
         self._client = client
@@ -255,6 +263,7 @@ class MilvusStore:
         self._tokens_seen: dict[str, None] = {}
         self._count = 0
         self._deleted_since_compaction = False
+        self._last_compaction = -math.inf
         self._load()
 
     # ---- open / create ---------------------------------------------------------------
@@ -265,6 +274,7 @@ class MilvusStore:
             from pymilvus import MilvusClient
         except ImportError as exc:
             raise VismemError('a Milvus memory needs pymilvus: pip install "vismem[milvus]"') from exc
+        _quiet_pymilvus()
         try:
             return MilvusClient(uri=location.uri, token=location.token or "", timeout=15)
         except Exception as exc:  # pymilvus raises its own types, and grpc's
@@ -272,13 +282,14 @@ class MilvusStore:
 
     @classmethod
     def create(cls, location: str, identity: EncoderIdentity, settings: MemorySettings, *,
-               thumbnails: bool | None = None) -> MilvusStore:
+               thumbnails: bool | None = None, client: Any = None) -> MilvusStore:
         """Make the two collections, their indexes and the config row (written last, so
-        an interrupted create never looks like a memory)."""
+        an interrupted create never looks like a memory). `client`: a connected pymilvus
+        `MilvusClient` to use instead of connecting to the location's server (milvus-lite)."""
         where = MilvusLocation.parse(location)
         if thumbnails is None:
             thumbnails = parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
-        client = cls._connect(where)
+        client = client or cls._connect(where)
         with _closed_on_error(client, where, f"creating {where.collection}"):
             for name in (where.collection, where.side):
                 if client.has_collection(name):
@@ -295,9 +306,9 @@ class MilvusStore:
         return cls(where, client, config)
 
     @classmethod
-    def open(cls, location: str) -> MilvusStore:
+    def open(cls, location: str, *, client: Any = None) -> MilvusStore:
         where = MilvusLocation.parse(location)
-        client = cls._connect(where)
+        client = client or cls._connect(where)
         with _closed_on_error(client, where, f"opening {where.collection}"):
             if not client.has_collection(where.side) or not client.has_collection(where.collection):
                 raise MemoryNotFoundError(f"no memory at {where}: create one with `vismem create {where}`")
@@ -744,12 +755,14 @@ class MilvusStore:
         return True
 
     def purge(self) -> None:
-        """Ask Milvus to compact away deleted rows. It returns at once; the bytes leave the
-        server's storage when compaction and garbage collection have run."""
-        if self._deleted_since_compaction:
+        """Ask Milvus to compact away deleted rows (at most once a minute per process: a
+        service purges after every removal, and each request flushes). It returns at once;
+        the bytes leave the server's storage when compaction and garbage collection ran."""
+        if self._deleted_since_compaction and time.monotonic() - self._last_compaction >= COMPACTION_EVERY:
             self._call("flushing", self._client.flush, self.where.collection)
             self._call("requesting compaction", self._client.compact, self.where.collection)
             self._deleted_since_compaction = False
+            self._last_compaction = time.monotonic()
 
     def compact(self) -> dict[str, Any]:
         """Flush, compact and wait for the compaction to finish."""
