@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import json_lines
+from test_store_contract import _eventually
 from test_service_api import start_server, stop_server
 from vismem import Memory
 from vismem.store import Filter
@@ -176,8 +177,9 @@ def test_two_services_over_one_collection_see_each_others_edits(milvus_location,
                             data={"label": "query-itself"}, headers=auth, timeout=60)
         assert upload.status_code == 201, upload.text
         assert nearest(url_one)[0]["label"] == "query-itself" and nearest(url_one)[0]["distance"] < 1e-5
-        count = httpx.get(url_one + "/stats", headers=auth, timeout=60).json()["items"]
-        assert count == 24   # 24 - 1 removed + 1 uploaded, seen by the other process
+        # counts are cached per process and follow other processes' edits within seconds
+        counted = lambda: httpx.get(url_one + "/stats", headers=auth, timeout=60).json()["items"] == 24  # noqa: E731
+        assert _eventually(counted)   # 24 - 1 removed + 1 uploaded, seen by the other process
     finally:
         stop_server(one)
         stop_server(two)

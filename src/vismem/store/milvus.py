@@ -43,6 +43,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -68,7 +69,9 @@ IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
 TOKENS_KEPT = 4096
 COMPACTION_EVERY = 60.0     # seconds between compaction requests of one process
 PAGE = 16384                # Milvus's largest query window (offset + limit)
-STRONG, BOUNDED = "Strong", "Bounded"
+STRONG, SESSION, BOUNDED = "Strong", "Session", "Bounded"
+REMEMBER_DELETES = 30.0     # seconds this process hides its own deletes from Session reads
+STALE_CHECK_EVERY = 1.0     # seconds between reads of the change token
 ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
                "relabelled_from", "prune_count"]
 VOTE_FIELDS = ["label", "source", "weight", "prune_count", "relabelled_from"]
@@ -264,6 +267,10 @@ class MilvusStore:
         self._count = 0
         self._deleted_since_compaction = False
         self._last_compaction = -math.inf
+        self._deleted: dict[int, float] = {}   # ids this process deleted lately -> when
+        self._checked = -math.inf              # when the change token was last read
+        self._news = False                     # it showed another process's change, not yet loaded
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vismem-milvus")
         self._load()
 
     # ---- open / create ---------------------------------------------------------------
@@ -547,28 +554,45 @@ class MilvusStore:
         return losers
 
     def delete(self, ids: Iterable[int]) -> list[int]:
+        """Delete items; returns those that were there. Which were there is read while the
+        deletes run (deleting an absent id does nothing), so a removal costs one round
+        trip: at Session consistency, which sees this process's inserts, minus the ids it
+        deleted lately (Milvus's Session reads do not see one's own deletes at once)."""
         wanted = sorted({int(i) for i in ids})
-        present = self._existing(wanted)
-        if present:
-            self._delete_rows(present)
-            self._touch()
+        if not wanted:
+            return []
+        there = self._pool.submit(self._existing, wanted, SESSION)
+        jobs = [self._pool.submit(self._delete_chunk, wanted[start : start + IDS_PER_QUERY])
+                for start in range(0, len(wanted), IDS_PER_QUERY)]
+        jobs.append(self._pool.submit(self._touch))
+        for job in jobs:
+            job.result()
+        present = [i for i in there.result() if i not in self._deleted]
+        now = time.monotonic()
+        self._deleted.update((i, now) for i in wanted)
+        self._deleted = {i: t for i, t in self._deleted.items() if now - t < REMEMBER_DELETES}
+        self._count -= len(present)
+        self._deleted_since_compaction = True
         return present
+
+    def _delete_chunk(self, ids: list[int]) -> None:
+        self._call(f"removing {len(ids)} items", self._client.delete, self.where.collection,
+                   filter=ids_expression(ids))
+        if self.capabilities.thumbnails:
+            self._call("removing thumbnails", self._client.delete, self.where.side,
+                       filter=f"key in [{', '.join(literal(f't{i}') for i in ids)}]")
 
     def _delete_rows(self, ids: list[int]) -> None:
         for start in range(0, len(ids), IDS_PER_QUERY):
-            chunk = ids[start : start + IDS_PER_QUERY]
-            self._call(f"removing {len(chunk)} items", self._client.delete, self.where.collection,
-                       filter=ids_expression(chunk))
-            if self.capabilities.thumbnails:
-                self._call("removing thumbnails", self._client.delete, self.where.side,
-                           filter=f"key in [{', '.join(literal(f't{i}') for i in chunk)}]")
-            self._count -= len(chunk)
+            self._delete_chunk(ids[start : start + IDS_PER_QUERY])
+        self._count -= len(ids)
         self._deleted_since_compaction = True
 
-    def _existing(self, ids: Sequence[int]) -> list[int]:
+    def _existing(self, ids: Sequence[int], level: str = STRONG) -> list[int]:
         found: list[int] = []
         for start in range(0, len(ids), IDS_PER_QUERY):
-            found += [int(r["id"]) for r in self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"])]
+            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"], level=level)
+            found += [int(r["id"]) for r in rows]
         return sorted(found)
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
@@ -661,8 +685,11 @@ class MilvusStore:
         else:
             unique = sorted({int(i) for i in ids})
             parts = []
+            # An id's vector never changes: this process's view (Session) is enough.
+            unique = [i for i in unique if i not in self._deleted]
             for start in range(0, len(unique), IDS_PER_QUERY):
-                rows = self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "vector"])
+                rows = self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "vector"],
+                                   level=SESSION)
                 rows.sort(key=lambda r: int(r["id"]))
                 parts.append(_vector_rows(rows, self.dim))
         if not parts:
@@ -742,16 +769,22 @@ class MilvusStore:
     # ---- lifecycle -------------------------------------------------------------------
 
     def is_stale(self) -> bool:
-        """True when another process changed the memory (seen within Milvus's bounded
-        staleness: its change token is read at Bounded consistency, which may still show
-        a token this process has already seen; only an unseen one means news)."""
+        """True when another process changed the memory, as seen within Milvus's bounded
+        staleness: the change token is read at Bounded consistency (which may still show a
+        token this process has seen; only an unseen one is news), at most once a second."""
+        now = time.monotonic()
+        if self._news or now - self._checked < STALE_CHECK_EVERY:
+            return self._news
+        self._checked = now
         token = self._side_values(["token"], BOUNDED).get("token")
-        return token is not None and token not in self._tokens_seen
+        self._news = token is not None and token not in self._tokens_seen
+        return self._news
 
     def refresh(self) -> bool:
         if not self.is_stale():
             return False
         self._load()
+        self._news = False
         return True
 
     def purge(self) -> None:
@@ -806,6 +839,7 @@ class MilvusStore:
         try:
             self.purge()
         finally:
+            self._pool.shutdown()
             self._client.close()
 
 
