@@ -119,11 +119,6 @@ WITH_MILVUS = Path(__file__).resolve().parents[1] / ".ci" / "with-milvus"
 SERVER_MARKERS = ("milvus", "ray")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "milvus: needs the Milvus server that .ci/with-milvus starts")
-    config.addinivalue_line("markers", "ray: starts a Ray cluster; runs only in a private network namespace")
-
-
 def _why_not_here() -> str | None:
     found = subprocess.run([sys.executable, str(WITH_MILVUS), "--check"], capture_output=True,
                            text=True, check=False)

@@ -94,7 +94,9 @@ class MilvusLocation:
 
     @classmethod
     def parse(cls, text: str) -> MilvusLocation:
-        """>>> MilvusLocation.parse("milvus://db.example:19530/pets").uri
+        """Read a location; the port defaults to Milvus's 19530.
+
+        >>> MilvusLocation.parse("milvus://db.example/pets").uri
         'http://db.example:19530'
         """
         parts = urlsplit(text)
