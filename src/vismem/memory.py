@@ -231,12 +231,13 @@ class Memory:
     # ---- the one commit path -----------------------------------------------------------
 
     def _commit(self, write: Callable[[Store], Any], *, added: bool = False,
-                touched: Sequence[int] = (), reset: bool = False) -> Any:
+                touched: Sequence[int] = (), removed: bool = False, reset: bool = False) -> Any:
         """Make one change: the store first, then the prototypes.
 
         `touched` are ids whose membership of the prototypes may change (removed or
         updated): their vectors are taken out before the write and put back after it if
-        they still vote. `added`: the write inserts items (an `InsertResult`) that join.
+        they still vote (`removed`: they are gone, so not read again). `added`: the write
+        inserts items (an `InsertResult`) that join.
         `reset`: the change affects every item (settings, pruning): rebuild on next use.
         """
         self.check_writable()
@@ -249,7 +250,8 @@ class Memory:
         elif protos is not None:
             if before is not None:
                 protos.remove(*before)
-                self._join_prototypes(protos, before[0])
+                if not removed:
+                    self._join_prototypes(protos, before[0])
             if added and isinstance(result, InsertResult) and result.ids:
                 self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
         return result
@@ -547,7 +549,7 @@ class Memory:
         """
         self.check_writable()
         targets = self.targets(ids, label=label, source=source, where=where)
-        removed = self._commit(lambda store: store.delete(targets), touched=targets)
+        removed = self._commit(lambda store: store.delete(targets), touched=targets, removed=True)
         if purge and removed:
             self.purge()
         return removed

@@ -339,7 +339,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         out.print(f"home        Milvus {data['server_version']}; every read {data['consistency']}")
         out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
                   f"params {index['params']}")
-        out.print("thumbnails  " + ("kept in the collection's side table" if data["thumbnails"] else
+        out.print("thumbnails  " + ("kept in the item rows (Milvus holds them in its query nodes' memory)"
+                                    if data["thumbnails"] else
                                     "not kept (created with ?thumbnails=0): explanations show none"))
         out.print(f"storage     {data['storage']}")
     else:

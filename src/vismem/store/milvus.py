@@ -1,23 +1,29 @@
 """`MilvusStore`: a memory in a Milvus collection, `milvus://HOST:PORT/COLLECTION`.
 
     COLLECTION           one row per item: id, vector, label, source, path, content hash,
-                         weight, metadata (JSON), added_at, relabelled_from, prune count
-    COLLECTION__vismem   small rows by key: the memory's config (encoder, format),
-                         settings, a change token, and thumbnails (base64 JPEG)
+                         weight, metadata (JSON), added_at, relabelled_from, prune count,
+                         thumbnail (base64 JPEG, "" when none)
+    COLLECTION__vismem   a few rows by key: the memory's config (encoder, format),
+                         settings, and a change token
 
 The second implementation of the `Store` contract (see base.py). Where Milvus differs
 from a directory, this home says so rather than pretending:
 
-- **Visibility.** Every read of items, ids and neighbours uses Strong consistency, so a
-  write that returned (by any process) is seen by the next read: a removed item is never
+- **Visibility.** Searches and reads of items and ids use Strong consistency, so a write
+  that returned (by any process) is seen by the next one: a removed item is never
   returned again. A Strong read waits for the server's next time tick (Milvus default
-  `proxy.timeTickInterval` 200 ms). Settings and cached counts of *other* processes'
-  edits are picked up by `refresh()`, which reads the change token at Bounded
-  consistency: within the server's graceful time (5 s by default).
+  `proxy.timeTickInterval` 200 ms). Reads whose answer cannot change under a writer
+  (an id's vector) or that only need this process's writes use Session consistency.
+  What a process caches (settings, item count, the memory's prototypes) follows *other*
+  processes' edits through a change token: a writer writes a new one within a second of
+  its edits (settings at once), and `refresh()` reads it at Bounded consistency, at most
+  once a second, so within seconds (Milvus's graceful time is 5 s by default).
 - **Atomicity.** Milvus has no transactions. One insert, delete or upsert call is applied
-  whole or not at all, so each batch of up to `ROWS_PER_CALL` items is atomic; a larger
-  insert commits in several calls. A crash between an item and its thumbnail leaves the
-  item without a thumbnail.
+  whole or not at all, so each batch of up to `ROWS_PER_CALL` items (thumbnails
+  included: they live in the item's row) is atomic; a larger insert commits in several.
+- **Thumbnails** live in the item rows, so Milvus loads them into its query nodes' memory
+  with the other fields (~5-8 KB per image, several times a 512-d vector): create a
+  large memory with `?thumbnails=0` (explanations then show no pictures).
 - **Duplicates** are checked before inserting (Strong read of the content hashes) and
   again after: if another writer inserted the same content at the same moment, the item
   with the smaller id stays and the other writer's copy is deleted, so both writers
@@ -40,10 +46,10 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,7 +69,7 @@ SIDE_SUFFIX = "__vismem"
 TOKEN_ENV = "VISMEM_MILVUS_TOKEN"
 MAX_ID = 2**53 - 1          # the largest integer JSON readers (JavaScript) hold exactly
 VARCHAR_MAX = 65535
-THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3 - 6  # JPEG bytes whose base64, quoted, fits a text field
+THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3  # JPEG bytes whose base64 fits a text field
 ROWS_PER_CALL = 5000        # rows per insert/upsert call (~10 MB of 512-d vectors)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
 TOKENS_KEPT = 4096
@@ -72,8 +78,10 @@ PAGE = 16384                # Milvus's largest query window (offset + limit)
 STRONG, SESSION, BOUNDED = "Strong", "Session", "Bounded"
 REMEMBER_DELETES = 30.0     # seconds this process hides its own deletes from Session reads
 STALE_CHECK_EVERY = 1.0     # seconds between reads of the change token
+TOKEN_DELAY = 1.0           # seconds a write waits for others before the change token tells
 ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
                "relabelled_from", "prune_count"]
+ROW_FIELDS = ["vector", *ITEM_FIELDS, "thumbnail"]   # a whole row, as an upsert must write it
 VOTE_FIELDS = ["label", "source", "weight", "prune_count", "relabelled_from"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 
@@ -272,7 +280,12 @@ class MilvusStore:
         self._deleted: dict[int, float] = {}   # ids this process deleted lately -> when
         self._checked = -math.inf              # when the change token was last read
         self._news = False                     # it showed another process's change, not yet loaded
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vismem-milvus")
+        # (when, ids asked, ids found) of the last Session read of vectors by id, which a
+        # delete of the same ids right after reuses as its read of which are there
+        self._presence: tuple[float, set[int], set[int]] | None = None
+        self._lock = threading.Lock()             # guards the change token and its timer
+        self._dirty = False                       # wrote since the last change token
+        self._timer: threading.Timer | None = None
         self._load()
 
     # ---- open / create ---------------------------------------------------------------
@@ -339,7 +352,7 @@ class MilvusStore:
     def _create_side(client: Any, name: str) -> None:
         from pymilvus import DataType
 
-        schema = client.create_schema(auto_id=False, description="vismem: config, settings, thumbnails")
+        schema = client.create_schema(auto_id=False, description="vismem: config, settings, change token")
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("value", DataType.VARCHAR, max_length=VARCHAR_MAX)
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector in every collection
@@ -363,6 +376,7 @@ class MilvusStore:
         schema.add_field("added_at", DataType.DOUBLE)
         schema.add_field("relabelled_from", DataType.VARCHAR, max_length=4 * MAX_LABEL_LENGTH)
         schema.add_field("prune_count", DataType.INT64)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=VARCHAR_MAX)
         index = client.prepare_index_params()
         params, _ = index_plan(setting, dim)
         index.add_index("vector", metric_type="IP", **params)
@@ -416,12 +430,43 @@ class MilvusStore:
                            collection=self.where.side)
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
-    def _touch(self) -> None:
-        """A new change token: how other processes learn that this one wrote."""
-        self._token = uuid.uuid4().hex
-        self._saw(self._token)
-        self._call("saving the change token", self._client.upsert, self.where.side,
-                   [_side_row("token", self._token)])
+    def _touch(self, now: bool = False) -> None:
+        """Mark that this process wrote. Other processes learn it from a new change token,
+        which a timer writes at most once a second (a burst of edits writes one), or at
+        once with `now` (settings), or at `close`."""
+        with self._lock:
+            self._dirty = True
+            if now:
+                self._write_token()
+            elif self._timer is None:
+                self._timer = threading.Timer(TOKEN_DELAY, self._timed_token)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _timed_token(self) -> None:
+        with self._lock:
+            self._timer = None
+            try:
+                self._write_token()
+            except VismemError as exc:  # the next write or close tries again
+                logging.getLogger(__name__).warning("%s", exc)
+
+    def _write_token(self) -> None:
+        """Under the lock: write a new change token if this process wrote since the last."""
+        if not self._dirty:
+            return
+        token = uuid.uuid4().hex
+        self._call("saving the change token", self._client.upsert, self.where.side, [_side_row("token", token)])
+        self._token = token
+        self._saw(token)
+        self._dirty = False
+
+    def _flush_token(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._write_token()
 
     def _saw(self, token: str | None) -> None:
         if token:
@@ -450,7 +495,7 @@ class MilvusStore:
         self._settings = settings
         if old.index != settings.index:
             self._reindex(settings.index)
-        self._touch()
+        self._touch(now=True)
 
     def _reindex(self, setting: str) -> None:
         name = self.where.collection
@@ -504,12 +549,12 @@ class MilvusStore:
                  "source": item.source, "path": item.path or "", "content_hash": item.content_hash or "",
                  "weight": float(item.weight), "meta": item.meta,
                  "added_at": now + k * 1e-6 if item.added_at is None else item.added_at,
-                 "relabelled_from": "", "prune_count": 0} for k, (position, item) in enumerate(accepted)]
+                 "relabelled_from": "", "prune_count": 0, "thumbnail": self._thumbnail_text(item.thumbnail)}
+                for k, (position, item) in enumerate(accepted)]
         for start in range(0, len(rows), ROWS_PER_CALL):
             chunk = rows[start : start + ROWS_PER_CALL]
             self._call(f"adding {len(chunk)} items", self._client.insert, self.where.collection, chunk)
             self._count += len(chunk)
-        self._save_thumbnails([(ids[p], item.thumbnail) for p, item in accepted])
         lost = {} if allow_duplicates else self._raced(
             {ids[p]: item.content_hash for p, item in accepted if item.content_hash})
         kept = {p: i for p, i in ids.items() if i not in lost}
@@ -520,14 +565,11 @@ class MilvusStore:
         self._touch()
         return result
 
-    def _save_thumbnails(self, thumbnails: Sequence[tuple[int, bytes | None]]) -> None:
-        """JPEGs as base64 rows beside the items (too large ones are left out)."""
-        if not self.capabilities.thumbnails:
-            return
-        rows = [_side_row(f"t{item_id}", base64.b64encode(jpeg).decode())
-                for item_id, jpeg in thumbnails if jpeg is not None and len(jpeg) < THUMBNAIL_MAX]
-        for start in range(0, len(rows), ROWS_PER_CALL):
-            self._call("saving thumbnails", self._client.upsert, self.where.side, rows[start : start + ROWS_PER_CALL])
+    def _thumbnail_text(self, jpeg: bytes | None) -> str:
+        """A JPEG as the row keeps it: base64, or "" (none, not kept, or too large)."""
+        if jpeg is None or not self.capabilities.thumbnails or len(jpeg) >= THUMBNAIL_MAX:
+            return ""
+        return base64.b64encode(jpeg).decode()
 
     def _taken(self, ids: list[int]) -> set[int]:
         """Which of these ids are in use (a collision of random 53-bit ids, checked anyway)."""
@@ -556,33 +598,33 @@ class MilvusStore:
         return losers
 
     def delete(self, ids: Iterable[int]) -> list[int]:
-        """Delete items; returns those that were there. Which were there is read while the
-        deletes run (deleting an absent id does nothing), so a removal costs one round
-        trip: at Session consistency, which sees this process's inserts, minus the ids it
-        deleted lately (Milvus's Session reads do not see one's own deletes at once)."""
+        """Delete items; returns those that were there: read first at Session consistency,
+        which sees this process's inserts, minus the ids it deleted lately (Milvus's
+        Session reads do not see one's own deletes at once). Deleting an absent id does
+        nothing. Two round trips: the read and the delete."""
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return []
-        there = self._pool.submit(self._existing, wanted, SESSION)
-        jobs = [self._pool.submit(self._delete_chunk, wanted[start : start + IDS_PER_QUERY])
-                for start in range(0, len(wanted), IDS_PER_QUERY)]
-        jobs.append(self._pool.submit(self._touch))
-        for job in jobs:
-            job.result()
-        present = [i for i in there.result() if i not in self._deleted]
+        seen = self._presence
+        if seen is not None and time.monotonic() - seen[0] < 1.0 and set(wanted) <= seen[1]:
+            found = sorted(seen[2] & set(wanted))  # `vectors` just read them (the memory does, to update prototypes)
+        else:
+            found = self._existing(wanted, SESSION)
+        self._presence = None
+        present = [i for i in found if i not in self._deleted]
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            self._delete_chunk(wanted[start : start + IDS_PER_QUERY])
         now = time.monotonic()
         self._deleted.update((i, now) for i in wanted)
         self._deleted = {i: t for i, t in self._deleted.items() if now - t < REMEMBER_DELETES}
         self._count -= len(present)
         self._deleted_since_compaction = True
+        self._touch()
         return present
 
     def _delete_chunk(self, ids: list[int]) -> None:
         self._call(f"removing {len(ids)} items", self._client.delete, self.where.collection,
                    filter=ids_expression(ids))
-        if self.capabilities.thumbnails:
-            self._call("removing thumbnails", self._client.delete, self.where.side,
-                       filter=f"key in [{', '.join(literal(f't{i}') for i in ids)}]")
 
     def _delete_rows(self, ids: list[int]) -> None:
         for start in range(0, len(ids), IDS_PER_QUERY):
@@ -624,7 +666,7 @@ class MilvusStore:
         done: list[int] = []
         for start in range(0, len(ids), IDS_PER_QUERY):
             rows: list[dict[str, Any]] = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]),
-                                                     ["vector", *ITEM_FIELDS])
+                                                     ROW_FIELDS)
             for row in rows:
                 change(row)
                 row["vector"] = np.asarray(row["vector"], dtype=np.float32)
@@ -688,12 +730,14 @@ class MilvusStore:
             unique = sorted({int(i) for i in ids})
             parts = []
             # An id's vector never changes: this process's view (Session) is enough.
+            asked = set(unique)
             unique = [i for i in unique if i not in self._deleted]
             for start in range(0, len(unique), IDS_PER_QUERY):
                 rows = self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "vector"],
                                    level=SESSION)
                 rows.sort(key=lambda r: int(r["id"]))
                 parts.append(_vector_rows(rows, self.dim))
+            self._presence = (time.monotonic(), asked, {int(i) for p in parts for i in p[0]})
         if not parts:
             return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -711,8 +755,8 @@ class MilvusStore:
     def thumbnail(self, item_id: int) -> bytes | None:
         if not self.capabilities.thumbnails:
             return None
-        rows = self._query(f"key == {literal(f't{int(item_id)}')}", ["value"], collection=self.where.side)
-        return base64.b64decode(json.loads(rows[0]["value"])) if rows else None
+        rows = self._query(ids_expression([item_id]), ["thumbnail"])
+        return base64.b64decode(rows[0]["thumbnail"]) if rows and rows[0]["thumbnail"] else None
 
     def class_counts(self) -> dict[str, int]:
         counts = Counter(r["label"] for rows in self._scan("", ["id", "label"]) for r in rows)
@@ -839,9 +883,9 @@ class MilvusStore:
 
     def close(self) -> None:
         try:
+            self._flush_token()
             self.purge()
         finally:
-            self._pool.shutdown()
             self._client.close()
 
 
