@@ -237,3 +237,34 @@ def test_the_client_code_on_milvus_lite(tmp_path):
     assert ids[4] not in [h.id for h in memory.search(vectors[4], k=5)[0]]
     assert memory.relabel([ids[5]], "moved") == [ids[5]] and memory.get(ids[5]).relabelled_from == "c2"
     memory.close()
+
+
+@pytest.mark.milvus
+@pytest.mark.slow
+def test_every_memory_command_runs_on_milvus(milvus_location, photos, tmp_path, cli):
+    """Each command that takes a memory works on one in Milvus (the CLI test above checks
+    what they do; here, that none is left out)."""
+    train, queries = photos
+    test_dir = tmp_path / "test"
+    for q in queries[:2]:
+        (test_dir / "3").mkdir(parents=True, exist_ok=True)
+        (test_dir / "3" / q.name).write_bytes(q.read_bytes())
+    m = milvus_location
+    cli("create", m, "--encoder", "pixels", check=True)
+    cli("add", m, train, check=True)
+    some = str(json_lines(cli("classify", m, queries[0], "--json", check=True))[0]["neighbors"][0]["id"])
+    steps = [
+        ("tune", m), ("prune", m, "--mode", "soft"), ("suspects", m), ("calibrate", m),
+        ("classify", m, queries[0], "--abstain"), ("search", m, queries[0], "--only-label", "5"),
+        ("explain", m, queries[0], "--out", tmp_path / "why.png"), ("eval", m, test_dir),
+        ("boost", m, "--id", some), ("unblock", m, "--id", some), ("reindex", m, "--index", "exact"),
+        ("compact", m), ("info", m), ("export", m, tmp_path / "m.parquet"),
+    ]
+    for step in steps:
+        done = cli(*step)
+        assert done.returncode == 0, f"{step[0]}: {done.stderr}"
+    assert (tmp_path / "why.png").stat().st_size > 1000
+    np.save(tmp_path / "v.npy", np.ones((1, 16 * 16 * 3), dtype=np.float32))
+    np.save(tmp_path / "l.npy", np.asarray(["ones"]))
+    cli("add-vectors", m, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.npy", check=True)
+    assert json.loads(cli("info", m, "--json", check=True).stdout)["classes"]["ones"] == 1

@@ -19,6 +19,7 @@ installed there too. Unreadable or undecodable files are skipped with the reason
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +269,8 @@ class _ray:
                      log_to_driver=False, configure_logging=False)
             self.started = True
         ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray", "ray.data"):  # Ray Data logs each dataset's plan at INFO (set on import)
+            logging.getLogger(name).setLevel(logging.WARNING)
         return ray
 
     def __exit__(self, *exc: object) -> None:

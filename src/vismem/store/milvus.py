@@ -72,6 +72,7 @@ VARCHAR_MAX = 65535
 THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3  # JPEG bytes whose base64 fits a text field
 ROWS_PER_CALL = 5000        # rows per insert/upsert call (~10 MB of 512-d vectors)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
+SCAN_FROM = 10_000          # vectors of this many ids (and half the memory) are read by a scan
 TOKENS_KEPT = 4096
 COMPACTION_EVERY = 60.0     # seconds between compaction requests of one process
 PAGE = 16384                # Milvus's largest query window (offset + limit)
@@ -726,6 +727,13 @@ class MilvusStore:
         """(ids int64 (n,), vectors float32 (n, dim)) ordered by id, for all or given ids."""
         if ids is None:
             parts = list(self.vector_chunks())
+        elif len(ids) >= max(SCAN_FROM, self._count // 2):
+            # most of the memory (prototypes, curation): one streaming scan beats id lists
+            wanted = {int(i) for i in ids}
+            parts = []
+            for found, vectors in self.vector_chunks():
+                keep = np.fromiter((int(i) in wanted for i in found), dtype=bool, count=len(found))
+                parts.append((found[keep], vectors[keep]))
         else:
             unique = sorted({int(i) for i in ids})
             parts = []
@@ -801,15 +809,17 @@ class MilvusStore:
                              limit=k, filter=filter_expression(where), output_fields=VOTE_FIELDS,
                              search_params=params, consistency_level=STRONG)
         for row, hits in enumerate(results):
-            for col, hit in enumerate(hits[:k]):
-                entity = hit.get("entity", hit)
-                found.ids[row, col] = int(hit["id"])
-                found.similarities[row, col] = float(hit["distance"])
-                found.labels[row, col] = entity["label"]
-                found.sources[row, col] = entity["source"]
-                found.weights[row, col] = float(entity["weight"])
-                found.prune_counts[row, col] = int(entity["prune_count"])
-                found.relabelled_from[row, col] = _none_if_empty(entity["relabelled_from"])
+            m = min(len(hits), k)
+            if not m:
+                continue
+            entities = [hit["entity"] for hit in hits[:m]]
+            found.ids[row, :m] = [hit["id"] for hit in hits[:m]]
+            found.similarities[row, :m] = [hit["distance"] for hit in hits[:m]]
+            found.labels[row, :m] = [e["label"] for e in entities]
+            found.sources[row, :m] = [e["source"] for e in entities]
+            found.weights[row, :m] = [e["weight"] for e in entities]
+            found.prune_counts[row, :m] = [e["prune_count"] for e in entities]
+            found.relabelled_from[row, :m] = [e["relabelled_from"] or None for e in entities]
         return found
 
     # ---- lifecycle -------------------------------------------------------------------
