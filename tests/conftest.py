@@ -6,14 +6,25 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 os.environ.setdefault("VISMEM_OFFLINE", "1")  # tests never download weights
+
+# Never imported as tests: the fixtures are data (their generator is a record of how they
+# were made), and schemathesis loads its hooks itself in the fuzz test.
+collect_ignore = ["fixtures", "schemathesis_hooks.py"]
+
+# fixtures/ holds data and the scripts that made it: --doctest-modules must not import them
+# (memory_format1/make.py runs at import and rmtree()s the path in sys.argv[1]).
+collect_ignore_glob = ["fixtures/*"]
 
 from vismem.datasets import load_digits_images, split_per_class, write_image_folder  # noqa: E402
 
@@ -103,6 +114,45 @@ def cli_process():
 @pytest.fixture
 def memdir(tmp_path: Path) -> Path:
     return tmp_path / "mem"
+
+
+def png_bytes(image) -> bytes:
+    """A PIL image as PNG bytes (what an upload or a file on disk holds)."""
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(memdir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read()) from None
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("server did not start")
+
+
+def stop_server(process: subprocess.Popen) -> str:
+    process.terminate()
+    _, stderr = process.communicate(timeout=20)
+    return stderr
 
 
 # ---- tests against real servers (Milvus, Ray) ---------------------------------------------

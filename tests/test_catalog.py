@@ -113,3 +113,29 @@ def test_another_writer_edits_reach_this_catalog_through_the_log(tmp_path):
             reader.refresh()
             assert reader.store.catalog.ids(where).tolist() == writer.store.db.ids_where(where)
         assert reader.items([ids[0]])[0].relabelled_from == "cat"
+
+
+def test_pages_are_slices_of_the_matches_through_edits():
+    """Listing reuses cached matches (and plain positions while nothing is removed): each
+    page must still be exactly ids(filter)[offset:offset + limit] after every edit."""
+    c = Catalog()
+    c.add(list(range(1, 301)), [LABELS[i % 3] for i in range(300)], [SOURCES[i % 2] for i in range(300)],
+          [1.0] * 300)
+    cats = Filter.of(labels=["cat"])
+
+    def same_as_ids() -> None:
+        for where in (None, cats, Filter.of(labels=["dog"], sources=["b"])):
+            matches = c.ids(where)
+            for offset in (0, 7, len(matches) - 3, len(matches), 10**12):
+                total, ids = c.page(where, offset, 5)
+                assert total == len(matches) and ids.tolist() == matches[offset : offset + 5].tolist()
+
+    same_as_ids()
+    c.remove([1, 2, 150])
+    same_as_ids()
+    c.update([4, 5], label="owl")
+    same_as_ids()
+    c.add([301], ["cat"], ["a"], [1.0])
+    same_as_ids()
+    c.page(None, 0, 5)[1][0] = -7  # a page is the caller's copy
+    assert c.page(None, 0, 1)[1].tolist() == [3]

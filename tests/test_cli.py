@@ -2,10 +2,9 @@
 and in real subprocesses where the process boundary is the point (`cli_process`)."""
 
 import pytest
+from conftest import json_lines
 from PIL import Image
 from skimage import data
-
-from conftest import json_lines
 from test_images import write_bad_files
 
 
@@ -152,7 +151,6 @@ def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):
 
 def test_add_vectors_from_npy_files(tmp_path, cli):
     import numpy as np
-
     from conftest import unit_vectors
 
     memdir = tmp_path / "mem"

@@ -8,10 +8,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import unit_vectors
 
 from vismem import Memory
-
-from conftest import unit_vectors
 from vismem.store import DB_NAME
 
 

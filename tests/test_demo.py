@@ -20,3 +20,19 @@ def test_demo_end_to_end(cli, tmp_path):
     assert explained["neighbors"] and {"id", "label", "distance", "weight", "source"} <= set(
         explained["neighbors"][0]
     )
+
+
+def test_demo_shows_progress_and_explains_what_it_prints(cli_process, tmp_path):
+    """Human mode, on the instant pixels encoder: a progress bar for every encoding step
+    (stderr; FORCE_COLOR makes Rich draw it as on a terminal) and a note on the table's
+    prototype-distance line."""
+    import os
+
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120"}
+    result = cli_process("demo", "--encoder", "pixels", "--per-class", "3", "--workdir", tmp_path, env=env,
+                         check=True)
+    for step in ("encoding 27 digits", "classifying 90 held-out digits", "encoding 3 new digits",
+                 "classifying 100 held-out digits"):
+        assert step in result.stderr, step
+    assert "prototype distance" in result.stdout
+    assert "cosine distance to each class's prototype" in result.stdout

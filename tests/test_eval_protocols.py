@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from vismem.errors import InvalidInputError
 from vismem.evaluation.data import Dataset, load_dataset, load_embeddings
 from vismem.evaluation.protocols import (
-    accuracy_vs_k, class_incremental, corrupt_labels, few_shot, label_noise, out_of_distribution,
+    accuracy_vs_k,
+    class_incremental,
+    corrupt_labels,
+    few_shot,
+    label_noise,
+    out_of_distribution,
 )
-from vismem.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Metadata filters from the CLI, and `remove --verify`: the removed bytes, searched for in every file."""
 
 from conftest import json_lines
+
 from vismem import Memory
 from vismem.remnants import find_remnants, fingerprints, unshared
 

@@ -86,3 +86,18 @@ def test_palette_greyscale_and_alpha_images_become_rgb(tmp_path):
     for mode in ("L", "P", "RGBA", "CMYK"):
         Image.new(mode, (10, 12)).save(tmp_path / f"x{mode}.tiff")
         assert decode_image((tmp_path / f"x{mode}.tiff").read_bytes()).mode == "RGB"
+
+
+@pytest.mark.parametrize("width, height", [(200_000, 200_000), (12_000, 10_001), (11_000, 11_000)])
+def test_every_oversized_image_quotes_the_same_limit(width, height):
+    """Pillow refuses some sizes itself while opening; the message must not change with size."""
+    with pytest.raises(ImageReadError) as raised:
+        decode_image(png_header_claiming(width, height))
+    message = str(raised.value)
+    assert "limit of 120,000,000 pixels" in message and f"{width * height:,} pixels" in message
+    assert message.count("limit") == 1
+
+
+def test_a_limit_above_pillows_own_quotes_the_one_enforced():
+    with pytest.raises(ImageReadError, match=f"limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels"):
+        decode_image(png_header_claiming(200_000, 200_000), max_pixels=500_000_000)

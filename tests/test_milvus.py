@@ -14,9 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import json_lines
+from conftest import json_lines, start_server, stop_server
 from test_store_contract import _eventually
-from test_service_api import start_server, stop_server
 from vismem import Memory
 from vismem.store import Filter
 from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids
@@ -241,10 +240,11 @@ def test_the_client_code_on_milvus_lite(tmp_path):
 
 @pytest.mark.milvus
 @pytest.mark.slow
-def test_every_memory_command_runs_on_milvus(milvus_location, photos, tmp_path, cli):
+def test_every_memory_command_runs_on_milvus(milvus_location, photos, digit_folders, tmp_path, cli):
     """Each command that takes a memory works on one in Milvus (the CLI test above checks
     what they do; here, that none is left out)."""
-    train, queries = photos
+    _, queries = photos
+    train = digit_folders[0]
     test_dir = tmp_path / "test"
     for q in queries[:2]:
         (test_dir / "3").mkdir(parents=True, exist_ok=True)

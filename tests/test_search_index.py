@@ -11,10 +11,10 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import unit_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import unit_vectors
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
 from vismem.search.lifecycle import ManagedIndex

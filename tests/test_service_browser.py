@@ -195,3 +195,15 @@ def test_api_docs_render_offline(server, page):
     page.wait_for_selector(".opblock", timeout=30_000)  # Swagger UI read the OpenAPI 3.1 schema
     paths = page.locator(".opblock-summary-path").all_inner_texts()
     assert {"/classify", "/items", "/stats", "/healthz"} <= {p.strip() for p in paths}
+
+
+def test_pages_load_without_a_failed_request(server, page):
+    """Not even the favicon: every request a page load makes succeeds (issue 10, item 11)."""
+    url, _ = server
+    failed: list[tuple[str, int]] = []
+    page.on("response", lambda r: failed.append((r.url, r.status)) if r.status >= 400 else None)
+    for path in ("/", "/browse"):
+        page.goto(url + path)
+        page.wait_for_load_state("networkidle")
+    assert not failed
+    assert page.evaluate("fetch('/favicon.ico').then(r => r.status)") == 200

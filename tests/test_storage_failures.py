@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import json_lines
 
 from vismem import Memory
 from vismem.datasets import load_digits_images, write_image_folder
 from vismem.errors import InvalidInputError
-
-from conftest import json_lines
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 

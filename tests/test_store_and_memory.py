@@ -4,8 +4,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from conftest import unit_vectors
+
 from vismem import Memory
 from vismem.errors import (
     EmptyMemoryError,

@@ -124,7 +124,8 @@ def class_scores(weights: np.ndarray, label_index: np.ndarray, n_classes: int, p
     n = len(label_index)
     scores = np.zeros((n, n_classes))
     rows = np.broadcast_to(np.arange(n)[:, None], np.shape(label_index))
-    np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
+    if n_classes:  # none when a restriction matched no item
+        np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
     total = scores.sum(axis=1, keepdims=True)
     scores = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
     if params.uses_prototypes:

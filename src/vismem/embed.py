@@ -1,22 +1,32 @@
 """The encoding pipeline: files -> bytes -> hash -> decoded pixels -> vectors.
 
-Reading and decoding the next batch runs in a worker thread while the model encodes
-the current one (Pillow and torch both release the GIL), so decoding is mostly hidden
-behind the forward pass.
+Reading and hashing run in a thread ahead of the model. Decoding and resizing run
+either in that thread too (Pillow releases the GIL, so it overlaps the forward pass) or,
+when decoding is the slower half, in worker processes: `decode_workers` chooses, and by
+default (None) it measures. The first batches are decoded in the thread while the CPU
+time per image is measured against the model's time per image; when decoding is slower,
+the rest goes to `ceil(decode / model)` worker processes, at most one per core. Either
+way unreadable files are skipped with their reasons and results keep input order.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from .encoders import Encoder, Preprocessing
 from .images import (
     DEFAULT_MAX_PIXELS,
+    THUMBNAIL_SIZE,
     ImageFile,
     ImageReadError,
     Skipped,
@@ -26,7 +36,7 @@ from .images import (
 )
 
 T = TypeVar("T")
-R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,21 +66,17 @@ def prepare_files(
     """Read, hash, decode and preprocess files; unreadable ones become `Skipped`.
 
     `lookup_hashes(digests)` says which contents are already stored (hash -> item id),
-    asked once for all the files: a store on a server answers a batch as fast as one.
+    asked once for all the files: those are not decoded.
     """
     prepared: list[PreparedImage] = []
     skipped: list[Skipped] = []
-    read: list[tuple[ImageFile, bytes]] = []
-    for file in files:
+    for entry in _read_and_hash(files, lookup_hashes):
+        if not isinstance(entry, tuple):
+            (prepared if isinstance(entry, PreparedImage) else skipped).append(entry)
+            continue
+        file, data, _ = entry
         try:
-            read.append((file, file.path.read_bytes()))
-        except OSError as exc:
-            skipped.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
-    known = lookup_hashes([content_hash(data) for _, data in read]) if lookup_hashes and read else {}
-    for file, data in read:
-        try:
-            prepared.append(prepare_bytes(file, data, encoder, known_hashes=known,
-                                          thumbnails=thumbnails, max_pixels=max_pixels))
+            prepared.append(prepare_bytes(file, data, encoder, thumbnails=thumbnails, max_pixels=max_pixels))
         except ImageReadError as exc:
             skipped.append(Skipped(str(file.path), str(exc)))
     return prepared, skipped
@@ -101,8 +107,22 @@ def decode_pixels(
     data: bytes, preprocessing: Preprocessing, thumbnails: bool, max_pixels: int
 ) -> tuple[np.ndarray, bytes | None, tuple[int, int]]:
     """Decode one image and preprocess it: (pixels, thumbnail or None, decoded size)."""
-    image = decode_image(data, max_pixels=max_pixels, draft_size=preprocessing.resize_size * 2)
+    draft = max(preprocessing.resize_size * 2, THUMBNAIL_SIZE)  # a thumbnail needs no more
+    image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
     return preprocessing.apply(image), thumbnail_jpeg(image) if thumbnails else None, image.size
+
+
+def decode_many(
+    blobs: Sequence[bytes], preprocessing: Preprocessing, thumbnails: bool, max_pixels: int
+) -> list[tuple[np.ndarray, bytes | None, tuple[int, int]] | str]:
+    """`decode_pixels` for each blob, or the skip reason: what a worker process runs."""
+    out: list = []
+    for data in blobs:
+        try:
+            out.append(decode_pixels(data, preprocessing, thumbnails, max_pixels))
+        except ImageReadError as exc:
+            out.append(str(exc))
+    return out
 
 
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -110,27 +130,122 @@ def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def prefetched(work: Callable[[T], R], inputs: Iterable[T], depth: int = 2) -> Iterator[R]:
-    """`map(work, inputs)` computed `depth` items ahead in one worker thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: deque = deque()
-        for item in inputs:
-            pending.append(pool.submit(work, item))
-            if len(pending) > depth:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+# ---- decoding in worker processes ---------------------------------------------------------
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def decode_pool(workers: int) -> Executor:
+    """A pool of `workers` decoding processes (loky's reusable executor: started once,
+    resized on demand, idle workers leave after a while). Its workers are fresh
+    interpreters, never forks of this process, whose model runtime's threads would not
+    survive a fork, and they do not re-run the caller's `__main__` script."""
+    from loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=workers, timeout=120)
+
+
+def workers_for(decode_seconds: float, model_seconds: float, cpus: int) -> int:
+    """Decode workers so decoding keeps up with the model, from measured seconds per
+    image: none while one thread keeps up, else enough processes to cover the gap,
+    at most one per core."""
+    if decode_seconds <= model_seconds:
+        return 0
+    return max(1, min(cpus, math.ceil(decode_seconds / max(model_seconds, 1e-6))))
+
+
+def _read_and_hash(files: Sequence[ImageFile],
+                   lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None) -> list:
+    """Per file, in order: a PreparedImage already known, a Skipped, or (file, bytes, hash).
+
+    `lookup_hashes(digests)` (hash -> item id of stored content) is asked once for all
+    the files: a store on a server answers a batch as fast as one."""
+    out: list = []
+    for file in files:
+        try:
+            data = file.path.read_bytes()
+        except OSError as exc:
+            out.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
+            continue
+        out.append((file, data, content_hash(data)))
+    digests = [e[2] for e in out if isinstance(e, tuple)]
+    known = lookup_hashes(digests) if lookup_hashes is not None and digests else {}
+    return [PreparedImage(e[0], e[2], known_as=known[e[2]]) if isinstance(e, tuple) and e[2] in known else e
+            for e in out]
+
+
+def prepare_in_workers(
+    files: Sequence[ImageFile], preprocessing: Preprocessing, pool: Executor, parts: int, *,
+    lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None = None, thumbnails: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[list[PreparedImage], list[Skipped]]:
+    """`prepare_files`, with decoding split into `parts` jobs for the worker pool."""
+    entries = _read_and_hash(files, lookup_hashes)
+    todo = [i for i, e in enumerate(entries) if isinstance(e, tuple)]
+    step = max(1, math.ceil(len(todo) / max(1, parts)))
+    jobs = [(todo[i : i + step], pool.submit(decode_many, [entries[j][1] for j in todo[i : i + step]],
+                                             preprocessing, thumbnails, max_pixels))
+            for i in range(0, len(todo), step)]
+    for indices, job in jobs:
+        for j, result in zip(indices, job.result(), strict=True):
+            file, _, digest = entries[j]
+            entries[j] = (Skipped(str(file.path), result) if isinstance(result, str) else
+                          PreparedImage(file, digest, pixels=result[0], thumbnail=result[1], size=result[2]))
+    prepared = [e for e in entries if isinstance(e, PreparedImage)]
+    return prepared, [e for e in entries if isinstance(e, Skipped)]
 
 
 def prepare_in_batches(
     files: Sequence[ImageFile], encoder: Encoder, size: int, **options
 ) -> Iterator[tuple[Sequence[ImageFile], list[PreparedImage], list[Skipped]]]:
-    """(batch, prepared, skipped) for each batch of `size` files, prepared one batch
-    ahead in a worker thread; `options` go to `prepare_files`."""
+    """(batch, prepared, skipped) for each batch of `size` files, prepared two batches
+    ahead of the model; `options` go to `prepare_files`. Decoding runs in the prefetch
+    thread or in `encoder.runtime.decode_workers` processes (None: measured, see the
+    module doc)."""
     chunks = list(batched(files, size))
-    work = lambda chunk: prepare_files(chunk, encoder, **options)  # noqa: E731
-    for chunk, (prepared, skipped) in zip(chunks, prefetched(work, chunks)):
-        yield chunk, prepared, skipped
+    workers = encoder.runtime.decode_workers
+    if workers is None and len(chunks) < 3:
+        workers = 0  # too little work to measure, or to start processes for
+    decode_cpu, decoded, model_wall, modelled = 0.0, 0, 0.0, 0
+    # one thread decodes (as before workers); two threads feed the pool (read, hash, wait)
+    with ThreadPoolExecutor(max_workers=1) as decoder, ThreadPoolExecutor(max_workers=2) as feeders:
+
+        def submit(chunk: Sequence[ImageFile]) -> Future:
+            if not workers:
+                return decoder.submit(_timed, prepare_files, chunk, encoder, **options)
+            return feeders.submit(_timed, prepare_in_workers, chunk, encoder.preprocessing,
+                                  decode_pool(workers), workers, **options)
+
+        pending: deque[tuple[Sequence[ImageFile], Future, bool]] = deque()
+        queued = 0
+        while queued < len(chunks) or pending:
+            while queued < len(chunks) and len(pending) < 2:
+                pending.append((chunks[queued], submit(chunks[queued]), not workers))
+                queued += 1
+            chunk, job, in_thread = pending.popleft()
+            (prepared, skipped), cpu = job.result()
+            if in_thread:
+                decode_cpu += cpu
+                decoded += len(chunk)
+            started = time.perf_counter()
+            yield chunk, prepared, skipped
+            model_wall += time.perf_counter() - started
+            modelled += len(chunk)
+            if workers is None and decoded >= 2 * size and modelled >= size:
+                workers = workers_for(decode_cpu / decoded, model_wall / modelled, usable_cpus())
+                log.info("decode workers: %d (decoding %.1f ms CPU/image, model %.1f ms/image)",
+                         workers, 1e3 * decode_cpu / decoded, 1e3 * model_wall / modelled)
+
+
+def _timed(work, *args, **kwargs):
+    """(work(*args, **kwargs), CPU seconds this thread spent on it)."""
+    start = time.thread_time()
+    result = work(*args, **kwargs)
+    return result, time.thread_time() - start
 
 
 def encode_prepared(encoder: Encoder, prepared: Sequence[PreparedImage]) -> np.ndarray:

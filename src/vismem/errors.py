@@ -25,6 +25,10 @@ class InvalidInputError(VismemError, ValueError):
     """Arguments or data are malformed: wrong dimension, non-string labels, bad options."""
 
 
+class NotCalibratedError(InvalidInputError):
+    """Abstention was asked of a memory that has no calibrated threshold yet."""
+
+
 class EmptyMemoryError(VismemError):
     """The memory holds no items, so nothing can be classified."""
 

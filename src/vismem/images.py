@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import struct
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+try:  # colour management; Pillow's wheels always ship littlecms, some distro builds do not
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover
+    ImageCms = None  # type: ignore[assignment]
 
 from .errors import InvalidInputError
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+     ".ppm", ".pgm", ".pbm", ".pnm", ".avif"}
 )
 # Far above any camera (a 108 MP phone sensor fits), far below what exhausts RAM on decode.
 DEFAULT_MAX_PIXELS = 120_000_000
@@ -57,13 +67,13 @@ def find_images(
     Raises InvalidInputError for a path that does not exist, before anything is read,
     so a typo cannot half-run a batch.
     """
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
+    roots = [Path(p) for p in paths]
+    missing = [str(p) for p in roots if not p.exists()]
     if missing:
         raise InvalidInputError(f"no such file or folder: {', '.join(missing)}")
     found: list[ImageFile] = []
     skipped: list[Skipped] = []
-    for root in paths:
+    for root in roots:
         if root.is_file():
             if label is None:
                 skipped.append(Skipped(str(root), "no label: a single file needs --label"))
@@ -95,41 +105,178 @@ def content_hash(data: bytes) -> str:
 def decode_image(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
 ) -> Image.Image:
-    """Decode bytes into an RGB image, refusing anything that is not a sane image.
+    """Decode bytes into an upright 8-bit sRGB image, refusing anything that is not a sane image.
 
-    `draft_size` lets JPEG decode at a reduced scale when the image is far bigger than
-    the encoder needs (Pillow's draft mode), which is much faster.
+    The result is what an image viewer shows: the first frame, turned upright by its EXIF
+    orientation, every colour mode brought to 8-bit RGB with its real range (see
+    `upright_rgb`). `draft_size` lets a JPEG decode at a reduced scale when it is far
+    bigger than the encoder needs (Pillow's draft mode), which is much faster; the
+    image stays at least `draft_size` on each side.
 
     Raises ImageReadError with a human-readable reason.
     """
     if not data:
         raise ImageReadError("empty file")
+    # Pillow refuses images above twice its own limit while opening them, before we see
+    # their size; quoting whichever limit is lower keeps one limit in every message.
+    limit = max_pixels if Image.MAX_IMAGE_PIXELS is None else min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)
     try:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageReadError(
-                    f"image too large: {width}x{height} pixels exceeds the limit of "
-                    f"{max_pixels:,} (possible decompression bomb)"
-                )
-            if draft_size and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
+            if width * height > limit:
+                raise ImageReadError(_too_large(f"{width}x{height} = {width * height:,} pixels", limit))
+            if draft_size:
+                image.draft("RGB", (draft_size, draft_size))  # a no-op for all but JPEG
             image.load()
-            return image.convert("RGB")
+            return upright_rgb(image)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"image too large (possible decompression bomb): {exc}") from None
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageReadError(_too_large(f"{int(size[1]):,} pixels" if size else "its size", limit)) from None
     except UnidentifiedImageError:
-        raise ImageReadError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(_unrecognised(data)) from None
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
         raise ImageReadError(f"corrupt image: {exc}") from None
 
 
-def thumbnail_jpeg(image: Image.Image, size: int = 128, quality: int = 85) -> bytes:
+def _too_large(size: str, limit: int) -> str:
+    return f"image too large: {size} exceeds the limit of {limit:,} pixels (possible decompression bomb)"
+
+
+# Containers whose variants Pillow may have no decoder for (float TIFF, HEIC; AVIF and WebP
+# in some builds), so the reason says what the file is instead of "not an image".
+_SIGNATURES = {b"II*\0": "TIFF", b"MM\0*": "TIFF"}
+_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
+def _unrecognised(data: bytes) -> str:
+    kind = next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), None)
+    if data[4:8] == b"ftyp":
+        kind = _HEIF_BRANDS.get(data[8:12], kind)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is None:
+        return "not an image (unrecognised format)"
+    return f"{kind} image that Pillow cannot decode here (an unsupported variant, or damaged): convert it to PNG"
+
+
+# ---- colour: every mode Pillow opens, as 8-bit sRGB ------------------------------------
+
+GREY_16_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+WITH_ALPHA = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+BACKGROUND = (255, 255, 255)  # transparent pixels show as on a white page
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """Any image Pillow opens -> upright 8-bit sRGB, as a viewer shows it.
+
+    - EXIF orientation (tags 2-8) is applied (`ImageOps.exif_transpose`).
+    - 16-bit greyscale maps its full range 0-65535 onto 0-255. 32-bit integer (`I`)
+      does the same when its values fit in 16 bits (Pillow's PGM/PNM convention),
+      else stretches its own min..max; float (`F`) uses 0-1 or 0-255 when its values
+      fit there, else its own min..max. Float images with NaN or infinity are refused.
+    - Transparency (alpha, or a palette/colour key) is composited over white.
+    - An embedded ICC profile (RGB, grey or CMYK) is honoured by converting to sRGB;
+      CIELAB is converted to sRGB. CMYK without a profile and every other mode use
+      Pillow's conversion.
+
+    Raises ImageReadError for a mode or pixel data that cannot be shown faithfully.
+    """
+    icc, mode = image.info.get("icc_profile"), image.mode
+    image = _eight_bit_opaque(_upright(image), "transparency" in image.info)
+    if image.mode == "LAB":
+        converted = _icc_to_srgb(image, None)
+        if converted is None:
+            raise ImageReadError("CIELAB image: converting it needs Pillow with littlecms")
+        return converted
+    if icc and image.mode in ("L", "RGB", "CMYK"):
+        converted = _icc_to_srgb(image, icc)
+        if converted is not None:
+            return converted
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except ValueError:
+        raise ImageReadError(f"colour mode {mode} is not supported") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            return ImageOps.exif_transpose(image)  # a copy: a caller's image stays as it was
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        pass  # unreadable EXIF: shown as stored, as viewers do
+    return image
+
+
+def _eight_bit_opaque(image: Image.Image, transparent: bool) -> Image.Image:
+    """High-depth grey -> L; anything with transparency -> RGB over white; palette -> RGB."""
+    mode = image.mode
+    if mode in GREY_16_BIT or mode in ("I", "F"):
+        return Image.fromarray(_grey_to_8bit(np.asarray(image), mode))
+    if mode in WITH_ALPHA or transparent:
+        try:
+            rgba = image.convert("RGBA")
+        except ValueError:
+            raise ImageReadError(f"colour mode {mode} is not supported") from None
+        return Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND + (255,)), rgba).convert("RGB")
+    return image.convert("RGB") if mode == "P" else image
+
+
+def _grey_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """One high-depth grey channel -> uint8, mapping its real range onto 0-255."""
+    if mode == "F" and not np.isfinite(values).all():
+        raise ImageReadError("float image with NaN or infinite pixels: no faithful 8-bit version")
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if mode in GREY_16_BIT or (mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0, 65535
+    elif mode == "F" and low >= 0 and high <= 1:
+        low, high = 0, 1
+    elif mode == "F" and low >= 0 and high <= 255:
+        low, high = 0, 255
+    scale = 255.0 / (float(high) - float(low)) if high > low else 0.0
+    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(scale)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _icc_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image | None:
+    """`image` (L, RGB or CMYK with ICC profile `icc`, or LAB) in sRGB; None when the
+    profile is sRGB already, unreadable, or does not fit the mode (the profile is then
+    ignored, as viewers do)."""
+    transform = _transform_to_srgb(icc, image.mode) if ImageCms is not None else None
+    if transform is None:
+        return None
+    return ImageCms.applyTransform(image, transform)
+
+
+@lru_cache(maxsize=32)
+def _transform_to_srgb(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A cached transform from profile `icc` (None: CIELAB) to sRGB for `mode`, or None
+    when it would change nothing or cannot be built. Cameras reuse a few profiles, so
+    each is parsed and tested once per process."""
+    try:
+        source = ImageCms.createProfile("LAB") if icc is None else ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, "RGB")
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
+        return None
+    if mode in ("RGB", "L"):  # skip profiles that are sRGB already: most photos carry one
+        grid = np.stack(np.meshgrid(*[np.arange(0, 256, 17, dtype=np.uint8)] * 3), -1).reshape(-1, 16, 3)
+        probe = Image.fromarray(grid) if mode == "RGB" else Image.fromarray(np.ascontiguousarray(grid[..., 0]))
+        out = np.asarray(ImageCms.applyTransform(probe, transform), dtype=np.int16)
+        if np.abs(out - np.asarray(probe.convert("RGB"), dtype=np.int16)).max() <= 1:
+            return None
+    return transform
+
+
+THUMBNAIL_SIZE = 128  # pixels, the longer side
+
+
+def thumbnail_jpeg(image: Image.Image, size: int = THUMBNAIL_SIZE, quality: int = 85) -> bytes:
     """A small JPEG of `image`, kept so explanations can show what an exemplar looked like."""
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)

@@ -127,10 +127,12 @@ class Ingestor:
         return report
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
-                     allow_duplicates: bool = False) -> AddReport:
+                     allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already prepared and encoded elsewhere (the service batches encoding
         across requests); `vectors` has a row per prepared image that carries pixels."""
-        return self._insert(prepared, vectors, lambda p: source, allow_duplicates, keep_paths=False)
+        for key in meta or {}:
+            check_meta_key(key)
+        return self._insert(prepared, vectors, lambda p: source, allow_duplicates, meta=meta, keep_paths=False)
 
     def _insert(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
                 source_of: Callable[[PreparedImage], str], allow_duplicates: bool, *,

@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .embed import PreparedImage, decode_pixels
+from .encoders import Encoder, EncoderOptions, Preprocessing
 from .errors import EncoderError, VismemError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash
+from .settings import EncoderIdentity
 
 if TYPE_CHECKING:
-    from .encoders import Preprocessing
     from .ingest import AddReport, Ingestor
 
 LOCAL = "local"         # `--ray local`: start a Ray on this machine for this run
@@ -115,13 +116,13 @@ def decode_files(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max
 
 
 class EncodeActor:
-    """An encoder loaded once per actor; encodes the rows that decoded."""
+    """An encoder loaded once per actor, with the memory's encoder options on the actor's
+    device; encodes the rows that decoded."""
 
-    def __init__(self, name: str, weights: str | None, encoder_id: str, device: str | None) -> None:
+    def __init__(self, name: str, weights: str | None, encoder_id: str, options: EncoderOptions) -> None:
         from .encoders import create_encoder
 
-        self.encoder = create_encoder(name, weights=weights) if device is None else \
-            _create_on(name, weights, device)
+        self.encoder = create_encoder(name, weights=weights, options=options)
         if self.encoder.id != encoder_id:
             raise EncoderError(f"encoder {name} on this Ray node has id {self.encoder.id}, the memory's is "
                                f"{encoder_id}: install the same weights and vismem on every node")
@@ -135,15 +136,29 @@ class EncodeActor:
         return {**out, "vector": vectors}
 
 
-def _create_on(name: str, weights: str | None, device: str) -> Any:
-    """An encoder on `device`, where this vismem's encoders take runtime options."""
+def actor_options(options: EncoderOptions | None, plan: RayPlan) -> EncoderOptions:
+    """The memory's encoder options as an actor runs them: on its GPU when it has one,
+    else on the CPU; decoding is the cluster's tasks' job, not the actor's.
+
+    >>> actor_options(EncoderOptions(runtime="onnx"), RayPlan(1, 1.0, 0.0))
+    EncoderOptions(device='cpu', runtime='onnx', precision='auto', batch_size=None, decode_workers=0)
+    """
+    return replace(options or EncoderOptions(), device="cuda" if plan.gpus else "cpu", decode_workers=0)
+
+
+def driver_encoder(identity: EncoderIdentity) -> Encoder:
+    """The memory's encoder on this machine's CPU, for what the driver needs of it
+    (preprocessing, dimension, identity); it runs no forward pass."""
     from .encoders import create_encoder
 
-    try:
-        from .encoders import EncoderOptions  # type: ignore[attr-defined]
-    except ImportError:
-        return create_encoder(name, weights=weights)
-    return create_encoder(name, weights=weights, options=EncoderOptions(device=device))  # type: ignore[call-arg]
+    if identity.name is None:
+        raise EncoderError("this memory stores precomputed vectors: add them with add_vectors, not images")
+    encoder = create_encoder(identity.name, weights=identity.weights_path,
+                             options=EncoderOptions(device="cpu", runtime="torch"))
+    if encoder.id != identity.id:
+        raise EncoderError(f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
+                           f"{identity.id}: its weights or preprocessing changed")
+    return encoder
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -152,11 +167,13 @@ def add_files_on_ray(ingestor: Ingestor, paths: Sequence[str | Path], *, address
                      label: str | None = None, source: str | None = None, batch_size: int | None = None,
                      allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS, actors: int | None = None,
+                     options: EncoderOptions | None = None,
                      progress: Callable[[int], None] | None = None,
                      on_commit: Callable[[list[int]], None] | None = None) -> AddReport:
     """Add image files and folders, reading, decoding and encoding them on a Ray cluster
     (`address`: "local" starts one here; "auto", "HOST:PORT" or "ray://HOST:PORT" joins
-    one). Same result and report as `Ingestor.add_files`."""
+    one). `options`: the encoder options the actors run (their device is their own:
+    CUDA on GPU nodes, else the CPU). Same result and report as `Ingestor.add_files`."""
     from .ingest import AddReport
 
     report = AddReport()
@@ -170,7 +187,7 @@ def add_files_on_ray(ingestor: Ingestor, paths: Sequence[str | Path], *, address
         if fresh:
             _pass_two(ray, ingestor, fresh, plan, report, batch_size=batch_size or ingestor.encoder.batch_size,
                       allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,
-                      progress=progress, on_commit=on_commit)
+                      options=actor_options(options, plan), progress=progress, on_commit=on_commit)
     return report
 
 
@@ -208,7 +225,8 @@ def _pass_one(ray: Any, ingestor: Ingestor, files: Sequence[tuple[ImageFile, str
 
 def _pass_two(ray: Any, ingestor: Ingestor, fresh: list[dict[str, str]], plan: RayPlan, report: AddReport, *,
               batch_size: int, allow_duplicates: bool, meta: Mapping[str, Any] | None, max_pixels: int,
-              progress: Callable[[int], None] | None, on_commit: Callable[[list[int]], None] | None) -> None:
+              options: EncoderOptions, progress: Callable[[int], None] | None,
+              on_commit: Callable[[list[int]], None] | None) -> None:
     """Decode and encode the files the store does not hold; commit them batch by batch."""
     encoder = ingestor.encoder
     identity = ingestor.store.identity
@@ -218,8 +236,7 @@ def _pass_two(ray: Any, ingestor: Ingestor, fresh: list[dict[str, str]], plan: R
                         fn_kwargs={"preprocessing": encoder.preprocessing, "max_pixels": max_pixels})
     ds = ds.map_batches(EncodeActor, batch_size=batch_size, concurrency=plan.actors, num_cpus=plan.cpus,
                         num_gpus=plan.gpus or None,
-                        fn_constructor_args=(identity.name, identity.weights_path, identity.id,
-                                             "cuda" if plan.gpus else None))
+                        fn_constructor_args=(identity.name, identity.weights_path, identity.id, options))
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         rows = _unbatch(batch)
         bad = [r for r in rows if r["error"]]

@@ -25,9 +25,9 @@ from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
-from .encoders import Encoder, create_encoder, normalize_rows
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError, ReadOnlyMemoryError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped
+from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
+from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
+from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -73,6 +73,7 @@ class Memory:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._encoder: Encoder | None = None
+        self._encoder_options: EncoderOptions | None = None  # device, runtime...: not identity
         self._protos: PrototypeSet | None = None  # built on first use, then kept in step
         self.auto_refresh = True
 
@@ -87,6 +88,7 @@ class Memory:
         weights: str | Path | None = None,
         dim: int | None = None,
         settings: MemorySettings | None = None,
+        encoder_options: EncoderOptions | None = None,
         **setting_values: Any,
     ) -> "Memory":
         """Create an empty memory at `location` (a directory, or a URI of another home).
@@ -99,6 +101,7 @@ class Memory:
         hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, or IVF-PQ when
         float32 vectors would not fit in half the RAM), `target_recall` (approximate
         indexes tune their search effort until recall@10 reaches it), `float16`...
+        `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         settings = (settings or MemorySettings()).replace(**setting_values)
         if encoder is None:
@@ -107,19 +110,23 @@ class Memory:
             identity = EncoderIdentity(name=None, id=None, dim=dim)
             built = None
         else:
-            built = create_encoder(encoder, weights=weights)
+            built = create_encoder(encoder, weights=weights, options=encoder_options)
             if dim is not None and dim != built.dim:
                 raise InvalidInputError(f"encoder {encoder} makes {built.dim}-d vectors, not {dim}")
             identity = EncoderIdentity(name=built.name, id=built.id, dim=built.dim, config=built.describe(),
                                        weights_path=str(Path(weights).resolve()) if weights else None)
         memory = cls(create_store(location, identity, settings))
         memory._encoder = built
+        memory._encoder_options = encoder_options
         return memory
 
     @classmethod
-    def open(cls, location: str | Path) -> "Memory":
-        """Open an existing memory; raises MemoryNotFoundError if there is none."""
-        return cls(open_store(location))
+    def open(cls, location: str | Path, *, encoder_options: EncoderOptions | None = None) -> "Memory":
+        """Open an existing memory; raises MemoryNotFoundError if there is none.
+        `encoder_options` say where the encoder runs when it is first needed."""
+        memory = cls(open_store(location))
+        memory._encoder_options = encoder_options
+        return memory
 
     @classmethod
     def import_parquet(cls, path: str | Path, location: str | Path, *,
@@ -214,7 +221,7 @@ class Memory:
                 raise EncoderError(
                     f"memory at {self.location} has no encoder: it stores precomputed vectors; "
                     "add them with add_vectors / `vismem add-vectors`")
-            encoder = create_encoder(identity.name, weights=identity.weights_path)
+            encoder = create_encoder(identity.name, weights=identity.weights_path, options=self._encoder_options)
             if encoder.id != identity.id:
                 raise EncoderError(
                     f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
@@ -279,12 +286,12 @@ class Memory:
                 f"memory at {self.location} is read-only (read-only media or permissions): it can be "
                 "searched and classified, not changed")
 
-    def _ingestor(self) -> Ingestor:
+    def _ingestor(self, encoder: Encoder | None = None) -> Ingestor:
         self.check_writable()
         def commit(items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
             return self._commit(lambda store: store.insert(items, allow_duplicates=allow_duplicates), added=True)
 
-        return Ingestor(self.store, self.encoder, commit)
+        return Ingestor(self.store, encoder or self.encoder, commit)
 
     def add_images(
         self,
@@ -318,12 +325,15 @@ class Memory:
         """
         self._catch_up()
         if ray is not None:
-            from .ingest_ray import add_files_on_ray
+            from .ingest_ray import add_files_on_ray, driver_encoder
 
+            # Here only preprocessing and identity are needed; the cluster's actors run the
+            # model with this memory's encoder options (device, runtime, precision).
+            driver = self._encoder or driver_encoder(self.store.identity)
             return add_files_on_ray(
-                self._ingestor(), [Path(p) for p in paths], address=ray, label=label, source=source,
+                self._ingestor(driver), [Path(p) for p in paths], address=ray, label=label, source=source,
                 batch_size=batch_size, allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,
-                progress=progress, on_commit=on_commit)
+                options=self._encoder_options, progress=progress, on_commit=on_commit)
         return self._ingestor().add_files(
             [Path(p) for p in paths], label=label, source=source, batch_size=batch_size,
             allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels, progress=progress,
@@ -341,14 +351,15 @@ class Memory:
                                           allow_duplicates=allow_duplicates, max_pixels=max_pixels)
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
-                     allow_duplicates: bool = False) -> AddReport:
+                     allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already decoded (`embed.prepare_bytes`) and encoded, in one transaction.
 
         `vectors` holds one row per prepared image that carries pixels, in order; the
-        HTTP service uses this to batch encoding across requests.
+        HTTP service uses this to batch encoding across requests. `meta` as for `add_images`.
         """
         self._catch_up()
-        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates)
+        return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates,
+                                             meta=meta)
 
     def add_vectors(
         self,
@@ -413,7 +424,7 @@ class Memory:
         skipped: list[Skipped] = []
         pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
         if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([im.convert("RGB") for _, im in pil])
+            vectors[[i for i, _ in pil]] = encoder.encode([upright_rgb(im) for _, im in pil])
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
@@ -514,7 +525,7 @@ class Memory:
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
         if found is None:
-            raise InvalidInputError(
+            raise NotCalibratedError(
                 f"memory at {self.location} has no abstention threshold: run `vismem calibrate {self.location}` first")
         return found
 

@@ -68,8 +68,6 @@ class PrototypeSet:
     def fit(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, labels: Sequence[str],
             per_class: int = 1, seed: int = 0) -> "PrototypeSet":
         """Full computation: k-means with `per_class` clusters within each class."""
-        from sklearn.cluster import KMeans
-
         item_ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64)
         names = np.asarray(labels)
@@ -82,7 +80,9 @@ class PrototypeSet:
             m = min(per_class, len(rows))
             if m == 1:
                 groups = np.zeros(len(rows), dtype=int)
-            else:
+            else:  # scikit-learn only here: importing it costs seconds, and one prototype needs none
+                from sklearn.cluster import KMeans
+
                 groups = KMeans(n_clusters=m, n_init=3, random_state=seed).fit(vectors[rows]).labels_
             assignment.update({int(item_ids[r]): (label, int(g)) for r, g in zip(rows, groups, strict=True)})
         return cls.from_assignment(item_ids, vectors, assignment, per_class)

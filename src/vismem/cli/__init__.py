@@ -10,6 +10,7 @@ Conventions every command follows:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -72,10 +73,24 @@ def _version(version: bool = typer.Option(False, "--version", help="Print vismem
         raise typer.Exit()
 
 
+class _Stderr(logging.Handler):
+    """The library's warnings (an index rebuilt, recall below target...) on stderr, one
+    line each, written to whatever sys.stderr is when they happen."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+_warnings = _Stderr(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback.
     `argv` defaults to the process's arguments."""
     load_commands()
+    library = logging.getLogger("vismem")
+    if _warnings not in library.handlers:
+        library.addHandler(_warnings)
     try:
         app(args=argv, prog_name="vismem")
     except VismemError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
@@ -12,9 +11,13 @@ if TYPE_CHECKING:
     from ..memory import Memory
 
 from ..decide import VOTES, VoteParams
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MemoryNotFoundError, VismemError
+from ..images import Skipped
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
+from ..store.base import parse_pairs
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
+from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
+                              encoding, planned_encoding)
 
 MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
@@ -48,10 +51,13 @@ WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 
-def _open(memdir: Path) -> Memory:
+def _open(memdir: Path, encoder_options=None) -> Memory:
     from ..memory import Memory
 
-    return Memory.open(memdir)
+    if memdir.is_file():
+        raise MemoryNotFoundError(f"{memdir} is a file, not a memory: give the folder that "
+                                  "`vismem create` made")
+    return Memory.open(memdir, encoder_options=encoder_options)
 
 
 def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -> None:
@@ -63,31 +69,38 @@ def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def parse_pairs(pairs: Optional[List[str]], option: str = "--where") -> Optional[dict]:
-    """KEY=VALUE options as a dict (VALUE as JSON when it parses), or None if none given."""
-    if not pairs:
-        return None
-    found = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
-        try:
-            found[key] = json.loads(value)
-        except json.JSONDecodeError:
-            found[key] = value
-    return found
+def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:
+    """For each input, in the order given: its result if it was read (positions `kept`),
+    else the Skipped that says why not, matched by path (an input may be given twice)."""
+    from collections import deque
 
-
-def exit_if_unreadable(skipped: list, json_out: bool, verb: str) -> None:
-    """Report images that could not be read (a JSON line each with --json, always a stderr
-    line) and exit with EXIT_SKIPPED if there were any."""
+    found = dict(zip(kept, results, strict=True))
+    unread: dict[str, deque] = {}
     for s in skipped:
-        if json_out:
-            emit({"path": s.path, "error": s.reason})
-        err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
-    if skipped:
-        raise typer.Exit(EXIT_SKIPPED)
+        unread.setdefault(s.path, deque()).append(s)
+    ordered = [found[i] if i in found else (unread.get(str(path)) or deque([None])).popleft()
+               for i, path in enumerate(inputs)]
+    left = [s for queue in unread.values() for s in queue]  # none, unless a path was renamed
+    return [item for item in ordered if item is not None] + left
+
+
+def say_unreadable(s, json_out: bool, verb: str) -> None:
+    """Report an image that could not be read: a JSON line with --json, always a stderr line."""
+    if json_out:
+        emit({"path": s.path, "error": s.reason})
+    err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
+
+
+def check_image_path(path: Path, option: str) -> None:
+    """Refuse an output path that cannot take an image file, with the fix."""
+    from PIL import Image
+
+    if path.is_dir():
+        raise InvalidInputError(f"{option} {path} is a folder: give a file name, e.g. {path / 'explanation.png'}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"{option} {path}: no folder {path.parent}; create it first")
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
+        raise InvalidInputError(f"{option} {path}: not an image file name; end it in .png (or .jpg, .webp)")
 
 
 def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
@@ -109,6 +122,9 @@ def create(
     float16: bool = setting_option("float16", "--float16"),
     token: Optional[str] = typer.Option(None, "--token", help="Milvus token (user:password or API key) for a "
                                         "milvus:// memory; later commands read it from VISMEM_MILVUS_TOKEN."),
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Create an empty memory in MEMDIR (a directory), or in a Milvus collection
@@ -121,7 +137,8 @@ def create(
         os.environ["VISMEM_MILVUS_TOKEN"] = token
     name = None if encoder.lower() == "none" else encoder
     with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
-                       target_recall=target_recall, float16=float16) as memory:
+                       target_recall=target_recall, float16=float16,
+                       encoder_options=encoder_options(device, runtime, precision)) as memory:
         info = memory.info()
     if json_out:
         emit(info)
@@ -136,7 +153,8 @@ def add(
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch and per commit."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (forward pass "
+                                             "and commit) [default: fitted to the GPU, 32 on CPU]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",
@@ -144,6 +162,10 @@ def add(
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                       help="Read, decode and encode on a Ray cluster: 'local' starts one here, "
                                            "'auto' / HOST:PORT / ray://HOST:PORT joins one."),
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Add images to MEMDIR. Each batch is committed atomically.
@@ -153,11 +175,11 @@ def add(
     """
     from ..images import find_images
 
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
-        with progress_bar("adding", total) as advance:
+        with progress_bar(f"adding ({encoding(memory)})", total) as advance:
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
                 allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
@@ -186,11 +208,19 @@ def add_vectors(
     """Add precomputed embeddings with labels (for memories made with --encoder none)."""
     import numpy as np
 
+    def load_npy(path: Path, option: str):
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
+        return np.load(path, allow_pickle=False)
+
     try:
-        matrix = np.load(vectors, allow_pickle=False)
-        names = (np.load(labels, allow_pickle=False).tolist() if labels.suffix == ".npy"
+        matrix = load_npy(vectors, "--vectors")
+        names = (load_npy(labels, "--labels").tolist() if labels.suffix == ".npy"
                  else labels.read_text().splitlines())
     except (OSError, ValueError) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
         raise InvalidInputError(f"cannot read vectors/labels: {exc}") from None
     with _open(memdir) as memory:
         ids = memory.add_vectors(matrix, names, sources=source)
@@ -215,6 +245,11 @@ def classify(
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Classify images and show the neighbours that voted.
@@ -229,16 +264,19 @@ def classify(
     options = _vote_options(k, vote, alpha, tau, mix) | {
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_pairs(where)}
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
-    for decision in decisions:
-        if json_out:
+    for decision in in_input_order(images, kept, decisions, skipped):
+        if isinstance(decision, Skipped):
+            say_unreadable(decision, json_out, "classify")
+        elif json_out:
             emit(decision.to_dict())
         else:
             out.print(decision_table(decision))
-    exit_if_unreadable(skipped, json_out, "classify")
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()
@@ -324,7 +362,7 @@ def relabel(
 def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     """Show item and class counts, encoder, format version, index and disk use."""
     with _open(memdir) as memory:
-        data = memory.info()
+        data = memory.info() | {"encoding": planned_encoding(memory)}
     if json_out:
         emit(data)
         return
@@ -333,6 +371,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     out.print(f"memory      {data['path']}")
     out.print(f"items       {data['items']} in {data['class_count']} classes")
     out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
+    if data["encoding"]:
+        out.print(f"encoding    {data['encoding']['describe']} (here, by default)")
     out.print(f"format      version {data['format_version']}")
     index = data["index"]
     if data.get("home") == "milvus":
@@ -378,6 +418,11 @@ def evaluate(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
+    decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Accuracy of the memory on a labelled test folder (root/<label>/<image>)."""
@@ -385,10 +430,17 @@ def evaluate(
     from ..images import find_images
 
     options = _vote_options(k, vote, alpha, tau)
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         total = len(find_images([testdir])[0])
-        with progress_bar("evaluating", total) as advance:
+        if not total:
+            raise InvalidInputError(f"nothing to evaluate: {testdir} has no images in class subfolders "
+                                    "(root/<label>/<image>)")
+        with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
             report = evaluate_folder(memory, testdir, progress=advance, **options)
+    if not report.total:
+        for s in report.skipped:
+            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+        raise VismemError(f"nothing to evaluate: none of the {total} images in {testdir} could be read")
     if json_out:
         emit(report.to_dict())
     else:
@@ -418,10 +470,14 @@ def explain(
     from ..images import decode_image
 
     options = _vote_options(k, vote, alpha, tau)
+    check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
-    sheet.save(output)
+    try:
+        sheet.save(output)
+    except OSError as exc:
+        raise VismemError(f"cannot write {output}: {exc.strerror or exc}") from None
     if json_out:
         emit({**decision.to_dict(), "sheet": str(output)})
     else:

@@ -8,16 +8,21 @@ from typing import List, Optional
 
 import typer
 
-from . import app, emit, out
-from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open,
-                       exit_if_unreadable, parse_pairs)
+from ..decide import VoteParams
+from ..images import Skipped
+from ..settings import describe
+from . import EXIT_SKIPPED, app, emit, out
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order,
+                       parse_pairs, say_unreadable)
+
+K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
 
 @app.command()
 def search(
     memdir: Path = MemDir,
     images: List[Path] = typer.Argument(..., help="Image files to search with.", show_default=False),
-    k: int = typer.Option(10, "--k", "-k", min=1, help="How many nearest items."),
+    k: int = typer.Option(K["default"], "--k", "-k", min=K["min"], max=K["max"], help="How many nearest items."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
@@ -34,14 +39,20 @@ def search(
         vectors, kept, skipped = memory.embed_images(images)
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
                              where=parse_pairs(where)) if kept else []
-    for i, row in zip(kept, rows):
-        if json_out:
-            emit({"path": str(images[i]), "neighbors": [asdict(hit) for hit in row]})
+    found = [(images[i], row) for i, row in zip(kept, rows, strict=True)]
+    for item in in_input_order(images, kept, found, skipped):
+        if isinstance(item, Skipped):
+            say_unreadable(item, json_out, "search with")
             continue
-        out.print(f"{images[i]}")
+        path, row = item
+        if json_out:
+            emit({"path": str(path), "neighbors": [asdict(hit) for hit in row]})
+            continue
+        out.print(f"{path}")
         for hit in row:
             out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}", markup=False)
-    exit_if_unreadable(skipped, json_out, "search with")
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()
@@ -76,6 +87,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         report = memory.compact()
     if json_out:
         emit(report)
+    elif "note" in report:  # a server home compacts on its side
+        out.print(f"Milvus compaction {report['compaction']}; {report['size']} items. {report['note']}")
     else:
         out.print(f"compacted: reclaimed {report['reclaimed']} slots; index {report['type']} "
                   f"holds {report['size']} vectors, {report['bytes']:,} bytes")

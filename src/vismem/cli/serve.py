@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from . import app, err
+from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -28,6 +29,10 @@ def serve(
                                         help="Largest request body, in MiB."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
                                    help="Largest decoded image, in pixels."),
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
+    batch_size: Optional[int] = BatchSizeOpt,
 ) -> None:
     """Serve MEMDIR over HTTP: API (OpenAPI at /docs) and a web page at /.
 
@@ -38,11 +43,13 @@ def serve(
 
     from ..memory import Memory
     from ..service import ServiceSettings, create_app
+    from ..service.models import MAX_REQUEST_HEAD
 
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
                                max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
-    with Memory.open(memdir) as memory:
+    with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
+        announce(memory)
         info = memory.info()
         err.print(f"serving {memdir} ({info['items']} items, encoder {info['encoder']}) "
                   f"at http://{host}:{port}/  (API docs at /docs)", markup=False)
@@ -56,4 +63,6 @@ def serve(
             err.print(f"warning: listening on {host}, reachable from other machines; "
                       "the server speaks plain HTTP, so put TLS in front of it", markup=False)
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
-        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False)
+        # h11 with a known limit on the request head, above what any schema-valid query needs
+        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
+                    h11_max_incomplete_event_size=MAX_REQUEST_HEAD)

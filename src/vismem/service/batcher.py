@@ -9,6 +9,7 @@ themselves and nobody waits for a timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -53,25 +54,26 @@ class EncodeBatcher:
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
         future = asyncio.get_running_loop().create_future()
+        assert self._queue is not None  # made with the worker, above
         self._queue.put_nowait(_Job(pixels, future))
         return await future
 
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        queue = self._queue
+        assert queue is not None
         while True:
-            jobs = [await self._queue.get()]
+            jobs = [await queue.get()]
             count = len(jobs[0].pixels)
-            while count < self.max_batch and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            while count < self.max_batch and not queue.empty():
+                jobs.append(queue.get_nowait())
                 count += len(jobs[-1].pixels)
             batch = np.concatenate([job.pixels for job in jobs])
             try:

@@ -60,6 +60,27 @@ def meta_value_key(value: Any) -> Any:
     return value
 
 
+def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[str, Any] | None:
+    """KEY=VALUE texts (the CLI's --where/--meta, the service's `where`) as a dict, each
+    VALUE read as JSON when it parses (2024, true), else as text; None if none given.
+
+    >>> parse_pairs(["year=2024", "camera=phone"])
+    {'year': 2024, 'camera': 'phone'}
+    """
+    if not pairs:
+        return None
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
+        try:
+            found[key] = json.loads(value)
+        except (ValueError, RecursionError):  # not JSON, an over-long integer, nesting too deep
+            found[key] = value
+    return found
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which items a search, listing or removal may touch: every given condition holds.

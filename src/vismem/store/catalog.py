@@ -78,6 +78,7 @@ class Catalog:
         self.relabelled: dict[int, str] = {}
         self.version = 0
         self._selections: dict[Filter, Selection | None] = {}
+        self._live_ids: np.ndarray | None = None  # every live id, for listing; until the next edit
 
     # ---- size ------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class Catalog:
     def _changed(self) -> None:
         self.version += 1
         self._selections.clear()
+        self._live_ids = None
 
     # ---- edits -----------------------------------------------------------------------
 
@@ -263,8 +265,10 @@ class Catalog:
         source_names = np.asarray(self.sources.names + [None], dtype=object)
         labels[found] = label_names[self._label[rows[found]]]
         sources[found] = source_names[self._source[rows[found]]]
-        weights = np.where(found, self._weight[rows], 0.0)
-        prune = np.where(found, self._prune[rows], 0)
+        weights = np.zeros(len(flat))  # rows of ids not found may point past an empty catalog
+        weights[found] = self._weight[rows[found]]
+        prune = np.zeros(len(flat), dtype=self._prune.dtype)
+        prune[found] = self._prune[rows[found]]
         history = np.asarray([self.relabelled.get(i) if ok else None
                               for i, ok in zip(flat.tolist(), found.tolist())], dtype=object) \
             if self.relabelled else np.full(len(flat), None, dtype=object)
@@ -285,9 +289,25 @@ class Catalog:
         return {name: int(c) for name, c in sorted(zip(self.labels.names, counts.tolist())) if c}
 
     def page(self, where: Filter | None, offset: int, limit: int) -> tuple[int, np.ndarray]:
-        """(how many items match, the ids of matches offset..offset+limit), oldest first."""
-        chosen = self.ids(where)
-        return len(chosen), chosen[offset : offset + limit]
+        """(how many items match, the ids of matches offset..offset+limit), oldest first.
+
+        O(limit) for every page but the first after an edit: the matches are the search's
+        cached selection, and with no filter and nothing removed, rows are positions.
+        """
+        selection = self.selection(where)
+        if selection is not None:
+            chosen = selection.ids
+        elif self._dead == 0:
+            chosen = self._ids[: self._n]
+        else:
+            chosen = self.selection_of_live()
+        return len(chosen), chosen[offset : offset + limit].copy()
+
+    def selection_of_live(self) -> np.ndarray:
+        """Ids of every live item, ascending, cached until the next edit."""
+        if self._live_ids is None:
+            self._live_ids = self.ids(None)
+        return self._live_ids
 
     def live_ids(self) -> Iterator[int]:
         return iter(self.ids(None).tolist())

@@ -865,7 +865,8 @@ class MilvusStore:
                 break
             time.sleep(0.5)
         self._deleted_since_compaction = False
-        return {"compaction": "completed" if "Completed" in state else state, "items": self._count,
+        return {"compaction": "completed" if "Completed" in state else state, "size": self._count,
+                "reclaimed": None, "bytes": None, "type": index_plan(self._settings.index, self.dim)[0]["index_type"],
                 "note": "Milvus drops the compacted-away files at its next garbage collection "
                         "(dataCoord.gc.*) and keeps its message log for its retention time"}
 

@@ -1,0 +1,54 @@
+"""Where the encoder runs, as CLI options shared by create/add/classify/eval/serve.
+
+Each command declares these parameters and passes `encoder_options(...)` to
+`Memory.create` / `Memory.open`; `encoding(memory)` names what was chosen, for progress bars.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..encoders import EncoderOptions
+from ..encoders.options import DEVICE_ENV, PRECISIONS, RUNTIMES
+from . import err
+
+DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True,
+                         help="auto|cpu|cuda|cuda:N|mps: auto takes a CUDA GPU, else MPS, else the CPU.")
+RuntimeOpt = typer.Option("auto", "--runtime", help=f"{'|'.join(RUNTIMES)}: auto is ONNX Runtime on the CPU "
+                          "(exported once, checked against torch), torch elsewhere.")
+PrecisionOpt = typer.Option("auto", "--precision", help=f"{'|'.join(PRECISIONS)}: auto is fp16 on CUDA "
+                            "(checked against fp32), fp32 elsewhere; fp32 opts out of half precision.")
+BatchSizeOpt = typer.Option(None, "--batch-size", min=1,
+                            help="Images per forward pass [default: fitted to the GPU, 32 on CPU].")
+DecodeWorkersOpt = typer.Option(None, "--decode-workers", min=0,
+                                help="Processes that decode images (0: a thread) [default: measured].")
+
+
+def encoder_options(device: Optional[str], runtime: str, precision: str, batch_size: Optional[int] = None,
+                    decode_workers: Optional[int] = None) -> EncoderOptions:
+    return EncoderOptions(device=device, runtime=runtime, precision=precision, batch_size=batch_size,
+                          decode_workers=decode_workers)
+
+
+def encoding(memory) -> str:
+    """The encoder and where it runs, e.g. for a progress bar: loads the encoder, so a
+    failure to load comes before any output."""
+    if memory.encoder_name is None:
+        return "no encoder"
+    encoder = memory.encoder
+    return f"{encoder.runtime.describe()}, batch {encoder.batch_size}"
+
+
+def announce(memory) -> None:
+    """One stderr line naming the encoder and where it runs."""
+    err.print(f"encoding with {memory.encoder_name}: {encoding(memory)}", markup=False)
+
+
+def planned_encoding(memory) -> dict | None:
+    """Where this memory's encoder would run here by default, for `vismem info`."""
+    from ..encoders.runtime import planned_runtime
+
+    plan = planned_runtime(memory.encoder_name)
+    return None if plan is None else {**plan.to_dict(), "describe": plan.describe()}

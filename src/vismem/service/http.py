@@ -1,0 +1,163 @@
+"""The HTTP edge: what each status means, the one error body, and the guards that keep
+every failure a JSON answer on a connection that stays usable.
+
+Every error is `{"error": "one line that says what to do"}`. `STATUS` is the one list of
+what each status means: the OpenAPI document (`responses`) and docs/service.md are
+written from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, MutableMapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from ..errors import (
+    DiskFullError,
+    EmptyMemoryError,
+    EncoderError,
+    InvalidInputError,
+    MemoryBusyError,
+    NotCalibratedError,
+    ReadOnlyMemoryError,
+    VismemError,
+)
+
+log = logging.getLogger("vismem.service")
+
+STATUS: dict[int, str] = {
+    400: "The body does not parse (not JSON, broken multipart), or an uploaded query image does not "
+         "decode as an image within the pixel limit. Nothing changed.",
+    401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
+    403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
+         "Nothing changed.",
+    404: "No item with this id. Nothing changed.",
+    409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
+         "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
+         "vectors) so it cannot take images, or it lies on read-only media. Nothing changed.",
+    413: "The request body is over --max-upload-mb. Nothing changed.",
+    415: "A file part is not sent as image/*. Nothing changed.",
+    422: "The request does not match this document (a missing, unknown-valued or out-of-range field). "
+         "Nothing changed.",
+    503: "Another process (e.g. a `vismem` command) held the memory's write lock for 30 s; try again. "
+         "Nothing changed.",
+    507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
+         "works) and try again.",
+}
+STATUS_BY_ERROR = ((EmptyMemoryError, 409), (EncoderError, 409), (ReadOnlyMemoryError, 409), (NotCalibratedError, 409),
+                   (MemoryBusyError, 503), (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the error body model."""
+    return {code: {"model": ErrorBody, "description": STATUS[code]} for code in sorted(codes)}
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """JSON errors for HTTP errors, schema violations and vismem's own errors; and a guard
+    that turns any other exception into a 500 without breaking the connection."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.scope)))
+        return error(exc.status_code, str(exc.detail), headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
+            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
+        return error(422, "invalid request: " + "; ".join(problems))
+
+    @app.exception_handler(VismemError)
+    async def vismem_error(request: Request, exc: VismemError) -> JSONResponse:
+        status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
+        return error(status, str(exc))
+
+    app.add_middleware(CatchAll)
+
+
+def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
+    """Every method some route takes at this request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+class CatchAll:
+    """Answer an unexpected exception with a JSON 500 and keep the connection.
+
+    Starlette's own handler for `Exception` answers and then raises again, so the server
+    drops the connection, and with it the next requests a client had queued on it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await error(500, "internal error: the server log has the details")(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, before or while they arrive."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = (f"request body too large: the limit is {self.limit:,} bytes "
+                   "(start the server with a larger --max-upload-mb)")
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = error(413, message, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:  # chunked bodies declare no length
+                    raise StarletteHTTPException(413, message)
+            return msg
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,205 @@
+"""What the API takes and answers, as types: the OpenAPI document is written from them.
+
+Constraints live in the types (an id fits SQLite's INTEGER, a label has a visible
+character, a `where` pair names a metadata key), so a request that matches the
+document is one the memory accepts. Vote options take their help, default and limits
+from `VoteParams` (`settings.describe`), never restated here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Form
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from ..decide import VOTES, VoteParams
+from ..settings import describe
+from ..store.base import MAX_LABEL_LENGTH
+
+# Ids are SQLite INTEGERs (< 2**63) handed out from 1 up; the API keeps to the ones a JSON
+# number carries exactly everywhere (JavaScript's safe integers), so a larger one is a 422.
+MAX_ID = 2**53 - 1
+# A label needs a character that is not a space to Python's str.strip (what `check_label`
+# asks). Regex engines disagree on what \s is, so the spaces are named one by one.
+SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+VISIBLE = f"[^{SPACES}]"
+ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id.")]
+# In a JSON body (strict: true is not 1, nor "2" the number 2), where 2.0 is the integer 2.
+JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
+                       BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=VISIBLE)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
+WherePair = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*=", max_length=500)]
+# Bounds that keep the longest schema-valid query string (each character percent-encoded)
+# well under the HTTP layer's limit (MAX_REQUEST_HEAD), so it is answered, not cut off.
+MAX_VALUES = 20  # values of one repeatable restriction
+MAX_IDS = 10_000  # ids in one request
+MAX_REQUEST_HEAD = 2**20
+VoteName = Literal[VOTES]  # type: ignore[valid-type]
+WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more; all must hold). "
+              "VALUE is read as JSON when it parses (2024, true), else as text.")
+
+
+def vote_form(name: str) -> Any:
+    """A form field for a vote option: help, shipped default and limits from `VoteParams`;
+    absent means the memory's stored default."""
+    found = describe(VoteParams, name)
+    limits = {"ge": found.get("min"), "le": found.get("max"), "gt": found.get("min_exclusive")}
+    options: dict[str, Any] = {key: value for key, value in limits.items() if value is not None}
+    if isinstance(found["default"], float):
+        options["allow_inf_nan"] = False  # a NaN would pass every limit, and JSON cannot carry it back
+    return Form(None, description=f"{found['help']} [memory default; shipped: {found['default']}]", **options)
+
+
+def restriction_forms() -> dict[str, Any]:
+    """The restriction fields of /classify and /search: the CLI's --only-label,
+    --only-source and --where, repeatable."""
+    return {
+        "only_label": Form(None, max_length=MAX_VALUES, description="Only items with this label (repeat for more)."),
+        "only_source": Form(None, max_length=MAX_VALUES, description="Only items from this source (repeat for more)."),
+        "where": Form(None, max_length=MAX_VALUES, description=WHERE_HELP),
+    }
+
+
+# ---- requests ------------------------------------------------------------------------
+
+
+def _one_of_label_weight(schema: dict[str, Any]) -> None:
+    # Absent is "no change"; null is not a value either field takes.
+    for field in schema["properties"].values():
+        field.pop("default", None)
+    schema["anyOf"] = [{"required": ["label"]}, {"required": ["weight"]}]
+
+
+class ItemChange(BaseModel):
+    """A change to one item: a new label, a new vote weight, or both (the CLI's relabel,
+    block, boost, unblock)."""
+
+    # strict: JSON's true is not the id 1, nor "2" the weight 2.0
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of_label_weight)
+    label: Label = Field(None, description="The new label (no re-encoding).")  # type: ignore[assignment]
+    weight: float = Field(None, ge=0, le=1e6, allow_inf_nan=False,  # type: ignore[assignment]
+                          description="The vote weight: 0 blocks, 1 is normal, >1 boosts.")
+
+    @model_validator(mode="after")
+    def _something(self) -> ItemChange:
+        if self.label is None and self.weight is None:
+            raise ValueError("send a new label, a weight, or both")
+        return self
+
+
+class ItemsChange(ItemChange):
+    """The same change to several items, in one transaction."""
+
+    ids: list[JsonItemId] = Field(..., min_length=1, max_length=MAX_IDS, description="The items to change.")
+
+
+class Selector(BaseModel):
+    """Which items DELETE /items removes: exactly one of the CLI's --id, --label,
+    --source, --where (repeatable ones as repeated query parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: list[ItemId] | None = Field(None, min_length=1, max_length=MAX_IDS)
+    label: Label | None = None
+    source: Source | None = None
+    where: list[WherePair] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Selector:
+        if sum(value is not None for value in (self.id, self.label, self.source, self.where)) != 1:
+            raise ValueError("give exactly one of id (repeatable), label, source, where (repeatable)")
+        return self
+
+    @classmethod
+    def openapi_parameter(cls) -> dict[str, Any]:
+        """The selector as one exploded query object that must hold exactly one of its
+        fields: `?label=cat`, `?id=1&id=2`, `?where=camera=phone`."""
+        choices = [{"type": "object", "properties": {name: non_null(field)}, "required": [name],
+                    "additionalProperties": False}
+                   for name, field in cls.model_json_schema()["properties"].items()]
+        return {"name": "selector", "in": "query", "required": True, "style": "form", "explode": True,
+                "description": " ".join((cls.__doc__ or "").split()),
+                "schema": {"oneOf": choices}}
+
+
+# ---- answers -------------------------------------------------------------------------
+
+
+class ItemOut(BaseModel):
+    """One exemplar's metadata (its vector stays in the memory)."""
+
+    id: int
+    label: str
+    source: str
+    path: str | None = Field(description="Where the image was read from; null for uploads and vectors.")
+    content_hash: str | None
+    weight: float
+    meta: dict[str, Any]
+    added_at: float
+    relabelled_from: str | None
+    prune_count: int
+
+
+class PageOut(BaseModel):
+    """A page of the listing: `total` items match; these start at `offset`, oldest first."""
+
+    total: int
+    offset: int
+    items: list[ItemOut]
+
+
+class HitOut(BaseModel):
+    id: int
+    label: str
+    source: str
+    distance: float
+
+
+class SearchOut(BaseModel):
+    """What `vismem search --json` prints for one image."""
+
+    path: str
+    neighbors: list[HitOut]
+
+
+class SkippedOut(BaseModel):
+    path: str
+    reason: str
+
+
+class AddOut(BaseModel):
+    """New ids, and every image not added with why (duplicate, unreadable)."""
+
+    added: int
+    ids: list[int]
+    skipped: int
+    skipped_items: list[SkippedOut]
+
+
+class RemovedOut(BaseModel):
+    """Removed ids (durable and purged from disk when this answers); ids asked for that
+    did not exist; items left."""
+
+    removed: int
+    ids: list[int]
+    missing: list[int]
+    items: int
+
+
+class UpdatedOut(BaseModel):
+    """Changed ids; ids asked for that did not exist."""
+
+    updated: int
+    ids: list[int]
+    missing: list[int]
+
+
+def non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field's schema without its `null` branch: on the wire an absent field
+    is left out, never sent as null."""
+    branches = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+    if len(branches) == 1:
+        rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+        return {**rest, **branches[0]}
+    return schema

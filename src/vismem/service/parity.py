@@ -1,0 +1,84 @@
+"""Which HTTP endpoint is the face of which `vismem` command, and why some have none.
+
+Both faces call the same `Memory` method with the same option names (HTTP spells
+`--only-label` as `only_label`). tests/test_service_parity.py checks this table against
+the Typer app (a new command fails until it is listed here) and against the routes;
+docs/service.md shows it (`markdown_table`), and the same test keeps that in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Face:
+    """A command's HTTP endpoints (METHOD /path), or none and the reason."""
+
+    endpoints: tuple[str, ...] = ()
+    memory: str = ""  # the Memory method both faces call
+    note: str = ""
+    cli_only: str = ""  # why there is no endpoint
+
+
+SELF_QUERY = ("queries every item against the memory: minutes at scale, holding the service's lock "
+              "all along; run it beside the server")
+REBUILD = "rebuilds the index: minutes at scale under the write lock; run it beside the server"
+PICKED_UP = ", which uses the result from its next request on"
+
+PARITY: dict[str, Face] = {
+    "add": Face(("POST /items",), "add_prepared",
+                "uploads instead of server-side paths (the server never opens a path a client names); "
+                "label, source, allow_duplicates, meta as in the CLI"),
+    "classify": Face(("POST /classify",), "classify_vectors",
+                     "k, vote, alpha, tau, mix, abstain, only_label, only_source, where"),
+    "search": Face(("POST /search",), "search", "k, only_label, only_source, where"),
+    "remove": Face(("DELETE /items", "DELETE /items/{item_id}"), "remove",
+                   "exactly one of id (repeatable), label, source, where (repeatable); missing ids are "
+                   "listed, not an error. Every removal is purged; --verify (a scan of the memory's "
+                   "files) stays on the CLI"),
+    "relabel": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"label": ...}'),
+    "block": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": 0}'),
+    "boost": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": factor}'),
+    "unblock": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": 1}'),
+    "info": Face(("GET /stats",), "info", "the same object as info --json"),
+    "create": Face(cli_only="a server serves one memory that already exists; making a new one is "
+                            "work on the server's disk"),
+    "add-vectors": Face(cli_only="precomputed embeddings come as .npy arrays of up to millions of rows, "
+                                 "not as uploads; a memory without an encoder cannot take image queries, "
+                                 "so serving one needs vector queries, which the API does not have yet"),
+    "eval": Face(cli_only="reads a labelled test folder on the server's disk; over HTTP, POST /classify "
+                          "each test image and compare"),
+    "explain": Face(cli_only="writes a PNG file; over HTTP the same explanation is POST /classify's "
+                             "neighbours with GET /items/{item_id}/thumbnail, which the page at / draws"),
+    "encoders": Face(cli_only="lists what `create --encoder` accepts, and create is CLI-only"),
+    "demo": Face(cli_only="builds its own throw-away memory from scikit-learn's digits"),
+    "eval-protocols": Face(cli_only="a research harness on data sets and embedding files, not on the "
+                                    "served memory"),
+    "serve": Face(cli_only="starts this server"),
+    "tune": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "prune": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "suspects": Face(cli_only=SELF_QUERY),
+    "calibrate": Face(cli_only=SELF_QUERY + PICKED_UP),
+    "reindex": Face(cli_only=REBUILD + PICKED_UP),
+    "compact": Face(cli_only=REBUILD + PICKED_UP + "; it also runs by itself once a fifth of the index is "
+                                                  "removed slots"),
+}
+
+# Endpoints no command has: they serve the web page and other programs.
+HTTP_ONLY: dict[str, str] = {
+    "GET /healthz": "liveness and access mode, always open",
+    "GET /items": "paged listing (offset, limit, label, source, where): Memory.page, O(1) in the offset",
+    "GET /items/{item_id}": "one item's metadata: Memory.items",
+    "GET /items/{item_id}/thumbnail": "the JPEG kept at add time: Memory.thumbnail",
+}
+
+
+def markdown_table() -> str:
+    """The table in docs/service.md."""
+    rows = ["| command | endpoint | `Memory` method | notes |", "| --- | --- | --- | --- |"]
+    for name, face in sorted(PARITY.items(), key=lambda kv: (not kv[1].endpoints, kv[0])):
+        endpoints = ", ".join(f"`{e}`" for e in face.endpoints) or "CLI only"
+        method = f"`{face.memory}`" if face.memory else ""
+        rows.append(f"| `{name}` | {endpoints} | {method} | {face.note or face.cli_only} |")
+    return "\n".join(rows)

@@ -1,0 +1,83 @@
+"""The OpenAPI document, made to say exactly what the running server does.
+
+FastAPI writes most of it from the endpoints' types. This pass fixes what it cannot
+know: file parts are `image/*` (the server refuses anything else with 415); an
+optional parameter is absent, never null; every operation that takes input can answer
+422, and every one with a body 413, each with the one error body; and a file list
+holds at least one file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from .http import STATUS
+from .models import non_null
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+IMAGE_PART = {"type": "string", "format": "binary", "contentMediaType": "image/*"}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the corrected document at /openapi.json (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
+                                   summary=app.summary, description=app.description, routes=app.routes)
+            app.openapi_schema = corrected(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def corrected(document: dict[str, Any]) -> dict[str, Any]:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                parameter["schema"] = non_null(parameter["schema"])
+            body = operation.get("requestBody")
+            for media_type, content in (body or {}).get("content", {}).items():
+                if media_type == "multipart/form-data":
+                    _form(content, schemas)
+            answers = operation.setdefault("responses", {})
+            if operation.get("parameters") or body:
+                answers["422"] = _error(422)
+            if body:
+                answers["400"] = answers.get("400") or _error(400)
+                answers["413"] = _error(413)
+            operation["responses"] = dict(sorted(answers.items()))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return document
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {"description": STATUS[status], "content": {"application/json": {"schema": ERROR_REF}}}
+
+
+def _form(content: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """A multipart body: file parts as image/*, at least one file in a list of files, and
+    optional fields that are absent rather than null."""
+    reference = content["schema"].get("$ref", "")
+    schema = schemas[reference.rsplit("/", 1)[-1]] if reference else content["schema"]
+    encoding = content.setdefault("encoding", {})
+    for name, field in list(schema.get("properties", {}).items()):
+        field = non_null(field)
+        if _is_file(field):
+            field = {key: value for key, value in field.items() if key not in ("contentMediaType", "format")}
+            field.update(IMAGE_PART)
+            encoding[name] = {"contentType": "image/*"}
+        elif field.get("type") == "array" and _is_file(field.get("items", {})):
+            field = {**field, "items": IMAGE_PART, "minItems": 1}
+            encoding[name] = {"contentType": "image/*"}
+        schema["properties"][name] = field
+
+
+def _is_file(field: dict[str, Any]) -> bool:
+    return field.get("type") == "string" and (
+        field.get("format") == "binary" or field.get("contentMediaType") == "application/octet-stream")

@@ -1,0 +1,133 @@
+"""What a new user types by mistake gets a one-line error or an answer in order, never a
+traceback: explain --out, eval on an empty folder, info on a file, add-vectors with a
+text file, classify/search with unreadable inputs among readable ones, and the web
+service's HEAD and favicon requests."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import json_lines
+from conftest import run_cli_here as run_cli  # in this process: no process boundary is tested here
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vismem import Memory
+from vismem.service import ServiceSettings, create_app
+
+
+@pytest.fixture(scope="module")
+def small_memory(tmp_path_factory, digits):
+    """A pixels-encoder memory of 20 digits, and 3 held-out digit files."""
+    from vismem.datasets import split_per_class, write_image_folder
+
+    images, labels = digits
+    root = tmp_path_factory.mktemp("mistakes")
+    train, test = split_per_class(labels, [2, 1], seed=3)
+    write_image_folder(root / "train", images, labels, train)
+    queries = write_image_folder(root / "test", images, labels, test[:3])
+    memdir = root / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, root / "train", check=True)
+    return root, memdir, sorted(queries.rglob("*.png"))
+
+
+def one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("out, says", [("missing/sheet.png", "no folder"), ("", "is a folder"),
+                                       ("sheet.txt", "not an image file name")])
+def test_explain_out_is_checked_before_any_work(small_memory, tmp_path, out, says):
+    _, memdir, _ = small_memory
+    # The image does not exist either: the --out error coming first shows nothing was classified.
+    result = run_cli("explain", memdir, tmp_path / "no-such-image.png", "--out", tmp_path / out)
+    one_line_error(result, "--out", says)
+    assert not list(tmp_path.iterdir())
+
+
+def test_explain_writes_a_jpeg_sheet_too(small_memory, tmp_path):
+    _, memdir, queries = small_memory
+    run_cli("explain", memdir, queries[0], "--out", tmp_path / "sheet.jpg", check=True)
+    assert Image.open(tmp_path / "sheet.jpg").format == "JPEG"
+
+
+def test_eval_with_nothing_to_evaluate_fails(small_memory, tmp_path):
+    _, memdir, _ = small_memory
+    (tmp_path / "empty").mkdir()
+    one_line_error(run_cli("eval", memdir, tmp_path / "empty"), "nothing to evaluate")
+    (tmp_path / "unreadable" / "3").mkdir(parents=True)
+    (tmp_path / "unreadable" / "3" / "a.png").write_text("not a picture")
+    result = run_cli("eval", memdir, tmp_path / "unreadable")
+    one_line_error(result, "nothing to evaluate", "none of the 1 images")
+    assert "skipped" in result.stderr and "a.png" in result.stderr
+
+
+def test_info_on_a_regular_file_says_it_is_not_a_memory(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    message = one_line_error(run_cli("info", notes), "is a file, not a memory")
+    assert "vismem create" not in message.replace("`vismem create` made", "")
+
+
+def test_add_vectors_with_a_text_file_names_the_format(small_memory, tmp_path):
+    _, memdir, _ = small_memory
+    text = tmp_path / "vectors.csv"
+    text.write_text("0.1,0.2\n")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\n")
+    message = one_line_error(run_cli("add-vectors", memdir, "--vectors", text, "--labels", labels),
+                             "--vectors", "not a .npy file", "numpy.save")
+    assert "pickle" not in message
+    np.save(tmp_path / "v.npy", np.ones((1, 768), np.float32))
+    (tmp_path / "labels.npy").write_text("a\n")
+    one_line_error(run_cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels",
+                           tmp_path / "labels.npy"), "--labels", "not a .npy file")
+
+
+@pytest.mark.parametrize("command", ["classify", "search"])
+def test_json_answers_come_in_input_order(small_memory, tmp_path, command):
+    _, memdir, queries = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    inputs = [broken, queries[0], tmp_path / "missing.png", queries[1], broken, queries[2]]
+    result = run_cli(command, memdir, *inputs, "--json")
+    assert result.returncode == 3, result.stderr
+    answers = json_lines(result)
+    assert [a["path"] for a in answers] == [str(p) for p in inputs]
+    assert ["error" in a for a in answers] == [True, False, True, False, True, False]
+
+
+# ---- the web service: HEAD and the favicon ---------------------------------------------------
+
+@pytest.fixture
+def client(small_memory, tmp_path):
+    import shutil
+
+    _, memdir, _ = small_memory
+    shutil.copytree(memdir, tmp_path / "mem")
+    with Memory.open(tmp_path / "mem") as memory, TestClient(create_app(memory, ServiceSettings())) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/", "/browse", "/favicon.ico"])
+def test_head_answers_like_get(client, path):
+    got, head = client.get(path), client.head(path)
+    assert got.status_code == head.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"] and not head.content
+
+
+def test_pages_have_an_icon(client):
+    icon = client.get("/favicon.ico")
+    assert icon.headers["content-type"] == "image/x-icon"
+    image = Image.open(io.BytesIO(icon.content))
+    assert image.format == "ICO" and (32, 32) in image.info["sizes"]
+    for page in ("/", "/browse"):
+        assert '<link rel="icon" href="/favicon.ico"' in client.get(page).text
