@@ -70,7 +70,9 @@ TOKEN_ENV = "VISMEM_MILVUS_TOKEN"
 MAX_ID = 2**53 - 1          # the largest integer JSON readers (JavaScript) hold exactly
 VARCHAR_MAX = 65535
 THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3  # JPEG bytes whose base64 fits a text field
-ROWS_PER_CALL = 5000        # rows per insert/upsert call (~10 MB of 512-d vectors)
+ROWS_PER_CALL = 5000        # rows per insert/upsert call, at most...
+BYTES_PER_CALL = 16 << 20   # ...and about this many bytes of rows: gRPC refuses messages over 64 MiB
+VECTOR_BYTES_PER_READ = 8 << 20  # raw vector bytes per page of a scan (a reply is ~3x that)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
 SCAN_FROM = 10_000          # vectors of this many ids (and half the memory) are read by a scan
 TOKENS_KEPT = 4096
@@ -243,7 +245,7 @@ def _closed_on_error(client: Any, location: MilvusLocation, doing: str) -> Itera
 def _quiet_pymilvus() -> None:
     """pymilvus logs every failed call before raising (we raise one clear error) and warns
     that a 2.3 server gives its query iterators no snapshot time (they use the client's
-    clock; see docs/milvus.md). It sets its loggers' levels when imported: so, after."""
+    clock; see docs/homes.md). It sets its loggers' levels when imported: so, after."""
     for name in ("pymilvus", "pymilvus.milvus_client"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
@@ -552,8 +554,9 @@ class MilvusStore:
                  "added_at": now + k * 1e-6 if item.added_at is None else item.added_at,
                  "relabelled_from": "", "prune_count": 0, "thumbnail": self._thumbnail_text(item.thumbnail)}
                 for k, (position, item) in enumerate(accepted)]
-        for start in range(0, len(rows), ROWS_PER_CALL):
-            chunk = rows[start : start + ROWS_PER_CALL]
+        per_call = self._rows_per_call(max((len(str(r["thumbnail"])) for r in rows), default=0))
+        for start in range(0, len(rows), per_call):
+            chunk = rows[start : start + per_call]
             self._call(f"adding {len(chunk)} items", self._client.insert, self.where.collection, chunk)
             self._count += len(chunk)
         lost = {} if allow_duplicates else self._raced(
@@ -565,6 +568,9 @@ class MilvusStore:
         result.duplicates.sort()
         self._touch()
         return result
+
+    def _rows_per_call(self, thumbnail_chars: int) -> int:
+        return max(1, min(ROWS_PER_CALL, BYTES_PER_CALL // (4 * self.dim + thumbnail_chars + 1024)))
 
     def _thumbnail_text(self, jpeg: bytes | None) -> str:
         """A JPEG as the row keeps it: base64, or "" (none, not kept, or too large)."""
@@ -665,9 +671,9 @@ class MilvusStore:
 
     def _rewrite(self, ids: list[int], change: Callable[[dict[str, Any]], None]) -> list[int]:
         done: list[int] = []
-        for start in range(0, len(ids), IDS_PER_QUERY):
-            rows: list[dict[str, Any]] = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]),
-                                                     ROW_FIELDS)
+        step = min(IDS_PER_QUERY, self._rows_per_call(VARCHAR_MAX if self.capabilities.thumbnails else 0))
+        for start in range(0, len(ids), step):
+            rows: list[dict[str, Any]] = self._query(ids_expression(ids[start : start + step]), ROW_FIELDS)
             for row in rows:
                 change(row)
                 row["vector"] = np.asarray(row["vector"], dtype=np.float32)
@@ -752,7 +758,8 @@ class MilvusStore:
 
     def vector_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         pending: list[dict[str, Any]] = []
-        for rows in self._scan("", ["id", "vector"], batch=size):
+        page = max(1, min(size, VECTOR_BYTES_PER_READ // (4 * self.dim)))
+        for rows in self._scan("", ["id", "vector"], batch=page):
             pending += rows
             while len(pending) >= size:
                 yield _vector_rows(pending[:size], self.dim)
