@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batch", type=int, default=5000, help="rows per add call")
-    parser.add_argument("--queries", type=int, default=30, help="single queries and deletes timed, each")
+    parser.add_argument("--queries", type=int, default=40, help="single queries timed, each (removals: twice)")
     parser.add_argument("--tick-ms", type=int, help="the private server's proxy.timeTickInterval")
     args = parser.parse_args()
     if not os.environ.get("VISMEM_MILVUS_URI"):
@@ -141,9 +141,16 @@ def main() -> None:
               file=sys.stderr)
 
         # ---- classify: single and batched, alternating --------------------------------
+        # A Strong read waits for the server's next time tick, so a call's latency depends on
+        # where in the tick it lands: a random pause before each call spreads both evenly.
+        def pause() -> None:
+            time.sleep(float(rng.uniform(0, 0.25)))
+
         single = ([], [])
         for q in queries[: args.queries]:
+            pause()
             single[0].append(timed(memory.classify_vectors, q[None], k=K))
+            pause()
             single[1].append(timed(bare_search, q[None]))
         rows["classify, single (ms)"] = [median_ms(single[0]), median_ms(single[1])]
         batched = ([], [])
@@ -165,14 +172,17 @@ def main() -> None:
         rows["filtered recall@10 (10% of items)"] = [recall(found_ours, truth), recall(found_bare, truth)]
         filt = ([], [])
         for q in queries[: args.queries]:
+            pause()
             filt[0].append(timed(memory.search, q[None], k=K, labels=["c3"]))
+            pause()
             filt[1].append(timed(bare_search, q[None], filter='label in ["c3"]'))
         rows["filtered search, single (ms)"] = [median_ms(filt[0]), median_ms(filt[1])]
 
         # ---- delete one item, alternating ----------------------------------------------
         # `remove` returns the ids that were there; bare pymilvus learns that with a query
         # before its delete (its delete reports every id given), so that is the same work.
-        victims_ours = ours_ids[: args.queries]
+        removals = 2 * args.queries
+        victims_ours = ours_ids[:removals]
 
         def bare_remove(item_id: int) -> list[int]:
             there = [r["id"] for r in bare.query(bare_name, filter=f"id in [{item_id}]", output_fields=["id"],
@@ -181,13 +191,13 @@ def main() -> None:
             return there
 
         deletes: tuple[list[float], list[float], list[float]] = ([], [], [])
-        for k in range(args.queries):
+        for k in range(removals):
             deletes[0].append(timed(memory.remove, [victims_ours[k]]))
             deletes[1].append(timed(bare_remove, bare_ids[k]))
-            deletes[2].append(timed(bare.delete, bare_name, filter=f"id in [{bare_ids[args.queries + k]}]"))
+            deletes[2].append(timed(bare.delete, bare_name, filter=f"id in [{bare_ids[removals + k]}]"))
         rows["remove one item (ms)"] = [median_ms(deletes[0]), median_ms(deletes[1])]
         print(f"  bare delete call alone (reports nothing): {median_ms(deletes[2]):.2f} ms", file=sys.stderr)
-        gone = memory.search(x[: args.queries], k=K)
+        gone = memory.search(x[:removals], k=K)
         assert not set(victims_ours) & {h.id for row in gone for h in row}, "a removed item came back"
     finally:
         memory.close()
