@@ -45,3 +45,46 @@ def test_abstain_without_calibration_names_the_fix(tmp_path):
         memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
         with pytest.raises(InvalidInputError, match="vismem calibrate"):
             memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], abstain=True)
+
+
+def test_prototype_weight_is_chosen_only_when_it_measurably_helps():
+    from vismem.calibrate import choose_prototype_weight
+
+    assert choose_prototype_weight({}) == 0.0
+    assert choose_prototype_weight({"0": 0.90, "0.5": 0.903, "1": 0.89}) == 0.0  # within the margin
+    assert choose_prototype_weight({"0": 0.90, "0.5": 0.93, "1": 0.92}) == 0.5
+
+
+def test_fit_calibration_measures_the_score_and_records_what_it_saw():
+    from vismem.calibrate import changed_fraction, fit_calibration, is_stale
+
+    digits = load_digits()
+    x = digits.data.astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(len(x)) + 100
+    result = fit_calibration(x, digits.target.astype(str), ids=ids)
+    assert result.held_out == len(x)  # every item scored, each left out in turn
+    assert set(result.auroc) == {"0", "0.5", "1"} and all(0.5 < a <= 1 for a in result.auroc.values())
+    best = max(result.auroc.values())
+    assert result.prototype_weight == (0.0 if best <= result.auroc["0"] + 0.005 else
+                                       float(max(result.auroc, key=result.auroc.get)))
+    assert result.items == len(x) and result.max_id == ids[-1] and result.achieved_tpr >= 0.95
+    fixed = fit_calibration(x, digits.target.astype(str), prototype_weight=1.0)
+    assert fixed.auroc == {} and fixed.prototype_weight == 1.0 and fixed.threshold > result.threshold
+    # 60 removed (of the first ids) and 30 added since: 5% of 1797
+    now = np.r_[ids[60:], ids[-1] + 1 + np.arange(30)]
+    assert changed_fraction(result.items, result.max_id, now) == pytest.approx(90 / len(x))
+    assert not is_stale(changed_fraction(result.items, result.max_id, now))
+    assert is_stale(changed_fraction(result.items, result.max_id, ids[200:]))
+    assert changed_fraction(None, None, now) is None and not is_stale(None)
+
+
+def test_calibrate_memory_records_what_it_was_fitted_on(tmp_path):
+    from vismem.curate import calibrate_memory
+
+    digits = load_digits()
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(digits.data[:300].astype(np.float32), digits.target[:300].astype(str))
+        calibration = calibrate_memory(memory)
+        assert calibration.max_id == max(ids) and calibration.items == 300
+        assert memory.settings.abstention == calibration

@@ -31,6 +31,10 @@ def test_accuracy_vs_k(tiny):
     r = accuracy_vs_k(tiny, ks=(1, 5, 10, 20), per_class=(1, 2))
     assert r["ks"] == [1, 5, 10, 20]
     assert set(r["curves"]) == {"rank", "softmax", "distance", "plurality", "hybrid"}
+    assert list(r["transforms"]) == ["none", "center", "whiten-256-s0.1", "whiten-256-s0.1-p0.5"]
+    assert r["transforms"]["none"]["curves"] == r["curves"]
+    assert r["transforms"]["center"]["curves"] != r["curves"]  # a transform changes who is near
+    assert r["tuned"]["transform"] in r["tuned"]["held_out_by_transform"]
     assert all(0.5 < a <= 1 for curve in r["curves"].values() for a in curve)  # raw digits are easy
     assert set(r["prototypes"]) == {"1", "2"} and 0.5 < r["linear_probe"]["accuracy"] <= 1
     assert r["curves"]["rank"][0] == r["curves"]["plurality"][0]  # k=1: every rule is 1-NN
@@ -53,10 +57,13 @@ def test_class_incremental(tiny):
 
 
 def test_out_of_distribution(tiny):
-    r = out_of_distribution(tiny, unknown_fraction=0.3)
-    assert len(r["unknown_classes"]) == 3
-    assert 0 <= r["scores"]["combined"]["auroc"] <= 1 and 0 <= r["scores"]["combined"]["fpr_at_95tpr"] <= 1
-    assert r["out_queries"] > 0 and r["in_queries"] > 0
+    r = out_of_distribution(tiny, unknown_fraction=0.3, draws=2)
+    assert [len(d["unknown_classes"]) for d in r["draws"]] == [3, 3]
+    assert r["draws"][0]["unknown_classes"] != r["draws"][1]["unknown_classes"]
+    for name in ("neighbour_1_distance", "neighbour_1+prototype", "abstention"):
+        assert 0 <= r["scores"][name]["auroc"] <= 1 and 0 <= r["scores"][name]["fpr_at_95tpr"] <= 1
+    assert all(w in (0.0, 0.5, 1.0) for w in r["prototype_weight_chosen"])
+    assert r["draws"][0]["out_queries"] > 0 and r["draws"][0]["in_queries"] > 0
 
 
 def test_label_noise(tiny):
@@ -100,5 +107,9 @@ def test_tune_keeps_the_defaults_on_a_tie_and_finds_a_better_k(tiny):
     blobs = np.vstack([rng.normal(0, 0.01, (40, 8)) + np.eye(8)[0], rng.normal(0, 0.01, (40, 8)) + np.eye(8)[1]])
     easy = tune(blobs.astype(np.float32), ["a"] * 40 + ["b"] * 40)
     assert easy.params == VoteParams() and easy.per_class == 1 and easy.accuracy == 1.0
+    assert easy.transform.kind == "none"  # no transform unless it measurably helps
     result = tune(tiny.vectors, tiny.labels)
     assert result.accuracy >= result.default_accuracy and len(result.trials) > 100
+    assert result.accuracy == max(result.by_transform.values())
+    assert result.by_transform[result.transform.name] == result.accuracy
+    assert len(result.by_transform) == 6 and result.to_dict()["transform"]["kind"] in ("none", "center", "whiten")

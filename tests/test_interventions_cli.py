@@ -2,6 +2,7 @@
 on real digit images (pixels encoder: real images, no model download)."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -82,3 +83,36 @@ def test_tune_calibrate_and_abstain(digit_memory, digit_folders, cli, tmp_path):
     out = classify(cli, digit_memory, cat, "--abstain")
     assert out["abstained"] is True and out["label"] is None
     assert out["ood_score"] > out["threshold"]
+
+
+def test_classify_and_explain_say_what_would_change_the_decision(digit_memory, digit_folders, cli, tmp_path):
+    _, test = digit_folders
+    image = sorted((test / "8").iterdir())[0]
+    out = classify(cli, digit_memory, image, "--k", "5", "--counterfactual")
+    cf = out["counterfactual"]
+    assert cf["label"] == out["label"] and cf["exact"] and cf["remove"] and cf["label_after_remove"] != out["label"]
+    assert "counterfactual" not in classify(cli, digit_memory, image, "--k", "5")  # only when asked
+    shown = cli("explain", digit_memory, image, "--k", "5", "--counterfactual", "--out", tmp_path / "why.png",
+                check=True).stdout
+    assert "what would change this: removing" in " ".join(shown.split())
+    cli("remove", digit_memory, *[arg for i in cf["remove"] for arg in ("--id", str(i))], check=True)
+    assert classify(cli, digit_memory, image, "--k", "5")["label"] == cf["label_after_remove"]
+
+
+def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, digit_folders, cli, caplog):
+    _, test = digit_folders
+    image = sorted((test / "5").iterdir())[0]
+    cli("calibrate", digit_memory, check=True)
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        cli("classify", digit_memory, image, "--abstain", "--json", check=True)
+        assert "calibrate" not in caplog.text
+        info = json.loads(cli("info", digit_memory, "--json", check=True).stdout)
+        assert info["abstain"]["changed_since"] == 0.0
+        cli("add", digit_memory, test, check=True)  # 30 test digits join the 80 in memory: 38% more
+        cli("classify", digit_memory, image, "--abstain", "--json", check=True)
+        assert "38% of the memory was added or removed since `vismem calibrate`" in caplog.text
+        assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"]["changed_since"] > 0.1
+        cli("calibrate", digit_memory, check=True)
+        caplog.clear()
+        cli("classify", digit_memory, image, "--abstain", "--json", check=True)
+        assert "calibrate" not in caplog.text

@@ -25,7 +25,7 @@ def circle(angles):
 def test_counts_by_hand_k1():
     # k=1 leave-one-out: A@2 -> X (wrong, X blamed), A@5 -> X (wrong, X blamed),
     # X -> A@2 (wrong against X's label B, A@2 blamed); everything else is right.
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"))
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"), count="wrong-decisions")
     expected = np.zeros(9, int)
     expected[X], expected[1] = 2, 1
     assert q.v.tolist() == expected.tolist()
@@ -36,13 +36,14 @@ def test_counts_by_hand_k1():
 def test_counts_by_hand_k3():
     # k=3: only X's own decision is wrong (its neighbours A@2, A@5, A@0 all say A),
     # so exactly those three are blamed once.
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=3, vote="plurality"))
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=3, vote="plurality"), count="wrong-decisions")
     assert q.v.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert q.predicted[X] == q.classes.index("A")
 
 
 def test_disagreement_counts_by_hand():
-    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"), count="disagreements")
+    q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"))  # the default count
+    assert self_query(circle(ANGLES), LABELS, VoteParams(k=1), count="disagreements").v.tolist() == q.v.tolist()
     assert q.v.tolist() == [0, 1, 0, 0, 2, 0, 0, 0, 0]  # same as wrong decisions at k=1
     q3 = self_query(circle(ANGLES), LABELS, VoteParams(k=3, vote="plurality"), count="disagreements")
     # X is among the 3 nearest of A@0, A@2, A@5 and A@9 (5, X, 2) and votes B there;

@@ -1,8 +1,8 @@
 """The web page in a real browser: Playwright driving Debian's Chromium, headless.
 
 Chromium comes from `apt-get install chromium` (see .ci/run); `playwright install` is
-never used. The story: a cat photo is outvoted by two coffee exemplars; blocking one of
-them from the page flips the decision to cat.
+never used. The story: a cat photo is outvoted by two coffee exemplars; the page says
+removing the nearer coffee would make it cat, and blocking it from the page does.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     open_with_token(page, url + "/")
     page.set_input_files("#file", str(photos / "query-cat.jpg"))
 
-    expect(page.locator("#label")).to_have_text("coffee")  # two coffees outvote one cat
+    # the first query also warms the encoder up: give it time on a busy machine
+    expect(page.locator("#label")).to_have_text("coffee", timeout=60_000)  # two coffees outvote one cat
     cards = page.locator("#grid .card")
     expect(cards).to_have_count(3)
     expect(cards.first.locator(".title")).to_contain_text("cat")  # yet the nearest is the cat
@@ -138,14 +139,19 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "classify-before.png"), full_page=True)
 
+    # the page says what would change the decision: remove one coffee (the nearest), and it is cat
     coffee_card = page.locator("#grid .card", has_text="coffee").first
     coffee_id = int(coffee_card.get_attribute("data-id"))
+    expect(page.locator("#whatif")).to_contain_text(f"removing 1 item (#{coffee_id}) would make it 'cat'")
+    cat_id = int(cards.first.get_attribute("data-id"))
+    expect(page.locator("#whatif")).to_contain_text(f"nearest 'cat': #{cat_id}")
     coffee_card.locator("button.block").click()
 
     expect(page.locator("#label")).to_have_text("cat")
     expect(page.locator("#change")).to_contain_text("after your edit the decision changed: coffee")
     expect(page.locator("#change")).to_contain_text("→ cat")
     expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
+    expect(page.locator("#whatif")).to_contain_text("would make it 'coffee'")  # and back again
     wait_for_thumbnails(page)
     page.screenshot(path=str(shot_dir(tmp_path) / "classify-after-block.png"), full_page=True)
     assert memory.items([coffee_id])[0].weight == 0.0  # the edit reached the store

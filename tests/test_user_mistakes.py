@@ -131,3 +131,21 @@ def test_pages_have_an_icon(client):
     assert image.format == "ICO" and (32, 32) in image.info["sizes"]
     for page in ("/", "/browse"):
         assert '<link rel="icon" href="/favicon.ico"' in client.get(page).text
+
+
+def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
+    """Ids that do not exist (including ones no item could ever have) are listed, the rest
+    is done, and the exit code is 3 for every verb that takes ids."""
+    memdir = tmp_path / "m"
+    cli("create", memdir, "--encoder", "none", "--dim", "3", check=True)
+    np.save(tmp_path / "x.npy", np.eye(3, dtype=np.float32))
+    (tmp_path / "y.txt").write_text("a\nb\nc\n")
+    cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.txt", check=True)
+    huge = str(2**70)
+    for verb, extra in (("relabel", ["--label", "z"]), ("block", []), ("boost", []), ("unblock", []),
+                        ("remove", [])):
+        result = cli(verb, memdir, "--id", "1", "--id", "99999", "--id", huge, *extra, "--json")
+        assert result.returncode == 3, (verb, result.stderr)
+        assert "99999" in result.stderr and "Traceback" not in result.stderr
+        report = json_lines(result)[0]
+        assert report["ids"] == [1] or report.get("removed") == 1, (verb, report)

@@ -2,39 +2,57 @@
 
 The score of a query is d_k + w * d_p: the cosine distance to its k-th nearest item
 plus w times the distance to the nearest class prototype. Far from both means out of
-distribution. By default k = 1 and w = 1: on digits and MNIST the nearest item's
-distance separates unknown classes better than the 10th's (see docs/quality.md).
-The threshold is set on held-out in-distribution queries so that a target fraction
-(the true-positive rate, 95% by default) scores at or below it and is answered.
+distribution. k = 1: on digits and MNIST the nearest item's distance separates unknown
+classes better than the 10th's. w = 0 (the nearest item alone) unless `fit_calibration`
+measures a prototype mix to separate better on the memory's own data: it holds each
+group of classes out in turn as "unknown" and compares the AUROC of every candidate w
+(on digits and MNIST the prototype term made it worse; see docs/quality.md).
+
+The threshold is set on the memory's own items, each scored against all the others
+(leave-one-out), so that a target fraction (the true-positive rate, 95% by default) scores
+at or below it and is answered. The calibration records how many items it was fitted on
+and the newest item id then (ids are never reused), so a memory that gained or lost more
+than `STALE_FRACTION` of its items since can say so (`changed_fraction`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
+import faiss
 import numpy as np
 
 from .errors import InvalidInputError
 
 DEFAULT_TPR = 0.95
 DEFAULT_OOD_K = 1
+PROTOTYPE_WEIGHTS = (0.0, 0.5, 1.0)  # candidates; 0 (nearest item alone) first, kept unless beaten
+MIX_MARGIN = 0.005                   # AUROC a mix must gain over the nearest item alone to be chosen
+STALE_FRACTION = 0.10
 
 
 @dataclass(frozen=True)
 class Calibration:
     """A fitted abstention rule: abstain when d_k + prototype_weight * d_p > threshold.
 
-    `tpr` was the target, `achieved_tpr` what `held_out` held-out items reached;
-    `items` how many items the memory held when it was fitted."""
+    `tpr` was the target, `achieved_tpr` what the `held_out` items scored (all of them,
+    each left out of the rest in turn) reached. `auroc` maps each candidate prototype
+    weight to its mean AUROC with held-out class groups as unknown (empty when the weight
+    was given, or the memory has < 3 classes). `items` is how many items voted when it
+    was fitted and `max_id` the newest item id then (see `changed_fraction`); `transform`
+    names the feature transform the distances went through."""
 
     threshold: float
     k: int = DEFAULT_OOD_K
-    prototype_weight: float = 1.0
+    prototype_weight: float = 0.0
     tpr: float = DEFAULT_TPR
     achieved_tpr: float = DEFAULT_TPR
     held_out: int = 0
     items: int | None = None
+    auroc: dict[str, float] = field(default_factory=dict)
+    max_id: int | None = None
+    transform: str = "none"  # `FeatureTransform.key` of the space the distances were measured in
 
     def score(self, kth_distance: np.ndarray, prototype_distance: np.ndarray) -> np.ndarray:
         return ood_scores(kth_distance, prototype_distance, self.prototype_weight)
@@ -78,3 +96,115 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = DEFAU
     """Fraction of out-of-distribution queries wrongly accepted when `tpr` of in-distribution ones are."""
     threshold = calibrate_threshold(in_scores, tpr)
     return float(np.mean(np.asarray(out_scores) <= threshold))
+
+
+def changed_fraction(items: int | None, max_id: int | None, ids_now: np.ndarray) -> float | None:
+    """Share of a memory added or removed since a fit on `items` items whose newest id was
+    `max_id`, given the ids that vote now: (ids above max_id + fitted ids gone) / items.
+    None when the fit did not record them."""
+    if not items or max_id is None:
+        return None
+    ids_now = np.asarray(ids_now)
+    added = int((ids_now > max_id).sum())
+    removed = items - int((ids_now <= max_id).sum())
+    return (added + max(removed, 0)) / items
+
+
+def is_stale(fraction: float | None, limit: float = STALE_FRACTION) -> bool:
+    """True when more than `limit` of the memory changed since the fit."""
+    return fraction is not None and fraction > limit
+
+
+def class_groups(labels: Sequence[str] | np.ndarray, groups: int = 3, seed: int = 0) -> list[list[str]]:
+    """The classes shuffled and split into `groups` (each held out as "unknown" in turn)."""
+    classes = np.random.default_rng(seed).permutation(sorted(set(np.asarray(labels).tolist())))
+    return [g.tolist() for g in np.array_split(classes, min(groups, len(classes))) if len(g)]
+
+
+def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, k: int = DEFAULT_OOD_K,
+                            per_class: int = 1, seed: int = 0,
+                            prototypes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each item's distance to its k-th nearest other item and to the nearest prototype with
+    itself taken out of it: (d_k (n,), d_p (n,) or None).
+
+    This is how far an unseen in-distribution query lies from the whole memory; holding a
+    share out instead would measure against a sparser memory and set the threshold too
+    high (a 20% hold-out answered 85% of new queries for a target of 80% on digits)."""
+    from .evaluation.engine import ArrayMemory
+    from .prune import self_neighbours
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    sims, _ = self_neighbours(vectors, k)
+    kth = np.where(np.isfinite(sims[:, k - 1]), 1.0 - sims[:, k - 1].astype(np.float64), 2.0)
+    if not prototypes:
+        return kth, None
+    owners, members, totals, counts = ArrayMemory(vectors, labels, per_class=per_class, seed=seed).prototypes.clusters()
+    n = len(vectors)
+    unit = totals / np.maximum(np.linalg.norm(totals, axis=1, keepdims=True), 1e-12)
+    top, cols = faiss.knn(vectors, unit.astype(np.float32), min(2, len(unit)), metric=faiss.METRIC_INNER_PRODUCT)
+    own = np.array([members[i] for i in range(n)])
+    other = np.where(cols[:, 0] != own, top[:, 0], top[:, 1] if top.shape[1] > 1 else -np.inf)
+    rest = totals[own] - vectors.astype(np.float64)  # the own prototype without this item
+    own_sim = (rest * vectors).sum(axis=1) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
+    own_sim = np.where(counts[own] > 1, own_sim, -np.inf)
+    return kth, 1.0 - np.maximum(other, own_sim)
+
+
+def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, k: int = DEFAULT_OOD_K,
+                           weights: Sequence[float] = PROTOTYPE_WEIGHTS, per_class: int = 1,
+                           seed: int = 0) -> dict[str, float]:
+    """Mean AUROC of the score d_k + w * d_p for each w, with each class group held out as
+    unknown in turn: the known classes' items, each left out of the rest (in), against
+    the unknown group's items searched in the known memory (out).
+    Empty when there are fewer than 3 classes."""
+    from .evaluation.engine import ArrayMemory
+
+    label_of = np.asarray(labels)
+    groups = class_groups(label_of, seed=seed)
+    if len(groups) < 3:
+        return {}
+    found: dict[float, list[float]] = {w: [] for w in weights}
+    for unknown in groups:
+        out_rows = np.isin(label_of, unknown)
+        known_x, known_y = vectors[~out_rows], label_of[~out_rows]
+        in_near, in_proto = leave_one_out_distances(known_x, known_y, k=k, per_class=per_class, seed=seed)
+        assert in_proto is not None
+        nb = ArrayMemory(known_x, known_y, per_class=per_class, seed=seed).query(vectors[out_rows], k)
+        out_near, out_proto = nb.kth_distance(k), nb.prototype_distance()
+        for w in weights:
+            found[w].append(auroc(ood_scores(in_near, in_proto, w), ood_scores(out_near, out_proto, w)))
+    return {f"{w:g}": float(np.mean(a)) for w, a in found.items()}
+
+
+def choose_prototype_weight(aurocs: dict[str, float], margin: float = MIX_MARGIN) -> float:
+    """0 (the nearest item alone) unless a mix beats it by more than `margin` AUROC."""
+    if not aurocs or "0" not in aurocs:
+        return 0.0
+    best = max(aurocs, key=aurocs.__getitem__)
+    return float(best) if aurocs[best] > aurocs["0"] + margin else 0.0
+
+
+def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, tpr: float = DEFAULT_TPR,
+                    k: int = DEFAULT_OOD_K, prototype_weight: float | None = None, per_class: int = 1,
+                    seed: int = 0, ids: np.ndarray | None = None, transform: str = "none") -> Calibration:
+    """Calibrate abstention on a memory's voting items (vectors (n, dim), labels (n,), and
+    their `ids`, recorded to tell later how much the memory changed; the vectors as
+    searched, through the feature transform named by `transform`).
+
+    With `prototype_weight` None it is chosen by `prototype_weight_auroc`; the threshold
+    is the `tpr` quantile of the items' leave-one-out scores (`leave_one_out_distances`).
+    """
+    label_of = np.asarray(labels)
+    if len(label_of) < 10:
+        raise InvalidInputError(f"calibration needs at least 10 items; the memory has {len(label_of)}")
+    aurocs: dict[str, float] = {}
+    if prototype_weight is None:
+        aurocs = prototype_weight_auroc(vectors, label_of, k=k, per_class=per_class, seed=seed)
+        prototype_weight = choose_prototype_weight(aurocs)
+    near, proto = leave_one_out_distances(vectors, label_of, k=k, per_class=per_class, seed=seed,
+                                          prototypes=prototype_weight > 0)
+    scores = ood_scores(near, proto if proto is not None else np.zeros_like(near), prototype_weight)
+    threshold = calibrate_threshold(scores, tpr)
+    return Calibration(threshold, k, float(prototype_weight), tpr, true_positive_rate(scores, threshold),
+                       int(len(label_of)), int(len(label_of)), aurocs,
+                       int(np.max(ids)) if ids is not None and len(ids) else None, transform)

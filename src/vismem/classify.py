@@ -9,11 +9,13 @@ One batch path: a single query is a batch of one. The arithmetic of the vote liv
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from .calibrate import Calibration
+from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
 from .decide import Ballots, Decision, VoteParams, decide_batch
 from .prototypes import PrototypeSet
 from .settings import MemorySettings
@@ -32,28 +34,72 @@ def voting_filter(where: Filter | None, settings: MemorySettings) -> Filter:
 def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: MemorySettings,
              prototypes: PrototypeSet, *, where: Filter | None = None,
              calibration: Calibration | None = None,
-             paths: Sequence[str | None] | None = None) -> list[Decision]:
+             paths: Sequence[str | None] | None = None, counterfactuals: bool = False,
+             max_removals: int = DEFAULT_MAX_REMOVALS) -> list[Decision]:
     """Decide a label for each query vector (n, dim), L2-normalised.
 
     With a `calibration`, a query whose out-of-distribution score exceeds its threshold
     is abstained on (label None). `where` restricts the neighbours, and the prototypes,
-    to the items it allows.
+    to the items it allows. With `counterfactuals`, each decision carries what would
+    change its vote (`counterfactual.counterfactual`), searched `max_removals` deeper.
     """
     depth = max(params.k, calibration.k) if calibration else params.k
+    if counterfactuals:
+        depth = max(depth, params.k + max_removals)
     neighbours = store.search(queries, depth, voting_filter(where, settings))
-    classes, proto_sims = prototypes.class_similarities(queries)
+    searched = store.transform().apply(queries)  # prototypes live where the index searches
+    classes, proto_sims = prototypes.class_similarities(searched)
     if where is not None and where.labels is not None:  # a restricted query sees only those classes
         chosen = [j for j, c in enumerate(classes) if c in where.labels]
         classes, proto_sims = [classes[j] for j in chosen], proto_sims[:, chosen]
     decisions = decide_batch(ballots(neighbours, settings), params, prototype_classes=classes,
                              prototype_similarities=proto_sims, paths=paths,
                              restriction=where.restriction() if where is not None else None)
+    if counterfactuals:
+        found = what_would_change(store, searched, neighbours, settings, params, prototypes, where, max_removals)
+        decisions = [replace(d, counterfactual=c) for d, c in zip(decisions, found, strict=True)]
     if calibration is None:
         return decisions
     kth = kth_distance(neighbours, calibration.k)
     nearest = np.array([min(d.prototypes.values(), default=2.0) for d in decisions])
     scores = calibration.score(kth, nearest)
     return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores)]
+
+
+def what_would_change(store: Store, queries: np.ndarray, neighbours: Neighbours, settings: MemorySettings,
+                      params: VoteParams, prototypes: PrototypeSet, where: Filter | None,
+                      max_removals: int) -> list[Counterfactual]:
+    """Each query's counterfactual from its neighbours found `max_removals` past k (all it
+    can reach when fewer were found), voted as `decide_batch` votes (ties by proximity).
+    `queries` are as searched (through the store's feature transform)."""
+    b = ballots(neighbours, settings)
+    depth = neighbours.ids.shape[1]
+    out = []
+    for q in range(len(queries)):
+        live = b.ids[q] >= 0
+        ids = b.ids[q, live]
+        clusters = _clusters(store, prototypes, ids, queries[q], where) if params.uses_prototypes else None
+        out.append(counterfactual(b.similarities[q, live], ids, b.labels[q, live].tolist(),
+                                  (b.item_weights * b.prune_factors)[q, live], params, ties="nearest",
+                                  exhaustive=int(live.sum()) < depth, max_removals=max_removals,
+                                  prototypes=clusters))
+    return out
+
+
+def _clusters(store: Store, prototypes: PrototypeSet, ids: np.ndarray, query: np.ndarray,
+              where: Filter | None) -> PrototypeClusters:
+    """The prototypes as sums, with the candidates' membership and vectors (as searched)."""
+    owners, members, totals, counts = prototypes.clusters()
+    if where is not None and where.labels is not None:  # a restricted query sees only those classes
+        keep = np.isin(owners, list(where.labels))
+        rows = np.cumsum(keep) - 1
+        members = {i: int(rows[r]) for i, r in members.items() if keep[r]}
+        owners, totals, counts = owners[keep], totals[keep], counts[keep]
+    found, vectors = store.vectors(ids.tolist())
+    by_id = dict(zip(found.tolist(), store.transform().apply(vectors), strict=True))
+    return PrototypeClusters(owners, totals, counts, np.array([members.get(int(i), -1) for i in ids]),
+                             np.stack([by_id[int(i)] for i in ids]) if len(ids) else np.zeros((0, len(query))),
+                             query)
 
 
 def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:

@@ -8,17 +8,17 @@ Each reads the memory's voting items as arrays, calls the pure functions in
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibrate_threshold, ood_scores, true_positive_rate
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, fit_calibration
 from .decide import VoteParams
 from .errors import EmptyMemoryError, InvalidInputError
-from .evaluation.engine import ArrayMemory, holdout_split
 from .memory import Memory
-from .prune import HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
-from .tune import TuneResult, tune
+from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
+from .transform import TransformSpec
+from .tune import TRANSFORM_CANDIDATES, TuneResult, tune
 
 
 @dataclass
@@ -29,10 +29,13 @@ class MemoryArrays:
     weights: np.ndarray
 
 
-def memory_arrays(memory: Memory, *, voting_only: bool = False) -> MemoryArrays:
+def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True) -> MemoryArrays:
     """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
-    the items' own weights times their pruning factors."""
+    the items' own weights times their pruning factors. `vectors` are as searched
+    (through the memory's feature transform), or as stored with `searched` False."""
     ids, vectors, labels, weights, counts = memory.voting_arrays()
+    if searched:
+        vectors = memory.transform.apply(vectors)
     pruning = memory.pruning
     if voting_only:
         keep = weights > 0
@@ -52,12 +55,24 @@ def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
     return VoteParams(k=k or d.k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
 
 
-def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True) -> TuneResult:
-    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split; store them as defaults."""
-    data = memory_arrays(memory, voting_only=True)
-    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights)
+def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True,
+                transforms: Sequence[TransformSpec] | None = None, progress: Callable[[int], None] | None = None,
+                ) -> TuneResult:
+    """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
+    held-out split; store them as defaults. A new transform is fitted on every item and the
+    index rebuilt through it (`progress(n)` as n more items are done).
+
+    `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
+    home that searches vectors as stored)."""
+    data = memory_arrays(memory, voting_only=True, searched=False)
+    if transforms is None:
+        transforms = TRANSFORM_CANDIDATES if memory.store.capabilities.feature_transforms else [TransformSpec()]
+    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
+                  transforms=transforms)
     if save:
         memory.update_settings(vote=result.params, prototypes_per_class=result.per_class)
+        if result.transform != memory.settings.transform:
+            memory.set_transform(result.transform, progress=progress)
     return result
 
 
@@ -71,7 +86,7 @@ class PruneReport:
     excluded: int
     purged: list[int] = field(default_factory=list)
     top: list[dict[str, Any]] = field(default_factory=list)
-    count: str = "wrong-decisions"
+    count: str = DEFAULT_COUNT
     threshold: int = HARD_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +95,7 @@ class PruneReport:
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
-                 count: str = "wrong-decisions") -> PruneReport:
+                 count: str = DEFAULT_COUNT) -> PruneReport:
     """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
@@ -98,7 +113,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
     data = memory_arrays(memory)
     query = self_query(data.vectors, data.labels, params, data.weights, count)
-    counts = {int(i): int(v) for i, v in zip(data.ids, query.v) if v}
+    counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     memory.set_prune_counts(counts)
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
     purged = memory.remove(excluded) if purge and excluded else []
@@ -131,14 +146,15 @@ class Suspect:
 def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> list[Suspect]:
     """Items most likely mislabelled, worst first, each with the neighbours that disagree."""
     data = memory_arrays(memory)
-    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights)
-    out = []
+    # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
+    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions")
+    out: list[Suspect] = []
     for r in suspect_order(query):
         if query.predicted[r] == query.label_index[r] or len(out) >= limit:
             continue
         evidence = [
             {"id": int(data.ids[j]), "label": str(data.labels[j]), "distance": float(1.0 - s)}
-            for s, j in zip(query.sims[r], query.rows[r]) if j >= 0 and data.labels[j] != data.labels[r]
+            for s, j in zip(query.sims[r], query.rows[r], strict=False) if j >= 0 and data.labels[j] != data.labels[r]
         ]
         out.append(Suspect(int(data.ids[r]), str(data.labels[r]), float(query.own_score[r]),
                            query.classes[int(query.predicted[r])], int(query.v[r]), evidence))
@@ -146,24 +162,14 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> l
 
 
 def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
-                     prototype_weight: float = 1.0, held_out: float = 0.2, seed: int = 0,
-                     save: bool = True) -> Calibration:
-    """Set the abstention threshold so `tpr` of held-out in-distribution items are answered.
-
-    A stratified part of the memory is held out and queried against the rest (items
-    and prototypes), and the threshold is the `tpr` quantile of their OOD scores.
-    """
+                     prototype_weight: float | None = None, seed: int = 0, save: bool = True) -> Calibration:
+    """Set the abstention threshold so `tpr` of in-distribution queries are answered, from the
+    memory's items each scored against the rest (see `calibrate.fit_calibration`;
+    `prototype_weight` None measures whether the prototype distance helps on this memory)."""
     data = memory_arrays(memory, voting_only=True)
-    train, test = holdout_split(data.labels, held_out, seed)
-    if len(test) < 10:
-        raise InvalidInputError(f"calibration needs at least 10 held-out items; the memory has {len(data.ids)}")
-    per_class = memory.settings.prototypes_per_class
-    rest = ArrayMemory(data.vectors[train], data.labels[train], per_class=per_class, seed=seed)
-    neighbours = rest.query(data.vectors[test], k)
-    scores = ood_scores(neighbours.kth_distance(k), neighbours.prototype_distance(), prototype_weight)
-    threshold = calibrate_threshold(scores, tpr)
-    result = Calibration(threshold, k, prototype_weight, tpr, true_positive_rate(scores, threshold), len(test),
-                         items=len(data.ids))
+    result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
+                             per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids,
+                             transform=memory.transform.key)
     if save:
         memory.update_settings(abstention=result)
     return result

@@ -191,6 +191,8 @@ class Decision:
     None when no neighbour carried any weight, or when the query was abstained on
     (`abstained`, with its `ood_score` above the memory's calibrated `threshold`).
     `restriction` records a per-query filter (labels/sources) when one was used.
+    `counterfactual` (a `counterfactual.Counterfactual`, when asked for) says which items'
+    removal or blocking would change the label.
     """
 
     label: str | None
@@ -204,6 +206,7 @@ class Decision:
     ood_score: float | None = None
     threshold: float | None = None
     restriction: dict[str, list[str]] | None = None
+    counterfactual: Any = None
 
     @property
     def interventions(self) -> list[str]:
@@ -223,6 +226,7 @@ class Decision:
         return notes
 
     def to_dict(self) -> dict[str, Any]:
+        found = {} if self.counterfactual is None else {"counterfactual": self.counterfactual.to_dict()}
         return {
             "path": self.path,
             "label": self.label,
@@ -239,6 +243,7 @@ class Decision:
             "alpha": self.vote.alpha,
             "tau": self.vote.tau,
             "mix": self.vote.mix,
+            **found,
         }
 
     def abstain(self, score: float, threshold: float) -> "Decision":

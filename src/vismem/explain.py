@@ -27,6 +27,8 @@ def decision_table(decision: Decision) -> "Table":
         nearest = list(decision.prototypes.items())[:3]
         notes.append("prototype distance " + ", ".join(f"{c} {d:.3f}" for c, d in nearest))
     notes += decision.interventions
+    if decision.counterfactual is not None:
+        notes.append("what would change this: " + decision.counterfactual.sentence())
     table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left")
     for column in ("#", "id", "label", "distance", "weight", "share", "source"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")

@@ -13,6 +13,7 @@ the CLI, the service and curation never reach into the store.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -20,21 +21,28 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .calibrate import Calibration
+from .calibrate import Calibration, changed_fraction, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, EncoderOptions, create_encoder, normalize_rows
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, Skipped, upright_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
 from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
+from .transform import FeatureTransform, TransformSpec
 from .store import Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
 
 Progress = Callable[[int], None]
+log = logging.getLogger("vismem")
+DRIFT_SAMPLE = 20_000
+# the mean's shift (in spreads of the fitted items) past which `info` advises re-tuning: on
+# digits and MNIST through EfficientNet-Lite0, adding a tenth class moves it 0.04, sampling
+# half the items 0.01-0.02 (see docs/quality.md)
+MEAN_DRIFT_LIMIT = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,15 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "source": self.source, "distance": self.distance}
+
+
+MAX_ID = 2**63 - 1  # item ids are SQLite integers
+
+
+def possible_ids(ids: Iterable[int]) -> list[int]:
+    """The given ids that an item could have, sorted and unique: others (negative, or
+    past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
+    return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -250,7 +267,7 @@ class Memory:
         self.check_writable()
         self._catch_up()
         protos = None if reset else self._protos
-        before = self.store.vectors(list(touched)) if protos is not None and len(touched) else None
+        before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
         result = write(self.store)
         if reset:
             self._protos = None
@@ -269,7 +286,7 @@ class Memory:
         voting = {item.id: item.label for item in self.store.items(ids.tolist())
                   if item.weight > 0 and (excluded_from is None or item.prune_count < excluded_from)}
         if voting:
-            found, vectors = self.store.vectors(sorted(voting))
+            found, vectors = self.searched_vectors(sorted(voting))
             protos.add(found, vectors, [voting[int(i)] for i in found])
 
     def _voting_ids(self, where: Filter) -> np.ndarray:
@@ -422,9 +439,15 @@ class Memory:
         vectors = np.empty((len(images), self.dim), dtype=np.float32)
         kept: list[int] = []
         skipped: list[Skipped] = []
-        pil = [(i, im) for i, im in enumerate(images) if isinstance(im, Image.Image)]
+        pil: list[tuple[int, Image.Image]] = []
+        for i, image in enumerate(images):
+            if isinstance(image, Image.Image):
+                try:
+                    pil.append((i, upright_rgb(image)))
+                except ImageReadError as exc:  # a mode that cannot be shown faithfully
+                    skipped.append(Skipped(f"image {i}", str(exc)))
         if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([upright_rgb(im) for _, im in pil])
+            vectors[[i for i, _ in pil]] = encoder.encode([im for _, im in pil])
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
@@ -470,18 +493,19 @@ class Memory:
         self._catch_up()
         found = self.store.search(queries, int(k), voting_filter(restriction(labels, sources, where),
                                                                  self.settings))
+        self.store.record_queries(queries)  # only when the memory records queries (opt-in)
         return [[Hit(int(i), label, source, float(1.0 - s))
                  for i, s, label, source in zip(ids, sims, labels_row, sources_row) if i >= 0]
                 for ids, sims, labels_row, sources_row in zip(found.ids, found.similarities, found.labels,
                                                               found.sources)]
 
     def prototypes(self) -> PrototypeSet:
-        """The class prototypes of the items that vote, built on first use and updated by
-        every edit after."""
+        """The class prototypes of the items that vote (in the space searched, through the
+        feature transform), built on first use and updated by every edit after."""
         self._catch_up()
         if self._protos is None:
             ids = self._voting_ids(Filter())
-            found, vectors = self.store.vectors(ids.tolist())
+            found, vectors = self.searched_vectors(ids.tolist())
             labels = dict(zip(*self.store.columns()[:2]))
             self._protos = PrototypeSet.fit(found, vectors, [labels[int(i)] for i in found],
                                             per_class=self.settings.prototypes_per_class)
@@ -501,32 +525,69 @@ class Memory:
         where: Mapping[str, Any] | None = None,
         paths: Sequence[str | None] | None = None,
         abstain: bool = False,
+        counterfactual: bool = False,
     ) -> list[Decision]:
         """Classify query vectors (n, dim). Unset vote options take the memory's defaults.
 
         `labels` / `sources` / `where` restrict the query to those items. With
         `abstain`, a query whose out-of-distribution score exceeds the calibrated
-        threshold (see `vismem calibrate`) gets label None and `abstained` True.
+        threshold (see `vismem calibrate`) gets label None and `abstained` True. With
+        `counterfactual`, each decision says which items' removal or blocking would change
+        its label, and names the nearest item of the runner-up class (`Decision.counterfactual`).
         """
         params = self.vote_params(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)
         queries = self._check_vectors(vectors)
         self._catch_up()
         calibration = self._calibration() if abstain else None
+        if calibration is not None:
+            changed = self.calibration_changed()
+            if is_stale(changed):
+                log.warning("%s: %.0f%% of the memory was added or removed since `vismem calibrate` set the "
+                            "abstention threshold: run `vismem calibrate %s` again", self.location,
+                            100 * (changed or 0), self.location)
         if len(self.store) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
-        return classify_queries(self.store, queries, params, self.settings, self.prototypes(),
-                                where=restriction(labels, sources, where), calibration=calibration,
-                                paths=list(paths) if paths is not None else None)
+        decisions = classify_queries(self.store, queries, params, self.settings, self.prototypes(),
+                                     where=restriction(labels, sources, where), calibration=calibration,
+                                     paths=list(paths) if paths is not None else None,
+                                     counterfactuals=counterfactual)
+        self.store.record_queries(queries)  # only when the memory records queries (opt-in)
+        return decisions
 
     def vote_params(self, **given: Any) -> VoteParams:
         """The memory's vote defaults with the given (non-None) values in their place."""
         return VoteParams(**{**self.defaults.to_dict(), **{k: v for k, v in given.items() if v is not None}})
+
+    def calibration_changed(self) -> float | None:
+        """Share of the voting items added or removed since the abstention threshold was
+        calibrated (None: not calibrated, or calibrated before this was recorded)."""
+        found = self.settings.abstention
+        if found is None:
+            return None
+        return changed_fraction(found.items, found.max_id, self._voting_ids(Filter()))
+
+    def _transform_status(self, described: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The fitted feature transform, and how far the memory moved since it was fitted:
+        the share of items added or removed, and the shift of the mean (on a sample of up
+        to 20,000 items) in units of the fitted items' spread."""
+        if described is None or described["name"] == "none":
+            return described
+        ids = self.store.ids()
+        changed = changed_fraction(described["fitted_items"], described["max_id"], ids)
+        sample = np.sort(np.random.default_rng(0).permutation(ids)[:DRIFT_SAMPLE]) if len(ids) else ids
+        drift = self.transform.mean_drift(self.store.vectors(sample.tolist())[1]) if len(sample) else 0.0
+        return {**described, "changed_since": changed, "mean_drift": round(drift, 4),
+                "retune": is_stale(changed) or drift > MEAN_DRIFT_LIMIT}
 
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
         if found is None:
             raise NotCalibratedError(
                 f"memory at {self.location} has no abstention threshold: run `vismem calibrate {self.location}` first")
+        if found.transform != self.transform.key:
+            raise InvalidInputError(
+                f"memory at {self.location} was calibrated before its feature transform changed, so its distances "
+                f"no longer match the threshold: run `vismem calibrate {self.location}` again")
         return found
 
     def classify(self, images: Sequence[str | Path | Image.Image], **options: Any) -> list[Decision]:
@@ -573,7 +634,7 @@ class Memory:
         if chosen != 1:
             raise InvalidInputError("remove needs exactly one of: ids, label, source, where")
         if ids is not None:
-            return sorted({int(i) for i in ids})
+            return possible_ids(ids)
         self._catch_up()
         return self.store.ids(Filter.of(labels=None if label is None else [label],
                                         sources=None if source is None else [source],
@@ -596,7 +657,7 @@ class Memory:
         """Relabel and/or reweight items in one transaction. Returns the ids that exist."""
         if label is None and weight is None:
             raise InvalidInputError("update needs a new label or a weight")
-        targets = sorted({int(i) for i in ids})
+        targets = possible_ids(ids)
         value = None if weight is None else float(weight)
         return self._commit(lambda store: store.update(targets, label=label, weight=value), touched=targets)
 
@@ -624,6 +685,24 @@ class Memory:
         self._commit(lambda store: store.save_settings(new))
         return self.store.describe()["index"]
 
+    def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
+        """Tune the search effort on query vectors (n, dim) the memory has not seen, your
+        own, until their recall@10 reaches the target recall; None: on the recorded
+        queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
+        vectors = self._check_vectors(queries) if queries is not None else None
+        return self._commit(lambda store: store.tune_index(vectors))
+
+    def record_queries(self, keep: int | None = None, *, clear: bool = False) -> dict[str, Any]:
+        """Keep (opt-in) up to `keep` real search and classify queries in the store, to
+        tune the index on (0: stop, and delete those kept); `clear` deletes the kept ones
+        now. Deleted queries leave no bytes in any file. Returns {"keep", "kept"}."""
+        if keep is not None:
+            new = self.settings.replace(record_queries=keep)
+            self._commit(lambda store: store.save_settings(new))
+        if clear or keep == 0:
+            self._commit(lambda store: store.clear_recorded_queries())
+        return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
+
     def compact(self) -> dict[str, Any]:
         """Reclaim removed items' slots in the index and the store; re-measure recall.
 
@@ -642,7 +721,8 @@ class Memory:
     def items(self, ids: Sequence[int]) -> list[Item]:
         """Items with these ids (missing ones left out), in the order given."""
         self._catch_up()
-        return self.store.items([int(i) for i in ids])
+        wanted = set(possible_ids(ids))
+        return self.store.items([int(i) for i in ids if int(i) in wanted])
 
     def ids(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
             where: Mapping[str, Any] | None = None) -> list[int]:
@@ -666,6 +746,31 @@ class Memory:
         """(ids int64, vectors float32 (n, dim)) of the given (or all) items, by id."""
         self._catch_up()
         return self.store.vectors(ids)
+
+    def searched_vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors (n, out_dim)) of the given (or all) items as searched: through the
+        memory's feature transform (the stored vectors themselves stay as added)."""
+        found, vectors = self.store.vectors(ids)
+        return found, self.store.transform().apply(vectors)
+
+    @property
+    def transform(self) -> FeatureTransform:
+        """The feature transform searches go through (`settings.transform`, fitted)."""
+        self._catch_up()
+        return self.store.transform()
+
+    def set_transform(self, spec: TransformSpec | str, progress: Progress | None = None) -> FeatureTransform:
+        """Fit a feature transform (`none`, `center`, `whiten`; see `transform.py`) on every
+        item and rebuild the search index through it (`progress(n)` as n more items are
+        done). Adding items later does not refit it; purging removed items it was fitted on
+        does. The abstention threshold was measured in the old space: calibrate again."""
+        spec = TransformSpec(spec) if isinstance(spec, str) else spec
+        if spec != TransformSpec() and not self.store.capabilities.feature_transforms:
+            raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
+                                    "stored: its only transform is none")
+        new = self.settings.replace(transform=spec)
+        self._commit(lambda store: store.save_settings(new, progress=progress), reset=True)
+        return self.store.transform()
 
     def voting_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ids, vectors, labels, weights, prune counts) of every item, by id: the memory
@@ -709,5 +814,7 @@ class Memory:
             "prototypes_per_class": settings.prototypes_per_class,
             "pruning": {**settings.pruning.to_dict(),
                         "excluded": int(len(self.store) - len(self.store.ids(voting_filter(Filter(), settings))))},
-            "abstain": settings.abstention.to_dict() if settings.abstention else None,
+            "abstain": {**settings.abstention.to_dict(), "changed_since": self.calibration_changed()}
+            if settings.abstention else None,
+            "transform": self._transform_status(described.get("transform")),
         }

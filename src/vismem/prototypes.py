@@ -66,7 +66,7 @@ class PrototypeSet:
 
     @classmethod
     def fit(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, labels: Sequence[str],
-            per_class: int = 1, seed: int = 0) -> "PrototypeSet":
+            per_class: int = 1, seed: int = 0) -> PrototypeSet:
         """Full computation: k-means with `per_class` clusters within each class."""
         item_ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float64)
@@ -89,11 +89,11 @@ class PrototypeSet:
 
     @classmethod
     def from_assignment(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray,
-                        assignment: dict[int, tuple[str, int]], per_class: int = 1) -> "PrototypeSet":
+                        assignment: dict[int, tuple[str, int]], per_class: int = 1) -> PrototypeSet:
         """Prototypes recomputed from scratch as the means of given groups."""
         protos = cls(per_class=per_class)
         numbering: dict[tuple[str, int], int] = {}
-        for item_id, vector in zip(np.asarray(ids).tolist(), np.asarray(vectors, dtype=np.float64)):
+        for item_id, vector in zip(np.asarray(ids).tolist(), np.asarray(vectors, dtype=np.float64), strict=False):
             label, group = assignment[item_id]
             if (label, group) not in numbering:
                 numbering[(label, group)] = protos._next_cluster
@@ -112,7 +112,8 @@ class PrototypeSet:
 
     def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, labels: Sequence[str]) -> None:
         """Add members; each joins its class's nearest prototype, or seeds a new one."""
-        for item_id, vector, label in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64), labels):
+        for item_id, vector, label in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64), labels,
+                                          strict=False):
             if item_id in self._member:
                 raise InvalidInputError(f"item {item_id} is already a prototype member")
             clusters = self._classes.get(label, {})
@@ -127,7 +128,7 @@ class PrototypeSet:
 
     def remove(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Take members out (their vectors are needed to subtract them); unknown ids are ignored."""
-        for item_id, vector in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64)):
+        for item_id, vector in zip(np.asarray(ids).tolist(), np.asarray(vectors, np.float64), strict=False):
             found = self._member.pop(item_id, None)
             if found is None:
                 continue
@@ -159,6 +160,23 @@ class PrototypeSet:
                 matrix = np.empty((0, 0))
             self._cache = (matrix.astype(np.float32), np.asarray(owners))
         return self._cache
+
+    def clusters(self) -> tuple[np.ndarray, dict[int, int], np.ndarray, np.ndarray]:
+        """Every prototype as a sum: (owner label (P,), member id -> row, float64 sums (P, dim),
+        counts (P,)), in `prototypes()` order; what a counterfactual needs to take members out."""
+        owners: list[str] = []
+        totals: list[np.ndarray] = []
+        counts: list[int] = []
+        row_of: dict[tuple[str, int], int] = {}
+        for label in self.labels:
+            for cluster in sorted(self._classes[label]):
+                row_of[(label, cluster)] = len(owners)
+                owners.append(label)
+                totals.append(self._classes[label][cluster].total)
+                counts.append(self._classes[label][cluster].count)
+        members = {item_id: row_of[key] for item_id, key in self._member.items()}
+        matrix = np.stack(totals) if totals else np.empty((0, 0))
+        return np.asarray(owners), members, matrix, np.asarray(counts, dtype=np.int64)
 
     def class_means(self) -> tuple[list[str], np.ndarray]:
         """(labels, float64 (C, dim) plain class means), whatever `per_class` is."""

@@ -1,8 +1,11 @@
 """Memory pruning: find the items that keep voting for wrong answers.
 
-The memory is queried against itself, each item left out of its own query. For every
-wrong leave-one-out decision, each neighbour that voted for the wrong winning label
-took part in it; v counts those takings-part per item (the visual-memory recipe).
+The memory is queried against itself, each item left out of its own query. v counts,
+per item, either how often it voted for another label than the query item's
+("disagreements", the default), or, as in the visual-memory recipe, how often it voted
+for the winner of a wrong leave-one-out decision ("wrong-decisions"). The first is the
+default because it keeps working under heavy label noise, where the second blames the
+correct neighbours of mislabelled items (measured in docs/quality.md).
 
 - hard pruning drops items with v >= threshold;
 - soft pruning multiplies every item's vote by d / (c + v) (c = 1, d = 1.75 by default).
@@ -56,10 +59,11 @@ def self_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 COUNTS = ("wrong-decisions", "disagreements")
+DEFAULT_COUNT = "disagreements"
 
 
 def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predicted: np.ndarray,
-                      count: str = "wrong-decisions") -> np.ndarray:
+                      count: str = DEFAULT_COUNT) -> np.ndarray:
     """v per item, from each item's leave-one-out decision.
 
     `label_index` (n,) stored class per item; `neighbour_rows` (n, k) rows that voted
@@ -96,7 +100,7 @@ class SelfQuery:
     rows: np.ndarray          # (n, k) neighbour rows, -1 = none
     scores: np.ndarray        # (n, C) vote shares
     predicted: np.ndarray     # (n,)
-    v: np.ndarray             # (n,) wrong-decision counts
+    v: np.ndarray             # (n,) counts of the chosen kind
 
     @property
     def own_score(self) -> np.ndarray:
@@ -105,7 +109,7 @@ class SelfQuery:
 
 
 def self_query(vectors: np.ndarray, labels, params: VoteParams,
-               item_weights: np.ndarray | None = None, count: str = "wrong-decisions") -> SelfQuery:
+               item_weights: np.ndarray | None = None, count: str = DEFAULT_COUNT) -> SelfQuery:
     """Query every item against the rest of the memory with a kNN rule and count v."""
     if params.uses_prototypes:
         raise InvalidInputError("pruning counts neighbour votes: use a kNN vote (rank, softmax, distance, plurality)")
@@ -153,9 +157,10 @@ class PruneSettings:
     mode: str = field(default="off", metadata={
         "help": "soft: scale votes by d/(c+v); hard: drop items with v >= threshold; off: undo pruning.",
         "choices": ("off", *MODES)})
-    count: str = field(default="wrong-decisions", metadata={
-        "help": "What v counts: wrong-decisions (votes for the winner of a wrong decision) or disagreements "
-                "(votes for another label than the query's; better under heavy label noise).",
+    count: str = field(default=DEFAULT_COUNT, metadata={
+        "help": "What v counts: disagreements (votes for another label than the query's; keeps working under "
+                "heavy label noise) or wrong-decisions (votes for the winner of a wrong decision, the "
+                "visual-memory recipe).",
         "choices": COUNTS})
     c: float = field(default=SOFT_C, metadata={"help": "Soft pruning: factor d/(c+v).", "min_exclusive": 0.0})
     d: float = field(default=SOFT_D, metadata={"help": "Soft pruning: factor d/(c+v).", "min_exclusive": 0.0})
@@ -183,7 +188,7 @@ class PruneSettings:
         """Hard pruning: items with v at or above this do not vote (None: none excluded)."""
         return self.threshold if self.mode == "hard" else None
 
-    def replace(self, **changes: object) -> "PruneSettings":
+    def replace(self, **changes: object) -> PruneSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict:

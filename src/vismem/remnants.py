@@ -30,7 +30,7 @@ class Fingerprint:
     """Bytes that only a removed item should have put in the memory's files."""
 
     item_id: int
-    kind: str  # "vector", "vector-fp16" or "thumbnail"
+    kind: str  # "vector", "vector-fp16", "vector-searched(-fp16)" (through a transform) or "thumbnail"
     data: bytes
     content_hash: str | None = None
 
@@ -49,15 +49,22 @@ class Remnant:
 
 
 def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
-    """The removable bytes of these items: vector (float32 and float16) and thumbnail."""
+    """The removable bytes of these items: vector (float32 and float16), the vector as the
+    index holds it when a feature transform is in force, and thumbnail."""
     ids = sorted({int(i) for i in ids})
     found, vectors = memory.vectors(ids)
+    transform = memory.transform
+    searched = None if transform.is_identity else transform.apply(vectors)
     hashes = {item.id: item.content_hash for item in memory.items(ids)}
     prints: list[Fingerprint] = []
-    for item_id, vector in zip(found.tolist(), vectors):
+    for row, (item_id, vector) in enumerate(zip(found.tolist(), vectors, strict=True)):
         digest = hashes.get(item_id)
         prints.append(Fingerprint(item_id, "vector", vector.tobytes(), digest))
         prints.append(Fingerprint(item_id, "vector-fp16", vector.astype(np.float16).tobytes(), digest))
+        if searched is not None:
+            prints.append(Fingerprint(item_id, "vector-searched", searched[row].tobytes(), digest))
+            prints.append(Fingerprint(item_id, "vector-searched-fp16", searched[row].astype(np.float16).tobytes(),
+                                      digest))
         jpeg = memory.thumbnail(item_id)
         if jpeg is not None:
             prints.append(Fingerprint(item_id, "thumbnail", jpeg, digest))

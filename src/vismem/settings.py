@@ -21,6 +21,7 @@ from .calibrate import Calibration
 from .decide import VoteParams
 from .errors import InvalidInputError
 from .prune import PruneSettings
+from .transform import TransformSpec
 
 INDEX_CHOICES = ("auto", "exact", "hnsw", "ivfpq")
 DEFAULT_ENCODER = "resnet50"  # what `vismem create` uses: downloads torchvision weights once
@@ -45,6 +46,11 @@ class MemorySettings:
                                          max=64)
     pruning: PruneSettings = field(default_factory=PruneSettings)
     abstention: Calibration | None = None  # set by `vismem calibrate`
+    transform: TransformSpec = field(default_factory=TransformSpec)  # set by `vismem tune`; fitted by the store
+    record_queries: int = _setting(0, "Keep up to this many real classify/search query vectors (a uniform sample, "
+                                   "in the store) to tune the search index on; 0: keep none (queries are user "
+                                   "data; `vismem record-queries MEMDIR 0` also deletes the kept ones).",
+                                   min=0, max=100_000)
 
     def __post_init__(self) -> None:
         if self.index not in INDEX_CHOICES:
@@ -52,6 +58,9 @@ class MemorySettings:
         if isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float)) \
                 or not 0 < self.target_recall <= 1:
             raise InvalidInputError(f"target recall must be in (0, 1], got {self.target_recall!r}")
+        if isinstance(self.record_queries, bool) or not isinstance(self.record_queries, int) \
+                or not 0 <= self.record_queries <= 100_000:
+            raise InvalidInputError(f"queries to record must be an integer in [0, 100000], got {self.record_queries!r}")
         if not isinstance(self.prototypes_per_class, int) or not 1 <= self.prototypes_per_class <= 64:
             raise InvalidInputError(
                 f"prototypes per class must be an integer in [1, 64], got {self.prototypes_per_class!r}")
@@ -68,7 +77,9 @@ class MemorySettings:
         vote = VoteParams(**data.pop("vote", {}))
         pruning = PruneSettings(**data.pop("pruning", {}))
         found = data.pop("abstention", None)
-        return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None, **data)
+        transform = TransformSpec.from_dict(data.pop("transform", None))
+        return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None,
+                   transform=transform, **data)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""Choosing k, the vote rule, alpha, tau (and prototypes) on a memory's own data.
+"""Choosing the feature transform, k, the vote rule, alpha, tau (and prototypes) on a
+memory's own data.
 
 A stratified part of the memory is held out and classified by the rest with every
 candidate setting; the most accurate wins. Ties go to the earlier candidate, and the
-candidates start with the shipped defaults, so a setting is only changed when it
-measurably helps on the held-out data.
+candidates start with the shipped defaults (no transform first), so a setting is only
+changed when it measurably helps on the held-out data.
+
+Each transform is fitted on the rest alone (never on the held-out part) and every vote
+setting is tried through it with one prototype per class; 2 and 4 prototypes per class
+are then tried through the winning transform only (k-means per class is the slow part).
 """
 
 from __future__ import annotations
@@ -16,17 +21,30 @@ import numpy as np
 from .decide import NEIGHBOUR_VOTES, VoteParams
 from .errors import InvalidInputError
 from .evaluation.engine import ArrayMemory, accuracy, holdout_split
+from .transform import TransformSpec, fit_transform
 
 KS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
 ALPHAS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 TAUS = (0.01, 0.02, 0.05, 0.07, 0.1, 0.2)
 MIXES = (0.25, 0.5, 0.75)
 PER_CLASS = (1, 2, 4)
+# measured on digits and MNIST through EfficientNet-Lite0 (docs/quality.md): full whitening
+# amplifies noise directions, 10% shrinkage and 128-512 components do not; power 0.5 helps
+TRANSFORM_CANDIDATES = (
+    TransformSpec("none"),
+    TransformSpec("center"),
+    TransformSpec("whiten", components=256, shrinkage=0.1),
+    TransformSpec("whiten", components=128, shrinkage=0.1, power=0.5),
+    TransformSpec("whiten", components=256, shrinkage=0.1, power=0.5),
+    TransformSpec("whiten", components=512, shrinkage=0.1, power=0.5),
+)
 
 
 @dataclass
 class TuneResult:
-    """The winning setting, its held-out accuracy, and every candidate tried."""
+    """The winning setting, its held-out accuracy, and every candidate tried.
+
+    `by_transform` gives the best held-out accuracy reached through each transform."""
 
     params: VoteParams
     per_class: int
@@ -34,10 +52,13 @@ class TuneResult:
     default_accuracy: float
     held_out: int
     trials: list[dict[str, Any]] = field(default_factory=list)
+    transform: TransformSpec = field(default_factory=TransformSpec)
+    by_transform: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params.to_dict(), "prototypes_per_class": self.per_class,
-                "accuracy": self.accuracy, "default_accuracy": self.default_accuracy,
+                "transform": self.transform.to_dict(), "accuracy": self.accuracy,
+                "default_accuracy": self.default_accuracy, "by_transform": self.by_transform,
                 "held_out": self.held_out, "trials": len(self.trials)}
 
 
@@ -49,9 +70,7 @@ def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VotePar
         for k in ks if rule != "prototype" else [1]:
             if rule == "rank":
                 out += [VoteParams(k=k, vote=rule, alpha=a) for a in ALPHAS]
-            elif rule == "softmax":
-                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
-            elif rule == "prototype":
+            elif rule == "softmax" or rule == "prototype":
                 out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
             elif rule == "hybrid":
                 out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
@@ -60,32 +79,48 @@ def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VotePar
     return out
 
 
-def tune(vectors: np.ndarray, labels: Sequence[str], *, rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"),
-         per_class: Sequence[int] = PER_CLASS, held_out: float = 0.2, seed: int = 0,
+def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
+         rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"), per_class: Sequence[int] = PER_CLASS,
+         transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, held_out: float = 0.2, seed: int = 0,
          factors: np.ndarray | None = None) -> TuneResult:
-    """Pick the vote setting most accurate on a held-out split of (vectors, labels)."""
+    """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels)."""
     labels = np.asarray(labels)
-    train, test = holdout_split(labels, held_out, seed)
+    train, test = holdout_split(labels.tolist(), held_out, seed)
     if len(test) < 2 or len(set(labels[train].tolist())) < 2:
         raise InvalidInputError("tuning needs at least 2 classes and a few items per class in the memory")
+    if not transforms or not per_class:
+        raise InvalidInputError("tuning needs at least one transform and one prototype count")
     truth = labels[test]
-    best: tuple[float, VoteParams, int] | None = None
-    trials = []
+    best: tuple[float, VoteParams, int, TransformSpec] | None = None
+    trials: list[dict[str, Any]] = []
     default_acc = None
+    by_transform: dict[str, float] = {}
     proto_rules = [r for r in rules if r in ("prototype", "hybrid")]
-    for m in per_class if proto_rules else [1]:
-        mem = ArrayMemory(vectors[train], labels[train], per_class=m, seed=seed,
+
+    def sweep(spec: TransformSpec, m: int, tried_rules: Sequence[str]) -> None:
+        nonlocal best, default_acc
+        try:
+            fitted = fit_transform(vectors[train], spec)
+        except InvalidInputError:  # e.g. whitening a memory with no variance: not a candidate
+            return
+        mem = ArrayMemory(fitted.apply(vectors[train]), labels[train], per_class=m, seed=seed,
                           factors=None if factors is None else factors[train])
         max_k = len(train)
-        neighbours = mem.query(vectors[test], min(max(KS), max_k))
-        tried_rules = [r for r in rules if m == per_class[0] or r in proto_rules]
+        neighbours = mem.query(fitted.apply(vectors[test]), min(max(KS), max_k), prototypes=bool(proto_rules))
         for params in candidates(max_k, tried_rules, m):
             acc = accuracy(mem.predict(neighbours, params), truth)
-            trials.append({**params.to_dict(), "prototypes_per_class": m, "accuracy": acc})
-            if params == VoteParams() and m == 1:
+            trials.append({**params.to_dict(), "prototypes_per_class": m, "transform": spec.name, "accuracy": acc})
+            by_transform[spec.name] = max(by_transform.get(spec.name, 0.0), acc)
+            if params == VoteParams() and m == 1 and spec == TransformSpec():
                 default_acc = acc
             if best is None or acc > best[0] + 1e-12:
-                best = (acc, params, m)
+                best = (acc, params, m, spec)
+
+    first = per_class[0] if proto_rules else 1
+    for spec in transforms:
+        sweep(spec, first, rules)
     assert best is not None
+    for m in per_class[1:] if proto_rules else []:
+        sweep(best[3], m, proto_rules)
     return TuneResult(best[1], best[2], best[0], default_acc if default_acc is not None else float("nan"),
-                      len(test), trials)
+                      len(test), trials, best[3], by_transform)

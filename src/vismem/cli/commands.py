@@ -10,9 +10,11 @@ import typer
 if TYPE_CHECKING:
     from ..memory import Memory
 
+from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, MemoryNotFoundError, VismemError
 from ..images import Skipped
+from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import parse_pairs
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
@@ -40,6 +42,9 @@ def setting_option(name: str, flag: str) -> Any:
 
 
 KOpt = vote_option("k", "--k", "-k")
+CounterfactualOpt = typer.Option(
+    False, "--counterfactual", help="Also say what would change the decision: the fewest items whose removal "
+    "(or blocking) changes its label, and the nearest item of the runner-up class.")
 VoteOpt = vote_option("vote", "--vote")
 AlphaOpt = vote_option("alpha", "--alpha")
 TauOpt = vote_option("tau", "--tau")
@@ -242,6 +247,7 @@ def classify(
     mix: Optional[float] = MixOpt,
     abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
                                  "memory (needs `vismem calibrate`)."),
+    counterfactual: bool = CounterfactualOpt,
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
@@ -257,13 +263,16 @@ def classify(
     With --json, one object per image: path, label, confidence, abstained, scores,
     neighbors (id, label, distance, weight, contribution, source, item_weight,
     prune_factor, relabelled_from; nearest first), prototypes (distance to each class),
-    interventions. An unreadable image gives {"path": ..., "error": ...} and exit code 3.
+    interventions; with --counterfactual also counterfactual (remove / block: the fewest
+    item ids whose removal / blocking changes the label, label_after_remove /
+    label_after_block, runner_up, summary). An unreadable image gives
+    {"path": ..., "error": ...} and exit code 3.
     """
     from ..explain import decision_table
 
     options = _vote_options(k, vote, alpha, tau, mix) | {
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
-        "where": parse_pairs(where)}
+        "where": parse_pairs(where), "counterfactual": counterfactual}
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
@@ -391,23 +400,54 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if quality:
         lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
         out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                  f"{quality['target']}), measured on {quality['sample']} of {quality['size']} items")
+                  f"{quality['target']}) at {quality['size']} items, measured on "
+                  f"{Quality.from_dict(quality).describe()}")
+        fresh = index.get("fresh_adds")
+        if fresh:
+            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
+                      f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
         out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE)")
+    if data.get("recorded_queries"):
+        out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}", markup=False)
     if data["disk_bytes"] is not None:
         out.print(f"on disk     {data['disk_bytes']:,} bytes")
-    d = data["defaults"]
-    out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
-    abstain = data["abstain"]
-    out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
-              f" ({data['pruning']['excluded']} excluded); abstention "
-              + (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%})" if abstain else "not calibrated"))
+    _print_decisions(data)
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():
             table.add_row(label, str(count))
         out.print(table)
+
+
+def _print_decisions(data: dict) -> None:
+    """`info`'s lines on how the memory decides: defaults, transform, prototypes, pruning,
+    abstention, with a warning when the transform or the calibration is stale."""
+    d = data["defaults"]
+    out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
+    transform = data.get("transform")
+    if transform and transform["name"] != "none":
+        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']} items, "
+                  f"{transform['out_dim']}-d as searched; since then {transform['changed_since']:.0%} of the items "
+                  f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
+        if transform["retune"]:
+            err.print(f"warning: the memory has drifted from its feature transform: run `vismem tune "
+                      f"{data['path']}` to refit it", markup=False)
+    elif transform:
+        out.print("transform   none (vectors searched as stored; `vismem tune` may choose one)")
+    abstain = data["abstain"]
+    calibrated = "not calibrated"
+    if abstain:
+        calibrated = (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%}, prototype weight "
+                      f"{abstain['prototype_weight']:g})")
+        if abstain.get("changed_since") is not None:
+            calibrated += f", {abstain['changed_since']:.0%} of the memory changed since"
+    out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
+              f" ({data['pruning']['excluded']} excluded); abstention {calibrated}")
+    if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
+        err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again",
+                  markup=False)
 
 
 @app.command("eval")
@@ -463,13 +503,15 @@ def explain(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    counterfactual: bool = CounterfactualOpt,
     json_out: bool = JsonFlag,
 ) -> None:
-    """Write a visual explanation sheet: the query and its neighbours' thumbnails."""
+    """Write a visual explanation sheet: the query and its neighbours' thumbnails; with
+    --counterfactual, also what would change the decision."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
-    options = _vote_options(k, vote, alpha, tau)
+    options = _vote_options(k, vote, alpha, tau) | {"counterfactual": counterfactual}
     check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir) as memory:
         decision = memory.classify([image], **options)[0]

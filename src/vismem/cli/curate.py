@@ -11,7 +11,8 @@ import typer
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..settings import describe
-from . import app, emit, out
+from ..errors import InvalidInputError
+from . import app, emit, out, progress_bar
 from .commands import JsonFlag, MemDir, _open, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
@@ -29,21 +30,32 @@ def tune(
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
+    transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
+                                  "the measured whitenings), or only none, center or whiten."),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Choose k, vote, alpha, tau (and prototypes per class) on a held-out split of the
-    memory's own items, and store them as the memory's defaults."""
+    """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
+    held-out split of the memory's own items, and store them as the memory's defaults. A
+    new transform is fitted on every item and the index rebuilt through it."""
     from ..curate import tune_memory
+    from ..transform import TRANSFORMS
+    from ..tune import TRANSFORM_CANDIDATES
 
-    with _open(memdir) as memory:
-        result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run)
+    if transform not in ("auto", *TRANSFORMS):
+        raise InvalidInputError(f"unknown --transform {transform!r}; choose auto, {', '.join(TRANSFORMS)}")
+    candidates = None if transform == "auto" else [t for t in TRANSFORM_CANDIDATES if t.kind == transform]
+    with _open(memdir) as memory, progress_bar("fitting the feature transform, rebuilding the index",
+                                               2 * len(memory), transient=True) as advance:
+        result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
+                             progress=advance)
     if json_out:
         emit(result.to_dict())
         return
     p = result.params
-    out.print(f"best: k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} mix={p.mix} "
-              f"prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out items "
-              f"(defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+    out.print(f"best: transform={result.transform.name} k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} "
+              f"mix={p.mix} prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out "
+              f"items (defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+    out.print("by transform: " + ", ".join(f"{name} {acc:.2%}" for name, acc in result.by_transform.items()))
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
 
 
@@ -61,7 +73,7 @@ def prune(
     json_out: bool = JsonFlag,
 ) -> None:
     """Query the memory against itself (each item left out of its own query), count for
-    each item v = wrong decisions it voted in, and prune by v. Reversible with --mode off,
+    each item v = votes it cast against the query's label (--count), and prune by v. Reversible with --mode off,
     except --mode hard --purge, which deletes."""
     from ..curate import prune_memory
 
@@ -112,24 +124,30 @@ def suspects(
 @app.command()
 def calibrate(
     memdir: Path = MemDir,
-    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0, help="Share of in-distribution queries to answer."),
+    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
+                              help="Share of in-distribution queries to answer."),
     k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
-    prototype_weight: float = typer.Option(1.0, "--prototype-weight", min=0.0,
-                                           help="Weight of the prototype distance in the score (0 = neighbours only)."),
-    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
+    prototype_weight: Optional[float] = typer.Option(
+        None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
+        "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Calibrate abstention: set the out-of-distribution threshold so that --tpr of held-out
-    in-distribution items are answered. Then `classify --abstain` uses it."""
+    """Calibrate abstention: set the out-of-distribution threshold so that --tpr of
+    in-distribution queries are answered (each item scored against all the others). Then
+    `classify --abstain` uses it."""
     from ..curate import calibrate_memory
 
     with _open(memdir) as memory:
-        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, held_out=held_out)
+        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight)
     if json_out:
         emit(result.to_dict())
     else:
-        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} x to nearest prototype) "
-                  f"answers {result.achieved_tpr:.1%} of {result.held_out} held-out items (target {tpr:.0%})")
+        out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} "
+                  f"x to nearest prototype) answers {result.achieved_tpr:.1%} of the {result.held_out} items, "
+                  f"each left out in turn (target {tpr:.0%})")
+        if result.auroc:
+            out.print("prototype weight chosen by AUROC with held-out classes as unknown: " + ", ".join(
+                f"w={w} {a:.3f}" for w, a in result.auroc.items()))
 
 
 def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:

@@ -15,8 +15,9 @@ from . import app, emit, err, out
 def eval_protocols(
     protocols: Optional[List[str]] = typer.Argument(
         None, help="Which: knn, fewshot, incremental, ood, noise, or all [default: all].", show_default=False),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="digits | digits-raw | mnist | mnist-raw | "
-                                          "iris-raw | wine-raw | breast_cancer-raw | digits:<encoder> [default: digits]."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help="digits | digits-raw | mnist | mnist-raw | iris-raw | wine-raw | "
+        "breast_cancer-raw | digits:<encoder> [default: digits]."),
     memory: Optional[Path] = typer.Option(None, "--memory", "-m", help="Evaluate on a memory's own items instead."),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Your own features: an (n, dim) .npy file."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --embeddings: an (n,) .npy file of labels."),
@@ -31,9 +32,10 @@ def eval_protocols(
     """Run the evaluation protocols on embeddings and write report.json plus PNG plots
     (accuracy against k per rule; the class-incremental curve).
 
-    Protocols: knn (accuracy for k = 1..100 per vote rule, prototypes, linear probe),
-    fewshot (1/5/10 per class, mean and 95% CI over draws), incremental (classes added in
-    steps), ood (held-out classes: AUROC, FPR at 95% TPR), noise (0/20/40/60% label noise
+    Protocols: knn (accuracy for k = 1..100 per vote rule through each feature transform,
+    none, center, whiten; prototypes; the setting tune picks; linear probe), fewshot
+    (1/5/10 per class, mean and 95% CI over draws), incremental (classes added in steps),
+    ood (held-out classes, 5 draws: AUROC, FPR at 95% TPR), noise (0/20/40/60% label noise
     with no, hard and soft pruning). Image data sets are encoded once and cached.
     """
     from ..evaluation.data import load_dataset, load_embeddings, Dataset
@@ -73,14 +75,18 @@ def _summarise(report: dict) -> None:
     out.print(f"{d['name']}: {d['items']} items, {d['classes']} classes, {d['dim']}-d")
     if "knn" in report:
         r = report["knn"]
-        b = r["best_knn"]
-        line = f"knn: best {b['vote']} k={b['k']} {b['accuracy']:.2%}"
         t = r["tuned"]
-        line += f"; tuned ({t['vote']} k={t['k']}) {t['accuracy']:.2%}"
+        line = f"knn: tuned ({t['transform']}, {t['vote']} k={t['k']}) {t['accuracy']:.2%}"
         if "linear_probe" in r:
             line += f"; linear probe {r['linear_probe']['accuracy']:.2%}"
-        line += "; prototypes " + ", ".join(f"{m}/class {a:.2%}" for m, a in r["prototypes"].items())
-        out.print(line + f"; rank >= plurality at every k >= 10: {r['rank_ge_plurality_at_k_ge_10']}")
+        out.print(line)
+        for name, entry in r["transforms"].items():
+            if "best_knn" not in entry:
+                continue
+            b = entry["best_knn"]
+            out.print(f"  through {name}: best {b['vote']} k={b['k']} {b['accuracy']:.2%}; prototypes "
+                      + ", ".join(f"{m}/class {a:.2%}" for m, a in entry["prototypes"].items())
+                      + f"; rank >= plurality at every k >= 10: {entry['rank_ge_plurality_at_k_ge_10']}")
     if "fewshot" in report:
         for n, methods in report["fewshot"]["results"].items():
             out.print(f"few-shot {n}/class: " + ", ".join(
@@ -92,9 +98,11 @@ def _summarise(report: dict) -> None:
             + ", ".join(f"{m} {a:.2%}" for m, a in r["max_old_class_drop"].items()))
     if "ood" in report:
         r = report["ood"]
-        out.print("ood: " + ", ".join(f"{n} AUROC {s['auroc']:.3f}" for n, s in r["scores"].items())
-                  + f"; calibrated threshold keeps {r['test_tpr_at_threshold']:.1%} of test (target {r['target_tpr']:.0%})")
+        out.print(f"ood (mean of {len(r['draws'])} draws of unknown classes): " + ", ".join(
+            f"{n} AUROC {s['auroc']:.3f}" for n, s in r["scores"].items())
+            + f"; calibrated threshold keeps {r['test_tpr_at_threshold']:.1%} of test (target {r['target_tpr']:.0%})")
     if "noise" in report:
         for row in report["noise"]["results"]:
             out.print(f"noise {row['noise']:.0%}: none {row['none']:.2%}, " + ", ".join(
-                f"{c} soft {row[c]['soft']:.2%} hard {row[c]['hard']:.2%}" for c in ("wrong-decisions", "disagreements")))
+                f"{c} soft {row[c]['soft']:.2%} hard {row[c]['hard']:.2%}"
+                for c in ("disagreements", "wrong-decisions")))

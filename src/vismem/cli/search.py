@@ -1,4 +1,4 @@
-"""Search commands: nearest items to images, switching the index, compacting it."""
+"""Search commands: nearest items to images; switching, compacting and tuning the index."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from ..decide import VoteParams
+from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import describe
 from . import EXIT_SKIPPED, app, emit, out
@@ -92,3 +94,77 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     else:
         out.print(f"compacted: reclaimed {report['reclaimed']} slots; index {report['type']} "
                   f"holds {report['size']} vectors, {report['bytes']:,} bytes")
+
+
+@app.command("tune-index")
+def tune_index(
+    memdir: Path = MemDir,
+    images: Optional[List[Path]] = typer.Argument(None, help="Query images the memory has not seen.",
+                                                  show_default=False),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Query vectors the memory has not seen: "
+                                           "a .npy file of float (n, dim)."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Tune MEMDIR's search effort on your own queries until their recall@10 reaches the
+    target recall (exact search when no effort does), and record that figure for `info`.
+
+    Give query images, --queries Q.npy, or neither: then the queries kept with
+    `vismem record-queries`. They must not be items of the memory: recall on items the
+    index holds is optimistic. An unreadable image gives exit code 3, the rest are used.
+    """
+    with _open(memdir) as memory:
+        vectors, skipped = _query_vectors(memory, images or [], queries)
+        described = memory.tune_index(vectors)
+    quality = described["quality"] or {}
+    if json_out:
+        emit(described)
+    else:
+        out.print(f"index {described['type']}: params {described['params']}")
+        if quality:
+            out.print(f"recall      {quality['recall']:.3f} @{quality['k']} (target {quality['target']}) on "
+                      f"{quality['measured_on']}, {quality['sample']} queries, 95% interval "
+                      f"{quality['low']:.3f}-{quality['high']:.3f}")
+    for s in skipped:
+        say_unreadable(s, json_out, "tune with")
+    if skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
+    """(query vectors, or None for the recorded ones; images that could not be read)."""
+    if queries is not None and images:
+        raise InvalidInputError("give query images or --queries Q.npy, not both")
+    if queries is not None:
+        try:
+            return np.load(queries, allow_pickle=False), []
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read {queries} as a .npy array: {exc}") from None
+    if images:
+        vectors, _, skipped = memory.embed_images(images)
+        if len(vectors) == 0:
+            raise InvalidInputError(f"none of the {len(images)} query images could be read")
+        return vectors, skipped
+    return None, []
+
+
+@app.command("record-queries")
+def record_queries(
+    memdir: Path = MemDir,
+    keep: Optional[int] = typer.Argument(None, min=0, max=100_000, show_default=False,
+                                         help="Keep up to this many real queries; 0: stop, and delete those "
+                                              "kept [default: show]."),
+    clear: bool = typer.Option(False, "--clear", help="Delete the kept queries now (recording goes on)."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Keep a uniform sample of MEMDIR's real classify and search queries, to tune the
+    search index on (`vismem tune-index MEMDIR`). Off unless you turn it on: queries are
+    your users' data. Deleted queries, like removed items, leave no bytes in any file.
+    """
+    with _open(memdir) as memory:
+        state = memory.record_queries(keep, clear=clear)
+    if json_out:
+        emit(state)
+    elif state["keep"]:
+        out.print(f"recording queries: {state['kept']} kept, up to {state['keep']}")
+    else:
+        out.print(f"not recording queries ({state['kept']} kept)")

@@ -18,10 +18,17 @@ def _pyplot():
 def plot_accuracy_vs_k(result: dict[str, Any], path: Path, title: str = "") -> Path:
     """Accuracy against k per voting rule, with prototypes and the linear probe as lines."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for rule, curve in result["curves"].items():
         ax.plot(result["ks"], [100 * a for a in curve], marker="o", markersize=3, label=rule)
-    for (m, acc), style in zip(result["prototypes"].items(), (":", "-.", (0, (1, 4)))):
+    # through each fitted transform: the rank and plurality curves, dashed
+    for name, entry in result.get("transforms", {}).items():
+        if name == "none" or "curves" not in entry:
+            continue
+        for rule in ("rank", "plurality"):
+            ax.plot(result["ks"], [100 * a for a in entry["curves"][rule]], linestyle="--", marker=".",
+                    markersize=3, label=f"{rule}, {name}")
+    for (m, acc), style in zip(result["prototypes"].items(), (":", "-.", (0, (1, 4))), strict=False):
         ax.axhline(100 * acc, linestyle=style, color="grey", label=f"prototypes ({m}/class)")
     if "linear_probe" in result:
         ax.axhline(100 * result["linear_probe"]["accuracy"], linestyle="--", color="black", label="linear probe")
@@ -38,7 +45,7 @@ def plot_incremental(result: dict[str, Any], path: Path, title: str = "") -> Pat
         ax.plot(steps, [100 * e["accuracy"] for e in history], marker="o", label=f"{method}: all seen classes")
         old = [(e["step"], 100 * e["old_after"]) for e in history if "old_after" in e]
         if old:
-            ax.plot(*zip(*old), linestyle="--", marker="x", label=f"{method}: old classes after the step")
+            ax.plot(*zip(*old, strict=False), linestyle="--", marker="x", label=f"{method}: old classes after the step")
     ax.set_xticks([e["step"] for e in next(iter(result["history"].values()))])
     return _finish(plt, fig, ax, path, "step (classes added)", title or "class-incremental")
 

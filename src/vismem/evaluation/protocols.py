@@ -13,14 +13,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, calibrate_threshold, fpr_at_tpr, ood_scores, true_positive_rate
+from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, fit_calibration, fpr_at_tpr, ood_scores, true_positive_rate
 from ..decide import NEIGHBOUR_VOTES, VoteParams
 from ..prune import COUNTS, HARD_THRESHOLD, SOFT_C, SOFT_D, hard_keep, self_query, soft_factors
+from ..errors import InvalidInputError
+from ..transform import TransformSpec, fit_transform
 from .data import Dataset
 from .engine import ArrayMemory, accuracy, holdout_split
 
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
+DEFAULT_VOTE = VoteParams()
+RANK_ALPHAS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+# `knn` reports every rule through each of these (fitted on the train split alone)
+REPORTED_TRANSFORMS = (
+    TransformSpec("none"),
+    TransformSpec("center"),
+    TransformSpec("whiten", components=256, shrinkage=0.1),
+    TransformSpec("whiten", components=256, shrinkage=0.1, power=0.5),
+)
 
 
 def split_dataset(data: Dataset, test_fraction: float = 0.3, seed: int = 0):
@@ -54,12 +65,10 @@ def _probe_model(c: float):
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500, tol=1e-3))
 
 
-def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: Sequence[int] = (1, 4),
-                  test_fraction: float = 0.3, seed: int = 0, probe: bool = True) -> dict[str, Any]:
-    """Accuracy at every k for each neighbour rule (default alpha, tau) and the hybrid;
-    prototypes (1 and several per class) and the linear probe as flat references."""
-    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
-    ks = [k for k in ks if k <= len(train_y)]
+def knn_curves(train_x, train_y, test_x, test_y, ks: Sequence[int], per_class: Sequence[int] = (1, 4),
+               seed: int = 0) -> dict[str, Any]:
+    """Accuracy at every k for each neighbour rule (default alpha, tau) and the hybrid, and
+    prototypes (1 and several per class), on vectors as given."""
     mem = ArrayMemory(train_x, train_y, per_class=per_class[0], seed=seed)
     neighbours = mem.query(test_x, max(ks))
     curves: dict[str, list[float]] = {}
@@ -72,25 +81,61 @@ def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: S
         prototypes[str(m)] = accuracy(pm.predict(nb, VoteParams(k=1, vote="prototype")), test_y)
     best_rule = max(NEIGHBOUR_VOTES, key=lambda r: max(curves[r]))
     best_i = int(np.argmax(curves[best_rule]))
-    result = {
-        "ks": ks, "curves": curves, "prototypes": prototypes,
+    # how far rank voting falls below plurality at its worst k >= 10, per alpha (< 0: below)
+    wide = [i for i, k in enumerate(ks) if k >= 10]
+    margin = {f"{a:g}": min((accuracy(mem.predict(neighbours, VoteParams(k=ks[i], alpha=a)), test_y)
+                             - curves["plurality"][i] for i in wide), default=0.0) for a in RANK_ALPHAS}
+    return {
+        "curves": curves, "prototypes": prototypes,
         "best_knn": {"vote": best_rule, "k": ks[best_i], "accuracy": curves[best_rule][best_i]},
         "rank_ge_plurality_at_k_ge_10": all(
-            r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"]) if k >= 10),
-        "train": int(len(train_y)), "test": int(len(test_y)),
+            r >= p - 1e-12 for k, r, p in zip(ks, curves["rank"], curves["plurality"], strict=False) if k >= 10),
+        "rank_minus_plurality_worst_k_ge_10_by_alpha": margin,
+    }
+
+
+def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: Sequence[int] = (1, 4),
+                  transforms: Sequence[TransformSpec] = REPORTED_TRANSFORMS, test_fraction: float = 0.3,
+                  seed: int = 0, probe: bool = True) -> dict[str, Any]:
+    """Accuracy against k for every rule through each feature transform (fitted on train
+    alone), prototypes, the setting `vismem tune` picks on train, and the linear probe.
+
+    The top-level `curves`, `prototypes`, `best_knn` are those with no transform;
+    `transforms` holds the same per transform name."""
+    train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    ks = [k for k in ks if k <= len(train_y)]
+    by_transform: dict[str, Any] = {}
+    for spec in transforms:
+        try:
+            fitted = fit_transform(train_x, spec)
+        except InvalidInputError as exc:  # e.g. whitening data with no variance
+            by_transform[spec.name] = {"error": str(exc)}
+            continue
+        by_transform[spec.name] = {"spec": spec.to_dict(), **knn_curves(
+            fitted.apply(train_x), train_y, fitted.apply(test_x), test_y, ks, per_class, seed)}
+    plain = by_transform.get("none") or knn_curves(train_x, train_y, test_x, test_y, ks, per_class, seed)
+    result: dict[str, Any] = {
+        "ks": ks, **{key: plain[key] for key in ("curves", "prototypes", "best_knn", "rank_ge_plurality_at_k_ge_10")},
+        "transforms": by_transform, "train": int(len(train_y)), "test": int(len(test_y)),
     }
     # the setting `vismem tune` would pick, chosen on train alone, scored on test
     from ..tune import tune
 
     chosen = tune(train_x, train_y, seed=seed)
-    tuned_mem = ArrayMemory(train_x, train_y, per_class=chosen.per_class, seed=seed)
-    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(test_x, chosen.params.k), chosen.params), test_y)
+    fitted = fit_transform(train_x, chosen.transform)
+    tuned_mem = ArrayMemory(fitted.apply(train_x), train_y, per_class=chosen.per_class, seed=seed)
+    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(fitted.apply(test_x), chosen.params.k), chosen.params),
+                         test_y)
     result["tuned"] = {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
-                       "accuracy": tuned_acc}
+                       "transform": chosen.transform.name, "accuracy": tuned_acc,
+                       "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
     if probe:
         result["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, seed=seed)
         result["tuned_minus_probe"] = tuned_acc - result["linear_probe"]["accuracy"]
         result["best_knn_minus_probe"] = result["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
+        for entry in by_transform.values():
+            if "best_knn" in entry:
+                entry["best_knn_minus_probe"] = entry["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
     return result
 
 
@@ -98,10 +143,10 @@ def _mean_ci(values: Sequence[float]) -> dict[str, float]:
     """Mean and 95% confidence interval (Student t) over draws."""
     from scipy import stats
 
-    values = np.asarray(values, dtype=np.float64)
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) \
-        if len(values) > 1 else float("nan")
-    return {"mean": float(values.mean()), "ci95": half, "draws": int(len(values))}
+    drawn = np.asarray(values, dtype=np.float64)
+    half = float(stats.t.ppf(0.975, len(drawn) - 1) * drawn.std(ddof=1) / np.sqrt(len(drawn))) \
+        if len(drawn) > 1 else float("nan")
+    return {"mean": float(drawn.mean()), "ci95": half, "draws": int(len(drawn))}
 
 
 def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 10, k: int = 10,
@@ -127,7 +172,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     return {"shots": list(shots), "results": out, "k": k}
 
 
-def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = VoteParams(),
+def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEFAULT_VOTE,
                       test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
     """Add the classes in `steps` groups; after each, accuracy on all seen classes and on
     the old ones before and after the addition, for kNN and nearest class mean."""
@@ -165,35 +210,55 @@ def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = Vot
     }
 
 
-def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = DEFAULT_OOD_K, tpr: float = DEFAULT_TPR,
-                        test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
+def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = DEFAULT_OOD_K,
+                        tpr: float = DEFAULT_TPR, test_fraction: float = 0.3, seed: int = 0,
+                        draws: int = 5) -> dict[str, Any]:
     """Hold some classes out of memory as unknown; score test queries by kNN distance,
-    prototype distance and their sum (the abstention score); AUROC, FPR at `tpr`, and
-    the TPR reached on test by a threshold calibrated on held-out train items."""
+    prototype distance and their sum; AUROC, FPR at `tpr`; and the abstention score and
+    threshold `vismem calibrate` fits on the memory alone (its prototype weight chosen
+    there), with the TPR and FPR that threshold reaches on test.
+
+    Which classes are unknown matters a lot, so `draws` different draws of them are
+    scored; the top-level figures are means over draws, `draws` holds each."""
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
+    runs = [_ood_draw(train_x, train_y, test_x, test_y, unknown_fraction, k, tpr, seed + i) for i in range(draws)]
+    mean = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731
+    fpr_key = f"fpr_at_{int(tpr * 100)}tpr"
+    return {
+        "k": k, "target_tpr": tpr,
+        "scores": {name: {"auroc": float(np.mean([r["scores"][name]["auroc"] for r in runs])),
+                          fpr_key: float(np.mean([r["scores"][name][fpr_key] for r in runs]))}
+                   for name in runs[0]["scores"]},
+        "prototype_weight_chosen": [r["prototype_weight"] for r in runs],
+        "test_tpr_at_threshold": mean("test_tpr_at_threshold"), "test_fpr_at_threshold": mean("test_fpr_at_threshold"),
+        "draws": runs,
+    }
+
+
+def _ood_draw(train_x, train_y, test_x, test_y, unknown_fraction: float, k: int, tpr: float,
+              seed: int) -> dict[str, Any]:
     classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
-    n_unknown = max(1, int(round(unknown_fraction * len(classes))))
-    unknown = classes[:n_unknown]
+    unknown = classes[: max(1, int(round(unknown_fraction * len(classes))))]
     known_rows = ~np.isin(train_y, unknown)
     mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
     in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
     nb = mem.query(test_x, max(k, 10))
     parts = {f"neighbour_{k}_distance": nb.kth_distance(k), "neighbour_10_distance": nb.kth_distance(10),
              "prototype_distance": nb.prototype_distance()}
-    parts["combined"] = ood_scores(parts[f"neighbour_{k}_distance"], parts["prototype_distance"])
-    scores = {name: {"auroc": auroc(s[in_rows], s[out_rows]),
-                     f"fpr_at_{int(tpr * 100)}tpr": fpr_at_tpr(s[in_rows], s[out_rows], tpr)}
-              for name, s in parts.items()}
-    # calibration as `vismem calibrate` does it: on a held-out split of the memory itself
-    fit, val = holdout_split(train_y[known_rows], 0.2, seed)
-    calib_mem = ArrayMemory(train_x[known_rows][fit], train_y[known_rows][fit])
-    cnb = calib_mem.query(train_x[known_rows][val], k)
-    threshold = calibrate_threshold(ood_scores(cnb.kth_distance(k), cnb.prototype_distance()), tpr)
+    parts[f"neighbour_{k}+prototype"] = ood_scores(parts[f"neighbour_{k}_distance"], parts["prototype_distance"])
+    # calibration as `vismem calibrate` does it: on the memory itself, prototype weight measured there
+    calibration = fit_calibration(train_x[known_rows], train_y[known_rows], tpr=tpr, k=k, seed=seed)
+    parts["abstention"] = ood_scores(parts[f"neighbour_{k}_distance"], parts["prototype_distance"],
+                                     calibration.prototype_weight)
     return {
-        "unknown_classes": unknown, "k": k, "target_tpr": tpr, "scores": scores,
-        "calibrated_threshold": threshold,
-        "test_tpr_at_threshold": true_positive_rate(parts["combined"][in_rows], threshold),
-        "test_fpr_at_threshold": true_positive_rate(parts["combined"][out_rows], threshold),
+        "unknown_classes": unknown,
+        "scores": {name: {"auroc": auroc(s[in_rows], s[out_rows]),
+                          f"fpr_at_{int(tpr * 100)}tpr": fpr_at_tpr(s[in_rows], s[out_rows], tpr)}
+                   for name, s in parts.items()},
+        "prototype_weight": calibration.prototype_weight, "calibration_auroc": calibration.auroc,
+        "calibrated_threshold": calibration.threshold,
+        "test_tpr_at_threshold": true_positive_rate(parts["abstention"][in_rows], calibration.threshold),
+        "test_fpr_at_threshold": true_positive_rate(parts["abstention"][out_rows], calibration.threshold),
         "in_queries": int(in_rows.sum()), "out_queries": int(out_rows.sum()),
     }
 
@@ -211,7 +276,7 @@ def corrupt_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[
     return noisy, mask
 
 
-def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6), params: VoteParams = VoteParams(),
+def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6), params: VoteParams = DEFAULT_VOTE,
                 threshold: int = HARD_THRESHOLD, c: float = SOFT_C, d: float = SOFT_D,
                 test_fraction: float = 0.3, seed: int = 0) -> dict[str, Any]:
     """Corrupt p of memory labels; accuracy with no, hard and soft pruning (clean test labels)."""
@@ -256,8 +321,6 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
     }
     for name in protocols:
         if name not in runners:
-            from ..errors import InvalidInputError
-
             raise InvalidInputError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)} or all")
         start = time.perf_counter()
         report[name] = runners[name]()

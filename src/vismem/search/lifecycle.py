@@ -4,29 +4,33 @@
 
 It decides which kind of index to use (`auto`), opens a saved index and checks it
 against the store, rebuilds it (saying why, on stderr) when it is unusable, replays
-the store's edits it has not seen, saves it, measures recall and tunes it, switches
-kind as the memory grows, compacts it, and scrubs removed items from its saved files.
-The index is derived data: whatever goes wrong here, it can be rebuilt from the store.
+the store's edits it has not seen, saves it, has it measured and tuned (tuner.py: on
+vectors it has never seen), switches kind as the memory grows, compacts it, and scrubs
+removed items from its saved files. The index is derived data: whatever goes wrong
+here, it can be rebuilt from the store.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import INDEX_TYPES, IndexFileError, VectorIndex, make_index
+from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
+from . import tuning as t
+from .base import Compactable, Persistent, Searchable, Tunable
+from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
+from .tuner import NO_IDS, Tuner
 
 if TYPE_CHECKING:
     from ..store.embedded import EmbeddedStore
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
-AUTO_APPROX_MIN = 50_000     # `auto` uses exact search below this many items
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
 log = logging.getLogger("vismem")
 
@@ -34,15 +38,18 @@ log = logging.getLogger("vismem")
 class ManagedIndex:
     """The search index of one memory, kept in step with its store.
 
-    `index` is the `VectorIndex` itself (search it directly); `seq` is the last store
-    edit it reflects. `items` arguments are the ids the store holds, as the caller
-    knows them. The store's settings say which index to keep; what the index measures
-    (recall, history of the `auto` choice) goes to the store's state.
+    `index` is the backend itself (search it directly), typed by the protocols of
+    base.py: any `Searchable`, saved when `Persistent`, compacted when `Compactable`,
+    tuned when `Tunable`. `seq` is the last store edit it reflects. `items` arguments
+    are the ids the store holds, as the caller knows them. The store's settings say
+    which index to keep; what the index measures (recall, history of the `auto` choice)
+    goes to the store's state.
     """
 
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
-        self.index: VectorIndex
+        self.index: Searchable
+        self.tuner = Tuner(store)
         self.seq = 0
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
@@ -51,20 +58,24 @@ class ManagedIndex:
     def directory(self) -> Path:
         return self.store.path / INDEX_DIR
 
+    @property
+    def persistent(self) -> bool:
+        """Whether the index is saved beside the store (else it is rebuilt at open)."""
+        return isinstance(self.index, Persistent)
+
+    @property
+    def quality(self) -> q.Quality | None:
+        """Recall (and on what it was measured) and intrinsic dimension, last measured."""
+        return self.tuner.quality
+
     # ---- which index ---------------------------------------------------------------------
 
     def kind_for(self, count: int) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items."""
-        setting = self.store.settings().index
-        if setting != "auto":
-            return setting
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if count * self.store.dim * 4 > ram // 2:
-            return "ivfpq"  # float32 vectors would not fit: exact and HNSW are out
-        # below the size where approximate search pays, or where it last missed the target
-        if count < max(AUTO_APPROX_MIN, int(self.store.state("auto_exact_below") or 0)):
-            return "exact"
-        return "hnsw"
+        return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
+                           ram_bytes=physical_ram(),
+                           exact_below=int(self.store.state("auto_exact_below") or 0),
+                           approx_min=AUTO_APPROX_MIN)
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
@@ -76,20 +87,25 @@ class ManagedIndex:
         it (saying why, on stderr) when it is missing, damaged or does not match."""
         kind = self.kind_for(len(items))
         self.dirty = False
-        if not INDEX_TYPES[kind].persistent:
+        backend = INDEX_TYPES[kind]
+        if not issubclass(backend, Persistent):
             self._drop_saved()  # no stale copies of vectors
             self._build(kind)
             self.after_growth(items)
             return
         try:
-            index, meta = INDEX_TYPES[kind].load(self.directory, self.store.dim)
+            index, meta = backend.load(self.directory, self.store.search_dim)
             if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
+            if meta.get("transform", "none") != self.store.transform().key:
+                raise IndexFileError("it was built through another feature transform")
             if meta.get("seq", -1) > self.store.last_edit():
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
+            self.tuner.start(index, meta.get("fresh"))
             replayed = self.sync()
-            if not np.array_equal(self.index.live_ids(), np.fromiter(sorted(items), np.int64)):
+            if not np.array_equal(np.sort(self.index.live_ids()),
+                                  np.fromiter(sorted(items), np.int64)):
                 raise IndexFileError("its items differ from the store's")
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)
@@ -97,23 +113,48 @@ class ManagedIndex:
             if items or self.directory.exists():
                 log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
                             kind, self.store.path, exc)
-            self._build(kind)
-            self._measure(items)
+            self._rebuild(kind, items)
             self._save()
 
     def catch_up(self, items: Collection[int]) -> None:
-        """After another process committed: reopen if the kind should change, else replay."""
+        """After another process committed: reopen if the kind should change, else replay
+        its edits and take the search effort it tuned, if it did."""
         if self.kind_for(len(items)) != self.index.kind:
             self.open(items)
         else:
             self.sync()
+            self.tuner.follow(self.index)
 
-    def _build(self, kind: str) -> None:
+    def _build(self, kind: str, items: Collection[int] = (),
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Build the index from the store (`progress(n)` as n more items are in). When it
+        is tunable, a random sample of `items` is held out of it; returns the held-out ids
+        (sorted) for the caller to measure and insert."""
         self.seq = self.store.last_edit()
-        self.index = make_index(kind, self.store.dim, **self._params(kind))
+        self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
-        for ids, vectors in self.store.vector_chunks():
+        self.tuner.start(self.index)
+        held = self.tuner.hold_out_sample(items) if isinstance(self.index, Tunable) else NO_IDS
+        for ids, vectors in self.store.searched_chunks():
+            if len(held):
+                keep = ~np.isin(ids, held, assume_unique=True)
+                ids, vectors = ids[keep], vectors[keep]
             self.index.add(ids, vectors)
+            if progress:
+                progress(len(ids))
+        return held
+
+    def _rebuild(self, kind: str, items: Collection[int],
+                 progress: Callable[[int], None] | None = None) -> q.Quality | None:
+        """Build from the store holding out a random sample, tune on it as unseen
+        queries, then insert it (the exact index: measured on own vectors)."""
+        held = self._build(kind, items, progress)
+        if not len(held):
+            return self.tuner.own_vectors(self.index, items)
+        found, queries = self.store.searched_vectors(held.tolist())
+        quality = self.tuner.tune(self.index, queries, t.HELD_OUT, size=len(items))
+        self.index.add(found, queries)
+        return quality
 
     def sync(self) -> int:
         """Apply adds and removals from the store's log that the index has not seen (other
@@ -129,7 +170,7 @@ class ManagedIndex:
             self.seq = seq
             replayed += op in ("add", "remove")
         self._add_from_store(adds)
-        if replayed and self.index.persistent:
+        if replayed and self.persistent:
             self.dirty = True
             self.unpurged = True  # the saved index still holds what was removed elsewhere
         return replayed
@@ -137,19 +178,20 @@ class ManagedIndex:
     def _add_from_store(self, ids: list[int]) -> None:
         missing = [i for i in ids if self.index.missing(i)]
         if missing:
-            found, vectors = self.store.vectors(missing)
-            self.index.add(found, vectors)
+            found, vectors = self.store.searched_vectors(missing)
+            self.tuner.insert(self.index, found, vectors)
 
     def _drop_saved(self) -> None:
         if not self.store.read_only:  # on read-only media the saved files stay as they are
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def _save(self) -> None:
-        if not self.index.persistent or self.store.read_only:
+        if not isinstance(self.index, Persistent) or self.store.read_only:
             return
         self.sync()
-        self.index.save(self.directory, {"seq": self.seq,
-                                         "store_created_at": self.store.created_at})
+        self.index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
+                                         "transform": self.store.transform().key,
+                                         "fresh": self.tuner.ledger.to_dict()})
         self.dirty = False
 
     def save_if_dirty(self) -> None:
@@ -159,20 +201,21 @@ class ManagedIndex:
     # ---- edits made through this process -----------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add items the caller has just committed to the store."""
-        self.index.add(ids, vectors)
-        self.dirty = self.index.persistent
+        """Add items the caller has just committed to the store (vectors as stored; a
+        sample of them is first measured as fresh queries)."""
+        self.tuner.insert(self.index, np.asarray(ids, dtype=np.int64), self.store.to_search_space(vectors))
+        self.dirty = self.persistent
 
     def remove(self, ids: np.ndarray) -> None:
         """Forget items the caller has just deleted from the store; `scrub` purges the
         saved copies."""
         self.index.remove(ids)
-        if self.index.persistent:
+        if self.persistent:
             self.dirty = self.unpurged = True
 
     def scrub(self) -> None:
         """Zero removed items' bytes in the saved index files (the store purges its own)."""
-        if self.index.persistent:
+        if isinstance(self.index, Persistent):
             self.index.scrub_saved(self.directory)
         self.unpurged = False
 
@@ -185,94 +228,85 @@ class ManagedIndex:
 
     def compact_if_needed(self, items: Collection[int]) -> bool:
         """Compact when removed slots have piled up; True if it did (then purge the store)."""
-        if not (self.index.persistent and self.index.needs_compaction()):
+        index = self.index
+        if not (self.persistent and isinstance(index, Compactable) and index.needs_compaction()):
             return False
         log.info("compacting the index of %s (%d removed slots)", self.store.path,
-                 self.index.tombstones)
+                 index.tombstones)
         self._compact(items)
         return True
 
     def _compact(self, items: Collection[int]) -> int:
-        reclaimed = self.index.tombstones
-        self.index.compact()
-        if self.index.persistent:
-            self._measure(items)
+        """Compact holding out a random sample, tune on it as unseen queries, insert it."""
+        index = self.index
+        if not isinstance(index, Compactable):
+            return 0
+        reclaimed = index.tombstones
+        held = self.tuner.hold_out_sample(index.live_ids()) if isinstance(index, Tunable) else NO_IDS
+        index.remove(held)
+        index.compact()
+        self.tuner.start(index)
+        if len(held):
+            found, queries = self.store.searched_vectors(held.tolist())
+            self.tuner.tune(index, queries, t.HELD_OUT, size=len(items))
+            index.add(found, queries)
+        if self.persistent:
             self._save()  # rewrites the saved index from live rows only
         return reclaimed
 
-    # ---- recall: measure, tune, switch kind as the memory grows ---------------------------------
-
-    @property
-    def quality(self) -> q.Quality | None:
-        """Recall and intrinsic dimension last measured on this memory's own vectors."""
-        found = self.store.state("index_quality")
-        return q.Quality(**found) if found else None
+    # ---- recall: re-tune and switch kind as the memory grows, tune on given queries -----------
 
     def after_growth(self, items: Collection[int]) -> None:
-        """Switch `auto` to an approximate index, or re-measure, when the memory has grown."""
+        """Switch `auto` to an approximate index, or re-tune, when the memory has grown."""
         count = len(items)
         kind = self.kind_for(count)
         if kind != self.index.kind:
             log.warning("%s now holds %d items: building a %s index", self.store.path, count, kind)
-            self._build(kind)
-            found = self._measure(items)
+            found = self._rebuild(kind, items)
             if self.store.settings().index == "auto" and kind == "hnsw" and found \
-                    and found.recall < found.target:
+                    and (found.recall < found.target or found.params.get("exhaustive")):
                 # `auto` honours the target recall: exact search until the memory doubles
-                log.warning("%s: hnsw reached recall %.3f < %s; auto keeps exact search "
-                            "until %d items", self.store.path, found.recall, found.target, 2 * count)
+                log.warning("%s: no search effort of hnsw reaches recall %s; auto keeps exact "
+                            "search until %d items", self.store.path, found.target, 2 * count)
                 self.store.set_state("auto_exact_below", 2 * count)
                 self._drop_saved()
                 self._build("exact")
-                self._measure(items)
+                self.tuner.own_vectors(self.index, items)
                 return
             self._save()
             return
         last = self.quality
         if count >= 2 and (last is None or last.type != kind or count >= REMEASURE_GROWTH * last.size):
-            self._measure(items)
-            if self.index.persistent:
-                self._save()
+            self.tuner.retune(self.index, items)
+            self._save()
 
-    def _measure(self, items: Collection[int]) -> q.Quality | None:
-        """Measure recall@k against exact search (tuning the index to the target recall)
-        and the local intrinsic dimension, on a sample of the memory's own vectors."""
-        ids = np.fromiter(sorted(items), dtype=np.int64)
-        if len(ids) < 2:
+    def tune(self, queries: np.ndarray, measured_on: str = t.GIVEN) -> q.Quality | None:
+        """Tune the search effort on these queries (the user's own: not in the index) and
+        record their recall; returns it (None for an index without a search effort)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.search_dim)
+        if not isinstance(self.index, Tunable) or len(queries) == 0:
             return None
-        sample_ids, queries = self.store.vectors(ids[q.sample_rows(len(ids))].tolist())
-        depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
-        near_ids, near_sims = q.exact_top(queries, self.store.vector_chunks(), depth)
-        truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
-        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
-        target = float(self.store.settings().target_recall)
-        # exact search finds the true neighbours by definition (ties among equal vectors aside)
-        recall = 1.0 if self.index.kind == "exact" else q.tune(self.index, queries, sample_ids, truth,
-                                                                q.RECALL_K, target)
-        found = q.Quality(type=self.index.kind, recall=round(recall, 4), k=q.RECALL_K,
-                          sample=len(sample_ids), size=len(ids),
-                          params=self.index.describe().get("params", {}),
-                          lid=None if lid is None or not np.isfinite(lid) else round(lid, 2),
-                          target=target)
-        self.store.set_state("index_quality", found.to_dict())
-        if found.recall < target:
-            log.warning("%s: %s", self.store.path, found.warning())
-        return found
+        quality = self.tuner.tune(self.index, queries, measured_on, size=len(self.index))
+        self.dirty = self.persistent
+        self._save()
+        return quality
 
-    def rebuild(self, items: Collection[int]) -> None:
-        """After the index settings changed: rebuilt from the store, measured and saved."""
+    def rebuild(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> None:
+        """After the index settings or the feature transform changed: rebuilt from the
+        store, measured and saved (`progress(n)` as n more items are in)."""
         self._drop_saved()
         self.dirty = False
-        self._build(self.kind_for(len(items)))
-        self._measure(items)
+        self._rebuild(self.kind_for(len(items)), items, progress)
         self._save()
 
     def describe(self) -> dict[str, Any]:
-        """The index as `vismem info` shows it: size and parameters, the setting, and
-        the last measured recall (with a warning when it is below target)."""
+        """The index as `vismem info` shows it: size and parameters, the setting, the
+        last measured recall (what it was measured on, with its interval; a warning when
+        below target) and the running recall of fresh adds at the current effort."""
         settings = self.store.settings()
         quality = self.quality
         return {**self.index.describe(), "setting": settings.index,
                 "target_recall": settings.target_recall, "float16": settings.float16,
                 "quality": quality.to_dict() if quality else None,
+                "fresh_adds": self.tuner.fresh_estimate(self.index),
                 "warning": quality.warning() if quality else None}

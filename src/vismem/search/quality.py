@@ -1,15 +1,20 @@
-"""How good is an index on this memory's own data? Recall against exact search, and the
-data's local intrinsic dimensionality (which is what makes approximate search hard).
+"""How good is an index on this memory's data? Recall against exact search (measured on
+unseen queries: tuning.py), and the data's local intrinsic dimensionality (which is what
+makes approximate search hard).
 
 Pure functions over numpy arrays; the memory calls them with a sample of its vectors.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
 
 import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
+
+from .tuning import EXACT, OWN
 
 RECALL_K = 10
 SAMPLE = 200
@@ -18,9 +23,10 @@ LID_K = 20
 
 @dataclass(frozen=True)
 class Quality:
-    """Recall@k of a `type` index measured on `sample` of the memory's own vectors when
-    it held `size` items, with the search `params` that reached it, and the memory's
-    local intrinsic dimension `lid` (Levina–Bickel MLE)."""
+    """Recall@k of a `type` index, measured with `sample` queries when the memory held
+    `size` items, with the search `params` it chose, the 95% interval [`low`, `high`]
+    and what the queries were (`measured_on`, see tuning.py: "own vectors" is
+    optimistic), and the memory's local intrinsic dimension `lid` (Levina–Bickel MLE)."""
 
     type: str
     recall: float
@@ -30,18 +36,39 @@ class Quality:
     params: dict
     lid: float | None
     target: float
+    measured_on: str = OWN  # records written before unseen queries were used
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def from_dict(cls, found: dict) -> Quality:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in found.items() if key in known})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """What the figure was measured on, e.g. "held-out sample, 200 queries, 95%
+        interval 0.931-0.968"; "own vectors (optimistic), ..."; "exact search"."""
+        what = self.measured_on + (" (optimistic)" if self.measured_on == OWN else "")
+        if self.low is None or self.high is None or self.measured_on == EXACT:
+            return what
+        return f"{what}, {self.sample} queries, 95% interval {self.low:.3f}-{self.high:.3f}"
+
     def warning(self) -> str | None:
-        """A one-line warning (naming what to do) when recall is below the target."""
-        if self.recall >= self.target:
-            return None
+        """A one-line warning (naming what to do) when recall is below the target, or
+        when no search effort reached it and the index searches exhaustively."""
         why = f" at intrinsic dimension ~{self.lid:.0f}" if self.lid else ""
-        return (f"recall@{self.k} of the {self.type} index is {self.recall:.3f}, below the target "
-                f"{self.target}{why}; approximate search is hard on this data: switch with "
-                "`vismem reindex MEMDIR --index exact`, or lower --target-recall")
+        fix = ("switch with `vismem reindex MEMDIR --index exact`, or lower --target-recall")
+        if self.recall < self.target:
+            return (f"recall@{self.k} of the {self.type} index is {self.recall:.3f}, below the "
+                    f"target {self.target}{why}; approximate search is hard on this data: {fix}")
+        if self.params.get("exhaustive"):
+            return (f"no search effort of the {self.type} index reaches recall@{self.k} "
+                    f"{self.target}{why}, so it searches every vector exactly, as slowly as "
+                    f"exact search: {fix}")
+        return None
 
 
 def sample_rows(n: int, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
@@ -49,56 +76,44 @@ def sample_rows(n: int, size: int = SAMPLE, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
-def exact_top(queries: np.ndarray, chunks, depth: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top(queries: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+              depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-`depth` (ids, similarities) of queries over (ids, vectors) chunks.
 
-    Streams the base in chunks so measuring a large memory never holds all its vectors.
+    FAISS's own `knn_ground_truth` streams the chunks, so measuring a large memory never
+    holds all its vectors; ids not found (fewer than `depth` items) are -1.
     """
-    queries = np.ascontiguousarray(queries, np.float32)
-    best_s = np.full((len(queries), depth), -np.inf, dtype=np.float32)
-    best_i = np.full((len(queries), depth), -1, dtype=np.int64)
-    for ids, vectors in chunks:
-        found = min(depth, len(ids))
-        sims, rows = faiss.knn(queries, np.ascontiguousarray(vectors, np.float32), found,
-                               metric=faiss.METRIC_INNER_PRODUCT)
-        all_s = np.concatenate([best_s, sims], axis=1)
-        all_i = np.concatenate([best_i, np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)], axis=1)
-        order = np.argsort(-all_s, axis=1, kind="stable")[:, :depth]
-        best_s = np.take_along_axis(all_s, order, axis=1)
-        best_i = np.take_along_axis(all_i, order, axis=1)
-    return best_i, best_s
+    seen: list[np.ndarray] = []
 
+    def blocks():
+        for ids, vectors in chunks:
+            seen.append(np.asarray(ids, dtype=np.int64))
+            yield np.ascontiguousarray(vectors, dtype=np.float32)
 
-def tune(index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
-         k: int, target: float) -> float:
-    """Set the index's search effort to the least that reaches `target` recall@k.
-
-    Returns the recall reached (at the largest effort if the target is out of reach).
-    """
-    values = getattr(index, "tune_values", (None,))
-    recall = 0.0
-    for value in values:
-        if value is not None:
-            index.set_param(value)
-        found = drop_self(index.search(queries, k + 1).ids, query_ids, k)
-        recall = recall_at_k(found, truth)
-        if recall >= target:
-            break
-    return recall
+    sims, rows = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks(), depth,
+                                  metric_type=faiss.METRIC_INNER_PRODUCT)
+    if not seen:
+        return np.full((len(queries), depth), -1, np.int64), sims
+    all_ids = np.concatenate(seen)
+    found = (rows >= 0) & (sims > np.finfo(np.float32).min)  # FAISS pads with -FLT_MAX
+    return np.where(found, all_ids[np.maximum(rows, 0)], -1), np.where(found, sims, -np.inf)
 
 
 def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(ids), k), -1, dtype=np.int64)
-    for i, (row, own) in enumerate(zip(ids, query_ids)):
+    for i, (row, own) in enumerate(zip(ids, query_ids, strict=True)):
         kept = row[(row != own) & (row >= 0)][:k]
         out[i, : len(kept)] = kept
     return out
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Fraction of the true neighbours (ids >= 0 in `truth`) that `found` contains."""
+    """Fraction of the true neighbours (ids >= 0 in `truth`) that `found` contains.
+
+    Like `faiss.contrib.evaluation.knn_intersection_measure`, except that a memory with
+    fewer than k other items pads `truth` with -1, and padding is no neighbour to find."""
     hits = total = 0
-    for f, t in zip(found, truth):
+    for f, t in zip(found, truth, strict=True):
         t = t[t >= 0]
         hits += len(np.intersect1d(f, t))
         total += len(t)
@@ -112,12 +127,22 @@ def levina_bickel(neighbor_sq_distances: np.ndarray) -> float:
     k nearest other points, ascending. Uses the MacKay–Ghahramani pooling (average the
     inverse estimates, then invert), which is less biased than averaging the estimates.
     """
+    return lid_from_inverses(inverse_lid(neighbor_sq_distances))
+
+
+def inverse_lid(neighbor_sq_distances: np.ndarray) -> np.ndarray:
+    """Each point's inverse Levina–Bickel estimate (what `levina_bickel` pools), so that
+    estimates from several samples can be pooled; points with a duplicate are left out."""
     d = np.sqrt(np.maximum(np.asarray(neighbor_sq_distances, dtype=np.float64), 0.0))
     d = d[(d > 0).all(axis=1)]  # exact duplicates carry no scale information
     if len(d) == 0 or d.shape[1] < 2:
-        return float("nan")
-    k = d.shape[1]
+        return np.empty(0)
     log_ratio = np.log(d[:, -1:] / d[:, :-1])  # log(T_k / T_j), j < k
-    inverse = log_ratio.sum(axis=1) / (k - 1)
-    mean_inverse = inverse.mean()
-    return float(1.0 / mean_inverse) if mean_inverse > 0 else float("inf")
+    return log_ratio.sum(axis=1) / (d.shape[1] - 1)
+
+
+def lid_from_inverses(inverses: np.ndarray) -> float:
+    if len(inverses) == 0:
+        return float("nan")
+    mean_inverse = float(np.mean(inverses))
+    return 1.0 / mean_inverse if mean_inverse > 0 else float("inf")

@@ -286,13 +286,17 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         only_label: list[Label] | None = RESTRICT["only_label"],
         only_source: list[Source] | None = RESTRICT["only_source"],
         where: list[WherePair] | None = RESTRICT["where"],
+        counterfactual: bool = Query(False, description="Also return `counterfactual`: the fewest items whose "
+                                     "removal (or blocking) would change the label, and the nearest item of "
+                                     "the runner-up class."),
     ) -> dict[str, Any]:
         """`vismem classify`: the decision for one image, the same object as `classify --json`
-        (`path` is the upload's file name)."""
+        (`path` is the upload's file name; `?counterfactual=true` as `--counterfactual`)."""
         name, vectors = await service.query_vector(file)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
-            abstain=abstain, labels=only_label, sources=only_source, where=parse_pairs(where))
+            abstain=abstain, labels=only_label, sources=only_source, where=parse_pairs(where),
+            counterfactual=counterfactual)
         return decisions[0].to_dict()
 
     @app.post("/search", tags=["memory"], dependencies=reading, response_model=SearchOut,

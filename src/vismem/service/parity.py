@@ -31,7 +31,8 @@ PARITY: dict[str, Face] = {
                 "uploads instead of server-side paths (the server never opens a path a client names); "
                 "label, source, allow_duplicates, meta as in the CLI"),
     "classify": Face(("POST /classify",), "classify_vectors",
-                     "k, vote, alpha, tau, mix, abstain, only_label, only_source, where"),
+                     "k, vote, alpha, tau, mix, abstain, only_label, only_source, where; "
+                     "--counterfactual is ?counterfactual=true"),
     "search": Face(("POST /search",), "search", "k, only_label, only_source, where"),
     "remove": Face(("DELETE /items", "DELETE /items/{item_id}"), "remove",
                    "exactly one of id (repeatable), label, source, where (repeatable); missing ids are "
@@ -50,7 +51,8 @@ PARITY: dict[str, Face] = {
     "eval": Face(cli_only="reads a labelled test folder on the server's disk; over HTTP, POST /classify "
                           "each test image and compare"),
     "explain": Face(cli_only="writes a PNG file; over HTTP the same explanation is POST /classify's "
-                             "neighbours with GET /items/{item_id}/thumbnail, which the page at / draws"),
+                             "neighbours (and ?counterfactual=true) with GET /items/{item_id}/thumbnail, which "
+                             "the page at / draws"),
     "encoders": Face(cli_only="lists what `create --encoder` accepts, and create is CLI-only"),
     "demo": Face(cli_only="builds its own throw-away memory from scikit-learn's digits"),
     "eval-protocols": Face(cli_only="a research harness on data sets and embedding files, not on the "
@@ -63,6 +65,10 @@ PARITY: dict[str, Face] = {
     "reindex": Face(cli_only=REBUILD + PICKED_UP),
     "compact": Face(cli_only=REBUILD + PICKED_UP + "; it also runs by itself once a fifth of the index is "
                                                   "removed slots"),
+    "tune-index": Face(cli_only="tunes on query files beside the memory (a .npy array or images), or on the "
+                                "recorded queries; run it beside the server" + PICKED_UP),
+    "record-queries": Face(cli_only="the memory owner's choice to keep users' queries (user data), made beside "
+                                    "the server" + PICKED_UP + "; GET /stats says how many are kept"),
 }
 
 # Endpoints no command has: they serve the web page and other programs.

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..settings import EncoderIdentity, MemorySettings
+from ..transform import FeatureTransform
 
 MAX_LABEL_LENGTH = 200
 
@@ -218,6 +219,7 @@ class Capabilities:
     thumbnails: bool = True        # keeps a small JPEG of each image
     verifiable_purge: bool = True  # `purge` provably drops removed bytes from its storage
     local_files: bool = True       # lives in a directory on this machine (remove --verify scans it)
+    feature_transforms: bool = False  # searches through a feature transform fitted on its items
 
 
 @runtime_checkable
@@ -235,7 +237,8 @@ class Store(Protocol):
 
     # ---- settings -------------------------------------------------------------------
     def settings(self) -> MemorySettings: ...
-    def save_settings(self, settings: MemorySettings) -> None: ...
+    # a changed `transform` refits it on the items and rebuilds the search (progress(n) per n items)
+    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None: ...
 
     # ---- writes ---------------------------------------------------------------------
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...
@@ -258,7 +261,17 @@ class Store(Protocol):
     def prune_counts(self, ids: np.ndarray) -> np.ndarray: ...
 
     # ---- search ---------------------------------------------------------------------
+    # queries come as stored (raw); similarities are those in the transformed space
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours: ...
+    # the feature transform searches go through (fitted to `settings().transform`): derived
+    # state like the index; a home without `capabilities.feature_transforms` returns the identity
+    def transform(self) -> FeatureTransform: ...
+
+    # ---- recall on real queries (search/tuning.py) ------------------------------------
+    def record_queries(self, queries: np.ndarray) -> None: ...
+    def recorded_count(self) -> int: ...
+    def clear_recorded_queries(self) -> int: ...
+    def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]: ...
 
     # ---- lifecycle ------------------------------------------------------------------
     def is_stale(self) -> bool: ...

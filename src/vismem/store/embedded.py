@@ -7,6 +7,13 @@
 Every write goes to the database first, inside one transaction that first catches up
 with what other processes committed (so edits apply in commit order), then to the
 catalog and the index. Reads see other processes' commits after `refresh()`.
+
+The feature transform (`settings.transform`, see `transform.py`) is derived state like
+the index: fitted on the live items, kept in the database's config with the newest id
+and the edit it saw, applied to every vector entering the index and to every query. The
+stored vectors stay raw. Adding or removing items does not refit it; purging removals of
+items it was fitted on does (a fitted mean keeps a share of each item it saw), and
+rebuilds the index through the new fit.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, MemoryExistsError, VismemError
+from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..search.lifecycle import ManagedIndex
+from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
+from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
 from .base import Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page
 from .catalog import Catalog
 from .migrate import upgrade
@@ -39,7 +49,7 @@ RESERVE_BYTES = 4 * 2**20
 class EmbeddedStore:
     """SQLite + catalog + search index of one memory directory (see the module docstring)."""
 
-    capabilities = Capabilities(thumbnails=True, verifiable_purge=True, local_files=True)
+    capabilities = Capabilities(thumbnails=True, verifiable_purge=True, local_files=True, feature_transforms=True)
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -50,9 +60,13 @@ class EmbeddedStore:
         self.created_at = config["created_at"]
         self._config = config
         self._settings = MemorySettings.from_dict(config.get("settings", {}))
+        self._transform = self._stored_transform()
         self.catalog = Catalog(db)
         self._index = ManagedIndex(self)
         self._unpurged = False
+        self._recorded: QuerySample | None = None  # queries recorded here, not yet written
+        self._recording = threading.Lock()  # reader threads record side by side
+        self._rng = np.random.default_rng()
         self._load()
         self._keep_reserve()
 
@@ -95,6 +109,69 @@ class EmbeddedStore:
     def _reload_config(self) -> None:
         self._config = self.db.config()
         self._settings = MemorySettings.from_dict(self._config.get("settings", {}))
+        self._transform = self._stored_transform()
+
+    # ---- the feature transform -------------------------------------------------------
+
+    def _stored_transform(self) -> FeatureTransform:
+        found = self._config.get("transform")
+        return FeatureTransform.from_dict(found["fitted"]) if found else identity(self.identity.dim)
+
+    def transform(self) -> FeatureTransform:
+        return self._transform
+
+    @property
+    def search_dim(self) -> int:
+        """The dimension of vectors as searched (a whitening may keep fewer)."""
+        return self._transform.out_dim
+
+    def to_search_space(self, vectors: np.ndarray) -> np.ndarray:
+        return self._transform.apply(np.asarray(vectors, dtype=np.float32))
+
+    def searched_vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        found, vectors = self.vectors(ids)
+        return found, self.to_search_space(vectors)
+
+    def searched_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, vectors in self.vector_chunks(size):
+            yield ids, self.to_search_space(vectors)
+
+    def _fit_transform(self, spec: TransformSpec, progress: Callable[[int], None] | None = None) -> None:
+        """Fit `spec` on every live item, keep it, and rebuild the index through it."""
+        if spec == TransformSpec():
+            fitted = identity(self.dim)
+        elif not len(self.catalog):
+            raise InvalidInputError(f"memory at {self.path} is empty: add items before fitting a feature transform")
+        else:
+            fitted = fit_transform_chunks((v for _, v in self._counted(self.vector_chunks(), progress)), spec)
+        state = {"fitted": fitted.to_dict(), "max_id": int(self.catalog.ids().max(initial=0)),
+                 "seq": self.db.last_edit()}
+        self.db.set_config({"transform": state if not fitted.is_identity else None})
+        self._config["transform"] = state if not fitted.is_identity else None
+        self._transform = fitted
+        self._index.rebuild(self._live(), progress)
+
+    @staticmethod
+    def _counted(chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+                 progress: Callable[[int], None] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, vectors in chunks:
+            yield ids, vectors
+            if progress:
+                progress(len(ids))
+
+    def _refit_after_removals(self) -> None:
+        """Before purging: if items the transform was fitted on were removed since, refit it
+        on the items left (and rebuild the index), so nothing of them stays in it."""
+        state = self._config.get("transform")
+        if not state or self.read_only or self._transform.mean is None:  # nothing fitted from the items
+            return
+        removed = [i for _, op, ids in self.db.edits_since(state["seq"]) if op == "remove"
+                   for i in ids if i <= state["max_id"]]
+        if removed:
+            log.warning("%s: refitting the %s feature transform on the %d items left (it was fitted on %d items "
+                        "since removed) and rebuilding the index", self.path, self._transform.spec.name,
+                        len(self.catalog), len(removed))
+            self._fit_transform(self._settings.transform)
 
     def _live(self) -> _LiveIds:
         return _LiveIds(self.catalog)
@@ -140,12 +217,17 @@ class EmbeddedStore:
     def settings(self) -> MemorySettings:
         return self._settings
 
-    def save_settings(self, settings: MemorySettings) -> None:
-        """Store new settings; a changed index setting rebuilds the index (measured, saved)."""
+    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None:
+        """Store new settings; a changed index setting rebuilds the index (measured, saved);
+        a changed transform is fitted on the items, then the index is rebuilt through it."""
         old = self._settings
         self.db.set_config({"settings": settings.to_dict()})
         self._settings = settings
-        if any(getattr(old, name) != getattr(settings, name) for name in INDEX_SETTINGS):
+        if old.transform != settings.transform:
+            log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
+                        self.path, settings.transform.name, len(self.catalog))
+            self._fit_transform(settings.transform, progress)
+        elif any(getattr(old, name) != getattr(settings, name) for name in INDEX_SETTINGS):
             self._index.rebuild(self._live())
 
     # ---- writes ----------------------------------------------------------------------
@@ -246,7 +328,7 @@ class EmbeddedStore:
 
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours:
         selection = self.catalog.selection(where)
-        found = self._index.index.search(queries, k, allowed_ids=None if selection is None else selection.ids)
+        found = self._index.index.search(self.to_search_space(queries), k, allowed_ids=selection)
         labels, sources, weights, prune, relabelled = self.catalog.columns(found.ids)
         return Neighbours(found.ids, found.similarities, labels, sources, weights, prune, relabelled)
 
@@ -260,7 +342,11 @@ class EmbeddedStore:
         if not self.is_stale():
             return False
         self._seen = self.db.data_version()
+        fingerprint = self._transform.fingerprint
         self._reload_config()
+        if self._transform.fingerprint != fingerprint:  # another process refitted it
+            self._load()
+            return True
         for seq, op, ids in self.db.edits_since(self._seq):
             self._replay(op, ids)
             self._seq = seq
@@ -283,8 +369,59 @@ class EmbeddedStore:
         elif op == "prune":
             self.catalog.set_prune_counts(self.db.all_prune_counts())
 
+    # ---- real queries: recorded (opt-in), tuned on --------------------------------------
+
+    def record_queries(self, queries: np.ndarray) -> None:
+        """Keep a uniform sample of the queries searched, up to the `record_queries`
+        setting (0: none). They wait in RAM and are written at the next purge or close:
+        a search never writes to the database."""
+        capacity = self._settings.record_queries
+        if capacity == 0 or self.read_only:
+            return
+        with self._recording:
+            if self._recorded is None or self._recorded.capacity != capacity:
+                self._recorded = QuerySample(capacity, self.dim, self.db.recorded_epoch())
+            self._recorded.offer(np.asarray(queries, dtype=np.float32), self._rng)
+
+    def _write_recorded(self) -> None:
+        with self._recording:
+            recorded, self._recorded = self._recorded, None
+        capacity = self._settings.record_queries
+        if recorded is not None and recorded.seen and capacity and not self.read_only:
+            self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng, recorded.epoch)
+
+    def recorded_count(self) -> int:
+        """How many recorded queries the store keeps."""
+        self._write_recorded()
+        return self.db.recorded_count()
+
+    def clear_recorded_queries(self) -> int:
+        """Delete the recorded queries, purged from every file; returns how many."""
+        with self._recording:
+            self._recorded = None
+        found = self.db.clear_recorded_queries()
+        self.purge()
+        return found
+
+    def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]:
+        """Tune the search effort on these queries (not in the memory) or, None, on the
+        recorded ones; returns the index as `describe` shows it."""
+        measured_on = GIVEN
+        if queries is None:
+            self._write_recorded()
+            queries, measured_on = self.db.recorded_queries(self.dim), RECORDED
+            if len(queries) == 0:
+                raise InvalidInputError(
+                    f"memory at {self.location} has no recorded queries: give query vectors or images, "
+                    f"or record real ones first with `vismem record-queries {self.location} 1000`")
+        self._index.tune(self.to_search_space(queries), measured_on)
+        return self._index.describe()
+
     def purge(self) -> None:
-        """Drop removed items' older copies from every file of the memory, now."""
+        """Drop removed items' older copies from every file of the memory, now (refitting the
+        feature transform first when removed items shaped it)."""
+        self._write_recorded()
+        self._refit_after_removals()
         self.db.purge()
         self._index.scrub()
         self._unpurged = False
@@ -319,6 +456,7 @@ class EmbeddedStore:
     def compact(self) -> dict[str, Any]:
         """Reclaim removed items' slots in the index and the database; re-measure recall."""
         self.refresh()
+        self._refit_after_removals()
         self.db.vacuum()  # purges the database
         self._unpurged = False
         self._seen = self.db.data_version()
@@ -331,13 +469,19 @@ class EmbeddedStore:
     def describe(self) -> dict[str, Any]:
         return {"home": "embedded", "location": self.location, "format_version": FORMAT_VERSION,
                 "read_only": self.read_only, "index": self._index.describe(),
+                "transform": self._describe_transform(), "recorded_queries": self.db.recorded_count(),
                 "disk_bytes": self.db.disk_bytes(), "thumbnails": True}
+
+    def _describe_transform(self) -> dict[str, Any]:
+        fitted, state = self._transform, self._config.get("transform") or {}
+        return {"name": fitted.spec.name, "spec": fitted.spec.to_dict(), "fitted_items": fitted.fitted_items,
+                "out_dim": fitted.out_dim, "fingerprint": fitted.fingerprint, "max_id": state.get("max_id")}
 
     def close(self) -> None:
         try:
             if not self.read_only:
                 self._index.save_if_dirty()
-                if self.unpurged:
+                if self.unpurged or self._recorded is not None:
                     self.purge()
         finally:
             self.db.close()

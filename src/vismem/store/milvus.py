@@ -59,6 +59,8 @@ import numpy as np
 
 from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError
 from ..settings import EncoderIdentity, MemorySettings
+from ..transform import FeatureTransform, TransformSpec
+from ..transform import identity as no_transform
 from .base import (MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page,
                    check_label, check_meta_key)
 
@@ -273,6 +275,7 @@ class MilvusStore:
         self.capabilities = Capabilities(thumbnails=bool(config.get("thumbnails", True)),
                                          verifiable_purge=False, local_files=False)
         self._settings = MemorySettings()
+        self._identity = no_transform(self.identity.dim)
         self._token: str | None = None
         # change tokens this process wrote or read lately (a Bounded read may lag by seconds;
         # forgetting an old one costs at most one needless reload)
@@ -490,8 +493,15 @@ class MilvusStore:
     def settings(self) -> MemorySettings:
         return self._settings
 
-    def save_settings(self, settings: MemorySettings) -> None:
-        """Store new settings; a changed index setting rebuilds the collection's index."""
+    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None:
+        """Store new settings; a changed index setting rebuilds the collection's index.
+        Feature transforms and recorded queries are the embedded home's (see below)."""
+        if settings.transform != TransformSpec():
+            raise InvalidInputError(f"{self.where} keeps its vectors as stored: feature transforms (fitted and "
+                                    "searched through) are for a memory in a directory")
+        if settings.record_queries and not self._settings.record_queries:
+            raise InvalidInputError("recorded queries tune a directory memory's index; vismem does not tune a "
+                                    f"Milvus index ({self.where}: HNSW ef 128, IVF_PQ nprobe 32)")
         old = self._settings
         self._call("saving settings", self._client.upsert, self.where.side,
                    [_side_row("settings", settings.to_dict())])
@@ -828,6 +838,26 @@ class MilvusStore:
             found.prune_counts[row, :m] = [e["prune_count"] for e in entities]
             found.relabelled_from[row, :m] = [e["relabelled_from"] or None for e in entities]
         return found
+
+    def transform(self) -> FeatureTransform:
+        """No feature transform: a Milvus collection is searched as stored."""
+        return self._identity
+
+    # ---- tuning on real queries: the embedded home's ---------------------------------
+
+    def record_queries(self, queries: np.ndarray) -> None:
+        return None  # never opted in: `save_settings` refuses `record_queries`
+
+    def recorded_count(self) -> int:
+        return 0
+
+    def clear_recorded_queries(self) -> int:
+        return 0
+
+    def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]:
+        raise InvalidInputError(f"vismem measures and tunes the recall of a directory memory's index; on "
+                                f"{self.where} the index parameters are fixed (HNSW ef 128, IVF_PQ nprobe 32): "
+                                "measure recall with benchmarks/milvus.py and reindex if it falls short")
 
     # ---- lifecycle -------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryNotFoundError,
                       ReadOnlyMemoryError, VismemError)
+from ..search.tuning import merge_slots
 from .base import Filter, Item, NewItem, check_label, check_meta_key
 
 FORMAT_VERSION = 2
@@ -78,6 +79,9 @@ CREATE TABLE edits (
 );
 """
 ITEM_COLUMNS = "id, label, source, path, content_hash, weight, meta, added_at"
+
+
+RECORDED_TABLE = "CREATE TABLE IF NOT EXISTS recorded_queries (slot INTEGER PRIMARY KEY, vector BLOB NOT NULL)"
 
 
 class Database:
@@ -423,6 +427,66 @@ class Database:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+    # ---- recorded queries (opt-in; see search/tuning.py) -----------------------------
+    # Their own table, made when first used: a memory that never records has none. Not
+    # in the edit log: they are no items, and other processes need not replay them.
+
+    def record_queries(self, vectors: np.ndarray, offered: int, capacity: int,
+                       rng: np.random.Generator, epoch: int) -> None:
+        """Merge `vectors`, a uniform sample of `offered` queries, into the reservoir of
+        `capacity`, which stays a uniform sample of every query recorded; dropped if the
+        reservoir was cleared since they were recorded (`epoch`, see `recorded_epoch`)."""
+        with self.write("recording queries") as db:
+            if self.recorded_epoch() != epoch:
+                return
+            db.execute(RECORDED_TABLE)
+            db.execute("DELETE FROM recorded_queries WHERE slot >= ?", (capacity,))  # it was shrunk
+            seen, held = self._recorded_seen(), self.recorded_count()
+            if held < min(seen, capacity):  # it was enlarged: its past is what it kept
+                seen = held
+            slots = merge_slots(seen, capacity, len(vectors), offered, rng)
+            db.executemany("INSERT OR REPLACE INTO recorded_queries VALUES (?, ?)",
+                           [(int(s), v.astype(np.float32).tobytes()) for s, v in zip(slots, vectors, strict=True)
+                            if s >= 0])
+            db.execute("INSERT OR REPLACE INTO config VALUES ('recorded_seen', ?)", (json.dumps(seen + offered),))
+
+    def recorded_queries(self, dim: int) -> np.ndarray:
+        """The recorded query vectors, float32 (n, dim)."""
+        if not self._has_recorded():
+            return np.empty((0, dim), dtype=np.float32)
+        rows = self._db.execute("SELECT vector FROM recorded_queries ORDER BY slot").fetchall()
+        return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(-1, dim).copy()
+
+    def recorded_count(self) -> int:
+        if not self._has_recorded():
+            return 0
+        return int(self._db.execute("SELECT COUNT(*) FROM recorded_queries").fetchone()[0])
+
+    def clear_recorded_queries(self) -> int:
+        """Delete every recorded query (zeroed in the file: `secure_delete`; `purge` then
+        drops the log's copies). Returns how many there were."""
+        found = self.recorded_count()
+        with self.write("deleting recorded queries") as db:
+            if self._has_recorded():
+                db.execute("DELETE FROM recorded_queries")
+            db.execute("DELETE FROM config WHERE key = 'recorded_seen'")
+            db.execute("INSERT OR REPLACE INTO config VALUES ('recorded_epoch', ?)",
+                       (json.dumps(self.recorded_epoch() + 1),))
+        return found
+
+    def recorded_epoch(self) -> int:
+        """Counts the clearings: queries recorded before one are never written after it."""
+        row = self._db.execute("SELECT value FROM config WHERE key = 'recorded_epoch'").fetchone()
+        return int(json.loads(row[0])) if row else 0
+
+    def _has_recorded(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'recorded_queries'").fetchone() \
+            is not None
+
+    def _recorded_seen(self) -> int:
+        row = self._db.execute("SELECT value FROM config WHERE key = 'recorded_seen'").fetchone()
+        return int(json.loads(row[0])) if row else 0
 
 
 def _open_read_only(file: Path) -> sqlite3.Connection:

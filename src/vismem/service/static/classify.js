@@ -23,6 +23,9 @@ function showDecision(decision, previous, why) {
       el("span", {}, label),
       el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * share).toFixed(1)}%` })),
       el("span", { class: "pct" }, pct(share)))));
+  const whatIf = document.getElementById("whatif");
+  whatIf.textContent = decision.counterfactual ? `What would change this: ${decision.counterfactual.summary}` : "";
+  whatIf.hidden = !decision.counterfactual;
   const grid = document.getElementById("grid");
   grid.replaceChildren(...decision.neighbors.map(neighbourCard));
   document.getElementById("neighbours").hidden = false;
@@ -56,7 +59,7 @@ async function classify(previous = null, why = "compared with the last run") {
   if (vote) form.append("vote", vote);
   say("classifying…");
   try {
-    const decision = await api("/classify", { method: "POST", body: form });
+    const decision = await api("/classify?counterfactual=true", { method: "POST", body: form });
     showDecision(decision, previous, why);
     lastDecision = decision;
     say(`classified ${decision.path} against ${decision.neighbors.length} neighbours`);

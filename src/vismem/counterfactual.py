@@ -1,0 +1,410 @@
+"""Counterfactual explanations: the fewest memory items whose removal (or blocking) would
+change a decision's label, and the nearest item of the runner-up class.
+
+Pure functions over a query's ranked candidate neighbours, fetched deeper than k: removing
+a neighbour brings in the next one from further down the ranking (and, for the rank vote,
+moves every later neighbour one rank up), so the candidates must reach past k by as many
+items as may be removed. Blocking (weight 0) keeps the item in its slot.
+
+How the set is found, per vote rule:
+
+- neighbour rules (rank, softmax, distance, plurality), removal: exactly, by dynamic
+  programming over the ranking. For each other class c, and for every number j of
+  removals, it finds the largest achievable lead of c over the current winner, walking
+  the candidates nearest first and either keeping each one (it takes the next free rank
+  in the window) or removing it; state = (removals so far, window slots filled, which of
+  the two classes appeared first, for ties). The smallest j at which some class draws
+  level (winning the tie) or leads is the minimum, over every subset of candidates.
+- neighbour rules, blocking: exactly, greedily: blocking moves no one, so the winner
+  loses exactly the blocked items' weights; its heaviest voters go first.
+- prototype and hybrid rules: greedily, re-scoring every candidate's removal (its class
+  prototype loses it too) and taking the one that cuts the winner's margin most, until
+  the label changes. The set changes the label, but it is not proved to be the smallest:
+  removing items far from the query (never candidates) can move a prototype too.
+
+Ties are broken as the decision breaks them: `ties="nearest"` (the label whose nearest
+neighbour is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
+order; `decide.vote_matrix` and its users).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .decide import NEIGHBOUR_VOTES, VoteParams, prototype_scores, rule_weights
+from .errors import InvalidInputError
+
+TIES = ("nearest", "class-order")
+DEFAULT_MAX_REMOVALS = 50
+_EPS = 1e-9  # score differences this small are ties (float sums in another order)
+
+
+@dataclass(frozen=True)
+class PrototypeClusters:
+    """Class prototypes as sums: `labels` (P,) owner class, `totals` float64 (P, dim) sums of
+    member vectors, `counts` (P,). `member` (M,) gives each candidate's cluster row, -1 when
+    it is no member (blocked or hard-pruned items shape no prototype); `vectors` (M, dim)
+    the candidates' vectors and `query` (dim,) the query, as searched."""
+
+    labels: np.ndarray
+    totals: np.ndarray
+    counts: np.ndarray
+    member: np.ndarray
+    vectors: np.ndarray
+    query: np.ndarray
+
+
+@dataclass(frozen=True)
+class NearestItem:
+    id: int
+    label: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """What would change a decision.
+
+    `remove`: the fewest item ids whose removal changes the label (None when no set within
+    `max_removals` among the candidates does), and `label_after_remove` the label it becomes
+    (None: no label). `block` and `label_after_block` likewise for blocking (weight 0).
+    `exact` is True when both sets are proved smallest (neighbour rules). `runner_up` is
+    the nearest item of the best-scoring other class (or of the nearest other class when
+    every neighbour agrees).
+    """
+
+    label: str | None
+    remove: list[int] | None
+    label_after_remove: str | None
+    block: list[int] | None
+    label_after_block: str | None
+    runner_up: NearestItem | None
+    exact: bool
+    candidates: int
+    max_removals: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.sentence()}
+
+    def sentence(self) -> str:
+        """'What would change this', in words."""
+        if self.label is None:
+            return "no label to change"
+        parts = [_change("removing", self.remove, self.label_after_remove)
+                 if self.remove is not None else f"no removal of up to {self.max_removals} items changes it"]
+        if self.block is not None and self.block != self.remove:
+            parts.append(_change("blocking", self.block, self.label_after_block))
+        if self.runner_up is not None:
+            parts.append(f"nearest {self.runner_up.label!r}: #{self.runner_up.id} at distance "
+                         f"{self.runner_up.distance:.3f}")
+        return "; ".join(parts)
+
+
+def _change(verb: str, ids: list[int], after: str | None) -> str:
+    items = f"{len(ids)} item{'s' if len(ids) != 1 else ''} ({', '.join(f'#{i}' for i in ids)})"
+    return f"{verb} {items} would make it {after!r}" if after is not None else f"{verb} {items} would leave no label"
+
+
+class _Scorer:
+    """The decision for a candidate list with some items removed or blocked, as `decide` makes it."""
+
+    def __init__(self, sims, labels, weights, params: VoteParams, ties: str,
+                 clusters: PrototypeClusters | None) -> None:
+        self.sims = np.asarray(sims, dtype=np.float64)
+        self.labels = np.asarray(labels, dtype=object)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.params, self.ties, self.clusters = params, ties, clusters
+        if clusters is not None:
+            self.q = np.asarray(clusters.query, np.float64)
+            totals = np.asarray(clusters.totals, np.float64)
+            self.base_sims = totals @ self.q / np.maximum(np.linalg.norm(totals, axis=1), 1e-12)
+
+    def window(self, removed: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(~removed)[: self.params.k]
+
+    def totals(self, removed: np.ndarray, blocked: np.ndarray) -> dict[str, float]:
+        """Label -> score, in tie order (first key wins a tie)."""
+        rows = self.window(removed)
+        w = rule_weights(self.sims[rows], self.params) * np.where(blocked[rows], 0.0, self.weights[rows])
+        if self.params.vote == "prototype":
+            w = np.zeros_like(w)
+        knn: dict[str, float] = {}
+        for label, weight in zip(self.labels[rows], w, strict=False):
+            knn[label] = knn.get(label, 0.0) + float(weight)
+        if self.params.uses_prototypes:
+            total = sum(knn.values())
+            knn = {c: (t / total if total > 0 else 0.0) for c, t in knn.items()}
+            classes, proto = self._prototype_similarities(removed | blocked)
+            mix = 1.0 if self.params.vote == "prototype" else self.params.mix
+            p = prototype_scores(proto, self.params.tau) if len(classes) else np.zeros(0)
+            combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(s) for c, s in zip(classes, p, strict=False)}
+            for c in knn:
+                combined.setdefault(c, (1 - mix) * knn[c])
+            order = list(dict.fromkeys([*self.labels[rows].tolist(), *classes]))
+            knn = {c: combined[c] for c in order if c in combined}
+        if self.ties == "class-order":
+            knn = dict(sorted(knn.items()))
+        return knn
+
+    def _prototype_similarities(self, gone: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Each class's similarity to its nearest prototype once the `gone` candidates have
+        left their clusters (only the clusters they leave are recomputed)."""
+        cl = self.clusters
+        assert cl is not None
+        sims = self.base_sims.copy()
+        alive = np.asarray(cl.counts) > 0
+        leaving = np.flatnonzero(gone & (cl.member >= 0))
+        for p in np.unique(cl.member[leaving]):
+            rows = leaving[cl.member[leaving] == p]
+            total = cl.totals[p] - cl.vectors[rows].sum(axis=0, dtype=np.float64)
+            alive[p] = cl.counts[p] - len(rows) > 0
+            sims[p] = total @ self.q / max(float(np.linalg.norm(total)), 1e-12)
+        owners = np.asarray(cl.labels)[alive]
+        sims = sims[alive]
+        classes = sorted(set(owners.tolist()))
+        return classes, np.array([sims[owners == c].max() for c in classes])
+
+    def winner(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[str | None, dict[str, float]]:
+        totals = self.totals(removed, blocked)
+        if sum(totals.values()) <= 0:
+            return None, totals
+        return max(totals, key=totals.__getitem__), totals
+
+    def margin(self, removed: np.ndarray, blocked: np.ndarray, label: str) -> float:
+        """How far `label` leads the best other class (> 0: it still wins; ties count as a loss
+        only when the other class comes first in tie order, which `winner` settles)."""
+        winner, totals = self.winner(removed, blocked)
+        if winner != label:
+            return -np.inf
+        others = [t for c, t in totals.items() if c != label]
+        return totals[label] - max(others, default=0.0)
+
+
+def counterfactual(
+    similarities: np.ndarray,
+    ids: Sequence[int] | np.ndarray,
+    labels: Sequence[Any],
+    weights: np.ndarray,
+    params: VoteParams,
+    *,
+    exhaustive: bool = False,
+    ties: str = "nearest",
+    max_removals: int = DEFAULT_MAX_REMOVALS,
+    prototypes: PrototypeClusters | None = None,
+) -> Counterfactual:
+    """What would change the decision of one query.
+
+    `similarities` (M,) of its candidate neighbours best first, with their `ids`, `labels`
+    and vote `weights` (item weight x prune factor), M >= k + max_removals unless the list
+    holds every item the query can reach (`exhaustive`). Prototype and hybrid votes need
+    `prototypes`.
+    """
+    if ties not in TIES:
+        raise InvalidInputError(f"unknown tie rule {ties!r}; choose from {', '.join(TIES)}")
+    if max_removals < 0:
+        raise InvalidInputError(f"max_removals must be >= 0, got {max_removals}")
+    if params.uses_prototypes and prototypes is None:
+        raise InvalidInputError(f"vote {params.vote} needs the class prototypes for a counterfactual")
+    id_of = np.asarray(ids, dtype=np.int64)
+    m = len(id_of)
+    scorer = _Scorer(similarities, labels, weights, params, ties, prototypes)
+    none = np.zeros(m, dtype=bool)
+    label, totals = scorer.winner(none, none)
+    runner_up = _runner_up(scorer, id_of, totals, label)
+    reach = m if exhaustive else max(0, m - params.k)  # removals the candidate list can absorb
+    budget = min(max_removals, reach)
+    if label is None:
+        return Counterfactual(None, None, None, None, None, runner_up, True, m, budget)
+    if params.vote in NEIGHBOUR_VOTES:
+        removed = _fewest_removals(scorer, label, exhaustive, budget)
+        blocked = _fewest_blocks(scorer, label)
+        exact = True
+    else:
+        removed = _greedy(scorer, label, "remove", budget)
+        blocked = _greedy(scorer, label, "block", min(max_removals, m))
+        exact = False
+    after_remove = after_block = None
+    if removed is not None:
+        mask = np.zeros(m, dtype=bool)
+        mask[removed] = True
+        after_remove = scorer.winner(mask, none)[0]
+        assert after_remove != label, "counterfactual removal did not change the label"
+    if blocked is not None:
+        mask = np.zeros(m, dtype=bool)
+        mask[blocked] = True
+        after_block = scorer.winner(none, mask)[0]
+        assert after_block != label, "counterfactual blocking did not change the label"
+    return Counterfactual(
+        label,
+        None if removed is None else id_of[removed].tolist(), after_remove,
+        None if blocked is None else id_of[blocked].tolist(), after_block,
+        runner_up, exact, m, budget,
+    )
+
+
+def _runner_up(scorer: _Scorer, ids: np.ndarray, totals: dict[str, float], label: str | None) -> NearestItem | None:
+    ranked = sorted((c for c in totals if c != label and totals[c] > 0), key=lambda c: -totals[c])
+    target = ranked[0] if ranked else next((c for c in scorer.labels if c != label), None)
+    if target is None:
+        return None
+    r = int(np.flatnonzero(scorer.labels == target)[0]) if (scorer.labels == target).any() else None
+    if r is None:
+        return None
+    return NearestItem(int(ids[r]), str(target), float(1.0 - scorer.sims[r]))
+
+
+def _fewest_blocks(scorer: _Scorer, label: str) -> list[int] | None:
+    """Block the winner's heaviest voters in the window until it stops winning (exact:
+    blocking moves no other vote, so the winner loses exactly the blocked weights)."""
+    none = np.zeros(len(scorer.sims), dtype=bool)
+    rows = scorer.window(none)
+    voters = rows[scorer.labels[rows] == label]
+    w = rule_weights(scorer.sims[rows], scorer.params) * scorer.weights[rows]
+    weight_of = dict(zip(rows.tolist(), w.tolist(), strict=False))
+    order = sorted(voters.tolist(), key=lambda r: (-weight_of[r], r))
+    blocked = none.copy()
+    for n, r in enumerate(order):
+        blocked[r] = True
+        if scorer.winner(none, blocked)[0] != label:
+            return sorted(order[: n + 1])
+    return None
+
+
+def _greedy(scorer: _Scorer, label: str, how: str, budget: int) -> list[int] | None:
+    """Prototype and hybrid votes: take away, one at a time, the candidate whose loss cuts
+    the winner's margin most, until the label changes (a set that works, maybe not the fewest)."""
+    m = len(scorer.sims)
+    gone = np.zeros(m, dtype=bool)
+    none = np.zeros(m, dtype=bool)
+    chosen: list[int] = []
+    for _ in range(budget):
+        best, best_margin = None, np.inf
+        for r in np.flatnonzero(~gone):
+            trial = gone.copy()
+            trial[r] = True
+            margin = scorer.margin(trial, none, label) if how == "remove" else scorer.margin(none, trial, label)
+            if margin < best_margin:
+                best, best_margin = int(r), margin
+        if best is None:
+            return None
+        gone[best] = True
+        chosen.append(best)
+        if best_margin == -np.inf:
+            return sorted(chosen)
+    return None
+
+
+def _fewest_removals(scorer: _Scorer, label: str, exhaustive: bool, budget: int) -> list[int] | None:
+    """Smallest set of candidates whose removal changes the label, for the neighbour rules.
+
+    Dynamic programming over the ranking, one other class c at a time (see the module doc);
+    the best over all c is the answer.
+    """
+    labels = scorer.labels
+    # None stands for "the winner keeps no weight in the window": then another class wins,
+    # or no label is left
+    targets = [None, *(c for c in dict.fromkeys(labels.tolist()) if c != label)]
+    best: list[int] | None = None
+    for c in targets:
+        limit = budget if best is None else len(best) - 1
+        if limit < 0:
+            break
+        found = _removals_for(scorer, label, c, exhaustive, limit)
+        if found is not None and (best is None or len(found) < len(best)):
+            best = found
+    return best
+
+
+def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: bool,
+                  budget: int) -> list[int] | None:
+    """Fewest removals (<= budget) after which `target` outscores `winner`, or `winner`
+    leaves the window; None if none.
+
+    V[j, t, f] = best lead of target over winner with j removals, t window slots filled,
+    f = 0 (neither class seen yet) / 1 (target seen first) / 2 (winner seen first).
+    """
+    p = scorer.params
+    k, m = p.k, len(scorer.sims)
+    sims, labels, weights = scorer.sims, scorer.labels, scorer.weights
+    if p.vote == "rank":
+        rank_weight = 1.0 / (p.alpha + np.arange(k))
+        item_base = np.ones(m)
+    else:
+        rank_weight = np.ones(k)
+        # rank-free rules: a neighbour's weight does not depend on its slot; softmax's shared
+        # normaliser does not change which class leads, so exp(s/tau) is enough
+        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
+    sign = np.where(labels == target, 1.0, np.where(labels == winner, -1.0, 0.0))
+    seen = np.where(labels == target, 1, np.where(labels == winner, 2, 0))
+    later = scorer.ties == "class-order" and target is not None and target > winner
+    neg = -np.inf
+    value = np.full((budget + 1, k + 1, 3), neg)
+    value[0, 0, 0] = 0.0
+    # choice[i][j, t, f]: 0 removed, 1 kept with f unchanged, 2 kept and first of the pair, 3 past the window
+    choices = np.zeros((m, budget + 1, k + 1, 3), dtype=np.int8)
+    # on equal leads keeping wins, so the removals chosen are the nearest ones that work
+    for i in range(m):
+        new = np.full_like(value, neg)
+        choice = choices[i]
+        # remove item i
+        new[1:] = value[:-1]
+        choice[1:] = 0
+        # keep it in the next free slot t (< k)
+        gain = (sign[i] * weights[i] * item_base[i]) * rank_weight  # (k,)
+        kept = value[:, :k, :] + gain[None, :, None]
+        if seen[i]:
+            # f = 0 -> seen[i]; f = 1, 2 unchanged
+            into = kept[:, :, 0]
+            target_slot = new[:, 1:, seen[i]]
+            better = into >= target_slot
+            target_slot[better] = into[better]
+            choice[:, 1:, seen[i]][better] = 2
+            for f in (1, 2):
+                slot = new[:, 1:, f]
+                better = kept[:, :, f] >= slot
+                slot[better] = kept[:, :, f][better]
+                choice[:, 1:, f][better] = 1
+        else:
+            slot = new[:, 1:, :]
+            better = kept >= slot
+            slot[better] = kept[better]
+            choice[:, 1:, :][better] = 1
+        # the window is full: later items change nothing
+        full = new[:, k, :]
+        better = value[:, k, :] >= full
+        full[better] = value[:, k, :][better]
+        choice[:, k, :][better] = 3
+        value = new
+    ends = range(k + 1) if exhaustive else [k]
+    for j in range(budget + 1):
+        for t in ends:
+            for f in (0, 1, 2):
+                v = value[j, t, f]
+                if v == neg:
+                    continue
+                if target is None:
+                    flips = v >= 0  # minus the winner's weight: zero when it has none left
+                else:
+                    flips = f == 0 or v > _EPS or (v >= -_EPS and (f == 1 if scorer.ties == "nearest" else not later))
+                if flips:
+                    return _trace(choices, seen, j, t, f)
+    return None
+
+
+def _trace(choices: np.ndarray, seen: np.ndarray, j: int, t: int, f: int) -> list[int]:
+    """The removed candidates on the path the dynamic programme chose."""
+    removed = []
+    for i in range(len(choices) - 1, -1, -1):
+        c = choices[i, j, t, f]
+        if c == 0:
+            removed.append(i)
+            j -= 1
+        elif c == 1:
+            t -= 1
+        elif c == 2:
+            t -= 1
+            f = 0
+    return sorted(removed)

@@ -1,0 +1,181 @@
+"""The saved form of a FAISS-backed index, with checksums and in-place scrubbing.
+
+    MEMDIR/index/meta.json    written last: format, kind, dim, params, rows, the store
+                              edit (`seq`) it reflects, each file's size and checksum
+                 index.faiss  FAISS's own serialisation; the vectors (codes) sit at its end
+                 ids.npy      the item id of each row
+                 live.npy     whether each row is live
+
+A removal zeroes the row's bytes in `index.faiss` and `live.npy` in place (`scrub`), so
+a removed vector leaves the disk without rewriting the index. That is why the checksum of
+`index.faiss` covers only what precedes the codes, and `live.npy` is checked by size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+META = "meta.json"
+FILES_FORMAT = 1
+
+
+class IndexFileError(Exception):
+    """A saved index is missing, damaged or does not fit this memory (so: rebuild it)."""
+
+
+@dataclass(frozen=True)
+class SavedLayout:
+    """Where the last save put each row's bytes, so removals can zero them in place."""
+
+    rows: int
+    codes_offset: int
+    code_size: int
+    live_offset: int
+
+
+@dataclass(frozen=True)
+class SavedIndex:
+    """What `read` found: the FAISS blob, row ids and liveness, meta.json, and the layout."""
+
+    blob: bytes
+    ids: np.ndarray
+    live: np.ndarray
+    meta: dict
+    layout: SavedLayout
+
+
+def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
+          live: np.ndarray, meta: dict) -> SavedLayout:
+    """Write an index crash-safely: meta.json goes first out and last in, so a crash
+    mid-save reads as "no saved index". `codes` uint8 (rows, code_size) are the vectors
+    as FAISS stores them, which `blob` ends with."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META).unlink(missing_ok=True)
+    offset = _codes_offset(blob, codes)
+    files = {"index.faiss": _write(directory / "index.faiss", blob, checked=offset)}
+    for name, array in (("ids", ids), ("live", live)):
+        path = directory / f"{name}.npy"
+        tmp = path.with_suffix(".npy.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        # live.npy is scrubbed in place on removal, so only its size is fixed
+        files[path.name] = {"size": path.stat().st_size,
+                            "crc32": _crc(path.read_bytes()) if name == "ids" else None}
+    layout = {"codes_offset": offset, "code_size": codes.shape[1]}
+    full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout}
+    _write(directory / META, json.dumps(full).encode(), checked=None)
+    _fsync_dir(directory)
+    return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"))
+
+
+def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
+    """Zero the saved bytes (vector and liveness) of `rows`, in place."""
+    rows = rows[rows < layout.rows]
+    if len(rows) == 0:
+        return
+    for name, offset, width in (("live.npy", layout.live_offset, 1),
+                                ("index.faiss", layout.codes_offset, layout.code_size)):
+        with open(directory / name, "r+b") as f:
+            for row in rows.tolist():
+                f.seek(offset + row * width)
+                f.write(bytes(width))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read(directory: Path, *, kind: str, dim: int) -> SavedIndex:
+    """Read and check a saved index; raises IndexFileError if it is missing or damaged."""
+    try:
+        return _read(directory, kind, dim)
+    except IndexFileError:
+        raise
+    except (KeyError, TypeError, ValueError, OSError, RuntimeError) as exc:
+        raise IndexFileError(f"damaged: {type(exc).__name__} {exc}") from exc
+
+
+def _read(directory: Path, kind: str, dim: int) -> SavedIndex:
+    meta_path = directory / META
+    if not meta_path.is_file():
+        raise IndexFileError("no saved index")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexFileError(f"unreadable {META}: {exc}") from exc
+    if meta.get("format") != FILES_FORMAT or meta.get("kind") != kind or meta.get("dim") != dim:
+        raise IndexFileError("saved index is of another kind, format or dimension")
+    blob = b""
+    arrays: dict[str, np.ndarray] = {}
+    for name, expect in meta["files"].items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != expect["size"]:
+            raise IndexFileError(f"{name} is missing or has the wrong size")
+        data = path.read_bytes()
+        if name == "index.faiss":
+            if _crc(data[: meta.get("codes_offset", len(data))]) != expect["crc32"]:
+                raise IndexFileError(f"{name} is damaged (checksum)")
+            blob = data
+            continue
+        if expect["crc32"] is not None and _crc(data) != expect["crc32"]:
+            raise IndexFileError(f"{name} is damaged (checksum)")
+        try:
+            arrays[name[:-4]] = np.load(path)
+        except ValueError as exc:
+            raise IndexFileError(f"{name} is damaged: {exc}") from exc
+    n = meta["rows"]
+    ids, live = arrays.get("ids"), arrays.get("live")
+    if ids is None or live is None or len(ids) != n or len(live) != n or \
+            len(np.unique(ids)) != n:
+        raise IndexFileError("row ids are damaged")
+    layout = SavedLayout(n, meta["codes_offset"], meta["code_size"],
+                         _npy_data_offset(directory / "live.npy"))
+    return SavedIndex(blob, ids.astype(np.int64), live.astype(bool), meta, layout)
+
+
+def _codes_offset(blob: bytes, codes: np.ndarray) -> int:
+    """Where `codes` sit in FAISS's serialisation: at its end (IndexRefine adds a 4-byte
+    k_factor after them). Checked, so that scrubbing zeroes exactly a row's bytes."""
+    for tail in (0, 4):
+        offset = len(blob) - tail - codes.nbytes
+        if blob[offset : len(blob) - tail] == codes.tobytes():
+            return offset
+    raise RuntimeError("unexpected FAISS file layout: cannot scrub removed rows in place")
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _write(path: Path, data: bytes, *, checked: int | None) -> dict:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return {"size": len(data), "crc32": _crc(data[:checked]) if checked is not None else None}
+
+
+def _npy_data_offset(path: Path) -> int:
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                       else np.lib.format.read_array_header_2_0)
+        read_header(f)
+        return f.tell()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,166 @@
+"""Counterfactuals: the reported set is the smallest that changes the label (checked against
+every subset with `decide` itself), and removing it from a real memory on disk flips the decision."""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from vismem import Memory
+from vismem.counterfactual import PrototypeClusters, counterfactual
+from vismem.decide import NEIGHBOUR_VOTES, VoteParams, decide
+from vismem.errors import InvalidInputError
+
+
+def label_of(sims, labels, weights, params, keep):
+    """The decision `decide` makes when only the `keep` rows (in order) are in memory."""
+    rows = [r for r in range(len(sims)) if keep[r]][: params.k]
+    return decide(sims[rows], rows, [labels[r] for r in rows], ["s"] * len(rows), weights[rows], params).label
+
+
+def random_case(rng, m):
+    sims = np.sort(rng.uniform(0.2, 0.95, m))[::-1]
+    if rng.random() < 0.3:  # exact ties in similarity, as duplicates give
+        sims = np.round(sims, 1)
+    labels = rng.choice(["a", "b", "c"], m, p=[0.5, 0.3, 0.2]).tolist()
+    weights = rng.choice([1.0, 1.0, 1.0, 0.0, 2.0, 0.5], m)
+    return sims, labels, weights
+
+
+def smallest_by_brute_force(sims, labels, weights, params, pool, changed):
+    original = label_of(sims, labels, weights, params, np.ones(len(sims), bool))
+    for size in range(len(pool) + 1):
+        for subset in combinations(pool, size):
+            if changed(subset, original):
+                return size
+    return None
+
+
+@pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
+def test_removal_set_is_the_smallest_over_every_subset(rule):
+    rng = np.random.default_rng({"rank": 0, "softmax": 1, "distance": 2, "plurality": 3}[rule])
+    checked = 0
+    for _ in range(120):
+        m = int(rng.integers(3, 10))
+        sims, labels, weights = random_case(rng, m)
+        params = VoteParams(k=int(rng.integers(1, min(m, 5) + 1)), vote=rule, alpha=float(rng.choice([0.5, 2.0])),
+                            tau=float(rng.choice([0.05, 0.5])))
+        exhaustive = bool(rng.random() < 0.5)
+        shown = m if exhaustive else int(rng.integers(params.k, m + 1))  # the candidates the function sees
+        original = label_of(sims, labels, weights, params, np.ones(m, bool))
+        cf = counterfactual(sims[:shown], np.arange(shown) + 100, labels[:shown], weights[:shown], params,
+                            exhaustive=exhaustive, max_removals=shown)
+        assert cf.label == original
+
+        def removal_changes(subset, original, m=m, exhaustive=exhaustive, shown=shown, params=params, sims=sims,
+                            labels=labels, weights=weights):
+            keep = np.ones(m, bool)
+            keep[list(subset)] = False
+            if not exhaustive and shown - len(subset) < params.k:
+                return False  # the window would reach past what was shown
+            return label_of(sims, labels, weights, params, keep) != original
+
+        best = smallest_by_brute_force(sims, labels, weights, params, range(shown), removal_changes)
+        if original is None:
+            continue
+        if best is None:
+            assert cf.remove is None
+            continue
+        assert cf.remove is not None and len(cf.remove) == best, (sims, labels, weights, params, exhaustive, shown)
+        assert removal_changes([i - 100 for i in cf.remove], original)
+        checked += 1
+    assert checked > 60
+
+
+@pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
+def test_blocking_set_is_the_smallest_over_every_subset(rule):
+    rng = np.random.default_rng(10)
+    for _ in range(80):
+        m = int(rng.integers(2, 9))
+        sims, labels, weights = random_case(rng, m)
+        params = VoteParams(k=int(rng.integers(1, m + 1)), vote=rule)
+        cf = counterfactual(sims, np.arange(m), labels, weights, params, exhaustive=True)
+
+        def blocking_changes(subset, original, m=m, params=params, sims=sims, labels=labels, weights=weights):
+            w = weights.copy()
+            w[list(subset)] = 0.0
+            return label_of(sims, labels, w, params, np.ones(m, bool)) != original
+
+        best = smallest_by_brute_force(sims, labels, weights, params, range(params.k), blocking_changes)
+        if cf.label is None:
+            continue
+        assert (cf.block is None) == (best is None)
+        if best is not None:
+            assert len(cf.block) == best and blocking_changes(cf.block, cf.label)
+
+
+def test_class_order_ties_follow_vote_matrix():
+    # plurality, k=2: one 'b' (nearest) and one 'a'. Nearest-first ties say 'b'; class order says 'a'.
+    sims, labels = np.array([0.9, 0.8, 0.7]), ["b", "a", "a"]
+    nearest = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, vote="plurality"), exhaustive=True)
+    assert nearest.label == "b" and nearest.remove == [1] and nearest.label_after_remove == "a"
+    ordered = counterfactual(sims, [1, 2, 3], labels, np.ones(3), VoteParams(k=2, vote="plurality"),
+                             exhaustive=True, ties="class-order")
+    # 'a' wins the tie; removing 'a' #2 brings 'a' #3 in, so both must go
+    assert ordered.label == "a" and ordered.remove == [2, 3] and ordered.label_after_remove == "b"
+    assert ordered.block == [2]
+
+
+def test_removal_reaches_past_k_and_stops_at_what_was_fetched():
+    # k=3 rank vote: a a a b b b. Removing one 'a' lets a 'b' in; it takes two.
+    sims = np.linspace(0.9, 0.4, 6)
+    labels = ["a", "a", "a", "b", "b", "b"]
+    cf = counterfactual(sims, range(6), labels, np.ones(6), VoteParams(k=3, vote="plurality"))
+    assert cf.remove == [0, 1] and cf.label_after_remove == "b" and cf.exact
+    short = counterfactual(sims[:4], range(4), labels[:4], np.ones(4), VoteParams(k=3, vote="plurality"))
+    assert short.remove is None and short.max_removals == 1  # only 4 candidates: one removal can be judged
+    assert short.runner_up.id == 3 and short.runner_up.label == "b"
+    assert "no removal" in short.sentence() and "nearest 'b'" in short.sentence()
+
+
+def test_prototype_votes_get_a_set_that_works():
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((12, 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = np.array(["a"] * 6 + ["b"] * 6)
+    query = vectors[:3].mean(axis=0)
+    query /= np.linalg.norm(query)
+    sims = vectors @ query
+    order = np.argsort(-sims)
+    totals = np.stack([vectors[labels == c].sum(axis=0) for c in ("a", "b")])
+    clusters = PrototypeClusters(np.array(["a", "b"]), totals, np.array([6, 6]),
+                                 np.where(labels[order] == "a", 0, 1), vectors[order], query)
+    for rule in ("prototype", "hybrid"):
+        params = VoteParams(k=3, vote=rule)
+        cf = counterfactual(sims[order], order, labels[order].tolist(), np.ones(12), params,
+                            exhaustive=True, prototypes=clusters)
+        assert cf.label == "a" and not cf.exact
+        assert cf.remove and cf.label_after_remove == "b"
+    with pytest.raises(InvalidInputError, match="prototypes"):
+        counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(vote="hybrid"))
+
+
+@pytest.mark.parametrize("vote", ["rank", "plurality", "hybrid"])
+def test_removing_the_reported_set_flips_a_real_memory(tmp_path, vote):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target.astype(str)
+    rows = np.random.default_rng(0).permutation(len(y))
+    stored, queries = rows[:600], rows[600:700]
+    with Memory.create(tmp_path / vote, encoder=None, dim=64) as memory:
+        memory.add_vectors(x[stored], y[stored])
+        decisions = memory.classify_vectors(x[queries], k=10, vote=vote)
+        q = queries[int(np.argmin([d.confidence for d in decisions]))]  # a close call
+        before = memory.classify_vectors(x[q:q + 1], k=10, vote=vote, counterfactual=True)[0]
+        cf = before.counterfactual
+        assert cf.label == before.label and cf.remove and cf.block and cf.exact == (vote != "hybrid")
+        assert before.to_dict()["counterfactual"]["remove"] == cf.remove
+        assert cf.runner_up.label != before.label and cf.runner_up.id in [n.id for n in before.neighbors]
+        memory.set_weight(cf.block, 0.0)
+        assert memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0].label == cf.label_after_block != before.label
+        memory.set_weight(cf.block, 1.0)
+        assert memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0].label == before.label
+        memory.remove(cf.remove)
+        after = memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0]
+        assert after.label == cf.label_after_remove != before.label

@@ -1,0 +1,131 @@
+"""A feature transform in a real memory on disk: searches go through it, the saved index
+records it, adding does not refit it, purging removed items it was fitted on refits it
+(nothing of them stays), calibration is tied to it, and `vismem tune` chooses it."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from vismem import Memory
+from vismem.decide import VoteParams
+from vismem.errors import InvalidInputError
+from vismem.evaluation.engine import ArrayMemory
+from vismem.transform import TransformSpec, fit_transform
+
+WHITEN = TransformSpec("whiten", components=24, shrinkage=0.1, power=0.5)
+
+
+@pytest.fixture(scope="module")
+def offset_digits():
+    d = load_digits()
+    x = (d.data + 4.0).astype(np.float32)  # a shared offset: the direction every digit has
+    return x / np.linalg.norm(x, axis=1, keepdims=True), d.target.astype(str)
+
+
+def test_searches_and_prototypes_go_through_the_fitted_transform(tmp_path, offset_digits):
+    x, y = offset_digits
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x[:600], y[:600])
+        fitted = memory.set_transform(WHITEN)
+        assert fitted.spec == WHITEN and fitted.fitted_items == 600 and fitted.out_dim == 24
+        stored = memory.vectors()[1]  # as the memory keeps them (re-normalised on the way in)
+        assert fitted.fingerprint == fit_transform(stored, WHITEN).fingerprint
+        reference = ArrayMemory(fitted.apply(stored), y[:600])
+        found = reference.query(fitted.apply(x[600:650]), 10)
+        for vote in ("rank", "hybrid", "prototype"):
+            decisions = memory.classify_vectors(x[600:650], k=10, vote=vote)
+            assert [d.label for d in decisions] == reference.predict(found, VoteParams(k=10, vote=vote)).tolist()
+        hits = memory.search(x[600:601], k=5)[0]
+        assert [h.id for h in hits] == [ids[r] for r in found.rows[0][:5]]
+        info = memory.info()["transform"]
+        assert info["name"] == WHITEN.name and info["fitted_items"] == 600 and info["changed_since"] == 0
+        assert memory.settings.transform == WHITEN
+
+
+def test_saved_index_records_the_transform_and_adding_does_not_refit(tmp_path, offset_digits, caplog):
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        memory.add_vectors(x[:500], y[:500])
+        fingerprint = memory.set_transform(WHITEN).fingerprint
+        before = memory.classify_vectors(x[500:520], k=5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vismem"), Memory.open(path) as memory:
+        assert "rebuilding" not in caplog.text  # the saved index was built through this transform
+        assert [d.label for d in memory.classify_vectors(x[500:520], k=5)] == [d.label for d in before]
+        memory.add_vectors(x[500:700], y[500:700])
+        assert memory.transform.fingerprint == fingerprint  # adding never silently refits
+        status = memory.info()["transform"]
+        assert status["changed_since"] == pytest.approx(200 / 500) and status["retune"] is True
+        assert memory.search(x[650:651], k=1)[0][0].distance == pytest.approx(0, abs=1e-5)  # new items searched
+        memory.set_transform("none")
+        assert memory.transform.is_identity and memory.info()["transform"]["name"] == "none"
+
+
+def test_purging_removed_items_refits_the_transform_without_them(tmp_path, offset_digits, caplog):
+    x, y = offset_digits
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x[:400], y[:400])
+        memory.set_transform(WHITEN)
+        extra = memory.add_vectors(x[400:450], y[400:450])
+        fingerprint = memory.transform.fingerprint
+        memory.remove(extra[:10], purge=True)  # never part of the fit: nothing to refit
+        assert memory.transform.fingerprint == fingerprint
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.remove(ids[:30], purge=True)
+        assert "refitting the whiten-24-s0.1-p0.5 feature transform" in caplog.text
+        kept_ids, kept = memory.vectors()
+        assert memory.transform.fitted_items == len(kept_ids) == 410
+        assert memory.transform.fingerprint == fit_transform(kept, WHITEN).fingerprint  # no trace of the 30
+        assert memory.info()["transform"]["changed_since"] == 0
+
+
+def test_remove_verify_finds_no_transformed_copies(tmp_path, offset_digits, cli):
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        ids = memory.add_vectors(x[:300], y[:300])
+        memory.set_transform(WHITEN)
+    result = json.loads(cli("remove", path, "--id", ids[3], "--id", ids[7], "--verify", "--json", check=True).stdout)
+    assert result["verified"]["clean"] is True
+    with Memory.open(path) as memory:
+        assert memory.transform.fitted_items == 298
+
+
+def test_calibration_belongs_to_its_transform_and_another_process_sees_a_new_one(tmp_path, offset_digits):
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64) as memory, Memory.open(path) as other:
+        memory.add_vectors(x[:400], y[:400])
+        from vismem.curate import calibrate_memory
+
+        calibrate_memory(memory)
+        memory.classify_vectors(x[400:401], abstain=True)
+        memory.set_transform(WHITEN)
+        with pytest.raises(InvalidInputError, match="calibrate"):
+            memory.classify_vectors(x[400:401], abstain=True)
+        assert calibrate_memory(memory).transform == memory.transform.fingerprint
+        assert memory.classify_vectors(x[400:401], abstain=True)[0].threshold is not None
+        assert other.transform.fingerprint == memory.transform.fingerprint  # caught up with the refit
+        assert [d.label for d in other.classify_vectors(x[400:420])] == \
+            [d.label for d in memory.classify_vectors(x[400:420])]
+
+
+def test_tune_chooses_and_stores_the_transform(digit_folders, tmp_path, cli):
+    train, _ = digit_folders
+    path = tmp_path / "m"
+    cli("create", path, "--encoder", "pixels", check=True)
+    cli("add", path, train, check=True)
+    tuned = json.loads(cli("tune", path, "--transform", "whiten", "--json", check=True).stdout)
+    assert tuned["transform"]["kind"] == "whiten" and set(tuned["by_transform"]) <= {
+        "whiten-256-s0.1", "whiten-128-s0.1-p0.5", "whiten-256-s0.1-p0.5", "whiten-512-s0.1-p0.5"}
+    info = json.loads(cli("info", path, "--json", check=True).stdout)
+    assert info["transform"]["spec"] == tuned["transform"] and info["transform"]["fitted_items"] == 80
+    shown = cli("info", path, check=True).stdout
+    assert "transform   whiten" in shown
+    back = json.loads(cli("tune", path, "--transform", "none", "--json", check=True).stdout)
+    assert back["transform"]["kind"] == "none"
+    assert json.loads(cli("info", path, "--json", check=True).stdout)["transform"]["name"] == "none"

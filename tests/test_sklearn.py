@@ -1,0 +1,131 @@
+"""vismem.sklearn: scikit-learn's own estimator checks, agreement with KNeighborsClassifier,
+add without refit, exact forgetting, explanations, and Pipelines from images to labels."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from vismem.sklearn import MemoryClassifier, MemoryEncoder
+
+
+@parametrize_with_checks([
+    MemoryClassifier(),
+    MemoryClassifier(vote="hybrid", prototypes_per_class=2, feature_transform="whiten", components=8,
+                     shrinkage=0.1, power=0.5),
+])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    rows = np.random.default_rng(0).permutation(len(d.target))
+    return d.data[rows[:1200]], d.target[rows[:1200]], d.data[rows[1200:]], d.target[rows[1200:]]
+
+
+def test_plurality_decides_as_kneighbors_classifier(digits):
+    x, y, tx, ty = digits
+    ours = MemoryClassifier(k=7, vote="plurality").fit(x, y)
+    theirs = KNeighborsClassifier(7, metric="cosine", algorithm="brute").fit(x, y)
+    assert (ours.predict(tx) == theirs.predict(tx)).all()
+    np.testing.assert_allclose(ours.predict_proba(tx), theirs.predict_proba(tx))
+    d_ours, i_ours = ours.kneighbors(tx[:50], 5)
+    d_theirs, i_theirs = theirs.kneighbors(tx[:50], 5)
+    np.testing.assert_allclose(d_ours, d_theirs, atol=1e-5)
+    assert (i_ours[:, 0] == i_theirs[:, 0]).mean() > 0.95  # equal distances may order either way
+    assert ours.score(tx, ty) == pytest.approx(theirs.score(tx, ty))
+
+
+def test_partial_fit_adds_a_class_without_refitting(digits):
+    x, y, tx, ty = digits
+    old = y != 9
+    clf = MemoryClassifier(k=5, feature_transform="whiten", components=32, shrinkage=0.1).fit(x[old], y[old])
+    fingerprint = clf.transform_.fingerprint
+    assert 9 not in clf.classes_
+    clf.partial_fit(x[~old], y[~old])
+    assert clf.transform_.fingerprint == fingerprint  # adding never silently refits
+    assert 9 in clf.classes_ and clf.ids_.tolist() == list(range(len(y)))
+    nines = ty == 9
+    assert (clf.predict(tx[nines]) == 9).mean() > 0.9
+    assert clf.score(tx[~nines], ty[~nines]) > 0.9
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"vote": "rank"},
+    {"vote": "hybrid", "prototypes_per_class": 2},
+    {"vote": "softmax", "feature_transform": "whiten", "components": 24, "shrinkage": 0.1},
+])
+def test_forget_leaves_nothing_behind(digits, kwargs):
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5, **kwargs).fit(x[:600], y[:600]).partial_fit(x[600:], y[600:])
+    gone = np.flatnonzero(y == 3)[:40].tolist() + [5, 6, 700]
+    clf.forget(gone)
+    keep = np.setdiff1d(np.arange(len(y)), gone)
+    fresh = MemoryClassifier(k=5, **kwargs).fit(x[keep], y[keep])
+    assert clf.transform_.fingerprint == fresh.transform_.fingerprint
+    np.testing.assert_allclose(clf.predict_proba(tx), fresh.predict_proba(tx), atol=1e-6)
+    _, ids = clf.kneighbors(tx, 10)
+    _, rows = fresh.kneighbors(tx, 10)
+    assert not np.isin(ids, gone).any() and (ids == keep[rows]).mean() > 0.99
+    clf.forget(mask=clf.ids_ >= 0)
+    with pytest.raises(ValueError, match="empty"):
+        clf.predict(tx[:1])
+    assert clf.partial_fit(x[:20], y[:20]).ids_.min() == len(y)  # ids are never reused
+    with pytest.raises(ValueError, match="no stored items"):
+        clf.forget([0])
+
+
+def test_explain_and_its_counterfactual_agree_with_the_estimator(digits):
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=10, vote="rank").fit(x, y)
+    shares = clf.predict_proba(tx).max(axis=1)
+    q = tx[int(np.argmin(shares)):][:1]  # the closest call
+    why = clf.explain(q)[0]
+    assert why.label == clf.predict(q)[0] and len(why.neighbors) == 10
+    assert sum(n.contribution for n in why.neighbors) == pytest.approx(1.0)
+    assert [n.id for n in why.neighbors] == clf.kneighbors(q, 10)[1][0].tolist()
+    cf = why.counterfactual
+    assert cf.exact and cf.remove and cf.label == why.label
+    clf.set_weight(cf.block, 0.0)
+    assert clf.predict(q)[0] == cf.label_after_block != why.label
+    clf.set_weight(cf.block, 1.0)
+    assert clf.forget(cf.remove).predict(q)[0] == cf.label_after_remove != why.label
+
+
+def test_grid_search_over_votes_and_transforms(digits):
+    x, y, tx, ty = digits
+    grid = GridSearchCV(MemoryClassifier(), {"k": [1, 10], "vote": ["rank", "plurality"],
+                                             "feature_transform": ["none", "center"]}, cv=3)
+    grid.fit(x[:600], y[:600])
+    assert set(grid.best_params_) == {"k", "vote", "feature_transform"}
+    assert grid.score(tx, ty) > 0.9
+
+
+def test_pipeline_from_pil_images_to_labels(lite0):
+    from vismem.datasets import load_digits_images, split_per_class
+
+    images, labels = load_digits_images()
+    train, test = split_per_class(labels, [6, 2], seed=0)
+    for encoder in ("pixels", lite0):
+        pipe = make_pipeline(MemoryEncoder(encoder), MemoryClassifier(k=3))
+        pipe.fit([images[i] for i in train], [labels[i] for i in train])
+        accuracy = pipe.score([images[i] for i in test], [labels[i] for i in test])
+        assert accuracy > 0.6, (encoder, accuracy)
+
+
+def test_encoder_reads_paths_and_names_bad_ones(tmp_path, digits):
+    from PIL import Image
+
+    from vismem.errors import InvalidInputError
+
+    Image.fromarray(np.uint8(digits[0][0].reshape(8, 8) * 15)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    enc = MemoryEncoder("pixels")
+    assert enc.transform([tmp_path / "a.png"]).shape == (1, 768)
+    with pytest.raises(InvalidInputError, match="b.png"):
+        enc.transform([tmp_path / "b.png"])
