@@ -264,6 +264,9 @@ def test_every_memory_command_runs_on_milvus(milvus_location, photos, digit_fold
         done = cli(*step)
         assert done.returncode == 0, f"{step[0]}: {done.stderr}"
     assert (tmp_path / "why.png").stat().st_size > 1000
+    for step, why in ((("tune-index", m, queries[0]), "fixed"), (("record-queries", m, "100"), "does not tune")):
+        refused = cli(*step)
+        assert refused.returncode == 1 and why in refused.stderr, refused.stderr
     np.save(tmp_path / "v.npy", np.ones((1, 16 * 16 * 3), dtype=np.float32))
     np.save(tmp_path / "l.npy", np.asarray(["ones"]))
     cli("add-vectors", m, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.npy", check=True)
