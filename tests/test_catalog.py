@@ -75,7 +75,9 @@ def test_the_catalog_agrees_with_the_database(tmp_path_factory, edits, queries):
     with Memory.create(tmp_path_factory.mktemp("cat") / "m", encoder=None, dim=4) as memory:
         for step in edits:
             live = memory.ids()
-            pick = (lambda ks: [live[k % len(live)] for k in ks]) if live else (lambda ks: [])
+
+            def pick(ks: list[int], live: list[int] = live) -> list[int]:
+                return [live[k % len(live)] for k in ks] if live else []
             if step[0] == "add":
                 rows = step[1]
                 memory.add_vectors(rng.standard_normal((len(rows), 4)) + 0.1, [r[0] for r in rows],

@@ -60,7 +60,7 @@ def test_removal_is_durable_once_it_returns_and_purged_at_the_next_close(tmp_pat
     vectors = unit_vectors(8, 64, seed=3)
     with Memory.create(memdir, encoder=None, dim=64, index=index) as memory:
         ids = memory.add_vectors(vectors, [str(i) for i in range(8)])
-        stored = dict(zip(*memory.vectors()))
+        stored = dict(zip(*memory.vectors(), strict=True))
     needles = [stored[i].tobytes() for i in ids[:3]]
     assert _files_holding(memdir, needles[0])  # positive control
     script = textwrap.dedent(f"""

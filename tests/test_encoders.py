@@ -100,4 +100,5 @@ def test_open_clip_adapter_from_a_weights_file(tmp_path, monkeypatch):
 def test_unknown_encoder_lists_the_known_ones():
     with pytest.raises(EncoderError, match="efficientnet_lite0"):
         create_encoder("vgg-imaginary")
-    assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>", "open_clip:<model>"} <= set(available_encoders())
+    known = set(available_encoders())
+    assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>", "open_clip:<model>"} <= known

@@ -71,7 +71,7 @@ def check_answers(path: Path) -> None:
         }
         for name, decisions in runs.items():
             assert len(decisions) == len(answers[name])
-            for new, old in zip(decisions, answers[name]):
+            for new, old in zip(decisions, answers[name], strict=True):
                 same_decision(new.to_dict(), old)
         for name, options in (("search_where", {"where": {"parity": 1}}), ("search_labels", {"labels": ["d1", "d2"]})):
             found = memory.search(q[:10], k=5, **options)

@@ -209,8 +209,8 @@ $PYTHON -m vismem add-vectors "{mount}/m" --vectors "{tmp_path}/more.npy" --labe
 set -e
 $PYTHON -m vismem remove "{mount}/m" --label c1 --json > "{tmp_path}/remove.json"
 $PYTHON -m vismem info "{mount}/m" --json > "{tmp_path}/info.json"
-$PYTHON -c "import sqlite3; print(sqlite3.connect('{mount}/m/memory.sqlite').execute('pragma integrity_check').fetchone()[0])" \
-    > "{tmp_path}/integrity.txt"
+$PYTHON -c "import sqlite3; db = sqlite3.connect('{mount}/m/memory.sqlite'); \
+print(db.execute('pragma integrity_check').fetchone()[0])" > "{tmp_path}/integrity.txt"
 """
     np.save(tmp_path / "more.npy", np.random.default_rng(1).standard_normal((300, 1024)).astype(np.float32))
     (tmp_path / "more.txt").write_text("x\n" * 300)
@@ -218,7 +218,8 @@ $PYTHON -c "import sqlite3; print(sqlite3.connect('{mount}/m/memory.sqlite').exe
     assert result.returncode == 0, result.stderr[-2000:]
     batches, message = (tmp_path / "fill.out").read_text().splitlines()[:2]
     assert int(batches) >= 5
-    assert message.startswith("disk full while adding 200 items") and "nothing from the failed batch was kept" in message
+    assert message.startswith("disk full while adding 200 items")
+    assert "nothing from the failed batch was kept" in message
     add_error = (tmp_path / "add.err").read_text()
     assert (tmp_path / "add.rc").read_text().strip() == "1", add_error
     assert add_error.startswith("error: disk full while adding 300 items") and "Traceback" not in add_error

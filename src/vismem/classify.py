@@ -63,7 +63,7 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     kth = kth_distance(neighbours, calibration.k)
     nearest = np.array([min(d.prototypes.values(), default=2.0) for d in decisions])
     scores = calibration.score(kth, nearest)
-    return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores)]
+    return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores, strict=True)]
 
 
 def what_would_change(store: Store, queries: np.ndarray, neighbours: Neighbours, settings: MemorySettings,

@@ -47,11 +47,11 @@ def split_per_class(
     """Disjoint index lists taking per_class[j] items of each label for split j."""
     rng = np.random.default_rng(seed)
     splits: list[list[int]] = [[] for _ in per_class]
-    labels = np.asarray(labels)
-    for label in sorted(set(labels.tolist())):
-        members = rng.permutation(np.flatnonzero(labels == label))
+    names = np.asarray(labels)
+    for label in sorted(set(names.tolist())):
+        members = rng.permutation(np.flatnonzero(names == label))
         start = 0
-        for split, count in zip(splits, per_class):
+        for split, count in zip(splits, per_class, strict=True):
             split += members[start : start + count].tolist()
             start += count
     return splits

@@ -246,7 +246,7 @@ class Decision:
             **found,
         }
 
-    def abstain(self, score: float, threshold: float) -> "Decision":
+    def abstain(self, score: float, threshold: float) -> Decision:
         """This decision, with the label withheld when `score` exceeds `threshold`."""
         out = score > threshold
         return replace(self, label=None if out else self.label, confidence=0.0 if out else self.confidence,
@@ -275,7 +275,7 @@ class Ballots:
     def single(cls, similarities: np.ndarray, ids: Sequence[int], labels: Sequence[str],
                sources: Sequence[str], item_weights: np.ndarray, *,
                prune_factors: np.ndarray | None = None,
-               relabelled_from: Sequence[str | None] | None = None) -> "Ballots":
+               relabelled_from: Sequence[str | None] | None = None) -> Ballots:
         """One query's neighbours (already trimmed of padding) as a batch of one."""
         m = len(ids)
 
@@ -289,7 +289,7 @@ class Ballots:
                    row(np.ones(m) if prune_factors is None else prune_factors, np.float64),
                    row(relabelled_from if relabelled_from is not None else [None] * m, object))
 
-    def head(self, k: int) -> "Ballots":
+    def head(self, k: int) -> Ballots:
         """The first k columns."""
         return Ballots(*(getattr(self, f.name)[:, :k] for f in dataclasses.fields(self)))
 
@@ -336,7 +336,7 @@ def decide_batch(
         labels = b.labels[q, row].tolist()
         finite = np.isfinite(proto_sims[q])
         proto_distances = dict(zip(np.asarray(proto_classes, dtype=object)[finite].tolist(),
-                                   (1.0 - proto_sims[q, finite]).tolist()))
+                                   (1.0 - proto_sims[q, finite]).tolist(), strict=True))
         # first-seen order: the nearest neighbours' classes, then the prototype classes
         order = list(dict.fromkeys([*labels, *(proto_distances if params.uses_prototypes else ())]))
         shares = {c: float(scores[q, position[c]]) for c in order}

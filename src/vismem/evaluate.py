@@ -47,9 +47,9 @@ def evaluate_folder(
     files, skipped = find_images([testdir])
     vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
     decisions = memory.classify_vectors(vectors, **vote_options) if kept else []
-    truth = [files[i].label for i in kept]
+    truth = [str(files[i].label) for i in kept]  # files found in class subfolders all have one
     confusion: dict[str, Counter] = defaultdict(Counter)
-    for true, decision in zip(truth, decisions):
+    for true, decision in zip(truth, decisions, strict=True):
         confusion[true][decision.label] += 1
     correct = sum(c[label] for label, c in confusion.items())
     per_class = {label: c[label] / sum(c.values()) for label, c in sorted(confusion.items())}

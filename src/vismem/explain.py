@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-def decision_table(decision: Decision) -> "Table":
+def decision_table(decision: Decision) -> Table:
     """Neighbours of one decision: rank, id, label, distance, weight, share, source."""
     from rich.table import Table
 

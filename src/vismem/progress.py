@@ -22,4 +22,8 @@ def progress_bar(description: str, total: int, *, transient: bool = False) -> It
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr_console, transient=transient) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+
+        yield advance

@@ -103,6 +103,19 @@ def _scan(view: mmap.mmap, prints: list[Fingerprint]) -> Iterator[tuple[int, Fin
     keys = np.array([np.frombuffer(p.data, np.uint64, 1, at)[0] for p, at in found], np.uint64)
     order = np.argsort(keys)
     keys = keys[order]
+    for anchor_pos, j in _anchor_hits(view, keys):
+        for k in range(j, len(keys)):  # every fingerprint sharing this anchor word
+            if keys[k] != keys[j]:
+                break
+            p, at = found[order[k]]
+            begin = anchor_pos - at
+            if begin >= 0 and view[begin : begin + len(p.data)] == p.data:
+                yield begin, p
+
+
+def _anchor_hits(view: mmap.mmap, keys: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(offset, first index in sorted `keys`) of every 8-byte word of the file equal to a
+    key, at every byte alignment: numpy over CHUNK bytes at a time."""
     size = len(view)
     for start in range(0, size, CHUNK):
         chunk = np.frombuffer(view, np.uint8, min(CHUNK + ANCHOR - 1, size - start), start)
@@ -114,15 +127,8 @@ def _scan(view: mmap.mmap, prints: list[Fingerprint]) -> Iterator[tuple[int, Fin
             slots = np.searchsorted(keys, words).clip(max=len(keys) - 1)
             for word in np.flatnonzero(keys[slots] == words):
                 anchor_pos = start + shift + int(word) * ANCHOR
-                if anchor_pos >= start + CHUNK:
-                    continue  # the next chunk owns it
-                for j in range(slots[word], len(keys)):
-                    if keys[j] != words[word]:
-                        break
-                    p, at = found[order[j]]
-                    begin = anchor_pos - at
-                    if begin >= 0 and view[begin : begin + len(p.data)] == p.data:
-                        yield begin, p
+                if anchor_pos < start + CHUNK:  # else the next chunk owns it
+                    yield anchor_pos, int(slots[word])
 
 
 def find_remnants(directory: str | Path, prints: list[Fingerprint]) -> tuple[list[Remnant], int, int]:

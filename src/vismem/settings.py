@@ -65,14 +65,14 @@ class MemorySettings:
             raise InvalidInputError(
                 f"prototypes per class must be an integer in [1, 64], got {self.prototypes_per_class!r}")
 
-    def replace(self, **changes: Any) -> "MemorySettings":
+    def replace(self, **changes: Any) -> MemorySettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MemorySettings":
+    def from_dict(cls, data: dict[str, Any]) -> MemorySettings:
         data = dict(data)
         vote = VoteParams(**data.pop("vote", {}))
         pruning = PruneSettings(**data.pop("pruning", {}))

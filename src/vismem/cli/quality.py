@@ -48,7 +48,7 @@ def eval_protocols(
         raise InvalidInputError("give one of --dataset, --memory, --embeddings")
     if (embeddings is None) != (labels is None):
         raise InvalidInputError("--embeddings and --labels go together: one .npy of vectors, one of labels")
-    if embeddings is not None:
+    if embeddings is not None and labels is not None:
         data = load_embeddings(embeddings, labels)
     elif memory is not None:
         from ..curate import memory_arrays

@@ -270,7 +270,7 @@ class Catalog:
         prune = np.zeros(len(flat), dtype=self._prune.dtype)
         prune[found] = self._prune[rows[found]]
         history = np.asarray([self.relabelled.get(i) if ok else None
-                              for i, ok in zip(flat.tolist(), found.tolist())], dtype=object) \
+                              for i, ok in zip(flat.tolist(), found.tolist(), strict=True)], dtype=object) \
             if self.relabelled else np.full(len(flat), None, dtype=object)
         shape = np.shape(ids)
         return (labels.reshape(shape), sources.reshape(shape), weights.reshape(shape),
@@ -286,7 +286,7 @@ class Catalog:
     def class_counts(self) -> dict[str, int]:
         live = self._live[: self._n]
         counts = np.bincount(self._label[: self._n][live], minlength=len(self.labels.names))
-        return {name: int(c) for name, c in sorted(zip(self.labels.names, counts.tolist())) if c}
+        return {name: int(c) for name, c in sorted(zip(self.labels.names, counts.tolist(), strict=True)) if c}
 
     def page(self, where: Filter | None, offset: int, limit: int) -> tuple[int, np.ndarray]:
         """(how many items match, the ids of matches offset..offset+limit), oldest first.

@@ -18,6 +18,7 @@ rebuilds the index through the new fit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -73,14 +74,14 @@ class EmbeddedStore:
     # ---- open / create ---------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> "EmbeddedStore":
+    def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> EmbeddedStore:
         path = Path(path)
         if (path / DB_NAME).exists():
             raise MemoryExistsError(f"a memory already exists at {path}")
         return cls(Database.create(path, {"encoder": identity.to_dict(), "settings": settings.to_dict()}))
 
     @classmethod
-    def open(cls, path: str | Path) -> "EmbeddedStore":
+    def open(cls, path: str | Path) -> EmbeddedStore:
         db = Database.open(path)
         version = db.format_version()
         if version > FORMAT_VERSION:
@@ -259,10 +260,8 @@ class EmbeddedStore:
                 raise
             log.warning("%s: the disk is full; released the memory's %d MiB reserve to remove items",
                         self.path, RESERVE_BYTES // 2**20)
-            try:
-                self.db.purge()  # with the reserve gone, the log can move into the database and shrink
-            except VismemError:
-                pass
+            with contextlib.suppress(VismemError):  # with the reserve gone, the log can move
+                self.db.purge()  # into the database and shrink; the removal is what matters
             removed = self.db.delete(ids, before=self._catch_up_locked)
         if removed:
             self._unpurged = True  # the database's log still holds older copies of the rows

@@ -62,6 +62,29 @@ def _config(db: sqlite3.Connection) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM config")}
 
 
+# One statement each: executescript would commit the open transaction first. The schema
+# is written out here, not taken from sqlite.py, because a step must stay what it was.
+FORMAT_2_STATEMENTS = (
+    "ALTER TABLE items ADD COLUMN copy INTEGER NOT NULL DEFAULT 0",
+    """UPDATE items SET copy = 1 WHERE content_hash IS NOT NULL AND id > (
+        SELECT MIN(other.id) FROM items AS other WHERE other.content_hash = items.content_hash)""",
+    "CREATE UNIQUE INDEX items_content ON items(content_hash) WHERE content_hash IS NOT NULL AND copy = 0",
+    """CREATE TABLE relabels (
+        id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+        original TEXT NOT NULL)""",
+    """CREATE TABLE prune_counts (
+        id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+        v INTEGER NOT NULL)""",
+    """CREATE TABLE edits_2 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove', 'update', 'prune')),
+        ids TEXT NOT NULL)""",
+    "INSERT INTO edits_2 (seq, op, ids) SELECT seq, op, ids FROM edits",
+    "DROP TABLE edits",
+    "ALTER TABLE edits_2 RENAME TO edits",
+)
+
+
 def _format_1_to_2(db: sqlite3.Connection) -> None:
     config = _config(db)
     identity = {"name": config.get("encoder"), "id": config.get("encoder_id"), "dim": int(config["dim"]),
@@ -81,31 +104,8 @@ def _format_1_to_2(db: sqlite3.Connection) -> None:
                                                      "achieved_tpr", "held_out") if key in abstain}
         if abstain else None,
     }
-    # one statement at a time: executescript would commit the open transaction first
-    for statement in """
-        ALTER TABLE items ADD COLUMN copy INTEGER NOT NULL DEFAULT 0;
-        UPDATE items SET copy = 1 WHERE content_hash IS NOT NULL AND id > (
-            SELECT MIN(other.id) FROM items AS other WHERE other.content_hash = items.content_hash);
-        CREATE UNIQUE INDEX items_content ON items(content_hash) WHERE content_hash IS NOT NULL AND copy = 0;
-        CREATE TABLE relabels (
-            id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
-            original TEXT NOT NULL
-        );
-        CREATE TABLE prune_counts (
-            id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
-            v INTEGER NOT NULL
-        );
-        CREATE TABLE edits_2 (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            op TEXT NOT NULL CHECK (op IN ('add', 'remove', 'update', 'prune')),
-            ids TEXT NOT NULL
-        );
-        INSERT INTO edits_2 (seq, op, ids) SELECT seq, op, ids FROM edits;
-        DROP TABLE edits;
-        ALTER TABLE edits_2 RENAME TO edits;
-    """.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    for statement in FORMAT_2_STATEMENTS:
+        db.execute(statement)
     existing = "SELECT ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)"
     db.executemany(f"INSERT INTO relabels {existing}",
                    [(int(i), label, int(i)) for i, label in (config.get("relabelled") or {}).items()])
