@@ -142,7 +142,8 @@ def tables() -> str:
         cells = [f"{fmt(n * 4 * d / GB)} / {fmt(n * vector_bytes(d)['IVF-PQ (m=d/8, 8 bits)'] / GB)}" for d in DIMS]
         out.append(f"| {n:,} | {cells[0]} | {cells[1]} |")
     out += ["", "### Serving on Milvus (one replica)", "",
-            "| items | dim | index | RAM GB | NVMe GB | query nodes | nodes $/month | cluster base $/month | S3 $/month | total $/month |",
+            "| items | dim | index | RAM GB | NVMe GB | query nodes | nodes $/month | cluster base $/month "
+            "| S3 $/month | total $/month |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for n in SIZES:
         for d in DIMS:
@@ -151,7 +152,8 @@ def tables() -> str:
                        f"{p['nodes']} | {fmt(p['node_month'])} | {fmt(p['base_month'])} | {fmt(p['s3_month'])} | "
                        f"{fmt(p['node_month'] + p['base_month'] + p['s3_month'])} |")
     out += ["", "### Encoding 1 billion images (10M: divide by 100)", "",
-            "| model | on | img/s | model hours | GPU-hours | model $ | decode vCPU-hours | decode $ | total $ | source |",
+            "| model | on | img/s | model hours | GPU-hours | model $ | decode vCPU-hours | decode $ | total $ "
+            "| source |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in encoding_plan(1_000_000_000):
         out.append(f"| {r['model']} | {r['on']} | {fmt(r['img_s'])} | {fmt(r['hours'])} | "
