@@ -9,6 +9,7 @@ overhead; it pays off across machines.
 
     python benchmarks/ray_ingest.py                       # 256 photos, EfficientNet-Lite0, local Ray
     python benchmarks/ray_ingest.py --images 1024 --address ray://head:10001
+    python benchmarks/ray_ingest.py --decode      # CPU time to decode one image (sizes decode tiers)
 
 Without --address it starts a local Ray inside a private network namespace
 (.ci/with-milvus --no-server), so nothing it opens is reachable from outside.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -28,7 +30,14 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from encode import write_photos  # noqa: E402  (real photos, distinct content)
+from encode import write_images  # noqa: E402  (real photos, distinct content)
+
+PHOTO_SIZE = (500, 375)  # about ImageNet's average
+
+
+def write_photos(folder: Path, count: int, size: tuple[int, int] = PHOTO_SIZE) -> list[Path]:
+    write_images(folder, count, size)
+    return sorted((folder / "x").iterdir())
 
 
 class BareEmbed:
@@ -82,6 +91,28 @@ def plain_loop(paths: list[Path], encoder_name: str) -> dict[str, np.ndarray]:
     return {p.name: v for p, v in zip(paths, vectors, strict=True)}
 
 
+def decode_cost(encoder_name: str, count: int = 60) -> None:
+    """CPU seconds per image to decode, resize and crop, on one thread (what a Ray decode
+    task spends): photos of ImageNet size as JPEG and PNG, and 12-megapixel JPEGs."""
+    from vismem.embed import decode_pixels
+    from vismem.encoders import create_encoder
+
+    prep = create_encoder(encoder_name).preprocessing
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_photos(Path(tmp) / "small", count)
+        blobs = {"photo JPEG (500x375)": [p.read_bytes() for p in paths if p.suffix == ".jpg"],
+                 "photo PNG (500x375)": [p.read_bytes() for p in paths if p.suffix == ".png"],
+                 "12 MP JPEG": [p.read_bytes() for p in write_photos(Path(tmp) / "big", 6, (4000, 3000))]}
+    for name, data in blobs.items():
+        best = math.inf
+        for _ in range(3):
+            start = time.thread_time()
+            for blob in data:
+                decode_pixels(blob, prep, False, 10**9)
+            best = min(best, (time.thread_time() - start) / len(data))
+        print(f"{name:22s} {best * 1000:6.1f} ms CPU per image -> {1 / best:5.0f} img/s per core")
+
+
 def agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     """The least cosine between the two vectors of each image both hold (ours keeps one
     file of identical ones)."""
@@ -103,7 +134,11 @@ def main() -> None:
                         help="encoder actors (num_cpus=1 each); keep CPUs free for reading and decoding")
     parser.add_argument("--address", help="an existing Ray cluster (default: a local one)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decode", action="store_true", help="only measure the CPU cost of decoding")
     args = parser.parse_args()
+    if args.decode:
+        decode_cost(args.encoder)
+        return
     if not args.address and os.environ.get("VISMEM_NETNS") != "1":
         script = HERE.parent / ".ci" / "with-milvus"
         os.execv(sys.executable, [sys.executable, str(script), "--no-server", "--",
