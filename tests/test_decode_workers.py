@@ -62,7 +62,8 @@ def test_known_content_is_not_sent_to_workers(mixed_folder):
     workers = create_encoder("pixels", options=EncoderOptions(decode_workers=2))
     _, first, _ = prepare_all(workers, files)
     known = {first[0].content_hash: 41, first[5].content_hash: 42}
-    _, again, skipped = prepare_all(workers, files, known_hashes=known)
+    _, again, skipped = prepare_all(workers, files, lookup_hashes=lambda digests: {d: known[d] for d in digests
+                                                                                  if d in known})
     assert [p.known_as for p in again if p.known_as is not None] == [41, 42]
     assert again[0].pixels is None and again[1].pixels is not None and len(skipped) == 4
 

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -59,22 +59,24 @@ def prepare_files(
     files: Sequence[ImageFile],
     encoder: Encoder,
     *,
-    known_hashes: Mapping[str, int] | None = None,
+    lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None = None,
     thumbnails: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[PreparedImage], list[Skipped]]:
-    """Read, hash, decode and preprocess files; unreadable ones become `Skipped`."""
+    """Read, hash, decode and preprocess files; unreadable ones become `Skipped`.
+
+    `lookup_hashes(digests)` says which contents are already stored (hash -> item id),
+    asked once for all the files: those are not decoded.
+    """
     prepared: list[PreparedImage] = []
     skipped: list[Skipped] = []
-    for file in files:
-        try:
-            data = file.path.read_bytes()
-        except OSError as exc:
-            skipped.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
+    for entry in _read_and_hash(files, lookup_hashes):
+        if not isinstance(entry, tuple):
+            (prepared if isinstance(entry, PreparedImage) else skipped).append(entry)
             continue
+        file, data, _ = entry
         try:
-            prepared.append(prepare_bytes(file, data, encoder, known_hashes=known_hashes,
-                                          thumbnails=thumbnails, max_pixels=max_pixels))
+            prepared.append(prepare_bytes(file, data, encoder, thumbnails=thumbnails, max_pixels=max_pixels))
         except ImageReadError as exc:
             skipped.append(Skipped(str(file.path), str(exc)))
     return prepared, skipped
@@ -156,8 +158,12 @@ def workers_for(decode_seconds: float, model_seconds: float, cpus: int) -> int:
     return max(1, min(cpus, math.ceil(decode_seconds / max(model_seconds, 1e-6))))
 
 
-def _read_and_hash(files, known_hashes):
-    """Per file, in order: a PreparedImage already known, a Skipped, or (file, bytes, hash)."""
+def _read_and_hash(files: Sequence[ImageFile],
+                   lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None) -> list:
+    """Per file, in order: a PreparedImage already known, a Skipped, or (file, bytes, hash).
+
+    `lookup_hashes(digests)` (hash -> item id of stored content) is asked once for all
+    the files: a store on a server answers a batch as fast as one."""
     out: list = []
     for file in files:
         try:
@@ -165,21 +171,20 @@ def _read_and_hash(files, known_hashes):
         except OSError as exc:
             out.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
             continue
-        digest = content_hash(data)
-        if known_hashes is not None and digest in known_hashes:
-            out.append(PreparedImage(file, digest, known_as=known_hashes[digest]))
-        else:
-            out.append((file, data, digest))
-    return out
+        out.append((file, data, content_hash(data)))
+    digests = [e[2] for e in out if isinstance(e, tuple)]
+    known = lookup_hashes(digests) if lookup_hashes is not None and digests else {}
+    return [PreparedImage(e[0], e[2], known_as=known[e[2]]) if isinstance(e, tuple) and e[2] in known else e
+            for e in out]
 
 
 def prepare_in_workers(
     files: Sequence[ImageFile], preprocessing: Preprocessing, pool: Executor, parts: int, *,
-    known_hashes: Mapping[str, int] | None = None, thumbnails: bool = False,
+    lookup_hashes: Callable[[list[str]], Mapping[str, int]] | None = None, thumbnails: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[PreparedImage], list[Skipped]]:
     """`prepare_files`, with decoding split into `parts` jobs for the worker pool."""
-    entries = _read_and_hash(files, known_hashes)
+    entries = _read_and_hash(files, lookup_hashes)
     todo = [i for i, e in enumerate(entries) if isinstance(e, tuple)]
     step = max(1, math.ceil(len(todo) / max(1, parts)))
     jobs = [(todo[i : i + step], pool.submit(decode_many, [entries[j][1] for j in todo[i : i + step]],

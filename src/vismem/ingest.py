@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images
 from .store import NewItem, Store, check_label, check_meta_key
 
 Progress = Callable[[int], None]
@@ -50,28 +50,6 @@ class AddReport:
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
 
 
-class StoredHashes(Mapping[str, int]):
-    """Content hash -> item id, looked up in the store as needed (never all held in RAM)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getitem__(self, digest: str) -> int:
-        return self._store.known_hashes([digest])[digest]
-
-    def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, str) and bool(self._store.known_hashes([digest]))
-
-    def get(self, digest: str, default: Any = None) -> Any:
-        return self._store.known_hashes([digest]).get(digest, default)
-
-    def __iter__(self) -> Iterator[str]:
-        raise TypeError("stored hashes are looked up, not listed")
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-
 class Ingestor:
     """Turns images into committed items of one store, with one encoder.
 
@@ -95,24 +73,39 @@ class Ingestor:
         for key in meta or {}:
             check_meta_key(key)  # before any image is encoded
         report = AddReport()
-        files: list[tuple[ImageFile, str]] = []
-        for root in paths:
-            found, skipped = find_images([root], label=label)
-            report.skipped += skipped
-            files += [(f, source if source is not None else str(root)) for f in found]
+        files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}
         for chunk, prepared, skipped in prepare_in_batches(
                 [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
-                known_hashes=StoredHashes(self.store), thumbnails=True, max_pixels=max_pixels):
+                lookup_hashes=self.store.known_hashes, thumbnails=True, max_pixels=max_pixels):
             report.skipped += skipped
-            done = self._insert(prepared, encode_prepared(self.encoder, prepared),
-                                lambda p: source_of[id(p.file)], allow_duplicates, meta=meta, keep_paths=True)
+            done = self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
+                                       lambda p: source_of[id(p.file)], allow_duplicates=allow_duplicates, meta=meta)
             report.merge(done)
             if on_commit and done.added:
                 on_commit(done.added)
             if progress:
                 progress(len(chunk))
         return report
+
+    @staticmethod
+    def files(paths: Sequence[str | Path], *, label: str | None, source: str | None,
+              report: AddReport) -> list[tuple[ImageFile, str]]:
+        """The image files under `paths` with the source each takes (default: the path given);
+        files that cannot be labelled go to `report` as skipped."""
+        files: list[tuple[ImageFile, str]] = []
+        for root in paths:
+            found, skipped = find_images([root], label=label)
+            report.skipped += skipped
+            files += [(f, source if source is not None else str(root)) for f in found]
+        return files
+
+    def commit_encoded(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
+                       source_of: Callable[[PreparedImage], str], *, allow_duplicates: bool = False,
+                       meta: Mapping[str, Any] | None = None) -> AddReport:
+        """Commit image files prepared and encoded (here, or on a Ray cluster) in one
+        transaction; `vectors` has a row per prepared image that carries no `known_as`."""
+        return self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
 
     def add_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
                   allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:
@@ -121,10 +114,11 @@ class Ingestor:
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []
+            known = self.store.known_hashes([content_hash(data) for _, data in chunk])
             for name, data in chunk:
                 try:
                     prepared.append(prepare_bytes(ImageFile(Path(name), label), data, self.encoder,
-                                                  known_hashes=StoredHashes(self.store), thumbnails=True,
+                                                  known_hashes=known, thumbnails=True,
                                                   max_pixels=max_pixels))
                 except ImageReadError as exc:
                     report.skipped.append(Skipped(name, str(exc)))

@@ -28,7 +28,7 @@ from .embed import PreparedImage, encode_prepared, prepare_in_batches
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
-from .ingest import AddReport, Ingestor, StoredHashes
+from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
@@ -157,6 +157,26 @@ class Memory:
         memory._encoder_options = encoder_options
         return memory
 
+    @classmethod
+    def import_parquet(cls, path: str | Path, location: str | Path, *,
+                       progress: Progress | None = None) -> Memory:
+        """Create a memory at `location` from a `vismem export` file: the same items (new
+        ids), vectors, labels and history, settings and encoder, so it decides the same.
+        Streams the file in batches; `progress(n)` after each batch of n items."""
+        from .transfer import import_store
+
+        return cls(import_store(path, location, progress=progress))
+
+    def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
+                       progress: Progress | None = None) -> int:
+        """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
+        at a time, so a memory larger than RAM can move to another home. Returns the
+        number of items written."""
+        from .transfer import export_store
+
+        self._catch_up()
+        return export_store(self.store, path, thumbnails=thumbnails, progress=progress)
+
     def close(self) -> None:
         """Save derived state, purge removed bytes, and close the store."""
         self.store.close()
@@ -247,12 +267,13 @@ class Memory:
     # ---- the one commit path -----------------------------------------------------------
 
     def _commit(self, write: Callable[[Store], Any], *, added: bool = False,
-                touched: Sequence[int] = (), reset: bool = False) -> Any:
+                touched: Sequence[int] = (), removed: bool = False, reset: bool = False) -> Any:
         """Make one change: the store first, then the prototypes.
 
         `touched` are ids whose membership of the prototypes may change (removed or
         updated): their vectors are taken out before the write and put back after it if
-        they still vote. `added`: the write inserts items (an `InsertResult`) that join.
+        they still vote (`removed`: they are gone, so not read again). `added`: the write
+        inserts items (an `InsertResult`) that join.
         `reset`: the change affects every item (settings, pruning): rebuild on next use.
         """
         self.check_writable()
@@ -265,7 +286,8 @@ class Memory:
         elif protos is not None:
             if before is not None:
                 protos.remove(*before)
-                self._join_prototypes(protos, before[0])
+                if not removed:
+                    self._join_prototypes(protos, before[0])
             if added and isinstance(result, InsertResult) and result.ids:
                 self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
         return result
@@ -293,12 +315,12 @@ class Memory:
                 f"memory at {self.location} is read-only (read-only media or permissions): it can be "
                 "searched and classified, not changed")
 
-    def _ingestor(self) -> Ingestor:
+    def _ingestor(self, encoder: Encoder | None = None) -> Ingestor:
         self.check_writable()
         def commit(items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
             return self._commit(lambda store: store.insert(items, allow_duplicates=allow_duplicates), added=True)
 
-        return Ingestor(self.store, self.encoder, commit)
+        return Ingestor(self.store, encoder or self.encoder, commit)
 
     def add_images(
         self,
@@ -312,6 +334,7 @@ class Memory:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
         on_commit: Callable[[list[int]], None] | None = None,
+        ray: str | None = None,
     ) -> AddReport:
         """Add image files and folders (class-subfolder layout gives labels).
 
@@ -324,8 +347,22 @@ class Memory:
         would only vote twice); with `allow_duplicates` it is added again, reusing the
         stored vector. `progress(n)` is called as n more files are done; `on_commit(ids)`
         after each committed batch.
+
+        `ray` reads, decodes and encodes on a Ray cluster instead of here ("local" starts
+        one for this call; "auto", "HOST:PORT" or "ray://HOST:PORT" joins one), with the
+        same result; see `vismem.ingest_ray`.
         """
         self._catch_up()
+        if ray is not None:
+            from .ingest_ray import add_files_on_ray, driver_encoder
+
+            # Here only preprocessing and identity are needed; the cluster's actors run the
+            # model with this memory's encoder options (device, runtime, precision).
+            driver = self._encoder or driver_encoder(self.store.identity)
+            return add_files_on_ray(
+                self._ingestor(driver), [Path(p) for p in paths], address=ray, label=label, source=source,
+                batch_size=batch_size, allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,
+                options=self._encoder_options, progress=progress, on_commit=on_commit)
         return self._ingestor().add_files(
             [Path(p) for p in paths], label=label, source=source, batch_size=batch_size,
             allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels, progress=progress,
@@ -427,7 +464,7 @@ class Memory:
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
         for chunk, prepared, bad in prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
-                                                       known_hashes=StoredHashes(self.store), max_pixels=max_pixels):
+                                                       lookup_hashes=self.store.known_hashes, max_pixels=max_pixels):
             skipped += bad
             fresh = iter(encode_prepared(encoder, prepared))
             reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
@@ -597,7 +634,7 @@ class Memory:
         """
         self.check_writable()
         targets = self.targets(ids, label=label, source=source, where=where)
-        removed = self._commit(lambda store: store.delete(targets), touched=targets)
+        removed = self._commit(lambda store: store.delete(targets), touched=targets, removed=True)
         if purge and removed:
             self.purge()
         return removed

@@ -74,6 +74,9 @@ class PrototypeSet:
         assignment: dict[int, tuple[str, int]] = {}
         for label in sorted(set(names.tolist())):
             rows = np.flatnonzero(names == label)
+            # k-means++ seeds by row order: order rows by content, so the same items give the
+            # same prototypes whatever ids (and so order) their home gave them
+            rows = rows[np.lexsort(vectors[rows].T[::-1])]
             m = min(per_class, len(rows))
             if m == 1:
                 groups = np.zeros(len(rows), dtype=int)

@@ -59,7 +59,7 @@ def _jsonable(value: Any) -> Any:
 
 def load_commands() -> typer.Typer:
     """The app with every command registered (the modules register on import)."""
-    from . import commands, curate, quality, search, serve  # noqa: F401
+    from . import commands, curate, quality, search, serve, transfer  # noqa: F401
 
     return app
 

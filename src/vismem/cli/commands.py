@@ -21,7 +21,7 @@ from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
-MemDir = typer.Argument(..., help="Memory directory.", show_default=False)
+MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
 
 
@@ -125,14 +125,21 @@ def create(
     index: str = setting_option("index", "--index"),
     target_recall: float = setting_option("target_recall", "--target-recall"),
     float16: bool = setting_option("float16", "--float16"),
+    token: Optional[str] = typer.Option(None, "--token", help="Milvus token (user:password or API key) for a "
+                                        "milvus:// memory; later commands read it from VISMEM_MILVUS_TOKEN."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
     json_out: bool = JsonFlag,
 ) -> None:
-    """Create an empty memory in MEMDIR."""
+    """Create an empty memory in MEMDIR (a directory), or in a Milvus collection
+    (milvus://HOST:PORT/COLLECTION; add ?thumbnails=0 to keep no thumbnails there)."""
+    import os
+
     from ..memory import Memory
 
+    if token:
+        os.environ["VISMEM_MILVUS_TOKEN"] = token
     name = None if encoder.lower() == "none" else encoder
     with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
                        target_recall=target_recall, float16=float16,
@@ -141,7 +148,7 @@ def create(
     if json_out:
         emit(info)
     else:
-        out.print(f"created memory at {memdir} (encoder {info['encoder']}, {info['dim']}-d)")
+        out.print(f"created memory at {info['path']} (encoder {info['encoder']}, {info['dim']}-d)")
 
 
 @app.command()
@@ -157,6 +164,9 @@ def add(
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",
                                              help="Metadata for every image, for --where filters (repeatable)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="Read, decode and encode on a Ray cluster: 'local' starts one here, "
+                                           "'auto' / HOST:PORT / ray://HOST:PORT joins one."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
@@ -178,7 +188,7 @@ def add(
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
                 allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
-                progress=advance, on_commit=on_commit,
+                progress=advance, on_commit=on_commit, ray=ray,
             )
         count = len(memory)
     if json_out:
@@ -302,8 +312,10 @@ def remove(
         raise InvalidInputError("give exactly one of --id, --label, --source, --where")
     with _open(memdir) as memory:
         if verify and not memory.store.capabilities.local_files:
-            raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its "
-                                    "storage on a server, where removed bytes leave only when it compacts")
+            raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
+                                    "on a Milvus server, which this cannot inspect: there, removed items leave "
+                                    "search at once, and their bytes leave the server's files only when it "
+                                    "compacts and garbage-collects (run without --verify)")
         targets = memory.targets(ids or None, label=label, source=source, where=meta)
         prints = fingerprints(memory, targets) if verify else []
         removed = memory.remove(targets)
@@ -314,10 +326,17 @@ def remove(
         found, files, scanned = find_remnants(memdir, prints)
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found]}
+    purged = memory.store.capabilities.verifiable_purge
+    if not purged:
+        report["purge"] = "requested"  # a server compacts and garbage-collects in its own time
     if json_out:
         emit(report)
     else:
         out.print(f"removed {len(removed)} items; memory now holds {count}")
+    if not purged and removed:
+        err.print(f"{len(removed)} items no longer appear in any search. Milvus deletes logically: their bytes "
+                  "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
+                  "message log for its retention time", markup=False)
         if verify and not found:
             out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
@@ -365,9 +384,18 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         out.print(f"encoding    {data['encoding']['describe']} (here, by default)")
     out.print(f"format      version {data['format_version']}")
     index = data["index"]
-    out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
-              f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
-              f"{index['tombstones']} removed slots not yet compacted")
+    if data.get("home") == "milvus":
+        out.print(f"home        Milvus {data['server_version']}; every read {data['consistency']}")
+        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
+                  f"params {index['params']}")
+        out.print("thumbnails  " + ("kept in the item rows (Milvus holds them in its query nodes' memory)"
+                                    if data["thumbnails"] else
+                                    "not kept (created with ?thumbnails=0): explanations show none"))
+        out.print(f"storage     {data['storage']}")
+    else:
+        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
+                  f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
+                  f"{index['tombstones']} removed slots not yet compacted")
     quality = index["quality"]
     if quality:
         lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
@@ -383,7 +411,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}", markup=False)
-    out.print(f"on disk     {data['disk_bytes']:,} bytes")
+    if data["disk_bytes"] is not None:
+        out.print(f"on disk     {data['disk_bytes']:,} bytes")
     _print_decisions(data)
     if data["classes"]:
         table = Table("label", "items")

@@ -88,6 +88,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         report = memory.compact()
     if json_out:
         emit(report)
+    elif "note" in report:  # a server home compacts on its side
+        out.print(f"Milvus compaction {report['compaction']}; {report['size']} items. {report['note']}")
     else:
         out.print(f"compacted: reclaimed {report['reclaimed']} slots; index {report['type']} "
                   f"holds {report['size']} vectors, {report['bytes']:,} bytes")

@@ -67,6 +67,9 @@ PARITY: dict[str, Face] = {
                                                   "removed slots"),
     "tune-index": Face(cli_only="tunes on query files beside the memory (a .npy array or images), or on the "
                                 "recorded queries; run it beside the server" + PICKED_UP),
+    "export": Face(cli_only="writes a file as large as the memory (vectors and all) on the server's disk; "
+                            "run it beside the server, which keeps serving"),
+    "import": Face(cli_only="makes a new memory, and create is CLI-only"),
     "record-queries": Face(cli_only="the memory owner's choice to keep users' queries (user data), made beside "
                                     "the server" + PICKED_UP + "; GET /stats says how many are kept"),
 }

@@ -7,6 +7,8 @@ under their scheme; `open_store` and `create_store` pick by location.
 
 from __future__ import annotations
 
+import importlib
+import re
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -34,8 +36,17 @@ def register_home(scheme: str, loader: Callable[[], Home]) -> None:
     _HOMES[scheme] = loader
 
 
-def _home(location: str | Path) -> Home | None:
+def location_text(location: str | Path) -> str:
+    """A location as text; a URI that passed through `Path` (the CLI's arguments) gets back
+    the second slash of its `scheme://` that Path folded away."""
     text = str(location)
+    if isinstance(location, Path):
+        text = re.sub(r"^([a-z][a-z0-9+.-]*):/(?!/)", r"\1://", text)
+    return text
+
+
+def _home(location: str | Path) -> Home | None:
+    text = location_text(location)
     scheme, sep, _ = text.partition("://")
     if not sep:
         return None
@@ -47,14 +58,17 @@ def _home(location: str | Path) -> Home | None:
 
 def open_store(location: str | Path) -> Store:
     home = _home(location)
-    return EmbeddedStore.open(location) if home is None else home.open(str(location))
+    return EmbeddedStore.open(location) if home is None else home.open(location_text(location))
 
 
 def create_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> Store:
     home = _home(location)
     if home is None:
         return EmbeddedStore.create(location, identity, settings)
-    return home.create(str(location), identity, settings)
+    return home.create(location_text(location), identity, settings)
+
+
+register_home("milvus", lambda: importlib.import_module(".milvus", __name__).MilvusStore)
 
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",

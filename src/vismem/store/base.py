@@ -131,7 +131,8 @@ class Filter:
 
 @dataclass
 class NewItem:
-    """An item to insert: its vector plus metadata."""
+    """An item to insert: its vector plus metadata. `added_at` (Unix seconds) defaults to
+    the time of the insert; an import gives the original one."""
 
     vector: np.ndarray
     label: str
@@ -141,6 +142,7 @@ class NewItem:
     meta: dict[str, Any] = field(default_factory=dict)
     thumbnail: bytes | None = None
     weight: float = 1.0
+    added_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ class Database:
                     "INSERT INTO items (label, source, path, content_hash, copy, weight, meta, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (item.label, item.source, item.path, item.content_hash, copy, item.weight,
-                     json.dumps(item.meta), now),
+                     json.dumps(item.meta), now if item.added_at is None else item.added_at),
                 )
                 item_id = int(cursor.lastrowid or 0)
                 ids.append(item_id)

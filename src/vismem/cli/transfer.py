@@ -1,0 +1,60 @@
+"""Moving a memory between homes: `vismem export` and `vismem import` (Apache Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from . import app, emit, out, progress_bar
+from .commands import JsonFlag, MemDir, _open
+
+
+@app.command("export")
+def export(
+    memdir: Path = MemDir,
+    target: Path = typer.Argument(..., help="Parquet file to write.", show_default=False),
+    thumbnails: bool = typer.Option(False, "--thumbnails", help="Also write each item's thumbnail JPEG."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Write a memory to an Apache Parquet file: vectors, labels, sources, weights,
+    metadata, content hashes, relabel and pruning history, encoder and settings.
+
+    Streams a batch at a time, so a memory larger than RAM can move; the file appears
+    only when complete. `vismem import` reads it into any home.
+    """
+    with _open(memdir) as memory:
+        with progress_bar("exporting", len(memory)) as advance:
+            count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
+        location = memory.location
+    if json_out:
+        emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails})
+    else:
+        out.print(f"exported {count} items of {location} to {target}")
+
+
+@app.command("import")
+def import_(
+    source: Path = typer.Argument(..., help="Parquet file written by `vismem export`.", show_default=False),
+    dest: Path = typer.Argument(..., help="New memory: a directory, or milvus://HOST:PORT/COLLECTION.",
+                                show_default=False),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Create a memory at DEST from an export: the same items (with new ids), vectors,
+    history, settings and encoder, so it makes the same decisions.
+
+    Streams the file a batch at a time. An interrupted import leaves a partial DEST:
+    remove it and import again.
+    """
+    from ..memory import Memory
+    from ..transfer import read_header
+
+    _, total = read_header(source)
+    with progress_bar("importing", total) as advance, \
+            Memory.import_parquet(source, dest, progress=advance) as memory:
+        count = len(memory)
+        location = memory.location
+    if json_out:
+        emit({"imported": count, "file": str(source), "to": location})
+    else:
+        out.print(f"imported {count} items from {source} into {location}")

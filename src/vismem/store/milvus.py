@@ -1,0 +1,956 @@
+"""`MilvusStore`: a memory in a Milvus collection, `milvus://HOST:PORT/COLLECTION`.
+
+    COLLECTION           one row per item: id, vector, label, source, path, content hash,
+                         weight, metadata (JSON), added_at, relabelled_from, prune count,
+                         thumbnail (base64 JPEG, "" when none)
+    COLLECTION__vismem   a few rows by key: the memory's config (encoder, format),
+                         settings, and a change token
+
+The second implementation of the `Store` contract (see base.py). Where Milvus differs
+from a directory, this home says so rather than pretending:
+
+- **Visibility.** Searches and reads of items and ids use Strong consistency, so a write
+  that returned (by any process) is seen by the next one: a removed item is never
+  returned again. A Strong read waits for the server's next time tick (Milvus default
+  `proxy.timeTickInterval` 200 ms). Reads whose answer cannot change under a writer
+  (an id's vector) or that only need this process's writes use Session consistency.
+  What a process caches (settings, item count, the memory's prototypes) follows *other*
+  processes' edits through a change token: a writer writes a new one within a second of
+  its edits (settings at once), and `refresh()` reads it at Bounded consistency, at most
+  once a second, so within seconds (Milvus's graceful time is 5 s by default).
+- **Atomicity.** Milvus has no transactions. One insert, delete or upsert call is applied
+  whole or not at all, so each batch of up to `ROWS_PER_CALL` items (thumbnails
+  included: they live in the item's row) is atomic; a larger insert commits in several.
+- **Thumbnails** live in the item rows, so Milvus loads them into its query nodes' memory
+  with the other fields (~5-8 KB per image, several times a 512-d vector): create a
+  large memory with `?thumbnails=0` (explanations then show no pictures).
+- **Duplicates** are checked before inserting (Strong read of the content hashes) and
+  again after: if another writer inserted the same content at the same moment, the item
+  with the smaller id stays and the other writer's copy is deleted, so both writers
+  converge on one item.
+- **Ids** are random 53-bit integers (exact in JSON and JavaScript), checked against the
+  collection: Milvus has no counter that two writers can share. Listing order ("oldest
+  first") follows `added_at`.
+- **Removal is logical.** `delete` makes items unreachable at once; their bytes stay in
+  Milvus's binlogs until it compacts and garbage-collects, and in its message log for
+  the log's retention. `purge` requests a compaction; nothing here can verify server
+  storage (`capabilities.verifiable_purge` is False).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError
+from ..settings import EncoderIdentity, MemorySettings
+from ..transform import FeatureTransform, TransformSpec
+from ..transform import identity as no_transform
+from .base import (MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page,
+                   check_label, check_meta_key)
+
+SCHEME = "milvus"
+FORMAT_NAME = "vismem-milvus"
+FORMAT_VERSION = 1
+SIDE_SUFFIX = "__vismem"
+TOKEN_ENV = "VISMEM_MILVUS_TOKEN"
+MAX_ID = 2**53 - 1          # the largest integer JSON readers (JavaScript) hold exactly
+VARCHAR_MAX = 65535
+THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3  # JPEG bytes whose base64 fits a text field
+ROWS_PER_CALL = 5000        # rows per insert/upsert call, at most...
+BYTES_PER_CALL = 16 << 20   # ...and about this many bytes of rows: gRPC refuses messages over 64 MiB
+VECTOR_BYTES_PER_READ = 8 << 20  # raw vector bytes per page of a scan (a reply is ~3x that)
+IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
+SCAN_FROM = 10_000          # vectors of this many ids (and half the memory) are read by a scan
+TOKENS_KEPT = 4096
+COMPACTION_EVERY = 60.0     # seconds between compaction requests of one process
+PAGE = 16384                # Milvus's largest query window (offset + limit)
+STRONG, SESSION, BOUNDED = "Strong", "Session", "Bounded"
+REMEMBER_DELETES = 30.0     # seconds this process hides its own deletes from Session reads
+STALE_CHECK_EVERY = 1.0     # seconds between reads of the change token
+TOKEN_DELAY = 1.0           # seconds a write waits for others before the change token tells
+ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
+               "relabelled_from", "prune_count"]
+ROW_FIELDS = ["vector", *ITEM_FIELDS, "thumbnail"]   # a whole row, as an upsert must write it
+VOTE_FIELDS = ["label", "source", "weight", "prune_count", "relabelled_from"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+
+
+
+# ---- pure parts: locations, filters, indexes ---------------------------------------------
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """Where a Milvus memory lives. The token (user:password or an API key) comes from
+    `?token=` or VISMEM_MILVUS_TOKEN and is never shown in the location."""
+
+    host: str
+    port: int
+    collection: str
+    token: str | None = None
+    secure: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> MilvusLocation:
+        """Read a location; the port defaults to Milvus's 19530.
+
+        >>> MilvusLocation.parse("milvus://db.example/pets").uri
+        'http://db.example:19530'
+        """
+        parts = urlsplit(text)
+        if parts.scheme != SCHEME or not parts.hostname:
+            raise InvalidInputError(f"a Milvus memory is milvus://HOST:PORT/COLLECTION, got {text!r}")
+        collection = parts.path.strip("/")
+        if not _NAME.match(collection):
+            raise InvalidInputError(f"Milvus collection names are letters, digits and _ (not starting with a "
+                                    f"digit, at most 200), got {collection!r} in {text!r}")
+        query = parse_qs(parts.query)
+        token = query.get("token", [None])[0] or os.environ.get(TOKEN_ENV) or None
+        secure = query.get("secure", ["false"])[0].lower() in ("1", "true", "yes")
+        return cls(parts.hostname, parts.port or 19530, collection, token, secure)
+
+    @property
+    def uri(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def side(self) -> str:
+        return self.collection + SIDE_SUFFIX
+
+    def __str__(self) -> str:
+        return f"{SCHEME}://{self.host}:{self.port}/{self.collection}"
+
+
+def literal(value: Any) -> str:
+    """A value as a Milvus expression literal (strings double-quoted, escaped as Go reads them)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and math.isfinite(value):
+        return repr(float(value))
+    raise InvalidInputError(f"cannot filter on the value {value!r}")
+
+
+def meta_condition(key: str, value: Any) -> str:
+    """`meta[key] == value` with the embedded store's meaning: 1 == 1.0 == true, and a list
+    given as its JSON text matches the list."""
+    field = f'meta["{check_meta_key(key)}"]'
+    terms = [f"{field} == {literal(value)}"]
+    if isinstance(value, int) and value in (0, 1):
+        terms.append(f"{field} == {literal(bool(value))}")
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(v, (str, int, float, bool)) for v in parsed):
+            terms.append(f"{field} == [{', '.join(literal(v) for v in parsed)}]")
+    return terms[0] if len(terms) == 1 else "(" + " or ".join(terms) + ")"
+
+
+def filter_expression(where: Filter | None) -> str:
+    """A Milvus boolean expression for a filter ("" for everything).
+
+    >>> filter_expression(Filter.of(labels=["cat"], where={"n": 2}, max_prune_count=3))
+    'label in ["cat"] and meta["n"] == 2 and prune_count < 3'
+    """
+    if where is None:
+        return ""
+    terms: list[str] = []
+    for column, values in (("label", where.labels), ("source", where.sources)):
+        if values is not None:
+            terms.append(f"{column} in [{', '.join(literal(v) for v in sorted(values))}]" if values else "id < 0")
+    for key, value in where.where or ():
+        terms.append(meta_condition(key, value))
+    if where.max_prune_count is not None:
+        terms.append(f"prune_count < {int(where.max_prune_count)}")
+    return " and ".join(terms)
+
+
+def ids_expression(ids: Sequence[int]) -> str:
+    return f"id in [{', '.join(str(int(i)) for i in ids)}]"
+
+
+def hashes_expression(hashes: Sequence[str]) -> str:
+    return f"content_hash in [{', '.join(literal(h) for h in hashes)}]"
+
+
+def index_plan(setting: str, dim: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(index params, search params) of a memory's index setting on Milvus.
+
+    `auto` and `hnsw` are HNSW (M=16, efConstruction=200, ef=128: recall@10 1.000 at
+    100k x 512-d in our measurements, and 0.98 with a 10% filter at ef 256); `exact` is
+    FLAT; `ivfpq` is IVF_PQ with one byte per 8 dimensions (its recall plateaus where the
+    codes stop: 0.75 at 100k x 512-d, measured; Milvus does not re-rank IVF_PQ).
+    """
+    if setting == "exact":
+        return {"index_type": "FLAT", "params": {}}, {"params": {}}
+    if setting == "ivfpq":
+        m = max(d for d in range(1, dim // 8 + 1) if dim % d == 0)
+        return ({"index_type": "IVF_PQ", "params": {"nlist": 1024, "m": m, "nbits": 8}},
+                {"params": {"nprobe": 32}})
+    return ({"index_type": "HNSW", "params": {"M": 16, "efConstruction": 200}},
+            {"params": {"ef": 128}})
+
+
+def new_ids(count: int, taken: Callable[[list[int]], set[int]]) -> list[int]:
+    """`count` distinct random ids in [1, 2^53), none of which `taken` reports as in use."""
+    chosen: list[int] = []
+    seen: set[int] = set()
+    while len(chosen) < count:
+        batch: list[int] = []
+        while len(batch) < count - len(chosen):
+            candidate = secrets.randbits(53)
+            if 0 < candidate <= MAX_ID and candidate not in seen:
+                seen.add(candidate)
+                batch.append(candidate)
+        used = taken(batch)
+        chosen += [i for i in batch if i not in used]
+    return chosen
+
+
+def _none_if_empty(text: str | None) -> str | None:
+    return text or None
+
+
+@contextmanager
+def _closed_on_error(client: Any, location: MilvusLocation, doing: str) -> Iterator[None]:
+    """Close the client if the block fails; raise a VismemError that says what failed."""
+    try:
+        yield
+    except VismemError:
+        client.close()
+        raise
+    except Exception as exc:  # pymilvus raises its own types, and grpc's
+        client.close()
+        raise _milvus_error(location, exc, doing) from exc
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus logs every failed call before raising (we raise one clear error) and warns
+    that a 2.3 server gives its query iterators no snapshot time (they use the client's
+    clock; see docs/homes.md). It sets its loggers' levels when imported: so, after."""
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _milvus_error(location: MilvusLocation, exc: Exception, doing: str) -> VismemError:
+    message = getattr(exc, "message", None) or str(exc)
+    if "connect" in message.lower() or "unavailable" in message.lower() or "timeout" in message.lower():
+        return VismemError(f"cannot reach Milvus at {location.host}:{location.port} while {doing}: {message}; "
+                           "is the server up, and is VISMEM_MILVUS_TOKEN set if it needs one?")
+    return VismemError(f"Milvus at {location.host}:{location.port} failed while {doing}: {message}")
+
+
+# ---- the store ---------------------------------------------------------------------------
+
+class MilvusStore:
+    """A memory in a Milvus collection (see the module docstring for the guarantees)."""
+
+    def __init__(self, location: MilvusLocation, client: Any, config: dict[str, Any]) -> None:
+        _quiet_pymilvus()
+        self.where = location
+        self.location = str(location)
+        self._client = client
+        self._config = config
+        self.identity = EncoderIdentity(**config["encoder"])
+        self.capabilities = Capabilities(thumbnails=bool(config.get("thumbnails", True)),
+                                         verifiable_purge=False, local_files=False)
+        self._settings = MemorySettings()
+        self._identity = no_transform(self.identity.dim)
+        self._token: str | None = None
+        # change tokens this process wrote or read lately (a Bounded read may lag by seconds;
+        # forgetting an old one costs at most one needless reload)
+        self._tokens_seen: dict[str, None] = {}
+        self._count = 0
+        self._deleted_since_compaction = False
+        self._last_compaction = -math.inf
+        self._deleted: dict[int, float] = {}   # ids this process deleted lately -> when
+        self._checked = -math.inf              # when the change token was last read
+        self._news = False                     # it showed another process's change, not yet loaded
+        # (when, ids asked, ids found) of the last Session read of vectors by id, which a
+        # delete of the same ids right after reuses as its read of which are there
+        self._presence: tuple[float, set[int], set[int]] | None = None
+        self._lock = threading.Lock()             # guards the change token and its timer
+        self._dirty = False                       # wrote since the last change token
+        self._timer: threading.Timer | None = None
+        self._load()
+
+    # ---- open / create ---------------------------------------------------------------
+
+    @classmethod
+    def _connect(cls, location: MilvusLocation) -> Any:
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as exc:
+            raise VismemError('a Milvus memory needs pymilvus: pip install "vismem[milvus]"') from exc
+        _quiet_pymilvus()
+        try:
+            return MilvusClient(uri=location.uri, token=location.token or "", timeout=15)
+        except Exception as exc:  # pymilvus raises its own types, and grpc's
+            raise _milvus_error(location, exc, "connecting") from exc
+
+    @classmethod
+    def create(cls, location: str, identity: EncoderIdentity, settings: MemorySettings, *,
+               thumbnails: bool | None = None, client: Any = None) -> MilvusStore:
+        """Make the two collections, their indexes and the config row (written last, so
+        an interrupted create never looks like a memory). `client`: a connected pymilvus
+        `MilvusClient` to use instead of connecting to the location's server (milvus-lite)."""
+        where = MilvusLocation.parse(location)
+        if thumbnails is None:
+            thumbnails = parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+        client = client or cls._connect(where)
+        with _closed_on_error(client, where, f"creating {where.collection}"):
+            for name in (where.collection, where.side):
+                if client.has_collection(name):
+                    raise MemoryExistsError(
+                        f"collection {name} already exists on {where.host}:{where.port}: choose another name, "
+                        "or drop it with pymilvus (MilvusClient.drop_collection) if it is left from an "
+                        "interrupted create")
+            cls._create_side(client, where.side)
+            cls._create_items(client, where.collection, identity.dim, settings.index)
+            config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": identity.to_dict(),
+                      "created_at": time.time(), "thumbnails": thumbnails}
+            client.upsert(where.side, [_side_row("settings", settings.to_dict()), _side_row("token", uuid.uuid4().hex),
+                                       _side_row("config", config)])
+        return cls(where, client, config)
+
+    @classmethod
+    def open(cls, location: str, *, client: Any = None) -> MilvusStore:
+        where = MilvusLocation.parse(location)
+        client = client or cls._connect(where)
+        with _closed_on_error(client, where, f"opening {where.collection}"):
+            if not client.has_collection(where.side) or not client.has_collection(where.collection):
+                raise MemoryNotFoundError(f"no memory at {where}: create one with `vismem create {where}`")
+            client.load_collection(where.side)
+            rows = client.query(where.side, filter='key == "config"', output_fields=["value"],
+                                consistency_level=STRONG)
+            if not rows:
+                raise MemoryNotFoundError(f"{where.side} holds no vismem config: {where} is not a vismem memory "
+                                          "(or its create was interrupted); create it anew under another name")
+            config = json.loads(rows[0]["value"])
+            if config.get("format") != FORMAT_NAME or int(config.get("version", 0)) > FORMAT_VERSION:
+                raise VismemError(f"memory at {where} has format {config.get('format')} version "
+                                  f"{config.get('version')}; this vismem reads {FORMAT_NAME} up to "
+                                  f"{FORMAT_VERSION}: upgrade vismem")
+            client.load_collection(where.collection)
+        return cls(where, client, config)
+
+    @staticmethod
+    def _create_side(client: Any, name: str) -> None:
+        from pymilvus import DataType
+
+        schema = client.create_schema(auto_id=False, description="vismem: config, settings, change token")
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("value", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector in every collection
+        index = client.prepare_index_params()
+        index.add_index("v", index_type="FLAT", metric_type="L2")
+        client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
+
+    @staticmethod
+    def _create_items(client: Any, name: str, dim: int, setting: str) -> None:
+        from pymilvus import DataType
+
+        schema = client.create_schema(auto_id=False, description="vismem memory items")
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("label", DataType.VARCHAR, max_length=4 * MAX_LABEL_LENGTH)
+        schema.add_field("source", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        schema.add_field("path", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("weight", DataType.DOUBLE)
+        schema.add_field("meta", DataType.JSON)
+        schema.add_field("added_at", DataType.DOUBLE)
+        schema.add_field("relabelled_from", DataType.VARCHAR, max_length=4 * MAX_LABEL_LENGTH)
+        schema.add_field("prune_count", DataType.INT64)
+        schema.add_field("thumbnail", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        index = client.prepare_index_params()
+        params, _ = index_plan(setting, dim)
+        index.add_index("vector", metric_type="IP", **params)
+        client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
+
+    def _load(self) -> None:
+        """(Re)read settings, the change token and the item count (Strong)."""
+        rows = self._side_values(["settings", "token"], STRONG)
+        self._settings = MemorySettings.from_dict(rows.get("settings", {}))
+        self._token = rows.get("token")
+        self._saw(self._token)
+        self._count = self._count_where("")
+
+    # ---- calls, with errors a user can act on ------------------------------------------
+
+    def _call(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VismemError:
+            raise
+        except Exception as exc:
+            raise _milvus_error(self.where, exc, doing) from exc
+
+    def _query(self, expr: str, fields: list[str], *, level: str = STRONG, limit: int | None = None,
+               collection: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"filter": expr, "output_fields": fields, "consistency_level": level}
+        if limit is not None:
+            kwargs["limit"] = limit
+        return list(self._call("reading items", self._client.query, collection or self.where.collection, **kwargs))
+
+    def _scan(self, expr: str, fields: list[str], batch: int = PAGE) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching `expr`, in id order, `batch` rows at a time (bounded memory)."""
+        iterator = self._call("reading items", self._client.query_iterator, self.where.collection,
+                              batch_size=min(batch, PAGE), filter=expr or "id > 0", output_fields=fields,
+                              consistency_level=STRONG)
+        try:
+            while True:
+                rows = self._call("reading items", iterator.next)
+                if not rows:
+                    return
+                yield list(rows)
+        finally:
+            iterator.close()
+
+    def _count_where(self, expr: str) -> int:
+        rows = self._query(expr, ["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def _side_values(self, keys: Sequence[str], level: str) -> dict[str, Any]:
+        rows = self._query(f"key in [{', '.join(literal(k) for k in keys)}]", ["key", "value"], level=level,
+                           collection=self.where.side)
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def _touch(self, now: bool = False) -> None:
+        """Mark that this process wrote. Other processes learn it from a new change token,
+        which a timer writes at most once a second (a burst of edits writes one), or at
+        once with `now` (settings), or at `close`."""
+        with self._lock:
+            self._dirty = True
+            if now:
+                self._write_token()
+            elif self._timer is None:
+                self._timer = threading.Timer(TOKEN_DELAY, self._timed_token)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _timed_token(self) -> None:
+        with self._lock:
+            self._timer = None
+            try:
+                self._write_token()
+            except VismemError as exc:  # the next write or close tries again
+                logging.getLogger(__name__).warning("%s", exc)
+
+    def _write_token(self) -> None:
+        """Under the lock: write a new change token if this process wrote since the last."""
+        if not self._dirty:
+            return
+        token = uuid.uuid4().hex
+        self._call("saving the change token", self._client.upsert, self.where.side, [_side_row("token", token)])
+        self._token = token
+        self._saw(token)
+        self._dirty = False
+
+    def _flush_token(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._write_token()
+
+    def _saw(self, token: str | None) -> None:
+        if token:
+            self._tokens_seen[token] = None
+            while len(self._tokens_seen) > TOKENS_KEPT:
+                del self._tokens_seen[next(iter(self._tokens_seen))]
+
+    # ---- what the memory is ------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    @property
+    def read_only(self) -> bool:
+        return False
+
+    def settings(self) -> MemorySettings:
+        return self._settings
+
+    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None:
+        """Store new settings; a changed index setting rebuilds the collection's index.
+        Feature transforms and recorded queries are the embedded home's (see below)."""
+        if settings.transform != TransformSpec():
+            raise InvalidInputError(f"{self.where} keeps its vectors as stored: feature transforms (fitted and "
+                                    "searched through) are for a memory in a directory")
+        if settings.record_queries and not self._settings.record_queries:
+            raise InvalidInputError("recorded queries tune a directory memory's index; vismem does not tune a "
+                                    f"Milvus index ({self.where}: HNSW ef 128, IVF_PQ nprobe 32)")
+        old = self._settings
+        self._call("saving settings", self._client.upsert, self.where.side,
+                   [_side_row("settings", settings.to_dict())])
+        self._settings = settings
+        if old.index != settings.index:
+            self._reindex(settings.index)
+        self._touch(now=True)
+
+    def _reindex(self, setting: str) -> None:
+        name = self.where.collection
+        params, _ = index_plan(setting, self.dim)
+        index = self._client.prepare_index_params()
+        index.add_index("vector", metric_type="IP", **params)
+        self._call("releasing the collection", self._client.release_collection, name)
+        self._call("dropping the old index", self._client.drop_index, name, "vector")
+        self._call("building the new index", self._client.create_index, name, index)
+        self._call("loading the collection", self._client.load_collection, name)
+
+    # ---- writes ----------------------------------------------------------------------
+
+    def _check(self, items: Sequence[NewItem]) -> None:
+        for item in items:
+            check_label(item.label)
+            for key in item.meta:
+                check_meta_key(key)
+            if item.vector.shape != (self.dim,):
+                raise InvalidInputError(
+                    f"vector has shape {item.vector.shape}, this memory stores {self.dim}-d vectors")
+            for name, text in (("source", item.source), ("path", item.path)):
+                if text is not None and len(text.encode()) > VARCHAR_MAX:
+                    raise InvalidInputError(f"an item's {name} is at most {VARCHAR_MAX} bytes in Milvus")
+
+    def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
+        self._check(items)
+        result = InsertResult()
+        if not items:
+            return result
+        held = {} if allow_duplicates else self.known_hashes(i.content_hash for i in items if i.content_hash)
+        accepted: list[tuple[int, NewItem]] = []
+        copies: list[tuple[int, int]] = []   # (position, position of its first copy in this batch)
+        first: dict[str, int] = {}
+        for position, item in enumerate(items):
+            digest = item.content_hash
+            if digest and not allow_duplicates:
+                if digest in held:
+                    result.duplicates.append((position, held[digest]))
+                    continue
+                if digest in first:
+                    copies.append((position, first[digest]))
+                    continue
+                first[digest] = position
+            accepted.append((position, item))
+        ids = dict(zip((p for p, _ in accepted), new_ids(len(accepted), self._taken), strict=True))
+        now = time.time()
+        # added_at orders the listing ("oldest first"), so rows of one batch are a
+        # microsecond apart in input order: their random ids say nothing about order.
+        rows = [{"id": ids[position], "vector": np.asarray(item.vector, dtype=np.float32), "label": item.label,
+                 "source": item.source, "path": item.path or "", "content_hash": item.content_hash or "",
+                 "weight": float(item.weight), "meta": item.meta,
+                 "added_at": now + k * 1e-6 if item.added_at is None else item.added_at,
+                 "relabelled_from": "", "prune_count": 0, "thumbnail": self._thumbnail_text(item.thumbnail)}
+                for k, (position, item) in enumerate(accepted)]
+        per_call = self._rows_per_call(max((len(str(r["thumbnail"])) for r in rows), default=0))
+        for start in range(0, len(rows), per_call):
+            chunk = rows[start : start + per_call]
+            self._call(f"adding {len(chunk)} items", self._client.insert, self.where.collection, chunk)
+            self._count += len(chunk)
+        lost = {} if allow_duplicates else self._raced(
+            {ids[p]: item.content_hash for p, item in accepted if item.content_hash})
+        kept = {p: i for p, i in ids.items() if i not in lost}
+        result.ids = [kept[p] for p in sorted(kept)]
+        result.duplicates += [(p, lost[i]) for p, i in ids.items() if i in lost]
+        result.duplicates += [(p, lost.get(ids[f], ids[f])) for p, f in copies]
+        result.duplicates.sort()
+        self._touch()
+        return result
+
+    def _rows_per_call(self, thumbnail_chars: int) -> int:
+        return max(1, min(ROWS_PER_CALL, BYTES_PER_CALL // (4 * self.dim + thumbnail_chars + 1024)))
+
+    def _thumbnail_text(self, jpeg: bytes | None) -> str:
+        """A JPEG as the row keeps it: base64, or "" (none, not kept, or too large)."""
+        if jpeg is None or not self.capabilities.thumbnails or len(jpeg) >= THUMBNAIL_MAX:
+            return ""
+        return base64.b64encode(jpeg).decode()
+
+    def _taken(self, ids: list[int]) -> set[int]:
+        """Which of these ids are in use (a collision of random 53-bit ids, checked anyway)."""
+        found: set[int] = set()
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"], level=BOUNDED)
+            found.update(int(r["id"]) for r in rows)
+        return found
+
+    def _raced(self, ours: dict[int, str]) -> dict[int, int]:
+        """Our new items whose content another writer added at the same moment: for each
+        such hash the smallest id stays; ours that are not it are deleted. Returns
+        {our removed id: the id that stays}."""
+        if not ours:
+            return {}
+        holders: dict[str, list[int]] = {}
+        hashes = sorted(set(ours.values()))
+        for start in range(0, len(hashes), IDS_PER_QUERY):
+            chunk = hashes[start : start + IDS_PER_QUERY]
+            for row in self._query(hashes_expression(chunk), ["id", "content_hash"]):
+                holders.setdefault(row["content_hash"], []).append(int(row["id"]))
+        losers = {mine: min(holders[digest]) for mine, digest in ours.items()
+                  if digest in holders and min(holders[digest]) != mine}
+        if losers:
+            self._delete_rows(sorted(losers))
+        return losers
+
+    def delete(self, ids: Iterable[int]) -> list[int]:
+        """Delete items; returns those that were there: read first at Session consistency,
+        which sees this process's inserts, minus the ids it deleted lately (Milvus's
+        Session reads do not see one's own deletes at once). Deleting an absent id does
+        nothing. Two round trips: the read and the delete."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        seen = self._presence
+        if seen is not None and time.monotonic() - seen[0] < 1.0 and set(wanted) <= seen[1]:
+            found = sorted(seen[2] & set(wanted))  # `vectors` just read them (the memory does, to update prototypes)
+        else:
+            found = self._existing(wanted, SESSION)
+        self._presence = None
+        present = [i for i in found if i not in self._deleted]
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            self._delete_chunk(wanted[start : start + IDS_PER_QUERY])
+        now = time.monotonic()
+        self._deleted.update((i, now) for i in wanted)
+        self._deleted = {i: t for i, t in self._deleted.items() if now - t < REMEMBER_DELETES}
+        self._count -= len(present)
+        self._deleted_since_compaction = True
+        self._touch()
+        return present
+
+    def _delete_chunk(self, ids: list[int]) -> None:
+        self._call(f"removing {len(ids)} items", self._client.delete, self.where.collection,
+                   filter=ids_expression(ids))
+
+    def _delete_rows(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            self._delete_chunk(ids[start : start + IDS_PER_QUERY])
+        self._count -= len(ids)
+        self._deleted_since_compaction = True
+
+    def _existing(self, ids: Sequence[int], level: str = STRONG) -> list[int]:
+        found: list[int] = []
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"], level=level)
+            found += [int(r["id"]) for r in rows]
+        return sorted(found)
+
+    def update(self, ids: Sequence[int], *, label: str | None = None,
+               weight: float | None = None) -> list[int]:
+        """Relabel and/or reweight: read each row whole and upsert it changed (Milvus has
+        no partial update). The first relabel keeps the original label; relabelling back
+        forgets it."""
+        if label is not None:
+            check_label(label)
+        if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
+            raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
+
+        def change(row: dict[str, Any]) -> None:
+            if label is not None and label != row["label"]:
+                original = row["relabelled_from"] or row["label"]
+                row["relabelled_from"] = "" if original == label else original
+                row["label"] = label
+            if weight is not None:
+                row["weight"] = float(weight)
+
+        changed = self._rewrite(sorted({int(i) for i in ids}), change)
+        if changed:
+            self._touch()
+        return changed
+
+    def _rewrite(self, ids: list[int], change: Callable[[dict[str, Any]], None]) -> list[int]:
+        done: list[int] = []
+        step = min(IDS_PER_QUERY, self._rows_per_call(VARCHAR_MAX if self.capabilities.thumbnails else 0))
+        for start in range(0, len(ids), step):
+            rows: list[dict[str, Any]] = self._query(ids_expression(ids[start : start + step]), ROW_FIELDS)
+            for row in rows:
+                change(row)
+                row["vector"] = np.asarray(row["vector"], dtype=np.float32)
+            if rows:
+                self._call(f"updating {len(rows)} items", self._client.upsert, self.where.collection, rows)
+                done += [int(r["id"]) for r in rows]
+        return sorted(done)
+
+    def set_prune_counts(self, counts: Mapping[int, int]) -> None:
+        """Replace every item's pruning count (absent: 0): rewrite the rows whose count changes."""
+        target = {int(i): int(v) for i, v in counts.items() if v}
+        now: dict[int, int] = {}
+        for rows in self._scan("prune_count > 0", ["id", "prune_count"]):
+            now.update((int(r["id"]), int(r["prune_count"])) for r in rows)
+        changing = sorted(i for i in set(now) | set(target) if now.get(i, 0) != target.get(i, 0))
+        if changing:
+            self._rewrite(changing, lambda row: row.update(prune_count=target.get(int(row["id"]), 0)))
+            self._touch()
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def ids(self, where: Filter | None = None) -> np.ndarray:
+        found = [int(r["id"]) for rows in self._scan(filter_expression(where), ["id"]) for r in rows]
+        return np.asarray(sorted(found), dtype=np.int64)
+
+    def page(self, where: Filter | None, offset: int, limit: int) -> Page:
+        """Items matching a filter, oldest first (by `added_at`, then id)."""
+        rows = [(float(r["added_at"]), int(r["id"]))
+                for chunk in self._scan(filter_expression(where), ["id", "added_at"]) for r in chunk]
+        rows.sort()
+        chosen = [i for _, i in rows[offset : offset + limit]]
+        return Page(len(rows), offset, self.items(chosen))
+
+    def items(self, ids: Sequence[int]) -> list[Item]:
+        found: dict[int, Item] = {}
+        wanted = [int(i) for i in ids]
+        unique = sorted(set(wanted))
+        for start in range(0, len(unique), IDS_PER_QUERY):
+            for r in self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ITEM_FIELDS):
+                found[int(r["id"])] = _item(r)
+        return [found[i] for i in wanted if i in found]
+
+    def columns(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, labels, weights, prune counts) of the items a filter allows, by id."""
+        rows = [r for chunk in self._scan(filter_expression(where), ["id", "label", "weight", "prune_count"])
+                for r in chunk]
+        rows.sort(key=lambda r: int(r["id"]))
+        return (np.asarray([int(r["id"]) for r in rows], dtype=np.int64),
+                np.asarray([r["label"] for r in rows], dtype=object),
+                np.asarray([float(r["weight"]) for r in rows], dtype=np.float64),
+                np.asarray([int(r["prune_count"]) for r in rows], dtype=np.int64))
+
+    def vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (n,), vectors float32 (n, dim)) ordered by id, for all or given ids."""
+        if ids is None:
+            parts = list(self.vector_chunks())
+        elif len(ids) >= max(SCAN_FROM, self._count // 2):
+            # most of the memory (prototypes, curation): one streaming scan beats id lists
+            wanted = {int(i) for i in ids}
+            parts = []
+            for found, vectors in self.vector_chunks():
+                keep = np.fromiter((int(i) in wanted for i in found), dtype=bool, count=len(found))
+                parts.append((found[keep], vectors[keep]))
+        else:
+            unique = sorted({int(i) for i in ids})
+            parts = []
+            # An id's vector never changes: this process's view (Session) is enough.
+            asked = set(unique)
+            unique = [i for i in unique if i not in self._deleted]
+            for start in range(0, len(unique), IDS_PER_QUERY):
+                rows = self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "vector"],
+                                   level=SESSION)
+                rows.sort(key=lambda r: int(r["id"]))
+                parts.append(_vector_rows(rows, self.dim))
+            self._presence = (time.monotonic(), asked, {int(i) for p in parts for i in p[0]})
+        if not parts:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def vector_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pending: list[dict[str, Any]] = []
+        page = max(1, min(size, VECTOR_BYTES_PER_READ // (4 * self.dim)))
+        for rows in self._scan("", ["id", "vector"], batch=page):
+            pending += rows
+            while len(pending) >= size:
+                yield _vector_rows(pending[:size], self.dim)
+                pending = pending[size:]
+        if pending:
+            yield _vector_rows(pending, self.dim)
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        if not self.capabilities.thumbnails:
+            return None
+        rows = self._query(ids_expression([item_id]), ["thumbnail"])
+        return base64.b64decode(rows[0]["thumbnail"]) if rows and rows[0]["thumbnail"] else None
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(r["label"] for rows in self._scan("", ["id", "label"]) for r in rows)
+        return dict(sorted(counts.items()))
+
+    def known_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
+        """Content hash -> the smallest id holding it, for the given hashes that are stored."""
+        found: dict[str, int] = {}
+        wanted = sorted(set(hashes))
+        for start in range(0, len(wanted), IDS_PER_QUERY):
+            chunk = wanted[start : start + IDS_PER_QUERY]
+            for r in self._query(hashes_expression(chunk), ["id", "content_hash"]):
+                digest, item_id = r["content_hash"], int(r["id"])
+                found[digest] = min(item_id, found.get(digest, item_id))
+        return found
+
+    def prune_counts(self, ids: np.ndarray) -> np.ndarray:
+        wanted = [int(i) for i in np.asarray(ids).ravel()]
+        known: dict[int, int] = {}
+        unique = sorted(set(wanted))
+        for start in range(0, len(unique), IDS_PER_QUERY):
+            for r in self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "prune_count"]):
+                known[int(r["id"])] = int(r["prune_count"])
+        return np.asarray([known.get(i, 0) for i in wanted], dtype=np.int64).reshape(np.shape(ids))
+
+    # ---- search ----------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours:
+        """k nearest items by inner product of unit vectors (cosine), with the vote's columns,
+        in one Strong call."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = len(queries)
+        found = Neighbours.empty(n, k)
+        if n == 0 or self._count == 0:
+            return found
+        _, search_params = index_plan(self._settings.index, self.dim)
+        effort = dict(search_params["params"])
+        if "ef" in effort:
+            effort["ef"] = max(effort["ef"], k)  # HNSW needs ef >= k
+        params = {"metric_type": "IP", "params": effort}
+        results = self._call("searching", self._client.search, self.where.collection, data=list(queries),
+                             limit=k, filter=filter_expression(where), output_fields=VOTE_FIELDS,
+                             search_params=params, consistency_level=STRONG)
+        for row, hits in enumerate(results):
+            m = min(len(hits), k)
+            if not m:
+                continue
+            entities = [hit["entity"] for hit in hits[:m]]
+            found.ids[row, :m] = [hit["id"] for hit in hits[:m]]
+            found.similarities[row, :m] = [hit["distance"] for hit in hits[:m]]
+            found.labels[row, :m] = [e["label"] for e in entities]
+            found.sources[row, :m] = [e["source"] for e in entities]
+            found.weights[row, :m] = [e["weight"] for e in entities]
+            found.prune_counts[row, :m] = [e["prune_count"] for e in entities]
+            found.relabelled_from[row, :m] = [e["relabelled_from"] or None for e in entities]
+        return found
+
+    def transform(self) -> FeatureTransform:
+        """No feature transform: a Milvus collection is searched as stored."""
+        return self._identity
+
+    # ---- tuning on real queries: the embedded home's ---------------------------------
+
+    def record_queries(self, queries: np.ndarray) -> None:
+        return None  # never opted in: `save_settings` refuses `record_queries`
+
+    def recorded_count(self) -> int:
+        return 0
+
+    def clear_recorded_queries(self) -> int:
+        return 0
+
+    def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]:
+        raise InvalidInputError(f"vismem measures and tunes the recall of a directory memory's index; on "
+                                f"{self.where} the index parameters are fixed (HNSW ef 128, IVF_PQ nprobe 32): "
+                                "measure recall with benchmarks/milvus.py and reindex if it falls short")
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def is_stale(self) -> bool:
+        """True when another process changed the memory, as seen within Milvus's bounded
+        staleness: the change token is read at Bounded consistency (which may still show a
+        token this process has seen; only an unseen one is news), at most once a second."""
+        now = time.monotonic()
+        if self._news or now - self._checked < STALE_CHECK_EVERY:
+            return self._news
+        self._checked = now
+        token = self._side_values(["token"], BOUNDED).get("token")
+        self._news = token is not None and token not in self._tokens_seen
+        return self._news
+
+    def refresh(self) -> bool:
+        if not self.is_stale():
+            return False
+        self._load()
+        self._news = False
+        return True
+
+    def purge(self) -> None:
+        """Ask Milvus to compact away deleted rows (at most once a minute per process: a
+        service purges after every removal, and each request flushes). It returns at once;
+        the bytes leave the server's storage when compaction and garbage collection ran."""
+        if self._deleted_since_compaction and time.monotonic() - self._last_compaction >= COMPACTION_EVERY:
+            self._call("flushing", self._client.flush, self.where.collection)
+            self._call("requesting compaction", self._client.compact, self.where.collection)
+            self._deleted_since_compaction = False
+            self._last_compaction = time.monotonic()
+
+    def compact(self) -> dict[str, Any]:
+        """Flush, compact and wait for the compaction to finish."""
+        self._call("flushing", self._client.flush, self.where.collection)
+        job = self._call("compacting", self._client.compact, self.where.collection)
+        started = time.monotonic()
+        state = ""
+        while time.monotonic() - started < 600:
+            state = str(self._call("waiting for compaction", self._client.get_compaction_state, job))
+            if "Completed" in state:
+                break
+            time.sleep(0.5)
+        self._deleted_since_compaction = False
+        return {"compaction": "completed" if "Completed" in state else state, "size": self._count,
+                "reclaimed": None, "bytes": None, "type": index_plan(self._settings.index, self.dim)[0]["index_type"],
+                "note": "Milvus drops the compacted-away files at its next garbage collection "
+                        "(dataCoord.gc.*) and keeps its message log for its retention time"}
+
+    def quality(self) -> Any:
+        return None  # recall is not measured on a server (see benchmarks/milvus.py)
+
+    @property
+    def unpurged(self) -> bool:
+        return self._deleted_since_compaction
+
+    def describe(self) -> dict[str, Any]:
+        params, search_params = index_plan(self._settings.index, self.dim)
+        version = self._call("asking the server version", self._client.get_server_version)
+        return {
+            "home": "milvus", "location": self.location, "format_version": FORMAT_VERSION,
+            "server_version": version, "read_only": False, "consistency": STRONG,
+            "index": {"type": params["index_type"], "setting": self._settings.index, "size": self._count,
+                      "params": {**params["params"], **search_params["params"]}, "quality": None,
+                      "warning": None, "tombstones": None, "bytes": None, "bytes_per_vector": None},
+            "disk_bytes": None,
+            "thumbnails": self.capabilities.thumbnails,
+            "storage": ("on the Milvus server; removal is logical: bytes leave its binlogs when it "
+                        "compacts and garbage-collects, and its message log after its retention time"),
+        }
+
+    def close(self) -> None:
+        try:
+            self._flush_token()
+            self.purge()
+        finally:
+            self._client.close()
+
+
+def _side_row(key: str, value: Any) -> dict[str, Any]:
+    text = json.dumps(value)
+    if len(text.encode()) > VARCHAR_MAX:
+        raise InvalidInputError(f"the memory's {key} is larger than Milvus's {VARCHAR_MAX}-byte text field")
+    return {"key": key, "value": text, "v": [0.0, 0.0]}
+
+
+def _item(r: Mapping[str, Any]) -> Item:
+    return Item(int(r["id"]), r["label"], r["source"], _none_if_empty(r["path"]), _none_if_empty(r["content_hash"]),
+                float(r["weight"]), dict(r["meta"] or {}), float(r["added_at"]),
+                _none_if_empty(r["relabelled_from"]), int(r["prune_count"]))
+
+
+def _vector_rows(rows: Sequence[Mapping[str, Any]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((int(r["id"]) for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+    return ids, vectors

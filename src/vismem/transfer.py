@@ -1,0 +1,294 @@
+"""The export/import format: a memory as one Apache Parquet file.
+
+A memory moves between homes (a directory, a Milvus collection) as rows of items in
+record batches, so a memory larger than RAM streams through: the writer holds one batch
+at a time and the reader yields one row group at a time.
+
+Columns, one row per item:
+
+    id               int64       the item's id in the memory it came from
+    vector           fixed_size_list<float32>[dim]   L2-normalised, exactly as stored
+    label, source    string
+    path             string, null when unknown
+    content_hash     string      SHA-256 of the image's bytes, null for bare vectors
+    weight           float64     vote weight (0 = blocked)
+    meta             string      the metadata object as canonical JSON
+    added_at         float64     Unix seconds
+    relabelled_from  string      the label before a relabel, null if never relabelled
+    prune_count      int64       pruning count v
+    thumbnail        binary      JPEG, only when the export asked for thumbnails
+
+The file's key-value metadata `vismem` holds the header: format name and version, the
+encoder identity (name, id, dim, preprocessing) and the memory's settings, so an import
+can refuse vectors of another encoder and restore the decision defaults. Any Parquet
+reader (pandas, DuckDB, Spark) reads the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .errors import InvalidInputError, VismemError
+from .settings import EncoderIdentity, MemorySettings
+
+if TYPE_CHECKING:
+    from .store import Item, NewItem, Store
+
+FORMAT_NAME = "vismem-memory"
+FORMAT_VERSION = 1
+HEADER_KEY = b"vismem"
+DEFAULT_BATCH = 8192  # rows per record batch and row group: 8192 x 2048-d float32 = 64 MiB
+
+
+@dataclass
+class Rows:
+    """A batch of items in columns, as they travel between homes.
+
+    `vectors` is float32 (n, dim); `ids`, `prune_counts` int64 (n,); `weights`,
+    `added_at` float64 (n,); the rest are lists of n. `thumbnails` is None when the
+    batch carries none.
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    labels: list[str]
+    sources: list[str]
+    paths: list[str | None]
+    content_hashes: list[str | None]
+    weights: np.ndarray
+    metas: list[dict[str, Any]]
+    added_at: np.ndarray
+    relabelled_from: list[str | None]
+    prune_counts: np.ndarray
+    thumbnails: list[bytes | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def arrow_schema(dim: int, header: dict[str, Any], *, thumbnails: bool):
+    """The Parquet schema of an export: the columns above, the header in its metadata."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("content_hash", pa.string()),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("meta", pa.string(), nullable=False),
+        pa.field("added_at", pa.float64(), nullable=False),
+        pa.field("relabelled_from", pa.string()),
+        pa.field("prune_count", pa.int64(), nullable=False),
+    ]
+    if thumbnails:
+        fields.append(pa.field("thumbnail", pa.binary()))
+    full = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header, "dim": dim,
+            "thumbnails": thumbnails}
+    return pa.schema(fields, metadata={HEADER_KEY: json.dumps(full, sort_keys=True)})
+
+
+def to_batch(rows: Rows, schema) -> Any:
+    """One `pyarrow.RecordBatch` of `schema` holding `rows` (vectors are not copied)."""
+    import pyarrow as pa
+
+    dim = schema.field("vector").type.list_size
+    vectors = np.ascontiguousarray(rows.vectors, dtype=np.float32)
+    if vectors.shape != (len(rows), dim):
+        raise InvalidInputError(f"vectors have shape {vectors.shape}, the export holds {dim}-d vectors")
+    columns = [
+        pa.array(np.asarray(rows.ids, dtype=np.int64)),
+        pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        pa.array(rows.labels, pa.string()),
+        pa.array(rows.sources, pa.string()),
+        pa.array(rows.paths, pa.string()),
+        pa.array(rows.content_hashes, pa.string()),
+        pa.array(np.asarray(rows.weights, dtype=np.float64)),
+        pa.array([canonical_json(m) for m in rows.metas], pa.string()),
+        pa.array(np.asarray(rows.added_at, dtype=np.float64)),
+        pa.array(rows.relabelled_from, pa.string()),
+        pa.array(np.asarray(rows.prune_counts, dtype=np.int64)),
+    ]
+    if "thumbnail" in schema.names:
+        thumbs = rows.thumbnails if rows.thumbnails is not None else [None] * len(rows)
+        columns.append(pa.array(thumbs, pa.binary()))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def from_batch(batch: Any) -> Rows:
+    """The `Rows` of one record batch read back from an export."""
+    dim = batch.schema.field("vector").type.list_size
+    n = batch.num_rows
+    vectors = batch.column("vector").flatten().to_numpy(zero_copy_only=False)
+    names = batch.schema.names
+    return Rows(
+        ids=batch.column("id").to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+        vectors=np.asarray(vectors, dtype=np.float32).reshape(n, dim),
+        labels=batch.column("label").to_pylist(),
+        sources=batch.column("source").to_pylist(),
+        paths=batch.column("path").to_pylist(),
+        content_hashes=batch.column("content_hash").to_pylist(),
+        weights=batch.column("weight").to_numpy(zero_copy_only=False).astype(np.float64, copy=False),
+        metas=[json.loads(m) for m in batch.column("meta").to_pylist()],
+        added_at=batch.column("added_at").to_numpy(zero_copy_only=False).astype(np.float64, copy=False),
+        relabelled_from=batch.column("relabelled_from").to_pylist(),
+        prune_counts=batch.column("prune_count").to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+        thumbnails=batch.column("thumbnail").to_pylist() if "thumbnail" in names else None,
+    )
+
+
+def canonical_json(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: Iterable[Rows], *,
+                  thumbnails: bool = False) -> int:
+    """Write `batches` to `path`, one row group each; returns the rows written.
+
+    The file appears under its name only when complete (written beside it, then
+    renamed), so an interrupted export never leaves a truncated file that looks whole.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    schema = arrow_schema(dim, header, thumbnails=thumbnails)
+    partial = path.with_name(path.name + ".partial")
+    written = 0
+    try:
+        # Vectors barely compress; zstd still shrinks the text columns and costs little.
+        with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+            for rows in batches:
+                if len(rows):
+                    writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
+                    written += len(rows)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
+    """(header, number of rows) of an export, checked to be one vismem can read."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on non-Parquet
+        raise VismemError(f"cannot read {path} as Parquet: {exc}; give a file written by "
+                          "`vismem export`") from exc
+    raw = (meta.metadata or {}).get(HEADER_KEY)
+    if raw is None:
+        raise VismemError(f"{path} is a Parquet file but not a vismem export (no `vismem` header); "
+                          "write one with `vismem export`")
+    header = json.loads(raw)
+    if header.get("format") != FORMAT_NAME or int(header.get("version", 0)) > FORMAT_VERSION:
+        raise VismemError(f"{path} holds export format {header.get('format')} version "
+                          f"{header.get('version')}; this vismem reads {FORMAT_NAME} up to version "
+                          f"{FORMAT_VERSION}: upgrade vismem")
+    return header, meta.num_rows
+
+
+def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[Rows]:
+    """The export's rows, `batch_size` at a time (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    read_header(path)
+    with pq.ParquetFile(path) as file:
+        for batch in file.iter_batches(batch_size=batch_size):
+            yield from_batch(batch)
+
+
+# ---- a memory's store <-> an export ---------------------------------------------------------
+
+def rows_of(items: list[Item], vectors: np.ndarray, thumbnails: list[bytes | None] | None = None) -> Rows:
+    """Items (with their vectors, in the same order) as a batch of rows."""
+    return Rows(
+        ids=np.asarray([i.id for i in items], dtype=np.int64), vectors=vectors,
+        labels=[i.label for i in items], sources=[i.source for i in items], paths=[i.path for i in items],
+        content_hashes=[i.content_hash for i in items], weights=np.asarray([i.weight for i in items], np.float64),
+        metas=[i.meta for i in items], added_at=np.asarray([i.added_at for i in items], np.float64),
+        relabelled_from=[i.relabelled_from for i in items],
+        prune_counts=np.asarray([i.prune_count for i in items], np.int64), thumbnails=thumbnails)
+
+
+def new_items(rows: Rows) -> list[NewItem]:
+    """Rows as items to insert. A relabelled item goes in under its original label, so the
+    relabel that follows (`relabels`) leaves the same history as in the source."""
+    from .store import NewItem
+
+    thumbs = rows.thumbnails or [None] * len(rows)
+    return [NewItem(vector=rows.vectors[k], label=rows.relabelled_from[k] or rows.labels[k], source=rows.sources[k],
+                    path=rows.paths[k], content_hash=rows.content_hashes[k], meta=rows.metas[k], thumbnail=thumbs[k],
+                    weight=float(rows.weights[k]), added_at=float(rows.added_at[k])) for k in range(len(rows))]
+
+
+def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, batch: int = DEFAULT_BATCH,
+                 progress: Callable[[int], None] | None = None) -> int:
+    """Write every item of a store to a Parquet file, `batch` items at a time (bounded
+    memory); returns how many. With `thumbnails`, each item's JPEG goes along."""
+
+    def batches() -> Iterator[Rows]:
+        for ids, vectors in store.vector_chunks(batch):
+            items = store.items(ids.tolist())
+            if len(items) != len(ids):  # removed meanwhile by another process
+                keep = {i.id for i in items}
+                chosen = np.asarray([int(i) in keep for i in ids])
+                ids, vectors = ids[chosen], vectors[chosen]
+            thumbs = [store.thumbnail(int(i)) for i in ids] if thumbnails else None
+            yield rows_of(items, vectors, thumbs)
+            if progress:
+                progress(len(items))
+
+    header = {"encoder": store.identity.to_dict(), "settings": store.settings().to_dict(),
+              "exported_from": store.location, "exported_at": time.time()}
+    return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails)
+
+
+def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT_BATCH,
+                 progress: Callable[[int], None] | None = None) -> Store:
+    """Create a memory at `location` (a directory or another home's URI) holding exactly
+    the export's items, settings and encoder identity; returns its store, open.
+
+    Items get new ids. Copies of one image in the export stay copies. An interrupted
+    import leaves a partial memory at `location`: remove it and import again.
+    """
+    from .store import create_store
+
+    header, _ = read_header(path)
+    identity = EncoderIdentity(**header["encoder"])
+    store = create_store(location, identity, MemorySettings.from_dict(header["settings"]))
+    try:
+        counts: dict[int, int] = {}
+        for rows in read_parquet(path, batch):
+            if rows.vectors.shape[1] != identity.dim:
+                raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
+            ids = store.insert(new_items(rows), allow_duplicates=True).ids
+            for label, chosen in relabels(rows, ids).items():
+                store.update(chosen, label=label)
+            counts.update((i, int(v)) for i, v in zip(ids, rows.prune_counts, strict=True) if v)
+            if progress:
+                progress(len(rows))
+        if counts:
+            store.set_prune_counts(counts)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def relabels(rows: Rows, ids: list[int]) -> dict[str, list[int]]:
+    """Current label -> new ids of the rows that were relabelled to it."""
+    found: dict[str, list[int]] = {}
+    for k, item_id in enumerate(ids):
+        if rows.relabelled_from[k]:
+            found.setdefault(rows.labels[k], []).append(item_id)
+    return found

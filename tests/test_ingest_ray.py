@@ -1,0 +1,94 @@
+"""Ingestion on a real 2-node Ray cluster (`ray.cluster_utils.Cluster` on this host): the
+same items as a plain add, skips with reasons, content already held is not encoded again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vismem import Memory
+from vismem.datasets import split_per_class, write_image_folder
+from vismem.ingest_ray import plan_for
+from vismem.errors import VismemError
+
+pytestmark = pytest.mark.ray
+
+
+def test_the_plan_leaves_cpus_to_read_and_gives_each_gpu_an_actor():
+    assert plan_for({"CPU": 2.0}).actors == 1
+    assert plan_for({"CPU": 8.0}).actors == 4
+    assert plan_for({"CPU": 3.0}, actors=5).actors == 2   # never every CPU
+    assert plan_for({"CPU": 32.0, "GPU": 4.0}).gpus == 1.0 and plan_for({"CPU": 32.0, "GPU": 4.0}).actors == 4
+    with pytest.raises(VismemError, match="at least 2"):
+        plan_for({"CPU": 1.0})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(digits, tmp_path_factory):
+    images, labels = digits
+    root = tmp_path_factory.mktemp("ray")
+    chosen = [i for i in split_per_class(labels, [4], seed=3)[0] if labels[i] in ("1", "2", "3")]
+    write_image_folder(root / "train", images, labels, chosen)
+    (root / "train" / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "train" / "2" / "empty.jpg").write_bytes(b"")
+    return root / "train"
+
+
+def vectors_by_path(memory):
+    ids = memory.ids()
+    found, vectors = memory.vectors(ids)
+    path_of = {i.id: i.path for i in memory.items(found.tolist())}
+    return {path_of[int(i)]: v for i, v in zip(found, vectors, strict=True)}
+
+
+def test_ray_adds_what_a_plain_add_adds(cluster, folder, tmp_path, lite0):
+    plain = Memory.create(tmp_path / "plain", encoder="efficientnet_lite0")
+    plain.use_encoder(lite0)
+    expected = plain.add_images([folder])
+    on_ray = Memory.create(tmp_path / "ray", encoder="efficientnet_lite0")
+    on_ray.use_encoder(lite0)
+    committed: list[list[int]] = []
+    report = on_ray.add_images([folder], ray=cluster.address, batch_size=4, on_commit=committed.append)
+    assert len(report.added) == len(expected.added) == 12
+    assert sorted(len(c) for c in committed) and sum(len(c) for c in committed) == 12
+    assert sorted((s.path, s.reason) for s in report.skipped) == sorted((s.path, s.reason) for s in expected.skipped)
+    assert {s.path.rsplit("/", 1)[1] for s in report.errors} == {"broken.png", "empty.jpg"}
+    a, b = vectors_by_path(plain), vectors_by_path(on_ray)
+    assert a.keys() == b.keys()
+    assert min(float(np.dot(a[p], b[p])) for p in a) > 0.9999
+    assert on_ray.class_counts() == plain.class_counts() == {"1": 4, "2": 4, "3": 4}
+    assert on_ray.thumbnail(report.added[0])[:2] == b"\xff\xd8"
+
+
+def test_a_rerun_encodes_only_what_the_memory_lacks(cluster, folder, tmp_path):
+    memory = Memory.create(tmp_path / "mem", encoder="pixels")
+    first = memory.add_images([folder / "1"], label="one")       # as if a run had stopped here
+    report = memory.add_images([folder], ray=cluster.address, batch_size=3)
+    assert len(report.added) == 8 and len(report.duplicates) == 4
+    assert {s.reason for s in report.duplicates} == {f"duplicate of item {i}" for i in first.added}
+    again = memory.add_images([folder], ray=cluster.address)
+    assert not again.added and len(again.duplicates) == 12 and len(memory) == 12
+    copies = memory.add_images([folder / "3"], label="3", ray=cluster.address, allow_duplicates=True)
+    assert len(copies.added) == 4 and len(memory) == 16   # copies reuse the stored vectors
+
+
+@pytest.mark.milvus
+def test_ray_fills_a_milvus_memory(cluster, folder, milvus_location):
+    with Memory.create(milvus_location, encoder="pixels") as memory:
+        report = memory.add_images([folder], ray=cluster.address)
+        assert len(report.added) == 12 and len(memory) == 12
+        hit = memory.classify([folder / "2" / sorted(p.name for p in (folder / "2").iterdir())[0]], k=1)[0]
+        assert hit.neighbors[0].distance == pytest.approx(0, abs=1e-5)

@@ -1,0 +1,273 @@
+"""A memory in a Milvus collection, used as a user would: the CLI, two `vismem serve`
+processes over one collection, a kill -9 in the middle of `vismem add`, and moving
+memories between homes with identical decisions. Against the real standalone server
+(see conftest); the last test smoke-tests the client code on milvus-lite."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import json_lines, start_server, stop_server
+from test_store_contract import _eventually
+from vismem import Memory
+from vismem.store import Filter
+from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids
+
+TOKEN = "milvus-test-token"
+
+
+# ---- without a server: locations, expressions, ids --------------------------------------
+
+def test_locations_filters_and_ids_without_a_server(monkeypatch):
+    monkeypatch.delenv("VISMEM_MILVUS_TOKEN", raising=False)
+    where = MilvusLocation.parse("milvus://db.example:1234/pets_v2?token=u:p")
+    assert (where.uri, where.collection, where.token, str(where)) == \
+        ("http://db.example:1234", "pets_v2", "u:p", "milvus://db.example:1234/pets_v2")
+    for bad in ("milvus://host:1/2pets", "milvus://host:1/", "milvus:///pets", "milvus://h:1/a-b"):
+        with pytest.raises(Exception, match="Milvus"):
+            MilvusLocation.parse(bad)
+    expr = filter_expression(Filter.of(labels=['say "hi"', "b"], sources=["s"], where={"ok": True, "tags": [1, 2]},
+                                       max_prune_count=2))
+    assert expr == ('label in ["b", "say \\"hi\\""] and source in ["s"] and (meta["ok"] == 1 or meta["ok"] == true)'
+                    ' and (meta["tags"] == "[1,2]" or meta["tags"] == [1, 2]) and prune_count < 2')
+    assert filter_expression(Filter.of(labels=[])) == "id < 0" and filter_expression(None) == ""
+    assert index_plan("ivfpq", 1280)[0]["params"]["m"] == 160 and index_plan("exact", 8)[0]["index_type"] == "FLAT"
+    taken = set()
+    ids = new_ids(500, lambda batch: {i for i in batch if i % 2} | (taken & set(batch)))  # odd ids "in use"
+    assert len(set(ids)) == 500 and all(0 < i < 2**53 and i % 2 == 0 for i in ids)
+
+
+# ---- against the server -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photos(digits, tmp_path_factory):
+    """24 real digit images in class subfolders, and 4 held-out queries."""
+    from vismem.datasets import split_per_class, write_image_folder
+
+    images, labels = digits
+    root = tmp_path_factory.mktemp("milvus-photos")
+    train, test = split_per_class(labels, [8, 1], seed=5)
+    keep = [i for i in train if labels[i] in ("3", "5", "8")]
+    queries = [i for i in test if labels[i] in ("3", "5", "8", "1")]
+    write_image_folder(root / "train", images, labels, keep)
+    for i in queries:
+        images[i].save(root / f"q{i}.png")
+    return root / "train", sorted(root.glob("q*.png"))
+
+
+@pytest.mark.milvus
+def test_the_cli_on_a_milvus_memory(milvus_location, photos, cli):
+    train, queries = photos
+    created = cli("create", milvus_location, "--encoder", "pixels", "--json", check=True)
+    assert json.loads(created.stdout)["home"] == "milvus"
+    added = json_lines(cli("add", milvus_location, train, "--json", check=True))
+    assert added[-1]["added"] == 24 and added[-1]["items"] == 24
+    decisions = json_lines(cli("classify", milvus_location, *queries, "--k", "3", "--json", check=True))
+    with Memory.open(milvus_location) as memory:   # the CLI is a face of the API
+        api = memory.classify(queries, k=3)
+    assert [d["label"] for d in decisions] == [d.label for d in api]
+    assert [[n["id"] for n in d["neighbors"]] for d in decisions] == [[n.id for n in d.neighbors] for d in api]
+    nearest = decisions[0]["neighbors"][0]
+    only = json_lines(cli("search", milvus_location, queries[0], "-k", "4", "--only-label", "5", "--json", check=True))
+    assert {h["label"] for h in only[0]["neighbors"]} == {"5"} and len(only[0]["neighbors"]) == 4
+
+    refused = cli("remove", milvus_location, "--id", str(nearest["id"]), "--verify")
+    assert refused.returncode == 1 and "cannot inspect" in refused.stderr and "compacts" in refused.stderr
+    removed = cli("remove", milvus_location, "--id", str(nearest["id"]), "--json", check=True)
+    assert json.loads(removed.stdout)["purge"] == "requested" and "deletes logically" in removed.stderr
+    again = json_lines(cli("classify", milvus_location, queries[0], "--k", "24", "--json", check=True))[0]
+    assert nearest["id"] not in [n["id"] for n in again["neighbors"]] and len(again["neighbors"]) == 23
+
+    target = again["neighbors"][0]["id"]
+    cli("relabel", milvus_location, "--id", str(target), "--label", "seven", check=True)
+    cli("block", milvus_location, "--id", str(again["neighbors"][1]["id"]), check=True)
+    after = json_lines(cli("classify", milvus_location, queries[0], "--k", "3", "--json", check=True))[0]
+    first, second = after["neighbors"][:2]
+    assert first["label"] == "seven" and first["relabelled_from"] is not None and second["item_weight"] == 0.0
+
+    info = json.loads(cli("info", milvus_location, "--json", check=True).stdout)
+    assert info["items"] == 23 and info["thumbnails"] is True and info["consistency"] == "Strong"
+    text = cli("info", milvus_location, check=True).stdout
+    assert "Milvus v2.3" in text and "removal is logical" in text
+
+
+@pytest.mark.parametrize("direction", ["directory -> here -> directory"])
+def test_export_import_round_trips_decisions_exactly(location, photos, tmp_path, cli, direction):
+    """Export a memory with history (relabels, blocks, pruning, settings), import it into
+    `location` (a directory or Milvus), export that and import it into a directory: every
+    decision is the same at each step."""
+    train, queries = photos
+    origin = Memory.create(tmp_path / "origin", encoder="pixels", prototypes_per_class=2)
+    ids = origin.add_images([train], meta={"batch": 1})
+    origin.relabel(ids.added[:2], "odd")
+    origin.set_weight(ids.added[2:4], 0.0)
+    origin.set_weight(ids.added[4:5], 2.5)
+    origin.set_prune_counts({ids.added[5]: 3, ids.added[6]: 1})
+    origin.update_settings(pruning=origin.pruning.__class__(mode="soft"),
+                           vote=origin.defaults.__class__(k=5, vote="softmax"))
+    expected = decisions(origin, queries)
+    origin.close()
+
+    cli("export", tmp_path / "origin", tmp_path / "one.parquet", "--thumbnails", check=True)
+    imported = json.loads(cli("import", tmp_path / "one.parquet", location, "--json", check=True).stdout)
+    assert imported["imported"] == 24
+    with Memory.open(location) as middle:
+        assert decisions(middle, queries) == expected
+        assert middle.settings.prototypes_per_class == 2 and middle.pruning.mode == "soft"
+        item = middle.items(middle.ids(labels=["odd"]))[0]
+        assert item.relabelled_from is not None and item.meta["batch"] == 1 and middle.thumbnail(item.id)
+    cli("export", location, tmp_path / "two.parquet", check=True)
+    cli("import", tmp_path / "two.parquet", tmp_path / "back", check=True)
+    with Memory.open(tmp_path / "back") as back:
+        assert decisions(back, queries) == expected
+
+
+def decisions(memory, queries):
+    """Decisions without item ids (an import gives new ones), numbers to 4 decimals (two
+    homes compute the same cosine in different float32 code)."""
+    import re
+
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        if isinstance(value, str):
+            return re.sub(r"item \d+", "item #", value)
+        return value
+
+    return [rounded(d.to_dict()) for d in memory.classify(queries)]
+
+
+@pytest.mark.milvus
+def test_two_services_over_one_collection_see_each_others_edits(milvus_location, photos, cli):
+    train, queries = photos
+    cli("create", milvus_location, "--encoder", "pixels", check=True)
+    cli("add", milvus_location, train, check=True)
+    query = queries[0].read_bytes()
+    env = {"VISMEM_TOKEN": TOKEN}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    one, url_one = start_server(milvus_location, env=env)
+    two, url_two = start_server(milvus_location, env=env)
+    try:
+        def nearest(url, k=3):
+            response = httpx.post(url + "/classify", files={"file": ("q.png", query, "image/png")},
+                                  data={"k": str(k)}, timeout=60)
+            assert response.status_code == 200, response.text
+            return response.json()["neighbors"]
+
+        first = nearest(url_two)[0]
+        assert httpx.delete(f"{url_one}/items/{first['id']}", headers=auth, timeout=60).status_code == 200
+        assert first["id"] not in [n["id"] for n in nearest(url_two, k=24)]   # at once, no reload
+        other = nearest(url_two)[0]
+        patched = httpx.patch(f"{url_two}/items/{other['id']}", json={"label": "renamed"}, headers=auth, timeout=60)
+        assert patched.status_code == 200
+        assert nearest(url_one)[0]["label"] == "renamed"
+        upload = httpx.post(url_two + "/items", files=[("files", ("new.png", query, "image/png"))],
+                            data={"label": "query-itself"}, headers=auth, timeout=60)
+        assert upload.status_code == 201, upload.text
+        assert nearest(url_one)[0]["label"] == "query-itself" and nearest(url_one)[0]["distance"] < 1e-5
+        # counts are cached per process and follow other processes' edits within seconds
+        counted = lambda: httpx.get(url_one + "/stats", headers=auth, timeout=60).json()["items"] == 24  # noqa: E731
+        assert _eventually(counted)   # 24 - 1 removed + 1 uploaded, seen by the other process
+    finally:
+        stop_server(one)
+        stop_server(two)
+
+
+@pytest.mark.milvus
+@pytest.mark.slow
+def test_kill_9_during_add_keeps_every_committed_batch(milvus_location, digit_folders, cli):
+    train, _ = digit_folders
+    cli("create", milvus_location, "--encoder", "pixels", check=True)
+    adding = subprocess.Popen([sys.executable, "-m", "vismem", "add", milvus_location, str(train), "--batch-size", "4",
+                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    committed: list[int] = []
+    for line in adding.stdout:
+        committed += json.loads(line)["ids"]
+        if len(committed) >= 12:
+            break
+    adding.send_signal(signal.SIGKILL)
+    adding.wait()
+    assert adding.returncode == -signal.SIGKILL
+    with Memory.open(milvus_location) as memory:
+        ids = memory.ids()
+        assert set(committed) <= set(ids) and len(ids) < 80   # nothing committed lost; really interrupted
+        items = memory.items(ids)
+        found, vectors = memory.vectors(ids)
+        assert found.tolist() == ids and all(i.content_hash and i.path for i in items)   # no partial item
+        assert all(memory.thumbnail(i) for i in ids[:5])
+        assert [row[0].id for row in memory.search(vectors, k=1)] == ids
+        held = len(ids)
+    finished = json.loads(cli("add", milvus_location, train, "--json", check=True).stdout.splitlines()[-1])
+    assert finished["items"] == 80 and finished["added"] == 80 - held
+    with Memory.open(milvus_location) as memory:
+        hashes = [i.content_hash for i in memory.items(memory.ids())]
+        assert len(set(hashes)) == len(hashes) == 80
+
+
+def test_the_client_code_on_milvus_lite(tmp_path):
+    """A smoke test only: milvus-lite reuses the client API on another engine (no
+    server semantics), so it says the calls are right, little about a server."""
+    pytest.importorskip("milvus_lite")
+    from pymilvus import MilvusClient
+
+    from vismem.settings import EncoderIdentity, MemorySettings
+    from vismem.store.milvus import MilvusStore
+
+    client = MilvusClient(str(tmp_path / "lite.db"))
+    store = MilvusStore.create("milvus://lite:0/smoke", EncoderIdentity(None, None, 8), MemorySettings(index="exact"),
+                               client=client)
+    memory = Memory(store)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((30, 8)).astype(np.float32)
+    ids = memory.add_vectors(vectors, [f"c{i % 3}" for i in range(30)])
+    assert len(memory) == 30 and memory.search(vectors[4], k=1)[0][0].id == ids[4]
+    memory.remove([ids[4]])
+    assert ids[4] not in [h.id for h in memory.search(vectors[4], k=5)[0]]
+    assert memory.relabel([ids[5]], "moved") == [ids[5]] and memory.get(ids[5]).relabelled_from == "c2"
+    memory.close()
+
+
+@pytest.mark.milvus
+@pytest.mark.slow
+def test_every_memory_command_runs_on_milvus(milvus_location, photos, digit_folders, tmp_path, cli):
+    """Each command that takes a memory works on one in Milvus (the CLI test above checks
+    what they do; here, that none is left out)."""
+    _, queries = photos
+    train = digit_folders[0]
+    test_dir = tmp_path / "test"
+    for q in queries[:2]:
+        (test_dir / "3").mkdir(parents=True, exist_ok=True)
+        (test_dir / "3" / q.name).write_bytes(q.read_bytes())
+    m = milvus_location
+    cli("create", m, "--encoder", "pixels", check=True)
+    cli("add", m, train, check=True)
+    some = str(json_lines(cli("classify", m, queries[0], "--json", check=True))[0]["neighbors"][0]["id"])
+    steps = [
+        ("tune", m), ("prune", m, "--mode", "soft"), ("suspects", m), ("calibrate", m),
+        ("classify", m, queries[0], "--abstain"), ("search", m, queries[0], "--only-label", "5"),
+        ("explain", m, queries[0], "--out", tmp_path / "why.png"), ("eval", m, test_dir),
+        ("boost", m, "--id", some), ("unblock", m, "--id", some), ("reindex", m, "--index", "exact"),
+        ("compact", m), ("info", m), ("export", m, tmp_path / "m.parquet"),
+    ]
+    for step in steps:
+        done = cli(*step)
+        assert done.returncode == 0, f"{step[0]}: {done.stderr}"
+    assert (tmp_path / "why.png").stat().st_size > 1000
+    for step, why in ((("tune-index", m, queries[0]), "fixed"), (("record-queries", m, "100"), "does not tune")):
+        refused = cli(*step)
+        assert refused.returncode == 1 and why in refused.stderr, refused.stderr
+    np.save(tmp_path / "v.npy", np.ones((1, 16 * 16 * 3), dtype=np.float32))
+    np.save(tmp_path / "l.npy", np.asarray(["ones"]))
+    cli("add-vectors", m, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.npy", check=True)
+    assert json.loads(cli("info", m, "--json", check=True).stdout)["classes"]["ones"] == 1

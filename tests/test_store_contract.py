@@ -1,0 +1,189 @@
+"""The `Store` contract, held by every home: each test runs on a memory in a directory and
+on a memory in a Milvus collection (the real standalone server, see conftest), through
+the same public API, and must see the same behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from conftest import unit_vectors
+from vismem import Memory
+from vismem.errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError
+from vismem.store import Filter, NewItem
+
+
+def filled(location, n=60, dim=16, seed=0):
+    memory = Memory.create(location, encoder=None, dim=dim)
+    vectors = unit_vectors(n, dim, seed)
+    ids = memory.add_vectors(vectors, [f"c{i % 3}" for i in range(n)], sources=[f"s{i % 2}" for i in range(n)],
+                             metas=[{"n": i % 4, "flag": bool(i % 2), "tag": "x" if i % 5 else "y"}
+                                    for i in range(n)])
+    return memory, vectors, ids
+
+
+def test_search_is_exact_on_a_flat_index_and_survives_reopen(location):
+    memory, vectors, ids = filled(location)
+    assert len(set(ids)) == 60 and len(memory) == 60
+    truth = np.argsort(-(vectors @ vectors[7]))[:10]
+    hits = memory.search(vectors[7], k=10)[0]
+    assert [h.id for h in hits] == [ids[i] for i in truth]
+    assert hits[0].distance == pytest.approx(0, abs=1e-5) and hits[0].label == "c1" and hits[0].source == "s1"
+    memory.close()
+    with Memory.open(location) as again:
+        assert len(again) == 60 and again.encoder_name is None and again.dim == 16
+        assert [h.id for h in again.search(vectors[7], k=10)[0]] == [ids[i] for i in truth]
+
+
+def test_filters_restrict_search_listing_and_removal(location):
+    memory, vectors, ids = filled(location)
+    ok = lambda i, **f: all(((i % 3 == int(f["label"][1:])) if "label" in f else True,  # noqa: E731
+                             (i % 2 == int(f["source"][1:])) if "source" in f else True))
+    hits = memory.search(vectors[:4], k=7, labels=["c2"], sources=["s0"])
+    assert all(len(row) == 7 and {h.label for h in row} == {"c2"} and {h.source for h in row} == {"s0"}
+               for row in hits)
+    assert memory.ids(labels=["c0"]) == sorted(ids[i] for i in range(60) if ok(i, label="c0"))
+    assert memory.ids(where={"n": 2}) == sorted(ids[i] for i in range(60) if i % 4 == 2)
+    # 1 == 1.0 == true, as in the embedded store's SQLite
+    assert memory.ids(where={"flag": True}) == memory.ids(where={"flag": 1}) \
+        == sorted(ids[i] for i in range(60) if i % 2)
+    assert memory.ids(where={"tag": "y", "n": 0}) == sorted(ids[i] for i in range(60) if i % 5 == 0 and i % 4 == 0)
+    assert memory.ids(labels=[]) == []
+    page = memory.page(offset=5, limit=10, labels=["c1"])
+    assert page.total == 20 and [i.label for i in page.items] == ["c1"] * 10
+    assert [i.id for i in page.items] == [ids[i] for i in range(60) if i % 3 == 1][5:15]  # oldest first
+    removed = memory.remove(where={"n": 3})
+    assert sorted(removed) == sorted(ids[i] for i in range(60) if i % 4 == 3) and len(memory) == 45
+
+
+def test_removed_items_are_never_returned(location):
+    memory, vectors, ids = filled(location)
+    gone = [ids[i] for i in (0, 7, 33)]
+    assert memory.remove(gone + [123]) == sorted(gone)
+    everything = memory.search(vectors, k=60)
+    assert all(len(row) == 57 for row in everything)
+    assert not set(gone) & {h.id for row in everything for h in row}
+    assert memory.items(gone) == [] and len(memory) == 57
+    assert memory.remove(label="c1") and "c1" not in memory.class_counts()
+    memory.close()
+    with Memory.open(location) as again:
+        assert not set(gone) & {h.id for h in again.search(vectors[0], k=60)[0]}
+
+
+def test_relabel_block_and_prune_counts_change_the_vote(location):
+    memory, vectors, ids = filled(location)
+    assert memory.relabel([ids[4], 99], "zz") == [ids[4]]
+    item = memory.get(ids[4])
+    assert item.label == "zz" and item.relabelled_from == "c1"
+    assert memory.relabel([ids[4]], "yy") and memory.get(ids[4]).relabelled_from == "c1"   # keeps the original
+    assert memory.relabel([ids[4]], "c1") and memory.get(ids[4]).relabelled_from is None  # back: forgotten
+    decision = memory.classify_vectors(vectors[5:6], k=1)[0]
+    assert decision.label == "c2" and decision.neighbors[0].id == ids[5]
+    memory.set_weight([ids[5]], 0.0)  # blocked: stays, stops voting
+    assert memory.get(ids[5]).weight == 0.0
+    nearest = memory.classify_vectors(vectors[5:6], k=3)[0].neighbors[0]
+    assert nearest.id == ids[5] and nearest.item_weight == 0.0 and nearest.weight == 0.0
+    memory.set_prune_counts({ids[1]: 3, ids[2]: 1})
+    assert [i.prune_count for i in memory.items([ids[1], ids[2], ids[3]])] == [3, 1, 0]
+    memory.set_prune_counts({ids[2]: 2})  # replaces every count
+    assert [i.prune_count for i in memory.items([ids[1], ids[2]])] == [0, 2]
+    memory.update_settings(pruning=memory.pruning.__class__(mode="hard", threshold=2))
+    assert ids[2] not in [h.id for h in memory.search(vectors[2], k=5)[0]]
+    memory.close()
+    with Memory.open(location) as again:
+        assert again.get(ids[5]).weight == 0.0 and again.pruning.mode == "hard"
+
+
+def test_reads_return_what_was_written(location):
+    memory, vectors, ids = filled(location)
+    picked = [ids[9], ids[2], ids[40]]
+    assert [i.id for i in memory.items(picked)] == picked  # in the order given
+    item = memory.get(ids[9])
+    assert (item.label, item.source, item.meta, item.path, item.content_hash) == \
+        ("c0", "s1", {"n": 1, "flag": True, "tag": "x"}, None, None)
+    found, got = memory.vectors(picked)
+    assert found.tolist() == sorted(picked)
+    order = {i: k for k, i in enumerate(ids)}
+    assert np.allclose(got, vectors[[order[i] for i in found]], atol=1e-6)
+    everything, all_vectors = memory.vectors()
+    assert everything.tolist() == sorted(ids) and all_vectors.shape == (60, 16)
+    assert memory.class_counts() == {"c0": 20, "c1": 20, "c2": 20}
+    store = memory.store
+    chunks = list(store.vector_chunks(size=25))
+    assert [len(c[0]) for c in chunks] == [25, 25, 10]
+    assert np.concatenate([c[0] for c in chunks]).tolist() == sorted(ids)
+    cols = store.columns(Filter.of(labels=["c2"]))
+    assert cols[0].tolist() == sorted(ids[i] for i in range(60) if i % 3 == 2) and set(cols[1]) == {"c2"}
+    assert store.prune_counts(np.asarray([ids[0], 5], dtype=np.int64)).tolist() == [0, 0]
+
+
+def test_duplicates_are_refused_by_the_store(location):
+    memory = Memory.create(location, encoder=None, dim=4)
+    store = memory.store
+    v = unit_vectors(4, 4)
+    item = lambda k, digest: NewItem(vector=v[k], label="a", source="s", content_hash=digest)  # noqa: E731
+    first = store.insert([item(0, "h1"), item(1, "h2"), item(2, "h1")])
+    assert len(first.ids) == 2 and first.duplicates == [(2, first.ids[0])]
+    again = store.insert([item(3, "h2"), item(0, "h3")])
+    assert again.duplicates == [(0, first.ids[1])] and len(again.ids) == 1
+    copy = store.insert([item(3, "h2")], allow_duplicates=True)
+    assert len(copy.ids) == 1 and store.known_hashes(["h2", "h9"]) == {"h2": min(first.ids[1], copy.ids[0])}
+    store.delete(first.ids + again.ids + copy.ids)
+    assert store.known_hashes(["h1", "h2", "h3"]) == {} and len(store) == 0
+    assert len(store.insert([item(0, "h1")]).ids) == 1  # gone content can come back
+
+
+def test_images_keep_thumbnails_and_are_recognised_by_content(location, tmp_path):
+    Image.fromarray(data.coffee()).save(tmp_path / "cup.png")
+    Image.fromarray(data.chelsea()).save(tmp_path / "cat.jpg")
+    memory = Memory.create(location, encoder="pixels")
+    report = memory.add_images([tmp_path / "cup.png", tmp_path / "cat.jpg"], label="thing", source="photos")
+    assert len(report.added) == 2 and not report.skipped
+    jpeg = memory.thumbnail(report.added[0])
+    assert jpeg[:2] == b"\xff\xd8" and Image.open(__import__("io").BytesIO(jpeg)).size[0] <= 128
+    again = memory.add_images([tmp_path / "cup.png"], label="thing")
+    assert not again.added and again.skipped[0].reason == f"duplicate of item {report.added[0]}"
+    memory.remove(report.added[:1])
+    assert memory.thumbnail(report.added[0]) is None
+    assert len(memory.add_images([tmp_path / "cup.png"], label="cup").added) == 1
+    decision = memory.classify([tmp_path / "cat.jpg"], k=1)[0]
+    assert decision.neighbors[0].id == report.added[1] and decision.neighbors[0].distance == pytest.approx(0, abs=1e-5)
+
+
+def test_a_second_handle_sees_the_first_ones_edits(location):
+    memory, vectors, ids = filled(location)
+    other = Memory.open(location)
+    memory.remove(ids[:3])
+    memory.relabel([ids[3]], "moved")
+    # Items and neighbours are read at once (Strong); settings after refresh.
+    assert not set(ids[:3]) & {h.id for h in other.search(vectors[0], k=10)[0]}
+    assert other.search(vectors[3], k=1)[0][0].label == "moved"
+    memory.update_settings(prototypes_per_class=2)
+    assert _eventually(lambda: (other.refresh(), other.settings.prototypes_per_class == 2)[1])
+    assert len(other) == 57
+    other.close()
+    memory.close()
+
+
+def test_creating_twice_or_opening_nothing_is_refused(location):
+    Memory.create(location, encoder=None, dim=4).close()
+    with pytest.raises(MemoryExistsError):
+        Memory.create(location, encoder=None, dim=4)
+    with pytest.raises(MemoryNotFoundError):
+        Memory.open(location + "_absent")
+    with Memory.open(location) as memory, pytest.raises(InvalidInputError, match="dimension 4"):
+        memory.add_vectors(unit_vectors(1, 5), ["a"])
+
+
+def _eventually(check, seconds: float = 15.0) -> bool:
+    """Milvus's Bounded reads lag by up to its graceful time (5 s by default)."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
