@@ -11,7 +11,7 @@ from vismem.prototypes import PrototypeSet
 def means_by_hand(ids, vectors, labels):
     out = {}
     for label in sorted(set(labels)):
-        rows = [i for i, l in enumerate(labels) if l == label]
+        rows = [i for i, name in enumerate(labels) if name == label]
         m = vectors[rows].astype(np.float64).mean(axis=0)
         out[label] = m
     return out
@@ -24,7 +24,7 @@ def test_incremental_equals_full_recompute(per_class):
     labels = [str(x) for x in rng.integers(0, 4, 300)]
     protos = PrototypeSet(per_class=per_class)
     live: set[int] = set()
-    for step in range(30):  # interleaved adds and removes
+    for _ in range(30):  # interleaved adds and removes
         new = [i for i in rng.choice(300, 15, replace=False).tolist() if i not in live]
         protos.add(new, vectors[new], [labels[i] for i in new])
         live |= set(new)
@@ -44,7 +44,7 @@ def test_incremental_equals_full_recompute(per_class):
     names, means = protos.class_means()
     assert names == sorted(expected)
     np.testing.assert_allclose(means, np.stack([expected[n] for n in names]), atol=1e-9)
-    assert max(len(set(c for l, c in protos.assignment().values() if l == n)) for n in names) <= per_class
+    assert max(len({c for owner, c in protos.assignment().values() if owner == n}) for n in names) <= per_class
 
 
 def test_fit_runs_kmeans_within_each_class():

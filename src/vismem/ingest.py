@@ -41,7 +41,7 @@ class AddReport:
         """Skipped for being unreadable or unlabelled (not merely duplicates)."""
         return [s for s in self.skipped if not s.reason.startswith("duplicate")]
 
-    def merge(self, other: "AddReport") -> None:
+    def merge(self, other: AddReport) -> None:
         self.added += other.added
         self.skipped += other.skipped
 
@@ -180,7 +180,7 @@ class Ingestor:
         ids, vectors = self.store.vectors(wanted)
         items = {item.id: item for item in self.store.items(wanted)}
         found = {}
-        for item_id, vector in zip(ids.tolist(), vectors):
+        for item_id, vector in zip(ids.tolist(), vectors, strict=True):
             meta = items[item_id].meta
             size = (meta["width"], meta["height"]) if "width" in meta and "height" in meta else None
             found[item_id] = (vector, self.store.thumbnail(item_id), size)

@@ -119,7 +119,7 @@ class Memory:
         settings: MemorySettings | None = None,
         encoder_options: EncoderOptions | None = None,
         **setting_values: Any,
-    ) -> "Memory":
+    ) -> Memory:
         """Create an empty memory at `location` (a directory, or a URI of another home).
 
         `encoder` names a registered encoder; its weights are loaded now, so a missing
@@ -150,7 +150,7 @@ class Memory:
         return memory
 
     @classmethod
-    def open(cls, location: str | Path, *, encoder_options: EncoderOptions | None = None) -> "Memory":
+    def open(cls, location: str | Path, *, encoder_options: EncoderOptions | None = None) -> Memory:
         """Open an existing memory; raises MemoryNotFoundError if there is none.
         `encoder_options` say where the encoder runs when it is first needed."""
         memory = cls(open_store(location))
@@ -181,7 +181,7 @@ class Memory:
         """Save derived state, purge removed bytes, and close the store."""
         self.store.close()
 
-    def __enter__(self) -> "Memory":
+    def __enter__(self) -> Memory:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -414,7 +414,7 @@ class Memory:
         if len(sources) != len(labels) or len(metas) != len(labels):
             raise InvalidInputError("sources and metas must have one entry per vector")
         items = [NewItem(vector=v, label=label, source=s, meta=m)
-                 for v, label, s, m in zip(vectors, labels, sources, metas)]
+                 for v, label, s, m in zip(vectors, labels, sources, metas, strict=True)]
         return self._commit(lambda store: store.insert(items), added=True).ids
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -429,7 +429,7 @@ class Memory:
             raise InvalidInputError("vectors must be finite numbers")
         wide = vectors.astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))  # NaN or inf anywhere shows in its row's norm
-        if not (len(norms) and 0 < norms.min() and norms.max() < np.inf):
+        if not (len(norms) and norms.min() > 0 and norms.max() < np.inf):
             wide, norms = _rows_to_normalise(wide, norms)
         return (wide / norms[:, None]).astype(np.float32)
 
@@ -468,7 +468,7 @@ class Memory:
             skipped += bad
             fresh = iter(encode_prepared(encoder, prepared))
             reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
-            stored = dict(zip(*self._stored_vectors(reuse))) if reuse else {}
+            stored = dict(zip(*self._stored_vectors(reuse), strict=True)) if reuse else {}
             for p in prepared:
                 i = position[id(p.file)]
                 vectors[i] = stored[p.known_as] if p.known_as in stored else next(fresh)
@@ -519,7 +519,7 @@ class Memory:
         if self._protos is None:
             ids = self._voting_ids(Filter())
             found, vectors = self.searched_vectors(ids.tolist())
-            labels = dict(zip(*self.store.columns()[:2]))
+            labels = dict(zip(*self.store.columns()[:2], strict=True))
             self._protos = PrototypeSet.fit(found, vectors, [labels[int(i)] for i in found],
                                             per_class=self.settings.prototypes_per_class)
         return self._protos

@@ -206,7 +206,8 @@ def add(
 def add_vectors(
     memdir: Path = MemDir,
     vectors: Path = typer.Option(..., "--vectors", help="A .npy file of shape (n, dim)."),
-    labels: Path = typer.Option(..., "--labels", help="A .npy array of n strings, or a text file with one label per line."),
+    labels: Path = typer.Option(..., "--labels",
+                                help="A .npy array of n strings, or a text file with one label per line."),
     source: str = typer.Option("vectors", "--source", "-s", help="Source tag for every vector."),
     json_out: bool = JsonFlag,
 ) -> None:
@@ -544,7 +545,8 @@ def encoders(json_out: bool = JsonFlag) -> None:
 def demo(
     encoder: str = typer.Option(OFFLINE_ENCODER, "--encoder", "-e", help="Encoder for the demo memory."),
     per_class: int = typer.Option(30, "--per-class", min=2, help="Memory exemplars per digit class."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep images and memory here [default: a temp dir]."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir",
+                                           help="Keep images and memory here [default: a temp dir]."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Run the whole story on scikit-learn's digits, offline: build, classify, explain, add a class, remove."""

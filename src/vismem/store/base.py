@@ -101,7 +101,7 @@ class Filter:
 
     @classmethod
     def of(cls, *, labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
-           where: Mapping[str, Any] | None = None, max_prune_count: int | None = None) -> "Filter":
+           where: Mapping[str, Any] | None = None, max_prune_count: int | None = None) -> Filter:
         if isinstance(labels, str) or isinstance(sources, str):
             raise InvalidInputError("labels and sources are lists of strings, not one string")
         return cls(
@@ -194,7 +194,7 @@ class Neighbours:
     relabelled_from: np.ndarray
 
     @classmethod
-    def empty(cls, n: int, k: int) -> "Neighbours":
+    def empty(cls, n: int, k: int) -> Neighbours:
         return cls(np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32),
                    np.full((n, k), None, object), np.full((n, k), None, object),
                    np.zeros((n, k)), np.zeros((n, k), np.int64), np.full((n, k), None, object))

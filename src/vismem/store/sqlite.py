@@ -96,7 +96,7 @@ class Database:
     # ---- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, config: Mapping[str, Any]) -> "Database":
+    def create(cls, path: str | Path, config: Mapping[str, Any]) -> Database:
         """A new database in directory `path`, with these config values."""
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -124,7 +124,7 @@ class Database:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> "Database":
+    def open(cls, path: str | Path) -> Database:
         path = Path(path)
         file = path / DB_NAME
         if not file.is_file():
@@ -159,7 +159,7 @@ class Database:
                 "it can be searched and classified, not changed")
 
     def write(self, what: str, before: Callable[[], None] | None = None,
-              undone: str = "nothing of it was kept") -> "_Write":
+              undone: str = "nothing of it was kept") -> _Write:
         """A write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, with
         SQLite's errors turned into ones that say what to do. `what` names the work and
         `undone` what a failure leaves; `before` runs first inside it, holding the write
