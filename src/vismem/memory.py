@@ -66,17 +66,17 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
-def _rows_to_normalise(wide: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rows_to_normalise(rows: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The slow path of `Memory._check_vectors`: say what is wrong, or rescale rows so
     huge (but finite) values do not overflow their norm."""
-    if not np.isfinite(wide).all():
+    if not np.isfinite(rows).all():
         raise InvalidInputError("vectors must be finite numbers")
     if len(norms) and not (norms > 0).all():
-        rows = np.flatnonzero(norms == 0)
+        zero = np.flatnonzero(norms == 0)
         raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
-                                f"row {rows[0]}" + (f" and {len(rows) - 1} more" if len(rows) > 1 else ""))
-    wide = wide / np.abs(wide).max(axis=1, keepdims=True)
-    return wide, np.sqrt(np.einsum("ij,ij->i", wide, wide))
+                                f"row {zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
+    rows = rows / np.abs(rows).max(axis=1, keepdims=True)
+    return rows, np.sqrt(np.add.reduce(rows * rows, axis=1))
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -427,11 +427,14 @@ class Memory:
             raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
         if vectors.dtype.kind not in "biuf":
             raise InvalidInputError("vectors must be finite numbers")
-        wide = vectors.astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))  # NaN or inf anywhere shows in its row's norm
+        rows = vectors.astype(np.float32)
+        # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
+        # NaN or inf anywhere shows in its row's norm
+        with np.errstate(over="ignore"):  # huge values overflow to inf: the slow path rescales them
+            norms = np.sqrt(np.add.reduce(rows * rows, axis=1))
         if not (len(norms) and norms.min() > 0 and norms.max() < np.inf):
-            wide, norms = _rows_to_normalise(wide, norms)
-        return (wide / norms[:, None]).astype(np.float32)
+            rows, norms = _rows_to_normalise(rows, norms)
+        return rows / norms[:, None]
 
     # ---- reading: embed, search, classify ----------------------------------------------
 

@@ -74,6 +74,10 @@ class Catalog:
         self._source = np.empty(0, np.int32)
         self._weight = np.empty(0, np.float64)
         self._prune = np.empty(0, np.int32)
+        # id -> row, -1 for none: the store hands out ids 1, 2, 3..., so a dense table finds
+        # a neighbour's row with one memory access where a binary search over 1M ids makes
+        # ~20 cache misses (the difference is most of a search's own time at 1M items)
+        self._row_of = np.full(1024, -1, np.int32)
         self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
         self.relabelled: dict[int, str] = {}
         self._name_arrays: dict[int, np.ndarray] = {}
@@ -125,6 +129,7 @@ class Catalog:
         n, m = self._n, len(new_ids)
         self._reserve(n + m)
         self._ids[n : n + m] = new_ids
+        self._index_rows(new_ids, np.arange(n, n + m, dtype=np.int32))
         self._live[n : n + m] = True
         self._label[n : n + m] = self.labels.codes(labels)
         self._source[n : n + m] = self.sources.codes(sources)
@@ -180,16 +185,28 @@ class Catalog:
         for key, (codes, column) in self._meta.items():
             self._meta[key] = (codes, column[keep].copy())
         self._n, self._dead = len(keep), 0
+        self._row_of[:] = -1
+        self._index_rows(self._ids[: self._n], np.arange(self._n, dtype=np.int32))
+
+    def _index_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        if len(ids) and ids[-1] >= len(self._row_of):
+            grown = np.full(max(int(ids[-1]) + 1, 2 * len(self._row_of)), -1, np.int32)
+            grown[: len(self._row_of)] = self._row_of
+            self._row_of = grown
+        self._row_of[ids] = rows
 
     # ---- rows ------------------------------------------------------------------------
 
     def _rows_found(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each id, whether it is live here); rows of ids not found are 0."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
+        known = (ids >= 0) & (ids < len(self._row_of))
+        rows = self._row_of[np.where(known, ids, 0)].astype(np.int64)
+        found = known & (rows >= 0)
+        rows[~found] = 0
         if self._n == 0:
-            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
-        rows = self._ids[: self._n].searchsorted(ids)
-        rows[rows == self._n] = self._n - 1  # past the last id: not found, but in bounds
-        return rows, (self._ids[rows] == ids) & self._live[rows]
+            return rows, found
+        return rows, found & self._live[rows]
 
     def rows(self, ids: Iterable[int]) -> np.ndarray:
         """Rows of the given ids that are live (others left out)."""

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ReadOnlyMemoryError, VismemError
-from .sqlite import DB_NAME
+from .sqlite import BUSY_SECONDS, DB_NAME
 
 
 def upgrade(directory: Path) -> None:
     """Bring the database in `directory` to the current format, one step at a time."""
-    db = sqlite3.connect(directory / DB_NAME, timeout=30.0, isolation_level=None)
+    db = sqlite3.connect(directory / DB_NAME, timeout=BUSY_SECONDS, isolation_level=None)
     try:
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -34,6 +34,9 @@ from .base import Filter, Item, NewItem, check_label, check_meta_key
 FORMAT_VERSION = 2
 DB_NAME = "memory.sqlite"
 CHUNK = 500  # ids per `IN (...)` list: far below SQLite's parameter limit
+# How long a write waits for another process's write to finish. Writers queue on one lock,
+# and several `vismem add` processes on a busy machine were seen waiting over 30 s in turn.
+BUSY_SECONDS = 120
 
 SCHEMA = """
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -133,7 +136,7 @@ class Database:
                                           "made by `vismem create`")
             raise MemoryNotFoundError(f"no memory at {path}: create one with `vismem create {path}`")
         try:
-            db = sqlite3.connect(file, timeout=30.0, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             read_only = False
         except sqlite3.OperationalError:
@@ -281,7 +284,7 @@ class Database:
         """Move the zeroed pages into the main file and empty the WAL.
 
         The WAL still holds copies of removed rows from when they were written. The
-        checkpoint waits (up to the 30 s busy timeout) for other connections' reads.
+        checkpoint waits (up to BUSY_SECONDS) for other connections' reads.
         """
         if self.read_only:
             return
@@ -291,7 +294,7 @@ class Database:
             raise storage_error(exc, self.directory, "purging removed items") from None
         if busy:
             raise MemoryBusyError(
-                f"could not purge {self.directory}: another process kept it busy for 30 s; "
+                f"could not purge {self.directory}: another process kept it busy for {BUSY_SECONDS} s; "
                 "run `vismem compact` when it is idle")
 
     def vacuum(self) -> None:
@@ -493,7 +496,7 @@ def _open_read_only(file: Path) -> sqlite3.Connection:
     """Open a database that cannot be written: read-only while its WAL index can still be
     shared, else immutable (SQLite then trusts that nobody writes it)."""
     for query in ("mode=ro", "immutable=1"):
-        db = sqlite3.connect(f"{file.resolve().as_uri()}?{query}", uri=True, timeout=30.0,
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?{query}", uri=True, timeout=BUSY_SECONDS,
                              check_same_thread=False, isolation_level=None)
         try:
             db.execute("SELECT COUNT(*) FROM config").fetchone()
@@ -549,7 +552,7 @@ def storage_error(exc: sqlite3.Error, directory: Path, what: str,
     if "readonly" in text or "read-only" in text:
         return ReadOnlyMemoryError(f"memory at {directory} is read-only: cannot {what}")
     if "locked" in text or "busy" in text:
-        return MemoryBusyError(f"memory at {directory} is busy: another process held it for 30 s "
+        return MemoryBusyError(f"memory at {directory} is busy: another process held it for {BUSY_SECONDS} s "
                                f"while {what}; try again when it is idle")
     return VismemError(f"storage error while {what} in {directory}: {exc}")
 
