@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -99,10 +100,13 @@ def test_fit_fills_an_empty_memory_and_partial_fit_persists(tmp_path, vectors):
     assert "9" in clf.classes_ and len(clf.ids_) == len(y)
     before = clf.predict(tx)
     assert (before[ty == "9"] == "9").mean() > 0.8 and clf.score(tx, ty) > 0.9
+    ids = clf.ids_
     clf.close()
+    with pytest.raises(NotFittedError):
+        clf.predict(tx)
     with Memory.open(tmp_path / "m") as reopened:
-        assert reopened.ids() == clf.ids_.tolist() and reopened.class_counts()["9"] == int((~old).sum())
-        found, stored_rows = reopened.vectors(clf.ids_[-int((~old).sum()):].tolist())
+        assert reopened.ids() == ids.tolist() and reopened.class_counts()["9"] == int((~old).sum())
+        found, stored_rows = reopened.vectors(ids[-int((~old).sum()):].tolist())
         rows = x[~old] / np.linalg.norm(x[~old], axis=1, keepdims=True)
         np.testing.assert_allclose(stored_rows, rows, atol=1e-6)
     again = MemoryClassifier(memory=tmp_path / "m", k=5).fit()

@@ -105,10 +105,11 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
       purge=True)`: exact, and the purge refits the memory's transform when removed items
       shaped it. `set_weight` and `refit_transform` change the memory too.
     - Labels on disk are strings: `y` must hold strings (`y.astype(str)`), and `predict`
-      returns them. `classes_` and `ids_` are the memory's, read again whenever it changed
-      (by this estimator or another process). `predict` returns the memory's label, ties
-      broken by proximity as `Memory.classify_vectors` does, and None for a query none of
-      whose neighbours carries weight (all blocked or pruned).
+      returns them. `classes_` and `ids_` are the memory's, read at `fit` and after this
+      estimator's own edits (a class another writer added joins `classes_` when a decision
+      names it). `predict` returns the memory's label, ties broken by proximity as
+      `Memory.classify_vectors` does, and None for a query none of whose neighbours carries
+      weight (all blocked or pruned).
     - `kneighbors` returns the memory's item ids and cosine distances as the index searches
       (through the transform; hard-pruned items are never returned); `explain` uses the
       memory's counterfactual path (`max_removals` fixed at its default there).
@@ -122,7 +123,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
       `MemoryClassifier()` in RAM over `Memory.vectors()`, or tune the memory with
       `vismem tune`. Pickling keeps the memory's location and reopens it on load.
     - `close()` closes a memory the estimator opened from a path (a `Memory` passed in is
-      the caller's to close).
+      the caller's to close) and leaves the estimator unfitted; `fit()` opens it again.
 
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
@@ -445,7 +446,6 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         member = np.array([members.get(int(i), -1) for i in self.ids_[rows]])
         return PrototypeClusters(owners, totals, counts, member, self._memory.vectors[rows], query)
 
-
     # ---- over a memory on disk -------------------------------------------------------------
 
     def _fit_on_disk(self, X, y) -> MemoryClassifier:
@@ -486,15 +486,15 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         from .errors import MemoryNotFoundError
         from .memory import Memory
 
-        if not isinstance(self.memory, (str, os.PathLike)):
-            assert self.memory is not None  # only a memory on disk is opened
-            self._opened_from = None
-            return self.memory
-        where = os.fspath(self.memory)
-        held = getattr(self, "memory_", None)
-        if held is not None and getattr(self, "_opened_from", None) == where:
-            return held
-        self.close()
+        given = self.memory
+        assert given is not None  # only a memory on disk is opened
+        if not isinstance(given, (str, os.PathLike)):
+            self.close()  # one this estimator opened from a path before
+            return given
+        where = os.fspath(given)
+        if hasattr(self, "memory_") and getattr(self, "_opened_from", None) == where:
+            return self.memory_
+        self.close()  # one this estimator opened from another place
         try:
             memory = Memory.open(where)
         except MemoryNotFoundError as exc:
@@ -504,10 +504,12 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return memory
 
     def close(self) -> None:
-        """Close the memory this estimator opened from a path (one passed in stays open)."""
+        """Close the memory this estimator opened from a path (one passed in stays open); the
+        estimator is then unfitted, and `fit()` opens the memory again."""
         if getattr(self, "_opened_from", None) is not None and hasattr(self, "memory_"):
             self.memory_.close()
-            del self.memory_
+            for name in ("memory_", "classes_", "ids_", "transform_", "n_features_in_"):
+                self.__dict__.pop(name, None)
         self._opened_from = None
 
     def _check_settings(self, memory: Memory) -> None:
