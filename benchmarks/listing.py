@@ -20,7 +20,6 @@ import argparse
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from serve import AUTH, start_server  # benchmarks/serve.py, beside this script
 from vismem import Memory
 from vismem.store.sqlite import DB_NAME, ITEM_COLUMNS
 
@@ -69,21 +69,6 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def serve(memdir: Path) -> tuple[subprocess.Popen, str]:
-    port = 18000 + os.getpid() % 1000
-    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port)],
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -111,9 +96,9 @@ def main() -> None:
         check = ours_here(n // 2).items
         assert [i.id for i in check] == [r[0] for r in bare_page(n // 2)], "different pages"
 
-    process, url = serve(memdir)
+    process, url = start_server(memdir)
     try:
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as http:
             def ours_http(offset: int, label: str | None = None) -> None:
                 params: dict = {"offset": offset, "limit": LIMIT}
                 if label:

@@ -74,10 +74,11 @@ class Catalog:
         self._source = np.empty(0, np.int32)
         self._weight = np.empty(0, np.float64)
         self._prune = np.empty(0, np.int32)
-        # id -> row, -1 for none: the store hands out ids 1, 2, 3..., so a dense table finds
-        # a neighbour's row with one memory access where a binary search over 1M ids makes
-        # ~20 cache misses (the difference is most of a search's own time at 1M items)
-        self._row_of = np.full(1024, -1, np.int32)
+        # row of id i at [i + 1], -1 for none: the store hands out ids 1, 2, 3..., so a dense
+        # table finds a neighbour's row with one memory access where a binary search over 1M
+        # ids makes ~20 cache misses. Its first entry answers FAISS's padding id -1 and its
+        # last (always -1) any id past the end, so a lookup is one clipped `take`.
+        self._row_of = np.full(1024, -1, np.intp)
         self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
         self.relabelled: dict[int, str] = {}
         self._name_arrays: dict[int, np.ndarray] = {}
@@ -189,24 +190,25 @@ class Catalog:
         self._index_rows(self._ids[: self._n], np.arange(self._n, dtype=np.int32))
 
     def _index_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        if len(ids) and ids[-1] >= len(self._row_of):
-            grown = np.full(max(int(ids[-1]) + 1, 2 * len(self._row_of)), -1, np.int32)
+        if len(ids) and ids[-1] + 2 >= len(self._row_of):  # ids ascend; the last entry stays -1
+            grown = np.full(max(int(ids[-1]) + 3, 2 * len(self._row_of)), -1, np.intp)
             grown[: len(self._row_of)] = self._row_of
             self._row_of = grown
-        self._row_of[ids] = rows
+        self._row_of[ids + 1] = rows
 
     # ---- rows ------------------------------------------------------------------------
 
     def _rows_found(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row of each id, whether it is live here); rows of ids not found are 0."""
+        """(row of each id, whether it is live here); rows of ids not found are -1."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        known = (ids >= 0) & (ids < len(self._row_of))
-        rows = self._row_of[np.where(known, ids, 0)].astype(np.int64)
-        found = known & (rows >= 0)
-        rows[~found] = 0
         if self._n == 0:
-            return rows, found
-        return rows, found & self._live[rows]
+            return np.full(len(ids), -1, np.intp), np.zeros(len(ids), bool)
+        # ids below -1 clip to the first entry, ids past the end (or id + 1 overflowing) to
+        # the last: both read -1
+        rows = self._row_of.take(ids + 1, mode="clip")
+        found = rows >= 0
+        found &= self._live[rows]  # a row -1 reads the last flag, masked by `found` already
+        return rows, found
 
     def rows(self, ids: Iterable[int]) -> np.ndarray:
         """Rows of the given ids that are live (others left out)."""
