@@ -5,7 +5,8 @@
 prototypes and feature transforms. Unlike a fitted model it can grow and shrink:
 `partial_fit` adds items without refitting anything, `forget` removes items exactly
 (what remains equals a fresh `fit` on the items that remain), and `explain` shows who
-voted and what would change the label.
+voted and what would change the label. It holds its vectors in RAM, or, given
+`memory=`, decides through a `vismem.Memory` on disk (see `MemoryClassifier`).
 
 >>> import numpy as np
 >>> from vismem.sklearn import MemoryClassifier
@@ -21,13 +22,14 @@ voted and what would change the label.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -37,6 +39,9 @@ from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
 from .transform import TRANSFORMS, TransformSpec, fit_transform, identity
+
+if TYPE_CHECKING:
+    from .memory import Memory
 
 
 @dataclass(frozen=True)
@@ -55,29 +60,70 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters (all keyword-only)
     ----------
-    k : int, default=10
-        Neighbours that vote.
-    vote : {"rank", "softmax", "distance", "plurality", "prototype", "hybrid"}, default="rank"
-        Vote rule (see docs/quality.md); "plurality" with `feature_transform="none"` decides as
-        `KNeighborsClassifier(metric="cosine", algorithm="brute")` does.
-    alpha, tau, mix : float, defaults 2.0, 0.07, 0.5
+    memory : str, path or `vismem.Memory`, default=None
+        None: the estimator holds its items in RAM. Otherwise a memory on disk (a directory
+        made by `Memory.create(path, encoder=None, dim=D)` / `vismem create`, or an open
+        `Memory`): every decision is then the memory's own, through its index, its stored
+        feature transform, its prototypes, its pruning and its item weights, so `predict`
+        answers what `Memory.classify_vectors` (`vismem classify`) answers; see "Over a
+        memory on disk" below.
+    k : int, default=None
+        Neighbours that vote. None: 10, or over a memory, the memory's default (as set by
+        `vismem tune`); likewise for `vote`, `alpha`, `tau` and `mix`.
+    vote : {"rank", "softmax", "distance", "plurality", "prototype", "hybrid"}, default=None
+        Vote rule (see docs/quality.md), None: "rank"; "plurality" with no feature transform
+        decides as `KNeighborsClassifier(metric="cosine", algorithm="brute")` does.
+    alpha, tau, mix : float, defaults None (2.0, 0.07, 0.5)
         Rank vote 1/(alpha + rank); softmax temperature; hybrid share of the prototype vote.
-    prototypes_per_class : int, default=1
-        Prototypes per class for the prototype and hybrid votes.
-    feature_transform : {"none", "center", "whiten"}, default="none"
+    prototypes_per_class : int, default=None
+        Prototypes per class for the prototype and hybrid votes. None: 1, or the memory's.
+    feature_transform : {"none", "center", "whiten"}, default=None
         Feature transform fitted on the data given to `fit` (see `vismem.transform`), with
-        `components`, `shrinkage` and `power` as there.
+        `components`, `shrinkage` and `power` as there. None: "none", or the memory's.
 
     Attributes
     ----------
     classes_ : ndarray (n_classes,)  sorted class labels
     ids_ : ndarray (n_items,)  id of each stored item: its row in `fit`'s data, then numbered on
-        through `partial_fit`; never reused after `forget`
-    transform_ : FeatureTransform  the fitted transform
+        through `partial_fit`; never reused after `forget` (over a memory: the memory's item ids)
+    transform_ : FeatureTransform  the fitted transform (over a memory: the memory's)
+    memory_ : Memory  over a memory on disk only: the open memory
     n_features_in_ : int
 
     Rows are L2-normalised before anything else (the memory is cosine); an all-zero row has
-    similarity 0 to everything.
+    similarity 0 to everything (a memory on disk refuses it: it has no direction).
+
+    Over a memory on disk
+    ---------------------
+    - `fit()` (or `fit(None)`) opens the memory and reads it: nothing is written. `fit(X)`
+      (y None, as a Pipeline fitted without targets passes it) does the same and checks X's
+      width. `fit(X, y)` stores (X, y) in the memory only when it holds no items; on a
+      memory with items it raises ValueError (use `fit()` to decide with what it holds,
+      `partial_fit(X, y)` to add to it), so a user's items are never wiped or added twice.
+    - `partial_fit(X, y)` is `Memory.add_vectors`: durable when it returns, the memory's
+      transform is not refitted. `forget(ids)` / `forget(mask=)` is `Memory.remove(ids,
+      purge=True)`: exact, and the purge refits the memory's transform when removed items
+      shaped it. `set_weight` and `refit_transform` change the memory too.
+    - Labels on disk are strings: `y` must hold strings (`y.astype(str)`), and `predict`
+      returns them. `classes_` and `ids_` are the memory's, read at `fit` and after this
+      estimator's own edits (a class another writer added joins `classes_` when a decision
+      names it). `predict` returns the memory's label, ties broken by proximity as
+      `Memory.classify_vectors` does, and None for a query none of whose neighbours carries
+      weight (all blocked or pruned).
+    - `kneighbors` returns the memory's item ids and cosine distances as the index searches
+      (through the transform; hard-pruned items are never returned); `explain` uses the
+      memory's counterfactual path (`max_removals` fixed at its default there).
+    - Settings that belong to the memory are not overridden: `prototypes_per_class` and the
+      transform parameters must be unset (None, and `components`, `shrinkage`, `power` at
+      their defaults) or equal to the memory's, else fit raises ValueError naming
+      `Memory.update_settings` / `Memory.set_transform` (`vismem tune`).
+    - `sklearn.base.clone` (as GridSearchCV and cross_val_score make) shares the memory (an
+      open `Memory` is not copied), and a clone refuses `fit(X, y)`: fitting it on a
+      training fold would write that fold into the shared memory. Grid-search a
+      `MemoryClassifier()` in RAM over `Memory.vectors()`, or tune the memory with
+      `vismem tune`. Pickling keeps the memory's location and reopens it on load.
+    - `close()` closes a memory the estimator opened from a path (a `Memory` passed in is
+      the caller's to close) and leaves the estimator unfitted; `fit()` opens it again.
 
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
@@ -86,21 +132,25 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "k": [Interval(Integral, 1, None, closed="left")],
-        "vote": [StrOptions(set(VOTES))],
-        "alpha": [Interval(Real, 0, None, closed="neither")],
-        "tau": [Interval(Real, 0, None, closed="neither")],
-        "mix": [Interval(Real, 0, 1, closed="both")],
-        "prototypes_per_class": [Interval(Integral, 1, None, closed="left")],
-        "feature_transform": [StrOptions(set(TRANSFORMS))],
+        "memory": [str, os.PathLike, HasMethods(["classify_vectors", "add_vectors", "remove"]), None],
+        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "vote": [StrOptions(set(VOTES)), None],
+        "alpha": [Interval(Real, 0, None, closed="neither"), None],
+        "tau": [Interval(Real, 0, None, closed="neither"), None],
+        "mix": [Interval(Real, 0, 1, closed="both"), None],
+        "prototypes_per_class": [Interval(Integral, 1, None, closed="left"), None],
+        "feature_transform": [StrOptions(set(TRANSFORMS)), None],
         "components": [Interval(Integral, 1, None, closed="left"), None],
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
         "power": [Interval(Real, 0, 1, closed="right")],
     }
 
-    def __init__(self, *, k: int = 10, vote: str = "rank", alpha: float = 2.0, tau: float = 0.07,
-                 mix: float = 0.5, prototypes_per_class: int = 1, feature_transform: str = "none",
-                 components: int | None = None, shrinkage: float = 0.0, power: float = 1.0) -> None:
+    def __init__(self, *, memory: str | os.PathLike | Memory | None = None, k: int | None = None,
+                 vote: str | None = None, alpha: float | None = None, tau: float | None = None,
+                 mix: float | None = None, prototypes_per_class: int | None = None,
+                 feature_transform: str | None = None, components: int | None = None, shrinkage: float = 0.0,
+                 power: float = 1.0) -> None:
+        self.memory = memory
         self.k = k
         self.vote = vote
         self.alpha = alpha
@@ -115,13 +165,28 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     # ---- settings ------------------------------------------------------------------------
 
     @property
+    def _on_disk(self) -> bool:
+        return self.memory is not None
+
+    @property
     def _params(self) -> VoteParams:
-        return VoteParams(k=int(self.k), vote=self.vote, alpha=float(self.alpha), tau=float(self.tau),
-                          mix=float(self.mix))
+        """The vote as set here; unset values are VoteParams' defaults, or the memory's."""
+        if self._on_disk:
+            return self.memory_.vote_params(**self._vote_given)
+        return VoteParams(**{name: value for name, value in self._vote_given.items() if value is not None})
+
+    @property
+    def _vote_given(self) -> dict[str, Any]:
+        return {"k": self.k, "vote": self.vote, "alpha": self.alpha, "tau": self.tau, "mix": self.mix}
+
+    @property
+    def _per_class(self) -> int:
+        return 1 if self.prototypes_per_class is None else int(self.prototypes_per_class)
 
     def _spec(self) -> TransformSpec:
-        return TransformSpec(self.feature_transform, self.components if self.feature_transform == "whiten" else None,
-                             float(self.shrinkage), float(self.power))
+        kind = self.feature_transform or "none"
+        return TransformSpec(kind, self.components if kind == "whiten" else None, float(self.shrinkage),
+                             float(self.power))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -131,8 +196,15 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     # ---- building ------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y) -> MemoryClassifier:
-        """Store (X, y) as the memory, replacing what it held: X (n, dim), y (n,)."""
+    def fit(self, X=None, y=None) -> MemoryClassifier:
+        """Store (X, y) as the memory, replacing what it held: X (n, dim), y (n,).
+
+        Over a memory on disk: open it and read it; (X, y) are stored only into a memory
+        with no items (see the class doc), and `fit()` / `fit(X)` store nothing."""
+        if self._on_disk:
+            return self._fit_on_disk(X, y)
+        if X is None:
+            raise ValueError("fit needs X and y (or memory=... to decide with a memory on disk)")
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self._store(X, y, first_id=0)
@@ -186,11 +258,11 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def _array_memory(self, vectors: np.ndarray, prototypes: PrototypeSet | None) -> ArrayMemory:
         if len(self._y):
             memory = ArrayMemory(vectors, self._y, classes=self.classes_.tolist(), factors=self._weights,
-                                 per_class=int(self.prototypes_per_class), prototypes=prototypes)
+                                 per_class=self._per_class, prototypes=prototypes)
             # prototypes are keyed by id, so partial_fit and forget can update them in place
             if prototypes is None and self._params.uses_prototypes:
                 memory._prototypes = PrototypeSet.fit(self.ids_.tolist(), vectors, self._y.tolist(),
-                                                      per_class=int(self.prototypes_per_class))
+                                                      per_class=self._per_class)
             return memory
         return ArrayMemory(np.empty((0, vectors.shape[1]), np.float32), [], classes=self.classes_.tolist())
 
@@ -202,6 +274,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "classes_")
         if first:
             self._validate_params()
+        if self._on_disk:
+            return self._add_on_disk(X, y, classes, attach=first)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=first)
         check_classification_targets(y)
         if first or len(self._y) == 0:  # nothing stored (or all forgotten): fit the transform on this batch
@@ -239,6 +313,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         if (ids is None) == (mask is None):
             raise ValueError("forget needs exactly one of: ids, mask")
+        if self._on_disk:
+            return self._forget_on_disk(ids, mask)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != self.ids_.shape:
@@ -262,14 +338,23 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def refit_transform(self) -> MemoryClassifier:
-        """Refit the feature transform (and prototypes) on every item stored now."""
+        """Refit the feature transform (and prototypes) on every item stored now (over a
+        memory on disk: `Memory.set_transform` with its own spec, which rebuilds its index)."""
         check_is_fitted(self)
+        if self._on_disk:
+            self.memory_.set_transform(self.memory_.settings.transform)
+            self.transform_ = self.memory_.transform
+            return self
         self._refit()
         return self
 
     def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
-        """Items' vote weight: 0 blocks, > 1 boosts, 1 is normal."""
+        """Items' vote weight: 0 blocks, > 1 boosts, 1 is normal (over a memory on disk:
+        `Memory.set_weight`, durable)."""
         check_is_fitted(self)
+        if self._on_disk:
+            self.memory_.set_weight(ids, weight)
+            return self
         rows = np.isin(self.ids_, np.asarray(list(ids), dtype=np.int64))
         self._weights[rows] = float(weight)
         self._memory.factors = self._weights
@@ -287,13 +372,19 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares float64 (n, n_classes), columns in `classes_` order, rows summing to 1
         (to 0 when every neighbour is blocked)."""
+        if self._on_disk:
+            return self._shares(self._decide_on_disk(X))
         queries = self._queries(X)
         params = self._params
         neighbours = self._memory.query(queries, params.k, prototypes=params.uses_prototypes)
         return self._memory.scores(neighbours, params)
 
     def predict(self, X) -> np.ndarray:
-        """Labels (n,): the class with the largest vote share (ties: the earlier class)."""
+        """Labels (n,): the class with the largest vote share (ties: the earlier class; over a
+        memory on disk, the memory's label: ties by proximity, None when no neighbour has weight)."""
+        if self._on_disk:
+            labels = np.array([d.label for d in self._decide_on_disk(X)], dtype=object)
+            return labels if any(label is None for label in labels) else labels.astype(self.classes_.dtype)
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
@@ -301,9 +392,11 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
         first. With X None, each stored item's neighbours among the others."""
         check_is_fitted(self)
-        m = int(self.k if n_neighbors is None else n_neighbors)
+        m = int(self._params.k if n_neighbors is None else n_neighbors)
         if m < 1:
             raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors}")
+        if self._on_disk:
+            return self._kneighbors_on_disk(X, m, return_distance)
         own = X is None
         available = len(self._y) - int(own)
         if m > available:
@@ -322,6 +415,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def explain(self, X, *, max_removals: int = DEFAULT_MAX_REMOVALS) -> list[Explanation]:
         """Per query: its label, vote shares, the k neighbours that voted (id, label, distance,
         weight, contribution) and the counterfactual (`vismem.counterfactual`)."""
+        if self._on_disk:
+            return self._explain_on_disk(X, max_removals)
         queries = self._queries(X)
         params = self._params
         proba = self.predict_proba(X)
@@ -350,6 +445,232 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         owners, members, totals, counts = self._memory.prototypes.clusters()
         member = np.array([members.get(int(i), -1) for i in self.ids_[rows]])
         return PrototypeClusters(owners, totals, counts, member, self._memory.vectors[rows], query)
+
+    # ---- over a memory on disk -------------------------------------------------------------
+
+    def _fit_on_disk(self, X, y) -> MemoryClassifier:
+        self._attach()
+        if X is None:
+            if y is not None:
+                raise ValueError("fit got y without X")
+            return self
+        if y is None:  # a Pipeline fitted without targets: check the width, store nothing
+            self._validated(X)
+            return self
+        X, y = self._validated(X, y)
+        where = self.memory_.location
+        if getattr(self, "_shares_memory", False):
+            raise ValueError(
+                f"this MemoryClassifier is a clone (as GridSearchCV and cross_val_score make) sharing the memory "
+                f"at {where}; fitting it on X, y would write a training fold into that memory. Grid-search a "
+                "MemoryClassifier() without memory on Memory.vectors(), or tune the memory with `vismem tune`")
+        if len(self.ids_):
+            raise ValueError(
+                f"the memory at {where} already holds {len(self.ids_)} items, and fit(X, y) only fills an empty "
+                "memory (nothing is wiped or added twice): call fit() to decide with what it holds, or "
+                "partial_fit(X, y) to add to it")
+        self.memory_.add_vectors(X, _string_labels(y))
+        self._read_memory()
+        return self
+
+    def _attach(self) -> None:
+        """Open the memory (or keep the one already open from the same place) and read it."""
+        memory = self._open()
+        self._check_settings(memory)
+        self.memory_ = memory
+        self.n_features_in_ = memory.dim
+        self._declared: list[str] = []  # classes given to partial_fit, kept even with no items yet
+        self._read_memory()
+
+    def _open(self) -> Memory:
+        from .errors import MemoryNotFoundError
+        from .memory import Memory
+
+        given = self.memory
+        assert given is not None  # only a memory on disk is opened
+        if not isinstance(given, (str, os.PathLike)):
+            self.close()  # one this estimator opened from a path before
+            return given
+        where = os.fspath(given)
+        if hasattr(self, "memory_") and getattr(self, "_opened_from", None) == where:
+            return self.memory_
+        self.close()  # one this estimator opened from another place
+        try:
+            memory = Memory.open(where)
+        except MemoryNotFoundError as exc:
+            raise MemoryNotFoundError(f"{exc}; for vectors: Memory.create({where!r}, encoder=None, dim=D) or "
+                                      f"`vismem create {where} --encoder none --dim D`") from None
+        self._opened_from = where
+        return memory
+
+    def close(self) -> None:
+        """Close the memory this estimator opened from a path (one passed in stays open); the
+        estimator is then unfitted, and `fit()` opens the memory again."""
+        if getattr(self, "_opened_from", None) is not None and hasattr(self, "memory_"):
+            self.memory_.close()
+            for name in ("memory_", "classes_", "ids_", "transform_", "n_features_in_"):
+                self.__dict__.pop(name, None)
+        self._opened_from = None
+
+    def _check_settings(self, memory: Memory) -> None:
+        """Parameters that the memory sets itself must be unset here, or agree with it."""
+        settings, where = memory.settings, memory.location
+        if self.prototypes_per_class is not None and self.prototypes_per_class != settings.prototypes_per_class:
+            raise ValueError(
+                f"prototypes_per_class={self.prototypes_per_class}, but the memory at {where} keeps "
+                f"{settings.prototypes_per_class} per class: leave it None to use the memory's, or change the "
+                "memory's with Memory.update_settings(prototypes_per_class=...)")
+        if self.feature_transform is None:
+            if (self.components, self.shrinkage, self.power) != (None, 0.0, 1.0):
+                raise ValueError(
+                    f"components, shrinkage and power describe a transform to fit, but the memory at {where} "
+                    f"searches through its own ({settings.transform.name}): leave them unset, or refit the "
+                    "memory's with Memory.set_transform or `vismem tune`")
+        elif self._spec() != settings.transform:
+            raise ValueError(
+                f"feature_transform {self._spec().name}, but the memory at {where} searches through "
+                f"{settings.transform.name}, fitted by the memory: leave feature_transform None to use it, or "
+                "refit the memory's with Memory.set_transform or `vismem tune`")
+
+    def _read_memory(self) -> None:
+        """classes_, ids_ and transform_ as the memory holds them now."""
+        memory = self.memory_
+        self.classes_ = np.array(sorted({*memory.class_counts(), *self._declared}), dtype=str)
+        self.ids_ = np.asarray(memory.ids(), dtype=np.int64)
+        self.transform_ = memory.transform
+
+    def _validated(self, X, y=None):
+        """X (and y) checked, X's width against the memory's dimension."""
+        dim = self.memory_.dim
+        found = validate_data(self, X, dtype=[np.float32, np.float64]) if y is None else \
+            validate_data(self, X, y, dtype=[np.float32, np.float64])
+        width = self.n_features_in_
+        self.n_features_in_ = dim
+        if width != dim:
+            raise ValueError(f"X has {width} features, but the memory at {self.memory_.location} stores "
+                             f"{dim}-d vectors")
+        if y is not None:
+            check_classification_targets(found[1])
+        return found
+
+    def _add_on_disk(self, X, y, classes, *, attach: bool) -> MemoryClassifier:
+        if attach:
+            self._attach()
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=False)
+        check_classification_targets(y)
+        labels = _string_labels(y)
+        if classes is not None:
+            self._declared = sorted({*self._declared, *_string_labels(np.asarray(classes))})
+        self.memory_.add_vectors(X, labels)
+        self._read_memory()
+        return self
+
+    def _forget_on_disk(self, ids, mask) -> MemoryClassifier:
+        if mask is not None:  # over ids_ as this estimator last read them
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != self.ids_.shape:
+                raise ValueError(f"mask must have one entry per stored item ({len(self.ids_)}), got {mask.shape}")
+            wanted = self.ids_[mask].tolist()
+        else:
+            wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist()
+            found = {item.id for item in self.memory_.items(wanted)}
+            unknown = [i for i in wanted if i not in found]
+            if unknown:
+                raise ValueError(f"no stored items with ids {unknown[:10]} in the memory at {self.memory_.location}")
+        self.memory_.remove(wanted, purge=True)
+        self._read_memory()
+        return self
+
+    def _decide_on_disk(self, X, **options: Any) -> list:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+        if not len(self.memory_):
+            raise ValueError(f"the memory at {self.memory_.location} is empty: add items with partial_fit(X, y)")
+        decisions = self.memory_.classify_vectors(X, **self._vote_given, **options)
+        if any(label not in self.classes_ for d in decisions for label in d.scores):
+            self._read_memory()  # another writer added a class since this estimator last read the memory
+        return decisions
+
+    def _shares(self, decisions: list) -> np.ndarray:
+        position = {label: c for c, label in enumerate(self.classes_.tolist())}
+        proba = np.zeros((len(decisions), len(position)))
+        for q, decision in enumerate(decisions):
+            for label, share in decision.scores.items():
+                proba[q, position[label]] = share
+        return proba
+
+    def _kneighbors_on_disk(self, X, m: int, return_distance: bool):
+        own = X is None
+        if own:  # each stored item's neighbours among the others
+            item_ids, queries = self.memory_.vectors()
+        else:
+            queries = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
+        hits = self.memory_.search(queries, m + int(own))
+        if own:
+            hits = [[h for h in row if h.id != i][:m] for i, row in zip(item_ids.tolist(), hits, strict=True)]
+        if any(len(row) < m for row in hits):
+            raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {m} and the memory at "
+                             f"{self.memory_.location} has fewer items that can be returned")
+        ids = np.array([[h.id for h in row] for row in hits], dtype=np.int64).reshape(len(hits), m)
+        if not return_distance:
+            return ids
+        distances = np.array([[h.distance for h in row] for row in hits]).reshape(len(hits), m)
+        return np.maximum(distances, 0.0), ids
+
+    def _explain_on_disk(self, X, max_removals: int) -> list[Explanation]:
+        if max_removals != DEFAULT_MAX_REMOVALS:
+            raise ValueError(f"over a memory on disk, explain searches {DEFAULT_MAX_REMOVALS} items past k, as "
+                             "`vismem explain --counterfactual` does: max_removals cannot be changed")
+        decisions = self._decide_on_disk(X, counterfactual=True)
+        classes = self.classes_.tolist()
+        return [Explanation(d.label, dict(zip(classes, shares.tolist(), strict=True)), d.neighbors, d.counterfactual)
+                for d, shares in zip(decisions, self._shares(decisions), strict=True)]
+
+    # ---- copies ----------------------------------------------------------------------------
+
+    def __sklearn_clone__(self) -> MemoryClassifier:
+        """As `sklearn.base.clone`, but a memory on disk is shared, not copied, and the
+        clone refuses `fit(X, y)` (see the class doc)."""
+        if not self._on_disk:
+            return super().__sklearn_clone__()
+        params = {name: clone(value, safe=False) for name, value in self.get_params(deep=False).items()
+                  if name != "memory"}
+        twin = type(self)(memory=self.memory, **params)
+        twin._shares_memory = True
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """An open memory pickles as its location, reopened on load."""
+        state = dict(super().__getstate__())  # object.__getstate__ hands out the live __dict__
+        if not isinstance(state.get("memory"), (str, os.PathLike, type(None))):
+            state["memory"] = state["memory"].location
+        if "memory_" in state:
+            state["memory_"] = _Reopen(state["memory_"].location)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("memory_"), _Reopen):
+            from .memory import Memory
+
+            state["memory_"] = Memory.open(state["memory_"].location)
+            state["_opened_from"] = None if state.get("memory") is None else os.fspath(state["memory"])
+        super().__setstate__(state)
+
+
+@dataclass(frozen=True)
+class _Reopen:
+    """Where a pickled estimator's memory lives."""
+
+    location: str
+
+
+def _string_labels(y: np.ndarray) -> list[str]:
+    """Labels for a memory on disk, which keeps strings (and predicts them)."""
+    labels = np.asarray(y).tolist()
+    if not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"a memory on disk keeps labels as strings and predicts them: give string labels "
+                         f"(y.astype(str)), got {np.asarray(y).dtype}")
+    return labels
 
 
 class _Held:

@@ -1,0 +1,227 @@
+"""MemoryClassifier over a vismem Memory on disk: the memory's own decisions (as
+`Memory.classify_vectors` and `vismem classify` answer), durable adds, exact forgetting,
+Pipelines, clones and clear errors. Real memories in tmp_path, real digit vectors."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from vismem.curate import prune_memory
+from vismem.decide import VoteParams
+from vismem.errors import MemoryNotFoundError
+from vismem.memory import Memory
+from vismem.remnants import find_remnants, fingerprints
+from vismem.sklearn import MemoryClassifier, MemoryEncoder
+from vismem.transform import TransformSpec
+
+from conftest import json_lines
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """Digits as 64-d vectors with string labels: 500 to store, 200 to query."""
+    d = load_digits()
+    rows = np.random.default_rng(0).permutation(len(d.target))
+    x, y = d.data[rows].astype(np.float32), d.target[rows].astype(str)
+    return x[:500], y[:500], x[500:700], y[500:700]
+
+
+def stored(path, x, y) -> Memory:
+    memory = Memory.create(path, encoder=None, dim=x.shape[1])
+    memory.add_vectors(x, y)
+    return memory
+
+
+def whitened(memory: Memory) -> None:
+    memory.set_transform(TransformSpec("whiten", 24, 0.1))
+
+
+def tuned(memory: Memory) -> None:
+    memory.update_settings(vote=VoteParams(k=5, vote="softmax", tau=0.1))
+
+
+def hybrid_through_whitening(memory: Memory) -> None:
+    whitened(memory)
+    memory.update_settings(prototypes_per_class=2)
+
+
+def soft_pruned(memory: Memory) -> None:
+    prune_memory(memory, "soft")
+
+
+def hard_pruned_and_blocked(memory: Memory) -> None:
+    prune_memory(memory, "hard")
+    memory.set_weight(memory.ids()[::7], 0.0)
+
+
+@pytest.mark.parametrize(("setup", "params"), [
+    (None, {}),
+    (tuned, {}),  # unset vote parameters are the memory's defaults
+    (hybrid_through_whitening, {"vote": "hybrid", "k": 7, "mix": 0.3}),
+    (soft_pruned, {"vote": "rank", "alpha": 1.0}),
+    (hard_pruned_and_blocked, {"vote": "plurality", "k": 5}),
+    (whitened, {"vote": "prototype", "tau": 0.05}),
+])
+def test_predict_is_the_memorys_own_decision(tmp_path, vectors, setup, params):
+    x, y, tx, _ = vectors
+    memory = stored(tmp_path / "m", x, y)
+    if setup is not None:
+        setup(memory)
+    clf = MemoryClassifier(memory=tmp_path / "m", **params).fit()
+    assert clf.classes_.tolist() == sorted(set(y.tolist())) and clf.ids_.tolist() == memory.ids()
+    with Memory.open(tmp_path / "m") as other:  # as `vismem classify` would open it
+        decisions = other.classify_vectors(tx, **params)
+        assert clf.transform_.fingerprint == other.transform.fingerprint
+        hits = other.search(tx, clf._params.k)
+    assert clf.predict(tx).tolist() == [d.label for d in decisions]
+    expected = np.array([[d.scores.get(c, 0.0) for c in clf.classes_] for d in decisions])
+    np.testing.assert_allclose(clf.predict_proba(tx), expected, atol=1e-12)
+    distances, ids = clf.kneighbors(tx)
+    assert ids.tolist() == [[h.id for h in row] for row in hits]
+    np.testing.assert_allclose(distances, [[max(h.distance, 0.0) for h in row] for row in hits], atol=1e-6)
+    if params.get("vote") != "prototype":
+        assert ids[:, :3].tolist() == [[n.id for n in d.neighbors[:3]] for d in decisions]
+
+
+def test_fit_fills_an_empty_memory_and_partial_fit_persists(tmp_path, vectors):
+    x, y, tx, ty = vectors
+    Memory.create(tmp_path / "m", encoder=None, dim=64).close()
+    old = y != "9"
+    clf = MemoryClassifier(memory=tmp_path / "m", k=5).fit(x[old], y[old])
+    assert "9" not in clf.classes_
+    clf.partial_fit(x[~old], y[~old])  # a new class, written to disk, nothing refitted
+    assert "9" in clf.classes_ and len(clf.ids_) == len(y)
+    before = clf.predict(tx)
+    assert (before[ty == "9"] == "9").mean() > 0.8 and clf.score(tx, ty) > 0.9
+    ids = clf.ids_
+    clf.close()
+    with pytest.raises(NotFittedError):
+        clf.predict(tx)
+    with Memory.open(tmp_path / "m") as reopened:
+        assert reopened.ids() == ids.tolist() and reopened.class_counts()["9"] == int((~old).sum())
+        found, stored_rows = reopened.vectors(ids[-int((~old).sum()):].tolist())
+        rows = x[~old] / np.linalg.norm(x[~old], axis=1, keepdims=True)
+        np.testing.assert_allclose(stored_rows, rows, atol=1e-6)
+    again = MemoryClassifier(memory=tmp_path / "m", k=5).fit()
+    assert again.predict(tx).tolist() == before.tolist()
+    with pytest.raises(ValueError, match="already holds 500 items"):  # never added twice
+        again.fit(x, y)
+    assert len(Memory.open(tmp_path / "m")) == 500
+
+
+def test_forget_removes_exactly_and_leaves_no_bytes(tmp_path, vectors):
+    x, y, tx, _ = vectors
+    memory = stored(tmp_path / "m", x, y)
+    whitened(memory)
+    clf = MemoryClassifier(memory=memory, vote="hybrid").fit()
+    ids = np.asarray(memory.ids())
+    gone = ids[y == "3"][:30].tolist() + ids[[0, 1, 250]].tolist()
+    prints = fingerprints(memory, gone)
+    with pytest.raises(ValueError, match="no stored items"):
+        clf.forget(gone + [10**6])  # nothing removed when one id is unknown
+    assert len(memory) == 500
+    clf.forget(gone[:20]).forget(mask=np.isin(clf.ids_, gone[20:]))
+    assert not np.isin(clf.ids_, gone).any() and len(clf.ids_) == 500 - len(gone)
+    with Memory.open(tmp_path / "m") as reopened:
+        assert reopened.items(gone) == [] and not set(reopened.ids()) & set(gone)
+    assert find_remnants(tmp_path / "m", prints)[0] == []
+    # the memory after forgetting decides as a fresh memory of what remains
+    keep = ~np.isin(ids, gone)
+    fresh = stored(tmp_path / "fresh", x[keep], y[keep])
+    whitened(fresh)
+    other = MemoryClassifier(memory=fresh, vote="hybrid").fit()
+    assert clf.transform_.fingerprint == other.transform_.fingerprint
+    np.testing.assert_allclose(clf.predict_proba(tx), other.predict_proba(tx), atol=1e-6)
+    assert clf.predict(tx).tolist() == other.predict(tx).tolist()
+
+
+def test_explain_uses_the_memorys_counterfactual(tmp_path, vectors):
+    x, y, tx, _ = vectors
+    memory = stored(tmp_path / "m", x, y)
+    clf = MemoryClassifier(memory=memory, k=10).fit()
+    q = tx[int(np.argmin(clf.predict_proba(tx).max(axis=1))):][:1]  # the closest call
+    why = clf.explain(q)[0]
+    decision = memory.classify_vectors(q, k=10, counterfactual=True)[0]
+    assert why.label == decision.label == clf.predict(q)[0]
+    assert why.neighbors == decision.neighbors and why.counterfactual == decision.counterfactual
+    assert [n.id for n in why.neighbors] == clf.kneighbors(q)[1][0].tolist()
+    assert sum(why.proba.values()) == pytest.approx(1.0)
+    cf = why.counterfactual
+    assert cf.remove and clf.forget(cf.remove).predict(q)[0] == cf.label_after_remove != why.label
+
+
+def test_pipeline_fills_a_memory_and_decides_through_it(tmp_path, vectors):
+    x, y, tx, ty = vectors
+    Memory.create(tmp_path / "m", encoder=None, dim=64).close()
+    pipe = make_pipeline(StandardScaler(), MemoryClassifier(memory=tmp_path / "m", k=5)).fit(x, y)
+    assert pipe.score(tx, ty) > 0.9
+    with Memory.open(tmp_path / "m") as memory:
+        assert len(memory) == len(y)
+        assert pipe.predict(tx).tolist() == [d.label for d in memory.classify_vectors(pipe[0].transform(tx), k=5)]
+
+
+def test_pipeline_from_image_paths_answers_as_vismem_classify(tmp_path, digit_folders, cli):
+    train, test = digit_folders
+    memdir = tmp_path / "m"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    cli("add", memdir, train, check=True)
+    paths = sorted(test.rglob("*.png"))
+    answered = json_lines(cli("classify", memdir, *paths, "--k", "3", "--json", check=True))
+    pipe = make_pipeline(MemoryEncoder("pixels"), MemoryClassifier(memory=memdir, k=3))
+    pipe.fit(paths[:1])  # no targets: opens the memory, stores nothing
+    assert pipe.predict(paths).tolist() == [a["label"] for a in answered]
+    with Memory.open(memdir) as memory:
+        assert len(memory) == len(list(train.rglob("*.png")))
+
+
+def test_clones_share_the_memory_and_never_write_to_it(tmp_path, vectors):
+    x, y, tx, _ = vectors
+    memory = stored(tmp_path / "m", x[:300], y[:300])
+    twin = clone(MemoryClassifier(memory=memory, k=3))
+    assert twin.memory is memory and twin.get_params()["k"] == 3
+    search = GridSearchCV(MemoryClassifier(memory=tmp_path / "m"), {"k": [1, 5]}, cv=3, error_score="raise")
+    with pytest.raises(ValueError, match="clone .* training fold"):
+        search.fit(x, y)
+    empty = Memory.create(tmp_path / "empty", encoder=None, dim=64)
+    with pytest.raises(ValueError, match="clone"):
+        GridSearchCV(MemoryClassifier(memory=empty), {"k": [1, 5]}, cv=3, error_score="raise").fit(x, y)
+    assert len(empty) == 0 and memory.ids() == list(range(1, 301))
+    clf = MemoryClassifier(memory=memory, k=3).fit()
+    copy = pickle.loads(pickle.dumps(clf))  # the open memory travels as its location
+    assert copy.memory == memory.location and copy.predict(tx).tolist() == clf.predict(tx).tolist()
+    copy.close()
+
+
+def test_bad_input_fails_clearly_and_changes_nothing(tmp_path, vectors):
+    x, y, tx, _ = vectors
+    with pytest.raises(MemoryNotFoundError, match="encoder=None, dim=D"):
+        MemoryClassifier(memory=tmp_path / "nowhere").fit()
+    Memory.create(tmp_path / "m", encoder=None, dim=64).close()
+    clf = MemoryClassifier(memory=tmp_path / "m")
+    with pytest.raises(ValueError, match="empty"):
+        clf.fit().predict(tx[:1])
+    with pytest.raises(ValueError, match="X has 10 features, but the memory at .* stores 64-d"):
+        clf.fit(x[:, :10], y)
+    with pytest.raises(ValueError, match="string labels"):
+        clf.fit(x, y.astype(int))
+    clf.fit(x, y)
+    with pytest.raises(ValueError, match="expecting 64 features"):
+        clf.predict(tx[:, :10])
+    with pytest.raises(ValueError, match="expecting 64 features"):
+        clf.partial_fit(x[:5, :10], y[:5])
+    with pytest.raises(ValueError, match="feature_transform center, but the memory .* searches through none"):
+        MemoryClassifier(memory=tmp_path / "m", feature_transform="center").fit()
+    with pytest.raises(ValueError, match="components, shrinkage and power"):
+        MemoryClassifier(memory=tmp_path / "m", components=8).fit()
+    with pytest.raises(ValueError, match="update_settings"):
+        MemoryClassifier(memory=tmp_path / "m", prototypes_per_class=3).fit()
+    with pytest.raises(ValueError, match="max_removals"):
+        clf.explain(tx[:1], max_removals=3)
+    assert len(Memory.open(tmp_path / "m")) == 500
