@@ -1,4 +1,4 @@
-"""`vismem demo`: the whole story on real digits, offline, in about a minute on 2 cores.
+"""`vismem demo`: the whole story on real digits, offline, in about 20 s on 2 cores.
 
 1. Build a memory of digits 1-9 and classify held-out images.
 2. Explain one decision through its neighbours.
