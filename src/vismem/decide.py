@@ -158,7 +158,7 @@ def vote_matrix(
     return class_scores(weights, idx, n_classes, params, prototype_similarities)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a batch makes thousands of these
 class Neighbor:
     """One exemplar that took part in a decision.
 
@@ -330,15 +330,22 @@ def decide_batch(
     scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
     totals = weights.sum(axis=1)
     paths = list(paths) if paths is not None else [None] * n
+    # every decision reports its distance to each class's nearest prototype, nearest first:
+    # sorted here for the whole batch (with a thousand classes, per-query Python sorting
+    # cost more than the search); stable, so ties keep the prototypes' order
+    proto_names = np.asarray(proto_classes, dtype=object)
+    finite = np.isfinite(proto_sims)
+    proto_dist = 1.0 - proto_sims  # +inf where a class has no prototype: sorted last
+    nearest_first = np.argsort(proto_dist, axis=1, kind="stable")
+    with_prototype = finite.sum(axis=1)
     decisions = []
     for q in range(n):
         row = np.flatnonzero(live[q])
         labels = b.labels[q, row].tolist()
-        finite = np.isfinite(proto_sims[q])
-        proto_distances = dict(zip(np.asarray(proto_classes, dtype=object)[finite].tolist(),
-                                   (1.0 - proto_sims[q, finite]).tolist(), strict=True))
+        by_distance = nearest_first[q, : with_prototype[q]]
+        prototypes = dict(zip(proto_names[by_distance].tolist(), proto_dist[q, by_distance].tolist(), strict=True))
         # first-seen order: the nearest neighbours' classes, then the prototype classes
-        order = list(dict.fromkeys([*labels, *(proto_distances if params.uses_prototypes else ())]))
+        order = list(dict.fromkeys([*labels, *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())]))
         shares = {c: float(scores[q, position[c]]) for c in order}
         if sum(shares.values()) <= 0:
             winner, shares = None, {c: 0.0 for c in order}
@@ -346,17 +353,21 @@ def decide_batch(
             winner = max(shares, key=shares.__getitem__)  # the first maximum: ties by proximity
             shares = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
         grand = float(totals[q])
+        # whole rows to Python values at once: indexing numpy one element at a time costs
+        # more than the vote itself when a batch holds thousands of neighbours
+        ids, label_row, distance, weight, source, item_weight, prune_factor, relabelled = (
+            column.tolist() for column in (b.ids[q], b.labels[q], 1.0 - b.similarities[q], weights[q],
+                                           b.sources[q], b.item_weights[q], b.prune_factors[q],
+                                           b.relabelled_from[q]))
         neighbors = [
-            Neighbor(id=int(b.ids[q, j]), label=b.labels[q, j], distance=float(1.0 - b.similarities[q, j]),
-                     weight=float(weights[q, j]),
-                     contribution=float(weights[q, j] / grand) if grand > 0 else 0.0,
-                     source=b.sources[q, j], item_weight=float(b.item_weights[q, j]),
-                     prune_factor=float(b.prune_factors[q, j]), relabelled_from=b.relabelled_from[q, j])
-            for j in row
+            Neighbor(id=ids[j], label=label_row[j], distance=distance[j], weight=weight[j],
+                     contribution=weight[j] / grand if grand > 0 else 0.0, source=source[j],
+                     item_weight=item_weight[j], prune_factor=prune_factor[j], relabelled_from=relabelled[j])
+            for j in row.tolist()
         ]
         decisions.append(Decision(
             winner, shares[winner] if winner is not None else 0.0, shares, neighbors, params, paths[q],
-            prototypes=dict(sorted(proto_distances.items(), key=lambda kv: kv[1])), restriction=restriction))
+            prototypes=prototypes, restriction=restriction))
     return decisions
 
 
