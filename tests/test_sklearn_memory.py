@@ -225,3 +225,16 @@ def test_bad_input_fails_clearly_and_changes_nothing(tmp_path, vectors):
     with pytest.raises(ValueError, match="max_removals"):
         clf.explain(tx[:1], max_removals=3)
     assert len(Memory.open(tmp_path / "m")) == 500
+
+
+def test_a_query_with_no_weighted_neighbour_is_none_and_scores_as_wrong(tmp_path, vectors):
+    x, y, tx, ty = vectors
+    with stored(tmp_path / "m", x[:40], y[:40]) as memory:
+        clf = MemoryClassifier(memory=memory, k=3).fit()
+        query = tx[:4]
+        nearest = clf.kneighbors(query[:1], return_distance=False)[0].tolist()
+        clf.set_weight(nearest, 0.0)  # every neighbour of the first query is blocked
+        predicted = clf.predict(query)
+        assert predicted[0] is None and all(p is not None for p in predicted[1:])
+        right = float(np.mean(predicted[1:] == ty[1:4]))
+        assert clf.score(query, ty[:4]) == pytest.approx(right * 3 / 4)  # the None counts as wrong

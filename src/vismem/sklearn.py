@@ -109,7 +109,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
       estimator's own edits (a class another writer added joins `classes_` when a decision
       names it). `predict` returns the memory's label, ties broken by proximity as
       `Memory.classify_vectors` does, and None for a query none of whose neighbours carries
-      weight (all blocked or pruned).
+      weight (all blocked or pruned); `score` counts such a query as wrong.
     - `kneighbors` returns the memory's item ids and cosine distances as the index searches
       (through the transform; hard-pruned items are never returned); `explain` uses the
       memory's counterfactual path (`max_removals` fixed at its default there).
@@ -387,6 +387,16 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return labels if any(label is None for label in labels) else labels.astype(self.classes_.dtype)
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of `predict` on (X, y), as scikit-learn's classifiers score. Over a
+        memory on disk a query none of whose neighbours carries weight (predicted None)
+        counts as wrong."""
+        if not self._on_disk:
+            return super().score(X, y, sample_weight=sample_weight)
+        predicted = self.predict(X).tolist()
+        right = [p is not None and p == t for p, t in zip(predicted, np.asarray(y).tolist(), strict=True)]
+        return float(np.average(np.asarray(right, dtype=float), weights=sample_weight))
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
