@@ -38,9 +38,7 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
         vectors = memory.transform.apply(vectors)
     pruning = memory.pruning
     if voting_only:
-        keep = weights > 0
-        if pruning.excluded_from is not None:
-            keep &= counts < pruning.excluded_from
+        keep = pruning.votes(weights, counts)
         ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
     labels = np.asarray(labels.tolist())
     weights = np.asarray(weights, dtype=np.float64) * pruning.factors(counts)

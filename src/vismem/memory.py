@@ -104,6 +104,7 @@ class Memory:
         self._encoder: Encoder | None = None
         self._encoder_options: EncoderOptions | None = None  # device, runtime...: not identity
         self._protos: PrototypeSet | None = None  # built on first use, then kept in step
+        self._voting: tuple[np.ndarray, np.ndarray] | None = None  # see _voters
         self.auto_refresh = True
 
     # ---- open / create -----------------------------------------------------------------
@@ -195,6 +196,7 @@ class Memory:
         """Catch up if another process has committed to this memory since we last looked."""
         if self.store.refresh():
             self._protos = None  # rebuilt on next use from the store as it is now
+            self._voting = None
 
     def _catch_up(self) -> None:
         # Every call refreshes first, unless its owner refreshes at safe points itself: a
@@ -281,6 +283,7 @@ class Memory:
         protos = None if reset else self._protos
         before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
         result = write(self.store)
+        self._voting = None
         if reset:
             self._protos = None
         elif protos is not None:
@@ -294,17 +297,21 @@ class Memory:
 
     def _join_prototypes(self, protos: PrototypeSet, ids: np.ndarray) -> None:
         """Put items into the prototypes if they vote (weight > 0, not hard-pruned)."""
-        excluded_from = self.settings.pruning.excluded_from
-        voting = {item.id: item.label for item in self.store.items(ids.tolist())
-                  if item.weight > 0 and (excluded_from is None or item.prune_count < excluded_from)}
+        items = self.store.items(ids.tolist())
+        votes = self.settings.pruning.votes(np.array([i.weight for i in items]),
+                                            np.array([i.prune_count for i in items]))
+        voting = {item.id: item.label for item, vote in zip(items, votes.tolist(), strict=True) if vote}
         if voting:
             found, vectors = self.searched_vectors(sorted(voting))
             protos.add(found, vectors, [voting[int(i)] for i in found])
 
-    def _voting_ids(self, where: Filter) -> np.ndarray:
-        """Ids of items that vote (weight > 0, not hard-pruned) among those a filter allows."""
-        ids, _, weights, _ = self.store.columns(voting_filter(where, self.settings))
-        return ids[weights > 0]
+    def _voters(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, labels) of the items that vote (weight > 0, not hard-pruned), read once and
+        kept until the next write or catch-up: `classify --abstain` asks on every call."""
+        if self._voting is None:
+            ids, labels, weights, _ = self.store.columns(voting_filter(Filter(), self.settings))
+            self._voting = ids[weights > 0], labels[weights > 0]
+        return self._voting
 
     # ---- adding ------------------------------------------------------------------------
 
@@ -520,9 +527,9 @@ class Memory:
         feature transform), built on first use and updated by every edit after."""
         self._catch_up()
         if self._protos is None:
-            ids = self._voting_ids(Filter())
+            ids, voter_labels = self._voters()
             found, vectors = self.searched_vectors(ids.tolist())
-            labels = dict(zip(*self.store.columns()[:2], strict=True))
+            labels = dict(zip(ids.tolist(), voter_labels.tolist(), strict=True))
             self._protos = PrototypeSet.fit(found, vectors, [labels[int(i)] for i in found],
                                             per_class=self.settings.prototypes_per_class)
         return self._protos
@@ -580,7 +587,7 @@ class Memory:
         found = self.settings.abstention
         if found is None:
             return None
-        return changed_fraction(found.items, found.max_id, self._voting_ids(Filter()))
+        return changed_fraction(found.items, found.max_id, self._voters()[0])
 
     def _transform_status(self, described: dict[str, Any] | None) -> dict[str, Any] | None:
         """The fitted feature transform, and how far the memory moved since it was fitted:
