@@ -53,6 +53,16 @@ def test_explain_out_is_checked_before_any_work(small_memory, tmp_path, out, say
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("target, says", [("missing/m.parquet", "does not exist"), ("", "is a folder"),
+                                          ("afile/m.parquet", "does not exist")])
+def test_export_target_is_checked_before_any_work(small_memory, tmp_path, target, says):
+    _, memdir, _ = small_memory
+    (tmp_path / "afile").write_text("not a folder")
+    result = run_cli("export", memdir, tmp_path / target)
+    one_line_error(result, "cannot write", says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no partial file anywhere
+
+
 def test_explain_writes_a_jpeg_sheet_too(small_memory, tmp_path):
     _, memdir, queries = small_memory
     run_cli("explain", memdir, queries[0], "--out", tmp_path / "sheet.jpg", check=True)

@@ -26,6 +26,7 @@ reader (pandas, DuckDB, Spark) reads the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -160,6 +161,11 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if path.is_dir():  # checked before any item is read
+        raise InvalidInputError(f"cannot write {path}: it is a folder; name a file in it, "
+                                f"e.g. {path / 'memory.parquet'}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
     schema = arrow_schema(dim, header, thumbnails=thumbnails)
     partial = path.with_name(path.name + ".partial")
     written = 0
@@ -171,8 +177,11 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
                     writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
                     written += len(rows)
         os.replace(partial, path)
+    except OSError as exc:
+        raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the error above says what went wrong
+            partial.unlink(missing_ok=True)
     return written
 
 
