@@ -74,9 +74,10 @@ def prepare_files(
         if not isinstance(entry, tuple):
             (prepared if isinstance(entry, PreparedImage) else skipped).append(entry)
             continue
-        file, data, _ = entry
+        file, data, digest = entry
         try:
-            prepared.append(prepare_bytes(file, data, encoder, thumbnails=thumbnails, max_pixels=max_pixels))
+            prepared.append(prepare_bytes(file, data, encoder, digest=digest, thumbnails=thumbnails,
+                                          max_pixels=max_pixels))
         except ImageReadError as exc:
             skipped.append(Skipped(str(file.path), str(exc)))
     return prepared, skipped
@@ -87,6 +88,7 @@ def prepare_bytes(
     data: bytes,
     encoder: Encoder,
     *,
+    digest: str | None = None,
     known_hashes: Mapping[str, int] | None = None,
     thumbnails: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -94,9 +96,10 @@ def prepare_bytes(
     """Hash, decode and preprocess one image's bytes; raises ImageReadError.
 
     `file` only names the image (and gives its label): for uploaded bytes its path is
-    the client's file name and is never opened.
+    the client's file name and is never opened. `digest`: the bytes' content hash, when
+    the caller has already computed it.
     """
-    digest = content_hash(data)
+    digest = digest or content_hash(data)
     if known_hashes is not None and digest in known_hashes:
         return PreparedImage(file, digest, known_as=known_hashes[digest])
     pixels, thumbnail, size = decode_pixels(data, encoder.preprocessing, thumbnails, max_pixels)

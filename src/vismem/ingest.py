@@ -114,11 +114,12 @@ class Ingestor:
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []
-            known = self.store.known_hashes([content_hash(data) for _, data in chunk])
-            for name, data in chunk:
+            digests = [content_hash(data) for _, data in chunk]
+            known = self.store.known_hashes(digests)
+            for (name, data), digest in zip(chunk, digests, strict=True):
                 try:
                     prepared.append(prepare_bytes(ImageFile(Path(name), label), data, self.encoder,
-                                                  known_hashes=known, thumbnails=True,
+                                                  digest=digest, known_hashes=known, thumbnails=True,
                                                   max_pixels=max_pixels))
                 except ImageReadError as exc:
                     report.skipped.append(Skipped(name, str(exc)))
