@@ -6,8 +6,8 @@ never a loop over items), each neighbour's label, source, weight and pruning cou
 class counts and pages of a listing. It is derived from the store, kept in step by
 every edit, and rebuilt from the store at open.
 
-Rows are kept in id order (the store hands out increasing ids), so an id's row is a
-binary search. A removed item's row is marked dead and reclaimed in bulk later, so a
+Rows are kept in id order (the store hands out increasing ids), and a dense table
+indexed by id gives an id's row in one lookup. A removed item's row is marked dead and reclaimed in bulk later, so a
 single removal costs O(1), not a copy of every column.
 
 >>> c = Catalog()

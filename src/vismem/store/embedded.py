@@ -242,8 +242,8 @@ class EmbeddedStore:
         ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
                                          before=self._catch_up_locked)
         if ids:
-            added = [item for position, item in enumerate(items)
-                     if position not in {p for p, _ in duplicates}]
+            refused = {p for p, _ in duplicates}
+            added = [item for position, item in enumerate(items) if position not in refused]
             self.catalog.add(ids, [i.label for i in added], [i.source for i in added],
                              [i.weight for i in added], [i.meta for i in added])
             self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))

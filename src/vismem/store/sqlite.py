@@ -317,10 +317,6 @@ class Database:
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
-    def class_counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT label, COUNT(*) FROM items GROUP BY label ORDER BY label")
-        return {label: count for label, count in rows}
-
     def ids_where(self, where: Filter | None = None) -> list[int]:
         """Ids of items matching a filter, ascending."""
         clauses, params = _sql_filter(where)
