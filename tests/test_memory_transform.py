@@ -45,6 +45,26 @@ def test_searches_and_prototypes_go_through_the_fitted_transform(tmp_path, offse
         assert memory.settings.transform == WHITEN
 
 
+def nearest(memory: Memory, vector: np.ndarray) -> list[int]:
+    return [h.id for h in memory.search(vector, k=5)[0]]
+
+
+def test_another_open_memory_follows_a_refit_and_later_adds(tmp_path, offset_digits):
+    """A second Memory on the same directory (as a second process or server would be)
+    picks up a transform fitted by the first, and keeps it across the first's later adds."""
+    x, y = offset_digits
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as writer:
+        writer.add_vectors(x[:500], y[:500])
+        with Memory.open(tmp_path / "m") as reader:
+            assert reader.transform.is_identity
+            fitted = writer.set_transform(WHITEN)
+            assert nearest(reader, x[600]) == nearest(writer, x[600])
+            assert reader.transform.fingerprint == fitted.fingerprint
+            writer.add_vectors(x[500:600], y[500:600])
+            assert nearest(reader, x[650]) == nearest(writer, x[650])
+            assert reader.transform.fingerprint == fitted.fingerprint and len(reader) == 600
+
+
 def test_saved_index_records_the_transform_and_adding_does_not_refit(tmp_path, offset_digits, caplog):
     x, y = offset_digits
     path = tmp_path / "m"

@@ -19,6 +19,7 @@ rebuilds the index through the new fit.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -60,9 +61,9 @@ class EmbeddedStore:
         self.identity = EncoderIdentity(**config["encoder"])
         self.created_at = config["created_at"]
         self._config = config
-        self._settings = MemorySettings.from_dict(config.get("settings", {}))
         self._transform = self._stored_transform()
-        self.catalog = Catalog(db)
+        self._settings: MemorySettings  # these two are read by _load, below
+        self.catalog: Catalog
         self._index = ManagedIndex(self)
         self._unpurged = False
         self._recorded: QuerySample | None = None  # queries recorded here, not yet written
@@ -107,10 +108,16 @@ class EmbeddedStore:
         self.catalog = catalog
         self._index.open(self._live())
 
-    def _reload_config(self) -> None:
-        self._config = self.db.config()
-        self._settings = MemorySettings.from_dict(self._config.get("settings", {}))
-        self._transform = self._stored_transform()
+    def _reload_config(self) -> bool:
+        """Read the config and settings again; True when the fitted transform changed (it is
+        decoded only then: every catch-up after another process's commit comes here)."""
+        config = self.db.config()
+        changed = _fingerprint(config) != _fingerprint(self._config)
+        self._config = config
+        self._settings = MemorySettings.from_dict(config.get("settings", {}))
+        if changed:
+            self._transform = self._stored_transform()
+        return changed
 
     # ---- the feature transform -------------------------------------------------------
 
@@ -341,9 +348,7 @@ class EmbeddedStore:
         if not self.is_stale():
             return False
         self._seen = self.db.data_version()
-        fingerprint = self._transform.fingerprint
-        self._reload_config()
-        if self._transform.fingerprint != fingerprint:  # another process refitted it
+        if self._reload_config():  # another process refitted the transform
             self._load()
             return True
         for seq, op, ids in self.db.edits_since(self._seq):
@@ -500,3 +505,13 @@ class _LiveIds:
 
     def __contains__(self, item_id: object) -> bool:
         return isinstance(item_id, (int, np.integer)) and int(item_id) in self._catalog
+
+
+def _fingerprint(config: dict[str, Any]) -> str | None:
+    """The stored feature transform's fingerprint (None: no transform), read without
+    decoding its arrays."""
+    found = config.get("transform")
+    if not found:
+        return None
+    fitted = found["fitted"]
+    return fitted.get("fingerprint") or json.dumps(fitted, sort_keys=True)  # (every writer stores one)
