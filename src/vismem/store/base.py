@@ -51,6 +51,22 @@ def check_meta_key(key: object) -> str:
     return key
 
 
+def check_new_items(items: Sequence[NewItem], dim: int) -> None:
+    """What every home refuses before writing anything: bad labels, metadata keys that a
+    filter could not name, vectors of another dimension."""
+    for item in items:
+        check_label(item.label)
+        for key in item.meta:
+            check_meta_key(key)
+        if item.vector.shape != (dim,):
+            raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
+
+
+def check_weight(weight: float | None) -> None:
+    if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
+        raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
+
+
 def meta_value_key(value: Any) -> Any:
     """How a metadata value compares in filters: numbers and text as themselves (1 == 1.0
     == true, as in SQLite), lists and objects by their canonical JSON text."""

@@ -62,7 +62,7 @@ from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
 from ..transform import identity as no_transform
 from .base import (MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page,
-                   check_label, check_meta_key)
+                   check_label, check_meta_key, check_new_items, check_weight)
 
 SCHEME = "milvus"
 FORMAT_NAME = "vismem-milvus"
@@ -523,13 +523,8 @@ class MilvusStore:
     # ---- writes ----------------------------------------------------------------------
 
     def _check(self, items: Sequence[NewItem]) -> None:
-        for item in items:
-            check_label(item.label)
-            for key in item.meta:
-                check_meta_key(key)
-            if item.vector.shape != (self.dim,):
-                raise InvalidInputError(
-                    f"vector has shape {item.vector.shape}, this memory stores {self.dim}-d vectors")
+        check_new_items(items, self.dim)
+        for item in items:  # and what only Milvus limits
             for name, text in (("source", item.source), ("path", item.path)):
                 if text is not None and len(text.encode()) > VARCHAR_MAX:
                     raise InvalidInputError(f"an item's {name} is at most {VARCHAR_MAX} bytes in Milvus")
@@ -663,8 +658,7 @@ class MilvusStore:
         forgets it."""
         if label is not None:
             check_label(label)
-        if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
-            raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
+        check_weight(weight)
 
         def change(row: dict[str, Any]) -> None:
             if label is not None and label != row["label"]:

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryNotFoundError,
                       ReadOnlyMemoryError, VismemError)
 from ..search.tuning import merge_slots
-from .base import Filter, Item, NewItem, check_label, check_meta_key
+from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
 
 FORMAT_VERSION = 2
 DB_NAME = "memory.sqlite"
@@ -195,13 +195,7 @@ class Database:
         """Insert items in one transaction. Returns (new ids in input order, duplicates as
         (position, existing id)); an item whose content a stored item already has, or an
         earlier item of this batch, is a duplicate unless `allow_duplicates`."""
-        for item in items:
-            check_label(item.label)
-            for key in item.meta:
-                check_meta_key(key)
-            if item.vector.shape != (dim,):
-                raise InvalidInputError(
-                    f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
+        check_new_items(items, dim)
         if not items:
             return [], []
         now = time.time()
@@ -255,8 +249,7 @@ class Database:
         relabel of an item keeps its original label; relabelling back forgets it."""
         if label is not None:
             check_label(label)
-        if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
-            raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
+        check_weight(weight)
         with self.write(f"updating {len(ids)} items", before, "nothing was changed") as db:
             present = self._existing(ids)
             for chunk in _chunks(present):
