@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
-from ..errors import InvalidInputError, MemoryNotFoundError, VismemError
+from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
@@ -59,13 +59,10 @@ WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
 def _open(memdir: Path, encoder_options=None) -> Memory:
     from ..memory import Memory
 
-    if memdir.is_file():
-        raise MemoryNotFoundError(f"{memdir} is a file, not a memory: give the folder that "
-                                  "`vismem create` made")
-    return Memory.open(memdir, encoder_options=encoder_options)
+    return Memory.open(memdir, encoder_options=encoder_options)  # a file is refused by the store
 
 
-def exit_if_missing(asked: Iterable[int], done: Iterable[int], json_out: bool) -> None:
+def exit_if_missing(asked: Iterable[int], done: Iterable[int]) -> None:
     """Partial success: ids that were asked for but do not exist. The rest was done, so
     the exit code is 3 (not 1, which means nothing changed), and stderr names them."""
     missing = sorted(set(asked) - set(done))
@@ -347,7 +344,7 @@ def remove(
                   f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
     if ids:
-        exit_if_missing(ids, removed, json_out)
+        exit_if_missing(ids, removed)
 
 
 @app.command()
@@ -365,7 +362,7 @@ def relabel(
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
         out.print(f"relabelled {len(changed)} items to {label!r}")
-    exit_if_missing(ids, changed, json_out)
+    exit_if_missing(ids, changed)
 
 
 @app.command()

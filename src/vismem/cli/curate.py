@@ -158,7 +158,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
         out.print(f"{verb} {len(changed)} items (weight {weight:g})")
-    exit_if_missing(ids, changed, json_out)
+    exit_if_missing(ids, changed)
 
 
 @app.command()

@@ -132,8 +132,8 @@ class Database:
         file = path / DB_NAME
         if not file.is_file():
             if path.is_file():
-                raise MemoryNotFoundError(f"{path} is a file, not a memory: a memory is a directory "
-                                          "made by `vismem create`")
+                raise MemoryNotFoundError(f"{path} is a file, not a memory: give the folder that "
+                                          "`vismem create` made")
             raise MemoryNotFoundError(f"no memory at {path}: create one with `vismem create {path}`")
         try:
             db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
