@@ -100,6 +100,8 @@ def test_add_vectors_with_a_text_file_names_the_format(small_memory, tmp_path):
     (tmp_path / "labels.npy").write_text("a\n")
     one_line_error(run_cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels",
                            tmp_path / "labels.npy"), "--labels", "not a .npy file")
+    message = one_line_error(run_cli("tune-index", memdir, "--queries", text), "--queries", "not a .npy file")
+    assert "pickle" not in message
 
 
 @pytest.mark.parametrize("command", ["classify", "search"])

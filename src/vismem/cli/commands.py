@@ -62,6 +62,19 @@ def _open(memdir: Path, encoder_options=None) -> Memory:
     return Memory.open(memdir, encoder_options=encoder_options)  # a file is refused by the store
 
 
+def load_npy(path: Path, option: str):
+    """The array in a .npy file given as `option`, or a one-line error that names it."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) == b"\x93NUMPY":
+                return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {option} {path} as a .npy array: {exc}") from None
+    raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
+
+
 def exit_if_missing(asked: Iterable[int], done: Iterable[int]) -> None:
     """Partial success: ids that were asked for but do not exist. The rest was done, so
     the exit code is 3 (not 1, which means nothing changed), and stderr names them."""
@@ -209,22 +222,14 @@ def add_vectors(
     json_out: bool = JsonFlag,
 ) -> None:
     """Add precomputed embeddings with labels (for memories made with --encoder none)."""
-    import numpy as np
-
-    def load_npy(path: Path, option: str):
-        with open(path, "rb") as handle:
-            if handle.read(6) != b"\x93NUMPY":
-                raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
-        return np.load(path, allow_pickle=False)
-
-    try:
-        matrix = load_npy(vectors, "--vectors")
-        names = (load_npy(labels, "--labels").tolist() if labels.suffix == ".npy"
-                 else labels.read_text().splitlines())
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
-        raise InvalidInputError(f"cannot read vectors/labels: {exc}") from None
+    matrix = load_npy(vectors, "--vectors")
+    if labels.suffix == ".npy":
+        names = load_npy(labels, "--labels").tolist()
+    else:
+        try:
+            names = labels.read_text().splitlines()
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read --labels {labels}: {exc}") from None
     with _open(memdir) as memory:
         ids = memory.add_vectors(matrix, names, sources=source)
         count = len(memory)

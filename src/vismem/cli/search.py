@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 
 from ..decide import VoteParams
@@ -13,7 +12,7 @@ from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import describe
 from . import EXIT_SKIPPED, app, emit, out
-from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order,
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order, load_npy,
                        parse_pairs, say_unreadable)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
@@ -134,10 +133,7 @@ def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     if queries is not None and images:
         raise InvalidInputError("give query images or --queries Q.npy, not both")
     if queries is not None:
-        try:
-            return np.load(queries, allow_pickle=False), []
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read {queries} as a .npy array: {exc}") from None
+        return load_npy(queries, "--queries"), []
     if images:
         vectors, _, skipped = memory.embed_images(images)
         if len(vectors) == 0:
