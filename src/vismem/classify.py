@@ -52,11 +52,12 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     if where is not None and where.labels is not None:  # a restricted query sees only those classes
         chosen = [j for j, c in enumerate(classes) if c in where.labels]
         classes, proto_sims = [classes[j] for j in chosen], proto_sims[:, chosen]
-    decisions = decide_batch(ballots(neighbours, settings), params, prototype_classes=classes,
+    voters = ballots(neighbours, settings)
+    decisions = decide_batch(voters, params, prototype_classes=classes,
                              prototype_similarities=proto_sims, paths=paths,
                              restriction=where.restriction() if where is not None else None)
     if counterfactuals:
-        found = what_would_change(store, searched, neighbours, settings, params, prototypes, where, max_removals)
+        found = what_would_change(store, searched, voters, params, prototypes, where, max_removals)
         decisions = [replace(d, counterfactual=c) for d, c in zip(decisions, found, strict=True)]
     if calibration is None:
         return decisions
@@ -66,40 +67,45 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores, strict=True)]
 
 
-def what_would_change(store: Store, queries: np.ndarray, neighbours: Neighbours, settings: MemorySettings,
-                      params: VoteParams, prototypes: PrototypeSet, where: Filter | None,
-                      max_removals: int) -> list[Counterfactual]:
+def what_would_change(store: Store, queries: np.ndarray, b: Ballots, params: VoteParams,
+                      prototypes: PrototypeSet, where: Filter | None, max_removals: int) -> list[Counterfactual]:
     """Each query's counterfactual from its neighbours found `max_removals` past k (all it
     can reach when fewer were found), voted as `decide_batch` votes (ties by proximity).
     `queries` are as searched (through the store's feature transform)."""
-    b = ballots(neighbours, settings)
-    depth = neighbours.ids.shape[1]
+    depth = b.ids.shape[1]
+    factors = b.item_weights * b.prune_factors
+    clusters = _Clusters(store, prototypes, b.ids, where) if params.uses_prototypes else None
     out = []
     for q in range(len(queries)):
         live = b.ids[q] >= 0
         ids = b.ids[q, live]
-        clusters = _clusters(store, prototypes, ids, queries[q], where) if params.uses_prototypes else None
-        out.append(counterfactual(b.similarities[q, live], ids, b.labels[q, live].tolist(),
-                                  (b.item_weights * b.prune_factors)[q, live], params, ties="nearest",
-                                  exhaustive=int(live.sum()) < depth, max_removals=max_removals,
-                                  prototypes=clusters))
+        out.append(counterfactual(b.similarities[q, live], ids, b.labels[q, live].tolist(), factors[q, live],
+                                  params, ties="nearest", exhaustive=int(live.sum()) < depth,
+                                  max_removals=max_removals,
+                                  prototypes=clusters.of(ids, queries[q]) if clusters is not None else None))
     return out
 
 
-def _clusters(store: Store, prototypes: PrototypeSet, ids: np.ndarray, query: np.ndarray,
-              where: Filter | None) -> PrototypeClusters:
-    """The prototypes as sums, with the candidates' membership and vectors (as searched)."""
-    owners, members, totals, counts = prototypes.clusters()
-    if where is not None and where.labels is not None:  # a restricted query sees only those classes
-        keep = np.isin(owners, list(where.labels))
-        rows = np.cumsum(keep) - 1
-        members = {i: int(rows[r]) for i, r in members.items() if keep[r]}
-        owners, totals, counts = owners[keep], totals[keep], counts[keep]
-    found, vectors = store.vectors(ids.tolist())
-    by_id = dict(zip(found.tolist(), store.transform().apply(vectors), strict=True))
-    return PrototypeClusters(owners, totals, counts, np.array([members.get(int(i), -1) for i in ids]),
-                             np.stack([by_id[int(i)] for i in ids]) if len(ids) else np.zeros((0, len(query))),
-                             query)
+class _Clusters:
+    """The prototypes as sums (restricted as the query is), and the membership and vectors
+    (as searched) of every neighbour of the batch: read once for all its queries."""
+
+    def __init__(self, store: Store, prototypes: PrototypeSet, ids: np.ndarray, where: Filter | None) -> None:
+        owners, members, totals, counts = prototypes.clusters()
+        if where is not None and where.labels is not None:  # a restricted query sees only those classes
+            keep = np.isin(owners, list(where.labels))
+            rows = np.cumsum(keep) - 1
+            members = {i: int(rows[r]) for i, r in members.items() if keep[r]}
+            owners, totals, counts = owners[keep], totals[keep], counts[keep]
+        self.owners, self.members, self.totals, self.counts = owners, members, totals, counts
+        found, vectors = store.vectors(np.unique(ids[ids >= 0]).tolist())
+        self.vectors = dict(zip(found.tolist(), store.transform().apply(vectors), strict=True))
+
+    def of(self, ids: np.ndarray, query: np.ndarray) -> PrototypeClusters:
+        return PrototypeClusters(self.owners, self.totals, self.counts,
+                                 np.array([self.members.get(int(i), -1) for i in ids]),
+                                 np.stack([self.vectors[int(i)] for i in ids]) if len(ids)
+                                 else np.zeros((0, len(query))), query)
 
 
 def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:
