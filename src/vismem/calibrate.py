@@ -18,12 +18,15 @@ than `STALE_FRACTION` of its items since can say so (`changed_fraction`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import faiss
 import numpy as np
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .evaluation.engine import ArrayMemory
 
 DEFAULT_TPR = 0.95
 DEFAULT_OOD_K = 1
@@ -122,14 +125,16 @@ def class_groups(labels: Sequence[str] | np.ndarray, groups: int = 3, seed: int 
 
 
 def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, k: int = DEFAULT_OOD_K,
-                            per_class: int = 1, seed: int = 0,
-                            prototypes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                            per_class: int = 1, seed: int = 0, prototypes: bool = True,
+                            memory: ArrayMemory | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Each item's distance to its k-th nearest other item and to the nearest prototype with
     itself taken out of it: (d_k (n,), d_p (n,) or None).
 
     This is how far an unseen in-distribution query lies from the whole memory; holding a
     share out instead would measure against a sparser memory and set the threshold too
-    high (a 20% hold-out answered 85% of new queries for a target of 80% on digits)."""
+    high (a 20% hold-out answered 85% of new queries for a target of 80% on digits).
+    `memory`: these items as an `ArrayMemory` (same per_class and seed), when the caller
+    has one, so its prototypes are not fitted twice."""
     from .evaluation.engine import ArrayMemory
     from .prune import self_neighbours
 
@@ -138,7 +143,8 @@ def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndar
     kth = np.where(np.isfinite(sims[:, k - 1]), 1.0 - sims[:, k - 1].astype(np.float64), 2.0)
     if not prototypes:
         return kth, None
-    owners, members, totals, counts = ArrayMemory(vectors, labels, per_class=per_class, seed=seed).prototypes.clusters()
+    memory = memory or ArrayMemory(vectors, labels, per_class=per_class, seed=seed)
+    owners, members, totals, counts = memory.prototypes.clusters()
     n = len(vectors)
     unit = totals / np.maximum(np.linalg.norm(totals, axis=1, keepdims=True), 1e-12)
     top, cols = faiss.knn(vectors, unit.astype(np.float32), min(2, len(unit)), metric=faiss.METRIC_INNER_PRODUCT)
@@ -167,9 +173,11 @@ def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarr
     for unknown in groups:
         out_rows = np.isin(label_of, unknown)
         known_x, known_y = vectors[~out_rows], label_of[~out_rows]
-        in_near, in_proto = leave_one_out_distances(known_x, known_y, k=k, per_class=per_class, seed=seed)
+        known = ArrayMemory(known_x, known_y, per_class=per_class, seed=seed)
+        in_near, in_proto = leave_one_out_distances(known_x, known_y, k=k, per_class=per_class, seed=seed,
+                                                    memory=known)
         assert in_proto is not None
-        nb = ArrayMemory(known_x, known_y, per_class=per_class, seed=seed).query(vectors[out_rows], k)
+        nb = known.query(vectors[out_rows], k)
         out_near, out_proto = nb.kth_distance(k), nb.prototype_distance()
         for w in weights:
             found[w].append(auroc(ood_scores(in_near, in_proto, w), ood_scores(out_near, out_proto, w)))
