@@ -136,10 +136,7 @@ class Tuner:
         truth, sims = self._exact(index, queries, q.LID_K)
         values = t.ladder(index)
         recalls = t.measure_efforts(index, queries, truth[:, : q.RECALL_K], q.RECALL_K, values)
-        chosen = t.least_effort(recalls, self.target)
-        index.set_param(values[chosen])
-        return self._record(index, t.RecallEstimate.of(recalls[:, chosen], measured_on), size,
-                            q.lid_from_inverses(_inverse_lids(sims)))
+        return self._least_effort(index, values, recalls, measured_on, size, q.lid_from_inverses(_inverse_lids(sims)))
 
     def own_vectors(self, index: Searchable, items: Collection[int]) -> q.Quality | None:
         """The intrinsic dimension, from a sample of the memory's own vectors, and recall:
@@ -152,15 +149,22 @@ class Tuner:
         sample_ids, queries = self.store.searched_vectors(ids[q.sample_rows(len(ids))].tolist())
         depth = min(max(q.RECALL_K, q.LID_K) + 1, len(ids))
         near_ids, near_sims = q.exact_top(queries, self.store.searched_chunks(), depth)
-        lid = q.levina_bickel(np.maximum(2.0 - 2.0 * near_sims[:, 1:], 0.0)) if depth > 2 else None
+        lid = q.lid_from_inverses(_inverse_lids(near_sims[:, 1:])) if depth > 2 else None
         if not isinstance(index, Tunable):
             return self._record(index, t.RecallEstimate(1.0, 0, 1.0, 1.0, t.EXACT), len(ids), lid)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
         values = t.ladder(index)
         recalls = t.measure_efforts(index, queries, truth, q.RECALL_K, values, own_ids=sample_ids)
+        return self._least_effort(index, values, recalls, t.OWN, len(ids), lid)
+
+    def _least_effort(self, index: Searchable, values: tuple[Any, ...], recalls: np.ndarray, measured_on: str,
+                      size: int, lid: float | None) -> q.Quality:
+        """Set the least of `values` whose recall (`recalls`, one column each) reaches the
+        target, and record that recall as measured on `measured_on`."""
+        assert isinstance(index, Tunable)
         chosen = t.least_effort(recalls, self.target)
         index.set_param(values[chosen])
-        return self._record(index, t.RecallEstimate.of(recalls[:, chosen], t.OWN), len(ids), lid)
+        return self._record(index, t.RecallEstimate.of(recalls[:, chosen], measured_on), size, lid)
 
     def _exact(self, index: Searchable, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (ids, similarities) of the `depth` nearest live items in the index:
