@@ -1,5 +1,6 @@
 """Lean calls into FAISS that the indexes share: search through the C entry point, exact
-search of a few queries on one thread, and reserving a FAISS byte vector's capacity."""
+search of a few queries on one thread, search parameters for a selection of rows, and
+reserving a FAISS byte vector's capacity."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def faiss_search(index, queries: np.ndarray, k: int,
     index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows),
                    params)
     return sims, rows
+
+
+def selected(selector: Any) -> Any:
+    """FAISS's plain search parameters that let a flat search see only what `selector`
+    (a FAISS ID selector) allows."""
+    params = faiss.SearchParameters()
+    params.sel = selector
+    return params
 
 
 def flat_search(index, queries: np.ndarray, k: int,

@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 from .base import MISSING_ID, SearchResult, Selection, VectorIndex, pad_result
-from .calls import byte_view, faiss_search, flat_search, reserve_bytes
+from .calls import byte_view, faiss_search, flat_search, reserve_bytes, selected
 from .restrict import Restriction, Restrictions, as_selection, restriction
 
 
@@ -105,8 +105,7 @@ class ExactIndex(VectorIndex):
                 rows = within.all_rows()[found]
             else:
                 if within.params is None:
-                    within.params = faiss.SearchParameters()
-                    within.params.sel = within.selector
+                    within.params = selected(within.selector)
                 sims, rows = faiss_search(self._flat, queries, want, within.params)
         ids = np.where(rows >= 0, self._ids[np.maximum(rows, 0)], MISSING_ID)
         return pad_result(sims, ids, k)

@@ -15,7 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .calls import faiss_search
+from .calls import faiss_search, selected
 from .rows import RowIndex
 from .runtime import one_faiss_thread
 
@@ -181,9 +181,7 @@ class IVFPQIndex(RowIndex):
 
     def _restricted_params(self, selector, k, selectivity):
         if self._ivf is None:  # untrained: exact over the float16 copies
-            flat_params = faiss.SearchParameters()
-            flat_params.sel = selector
-            return flat_params
+            return selected(selector)
         ivf_params = faiss.SearchParametersIVF()
         # A filter hides part of each list; probe more lists so k matches are still found.
         ivf_params.nprobe = int(min(self.nprobe / max(selectivity, 0.05), self.nlist))

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import saved
 from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result
-from .calls import byte_view, faiss_search, flat_search, reserve_bytes
+from .calls import byte_view, faiss_search, flat_search, reserve_bytes, selected
 from .restrict import Restriction, Restrictions, as_selection, restriction
 from .row_ids import RowIds
 from .runtime import release_freed_memory
@@ -256,8 +256,7 @@ class RowIndex(VectorIndex):
             rows = within.all_rows()[found]  # want <= count: every slot is found
         elif self.exhaustive:
             if within.params_for != EXHAUSTIVE:
-                within.params, within.params_for = faiss.SearchParameters(), EXHAUSTIVE
-                within.params.sel = within.selector
+                within.params, within.params_for = selected(within.selector), EXHAUSTIVE
             sims, rows = flat_search(self._storage(), queries, want, within.params)
         else:
             if within.params_for != (self._tuned_effort(), want):
