@@ -23,7 +23,7 @@ in-process backends that implements the optional parts trivially.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +259,12 @@ def pad_result(similarities: np.ndarray, ids: np.ndarray, k: int) -> SearchResul
     out_s[:, :found] = similarities
     out_i[:, :found] = ids
     return SearchResult(out_s, out_i)
+
+
+def ascending_ids(items: Collection[int] | np.ndarray) -> np.ndarray:
+    """`items` as an ascending int64 array. An array, or a store's live ids (which offer
+    `__array__`), converts without a Python loop: 1M ids through `sorted` took ~130 ms
+    of every open."""
+    if isinstance(items, np.ndarray) or hasattr(items, "__array__"):
+        return np.sort(np.asarray(items, dtype=np.int64))
+    return np.fromiter(sorted(items), np.int64, count=len(items))

@@ -23,7 +23,7 @@ import numpy as np
 from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
 from . import tuning as t
-from .base import Compactable, Persistent, Searchable, Tunable
+from .base import Compactable, Persistent, Searchable, Tunable, ascending_ids
 from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
 from .tuner import NO_IDS, Tuner
 
@@ -104,8 +104,7 @@ class ManagedIndex:
             self.index, self.seq = index, int(meta["seq"])
             self.tuner.start(index, meta.get("fresh"))
             replayed = self.sync()
-            if not np.array_equal(np.sort(self.index.live_ids()),
-                                  np.fromiter(sorted(items), np.int64)):
+            if not np.array_equal(np.sort(self.index.live_ids()), ascending_ids(items)):
                 raise IndexFileError("its items differ from the store's")
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import quality as q
 from . import tuning as t
-from .base import ExactlySearchable, HoldsOut, Searchable, Tunable
+from .base import ExactlySearchable, HoldsOut, Searchable, Tunable, ascending_ids
 
 if TYPE_CHECKING:
     from ..store.embedded import EmbeddedStore
@@ -143,7 +143,7 @@ class Tuner:
         1 for exact search (by definition, ties among equal vectors aside); for an
         approximate index with no unseen queries at hand, tuned on those own vectors (each
         query's own item left out), an optimistic figure."""
-        ids = np.fromiter(sorted(items), dtype=np.int64)
+        ids = ascending_ids(items)
         if len(ids) < 2:
             return None
         sample_ids, queries = self.store.searched_vectors(ids[q.sample_rows(len(ids))].tolist())

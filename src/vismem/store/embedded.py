@@ -506,6 +506,10 @@ class _LiveIds:
     def __contains__(self, item_id: object) -> bool:
         return isinstance(item_id, (int, np.integer)) and int(item_id) in self._catalog
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        ids = self._catalog.selection_of_live()  # ascending, kept until the next edit
+        return ids if dtype is None else ids.astype(dtype, copy=False)
+
 
 def _fingerprint(config: dict[str, Any]) -> str | None:
     """The stored feature transform's fingerprint (None: no transform), read without
