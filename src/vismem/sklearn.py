@@ -34,7 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
-from .decide import VOTES, Neighbor, VoteParams, rule_weights
+from .decide import VOTES, Neighbor, VoteParams, neighbour_weights
 from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
@@ -429,20 +429,22 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._explain_on_disk(X, max_removals)
         queries = self._queries(X)
         params = self._params
-        proba = self.predict_proba(X)
         depth = min(params.k + max_removals, len(self._y))
-        found = self._memory.query(queries, depth, prototypes=False)
+        # one search, deep enough for the counterfactual; its first k columns vote
+        found = self._memory.query(queries, depth, prototypes=params.uses_prototypes)
+        proba = self._memory.scores(found, params)
+        k = params.k
+        votes = neighbour_weights(found.sims[:, :k], found.label_index[:, :k], params,
+                                  self._weights[found.rows[:, :k]])
+        clusters = self._memory.prototypes.clusters() if params.uses_prototypes else None
         classes = self.classes_.tolist()
         out = []
-        for q, sims, rows, shares in zip(queries, found.sims, found.rows, proba, strict=False):
+        for q, sims, rows, shares, voted in zip(queries, found.sims, found.rows, proba, votes, strict=False):
             labels = [classes[c] for c in self._memory.label_index[rows]]
             weights = self._weights[rows]
             cf = counterfactual(sims, self.ids_[rows], labels, weights, params, ties="class-order",
                                 exhaustive=depth == len(self._y), max_removals=max_removals,
-                                prototypes=self._clusters(q, rows) if params.uses_prototypes else None)
-            voted = rule_weights(sims[: params.k], params) * weights[: params.k]
-            if params.vote == "prototype":
-                voted = np.zeros_like(voted)
+                                prototypes=self._clusters(clusters, q, rows) if clusters is not None else None)
             total = voted.sum()
             neighbours = [Neighbor(int(self.ids_[r]), labels[j], float(1.0 - sims[j]), float(voted[j]),
                                    float(voted[j] / total) if total > 0 else 0.0, "", float(self._weights[r]))
@@ -451,8 +453,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             out.append(Explanation(label, dict(zip(classes, shares.tolist(), strict=True)), neighbours, cf))
         return out
 
-    def _clusters(self, query: np.ndarray, rows: np.ndarray) -> PrototypeClusters:
-        owners, members, totals, counts = self._memory.prototypes.clusters()
+    def _clusters(self, clusters: tuple, query: np.ndarray, rows: np.ndarray) -> PrototypeClusters:
+        owners, members, totals, counts = clusters  # the prototypes' clusters(), read once per batch
         member = np.array([members.get(int(i), -1) for i in self.ids_[rows]])
         return PrototypeClusters(owners, totals, counts, member, self._memory.vectors[rows], query)
 
