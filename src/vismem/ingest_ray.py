@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .embed import PreparedImage, decode_pixels
-from .encoders import Encoder, EncoderOptions, Preprocessing
+from .encoders import EncoderOptions, Preprocessing
 from .errors import EncoderError, VismemError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash
-from .settings import EncoderIdentity
 
 if TYPE_CHECKING:
     from .ingest import AddReport, Ingestor
@@ -144,21 +143,6 @@ def actor_options(options: EncoderOptions | None, plan: RayPlan) -> EncoderOptio
     EncoderOptions(device='cpu', runtime='onnx', precision='auto', batch_size=None, decode_workers=0)
     """
     return replace(options or EncoderOptions(), device="cuda" if plan.gpus else "cpu", decode_workers=0)
-
-
-def driver_encoder(identity: EncoderIdentity) -> Encoder:
-    """The memory's encoder on this machine's CPU, for what the driver needs of it
-    (preprocessing, dimension, identity); it runs no forward pass."""
-    from .encoders import create_encoder
-
-    if identity.name is None:
-        raise EncoderError("this memory stores precomputed vectors: add them with add_vectors, not images")
-    encoder = create_encoder(identity.name, weights=identity.weights_path,
-                             options=EncoderOptions(device="cpu", runtime="torch"))
-    if encoder.id != identity.id:
-        raise EncoderError(f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
-                           f"{identity.id}: its weights or preprocessing changed")
-    return encoder
 
 
 # ---- the driver ---------------------------------------------------------------------------

@@ -247,18 +247,21 @@ class Memory:
     def encoder(self) -> Encoder:
         """The memory's encoder, loaded on first use and checked against the stored id."""
         if self._encoder is None:
-            identity = self.store.identity
-            if identity.name is None:
-                raise EncoderError(
-                    f"memory at {self.location} has no encoder: it stores precomputed vectors; "
-                    "add them with add_vectors / `vismem add-vectors`")
-            encoder = create_encoder(identity.name, weights=identity.weights_path, options=self._encoder_options)
-            if encoder.id != identity.id:
-                raise EncoderError(
-                    f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
-                    f"{identity.id}: its weights or preprocessing changed, so new vectors would not be comparable")
-            self._encoder = encoder
+            self._encoder = self._load_encoder(self._encoder_options)
         return self._encoder
+
+    def _load_encoder(self, options: EncoderOptions | None) -> Encoder:
+        identity = self.store.identity
+        if identity.name is None:
+            raise EncoderError(
+                f"memory at {self.location} has no encoder: it stores precomputed vectors; "
+                "add them with add_vectors / `vismem add-vectors`")
+        encoder = create_encoder(identity.name, weights=identity.weights_path, options=options)
+        if encoder.id != identity.id:
+            raise EncoderError(
+                f"encoder {identity.name} now has id {encoder.id}, but this memory was built with "
+                f"{identity.id}: its weights or preprocessing changed, so new vectors would not be comparable")
+        return encoder
 
     def use_encoder(self, encoder: Encoder) -> None:
         """Use an already-built encoder (shared between memories); must match the memory."""
@@ -361,11 +364,11 @@ class Memory:
         """
         self._catch_up()
         if ray is not None:
-            from .ingest_ray import add_files_on_ray, driver_encoder
+            from .ingest_ray import add_files_on_ray
 
-            # Here only preprocessing and identity are needed; the cluster's actors run the
-            # model with this memory's encoder options (device, runtime, precision).
-            driver = self._encoder or driver_encoder(self.store.identity)
+            # Here only preprocessing and identity are needed (loaded on the CPU); the
+            # cluster's actors run the model with this memory's encoder options.
+            driver = self._encoder or self._load_encoder(EncoderOptions(device="cpu", runtime="torch"))
             return add_files_on_ray(
                 self._ingestor(driver), [Path(p) for p in paths], address=ray, label=label, source=source,
                 batch_size=batch_size, allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,

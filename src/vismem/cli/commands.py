@@ -194,7 +194,8 @@ def add(
         memory.check_writable()
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
-        with progress_bar(f"adding ({encoding(memory)})", total) as advance:
+        # on Ray the actors load the encoder; here it would only take time and memory
+        with progress_bar(f"adding ({'on Ray' if ray else encoding(memory)})", total) as advance:
             report = memory.add_images(
                 paths, label=label, source=source, batch_size=batch_size,
                 allow_duplicates=allow_duplicates, meta=parse_pairs(meta, "--meta"),
