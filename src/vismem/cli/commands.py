@@ -25,20 +25,28 @@ MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLE
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
 
 
-def vote_option(name: str, *flags: str) -> Any:
-    """A vote option whose help, default and range come from `VoteParams` (unset: the
-    memory's stored default)."""
-    found = describe(VoteParams, name)
+SHIPPED = object()  # described_option's default: the setting's own
+
+
+def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, help: str | None = None) -> Any:
+    """A CLI option whose help, default and range come from the settings dataclass `cls`
+    (`settings.describe`), so they are declared once."""
+    found = describe(cls, name)
     limits = {key: found[key] for key in ("min", "max") if key in found}
-    return typer.Option(None, *flags, help=f"{found['help']} [memory default; shipped: {found['default']}]",
-                        **limits)
+    return typer.Option(found["default"] if default is SHIPPED else default, *flags,
+                        help=found["help"] if help is None else help, **limits)
+
+
+def vote_option(name: str, *flags: str) -> Any:
+    """A vote option from `VoteParams`; unset, the memory's stored default."""
+    found = describe(VoteParams, name)
+    return described_option(VoteParams, name, *flags, default=None,
+                            help=f"{found['help']} [memory default; shipped: {found['default']}]")
 
 
 def setting_option(name: str, flag: str) -> Any:
-    """A `create` option whose default, help and range come from `MemorySettings`."""
-    found = describe(MemorySettings, name)
-    limits = {key: found[key] for key in ("min", "max") if key in found}
-    return typer.Option(found["default"], flag, help=found["help"], **limits)
+    """A `create` option from `MemorySettings`."""
+    return described_option(MemorySettings, name, flag)
 
 
 KOpt = vote_option("k", "--k", "-k")

@@ -13,15 +13,14 @@ from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
 from . import app, emit, out, progress_bar
-from .commands import JsonFlag, MemDir, _open, exit_if_missing
+from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 
 
-def pruning_option(name: str, flag: str) -> Any:
-    """A prune option whose default and help come from `PruneSettings`."""
-    found = describe(PruneSettings, name)
-    return typer.Option(found["default"], flag, help=found["help"])
+def pruning_option(name: str, flag: str, **given: Any) -> Any:
+    """A prune option from `PruneSettings` (default, help, range)."""
+    return described_option(PruneSettings, name, flag, **given)
 
 
 @app.command()
@@ -64,8 +63,7 @@ def prune(
     memdir: Path = MemDir,
     mode: str = typer.Option(..., "--mode", help=describe(PruneSettings, "mode")["help"]),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
-    threshold: Optional[int] = typer.Option(None, "--threshold", min=1,
-                                            help=describe(PruneSettings, "threshold")["help"]),
+    threshold: Optional[int] = pruning_option("threshold", "--threshold", default=None),
     c: float = pruning_option("c", "--c"),
     d: float = pruning_option("d", "--d"),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
