@@ -75,6 +75,8 @@ def unshared(prints: list[Fingerprint], memory: Memory) -> list[Fingerprint]:
     """After a removal: the fingerprints no surviving item shares. An image added twice
     (`allow_duplicates`) leaves the same vector and thumbnail with the copy that stays,
     so that content is not evidence of a failed removal."""
+    if not prints:  # nothing to check (remove without --verify): ask the store nothing
+        return []
     held = memory.known_content([p.content_hash for p in prints if p.content_hash is not None])
     return [p for p in prints if p.content_hash is None or p.content_hash not in held]
 
