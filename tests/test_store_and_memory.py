@@ -110,6 +110,13 @@ def test_second_handle_sees_edits_from_another_connection(memdir):
     assert ids[0] not in {h.id for h in other.search(vectors[0], k=5)[0]}
     other.add_vectors(vectors[:1], ["late"])
     assert "late" in memory.class_counts()
+    memory.relabel(ids[1:7], "renamed")  # items of all three labels, replayed by the other handle
+    memory.set_weight(ids[1:3], 2.0)
+    nearest = [d.neighbors[0] for d in other.classify_vectors(vectors[1:7], k=1)]
+    assert [n.id for n in nearest] == ids[1:7]
+    assert [n.label for n in nearest] == ["renamed"] * 6
+    assert [n.relabelled_from for n in nearest] == [f"c{i % 3}" for i in range(1, 7)]
+    assert [n.item_weight for n in nearest] == [2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_without_auto_refresh_a_handle_reloads_only_when_told(memdir):

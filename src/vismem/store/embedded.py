@@ -367,8 +367,11 @@ class EmbeddedStore:
             self.catalog.remove(ids)
         elif op == "update":
             relabelled = self.db.relabels_of(ids)
+            alike: dict[tuple[str, float], list[int]] = {}  # one catalog update per (label, weight)
             for item_id, label, _, weight, _ in self.db.rows_of(ids):
-                self.catalog.update([item_id], label=label, weight=weight, relabelled={})
+                alike.setdefault((label, weight), []).append(item_id)
+            for (label, weight), same in alike.items():
+                self.catalog.update(same, label=label, weight=weight, relabelled={})
             self.catalog.relabelled.update(relabelled)
         elif op == "prune":
             self.catalog.set_prune_counts(self.db.all_prune_counts())
