@@ -52,7 +52,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -76,6 +76,7 @@ ROWS_PER_CALL = 5000        # rows per insert/upsert call, at most...
 BYTES_PER_CALL = 16 << 20   # ...and about this many bytes of rows: gRPC refuses messages over 64 MiB
 VECTOR_BYTES_PER_READ = 8 << 20  # raw vector bytes per page of a scan (a reply is ~3x that)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
+T = TypeVar("T")
 SCAN_FROM = 10_000          # vectors of this many ids (and half the memory) are read by a scan
 TOKENS_KEPT = 4096
 COMPACTION_EVERY = 60.0     # seconds between compaction requests of one process
@@ -585,11 +586,7 @@ class MilvusStore:
 
     def _taken(self, ids: list[int]) -> set[int]:
         """Which of these ids are in use (a collision of random 53-bit ids, checked anyway)."""
-        found: set[int] = set()
-        for start in range(0, len(ids), IDS_PER_QUERY):
-            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"], level=BOUNDED)
-            found.update(int(r["id"]) for r in rows)
-        return found
+        return set(self._existing(ids, BOUNDED))
 
     def _raced(self, ours: dict[int, str]) -> dict[int, int]:
         """Our new items whose content another writer added at the same moment: for each
@@ -599,8 +596,7 @@ class MilvusStore:
             return {}
         holders: dict[str, list[int]] = {}
         hashes = sorted(set(ours.values()))
-        for start in range(0, len(hashes), IDS_PER_QUERY):
-            chunk = hashes[start : start + IDS_PER_QUERY]
+        for chunk in _chunks(hashes):
             for row in self._query(hashes_expression(chunk), ["id", "content_hash"]):
                 holders.setdefault(row["content_hash"], []).append(int(row["id"]))
         losers = {mine: min(holders[digest]) for mine, digest in ours.items()
@@ -624,8 +620,8 @@ class MilvusStore:
             found = self._existing(wanted, SESSION)
         self._presence = None
         present = [i for i in found if i not in self._deleted]
-        for start in range(0, len(wanted), IDS_PER_QUERY):
-            self._delete_chunk(wanted[start : start + IDS_PER_QUERY])
+        for chunk in _chunks(wanted):
+            self._delete_chunk(chunk)
         now = time.monotonic()
         self._deleted.update((i, now) for i in wanted)
         self._deleted = {i: t for i, t in self._deleted.items() if now - t < REMEMBER_DELETES}
@@ -634,21 +630,20 @@ class MilvusStore:
         self._touch()
         return present
 
-    def _delete_chunk(self, ids: list[int]) -> None:
+    def _delete_chunk(self, ids: Sequence[int]) -> None:
         self._call(f"removing {len(ids)} items", self._client.delete, self.where.collection,
                    filter=ids_expression(ids))
 
     def _delete_rows(self, ids: list[int]) -> None:
-        for start in range(0, len(ids), IDS_PER_QUERY):
-            self._delete_chunk(ids[start : start + IDS_PER_QUERY])
+        for chunk in _chunks(ids):
+            self._delete_chunk(chunk)
         self._count -= len(ids)
         self._deleted_since_compaction = True
 
     def _existing(self, ids: Sequence[int], level: str = STRONG) -> list[int]:
         found: list[int] = []
-        for start in range(0, len(ids), IDS_PER_QUERY):
-            rows = self._query(ids_expression(ids[start : start + IDS_PER_QUERY]), ["id"], level=level)
-            found += [int(r["id"]) for r in rows]
+        for chunk in _chunks(ids):
+            found += [int(r["id"]) for r in self._query(ids_expression(chunk), ["id"], level=level)]
         return sorted(found)
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
@@ -718,8 +713,8 @@ class MilvusStore:
         found: dict[int, Item] = {}
         wanted = [int(i) for i in ids]
         unique = sorted(set(wanted))
-        for start in range(0, len(unique), IDS_PER_QUERY):
-            for r in self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ITEM_FIELDS):
+        for chunk in _chunks(unique):
+            for r in self._query(ids_expression(chunk), ITEM_FIELDS):
                 found[int(r["id"])] = _item(r)
         return [found[i] for i in wanted if i in found]
 
@@ -750,9 +745,8 @@ class MilvusStore:
             # An id's vector never changes: this process's view (Session) is enough.
             asked = set(unique)
             unique = [i for i in unique if i not in self._deleted]
-            for start in range(0, len(unique), IDS_PER_QUERY):
-                rows = self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "vector"],
-                                   level=SESSION)
+            for chunk in _chunks(unique):
+                rows = self._query(ids_expression(chunk), ["id", "vector"], level=SESSION)
                 rows.sort(key=lambda r: int(r["id"]))
                 parts.append(_vector_rows(rows, self.dim))
             self._presence = (time.monotonic(), asked, {int(i) for p in parts for i in p[0]})
@@ -785,8 +779,7 @@ class MilvusStore:
         """Content hash -> the smallest id holding it, for the given hashes that are stored."""
         found: dict[str, int] = {}
         wanted = sorted(set(hashes))
-        for start in range(0, len(wanted), IDS_PER_QUERY):
-            chunk = wanted[start : start + IDS_PER_QUERY]
+        for chunk in _chunks(wanted):
             for r in self._query(hashes_expression(chunk), ["id", "content_hash"]):
                 digest, item_id = r["content_hash"], int(r["id"])
                 found[digest] = min(item_id, found.get(digest, item_id))
@@ -796,8 +789,8 @@ class MilvusStore:
         wanted = [int(i) for i in np.asarray(ids).ravel()]
         known: dict[int, int] = {}
         unique = sorted(set(wanted))
-        for start in range(0, len(unique), IDS_PER_QUERY):
-            for r in self._query(ids_expression(unique[start : start + IDS_PER_QUERY]), ["id", "prune_count"]):
+        for chunk in _chunks(unique):
+            for r in self._query(ids_expression(chunk), ["id", "prune_count"]):
                 known[int(r["id"])] = int(r["prune_count"])
         return np.asarray([known.get(i, 0) for i in wanted], dtype=np.int64).reshape(np.shape(ids))
 
@@ -948,3 +941,9 @@ def _vector_rows(rows: Sequence[Mapping[str, Any]], dim: int) -> tuple[np.ndarra
     ids = np.fromiter((int(r["id"]) for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
     return ids, vectors
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` in runs of IDS_PER_QUERY: as many as one filter expression should name."""
+    for start in range(0, len(values), IDS_PER_QUERY):
+        yield values[start : start + IDS_PER_QUERY]
