@@ -104,7 +104,7 @@ def main() -> None:
                     return target.search(q, k, params=params)
             single = {"ours": lambda q, options=options: memory.search(q, k, **options), "bare": bare,
                       # the layer under the facade: filter -> selection -> index -> labels
-                      "store": lambda q, where=where: memory.store.search(q, k, where)}
+                      "store": lambda q, where=where: memory.store.nearest(q, k, where)}
             if within.exact is not None:
                 # what FAISS alone does with the same ID selector: walk the graph, widened
                 # for the selectivity as ours would be, instead of our exact subset

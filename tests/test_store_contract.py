@@ -58,6 +58,20 @@ def test_filters_restrict_search_listing_and_removal(location):
     assert sorted(removed) == sorted(ids[i] for i in range(60) if i % 4 == 3) and len(memory) == 45
 
 
+def test_nearest_is_the_search_without_the_vote_columns(location):
+    memory, vectors, ids = filled(location)
+    memory.relabel([ids[4]], "c0")  # a relabelled neighbour: the vote's column, not nearest's
+    store = memory.store
+    for where, k in ((None, 5), (Filter.of(labels=["c2"], where={"n": 1}), 8)):  # 5 match: padded to 8
+        searched, near = store.search(vectors[3:6], k, where), store.nearest(vectors[3:6], k, where)
+        for column in ("ids", "similarities", "labels", "sources"):
+            assert np.array_equal(getattr(near, column), getattr(searched, column)), column
+    assert (near.ids[:, 5:] == -1).all() and (near.labels[:, 5:] == None).all()  # noqa: E711  (elementwise)
+    assert {h.label for h in memory.search(vectors[4], k=1)[0]} == {"c0"}
+    assert memory.search(np.zeros((0, 16)), k=3) == [] and store.nearest(np.zeros((0, 16)), 3).ids.shape == (0, 3)
+    memory.close()
+
+
 def test_removed_items_are_never_returned(location):
     memory, vectors, ids = filled(location)
     gone = [ids[i] for i in (0, 7, 33)]

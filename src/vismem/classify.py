@@ -24,8 +24,9 @@ from .store import Filter, Neighbours, Store
 
 def voting_filter(where: Filter | None, settings: MemorySettings) -> Filter:
     """The user's filter plus what pruning keeps out of every vote."""
-    where = where or Filter()
     excluded_from = settings.pruning.excluded_from
+    if where is None:
+        return Filter(max_prune_count=excluded_from)
     if excluded_from is None:
         return where
     return Filter(where.labels, where.sources, where.where, excluded_from)

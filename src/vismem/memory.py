@@ -14,6 +14,7 @@ the CLI, the service and curation never reach into the store.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -58,6 +59,7 @@ class Hit(NamedTuple):
 
 
 MAX_ID = 2**63 - 1  # item ids are SQLite integers
+_distance = (1.0).__sub__  # cosine distance of a similarity, called by `map` without a Python frame
 
 
 def possible_ids(ids: Iterable[int]) -> list[int]:
@@ -201,7 +203,8 @@ class Memory:
     def _catch_up(self) -> None:
         # Every call refreshes first, unless its owner refreshes at safe points itself: a
         # server whose reader threads share this object must not reload under each other.
-        if self.auto_refresh:
+        # (The staleness check first: it is the whole cost of a call with nothing to catch up.)
+        if self.auto_refresh and self.store.is_stale():
             self.refresh()
 
     # ---- what the memory is ------------------------------------------------------------
@@ -437,12 +440,17 @@ class Memory:
             raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
         if vectors.dtype.kind not in "biuf":
             raise InvalidInputError("vectors must be finite numbers")
-        rows = vectors.astype(np.float32)
+        rows = np.asarray(vectors, dtype=np.float32)  # no copy: the division below makes one
         # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
         # NaN or inf anywhere shows in its row's norm
         with np.errstate(over="ignore"):  # huge values overflow to inf: the slow path rescales them
             norms = np.sqrt(np.add.reduce(rows * rows, axis=1))
-        if not (len(norms) and norms.min() > 0 and norms.max() < np.inf):
+        # a single query reads its norm as a float: two numpy reductions cost more than it
+        if len(norms) == 1:
+            low = high = float(norms[0])
+        else:
+            low, high = (norms.min(), norms.max()) if len(norms) else (0, 0)
+        if not 0 < low <= high < math.inf:
             rows, norms = _rows_to_normalise(rows, norms)
         return rows / norms[:, None]
 
@@ -516,14 +524,18 @@ class Memory:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         self._catch_up()
-        found = self.store.search(queries, int(k), voting_filter(restriction(labels, sources, where),
-                                                                 self.settings))
+        # one Filter: the user's restriction and what pruning keeps out of every search
+        allowed = Filter.of(labels=labels, sources=sources, where=where,
+                            max_prune_count=self.store.settings().pruning.excluded_from)
+        found = self.store.nearest(queries, int(k), allowed)
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
-        return [[Hit(i, label, source, 1.0 - s)
-                 for i, s, label, source in zip(ids, sims, labels_row, sources_row, strict=True) if i >= 0]
-                for ids, sims, labels_row, sources_row in zip(found.ids.tolist(), found.similarities.tolist(),
-                                                              found.labels.tolist(), found.sources.tolist(),
-                                                              strict=True)]
+        # a row padded with id -1 (fewer than k items match) keeps its found items only
+        rows = zip(found.ids.tolist(), found.labels.tolist(), found.sources.tolist(),
+                   found.similarities.tolist(), strict=True)
+        if min(found.ids[:, -1].tolist(), default=0) >= 0:
+            return [list(map(Hit, ids, labels, sources, map(_distance, sims))) for ids, labels, sources, sims in rows]
+        return [[hit for hit in map(Hit, ids, labels, sources, map(_distance, sims)) if hit.id >= 0]
+                for ids, labels, sources, sims in rows]
 
     def prototypes(self) -> PrototypeSet:
         """The class prototypes of the items that vote (in the space searched, through the

@@ -41,7 +41,7 @@ def flat_search(index, queries: np.ndarray, k: int,
     """`faiss_search` on a flat (exact) index: a few queries run on one thread, where
     OpenMP would only stall on busy cores (runtime.py); at FEW_QUERIES and more FAISS
     uses BLAS, which pays for its threads."""
-    if len(queries) >= FEW_QUERIES:
+    if len(queries) >= FEW_QUERIES or len(queries) == 1:  # FAISS runs one query on one thread
         return faiss_search(index, queries, k, params)
     with one_faiss_thread():
         return faiss_search(index, queries, k, params)

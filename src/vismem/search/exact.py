@@ -96,7 +96,7 @@ class ExactIndex(VectorIndex):
             sims, rows = faiss_search(self._flat, queries, want) if want else _nothing(queries)
         else:
             selection, key = as_selection(allowed_ids)
-            within = self._restrictions.get(key, lambda: self._restrict(selection))
+            within = self._restrictions.get(key, self._restrict, selection)
             want = min(k, within.count)
             if want == 0:
                 sims, rows = _nothing(queries)

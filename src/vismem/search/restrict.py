@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -31,6 +31,7 @@ EXACT_ROWS_PER_ROOT = 40
 EXACT_FLOATS_ALWAYS = 4096 * 512
 EXACT_FLOATS_MAX = 64 << 20
 RESTRICTIONS_KEPT = 8  # selections whose derived bitmaps/subsets are kept, newest last
+_S = TypeVar("_S")  # what derive takes: a selection, or None for "every live row"
 
 
 @dataclass(eq=False)
@@ -101,11 +102,11 @@ class Restrictions:
     def clear(self) -> None:
         self._kept.clear()
 
-    def get(self, key: Hashable | None, derive: Callable[[], Restriction]) -> Restriction:
-        """The restriction kept under `key`, else `derive()`d (and kept, unless key is None)."""
+    def get(self, key: Hashable | None, derive: Callable[[_S], Restriction], selection: _S) -> Restriction:
+        """The restriction kept under `key`, else `derive(selection)` (kept, unless key is None)."""
         found = self._kept.get(key) if key is not None else None
         if found is None:
-            found = derive()
+            found = derive(selection)
             if key is not None:
                 if len(self._kept) >= RESTRICTIONS_KEPT:
                     del self._kept[next(iter(self._kept))]  # the oldest

@@ -270,7 +270,8 @@ class RowIndex(VectorIndex):
             short = np.flatnonzero(last < 0)
             pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
             sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
-        return pad_result(sims, self._row_ids.ids[rows], k)
+        ids = self._row_ids.ids[rows]
+        return SearchResult(sims, ids) if want == k else pad_result(sims, ids, k)
 
     def _restriction(self, allowed: Selection | np.ndarray | None) -> Restriction | None:
         """What searching within `allowed` needs, kept under the selection's key (and for
@@ -278,9 +279,11 @@ class RowIndex(VectorIndex):
         if allowed is None:
             if self._n_live == self._n_rows:
                 return None
-            return self._restrictions.get(_LIVE, lambda: self._restrict(None))
+            return self._restrictions.get(_LIVE, self._restrict, None)
+        if isinstance(allowed, Selection) and allowed.key is not None:  # a filter's: kept
+            return self._restrictions.get((allowed.key, allowed.exclude), self._restrict, allowed)
         selection, key = as_selection(allowed)
-        return self._restrictions.get(key, lambda: self._restrict(selection))
+        return self._restrictions.get(key, self._restrict, selection)
 
     def _restrict(self, selection: Selection | None) -> Restriction:
         n = self._n_rows

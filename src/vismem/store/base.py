@@ -15,6 +15,7 @@ The contract, in words:
   processes after `refresh()`.
 - **Search** is cosine k-NN restricted by a `Filter`, returning `Neighbours`: the
   columns a vote and its explanation need, so no second lookup per neighbour.
+  `nearest` is the same search with labels and sources only.
 - **Removal** (`delete`) makes an item unreachable at once; `purge` then drops its bytes
   from the store's own storage where the home can (`capabilities.verifiable_purge`).
 """
@@ -193,18 +194,26 @@ class InsertResult:
 
 
 @dataclass(frozen=True)
-class Neighbours:
-    """The k nearest items of n queries, nearest first, with what the vote needs.
+class Nearest:
+    """The k nearest items of n queries, nearest first: what a plain search returns.
 
     All arrays are (n, k); a row ends with padding (id -1, similarity -inf, label None)
-    when fewer than k items match. `prune_counts` are the items' pruning counts v and
-    `relabelled_from` their labels before a relabel (None if never relabelled).
+    when fewer than k items match.
     """
 
     ids: np.ndarray
     similarities: np.ndarray
     labels: np.ndarray
     sources: np.ndarray
+
+
+@dataclass(frozen=True)
+class Neighbours(Nearest):
+    """The nearest items with what the vote needs besides: `weights`, `prune_counts` (the
+    items' pruning counts v) and `relabelled_from` (their labels before a relabel, None if
+    never relabelled), (n, k) each like the rest.
+    """
+
     weights: np.ndarray
     prune_counts: np.ndarray
     relabelled_from: np.ndarray
@@ -279,6 +288,8 @@ class Store(Protocol):
     # ---- search ---------------------------------------------------------------------
     # queries come as stored (raw); similarities are those in the transformed space
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours: ...
+    # the same search without the vote's columns (a plain search reads fewer of them)
+    def nearest(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Nearest: ...
     # the feature transform searches go through (fitted to `settings().transform`): derived
     # state like the index; a home without `capabilities.feature_transforms` returns the identity
     def transform(self) -> FeatureTransform: ...

@@ -83,7 +83,7 @@ class Catalog:
         self.relabelled: dict[int, str] = {}
         self._name_arrays: dict[int, np.ndarray] = {}
         self.version = 0
-        self._selections: dict[Filter, Selection | None] = {}
+        self._selections: dict[Filter | None, Selection | None] = {}
         self._live_ids: np.ndarray | None = None  # every live id, for listing; until the next edit
 
     # ---- size ------------------------------------------------------------------------
@@ -245,12 +245,18 @@ class Catalog:
     def selection(self, where: Filter | None) -> Selection | None:
         """What a search may return, as a `Selection` cached until the next edit; None
         when the filter allows every live item (the plain, fastest search)."""
+        try:
+            return self._selections[where]  # every search asks: one lookup when cached
+        except KeyError:
+            pass
+        found: Selection | None
         if where is None or where.is_everything:
-            return None
-        if where not in self._selections:
+            found = None
+        else:
             ids = self.ids(where)
-            self._selections[where] = None if len(ids) == len(self) else Selection(ids, (where, self.version))
-        return self._selections[where]
+            found = None if len(ids) == len(self) else Selection(ids, (where, self.version))
+        self._selections[where] = found
+        return found
 
     def _meta_column(self, key: str) -> tuple[Codes, np.ndarray]:
         if key not in self._meta:
@@ -275,32 +281,50 @@ class Catalog:
 
     # ---- reading ---------------------------------------------------------------------
 
+    def names(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For ids (any shape, -1 = none): labels and sources (object, None where missing)."""
+        # every plain search pays this for its neighbours: the usual case (all found) is
+        # four gathers on the ids' own shape
+        rows = self._row_of.take(ids + 1, mode="clip")
+        if self._n and rows.min(initial=0) >= 0 and self._live[rows].all():  # (initial: no ids)
+            return self._names(self.labels)[self._label[rows]], self._names(self.sources)[self._source[rows]]
+        labels, sources, _, _ = self._names_of(ids)
+        return labels, sources
+
     def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels, sources (object, None where missing),
         weights float64, prune counts int, relabelled-from (object)."""
+        labels, sources, rows, found = self._names_of(ids)
+        shape = labels.shape
+        if found is None:
+            weights, prune = self._weight[rows], self._prune[rows]
+        else:
+            weights = np.where(found, self._weight[rows], 0.0) if self._n else np.zeros(len(rows))
+            prune = np.where(found, self._prune[rows], 0) if self._n else np.zeros(len(rows), np.int32)
+        if self.relabelled:
+            ok = found.tolist() if found is not None else [True] * len(rows)
+            history = np.asarray([self.relabelled.get(i) if live else None
+                                  for i, live in zip(np.ravel(ids).tolist(), ok, strict=True)], dtype=object)
+        else:
+            history = np.full(len(rows), None, dtype=object)
+        return labels, sources, weights.reshape(shape), prune.reshape(shape), history.reshape(shape)
+
+    def _names_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(labels, sources) shaped as ids, and the flat rows and found flags behind them
+        (found None: all found)."""
         # Every search pays this for its k neighbours, so it is a few numpy calls: ids not
         # found get code -1, which picks the None kept at the end of each names array.
-        flat = np.asarray(ids, dtype=np.int64).ravel()
         shape = np.shape(ids)
-        rows, found = self._rows_found(flat)
+        rows, found = self._rows_found(ids)
         if self._n == 0:
-            rows = np.zeros(len(flat), np.int64)  # nothing is found; keep the gathers in bounds
+            rows = np.zeros(len(rows), np.int64)  # nothing is found; keep the gathers in bounds
         if found.all():  # the usual case: k neighbours, all found
             labels = self._names(self.labels)[self._label[rows]]
             sources = self._names(self.sources)[self._source[rows]]
-            weights, prune = self._weight[rows], self._prune[rows]
-        else:
-            labels = self._names(self.labels)[np.where(found, self._label[rows], -1)]
-            sources = self._names(self.sources)[np.where(found, self._source[rows], -1)]
-            weights = np.where(found, self._weight[rows], 0.0) if self._n else np.zeros(len(flat))
-            prune = np.where(found, self._prune[rows], 0) if self._n else np.zeros(len(flat), np.int32)
-        if self.relabelled:
-            history = np.asarray([self.relabelled.get(i) if ok else None
-                                  for i, ok in zip(flat.tolist(), found.tolist(), strict=True)], dtype=object)
-        else:
-            history = np.full(len(flat), None, dtype=object)
-        return (labels.reshape(shape), sources.reshape(shape), weights.reshape(shape),
-                prune.reshape(shape), history.reshape(shape))
+            return labels.reshape(shape), sources.reshape(shape), rows, None
+        labels = self._names(self.labels)[np.where(found, self._label[rows], -1)]
+        sources = self._names(self.sources)[np.where(found, self._source[rows], -1)]
+        return labels.reshape(shape), sources.reshape(shape), rows, found
 
     def _names(self, codes: Codes) -> np.ndarray:
         """The names of `codes` as an object array ending in None, kept while none is new."""

@@ -34,7 +34,7 @@ from ..search.lifecycle import ManagedIndex
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
-from .base import Capabilities, Filter, InsertResult, Item, Neighbours, NewItem, Page
+from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page
 from .catalog import Catalog
 from .migrate import upgrade
 from .sqlite import DB_NAME, FORMAT_VERSION, Database
@@ -333,10 +333,15 @@ class EmbeddedStore:
     # ---- search ----------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours:
-        selection = self.catalog.selection(where)
-        found = self._index.index.search(self.to_search_space(queries), k, allowed_ids=selection)
+        found = self._index.index.search(self._transform.apply(queries), k,
+                                         allowed_ids=self.catalog.selection(where))
         labels, sources, weights, prune, relabelled = self.catalog.columns(found.ids)
         return Neighbours(found.ids, found.similarities, labels, sources, weights, prune, relabelled)
+
+    def nearest(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Nearest:
+        found = self._index.index.search(self._transform.apply(queries), k,
+                                         allowed_ids=self.catalog.selection(where))
+        return Nearest(found.ids, found.similarities, *self.catalog.names(found.ids))
 
     # ---- lifecycle -------------------------------------------------------------------
 
