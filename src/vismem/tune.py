@@ -79,6 +79,16 @@ def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VotePar
     return out
 
 
+def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
+           spec: TransformSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """(train, test) vectors through `spec` fitted on train; None where it cannot be fitted."""
+    try:
+        fitted = fit_transform(vectors[train], spec)
+    except InvalidInputError:  # e.g. whitening a memory with no variance: not a candidate
+        return None
+    return fitted.apply(vectors[train]), fitted.apply(vectors[test])
+
+
 def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
          rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"), per_class: Sequence[int] = PER_CLASS,
          transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, held_out: float = 0.2, seed: int = 0,
@@ -97,16 +107,13 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
     by_transform: dict[str, float] = {}
     proto_rules = [r for r in rules if r in ("prototype", "hybrid")]
 
-    def sweep(spec: TransformSpec, m: int, tried_rules: Sequence[str]) -> None:
+    def sweep(spec: TransformSpec, space: tuple[np.ndarray, np.ndarray], m: int, tried_rules: Sequence[str]) -> None:
         nonlocal best, default_acc
-        try:
-            fitted = fit_transform(vectors[train], spec)
-        except InvalidInputError:  # e.g. whitening a memory with no variance: not a candidate
-            return
-        mem = ArrayMemory(fitted.apply(vectors[train]), labels[train], per_class=m, seed=seed,
+        train_x, test_x = space
+        mem = ArrayMemory(train_x, labels[train], per_class=m, seed=seed,
                           factors=None if factors is None else factors[train])
         max_k = len(train)
-        neighbours = mem.query(fitted.apply(vectors[test]), min(max(KS), max_k), prototypes=bool(proto_rules))
+        neighbours = mem.query(test_x, min(max(KS), max_k), prototypes=bool(proto_rules))
         for params in candidates(max_k, tried_rules, m):
             acc = accuracy(mem.predict(neighbours, params), truth)
             trials.append({**params.to_dict(), "prototypes_per_class": m, "transform": spec.name, "accuracy": acc})
@@ -117,10 +124,17 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
                 best = (acc, params, m, spec)
 
     first = per_class[0] if proto_rules else 1
+    best_space = None  # the winner's vectors: swept again per prototype count, not refitted
     for spec in transforms:
-        sweep(spec, first, rules)
-    assert best is not None
+        space = _space(vectors, train, test, spec)
+        if space is not None:
+            sweep(spec, space, first, rules)
+            if best is not None and best[3] is spec:
+                best_space = space
+    if best is None or best_space is None:
+        raise InvalidInputError("none of the transforms could be fitted on this memory: "
+                                + ", ".join(spec.name for spec in transforms))
     for m in per_class[1:] if proto_rules else []:
-        sweep(best[3], m, proto_rules)
+        sweep(best[3], best_space, m, proto_rules)
     return TuneResult(best[1], best[2], best[0], default_acc if default_acc is not None else float("nan"),
                       len(test), trials, best[3], by_transform)
