@@ -192,8 +192,16 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
     try:
         meta = pq.read_metadata(path)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on non-Parquet
-        raise VismemError(f"cannot read {path} as Parquet: {exc}; give a file written by "
-                          "`vismem export`") from exc
+        raise _not_parquet(path, exc) from exc
+    return _checked_header(path, meta), meta.num_rows
+
+
+def _not_parquet(path: str | Path, exc: Exception) -> VismemError:
+    return VismemError(f"cannot read {path} as Parquet: {exc}; give a file written by `vismem export`")
+
+
+def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
+    """The vismem header in a Parquet file's metadata, or why vismem cannot read the file."""
     raw = (meta.metadata or {}).get(HEADER_KEY)
     if raw is None:
         raise VismemError(f"{path} is a Parquet file but not a vismem export (no `vismem` header); "
@@ -203,15 +211,19 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
         raise VismemError(f"{path} holds export format {header.get('format')} version "
                           f"{header.get('version')}; this vismem reads {FORMAT_NAME} up to version "
                           f"{FORMAT_VERSION}: upgrade vismem")
-    return header, meta.num_rows
+    return header
 
 
 def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[Rows]:
     """The export's rows, `batch_size` at a time (bounded memory)."""
     import pyarrow.parquet as pq
 
-    read_header(path)
-    with pq.ParquetFile(path) as file:
+    try:
+        file = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise _not_parquet(path, exc) from exc
+    with file:
+        _checked_header(path, file.metadata)  # the footer this file object has read already
         for batch in file.iter_batches(batch_size=batch_size):
             yield from_batch(batch)
 
