@@ -74,3 +74,18 @@ def test_no_weight_means_no_label():
 def test_bad_vote_parameters_fail_early(bad):
     with pytest.raises(InvalidInputError):
         VoteParams(**bad)
+
+
+def test_prototype_distances_are_nearest_first_and_leave_out_classes_without_one():
+    import json
+
+    from vismem.decide import Ballots, decide_batch
+
+    ballots = Ballots.single(np.array([0.9]), [1], ["a"], ["s"], np.ones(1))
+    sims = np.array([[0.5, 0.8, -np.inf, 0.8, 0.1]])  # "c" has no prototype; "b" and "d" tie
+    d = decide_batch(ballots, VoteParams(k=1, vote="hybrid", mix=0.5), prototype_classes=list("abcde"),
+                     prototype_similarities=sims)[0]
+    assert list(d.prototypes) == ["b", "d", "a", "e"]  # ties keep the prototypes' order
+    assert d.prototypes == {"b": 1.0 - 0.8, "d": 1.0 - 0.8, "a": 0.5, "e": 1.0 - 0.1} and "c" not in d.prototypes
+    assert json.loads(json.dumps(d.to_dict()))["prototypes"] == dict(d.prototypes)
+    assert d.label == "a"  # a's neighbour outweighs b's nearer prototype at mix 0.5

@@ -63,7 +63,9 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     if calibration is None:
         return decisions
     kth = kth_distance(neighbours, calibration.k)
-    nearest = np.array([min(d.prototypes.values(), default=2.0) for d in decisions])
+    # each query's distance to its nearest prototype, as its decision reports it (2: none)
+    best = np.asarray(proto_sims, dtype=np.float64).max(axis=1, initial=-np.inf)
+    nearest = np.where(np.isfinite(best), 1.0 - best, 2.0)
     scores = calibration.score(kth, nearest)
     return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores, strict=True)]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -181,6 +181,39 @@ class Neighbor:
         return asdict(self)
 
 
+class PrototypeDistances(Mapping[str, float]):
+    """Class -> cosine distance from one query to the class's nearest prototype, nearest
+    first (classes without a prototype left out), sorted on first use: a batch against a
+    thousand classes spent more on these per-query dicts than on its search, and most
+    callers read only the label."""
+
+    __slots__ = ("_names", "_distances", "_sorted")
+
+    def __init__(self, names: np.ndarray, distances: np.ndarray) -> None:
+        self._names = names          # object (C,)
+        self._distances = distances  # float (C,), inf where a class has no prototype
+        self._sorted: dict[str, float] | None = None
+
+    def _dict(self) -> dict[str, float]:
+        if self._sorted is None:
+            # stable: ties keep the prototypes' order; inf (no prototype) sorts last
+            order = np.argsort(self._distances, kind="stable")[: int(np.isfinite(self._distances).sum())]
+            self._sorted = dict(zip(self._names[order].tolist(), self._distances[order].tolist(), strict=True))
+        return self._sorted
+
+    def __getitem__(self, name: str) -> float:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
+
+
 @dataclass(frozen=True)
 class Decision:
     """A classification and everything needed to see why.
@@ -201,7 +234,7 @@ class Decision:
     neighbors: list[Neighbor]
     vote: VoteParams
     path: str | None = None
-    prototypes: dict[str, float] = field(default_factory=dict)
+    prototypes: Mapping[str, float] = field(default_factory=dict)
     abstained: bool = False
     ood_score: float | None = None
     threshold: float | None = None
@@ -236,7 +269,7 @@ class Decision:
             "threshold": self.threshold,
             "scores": self.scores,
             "neighbors": [n.to_dict() for n in self.neighbors],
-            "prototypes": self.prototypes,
+            "prototypes": dict(self.prototypes),
             "interventions": self.interventions,
             "vote": self.vote.vote,
             "k": self.vote.k,
@@ -330,20 +363,15 @@ def decide_batch(
     scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
     totals = weights.sum(axis=1)
     paths = list(paths) if paths is not None else [None] * n
-    # every decision reports its distance to each class's nearest prototype, nearest first:
-    # sorted here for the whole batch (with a thousand classes, per-query Python sorting
-    # cost more than the search); stable, so ties keep the prototypes' order
+    # every decision reports its distance to each class's nearest prototype, sorted when read
     proto_names = np.asarray(proto_classes, dtype=object)
     finite = np.isfinite(proto_sims)
-    proto_dist = 1.0 - proto_sims  # +inf where a class has no prototype: sorted last
-    nearest_first = np.argsort(proto_dist, axis=1, kind="stable")
-    with_prototype = finite.sum(axis=1)
+    proto_dist = 1.0 - proto_sims  # +inf where a class has no prototype
     decisions = []
     for q in range(n):
         row = np.flatnonzero(live[q])
         labels = b.labels[q, row].tolist()
-        by_distance = nearest_first[q, : with_prototype[q]]
-        prototypes = dict(zip(proto_names[by_distance].tolist(), proto_dist[q, by_distance].tolist(), strict=True))
+        prototypes = PrototypeDistances(proto_names, proto_dist[q])
         # first-seen order: the nearest neighbours' classes, then the prototype classes
         order = list(dict.fromkeys([*labels, *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())]))
         shares = {c: float(scores[q, position[c]]) for c in order}
