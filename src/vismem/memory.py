@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -59,7 +60,9 @@ class Hit(NamedTuple):
 
 
 MAX_ID = 2**63 - 1  # item ids are SQLite integers
-_distance = (1.0).__sub__  # cosine distance of a similarity, called by `map` without a Python frame
+# A search builds k Hits per query: these two run inside `map` without a Python frame each
+_distance = (1.0).__sub__  # cosine distance of a similarity
+_hit = partial(tuple.__new__, Hit)  # a Hit from an (id, label, source, distance) tuple
 
 
 def possible_ids(ids: Iterable[int]) -> list[int]:
@@ -529,13 +532,13 @@ class Memory:
                             max_prune_count=self.store.settings().pruning.excluded_from)
         found = self.store.nearest(queries, int(k), allowed)
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
-        # a row padded with id -1 (fewer than k items match) keeps its found items only
         rows = zip(found.ids.tolist(), found.labels.tolist(), found.sources.tolist(),
                    found.similarities.tolist(), strict=True)
-        if min(found.ids[:, -1].tolist(), default=0) >= 0:
-            return [list(map(Hit, ids, labels, sources, map(_distance, sims))) for ids, labels, sources, sims in rows]
-        return [[hit for hit in map(Hit, ids, labels, sources, map(_distance, sims)) if hit.id >= 0]
+        hits = [list(map(_hit, zip(ids, labels, sources, map(_distance, sims), strict=True)))
                 for ids, labels, sources, sims in rows]
+        if min(found.ids[:, -1].tolist(), default=0) < 0:  # padded with id -1: fewer than k match
+            hits = [[hit for hit in row if hit.id >= 0] for row in hits]
+        return hits
 
     def prototypes(self) -> PrototypeSet:
         """The class prototypes of the items that vote (in the space searched, through the
