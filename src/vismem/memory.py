@@ -527,10 +527,8 @@ class Memory:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         self._catch_up()
-        # one Filter: the user's restriction and what pruning keeps out of every search
-        allowed = Filter.of(labels=labels, sources=sources, where=where,
-                            max_prune_count=self.store.settings().pruning.excluded_from)
-        found = self.store.nearest(queries, int(k), allowed)
+        found = self.store.nearest(queries, int(k), voting_filter(restriction(labels, sources, where),
+                                                                  self.settings))
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
         rows = zip(found.ids.tolist(), found.labels.tolist(), found.sources.tolist(),
                    found.similarities.tolist(), strict=True)

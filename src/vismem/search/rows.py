@@ -280,8 +280,6 @@ class RowIndex(VectorIndex):
             if self._n_live == self._n_rows:
                 return None
             return self._restrictions.get(_LIVE, self._restrict, None)
-        if isinstance(allowed, Selection) and allowed.key is not None:  # a filter's: kept
-            return self._restrictions.get((allowed.key, allowed.exclude), self._restrict, allowed)
         selection, key = as_selection(allowed)
         return self._restrictions.get(key, self._restrict, selection)
 

@@ -283,11 +283,6 @@ class Catalog:
 
     def names(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels and sources (object, None where missing)."""
-        # every plain search pays this for its neighbours: the usual case (all found) is
-        # four gathers on the ids' own shape
-        rows = self._row_of.take(ids + 1, mode="clip")
-        if self._n and rows.min(initial=0) >= 0 and self._live[rows].all():  # (initial: no ids)
-            return self._names(self.labels)[self._label[rows]], self._names(self.sources)[self._source[rows]]
         labels, sources, _, _ = self._names_of(ids)
         return labels, sources
 
@@ -295,7 +290,7 @@ class Catalog:
         """For ids (any shape, -1 = none): labels, sources (object, None where missing),
         weights float64, prune counts int, relabelled-from (object)."""
         labels, sources, rows, found = self._names_of(ids)
-        shape = labels.shape
+        shape, rows = labels.shape, rows.ravel()
         if found is None:
             weights, prune = self._weight[rows], self._prune[rows]
         else:
@@ -310,21 +305,22 @@ class Catalog:
         return labels, sources, weights.reshape(shape), prune.reshape(shape), history.reshape(shape)
 
     def _names_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(labels, sources) shaped as ids, and the flat rows and found flags behind them
-        (found None: all found)."""
-        # Every search pays this for its k neighbours, so it is a few numpy calls: ids not
-        # found get code -1, which picks the None kept at the end of each names array.
-        shape = np.shape(ids)
+        """(labels, sources) shaped as ids, the rows behind them, and which ids were found
+        (flat; None: all were, the usual case)."""
+        # Every search pays this for its k neighbours, so the usual case is four gathers on
+        # the ids' own shape (`initial`: no ids at all is the usual case too)
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self._row_of.take(ids + 1, mode="clip")
+        if self._n and rows.min(initial=0) >= 0 and self._live[rows].all():
+            return self._names(self.labels)[self._label[rows]], self._names(self.sources)[self._source[rows]], \
+                rows, None
+        # some not found: their code -1 picks the None kept at the end of each names array
         rows, found = self._rows_found(ids)
         if self._n == 0:
             rows = np.zeros(len(rows), np.int64)  # nothing is found; keep the gathers in bounds
-        if found.all():  # the usual case: k neighbours, all found
-            labels = self._names(self.labels)[self._label[rows]]
-            sources = self._names(self.sources)[self._source[rows]]
-            return labels.reshape(shape), sources.reshape(shape), rows, None
         labels = self._names(self.labels)[np.where(found, self._label[rows], -1)]
         sources = self._names(self.sources)[np.where(found, self._source[rows], -1)]
-        return labels.reshape(shape), sources.reshape(shape), rows, found
+        return labels.reshape(ids.shape), sources.reshape(ids.shape), rows, found
 
     def _names(self, codes: Codes) -> np.ndarray:
         """The names of `codes` as an object array ending in None, kept while none is new."""

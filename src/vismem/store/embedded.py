@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
+from ..search.base import SearchResult
 from ..search.lifecycle import ManagedIndex
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
@@ -333,15 +334,16 @@ class EmbeddedStore:
     # ---- search ----------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Neighbours:
-        found = self._index.index.search(self._transform.apply(queries), k,
-                                         allowed_ids=self.catalog.selection(where))
+        found = self._found(queries, k, where)
         labels, sources, weights, prune, relabelled = self.catalog.columns(found.ids)
         return Neighbours(found.ids, found.similarities, labels, sources, weights, prune, relabelled)
 
     def nearest(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Nearest:
-        found = self._index.index.search(self._transform.apply(queries), k,
-                                         allowed_ids=self.catalog.selection(where))
+        found = self._found(queries, k, where)
         return Nearest(found.ids, found.similarities, *self.catalog.names(found.ids))
+
+    def _found(self, queries: np.ndarray, k: int, where: Filter | None) -> SearchResult:
+        return self._index.index.search(self.to_search_space(queries), k, allowed_ids=self.catalog.selection(where))
 
     # ---- lifecycle -------------------------------------------------------------------
 
