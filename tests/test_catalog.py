@@ -30,6 +30,8 @@ def test_filters_are_masks_over_columns():
     labels, sources, weights, prune, _ = c.columns(np.array([[4, -1, 2]]))
     assert labels.tolist() == [["owl", None, "cat"]] and weights.tolist() == [[2.0, 0.0, 1.0]]
     assert prune.tolist() == [[1, 0, 0]]
+    labels, sources = c.names(np.array([3, 2, 1]))  # removed, relabelled, unchanged
+    assert labels.tolist() == [None, "cat", "cat"] and sources.tolist() == [None, "a", "a"]
 
 
 def test_a_selection_is_cached_until_the_next_edit():
@@ -51,6 +53,8 @@ def test_removed_rows_are_reclaimed_in_bulk():
     c.remove(range(1, 2001))  # past the dead-row share: compacted
     assert len(c) == 3000 and c._n == 3000 and c.ids().tolist() == list(range(2001, n + 1))
     assert c.ids(Filter.of(labels=["cat"])).tolist() == [i for i in range(2001, n + 1) if (i - 1) % 3 == 0]
+    labels, _ = c.names(np.array([1, 2000, 2001, 2002, n, n + 1, -1, 2**62]))
+    assert labels.tolist() == [None, None, LABELS[2000 % 3], LABELS[2001 % 3], LABELS[(n - 1) % 3], None, None, None]
 
 
 edit = st.one_of(
@@ -90,6 +94,20 @@ def test_the_catalog_agrees_with_the_database(tmp_path_factory, edits, queries):
                 memory.set_prune_counts({pick([k])[0]: v for k, v in step[1].items()} if live else {})
             for where in queries:  # after every edit: columns built early are kept in step
                 assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where)
+            assert_named_as_stored(memory)
+
+
+def assert_named_as_stored(memory: Memory) -> None:
+    """Every id, live, removed or never given (and FAISS's padding -1), is named by the
+    catalog as the database names it: None where there is no live item."""
+    every = np.arange(-1, max(memory.ids(), default=0) + 3)
+    stored = {item.id: item for item in memory.items(memory.ids())}
+    labels, sources = memory.store.catalog.names(every.reshape(-1, 1))
+    assert labels.ravel().tolist() == [stored[i].label if i in stored else None for i in every.tolist()]
+    assert sources.ravel().tolist() == [stored[i].source if i in stored else None for i in every.tolist()]
+    columns = memory.store.catalog.columns(every)
+    assert columns[0].tolist() == labels.ravel().tolist()
+    assert columns[2].tolist() == [stored[i].weight if i in stored else 0.0 for i in every.tolist()]
 
 
 @pytest.mark.parametrize("value", [1, 1.0, True, "1", [1, 2], {"a": 1}])

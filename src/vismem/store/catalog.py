@@ -6,9 +6,10 @@ never a loop over items), each neighbour's label, source, weight and pruning cou
 class counts and pages of a listing. It is derived from the store, kept in step by
 every edit, and rebuilt from the store at open.
 
-Rows are kept in id order (the store hands out increasing ids), and a dense table
-indexed by id gives an id's row in one lookup. A removed item's row is marked dead and reclaimed in bulk later, so a
-single removal costs O(1), not a copy of every column.
+Rows are kept in id order (the store hands out increasing ids), and dense tables
+indexed by id give an id's row, label and source in one lookup each. A removed item's
+row is marked dead and reclaimed in bulk later, so a single removal costs O(1), not a
+copy of every column.
 
 >>> c = Catalog()
 >>> c.add([1, 2, 3], ["cat", "dog", "cat"], ["a", "a", "b"], [1.0, 1.0, 0.0])
@@ -79,6 +80,10 @@ class Catalog:
         # ids makes ~20 cache misses. Its first entry answers FAISS's padding id -1 and its
         # last (always -1) any id past the end, so a lookup is one clipped `take`.
         self._row_of = np.full(1024, -1, np.intp)
+        # a live id's label and source codes, indexed the same way (-1: none), so that a
+        # search names its neighbours in two gathers, without their rows or a liveness check
+        self._label_of = np.full(1024, -1, np.int32)
+        self._source_of = np.full(1024, -1, np.int32)
         self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
         self.relabelled: dict[int, str] = {}
         self._name_arrays: dict[int, np.ndarray] = {}
@@ -132,8 +137,8 @@ class Catalog:
         self._ids[n : n + m] = new_ids
         self._index_rows(new_ids, np.arange(n, n + m, dtype=np.int32))
         self._live[n : n + m] = True
-        self._label[n : n + m] = self.labels.codes(labels)
-        self._source[n : n + m] = self.sources.codes(sources)
+        self._label[n : n + m] = self._label_of[new_ids + 1] = self.labels.codes(labels)
+        self._source[n : n + m] = self._source_of[new_ids + 1] = self.sources.codes(sources)
         self._weight[n : n + m] = np.asarray(weights, dtype=np.float64)
         self._prune[n : n + m] = 0
         self._n += m
@@ -150,6 +155,8 @@ class Catalog:
             return
         self._live[rows] = False
         self._dead += len(rows)
+        gone = self._ids[rows] + 1
+        self._label_of[gone] = self._source_of[gone] = -1
         for item_id in self._ids[rows].tolist():
             self.relabelled.pop(item_id, None)
         if self._dead > COMPACT_DEAD_FRACTION * self._n and self._n > 1024:
@@ -161,7 +168,7 @@ class Catalog:
         """Set the label and/or weight of items; `relabelled` their original labels now."""
         rows = self.rows(ids)
         if label is not None:
-            self._label[rows] = self.labels.code(label)
+            self._label[rows] = self._label_of[self._ids[rows] + 1] = self.labels.code(label)
         if weight is not None:
             self._weight[rows] = weight
         if relabelled is not None:
@@ -191,9 +198,12 @@ class Catalog:
 
     def _index_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
         if len(ids) and ids[-1] + 2 >= len(self._row_of):  # ids ascend; the last entry stays -1
-            grown = np.full(max(int(ids[-1]) + 3, 2 * len(self._row_of)), -1, np.intp)
-            grown[: len(self._row_of)] = self._row_of
-            self._row_of = grown
+            size = max(int(ids[-1]) + 3, 2 * len(self._row_of))
+            for name in ("_row_of", "_label_of", "_source_of"):  # the tables by id
+                old = getattr(self, name)
+                grown = np.full(size, -1, old.dtype)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
         self._row_of[ids + 1] = rows
 
     # ---- rows ------------------------------------------------------------------------
@@ -283,44 +293,33 @@ class Catalog:
 
     def names(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels and sources (object, None where missing)."""
-        labels, sources, _, _ = self._names_of(ids)
-        return labels, sources
+        # Every search pays this for its k neighbours: two gathers of codes by id, two of
+        # names. Ids below -1 clip to the first entry and ids past the end (or id + 1
+        # overflowing) to the last: both read code -1, which picks the None kept at the
+        # end of each names array, as the code of a removed id does.
+        at = np.asarray(ids, dtype=np.int64) + 1
+        return (self._names(self.labels)[self._label_of.take(at, mode="clip")],
+                self._names(self.sources)[self._source_of.take(at, mode="clip")])
 
     def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels, sources (object, None where missing),
         weights float64, prune counts int, relabelled-from (object)."""
-        labels, sources, rows, found = self._names_of(ids)
-        shape, rows = labels.shape, rows.ravel()
-        if found is None:
-            weights, prune = self._weight[rows], self._prune[rows]
-        else:
-            weights = np.where(found, self._weight[rows], 0.0) if self._n else np.zeros(len(rows))
-            prune = np.where(found, self._prune[rows], 0) if self._n else np.zeros(len(rows), np.int32)
-        if self.relabelled:
-            ok = found.tolist() if found is not None else [True] * len(rows)
-            history = np.asarray([self.relabelled.get(i) if live else None
-                                  for i, live in zip(np.ravel(ids).tolist(), ok, strict=True)], dtype=object)
-        else:
-            history = np.full(len(rows), None, dtype=object)
-        return labels, sources, weights.reshape(shape), prune.reshape(shape), history.reshape(shape)
-
-    def _names_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(labels, sources) shaped as ids, the rows behind them, and which ids were found
-        (flat; None: all were, the usual case)."""
-        # Every search pays this for its k neighbours, so the usual case is four gathers on
-        # the ids' own shape (`initial`: no ids at all is the usual case too)
-        ids = np.asarray(ids, dtype=np.int64)
-        rows = self._row_of.take(ids + 1, mode="clip")
-        if self._n and rows.min(initial=0) >= 0 and self._live[rows].all():
-            return self._names(self.labels)[self._label[rows]], self._names(self.sources)[self._source[rows]], \
-                rows, None
-        # some not found: their code -1 picks the None kept at the end of each names array
+        labels, sources = self.names(ids)
         rows, found = self._rows_found(ids)
         if self._n == 0:
-            rows = np.zeros(len(rows), np.int64)  # nothing is found; keep the gathers in bounds
-        labels = self._names(self.labels)[np.where(found, self._label[rows], -1)]
-        sources = self._names(self.sources)[np.where(found, self._source[rows], -1)]
-        return labels.reshape(ids.shape), sources.reshape(ids.shape), rows, found
+            weights, prune = np.zeros(len(rows)), np.zeros(len(rows), np.int32)
+        elif found.all():  # the usual case: every neighbour is live
+            weights, prune = self._weight[rows], self._prune[rows]
+        else:
+            weights, prune = np.where(found, self._weight[rows], 0.0), np.where(found, self._prune[rows], 0)
+        if self.relabelled:
+            history = np.asarray([self.relabelled.get(i) if live else None
+                                  for i, live in zip(np.ravel(ids).tolist(), found.tolist(), strict=True)],
+                                 dtype=object)
+        else:
+            history = np.full(len(rows), None, dtype=object)
+        shape = labels.shape
+        return labels, sources, weights.reshape(shape), prune.reshape(shape), history.reshape(shape)
 
     def _names(self, codes: Codes) -> np.ndarray:
         """The names of `codes` as an object array ending in None, kept while none is new."""
