@@ -95,6 +95,28 @@ def test_concurrent_writers_add_each_image_once(tmp_path, digit_images, cli, wri
     assert info["index"]["quality"] is None or info["index"]["quality"]["recall"] == 1.0
 
 
+def test_vectors_are_stored_as_numpy_normalises_them_one_or_many_at_a_time(tmp_path):
+    vectors = np.random.default_rng(3).standard_normal((40, 256)).astype(np.float32)
+    expected = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Memory.create(tmp_path / "m", encoder=None, dim=256) as memory:
+        one_by_one = [memory.add_vectors(v[None], ["a"])[0] for v in vectors]  # the single-row path
+        together = memory.add_vectors(vectors, ["a"] * 40)
+        for ids in (one_by_one, together):
+            _, stored = memory.vectors(ids)
+            assert stored.view(np.uint32).tolist() == expected.view(np.uint32).tolist()  # the same bits
+
+
+def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
+    direction = np.array([3.0, 4.0, 0.0, 0.0])
+    with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
+        ids = memory.add_vectors(np.stack([direction * s for s in (1e-30, 1.0, 1e30)]), ["tiny", "one", "huge"])
+        _, stored = memory.vectors(ids)
+        np.testing.assert_allclose(stored, np.tile([0.6, 0.8, 0.0, 0.0], (3, 1)), rtol=1e-6)
+        for scale in (1e-30, 1e30):  # their squares underflow or overflow float32
+            hits = memory.search(direction * scale, k=3)[0]
+            assert [hit.distance for hit in hits] == pytest.approx([0, 0, 0], abs=1e-6)
+
+
 def test_zero_vectors_are_refused_with_nothing_stored(tmp_path):
     with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
         vectors = np.eye(4, dtype=np.float32)

@@ -71,13 +71,13 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
-def _rows_to_normalise(rows: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rows_to_normalise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The slow path of `Memory._check_vectors`: say what is wrong, or rescale rows so
-    huge (but finite) values do not overflow their norm."""
+    that huge values do not overflow their norm, nor tiny ones underflow it."""
     if not np.isfinite(rows).all():
         raise InvalidInputError("vectors must be finite numbers")
-    if len(norms) and not (norms > 0).all():
-        zero = np.flatnonzero(norms == 0)
+    if len(rows) and not rows.any(axis=1).all():
+        zero = np.flatnonzero(~rows.any(axis=1))
         raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
                                 f"row {zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
     rows = rows / np.abs(rows).max(axis=1, keepdims=True)
@@ -447,14 +447,17 @@ class Memory:
         # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
         # NaN or inf anywhere shows in its row's norm
         with np.errstate(over="ignore"):  # huge values overflow to inf: the slow path rescales them
-            norms = np.sqrt(np.add.reduce(rows * rows, axis=1))
-        # a single query reads its norm as a float: two numpy reductions cost more than it
-        if len(norms) == 1:
-            low = high = float(norms[0])
-        else:
-            low, high = (norms.min(), norms.max()) if len(norms) else (0, 0)
-        if not 0 < low <= high < math.inf:
-            rows, norms = _rows_to_normalise(rows, norms)
+            squares = np.add.reduce(rows * rows, axis=1)
+        if len(rows) == 1:
+            # one query: the root and the division with a Python float, two numpy calls fewer.
+            # Same bits: a float32 square root is the double one rounded, and numpy divides
+            # float32 rows by a Python float in float32.
+            norm = math.sqrt(float(squares[0]))
+            if 0 < norm < math.inf:
+                return rows / norm
+        norms = np.sqrt(squares)
+        if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
+            rows, norms = _rows_to_normalise(rows)
         return rows / norms[:, None]
 
     # ---- reading: embed, search, classify ----------------------------------------------
@@ -530,11 +533,11 @@ class Memory:
         found = self.store.nearest(queries, int(k), voting_filter(restriction(labels, sources, where),
                                                                   self.settings))
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
-        rows = zip(found.ids.tolist(), found.labels.tolist(), found.sources.tolist(),
-                   found.similarities.tolist(), strict=True)
-        hits = [list(map(_hit, zip(ids, labels, sources, map(_distance, sims), strict=True)))
-                for ids, labels, sources, sims in rows]
-        if min(found.ids[:, -1].tolist(), default=0) < 0:  # padded with id -1: fewer than k match
+        ids = found.ids.tolist()
+        rows = zip(ids, found.labels.tolist(), found.sources.tolist(), found.similarities.tolist(), strict=True)
+        hits = [list(map(_hit, zip(row, labels, sources, map(_distance, sims), strict=True)))
+                for row, labels, sources, sims in rows]
+        if any(row[-1] < 0 for row in ids):  # padded with id -1: fewer than k match
             hits = [[hit for hit in row if hit.id >= 0] for row in hits]
         return hits
 
