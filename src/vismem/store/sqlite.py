@@ -185,7 +185,8 @@ class Database:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to catch up."""
-        header = self._watch.header() if self._watch is not None else None
+        watch = self._watch
+        header = watch.header() if watch is not None else None
         seen, version = self._version
         if header is None or header != seen:
             # the header first: a commit landing between the two reads changes it again
