@@ -140,6 +140,27 @@ def test_prototype_votes_get_a_set_that_works():
         counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(vote="hybrid"))
 
 
+@pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
+def test_variants_are_scored_by_the_decisions_own_vote(rule):
+    """The counterfactual's scorer is `decide.tally`: the very scores `decide` gives, to the
+    last bit, for the candidate list and for any removal or blocking."""
+    from vismem.counterfactual import _Scorer
+
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        m = int(rng.integers(3, 14))
+        sims, labels, weights = random_case(rng, m)
+        params = VoteParams(k=int(rng.integers(1, 6)), vote=rule)
+        scorer = _Scorer(sims, labels, weights, params, "nearest", None)
+        removed, blocked = rng.random(m) < 0.3, rng.random(m) < 0.2
+        label, shares = scorer.winner(removed, blocked)
+        rows = [r for r in range(m) if not removed[r]][: params.k]
+        decided = decide(sims[rows], rows, [labels[r] for r in rows], ["s"] * len(rows),
+                         np.where(blocked[rows], 0.0, weights[rows]), params)
+        assert label == decided.label
+        assert (shares == decided.scores) if label is not None else not any(shares.values())
+
+
 @pytest.mark.parametrize("vote", ["rank", "plurality", "hybrid"])
 def test_removing_the_reported_set_flips_a_real_memory(tmp_path, vote):
     from sklearn.datasets import load_digits

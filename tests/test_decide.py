@@ -89,3 +89,10 @@ def test_prototype_distances_are_nearest_first_and_leave_out_classes_without_one
     assert d.prototypes == {"b": 1.0 - 0.8, "d": 1.0 - 0.8, "a": 0.5, "e": 1.0 - 0.1} and "c" not in d.prototypes
     assert json.loads(json.dumps(d.to_dict()))["prototypes"] == dict(d.prototypes)
     assert d.label == "a"  # a's neighbour outweighs b's nearer prototype at mix 0.5
+
+
+def test_a_query_with_no_prototype_gets_no_prototype_score():
+    from vismem.decide import prototype_scores
+
+    scores = prototype_scores(np.array([[0.5, -np.inf, 0.5], [-np.inf, -np.inf, -np.inf]]), tau=0.1)
+    assert scores.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]  # not NaN

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decide import NEIGHBOUR_VOTES, VoteParams, prototype_scores, rule_weights
+from .decide import NEIGHBOUR_VOTES, VoteParams, rule_weights, tally, winner
 from .errors import InvalidInputError
 
 TIES = ("nearest", "class-order")
@@ -109,7 +109,8 @@ def _change(verb: str, ids: list[int], after: str | None) -> str:
 
 
 class _Scorer:
-    """The decision for a candidate list with some items removed or blocked, as `decide` makes it."""
+    """The decisions for a candidate list with some items removed or blocked, made by
+    `decide.tally` as every decision is: variants of one query, voted as one batch."""
 
     def __init__(self, sims, labels, weights, params: VoteParams, ties: str,
                  clusters: PrototypeClusters | None) -> None:
@@ -121,66 +122,60 @@ class _Scorer:
             self.q = np.asarray(clusters.query, np.float64)
             totals = np.asarray(clusters.totals, np.float64)
             self.base_sims = totals @ self.q / np.maximum(np.linalg.norm(totals, axis=1), 1e-12)
+            self.classes = sorted(set(np.asarray(clusters.labels).tolist()))
 
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
 
-    def totals(self, removed: np.ndarray, blocked: np.ndarray) -> dict[str, float]:
-        """Label -> score, in tie order (first key wins a tie)."""
-        rows = self.window(removed)
-        w = rule_weights(self.sims[rows], self.params) * np.where(blocked[rows], 0.0, self.weights[rows])
-        if self.params.vote == "prototype":
-            w = np.zeros_like(w)
-        knn: dict[str, float] = {}
-        for label, weight in zip(self.labels[rows], w, strict=False):
-            knn[label] = knn.get(label, 0.0) + float(weight)
-        if self.params.uses_prototypes:
-            total = sum(knn.values())
-            knn = {c: (t / total if total > 0 else 0.0) for c, t in knn.items()}
-            classes, proto = self._prototype_similarities(removed | blocked)
-            mix = 1.0 if self.params.vote == "prototype" else self.params.mix
-            p = prototype_scores(proto, self.params.tau) if len(classes) else np.zeros(0)
-            combined = {c: (1 - mix) * knn.get(c, 0.0) + mix * float(s) for c, s in zip(classes, p, strict=False)}
-            for c in knn:
-                combined.setdefault(c, (1 - mix) * knn[c])
-            order = list(dict.fromkeys([*self.labels[rows].tolist(), *classes]))
-            knn = {c: combined[c] for c in order if c in combined}
-        if self.ties == "class-order":
-            knn = dict(sorted(knn.items()))
-        return knn
+    def tallies(self, removed: np.ndarray, blocked: np.ndarray) -> list[dict[str, float]]:
+        """Label -> score in tie order (first key wins a tie) for each variant: `removed`
+        and `blocked` are (T, M) masks over the candidates."""
+        k, t = self.params.k, len(removed)
+        sims, labels = np.full((t, k), -np.inf), np.full((t, k), None, dtype=object)
+        live, factors = np.zeros((t, k), bool), np.zeros((t, k))
+        for i in range(t):
+            rows = self.window(removed[i])
+            sims[i, : len(rows)], labels[i, : len(rows)] = self.sims[rows], self.labels[rows]
+            live[i, : len(rows)] = True
+            factors[i, : len(rows)] = np.where(blocked[i, rows], 0.0, self.weights[rows])
+        classes, proto = (self.classes, self._class_similarities(removed | blocked)) \
+            if self.params.uses_prototypes else ([], None)
+        _, shares = tally(sims, labels, live, factors, self.params, classes, proto)
+        return [dict(sorted(s.items())) for s in shares] if self.ties == "class-order" else shares
 
-    def _prototype_similarities(self, gone: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Each class's similarity to its nearest prototype once the `gone` candidates have
-        left their clusters (only the clusters they leave are recomputed)."""
+    def _class_similarities(self, gone: np.ndarray) -> np.ndarray:
+        """(T, classes): each class's similarity to its nearest prototype once each variant's
+        `gone` candidates have left their clusters (only the clusters they leave are
+        recomputed); -inf for a class with no member left."""
         cl = self.clusters
         assert cl is not None
-        sims = self.base_sims.copy()
-        alive = np.asarray(cl.counts) > 0
-        leaving = np.flatnonzero(gone & (cl.member >= 0))
-        for p in np.unique(cl.member[leaving]):
-            rows = leaving[cl.member[leaving] == p]
-            total = cl.totals[p] - cl.vectors[rows].sum(axis=0, dtype=np.float64)
-            alive[p] = cl.counts[p] - len(rows) > 0
-            sims[p] = total @ self.q / max(float(np.linalg.norm(total)), 1e-12)
-        owners = np.asarray(cl.labels)[alive]
-        sims = sims[alive]
-        classes = sorted(set(owners.tolist()))
-        return classes, np.array([sims[owners == c].max() for c in classes])
+        owners = np.asarray(cl.labels)
+        out = np.empty((len(gone), len(self.classes)))
+        for i, leaving_mask in enumerate(gone):
+            sims = self.base_sims.copy()
+            alive = np.asarray(cl.counts) > 0
+            leaving = np.flatnonzero(leaving_mask & (cl.member >= 0))
+            for p in np.unique(cl.member[leaving]):
+                rows = leaving[cl.member[leaving] == p]
+                total = cl.totals[p] - cl.vectors[rows].sum(axis=0, dtype=np.float64)
+                alive[p] = cl.counts[p] - len(rows) > 0
+                sims[p] = total @ self.q / max(float(np.linalg.norm(total)), 1e-12)
+            sims[~alive] = -np.inf
+            out[i] = [sims[owners == c].max() for c in self.classes]
+        return out
 
     def winner(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[str | None, dict[str, float]]:
-        totals = self.totals(removed, blocked)
-        if sum(totals.values()) <= 0:
-            return None, totals
-        return max(totals, key=totals.__getitem__), totals
+        totals = self.tallies(removed[None], blocked[None])[0]
+        return winner(totals), totals
 
-    def margin(self, removed: np.ndarray, blocked: np.ndarray, label: str) -> float:
-        """How far `label` leads the best other class (> 0: it still wins; ties count as a loss
-        only when the other class comes first in tie order, which `winner` settles)."""
-        winner, totals = self.winner(removed, blocked)
-        if winner != label:
-            return -np.inf
-        others = [t for c, t in totals.items() if c != label]
-        return totals[label] - max(others, default=0.0)
+    def margins(self, removed: np.ndarray, blocked: np.ndarray, label: str) -> np.ndarray:
+        """How far `label` leads the best other class in each variant (> 0: it still wins;
+        -inf: it lost, a tie included when the other class comes first in tie order)."""
+        out = np.full(len(removed), -np.inf)
+        for i, totals in enumerate(self.tallies(removed, blocked)):
+            if winner(totals) == label:
+                out[i] = totals[label] - max((v for c, v in totals.items() if c != label), default=0.0)
+        return out
 
 
 def counterfactual(
@@ -276,23 +271,21 @@ def _fewest_blocks(scorer: _Scorer, label: str) -> list[int] | None:
 def _greedy(scorer: _Scorer, label: str, how: str, budget: int) -> list[int] | None:
     """Prototype and hybrid votes: take away, one at a time, the candidate whose loss cuts
     the winner's margin most, until the label changes (a set that works, maybe not the fewest)."""
-    m = len(scorer.sims)
-    gone = np.zeros(m, dtype=bool)
-    none = np.zeros(m, dtype=bool)
+    gone = np.zeros(len(scorer.sims), dtype=bool)
     chosen: list[int] = []
     for _ in range(budget):
-        best, best_margin = None, np.inf
-        for r in np.flatnonzero(~gone):
-            trial = gone.copy()
-            trial[r] = True
-            margin = scorer.margin(trial, none, label) if how == "remove" else scorer.margin(none, trial, label)
-            if margin < best_margin:
-                best, best_margin = int(r), margin
-        if best is None:
+        left = np.flatnonzero(~gone)
+        if not len(left):
             return None
+        trials = np.repeat(gone[None], len(left), axis=0)
+        trials[np.arange(len(left)), left] = True  # each trial takes one more candidate away
+        untouched = np.zeros_like(trials)
+        margins = scorer.margins(trials, untouched, label) if how == "remove" \
+            else scorer.margins(untouched, trials, label)
+        best = int(left[np.argmin(margins)])  # the first of the smallest: the nearest
         gone[best] = True
         chosen.append(best)
-        if best_margin == -np.inf:
+        if margins.min() == -np.inf:
             return sorted(chosen)
     return None
 

@@ -100,8 +100,10 @@ def rule_weights(similarities: np.ndarray, params: VoteParams) -> np.ndarray:
 def prototype_scores(prototype_similarities: np.ndarray, tau: float) -> np.ndarray:
     """softmax(s_c / tau) over classes (last axis); -inf marks a class with no prototype."""
     s = np.asarray(prototype_similarities, dtype=np.float64)
-    e = np.exp((s - s.max(axis=-1, keepdims=True)) / tau)
-    return e / e.sum(axis=-1, keepdims=True)
+    top = s.max(axis=-1, keepdims=True)
+    e = np.exp((s - np.where(np.isfinite(top), top, 0.0)) / tau)  # no prototype at all: zeros
+    total = e.sum(axis=-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
 
 
 def neighbour_weights(similarities: np.ndarray, label_index: np.ndarray, params: VoteParams,
@@ -327,6 +329,46 @@ class Ballots:
         return Ballots(*(getattr(self, f.name)[:, :k] for f in dataclasses.fields(self)))
 
 
+def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factors: np.ndarray,
+          params: VoteParams, prototype_classes: Sequence[str] = (),
+          prototype_similarities: np.ndarray | None = None) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """The vote of n ballots (n, m), nearest first: each neighbour's vote (n, m), and each
+    query's class shares in tie order, which `winner` reads.
+
+    `labels` object, `live` False for padding, `factors` each neighbour's item weight x
+    pruning factor; `prototype_similarities` (n, P) to each of `prototype_classes`, -inf
+    where a class has no prototype. Tie order: the classes of the nearest neighbours
+    first, then, for the votes that use them, the classes with a prototype.
+    """
+    n = len(labels)
+    proto_classes = list(prototype_classes)
+    proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
+                  else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
+    classes = sorted({*labels[live].tolist(), *proto_classes})
+    position = {c: i for i, c in enumerate(classes)}
+    label_index = np.full(np.shape(labels), -1, dtype=np.int64)
+    label_index[live] = [position[label] for label in labels[live].tolist()]
+    proto_matrix = np.full((n, len(classes)), -np.inf)
+    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
+    weights = neighbour_weights(similarities, label_index, params, factors)
+    scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
+    proto_names = np.asarray(proto_classes, dtype=object)
+    finite = np.isfinite(proto_sims)
+    shares = []
+    for q in range(n):
+        order = dict.fromkeys([*labels[q, live[q]].tolist(),
+                               *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())])
+        shares.append({c: float(scores[q, position[c]]) for c in order})
+    return weights, shares
+
+
+def winner(shares: dict[str, float]) -> str | None:
+    """The label of shares in tie order: the first highest, None when nothing voted."""
+    if sum(shares.values()) <= 0:
+        return None
+    return max(shares, key=shares.__getitem__)
+
+
 def decide_batch(
     ballots: Ballots,
     params: VoteParams,
@@ -353,33 +395,21 @@ def decide_batch(
     if params.uses_prototypes and not np.isfinite(proto_sims).any(axis=1).all():
         raise InvalidInputError(f"vote {params.vote} needs class prototypes; the memory has none")
     live = b.ids >= 0
-    classes = sorted({*b.labels[live].tolist(), *proto_classes})
-    position = {c: i for i, c in enumerate(classes)}
-    label_index = np.full(b.ids.shape, -1, dtype=np.int64)
-    label_index[live] = [position[label] for label in b.labels[live].tolist()]
-    proto_matrix = np.full((n, len(classes)), -np.inf)
-    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
-    weights = neighbour_weights(b.similarities, label_index, params, b.item_weights * b.prune_factors)
-    scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
+    weights, all_shares = tally(b.similarities, b.labels, live, b.item_weights * b.prune_factors, params,
+                                proto_classes, proto_sims)
     totals = weights.sum(axis=1)
     paths = list(paths) if paths is not None else [None] * n
     # every decision reports its distance to each class's nearest prototype, sorted when read
     proto_names = np.asarray(proto_classes, dtype=object)
-    finite = np.isfinite(proto_sims)
     proto_dist = 1.0 - proto_sims  # +inf where a class has no prototype
     decisions = []
     for q in range(n):
         row = np.flatnonzero(live[q])
-        labels = b.labels[q, row].tolist()
         prototypes = PrototypeDistances(proto_names, proto_dist[q])
-        # first-seen order: the nearest neighbours' classes, then the prototype classes
-        order = list(dict.fromkeys([*labels, *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())]))
-        shares = {c: float(scores[q, position[c]]) for c in order}
-        if sum(shares.values()) <= 0:
-            winner, shares = None, {c: 0.0 for c in order}
-        else:
-            winner = max(shares, key=shares.__getitem__)  # the first maximum: ties by proximity
-            shares = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
+        label = winner(all_shares[q])
+        # highest first (a stable sort keeps tie order); all zero when nothing voted
+        shares = (dict.fromkeys(all_shares[q], 0.0) if label is None
+                  else dict(sorted(all_shares[q].items(), key=lambda kv: -kv[1])))
         grand = float(totals[q])
         # whole rows to Python values at once: indexing numpy one element at a time costs
         # more than the vote itself when a batch holds thousands of neighbours
@@ -394,7 +424,7 @@ def decide_batch(
             for j in row.tolist()
         ]
         decisions.append(Decision(
-            winner, shares[winner] if winner is not None else 0.0, shares, neighbors, params, paths[q],
+            label, shares[label] if label is not None else 0.0, shares, neighbors, params, paths[q],
             prototypes=prototypes, restriction=restriction))
     return decisions
 
