@@ -30,7 +30,6 @@ from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryN
                       ReadOnlyMemoryError, VismemError)
 from ..search.tuning import merge_slots
 from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
-from .wal import CommitWatch
 
 FORMAT_VERSION = 2
 DB_NAME = "memory.sqlite"
@@ -96,10 +95,6 @@ class Database:
         self._db = connection
         self.read_only = read_only
         self.written_seq = 0  # seq of the last edit this connection logged
-        # data_version() asks SQLite only when the WAL-index header changed (wal.py); the
-        # header seen and the version read after it, as one pair for reader threads
-        self._watch = CommitWatch.of(path / DB_NAME)
-        self._version: tuple[bytes | None, int] = (None, 0)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -151,13 +146,9 @@ class Database:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
         db.execute("PRAGMA mmap_size=2147483648")  # reading all vectors at open: ~2x faster
-        db.execute("PRAGMA data_version").fetchone()  # a first read: the WAL index exists now
         return cls(path, db, read_only=read_only)
 
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
         self._db.close()
 
     def format_version(self) -> int:
@@ -185,14 +176,7 @@ class Database:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to catch up."""
-        watch = self._watch
-        header = watch.header() if watch is not None else None
-        seen, version = self._version
-        if header is None or header != seen:
-            # the header first: a commit landing between the two reads changes it again
-            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-            self._version = (header, version)
-        return version
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # ---- config ----------------------------------------------------------------------
 
