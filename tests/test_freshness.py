@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
@@ -59,6 +60,7 @@ def test_an_edit_by_another_process_shows_in_the_next_search(memdir):
     memory.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the probe packs Linux's struct flock")
 def test_an_open_memory_keeps_sqlites_lock_on_the_wal_index(memdir):
     """POSIX drops every lock a process holds on a file when it closes any descriptor of
     that file. So code that opens and closes the database's files beside SQLite (as a
