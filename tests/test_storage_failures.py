@@ -115,6 +115,10 @@ def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
         for scale in (1e-30, 1e30):  # their squares underflow or overflow float32
             hits = memory.search(direction * scale, k=3)[0]
             assert [hit.distance for hit in hits] == pytest.approx([0, 0, 0], abs=1e-6)
+        for bad, message in ((np.zeros(4), "all zeros"), (np.array([np.nan, 1.0, 0, 0]), "finite"),
+                             (np.array([np.inf, 0, 0, 0]), "finite"), (np.array([-np.inf, 1.0, 0, 0]), "finite")):
+            with pytest.raises(InvalidInputError, match=message):  # one query: its own fast path
+                memory.search(bad, k=1)
 
 
 def test_zero_vectors_are_refused_with_nothing_stored(tmp_path):
