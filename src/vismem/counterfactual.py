@@ -122,7 +122,13 @@ class _Scorer:
             self.q = np.asarray(clusters.query, np.float64)
             totals = np.asarray(clusters.totals, np.float64)
             self.base_sims = totals @ self.q / np.maximum(np.linalg.norm(totals, axis=1), 1e-12)
-            self.classes = sorted(set(np.asarray(clusters.labels).tolist()))
+            owners = np.asarray(clusters.labels)
+            self.classes = sorted(set(owners.tolist()))
+            # fixed for every variant: each class's prototypes, which clusters have members,
+            # and which candidates belong to one
+            self._of_class = [owners == c for c in self.classes]
+            self._alive = np.asarray(clusters.counts) > 0
+            self._in_cluster = np.asarray(clusters.member) >= 0
 
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
@@ -149,19 +155,18 @@ class _Scorer:
         recomputed); -inf for a class with no member left."""
         cl = self.clusters
         assert cl is not None
-        owners = np.asarray(cl.labels)
         out = np.empty((len(gone), len(self.classes)))
         for i, leaving_mask in enumerate(gone):
             sims = self.base_sims.copy()
-            alive = np.asarray(cl.counts) > 0
-            leaving = np.flatnonzero(leaving_mask & (cl.member >= 0))
+            alive = self._alive.copy()
+            leaving = np.flatnonzero(leaving_mask & self._in_cluster)
             for p in np.unique(cl.member[leaving]):
                 rows = leaving[cl.member[leaving] == p]
                 total = cl.totals[p] - cl.vectors[rows].sum(axis=0, dtype=np.float64)
                 alive[p] = cl.counts[p] - len(rows) > 0
                 sims[p] = total @ self.q / max(float(np.linalg.norm(total)), 1e-12)
             sims[~alive] = -np.inf
-            out[i] = [sims[owners == c].max() for c in self.classes]
+            out[i] = [sims[of_class].max() for of_class in self._of_class]
         return out
 
     def winner(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[str | None, dict[str, float]]:
