@@ -143,7 +143,8 @@ def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndar
     kth = np.where(np.isfinite(sims[:, k - 1]), 1.0 - sims[:, k - 1].astype(np.float64), 2.0)
     if not prototypes:
         return kth, None
-    memory = memory or ArrayMemory(vectors, labels, per_class=per_class, seed=seed)
+    if memory is None:
+        memory = ArrayMemory(vectors, labels, per_class=per_class, seed=seed)
     owners, members, totals, counts = memory.prototypes.clusters()
     n = len(vectors)
     unit = totals / np.maximum(np.linalg.norm(totals, axis=1, keepdims=True), 1e-12)

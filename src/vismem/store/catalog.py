@@ -155,9 +155,9 @@ class Catalog:
             return
         self._live[rows] = False
         self._dead += len(rows)
-        gone = self._ids[rows] + 1
-        self._label_of[gone] = self._source_of[gone] = -1
-        for item_id in self._ids[rows].tolist():
+        gone = self._ids[rows]
+        self._label_of[gone + 1] = self._source_of[gone + 1] = -1
+        for item_id in gone.tolist():
             self.relabelled.pop(item_id, None)
         if self._dead > COMPACT_DEAD_FRACTION * self._n and self._n > 1024:
             self._compact()
