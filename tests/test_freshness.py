@@ -1,6 +1,8 @@
 """A memory sees other connections' and processes' commits, and holds SQLite's locks while
-it is open."""
+it is open. On Linux it notices commits through SQLite's map of the WAL index (store/wal.py)
+and asks SQLite only after one."""
 
+import ctypes
 import os
 import sqlite3
 import struct
@@ -12,6 +14,9 @@ from conftest import unit_vectors
 
 from vismem import Memory
 from vismem.store import DB_NAME
+from vismem.store.wal import HEADER, WAL_INDEX_VERSION, CommitWatch, mapped_at
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the watch reads Linux's /proc/self/maps")
 
 # Asks, from another process, whether anyone holds the WAL index's "DMS" byte (offset 128 of
 # the -shm file): every open connection keeps a shared lock on it, and the first process to
@@ -28,6 +33,29 @@ def make(memdir, n=30, dim=8):
     memory = Memory.create(memdir, encoder=None, dim=dim)
     ids = memory.add_vectors(unit_vectors(n, dim, 0), [f"c{i % 3}" for i in range(n)])
     return memory, ids
+
+
+def pragmas_run(memory, calls):
+    """How many times SQLite was asked for data_version during `calls()`."""
+    asked = []
+    connection = memory.store.db._db
+    connection.set_trace_callback(lambda sql: asked.append(sql) if "data_version" in sql else None)
+    try:
+        calls()
+    finally:
+        connection.set_trace_callback(None)
+    return len(asked)
+
+
+@linux_only
+def test_an_unchanged_memory_is_checked_without_asking_sqlite(memdir):
+    memory, _ = make(memdir)
+    query = unit_vectors(1, 8, 5)
+    memory.search(query, k=3)
+    assert pragmas_run(memory, lambda: [memory.search(query, k=3) for _ in range(50)]) == 0
+    memory.add_vectors(query, ["own"])  # our own commit changes the header: asked once, then quiet
+    assert pragmas_run(memory, lambda: [memory.search(query, k=3) for _ in range(50)]) == 1
+    memory.close()
 
 
 def test_every_commit_of_another_connection_is_seen(memdir):
@@ -80,3 +108,65 @@ def test_an_open_memory_keeps_sqlites_lock_on_the_wal_index(memdir):
     assert not dms_free()
     memory.close()
     assert not (memdir / (DB_NAME + "-shm")).exists() or dms_free()  # the last one out lets go
+
+
+@linux_only
+def test_a_second_memory_on_the_same_folder_outlives_the_first(memdir):
+    """Both read the one map SQLite keeps for the process; closing the first leaves it to
+    the second, which still sees every commit."""
+    first, ids = make(memdir)
+    second = Memory.open(memdir)
+    assert second.store.db._watch is not None
+    first.close()
+    other = sqlite3.connect(memdir / DB_NAME, isolation_level=None)
+    other.execute("CREATE TABLE probe (x)")
+    second.refresh()
+    for round_ in range(5):
+        other.execute("INSERT INTO probe VALUES (?)", (round_,))
+        assert second.is_stale(), f"commit {round_} not seen"
+        second.refresh()
+        assert not second.is_stale()
+    other.close()
+    assert second.search(unit_vectors(1, 8, 0), k=1)[0][0].id == ids[0]
+    second.close()
+
+
+def header_copies(first: bytes, second: bytes) -> CommitWatch:
+    view = (ctypes.c_char * (2 * HEADER)).from_buffer(bytearray(first + second))
+    return CommitWatch(view)
+
+
+def test_a_header_being_written_reads_as_unknown():
+    header = struct.pack("=I4xIB", WAL_INDEX_VERSION, 7, 1).ljust(HEADER, b"\0")
+    changed = header[:16] + b"\x09" + header[17:]  # the second copy is written first
+    assert header_copies(header, changed).header() is None
+    watch = header_copies(header, header)
+    assert watch.header() == header
+    watch.close()
+    assert watch.header() is None  # closed: nothing is read any more
+
+
+def test_the_map_of_the_wal_index_is_found_by_device_and_inode(tmp_path):
+    shm = tmp_path / "db.sqlite-shm"
+    shm.write_bytes(b"\0" * 32768)
+    stat = os.stat(shm)
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}"
+    ino = stat.st_ino
+
+    def line(start, perms="rw-s", offset=0, dev=device, inode=ino, path=str(shm)):
+        return f"{start:x}-{start + 0x8000:x} {perms} {offset:08x} {dev} {inode}    {path}"
+
+    others = [line(0x1000, path=str(shm) + " (deleted)"),  # a replaced file
+              line(0x2000, inode=ino + 1),                  # another file by the same name
+              line(0x3000, offset=0x8000),                  # a later region
+              line(0x4000, perms="rw-p"),                   # a private copy
+              line(0x5000, path="/elsewhere"), "7ff0-8000 r-xp 00000000 00:00 0"]
+    assert mapped_at(str(shm), stat, "\n".join([*others, line(0xA000)])) == 0xA000
+    assert mapped_at(str(shm), stat, "\n".join(others)) is None
+    assert mapped_at(str(shm), stat, "\n".join([line(0xA000), line(0xB000)])) is None  # ambiguous
+
+
+def test_no_watch_where_sqlite_has_not_mapped_the_wal_index(tmp_path):
+    assert CommitWatch.of(tmp_path / "missing.sqlite") is None
+    (tmp_path / "unmapped.sqlite-shm").write_bytes(b"\0" * 32768)
+    assert CommitWatch.of(tmp_path / "unmapped.sqlite") is None

@@ -30,6 +30,7 @@ from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryN
                       ReadOnlyMemoryError, VismemError)
 from ..search.tuning import merge_slots
 from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
+from .wal import CommitWatch
 
 FORMAT_VERSION = 2
 DB_NAME = "memory.sqlite"
@@ -95,6 +96,11 @@ class Database:
         self._db = connection
         self.read_only = read_only
         self.written_seq = 0  # seq of the last edit this connection logged
+        # data_version() asks SQLite only when the WAL-index header changed (wal.py); the
+        # header seen and the version read after it, as one pair for reader threads
+        connection.execute("PRAGMA data_version").fetchone()  # a first read: SQLite maps the WAL index
+        self._watch = CommitWatch.of(path / DB_NAME)
+        self._version: tuple[bytes | None, int] = (None, 0)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -149,6 +155,9 @@ class Database:
         return cls(path, db, read_only=read_only)
 
     def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()  # before the connection: closing it may unmap what the watch reads
         self._db.close()
 
     def format_version(self) -> int:
@@ -176,7 +185,14 @@ class Database:
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to catch up."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        watch = self._watch  # once: a close on another thread may clear it
+        header = watch.header() if watch is not None else None
+        seen, version = self._version
+        if header is None or header != seen:
+            # the header first: a commit landing between the two reads changes it again
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            self._version = (header, version)
+        return version
 
     # ---- config ----------------------------------------------------------------------
 
