@@ -2,12 +2,14 @@
 it is open. On Linux it notices commits through SQLite's map of the WAL index (store/wal.py)
 and asks SQLite only after one."""
 
+import contextlib
 import ctypes
 import os
 import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from conftest import unit_vectors
@@ -170,3 +172,54 @@ def test_no_watch_where_sqlite_has_not_mapped_the_wal_index(tmp_path):
     assert CommitWatch.of(tmp_path / "missing.sqlite") is None
     (tmp_path / "unmapped.sqlite-shm").write_bytes(b"\0" * 32768)
     assert CommitWatch.of(tmp_path / "unmapped.sqlite") is None
+
+
+def test_reads_in_a_snapshot_see_one_state(memdir):
+    memory, ids = make(memdir)
+    db = memory.store.db
+    other = sqlite3.connect(memdir / DB_NAME, isolation_level=None)
+    with db.snapshot():
+        last = db.last_edit()
+        other.execute("INSERT INTO edits (op, ids) VALUES ('add', '[]')")  # a commit meanwhile
+        assert db.last_edit() == last
+        assert [seq for seq, _, _ in db.edits_since(0)][-1] == last
+    assert db.last_edit() == last + 1
+    assert [seq for seq, _, _ in db.edits_since(0, until=last)][-1] == last
+    other.close()
+    memory.close()
+
+
+WRITER = """
+import sys
+import numpy as np
+from vismem import Memory
+rng = np.random.default_rng(int(sys.argv[2]))
+for _ in range(int(sys.argv[3])):
+    with Memory.open(sys.argv[1]) as memory:  # closing purges the removal: a checkpoint
+        ids = memory.add_vectors(rng.standard_normal((3, 8)).astype(np.float32), ["w"] * 3)
+        memory.remove(ids[:1])
+"""
+
+
+def test_memories_opened_searched_and_closed_while_other_processes_write(memdir):
+    """Opening reads the catalog in one snapshot (an add committed meanwhile was once read
+    twice: "catalog ids must be added in increasing order"), and closing purges even while
+    another process checkpoints (SQLite answers busy at once; it once failed the close)."""
+    memory, _ = make(memdir)
+    rounds, processes = 20, 3
+    query = unit_vectors(1, 8, 5)
+    with contextlib.ExitStack() as files:
+        errors = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(processes)]  # a pipe could fill
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(memdir), str(seed), str(rounds)],
+                                    stderr=errors[seed]) for seed in range(processes)]
+        while any(writer.poll() is None for writer in writers):
+            memory.search(query, k=5)
+            with Memory.open(memdir) as beside:
+                assert len(beside.search(query, k=5)[0]) == 5
+        for error in errors:
+            error.seek(0)
+        assert [writer.wait() for writer in writers] == [0] * processes, [error.read() for error in errors]
+    assert len(memory) == 30 + processes * rounds * 2
+    with Memory.open(memdir) as fresh:
+        assert sorted(fresh.ids()) == sorted(memory.ids())
+    memory.close()

@@ -82,9 +82,10 @@ class ManagedIndex:
 
     # ---- open, build, catch up, save -------------------------------------------------------
 
-    def open(self, items: Collection[int]) -> None:
-        """Load the saved index and replay the store's edits since it was saved; rebuild
-        it (saying why, on stderr) when it is missing, damaged or does not match."""
+    def open(self, items: Collection[int], until: int | None = None) -> None:
+        """Load the saved index and replay the store's edits since it was saved, up to edit
+        `until` (the one `items` reflect; None: the last); rebuild it (saying why, on
+        stderr) when it is missing, damaged or does not match."""
         kind = self.kind_for(len(items))
         self.dirty = False
         backend = INDEX_TYPES[kind]
@@ -103,7 +104,7 @@ class ManagedIndex:
                 raise IndexFileError("it is newer than the store")
             self.index, self.seq = index, int(meta["seq"])
             self.tuner.start(index, meta.get("fresh"))
-            replayed = self.sync()
+            replayed = self.sync(until)
             if not np.array_equal(np.sort(self.index.live_ids()), ascending_ids(items)):
                 raise IndexFileError("its items differ from the store's")
             if replayed:
@@ -115,13 +116,13 @@ class ManagedIndex:
             self._rebuild(kind, items)
             self._save()
 
-    def catch_up(self, items: Collection[int]) -> None:
+    def catch_up(self, items: Collection[int], until: int | None = None) -> None:
         """After another process committed: reopen if the kind should change, else replay
-        its edits and take the search effort it tuned, if it did."""
+        its edits up to `until` (as `open`) and take the search effort it tuned, if it did."""
         if self.kind_for(len(items)) != self.index.kind:
-            self.open(items)
+            self.open(items, until)
         else:
-            self.sync()
+            self.sync(until)
             self.tuner.follow(self.index)
 
     def _build(self, kind: str, items: Collection[int] = (),
@@ -155,11 +156,11 @@ class ManagedIndex:
         self.index.add(found, queries)
         return quality
 
-    def sync(self) -> int:
-        """Apply adds and removals from the store's log that the index has not seen (other
-        edits do not move vectors); returns how many."""
+    def sync(self, until: int | None = None) -> int:
+        """Apply adds and removals from the store's log that the index has not seen, up to
+        edit `until` (None: the last; other edits do not move vectors); returns how many."""
         replayed, adds = 0, []
-        for seq, op, ids in self.store.edits_since(self.seq):
+        for seq, op, ids in self.store.edits_since(self.seq, until):
             if op == "add":
                 adds += ids
             elif op == "remove":

@@ -99,15 +99,18 @@ class EmbeddedStore:
     def _load(self) -> None:
         """(Re)load settings, the catalog and the index from the database."""
         self._seen = self.db.data_version()
-        self._reload_config()
-        self._seq = self.db.last_edit()
-        catalog = Catalog(self.db)
-        rows = list(self.db.item_rows())
-        catalog.add([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
-        catalog.set_prune_counts(self.db.all_prune_counts())
-        catalog.relabelled = self.db.relabels()
+        # One state of the database: an edit another process commits meanwhile lands after
+        # `_seq` and is replayed at the next catch-up, never read twice.
+        with self.db.snapshot():
+            self._reload_config()
+            self._seq = self.db.last_edit()
+            catalog = Catalog(self.db)
+            rows = list(self.db.item_rows())
+            catalog.add([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+            catalog.set_prune_counts(self.db.all_prune_counts())
+            catalog.relabelled = self.db.relabels()
         self.catalog = catalog
-        self._index.open(self._live())
+        self._index.open(self._live(), until=self._seq)
 
     def _reload_config(self) -> bool:
         """Read the config and settings again; True when the fitted transform changed (it is
@@ -201,8 +204,8 @@ class EmbeddedStore:
     def count(self) -> int:
         return len(self.catalog)
 
-    def edits_since(self, seq: int) -> Iterator[tuple[int, str, list[int]]]:
-        return self.db.edits_since(seq)
+    def edits_since(self, seq: int, until: int | None = None) -> Iterator[tuple[int, str, list[int]]]:
+        return self.db.edits_since(seq, until)
 
     def vector_chunks(self, size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.db.vector_chunks(self.dim, size)
@@ -361,7 +364,7 @@ class EmbeddedStore:
         for seq, op, ids in self.db.edits_since(self._seq):
             self._replay(op, ids)
             self._seq = seq
-        self._index.catch_up(self._live())
+        self._index.catch_up(self._live(), until=self._seq)  # the index holds what the catalog does
         return True
 
     def _replay(self, op: str, ids: list[int]) -> None:

@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -38,6 +39,7 @@ CHUNK = 500  # ids per `IN (...)` list: far below SQLite's parameter limit
 # How long a write waits for another process's write to finish. Writers queue on one lock,
 # and several `vismem add` processes on a busy machine were seen waiting over 30 s in turn.
 BUSY_SECONDS = 120
+MAX_SEQ = 2**63 - 1  # the edit log's seq is a SQLite integer
 
 SCHEMA = """
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -183,6 +185,19 @@ class Database:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
         self.written_seq = int(cursor.lastrowid or 0)
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the database, whatever other processes commit
+        meanwhile: a read transaction, or the transaction already open."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")  # deferred: a read transaction from its first read on
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")  # it only read: nothing to undo
+
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to catch up."""
         watch = self._watch  # once: a close on another thread may clear it
@@ -293,14 +308,23 @@ class Database:
         """Move the zeroed pages into the main file and empty the WAL.
 
         The WAL still holds copies of removed rows from when they were written. The
-        checkpoint waits (up to BUSY_SECONDS) for other connections' reads.
+        checkpoint waits (up to BUSY_SECONDS) for other connections' reads. SQLite answers
+        "busy" at once, without waiting, while another connection checkpoints (every commit
+        may start one), so a busy answer is retried until that time is up.
         """
         if self.read_only:
             return
-        try:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.OperationalError as exc:
-            raise storage_error(exc, self.directory, "purging removed items") from None
+        deadline = time.monotonic() + BUSY_SECONDS
+        pause = 0.001
+        while True:
+            try:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                raise storage_error(exc, self.directory, "purging removed items") from None
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, 0.1)
         if busy:
             raise MemoryBusyError(
                 f"could not purge {self.directory}: another process kept it busy for {BUSY_SECONDS} s; "
@@ -429,8 +453,11 @@ class Database:
         row = self._db.execute("SELECT MAX(seq) FROM edits").fetchone()
         return int(row[0] or 0)
 
-    def edits_since(self, seq: int) -> Iterator[tuple[int, str, list[int]]]:
-        for s, op, ids in self._db.execute("SELECT seq, op, ids FROM edits WHERE seq > ? ORDER BY seq", (seq,)):
+    def edits_since(self, seq: int, until: int | None = None) -> Iterator[tuple[int, str, list[int]]]:
+        """Logged edits after `seq` up to `until` (None: the last), in commit order."""
+        last = MAX_SEQ if until is None else until
+        for s, op, ids in self._db.execute("SELECT seq, op, ids FROM edits WHERE seq > ? AND seq <= ? ORDER BY seq",
+                                           (seq, last)):
             yield s, op, json.loads(ids)
 
     def disk_bytes(self) -> int:
