@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,20 @@ def test_vectors_are_stored_as_numpy_normalises_them_one_or_many_at_a_time(tmp_p
             assert stored.view(np.uint32).tolist() == expected.view(np.uint32).tolist()  # the same bits
 
 
+def test_one_query_is_searched_as_it_would_be_in_a_batch(tmp_path):
+    """A single query's norm is summed by BLAS (its own fast path), a batch's as numpy sums it."""
+    rng = np.random.default_rng(4)
+    queries = 3 * rng.standard_normal((20, 64)).astype(np.float32)
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(rng.standard_normal((300, 64)), [f"c{i % 7}" for i in range(300)])
+        together = memory.search(queries, k=5)
+        for query, batch_hits in zip(queries, together, strict=True):
+            alone = memory.search(query, k=5)[0]
+            assert [hit.id for hit in alone] == [hit.id for hit in batch_hits]
+            assert [hit.distance for hit in alone] == pytest.approx([hit.distance for hit in batch_hits], abs=1e-6)
+            assert np.linalg.norm(memory._check_vectors(query, queries=True)) == pytest.approx(1, abs=1e-6)
+
+
 def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
     direction = np.array([3.0, 4.0, 0.0, 0.0])
     with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
@@ -113,7 +128,9 @@ def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
         _, stored = memory.vectors(ids)
         np.testing.assert_allclose(stored, np.tile([0.6, 0.8, 0.0, 0.0], (3, 1)), rtol=1e-6)
         for scale in (1e-30, 1e30):  # their squares underflow or overflow float32
-            hits = memory.search(direction * scale, k=3)[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # and nothing warns of it
+                hits = memory.search(direction * scale, k=3)[0]
             assert [hit.distance for hit in hits] == pytest.approx([0, 0, 0], abs=1e-6)
         for bad, message in ((np.zeros(4), "all zeros"), (np.array([np.nan, 1.0, 0, 0]), "finite"),
                              (np.array([np.inf, 0, 0, 0]), "finite"), (np.array([-np.inf, 1.0, 0, 0]), "finite")):
