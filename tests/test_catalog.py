@@ -8,7 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vismem import Memory
+from vismem.errors import InvalidInputError
 from vismem.store import Filter
+from vismem.store.base import _RECENT_FILTERS, RECENT_FILTERS
 from vismem.store.catalog import Catalog
 
 LABELS = ["cat", "dog", "owl"]
@@ -32,6 +34,24 @@ def test_filters_are_masks_over_columns():
     assert prune.tolist() == [[1, 0, 0]]
     labels, sources = c.names(np.array([3, 2, 1]))  # removed, relabelled, unchanged
     assert labels.tolist() == [None, "cat", "cat"] and sources.tolist() == [None, "a", "a"]
+
+
+def test_a_filter_made_again_is_the_one_made_before():
+    """Filter.of keeps recent filters by their arguments: the same object comes back (and
+    finds its cached selection without a comparison), and what it reports is as given."""
+    first = Filter.of(labels=["cat", "dog"], where={"year": 2024}, max_prune_count=2)
+    assert Filter.of(labels=["cat", "dog"], where={"year": 2024}, max_prune_count=2) is first
+    assert Filter.of(labels=iter(["dog", "cat"]), where={"year": 2024}, max_prune_count=2) == first
+    assert Filter.of(where={"year": 2024.0}).restriction() == {"where": {"year": 2024.0}}
+    assert Filter.of(where={"year": 2024}).restriction() == {"where": {"year": 2024}}
+    listed = Filter.of(where={"tags": ["a", "b"]})  # not hashable as given: made every time, alike
+    assert listed == Filter.of(where={"tags": ["a", "b"]}) and listed.where == (("tags", '["a","b"]'),)
+    for _ in range(2):
+        with pytest.raises(InvalidInputError, match="metadata keys"):
+            Filter.of(where={"bad key": 1})
+    for i in range(RECENT_FILTERS + 5):
+        Filter.of(labels=[f"c{i}"])
+    assert len(_RECENT_FILTERS) <= RECENT_FILTERS
 
 
 def test_a_selection_is_cached_until_the_next_edit():

@@ -99,6 +99,9 @@ def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[st
     return found
 
 
+RECENT_FILTERS = 256  # filters kept by the arguments they were made from (Filter.of)
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which items a search, listing or removal may touch: every given condition holds.
@@ -121,13 +124,33 @@ class Filter:
            where: Mapping[str, Any] | None = None, max_prune_count: int | None = None) -> Filter:
         if isinstance(labels, str) or isinstance(sources, str):
             raise InvalidInputError("labels and sources are lists of strings, not one string")
-        return cls(
+        labels = tuple(labels) if labels is not None else None
+        sources = tuple(sources) if sources is not None else None
+        # Every search and classify call builds its filter, usually one it built before:
+        # recent ones are kept by their arguments (a third of a 64-d search's own cost once
+        # FAISS has evicted the caches), and the same object finds its cached selection
+        # without a comparison.
+        # (values with their types: 1, 1.0 and True select alike, but a decision reports them as given)
+        given = (tuple(where.items()), tuple(map(type, where.values()))) if where else None
+        key = (labels, sources, given, max_prune_count)
+        try:
+            return _RECENT_FILTERS[key]
+        except KeyError:
+            hashable = True
+        except TypeError:  # a list or object value in `where`: not hashable as given
+            hashable = False
+        made = cls(
             labels=frozenset(labels) if labels is not None else None,
             sources=frozenset(sources) if sources is not None else None,
             where=tuple(sorted((check_meta_key(k), meta_value_key(v)) for k, v in where.items()))
             if where else None,
             max_prune_count=max_prune_count,
         )
+        if hashable:
+            if len(_RECENT_FILTERS) >= RECENT_FILTERS:
+                _RECENT_FILTERS.clear()
+            _RECENT_FILTERS[key] = made
+        return made
 
     @property
     def is_everything(self) -> bool:
@@ -144,6 +167,10 @@ class Filter:
         if self.where:
             found["where"] = dict(self.where)
         return found or None
+
+
+
+_RECENT_FILTERS: dict[tuple[Any, ...], Filter] = {}
 
 
 @dataclass
