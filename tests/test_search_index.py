@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
 from vismem.search.lifecycle import ManagedIndex
-from vismem.search.quality import levina_bickel
+from vismem.search.quality import inverse_lid, levina_bickel
 
 DIM = 32
 
@@ -126,6 +126,25 @@ def test_levina_bickel_recovers_known_dimension():
         d2 = ((x[:300, None, :] - x[None, :, :]) ** 2).sum(-1)
         nearest = np.sort(d2, axis=1)[:, 1:21]
         assert abs(levina_bickel(nearest) - true_dim) < 0.25 * true_dim + 0.5
+        with_duplicates = nearest.copy()
+        with_duplicates[::3, 0] = 0.0  # a point at distance 0: no scale information
+        inverses = inverse_lid(with_duplicates)
+        assert len(inverses) == len(nearest) and np.isnan(inverses[::3]).all()  # one per point, in order
+        assert np.isfinite(np.delete(inverses, np.s_[::3])).all()
+        assert abs(levina_bickel(with_duplicates) - true_dim) < 0.25 * true_dim + 0.5
+
+
+def test_a_batch_with_duplicate_vectors_goes_into_an_hnsw_memory(tmp_path):
+    """Its fresh sample is measured with duplicates among the neighbours (a zero distance
+    has no intrinsic-dimension estimate; the estimates once lost their order and failed)."""
+    rng = np.random.default_rng(0)
+    with Memory.create(tmp_path / "m", encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(rng.standard_normal((500, 16)), ["a"] * 500)
+        twice = rng.standard_normal((400, 16))
+        ids = memory.add_vectors(np.concatenate([twice, twice]), ["b"] * 800)
+        assert len(memory) == 1300
+        assert memory.search(twice[0], k=2)[0][0].distance == pytest.approx(0, abs=1e-5)
+        assert {hit.id for hit in memory.search(twice[0], k=2)[0]} == {ids[0], ids[400]}
 
 
 # ---- deletions: property test against an exact reference ------------------------------

@@ -132,16 +132,20 @@ def levina_bickel(neighbor_sq_distances: np.ndarray) -> float:
 
 def inverse_lid(neighbor_sq_distances: np.ndarray) -> np.ndarray:
     """Each point's inverse Levina–Bickel estimate (what `levina_bickel` pools), so that
-    estimates from several samples can be pooled; points with a duplicate are left out."""
+    estimates from several samples can be pooled: one per point, in order, NaN for a
+    point with a duplicate (no scale information) or with fewer than two neighbours."""
     d = np.sqrt(np.maximum(np.asarray(neighbor_sq_distances, dtype=np.float64), 0.0))
-    d = d[(d > 0).all(axis=1)]  # exact duplicates carry no scale information
-    if len(d) == 0 or d.shape[1] < 2:
-        return np.empty(0)
-    log_ratio = np.log(d[:, -1:] / d[:, :-1])  # log(T_k / T_j), j < k
-    return log_ratio.sum(axis=1) / (d.shape[1] - 1)
+    inverses = np.full(len(d), np.nan)
+    if d.ndim != 2 or d.shape[1] < 2:
+        return inverses
+    scaled = (d > 0).all(axis=1)
+    # log(T_k / T_j), j < k
+    inverses[scaled] = np.log(d[scaled, -1:] / d[scaled, :-1]).sum(axis=1) / (d.shape[1] - 1)
+    return inverses
 
 
 def lid_from_inverses(inverses: np.ndarray) -> float:
+    inverses = inverses[np.isfinite(inverses)]
     if len(inverses) == 0:
         return float("nan")
     mean_inverse = float(np.mean(inverses))

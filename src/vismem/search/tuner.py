@@ -202,7 +202,6 @@ def _layout(index: Searchable) -> tuple[Any, ...]:
 
 
 def _inverse_lids(similarities: np.ndarray) -> np.ndarray:
-    """Inverse intrinsic-dimension estimates from each query's nearest similarities."""
-    if similarities.shape[1] < 2:
-        return np.empty(0)
+    """Each query's inverse intrinsic-dimension estimate from its nearest similarities
+    (NaN where it has none: a duplicate, or too few items)."""
     return q.inverse_lid(np.maximum(2.0 - 2.0 * similarities, 0.0))

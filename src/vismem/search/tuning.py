@@ -165,6 +165,8 @@ class FreshLedger:
 
     def record(self, recalls: np.ndarray, inverse_lid: np.ndarray | None = None) -> None:
         """Add queries' recalls (n, len(values)) and, if known, their inverse LIDs (n,)."""
+        if inverse_lid is not None and len(inverse_lid) != len(recalls):
+            raise ValueError(f"{len(recalls)} queries' recalls but {len(inverse_lid)} inverse LIDs")
         for i, row in enumerate(recalls):
             self.recalls[self._next] = row
             self.inverse_lid[self._next] = np.nan if inverse_lid is None else inverse_lid[i]
