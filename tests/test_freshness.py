@@ -5,16 +5,20 @@ and asks SQLite only after one."""
 import contextlib
 import ctypes
 import os
+import shutil
 import sqlite3
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 
+import numpy as np
 import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
+from vismem.remnants import find_remnants, fingerprints
 from vismem.store import DB_NAME
 from vismem.store.wal import HEADER, WAL_INDEX_VERSION, CommitWatch, mapped_at
 
@@ -222,4 +226,142 @@ def test_memories_opened_searched_and_closed_while_other_processes_write(memdir)
     assert len(memory) == 30 + processes * rounds * 2
     with Memory.open(memdir) as fresh:
         assert sorted(fresh.ids()) == sorted(memory.ids())
+    memory.close()
+
+
+def test_a_write_that_catches_up_through_a_rebuild_keeps_what_the_rebuild_recorded(memdir):
+    """Another process refitted the transform and the saved index is gone: the next write
+    reloads and rebuilds the index inside its own transaction, and the rebuild records its
+    measured recall there (it once failed: "cannot start a transaction within a transaction")."""
+    rng = np.random.default_rng(0)
+    memory = Memory.create(memdir, encoder=None, dim=16, index="hnsw")
+    ids = memory.add_vectors(rng.standard_normal((400, 16)), [f"c{i % 4}" for i in range(400)])
+    memory.search(rng.standard_normal(16), k=3)
+    with Memory.open(memdir) as other:
+        other.set_transform("center")
+    shutil.rmtree(memdir / "index")
+    memory.auto_refresh = False  # as the service runs: the write itself catches up, under its lock
+    memory.set_prune_counts({ids[0]: 3})  # reload, rebuild, record the quality, then write
+    assert memory.transform.spec.name == "center"
+    assert memory.quality is not None and memory.quality.recall > 0.9
+    with Memory.open(memdir) as fresh:
+        assert fresh.get(ids[0]).prune_count == 3 and fresh.quality == memory.quality
+    memory.close()
+
+
+def test_a_write_inside_a_write_is_a_savepoint_of_it(memdir):
+    memory, _ = make(memdir)
+    db = memory.store.db
+    with db.write("outer") as outer:
+        outer.execute("CREATE TABLE probe (x)")
+        db.set_config({"probe_a": 1})  # nested: kept with the outer write
+        with pytest.raises(ZeroDivisionError), db.write("inner"):
+            db.set_config({"probe_b": 2})
+            raise ZeroDivisionError  # undoes the inner write only
+    assert db.config()["probe_a"] == 1 and "probe_b" not in db.config()
+    with pytest.raises(ZeroDivisionError), db.write("outer"):
+        db.set_config({"probe_c": 3})
+        raise ZeroDivisionError  # undoes both
+    assert "probe_c" not in db.config()
+    memory.close()
+
+
+def test_a_removal_is_purged_from_an_index_another_process_saved_since(memdir):
+    """Saved rows are where the process that saved put them: after another process
+    compacted and saved, scrubbing by this process's rows would zero a live neighbour and
+    leave the removed vector. The index is saved whole instead."""
+    rng = np.random.default_rng(0)
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        ids = memory.add_vectors(rng.standard_normal((300, 16)), [f"c{i % 3}" for i in range(300)])
+    first, second = Memory.open(memdir), Memory.open(memdir)  # both load the same saved rows
+    second.remove(ids[:10])
+    second.compact()  # rows shift down by ten, and are saved so
+    second.close()
+    prints = fingerprints(first, [ids[50]])
+    first.remove([ids[50]], purge=True)  # the saved files are not the ones it loaded
+    # the index's files only, while `first` is open: opening SQLite's would drop its locks
+    remnants, files, _ = find_remnants(memdir / "index", prints)
+    assert files == 4 and remnants == []
+    first.close()
+    with Memory.open(memdir) as reopened:
+        _, vectors = reopened.vectors(ids[51:52])
+        assert reopened.search(vectors[0], k=1)[0][0].id == ids[51]  # its neighbour's row is intact
+        assert len(reopened) == 289
+
+
+EDITOR = """
+import sys
+import numpy as np
+from vismem import Memory
+from vismem.prune import PruneSettings
+kind = int(sys.argv[2])
+rng = np.random.default_rng(kind)
+for i in range(int(sys.argv[3])):
+    with Memory.open(sys.argv[1]) as memory:
+        ids = memory.add_vectors(rng.standard_normal((3, 16)), [f"c{i % 5}"] * 3, metas=[{"by": kind}] * 3)
+        if kind == 0:
+            memory.relabel(ids[:1], "renamed")
+            memory.set_weight(ids[1:2], 0.0)
+        elif kind == 1:
+            memory.set_prune_counts({ids[0]: 5})
+            memory.update_settings(pruning=PruneSettings(mode="hard" if i % 2 else "off", threshold=2))
+            memory.remove(ids[2:])
+        elif i % 4 == 0:
+            memory.compact()
+        elif i % 4 == 2:  # refit the transform: the others reload, and may rebuild their index
+            memory.set_transform("center" if i % 8 == 2 else "none")
+"""
+
+
+def test_an_hnsw_memory_read_while_other_processes_edit_it_in_every_way(memdir):
+    """Saves of the index never interleave (two once raced on its temporary files), a
+    catalog never lags the index it names neighbours for (a rebuild read a later state:
+    a hit without a label), and a write's catch-up may rebuild the index."""
+    rng = np.random.default_rng(0)
+    rounds, processes = 12, 3
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(rng.standard_normal((400, 16)), [f"c{i % 5}" for i in range(400)])
+    memory = Memory.open(memdir)
+    queries = rng.standard_normal((3, 16))
+    with contextlib.ExitStack() as files:
+        errors = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(processes)]
+        editors = [subprocess.Popen([sys.executable, "-c", EDITOR, str(memdir), str(kind), str(rounds)],
+                                    stderr=errors[kind]) for kind in range(processes)]
+        while any(editor.poll() is None for editor in editors):
+            for hits in (memory.search(queries[0], k=5)[0], memory.search(queries[1], k=5, labels=["c1", "renamed"])[0],
+                         memory.search(queries[2], k=5, where={"by": 1})[0]):
+                assert all(hit.label is not None for hit in hits), hits
+            assert all(decision.label is not None for decision in memory.classify_vectors(queries, k=7))
+        for error in errors:
+            error.seek(0)
+        assert [editor.wait() for editor in editors] == [0] * processes, [error.read()[-3000:] for error in errors]
+    memory.refresh()
+    with Memory.open(memdir) as fresh:
+        assert sorted(fresh.ids()) == sorted(memory.ids()) and len(fresh) == 400 + rounds * (3 + 2 + 3)
+        assert [item.label for item in fresh.items(fresh.ids())] == [item.label for item in memory.items(fresh.ids())]
+    memory.close()
+
+
+def test_threads_sharing_a_memory_see_every_commit(memdir):
+    """A pragma run while another thread's statement holds an older snapshot reads an older
+    version. Paired with the newer WAL-index header, it would hide that commit for good; so
+    once a second thread asks, every check asks SQLite (a commit hides only while the
+    statement runs, as before the watch)."""
+    memory, _ = make(memdir)
+    db = memory.store.db
+    assert not memory.is_stale()
+    reader = threading.Thread(target=memory.is_stale)  # as the service's reader threads ask
+    reader.start()
+    reader.join()
+    assert db._watch is None
+    other = sqlite3.connect(memdir / DB_NAME, isolation_level=None)
+    other.execute("CREATE TABLE probe (x)")
+    memory.refresh()
+    pending = db._db.execute("SELECT id FROM items")  # a statement in flight: an older snapshot
+    pending.fetchone()
+    other.execute("INSERT INTO probe VALUES (1)")
+    memory.is_stale()  # asked inside that snapshot
+    pending.fetchall()
+    assert memory.is_stale()  # asked again now: seen
+    other.close()
     memory.close()

@@ -156,8 +156,10 @@ class Persistent(Protocol):
         files are missing, damaged or of another kind."""
         ...
 
-    def scrub_saved(self, directory: Path) -> None:
-        """Zero, in the saved files, the bytes of items removed since the last save."""
+    def scrub_saved(self, directory: Path) -> bool:
+        """Zero, in the saved files, the bytes of items removed since the last save; False
+        when the files are not the ones this index wrote (another process saved since)."""
+        ...
 
 
 EXHAUSTIVE = "exhaustive"  # the effort past every `tune_values`: search every vector exactly

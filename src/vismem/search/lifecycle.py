@@ -22,6 +22,7 @@ import numpy as np
 
 from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
+from . import saved
 from . import tuning as t
 from .base import Compactable, Persistent, Searchable, Tunable, ascending_ids
 from .choice import AUTO_APPROX_MIN, choose_kind, physical_ram
@@ -95,7 +96,8 @@ class ManagedIndex:
             self.after_growth(items)
             return
         try:
-            index, meta = backend.load(self.directory, self.store.search_dim)
+            with saved.locked(self.directory, shared=True):  # not while another process saves
+                index, meta = backend.load(self.directory, self.store.search_dim)
             if meta.get("store_created_at") != self.store.created_at:
                 raise IndexFileError("it belongs to another memory")
             if meta.get("transform", "none") != self.store.transform().key:
@@ -129,19 +131,21 @@ class ManagedIndex:
                progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Build the index from the store (`progress(n)` as n more items are in). When it
         is tunable, a random sample of `items` is held out of it; returns the held-out ids
-        (sorted) for the caller to measure and insert."""
-        self.seq = self.store.last_edit()
+        (sorted) for the caller to measure and insert. It holds exactly the items of edit
+        `seq`: what other processes commit meanwhile is replayed after."""
         self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
         self.tuner.start(self.index)
         held = self.tuner.hold_out_sample(items) if isinstance(self.index, Tunable) else NO_IDS
-        for ids, vectors in self.store.searched_chunks():
-            if len(held):
-                keep = ~np.isin(ids, held, assume_unique=True)
-                ids, vectors = ids[keep], vectors[keep]
-            self.index.add(ids, vectors)
-            if progress:
-                progress(len(ids))
+        with self.store.snapshot():
+            self.seq = self.store.last_edit()
+            for ids, vectors in self.store.searched_chunks():
+                if len(held):
+                    keep = ~np.isin(ids, held, assume_unique=True)
+                    ids, vectors = ids[keep], vectors[keep]
+                self.index.add(ids, vectors)
+                if progress:
+                    progress(len(ids))
         return held
 
     def _rebuild(self, kind: str, items: Collection[int],
@@ -183,15 +187,23 @@ class ManagedIndex:
 
     def _drop_saved(self) -> None:
         if not self.store.read_only:  # on read-only media the saved files stay as they are
-            shutil.rmtree(self.directory, ignore_errors=True)
+            with saved.locked(self.directory):
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     def _save(self) -> None:
         if not isinstance(self.index, Persistent) or self.store.read_only:
             return
+        with saved.locked(self.directory):
+            self._write_saved(self.index)
+
+    def _write_saved(self, index: Persistent) -> None:
+        """Save, holding the lock: the edits are replayed first, inside it, so a removal
+        another process commits and scrubs meanwhile is either in this copy or finds it
+        written by another process and replaces it (`scrub`)."""
         self.sync()
-        self.index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
-                                         "transform": self.store.transform().key,
-                                         "fresh": self.tuner.ledger.to_dict()})
+        index.save(self.directory, {"seq": self.seq, "store_created_at": self.store.created_at,
+                                    "transform": self.store.transform().key,
+                                    "fresh": self.tuner.ledger.to_dict()})
         self.dirty = False
 
     def save_if_dirty(self) -> None:
@@ -214,9 +226,14 @@ class ManagedIndex:
             self.dirty = self.unpurged = True
 
     def scrub(self) -> None:
-        """Zero removed items' bytes in the saved index files (the store purges its own)."""
-        if isinstance(self.index, Persistent):
-            self.index.scrub_saved(self.directory)
+        """Zero removed items' bytes in the saved index files (the store purges its own).
+        Files another process saved since hold its rows, not ours: this index, which holds
+        no removed item's bytes, is saved over them instead."""
+        index = self.index
+        if isinstance(index, Persistent) and not self.store.read_only:
+            with saved.locked(self.directory):
+                if not index.scrub_saved(self.directory):
+                    self._write_saved(index)
         self.unpurged = False
 
     def compact(self, items: Collection[int]) -> int:

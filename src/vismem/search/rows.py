@@ -338,11 +338,15 @@ class RowIndex(VectorIndex):
                   "live": self._n_live, **extra})
         self._dead_since_save = []
 
-    def scrub_saved(self, directory: Path) -> None:
-        """Zero, in the saved files, the bytes of rows removed since the last save."""
-        if self._saved is not None and self._dead_since_save:
+    def scrub_saved(self, directory: Path) -> bool:
+        """Zero, in the saved files, the bytes of rows removed since the last save; False
+        (nothing done) when another process has saved since: save this index instead."""
+        if self._dead_since_save:
+            if self._saved is None or not saved.written_by(directory, self._saved):
+                return False
             saved.scrub(directory, self._saved, np.asarray(self._dead_since_save, dtype=np.int64))
         self._dead_since_save = []
+        return True
 
     @classmethod
     def load(cls, directory: Path, dim: int) -> tuple[RowIndex, dict]:

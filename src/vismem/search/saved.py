@@ -9,17 +9,32 @@
 A removal zeroes the row's bytes in `index.faiss` and `live.npy` in place (`scrub`), so
 a removed vector leaves the disk without rewriting the index. That is why the checksum of
 `index.faiss` covers only what precedes the codes, and `live.npy` is checked by size.
+Rows are where the process that saved put them: each save has a token, and only that
+process's layout may be scrubbed.
+
+Several processes may open one memory: `locked` keeps their saves, scrubs and loads of
+the files from interleaving (an exclusive or shared `flock` on MEMDIR/index.lock, a file of
+its own: never a POSIX lock on SQLite's files, see store/wal.py).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import uuid
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: saves are not guarded against other processes
+    fcntl = None  # type: ignore[assignment]
 
 META = "meta.json"
 FILES_FORMAT = 1
@@ -37,6 +52,7 @@ class SavedLayout:
     codes_offset: int
     code_size: int
     live_offset: int
+    token: str | None  # which save wrote the files (meta.json's `token`)
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,45 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
         files[path.name] = {"size": path.stat().st_size,
                             "crc32": _crc(path.read_bytes()) if name == "ids" else None}
     layout = {"codes_offset": offset, "code_size": codes.shape[1]}
-    full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout}
+    token = uuid.uuid4().hex
+    full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout, "token": token}
     _write(directory / META, json.dumps(full).encode(), checked=None)
     _fsync_dir(directory)
-    return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"))
+    return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"), token)
+
+
+def written_by(directory: Path, layout: SavedLayout) -> bool:
+    """Whether the saved files are still the ones that `layout` describes (no other
+    process has saved since)."""
+    try:
+        return layout.token is not None and json.loads((directory / META).read_text()).get("token") == layout.token
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold the saved index in `directory` against other processes' saves and scrubs
+    (`shared`: for reading). Where the lock file cannot be made (read-only media, where
+    nobody writes), nothing is held."""
+    path = directory.with_name(directory.name + ".lock")
+    fd = -1
+    if fcntl is not None:
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+            try:
+                fd = os.open(path, flags, 0o644)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
+                    raise
+    if fd < 0:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock (a lock of this open file only)
 
 
 def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
@@ -136,7 +187,7 @@ def _read(directory: Path, kind: str, dim: int) -> SavedIndex:
             len(np.unique(ids)) != n:
         raise IndexFileError("row ids are damaged")
     layout = SavedLayout(n, meta["codes_offset"], meta["code_size"],
-                         _npy_data_offset(directory / "live.npy"))
+                         _npy_data_offset(directory / "live.npy"), meta.get("token"))
     return SavedIndex(blob, ids.astype(np.int64), live.astype(bool), meta, layout)
 
 

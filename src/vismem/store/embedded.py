@@ -111,6 +111,13 @@ class EmbeddedStore:
             catalog.relabelled = self.db.relabels()
         self.catalog = catalog
         self._index.open(self._live(), until=self._seq)
+        self._replay(until=self._index.seq)  # a rebuilt index holds a later state: the catalog follows
+
+    def _replay(self, until: int | None = None) -> None:
+        """Apply the logged edits after the catalog's to it, up to edit `until` (None: all)."""
+        for seq, op, ids in self.db.edits_since(self._seq, until):
+            self._replay_edit(op, ids)
+            self._seq = seq
 
     def _reload_config(self) -> bool:
         """Read the config and settings again; True when the fitted transform changed (it is
@@ -203,6 +210,9 @@ class EmbeddedStore:
 
     def count(self) -> int:
         return len(self.catalog)
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        return self.db.snapshot()
 
     def edits_since(self, seq: int, until: int | None = None) -> Iterator[tuple[int, str, list[int]]]:
         return self.db.edits_since(seq, until)
@@ -361,13 +371,12 @@ class EmbeddedStore:
         if self._reload_config():  # another process refitted the transform
             self._load()
             return True
-        for seq, op, ids in self.db.edits_since(self._seq):
-            self._replay(op, ids)
-            self._seq = seq
+        self._replay()
         self._index.catch_up(self._live(), until=self._seq)  # the index holds what the catalog does
+        self._replay(until=self._index.seq)  # unless it was rebuilt, at a later state
         return True
 
-    def _replay(self, op: str, ids: list[int]) -> None:
+    def _replay_edit(self, op: str, ids: list[int]) -> None:
         """Apply one logged edit to the catalog (the index replays the log itself)."""
         if op == "add":
             rows = self.db.rows_of(ids)

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,7 @@ class Database:
         connection.execute("PRAGMA data_version").fetchone()  # a first read: SQLite maps the WAL index
         self._watch = CommitWatch.of(path / DB_NAME)
         self._version: tuple[bytes | None, int] = (None, 0)
+        self._watching_thread: int | None = None  # the one thread the watch answers (data_version)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -198,9 +200,24 @@ class Database:
         finally:
             self._db.execute("COMMIT")  # it only read: nothing to undo
 
+    def _watch_from_this_thread(self, watch: CommitWatch) -> CommitWatch | None:
+        """The watch serves the first thread that asks. Threads sharing a connection (the
+        HTTP service's readers) run statements side by side, and a pragma run while another
+        thread's statement holds an older snapshot reads an older version; paired with the
+        newer header, it would hide that commit until the next one. So once a second thread
+        asks, every check asks SQLite, as before the watch."""
+        if self._watching_thread is None:
+            self._watching_thread = threading.get_ident()
+            return watch
+        self._watch = None
+        watch.close()
+        return None
+
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to catch up."""
         watch = self._watch  # once: a close on another thread may clear it
+        if watch is not None and self._watching_thread != threading.get_ident():
+            watch = self._watch_from_this_thread(watch)
         header = watch.header() if watch is not None else None
         seen, version = self._version
         if header is None or header != seen:
@@ -539,16 +556,23 @@ def _open_read_only(file: Path) -> sqlite3.Connection:
 
 
 class _Write:
+    """BEGIN IMMEDIATE ... COMMIT; inside another write (a catch-up that rebuilds the index
+    records its quality), a savepoint of it, which the outer write has caught up for."""
+
     def __init__(self, db: sqlite3.Connection, directory: Path, what: str,
                  before: Callable[[], None] | None, undone: str) -> None:
         self._db, self._directory, self._what, self._before = db, directory, what, before
         self._undone = undone
+        self._nested = False
 
     def __enter__(self) -> sqlite3.Connection:
+        self._nested = self._db.in_transaction
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT nested_write" if self._nested else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise storage_error(exc, self._directory, self._what, self._undone) from None
+        if self._nested:
+            return self._db
         if self._before is not None:
             try:
                 self._before()
@@ -559,6 +583,9 @@ class _Write:
         return self._db
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._nested:
+            self._leave_savepoint(exc)
+            return
         if exc_type is not None:
             if self._db.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
                 self._db.execute("ROLLBACK")
@@ -571,6 +598,14 @@ class _Write:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise storage_error(error, self._directory, self._what, self._undone) from None
+
+    def _leave_savepoint(self, exc: BaseException | None) -> None:
+        if self._db.in_transaction:  # (SQLite may have rolled the whole transaction back)
+            if exc is not None:
+                self._db.execute("ROLLBACK TO nested_write")
+            self._db.execute("RELEASE nested_write")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise storage_error(exc, self._directory, self._what, self._undone) from None
 
 
 def storage_error(exc: sqlite3.Error, directory: Path, what: str,
