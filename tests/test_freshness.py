@@ -189,6 +189,9 @@ def test_reads_in_a_snapshot_see_one_state(memdir):
         assert [seq for seq, _, _ in db.edits_since(0)][-1] == last
     assert db.last_edit() == last + 1
     assert [seq for seq, _, _ in db.edits_since(0, until=last)][-1] == last
+    with db.snapshot(), pytest.raises(RuntimeError, match="inside a read snapshot"):
+        db.set_config({"probe": 1})  # refused: it would write from an older state
+    assert "probe" not in db.config() and not db._db.in_transaction
     other.close()
     memory.close()
 

@@ -129,8 +129,8 @@ class Filter:
         # Every search and classify call builds its filter, usually one it built before:
         # recent ones are kept by their arguments (a third of a 64-d search's own cost once
         # FAISS has evicted the caches), and the same object finds its cached selection
-        # without a comparison.
-        # (values with their types: 1, 1.0 and True select alike, but a decision reports them as given)
+        # without a comparison. Values are keyed with their types: 1, 1.0 and True select
+        # alike, but a decision reports them as given.
         given = (tuple(where.items()), tuple(map(type, where.values()))) if where else None
         key = (labels, sources, given, max_prune_count)
         try:
@@ -167,7 +167,6 @@ class Filter:
         if self.where:
             found["where"] = dict(self.where)
         return found or None
-
 
 
 _RECENT_FILTERS: dict[tuple[Any, ...], Filter] = {}

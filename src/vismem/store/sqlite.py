@@ -105,6 +105,7 @@ class Database:
         self._watch = CommitWatch.of(path / DB_NAME)
         self._version: tuple[bytes | None, int] = (None, 0)
         self._watching_thread: int | None = None  # the one thread the watch answers (data_version)
+        self._reading = False  # inside `snapshot`'s read transaction
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -181,6 +182,8 @@ class Database:
         `undone` what a failure leaves; `before` runs first inside it, holding the write
         lock (to catch up with others)."""
         self.check_writable()
+        if self._reading:  # it would write from an older state, or fail as "busy"
+            raise RuntimeError(f"{what}: a write inside a read snapshot")
         return _Write(self._db, self.directory, what, before, undone)
 
     def _log(self, op: str, ids: list[int]) -> None:
@@ -195,9 +198,11 @@ class Database:
             yield
             return
         self._db.execute("BEGIN")  # deferred: a read transaction from its first read on
+        self._reading = True
         try:
             yield
         finally:
+            self._reading = False
             self._db.execute("COMMIT")  # it only read: nothing to undo
 
     def _watch_from_this_thread(self, watch: CommitWatch) -> CommitWatch | None:
