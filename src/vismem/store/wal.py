@@ -21,7 +21,8 @@ copies. A look that finds them different (a commit in flight) answers "unknown",
 the caller asks SQLite. A false "changed" (a checkpoint that restarts the log) costs
 one pragma. A false "unchanged" cannot happen: a commit changes the frame count or the
 salts before it returns. Where no map is found (not Linux, an immutable read-only
-open, a format this code does not know), there is no watch and every check asks SQLite.
+open, a format this code does not know, a stacked file system whose maps name another
+device or inode than the file's), there is no watch and every check asks SQLite.
 """
 
 from __future__ import annotations
