@@ -107,7 +107,7 @@ def written_by(directory: Path, layout: SavedLayout) -> bool:
 def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold the saved index in `directory` against other processes' saves and scrubs
     (`shared`: for reading). Where the lock file cannot be made (read-only media, where
-    nobody writes), nothing is held."""
+    nobody writes; a full disk, where a removal must still go through), nothing is held."""
     path = directory.with_name(directory.name + ".lock")
     fd = -1
     if fcntl is not None:
@@ -116,7 +116,8 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
                 fd = os.open(path, flags, 0o644)
                 break
             except OSError as exc:
-                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
+                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSPC,
+                                     errno.EDQUOT):
                     raise
     if fd < 0:
         yield
