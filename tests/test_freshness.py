@@ -1,6 +1,7 @@
 """A memory sees other connections' and processes' commits, and holds SQLite's locks while
 it is open. On Linux it notices commits through SQLite's map of the WAL index (store/wal.py)
-and asks SQLite only after one."""
+and asks SQLite only after one. Several processes opening, editing, saving and purging one
+memory at once keep it whole: its catalog, its index and the index's saved files."""
 
 import contextlib
 import ctypes
