@@ -115,6 +115,8 @@ class EmbeddedStore:
 
     def _replay(self, until: int | None = None) -> None:
         """Apply the logged edits after the catalog's to it, up to edit `until` (None: all)."""
+        if until is not None and until <= self._seq:  # the usual case after a catch-up: no query
+            return
         for seq, op, ids in self.db.edits_since(self._seq, until):
             self._replay_edit(op, ids)
             self._seq = seq

@@ -48,13 +48,13 @@ class CommitWatch:
         self._closing = threading.Lock()  # a read never runs into a close on another thread
 
     @classmethod
-    def of(cls, database: Path, maps: Path = MAPS) -> CommitWatch | None:
+    def of(cls, database: Path) -> CommitWatch | None:
         """The watch of a database file that an open connection of this process has read
         in WAL mode, or None when its header cannot be read here."""
         # SQLite names the file after the database's real path (it resolves symlinks)
         shm = os.path.realpath(database) + "-shm"
         try:
-            start = mapped_at(shm, os.stat(shm), maps.read_text())
+            start = mapped_at(shm, os.stat(shm), MAPS.read_text())
         except OSError:  # no -shm file, or no /proc
             return None
         if start is None:
