@@ -73,8 +73,12 @@ def test_removed_rows_are_reclaimed_in_bulk():
     c.remove(range(1, 2001))  # past the dead-row share: compacted
     assert len(c) == 3000 and c._n == 3000 and c.ids().tolist() == list(range(2001, n + 1))
     assert c.ids(Filter.of(labels=["cat"])).tolist() == [i for i in range(2001, n + 1) if (i - 1) % 3 == 0]
-    labels, _ = c.names(np.array([1, 2000, 2001, 2002, n, n + 1, -1, 2**62]))
-    assert labels.tolist() == [None, None, LABELS[2000 % 3], LABELS[2001 % 3], LABELS[(n - 1) % 3], None, None, None]
+    labels, _ = c.names(np.array([1, 2000, 2001, 2002, n, n + 1, -1, -7, 0, 2**62, 2**63 - 1]))
+    assert labels.tolist() == [None, None, LABELS[2000 % 3], LABELS[2001 % 3], LABELS[(n - 1) % 3],
+                               None, None, None, None, None, None]
+    assert 0 not in c and -1 not in c and 2**63 - 1 not in c and 2001 in c
+    with pytest.raises(ValueError, match="start at 1"):  # id 0 stands for "none" in the tables by id
+        Catalog().add([0, 1], ["cat", "dog"], ["a", "a"], [1.0, 1.0])
 
 
 edit = st.one_of(

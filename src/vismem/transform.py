@@ -35,6 +35,7 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any, Iterable
 
 import numpy as np
@@ -113,7 +114,7 @@ class FeatureTransform:
     def out_dim(self) -> int:
         return self.dim if self.projection is None else int(self.projection.shape[1])
 
-    @property
+    @cached_property  # every search asks
     def is_identity(self) -> bool:
         return self.spec.kind == "none" and self.spec.power == 1
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .base import MISSING_ID, SearchResult, Selection, VectorIndex, pad_result
 from .calls import byte_view, faiss_search, flat_search, reserve_bytes, selected
-from .restrict import Restriction, Restrictions, as_selection, restriction
+from .restrict import Restriction, Restrictions, restriction
 
 
 class ExactIndex(VectorIndex):
@@ -95,8 +95,7 @@ class ExactIndex(VectorIndex):
             want = min(k, len(self))
             sims, rows = faiss_search(self._flat, queries, want) if want else _nothing(queries)
         else:
-            selection, key = as_selection(allowed_ids)
-            within = self._restrictions.get(key, self._restrict, selection)
+            within = self._restrictions.of(allowed_ids, self._restrict)
             want = min(k, within.count)
             if want == 0:
                 sims, rows = _nothing(queries)

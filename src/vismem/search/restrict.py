@@ -92,6 +92,7 @@ class Restrictions:
 
     def __init__(self) -> None:
         self._kept: dict[Hashable, Restriction] = {}
+        self._last: tuple[Selection, Restriction] | None = None  # the last keyed selection asked for
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -101,6 +102,20 @@ class Restrictions:
 
     def clear(self) -> None:
         self._kept.clear()
+        self._last = None
+
+    def of(self, allowed: Selection | np.ndarray, derive: Callable[[Selection], Restriction]) -> Restriction:
+        """The restriction to `allowed`, derived at most once per key. A catalog hands out
+        the same selection object for a filter until its next edit, so the one asked for
+        last is known by identity, without hashing its key (a filter) on every search."""
+        last = self._last
+        if last is not None and last[0] is allowed:
+            return last[1]
+        selection, key = as_selection(allowed)
+        found = self.get(key, derive, selection)
+        if key is not None:
+            self._last = (selection, found)
+        return found
 
     def get(self, key: Hashable | None, derive: Callable[[_S], Restriction], selection: _S) -> Restriction:
         """The restriction kept under `key`, else `derive(selection)` (kept, unless key is None)."""

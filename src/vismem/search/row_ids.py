@@ -35,6 +35,11 @@ class RowIds:
         """The id of each row, int64 (rows,): a view, valid until the next append."""
         return self._ids[: self._n]
 
+    def of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of `rows` (any shape, each in 0..len-1): every search maps its results
+        so, and `take` on the whole buffer spares making a view first."""
+        return self._ids.take(rows)
+
     @property
     def ascending(self) -> bool:
         """Whether rows are in id order (as when every item was added in order)."""

@@ -24,7 +24,7 @@ import numpy as np
 from . import saved
 from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result
 from .calls import byte_view, faiss_search, flat_search, reserve_bytes, selected
-from .restrict import Restriction, Restrictions, as_selection, restriction
+from .restrict import Restriction, Restrictions, restriction
 from .row_ids import RowIds
 from .runtime import release_freed_memory
 from .saved import IndexFileError
@@ -242,7 +242,7 @@ class RowIndex(VectorIndex):
             # single query reads its one last entry instead
             last = rows[:, -1]
             if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
-                return SearchResult(sims, self._row_ids.ids[rows])
+                return SearchResult(sims, self._row_ids.of_rows(rows))
         within = self._restriction(allowed_ids)
         want = min(k, self._n_live if within is None else within.count)
         if want == 0:
@@ -270,7 +270,7 @@ class RowIndex(VectorIndex):
             short = np.flatnonzero(last < 0)
             pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
             sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
-        ids = self._row_ids.ids[rows]
+        ids = self._row_ids.of_rows(rows)
         return SearchResult(sims, ids) if want == k else pad_result(sims, ids, k)
 
     def _restriction(self, allowed: Selection | np.ndarray | None) -> Restriction | None:
@@ -280,8 +280,7 @@ class RowIndex(VectorIndex):
             if self._n_live == self._n_rows:
                 return None
             return self._restrictions.get(_LIVE, self._restrict, None)
-        selection, key = as_selection(allowed)
-        return self._restrictions.get(key, self._restrict, selection)
+        return self._restrictions.of(allowed, self._restrict)
 
     def _restrict(self, selection: Selection | None) -> Restriction:
         n = self._n_rows

@@ -75,20 +75,21 @@ class Catalog:
         self._source = np.empty(0, np.int32)
         self._weight = np.empty(0, np.float64)
         self._prune = np.empty(0, np.int32)
-        # row of id i at [i + 1], -1 for none: the store hands out ids 1, 2, 3..., so a dense
+        # row of id i at [i], -1 for none: the store hands out ids 1, 2, 3..., so a dense
         # table finds a neighbour's row with one memory access where a binary search over 1M
-        # ids makes ~20 cache misses. Its first entry answers FAISS's padding id -1 and its
-        # last (always -1) any id past the end, so a lookup is one clipped `take`.
+        # ids makes ~20 cache misses. Its first entry (id 0, never handed out) answers every
+        # negative id, FAISS's padding -1 among them, and its last (always -1) any id past
+        # the end, so a lookup is one clipped `take` with no arithmetic first.
         self._row_of = np.full(1024, -1, np.intp)
-        # a live id's label and source codes, indexed the same way (-1: none), so that a
-        # search names its neighbours in two gathers, without their rows or a liveness check
-        self._label_of = np.full(1024, -1, np.int32)
-        self._source_of = np.full(1024, -1, np.int32)
+        # a live id's (label code, source code), indexed the same way (-1: none), so that a
+        # search names its neighbours in one gather, without their rows or a liveness check
+        self._codes_of = np.full((1024, 2), -1, np.int32)
         self._meta: dict[str, tuple[Codes, np.ndarray]] = {}  # key -> (value codes, code per row)
         self.relabelled: dict[int, str] = {}
         self._name_arrays: dict[int, np.ndarray] = {}
         self.version = 0
         self._selections: dict[Filter | None, Selection | None] = {}
+        self._last_selection: tuple[Filter | None, Selection | None] | None = None
         self._live_ids: np.ndarray | None = None  # every live id, for listing; until the next edit
 
     # ---- size ------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class Catalog:
     def _changed(self) -> None:
         self.version += 1
         self._selections.clear()
+        self._last_selection = None
         self._live_ids = None
 
     # ---- edits -----------------------------------------------------------------------
@@ -132,13 +134,15 @@ class Catalog:
             return
         if (self._n and new_ids[0] <= self._ids[self._n - 1]) or np.any(np.diff(new_ids) <= 0):
             raise ValueError("catalog ids must be added in increasing order")
+        if new_ids[0] < 1:  # id 0's entry in the tables by id stands for "none"
+            raise ValueError(f"catalog ids start at 1, got {int(new_ids[0])}")
         n, m = self._n, len(new_ids)
         self._reserve(n + m)
         self._ids[n : n + m] = new_ids
         self._index_rows(new_ids, np.arange(n, n + m, dtype=np.int32))
         self._live[n : n + m] = True
-        self._label[n : n + m] = self._label_of[new_ids + 1] = self.labels.codes(labels)
-        self._source[n : n + m] = self._source_of[new_ids + 1] = self.sources.codes(sources)
+        self._label[n : n + m] = self._codes_of[new_ids, 0] = self.labels.codes(labels)
+        self._source[n : n + m] = self._codes_of[new_ids, 1] = self.sources.codes(sources)
         self._weight[n : n + m] = np.asarray(weights, dtype=np.float64)
         self._prune[n : n + m] = 0
         self._n += m
@@ -156,7 +160,7 @@ class Catalog:
         self._live[rows] = False
         self._dead += len(rows)
         gone = self._ids[rows]
-        self._label_of[gone + 1] = self._source_of[gone + 1] = -1
+        self._codes_of[gone] = -1
         for item_id in gone.tolist():
             self.relabelled.pop(item_id, None)
         if self._dead > COMPACT_DEAD_FRACTION * self._n and self._n > 1024:
@@ -168,7 +172,7 @@ class Catalog:
         """Set the label and/or weight of items; `relabelled` their original labels now."""
         rows = self.rows(ids)
         if label is not None:
-            self._label[rows] = self._label_of[self._ids[rows] + 1] = self.labels.code(label)
+            self._label[rows] = self._codes_of[self._ids[rows], 0] = self.labels.code(label)
         if weight is not None:
             self._weight[rows] = weight
         if relabelled is not None:
@@ -197,14 +201,14 @@ class Catalog:
         self._index_rows(self._ids[: self._n], np.arange(self._n, dtype=np.int32))
 
     def _index_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        if len(ids) and ids[-1] + 2 >= len(self._row_of):  # ids ascend; the last entry stays -1
-            size = max(int(ids[-1]) + 3, 2 * len(self._row_of))
-            for name in ("_row_of", "_label_of", "_source_of"):  # the tables by id
+        if len(ids) and ids[-1] + 1 >= len(self._row_of):  # ids ascend; the last entry stays -1
+            size = max(int(ids[-1]) + 2, 2 * len(self._row_of))
+            for name in ("_row_of", "_codes_of"):  # the tables by id
                 old = getattr(self, name)
-                grown = np.full(size, -1, old.dtype)
+                grown = np.full((size, *old.shape[1:]), -1, old.dtype)
                 grown[: len(old)] = old
                 setattr(self, name, grown)
-        self._row_of[ids + 1] = rows
+        self._row_of[ids] = rows
 
     # ---- rows ------------------------------------------------------------------------
 
@@ -213,9 +217,8 @@ class Catalog:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if self._n == 0:
             return np.full(len(ids), -1, np.intp), np.zeros(len(ids), bool)
-        # ids below -1 clip to the first entry, ids past the end (or id + 1 overflowing) to
-        # the last: both read -1
-        rows = self._row_of.take(ids + 1, mode="clip")
+        # negative ids clip to the entry of id 0 and ids past the end to the last: both read -1
+        rows = self._row_of.take(ids, mode="clip")
         found = rows >= 0
         found &= self._live[rows]  # a row -1 reads the last flag, masked by `found` already
         return rows, found
@@ -255,17 +258,22 @@ class Catalog:
     def selection(self, where: Filter | None) -> Selection | None:
         """What a search may return, as a `Selection` cached until the next edit; None
         when the filter allows every live item (the plain, fastest search)."""
-        try:
-            return self._selections[where]  # every search asks: one lookup when cached
-        except KeyError:
-            pass
+        # Every search asks. Filter.of hands out the same object for the same arguments, so
+        # the filter asked for last is known by identity, before hashing it for the cache.
+        last = self._last_selection
+        if last is not None and last[0] is where:
+            return last[1]
         found: Selection | None
-        if where is None or where.is_everything:
-            found = None
-        else:
-            ids = self.ids(where)
-            found = None if len(ids) == len(self) else Selection(ids, (where, self.version))
-        self._selections[where] = found
+        try:
+            found = self._selections[where]
+        except KeyError:
+            if where is None or where.is_everything:
+                found = None
+            else:
+                ids = self.ids(where)
+                found = None if len(ids) == len(self) else Selection(ids, (where, self.version))
+            self._selections[where] = found
+        self._last_selection = (where, found)
         return found
 
     def _meta_column(self, key: str) -> tuple[Codes, np.ndarray]:
@@ -293,13 +301,13 @@ class Catalog:
 
     def names(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels and sources (object, None where missing)."""
-        # Every search pays this for its k neighbours: two gathers of codes by id, two of
-        # names. Ids below -1 clip to the first entry and ids past the end (or id + 1
-        # overflowing) to the last: both read code -1, which picks the None kept at the
-        # end of each names array, as the code of a removed id does.
-        at = np.asarray(ids, dtype=np.int64) + 1
-        return (self._names(self.labels)[self._label_of.take(at, mode="clip")],
-                self._names(self.sources)[self._source_of.take(at, mode="clip")])
+        # Every search pays this for its k neighbours: one gather of codes by id, two of
+        # names. Negative ids (FAISS pads with -1) clip to the entry of id 0 and ids past
+        # the end to the last: both read codes -1, which pick the None kept at the end of
+        # each names array, as the codes of a removed id do.
+        codes = self._codes_of.take(ids, axis=0, mode="clip")
+        # (`take`: a third less than indexing an object array with [])
+        return self._names(self.labels).take(codes[..., 0]), self._names(self.sources).take(codes[..., 1])
 
     def columns(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For ids (any shape, -1 = none): labels, sources (object, None where missing),

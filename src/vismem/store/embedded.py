@@ -147,7 +147,7 @@ class EmbeddedStore:
         return self._transform.out_dim
 
     def to_search_space(self, vectors: np.ndarray) -> np.ndarray:
-        return self._transform.apply(np.asarray(vectors, dtype=np.float32))
+        return self._transform.apply(vectors)
 
     def searched_vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         found, vectors = self.vectors(ids)
