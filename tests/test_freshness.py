@@ -5,6 +5,8 @@ memory at once keep it whole: its catalog, its index and the index's saved files
 
 import contextlib
 import ctypes
+import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -20,6 +22,7 @@ from conftest import unit_vectors
 
 from vismem import Memory
 from vismem.remnants import find_remnants, fingerprints
+from vismem.search.lifecycle import ManagedIndex
 from vismem.store import DB_NAME
 from vismem.store.wal import HEADER, WAL_INDEX_VERSION, CommitWatch, mapped_at
 
@@ -369,3 +372,45 @@ def test_threads_sharing_a_memory_see_every_commit(memdir):
     assert memory.is_stale()  # asked again now: seen
     other.close()
     memory.close()
+
+
+@pytest.mark.parametrize("writer_saves", [False, True], ids=["saved-before", "saved-after"])
+def test_an_item_added_and_removed_by_others_while_a_memory_opens_costs_no_rebuild(memdir, monkeypatch, caplog,
+                                                                                   writer_saves):
+    """The opener's catalog holds an item that another process removes, and purges, before
+    the opener's index replays the log to the catalog's edit: no vector is left to replay.
+    The index goes on to the newest edit and the catalog follows it, where the index was
+    once rebuilt from scratch (minutes at 1M items). Whether the saved index is older than
+    the catalog or newer (the writer saved it at its purge), the opener loads it."""
+    rng = np.random.default_rng(0)
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        ids = memory.add_vectors(rng.standard_normal((300, 16)), [f"c{i % 3}" for i in range(300)])
+    writer = Memory.open(memdir)
+    [added] = writer.add_vectors(rng.standard_normal((1, 16)), ["new"])
+    opening = ManagedIndex.open
+
+    def open_while_others_remove(index, items, until=None):
+        # between the opener's catalog snapshot, which holds `added`, and its index's replay
+        if added in items and writer.store.db.last_edit() == until:
+            writer.remove([added], purge=True)
+            if writer_saves:
+                writer.store._index.save_if_dirty()
+            else:
+                assert json.loads((memdir / "index" / "meta.json").read_text())["seq"] < until
+        return opening(index, items, until)
+
+    monkeypatch.setattr(ManagedIndex, "open", open_while_others_remove)
+    with caplog.at_level(logging.INFO, logger="vismem"):
+        reader = Memory.open(memdir)
+    assert "rebuilding" not in caplog.text, caplog.text
+    assert "caught up" in caplog.text or writer_saves
+    monkeypatch.undo()
+    assert added not in reader.ids() and len(reader) == 300 and reader.store.catalog.names([added])[0][0] is None
+    _, vectors = reader.vectors(ids[:1])
+    assert reader.search(vectors[0], k=1)[0][0].id == ids[0]
+    [replacement] = reader.add_vectors(rng.standard_normal((1, 16)), ["next"])
+    assert sorted(reader.ids()) == sorted([*ids, replacement])
+    reader.close()
+    writer.close()
+    with Memory.open(memdir) as fresh:
+        assert sorted(fresh.ids()) == sorted([*ids, replacement])

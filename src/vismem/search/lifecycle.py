@@ -107,7 +107,14 @@ class ManagedIndex:
             self.index, self.seq = index, int(meta["seq"])
             self.tuner.start(index, meta.get("fresh"))
             replayed = self.sync(until)
-            if not np.array_equal(np.sort(self.index.live_ids()), ascending_ids(items)):
+            expected = ascending_ids(items)
+            if until is not None and not self._holds(expected, until):
+                # An item that others added and then removed (and purged) since the
+                # caller read `items` has no vector left to replay, or the saved index is
+                # newer than `items`: the index goes on to the newest edit, and the caller's
+                # catalog follows it (to `seq`) instead of the index being rebuilt.
+                replayed += self.sync()
+            if not self._holds(expected, until):
                 raise IndexFileError("its items differ from the store's")
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)
@@ -117,6 +124,17 @@ class ManagedIndex:
                             kind, self.store.path, exc)
             self._rebuild(kind, items)
             self._save()
+
+    def _holds(self, items: np.ndarray, at: int | None) -> bool:
+        """Whether the index holds exactly `items` (ascending: the store's items at edit
+        `at`, None: the last) as the logged edits after `at`, up to the index's, change them."""
+        if at is not None and self.seq > at:
+            for _, op, ids in self.store.edits_since(at, self.seq):
+                if op == "add":
+                    items = np.union1d(items, np.asarray(ids, dtype=np.int64))
+                elif op == "remove":
+                    items = np.setdiff1d(items, np.asarray(ids, dtype=np.int64))
+        return np.array_equal(np.sort(self.index.live_ids()), items)
 
     def catch_up(self, items: Collection[int], until: int | None = None) -> None:
         """After another process committed: reopen if the kind should change, else replay
