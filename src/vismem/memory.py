@@ -545,9 +545,9 @@ class Memory:
         found = self.store.nearest(queries, int(k), voters)
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
         if len(queries) == 1:  # the common call: one row made directly is ~3 us (a third) less
-            ids = found.ids[0].tolist()
-            row = list(map(_hit, zip(ids, found.labels[0].tolist(), found.sources[0].tolist(),
-                                     map(_distance, found.similarities[0].tolist()), strict=True)))
+            ids = found.ids.tolist()[0]
+            row = list(map(_hit, zip(ids, found.labels.tolist()[0], found.sources.tolist()[0],
+                                     map(_distance, found.similarities.tolist()[0]), strict=True)))
             return [row if ids[-1] >= 0 else [hit for hit in row if hit.id >= 0]]
         ids = found.ids.tolist()
         rows = zip(ids, found.labels.tolist(), found.sources.tolist(), found.similarities.tolist(), strict=True)

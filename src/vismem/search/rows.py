@@ -35,6 +35,12 @@ _LIVE = ("live rows",)   # the cache key of "every live row", when some rows are
 RELEASE_AFTER_ROWS = 1024
 
 
+def _padded(rows: np.ndarray) -> bool:
+    """Whether FAISS left a slot empty (-1) in some row: it puts them last in a row. A
+    numpy min costs ~3 us after a search, so a single query reads its last entry alone."""
+    return rows.item(-1) < 0 if len(rows) == 1 else bool(rows[:, -1].min() < 0)
+
+
 class RowIndex(VectorIndex):
     """Shared row bookkeeping, deletion, filtering and persistence for FAISS indexes:
     `Searchable`, `Compactable`, `Persistent` and `Tunable` (base.py)."""
@@ -238,10 +244,7 @@ class RowIndex(VectorIndex):
             # each numpy call here ~1 us): no filter, no removed rows, enough items.
             sims, rows = (self._search_plain(queries, k) if not self.exhaustive
                           else flat_search(self._storage(), queries, k))
-            # FAISS puts missing results (-1) last in a row; a numpy min costs ~3 us, so a
-            # single query reads its one last entry instead
-            last = rows[:, -1]
-            if (last[0] >= 0) if len(last) == 1 else (last.min() >= 0):
+            if not _padded(rows):
                 return SearchResult(sims, self._row_ids.of_rows(rows))
         within = self._restriction(allowed_ids)
         want = min(k, self._n_live if within is None else within.count)
@@ -264,10 +267,9 @@ class RowIndex(VectorIndex):
                                                         within.count / n)
                 within.params_for = (self._tuned_effort(), want)
             sims, rows = faiss_search(self._restricted_index(), queries, want, within.params)
-        last = rows[:, -1]
-        if (last[0] < 0) if len(last) == 1 else (last.min() < 0):
+        if _padded(rows):
             # a walk that found too few (FAISS pads a row with -1): refill such rows exactly
-            short = np.flatnonzero(last < 0)
+            short = np.flatnonzero(rows[:, -1] < 0)
             pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
             sims[short], rows[short] = self._exact_rows(queries[short], want, pool)
         ids = self._row_ids.of_rows(rows)
