@@ -21,6 +21,7 @@ import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
+from vismem.datasets import write_image_folder
 from vismem.remnants import find_remnants, fingerprints
 from vismem.search.lifecycle import ManagedIndex
 from vismem.store import DB_NAME
@@ -414,3 +415,54 @@ def test_an_item_added_and_removed_by_others_while_a_memory_opens_costs_no_rebui
     writer.close()
     with Memory.open(memdir) as fresh:
         assert sorted(fresh.ids()) == sorted([*ids, replacement])
+
+
+def test_adding_images_looks_up_known_content_on_a_connection_of_its_own(tmp_path, digits):
+    """The pipeline hashes the next batch's files, and asks which contents are stored, in
+    a thread while this one commits. Asked on this thread's connection, that lookup's open
+    statement held a read transaction on it: a write begun meanwhile, after another
+    process had committed, failed at once as "database is locked", reported as busy for
+    120 s (a CLI writer beside the service, once in CI). No other thread may use it."""
+    images, labels = digits
+    folder = write_image_folder(tmp_path / "images", images, labels, list(range(24)))
+    memory = Memory.create(tmp_path / "mem", encoder="pixels")
+    main = threading.get_ident()
+    elsewhere: list[str] = []
+    memory.store.db._db.set_trace_callback(lambda sql: elsewhere.append(sql) if threading.get_ident() != main else None)
+    first = memory.add_images([folder], batch_size=4)
+    again = memory.add_images([folder], batch_size=4)  # every content known: found by the lookup
+    _, kept, _ = memory.embed_images(sorted(folder.rglob("*.png"))[:6])  # reuses stored vectors
+    memory.store.db._db.set_trace_callback(None)
+    assert len(first.added) == 24 and len(again.added) == 0 and len(again.skipped) == 24 and len(kept) == 6
+    assert all(s.reason.startswith("duplicate of item") for s in again.skipped)
+    assert elsewhere == [], elsewhere[:3]
+    memory.close()
+
+
+def test_embedding_images_whose_stored_copy_another_process_removes_meanwhile(tmp_path, digits, monkeypatch):
+    """Known contents take their stored vectors; one removed between the lookup and the
+    read is read and encoded after all (it once took the next image's vector instead)."""
+    images, labels = digits
+    folder = write_image_folder(tmp_path / "images", images, labels, list(range(6)))
+    files = sorted(folder.rglob("*.png"))
+    memory = Memory.create(tmp_path / "mem", encoder="pixels")
+    memory.add_images([folder])
+    stored, _, _ = memory.embed_images(files)
+    other = Memory.open(tmp_path / "mem")
+    looking_up = memory.store.hash_lookup
+
+    @contextlib.contextmanager
+    def lookup_then_others_remove():
+        with looking_up() as lookup:
+            def answer(hashes):
+                found = lookup(hashes)
+                other.remove(sorted(found.values())[:3])
+                return found
+            yield answer
+
+    monkeypatch.setattr(memory.store, "hash_lookup", lookup_then_others_remove)
+    vectors, kept, skipped = memory.embed_images(files)
+    assert kept == list(range(6)) and skipped == [] and len(memory) == 3
+    assert np.allclose(vectors, stored, atol=1e-6)
+    other.close()
+    memory.close()

@@ -18,7 +18,8 @@ from conftest import json_lines
 
 from vismem import Memory
 from vismem.datasets import load_digits_images, write_image_folder
-from vismem.errors import InvalidInputError
+from vismem.errors import InvalidInputError, MemoryBusyError
+from vismem.store.sqlite import storage_error
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -271,3 +272,24 @@ print(db.execute('pragma integrity_check').fetchone()[0])" > "{tmp_path}/integri
     assert removed["removed"] == 200 * sum(b % 5 == 1 for b in range(int(batches)))  # on a full disk
     assert info["items"] == 200 * int(batches) - removed["removed"]  # committed batches all kept
     assert (tmp_path / "integrity.txt").read_text().strip() == "ok"
+
+
+def test_a_write_refused_at_once_for_an_old_snapshot_is_not_called_a_long_wait(tmp_path):
+    """SQLite refuses a write at once (SQLITE_BUSY_SNAPSHOT) when a statement still open on
+    the connection reads a state that another connection has committed past; the error
+    says so instead of claiming a 120 s wait."""
+    mine = sqlite3.connect(tmp_path / "x.db", isolation_level=None, check_same_thread=False)
+    mine.execute("PRAGMA journal_mode=WAL")
+    mine.execute("CREATE TABLE t (x)")
+    mine.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(10)])
+    other = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    reading = mine.execute("SELECT x FROM t")
+    reading.fetchone()  # left open, as by another thread's lookup
+    other.execute("INSERT INTO t VALUES (10)")
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        mine.execute("BEGIN IMMEDIATE")
+    error = storage_error(refused.value, tmp_path, "adding 2 items")
+    assert isinstance(error, MemoryBusyError) and "120 s" not in str(error) and "try again" in str(error), error
+    reading.close()
+    mine.close()
+    other.close()

@@ -4,6 +4,8 @@ the same public API, and must see the same behaviour."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -144,6 +146,9 @@ def test_duplicates_are_refused_by_the_store(location):
     assert again.duplicates == [(0, first.ids[1])] and len(again.ids) == 1
     copy = store.insert([item(3, "h2")], allow_duplicates=True)
     assert len(copy.ids) == 1 and store.known_hashes(["h2", "h9"]) == {"h2": min(first.ids[1], copy.ids[0])}
+    with store.hash_lookup() as lookup, ThreadPoolExecutor(2) as pool:  # the same answers, from other threads
+        answers = list(pool.map(lookup, [["h1", "h9"], ["h2"], ["h3"]]))
+    assert answers == [{"h1": first.ids[0]}, {"h2": min(first.ids[1], copy.ids[0])}, {"h3": again.ids[0]}]
     store.delete(first.ids + again.ids + copy.ids)
     assert store.known_hashes(["h1", "h2", "h3"]) == {} and len(store) == 0
     assert len(store.insert([item(0, "h1")]).ids) == 1  # gone content can come back

@@ -75,17 +75,20 @@ class Ingestor:
         report = AddReport()
         files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}
-        for chunk, prepared, skipped in prepare_in_batches(
-                [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
-                lookup_hashes=self.store.known_hashes, thumbnails=True, max_pixels=max_pixels):
-            report.skipped += skipped
-            done = self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
-                                       lambda p: source_of[id(p.file)], allow_duplicates=allow_duplicates, meta=meta)
-            report.merge(done)
-            if on_commit and done.added:
-                on_commit(done.added)
-            if progress:
-                progress(len(chunk))
+        # the next batch is read and looked up in a thread while this one commits
+        with self.store.hash_lookup() as lookup:
+            for chunk, prepared, skipped in prepare_in_batches(
+                    [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
+                    lookup_hashes=lookup, thumbnails=True, max_pixels=max_pixels):
+                report.skipped += skipped
+                done = self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
+                                           lambda p: source_of[id(p.file)], allow_duplicates=allow_duplicates,
+                                           meta=meta)
+                report.merge(done)
+                if on_commit and done.added:
+                    on_commit(done.added)
+                if progress:
+                    progress(len(chunk))
         return report
 
     @staticmethod

@@ -26,7 +26,7 @@ from .calibrate import Calibration, changed_fraction, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
-from .embed import PreparedImage, encode_prepared, prepare_in_batches
+from .embed import PreparedImage, encode_prepared, prepare_files, prepare_in_batches
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
@@ -499,18 +499,29 @@ class Memory:
             kept += [i for i, _ in pil]
         on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
         position = {id(f): i for i, f in on_disk}
-        for chunk, prepared, bad in prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
-                                                       lookup_hashes=self.store.known_hashes, max_pixels=max_pixels):
-            skipped += bad
-            fresh = iter(encode_prepared(encoder, prepared))
-            reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
-            stored = dict(zip(*self._stored_vectors(reuse), strict=True)) if reuse else {}
-            for p in prepared:
-                i = position[id(p.file)]
-                vectors[i] = stored[p.known_as] if p.known_as in stored else next(fresh)
-                kept.append(i)
-            if progress:
-                progress(len(chunk))
+        with self.store.hash_lookup() as lookup:  # asked from the pipeline's thread
+            batches = prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
+                                         lookup_hashes=lookup, max_pixels=max_pixels)
+            for chunk, prepared, bad in batches:
+                skipped += bad
+                fresh = iter(encode_prepared(encoder, prepared))
+                reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
+                stored = dict(zip(*self._stored_vectors(reuse), strict=True)) if reuse else {}
+                for p in prepared:
+                    i = position[id(p.file)]
+                    if p.known_as is None:
+                        vectors[i] = next(fresh)
+                    elif p.known_as in stored:
+                        vectors[i] = stored[p.known_as]
+                    else:  # removed since the lookup: read and encode it after all
+                        redone, more = prepare_files([p.file], encoder, max_pixels=max_pixels)
+                        skipped += more
+                        if not redone:
+                            continue
+                        vectors[i] = encode_prepared(encoder, redone)[0]
+                    kept.append(i)
+                if progress:
+                    progress(len(chunk))
         kept.sort()
         order = {str(p): i for i, p in enumerate(images) if not isinstance(p, Image.Image)}
         skipped.sort(key=lambda s: order.get(s.path, len(images)))

@@ -23,6 +23,7 @@ The contract, in words:
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -309,6 +310,10 @@ class Store(Protocol):
     def thumbnail(self, item_id: int) -> bytes | None: ...
     def class_counts(self) -> dict[str, int]: ...
     def known_hashes(self, hashes: Iterable[str]) -> dict[str, int]: ...
+    def hash_lookup(self) -> AbstractContextManager[Callable[[Iterable[str]], dict[str, int]]]:
+        """`known_hashes` for other threads to call while this one writes (an ingest
+        pipeline asks about the next batch while the last one commits)."""
+        ...
     def prune_counts(self, ids: np.ndarray) -> np.ndarray: ...
 
     # ---- search ---------------------------------------------------------------------

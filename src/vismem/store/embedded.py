@@ -343,6 +343,18 @@ class EmbeddedStore:
     def known_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
         return self.db.known_hashes(hashes)
 
+    @contextlib.contextmanager
+    def hash_lookup(self) -> Iterator[Callable[[Iterable[str]], dict[str, int]]]:
+        """Through a connection of its own (`Database.second_connection`), one lookup at a
+        time: this store's connection is for the thread that writes."""
+        with self.db.second_connection() as other:
+            one_at_a_time = threading.Lock()
+
+            def lookup(hashes: Iterable[str]) -> dict[str, int]:
+                with one_at_a_time:
+                    return other.known_hashes(hashes)
+            yield lookup
+
     def prune_counts(self, ids: np.ndarray) -> np.ndarray:
         return self.catalog.columns(ids)[3]
 

@@ -785,6 +785,10 @@ class MilvusStore:
                 found[digest] = min(item_id, found.get(digest, item_id))
         return found
 
+    @contextmanager
+    def hash_lookup(self) -> Iterator[Callable[[Iterable[str]], dict[str, int]]]:
+        yield self.known_hashes  # each query is a request of its own: any thread may ask
+
     def prune_counts(self, ids: np.ndarray) -> np.ndarray:
         wanted = [int(i) for i in np.asarray(ids).ravel()]
         known: dict[int, int] = {}

@@ -205,6 +205,19 @@ class Database:
             self._reading = False
             self._db.execute("COMMIT")  # it only read: nothing to undo
 
+    @contextmanager
+    def second_connection(self) -> Iterator[Database]:
+        """Another connection to this database, for another thread to read through while
+        this one writes; closed on exit. Its reads see committed states only. A statement
+        that another thread left open on *this* connection holds a read transaction on it,
+        and a write begun meanwhile, after another process committed, fails at once as
+        "database is locked" (SQLite cannot move a write to a newer snapshot)."""
+        other = Database.open(self.directory)
+        try:
+            yield other
+        finally:
+            other.close()
+
     def _watch_from_this_thread(self, watch: CommitWatch) -> CommitWatch | None:
         """The watch serves the first thread that asks. Threads sharing a connection (the
         HTTP service's readers) run statements side by side, and a pragma run while another
@@ -623,6 +636,9 @@ def storage_error(exc: sqlite3.Error, directory: Path, what: str,
             "items with `vismem remove` (the memory keeps a small reserve so that removal works on a full disk)")
     if "readonly" in text or "read-only" in text:
         return ReadOnlyMemoryError(f"memory at {directory} is read-only: cannot {what}")
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":  # at once, not after a wait
+        return MemoryBusyError(f"memory at {directory} changed under a read still open on this connection while "
+                               f"{what}; {undone}: try again")
     if "locked" in text or "busy" in text:
         return MemoryBusyError(f"memory at {directory} is busy: another process held it for {BUSY_SECONDS} s "
                                f"while {what}; try again when it is idle")
