@@ -81,12 +81,9 @@ class Ingestor:
                     [f for f, _ in files], self.encoder, batch_size or self.encoder.batch_size,
                     lookup_hashes=lookup, thumbnails=True, max_pixels=max_pixels):
                 report.skipped += skipped
-                done = self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
-                                           lambda p: source_of[id(p.file)], allow_duplicates=allow_duplicates,
-                                           meta=meta)
-                report.merge(done)
-                if on_commit and done.added:
-                    on_commit(done.added)
+                self.commit_encoded(prepared, encode_prepared(self.encoder, prepared),
+                                    lambda p: source_of[id(p.file)], report, allow_duplicates=allow_duplicates,
+                                    meta=meta, on_commit=on_commit)
                 if progress:
                     progress(len(chunk))
         return report
@@ -104,11 +101,16 @@ class Ingestor:
         return files
 
     def commit_encoded(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
-                       source_of: Callable[[PreparedImage], str], *, allow_duplicates: bool = False,
-                       meta: Mapping[str, Any] | None = None) -> AddReport:
+                       source_of: Callable[[PreparedImage], str], report: AddReport, *,
+                       allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None,
+                       on_commit: Callable[[list[int]], None] | None = None) -> None:
         """Commit image files prepared and encoded (here, or on a Ray cluster) in one
-        transaction; `vectors` has a row per prepared image that carries no `known_as`."""
-        return self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
+        transaction, into `report`, and tell `on_commit` the new ids; `vectors` has a row
+        per prepared image that carries no `known_as`."""
+        done = self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
+        report.merge(done)
+        if on_commit and done.added:
+            on_commit(done.added)
 
     def add_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
                   allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:

@@ -196,11 +196,8 @@ def _pass_one(ray: Any, ingestor: Ingestor, files: Sequence[tuple[ImageFile, str
         known = [r for r in good if r["hash"] in held]
         if known:
             prepared = [PreparedImage(_file(r), r["hash"], known_as=held[r["hash"]]) for r in known]
-            done = ingestor.commit_encoded(prepared, np.empty((0, ingestor.encoder.dim), np.float32),
-                                           _source_of(known), allow_duplicates=allow_duplicates, meta=meta)
-            report.merge(done)
-            if on_commit and done.added:
-                on_commit(done.added)
+            ingestor.commit_encoded(prepared, np.empty((0, ingestor.encoder.dim), np.float32), _source_of(known),
+                                    report, allow_duplicates=allow_duplicates, meta=meta, on_commit=on_commit)
         fresh += [r for r in good if r["hash"] not in held]
         if progress:
             progress(len(bad) + len(known))
@@ -229,11 +226,8 @@ def _pass_two(ray: Any, ingestor: Ingestor, fresh: list[dict[str, str]], plan: R
         prepared = [PreparedImage(_file(r), r["hash"], thumbnail=r["thumbnail"] or None,
                                   size=(int(r["width"]), int(r["height"]))) for r in good]
         vectors = np.asarray([r["vector"] for r in good], dtype=np.float32).reshape(len(good), encoder.dim)
-        done = ingestor.commit_encoded(prepared, vectors, _source_of(good), allow_duplicates=allow_duplicates,
-                                       meta=meta)
-        report.merge(done)
-        if on_commit and done.added:
-            on_commit(done.added)
+        ingestor.commit_encoded(prepared, vectors, _source_of(good), report, allow_duplicates=allow_duplicates,
+                                meta=meta, on_commit=on_commit)
         if progress:
             progress(len(rows))
 
