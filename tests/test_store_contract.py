@@ -152,6 +152,7 @@ def test_duplicates_are_refused_by_the_store(location):
     store.delete(first.ids + again.ids + copy.ids)
     assert store.known_hashes(["h1", "h2", "h3"]) == {} and len(store) == 0
     assert len(store.insert([item(0, "h1")]).ids) == 1  # gone content can come back
+    memory.close()  # before the fixture drops its collection
 
 
 def test_images_keep_thumbnails_and_are_recognised_by_content(location, tmp_path):
@@ -169,6 +170,7 @@ def test_images_keep_thumbnails_and_are_recognised_by_content(location, tmp_path
     assert len(memory.add_images([tmp_path / "cup.png"], label="cup").added) == 1
     decision = memory.classify([tmp_path / "cat.jpg"], k=1)[0]
     assert decision.neighbors[0].id == report.added[1] and decision.neighbors[0].distance == pytest.approx(0, abs=1e-5)
+    memory.close()
 
 
 def test_a_second_handle_sees_the_first_ones_edits(location):
