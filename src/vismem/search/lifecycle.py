@@ -108,13 +108,15 @@ class ManagedIndex:
             self.tuner.start(index, meta.get("fresh"))
             replayed = self.sync(until)
             expected = ascending_ids(items)
-            if until is not None and not self._holds(expected, until):
+            held = self._holds(expected, until)
+            if not held and until is not None:
                 # An item that others added and then removed (and purged) since the
                 # caller read `items` has no vector left to replay, or the saved index is
                 # newer than `items`: the index goes on to the newest edit, and the caller's
                 # catalog follows it (to `seq`) instead of the index being rebuilt.
                 replayed += self.sync()
-            if not self._holds(expected, until):
+                held = self._holds(expected, until)
+            if not held:
                 raise IndexFileError("its items differ from the store's")
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)
