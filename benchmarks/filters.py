@@ -35,8 +35,10 @@ from vismem.store import Filter
 
 
 def clustered(n: int, dim: int, seed: int, centres: int = 1000) -> np.ndarray:
+    """n unit vectors around the same `centres` cluster centres for every seed: the
+    queries (another seed) lie among the memory's items, as a photo of a known class does."""
+    centre = np.random.default_rng(0).standard_normal((centres, dim)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centre = rng.standard_normal((centres, dim)).astype(np.float32)
     x = centre[rng.integers(0, centres, n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
