@@ -99,9 +99,9 @@ class ExactIndex(VectorIndex):
             want = min(k, within.count)
             if want == 0:
                 sims, rows = _nothing(queries)
-            elif within.exact is not None:
+            elif within.ids is not None:  # a small selection: exact search over a copy of it
                 sims, found = flat_search(within.exact, queries, want)
-                rows = within.all_rows()[found]
+                return pad_result(sims, within.ids.take(found), k)
             else:
                 if within.params is None:
                     within.params = selected(within.selector)
@@ -111,7 +111,7 @@ class ExactIndex(VectorIndex):
 
     def _restrict(self, selection: Selection) -> Restriction:
         allowed = np.isin(self._ids[: len(self)], selection.ids, invert=selection.exclude)
-        return restriction(allowed, self.dim, lambda rows: self._matrix()[rows])
+        return restriction(allowed, self.dim, lambda rows: (self._ids[rows], self._matrix()[rows]))
 
 
 def _nothing(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,13 +39,14 @@ class Restriction:
     """What a search within some rows needs, derived once per selection.
 
     Either `exact` (a FAISS flat index over the vectors of a small selection, whose
-    `rows` it maps back to) or `bits`, a bitmap over all rows that `selector` (a FAISS
+    result i is item `ids[i]`) or `bits`, a bitmap over all rows that `selector` (a FAISS
     ID selector) reads, with the index's search `params` built for `params_for`.
     """
 
     count: int                      # allowed rows
-    rows: np.ndarray | None = None
+    rows: np.ndarray | None = None  # of `bits`, listed when a search needs them (all_rows)
     exact: Any = None
+    ids: np.ndarray | None = None
     bits: np.ndarray | None = None
     selector: Any = None
     params: Any = None
@@ -59,17 +60,20 @@ class Restriction:
 
 
 def restriction(allowed: np.ndarray, dim: int,
-                vectors_of: Callable[[np.ndarray], np.ndarray] | None) -> Restriction:
+                subset_of: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None) -> Restriction:
     """The restriction to the rows where `allowed` (bool, one per row) holds: an exact
-    copy of their vectors (`vectors_of(rows)`) when few, else a bitmap selector (always,
-    without `vectors_of`: "every live row" is searched as the index searches)."""
+    copy of their vectors when few (`subset_of(rows)` gives their ids and vectors), else a
+    bitmap selector (always, without `subset_of`: "every live row" is searched as the
+    index searches)."""
     count = int(allowed.sum())
-    if vectors_of is not None and exact_is_cheaper(count, len(allowed), dim):
+    if subset_of is not None and exact_is_cheaper(count, len(allowed), dim):
         rows = np.flatnonzero(allowed)
-        exact = faiss.IndexFlatIP(dim)
+        exact, ids = faiss.IndexFlatIP(dim), np.empty(0, np.int64)
         if count:
-            exact.add(np.ascontiguousarray(vectors_of(rows), dtype=np.float32))
-        return Restriction(count, rows=rows, exact=exact)
+            ids, vectors = subset_of(rows)
+            exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        # the ids kept beside the copy: a search names its results with one gather
+        return Restriction(count, exact=exact, ids=np.ascontiguousarray(ids, dtype=np.int64))
     bits = np.packbits(allowed, bitorder="little")
     return Restriction(count, bits=bits,
                        selector=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits)))

@@ -254,9 +254,10 @@ class RowIndex(VectorIndex):
         if within is None:
             sims, rows = (self._search_plain(queries, want) if not self.exhaustive
                           else flat_search(self._storage(), queries, want))
-        elif within.exact is not None:  # a small selection: exact search over its vectors
+        elif within.ids is not None:  # a small selection: exact search over a copy of it
             sims, found = flat_search(within.exact, queries, want)
-            rows = within.all_rows()[found]  # want <= count: every slot is found
+            ids = within.ids.take(found)  # want <= count: every slot is found
+            return SearchResult(sims, ids) if want == k else pad_result(sims, ids, k)
         elif self.exhaustive:
             if within.params_for != EXHAUSTIVE:
                 within.params, within.params_for = selected(within.selector), EXHAUSTIVE
@@ -297,7 +298,10 @@ class RowIndex(VectorIndex):
             allowed[self._rows_of(selection.ids)] = True
         # every live row (some are dead) is searched as an unrestricted search would be,
         # so that what recall measures is what searches get once the dead rows are gone
-        return restriction(allowed, self.dim, self._vectors if selection is not None else None)
+        return restriction(allowed, self.dim, self._subset if selection is not None else None)
+
+    def _subset(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._row_ids.of_rows(rows), self._vectors(rows)
 
     def search_exact(self, queries: np.ndarray, k: int) -> SearchResult:
         """k nearest live ids by exact search over the stored vectors, whatever the effort."""
