@@ -4,6 +4,12 @@ records it, adding does not refit it, purging removed items it was fitted on ref
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pytest
@@ -13,6 +19,8 @@ from vismem import Memory
 from vismem.decide import VoteParams
 from vismem.errors import InvalidInputError
 from vismem.evaluation.engine import ArrayMemory
+from vismem.search import saved
+from vismem.search.lifecycle import RebuiltElsewhere
 from vismem.transform import TransformSpec, fit_transform
 
 WHITEN = TransformSpec("whiten", components=24, shrinkage=0.1, power=0.5)
@@ -63,6 +71,110 @@ def test_another_open_memory_follows_a_refit_and_later_adds(tmp_path, offset_dig
             writer.add_vectors(x[500:600], y[500:600])
             assert nearest(reader, x[650]) == nearest(writer, x[650])
             assert reader.transform.fingerprint == fitted.fingerprint and len(reader) == 600
+
+
+def test_a_memory_opened_during_a_refit_waits_for_the_new_index(tmp_path, offset_digits, caplog):
+    """A second process opening the memory while the first fits a transform and rebuilds
+    the index through it waits for that index, instead of building one of its own (through
+    the old transform, as its settings still said, or the new)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        memory.add_vectors(x[:600], y[:600])
+    fitting, go = threading.Event(), threading.Event()
+
+    def pause(_done: int) -> None:  # the first progress report comes while fitting, before any commit
+        if not fitting.is_set():
+            fitting.set()
+            go.wait(60)
+
+    def refit() -> str:
+        with Memory.open(path) as writer:
+            return writer.set_transform(WHITEN, progress=pause).fingerprint
+
+    def open_meanwhile() -> tuple[str, list[int]]:
+        with Memory.open(path) as reader:  # a Memory of its own: its own connection and locks
+            return reader.transform.fingerprint, nearest(reader, x[650])
+
+    with caplog.at_level(logging.INFO, logger="vismem"), ThreadPoolExecutor(2) as pool:
+        try:
+            refitted = pool.submit(refit)
+            assert fitting.wait(60)
+            opened = pool.submit(open_meanwhile)
+            done, _ = wait([opened], timeout=1.0)
+            assert not done  # it waits: opening a 600-item memory takes far less
+        finally:
+            go.set()
+        fingerprint, hits = opened.result(timeout=60)
+        assert refitted.result(timeout=60) == fingerprint  # it read the new settings...
+    assert f"another process (pid {os.getpid()}) is rebuilding the index; waiting for it" in caplog.text
+    assert "saved index unusable" not in caplog.text  # ...and loaded the new index: nobody rebuilt at open
+    with Memory.open(path) as memory:
+        assert hits == nearest(memory, x[650])
+
+
+REFIT_AND_HANG = """
+import sys, time
+from vismem import Memory
+from vismem.transform import TransformSpec
+
+def hang(_done):
+    print("fitting", flush=True)
+    time.sleep(600)
+
+Memory.open(sys.argv[1]).set_transform(TransformSpec("center"), progress=hang)
+"""
+
+
+def test_a_refit_killed_midway_lets_a_waiting_open_go_on(tmp_path, offset_digits):
+    """kill -9 of the process that refits: the lock it held goes with it, and a memory
+    waiting to open opens as the store says (the new transform was never committed)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        memory.add_vectors(x[:300], y[:300])
+        before = nearest(memory, x[400])
+    refitting = subprocess.Popen([sys.executable, "-c", REFIT_AND_HANG, str(path)], stdout=subprocess.PIPE,
+                                 text=True)
+    try:
+        assert refitting.stdout is not None and refitting.stdout.readline() == "fitting\n"
+        with ThreadPoolExecutor(1) as pool:
+            opened = pool.submit(lambda: Memory.open(path))
+            done, _ = wait([opened], timeout=1.0)
+            assert not done  # waiting for the refit
+            refitting.kill()
+            with opened.result(timeout=60) as memory:
+                assert memory.transform.is_identity and nearest(memory, x[400]) == before
+    finally:
+        refitting.kill()
+        refitting.wait()
+
+
+def test_an_open_that_finds_the_index_gone_while_another_process_rebuilds_it_waits(tmp_path, offset_digits):
+    """The saved index was dropped by a rebuild that began after this open read its
+    settings: the open waits for the rebuild, then has them read again (`_load` does)."""
+    x, y = offset_digits
+    with Memory.create(tmp_path / "m", encoder=None, dim=64, index="hnsw") as memory:
+        memory.add_vectors(x[:300], y[:300])
+        index = memory.store._index
+        shutil.rmtree(index.directory)  # as the rebuild drops it
+        building, finish = threading.Event(), threading.Event()
+
+        def rebuild_elsewhere() -> None:  # another process, as far as the lock can tell
+            with saved.building(index.directory):
+                building.set()
+                finish.wait(60)
+
+        with ThreadPoolExecutor(1) as pool:
+            builder = pool.submit(rebuild_elsewhere)
+            assert building.wait(60)
+            threading.Timer(0.5, finish.set).start()
+            with pytest.raises(RebuiltElsewhere, match="no saved index"):
+                index.open(memory.ids(), until=memory.store.last_edit())
+            assert finish.is_set()  # it waited for the rebuild to end
+            builder.result(timeout=60)
+        index.open(memory.ids(), until=memory.store.last_edit())  # nobody rebuilding: it rebuilds
+        assert len(index.index) == 300 and nearest(memory, x[5])[0] == memory.ids()[5]
 
 
 def test_saved_index_records_the_transform_and_adding_does_not_refit(tmp_path, offset_digits, caplog):

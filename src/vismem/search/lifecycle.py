@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,11 @@ REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 
 log = logging.getLogger("vismem")
 
 
+class RebuiltElsewhere(Exception):
+    """The saved index was unusable because another process was rebuilding it, through
+    settings it committed after the caller read them: read them again and open anew."""
+
+
 class ManagedIndex:
     """The search index of one memory, kept in step with its store.
 
@@ -54,6 +60,7 @@ class ManagedIndex:
         self.seq = 0
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
+        self._building = False  # within `rebuilding`
 
     @property
     def directory(self) -> Path:
@@ -121,11 +128,36 @@ class ManagedIndex:
             if replayed:
                 log.info("index of %s caught up %d edits", self.store.path, replayed)
         except IndexFileError as exc:
+            if self.wait_for_rebuild():
+                raise RebuiltElsewhere(str(exc)) from exc
             if items or self.directory.exists():
                 log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
                             kind, self.store.path, exc)
             self._rebuild(kind, items)
             self._save()
+
+    @contextmanager
+    def rebuilding(self) -> Iterator[None]:
+        """Hold around committing a change the index must be rebuilt for (a feature
+        transform, an index setting) and the rebuild: a process that opens the memory
+        meanwhile waits for the new index instead of building one of its own. Nested, it
+        holds nothing more (a second flock of this process would wait for its first)."""
+        if self._building:
+            yield
+            return
+        with saved.building(self.directory):
+            self._building = True
+            try:
+                yield
+            finally:
+                self._building = False
+
+    def wait_for_rebuild(self) -> bool:
+        """Wait while another process rebuilds the saved index; True if it did. Not inside
+        a transaction of the store, which that process may be waiting to write through."""
+        if self._building or self.store.in_transaction:
+            return False
+        return saved.wait_for_build(self.directory)
 
     def _holds(self, items: np.ndarray, at: int | None) -> bool:
         """Whether the index holds exactly `items` (ascending: the store's items at edit

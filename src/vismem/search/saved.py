@@ -14,13 +14,19 @@ process's layout may be scrubbed.
 
 Several processes may open one memory: `locked` keeps their saves, scrubs and loads of
 the files from interleaving (an exclusive or shared `flock` on MEMDIR/index.lock, a file of
-its own: never a POSIX lock on SQLite's files, see store/wal.py).
+its own: never a POSIX lock on SQLite's files, see store/wal.py). A process that drops the
+saved index to build another (a new feature transform or index setting) holds
+MEMDIR/index.build.lock from before it commits that change until the new one is saved
+(`building`), so that a process opening the memory meanwhile waits for it
+(`wait_for_build`) instead of building one of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import uuid
 import zlib
@@ -35,6 +41,8 @@ try:
     import fcntl
 except ImportError:  # not POSIX: saves are not guarded against other processes
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("vismem")
 
 META = "meta.json"
 FILES_FORMAT = 1
@@ -108,25 +116,76 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold the saved index in `directory` against other processes' saves and scrubs
     (`shared`: for reading). Where the lock file cannot be made (read-only media, where
     nobody writes; a full disk, where a removal must still go through), nothing is held."""
-    path = directory.with_name(directory.name + ".lock")
-    fd = -1
-    if fcntl is not None:
-        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
-            try:
-                fd = os.open(path, flags, 0o644)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSPC,
-                                     errno.EDQUOT):
-                    raise
-    if fd < 0:
+    with _flocked(directory.with_name(directory.name + ".lock"), shared=shared):
         yield
+
+
+@contextmanager
+def building(directory: Path) -> Iterator[None]:
+    """Held while this process replaces the saved index in `directory` with one it builds
+    (see the module's docstring); what `locked` says of the lock file holds here too. The
+    file names this process, for those who wait."""
+    with _flocked(_build_lock(directory), shared=False) as fd:
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+
+
+def wait_for_build(directory: Path) -> bool:
+    """If another process is building the saved index in `directory`, wait until it is
+    done; True if it waited. Never call it while holding what that process may wait for
+    (an SQLite write or read transaction), nor from inside `building`."""
+    fd = _lock_fd(_build_lock(directory), create=False)
+    if fd < 0:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            pass
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it",
+                    directory.parent, holder)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _build_lock(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".build.lock")
+
+
+@contextmanager
+def _flocked(path: Path, *, shared: bool) -> Iterator[int]:
+    """The descriptor of lock file `path`, flocked; -1 (nothing held) where there is none."""
+    fd = _lock_fd(path, create=True)
+    if fd < 0:
+        yield fd
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        yield fd
     finally:
         os.close(fd)  # releases the flock (a lock of this open file only)
+
+
+def _lock_fd(path: Path, *, create: bool) -> int:
+    """A descriptor of lock file `path` (made if `create`), or -1 where there is none to
+    be had: no flock (not POSIX), read-only media, no such file, a full disk."""
+    if fcntl is None:
+        return -1
+    for flags in ((os.O_RDWR | os.O_CREAT, os.O_RDONLY) if create else (os.O_RDONLY,)):
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSPC,
+                                 errno.EDQUOT):
+                raise
+    return -1
 
 
 def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..search.base import SearchResult
-from ..search.lifecycle import ManagedIndex
+from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
@@ -98,19 +98,26 @@ class EmbeddedStore:
 
     def _load(self) -> None:
         """(Re)load settings, the catalog and the index from the database."""
-        self._seen = self.db.data_version()
-        # One state of the database: an edit another process commits meanwhile lands after
-        # `_seq` and is replayed at the next catch-up, never read twice.
-        with self.db.snapshot():
-            self._reload_config()
-            self._seq = self.db.last_edit()
-            catalog = Catalog(self.db)
-            rows = list(self.db.item_rows())
-            catalog.add([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
-            catalog.set_prune_counts(self.db.all_prune_counts())
-            catalog.relabelled = self.db.relabels()
-        self.catalog = catalog
-        self._index.open(self._live(), until=self._seq)
+        self._index.wait_for_rebuild()  # another process rebuilding the index: read what it commits
+        while True:
+            self._seen = self.db.data_version()
+            # One state of the database: an edit another process commits meanwhile lands
+            # after `_seq` and is replayed at the next catch-up, never read twice.
+            with self.db.snapshot():
+                self._reload_config()
+                self._seq = self.db.last_edit()
+                catalog = Catalog(self.db)
+                rows = list(self.db.item_rows())
+                catalog.add([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                            [r[3] for r in rows])
+                catalog.set_prune_counts(self.db.all_prune_counts())
+                catalog.relabelled = self.db.relabels()
+            self.catalog = catalog
+            try:
+                self._index.open(self._live(), until=self._seq)
+                break
+            except RebuiltElsewhere:  # began after the wait above: it is done now
+                continue
         self._replay(until=self._index.seq)  # a rebuilt index holds a later state: the catalog follows
 
     def _replay(self, until: int | None = None) -> None:
@@ -192,7 +199,8 @@ class EmbeddedStore:
             log.warning("%s: refitting the %s feature transform on the %d items left (it was fitted on %d items "
                         "since removed) and rebuilding the index", self.path, self._transform.spec.name,
                         len(self.catalog), len(removed))
-            self._fit_transform(self._settings.transform)
+            with self._index.rebuilding():
+                self._fit_transform(self._settings.transform)
 
     def _live(self) -> _LiveIds:
         return _LiveIds(self.catalog)
@@ -215,6 +223,10 @@ class EmbeddedStore:
 
     def snapshot(self) -> contextlib.AbstractContextManager[None]:
         return self.db.snapshot()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
 
     def edits_since(self, seq: int, until: int | None = None) -> Iterator[tuple[int, str, list[int]]]:
         return self.db.edits_since(seq, until)
@@ -245,14 +257,18 @@ class EmbeddedStore:
         """Store new settings; a changed index setting rebuilds the index (measured, saved);
         a changed transform is fitted on the items, then the index is rebuilt through it."""
         old = self._settings
-        self.db.set_config({"settings": settings.to_dict()})
-        self._settings = settings
-        if old.transform != settings.transform:
-            log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
-                        self.path, settings.transform.name, len(self.catalog))
-            self._fit_transform(settings.transform, progress)
-        elif any(getattr(old, name) != getattr(settings, name) for name in INDEX_SETTINGS):
-            self._index.rebuild(self._live())
+        refit = old.transform != settings.transform
+        rebuild = refit or any(getattr(old, name) != getattr(settings, name) for name in INDEX_SETTINGS)
+        # other processes that open meanwhile wait for the rebuilt index (rather than build their own)
+        with self._index.rebuilding() if rebuild else contextlib.nullcontext():
+            self.db.set_config({"settings": settings.to_dict()})
+            self._settings = settings
+            if refit:
+                log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
+                            self.path, settings.transform.name, len(self.catalog))
+                self._fit_transform(settings.transform, progress)
+            elif rebuild:
+                self._index.rebuild(self._live())
 
     # ---- writes ----------------------------------------------------------------------
 

@@ -190,6 +190,11 @@ class Database:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
         self.written_seq = int(cursor.lastrowid or 0)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this connection holds a transaction open (a write, or a snapshot)."""
+        return self._db.in_transaction
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one state of the database, whatever other processes commit
