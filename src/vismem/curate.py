@@ -64,7 +64,7 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
     home that searches vectors as stored)."""
     data = memory_arrays(memory, voting_only=True, searched=False)
     if transforms is None:
-        transforms = TRANSFORM_CANDIDATES if memory.store.capabilities.feature_transforms else [TransformSpec()]
+        transforms = TRANSFORM_CANDIDATES if memory.capabilities.feature_transforms else [TransformSpec()]
     result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
                   transforms=transforms)
     if save:

@@ -35,7 +35,7 @@ from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
-from .store import Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
+from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -244,6 +244,12 @@ class Memory:
     def quality(self) -> Any:
         """Recall and intrinsic dimension last measured on the memory's search index."""
         return self.store.quality()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the memory's home can do beyond the core (thumbnails, a verifiable purge,
+        local files, feature transforms)."""
+        return self.store.capabilities
 
     def __len__(self) -> int:
         self._catch_up()
@@ -834,7 +840,7 @@ class Memory:
         done). Adding items later does not refit it; purging removed items it was fitted on
         does. The abstention threshold was measured in the old space: calibrate again."""
         spec = TransformSpec(spec) if isinstance(spec, str) else spec
-        if spec != TransformSpec() and not self.store.capabilities.feature_transforms:
+        if spec != TransformSpec() and not self.capabilities.feature_transforms:
             raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
                                     "stored: its only transform is none")
         new = self.settings.replace(transform=spec)

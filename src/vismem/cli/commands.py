@@ -323,7 +323,7 @@ def remove(
     if sum(x is not None and x != [] for x in (ids, label, source, meta)) != 1:
         raise InvalidInputError("give exactly one of --id, --label, --source, --where")
     with _open(memdir) as memory:
-        if verify and not memory.store.capabilities.local_files:
+        if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
                                     "on a Milvus server, which this cannot inspect: there, removed items leave "
                                     "search at once, and their bytes leave the server's files only when it "
@@ -338,7 +338,7 @@ def remove(
         found, files, scanned = find_remnants(memdir, prints)
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found]}
-    purged = memory.store.capabilities.verifiable_purge
+    purged = memory.capabilities.verifiable_purge
     if not purged:
         report["purge"] = "requested"  # a server compacts and garbage-collects in its own time
     if json_out:
