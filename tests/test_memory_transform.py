@@ -1,6 +1,7 @@
 """A feature transform in a real memory on disk: searches go through it, the saved index
-records it, adding does not refit it, purging removed items it was fitted on refits it
-(nothing of them stays), calibration is tied to it, and `vismem tune` chooses it."""
+records it, another process opening during a refit waits for the index built through it,
+adding does not refit it, purging removed items it was fitted on refits it (nothing of
+them stays), calibration is tied to it, and `vismem tune` chooses it."""
 
 import json
 import logging
