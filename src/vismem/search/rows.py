@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from . import saved
-from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result
+from .base import EXHAUSTIVE, SearchResult, Selection, VectorIndex, pad_result, padded
 from .calls import byte_view, faiss_search, flat_search, reserve_bytes, selected
 from .restrict import Restriction, Restrictions, restriction
 from .row_ids import RowIds
@@ -33,12 +33,6 @@ COMPACT_FRACTION = 0.2   # compact when more than this share of rows are dead
 _LIVE = ("live rows",)   # the cache key of "every live row", when some rows are dead
 # Adds at least this large hand freed heap back to the OS afterwards (see release_freed_memory).
 RELEASE_AFTER_ROWS = 1024
-
-
-def _padded(rows: np.ndarray) -> bool:
-    """Whether FAISS left a slot empty (-1) in some row: it puts them last in a row. A
-    numpy min costs ~3 us after a search, so a single query reads its last entry alone."""
-    return rows.item(-1) < 0 if len(rows) == 1 else bool(rows[:, -1].min() < 0)
 
 
 class RowIndex(VectorIndex):
@@ -244,7 +238,7 @@ class RowIndex(VectorIndex):
             # each numpy call here ~1 us): no filter, no removed rows, enough items.
             sims, rows = (self._search_plain(queries, k) if not self.exhaustive
                           else flat_search(self._storage(), queries, k))
-            if not _padded(rows):
+            if not padded(rows):
                 return SearchResult(sims, self._row_ids.of_rows(rows))
         within = self._restriction(allowed_ids)
         want = min(k, self._n_live if within is None else within.count)
@@ -268,7 +262,7 @@ class RowIndex(VectorIndex):
                                                         within.count / n)
                 within.params_for = (self._tuned_effort(), want)
             sims, rows = faiss_search(self._restricted_index(), queries, want, within.params)
-        if _padded(rows):
+        if padded(rows):
             # a walk that found too few (FAISS pads a row with -1): refill such rows exactly
             short = np.flatnonzero(rows[:, -1] < 0)
             pool = within.all_rows() if within is not None else np.flatnonzero(self._live[:n])
