@@ -22,14 +22,13 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from vismem import Memory
-from vismem.memory import Hit
+from vismem.memory import _distance, _hit  # how the facade makes its Hits
 from vismem.prune import PruneSettings
 from vismem.store import Filter
 
@@ -73,7 +72,6 @@ def least_python(memory: Memory, target, params, k: int) -> Callable:
     make the `Hit`s. No input checks, freshness check, filter or cache lookups: a floor
     that no layering can beat, measured to show how much of our cost is above it."""
     row_ids = memory.store._index.index._row_ids
-    hit = partial(tuple.__new__, Hit)  # a named tuple made without its Python __new__
     catalog = memory.store.catalog
 
     def call(q: np.ndarray) -> list:
@@ -82,8 +80,8 @@ def least_python(memory: Memory, target, params, k: int) -> Callable:
         target.search_c(1, faiss.swig_ptr(q), k, faiss.swig_ptr(sims), faiss.swig_ptr(rows), params)
         ids = row_ids.of_rows(rows[0])
         labels, sources = catalog.names(ids)
-        return [list(map(hit, zip(ids.tolist(), labels.tolist(), sources.tolist(),
-                                  (1.0 - s for s in sims[0].tolist()), strict=True)))]
+        return [list(map(_hit, zip(ids.tolist(), labels.tolist(), sources.tolist(),
+                                   map(_distance, sims[0].tolist()), strict=True)))]
     return call
 
 
