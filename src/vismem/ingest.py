@@ -1,4 +1,5 @@
-"""Ingestion: image files, uploaded bytes or PIL images -> new items in a store.
+"""Ingestion: image files, uploaded bytes or PIL images -> new items in a store (or,
+for a query, vectors only: `Ingestor.embed`).
 
     files / bytes / PIL --prepare (read, hash, decode)--> encode --> NewItem --> store.insert
 
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
-from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_in_batches
+from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images, upright_rgb
 from .store import NewItem, Store, check_label, check_meta_key
 
 Progress = Callable[[int], None]
@@ -61,6 +63,57 @@ class Ingestor:
         self.store = store
         self.encoder = encoder
         self._commit = commit
+
+    def embed(self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+              progress: Progress | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
+        """Vectors for image paths or PIL images, adding nothing: (vectors, positions kept,
+        skipped). Content already in the store reuses its stored vector, as an add does."""
+        encoder = self.encoder
+        vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
+        kept: list[int] = []
+        skipped: list[Skipped] = []
+        pil: list[tuple[int, Image.Image]] = []
+        for i, image in enumerate(images):
+            if isinstance(image, Image.Image):
+                try:
+                    pil.append((i, upright_rgb(image)))
+                except ImageReadError as exc:  # a mode that cannot be shown faithfully
+                    skipped.append(Skipped(f"image {i}", str(exc)))
+        if pil:
+            vectors[[i for i, _ in pil]] = encoder.encode([im for _, im in pil])
+            kept += [i for i, _ in pil]
+        on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
+        position = {id(f): i for i, f in on_disk}
+        with self.store.hash_lookup() as lookup:  # asked from the pipeline's thread
+            batches = prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
+                                         lookup_hashes=lookup, max_pixels=max_pixels)
+            for chunk, prepared, bad in batches:
+                skipped += bad
+                fresh = iter(encode_prepared(encoder, prepared))
+                reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
+                stored: dict[int, np.ndarray] = {}
+                if reuse:
+                    found, rows = self.store.vectors(reuse)
+                    stored = dict(zip(found.tolist(), rows, strict=True))
+                for p in prepared:
+                    i = position[id(p.file)]
+                    if p.known_as is None:
+                        vectors[i] = next(fresh)
+                    elif p.known_as in stored:
+                        vectors[i] = stored[p.known_as]
+                    else:  # removed since the lookup: read and encode it after all
+                        redone, more = prepare_files([p.file], encoder, max_pixels=max_pixels)
+                        skipped += more
+                        if not redone:
+                            continue
+                        vectors[i] = encode_prepared(encoder, redone)[0]
+                    kept.append(i)
+                if progress:
+                    progress(len(chunk))
+        kept.sort()
+        order = {str(p): i for i, p in enumerate(images) if not isinstance(p, Image.Image)}
+        skipped.sort(key=lambda s: order.get(s.path, len(images)))
+        return vectors[kept], kept, skipped
 
     def add_files(self, paths: Sequence[str | Path], *, label: str | None = None, source: str | None = None,
                   batch_size: int | None = None, allow_duplicates: bool = False,

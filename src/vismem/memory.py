@@ -26,17 +26,17 @@ from .calibrate import Calibration, changed_fraction, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
-from .embed import PreparedImage, encode_prepared, prepare_files, prepare_in_batches
+from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, upright_rgb
+from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .search.base import padded
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
-from .transform import FeatureTransform, TransformSpec
 from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
+from .transform import FeatureTransform, TransformSpec
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -338,8 +338,9 @@ class Memory:
                 f"memory at {self.location} is read-only (read-only media or permissions): it can be "
                 "searched and classified, not changed")
 
-    def _ingestor(self, encoder: Encoder | None = None) -> Ingestor:
-        self.check_writable()
+    def _ingestor(self, encoder: Encoder | None = None, *, writing: bool = True) -> Ingestor:
+        if writing:
+            self.check_writable()
         def commit(items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
             return self._commit(lambda store: store.insert(items, allow_duplicates=allow_duplicates), added=True)
 
@@ -491,52 +492,7 @@ class Memory:
         """
         encoder = self.encoder
         self._catch_up()
-        vectors = np.empty((len(images), self.dim), dtype=np.float32)
-        kept: list[int] = []
-        skipped: list[Skipped] = []
-        pil: list[tuple[int, Image.Image]] = []
-        for i, image in enumerate(images):
-            if isinstance(image, Image.Image):
-                try:
-                    pil.append((i, upright_rgb(image)))
-                except ImageReadError as exc:  # a mode that cannot be shown faithfully
-                    skipped.append(Skipped(f"image {i}", str(exc)))
-        if pil:
-            vectors[[i for i, _ in pil]] = encoder.encode([im for _, im in pil])
-            kept += [i for i, _ in pil]
-        on_disk = [(i, ImageFile(Path(p), None)) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
-        position = {id(f): i for i, f in on_disk}
-        with self.store.hash_lookup() as lookup:  # asked from the pipeline's thread
-            batches = prepare_in_batches([f for _, f in on_disk], encoder, encoder.batch_size,
-                                         lookup_hashes=lookup, max_pixels=max_pixels)
-            for chunk, prepared, bad in batches:
-                skipped += bad
-                fresh = iter(encode_prepared(encoder, prepared))
-                reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
-                stored = dict(zip(*self._stored_vectors(reuse), strict=True)) if reuse else {}
-                for p in prepared:
-                    i = position[id(p.file)]
-                    if p.known_as is None:
-                        vectors[i] = next(fresh)
-                    elif p.known_as in stored:
-                        vectors[i] = stored[p.known_as]
-                    else:  # removed since the lookup: read and encode it after all
-                        redone, more = prepare_files([p.file], encoder, max_pixels=max_pixels)
-                        skipped += more
-                        if not redone:
-                            continue
-                        vectors[i] = encode_prepared(encoder, redone)[0]
-                    kept.append(i)
-                if progress:
-                    progress(len(chunk))
-        kept.sort()
-        order = {str(p): i for i, p in enumerate(images) if not isinstance(p, Image.Image)}
-        skipped.sort(key=lambda s: order.get(s.path, len(images)))
-        return vectors[kept], kept, skipped
-
-    def _stored_vectors(self, ids: list[int]) -> tuple[list[int], np.ndarray]:
-        found, vectors = self.store.vectors(ids)
-        return found.tolist(), vectors
+        return self._ingestor(encoder, writing=False).embed(images, max_pixels=max_pixels, progress=progress)
 
     def search(
         self,
