@@ -114,6 +114,52 @@ def test_a_memory_opened_during_a_refit_waits_for_the_new_index(tmp_path, offset
         assert hits == nearest(memory, x[650])
 
 
+def test_a_write_that_finds_a_rebuild_underway_lets_go_of_its_lock_and_waits(tmp_path, offset_digits, caplog):
+    """A memory that catches up only inside its writes (a server's, `auto_refresh` off)
+    writes while another process rebuilds the index through a transform it just committed.
+    The write lets go of SQLite's write lock, which the rebuild needs to record its
+    measurements, waits for the new index instead of building one of its own, then writes."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        memory.add_vectors(x[:600], y[:600])
+    rebuilding, go = threading.Event(), threading.Event()
+    reports = []
+
+    def pause(_done: int) -> None:  # one report while fitting; the next while the index is built
+        reports.append(_done)
+        if len(reports) == 2:
+            rebuilding.set()
+            go.wait(60)
+
+    def refit() -> str:
+        with Memory.open(path) as refitter:
+            return refitter.set_transform(WHITEN, progress=pause).fingerprint
+
+    writer = Memory.open(path)
+    writer.auto_refresh = False
+    try:
+        with caplog.at_level(logging.INFO, logger="vismem"), ThreadPoolExecutor(2) as pool:
+            try:
+                refitted = pool.submit(refit)
+                assert rebuilding.wait(60)
+                added = pool.submit(writer.add_vectors, x[600:610], y[600:610])
+                done, _ = wait([added], timeout=1.0)
+                assert not done  # it waits: adding 10 items (or rebuilding 600) takes far less
+            finally:
+                go.set()
+            new_ids = added.result(timeout=60)
+            fingerprint = refitted.result(timeout=60)
+        assert f"another process (pid {os.getpid()}) is rebuilding the index; waiting for it" in caplog.text
+        assert "saved index unusable" not in caplog.text  # nobody rebuilt: the writer loaded the new index
+        assert writer.transform.fingerprint == fingerprint and len(new_ids) == 10
+        assert nearest(writer, x[605])[0] == new_ids[5]
+        with Memory.open(path) as fresh:
+            assert len(fresh) == 610 and nearest(fresh, x[650]) == nearest(writer, x[650])
+    finally:
+        writer.close()
+
+
 REFIT_AND_HANG = """
 import sys, time
 from vismem import Memory

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pytest
@@ -400,6 +402,45 @@ def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, capl
     assert "building a hnsw index" in caplog.text
     with Memory.open(tmp_path / "m") as memory:
         assert memory.info()["index"]["type"] == "hnsw"
+
+
+def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_path, monkeypatch, caplog):
+    """When one process's add takes `auto` past the switch, another that catches up with
+    that add waits for the index the first builds, instead of building one of its own."""
+    import vismem.search.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 500)
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM) as memory:
+        memory.add_vectors(low_dim_vectors(400), ["a"] * 400)
+    building, go = threading.Event(), threading.Event()
+    rebuild = ManagedIndex._rebuild
+
+    def paused(self, kind, items, progress=None):  # the first build pauses, committed and locked
+        if not building.is_set():
+            building.set()
+            go.wait(60)
+        return rebuild(self, kind, items, progress)
+
+    monkeypatch.setattr(ManagedIndex, "_rebuild", paused)
+    query = low_dim_vectors(1, seed=5)
+    with Memory.open(path) as grower, Memory.open(path) as other:
+        with caplog.at_level(logging.INFO, logger="vismem"), ThreadPoolExecutor(2) as pool:
+            try:
+                grown = pool.submit(grower.add_vectors, low_dim_vectors(200, seed=1), ["b"] * 200)
+                assert building.wait(60)
+                searched = pool.submit(other.search, query, 5)  # it catches up with the 200 first
+                done, _ = wait([searched], timeout=1.0)
+                assert not done  # it waits: searching 600 items (or building their index) takes far less
+            finally:
+                go.set()
+            grown.result(timeout=60)
+            hits = searched.result(timeout=60)
+        assert caplog.text.count("building a hnsw index") == 1  # the grower's
+        assert "is rebuilding the index; waiting for it" in caplog.text
+        assert "saved index unusable" not in caplog.text  # the other loaded the grower's index
+        assert other.info()["index"]["type"] == "hnsw" and len(other) == 600
+        assert hits == grower.search(query, 5)
 
 
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):

@@ -153,9 +153,15 @@ class ManagedIndex:
                 self._building = False
 
     def wait_for_rebuild(self) -> bool:
-        """Wait while another process rebuilds the saved index; True if it did. Not inside
-        a transaction of the store, which that process may be waiting to write through."""
-        if self._building or self.store.in_transaction:
+        """Wait while another process rebuilds the saved index; True if it did. Never inside
+        a transaction of the store, which that process may be waiting to write through: a
+        write that can begin again is told to let go first (`saved.BuildUnderway`), any
+        other goes on without waiting (False)."""
+        if self._building:
+            return False
+        if self.store.in_transaction:
+            if self.store.write_can_restart and saved.wait_for_build(self.directory, block=False):
+                raise saved.BuildUnderway(self.directory)
             return False
         return saved.wait_for_build(self.directory)
 

@@ -133,10 +133,23 @@ def building(directory: Path) -> Iterator[None]:
         yield
 
 
-def wait_for_build(directory: Path) -> bool:
+class BuildUnderway(Exception):
+    """Another process builds the saved index in `directory` while the caller holds an
+    SQLite write transaction, which that process may wait for (it records what it measures
+    through the database): roll the transaction back, `wait()`, and begin again."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(f"another process is rebuilding the index in {directory}")
+        self.directory = directory
+
+    def wait(self) -> None:
+        wait_for_build(self.directory)
+
+
+def wait_for_build(directory: Path, *, block: bool = True) -> bool:
     """If another process is building the saved index in `directory`, wait until it is
-    done; True if it waited. Never call it while holding what that process may wait for
-    (an SQLite write or read transaction), nor from inside `building`."""
+    done (without `block`, only tell); True if one was. Never wait while holding what that
+    process may wait for (an SQLite write or read transaction), nor inside `building`."""
     fd = _lock_fd(_build_lock(directory), create=False)
     if fd < 0:
         return False
@@ -145,7 +158,8 @@ def wait_for_build(directory: Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return False
         except BlockingIOError:
-            pass
+            if not block:
+                return True
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it",
                     directory.parent, holder)

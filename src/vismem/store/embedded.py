@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..search.base import SearchResult
 from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
+from ..search.saved import BuildUnderway
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
@@ -70,6 +71,7 @@ class EmbeddedStore:
         self._recorded: QuerySample | None = None  # queries recorded here, not yet written
         self._recording = threading.Lock()  # reader threads record side by side
         self._rng = np.random.default_rng()
+        self._must_load = False  # a load let go midway (see _load): the next catch-up loads
         self._load()
         self._keep_reserve()
 
@@ -98,6 +100,7 @@ class EmbeddedStore:
 
     def _load(self) -> None:
         """(Re)load settings, the catalog and the index from the database."""
+        self._must_load = False
         self._index.wait_for_rebuild()  # another process rebuilding the index: read what it commits
         while True:
             self._seen = self.db.data_version()
@@ -228,6 +231,11 @@ class EmbeddedStore:
     def in_transaction(self) -> bool:
         return self.db.in_transaction
 
+    @property
+    def write_can_restart(self) -> bool:
+        """Inside a write's catch-up, which may let go of its transaction and begin again."""
+        return self.db.write_can_restart
+
     def edits_since(self, seq: int, until: int | None = None) -> Iterator[tuple[int, str, list[int]]]:
         return self.db.edits_since(seq, until)
 
@@ -278,16 +286,20 @@ class EmbeddedStore:
         self.refresh()
 
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult:
-        ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
-                                         before=self._catch_up_locked)
-        if ids:
-            refused = {p for p, _ in duplicates}
-            added = [item for position, item in enumerate(items) if position not in refused]
-            self.catalog.add(ids, [i.label for i in added], [i.source for i in added],
-                             [i.weight for i in added], [i.meta for i in added])
-            self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
-            self._wrote()
-            self._index.after_growth(self._live())
+        # Growth that takes `auto` to another kind of index builds it after the commit:
+        # held from before it, so that others who see the commit wait for that index.
+        switches = self._index.kind_for(len(self.catalog) + len(items)) != self._index.index.kind
+        with self._index.rebuilding() if switches else contextlib.nullcontext():
+            ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
+                                             before=self._catch_up_locked)
+            if ids:
+                refused = {p for p, _ in duplicates}
+                added = [item for position, item in enumerate(items) if position not in refused]
+                self.catalog.add(ids, [i.label for i in added], [i.source for i in added],
+                                 [i.weight for i in added], [i.meta for i in added])
+                self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
+                self._wrote()
+                self._index.after_growth(self._live())
         return InsertResult(ids, duplicates)
 
     def delete(self, ids: Iterable[int]) -> list[int]:
@@ -397,13 +409,21 @@ class EmbeddedStore:
         """Catch up with other processes' commits; True if there were any."""
         if not self.is_stale():
             return False
-        self._seen = self.db.data_version()
-        if self._reload_config():  # another process refitted the transform
-            self._load()
-            return True
-        self._replay()
-        self._index.catch_up(self._live(), until=self._seq)  # the index holds what the catalog does
-        self._replay(until=self._index.seq)  # unless it was rebuilt, at a later state
+        try:
+            self._seen = self.db.data_version()
+            if self._reload_config() or self._must_load:  # another process refitted the transform
+                self._load()
+                return True
+            self._replay()
+            try:
+                self._index.catch_up(self._live(), until=self._seq)  # the index holds what the catalog does
+            except RebuiltElsewhere:  # another kind of index, built by another process meanwhile
+                self._load()
+                return True
+            self._replay(until=self._index.seq)  # unless it was rebuilt, at a later state
+        except BuildUnderway:  # a write lets go midway to wait for it, then catches up again: from scratch
+            self._seen, self._must_load = -1, True
+            raise
         return True
 
     def _replay_edit(self, op: str, ids: list[int]) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryNotFoundError,
                       ReadOnlyMemoryError, VismemError)
+from ..search.saved import BuildUnderway
 from ..search.tuning import merge_slots
 from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
 from .wal import CommitWatch
@@ -106,6 +107,7 @@ class Database:
         self._version: tuple[bytes | None, int] = (None, 0)
         self._watching_thread: int | None = None  # the one thread the watch answers (data_version)
         self._reading = False  # inside `snapshot`'s read transaction
+        self.write_can_restart = False  # inside a write's `before`, which may let go and begin again
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -180,11 +182,12 @@ class Database:
         """A write transaction: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, with
         SQLite's errors turned into ones that say what to do. `what` names the work and
         `undone` what a failure leaves; `before` runs first inside it, holding the write
-        lock (to catch up with others)."""
+        lock (to catch up with others). If `before` finds another process rebuilding the
+        saved index (`saved.BuildUnderway`), the write lets go, waits for it, and begins again."""
         self.check_writable()
         if self._reading:  # it would write from an older state, or fail as "busy"
             raise RuntimeError(f"{what}: a write inside a read snapshot")
-        return _Write(self._db, self.directory, what, before, undone)
+        return _Write(self, what, before, undone)
 
     def _log(self, op: str, ids: list[int]) -> None:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
@@ -582,28 +585,44 @@ class _Write:
     """BEGIN IMMEDIATE ... COMMIT; inside another write (a catch-up that rebuilds the index
     records its quality), a savepoint of it, which the outer write has caught up for."""
 
-    def __init__(self, db: sqlite3.Connection, directory: Path, what: str,
-                 before: Callable[[], None] | None, undone: str) -> None:
-        self._db, self._directory, self._what, self._before = db, directory, what, before
-        self._undone = undone
+    def __init__(self, database: Database, what: str, before: Callable[[], None] | None, undone: str) -> None:
+        self._database, self._db, self._directory = database, database._db, database.directory
+        self._what, self._before, self._undone = what, before, undone
         self._nested = False
 
     def __enter__(self) -> sqlite3.Connection:
         self._nested = self._db.in_transaction
+        self._begin()
+        if not self._nested and self._before is not None:
+            self._run_before(self._before)
+        return self._db
+
+    def _begin(self) -> None:
         try:
             self._db.execute("SAVEPOINT nested_write" if self._nested else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise storage_error(exc, self._directory, self._what, self._undone) from None
-        if self._nested:
-            return self._db
-        if self._before is not None:
+
+    def _run_before(self, before: Callable[[], None]) -> None:
+        """`before`, holding the write lock. A process rebuilding the saved index may wait
+        for this lock (it records its measurements), so a `before` that must wait for it
+        lets go first: roll back (nothing is written yet), wait, begin again."""
+        while True:
+            self._database.write_can_restart = True
             try:
-                self._before()
+                before()
+                return
+            except BuildUnderway as underway:
+                self._db.execute("ROLLBACK")
+                self._database.write_can_restart = False
+                underway.wait()
+                self._begin()
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        return self._db
+            finally:
+                self._database.write_can_restart = False
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._nested:
