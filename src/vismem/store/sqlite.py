@@ -613,7 +613,8 @@ class _Write:
                 before()
                 return
             except BuildUnderway as underway:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 self._database.write_can_restart = False
                 underway.wait()
                 self._begin()
