@@ -257,6 +257,31 @@ def test_a_write_that_catches_up_through_a_rebuild_keeps_what_the_rebuild_record
     memory.close()
 
 
+def test_prototypes_follow_what_a_write_caught_up_with(memdir):
+    """A memory that catches up inside its writes (a server's, `auto_refresh` off) takes in
+    another process's new class there: its prototypes decide with that class afterwards,
+    as a fresh open does (they once kept the classes they were built from)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / np.linalg.norm(digits.data, axis=1, keepdims=True)).astype(np.float32)
+    y = digits.target.astype(str)
+    old, new = np.flatnonzero(y != "7"), np.flatnonzero(y == "7")
+    with Memory.create(memdir, encoder=None, dim=64) as memory:
+        memory.add_vectors(x[old[:500]], y[old[:500]])
+    server = Memory.open(memdir)
+    server.auto_refresh = False
+    assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
+    with Memory.open(memdir) as other:
+        other.add_vectors(x[new[:100]], y[new[:100]])
+    server.add_vectors(x[old[500:501]], y[old[500:501]])  # catches up with the 7s inside
+    decided = [d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")]
+    with Memory.open(memdir) as fresh:
+        assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]
+    assert decided.count("7") >= 15
+    server.close()
+
+
 def test_a_write_inside_a_write_is_a_savepoint_of_it(memdir):
     memory, _ = make(memdir)
     db = memory.store.db

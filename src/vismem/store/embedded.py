@@ -72,6 +72,7 @@ class EmbeddedStore:
         self._recording = threading.Lock()  # reader threads record side by side
         self._rng = np.random.default_rng()
         self._must_load = False  # a load let go midway (see _load): the next catch-up loads
+        self.catch_ups = 0
         self._load()
         self._keep_reserve()
 
@@ -409,6 +410,7 @@ class EmbeddedStore:
         """Catch up with other processes' commits; True if there were any."""
         if not self.is_stale():
             return False
+        self.catch_ups += 1
         try:
             self._seen = self.db.data_version()
             if self._reload_config() or self._must_load:  # another process refitted the transform

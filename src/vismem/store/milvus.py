@@ -287,6 +287,7 @@ class MilvusStore:
         self._deleted: dict[int, float] = {}   # ids this process deleted lately -> when
         self._checked = -math.inf              # when the change token was last read
         self._news = False                     # it showed another process's change, not yet loaded
+        self.catch_ups = 0
         # (when, ids asked, ids found) of the last Session read of vectors by id, which a
         # delete of the same ids right after reuses as its read of which are there
         self._presence: tuple[float, set[int], set[int]] | None = None
@@ -871,6 +872,7 @@ class MilvusStore:
     def refresh(self) -> bool:
         if not self.is_stale():
             return False
+        self.catch_ups += 1
         self._load()
         self._news = False
         return True
