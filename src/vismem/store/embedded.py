@@ -71,7 +71,7 @@ class EmbeddedStore:
         self._recorded: QuerySample | None = None  # queries recorded here, not yet written
         self._recording = threading.Lock()  # reader threads record side by side
         self._rng = np.random.default_rng()
-        self._must_load = False  # a load let go midway (see _load): the next catch-up loads
+        self._must_load = False  # a catch-up let go midway (see refresh): the next one loads anew
         self.catch_ups = 0
         self._load()
         self._keep_reserve()
