@@ -308,3 +308,24 @@ def test_tune_chooses_and_stores_the_transform(digit_folders, tmp_path, cli):
     back = json.loads(cli("tune", path, "--transform", "none", "--json", check=True).stdout)
     assert back["transform"]["kind"] == "none"
     assert json.loads(cli("info", path, "--json", check=True).stdout)["transform"]["name"] == "none"
+
+
+def test_a_process_that_must_wait_to_rebuild_says_so(tmp_path, caplog):
+    """Two rebuilds of one index take turns; the one that waits says for whom (a refit
+    or an `auto` switch that starts while another runs would otherwise hang silently)."""
+    directory = tmp_path / "index"
+    order = []
+
+    def second() -> None:
+        with saved.building(directory):
+            order.append("second")
+
+    with ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING, logger="vismem"):
+        with saved.building(directory):
+            order.append("first")
+            waiting = pool.submit(second)
+            done, _ = wait([waiting], timeout=0.5)
+            assert not done
+        waiting.result(timeout=60)
+    assert order == ["first", "second"]
+    assert f"another process (pid {os.getpid()}) is rebuilding the index; waiting for it" in caplog.text

@@ -30,7 +30,7 @@ import logging
 import os
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +124,8 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
 def building(directory: Path) -> Iterator[None]:
     """Held while this process replaces the saved index in `directory` with one it builds
     (see the module's docstring); what `locked` says of the lock file holds here too. The
-    file names this process, for those who wait."""
-    with _flocked(_build_lock(directory), shared=False) as fd:
+    file names this process, for those who wait; one that waits to build says so."""
+    with _flocked(_build_lock(directory), shared=False, on_wait=lambda fd: _say_waiting(fd, directory)) as fd:
         if fd >= 0:
             with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
                 os.ftruncate(fd, 0)
@@ -160,13 +160,16 @@ def wait_for_build(directory: Path, *, block: bool = True) -> bool:
         except BlockingIOError:
             if not block:
                 return True
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it",
-                    directory.parent, holder)
+        _say_waiting(fd, directory)
         fcntl.flock(fd, fcntl.LOCK_SH)
         return True
     finally:
         os.close(fd)
+
+
+def _say_waiting(fd: int, directory: Path) -> None:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it", directory.parent, holder)
 
 
 def _build_lock(directory: Path) -> Path:
@@ -174,14 +177,23 @@ def _build_lock(directory: Path) -> Path:
 
 
 @contextmanager
-def _flocked(path: Path, *, shared: bool) -> Iterator[int]:
-    """The descriptor of lock file `path`, flocked; -1 (nothing held) where there is none."""
+def _flocked(path: Path, *, shared: bool, on_wait: Callable[[int], None] | None = None) -> Iterator[int]:
+    """The descriptor of lock file `path`, flocked; -1 (nothing held) where there is none.
+    `on_wait(fd)` is told when another holds it, before waiting."""
     fd = _lock_fd(path, create=True)
     if fd < 0:
         yield fd
         return
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        if on_wait is not None:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait(fd)
+                fcntl.flock(fd, mode)
+        else:
+            fcntl.flock(fd, mode)
         yield fd
     finally:
         os.close(fd)  # releases the flock (a lock of this open file only)
