@@ -186,13 +186,11 @@ def _flocked(path: Path, *, shared: bool, on_wait: Callable[[int], None] | None 
         return
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        if on_wait is not None:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
                 on_wait(fd)
-                fcntl.flock(fd, mode)
-        else:
             fcntl.flock(fd, mode)
         yield fd
     finally:

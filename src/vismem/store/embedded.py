@@ -44,6 +44,9 @@ from .sqlite import DB_NAME, FORMAT_VERSION, Database
 log = logging.getLogger("vismem")
 
 INDEX_SETTINGS = ("index", "target_recall", "float16")
+# The data version seen after a catch-up let go midway (SQLite's are never negative): the
+# next catch-up loads everything anew.
+LET_GO = -1
 # Space held back on disk so that a removal can still commit when the disk is full (the
 # removal must log its change first): released on a full disk, re-made when room returns.
 RESERVE_NAME = "space-reserve"
@@ -71,7 +74,6 @@ class EmbeddedStore:
         self._recorded: QuerySample | None = None  # queries recorded here, not yet written
         self._recording = threading.Lock()  # reader threads record side by side
         self._rng = np.random.default_rng()
-        self._must_load = False  # a catch-up let go midway (see refresh): the next one loads anew
         self.catch_ups = 0
         self._load()
         self._keep_reserve()
@@ -101,7 +103,6 @@ class EmbeddedStore:
 
     def _load(self) -> None:
         """(Re)load settings, the catalog and the index from the database."""
-        self._must_load = False
         self._index.wait_for_rebuild()  # another process rebuilding the index: read what it commits
         while True:
             self._seen = self.db.data_version()
@@ -411,9 +412,10 @@ class EmbeddedStore:
         if not self.is_stale():
             return False
         self.catch_ups += 1
+        let_go = self._seen == LET_GO
         try:
             self._seen = self.db.data_version()
-            if self._reload_config() or self._must_load:  # another process refitted the transform
+            if self._reload_config() or let_go:  # another process refitted the transform
                 self._load()
                 return True
             self._replay()
@@ -424,7 +426,7 @@ class EmbeddedStore:
                 return True
             self._replay(until=self._index.seq)  # unless it was rebuilt, at a later state
         except BuildUnderway:  # a write lets go midway to wait for it, then catches up again: from scratch
-            self._seen, self._must_load = -1, True
+            self._seen = LET_GO
             raise
         return True
 

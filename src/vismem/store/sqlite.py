@@ -615,7 +615,6 @@ class _Write:
             except BuildUnderway as underway:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                self._database.write_can_restart = False
                 underway.wait()
                 self._begin()
             except BaseException:
