@@ -147,7 +147,7 @@ def test_pages_have_an_icon(client):
 
 def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
     """Ids that do not exist (including ones no item could ever have) are listed, the rest
-    is done, and the exit code is 3 for every verb that takes ids."""
+    is done, and the exit code is 3 for every verb that takes ids; 1 when none exists."""
     memdir = tmp_path / "m"
     cli("create", memdir, "--encoder", "none", "--dim", "3", check=True)
     np.save(tmp_path / "x.npy", np.eye(3, dtype=np.float32))
@@ -161,3 +161,7 @@ def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
         assert "99999" in result.stderr and "Traceback" not in result.stderr
         report = json_lines(result)[0]
         assert report["ids"] == [1] or report.get("removed") == 1, (verb, report)
+        # none of them exists: an error, and nothing changed
+        result = cli(verb, memdir, "--id", "99999", "--id", huge, *extra)
+        assert result.returncode == 1, (verb, result.stderr)
+        assert "error: no items with ids [99999," in result.stderr and "nothing changed" in result.stderr

@@ -17,7 +17,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import parse_pairs
-from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
+from . import EXIT_ERROR, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -84,12 +84,16 @@ def load_npy(path: Path, option: str):
 
 
 def exit_if_missing(asked: Iterable[int], done: Iterable[int]) -> None:
-    """Partial success: ids that were asked for but do not exist. The rest was done, so
-    the exit code is 3 (not 1, which means nothing changed), and stderr names them."""
-    missing = sorted(set(asked) - set(done))
-    if missing:
+    """Ids that were asked for but do not exist, named on stderr. When some others were
+    done, that is partial success: exit 3. When none was, nothing changed: exit 1."""
+    done = set(done)
+    missing = sorted(set(asked) - done)
+    if missing and done:
         err.print(f"no items with ids {missing}; the others were done", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
+    if missing:
+        err.print(f"error: no items with ids {missing}; nothing changed", markup=False)
+        raise typer.Exit(EXIT_ERROR)
 
 
 def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:
