@@ -117,7 +117,7 @@ def test_an_interrupted_import_into_a_directory_leaves_nothing_there(tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     from vismem.errors import InvalidInputError
 
-    with pytest.raises(InvalidInputError, match="not an empty directory"):
+    with pytest.raises(InvalidInputError, match="holds other files"):
         Memory.import_parquet(path, tmp_path / "busy")
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
 

@@ -87,6 +87,18 @@ def test_info_on_a_regular_file_says_it_is_not_a_memory(tmp_path):
     assert "vismem create" not in message.replace("`vismem create` made", "")
 
 
+def test_a_memory_is_not_created_among_other_files(tmp_path):
+    """`vismem create photos/cat` (meaning `add`) must not make a memory among the photos:
+    removing that memory would take them along."""
+    photos = tmp_path / "cat"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"a photo")
+    one_line_error(run_cli("create", photos, "--encoder", "pixels"), "holds other files", "of its own")
+    assert [p.name for p in photos.iterdir()] == ["a.png"]
+    (tmp_path / "empty").mkdir()
+    assert run_cli("create", tmp_path / "empty", "--encoder", "pixels").returncode == 0
+
+
 def test_add_vectors_with_a_text_file_names_the_format(small_memory, tmp_path):
     _, memdir, _ = small_memory
     text = tmp_path / "vectors.csv"
