@@ -154,7 +154,7 @@ def create(
     precision: str = PrecisionOpt,
     json_out: bool = JsonFlag,
 ) -> None:
-    """Create an empty memory in MEMDIR (a directory), or in a Milvus collection
+    """Create an empty memory in MEMDIR (a new or empty directory), or in a Milvus collection
     (milvus://HOST:PORT/COLLECTION; add ?thumbnails=0 to keep no thumbnails there)."""
     import os
 
