@@ -583,3 +583,24 @@ def test_labels_need_a_character_python_does_not_strip():
         char = chr(code)
         if not 0xD800 <= code < 0xE000:
             assert bool(re.search(VISIBLE, char)) == bool(char.strip()), hex(code)
+
+
+# ---- `where` on keys items lack, values JSON cannot hold, readers that meet a new key -----
+
+
+def test_metadata_json_cannot_hold_keeps_every_filter_working(client, memory):
+    """NaN and 1e999 once went into the store as JSON SQLite cannot read: from then on every
+    `where` answered 500, then nothing at all."""
+    added = client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
+                        data={"label": "x", "meta": ["a=NaN", "b=1e999", "c=-Infinity", "d=[1, NaN]"]},
+                        headers=AUTH)
+    assert added.status_code == 201, added.text
+    (new,) = added.json()["ids"]
+    meta = client.get(f"/items/{new}").json()["meta"]
+    assert (meta["a"], meta["b"], meta["c"], meta["d"]) == ("NaN", "1e999", "-Infinity", "[1, NaN]")  # as text
+    for where in ("name=0-0.png", "a=NaN", "b=1e999"):
+        found = client.get("/items", params={"where": where})
+        assert found.status_code == 200 and found.json()["total"] == 1, (where, found.text)
+    with pytest.raises(ValueError, match="finite"):  # the Python API refuses them before writing
+        memory.add_vectors(np.ones((1, memory.dim), np.float32), ["x"], metas=[{"score": float("nan")}])
+    assert client.get("/items", params={"label": "x"}).json()["total"] == 1
