@@ -515,6 +515,9 @@ def test_huge_ids_are_refused_and_every_connection_keeps_serving(memory):
                 answer = http.patch("/items/1", content=bad, headers={"Content-Type": "application/json"})
                 assert answer.status_code in (400, 422) and answer.json()["error"]
             assert http.get("/stats").json()["items"] == 3 * PER_LABEL
+            head = http.head("/items/1/thumbnail")  # headers only, and the connection serves on
+            assert head.status_code == 200 and int(head.headers["content-length"]) > 0 and not head.content
+            assert http.get("/items/1/thumbnail").content[:2] == b"\xff\xd8"
             allowed = http.request("PUT", "/items")
             assert allowed.status_code == 405 and set(allowed.headers["allow"].split(", ")) >= {
                 "GET", "POST", "PATCH", "DELETE"}

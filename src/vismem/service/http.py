@@ -102,7 +102,30 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
     for route in app.router.routes:
         if route.matches(scope)[0] != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
-    return methods
+    return methods | ({"HEAD"} if "GET" in methods else set())  # HeadAsGet
+
+
+class HeadAsGet:
+    """Answer HEAD as the GET it stands for, headers only (RFC 9110: a resource that takes
+    GET takes HEAD). FastAPI routes only the methods a route names, so `curl -I /healthz`
+    got 405."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        # a copy: the server reads its own scope's method to leave the body out as well
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class CatchAll:
