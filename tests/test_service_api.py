@@ -225,6 +225,21 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
 
 
+def test_a_body_that_is_not_a_json_object_is_named(client):
+    """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
+    'Field required' or 'Input should be a valid dictionary', naming nothing."""
+    form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/items/1", "/items"):
+        for answer in (client.patch(path, content=b'{"weight": 0}', headers=form),
+                       client.patch(path, headers=AUTH),
+                       client.patch(path, json=[1], headers=AUTH)):
+            said = answer.json()["error"]
+            assert answer.status_code == 422 and "JSON object" in said and "Content-Type: application/json" in said
+        broken = client.patch(path, content=b'{"weight": 0,}', headers={**AUTH, "Content-Type": "application/json"})
+        assert broken.status_code == 400 and "not JSON" in broken.json()["error"]  # as the 400 row says
+    assert client.get("/items/1").json()["weight"] == 1.0
+
+
 # ---- security and limits -------------------------------------------------------------
 
 
