@@ -663,19 +663,3 @@ def test_readers_that_meet_a_new_where_key_together_all_see_its_items(tmp_path):
                 for thread in readers:
                     thread.join()
                 assert totals == [n // 2] * 6, (j, totals)
-
-
-def test_a_where_key_given_twice_is_refused(client):
-    """`where=name=a&where=name=b` kept only name=b, though every condition must hold: a
-    DELETE removed the items of the last value instead of none."""
-    total = 3 * PER_LABEL
-    twice = ["name=0-0.png", f"name={client.get('/items/2').json()['meta']['name']}"]
-    answers = [client.delete("/items", params={"where": twice}, headers=AUTH),
-               client.get("/items", params={"where": twice}),
-               classify(client, png(Image.new("RGB", (8, 8), "red")), where=twice),
-               client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
-                           data={"label": "x", "meta": ["a=1", "a=2"]}, headers=AUTH)]
-    for answer in answers:
-        assert answer.status_code == 422, (answer.request.url, answer.text)
-        assert "name twice" in answer.json()["error"] or "a twice" in answer.json()["error"]
-    assert client.get("/stats").json()["items"] == total

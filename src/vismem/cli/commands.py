@@ -60,7 +60,7 @@ MixOpt = vote_option("mix", "--mix")
 OnlyLabelOpt = typer.Option(None, "--only-label", help="Search only items with this label (repeatable).")
 OnlySourceOpt = typer.Option(None, "--only-source", help="Search only items from this source (repeatable).")
 WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
-                        help="Only items whose metadata KEY equals VALUE (repeatable, each KEY once; all must hold). "
+                        help="Only items whose metadata KEY equals VALUE (repeatable; all must hold). "
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 

@@ -295,7 +295,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         name, vectors = await service.query_vector(file)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
-            abstain=abstain, labels=only_label, sources=only_source, where=pairs(where),
+            abstain=abstain, labels=only_label, sources=only_source, where=parse_pairs(where),
             counterfactual=counterfactual)
         return decisions[0].to_dict()
 
@@ -312,7 +312,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         Restricted, it still holds k items whenever k items match."""
         name, vectors = await service.query_vector(file)
         rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
-                                  where=pairs(where))
+                                  where=parse_pairs(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
 
     @app.get("/items", tags=["items"], dependencies=reading, response_model=PageOut,
@@ -328,7 +328,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     ) -> Response:
         """Items matching every given restriction, oldest first; paged (any offset costs the same)."""
         page = await service.read(memory.page, offset=offset, limit=limit, labels=label, sources=source,
-                                  where=pairs(where))
+                                  where=parse_pairs(where))
         # Answered as is: PageOut documents it, and re-validating 500 items would cost more than the page
         return JSONResponse(page.to_dict())
 
@@ -371,7 +371,6 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem add`: add images with one label. Returns new ids, and each image not added
         with why (a duplicate, or unreadable)."""
         service.need_encoder()
-        given_meta = pairs(meta, "meta")  # before any image is decoded
         uploads = [await service.read_image(f) for f in files]
         outcomes = await asyncio.gather(
             *(service.run(_try_prepare, service.prepare, name, data, label) for name, data in uploads)
@@ -381,7 +380,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         vectors = await service.encode(prepared)
         report: AddReport = await service.write(
             memory.add_prepared, prepared, vectors, source=source, allow_duplicates=allow_duplicates,
-            meta=given_meta)
+            meta=parse_pairs(meta, "meta"))
         report.skipped = unreadable + report.skipped
         return report.to_dict()
 
@@ -400,7 +399,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
         `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
         chosen = _selector(request)
-        targets = pairs(chosen.where)
+        targets = parse_pairs(chosen.where)
         removed = await service.write(memory.remove, chosen.id, label=chosen.label, source=chosen.source,
                                       where=targets, purge=True)
         missing = sorted(set(chosen.id or ()) - set(removed))
@@ -465,15 +464,6 @@ def _selector(request: Request) -> Selector:
         return Selector.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
-
-
-def pairs(given: list[str] | None, field: str = "where") -> dict[str, Any] | None:
-    """KEY=VALUE fields as a dict (`parse_pairs`); a key given twice is a 422, as the
-    schema's own refusals are."""
-    try:
-        return parse_pairs(given, field)
-    except InvalidInputError as exc:
-        raise HTTPException(422, f"invalid request: {exc}") from None
 
 
 def _try_prepare(prepare: Callable[..., PreparedImage], name: str, data: bytes, label: str):

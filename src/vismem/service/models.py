@@ -37,7 +37,7 @@ MAX_VALUES = 20  # values of one repeatable restriction
 MAX_IDS = 10_000  # ids in one request
 MAX_REQUEST_HEAD = 2**20
 VoteName = Literal[VOTES]  # type: ignore[valid-type]
-WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more keys, each once; all must hold). "
+WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more; all must hold). "
               "VALUE is read as JSON when it parses (2024, true), else as text.")
 
 

@@ -104,8 +104,6 @@ def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[st
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
-        if key in found:  # kept silently, the last value would stand in for every condition
-            raise InvalidInputError(f"{option} gives {key} twice: give each KEY once")
         try:
             parsed = json.loads(value)
             json.dumps(parsed, allow_nan=False)  # NaN, Infinity, 1e999: no JSON holds them
