@@ -225,6 +225,21 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
 
 
+def test_a_body_that_is_not_a_json_object_is_named(client):
+    """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
+    'Field required' or 'Input should be a valid dictionary', naming nothing."""
+    form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/items/1", "/items"):
+        for answer in (client.patch(path, content=b'{"weight": 0}', headers=form),
+                       client.patch(path, headers=AUTH),
+                       client.patch(path, json=[1], headers=AUTH)):
+            said = answer.json()["error"]
+            assert answer.status_code == 422 and "JSON object" in said and "Content-Type: application/json" in said
+        broken = client.patch(path, content=b'{"weight": 0,}', headers={**AUTH, "Content-Type": "application/json"})
+        assert broken.status_code == 400 and "not JSON" in broken.json()["error"]  # as the 400 row says
+    assert client.get("/items/1").json()["weight"] == 1.0
+
+
 # ---- security and limits -------------------------------------------------------------
 
 
@@ -515,6 +530,9 @@ def test_huge_ids_are_refused_and_every_connection_keeps_serving(memory):
                 answer = http.patch("/items/1", content=bad, headers={"Content-Type": "application/json"})
                 assert answer.status_code in (400, 422) and answer.json()["error"]
             assert http.get("/stats").json()["items"] == 3 * PER_LABEL
+            head = http.head("/items/1/thumbnail")  # headers only, and the connection serves on
+            assert head.status_code == 200 and int(head.headers["content-length"]) > 0 and not head.content
+            assert http.get("/items/1/thumbnail").content[:2] == b"\xff\xd8"
             allowed = http.request("PUT", "/items")
             assert allowed.status_code == 405 and set(allowed.headers["allow"].split(", ")) >= {
                 "GET", "POST", "PATCH", "DELETE"}
@@ -583,3 +601,65 @@ def test_labels_need_a_character_python_does_not_strip():
         char = chr(code)
         if not 0xD800 <= code < 0xE000:
             assert bool(re.search(VISIBLE, char)) == bool(char.strip()), hex(code)
+
+
+# ---- `where` on keys items lack, values JSON cannot hold, readers that meet a new key -----
+
+
+def test_where_null_matches_only_items_that_hold_null(client):
+    """An item without the key does not have the value null: `where=colr=null` (a typo'd
+    key) once removed every item."""
+    total = 3 * PER_LABEL
+    for params in ({"where": "colr=null"}, {"where": ["name=0-0.png", "colr=null"]}):
+        assert client.get("/items", params=params).json()["total"] == 0, params
+    removed = client.delete("/items", params={"where": "colr=null"}, headers=AUTH).json()
+    assert removed["removed"] == 0 and removed["items"] == total
+    held = client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
+                       data={"label": "x", "meta": "colr=null"}, headers=AUTH).json()["ids"]
+    assert client.get(f"/items/{held[0]}").json()["meta"]["colr"] is None
+    assert [i["id"] for i in client.get("/items", params={"where": "colr=null"}).json()["items"]] == held
+    later = client.post("/items", files=[upload("m.png", png(Image.new("RGB", (8, 8), "blue")))],
+                        data={"label": "x"}, headers=AUTH).json()["ids"]  # the key's column is cached now
+    assert later and client.get("/items", params={"where": "colr=null"}).json()["total"] == 1
+    assert client.delete("/items", params={"where": "colr=null"}, headers=AUTH).json()["ids"] == held
+
+
+def test_metadata_json_cannot_hold_keeps_every_filter_working(client, memory):
+    """NaN and 1e999 once went into the store as JSON SQLite cannot read: from then on every
+    `where` answered 500, then nothing at all."""
+    added = client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
+                        data={"label": "x", "meta": ["a=NaN", "b=1e999", "c=-Infinity", "d=[1, NaN]"]},
+                        headers=AUTH)
+    assert added.status_code == 201, added.text
+    (new,) = added.json()["ids"]
+    meta = client.get(f"/items/{new}").json()["meta"]
+    assert (meta["a"], meta["b"], meta["c"], meta["d"]) == ("NaN", "1e999", "-Infinity", "[1, NaN]")  # as text
+    for where in ("name=0-0.png", "a=NaN", "b=1e999"):
+        found = client.get("/items", params={"where": where})
+        assert found.status_code == 200 and found.json()["total"] == 1, (where, found.text)
+    with pytest.raises(ValueError, match="finite"):  # the Python API refuses them before writing
+        memory.add_vectors(np.ones((1, memory.dim), np.float32), ["x"], metas=[{"score": float("nan")}])
+    assert client.get("/items", params={"label": "x"}).json()["total"] == 1
+
+
+def test_readers_that_meet_a_new_where_key_together_all_see_its_items(tmp_path):
+    """The first filter on a metadata key reads its values from the store; readers that
+    came at once saw a column not filled yet, and answered 0 items."""
+    rng = np.random.default_rng(0)
+    n, keys = 5000, 3
+    with Memory.create(tmp_path / "vectors", encoder=None, dim=4) as mem:
+        mem.add_vectors(rng.normal(size=(n, 4)).astype(np.float32), ["a"] * n,
+                        metas=[{f"k{j}": i % 2 for j in range(keys)} for i in range(n)])
+        with client_for(mem) as c:
+
+            def read(key: str, totals: list[int]) -> None:
+                totals.append(c.get("/items", params={"where": f"{key}=0", "limit": 1}).json()["total"])
+
+            for j in range(keys):  # each key new to the catalog, met by 6 readers at once
+                totals: list[int] = []
+                readers = [threading.Thread(target=read, args=(f"k{j}", totals)) for _ in range(6)]
+                for thread in readers:
+                    thread.start()
+                for thread in readers:
+                    thread.join()
+                assert totals == [n // 2] * 6, (j, totals)

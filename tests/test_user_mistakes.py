@@ -141,11 +141,20 @@ def client(small_memory, tmp_path):
         yield c
 
 
-@pytest.mark.parametrize("path", ["/", "/browse", "/favicon.ico"])
+@pytest.mark.parametrize("path", ["/", "/browse", "/favicon.ico", "/healthz", "/stats", "/items", "/items/1",
+                                  "/items/1/thumbnail", "/items/99999", "/docs", "/openapi.json"])
 def test_head_answers_like_get(client, path):
+    """Every GET answers HEAD too (uptime checks and `curl -I` probe /healthz that way)."""
     got, head = client.get(path), client.head(path)
-    assert got.status_code == head.status_code == 200
+    assert got.status_code == head.status_code and got.status_code in (200, 404)
     assert head.headers["content-type"] == got.headers["content-type"] and not head.content
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_head_on_a_post_only_path_names_the_methods(client):
+    refused = client.head("/classify")
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST" and not refused.content
+    assert set(client.put("/items").headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD", "PATCH", "POST"}
 
 
 def test_pages_have_an_icon(client):

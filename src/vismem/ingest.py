@@ -22,7 +22,7 @@ from PIL import Image
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images, upright_rgb
-from .store import NewItem, Store, check_label, check_meta_key
+from .store import NewItem, Store, check_label, check_meta
 
 Progress = Callable[[int], None]
 
@@ -123,8 +123,7 @@ class Ingestor:
         """Add files and folders; each batch is one committed transaction."""
         if label is not None:
             check_label(label)
-        for key in meta or {}:
-            check_meta_key(key)  # before any image is encoded
+        check_meta(meta or {})  # before any image is encoded
         report = AddReport()
         files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}
@@ -189,8 +188,7 @@ class Ingestor:
                      allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already prepared and encoded elsewhere (the service batches encoding
         across requests); `vectors` has a row per prepared image that carries pixels."""
-        for key in meta or {}:
-            check_meta_key(key)
+        check_meta(meta or {})
         return self._insert(prepared, vectors, lambda p: source, allow_duplicates, meta=meta, keep_paths=False)
 
     def _insert(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,

@@ -50,7 +50,7 @@ from ..memory import Memory
 from ..settings import describe
 from ..store.base import parse_pairs
 from .batcher import EncodeBatcher
-from .http import BodyLimit, add_error_handlers, responses
+from .http import BodyLimit, HeadAsGet, add_error_handlers, responses
 from .models import (
     MAX_ID,
     MAX_VALUES,
@@ -220,6 +220,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
+    app.add_middleware(HeadAsGet)  # outermost: even an error answers a HEAD without its body
     reading, writing = _access(settings)
     _add_pages(app)
     _add_reading(app, service, reading, (401,) if settings.protect_reads else ())
@@ -241,16 +242,15 @@ def _add_pages(app: FastAPI) -> None:
             swagger_favicon_url="/swagger/favicon-32x32.png",
         )
 
-    # HEAD too: uptime checks and `curl -I` probe pages that way
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/", include_in_schema=False)  # HEAD too, as every GET (HeadAsGet)
     async def index_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
-    @app.api_route("/browse", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/browse", include_in_schema=False)
     async def browse_page() -> FileResponse:
         return FileResponse(STATIC / "browse.html", headers=PAGE_HEADERS)
 
-    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:  # browsers ask for it on every page, even other than ours
         return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
                             headers={"Cache-Control": "public, max-age=86400"})

@@ -50,6 +50,8 @@ STATUS: dict[int, str] = {
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
          "works) and try again.",
 }
+# e.g. `curl -d '{...}'` without -H: curl sends it as a form, which FastAPI does not parse as JSON
+JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: application/json"
 STATUS_BY_ERROR = ((EmptyMemoryError, 409), (EncoderError, 409), (ReadOnlyMemoryError, 409), (NotCalibratedError, 409),
                    (MemoryBusyError, 503), (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
 
@@ -84,6 +86,12 @@ def add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
+            if e.get("type") == "json_invalid":  # does not parse: 400, as STATUS says
+                at, why = e.get("loc", ("", "?"))[-1], (e.get("ctx") or {}).get("error", "")
+                return error(400, f"the body is not JSON: {why} at character {at}")
+            if tuple(e.get("loc", ())) == ("body",):  # the body itself: missing, not JSON, not an object
+                problems.append(JSON_BODY)
+                continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
         return error(422, "invalid request: " + "; ".join(problems))
@@ -102,7 +110,30 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
     for route in app.router.routes:
         if route.matches(scope)[0] != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
-    return methods
+    return methods | ({"HEAD"} if "GET" in methods else set())  # HeadAsGet
+
+
+class HeadAsGet:
+    """Answer HEAD as the GET it stands for, headers only (RFC 9110: a resource that takes
+    GET takes HEAD). FastAPI routes only the methods a route names, so `curl -I /healthz`
+    got 405."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        # a copy: the server reads its own scope's method to leave the body out as well
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class CatchAll:

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 from ..errors import InvalidInputError
 from ..settings import EncoderIdentity, MemorySettings
 from .base import (Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page, Store,
-                   check_label, check_meta_key)
+                   check_label, check_meta, check_meta_key)
 from .embedded import EmbeddedStore
 from .sqlite import DB_NAME, FORMAT_VERSION
 
@@ -89,6 +89,5 @@ register_home("milvus", lambda: importlib.import_module(".milvus", __name__).Mil
 
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
-           "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta_key",
-           "create_filled_store", "create_store",
-           "open_store", "register_home"]
+           "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta", "check_meta_key",
+           "create_filled_store", "create_store", "open_store", "register_home"]

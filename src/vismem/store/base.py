@@ -53,13 +53,24 @@ def check_meta_key(key: object) -> str:
     return key
 
 
+def check_meta(meta: Mapping[str, Any]) -> None:
+    """Metadata a filter can name and JSON can hold: a NaN or an infinity stored once
+    would make the database's JSON unreadable to every later filter."""
+    for key, value in meta.items():
+        check_meta_key(key)
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: values are text, finite "
+                                    "numbers, true/false, null, and lists and objects of them") from None
+
+
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
-    """What every home refuses before writing anything: bad labels, metadata keys that a
-    filter could not name, vectors of another dimension."""
+    """What every home refuses before writing anything: bad labels, metadata a filter
+    could not name or read, vectors of another dimension."""
     for item in items:
         check_label(item.label)
-        for key in item.meta:
-            check_meta_key(key)
+        check_meta(item.meta)
         if item.vector.shape != (dim,):
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
 
@@ -94,7 +105,9 @@ def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[st
         if not sep or not key:
             raise InvalidInputError(f"{option} takes KEY=VALUE, got {pair!r}")
         try:
-            found[key] = json.loads(value)
+            parsed = json.loads(value)
+            json.dumps(parsed, allow_nan=False)  # NaN, Infinity, 1e999: no JSON holds them
+            found[key] = parsed
         except (ValueError, RecursionError):  # not JSON, an over-long integer, nesting too deep
             found[key] = value
     return found

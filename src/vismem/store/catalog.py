@@ -147,10 +147,11 @@ class Catalog:
         self._prune[n : n + m] = 0
         self._n += m
         for key, (codes, column) in self._meta.items():
-            if metas is not None:
-                column[n : n + m] = codes.codes(meta_value_key(meta.get(key)) for meta in metas)
+            if metas is not None:  # an item without the key: not even `where key=null` matches it
+                column[n : n + m] = [codes.code(meta_value_key(meta[key])) if key in meta else -1 for meta in metas]
             else:  # values unknown here: read them from the store
-                self._fill_meta(key, new_ids)
+                column[n : n + m] = -1
+                self._fill_meta(key, new_ids, (codes, column))
         self._changed()
 
     def remove(self, ids: Iterable[int]) -> None:
@@ -277,17 +278,21 @@ class Catalog:
         return found
 
     def _meta_column(self, key: str) -> tuple[Codes, np.ndarray]:
-        if key not in self._meta:
-            codes = Codes()
-            self._meta[key] = (codes, np.full(len(self._ids), -1, dtype=np.int32))
-            self._fill_meta(key, None)
-        return self._meta[key]
+        found = self._meta.get(key)
+        if found is None:
+            # Filled before it is shared: readers run at once (the service's read lock), and
+            # one that met a column still being filled matched nothing.
+            found = (Codes(), np.full(len(self._ids), -1, dtype=np.int32))
+            self._fill_meta(key, None, found)
+            self._meta[key] = found
+        return found
 
-    def _fill_meta(self, key: str, ids: np.ndarray | None) -> None:
-        """Read metadata `key` from the store for all rows (ids None) or these ids."""
+    def _fill_meta(self, key: str, ids: np.ndarray | None, column_of: tuple[Codes, np.ndarray]) -> None:
+        """Read metadata `key` from the store for all rows (ids None) or these ids; rows
+        whose item lacks the key keep -1, which no filter value matches."""
         if self._meta_source is None:
             raise ValueError("this catalog cannot read metadata: it has no store")
-        codes, column = self._meta[key]
+        codes, column = column_of
         source = self._meta_source
         found = list(source.meta_values(key) if ids is None else source.meta_values_of(key, ids.tolist()))
         if not found:

@@ -447,16 +447,19 @@ class Database:
         return dict(self._db.execute("SELECT id, v FROM prune_counts"))
 
     def meta_values(self, key: str) -> Iterator[tuple[int, Any]]:
-        """(id, value of metadata `key` or None) for every item, ascending id."""
+        """(id, value of metadata `key`) for every item that has the key (its value may be
+        null), ascending id."""
         check_meta_key(key)
-        return iter(self._db.execute(f"SELECT id, json_extract(meta, '$.{key}') FROM items ORDER BY id"))
+        return iter(self._db.execute(f"SELECT id, json_extract(meta, '$.{key}') FROM items "
+                                     f"WHERE {_has_key(key)} ORDER BY id"))
 
     def meta_values_of(self, key: str, ids: Sequence[int]) -> list[tuple[int, Any]]:
         check_meta_key(key)
         found: list[tuple[int, Any]] = []
         for chunk in _chunks(sorted({int(i) for i in ids})):
             found += self._db.execute(f"SELECT id, json_extract(meta, '$.{key}') FROM items "
-                                      f"WHERE id IN ({_marks(chunk)}) ORDER BY id", chunk).fetchall()
+                                      f"WHERE id IN ({_marks(chunk)}) AND {_has_key(key)} ORDER BY id",
+                                      chunk).fetchall()
         return found
 
     def vectors(self, ids: Sequence[int] | None = None, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -677,6 +680,12 @@ def os_error(exc: OSError, directory: Path, what: str) -> VismemError:
     return VismemError(f"cannot {what} in {directory}: {exc.strerror or exc}")
 
 
+def _has_key(key: str) -> str:
+    """A SQL condition: the item's metadata has `key` (json_extract answers NULL alike for a
+    missing key and a null value)."""
+    return f"json_type(meta, '$.{check_meta_key(key)}') IS NOT NULL"
+
+
 def _sql_filter(where: Filter | None) -> tuple[str, list[Any]]:
     """A SQL condition and its parameters for a filter (without pruning)."""
     clauses: list[str] = []
@@ -688,8 +697,11 @@ def _sql_filter(where: Filter | None) -> tuple[str, list[Any]]:
                 clauses.append(f"{column} IN ({_marks(chosen)})" if chosen else "0")
                 params += chosen
         for key, value in where.where or ():
-            clauses.append(f"json_extract(meta, '$.{check_meta_key(key)}') = ?")
-            params.append(value)
+            if value is None:  # SQL's NULL equals nothing, and json_extract gives it for a missing key too
+                clauses.append(f"json_type(meta, '$.{check_meta_key(key)}') = 'null'")
+            else:
+                clauses.append(f"json_extract(meta, '$.{check_meta_key(key)}') = ?")
+                params.append(value)
         if where.max_prune_count is not None:
             clauses.append("id NOT IN (SELECT id FROM prune_counts WHERE v >= ?)")
             params.append(where.max_prune_count)
