@@ -147,6 +147,16 @@ def test_bad_inputs_give_clear_errors(memdir, tmp_path):
     with pytest.raises(EncoderError, match="no encoder"):
         memory.add_images([tmp_path])
     assert len(memory) == 0  # nothing half-added
+    memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"tag": 1}])
+    # Metadata is JSON that every filter reads back: NaN (which SQLite's JSON rejects, so
+    # that every later filter failed) and values JSON cannot hold are refused up front.
+    with pytest.raises(InvalidInputError, match="metadata value of 'v'"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"v": float("nan")}])
+    with pytest.raises(InvalidInputError, match="metadata value of 'v'"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"v": np.float32(1)}])
+    with pytest.raises(InvalidInputError, match="sources must be strings"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], sources=[None])
+    assert len(memory) == 1 and memory.ids(where={"tag": 1}) == [1]
     with pytest.raises(MemoryExistsError):
         Memory.create(memdir, encoder=None, dim=8)
     with pytest.raises(EncoderError, match="unknown encoder"):

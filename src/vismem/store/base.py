@@ -53,13 +53,27 @@ def check_meta_key(key: object) -> str:
     return key
 
 
+def check_meta_value(key: str, value: Any) -> None:
+    """A metadata value is stored as JSON that filters read back in SQLite: NaN and
+    infinities (which SQLite's JSON rejects, failing every later filter) and objects JSON
+    cannot hold (a numpy scalar) are refused."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata value of {key!r} must be JSON (text, a finite number, true/false, "
+                                f"null, a list or an object), got {value!r}: {exc}") from None
+
+
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
-    """What every home refuses before writing anything: bad labels, metadata keys that a
-    filter could not name, vectors of another dimension."""
+    """What every home refuses before writing anything: bad labels and sources, metadata
+    keys that a filter could not name or values that JSON cannot hold, vectors of another
+    dimension."""
     for item in items:
         check_label(item.label)
-        for key in item.meta:
-            check_meta_key(key)
+        if not isinstance(item.source, str):
+            raise InvalidInputError(f"sources must be strings, got {type(item.source).__name__} {item.source!r}")
+        for key, value in item.meta.items():
+            check_meta_value(check_meta_key(key), value)
         if item.vector.shape != (dim,):
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
 

@@ -278,9 +278,12 @@ class Catalog:
 
     def _meta_column(self, key: str) -> tuple[Codes, np.ndarray]:
         if key not in self._meta:
-            codes = Codes()
-            self._meta[key] = (codes, np.full(len(self._ids), -1, dtype=np.int32))
-            self._fill_meta(key, None)
+            self._meta[key] = (Codes(), np.full(len(self._ids), -1, dtype=np.int32))
+            try:
+                self._fill_meta(key, None)
+            except BaseException:
+                del self._meta[key]  # half filled, it would match nothing from now on
+                raise
         return self._meta[key]
 
     def _fill_meta(self, key: str, ids: np.ndarray | None) -> None:
