@@ -21,6 +21,7 @@ import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
+from vismem.errors import MemoryBusyError
 from vismem.datasets import write_image_folder
 from vismem.remnants import find_remnants, fingerprints
 from vismem.search.lifecycle import ManagedIndex
@@ -275,6 +276,52 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
     with Memory.open(memdir) as other:
         other.add_vectors(x[new[:100]], y[new[:100]])
     server.add_vectors(x[old[500:501]], y[old[500:501]])  # catches up with the 7s inside
+    decided = [d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")]
+    with Memory.open(memdir) as fresh:
+        assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]
+    assert decided.count("7") >= 15
+    server.close()
+
+
+# Holds the write lock of the database named by argv[1] until its stdin closes.
+HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "db.execute('BEGIN IMMEDIATE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_has_them(memdir, monkeypatch):
+    """`compact` catches up (here with another process's new class), then cannot get the
+    write lock that a third process holds: it fails, but what it caught up with stays, so the
+    prototypes must follow it, as they do after a write that succeeds (they kept the
+    classes they were built from)."""
+    from sklearn.datasets import load_digits
+
+    import vismem.store.sqlite
+
+    digits = load_digits()
+    x = (digits.data / np.linalg.norm(digits.data, axis=1, keepdims=True)).astype(np.float32)
+    y = digits.target.astype(str)
+    old, new = np.flatnonzero(y != "7"), np.flatnonzero(y == "7")
+    with Memory.create(memdir, encoder=None, dim=64) as memory:
+        memory.add_vectors(x[old[:500]], y[old[:500]])
+    monkeypatch.setattr(vismem.store.sqlite, "BUSY_SECONDS", 1)
+    server = Memory.open(memdir)
+    server.auto_refresh = False
+    assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
+    with Memory.open(memdir) as other:
+        other.add_vectors(x[new[:100]], y[new[:100]])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(memdir / DB_NAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(MemoryBusyError):
+            server.compact()
+    finally:
+        holder.communicate("")
     decided = [d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")]
     with Memory.open(memdir) as fresh:
         assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]

@@ -299,13 +299,16 @@ class Memory:
         protos = None if reset else self._protos
         before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
         catch_ups = self.store.catch_ups
-        result = write(self.store)
-        self._voting = None
-        # The write catches up with others' commits first (auto_refresh off, or one that
-        # landed since `_catch_up`): then the prototypes are rebuilt from the store on next use.
-        if reset or self.store.catch_ups != catch_ups:
-            self._protos = None
-        elif protos is not None:
+        try:
+            result = write(self.store)
+        finally:
+            self._voting = None
+            # The write catches up with others' commits first (auto_refresh off, or one that
+            # landed since `_catch_up`), and what it caught up with stays even when the write
+            # then fails: the prototypes are rebuilt from the store on next use.
+            if reset or self.store.catch_ups != catch_ups:
+                self._protos = None
+        if protos is not None and self._protos is not None:
             if before is not None:
                 protos.remove(*before)
                 if not removed:
