@@ -258,10 +258,9 @@ def test_a_write_that_catches_up_through_a_rebuild_keeps_what_the_rebuild_record
     memory.close()
 
 
-def test_prototypes_follow_what_a_write_caught_up_with(memdir):
-    """A memory that catches up inside its writes (a server's, `auto_refresh` off) takes in
-    another process's new class there: its prototypes decide with that class afterwards,
-    as a fresh open does (they once kept the classes they were built from)."""
+def memory_without_sevens(memdir):
+    """Digits as unit vectors, their labels, and the positions of the other digits and of
+    the 7s; makes a memory at `memdir` of the first 500 others."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -270,6 +269,14 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
     old, new = np.flatnonzero(y != "7"), np.flatnonzero(y == "7")
     with Memory.create(memdir, encoder=None, dim=64) as memory:
         memory.add_vectors(x[old[:500]], y[old[:500]])
+    return x, y, old, new
+
+
+def test_prototypes_follow_what_a_write_caught_up_with(memdir):
+    """A memory that catches up inside its writes (a server's, `auto_refresh` off) takes in
+    another process's new class there: its prototypes decide with that class afterwards,
+    as a fresh open does (they once kept the classes they were built from)."""
+    x, y, old, new = memory_without_sevens(memdir)
     server = Memory.open(memdir)
     server.auto_refresh = False
     assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
@@ -298,16 +305,9 @@ def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_
     write lock that a third process holds: it fails, but what it caught up with stays, so the
     prototypes must follow it, as they do after a write that succeeds (they kept the
     classes they were built from)."""
-    from sklearn.datasets import load_digits
-
     import vismem.store.sqlite
 
-    digits = load_digits()
-    x = (digits.data / np.linalg.norm(digits.data, axis=1, keepdims=True)).astype(np.float32)
-    y = digits.target.astype(str)
-    old, new = np.flatnonzero(y != "7"), np.flatnonzero(y == "7")
-    with Memory.create(memdir, encoder=None, dim=64) as memory:
-        memory.add_vectors(x[old[:500]], y[old[:500]])
+    x, y, old, new = memory_without_sevens(memdir)
     monkeypatch.setattr(vismem.store.sqlite, "BUSY_SECONDS", 1)
     server = Memory.open(memdir)
     server.auto_refresh = False
