@@ -705,10 +705,11 @@ class Memory:
 
     def update_settings(self, **changes: Any) -> MemorySettings:
         """Change settings (fields of `MemorySettings`); a new index setting rebuilds the
-        index from the store, tuned and measured. Returns the new settings."""
-        new = self.settings.replace(**changes)
-        self._commit(lambda store: store.save_settings(new), reset=True)
-        return new
+        index from the store, tuned and measured. Only the settings named change: another
+        process's change to others, committed meanwhile, stays. Returns the new settings."""
+        self.settings.replace(**changes)  # a bad name or value fails here
+        self._commit(lambda store: store.save_settings(changes), reset=True)
+        return self.settings
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
                   float16: bool | None = None) -> dict[str, Any]:
@@ -718,8 +719,8 @@ class Memory:
             changes["target_recall"] = target_recall
         if float16 is not None:
             changes["float16"] = float16
-        new = self.settings.replace(**changes)
-        self._commit(lambda store: store.save_settings(new))
+        self.settings.replace(**changes)  # a bad name or value fails here
+        self._commit(lambda store: store.save_settings(changes))
         return self.store.describe()["index"]
 
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
@@ -734,8 +735,8 @@ class Memory:
         tune the index on (0: stop, and delete those kept); `clear` deletes the kept ones
         now. Deleted queries leave no bytes in any file. Returns {"keep", "kept"}."""
         if keep is not None:
-            new = self.settings.replace(record_queries=keep)
-            self._commit(lambda store: store.save_settings(new))
+            self.settings.replace(record_queries=keep)  # a bad value fails here
+            self._commit(lambda store: store.save_settings({"record_queries": keep}))
         if clear or keep == 0:
             self._commit(lambda store: store.clear_recorded_queries())
         return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
@@ -799,14 +800,15 @@ class Memory:
     def set_transform(self, spec: TransformSpec | str, progress: Progress | None = None) -> FeatureTransform:
         """Fit a feature transform (`none`, `center`, `whiten`; see `transform.py`) on every
         item and rebuild the search index through it (`progress(n)` as n more items are
-        done). Adding items later does not refit it; purging removed items it was fitted on
-        does. The abstention threshold was measured in the old space: calibrate again."""
+        done); the transform in force is refitted. One that cannot be fitted (no items, or
+        none that vary) raises and changes nothing. Adding items later does not refit it;
+        purging removed items it was fitted on does (and drops it when the items left cannot
+        be fitted). The abstention threshold was measured in the old space: calibrate again."""
         spec = TransformSpec(spec) if isinstance(spec, str) else spec
         if spec != TransformSpec() and not self.capabilities.feature_transforms:
             raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
                                     "stored: its only transform is none")
-        new = self.settings.replace(transform=spec)
-        self._commit(lambda store: store.save_settings(new, progress=progress), reset=True)
+        self._commit(lambda store: store.save_settings({"transform": spec}, progress=progress), reset=True)
         return self.store.transform()
 
     def voting_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -306,8 +306,11 @@ class Store(Protocol):
 
     # ---- settings -------------------------------------------------------------------
     def settings(self) -> MemorySettings: ...
-    # a changed `transform` refits it on the items and rebuilds the search (progress(n) per n items)
-    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None: ...
+    # changes the named settings (`MemorySettings` fields) over the settings as committed when
+    # it writes, so that another process's change to others stays; a given `transform` is
+    # fitted on the items (a refit, if it is in force) and the search rebuilt through it
+    # (progress(n) per n items); a change that cannot be made changes nothing
+    def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None: ...
 
     # ---- writes ---------------------------------------------------------------------
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...
