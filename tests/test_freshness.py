@@ -329,6 +329,25 @@ def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_
     server.close()
 
 
+def test_an_add_committed_while_a_memory_compacts_is_caught_up_with(memdir, monkeypatch):
+    """Another connection adds while `compact` runs (here: just before its VACUUM; a refit of
+    the transform first can take minutes). The compacting memory once marked that commit
+    as seen without taking it in, so it never searched those items, not even after its
+    own next write."""
+    memory, ids = make(memdir)
+    memory.remove(ids[:5])
+    vacuum = memory.store.db.vacuum
+    with Memory.open(memdir) as other:
+        def add_then_vacuum() -> None:
+            other.add_vectors(unit_vectors(2, 8, 1), ["new", "new"])
+            vacuum()
+        monkeypatch.setattr(memory.store.db, "vacuum", add_then_vacuum)
+        memory.compact()
+    assert len(memory) == 27 and memory.class_counts()["new"] == 2
+    assert memory.search(unit_vectors(2, 8, 1), k=1)[0][0].label == "new"
+    memory.close()
+
+
 def test_a_write_inside_a_write_is_a_savepoint_of_it(memdir):
     memory, _ = make(memdir)
     db = memory.store.db

@@ -567,7 +567,6 @@ class EmbeddedStore:
         self._refit_after_removals()
         self.db.vacuum()  # purges the database
         self._unpurged = False
-        self._seen = self.db.data_version()
         reclaimed = self._index.compact(self._live())
         return {"reclaimed": reclaimed, **self._index.index.describe()}
 
