@@ -263,6 +263,27 @@ def test_purging_removed_items_refits_the_transform_without_them(tmp_path, offse
         assert memory.info()["transform"]["changed_since"] == 0
 
 
+@pytest.mark.parametrize("purge", ["remove", "compact"])
+def test_prototypes_follow_a_purge_that_refits_the_transform(tmp_path, offset_digits, purge):
+    """Prototypes live in the space searched: after a purge (by `remove` or `compact`) that
+    refits the transform, they decide as a fresh open's do (they stayed in the old space)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x[:400], y[:400])
+        memory.set_transform(WHITEN)
+        memory.classify_vectors(x[1000:1001], vote="prototype")  # builds the prototypes
+        if purge == "remove":
+            memory.remove(ids[:200], purge=True)
+        else:
+            memory.remove(ids[:200])
+            memory.compact()
+        assert memory.transform.fitted_items == 200
+        decided = [d.label for d in memory.classify_vectors(x[1000:1300], vote="prototype")]
+        with Memory.open(path) as fresh:
+            assert decided == [d.label for d in fresh.classify_vectors(x[1000:1300], vote="prototype")]
+
+
 def test_a_transform_that_cannot_be_fitted_changes_nothing_and_asking_again_refits(tmp_path, offset_digits):
     """A fit that fails (items that do not vary) leaves the settings as they were, in this
     process and on disk (they once kept the new transform, and asking again later, with

@@ -298,15 +298,16 @@ class Memory:
         self._catch_up()
         protos = None if reset else self._protos
         before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
-        catch_ups = self.store.catch_ups
+        catch_ups, transform = self.store.catch_ups, self.store.transform()
         try:
             result = write(self.store)
         finally:
             self._voting = None
             # The write catches up with others' commits first (auto_refresh off, or one that
             # landed since `_catch_up`), and what it caught up with stays even when the write
-            # then fails: the prototypes are rebuilt from the store on next use.
-            if reset or self.store.catch_ups != catch_ups:
+            # then fails; or it refits the transform (a purge), moving the space prototypes
+            # live in: the prototypes are rebuilt from the store on next use.
+            if reset or self.store.catch_ups != catch_ups or self.store.transform() is not transform:
                 self._protos = None
         if protos is not None and self._protos is not None:
             if before is not None:
@@ -679,7 +680,10 @@ class Memory:
 
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now."""
+        transform = self.store.transform()
         self.store.purge()
+        if self.store.transform() is not transform:  # refitted without removed items: see _commit
+            self._protos = None
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""
