@@ -1,4 +1,5 @@
-"""kill -9 in the middle of `vismem add` never corrupts the memory; removals are durable."""
+"""kill -9 in the middle of `vismem add` never corrupts the memory; removals are durable; an
+interrupted `vismem import` into a directory leaves nothing there."""
 
 import json
 import signal
@@ -77,3 +78,74 @@ def test_removal_is_durable_once_it_returns_and_purged_at_the_next_close(tmp_pat
         assert not set(ids[:3]) & {h.id for h in memory.search(vectors, k=8)[0]}
     for needle in needles:  # the next process to close the memory purged what the crash left
         assert _files_holding(memdir, needle) == []
+
+
+def _exported(tmp_path, n=600):
+    """An export of n items with history (a relabel, a block), and the memory's answers."""
+    origin = tmp_path / "origin"
+    vectors = unit_vectors(n, 16, seed=5)
+    with Memory.create(origin, encoder=None, dim=16) as memory:
+        ids = memory.add_vectors(vectors, [str(i % 7) for i in range(n)])
+        memory.relabel(ids[:3], "odd")
+        memory.set_weight(ids[3:5], 0.0)
+        expected = [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)]
+        memory.export_parquet(tmp_path / "m.parquet")
+    return tmp_path / "m.parquet", vectors, expected
+
+
+def test_an_interrupted_import_into_a_directory_leaves_nothing_there(tmp_path):
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    batches = []
+
+    def interrupt(n):  # Ctrl-C after the first batch
+        batches.append(n)
+        raise KeyboardInterrupt
+
+    from vismem.transfer import import_store
+
+    with pytest.raises(KeyboardInterrupt):
+        import_store(path, dest, batch=100, progress=interrupt)
+    assert batches == [100]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "origin"]  # no DEST, no leftovers
+
+    dest.mkdir()  # an empty directory may be the destination
+    with Memory.import_parquet(path, dest) as memory:
+        assert len(memory) == 600
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    from vismem.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="not an empty directory"):
+        Memory.import_parquet(path, tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp_path):
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from vismem.transfer import import_store
+
+        def stall(n):
+            print(n, flush=True)
+            time.sleep(60)  # killed here, mid-import
+
+        import_store({str(path)!r}, {str(dest)!r}, batch=100, progress=stall)
+    """)
+    importing = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert importing.stdout.readline().strip() == "100"
+    importing.send_signal(signal.SIGKILL)
+    importing.wait()
+    assert not dest.exists()
+    abandoned = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.filling-")]
+    assert len(abandoned) == 1  # the killed import's work, hidden beside DEST
+
+    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), str(dest), "--json"],
+                              capture_output=True, text=True, check=True)
+    assert json.loads(imported.stdout)["imported"] == 600
+    assert not abandoned[0].exists()
+    with Memory.open(dest) as memory:
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected

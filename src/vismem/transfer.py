@@ -279,15 +279,16 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     """Create a memory at `location` (a directory or another home's URI) holding exactly
     the export's items, settings and encoder identity; returns its store, open.
 
-    Items get new ids. Copies of one image in the export stay copies. An interrupted
-    import leaves a partial memory at `location`: remove it and import again.
+    Items get new ids. Copies of one image in the export stay copies. A directory memory
+    appears only once the import is complete; in another home an interrupted import
+    leaves a partial memory at `location`: remove it and import again.
     """
-    from .store import create_store
+    from .store import create_filled_store
 
     header, _ = read_header(path)
     identity = EncoderIdentity(**header["encoder"])
-    store = create_store(location, identity, MemorySettings.from_dict(header["settings"]))
-    try:
+
+    def fill(store: Store) -> None:
         counts: dict[int, int] = {}
         for rows in read_parquet(path, batch):
             if rows.vectors.shape[1] != identity.dim:
@@ -300,10 +301,8 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
                 progress(len(rows))
         if counts:
             store.set_prune_counts(counts)
-    except BaseException:
-        store.close()
-        raise
-    return store
+
+    return create_filled_store(location, identity, MemorySettings.from_dict(header["settings"]), fill)
 
 
 def relabels(rows: Rows, ids: list[int]) -> dict[str, list[int]]:

@@ -98,7 +98,7 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
     token = uuid.uuid4().hex
     full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout, "token": token}
     _write(directory / META, json.dumps(full).encode(), checked=None)
-    _fsync_dir(directory)
+    sync_directory(directory)
     return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"), token)
 
 
@@ -308,7 +308,8 @@ def _npy_data_offset(path: Path) -> int:
         return f.tell()
 
 
-def _fsync_dir(directory: Path) -> None:
+def sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX: fsync the directory)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

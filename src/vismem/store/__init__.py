@@ -68,9 +68,27 @@ def create_store(location: str | Path, identity: EncoderIdentity, settings: Memo
     return home.create(location_text(location), identity, settings)
 
 
+def create_filled_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings,
+                        fill: Callable[[Store], None]) -> Store:
+    """A new memory filled by `fill(store)`, returned open. A directory appears only once
+    full (see `EmbeddedStore.create_filled`); another home's memory fills in place, so an
+    interrupted fill leaves it partial there."""
+    home = _home(location)
+    if home is None:
+        return EmbeddedStore.create_filled(location, identity, settings, fill)
+    store = home.create(location_text(location), identity, settings)
+    try:
+        fill(store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 register_home("milvus", lambda: importlib.import_module(".milvus", __name__).MilvusStore)
 
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
-           "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta_key", "create_store",
+           "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta_key",
+           "create_filled_store", "create_store",
            "open_store", "register_home"]

@@ -19,6 +19,8 @@ rebuilds the index through the new fit.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import logging
 import os
@@ -32,7 +34,7 @@ import numpy as np
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..search.base import SearchResult
 from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
-from ..search.saved import BuildUnderway
+from ..search.saved import BuildUnderway, sync_directory
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
@@ -86,6 +88,40 @@ class EmbeddedStore:
         if (path / DB_NAME).exists():
             raise MemoryExistsError(f"a memory already exists at {path}")
         return cls(Database.create(path, {"encoder": identity.to_dict(), "settings": settings.to_dict()}))
+
+    @classmethod
+    def create_filled(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings,
+                      fill: Callable[[EmbeddedStore], None]) -> EmbeddedStore:
+        """A new memory at `path`, filled by `fill(store)` in a hidden directory beside it
+        and renamed into place when full: an error or a kill midway leaves nothing at
+        `path` (a killed fill's directory is removed by the next fill of `path`)."""
+        path = Path(os.path.abspath(path))  # a name to hide the work beside, even for "."
+        if (path / DB_NAME).exists():
+            raise MemoryExistsError(f"a memory already exists at {path}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InvalidInputError(f"{path} exists and is not an empty directory: choose a new path")
+        _remove_abandoned_fills(path)
+        staging = path.with_name(f".{path.name}.filling-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        store = cls.create(staging, identity, settings)
+        try:
+            fill(store)
+        except BaseException:
+            store.db.close()  # what it wrote goes with its directory: nothing to save or purge
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        store.close()
+        try:
+            if path.exists():
+                path.rmdir()  # empty, checked above; fails if something came meanwhile
+            os.rename(staging, path)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise MemoryExistsError(f"something was put at {path} meanwhile: choose a new path") from None
+            raise
+        sync_directory(path.parent)
+        return cls.open(path)
 
     @classmethod
     def open(cls, path: str | Path) -> EmbeddedStore:
@@ -592,6 +628,24 @@ class EmbeddedStore:
                     self.purge()
         finally:
             self.db.close()
+
+
+def _remove_abandoned_fills(path: Path) -> None:
+    """Remove the hidden directories of fills of `path` whose process is gone (killed)."""
+    for staging in path.parent.glob(f".{glob.escape(path.name)}.filling-*"):
+        pid = staging.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _LiveIds:
