@@ -348,6 +348,33 @@ def test_an_add_committed_while_a_memory_compacts_is_caught_up_with(memdir, monk
     memory.close()
 
 
+@pytest.mark.parametrize("operation", ["tune_index", "purge", "set_index"])
+def test_the_catalog_names_what_the_index_took_in_while_saving(memdir, operation):
+    """A memory that does not catch up by itself (a server's) saves its index after
+    replaying every commit into it first (so that a removal another process scrubbed is
+    never written back). The catalog must follow the index: searches once found the other
+    process's items and named them None."""
+    memory = Memory.create(memdir, encoder=None, dim=8, index="hnsw")
+    vectors = unit_vectors(300, 8, 0)
+    ids = memory.add_vectors(vectors, ["old"] * 300)
+    memory.auto_refresh = False
+    memory.remove([ids[0]])
+    new = unit_vectors(3, 8, 1)
+    with Memory.open(memdir) as other:
+        other.add_vectors(new, ["new"] * 3)
+        other.remove([ids[-1]])
+    if operation == "tune_index":
+        memory.tune_index(unit_vectors(20, 8, 2))
+    elif operation == "purge":  # the other process saved since this one's removal: the purge saves
+        memory.purge()
+    else:
+        memory.set_index("hnsw", target_recall=0.9)
+    found = memory.search(np.concatenate([new, vectors[-1:]]), k=1)
+    assert [hits[0].label for hits in found] == ["new", "new", "new", "old"]
+    assert found[3][0].id != ids[-1]
+    memory.close()
+
+
 def test_a_write_inside_a_write_is_a_savepoint_of_it(memdir):
     memory, _ = make(memdir)
     db = memory.store.db

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -298,17 +299,8 @@ class Memory:
         self._catch_up()
         protos = None if reset else self._protos
         before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
-        catch_ups, transform = self.store.catch_ups, self.store.transform()
-        try:
+        with self._following_store(reset=reset):
             result = write(self.store)
-        finally:
-            self._voting = None
-            # The write catches up with others' commits first (auto_refresh off, or one that
-            # landed since `_catch_up`), and what it caught up with stays even when the write
-            # then fails; or it refits the transform (a purge), moving the space prototypes
-            # live in: the prototypes are rebuilt from the store on next use.
-            if reset or self.store.catch_ups != catch_ups or self.store.transform() is not transform:
-                self._protos = None
         if protos is not None and self._protos is not None:
             if before is not None:
                 protos.remove(*before)
@@ -317,6 +309,21 @@ class Memory:
             if added and isinstance(result, InsertResult) and result.ids:
                 self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
         return result
+
+    @contextmanager
+    def _following_store(self, *, reset: bool = False) -> Iterator[None]:
+        """Around a store call that may change what the prototypes are built from: it may
+        catch up with others' commits (a write does first, with auto_refresh off or for one
+        that landed since `_catch_up`; a save of the index does), and what it caught up with
+        stays even when the call then fails; or refit the transform (a purge), moving the
+        space prototypes live in. Then (or with `reset`) they are rebuilt on next use."""
+        catch_ups, transform = self.store.catch_ups, self.store.transform()
+        try:
+            yield
+        finally:
+            self._voting = None
+            if reset or self.store.catch_ups != catch_ups or self.store.transform() is not transform:
+                self._protos = None
 
     def _join_prototypes(self, protos: PrototypeSet, ids: np.ndarray) -> None:
         """Put items into the prototypes if they vote (weight > 0, not hard-pruned)."""
@@ -680,10 +687,8 @@ class Memory:
 
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now."""
-        transform = self.store.transform()
-        self.store.purge()
-        if self.store.transform() is not transform:  # refitted without removed items: see _commit
-            self._protos = None
+        with self._following_store():
+            self.store.purge()
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""

@@ -343,6 +343,7 @@ class EmbeddedStore:
             old = self._write_settings(changes, fitted)
             if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
                 self._index.rebuild(self._live(), progress)
+        self._follow_index()
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -366,6 +367,7 @@ class EmbeddedStore:
                 self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
                 self._wrote()
                 self._index.after_growth(self._live())
+                self._follow_index()
         return InsertResult(ids, duplicates)
 
     def delete(self, ids: Iterable[int]) -> list[int]:
@@ -387,6 +389,7 @@ class EmbeddedStore:
             self._wrote()
             if self._index.compact_if_needed(self._live()):
                 self.purge()  # compaction promises the bytes are gone
+            self._follow_index()
         return removed
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
@@ -402,6 +405,14 @@ class EmbeddedStore:
         self.db.set_prune_counts(counts, before=self._catch_up_locked)
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         self._wrote()
+
+    def _follow_index(self) -> None:
+        """The index replays every commit before it is saved or built (a save never writes
+        back a removed vector): the catalog follows it to the same edit, so that a search
+        names every neighbour (a catch-up, as far as it goes; `refresh` does the rest)."""
+        if self._index.seq > self._seq:
+            self._replay(until=self._index.seq)
+            self.catch_ups += 1
 
     def _wrote(self) -> None:
         # Our own commit does not change data_version. We caught up inside the write, so
@@ -559,6 +570,7 @@ class EmbeddedStore:
                     f"memory at {self.location} has no recorded queries: give query vectors or images, "
                     f"or record real ones first with `vismem record-queries {self.location} 1000`")
         self._index.tune(self.to_search_space(queries), measured_on)
+        self._follow_index()
         return self._index.describe()
 
     def purge(self) -> None:
@@ -568,6 +580,7 @@ class EmbeddedStore:
         self._refit_after_removals()
         self.db.purge()
         self._index.scrub()
+        self._follow_index()
         self._unpurged = False
         self._keep_reserve()
 
@@ -604,6 +617,7 @@ class EmbeddedStore:
         self.db.vacuum()  # purges the database
         self._unpurged = False
         reclaimed = self._index.compact(self._live())
+        self._follow_index()
         return {"reclaimed": reclaimed, **self._index.index.describe()}
 
     def quality(self) -> Any:
