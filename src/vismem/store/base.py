@@ -295,8 +295,8 @@ class Store(Protocol):
     location: str
     identity: EncoderIdentity
     capabilities: Capabilities
-    # how many times it has taken in other processes' commits (`refresh`, or a write's own
-    # catch-up): what a caller derived from the items is stale once this moves
+    # how many times it has taken in other processes' commits (`refresh`, a write's own
+    # catch-up, a save of the index): what a caller derived from the items is stale once this moves
     catch_ups: int
 
     @property
