@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from vismem import Memory
 from vismem.errors import InvalidInputError
-from vismem.store import Filter
+from vismem.store import DB_NAME, Filter
 from vismem.store.base import _RECENT_FILTERS, RECENT_FILTERS
 from vismem.store.catalog import Catalog
 
@@ -140,6 +142,37 @@ def test_metadata_values_compare_as_sqlite_does(tmp_path, value):
         memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"v": value}, {"v": "other"}])
         where = Filter.of(where={"v": value})
         assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where) == [1]
+
+
+def test_object_values_match_whatever_order_their_keys_were_given_in(tmp_path):
+    """An object's keys compare sorted, in the catalog this process fills as it adds and in
+    one filled from the database (which keeps the keys as given) alike."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=2) as memory:
+        memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"v": {"b": 1, "a": [2, {"d": 3, "c": 4}]}}, {"v": 1}])
+        value = {"a": [2, {"c": 4, "d": 3}], "b": 1}
+        assert memory.ids(where={"v": value}) == [1]  # the column is read from the database
+        memory.add_vectors(np.eye(2)[::-1], ["a", "b"], metas=[{"v": {"b": 1, "a": [2, {"d": 3, "c": 4}]}}, {}])
+        assert memory.ids(where={"v": value}) == [1, 3]  # the column is filled as items are added
+    with Memory.open(path) as fresh:
+        assert fresh.ids(where={"v": value}) == [1, 3]
+
+
+def test_a_metadata_column_that_failed_to_fill_is_not_kept_half_filled(tmp_path):
+    """Metadata the database cannot read as JSON (NaN, stored by an older vismem) fails a
+    filter each time it is asked, not once and then silently match nothing."""
+    path = tmp_path / "m"
+    Memory.create(path, encoder=None, dim=2).close()
+    with Memory.open(path) as memory:
+        memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"tag": 1}, {"tag": 2}])
+    db = sqlite3.connect(path / DB_NAME)
+    db.execute("""UPDATE items SET meta = '{"tag": NaN}' WHERE id = 1""")
+    db.commit()
+    db.close()
+    with Memory.open(path) as memory:
+        for _ in range(2):
+            with pytest.raises(sqlite3.OperationalError, match="malformed JSON"):
+                memory.ids(where={"tag": 2})
 
 
 def test_another_writer_edits_reach_this_catalog_through_the_log(tmp_path):

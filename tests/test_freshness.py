@@ -21,6 +21,7 @@ import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
+from vismem.errors import MemoryBusyError
 from vismem.datasets import write_image_folder
 from vismem.remnants import find_remnants, fingerprints
 from vismem.search.lifecycle import ManagedIndex
@@ -257,10 +258,9 @@ def test_a_write_that_catches_up_through_a_rebuild_keeps_what_the_rebuild_record
     memory.close()
 
 
-def test_prototypes_follow_what_a_write_caught_up_with(memdir):
-    """A memory that catches up inside its writes (a server's, `auto_refresh` off) takes in
-    another process's new class there: its prototypes decide with that class afterwards,
-    as a fresh open does (they once kept the classes they were built from)."""
+def memory_without_sevens(memdir):
+    """Digits as unit vectors, their labels, and the positions of the other digits and of
+    the 7s; makes a memory at `memdir` of the first 500 others."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -269,6 +269,14 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
     old, new = np.flatnonzero(y != "7"), np.flatnonzero(y == "7")
     with Memory.create(memdir, encoder=None, dim=64) as memory:
         memory.add_vectors(x[old[:500]], y[old[:500]])
+    return x, y, old, new
+
+
+def test_prototypes_follow_what_a_write_caught_up_with(memdir):
+    """A memory that catches up inside its writes (a server's, `auto_refresh` off) takes in
+    another process's new class there: its prototypes decide with that class afterwards,
+    as a fresh open does (they once kept the classes they were built from)."""
+    x, y, old, new = memory_without_sevens(memdir)
     server = Memory.open(memdir)
     server.auto_refresh = False
     assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
@@ -280,6 +288,91 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
         assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]
     assert decided.count("7") >= 15
     server.close()
+
+
+# Holds the write lock of the database named by argv[1] until its stdin closes.
+HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "db.execute('BEGIN IMMEDIATE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_has_them(memdir, monkeypatch):
+    """`compact` catches up (here with another process's new class), then cannot get the
+    write lock that a third process holds: it fails, but what it caught up with stays, so the
+    prototypes must follow it, as they do after a write that succeeds (they kept the
+    classes they were built from)."""
+    import vismem.store.sqlite
+
+    x, y, old, new = memory_without_sevens(memdir)
+    monkeypatch.setattr(vismem.store.sqlite, "BUSY_SECONDS", 1)
+    server = Memory.open(memdir)
+    server.auto_refresh = False
+    assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
+    with Memory.open(memdir) as other:
+        other.add_vectors(x[new[:100]], y[new[:100]])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(memdir / DB_NAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(MemoryBusyError):
+            server.compact()
+    finally:
+        holder.communicate("")
+    decided = [d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")]
+    with Memory.open(memdir) as fresh:
+        assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]
+    assert decided.count("7") >= 15
+    server.close()
+
+
+def test_an_add_committed_while_a_memory_compacts_is_caught_up_with(memdir, monkeypatch):
+    """Another connection adds while `compact` runs (here: just before its VACUUM; a refit of
+    the transform first can take minutes). The compacting memory once marked that commit
+    as seen without taking it in, so it never searched those items, not even after its
+    own next write."""
+    memory, ids = make(memdir)
+    memory.remove(ids[:5])
+    vacuum = memory.store.db.vacuum
+    with Memory.open(memdir) as other:
+        def add_then_vacuum() -> None:
+            other.add_vectors(unit_vectors(2, 8, 1), ["new", "new"])
+            vacuum()
+        monkeypatch.setattr(memory.store.db, "vacuum", add_then_vacuum)
+        memory.compact()
+    assert len(memory) == 27 and memory.class_counts()["new"] == 2
+    assert memory.search(unit_vectors(2, 8, 1), k=1)[0][0].label == "new"
+    memory.close()
+
+
+@pytest.mark.parametrize("operation", ["tune_index", "purge", "set_index"])
+def test_the_catalog_names_what_the_index_took_in_while_saving(memdir, operation):
+    """A memory that does not catch up by itself (a server's) saves its index after
+    replaying every commit into it first (so that a removal another process scrubbed is
+    never written back). The catalog must follow the index: searches once found the other
+    process's items and named them None."""
+    memory = Memory.create(memdir, encoder=None, dim=8, index="hnsw")
+    vectors = unit_vectors(300, 8, 0)
+    ids = memory.add_vectors(vectors, ["old"] * 300)
+    memory.auto_refresh = False
+    memory.remove([ids[0]])
+    new = unit_vectors(3, 8, 1)
+    with Memory.open(memdir) as other:
+        other.add_vectors(new, ["new"] * 3)
+        other.remove([ids[-1]])
+    if operation == "tune_index":
+        memory.tune_index(unit_vectors(20, 8, 2))
+    elif operation == "purge":  # the other process saved since this one's removal: the purge saves
+        memory.purge()
+    else:
+        memory.set_index("hnsw", target_recall=0.9)
+    found = memory.search(np.concatenate([new, vectors[-1:]]), k=1)
+    assert [hits[0].label for hits in found] == ["new", "new", "new", "old"]
+    assert found[3][0].id != ids[-1]
+    memory.close()
 
 
 def test_a_write_inside_a_write_is_a_savepoint_of_it(memdir):

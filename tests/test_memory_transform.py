@@ -20,6 +20,7 @@ from vismem import Memory
 from vismem.decide import VoteParams
 from vismem.errors import InvalidInputError
 from vismem.evaluation.engine import ArrayMemory
+from vismem.remnants import find_remnants, fingerprints
 from vismem.search import saved
 from vismem.search.lifecycle import RebuiltElsewhere
 from vismem.transform import TransformSpec, fit_transform
@@ -260,6 +261,70 @@ def test_purging_removed_items_refits_the_transform_without_them(tmp_path, offse
         assert memory.transform.fitted_items == len(kept_ids) == 410
         assert memory.transform.fingerprint == fit_transform(kept, WHITEN).fingerprint  # no trace of the 30
         assert memory.info()["transform"]["changed_since"] == 0
+
+
+@pytest.mark.parametrize("purge", ["remove", "compact"])
+def test_prototypes_follow_a_purge_that_refits_the_transform(tmp_path, offset_digits, purge):
+    """Prototypes live in the space searched: after a purge (by `remove` or `compact`) that
+    refits the transform, they decide as a fresh open's do (they stayed in the old space)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x[:400], y[:400])
+        memory.set_transform(WHITEN)
+        memory.classify_vectors(x[1000:1001], vote="prototype")  # builds the prototypes
+        if purge == "remove":
+            memory.remove(ids[:200], purge=True)
+        else:
+            memory.remove(ids[:200])
+            memory.compact()
+        assert memory.transform.fitted_items == 200
+        decided = [d.label for d in memory.classify_vectors(x[1000:1300], vote="prototype")]
+        with Memory.open(path) as fresh:
+            assert decided == [d.label for d in fresh.classify_vectors(x[1000:1300], vote="prototype")]
+
+
+def test_a_transform_that_cannot_be_fitted_changes_nothing_and_asking_again_refits(tmp_path, offset_digits):
+    """A fit that fails (items that do not vary) leaves the settings as they were, in this
+    process and on disk (they once kept the new transform, and asking again later, with
+    varied items, silently fitted none); `set_transform` with the memory's own spec refits
+    it on the items now (as `MemoryClassifier.refit_transform` relies on)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        memory.add_vectors(np.repeat(x[:1], 3, axis=0), ["a"] * 3)
+        with pytest.raises(InvalidInputError, match="no variance"):
+            memory.set_transform(WHITEN)
+        assert memory.settings.transform == TransformSpec() and memory.transform.is_identity
+        with Memory.open(path) as fresh:
+            assert fresh.settings.transform == TransformSpec() and fresh.transform.is_identity
+        memory.add_vectors(x[1:200], y[1:200])
+        assert memory.set_transform(WHITEN).fitted_items == 202
+        memory.add_vectors(x[200:300], y[200:300])
+        assert memory.set_transform(memory.settings.transform).fitted_items == 302
+    with Memory.open(path) as fresh:
+        assert fresh.settings.transform == WHITEN and fresh.transform.fitted_items == 302
+
+
+@pytest.mark.parametrize("left", [0, 3])
+def test_removing_what_the_transform_can_be_fitted_on_drops_it_and_still_purges(tmp_path, offset_digits, caplog, left):
+    """Removing every item (or all but copies of one, which do not vary) leaves nothing to
+    refit the transform on: the purge drops it and goes on (it once failed, so purge, close
+    and compact failed ever after, and the removed items' bytes stayed in the files)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw") as memory:
+        ids = memory.add_vectors(x[:100], y[:100])
+        memory.set_transform(WHITEN)
+        memory.add_vectors(np.repeat(x[100:101], left, axis=0), ["a"] * left, sources="copies")
+        prints = fingerprints(memory, ids[:5])
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            assert memory.remove(ids, purge=True) == ids
+        assert "cannot be refitted" in caplog.text
+        assert memory.settings.transform == TransformSpec() and memory.transform.is_identity
+        assert len(memory) == left and not find_remnants(path, prints)[0]
+    with Memory.open(path) as fresh:
+        assert fresh.settings.transform == TransformSpec() and fresh.transform.is_identity and len(fresh) == left
 
 
 def test_remove_verify_finds_no_transformed_copies(tmp_path, offset_digits, cli):

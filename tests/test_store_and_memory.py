@@ -7,6 +7,7 @@ import pytest
 from conftest import unit_vectors
 
 from vismem import Memory
+from vismem.decide import VoteParams
 from vismem.errors import (
     EmptyMemoryError,
     EncoderError,
@@ -119,6 +120,26 @@ def test_second_handle_sees_edits_from_another_connection(memdir):
     assert [n.item_weight for n in nearest] == [2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("auto_refresh", [True, False])
+def test_a_settings_change_keeps_what_another_handle_changed_meanwhile(memdir, auto_refresh):
+    """Each handle changes the settings it names, over the settings as committed when it
+    writes: one that has not caught up (or does not catch up by itself, a server's) once
+    wrote every setting back as it last read them, undoing the other's change."""
+    first, _, _ = make(memdir)
+    first.auto_refresh = auto_refresh
+    with Memory.open(memdir) as second:
+        second.update_settings(vote=VoteParams(k=3))
+        second.set_index("hnsw")
+    first.update_settings(prototypes_per_class=2)
+    first.record_queries(50)
+    for handle in (first, Memory.open(memdir)):
+        handle.refresh()
+        settings = handle.settings
+        assert (settings.vote.k, settings.index, settings.prototypes_per_class, settings.record_queries) \
+            == (3, "hnsw", 2, 50)
+        handle.close()
+
+
 def test_without_auto_refresh_a_handle_reloads_only_when_told(memdir):
     memory, vectors, ids = make(memdir)
     pinned = Memory.open(memdir)
@@ -147,6 +168,16 @@ def test_bad_inputs_give_clear_errors(memdir, tmp_path):
     with pytest.raises(EncoderError, match="no encoder"):
         memory.add_images([tmp_path])
     assert len(memory) == 0  # nothing half-added
+    memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"tag": 1}])
+    # Metadata is JSON that every filter reads back: NaN (which SQLite's JSON rejects, so
+    # that every later filter failed) and values JSON cannot hold are refused up front.
+    with pytest.raises(InvalidInputError, match="metadata value of 'v'"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"v": float("nan")}])
+    with pytest.raises(InvalidInputError, match="metadata value of 'v'"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], metas=[{"v": np.float32(1)}])
+    with pytest.raises(InvalidInputError, match="sources must be strings"):
+        memory.add_vectors(unit_vectors(1, 8), ["a"], sources=[None])
+    assert len(memory) == 1 and memory.ids(where={"tag": 1}) == [1]
     with pytest.raises(MemoryExistsError):
         Memory.create(memdir, encoder=None, dim=8)
     with pytest.raises(EncoderError, match="unknown encoder"):

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -298,14 +299,9 @@ class Memory:
         self._catch_up()
         protos = None if reset else self._protos
         before = self.searched_vectors(list(touched)) if protos is not None and len(touched) else None
-        catch_ups = self.store.catch_ups
-        result = write(self.store)
-        self._voting = None
-        # The write catches up with others' commits first (auto_refresh off, or one that
-        # landed since `_catch_up`): then the prototypes are rebuilt from the store on next use.
-        if reset or self.store.catch_ups != catch_ups:
-            self._protos = None
-        elif protos is not None:
+        with self._following_store(reset=reset):
+            result = write(self.store)
+        if protos is not None and self._protos is not None:
             if before is not None:
                 protos.remove(*before)
                 if not removed:
@@ -313,6 +309,21 @@ class Memory:
             if added and isinstance(result, InsertResult) and result.ids:
                 self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
         return result
+
+    @contextmanager
+    def _following_store(self, *, reset: bool = False) -> Iterator[None]:
+        """Around a store call that may change what the prototypes are built from: it may
+        catch up with others' commits (a write does first, with auto_refresh off or for one
+        that landed since `_catch_up`; a save of the index does), and what it caught up with
+        stays even when the call then fails; or refit the transform (a purge), moving the
+        space prototypes live in. Then (or with `reset`) they are rebuilt on next use."""
+        catch_ups, transform = self.store.catch_ups, self.store.transform()
+        try:
+            yield
+        finally:
+            self._voting = None
+            if reset or self.store.catch_ups != catch_ups or self.store.transform() is not transform:
+                self._protos = None
 
     def _join_prototypes(self, protos: PrototypeSet, ids: np.ndarray) -> None:
         """Put items into the prototypes if they vote (weight > 0, not hard-pruned)."""
@@ -676,7 +687,8 @@ class Memory:
 
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now."""
-        self.store.purge()
+        with self._following_store():
+            self.store.purge()
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
         """Give items a new label (no re-encoding). Returns the ids that exist."""
@@ -702,10 +714,11 @@ class Memory:
 
     def update_settings(self, **changes: Any) -> MemorySettings:
         """Change settings (fields of `MemorySettings`); a new index setting rebuilds the
-        index from the store, tuned and measured. Returns the new settings."""
-        new = self.settings.replace(**changes)
-        self._commit(lambda store: store.save_settings(new), reset=True)
-        return new
+        index from the store, tuned and measured. Only the settings named change: another
+        process's change to others, committed meanwhile, stays. Returns the new settings."""
+        self.settings.replace(**changes)  # a bad name or value fails here
+        self._commit(lambda store: store.save_settings(changes), reset=True)
+        return self.settings
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
                   float16: bool | None = None) -> dict[str, Any]:
@@ -715,8 +728,8 @@ class Memory:
             changes["target_recall"] = target_recall
         if float16 is not None:
             changes["float16"] = float16
-        new = self.settings.replace(**changes)
-        self._commit(lambda store: store.save_settings(new))
+        self.settings.replace(**changes)  # a bad name or value fails here
+        self._commit(lambda store: store.save_settings(changes))
         return self.store.describe()["index"]
 
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
@@ -731,8 +744,8 @@ class Memory:
         tune the index on (0: stop, and delete those kept); `clear` deletes the kept ones
         now. Deleted queries leave no bytes in any file. Returns {"keep", "kept"}."""
         if keep is not None:
-            new = self.settings.replace(record_queries=keep)
-            self._commit(lambda store: store.save_settings(new))
+            self.settings.replace(record_queries=keep)  # a bad value fails here
+            self._commit(lambda store: store.save_settings({"record_queries": keep}))
         if clear or keep == 0:
             self._commit(lambda store: store.clear_recorded_queries())
         return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
@@ -796,14 +809,15 @@ class Memory:
     def set_transform(self, spec: TransformSpec | str, progress: Progress | None = None) -> FeatureTransform:
         """Fit a feature transform (`none`, `center`, `whiten`; see `transform.py`) on every
         item and rebuild the search index through it (`progress(n)` as n more items are
-        done). Adding items later does not refit it; purging removed items it was fitted on
-        does. The abstention threshold was measured in the old space: calibrate again."""
+        done); the transform in force is refitted. One that cannot be fitted (no items, or
+        none that vary) raises and changes nothing. Adding items later does not refit it;
+        purging removed items it was fitted on does (and drops it when the items left cannot
+        be fitted). The abstention threshold was measured in the old space: calibrate again."""
         spec = TransformSpec(spec) if isinstance(spec, str) else spec
         if spec != TransformSpec() and not self.capabilities.feature_transforms:
             raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
                                     "stored: its only transform is none")
-        new = self.settings.replace(transform=spec)
-        self._commit(lambda store: store.save_settings(new, progress=progress), reset=True)
+        self._commit(lambda store: store.save_settings({"transform": spec}, progress=progress), reset=True)
         return self.store.transform()
 
     def voting_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

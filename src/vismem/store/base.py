@@ -55,7 +55,8 @@ def check_meta_key(key: object) -> str:
 
 def check_meta(meta: Mapping[str, Any]) -> None:
     """Metadata a filter can name and JSON can hold: a NaN or an infinity stored once
-    would make the database's JSON unreadable to every later filter."""
+    would make the database's JSON unreadable to every later filter, and an object JSON
+    cannot hold (a numpy scalar) would fail inside the write."""
     for key, value in meta.items():
         check_meta_key(key)
         try:
@@ -66,10 +67,12 @@ def check_meta(meta: Mapping[str, Any]) -> None:
 
 
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
-    """What every home refuses before writing anything: bad labels, metadata a filter
-    could not name or read, vectors of another dimension."""
+    """What every home refuses before writing anything: bad labels and sources, metadata
+    a filter could not name or read, vectors of another dimension."""
     for item in items:
         check_label(item.label)
+        if not isinstance(item.source, str):
+            raise InvalidInputError(f"sources must be strings, got {type(item.source).__name__} {item.source!r}")
         check_meta(item.meta)
         if item.vector.shape != (dim,):
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
@@ -294,8 +297,8 @@ class Store(Protocol):
     location: str
     identity: EncoderIdentity
     capabilities: Capabilities
-    # how many times it has taken in other processes' commits (`refresh`, or a write's own
-    # catch-up): what a caller derived from the items is stale once this moves
+    # how many times it has taken in other processes' commits (`refresh`, a write's own
+    # catch-up, a save of the index): what a caller derived from the items is stale once this moves
     catch_ups: int
 
     @property
@@ -305,8 +308,11 @@ class Store(Protocol):
 
     # ---- settings -------------------------------------------------------------------
     def settings(self) -> MemorySettings: ...
-    # a changed `transform` refits it on the items and rebuilds the search (progress(n) per n items)
-    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None: ...
+    # changes the named settings (`MemorySettings` fields) over the settings as committed when
+    # it writes, so that another process's change to others stays; a given `transform` is
+    # fitted on the items (a refit, if it is in force) and the search rebuilt through it
+    # (progress(n) per n items); a change that cannot be made changes nothing
+    def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None: ...
 
     # ---- writes ---------------------------------------------------------------------
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...

@@ -201,43 +201,68 @@ class EmbeddedStore:
         for ids, vectors in self.vector_chunks(size):
             yield ids, self.to_search_space(vectors)
 
-    def _fit_transform(self, spec: TransformSpec, progress: Callable[[int], None] | None = None) -> None:
-        """Fit `spec` on every live item, keep it, and rebuild the index through it."""
+    def _fit(self, spec: TransformSpec,
+             progress: Callable[[int], None] | None = None) -> tuple[FeatureTransform, dict[str, Any] | None]:
+        """Fit `spec` on every item, in one state of the database: the fit, and what the
+        config keeps of it (None for none). Raises InvalidInputError when the items cannot
+        be fitted (there are none, or they do not vary); nothing is written here."""
         if spec == TransformSpec():
-            fitted = identity(self.dim)
-        elif not len(self.catalog):
-            raise InvalidInputError(f"memory at {self.path} is empty: add items before fitting a feature transform")
-        else:
-            fitted = fit_transform_chunks((v for _, v in self._counted(self.vector_chunks(), progress)), spec)
-        state = {"fitted": fitted.to_dict(), "max_id": int(self.catalog.ids().max(initial=0)),
-                 "seq": self.db.last_edit()}
-        self.db.set_config({"transform": state if not fitted.is_identity else None})
-        self._config["transform"] = state if not fitted.is_identity else None
-        self._transform = fitted
-        self._index.rebuild(self._live(), progress)
+            return identity(self.dim), None
+        with self.db.snapshot():
+            seq, last = self.db.last_edit(), 0
+            if not self.db.count():
+                raise InvalidInputError(f"memory at {self.path} is empty: add items before fitting a feature "
+                                        "transform")
 
-    @staticmethod
-    def _counted(chunks: Iterator[tuple[np.ndarray, np.ndarray]],
-                 progress: Callable[[int], None] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for ids, vectors in chunks:
-            yield ids, vectors
-            if progress:
-                progress(len(ids))
+            def vectors() -> Iterator[np.ndarray]:
+                nonlocal last
+                for ids, chunk in self.vector_chunks():
+                    yield chunk
+                    last = int(ids[-1])
+                    if progress:
+                        progress(len(ids))
+            fitted = fit_transform_chunks(vectors(), spec)
+        return fitted, {"fitted": fitted.to_dict(), "max_id": last, "seq": seq}
+
+    def _write_settings(self, changes: Mapping[str, Any],
+                        fitted: tuple[FeatureTransform, dict[str, Any] | None] | None = None) -> MemorySettings:
+        """Commit `changes` over the settings as they are once this write holds the lock
+        (it catches up first: what other processes changed meanwhile stays), with a new
+        fit of the transform if given; returns the settings it replaced."""
+        with self.db.write("saving settings", before=self._catch_up_locked, undone="nothing was changed"):
+            old = self._settings
+            new = old.replace(**changes)
+            self.db.set_config({"settings": new.to_dict(), **({"transform": fitted[1]} if fitted else {})})
+        self._settings = new
+        if fitted is not None:
+            self._transform, self._config["transform"] = fitted
+        return old
 
     def _refit_after_removals(self) -> None:
         """Before purging: if items the transform was fitted on were removed since, refit it
-        on the items left (and rebuild the index), so nothing of them stays in it."""
+        on the items left (and rebuild the index), so nothing of them stays in it. Where
+        the items left cannot be fitted (none, or none that vary), the transform goes."""
         state = self._config.get("transform")
         if not state or self.read_only or self._transform.mean is None:  # nothing fitted from the items
             return
         removed = [i for _, op, ids in self.db.edits_since(state["seq"]) if op == "remove"
                    for i in ids if i <= state["max_id"]]
-        if removed:
-            log.warning("%s: refitting the %s feature transform on the %d items left (it was fitted on %d items "
-                        "since removed) and rebuilding the index", self.path, self._transform.spec.name,
-                        len(self.catalog), len(removed))
-            with self._index.rebuilding():
-                self._fit_transform(self._settings.transform)
+        if not removed:
+            return
+        spec = self._settings.transform
+        log.warning("%s: refitting the %s feature transform on the %d items left (it was fitted on %d items "
+                    "since removed) and rebuilding the index", self.path, self._transform.spec.name,
+                    len(self.catalog), len(removed))
+        with self._index.rebuilding():
+            try:
+                fitted = self._fit(spec)
+                changes: dict[str, Any] = {}
+            except InvalidInputError as exc:
+                log.warning("%s: the %s feature transform cannot be refitted on the items left (%s): it is "
+                            "dropped; fit one again once there are items (`vismem tune`)", self.path, spec.name, exc)
+                fitted, changes = (identity(self.dim), None), {"transform": TransformSpec()}
+            self._write_settings(changes, fitted)
+            self._index.rebuild(self._live())
 
     def _live(self) -> _LiveIds:
         return _LiveIds(self.catalog)
@@ -295,22 +320,26 @@ class EmbeddedStore:
     def settings(self) -> MemorySettings:
         return self._settings
 
-    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None:
-        """Store new settings; a changed index setting rebuilds the index (measured, saved);
-        a changed transform is fitted on the items, then the index is rebuilt through it."""
-        old = self._settings
-        refit = old.transform != settings.transform
-        rebuild = refit or any(getattr(old, name) != getattr(settings, name) for name in INDEX_SETTINGS)
+    def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None:
+        """Change the named settings, over the settings as committed when the write holds
+        the lock. A given transform is fitted on the items first (a refit, when it is the
+        one in force), so that one which cannot be fitted changes nothing; then the index
+        is rebuilt through it. A changed index setting rebuilds the index (measured, saved)."""
+        self._settings.replace(**changes)  # a bad name or value fails before any work
+        spec = changes.get("transform")
+        refit = None if spec is None or (spec == TransformSpec() and self._transform.is_identity) else spec
+        rebuild_asked = refit is not None or any(name in changes for name in INDEX_SETTINGS)
         # other processes that open meanwhile wait for the rebuilt index (rather than build their own)
-        with self._index.rebuilding() if rebuild else contextlib.nullcontext():
-            self.db.set_config({"settings": settings.to_dict()})
-            self._settings = settings
-            if refit:
+        with self._index.rebuilding() if rebuild_asked else contextlib.nullcontext():
+            fitted = None
+            if refit is not None:
                 log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
-                            self.path, settings.transform.name, len(self.catalog))
-                self._fit_transform(settings.transform, progress)
-            elif rebuild:
-                self._index.rebuild(self._live())
+                            self.path, refit.name, len(self.catalog))
+                fitted = self._fit(refit, progress)
+            old = self._write_settings(changes, fitted)
+            if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
+                self._index.rebuild(self._live(), progress)
+        self._follow_index()
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -334,6 +363,7 @@ class EmbeddedStore:
                 self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
                 self._wrote()
                 self._index.after_growth(self._live())
+                self._follow_index()
         return InsertResult(ids, duplicates)
 
     def delete(self, ids: Iterable[int]) -> list[int]:
@@ -355,6 +385,7 @@ class EmbeddedStore:
             self._wrote()
             if self._index.compact_if_needed(self._live()):
                 self.purge()  # compaction promises the bytes are gone
+            self._follow_index()
         return removed
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
@@ -370,6 +401,14 @@ class EmbeddedStore:
         self.db.set_prune_counts(counts, before=self._catch_up_locked)
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         self._wrote()
+
+    def _follow_index(self) -> None:
+        """The index replays every commit before it is saved or built (a save never writes
+        back a removed vector): the catalog follows it to the same edit, so that a search
+        names every neighbour (a catch-up, as far as it goes; `refresh` does the rest)."""
+        if self._index.seq > self._seq:
+            self._replay(until=self._index.seq)
+            self.catch_ups += 1
 
     def _wrote(self) -> None:
         # Our own commit does not change data_version. We caught up inside the write, so
@@ -527,6 +566,7 @@ class EmbeddedStore:
                     f"memory at {self.location} has no recorded queries: give query vectors or images, "
                     f"or record real ones first with `vismem record-queries {self.location} 1000`")
         self._index.tune(self.to_search_space(queries), measured_on)
+        self._follow_index()
         return self._index.describe()
 
     def purge(self) -> None:
@@ -536,6 +576,7 @@ class EmbeddedStore:
         self._refit_after_removals()
         self.db.purge()
         self._index.scrub()
+        self._follow_index()
         self._unpurged = False
         self._keep_reserve()
 
@@ -571,8 +612,8 @@ class EmbeddedStore:
         self._refit_after_removals()
         self.db.vacuum()  # purges the database
         self._unpurged = False
-        self._seen = self.db.data_version()
         reclaimed = self._index.compact(self._live())
+        self._follow_index()
         return {"reclaimed": reclaimed, **self._index.index.describe()}
 
     def quality(self) -> Any:

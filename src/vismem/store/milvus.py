@@ -495,9 +495,10 @@ class MilvusStore:
     def settings(self) -> MemorySettings:
         return self._settings
 
-    def save_settings(self, settings: MemorySettings, progress: Callable[[int], None] | None = None) -> None:
-        """Store new settings; a changed index setting rebuilds the collection's index.
+    def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None:
+        """Change the named settings; a changed index setting rebuilds the collection's index.
         Feature transforms and recorded queries are the embedded home's (see below)."""
+        settings = self._settings.replace(**changes)
         if settings.transform != TransformSpec():
             raise InvalidInputError(f"{self.where} keeps its vectors as stored: feature transforms (fitted and "
                                     "searched through) are for a memory in a directory")

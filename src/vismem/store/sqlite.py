@@ -448,18 +448,20 @@ class Database:
 
     def meta_values(self, key: str) -> Iterator[tuple[int, Any]]:
         """(id, value of metadata `key`) for every item that has the key (its value may be
-        null), ascending id."""
+        null), ascending id: lists and objects decoded (SQLite gives their text with the
+        keys in the order stored)."""
         check_meta_key(key)
-        return iter(self._db.execute(f"SELECT id, json_extract(meta, '$.{key}') FROM items "
-                                     f"WHERE {_has_key(key)} ORDER BY id"))
+        rows = self._db.execute(f"SELECT id, json_extract(meta, '$.{key}'), json_type(meta, '$.{key}') "
+                                f"FROM items WHERE {_has_key(key)} ORDER BY id")
+        return (_meta_value(row) for row in rows)
 
     def meta_values_of(self, key: str, ids: Sequence[int]) -> list[tuple[int, Any]]:
         check_meta_key(key)
         found: list[tuple[int, Any]] = []
         for chunk in _chunks(sorted({int(i) for i in ids})):
-            found += self._db.execute(f"SELECT id, json_extract(meta, '$.{key}') FROM items "
-                                      f"WHERE id IN ({_marks(chunk)}) AND {_has_key(key)} ORDER BY id",
-                                      chunk).fetchall()
+            found += map(_meta_value, self._db.execute(
+                f"SELECT id, json_extract(meta, '$.{key}'), json_type(meta, '$.{key}') FROM items "
+                f"WHERE id IN ({_marks(chunk)}) AND {_has_key(key)} ORDER BY id", chunk))
         return found
 
     def vectors(self, ids: Sequence[int] | None = None, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -706,6 +708,11 @@ def _sql_filter(where: Filter | None) -> tuple[str, list[Any]]:
             clauses.append("id NOT IN (SELECT id FROM prune_counts WHERE v >= ?)")
             params.append(where.max_prune_count)
     return " AND ".join(clauses) or "1", params
+
+
+def _meta_value(row: tuple[int, Any, str | None]) -> tuple[int, Any]:
+    item_id, value, kind = row
+    return item_id, json.loads(value) if kind in ("object", "array") else value
 
 
 def _fill(rows: Iterable[tuple[int, bytes]], most: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
