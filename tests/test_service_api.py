@@ -663,3 +663,17 @@ def test_readers_that_meet_a_new_where_key_together_all_see_its_items(tmp_path):
                 for thread in readers:
                     thread.join()
                 assert totals == [n // 2] * 6, (j, totals)
+
+
+def test_a_where_key_given_twice_must_hold_both_values(client):
+    """`where=name=a&where=name=b` kept only name=b, though every condition must hold: a
+    DELETE removed the items of the last value instead of none. Now both must hold, so
+    two different values match nothing and the same value twice is one condition."""
+    total = 3 * PER_LABEL
+    first, second = (client.get(f"/items/{i}").json()["meta"]["name"] for i in (1, 2))
+    twice = [f"name={first}", f"name={second}"]
+    removed = client.delete("/items", params={"where": twice}, headers=AUTH)
+    assert removed.status_code == 200 and removed.json()["removed"] == 0, removed.text
+    assert client.get("/items", params={"where": twice}).json()["total"] == 0
+    assert client.get("/items", params={"where": [f"name={first}"] * 2}).json()["total"] == 1
+    assert client.get("/stats").json()["items"] == total

@@ -37,6 +37,7 @@ from .prune import PruneSettings
 from .search.base import padded
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
+from .store.base import Where
 from .transform import FeatureTransform, TransformSpec
 
 Progress = Callable[[int], None]
@@ -87,7 +88,7 @@ def _rows_to_normalise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
-                where: Mapping[str, Any] | None = None) -> Filter | None:
+                where: Where | None = None) -> Filter | None:
     """The filter for the restriction arguments every read takes, or None for none."""
     if labels is None and sources is None and not where:
         return None
@@ -515,7 +516,7 @@ class Memory:
         *,
         labels: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
-        where: Mapping[str, Any] | None = None,
+        where: Where | None = None,
     ) -> list[list[Hit]]:
         """k nearest items for each query vector, nearest first.
 
@@ -567,7 +568,7 @@ class Memory:
         mix: float | None = None,
         labels: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
-        where: Mapping[str, Any] | None = None,
+        where: Where | None = None,
         paths: Sequence[str | None] | None = None,
         abstain: bool = False,
         counterfactual: bool = False,
@@ -654,7 +655,7 @@ class Memory:
         *,
         label: str | None = None,
         source: str | None = None,
-        where: Mapping[str, Any] | None = None,
+        where: Where | None = None,
         purge: bool = False,
     ) -> list[int]:
         """Remove items by ids, or every item with a label, a source or metadata values.
@@ -672,7 +673,7 @@ class Memory:
         return removed
 
     def targets(self, ids: Iterable[int] | None = None, *, label: str | None = None, source: str | None = None,
-                where: Mapping[str, Any] | None = None) -> list[int]:
+                where: Where | None = None) -> list[int]:
         """The ids a removal would touch: given ids, or every item matching exactly one of
         label, source, where."""
         chosen = sum(x is not None for x in (ids, label, source, where))
@@ -772,13 +773,13 @@ class Memory:
         return self.store.items([int(i) for i in ids if int(i) in wanted])
 
     def ids(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
-            where: Mapping[str, Any] | None = None) -> list[int]:
+            where: Where | None = None) -> list[int]:
         """Ids of the items matching every given restriction, ascending."""
         self._catch_up()
         return self.store.ids(restriction(labels, sources, where)).tolist()
 
     def page(self, *, offset: int = 0, limit: int = 100, labels: Sequence[str] | None = None,
-             sources: Sequence[str] | None = None, where: Mapping[str, Any] | None = None) -> Page:
+             sources: Sequence[str] | None = None, where: Where | None = None) -> Page:
         """Items matching the restrictions, oldest first: `limit` of them from `offset`."""
         if offset < 0 or limit < 1:
             raise InvalidInputError(f"offset must be >= 0 and limit >= 1, got {offset} and {limit}")

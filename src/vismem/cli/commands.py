@@ -16,7 +16,7 @@ from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import parse_pairs
+from ..store.base import parse_pairs, parse_where
 from . import EXIT_ERROR, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
@@ -288,7 +288,7 @@ def classify(
 
     options = _vote_options(k, vote, alpha, tau, mix) | {
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
-        "where": parse_pairs(where), "counterfactual": counterfactual}
+        "where": parse_where(where), "counterfactual": counterfactual}
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
@@ -323,8 +323,8 @@ def remove(
     """
     from ..remnants import find_remnants, fingerprints, unshared
 
-    meta = parse_pairs(where)
-    if sum(x is not None and x != [] for x in (ids, label, source, meta)) != 1:
+    conditions = parse_where(where)
+    if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
         raise InvalidInputError("give exactly one of --id, --label, --source, --where")
     with _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
@@ -332,7 +332,7 @@ def remove(
                                     "on a Milvus server, which this cannot inspect: there, removed items leave "
                                     "search at once, and their bytes leave the server's files only when it "
                                     "compacts and garbage-collects (run without --verify)")
-        targets = memory.targets(ids or None, label=label, source=source, where=meta)
+        targets = memory.targets(ids or None, label=label, source=source, where=conditions)
         prints = fingerprints(memory, targets) if verify else []
         removed = memory.remove(targets)
         prints = unshared(prints, memory)

@@ -11,9 +11,10 @@ from ..decide import VoteParams
 from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import describe
+from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, emit, out
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order, load_npy,
-                       parse_pairs, say_unreadable)
+                       say_unreadable)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -38,7 +39,7 @@ def search(
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
-                             where=parse_pairs(where)) if kept else []
+                             where=parse_where(where)) if kept else []
     found = [(images[i], row) for i, row in zip(kept, rows, strict=True)]
     for item in in_input_order(images, kept, found, skipped):
         if isinstance(item, Skipped):

@@ -48,7 +48,7 @@ from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import AddReport
 from ..memory import Memory
 from ..settings import describe
-from ..store.base import parse_pairs
+from ..store.base import parse_pairs, parse_where
 from .batcher import EncodeBatcher
 from .http import BodyLimit, HeadAsGet, add_error_handlers, responses
 from .models import (
@@ -295,7 +295,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         name, vectors = await service.query_vector(file)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
-            abstain=abstain, labels=only_label, sources=only_source, where=parse_pairs(where),
+            abstain=abstain, labels=only_label, sources=only_source, where=parse_where(where),
             counterfactual=counterfactual)
         return decisions[0].to_dict()
 
@@ -312,7 +312,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         Restricted, it still holds k items whenever k items match."""
         name, vectors = await service.query_vector(file)
         rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
-                                  where=parse_pairs(where))
+                                  where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
 
     @app.get("/items", tags=["items"], dependencies=reading, response_model=PageOut,
@@ -328,7 +328,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     ) -> Response:
         """Items matching every given restriction, oldest first; paged (any offset costs the same)."""
         page = await service.read(memory.page, offset=offset, limit=limit, labels=label, sources=source,
-                                  where=parse_pairs(where))
+                                  where=parse_where(where))
         # Answered as is: PageOut documents it, and re-validating 500 items would cost more than the page
         return JSONResponse(page.to_dict())
 
@@ -399,7 +399,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
         `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
         chosen = _selector(request)
-        targets = parse_pairs(chosen.where)
+        targets = parse_where(chosen.where)
         removed = await service.write(memory.remove, chosen.id, label=chosen.label, source=chosen.source,
                                       where=targets, purge=True)
         missing = sorted(set(chosen.id or ()) - set(removed))

@@ -93,16 +93,22 @@ def meta_value_key(value: Any) -> Any:
     return value
 
 
-def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[str, Any] | None:
-    """KEY=VALUE texts (the CLI's --where/--meta, the service's `where`) as a dict, each
-    VALUE read as JSON when it parses (2024, true), else as text; None if none given.
+# Metadata conditions, every one to hold: {key: value}, or (key, value) pairs, which may
+# name a key twice (two different values: nothing matches).
+Where = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
-    >>> parse_pairs(["year=2024", "camera=phone"])
-    {'year': 2024, 'camera': 'phone'}
+
+def parse_where(pairs: Sequence[str] | None, option: str = "--where") -> list[tuple[str, Any]] | None:
+    """KEY=VALUE texts (the CLI's --where, the service's `where`) as (key, value)
+    conditions, each VALUE read as JSON when it parses (2024, true), else as text; None if
+    none given. A key given twice stays twice: both must hold.
+
+    >>> parse_where(["year=2024", "camera=phone", "camera=tablet"])
+    [('year', 2024), ('camera', 'phone'), ('camera', 'tablet')]
     """
     if not pairs:
         return None
-    found: dict[str, Any] = {}
+    found: list[tuple[str, Any]] = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -110,10 +116,21 @@ def parse_pairs(pairs: Sequence[str] | None, option: str = "--where") -> dict[st
         try:
             parsed = json.loads(value)
             json.dumps(parsed, allow_nan=False)  # NaN, Infinity, 1e999: no JSON holds them
-            found[key] = parsed
+            found.append((key, parsed))
         except (ValueError, RecursionError):  # not JSON, an over-long integer, nesting too deep
-            found[key] = value
+            found.append((key, value))
     return found
+
+
+def parse_pairs(pairs: Sequence[str] | None, option: str = "--meta") -> dict[str, Any] | None:
+    """KEY=VALUE texts (the CLI's --meta, the service's `meta`) as metadata to store, read
+    as `parse_where` reads them; a key given twice keeps its last value.
+
+    >>> parse_pairs(["year=2024", "camera=phone"])
+    {'year': 2024, 'camera': 'phone'}
+    """
+    found = parse_where(pairs, option)
+    return None if found is None else dict(found)
 
 
 RECENT_FILTERS = 256  # filters kept by the arguments they were made from (Filter.of)
@@ -138,7 +155,7 @@ class Filter:
 
     @classmethod
     def of(cls, *, labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
-           where: Mapping[str, Any] | None = None, max_prune_count: int | None = None) -> Filter:
+           where: Where | None = None, max_prune_count: int | None = None) -> Filter:
         if isinstance(labels, str) or isinstance(sources, str):
             raise InvalidInputError("labels and sources are lists of strings, not one string")
         labels = tuple(labels) if labels is not None else None
@@ -148,7 +165,8 @@ class Filter:
         # FAISS has evicted the caches), and the same object finds its cached selection
         # without a comparison. Values are keyed with their types: 1, 1.0 and True select
         # alike, but a decision reports them as given.
-        given = (tuple(where.items()), tuple(map(type, where.values()))) if where else None
+        pairs = tuple(where.items() if isinstance(where, Mapping) else where) if where else ()
+        given = (pairs, tuple(type(value) for _, value in pairs)) if pairs else None
         key = (labels, sources, given, max_prune_count)
         try:
             return _RECENT_FILTERS[key]
@@ -159,8 +177,9 @@ class Filter:
         made = cls(
             labels=frozenset(labels) if labels is not None else None,
             sources=frozenset(sources) if sources is not None else None,
-            where=tuple(sorted((check_meta_key(k), meta_value_key(v)) for k, v in where.items()))
-            if where else None,
+            # by key (a key given twice may have values that do not compare), each condition once
+            where=tuple(sorted(dict.fromkeys((check_meta_key(k), meta_value_key(v)) for k, v in pairs),
+                               key=lambda kv: kv[0])) if pairs else None,
             max_prune_count=max_prune_count,
         )
         if hashable:
