@@ -101,3 +101,69 @@ def test_every_oversized_image_quotes_the_same_limit(width, height):
 def test_a_limit_above_pillows_own_quotes_the_one_enforced():
     with pytest.raises(ImageReadError, match=f"limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels"):
         decode_image(png_header_claiming(200_000, 200_000), max_pixels=500_000_000)
+
+
+def _png(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (seed * 40 % 256, 10, 20)).save(path)
+    return path
+
+
+def test_hidden_files_and_folders_are_not_classes_or_images(tmp_path):
+    # .git, .thumbnails and macOS's AppleDouble "._x.png" / .DS_Store are not photos
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / ".git" / "objects" / "x.png", 1)
+    _png(tmp_path / ".thumbnails" / "cat" / "t.png", 2)
+    _png(tmp_path / "cat" / ".cache" / "c.png", 3)
+    (tmp_path / "cat" / "._a.png").write_bytes(b"\0\5\26\7" + b"\0" * 60)
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    found, skipped = find_images([tmp_path])
+    assert [(f.path.relative_to(tmp_path).as_posix(), f.label) for f in found] == [("cat/a.png", "cat")]
+    assert skipped == []
+
+
+def test_symlinked_class_folders_are_followed_and_loops_end(tmp_path):
+    root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    _png(root / "cat" / "a.png")
+    _png(elsewhere / "bird" / "b.png", 1)
+    (root / "bird").symlink_to(elsewhere / "bird", target_is_directory=True)
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)  # a loop back to the root
+    (root / "cat" / "self").symlink_to(root / "cat", target_is_directory=True)
+    found, skipped = find_images([root])
+    assert sorted((f.path.relative_to(root).as_posix(), f.label) for f in found) == [
+        ("bird/b.png", "bird"), ("cat/a.png", "cat")]
+    assert skipped == []
+
+
+def test_an_input_that_is_no_regular_file_is_skipped_with_a_reason(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would wait forever
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    _png(tmp_path / "cat" / "a.png")
+    os.mkfifo(tmp_path / "cat" / "pipe.png")
+    found, skipped = find_images([tmp_path / "pipe.png", tmp_path / "cat"], label="x")
+    assert [f.path.name for f in found] == ["a.png"]
+    reasons = {s.path: s.reason for s in skipped}
+    assert set(reasons) == {str(tmp_path / "pipe.png"), str(tmp_path / "cat" / "pipe.png")}
+    assert all("not a regular file" in r for r in reasons.values())
+    found, skipped = find_images([tmp_path], label="x")
+    assert "not a regular file" in {s.path: s.reason for s in skipped}[str(tmp_path / "dangling.png")]
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_a_reason_not_a_crash(tmp_path):
+    from vismem import Memory
+
+    import os
+
+    raw = os.fsencode(tmp_path) + b"/photos/dog/caf\xe9.png"
+    _png(tmp_path / "photos" / "dog" / "b.png")
+    _png(tmp_path / "photos" / "dog" / "c.png", 2)
+    os.rename(os.fsencode(tmp_path / "photos" / "dog" / "c.png"), raw)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images([tmp_path / "photos"])
+        assert len(report.added) == 1 and len(memory) == 1
+    [skip] = report.skipped
+    assert "not valid UTF-8" in skip.reason and "rename" in skip.reason
+    assert skip.path.endswith("caf\\xe9.png")  # shown, and printable as JSON or text
+    skip.path.encode("utf-8")

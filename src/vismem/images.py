@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import struct
 import warnings
@@ -62,7 +63,10 @@ def find_images(
     A folder in class-subfolder layout (`root/<label>/<image>`) gives each image the
     name of its top subfolder as label, unless `label` is given. Files directly inside
     a folder root have no subfolder; they are skipped unless `label` is given.
-    Explicitly named files are always tried, whatever their extension.
+    Explicitly named files are always tried, whatever their extension. Inside a folder,
+    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over,
+    and symbolic links to folders are followed, each real folder once (a link back up
+    the tree ends there).
 
     Raises InvalidInputError for a path that does not exist, before anything is read,
     so a typo cannot half-run a batch.
@@ -74,27 +78,63 @@ def find_images(
     found: list[ImageFile] = []
     skipped: list[Skipped] = []
     for root in roots:
-        if root.is_file():
-            if label is None:
-                skipped.append(Skipped(str(root), "no label: a single file needs --label"))
-            else:
+        if not root.is_dir():
+            reason = _unusable(root)
+            if reason is None and label is None:
+                reason = "no label: a single file needs --label"
+            if reason is None:
                 found.append(ImageFile(root, label))
-            continue
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                if not file.name.startswith("."):
-                    skipped.append(Skipped(str(file), "not an image file extension"))
-                continue
-            relative = file.relative_to(root)
-            if label is not None:
-                found.append(ImageFile(file, label))
-            elif len(relative.parts) >= 2:
-                found.append(ImageFile(file, relative.parts[0]))
             else:
-                skipped.append(
-                    Skipped(str(file), "no label: not inside a class subfolder (pass --label)")
-                )
+                skipped.append(Skipped(shown(root), reason))
+            continue
+        for file in _files_under(root, skipped):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(Skipped(shown(file), "not an image file extension"))
+                continue
+            reason = _unusable(file)
+            relative = file.relative_to(root)
+            if reason is None and label is None and len(relative.parts) < 2:
+                reason = "no label: not inside a class subfolder (pass --label)"
+            if reason is not None:
+                skipped.append(Skipped(shown(file), reason))
+            else:
+                found.append(ImageFile(file, label if label is not None else relative.parts[0]))
     return found, skipped
+
+
+def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
+    """Every non-hidden file under `root`, sorted, following links to folders once each;
+    a folder that cannot be listed goes to `skipped`."""
+    def unlistable(error: OSError) -> None:
+        skipped.append(Skipped(shown(Path(error.filename or root)), f"unreadable folder: {error.strerror or error}"))
+
+    seen: set[tuple[int, int]] = set()
+    files: list[Path] = []
+    for folder, folders, names in os.walk(root, followlinks=True, onerror=unlistable):
+        status = os.stat(folder)
+        if (status.st_dev, status.st_ino) in seen:  # reached again through a link: a loop, or a twin
+            folders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        files += [Path(folder, name) for name in names if not name.startswith(".")]
+    return sorted(files)
+
+
+def _unusable(path: Path) -> str | None:
+    """Why the file at `path` cannot be read as an image, before reading it (None: it can)."""
+    if not path.is_file():  # a pipe would block the read forever
+        return "not a regular file (a broken link, pipe or device)"
+    try:
+        os.fsdecode(os.fsencode(path)).encode("utf-8")
+    except UnicodeEncodeError:  # the store and JSON keep text: such a path cannot be kept
+        return "file name is not valid UTF-8: rename it"
+    return None
+
+
+def shown(path: Path) -> str:
+    """`path` as printable text: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def content_hash(data: bytes) -> str:
