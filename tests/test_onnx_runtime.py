@@ -82,7 +82,8 @@ def test_export_is_verified_cached_and_reused(cache, capfd):
     assert "exporting" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["garbage model", "truncated model", "wrong reference", "old format"])
+@pytest.mark.parametrize("damage", ["garbage model", "truncated model", "wrong reference", "old format",
+                                    "check not an object"])
 def test_a_stale_or_corrupt_cached_model_is_rebuilt(cache, damage, capfd):
     encoder = tiny()
     folder = cache_dir_for(encoder.id)
@@ -93,6 +94,8 @@ def test_a_stale_or_corrupt_cached_model_is_rebuilt(cache, damage, capfd):
         model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     elif damage == "wrong reference":
         np.save(folder / "reference.npy", -np.load(folder / "reference.npy"))
+    elif damage == "check not an object":
+        (folder / "check.json").write_text("null")
     else:
         check = json.loads((folder / "check.json").read_text())
         (folder / "check.json").write_text(json.dumps(check | {"export_format": 0}))
@@ -120,6 +123,17 @@ def test_a_refused_export_falls_back_to_torch_and_says_so(cache, model, reason, 
     with pytest.warns(EncoderFallbackWarning):
         tiny(model())  # the refusal is remembered: no second export
     assert "exporting" not in capfd.readouterr().err
+
+
+def test_an_unwritable_cache_falls_back_to_torch_and_names_the_fix(tmp_path, monkeypatch):
+    # a read-only home (containers, clusters): VISMEM_CACHE's folder cannot be made
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("VISMEM_CACHE", str(tmp_path / "file"))
+    with pytest.warns(EncoderFallbackWarning, match="VISMEM_CACHE"):
+        encoder = tiny()
+    assert encoder.runtime.runtime == "torch"
+    expected = tiny(options=EncoderOptions(runtime="torch")).encode(photos(2))
+    np.testing.assert_allclose(encoder.encode(photos(2)), expected, atol=1e-5)
 
 
 def test_runtime_choice_is_not_identity(cache, lite0):

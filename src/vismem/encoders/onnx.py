@@ -164,8 +164,11 @@ def exported_forward(model, encoder_id: str, preprocessing: Preprocessing,
     sys.stderr.write(f"vismem: exporting {encoder_id} to ONNX Runtime once"
                      + (f" ({rebuild_reason})" if rebuild_reason else "")
                      + f"; cached in {folder.parent}\n")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    except OSError as exc:  # a read-only home: run torch rather than fail
+        return None, _unwritable(folder.parent, exc)
     check = {"encoder_id": encoder_id, "export_format": EXPORT_FORMAT, **_versions()}
     try:
         expected = reference()(batch)
@@ -179,8 +182,12 @@ def exported_forward(model, encoder_id: str, preprocessing: Preprocessing,
         forward = None
         check |= {"status": "refused", "reason": str(exc).splitlines()[0][:300]}
         expected = np.zeros((0,), np.float32)
-    np.save(staging / "reference.npy", expected)
-    (staging / "check.json").write_text(json.dumps(check, indent=1))
+    try:
+        np.save(staging / "reference.npy", expected)
+        (staging / "check.json").write_text(json.dumps(check, indent=1))
+    except OSError as exc:  # a full disk
+        shutil.rmtree(staging, ignore_errors=True)
+        return None, _unwritable(folder.parent, exc)
     _install(staging, folder)
     if check["status"] != "ok":
         return None, check["reason"]
@@ -201,11 +208,17 @@ def _install(staging: Path, folder: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _unwritable(where: Path, exc: OSError) -> str:
+    return f"cannot write the ONNX cache in {where} ({exc.strerror or exc}): set {CACHE_ENV} to a writable folder"
+
+
 def _read_json(path: Path) -> dict:
+    """The JSON object in `path`; {} when it is unreadable or holds anything else."""
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _versions() -> dict:
