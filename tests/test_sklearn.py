@@ -129,3 +129,37 @@ def test_encoder_reads_paths_and_names_bad_ones(tmp_path, digits):
     assert enc.transform([tmp_path / "a.png"]).shape == (1, 768)
     with pytest.raises(InvalidInputError, match="b.png"):
         enc.transform([tmp_path / "b.png"])
+
+
+def test_encoder_sees_pil_images_as_the_files_show_them(tmp_path):
+    """A PIL image is taken as `add` and `classify` take it: upright by its EXIF
+    orientation, 16-bit grey by its full range, transparency over white."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea()).resize((96, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, as phones do
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    grey = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    Image.fromarray(grey).save(tmp_path / "deep.png")  # 16-bit grey
+    rgba = np.dstack([np.asarray(photo), np.where(np.arange(96) < 48, 0, 255)[None, :].repeat(64, 0)])
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(tmp_path / "alpha.png")
+    enc = MemoryEncoder("pixels")
+    for name in ("turned.jpg", "deep.png", "alpha.png"):
+        with Image.open(tmp_path / name) as image:
+            from_pil = enc.transform([image])
+        np.testing.assert_allclose(from_pil, enc.transform([tmp_path / name]), atol=1e-6, err_msg=name)
+
+
+def test_a_fitted_pipeline_from_images_pickles(digits):
+    import pickle
+
+    from vismem.datasets import load_digits_images
+
+    images, labels = load_digits_images()
+    pipe = make_pipeline(MemoryEncoder("pixels"), MemoryClassifier(k=3)).fit(images[:60], labels[:60])
+    again = pickle.loads(pickle.dumps(pipe))
+    assert again.predict(images[60:80]).tolist() == pipe.predict(images[60:80]).tolist()

@@ -724,19 +724,26 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         from PIL import Image
 
         from .errors import InvalidInputError
-        from .images import ImageReadError, decode_image
+        from .images import ImageReadError, decode_image, upright_rgb
 
         encoder = getattr(self, "encoder_", None) or self.fit().encoder_
         images = []
-        for item in X:
-            if isinstance(item, Image.Image):
-                images.append(item.convert("RGB"))
-                continue
-            try:
-                images.append(decode_image(Path(item).read_bytes()))
+        for position, item in enumerate(X):
+            try:  # a PIL image as its file shows it: upright, full range, over white
+                images.append(upright_rgb(item) if isinstance(item, Image.Image)
+                              else decode_image(Path(item).read_bytes()))
             except (OSError, ImageReadError) as exc:
-                raise InvalidInputError(f"cannot encode {item}: {exc}") from None
+                name = f"image {position}" if isinstance(item, Image.Image) else item
+                raise InvalidInputError(f"cannot encode {name}: {exc}") from None
         return encoder.encode(images) if images else np.empty((0, encoder.dim), np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """An encoder built from a name pickles as that name and is built again on first use
+        (its model runtime, an ONNX Runtime session, cannot be pickled)."""
+        state = dict(super().__getstate__())
+        if isinstance(self.encoder, str):
+            state.pop("encoder_", None)
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
