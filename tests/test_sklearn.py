@@ -134,7 +134,6 @@ def test_encoder_reads_paths_and_names_bad_ones(tmp_path, digits):
 def test_encoder_sees_pil_images_as_the_files_show_them(tmp_path):
     """A PIL image is taken as `add` and `classify` take it: upright by its EXIF
     orientation, 16-bit grey by its full range, transparency over white."""
-    import io
 
     from PIL import Image
     from skimage import data
