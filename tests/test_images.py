@@ -167,3 +167,29 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_a_reason_not_a_crash(tmp_p
     assert "not valid UTF-8" in skip.reason and "rename" in skip.reason
     assert skip.path.endswith("caf\\xe9.png")  # shown, and printable as JSON or text
     skip.path.encode("utf-8")
+
+
+def test_embedding_a_pipe_or_a_folder_is_skipped_not_a_hang(tmp_path):
+    import os
+    import threading
+
+    from vismem import Memory
+
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it to read waits for a writer, forever
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        memory.add_images([tmp_path / "photos"])
+        done: dict = {}
+        worker = threading.Thread(target=lambda: done.update(out=memory.embed_images(
+            [tmp_path / "photos" / "cat" / "a.png", tmp_path / "pipe.png", tmp_path / "photos"])), daemon=True)
+        worker.start()
+        worker.join(30)
+        if worker.is_alive():  # free the stuck reader before failing
+            with open(tmp_path / "pipe.png", "wb"):
+                pass
+            worker.join(30)
+            pytest.fail("reading a pipe hung")
+    vectors, kept, skipped = done["out"]
+    assert kept == [0] and vectors.shape == (1, 768)
+    assert [(s.path, "not a regular file" in s.reason) for s in skipped] == [
+        (str(tmp_path / "pipe.png"), True), (str(tmp_path / "photos"), True)]

@@ -26,6 +26,7 @@ import numpy as np
 from .encoders import Encoder, Preprocessing
 from .images import (
     DEFAULT_MAX_PIXELS,
+    NOT_A_FILE,
     THUMBNAIL_SIZE,
     ImageFile,
     ImageReadError,
@@ -169,6 +170,9 @@ def _read_and_hash(files: Sequence[ImageFile],
     the files: a store on a server answers a batch as fast as one."""
     out: list = []
     for file in files:
+        if not file.path.is_file():
+            out.append(Skipped(str(file.path), NOT_A_FILE))
+            continue
         try:
             data = file.path.read_bytes()
         except OSError as exc:

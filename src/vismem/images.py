@@ -33,6 +33,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 # Far above any camera (a 108 MP phone sensor fits), far below what exhausts RAM on decode.
 DEFAULT_MAX_PIXELS = 120_000_000
+# Never opened: reading a pipe would wait for a writer forever.
+NOT_A_FILE = "not a regular file (a folder, broken link, pipe or device)"
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,8 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
 
 def _unusable(path: Path) -> str | None:
     """Why the file at `path` cannot be read as an image, before reading it (None: it can)."""
-    if not path.is_file():  # a pipe would block the read forever
-        return "not a regular file (a broken link, pipe or device)"
+    if not path.is_file():
+        return NOT_A_FILE
     try:
         os.fsdecode(os.fsencode(path)).encode("utf-8")
     except UnicodeEncodeError:  # the store and JSON keep text: such a path cannot be kept
