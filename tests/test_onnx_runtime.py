@@ -230,3 +230,21 @@ def test_onnx_path_errors_name_the_fix(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(EncoderError, match="cannot load"):
         create_encoder(f"onnx:{tmp_path / 'junk.onnx'}")
+
+
+@pytest.mark.parametrize("options, match", [
+    ("image_size=-4", "image_size must be a positive integer"),
+    ("resize_size=0", "resize_size must be a positive integer"),
+    ("std=0.5,0,0.5", "std must not be 0"),  # every vector would be NaN
+    ("dim=10", "returns 16-d vectors, not dim=10"),
+    ("image_size=64", "does not run on 64x64 images"),  # its input is fixed at 32x32
+])
+def test_onnx_path_options_that_cannot_work_fail_when_built(tmp_path, options, match):
+    """Not at the first add, after a memory was created for it."""
+    path = tmp_path / "fixed.onnx"
+    model = Tiny().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=True)
+    with pytest.raises(EncoderError, match=match):
+        create_encoder(f"onnx:{path}?{options}")

@@ -262,6 +262,11 @@ def _settings(given: dict[str, str], metadata: dict[str, str]) -> dict:
                 out[key] = values
     except ValueError as exc:
         raise EncoderError(f"onnx encoder: bad option value: {exc}") from None
+    for key in _INTS:
+        if key in out and out[key] < 1:
+            raise EncoderError(f"onnx encoder: {key} must be a positive integer, got {out[key]}")
+    if 0.0 in out.get("std", ()):
+        raise EncoderError("onnx encoder: std must not be 0 (pixels are divided by it)")
     if "interpolation" in merged:
         if merged["interpolation"] not in ("bilinear", "bicubic", "nearest"):
             raise EncoderError("onnx encoder: interpolation must be bilinear, bicubic or nearest")
@@ -326,11 +331,15 @@ def build_onnx(spec: str, weights: str | Path | None = None,
         out = forward(np.ascontiguousarray(x))
         return out.reshape(len(out), -1)
 
-    dim = settings.get("dim")
-    out_dim = forward.output.shape[-1] if forward.output.shape else None
-    if dim is None:
-        probe = np.zeros((1, image_size, image_size, 3), np.uint8)
-        dim = out_dim if isinstance(out_dim, int) else embed(probe).shape[1]
+    try:  # one probe: a model that cannot run these images fails here, not at the first add
+        dim = embed(np.zeros((1, image_size, image_size, 3), np.uint8)).shape[1]
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EncoderError(f"onnx model {path.name} does not run on {image_size}x{image_size} images ({first}); "
+                           "set image_size to its input size") from None
+    if settings.get("dim", dim) != dim:
+        raise EncoderError(f"onnx model {path.name} returns {dim}-d vectors, not dim={settings['dim']}: "
+                           f"drop dim or set dim={dim}")
     query = "&".join(f"{k}={v}" for k, v in sorted(given.items()))
     name = f"onnx:{path}" + (f"?{query}" if query else "")
     runtime = RuntimeInfo(device, "onnx", "fp32", options.decode_workers)
