@@ -262,16 +262,35 @@ def _settings(given: dict[str, str], metadata: dict[str, str]) -> dict:
                 out[key] = values
     except ValueError as exc:
         raise EncoderError(f"onnx encoder: bad option value: {exc}") from None
-    for key in _INTS:
-        if key in out and out[key] < 1:
-            raise EncoderError(f"onnx encoder: {key} must be a positive integer, got {out[key]}")
-    if 0.0 in out.get("std", ()):
-        raise EncoderError("onnx encoder: std must not be 0 (pixels are divided by it)")
+    _check_values(out)
     if "interpolation" in merged:
         if merged["interpolation"] not in ("bilinear", "bicubic", "nearest"):
             raise EncoderError("onnx encoder: interpolation must be bilinear, bicubic or nearest")
         out["interpolation"] = merged["interpolation"]
     return out
+
+
+def _check_values(settings: dict) -> None:
+    """Refuse sizes below 1 and a std of 0 (every vector would be NaN)."""
+    for key in _INTS:
+        if key in settings and settings[key] < 1:
+            raise EncoderError(f"onnx encoder: {key} must be a positive integer, got {settings[key]}")
+    if 0.0 in settings.get("std", ()):
+        raise EncoderError("onnx encoder: std must not be 0 (pixels are divided by it)")
+
+
+def _probed_dim(embed: Callable[[np.ndarray], np.ndarray], name: str, image_size: int, dim: int | None) -> int:
+    """The model's output dimension, from one forward: a model that cannot run these images,
+    or does not return `dim`, fails when it is built, not at the first add."""
+    try:
+        found = int(embed(np.zeros((1, image_size, image_size, 3), np.uint8)).shape[1])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EncoderError(f"onnx model {name} does not run on {image_size}x{image_size} images ({first}); "
+                           "set image_size to its input size") from None
+    if dim is not None and dim != found:
+        raise EncoderError(f"onnx model {name} returns {found}-d vectors, not dim={dim}: drop dim or set dim={found}")
+    return found
 
 
 @register(
@@ -331,15 +350,7 @@ def build_onnx(spec: str, weights: str | Path | None = None,
         out = forward(np.ascontiguousarray(x))
         return out.reshape(len(out), -1)
 
-    try:  # one probe: a model that cannot run these images fails here, not at the first add
-        dim = embed(np.zeros((1, image_size, image_size, 3), np.uint8)).shape[1]
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise EncoderError(f"onnx model {path.name} does not run on {image_size}x{image_size} images ({first}); "
-                           "set image_size to its input size") from None
-    if settings.get("dim", dim) != dim:
-        raise EncoderError(f"onnx model {path.name} returns {dim}-d vectors, not dim={settings['dim']}: "
-                           f"drop dim or set dim={dim}")
+    dim = _probed_dim(embed, path.name, image_size, settings.get("dim"))
     query = "&".join(f"{k}={v}" for k, v in sorted(given.items()))
     name = f"onnx:{path}" + (f"?{query}" if query else "")
     runtime = RuntimeInfo(device, "onnx", "fp32", options.decode_workers)
