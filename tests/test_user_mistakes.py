@@ -186,3 +186,17 @@ def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
         result = cli(verb, memdir, "--id", "99999", "--id", huge, *extra)
         assert result.returncode == 1, (verb, result.stderr)
         assert "error: no items with ids [99999," in result.stderr and "nothing changed" in result.stderr
+
+
+@pytest.mark.parametrize("batch_size", [-1, 0, 2.5, "3", True])
+def test_add_images_refuses_a_batch_size_that_is_not_a_positive_integer(tmp_path, batch_size):
+    """-1 added nothing and reported nothing; 0 quietly meant the default; floats crashed deep inside."""
+    from vismem.errors import InvalidInputError
+
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / "cat" / "a.png")
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        with pytest.raises(InvalidInputError, match="batch_size must be a positive integer"):
+            memory.add_images([tmp_path / "photos"], batch_size=batch_size)
+        assert len(memory) == 0
+        assert len(memory.add_images([tmp_path / "photos"], batch_size=1).added) == 1

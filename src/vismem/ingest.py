@@ -13,6 +13,7 @@ vector and thumbnail.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
+from .errors import InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images, upright_rgb
 from .store import NewItem, Store, check_label, check_meta
 
@@ -50,6 +52,13 @@ class AddReport:
     def to_dict(self) -> dict[str, Any]:
         return {"added": len(self.added), "ids": self.added, "skipped": len(self.skipped),
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Refuse a batch size that is not a positive integer (None: the encoder's)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, Integral)
+                                   or batch_size < 1):
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 class Ingestor:
@@ -124,6 +133,7 @@ class Ingestor:
         if label is not None:
             check_label(label)
         check_meta(meta or {})  # before any image is encoded
+        check_batch_size(batch_size)
         report = AddReport()
         files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}

@@ -31,7 +31,7 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, Skipped
-from .ingest import AddReport, Ingestor
+from .ingest import AddReport, Ingestor, check_batch_size
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .search.base import padded
@@ -391,6 +391,7 @@ class Memory:
         one for this call; "auto", "HOST:PORT" or "ray://HOST:PORT" joins one), with the
         same result; see `vismem.ingest_ray`.
         """
+        check_batch_size(batch_size)
         self._catch_up()
         if ray is not None:
             from .ingest_ray import add_files_on_ray
