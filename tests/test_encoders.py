@@ -60,10 +60,14 @@ def test_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
 
     path = tmp_path / "wrong.pth"
     torch.save({"layer.weight": torch.zeros(3)}, path)
-    with pytest.raises(EncoderError, match="not a resnet50 state dict"):
+    with pytest.raises(EncoderError, match="not a resnet50 state dict") as caught:
         create_encoder("resnet50", weights=path)
+    assert "Missing key(s)" in str(caught.value)  # what does not fit, not only that something does not
     with pytest.raises(EncoderError, match="not found"):
         create_encoder("resnet50", weights=tmp_path / "missing.pth")
+    (tmp_path / "notes.pth").write_text("hello")  # a text file: torch says only "101"
+    with pytest.raises(EncoderError, match=r"not a resnet50 state dict \(KeyError: 101\).*torch.save"):
+        create_encoder("resnet50", weights=tmp_path / "notes.pth")
 
 
 def test_timm_adapter_takes_preprocessing_from_the_model(tmp_path):

@@ -41,9 +41,12 @@ def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
             state = state["state_dict"]
         model.load_state_dict(state)
     except Exception as exc:  # torch raises many types for a file that is not these weights
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        # load_state_dict's first line only announces errors; the next says which keys
+        why = " ".join(lines[:2])[:300] if lines else ""
         raise EncoderError(
-            f"weights file {weights} is not a {encoder_name} state dict: {first_line}"
+            f"weights file {weights} is not a {encoder_name} state dict ({type(exc).__name__}: {why}); "
+            f"pass a file saved with torch.save(model.state_dict(), PATH) from a {encoder_name} model"
         ) from None
 
 
