@@ -193,3 +193,16 @@ def test_embedding_a_pipe_or_a_folder_is_skipped_not_a_hang(tmp_path):
     assert kept == [0] and vectors.shape == (1, 768)
     assert [(s.path, "not a regular file" in s.reason) for s in skipped] == [
         (str(tmp_path / "pipe.png"), True), (str(tmp_path / "photos"), True)]
+
+
+def test_a_damaged_file_that_pillow_refuses_in_an_unusual_way_is_skipped(tmp_path):
+    """Pillow's DDS reader raises NotImplementedError for an unknown pixel format: a damaged
+    (or misnamed) file must still be a skip reason, not a crash of the whole batch."""
+    import io
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(out, "DDS")
+    damaged = bytearray(out.getvalue())
+    damaged[80:84] = struct.pack("<I", 0)  # DDS_PIXELFORMAT.dwFlags
+    with pytest.raises(ImageReadError, match="corrupt image"):
+        decode_image(bytes(damaged))

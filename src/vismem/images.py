@@ -183,6 +183,10 @@ def decode_image(
         raise ImageReadError(_unrecognised(data)) from None
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
         raise ImageReadError(f"corrupt image: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow's readers raise more kinds (DDS: NotImplementedError) on damaged files
+        raise ImageReadError(f"corrupt image: {type(exc).__name__}: {exc}") from None
 
 
 def _too_large(size: str, limit: int) -> str:
