@@ -206,3 +206,17 @@ def test_a_damaged_file_that_pillow_refuses_in_an_unusual_way_is_skipped(tmp_pat
     damaged[80:84] = struct.pack("<I", 0)  # DDS_PIXELFORMAT.dwFlags
     with pytest.raises(ImageReadError, match="corrupt image"):
         decode_image(bytes(damaged))
+
+
+def test_a_folder_of_iphone_photos_says_heic_needs_converting(tmp_path):
+    """README: HEIC is skipped with its own reason (convert it); in a folder it was passed
+    over as 'not an image file extension', which names no fix."""
+    from vismem import Memory
+
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "cat" / "IMG_0001.HEIC").write_bytes(heic)
+    (tmp_path / "photos" / "cat" / "IMG_0002.heif").write_bytes(heic)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images([tmp_path / "photos"])
+    assert [("HEIC image" in s.reason and "convert it" in s.reason) for s in report.skipped] == [True, True]

@@ -27,9 +27,10 @@ except ImportError:  # pragma: no cover
 
 from .errors import InvalidInputError
 
+# HEIC/HEIF are tried too: without a decoder their skip reason says to convert them.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-     ".ppm", ".pgm", ".pbm", ".pnm", ".avif"}
+     ".ppm", ".pgm", ".pbm", ".pnm", ".avif", ".heic", ".heif"}
 )
 # Far above any camera (a 108 MP phone sensor fits), far below what exhausts RAM on decode.
 DEFAULT_MAX_PIXELS = 120_000_000
