@@ -200,3 +200,18 @@ def test_add_images_refuses_a_batch_size_that_is_not_a_positive_integer(tmp_path
             memory.add_images([tmp_path / "photos"], batch_size=batch_size)
         assert len(memory) == 0
         assert len(memory.add_images([tmp_path / "photos"], batch_size=1).added) == 1
+
+
+def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
+    """add_images("photos") looked for folders "p", "h", "o", ...; classify("a.png") for files "a", "."."""
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / "cat" / "a.png")
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        assert len(memory.add_images(str(tmp_path / "photos")).added) == 1
+        assert len(memory.add_images(tmp_path / "photos", allow_duplicates=True).added) == 1
+        one = tmp_path / "photos" / "cat" / "a.png"
+        for given in (str(one), one):
+            [decision] = memory.classify(given)
+            assert decision.label == "cat"
+            vectors, kept, skipped = memory.embed_images(given)
+            assert vectors.shape == (1, 768) and kept == [0] and not skipped

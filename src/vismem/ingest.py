@@ -12,6 +12,7 @@ vector and thumbnail.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -52,6 +53,11 @@ class AddReport:
     def to_dict(self) -> dict[str, Any]:
         return {"added": len(self.added), "ids": self.added, "skipped": len(self.skipped),
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
+
+
+def listed(inputs: Any) -> list:
+    """Inputs as a list: one path (or PIL image) given alone is one input, not its characters."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike, Image.Image)) else list(inputs)
 
 
 def check_batch_size(batch_size: int | None) -> None:

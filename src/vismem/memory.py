@@ -31,7 +31,7 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
 from .images import DEFAULT_MAX_PIXELS, Skipped
-from .ingest import AddReport, Ingestor, check_batch_size
+from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .search.base import padded
@@ -375,7 +375,8 @@ class Memory:
         on_commit: Callable[[list[int]], None] | None = None,
         ray: str | None = None,
     ) -> AddReport:
-        """Add image files and folders (class-subfolder layout gives labels).
+        """Add image files and folders (class-subfolder layout gives labels); one path may
+        be given alone.
 
         `meta` is stored with every image (beside its width and height), for the
         `where` filters of search, classify and remove.
@@ -392,6 +393,7 @@ class Memory:
         same result; see `vismem.ingest_ray`.
         """
         check_batch_size(batch_size)
+        paths = listed(paths)
         self._catch_up()
         if ray is not None:
             from .ingest_ray import add_files_on_ray
@@ -508,7 +510,8 @@ class Memory:
         """
         encoder = self.encoder
         self._catch_up()
-        return self._ingestor(encoder, writing=False).embed(images, max_pixels=max_pixels, progress=progress)
+        return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
+                                                            progress=progress)
 
     def search(
         self,
@@ -638,10 +641,12 @@ class Memory:
         return found
 
     def classify(self, images: Sequence[str | Path | Image.Image], **options: Any) -> list[Decision]:
-        """Classify image paths or PIL images; options as for `classify_vectors`.
+        """Classify image paths or PIL images (one may be given alone); options as for
+        `classify_vectors`.
 
         Raises InvalidInputError naming the first image that cannot be read.
         """
+        images = listed(images)
         vectors, kept, skipped = self.embed_images(images)
         if skipped:
             raise InvalidInputError(f"cannot classify {skipped[0].path}: {skipped[0].reason}")
