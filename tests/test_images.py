@@ -220,3 +220,17 @@ def test_a_folder_of_iphone_photos_says_heic_needs_converting(tmp_path):
     with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
         report = memory.add_images([tmp_path / "photos"])
     assert [("HEIC image" in s.reason and "convert it" in s.reason) for s in report.skipped] == [True, True]
+
+
+def test_a_class_folder_whose_name_is_no_label_skips_its_files_not_the_whole_add(tmp_path):
+    """A 201-character or blank folder name used to abort the add at its batch's insert,
+    after earlier batches were committed."""
+    from vismem import Memory
+
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    _png(tmp_path / "photos" / ("x" * 201) / "b.png", 1)
+    _png(tmp_path / "photos" / "   " / "c.png", 2)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images([tmp_path / "photos"], batch_size=1)
+        assert len(report.added) == 1 and len(memory) == 1
+    assert sorted(s.reason.split(":")[0] for s in report.skipped) == ["folder name is no label"] * 2

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover
     ImageCms = None  # type: ignore[assignment]
 
 from .errors import InvalidInputError
+from .store.base import check_label
 
 # HEIC/HEIF are tried too: without a decoder their skip reason says to convert them.
 IMAGE_SUFFIXES = frozenset(
@@ -96,13 +97,24 @@ def find_images(
                 continue
             reason = _unusable(file)
             relative = file.relative_to(root)
-            if reason is None and label is None and len(relative.parts) < 2:
-                reason = "no label: not inside a class subfolder (pass --label)"
+            if reason is None and label is None:
+                reason = _no_label(relative)
             if reason is not None:
                 skipped.append(Skipped(shown(file), reason))
             else:
                 found.append(ImageFile(file, label if label is not None else relative.parts[0]))
     return found, skipped
+
+
+def _no_label(relative: Path) -> str | None:
+    """Why a file at `relative` under a folder root takes no label from it (None: it does)."""
+    if len(relative.parts) < 2:
+        return "no label: not inside a class subfolder (pass --label)"
+    try:
+        check_label(relative.parts[0])
+    except InvalidInputError as exc:  # refused at insert, it would abort the whole add
+        return f"folder name is no label: {exc}"
+    return None
 
 
 def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
