@@ -215,3 +215,18 @@ def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
             assert decision.label == "cat"
             vectors, kept, skipped = memory.embed_images(given)
             assert vectors.shape == (1, 768) and kept == [0] and not skipped
+
+
+@pytest.mark.parametrize("option", ["label", "source"])
+def test_a_label_or_source_that_is_not_utf8_is_refused_not_a_crash(tmp_path, option):
+    """`--label $'caf\\xe9'` from a Latin-1 terminal arrives with a lone surrogate, which
+    SQLite cannot store: it raised UnicodeEncodeError from inside the write."""
+    from vismem.errors import InvalidInputError
+
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / "cat" / "a.png")
+    given = {"label": "cat", option: "caf\udce9"}
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        with pytest.raises(InvalidInputError, match="not valid UTF-8"):
+            memory.add_images([tmp_path / "photos"], **given)
+        assert len(memory) == 0

@@ -26,6 +26,7 @@ from .encoders import Encoder
 from .errors import InvalidInputError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images, upright_rgb
 from .store import NewItem, Store, check_label, check_meta
+from .store.base import check_text
 
 Progress = Callable[[int], None]
 
@@ -140,6 +141,8 @@ class Ingestor:
             check_label(label)
         check_meta(meta or {})  # before any image is encoded
         check_batch_size(batch_size)
+        if source is not None:
+            check_text("source", source)
         report = AddReport()
         files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}

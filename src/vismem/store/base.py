@@ -36,9 +36,19 @@ from ..transform import FeatureTransform
 MAX_LABEL_LENGTH = 200
 
 
+def check_text(kind: str, value: str) -> None:
+    """Refuse text with lone surrogates (bytes that were not UTF-8, as a Latin-1 terminal
+    passes them): no store can keep it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{kind} {value!r} is not valid UTF-8 text") from None
+
+
 def check_label(label: object) -> str:
     if not isinstance(label, str):
         raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
+    check_text("label", label)
     if not label.strip():
         raise InvalidInputError("labels must not be empty")
     if len(label) > MAX_LABEL_LENGTH:
@@ -73,6 +83,7 @@ def check_new_items(items: Sequence[NewItem], dim: int) -> None:
         check_label(item.label)
         if not isinstance(item.source, str):
             raise InvalidInputError(f"sources must be strings, got {type(item.source).__name__} {item.source!r}")
+        check_text("source", item.source)
         check_meta(item.meta)
         if item.vector.shape != (dim,):
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
