@@ -248,3 +248,17 @@ def test_onnx_path_options_that_cannot_work_fail_when_built(tmp_path, options, m
         torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=True)
     with pytest.raises(EncoderError, match=match):
         create_encoder(f"onnx:{path}?{options}")
+
+
+def test_an_export_interrupted_by_ctrl_c_leaves_no_staging_folder(cache):
+    """An export takes from seconds to minutes on first use, and users press Ctrl-C; each
+    interrupted one left its staging folder (the size of the model) in the cache for good."""
+    from vismem.encoders.onnx import exported_forward
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        exported_forward(Tiny(), "tiny:seed0:abc", PREP, interrupted)
+    assert list(cache.iterdir()) == []
+    assert tiny().runtime.runtime == "onnx"  # and the next run exports as if nothing happened

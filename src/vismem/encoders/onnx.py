@@ -169,29 +169,38 @@ def exported_forward(model, encoder_id: str, preprocessing: Preprocessing,
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     except OSError as exc:  # a read-only home: run torch rather than fail
         return None, _unwritable(folder.parent, exc)
-    check = {"encoder_id": encoder_id, "export_format": EXPORT_FORMAT, **_versions()}
     try:
-        expected = reference()(batch)
-        export_pixels_model(model, preprocessing, staging / "model.onnx")
-        forward = OnnxForward(staging / "model.onnx")
-        agreement = min_cosine(expected, forward(batch))
-        ok = agreement >= MIN_COSINE
-        check |= {"status": "ok" if ok else "refused", "min_cosine": agreement,
-                  "reason": "" if ok else f"export disagrees with torch (cosine {agreement:.6f} < {MIN_COSINE})"}
-    except Exception as exc:
-        forward = None
-        check |= {"status": "refused", "reason": str(exc).splitlines()[0][:300]}
-        expected = np.zeros((0,), np.float32)
-    try:
-        np.save(staging / "reference.npy", expected)
-        (staging / "check.json").write_text(json.dumps(check, indent=1))
-    except OSError as exc:  # a full disk
+        check = _export_into(staging, model, encoder_id, preprocessing, reference, batch)
+    except OSError as exc:  # writing the check: a full disk
         shutil.rmtree(staging, ignore_errors=True)
         return None, _unwritable(folder.parent, exc)
+    except BaseException:  # Ctrl-C during a long export: leave no model-sized folder behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _install(staging, folder)
     if check["status"] != "ok":
         return None, check["reason"]
     return OnnxForward(folder / "model.onnx"), "exported"
+
+
+def _export_into(staging: Path, model, encoder_id: str, preprocessing: Preprocessing,
+                 reference: Callable[[], Callable[[np.ndarray], np.ndarray]], batch: np.ndarray) -> dict:
+    """Export and verify into `staging` (model.onnx, reference.npy, check.json); the check.
+    A failed export is a refusal; only writing the check raises (OSError)."""
+    check = {"encoder_id": encoder_id, "export_format": EXPORT_FORMAT, **_versions()}
+    try:
+        expected = reference()(batch)
+        export_pixels_model(model, preprocessing, staging / "model.onnx")
+        agreement = min_cosine(expected, OnnxForward(staging / "model.onnx")(batch))
+        ok = agreement >= MIN_COSINE
+        check |= {"status": "ok" if ok else "refused", "min_cosine": agreement,
+                  "reason": "" if ok else f"export disagrees with torch (cosine {agreement:.6f} < {MIN_COSINE})"}
+    except Exception as exc:
+        check |= {"status": "refused", "reason": str(exc).splitlines()[0][:300]}
+        expected = np.zeros((0,), np.float32)
+    np.save(staging / "reference.npy", expected)
+    (staging / "check.json").write_text(json.dumps(check, indent=1))
+    return check
 
 
 def _install(staging: Path, folder: Path) -> None:
