@@ -116,3 +116,21 @@ def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, d
         caplog.clear()
         cli("classify", digit_memory, image, "--abstain", "--json", check=True)
         assert "calibrate" not in caplog.text
+
+
+def strict_json(text: str) -> list:
+    """JSON lines as a strict parser (jq, JavaScript, Go) reads them: NaN is not JSON."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def test_tune_with_one_transform_says_null_for_the_untried_defaults(digit_memory, cli):
+    # --transform center never tries the shipped defaults (transform none): their accuracy
+    # is unknown, which JSON says with null, not NaN
+    tuned = strict_json(cli("tune", digit_memory, "--transform", "center", "--dry-run", "--json",
+                            check=True).stdout)[0]
+    assert list(tuned["by_transform"]) == ["center"] and tuned["default_accuracy"] is None
+    shown = cli("tune", digit_memory, "--transform", "center", "--dry-run", check=True).stdout
+    assert "nan" not in shown and "defaults not tried" in shown

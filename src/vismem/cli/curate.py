@@ -51,9 +51,11 @@ def tune(
         emit(result.to_dict())
         return
     p = result.params
+    default = ("defaults not tried" if result.default_accuracy is None
+               else f"defaults: {result.default_accuracy:.2%}")
     out.print(f"best: transform={result.transform.name} k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} "
               f"mix={p.mix} prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out "
-              f"items (defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+              f"items ({default}; {len(result.trials)} settings tried)")
     out.print("by transform: " + ", ".join(f"{name} {acc:.2%}" for name, acc in result.by_transform.items()))
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
 
