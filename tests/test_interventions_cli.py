@@ -134,3 +134,12 @@ def test_tune_with_one_transform_says_null_for_the_untried_defaults(digit_memory
     assert list(tuned["by_transform"]) == ["center"] and tuned["default_accuracy"] is None
     shown = cli("tune", digit_memory, "--transform", "center", "--dry-run", check=True).stdout
     assert "nan" not in shown and "defaults not tried" in shown
+
+
+def test_calibrate_refuses_a_k_beyond_the_memory(digit_memory, cli):
+    # 80 items: no item has a 200th nearest other item, so every score would be the
+    # 2.0 cap and the threshold would answer everything
+    result = cli("calibrate", digit_memory, "--k", "200", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "below 80" in result.stderr
+    assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"] is None
