@@ -186,3 +186,11 @@ def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
         result = cli(verb, memdir, "--id", "99999", "--id", huge, *extra)
         assert result.returncode == 1, (verb, result.stderr)
         assert "error: no items with ids [99999," in result.stderr and "nothing changed" in result.stderr
+
+
+def test_tune_on_an_empty_memory_says_one_line(tmp_path):
+    # tune's progress bar is transient; where stderr is a log file it must not leave a blank line
+    run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    result = run_cli("tune", tmp_path / "m", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "add labelled images first")]
