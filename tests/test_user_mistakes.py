@@ -194,3 +194,12 @@ def test_tune_on_an_empty_memory_says_one_line(tmp_path):
     result = run_cli("tune", tmp_path / "m", "--json")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [one_line_error(result, "add labelled images first")]
+
+
+@pytest.mark.parametrize("command", ["add", "eval"])
+def test_images_for_a_memory_without_an_encoder_are_refused_before_any_progress(small_memory, tmp_path, command):
+    root, _, _ = small_memory
+    run_cli("create", tmp_path / "vectors", "--encoder", "none", "--dim", "4", check=True)
+    result = run_cli(command, tmp_path / "vectors", root / "train", "--json")
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "has no encoder", "vismem add-vectors")]
