@@ -203,3 +203,14 @@ def test_images_for_a_memory_without_an_encoder_are_refused_before_any_progress(
     result = run_cli(command, tmp_path / "vectors", root / "train", "--json")
     assert result.stdout == ""
     assert result.stderr.splitlines() == [one_line_error(result, "has no encoder", "vismem add-vectors")]
+
+
+def test_import_onto_an_existing_memory_says_one_line(small_memory, tmp_path):
+    # where stderr is a log, a bar that never moved is not written before the error
+    _, memdir, _ = small_memory
+    run_cli("export", memdir, tmp_path / "m.parquet", check=True)
+    result = run_cli("import", tmp_path / "m.parquet", memdir, "--json")
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "already exists")]
+    exported = run_cli("export", memdir, tmp_path / "again.parquet", check=True)
+    assert "exporting" in exported.stderr and "20/20" in exported.stderr  # finished work still shows its bar
