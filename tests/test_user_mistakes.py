@@ -214,3 +214,10 @@ def test_import_onto_an_existing_memory_says_one_line(small_memory, tmp_path):
     assert result.stderr.splitlines() == [one_line_error(result, "already exists")]
     exported = run_cli("export", memdir, tmp_path / "again.parquet", check=True)
     assert "exporting" in exported.stderr and "20/20" in exported.stderr  # finished work still shows its bar
+
+
+def test_tune_index_on_an_empty_query_file_is_refused(small_memory, tmp_path):
+    # zero queries measure nothing: a success here would leave the old figure standing as if re-measured
+    _, memdir, _ = small_memory
+    np.save(tmp_path / "none.npy", np.zeros((0, 768), np.float32))
+    one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "none.npy", "--json"), "no query vectors")

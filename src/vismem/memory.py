@@ -738,6 +738,8 @@ class Memory:
         own, until their recall@10 reaches the target recall; None: on the recorded
         queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
         vectors = self._check_vectors(queries, queries=True) if queries is not None else None
+        if vectors is not None and len(vectors) == 0:
+            raise InvalidInputError("no query vectors given: tuning needs queries (n, dim) with n >= 1")
         return self._commit(lambda store: store.tune_index(vectors))
 
     def record_queries(self, keep: int | None = None, *, clear: bool = False) -> dict[str, Any]:
