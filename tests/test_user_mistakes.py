@@ -221,3 +221,10 @@ def test_tune_index_on_an_empty_query_file_is_refused(small_memory, tmp_path):
     _, memdir, _ = small_memory
     np.save(tmp_path / "none.npy", np.zeros((0, 768), np.float32))
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "none.npy", "--json"), "no query vectors")
+
+
+def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
+    created = run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", check=True).stdout
+    shown = run_cli("info", tmp_path / "v", check=True).stdout
+    assert "None" not in created + shown, created + shown
+    assert "no encoder: precomputed vectors, 4-d" in created and "none: precomputed vectors (4-d)" in shown

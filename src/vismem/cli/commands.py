@@ -170,7 +170,8 @@ def create(
     if json_out:
         emit(info)
     else:
-        out.print(f"created memory at {info['path']} (encoder {info['encoder']}, {info['dim']}-d)")
+        encoder_words = f"encoder {info['encoder']}" if info["encoder"] else "no encoder: precomputed vectors"
+        out.print(f"created memory at {info['path']} ({encoder_words}, {info['dim']}-d)")
 
 
 @app.command()
@@ -395,7 +396,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
 
     out.print(f"memory      {data['path']}")
     out.print(f"items       {data['items']} in {data['class_count']} classes")
-    out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
+    out.print(f"encoder     {data['encoder'] or 'none: precomputed vectors'} ({data['dim']}-d)"
+              + (f"  id {data['encoder_id']}" if data["encoder"] else ""))
     if data["encoding"]:
         out.print(f"encoding    {data['encoding']['describe']} (here, by default)")
     out.print(f"format      version {data['format_version']}")
