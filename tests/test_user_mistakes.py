@@ -228,3 +228,15 @@ def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
     shown = run_cli("info", tmp_path / "v", check=True).stdout
     assert "None" not in created + shown, created + shown
     assert "no encoder: precomputed vectors, 4-d" in created and "none: precomputed vectors (4-d)" in shown
+
+
+@pytest.mark.parametrize("memory, args, says", [("empty", [], "is empty"),
+                                                ("small", ["--alpha", "-1"], "alpha must be > 0")])
+def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path, memory, args, says):
+    # the test set may take minutes to encode: what cannot work is refused first (no progress bar)
+    root, memdir, _ = small_memory
+    if memory == "empty":
+        memdir = tmp_path / "empty"
+        run_cli("create", memdir, "--encoder", "pixels", check=True)
+    result = run_cli("eval", memdir, root / "test", *args, "--json")
+    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, says)]

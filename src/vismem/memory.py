@@ -591,8 +591,7 @@ class Memory:
                 log.warning("%s: %.0f%% of the memory was added or removed since `vismem calibrate` set the "
                             "abstention threshold: run `vismem calibrate %s` again", self.location,
                             100 * (changed or 0), self.location)
-        if len(self.store) == 0:
-            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
+        self.check_not_empty()
         decisions = classify_queries(self.store, queries, params, self.settings, self.prototypes(),
                                      where=restriction(labels, sources, where), calibration=calibration,
                                      paths=list(paths) if paths is not None else None,
@@ -732,6 +731,11 @@ class Memory:
         self.settings.replace(**changes)  # a bad name or value fails here
         self._commit(lambda store: store.save_settings(changes))
         return self.store.describe()["index"]
+
+    def check_not_empty(self) -> None:
+        """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
+        if len(self.store) == 0:
+            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
 
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
         """Tune the search effort on query vectors (n, dim) the memory has not seen, your
