@@ -240,3 +240,11 @@ def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path, memor
         run_cli("create", memdir, "--encoder", "pixels", check=True)
     result = run_cli("eval", memdir, root / "test", *args, "--json")
     assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, says)]
+
+
+def test_classify_checks_its_options_before_reading_images(small_memory, tmp_path):
+    # before, an unreadable image meant nothing was classified, so the bad --alpha went unnoticed (exit 3)
+    _, memdir, _ = small_memory
+    (tmp_path / "bad.png").write_text("not an image")
+    result = run_cli("classify", memdir, tmp_path / "bad.png", "--alpha", "-1", "--json")
+    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, "alpha must be > 0")]
