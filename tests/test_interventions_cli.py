@@ -143,3 +143,11 @@ def test_calibrate_refuses_a_k_beyond_the_memory(digit_memory, cli):
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: ") and "below 80" in result.stderr
     assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"] is None
+
+
+def test_a_memory_whose_items_are_all_blocked_names_unblock(digit_memory, cli):
+    ids = range(1, 81)  # the 80 digits added; check=True: block finds every one
+    cli("block", digit_memory, *[arg for i in ids for arg in ("--id", str(i))], check=True)
+    result = cli("calibrate", digit_memory, "--json")
+    assert result.returncode == 1 and result.stderr.startswith("error: ")
+    assert "all 80 items are blocked or pruned" in result.stderr and "vismem unblock" in result.stderr

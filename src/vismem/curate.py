@@ -43,7 +43,10 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
     labels = np.asarray(labels.tolist())
     weights = np.asarray(weights, dtype=np.float64) * pruning.factors(counts)
     if len(ids) == 0:
-        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: add labelled images first")
+        held = len(memory)
+        fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
+               "--mode off`" if held else "add labelled images first")
+        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
     return MemoryArrays(ids, vectors, labels, weights)
 
 
