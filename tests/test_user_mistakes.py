@@ -248,3 +248,11 @@ def test_classify_checks_its_options_before_reading_images(small_memory, tmp_pat
     (tmp_path / "bad.png").write_text("not an image")
     result = run_cli("classify", memdir, tmp_path / "bad.png", "--alpha", "-1", "--json")
     assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, "alpha must be > 0")]
+
+
+@pytest.mark.parametrize("command", [["tune", "{mem}", "--dry-run"], ["eval-protocols", "knn", "--memory", "{mem}"]])
+def test_a_negative_seed_is_bad_usage(small_memory, command):
+    # numpy's generators take no negative seed: before, a traceback after loading the memory
+    _, memdir, _ = small_memory
+    result = run_cli(*[a.format(mem=memdir) for a in command], "--seed", "-1")
+    assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr

@@ -27,7 +27,7 @@ def pruning_option(name: str, flag: str, **given: Any) -> Any:
 def tune(
     memdir: Path = MemDir,
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
     transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
                                   "the measured whitenings), or only none, center or whiten."),

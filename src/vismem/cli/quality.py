@@ -23,7 +23,7 @@ def eval_protocols(
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --embeddings: an (n,) .npy file of labels."),
     output: Path = typer.Option(Path("vismem-eval"), "--out", "-o", help="Folder for report.json and the plots."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder [default: ~/.cache/vismem]."),
-    seed: int = typer.Option(0, "--seed", help="Seed for splits and draws."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for splits and draws."),
     draws: int = typer.Option(10, "--draws", min=2, help="Few-shot: random draws per shot count."),
     steps: int = typer.Option(5, "--steps", min=2, help="Class-incremental: number of steps."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the logistic-regression linear probe."),
