@@ -256,3 +256,11 @@ def test_a_negative_seed_is_bad_usage(small_memory, command):
     _, memdir, _ = small_memory
     result = run_cli(*[a.format(mem=memdir) for a in command], "--seed", "-1")
     assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
+    # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
+    memdir = tmp_path / "m"
+    run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
+    np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
+    one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "q.npy", "--json"), "is empty")

@@ -734,13 +734,14 @@ class Memory:
 
     def check_not_empty(self) -> None:
         """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
-        if len(self.store) == 0:
+        if len(self) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
 
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
         """Tune the search effort on query vectors (n, dim) the memory has not seen, your
         own, until their recall@10 reaches the target recall; None: on the recorded
         queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
+        self.check_not_empty()  # nothing to search: no recall to measure
         vectors = self._check_vectors(queries, queries=True) if queries is not None else None
         if vectors is not None and len(vectors) == 0:
             raise InvalidInputError("no query vectors given: tuning needs queries (n, dim) with n >= 1")
