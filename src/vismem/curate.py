@@ -70,10 +70,11 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
         transforms = TRANSFORM_CANDIDATES if memory.capabilities.feature_transforms else [TransformSpec()]
     result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
                   transforms=transforms)
-    if save:
-        memory.update_settings(vote=result.params, prototypes_per_class=result.per_class)
+    if save:  # one commit: a transform that cannot be fitted leaves the vote settings as they were
+        changes: dict[str, Any] = {"vote": result.params, "prototypes_per_class": result.per_class}
         if result.transform != memory.settings.transform:
-            memory.set_transform(result.transform, progress=progress)
+            changes["transform"] = result.transform
+        memory.update_settings(progress, **changes)
     return result
 
 

@@ -712,12 +712,18 @@ class Memory:
         decides how they apply."""
         self._commit(lambda store: store.set_prune_counts(counts), reset=True)
 
-    def update_settings(self, **changes: Any) -> MemorySettings:
-        """Change settings (fields of `MemorySettings`); a new index setting rebuilds the
-        index from the store, tuned and measured. Only the settings named change: another
-        process's change to others, committed meanwhile, stays. Returns the new settings."""
+    def update_settings(self, progress: Progress | None = None, **changes: Any) -> MemorySettings:
+        """Change settings (fields of `MemorySettings`), in one commit; a new index setting
+        rebuilds the index from the store, tuned and measured; a `transform` is fitted as
+        `set_transform` fits it (`progress(n)` per n items), first, so that one which cannot
+        be fitted changes nothing. Only the settings named change: another process's change
+        to others, committed meanwhile, stays. Returns the new settings."""
         self.settings.replace(**changes)  # a bad name or value fails here
-        self._commit(lambda store: store.save_settings(changes), reset=True)
+        transform = changes.get("transform", TransformSpec())
+        if transform != TransformSpec() and not self.capabilities.feature_transforms:
+            raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
+                                    "stored: its only transform is none")
+        self._commit(lambda store: store.save_settings(changes, progress=progress), reset=True)
         return self.settings
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
@@ -821,11 +827,7 @@ class Memory:
         none that vary) raises and changes nothing. Adding items later does not refit it;
         purging removed items it was fitted on does (and drops it when the items left cannot
         be fitted). The abstention threshold was measured in the old space: calibrate again."""
-        spec = TransformSpec(spec) if isinstance(spec, str) else spec
-        if spec != TransformSpec() and not self.capabilities.feature_transforms:
-            raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
-                                    "stored: its only transform is none")
-        self._commit(lambda store: store.save_settings({"transform": spec}, progress=progress), reset=True)
+        self.update_settings(progress, transform=TransformSpec(spec) if isinstance(spec, str) else spec)
         return self.store.transform()
 
     def voting_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
