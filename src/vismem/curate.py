@@ -97,8 +97,9 @@ class PruneReport:
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
-                 count: str = DEFAULT_COUNT) -> PruneReport:
-    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
+                 count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None) -> PruneReport:
+    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo);
+    `progress(n)` as n more items are queried.
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
@@ -114,7 +115,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
     memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
     data = memory_arrays(memory)
-    query = self_query(data.vectors, data.labels, params, data.weights, count)
+    query = self_query(data.vectors, data.labels, params, data.weights, count, progress)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     memory.set_prune_counts(counts)
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
@@ -145,11 +146,14 @@ class Suspect:
         return asdict(self)
 
 
-def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> list[Suspect]:
-    """Items most likely mislabelled, worst first, each with the neighbours that disagree."""
+def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[Suspect]:
+    """Items most likely mislabelled, worst first, each with the neighbours that disagree
+    (`progress(n)` as n more items are queried)."""
     data = memory_arrays(memory)
     # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
-    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions")
+    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions",
+                       progress=progress)
     out: list[Suspect] = []
     for r in suspect_order(query):
         if query.predicted[r] == query.label_index[r] or len(out) >= limit:

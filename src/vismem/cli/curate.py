@@ -78,7 +78,12 @@ def prune(
     from ..curate import prune_memory
 
     with _open(memdir) as memory:
-        report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count)
+        if mode == "off":  # nothing to query
+            report = prune_memory(memory, mode)
+        else:
+            with progress_bar("querying the memory against itself", len(memory)) as advance:
+                report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
+                                      progress=advance)
     if json_out:
         emit(report.to_dict())
         return
@@ -107,8 +112,8 @@ def suspects(
     label, worst first, each with the disagreeing neighbours as evidence."""
     from ..curate import find_suspects
 
-    with _open(memdir) as memory:
-        found = find_suspects(memory, limit=limit, k=k)
+    with _open(memdir) as memory, progress_bar("querying the memory against itself", len(memory)) as advance:
+        found = find_suspects(memory, limit=limit, k=k, progress=advance)
     if json_out:
         for s in found:
             emit(s.to_dict())
