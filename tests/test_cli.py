@@ -167,3 +167,19 @@ def test_add_vectors_from_npy_files(tmp_path, cli):
     np.save(tmp_path / "wrong.npy", unit_vectors(2, 5))
     wrong = cli("add-vectors", memdir, "--vectors", tmp_path / "wrong.npy", "--labels", tmp_path / "l.txt")
     assert wrong.returncode == 1 and "dimension 12" in wrong.stderr
+
+
+def test_json_lines_never_carry_nan(capsys):
+    import json
+
+    import numpy as np
+
+    from vismem.cli import emit
+
+    emit({"accuracy": float("nan"), "scores": [np.float32("inf"), 0.5], "k": np.int64(3)})
+    line = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    assert json.loads(line, parse_constant=refuse) == {"accuracy": None, "scores": [None, 0.5], "k": 3}

@@ -113,3 +113,15 @@ def test_tune_keeps_the_defaults_on_a_tie_and_finds_a_better_k(tiny):
     assert result.accuracy == max(result.by_transform.values())
     assert result.by_transform[result.transform.name] == result.accuracy
     assert len(result.by_transform) == 6 and result.to_dict()["transform"]["kind"] in ("none", "center", "whiten")
+
+
+def test_cli_refuses_an_out_that_is_a_file_before_any_work(tmp_path, tiny, cli):
+    np.save(tmp_path / "x.npy", tiny.vectors)
+    np.save(tmp_path / "y.npy", tiny.labels)
+    taken = tmp_path / "report.txt"
+    taken.write_text("mine")
+    result = cli("eval-protocols", "knn", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", taken, "--json")
+    assert result.returncode == 1 and result.stdout == "" and taken.read_text() == "mine"
+    assert result.stderr.startswith("error: --out") and "give a folder" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -116,3 +116,38 @@ def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, d
         caplog.clear()
         cli("classify", digit_memory, image, "--abstain", "--json", check=True)
         assert "calibrate" not in caplog.text
+
+
+def strict_json(text: str) -> list:
+    """JSON lines as a strict parser (jq, JavaScript, Go) reads them: NaN is not JSON."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+
+
+def test_tune_with_one_transform_says_null_for_the_untried_defaults(digit_memory, cli):
+    # --transform center never tries the shipped defaults (transform none): their accuracy
+    # is unknown, which JSON says with null, not NaN
+    tuned = strict_json(cli("tune", digit_memory, "--transform", "center", "--dry-run", "--json",
+                            check=True).stdout)[0]
+    assert list(tuned["by_transform"]) == ["center"] and tuned["default_accuracy"] is None
+    shown = cli("tune", digit_memory, "--transform", "center", "--dry-run", check=True).stdout
+    assert "nan" not in shown and "defaults not tried" in shown
+
+
+def test_calibrate_refuses_a_k_beyond_the_memory(digit_memory, cli):
+    # 80 items: no item has a 200th nearest other item, so every score would be the
+    # 2.0 cap and the threshold would answer everything
+    result = cli("calibrate", digit_memory, "--k", "200", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "below 80" in result.stderr
+    assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"] is None
+
+
+def test_a_memory_whose_items_are_all_blocked_names_unblock(digit_memory, cli):
+    ids = range(1, 81)  # the 80 digits added; check=True: block finds every one
+    cli("block", digit_memory, *[arg for i in ids for arg in ("--id", str(i))], check=True)
+    result = cli("calibrate", digit_memory, "--json")
+    assert result.returncode == 1 and result.stderr.startswith("error: ")
+    assert "all 80 items are blocked or pruned" in result.stderr and "vismem unblock" in result.stderr

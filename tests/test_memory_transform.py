@@ -3,6 +3,7 @@ records it, another process opening during a refit waits for the index built thr
 adding does not refit it, purging removed items it was fitted on refits it (nothing of
 them stays), calibration is tied to it, and `vismem tune` chooses it."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -296,8 +297,15 @@ def test_a_transform_that_cannot_be_fitted_changes_nothing_and_asking_again_refi
         with pytest.raises(InvalidInputError, match="no variance"):
             memory.set_transform(WHITEN)
         assert memory.settings.transform == TransformSpec() and memory.transform.is_identity
+        # with other settings in the same change (as `vismem tune` saves its choice): none of them
+        k = memory.defaults.k
+        with pytest.raises(InvalidInputError, match="no variance"):
+            memory.update_settings(vote=dataclasses.replace(memory.defaults, k=k + 2), prototypes_per_class=3,
+                                   transform=WHITEN)
+        assert memory.defaults.k == k and memory.settings.prototypes_per_class == 1
         with Memory.open(path) as fresh:
             assert fresh.settings.transform == TransformSpec() and fresh.transform.is_identity
+            assert fresh.defaults.k == k and fresh.settings.prototypes_per_class == 1
         memory.add_vectors(x[1:200], y[1:200])
         assert memory.set_transform(WHITEN).fitted_items == 202
         memory.add_vectors(x[200:300], y[200:300])

@@ -8,7 +8,7 @@ import pytest
 from vismem import Memory
 from vismem.decide import VoteParams
 from vismem.errors import InvalidInputError
-from vismem.prune import PruneSettings, hard_keep, self_query, soft_factors
+from vismem.prune import PruneSettings, hard_keep, self_neighbours, self_query, soft_factors
 
 # Points on the unit circle (angles in degrees). Class A near 0, class B near 90,
 # and X, labelled B, sits inside A at 3 degrees: a mislabelled item.
@@ -71,8 +71,10 @@ def small_memory(tmp_path):
 
 def test_prune_cli_soft_hard_off_and_purge(small_memory, cli):
     path, ids = small_memory
-    soft = json.loads(cli("prune", path, "--mode", "soft", "--json", check=True).stdout)
+    result = cli("prune", path, "--mode", "soft", "--json", check=True)
+    soft = json.loads(result.stdout)
     assert soft["with_wrong_votes"] == 2 and soft["excluded"] == 0
+    assert "querying the memory against itself" in result.stderr and "9/9" in result.stderr  # progress
     query = circle([3.2])
     with Memory.open(path) as memory:
         d = memory.classify_vectors(query, k=1)[0]
@@ -94,7 +96,9 @@ def test_prune_cli_soft_hard_off_and_purge(small_memory, cli):
 
 def test_suspects_name_the_mislabelled_item_with_evidence(small_memory, cli):
     path, ids = small_memory
-    lines = cli("suspects", path, "--k", "3", "--json", check=True).stdout.splitlines()
+    result = cli("suspects", path, "--k", "3", "--json", check=True)
+    assert "querying the memory against itself" in result.stderr and "9/9" in result.stderr  # progress
+    lines = result.stdout.splitlines()
     first = json.loads(lines[0])
     assert first["id"] == ids[X] and first["label"] == "B" and first["suggested"] == "A"
     assert first["own_vote"] == 0.0
@@ -111,3 +115,24 @@ def test_prune_settings_roundtrip_and_factors():
     assert back.replace(mode="hard").excluded_from == 2 and back.excluded_from is None
     with pytest.raises(InvalidInputError):
         PruneSettings(mode="medium")
+
+
+def test_the_self_query_in_chunks_is_the_whole_one(monkeypatch):
+    """The memory is searched against itself a chunk of rows at a time, with progress
+    after each (minutes at 100k items): the answer is that of one search of all rows."""
+    import faiss
+
+    import vismem.prune
+
+    x = np.random.default_rng(3).standard_normal((300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[7] = x[8]  # an exact duplicate still counts as a neighbour
+    whole_sims, whole_rows = faiss.knn(x, x, 6, metric=faiss.METRIC_INNER_PRODUCT)
+    monkeypatch.setattr(vismem.prune, "SELF_QUERY_CHUNK", 64)
+    steps: list[int] = []
+    sims, rows = self_neighbours(x, 5, steps.append)
+    assert steps == [64, 64, 64, 64, 44]
+    assert (rows != np.arange(300)[:, None]).all() and rows[7, 0] == 8 and rows[8, 0] == 7
+    for r in range(300):
+        expected = [j for j in whole_rows[r] if j != r][:5]
+        assert rows[r].tolist() == expected and np.allclose(sims[r], whole_sims[r][whole_rows[r] != r][:5])

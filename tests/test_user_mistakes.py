@@ -230,3 +230,81 @@ def test_a_label_or_source_that_is_not_utf8_is_refused_not_a_crash(tmp_path, opt
         with pytest.raises(InvalidInputError, match="not valid UTF-8"):
             memory.add_images([tmp_path / "photos"], **given)
         assert len(memory) == 0
+
+
+def test_tune_on_an_empty_memory_says_one_line(tmp_path):
+    # tune's progress bar is transient; where stderr is a log file it must not leave a blank line
+    run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    result = run_cli("tune", tmp_path / "m", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "add labelled images first")]
+
+
+@pytest.mark.parametrize("command", ["add", "eval"])
+def test_images_for_a_memory_without_an_encoder_are_refused_before_any_progress(small_memory, tmp_path, command):
+    root, _, _ = small_memory
+    run_cli("create", tmp_path / "vectors", "--encoder", "none", "--dim", "4", check=True)
+    result = run_cli(command, tmp_path / "vectors", root / "train", "--json")
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "has no encoder", "vismem add-vectors")]
+
+
+def test_import_onto_an_existing_memory_says_one_line(small_memory, tmp_path):
+    # where stderr is a log, a bar that never moved is not written before the error
+    _, memdir, _ = small_memory
+    run_cli("export", memdir, tmp_path / "m.parquet", check=True)
+    result = run_cli("import", tmp_path / "m.parquet", memdir, "--json")
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [one_line_error(result, "already exists")]
+    exported = run_cli("export", memdir, tmp_path / "again.parquet", check=True)
+    assert "exporting" in exported.stderr and "20/20" in exported.stderr  # finished work still shows its bar
+
+
+def test_tune_index_on_an_empty_query_file_is_refused(small_memory, tmp_path):
+    # zero queries measure nothing: a success here would leave the old figure standing as if re-measured
+    _, memdir, _ = small_memory
+    np.save(tmp_path / "none.npy", np.zeros((0, 768), np.float32))
+    one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "none.npy", "--json"), "no query vectors")
+
+
+def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
+    created = run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", check=True).stdout
+    shown = run_cli("info", tmp_path / "v", check=True).stdout
+    assert "None" not in created + shown, created + shown
+    assert "no encoder: precomputed vectors, 4-d" in created and "none: precomputed vectors (4-d)" in shown
+
+
+@pytest.mark.parametrize("memory, args, says", [("empty", [], "is empty"),
+                                                ("small", ["--alpha", "-1"], "alpha must be > 0")])
+def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path, memory, args, says):
+    # the test set may take minutes to encode: what cannot work is refused first (no progress bar)
+    root, memdir, _ = small_memory
+    if memory == "empty":
+        memdir = tmp_path / "empty"
+        run_cli("create", memdir, "--encoder", "pixels", check=True)
+    result = run_cli("eval", memdir, root / "test", *args, "--json")
+    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, says)]
+
+
+def test_classify_checks_its_options_before_reading_images(small_memory, tmp_path):
+    # before, an unreadable image meant nothing was classified, so the bad --alpha went unnoticed (exit 3)
+    _, memdir, _ = small_memory
+    (tmp_path / "bad.png").write_text("not an image")
+    result = run_cli("classify", memdir, tmp_path / "bad.png", "--alpha", "-1", "--json")
+    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, "alpha must be > 0")]
+
+
+@pytest.mark.parametrize("command", [["tune", "{mem}", "--dry-run"], ["eval-protocols", "knn", "--memory", "{mem}"]])
+def test_a_negative_seed_is_bad_usage(small_memory, command):
+    # numpy's generators take no negative seed: before, a traceback after loading the memory
+    _, memdir, _ = small_memory
+    result = run_cli(*[a.format(mem=memdir) for a in command], "--seed", "-1")
+    assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
+    # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
+    memdir = tmp_path / "m"
+    run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
+    np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
+    one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "q.npy", "--json"), "is empty")

@@ -206,6 +206,9 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     label_of = np.asarray(labels)
     if len(label_of) < 10:
         raise InvalidInputError(f"calibration needs at least 10 items; the memory has {len(label_of)}")
+    if k >= len(label_of):  # no item has a k-th nearest other: every score would be the 2.0 cap
+        raise InvalidInputError(f"k={k} scores each item by its {k}th nearest other item, and the memory has "
+                                f"{len(label_of)} items: give k below {len(label_of)}")
     aurocs: dict[str, float] = {}
     if prototype_weight is None:
         aurocs = prototype_weight_auroc(vectors, label_of, k=k, per_class=per_class, seed=seed)

@@ -43,7 +43,10 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
     labels = np.asarray(labels.tolist())
     weights = np.asarray(weights, dtype=np.float64) * pruning.factors(counts)
     if len(ids) == 0:
-        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: add labelled images first")
+        held = len(memory)
+        fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
+               "--mode off`" if held else "add labelled images first")
+        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
     return MemoryArrays(ids, vectors, labels, weights)
 
 
@@ -67,10 +70,11 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
         transforms = TRANSFORM_CANDIDATES if memory.capabilities.feature_transforms else [TransformSpec()]
     result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
                   transforms=transforms)
-    if save:
-        memory.update_settings(vote=result.params, prototypes_per_class=result.per_class)
+    if save:  # one commit: a transform that cannot be fitted leaves the vote settings as they were
+        changes: dict[str, Any] = {"vote": result.params, "prototypes_per_class": result.per_class}
         if result.transform != memory.settings.transform:
-            memory.set_transform(result.transform, progress=progress)
+            changes["transform"] = result.transform
+        memory.update_settings(progress, **changes)
     return result
 
 
@@ -93,8 +97,9 @@ class PruneReport:
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
-                 count: str = DEFAULT_COUNT) -> PruneReport:
-    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo).
+                 count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None) -> PruneReport:
+    """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo);
+    `progress(n)` as n more items are queried.
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
@@ -110,7 +115,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
     memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
     data = memory_arrays(memory)
-    query = self_query(data.vectors, data.labels, params, data.weights, count)
+    query = self_query(data.vectors, data.labels, params, data.weights, count, progress)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     memory.set_prune_counts(counts)
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
@@ -141,11 +146,14 @@ class Suspect:
         return asdict(self)
 
 
-def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None) -> list[Suspect]:
-    """Items most likely mislabelled, worst first, each with the neighbours that disagree."""
+def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[Suspect]:
+    """Items most likely mislabelled, worst first, each with the neighbours that disagree
+    (`progress(n)` as n more items are queried)."""
     data = memory_arrays(memory)
     # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
-    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions")
+    query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions",
+                       progress=progress)
     out: list[Suspect] = []
     for r in suspect_order(query):
         if query.predicted[r] == query.label_index[r] or len(out) >= limit:

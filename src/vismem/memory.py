@@ -595,8 +595,7 @@ class Memory:
                 log.warning("%s: %.0f%% of the memory was added or removed since `vismem calibrate` set the "
                             "abstention threshold: run `vismem calibrate %s` again", self.location,
                             100 * (changed or 0), self.location)
-        if len(self.store) == 0:
-            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
+        self.check_not_empty()
         decisions = classify_queries(self.store, queries, params, self.settings, self.prototypes(),
                                      where=restriction(labels, sources, where), calibration=calibration,
                                      paths=list(paths) if paths is not None else None,
@@ -719,12 +718,18 @@ class Memory:
         decides how they apply."""
         self._commit(lambda store: store.set_prune_counts(counts), reset=True)
 
-    def update_settings(self, **changes: Any) -> MemorySettings:
-        """Change settings (fields of `MemorySettings`); a new index setting rebuilds the
-        index from the store, tuned and measured. Only the settings named change: another
-        process's change to others, committed meanwhile, stays. Returns the new settings."""
+    def update_settings(self, progress: Progress | None = None, **changes: Any) -> MemorySettings:
+        """Change settings (fields of `MemorySettings`), in one commit; a new index setting
+        rebuilds the index from the store, tuned and measured; a `transform` is fitted as
+        `set_transform` fits it (`progress(n)` per n items), first, so that one which cannot
+        be fitted changes nothing. Only the settings named change: another process's change
+        to others, committed meanwhile, stays. Returns the new settings."""
         self.settings.replace(**changes)  # a bad name or value fails here
-        self._commit(lambda store: store.save_settings(changes), reset=True)
+        transform = changes.get("transform", TransformSpec())
+        if transform != TransformSpec() and not self.capabilities.feature_transforms:
+            raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
+                                    "stored: its only transform is none")
+        self._commit(lambda store: store.save_settings(changes, progress=progress), reset=True)
         return self.settings
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
@@ -739,11 +744,19 @@ class Memory:
         self._commit(lambda store: store.save_settings(changes))
         return self.store.describe()["index"]
 
+    def check_not_empty(self) -> None:
+        """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
+        if len(self) == 0:
+            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
+
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
         """Tune the search effort on query vectors (n, dim) the memory has not seen, your
         own, until their recall@10 reaches the target recall; None: on the recorded
         queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
+        self.check_not_empty()  # nothing to search: no recall to measure
         vectors = self._check_vectors(queries, queries=True) if queries is not None else None
+        if vectors is not None and len(vectors) == 0:
+            raise InvalidInputError("no query vectors given: tuning needs queries (n, dim) with n >= 1")
         return self._commit(lambda store: store.tune_index(vectors))
 
     def record_queries(self, keep: int | None = None, *, clear: bool = False) -> dict[str, Any]:
@@ -820,11 +833,7 @@ class Memory:
         none that vary) raises and changes nothing. Adding items later does not refit it;
         purging removed items it was fitted on does (and drops it when the items left cannot
         be fitted). The abstention threshold was measured in the old space: calibrate again."""
-        spec = TransformSpec(spec) if isinstance(spec, str) else spec
-        if spec != TransformSpec() and not self.capabilities.feature_transforms:
-            raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "
-                                    "stored: its only transform is none")
-        self._commit(lambda store: store.save_settings({"transform": spec}, progress=progress), reset=True)
+        self.update_settings(progress, transform=TransformSpec(spec) if isinstance(spec, str) else spec)
         return self.store.transform()
 
     def voting_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

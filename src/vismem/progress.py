@@ -12,7 +12,11 @@ stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 @contextmanager
 def progress_bar(description: str, total: int, *, transient: bool = False) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr; yields `advance(n)`."""
+    """A Rich progress bar on stderr; yields `advance(n)`.
+
+    Where stderr is not a terminal (a log file, a pipe) the bar cannot move: it is written
+    once, when the work ends, unless it is `transient` or the work failed before any of it
+    was done (then the error is the one line to read)."""
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
         TimeRemainingColumn,
@@ -20,10 +24,19 @@ def progress_bar(description: str, total: int, *, transient: bool = False) -> It
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console, transient=transient) as progress:
+    live = stderr_console.is_terminal
+    failed = False
+    with Progress(*columns, console=stderr_console, transient=transient, disable=not live) as progress:
         task = progress.add_task(description, total=total)
 
         def advance(n: int = 1) -> None:
             progress.advance(task, n)
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if not live and not transient and not (failed and not progress.tasks[0].completed):
+                stderr_console.print(progress.make_tasks_table(progress.tasks))

@@ -16,6 +16,7 @@ Pure functions over numpy arrays; the store keeps the counts per item, so prunin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import faiss
@@ -27,6 +28,7 @@ from .errors import InvalidInputError
 SOFT_C = 1.0
 SOFT_D = 1.75
 HARD_THRESHOLD = 2
+SELF_QUERY_CHUNK = 4096  # rows per exact search of the memory against itself
 
 
 def encode_labels(labels) -> tuple[list[str], np.ndarray]:
@@ -35,16 +37,24 @@ def encode_labels(labels) -> tuple[list[str], np.ndarray]:
     return classes.tolist(), index.astype(np.int64)
 
 
-def self_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def self_neighbours(vectors: np.ndarray, k: int,
+                    progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest other rows: (similarities (n, k), row indices (n, k), -1 = none).
 
     Exact inner-product search of the matrix against itself, the row itself dropped
-    (by index, so an exact duplicate still counts as a neighbour).
+    (by index, so an exact duplicate still counts as a neighbour). Searched a chunk of
+    rows at a time (`progress(n)` after each n): at 100k items it takes minutes.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     found = min(k + 1, n)
-    sims, rows = faiss.knn(vectors, vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
+    sims = np.empty((n, found), np.float32)
+    rows = np.empty((n, found), np.int64)
+    for start in range(0, n, SELF_QUERY_CHUNK):
+        part = slice(start, min(start + SELF_QUERY_CHUNK, n))
+        sims[part], rows[part] = faiss.knn(vectors[part], vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
+        if progress:
+            progress(part.stop - part.start)
     keep = rows != np.arange(n)[:, None]
     # drop the self column (or the last column when self was not returned)
     drop_last = keep.all(axis=1)
@@ -108,13 +118,14 @@ class SelfQuery:
         return self.scores[np.arange(len(self.label_index)), self.label_index]
 
 
-def self_query(vectors: np.ndarray, labels, params: VoteParams,
-               item_weights: np.ndarray | None = None, count: str = DEFAULT_COUNT) -> SelfQuery:
-    """Query every item against the rest of the memory with a kNN rule and count v."""
+def self_query(vectors: np.ndarray, labels, params: VoteParams, item_weights: np.ndarray | None = None,
+               count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None) -> SelfQuery:
+    """Query every item against the rest of the memory with a kNN rule and count v
+    (`progress(n)` as n more items are queried)."""
     if params.uses_prototypes:
         raise InvalidInputError("pruning counts neighbour votes: use a kNN vote (rank, softmax, distance, plurality)")
     classes, label_index = encode_labels(labels)
-    sims, rows = self_neighbours(vectors, params.k)
+    sims, rows = self_neighbours(vectors, params.k, progress)
     neighbour_labels = np.where(rows >= 0, label_index[np.maximum(rows, 0)], -1)
     factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
     scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)

@@ -44,12 +44,14 @@ TRANSFORM_CANDIDATES = (
 class TuneResult:
     """The winning setting, its held-out accuracy, and every candidate tried.
 
-    `by_transform` gives the best held-out accuracy reached through each transform."""
+    `by_transform` gives the best held-out accuracy reached through each transform;
+    `default_accuracy` is None when the shipped defaults were not among the candidates
+    (another transform asked for, or fewer items than their k)."""
 
     params: VoteParams
     per_class: int
     accuracy: float
-    default_accuracy: float
+    default_accuracy: float | None
     held_out: int
     trials: list[dict[str, Any]] = field(default_factory=list)
     transform: TransformSpec = field(default_factory=TransformSpec)
@@ -136,5 +138,4 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
                                 + ", ".join(spec.name for spec in transforms))
     for m in per_class[1:] if proto_rules else []:
         sweep(best[3], best_space, m, proto_rules)
-    return TuneResult(best[1], best[2], best[0], default_acc if default_acc is not None else float("nan"),
-                      len(test), trials, best[3], by_transform)
+    return TuneResult(best[1], best[2], best[0], default_acc, len(test), trials, best[3], by_transform)

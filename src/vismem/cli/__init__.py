@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from typing import Any
 
@@ -42,18 +43,29 @@ __all__ = ["app", "emit", "err", "out", "progress_bar", "main"]
 
 
 def emit(obj: Any) -> None:
-    """One JSON line on stdout."""
-    sys.stdout.write(json.dumps(obj, default=_jsonable) + "\n")
+    """One JSON line on stdout. A number that is not finite is written as null: NaN and
+    Infinity are not JSON, and strict readers (jq, JavaScript, Go) reject the whole line."""
+    sys.stdout.write(json.dumps(_finite(obj), default=_jsonable) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
-        return value.to_dict()
+        return _finite(value.to_dict())
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+        return _finite(value.item())
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return _finite(value.tolist())
     return str(value)
 
 

@@ -170,7 +170,8 @@ def create(
     if json_out:
         emit(info)
     else:
-        out.print(f"created memory at {info['path']} (encoder {info['encoder']}, {info['dim']}-d)")
+        encoder_words = f"encoder {info['encoder']}" if info["encoder"] else "no encoder: precomputed vectors"
+        out.print(f"created memory at {info['path']} ({encoder_words}, {info['dim']}-d)")
 
 
 @app.command()
@@ -290,6 +291,8 @@ def classify(
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_where(where), "counterfactual": counterfactual}
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
+        memory.vote_params(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)  # bad values fail before any encoding
+        memory.check_not_empty()
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
@@ -395,7 +398,8 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
 
     out.print(f"memory      {data['path']}")
     out.print(f"items       {data['items']} in {data['class_count']} classes")
-    out.print(f"encoder     {data['encoder']} ({data['dim']}-d)  id {data['encoder_id']}")
+    out.print(f"encoder     {data['encoder'] or 'none: precomputed vectors'} ({data['dim']}-d)"
+              + (f"  id {data['encoder_id']}" if data["encoder"] else ""))
     if data["encoding"]:
         out.print(f"encoding    {data['encoding']['describe']} (here, by default)")
     out.print(f"format      version {data['format_version']}")

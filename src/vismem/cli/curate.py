@@ -27,7 +27,7 @@ def pruning_option(name: str, flag: str, **given: Any) -> Any:
 def tune(
     memdir: Path = MemDir,
     held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
     transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
                                   "the measured whitenings), or only none, center or whiten."),
@@ -51,9 +51,11 @@ def tune(
         emit(result.to_dict())
         return
     p = result.params
+    default = ("defaults not tried" if result.default_accuracy is None
+               else f"defaults: {result.default_accuracy:.2%}")
     out.print(f"best: transform={result.transform.name} k={p.k} vote={p.vote} alpha={p.alpha} tau={p.tau} "
               f"mix={p.mix} prototypes/class={result.per_class}: {result.accuracy:.2%} on {result.held_out} held-out "
-              f"items (defaults: {result.default_accuracy:.2%}; {len(result.trials)} settings tried)")
+              f"items ({default}; {len(result.trials)} settings tried)")
     out.print("by transform: " + ", ".join(f"{name} {acc:.2%}" for name, acc in result.by_transform.items()))
     out.print("not stored (--dry-run)" if dry_run else "stored as the memory's defaults")
 
@@ -76,7 +78,12 @@ def prune(
     from ..curate import prune_memory
 
     with _open(memdir) as memory:
-        report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count)
+        if mode == "off":  # nothing to query
+            report = prune_memory(memory, mode)
+        else:
+            with progress_bar("querying the memory against itself", len(memory)) as advance:
+                report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
+                                      progress=advance)
     if json_out:
         emit(report.to_dict())
         return
@@ -105,8 +112,8 @@ def suspects(
     label, worst first, each with the disagreeing neighbours as evidence."""
     from ..curate import find_suspects
 
-    with _open(memdir) as memory:
-        found = find_suspects(memory, limit=limit, k=k)
+    with _open(memdir) as memory, progress_bar("querying the memory against itself", len(memory)) as advance:
+        found = find_suspects(memory, limit=limit, k=k, progress=advance)
     if json_out:
         for s in found:
             emit(s.to_dict())
@@ -124,7 +131,8 @@ def calibrate(
     memdir: Path = MemDir,
     tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
                               help="Share of in-distribution queries to answer."),
-    k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1, help="Score with the distance to this neighbour."),
+    k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1,
+                          help="Score with the distance to this neighbour (below the memory's item count)."),
     prototype_weight: Optional[float] = typer.Option(
         None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
         "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),

@@ -32,10 +32,11 @@ def encoder_options(device: Optional[str], runtime: str, precision: str, batch_s
                           decode_workers=decode_workers)
 
 
-def encoding(memory) -> str:
+def encoding(memory, *, required: bool = True) -> str:
     """The encoder and where it runs, e.g. for a progress bar: loads the encoder, so a
-    failure to load comes before any output."""
-    if memory.encoder_name is None:
+    failure to load comes before any output. A memory without one is refused (its error
+    names `vismem add-vectors`) unless not `required`."""
+    if memory.encoder_name is None and not required:
         return "no encoder"
     encoder = memory.encoder
     return f"{encoder.runtime.describe()}, batch {encoder.batch_size}"
@@ -43,7 +44,7 @@ def encoding(memory) -> str:
 
 def announce(memory) -> None:
     """One stderr line naming the encoder and where it runs."""
-    err.print(f"encoding with {memory.encoder_name}: {encoding(memory)}", markup=False)
+    err.print(f"encoding with {memory.encoder_name}: {encoding(memory, required=False)}", markup=False)
 
 
 def planned_encoding(memory) -> dict | None:

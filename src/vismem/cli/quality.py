@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, VismemError
 from . import app, emit, err, out
 
 
@@ -23,7 +23,7 @@ def eval_protocols(
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --embeddings: an (n,) .npy file of labels."),
     output: Path = typer.Option(Path("vismem-eval"), "--out", "-o", help="Folder for report.json and the plots."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder [default: ~/.cache/vismem]."),
-    seed: int = typer.Option(0, "--seed", help="Seed for splits and draws."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for splits and draws."),
     draws: int = typer.Option(10, "--draws", min=2, help="Few-shot: random draws per shot count."),
     steps: int = typer.Option(5, "--steps", min=2, help="Class-incremental: number of steps."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the logistic-regression linear probe."),
@@ -48,6 +48,8 @@ def eval_protocols(
         raise InvalidInputError("give one of --dataset, --memory, --embeddings")
     if (embeddings is None) != (labels is None):
         raise InvalidInputError("--embeddings and --labels go together: one .npy of vectors, one of labels")
+    if output.exists() and not output.is_dir():  # before the work, which can take minutes
+        raise InvalidInputError(f"--out {output} is a file: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
         data = load_embeddings(embeddings, labels)
     elif memory is not None:
@@ -62,7 +64,10 @@ def eval_protocols(
         err.print(f"loading {name} (image data sets are encoded once, then cached)", markup=False)
         data = load_dataset(name, cache_dir=cache)
     report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
-    files = write_report(report, output)
+    try:
+        files = write_report(report, output)
+    except OSError as exc:
+        raise VismemError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
     if json_out:
         emit({**report, "files": files})
         return
