@@ -162,3 +162,14 @@ def test_a_fitted_pipeline_from_images_pickles(digits):
     pipe = make_pipeline(MemoryEncoder("pixels"), MemoryClassifier(k=3)).fit(images[:60], labels[:60])
     again = pickle.loads(pickle.dumps(pipe))
     assert again.predict(images[60:80]).tolist() == pipe.predict(images[60:80]).tolist()
+
+
+def test_encoder_takes_one_path_given_alone_as_one_image(tmp_path):
+    """transform("a.png") tried to read the files "a", ".", "p", "n", "g"."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    enc = MemoryEncoder("pixels")
+    expected = enc.transform([tmp_path / "a.png"])
+    for given in (str(tmp_path / "a.png"), tmp_path / "a.png"):
+        np.testing.assert_array_equal(enc.transform(given), expected)
