@@ -158,21 +158,27 @@ def test_object_values_match_whatever_order_their_keys_were_given_in(tmp_path):
         assert fresh.ids(where={"v": value}) == [1, 3]
 
 
-def test_a_metadata_column_that_failed_to_fill_is_not_kept_half_filled(tmp_path):
-    """Metadata the database cannot read as JSON (NaN, stored by an older vismem) fails a
-    filter each time it is asked, not once and then silently match nothing."""
+def test_metadata_the_database_cannot_read_matches_nothing_and_breaks_no_other_filter(tmp_path):
+    """Metadata SQLite cannot read as JSON (NaN, stored by an older vismem) once failed
+    every `where` on every key. Such an item now matches no condition, and every filter
+    (in RAM and in SQL) answers for the others; the item itself still reads and searches."""
     path = tmp_path / "m"
     Memory.create(path, encoder=None, dim=2).close()
     with Memory.open(path) as memory:
         memory.add_vectors(np.eye(2), ["a", "b"], metas=[{"tag": 1}, {"tag": 2}])
     db = sqlite3.connect(path / DB_NAME)
-    db.execute("""UPDATE items SET meta = '{"tag": NaN}' WHERE id = 1""")
+    db.execute("""UPDATE items SET meta = '{"tag": NaN, "other": 1}' WHERE id = 1""")
     db.commit()
     db.close()
     with Memory.open(path) as memory:
         for _ in range(2):
-            with pytest.raises(sqlite3.OperationalError, match="malformed JSON"):
-                memory.ids(where={"tag": 2})
+            assert memory.ids(where={"tag": 2}) == [2]
+            assert memory.ids(where={"tag": 1}) == [] and memory.ids(where={"other": 1}) == []
+            assert memory.ids(where={"tag": None}) == []
+        for where in (Filter.of(where={"tag": 2}), Filter.of(where={"other": 1}), Filter.of(where={"tag": None})):
+            assert memory.store.catalog.ids(where).tolist() == memory.store.db.ids_where(where)
+        assert memory.page(where={"tag": 2}).total == 1
+        assert np.isnan(memory.get(1).meta["tag"]) and memory.search(np.eye(2)[:1], 1)[0][0].id == 1
 
 
 def test_another_writer_edits_reach_this_catalog_through_the_log(tmp_path):

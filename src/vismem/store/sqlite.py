@@ -451,7 +451,7 @@ class Database:
         null), ascending id: lists and objects decoded (SQLite gives their text with the
         keys in the order stored)."""
         check_meta_key(key)
-        rows = self._db.execute(f"SELECT id, json_extract(meta, '$.{key}'), json_type(meta, '$.{key}') "
+        rows = self._db.execute(f"SELECT id, json_extract({META}, '$.{key}'), json_type({META}, '$.{key}') "
                                 f"FROM items WHERE {_has_key(key)} ORDER BY id")
         return (_meta_value(row) for row in rows)
 
@@ -460,7 +460,7 @@ class Database:
         found: list[tuple[int, Any]] = []
         for chunk in _chunks(sorted({int(i) for i in ids})):
             found += map(_meta_value, self._db.execute(
-                f"SELECT id, json_extract(meta, '$.{key}'), json_type(meta, '$.{key}') FROM items "
+                f"SELECT id, json_extract({META}, '$.{key}'), json_type({META}, '$.{key}') FROM items "
                 f"WHERE id IN ({_marks(chunk)}) AND {_has_key(key)} ORDER BY id", chunk))
         return found
 
@@ -682,10 +682,16 @@ def os_error(exc: OSError, directory: Path, what: str) -> VismemError:
     return VismemError(f"cannot {what} in {directory}: {exc.strerror or exc}")
 
 
+# An item's metadata as filters read it: NULL where it is not JSON that SQLite reads (NaN,
+# written by vismem before 0.2 refused it), so that such an item matches no condition and
+# every other item's filters still work (json_extract fails the whole query on it).
+META = "(CASE WHEN json_valid(meta) THEN meta END)"
+
+
 def _has_key(key: str) -> str:
     """A SQL condition: the item's metadata has `key` (json_extract answers NULL alike for a
     missing key and a null value)."""
-    return f"json_type(meta, '$.{check_meta_key(key)}') IS NOT NULL"
+    return f"json_type({META}, '$.{check_meta_key(key)}') IS NOT NULL"
 
 
 def _sql_filter(where: Filter | None) -> tuple[str, list[Any]]:
@@ -700,9 +706,9 @@ def _sql_filter(where: Filter | None) -> tuple[str, list[Any]]:
                 params += chosen
         for key, value in where.where or ():
             if value is None:  # SQL's NULL equals nothing, and json_extract gives it for a missing key too
-                clauses.append(f"json_type(meta, '$.{check_meta_key(key)}') = 'null'")
+                clauses.append(f"json_type({META}, '$.{check_meta_key(key)}') = 'null'")
             else:
-                clauses.append(f"json_extract(meta, '$.{check_meta_key(key)}') = ?")
+                clauses.append(f"json_extract({META}, '$.{check_meta_key(key)}') = ?")
                 params.append(value)
         if where.max_prune_count is not None:
             clauses.append("id NOT IN (SELECT id FROM prune_counts WHERE v >= ?)")
