@@ -44,8 +44,7 @@ def evaluate_folder(
     **vote_options: Any,
 ) -> EvalReport:
     """Classify every image of a class-subfolder test set and score the answers."""
-    memory.vote_params(**vote_options)  # a bad k, vote, alpha or tau fails before any image is encoded
-    memory.check_not_empty()
+    memory.check_can_decide(**vote_options)  # before any image is encoded
     files, skipped = find_images([testdir])
     vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
     decisions = memory.classify_vectors(vectors, **vote_options) if kept else []

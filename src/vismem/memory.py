@@ -749,6 +749,13 @@ class Memory:
         if len(self) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
 
+    def check_can_decide(self, **vote: Any) -> VoteParams:
+        """The vote these options make (a bad k, vote, alpha, tau or mix raises), in a memory
+        that holds items: checked before slow work, such as encoding the queries."""
+        params = self.vote_params(**vote)
+        self.check_not_empty()
+        return params
+
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
         """Tune the search effort on query vectors (n, dim) the memory has not seen, your
         own, until their recall@10 reaches the target recall; None: on the recorded

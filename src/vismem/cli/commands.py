@@ -291,8 +291,7 @@ def classify(
         "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
         "where": parse_where(where), "counterfactual": counterfactual}
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
-        memory.vote_params(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)  # bad values fail before any encoding
-        memory.check_not_empty()
+        memory.check_can_decide(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)  # before any encoding
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
