@@ -198,6 +198,25 @@ def test_creating_twice_or_opening_nothing_is_refused(location):
         memory.add_vectors(unit_vectors(1, 5), ["a"])
 
 
+
+def test_metadata_filters_find_every_value_a_store_accepts(location):
+    """What a filter cannot find is refused when stored: SQLite read integers past 64 bits
+    as rounded floats (2**64 + 1 matched a filter for 2**64, and nothing matched its own
+    value) and text only up to a NUL, so such items were stored but never found."""
+    memory = Memory.create(location, encoder=None, dim=4)
+    edges = [2**63 - 1, -(2**63 - 1), "", "ünï ✓", 0.1]
+    ids = memory.add_vectors(unit_vectors(len(edges), 4), ["a"] * len(edges), metas=[{"v": v} for v in edges])
+    assert [memory.ids(where={"v": v}) for v in edges] == [[i] for i in ids]
+    for bad, why in ((2**64, "64-bit"), (-(2**63), "64-bit"), ([1, {"n": 2**70}], "64-bit"),
+                     ("a\x00b", "NUL"), ({"k\x00": 1}, "NUL")):
+        with pytest.raises(InvalidInputError, match=f"metadata v=.* cannot be stored: .*{why}"):
+            memory.add_vectors(unit_vectors(1, 4), ["a"], metas=[{"v": bad}])
+    assert len(memory) == len(edges)  # nothing half-added
+    # a filter for such a number (Milvus failed to parse -2**63) looks for its text, as --where does
+    big = memory.add_vectors(unit_vectors(1, 4, seed=1), ["a"], metas=[{"v": str(-(2**63))}])
+    assert memory.ids(where={"v": -(2**63)}) == big and memory.ids(where={"v": 2**64}) == []
+    memory.close()
+
 def _eventually(check, seconds: float = 15.0) -> bool:
     """Milvus's Bounded reads lag by up to its graceful time (5 s by default)."""
     import time

@@ -63,10 +63,16 @@ def check_meta_key(key: object) -> str:
     return key
 
 
+# Integers filters can find: 64-bit ones, but for -2**63 (Milvus parses it as minus 2**63, out of range).
+INT64 = (-(2**63 - 1), 2**63 - 1)
+
+
 def check_meta(meta: Mapping[str, Any]) -> None:
     """Metadata a filter can name and JSON can hold: a NaN or an infinity stored once
     would make the database's JSON unreadable to every later filter, and an object JSON
-    cannot hold (a numpy scalar) would fail inside the write."""
+    cannot hold (a numpy scalar) would fail inside the write. Filters must also find what
+    was stored: SQLite reads an integer past 64 bits as a rounded float (2**64 and
+    2**64 + 1 match each other) and text only up to a NUL character."""
     for key, value in meta.items():
         check_meta_key(key)
         try:
@@ -74,6 +80,19 @@ def check_meta(meta: Mapping[str, Any]) -> None:
         except (TypeError, ValueError):
             raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: values are text, finite "
                                     "numbers, true/false, null, and lists and objects of them") from None
+        problem = _unfilterable(value)
+        if problem:
+            raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: {problem}")
+
+
+def _unfilterable(value: Any) -> str | None:
+    """Why a filter could not find this JSON value as stored (None if it can)."""
+    if isinstance(value, str):
+        return "text must not contain NUL characters (\\x00)" if "\x00" in value else None
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        return "integers are 64-bit (-(2**63 - 1) to 2**63 - 1); store a larger one as text"
+    parts = [*value, *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((p for p in map(_unfilterable, parts) if p), None)
 
 
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
@@ -96,9 +115,12 @@ def check_weight(weight: float | None) -> None:
 
 def meta_value_key(value: Any) -> Any:
     """How a metadata value compares in filters: numbers and text as themselves (1 == 1.0
-    == true, as in SQLite), lists and objects by their canonical JSON text."""
+    == true, as in SQLite), lists and objects by their canonical JSON text, and an integer
+    no store keeps as a number (past 64 bits) as its text, as `parse_where` reads it."""
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return str(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return value
@@ -127,9 +149,10 @@ def parse_where(pairs: Sequence[str] | None, option: str = "--where") -> list[tu
         try:
             parsed = json.loads(value)
             json.dumps(parsed, allow_nan=False)  # NaN, Infinity, 1e999: no JSON holds them
-            found.append((key, parsed))
         except (ValueError, RecursionError):  # not JSON, an over-long integer, nesting too deep
-            found.append((key, value))
+            parsed = value
+        # what a store could not find as a number (past 64 bits) stays the text it was
+        found.append((key, value if parsed is not value and _unfilterable(parsed) else parsed))
     return found
 
 
