@@ -128,7 +128,9 @@ def test_explain_decides_as_classify_does_with_the_same_options(digit_memory, di
 def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, digit_folders, cli, caplog):
     _, test = digit_folders
     image = sorted((test / "5").iterdir())[0]
-    cli("calibrate", digit_memory, check=True)
+    shown = cli("calibrate", digit_memory, check=True).stderr
+    # 80 items, scored once and once per held-out group of classes
+    assert "scoring each item against the others" in shown and "320/320" in shown
     with caplog.at_level(logging.WARNING, logger="vismem"):
         cli("classify", digit_memory, image, "--abstain", "--json", check=True)
         assert "calibrate" not in caplog.text
