@@ -117,3 +117,61 @@ def test_files_that_are_not_exports_are_refused_with_the_fix(tmp_path):
     write_parquet(newer, 16, {**HEADER, "version": 99}, [make_rows(0, 2)])
     with pytest.raises(VismemError, match="upgrade vismem"):
         read_header(newer)
+
+
+# ---- whole memories through an export ------------------------------------------------------
+
+def _decisions(memory, queries, **options):
+    """Every decision without item ids (an import gives new ones)."""
+    def no_ids(value):
+        if isinstance(value, dict):
+            return {k: no_ids(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [no_ids(v) for v in value]
+        return value
+
+    return [no_ids(d.to_dict()) for d in memory.classify(queries, **options)]
+
+
+def test_an_import_searches_through_the_same_fitted_transform_and_abstains_alike(digit_folders, tmp_path, cli):
+    """A memory tuned to a whitening and calibrated: its import decides the same, abstention
+    included (the fitted transform was lost: the import searched raw vectors and refused to
+    abstain, "calibrated before its feature transform changed")."""
+    from vismem import Memory
+
+    train, test = digit_folders
+    queries = sorted(test.glob("*/*.png"))[::3]
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        ids = origin.add_images([train]).added
+        origin.relabel(ids[:2], "odd")
+        origin.set_weight(ids[2:3], 0.0)
+        origin.set_transform("whiten")
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        expected = _decisions(origin, queries, abstain=True)
+        fingerprint = origin.transform.fingerprint
+        origin.export_parquet(tmp_path / "m.parquet")
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert copy.transform.fingerprint == fingerprint
+        assert _decisions(copy, queries, abstain=True) == expected
+
+
+def test_an_import_knows_how_much_changed_since_calibration(digit_folders, tmp_path, cli):
+    """The calibration records the newest item id it saw; an import renumbers the items, so
+    that id must follow them, or items added since calibrating count as old ones."""
+    from vismem import Memory
+
+    train, _ = digit_folders
+    folders = sorted(p for p in train.iterdir())
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        first = [i for f in folders[:6] for i in origin.add_images(f, label=f.name).added]
+        origin.remove(first[:10])  # gaps in the ids, as after any removal
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        for folder in folders[6:]:
+            origin.add_images(folder, label=folder.name)
+        changed = origin.calibration_changed()
+        origin.export_parquet(tmp_path / "m.parquet")
+    assert changed and changed > 0.5  # positive control: 32 added to the 38 calibrated
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert copy.calibration_changed() == changed

@@ -27,6 +27,7 @@ reader (pandas, DuckDB, Spark) reads the rest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -38,6 +39,7 @@ import numpy as np
 
 from .errors import InvalidInputError, VismemError
 from .settings import EncoderIdentity, MemorySettings
+from .transform import TransformSpec
 
 if TYPE_CHECKING:
     from .store import Item, NewItem, Store
@@ -287,9 +289,12 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
 
     header, _ = read_header(path)
     identity = EncoderIdentity(**header["encoder"])
+    settings = MemorySettings.from_dict(header["settings"])
+    calibrated = settings.abstention.max_id if settings.abstention else None
 
     def fill(store: Store) -> None:
         counts: dict[int, int] = {}
+        newest_calibrated = 0  # the new id of the newest item the calibration saw
         for rows in read_parquet(path, batch):
             if rows.vectors.shape[1] != identity.dim:
                 raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
@@ -297,12 +302,31 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
             for label, chosen in relabels(rows, ids).items():
                 store.update(chosen, label=label)
             counts.update((i, int(v)) for i, v in zip(ids, rows.prune_counts, strict=True) if v)
+            if calibrated is not None:
+                newest_calibrated = max([newest_calibrated, *(i for i, old in zip(ids, rows.ids, strict=True)
+                                                               if old <= calibrated)])
             if progress:
                 progress(len(rows))
         if counts:
             store.set_prune_counts(counts)
+        changes = derived_settings(settings, len(store), newest_calibrated if calibrated is not None else None)
+        if changes:
+            store.save_settings(changes)
 
-    return create_filled_store(location, identity, MemorySettings.from_dict(header["settings"]), fill)
+    return create_filled_store(location, identity, settings, fill)
+
+
+def derived_settings(settings: MemorySettings, items: int, calibrated_max_id: int | None) -> dict[str, Any]:
+    """What an import sets once its `items` are in: the feature transform, fitted on them
+    (the export holds its spec, not the fit: the same items in the same order fit the
+    same; none without items), and the calibration's newest item id in the new ids (it
+    tells which items came after calibrating)."""
+    changes: dict[str, Any] = {}
+    if settings.transform != TransformSpec():
+        changes["transform"] = settings.transform if items else TransformSpec()
+    if settings.abstention is not None and calibrated_max_id is not None:
+        changes["abstention"] = dataclasses.replace(settings.abstention, max_id=calibrated_max_id)
+    return changes
 
 
 def relabels(rows: Rows, ids: list[int]) -> dict[str, list[int]]:
