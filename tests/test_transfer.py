@@ -175,3 +175,43 @@ def test_an_import_knows_how_much_changed_since_calibration(digit_folders, tmp_p
     assert changed and changed > 0.5  # positive control: 32 added to the 38 calibrated
     with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
         assert copy.calibration_changed() == changed
+
+
+@pytest.mark.parametrize("damage", ["one bit", "a run of bytes"])
+def test_a_damaged_export_is_refused_and_leaves_nothing(tmp_path, cli, damage):
+    """A bit flipped in the vectors' pages imported wrong vectors without a word; a run of
+    damaged bytes ended in pyarrow's traceback. Both: `error: ...`, exit 1, no DEST."""
+    from vismem import Memory
+
+    with Memory.create(tmp_path / "origin", encoder=None, dim=64) as origin:
+        origin.add_vectors(unit_vectors(300, 64, seed=2), [str(i % 3) for i in range(300)])
+        origin.export_parquet(tmp_path / "m.parquet")
+    column = pq.ParquetFile(tmp_path / "m.parquet").metadata.row_group(0).column(1)
+    assert column.path_in_schema == "vector.list.element"
+    data = bytearray((tmp_path / "m.parquet").read_bytes())
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    middle = start + column.total_compressed_size // 2
+    for at in [middle] if damage == "one bit" else range(middle, middle + 200):
+        data[at] ^= 0x01 if damage == "one bit" else 0x55
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    result = cli("import", tmp_path / "bad.parquet", tmp_path / "copy", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet", "m.parquet", "origin"]
+
+
+def test_an_export_from_a_newer_vismem_or_with_a_broken_header_is_refused_with_the_fix(tmp_path):
+    """A setting this vismem does not know (a newer vismem's) ended in a TypeError traceback."""
+    from vismem.transfer import import_store
+
+    newer = tmp_path / "newer.parquet"
+    write_parquet(newer, 16, {**HEADER, "settings": {**HEADER["settings"], "newer_setting": 3}}, [make_rows(0, 2)])
+    with pytest.raises(VismemError, match="does not know.*newer_setting.*upgrade vismem"):
+        import_store(newer, tmp_path / "copy")
+    table = pq.read_table(newer)
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.replace_schema_metadata({b"vismem": b'{"format": "vismem-memory", "vers'}), broken)
+    with pytest.raises(VismemError, match="damaged"):
+        import_store(broken, tmp_path / "copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "newer.parquet"]

@@ -20,8 +20,10 @@ Columns, one row per item:
 
 The file's key-value metadata `vismem` holds the header: format name and version, the
 encoder identity (name, id, dim, preprocessing) and the memory's settings, so an import
-can refuse vectors of another encoder and restore the decision defaults. Any Parquet
-reader (pandas, DuckDB, Spark) reads the rest.
+can refuse vectors of another encoder and restore the decision defaults. Pages carry
+CRC-32 checksums, verified on import (with the vectors' unit length, for files written
+without them), so a damaged copy is refused. Any Parquet reader (pandas, DuckDB, Spark)
+reads the rest.
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     written = 0
     try:
         # Vectors barely compress; zstd still shrinks the text columns and costs little.
-        with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+        # Page checksums (CRC-32, standard Parquet) let an import tell a damaged file.
+        with pq.ParquetWriter(partial, schema, compression="zstd", write_page_checksum=True) as writer:
             for rows in batches:
                 if len(rows):
                     writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
@@ -208,11 +211,17 @@ def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
     if raw is None:
         raise VismemError(f"{path} is a Parquet file but not a vismem export (no `vismem` header); "
                           "write one with `vismem export`")
-    header = json.loads(raw)
-    if header.get("format") != FORMAT_NAME or int(header.get("version", 0)) > FORMAT_VERSION:
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise _damaged(path, f"its `vismem` header: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME \
+            or not isinstance(header.get("version"), int) or header["version"] > FORMAT_VERSION:
         raise VismemError(f"{path} holds export format {header.get('format')} version "
                           f"{header.get('version')}; this vismem reads {FORMAT_NAME} up to version "
                           f"{FORMAT_VERSION}: upgrade vismem")
+    if not isinstance(header.get("encoder"), dict) or not isinstance(header.get("settings"), dict):
+        raise _damaged(path, "its `vismem` header names no encoder or settings")
     return header
 
 
@@ -221,13 +230,34 @@ def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, ValueError) as exc:
         raise _not_parquet(path, exc) from exc
     with file:
         _checked_header(path, file.metadata)  # the footer this file object has read already
-        for batch in file.iter_batches(batch_size=batch_size):
-            yield from_batch(batch)
+        batches = file.iter_batches(batch_size=batch_size)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                rows = from_batch(batch)
+            except (OSError, ValueError) as exc:  # a page that fails its checksum or to decompress; bad JSON
+                raise _damaged(path, exc) from exc
+            if not _unit_rows(rows.vectors):  # a file written without page checksums
+                raise _damaged(path, "vectors that are not unit length")
+            yield rows
+
+
+def _damaged(path: str | Path, why: object) -> VismemError:
+    return VismemError(f"{path} is damaged ({why}): export the memory again, or copy the "
+                       "file again")
+
+
+def _unit_rows(vectors: np.ndarray) -> bool:
+    """Every row finite and of unit length, as every vector in a memory is."""
+    norms = np.linalg.norm(vectors, axis=1)
+    return bool(np.all(np.abs(norms - 1) < 1e-3))
 
 
 # ---- a memory's store <-> an export ---------------------------------------------------------
@@ -288,8 +318,12 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     from .store import create_filled_store
 
     header, _ = read_header(path)
-    identity = EncoderIdentity(**header["encoder"])
-    settings = MemorySettings.from_dict(header["settings"])
+    try:
+        identity = EncoderIdentity(**header["encoder"])
+        settings = MemorySettings.from_dict(header["settings"])
+    except TypeError as exc:  # a field this vismem does not know: written by a newer one
+        raise VismemError(f"{path} holds an encoder or settings this vismem does not know ({exc}): "
+                          "upgrade vismem") from None
     calibrated = settings.abstention.max_id if settings.abstention else None
 
     def fill(store: Store) -> None:
