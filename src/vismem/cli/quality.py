@@ -40,9 +40,10 @@ def eval_protocols(
     """
     from ..evaluation.data import load_dataset, load_embeddings, Dataset
     from ..evaluation.plots import write_report
-    from ..evaluation.protocols import PROTOCOLS, run_protocols
+    from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
+    check_protocols(chosen)  # before the data, which may take minutes to encode
     sources = sum(x is not None for x in (dataset, memory, embeddings))
     if sources > 1:
         raise InvalidInputError("give one of --dataset, --memory, --embeddings")
