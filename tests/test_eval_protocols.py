@@ -156,3 +156,14 @@ def test_an_unknown_protocol_is_refused_before_the_data_is_loaded(tmp_path, cli)
     result = cli("eval-protocols", "knn", "fewshots", "--embeddings", tmp_path / "absent.npy",
                  "--labels", tmp_path / "absent-labels.npy", "--out", tmp_path / "report")
     assert result.returncode == 1 and "unknown protocol 'fewshots'" in result.stderr
+
+
+def test_encoding_a_data_set_shows_progress_once(tmp_path, cli):
+    """Encoding digits the first time takes minutes through a real encoder: no bar showed it."""
+    args = ("eval-protocols", "incremental", "--dataset", "digits:pixels", "--cache", tmp_path / "cache",
+            "--out", tmp_path / "report", "--json")
+    first = cli(*args, check=True)
+    assert "encoding digits" in first.stderr and "1797/1797" in first.stderr
+    assert json.loads(first.stdout)["dataset"]["items"] == 1797
+    again = cli(*args, check=True)  # cached: nothing to encode
+    assert "encoding" not in again.stderr

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InvalidInputError, VismemError
-from . import app, emit, err, out
+from . import app, emit, err, out, progress_bar
 
 
 @app.command("eval-protocols")
@@ -63,7 +63,7 @@ def eval_protocols(
     else:
         name = dataset or "digits"
         err.print(f"loading {name} (image data sets are encoded once, then cached)", markup=False)
-        data = load_dataset(name, cache_dir=cache)
+        data = load_dataset(name, cache_dir=cache, progress=lambda total: progress_bar(f"encoding {name}", total))
     report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
     try:
         files = write_report(report, output)
