@@ -18,7 +18,7 @@ from conftest import json_lines, start_server, stop_server
 from test_store_contract import _eventually
 from vismem import Memory
 from vismem.store import Filter
-from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids
+from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids, tells_null_from_missing
 
 TOKEN = "milvus-test-token"
 
@@ -38,6 +38,10 @@ def test_locations_filters_and_ids_without_a_server(monkeypatch):
     assert expr == ('label in ["b", "say \\"hi\\""] and source in ["s"] and (meta["ok"] == 1 or meta["ok"] == true)'
                     ' and (meta["tags"] == "[1,2]" or meta["tags"] == [1, 2]) and prune_count < 2')
     assert filter_expression(Filter.of(labels=[])) == "id < 0" and filter_expression(None) == ""
+    # KEY=null: `exists` tells null from missing on 2.3 and 2.4 only; elsewhere it is refused
+    assert filter_expression(Filter.of(where={"k": None})).startswith('((exists meta["k"]) and not (')
+    assert [tells_null_from_missing(v) for v in ("v2.3.5-lite", "2.4.13", "v2.5.12", "v2.6.0", "Zilliz")] == \
+        [True, True, False, False, False]
     assert index_plan("ivfpq", 1280)[0]["params"]["m"] == 160 and index_plan("exact", 8)[0]["index_type"] == "FLAT"
     taken = set()
     ids = new_ids(500, lambda batch: {i for i in batch if i % 2} | (taken & set(batch)))  # odd ids "in use"

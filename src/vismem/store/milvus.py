@@ -152,8 +152,11 @@ def literal(value: Any) -> str:
 
 def meta_condition(key: str, value: Any) -> str:
     """`meta[key] == value` with the embedded store's meaning: 1 == 1.0 == true, and a list
-    given as its JSON text matches the list."""
+    given as its JSON text matches the list. For None, the items whose `key` holds null
+    *or an empty list or an object*: no expression tells those apart (see `null_candidates`)."""
     field = f'meta["{check_meta_key(key)}"]'
+    if value is None:
+        return null_candidates(field)
     terms = [f"{field} == {literal(value)}"]
     if isinstance(value, int) and value in (0, 1):
         terms.append(f"{field} == {literal(bool(value))}")
@@ -165,6 +168,34 @@ def meta_condition(key: str, value: Any) -> str:
         if isinstance(parsed, list) and all(isinstance(v, (str, int, float, bool)) for v in parsed):
             terms.append(f"{field} == [{', '.join(literal(v) for v in parsed)}]")
     return terms[0] if len(terms) == 1 else "(" + " or ".join(terms) + ")"
+
+
+def null_candidates(field: str) -> str:
+    """Items whose JSON `field` holds null, an empty list or an object. Milvus has no null
+    literal; `exists` (2.3, 2.4) is true for a key present with any value, null included,
+    and false for a missing key; the rest rules out text, true/false, numbers and lists
+    that have an element (on a non-list `array_length` is 0). The store tells a null from
+    an empty list or an object by reading them (`MilvusStore._expression`)."""
+    typed = (f"{field} like \"%\" or {field} == true or {field} == false or {field} >= 0 or {field} < 0 "
+             f"or array_length({field}) != 0")
+    return f"((exists {field}) and not ({typed}))"
+
+
+def tells_null_from_missing(version: str) -> bool:
+    """Whether a server's `exists` is true for a key holding null (and false for a missing
+    key): Milvus 2.3 and 2.4. From 2.5 it is false for both, so `KEY=null` cannot be
+    answered there (an unknown version is taken for a new one).
+
+    >>> tells_null_from_missing("v2.3.5-lite"), tells_null_from_missing("v2.5.12")
+    (True, False)
+    """
+    found = re.search(r"(\d+)\.(\d+)", version)
+    return found is not None and (2, 3) <= (int(found[1]), int(found[2])) < (2, 5)
+
+
+def null_keys(where: Filter | None) -> list[str]:
+    """The metadata keys a filter asks to hold null."""
+    return [key for key, value in (where.where or ()) if value is None] if where is not None else []
 
 
 def filter_expression(where: Filter | None) -> str:
@@ -294,6 +325,7 @@ class MilvusStore:
         self._lock = threading.Lock()             # guards the change token and its timer
         self._dirty = False                       # wrote since the last change token
         self._timer: threading.Timer | None = None
+        self._server_version: str | None = None
         self._load()
 
     # ---- open / create ---------------------------------------------------------------
@@ -428,6 +460,40 @@ class MilvusStore:
                 yield list(rows)
         finally:
             iterator.close()
+
+    def _expression(self, where: Filter | None) -> str:
+        """`filter_expression(where)`, exact for `KEY=null` conditions: of the items it
+        matches, those whose KEY holds an empty list or an object are told from those
+        holding null by reading their metadata (one query of the items it matches)."""
+        expr = filter_expression(where)
+        keys = null_keys(where)
+        if not keys:
+            return expr
+        self._check_null_filters()
+        nulls: list[int] = []
+        others: list[int] = []
+        for rows in self._scan(expr, ["id", "meta"]):
+            for r in rows:
+                meta = r["meta"] or {}
+                (nulls if all(meta.get(k) is None for k in keys) else others).append(int(r["id"]))
+        if not others:
+            return expr
+        if len(nulls) <= len(others):  # the shorter id list
+            return ids_expression(sorted(nulls)) if nulls else "id < 0"
+        return f"{expr} and not ({ids_expression(sorted(others))})"
+
+    def _check_null_filters(self) -> None:
+        version = self.server_version()
+        if not tells_null_from_missing(version):
+            raise InvalidInputError(f"Milvus {version} at {self.where.host}:{self.where.port} does not tell a "
+                                    "metadata key holding null from a missing key in a filter (from 2.5 its "
+                                    "`exists` is false for both), so vismem cannot filter on KEY=null there: "
+                                    "store a value such as \"none\" instead and filter on it")
+
+    def server_version(self) -> str:
+        if self._server_version is None:
+            self._server_version = str(self._call("asking the server version", self._client.get_server_version))
+        return self._server_version
 
     def _count_where(self, expr: str) -> int:
         rows = self._query(expr, ["count(*)"])
@@ -700,13 +766,13 @@ class MilvusStore:
         return self._count
 
     def ids(self, where: Filter | None = None) -> np.ndarray:
-        found = [int(r["id"]) for rows in self._scan(filter_expression(where), ["id"]) for r in rows]
+        found = [int(r["id"]) for rows in self._scan(self._expression(where), ["id"]) for r in rows]
         return np.asarray(sorted(found), dtype=np.int64)
 
     def page(self, where: Filter | None, offset: int, limit: int) -> Page:
         """Items matching a filter, oldest first (by `added_at`, then id)."""
         rows = [(float(r["added_at"]), int(r["id"]))
-                for chunk in self._scan(filter_expression(where), ["id", "added_at"]) for r in chunk]
+                for chunk in self._scan(self._expression(where), ["id", "added_at"]) for r in chunk]
         rows.sort()
         chosen = [i for _, i in rows[offset : offset + limit]]
         return Page(len(rows), offset, self.items(chosen))
@@ -722,7 +788,7 @@ class MilvusStore:
 
     def columns(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ids, labels, weights, prune counts) of the items a filter allows, by id."""
-        rows = [r for chunk in self._scan(filter_expression(where), ["id", "label", "weight", "prune_count"])
+        rows = [r for chunk in self._scan(self._expression(where), ["id", "label", "weight", "prune_count"])
                 for r in chunk]
         rows.sort(key=lambda r: int(r["id"]))
         return (np.asarray([int(r["id"]) for r in rows], dtype=np.int64),
@@ -816,7 +882,7 @@ class MilvusStore:
             effort["ef"] = max(effort["ef"], k)  # HNSW needs ef >= k
         params = {"metric_type": "IP", "params": effort}
         results = self._call("searching", self._client.search, self.where.collection, data=list(queries),
-                             limit=k, filter=filter_expression(where), output_fields=VOTE_FIELDS,
+                             limit=k, filter=self._expression(where), output_fields=VOTE_FIELDS,
                              search_params=params, consistency_level=STRONG)
         for row, hits in enumerate(results):
             m = min(len(hits), k)
@@ -914,7 +980,7 @@ class MilvusStore:
 
     def describe(self) -> dict[str, Any]:
         params, search_params = index_plan(self._settings.index, self.dim)
-        version = self._call("asking the server version", self._client.get_server_version)
+        version = self.server_version()
         return {
             "home": "milvus", "location": self.location, "format_version": FORMAT_VERSION,
             "server_version": version, "read_only": False, "consistency": STRONG,
