@@ -43,9 +43,8 @@ def import_(
     """Create a memory at DEST from an export: the same items (with new ids), vectors,
     history, settings and encoder, so it makes the same decisions.
 
-    Streams the file a batch at a time. A directory DEST appears only once the import
-    is complete; an interrupted import into Milvus leaves a partial DEST: remove it
-    and import again.
+    Streams the file a batch at a time. DEST (a directory or Milvus collections) appears
+    only once the import is complete: an interrupted import leaves nothing there.
     """
     from ..memory import Memory
     from ..transfer import read_header

@@ -21,6 +21,8 @@ from a directory, this home says so rather than pretending:
 - **Atomicity.** Milvus has no transactions. One insert, delete or upsert call is applied
   whole or not at all, so each batch of up to `ROWS_PER_CALL` items (thumbnails
   included: they live in the item's row) is atomic; a larger insert commits in several.
+  An import is whole: it fills collections of other names and renames them into place
+  (`MilvusStore.create_filled`).
 - **Thumbnails** live in the item rows, so Milvus loads them into its query nodes' memory
   with the other fields (~5-8 KB per image, several times a 512-d vector): create a
   large memory with `?thumbnails=0` (explanations then show no pictures).
@@ -51,7 +53,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,6 +87,8 @@ STRONG, SESSION, BOUNDED = "Strong", "Session", "Bounded"
 REMEMBER_DELETES = 30.0     # seconds this process hides its own deletes from Session reads
 STALE_CHECK_EVERY = 1.0     # seconds between reads of the change token
 TOKEN_DELAY = 1.0           # seconds a write waits for others before the change token tells
+FILLING = "__filling_"      # COLLECTION__filling_STARTED_RANDOM: an import's work before its rename
+ABANDONED_AFTER = 24 * 3600.0  # seconds after which a fill's leftovers are dropped by the next fill
 ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
                "relabelled_from", "prune_count"]
 ROW_FIELDS = ["vector", *ITEM_FIELDS, "thumbnail"]   # a whole row, as an upsert must write it
@@ -350,15 +354,16 @@ class MilvusStore:
         `MilvusClient` to use instead of connecting to the location's server (milvus-lite)."""
         where = MilvusLocation.parse(location)
         if thumbnails is None:
-            thumbnails = parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+            thumbnails = _thumbnails_wanted(location)
         client = client or cls._connect(where)
         with _closed_on_error(client, where, f"creating {where.collection}"):
-            for name in (where.collection, where.side):
-                if client.has_collection(name):
-                    raise MemoryExistsError(
-                        f"collection {name} already exists on {where.host}:{where.port}: choose another name, "
-                        "or drop it with pymilvus (MilvusClient.drop_collection) if it is left from an "
-                        "interrupted create")
+            _check_free(client, where)
+        return cls._create(client, where, identity, settings, thumbnails)
+
+    @classmethod
+    def _create(cls, client: Any, where: MilvusLocation, identity: EncoderIdentity, settings: MemorySettings,
+                thumbnails: bool) -> MilvusStore:
+        with _closed_on_error(client, where, f"creating {where.collection}"):
             cls._create_side(client, where.side)
             cls._create_items(client, where.collection, identity.dim, settings.index)
             config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": identity.to_dict(),
@@ -366,6 +371,41 @@ class MilvusStore:
             client.upsert(where.side, [_side_row("settings", settings.to_dict()), _side_row("token", uuid.uuid4().hex),
                                        _side_row("config", config)])
         return cls(where, client, config)
+
+    @classmethod
+    def create_filled(cls, location: str, identity: EncoderIdentity, settings: MemorySettings,
+                      fill: Callable[[MilvusStore], None]) -> MilvusStore:
+        """A new memory at `location`, filled by `fill(store)` under other collection names
+        and renamed into place when full: an error, Ctrl-C or a kill midway leaves no memory
+        at `location`. The items collection is renamed first and the side collection (which
+        `open` needs) last, so the memory opens only once both are in place.
+
+        What a killed fill leaves is found by its names, COLLECTION__filling_STARTED_RANDOM
+        (+ the side suffix). On a server many machines share, a process id tells nothing
+        about liveness, and a fill of millions of items may take hours: the next fill of
+        COLLECTION drops those started over a day ago and names the younger ones (they may
+        be another machine's import in progress) with how to drop them."""
+        where = MilvusLocation.parse(location)
+        client = cls._connect(where)
+        with _closed_on_error(client, where, f"creating {where.collection}"):
+            _check_free(client, where)
+            _drop_abandoned_fills(client, where)
+        staging = replace(where, collection=f"{where.collection}{FILLING}{int(time.time())}_{secrets.token_hex(4)}")
+        store: MilvusStore | None = None
+        try:
+            store = cls._create(client, staging, identity, settings, _thumbnails_wanted(location))
+            fill(store)
+            store.close()  # its last change token and compaction request go to the filled collections
+            store = None
+            client = cls._connect(where)
+            with _closed_on_error(client, where, f"renaming {staging.collection} to {where.collection}"):
+                _rename_into_place(client, staging, where)
+        except BaseException:
+            if store is not None:
+                store._abandon()
+            _drop(staging)
+            raise
+        return cls.open(location, client=client)
 
     @classmethod
     def open(cls, location: str, *, client: Any = None) -> MilvusStore:
@@ -534,6 +574,15 @@ class MilvusStore:
         self._token = token
         self._saw(token)
         self._dirty = False
+
+    def _abandon(self) -> None:
+        """Close without writing anything more: its collections are being dropped."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._dirty = False
+        self._client.close()
 
     def _flush_token(self) -> None:
         with self._lock:
@@ -999,6 +1048,71 @@ class MilvusStore:
             self.purge()
         finally:
             self._client.close()
+
+
+def _thumbnails_wanted(location: str) -> bool:
+    return parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+
+
+def _check_free(client: Any, where: MilvusLocation) -> None:
+    for name in (where.collection, where.side):
+        if client.has_collection(name):
+            raise MemoryExistsError(f"collection {name} already exists on {where.host}:{where.port}: choose another "
+                                    "name, or drop it with pymilvus (MilvusClient.drop_collection) if it is left from "
+                                    "an interrupted create")
+
+
+def _rename_into_place(client: Any, staging: MilvusLocation, where: MilvusLocation) -> None:
+    """Rename a filled memory's collections to `where`'s: the items first, the side
+    collection (which `open` needs) last. Milvus refuses to rename onto an existing name,
+    so a memory created at `where` meanwhile stays as it is."""
+    try:
+        client.rename_collection(staging.collection, where.collection)
+        try:
+            client.rename_collection(staging.side, where.side)
+        except Exception:
+            client.rename_collection(where.collection, staging.collection)
+            raise
+    except Exception:
+        if client.has_collection(where.collection) or client.has_collection(where.side):
+            raise MemoryExistsError(f"a memory was created at {where} while this import filled it: choose "
+                                    "another name") from None
+        raise
+
+
+def _drop(where: MilvusLocation) -> None:
+    """Drop a memory's collections that exist, on a connection of its own (best effort: the
+    error being handled matters more; what stays is dropped by a later fill)."""
+    try:
+        client = MilvusStore._connect(where)
+    except VismemError as exc:
+        logging.getLogger(__name__).warning("could not drop %s: %s", where.collection, exc)
+        return
+    for name in (where.collection, where.side):
+        try:
+            if client.has_collection(name):
+                client.drop_collection(name)
+        except Exception as exc:  # pymilvus raises its own types, and grpc's
+            logging.getLogger(__name__).warning("could not drop %s: %s", name, exc)
+    client.close()
+
+
+def _drop_abandoned_fills(client: Any, where: MilvusLocation) -> None:
+    """Drop leftovers of fills of `where` started over ABANDONED_AFTER ago; name the others."""
+    pattern = re.compile(re.escape(where.collection + FILLING) + r"(\d+)_[0-9a-f]{8}(?:" + SIDE_SUFFIX + ")?$")
+    young: list[str] = []
+    for name in sorted(client.list_collections()):
+        found = pattern.match(name)
+        if found and time.time() - int(found[1]) > ABANDONED_AFTER:
+            client.drop_collection(name)
+        elif found:
+            young.append(name)
+    if young:
+        logging.getLogger(__name__).warning(
+            "%s:%s holds collections of an import into %s started in the last day: %s; another import may be "
+            "filling them, or they are left from an interrupted one, dropped by the next import after a day or "
+            "now with pymilvus: MilvusClient(%r).drop_collection(NAME)",
+            where.host, where.port, where.collection, ", ".join(young), where.uri)
 
 
 def _side_row(key: str, value: Any) -> dict[str, Any]:
