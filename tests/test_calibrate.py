@@ -56,20 +56,25 @@ def test_prototype_weight_is_chosen_only_when_it_measurably_helps():
 
 
 def test_fit_calibration_measures_the_score_and_records_what_it_saw():
-    from vismem.calibrate import changed_fraction, fit_calibration, is_stale
+    from vismem.calibrate import calibration_work, changed_fraction, fit_calibration, is_stale
 
     digits = load_digits()
     x = digits.data.astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = np.arange(len(x)) + 100
-    result = fit_calibration(x, digits.target.astype(str), ids=ids)
+    scored: list[int] = []
+    result = fit_calibration(x, digits.target.astype(str), ids=ids, progress=scored.append)
+    # progress follows every item scored: once, and once per held-out class group
+    assert sum(scored) == calibration_work(digits.target.astype(str)) == 4 * len(x) and len(scored) >= 4
     assert result.held_out == len(x)  # every item scored, each left out in turn
     assert set(result.auroc) == {"0", "0.5", "1"} and all(0.5 < a <= 1 for a in result.auroc.values())
     best = max(result.auroc.values())
     assert result.prototype_weight == (0.0 if best <= result.auroc["0"] + 0.005 else
                                        float(max(result.auroc, key=result.auroc.get)))
     assert result.items == len(x) and result.max_id == ids[-1] and result.achieved_tpr >= 0.95
-    fixed = fit_calibration(x, digits.target.astype(str), prototype_weight=1.0)
+    scored.clear()
+    fixed = fit_calibration(x, digits.target.astype(str), prototype_weight=1.0, progress=scored.append)
+    assert sum(scored) == calibration_work(digits.target.astype(str), 1.0) == len(x)
     assert fixed.auroc == {} and fixed.prototype_weight == 1.0 and fixed.threshold > result.threshold
     # 60 removed (of the first ids) and 30 added since: 5% of 1797
     now = np.r_[ids[60:], ids[-1] + 1 + np.arange(30)]

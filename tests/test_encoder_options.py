@@ -63,11 +63,17 @@ def test_device_comes_from_the_environment_unless_given(monkeypatch):
         EncoderOptions().with_env()
 
 
-def test_bad_options_fail_up_front():
+def test_bad_options_fail_up_front(cli):
     for bad in ({"device": "gpu"}, {"runtime": "tensorrt"}, {"precision": "int8"},
                 {"batch_size": 0}, {"decode_workers": -1}):
         with pytest.raises(InvalidInputError):
             EncoderOptions(**bad)
+    # 10,000 decoding processes were started one by one until the machine ran out
+    with pytest.raises(InvalidInputError, match="decode_workers must be an integer from 0 to 64, got 65"):
+        EncoderOptions(decode_workers=65)
+    assert EncoderOptions(decode_workers=64).decode_workers == 64
+    refused = cli("classify", "no-memory", "x.png", "--decode-workers", "10000")
+    assert refused.returncode == 2 and "less than or equal to 64" in refused.stderr
 
 
 def test_batch_size_fits_half_the_free_memory():

@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pytest
 
 
@@ -99,10 +100,37 @@ def test_classify_and_explain_say_what_would_change_the_decision(digit_memory, d
     assert classify(cli, digit_memory, image, "--k", "5")["label"] == cf["label_after_remove"]
 
 
+def test_explain_decides_as_classify_does_with_the_same_options(digit_memory, digit_folders, cli, tmp_path):
+    from PIL import Image
+
+    from vismem import Memory
+    from vismem.errors import NotCalibratedError
+
+    _, test = digit_folders
+    image, sheet = sorted((test / "3").iterdir())[0], tmp_path / "why.png"
+    refused = cli("explain", digit_memory, image, "--abstain", "--out", sheet)
+    assert refused.returncode == 1 and "vismem calibrate" in refused.stderr and not sheet.exists()
+    with Memory.open(digit_memory) as memory, pytest.raises(NotCalibratedError):
+        memory.classify([tmp_path / "not-read.png"], abstain=True)  # options are checked before any image
+    cli("calibrate", digit_memory, check=True)
+    blank = tmp_path / "noise.png"  # unlike any digit
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(blank)
+    for query, options in ((image, ["--only-label", "5", "--only-label", "8"]), (image, ["--mix", "0.5"]),
+                           (image, ["--where", "width=8", "--abstain"]), (blank, ["--abstain"])):
+        args = [query, "--k", "5", *options, "--json"]
+        explained = json.loads(cli("explain", digit_memory, *args, "--out", sheet, check=True).stdout)
+        assert explained.pop("sheet") == str(sheet) and sheet.exists()
+        assert explained == classify(cli, digit_memory, *args), options
+    assert {n["label"] for n in classify(cli, digit_memory, image, "--only-label", "5", "--only-label", "8")[
+        "neighbors"]} <= {"5", "8"}
+    assert classify(cli, digit_memory, blank, "--abstain")["abstained"]  # the sheet above showed it
+
 def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, digit_folders, cli, caplog):
     _, test = digit_folders
     image = sorted((test / "5").iterdir())[0]
-    cli("calibrate", digit_memory, check=True)
+    shown = cli("calibrate", digit_memory, check=True).stderr
+    # 80 items, scored once and once per held-out group of classes
+    assert "scoring each item against the others" in shown and "320/320" in shown
     with caplog.at_level(logging.WARNING, logger="vismem"):
         cli("classify", digit_memory, image, "--abstain", "--json", check=True)
         assert "calibrate" not in caplog.text

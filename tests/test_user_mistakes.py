@@ -308,3 +308,35 @@ def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
     np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "q.npy", "--json"), "is empty")
+
+
+def test_a_uniform_image_is_skipped_with_why_not_stored_or_an_error(tmp_path):
+    """Under the mean-centred pixels encoder a uniform image embeds as all zeros: `add`
+    stored it (at the same distance from everything), and `classify` failed the whole run
+    with "vectors must not be all zeros ...: row 0", naming no image."""
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "white").save(folder / "white.png")
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    memdir = tmp_path / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    added = run_cli("add", memdir, tmp_path / "images", "--json")
+    assert added.returncode == 3, added.stderr
+    done = json_lines(added)[-1]
+    assert done["added"] == 1 and [s["path"] for s in done["skipped_items"]] == [str(folder / "white.png")]
+    assert "all zeros" in done["skipped_items"][0]["reason"]
+    classified = run_cli("classify", memdir, folder / "white.png", folder / "noise.png", "--json")
+    assert classified.returncode == 3, classified.stderr
+    white, shown = json_lines(classified)
+    assert white["path"] == str(folder / "white.png") and "all zeros" in white["error"]
+    assert shown["label"] == "a" and shown["neighbors"][0]["distance"] == pytest.approx(0, abs=1e-5)
+    with Memory.open(memdir) as memory:
+        with pytest.raises(ValueError, match="cannot classify .*white.png: .*all zeros"):
+            memory.classify([folder / "white.png"])
+        with TestClient(create_app(memory, ServiceSettings())) as client:
+            upload = io.BytesIO()
+            Image.new("RGB", (8, 8), "black").save(upload, format="PNG")
+            answer = client.post("/classify", files=[("file", ("black.png", upload.getvalue(), "image/png"))])
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"].startswith("black.png: its embedding is all zeros")

@@ -18,7 +18,7 @@ than `STALE_FRACTION` of its items since can say so (`changed_fraction`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import faiss
 import numpy as np
@@ -33,6 +33,8 @@ DEFAULT_OOD_K = 1
 PROTOTYPE_WEIGHTS = (0.0, 0.5, 1.0)  # candidates; 0 (nearest item alone) first, kept unless beaten
 MIX_MARGIN = 0.005                   # AUROC a mix must gain over the nearest item alone to be chosen
 STALE_FRACTION = 0.10
+
+Progress = Callable[[int], None]  # advance(n): n more items scored
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ def class_groups(labels: Sequence[str] | np.ndarray, groups: int = 3, seed: int 
 
 def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, k: int = DEFAULT_OOD_K,
                             per_class: int = 1, seed: int = 0, prototypes: bool = True,
-                            memory: ArrayMemory | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                            memory: ArrayMemory | None = None,
+                            progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Each item's distance to its k-th nearest other item and to the nearest prototype with
     itself taken out of it: (d_k (n,), d_p (n,) or None).
 
@@ -139,7 +142,7 @@ def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndar
     from .prune import self_neighbours
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    sims, _ = self_neighbours(vectors, k)
+    sims, _ = self_neighbours(vectors, k, progress)
     kth = np.where(np.isfinite(sims[:, k - 1]), 1.0 - sims[:, k - 1].astype(np.float64), 2.0)
     if not prototypes:
         return kth, None
@@ -159,7 +162,7 @@ def leave_one_out_distances(vectors: np.ndarray, labels: Sequence[str] | np.ndar
 
 def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, k: int = DEFAULT_OOD_K,
                            weights: Sequence[float] = PROTOTYPE_WEIGHTS, per_class: int = 1,
-                           seed: int = 0) -> dict[str, float]:
+                           seed: int = 0, progress: Progress | None = None) -> dict[str, float]:
     """Mean AUROC of the score d_k + w * d_p for each w, with each class group held out as
     unknown in turn: the known classes' items, each left out of the rest (in), against
     the unknown group's items searched in the known memory (out).
@@ -176,9 +179,11 @@ def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarr
         known_x, known_y = vectors[~out_rows], label_of[~out_rows]
         known = ArrayMemory(known_x, known_y, per_class=per_class, seed=seed)
         in_near, in_proto = leave_one_out_distances(known_x, known_y, k=k, per_class=per_class, seed=seed,
-                                                    memory=known)
+                                                    memory=known, progress=progress)
         assert in_proto is not None
         nb = known.query(vectors[out_rows], k)
+        if progress:
+            progress(int(out_rows.sum()))
         out_near, out_proto = nb.kth_distance(k), nb.prototype_distance()
         for w in weights:
             found[w].append(auroc(ood_scores(in_near, in_proto, w), ood_scores(out_near, out_proto, w)))
@@ -193,15 +198,25 @@ def choose_prototype_weight(aurocs: dict[str, float], margin: float = MIX_MARGIN
     return float(best) if aurocs[best] > aurocs["0"] + margin else 0.0
 
 
+def calibration_work(labels: Sequence[str] | np.ndarray, prototype_weight: float | None = None) -> int:
+    """How many items `fit_calibration` scores: each item once, and once more per class
+    group held out when it measures the prototype weight (every item is in one group's
+    known items or that group's unknown ones)."""
+    groups = class_groups(labels) if prototype_weight is None else []
+    return len(labels) * (1 + (len(groups) if len(groups) >= 3 else 0))
+
+
 def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, tpr: float = DEFAULT_TPR,
                     k: int = DEFAULT_OOD_K, prototype_weight: float | None = None, per_class: int = 1,
-                    seed: int = 0, ids: np.ndarray | None = None, transform: str = "none") -> Calibration:
+                    seed: int = 0, ids: np.ndarray | None = None, transform: str = "none",
+                    progress: Progress | None = None) -> Calibration:
     """Calibrate abstention on a memory's voting items (vectors (n, dim), labels (n,), and
     their `ids`, recorded to tell later how much the memory changed; the vectors as
     searched, through the feature transform named by `transform`).
 
     With `prototype_weight` None it is chosen by `prototype_weight_auroc`; the threshold
     is the `tpr` quantile of the items' leave-one-out scores (`leave_one_out_distances`).
+    `progress(n)` follows the scoring: `calibration_work(labels, prototype_weight)` items.
     """
     label_of = np.asarray(labels)
     if len(label_of) < 10:
@@ -211,10 +226,10 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
                                 f"{len(label_of)} items: give k below {len(label_of)}")
     aurocs: dict[str, float] = {}
     if prototype_weight is None:
-        aurocs = prototype_weight_auroc(vectors, label_of, k=k, per_class=per_class, seed=seed)
+        aurocs = prototype_weight_auroc(vectors, label_of, k=k, per_class=per_class, seed=seed, progress=progress)
         prototype_weight = choose_prototype_weight(aurocs)
     near, proto = leave_one_out_distances(vectors, label_of, k=k, per_class=per_class, seed=seed,
-                                          prototypes=prototype_weight > 0)
+                                          prototypes=prototype_weight > 0, progress=progress)
     scores = ood_scores(near, proto if proto is not None else np.zeros_like(near), prototype_weight)
     threshold = calibrate_threshold(scores, tpr)
     return Calibration(threshold, k, float(prototype_weight), tpr, true_positive_rate(scores, threshold),

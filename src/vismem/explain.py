@@ -52,7 +52,9 @@ def explanation_sheet(
     if query is not None:
         q = query.convert("RGB")
         q.thumbnail((tile, tile))
-        tiles.append((q, ["query", f"-> {decision.label}", f"{decision.confidence:.0%}"]))
+        answer = ["abstained", "unlike the memory"] if decision.abstained else \
+            [f"-> {decision.label}", f"{decision.confidence:.0%}"]
+        tiles.append((q, ["query", *answer]))
     for n in decision.neighbors:
         jpeg = thumbnail(n.id)
         if jpeg is not None:

@@ -30,6 +30,23 @@ from .store.base import check_text
 
 Progress = Callable[[int], None]
 
+# An embedding of all zeros (a uniform image under the mean-centred pixels encoder) has no
+# direction, so no cosine distance to anything: such images are skipped, never stored or voted on.
+NO_DIRECTION = "its embedding is all zeros (a uniform image?): it has no direction to compare"
+
+
+def _in_order(images: Sequence[str | Path | Image.Image], vectors: np.ndarray, kept: list[int],
+              skipped: list[Skipped]) -> tuple[np.ndarray, list[int], list[Skipped]]:
+    """`Ingestor.embed`'s answer: the vectors kept in input order, less those with no
+    direction, which join the skipped, in input order too."""
+    named = [str(p) if not isinstance(p, Image.Image) else f"image {i}" for i, p in enumerate(images)]
+    blank = [i for i in kept if not vectors[i].any()]
+    kept = sorted(set(kept) - set(blank))
+    skipped = skipped + [Skipped(named[i], NO_DIRECTION) for i in blank]
+    order = {name: i for i, name in enumerate(named)}
+    skipped.sort(key=lambda s: order.get(s.path, len(images)))
+    return vectors[kept], kept, skipped
+
 
 @dataclass
 class AddReport:
@@ -126,10 +143,7 @@ class Ingestor:
                     kept.append(i)
                 if progress:
                     progress(len(chunk))
-        kept.sort()
-        order = {str(p): i for i, p in enumerate(images) if not isinstance(p, Image.Image)}
-        skipped.sort(key=lambda s: order.get(s.path, len(images)))
-        return vectors[kept], kept, skipped
+        return _in_order(images, vectors, kept, skipped)
 
     def add_files(self, paths: Sequence[str | Path], *, label: str | None = None, source: str | None = None,
                   batch_size: int | None = None, allow_duplicates: bool = False,
@@ -231,6 +245,9 @@ class Ingestor:
                 vector, thumbnail, size = copies[p.known_as]
             else:
                 vector, thumbnail, size = next(fresh), p.thumbnail, p.size
+                if not vector.any():
+                    report.skipped.append(Skipped(str(p.file.path), NO_DIRECTION))
+                    continue
             details: dict[str, Any] = {"width": size[0], "height": size[1]} if size else {}
             if not keep_paths:  # an uploaded image's name is the client's, not a path here
                 details["name"] = str(p.file.path)

@@ -646,6 +646,7 @@ class Memory:
         Raises InvalidInputError naming the first image that cannot be read.
         """
         images = listed(images)
+        self.check_can_decide(**options)  # before any image is encoded
         vectors, kept, skipped = self.embed_images(images)
         if skipped:
             raise InvalidInputError(f"cannot classify {skipped[0].path}: {skipped[0].reason}")
@@ -749,10 +750,17 @@ class Memory:
         if len(self) == 0:
             raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
 
-    def check_can_decide(self, **vote: Any) -> VoteParams:
-        """The vote these options make (a bad k, vote, alpha, tau or mix raises), in a memory
-        that holds items: checked before slow work, such as encoding the queries."""
+    def check_can_decide(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
+                         where: Where | None = None, abstain: bool = False, counterfactual: bool = False,
+                         **vote: Any) -> VoteParams:
+        """The vote that `classify_vectors`'s options make, checked before slow work such as
+        encoding the queries: a bad k, vote, alpha, tau, mix or restriction, abstention
+        without a valid calibration, or an empty memory raises. (`counterfactual` is taken
+        so that the same options can be passed; any value is valid.)"""
         params = self.vote_params(**vote)
+        restriction(labels, sources, where)
+        if abstain:
+            self._calibration()
         self.check_not_empty()
         return params
 

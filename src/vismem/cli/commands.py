@@ -53,6 +53,8 @@ KOpt = vote_option("k", "--k", "-k")
 CounterfactualOpt = typer.Option(
     False, "--counterfactual", help="Also say what would change the decision: the fewest items whose removal "
     "(or blocking) changes its label, and the nearest item of the runner-up class.")
+AbstainOpt = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the memory "
+                          "(needs `vismem calibrate`).")
 VoteOpt = vote_option("vote", "--vote")
 AlphaOpt = vote_option("alpha", "--alpha")
 TauOpt = vote_option("tau", "--tau")
@@ -135,6 +137,16 @@ def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: flo
     if vote is not None and vote not in VOTES:
         raise InvalidInputError(f"unknown vote {vote!r}; choose from {', '.join(VOTES)}")
     return {"k": k, "vote": vote, "alpha": alpha, "tau": tau, "mix": mix}
+
+
+def _decision_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
+                      mix: float | None, abstain: bool, only_labels: list[str] | None,
+                      only_sources: list[str] | None, where: list[str] | None,
+                      counterfactual: bool) -> dict[str, Any]:
+    """`classify`'s and `explain`'s options as `Memory.classify_vectors` takes them."""
+    return _vote_options(k, vote, alpha, tau, mix) | {
+        "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
+        "where": parse_where(where), "counterfactual": counterfactual}
 
 
 @app.command()
@@ -262,8 +274,7 @@ def classify(
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
     mix: Optional[float] = MixOpt,
-    abstain: bool = typer.Option(False, "--abstain", help="Answer label null when the image is unlike the "
-                                 "memory (needs `vismem calibrate`)."),
+    abstain: bool = AbstainOpt,
     counterfactual: bool = CounterfactualOpt,
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
@@ -287,11 +298,9 @@ def classify(
     """
     from ..explain import decision_table
 
-    options = _vote_options(k, vote, alpha, tau, mix) | {
-        "abstain": abstain, "labels": only_labels or None, "sources": only_sources or None,
-        "where": parse_where(where), "counterfactual": counterfactual}
+    options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
-        memory.check_can_decide(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)  # before any encoding
+        memory.check_can_decide(**options)  # before any encoding
         vectors, kept, skipped = memory.embed_images(images)
         paths = [str(images[i]) for i in kept]
         decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
@@ -522,17 +531,26 @@ def explain(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    mix: Optional[float] = MixOpt,
+    abstain: bool = AbstainOpt,
     counterfactual: bool = CounterfactualOpt,
+    only_labels: Optional[List[str]] = OnlyLabelOpt,
+    only_sources: Optional[List[str]] = OnlySourceOpt,
+    where: Optional[List[str]] = WhereOpt,
+    device: Optional[str] = DeviceOpt,
+    runtime: str = RuntimeOpt,
+    precision: str = PrecisionOpt,
     json_out: bool = JsonFlag,
 ) -> None:
     """Write a visual explanation sheet: the query and its neighbours' thumbnails; with
-    --counterfactual, also what would change the decision."""
+    --counterfactual, also what would change the decision. Decides as `classify` does,
+    with the same options."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
-    options = _vote_options(k, vote, alpha, tau) | {"counterfactual": counterfactual}
+    options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     check_image_path(output, "--out")  # before any work, so a typo wastes nothing
-    with _open(memdir) as memory:
+    with _open(memdir, encoder_options(device, runtime, precision)) as memory:
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
     try:

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..encoders import EncoderOptions
-from ..encoders.options import DEVICE_ENV, PRECISIONS, RUNTIMES
+from ..encoders.options import DEVICE_ENV, MAX_DECODE_WORKERS, PRECISIONS, RUNTIMES
 from . import err
 
 DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True,
@@ -22,7 +22,7 @@ PrecisionOpt = typer.Option("auto", "--precision", help=f"{'|'.join(PRECISIONS)}
                             "(checked against fp32), fp32 elsewhere; fp32 opts out of half precision.")
 BatchSizeOpt = typer.Option(None, "--batch-size", min=1,
                             help="Images per forward pass [default: fitted to the GPU, 32 on CPU].")
-DecodeWorkersOpt = typer.Option(None, "--decode-workers", min=0,
+DecodeWorkersOpt = typer.Option(None, "--decode-workers", min=0, max=MAX_DECODE_WORKERS,
                                 help="Processes that decode images (0: a thread) [default: measured].")
 
 

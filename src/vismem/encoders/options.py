@@ -19,6 +19,9 @@ DEVICE_ENV = "VISMEM_DEVICE"
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# More decoding processes than this only compete for the cores and memory (each holds a
+# batch of decoded images); `--decode-workers 10000` asked loky for a pool of 10,000.
+MAX_DECODE_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,11 @@ class EncoderOptions:
             raise InvalidInputError(
                 f"unknown precision {self.precision!r}; use {'|'.join(PRECISIONS)}"
             )
-        for name in ("batch_size", "decode_workers"):
+        for name, low, high in (("batch_size", 1, None), ("decode_workers", 0, MAX_DECODE_WORKERS)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (1 if name == "batch_size" else 0)):
-                raise InvalidInputError(f"{name} must be a {'positive' if name == 'batch_size' else 'non-negative'} "
-                                        f"integer, got {value!r}")
+            if value is not None and (not isinstance(value, int) or value < low or (high and value > high)):
+                kind = f"an integer from {low} to {high}" if high else "a positive integer"
+                raise InvalidInputError(f"{name} must be {kind}, got {value!r}")
 
     def with_env(self) -> EncoderOptions:
         """These options with `device` filled in from VISMEM_DEVICE when it was not given."""

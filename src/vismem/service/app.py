@@ -45,7 +45,7 @@ from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
 from ..errors import EncoderError, InvalidInputError
 from ..images import ImageFile, ImageReadError, Skipped
-from ..ingest import AddReport
+from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
 from ..store.base import parse_pairs, parse_where
@@ -186,7 +186,10 @@ class _MemoryService:
             prepared = await self.run(self.prepare, name, data, None)
         except ImageReadError as exc:
             raise HTTPException(400, f"{name}: {exc}") from None
-        return name, await self.encode([prepared])
+        vectors = await self.encode([prepared])
+        if not vectors.any():
+            raise HTTPException(400, f"{name}: {NO_DIRECTION}")
+        return name, vectors
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
