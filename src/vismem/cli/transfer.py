@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, out, progress_bar
+from . import app, emit, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -23,6 +23,7 @@ def export(
     Streams a batch at a time, so a memory larger than RAM can move; the file appears
     only when complete. `vismem import` reads it into any home.
     """
+    interrupted_leaves(f"nothing: {target} was not written")
     with _open(memdir) as memory:
         with progress_bar("exporting", len(memory)) as advance:
             count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
@@ -50,6 +51,7 @@ def import_(
     from ..transfer import read_header
 
     _, total = read_header(source)
+    interrupted_leaves(f"nothing: no memory was made at {dest}")
     with progress_bar("importing", total) as advance, \
             Memory.import_parquet(source, dest, progress=advance) as memory:
         count = len(memory)
