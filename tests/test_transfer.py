@@ -215,3 +215,19 @@ def test_an_export_from_a_newer_vismem_or_with_a_broken_header_is_refused_with_t
     with pytest.raises(VismemError, match="damaged"):
         import_store(broken, tmp_path / "copy")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "newer.parquet"]
+
+
+def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_path):
+    """Before vismem skipped uniform images, the pixels encoder stored them as zero vectors;
+    the unit-length check on import (for damage) must not refuse such a memory."""
+    from vismem.transfer import import_store
+
+    rows = make_rows(0, 6)
+    rows.vectors[2] = 0.0
+    header = {**HEADER, "encoder": {**HEADER["encoder"], "name": None, "id": None}}
+    write_parquet(tmp_path / "old.parquet", 16, header, [rows])
+    store = import_store(tmp_path / "old.parquet", tmp_path / "copy")
+    try:
+        assert len(store) == 6
+    finally:
+        store.close()

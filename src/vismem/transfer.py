@@ -255,9 +255,10 @@ def _damaged(path: str | Path, why: object) -> VismemError:
 
 
 def _unit_rows(vectors: np.ndarray) -> bool:
-    """Every row finite and of unit length, as every vector in a memory is."""
+    """Every row finite and of unit length, as every vector in a memory is (or all zeros:
+    older vismem stored a uniform image's pixels embedding so)."""
     norms = np.linalg.norm(vectors, axis=1)
-    return bool(np.all(np.abs(norms - 1) < 1e-3))
+    return bool(np.all((np.abs(norms - 1) < 1e-3) | (norms == 0)))
 
 
 # ---- a memory's store <-> an export ---------------------------------------------------------
