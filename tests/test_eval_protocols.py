@@ -167,3 +167,13 @@ def test_encoding_a_data_set_shows_progress_once(tmp_path, cli):
     assert json.loads(first.stdout)["dataset"]["items"] == 1797
     again = cli(*args, check=True)  # cached: nothing to encode
     assert "encoding" not in again.stderr
+
+
+def test_ood_holds_out_only_classes_it_can_test(tiny):
+    """A class too small to reach the test split (one item) was drawn as the unknown one:
+    no unknown queries, AUROC NaN (not JSON) in the report and numpy's warnings."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:n] for c, n in (("0", 30), ("1", 30), ("2", 1))])
+    result = out_of_distribution(Dataset("uneven", tiny.vectors[rows], tiny.labels[rows]))
+    assert all(draw["out_queries"] > 0 and draw["in_queries"] > 0 for draw in result["draws"])
+    assert all(np.isfinite(s["auroc"]) for s in result["scores"].values())
+    json.dumps(result, allow_nan=False)

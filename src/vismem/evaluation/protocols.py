@@ -237,8 +237,14 @@ def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int 
 
 def _ood_draw(train_x, train_y, test_x, test_y, unknown_fraction: float, k: int, tpr: float,
               seed: int) -> dict[str, Any]:
-    classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
-    unknown = classes[: max(1, int(round(unknown_fraction * len(classes))))]
+    # unknown classes are drawn among those with test items, and one of those stays known:
+    # a class too small to reach the test split would give no unknown queries to score
+    tested = sorted(set(test_y.tolist()))
+    if len(tested) < 2:
+        raise InvalidInputError(f"the ood protocol needs test items of at least 2 classes, one held out as "
+                                f"unknown; the test split has {len(tested)}: give more items per class")
+    classes = np.random.default_rng(seed).permutation(tested).tolist()
+    unknown = classes[: min(max(1, int(round(unknown_fraction * len(set(train_y.tolist()))))), len(tested) - 1)]
     known_rows = ~np.isin(train_y, unknown)
     mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
     in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
