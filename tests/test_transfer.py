@@ -231,3 +231,25 @@ def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_
         assert len(store) == 6
     finally:
         store.close()
+
+
+def test_an_import_says_when_its_refitted_transform_no_longer_matches_the_calibration(digit_folders, tmp_path,
+                                                                                      cli, caplog):
+    """Items added after `tune` are not in the source's fit but are in the import's: the
+    calibration then no longer applies, and the import says so (and what to run)."""
+    from vismem import Memory
+
+    train, _ = digit_folders
+    folders = sorted(train.iterdir())
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        for folder in folders[:6]:
+            origin.add_images(folder, label=folder.name)
+        origin.set_transform("whiten")
+        for folder in folders[6:]:
+            origin.add_images(folder, label=folder.name)
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        origin.export_parquet(tmp_path / "m.parquet")
+    with caplog.at_level("WARNING", logger="vismem"):
+        Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy").close()
+    assert any("calibrate" in r.getMessage() and "refitted" in r.getMessage() for r in caplog.records)

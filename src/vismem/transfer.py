@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ FORMAT_NAME = "vismem-memory"
 FORMAT_VERSION = 1
 HEADER_KEY = b"vismem"
 DEFAULT_BATCH = 8192  # rows per record batch and row group: 8192 x 2048-d float32 = 64 MiB
+log = logging.getLogger("vismem")
 
 
 @dataclass
@@ -347,6 +349,11 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
         changes = derived_settings(settings, len(store), newest_calibrated if calibrated is not None else None)
         if changes:
             store.save_settings(changes)
+        if settings.abstention is not None and "transform" in changes \
+                and store.transform().key != settings.abstention.transform:
+            log.warning("%s: the feature transform, refitted on the %d imported items, differs from the one the "
+                        "abstention threshold was calibrated through (items were added after it was fitted): run "
+                        "`vismem calibrate %s` before classifying with --abstain", location, len(store), location)
 
     return create_filled_store(location, identity, settings, fill)
 
