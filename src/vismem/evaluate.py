@@ -30,8 +30,7 @@ class EvalReport:
             "correct": self.correct,
             "per_class": self.per_class,
             "confusion": self.confusion,
-            "k": self.vote["k"],
-            "vote": self.vote["vote"],
+            **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
         }
 
