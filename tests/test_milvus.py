@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import json_lines, start_server, stop_server
+from conftest import json_lines, start_server, stop_server, unit_vectors
 from test_crash_safety import _exported
 from test_store_contract import _eventually
 from vismem import Memory
-from vismem.errors import MemoryNotFoundError
+from vismem.errors import InvalidInputError, MemoryNotFoundError
 from vismem.store import Filter
 from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids, tells_null_from_missing
 
@@ -283,6 +283,25 @@ def test_an_interrupted_import_into_milvus_leaves_nothing_there(milvus_location,
     client.close()
     with Memory.open(milvus_location) as memory:
         assert _answers(memory, vectors) == expected
+
+
+@pytest.mark.milvus
+def test_a_memory_searched_through_a_transform_is_refused_by_milvus_before_any_upload(milvus_location,
+                                                                                      milvus_uri, tmp_path):
+    """Milvus searches vectors as stored: such an import decided differently, and was
+    refused only once every item had been uploaded."""
+    from vismem.transfer import import_store
+    from vismem.transform import TransformSpec
+
+    vectors = unit_vectors(200, 16, seed=3)
+    with Memory.create(tmp_path / "whitened", encoder=None, dim=16) as memory:
+        memory.add_vectors(vectors, [str(i % 4) for i in range(200)])
+        memory.update_settings(transform=TransformSpec("whiten"))
+        memory.export_parquet(tmp_path / "w.parquet")
+    batches: list[int] = []
+    with pytest.raises(InvalidInputError, match="feature transform .* import it into a directory"):
+        import_store(tmp_path / "w.parquet", milvus_location, batch=50, progress=batches.append)
+    assert batches == [] and _collections(milvus_uri, milvus_location.rsplit("/", 1)[1]) == []
 
 
 @pytest.mark.milvus

@@ -360,6 +360,7 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
                                          ("transform", fit[1] if fit else None)] if old is not None}
 
     def fill(store: Store) -> None:
+        _check_can_search_as(store, settings, path, location)  # before any item is uploaded
         counts: dict[int, int] = {}
         newest = dict.fromkeys(marks, 0)  # the new id of the newest item each mark saw
         for rows in read_parquet(path, batch):
@@ -388,6 +389,16 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
                         "`vismem calibrate %s` before classifying with --abstain", location, len(store), location)
 
     return create_filled_store(location, identity, settings, fill)
+
+
+def _check_can_search_as(store: Store, settings: MemorySettings, path: str | Path, location: str | Path) -> None:
+    """Refuse a home that cannot search as the exported memory did (through its transform)."""
+    if settings.transform != TransformSpec() and not store.capabilities.feature_transforms:
+        raise InvalidInputError(
+            f"{path} comes from a memory that searched through a fitted feature transform "
+            f"({settings.transform.name}), which a memory at {location} cannot do, so it would decide "
+            "differently: import it into a directory, or set the transform to none in the original "
+            "(`vismem tune MEMDIR --transform none`) and export it again")
 
 
 def derived_settings(settings: MemorySettings, items: int, calibrated_max_id: int | None, *,
