@@ -173,3 +173,29 @@ def test_encoder_takes_one_path_given_alone_as_one_image(tmp_path):
     expected = enc.transform([tmp_path / "a.png"])
     for given in (str(tmp_path / "a.png"), tmp_path / "a.png"):
         np.testing.assert_array_equal(enc.transform(given), expected)
+
+
+@pytest.mark.parametrize("vote", ["prototype", "hybrid"])
+def test_a_blocked_class_leaves_the_prototypes(digits, vote):
+    """Blocked items (weight 0) shape no prototype, as in a memory on disk: a class whose
+    every item is blocked gets no vote; unblocked, the estimator is the fresh fit again."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5, vote=vote).fit(x, y)
+    before = clf.predict_proba(tx)
+    clf.set_weight(clf.ids_[y == 3], 0.0)
+    assert (clf.predict(tx) != 3).all() and (clf.predict_proba(tx)[:, 3] == 0).all()
+    clf.set_weight(clf.ids_[y == 3], 1.0)
+    np.testing.assert_allclose(clf.predict_proba(tx), before, atol=1e-6)
+
+
+def test_prototypes_built_after_forget_follow_the_ids(digits):
+    """A prototype vote chosen after `forget` (ids no longer row numbers) explains as a
+    fresh fit on the remaining items does."""
+    x, y, tx, _ = digits
+    keep = np.arange(3, 400)
+    clf = MemoryClassifier(k=5).fit(x[:400], y[:400]).forget([0, 1, 2]).set_params(vote="prototype")
+    fresh = MemoryClassifier(k=5, vote="prototype").fit(x[keep], y[keep])
+    found = [(ours.counterfactual.remove, theirs.counterfactual.remove)
+             for ours, theirs in zip(clf.explain(tx[:10]), fresh.explain(tx[:10]), strict=True)]
+    assert sum(theirs is not None for _, theirs in found) >= 8
+    assert all(ours == (None if theirs is None else keep[theirs].tolist()) for ours, theirs in found)

@@ -257,14 +257,20 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     def _array_memory(self, vectors: np.ndarray, prototypes: PrototypeSet | None) -> ArrayMemory:
         if len(self._y):
-            memory = ArrayMemory(vectors, self._y, classes=self.classes_.tolist(), factors=self._weights,
-                                 per_class=self._per_class, prototypes=prototypes)
-            # prototypes are keyed by id, so partial_fit and forget can update them in place
-            if prototypes is None and self._params.uses_prototypes:
-                memory._prototypes = PrototypeSet.fit(self.ids_.tolist(), vectors, self._y.tolist(),
-                                                      per_class=self._per_class)
-            return memory
+            return ArrayMemory(vectors, self._y, classes=self.classes_.tolist(), factors=self._weights,
+                               per_class=self._per_class, prototypes=prototypes)
         return ArrayMemory(np.empty((0, vectors.shape[1]), np.float32), [], classes=self.classes_.tolist())
+
+    def _voting_memory(self, params: VoteParams) -> ArrayMemory:
+        """The stored rows as searched, with their prototypes when `params` vote with them:
+        fitted here, not by ArrayMemory, so that they are keyed by id (partial_fit adds to
+        them in place) and made of the items that vote (weight > 0), as a memory's are."""
+        memory = self._memory
+        if params.uses_prototypes and memory._prototypes is None:
+            voting = self._weights > 0
+            memory._prototypes = PrototypeSet.fit(self.ids_[voting].tolist(), memory.vectors[voting],
+                                                  self._y[voting].tolist(), per_class=self._per_class)
+        return memory
 
     def partial_fit(self, X, y, classes=None) -> MemoryClassifier:
         """Add items (n, dim) with labels (n,) without refitting anything: the transform stays
@@ -356,6 +362,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             self.memory_.set_weight(ids, weight)
             return self
         rows = np.isin(self.ids_, np.asarray(list(ids), dtype=np.int64))
+        if ((self._weights[rows] > 0) != (weight > 0)).any():
+            self._memory._prototypes = None  # who shapes them changed: refitted when next voted with
         self._weights[rows] = float(weight)
         self._memory.factors = self._weights
         return self
@@ -376,8 +384,9 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._shares(self._decide_on_disk(X))
         queries = self._queries(X)
         params = self._params
-        neighbours = self._memory.query(queries, params.k, prototypes=params.uses_prototypes)
-        return self._memory.scores(neighbours, params)
+        memory = self._voting_memory(params)
+        neighbours = memory.query(queries, params.k, prototypes=params.uses_prototypes)
+        return memory.scores(neighbours, params)
 
     def predict(self, X) -> np.ndarray:
         """Labels (n,): the class with the largest vote share (ties: the earlier class; over a
@@ -430,13 +439,14 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         queries = self._queries(X)
         params = self._params
         depth = min(params.k + max_removals, len(self._y))
+        memory = self._voting_memory(params)
         # one search, deep enough for the counterfactual; its first k columns vote
-        found = self._memory.query(queries, depth, prototypes=params.uses_prototypes)
-        proba = self._memory.scores(found, params)
+        found = memory.query(queries, depth, prototypes=params.uses_prototypes)
+        proba = memory.scores(found, params)
         k = params.k
         votes = neighbour_weights(found.sims[:, :k], found.label_index[:, :k], params,
                                   self._weights[found.rows[:, :k]])
-        clusters = self._memory.prototypes.clusters() if params.uses_prototypes else None
+        clusters = memory.prototypes.clusters() if params.uses_prototypes else None
         classes = self.classes_.tolist()
         out = []
         for q, sims, rows, shares, voted in zip(queries, found.sims, found.rows, proba, votes, strict=False):
