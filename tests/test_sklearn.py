@@ -199,3 +199,18 @@ def test_prototypes_built_after_forget_follow_the_ids(digits):
              for ours, theirs in zip(clf.explain(tx[:10]), fresh.explain(tx[:10]), strict=True)]
     assert sum(theirs is not None for _, theirs in found) >= 8
     assert all(ours == (None if theirs is None else keep[theirs].tolist()) for ours, theirs in found)
+
+
+def test_set_weight_refuses_what_a_memory_refuses(digits):
+    """Weights a memory on disk refuses (negative, NaN, inf, over 1e6) and ids not stored
+    fail with the fix in the message and change nothing, as `forget` does."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict_proba(tx)
+    for weight in (-1.0, float("nan"), float("inf"), 1e7):
+        with pytest.raises(ValueError, match="weight must be a finite number from 0 to 1e6"):
+            clf.set_weight(clf.ids_[:3], weight)
+    with pytest.raises(ValueError, match=r"no stored items with ids \[300\]"):
+        clf.set_weight([0, 300], 0.0)
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.set_weight(0, 2.0)._weights[0] == 2.0  # one id given alone

@@ -38,6 +38,7 @@ from .decide import VOTES, Neighbor, VoteParams, neighbour_weights
 from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
+from .store.base import check_weight
 from .transform import TRANSFORMS, TransformSpec, fit_transform, identity
 
 if TYPE_CHECKING:
@@ -327,11 +328,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"mask must have one entry per stored item ({len(self.ids_)}), got {mask.shape}")
             gone = mask
         else:
-            wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
-            unknown = np.setdiff1d(wanted, self.ids_)
-            if len(unknown):
-                raise ValueError(f"no stored items with ids {unknown.tolist()[:10]}")
-            gone = np.isin(self.ids_, wanted)
+            gone = np.isin(self.ids_, self._stored_ids(ids))
         keep = ~gone
         self.ids_, self._raw, self._y = self.ids_[keep], self._raw[keep], self._y[keep]
         self._weights = self._weights[keep]
@@ -354,14 +351,30 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self._refit()
         return self
 
-    def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
-        """Items' vote weight: 0 blocks, > 1 boosts, 1 is normal (over a memory on disk:
-        `Memory.set_weight`, durable)."""
-        check_is_fitted(self)
+    def _stored_ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """`ids` as a sorted int64 array, or ValueError naming those not stored."""
+        wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         if self._on_disk:
-            self.memory_.set_weight(ids, weight)
+            found = {item.id for item in self.memory_.items(wanted.tolist())}
+            unknown = [i for i in wanted.tolist() if i not in found]
+            where = f" in the memory at {self.memory_.location}"
+        else:
+            unknown, where = np.setdiff1d(wanted, self.ids_).tolist(), ""
+        if unknown:
+            raise ValueError(f"no stored items with ids {unknown[:10]}{where}")
+        return wanted
+
+    def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
+        """Items' vote weight, a finite number from 0 to 1e6 as a memory on disk keeps: 0
+        blocks, > 1 boosts, 1 is normal (over a memory on disk: `Memory.set_weight`,
+        durable). Raises ValueError, changing nothing, for ids it does not hold."""
+        check_is_fitted(self)
+        check_weight(weight)
+        wanted = self._stored_ids(ids)
+        if self._on_disk:
+            self.memory_.set_weight(wanted.tolist(), weight)
             return self
-        rows = np.isin(self.ids_, np.asarray(list(ids), dtype=np.int64))
+        rows = np.isin(self.ids_, wanted)
         if ((self._weights[rows] > 0) != (weight > 0)).any():
             self._memory._prototypes = None  # who shapes them changed: refitted when next voted with
         self._weights[rows] = float(weight)
@@ -594,11 +607,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"mask must have one entry per stored item ({len(self.ids_)}), got {mask.shape}")
             wanted = self.ids_[mask].tolist()
         else:
-            wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist()
-            found = {item.id for item in self.memory_.items(wanted)}
-            unknown = [i for i in wanted if i not in found]
-            if unknown:
-                raise ValueError(f"no stored items with ids {unknown[:10]} in the memory at {self.memory_.location}")
+            wanted = self._stored_ids(ids).tolist()
         self.memory_.remove(wanted, purge=True)
         self._read_memory()
         return self
