@@ -351,8 +351,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self._refit()
         return self
 
-    def _stored_ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """`ids` as a sorted int64 array, or ValueError naming those not stored."""
+    def _stored_ids(self, ids: Any) -> np.ndarray:
+        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored."""
         wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         if self._on_disk:
             found = {item.id for item in self.memory_.items(wanted.tolist())}
