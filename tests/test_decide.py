@@ -70,8 +70,11 @@ def test_no_weight_means_no_label():
     assert decide(np.array([]), [], [], [], np.ones(0), VoteParams(k=3)).label is None
 
 
-@pytest.mark.parametrize("bad", [dict(vote="majority"), dict(k=0), dict(alpha=0), dict(tau=-1)])
+@pytest.mark.parametrize("bad", [dict(vote="majority"), dict(k=0), dict(alpha=0), dict(tau=-1),
+                                 dict(alpha=float("inf")), dict(tau=float("inf"))])
 def test_bad_vote_parameters_fail_early(bad):
+    """Infinite alpha or tau too: alpha inf gave every neighbour weight 0 (label None, no
+    error), tau inf NaN prototype scores."""
     with pytest.raises(InvalidInputError):
         VoteParams(**bad)
 

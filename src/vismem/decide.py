@@ -23,6 +23,7 @@ similarity s_c of the query to each class's nearest prototype:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -54,10 +55,10 @@ class VoteParams:
             raise InvalidInputError(f"unknown vote {self.vote!r}; choose from {', '.join(VOTES)}")
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= 1000:
             raise InvalidInputError(f"k must be an integer from 1 to 1000, got {self.k!r}")
-        if not self.alpha > 0:
-            raise InvalidInputError(f"alpha must be > 0, got {self.alpha}")
-        if not self.tau > 0:
-            raise InvalidInputError(f"tau must be > 0, got {self.tau}")
+        if not 0 < self.alpha < math.inf:
+            raise InvalidInputError(f"alpha must be > 0 and finite, got {self.alpha}")
+        if not 0 < self.tau < math.inf:
+            raise InvalidInputError(f"tau must be > 0 and finite, got {self.tau}")
         if not 0 <= self.mix <= 1:
             raise InvalidInputError(f"mix must be between 0 and 1, got {self.mix}")
 
