@@ -17,7 +17,8 @@ Two more rules use class prototypes (see `prototypes.py`), given as the cosine
 similarity s_c of the query to each class's nearest prototype:
 
 - prototype: score_c = softmax(s_c / tau) over classes
-- hybrid:    score_c = (1 - mix) * kNN score_c (by the rank rule) + mix * prototype score_c
+- hybrid:    score_c = (1 - mix) * kNN score_c (by the rank rule) + mix * prototype score_c,
+             normalised again: when no neighbour carries weight, the prototype score alone
 """
 
 from __future__ import annotations
@@ -129,14 +130,20 @@ def class_scores(weights: np.ndarray, label_index: np.ndarray, n_classes: int, p
     rows = np.broadcast_to(np.arange(n)[:, None], np.shape(label_index))
     if n_classes:  # none when a restriction matched no item
         np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
-    total = scores.sum(axis=1, keepdims=True)
-    scores = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
+    scores = _shares(scores)
     if params.uses_prototypes:
         if prototype_similarities is None:
             raise InvalidInputError(f"vote {params.vote} needs prototype similarities")
         proto = prototype_scores(prototype_similarities, params.tau)
-        scores = proto if params.vote == "prototype" else (1 - params.mix) * scores + params.mix * proto
+        # hybrid: a part with no votes (every neighbour blocked, or no prototype) leaves the other alone
+        scores = proto if params.vote == "prototype" else _shares((1 - params.mix) * scores + params.mix * proto)
     return scores
+
+
+def _shares(scores: np.ndarray) -> np.ndarray:
+    """Rows of scores (n, C) divided by their sums; a row summing to 0 stays 0."""
+    total = scores.sum(axis=1, keepdims=True)
+    return np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
 
 
 def vote_matrix(
