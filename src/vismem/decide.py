@@ -102,7 +102,7 @@ def rule_weights(similarities: np.ndarray, params: VoteParams) -> np.ndarray:
 def prototype_scores(prototype_similarities: np.ndarray, tau: float) -> np.ndarray:
     """softmax(s_c / tau) over classes (last axis); -inf marks a class with no prototype."""
     s = np.asarray(prototype_similarities, dtype=np.float64)
-    top = s.max(axis=-1, keepdims=True)
+    top = s.max(axis=-1, keepdims=True, initial=-np.inf)  # no class at all: zeros too
     e = np.exp((s - np.where(np.isfinite(top), top, 0.0)) / tau)  # no prototype at all: zeros
     total = e.sum(axis=-1, keepdims=True)
     return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
@@ -400,8 +400,11 @@ def decide_batch(
     proto_classes = list(prototype_classes)
     proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
                   else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
-    if params.uses_prototypes and not np.isfinite(proto_sims).any(axis=1).all():
-        raise InvalidInputError(f"vote {params.vote} needs class prototypes; the memory has none")
+    # a restriction may leave a query no prototype (as no neighbour): it gets no label
+    if params.uses_prototypes and restriction is None and not np.isfinite(proto_sims).any(axis=1).all():
+        raise InvalidInputError(
+            f"vote {params.vote} needs class prototypes, and no item votes to shape one (every item is blocked "
+            f"or hard-pruned): unblock some, or choose a neighbour vote ({', '.join(NEIGHBOUR_VOTES)})")
     live = b.ids >= 0
     weights, all_shares = tally(b.similarities, b.labels, live, b.item_weights * b.prune_factors, params,
                                 proto_classes, proto_sims)
