@@ -42,8 +42,9 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     With a `calibration`, a query whose out-of-distribution score exceeds its threshold
     is abstained on (label None). `where` restricts the neighbours to the items it allows,
     and the prototypes to the labels it allows (prototypes are the means of each class's
-    voting items, whatever their source or metadata). With `counterfactuals`, each decision carries what would
-    change its vote (`counterfactual.counterfactual`), searched `max_removals` deeper.
+    voting items, whatever their source or metadata). With `counterfactuals`, each
+    decision carries what would change its vote (`counterfactual.counterfactual`),
+    searched `max_removals` deeper.
     """
     depth = max(params.k, calibration.k) if calibration else params.k
     if counterfactuals:
