@@ -115,3 +115,13 @@ def test_hybrid_shares_sum_to_one_when_no_neighbour_carries_weight():
     rows = vote_matrix(np.array([[0.9, 0.8]]), np.array([[1, 1]]), 2, params, np.zeros((1, 2)),
                        np.array([[0.8, 0.6]]))
     np.testing.assert_allclose(rows, [expected])
+
+
+def test_a_blocked_neighbour_breaks_no_tie():
+    """Ties go to the class of the nearest neighbour that votes: a blocked item (weight 0)
+    decides nothing, so the label is the one the memory gives without it."""
+    params = VoteParams(k=3, vote="plurality")
+    blocked = decide(np.array([0.9, 0.8, 0.7]), [1, 2, 3], ["a", "b", "a"], ["s"] * 3, np.array([0.0, 1, 1]), params)
+    without = decide(np.array([0.8, 0.7]), [2, 3], ["b", "a"], ["s"] * 2, np.ones(2), params)
+    assert blocked.scores == without.scores == {"b": 0.5, "a": 0.5}
+    assert blocked.label == without.label == "b"

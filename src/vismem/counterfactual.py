@@ -23,7 +23,7 @@ How the set is found, per vote rule:
   removing items far from the query (never candidates) can move a prototype too.
 
 Ties are broken as the decision breaks them: `ties="nearest"` (the label whose nearest
-neighbour is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
+voting neighbour, weight > 0, is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
 order; `decide.vote_matrix` and its users).
 """
 
@@ -336,7 +336,8 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
         # normaliser does not change which class leads, so exp(s/tau) is enough
         item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
     sign = np.where(labels == target, 1.0, np.where(labels == winner, -1.0, 0.0))
-    seen = np.where(labels == target, 1, np.where(labels == winner, 2, 0))
+    # which class comes first in tie order: a neighbour that casts no vote breaks no tie
+    seen = np.where(weights > 0, np.where(labels == target, 1, np.where(labels == winner, 2, 0)), 0)
     later = scorer.ties == "class-order" and target is not None and target > winner
     neg = -np.inf
     value = np.full((budget + 1, k + 1, 3), neg)

@@ -346,7 +346,8 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     `labels` object, `live` False for padding, `factors` each neighbour's item weight x
     pruning factor; `prototype_similarities` (n, P) to each of `prototype_classes`, -inf
     where a class has no prototype. Tie order: the classes of the nearest neighbours
-    first, then, for the votes that use them, the classes with a prototype.
+    that vote (factor > 0: a blocked item breaks no tie), then of the others, then, for
+    the votes that use them, the classes with a prototype.
     """
     n = len(labels)
     proto_classes = list(prototype_classes)
@@ -362,9 +363,10 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
     proto_names = np.asarray(proto_classes, dtype=object)
     finite = np.isfinite(proto_sims)
+    voting = live & (np.asarray(factors) > 0)
     shares = []
     for q in range(n):
-        order = dict.fromkeys([*labels[q, live[q]].tolist(),
+        order = dict.fromkeys([*labels[q, voting[q]].tolist(), *labels[q, live[q]].tolist(),
                                *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())])
         shares.append({c: float(scores[q, position[c]]) for c in order})
     return weights, shares
@@ -392,8 +394,8 @@ def decide_batch(
     `prototype_similarities` float (n, C) gives each query's cosine similarity to the
     nearest prototype of each of `prototype_classes` (-inf: the class has none); the
     prototype and hybrid rules need it, and every decision reports those distances.
-    The label is the highest score; ties go to the class of the nearest neighbour, then
-    to prototype order. `decide` is this function on one query.
+    The label is the highest score; ties go to the class of the nearest neighbour that
+    votes (weight > 0), then to prototype order. `decide` is this function on one query.
     """
     b = ballots.head(params.k)
     n = len(b.ids)
