@@ -214,3 +214,14 @@ def test_set_weight_refuses_what_a_memory_refuses(digits):
         clf.set_weight([0, 300], 0.0)
     np.testing.assert_array_equal(clf.predict_proba(tx), before)
     assert clf.set_weight(0, 2.0)._weights[0] == 2.0  # one id given alone
+
+
+def test_a_k_past_the_vote_limit_fails_at_fit(digits):
+    """k above 1000 (VoteParams' limit) fails in fit, as scikit-learn validates; it fitted
+    and then failed in predict."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    x, y, _, _ = digits
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        MemoryClassifier(k=1001).fit(x[:50], y[:50])
+    assert MemoryClassifier(k=1000).fit(x[:50], y[:50]).predict(x[:2]).shape == (2,)

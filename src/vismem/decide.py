@@ -34,6 +34,7 @@ from .errors import InvalidInputError
 
 NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
 VOTES = NEIGHBOUR_VOTES + ("prototype", "hybrid")
+MAX_K = 1000
 
 
 def _option(default: Any, help: str, **limits: Any) -> Any:
@@ -45,7 +46,7 @@ class VoteParams:
     """How neighbours vote. Validated on construction; `settings.describe` gives each
     field's help and limits to the CLI and the service."""
 
-    k: int = _option(10, "Neighbours that vote.", min=1, max=1000)
+    k: int = _option(10, "Neighbours that vote.", min=1, max=MAX_K)
     vote: str = _option("rank", f"Voting rule: {'|'.join(VOTES)}.", choices=VOTES)
     alpha: float = _option(2.0, "Rank vote offset: w = 1/(alpha+rank).", min_exclusive=0.0)
     tau: float = _option(0.07, "Softmax (and prototype) vote temperature.", min_exclusive=0.0)
@@ -54,8 +55,8 @@ class VoteParams:
     def __post_init__(self) -> None:
         if self.vote not in VOTES:
             raise InvalidInputError(f"unknown vote {self.vote!r}; choose from {', '.join(VOTES)}")
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= 1000:
-            raise InvalidInputError(f"k must be an integer from 1 to 1000, got {self.k!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= MAX_K:
+            raise InvalidInputError(f"k must be an integer from 1 to {MAX_K}, got {self.k!r}")
         if not 0 < self.alpha < math.inf:
             raise InvalidInputError(f"alpha must be > 0 and finite, got {self.alpha}")
         if not 0 < self.tau < math.inf:

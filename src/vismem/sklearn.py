@@ -34,7 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
-from .decide import VOTES, Neighbor, VoteParams, neighbour_weights
+from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
 from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
@@ -68,7 +68,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         feature transform, its prototypes, its pruning and its item weights, so `predict`
         answers what `Memory.classify_vectors` (`vismem classify`) answers; see "Over a
         memory on disk" below.
-    k : int, default=None
+    k : int from 1 to 1000, default=None
         Neighbours that vote. None: 10, or over a memory, the memory's default (as set by
         `vismem tune`); likewise for `vote`, `alpha`, `tau` and `mix`.
     vote : {"rank", "softmax", "distance", "plurality", "prototype", "hybrid"}, default=None
@@ -134,7 +134,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "memory": [str, os.PathLike, HasMethods(["classify_vectors", "add_vectors", "remove"]), None],
-        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "k": [Interval(Integral, 1, MAX_K, closed="both"), None],
         "vote": [StrOptions(set(VOTES)), None],
         "alpha": [Interval(Real, 0, None, closed="neither"), None],
         "tau": [Interval(Real, 0, None, closed="neither"), None],
