@@ -392,7 +392,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares float64 (n, n_classes), columns in `classes_` order, rows summing to 1
-        (to 0 when every neighbour is blocked)."""
+        (to 0 when nothing votes: every neighbour blocked, and no prototype for the votes using them)."""
         if self._on_disk:
             return self._shares(self._decide_on_disk(X))
         queries = self._queries(X)
