@@ -225,3 +225,17 @@ def test_a_k_past_the_vote_limit_fails_at_fit(digits):
     with pytest.raises(InvalidParameterError, match="'k' parameter"):
         MemoryClassifier(k=1001).fit(x[:50], y[:50])
     assert MemoryClassifier(k=1000).fit(x[:50], y[:50]).predict(x[:2]).shape == (2,)
+
+
+def test_forget_that_leaves_too_little_to_whiten_changes_nothing(digits):
+    """The transform is refitted on what remains before anything is removed: one item
+    cannot be whitened, and the estimator stays as it was (it was left holding one item
+    with the old search rows, and predict failed with an IndexError)."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=3, feature_transform="whiten").fit(x[:5], y[:5])
+    before = clf.predict_proba(tx)
+    with pytest.raises(ValueError, match="cannot whiten"):
+        clf.forget([0, 1, 2, 3])
+    assert clf.ids_.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.forget([0, 1]).predict(tx[:2]).shape == (2,)

@@ -39,7 +39,7 @@ from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
 from .store.base import check_weight
-from .transform import TRANSFORMS, TransformSpec, fit_transform, identity
+from .transform import TRANSFORMS, FeatureTransform, TransformSpec, fit_transform, identity
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -253,8 +253,12 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     def _refit(self) -> None:
         """Fit the transform and prototypes on what is stored now (nothing removed lingers)."""
-        self.transform_ = fit_transform(self._raw, self._spec())
-        self._memory = self._array_memory(self.transform_.apply(self._raw), None)
+        self._search_through(fit_transform(self._raw, self._spec()))
+
+    def _search_through(self, transform: FeatureTransform) -> None:
+        """The stored rows as searched through `transform`; prototypes refitted on first use."""
+        self.transform_ = transform
+        self._memory = self._array_memory(transform.apply(self._raw), None)
 
     def _array_memory(self, vectors: np.ndarray, prototypes: PrototypeSet | None) -> ArrayMemory:
         if len(self._y):
@@ -330,14 +334,14 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         else:
             gone = np.isin(self.ids_, self._stored_ids(ids))
         keep = ~gone
+        # fitted before anything changes, so a transform that cannot be fitted on what remains
+        # (whitening one item) raises with the estimator as it was; with nothing left, no
+        # trace of the forgotten is kept and the next partial_fit fits afresh
+        transform = fit_transform(self._raw[keep], self._spec()) if keep.any() else identity(self.n_features_in_)
         self.ids_, self._raw, self._y = self.ids_[keep], self._raw[keep], self._y[keep]
         self._weights = self._weights[keep]
         self.classes_ = np.unique(self._y) if len(self._y) else self.classes_[:0]
-        if len(self._y):
-            self._refit()
-        else:  # nothing left to fit on (no trace of the forgotten kept): the next partial_fit fits afresh
-            self.transform_ = identity(self.n_features_in_)
-            self._memory = self._array_memory(np.empty((0, self.n_features_in_), np.float32), None)
+        self._search_through(transform)
         return self
 
     def refit_transform(self) -> MemoryClassifier:
