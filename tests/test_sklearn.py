@@ -227,7 +227,7 @@ def test_a_k_past_the_vote_limit_fails_at_fit(digits):
     assert MemoryClassifier(k=1000).fit(x[:50], y[:50]).predict(x[:2]).shape == (2,)
 
 
-def test_forget_that_leaves_too_little_to_whiten_changes_nothing(digits):
+def test_an_edit_that_leaves_too_little_to_whiten_changes_nothing(digits):
     """The transform is refitted on what remains before anything is removed: one item
     cannot be whitened, and the estimator stays as it was (it was left holding one item
     with the old search rows, and predict failed with an IndexError)."""
@@ -239,3 +239,9 @@ def test_forget_that_leaves_too_little_to_whiten_changes_nothing(digits):
     assert clf.ids_.tolist() == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(clf.predict_proba(tx), before)
     assert clf.forget([0, 1]).predict(tx[:2]).shape == (2,)
+    clf.forget(mask=clf.ids_ >= 0)
+    with pytest.raises(ValueError, match="cannot whiten"):  # it kept the item, searched as given
+        clf.partial_fit(x[:1], y[:1])
+    assert clf.ids_.tolist() == []
+    with pytest.raises(ValueError, match="empty"):
+        clf.predict(tx[:1])

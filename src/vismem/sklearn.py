@@ -212,19 +212,25 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _store(self, X: np.ndarray, y: np.ndarray, first_id: int) -> None:
+        held, spec = _Held(X), self._spec()
+        transform = None
+        if spec.kind != "none" or spec.power != 1:
+            # fitted before anything changes: one that cannot be fitted (whitening one item)
+            # raises with the estimator as it was
+            held.raw, held.given = normalize_rows(np.asarray(X, dtype=np.float32)), None
+            transform = fit_transform(held.raw, spec)
         self.classes_ = np.unique(y)
         self.ids_ = np.arange(first_id, first_id + len(y), dtype=np.int64)
         self._n_ids = first_id + len(y)  # the next id; ids are never reused
         self._y = np.asarray(y)
         self._weights = np.ones(len(y))
-        self._held = _Held(X)
-        spec = self._spec()
-        if spec.kind == "none" and spec.power == 1:
+        self._held = held
+        if transform is None:
             # nothing to fit: normalising and indexing wait for the first query, as
             # KNeighborsClassifier's brute search also leaves its work to query time
             self.transform_ = identity(X.shape[1])
         else:
-            self._refit()
+            self._search_through(transform)
 
     @property
     def _raw(self) -> np.ndarray:
