@@ -216,7 +216,8 @@ def milvus_uri() -> str:
 
 @pytest.fixture
 def milvus_location(milvus_uri):
-    """A fresh milvus://.../COLLECTION location; its collections are dropped afterwards."""
+    """A fresh milvus://.../COLLECTION location; its collections (COLLECTION and
+    COLLECTION__*: the side collection, an import's work) are dropped afterwards."""
     import uuid
 
     from pymilvus import MilvusClient
@@ -224,8 +225,8 @@ def milvus_location(milvus_uri):
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield f"{milvus_uri}/{name}"
     client = MilvusClient(uri=milvus_uri.replace("milvus://", "http://"))
-    for collection in (name, name + "__vismem"):
-        if client.has_collection(collection):
+    for collection in client.list_collections():
+        if collection == name or collection.startswith(name + "__"):
             client.drop_collection(collection)
     client.close()
 

@@ -149,3 +149,29 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
     assert not abandoned[0].exists()
     with Memory.open(dest) as memory:
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+
+
+def test_ctrl_c_during_an_import_says_nothing_was_made(tmp_path):
+    """Ctrl-C said "every batch committed before this point is kept" for every command; an
+    import keeps nothing, and an export writes no file."""
+    path, _, _ = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    # a real SIGINT, sent when the first batch is reported (the progress bar's `advance`)
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from vismem.cli import main
+
+        def at_first_batch(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "advance":
+                sys.setprofile(None)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        sys.setprofile(at_first_batch)
+        main(sys.argv[1:])
+    """)
+    for args, left in ((["import", str(path), str(dest)], f"nothing: no memory was made at {dest}"),
+                       (["export", str(tmp_path / "origin"), str(tmp_path / "again.parquet")],
+                        f"nothing: {tmp_path / 'again.parquet'} was not written")):
+        run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+        assert run.returncode == 130 and f"interrupted: {left}" in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "origin"]

@@ -9,16 +9,20 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import httpx
 import numpy as np
 import pytest
 
 from conftest import json_lines, start_server, stop_server
+from test_crash_safety import _exported
 from test_store_contract import _eventually
 from vismem import Memory
+from vismem.errors import MemoryNotFoundError
 from vismem.store import Filter
-from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids
+from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids, tells_null_from_missing
 
 TOKEN = "milvus-test-token"
 
@@ -38,6 +42,10 @@ def test_locations_filters_and_ids_without_a_server(monkeypatch):
     assert expr == ('label in ["b", "say \\"hi\\""] and source in ["s"] and (meta["ok"] == 1 or meta["ok"] == true)'
                     ' and (meta["tags"] == "[1,2]" or meta["tags"] == [1, 2]) and prune_count < 2')
     assert filter_expression(Filter.of(labels=[])) == "id < 0" and filter_expression(None) == ""
+    # KEY=null: `exists` tells null from missing on 2.3 and 2.4 only; elsewhere it is refused
+    assert filter_expression(Filter.of(where={"k": None})).startswith('((exists meta["k"]) and not (')
+    assert [tells_null_from_missing(v) for v in ("v2.3.5-lite", "2.4.13", "v2.5.12", "v2.6.0", "Zilliz")] == \
+        [True, True, False, False, False]
     assert index_plan("ivfpq", 1280)[0]["params"]["m"] == 160 and index_plan("exact", 8)[0]["index_type"] == "FLAT"
     taken = set()
     ids = new_ids(500, lambda batch: {i for i in batch if i % 2} | (taken & set(batch)))  # odd ids "in use"
@@ -213,6 +221,105 @@ def test_kill_9_during_add_keeps_every_committed_batch(milvus_location, digit_fo
     with Memory.open(milvus_location) as memory:
         hashes = [i.content_hash for i in memory.items(memory.ids())]
         assert len(set(hashes)) == len(hashes) == 80
+
+
+def _collections(milvus_uri, prefix):
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_uri.replace("milvus://", "http://"))
+    try:
+        return sorted(c for c in client.list_collections() if c.startswith(prefix))
+    finally:
+        client.close()
+
+
+def _answers(memory, vectors):
+    return [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)]
+
+
+@pytest.mark.milvus
+def test_an_interrupted_import_into_milvus_leaves_nothing_there(milvus_location, milvus_uri, tmp_path):
+    """An import fills collections of other names and renames them into place when full:
+    Ctrl-C or an error midway leaves no collection at all; the renamed collections keep
+    the index, load state and consistency a create gives them."""
+    from pymilvus import MilvusClient
+
+    from vismem.transfer import import_store
+
+    path, vectors, expected = _exported(tmp_path)
+    name = milvus_location.rsplit("/", 1)[1]
+    batches = []
+
+    def interrupt(n):  # Ctrl-C after the first batch
+        batches.append(n)
+        raise KeyboardInterrupt
+
+    def fail(n):  # an error after the second
+        batches.append(n)
+        if len(batches) == 3:
+            raise RuntimeError("the file went away")
+
+    for stop, raised in ((interrupt, KeyboardInterrupt), (fail, RuntimeError)):
+        with pytest.raises(raised):
+            import_store(path, milvus_location, batch=100, progress=stop)
+        assert _collections(milvus_uri, name) == []
+    assert batches == [100, 100, 100]
+    with pytest.raises(MemoryNotFoundError):
+        Memory.open(milvus_location)
+
+    with Memory.import_parquet(path, milvus_location) as memory:
+        assert len(memory) == 600 and _answers(memory, vectors) == expected
+    assert _collections(milvus_uri, name) == [name, name + "__vismem"]
+    Memory.create(milvus_location + "__twin", encoder=None, dim=16).close()
+    client = MilvusClient(uri=milvus_uri.replace("milvus://", "http://"))
+    for suffix in ("", "__vismem"):
+        kept = [name + suffix, name + "__twin" + suffix]   # imported, and as a create makes them
+        described = [client.describe_collection(c) for c in kept]
+        assert len({d["consistency_level_name"] for d in described}) == 1
+        assert [client.get_load_state(c)["state"].name for c in kept] == ["Loaded", "Loaded"]
+        indexes = [{k: v for k, v in client.describe_index(c, client.list_indexes(c)[0]).items()
+                    if not k.endswith("rows")} for c in kept]
+        assert indexes[0] == indexes[1] and indexes[0]["state"] == "Finished"
+    client.close()
+    with Memory.open(milvus_location) as memory:
+        assert _answers(memory, vectors) == expected
+
+
+@pytest.mark.milvus
+def test_kill_9_during_an_import_into_milvus_leaves_nothing_openable(milvus_location, milvus_uri, tmp_path):
+    """A killed import's collections carry their start time: the next import succeeds
+    beside them and names them (another machine's import may be filling them), and drops
+    those started over a day ago."""
+    path, vectors, expected = _exported(tmp_path)
+    name = milvus_location.rsplit("/", 1)[1]
+    old = f"{name}__filling_{int(time.time()) - 2 * 86400}_0badcafe"   # as a kill two days ago left it
+    Memory.create(f"{milvus_uri}/{old}", encoder=None, dim=16).close()
+    script = textwrap.dedent(f"""
+        import time
+        from vismem.transfer import import_store
+
+        def stall(n):
+            print(n, flush=True)
+            time.sleep(60)  # killed here, mid-import
+
+        import_store({str(path)!r}, {milvus_location!r}, batch=100, progress=stall)
+    """)
+    importing = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert importing.stdout.readline().strip() == "100"
+    importing.send_signal(signal.SIGKILL)
+    importing.wait()
+    with pytest.raises(MemoryNotFoundError):
+        Memory.open(milvus_location)
+    killed = [c for c in _collections(milvus_uri, name) if not c.startswith(old)]
+    assert len(killed) == 2 and all(c.startswith(name + "__filling_") for c in killed)
+
+    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), milvus_location, "--json"],
+                              capture_output=True, text=True, check=True)
+    assert json.loads(imported.stdout)["imported"] == 600
+    assert all(c in imported.stderr for c in killed) and "drop_collection" in imported.stderr
+    assert _collections(milvus_uri, name) == sorted([name, name + "__vismem", *killed])  # the old ones dropped
+    with Memory.open(milvus_location) as memory:
+        assert _answers(memory, vectors) == expected
 
 
 def test_the_client_code_on_milvus_lite(tmp_path):

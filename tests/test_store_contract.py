@@ -227,3 +227,24 @@ def _eventually(check, seconds: float = 15.0) -> bool:
             return True
         time.sleep(0.2)
     return check()
+
+
+def test_a_null_filter_matches_a_key_holding_null_and_not_a_missing_key(location):
+    """`--where KEY=null`: the items whose metadata holds KEY with the value null; an item
+    without KEY, or with KEY holding anything else (an empty list or object included), is
+    not one of them, in every home."""
+    memory = Memory.create(location, encoder=None, dim=8)
+    metas = [{"k": None}, {}, {"k": 0}, {"k": False}, {"k": ""}, {"k": []}, {"k": {}}, {"k": {"a": None}},
+             {"k": [None]}, {"j": None}, {"k": None, "n": 1}, {"k": "x"}, {"k": 1.5}]
+    vectors = unit_vectors(len(metas), 8, seed=4)
+    ids = memory.add_vectors(vectors, ["a", "b"] * 6 + ["a"], metas=metas)
+    nulls = [ids[0], ids[10]]
+    assert memory.ids(where={"k": None}) == sorted(nulls)
+    assert memory.ids(where={"k": None, "n": 1}) == [ids[10]] and memory.ids(where={"j": None}) == [ids[9]]
+    assert memory.ids(where={"k": None}, labels=["b"]) == []  # both nulls are "a"
+    assert memory.ids(where={"absent": None}) == []
+    hits = memory.search(vectors[5], k=5, where={"k": None})[0]
+    assert sorted(h.id for h in hits) == sorted(nulls)
+    assert [i.id for i in memory.page(offset=0, limit=10, where={"k": None}).items] == nulls  # oldest first
+    assert sorted(memory.remove(where={"k": None})) == sorted(nulls) and len(memory) == len(metas) - 2
+    memory.close()

@@ -279,9 +279,9 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     """Create a memory at `location` (a directory or another home's URI) holding exactly
     the export's items, settings and encoder identity; returns its store, open.
 
-    Items get new ids. Copies of one image in the export stay copies. A directory memory
-    appears only once the import is complete; in another home an interrupted import
-    leaves a partial memory at `location`: remove it and import again.
+    Items get new ids. Copies of one image in the export stay copies. The memory appears
+    at `location` only once the import is complete, in every home (`create_filled_store`):
+    an interrupted import leaves nothing there.
     """
     from .store import create_filled_store
 

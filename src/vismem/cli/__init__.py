@@ -24,6 +24,7 @@ from ..progress import progress_bar, stderr_console
 EXIT_ERROR = 1
 EXIT_PARTIAL = 3  # done, but not all of it: skipped inputs, missing ids, remnants found
 EXIT_SKIPPED = EXIT_PARTIAL
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 app = typer.Typer(
     name="vismem",
@@ -95,6 +96,17 @@ class _Stderr(logging.Handler):
 
 _warnings = _Stderr(logging.WARNING)
 
+# What Ctrl-C leaves behind, said on stderr: most writing commands commit batch by batch;
+# a command that is all or nothing (import, export) says so with `interrupted_leaves`.
+_AFTER_INTERRUPT = "every batch committed before this point is kept"
+_after_interrupt = _AFTER_INTERRUPT
+
+
+def interrupted_leaves(what: str) -> None:
+    """Say `what` (e.g. "nothing: DEST was not created") if this command is interrupted."""
+    global _after_interrupt
+    _after_interrupt = what
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback.
@@ -103,11 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     library = logging.getLogger("vismem")
     if _warnings not in library.handlers:
         library.addHandler(_warnings)
+    global _after_interrupt
+    _after_interrupt = _AFTER_INTERRUPT  # main runs many commands in one process in tests
     try:
         app(args=argv, prog_name="vismem")
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: every batch committed before this point is kept\n")
-        sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into this exit, without a word
+            sys.stderr.write(f"interrupted: {_after_interrupt}\n")
+        raise

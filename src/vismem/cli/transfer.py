@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, out, progress_bar
+from . import app, emit, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -23,6 +23,7 @@ def export(
     Streams a batch at a time, so a memory larger than RAM can move; the file appears
     only when complete. `vismem import` reads it into any home.
     """
+    interrupted_leaves(f"nothing: {target} was not written")
     with _open(memdir) as memory:
         with progress_bar("exporting", len(memory)) as advance:
             count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
@@ -43,14 +44,14 @@ def import_(
     """Create a memory at DEST from an export: the same items (with new ids), vectors,
     history, settings and encoder, so it makes the same decisions.
 
-    Streams the file a batch at a time. A directory DEST appears only once the import
-    is complete; an interrupted import into Milvus leaves a partial DEST: remove it
-    and import again.
+    Streams the file a batch at a time. DEST (a directory or Milvus collections) appears
+    only once the import is complete: an interrupted import leaves nothing there.
     """
     from ..memory import Memory
     from ..transfer import read_header
 
     _, total = read_header(source)
+    interrupted_leaves(f"nothing: no memory was made at {dest}")
     with progress_bar("importing", total) as advance, \
             Memory.import_parquet(source, dest, progress=advance) as memory:
         count = len(memory)

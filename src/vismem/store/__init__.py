@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from ..errors import InvalidInputError
 from ..settings import EncoderIdentity, MemorySettings
@@ -25,6 +25,8 @@ class Home(Protocol):
 
     def open(self, location: str) -> Store: ...
     def create(self, location: str, identity: EncoderIdentity, settings: MemorySettings) -> Store: ...
+    def create_filled(self, location: str, identity: EncoderIdentity, settings: MemorySettings,
+                      fill: Callable[[Any], None]) -> Store: ...
 
 
 _HOMES: dict[str, Callable[[], Home]] = {}
@@ -70,19 +72,13 @@ def create_store(location: str | Path, identity: EncoderIdentity, settings: Memo
 
 def create_filled_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings,
                         fill: Callable[[Store], None]) -> Store:
-    """A new memory filled by `fill(store)`, returned open. A directory appears only once
-    full (see `EmbeddedStore.create_filled`); another home's memory fills in place, so an
-    interrupted fill leaves it partial there."""
+    """A new memory filled by `fill(store)`, returned open. It appears at `location` only
+    once full, in every home (see `EmbeddedStore.create_filled`, `MilvusStore.create_filled`):
+    an interrupted fill leaves nothing there."""
     home = _home(location)
     if home is None:
         return EmbeddedStore.create_filled(location, identity, settings, fill)
-    store = home.create(location_text(location), identity, settings)
-    try:
-        fill(store)
-    except BaseException:
-        store.close()
-        raise
-    return store
+    return home.create_filled(location_text(location), identity, settings, fill)
 
 
 register_home("milvus", lambda: importlib.import_module(".milvus", __name__).MilvusStore)

@@ -21,6 +21,8 @@ from a directory, this home says so rather than pretending:
 - **Atomicity.** Milvus has no transactions. One insert, delete or upsert call is applied
   whole or not at all, so each batch of up to `ROWS_PER_CALL` items (thumbnails
   included: they live in the item's row) is atomic; a larger insert commits in several.
+  An import is whole: it fills collections of other names and renames them into place
+  (`MilvusStore.create_filled`).
 - **Thumbnails** live in the item rows, so Milvus loads them into its query nodes' memory
   with the other fields (~5-8 KB per image, several times a 512-d vector): create a
   large memory with `?thumbnails=0` (explanations then show no pictures).
@@ -51,7 +53,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,6 +87,8 @@ STRONG, SESSION, BOUNDED = "Strong", "Session", "Bounded"
 REMEMBER_DELETES = 30.0     # seconds this process hides its own deletes from Session reads
 STALE_CHECK_EVERY = 1.0     # seconds between reads of the change token
 TOKEN_DELAY = 1.0           # seconds a write waits for others before the change token tells
+FILLING = "__filling_"      # COLLECTION__filling_STARTED_RANDOM: an import's work before its rename
+ABANDONED_AFTER = 24 * 3600.0  # seconds after which a fill's leftovers are dropped by the next fill
 ITEM_FIELDS = ["id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
                "relabelled_from", "prune_count"]
 ROW_FIELDS = ["vector", *ITEM_FIELDS, "thumbnail"]   # a whole row, as an upsert must write it
@@ -152,8 +156,11 @@ def literal(value: Any) -> str:
 
 def meta_condition(key: str, value: Any) -> str:
     """`meta[key] == value` with the embedded store's meaning: 1 == 1.0 == true, and a list
-    given as its JSON text matches the list."""
+    given as its JSON text matches the list. For None, the items whose `key` holds null
+    *or an empty list or an object*: no expression tells those apart (see `null_candidates`)."""
     field = f'meta["{check_meta_key(key)}"]'
+    if value is None:
+        return null_candidates(field)
     terms = [f"{field} == {literal(value)}"]
     if isinstance(value, int) and value in (0, 1):
         terms.append(f"{field} == {literal(bool(value))}")
@@ -165,6 +172,34 @@ def meta_condition(key: str, value: Any) -> str:
         if isinstance(parsed, list) and all(isinstance(v, (str, int, float, bool)) for v in parsed):
             terms.append(f"{field} == [{', '.join(literal(v) for v in parsed)}]")
     return terms[0] if len(terms) == 1 else "(" + " or ".join(terms) + ")"
+
+
+def null_candidates(field: str) -> str:
+    """Items whose JSON `field` holds null, an empty list or an object. Milvus has no null
+    literal; `exists` (2.3, 2.4) is true for a key present with any value, null included,
+    and false for a missing key; the rest rules out text, true/false, numbers and lists
+    that have an element (on a non-list `array_length` is 0). The store tells a null from
+    an empty list or an object by reading them (`MilvusStore._expression`)."""
+    typed = (f"{field} like \"%\" or {field} == true or {field} == false or {field} >= 0 or {field} < 0 "
+             f"or array_length({field}) != 0")
+    return f"((exists {field}) and not ({typed}))"
+
+
+def tells_null_from_missing(version: str) -> bool:
+    """Whether a server's `exists` is true for a key holding null (and false for a missing
+    key): Milvus 2.3 and 2.4. From 2.5 it is false for both, so `KEY=null` cannot be
+    answered there (an unknown version is taken for a new one).
+
+    >>> tells_null_from_missing("v2.3.5-lite"), tells_null_from_missing("v2.5.12")
+    (True, False)
+    """
+    found = re.search(r"(\d+)\.(\d+)", version)
+    return found is not None and (2, 3) <= (int(found[1]), int(found[2])) < (2, 5)
+
+
+def null_keys(where: Filter | None) -> list[str]:
+    """The metadata keys a filter asks to hold null."""
+    return [key for key, value in (where.where or ()) if value is None] if where is not None else []
 
 
 def filter_expression(where: Filter | None) -> str:
@@ -294,6 +329,7 @@ class MilvusStore:
         self._lock = threading.Lock()             # guards the change token and its timer
         self._dirty = False                       # wrote since the last change token
         self._timer: threading.Timer | None = None
+        self._server_version: str | None = None
         self._load()
 
     # ---- open / create ---------------------------------------------------------------
@@ -318,15 +354,16 @@ class MilvusStore:
         `MilvusClient` to use instead of connecting to the location's server (milvus-lite)."""
         where = MilvusLocation.parse(location)
         if thumbnails is None:
-            thumbnails = parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+            thumbnails = _thumbnails_wanted(location)
         client = client or cls._connect(where)
         with _closed_on_error(client, where, f"creating {where.collection}"):
-            for name in (where.collection, where.side):
-                if client.has_collection(name):
-                    raise MemoryExistsError(
-                        f"collection {name} already exists on {where.host}:{where.port}: choose another name, "
-                        "or drop it with pymilvus (MilvusClient.drop_collection) if it is left from an "
-                        "interrupted create")
+            _check_free(client, where)
+        return cls._create(client, where, identity, settings, thumbnails)
+
+    @classmethod
+    def _create(cls, client: Any, where: MilvusLocation, identity: EncoderIdentity, settings: MemorySettings,
+                thumbnails: bool) -> MilvusStore:
+        with _closed_on_error(client, where, f"creating {where.collection}"):
             cls._create_side(client, where.side)
             cls._create_items(client, where.collection, identity.dim, settings.index)
             config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": identity.to_dict(),
@@ -334,6 +371,41 @@ class MilvusStore:
             client.upsert(where.side, [_side_row("settings", settings.to_dict()), _side_row("token", uuid.uuid4().hex),
                                        _side_row("config", config)])
         return cls(where, client, config)
+
+    @classmethod
+    def create_filled(cls, location: str, identity: EncoderIdentity, settings: MemorySettings,
+                      fill: Callable[[MilvusStore], None]) -> MilvusStore:
+        """A new memory at `location`, filled by `fill(store)` under other collection names
+        and renamed into place when full: an error, Ctrl-C or a kill midway leaves no memory
+        at `location`. The items collection is renamed first and the side collection (which
+        `open` needs) last, so the memory opens only once both are in place.
+
+        What a killed fill leaves is found by its names, COLLECTION__filling_STARTED_RANDOM
+        (+ the side suffix). On a server many machines share, a process id tells nothing
+        about liveness, and a fill of millions of items may take hours: the next fill of
+        COLLECTION drops those started over a day ago and names the younger ones (they may
+        be another machine's import in progress) with how to drop them."""
+        where = MilvusLocation.parse(location)
+        client = cls._connect(where)
+        with _closed_on_error(client, where, f"creating {where.collection}"):
+            _check_free(client, where)
+            _drop_abandoned_fills(client, where)
+        staging = replace(where, collection=f"{where.collection}{FILLING}{int(time.time())}_{secrets.token_hex(4)}")
+        store: MilvusStore | None = None
+        try:
+            store = cls._create(client, staging, identity, settings, _thumbnails_wanted(location))
+            fill(store)
+            store.close()  # its last change token and compaction request go to the filled collections
+            store = None
+            client = cls._connect(where)
+            with _closed_on_error(client, where, f"renaming {staging.collection} to {where.collection}"):
+                _rename_into_place(client, staging, where)
+        except BaseException:
+            if store is not None:
+                store._abandon()
+            _drop(staging)
+            raise
+        return cls.open(location, client=client)
 
     @classmethod
     def open(cls, location: str, *, client: Any = None) -> MilvusStore:
@@ -429,6 +501,40 @@ class MilvusStore:
         finally:
             iterator.close()
 
+    def _expression(self, where: Filter | None) -> str:
+        """`filter_expression(where)`, exact for `KEY=null` conditions: of the items it
+        matches, those whose KEY holds an empty list or an object are told from those
+        holding null by reading their metadata (one query of the items it matches)."""
+        expr = filter_expression(where)
+        keys = null_keys(where)
+        if not keys:
+            return expr
+        self._check_null_filters()
+        nulls: list[int] = []
+        others: list[int] = []
+        for rows in self._scan(expr, ["id", "meta"]):
+            for r in rows:
+                meta = r["meta"] or {}
+                (nulls if all(meta.get(k) is None for k in keys) else others).append(int(r["id"]))
+        if not others:
+            return expr
+        if len(nulls) <= len(others):  # the shorter id list
+            return ids_expression(sorted(nulls)) if nulls else "id < 0"
+        return f"{expr} and not ({ids_expression(sorted(others))})"
+
+    def _check_null_filters(self) -> None:
+        version = self.server_version()
+        if not tells_null_from_missing(version):
+            raise InvalidInputError(f"Milvus {version} at {self.where.host}:{self.where.port} does not tell a "
+                                    "metadata key holding null from a missing key in a filter (from 2.5 its "
+                                    "`exists` is false for both), so vismem cannot filter on KEY=null there: "
+                                    "store a value such as \"none\" instead and filter on it")
+
+    def server_version(self) -> str:
+        if self._server_version is None:
+            self._server_version = str(self._call("asking the server version", self._client.get_server_version))
+        return self._server_version
+
     def _count_where(self, expr: str) -> int:
         rows = self._query(expr, ["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
@@ -468,6 +574,15 @@ class MilvusStore:
         self._token = token
         self._saw(token)
         self._dirty = False
+
+    def _abandon(self) -> None:
+        """Close without writing anything more: its collections are being dropped."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._dirty = False
+        self._client.close()
 
     def _flush_token(self) -> None:
         with self._lock:
@@ -700,13 +815,13 @@ class MilvusStore:
         return self._count
 
     def ids(self, where: Filter | None = None) -> np.ndarray:
-        found = [int(r["id"]) for rows in self._scan(filter_expression(where), ["id"]) for r in rows]
+        found = [int(r["id"]) for rows in self._scan(self._expression(where), ["id"]) for r in rows]
         return np.asarray(sorted(found), dtype=np.int64)
 
     def page(self, where: Filter | None, offset: int, limit: int) -> Page:
         """Items matching a filter, oldest first (by `added_at`, then id)."""
         rows = [(float(r["added_at"]), int(r["id"]))
-                for chunk in self._scan(filter_expression(where), ["id", "added_at"]) for r in chunk]
+                for chunk in self._scan(self._expression(where), ["id", "added_at"]) for r in chunk]
         rows.sort()
         chosen = [i for _, i in rows[offset : offset + limit]]
         return Page(len(rows), offset, self.items(chosen))
@@ -722,7 +837,7 @@ class MilvusStore:
 
     def columns(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ids, labels, weights, prune counts) of the items a filter allows, by id."""
-        rows = [r for chunk in self._scan(filter_expression(where), ["id", "label", "weight", "prune_count"])
+        rows = [r for chunk in self._scan(self._expression(where), ["id", "label", "weight", "prune_count"])
                 for r in chunk]
         rows.sort(key=lambda r: int(r["id"]))
         return (np.asarray([int(r["id"]) for r in rows], dtype=np.int64),
@@ -816,7 +931,7 @@ class MilvusStore:
             effort["ef"] = max(effort["ef"], k)  # HNSW needs ef >= k
         params = {"metric_type": "IP", "params": effort}
         results = self._call("searching", self._client.search, self.where.collection, data=list(queries),
-                             limit=k, filter=filter_expression(where), output_fields=VOTE_FIELDS,
+                             limit=k, filter=self._expression(where), output_fields=VOTE_FIELDS,
                              search_params=params, consistency_level=STRONG)
         for row, hits in enumerate(results):
             m = min(len(hits), k)
@@ -914,7 +1029,7 @@ class MilvusStore:
 
     def describe(self) -> dict[str, Any]:
         params, search_params = index_plan(self._settings.index, self.dim)
-        version = self._call("asking the server version", self._client.get_server_version)
+        version = self.server_version()
         return {
             "home": "milvus", "location": self.location, "format_version": FORMAT_VERSION,
             "server_version": version, "read_only": False, "consistency": STRONG,
@@ -933,6 +1048,71 @@ class MilvusStore:
             self.purge()
         finally:
             self._client.close()
+
+
+def _thumbnails_wanted(location: str) -> bool:
+    return parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+
+
+def _check_free(client: Any, where: MilvusLocation) -> None:
+    for name in (where.collection, where.side):
+        if client.has_collection(name):
+            raise MemoryExistsError(f"collection {name} already exists on {where.host}:{where.port}: choose another "
+                                    "name, or drop it with pymilvus (MilvusClient.drop_collection) if it is left from "
+                                    "an interrupted create")
+
+
+def _rename_into_place(client: Any, staging: MilvusLocation, where: MilvusLocation) -> None:
+    """Rename a filled memory's collections to `where`'s: the items first, the side
+    collection (which `open` needs) last. Milvus refuses to rename onto an existing name,
+    so a memory created at `where` meanwhile stays as it is."""
+    try:
+        client.rename_collection(staging.collection, where.collection)
+        try:
+            client.rename_collection(staging.side, where.side)
+        except Exception:
+            client.rename_collection(where.collection, staging.collection)
+            raise
+    except Exception:
+        if client.has_collection(where.collection) or client.has_collection(where.side):
+            raise MemoryExistsError(f"a memory was created at {where} while this import filled it: choose "
+                                    "another name") from None
+        raise
+
+
+def _drop(where: MilvusLocation) -> None:
+    """Drop a memory's collections that exist, on a connection of its own (best effort: the
+    error being handled matters more; what stays is dropped by a later fill)."""
+    try:
+        client = MilvusStore._connect(where)
+    except VismemError as exc:
+        logging.getLogger(__name__).warning("could not drop %s: %s", where.collection, exc)
+        return
+    for name in (where.collection, where.side):
+        try:
+            if client.has_collection(name):
+                client.drop_collection(name)
+        except Exception as exc:  # pymilvus raises its own types, and grpc's
+            logging.getLogger(__name__).warning("could not drop %s: %s", name, exc)
+    client.close()
+
+
+def _drop_abandoned_fills(client: Any, where: MilvusLocation) -> None:
+    """Drop leftovers of fills of `where` started over ABANDONED_AFTER ago; name the others."""
+    pattern = re.compile(re.escape(where.collection + FILLING) + r"(\d+)_[0-9a-f]{8}(?:" + SIDE_SUFFIX + ")?$")
+    young: list[str] = []
+    for name in sorted(client.list_collections()):
+        found = pattern.match(name)
+        if found and time.time() - int(found[1]) > ABANDONED_AFTER:
+            client.drop_collection(name)
+        elif found:
+            young.append(name)
+    if young:
+        logging.getLogger(__name__).warning(
+            "%s:%s holds collections of an import into %s started in the last day: %s; another import may be "
+            "filling them, or they are left from an interrupted one, dropped by the next import after a day or "
+            "now with pymilvus: MilvusClient(%r).drop_collection(NAME)",
+            where.host, where.port, where.collection, ", ".join(young), where.uri)
 
 
 def _side_row(key: str, value: Any) -> dict[str, Any]:
