@@ -39,7 +39,7 @@ from .errors import InvalidInputError
 
 TIES = ("nearest", "class-order")
 DEFAULT_MAX_REMOVALS = 50
-_EPS = 1e-9  # score differences this small are ties (float sums in another order)
+_EPS = 1e-9  # leads this small relative to the votes summed are ties (float sums in another order)
 
 
 @dataclass(frozen=True)
@@ -333,8 +333,9 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
     else:
         rank_weight = np.ones(k)
         # rank-free rules: a neighbour's weight does not depend on its slot; softmax's shared
-        # normaliser does not change which class leads, so exp(s/tau) is enough
-        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
+        # normaliser does not change which class leads, so exp((s - s_nearest)/tau) is enough
+        top = float(sims[0]) if m and np.isfinite(sims[0]) else 0.0
+        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - top) / p.tau)
     sign = np.where(labels == target, 1.0, np.where(labels == winner, -1.0, 0.0))
     # which class comes first in tie order: a neighbour that casts no vote breaks no tie
     seen = np.where(weights > 0, np.where(labels == target, 1, np.where(labels == winner, 2, 0)), 0)
@@ -377,6 +378,12 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
         full[better] = value[:, k, :][better]
         choice[:, k, :][better] = 3
         value = new
+    # A lead within _EPS of the votes it sums is a tie. Most leads are clear against the
+    # largest votes the pair could sum; only the others are traced for their own sum (a
+    # sharp softmax casts votes near e^-30 below the nearest item, where a fixed tolerance
+    # took every lead for a tie).
+    pair_gains = np.abs(sign * weights * item_base)[:, None] * rank_weight[None, :]  # (m, k) by slot
+    clear = _EPS * float(pair_gains.max(axis=1).sum())
     ends = range(k + 1) if exhaustive else [k]
     for j in range(budget + 1):
         for t in ends:
@@ -387,10 +394,26 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
                 if target is None:
                     flips = v >= 0  # minus the winner's weight: zero when it has none left
                 else:
-                    flips = f == 0 or v > _EPS or (v >= -_EPS and (f == 1 if scorer.ties == "nearest" else not later))
+                    tie = _EPS * _path_mass(choices, pair_gains, j, t, f) if abs(v) <= clear else clear
+                    flips = f == 0 or v > tie or (v >= -tie and (f == 1 if scorer.ties == "nearest" else not later))
                 if flips:
                     return _trace(choices, seen, j, t, f)
     return None
+
+
+def _path_mass(choices: np.ndarray, pair_gains: np.ndarray, j: int, t: int, f: int) -> float:
+    """The sum of the pair's |votes| kept on the path the dynamic programme chose (as `_trace` walks it)."""
+    mass = 0.0
+    for i in range(len(choices) - 1, -1, -1):
+        c = choices[i, j, t, f]
+        if c == 0:
+            j -= 1
+        elif c in (1, 2):
+            t -= 1
+            mass += float(pair_gains[i, t])
+            if c == 2:
+                f = 0
+    return mass
 
 
 def _trace(choices: np.ndarray, seen: np.ndarray, j: int, t: int, f: int) -> list[int]:
