@@ -225,3 +225,14 @@ def test_removal_set_is_the_smallest_for_sharp_softmax_and_negative_similarities
             assert len(cf.remove) == best and removal_changes(cf.remove, original)
             checked += 1
     assert checked > 80
+
+
+def test_softmax_votes_below_the_smallest_float_are_found_greedily():
+    """tau 0.001 and neighbours 0.8 below the nearest: their votes, weighed against the
+    nearest, underflow to 0, so no exact programme can compare them; the set is found by
+    voting each variant as the decision does (not proved smallest), and it works."""
+    sims, labels, weights = np.array([0.9, 0.1, 0.0999, 0.0998]), ["a", "b", "a", "a"], np.ones(4)
+    params = VoteParams(k=3, vote="softmax", tau=0.001)
+    cf = counterfactual(sims, np.arange(4), labels, weights, params, exhaustive=True)
+    assert cf.label == "a" and not cf.exact and cf.remove is not None
+    assert label_of(sims, labels, weights, params, np.isin(np.arange(4), cf.remove, invert=True)) != "a"

@@ -71,7 +71,8 @@ class Counterfactual:
     `remove`: the fewest item ids whose removal changes the label (None when no set within
     `max_removals` among the candidates does), and `label_after_remove` the label it becomes
     (None: no label). `block` and `label_after_block` likewise for blocking (weight 0).
-    `exact` is True when both sets are proved smallest (neighbour rules). `runner_up` is
+    `exact` is True when both sets are proved smallest (neighbour rules, but for a softmax so
+    sharp that farther votes underflow beside the nearest one's). `runner_up` is
     the nearest item of the best-scoring other class (or of the nearest other class when
     every neighbour agrees).
     """
@@ -129,6 +130,15 @@ class _Scorer:
             self._of_class = [owners == c for c in self.classes]
             self._alive = np.asarray(clusters.counts) > 0
             self._in_cluster = np.asarray(clusters.member) >= 0
+
+    def summable(self) -> bool:
+        """Whether every vote keeps its value weighed against the nearest candidate's (only
+        a sharp softmax's can fall below the smallest normal float)."""
+        if self.params.vote != "softmax" or not len(self.sims) or not np.isfinite(self.sims[0]):
+            return True
+        with np.errstate(under="ignore"):
+            relative = np.exp((self.sims - self.sims[0]) / self.params.tau)
+        return bool((relative[np.isfinite(self.sims)] >= np.finfo(np.float64).tiny).all())
 
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
@@ -219,9 +229,13 @@ def counterfactual(
     if label is None:
         return Counterfactual(None, None, None, None, None, runner_up, True, m, budget)
     if params.vote in NEIGHBOUR_VOTES:
-        removed = _fewest_removals(scorer, label, exhaustive, budget)
+        # the programme sums votes weighed against the nearest item; one of a sharp softmax
+        # below the smallest normal float (tau 0.001, 0.75 farther) has lost its value there,
+        # so the removals are then found greedily, each variant voted as the decision votes
+        removed = _fewest_removals(scorer, label, exhaustive, budget) if scorer.summable() \
+            else _greedy(scorer, label, "remove", budget)
         blocked = _fewest_blocks(scorer, label)
-        exact = True
+        exact = scorer.summable()
     else:
         removed = _greedy(scorer, label, "remove", budget)
         blocked = _greedy(scorer, label, "block", min(max_removals, m))
