@@ -400,6 +400,8 @@ def decide_batch(
     """
     b = ballots.head(params.k)
     n = len(b.ids)
+    if paths is not None and len(paths) != n:
+        raise InvalidInputError(f"{len(paths)} paths for {n} queries: give one per query (None for one with no path)")
     proto_classes = list(prototype_classes)
     proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
                   else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
