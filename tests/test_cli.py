@@ -63,6 +63,10 @@ def test_eval_accuracy_on_a_test_folder(built_memory, cli, digit_folders):
     assert report["total"] == 30
     assert report["accuracy"] > 0.6  # ImageNet features on 8x8 digits, 8 exemplars per class
     assert set(report["per_class"]) == {str(d) for d in range(10)}
+    # eval takes the vote options classify takes, --mix included, and reports them
+    hybrid = json_lines(cli("eval", memdir, digit_folders[1], "--vote", "hybrid", "--mix", "0.25", "--json",
+                            check=True))[0]
+    assert (hybrid["vote"], hybrid["mix"], hybrid["total"]) == ("hybrid", 0.25, 30) and "alpha" in hybrid
 
 
 def test_adding_the_same_folder_again_skips_duplicates_without_encoding(built_memory, cli, digit_folders):

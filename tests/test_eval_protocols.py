@@ -125,3 +125,55 @@ def test_cli_refuses_an_out_that_is_a_file_before_any_work(tmp_path, tiny, cli):
     assert result.returncode == 1 and result.stdout == "" and taken.read_text() == "mine"
     assert result.stderr.startswith("error: --out") and "give a folder" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_hard_pruning_that_drops_every_item_scores_zero(tiny):
+    """12 real digits, 3 classes: hard pruning drops the whole memory at some noise level;
+    searching the empty memory raised an IndexError and lost the report."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:4] for c in ("0", "1", "2")])
+    small = Dataset("twelve-digits", tiny.vectors[rows], tiny.labels[rows])
+    result = label_noise(small)
+    emptied = [(row, count) for row in result["results"] for count in ("disagreements", "wrong-decisions")
+               if row[count]["hard_removed"] == 9]  # 9 of the 12 in train: all of them
+    assert emptied  # positive control: this data does empty the memory
+    assert all(row[count]["hard"] == 0.0 for row, count in emptied)
+
+
+@pytest.mark.parametrize("protocol", ["fewshot", "ood", "noise"])
+def test_data_with_one_class_is_refused_before_any_protocol_runs(tmp_path, tiny, cli, protocol):
+    np.save(tmp_path / "x.npy", tiny.vectors[tiny.labels == "3"])
+    np.save(tmp_path / "y.npy", tiny.labels[tiny.labels == "3"])
+    result = cli("eval-protocols", protocol, "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "2 classes" in result.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_an_unknown_protocol_is_refused_before_the_data_is_loaded(tmp_path, cli):
+    """Loading `digits` encodes 1,797 images (minutes) the first time: a typo in a protocol
+    name came out only after that, and after any protocol named before it had run."""
+    result = cli("eval-protocols", "knn", "fewshots", "--embeddings", tmp_path / "absent.npy",
+                 "--labels", tmp_path / "absent-labels.npy", "--out", tmp_path / "report")
+    assert result.returncode == 1 and "unknown protocol 'fewshots'" in result.stderr
+
+
+def test_encoding_a_data_set_shows_progress_once(tmp_path, cli):
+    """Encoding digits the first time takes minutes through a real encoder: no bar showed it."""
+    args = ("eval-protocols", "incremental", "--dataset", "digits:pixels", "--cache", tmp_path / "cache",
+            "--out", tmp_path / "report", "--json")
+    first = cli(*args, check=True)
+    assert "encoding digits" in first.stderr and "1797/1797" in first.stderr
+    assert json.loads(first.stdout)["dataset"]["items"] == 1797
+    again = cli(*args, check=True)  # cached: nothing to encode
+    assert "encoding" not in again.stderr
+
+
+def test_ood_holds_out_only_classes_it_can_test(tiny):
+    """A class too small to reach the test split (one item) was drawn as the unknown one:
+    no unknown queries, AUROC NaN (not JSON) in the report and numpy's warnings."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:n] for c, n in (("0", 30), ("1", 30), ("2", 1))])
+    result = out_of_distribution(Dataset("uneven", tiny.vectors[rows], tiny.labels[rows]))
+    assert all(draw["out_queries"] > 0 and draw["in_queries"] > 0 for draw in result["draws"])
+    assert all(np.isfinite(s["auroc"]) for s in result["scores"].values())
+    json.dumps(result, allow_nan=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import free_port
 from vismem import Memory
 from vismem.datasets import split_per_class, write_image_folder
 from vismem.ingest_ray import plan_for
@@ -45,6 +46,20 @@ def folder(digits, tmp_path_factory):
     (root / "train" / "1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "train" / "2" / "empty.jpg").write_bytes(b"")
     return root / "train"
+
+
+def test_an_address_where_no_ray_answers_fails_in_seconds(folder, tmp_path, cli):
+    """A typo in --ray HOST:PORT: ray.init retried it for minutes, printing its log lines."""
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = cli("add", memdir, folder, "--ray", address, "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: no Ray cluster answers at {address} (Connection refused): check "
+                                          "the address, or start a cluster there (`ray start --head`); `--ray "
+                                          "local` starts one for this run"]
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 0
 
 
 def vectors_by_path(memory):

@@ -117,3 +117,139 @@ def test_files_that_are_not_exports_are_refused_with_the_fix(tmp_path):
     write_parquet(newer, 16, {**HEADER, "version": 99}, [make_rows(0, 2)])
     with pytest.raises(VismemError, match="upgrade vismem"):
         read_header(newer)
+
+
+# ---- whole memories through an export ------------------------------------------------------
+
+def _decisions(memory, queries, **options):
+    """Every decision without item ids (an import gives new ones)."""
+    def no_ids(value):
+        if isinstance(value, dict):
+            return {k: no_ids(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [no_ids(v) for v in value]
+        return value
+
+    return [no_ids(d.to_dict()) for d in memory.classify(queries, **options)]
+
+
+def test_an_import_searches_through_the_same_fitted_transform_and_abstains_alike(digit_folders, tmp_path, cli):
+    """A memory tuned to a whitening and calibrated: its import decides the same, abstention
+    included (the fitted transform was lost: the import searched raw vectors and refused to
+    abstain, "calibrated before its feature transform changed")."""
+    from vismem import Memory
+
+    train, test = digit_folders
+    queries = sorted(test.glob("*/*.png"))[::3]
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        ids = origin.add_images([train]).added
+        origin.relabel(ids[:2], "odd")
+        origin.set_weight(ids[2:3], 0.0)
+        origin.set_transform("whiten")
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        expected = _decisions(origin, queries, abstain=True)
+        fingerprint = origin.transform.fingerprint
+        origin.export_parquet(tmp_path / "m.parquet")
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert copy.transform.fingerprint == fingerprint
+        assert _decisions(copy, queries, abstain=True) == expected
+
+
+def test_an_import_knows_how_much_changed_since_calibration(digit_folders, tmp_path, cli):
+    """The calibration records the newest item id it saw; an import renumbers the items, so
+    that id must follow them, or items added since calibrating count as old ones."""
+    from vismem import Memory
+
+    train, _ = digit_folders
+    folders = sorted(p for p in train.iterdir())
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        first = [i for f in folders[:6] for i in origin.add_images(f, label=f.name).added]
+        origin.remove(first[:10])  # gaps in the ids, as after any removal
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        for folder in folders[6:]:
+            origin.add_images(folder, label=folder.name)
+        changed = origin.calibration_changed()
+        origin.export_parquet(tmp_path / "m.parquet")
+    assert changed and changed > 0.5  # positive control: 32 added to the 38 calibrated
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert copy.calibration_changed() == changed
+
+
+@pytest.mark.parametrize("damage", ["one bit", "a run of bytes"])
+def test_a_damaged_export_is_refused_and_leaves_nothing(tmp_path, cli, damage):
+    """A bit flipped in the vectors' pages imported wrong vectors without a word; a run of
+    damaged bytes ended in pyarrow's traceback. Both: `error: ...`, exit 1, no DEST."""
+    from vismem import Memory
+
+    with Memory.create(tmp_path / "origin", encoder=None, dim=64) as origin:
+        origin.add_vectors(unit_vectors(300, 64, seed=2), [str(i % 3) for i in range(300)])
+        origin.export_parquet(tmp_path / "m.parquet")
+    column = pq.ParquetFile(tmp_path / "m.parquet").metadata.row_group(0).column(1)
+    assert column.path_in_schema == "vector.list.element"
+    data = bytearray((tmp_path / "m.parquet").read_bytes())
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    middle = start + column.total_compressed_size // 2
+    for at in [middle] if damage == "one bit" else range(middle, middle + 200):
+        data[at] ^= 0x01 if damage == "one bit" else 0x55
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    result = cli("import", tmp_path / "bad.parquet", tmp_path / "copy", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "damaged" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet", "m.parquet", "origin"]
+
+
+def test_an_export_from_a_newer_vismem_or_with_a_broken_header_is_refused_with_the_fix(tmp_path):
+    """A setting this vismem does not know (a newer vismem's) ended in a TypeError traceback."""
+    from vismem.transfer import import_store
+
+    newer = tmp_path / "newer.parquet"
+    write_parquet(newer, 16, {**HEADER, "settings": {**HEADER["settings"], "newer_setting": 3}}, [make_rows(0, 2)])
+    with pytest.raises(VismemError, match="does not know.*newer_setting.*upgrade vismem"):
+        import_store(newer, tmp_path / "copy")
+    table = pq.read_table(newer)
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.replace_schema_metadata({b"vismem": b'{"format": "vismem-memory", "vers'}), broken)
+    with pytest.raises(VismemError, match="damaged"):
+        import_store(broken, tmp_path / "copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "newer.parquet"]
+
+
+def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_path):
+    """Before vismem skipped uniform images, the pixels encoder stored them as zero vectors;
+    the unit-length check on import (for damage) must not refuse such a memory."""
+    from vismem.transfer import import_store
+
+    rows = make_rows(0, 6)
+    rows.vectors[2] = 0.0
+    header = {**HEADER, "encoder": {**HEADER["encoder"], "name": None, "id": None}}
+    write_parquet(tmp_path / "old.parquet", 16, header, [rows])
+    store = import_store(tmp_path / "old.parquet", tmp_path / "copy")
+    try:
+        assert len(store) == 6
+    finally:
+        store.close()
+
+
+def test_an_import_says_when_its_refitted_transform_no_longer_matches_the_calibration(digit_folders, tmp_path,
+                                                                                      cli, caplog):
+    """Items added after `tune` are not in the source's fit but are in the import's: the
+    calibration then no longer applies, and the import says so (and what to run)."""
+    from vismem import Memory
+
+    train, _ = digit_folders
+    folders = sorted(train.iterdir())
+    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
+        for folder in folders[:6]:
+            origin.add_images(folder, label=folder.name)
+        origin.set_transform("whiten")
+        for folder in folders[6:]:
+            origin.add_images(folder, label=folder.name)
+    cli("calibrate", tmp_path / "origin", check=True)
+    with Memory.open(tmp_path / "origin") as origin:
+        origin.export_parquet(tmp_path / "m.parquet")
+    with caplog.at_level("WARNING", logger="vismem"):
+        Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy").close()
+    assert any("calibrate" in r.getMessage() and "refitted" in r.getMessage() for r in caplog.records)

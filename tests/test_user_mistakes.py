@@ -6,6 +6,8 @@ service's HEAD and favicon requests."""
 from __future__ import annotations
 
 import io
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -357,3 +359,16 @@ def test_a_uniform_image_is_skipped_with_why_not_stored_or_an_error(tmp_path):
             answer = client.post("/classify", files=[("file", ("black.png", upload.getvalue(), "image/png"))])
             assert answer.status_code == 400, answer.text
             assert answer.json()["error"].startswith("black.png: its embedding is all zeros")
+
+
+def test_eval_says_how_to_label_an_image_outside_the_class_folders(small_memory, tmp_path):
+    # the skip reason said "pass --label", an option eval does not have (exit 2 for whoever tried)
+    root, memdir, queries = small_memory
+    test = tmp_path / "test"
+    shutil.copytree(root / "test", test)
+    shutil.copy(queries[0], test / "stray.png")
+    result = run_cli("eval", memdir, test, "--json")
+    assert result.returncode == 3
+    skipped = {s["path"]: s["reason"] for s in json.loads(result.stdout)["skipped"]}
+    reason = skipped[str(test / "stray.png")]
+    assert "--label" not in reason and "class subfolder" in reason and "stray.png" not in reason

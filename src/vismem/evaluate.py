@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .images import Skipped, find_images
+from .images import NOT_IN_A_CLASS_FOLDER, Skipped, find_images
 from .memory import Memory
 
 
@@ -30,8 +30,7 @@ class EvalReport:
             "correct": self.correct,
             "per_class": self.per_class,
             "confusion": self.confusion,
-            "k": self.vote["k"],
-            "vote": self.vote["vote"],
+            **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
         }
 
@@ -46,6 +45,9 @@ def evaluate_folder(
     """Classify every image of a class-subfolder test set and score the answers."""
     memory.check_can_decide(**vote_options)  # before any image is encoded
     files, skipped = find_images([testdir])
+    # eval takes no --label: its truth is the folder, so the fix is to move the file
+    skipped = [Skipped(s.path, f"{NOT_IN_A_CLASS_FOLDER}: move it into a folder named after its class")
+               if s.reason.startswith(NOT_IN_A_CLASS_FOLDER) else s for s in skipped]
     vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
     decisions = memory.classify_vectors(vectors, **vote_options) if kept else []
     truth = [str(files[i].label) for i in kept]  # files found in class subfolders all have one

@@ -106,10 +106,13 @@ def find_images(
     return found, skipped
 
 
+NOT_IN_A_CLASS_FOLDER = "no label: not inside a class subfolder"
+
+
 def _no_label(relative: Path) -> str | None:
     """Why a file at `relative` under a folder root takes no label from it (None: it does)."""
     if len(relative.parts) < 2:
-        return "no label: not inside a class subfolder (pass --label)"
+        return f"{NOT_IN_A_CLASS_FOLDER} (pass --label)"
     try:
         check_label(relative.parts[0])
     except InvalidInputError as exc:  # refused at insert, it would abort the whole add

@@ -20,6 +20,8 @@ installed there too. Unreadable or undecodable files are skipped with the reason
 from __future__ import annotations
 
 import logging
+import re
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -246,6 +248,20 @@ def _source_of(rows: Sequence[Mapping[str, Any]]) -> Callable[[PreparedImage], s
     return lambda p: by_path[str(p.file.path)]
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise VismemError when nothing answers at a HOST:PORT or ray://HOST:PORT address:
+    `ray.init` retries such an address for minutes, printing its own log lines meanwhile.
+    Other addresses ("local", "auto") are Ray's to resolve."""
+    found = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address)
+    if found is None:
+        return
+    try:
+        socket.create_connection((found[1], int(found[2])), timeout=timeout).close()
+    except OSError as exc:
+        raise VismemError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): check the address, or "
+                          "start a cluster there (`ray start --head`); `--ray local` starts one for this run") from None
+
+
 class _ray:
     """`with _ray(address) as ray`: a Ray connection for one run; a Ray started here is
     stopped after it, a cluster joined is only left."""
@@ -259,6 +275,7 @@ class _ray:
             import ray
         except ImportError as exc:
             raise VismemError('ingestion on Ray needs Ray Data: pip install "vismem[ray]"') from exc
+        check_reachable(self.address)
         if not ray.is_initialized():
             ray.init(address=None if self.address == LOCAL else self.address, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)

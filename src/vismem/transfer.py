@@ -20,14 +20,18 @@ Columns, one row per item:
 
 The file's key-value metadata `vismem` holds the header: format name and version, the
 encoder identity (name, id, dim, preprocessing) and the memory's settings, so an import
-can refuse vectors of another encoder and restore the decision defaults. Any Parquet
-reader (pandas, DuckDB, Spark) reads the rest.
+can refuse vectors of another encoder and restore the decision defaults. Pages carry
+CRC-32 checksums, verified on import (with the vectors' unit length, for files written
+without them), so a damaged copy is refused. Any Parquet reader (pandas, DuckDB, Spark)
+reads the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ import numpy as np
 
 from .errors import InvalidInputError, VismemError
 from .settings import EncoderIdentity, MemorySettings
+from .transform import TransformSpec
 
 if TYPE_CHECKING:
     from .store import Item, NewItem, Store
@@ -46,6 +51,7 @@ FORMAT_NAME = "vismem-memory"
 FORMAT_VERSION = 1
 HEADER_KEY = b"vismem"
 DEFAULT_BATCH = 8192  # rows per record batch and row group: 8192 x 2048-d float32 = 64 MiB
+log = logging.getLogger("vismem")
 
 
 @dataclass
@@ -171,7 +177,8 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     written = 0
     try:
         # Vectors barely compress; zstd still shrinks the text columns and costs little.
-        with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+        # Page checksums (CRC-32, standard Parquet) let an import tell a damaged file.
+        with pq.ParquetWriter(partial, schema, compression="zstd", write_page_checksum=True) as writer:
             for rows in batches:
                 if len(rows):
                     writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
@@ -206,11 +213,17 @@ def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
     if raw is None:
         raise VismemError(f"{path} is a Parquet file but not a vismem export (no `vismem` header); "
                           "write one with `vismem export`")
-    header = json.loads(raw)
-    if header.get("format") != FORMAT_NAME or int(header.get("version", 0)) > FORMAT_VERSION:
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise _damaged(path, f"its `vismem` header: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME \
+            or not isinstance(header.get("version"), int) or header["version"] > FORMAT_VERSION:
         raise VismemError(f"{path} holds export format {header.get('format')} version "
                           f"{header.get('version')}; this vismem reads {FORMAT_NAME} up to version "
                           f"{FORMAT_VERSION}: upgrade vismem")
+    if not isinstance(header.get("encoder"), dict) or not isinstance(header.get("settings"), dict):
+        raise _damaged(path, "its `vismem` header names no encoder or settings")
     return header
 
 
@@ -219,13 +232,35 @@ def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, ValueError) as exc:
         raise _not_parquet(path, exc) from exc
     with file:
         _checked_header(path, file.metadata)  # the footer this file object has read already
-        for batch in file.iter_batches(batch_size=batch_size):
-            yield from_batch(batch)
+        batches = file.iter_batches(batch_size=batch_size)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                rows = from_batch(batch)
+            except (OSError, ValueError) as exc:  # a page that fails its checksum or to decompress; bad JSON
+                raise _damaged(path, exc) from exc
+            if not _unit_rows(rows.vectors):  # a file written without page checksums
+                raise _damaged(path, "vectors that are not unit length")
+            yield rows
+
+
+def _damaged(path: str | Path, why: object) -> VismemError:
+    return VismemError(f"{path} is damaged ({why}): export the memory again, or copy the "
+                       "file again")
+
+
+def _unit_rows(vectors: np.ndarray) -> bool:
+    """Every row finite and of unit length, as every vector in a memory is (or all zeros:
+    older vismem stored a uniform image's pixels embedding so)."""
+    norms = np.linalg.norm(vectors, axis=1)
+    return bool(np.all((np.abs(norms - 1) < 1e-3) | (norms == 0)))
 
 
 # ---- a memory's store <-> an export ---------------------------------------------------------
@@ -286,10 +321,17 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     from .store import create_filled_store
 
     header, _ = read_header(path)
-    identity = EncoderIdentity(**header["encoder"])
+    try:
+        identity = EncoderIdentity(**header["encoder"])
+        settings = MemorySettings.from_dict(header["settings"])
+    except TypeError as exc:  # a field this vismem does not know: written by a newer one
+        raise VismemError(f"{path} holds an encoder or settings this vismem does not know ({exc}): "
+                          "upgrade vismem") from None
+    calibrated = settings.abstention.max_id if settings.abstention else None
 
     def fill(store: Store) -> None:
         counts: dict[int, int] = {}
+        newest_calibrated = 0  # the new id of the newest item the calibration saw
         for rows in read_parquet(path, batch):
             if rows.vectors.shape[1] != identity.dim:
                 raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
@@ -297,12 +339,36 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
             for label, chosen in relabels(rows, ids).items():
                 store.update(chosen, label=label)
             counts.update((i, int(v)) for i, v in zip(ids, rows.prune_counts, strict=True) if v)
+            if calibrated is not None:
+                newest_calibrated = max([newest_calibrated, *(i for i, old in zip(ids, rows.ids, strict=True)
+                                                               if old <= calibrated)])
             if progress:
                 progress(len(rows))
         if counts:
             store.set_prune_counts(counts)
+        changes = derived_settings(settings, len(store), newest_calibrated if calibrated is not None else None)
+        if changes:
+            store.save_settings(changes)
+        if settings.abstention is not None and "transform" in changes \
+                and store.transform().key != settings.abstention.transform:
+            log.warning("%s: the feature transform, refitted on the %d imported items, differs from the one the "
+                        "abstention threshold was calibrated through (items were added after it was fitted): run "
+                        "`vismem calibrate %s` before classifying with --abstain", location, len(store), location)
 
-    return create_filled_store(location, identity, MemorySettings.from_dict(header["settings"]), fill)
+    return create_filled_store(location, identity, settings, fill)
+
+
+def derived_settings(settings: MemorySettings, items: int, calibrated_max_id: int | None) -> dict[str, Any]:
+    """What an import sets once its `items` are in: the feature transform, fitted on them
+    (the export holds its spec, not the fit: the same items in the same order fit the
+    same; none without items), and the calibration's newest item id in the new ids (it
+    tells which items came after calibrating)."""
+    changes: dict[str, Any] = {}
+    if settings.transform != TransformSpec():
+        changes["transform"] = settings.transform if items else TransformSpec()
+    if settings.abstention is not None and calibrated_max_id is not None:
+        changes["abstention"] = dataclasses.replace(settings.abstention, max_id=calibrated_max_id)
+    return changes
 
 
 def relabels(rows: Rows, ids: list[int]) -> dict[str, list[int]]:

@@ -486,6 +486,7 @@ def evaluate(
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
     tau: Optional[float] = TauOpt,
+    mix: Optional[float] = MixOpt,
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
@@ -497,7 +498,7 @@ def evaluate(
     from ..evaluate import evaluate_folder
     from ..images import find_images
 
-    options = _vote_options(k, vote, alpha, tau)
+    options = _vote_options(k, vote, alpha, tau, mix)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         total = len(find_images([testdir])[0])
         if not total:

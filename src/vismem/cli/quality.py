@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InvalidInputError, VismemError
-from . import app, emit, err, out
+from . import app, emit, err, out, progress_bar
 
 
 @app.command("eval-protocols")
@@ -40,9 +40,10 @@ def eval_protocols(
     """
     from ..evaluation.data import load_dataset, load_embeddings, Dataset
     from ..evaluation.plots import write_report
-    from ..evaluation.protocols import PROTOCOLS, run_protocols
+    from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
+    check_protocols(chosen)  # before the data, which may take minutes to encode
     sources = sum(x is not None for x in (dataset, memory, embeddings))
     if sources > 1:
         raise InvalidInputError("give one of --dataset, --memory, --embeddings")
@@ -62,7 +63,7 @@ def eval_protocols(
     else:
         name = dataset or "digits"
         err.print(f"loading {name} (image data sets are encoded once, then cached)", markup=False)
-        data = load_dataset(name, cache_dir=cache)
+        data = load_dataset(name, cache_dir=cache, progress=lambda total: progress_bar(f"encoding {name}", total))
     report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
     try:
         files = write_report(report, output)

@@ -15,10 +15,12 @@ Names accepted by `load_dataset`:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -26,6 +28,8 @@ from ..errors import InvalidInputError
 from ..settings import OFFLINE_ENCODER
 
 RAW_TABLES = ("iris", "wine", "breast_cancer")
+# progress(total) -> a context yielding advance(n), e.g. `vismem.progress.progress_bar` with a description
+ProgressFactory = Callable[[int], ContextManager[Callable[[int], None]]]
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,9 @@ def _images(name: str):
 
 
 def encode_cached(name: str, encoder_name: str, cache_dir: Path | None = None,
-                  progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Encode data set `name` with an encoder once; later calls read the cached .npy."""
+                  progress: ProgressFactory | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Encode data set `name` with an encoder once; later calls read the cached .npy.
+    `progress(total)` opens a context yielding `advance(n)`, only when encoding happens."""
     from ..embed import batched
     from ..encoders import create_encoder
 
@@ -102,10 +107,11 @@ def encode_cached(name: str, encoder_name: str, cache_dir: Path | None = None,
         return np.load(vec_path), np.load(lab_path)
     images, labels = _images(name)
     chunks = []
-    for chunk in batched(images, encoder.batch_size):
-        chunks.append(encoder.encode(chunk))
-        if progress:
-            progress(len(chunk))
+    with progress(len(images)) if progress else contextlib.nullcontext(None) as advance:
+        for chunk in batched(images, encoder.batch_size):
+            chunks.append(encoder.encode(chunk))
+            if advance:
+                advance(len(chunk))
     vectors = np.concatenate(chunks).astype(np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = vec_path.with_suffix(".tmp.npy")
@@ -115,8 +121,9 @@ def encode_cached(name: str, encoder_name: str, cache_dir: Path | None = None,
     return vectors, np.asarray(labels)
 
 
-def load_dataset(name: str, *, cache_dir: Path | None = None, progress=None) -> Dataset:
-    """Load a named data set as unit vectors and string labels (see module doc)."""
+def load_dataset(name: str, *, cache_dir: Path | None = None, progress: ProgressFactory | None = None) -> Dataset:
+    """Load a named data set as unit vectors and string labels (see module doc);
+    `progress` as for `encode_cached`."""
     if name.endswith("-raw"):
         x, y = _raw(name[: -len("-raw")])
     else:

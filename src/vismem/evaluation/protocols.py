@@ -237,8 +237,14 @@ def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int 
 
 def _ood_draw(train_x, train_y, test_x, test_y, unknown_fraction: float, k: int, tpr: float,
               seed: int) -> dict[str, Any]:
-    classes = np.random.default_rng(seed).permutation(sorted(set(train_y.tolist()))).tolist()
-    unknown = classes[: max(1, int(round(unknown_fraction * len(classes))))]
+    # unknown classes are drawn among those with test items, and one of those stays known:
+    # a class too small to reach the test split would give no unknown queries to score
+    tested = sorted(set(test_y.tolist()))
+    if len(tested) < 2:
+        raise InvalidInputError(f"the ood protocol needs test items of at least 2 classes, one held out as "
+                                f"unknown; the test split has {len(tested)}: give more items per class")
+    classes = np.random.default_rng(seed).permutation(tested).tolist()
+    unknown = classes[: min(max(1, int(round(unknown_fraction * len(set(train_y.tolist()))))), len(tested) - 1)]
     known_rows = ~np.isin(train_y, unknown)
     mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
     in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
@@ -297,10 +303,9 @@ def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6),
             v = self_query(train_x, noisy, params, count=count).v
             keep = hard_keep(v, thresholds[count])
             soft = ArrayMemory(train_x, noisy, factors=soft_factors(v, c, d))
-            hard = ArrayMemory(train_x[keep], noisy[keep], classes=plain.classes)
             row[count] = {
                 "soft": accuracy(soft.predict(nb, params), test_y),
-                "hard": accuracy(hard.predict(hard.query(test_x, params.k), params), test_y),
+                "hard": _hard_pruned_accuracy(train_x[keep], noisy[keep], plain.classes, test_x, test_y, params),
                 "hard_removed": int((~keep).sum()),
                 "hard_removed_were_corrupted": float(flipped[~keep].mean()) if (~keep).any() else 0.0,
             }
@@ -308,9 +313,36 @@ def label_noise(data: Dataset, *, noise: Sequence[float] = (0.0, 0.2, 0.4, 0.6),
     return {"vote": params.to_dict(), "thresholds": thresholds, "c": c, "d": d, "results": rows}
 
 
+def _hard_pruned_accuracy(train_x, train_y, classes, test_x, test_y, params: VoteParams) -> float:
+    """Accuracy of the memory hard pruning left; 0 when it dropped every item (nothing to answer with)."""
+    if not len(train_y):
+        return 0.0
+    hard = ArrayMemory(train_x, train_y, classes=classes)
+    return accuracy(hard.predict(hard.query(test_x, params.k), params), test_y)
+
+
+def check_protocols(protocols: Sequence[str]) -> None:
+    """Raise InvalidInputError on a protocol name that is not one (before any data is loaded)."""
+    for name in protocols:
+        if name not in PROTOCOLS:
+            raise InvalidInputError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)} or all")
+
+
+def check_data(data: Dataset, test_fraction: float = 0.3, seed: int = 0) -> None:
+    """Raise InvalidInputError unless every protocol can run: two classes, and a test split."""
+    if len(data.classes) < 2:
+        raise InvalidInputError(f"the protocols need at least 2 classes; {data.name} has {len(data.classes)}")
+    if not len(holdout_split(data.labels, test_fraction, seed)[1]):
+        raise InvalidInputError(f"the protocols hold {test_fraction:.0%} of each class out for testing; "
+                                f"{data.name} has too few items per class ({len(data.labels)} items in "
+                                f"{len(data.classes)} classes): give at least 2 items of a class")
+
+
 def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: int = 0,
                   draws: int = 10, steps: int = 5, probe: bool = True) -> dict[str, Any]:
     """Run the chosen protocols; returns the JSON-ready report with timings."""
+    check_protocols(protocols)
+    check_data(data, seed=seed)
     report: dict[str, Any] = {"dataset": data.describe(), "seed": seed}
     runners = {
         "knn": lambda: accuracy_vs_k(data, seed=seed, probe=probe),
@@ -320,8 +352,6 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
         "noise": lambda: label_noise(data, seed=seed),
     }
     for name in protocols:
-        if name not in runners:
-            raise InvalidInputError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)} or all")
         start = time.perf_counter()
         report[name] = runners[name]()
         report[name]["seconds"] = round(time.perf_counter() - start, 3)
