@@ -65,20 +65,28 @@ class TuneResult:
 
 
 def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VoteParams]:
-    """Every setting to try, the defaults first."""
+    """Every setting to try, the defaults first, and at each k the shipped alpha, tau and
+    mix first: where they change nothing (alpha and tau at k=1), a tie keeps them."""
     ks = [k for k in KS if k <= max_k] or [max_k]
-    out = [VoteParams()] if VoteParams().k <= max_k else []
+    shipped = VoteParams()
+    alphas, taus, mixes = (_first(shipped.alpha, ALPHAS), _first(shipped.tau, TAUS), _first(shipped.mix, MIXES))
+    out = [shipped] if shipped.k <= max_k else []
     for rule in rules:
         for k in ks if rule != "prototype" else [1]:
             if rule == "rank":
-                out += [VoteParams(k=k, vote=rule, alpha=a) for a in ALPHAS]
+                out += [VoteParams(k=k, vote=rule, alpha=a) for a in alphas]
             elif rule == "softmax" or rule == "prototype":
-                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
+                out += [VoteParams(k=k, vote=rule, tau=t) for t in taus]
             elif rule == "hybrid":
-                out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
+                out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in taus for m in mixes]
             else:
                 out.append(VoteParams(k=k, vote=rule))
     return out
+
+
+def _first(value: float, grid: Sequence[float]) -> list[float]:
+    """`grid` with `value` moved to the front."""
+    return [value, *(v for v in grid if v != value)]
 
 
 def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
