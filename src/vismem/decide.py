@@ -229,8 +229,9 @@ class PrototypeDistances(Mapping[str, float]):
 class Decision:
     """A classification and everything needed to see why.
 
-    `scores` maps each label that received votes to its normalised score (they sum to
-    1), best first. `neighbors` are nearest first. `prototypes` maps every class to
+    `scores` maps each label among the neighbours (and, for the prototype and hybrid
+    votes, each class with a prototype) to its normalised score, best first: they sum to
+    1, or are all 0 when nothing voted. `neighbors` are nearest first. `prototypes` maps every class to
     the cosine distance from the query to its nearest class prototype. `label` is
     None when no neighbour carried any weight, or when the query was abstained on
     (`abstained`, with its `ood_score` above the memory's calibrated `threshold`).
