@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from conftest import unit_vectors
 from vismem.errors import VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
+from vismem.transform import TransformSpec
 
 HEADER = {"encoder": {"name": "efficientnet_lite0", "id": "lite0@abc", "dim": 16, "config": None,
                       "weights_path": None},
@@ -121,16 +123,18 @@ def test_files_that_are_not_exports_are_refused_with_the_fix(tmp_path):
 
 # ---- whole memories through an export ------------------------------------------------------
 
-def _decisions(memory, queries, **options):
-    """Every decision without item ids (an import gives new ones)."""
-    def no_ids(value):
-        if isinstance(value, dict):
-            return {k: no_ids(v) for k, v in value.items() if k != "id"}
-        if isinstance(value, list):
-            return [no_ids(v) for v in value]
-        return value
+def _without_ids(value):
+    """Decisions as dicts, without item ids (an import gives new ones)."""
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
 
-    return [no_ids(d.to_dict()) for d in memory.classify(queries, **options)]
+
+def _decisions(memory, queries, **options):
+    """Every decision of images, without item ids."""
+    return _without_ids([d.to_dict() for d in memory.classify(queries, **options)])
 
 
 def test_an_import_searches_through_the_same_fitted_transform_and_abstains_alike(digit_folders, tmp_path, cli):
@@ -233,23 +237,106 @@ def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_
         store.close()
 
 
-def test_an_import_says_when_its_refitted_transform_no_longer_matches_the_calibration(digit_folders, tmp_path,
-                                                                                      cli, caplog):
-    """Items added after `tune` are not in the source's fit but are in the import's: the
-    calibration then no longer applies, and the import says so (and what to run)."""
+def _digit_memory_tuned_then_grown(path):
+    """A memory of sklearn's digits (64-d pixels), with gaps in its ids, whitened on its
+    first 280 items and calibrated, then grown by 25 items (a refit would differ; the
+    calibration still holds: under 10% changed); returns queries held out of it."""
+    from sklearn.datasets import load_digits
+
+    from vismem import Memory
+    from vismem.curate import calibrate_memory
+
+    x, y = load_digits(return_X_y=True)
+    labels = [str(v) for v in y]
+    with Memory.create(path, encoder=None, dim=64) as origin:
+        ids = origin.add_vectors(x[:300], labels[:300])
+        origin.remove(ids[::15])  # gaps: the import's new ids differ from these
+        origin.update_settings(transform=TransformSpec("whiten", components=32, shrinkage=0.1))
+        calibrate_memory(origin)
+        origin.add_vectors(x[300:325], labels[300:325])
+    return x[500:550]
+
+
+def _without_fitted_transform(source, target):
+    """The export as vismem wrote it before exports kept the fitted transform."""
+    table = pq.read_table(source)
+    header = json.loads(table.schema.metadata[b"vismem"])
+    del header["fitted_transform"]
+    pq.write_table(table.replace_schema_metadata({b"vismem": json.dumps(header)}), target)
+
+
+def test_an_import_installs_the_exported_fit_so_it_decides_the_same_after_adds_since_tune(tmp_path, caplog):
+    """Items added after `tune`: the import refitted the transform on all of them, so it
+    searched a different space (another fingerprint, other neighbours) and had to be
+    calibrated again. The export now carries the fit, and the import installs it."""
+    from vismem import Memory
+    from vismem.transform import fit_transform
+
+    queries = _digit_memory_tuned_then_grown(tmp_path / "origin")
+    with Memory.open(tmp_path / "origin") as origin:
+        fingerprint = origin.transform.fingerprint
+        refit = fit_transform(origin.store.vectors()[1], origin.settings.transform)
+        expected = _decisions_of_vectors(origin, queries)
+        status = origin.info()["transform"]
+        calibrated = origin.calibration_changed()
+        origin.export_parquet(tmp_path / "m.parquet")
+    assert refit.fingerprint != fingerprint  # positive control: a refit differs
+    assert status["changed_since"] > 0 and calibrated > 0
+    with caplog.at_level("WARNING", logger="vismem"):
+        copy = Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy")
+    with copy:
+        assert not [r for r in caplog.records if "calibrate" in r.getMessage()]
+        assert copy.transform.fingerprint == fingerprint
+        assert _decisions_of_vectors(copy, queries) == expected
+        found = copy.info()["transform"]
+        for key in ("fingerprint", "fitted_items", "changed_since", "mean_drift", "retune"):
+            assert found[key] == status[key], key
+        assert copy.calibration_changed() == calibrated
+    with Memory.open(tmp_path / "copy") as reopened:  # kept in its config, as a fit made there
+        assert reopened.transform.fingerprint == fingerprint
+        assert reopened.info()["transform"]["changed_since"] == status["changed_since"]
+
+
+def _decisions_of_vectors(memory, queries):
+    """`classify_vectors` decisions (label, scores, neighbours), abstention included, without item ids."""
+    return _without_ids([d.to_dict() for d in memory.classify_vectors(queries, abstain=True)])
+
+
+def test_an_export_without_the_fit_still_imports_refitted_and_says_to_calibrate(tmp_path, caplog):
+    """An export written before exports kept the fit holds the transform's spec only: the
+    import fits it on the items it brings, and as items were added after `tune`, that fit
+    differs from the one the calibration was made through: the import says so (and what
+    to run)."""
+    from vismem import Memory
+    from vismem.transform import fit_transform
+
+    _digit_memory_tuned_then_grown(tmp_path / "origin")
+    with Memory.open(tmp_path / "origin") as origin:
+        fingerprint = origin.transform.fingerprint
+        refit = fit_transform(origin.store.vectors()[1], origin.settings.transform)
+        origin.export_parquet(tmp_path / "m.parquet")
+    _without_fitted_transform(tmp_path / "m.parquet", tmp_path / "old.parquet")
+    with caplog.at_level("WARNING", logger="vismem"):
+        copy = Memory.import_parquet(tmp_path / "old.parquet", tmp_path / "copy")
+    with copy:
+        assert copy.transform.fingerprint == refit.fingerprint != fingerprint
+        assert copy.info()["transform"]["changed_since"] == 0
+    assert any("calibrate" in r.getMessage() and "refitted" in r.getMessage() for r in caplog.records)
+
+
+def test_an_export_whose_fit_does_not_match_its_fingerprint_is_refused_and_leaves_nothing(tmp_path):
+    """The import trusts the exported fit, so a fit altered after export (its arrays no
+    longer those its fingerprint names) is refused rather than searched through."""
     from vismem import Memory
 
-    train, _ = digit_folders
-    folders = sorted(train.iterdir())
-    with Memory.create(tmp_path / "origin", encoder="pixels") as origin:
-        for folder in folders[:6]:
-            origin.add_images(folder, label=folder.name)
-        origin.set_transform("whiten")
-        for folder in folders[6:]:
-            origin.add_images(folder, label=folder.name)
-    cli("calibrate", tmp_path / "origin", check=True)
-    with Memory.open(tmp_path / "origin") as origin:
+    with Memory.create(tmp_path / "origin", encoder=None, dim=16) as origin:
+        origin.add_vectors(unit_vectors(30, 16, seed=3), [str(i % 3) for i in range(30)])
+        origin.update_settings(transform=TransformSpec("center"))
         origin.export_parquet(tmp_path / "m.parquet")
-    with caplog.at_level("WARNING", logger="vismem"):
-        Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy").close()
-    assert any("calibrate" in r.getMessage() and "refitted" in r.getMessage() for r in caplog.records)
+    table = pq.read_table(tmp_path / "m.parquet")
+    header = json.loads(table.schema.metadata[b"vismem"])
+    header["fitted_transform"]["fitted"]["mean"] = base64.b64encode(np.zeros(16, "<f4").tobytes()).decode()
+    pq.write_table(table.replace_schema_metadata({b"vismem": json.dumps(header)}), tmp_path / "bad.parquet")
+    with pytest.raises(VismemError, match="fitted feature transform this vismem cannot read.*export the memory again"):
+        Memory.import_parquet(tmp_path / "bad.parquet", tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()

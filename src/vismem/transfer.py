@@ -19,8 +19,10 @@ Columns, one row per item:
     thumbnail        binary      JPEG, only when the export asked for thumbnails
 
 The file's key-value metadata `vismem` holds the header: format name and version, the
-encoder identity (name, id, dim, preprocessing) and the memory's settings, so an import
-can refuse vectors of another encoder and restore the decision defaults. Pages carry
+encoder identity (name, id, dim, preprocessing), the memory's settings and, when it
+searches through one, the fitted feature transform (`fitted_transform`: the fit and the
+newest id it saw), so an import can refuse vectors of another encoder, restore the
+decision defaults and search through the very same fit. Pages carry
 CRC-32 checksums, verified on import (with the vectors' unit length, for files written
 without them), so a damaged copy is refused. Any Parquet reader (pandas, DuckDB, Spark)
 reads the rest.
@@ -42,7 +44,7 @@ import numpy as np
 
 from .errors import InvalidInputError, VismemError
 from .settings import EncoderIdentity, MemorySettings
-from .transform import TransformSpec
+from .transform import FeatureTransform, TransformSpec
 
 if TYPE_CHECKING:
     from .store import Item, NewItem, Store
@@ -305,8 +307,31 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
                 progress(len(items))
 
     header = {"encoder": store.identity.to_dict(), "settings": store.settings().to_dict(),
-              "exported_from": store.location, "exported_at": time.time()}
+              "exported_from": store.location, "exported_at": time.time(), **fitted_transform(store)}
     return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails)
+
+
+def fitted_transform(store: Store) -> dict[str, Any]:
+    """The header's `fitted_transform`: the fit the store searches through and the newest
+    item id it was fitted on (`max_id`, in the export's `id` column's ids), so an import
+    installs that very fit; nothing for the identity."""
+    fitted = store.transform()
+    if fitted.is_identity:
+        return {}
+    return {"fitted_transform": {"fitted": fitted.to_dict(), "max_id": store.describe()["transform"]["max_id"]}}
+
+
+def _header_fit(path: str | Path, header: dict[str, Any]) -> tuple[FeatureTransform, int] | None:
+    """The fit in the header and the newest (exported) item id it saw; None in an export
+    written before vismem kept the fit (the import refits)."""
+    found = header.get("fitted_transform")
+    if found is None:
+        return None
+    try:
+        return FeatureTransform.from_dict(found["fitted"]), int(found["max_id"])
+    except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
+        raise VismemError(f"{path} holds a fitted feature transform this vismem cannot read ({exc}): upgrade "
+                          "vismem, or export the memory again") from None
 
 
 def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT_BATCH,
@@ -314,9 +339,11 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     """Create a memory at `location` (a directory or another home's URI) holding exactly
     the export's items, settings and encoder identity; returns its store, open.
 
-    Items get new ids. Copies of one image in the export stay copies. The memory appears
-    at `location` only once the import is complete, in every home (`create_filled_store`):
-    an interrupted import leaves nothing there.
+    Items get new ids. Copies of one image in the export stay copies. A memory that
+    searched through a feature transform searches through the same fit (an export
+    written before vismem kept it gets a fit of its spec on the items). The memory
+    appears at `location` only once the import is complete, in every home
+    (`create_filled_store`): an interrupted import leaves nothing there.
     """
     from .store import create_filled_store
 
@@ -327,11 +354,14 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     except TypeError as exc:  # a field this vismem does not know: written by a newer one
         raise VismemError(f"{path} holds an encoder or settings this vismem does not know ({exc}): "
                           "upgrade vismem") from None
-    calibrated = settings.abstention.max_id if settings.abstention else None
+    fit = _header_fit(path, header)
+    # newest old ids that derived state saw, to follow into the new ids
+    marks = {name: old for name, old in [("abstention", settings.abstention.max_id if settings.abstention else None),
+                                         ("transform", fit[1] if fit else None)] if old is not None}
 
     def fill(store: Store) -> None:
         counts: dict[int, int] = {}
-        newest_calibrated = 0  # the new id of the newest item the calibration saw
+        newest = dict.fromkeys(marks, 0)  # the new id of the newest item each mark saw
         for rows in read_parquet(path, batch):
             if rows.vectors.shape[1] != identity.dim:
                 raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
@@ -339,14 +369,16 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
             for label, chosen in relabels(rows, ids).items():
                 store.update(chosen, label=label)
             counts.update((i, int(v)) for i, v in zip(ids, rows.prune_counts, strict=True) if v)
-            if calibrated is not None:
-                newest_calibrated = max([newest_calibrated, *(i for i, old in zip(ids, rows.ids, strict=True)
-                                                               if old <= calibrated)])
+            for name, old_max in marks.items():  # rows come in id order and get ascending new ids
+                newest[name] = max([newest[name], *(i for i, old in zip(ids, rows.ids, strict=True) if old <= old_max)])
             if progress:
                 progress(len(rows))
         if counts:
             store.set_prune_counts(counts)
-        changes = derived_settings(settings, len(store), newest_calibrated if calibrated is not None else None)
+        installed = fit is not None and store.capabilities.feature_transforms and len(store) > 0
+        if installed and fit is not None:
+            store.install_transform(fit[0], newest["transform"])
+        changes = derived_settings(settings, len(store), newest.get("abstention"), refit=not installed)
         if changes:
             store.save_settings(changes)
         if settings.abstention is not None and "transform" in changes \
@@ -358,13 +390,15 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
     return create_filled_store(location, identity, settings, fill)
 
 
-def derived_settings(settings: MemorySettings, items: int, calibrated_max_id: int | None) -> dict[str, Any]:
-    """What an import sets once its `items` are in: the feature transform, fitted on them
-    (the export holds its spec, not the fit: the same items in the same order fit the
-    same; none without items), and the calibration's newest item id in the new ids (it
-    tells which items came after calibrating)."""
+def derived_settings(settings: MemorySettings, items: int, calibrated_max_id: int | None, *,
+                     refit: bool = True) -> dict[str, Any]:
+    """What an import sets once its `items` are in: with `refit`, the feature transform,
+    fitted on them (for an export that holds its spec, not the fit: the same items in
+    the same order fit the same only if none came after the fit; none without items),
+    and the calibration's newest item id in the new ids (it tells which items came
+    after calibrating)."""
     changes: dict[str, Any] = {}
-    if settings.transform != TransformSpec():
+    if refit and settings.transform != TransformSpec():
         changes["transform"] = settings.transform if items else TransformSpec()
     if settings.abstention is not None and calibrated_max_id is not None:
         changes["abstention"] = dataclasses.replace(settings.abstention, max_id=calibrated_max_id)

@@ -366,6 +366,12 @@ class Store(Protocol):
     # fitted on the items (a refit, if it is in force) and the search rebuilt through it
     # (progress(n) per n items); a change that cannot be made changes nothing
     def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None: ...
+    # searches through `fitted`, a fit made elsewhere (the memory an import came from), kept
+    # exactly, as if fitted here on the items with ids up to `max_id`: its spec becomes
+    # `settings().transform` and the search is rebuilt through it; a home without
+    # `capabilities.feature_transforms` refuses (InvalidInputError)
+    def install_transform(self, fitted: FeatureTransform, max_id: int,
+                          progress: Callable[[int], None] | None = None) -> None: ...
 
     # ---- writes ---------------------------------------------------------------------
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...

@@ -13,7 +13,8 @@ the index: fitted on the live items, kept in the database's config with the newe
 and the edit it saw, applied to every vector entering the index and to every query. The
 stored vectors stay raw. Adding or removing items does not refit it; purging removals of
 items it was fitted on does (a fitted mean keeps a share of each item it saw), and
-rebuilds the index through the new fit.
+rebuilds the index through the new fit. An import installs the fit it brings instead
+(`install_transform`), so it searches exactly as the memory it came from.
 """
 
 from __future__ import annotations
@@ -223,6 +224,22 @@ class EmbeddedStore:
                         progress(len(ids))
             fitted = fit_transform_chunks(vectors(), spec)
         return fitted, {"fitted": fitted.to_dict(), "max_id": last, "seq": seq}
+
+    def install_transform(self, fitted: FeatureTransform, max_id: int,
+                          progress: Callable[[int], None] | None = None) -> None:
+        """Search through `fitted`, a fit made elsewhere (in the memory an import came
+        from), kept exactly (same fingerprint) as if fitted here on the items with ids up
+        to `max_id`; its spec becomes `settings().transform` and the index is rebuilt
+        through it. Drift since the fit is then counted from `max_id` and this edit."""
+        if fitted.dim != self.dim:
+            raise InvalidInputError(f"a transform fitted on {fitted.dim}-d vectors cannot search memory at "
+                                    f"{self.path}, which holds {self.dim}-d vectors")
+        with self._index.rebuilding():
+            state = None if fitted.is_identity else {"fitted": fitted.to_dict(), "max_id": int(max_id),
+                                                     "seq": self.db.last_edit()}
+            self._write_settings({"transform": fitted.spec}, (fitted, state))
+            self._index.rebuild(self._live(), progress)
+        self._follow_index()
 
     def _write_settings(self, changes: Mapping[str, Any],
                         fitted: tuple[FeatureTransform, dict[str, Any] | None] | None = None) -> MemorySettings:

@@ -615,8 +615,7 @@ class MilvusStore:
         Feature transforms and recorded queries are the embedded home's (see below)."""
         settings = self._settings.replace(**changes)
         if settings.transform != TransformSpec():
-            raise InvalidInputError(f"{self.where} keeps its vectors as stored: feature transforms (fitted and "
-                                    "searched through) are for a memory in a directory")
+            raise self._no_transforms()
         if settings.record_queries and not self._settings.record_queries:
             raise InvalidInputError("recorded queries tune a directory memory's index; vismem does not tune a "
                                     f"Milvus index ({self.where}: HNSW ef 128, IVF_PQ nprobe 32)")
@@ -954,6 +953,14 @@ class MilvusStore:
     def transform(self) -> FeatureTransform:
         """No feature transform: a Milvus collection is searched as stored."""
         return self._identity
+
+    def install_transform(self, fitted: FeatureTransform, max_id: int,
+                          progress: Callable[[int], None] | None = None) -> None:
+        raise self._no_transforms()
+
+    def _no_transforms(self) -> InvalidInputError:
+        return InvalidInputError(f"{self.where} keeps its vectors as stored: feature transforms (fitted and "
+                                 "searched through) are for a memory in a directory")
 
     # ---- tuning on real queries: the embedded home's ---------------------------------
 
