@@ -19,6 +19,14 @@ def test_threshold_arithmetic():
         calibrate_threshold(scores, 0)
 
 
+@pytest.mark.parametrize(("tpr", "n"), [(0.56, 25), (0.55, 100), (0.68, 75)])
+def test_threshold_accepts_exactly_the_target_when_it_is_a_whole_count(tpr, n):
+    """0.56 x 25 is 14.000000000000002 in floating point: the threshold took the 15th score."""
+    scores = np.arange(1, n + 1, dtype=float)
+    threshold = calibrate_threshold(scores, tpr)
+    assert true_positive_rate(scores, threshold) == pytest.approx(tpr)
+
+
 @pytest.mark.parametrize("tpr", [0.95, 0.8])
 def test_calibration_reaches_target_tpr_on_held_out_data(tmp_path, tpr):
     digits = load_digits()

@@ -185,3 +185,54 @@ def test_removing_the_reported_set_flips_a_real_memory(tmp_path, vote):
         memory.remove(cf.remove)
         after = memory.classify_vectors(x[q:q + 1], k=10, vote=vote)[0]
         assert after.label == cf.label_after_remove != before.label
+
+
+@pytest.mark.parametrize("sims", [[0.9, 0.6, 0.595, 0.594, 0.1], [-0.30, -0.31, -0.315, -0.316, -0.5]])
+def test_softmax_votes_far_below_the_nearest_are_not_taken_for_ties(sims):
+    """A sharp softmax (tau 0.01) over neighbours 0.3 below the nearest one (or all with
+    negative similarity, as a centred memory gives) casts votes near e^-30: a fixed tie
+    tolerance took them for ties, and the counterfactual failed its own check."""
+    sims = np.array(sims)
+    labels, weights = ["a", "b", "a", "a", "b"], np.ones(5)
+    params = VoteParams(k=3, vote="softmax", tau=0.01)
+    cf = counterfactual(sims, np.arange(5), labels, weights, params, exhaustive=True)
+    assert cf.label == "a" and len(cf.remove) == 2 and 0 in cf.remove and cf.label_after_remove == "b"
+    assert label_of(sims, labels, weights, params, np.isin(np.arange(5), cf.remove, invert=True)) == "b"
+
+
+def test_removal_set_is_the_smallest_for_sharp_softmax_and_negative_similarities():
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(150):
+        m = int(rng.integers(3, 8))
+        sims, labels, weights = random_case(rng, m)
+        sims = sims - rng.choice([0.0, 1.0])  # some lists wholly negative
+        sims[1:] -= rng.choice([0.0, 0.3])    # and some far below their nearest item
+        params = VoteParams(k=int(rng.integers(1, min(m, 4) + 1)), vote="softmax", tau=0.01)
+        original = label_of(sims, labels, weights, params, np.ones(m, bool))
+        cf = counterfactual(sims, np.arange(m), labels, weights, params, exhaustive=True)
+
+        def removal_changes(subset, original, m=m, params=params, sims=sims, labels=labels, weights=weights):
+            keep = np.ones(m, bool)
+            keep[list(subset)] = False
+            return label_of(sims, labels, weights, params, keep) != original
+
+        best = smallest_by_brute_force(sims, labels, weights, params, range(m), removal_changes)
+        if original is None:
+            continue
+        assert (cf.remove is None) == (best is None)
+        if best is not None:
+            assert len(cf.remove) == best and removal_changes(cf.remove, original)
+            checked += 1
+    assert checked > 80
+
+
+def test_softmax_votes_below_the_smallest_float_are_found_greedily():
+    """tau 0.001 and neighbours 0.8 below the nearest: their votes, weighed against the
+    nearest, underflow to 0, so no exact programme can compare them; the set is found by
+    voting each variant as the decision does (not proved smallest), and it works."""
+    sims, labels, weights = np.array([0.9, 0.1, 0.0999, 0.0998]), ["a", "b", "a", "a"], np.ones(4)
+    params = VoteParams(k=3, vote="softmax", tau=0.001)
+    cf = counterfactual(sims, np.arange(4), labels, weights, params, exhaustive=True)
+    assert cf.label == "a" and not cf.exact and cf.remove is not None
+    assert label_of(sims, labels, weights, params, np.isin(np.arange(4), cf.remove, invert=True)) != "a"

@@ -70,8 +70,11 @@ def test_no_weight_means_no_label():
     assert decide(np.array([]), [], [], [], np.ones(0), VoteParams(k=3)).label is None
 
 
-@pytest.mark.parametrize("bad", [dict(vote="majority"), dict(k=0), dict(alpha=0), dict(tau=-1)])
+@pytest.mark.parametrize("bad", [dict(vote="majority"), dict(k=0), dict(alpha=0), dict(tau=-1),
+                                 dict(alpha=float("inf")), dict(tau=float("inf"))])
 def test_bad_vote_parameters_fail_early(bad):
+    """Infinite alpha or tau too: alpha inf gave every neighbour weight 0 (label None, no
+    error), tau inf NaN prototype scores."""
     with pytest.raises(InvalidInputError):
         VoteParams(**bad)
 
@@ -96,3 +99,29 @@ def test_a_query_with_no_prototype_gets_no_prototype_score():
 
     scores = prototype_scores(np.array([[0.5, -np.inf, 0.5], [-np.inf, -np.inf, -np.inf]]), tau=0.1)
     assert scores.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]  # not NaN
+
+
+def test_hybrid_shares_sum_to_one_when_no_neighbour_carries_weight():
+    """Every neighbour blocked: the hybrid vote is its prototype part alone, shares summing
+    to 1 (they summed to `mix`, and the confidence was mix times the share)."""
+    from vismem.decide import prototype_scores, vote_matrix
+
+    params = VoteParams(k=2, vote="hybrid", tau=0.1, mix=0.3)
+    protos = {"a": 0.2, "b": 0.4}
+    d = decide(np.array([0.9, 0.8]), [1, 2], ["b", "b"], ["s", "s"], np.zeros(2), params, prototypes=protos)
+    expected = prototype_scores(np.array([[0.8, 0.6]]), tau=0.1)[0]
+    assert d.label == "a" and sum(d.scores.values()) == pytest.approx(1.0)
+    assert d.confidence == pytest.approx(expected[0])
+    rows = vote_matrix(np.array([[0.9, 0.8]]), np.array([[1, 1]]), 2, params, np.zeros((1, 2)),
+                       np.array([[0.8, 0.6]]))
+    np.testing.assert_allclose(rows, [expected])
+
+
+def test_a_blocked_neighbour_breaks_no_tie():
+    """Ties go to the class of the nearest neighbour that votes: a blocked item (weight 0)
+    decides nothing, so the label is the one the memory gives without it."""
+    params = VoteParams(k=3, vote="plurality")
+    blocked = decide(np.array([0.9, 0.8, 0.7]), [1, 2, 3], ["a", "b", "a"], ["s"] * 3, np.array([0.0, 1, 1]), params)
+    without = decide(np.array([0.8, 0.7]), [2, 3], ["b", "a"], ["s"] * 2, np.ones(2), params)
+    assert blocked.scores == without.scores == {"b": 0.5, "a": 0.5}
+    assert blocked.label == without.label == "b"

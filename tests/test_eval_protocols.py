@@ -115,6 +115,20 @@ def test_tune_keeps_the_defaults_on_a_tie_and_finds_a_better_k(tiny):
     assert len(result.by_transform) == 6 and result.to_dict()["transform"]["kind"] in ("none", "center", "whiten")
 
 
+def test_tune_keeps_the_shipped_alpha_tau_and_mix_where_they_change_nothing():
+    """Fewer than 10 training items: the shipped k is not a candidate and every setting is
+    perfect, so k=1 wins, where alpha and tau change nothing: the shipped values stay
+    (alpha 0.5 and tau 0.01 were stored, and then used by every other vote)."""
+    from vismem.decide import VoteParams
+    from vismem.tune import tune
+
+    rng = np.random.default_rng(0)
+    blobs = np.vstack([rng.normal(0, 0.01, (5, 8)) + np.eye(8)[0], rng.normal(0, 0.01, (5, 8)) + np.eye(8)[1]])
+    result = tune((blobs / np.linalg.norm(blobs, axis=1, keepdims=True)).astype(np.float32), ["a"] * 5 + ["b"] * 5)
+    assert result.accuracy == 1.0 and result.default_accuracy is None
+    assert result.params == VoteParams(k=1)
+
+
 def test_cli_refuses_an_out_that_is_a_file_before_any_work(tmp_path, tiny, cli):
     np.save(tmp_path / "x.npy", tiny.vectors)
     np.save(tmp_path / "y.npy", tiny.labels)

@@ -179,3 +179,21 @@ def test_a_memory_whose_items_are_all_blocked_names_unblock(digit_memory, cli):
     result = cli("calibrate", digit_memory, "--json")
     assert result.returncode == 1 and result.stderr.startswith("error: ")
     assert "all 80 items are blocked or pruned" in result.stderr and "vismem unblock" in result.stderr
+
+
+def test_prototype_votes_restricted_to_no_class_answer_no_label(digit_memory):
+    """A restriction that matches no class leaves a prototype or hybrid vote nothing to
+    vote with: label None, as the rank vote answers; not an error saying the memory has no
+    prototypes. A memory whose every item is blocked names the fix."""
+    from vismem.errors import InvalidInputError
+    from vismem.memory import Memory
+
+    with Memory.open(digit_memory) as memory:
+        _, queries = memory.vectors([1, 2])
+        for vote in ("rank", "prototype", "hybrid"):
+            decisions = memory.classify_vectors(queries, vote=vote, labels=["no such label"])
+            assert [d.label for d in decisions] == [None, None] and decisions[0].restriction
+        memory.set_weight(memory.ids(), 0.0)
+        assert memory.classify_vectors(queries, vote="rank")[0].label is None
+        with pytest.raises(InvalidInputError, match=r"every item is blocked or hard-pruned\): unblock"):
+            memory.classify_vectors(queries, vote="prototype")

@@ -79,3 +79,15 @@ def test_memory_keeps_prototypes_in_step_with_edits(tmp_path):
     assert reopened.classify_vectors(vectors[:1], k=5, vote="prototype")[0].label == min(
         decision.prototypes, key=decision.prototypes.get)
     reopened.close()
+
+
+@pytest.mark.filterwarnings("error")  # scikit-learn's ConvergenceWarning on every fit
+def test_a_class_of_duplicates_gets_one_prototype_per_distinct_vector():
+    """The same image stored twice is common; k-means asked for more clusters than distinct
+    vectors warned on every prototype vote. A class gets at most one prototype per distinct
+    vector."""
+    vectors = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0.6, 0.8]], dtype=np.float32)
+    protos = PrototypeSet.fit([1, 2, 3, 4, 5], vectors, ["a", "a", "a", "b", "b"], per_class=3)
+    matrix, owners = protos.prototypes()
+    assert owners.tolist() == ["a", "b", "b"]
+    np.testing.assert_allclose(matrix[0], [1, 0, 0])

@@ -173,3 +173,76 @@ def test_encoder_takes_one_path_given_alone_as_one_image(tmp_path):
     expected = enc.transform([tmp_path / "a.png"])
     for given in (str(tmp_path / "a.png"), tmp_path / "a.png"):
         np.testing.assert_array_equal(enc.transform(given), expected)
+
+
+@pytest.mark.parametrize("vote", ["prototype", "hybrid"])
+def test_a_blocked_class_leaves_the_prototypes(digits, vote):
+    """Blocked items (weight 0) shape no prototype, as in a memory on disk: a class whose
+    every item is blocked gets no vote; unblocked, the estimator is the fresh fit again."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5, vote=vote).fit(x, y)
+    before = clf.predict_proba(tx)
+    clf.set_weight(clf.ids_[y == 3], 0.0)
+    assert (clf.predict(tx) != 3).all() and (clf.predict_proba(tx)[:, 3] == 0).all()
+    clf.set_weight(clf.ids_[y == 3], 1.0)
+    np.testing.assert_allclose(clf.predict_proba(tx), before, atol=1e-6)
+
+
+def test_prototypes_built_after_forget_follow_the_ids(digits):
+    """A prototype vote chosen after `forget` (ids no longer row numbers) explains as a
+    fresh fit on the remaining items does."""
+    x, y, tx, _ = digits
+    keep = np.arange(3, 200)
+    clf = MemoryClassifier(k=5).fit(x[:200], y[:200]).forget([0, 1, 2]).set_params(vote="prototype")
+    fresh = MemoryClassifier(k=5, vote="prototype").fit(x[keep], y[keep])
+    found = [(ours.counterfactual.remove, theirs.counterfactual.remove)
+             for ours, theirs in zip(clf.explain(tx[:5], max_removals=20), fresh.explain(tx[:5], max_removals=20),
+                                     strict=True)]
+    assert sum(theirs is not None for _, theirs in found) >= 3
+    assert all(ours == (None if theirs is None else keep[theirs].tolist()) for ours, theirs in found)
+
+
+def test_set_weight_refuses_what_a_memory_refuses(digits):
+    """Weights a memory on disk refuses (negative, NaN, inf, over 1e6) and ids not stored
+    fail with the fix in the message and change nothing, as `forget` does."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict_proba(tx)
+    for weight in (-1.0, float("nan"), float("inf"), 1e7):
+        with pytest.raises(ValueError, match="weight must be a finite number from 0 to 1e6"):
+            clf.set_weight(clf.ids_[:3], weight)
+    with pytest.raises(ValueError, match=r"no stored items with ids \[300\]"):
+        clf.set_weight([0, 300], 0.0)
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.set_weight(0, 2.0)._weights[0] == 2.0  # one id given alone
+
+
+def test_a_k_past_the_vote_limit_fails_at_fit(digits):
+    """k above 1000 (VoteParams' limit) fails in fit, as scikit-learn validates; it fitted
+    and then failed in predict."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    x, y, _, _ = digits
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        MemoryClassifier(k=1001).fit(x[:50], y[:50])
+    assert MemoryClassifier(k=1000).fit(x[:50], y[:50]).predict(x[:2]).shape == (2,)
+
+
+def test_an_edit_that_leaves_too_little_to_whiten_changes_nothing(digits):
+    """The transform is refitted on what remains before anything is removed: one item
+    cannot be whitened, and the estimator stays as it was (it was left holding one item
+    with the old search rows, and predict failed with an IndexError)."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=3, feature_transform="whiten").fit(x[:5], y[:5])
+    before = clf.predict_proba(tx)
+    with pytest.raises(ValueError, match="cannot whiten"):
+        clf.forget([0, 1, 2, 3])
+    assert clf.ids_.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.forget([0, 1]).predict(tx[:2]).shape == (2,)
+    clf.forget(mask=clf.ids_ >= 0)
+    with pytest.raises(ValueError, match="cannot whiten"):  # it kept the item, searched as given
+        clf.partial_fit(x[:1], y[:1])
+    assert clf.ids_.tolist() == []
+    with pytest.raises(ValueError, match="empty"):
+        clf.predict(tx[:1])

@@ -238,3 +238,12 @@ def test_a_query_with_no_weighted_neighbour_is_none_and_scores_as_wrong(tmp_path
         assert predicted[0] is None and all(p is not None for p in predicted[1:])
         right = float(np.mean(predicted[1:] == ty[1:4]))
         assert clf.score(query, ty[:4]) == pytest.approx(right * 3 / 4)  # the None counts as wrong
+
+
+def test_set_weight_names_ids_the_memory_does_not_hold(tmp_path, vectors):
+    x, y, _, _ = vectors
+    with stored(tmp_path / "m", x[:40], y[:40]) as memory:
+        clf = MemoryClassifier(memory=memory).fit()
+        with pytest.raises(ValueError, match=r"no stored items with ids \[999\] in the memory at"):
+            clf.set_weight([1, 999], 0.0)
+        assert memory.get(1).weight == 1.0

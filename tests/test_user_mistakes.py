@@ -242,6 +242,23 @@ def test_tune_on_an_empty_memory_says_one_line(tmp_path):
     assert result.stderr.splitlines() == [one_line_error(result, "add labelled images first")]
 
 
+def test_tune_on_too_few_items_per_class_names_the_fix():
+    """Two items per class hold none out at 20%: the message says so and how to fix it."""
+    from sklearn.datasets import load_digits
+
+    from vismem.errors import InvalidInputError
+    from vismem.transform import TransformSpec
+    from vismem.tune import tune
+
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:20] / np.linalg.norm(x[:20], axis=1, keepdims=True), np.r_[y[:10], y[:10]].astype(str)
+    with pytest.raises(InvalidInputError, match=r"held out 0: add items \(3 or more per class\), or hold out more"):
+        tune(x, y)
+    with pytest.raises(InvalidInputError, match="the memory has 1: add items of another class"):
+        tune(x, np.full(20, "a"))
+    assert tune(x, y, held_out=0.5, transforms=[TransformSpec()], per_class=[1]).held_out == 10
+
+
 @pytest.mark.parametrize("command", ["add", "eval"])
 def test_images_for_a_memory_without_an_encoder_are_refused_before_any_progress(small_memory, tmp_path, command):
     root, _, _ = small_memory

@@ -108,3 +108,14 @@ def test_bad_parameters_fail_early():
     for bad in (dict(alpha=0), dict(tau=-1), dict(mix=2), dict(vote="vote"), dict(k=0)):
         with pytest.raises(InvalidInputError):
             VoteParams(**bad)
+
+
+def test_paths_must_name_each_query():
+    """One path per query: fewer failed with an IndexError, more were dropped unseen."""
+    from vismem.decide import Ballots, decide_batch
+
+    ballots = Ballots.single(SIMS, IDS, LABELS, SOURCES, np.ones(3))
+    assert decide_batch(ballots, VoteParams(k=3), paths=["q.png"])[0].path == "q.png"
+    for paths in ([], ["q.png", "r.png"]):
+        with pytest.raises(InvalidInputError, match=f"{len(paths)} paths for 1 queries: give one per query"):
+            decide_batch(ballots, VoteParams(k=3), paths=paths)

@@ -81,7 +81,8 @@ def calibrate_threshold(in_scores: np.ndarray, tpr: float = DEFAULT_TPR) -> floa
         raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
     if len(scores) == 0:
         raise InvalidInputError("calibration needs held-out in-distribution queries; the memory is too small")
-    return float(scores[int(np.ceil(tpr * len(scores))) - 1])
+    # the count to accept, rounded up; less a hair, so that 0.56 x 25 (14.000000000000002) is 14
+    return float(scores[max(int(np.ceil(tpr * len(scores) - 1e-9)), 1) - 1])
 
 
 def true_positive_rate(in_scores: np.ndarray, threshold: float) -> float:

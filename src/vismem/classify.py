@@ -40,9 +40,11 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     """Decide a label for each query vector (n, dim), L2-normalised.
 
     With a `calibration`, a query whose out-of-distribution score exceeds its threshold
-    is abstained on (label None). `where` restricts the neighbours, and the prototypes,
-    to the items it allows. With `counterfactuals`, each decision carries what would
-    change its vote (`counterfactual.counterfactual`), searched `max_removals` deeper.
+    is abstained on (label None). `where` restricts the neighbours to the items it allows,
+    and the prototypes to the labels it allows (prototypes are the means of each class's
+    voting items, whatever their source or metadata). With `counterfactuals`, each
+    decision carries what would change its vote (`counterfactual.counterfactual`),
+    searched `max_removals` deeper.
     """
     depth = max(params.k, calibration.k) if calibration else params.k
     if counterfactuals:

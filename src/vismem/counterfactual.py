@@ -23,7 +23,7 @@ How the set is found, per vote rule:
   removing items far from the query (never candidates) can move a prototype too.
 
 Ties are broken as the decision breaks them: `ties="nearest"` (the label whose nearest
-neighbour is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
+voting neighbour, weight > 0, is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
 order; `decide.vote_matrix` and its users).
 """
 
@@ -39,7 +39,7 @@ from .errors import InvalidInputError
 
 TIES = ("nearest", "class-order")
 DEFAULT_MAX_REMOVALS = 50
-_EPS = 1e-9  # score differences this small are ties (float sums in another order)
+_EPS = 1e-9  # leads this small relative to the votes summed are ties (float sums in another order)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class Counterfactual:
     `remove`: the fewest item ids whose removal changes the label (None when no set within
     `max_removals` among the candidates does), and `label_after_remove` the label it becomes
     (None: no label). `block` and `label_after_block` likewise for blocking (weight 0).
-    `exact` is True when both sets are proved smallest (neighbour rules). `runner_up` is
+    `exact` is True when both sets are proved smallest (neighbour rules, but for a softmax so
+    sharp that farther votes underflow beside the nearest one's). `runner_up` is
     the nearest item of the best-scoring other class (or of the nearest other class when
     every neighbour agrees).
     """
@@ -129,6 +130,15 @@ class _Scorer:
             self._of_class = [owners == c for c in self.classes]
             self._alive = np.asarray(clusters.counts) > 0
             self._in_cluster = np.asarray(clusters.member) >= 0
+
+    def summable(self) -> bool:
+        """Whether every vote keeps its value weighed against the nearest candidate's (only
+        a sharp softmax's can fall below the smallest normal float)."""
+        if self.params.vote != "softmax" or not len(self.sims) or not np.isfinite(self.sims[0]):
+            return True
+        with np.errstate(under="ignore"):
+            relative = np.exp((self.sims - self.sims[0]) / self.params.tau)
+        return bool((relative[np.isfinite(self.sims)] >= np.finfo(np.float64).tiny).all())
 
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
@@ -219,9 +229,13 @@ def counterfactual(
     if label is None:
         return Counterfactual(None, None, None, None, None, runner_up, True, m, budget)
     if params.vote in NEIGHBOUR_VOTES:
-        removed = _fewest_removals(scorer, label, exhaustive, budget)
+        # the programme sums votes weighed against the nearest item; one of a sharp softmax
+        # below the smallest normal float (tau 0.001, 0.75 farther) has lost its value there,
+        # so the removals are then found greedily, each variant voted as the decision votes
+        removed = _fewest_removals(scorer, label, exhaustive, budget) if scorer.summable() \
+            else _greedy(scorer, label, "remove", budget)
         blocked = _fewest_blocks(scorer, label)
-        exact = True
+        exact = scorer.summable()
     else:
         removed = _greedy(scorer, label, "remove", budget)
         blocked = _greedy(scorer, label, "block", min(max_removals, m))
@@ -333,10 +347,12 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
     else:
         rank_weight = np.ones(k)
         # rank-free rules: a neighbour's weight does not depend on its slot; softmax's shared
-        # normaliser does not change which class leads, so exp(s/tau) is enough
-        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - sims[:1].max(initial=0.0)) / p.tau)
+        # normaliser does not change which class leads, so exp((s - s_nearest)/tau) is enough
+        top = float(sims[0]) if m and np.isfinite(sims[0]) else 0.0
+        item_base = rule_weights(sims, p) if p.vote != "softmax" else np.exp((sims - top) / p.tau)
     sign = np.where(labels == target, 1.0, np.where(labels == winner, -1.0, 0.0))
-    seen = np.where(labels == target, 1, np.where(labels == winner, 2, 0))
+    # which class comes first in tie order: a neighbour that casts no vote breaks no tie
+    seen = np.where(weights > 0, np.where(labels == target, 1, np.where(labels == winner, 2, 0)), 0)
     later = scorer.ties == "class-order" and target is not None and target > winner
     neg = -np.inf
     value = np.full((budget + 1, k + 1, 3), neg)
@@ -376,6 +392,12 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
         full[better] = value[:, k, :][better]
         choice[:, k, :][better] = 3
         value = new
+    # A lead within _EPS of the votes it sums is a tie. Most leads are clear against the
+    # largest votes the pair could sum; only the others are traced for their own sum (a
+    # sharp softmax casts votes near e^-30 below the nearest item, where a fixed tolerance
+    # took every lead for a tie).
+    pair_gains = np.abs(sign * weights * item_base)[:, None] * rank_weight[None, :]  # (m, k) by slot
+    clear = _EPS * float(pair_gains.max(axis=1).sum())
     ends = range(k + 1) if exhaustive else [k]
     for j in range(budget + 1):
         for t in ends:
@@ -386,10 +408,26 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
                 if target is None:
                     flips = v >= 0  # minus the winner's weight: zero when it has none left
                 else:
-                    flips = f == 0 or v > _EPS or (v >= -_EPS and (f == 1 if scorer.ties == "nearest" else not later))
+                    tie = _EPS * _path_mass(choices, pair_gains, j, t, f) if abs(v) <= clear else clear
+                    flips = f == 0 or v > tie or (v >= -tie and (f == 1 if scorer.ties == "nearest" else not later))
                 if flips:
                     return _trace(choices, seen, j, t, f)
     return None
+
+
+def _path_mass(choices: np.ndarray, pair_gains: np.ndarray, j: int, t: int, f: int) -> float:
+    """The sum of the pair's |votes| kept on the path the dynamic programme chose (as `_trace` walks it)."""
+    mass = 0.0
+    for i in range(len(choices) - 1, -1, -1):
+        c = choices[i, j, t, f]
+        if c == 0:
+            j -= 1
+        elif c in (1, 2):
+            t -= 1
+            mass += float(pair_gains[i, t])
+            if c == 2:
+                f = 0
+    return mass
 
 
 def _trace(choices: np.ndarray, seen: np.ndarray, j: int, t: int, f: int) -> list[int]:

@@ -17,12 +17,14 @@ Two more rules use class prototypes (see `prototypes.py`), given as the cosine
 similarity s_c of the query to each class's nearest prototype:
 
 - prototype: score_c = softmax(s_c / tau) over classes
-- hybrid:    score_c = (1 - mix) * kNN score_c (by the rank rule) + mix * prototype score_c
+- hybrid:    score_c = (1 - mix) * kNN score_c (by the rank rule) + mix * prototype score_c,
+             normalised again: when no neighbour carries weight, the prototype score alone
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -32,6 +34,7 @@ from .errors import InvalidInputError
 
 NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
 VOTES = NEIGHBOUR_VOTES + ("prototype", "hybrid")
+MAX_K = 1000
 
 
 def _option(default: Any, help: str, **limits: Any) -> Any:
@@ -43,7 +46,7 @@ class VoteParams:
     """How neighbours vote. Validated on construction; `settings.describe` gives each
     field's help and limits to the CLI and the service."""
 
-    k: int = _option(10, "Neighbours that vote.", min=1, max=1000)
+    k: int = _option(10, "Neighbours that vote.", min=1, max=MAX_K)
     vote: str = _option("rank", f"Voting rule: {'|'.join(VOTES)}.", choices=VOTES)
     alpha: float = _option(2.0, "Rank vote offset: w = 1/(alpha+rank).", min_exclusive=0.0)
     tau: float = _option(0.07, "Softmax (and prototype) vote temperature.", min_exclusive=0.0)
@@ -52,12 +55,12 @@ class VoteParams:
     def __post_init__(self) -> None:
         if self.vote not in VOTES:
             raise InvalidInputError(f"unknown vote {self.vote!r}; choose from {', '.join(VOTES)}")
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= 1000:
-            raise InvalidInputError(f"k must be an integer from 1 to 1000, got {self.k!r}")
-        if not self.alpha > 0:
-            raise InvalidInputError(f"alpha must be > 0, got {self.alpha}")
-        if not self.tau > 0:
-            raise InvalidInputError(f"tau must be > 0, got {self.tau}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= MAX_K:
+            raise InvalidInputError(f"k must be an integer from 1 to {MAX_K}, got {self.k!r}")
+        if not 0 < self.alpha < math.inf:
+            raise InvalidInputError(f"alpha must be > 0 and finite, got {self.alpha}")
+        if not 0 < self.tau < math.inf:
+            raise InvalidInputError(f"tau must be > 0 and finite, got {self.tau}")
         if not 0 <= self.mix <= 1:
             raise InvalidInputError(f"mix must be between 0 and 1, got {self.mix}")
 
@@ -100,7 +103,7 @@ def rule_weights(similarities: np.ndarray, params: VoteParams) -> np.ndarray:
 def prototype_scores(prototype_similarities: np.ndarray, tau: float) -> np.ndarray:
     """softmax(s_c / tau) over classes (last axis); -inf marks a class with no prototype."""
     s = np.asarray(prototype_similarities, dtype=np.float64)
-    top = s.max(axis=-1, keepdims=True)
+    top = s.max(axis=-1, keepdims=True, initial=-np.inf)  # no class at all: zeros too
     e = np.exp((s - np.where(np.isfinite(top), top, 0.0)) / tau)  # no prototype at all: zeros
     total = e.sum(axis=-1, keepdims=True)
     return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
@@ -128,14 +131,20 @@ def class_scores(weights: np.ndarray, label_index: np.ndarray, n_classes: int, p
     rows = np.broadcast_to(np.arange(n)[:, None], np.shape(label_index))
     if n_classes:  # none when a restriction matched no item
         np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
-    total = scores.sum(axis=1, keepdims=True)
-    scores = np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
+    scores = _shares(scores)
     if params.uses_prototypes:
         if prototype_similarities is None:
             raise InvalidInputError(f"vote {params.vote} needs prototype similarities")
         proto = prototype_scores(prototype_similarities, params.tau)
-        scores = proto if params.vote == "prototype" else (1 - params.mix) * scores + params.mix * proto
+        # hybrid: a part with no votes (every neighbour blocked, or no prototype) leaves the other alone
+        scores = proto if params.vote == "prototype" else _shares((1 - params.mix) * scores + params.mix * proto)
     return scores
+
+
+def _shares(scores: np.ndarray) -> np.ndarray:
+    """Rows of scores (n, C) divided by their sums; a row summing to 0 stays 0."""
+    total = scores.sum(axis=1, keepdims=True)
+    return np.divide(scores, total, out=np.zeros_like(scores), where=total > 0)
 
 
 def vote_matrix(
@@ -220,8 +229,9 @@ class PrototypeDistances(Mapping[str, float]):
 class Decision:
     """A classification and everything needed to see why.
 
-    `scores` maps each label that received votes to its normalised score (they sum to
-    1), best first. `neighbors` are nearest first. `prototypes` maps every class to
+    `scores` maps each label among the neighbours (and, for the prototype and hybrid
+    votes, each class with a prototype) to its normalised score, best first: they sum to
+    1, or are all 0 when nothing voted. `neighbors` are nearest first. `prototypes` maps every class to
     the cosine distance from the query to its nearest class prototype. `label` is
     None when no neighbour carried any weight, or when the query was abstained on
     (`abstained`, with its `ood_score` above the memory's calibrated `threshold`).
@@ -338,7 +348,8 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     `labels` object, `live` False for padding, `factors` each neighbour's item weight x
     pruning factor; `prototype_similarities` (n, P) to each of `prototype_classes`, -inf
     where a class has no prototype. Tie order: the classes of the nearest neighbours
-    first, then, for the votes that use them, the classes with a prototype.
+    that vote (factor > 0: a blocked item breaks no tie), then of the others, then, for
+    the votes that use them, the classes with a prototype.
     """
     n = len(labels)
     proto_classes = list(prototype_classes)
@@ -354,9 +365,10 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
     proto_names = np.asarray(proto_classes, dtype=object)
     finite = np.isfinite(proto_sims)
+    voting = live & (np.asarray(factors) > 0)
     shares = []
     for q in range(n):
-        order = dict.fromkeys([*labels[q, live[q]].tolist(),
+        order = dict.fromkeys([*labels[q, voting[q]].tolist(), *labels[q, live[q]].tolist(),
                                *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())])
         shares.append({c: float(scores[q, position[c]]) for c in order})
     return weights, shares
@@ -384,16 +396,21 @@ def decide_batch(
     `prototype_similarities` float (n, C) gives each query's cosine similarity to the
     nearest prototype of each of `prototype_classes` (-inf: the class has none); the
     prototype and hybrid rules need it, and every decision reports those distances.
-    The label is the highest score; ties go to the class of the nearest neighbour, then
-    to prototype order. `decide` is this function on one query.
+    The label is the highest score; ties go to the class of the nearest neighbour that
+    votes (weight > 0), then to prototype order. `decide` is this function on one query.
     """
     b = ballots.head(params.k)
     n = len(b.ids)
+    if paths is not None and len(paths) != n:
+        raise InvalidInputError(f"{len(paths)} paths for {n} queries: give one per query (None for one with no path)")
     proto_classes = list(prototype_classes)
     proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
                   else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
-    if params.uses_prototypes and not np.isfinite(proto_sims).any(axis=1).all():
-        raise InvalidInputError(f"vote {params.vote} needs class prototypes; the memory has none")
+    # a restriction may leave a query no prototype (as no neighbour): it gets no label
+    if params.uses_prototypes and restriction is None and not np.isfinite(proto_sims).any(axis=1).all():
+        raise InvalidInputError(
+            f"vote {params.vote} needs class prototypes, and no item votes to shape one (every item is blocked "
+            f"or hard-pruned): unblock some, or choose a neighbour vote ({', '.join(NEIGHBOUR_VOTES)})")
     live = b.ids >= 0
     weights, all_shares = tally(b.similarities, b.labels, live, b.item_weights * b.prune_factors, params,
                                 proto_classes, proto_sims)

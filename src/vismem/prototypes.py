@@ -77,7 +77,9 @@ class PrototypeSet:
             # k-means++ seeds by row order: order rows by content, so the same items give the
             # same prototypes whatever ids (and so order) their home gave them
             rows = rows[np.lexsort(vectors[rows].T[::-1])]
-            m = min(per_class, len(rows))
+            # no more prototypes than distinct vectors (a class of one image stored twice):
+            # k-means would warn on every fit and leave clusters empty
+            m = min(per_class, len(rows)) if per_class == 1 else min(per_class, len(np.unique(vectors[rows], axis=0)))
             if m == 1:
                 groups = np.zeros(len(rows), dtype=int)
             else:  # scikit-learn only here: importing it costs seconds, and one prototype needs none

@@ -34,11 +34,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
-from .decide import VOTES, Neighbor, VoteParams, neighbour_weights
+from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
 from .encoders import normalize_rows
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
-from .transform import TRANSFORMS, TransformSpec, fit_transform, identity
+from .store.base import check_weight
+from .transform import TRANSFORMS, FeatureTransform, TransformSpec, fit_transform, identity
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -67,7 +68,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         feature transform, its prototypes, its pruning and its item weights, so `predict`
         answers what `Memory.classify_vectors` (`vismem classify`) answers; see "Over a
         memory on disk" below.
-    k : int, default=None
+    k : int from 1 to 1000, default=None
         Neighbours that vote. None: 10, or over a memory, the memory's default (as set by
         `vismem tune`); likewise for `vote`, `alpha`, `tau` and `mix`.
     vote : {"rank", "softmax", "distance", "plurality", "prototype", "hybrid"}, default=None
@@ -133,7 +134,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "memory": [str, os.PathLike, HasMethods(["classify_vectors", "add_vectors", "remove"]), None],
-        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "k": [Interval(Integral, 1, MAX_K, closed="both"), None],
         "vote": [StrOptions(set(VOTES)), None],
         "alpha": [Interval(Real, 0, None, closed="neither"), None],
         "tau": [Interval(Real, 0, None, closed="neither"), None],
@@ -211,19 +212,25 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _store(self, X: np.ndarray, y: np.ndarray, first_id: int) -> None:
+        held, spec = _Held(X), self._spec()
+        transform = None
+        if spec.kind != "none" or spec.power != 1:
+            # fitted before anything changes: one that cannot be fitted (whitening one item)
+            # raises with the estimator as it was
+            held.raw, held.given = normalize_rows(np.asarray(X, dtype=np.float32)), None
+            transform = fit_transform(held.raw, spec)
         self.classes_ = np.unique(y)
         self.ids_ = np.arange(first_id, first_id + len(y), dtype=np.int64)
         self._n_ids = first_id + len(y)  # the next id; ids are never reused
         self._y = np.asarray(y)
         self._weights = np.ones(len(y))
-        self._held = _Held(X)
-        spec = self._spec()
-        if spec.kind == "none" and spec.power == 1:
+        self._held = held
+        if transform is None:
             # nothing to fit: normalising and indexing wait for the first query, as
             # KNeighborsClassifier's brute search also leaves its work to query time
             self.transform_ = identity(X.shape[1])
         else:
-            self._refit()
+            self._search_through(transform)
 
     @property
     def _raw(self) -> np.ndarray:
@@ -252,19 +259,29 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     def _refit(self) -> None:
         """Fit the transform and prototypes on what is stored now (nothing removed lingers)."""
-        self.transform_ = fit_transform(self._raw, self._spec())
-        self._memory = self._array_memory(self.transform_.apply(self._raw), None)
+        self._search_through(fit_transform(self._raw, self._spec()))
+
+    def _search_through(self, transform: FeatureTransform) -> None:
+        """The stored rows as searched through `transform`; prototypes refitted on first use."""
+        self.transform_ = transform
+        self._memory = self._array_memory(transform.apply(self._raw), None)
 
     def _array_memory(self, vectors: np.ndarray, prototypes: PrototypeSet | None) -> ArrayMemory:
         if len(self._y):
-            memory = ArrayMemory(vectors, self._y, classes=self.classes_.tolist(), factors=self._weights,
-                                 per_class=self._per_class, prototypes=prototypes)
-            # prototypes are keyed by id, so partial_fit and forget can update them in place
-            if prototypes is None and self._params.uses_prototypes:
-                memory._prototypes = PrototypeSet.fit(self.ids_.tolist(), vectors, self._y.tolist(),
-                                                      per_class=self._per_class)
-            return memory
+            return ArrayMemory(vectors, self._y, classes=self.classes_.tolist(), factors=self._weights,
+                               per_class=self._per_class, prototypes=prototypes)
         return ArrayMemory(np.empty((0, vectors.shape[1]), np.float32), [], classes=self.classes_.tolist())
+
+    def _voting_memory(self, params: VoteParams) -> ArrayMemory:
+        """The stored rows as searched, with their prototypes when `params` vote with them:
+        fitted here, not by ArrayMemory, so that they are keyed by id (partial_fit adds to
+        them in place) and made of the items that vote (weight > 0), as a memory's are."""
+        memory = self._memory
+        if params.uses_prototypes and memory._prototypes is None:
+            voting = self._weights > 0
+            memory._prototypes = PrototypeSet.fit(self.ids_[voting].tolist(), memory.vectors[voting],
+                                                  self._y[voting].tolist(), per_class=self._per_class)
+        return memory
 
     def partial_fit(self, X, y, classes=None) -> MemoryClassifier:
         """Add items (n, dim) with labels (n,) without refitting anything: the transform stays
@@ -321,20 +338,16 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"mask must have one entry per stored item ({len(self.ids_)}), got {mask.shape}")
             gone = mask
         else:
-            wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
-            unknown = np.setdiff1d(wanted, self.ids_)
-            if len(unknown):
-                raise ValueError(f"no stored items with ids {unknown.tolist()[:10]}")
-            gone = np.isin(self.ids_, wanted)
+            gone = np.isin(self.ids_, self._stored_ids(ids))
         keep = ~gone
+        # fitted before anything changes, so a transform that cannot be fitted on what remains
+        # (whitening one item) raises with the estimator as it was; with nothing left, no
+        # trace of the forgotten is kept and the next partial_fit fits afresh
+        transform = fit_transform(self._raw[keep], self._spec()) if keep.any() else identity(self.n_features_in_)
         self.ids_, self._raw, self._y = self.ids_[keep], self._raw[keep], self._y[keep]
         self._weights = self._weights[keep]
         self.classes_ = np.unique(self._y) if len(self._y) else self.classes_[:0]
-        if len(self._y):
-            self._refit()
-        else:  # nothing left to fit on (no trace of the forgotten kept): the next partial_fit fits afresh
-            self.transform_ = identity(self.n_features_in_)
-            self._memory = self._array_memory(np.empty((0, self.n_features_in_), np.float32), None)
+        self._search_through(transform)
         return self
 
     def refit_transform(self) -> MemoryClassifier:
@@ -348,14 +361,32 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self._refit()
         return self
 
-    def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
-        """Items' vote weight: 0 blocks, > 1 boosts, 1 is normal (over a memory on disk:
-        `Memory.set_weight`, durable)."""
-        check_is_fitted(self)
+    def _stored_ids(self, ids: Any) -> np.ndarray:
+        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored."""
+        wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         if self._on_disk:
-            self.memory_.set_weight(ids, weight)
+            found = {item.id for item in self.memory_.items(wanted.tolist())}
+            unknown = [i for i in wanted.tolist() if i not in found]
+            where = f" in the memory at {self.memory_.location}"
+        else:
+            unknown, where = np.setdiff1d(wanted, self.ids_).tolist(), ""
+        if unknown:
+            raise ValueError(f"no stored items with ids {unknown[:10]}{where}")
+        return wanted
+
+    def set_weight(self, ids: Sequence[int], weight: float) -> MemoryClassifier:
+        """Items' vote weight, a finite number from 0 to 1e6 as a memory on disk keeps: 0
+        blocks, > 1 boosts, 1 is normal (over a memory on disk: `Memory.set_weight`,
+        durable). Raises ValueError, changing nothing, for ids it does not hold."""
+        check_is_fitted(self)
+        check_weight(weight)
+        wanted = self._stored_ids(ids)
+        if self._on_disk:
+            self.memory_.set_weight(wanted.tolist(), weight)
             return self
-        rows = np.isin(self.ids_, np.asarray(list(ids), dtype=np.int64))
+        rows = np.isin(self.ids_, wanted)
+        if ((self._weights[rows] > 0) != (weight > 0)).any():
+            self._memory._prototypes = None  # who shapes them changed: refitted when next voted with
         self._weights[rows] = float(weight)
         self._memory.factors = self._weights
         return self
@@ -371,13 +402,14 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares float64 (n, n_classes), columns in `classes_` order, rows summing to 1
-        (to 0 when every neighbour is blocked)."""
+        (to 0 when nothing votes: every neighbour blocked, and no prototype for the votes using them)."""
         if self._on_disk:
             return self._shares(self._decide_on_disk(X))
         queries = self._queries(X)
         params = self._params
-        neighbours = self._memory.query(queries, params.k, prototypes=params.uses_prototypes)
-        return self._memory.scores(neighbours, params)
+        memory = self._voting_memory(params)
+        neighbours = memory.query(queries, params.k, prototypes=params.uses_prototypes)
+        return memory.scores(neighbours, params)
 
     def predict(self, X) -> np.ndarray:
         """Labels (n,): the class with the largest vote share (ties: the earlier class; over a
@@ -430,13 +462,14 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         queries = self._queries(X)
         params = self._params
         depth = min(params.k + max_removals, len(self._y))
+        memory = self._voting_memory(params)
         # one search, deep enough for the counterfactual; its first k columns vote
-        found = self._memory.query(queries, depth, prototypes=params.uses_prototypes)
-        proba = self._memory.scores(found, params)
+        found = memory.query(queries, depth, prototypes=params.uses_prototypes)
+        proba = memory.scores(found, params)
         k = params.k
         votes = neighbour_weights(found.sims[:, :k], found.label_index[:, :k], params,
                                   self._weights[found.rows[:, :k]])
-        clusters = self._memory.prototypes.clusters() if params.uses_prototypes else None
+        clusters = memory.prototypes.clusters() if params.uses_prototypes else None
         classes = self.classes_.tolist()
         out = []
         for q, sims, rows, shares, voted in zip(queries, found.sims, found.rows, proba, votes, strict=False):
@@ -584,11 +617,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"mask must have one entry per stored item ({len(self.ids_)}), got {mask.shape}")
             wanted = self.ids_[mask].tolist()
         else:
-            wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist()
-            found = {item.id for item in self.memory_.items(wanted)}
-            unknown = [i for i in wanted if i not in found]
-            if unknown:
-                raise ValueError(f"no stored items with ids {unknown[:10]} in the memory at {self.memory_.location}")
+            wanted = self._stored_ids(ids).tolist()
         self.memory_.remove(wanted, purge=True)
         self._read_memory()
         return self

@@ -65,20 +65,28 @@ class TuneResult:
 
 
 def candidates(max_k: int, rules: Sequence[str], per_class: int) -> list[VoteParams]:
-    """Every setting to try, the defaults first."""
+    """Every setting to try, the defaults first, and at each k the shipped alpha, tau and
+    mix first: where they change nothing (alpha and tau at k=1), a tie keeps them."""
     ks = [k for k in KS if k <= max_k] or [max_k]
-    out = [VoteParams()] if VoteParams().k <= max_k else []
+    shipped = VoteParams()
+    alphas, taus, mixes = (_first(shipped.alpha, ALPHAS), _first(shipped.tau, TAUS), _first(shipped.mix, MIXES))
+    out = [shipped] if shipped.k <= max_k else []
     for rule in rules:
         for k in ks if rule != "prototype" else [1]:
             if rule == "rank":
-                out += [VoteParams(k=k, vote=rule, alpha=a) for a in ALPHAS]
+                out += [VoteParams(k=k, vote=rule, alpha=a) for a in alphas]
             elif rule == "softmax" or rule == "prototype":
-                out += [VoteParams(k=k, vote=rule, tau=t) for t in TAUS]
+                out += [VoteParams(k=k, vote=rule, tau=t) for t in taus]
             elif rule == "hybrid":
-                out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in TAUS for m in MIXES]
+                out += [VoteParams(k=k, vote=rule, tau=t, mix=m) for t in taus for m in mixes]
             else:
                 out.append(VoteParams(k=k, vote=rule))
     return out
+
+
+def _first(value: float, grid: Sequence[float]) -> list[float]:
+    """`grid` with `value` moved to the front."""
+    return [value, *(v for v in grid if v != value)]
 
 
 def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
@@ -91,6 +99,18 @@ def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
     return fitted.apply(vectors[train]), fitted.apply(vectors[test])
 
 
+def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
+    """Refuse a memory the held-out split cannot measure, naming the fix."""
+    classes = len(set(labels.tolist()))
+    if classes < 2:
+        raise InvalidInputError(f"tuning compares classes, and the memory has {classes}: add items of another class")
+    if len(test) < 2:
+        raise InvalidInputError(
+            f"tuning holds out {held_out:.0%} of each class (none of a class with one item) and needs at least 2 "
+            f"held-out items; of these {len(labels)} items in {classes} classes it held out {len(test)}: add items "
+            "(3 or more per class), or hold out more (`vismem tune --held-out`, up to 0.5)")
+
+
 def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
          rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"), per_class: Sequence[int] = PER_CLASS,
          transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, held_out: float = 0.2, seed: int = 0,
@@ -98,8 +118,7 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
     """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels)."""
     labels = np.asarray(labels)
     train, test = holdout_split(labels.tolist(), held_out, seed)
-    if len(test) < 2 or len(set(labels[train].tolist())) < 2:
-        raise InvalidInputError("tuning needs at least 2 classes and a few items per class in the memory")
+    _check_split(labels, test, held_out)
     if not transforms or not per_class:
         raise InvalidInputError("tuning needs at least one transform and one prototype count")
     truth = labels[test]
