@@ -101,3 +101,27 @@ def test_calibrate_memory_records_what_it_was_fitted_on(tmp_path):
         calibration = calibrate_memory(memory)
         assert calibration.max_id == max(ids) and calibration.items == 300
         assert memory.settings.abstention == calibration
+
+
+def test_abstention_scores_the_nearest_item_that_votes(tmp_path):
+    """Calibration scores each voting item against the other voting items; classify scored
+    a query by its nearest item, blocked or not. So a query of a blocked class sat next to
+    its blocked items, scored as familiar, and was answered with another class's label."""
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target.astype(str)
+    rows = np.random.default_rng(0).permutation(len(x))
+    memory_rows, query_rows = rows[:1200], rows[1200:]
+    threes = x[query_rows][y[query_rows] == "3"]
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        ids = np.asarray(memory.add_vectors(x[memory_rows], y[memory_rows]))
+        from vismem.curate import calibrate_memory
+
+        calibrate_memory(memory)
+        nearest = np.array([1 - memory.search(q, 1)[0][0].distance for q in threes])
+        scored = memory.classify_vectors(threes, abstain=True)
+        assert np.allclose([d.ood_score for d in scored], 1 - nearest, atol=1e-5)  # nothing blocked: unchanged
+        assert not any(d.abstained for d in scored)
+        memory.set_weight(ids[y[memory_rows] == "3"].tolist(), 0.0)
+        blocked = memory.classify_vectors(threes, abstain=True)
+        assert sum(d.abstained for d in blocked) >= 0.9 * len(threes)
+        assert all(d.ood_score >= s.ood_score for d, s in zip(blocked, scored))

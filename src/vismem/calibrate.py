@@ -1,7 +1,7 @@
 """Abstention: a score for "unlike anything in memory", and its calibrated threshold.
 
 The score of a query is d_k + w * d_p: the cosine distance to its k-th nearest item
-plus w times the distance to the nearest class prototype. Far from both means out of
+that votes plus w times the distance to the nearest class prototype. Far from both means out of
 distribution. k = 1: on digits and MNIST the nearest item's distance separates unknown
 classes better than the 10th's. w = 0 (the nearest item alone) unless `fit_calibration`
 measures a prototype mix to separate better on the memory's own data: it holds each

@@ -64,7 +64,8 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
         decisions = [replace(d, counterfactual=c) for d, c in zip(decisions, found, strict=True)]
     if calibration is None:
         return decisions
-    kth = kth_distance(neighbours, calibration.k)
+    # the k-th nearest item that votes, as calibration measured it on the voting items
+    kth = kth_distance(neighbours, calibration.k, votes=voters.item_weights * voters.prune_factors > 0)
     # each query's distance to its nearest prototype, as its decision reports it (2: none)
     best = np.asarray(proto_sims, dtype=np.float64).max(axis=1, initial=-np.inf)
     nearest = np.where(np.isfinite(best), 1.0 - best, 2.0)
@@ -120,10 +121,14 @@ def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:
                    settings.pruning.factors(neighbours.prune_counts), neighbours.relabelled_from)
 
 
-def kth_distance(neighbours: Neighbours, k: int) -> np.ndarray:
-    """Cosine distance to each query's k-th neighbour (the farthest found when fewer; 2
-    when none was found)."""
-    sims = np.asarray(neighbours.similarities[:, :k], dtype=np.float64)
-    found = (neighbours.ids[:, :k] >= 0).sum(axis=1)
-    last = sims[np.arange(len(sims)), np.maximum(found - 1, 0)] if sims.shape[1] else np.zeros(len(sims))
+def kth_distance(neighbours: Neighbours, k: int, votes: np.ndarray | None = None) -> np.ndarray:
+    """Cosine distance to each query's k-th neighbour, counting only those where `votes`
+    (bool, like the ids) holds, when given (the farthest such found when fewer; 2 when
+    none was found)."""
+    counted = neighbours.ids >= 0 if votes is None else (neighbours.ids >= 0) & votes
+    rank = np.cumsum(counted, axis=1)  # how many counted neighbours up to each column
+    found = np.minimum(rank[:, -1], k) if rank.shape[1] else np.zeros(len(rank), np.int64)
+    column = np.argmax(counted & (rank == found[:, None]), axis=1) if rank.shape[1] else found
+    sims = np.asarray(neighbours.similarities, dtype=np.float64)
+    last = sims[np.arange(len(sims)), column] if sims.shape[1] else np.zeros(len(sims))
     return np.where(found > 0, 1.0 - last, 2.0)
