@@ -124,4 +124,4 @@ def test_abstention_scores_the_nearest_item_that_votes(tmp_path):
         memory.set_weight(ids[y[memory_rows] == "3"].tolist(), 0.0)
         blocked = memory.classify_vectors(threes, abstain=True)
         assert sum(d.abstained for d in blocked) >= 0.9 * len(threes)
-        assert all(d.ood_score >= s.ood_score for d, s in zip(blocked, scored))
+        assert all(d.ood_score >= s.ood_score for d, s in zip(blocked, scored, strict=True))
