@@ -220,3 +220,17 @@ def test_duplicate_detection_follows_removals(memdir, tmp_path):
     assert memory.add_images([tmp_path / "cup.png"], label="cup").duplicates
     memory.remove(copy.added)  # now nothing does: the image can be added again
     assert len(memory.add_images([tmp_path / "cup.png"], label="cup").added) == 1
+
+
+def test_labels_given_as_a_numpy_array_come_back_as_plain_text(memdir):
+    """Labels from a numpy array (as scikit-learn's y is) came back as numpy.str_ in every
+    decision, hit and score key until the memory was reopened."""
+    vectors = unit_vectors(20, 8)
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(vectors, np.array(["a", "b"] * 10), sources=np.array(["s"] * 20))
+        memory.relabel(ids[:1], np.str_("c"))
+        decision = memory.classify_vectors(vectors[:1], k=3)[0]
+        texts = [decision.label, *decision.scores, *(n.label for n in decision.neighbors),
+                 *(n.source for n in decision.neighbors), *(h.label for h in memory.search(vectors[1], 3)[0]),
+                 *(i.label for i in memory.items(ids[:2]))]
+        assert {type(t) for t in texts} == {str}, texts

@@ -37,7 +37,7 @@ from .prune import PruneSettings
 from .search.base import padded
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
-from .store.base import Where
+from .store.base import Where, plain_text
 from .transform import FeatureTransform, TransformSpec
 
 Progress = Callable[[int], None]
@@ -712,6 +712,7 @@ class Memory:
             raise InvalidInputError("update needs a new label or a weight")
         targets = possible_ids(ids)
         value = None if weight is None else float(weight)
+        label = plain_text(label)
         return self._commit(lambda store: store.update(targets, label=label, weight=value), touched=targets)
 
     def set_prune_counts(self, counts: Mapping[int, int]) -> None:

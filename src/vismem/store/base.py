@@ -257,6 +257,15 @@ class NewItem:
     weight: float = 1.0
     added_at: float | None = None
 
+    def __post_init__(self) -> None:
+        self.label, self.source = plain_text(self.label), plain_text(self.source)
+
+
+def plain_text(value: Any) -> Any:
+    """A str subclass (numpy's str_, from labels given as an array) as a plain str, so that
+    every label and source read back is one; anything else as it is, for the checks."""
+    return str(value) if isinstance(value, str) and type(value) is not str else value
+
 
 @dataclass(frozen=True)
 class Item:
