@@ -185,9 +185,10 @@ def test_missing_ids_are_partial_success_everywhere(tmp_path, cli):
         report = json_lines(result)[0]
         assert report["ids"] == [1] or report.get("removed") == 1, (verb, report)
         # none of them exists: an error, and nothing changed
-        result = cli(verb, memdir, "--id", "99999", "--id", huge, *extra)
-        assert result.returncode == 1, (verb, result.stderr)
-        assert "error: no items with ids [99999," in result.stderr and "nothing changed" in result.stderr
+        for output in ([], ["--json"]):  # and no report of 0 items done before the error
+            result = cli(verb, memdir, "--id", "99999", "--id", huge, *extra, *output)
+            assert result.returncode == 1 and result.stdout == "", (verb, result.stdout, result.stderr)
+            assert result.stderr.strip().splitlines() == [f"error: no items with ids [99999, {huge}]; nothing changed"]
 
 
 @pytest.mark.parametrize("batch_size", [-1, 0, 2.5, "3", True])

@@ -17,7 +17,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import parse_pairs, parse_where
-from . import EXIT_ERROR, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
+from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -85,17 +85,21 @@ def load_npy(path: Path, option: str):
     raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
 
 
+def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
+    """None of the ids asked for exists, so nothing changed: an error (exit 1), said before
+    any report is printed."""
+    asked = list(asked)
+    if asked and not list(done):
+        raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
+
+
 def exit_if_missing(asked: Iterable[int], done: Iterable[int]) -> None:
-    """Ids that were asked for but do not exist, named on stderr. When some others were
-    done, that is partial success: exit 3. When none was, nothing changed: exit 1."""
-    done = set(done)
-    missing = sorted(set(asked) - done)
-    if missing and done:
+    """After the report: ids that were asked for but do not exist, named on stderr, while
+    the others were done (`refuse_if_none_done` came first): partial success, exit 3."""
+    missing = sorted(set(asked) - set(done))
+    if missing:
         err.print(f"no items with ids {missing}; the others were done", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
-    if missing:
-        err.print(f"error: no items with ids {missing}; nothing changed", markup=False)
-        raise typer.Exit(EXIT_ERROR)
 
 
 def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) -> list:
@@ -348,6 +352,7 @@ def remove(
         removed = memory.remove(targets)
         prints = unshared(prints, memory)
         count = len(memory)
+    refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
         found, files, scanned = find_remnants(memdir, prints)
@@ -369,7 +374,7 @@ def remove(
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
     if verify and found:
         first = found[0]
-        err.print(f"error: removed, but {len(found)} remnants of removed items found, e.g. item "
+        err.print(f"warning: removed, but {len(found)} remnants of removed items found, e.g. item "
                   f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
     if ids:
@@ -386,6 +391,7 @@ def relabel(
     """Give items a new label, without re-encoding anything."""
     with _open(memdir) as memory:
         changed = memory.relabel(ids, label)
+    refuse_if_none_done(ids, changed)
     missing = sorted(set(ids) - set(changed))
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})

@@ -14,7 +14,7 @@ from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
 from . import app, emit, out, progress_bar
-from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing
+from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 
@@ -162,6 +162,7 @@ def calibrate(
 def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:
     with _open(memdir) as memory:
         changed = memory.set_weight(ids, weight)
+    refuse_if_none_done(ids, changed)
     missing = sorted(set(ids) - set(changed))
     if json_out:
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
