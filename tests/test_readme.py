@@ -1,4 +1,5 @@
-"""The README's Python example runs as written, so the docs cannot drift from the code."""
+"""The README's Python example runs as written, and every `vismem` command and option the README
+and docs/ show exists, so the docs cannot drift from the code."""
 
 import re
 from pathlib import Path
@@ -22,3 +23,39 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "pip install -e . && vismem demo" in first_block
     assert "python -m pytest" in first_block
     assert text.index(first_block) < 100
+
+
+def _documented_commands():
+    """Every `vismem COMMAND ...` line in the README's and docs/'s shell blocks and indented
+    blocks, and every inline `vismem COMMAND ...` in their text, as (file, command, options)."""
+    docs = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    for path in docs:
+        text = path.read_text()
+        shell = "\n".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S))
+        lines = [line.split("#")[0] for line in shell.splitlines()]
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        lines += re.findall(r"`(vismem [^`]*)`", prose) + re.findall(r"^ {4}(vismem .*)$", prose, flags=re.M)
+        for line in lines:
+            for call in re.findall(r"\bvismem ([a-z][a-z-]*)([^&;]*)", line):
+                yield path.name, call[0], re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", call[1])
+
+
+def test_documented_commands_and_options_exist():
+    """A command or option the docs show but the CLI lacks (renamed, removed) fails here."""
+    import typer
+
+    from vismem.cli import load_commands
+
+    commands = typer.main.get_command(load_commands()).commands  # type: ignore[attr-defined]
+    wrong = []
+    seen = 0
+    for name, command, options in _documented_commands():
+        cli = commands.get(command)
+        if cli is None:
+            wrong.append(f"{name}: vismem {command}: no such command")
+            continue
+        seen += 1
+        known = {opt for param in cli.params for opt in (*param.opts, *param.secondary_opts)} | {"--help"}
+        wrong += [f"{name}: vismem {command} {option}: no such option" for option in options if option not in known]
+    assert seen > 50, "the docs lost their command examples, or this test stopped finding them"
+    assert not wrong, "\n".join(wrong)

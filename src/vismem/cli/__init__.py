@@ -4,7 +4,8 @@ Conventions every command follows:
 - `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
 - Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
-  unlabelled, some ids did not exist, or a verified removal found remnants.
+  unlabelled, some ids did not exist, or a verified removal found remnants; 130
+  interrupted (Ctrl-C), with an `interrupted: ...` line saying what stays.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
     "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped, "
-    "ids missing, or remnants found).",
+    "ids missing, or remnants found), 130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

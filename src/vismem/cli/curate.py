@@ -34,7 +34,7 @@ def tune(
                                   "the measured whitenings), or only none, center or whiten."),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
+    """Choose the feature transform, k, vote, alpha, tau, mix (and prototypes per class) on a
     held-out split of the memory's own items, and store them as the memory's defaults. A
     new transform is fitted on every item and the index rebuilt through it."""
     from ..curate import tune_memory

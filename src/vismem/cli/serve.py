@@ -16,7 +16,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @app.command()
 def serve(
-    memdir: Path = typer.Argument(..., help="Memory directory.", show_default=False),
+    memdir: Path = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.",
+                                 show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     token: Optional[str] = typer.Option(
@@ -34,7 +35,7 @@ def serve(
     precision: str = PrecisionOpt,
     batch_size: Optional[int] = BatchSizeOpt,
 ) -> None:
-    """Serve MEMDIR over HTTP: API (OpenAPI at /docs) and a web page at /.
+    """Serve MEMDIR over HTTP: API (Swagger UI at /docs, OpenAPI at /openapi.json) and a web page at /.
 
     Editing endpoints need `Authorization: Bearer TOKEN` (--token or VISMEM_TOKEN);
     without a token the server starts read-only.
