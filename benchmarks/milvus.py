@@ -83,7 +83,8 @@ def main() -> None:
     from pymilvus import MilvusClient
 
     from vismem import Memory
-    from vismem.store.milvus import VOTE_FIELDS, MilvusLocation
+    from vismem.store.milvus import VOTE_FIELDS
+    from vismem.store.milvus_expr import MilvusLocation
 
     server = os.environ["VISMEM_MILVUS_URI"]
     where = MilvusLocation.parse(f"{server}/x")

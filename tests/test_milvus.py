@@ -22,7 +22,7 @@ from test_store_contract import _eventually
 from vismem import Memory
 from vismem.errors import InvalidInputError, MemoryNotFoundError
 from vismem.store import Filter
-from vismem.store.milvus import MilvusLocation, filter_expression, index_plan, new_ids, tells_null_from_missing
+from vismem.store.milvus_expr import MilvusLocation, filter_expression, index_plan, new_ids, tells_null_from_missing
 
 TOKEN = "milvus-test-token"
 
