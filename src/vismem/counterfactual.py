@@ -232,10 +232,10 @@ def counterfactual(
         # the programme sums votes weighed against the nearest item; one of a sharp softmax
         # below the smallest normal float (tau 0.001, 0.75 farther) has lost its value there,
         # so the removals are then found greedily, each variant voted as the decision votes
-        removed = _fewest_removals(scorer, label, exhaustive, budget) if scorer.summable() \
+        exact = scorer.summable()
+        removed = _fewest_removals(scorer, label, exhaustive, budget) if exact \
             else _greedy(scorer, label, "remove", budget)
         blocked = _fewest_blocks(scorer, label)
-        exact = scorer.summable()
     else:
         removed = _greedy(scorer, label, "remove", budget)
         blocked = _greedy(scorer, label, "block", min(max_removals, m))
