@@ -126,9 +126,10 @@ def kth_distance(neighbours: Neighbours, k: int, votes: np.ndarray | None = None
     (bool, like the ids) holds, when given (the farthest such found when fewer; 2 when
     none was found)."""
     counted = neighbours.ids >= 0 if votes is None else (neighbours.ids >= 0) & votes
+    if not counted.shape[1]:  # nothing searched
+        return np.full(len(counted), 2.0)
     rank = np.cumsum(counted, axis=1)  # how many counted neighbours up to each column
-    found = np.minimum(rank[:, -1], k) if rank.shape[1] else np.zeros(len(rank), np.int64)
-    column = np.argmax(counted & (rank == found[:, None]), axis=1) if rank.shape[1] else found
-    sims = np.asarray(neighbours.similarities, dtype=np.float64)
-    last = sims[np.arange(len(sims)), column] if sims.shape[1] else np.zeros(len(sims))
+    found = np.minimum(rank[:, -1], k)
+    column = np.argmax(counted & (rank == found[:, None]), axis=1)
+    last = np.asarray(neighbours.similarities, dtype=np.float64)[np.arange(len(rank)), column]
     return np.where(found > 0, 1.0 - last, 2.0)
