@@ -67,6 +67,11 @@ def check_meta_key(key: object) -> str:
 INT64 = (-(2**63 - 1), 2**63 - 1)
 
 
+def _past_int64(value: Any) -> bool:
+    """An integer (not true/false) no store keeps as a number a filter can find."""
+    return isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]
+
+
 def check_meta(meta: Mapping[str, Any]) -> None:
     """Metadata a filter can name and JSON can hold: a NaN or an infinity stored once
     would make the database's JSON unreadable to every later filter, and an object JSON
@@ -89,7 +94,7 @@ def _unfilterable(value: Any) -> str | None:
     """Why a filter could not find this JSON value as stored (None if it can)."""
     if isinstance(value, str):
         return "text must not contain NUL characters (\\x00)" if "\x00" in value else None
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+    if _past_int64(value):
         return "integers are 64-bit (-(2**63 - 1) to 2**63 - 1); store a larger one as text"
     parts = [*value, *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
     return next((p for p in map(_unfilterable, parts) if p), None)
@@ -119,7 +124,7 @@ def meta_value_key(value: Any) -> Any:
     no store keeps as a number (past 64 bits) as its text, as `parse_where` reads it."""
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+    if _past_int64(value):
         return str(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
