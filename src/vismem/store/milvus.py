@@ -195,8 +195,17 @@ class MilvusStore:
     def _create(cls, client: Any, where: MilvusLocation, identity: EncoderIdentity, settings: MemorySettings,
                 thumbnails: bool) -> MilvusStore:
         with _closed_on_error(client, where, f"creating {where.collection}"):
-            cls._create_side(client, where.side)
-            cls._create_items(client, where.collection, identity.dim, settings.index)
+            made = [cls._create_side(client, where.side),
+                    cls._create_items(client, where.collection, identity.dim, settings.index)]
+            # Index, then load, both collections at once: the server takes its load steps on
+            # ~1 s ticks, so loading them one after the other took twice as long (6 s, not 3).
+            # Without `sync` pymilvus polls every 0.5 s for an index that an empty collection
+            # has at once; the load waits for it in any case.
+            for name, index in made:
+                client.create_index(name, index, sync=False)
+            client.load_collection(where.side, _async=True)
+            client.load_collection(where.collection)
+            client.load_collection(where.side)  # loaded by now: this returns at once
             config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": identity.to_dict(),
                       "created_at": time.time(), "thumbnails": thumbnails}
             client.upsert(where.side, [_side_row("settings", settings.to_dict()), _side_row("token", uuid.uuid4().hex),
@@ -260,7 +269,7 @@ class MilvusStore:
         return cls(where, client, config)
 
     @staticmethod
-    def _create_side(client: Any, name: str) -> None:
+    def _create_side(client: Any, name: str) -> tuple[str, Any]:
         from pymilvus import DataType
 
         schema = client.create_schema(auto_id=False, description="vismem: config, settings, change token")
@@ -269,10 +278,11 @@ class MilvusStore:
         schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector in every collection
         index = client.prepare_index_params()
         index.add_index("v", index_type="FLAT", metric_type="L2")
-        client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
+        client.create_collection(name, schema=schema, consistency_level=STRONG)
+        return name, index
 
     @staticmethod
-    def _create_items(client: Any, name: str, dim: int, setting: str) -> None:
+    def _create_items(client: Any, name: str, dim: int, setting: str) -> tuple[str, Any]:
         from pymilvus import DataType
 
         schema = client.create_schema(auto_id=False, description="vismem memory items")
@@ -291,7 +301,8 @@ class MilvusStore:
         index = client.prepare_index_params()
         params, _ = index_plan(setting, dim)
         index.add_index("vector", metric_type="IP", **params)
-        client.create_collection(name, schema=schema, index_params=index, consistency_level=STRONG)
+        client.create_collection(name, schema=schema, consistency_level=STRONG)
+        return name, index
 
     def _load(self) -> None:
         """(Re)read settings, the change token and the item count (Strong)."""
