@@ -61,7 +61,7 @@ def bare_pipeline(paths: list[Path], encoder_name: str, actors: int, batch: int)
 
     ds = ray.data.read_images([str(p) for p in paths], mode="RGB", include_paths=True)
     ds = ds.map_batches(BareEmbed, fn_constructor_args=(encoder_name,), batch_size=batch,
-                        concurrency=actors, num_cpus=1)
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
     rows = ds.take_all()
     return {os.path.basename(r["path"]): r["vector"] for r in rows}
 

@@ -100,6 +100,33 @@ def test_a_rerun_encodes_only_what_the_memory_lacks(cluster, folder, tmp_path):
     assert len(copies.added) == 4 and len(memory) == 16   # copies reuse the stored vectors
 
 
+def test_decoding_runs_in_tasks_of_its_own_beside_the_encoder_actors(cluster, folder, tmp_path):
+    """Ray Data fuses maps whose resource requests are equal: decoding (one CPU) used to run
+    inside the one-CPU encoder actors of a CPU-only cluster, and the CPUs the plan kept for
+    decoding sat idle. Its tasks now ask for the memory their worst case takes."""
+    import ray
+
+    from vismem.encoders import EncoderOptions
+    from vismem.images import DEFAULT_MAX_PIXELS, content_hash
+    from vismem.ingest_ray import decode_and_encode
+
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        files = sorted((folder / "3").glob("*.png"))  # 1/ holds a broken file
+        rows = [{"path": str(f.resolve()), "given": str(f), "label": "3", "source": "",
+                 "hash": content_hash(f.read_bytes())} for f in files]
+        plan = plan_for(ray.cluster_resources())
+        assert plan.gpus == 0
+        ds = decode_and_encode(ray, rows, plan, memory.store.identity, memory.encoder.preprocessing,
+                               EncoderOptions(), batch_size=2, max_pixels=DEFAULT_MAX_PIXELS)
+        done = ds.take_all()
+    assert sorted(r["given"] for r in done) == sorted(r["given"] for r in rows)
+    assert [r["error"] for r in done] == [""] * len(rows)
+    assert np.asarray([r["vector"] for r in done]).shape == (len(rows), memory.dim)
+    stats = ds.stats()
+    assert "MapBatches(decode_files)" in stats and "MapBatches(EncodeActor)" in stats
+    assert "decode_files)->MapBatches(EncodeActor)" not in stats, stats
+
+
 @pytest.mark.milvus
 def test_ray_fills_a_milvus_memory(cluster, folder, milvus_location):
     with Memory.create(milvus_location, encoder="pixels") as memory:

@@ -33,6 +33,7 @@ from .embed import PreparedImage, decode_pixels
 from .encoders import EncoderOptions, Preprocessing
 from .errors import EncoderError, VismemError
 from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash
+from .settings import EncoderIdentity
 
 if TYPE_CHECKING:
     from .ingest import AddReport, Ingestor
@@ -212,14 +213,8 @@ def _pass_two(ray: Any, ingestor: Ingestor, fresh: list[dict[str, str]], plan: R
               on_commit: Callable[[list[int]], None] | None) -> None:
     """Decode and encode the files the store does not hold; commit them batch by batch."""
     encoder = ingestor.encoder
-    identity = ingestor.store.identity
-    blocks = max(1, min(len(fresh) // batch_size, 4 * plan.actors * 8))
-    ds = ray.data.from_items(fresh, override_num_blocks=blocks)
-    ds = ds.map_batches(decode_files, batch_size=batch_size, num_cpus=1,
-                        fn_kwargs={"preprocessing": encoder.preprocessing, "max_pixels": max_pixels})
-    ds = ds.map_batches(EncodeActor, batch_size=batch_size, concurrency=plan.actors, num_cpus=plan.cpus,
-                        num_gpus=plan.gpus or None,
-                        fn_constructor_args=(identity.name, identity.weights_path, identity.id, options))
+    ds = decode_and_encode(ray, fresh, plan, ingestor.store.identity, encoder.preprocessing, options,
+                           batch_size=batch_size, max_pixels=max_pixels)
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         rows = _unbatch(batch)
         bad = [r for r in rows if r["error"]]
@@ -232,6 +227,28 @@ def _pass_two(ray: Any, ingestor: Ingestor, fresh: list[dict[str, str]], plan: R
                                 meta=meta, on_commit=on_commit)
         if progress:
             progress(len(rows))
+
+
+def decode_and_encode(ray: Any, fresh: list[dict[str, str]], plan: RayPlan, identity: EncoderIdentity,
+                      preprocessing: Preprocessing, options: EncoderOptions, *, batch_size: int,
+                      max_pixels: int) -> Any:
+    """Pass 2 as a Ray Dataset: decoding tasks, then the encoder actors.
+
+    Each decoding task asks for the memory its worst case takes: one image of `max_pixels`
+    decoded (4 bytes a pixel, as PIL may hold it while converting) and its batch of
+    preprocessed pixels. That keeps a node with little RAM from decoding more huge images at
+    once than it holds, and keeps Ray Data from fusing decoding into the encoder actors
+    (it fuses maps whose resource requests are equal): fused, a CPU-only cluster decoded
+    inside the actors and left the CPUs kept for decoding idle."""
+    blocks = max(1, min(len(fresh) // batch_size, 4 * plan.actors * 8))
+    side = preprocessing.image_size
+    ds = ray.data.from_items(fresh, override_num_blocks=blocks)
+    ds = ds.map_batches(decode_files, batch_size=batch_size, num_cpus=1,
+                        memory=4 * max_pixels + 3 * side * side * batch_size,
+                        fn_kwargs={"preprocessing": preprocessing, "max_pixels": max_pixels})
+    return ds.map_batches(EncodeActor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                          num_cpus=plan.cpus, num_gpus=plan.gpus or None,
+                          fn_constructor_args=(identity.name, identity.weights_path, identity.id, options))
 
 
 def _unbatch(batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
