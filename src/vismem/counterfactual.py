@@ -340,7 +340,7 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
     yet) / 1 (target seen first) / 2 (winner seen first). The window slots filled need no
     index of their own: each candidate is removed, takes the next slot or falls past a full
     window, so after i candidates with j removed, min(i - j, k) slots are filled, and
-    candidate i takes slot i - j. (With the slots as a third index, k = 1000 took 22 s.)
+    candidate i takes slot i - j. (As a third index, the slots made k = 1000 take seconds.)
     """
     p = scorer.params
     k, m = p.k, len(scorer.sims)

@@ -199,8 +199,8 @@ class MilvusStore:
                     cls._create_items(client, where.collection, identity.dim, settings.index)]
             # Index, then load, both collections at once: the server takes its load steps on
             # ~1 s ticks, so loading them one after the other took twice as long (6 s, not 3).
-            # Without `sync` pymilvus polls every 0.5 s for an index that an empty collection
-            # has at once; the load waits for it in any case.
+            # `sync=False`: pymilvus would poll every 0.5 s for an index that an empty
+            # collection has at once; the load waits for it in any case.
             for name, index in made:
                 client.create_index(name, index, sync=False)
             client.load_collection(where.side, _async=True)
