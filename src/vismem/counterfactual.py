@@ -401,7 +401,7 @@ def _removals_for(scorer: _Scorer, winner: str, target: str | None, exhaustive: 
     # took every lead for a tie).
     pair_gains = np.abs(sign * weights * item_base)[:, None] * rank_weight[None, :]  # (m, k) by slot
     clear = _EPS * float(pair_gains.max(axis=1).sum())
-    for j in range(min(budget, m) + 1):
+    for j in range(budget + 1):  # budget <= m: counterfactual() bounds it by the candidates
         if not exhaustive and m - j < k:
             continue  # the window would reach past the candidates fetched
         for f in (0, 1, 2):
