@@ -140,6 +140,56 @@ def test_prototype_votes_get_a_set_that_works():
         counterfactual(sims, range(12), labels.tolist(), np.ones(12), VoteParams(vote="hybrid"))
 
 
+def prototype_case(rng):
+    """A query's candidates from a memory of clustered classes with prototypes (some items
+    shape none, some vectors repeat) and the vote parameters: for the greedy search."""
+    n, classes, per, dim = int(rng.integers(20, 200)), int(rng.integers(2, 5)), int(rng.integers(1, 3)), 8
+    y = rng.integers(0, classes, n)
+    x = rng.standard_normal((classes, dim))[y] + rng.uniform(0.5, 2) * rng.standard_normal((n, dim))
+    x[n // 2 :] = x[: n - n // 2] if rng.random() < 0.3 else x[n // 2 :]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cluster, member = y * per + rng.integers(0, per, n), rng.random(n) > 0.1
+    totals = np.zeros((classes * per, dim))
+    np.add.at(totals, cluster[member], x[member])
+    query = rng.standard_normal(dim)
+    query /= np.linalg.norm(query)
+    order = np.argsort(-(x @ query), kind="stable")[: int(rng.integers(5, n))]
+    clusters = PrototypeClusters(np.array([f"c{p // per}" for p in range(classes * per)]), totals,
+                                 np.bincount(cluster[member], minlength=classes * per),
+                                 np.where(member[order], cluster[order], -1), x[order], query)
+    params = VoteParams(k=int(rng.integers(1, 25)), vote=str(rng.choice(["hybrid", "prototype"])),
+                        alpha=float(rng.choice([0.5, 2.0])), mix=float(rng.choice([0.3, 0.7])))
+    return (x @ query)[order], [f"c{c}" for c in y[order]], rng.choice([1.0, 0.0, 2.0], len(order)), params, clusters
+
+
+def test_a_greedy_step_scores_its_trials_as_the_vote_does():
+    """Each greedy step estimates its trials' margins from the window's running sums; the
+    step's choice (the first smallest margin, and whether the label is lost) must be the
+    one the vote's own scores make, and every estimate within rounding of them."""
+    from vismem.counterfactual import _Scorer
+
+    rng = np.random.default_rng(5)
+    lost = 0
+    for _ in range(150):
+        sims, labels, weights, params, clusters = prototype_case(rng)
+        scorer = _Scorer(sims, labels, weights, params, str(rng.choice(["nearest", "class-order"])), clusters)
+        none = np.zeros(len(sims), bool)
+        label = scorer.winner(none, none)[0]
+        gone = rng.random(len(sims)) < rng.choice([0.0, 0.2])
+        left = np.flatnonzero(~gone)
+        for how in ("remove", "block"):
+            trials = np.repeat(gone[None], len(left), axis=0)
+            trials[np.arange(len(left)), left] = True
+            removed, blocked = (trials, ~trials & False) if how == "remove" else (~trials & False, trials)
+            exact = scorer.margins(removed, blocked, label)
+            fast = scorer.trial_margins(gone, left, how, label)
+            assert np.argmin(fast) == np.argmin(exact) and fast.min() == exact.min()
+            both = np.isfinite(fast) & np.isfinite(exact)
+            np.testing.assert_allclose(fast[both], exact[both], rtol=0, atol=1e-9)
+            lost += np.isneginf(exact.min())
+    assert lost > 20  # steps where some trial loses the label were checked too
+
+
 @pytest.mark.parametrize("rule", NEIGHBOUR_VOTES)
 def test_variants_are_scored_by_the_decisions_own_vote(rule):
     """The counterfactual's scorer is `decide.tally`: the very scores `decide` gives, to the

@@ -125,3 +125,20 @@ def test_a_blocked_neighbour_breaks_no_tie():
     without = decide(np.array([0.8, 0.7]), [2, 3], ["b", "a"], ["s"] * 2, np.ones(2), params)
     assert blocked.scores == without.scores == {"b": 0.5, "a": 0.5}
     assert blocked.label == without.label == "b"
+
+
+def test_class_scores_sum_each_row_in_rank_order_and_take_empty_ballots():
+    """Votes are summed by class in rank order, row by row (the float sums `decide` has
+    always made: np.add.at's), and a ballot with no neighbour at all scores zeros."""
+    from vismem.decide import class_scores
+
+    rng = np.random.default_rng(0)
+    params = VoteParams(k=30, vote="rank")
+    label_index = rng.integers(-1, 4, (50, 30))
+    weights = np.where(label_index >= 0, rng.random((50, 30)) * 10.0 ** rng.integers(-3, 4, (50, 30)), 0.0)
+    sums = np.zeros((50, 4))
+    np.add.at(sums, (np.arange(50)[:, None].repeat(30, axis=1), np.maximum(label_index, 0)), weights)
+    scores = class_scores(weights, label_index, 4, params)
+    assert np.array_equal(scores, sums / sums.sum(axis=1, keepdims=True))
+    empty = class_scores(np.zeros((3, 0)), np.zeros((3, 0), np.int64), 2, params)
+    assert empty.dtype == np.float64 and empty.tolist() == [[0.0, 0.0]] * 3

@@ -18,10 +18,12 @@ How the set is found, per vote rule:
   level (winning the tie) or leads is the minimum, over every subset of candidates.
 - neighbour rules, blocking: exactly, greedily: blocking moves no one, so the winner
   loses exactly the blocked items' weights; its heaviest voters go first.
-- prototype and hybrid rules: greedily, re-scoring every candidate's removal (its class
+- prototype and hybrid rules: greedily, scoring every candidate's removal (its class
   prototype loses it too) and taking the one that cuts the winner's margin most, until
   the label changes. The set changes the label, but it is not proved to be the smallest:
-  removing items far from the query (never candidates) can move a prototype too.
+  removing items far from the query (never candidates) can move a prototype too. A step
+  estimates each candidate's margin in O(classes) from the window's running vote sums
+  and re-scores exactly the few whose estimate could make the step's choice.
 
 Ties are broken as the decision breaks them: `ties="nearest"` (the label whose nearest
 voting neighbour, weight > 0, is nearer; `decide.decide`) or `ties="class-order"` (the earlier class in sorted
@@ -35,12 +37,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .decide import NEIGHBOUR_VOTES, VoteParams, rule_weights, tally, winner
+from .decide import NEIGHBOUR_VOTES, VoteParams, combined_scores, indexed_scores, rule_weights, tally, winner
 from .errors import InvalidInputError
 
 TIES = ("nearest", "class-order")
 DEFAULT_MAX_REMOVALS = 50
 _EPS = 1e-9  # leads this small relative to the votes summed are ties (float sums in another order)
+# estimated margins within this of a greedy step's choice are scored again exactly (rounding is ~1e-15)
+_CLOSE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,10 @@ class _Scorer:
                  clusters: PrototypeClusters | None) -> None:
         self.sims = np.asarray(sims, dtype=np.float64)
         self.labels = np.asarray(labels, dtype=object)
+        # each candidate's label as a code into `names` (then None: code -1, an empty slot),
+        # so that windows are integer arrays
+        _, first, self.codes = np.unique(self.labels.astype(str), return_index=True, return_inverse=True)
+        self.names = np.array([*self.labels[first].tolist(), None], dtype=object)
         self.weights = np.asarray(weights, dtype=np.float64)
         self.params, self.ties, self.clusters = params, ties, clusters
         if clusters is not None:
@@ -144,40 +152,146 @@ class _Scorer:
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
 
+    def ballots(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each variant's window as `tally` reads it, but with label codes (-1: empty slot):
+        (T, k) similarities, codes, live and factors, for `removed` and `blocked` (T, M)
+        masks over the candidates."""
+        k, (t, m) = self.params.k, removed.shape
+        width = min(k, m)
+        # each variant's kept candidates first, in order (a stable sort of the mask)
+        rows = (np.argsort(removed, axis=1, kind="stable")[:, :width] if removed.any()
+                else np.broadcast_to(np.arange(width), (t, width)))
+        live = np.zeros((t, k), bool)
+        live[:, :width] = np.arange(width) < (m - removed.sum(axis=1))[:, None]
+        sims, codes, factors = np.full((t, k), -np.inf), np.full((t, k), -1, dtype=np.int64), np.zeros((t, k))
+        kept = live[:, :width]
+        sims[:, :width] = np.where(kept, self.sims[rows], -np.inf)
+        codes[:, :width] = np.where(kept, self.codes[rows], -1)
+        if blocked.any():
+            kept = kept & ~blocked[np.arange(t)[:, None], rows]
+        factors[:, :width] = np.where(kept, self.weights[rows], 0.0)
+        return sims, codes, live, factors
+
+    def _prototypes(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[list[str], np.ndarray | None]:
+        if not self.params.uses_prototypes:
+            return [], None
+        return self.classes, self._class_similarities(removed | blocked)
+
     def tallies(self, removed: np.ndarray, blocked: np.ndarray) -> list[dict[str, float]]:
         """Label -> score in tie order (first key wins a tie) for each variant: `removed`
         and `blocked` are (T, M) masks over the candidates."""
-        k, t = self.params.k, len(removed)
-        sims, labels = np.full((t, k), -np.inf), np.full((t, k), None, dtype=object)
-        live, factors = np.zeros((t, k), bool), np.zeros((t, k))
-        for i in range(t):
-            rows = self.window(removed[i])
-            sims[i, : len(rows)], labels[i, : len(rows)] = self.sims[rows], self.labels[rows]
-            live[i, : len(rows)] = True
-            factors[i, : len(rows)] = np.where(blocked[i, rows], 0.0, self.weights[rows])
-        classes, proto = (self.classes, self._class_similarities(removed | blocked)) \
-            if self.params.uses_prototypes else ([], None)
-        _, shares = tally(sims, labels, live, factors, self.params, classes, proto)
+        sims, codes, live, factors = self.ballots(removed, blocked)
+        _, shares = tally(sims, self.names[codes], live, factors, self.params, *self._prototypes(removed, blocked))
         return [dict(sorted(s.items())) for s in shares] if self.ties == "class-order" else shares
 
     def _class_similarities(self, gone: np.ndarray) -> np.ndarray:
         """(T, classes): each class's similarity to its nearest prototype once each variant's
-        `gone` candidates have left their clusters (only the clusters they leave are
-        recomputed); -inf for a class with no member left."""
+        `gone` candidates have left their clusters; -inf for a class with no member left.
+        Each variant is scored by itself, so its score never depends on the others."""
+        return self._class_maxima(np.stack([self._cluster_state(row & self._in_cluster)[0] for row in gone])
+                                  if len(gone) else np.empty((0, len(self._alive))))
+
+    def _trial_class_similarities(self, gone: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """`_class_similarities` of a greedy step's trials (`gone` and one more of `left`
+        each), to within rounding: a trial changes the one cluster its extra leaver leaves."""
+        now, totals, _, counts = self._cluster_state(gone & self._in_cluster)
+        sims = np.repeat(now[None], len(left), axis=0)
+        trial = np.flatnonzero(self._in_cluster[left])
+        row = left[trial]
+        p = self.clusters.member[row]  # type: ignore[union-attr]  # (set with prototypes)
+        rest = totals[p] - self.clusters.vectors[row].astype(np.float64)  # type: ignore[union-attr]
+        sims[trial, p] = np.where(counts[p] > 1,
+                                  rest @ self.q / np.maximum(np.linalg.norm(rest, axis=1), 1e-12), -np.inf)
+        return self._class_maxima(sims)
+
+    def _cluster_state(self, leaving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(similarity to the query (P,), -inf where no member is left; totals (P, dim);
+        alive; member counts) of the clusters once the `leaving` candidates have left."""
         cl = self.clusters
         assert cl is not None
-        out = np.empty((len(gone), len(self.classes)))
-        for i, leaving_mask in enumerate(gone):
-            sims = self.base_sims.copy()
-            alive = self._alive.copy()
-            leaving = np.flatnonzero(leaving_mask & self._in_cluster)
-            for p in np.unique(cl.member[leaving]):
-                rows = leaving[cl.member[leaving] == p]
-                total = cl.totals[p] - cl.vectors[rows].sum(axis=0, dtype=np.float64)
-                alive[p] = cl.counts[p] - len(rows) > 0
-                sims[p] = total @ self.q / max(float(np.linalg.norm(total)), 1e-12)
-            sims[~alive] = -np.inf
-            out[i] = [sims[of_class].max() for of_class in self._of_class]
+        sims, totals, counts = self.base_sims.copy(), np.asarray(cl.totals, np.float64).copy(), \
+            np.asarray(cl.counts).copy()
+        rows = np.flatnonzero(leaving)
+        for p in np.unique(cl.member[rows]):
+            mine = rows[cl.member[rows] == p]
+            totals[p] = cl.totals[p] - cl.vectors[mine].sum(axis=0, dtype=np.float64)
+            counts[p] -= len(mine)
+            sims[p] = totals[p] @ self.q / max(float(np.linalg.norm(totals[p])), 1e-12)
+        alive = self._alive & (counts > 0)
+        sims[~alive] = -np.inf
+        return sims, totals, alive, counts
+
+    def _class_maxima(self, cluster_sims: np.ndarray) -> np.ndarray:
+        """(T, classes) from (T, P): each class's best prototype."""
+        return np.stack([cluster_sims[:, of_class].max(axis=1) for of_class in self._of_class], axis=1)
+
+    def trial_margins(self, gone: np.ndarray, left: np.ndarray, how: str, label: str) -> np.ndarray:
+        """`margins` of a greedy step's trials: `gone` (M,) taken away ("remove" or "block")
+        and one more of `left` each, exact wherever the step's choice depends on it.
+
+        For the votes with prototypes (whose neighbours vote by rank), each trial's
+        neighbour votes follow from the current window's in O(classes): removing slot s
+        moves every later neighbour a rank up and the next candidate into the last slot;
+        blocking it takes its vote away. The estimates differ from `tally`'s sums by
+        rounding only, so the trials that could be the step's smallest, or a tie that the
+        tie order settles, are scored again exactly."""
+        trials = np.repeat(gone[None], len(left), axis=0)
+        trials[np.arange(len(left)), left] = True  # each trial takes one more candidate away
+        untouched = np.zeros_like(trials)
+        removed, blocked = (trials, untouched) if how == "remove" else (untouched, trials)
+        if not self.params.uses_prototypes:
+            return self.margins(removed, blocked, label)
+        estimate = self._estimated_margins(gone, left, how, label)
+        clear = estimate < -_CLOSE  # lost (-inf), beyond any rounding
+        # the trials that may be the smallest, or a tie that the tie order may settle as lost
+        bound = _CLOSE if clear.all() else max(float(estimate[~clear].min()), 0.0) + _CLOSE
+        close = np.flatnonzero(~clear & (estimate <= bound))
+        if clear.any():  # the step's smallest is -inf: only a lost trial before the first clear one counts
+            close = close[close < np.argmax(clear)]
+        out = np.where(clear, -np.inf, estimate)
+        if len(close):
+            out[close] = self.margins(removed[close], blocked[close], label)
+        return out
+
+    def _estimated_margins(self, gone: np.ndarray, left: np.ndarray, how: str, label: str) -> np.ndarray:
+        k, n_names = self.params.k, len(self.names) - 1
+        removed = gone if how == "remove" else np.zeros_like(gone)
+        kept = np.flatnonzero(~removed)
+        window, after = kept[:k], kept[k:k + 1]
+        rank = 1.0 / (self.params.alpha + np.arange(k))  # the rank rule's weights by slot
+        factor = np.where(gone[window], 0.0, self.weights[window]) if how == "block" else self.weights[window]
+        votes = np.zeros((len(window) + 1, n_names))  # votes[s]: the window's first s slots summed by class
+        np.cumsum(self._one_hot(window, rank[: len(window)] * factor), axis=0, out=votes[1:])
+        moved = np.zeros_like(votes)  # the same, but each slot a rank up (slot 0 leaves)
+        np.cumsum(self._one_hot(window[1:], rank[: len(window) - 1] * factor[1:]), axis=0, out=moved[2:])
+        slot = np.full(len(self.sims), -1)
+        slot[window] = np.arange(len(window))
+        s = slot[left]
+        sums = np.repeat(votes[-1][None], len(left), axis=0)  # a trial outside the window: as now
+        inside = s >= 0
+        if self.params.vote == "prototype":
+            sums[:] = 0.0
+        elif how == "remove":
+            sums[inside] = votes[s[inside]] + moved[-1] - moved[s[inside] + 1]
+            if len(after) and len(window) == k:  # the next candidate takes the last slot
+                sums[inside, self.codes[after[0]]] += rank[k - 1] * self.weights[after[0]]
+        else:
+            sums[inside, self.codes[left[inside]]] -= rank[s[inside]] * factor[s[inside]]
+        classes = sorted({*self.names[:-1].tolist(), *self.classes})
+        columns = [classes.index(c) for c in self.names[:-1].tolist()]
+        neighbours = np.zeros((len(left), len(classes)))
+        neighbours[:, columns] = sums
+        proto = np.full((len(left), len(classes)), -np.inf)
+        proto[:, [classes.index(c) for c in self.classes]] = self._trial_class_similarities(gone, left)
+        scores = combined_scores(neighbours, self.params, proto)
+        at = classes.index(label)
+        lead = scores[:, at] - np.delete(scores, at, axis=1).max(axis=1, initial=0.0)
+        return np.where((scores > 0).any(axis=1), lead, -np.inf)
+
+    def _one_hot(self, rows: np.ndarray, votes: np.ndarray) -> np.ndarray:
+        """(len(rows), label codes): each row's vote in its label's column."""
+        out = np.zeros((len(rows), len(self.names) - 1))
+        out[np.arange(len(rows)), self.codes[rows]] = votes
         return out
 
     def winner(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[str | None, dict[str, float]]:
@@ -186,11 +300,27 @@ class _Scorer:
 
     def margins(self, removed: np.ndarray, blocked: np.ndarray, label: str) -> np.ndarray:
         """How far `label` leads the best other class in each variant (> 0: it still wins;
-        -inf: it lost, a tie included when the other class comes first in tie order)."""
-        out = np.full(len(removed), -np.inf)
-        for i, totals in enumerate(self.tallies(removed, blocked)):
-            if winner(totals) == label:
-                out[i] = totals[label] - max((v for c, v in totals.items() if c != label), default=0.0)
+        -inf: it lost, a tie included when the other class comes first in tie order).
+        Read off the score matrix; only exact ties are settled by `tallies`' tie order."""
+        sims, codes, live, factors = self.ballots(removed, blocked)
+        proto_classes, proto_sims = self._prototypes(removed, blocked)
+        # the classes and label indices `tally_scores` would make of the labels, from codes
+        present = np.flatnonzero(np.bincount(codes[live], minlength=len(self.names) - 1))
+        classes = sorted({*self.names[present].tolist(), *proto_classes})
+        index_of = np.full(len(self.names), -1)
+        index_of[present] = [classes.index(c) for c in self.names[present].tolist()]
+        _, scores = indexed_scores(sims, index_of[codes], classes, factors, self.params, proto_classes, proto_sims)
+        if label in classes:
+            at = classes.index(label)
+            mine, others = scores[:, at], np.delete(scores, at, axis=1).max(axis=1, initial=0.0)
+        else:
+            mine, others = np.zeros(len(scores)), scores.max(axis=1, initial=0.0)
+        voted = (scores > 0).any(axis=1)
+        out = np.where(voted & (mine > others), mine - others, -np.inf)
+        tied = np.flatnonzero(voted & (mine == others))
+        if len(tied):
+            for i, totals in zip(tied.tolist(), self.tallies(removed[tied], blocked[tied]), strict=True):
+                out[i] = 0.0 if winner(totals) == label else -np.inf
         return out
 
 
@@ -297,11 +427,7 @@ def _greedy(scorer: _Scorer, label: str, how: str, budget: int) -> list[int] | N
         left = np.flatnonzero(~gone)
         if not len(left):
             return None
-        trials = np.repeat(gone[None], len(left), axis=0)
-        trials[np.arange(len(left)), left] = True  # each trial takes one more candidate away
-        untouched = np.zeros_like(trials)
-        margins = scorer.margins(trials, untouched, label) if how == "remove" \
-            else scorer.margins(untouched, trials, label)
+        margins = scorer.trial_margins(gone, left, how, label)
         best = int(left[np.argmin(margins)])  # the first of the smallest: the nearest
         gone[best] = True
         chosen.append(best)

@@ -128,10 +128,18 @@ def class_scores(weights: np.ndarray, label_index: np.ndarray, n_classes: int, p
     sums to 1, or to 0 when no neighbour carried weight and no prototype votes."""
     n = len(label_index)
     scores = np.zeros((n, n_classes))
-    rows = np.broadcast_to(np.arange(n)[:, None], np.shape(label_index))
-    if n_classes:  # none when a restriction matched no item
-        np.add.at(scores, (rows, np.maximum(label_index, 0)), weights)  # in rank order, row by row
-    scores = _shares(scores)
+    if np.size(label_index) and n_classes:  # no classes when a restriction matched no item
+        # summed in rank order, row by row (bincount adds in index order, as np.add.at does)
+        cells = np.arange(n)[:, None] * n_classes + np.maximum(label_index, 0)
+        scores = np.bincount(cells.ravel(), weights=np.broadcast_to(weights, cells.shape).ravel(),
+                             minlength=n * n_classes).reshape(n, n_classes).astype(np.float64, copy=False)
+    return combined_scores(scores, params, prototype_similarities)
+
+
+def combined_scores(sums: np.ndarray, params: VoteParams, prototype_similarities: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """`class_scores` from the neighbours' votes summed by class (n, n_classes)."""
+    scores = _shares(sums)
     if params.uses_prototypes:
         if prototype_similarities is None:
             raise InvalidInputError(f"vote {params.vote} needs prototype similarities")
@@ -351,27 +359,49 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     that vote (factor > 0: a blocked item breaks no tie), then of the others, then, for
     the votes that use them, the classes with a prototype.
     """
+    classes, weights, scores = tally_scores(similarities, labels, live, factors, params,
+                                            prototype_classes, prototype_similarities)
     n = len(labels)
-    proto_classes = list(prototype_classes)
-    proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
-                  else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
-    classes = sorted({*labels[live].tolist(), *proto_classes})
     position = {c: i for i, c in enumerate(classes)}
-    label_index = np.full(np.shape(labels), -1, dtype=np.int64)
-    label_index[live] = [position[label] for label in labels[live].tolist()]
-    proto_matrix = np.full((n, len(classes)), -np.inf)
-    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
-    weights = neighbour_weights(similarities, label_index, params, factors)
-    scores = class_scores(weights, label_index, len(classes), params, proto_matrix)
-    proto_names = np.asarray(proto_classes, dtype=object)
-    finite = np.isfinite(proto_sims)
+    proto_names = np.asarray(list(prototype_classes), dtype=object)
+    with_prototype = (np.isfinite(np.asarray(prototype_similarities, dtype=np.float64)).reshape(n, len(proto_names))
+                      if params.uses_prototypes and prototype_similarities is not None else np.zeros((n, 0), bool))
     voting = live & (np.asarray(factors) > 0)
     shares = []
     for q in range(n):
         order = dict.fromkeys([*labels[q, voting[q]].tolist(), *labels[q, live[q]].tolist(),
-                               *(proto_names[finite[q]].tolist() if params.uses_prototypes else ())])
+                               *proto_names[with_prototype[q]].tolist()])
         shares.append({c: float(scores[q, position[c]]) for c in order})
     return weights, shares
+
+
+def tally_scores(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factors: np.ndarray,
+                 params: VoteParams, prototype_classes: Sequence[str] = (),
+                 prototype_similarities: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`tally`'s arrays, without its tie order: (the classes, sorted; each neighbour's vote
+    (n, m); the class scores (n, classes), the very floats `tally`'s shares hold)."""
+    classes = sorted({*labels[live].tolist(), *prototype_classes})
+    position = {c: i for i, c in enumerate(classes)}
+    label_index = np.full(np.shape(labels), -1, dtype=np.int64)
+    label_index[live] = [position[label] for label in labels[live].tolist()]
+    return classes, *indexed_scores(similarities, label_index, classes, factors, params,
+                                    prototype_classes, prototype_similarities)
+
+
+def indexed_scores(similarities: np.ndarray, label_index: np.ndarray, classes: Sequence[str], factors: np.ndarray,
+                   params: VoteParams, prototype_classes: Sequence[str] = (),
+                   prototype_similarities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`tally_scores` for labels given as `label_index` (n, m) into `classes` (-1: padding),
+    which hold every label in it and every prototype class, sorted."""
+    n = len(label_index)
+    proto_classes = list(prototype_classes)
+    proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
+                  else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
+    position = {c: i for i, c in enumerate(classes)}
+    proto_matrix = np.full((n, len(classes)), -np.inf)
+    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
+    weights = neighbour_weights(similarities, label_index, params, factors)
+    return weights, class_scores(weights, label_index, len(classes), params, proto_matrix)
 
 
 def winner(shares: dict[str, float]) -> str | None:
