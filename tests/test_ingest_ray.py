@@ -82,7 +82,7 @@ def test_ray_adds_what_a_plain_add_adds(cluster, folder, tmp_path, lite0):
     assert sorted((s.path, s.reason) for s in report.skipped) == sorted((s.path, s.reason) for s in expected.skipped)
     assert {s.path.rsplit("/", 1)[1] for s in report.errors} == {"broken.png", "empty.jpg"}
     a, b = vectors_by_path(plain), vectors_by_path(on_ray)
-    assert a.keys() == b.keys()
+    assert list(a) == list(b)  # the same files, given ids in the same order
     assert min(float(np.dot(a[p], b[p])) for p in a) > 0.9999
     assert on_ray.class_counts() == plain.class_counts() == {"1": 4, "2": 4, "3": 4}
     assert on_ray.thumbnail(report.added[0])[:2] == b"\xff\xd8"
@@ -125,6 +125,29 @@ def test_decoding_runs_in_tasks_of_its_own_beside_the_encoder_actors(cluster, fo
     stats = ds.stats()
     assert "MapBatches(decode_files)" in stats and "MapBatches(EncodeActor)" in stats
     assert "decode_files)->MapBatches(EncodeActor)" not in stats, stats
+
+
+def test_several_encoder_actors_yield_the_files_in_their_order(cluster, folder, tmp_path):
+    """Ray Data yields blocks as they finish: with two encoder actors, the first run gave
+    the files out of order, and so ids in another order than a plain add's. Each run now
+    keeps the input order, and the process-wide Ray setting is left as it was."""
+    import ray
+
+    from vismem.encoders import EncoderOptions
+    from vismem.images import DEFAULT_MAX_PIXELS, content_hash
+    from vismem.ingest_ray import RayPlan, decode_and_encode
+
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        files = sorted(f for d in ("2", "3") for f in (folder / d).glob("*.png"))
+        rows = [{"path": str(f.resolve()), "given": str(f), "label": "", "source": "",
+                 "hash": content_hash(f.read_bytes())} for f in files]
+        # two actors that ask for no CPU, so that decoding keeps both of this cluster's
+        ds = decode_and_encode(ray, rows, RayPlan(actors=2, cpus=0.0, gpus=0.0), memory.store.identity,
+                               memory.encoder.preprocessing, EncoderOptions(), batch_size=1,
+                               max_pixels=DEFAULT_MAX_PIXELS)
+        runs = [[r["given"] for r in ds.take_all()] for _ in range(2)]
+    assert runs == [[r["given"] for r in rows]] * 2
+    assert not ray.data.DataContext.get_current().execution_options.preserve_order
 
 
 @pytest.mark.milvus

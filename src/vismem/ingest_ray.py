@@ -189,7 +189,7 @@ def _pass_one(ray: Any, ingestor: Ingestor, files: Sequence[tuple[ImageFile, str
     """Hash every file on the cluster; commit what the store already holds (skips or
     copies), and return the rest."""
     fresh: list[dict[str, str]] = []
-    hashed = ray.data.from_items(_rows(files)).map_batches(hash_files, batch_size=HASH_BATCH, num_cpus=1)
+    hashed = in_order(ray.data.from_items(_rows(files))).map_batches(hash_files, batch_size=HASH_BATCH, num_cpus=1)
     for batch in hashed.iter_batches(batch_size=HASH_BATCH, batch_format="numpy"):
         rows = _unbatch(batch)
         bad = [r for r in rows if r["error"]]
@@ -242,13 +242,23 @@ def decode_and_encode(ray: Any, fresh: list[dict[str, str]], plan: RayPlan, iden
     inside the actors and left the CPUs kept for decoding idle."""
     blocks = max(1, min(len(fresh) // batch_size, 4 * plan.actors * 8))
     side = preprocessing.image_size
-    ds = ray.data.from_items(fresh, override_num_blocks=blocks)
+    ds = in_order(ray.data.from_items(fresh, override_num_blocks=blocks))
     ds = ds.map_batches(decode_files, batch_size=batch_size, num_cpus=1,
                         memory=4 * max_pixels + 3 * side * side * batch_size,
                         fn_kwargs={"preprocessing": preprocessing, "max_pixels": max_pixels})
     return ds.map_batches(EncodeActor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=plan.actors),
                           num_cpus=plan.cpus, num_gpus=plan.gpus or None,
                           fn_constructor_args=(identity.name, identity.weights_path, identity.id, options))
+
+
+def in_order(ds: Any) -> Any:
+    """`ds`, yielding its rows in input order (Ray's `preserve_order`): items get ids in the
+    order of the files, as a plain add gives them. Ray Data otherwise yields blocks as they
+    finish, and with two or more encoder actors that order changed from run to run. Set on
+    the dataset's own context (`from_items` takes a deep copy of the process-wide one, and
+    its maps share it), so the caller's other datasets keep their setting."""
+    ds.context.execution_options.preserve_order = True  # (Dataset.context: a Ray DeveloperAPI)
+    return ds
 
 
 def _unbatch(batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
