@@ -152,7 +152,7 @@ class _Scorer:
     def window(self, removed: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~removed)[: self.params.k]
 
-    def ballots(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[np.ndarray, ...]:
+    def windows(self, removed: np.ndarray, blocked: np.ndarray) -> tuple[np.ndarray, ...]:
         """Each variant's window as `tally` reads it, but with label codes (-1: empty slot):
         (T, k) similarities, codes, live and factors, for `removed` and `blocked` (T, M)
         masks over the candidates."""
@@ -180,7 +180,7 @@ class _Scorer:
     def tallies(self, removed: np.ndarray, blocked: np.ndarray) -> list[dict[str, float]]:
         """Label -> score in tie order (first key wins a tie) for each variant: `removed`
         and `blocked` are (T, M) masks over the candidates."""
-        sims, codes, live, factors = self.ballots(removed, blocked)
+        sims, codes, live, factors = self.windows(removed, blocked)
         _, shares = tally(sims, self.names[codes], live, factors, self.params, *self._prototypes(removed, blocked))
         return [dict(sorted(s.items())) for s in shares] if self.ties == "class-order" else shares
 
@@ -254,11 +254,14 @@ class _Scorer:
         return out
 
     def _estimated_margins(self, gone: np.ndarray, left: np.ndarray, how: str, label: str) -> np.ndarray:
+        """Each trial's margin to within rounding, from running sums over the current window
+        (-inf where nothing votes); `trial_margins` says which to score again exactly."""
         k, n_names = self.params.k, len(self.names) - 1
         removed = gone if how == "remove" else np.zeros_like(gone)
         kept = np.flatnonzero(~removed)
         window, after = kept[:k], kept[k:k + 1]
-        rank = 1.0 / (self.params.alpha + np.arange(k))  # the rank rule's weights by slot
+        # the votes with prototypes weigh their neighbours by rank: by slot alone
+        rank = rule_weights(np.zeros(k), self.params)
         factor = np.where(gone[window], 0.0, self.weights[window]) if how == "block" else self.weights[window]
         votes = np.zeros((len(window) + 1, n_names))  # votes[s]: the window's first s slots summed by class
         np.cumsum(self._one_hot(window, rank[: len(window)] * factor), axis=0, out=votes[1:])
@@ -302,7 +305,7 @@ class _Scorer:
         """How far `label` leads the best other class in each variant (> 0: it still wins;
         -inf: it lost, a tie included when the other class comes first in tie order).
         Read off the score matrix; only exact ties are settled by `tallies`' tie order."""
-        sims, codes, live, factors = self.ballots(removed, blocked)
+        sims, codes, live, factors = self.windows(removed, blocked)
         proto_classes, proto_sims = self._prototypes(removed, blocked)
         # the classes and label indices `tally_scores` would make of the labels, from codes
         present = np.flatnonzero(np.bincount(codes[live], minlength=len(self.names) - 1))
