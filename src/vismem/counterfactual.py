@@ -307,7 +307,7 @@ class _Scorer:
         Read off the score matrix; only exact ties are settled by `tallies`' tie order."""
         sims, codes, live, factors = self.windows(removed, blocked)
         proto_classes, proto_sims = self._prototypes(removed, blocked)
-        # the classes and label indices `tally_scores` would make of the labels, from codes
+        # the classes and label indices `tally` would make of the labels, from codes
         present = np.flatnonzero(np.bincount(codes[live], minlength=len(self.names) - 1))
         classes = sorted({*self.names[present].tolist(), *proto_classes})
         index_of = np.full(len(self.names), -1)

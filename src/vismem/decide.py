@@ -359,10 +359,13 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     that vote (factor > 0: a blocked item breaks no tie), then of the others, then, for
     the votes that use them, the classes with a prototype.
     """
-    classes, weights, scores = tally_scores(similarities, labels, live, factors, params,
-                                            prototype_classes, prototype_similarities)
     n = len(labels)
+    classes = sorted({*labels[live].tolist(), *prototype_classes})
     position = {c: i for i, c in enumerate(classes)}
+    label_index = np.full(np.shape(labels), -1, dtype=np.int64)
+    label_index[live] = [position[label] for label in labels[live].tolist()]
+    weights, scores = indexed_scores(similarities, label_index, classes, factors, params,
+                                     prototype_classes, prototype_similarities)
     proto_names = np.asarray(list(prototype_classes), dtype=object)
     with_prototype = (np.isfinite(np.asarray(prototype_similarities, dtype=np.float64)).reshape(n, len(proto_names))
                       if params.uses_prototypes and prototype_similarities is not None else np.zeros((n, 0), bool))
@@ -375,24 +378,13 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     return weights, shares
 
 
-def tally_scores(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factors: np.ndarray,
-                 params: VoteParams, prototype_classes: Sequence[str] = (),
-                 prototype_similarities: np.ndarray | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """`tally`'s arrays, without its tie order: (the classes, sorted; each neighbour's vote
-    (n, m); the class scores (n, classes), the very floats `tally`'s shares hold)."""
-    classes = sorted({*labels[live].tolist(), *prototype_classes})
-    position = {c: i for i, c in enumerate(classes)}
-    label_index = np.full(np.shape(labels), -1, dtype=np.int64)
-    label_index[live] = [position[label] for label in labels[live].tolist()]
-    return classes, *indexed_scores(similarities, label_index, classes, factors, params,
-                                    prototype_classes, prototype_similarities)
-
-
 def indexed_scores(similarities: np.ndarray, label_index: np.ndarray, classes: Sequence[str], factors: np.ndarray,
                    params: VoteParams, prototype_classes: Sequence[str] = (),
                    prototype_similarities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`tally_scores` for labels given as `label_index` (n, m) into `classes` (-1: padding),
-    which hold every label in it and every prototype class, sorted."""
+    """`tally`'s arrays, for labels given as `label_index` (n, m) into `classes` (-1:
+    padding), which hold every label in it and every prototype class, sorted: each
+    neighbour's vote (n, m) and the class scores (n, classes), the very floats `tally`'s
+    shares hold."""
     n = len(label_index)
     proto_classes = list(prototype_classes)
     proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
