@@ -188,13 +188,13 @@ class _Scorer:
         """(T, classes): each class's similarity to its nearest prototype once each variant's
         `gone` candidates have left their clusters; -inf for a class with no member left.
         Each variant is scored by itself, so its score never depends on the others."""
-        return self._class_maxima(np.stack([self._cluster_state(row & self._in_cluster)[0] for row in gone])
+        return self._class_maxima(np.stack([self._cluster_state(row)[0] for row in gone])
                                   if len(gone) else np.empty((0, len(self._alive))))
 
     def _trial_class_similarities(self, gone: np.ndarray, left: np.ndarray) -> np.ndarray:
         """`_class_similarities` of a greedy step's trials (`gone` and one more of `left`
         each), to within rounding: a trial changes the one cluster its extra leaver leaves."""
-        now, totals, _, counts = self._cluster_state(gone & self._in_cluster)
+        now, totals, _, counts = self._cluster_state(gone)
         sims = np.repeat(now[None], len(left), axis=0)
         trial = np.flatnonzero(self._in_cluster[left])
         row = left[trial]
@@ -204,14 +204,15 @@ class _Scorer:
                                   rest @ self.q / np.maximum(np.linalg.norm(rest, axis=1), 1e-12), -np.inf)
         return self._class_maxima(sims)
 
-    def _cluster_state(self, leaving: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _cluster_state(self, gone: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(similarity to the query (P,), -inf where no member is left; totals (P, dim);
-        alive; member counts) of the clusters once the `leaving` candidates have left."""
+        alive; member counts) of the clusters once the `gone` candidates that are members
+        have left them."""
         cl = self.clusters
         assert cl is not None
         sims, totals, counts = self.base_sims.copy(), np.asarray(cl.totals, np.float64).copy(), \
             np.asarray(cl.counts).copy()
-        rows = np.flatnonzero(leaving)
+        rows = np.flatnonzero(gone & self._in_cluster)
         for p in np.unique(cl.member[rows]):
             mine = rows[cl.member[rows] == p]
             totals[p] = cl.totals[p] - cl.vectors[mine].sum(axis=0, dtype=np.float64)
@@ -235,12 +236,8 @@ class _Scorer:
         blocking it takes its vote away. The estimates differ from `tally`'s sums by
         rounding only, so the trials that could be the step's smallest, or a tie that the
         tie order settles, are scored again exactly."""
-        trials = np.repeat(gone[None], len(left), axis=0)
-        trials[np.arange(len(left)), left] = True  # each trial takes one more candidate away
-        untouched = np.zeros_like(trials)
-        removed, blocked = (trials, untouched) if how == "remove" else (untouched, trials)
         if not self.params.uses_prototypes:
-            return self.margins(removed, blocked, label)
+            return self.margins(*self._trials(gone, left, how), label)
         estimate = self._estimated_margins(gone, left, how, label)
         clear = estimate < -_CLOSE  # lost (-inf), beyond any rounding
         # the trials that may be the smallest, or a tie that the tie order may settle as lost
@@ -250,8 +247,17 @@ class _Scorer:
             close = close[close < np.argmax(clear)]
         out = np.where(clear, -np.inf, estimate)
         if len(close):
-            out[close] = self.margins(removed[close], blocked[close], label)
+            out[close] = self.margins(*self._trials(gone, left[close], how), label)
         return out
+
+    @staticmethod
+    def _trials(gone: np.ndarray, extra: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+        """(removed, blocked) masks of the trials that each take `gone` and one more of
+        `extra` away, by `how` ("remove" or "block")."""
+        trials = np.repeat(gone[None], len(extra), axis=0)
+        trials[np.arange(len(extra)), extra] = True
+        untouched = np.zeros_like(trials)
+        return (trials, untouched) if how == "remove" else (untouched, trials)
 
     def _estimated_margins(self, gone: np.ndarray, left: np.ndarray, how: str, label: str) -> np.ndarray:
         """Each trial's margin to within rounding, from running sums over the current window
