@@ -367,8 +367,8 @@ def tally(similarities: np.ndarray, labels: np.ndarray, live: np.ndarray, factor
     weights, scores = indexed_scores(similarities, label_index, classes, factors, params,
                                      prototype_classes, prototype_similarities)
     proto_names = np.asarray(list(prototype_classes), dtype=object)
-    with_prototype = (np.isfinite(np.asarray(prototype_similarities, dtype=np.float64)).reshape(n, len(proto_names))
-                      if params.uses_prototypes and prototype_similarities is not None else np.zeros((n, 0), bool))
+    with_prototype = (np.isfinite(_by_query(prototype_similarities, n, len(proto_names))) if params.uses_prototypes
+                      else np.zeros((n, 0), bool))
     voting = live & (np.asarray(factors) > 0)
     shares = []
     for q in range(n):
@@ -386,14 +386,19 @@ def indexed_scores(similarities: np.ndarray, label_index: np.ndarray, classes: S
     neighbour's vote (n, m) and the class scores (n, classes), the very floats `tally`'s
     shares hold."""
     n = len(label_index)
-    proto_classes = list(prototype_classes)
-    proto_sims = (np.full((n, 0), -np.inf) if prototype_similarities is None
-                  else np.asarray(prototype_similarities, dtype=np.float64).reshape(n, len(proto_classes)))
     position = {c: i for i, c in enumerate(classes)}
     proto_matrix = np.full((n, len(classes)), -np.inf)
-    proto_matrix[:, [position[c] for c in proto_classes]] = proto_sims
+    proto_matrix[:, [position[c] for c in prototype_classes]] = _by_query(prototype_similarities, n,
+                                                                          len(prototype_classes))
     weights = neighbour_weights(similarities, label_index, params, factors)
     return weights, class_scores(weights, label_index, len(classes), params, proto_matrix)
+
+
+def _by_query(prototype_similarities: np.ndarray | None, n: int, classes: int) -> np.ndarray:
+    """Prototype similarities as (n queries, classes) float64; none given: (n, 0)."""
+    if prototype_similarities is None:
+        return np.full((n, 0), -np.inf)
+    return np.asarray(prototype_similarities, dtype=np.float64).reshape(n, classes)
 
 
 def winner(shares: dict[str, float]) -> str | None:
