@@ -180,7 +180,8 @@ def test_a_greedy_step_scores_its_trials_as_the_vote_does():
         for how in ("remove", "block"):
             trials = np.repeat(gone[None], len(left), axis=0)
             trials[np.arange(len(left)), left] = True
-            removed, blocked = (trials, ~trials & False) if how == "remove" else (~trials & False, trials)
+            untouched = np.zeros_like(trials)
+            removed, blocked = (trials, untouched) if how == "remove" else (untouched, trials)
             exact = scorer.margins(removed, blocked, label)
             fast = scorer.trial_margins(gone, left, how, label)
             assert np.argmin(fast) == np.argmin(exact) and fast.min() == exact.min()

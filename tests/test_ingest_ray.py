@@ -100,6 +100,14 @@ def test_a_rerun_encodes_only_what_the_memory_lacks(cluster, folder, tmp_path):
     assert len(copies.added) == 4 and len(memory) == 16   # copies reuse the stored vectors
 
 
+def pass_two_rows(files):
+    """The rows pass 1 hands to `decode_and_encode` for these files."""
+    from vismem.images import content_hash
+
+    return [{"path": str(f.resolve()), "given": str(f), "label": "", "source": "",
+             "hash": content_hash(f.read_bytes())} for f in files]
+
+
 def test_decoding_runs_in_tasks_of_its_own_beside_the_encoder_actors(cluster, folder, tmp_path):
     """Ray Data fuses maps whose resource requests are equal: decoding (one CPU) used to run
     inside the one-CPU encoder actors of a CPU-only cluster, and the CPUs the plan kept for
@@ -107,13 +115,11 @@ def test_decoding_runs_in_tasks_of_its_own_beside_the_encoder_actors(cluster, fo
     import ray
 
     from vismem.encoders import EncoderOptions
-    from vismem.images import DEFAULT_MAX_PIXELS, content_hash
+    from vismem.images import DEFAULT_MAX_PIXELS
     from vismem.ingest_ray import decode_and_encode
 
     with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
-        files = sorted((folder / "3").glob("*.png"))  # 1/ holds a broken file
-        rows = [{"path": str(f.resolve()), "given": str(f), "label": "3", "source": "",
-                 "hash": content_hash(f.read_bytes())} for f in files]
+        rows = pass_two_rows(sorted((folder / "3").glob("*.png")))  # 1/ holds a broken file
         plan = plan_for(ray.cluster_resources())
         assert plan.gpus == 0
         ds = decode_and_encode(ray, rows, plan, memory.store.identity, memory.encoder.preprocessing,
@@ -134,13 +140,11 @@ def test_several_encoder_actors_yield_the_files_in_their_order(cluster, folder, 
     import ray
 
     from vismem.encoders import EncoderOptions
-    from vismem.images import DEFAULT_MAX_PIXELS, content_hash
+    from vismem.images import DEFAULT_MAX_PIXELS
     from vismem.ingest_ray import RayPlan, decode_and_encode
 
     with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
-        files = sorted(f for d in ("2", "3") for f in (folder / d).glob("*.png"))
-        rows = [{"path": str(f.resolve()), "given": str(f), "label": "", "source": "",
-                 "hash": content_hash(f.read_bytes())} for f in files]
+        rows = pass_two_rows(sorted(f for d in ("2", "3") for f in (folder / d).glob("*.png")))
         # two actors that ask for no CPU, so that decoding keeps both of this cluster's
         ds = decode_and_encode(ray, rows, RayPlan(actors=2, cpus=0.0, gpus=0.0), memory.store.identity,
                                memory.encoder.preprocessing, EncoderOptions(), batch_size=1,
