@@ -78,6 +78,7 @@ def test_removed_rows_are_reclaimed_in_bulk():
     labels, _ = c.names(np.array([1, 2000, 2001, 2002, n, n + 1, -1, -7, 0, 2**62, 2**63 - 1]))
     assert labels.tolist() == [None, None, LABELS[2000 % 3], LABELS[2001 % 3], LABELS[(n - 1) % 3],
                                None, None, None, None, None, None]
+    assert c.name_lists(np.array([1, 2001, n, n + 1, -1, 2**63 - 1]))[0] == labels[[0, 2, 4, 5, 6, 10]].tolist()
     assert 0 not in c and -1 not in c and 2**63 - 1 not in c and 2001 in c
     with pytest.raises(ValueError, match="start at 1"):  # id 0 stands for "none" in the tables by id
         Catalog().add([0, 1], ["cat", "dog"], ["a", "a"], [1.0, 1.0])
@@ -131,6 +132,7 @@ def assert_named_as_stored(memory: Memory) -> None:
     labels, sources = memory.store.catalog.names(every.reshape(-1, 1))
     assert labels.ravel().tolist() == [stored[i].label if i in stored else None for i in every.tolist()]
     assert sources.ravel().tolist() == [stored[i].source if i in stored else None for i in every.tolist()]
+    assert memory.store.catalog.name_lists(every) == (labels.ravel().tolist(), sources.ravel().tolist())
     columns = memory.store.catalog.columns(every)
     assert columns[0].tolist() == labels.ravel().tolist()
     assert columns[2].tolist() == [stored[i].weight if i in stored else 0.0 for i in every.tolist()]

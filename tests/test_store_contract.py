@@ -66,11 +66,13 @@ def test_nearest_is_the_search_without_the_vote_columns(location):
     store = memory.store
     for where, k in ((None, 5), (Filter.of(labels=["c2"], where={"n": 1}), 8)):  # 5 match: padded to 8
         searched, near = store.search(vectors[3:6], k, where), store.nearest(vectors[3:6], k, where)
-        for column in ("ids", "similarities", "labels", "sources"):
-            assert np.array_equal(getattr(near, column), getattr(searched, column)), column
-    assert (near.ids[:, 5:] == -1).all() and (near.labels[:, 5:] == None).all()  # noqa: E711  (elementwise)
+        assert near.k == k
+        for column in ("ids", "similarities", "labels", "sources"):  # flat lists, in row order
+            assert getattr(near, column) == getattr(searched, column).ravel().tolist(), column
+    rows = np.reshape(near.ids, (3, 8))
+    assert (rows[:, 5:] == -1).all() and set(np.reshape(near.labels, (3, 8))[:, 5:].ravel()) == {None}
     assert {h.label for h in memory.search(vectors[4], k=1)[0]} == {"c0"}
-    assert memory.search(np.zeros((0, 16)), k=3) == [] and store.nearest(np.zeros((0, 16)), 3).ids.shape == (0, 3)
+    assert memory.search(np.zeros((0, 16)), k=3) == [] and store.nearest(np.zeros((0, 16)), 3).ids == []
     memory.close()
 
 

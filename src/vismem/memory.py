@@ -34,7 +34,6 @@ from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
-from .search.base import padded
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
 from .store.base import Where, plain_text
@@ -537,15 +536,13 @@ class Memory:
                            max_prune_count=self.settings.pruning.excluded_from)
         found = self.store.nearest(queries, int(k), voters)
         self.store.record_queries(queries)  # only when the memory records queries (opt-in)
-        # Every hit made in one pass over the flat arrays, then cut into rows: a third less
+        # Every hit made in one pass over the flat lists, then cut into rows: a third less
         # than a pass per row (a single query's row is the pass itself).
-        ids = found.ids
-        hits = list(map(_hit, zip(ids.ravel().tolist(), found.labels.ravel().tolist(),
-                                  found.sources.ravel().tolist(),
-                                  map(_distance, found.similarities.ravel().tolist()), strict=True)))
-        width = ids.shape[1]
-        rows = [hits] if len(ids) == 1 else [hits[i : i + width] for i in range(0, len(hits), width)]
-        if padded(ids):  # fewer than k match: FAISS's padding (id -1) is no hit
+        hits = list(map(_hit, zip(found.ids, found.labels, found.sources, map(_distance, found.similarities),
+                                  strict=True)))
+        width = found.k
+        rows = [hits] if len(queries) == 1 else [hits[i : i + width] for i in range(0, len(hits), width)]
+        if min(found.ids[width - 1 :: width], default=0) < 0:  # fewer than k match: padding (id -1) is no hit
             rows = [[hit for hit in row if hit.id >= 0] for row in rows]
         return rows
 

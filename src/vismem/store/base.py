@@ -307,26 +307,39 @@ class InsertResult:
 class Nearest:
     """The k nearest items of n queries, nearest first: what a plain search returns.
 
-    All arrays are (n, k); a row ends with padding (id -1, similarity -inf, label None)
-    when fewer than k items match.
+    Flat lists in row order: query i's neighbours are entries i*k .. i*k+k-1 of each. A
+    row ends with padding (id -1, similarity -inf, label and source None) when fewer than
+    k items match. (Lists, not arrays: all a search makes of them is one `Hit` per entry,
+    and a single query's k names cost a third as much gathered into lists.)
+    """
+
+    k: int
+    ids: list[int]
+    similarities: list[float]
+    labels: list[str | None]
+    sources: list[str | None]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The nearest items with what the vote needs besides: `weights`, `prune_counts` (the
+    items' pruning counts v) and `relabelled_from` (their labels before a relabel, None if
+    never relabelled). All arrays are (n, k); a row ends with padding (id -1, similarity
+    -inf, None) when fewer than k items match.
     """
 
     ids: np.ndarray
     similarities: np.ndarray
     labels: np.ndarray
     sources: np.ndarray
-
-
-@dataclass(frozen=True)
-class Neighbours(Nearest):
-    """The nearest items with what the vote needs besides: `weights`, `prune_counts` (the
-    items' pruning counts v) and `relabelled_from` (their labels before a relabel, None if
-    never relabelled), (n, k) each like the rest.
-    """
-
     weights: np.ndarray
     prune_counts: np.ndarray
     relabelled_from: np.ndarray
+
+    def nearest(self) -> Nearest:
+        """The plain search's part of these, flat."""
+        return Nearest(self.ids.shape[1], self.ids.ravel().tolist(), self.similarities.ravel().tolist(),
+                       self.labels.ravel().tolist(), self.sources.ravel().tolist())
 
     @classmethod
     def empty(cls, n: int, k: int) -> Neighbours:

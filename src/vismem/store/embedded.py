@@ -485,7 +485,8 @@ class EmbeddedStore:
 
     def nearest(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Nearest:
         found = self._found(queries, k, where)
-        return Nearest(found.ids, found.similarities, *self.catalog.names(found.ids))
+        ids = found.ids.ravel()
+        return Nearest(k, ids.tolist(), found.similarities.ravel().tolist(), *self.catalog.name_lists(ids))
 
     def _found(self, queries: np.ndarray, k: int, where: Filter | None) -> SearchResult:
         return self._index.index.search(self.to_search_space(queries), k, allowed_ids=self.catalog.selection(where))

@@ -790,7 +790,7 @@ class MilvusStore:
 
     def nearest(self, queries: np.ndarray, k: int, where: Filter | None = None) -> Nearest:
         """The same search: the server returns the vote's columns with each hit anyway."""
-        return self.search(queries, k, where)
+        return self.search(queries, k, where).nearest()
 
     def transform(self) -> FeatureTransform:
         """No feature transform: a Milvus collection is searched as stored."""
