@@ -9,8 +9,9 @@ Also timed: ours with `auto_refresh` off (no check for other processes' commits,
 of SQLite's shared WAL-index header), the store layer alone, and the least any Python
 wrapper does around the same FAISS call to give the same answer (normalise, search, ids,
 names, hits): the floor, to show how much of our cost lies above it.
-Single queries and batches, k=10, best of --repeats rounds taken in turn; the ratio is
-ours / bare (the bar: <= 1.2).
+Single queries and batches, k=10; each figure is the median of --repeats rounds in which
+the functions take turns by blocks of 30 calls (`time_calls`); the ratio is ours / bare
+(the bar: <= 1.2).
 
     python benchmarks/filters.py [--n 200000] [--dim 64] [--index hnsw] [--cache DIR]
 """
@@ -85,18 +86,37 @@ def least_python(memory: Memory, target, params, k: int) -> Callable:
     return call
 
 
-def time_calls(calls: dict[str, Callable], queries: np.ndarray, repeats: int) -> dict[str, float]:
-    """Mean seconds per call of each function over `queries` (one row per call), best of
-    `repeats` rounds that take the functions in turn: a busy machine slows a round, not a
-    function."""
-    best = dict.fromkeys(calls, np.inf)
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            start = time.perf_counter()
-            for q in queries:
-                fn(q[None, :])
-            best[name] = min(best[name], (time.perf_counter() - start) / len(queries))
-    return best
+def time_calls(calls: dict[str, Callable], queries: np.ndarray, repeats: int,
+               block: int = 30) -> dict[str, float]:
+    """Mean seconds per call of each function over `queries` (one row per call): the
+    median of `repeats` rounds.
+
+    The functions take turns by blocks of up to `block` calls, in an order that rotates
+    from block to block. Other tenants of this machine slow it for seconds at a time:
+    functions timed a whole round each, one after the other, met different loads (the
+    same code measured 1.20x and 1.36x in two runs). In blocks they meet the same load,
+    and each still runs as a caller's searches do, one after another (timed call by call
+    in turn, each ran with its own state evicted by the others: 3-5x the Python cost).
+    Function j starts at query j * n / F of the n, and the block divides that spread, so
+    a query is walked again by another function only n calls later, when the caches hold
+    nothing of that walk."""
+    names, n = list(calls), len(queries)
+    functions = [calls[name] for name in names]
+    spread = max(n // len(names), 1)
+    block = math.gcd(spread, min(block, n))
+    rounds = np.zeros((repeats, len(names)))
+    clock = time.perf_counter
+    for r in range(repeats):
+        for b in range(n // block):
+            for j in range(len(names)):
+                turn = (b + j) % len(names)  # who goes first rotates
+                first = b * block + turn * spread
+                rows = [queries[(first + t) % n][None, :] for t in range(block)]
+                start = clock()
+                for q in rows:
+                    functions[turn](q)
+                rounds[r, turn] += clock() - start
+    return dict(zip(names, np.median(rounds, axis=0) / (n // block * block), strict=True))
 
 
 def main() -> None:
