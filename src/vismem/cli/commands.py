@@ -93,10 +93,15 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
         raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
 
 
-def exit_if_missing(asked: Iterable[int], done: Iterable[int]) -> None:
-    """After the report: ids that were asked for but do not exist, named on stderr, while
-    the others were done (`refuse_if_none_done` came first): partial success, exit 3."""
-    missing = sorted(set(asked) - set(done))
+def missing_ids(asked: Iterable[int], done: Iterable[int]) -> list[int]:
+    """The ids asked for that were not done (they do not exist), ascending."""
+    return sorted(set(asked) - set(done))
+
+
+def exit_if_missing(missing: list[int]) -> None:
+    """After the report: ids that were asked for but do not exist (`missing_ids`), named
+    on stderr, while the others were done (`refuse_if_none_done` came first): partial
+    success, exit 3."""
     if missing:
         err.print(f"no items with ids {missing}; the others were done", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
@@ -378,7 +383,7 @@ def remove(
                   f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}", markup=False)
         raise typer.Exit(EXIT_PARTIAL)
     if ids:
-        exit_if_missing(ids, removed)
+        exit_if_missing(missing_ids(ids, removed))
 
 
 @app.command()
@@ -392,12 +397,12 @@ def relabel(
     with _open(memdir) as memory:
         changed = memory.relabel(ids, label)
     refuse_if_none_done(ids, changed)
-    missing = sorted(set(ids) - set(changed))
+    missing = missing_ids(ids, changed)
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
         out.print(f"relabelled {len(changed)} items to {label!r}")
-    exit_if_missing(ids, changed)
+    exit_if_missing(missing)
 
 
 @app.command()

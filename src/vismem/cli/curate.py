@@ -14,7 +14,8 @@ from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
 from . import app, emit, out, progress_bar
-from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
+from .commands import (JsonFlag, MemDir, _open, described_option, exit_if_missing, missing_ids,
+                       refuse_if_none_done)
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 
@@ -163,12 +164,12 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
     with _open(memdir) as memory:
         changed = memory.set_weight(ids, weight)
     refuse_if_none_done(ids, changed)
-    missing = sorted(set(ids) - set(changed))
+    missing = missing_ids(ids, changed)
     if json_out:
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
         out.print(f"{verb} {len(changed)} items (weight {weight:g})")
-    exit_if_missing(ids, changed)
+    exit_if_missing(missing)
 
 
 @app.command()
