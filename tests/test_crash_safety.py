@@ -151,27 +151,44 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
 
 
+# `vismem` with a real SIGINT, sent when the first batch is reported (the progress bar's `advance`)
+INTERRUPTED_AT_FIRST_BATCH = textwrap.dedent("""
+    import os, signal, sys
+    from vismem.cli import main
+
+    def at_first_batch(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "advance":
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sys.setprofile(at_first_batch)
+    main(sys.argv[1:])
+""")
+
+
 def test_ctrl_c_during_an_import_says_nothing_was_made(tmp_path):
     """Ctrl-C said "every batch committed before this point is kept" for every command; an
     import keeps nothing, and an export writes no file."""
     path, _, _ = _exported(tmp_path)
     dest = tmp_path / "copy"
-    # a real SIGINT, sent when the first batch is reported (the progress bar's `advance`)
-    script = textwrap.dedent("""
-        import os, signal, sys
-        from vismem.cli import main
-
-        def at_first_batch(frame, event, arg):
-            if event == "call" and frame.f_code.co_name == "advance":
-                sys.setprofile(None)
-                os.kill(os.getpid(), signal.SIGINT)
-
-        sys.setprofile(at_first_batch)
-        main(sys.argv[1:])
-    """)
     for args, left in ((["import", str(path), str(dest)], f"nothing: no memory was made at {dest}"),
                        (["export", str(tmp_path / "origin"), str(tmp_path / "again.parquet")],
                         f"nothing: {tmp_path / 'again.parquet'} was not written")):
-        run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, *args], capture_output=True, text=True)
         assert run.returncode == 130 and f"interrupted: {left}" in run.stderr, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "origin"]
+
+
+def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
+    """A read-only command interrupted said that the batches it had committed were kept,
+    as if it had written some: it says that it changed no item, and none changed."""
+    memdir = tmp_path / "m"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(unit_vectors(300, 8, seed=3), [f"c{i % 3}" for i in range(300)])
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "suspects", str(memdir)],
+                         capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    assert "interrupted: no item was added, removed or changed: `vismem suspects` only reads the memory" \
+        in run.stderr, run.stderr
+    with Memory.open(memdir) as memory:
+        assert memory.ids() == ids and memory.class_counts() == {"c0": 100, "c1": 100, "c2": 100}

@@ -98,7 +98,8 @@ class _Stderr(logging.Handler):
 _warnings = _Stderr(logging.WARNING)
 
 # What Ctrl-C leaves behind, said on stderr: most writing commands commit batch by batch;
-# a command that is all or nothing (import, export) says so with `interrupted_leaves`.
+# a command that is all or nothing (import, export) says so with `interrupted_leaves`, and
+# one that only reads the memory with `only_reads`.
 _AFTER_INTERRUPT = "every batch committed before this point is kept"
 _after_interrupt = _AFTER_INTERRUPT
 
@@ -107,6 +108,12 @@ def interrupted_leaves(what: str) -> None:
     """Say `what` (e.g. "nothing: DEST was not created") if this command is interrupted."""
     global _after_interrupt
     _after_interrupt = what
+
+
+def only_reads(command: str) -> None:
+    """Declare that `command` changes no item, so that Ctrl-C says so (not that batches
+    committed so far are kept: it commits none)."""
+    interrupted_leaves(f"no item was added, removed or changed: `vismem {command}` only reads the memory")
 
 
 def main(argv: list[str] | None = None) -> None:

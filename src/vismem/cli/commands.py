@@ -17,7 +17,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import parse_pairs, parse_where
-from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, out, progress_bar
+from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, only_reads, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -307,6 +307,7 @@ def classify(
     """
     from ..explain import decision_table
 
+    only_reads("classify")
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
@@ -408,6 +409,7 @@ def relabel(
 @app.command()
 def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     """Show item and class counts, encoder, format version, index and disk use."""
+    only_reads("info")
     with _open(memdir) as memory:
         data = memory.info() | {"encoding": planned_encoding(memory)}
     if json_out:
@@ -509,6 +511,7 @@ def evaluate(
     from ..evaluate import evaluate_folder
     from ..images import find_images
 
+    only_reads("eval")
     options = _vote_options(k, vote, alpha, tau, mix)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         total = len(find_images([testdir])[0])
@@ -560,6 +563,7 @@ def explain(
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
+    only_reads("explain")
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir, encoder_options(device, runtime, precision)) as memory:

@@ -13,7 +13,7 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
-from . import app, emit, out, progress_bar
+from . import app, emit, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, _open, described_option, exit_if_missing, missing_ids,
                        refuse_if_none_done)
 
@@ -114,6 +114,7 @@ def suspects(
     label, worst first, each with the disagreeing neighbours as evidence."""
     from ..curate import find_suspects
 
+    only_reads("suspects")
     with _open(memdir) as memory, progress_bar("querying the memory against itself", len(memory)) as advance:
         found = find_suspects(memory, limit=limit, k=k, progress=advance)
     if json_out:

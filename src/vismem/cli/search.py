@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, emit, out
+from . import EXIT_SKIPPED, app, emit, only_reads, out
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order, load_npy,
                        say_unreadable)
 
@@ -36,6 +36,7 @@ def search(
     (id, label, source, distance). An unreadable image gives {"path": ..., "error": ...}
     and exit code 3.
     """
+    only_reads("search")
     with _open(memdir) as memory:
         vectors, kept, skipped = memory.embed_images(images)
         rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
