@@ -14,6 +14,7 @@ the functions take turns by blocks of 30 calls (`time_calls`); the ratio is ours
 (the bar: <= 1.2).
 
     python benchmarks/filters.py [--n 200000] [--dim 64] [--index hnsw] [--cache DIR]
+                                 [--queries 300] [--block 30]
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def time_calls(calls: dict[str, Callable], queries: np.ndarray, repeats: int,
     same code measured 1.20x and 1.36x in two runs). In blocks they meet the same load,
     and each still runs as a caller's searches do, one after another (turns of one call
     and of 10 calls gave the same ratios with labels and hard-pruned items, and 1.65-1.82x
-    where 30 give 1.57-1.62x with the 1% metadata filter, at 1M 64-d).
+    where 30 give 1.57-1.62x with the 1% metadata filter, at 1M 64-d). Longer turns
+    measure a warmer caller: at 1M 256-d, turns of 150 over 1,500 queries gave 1.10x,
+    1.21x and 1.20x where turns of 30 gave 1.15-1.20x, 1.26-1.27x and 1.13-1.27x.
     Function j starts at query j * n / F of the n, and the block divides that spread, so
     a query is walked again by another function only n calls later, when the caches hold
     nothing of that walk."""
@@ -128,6 +131,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64, help="queries per batched call")
+    parser.add_argument("--block", type=int, default=30,
+                        help="calls per turn of each function (at most --queries / 5; see time_calls)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/vismem-filters-bench"))
     args = parser.parse_args()
     path = args.cache / f"{args.index}-{args.n}-{args.dim}"
@@ -174,7 +179,7 @@ def main() -> None:
                 params = index._restricted_params(within.selector, k, within.count / len(memory))
                 graph = index._restricted_index()
                 single["walk"] = lambda q, graph=graph, params=params: graph.search(q, k, params=params)
-            took = time_calls(single, queries, args.repeats)
+            took = time_calls(single, queries, args.repeats, args.block)
             # several batches: one is searched again, by either side, only after all the others (time_calls)
             size = min(args.batch, len(queries))
             batches = np.ascontiguousarray(queries[: len(queries) // size * size].reshape(-1, size, args.dim))
