@@ -16,7 +16,7 @@ from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import parse_pairs, parse_where
+from ..store.base import missing_ids, parse_pairs, parse_where
 from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, only_reads, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
@@ -91,11 +91,6 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
     asked = list(asked)
     if asked and not list(done):
         raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
-
-
-def missing_ids(asked: Iterable[int], done: Iterable[int]) -> list[int]:
-    """The ids asked for that were not done (they do not exist), ascending."""
-    return sorted(set(asked) - set(done))
 
 
 def exit_if_missing(missing: list[int]) -> None:

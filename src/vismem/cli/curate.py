@@ -13,9 +13,9 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
+from ..store.base import missing_ids
 from . import app, emit, only_reads, out, progress_bar
-from .commands import (JsonFlag, MemDir, _open, described_option, exit_if_missing, missing_ids,
-                       refuse_if_none_done)
+from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 

@@ -48,7 +48,7 @@ from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
-from ..store.base import parse_pairs, parse_where
+from ..store.base import missing_ids, parse_pairs, parse_where
 from .batcher import EncodeBatcher
 from .http import BodyLimit, HeadAsGet, add_error_handlers, responses
 from .models import (
@@ -405,7 +405,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         targets = parse_where(chosen.where)
         removed = await service.write(memory.remove, chosen.id, label=chosen.label, source=chosen.source,
                                       where=targets, purge=True)
-        missing = sorted(set(chosen.id or ()) - set(removed))
+        missing = missing_ids(chosen.id or (), removed)
         return {"removed": len(removed), "ids": removed, "missing": missing,
                 "items": await service.read(len, memory)}
 
@@ -431,7 +431,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem relabel` / `block` / `boost` / `unblock` for several items at once, in one
         transaction. Ids that do not exist are listed in `missing`."""
         updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
-        return {"updated": len(updated), "ids": updated, "missing": sorted(set(change.ids) - set(updated))}
+        return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated)}
 
 
 def _access(settings: ServiceSettings) -> tuple[list, list]:

@@ -161,6 +161,12 @@ def parse_where(pairs: Sequence[str] | None, option: str = "--where") -> list[tu
     return found
 
 
+def missing_ids(asked: Iterable[int], done: Iterable[int]) -> list[int]:
+    """The ids an edit was asked for but did not do (they do not exist), ascending: what
+    the CLI names before it exits 3 and the service lists as `missing`."""
+    return sorted(set(asked) - set(done))
+
+
 def parse_pairs(pairs: Sequence[str] | None, option: str = "--meta") -> dict[str, Any] | None:
     """KEY=VALUE texts (the CLI's --meta, the service's `meta`) as metadata to store, read
     as `parse_where` reads them; a key given twice keeps its last value.
