@@ -2,12 +2,17 @@
 
 The document says file parts are `image/*`, and a schema-valid upload must be a real
 image: this strategy makes small PNGs of random size and colours, so every positive
-case sends one the server can decode.
+case sends one the server can decode. Likewise a query `vector` is a JSON array of the
+memory's dimension (its `contentSchema`, which the fuzzer does not read): `map_body` puts
+one there, of the dimension the test gives in VISMEM_FUZZ_DIM.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 
 import numpy as np
 import schemathesis
@@ -36,4 +41,13 @@ def map_body(context, body):
     parts = getattr(body, "body", body)
     if isinstance(parts, dict) and isinstance(parts.get("files"), bytes):
         parts["files"] = [parts["files"]]
+    if isinstance(parts, dict) and isinstance(parts.get("vector"), str):
+        parts["vector"] = query_vector(parts["vector"], int(os.environ["VISMEM_FUZZ_DIM"]))
     return body
+
+
+def query_vector(drawn: str, dim: int) -> str:
+    """A valid query vector in place of the text the fuzzer drew (the same one for the
+    same text, so that a failing case replays)."""
+    seed = int.from_bytes(hashlib.sha256(drawn.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+    return json.dumps(np.random.default_rng(seed).standard_normal(dim).round(4).tolist())

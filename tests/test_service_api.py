@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import threading
 
@@ -101,7 +102,7 @@ def test_classify_options_and_errors(client, digit_sets):
         too = classify(client, query, k=k)
         assert too.status_code == 422 and too.json()["error"].startswith("invalid request: k:")
     missing = client.post("/classify")
-    assert missing.status_code == 422 and "file" in missing.json()["error"]
+    assert missing.status_code == 400 and "`file`" in missing.json()["error"]
     uncalibrated = classify(client, query, abstain="true")
     assert uncalibrated.status_code == 409 and "vismem calibrate" in uncalibrated.json()["error"]
 
@@ -449,6 +450,21 @@ def test_edits_from_another_process_are_seen(client, memory, digit_sets):
 
 
 # ---- parity with the CLI: the same Memory methods, the same option names ------------------
+
+
+def test_a_vector_query_answers_as_its_image(client, memory, digit_sets):
+    # the vector that the memory's encoder makes of the image, sent instead of the image
+    query = digit_sets["2"][PER_LABEL]
+    vectors, kept, _ = memory.embed_images([Image.open(io.BytesIO(query))])
+    assert kept == [0]
+    vector = {"vector": json.dumps(vectors[0].tolist())}
+    for path, form in (("/classify", {"k": "5"}), ("/search", {"k": "4", "only_label": ["1", "2"]})):
+        by_image = client.post(path, files={"file": ("q.png", query, "image/png")}, data=form).json()
+        by_vector = client.post(path, data={**form, **vector}).json()
+        assert by_image["path"] == "q.png" and by_vector["path"] is None
+        assert by_vector["neighbors"] == by_image["neighbors"]
+        assert {key: by_vector[key] for key in by_vector if key != "path"} == \
+               {key: by_image[key] for key in by_image if key != "path"}
 
 
 def test_search_answers_what_the_cli_answers(client, memory, digit_sets, tmp_path, cli):

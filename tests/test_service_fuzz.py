@@ -38,6 +38,7 @@ def test_schemathesis_finds_no_failure(tmp_path, digits):
             members = [i for i, lab in enumerate(labels) if lab == label][:5]
             memory.add_image_bytes([(f"{label}-{i}.png", png(images[i])) for i in members],
                                    label=label, source=f"set-{label}")
+        dim = memory.dim
     process, url = start_server(tmp_path / "mem", env={"VISMEM_TOKEN": TOKEN})
     try:
         run = subprocess.run(
@@ -45,7 +46,7 @@ def test_schemathesis_finds_no_failure(tmp_path, digits):
              f"{url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}", "--max-examples", str(EXAMPLES),
              "--seed", "1", "--workers", "1", "--request-timeout", "60", "--no-color"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "VISMEM_FUZZ_DIM": str(dim),
                  "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
         )
     finally:

@@ -1,12 +1,15 @@
-"""Measuring a memory: accuracy on a labelled test folder."""
+"""Measuring a memory: accuracy on a labelled test folder, or on test vectors with labels."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from .errors import InvalidInputError
 from .images import NOT_IN_A_CLASS_FOLDER, Skipped, find_images
 from .memory import Memory
 
@@ -49,10 +52,25 @@ def evaluate_folder(
     skipped = [Skipped(s.path, f"{NOT_IN_A_CLASS_FOLDER}: move it into a folder named after its class")
                if s.reason.startswith(NOT_IN_A_CLASS_FOLDER) else s for s in skipped]
     vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
-    decisions = memory.classify_vectors(vectors, **vote_options) if kept else []
     truth = [str(files[i].label) for i in kept]  # files found in class subfolders all have one
+    return evaluate_vectors(memory, vectors, truth, skipped=skipped + unreadable, **vote_options)
+
+
+def evaluate_vectors(
+    memory: Memory,
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    *,
+    skipped: Sequence[Skipped] = (),
+    **vote_options: Any,
+) -> EvalReport:
+    """Classify query vectors (n, dim) whose true labels are known and score the answers
+    (`skipped`: test inputs that could not be read, reported with the score)."""
+    if len(labels) != len(vectors):
+        raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
+    decisions = memory.classify_vectors(vectors, **vote_options) if len(vectors) else []
     confusion: dict[str, Counter] = defaultdict(Counter)
-    for true, decision in zip(truth, decisions, strict=True):
+    for true, decision in zip(labels, decisions, strict=True):
         confusion[true][decision.label] += 1
     correct = sum(c[label] for label, c in confusion.items())
     per_class = {label: c[label] / sum(c.values()) for label, c in sorted(confusion.items())}
@@ -64,5 +82,5 @@ def evaluate_folder(
         per_class=per_class,
         confusion={t: {str(p): n for p, n in c.items()} for t, c in sorted(confusion.items())},
         vote=vote,
-        skipped=skipped + unreadable,
+        skipped=list(skipped),
     )

@@ -76,8 +76,11 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
 def _rows_to_normalise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The slow path of `Memory._check_vectors`: say what is wrong, or rescale rows so
     that huge values do not overflow their norm, nor tiny ones underflow it."""
-    if not np.isfinite(rows).all():
-        raise InvalidInputError("vectors must be finite numbers")
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InvalidInputError(f"vectors must be finite numbers: row {bad[0]} holds NaN or infinity"
+                                + (f", and {len(bad) - 1} more rows" if len(bad) > 1 else ""))
     if len(rows) and not rows.any(axis=1).all():
         zero = np.flatnonzero(~rows.any(axis=1))
         raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
@@ -269,7 +272,8 @@ class Memory:
         if identity.name is None:
             raise EncoderError(
                 f"memory at {self.location} has no encoder: it stores precomputed vectors; "
-                "add them with add_vectors / `vismem add-vectors`")
+                "add them with add_vectors / `vismem add-vectors`, and query it with vectors: "
+                "classify_vectors / search, or `--queries Q.npy` on the command line")
         encoder = create_encoder(identity.name, weights=identity.weights_path, options=options)
         if encoder.id != identity.id:
             raise EncoderError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Iterable, List, NamedTuple, Optional
 
 import typer
 
@@ -83,6 +83,57 @@ def load_npy(path: Path, option: str):
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {option} {path} as a .npy array: {exc}") from None
     raise InvalidInputError(f"{option} {path} is not a .npy file: write one with numpy.save")
+
+
+def load_labels(path: Path, option: str = "--labels") -> list[str]:
+    """Labels from a .npy array of text or integers (3 is the label "3", as in a class
+    folder named 3), or a text file with one label per line."""
+    if path.suffix != ".npy":
+        try:
+            return path.read_text().splitlines()
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read {option} {path}: {exc}") from None
+    array = load_npy(path, option)
+    if array.ndim != 1 or array.dtype.kind not in "iuU":
+        raise InvalidInputError(f"{option} {path}: expected one label per row, as text or integers, "
+                                f"got {array.dtype} {tuple(array.shape)}")
+    return [str(label) for label in array.tolist()] if array.dtype.kind in "iu" else array.tolist()
+
+
+QueriesOpt = typer.Option(None, "--queries", metavar="Q.npy",
+                          help="Query vectors instead of images: a .npy array of shape (n, dim) (or one (dim,) "
+                               "vector), e.g. embeddings made outside vismem for a memory made with --encoder none.")
+
+
+class Queries(NamedTuple):
+    """What a command asked about, read: the vectors of the `kept` inputs (positions in
+    `inputs`), a name for each (its path, or Q.npy[row]), and the images not read."""
+
+    inputs: list
+    vectors: Any
+    kept: list[int]
+    names: list[str]
+    skipped: list[Skipped]
+
+
+def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None) -> Queries:
+    """The queries of `classify`, `search` and `eval`: image files (encoded) or a .npy
+    array of vectors (`--queries`), exactly one of them."""
+    if bool(images) == (queries is not None):  # bad usage: exit 2, as a missing argument
+        raise typer.BadParameter("give image files or --queries Q.npy" + (", not both" if images else ""),
+                                 param_hint="IMAGES / --queries")
+    if queries is None:
+        assert images
+        vectors, kept, skipped = memory.embed_images(images)
+        return Queries(list(images), vectors, kept, [str(images[i]) for i in kept], skipped)
+    matrix = load_npy(queries, "--queries")
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != memory.dim or matrix.dtype.kind not in "biuf":
+        raise InvalidInputError(f"--queries {queries}: expected numbers of shape (n, {memory.dim}) for this "
+                                f"memory's {memory.dim}-d vectors, got {matrix.dtype} {tuple(matrix.shape)}")
+    names = [f"{queries}[{row}]" for row in range(len(matrix))]
+    return Queries(names, matrix, list(range(len(matrix))), names, [])
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
@@ -253,13 +304,7 @@ def add_vectors(
 ) -> None:
     """Add precomputed embeddings with labels (for memories made with --encoder none)."""
     matrix = load_npy(vectors, "--vectors")
-    if labels.suffix == ".npy":
-        names = load_npy(labels, "--labels").tolist()
-    else:
-        try:
-            names = labels.read_text().splitlines()
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read --labels {labels}: {exc}") from None
+    names = load_labels(labels)
     with _open(memdir) as memory:
         ids = memory.add_vectors(matrix, names, sources=source)
         count = len(memory)
@@ -272,7 +317,8 @@ def add_vectors(
 @app.command()
 def classify(
     memdir: Path = MemDir,
-    images: List[Path] = typer.Argument(..., help="Image files to classify.", show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files to classify.", show_default=False),
+    queries: Optional[Path] = QueriesOpt,
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
@@ -298,7 +344,8 @@ def classify(
     interventions; with --counterfactual also counterfactual (remove / block: the fewest
     item ids whose removal / blocking changes the label, label_after_remove /
     label_after_block, runner_up, summary). An unreadable image gives
-    {"path": ..., "error": ...} and exit code 3.
+    {"path": ..., "error": ...} and exit code 3. With --queries Q.npy, one object per
+    row, in order, with path Q.npy[row].
     """
     from ..explain import decision_table
 
@@ -306,10 +353,10 @@ def classify(
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
-        vectors, kept, skipped = memory.embed_images(images)
-        paths = [str(images[i]) for i in kept]
-        decisions = memory.classify_vectors(vectors, paths=paths, **options) if kept else []
-    for decision in in_input_order(images, kept, decisions, skipped):
+        asked = read_queries(memory, images, queries)
+        decisions = memory.classify_vectors(asked.vectors, paths=asked.names, **options) if asked.kept else []
+        skipped = asked.skipped
+    for decision in in_input_order(asked.inputs, asked.kept, decisions, skipped):
         if isinstance(decision, Skipped):
             say_unreadable(decision, json_out, "classify")
         elif json_out:
@@ -489,7 +536,12 @@ def _print_decisions(data: dict) -> None:
 @app.command("eval")
 def evaluate(
     memdir: Path = MemDir,
-    testdir: Path = typer.Argument(..., help="Test set in class-subfolder layout.", show_default=False),
+    testdir: Optional[Path] = typer.Argument(None, help="Test set in class-subfolder layout.", show_default=False),
+    queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
+                                           help="Test vectors instead of a folder: a .npy array (n, dim); "
+                                                "their true labels in --labels."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --queries: a .npy array of n labels, "
+                                          "or a text file with one label per line."),
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
@@ -502,27 +554,39 @@ def evaluate(
     decode_workers: Optional[int] = DecodeWorkersOpt,
     json_out: bool = JsonFlag,
 ) -> None:
-    """Accuracy of the memory on a labelled test folder (root/<label>/<image>)."""
-    from ..evaluate import evaluate_folder
+    """Accuracy of the memory on a labelled test folder (root/<label>/<image>), or on
+    test vectors (--queries Q.npy) with their true labels (--labels)."""
+    from ..evaluate import evaluate_folder, evaluate_vectors
     from ..images import find_images
 
     only_reads("eval")
     options = _vote_options(k, vote, alpha, tau, mix)
+    if (testdir is None) == (queries is None) or (labels is None) != (queries is None):
+        raise typer.BadParameter("give a test folder, or --queries Q.npy with --labels",
+                                 param_hint="TESTDIR / --queries / --labels")
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
-        total = len(find_images([testdir])[0])
-        if not total:
-            raise InvalidInputError(f"nothing to evaluate: {testdir} has no images in class subfolders "
-                                    "(root/<label>/<image>)")
-        with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
-            report = evaluate_folder(memory, testdir, progress=advance, **options)
+        if queries is not None and labels is not None:
+            asked = read_queries(memory, None, queries)
+            if not asked.kept:
+                raise InvalidInputError(f"nothing to evaluate: --queries {queries} has no rows")
+            report = evaluate_vectors(memory, asked.vectors, load_labels(labels), **options)
+            total, unit = len(asked.vectors), "vectors"
+        else:
+            assert testdir is not None
+            total, unit = len(find_images([testdir])[0]), "images"
+            if not total:
+                raise InvalidInputError(f"nothing to evaluate: {testdir} has no images in class subfolders "
+                                        "(root/<label>/<image>)")
+            with progress_bar(f"evaluating ({encoding(memory)})", total) as advance:
+                report = evaluate_folder(memory, testdir, progress=advance, **options)
     if not report.total:
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}", markup=False)
-        raise VismemError(f"nothing to evaluate: none of the {total} images in {testdir} could be read")
+        raise VismemError(f"nothing to evaluate: none of the {total} {unit} in {testdir or queries} could be read")
     if json_out:
         emit(report.to_dict())
     else:
-        out.print(f"accuracy {report.accuracy:.2%} on {report.total} images "
+        out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
         for label, acc in report.per_class.items():
             out.print(f"  {label:>12}  {acc:.2%}")

@@ -13,8 +13,8 @@ from ..images import Skipped
 from ..settings import describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, emit, only_reads, out
-from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, WhereOpt, _open, in_input_order, load_npy,
-                       say_unreadable)
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, in_input_order,
+                       load_npy, read_queries, say_unreadable)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -22,7 +22,8 @@ K = describe(VoteParams, "k")  # search's k has the vote's default and limits (a
 @app.command()
 def search(
     memdir: Path = MemDir,
-    images: List[Path] = typer.Argument(..., help="Image files to search with.", show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files to search with.", show_default=False),
+    queries: Optional[Path] = QueriesOpt,
     k: int = typer.Option(K["default"], "--k", "-k", min=K["min"], max=K["max"], help="How many nearest items."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
@@ -34,15 +35,16 @@ def search(
     With --only-label, --only-source and --where the result still holds k items
     whenever k items match. With --json, one object per image: path and neighbors
     (id, label, source, distance). An unreadable image gives {"path": ..., "error": ...}
-    and exit code 3.
+    and exit code 3. With --queries Q.npy, one object per row, in order, with path Q.npy[row].
     """
     only_reads("search")
     with _open(memdir) as memory:
-        vectors, kept, skipped = memory.embed_images(images)
-        rows = memory.search(vectors, k, labels=only_labels or None, sources=only_sources or None,
-                             where=parse_where(where)) if kept else []
-    found = [(images[i], row) for i, row in zip(kept, rows, strict=True)]
-    for item in in_input_order(images, kept, found, skipped):
+        asked = read_queries(memory, images, queries)
+        rows = memory.search(asked.vectors, k, labels=only_labels or None, sources=only_sources or None,
+                             where=parse_where(where)) if asked.kept else []
+    found = list(zip(asked.names, rows, strict=True))
+    skipped = asked.skipped
+    for item in in_input_order(asked.inputs, asked.kept, found, skipped):
         if isinstance(item, Skipped):
             say_unreadable(item, json_out, "search with")
             continue

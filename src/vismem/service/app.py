@@ -20,6 +20,7 @@ running server enforces (`schema.py`).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -146,11 +147,11 @@ class _MemoryService:
         self.memory.refresh()  # catch up with other processes before editing
         return fn(*args, **kwargs)
 
-    def need_encoder(self) -> EncodeBatcher:
+    def need_encoder(self, instead: str = "") -> EncodeBatcher:
         if self.batcher is None:
             raise EncoderError(
                 f"memory at {self.memory.location} has no encoder (it stores precomputed vectors), "
-                "so it cannot take images"
+                f"so it cannot take images{instead}"
             )
         return self.batcher
 
@@ -178,9 +179,20 @@ class _MemoryService:
         return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
                              thumbnails=label is not None, max_pixels=self.settings.max_pixels)
 
+    async def query(self, file: UploadFile | None, vector: str | None) -> tuple[str | None, np.ndarray]:
+        """The query of /classify and /search: an image upload's name and vector, or a
+        vector sent as a JSON array (name None); exactly one of them."""
+        if (file is None) == (vector is None):
+            raise HTTPException(400, "send the query as `file` (an image) or as `vector` (a JSON array of "
+                                f"{self.memory.dim} numbers)" + (", not both" if file is not None else ""))
+        if vector is not None:
+            return None, parse_vector(vector, self.memory.dim)
+        assert file is not None
+        return await self.query_vector(file)
+
     async def query_vector(self, file: UploadFile) -> tuple[str, np.ndarray]:
         """A query image's name and vector (1, dim); 400 if it does not decode."""
-        self.need_encoder()
+        self.need_encoder(": send the query as `vector`, a JSON array of numbers")
         name, data = await self.read_image(file)
         try:
             prepared = await self.run(self.prepare, name, data, None)
@@ -194,6 +206,26 @@ class _MemoryService:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.encode_pool.shutdown(wait=True)
+
+
+def parse_vector(text: str, dim: int) -> np.ndarray:
+    """A query vector sent as a JSON array of `dim` numbers, as (1, dim) float32; 400
+    otherwise (the memory then refuses NaN, infinity and all zeros, saying why)."""
+    try:
+        values = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
+        values = None
+    if not (isinstance(values, list) and len(values) == dim
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise HTTPException(400, f"vector: expected a JSON array of {dim} numbers (this memory's dimension), "
+                            f"e.g. [0.12, -0.5, ...]")
+    try:
+        wide = np.asarray(values, dtype=np.float64)  # an integer past float64 overflows here
+        if np.isfinite(wide).all() and np.abs(wide).max(initial=0) > np.finfo(np.float32).max:
+            raise OverflowError
+    except OverflowError:
+        raise HTTPException(400, "vector: a value is too large for float32 (at most about 3.4e38 in size)") from None
+    return wide.astype(np.float32)[None, :]
 
 
 def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastAPI:
@@ -262,6 +294,14 @@ def _add_pages(app: FastAPI) -> None:
 def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_errors: tuple[int, ...]) -> None:
     """Endpoints that only read the memory (open unless --protect-reads)."""
     memory, settings = service.memory, service.settings
+    # /classify and /search take an image `file` or this (as the CLI's --queries): a JSON
+    # array in a text part (form fields past 1,000 are refused, and embeddings are wider)
+    query_vector = Form(None, description="Instead of `file`: the query vector as a JSON array of the memory's "
+                        f"dimension ({memory.dim}; a memory made with `--encoder none` takes only these), as "
+                        "`--queries` on the CLI.",
+                        json_schema_extra={"contentMediaType": "application/json", "contentSchema": {
+                            "type": "array", "items": {"type": "number"},
+                            "minItems": memory.dim, "maxItems": memory.dim}})
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, Any]:
@@ -278,7 +318,8 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     @app.post("/classify", tags=["memory"], dependencies=reading,
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
-        file: UploadFile = File(..., description="The image to classify (image/* content type)."),
+        file: UploadFile | None = File(None, description="The image to classify (image/* content type)."),
+        vector: str | None = query_vector,
         k: int | None = vote_form("k"),
         vote: VoteName | None = vote_form("vote"),
         alpha: float | None = vote_form("alpha"),
@@ -293,9 +334,10 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                                      "removal (or blocking) would change the label, and the nearest item of "
                                      "the runner-up class."),
     ) -> dict[str, Any]:
-        """`vismem classify`: the decision for one image, the same object as `classify --json`
-        (`path` is the upload's file name; `?counterfactual=true` as `--counterfactual`)."""
-        name, vectors = await service.query_vector(file)
+        """`vismem classify`: the decision for one image (or vector), the same object as
+        `classify --json` (`path` is the upload's file name, null for a vector;
+        `?counterfactual=true` as `--counterfactual`)."""
+        name, vectors = await service.query(file, vector)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
             abstain=abstain, labels=only_label, sources=only_source, where=parse_where(where),
@@ -305,15 +347,16 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     @app.post("/search", tags=["memory"], dependencies=reading, response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
-        file: UploadFile = File(..., description="The image to search with (image/* content type)."),
+        file: UploadFile | None = File(None, description="The image to search with (image/* content type)."),
+        vector: str | None = query_vector,
         k: int = Form(K["default"], ge=K["min"], le=K["max"], description="How many nearest items."),
         only_label: list[Label] | None = RESTRICT["only_label"],
         only_source: list[Source] | None = RESTRICT["only_source"],
         where: list[WherePair] | None = RESTRICT["where"],
     ) -> dict[str, Any]:
-        """`vismem search`: the k items nearest to one image, nearest first, with no vote.
-        Restricted, it still holds k items whenever k items match."""
-        name, vectors = await service.query_vector(file)
+        """`vismem search`: the k items nearest to one image (or vector), nearest first, with
+        no vote. Restricted, it still holds k items whenever k items match."""
+        name, vectors = await service.query(file, vector)
         rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
                                   where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}

@@ -159,7 +159,7 @@ class HitOut(BaseModel):
 class SearchOut(BaseModel):
     """What `vismem search --json` prints for one image."""
 
-    path: str
+    path: str | None = Field(description="The uploaded image's file name; null for a `vector` query.")
     neighbors: list[HitOut]
 
 

@@ -32,8 +32,10 @@ PARITY: dict[str, Face] = {
                 "label, source, allow_duplicates, meta as in the CLI"),
     "classify": Face(("POST /classify",), "classify_vectors",
                      "k, vote, alpha, tau, mix, abstain, only_label, only_source, where; "
-                     "--counterfactual is ?counterfactual=true"),
-    "search": Face(("POST /search",), "search", "k, only_label, only_source, where"),
+                     "--counterfactual is ?counterfactual=true; one image `file`, or one `vector` (a JSON "
+                     "array) where --queries takes a .npy file of them"),
+    "search": Face(("POST /search",), "search", "k, only_label, only_source, where; one image `file`, or one "
+                   "`vector` (a JSON array) where --queries takes a .npy file of them"),
     "remove": Face(("DELETE /items", "DELETE /items/{item_id}"), "remove",
                    "exactly one of id (repeatable), label, source, where (repeatable); missing ids are "
                    "listed, not an error. Every removal is purged; --verify (a scan of the memory's "
@@ -46,10 +48,10 @@ PARITY: dict[str, Face] = {
     "create": Face(cli_only="a server serves one memory that already exists; making a new one is "
                             "work on the server's disk"),
     "add-vectors": Face(cli_only="precomputed embeddings come as .npy arrays of up to millions of rows, "
-                                 "not as uploads; a memory without an encoder cannot take image queries, "
-                                 "so serving one needs vector queries, which the API does not have yet"),
-    "eval": Face(cli_only="reads a labelled test folder on the server's disk; over HTTP, POST /classify "
-                          "each test image and compare"),
+                                 "not as uploads; a memory of them is served all the same: POST /classify "
+                                 "and POST /search take a `vector`"),
+    "eval": Face(cli_only="reads a labelled test folder (or .npy files) on the server's disk; over HTTP, "
+                          "POST /classify each test image (or `vector`) and compare"),
     "explain": Face(cli_only="writes a PNG file; over HTTP the same explanation is POST /classify's "
                              "neighbours (and ?counterfactual=true) with GET /items/{item_id}/thumbnail, which "
                              "the page at / draws"),

@@ -3,8 +3,8 @@
 FastAPI writes most of it from the endpoints' types. This pass fixes what it cannot
 know: file parts are `image/*` (the server refuses anything else with 415); an
 optional parameter is absent, never null; every operation that takes input can answer
-422, and every one with a body 413, each with the one error body; and a file list
-holds at least one file.
+422, and every one with a body 413, each with the one error body; a file list
+holds at least one file; and a query is an image `file` or a `vector`, exactly one.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def corrected(document: dict[str, Any]) -> dict[str, Any]:
                 parameter["schema"] = non_null(parameter["schema"])
             body = operation.get("requestBody")
             for media_type, content in (body or {}).get("content", {}).items():
-                if media_type == "multipart/form-data":
-                    _form(content, schemas)
+                if media_type == "multipart/form-data" and _form(content, schemas):
+                    body["required"] = True  # a body with one of its choices
             answers = operation.setdefault("responses", {})
             if operation.get("parameters") or body:
                 answers["422"] = _error(422)
@@ -60,9 +60,10 @@ def _error(status: int) -> dict[str, Any]:
     return {"description": STATUS[status], "content": {"application/json": {"schema": ERROR_REF}}}
 
 
-def _form(content: dict[str, Any], schemas: dict[str, Any]) -> None:
+def _form(content: dict[str, Any], schemas: dict[str, Any]) -> bool:
     """A multipart body: file parts as image/*, at least one file in a list of files, and
-    optional fields that are absent rather than null."""
+    optional fields that are absent rather than null. True when the body must hold one of
+    two fields (an image `file` or a `vector`), which makes it required."""
     reference = content["schema"].get("$ref", "")
     schema = schemas[reference.rsplit("/", 1)[-1]] if reference else content["schema"]
     encoding = content.setdefault("encoding", {})
@@ -76,6 +77,10 @@ def _form(content: dict[str, Any], schemas: dict[str, Any]) -> None:
             field = {**field, "items": IMAGE_PART, "minItems": 1}
             encoding[name] = {"contentType": "image/*"}
         schema["properties"][name] = field
+    if {"file", "vector"} <= schema.get("properties", {}).keys():  # a query is an image or a vector, not both
+        schema["oneOf"] = [{"required": ["file"]}, {"required": ["vector"]}]
+        return True
+    return False
 
 
 def _is_file(field: dict[str, Any]) -> bool:

@@ -1,0 +1,146 @@
+"""A memory of precomputed vectors, queried with vectors: `classify`, `search` and `eval`
+take `--queries Q.npy` on the command line, `POST /classify` and `POST /search` a `vector`.
+On real data: scikit-learn's digits as 64-d pixel vectors, in a real store on disk."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import json_lines
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_digits
+
+from vismem import Memory
+from vismem.service import ServiceSettings, create_app
+
+
+@pytest.fixture(scope="module")
+def digit_vectors(tmp_path_factory):
+    """A memory of 600 digits (labels saved as integers, as `digits.target` is) and 100
+    held-out test digits with their labels, as files a user would have."""
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    root = tmp_path_factory.mktemp("vectors")
+    files = {"train": root / "train.npy", "train_labels": root / "train_labels.npy",
+             "test": root / "test.npy", "test_labels": root / "test_labels.txt"}
+    np.save(files["train"], x[:600])
+    np.save(files["train_labels"], y[:600])
+    np.save(files["test"], x[600:700])
+    files["test_labels"].write_text("\n".join(map(str, y[600:700])))
+    return root, files, x[600:700], [str(label) for label in y[600:700]]
+
+
+@pytest.fixture(scope="module")
+def memdir(digit_vectors):
+    from conftest import run_cli_here as cli
+
+    root, files, _, _ = digit_vectors
+    memdir = root / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    added = json_lines(cli("add-vectors", memdir, "--vectors", files["train"], "--labels", files["train_labels"],
+                           "--json", check=True))[0]
+    assert added["added"] == 600
+    return memdir
+
+
+def test_classify_search_and_eval_answer_as_the_python_api(memdir, digit_vectors, cli):
+    _, files, test, truth = digit_vectors
+    decisions = json_lines(cli("classify", memdir, "--queries", files["test"], "-k", "5", "--json", check=True))
+    searched = json_lines(cli("search", memdir, "--queries", files["test"], "-k", "3", "--json", check=True))
+    report = json_lines(cli("eval", memdir, "--queries", files["test"], "--labels", files["test_labels"],
+                            "-k", "5", "--json", check=True))[0]
+    with Memory.open(memdir) as memory:
+        assert sorted(memory.class_counts()) == [str(d) for d in range(10)]  # integer labels became text
+        expected = memory.classify_vectors(test, k=5)
+        nearest = memory.search(test, 3)
+    assert [d["path"] for d in decisions] == [f"{files['test']}[{i}]" for i in range(100)]
+    assert [d["label"] for d in decisions] == [d.label for d in expected]
+    assert [[n["id"] for n in d["neighbors"]] for d in decisions] == [[n.id for n in d.neighbors] for d in expected]
+    assert [[n["id"] for n in row["neighbors"]] for row in searched] == [[h.id for h in row] for row in nearest]
+    correct = sum(d["label"] == t for d, t in zip(decisions, truth, strict=True))
+    assert report["total"] == 100 and report["correct"] == correct and correct >= 90
+    assert report["k"] == 5 and report["skipped"] == []
+
+
+def test_one_vector_of_shape_dim_is_one_query(memdir, digit_vectors, tmp_path, cli):
+    _, _, test, _ = digit_vectors
+    np.save(tmp_path / "one.npy", test[0])
+    row = json_lines(cli("search", memdir, "--queries", tmp_path / "one.npy", "-k", "2", "--json", check=True))
+    with Memory.open(memdir) as memory:
+        assert [[n["id"] for n in r["neighbors"]] for r in row] == [[h.id for h in memory.search(test[0], 2)[0]]]
+
+
+def test_query_vectors_that_cannot_be_used_are_refused_with_the_reason(memdir, digit_vectors, tmp_path, cli):
+    root, files, test, _ = digit_vectors
+    neither = cli("classify", memdir, "--json")
+    assert neither.returncode == 2 and "give image files or --queries" in neither.stderr and neither.stdout == ""
+    both = cli("search", memdir, root / "a.png", "--queries", files["test"])
+    assert both.returncode == 2 and "not both" in both.stderr
+    np.save(tmp_path / "narrow.npy", test[:, :10])
+    narrow = cli("classify", memdir, "--queries", tmp_path / "narrow.npy")
+    assert narrow.returncode == 1 and "expected numbers of shape (n, 64)" in narrow.stderr
+    broken = test[:5].copy()
+    broken[3, 7] = np.nan
+    np.save(tmp_path / "nan.npy", broken)
+    nan = cli("search", memdir, "--queries", tmp_path / "nan.npy", "--json")
+    assert nan.returncode == 1 and "row 3 holds NaN or infinity" in nan.stderr and nan.stdout == ""
+    unlabelled = cli("eval", memdir, "--queries", files["test"])
+    assert unlabelled.returncode == 2 and "--queries Q.npy with --labels" in unlabelled.stderr
+    np.save(tmp_path / "float_labels.npy", np.ones(100))
+    floats = cli("eval", memdir, "--queries", files["test"], "--labels", tmp_path / "float_labels.npy")
+    assert floats.returncode == 1 and "as text or integers, got float64" in floats.stderr
+    (tmp_path / "short.txt").write_text("\n".join(["1"] * 99))
+    short = cli("eval", memdir, "--queries", files["test"], "--labels", tmp_path / "short.txt")
+    assert short.returncode == 1 and "100 test vectors but 99 labels" in short.stderr
+    image = cli("classify", memdir, root / "train.npy")  # an image path on a memory with no encoder
+    assert image.returncode == 1 and "--queries Q.npy" in image.stderr
+
+
+@pytest.fixture
+def client(memdir):
+    with Memory.open(memdir) as memory, TestClient(create_app(memory, ServiceSettings())) as client:
+        yield memory, client
+
+
+def test_the_service_answers_vector_queries_as_the_memory(client, digit_vectors):
+    memory, client = client
+    _, _, test, _ = digit_vectors
+    vector = json.dumps(test[7].tolist())
+    decided = client.post("/classify", data={"vector": vector, "k": "5", "only_label": ["1", "7"]})
+    assert decided.status_code == 200, decided.text
+    expected = memory.classify_vectors(test[7:8], k=5, labels=["1", "7"])[0]
+    got = decided.json()
+    assert got["path"] is None and got["label"] == expected.label
+    assert [n["id"] for n in got["neighbors"]] == [n.id for n in expected.neighbors]
+    found = client.post("/search", data={"vector": vector, "k": "4"})
+    assert found.status_code == 200, found.text
+    assert found.json()["path"] is None
+    assert [n["id"] for n in found.json()["neighbors"]] == [h.id for h in memory.search(test[7], 4)[0]]
+
+
+@pytest.mark.parametrize("form, status, says", [
+    ({}, 400, "send the query as `file` (an image) or as `vector`"),
+    ({"vector": "[1, 2, 3]"}, 400, "a JSON array of 64 numbers"),
+    ({"vector": "not json"}, 400, "a JSON array of 64 numbers"),
+    ({"vector": "[" * 100_000}, 400, "a JSON array of 64 numbers"),
+    ({"vector": json.dumps([True] * 64)}, 400, "a JSON array of 64 numbers"),
+    ({"vector": json.dumps([1e39] + [0] * 63)}, 400, "too large for float32"),
+    ({"vector": "[NaN" + ", 0" * 63 + "]"}, 400, "row 0 holds NaN or infinity"),
+    ({"vector": json.dumps([0] * 64)}, 400, "must not be all zeros"),
+])
+def test_the_service_refuses_a_vector_it_cannot_use(client, form, status, says):
+    _, client = client
+    for path in ("/classify", "/search"):
+        answer = client.post(path, data=form)
+        assert answer.status_code == status and says in answer.json()["error"], answer.text
+
+
+def test_an_image_sent_to_a_memory_of_vectors_names_the_way_out(client):
+    _, client = client
+    answer = client.post("/search", files={"file": ("q.png", b"\x89PNG", "image/png")})
+    assert answer.status_code == 409 and "send the query as `vector`" in answer.json()["error"]
+    both = client.post("/search", files={"file": ("q.png", b"\x89PNG", "image/png")},
+                       data={"vector": json.dumps([1.0] * 64)})
+    assert both.status_code == 400 and "not both" in both.json()["error"]
