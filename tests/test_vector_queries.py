@@ -45,12 +45,20 @@ def memdir(digit_vectors):
     return memdir
 
 
-def test_classify_search_and_eval_answer_as_the_python_api(memdir, digit_vectors, cli):
+@pytest.mark.parametrize("chunk", [4096, 7])  # queries answered per call (with a progress bar)
+def test_classify_search_and_eval_answer_as_the_python_api(memdir, digit_vectors, cli, monkeypatch, chunk):
+    import vismem.cli.commands
+    import vismem.evaluate
+
+    monkeypatch.setattr(vismem.cli.commands, "QUERY_CHUNK", chunk)
+    monkeypatch.setattr(vismem.evaluate, "CHUNK", chunk)
     _, files, test, truth = digit_vectors
     decisions = json_lines(cli("classify", memdir, "--queries", files["test"], "-k", "5", "--json", check=True))
     searched = json_lines(cli("search", memdir, "--queries", files["test"], "-k", "3", "--json", check=True))
-    report = json_lines(cli("eval", memdir, "--queries", files["test"], "--labels", files["test_labels"],
-                            "-k", "5", "--json", check=True))[0]
+    evaluated = cli("eval", memdir, "--queries", files["test"], "--labels", files["test_labels"], "-k", "5", "--json",
+                    check=True)
+    assert "100/100" in evaluated.stderr  # its bar, written once where stderr is no terminal
+    report = json_lines(evaluated)[0]
     with Memory.open(memdir) as memory:
         assert sorted(memory.class_counts()) == [str(d) for d in range(10)]  # integer labels became text
         expected = memory.classify_vectors(test, k=5)

@@ -13,6 +13,8 @@ from .errors import InvalidInputError
 from .images import NOT_IN_A_CLASS_FOLDER, Skipped, find_images
 from .memory import Memory
 
+CHUNK = 4096  # test vectors classified per call, so that progress is reported
+
 
 @dataclass
 class EvalReport:
@@ -62,13 +64,20 @@ def evaluate_vectors(
     labels: Sequence[str],
     *,
     skipped: Sequence[Skipped] = (),
+    progress: Callable[[int], None] | None = None,
     **vote_options: Any,
 ) -> EvalReport:
     """Classify query vectors (n, dim) whose true labels are known and score the answers
-    (`skipped`: test inputs that could not be read, reported with the score)."""
+    (`skipped`: test inputs that could not be read, reported with the score;
+    `progress(n)` as n more are classified, CHUNK at a time)."""
     if len(labels) != len(vectors):
         raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
-    decisions = memory.classify_vectors(vectors, **vote_options) if len(vectors) else []
+    memory.check_can_decide(**vote_options)
+    decisions = []
+    for start in range(0, len(vectors), CHUNK):
+        decisions += memory.classify_vectors(vectors[start : start + CHUNK], **vote_options)
+        if progress is not None:
+            progress(len(vectors[start : start + CHUNK]))
     confusion: dict[str, Counter] = defaultdict(Counter)
     for true, decision in zip(labels, decisions, strict=True):
         confusion[true][decision.label] += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
 
 import typer
 
@@ -105,6 +105,9 @@ QueriesOpt = typer.Option(None, "--queries", metavar="Q.npy",
                                "vector), e.g. embeddings made outside vismem for a memory made with --encoder none.")
 
 
+QUERY_CHUNK = 4096  # queries answered per call, so that a bar moves over a large --queries file
+
+
 class Queries(NamedTuple):
     """What a command asked about, read: the vectors of the `kept` inputs (positions in
     `inputs`), a name for each (its path, or Q.npy[row]), and the images not read."""
@@ -115,16 +118,29 @@ class Queries(NamedTuple):
     names: list[str]
     skipped: list[Skipped]
 
+    def answered(self, answer: Callable[[Any, list[str]], list], doing: str) -> list:
+        """`answer(vectors, names)` for every query, in order, a chunk at a time under a
+        progress bar that leaves no trace."""
+        results: list = []
+        with progress_bar(doing, len(self.kept), transient=True) as advance:
+            for start in range(0, len(self.kept), QUERY_CHUNK):
+                rows = slice(start, start + QUERY_CHUNK)
+                results += answer(self.vectors[rows], self.names[rows])
+                advance(len(self.names[rows]))
+        return results
+
 
 def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None) -> Queries:
-    """The queries of `classify`, `search` and `eval`: image files (encoded) or a .npy
-    array of vectors (`--queries`), exactly one of them."""
+    """The queries of `classify`, `search` and `eval`: image files (encoded, under a
+    progress bar that leaves no trace) or a .npy array of vectors (`--queries`), exactly
+    one of them."""
     if bool(images) == (queries is not None):  # bad usage: exit 2, as a missing argument
         raise typer.BadParameter("give image files or --queries Q.npy" + (", not both" if images else ""),
                                  param_hint="IMAGES / --queries")
     if queries is None:
         assert images
-        vectors, kept, skipped = memory.embed_images(images)
+        with progress_bar(f"encoding ({encoding(memory)})", len(images), transient=True) as advance:
+            vectors, kept, skipped = memory.embed_images(images, progress=advance)
         return Queries(list(images), vectors, kept, [str(images[i]) for i in kept], skipped)
     matrix = load_npy(queries, "--queries")
     if matrix.ndim == 1:
@@ -354,7 +370,8 @@ def classify(
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
         asked = read_queries(memory, images, queries)
-        decisions = memory.classify_vectors(asked.vectors, paths=asked.names, **options) if asked.kept else []
+        decisions = asked.answered(lambda vectors, names: memory.classify_vectors(vectors, paths=names, **options),
+                                   "classifying")
         skipped = asked.skipped
     for decision in in_input_order(asked.inputs, asked.kept, decisions, skipped):
         if isinstance(decision, Skipped):
@@ -569,7 +586,8 @@ def evaluate(
             asked = read_queries(memory, None, queries)
             if not asked.kept:
                 raise InvalidInputError(f"nothing to evaluate: --queries {queries} has no rows")
-            report = evaluate_vectors(memory, asked.vectors, load_labels(labels), **options)
+            with progress_bar("evaluating", len(asked.vectors)) as advance:
+                report = evaluate_vectors(memory, asked.vectors, load_labels(labels), progress=advance, **options)
             total, unit = len(asked.vectors), "vectors"
         else:
             assert testdir is not None

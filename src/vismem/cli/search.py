@@ -40,8 +40,9 @@ def search(
     only_reads("search")
     with _open(memdir) as memory:
         asked = read_queries(memory, images, queries)
-        rows = memory.search(asked.vectors, k, labels=only_labels or None, sources=only_sources or None,
-                             where=parse_where(where)) if asked.kept else []
+        conditions = parse_where(where)
+        rows = asked.answered(lambda vectors, _: memory.search(
+            vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")
     found = list(zip(asked.names, rows, strict=True))
     skipped = asked.skipped
     for item in in_input_order(asked.inputs, asked.kept, found, skipped):
