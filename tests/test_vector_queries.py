@@ -1,6 +1,7 @@
-"""A memory of precomputed vectors, queried with vectors: `classify`, `search` and `eval`
-take `--queries Q.npy` on the command line, `POST /classify` and `POST /search` a `vector`.
-On real data: scikit-learn's digits as 64-d pixel vectors, in a real store on disk."""
+"""A memory of precomputed vectors, filled and queried with vectors: `add-vectors` in
+batches with a progress bar; `classify`, `search` and `eval` take `--queries Q.npy` on the
+command line, `POST /classify` and `POST /search` a `vector`. On real data: scikit-learn's
+digits as 64-d pixel vectors, in a real store on disk."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
 from vismem import Memory
+from vismem.errors import InvalidInputError
 from vismem.service import ServiceSettings, create_app
 
 
@@ -152,3 +154,48 @@ def test_an_image_sent_to_a_memory_of_vectors_names_the_way_out(client):
     both = client.post("/search", files={"file": ("q.png", b"\x89PNG", "image/png")},
                        data={"vector": json.dumps([1.0] * 64)})
     assert both.status_code == 400 and "not both" in both.json()["error"]
+
+
+def test_add_vectors_in_batches_checks_every_row_first(tmp_path):
+    x, y = load_digits(return_X_y=True)
+    x, labels = x[:100].astype(np.float32), [str(label) for label in y[:100]]
+    with Memory.create(tmp_path / "whole", encoder=None, dim=64) as whole:
+        whole.add_vectors(x, labels)
+        expected = [[h.id for h in row] for row in whole.search(x[:20], 5)]
+    with Memory.create(tmp_path / "batched", encoder=None, dim=64) as batched:
+        broken = x.copy()
+        broken[57, 3] = np.inf
+        with pytest.raises(InvalidInputError, match="row 57 holds NaN or infinity"):
+            batched.add_vectors(broken, labels, batch_size=16)
+        assert len(batched) == 0  # checked before the first batch was committed
+        done: list[int] = []
+        ids = batched.add_vectors(x, labels, batch_size=16, progress=done.append)
+        assert done == [16] * 6 + [4] and ids == list(range(1, 101))
+        assert [[h.id for h in row] for row in batched.search(x[:20], 5)] == expected
+        assert batched.class_counts() == whole_counts(labels)
+
+
+def whole_counts(labels: list[str]) -> dict[str, int]:
+    return {label: labels.count(label) for label in sorted(set(labels))}
+
+
+def test_add_vectors_from_the_cli_in_batches(tmp_path, cli, monkeypatch):
+    import vismem.cli.commands
+
+    monkeypatch.setattr(vismem.cli.commands, "ADD_VECTORS_BATCH", 64)
+    x, y = load_digits(return_X_y=True)
+    np.save(tmp_path / "x.npy", x[:300].astype(np.float32))
+    np.save(tmp_path / "y.npy", y[:300])
+    broken = x[:300].astype(np.float32)
+    broken[250] = 0
+    np.save(tmp_path / "broken.npy", broken)
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    refused = cli("add-vectors", memdir, "--vectors", tmp_path / "broken.npy", "--labels", tmp_path / "y.npy")
+    assert refused.returncode == 1 and "all zeros" in refused.stderr and "row 250" in refused.stderr
+    assert "adding vectors" not in refused.stderr  # the error is the one line to read
+    added = cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--json",
+                check=True)
+    assert json_lines(added)[0]["added"] == 300 and "300/300" in added.stderr  # the bar, written once
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 300 and memory.class_counts() == whole_counts([str(label) for label in y[:300]])

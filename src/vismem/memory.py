@@ -73,20 +73,25 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
-def _rows_to_normalise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The slow path of `Memory._check_vectors`: say what is wrong, or rescale rows so
-    that huge values do not overflow their norm, nor tiny ones underflow it."""
+def _rows_to_normalise(rows: np.ndarray, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The slow path of `Memory._check_vectors`: say what is wrong (rows counted from
+    `first_row`), or rescale rows so that huge values do not overflow their norm, nor tiny
+    ones underflow it."""
     finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise InvalidInputError(f"vectors must be finite numbers: row {bad[0]} holds NaN or infinity"
+        raise InvalidInputError(f"vectors must be finite numbers: row {first_row + bad[0]} holds NaN or infinity"
                                 + (f", and {len(bad) - 1} more rows" if len(bad) > 1 else ""))
     if len(rows) and not rows.any(axis=1).all():
         zero = np.flatnonzero(~rows.any(axis=1))
         raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
-                                f"row {zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
+                                f"row {first_row + zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
     rows = rows / np.abs(rows).max(axis=1, keepdims=True)
     return rows, np.sqrt(np.add.reduce(rows * rows, axis=1))
+
+
+def _insert(items: list[NewItem], store: Store) -> InsertResult:
+    return store.insert(items)
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -442,31 +447,61 @@ class Memory:
         *,
         sources: Sequence[str] | str = "vectors",
         metas: Sequence[dict[str, Any]] | None = None,
+        batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> list[int]:
         """Add precomputed embeddings float (n, dim) with one string label each.
 
-        Vectors are L2-normalised on the way in (search is by cosine similarity).
-        All are added in one transaction. Returns the new ids.
+        Vectors are L2-normalised on the way in (search is by cosine similarity). All are
+        checked first, then added in one transaction; with `batch_size`, in one per that
+        many rows (a crash keeps every batch committed), with `progress(n)` as n more are
+        added. `vectors` may be a memory map (`np.load(path, mmap_mode="r")`): only a batch
+        at a time is read into RAM. Returns the new ids.
         """
-        vectors = self._check_vectors(vectors)
+        vectors = self._rows_of(np.asarray(vectors))  # a memory map stays one: no row is read here
+        n = len(vectors)
         labels = list(labels)
-        if len(labels) != len(vectors):
-            raise InvalidInputError(f"{len(vectors)} vectors but {len(labels)} labels")
+        if len(labels) != n:
+            raise InvalidInputError(f"{n} vectors but {len(labels)} labels")
         for label in labels:
             check_label(label)
-        sources = [sources] * len(labels) if isinstance(sources, str) else list(sources)
-        metas = list(metas) if metas is not None else [{}] * len(labels)
-        if len(sources) != len(labels) or len(metas) != len(labels):
+        sources = [sources] * n if isinstance(sources, str) else list(sources)
+        metas = list(metas) if metas is not None else [{}] * n
+        if len(sources) != n or len(metas) != n:
             raise InvalidInputError("sources and metas must have one entry per vector")
-        items = [NewItem(vector=v, label=label, source=s, meta=m)
-                 for v, label, s, m in zip(vectors, labels, sources, metas, strict=True)]
-        return self._commit(lambda store: store.insert(items), added=True).ids
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or batch_size < 1):
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        step = batch_size or max(n, 1)
+        if n > step:  # every row checked before the first commit: a bad one changes nothing
+            for start in range(0, n, step):
+                self._check_vectors(vectors[start : start + step], first_row=start)
+        ids: list[int] = []
+        for start in range(0, max(n, 1), step):
+            batch = self._check_vectors(vectors[start : start + step], first_row=start)
+            items = [NewItem(vector=v, label=label, source=s, meta=m) for v, label, s, m in zip(
+                batch, labels[start : start + step], sources[start : start + step], metas[start : start + step],
+                strict=True)]
+            ids += self._commit(partial(_insert, items), added=True).ids
+            if progress is not None:
+                progress(len(items))
+        return ids
 
-    def _check_vectors(self, vectors: np.ndarray, *, queries: bool = False) -> np.ndarray:
-        """Item (or, with `queries`, query) vectors as unit float32 rows (n, dim), or a
-        clear error. Every search pays this, so the good case is a handful of numpy calls."""
-        vectors = np.asarray(vectors)
+    def _rows_of(self, vectors: np.ndarray) -> np.ndarray:
+        """`vectors` as rows (n, dim), one vector as one row, or a clear error (the check
+        `_check_vectors` makes first)."""
         if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
+        return vectors
+
+    def _check_vectors(self, vectors: np.ndarray, *, queries: bool = False, first_row: int = 0) -> np.ndarray:
+        """Item (or, with `queries`, query) vectors as unit float32 rows (n, dim), or a
+        clear error (naming rows from `first_row`, for a part of a larger array). Every
+        search pays this, so the good case is a handful of numpy calls."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim == 1:  # `_rows_of` inline: every search pays this call
             vectors = vectors[None, :]
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
@@ -495,7 +530,7 @@ class Memory:
                 return rows / norm
         norms = np.sqrt(squares)
         if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
-            rows, norms = _rows_to_normalise(rows)
+            rows, norms = _rows_to_normalise(rows, first_row)
         return rows / norms[:, None]
 
     # ---- reading: embed, search, classify ----------------------------------------------
