@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -26,7 +27,12 @@ def progress_bar(description: str, total: int, *, transient: bool = False) -> It
                TimeElapsedColumn(), TimeRemainingColumn())
     live = stderr_console.is_terminal
     failed = False
-    with Progress(*columns, console=stderr_console, transient=transient, disable=not live) as progress:
+    # While the bar is drawn, Rich sends what is written to sys.stdout through its own
+    # console, which is stderr: right when stdout is the same terminal (the lines appear
+    # above the bar), wrong when it is a pipe or a file (`--json > out.jsonl` lost every
+    # line written during the bar to the terminal).
+    with Progress(*columns, console=stderr_console, transient=transient, disable=not live,
+                  redirect_stdout=sys.stdout.isatty()) as progress:
         task = progress.add_task(description, total=total)
 
         def advance(n: int = 1) -> None:
