@@ -199,3 +199,19 @@ def test_add_vectors_from_the_cli_in_batches(tmp_path, cli, monkeypatch):
     assert json_lines(added)[0]["added"] == 300 and "300/300" in added.stderr  # the bar, written once
     with Memory.open(memdir) as memory:
         assert len(memory) == 300 and memory.class_counts() == whole_counts([str(label) for label in y[:300]])
+
+
+def test_a_memory_of_vectors_answers_alike_on_every_home(location, digit_vectors, cli):
+    # the same commands on a directory and on a Milvus collection (the real server)
+    _, files, test, _ = digit_vectors
+    cli("create", location, "--encoder", "none", "--dim", "64", check=True)
+    cli("add-vectors", location, "--vectors", files["train"], "--labels", files["train_labels"], check=True)
+    decisions = json_lines(cli("classify", location, "--queries", files["test"], "-k", "5", "--json", check=True))
+    searched = json_lines(cli("search", location, "--queries", files["test"], "-k", "3", "--only-label", "7",
+                              "--json", check=True))
+    with Memory.open(location) as memory:
+        assert len(memory) == 600
+        assert [d["label"] for d in decisions] == [d.label for d in memory.classify_vectors(test, k=5)]
+        nearest = memory.search(test, 3, labels=["7"])
+    assert [[n["id"] for n in row["neighbors"]] for row in searched] == [[h.id for h in row] for row in nearest]
+    assert {n["label"] for row in searched for n in row["neighbors"]} == {"7"}
