@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from conftest import unit_vectors
 
@@ -192,3 +193,40 @@ def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
         in run.stderr, run.stderr
     with Memory.open(memdir) as memory:
         assert memory.ids() == ids and memory.class_counts() == {"c0": 100, "c1": 100, "c2": 100}
+
+
+def _with_stdout_closed(*args: str) -> subprocess.CompletedProcess:
+    """`vismem ARGS | head -0`: the reader of stdout has gone before the first line."""
+    process = subprocess.Popen([sys.executable, "-m", "vismem", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    return subprocess.CompletedProcess(args, process.wait(), "", stderr)
+
+
+def test_a_closed_stdout_stops_the_command_saying_what_stays(tmp_path, digit_folders):
+    """Click turned the broken pipe into a silent exit 1 ("error, nothing changed"), even
+    after `add` had committed a batch: it is exit 141, as a shell reports SIGPIPE, with a
+    line that says what stays, after the memory was closed as usual."""
+    memdir = tmp_path / "vectors"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(unit_vectors(300, 8, seed=3), [f"c{i % 3}" for i in range(300)])
+    np.save(tmp_path / "q.npy", unit_vectors(50, 8, seed=4))
+    for args in (["search", memdir, "--queries", tmp_path / "q.npy", "--json"],
+                 ["search", memdir, "--queries", tmp_path / "q.npy"]):  # Rich's console, too
+        searched = _with_stdout_closed(*map(str, args))
+        assert searched.returncode == 141 and "Traceback" not in searched.stderr, searched.stderr
+        assert searched.stderr.splitlines() == ["stopped: the reader of stdout went away; no item was added, "
+                                                "removed or changed: `vismem search` only reads the memory"]
+    with Memory.open(memdir) as memory:
+        assert memory.ids() == ids
+
+    images = tmp_path / "images"
+    subprocess.run([sys.executable, "-m", "vismem", "create", str(images), "--encoder", "pixels"], check=True,
+                   capture_output=True)
+    added = _with_stdout_closed("add", str(images), str(digit_folders[0]), "--json")
+    assert added.returncode == 141 and "Traceback" not in added.stderr, added.stderr
+    assert added.stderr.splitlines()[-1] == ("stopped: the reader of stdout went away; every batch committed "
+                                             "before this point is kept")
+    with Memory.open(images) as memory:  # the first batch, reported as committed when the pipe was found closed
+        assert 0 < len(memory) <= 80

@@ -5,7 +5,8 @@ Conventions every command follows:
 - Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
   unlabelled, some ids did not exist, or a verified removal found remnants; 130
-  interrupted (Ctrl-C), with an `interrupted: ...` line saying what stays.
+  interrupted (Ctrl-C), with an `interrupted: ...` line saying what stays; 141 stopped
+  because the reader of stdout went away (`vismem ... | head`), with a `stopped: ...` line.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ EXIT_ERROR = 1
 EXIT_PARTIAL = 3  # done, but not all of it: skipped inputs, missing ids, remnants found
 EXIT_SKIPPED = EXIT_PARTIAL
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
     "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped, "
-    "ids missing, or remnants found), 130 interrupted (Ctrl-C).",
+    "ids missing, or remnants found), 130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -125,12 +127,59 @@ def main(argv: list[str] | None = None) -> None:
         library.addHandler(_warnings)
     global _after_interrupt
     _after_interrupt = _AFTER_INTERRUPT  # main runs many commands in one process in tests
+    stdout = sys.stdout
+    sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
     try:
         app(args=argv, prog_name="vismem")
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         sys.exit(EXIT_ERROR)
+    except StdoutClosed:
+        sys.stderr.write(f"stopped: the reader of stdout went away; {_after_interrupt}\n")
+        _discard_output(stdout)
+        sys.exit(EXIT_STDOUT_CLOSED)
     except SystemExit as exc:
         if exc.code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into this exit, without a word
             sys.stderr.write(f"interrupted: {_after_interrupt}\n")
         raise
+    finally:
+        sys.stdout = stdout
+
+
+class StdoutClosed(Exception):
+    """The program reading stdout exited (`vismem classify ... --json | head -1`)."""
+
+
+class _ReaderWatch:
+    """sys.stdout, with a closed pipe raised as StdoutClosed. Click turns the
+    BrokenPipeError itself into a silent exit 1, which says "error, nothing changed" even
+    after `add` committed batches; this way the command's cleanup runs (the memory closes
+    and purges), and `main` says what stays."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise StdoutClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _discard_output(stdout: Any) -> None:
+    """Point the closed stdout at /dev/null, so that Python's flush at exit does not fail
+    on it again (the way Python's documentation gives for SIGPIPE)."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no descriptor: tests capture it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
