@@ -226,3 +226,38 @@ def test_json_lines_never_carry_nan(capsys):
         raise ValueError(f"{constant} is not JSON")
 
     assert json.loads(line, parse_constant=refuse) == {"accuracy": None, "scores": [None, 0.5], "k": 3}
+
+
+def test_labels_and_paths_are_shown_as_given_never_as_markup(tmp_path, cli):
+    # Rich reads "[...]" as a style tag: "cats [old]" lost "[old]" and "[/oops]" ended the
+    # command with a traceback, in every human-readable output that showed a label
+    import io
+
+    import numpy as np
+    from conftest import unit_vectors
+    from rich.console import Console
+
+    from vismem import Memory
+    from vismem.explain import decision_table
+
+    memdir, labels = tmp_path / "mem", ["[/oops]", "cats [old]", "[bold]x"] * 10
+    np.save(tmp_path / "v.npy", unit_vectors(30, 8, seed=1))
+    np.save(tmp_path / "q[red].npy", unit_vectors(3, 8, seed=2))
+    (tmp_path / "labels.txt").write_text("\n".join(labels))
+    cli("create", memdir, "--encoder", "none", "--dim", "8", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "labels.txt", check=True)
+    (tmp_path / "truth.txt").write_text("\n".join(labels[:3]))
+    for args in (["classify", "--queries", tmp_path / "q[red].npy", "-k", "30"],
+                 ["search", "--queries", tmp_path / "q[red].npy", "-k", "30"],
+                 ["eval", "--queries", tmp_path / "q[red].npy", "--labels", tmp_path / "truth.txt"],
+                 ["info"]):
+        shown = cli(args[0], memdir, *args[1:], check=True)
+        assert "Traceback" not in shown.stderr
+        assert all(label in shown.stdout for label in set(labels)), (args[0], shown.stdout)
+        if args[0] in ("classify", "search"):
+            assert f"{tmp_path / 'q[red].npy'}[0]" in shown.stdout
+    with Memory.open(memdir) as memory:
+        decision = memory.classify_vectors(unit_vectors(1, 8, seed=2), k=30)[0]
+    screen = Console(file=io.StringIO(), width=200)  # markup on, as a caller's console may have it
+    screen.print(decision_table(decision))
+    assert all(label in screen.file.getvalue() for label in set(labels))

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 def decision_table(decision: Decision) -> Table:
     """Neighbours of one decision: rank, id, label, distance, weight, share, source."""
     from rich.table import Table
+    from rich.text import Text
 
     if decision.abstained:
         title = (f"{decision.path or 'query'} -> abstained: unlike the memory "
@@ -29,14 +30,16 @@ def decision_table(decision: Decision) -> Table:
     notes += decision.interventions
     if decision.counterfactual is not None:
         notes.append("what would change this: " + decision.counterfactual.sentence())
-    table = Table(title=title, title_justify="left", caption="\n".join(notes), caption_justify="left")
+    # Text, not str: labels, paths and sources are shown as given, whatever console prints
+    # the table (Rich reads a str as markup: "cats [old]" would lose "[old]")
+    table = Table(title=Text(title), title_justify="left", caption=Text("\n".join(notes)),
+                  caption_justify="left")
     for column in ("#", "id", "label", "distance", "weight", "share", "source"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")
     for rank, n in enumerate(decision.neighbors):
-        mark = "[bold]" if n.label == decision.label else ""
         table.add_row(
-            str(rank), str(n.id), f"{mark}{n.label}", f"{n.distance:.4f}", f"{n.weight:.4f}",
-            f"{n.contribution:.1%}", n.source,
+            str(rank), str(n.id), Text(str(n.label), style="bold" if n.label == decision.label else ""),
+            f"{n.distance:.4f}", f"{n.weight:.4f}", f"{n.contribution:.1%}", Text(str(n.source)),
         )
     return table
 

@@ -8,7 +8,9 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 
-stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: what is printed holds user data (labels, paths, metadata), and Rich would
+# read "cats [old]" as a style tag and drop it, or fail on "[/x]" with a traceback
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 @contextmanager
@@ -23,7 +25,7 @@ def progress_bar(description: str, total: int, *, transient: bool = False) -> It
         TimeRemainingColumn,
     )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     live = stderr_console.is_terminal
     failed = False

@@ -40,7 +40,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
 __all__ = ["app", "emit", "err", "out", "progress_bar", "main"]

@@ -166,7 +166,7 @@ def exit_if_missing(missing: list[int]) -> None:
     on stderr, while the others were done (`refuse_if_none_done` came first): partial
     success, exit 3."""
     if missing:
-        err.print(f"no items with ids {missing}; the others were done", markup=False)
+        err.print(f"no items with ids {missing}; the others were done")
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -189,7 +189,7 @@ def say_unreadable(s, json_out: bool, verb: str) -> None:
     """Report an image that could not be read: a JSON line with --json, always a stderr line."""
     if json_out:
         emit({"path": s.path, "error": s.reason})
-    err.print(f"cannot {verb} {s.path}: {s.reason}", markup=False)
+    err.print(f"cannot {verb} {s.path}: {s.reason}")
 
 
 def check_image_path(path: Path, option: str) -> None:
@@ -305,7 +305,7 @@ def add(
         out.print(f"added {len(report.added)} items, skipped {len(report.skipped)} "
                   f"({len(report.duplicates)} duplicates); memory now holds {count}")
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+            err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
         raise typer.Exit(EXIT_SKIPPED)
 
@@ -442,14 +442,14 @@ def remove(
     if not purged and removed:
         err.print(f"{len(removed)} items no longer appear in any search. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
-                  "message log for its retention time", markup=False)
+                  "message log for its retention time")
         if verify and not found:
             out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
     if verify and found:
         first = found[0]
         err.print(f"warning: removed, but {len(found)} remnants of removed items found, e.g. item "
-                  f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}", markup=False)
+                  f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}")
         raise typer.Exit(EXIT_PARTIAL)
     if ids:
         exit_if_missing(missing_ids(ids, removed))
@@ -519,7 +519,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if data.get("recorded_queries"):
         out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
-        err.print(f"warning: {index['warning']}", markup=False)
+        err.print(f"warning: {index['warning']}")
     if data["disk_bytes"] is not None:
         out.print(f"on disk     {data['disk_bytes']:,} bytes")
     _print_decisions(data)
@@ -542,7 +542,7 @@ def _print_decisions(data: dict) -> None:
                   f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
         if transform["retune"]:
             err.print(f"warning: the memory has drifted from its feature transform: run `vismem tune "
-                      f"{data['path']}` to refit it", markup=False)
+                      f"{data['path']}` to refit it")
     elif transform:
         out.print("transform   none (vectors searched as stored; `vismem tune` may choose one)")
     abstain = data["abstain"]
@@ -555,8 +555,7 @@ def _print_decisions(data: dict) -> None:
     out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
               f" ({data['pruning']['excluded']} excluded); abstention {calibrated}")
     if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
-        err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again",
-                  markup=False)
+        err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again")
 
 
 @app.command("eval")
@@ -608,7 +607,7 @@ def evaluate(
                 report = evaluate_folder(memory, testdir, progress=advance, **options)
     if not report.total:
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+            err.print(f"skipped {s.path}: {s.reason}")
         raise VismemError(f"nothing to evaluate: none of the {total} {unit} in {testdir or queries} could be read")
     if json_out:
         emit(report.to_dict())
@@ -618,7 +617,7 @@ def evaluate(
         for label, acc in report.per_class.items():
             out.print(f"  {label:>12}  {acc:.2%}")
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}", markup=False)
+            err.print(f"skipped {s.path}: {s.reason}")
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)
 

@@ -44,7 +44,7 @@ def encoding(memory, *, required: bool = True) -> str:
 
 def announce(memory) -> None:
     """One stderr line naming the encoder and where it runs."""
-    err.print(f"encoding with {memory.encoder_name}: {encoding(memory, required=False)}", markup=False)
+    err.print(f"encoding with {memory.encoder_name}: {encoding(memory, required=False)}")
 
 
 def planned_encoding(memory) -> dict | None:

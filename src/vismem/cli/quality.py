@@ -62,7 +62,7 @@ def eval_protocols(
         data = Dataset(Path(memory).name, arrays.vectors, arrays.labels)
     else:
         name = dataset or "digits"
-        err.print(f"loading {name} (image data sets are encoded once, then cached)", markup=False)
+        err.print(f"loading {name} (image data sets are encoded once, then cached)")
         data = load_dataset(name, cache_dir=cache, progress=lambda total: progress_bar(f"encoding {name}", total))
     report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
     try:

@@ -55,7 +55,7 @@ def search(
             continue
         out.print(f"{path}")
         for hit in row:
-            out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}", markup=False)
+            out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}")
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
 

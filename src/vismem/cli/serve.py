@@ -53,16 +53,15 @@ def serve(
         announce(memory)
         info = memory.info()
         err.print(f"serving {memdir} ({info['items']} items, encoder {info['encoder']}) "
-                  f"at http://{host}:{port}/  (API docs at /docs)", markup=False)
+                  f"at http://{host}:{port}/  (API docs at /docs)")
         if token:
             err.print("edits enabled: they need `Authorization: Bearer <token>`"
-                      + ("; reads need it too" if protect_reads else ""), markup=False)
+                      + ("; reads need it too" if protect_reads else ""))
         else:
-            err.print("read-only: no token given (--token or VISMEM_TOKEN), so every edit is refused",
-                      markup=False)
+            err.print("read-only: no token given (--token or VISMEM_TOKEN), so every edit is refused")
         if host not in LOOPBACK:
             err.print(f"warning: listening on {host}, reachable from other machines; "
-                      "the server speaks plain HTTP, so put TLS in front of it", markup=False)
+                      "the server speaks plain HTTP, so put TLS in front of it")
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
         # h11 with a known limit on the request head, above what any schema-valid query needs
         uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
