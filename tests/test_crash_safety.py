@@ -152,7 +152,8 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
 
 
-# `vismem` with a real SIGINT, sent when the first batch is reported (the progress bar's `advance`)
+# `vismem` with a real SIGINT (or the signal named in VISMEM_TEST_SIGNAL), sent when the
+# first batch is reported (the progress bar's `advance`)
 INTERRUPTED_AT_FIRST_BATCH = textwrap.dedent("""
     import os, signal, sys
     from vismem.cli import main
@@ -160,7 +161,7 @@ INTERRUPTED_AT_FIRST_BATCH = textwrap.dedent("""
     def at_first_batch(frame, event, arg):
         if event == "call" and frame.f_code.co_name == "advance":
             sys.setprofile(None)
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
 
     sys.setprofile(at_first_batch)
     main(sys.argv[1:])
@@ -193,6 +194,26 @@ def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
         in run.stderr, run.stderr
     with Memory.open(memdir) as memory:
         assert memory.ids() == ids and memory.class_counts() == {"c0": 100, "c1": 100, "c2": 100}
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
+    """SIGTERM (`timeout`, a container's stop) ended the process at once, with no word and
+    no cleanup: now the batches committed stay, the memory is closed as usual, and a line
+    says so, with exit 143."""
+    import os
+
+    memdir = tmp_path / "m"
+    np.save(tmp_path / "v.npy", unit_vectors(25_000, 8, seed=3))
+    (tmp_path / "labels.txt").write_text("\n".join(f"c{i % 3}" for i in range(25_000)))
+    subprocess.run([sys.executable, "-m", "vismem", "create", str(memdir), "--encoder", "none", "--dim", "8"],
+                   check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "add-vectors", str(memdir), "--vectors",
+                          str(tmp_path / "v.npy"), "--labels", str(tmp_path / "labels.txt")],
+                         capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": "SIGTERM"})
+    assert run.returncode == 143, run.stderr
+    assert run.stderr.splitlines()[-1] == "terminated: every batch committed before this point is kept"
+    with Memory.open(memdir) as memory:  # the first batch of 10,000, whole
+        assert memory.ids() == list(range(1, 10_001))
 
 
 def _with_stdout_closed(*args: str) -> subprocess.CompletedProcess:

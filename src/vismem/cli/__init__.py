@@ -6,7 +6,8 @@ Conventions every command follows:
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
   unlabelled, some ids did not exist, or a verified removal found remnants; 130
   interrupted (Ctrl-C), with an `interrupted: ...` line saying what stays; 141 stopped
-  because the reader of stdout went away (`vismem ... | head`), with a `stopped: ...` line.
+  because the reader of stdout went away (`vismem ... | head`), with a `stopped: ...` line;
+  143 terminated (SIGTERM: `timeout`, a container's stop), with a `terminated: ...` line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 from typing import Any
 
 import typer
@@ -28,12 +31,14 @@ EXIT_PARTIAL = 3  # done, but not all of it: skipped inputs, missing ids, remnan
 EXIT_SKIPPED = EXIT_PARTIAL
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
     "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped, "
-    "ids missing, or remnants found), 130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head).",
+    "ids missing, or remnants found), 130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head), "
+    "143 terminated (SIGTERM).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -125,10 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     library = logging.getLogger("vismem")
     if _warnings not in library.handlers:
         library.addHandler(_warnings)
-    global _after_interrupt
-    _after_interrupt = _AFTER_INTERRUPT  # main runs many commands in one process in tests
+    global _after_interrupt, _terminated
+    _after_interrupt, _terminated = _AFTER_INTERRUPT, False  # main runs many commands in one process in tests
     stdout = sys.stdout
     sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
+    on_sigterm = _terminate_as_interrupt()
     try:
         app(args=argv, prog_name="vismem")
     except VismemError as exc:
@@ -139,11 +145,36 @@ def main(argv: list[str] | None = None) -> None:
         _discard_output(stdout)
         sys.exit(EXIT_STDOUT_CLOSED)
     except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED and _terminated:
+            sys.stderr.write(f"terminated: {_after_interrupt}\n")
+            sys.exit(EXIT_TERMINATED)
         if exc.code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into this exit, without a word
             sys.stderr.write(f"interrupted: {_after_interrupt}\n")
         raise
     finally:
         sys.stdout = stdout
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_terminated = False  # SIGTERM arrived (it travels as Ctrl-C does)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM stop a command as Ctrl-C does: the command's cleanup runs (the memory
+    closes and purges, an import removes its work) and `main` says what stays. Python's
+    default ends the process at once, which the store survives as it survives kill -9,
+    but a removal is then purged only when the memory is next closed. Returns the
+    handler it replaced (None off the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        global _terminated
+        _terminated = True
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 class StdoutClosed(Exception):
