@@ -494,3 +494,17 @@ def test_replayed_adds_are_skipped_without_copying_the_batch():
     assert len(index) == 300 and index.n_rows == 300
     assert np.array_equal(index.live_ids(), ids)
     assert np.allclose(index._vectors(np.arange(300)), x, atol=1e-6)
+
+
+def test_switching_the_index_reports_every_item_it_puts_in(tmp_path):
+    # `vismem reindex` draws its bar from this: the held-out sample, inserted after the
+    # index is tuned on it, counts too, so a rebuild ends at the memory's size
+    with Memory.create(tmp_path / "m", encoder=None, dim=16) as memory:
+        memory.add_vectors(unit_vectors(3000, 16, seed=2), [f"c{i % 5}" for i in range(3000)])
+        done: list[int] = []
+        described = memory.set_index("hnsw", progress=done.append)
+        assert described["type"] == "hnsw" and described["size"] == 3000
+        assert sum(done) == 3000 and len(done) >= 2  # the build, then the held-out sample
+        again: list[int] = []
+        memory.set_index("hnsw", progress=again.append)  # nothing changed: nothing rebuilt
+        assert again == []

@@ -771,15 +771,16 @@ class Memory:
         return self.settings
 
     def set_index(self, kind: str, *, target_recall: float | None = None,
-                  float16: bool | None = None) -> dict[str, Any]:
-        """Switch the memory's search index (rebuilt from the store, then measured)."""
+                  float16: bool | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        """Switch the memory's search index (rebuilt from the store, then measured;
+        `progress(n)` as n more items are in the new index)."""
         changes: dict[str, Any] = {"index": kind}
         if target_recall is not None:
             changes["target_recall"] = target_recall
         if float16 is not None:
             changes["float16"] = float16
         self.settings.replace(**changes)  # a bad name or value fails here
-        self._commit(lambda store: store.save_settings(changes))
+        self._commit(lambda store: store.save_settings(changes, progress=progress))
         return self.store.describe()["index"]
 
     def check_not_empty(self) -> None:

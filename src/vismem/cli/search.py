@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, emit, only_reads, out
+from . import EXIT_SKIPPED, app, emit, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, in_input_order,
                        load_npy, read_queries, say_unreadable)
 
@@ -71,8 +71,9 @@ def reindex(
     json_out: bool = JsonFlag,
 ) -> None:
     """Switch MEMDIR's search index: rebuild it from the store, tune it and measure recall."""
-    with _open(memdir) as memory:
-        described = memory.set_index(index, target_recall=target_recall, float16=float16)
+    with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
+        # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
+        described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)
     if json_out:
         emit(described)
         return

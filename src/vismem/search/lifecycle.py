@@ -216,6 +216,8 @@ class ManagedIndex:
         found, queries = self.store.searched_vectors(held.tolist())
         quality = self.tuner.tune(self.index, queries, t.HELD_OUT, size=len(items))
         self.index.add(found, queries)
+        if progress:
+            progress(len(found))
         return quality
 
     def sync(self, until: int | None = None) -> int:
