@@ -72,21 +72,20 @@ def evaluate_vectors(
     `progress(n)` as n more are classified, CHUNK at a time)."""
     if len(labels) != len(vectors):
         raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
-    memory.check_can_decide(**vote_options)
-    decisions = []
-    for start in range(0, len(vectors), CHUNK):
-        decisions += memory.classify_vectors(vectors[start : start + CHUNK], **vote_options)
-        if progress is not None:
-            progress(len(vectors[start : start + CHUNK]))
+    vote = memory.check_can_decide(**vote_options).to_dict()  # the vote every decision uses
     confusion: dict[str, Counter] = defaultdict(Counter)
-    for true, decision in zip(labels, decisions, strict=True):
-        confusion[true][decision.label] += 1
+    for start in range(0, len(vectors), CHUNK):  # only the counts are kept: a million queries fit
+        decisions = memory.classify_vectors(vectors[start : start + CHUNK], **vote_options)
+        for true, decision in zip(labels[start : start + CHUNK], decisions, strict=True):
+            confusion[true][decision.label] += 1
+        if progress is not None:
+            progress(len(decisions))
+    total = len(vectors)
     correct = sum(c[label] for label, c in confusion.items())
     per_class = {label: c[label] / sum(c.values()) for label, c in sorted(confusion.items())}
-    vote = decisions[0].vote.to_dict() if decisions else memory.defaults.to_dict()
     return EvalReport(
-        accuracy=correct / len(decisions) if decisions else 0.0,
-        total=len(decisions),
+        accuracy=correct / total if total else 0.0,
+        total=total,
         correct=correct,
         per_class=per_class,
         confusion={t: {str(p): n for p, n in c.items()} for t, c in sorted(confusion.items())},
