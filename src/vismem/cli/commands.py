@@ -143,14 +143,21 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
         with progress_bar(f"encoding ({encoding(memory)})", len(images), transient=True) as advance:
             vectors, kept, skipped = memory.embed_images(images, progress=advance)
         return Queries(list(images), vectors, kept, [str(images[i]) for i in kept], skipped)
-    matrix = load_npy(queries, "--queries")
-    if matrix.ndim == 1:
-        matrix = matrix[None, :]
-    if matrix.ndim != 2 or matrix.shape[1] != memory.dim or matrix.dtype.kind not in "biuf":
-        raise InvalidInputError(f"--queries {queries}: expected numbers of shape (n, {memory.dim}) for this "
-                                f"memory's {memory.dim}-d vectors, got {matrix.dtype} {tuple(matrix.shape)}")
+    matrix = load_queries(queries, memory.dim)
     names = [f"{queries}[{row}]" for row in range(len(matrix))]
     return Queries(names, matrix, list(range(len(matrix))), names, [])
+
+
+def load_queries(path: Path, dim: int):
+    """The query vectors (n, dim) in a .npy file given as --queries (one (dim,) vector is
+    one row), or a one-line error that names the file and the shape expected."""
+    matrix = load_npy(path, "--queries")
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != dim or matrix.dtype.kind not in "biuf":
+        raise InvalidInputError(f"--queries {path}: expected numbers of shape (n, {dim}) for this "
+                                f"memory's {dim}-d vectors, got {matrix.dtype} {tuple(matrix.shape)}")
+    return matrix
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
@@ -591,12 +598,12 @@ def evaluate(
                                  param_hint="TESTDIR / --queries / --labels")
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         if queries is not None and labels is not None:
-            asked = read_queries(memory, None, queries)
-            if not asked.kept:
+            vectors = load_queries(queries, memory.dim)  # (no names: eval reports counts, not rows)
+            total, unit = len(vectors), "vectors"
+            if not total:
                 raise InvalidInputError(f"nothing to evaluate: --queries {queries} has no rows")
-            with progress_bar("evaluating", len(asked.vectors)) as advance:
-                report = evaluate_vectors(memory, asked.vectors, load_labels(labels), progress=advance, **options)
-            total, unit = len(asked.vectors), "vectors"
+            with progress_bar("evaluating", total) as advance:
+                report = evaluate_vectors(memory, vectors, load_labels(labels), progress=advance, **options)
         else:
             assert testdir is not None
             total, unit = len(find_images([testdir])[0]), "images"
