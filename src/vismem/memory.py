@@ -823,12 +823,13 @@ class Memory:
             self._commit(lambda store: store.clear_recorded_queries())
         return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
 
-    def compact(self) -> dict[str, Any]:
-        """Reclaim removed items' slots in the index and the store; re-measure recall.
+    def compact(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Reclaim removed items' slots in the index and the store; re-measure recall
+        (`progress(n)` as n more live items are in the compacted index).
 
         Afterwards no file in the memory directory holds a removed vector's bytes.
         """
-        return self._commit(lambda store: store.compact())
+        return self._commit(lambda store: store.compact(progress))
 
     # ---- reading items -----------------------------------------------------------------
 

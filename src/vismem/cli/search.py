@@ -89,8 +89,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     Afterwards no file in MEMDIR holds a removed item's vector. Also done automatically
     when more than 20% of an approximate index's slots are removed items.
     """
-    with _open(memdir) as memory:
-        report = memory.compact()
+    with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance:
+        report = memory.compact(progress=advance)
     if json_out:
         emit(report)
     elif "note" in report:  # a server home compacts on its side

@@ -23,7 +23,7 @@ in-process backends that implements the optional parts trivially.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +139,9 @@ class Compactable(Protocol):
         """True when tombstones have piled up enough to cost search time or memory."""
         ...
 
-    def compact(self) -> None:
-        """Reclaim the slots of removed items (the saved files, if any, are stale after)."""
+    def compact(self, progress: Callable[[int], None] | None = None) -> None:
+        """Reclaim the slots of removed items (the saved files, if any, are stale after);
+        `progress(n)` as n more live items are in the compacted index."""
 
 
 @runtime_checkable

@@ -296,10 +296,11 @@ class ManagedIndex:
                     self._write_saved(index)
         self.unpurged = False
 
-    def compact(self, items: Collection[int]) -> int:
+    def compact(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> int:
         """Reclaim removed items' slots, re-measure recall, and rewrite the saved index
-        from live rows only; call it after purging the store. Returns the slots reclaimed."""
-        reclaimed = self._compact(items)
+        from live rows only; call it after purging the store. Returns the slots reclaimed
+        (`progress(n)` as n more live items are in the compacted index)."""
+        reclaimed = self._compact(items, progress)
         self.unpurged = False
         return reclaimed
 
@@ -313,7 +314,7 @@ class ManagedIndex:
         self._compact(items)
         return True
 
-    def _compact(self, items: Collection[int]) -> int:
+    def _compact(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> int:
         """Compact holding out a random sample, tune on it as unseen queries, insert it."""
         index = self.index
         if not isinstance(index, Compactable):
@@ -321,12 +322,14 @@ class ManagedIndex:
         reclaimed = index.tombstones
         held = self.tuner.hold_out_sample(index.live_ids()) if isinstance(index, Tunable) else NO_IDS
         index.remove(held)
-        index.compact()
+        index.compact(progress)
         self.tuner.start(index)
         if len(held):
             found, queries = self.store.searched_vectors(held.tolist())
             self.tuner.tune(index, queries, t.HELD_OUT, size=len(items))
             index.add(found, queries)
+            if progress:
+                progress(len(found))
         if self.persistent:
             self._save()  # rewrites the saved index from live rows only
         return reclaimed

@@ -15,6 +15,7 @@ added, plus the item id of each row (row_ids.py) and whether the row is live. Th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -209,9 +210,9 @@ class RowIndex(VectorIndex):
         self._forget_rows(rows)
         self._dead_since_save += rows.tolist()
 
-    def compact(self) -> None:
+    def compact(self, progress: Callable[[int], None] | None = None) -> None:
         """Rebuild from the live rows only: dead rows' memory is freed and rows renumbered
-        (in id order)."""
+        (in id order); `progress(n)` as n more rows are in."""
         ids = self._row_ids.ids
         live_rows = np.flatnonzero(self._live[: self._n_rows])
         if not self._row_ids.ascending:
@@ -221,6 +222,8 @@ class RowIndex(VectorIndex):
         for start in range(0, len(live_rows), 65536):  # bounded extra memory while rebuilding
             chunk = live_rows[start : start + 65536]
             fresh.add(ids[chunk], self._vectors(chunk))
+            if progress:
+                progress(len(chunk))
         self.__dict__.update(fresh.__dict__)  # the saved files are stale now: save next
         release_freed_memory()
 

@@ -624,13 +624,14 @@ class EmbeddedStore:
     def unpurged(self) -> bool:
         return self._unpurged or self._index.unpurged
 
-    def compact(self) -> dict[str, Any]:
-        """Reclaim removed items' slots in the index and the database; re-measure recall."""
+    def compact(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Reclaim removed items' slots in the index and the database; re-measure recall
+        (`progress(n)` as n more live items are in the compacted index)."""
         self.refresh()
         self._refit_after_removals()
         self.db.vacuum()  # purges the database
         self._unpurged = False
-        reclaimed = self._index.compact(self._live())
+        reclaimed = self._index.compact(self._live(), progress)
         self._follow_index()
         return {"reclaimed": reclaimed, **self._index.index.describe()}
 

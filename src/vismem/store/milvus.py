@@ -852,8 +852,9 @@ class MilvusStore:
             self._deleted_since_compaction = False
             self._last_compaction = time.monotonic()
 
-    def compact(self) -> dict[str, Any]:
-        """Flush, compact and wait for the compaction to finish."""
+    def compact(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Flush, compact and wait for the compaction to finish. The server tells no
+        progress while it works: `progress` hears of every item at once, when it is done."""
         self._call("flushing", self._client.flush, self.where.collection)
         job = self._call("compacting", self._client.compact, self.where.collection)
         started = time.monotonic()
@@ -864,6 +865,8 @@ class MilvusStore:
                 break
             time.sleep(0.5)
         self._deleted_since_compaction = False
+        if progress and "Completed" in state:
+            progress(self._count)
         return {"compaction": "completed" if "Completed" in state else state, "size": self._count,
                 "reclaimed": None, "bytes": None, "type": index_plan(self._settings.index, self.dim)[0]["index_type"],
                 "note": "Milvus drops the compacted-away files at its next garbage collection "
