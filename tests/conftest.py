@@ -61,6 +61,33 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def on_terminal(command: list[str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, bytes]:
+    """Run `command` with stderr on a terminal (a pty), as in a shell, stdout piped: (the
+    finished process, what the terminal was shown). Rich draws bars only on a terminal."""
+    import pty
+    import threading
+
+    terminal, stderr = pty.openpty()
+    shown = bytearray()
+
+    def read_terminal() -> None:  # drained as it is written, so the bar never blocks
+        try:
+            while chunk := os.read(terminal, 65536):
+                shown.extend(chunk)
+        except OSError:  # the other end closed
+            pass
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
+    finally:
+        os.close(stderr)
+        reader.join(timeout=30)
+        os.close(terminal)
+    return done, bytes(shown)
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `vismem` CLI in a subprocess, as a user's script would: for what the
     process boundary is the point of (exit codes, stdout purity, kill -9)."""

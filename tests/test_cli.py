@@ -33,35 +33,13 @@ def test_add_reports_batches_and_summary(built_memory, digit_folders):
 def test_json_lines_stay_on_stdout_while_a_bar_is_drawn_on_a_terminal(tmp_path, digit_folders):
     # `vismem add photos/ --json > events.jsonl` in a shell: stderr is the terminal, where
     # the bar moves; every event written meanwhile must still reach stdout
-    import os
-    import pty
-    import subprocess
     import sys
-    import threading
 
-    from conftest import run_cli
+    from conftest import on_terminal, run_cli
 
     memdir = tmp_path / "mem"
     run_cli("create", memdir, "--encoder", "pixels", check=True)
-    terminal, stderr = pty.openpty()
-    shown = bytearray()
-
-    def read_terminal() -> None:  # drained as it is written, so the bar never blocks
-        try:
-            while chunk := os.read(terminal, 65536):
-                shown.extend(chunk)
-        except OSError:  # the other end closed
-            pass
-
-    reader = threading.Thread(target=read_terminal)
-    reader.start()
-    try:
-        added = subprocess.run([sys.executable, "-m", "vismem", "add", str(memdir), str(digit_folders[0]), "--json"],
-                               stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300)
-    finally:
-        os.close(stderr)
-        reader.join(timeout=30)
-        os.close(terminal)
+    added, shown = on_terminal([sys.executable, "-m", "vismem", "add", str(memdir), str(digit_folders[0]), "--json"])
     lines = json_lines(added)
     assert added.returncode == 0 and b"adding" in shown  # the bar was drawn on the terminal
     assert [line["event"] for line in lines] == ["committed"] * (len(lines) - 1) + ["done"] and len(lines) > 1

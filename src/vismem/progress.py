@@ -15,7 +15,8 @@ stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=Fa
 
 @contextmanager
 def progress_bar(description: str, total: int, *, transient: bool = False) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr; yields `advance(n)`.
+    """A Rich progress bar on stderr; yields `advance(n)`. Opened while another is drawn
+    (the library's own work within a command, maintenance.py), it is drawn below it.
 
     Where stderr is not a terminal (a log file, a pipe) the bar cannot move: it is written
     once, when the work ends, unless it is `transient` or the work failed before any of it

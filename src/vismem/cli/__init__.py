@@ -18,12 +18,14 @@ import math
 import signal
 import sys
 import threading
+from functools import partial
 from typing import Any
 
 import typer
 from rich.console import Console
 
 from ..errors import VismemError
+from ..maintenance import showing_maintenance
 from ..progress import progress_bar, stderr_console
 
 EXIT_ERROR = 1
@@ -136,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
     on_sigterm = _terminate_as_interrupt()
     try:
-        app(args=argv, prog_name="vismem")
+        # the library's own long work (an index rebuilt at open, a compaction after many
+        # removals) under a bar that goes when it is done: its warning line says what it was
+        with showing_maintenance(partial(progress_bar, transient=True)):
+            app(args=argv, prog_name="vismem")
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         sys.exit(EXIT_ERROR)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..maintenance import showing_maintenance
 from . import app, err
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
@@ -63,6 +64,8 @@ def serve(
             err.print(f"warning: listening on {host}, reachable from other machines; "
                       "the server speaks plain HTTP, so put TLS in front of it")
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
-        # h11 with a known limit on the request head, above what any schema-valid query needs
-        uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
-                    h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+        # h11 with a known limit on the request head, above what any schema-valid query needs;
+        # no bars from requests' threads (a compaction after a DELETE): the log says it
+        with showing_maintenance(None):
+            uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
+                        h11_max_incomplete_event_size=MAX_REQUEST_HEAD)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..maintenance import maintenance
 from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
 from . import saved
@@ -133,7 +134,8 @@ class ManagedIndex:
             if items or self.directory.exists():
                 log.warning("rebuilding the %s index of %s: saved index unusable (%s)",
                             kind, self.store.path, exc)
-            self._rebuild(kind, items)
+            with maintenance(f"rebuilding the {kind} index", len(items)) as advance:
+                self._rebuild(kind, items, advance)
             self._save()
 
     @contextmanager
@@ -311,7 +313,8 @@ class ManagedIndex:
             return False
         log.info("compacting the index of %s (%d removed slots)", self.store.path,
                  index.tombstones)
-        self._compact(items)
+        with maintenance("compacting the index", len(items)) as advance:
+            self._compact(items, advance)
         return True
 
     def _compact(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> int:
@@ -342,7 +345,8 @@ class ManagedIndex:
         kind = self.kind_for(count)
         if kind != self.index.kind:
             log.warning("%s now holds %d items: building a %s index", self.store.path, count, kind)
-            found = self._rebuild(kind, items)
+            with maintenance(f"building a {kind} index", count) as advance:
+                found = self._rebuild(kind, items, advance)
             if self.store.settings().index == "auto" and kind == "hnsw" and found \
                     and (found.recall < found.target or found.params.get("exhaustive")):
                 # `auto` honours the target recall: exact search until the memory doubles

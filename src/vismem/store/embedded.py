@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
+from ..maintenance import maintenance
 from ..search.base import SearchResult
 from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
 from ..search.saved import BuildUnderway, sync_directory
@@ -272,14 +273,16 @@ class EmbeddedStore:
                     len(self.catalog), len(removed))
         with self._index.rebuilding():
             try:
-                fitted = self._fit(spec)
+                with maintenance(f"refitting the {spec.name} transform", len(self.catalog)) as advance:
+                    fitted = self._fit(spec, advance)
                 changes: dict[str, Any] = {}
             except InvalidInputError as exc:
                 log.warning("%s: the %s feature transform cannot be refitted on the items left (%s): it is "
                             "dropped; fit one again once there are items (`vismem tune`)", self.path, spec.name, exc)
                 fitted, changes = (identity(self.dim), None), {"transform": TransformSpec()}
             self._write_settings(changes, fitted)
-            self._index.rebuild(self._live())
+            with maintenance("rebuilding the index", len(self.catalog)) as advance:
+                self._index.rebuild(self._live(), advance)
 
     def _live(self) -> _LiveIds:
         return _LiveIds(self.catalog)
