@@ -168,7 +168,9 @@ class Memory:
     @classmethod
     def open(cls, location: str | Path, *, encoder_options: EncoderOptions | None = None) -> Memory:
         """Open an existing memory; raises MemoryNotFoundError if there is none.
-        `encoder_options` say where the encoder runs when it is first needed."""
+        `encoder_options` say where the encoder runs when it is first needed. A saved
+        index that is unusable is rebuilt, with a warning logged; `showing_maintenance`
+        (maintenance.py) shows its progress."""
         memory = cls(open_store(location))
         memory._encoder_options = encoder_options
         return memory
