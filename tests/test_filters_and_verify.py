@@ -36,6 +36,10 @@ def test_cli_meta_where_search_classify_and_verified_removal(tmp_path, digit_fol
     assert verified["clean"] and verified["remnants"] == []
     assert verified["fingerprints"] == 3 * len(batch2) and verified["files"] >= 1
     assert cli("search", memdir, query, "--where", "batch=2", "--json", check=True).stdout.count('"id"') == 0
+    # without --json the check is said too (it was said only for a Milvus home, which refuses --verify)
+    said = cli("remove", memdir, "--where", "batch=1", "--verify", check=True).stdout
+    assert f"removed {len(batch1)} items; memory now holds 0" in said
+    assert f"verified: none of {3 * len(batch1)} fingerprints of the removed items is in the" in said
 
 
 def test_fingerprints_are_found_until_purged(tmp_path, digit_folders):
@@ -70,3 +74,61 @@ def test_verify_fails_when_a_copy_in_memdir_keeps_the_bytes(tmp_path, digit_fold
     report = json_lines(result)[0]
     assert report["removed"] == 8 and not report["verified"]["clean"]
     assert {r["file"] for r in report["verified"]["remnants"]} == {"backup.sqlite"}
+
+
+def test_the_scan_finds_every_fingerprint_at_every_offset_and_across_chunks(tmp_path, monkeypatch):
+    """The scan reads aligned words only, a fingerprint's 8 anchors covering the 8 offsets
+    a word can start at within it; chunks of 64 bytes put edges through most of them."""
+    import numpy as np
+
+    from vismem import remnants
+    from vismem.remnants import Fingerprint
+
+    monkeypatch.setattr(remnants, "CHUNK", 64)
+    rng = np.random.default_rng(0)
+    data = bytearray(rng.integers(0, 256, 8000, dtype=np.uint8).tobytes())
+    vectors = [Fingerprint(i, "vector", rng.standard_normal(8).astype(np.float32).tobytes()) for i in range(16)]
+    tiny = Fingerprint(100, "vector", b"\x01\x02\x03\x04\x05\x06\x07\x08\x09")  # no room for 8 anchors
+    flat = Fingerprint(101, "vector", bytes(24))  # zeros: no window varied enough to anchor on
+    absent = Fingerprint(102, "vector", rng.standard_normal(8).astype(np.float32).tobytes())
+    expected = set()
+    for i, p in enumerate([*vectors, tiny]):
+        offset = 61 + 470 * i + i % 8  # every offset modulo 8, and most across a chunk's edge
+        data[offset : offset + len(p.data)] = p.data
+        expected.add((p.item_id, offset))
+    data[7000:7024] = bytes(24)
+    expected.add((flat.item_id, 7000))
+    (tmp_path / "store.bin").write_bytes(bytes(data))
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "empty").write_bytes(b"")
+    (tmp_path / "index" / "short").write_bytes(b"\x01\x02\x03")
+    totals, advanced = [], []
+
+    def start(total: int):
+        totals.append(total)
+        return advanced.append
+
+    found, files, scanned = find_remnants(tmp_path, [*vectors, tiny, flat, absent], start_progress=start)
+    assert {(r.item_id, r.offset) for r in found} == expected and {r.file for r in found} == {"store.bin"}
+    assert files == 3 and scanned == totals[0] == sum(advanced) == 8003
+
+
+def test_float16_copies_are_looked_for_as_the_index_keeps_them(tmp_path):
+    """An fp16 HNSW index (and IVF-PQ's re-ranking store) keeps FAISS's float16 encoding,
+    which rounds some values unlike numpy's `astype(np.float16)`: fingerprints taken with
+    numpy missed those items' copies in the index, and `--verify` called them clean."""
+    import faiss
+    import numpy as np
+    from conftest import unit_vectors
+
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64, index="hnsw", float16=True) as memory:
+        ids = memory.add_vectors(unit_vectors(1000, 64, seed=8), ["a"] * 1000)
+        found, vectors = memory.vectors(ids)
+        kept = faiss.IndexScalarQuantizer(64, faiss.ScalarQuantizer.QT_fp16).sa_encode(vectors)
+        differ = [i for i, v, k in zip(found.tolist(), vectors, kept, strict=True)
+                  if v.astype(np.float16).tobytes() != k.tobytes()]
+        assert differ  # numpy's rounding and FAISS's part in some of these vectors
+        prints = [p for p in fingerprints(memory, differ) if p.kind == "vector-fp16"]
+    remnants, _, _ = find_remnants(path / "index", prints)  # closed: the index is saved
+    assert sorted(r.item_id for r in remnants) == sorted(differ)

@@ -14,20 +14,22 @@ stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=Fa
 
 
 @contextmanager
-def progress_bar(description: str, total: int, *, transient: bool = False) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar on stderr; yields `advance(n)`. Opened while another is drawn
-    (the library's own work within a command, maintenance.py), it is drawn below it.
+def progress_bar(description: str, total: int, *, transient: bool = False,
+                 in_bytes: bool = False) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr; yields `advance(n)`; `in_bytes`: counts bytes, shown
+    as "0.4/1.2 GB". Opened while another is drawn (the library's own work within a
+    command, maintenance.py), it is drawn below it.
 
     Where stderr is not a terminal (a log file, a pipe) the bar cannot move: it is written
     once, when the work ends, unless it is `transient` or the work failed before any of it
     was done (then the error is the one line to read)."""
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(),
+               DownloadColumn() if in_bytes else MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     live = stderr_console.is_terminal
     failed = False
     # While the bar is drawn, Rich sends what is written to sys.stdout through its own

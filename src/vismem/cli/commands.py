@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
 
@@ -436,7 +437,9 @@ def remove(
     refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
-        found, files, scanned = find_remnants(memdir, prints)
+        with ExitStack() as bar:
+            found, files, scanned = find_remnants(memdir, prints, start_progress=lambda total: bar.enter_context(
+                progress_bar("verifying: reading every file", total, transient=True, in_bytes=True)))
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found]}
     purged = memory.capabilities.verifiable_purge
@@ -446,13 +449,13 @@ def remove(
         emit(report)
     else:
         out.print(f"removed {len(removed)} items; memory now holds {count}")
+        if verify and not found:
+            out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
+                      f"the {files} files of {memdir} ({scanned:,} bytes)")
     if not purged and removed:
         err.print(f"{len(removed)} items no longer appear in any search. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
-        if verify and not found:
-            out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
-                      f"the {files} files of {memdir} ({scanned:,} bytes)")
     if verify and found:
         first = found[0]
         err.print(f"warning: removed, but {len(found)} remnants of removed items found, e.g. item "
