@@ -870,6 +870,13 @@ class Memory:
         self._catch_up()
         return self.store.vectors(ids)
 
+    def index_bytes(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, uint8 (n, bytes per vector)): the bytes the saved search index keeps for
+        these items, as its files hold them (none for an index that keeps no files here);
+        what `remove --verify` looks for beside the vectors it can compute."""
+        self._catch_up()
+        return self.store.index_bytes(ids)
+
     def searched_vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors (n, out_dim)) of the given (or all) items as searched: through the
         memory's feature transform (the stored vectors themselves stay as added)."""

@@ -1,8 +1,9 @@
 """Checking a removal: search every file of a memory for the removed items' bytes.
 
 Before removing, take each item's fingerprints: its float32 vector as the store keeps it,
-the float16 copy an fp16 HNSW or an IVF-PQ index keeps, and its thumbnail JPEG. After the
-removal is purged, `find_remnants` scans each file of the memory directory for them.
+the float16 copy an fp16 HNSW or an IVF-PQ index keeps, the vector through the memory's
+feature transform, the index's own copy, and its thumbnail JPEG. After the removal is
+purged, `find_remnants` scans each file of the memory directory for them.
 
 The scan reads each file once, as aligned 8-byte words. Each fingerprint gives 8 anchors,
 the 8-byte windows starting at 8 consecutive offsets of its bytes: wherever it lies in a
@@ -44,7 +45,9 @@ class Fingerprint:
     """Bytes that only a removed item should have put in the memory's files."""
 
     item_id: int
-    kind: str  # "vector", "vector-fp16", "vector-searched(-fp16)" (through a transform) or "thumbnail"
+    # "vector", "vector-fp16", "vector-searched(-fp16)" (through a transform), "vector-indexed"
+    # (the index's own copy, where it differs from all of those) or "thumbnail"
+    kind: str
     data: bytes
     content_hash: str | None = None
 
@@ -72,14 +75,24 @@ def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
     hashes = {item.id: item.content_hash for item in memory.items(ids)}
     halves = _as_indexes_keep_float16(vectors)
     searched_halves = None if searched is None else _as_indexes_keep_float16(searched)
+    # The index's own bytes too: a vector it keeps through a transform was computed in the
+    # batch it was added or rebuilt with, and BLAS sums in an order that depends on the
+    # batch, so computing it again here may differ in its last bits (with `whiten`, 274 of
+    # 300 items' copies were not found that way).
+    indexed_ids, indexed_bytes = memory.index_bytes(ids)
+    indexed = dict(zip(indexed_ids.tolist(), indexed_bytes, strict=True))
     prints: list[Fingerprint] = []
     for row, (item_id, vector) in enumerate(zip(found.tolist(), vectors, strict=True)):
         digest = hashes.get(item_id)
-        prints.append(Fingerprint(item_id, "vector", vector.tobytes(), digest))
-        prints.append(Fingerprint(item_id, "vector-fp16", halves[row].tobytes(), digest))
+        made = [Fingerprint(item_id, "vector", vector.tobytes(), digest),
+                Fingerprint(item_id, "vector-fp16", halves[row].tobytes(), digest)]
         if searched is not None and searched_halves is not None:
-            prints.append(Fingerprint(item_id, "vector-searched", searched[row].tobytes(), digest))
-            prints.append(Fingerprint(item_id, "vector-searched-fp16", searched_halves[row].tobytes(), digest))
+            made.append(Fingerprint(item_id, "vector-searched", searched[row].tobytes(), digest))
+            made.append(Fingerprint(item_id, "vector-searched-fp16", searched_halves[row].tobytes(), digest))
+        held = indexed[item_id].tobytes() if item_id in indexed else None
+        if held is not None and all(held != p.data for p in made):
+            made.append(Fingerprint(item_id, "vector-indexed", held, digest))
+        prints += made
         jpeg = memory.thumbnail(item_id)
         if jpeg is not None:
             prints.append(Fingerprint(item_id, "thumbnail", jpeg, digest))

@@ -162,6 +162,11 @@ class Persistent(Protocol):
         when the files are not the ones this index wrote (another process saved since)."""
         ...
 
+    def held_bytes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids it holds of these, their vectors' bytes as its saved files keep them:
+        uint8 (n, bytes per vector)): what a removal's check looks for (remnants.py)."""
+        ...
+
 
 EXHAUSTIVE = "exhaustive"  # the effort past every `tune_values`: search every vector exactly
 

@@ -340,6 +340,11 @@ class RowIndex(VectorIndex):
                   "live": self._n_live, **extra})
         self._dead_since_save = []
 
+    def held_bytes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(live ids among these, their stored codes as the saved files keep them)."""
+        rows = self._rows_of(np.asarray(ids, dtype=np.int64))
+        return self._row_ids.of_rows(rows), self._codes()[rows]
+
     def scrub_saved(self, directory: Path) -> bool:
         """Zero, in the saved files, the bytes of rows removed since the last save; False
         (nothing done) when another process has saved since: save this index instead."""

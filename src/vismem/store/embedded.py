@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..maintenance import maintenance
-from ..search.base import SearchResult
+from ..search.base import Persistent, SearchResult
 from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
 from ..search.saved import BuildUnderway, sync_directory
 from ..search.tuning import GIVEN, RECORDED, QuerySample
@@ -457,6 +457,12 @@ class EmbeddedStore:
 
     def thumbnail(self, item_id: int) -> bytes | None:
         return self.db.thumbnail(item_id)
+
+    def index_bytes(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        index = self._index.index
+        if not isinstance(index, Persistent):  # exact search: nothing of it is saved
+            return np.empty(0, np.int64), np.empty((0, 0), np.uint8)
+        return index.held_bytes(np.asarray(ids, dtype=np.int64))
 
     def class_counts(self) -> dict[str, int]:
         return self.catalog.class_counts()
