@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 import io
 import json
 import os
@@ -59,6 +60,26 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+class Shown:
+    """A `Report` (maintenance.py) that keeps what it is told: for each piece of work, its
+    description, its total and how much was done."""
+
+    def __init__(self) -> None:
+        self.work: list[list] = []
+
+    @contextmanager
+    def __call__(self, description: str, total: int):
+        work = [description, total, 0]
+        self.work.append(work)
+
+        def advance(n: int) -> None:
+            work[2] += n
+        yield advance
+
+    def done(self) -> list[tuple]:
+        return [tuple(work) for work in self.work]
 
 
 def on_terminal(command: list[str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, bytes]:

@@ -7,32 +7,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-from contextlib import contextmanager
 
 import pytest
-from conftest import on_terminal, run_cli, unit_vectors
+from conftest import Shown, on_terminal, run_cli, unit_vectors
 
 from vismem import Memory
 from vismem.maintenance import showing_maintenance
-
-
-class Shown:
-    """What a `report` is told: for each piece of work, its description, total and done."""
-
-    def __init__(self) -> None:
-        self.work: list[list] = []
-
-    @contextmanager
-    def __call__(self, description: str, total: int):
-        work = [description, total, 0]
-        self.work.append(work)
-
-        def advance(n: int) -> None:
-            work[2] += n
-        yield advance
-
-    def done(self) -> list[tuple]:
-        return [tuple(work) for work in self.work]
 
 
 def hnsw_memory(path, n: int = 2000) -> list[int]:

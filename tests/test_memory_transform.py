@@ -366,6 +366,27 @@ def test_calibration_belongs_to_its_transform_and_another_process_sees_a_new_one
             [d.label for d in memory.classify_vectors(x[400:420])]
 
 
+def test_tuning_shows_each_sweep_then_the_fit_and_rebuild(tmp_path, offset_digits):
+    # `vismem tune` draws its bars from this: before, one bar said "fitting the feature
+    # transform, rebuilding the index" while it tried settings, and stayed at 0 throughout
+    from conftest import Shown
+
+    from vismem.curate import tune_memory
+    from vismem.tune import sweeps
+
+    x, y = offset_digits
+    center = [TransformSpec("center")]
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(x[:500], y[:500])
+        shown = Shown()
+        assert tune_memory(memory, transforms=center, report=shown).transform == center[0]
+        trying = ("tuning on ~100 held-out items", sweeps(center), sweeps(center))
+        assert shown.done() == [trying, ("fitting the feature transform, rebuilding the index", 1000, 1000)]
+        again = Shown()
+        tune_memory(memory, transforms=center, report=again)
+        assert again.done() == [trying]  # the same transform: nothing fitted or rebuilt
+
+
 def test_tune_chooses_and_stores_the_transform(digit_folders, tmp_path, cli):
     train, _ = digit_folders
     path = tmp_path / "m"

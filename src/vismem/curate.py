@@ -15,10 +15,11 @@ import numpy as np
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
 from .errors import EmptyMemoryError, InvalidInputError
+from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
 from .transform import TransformSpec
-from .tune import TRANSFORM_CANDIDATES, TuneResult, tune
+from .tune import TRANSFORM_CANDIDATES, TuneResult, sweeps, tune
 
 
 @dataclass
@@ -57,24 +58,28 @@ def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
 
 
 def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True,
-                transforms: Sequence[TransformSpec] | None = None, progress: Callable[[int], None] | None = None,
-                ) -> TuneResult:
+                transforms: Sequence[TransformSpec] | None = None, report: Report = unshown) -> TuneResult:
     """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
     held-out split; store them as defaults. A new transform is fitted on every item and the
-    index rebuilt through it (`progress(n)` as n more items are done).
+    index rebuilt through it. `report(description, total)` (maintenance.Report) shows the
+    two stages: the transforms and prototype counts tried, then the fit and the rebuild.
 
     `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
     home that searches vectors as stored)."""
     data = memory_arrays(memory, voting_only=True, searched=False)
     if transforms is None:
         transforms = TRANSFORM_CANDIDATES if memory.capabilities.feature_transforms else [TransformSpec()]
-    result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
-                  transforms=transforms)
+    held = round(held_out * len(data.labels))
+    with report(f"tuning on ~{held:,} held-out items", sweeps(transforms)) as advance:
+        result = tune(data.vectors, data.labels, held_out=held_out, seed=seed, factors=data.weights,
+                      transforms=transforms, progress=advance)
     if save:  # one commit: a transform that cannot be fitted leaves the vote settings as they were
         changes: dict[str, Any] = {"vote": result.params, "prototypes_per_class": result.per_class}
-        if result.transform != memory.settings.transform:
-            changes["transform"] = result.transform
-        memory.update_settings(progress, **changes)
+        if result.transform == memory.settings.transform:
+            memory.update_settings(**changes)
+        else:  # fitted on every item (n), then each goes into the rebuilt index (n)
+            with report("fitting the feature transform, rebuilding the index", 2 * len(memory)) as advance:
+                memory.update_settings(advance, **changes, transform=result.transform)
     return result
 
 

@@ -46,6 +46,16 @@ def showing_maintenance(report: Report | None) -> Iterator[None]:
 
 
 @contextmanager
+def unshown(description: str, total: int) -> Iterator[Advance]:
+    """A `Report` that shows nothing."""
+    yield no_progress
+
+
+def no_progress(n: int) -> None:
+    """An `Advance` that shows nothing."""
+
+
+@contextmanager
 def maintenance(description: str, total: int) -> Iterator[Advance | None]:
     """Around work the library starts on its own, of `total` items: yields `advance(n)` to
     pass on as a progress callback, or None when nothing shows it."""

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
+from .maintenance import no_progress
+
 if TYPE_CHECKING:
     from .memory import Memory
 
@@ -203,7 +205,7 @@ def find_remnants(directory: str | Path, prints: list[Fingerprint], *,
     """
     files = [path for path in sorted(Path(directory).rglob("*")) if path.is_file()]
     sizes = [path.stat().st_size for path in files]
-    advance = start_progress(sum(sizes)) if start_progress else _ignore
+    advance = start_progress(sum(sizes)) if start_progress else no_progress
     anchors = _Anchors(prints)
     remnants: list[Remnant] = []
     for path, size in zip(files, sizes, strict=True):
@@ -216,7 +218,3 @@ def find_remnants(directory: str | Path, prints: list[Fingerprint], *,
                 for offset, p in sorted(anchors.scan(view, advance), key=lambda hit: hit[0]):
                     remnants.append(Remnant(str(path.relative_to(directory)), offset, p.item_id, p.kind))
     return remnants, len(files), sum(sizes)
-
-
-def _ignore(n: int) -> None:
-    pass

@@ -14,13 +14,14 @@ are then tried through the winning transform only (k-means per class is the slow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .decide import NEIGHBOUR_VOTES, VoteParams
 from .errors import InvalidInputError
 from .evaluation.engine import ArrayMemory, accuracy, holdout_split
+from .maintenance import no_progress
 from .transform import TransformSpec, fit_transform
 
 KS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
@@ -111,11 +112,24 @@ def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
             "(3 or more per class), or hold out more (`vismem tune --held-out`, up to 0.5)")
 
 
+def sweeps(transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, per_class: Sequence[int] = PER_CLASS,
+           rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid")) -> int:
+    """How many sweeps `tune` makes: one per transform, then one per further prototype
+    count for the best one (when a prototype vote is among the rules).
+
+        >>> sweeps()
+        8
+    """
+    return len(transforms) + (len(per_class) - 1 if any(r in ("prototype", "hybrid") for r in rules) else 0)
+
+
 def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
          rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"), per_class: Sequence[int] = PER_CLASS,
          transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, held_out: float = 0.2, seed: int = 0,
-         factors: np.ndarray | None = None) -> TuneResult:
-    """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels)."""
+         factors: np.ndarray | None = None, progress: Callable[[int], None] | None = None) -> TuneResult:
+    """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels);
+    `progress(1)` after each of the `sweeps(...)` sweeps (a transform or prototype count tried:
+    the held-out items searched, then every vote setting scored)."""
     labels = np.asarray(labels)
     train, test = holdout_split(labels.tolist(), held_out, seed)
     _check_split(labels, test, held_out)
@@ -146,15 +160,18 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
 
     first = per_class[0] if proto_rules else 1
     best_space = None  # the winner's vectors: swept again per prototype count, not refitted
+    advance = progress or no_progress
     for spec in transforms:
         space = _space(vectors, train, test, spec)
         if space is not None:
             sweep(spec, space, first, rules)
             if best is not None and best[3] is spec:
                 best_space = space
+        advance(1)
     if best is None or best_space is None:
         raise InvalidInputError("none of the transforms could be fitted on this memory: "
                                 + ", ".join(spec.name for spec in transforms))
     for m in per_class[1:] if proto_rules else []:
         sweep(best[3], best_space, m, proto_rules)
+        advance(1)
     return TuneResult(best[1], best[2], best[0], default_acc, len(test), trials, best[3], by_transform)

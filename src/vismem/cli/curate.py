@@ -4,6 +4,7 @@ calibrate, block, boost, unblock. Each is a thin face over `vismem.curate` / `Me
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -45,10 +46,9 @@ def tune(
     if transform not in ("auto", *TRANSFORMS):
         raise InvalidInputError(f"unknown --transform {transform!r}; choose auto, {', '.join(TRANSFORMS)}")
     candidates = None if transform == "auto" else [t for t in TRANSFORM_CANDIDATES if t.kind == transform]
-    with _open(memdir) as memory, progress_bar("fitting the feature transform, rebuilding the index",
-                                               2 * len(memory), transient=True) as advance:
+    with _open(memdir) as memory:
         result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
-                             progress=advance)
+                             report=partial(progress_bar, transient=True))
     if json_out:
         emit(result.to_dict())
         return
