@@ -13,6 +13,16 @@ from conftest import Shown, on_terminal, run_cli, unit_vectors
 
 from vismem import Memory
 from vismem.maintenance import showing_maintenance
+from vismem.search import HNSWIndex
+from vismem.search.tuning import ladder
+
+
+def measured(shown: Shown, queries: int) -> tuple:
+    """The step a build or compaction ends with: recall measured on its held-out sample
+    (the exact neighbours, then a search at each effort of the ladder)."""
+    (description, total, done), = [work for work in shown.done() if work[0].startswith("measuring")]
+    assert description == f"measuring recall on {queries} queries" and done == total == 1 + len(ladder(HNSWIndex(16)))
+    return description, total, done
 
 
 def hnsw_memory(path, n: int = 2000) -> list[int]:
@@ -27,10 +37,10 @@ def test_an_index_rebuilt_at_open_is_shown_item_by_item(tmp_path):
     shown = Shown()
     with showing_maintenance(shown), Memory.open(path) as memory:
         assert memory.info()["index"]["size"] == 2000
-    assert shown.done() == [("rebuilding the hnsw index", 2000, 2000)]
+    assert shown.done() == [("rebuilding the hnsw index", 2000, 2000), measured(shown, 200)]
     with showing_maintenance(shown), Memory.open(path):
         pass
-    assert len(shown.work) == 1  # the saved index is used: nothing rebuilt, nothing shown
+    assert len(shown.work) == 2  # the saved index is used: nothing rebuilt, nothing shown
 
 
 def test_compaction_after_many_removals_is_shown(tmp_path):
@@ -42,7 +52,7 @@ def test_compaction_after_many_removals_is_shown(tmp_path):
         assert shown.work == []
         memory.remove(ids[200:500])  # 25% > 20%: compacted at once
         assert memory.info()["index"]["tombstones"] == 0
-    assert shown.done() == [("compacting the index", 1500, 1500)]
+    assert shown.done() == [("compacting the index", 1500, 1500), measured(shown, 200)]
 
 
 def test_auto_switching_to_hnsw_as_the_memory_grows_is_shown(tmp_path, monkeypatch):
@@ -55,7 +65,7 @@ def test_auto_switching_to_hnsw_as_the_memory_grows_is_shown(tmp_path, monkeypat
         assert shown.work == [] and memory.info()["index"]["type"] == "exact"
         memory.add_vectors(unit_vectors(200, 16, seed=6), ["b"] * 200)
         assert memory.info()["index"]["type"] == "hnsw"
-    assert shown.done() == [("building a hnsw index", 600, 600)]
+    assert shown.done() == [("building a hnsw index", 600, 600), measured(shown, 150)]
 
 
 def test_refitting_a_transform_whose_items_were_removed_is_shown(tmp_path):
@@ -67,6 +77,15 @@ def test_refitting_a_transform_whose_items_were_removed_is_shown(tmp_path):
             memory.remove(ids[:100], purge=True)  # the fit must forget them
         assert memory.transform.fitted_items == 200
     assert shown.done() == [("refitting the center transform", 200, 200), ("rebuilding the index", 200, 200)]
+
+
+def test_measuring_recall_on_given_queries_is_shown(tmp_path):
+    path = tmp_path / "m"
+    hnsw_memory(path)
+    shown = Shown()
+    with Memory.open(path) as memory, showing_maintenance(shown):
+        memory.tune_index(unit_vectors(300, 16, seed=9))
+    assert shown.done() == [measured(shown, 300)]
 
 
 def test_nothing_is_shown_unless_asked_and_never_by_a_service(tmp_path):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..maintenance import maintenance
 from . import quality as q
 from . import tuning as t
 from .base import ExactlySearchable, HoldsOut, Searchable, Tunable, ascending_ids
@@ -133,9 +134,13 @@ class Tuner:
     def tune(self, index: Searchable, queries: np.ndarray, measured_on: str, size: int) -> q.Quality:
         """Set the least effort reaching the target on `queries` (not in the index)."""
         assert isinstance(index, Tunable)
-        truth, sims = self._exact(index, queries, q.LID_K)
         values = t.ladder(index)
-        recalls = t.measure_efforts(index, queries, truth[:, : q.RECALL_K], q.RECALL_K, values)
+        # the exact neighbours, then a search at each effort: the steps shown
+        with maintenance(f"measuring recall on {len(queries):,} queries", 1 + len(values)) as advance:
+            truth, sims = self._exact(index, queries, q.LID_K)
+            if advance:
+                advance(1)
+            recalls = t.measure_efforts(index, queries, truth[:, : q.RECALL_K], q.RECALL_K, values, progress=advance)
         return self._least_effort(index, values, recalls, measured_on, size, q.lid_from_inverses(_inverse_lids(sims)))
 
     def own_vectors(self, index: Searchable, items: Collection[int]) -> q.Quality | None:

@@ -22,12 +22,13 @@ the interval conservative. Pure functions over numpy arrays; lifecycle.py calls 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from ..maintenance import no_progress
 from .base import EXHAUSTIVE, Searchable, Tunable
 
 FRESH_ADDS = "fresh adds"
@@ -92,11 +93,13 @@ def ladder(index: Searchable) -> tuple[Any, ...]:
 
 
 def measure_efforts(index: Searchable, queries: np.ndarray, truth: np.ndarray, k: int,
-                    values: Sequence[Any], own_ids: np.ndarray | None = None) -> np.ndarray:
+                    values: Sequence[Any], own_ids: np.ndarray | None = None,
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Per-query recall@k (n_queries, len(values)) of `index` at each effort in `values`
     (rising), against `truth` ids (n_queries, k). The index's effort is left as it was.
     With `own_ids`, the queries are items of the index: each one's own id is dropped
-    from what is found (and must not be in `truth`).
+    from what is found (and must not be in `truth`). `progress(n)` as n more efforts
+    are done (len(values) in all).
 
     Once every query finds all its true neighbours, the larger efforts are credited with
     that result without searching: more effort only widens the search."""
@@ -106,9 +109,11 @@ def measure_efforts(index: Searchable, queries: np.ndarray, truth: np.ndarray, k
         found = index.search(queries, k + 1).ids
         return per_query_recall(np.where(found == own_ids[:, None], -1, found), truth)
 
+    advance = progress or no_progress
     out = np.ones((len(queries), max(len(values), 1)), dtype=np.float32)
     if not isinstance(index, Tunable) or len(queries) == 0:
         out[:] = recalls()[:, None]
+        advance(len(values))
         return out
     before = index.effort
     try:
@@ -116,7 +121,9 @@ def measure_efforts(index: Searchable, queries: np.ndarray, truth: np.ndarray, k
             index.set_param(value)
             out[:, j] = recalls()
             if out[:, j].min() >= 1.0:
+                advance(len(values) - j)
                 break
+            advance(1)
     finally:
         index.set_param(before)
     return out
