@@ -10,7 +10,7 @@ the 8-byte windows starting at 8 consecutive offsets of its bytes: wherever it l
 file, one of them is a word. Words are hashed into a table of the anchors' hashes, the
 few that hit are looked up exactly, and the whole fingerprint is compared at each match.
 So the cost grows with the files' size, not with size x fingerprints: on a 1M-item 64-d
-memory (0.9 GB), 1.3-1.5 s for the 2,000 fingerprints of 1,000 items, where one
+memory (0.9 GB), 1.0-1.5 s for the 2,000 fingerprints of 1,000 items, where one
 `mmap.find` of a single fingerprint takes 0.1 s, and one per fingerprint would take about
 190 s (`python benchmarks/verify.py`). The scan this replaced, 8 sorted lookups of every
 word, one per offset modulo 8, took 53 s.
@@ -75,8 +75,8 @@ def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
     transform = memory.transform
     searched = None if transform.is_identity else transform.apply(vectors)
     hashes = {item.id: item.content_hash for item in memory.items(ids)}
-    halves = _as_indexes_keep_float16(vectors)
-    searched_halves = None if searched is None else _as_indexes_keep_float16(searched)
+    halves = _float16_as_faiss_keeps(vectors)
+    searched_halves = None if searched is None else _float16_as_faiss_keeps(searched)
     # The index's own bytes too: a vector it keeps through a transform was computed in the
     # batch it was added or rebuilt with, and BLAS sums in an order that depends on the
     # batch, so computing it again here may differ in its last bits (with `whiten`, 274 of
@@ -101,7 +101,7 @@ def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
     return prints
 
 
-def _as_indexes_keep_float16(vectors: np.ndarray) -> np.ndarray:
+def _float16_as_faiss_keeps(vectors: np.ndarray) -> np.ndarray:
     """Float16 copies of float32 rows as an fp16 HNSW or IVF-PQ's re-ranking store keeps
     them: FAISS's float16 scalar quantizer, whose rounding differs from numpy's
     `astype(np.float16)` in some values (1 vector in 200 at 64-d had one such value, and
