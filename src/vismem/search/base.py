@@ -7,7 +7,8 @@ A backend implements `Searchable`, and whichever of the others it supports:
 
     Searchable   add / remove / search / len / missing / live_ids / reserve / describe
     Compactable  removed items leave tombstones, reclaimed by `compact`
-    Persistent   saved beside the store (`save`, `load`, `scrub_saved`), else rebuilt at open
+    Persistent   saved beside the store (`save`, `load`, `scrub_saved`, `held_bytes`), else
+                 rebuilt at open
     Tunable      a search-effort knob: `tune_values` by rising cost, `set_param`, `params`
     ExactlySearchable  `search_exact` over its own vectors: the truth tuning measures against
     HoldsOut     `held_out(ids)`: items out for a while, to be measured as unseen queries
