@@ -409,7 +409,8 @@ def remove(
     source: Optional[str] = typer.Option(None, "--source", help="Remove every item from this source."),
     where: Optional[List[str]] = WhereOpt,
     verify: bool = typer.Option(False, "--verify", help="Then search every file in MEMDIR for the removed "
-                                "items' vectors (float32 and float16) and thumbnails; exit 3 if any is left."),
+                                "items' vectors (float32, float16 and the index's own copies) and thumbnails; "
+                                "exit 3 if any is left."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Remove items for good: by --id, --label, --source or --where (exactly one).
