@@ -36,3 +36,7 @@ def test_demo_shows_progress_and_explains_what_it_prints(cli_process, tmp_path):
         assert step in result.stderr, step
     assert "prototype distance" in result.stdout
     assert "cosine distance to each class's prototype" in result.stdout
+    # its steps are plain text: the CLI prints text as given (no Rich markup), and a
+    # "[bold]1. Build[/bold]" came out tags and all
+    assert "1. Build a memory of digits 1-9" in result.stdout and "4. Remove one exemplar" in result.stdout
+    assert "[bold]" not in result.stdout and "[/" not in result.stdout

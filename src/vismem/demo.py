@@ -66,7 +66,7 @@ def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> d
     write_image_folder(work / "new_class", images, labels, new)
     write_image_folder(work / "test_old", images, labels, test_old)
     write_image_folder(work / "test_new", images, labels, test_new)
-    say(f"[bold]1. Build[/bold] a memory of digits 1-9 ({len(old)} images, encoder {encoder})")
+    say(f"1. Build a memory of digits 1-9 ({len(old)} images, encoder {encoder})")
 
     memory = Memory.create(work / "memory", encoder=encoder)
     with memory:
@@ -74,25 +74,25 @@ def _run(work: Path, encoder: str, per_class: int, say: Callable[..., Any]) -> d
             memory.add_images([work / "train"], source="digits-train", progress=advance)
         with encoding(f"classifying {len(test_old)} held-out digits", len(test_old)) as advance:
             before = evaluate_folder(memory, work / "test_old", progress=advance)
-        say(f"   accuracy on {before.total} held-out digits 1-9: [bold]{before.accuracy:.1%}[/bold]")
+        say(f"   accuracy on {before.total} held-out digits 1-9: {before.accuracy:.1%}")
 
-        say("[bold]2. Explain[/bold] one decision: the neighbours that voted")
+        say("2. Explain one decision: the neighbours that voted")
         first = min((work / "test_old").rglob("*.png"))
         decision = memory.classify([first])[0]
         say(decision_table(decision))
         say(prototype_note(decision))
 
-        say(f"[bold]3. Add a class[/bold] at run time: {len(new)} images of the digit {NEW_CLASS}, no training")
+        say(f"3. Add a class at run time: {len(new)} images of the digit {NEW_CLASS}, no training")
         with encoding(f"encoding {len(new)} new digits", len(new)) as advance:
             memory.add_images([work / "new_class"], source="digits-new-class", progress=advance)
         again = len(test_new) + len(test_old)
         with encoding(f"classifying {again} held-out digits", again) as advance:
             on_new = evaluate_folder(memory, work / "test_new", progress=advance)
             after = evaluate_folder(memory, work / "test_old", progress=advance)
-        say(f"   new class '{NEW_CLASS}' recognised: [bold]{on_new.accuracy:.1%}[/bold] of {on_new.total}; "
+        say(f"   new class '{NEW_CLASS}' recognised: {on_new.accuracy:.1%} of {on_new.total}; "
             f"old classes: {before.accuracy:.1%} -> {after.accuracy:.1%}")
 
-        say("[bold]4. Remove[/bold] one exemplar, exactly")
+        say("4. Remove one exemplar, exactly")
         victim = decision.neighbors[0].id
         victim_vector = memory.vectors([victim])[1]
         memory.remove([victim])
