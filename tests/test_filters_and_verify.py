@@ -80,6 +80,7 @@ def test_the_scan_finds_every_fingerprint_at_every_offset_and_across_chunks(tmp_
     """The scan reads aligned words only, a fingerprint's 8 anchors covering the 8 offsets
     a word can start at within it; chunks of 64 bytes put edges through most of them."""
     import numpy as np
+    from conftest import Shown
 
     from vismem import remnants
     from vismem.remnants import Fingerprint
@@ -102,15 +103,11 @@ def test_the_scan_finds_every_fingerprint_at_every_offset_and_across_chunks(tmp_
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "empty").write_bytes(b"")
     (tmp_path / "index" / "short").write_bytes(b"\x01\x02\x03")
-    totals, advanced = [], []
-
-    def start(total: int):
-        totals.append(total)
-        return advanced.append
-
-    found, files, scanned = find_remnants(tmp_path, [*vectors, tiny, flat, absent], start_progress=start)
+    shown = Shown()
+    found, files, scanned = find_remnants(tmp_path, [*vectors, tiny, flat, absent], report=shown)
     assert {(r.item_id, r.offset) for r in found} == expected and {r.file for r in found} == {"store.bin"}
-    assert files == 3 and scanned == totals[0] == sum(advanced) == 8003
+    (_, total, advanced), = shown.done()
+    assert files == 3 and scanned == total == advanced == 8003
 
 
 def test_float16_copies_are_looked_for_as_the_index_keeps_them(tmp_path):

@@ -174,16 +174,16 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
 
 def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAULT_OOD_K,
                      prototype_weight: float | None = None, seed: int = 0, save: bool = True,
-                     start_progress: Callable[[int], Callable[[int], None]] | None = None) -> Calibration:
+                     report: Report = unshown) -> Calibration:
     """Set the abstention threshold so `tpr` of in-distribution queries are answered, from the
     memory's items each scored against the rest (see `calibrate.fit_calibration`;
     `prototype_weight` None measures whether the prototype distance helps on this memory).
-    `start_progress(total)`, once the items are read, returns `advance(n)` for the scoring."""
+    `report(description, total)` (maintenance.Report) shows the scoring, once the items are read."""
     data = memory_arrays(memory, voting_only=True)
-    progress = start_progress(calibration_work(data.labels, prototype_weight)) if start_progress else None
-    result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
-                             per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids,
-                             transform=memory.transform.key, progress=progress)
+    with report("scoring each item against the others", calibration_work(data.labels, prototype_weight)) as advance:
+        result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
+                                 per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids,
+                                 transform=memory.transform.key, progress=advance)
     if save:
         memory.update_settings(abstention=result)
     return result

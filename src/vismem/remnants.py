@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
-from .maintenance import no_progress
+from .maintenance import Report, unshown
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -196,25 +196,29 @@ def _hashes(words: np.ndarray, bits: int) -> np.ndarray:
 
 
 def find_remnants(directory: str | Path, prints: list[Fingerprint], *,
-                  start_progress: Callable[[int], Callable[[int], None]] | None = None,
-                  ) -> tuple[list[Remnant], int, int]:
+                  report: Report = unshown) -> tuple[list[Remnant], int, int]:
     """Every place a fingerprint occurs in the files under `directory`.
 
-    Returns (remnants, files scanned, bytes scanned). `start_progress(total bytes)` gives
-    an `advance(n)` called as n more bytes are scanned.
+    Returns (remnants, files scanned, bytes scanned). `report(description, total bytes)`
+    (maintenance.Report) shows the bytes read.
     """
     files = [path for path in sorted(Path(directory).rglob("*")) if path.is_file()]
     sizes = [path.stat().st_size for path in files]
-    advance = start_progress(sum(sizes)) if start_progress else no_progress
     anchors = _Anchors(prints)
     remnants: list[Remnant] = []
-    for path, size in zip(files, sizes, strict=True):
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size  # as it is now (a log may have grown)
-            if size == 0 or not prints:
-                advance(size)
-                continue
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                for offset, p in sorted(anchors.scan(view, advance), key=lambda hit: hit[0]):
-                    remnants.append(Remnant(str(path.relative_to(directory)), offset, p.item_id, p.kind))
+    with report("verifying: reading every file", sum(sizes)) as advance:
+        for path in files:
+            for offset, p in _found_in(path, anchors if prints else None, advance):
+                remnants.append(Remnant(str(path.relative_to(directory)), offset, p.item_id, p.kind))
     return remnants, len(files), sum(sizes)
+
+
+def _found_in(path: Path, anchors: _Anchors | None, advance: Callable[[int], None]) -> list[tuple[int, Fingerprint]]:
+    """(offset, fingerprint) of every fingerprint in the file, by offset (None: none to look for)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size  # as it is now (a log may have grown)
+        if size == 0 or anchors is None:
+            advance(size)
+            return []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return sorted(anchors.scan(view, advance), key=lambda hit: hit[0])

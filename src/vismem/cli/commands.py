@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
 
@@ -438,9 +438,8 @@ def remove(
     refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
-        with ExitStack() as bar:
-            found, files, scanned = find_remnants(memdir, prints, start_progress=lambda total: bar.enter_context(
-                progress_bar("verifying: reading every file", total, transient=True, in_bytes=True)))
+        found, files, scanned = find_remnants(memdir, prints,
+                                              report=partial(progress_bar, transient=True, in_bytes=True))
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found]}
     purged = memory.capabilities.verifiable_purge

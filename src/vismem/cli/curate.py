@@ -3,7 +3,6 @@ calibrate, block, boost, unblock. Each is a thin face over `vismem.curate` / `Me
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional
@@ -146,10 +145,8 @@ def calibrate(
     `classify --abstain` uses it."""
     from ..curate import calibrate_memory
 
-    with _open(memdir) as memory, ExitStack() as bar:
-        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight,
-                                  start_progress=lambda total: bar.enter_context(
-                                      progress_bar("scoring each item against the others", total)))
+    with _open(memdir) as memory:
+        result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, report=progress_bar)
     if json_out:
         emit(result.to_dict())
     else:
