@@ -33,7 +33,8 @@ import numpy as np
 from .errors import InvalidInputError
 
 NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
-VOTES = NEIGHBOUR_VOTES + ("prototype", "hybrid")
+PROTOTYPE_VOTES = ("prototype", "hybrid")  # votes that use the class prototypes
+VOTES = NEIGHBOUR_VOTES + PROTOTYPE_VOTES
 MAX_K = 1000
 
 
@@ -66,7 +67,7 @@ class VoteParams:
 
     @property
     def uses_prototypes(self) -> bool:
-        return self.vote in ("prototype", "hybrid")
+        return self.vote in PROTOTYPE_VOTES
 
     @property
     def neighbour_vote(self) -> str:

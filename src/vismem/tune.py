@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .decide import NEIGHBOUR_VOTES, VoteParams
+from .decide import PROTOTYPE_VOTES, VOTES, VoteParams
 from .errors import InvalidInputError
 from .evaluation.engine import ArrayMemory, accuracy, holdout_split
 from .maintenance import no_progress
@@ -113,18 +113,18 @@ def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
 
 
 def sweeps(transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, per_class: Sequence[int] = PER_CLASS,
-           rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid")) -> int:
+           rules: Sequence[str] = VOTES) -> int:
     """How many sweeps `tune` makes: one per transform, then one per further prototype
     count for the best one (when a prototype vote is among the rules).
 
         >>> sweeps()
         8
     """
-    return len(transforms) + (len(per_class) - 1 if any(r in ("prototype", "hybrid") for r in rules) else 0)
+    return len(transforms) + (len(per_class) - 1 if any(r in PROTOTYPE_VOTES for r in rules) else 0)
 
 
 def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
-         rules: Sequence[str] = (*NEIGHBOUR_VOTES, "prototype", "hybrid"), per_class: Sequence[int] = PER_CLASS,
+         rules: Sequence[str] = VOTES, per_class: Sequence[int] = PER_CLASS,
          transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, held_out: float = 0.2, seed: int = 0,
          factors: np.ndarray | None = None, progress: Callable[[int], None] | None = None) -> TuneResult:
     """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels);
@@ -140,7 +140,7 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
     trials: list[dict[str, Any]] = []
     default_acc = None
     by_transform: dict[str, float] = {}
-    proto_rules = [r for r in rules if r in ("prototype", "hybrid")]
+    proto_rules = [r for r in rules if r in PROTOTYPE_VOTES]
 
     def sweep(spec: TransformSpec, space: tuple[np.ndarray, np.ndarray], m: int, tried_rules: Sequence[str]) -> None:
         nonlocal best, default_acc
