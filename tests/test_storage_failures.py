@@ -20,6 +20,7 @@ from vismem import Memory
 from vismem.datasets import load_digits_images, write_image_folder
 from vismem.errors import InvalidInputError, MemoryBusyError
 from vismem.store.sqlite import storage_error
+from vismem.vectors import unit_rows
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -119,7 +120,7 @@ def test_one_query_is_searched_as_it_would_be_in_a_batch(tmp_path):
             alone = memory.search(query, k=5)[0]
             assert [hit.id for hit in alone] == [hit.id for hit in batch_hits]
             assert [hit.distance for hit in alone] == pytest.approx([hit.distance for hit in batch_hits], abs=1e-6)
-            assert np.linalg.norm(memory._check_vectors(query, queries=True)) == pytest.approx(1, abs=1e-6)
+            assert np.linalg.norm(unit_rows(query, memory.dim, queries=True)) == pytest.approx(1, abs=1e-6)
 
 
 def test_vectors_of_any_finite_scale_are_normalised(tmp_path):

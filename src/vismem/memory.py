@@ -14,7 +14,6 @@ the CLI, the service and curation never reach into the store.
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -38,6 +37,7 @@ from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
 from .store.base import Where, plain_text
 from .transform import FeatureTransform, TransformSpec
+from .vectors import as_rows, unit_rows
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -71,23 +71,6 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     """The given ids that an item could have, sorted and unique: others (negative, or
     past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
-
-
-def _rows_to_normalise(rows: np.ndarray, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The slow path of `Memory._check_vectors`: say what is wrong (rows counted from
-    `first_row`), or rescale rows so that huge values do not overflow their norm, nor tiny
-    ones underflow it."""
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InvalidInputError(f"vectors must be finite numbers: row {first_row + bad[0]} holds NaN or infinity"
-                                + (f", and {len(bad) - 1} more rows" if len(bad) > 1 else ""))
-    if len(rows) and not rows.any(axis=1).all():
-        zero = np.flatnonzero(~rows.any(axis=1))
-        raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
-                                f"row {first_row + zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
-    rows = rows / np.abs(rows).max(axis=1, keepdims=True)
-    return rows, np.sqrt(np.add.reduce(rows * rows, axis=1))
 
 
 def _insert(items: list[NewItem], store: Store) -> InsertResult:
@@ -460,7 +443,7 @@ class Memory:
         added. `vectors` may be a memory map (`np.load(path, mmap_mode="r")`): only a batch
         at a time is read into RAM. Returns the new ids.
         """
-        vectors = self._rows_of(np.asarray(vectors))  # a memory map stays one: no row is read here
+        vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
         labels = list(labels)
         if len(labels) != n:
@@ -477,10 +460,10 @@ class Memory:
         step = batch_size or max(n, 1)
         if n > step:  # every row checked before the first commit: a bad one changes nothing
             for start in range(0, n, step):
-                self._check_vectors(vectors[start : start + step], first_row=start)
+                unit_rows(vectors[start : start + step], self.dim, first_row=start)
         ids: list[int] = []
         for start in range(0, max(n, 1), step):
-            batch = self._check_vectors(vectors[start : start + step], first_row=start)
+            batch = unit_rows(vectors[start : start + step], self.dim, first_row=start)
             items = [NewItem(vector=v, label=label, source=s, meta=m) for v, label, s, m in zip(
                 batch, labels[start : start + step], sources[start : start + step], metas[start : start + step],
                 strict=True)]
@@ -488,52 +471,6 @@ class Memory:
             if progress is not None:
                 progress(len(items))
         return ids
-
-    def _rows_of(self, vectors: np.ndarray) -> np.ndarray:
-        """`vectors` as rows (n, dim), one vector as one row, or a clear error (the check
-        `_check_vectors` makes first)."""
-        if vectors.ndim == 1:
-            vectors = vectors[None, :]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
-        return vectors
-
-    def _check_vectors(self, vectors: np.ndarray, *, queries: bool = False, first_row: int = 0) -> np.ndarray:
-        """Item (or, with `queries`, query) vectors as unit float32 rows (n, dim), or a
-        clear error (naming rows from `first_row`, for a part of a larger array). Every
-        search pays this, so the good case is a handful of numpy calls."""
-        vectors = np.asarray(vectors)
-        if vectors.ndim == 1:  # `_rows_of` inline: every search pays this call
-            vectors = vectors[None, :]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InvalidInputError(f"expected vectors of dimension {self.dim}, got shape {tuple(vectors.shape)}")
-        if vectors.dtype.kind not in "biuf":
-            raise InvalidInputError("vectors must be finite numbers")
-        rows = np.asarray(vectors, dtype=np.float32)  # no copy: the division below makes one
-        if queries and len(rows) == 1:
-            # One query: the squares summed by BLAS (np.vdot), which overflow to inf
-            # without a warning, so no np.errstate and one numpy call where the norm takes
-            # two: ~10 us less once FAISS has evicted the caches. The norm may differ from
-            # np.linalg.norm's in its last bit; FAISS's inner products round more than
-            # that. NaN, inf, overflow and underflow fail the test: the checks below say why.
-            squares = float(np.vdot(rows, rows))
-            if 0 < squares < math.inf:
-                return rows / math.sqrt(squares)
-        # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
-        # NaN or inf anywhere shows in its row's norm
-        with np.errstate(over="ignore"):  # huge values overflow to inf: the slow path rescales them
-            squares = np.add.reduce(rows * rows, axis=1)
-        if len(rows) == 1:
-            # one query: the root and the division with a Python float, two numpy calls fewer.
-            # Same bits: a float32 square root is the double one rounded, and numpy divides
-            # float32 rows by a Python float in float32.
-            norm = math.sqrt(float(squares[0]))
-            if 0 < norm < math.inf:
-                return rows / norm
-        norms = np.sqrt(squares)
-        if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
-            rows, norms = _rows_to_normalise(rows, first_row)
-        return rows / norms[:, None]
 
     # ---- reading: embed, search, classify ----------------------------------------------
 
@@ -568,7 +505,7 @@ class Memory:
         items whose metadata has every given key = value; the result still holds k
         items whenever that many match. Hard-pruned items are never returned.
         """
-        queries = self._check_vectors(vectors, queries=True)
+        queries = unit_rows(vectors, self.dim, queries=True)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         self._catch_up()
@@ -624,7 +561,7 @@ class Memory:
         its label, and names the nearest item of the runner-up class (`Decision.counterfactual`).
         """
         params = self.vote_params(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix)
-        queries = self._check_vectors(vectors, queries=True)
+        queries = unit_rows(vectors, self.dim, queries=True)
         self._catch_up()
         calibration = self._calibration() if abstain else None
         if calibration is not None:
@@ -809,7 +746,7 @@ class Memory:
         own, until their recall@10 reaches the target recall; None: on the recorded
         queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
         self.check_not_empty()  # nothing to search: no recall to measure
-        vectors = self._check_vectors(queries, queries=True) if queries is not None else None
+        vectors = unit_rows(queries, self.dim, queries=True) if queries is not None else None
         if vectors is not None and len(vectors) == 0:
             raise InvalidInputError("no query vectors given: tuning needs queries (n, dim) with n >= 1")
         return self._commit(lambda store: store.tune_index(vectors))
