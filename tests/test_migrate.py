@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import Shown
+
 from vismem import Memory
+from vismem.maintenance import showing_maintenance
 from vismem.store import DB_NAME, FORMAT_VERSION
+from vismem.store.migrate import FORMAT_2_STATEMENTS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "memory_format1"
 
@@ -135,3 +139,16 @@ def test_a_kill_during_the_upgrade_leaves_an_openable_memory(tmp_path):
     check_answers(tmp_path / "m0")
     check_answers(tmp_path / "m20")
     assert 1 in outcomes  # at least one kill landed before the upgrade committed
+
+
+def test_the_upgrade_is_shown_as_maintenance(old_memory):
+    """The CLI shows the library's own long work (maintenance.py): the upgrade at open is
+    one such piece, advanced statement by statement; a memory already upgraded shows none."""
+    shown = Shown()
+    with showing_maintenance(shown), Memory.open(old_memory) as memory:
+        assert len(memory) == expected()["info"]["items"]
+    statements = len(FORMAT_2_STATEMENTS) + 1
+    assert shown.done() == [("upgrading the store from format 1 to 2", statements, statements)]
+    with showing_maintenance(shown), Memory.open(old_memory):
+        pass
+    assert len(shown.work) == 1

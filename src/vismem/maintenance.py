@@ -3,9 +3,10 @@
 No caller asks for these, so no caller passes a progress callback for them: rebuilding a
 saved index that is unusable when a memory opens, building HNSW when `auto` switches as
 the memory grows, compacting after many removals, refitting a feature transform whose
-items were removed, and measuring recall after each of those (and in `tune_index`). Most
-log a warning when they start; an application that draws progress (the CLI) says how
-with `showing_maintenance`, as it says where log records go. Nothing is shown by default.
+items were removed, measuring recall after each of those (and in `tune_index`), and
+upgrading an older store format at open. Most log a warning when they start; an
+application that draws progress (the CLI) says how with `showing_maintenance`, as it says
+where log records go. Nothing is shown by default.
 
     >>> seen = []
     >>> @contextmanager

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ReadOnlyMemoryError, VismemError
+from ..maintenance import Advance, maintenance, no_progress
 from .sqlite import BUSY_SECONDS, DB_NAME
 
 
 def upgrade(directory: Path) -> None:
-    """Bring the database in `directory` to the current format, one step at a time."""
+    """Bring the database in `directory` to the current format, one step at a time, each
+    shown as maintenance (a few seconds at 1M items) with its statements as progress."""
     db = sqlite3.connect(directory / DB_NAME, timeout=BUSY_SECONDS, isolation_level=None)
     try:
         try:
@@ -41,17 +43,20 @@ def upgrade(directory: Path) -> None:
         while True:
             version = int(json.loads(db.execute(
                 "SELECT value FROM config WHERE key = 'format_version'").fetchone()[0]))
-            step = STEPS.get(version)
-            if step is None:
+            if version not in STEPS:
                 return
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                step(db)
-                db.execute("UPDATE config SET value = ? WHERE key = 'format_version'", (json.dumps(version + 1),))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            step, statements = STEPS[version]
+            with maintenance(f"upgrading the store from format {version} to {version + 1}",
+                             statements) as advance:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    step(db, advance or no_progress)
+                    db.execute("UPDATE config SET value = ? WHERE key = 'format_version'",
+                               (json.dumps(version + 1),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
     except sqlite3.DatabaseError as exc:
         raise VismemError(f"cannot upgrade the memory at {directory}: {exc}") from None
     finally:
@@ -85,7 +90,7 @@ FORMAT_2_STATEMENTS = (
 )
 
 
-def _format_1_to_2(db: sqlite3.Connection) -> None:
+def _format_1_to_2(db: sqlite3.Connection, advance: Advance) -> None:
     config = _config(db)
     identity = {"name": config.get("encoder"), "id": config.get("encoder_id"), "dim": int(config["dim"]),
                 "config": config.get("encoder_config"), "weights_path": config.get("weights_path")}
@@ -106,6 +111,7 @@ def _format_1_to_2(db: sqlite3.Connection) -> None:
     }
     for statement in FORMAT_2_STATEMENTS:
         db.execute(statement)
+        advance(1)
     existing = "SELECT ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)"
     db.executemany(f"INSERT INTO relabels {existing}",
                    [(int(i), label, int(i)) for i, label in (config.get("relabelled") or {}).items()])
@@ -116,6 +122,10 @@ def _format_1_to_2(db: sqlite3.Connection) -> None:
     db.executemany("DELETE FROM config WHERE key = ?", [(key,) for key in old_keys])
     db.executemany("INSERT OR REPLACE INTO config VALUES (?, ?)",
                    [("encoder", json.dumps(identity)), ("settings", json.dumps(settings))])
+    advance(1)
 
 
-STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _format_1_to_2}
+# format -> (the step to the next one, advance(1) after each of its statements; how many it makes)
+STEPS: dict[int, tuple[Callable[[sqlite3.Connection, Advance], None], int]] = {
+    1: (_format_1_to_2, len(FORMAT_2_STATEMENTS) + 1),
+}
