@@ -82,9 +82,11 @@ class Shown:
         return [tuple(work) for work in self.work]
 
 
-def on_terminal(command: list[str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, bytes]:
+def on_terminal(command: list[str], timeout: float = 300,
+                columns: int | None = None) -> tuple[subprocess.CompletedProcess, bytes]:
     """Run `command` with stderr on a terminal (a pty), as in a shell, stdout piped: (the
-    finished process, what the terminal was shown). Rich draws bars only on a terminal."""
+    finished process, what the terminal was shown). Rich draws bars only on a terminal.
+    `columns`: the terminal's width (COLUMNS, as a shell exports it)."""
     import pty
     import threading
 
@@ -101,7 +103,8 @@ def on_terminal(command: list[str], timeout: float = 300) -> tuple[subprocess.Co
     reader = threading.Thread(target=read_terminal)
     reader.start()
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout)
+        env = {**os.environ, "COLUMNS": str(columns)} if columns else None
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout, env=env)
     finally:
         os.close(stderr)
         reader.join(timeout=30)

@@ -47,6 +47,32 @@ def test_json_lines_stay_on_stdout_while_a_bar_is_drawn_on_a_terminal(tmp_path, 
     assert b"committed" not in shown
 
 
+def test_a_bar_keeps_its_numbers_whole_and_a_log_gets_the_whole_line(tmp_path, digit_folders):
+    """On a narrow terminal the bar's description gives way (an ellipsis), not its count or
+    times, and no drawn line is wider than the terminal; where stderr is a file or a pipe,
+    the one line written at the end is whole, however narrow the console thinks it is."""
+    import os
+    import re
+    import sys
+
+    from conftest import on_terminal, run_cli
+
+    memdir = tmp_path / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    n = len(list(digit_folders[0].rglob("*.png")))
+    added, shown = on_terminal([sys.executable, "-m", "vismem", "add", str(memdir), str(digit_folders[0])],
+                               columns=60)
+    assert added.returncode == 0
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode())
+    frames = [frame for frame in re.split(r"[\r\n]", drawn) if "adding" in frame]
+    assert frames and all(len(frame) <= 60 for frame in frames)
+    assert f"{n}/{n}" in frames[-1] and "…" in frames[-1] and "0:00:" in frames[-1]
+    logged = run_cli("add", memdir, digit_folders[0], "--allow-duplicates",
+                     env={**os.environ, "COLUMNS": "40"}, check=True)
+    line = next(line for line in logged.stderr.splitlines() if line.startswith("adding"))
+    assert re.fullmatch(rf"adding \(.+, batch \d+\) {n}/{n} \d+:\d\d:\d\d", line)
+
+
 def test_info_json(built_memory, cli):
     memdir, _ = built_memory
     info = json_lines(cli("info", memdir, "--json", check=True))[0]
