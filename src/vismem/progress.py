@@ -63,5 +63,6 @@ def progress_bar(description: str, total: int, *, transient: bool = False,
         finally:
             if not live and not transient and not (failed and not progress.tasks[0].completed):
                 # one whole line for a log, however long: no bar, nothing cut
-                task = progress.tasks[0]
-                stderr_console.print(Text(" ").join([Text(task.description), done.render(task), elapsed.render(task)]))
+                finished = progress.tasks[0]
+                stderr_console.print(Text(" ").join([Text(finished.description), done.render(finished),
+                                                      elapsed.render(finished)]))
