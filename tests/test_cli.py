@@ -265,3 +265,20 @@ def test_labels_and_paths_are_shown_as_given_never_as_markup(tmp_path, cli):
     screen = Console(file=io.StringIO(), width=200)  # markup on, as a caller's console may have it
     screen.print(decision_table(decision))
     assert all(label in screen.file.getvalue() for label in set(labels))
+
+
+def test_help_names_every_value_as_its_text_does(cli):
+    """`--help` names values as argparse does and as the help texts speak of them (MEMDIR,
+    --label LABEL, --batch-size N), not by Python type (Typer's {memdir}, <list[int]>)."""
+    import re
+
+    from vismem.cli import load_commands
+
+    for command in load_commands().registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        shown = cli(name, "--help", check=True).stdout
+        usage = shown.splitlines()[0]
+        assert re.fullmatch(r"Usage: vismem [a-z-]+ \[OPTIONS\]( [{\[][A-Z_]+[}\]](\.\.\.)?)*", usage), usage
+        options = [line for line in shown.splitlines() if re.match(r"\s+-", line)]
+        assert options and not [line for line in options if "<" in line.split("  ")[0]], name
+    assert "--id ID " in cli("remove", "--help").stdout and "{MEMDIR}" in cli("remove", "--help").stdout

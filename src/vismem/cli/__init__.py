@@ -84,7 +84,28 @@ def load_commands() -> typer.Typer:
     """The app with every command registered (the modules register on import)."""
     from . import commands, curate, quality, search, serve, transfer  # noqa: F401
 
+    for command in app.registered_commands:
+        _name_values(command.callback)
     return app
+
+
+def _name_values(callback: Any) -> None:
+    """Name each value in `--help` as argparse does, where no declaration names it: an
+    argument by itself (MEMDIR, IMAGES), an option's value by the option (--label LABEL,
+    --batch-size BATCH_SIZE). Typer would show its Python type ({memdir} <path>,
+    --id <list[int]>), while the help texts speak of MEMDIR and an option's range or
+    choices follow its help."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(callback)
+    for name, parameter in inspect.signature(callback).parameters.items():
+        declared = parameter.default
+        if not isinstance(declared, (typer.models.ArgumentInfo, typer.models.OptionInfo)) \
+                or declared.metavar is not None or hints.get(name) is bool:
+            continue
+        longest = max(declared.param_decls or (name,), key=len)
+        declared.metavar = longest.lstrip("-").replace("-", "_").upper()
 
 
 @app.callback(invoke_without_command=True)

@@ -60,8 +60,10 @@ VoteOpt = vote_option("vote", "--vote")
 AlphaOpt = vote_option("alpha", "--alpha")
 TauOpt = vote_option("tau", "--tau")
 MixOpt = vote_option("mix", "--mix")
-OnlyLabelOpt = typer.Option(None, "--only-label", help="Search only items with this label (repeatable).")
-OnlySourceOpt = typer.Option(None, "--only-source", help="Search only items from this source (repeatable).")
+OnlyLabelOpt = typer.Option(None, "--only-label", metavar="LABEL",
+                            help="Search only items with this label (repeatable).")
+OnlySourceOpt = typer.Option(None, "--only-source", metavar="SOURCE",
+                             help="Search only items from this source (repeatable).")
 WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
                         help="Only items whose metadata KEY equals VALUE (repeatable; all must hold). "
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
@@ -234,7 +236,8 @@ def create(
     memdir: Path = MemDir,
     encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder", "-e",
                                 help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file instead of downloading."),
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE",
+                                           help="Local weights file instead of downloading."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
     index: str = setting_option("index", "--index"),
     target_recall: float = setting_option("target_recall", "--target-recall"),
@@ -273,8 +276,9 @@ def add(
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch (forward pass "
-                                             "and commit) [default: fitted to the GPU, 32 on CPU]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N",
+                                             help="Images per batch (forward pass and commit) [default: fitted "
+                                             "to the GPU, 32 on CPU]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",

@@ -136,7 +136,8 @@ def calibrate(
     k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1,
                           help="Score with the distance to this neighbour (below the memory's item count)."),
     prototype_weight: Optional[float] = typer.Option(
-        None, "--prototype-weight", min=0.0, help="Weight of the prototype distance in the score (0 = neighbours only) "
+        None, "--prototype-weight", min=0.0, metavar="W",
+        help="Weight of the prototype distance in the score (0 = neighbours only) "
         "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),
     json_out: bool = JsonFlag,
 ) -> None:
