@@ -147,6 +147,17 @@ def test_the_service_refuses_a_vector_it_cannot_use(client, form, status, says):
         assert answer.status_code == status and says in answer.json()["error"], answer.text
 
 
+def test_a_vector_sent_as_a_json_body_is_told_to_come_as_a_form_field(client):
+    """Vector APIs often take JSON bodies: this one reads form fields, and says so."""
+    _, client = client
+    for path in ("/classify", "/search"):
+        answer = client.post(path, json={"vector": [0.1] * 64})
+        assert answer.status_code == 400
+        assert "as fields of a multipart form (curl -F 'vector=[0.1, ...]'); this request's body is " \
+            "application/json" in answer.json()["error"]
+        assert "multipart" not in client.post(path, data={}).json()["error"]  # a form that lacks both
+
+
 def test_an_image_sent_to_a_memory_of_vectors_names_the_way_out(client):
     _, client = client
     answer = client.post("/search", files={"file": ("q.png", b"\x89PNG", "image/png")})
