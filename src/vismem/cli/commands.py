@@ -328,8 +328,8 @@ ADD_VECTORS_BATCH = 10_000  # rows per commit: 8% slower than one commit at 200k
 @app.command("add-vectors")
 def add_vectors(
     memdir: Path = MemDir,
-    vectors: Path = typer.Option(..., "--vectors", help="A .npy file of shape (n, dim)."),
-    labels: Path = typer.Option(..., "--labels",
+    vectors: Path = typer.Option(..., "--vectors", metavar="X.npy", help="A .npy file of shape (n, dim)."),
+    labels: Path = typer.Option(..., "--labels", metavar="FILE",
                                 help="A .npy array of n strings, or a text file with one label per line."),
     source: str = typer.Option("vectors", "--source", "-s", help="Source tag for every vector."),
     json_out: bool = JsonFlag,
@@ -579,7 +579,8 @@ def evaluate(
     queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
                                            help="Test vectors instead of a folder: a .npy array (n, dim); "
                                                 "their true labels in --labels."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="With --queries: a .npy array of n labels, "
+    labels: Optional[Path] = typer.Option(None, "--labels", metavar="FILE",
+                                          help="With --queries: a .npy array of n labels, "
                                           "or a text file with one label per line."),
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
@@ -640,7 +641,8 @@ def evaluate(
 def explain(
     memdir: Path = MemDir,
     image: Path = typer.Argument(..., help="Image to classify and explain.", show_default=False),
-    output: Path = typer.Option(Path("explanation.png"), "--out", "-o", help="Where to write the sheet (PNG)."),
+    output: Path = typer.Option(Path("explanation.png"), "--out", "-o", metavar="FILE",
+                                help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
     alpha: Optional[float] = AlphaOpt,
@@ -696,7 +698,7 @@ def encoders(json_out: bool = JsonFlag) -> None:
 def demo(
     encoder: str = typer.Option(OFFLINE_ENCODER, "--encoder", "-e", help="Encoder for the demo memory."),
     per_class: int = typer.Option(30, "--per-class", min=2, help="Memory exemplars per digit class."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir",
+    workdir: Optional[Path] = typer.Option(None, "--workdir", metavar="DIR",
                                            help="Keep images and memory here [default: a temp dir]."),
     json_out: bool = JsonFlag,
 ) -> None:
