@@ -101,6 +101,19 @@ def test_a_memory_is_not_created_among_other_files(tmp_path):
     assert run_cli("create", tmp_path / "empty", "--encoder", "pixels").returncode == 0
 
 
+def test_a_taken_location_is_refused_before_the_encoder_loads(small_memory, tmp_path):
+    """`vismem create` where a memory (or other files) already is says so at once, before
+    the encoder's weights load: the default, resnet50, would download ~100 MB first, and
+    offline it reported the failed download instead. A weights file that does not exist
+    is the encoder's own first check, so it must not be reached."""
+    missing = tmp_path / "no-such-weights.pt"
+    one_line_error(run_cli("create", small_memory[1], "--weights", missing), "a memory already exists at")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"a photo")
+    one_line_error(run_cli("create", photos, "--weights", missing), "holds other files")
+
+
 def test_add_vectors_with_a_text_file_names_the_format(small_memory, tmp_path):
     _, memdir, _ = small_memory
     text = tmp_path / "vectors.csv"

@@ -34,7 +34,8 @@ from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
-from .store import Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, create_store, open_store
+from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_new_location,
+                    create_store, open_store)
 from .store.base import Where, plain_text
 from .transform import FeatureTransform, TransformSpec
 from .vectors import as_rows, unit_rows
@@ -132,6 +133,7 @@ class Memory:
         `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         settings = (settings or MemorySettings()).replace(**setting_values)
+        check_new_location(location)  # before the encoder's weights load (or download)
         if encoder is None:
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
                 raise InvalidInputError("a memory without an encoder needs a positive --dim")

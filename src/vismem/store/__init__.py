@@ -63,6 +63,14 @@ def open_store(location: str | Path) -> Store:
     return EmbeddedStore.open(location) if home is None else home.open(location_text(location))
 
 
+def check_new_location(location: str | Path) -> None:
+    """Refuse a location where no memory can be created before slow work begins (loading
+    an encoder's weights: a download of ~100 MB): an unknown scheme, or a directory that
+    holds a memory or other files. A server's collection is checked when `create` connects."""
+    if _home(location) is None:
+        EmbeddedStore.check_new(Path(location))
+
+
 def create_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> Store:
     home = _home(location)
     if home is None:
@@ -86,4 +94,4 @@ register_home("milvus", lambda: importlib.import_module(".milvus", __name__).Mil
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
            "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta", "check_meta_key",
-           "create_filled_store", "create_store", "open_store", "register_home"]
+           "check_new_location", "create_filled_store", "create_store", "open_store", "register_home"]

@@ -84,10 +84,22 @@ class EmbeddedStore:
 
     # ---- open / create ---------------------------------------------------------------
 
+    @staticmethod
+    def check_new(path: Path) -> None:
+        """A new memory gets a directory of its own: a new one, an empty one, or one left by
+        a create that crashed. Never one that holds other files, which its removal would take."""
+        if (path / DB_NAME).exists():
+            raise MemoryExistsError(f"a memory already exists at {path}")
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{path} exists and is not a directory")
+        if path.exists() and any(p.name != DB_NAME + ".creating" for p in path.iterdir()):
+            raise InvalidInputError(f"{path} holds other files; a memory needs a directory of its own: "
+                                    "choose a new or empty one")
+
     @classmethod
     def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> EmbeddedStore:
         path = Path(path)
-        _check_new_home(path)
+        cls.check_new(path)
         return cls(Database.create(path, {"encoder": identity.to_dict(), "settings": settings.to_dict()}))
 
     @classmethod
@@ -97,7 +109,7 @@ class EmbeddedStore:
         and renamed into place when full: an error or a kill midway leaves nothing at
         `path` (a killed fill's directory is removed by the next fill of `path`)."""
         path = Path(os.path.abspath(path))  # a name to hide the work beside, even for "."
-        _check_new_home(path)
+        cls.check_new(path)
         _remove_abandoned_fills(path)
         staging = path.with_name(f".{path.name}.filling-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -666,18 +678,6 @@ class EmbeddedStore:
                     self.purge()
         finally:
             self.db.close()
-
-
-def _check_new_home(path: Path) -> None:
-    """A new memory gets a directory of its own: a new one, an empty one, or one left by a
-    create that crashed. Never one that holds other files, which its removal would take."""
-    if (path / DB_NAME).exists():
-        raise MemoryExistsError(f"a memory already exists at {path}")
-    if path.exists() and not path.is_dir():
-        raise InvalidInputError(f"{path} exists and is not a directory")
-    if path.exists() and any(p.name != DB_NAME + ".creating" for p in path.iterdir()):
-        raise InvalidInputError(f"{path} holds other files; a memory needs a directory of its own: "
-                                "choose a new or empty one")
 
 
 def _remove_abandoned_fills(path: Path) -> None:
