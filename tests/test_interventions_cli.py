@@ -38,9 +38,10 @@ def test_interventions_show_in_the_decision(digit_memory, digit_folders, cli):
     assert before["interventions"] == [] and before["abstained"] is False
     first, second = before["neighbors"][0]["id"], before["neighbors"][1]["id"]
 
-    cli("block", digit_memory, "--id", first, check=True)
-    cli("boost", digit_memory, "--id", second, "--factor", "3", check=True)
-    cli("relabel", digit_memory, "--id", second, "--label", "7", check=True)
+    said = [cli("block", digit_memory, "--id", first, check=True).stdout,
+            cli("boost", digit_memory, "--id", second, "--factor", "3", check=True).stdout,
+            cli("relabel", digit_memory, "--id", second, "--label", "7", check=True).stdout]
+    assert said == ["blocked 1 item (weight 0)\n", "boosted 1 item (weight 3)\n", "relabelled 1 item to '7'\n"]
     after = classify(cli, digit_memory, image, "--k", "5")
     by_id = {n["id"]: n for n in after["neighbors"]}
     assert by_id[first]["weight"] == 0 and by_id[first]["item_weight"] == 0

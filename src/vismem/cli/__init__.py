@@ -50,7 +50,12 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "emit", "err", "out", "progress_bar", "main"]
+__all__ = ["app", "emit", "err", "items", "out", "progress_bar", "main"]
+
+
+def items(n: int) -> str:
+    """"1 item", "1,200 items": how the CLI counts items in its sentences."""
+    return f"{n:,} item" if n == 1 else f"{n:,} items"
 
 
 def emit(obj: Any) -> None:

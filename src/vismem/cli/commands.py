@@ -18,7 +18,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import missing_ids, parse_pairs, parse_where
-from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, only_reads, out, progress_bar
+from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, items, only_reads, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -314,8 +314,8 @@ def add(
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
-        out.print(f"added {len(report.added)} items, skipped {len(report.skipped)} "
-                  f"({len(report.duplicates)} duplicates); memory now holds {count}")
+        out.print(f"added {items(len(report.added))}, skipped {len(report.skipped)} "
+                  f"({len(report.duplicates)} duplicates); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
@@ -348,7 +348,7 @@ def add_vectors(
     if json_out:
         emit({"added": len(ids), "ids": ids, "items": count})
     else:
-        out.print(f"added {len(ids)} vectors; memory now holds {count}")
+        out.print(f"added {len(ids)} vectors; memory now holds {count:,}")
 
 
 @app.command()
@@ -452,12 +452,12 @@ def remove(
     if json_out:
         emit(report)
     else:
-        out.print(f"removed {len(removed)} items; memory now holds {count}")
+        out.print(f"removed {items(len(removed))}; memory now holds {count:,}")
         if verify and not found:
             out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
     if not purged and removed:
-        err.print(f"{len(removed)} items no longer appear in any search. Milvus deletes logically: their bytes "
+        err.print(f"{items(len(removed))} no longer appear in any search. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
     if verify and found:
@@ -484,7 +484,7 @@ def relabel(
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
-        out.print(f"relabelled {len(changed)} items to {label!r}")
+        out.print(f"relabelled {items(len(changed))} to {label!r}")
     exit_if_missing(missing)
 
 
