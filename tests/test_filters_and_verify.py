@@ -60,6 +60,23 @@ def test_fingerprints_are_found_until_purged(tmp_path, digit_folders):
         assert find_remnants(memory.path, prints)[0] == []
 
 
+def test_fingerprints_are_taken_in_batches_under_a_report(tmp_path, digit_folders, monkeypatch):
+    """Taking fingerprints reads the store a batch at a time (2-3 s per 100k items: a large
+    removal showed nothing meanwhile), with the same prints as in one go, and shows it."""
+    import vismem.remnants as remnants
+    from conftest import Shown
+
+    train, _ = digit_folders
+    with Memory.create(tmp_path / "mem", encoder="pixels", index="hnsw") as memory:
+        ids = memory.add_images([train]).added[:8]
+        whole = fingerprints(memory, ids)
+        monkeypatch.setattr(remnants, "PRINT_BATCH", 3)
+        shown = Shown()
+        assert fingerprints(memory, ids, report=shown) == whole
+    assert shown.done() == [("verifying: taking the removed items' fingerprints", 8, 8)]
+    assert {p.item_id for p in whole} == set(ids) and {p.kind for p in whole} >= {"vector", "thumbnail"}
+
+
 def test_verify_fails_when_a_copy_in_memdir_keeps_the_bytes(tmp_path, digit_folders, cli):
     train, _ = digit_folders
     memdir = tmp_path / "mem"

@@ -31,6 +31,7 @@ from .maintenance import Report, unshown
 
 if TYPE_CHECKING:
     from .memory import Memory
+    from .transform import FeatureTransform
 
 ANCHOR = 8  # bytes: one uint64
 SPAN = 2 * ANCHOR - 1  # bytes of a fingerprint that hold its ANCHOR windows
@@ -40,6 +41,7 @@ CHUNK = 16 * 2**20  # bytes of a file scanned at once (a multiple of ANCHOR)
 # items with 411k anchors: 2.2 s at 20 bits, 1.3 s at 24.
 HASH_BITS_MIN, HASH_BITS_MAX = 20, 24
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio
+PRINT_BATCH = 10_000  # items whose fingerprints are taken at once (read in one query each)
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,24 @@ class Remnant:
         return {"file": self.file, "offset": self.offset, "id": self.item_id, "kind": self.kind}
 
 
-def fingerprints(memory: Memory, ids: Iterable[int]) -> list[Fingerprint]:
+def fingerprints(memory: Memory, ids: Iterable[int], *, report: Report = unshown) -> list[Fingerprint]:
     """The removable bytes of these items: vector (float32 and float16), the vector as the
-    index holds it when a feature transform is in force, and thumbnail."""
+    index holds it when a feature transform is in force, and thumbnail. Taken PRINT_BATCH
+    items at a time; `report(description, total items)` (maintenance.Report) shows them
+    (about 2 s per 100k items)."""
     ids = sorted({int(i) for i in ids})
-    found, vectors = memory.vectors(ids)
     transform = memory.transform
+    prints: list[Fingerprint] = []
+    with report("verifying: taking the removed items' fingerprints", len(ids)) as advance:
+        for start in range(0, len(ids), PRINT_BATCH):
+            batch = ids[start : start + PRINT_BATCH]
+            prints += _fingerprints_of(memory, transform, batch)
+            advance(len(batch))
+    return prints
+
+
+def _fingerprints_of(memory: Memory, transform: FeatureTransform, ids: list[int]) -> list[Fingerprint]:
+    found, vectors = memory.vectors(ids)
     searched = None if transform.is_identity else transform.apply(vectors)
     hashes = {item.id: item.content_hash for item in memory.items(ids)}
     halves = _float16_as_faiss_keeps(vectors)

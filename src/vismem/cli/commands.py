@@ -435,7 +435,7 @@ def remove(
                                     "search at once, and their bytes leave the server's files only when it "
                                     "compacts and garbage-collects (run without --verify)")
         targets = memory.targets(ids or None, label=label, source=source, where=conditions)
-        prints = fingerprints(memory, targets) if verify else []
+        prints = fingerprints(memory, targets, report=partial(progress_bar, transient=True)) if verify else []
         removed = memory.remove(targets)
         prints = unshared(prints, memory)
         count = len(memory)
