@@ -213,3 +213,20 @@ def test_pages_load_without_a_failed_request(server, page):
         page.wait_for_load_state("networkidle")
     assert not failed
     assert page.evaluate("fetch('/favicon.ico').then(r => r.status)") == 200
+
+
+def test_an_item_without_a_thumbnail_gets_a_tile_that_says_so(server, page):
+    """An item added as a vector (or imported from an export made without --thumbnails)
+    has no thumbnail: its card shows a plain tile saying so, not a broken image."""
+    url, memory = server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    vector = np.random.default_rng(3).standard_normal((1, memory.dim))
+    [item] = memory.add_vectors(vector, ["vector-only"])
+    try:
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='vector-only']").click()
+        card = page.locator(f"#grid .card[data-id='{item}']")
+        expect(card.locator(".nothumb")).to_have_text("no thumbnail")
+        expect(card.locator("img")).to_have_count(0)
+    finally:
+        memory.remove([item], purge=True)

@@ -14,7 +14,8 @@ from .commands import JsonFlag, MemDir, _open
 def export(
     memdir: Path = MemDir,
     target: Path = typer.Argument(..., help="Parquet file to write.", show_default=False),
-    thumbnails: bool = typer.Option(False, "--thumbnails", help="Also write each item's thumbnail JPEG."),
+    thumbnails: bool = typer.Option(False, "--thumbnails", help="Also write each item's thumbnail JPEG (without "
+                                    "them, the imported memory's explanation sheets and web page show no pictures)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Write a memory to an Apache Parquet file: vectors, labels, sources, weights,

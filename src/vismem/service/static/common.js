@@ -23,13 +23,16 @@ async function api(path, options = {}) {
   return body;
 }
 
-// Thumbnails go through fetch so the token is sent when reads are protected.
+// Thumbnails go through fetch so the token is sent when reads are protected. An item
+// without one (added as a vector, or imported from an export made without --thumbnails)
+// gets a plain tile that says so, not a broken image.
 async function showThumb(img, id) {
+  const none = () => img.replaceWith(el("div", { class: "nothumb" }, "no thumbnail"));
   try {
     const response = await fetch(`/items/${id}/thumbnail`, { headers: headers() });
-    if (!response.ok) { img.alt = "no thumbnail"; return; }
+    if (!response.ok) { none(); return; }
     img.src = URL.createObjectURL(await response.blob());
-  } catch (e) { img.alt = "no thumbnail"; }
+  } catch (e) { none(); }
 }
 
 function say(message, isError = false) {
