@@ -386,3 +386,18 @@ def test_eval_says_how_to_label_an_image_outside_the_class_folders(small_memory,
     skipped = {s["path"]: s["reason"] for s in json.loads(result.stdout)["skipped"]}
     reason = skipped[str(test / "stray.png")]
     assert "--label" not in reason and "class subfolder" in reason and "stray.png" not in reason
+
+
+def test_eval_names_the_test_labels_the_memory_lacks(small_memory, tmp_path):
+    """A test folder of a class the memory does not hold: its images cannot be answered
+    right, and eval says which labels those are instead of leaving a bare 0%."""
+    root, memdir, _ = small_memory
+    test = tmp_path / "test"
+    shutil.copytree(root / "test", test)
+    first = sorted(p for p in test.iterdir() if p.is_dir())[0]
+    first.rename(test / "zebra")
+    report = json_lines(run_cli("eval", memdir, test, "--json", check=True))[0]
+    assert report["unknown_labels"] == ["zebra"] and report["per_class"]["zebra"] == 0
+    said = run_cli("eval", memdir, test, check=True).stderr
+    assert "warning: no item of the memory is labelled 'zebra'" in said
+    assert json_lines(run_cli("eval", memdir, root / "test", "--json", check=True))[0]["unknown_labels"] == []

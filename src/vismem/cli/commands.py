@@ -633,6 +633,9 @@ def evaluate(
             out.print(f"  {label:>12}  {acc:.2%}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
+    if report.unknown:
+        err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown))}: "
+                  "test inputs of these labels cannot be answered right (add such items, or leave them out)")
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)
 
