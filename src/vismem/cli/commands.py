@@ -500,7 +500,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     from rich.table import Table
 
     out.print(f"memory      {data['path']}")
-    out.print(f"items       {data['items']} in {data['class_count']} classes")
+    out.print(f"items       {data['items']:,} in {data['class_count']:,} classes")
     out.print(f"encoder     {data['encoder'] or 'none: precomputed vectors'} ({data['dim']}-d)"
               + (f"  id {data['encoder_id']}" if data["encoder"] else ""))
     if data["encoding"]:
@@ -509,21 +509,21 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     index = data["index"]
     if data.get("home") == "milvus":
         out.print(f"home        Milvus {data['server_version']}; every read {data['consistency']}")
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
+        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
                   f"params {index['params']}")
         out.print("thumbnails  " + ("kept in the item rows (Milvus holds them in its query nodes' memory)"
                                     if data["thumbnails"] else
                                     "not kept (created with ?thumbnails=0): explanations show none"))
         out.print(f"storage     {data['storage']}")
     else:
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']} vectors, "
+        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
                   f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
-                  f"{index['tombstones']} removed slots not yet compacted")
+                  f"{index['tombstones']:,} removed slots not yet compacted")
     quality = index["quality"]
     if quality:
         lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
         out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                  f"{quality['target']}) at {quality['size']} items, measured on "
+                  f"{quality['target']}) at {quality['size']:,} items, measured on "
                   f"{Quality.from_dict(quality).describe()}")
         fresh = index.get("fresh_adds")
         if fresh:
@@ -540,7 +540,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():
-            table.add_row(label, str(count))
+            table.add_row(label, f"{count:,}")
         out.print(table)
 
 
@@ -551,7 +551,7 @@ def _print_decisions(data: dict) -> None:
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     transform = data.get("transform")
     if transform and transform["name"] != "none":
-        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']} items, "
+        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']:,} items, "
                   f"{transform['out_dim']}-d as searched; since then {transform['changed_since']:.0%} of the items "
                   f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
         if transform["retune"]:
@@ -567,7 +567,7 @@ def _print_decisions(data: dict) -> None:
         if abstain.get("changed_since") is not None:
             calibrated += f", {abstain['changed_since']:.0%} of the memory changed since"
     out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
-              f" ({data['pruning']['excluded']} excluded); abstention {calibrated}")
+              f" ({data['pruning']['excluded']:,} excluded); abstention {calibrated}")
     if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
         err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again")
 
