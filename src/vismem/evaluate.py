@@ -28,7 +28,7 @@ class EvalReport:
     vote: dict[str, Any]
     skipped: list[Skipped] = field(default_factory=list)
     # true labels of the test set that no item of the memory has: their answers cannot be right
-    unknown: list[str] = field(default_factory=list)
+    unknown_labels: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,7 +39,7 @@ class EvalReport:
             "confusion": self.confusion,
             **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
-            "unknown_labels": self.unknown,
+            "unknown_labels": self.unknown_labels,
         }
 
 
@@ -94,5 +94,5 @@ def evaluate_vectors(
         confusion={t: {str(p): n for p, n in c.items()} for t, c in sorted(confusion.items())},
         vote=vote,
         skipped=list(skipped),
-        unknown=sorted(set(confusion) - set(memory.class_counts())),
+        unknown_labels=sorted(set(confusion) - set(memory.class_counts())),
     )

@@ -29,7 +29,6 @@ def progress_bar(description: str, total: int, *, transient: bool = False,
         BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
     from rich.table import Column
     from rich.text import Text
 

@@ -50,10 +50,10 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "emit", "err", "items", "out", "progress_bar", "main"]
+__all__ = ["app", "emit", "err", "n_items", "out", "progress_bar", "main"]
 
 
-def items(n: int) -> str:
+def n_items(n: int) -> str:
     """"1 item", "1,200 items": how the CLI counts items in its sentences."""
     return f"{n:,} item" if n == 1 else f"{n:,} items"
 
@@ -97,7 +97,7 @@ def load_commands() -> typer.Typer:
 def _name_values(callback: Any) -> None:
     """Name each value in `--help` as argparse does, where no declaration names it: an
     argument by itself (MEMDIR, IMAGES), an option's value by the option (--label LABEL,
-    --batch-size BATCH_SIZE). Typer would show its Python type ({memdir} <path>,
+    --seed SEED). Typer would show its Python type ({memdir} <path>,
     --id <list[int]>), while the help texts speak of MEMDIR and an option's range or
     choices follow its help."""
     import inspect

@@ -18,7 +18,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import missing_ids, parse_pairs, parse_where
-from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, items, only_reads, out, progress_bar
+from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, n_items, only_reads, out, progress_bar
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -314,7 +314,7 @@ def add(
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
-        out.print(f"added {items(len(report.added))}, skipped {len(report.skipped)} "
+        out.print(f"added {n_items(len(report.added))}, skipped {len(report.skipped)} "
                   f"({len(report.duplicates)} duplicates); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
@@ -452,12 +452,12 @@ def remove(
     if json_out:
         emit(report)
     else:
-        out.print(f"removed {items(len(removed))}; memory now holds {count:,}")
+        out.print(f"removed {n_items(len(removed))}; memory now holds {count:,}")
         if verify and not found:
             out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
                       f"the {files} files of {memdir} ({scanned:,} bytes)")
     if not purged and removed:
-        err.print(f"{items(len(removed))} no longer appear in any search. Milvus deletes logically: their bytes "
+        err.print(f"{n_items(len(removed))} no longer appear in any search. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
     if verify and found:
@@ -484,7 +484,7 @@ def relabel(
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
-        out.print(f"relabelled {items(len(changed))} to {label!r}")
+        out.print(f"relabelled {n_items(len(changed))} to {label!r}")
     exit_if_missing(missing)
 
 
@@ -633,8 +633,8 @@ def evaluate(
             out.print(f"  {label:>12}  {acc:.2%}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
-    if report.unknown:
-        err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown))}: "
+    if report.unknown_labels:
+        err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown_labels))}: "
                   "test inputs of these labels cannot be answered right (add such items, or leave them out)")
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)

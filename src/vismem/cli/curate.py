@@ -14,7 +14,7 @@ from ..prune import PruneSettings
 from ..settings import describe
 from ..errors import InvalidInputError
 from ..store.base import missing_ids
-from . import app, emit, items, only_reads, out, progress_bar
+from . import app, emit, n_items, only_reads, out, progress_bar
 from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
@@ -167,7 +167,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
     if json_out:
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
-        out.print(f"{verb} {items(len(changed))} (weight {weight:g})")
+        out.print(f"{verb} {n_items(len(changed))} (weight {weight:g})")
     exit_if_missing(missing)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, interrupted_leaves, items, out, progress_bar
+from . import app, emit, interrupted_leaves, n_items, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -32,7 +32,7 @@ def export(
     if json_out:
         emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails})
     else:
-        out.print(f"exported {items(count)} of {location} to {target}")
+        out.print(f"exported {n_items(count)} of {location} to {target}")
 
 
 @app.command("import")
@@ -60,4 +60,4 @@ def import_(
     if json_out:
         emit({"imported": count, "file": str(source), "to": location})
     else:
-        out.print(f"imported {items(count)} from {source} into {location}")
+        out.print(f"imported {n_items(count)} from {source} into {location}")
