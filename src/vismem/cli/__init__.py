@@ -107,7 +107,7 @@ def _name_values(callback: Any) -> None:
     for name, parameter in inspect.signature(callback).parameters.items():
         declared = parameter.default
         if not isinstance(declared, (typer.models.ArgumentInfo, typer.models.OptionInfo)) \
-                or declared.metavar is not None or hints.get(name) is bool:
+                or declared.metavar is not None or hints.get(name) in (bool, bool | None):  # flags take none
             continue
         longest = max(declared.param_decls or (name,), key=len)
         declared.metavar = longest.lstrip("-").replace("-", "_").upper()
