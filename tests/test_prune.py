@@ -136,3 +136,38 @@ def test_the_self_query_in_chunks_is_the_whole_one(monkeypatch):
     for r in range(300):
         expected = [j for j in whole_rows[r] if j != r][:5]
         assert rows[r].tolist() == expected and np.allclose(sims[r], whole_sims[r][whole_rows[r] != r][:5])
+
+
+def test_hard_pruning_that_would_leave_no_voter_is_refused_and_changes_nothing(small_memory, cli, caplog):
+    """With every item a neighbour of every query (k = 8 of 9), every item votes against
+    some query's label: a threshold of 1 would exclude all of them (and --purge delete
+    them all). Refused before anything is written: the pruning in force stays."""
+    path, ids = small_memory
+    cli("prune", path, "--mode", "soft", check=True)
+    with Memory.open(path) as memory:
+        before = memory.pruning, memory.voting_arrays()[4].tolist()
+    for purge in ([], ["--purge"]):
+        refused = cli("prune", path, "--mode", "hard", "--k", "8", "--threshold", "1", *purge)
+        assert refused.returncode == 1
+        assert "would exclude all 9 items, leaving none to vote" in refused.stderr
+        assert "give a higher --threshold, or --count wrong-decisions" in refused.stderr
+    with Memory.open(path) as memory:
+        assert (memory.pruning, memory.voting_arrays()[4].tolist()) == before and len(memory) == 9
+
+
+def test_hard_pruning_that_empties_a_label_says_so(tmp_path, caplog):
+    """An item labelled C sits among the A's, nearest neighbour of queries of another
+    label: v >= 1 drops it, and with it every item of label C (some A's and B's stay)."""
+    from vismem.curate import prune_memory
+
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        memory.add_vectors(circle([*ANGLES, 4]), [*LABELS, "C"])
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
+        with caplog.at_level("WARNING", logger="vismem"):
+            report = prune_memory(memory, "hard", threshold=1)
+        assert 0 < report.excluded < len(memory)
+        assert "hard pruning at v >= 1 excludes every item labelled 'C': no query can get that label" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vismem"):
+            prune_memory(memory, "hard", threshold=2)  # no v reaches 2 here: nothing excluded
+        assert "excludes every item" not in caplog.text

@@ -7,6 +7,7 @@ Each reads the memory's voting items as arrays, calls the pure functions in
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -21,6 +22,8 @@ from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings,
 from .transform import TransformSpec
 from .tune import TRANSFORM_CANDIDATES, TuneResult, sweeps, tune
 
+log = logging.getLogger("vismem")
+
 
 @dataclass
 class MemoryArrays:
@@ -30,10 +33,12 @@ class MemoryArrays:
     weights: np.ndarray
 
 
-def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True) -> MemoryArrays:
+def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True,
+                  pruned: bool = True) -> MemoryArrays:
     """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
-    the items' own weights times their pruning factors. `vectors` are as searched
-    (through the memory's feature transform), or as stored with `searched` False."""
+    the items' own weights times their pruning factors (with `pruned` False, their own
+    alone). `vectors` are as searched (through the memory's feature transform), or as
+    stored with `searched` False."""
     ids, vectors, labels, weights, counts = memory.voting_arrays()
     if searched:
         vectors = memory.transform.apply(vectors)
@@ -42,7 +47,7 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
         keep = pruning.votes(weights, counts)
         ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
     labels = np.asarray(labels.tolist())
-    weights = np.asarray(weights, dtype=np.float64) * pruning.factors(counts)
+    weights = np.asarray(weights, dtype=np.float64) * (pruning.factors(counts) if pruned else 1.0)
     if len(ids) == 0:
         held = len(memory)
         fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
@@ -118,12 +123,22 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     if threshold is None:
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
     state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
-    memory.update_settings(pruning=PruneSettings())  # count on the unpruned memory
-    data = memory_arrays(memory)
+    data = memory_arrays(memory, pruned=False)  # counted on the unpruned memory
     query = self_query(data.vectors, data.labels, params, data.weights, count, progress)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
-    memory.set_prune_counts(counts)
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
+    if excluded and len(excluded) == len(data.ids):  # before any change: nothing would vote
+        v = np.sort(query.v)
+        raise InvalidInputError(
+            f"hard pruning at v >= {threshold} would exclude all {len(v)} items, leaving none to vote "
+            f"(v counts {count} here, from {v[0]} to {v[-1]}, median {v[len(v) // 2]}): give a higher "
+            "--threshold" + (", or --count wrong-decisions" if count != "wrong-decisions" else ""))
+    emptied = sorted(set(data.labels.tolist()) - set(data.labels[~np.isin(data.ids, excluded)].tolist()))
+    if emptied:
+        log.warning("%s: hard pruning at v >= %d %s every item labelled %s: no query can get %s",
+                    memory.location, threshold, "deletes" if purge else "excludes",
+                    " or ".join(map(repr, emptied)), "that label" if len(emptied) == 1 else "those labels")
+    memory.set_prune_counts(counts)
     purged = memory.remove(excluded) if purge and excluded else []
     memory.update_settings(pruning=state)
     order = np.argsort(-query.v, kind="stable")[:10]
