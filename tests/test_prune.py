@@ -171,3 +171,13 @@ def test_hard_pruning_that_empties_a_label_says_so(tmp_path, caplog):
         with caplog.at_level("WARNING", logger="vismem"):
             prune_memory(memory, "hard", threshold=2)  # no v reaches 2 here: nothing excluded
         assert "excludes every item" not in caplog.text
+
+
+def test_an_item_whose_neighbours_carry_no_weight_is_no_suspect(small_memory, cli):
+    """Block the B's far from A: their neighbours (each other) cast no vote, so nothing
+    speaks against their label. They were listed as suspects, 'neighbours say A' (the
+    first label of an all-zero vote); only X, among the A's, is one."""
+    path, ids = small_memory
+    cli("block", path, *[arg for i in ids[5:] for arg in ("--id", str(i))], check=True)
+    found = [json.loads(line) for line in cli("suspects", path, "--k", "3", "--json", check=True).stdout.splitlines()]
+    assert [s["id"] for s in found] == [ids[X]] and found[0]["suggested"] == "A"

@@ -176,7 +176,9 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
                        progress=progress)
     out: list[Suspect] = []
     for r in suspect_order(query):
-        if query.predicted[r] == query.label_index[r] or len(out) >= limit:
+        # an item whose neighbours all carry no weight (blocked) got no vote: its
+        # "prediction" is the first label, no evidence against its own
+        if query.predicted[r] == query.label_index[r] or not query.scores[r].any() or len(out) >= limit:
             continue
         evidence = [
             {"id": int(data.ids[j]), "label": str(data.labels[j]), "distance": float(1.0 - s)}
