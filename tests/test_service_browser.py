@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,9 @@ def photos(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, photos):
-    """`create_app` under a real uvicorn on 127.0.0.1, with the real EfficientNet-Lite0."""
-    memdir = tmp_path_factory.mktemp("browser") / "mem"
-    memory = Memory.create(memdir, encoder="efficientnet_lite0")
-    memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
-    memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
-                      source="photos")
+@contextmanager
+def serving(memory: Memory):
+    """`create_app` on `memory` under a real uvicorn on 127.0.0.1: yields its address."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -75,10 +71,24 @@ def server(tmp_path_factory, photos):
     while not uv.started and time.time() < deadline:
         time.sleep(0.05)
     assert uv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", memory
-    uv.should_exit = True
-    thread.join(timeout=10)
-    memory.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        memory.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, photos):
+    """The service with the real EfficientNet-Lite0, on a memory of three photos."""
+    memdir = tmp_path_factory.mktemp("browser") / "mem"
+    memory = Memory.create(memdir, encoder="efficientnet_lite0")
+    memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
+    memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
+                      source="photos")
+    with serving(memory) as address:
+        yield address, memory
 
 
 @pytest.fixture
@@ -230,3 +240,25 @@ def test_an_item_without_a_thumbnail_gets_a_tile_that_says_so(server, page):
         expect(card.locator("img")).to_have_count(0)
     finally:
         memory.remove([item], purge=True)
+
+
+def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
+    """A memory with no encoder cannot take an image: the page says so up front and offers
+    a box for a vector (JSON), whose decision it shows as for an image."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    vectors = np.random.default_rng(5).standard_normal((40, 8)).astype(np.float32)
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    memory.add_vectors(vectors, ["a" if i < 20 else "b" for i in range(40)])
+    with serving(memory) as url:
+        page.goto(url + "/")
+        expect(page.locator("#vector-query")).to_be_visible()
+        expect(page.locator("#drop")).to_be_hidden()
+        expect(page.locator("#dim")).to_have_text("8")
+        page.fill("#vector", str(vectors[25].tolist()))  # item 26 itself, labelled b
+        page.click("#classify-vector")
+        expect(page.locator("#label")).to_have_text("b")
+        expect(page.locator("#status")).to_contain_text("classified the vector against 10 neighbours")
+        expect(page.locator("#grid .card").first.locator(".nothumb")).to_have_text("no thumbnail")
+        page.fill("#vector", "[1, 2]")
+        page.click("#classify-vector")
+        expect(page.locator("#status")).to_contain_text("a JSON array of 8 numbers")

@@ -1,5 +1,7 @@
-// The classify page: one query image, its decision, and its neighbours to edit.
+// The classify page: one query image (or, for a memory of precomputed vectors, one
+// pasted vector), its decision, and its neighbours to edit.
 let queryFile = null;
+let queryVector = null;
 let lastDecision = null;
 
 function showDecision(decision, previous, why) {
@@ -50,9 +52,10 @@ function neighbourCard(n) {
 }
 
 async function classify(previous = null, why = "compared with the last run") {
-  if (!queryFile) return;
+  if (!queryFile && !queryVector) return;
   const form = new FormData();
-  form.append("file", queryFile);
+  if (queryVector) form.append("vector", queryVector);
+  else form.append("file", queryFile);
   const k = document.getElementById("k").value;
   const vote = document.getElementById("vote").value;
   if (k) form.append("k", k);
@@ -62,7 +65,7 @@ async function classify(previous = null, why = "compared with the last run") {
     const decision = await api("/classify?counterfactual=true", { method: "POST", body: form });
     showDecision(decision, previous, why);
     lastDecision = decision;
-    say(`classified ${decision.path} against ${decision.neighbors.length} neighbours`);
+    say(`classified ${decision.path ?? "the vector"} against ${decision.neighbors.length} neighbours`);
   } catch (e) { say(e.message, true); }
 }
 
@@ -95,7 +98,26 @@ function choose(file) {
   classify();
 }
 
+function chooseVector() {
+  queryVector = document.getElementById("vector").value.trim();
+  document.getElementById("rerun").disabled = !queryVector;
+  lastDecision = null;
+  classify();
+}
+
+// A memory with no encoder takes vectors, not images: offer a box to paste one.
+async function askForVectorsIfNoEncoder() {
+  let stats;
+  try { stats = await api("/stats"); } catch (e) { return; }  // reads protected: the drop zone stays
+  if (stats.encoder) return;
+  document.getElementById("drop").hidden = true;
+  document.getElementById("dim").textContent = stats.dim;
+  document.getElementById("vector-query").hidden = false;
+}
+
 setupToken();
+askForVectorsIfNoEncoder();
+document.getElementById("classify-vector").addEventListener("click", chooseVector);
 const drop = document.getElementById("drop");
 document.getElementById("file").addEventListener("change", (e) => choose(e.target.files[0]));
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
