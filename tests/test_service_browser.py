@@ -244,7 +244,8 @@ def test_an_item_without_a_thumbnail_gets_a_tile_that_says_so(server, page):
 
 def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
     """A memory with no encoder cannot take an image: the page says so up front and offers
-    a box for a vector (JSON), whose decision it shows as for an image."""
+    a box for a vector (JSON), whose decision it shows as for an image; /browse shows no
+    image form, and says how vectors are added."""
     expect = pytest.importorskip("playwright.sync_api").expect
     vectors = np.random.default_rng(5).standard_normal((40, 8)).astype(np.float32)
     memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
@@ -262,3 +263,7 @@ def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
         page.fill("#vector", "[1, 2]")
         page.click("#classify-vector")
         expect(page.locator("#status")).to_contain_text("a JSON array of 8 numbers")
+        page.goto(url + "/browse")  # no image form either: it says how vectors are added
+        expect(page.locator("#summary")).to_have_text("(40 items in 2 labels, no encoder: precomputed 8-d vectors)")
+        expect(page.locator("#add")).to_be_hidden()
+        expect(page.locator("#add-vectors")).to_contain_text("vismem add-vectors")

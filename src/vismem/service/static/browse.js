@@ -4,8 +4,10 @@ let current = null;
 async function loadLabels() {
   let stats;
   try { stats = await api("/stats"); } catch (e) { say(e.message, true); return; }
-  document.getElementById("summary").textContent =
-    `(${stats.items} items in ${stats.class_count} labels, encoder ${stats.encoder})`;
+  const encoder = stats.encoder ? `encoder ${stats.encoder}` : `no encoder: precomputed ${stats.dim}-d vectors`;
+  document.getElementById("summary").textContent = `(${stats.items} items in ${stats.class_count} labels, ${encoder})`;
+  document.getElementById("add").hidden = !stats.encoder;  // a memory of vectors takes no images
+  document.getElementById("add-vectors").hidden = Boolean(stats.encoder);
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
     el("button", { type: "button", class: label === current ? "here" : "", "data-label": label,
