@@ -401,3 +401,18 @@ def test_eval_names_the_test_labels_the_memory_lacks(small_memory, tmp_path):
     said = run_cli("eval", memdir, test, check=True).stderr
     assert "warning: no item of the memory is labelled 'zebra'" in said
     assert json_lines(run_cli("eval", memdir, root / "test", "--json", check=True))[0]["unknown_labels"] == []
+
+
+def test_a_restriction_no_item_matches_is_named(small_memory):
+    """`--where camera=Tablet` where the items say `tablet`: every answer is empty. The
+    answers still come (a script gets its JSON), and stderr says which restriction matched
+    nothing; a restriction that matches says nothing."""
+    _, memdir, queries = small_memory
+    for command in ("classify", "search"):
+        empty = run_cli(command, memdir, queries[0], "--where", "camera=Tablet", "--only-label", "3", "--json",
+                        check=True)
+        assert json_lines(empty)[0]["neighbors"] == []
+        assert "warning: no item matches --only-label 3, --where camera=Tablet: every answer is empty" \
+            in empty.stderr
+        matched = run_cli(command, memdir, queries[0], "--only-label", "3", "--json", check=True)
+        assert json_lines(matched)[0]["neighbors"] and "warning" not in matched.stderr

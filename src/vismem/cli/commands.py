@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
@@ -231,6 +232,19 @@ def _decision_options(k: int | None, vote: str | None, alpha: float | None, tau:
         "where": parse_where(where), "counterfactual": counterfactual}
 
 
+def warn_if_nothing_matches(memory: Memory, labels: list[str] | None, sources: list[str] | None,
+                            where: list[tuple[str, Any]] | None) -> None:
+    """Say so when a restriction matches no item, most likely a typo (camera=Tablet for
+    camera=tablet): every answer would be empty, and `--json` scripts still get them."""
+    if labels is None and sources is None and not where:
+        return
+    if memory.page(labels=labels, sources=sources, where=where, limit=1).total == 0:
+        given = ([f"--only-label {label}" for label in labels or ()] + [f"--only-source {s}" for s in sources or ()]
+                 + [f"--where {key}={json.dumps(value) if not isinstance(value, str) else value}"
+                    for key, value in where or ()])
+        err.print(f"warning: no item matches {', '.join(given)}: every answer is empty")
+
+
 @app.command()
 def create(
     memdir: Path = MemDir,
@@ -390,6 +404,7 @@ def classify(
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
+        warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
         asked = read_queries(memory, images, queries)
         decisions = asked.answered(lambda vectors, names: memory.classify_vectors(vectors, paths=names, **options),
                                    "classifying")
@@ -671,6 +686,7 @@ def explain(
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir, encoder_options(device, runtime, precision)) as memory:
+        warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
         decision = memory.classify([image], **options)[0]
         sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
     try:

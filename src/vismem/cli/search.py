@@ -14,7 +14,7 @@ from ..settings import describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, emit, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, in_input_order,
-                       load_npy, read_queries, say_unreadable)
+                       load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -38,9 +38,10 @@ def search(
     and exit code 3. With --queries Q.npy, one object per row, in order, with path Q.npy[row].
     """
     only_reads("search")
+    conditions = parse_where(where)
     with _open(memdir) as memory:
+        warn_if_nothing_matches(memory, only_labels or None, only_sources or None, conditions)
         asked = read_queries(memory, images, queries)
-        conditions = parse_where(where)
         rows = asked.answered(lambda vectors, _: memory.search(
             vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")
     found = list(zip(asked.names, rows, strict=True))
