@@ -234,3 +234,27 @@ def test_a_class_folder_whose_name_is_no_label_skips_its_files_not_the_whole_add
         report = memory.add_images([tmp_path / "photos"], batch_size=1)
         assert len(report.added) == 1 and len(memory) == 1
     assert sorted(s.reason.split(":")[0] for s in report.skipped) == ["folder name is no label"] * 2
+
+
+def test_each_kind_of_input_that_is_no_image_file_is_named_for_what_it_is(tmp_path):
+    """A query that is no regular file says which kind: `vismem classify typo.png` was told
+    "not a regular file (a folder, broken link, pipe or device)" for a file that is not
+    there at all."""
+    import os
+
+    from vismem import Memory
+
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    inputs = {"typo.png": "no such file", "photos": "not a regular file: a folder",
+              "dangling.png": "not a regular file: a broken link",
+              "pipe.png": "not a regular file: a pipe, socket or device"}
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        memory.add_images([tmp_path / "photos"])
+        _, kept, skipped = memory.embed_images([tmp_path / name for name in inputs])
+    assert kept == [] and {s.path: s.reason for s in skipped} == {str(tmp_path / n): r for n, r in inputs.items()}
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    _, skipped = find_images([tmp_path / "pipe.png", tmp_path / "links"], label="x")
+    assert [s.reason for s in skipped] == [inputs["pipe.png"], inputs["dangling.png"]]

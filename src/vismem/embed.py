@@ -26,13 +26,13 @@ import numpy as np
 from .encoders import Encoder, Preprocessing
 from .images import (
     DEFAULT_MAX_PIXELS,
-    NOT_A_FILE,
     THUMBNAIL_SIZE,
     ImageFile,
     ImageReadError,
     Skipped,
     content_hash,
     decode_image,
+    not_a_file,
     thumbnail_jpeg,
 )
 
@@ -171,7 +171,7 @@ def _read_and_hash(files: Sequence[ImageFile],
     out: list = []
     for file in files:
         if not file.path.is_file():
-            out.append(Skipped(str(file.path), NOT_A_FILE))
+            out.append(Skipped(str(file.path), not_a_file(file.path)))
             continue
         try:
             data = file.path.read_bytes()

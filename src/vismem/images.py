@@ -35,8 +35,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 # Far above any camera (a 108 MP phone sensor fits), far below what exhausts RAM on decode.
 DEFAULT_MAX_PIXELS = 120_000_000
-# Never opened: reading a pipe would wait for a writer forever.
-NOT_A_FILE = "not a regular file (a folder, broken link, pipe or device)"
 
 
 @dataclass(frozen=True)
@@ -139,10 +137,22 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
     return sorted(files)
 
 
+def not_a_file(path: Path) -> str:
+    """Why `path`, which is no regular file, is skipped, in the words that fit it."""
+    if path.is_symlink() and not path.exists():
+        return "not a regular file: a broken link"
+    if not os.path.lexists(path):
+        return "no such file"
+    if path.is_dir():
+        return "not a regular file: a folder"
+    # never opened: reading a pipe waits for a writer, forever
+    return "not a regular file: a pipe, socket or device"
+
+
 def _unusable(path: Path) -> str | None:
     """Why the file at `path` cannot be read as an image, before reading it (None: it can)."""
     if not path.is_file():
-        return NOT_A_FILE
+        return not_a_file(path)
     try:
         os.fsdecode(os.fsencode(path)).encode("utf-8")
     except UnicodeEncodeError:  # the store and JSON keep text: such a path cannot be kept
