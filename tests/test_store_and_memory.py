@@ -234,3 +234,25 @@ def test_labels_given_as_a_numpy_array_come_back_as_plain_text(memdir):
                  *(n.source for n in decision.neighbors), *(h.label for h in memory.search(vectors[1], 3)[0]),
                  *(i.label for i in memory.items(ids[:2]))]
         assert {type(t) for t in texts} == {str}, texts
+
+
+def test_a_setting_of_the_wrong_kind_is_refused_and_the_memory_still_opens(tmp_path):
+    """`update_settings(vote={"k": 0})` was saved as given: every later open, `vismem info`
+    included, then failed on it. A part given as a mapping now changes only the values it
+    names, checked; a part of the wrong kind is refused; and nothing is saved."""
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=8) as memory:
+        memory.add_vectors(vectors, ["a" if i < 20 else "b" for i in range(40)])
+        for bad, says in [(dict(vote={"k": 0}), "k must be an integer"),
+                          (dict(vote="rank"), "setting vote must be a VoteParams"),
+                          (dict(float16="yes"), "float16 must be true or false"),
+                          (dict(pruning={"mode": "sometimes"}), "unknown pruning mode")]:
+            with pytest.raises(InvalidInputError, match=says):
+                memory.update_settings(**bad)
+        assert memory.update_settings(vote={"k": 5}).vote == VoteParams(k=5)
+        assert memory.update_settings(transform="center").transform.kind == "center"
+    with Memory.open(path) as memory:
+        assert memory.settings.vote.k == 5 and memory.settings.transform.kind == "center"
+        assert memory.classify_vectors(vectors[25])[0].label == "b"

@@ -702,8 +702,10 @@ class Memory:
         rebuilds the index from the store, tuned and measured; a `transform` is fitted as
         `set_transform` fits it (`progress(n)` per n items), first, so that one which cannot
         be fitted changes nothing. Only the settings named change: another process's change
-        to others, committed meanwhile, stays. Returns the new settings."""
-        self.settings.replace(**changes)  # a bad name or value fails here
+        to others, committed meanwhile, stays. A part may be given as a mapping of the values
+        to change (`vote={"k": 5}`), a transform by name. Returns the new settings."""
+        new = self.settings.replace(**changes)  # a bad name or value fails here
+        changes = {name: getattr(new, name) for name in changes}  # mappings and names as settings objects
         transform = changes.get("transform", TransformSpec())
         if transform != TransformSpec() and not self.capabilities.feature_transforms:
             raise InvalidInputError(f"memory at {self.location} lives in a home that searches vectors as "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .calibrate import Calibration
 from .decide import VoteParams
@@ -53,6 +53,13 @@ class MemorySettings:
                                    min=0, max=100_000)
 
     def __post_init__(self) -> None:
+        # a value of the wrong kind would be saved and then fail every later open
+        for name, kind in _PARTS.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) and not (name == "abstention" and value is None):
+                raise InvalidInputError(f"setting {name} must be a {kind.__name__}, got {value!r}")
+        if not isinstance(self.float16, bool):
+            raise InvalidInputError(f"float16 must be true or false, got {self.float16!r}")
         if self.index not in INDEX_CHOICES:
             raise InvalidInputError(f"unknown index {self.index!r}; choose from {', '.join(INDEX_CHOICES)}")
         if isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float)) \
@@ -66,6 +73,14 @@ class MemorySettings:
                 f"prototypes per class must be an integer in [1, 64], got {self.prototypes_per_class!r}")
 
     def replace(self, **changes: Any) -> MemorySettings:
+        """These settings with `changes`. A part given as a mapping changes only the values it
+        names (`vote={"k": 5}`); a transform may be given by name (`transform="center"`)."""
+        for name, value in changes.items():
+            current = getattr(self, name, None)
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(current) and not isinstance(current, type):
+                changes[name] = dataclasses.replace(current, **value)
+            elif name == "transform" and isinstance(value, str):
+                changes[name] = TransformSpec(value)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +95,11 @@ class MemorySettings:
         transform = TransformSpec.from_dict(data.pop("transform", None))
         return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None,
                    transform=transform, **data)
+
+
+# the settings that are settings objects of their own (abstention may also be None)
+_PARTS: dict[str, type] = {"vote": VoteParams, "pruning": PruneSettings, "abstention": Calibration,
+                           "transform": TransformSpec}
 
 
 @dataclass(frozen=True)
