@@ -239,7 +239,8 @@ def test_labels_given_as_a_numpy_array_come_back_as_plain_text(memdir):
 def test_a_setting_of_the_wrong_kind_is_refused_and_the_memory_still_opens(tmp_path):
     """`update_settings(vote={"k": 0})` was saved as given: every later open, `vismem info`
     included, then failed on it. A part given as a mapping now changes only the values it
-    names, checked; a part of the wrong kind is refused; and nothing is saved."""
+    names, checked; a part of the wrong kind, an unknown name or a negative pruning count
+    is refused; and nothing is saved."""
     rng = np.random.default_rng(8)
     vectors = rng.standard_normal((40, 8)).astype(np.float32)
     path = tmp_path / "m"
@@ -248,9 +249,13 @@ def test_a_setting_of_the_wrong_kind_is_refused_and_the_memory_still_opens(tmp_p
         for bad, says in [(dict(vote={"k": 0}), "k must be an integer"),
                           (dict(vote="rank"), "setting vote must be a VoteParams"),
                           (dict(float16="yes"), "float16 must be true or false"),
-                          (dict(pruning={"mode": "sometimes"}), "unknown pruning mode")]:
+                          (dict(pruning={"mode": "sometimes"}), "unknown pruning mode"),
+                          (dict(votes={"k": 5}), "unknown setting 'votes'; the settings are index, ")]:
             with pytest.raises(InvalidInputError, match=says):
                 memory.update_settings(**bad)
+        for counts in ({1: -5}, {1: "3"}, {1: True}):  # -5 would make soft pruning's factor negative
+            with pytest.raises(InvalidInputError, match="pruning counts are whole numbers >= 0"):
+                memory.set_prune_counts(counts)
         assert memory.update_settings(vote={"k": 5}).vote == VoteParams(k=5)
         assert memory.update_settings(transform="center").transform.kind == "center"
     with Memory.open(path) as memory:

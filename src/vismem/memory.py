@@ -695,6 +695,10 @@ class Memory:
     def set_prune_counts(self, counts: Mapping[int, int]) -> None:
         """Store every item's pruning count v (absent: 0); `update_settings(pruning=...)`
         decides how they apply."""
+        bad = [(i, v) for i, v in counts.items()
+               if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+        if bad:  # a negative v would turn soft pruning's factor d / (c + v) negative
+            raise InvalidInputError(f"pruning counts are whole numbers >= 0, got {bad[0][1]!r} for item {bad[0][0]}")
         self._commit(lambda store: store.set_prune_counts(counts), reset=True)
 
     def update_settings(self, progress: Progress | None = None, **changes: Any) -> MemorySettings:

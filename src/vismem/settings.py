@@ -75,6 +75,10 @@ class MemorySettings:
     def replace(self, **changes: Any) -> MemorySettings:
         """These settings with `changes`. A part given as a mapping changes only the values it
         names (`vote={"k": 5}`); a transform may be given by name (`transform="center"`)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise InvalidInputError(f"unknown setting {unknown[0]!r}; the settings are "
+                                    + ", ".join(f.name for f in dataclasses.fields(self)))
         for name, value in changes.items():
             current = getattr(self, name, None)
             if isinstance(value, Mapping) and dataclasses.is_dataclass(current) and not isinstance(current, type):
