@@ -250,7 +250,8 @@ def test_a_setting_of_the_wrong_kind_is_refused_and_the_memory_still_opens(tmp_p
                           (dict(vote="rank"), "setting vote must be a VoteParams"),
                           (dict(float16="yes"), "float16 must be true or false"),
                           (dict(pruning={"mode": "sometimes"}), "unknown pruning mode"),
-                          (dict(votes={"k": 5}), "unknown setting 'votes'; the settings are index, ")]:
+                          (dict(votes={"k": 5}), "unknown setting 'votes'; the settings are index, "),
+                          (dict(vote={"kk": 5}), "unknown vote setting 'kk'; vote has k, vote, alpha")]:
             with pytest.raises(InvalidInputError, match=says):
                 memory.update_settings(**bad)
         for counts in ({1: -5}, {1: "3"}, {1: True}):  # -5 would make soft pruning's factor negative

@@ -82,6 +82,10 @@ class MemorySettings:
         for name, value in changes.items():
             current = getattr(self, name, None)
             if isinstance(value, Mapping) and dataclasses.is_dataclass(current) and not isinstance(current, type):
+                known = {f.name for f in dataclasses.fields(current)}
+                if set(value) - known:
+                    raise InvalidInputError(f"unknown {name} setting {sorted(set(value) - known)[0]!r}; "
+                                            f"{name} has " + ", ".join(f.name for f in dataclasses.fields(current)))
                 changes[name] = dataclasses.replace(current, **value)
             elif name == "transform" and isinstance(value, str):
                 changes[name] = TransformSpec(value)
