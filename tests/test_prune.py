@@ -51,6 +51,17 @@ def test_disagreement_counts_by_hand():
     assert q3.v.tolist() == [1, 1, 1, 0, 4, 0, 0, 0, 0]
 
 
+def test_a_neighbour_whose_vote_carries_no_weight_takes_no_blame():
+    """Blocked (weight 0), X took no part in the decisions of A@2 and A@5 that found it
+    nearest: it is not counted against them (it was, v = 2, and hard pruning dropped it).
+    X's own decision still counts against A@2, which voted in it."""
+    weights = np.ones(len(ANGLES))
+    weights[X] = 0.0
+    for count in ("disagreements", "wrong-decisions"):
+        q = self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="plurality"), weights, count=count)
+        assert q.v.tolist() == [0, 1, 0, 0, 0, 0, 0, 0, 0]
+
+
 def test_bad_settings_fail():
     with pytest.raises(InvalidInputError):
         soft_factors(np.zeros(2), c=0)
@@ -181,3 +192,14 @@ def test_an_item_whose_neighbours_carry_no_weight_is_no_suspect(small_memory, cl
     cli("block", path, *[arg for i in ids[5:] for arg in ("--id", str(i))], check=True)
     found = [json.loads(line) for line in cli("suspects", path, "--k", "3", "--json", check=True).stdout.splitlines()]
     assert [s["id"] for s in found] == [ids[X]] and found[0]["suggested"] == "A"
+
+
+def test_suspects_are_judged_by_the_votes_a_classification_counts(small_memory, cli):
+    """Hard pruning keeps X from voting. The self-query behind `suspects` counted it
+    all the same: A@2 and A@5, whose nearest neighbour is X, were listed as suspects
+    ('neighbours say B', X the evidence). Now only X is, on the word of A@2."""
+    path, ids = small_memory
+    cli("prune", path, "--mode", "hard", check=True)  # k=1: X's v is 2, the threshold
+    found = [json.loads(line) for line in cli("suspects", path, "--k", "1", "--json", check=True).stdout.splitlines()]
+    assert [s["id"] for s in found] == [ids[X]]
+    assert [e["id"] for e in found[0]["disagreeing"]] == [ids[1]]

@@ -36,9 +36,9 @@ class MemoryArrays:
 def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True,
                   pruned: bool = True) -> MemoryArrays:
     """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
-    the items' own weights times their pruning factors (with `pruned` False, their own
-    alone). `vectors` are as searched (through the memory's feature transform), or as
-    stored with `searched` False."""
+    the items' own weights times their pruning factors, 0 for items hard pruning keeps
+    from voting (with `pruned` False, their own alone). `vectors` are as searched
+    (through the memory's feature transform), or as stored with `searched` False."""
     ids, vectors, labels, weights, counts = memory.voting_arrays()
     if searched:
         vectors = memory.transform.apply(vectors)
@@ -47,7 +47,9 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
         keep = pruning.votes(weights, counts)
         ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
     labels = np.asarray(labels.tolist())
-    weights = np.asarray(weights, dtype=np.float64) * (pruning.factors(counts) if pruned else 1.0)
+    weights = np.asarray(weights, dtype=np.float64)
+    if pruned:  # as a classification weighs each vote
+        weights = weights * pruning.factors(counts) * pruning.votes(weights, counts)
     if len(ids) == 0:
         held = len(memory)
         fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
@@ -160,7 +162,7 @@ class Suspect:
     own_vote: float          # share of its neighbours' vote that agrees with its label
     suggested: str           # the label its neighbours vote for
     v: int                   # wrong decisions it took part in
-    disagreeing: list[dict[str, Any]]   # evidence: neighbours with another label
+    disagreeing: list[dict[str, Any]]   # evidence: neighbours with another label that voted
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,7 +184,8 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
             continue
         evidence = [
             {"id": int(data.ids[j]), "label": str(data.labels[j]), "distance": float(1.0 - s)}
-            for s, j in zip(query.sims[r], query.rows[r], strict=False) if j >= 0 and data.labels[j] != data.labels[r]
+            for s, j in zip(query.sims[r], query.rows[r], strict=False)
+            if j >= 0 and data.labels[j] != data.labels[r] and data.weights[j] > 0  # it voted
         ]
         out.append(Suspect(int(data.ids[r]), str(data.labels[r]), float(query.own_score[r]),
                            query.classes[int(query.predicted[r])], int(query.v[r]), evidence))

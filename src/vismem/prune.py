@@ -73,12 +73,13 @@ DEFAULT_COUNT = "disagreements"
 
 
 def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predicted: np.ndarray,
-                      count: str = DEFAULT_COUNT) -> np.ndarray:
+                      count: str = DEFAULT_COUNT, voted: np.ndarray | None = None) -> np.ndarray:
     """v per item, from each item's leave-one-out decision.
 
-    `label_index` (n,) stored class per item; `neighbour_rows` (n, k) rows that voted
-    in each item's leave-one-out decision (-1 = none); `predicted` (n,) the class
-    each decision chose.
+    `label_index` (n,) stored class per item; `neighbour_rows` (n, k) each item's
+    nearest rows in its leave-one-out decision (-1 = none); `predicted` (n,) the class
+    each decision chose; `voted` (n, k) whether each neighbour's vote counted (a blocked
+    item's weight is 0: it took no part, so it takes no blame). Default: every one did.
 
     - "wrong-decisions" (the visual-memory recipe): +1 for each neighbour that voted
       for the winning label of a wrong decision;
@@ -89,7 +90,7 @@ def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predi
     """
     if count not in COUNTS:
         raise InvalidInputError(f"unknown count {count!r}; choose from {', '.join(COUNTS)}")
-    rows = neighbour_rows
+    rows = np.where(voted, neighbour_rows, -1) if voted is not None else neighbour_rows
     queries = np.arange(len(label_index))
     if count == "wrong-decisions":
         wrong = predicted != label_index
@@ -130,7 +131,7 @@ def self_query(vectors: np.ndarray, labels, params: VoteParams, item_weights: np
     factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
     scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)
     predicted = scores.argmax(axis=1)
-    v = wrong_vote_counts(label_index, rows, predicted, count)
+    v = wrong_vote_counts(label_index, rows, predicted, count, voted=None if factors is None else factors > 0)
     return SelfQuery(classes, label_index, sims, rows, scores, predicted, v)
 
 
