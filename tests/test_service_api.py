@@ -7,6 +7,7 @@ import io
 import json
 import re
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -352,6 +353,40 @@ def test_classify_never_sees_a_half_applied_edit(client, digit_sets):
     assert not failures
     assert seen and set(seen) <= {0, PER_LABEL}
     assert client.get("/stats").json()["classes"] == {label: PER_LABEL for label in LABELS}
+
+
+def test_reads_go_on_while_an_edit_waits_for_another_process_to_write(client, memory, digit_sets):
+    """Another process holds the memory's write lock (a long `vismem add`). An edit sent
+    meanwhile waits for it; reads sent after that edit are answered at once, not queued
+    behind it (they waited as long as the other process wrote: up to 120 s, then 503)."""
+    import sqlite3
+
+    other = sqlite3.connect(memory.path / "memory.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # what another process's write holds
+    edit: dict = {}
+
+    def add() -> None:
+        edit["response"] = client.post("/items", files=[upload("new.png", digit_sets["2"][PER_LABEL])],
+                                       data={"label": "2"}, headers=AUTH)
+
+    writer = threading.Thread(target=add)
+    try:
+        writer.start()
+        time.sleep(1.0)  # the edit is waiting for the lock by now
+        assert writer.is_alive() and "response" not in edit
+        answers: list = []
+        reader = threading.Thread(target=lambda: answers.extend(
+            [client.get("/items", params={"limit": 1}), classify(client, digit_sets["0"][PER_LABEL])]))
+        reader.start()
+        reader.join(timeout=20)  # (they queued behind the edit until the lock was let go below)
+        # answered while the other process still writes, so the edit still waits
+        assert [a.status_code for a in answers] == [200, 200] and answers[1].json()["label"] == "0"
+        assert writer.is_alive() and "response" not in edit
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        writer.join(timeout=60)
+    assert edit["response"].status_code == 201 and edit["response"].json()["added"] == 1
 
 
 def test_batcher_encodes_requests_that_arrive_together_in_one_pass(digits):

@@ -194,6 +194,12 @@ class Memory:
         """True when another process has committed since this object last caught up."""
         return self.store.is_stale()
 
+    def wait_for_writers(self) -> None:
+        """Return once no other process is writing to this memory (MemoryBusyError after
+        minutes), taking no lock: an edit waits for that itself, so this is for a caller
+        that serves reads meanwhile, as `vismem serve` does."""
+        self.store.wait_for_writers()
+
     def refresh(self) -> None:
         """Catch up if another process has committed to this memory since we last looked."""
         if self.store.refresh():

@@ -140,6 +140,9 @@ class _MemoryService:
         return _STALE if self.memory.is_stale() else fn(*args, **kwargs)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # Another process's write (a long `vismem add`) is waited for before taking the
+        # lock: readers queue behind a waiting writer, and would wait for that process too.
+        await self.run(self.memory.wait_for_writers)
         async with self.lock.writer_lock:
             return await self.run(self._refreshed, fn, *args, **kwargs)
 

@@ -45,7 +45,7 @@ STATUS: dict[int, str] = {
     415: "A file part is not sent as image/*. Nothing changed.",
     422: "The request does not match this document (a missing, unknown-valued or out-of-range field). "
          "Nothing changed.",
-    503: "Another process (e.g. a `vismem` command) held the memory's write lock for 30 s; try again. "
+    503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
          "Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
          "works) and try again.",

@@ -517,6 +517,9 @@ class EmbeddedStore:
     def is_stale(self) -> bool:
         return self.db.data_version() != self._seen
 
+    def wait_for_writers(self) -> None:
+        self.db.wait_for_writers()
+
     def refresh(self) -> bool:
         """Catch up with other processes' commits; True if there were any."""
         if not self.is_stale():

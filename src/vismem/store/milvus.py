@@ -845,6 +845,9 @@ class MilvusStore:
         self._news = False
         return True
 
+    def wait_for_writers(self) -> None:
+        """Nothing to wait for: Milvus takes every process's writes as they come (no lock)."""
+
     def purge(self) -> None:
         """Ask Milvus to compact away deleted rows (at most once a minute per process: a
         service purges after every removal, and each request flushes). It returns at once;

@@ -189,6 +189,23 @@ class Database:
             raise RuntimeError(f"{what}: a write inside a read snapshot")
         return _Write(self, what, before, undone)
 
+    def wait_for_writers(self) -> None:
+        """Wait (up to BUSY_SECONDS) until no other connection holds the write lock, and
+        return without taking it: for a caller whose own readers would queue behind it
+        while its write waits for SQLite (the service). Another process may still take the
+        lock first; the write then waits as any write does."""
+        if self.read_only:
+            return
+        probe = sqlite3.connect(self.directory / DB_NAME, timeout=BUSY_SECONDS, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            raise storage_error(exc, self.directory, "waiting for another process's write",
+                                "nothing was changed") from None
+        finally:
+            probe.close()
+
     def _log(self, op: str, ids: list[int]) -> None:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
         self.written_seq = int(cursor.lastrowid or 0)
