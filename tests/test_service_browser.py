@@ -250,6 +250,8 @@ def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
     vectors = np.random.default_rng(5).standard_normal((40, 8)).astype(np.float32)
     memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
     memory.add_vectors(vectors, ["a" if i < 20 else "b" for i in range(40)])
+    failed: list[str] = []  # (the page fixture lets a 4xx pass: an edit may be refused)
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
     with serving(memory) as url:
         page.goto(url + "/")
         expect(page.locator("#vector-query")).to_be_visible()
@@ -260,10 +262,45 @@ def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
         expect(page.locator("#label")).to_have_text("b")
         expect(page.locator("#status")).to_contain_text("classified the vector against 10 neighbours")
         expect(page.locator("#grid .card").first.locator(".nothumb")).to_have_text("no thumbnail")
+        expect(page.locator("#grid .card .nothumb")).to_have_count(10)
         page.fill("#vector", "[1, 2]")
         page.click("#classify-vector")
         expect(page.locator("#status")).to_contain_text("a JSON array of 8 numbers")
+        # the last decision was not this query's: it goes, and its cards with it
+        expect(page.locator("#decision")).to_be_hidden()
+        expect(page.locator("#neighbours")).to_be_hidden()
+        assert [u for u in failed if "/classify" not in u] == []  # no thumbnail asked of a memory of vectors
         page.goto(url + "/browse")  # no image form either: it says how vectors are added
         expect(page.locator("#summary")).to_have_text("(40 items in 2 labels, no encoder: precomputed 8-d vectors)")
         expect(page.locator("#add")).to_be_hidden()
         expect(page.locator("#add-vectors")).to_contain_text("vismem add-vectors")
+
+
+def test_under_the_prototype_vote_a_neighbour_is_blocked_only_when_it_is(tmp_path, page):
+    """Under the prototype vote no neighbour's vote carries weight (the class prototypes
+    vote): the page showed every card as blocked, with an Unblock that changed nothing,
+    and no way to block one. A label of 200 letters wraps instead of widening the page."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    vectors = np.random.default_rng(6).standard_normal((12, 8)).astype(np.float32)
+    long_label = "x" * 200
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    ids = memory.add_vectors(vectors, ["a"] * 6 + [long_label] * 6)
+    memory.update_settings(vote={"vote": "prototype"})
+    with serving(memory) as url:
+        open_with_token(page, url + "/")
+        page.fill("#vector", str(vectors[0].tolist()))
+        page.click("#classify-vector")
+        expect(page.locator("#label")).to_have_text("a")
+        cards = page.locator("#grid .card")
+        expect(cards).to_have_count(10)
+        expect(page.locator("#grid .card.blocked")).to_have_count(0)
+        expect(cards.first.locator("button.block")).to_have_text("Block")
+        nearest = int(cards.first.get_attribute("data-id"))
+        cards.first.locator("button.block").click()
+        expect(page.locator(f"#grid .card[data-id='{nearest}']")).to_have_class("card blocked")
+        assert memory.items([nearest])[0].weight == 0.0 and nearest == ids[0]
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.goto(url + "/browse")
+        page.locator(f"#labels button[data-label='{long_label}']").click()
+        expect(page.locator("#grid .card")).to_have_count(6)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

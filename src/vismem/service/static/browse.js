@@ -7,6 +7,7 @@ async function loadLabels() {
   const encoder = stats.encoder ? `encoder ${stats.encoder}` : `no encoder: precomputed ${stats.dim}-d vectors`;
   document.getElementById("summary").textContent = `(${stats.items} items in ${stats.class_count} labels, ${encoder})`;
   document.getElementById("add").hidden = !stats.encoder;  // a memory of vectors takes no images
+  if (!stats.encoder) noThumbnails();
   document.getElementById("add-vectors").hidden = Boolean(stats.encoder);
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
@@ -30,11 +31,9 @@ async function showLabel(label) {
 }
 
 function itemCard(item) {
-  const img = el("img", { alt: `item ${item.id}` });
-  showThumb(img, item.id);
   const blocked = item.weight === 0;
   return el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": item.id },
-    img,
+    thumbnail(item.id),
     el("div", { class: "title" }, `#${item.id} ${item.label}`),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },

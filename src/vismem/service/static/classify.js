@@ -22,7 +22,7 @@ function showDecision(decision, previous, why) {
   const bars = document.getElementById("bars");
   bars.replaceChildren(...Object.entries(decision.scores).map(([label, share]) =>
     el("div", { class: "bar" + (label === decision.label ? " win" : ""), "data-label": label },
-      el("span", {}, label),
+      el("span", { title: label }, label),
       el("div", { class: "track" }, el("div", { class: "fill", style: `width:${(100 * share).toFixed(1)}%` })),
       el("span", { class: "pct" }, pct(share)))));
   const whatIf = document.getElementById("whatif");
@@ -34,11 +34,9 @@ function showDecision(decision, previous, why) {
 }
 
 function neighbourCard(n) {
-  const blocked = n.weight === 0;
-  const img = el("img", { alt: `item ${n.id}` });
-  showThumb(img, n.id);
+  const blocked = n.item_weight === 0;  // its own weight: a vote's (n.weight) is 0 under the prototype vote
   const card = el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": n.id },
-    img,
+    thumbnail(n.id),
     el("div", { class: "title" }, `#${n.id} ${n.label}`),
     el("div", { class: "meta" }, `distance ${n.distance.toFixed(3)}`),
     el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
@@ -66,7 +64,13 @@ async function classify(previous = null, why = "compared with the last run") {
     showDecision(decision, previous, why);
     lastDecision = decision;
     say(`classified ${decision.path ?? "the vector"} against ${decision.neighbors.length} neighbours`);
-  } catch (e) { say(e.message, true); }
+  } catch (e) {
+    // the last decision is not this query's: its cards must not be edited for it
+    document.getElementById("decision").hidden = true;
+    document.getElementById("neighbours").hidden = true;
+    lastDecision = null;
+    say(e.message, true);
+  }
 }
 
 async function edit(id, method, body) {
@@ -110,6 +114,7 @@ async function askForVectorsIfNoEncoder() {
   let stats;
   try { stats = await api("/stats"); } catch (e) { return; }  // reads protected: the drop zone stays
   if (stats.encoder) return;
+  noThumbnails();
   document.getElementById("drop").hidden = true;
   document.getElementById("dim").textContent = stats.dim;
   document.getElementById("vector-query").hidden = false;

@@ -23,16 +23,27 @@ async function api(path, options = {}) {
   return body;
 }
 
-// Thumbnails go through fetch so the token is sent when reads are protected. An item
-// without one (added as a vector, or imported from an export made without --thumbnails)
-// gets a plain tile that says so, not a broken image.
-async function showThumb(img, id) {
-  const none = () => img.replaceWith(el("div", { class: "nothumb" }, "no thumbnail"));
-  try {
-    const response = await fetch(`/items/${id}/thumbnail`, { headers: headers() });
-    if (!response.ok) { none(); return; }
-    img.src = URL.createObjectURL(await response.blob());
-  } catch (e) { none(); }
+// A card's picture: an image filled in when its thumbnail arrives, fetched so that the
+// token is sent when reads are protected. An item without one (added as a vector, or
+// imported from an export made without --thumbnails) gets a plain tile that says so, not
+// a broken image; in a memory of vectors (no encoder), where no item has one, it is not
+// even asked for.
+let thumbnailsExist = true;
+
+function noThumbnails() { thumbnailsExist = false; }
+
+function thumbnail(id) {
+  const tile = () => el("div", { class: "nothumb" }, "no thumbnail");
+  if (!thumbnailsExist) return tile();
+  const img = el("img", { alt: `item ${id}` });
+  (async () => {
+    try {
+      const response = await fetch(`/items/${id}/thumbnail`, { headers: headers() });
+      if (!response.ok) { img.replaceWith(tile()); return; }
+      img.src = URL.createObjectURL(await response.blob());
+    } catch (e) { img.replaceWith(tile()); }
+  })();
+  return img;
 }
 
 function say(message, isError = false) {
