@@ -340,3 +340,20 @@ def test_an_export_whose_fit_does_not_match_its_fingerprint_is_refused_and_leave
     with pytest.raises(VismemError, match="fitted feature transform this vismem cannot read.*export the memory again"):
         Memory.import_parquet(tmp_path / "bad.parquet", tmp_path / "copy")
     assert not (tmp_path / "copy").exists()
+
+
+def test_an_export_into_the_memory_s_own_folder_is_refused_and_the_memory_kept(tmp_path, cli):
+    """`vismem export M M/memory.sqlite` replaced the memory's database with the export,
+    said "exported 40 items" and left nothing that opens. Any file in M is refused: the
+    store owns them, and `remove --verify` would find removed items in an export there."""
+    from vismem import Memory
+
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(40, 8, seed=4), [str(i % 2) for i in range(40)])
+    for target in (tmp_path / "m" / "memory.sqlite", tmp_path / "m" / "copy.parquet", tmp_path / "m" / "."):
+        result = cli("export", tmp_path / "m", target)
+        assert result.returncode == 1 and "lies in the memory's own folder" in result.stderr, result.stderr
+    with Memory.open(tmp_path / "m") as memory:
+        assert len(memory) == 40
+    assert "copy.parquet" not in {p.name for p in (tmp_path / "m").iterdir()}
+    assert cli("export", tmp_path / "m", tmp_path / "out.parquet").returncode == 0

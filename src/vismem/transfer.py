@@ -293,6 +293,13 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
                  progress: Callable[[int], None] | None = None) -> int:
     """Write every item of a store to a Parquet file, `batch` items at a time (bounded
     memory); returns how many. With `thumbnails`, each item's JPEG goes along."""
+    if store.capabilities.local_files:
+        home = Path(store.location).resolve()
+        if home == Path(path).resolve() or home in Path(path).resolve().parents:
+            # its files are the store's: the export could replace memory.sqlite itself, and
+            # `remove --verify` would find removed items' vectors in it
+            raise InvalidInputError(f"cannot write {path}: it lies in the memory's own folder {store.location}; "
+                                    "write the export outside it")
 
     def batches() -> Iterator[Rows]:
         for ids, vectors in store.vector_chunks(batch):
