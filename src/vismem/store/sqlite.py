@@ -148,17 +148,30 @@ class Database:
                 raise MemoryNotFoundError(f"{path} is a file, not a memory: give the folder that "
                                           "`vismem create` made")
             raise MemoryNotFoundError(f"no memory at {path}: create one with `vismem create {path}`")
+        db: sqlite3.Connection | None = None
         try:
-            db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            read_only = False
-        except sqlite3.OperationalError:
-            db = _open_read_only(file)
-            read_only = True
-        db.execute("PRAGMA synchronous=FULL")  # a returned edit survives power loss too
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
-        db.execute("PRAGMA mmap_size=2147483648")  # reading all vectors at open: ~2x faster
+            try:
+                db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                read_only = False
+            except sqlite3.OperationalError:
+                if db is not None:
+                    db.close()
+                db = _open_read_only(file)
+                read_only = True
+            db.execute("PRAGMA synchronous=FULL")  # a returned edit survives power loss too
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
+            db.execute("PRAGMA mmap_size=2147483648")  # reading all vectors at open: ~2x faster
+            db.execute("SELECT value FROM config WHERE key = 'format_version'").fetchone()  # a memory's?
+        except sqlite3.DatabaseError as exc:  # OperationalError too: e.g. "no such table"
+            if db is not None:
+                db.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise storage_error(exc, path, "opening the memory", "nothing was changed") from None
+            raise VismemError(f"{file} is not the database of a vismem memory, or it is damaged ({exc}): "
+                              "restore the folder from a backup, or import an export of it (`vismem import`)"
+                              ) from None
         return cls(path, db, read_only=read_only)
 
     def close(self) -> None:
