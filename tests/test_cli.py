@@ -154,7 +154,7 @@ def test_remove_by_id_label_and_source(tmp_path, cli):
     assert victim not in [n["id"] for n in again["neighbors"]]
     assert json_lines(cli("remove", memdir, "--label", "rocket", "--json"))[0]["removed"] == 3
     assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"cup": 2}
-    assert cli("remove", memdir).returncode == 1  # no selector: a clear error
+    assert cli("remove", memdir).returncode == 2  # no selector: bad usage
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,6 @@ def test_remove_by_id_label_and_source(tmp_path, cli):
         (("create", "{tmp}/m", "--encoder", "resnet50"), "--weights FILE"),
         (("create", "{tmp}/m", "--encoder", "none"), "--dim"),
         (("classify", "{tmp}/empty", "{img}"), "is empty"),
-        (("classify", "{tmp}/empty", "{img}", "--vote", "majority"), "unknown vote"),
         (("add", "{tmp}/empty", "{tmp}/missing-folder"), "no such file"),
     ],
 )
@@ -184,6 +183,29 @@ def test_errors_are_one_line_with_exit_1(tmp_path, cli_process, args, message):
 def test_usage_errors_exit_2(cli_process):
     cli = cli_process
     assert cli("classify").returncode == 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (("classify", "{mem}", "{img}", "--vote", "majority"), "'--vote': 'majority' is not one of rank|"),
+    (("classify", "{mem}", "{img}", "--alpha", "0"), "'--alpha': 0.0 is not above 0.0"),
+    (("search", "{mem}", "{img}", "--where", "camera"), "'--where': takes KEY=VALUE, got 'camera'"),
+    (("add", "{mem}", "{img}", "--meta", "=phone"), "'--meta': takes KEY=VALUE, got '=phone'"),
+    (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
+    (("remove", "{mem}", "--id", "1", "--label", "cat"), "give exactly one of them"),
+    (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),
+    (("prune", "{mem}", "--mode", "medium"), "'--mode': 'medium' is not one of off|soft|hard"),
+    (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor'"),
+])
+def test_a_value_an_option_cannot_take_is_bad_usage_and_changes_nothing(tmp_path, cli, args, says):
+    """Exit 2 with the usage line, as for any malformed option (-k 0, --mix 2): they
+    exited 1, the code a script reads as "could not be done", after opening the memory."""
+    img = tmp_path / "q.png"
+    Image.fromarray(data.coffee()).save(img)
+    cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    cli("add", tmp_path / "m", img, "--label", "cup", check=True)
+    result = cli(*[a.format(mem=tmp_path / "m", img=img) for a in args])
+    assert result.returncode == 2 and says in result.stderr and result.stdout == "", result.stderr
+    assert json_lines(cli("info", tmp_path / "m", "--json"))[0]["classes"] == {"cup": 1}
 
 
 def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):
@@ -214,6 +236,24 @@ def test_add_vectors_from_npy_files(tmp_path, cli):
     np.save(tmp_path / "wrong.npy", unit_vectors(2, 5))
     wrong = cli("add-vectors", memdir, "--vectors", tmp_path / "wrong.npy", "--labels", tmp_path / "l.txt")
     assert wrong.returncode == 1 and "dimension 12" in wrong.stderr
+
+
+def test_a_labels_text_file_as_editors_write_it(tmp_path, cli):
+    """A byte-order mark (Windows editors) started the first label ('\ufeffc0', a class
+    of its own); a blank line at the end made "3 vectors but 4 labels", and one inside it
+    "labels must not be empty", neither saying where."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "v.npy", unit_vectors(3, 4))
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    (tmp_path / "blank.txt").write_text("c0\n\nc1\n")
+    blank = cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "blank.txt")
+    assert blank.returncode == 1 and "line 2 is blank" in blank.stderr
+    (tmp_path / "l.txt").write_bytes("\ufeffc0\nc1\nc0\n\n".encode())
+    cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
+    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"c0": 2, "c1": 1}
 
 
 def test_json_lines_never_carry_nan(capsys):

@@ -209,7 +209,7 @@ def test_set_weight_refuses_what_a_memory_refuses(digits):
     clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
     before = clf.predict_proba(tx)
     for weight in (-1.0, float("nan"), float("inf"), 1e7):
-        with pytest.raises(ValueError, match="weight must be a finite number from 0 to 1e6"):
+        with pytest.raises(ValueError, match="weight must be a finite number from 0 to 1,000,000"):
             clf.set_weight(clf.ids_[:3], weight)
     with pytest.raises(ValueError, match=r"no stored items with ids \[300\]"):
         clf.set_weight([0, 300], 0.0)

@@ -307,24 +307,25 @@ def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
     assert "no encoder: precomputed vectors, 4-d" in created and "none: precomputed vectors (4-d)" in shown
 
 
-@pytest.mark.parametrize("memory, args, says", [("empty", [], "is empty"),
-                                                ("small", ["--alpha", "-1"], "alpha must be > 0")])
-def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path, memory, args, says):
+def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path):
     # the test set may take minutes to encode: what cannot work is refused first (no progress bar)
-    root, memdir, _ = small_memory
-    if memory == "empty":
-        memdir = tmp_path / "empty"
-        run_cli("create", memdir, "--encoder", "pixels", check=True)
-    result = run_cli("eval", memdir, root / "test", *args, "--json")
-    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, says)]
+    root, _, _ = small_memory
+    memdir = tmp_path / "empty"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    result = run_cli("eval", memdir, root / "test", "--json")
+    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, "is empty")]
 
 
-def test_classify_checks_its_options_before_reading_images(small_memory, tmp_path):
+@pytest.mark.parametrize("command", ["classify", "eval"])
+def test_options_are_checked_before_reading_images(small_memory, tmp_path, command):
     # before, an unreadable image meant nothing was classified, so the bad --alpha went unnoticed (exit 3)
-    _, memdir, _ = small_memory
-    (tmp_path / "bad.png").write_text("not an image")
-    result = run_cli("classify", memdir, tmp_path / "bad.png", "--alpha", "-1", "--json")
-    assert result.stdout == "" and result.stderr.splitlines() == [one_line_error(result, "alpha must be > 0")]
+    root, memdir, _ = small_memory
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "bad.png").write_text("not an image")
+    result = run_cli(command, memdir, tmp_path / "3" / "bad.png" if command == "classify" else tmp_path,
+                     "--alpha", "-1", "--json")
+    assert result.returncode == 2 and result.stdout == "" and "progress" not in result.stderr
+    assert "Invalid value for '--alpha': -1.0 is not above 0.0" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["tune", "{mem}", "--dry-run"], ["eval-protocols", "knn", "--memory", "{mem}"]])
@@ -416,3 +417,45 @@ def test_a_restriction_no_item_matches_is_named(small_memory):
             in empty.stderr
         matched = run_cli(command, memdir, queries[0], "--only-label", "3", "--json", check=True)
         assert json_lines(matched)[0]["neighbors"] and "warning" not in matched.stderr
+
+
+def test_an_unreadable_file_given_by_name_is_answered_in_its_place(small_memory, tmp_path):
+    """As one in a folder is: {"path", "error"} in its place, the others answered, exit 3.
+    It was a usage error (exit 2, "path ... is not readable") and nothing was classified.
+    Root reads any file, so as root the CLI runs without that power (setpriv)."""
+    import os
+    import subprocess
+    import sys
+
+    _, memdir, queries = small_memory
+    locked = tmp_path / "locked.png"
+    shutil.copy(queries[0], locked)
+    locked.chmod(0)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    for command in ("classify", "search"):
+        result = subprocess.run([*prefix, sys.executable, "-m", "vismem", command, str(memdir), str(queries[1]),
+                                 str(locked), "--json"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 3, result.stderr
+        answers = [json.loads(line) for line in result.stdout.splitlines()]
+        assert answers[0]["path"] == str(queries[1]) and "error" not in answers[0]
+        assert answers[1] == {"path": str(locked), "error": "unreadable: Permission denied"}
+
+
+@pytest.mark.parametrize("damage", ["cut short", "another file", "empty"])
+def test_a_damaged_database_is_one_line_that_names_the_way_out(small_memory, tmp_path, damage):
+    """Each was a traceback (sqlite3.DatabaseError: file is not a database, database disk
+    image is malformed; OperationalError: no such table: config), from every command."""
+    _, memdir, queries = small_memory
+    broken = tmp_path / "broken"
+    shutil.copytree(memdir, broken)
+    database = broken / "memory.sqlite"
+    original = database.read_bytes()
+    database.write_bytes({"cut short": original[:4096], "another file": b"garbage\n" * 100, "empty": b""}[damage])
+    for command in (["info"], ["classify", queries[0]]):
+        one_line_error(run_cli(command[0], broken, *command[1:]),
+                       "is not the database of a vismem memory, or it is damaged", "import an export")

@@ -32,11 +32,36 @@ SHIPPED = object()  # described_option's default: the setting's own
 
 def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, help: str | None = None) -> Any:
     """A CLI option whose help, default and range come from the settings dataclass `cls`
-    (`settings.describe`), so they are declared once."""
+    (`settings.describe`), so they are declared once. A value out of range or choices
+    is bad usage (exit 2), as with any option."""
     found = describe(cls, name)
     limits = {key: found[key] for key in ("min", "max") if key in found}
     return typer.Option(found["default"] if default is SHIPPED else default, *flags,
-                        help=found["help"] if help is None else help, **limits)
+                        help=found["help"] if help is None else help, callback=_within(found), **limits)
+
+
+def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
+    """Checks what Typer's own ranges cannot say: a choice, or an open lower bound."""
+    choices, above = found.get("choices"), found.get("min_exclusive")
+
+    def check(value: Any) -> Any:
+        if value is not None and choices is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
+        if value is not None and above is not None and not value > above:
+            raise typer.BadParameter(f"{value} is not above {above}")
+        return value
+    return check
+
+
+def key_values(option: str) -> Callable[[Any], Any]:
+    """Checks KEY=VALUE texts as `parse_where` reads them: a malformed one is bad usage."""
+    def check(pairs: Any) -> Any:
+        try:
+            parse_where(pairs, option)
+        except InvalidInputError as exc:
+            raise typer.BadParameter(str(exc).removeprefix(f"{option} ")) from None
+        return pairs
+    return check
 
 
 def vote_option(name: str, *flags: str) -> Any:
@@ -65,7 +90,7 @@ OnlyLabelOpt = typer.Option(None, "--only-label", metavar="LABEL",
                             help="Search only items with this label (repeatable).")
 OnlySourceOpt = typer.Option(None, "--only-source", metavar="SOURCE",
                              help="Search only items from this source (repeatable).")
-WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE",
+WhereOpt = typer.Option(None, "--where", metavar="KEY=VALUE", callback=key_values("--where"),
                         help="Only items whose metadata KEY equals VALUE (repeatable; all must hold). "
                              "VALUE is read as JSON when it parses (2024, true), else as text.")
 
@@ -92,12 +117,20 @@ def load_npy(path: Path, option: str, *, mapped: bool = False):
 
 def load_labels(path: Path, option: str = "--labels") -> list[str]:
     """Labels from a .npy array of text or integers (3 is the label "3", as in a class
-    folder named 3), or a text file with one label per line."""
+    folder named 3), or a UTF-8 text file with one label per line (blank lines at its
+    end ignored)."""
     if path.suffix != ".npy":
-        try:
-            return path.read_text().splitlines()
+        try:  # utf-8-sig: the byte-order mark some editors write would start the first label
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read {option} {path}: {exc}") from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        blank = next((n for n, line in enumerate(lines, 1) if not line.strip()), None)
+        if blank is not None:
+            raise InvalidInputError(f"{option} {path}: line {blank} is blank; give one label per line, "
+                                    "the n-th for the n-th vector")
+        return lines
     array = load_npy(path, option)
     if array.ndim != 1 or array.dtype.kind not in "iuU":
         raise InvalidInputError(f"{option} {path}: expected one label per row, as text or integers, "
@@ -286,7 +319,8 @@ def create(
 @app.command()
 def add(
     memdir: Path = MemDir,
-    paths: List[Path] = typer.Argument(..., help="Image files or folders (class-subfolder layout).",
+    paths: List[Path] = typer.Argument(..., readable=False,  # an unreadable one is skipped and said, as in a folder
+                                       help="Image files or folders (class-subfolder layout).",
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
@@ -295,7 +329,7 @@ def add(
                                              "to the GPU, 32 on CPU]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
-    meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE",
+    meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE", callback=key_values("--meta"),
                                              help="Metadata for every image, for --where filters (repeatable)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                       help="Read, decode and encode on a Ray cluster: 'local' starts one here, "
@@ -368,7 +402,8 @@ def add_vectors(
 @app.command()
 def classify(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, help="Image files to classify.", show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Image files to classify.",
+                                                  show_default=False),
     queries: Optional[Path] = QueriesOpt,
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
@@ -442,7 +477,7 @@ def remove(
 
     conditions = parse_where(where)
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
-        raise InvalidInputError("give exactly one of --id, --label, --source, --where")
+        raise typer.BadParameter("give exactly one of them", param_hint="--id / --label / --source / --where")
     with _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
@@ -590,7 +625,8 @@ def _print_decisions(data: dict) -> None:
 @app.command("eval")
 def evaluate(
     memdir: Path = MemDir,
-    testdir: Optional[Path] = typer.Argument(None, help="Test set in class-subfolder layout.", show_default=False),
+    testdir: Optional[Path] = typer.Argument(None, readable=False, help="Test set in class-subfolder layout.",
+                                             show_default=False),
     queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
                                            help="Test vectors instead of a folder: a .npy array (n, dim); "
                                                 "their true labels in --labels."),
@@ -658,7 +694,7 @@ def evaluate(
 @app.command()
 def explain(
     memdir: Path = MemDir,
-    image: Path = typer.Argument(..., help="Image to classify and explain.", show_default=False),
+    image: Path = typer.Argument(..., readable=False, help="Image to classify and explain.", show_default=False),
     output: Path = typer.Option(Path("explanation.png"), "--out", "-o", metavar="FILE",
                                 help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,

@@ -11,9 +11,8 @@ import typer
 
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
-from ..settings import describe
 from ..errors import InvalidInputError
-from ..store.base import missing_ids
+from ..store.base import MAX_WEIGHT, missing_ids
 from . import app, emit, n_items, only_reads, out, progress_bar
 from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
 
@@ -64,7 +63,7 @@ def tune(
 @app.command()
 def prune(
     memdir: Path = MemDir,
-    mode: str = typer.Option(..., "--mode", help=describe(PruneSettings, "mode")["help"]),
+    mode: str = pruning_option("mode", "--mode", default=...),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
     threshold: Optional[int] = pruning_option("threshold", "--threshold", default=None),
     c: float = pruning_option("c", "--c"),
@@ -181,7 +180,7 @@ def block(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonF
 def boost(
     memdir: Path = MemDir,
     ids: List[int] = IdsOpt,
-    factor: float = typer.Option(2.0, "--factor", min=0.0, help="The items' vote weight (1 = normal)."),
+    factor: float = typer.Option(2.0, "--factor", min=0.0, max=MAX_WEIGHT, help="The items' vote weight (1 = normal)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Make items' votes count more (weight = --factor)."""

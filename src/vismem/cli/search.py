@@ -10,11 +10,11 @@ import typer
 from ..decide import VoteParams
 from ..errors import InvalidInputError
 from ..images import Skipped
-from ..settings import describe
+from ..settings import MemorySettings, describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, emit, only_reads, out, progress_bar
-from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, in_input_order,
-                       load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
+from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
+                       in_input_order, load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -22,7 +22,8 @@ K = describe(VoteParams, "k")  # search's k has the vote's default and limits (a
 @app.command()
 def search(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, help="Image files to search with.", show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Image files to search with.",
+                                                  show_default=False),
     queries: Optional[Path] = QueriesOpt,
     k: int = typer.Option(K["default"], "--k", "-k", min=K["min"], max=K["max"], help="How many nearest items."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
@@ -64,7 +65,7 @@ def search(
 @app.command()
 def reindex(
     memdir: Path = MemDir,
-    index: str = typer.Option(..., "--index", help="auto|exact|hnsw|ivfpq"),
+    index: str = described_option(MemorySettings, "index", "--index", default=...),
     target_recall: Optional[float] = typer.Option(None, "--target-recall", min=0.01, max=1.0,
                                                   help="Recall@10 to tune for [default: keep]."),
     float16: Optional[bool] = typer.Option(None, "--float16/--float32",
@@ -104,7 +105,7 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
 @app.command("tune-index")
 def tune_index(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, help="Query images the memory has not seen.",
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Query images the memory has not seen.",
                                                   show_default=False),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Query vectors the memory has not seen: "
                                            "a .npy file of float (n, dim)."),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from ..decide import VOTES, VoteParams
 from ..settings import describe
-from ..store.base import MAX_LABEL_LENGTH
+from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
 
 # Ids are SQLite INTEGERs (< 2**63) handed out from 1 up; the API keeps to the ones a JSON
 # number carries exactly everywhere (JavaScript's safe integers), so a larger one is a 422.
@@ -79,7 +79,7 @@ class ItemChange(BaseModel):
     # strict: JSON's true is not the id 1, nor "2" the weight 2.0
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of_label_weight)
     label: Label = Field(None, description="The new label (no re-encoding).")  # type: ignore[assignment]
-    weight: float = Field(None, ge=0, le=1e6, allow_inf_nan=False,  # type: ignore[assignment]
+    weight: float = Field(None, ge=0, le=MAX_WEIGHT, allow_inf_nan=False,  # type: ignore[assignment]
                           description="The vote weight: 0 blocks, 1 is normal, >1 boosts.")
 
     @model_validator(mode="after")

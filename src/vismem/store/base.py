@@ -113,9 +113,12 @@ def check_new_items(items: Sequence[NewItem], dim: int) -> None:
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
 
 
+MAX_WEIGHT = 1e6  # the largest vote weight an item may carry
+
+
 def check_weight(weight: float | None) -> None:
-    if weight is not None and not (np.isfinite(weight) and 0 <= weight <= 1e6):
-        raise InvalidInputError(f"weight must be a finite number from 0 to 1e6, got {weight}")
+    if weight is not None and not (np.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+        raise InvalidInputError(f"weight must be a finite number from 0 to {MAX_WEIGHT:,.0f}, got {weight}")
 
 
 def meta_value_key(value: Any) -> Any:
