@@ -19,7 +19,7 @@ from .errors import EmptyMemoryError, InvalidInputError
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
-from .transform import TransformSpec
+from .transform import TransformSpec, fit_transform
 from .tune import TRANSFORM_CANDIDATES, TuneResult, sweeps, tune
 
 log = logging.getLogger("vismem")
@@ -199,11 +199,14 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
     memory's items each scored against the rest (see `calibrate.fit_calibration`;
     `prototype_weight` None measures whether the prototype distance helps on this memory).
     `report(description, total)` (maintenance.Report) shows the scoring, once the items are read."""
-    data = memory_arrays(memory, voting_only=True)
+    fitted = not memory.transform.is_identity  # on the items: each is scored through a fit without it
+    data = memory_arrays(memory, voting_only=True, searched=not fitted)
+    spec = memory.transform.spec
     with report("scoring each item against the others", calibration_work(data.labels, prototype_weight)) as advance:
         result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,
                                  per_class=memory.settings.prototypes_per_class, seed=seed, ids=data.ids,
-                                 transform=memory.transform.key, progress=advance)
+                                 transform=memory.transform.key, progress=advance,
+                                 refit=(lambda rows: fit_transform(rows, spec).apply) if fitted else None)
     if save:
         memory.update_settings(abstention=result)
     return result

@@ -37,25 +37,27 @@ def encode_labels(labels) -> tuple[list[str], np.ndarray]:
     return classes.tolist(), index.astype(np.int64)
 
 
-def self_neighbours(vectors: np.ndarray, k: int,
-                    progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k nearest other rows: (similarities (n, k), row indices (n, k), -1 = none).
+def self_neighbours(vectors: np.ndarray, k: int, progress: Callable[[int], None] | None = None,
+                    queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows: (similarities (n, k), row indices (n, k), -1 = none);
+    with `queries` (row indices), those rows' alone, in that order.
 
     Exact inner-product search of the matrix against itself, the row itself dropped
     (by index, so an exact duplicate still counts as a neighbour). Searched a chunk of
     rows at a time (`progress(n)` after each n): at 100k items it takes minutes.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    found = min(k + 1, n)
+    asked = np.arange(len(vectors)) if queries is None else np.asarray(queries, dtype=np.int64)
+    n = len(asked)
+    found = min(k + 1, len(vectors))
     sims = np.empty((n, found), np.float32)
     rows = np.empty((n, found), np.int64)
     for start in range(0, n, SELF_QUERY_CHUNK):
         part = slice(start, min(start + SELF_QUERY_CHUNK, n))
-        sims[part], rows[part] = faiss.knn(vectors[part], vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
+        sims[part], rows[part] = faiss.knn(vectors[asked[part]], vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
         if progress:
             progress(part.stop - part.start)
-    keep = rows != np.arange(n)[:, None]
+    keep = rows != asked[:, None]
     # drop the self column (or the last column when self was not returned)
     drop_last = keep.all(axis=1)
     keep[drop_last, -1] = False
