@@ -27,7 +27,7 @@ def test_cli_meta_where_search_classify_and_verified_removal(tmp_path, digit_fol
     assert len(decided["neighbors"]) == 7 and {n["id"] for n in decided["neighbors"]} <= batch1
 
     bad = cli("search", memdir, query, "--where", "batch")
-    assert bad.returncode == 1 and "--where takes KEY=VALUE" in bad.stderr and bad.stdout == ""
+    assert bad.returncode == 2 and "'--where': takes KEY=VALUE" in bad.stderr and bad.stdout == ""  # bad usage
 
     removed = json_lines(cli("remove", memdir, "--where", "camera=nikon", "--verify", "--json", check=True))[0]
     assert set(removed["ids"]) == batch2 and removed["items"] == len(batch1)

@@ -452,7 +452,7 @@ def test_serve_command_read_only_then_with_token(memory, digit_sets):
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")
     app = create_app(mem, ServiceSettings())
-    mem.close()  # every store read now fails inside sqlite3, as a real bug would
+    mem.store.db._db.close()  # every store read now fails inside sqlite3, as a real bug would
     with TestClient(app, raise_server_exceptions=False) as c:
         response = c.get("/stats")
     assert response.status_code == 500

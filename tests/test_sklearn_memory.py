@@ -200,7 +200,7 @@ def test_clones_share_the_memory_and_never_write_to_it(tmp_path, vectors):
 
 
 def test_bad_input_fails_clearly_and_changes_nothing(tmp_path, vectors):
-    x, y, tx, _ = vectors
+    x, y, tx, ty = vectors
     with pytest.raises(MemoryNotFoundError, match="encoder=None, dim=D"):
         MemoryClassifier(memory=tmp_path / "nowhere").fit()
     Memory.create(tmp_path / "m", encoder=None, dim=64).close()
@@ -212,6 +212,8 @@ def test_bad_input_fails_clearly_and_changes_nothing(tmp_path, vectors):
     with pytest.raises(ValueError, match="string labels"):
         clf.fit(x, y.astype(int))
     clf.fit(x, y)
+    with pytest.raises(ValueError, match="string labels"):  # it scored 0.0: "3" is never 3
+        clf.score(tx, ty.astype(int))
     with pytest.raises(ValueError, match="expecting 64 features"):
         clf.predict(tx[:, :10])
     with pytest.raises(ValueError, match="expecting 64 features"):

@@ -262,3 +262,20 @@ def test_a_setting_of_the_wrong_kind_is_refused_and_the_memory_still_opens(tmp_p
     with Memory.open(path) as memory:
         assert memory.settings.vote.k == 5 and memory.settings.transform.kind == "center"
         assert memory.classify_vectors(vectors[25])[0].label == "b"
+
+
+def test_a_closed_memory_says_it_is_closed(memdir):
+    """Every use raised sqlite3.ProgrammingError ("Cannot operate on a closed database"),
+    which `except VismemError` misses and which names no memory."""
+    memory = Memory.create(memdir, encoder=None, dim=8)
+    memory.add_vectors(unit_vectors(10, 8), ["a"] * 5 + ["b"] * 5)
+    memory.close()
+    memory.close()  # again: nothing to do
+    uses = [lambda: len(memory), lambda: memory.search(unit_vectors(1, 8)), lambda: memory.classify_vectors(
+        unit_vectors(1, 8)), lambda: memory.add_vectors(unit_vectors(1, 8), ["c"]), lambda: memory.remove([1])]
+    for use in uses:
+        with pytest.raises(VismemError, match=f"memory at {memdir} is closed: open it again with Memory.open"):
+            use()
+    assert memory.path == memdir
+    with Memory.open(memdir) as again:
+        assert len(again) == 10

@@ -17,7 +17,7 @@ import logging
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, cast
 
 import numpy as np
 from PIL import Image
@@ -28,7 +28,8 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .errors import EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError
+from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError,
+                     VismemError)
 from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
@@ -181,8 +182,14 @@ class Memory:
         return export_store(self.store, path, thumbnails=thumbnails, progress=progress)
 
     def close(self) -> None:
-        """Save derived state, purge removed bytes, and close the store."""
-        self.store.close()
+        """Save derived state, purge removed bytes, and close the store. Any use after
+        is a VismemError that says so; closing again does nothing."""
+        store = self.store
+        try:
+            store.close()
+        finally:
+            # (a stand-in, not a Store: it answers every use with that error)
+            self.store = cast(Store, _Closed(store.location))
 
     def __enter__(self) -> Memory:
         return self
@@ -896,3 +903,23 @@ class Memory:
             if settings.abstention else None,
             "transform": self._transform_status(described.get("transform")),
         }
+
+
+class _Closed:
+    """What a closed `Memory` holds in place of its store: every use says the memory is
+    closed (sqlite3 said "Cannot operate on a closed database", naming no memory)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def close(self) -> None:
+        """Closing again does nothing."""
+
+    def __len__(self) -> int:
+        raise self._closed()
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._closed()
+
+    def _closed(self) -> VismemError:
+        return VismemError(f"memory at {self.location} is closed: open it again with Memory.open")

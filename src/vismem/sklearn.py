@@ -423,11 +423,12 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def score(self, X, y, sample_weight=None) -> float:
         """Mean accuracy of `predict` on (X, y), as scikit-learn's classifiers score. Over a
         memory on disk a query none of whose neighbours carries weight (predicted None)
-        counts as wrong."""
+        counts as wrong; `y` must hold strings, as for `fit` (3 never equals the label "3")."""
         if not self._on_disk:
             return super().score(X, y, sample_weight=sample_weight)
+        truth = _string_labels(y)
         predicted = self.predict(X).tolist()
-        right = [p is not None and p == t for p, t in zip(predicted, np.asarray(y).tolist(), strict=True)]
+        right = [p is not None and p == t for p, t in zip(predicted, truth, strict=True)]
         return float(np.average(np.asarray(right, dtype=float), weights=sample_weight))
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):

@@ -489,6 +489,7 @@ def remove(
         removed = memory.remove(targets)
         prints = unshared(prints, memory)
         count = len(memory)
+        purged = memory.capabilities.verifiable_purge
     refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
@@ -496,7 +497,6 @@ def remove(
                                               report=partial(progress_bar, transient=True, in_bytes=True))
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found]}
-    purged = memory.capabilities.verifiable_purge
     if not purged:
         report["purge"] = "requested"  # a server compacts and garbage-collects in its own time
     if json_out:
