@@ -385,7 +385,7 @@ def test_cli_create_reindex_compact(tmp_path, cli):
     assert json.loads(result.stdout)["tombstones"] == 0
     cli("reindex", path, "--index", "exact", check=True)
     assert not (path / "index").exists()  # no stale copy of vectors is left behind
-    assert cli("reindex", path, "--index", "bogus").returncode == 1
+    assert cli("reindex", path, "--index", "bogus").returncode == 2  # bad usage
 
 
 def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, caplog):

@@ -276,6 +276,6 @@ def test_a_closed_memory_says_it_is_closed(memdir):
     for use in uses:
         with pytest.raises(VismemError, match=f"memory at {memdir} is closed: open it again with Memory.open"):
             use()
-    assert memory.path == memdir
+    assert memory.path == memdir and memory.dim == 8 and memory.encoder_name is None  # what it is stays
     with Memory.open(memdir) as again:
         assert len(again) == 10

@@ -185,11 +185,12 @@ class Memory:
         """Save derived state, purge removed bytes, and close the store. Any use after
         is a VismemError that says so; closing again does nothing."""
         store = self.store
+        closed = _Closed(store)
         try:
             store.close()
         finally:
             # (a stand-in, not a Store: it answers every use with that error)
-            self.store = cast(Store, _Closed(store.location))
+            self.store = cast(Store, closed)
 
     def __enter__(self) -> Memory:
         return self
@@ -907,10 +908,14 @@ class Memory:
 
 class _Closed:
     """What a closed `Memory` holds in place of its store: every use says the memory is
-    closed (sqlite3 said "Cannot operate on a closed database", naming no memory)."""
+    closed (sqlite3 said "Cannot operate on a closed database", naming no memory), but
+    for what it is, fixed at creation: location, dimension, encoder, capabilities."""
 
-    def __init__(self, location: str) -> None:
-        self.location = location
+    def __init__(self, store: Store) -> None:
+        self.location: str = store.location
+        self.dim: int = store.dim
+        self.identity: EncoderIdentity = store.identity
+        self.capabilities: Capabilities = store.capabilities
 
     def close(self) -> None:
         """Closing again does nothing."""
