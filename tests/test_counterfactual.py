@@ -287,3 +287,15 @@ def test_softmax_votes_below_the_smallest_float_are_found_greedily():
     cf = counterfactual(sims, np.arange(4), labels, weights, params, exhaustive=True)
     assert cf.label == "a" and not cf.exact and cf.remove is not None
     assert label_of(sims, labels, weights, params, np.isin(np.arange(4), cf.remove, invert=True)) != "a"
+
+
+@pytest.mark.parametrize("vote", ["rank", "prototype", "hybrid"])
+def test_a_restriction_no_item_matches_has_no_label_to_change(tmp_path, vote):
+    """With the prototype and hybrid votes the counterfactual stacked the classes'
+    prototype scores, and with no class left it failed (ValueError: need at least one
+    array to stack; a 500 on POST /classify?counterfactual=true), found by the fuzzer."""
+    with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.random.default_rng(0).standard_normal((20, 4)), ["a"] * 10 + ["b"] * 10)
+        decision = memory.classify_vectors(np.ones(4), vote=vote, labels=["zzz"], counterfactual=True)[0]
+        assert decision.label is None and decision.to_dict()["counterfactual"]["summary"] == "no label to change"
+        assert memory.classify_vectors(np.ones(4), vote=vote, counterfactual=True)[0].counterfactual.remove

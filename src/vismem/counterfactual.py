@@ -223,7 +223,10 @@ class _Scorer:
         return sims, totals, alive, counts
 
     def _class_maxima(self, cluster_sims: np.ndarray) -> np.ndarray:
-        """(T, classes) from (T, P): each class's best prototype."""
+        """(T, classes) from (T, P): each class's best prototype (no class: a restriction
+        that no item matches)."""
+        if not self._of_class:
+            return np.empty((len(cluster_sims), 0))
         return np.stack([cluster_sims[:, of_class].max(axis=1) for of_class in self._of_class], axis=1)
 
     def trial_margins(self, gone: np.ndarray, left: np.ndarray, how: str, label: str) -> np.ndarray:
