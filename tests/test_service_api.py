@@ -239,7 +239,33 @@ def test_a_body_that_is_not_a_json_object_is_named(client):
             assert answer.status_code == 422 and "JSON object" in said and "Content-Type: application/json" in said
         broken = client.patch(path, content=b'{"weight": 0,}', headers={**AUTH, "Content-Type": "application/json"})
         assert broken.status_code == 400 and "not JSON" in broken.json()["error"]  # as the 400 row says
+        # a JSON object that asks for no change is one, and is told what to send (it was told the above)
+        nothing = client.patch(path, json={} if path == "/items/1" else {"ids": [1]}, headers=AUTH)
+        assert nothing.status_code == 422
+        assert nothing.json()["error"] == "invalid request: send a new label, a weight, or both"
     assert client.get("/items/1").json()["weight"] == 1.0
+
+
+def test_a_form_field_the_endpoint_does_not_take_is_refused(client, memory, digit_sets):
+    """FastAPI ignored them: `only-label` (the CLI's spelling) searched every item, a
+    misspelt `sourse` was dropped, `counterfactual` sent as a field (it is a query
+    parameter) did nothing, and of two `file` parts the first was silently dropped."""
+    query = digit_sets["1"][PER_LABEL]
+    for form, says in (({"only-label": "2"}, "unknown form field only-label; this endpoint takes file, vector, "),
+                       ({"only-label": "2"}, ": only_label (not only-label)"),
+                       ({"counterfactual": "true"}, "as a query parameter, ?counterfactual=true"),
+                       ({"k": ["1", "2"]}, "k given more than once; it takes one")):
+        answer = classify(client, query, **form)
+        assert answer.status_code == 422 and says in answer.json()["error"], answer.text
+    twice = client.post("/search", files=[("file", ("a.png", query, "image/png")),
+                                          ("file", ("b.png", digit_sets["2"][0], "image/png"))])
+    assert twice.status_code == 422 and "file given more than once" in twice.json()["error"]
+    added = client.post("/items", files=[upload("new.png", digit_sets["2"][PER_LABEL])],
+                        data={"label": "2", "sourse": "web"}, headers=AUTH)
+    assert added.status_code == 422 and "unknown form field sourse" in added.json()["error"]
+    assert len(memory) == 3 * PER_LABEL  # nothing was added
+    restricted = classify(client, query, only_label=["2"], k=3)  # the fields it takes still work
+    assert restricted.status_code == 200 and {n["label"] for n in restricted.json()["neighbors"]} == {"2"}
 
 
 # ---- security and limits -------------------------------------------------------------

@@ -305,6 +305,12 @@ def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
     shown = run_cli("info", tmp_path / "v", check=True).stdout
     assert "None" not in created + shown, created + shown
     assert "no encoder: precomputed vectors, 4-d" in created and "none: precomputed vectors (4-d)" in shown
+    from conftest import start_server, stop_server
+
+    process, _ = start_server(tmp_path / "v")  # its banner said "encoding with None", "encoder None"
+    banner = stop_server(process)
+    assert "None" not in banner and "no encoder: this memory takes precomputed 4-d vectors" in banner
+    assert "(0 items, encoder none)" in banner
 
 
 def test_eval_refuses_before_encoding_the_test_set(small_memory, tmp_path):

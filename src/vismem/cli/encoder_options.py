@@ -43,8 +43,11 @@ def encoding(memory, *, required: bool = True) -> str:
 
 
 def announce(memory) -> None:
-    """One stderr line naming the encoder and where it runs."""
-    err.print(f"encoding with {memory.encoder_name}: {encoding(memory, required=False)}")
+    """One stderr line naming the encoder and where it runs (or that there is none)."""
+    if memory.encoder_name is None:
+        err.print(f"no encoder: this memory takes precomputed {memory.dim}-d vectors")
+    else:
+        err.print(f"encoding with {memory.encoder_name}: {encoding(memory)}")
 
 
 def planned_encoding(memory) -> dict | None:

@@ -51,7 +51,7 @@ from ..memory import Memory
 from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from .batcher import EncodeBatcher
-from .http import BodyLimit, HeadAsGet, add_error_handlers, responses
+from .http import BodyLimit, HeadAsGet, add_error_handlers, known_form_fields, responses
 from .models import (
     MAX_ID,
     MAX_VALUES,
@@ -323,7 +323,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
-    @app.post("/classify", tags=["memory"], dependencies=reading,
+    @app.post("/classify", tags=["memory"], dependencies=[*reading, Depends(known_form_fields)],
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
         request: Request,
@@ -353,7 +353,8 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
             counterfactual=counterfactual)
         return decisions[0].to_dict()
 
-    @app.post("/search", tags=["memory"], dependencies=reading, response_model=SearchOut,
+    @app.post("/search", tags=["memory"], dependencies=[*reading, Depends(known_form_fields)],
+              response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
         request: Request,
@@ -413,7 +414,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     """Endpoints that edit the memory: the token, or 403 on a read-only server."""
     memory = service.memory
 
-    @app.post("/items", tags=["items"], status_code=201, dependencies=writing, response_model=AddOut,
+    @app.post("/items", tags=["items"], status_code=201, dependencies=[*writing, Depends(known_form_fields)],
+              response_model=AddOut,
               responses=responses(415, *write_errors))
     async def add_items(
         files: Annotated[list[UploadFile], File(description="Images (image/* content types).")],

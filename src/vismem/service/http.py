@@ -9,7 +9,7 @@ written from it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, MutableMapping
+from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,8 +43,8 @@ STATUS: dict[int, str] = {
          "vectors) so it cannot take images, or it lies on read-only media. Nothing changed.",
     413: "The request body is over --max-upload-mb. Nothing changed.",
     415: "A file part is not sent as image/*. Nothing changed.",
-    422: "The request does not match this document (a missing, unknown-valued or out-of-range field). "
-         "Nothing changed.",
+    422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
+         "out-of-range field). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
          "Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
@@ -89,8 +89,10 @@ def add_error_handlers(app: FastAPI) -> None:
             if e.get("type") == "json_invalid":  # does not parse: 400, as STATUS says
                 at, why = e.get("loc", ("", "?"))[-1], (e.get("ctx") or {}).get("error", "")
                 return error(400, f"the body is not JSON: {why} at character {at}")
-            if tuple(e.get("loc", ())) == ("body",):  # the body itself: missing, not JSON, not an object
-                problems.append(JSON_BODY)
+            if tuple(e.get("loc", ())) == ("body",):  # the body as a whole
+                # missing, not JSON, not an object; else a check of the whole object failed
+                value_error = e.get("type") == "value_error"
+                problems.append(str(e.get("msg", "")).removeprefix("Value error, ") if value_error else JSON_BODY)
                 continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
@@ -102,6 +104,33 @@ def add_error_handlers(app: FastAPI) -> None:
         return error(status, str(exc))
 
     app.add_middleware(CatchAll)
+
+
+async def known_form_fields(request: Request) -> None:
+    """A form's fields must be the endpoint's, each single one once: FastAPI ignores any
+    other (`only-label`, the CLI's spelling, searched every item) and keeps the last of a
+    repeated one (of two `file` parts, the first was dropped)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return
+    fields = {field.alias: field for field in request.scope["route"].dependant.body_params}
+    form = await request.form()  # parsed once: FastAPI reads the same
+    unknown = sorted(set(form.keys()) - set(fields))
+    if unknown:
+        near = [f"{name} (not {name.replace('_', '-')})" for name in fields if name.replace("_", "-") in unknown]
+        raise StarletteHTTPException(422, f"invalid request: unknown form field {', '.join(unknown)}; this endpoint "
+                                          f"takes {', '.join(fields)}" + (f": {', '.join(near)}" if near else "")
+                                          + (" (and `counterfactual` as a query parameter, ?counterfactual=true)"
+                                             if "counterfactual" in unknown else ""))
+    repeated = [name for name, field in fields.items()
+                if len(form.getlist(name)) > 1 and not _is_list(field.field_info.annotation)]
+    if repeated:
+        raise StarletteHTTPException(422, f"invalid request: {', '.join(repeated)} given more than once; it takes one")
+
+
+def _is_list(annotation: Any) -> bool:
+    """Whether a parameter's type takes repeated values: list[...], or list[...] | None."""
+    return get_origin(annotation) is list or any(_is_list(arg) for arg in get_args(annotation))
 
 
 def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:

@@ -4,7 +4,8 @@ FastAPI writes most of it from the endpoints' types. This pass fixes what it can
 know: file parts are `image/*` (the server refuses anything else with 415); an
 optional parameter is absent, never null; every operation that takes input can answer
 422, and every one with a body 413, each with the one error body; a file list
-holds at least one file; and a query is an image `file` or a `vector`, exactly one.
+holds at least one file; a form takes no field it does not name (`http.known_form_fields`);
+and a query is an image `file` or a `vector`, exactly one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def _error(status: int) -> dict[str, Any]:
 
 
 def _form(content: dict[str, Any], schemas: dict[str, Any]) -> bool:
-    """A multipart body: file parts as image/*, at least one file in a list of files, and
-    optional fields that are absent rather than null. True when the body must hold one of
+    """A multipart body: file parts as image/*, at least one file in a list of files,
+    optional fields that are absent rather than null, and no other fields. True when the body must hold one of
     two fields (an image `file` or a `vector`), which makes it required."""
     reference = content["schema"].get("$ref", "")
     schema = schemas[reference.rsplit("/", 1)[-1]] if reference else content["schema"]
@@ -77,6 +78,7 @@ def _form(content: dict[str, Any], schemas: dict[str, Any]) -> bool:
             field = {**field, "items": IMAGE_PART, "minItems": 1}
             encoding[name] = {"contentType": "image/*"}
         schema["properties"][name] = field
+    schema["additionalProperties"] = False  # refused with 422: http.known_form_fields
     if {"file", "vector"} <= schema.get("properties", {}).keys():  # a query is an image or a vector, not both
         schema["oneOf"] = [{"required": ["file"]}, {"required": ["vector"]}]
         return True
