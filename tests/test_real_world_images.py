@@ -203,6 +203,10 @@ CASES: dict[str, Case] = {
     # high bit depth
     "I;16 png": lambda: (save(Image.fromarray(GREY16), "PNG"), rgb(GREY), 0),
     "I;16 tiff": lambda: (save(Image.fromarray(GREY16), "TIFF"), rgb(GREY), 0),
+    # a colour key (tRNS): the border's grey level 1 (no other pixel has it) is transparent;
+    # it showed as the dark grey it stands for
+    "I;16 png with a transparent grey": lambda: (
+        save(Image.fromarray(with_border(GREY16, 1)), "PNG", transparency=1), rgb(with_border(GREY, 255)), 0),
     "I;16B tiff": lambda: (save(Image.frombytes("I;16B", (360, 240), GREY16.astype(">u2").tobytes()), "TIFF"),
                            rgb(GREY), 0),
     "16-bit grey png, hand-written": lambda: (png16(GREY16), rgb(GREY), 0),

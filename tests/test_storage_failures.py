@@ -129,11 +129,15 @@ def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
         ids = memory.add_vectors(np.stack([direction * s for s in (1e-30, 1.0, 1e30)]), ["tiny", "one", "huge"])
         _, stored = memory.vectors(ids)
         np.testing.assert_allclose(stored, np.tile([0.6, 0.8, 0.0, 0.0], (3, 1)), rtol=1e-6)
-        for scale in (1e-30, 1e30):  # their squares underflow or overflow float32
+        for scale in (1e-30, 1e30, 1e200):  # their squares underflow or overflow float32
             with warnings.catch_warnings():
                 warnings.simplefilter("error")  # and nothing warns of it
                 hits = memory.search(direction * scale, k=3)[0]
+                # float64 past float32's range: it was cast to inf first ("NaN or infinity", with a warning)
+                added = memory.add_vectors(np.stack([direction * scale] * 2), ["scaled"] * 2)
             assert [hit.distance for hit in hits] == pytest.approx([0, 0, 0], abs=1e-6)
+            np.testing.assert_allclose(memory.vectors(added)[1], np.tile([0.6, 0.8, 0, 0], (2, 1)), rtol=1e-6)
+            memory.remove(added)
         for bad, message in ((np.zeros(4), "all zeros"), (np.array([np.nan, 1.0, 0, 0]), "finite"),
                              (np.array([np.inf, 0, 0, 0]), "finite"), (np.array([-np.inf, 1.0, 0, 0]), "finite")):
             with pytest.raises(InvalidInputError, match=message):  # one query: its own fast path

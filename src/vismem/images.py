@@ -290,7 +290,12 @@ def _eight_bit_opaque(image: Image.Image, transparent: bool) -> Image.Image:
     """High-depth grey -> L; anything with transparency -> RGB over white; palette -> RGB."""
     mode = image.mode
     if mode in GREY_16_BIT or mode in ("I", "F"):
-        return Image.fromarray(_grey_to_8bit(np.asarray(image), mode))
+        values = np.asarray(image)
+        grey = _grey_to_8bit(values, mode)
+        key = image.info.get("transparency") if transparent else None
+        if isinstance(key, (int, float)):  # a colour key (PNG tRNS): pixels of that value are transparent
+            grey = np.where(values == key, np.uint8(BACKGROUND[0]), grey)
+        return Image.fromarray(grey)
     if mode in WITH_ALPHA or transparent:
         try:
             rgba = image.convert("RGBA")

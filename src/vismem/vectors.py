@@ -37,7 +37,11 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
         raise InvalidInputError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     if vectors.dtype.kind not in "biuf":
         raise InvalidInputError("vectors must be finite numbers")
-    rows = np.asarray(vectors, dtype=np.float32)  # no copy: the division below makes one
+    if vectors.dtype.itemsize > 4 and vectors.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # finite values past float32's range: the slow path rescales them
+            rows = vectors.astype(np.float32)
+    else:
+        rows = np.asarray(vectors, dtype=np.float32)  # no copy: the division below makes one
     if queries and len(rows) == 1:
         # One query: the squares summed by BLAS (np.vdot), which overflow to inf
         # without a warning, so no np.errstate and one numpy call where the norm takes
@@ -60,15 +64,25 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
             return rows / norm
     norms = np.sqrt(squares)
     if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
-        rows, norms = _rescaled(rows, first_row)
+        rows, norms = _rescaled(rows, first_row, vectors)
     return rows / norms[:, None]
 
 
-def _rescaled(rows: np.ndarray, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _rescaled(rows: np.ndarray, first_row: int = 0, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The slow path of `unit_rows`: say what is wrong (rows counted from `first_row`),
     or rescale rows so that huge values do not overflow their norm, nor tiny ones
-    underflow it. Returns (rows, their norms)."""
+    underflow it. Returns (rows, their norms). A row of wider floats (`given`) past
+    float32's range is scaled down before it is cast: only its direction counts."""
     finite = np.isfinite(rows).all(axis=1)
+    if not finite.all() and given is not None and given.dtype.kind == "f" and given.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):  # (a long double past float64's range stays inf)
+            wide = given[~finite].astype(np.float64)
+        fits = np.isfinite(wide).all(axis=1) & wide.any(axis=1)
+        if fits.any():
+            rows = rows.copy()
+            scaled = wide[fits] / np.abs(wide[fits]).max(axis=1, keepdims=True)
+            rows[np.flatnonzero(~finite)[fits]] = scaled.astype(np.float32)
+            finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise InvalidInputError(f"vectors must be finite numbers: row {first_row + bad[0]} holds NaN or infinity"

@@ -21,7 +21,8 @@ RuntimeOpt = typer.Option("auto", "--runtime", help=f"{'|'.join(RUNTIMES)}: auto
 PrecisionOpt = typer.Option("auto", "--precision", help=f"{'|'.join(PRECISIONS)}: auto is fp16 on CUDA "
                             "(checked against fp32), fp32 elsewhere; fp32 opts out of half precision.")
 BatchSizeOpt = typer.Option(None, "--batch-size", min=1, metavar="N",
-                            help="Images per forward pass [default: fitted to the GPU, 32 on CPU].")
+                            help="Images per forward pass [default: fitted to the GPU; on the CPU 32, "
+                                 "256 for the pixels encoder].")
 DecodeWorkersOpt = typer.Option(None, "--decode-workers", min=0, max=MAX_DECODE_WORKERS, metavar="N",
                                 help="Processes that decode images (0: a thread) [default: measured].")
 
