@@ -326,7 +326,7 @@ def add(
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N",
                                              help="Images per batch (forward pass and commit) [default: fitted "
-                                             "to the GPU, 32 on CPU]."),
+                                             "to the GPU; on the CPU 32, 256 for the pixels encoder]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE", callback=key_values("--meta"),
