@@ -317,6 +317,10 @@ def test_bad_uploads_are_refused_with_json(client, digit_sets):
     assert wrong_type.status_code == 415
     no_label = client.post("/items", files=[upload("a.png", digit_sets["0"][0])], headers=AUTH)
     assert no_label.status_code == 422 and "label" in no_label.json()["error"]
+    # a part without a file name reaches FastAPI as text: "Expected UploadFile, received: <class 'str'>"
+    nameless = client.post("/classify", files={"file": ("", digit_sets["0"][0], "image/png")})
+    assert nameless.status_code == 422 and "file: not a file: send it as a file part, with a file name" \
+        in nameless.json()["error"]
 
 
 def test_size_and_pixel_limits(memory, digit_sets):

@@ -95,7 +95,12 @@ def add_error_handlers(app: FastAPI) -> None:
                 problems.append(str(e.get("msg", "")).removeprefix("Value error, ") if value_error else JSON_BODY)
                 continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
-            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
+            message = str(e.get("msg", "invalid"))
+            if "Expected UploadFile" in message:  # a part without a file name is a text field to Starlette
+                field = where.split(".")[0]
+                message = (f"not a file: send it as a file part, with a file name "
+                           f"(curl -F '{field}=@x.png;type=image/png')")
+            problems.append(f"{where}: {message}" if where else message)
         return error(422, "invalid request: " + "; ".join(problems))
 
     @app.exception_handler(VismemError)
