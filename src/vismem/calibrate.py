@@ -14,7 +14,7 @@ at or below it and is answered. Where the memory searches through a feature tran
 fitted on its items, each item is scored through a fit made without it (`FOLDS` folds),
 as a query is: whitening spreads apart the items it is fitted on, so their scores ran
 higher than any query's (200 digits whitened: 0 of 500 new digits abstained for a target
-of 5%; 4.8% now). The calibration records how many items it was fitted on and the newest
+of 5%; 3.6% now). The calibration records how many items it was fitted on and the newest
 item id then (ids are never reused), so a memory that gained or lost more than
 `STALE_FRACTION` of its items since can say so (`changed_fraction`).
 """
