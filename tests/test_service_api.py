@@ -386,9 +386,10 @@ def test_classify_never_sees_a_half_applied_edit(client, digit_sets):
 
 
 def test_reads_go_on_while_an_edit_waits_for_another_process_to_write(client, memory, digit_sets):
-    """Another process holds the memory's write lock (a long `vismem add`). An edit sent
-    meanwhile waits for it; reads sent after that edit are answered at once, not queued
-    behind it (they waited as long as the other process wrote: up to 120 s, then 503)."""
+    """Another process holds the memory's write lock (a long `vismem add`). Edits sent
+    meanwhile wait for it; reads sent after them are answered at once, not queued behind
+    them (they waited as long as the other process wrote: up to 120 s, then 503). Ten
+    edits wait as one does: no more than the readers' threads, and no fewer."""
     import sqlite3
 
     other = sqlite3.connect(memory.path / "memory.sqlite", isolation_level=None, check_same_thread=False)
@@ -400,9 +401,13 @@ def test_reads_go_on_while_an_edit_waits_for_another_process_to_write(client, me
                                        data={"label": "2"}, headers=AUTH)
 
     writer = threading.Thread(target=add)
+    blocks = [threading.Thread(target=lambda i=i: client.patch(f"/items/{i}", json={"weight": 1}, headers=AUTH))
+              for i in range(1, 11)]
     try:
         writer.start()
-        time.sleep(1.0)  # the edit is waiting for the lock by now
+        for thread in blocks:
+            thread.start()
+        time.sleep(1.0)  # the edits are waiting for the lock by now
         assert writer.is_alive() and "response" not in edit
         answers: list = []
         reader = threading.Thread(target=lambda: answers.extend(
@@ -416,6 +421,8 @@ def test_reads_go_on_while_an_edit_waits_for_another_process_to_write(client, me
         other.execute("ROLLBACK")
         other.close()
         writer.join(timeout=60)
+        for thread in blocks:
+            thread.join(timeout=60)
     assert edit["response"].status_code == 201 and edit["response"].json()["added"] == 1
 
 
@@ -479,10 +486,12 @@ def test_serve_command_read_only_then_with_token(memory, digit_sets):
         assert reopened.get(1).weight == 0.0
 
 
-def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets):
+@pytest.mark.parametrize("closing", ["the memory", "its database"])
+def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")
     app = create_app(mem, ServiceSettings())
-    mem.store.db._db.close()  # every store read now fails inside sqlite3, as a real bug would
+    # every store read now fails, as a real bug would make it (a MemoryClosedError, or inside sqlite3)
+    mem.close() if closing == "the memory" else mem.store.db._db.close()
     with TestClient(app, raise_server_exceptions=False) as c:
         response = c.get("/stats")
     assert response.status_code == 500

@@ -12,6 +12,7 @@ from vismem.errors import (
     EmptyMemoryError,
     EncoderError,
     InvalidInputError,
+    MemoryClosedError,
     MemoryExistsError,
     MemoryNotFoundError,
     VismemError,
@@ -274,8 +275,13 @@ def test_a_closed_memory_says_it_is_closed(memdir):
     uses = [lambda: len(memory), lambda: memory.search(unit_vectors(1, 8)), lambda: memory.classify_vectors(
         unit_vectors(1, 8)), lambda: memory.add_vectors(unit_vectors(1, 8), ["c"]), lambda: memory.remove([1])]
     for use in uses:
-        with pytest.raises(VismemError, match=f"memory at {memdir} is closed: open it again with Memory.open"):
+        with pytest.raises(MemoryClosedError, match=f"memory at {memdir} is closed: open it again with Memory.open"):
             use()
     assert memory.path == memdir and memory.dim == 8 and memory.encoder_name is None  # what it is stays
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(copy.deepcopy(memory))).path == memdir  # Python's own questions get answers
+    assert not hasattr(memory.store, "_anything")
     with Memory.open(memdir) as again:
         assert len(again) == 10

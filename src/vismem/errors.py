@@ -41,5 +41,9 @@ class DiskFullError(VismemError):
     """The disk filled up during a write; the failed write left nothing behind."""
 
 
+class MemoryClosedError(VismemError):
+    """A `Memory` was used after `close()`: a mistake in the calling program."""
+
+
 class MemoryBusyError(VismemError):
     """Another process held the memory's write lock for too long."""

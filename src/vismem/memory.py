@@ -28,8 +28,8 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, NotCalibratedError, ReadOnlyMemoryError,
-                     VismemError)
+from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
+                     ReadOnlyMemoryError)
 from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
@@ -924,7 +924,10 @@ class _Closed:
         raise self._closed()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # Python's own questions (copy, pickle, hasattr of a dunder)
+            raise AttributeError(name)
         raise self._closed()
 
-    def _closed(self) -> VismemError:
-        return VismemError(f"memory at {self.location} is closed: open it again with Memory.open")
+    def _closed(self) -> MemoryClosedError:
+        where = self.__dict__.get("location", "?")
+        return MemoryClosedError(f"memory at {where} is closed: open it again with Memory.open")

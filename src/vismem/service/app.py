@@ -115,6 +115,8 @@ class _MemoryService:
         self.settings = settings
         self.lock = aiorwlock.RWLock()
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vismem")
+        # edits wait for other processes' writes here, one at a time, never in the readers' pool
+        self.wait_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-wait")
         # one forward pass at a time: torch already uses every core inside one
         self.encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-encode")
         self.encoder = memory.encoder if memory.encoder_name is not None else None
@@ -142,7 +144,7 @@ class _MemoryService:
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # Another process's write (a long `vismem add`) is waited for before taking the
         # lock: readers queue behind a waiting writer, and would wait for that process too.
-        await self.run(self.memory.wait_for_writers)
+        await asyncio.get_running_loop().run_in_executor(self.wait_pool, self.memory.wait_for_writers)
         async with self.lock.writer_lock:
             return await self.run(self._refreshed, fn, *args, **kwargs)
 
@@ -214,6 +216,7 @@ class _MemoryService:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.encode_pool.shutdown(wait=True)
+        self.wait_pool.shutdown(wait=True)
 
 
 def parse_vector(text: str, dim: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..errors import (
     EncoderError,
     InvalidInputError,
     MemoryBusyError,
+    MemoryClosedError,
     NotCalibratedError,
     ReadOnlyMemoryError,
     VismemError,
@@ -52,8 +53,11 @@ STATUS: dict[int, str] = {
 }
 # e.g. `curl -d '{...}'` without -H: curl sends it as a form, which FastAPI does not parse as JSON
 JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: application/json"
-STATUS_BY_ERROR = ((EmptyMemoryError, 409), (EncoderError, 409), (ReadOnlyMemoryError, 409), (NotCalibratedError, 409),
-                   (MemoryBusyError, 503), (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
+INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
+# (a closed memory is the server's own mistake: a 500, as any bug)
+STATUS_BY_ERROR = ((MemoryClosedError, 500), (EmptyMemoryError, 409), (EncoderError, 409),
+                   (ReadOnlyMemoryError, 409), (NotCalibratedError, 409), (MemoryBusyError, 503),
+                   (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
 
 
 class ErrorBody(BaseModel):
@@ -106,6 +110,9 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VismemError)
     async def vismem_error(request: Request, exc: VismemError) -> JSONResponse:
         status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
+        if status == 500:
+            log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+            return error(500, INTERNAL)
         return error(status, str(exc))
 
     app.add_middleware(CatchAll)
@@ -195,7 +202,7 @@ class CatchAll:
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await error(500, "internal error: the server log has the details")(scope, receive, send)
+                await error(500, INTERNAL)(scope, receive, send)
 
 
 class BodyLimit:
