@@ -465,3 +465,26 @@ def test_a_damaged_database_is_one_line_that_names_the_way_out(small_memory, tmp
     for command in (["info"], ["classify", queries[0]]):
         one_line_error(run_cli(command[0], broken, *command[1:]),
                        "is not the database of a vismem memory, or it is damaged", "import an export")
+
+
+def test_a_database_this_user_cannot_read_is_not_called_damaged(small_memory, tmp_path):
+    """It was "not the database of a vismem memory, or it is damaged ... restore the folder
+    from a backup": advice that could make a user overwrite good data."""
+    import os
+    import subprocess
+    import sys
+
+    _, memdir, _ = small_memory
+    locked = tmp_path / "locked"
+    shutil.copytree(memdir, locked)
+    (locked / "memory.sqlite").chmod(0)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    result = subprocess.run([*prefix, sys.executable, "-m", "vismem", "info", str(locked)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "check that this user may read it" in result.stderr and "damaged" not in result.stderr

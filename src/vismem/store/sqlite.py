@@ -169,6 +169,9 @@ class Database:
                 db.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise storage_error(exc, path, "opening the memory", "nothing was changed") from None
+            if "unable to open" in str(exc):  # not readable by this user: nothing says it is damaged
+                raise VismemError(f"cannot open {file}: {exc}; check that this user may read it (and the "
+                                  "folder, and write both to change the memory)") from None
             raise VismemError(f"{file} is not the database of a vismem memory, or it is damaged ({exc}): "
                               "restore the folder from a backup, or import an export of it (`vismem import`)"
                               ) from None
