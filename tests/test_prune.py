@@ -203,3 +203,19 @@ def test_suspects_are_judged_by_the_votes_a_classification_counts(small_memory, 
     found = [json.loads(line) for line in cli("suspects", path, "--k", "1", "--json", check=True).stdout.splitlines()]
     assert [s["id"] for s in found] == [ids[X]]
     assert [e["id"] for e in found[0]["disagreeing"]] == [ids[1]]
+
+
+def test_suspects_search_as_a_classification_does_past_hard_pruned_items(tmp_path):
+    """Item 0, labelled B, sits among A's; its nearest item (an A) is hard-pruned. A
+    classification of its vector searches past the pruned item and says A. The self-query
+    of `suspects` kept the pruned item in its neighbour slot with no vote, gave item 0 no
+    vote at all, and missed it."""
+    from vismem.curate import find_suspects
+
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        ids = memory.add_vectors(circle([0, 5, 10, 12, 90, 95, 100]), ["B", "A", "A", "A", "B", "B", "B"])
+        memory.set_prune_counts({ids[1]: 5})
+        memory.update_settings(pruning=PruneSettings(mode="hard", threshold=2))
+        found = find_suspects(memory, k=1)
+        assert [(s.id, s.suggested) for s in found] == [(ids[0], "A")]
+        assert [e["id"] for e in found[0].disagreeing] == [ids[2]]  # not the pruned item

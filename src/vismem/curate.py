@@ -31,14 +31,16 @@ class MemoryArrays:
     vectors: np.ndarray
     labels: np.ndarray
     weights: np.ndarray
+    searchable: np.ndarray  # bool: what a search may find (not hard-pruned, when pruned)
 
 
 def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool = True,
                   pruned: bool = True) -> MemoryArrays:
     """Every item (or only those that can vote) as arrays, ordered by id; `weights` are
     the items' own weights times their pruning factors, 0 for items hard pruning keeps
-    from voting (with `pruned` False, their own alone). `vectors` are as searched
-    (through the memory's feature transform), or as stored with `searched` False."""
+    from voting, which `searchable` marks as no search finds them (with `pruned` False,
+    their own weights alone, and all searchable). `vectors` are as searched (through the
+    memory's feature transform), or as stored with `searched` False."""
     ids, vectors, labels, weights, counts = memory.voting_arrays()
     if searched:
         vectors = memory.transform.apply(vectors)
@@ -48,14 +50,17 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
         ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
     labels = np.asarray(labels.tolist())
     weights = np.asarray(weights, dtype=np.float64)
-    if pruned:  # as a classification weighs each vote
-        weights = weights * pruning.factors(counts) * pruning.votes(weights, counts)
+    searchable = np.ones(len(ids), dtype=bool)
+    if pruned:  # as a classification searches and weighs each vote
+        if pruning.excluded_from is not None:
+            searchable = np.asarray(counts) < pruning.excluded_from
+        weights = weights * pruning.factors(counts) * searchable
     if len(ids) == 0:
         held = len(memory)
         fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
                "--mode off`" if held else "add labelled images first")
         raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
-    return MemoryArrays(ids, vectors, labels, weights)
+    return MemoryArrays(ids, vectors, labels, weights, searchable)
 
 
 def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
@@ -175,7 +180,7 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
     data = memory_arrays(memory)
     # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
     query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions",
-                       progress=progress)
+                       progress=progress, searchable=data.searchable)
     out: list[Suspect] = []
     for r in suspect_order(query):
         # an item whose neighbours all carry no weight (blocked) got no vote: its

@@ -38,9 +38,11 @@ def encode_labels(labels) -> tuple[list[str], np.ndarray]:
 
 
 def self_neighbours(vectors: np.ndarray, k: int, progress: Callable[[int], None] | None = None,
-                    queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    queries: np.ndarray | None = None,
+                    searchable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest other rows: (similarities (n, k), row indices (n, k), -1 = none);
-    with `queries` (row indices), those rows' alone, in that order.
+    with `queries` (row indices), those rows' alone, in that order; with `searchable` (a
+    mask), neighbours only among those rows, as a search leaves hard-pruned items out.
 
     Exact inner-product search of the matrix against itself, the row itself dropped
     (by index, so an exact duplicate still counts as a neighbour). Searched a chunk of
@@ -48,15 +50,21 @@ def self_neighbours(vectors: np.ndarray, k: int, progress: Callable[[int], None]
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     asked = np.arange(len(vectors)) if queries is None else np.asarray(queries, dtype=np.int64)
+    pool = None if searchable is None else np.flatnonzero(searchable)
+    among = vectors if pool is None else vectors[pool]
     n = len(asked)
-    found = min(k + 1, len(vectors))
+    found = min(k + 1, len(among))
+    if found == 0:  # nothing to find
+        return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
     sims = np.empty((n, found), np.float32)
     rows = np.empty((n, found), np.int64)
     for start in range(0, n, SELF_QUERY_CHUNK):
         part = slice(start, min(start + SELF_QUERY_CHUNK, n))
-        sims[part], rows[part] = faiss.knn(vectors[asked[part]], vectors, found, metric=faiss.METRIC_INNER_PRODUCT)
+        sims[part], rows[part] = faiss.knn(vectors[asked[part]], among, found, metric=faiss.METRIC_INNER_PRODUCT)
         if progress:
             progress(part.stop - part.start)
+    if pool is not None:
+        rows = np.where(rows >= 0, pool[np.maximum(rows, 0)], -1)
     keep = rows != asked[:, None]
     # drop the self column (or the last column when self was not returned)
     drop_last = keep.all(axis=1)
@@ -122,13 +130,15 @@ class SelfQuery:
 
 
 def self_query(vectors: np.ndarray, labels, params: VoteParams, item_weights: np.ndarray | None = None,
-               count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None) -> SelfQuery:
+               count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None,
+               searchable: np.ndarray | None = None) -> SelfQuery:
     """Query every item against the rest of the memory with a kNN rule and count v
-    (`progress(n)` as n more items are queried)."""
+    (`progress(n)` as n more items are queried); `searchable`: the items a search may
+    find (default all; `self_neighbours`)."""
     if params.uses_prototypes:
         raise InvalidInputError("pruning counts neighbour votes: use a kNN vote (rank, softmax, distance, plurality)")
     classes, label_index = encode_labels(labels)
-    sims, rows = self_neighbours(vectors, params.k, progress)
+    sims, rows = self_neighbours(vectors, params.k, progress, searchable=searchable)
     neighbour_labels = np.where(rows >= 0, label_index[np.maximum(rows, 0)], -1)
     factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
     scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)
