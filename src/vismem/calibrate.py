@@ -39,6 +39,7 @@ MIX_MARGIN = 0.005                   # AUROC a mix must gain over the nearest it
 STALE_FRACTION = 0.10
 
 FOLDS = 20                           # fits of a transform, each without a twentieth of the items
+AUROC_FOLDS = 5                      # fewer where only AUROCs are compared, per class group
 Progress = Callable[[int], None]  # advance(n): n more items scored
 # fits the memory's feature transform on these rows (as stored) and returns its `apply`
 Refit = Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]]
@@ -218,8 +219,9 @@ def prototype_weight_auroc(vectors: np.ndarray, labels: Sequence[str] | np.ndarr
         known_x, known_y = vectors[~out_rows], label_of[~out_rows]
         searched = (lambda x: x) if refit is None else refit(known_x)
         known = ArrayMemory(searched(known_x), known_y, per_class=per_class, seed=seed)
+        alike = {"folds": AUROC_FOLDS} if refit else {"memory": known}  # (its prototypes, fitted once)
         in_near, in_proto = item_distances(known_x, known_y, refit, k=k, per_class=per_class, seed=seed,
-                                           progress=progress, **({} if refit else {"memory": known}))
+                                           progress=progress, **alike)
         assert in_proto is not None
         nb = known.query(searched(vectors[out_rows]), k)
         if progress:
