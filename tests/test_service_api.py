@@ -264,6 +264,14 @@ def test_a_form_field_the_endpoint_does_not_take_is_refused(client, memory, digi
                         data={"label": "2", "sourse": "web"}, headers=AUTH)
     assert added.status_code == 422 and "unknown form field sourse" in added.json()["error"]
     assert len(memory) == 3 * PER_LABEL  # nothing was added
+    # query parameters likewise: a form field sent in the URL, or a typo in a listing's
+    in_url = client.post("/classify?only_label=2", files={"file": ("q.png", query, "image/png")})
+    assert in_url.status_code == 422
+    assert "unknown query parameter only_label; this endpoint takes counterfactual" in in_url.json()["error"]
+    typo = client.get("/items?lable=2")
+    assert typo.status_code == 422 and "unknown query parameter lable; this endpoint takes offset, limit, label" \
+        in typo.json()["error"]
+    assert client.get("/items?label=2&limit=1").json()["total"] == PER_LABEL
     restricted = classify(client, query, only_label=["2"], k=3)  # the fields it takes still work
     assert restricted.status_code == 200 and {n["label"] for n in restricted.json()["neighbors"]} == {"2"}
 

@@ -51,7 +51,7 @@ from ..memory import Memory
 from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from .batcher import EncodeBatcher
-from .http import BodyLimit, HeadAsGet, add_error_handlers, known_form_fields, responses
+from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
 from .models import (
     MAX_ID,
     MAX_VALUES,
@@ -326,7 +326,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
-    @app.post("/classify", tags=["memory"], dependencies=[*reading, Depends(known_form_fields)],
+    @app.post("/classify", tags=["memory"], dependencies=[*reading, Depends(known_fields)],
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
         request: Request,
@@ -356,7 +356,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
             counterfactual=counterfactual)
         return decisions[0].to_dict()
 
-    @app.post("/search", tags=["memory"], dependencies=[*reading, Depends(known_form_fields)],
+    @app.post("/search", tags=["memory"], dependencies=[*reading, Depends(known_fields)],
               response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
@@ -375,7 +375,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                                   where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
 
-    @app.get("/items", tags=["items"], dependencies=reading, response_model=PageOut,
+    @app.get("/items", tags=["items"], dependencies=[*reading, Depends(known_fields)], response_model=PageOut,
              responses=responses(*read_errors))
     async def list_items(
         offset: int = Query(0, ge=0, le=MAX_ID, description="How many matching items to skip."),
@@ -417,7 +417,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     """Endpoints that edit the memory: the token, or 403 on a read-only server."""
     memory = service.memory
 
-    @app.post("/items", tags=["items"], status_code=201, dependencies=[*writing, Depends(known_form_fields)],
+    @app.post("/items", tags=["items"], status_code=201, dependencies=[*writing, Depends(known_fields)],
               response_model=AddOut,
               responses=responses(415, *write_errors))
     async def add_items(

@@ -118,26 +118,33 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_middleware(CatchAll)
 
 
-async def known_form_fields(request: Request) -> None:
-    """A form's fields must be the endpoint's, each single one once: FastAPI ignores any
-    other (`only-label`, the CLI's spelling, searched every item) and keeps the last of a
-    repeated one (of two `file` parts, the first was dropped)."""
+async def known_fields(request: Request) -> None:
+    """A request's query parameters and form fields must be the endpoint's, each single one
+    once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
+    `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
+    parts, the first was dropped)."""
+    dependant = request.scope["route"].dependant
+    _known("query parameter", request.query_params, {p.alias: p for p in dependant.query_params})
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return
-    fields = {field.alias: field for field in request.scope["route"].dependant.body_params}
-    form = await request.form()  # parsed once: FastAPI reads the same
-    unknown = sorted(set(form.keys()) - set(fields))
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()  # parsed once: FastAPI reads the same
+        _known("form field", form, {field.alias: field for field in dependant.body_params})
+
+
+def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
+    unknown = sorted(set(given.keys()) - set(fields))
     if unknown:
         near = [f"{name} (not {name.replace('_', '-')})" for name in fields if name.replace("_", "-") in unknown]
-        raise StarletteHTTPException(422, f"invalid request: unknown form field {', '.join(unknown)}; this endpoint "
-                                          f"takes {', '.join(fields)}" + (f": {', '.join(near)}" if near else "")
+        takes = f"this endpoint takes {', '.join(fields)}" if fields else f"this endpoint takes no {what}"
+        raise StarletteHTTPException(422, f"invalid request: unknown {what} {', '.join(unknown)}; {takes}"
+                                          + (f": {', '.join(near)}" if near else "")
                                           + (" (and `counterfactual` as a query parameter, ?counterfactual=true)"
-                                             if "counterfactual" in unknown else ""))
+                                             if "counterfactual" in unknown and what == "form field" else ""))
     repeated = [name for name, field in fields.items()
-                if len(form.getlist(name)) > 1 and not _is_list(field.field_info.annotation)]
+                if len(given.getlist(name)) > 1 and not _is_list(field.field_info.annotation)]
     if repeated:
-        raise StarletteHTTPException(422, f"invalid request: {', '.join(repeated)} given more than once; it takes one")
+        raise StarletteHTTPException(422, f"invalid request: {what} {', '.join(repeated)} given more than once; "
+                                          "it takes one")
 
 
 def _is_list(annotation: Any) -> bool:

@@ -4,7 +4,7 @@ FastAPI writes most of it from the endpoints' types. This pass fixes what it can
 know: file parts are `image/*` (the server refuses anything else with 415); an
 optional parameter is absent, never null; every operation that takes input can answer
 422, and every one with a body 413, each with the one error body; a file list
-holds at least one file; a form takes no field it does not name (`http.known_form_fields`);
+holds at least one file; a form takes no field it does not name (`http.known_fields`);
 and a query is an image `file` or a `vector`, exactly one.
 """
 
@@ -78,7 +78,7 @@ def _form(content: dict[str, Any], schemas: dict[str, Any]) -> bool:
             field = {**field, "items": IMAGE_PART, "minItems": 1}
             encoding[name] = {"contentType": "image/*"}
         schema["properties"][name] = field
-    schema["additionalProperties"] = False  # refused with 422: http.known_form_fields
+    schema["additionalProperties"] = False  # refused with 422: http.known_fields
     if {"file", "vector"} <= schema.get("properties", {}).keys():  # a query is an image or a vector, not both
         schema["oneOf"] = [{"required": ["file"]}, {"required": ["vector"]}]
         return True
