@@ -298,3 +298,42 @@ def test_a_write_refused_at_once_for_an_old_snapshot_is_not_called_a_long_wait(t
     reading.close()
     mine.close()
     other.close()
+
+
+@pytest.mark.slow
+@needs_mounts
+def test_a_search_index_that_cannot_be_saved_on_a_full_disk_is_rebuilt_not_a_failure(tmp_path):
+    """A removal on a full disk was committed, then its save of the HNSW index failed: a
+    traceback and exit 1 ("nothing changed"), a half-written index.faiss.tmp filling the
+    disk, the old index.faiss still holding the removed vectors, and every later command
+    failing the same way. Now the save is given up with a warning, its files go (they
+    are derived state), and the next open rebuilds the index in memory."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    np.save(tmp_path / "v.npy", np.random.default_rng(2).standard_normal((20_000, 32)).astype(np.float32))
+    (tmp_path / "v.txt").write_text("".join(f"c{i % 10}\n" for i in range(20_000)))
+    script = f"""
+mount -t tmpfs -o size=40m tmpfs "{mount}"
+$PYTHON -m vismem create "{mount}/m" --encoder none --dim 32 --index hnsw 2>/dev/null
+$PYTHON -m vismem add-vectors "{mount}/m" --vectors "{tmp_path}/v.npy" --labels "{tmp_path}/v.txt" 2>/dev/null
+fallocate -l $(( $(df --output=avail -B1 "{mount}" | tail -1) - 65536 )) "{mount}/filler"
+set +e
+$PYTHON -m vismem remove "{mount}/m" --label c3 --verify --json > "{tmp_path}/remove.json" 2> "{tmp_path}/remove.err"
+echo $? > "{tmp_path}/remove.rc"
+$PYTHON -m vismem search "{mount}/m" --queries "{tmp_path}/q.npy" -k 3 --json > "{tmp_path}/search.json" \
+    2> "{tmp_path}/search.err"
+echo $? > "{tmp_path}/search.rc"
+ls "{mount}/m/index" > "{tmp_path}/files.txt" 2>&1
+"""
+    np.save(tmp_path / "q.npy", np.load(tmp_path / "v.npy")[:2])
+    result = in_private_mounts(script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    removed, why = (tmp_path / "remove.json").read_text(), (tmp_path / "remove.err").read_text()
+    assert (tmp_path / "remove.rc").read_text().strip() == "0" and "Traceback" not in why, why
+    assert "could not save the search index" in why
+    report = json.loads(removed)
+    assert report["removed"] == 2_000 and report["verified"]["clean"]  # no file keeps a removed vector
+    assert (tmp_path / "search.rc").read_text().strip() == "0", (tmp_path / "search.err").read_text()
+    hits = [json.loads(line) for line in (tmp_path / "search.json").read_text().splitlines()]
+    assert [h["neighbors"][0]["id"] for h in hits] == [1, 2]  # each query finds its own item
+    assert ".tmp" not in (tmp_path / "files.txt").read_text()

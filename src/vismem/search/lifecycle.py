@@ -12,6 +12,8 @@ here, it can be rebuilt from the store.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import shutil
 from collections.abc import Callable, Collection, Iterator
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
 log = logging.getLogger("vismem")
+# why a saved index may not be written: a full disk or quota, read-only media, no permission
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class RebuiltElsewhere(Exception):
@@ -255,8 +259,20 @@ class ManagedIndex:
     def _save(self) -> None:
         if not isinstance(self.index, Persistent) or self.store.read_only:
             return
-        with saved.locked(self.directory):
-            self._write_saved(self.index)
+        try:
+            with saved.locked(self.directory):
+                self._write_saved(self.index)
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
+            # The index is derived state: a save that cannot be made is no error of the edit
+            # already committed. The half-written files go, with the stale ones they were to
+            # replace (which may hold removed items), and the next open rebuilds it.
+            with contextlib.suppress(OSError):
+                self._drop_saved()
+            self.dirty = False
+            log.warning("%s: could not save the search index (%s); it is rebuilt when the memory is next opened",
+                        self.directory, exc.strerror or exc)
 
     def _write_saved(self, index: Persistent) -> None:
         """Save, holding the lock: the edits are replayed first, inside it, so a removal
