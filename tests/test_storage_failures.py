@@ -337,3 +337,31 @@ ls "{mount}/m/index" > "{tmp_path}/files.txt" 2>&1
     hits = [json.loads(line) for line in (tmp_path / "search.json").read_text().splitlines()]
     assert [h["neighbors"][0]["id"] for h in hits] == [1, 2]  # each query finds its own item
     assert ".tmp" not in (tmp_path / "files.txt").read_text()
+
+
+@pytest.mark.skipif(not ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)")
+def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_path):
+    """After a crash (or beside a running server) the database's -wal and -shm files are
+    there; SQLite then opens it for a user who may not write it without an error, so the
+    memory was taken for writable, and its close failed saving the index it had caught up
+    (PermissionError traceback, no answer). Read-only permissions now read as read-only."""
+    memdir = tmp_path / "m"
+    vectors = np.random.default_rng(3).standard_normal((2_000, 16)).astype(np.float32)
+    np.save(tmp_path / "q.npy", vectors[:1])
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(vectors, [f"c{i % 4}" for i in range(2_000)])
+    crash = ("from vismem import Memory; import os, signal; m = Memory.open(os.environ['M']); "
+             "m.remove([2]); os.kill(os.getpid(), signal.SIGKILL)")  # the edit committed, the index unsaved
+    subprocess.run([sys.executable, "-c", crash], env={**os.environ, "M": str(memdir)}, timeout=300)
+    assert (memdir / "memory.sqlite-wal").exists()
+    caps = "-dac_override,-dac_read_search,-fowner"
+    subprocess.run(["chmod", "-R", "a-w", str(memdir)], check=True)
+    try:
+        result = subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-m",
+                                 "vismem", "search", str(memdir), "--queries", str(tmp_path / "q.npy"), "-k", "3",
+                                 "--json"], capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(memdir)], check=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    neighbours = [hit["id"] for hit in json.loads(result.stdout)["neighbors"]]
+    assert neighbours[0] == 1 and 2 not in neighbours

@@ -151,6 +151,10 @@ class Database:
         db: sqlite3.Connection | None = None
         try:
             try:
+                if not (os.access(file, os.W_OK) and os.access(path, os.W_OK)):
+                    # a database already in WAL mode, its -shm readable, opens read-only
+                    # without an error: only a write would fail, after the work
+                    raise sqlite3.OperationalError("not writable by this user")
                 db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 read_only = False
@@ -697,7 +701,7 @@ def storage_error(exc: sqlite3.Error, directory: Path, what: str,
             f"disk full while {what} in {directory}; {undone}: free space on that disk, or remove "
             "items with `vismem remove` (the memory keeps a small reserve so that removal works on a full disk)")
     if "readonly" in text or "read-only" in text:
-        return ReadOnlyMemoryError(f"memory at {directory} is read-only: cannot {what}")
+        return ReadOnlyMemoryError(f"memory at {directory} is read-only, so nothing could be written ({what})")
     if getattr(exc, "sqlite_errorname", "") == "SQLITE_BUSY_SNAPSHOT":  # at once, not after a wait
         return MemoryBusyError(f"memory at {directory} changed under a read still open on this connection while "
                                f"{what}; {undone}: try again")
@@ -711,8 +715,8 @@ def os_error(exc: OSError, directory: Path, what: str) -> VismemError:
     if exc.errno == errno.ENOSPC:
         return DiskFullError(f"disk full while {what} in {directory}: free space on that disk")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return ReadOnlyMemoryError(f"memory at {directory} is read-only: cannot {what}")
-    return VismemError(f"cannot {what} in {directory}: {exc.strerror or exc}")
+        return ReadOnlyMemoryError(f"memory at {directory} is read-only, so nothing could be written ({what})")
+    return VismemError(f"{what} in {directory} failed: {exc.strerror or exc}")
 
 
 # An item's metadata as filters read it: NULL where it is not JSON that SQLite reads (NaN,
