@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,6 +123,19 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and result.returncode != 0:
         raise AssertionError(f"vismem {args} exited {result.returncode}: {result.stderr}")
     return result
+
+
+def run_cli_unprivileged(*args: str) -> subprocess.CompletedProcess:
+    """`run_cli` as a user whom file permissions bind: as root, without the powers to read,
+    write or chmod any file (setpriv drops them); the test is skipped where setpriv is
+    missing."""
+    if os.geteuid() != 0:
+        return run_cli(*args, timeout=300)
+    if shutil.which("setpriv") is None:
+        pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-m", "vismem",
+                           *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def run_cli_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import json_lines
+from conftest import json_lines, run_cli_unprivileged
 
 from vismem import Memory
 from vismem.datasets import load_digits_images, write_image_folder
@@ -339,7 +339,6 @@ ls "{mount}/m/index" > "{tmp_path}/files.txt" 2>&1
     assert ".tmp" not in (tmp_path / "files.txt").read_text()
 
 
-@pytest.mark.skipif(not ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)")
 def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_path):
     """After a crash (or beside a running server) the database's -wal and -shm files are
     there; SQLite then opens it for a user who may not write it without an error, so the
@@ -354,12 +353,9 @@ def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_pat
              "m.remove([2]); os.kill(os.getpid(), signal.SIGKILL)")  # the edit committed, the index unsaved
     subprocess.run([sys.executable, "-c", crash], env={**os.environ, "M": str(memdir)}, timeout=300)
     assert (memdir / "memory.sqlite-wal").exists()
-    caps = "-dac_override,-dac_read_search,-fowner"
     subprocess.run(["chmod", "-R", "a-w", str(memdir)], check=True)
     try:
-        result = subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-m",
-                                 "vismem", "search", str(memdir), "--queries", str(tmp_path / "q.npy"), "-k", "3",
-                                 "--json"], capture_output=True, text=True, timeout=300)
+        result = run_cli_unprivileged("search", memdir, "--queries", tmp_path / "q.npy", "-k", "3", "--json")
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(memdir)], check=True)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]

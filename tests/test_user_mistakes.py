@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import json_lines
+from conftest import json_lines, run_cli_unprivileged
 from conftest import run_cli_here as run_cli  # in this process: no process boundary is tested here
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -429,23 +429,12 @@ def test_an_unreadable_file_given_by_name_is_answered_in_its_place(small_memory,
     """As one in a folder is: {"path", "error"} in its place, the others answered, exit 3.
     It was a usage error (exit 2, "path ... is not readable") and nothing was classified.
     Root reads any file, so as root the CLI runs without that power (setpriv)."""
-    import os
-    import subprocess
-    import sys
-
     _, memdir, queries = small_memory
     locked = tmp_path / "locked.png"
     shutil.copy(queries[0], locked)
     locked.chmod(0)
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
-        caps = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
     for command in ("classify", "search"):
-        result = subprocess.run([*prefix, sys.executable, "-m", "vismem", command, str(memdir), str(queries[1]),
-                                 str(locked), "--json"], capture_output=True, text=True, timeout=300)
+        result = run_cli_unprivileged(command, memdir, queries[1], locked, "--json")
         assert result.returncode == 3, result.stderr
         answers = [json.loads(line) for line in result.stdout.splitlines()]
         assert answers[0]["path"] == str(queries[1]) and "error" not in answers[0]
@@ -470,21 +459,10 @@ def test_a_damaged_database_is_one_line_that_names_the_way_out(small_memory, tmp
 def test_a_database_this_user_cannot_read_is_not_called_damaged(small_memory, tmp_path):
     """It was "not the database of a vismem memory, or it is damaged ... restore the folder
     from a backup": advice that could make a user overwrite good data."""
-    import os
-    import subprocess
-    import sys
-
     _, memdir, _ = small_memory
     locked = tmp_path / "locked"
     shutil.copytree(memdir, locked)
     (locked / "memory.sqlite").chmod(0)
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
-        caps = "-dac_override,-dac_read_search"
-        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
-    result = subprocess.run([*prefix, sys.executable, "-m", "vismem", "info", str(locked)],
-                            capture_output=True, text=True, timeout=300)
+    result = run_cli_unprivileged("info", locked)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "check that this user may read it" in result.stderr and "damaged" not in result.stderr
