@@ -50,10 +50,8 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
         ids, vectors, labels, weights, counts = ids[keep], vectors[keep], labels[keep], weights[keep], counts[keep]
     labels = np.asarray(labels.tolist())
     weights = np.asarray(weights, dtype=np.float64)
-    searchable = np.ones(len(ids), dtype=bool)
+    searchable = pruning.searchable(counts) if pruned else np.ones(len(ids), dtype=bool)
     if pruned:  # as a classification searches and weighs each vote
-        if pruning.excluded_from is not None:
-            searchable = np.asarray(counts) < pruning.excluded_from
         weights = weights * pruning.factors(counts) * searchable
     if len(ids) == 0:
         held = len(memory)

@@ -212,13 +212,17 @@ class PruneSettings:
         """Hard pruning: items with v at or above this do not vote (None: none excluded)."""
         return self.threshold if self.mode == "hard" else None
 
+    def searchable(self, counts: np.ndarray) -> np.ndarray:
+        """bool: which items a search may find, from their counts v (under hard pruning, v
+        below the threshold; else all)."""
+        if self.excluded_from is None:
+            return np.ones(np.shape(counts), dtype=bool)
+        return np.asarray(counts) < self.excluded_from
+
     def votes(self, weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """bool: which items vote, from their weights and counts v (weight > 0, and under
-        hard pruning v below the threshold)."""
-        keep = np.asarray(weights) > 0
-        if self.excluded_from is not None:
-            keep &= np.asarray(counts) < self.excluded_from
-        return keep
+        """bool: which items vote, from their weights and counts v (weight > 0, and found
+        by a search: `searchable`)."""
+        return (np.asarray(weights) > 0) & self.searchable(counts)
 
     def replace(self, **changes: object) -> PruneSettings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
