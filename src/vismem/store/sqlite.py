@@ -149,20 +149,21 @@ class Database:
                                           "`vismem create` made")
             raise MemoryNotFoundError(f"no memory at {path}: create one with `vismem create {path}`")
         db: sqlite3.Connection | None = None
+        # (a database already in WAL mode, its -shm readable, opens for a user who may not
+        # write it without an error: only a write would fail, after the work)
+        read_only = not (os.access(file, os.W_OK) and os.access(path, os.W_OK))
         try:
-            try:
-                if not (os.access(file, os.W_OK) and os.access(path, os.W_OK)):
-                    # a database already in WAL mode, its -shm readable, opens read-only
-                    # without an error: only a write would fail, after the work
-                    raise sqlite3.OperationalError("not writable by this user")
-                db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                read_only = False
-            except sqlite3.OperationalError:
-                if db is not None:
-                    db.close()
+            if not read_only:
+                try:
+                    db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
+                    db.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError:  # read-only media, and the like
+                    if db is not None:
+                        db.close()
+                    read_only = True
+            if read_only:
                 db = _open_read_only(file)
-                read_only = True
+            assert db is not None
             db.execute("PRAGMA synchronous=FULL")  # a returned edit survives power loss too
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
