@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vismem import Memory
-from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex
+from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex, saved
 from vismem.search.lifecycle import ManagedIndex
 from vismem.search.quality import inverse_lid, levina_bickel
 
@@ -523,3 +523,64 @@ def test_compacting_reports_every_live_item_it_puts_in(tmp_path):
         again: list[int] = []
         assert memory.compact(progress=again.append)["reclaimed"] == 0
         assert sum(again) == 2700  # compaction always rebuilds (to re-measure recall)
+
+
+# ---- the saved vectors are checked too ----------------------------------------------------
+
+def _saved_codes(path) -> tuple:
+    """(index.faiss, where its vectors start, bytes per vector, the item id of each row)."""
+    meta = json.loads((path / "index" / "meta.json").read_text())
+    return (path / "index" / "index.faiss", meta["codes_offset"], meta["code_size"],
+            np.load(path / "index" / "ids.npy").tolist())
+
+
+def _copy_vector(path, source: int, target: int) -> None:
+    """Write item `source`'s saved vector over item `target`'s, in index.faiss."""
+    blob, offset, size, rows = _saved_codes(path)
+    data = bytearray(blob.read_bytes())
+    start, end = (offset + rows.index(i) * size for i in (source, target))
+    data[end : end + size] = data[start : start + size]
+    blob.write_bytes(bytes(data))
+
+
+def test_a_damaged_vector_in_the_saved_index_is_found_and_the_index_rebuilt(tmp_path, caplog, monkeypatch):
+    """Bytes of one saved vector changed on disk (bit rot, a stray write): item 500 now
+    has item 0's vector, so it would be item 0's nearest other item. The vectors'
+    checksums (here one per 100 rows) find it and the index is rebuilt from the store."""
+    monkeypatch.setattr(saved, "CODE_BLOCK_BYTES", 100 * DIM * 4)
+    path = tmp_path / "m"
+    x = low_dim_vectors(700, seed=5)
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(x, [str(i % 3) for i in range(700)])
+    _copy_vector(path, ids[0], ids[500])
+    first = _saved_codes(path)[3].index(ids[500]) // 100 * 100
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        memory = Memory.open(path)
+    assert "rebuilding the hnsw index" in caplog.text
+    assert f"checksum of the vectors in rows {first}-{first + 99})" in caplog.text
+    with memory:
+        hits = [h.id for h in memory.search(x[0], 2)[0]]
+        assert hits == _exact_ids(memory, x[:1], 2)[0] and ids[500] not in hits
+
+
+def test_removals_scrubbed_in_place_keep_the_vectors_checksums_true(tmp_path, caplog):
+    """A purge zeroes removed vectors in the saved index in place and checksums their
+    blocks again: another process opening the memory then loads that index (no rebuild),
+    and still finds damage next to them."""
+    path = tmp_path / "m"
+    x = low_dim_vectors(700, seed=6)
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(x, [str(i % 3) for i in range(700)])
+    blob, offset, size, rows = _saved_codes(path)
+    with Memory.open(path) as memory:
+        memory.remove(ids[::50])
+        memory.purge()
+        start = offset + rows.index(ids[0]) * size
+        assert blob.read_bytes()[start : start + size] == bytes(size)  # scrubbed in place
+        with caplog.at_level(logging.WARNING, logger="vismem"), Memory.open(path) as other:
+            assert len(other) == 700 - 14 and other.search(x[0], 1)[0][0].id != ids[0]
+        assert "rebuilding" not in caplog.text
+    _copy_vector(path, ids[1], ids[2])
+    with caplog.at_level(logging.WARNING, logger="vismem"):
+        Memory.open(path).close()
+    assert "checksum of the vectors in rows 0-699" in caplog.text

@@ -7,8 +7,11 @@
                  live.npy     whether each row is live
 
 A removal zeroes the row's bytes in `index.faiss` and `live.npy` in place (`scrub`), so
-a removed vector leaves the disk without rewriting the index. That is why the checksum of
-`index.faiss` covers only what precedes the codes, and `live.npy` is checked by size.
+a removed vector leaves the disk without rewriting the index. That is why `index.faiss`
+has one checksum for what precedes the codes (and one for what follows them) and one per
+block of about a MiB of codes, which a scrub recomputes for the blocks it touched; a
+damaged code would otherwise go unseen and give wrong neighbours. `live.npy` is checked by
+size: the memory compares the live ids with the store's items when it opens.
 Rows are where the process that saved put them: each save has a token, and only that
 process's layout may be scrubbed.
 
@@ -46,6 +49,7 @@ log = logging.getLogger("vismem")
 
 META = "meta.json"
 FILES_FORMAT = 1
+CODE_BLOCK_BYTES = 1 << 20  # codes per checksum: a scrub rereads a block for each one it touches
 
 
 class IndexFileError(Exception):
@@ -94,7 +98,8 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
         # live.npy is scrubbed in place on removal, so only its size is fixed
         files[path.name] = {"size": path.stat().st_size,
                             "crc32": _crc(path.read_bytes()) if name == "ids" else None}
-    layout = {"codes_offset": offset, "code_size": codes.shape[1]}
+    layout = {"codes_offset": offset, "code_size": codes.shape[1],
+              "codes": _codes_checksums(memoryview(blob), offset, codes.shape[1], len(codes))}
     token = uuid.uuid4().hex
     full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout, "token": token}
     _write(directory / META, json.dumps(full).encode(), checked=None)
@@ -213,7 +218,9 @@ def _lock_fd(path: Path, *, create: bool) -> int:
 
 
 def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
-    """Zero the saved bytes (vector and liveness) of `rows`, in place."""
+    """Zero the saved bytes (vector and liveness) of `rows`, in place, and checksum the
+    blocks of codes that changed anew. A crash between the two leaves checksums that do not
+    match, which the next open reads as a damaged index, and rebuilds."""
     rows = rows[rows < layout.rows]
     if len(rows) == 0:
         return
@@ -225,6 +232,19 @@ def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
                 f.write(bytes(width))
             f.flush()
             os.fsync(f.fileno())
+    meta = json.loads((directory / META).read_text())
+    checksums = meta.get("codes")
+    if checksums is None:  # saved before codes had checksums: nothing to keep true
+        return
+    block_rows, crcs = checksums["block_rows"], checksums["crc32"]
+    with open(directory / "index.faiss", "rb") as f:
+        for block in np.unique(rows // block_rows).tolist():
+            first = block * block_rows
+            count = min(block_rows, checksums["rows"] - first)
+            start = layout.codes_offset + first * layout.code_size
+            crcs[block] = _crc(os.pread(f.fileno(), count * layout.code_size, start))
+    _write(directory / META, json.dumps(meta).encode(), checked=None)
+    sync_directory(directory)
 
 
 def read(directory: Path, *, kind: str, dim: int) -> SavedIndex:
@@ -255,8 +275,11 @@ def _read(directory: Path, kind: str, dim: int) -> SavedIndex:
             raise IndexFileError(f"{name} is missing or has the wrong size")
         data = path.read_bytes()
         if name == "index.faiss":
-            if _crc(data[: meta.get("codes_offset", len(data))]) != expect["crc32"]:
+            view = memoryview(data)  # slices of it copy nothing
+            if _crc(view[: meta.get("codes_offset", len(data))]) != expect["crc32"]:
                 raise IndexFileError(f"{name} is damaged (checksum)")
+            if "codes" in meta:  # (saves before these checksums have none)
+                _check_codes(view, meta["codes_offset"], meta["code_size"], meta["codes"])
             blob = data
             continue
         if expect["crc32"] is not None and _crc(data) != expect["crc32"]:
@@ -285,7 +308,30 @@ def _codes_offset(blob: bytes, codes: np.ndarray) -> int:
     raise RuntimeError("unexpected FAISS file layout: cannot scrub removed rows in place")
 
 
-def _crc(data: bytes) -> int:
+def _codes_checksums(blob: memoryview, offset: int, code_size: int, rows: int,
+                     block_rows: int | None = None) -> dict:
+    """Checksums of the codes, `rows` of `code_size` bytes from `offset`, `block_rows` rows
+    at a time, and of what follows them."""
+    block_rows = block_rows or max(CODE_BLOCK_BYTES // code_size, 1)
+    end = offset + rows * code_size
+    step = block_rows * code_size
+    return {"rows": rows, "block_rows": block_rows,
+            "crc32": [_crc(blob[start : min(start + step, end)]) for start in range(offset, end, step)],
+            "tail_crc32": _crc(blob[end:])}
+
+
+def _check_codes(blob: memoryview, offset: int, code_size: int, expect: dict) -> None:
+    found = _codes_checksums(blob, offset, code_size, expect["rows"], expect["block_rows"])
+    if found["tail_crc32"] != expect["tail_crc32"] or len(found["crc32"]) != len(expect["crc32"]):
+        raise IndexFileError("index.faiss is damaged (checksum after the vectors)")
+    for block, (crc, want) in enumerate(zip(found["crc32"], expect["crc32"], strict=True)):
+        if crc != want:
+            first = block * expect["block_rows"]
+            last = min(first + expect["block_rows"], expect["rows"]) - 1
+            raise IndexFileError(f"index.faiss is damaged (checksum of the vectors in rows {first}-{last})")
+
+
+def _crc(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
