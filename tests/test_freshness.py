@@ -305,10 +305,10 @@ def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_
     write lock that a third process holds: it fails, but what it caught up with stays, so the
     prototypes must follow it, as they do after a write that succeeds (they kept the
     classes they were built from)."""
-    import vismem.store.sqlite
+    import vismem.waits
 
     x, y, old, new = memory_without_sevens(memdir)
-    monkeypatch.setattr(vismem.store.sqlite, "BUSY_SECONDS", 1)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1)
     server = Memory.open(memdir)
     server.auto_refresh = False
     assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}
