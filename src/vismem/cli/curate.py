@@ -81,6 +81,7 @@ def prune(
         if mode == "off":  # nothing to query
             report = prune_memory(memory, mode)
         else:
+            memory.check_writable()  # (prune_memory checks too, but only inside the bar drawn here)
             with progress_bar("querying the memory against itself", len(memory)) as advance:
                 report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                                       progress=advance)
