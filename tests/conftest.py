@@ -113,6 +113,17 @@ def on_terminal(command: list[str], timeout: float = 300,
     return done, bytes(shown)
 
 
+# Holds the write lock of the database named by argv[1] (as another process's write does)
+# until its stdin closes.
+HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "db.execute('BEGIN IMMEDIATE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `vismem` CLI in a subprocess, as a user's script would: for what the
     process boundary is the point of (exit codes, stdout purity, kill -9)."""

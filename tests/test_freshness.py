@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from conftest import HOLD_WRITE_LOCK, unit_vectors
 
 from vismem import Memory
 from vismem.errors import MemoryBusyError
@@ -288,16 +288,6 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
         assert decided == [d.label for d in fresh.classify_vectors(x[new[100:120]], vote="prototype")]
     assert decided.count("7") >= 15
     server.close()
-
-
-# Holds the write lock of the database named by argv[1] until its stdin closes.
-HOLD_WRITE_LOCK = (
-    "import sqlite3, sys\n"
-    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-    "db.execute('BEGIN IMMEDIATE')\n"
-    "print('held', flush=True)\n"
-    "sys.stdin.read()\n"
-)
 
 
 def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_has_them(memdir, monkeypatch):
