@@ -113,6 +113,17 @@ def on_terminal(command: list[str], timeout: float = 300,
     return done, bytes(shown)
 
 
+# Holds the write lock of the database named by argv[1] (as another process's write does)
+# until its stdin closes.
+HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "db.execute('BEGIN IMMEDIATE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `vismem` CLI in a subprocess, as a user's script would: for what the
     process boundary is the point of (exit codes, stdout purity, kill -9)."""
@@ -125,17 +136,22 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     return result
 
 
-def run_cli_unprivileged(*args: str) -> subprocess.CompletedProcess:
-    """`run_cli` as a user whom file permissions bind: as root, without the powers to read,
-    write or chmod any file (setpriv drops them); the test is skipped where setpriv is
-    missing."""
+def unprivileged(command: list[str]) -> list[str]:
+    """`command` as run by a user whom file permissions bind: as root, without the powers to
+    read, write or chmod any file (setpriv drops them); the test is skipped where setpriv
+    is missing."""
     if os.geteuid() != 0:
-        return run_cli(*args, timeout=300)
+        return command
     if shutil.which("setpriv") is None:
         pytest.skip("as root, needs setpriv (util-linux) to run without the power to read any file")
     caps = "-dac_override,-dac_read_search,-fowner"
-    return subprocess.run(["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-m", "vismem",
-                           *map(str, args)], capture_output=True, text=True, timeout=300)
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+
+
+def run_cli_unprivileged(*args: str) -> subprocess.CompletedProcess:
+    """`run_cli` as a user whom file permissions bind (`unprivileged`)."""
+    return subprocess.run(unprivileged([sys.executable, "-m", "vismem", *map(str, args)]),
+                          capture_output=True, text=True, timeout=300)
 
 
 def run_cli_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:

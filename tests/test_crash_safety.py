@@ -2,15 +2,17 @@
 interrupted `vismem import` into a directory leaves nothing there."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from conftest import HOLD_WRITE_LOCK, unit_vectors
 
 from vismem import Memory
 from vismem.store import DB_NAME
@@ -221,6 +223,71 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     assert run.stderr.splitlines()[-1] == "terminated: every batch committed before this point is kept"
     with Memory.open(memdir) as memory:  # the first batch of 10,000, whole
         assert memory.ids() == list(range(1, 10_001))
+
+
+def _catches_sigterm_and_sleeps(pid: int) -> tuple[bool, bool]:
+    """Whether process `pid` has its SIGTERM handler in place (vismem's `main` sets it), and
+    whether its main thread sleeps in the kernel, as SQLite's wait for a lock does (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    try:
+        with open(f"/proc/{pid}/wchan") as wchan:
+            sleeping = "nanosleep" in wchan.read()
+    except OSError:
+        sleeping = True  # cannot tell: any moment before the commit serves
+    return bool(caught & 1 << (signal.SIGTERM - 1)), sleeping
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process's state in /proc")
+@pytest.mark.parametrize("args, left", [
+    (["remove", "--label", "c1"],
+     "nothing: no item was removed (`vismem remove` removes its items in one transaction)"),
+    (["relabel", "--id", "1", "--id", "2", "--label", "c9"],
+     "nothing: no item was relabelled (`vismem relabel` changes its items in one transaction)"),
+    (["block", "--id", "1"], "nothing: no item's weight was changed (it changes for all of them in one transaction)"),
+])
+def test_an_edit_stopped_before_its_one_transaction_says_nothing_changed(tmp_path, args, left):
+    """SIGTERM to `vismem remove` (or relabel, block) while it waits for another process's
+    write said "every batch committed before this point is kept", though it commits no
+    batches and had changed nothing. It says that nothing changed, and nothing did."""
+    memdir = tmp_path / "m"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(unit_vectors(300, 8, seed=3), [f"c{i % 3}" for i in range(300)])
+        before = memory.items(ids)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(memdir / DB_NAME)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        editing = subprocess.Popen([sys.executable, "-m", "vismem", args[0], str(memdir), *args[1:]],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        caught = waiting = False
+        while not (caught and waiting) and editing.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            caught, waiting = _catches_sigterm_and_sleeps(editing.pid)
+        assert caught, "the command never set its SIGTERM handler"
+        os.kill(editing.pid, signal.SIGTERM)  # it waits for the lock held above: nothing is committed yet
+    finally:
+        holder.communicate("")  # lets go of the lock: the command goes on, to the interrupt
+    _, stderr = editing.communicate(timeout=120)
+    assert editing.returncode == 143, stderr
+    assert stderr.splitlines()[-1] == f"terminated: {left}"
+    with Memory.open(memdir) as memory:
+        assert memory.items(ids) == before
+
+
+def test_a_removal_whose_report_cannot_be_written_says_it_was_committed(tmp_path):
+    """The reader of stdout gone when `remove` reports: the removal is committed and purged."""
+    memdir = tmp_path / "m"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(300, 8, seed=3), [f"c{i % 3}" for i in range(300)])
+    removed = _with_stdout_closed("remove", str(memdir), "--label", "c1", "--json")
+    assert removed.returncode == 141, removed.stderr
+    assert removed.stderr.splitlines() == [
+        f"stopped: the reader of stdout went away; the removal is committed; if this cut its purge short, copies "
+        f"of the removed items' bytes may stay in {memdir}'s files until `vismem compact {memdir}`"]
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {"c0": 100, "c2": 100}
 
 
 def _with_stdout_closed(*args: str) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from conftest import HOLD_WRITE_LOCK, unit_vectors
 
 from vismem import Memory
 from vismem.errors import MemoryBusyError
@@ -290,25 +290,15 @@ def test_prototypes_follow_what_a_write_caught_up_with(memdir):
     server.close()
 
 
-# Holds the write lock of the database named by argv[1] until its stdin closes.
-HOLD_WRITE_LOCK = (
-    "import sqlite3, sys\n"
-    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-    "db.execute('BEGIN IMMEDIATE')\n"
-    "print('held', flush=True)\n"
-    "sys.stdin.read()\n"
-)
-
-
 def test_a_write_that_fails_after_catching_up_leaves_prototypes_as_a_fresh_open_has_them(memdir, monkeypatch):
     """`compact` catches up (here with another process's new class), then cannot get the
     write lock that a third process holds: it fails, but what it caught up with stays, so the
     prototypes must follow it, as they do after a write that succeeds (they kept the
     classes they were built from)."""
-    import vismem.store.sqlite
+    import vismem.waits
 
     x, y, old, new = memory_without_sevens(memdir)
-    monkeypatch.setattr(vismem.store.sqlite, "BUSY_SECONDS", 1)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1)
     server = Memory.open(memdir)
     server.auto_refresh = False
     assert "7" not in {d.label for d in server.classify_vectors(x[new[100:120]], vote="prototype")}

@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from conftest import run_cli_here, unit_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import vismem.waits
 from vismem import Memory
+from vismem.errors import MemoryBusyError
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex, saved
 from vismem.search.lifecycle import ManagedIndex
 from vismem.search.quality import inverse_lid, levina_bickel
@@ -441,6 +448,66 @@ def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_p
         assert "saved index unusable" not in caplog.text  # the other loaded the grower's index
         assert other.info()["index"]["type"] == "hnsw" and len(other) == 600
         assert hits == grower.search(query, 5)
+
+
+# Holds the build lock of the index directory argv[1] as a process that rebuilds it does
+# (`saved.building`: its pid in the lock file, rewritten while it lives), until stdin closes.
+HOLD_BUILD_LOCK = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from vismem.search import saved\n"
+    "with saved.building(Path(sys.argv[1])):\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
+def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_life(tmp_path, monkeypatch):
+    """Another process holds the build lock (as while it rebuilds the index), and the saved
+    index is gone (as it drops it first). Opening the memory waits for it past the limit
+    while it lives, then, once it is stopped (SIGSTOP: as a debugger, a dead NFS server),
+    fails within the limit naming it, instead of hanging; the CLI says so on one line."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    (path / "index" / "meta.json").unlink()
+    limit, alive = 1.5, 3.0
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_BUILD_LOCK, str(path / "index")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
+        started = time.monotonic()
+        stop.start()
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(Memory.open, path)
+            try:
+                with pytest.raises(MemoryBusyError, match=f"process {holder.pid}, which rebuilds its index"):
+                    opening.result(timeout=alive + 10 * limit)
+                waited = time.monotonic() - started
+            finally:
+                stop.join()
+                os.kill(holder.pid, signal.SIGKILL)  # lets an old, unbounded wait end too
+        assert alive < waited < alive + 3 * limit
+        holder.wait(timeout=30)
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_BUILD_LOCK, str(path / "index")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        result = run_cli_here("info", path)
+        assert time.monotonic() - started < 3 * limit
+        assert result.returncode == 1, result.stderr
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}") and \
+            f"kill -CONT {holder.pid}" in last, result.stderr
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert not (path / "index" / "meta.json").exists()  # nothing was built meanwhile
+    with Memory.open(path) as memory:
+        assert len(memory) == 300
 
 
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import json_lines, run_cli_unprivileged
+from conftest import json_lines, on_terminal, run_cli_unprivileged, unprivileged
 
 from vismem import Memory
 from vismem.datasets import load_digits_images, write_image_folder
@@ -361,3 +361,44 @@ def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_pat
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     neighbours = [hit["id"] for hit in json.loads(result.stdout)["neighbors"]]
     assert neighbours[0] == 1 and 2 not in neighbours
+
+
+
+@pytest.fixture
+def unwritable_memory(tmp_path):
+    """A memory of 120 vectors (4 labels) that this user may read and not write, and its
+    files' bytes as they were made."""
+    memdir = tmp_path / "m"
+    vectors = np.random.default_rng(4).standard_normal((120, 16)).astype(np.float32)
+    with Memory.create(memdir, encoder=None, dim=16) as memory:
+        memory.add_vectors(vectors, [f"c{i % 4}" for i in range(120)])
+    made = {path.name: path.read_bytes() for path in memdir.iterdir() if path.is_file()}
+    subprocess.run(["chmod", "-R", "a-w", str(memdir)], check=True)
+    yield memdir, made
+    subprocess.run(["chmod", "-R", "u+w", str(memdir)], check=True)
+
+
+@pytest.mark.parametrize("command, bar", [(["calibrate"], "scoring each item"),
+                                          (["prune", "--mode", "soft"], "querying the memory"),
+                                          (["prune", "--mode", "hard", "--purge"], "querying the memory"),
+                                          (["tune"], "held-out")])
+def test_curation_refuses_a_memory_this_user_cannot_write_before_it_computes(unwritable_memory, command, bar):
+    """`calibrate`, `prune` and `tune` queried the whole memory against itself (minutes on a
+    big one) and only then failed to save what they found. Now each refuses at once, as
+    `add` does: the read-only error is the one line on the terminal, no bar was drawn."""
+    memdir, made = unwritable_memory
+    done, shown = on_terminal(unprivileged([sys.executable, "-m", "vismem", command[0], str(memdir), *command[1:]]))
+    said = shown.decode(errors="replace")
+    assert done.returncode == 1, said
+    assert bar not in said, said  # it never started
+    assert said.strip() == f"error: memory at {memdir} is read-only (read-only media or permissions): " \
+        "it can be searched and classified, not changed", said
+    assert {path.name: path.read_bytes() for path in memdir.iterdir() if path.is_file()} == made
+
+
+def test_curation_that_only_reads_runs_on_a_memory_this_user_cannot_write(unwritable_memory):
+    memdir, made = unwritable_memory
+    dry = run_cli_unprivileged("tune", memdir, "--dry-run", "--transform", "none", "--json")
+    assert dry.returncode == 0 and json_lines(dry)[0]["held_out"] > 0, dry.stderr
+    assert run_cli_unprivileged("suspects", memdir, "--json").returncode == 0
+    assert {path.name: path.read_bytes() for path in memdir.iterdir() if path.is_file()} == made

@@ -76,6 +76,8 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
 
     `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
     home that searches vectors as stored)."""
+    if save:  # a memory that cannot keep the result refuses before minutes of tuning
+        memory.check_writable()
     data = memory_arrays(memory, voting_only=True, searched=False)
     if transforms is None:
         transforms = TRANSFORM_CANDIDATES if memory.capabilities.feature_transforms else [TransformSpec()]
@@ -119,6 +121,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
     every decision, so they run higher)."""
+    memory.check_writable()  # every mode writes: refuse before the self-query, not after it
     if mode == "off":
         memory.update_settings(pruning=memory.pruning.replace(mode="off"))
         return PruneReport("off", len(memory), 0, None, 0, 0)
@@ -202,6 +205,8 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
     memory's items each scored against the rest (see `calibrate.fit_calibration`;
     `prototype_weight` None measures whether the prototype distance helps on this memory).
     `report(description, total)` (maintenance.Report) shows the scoring, once the items are read."""
+    if save:  # a memory that cannot keep the threshold refuses before scoring every item
+        memory.check_writable()
     fitted = not memory.transform.is_identity  # on the items: each is scored through a fit without it
     data = memory_arrays(memory, voting_only=True, searched=not fitted)
     spec = memory.transform.spec

@@ -18,6 +18,8 @@ import math
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -132,17 +134,39 @@ class _Stderr(logging.Handler):
 
 _warnings = _Stderr(logging.WARNING)
 
-# What Ctrl-C leaves behind, said on stderr: most writing commands commit batch by batch;
-# a command that is all or nothing (import, export) says so with `interrupted_leaves`, and
-# one that only reads the memory with `only_reads`.
-_AFTER_INTERRUPT = "every batch committed before this point is kept"
+# What Ctrl-C leaves behind, said on stderr. Commands write in different ways, so each
+# that writes says what is true of it with `interrupted_leaves`: `add` commits batch by
+# batch (BATCHES_KEPT), `remove` and `relabel` make one transaction (`one_transaction`),
+# import and export are all or nothing; one that only reads the memory uses `only_reads`.
+_AFTER_INTERRUPT = "every change committed before this point is kept"
 _after_interrupt = _AFTER_INTERRUPT
+BATCHES_KEPT = "every batch committed before this point is kept"
 
 
 def interrupted_leaves(what: str) -> None:
     """Say `what` (e.g. "nothing: DEST was not created") if this command is interrupted."""
     global _after_interrupt
     _after_interrupt = what
+
+
+@contextmanager
+def one_transaction(committed: Callable[[], bool], leaves: str) -> Iterator[None]:
+    """Around a call that makes one transaction: Ctrl-C after it says `leaves`, and before
+    it what was said so far. Within it the interrupt may come on either side of the commit,
+    so `committed()` asks the store then which it was."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            done = committed()
+        except Exception:  # the store cannot say (a server gone away)
+            interrupted_leaves("not known: the command's one transaction may or may not have been committed "
+                               "(`vismem info` shows the memory as it is)")
+        else:
+            if done:
+                interrupted_leaves(leaves)
+        raise
+    interrupted_leaves(leaves)
 
 
 def only_reads(command: str) -> None:

@@ -19,7 +19,8 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import missing_ids, parse_pairs, parse_where
-from . import EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, n_items, only_reads, out, progress_bar
+from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, n_items, one_transaction,
+               only_reads, out, progress_bar)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -205,6 +206,14 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
         raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
 
 
+def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
+    """Whether the given items that exist (one at least) all hold `values` (label, weight) in
+    the store: whether an update to them was committed. (The store's own answer:
+    `memory.items` would first catch up, midway in an interrupted write.)"""
+    items = memory.store.items(list(ids))
+    return bool(items) and all(getattr(item, name) == value for item in items for name, value in values.items())
+
+
 def exit_if_missing(missing: list[int]) -> None:
     """After the report: ids that were asked for but do not exist (`missing_ids`), named
     on stderr, while the others were done (`refuse_if_none_done` came first): partial
@@ -305,6 +314,8 @@ def create(
     if token:
         os.environ["VISMEM_MILVUS_TOKEN"] = token
     name = None if encoder.lower() == "none" else encoder
+    # (the store is made under a temporary name and renamed into place: never half made)
+    interrupted_leaves(f"the memory at {memdir} was made, empty, or not at all: `vismem info {memdir}` tells which")
     with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
                        target_recall=target_recall, float16=float16,
                        encoder_options=encoder_options(device, runtime, precision)) as memory:
@@ -347,6 +358,7 @@ def add(
     """
     from ..images import find_images
 
+    interrupted_leaves(BATCHES_KEPT)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
         total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
@@ -387,6 +399,7 @@ def add_vectors(
     Every row and label is checked before anything is added; then they are added
     10,000 rows per transaction, so a crash keeps every batch committed.
     """
+    interrupted_leaves(BATCHES_KEPT)
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
     names = load_labels(labels)
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
@@ -478,6 +491,7 @@ def remove(
     conditions = parse_where(where)
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
         raise typer.BadParameter("give exactly one of them", param_hint="--id / --label / --source / --where")
+    interrupted_leaves("nothing: no item was removed (`vismem remove` removes its items in one transaction)")
     with _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
@@ -486,7 +500,12 @@ def remove(
                                     "compacts and garbage-collects (run without --verify)")
         targets = memory.targets(ids or None, label=label, source=source, where=conditions)
         prints = fingerprints(memory, targets, report=partial(progress_bar, transient=True)) if verify else []
-        removed = memory.remove(targets)
+        # Its purge follows, as the memory closes (here too when interrupted); a purge cut
+        # short leaves copies of their bytes in the files until the next, which compact makes.
+        purge_left = (f"the removal is committed; if this cut its purge short, copies of the removed items' bytes may "
+                      f"stay in {memdir}'s files until `vismem compact {memdir}`")
+        with one_transaction(lambda: bool(targets) and not memory.store.items(targets), purge_left):
+            removed = memory.remove(targets)
         prints = unshared(prints, memory)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
@@ -527,7 +546,9 @@ def relabel(
     json_out: bool = JsonFlag,
 ) -> None:
     """Give items a new label, without re-encoding anything."""
-    with _open(memdir) as memory:
+    interrupted_leaves("nothing: no item was relabelled (`vismem relabel` changes its items in one transaction)")
+    with _open(memdir) as memory, \
+            one_transaction(lambda: all_have(memory, ids, label=label), f"the items are labelled {label!r} now"):
         changed = memory.relabel(ids, label)
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)
@@ -760,6 +781,8 @@ def demo(
     """Run the whole story on scikit-learn's digits, offline: build, classify, explain, add a class, remove."""
     from ..demo import run_demo
 
+    interrupted_leaves(f"{workdir} keeps what the demo made before this point" if workdir
+                       else "nothing: the demo's temporary folder is removed")
     summary = run_demo(encoder=encoder, per_class=per_class, workdir=workdir,
                        say=(lambda *a, **k: None) if json_out else out.print)
     if json_out:

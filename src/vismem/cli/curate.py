@@ -13,8 +13,8 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
-from . import app, emit, n_items, only_reads, out, progress_bar
-from .commands import JsonFlag, MemDir, _open, described_option, exit_if_missing, refuse_if_none_done
+from . import app, emit, interrupted_leaves, n_items, one_transaction, only_reads, out, progress_bar
+from .commands import JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
 
@@ -44,6 +44,11 @@ def tune(
     if transform not in ("auto", *TRANSFORMS):
         raise InvalidInputError(f"unknown --transform {transform!r}; choose auto, {', '.join(TRANSFORMS)}")
     candidates = None if transform == "auto" else [t for t in TRANSFORM_CANDIDATES if t.kind == transform]
+    if dry_run:
+        only_reads("tune --dry-run")
+    else:
+        interrupted_leaves("the memory's settings are as they were, unless `vismem tune` had saved its choice, in one "
+                           "commit at its end (an index it was rebuilding then is rebuilt at the next open)")
     with _open(memdir) as memory:
         result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
                              report=partial(progress_bar, transient=True))
@@ -77,10 +82,14 @@ def prune(
     except --mode hard --purge, which deletes."""
     from ..curate import prune_memory
 
+    # (its counts, the removals of --purge and the setting are three commits, at its end)
+    interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` was saving it at its end: then run "
+                       "it again" + (" (items --purge deleted stay deleted)" if purge else ""))
     with _open(memdir) as memory:
         if mode == "off":  # nothing to query
             report = prune_memory(memory, mode)
         else:
+            memory.check_writable()  # (prune_memory checks too, but only inside the bar drawn here)
             with progress_bar("querying the memory against itself", len(memory)) as advance:
                 report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                                       progress=advance)
@@ -145,6 +154,8 @@ def calibrate(
     `classify --abstain` uses it."""
     from ..curate import calibrate_memory
 
+    interrupted_leaves("the memory's abstention threshold is as it was, unless `vismem calibrate` had saved the new "
+                       "one, in one commit at its end")
     with _open(memdir) as memory:
         result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, report=progress_bar)
     if json_out:
@@ -159,7 +170,9 @@ def calibrate(
 
 
 def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:
-    with _open(memdir) as memory:
+    interrupted_leaves("nothing: no item's weight was changed (it changes for all of them in one transaction)")
+    with _open(memdir) as memory, \
+            one_transaction(lambda: all_have(memory, ids, weight=weight), f"the items' weight is {weight:g} now"):
         changed = memory.set_weight(ids, weight)
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)

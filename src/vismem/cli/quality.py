@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InvalidInputError, VismemError
-from . import app, emit, err, out, progress_bar
+from . import app, emit, err, interrupted_leaves, out, progress_bar
 
 
 @app.command("eval-protocols")
@@ -47,6 +47,8 @@ def eval_protocols(
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
+    interrupted_leaves(f"no memory was changed: `vismem eval-protocols` only reads, and writes its report to {output} "
+                       "at its end")
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
     check_protocols(chosen)  # before the data, which may take minutes to encode
     sources = sum(x is not None for x in (dataset, memory, embeddings))

@@ -12,7 +12,7 @@ from ..errors import InvalidInputError
 from ..images import Skipped
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, emit, only_reads, out, progress_bar
+from . import EXIT_SKIPPED, app, emit, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
                        in_input_order, load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
 
@@ -73,6 +73,8 @@ def reindex(
     json_out: bool = JsonFlag,
 ) -> None:
     """Switch MEMDIR's search index: rebuild it from the store, tune it and measure recall."""
+    interrupted_leaves("the memory's index setting is as it was, unless its one commit had gone through: then an "
+                       "index cut short is built when the memory is next opened")
     with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
         # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
         described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)
@@ -91,6 +93,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     Afterwards no file in MEMDIR holds a removed item's vector. Also done automatically
     when more than 20% of an approximate index's slots are removed items.
     """
+    interrupted_leaves("no item was added, removed or changed (`vismem compact` rewrites the memory's files, and "
+                       "refits a transform fitted on removed items): run it again to finish")
     with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance:
         report = memory.compact(progress=advance)
     if json_out:
@@ -118,6 +122,8 @@ def tune_index(
     `vismem record-queries`. They must not be items of the memory: recall on items the
     index holds is optimistic. An unreadable image gives exit code 3, the rest are used.
     """
+    interrupted_leaves("no item was added, removed or changed: `vismem tune-index` sets only the search effort, in "
+                       "one commit at its end")
     with _open(memdir) as memory:
         vectors, skipped = _query_vectors(memory, images or [], queries)
         described = memory.tune_index(vectors)
@@ -163,6 +169,8 @@ def record_queries(
     search index on (`vismem tune-index MEMDIR`). Off unless you turn it on: queries are
     your users' data. Deleted queries, like removed items, leave no bytes in any file.
     """
+    interrupted_leaves("no item was added, removed or changed: `vismem record-queries` changes only which queries "
+                       "are kept")
     with _open(memdir) as memory:
         state = memory.record_queries(keep, clear=clear)
     if json_out:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..maintenance import showing_maintenance
-from . import app, err, n_items
+from . import app, err, interrupted_leaves, n_items
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,6 +47,7 @@ def serve(
     from ..service import ServiceSettings, create_app
     from ..service.models import MAX_REQUEST_HEAD
 
+    interrupted_leaves("every edit the server answered is committed")
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
                                max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
     with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:

@@ -28,6 +28,7 @@ def export(
     with _open(memdir) as memory:
         with progress_bar("exporting", len(memory)) as advance:
             count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
+        interrupted_leaves(f"{target} is written, whole")
         location = memory.location
     if json_out:
         emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails})
@@ -55,6 +56,7 @@ def import_(
     interrupted_leaves(f"nothing: no memory was made at {dest}")
     with progress_bar("importing", total) as advance, \
             Memory.import_parquet(source, dest, progress=advance) as memory:
+        interrupted_leaves(f"the memory at {dest} is made, whole")
         count = len(memory)
         location = memory.location
     if json_out:

@@ -21,7 +21,10 @@ its own: never a POSIX lock on SQLite's files, see store/wal.py). A process that
 saved index to build another (a new feature transform or index setting) holds
 MEMDIR/index.build.lock from before it commits that change until the new one is saved
 (`building`), so that a process opening the memory meanwhile waits for it
-(`wait_for_build`) instead of building one of its own.
+(`wait_for_build`) instead of building one of its own. A rebuild may take minutes, so the
+builder rewrites its pid in the lock file every HEARTBEAT_SECONDS while it holds it, and a
+waiter gives up (`MemoryBusyError`) only once the builder has shown no such sign of life
+for `waits.BUSY_SECONDS`: it is stopped, paused in a debugger, or stuck on its disk.
 """
 
 from __future__ import annotations
@@ -31,14 +34,20 @@ import errno
 import json
 import logging
 import os
+import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from .. import waits
+from ..errors import MemoryBusyError
 
 try:
     import fcntl
@@ -50,6 +59,7 @@ log = logging.getLogger("vismem")
 META = "meta.json"
 FILES_FORMAT = 1
 CODE_BLOCK_BYTES = 1 << 20  # codes per checksum: a scrub rereads a block for each one it touches
+HEARTBEAT_SECONDS = 0.5  # how often a builder shows it is alive: far below any wait's limit
 
 
 class IndexFileError(Exception):
@@ -129,13 +139,40 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
 def building(directory: Path) -> Iterator[None]:
     """Held while this process replaces the saved index in `directory` with one it builds
     (see the module's docstring); what `locked` says of the lock file holds here too. The
-    file names this process, for those who wait; one that waits to build says so."""
-    with _flocked(_build_lock(directory), shared=False, on_wait=lambda fd: _say_waiting(fd, directory)) as fd:
-        if fd >= 0:
+    file names this process, for those who wait, and is rewritten while it is held to
+    show that it is alive. One that waits to build says so, and waits as `wait_for_build`."""
+    wait = partial(_wait_for_builder, directory=directory)
+    with _flocked(_build_lock(directory), shared=False, wait=wait) as fd:
+        if fd < 0:
+            yield
+            return
+        with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
+            os.ftruncate(fd, 0)
+        with _heartbeat(fd, f"{os.getpid()}\n".encode()):
+            yield
+
+
+@contextmanager
+def _heartbeat(fd: int, name: bytes) -> Iterator[None]:
+    """Write `name` at the start of lock file `fd` now and every HEARTBEAT_SECONDS until
+    the block ends. A thread, because the work it vouches for runs long inside FAISS and
+    numpy; a process that is stopped or hung stops it too, which is what waiters look for."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
             with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                os.pwrite(fd, name, 0)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="vismem-build-heartbeat", daemon=True)
+    thread.start()
+    try:
         yield
+    finally:
+        stop.set()
+        thread.join()  # before the caller closes `fd`
 
 
 class BuildUnderway(Exception):
@@ -154,7 +191,8 @@ class BuildUnderway(Exception):
 def wait_for_build(directory: Path, *, block: bool = True) -> bool:
     """If another process is building the saved index in `directory`, wait until it is
     done (without `block`, only tell); True if one was. Never wait while holding what that
-    process may wait for (an SQLite write or read transaction), nor inside `building`."""
+    process may wait for (an SQLite write or read transaction), nor inside `building`.
+    Raises MemoryBusyError if that process shows no sign of life for `waits.BUSY_SECONDS`."""
     fd = _lock_fd(_build_lock(directory), create=False)
     if fd < 0:
         return False
@@ -165,16 +203,45 @@ def wait_for_build(directory: Path, *, block: bool = True) -> bool:
         except BlockingIOError:
             if not block:
                 return True
-        _say_waiting(fd, directory)
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        _wait_for_builder(fd, fcntl.LOCK_SH, directory)
         return True
     finally:
         os.close(fd)
 
 
-def _say_waiting(fd: int, directory: Path) -> None:
-    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+def _wait_for_builder(fd: int, mode: int, directory: Path) -> None:
+    """Flock build lock `fd` in `mode` once the process that builds lets go. Polled (a
+    non-blocking flock, then a short sleep) rather than a blocking flock under a timer:
+    SIGALRM reaches only the main thread, and the service waits in worker threads; and
+    each turn checks the builder's heartbeat, so the limit counts from its last sign of
+    life, not from the start of a rebuild that may rightly take minutes."""
+    holder = _holder(fd)
     log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it", directory.parent, holder)
+    limit = waits.BUSY_SECONDS
+    beat = os.fstat(fd).st_mtime_ns
+    deadline = time.monotonic() + limit
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if (last := os.fstat(fd).st_mtime_ns) != beat:
+            beat, deadline = last, time.monotonic() + limit
+        elif time.monotonic() >= deadline:
+            holder = _holder(fd)
+            raise MemoryBusyError(
+                f"memory at {directory.parent} is busy: process {holder}, which rebuilds its index, has shown no "
+                f"sign of life for {limit:g} s (stopped, or stuck on its disk); resume it (`kill -CONT {holder}`) "
+                f"or end it, then try again (it holds {_build_lock(directory)})")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
+def _holder(fd: int) -> str:
+    """The pid that the process holding build lock `fd` wrote there ("?" if none yet)."""
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
 
 
 def _build_lock(directory: Path) -> Path:
@@ -182,9 +249,10 @@ def _build_lock(directory: Path) -> Path:
 
 
 @contextmanager
-def _flocked(path: Path, *, shared: bool, on_wait: Callable[[int], None] | None = None) -> Iterator[int]:
+def _flocked(path: Path, *, shared: bool, wait: Callable[[int, int], None] | None = None) -> Iterator[int]:
     """The descriptor of lock file `path`, flocked; -1 (nothing held) where there is none.
-    `on_wait(fd)` is told when another holds it, before waiting."""
+    While another holds it, `wait(fd, mode)` takes the flock in its own way (else a
+    blocking flock, as long as the holder takes)."""
     fd = _lock_fd(path, create=True)
     if fd < 0:
         yield fd
@@ -194,9 +262,10 @@ def _flocked(path: Path, *, shared: bool, on_wait: Callable[[int], None] | None 
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            if on_wait is not None:
-                on_wait(fd)
-            fcntl.flock(fd, mode)
+            if wait is None:
+                fcntl.flock(fd, mode)
+            else:
+                wait(fd, mode)
         yield fd
     finally:
         os.close(fd)  # releases the flock (a lock of this open file only)

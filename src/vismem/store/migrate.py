@@ -24,13 +24,14 @@ from typing import Any, Callable
 
 from ..errors import ReadOnlyMemoryError, VismemError
 from ..maintenance import Advance, maintenance, no_progress
-from .sqlite import BUSY_SECONDS, DB_NAME
+from .. import waits
+from .sqlite import DB_NAME
 
 
 def upgrade(directory: Path) -> None:
     """Bring the database in `directory` to the current format, one step at a time, each
     shown as maintenance (a few seconds at 1M items) with its statements as progress."""
-    db = sqlite3.connect(directory / DB_NAME, timeout=BUSY_SECONDS, isolation_level=None)
+    db = sqlite3.connect(directory / DB_NAME, timeout=waits.BUSY_SECONDS, isolation_level=None)
     try:
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .. import waits
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryNotFoundError,
                       ReadOnlyMemoryError, VismemError)
 from ..search.saved import BuildUnderway
@@ -38,9 +39,6 @@ from .wal import CommitWatch
 FORMAT_VERSION = 2
 DB_NAME = "memory.sqlite"
 CHUNK = 500  # ids per `IN (...)` list: far below SQLite's parameter limit
-# How long a write waits for another process's write to finish. Writers queue on one lock,
-# and several `vismem add` processes on a busy machine were seen waiting over 30 s in turn.
-BUSY_SECONDS = 120
 MAX_SEQ = 2**63 - 1  # the edit log's seq is a SQLite integer
 
 SCHEMA = """
@@ -155,7 +153,8 @@ class Database:
         try:
             if not read_only:
                 try:
-                    db = sqlite3.connect(file, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None)
+                    db = sqlite3.connect(file, timeout=waits.BUSY_SECONDS, check_same_thread=False,
+                                         isolation_level=None)
                     db.execute("PRAGMA journal_mode=WAL")
                 except sqlite3.OperationalError:  # read-only media, and the like
                     if db is not None:
@@ -211,13 +210,13 @@ class Database:
         return _Write(self, what, before, undone)
 
     def wait_for_writers(self) -> None:
-        """Wait (up to BUSY_SECONDS) until no other connection holds the write lock, and
+        """Wait (up to `waits.BUSY_SECONDS`) until no other connection holds the write lock, and
         return without taking it: for a caller whose own readers would queue behind it
         while its write waits for SQLite (the service). Another process may still take the
         lock first; the write then waits as any write does."""
         if self.read_only:
             return
-        probe = sqlite3.connect(self.directory / DB_NAME, timeout=BUSY_SECONDS, isolation_level=None)
+        probe = sqlite3.connect(self.directory / DB_NAME, timeout=waits.BUSY_SECONDS, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
             probe.execute("ROLLBACK")
@@ -389,13 +388,13 @@ class Database:
         """Move the zeroed pages into the main file and empty the WAL.
 
         The WAL still holds copies of removed rows from when they were written. The
-        checkpoint waits (up to BUSY_SECONDS) for other connections' reads. SQLite answers
+        checkpoint waits (up to `waits.BUSY_SECONDS`) for other connections' reads. SQLite answers
         "busy" at once, without waiting, while another connection checkpoints (every commit
         may start one), so a busy answer is retried until that time is up.
         """
         if self.read_only:
             return
-        deadline = time.monotonic() + BUSY_SECONDS
+        deadline = time.monotonic() + waits.BUSY_SECONDS
         pause = 0.001
         while True:
             try:
@@ -408,7 +407,7 @@ class Database:
             pause = min(2 * pause, 0.1)
         if busy:
             raise MemoryBusyError(
-                f"could not purge {self.directory}: another process kept it busy for {BUSY_SECONDS} s; "
+                f"could not purge {self.directory}: another process kept it busy for {waits.BUSY_SECONDS} s; "
                 "run `vismem compact` when it is idle")
 
     def vacuum(self) -> None:
@@ -614,7 +613,7 @@ def _open_read_only(file: Path) -> sqlite3.Connection:
     """Open a database that cannot be written: read-only while its WAL index can still be
     shared, else immutable (SQLite then trusts that nobody writes it)."""
     for query in ("mode=ro", "immutable=1"):
-        db = sqlite3.connect(f"{file.resolve().as_uri()}?{query}", uri=True, timeout=BUSY_SECONDS,
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?{query}", uri=True, timeout=waits.BUSY_SECONDS,
                              check_same_thread=False, isolation_level=None)
         try:
             db.execute("SELECT COUNT(*) FROM config").fetchone()
@@ -707,7 +706,7 @@ def storage_error(exc: sqlite3.Error, directory: Path, what: str,
         return MemoryBusyError(f"memory at {directory} changed under a read still open on this connection while "
                                f"{what}; {undone}: try again")
     if "locked" in text or "busy" in text:
-        return MemoryBusyError(f"memory at {directory} is busy: another process held it for {BUSY_SECONDS} s "
+        return MemoryBusyError(f"memory at {directory} is busy: another process held it for {waits.BUSY_SECONDS} s "
                                f"while {what}; try again when it is idle")
     return VismemError(f"storage error while {what} in {directory}: {exc}")
 
