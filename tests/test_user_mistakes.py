@@ -342,6 +342,17 @@ def test_a_negative_seed_is_bad_usage(small_memory, command):
     assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_tune_index_with_images_and_query_vectors_is_bad_usage_before_the_memory_opens(small_memory, tmp_path):
+    # as `classify` and `search` answer it: exit 2 (it was 1, "error ... nothing changed"), and
+    # before the memory opens, so a memory that is not there is not the error given
+    _, memdir, queries = small_memory
+    np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
+    for memory in (memdir, tmp_path / "no-memory"):
+        result = run_cli("tune-index", memory, queries[0], "--queries", tmp_path / "q.npy", "--json")
+        assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+        assert "give query images or --queries Q.npy, not both" in result.stderr
+
+
 def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
     memdir = tmp_path / "m"

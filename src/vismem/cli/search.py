@@ -118,6 +118,8 @@ def tune_index(
     `vismem record-queries`. They must not be items of the memory: recall on items the
     index holds is optimistic. An unreadable image gives exit code 3, the rest are used.
     """
+    if images and queries is not None:  # bad usage: exit 2 before the memory opens, as classify's
+        raise typer.BadParameter("give query images or --queries Q.npy, not both", param_hint="IMAGES / --queries")
     with _open(memdir) as memory:
         vectors, skipped = _query_vectors(memory, images or [], queries)
         described = memory.tune_index(vectors)
@@ -138,8 +140,6 @@ def tune_index(
 
 def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     """(query vectors, or None for the recorded ones; images that could not be read)."""
-    if queries is not None and images:
-        raise InvalidInputError("give query images or --queries Q.npy, not both")
     if queries is not None:
         return load_npy(queries, "--queries"), []
     if images:
