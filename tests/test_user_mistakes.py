@@ -353,6 +353,18 @@ def test_tune_index_with_images_and_query_vectors_is_bad_usage_before_the_memory
         assert "give query images or --queries Q.npy, not both" in result.stderr
 
 
+def test_tune_index_says_why_no_query_image_could_be_read(small_memory, tmp_path):
+    # before: only "none of the 2 query images could be read", not which or why
+    _, memdir, _ = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    result = run_cli("tune-index", memdir, broken, tmp_path, "--json")
+    one_line_error(result, "none of the 2 query images could be read")
+    assert result.stdout == ""
+    assert f"cannot tune with {broken}: not an image" in result.stderr
+    assert f"cannot tune with {tmp_path}: not a regular file: a folder" in result.stderr
+
+
 def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
     memdir = tmp_path / "m"

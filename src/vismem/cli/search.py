@@ -145,6 +145,8 @@ def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     if images:
         vectors, _, skipped = memory.embed_images(images)
         if len(vectors) == 0:
+            for s in skipped:  # the error alone would not say why
+                say_unreadable(s, False, "tune with")
             raise InvalidInputError(f"none of the {len(images)} query images could be read")
         return vectors, skipped
     return None, []
