@@ -300,6 +300,15 @@ def test_tune_index_on_an_empty_query_file_is_refused(small_memory, tmp_path):
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "none.npy", "--json"), "no query vectors")
 
 
+def test_weights_for_a_memory_without_an_encoder_are_refused(tmp_path):
+    # they were ignored without a word (the pixels encoder, which has none either, refuses them)
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"a state dict")
+    one_line_error(run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", "--weights", weights),
+                   "without an encoder has no weights", "drop --weights")
+    assert not (tmp_path / "v").exists()
+
+
 def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
     created = run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", check=True).stdout
     shown = run_cli("info", tmp_path / "v", check=True).stdout

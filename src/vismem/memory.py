@@ -138,6 +138,9 @@ class Memory:
         if encoder is None:
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
                 raise InvalidInputError("a memory without an encoder needs a positive --dim")
+            if weights is not None:  # nothing would load them: a typo for another --encoder, most likely
+                raise InvalidInputError("a memory without an encoder has no weights; drop --weights, or name "
+                                        "the encoder they are for")
             identity = EncoderIdentity(name=None, id=None, dim=dim)
             built = None
         else:
