@@ -382,6 +382,18 @@ def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "q.npy", "--json"), "is empty")
 
 
+def test_an_empty_memory_of_vectors_names_add_vectors_as_the_fix(tmp_path):
+    # it said "add labelled images with `vismem add`", which such a memory refuses
+    memdir = tmp_path / "v"
+    run_cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    np.save(tmp_path / "q.npy", np.eye(4, dtype=np.float32))
+    (tmp_path / "q.txt").write_text("a\nb\na\nb\n")
+    for command in (("classify", memdir, "--queries", tmp_path / "q.npy"),
+                    ("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "q.txt")):
+        message = one_line_error(run_cli(*command), "is empty", "`vismem add-vectors`")
+        assert "images" not in message
+
+
 def test_a_uniform_image_is_skipped_with_why_not_stored_or_an_error(tmp_path):
     """Under the mean-centred pixels encoder a uniform image embeds as all zeros: `add`
     stored it (at the same distance from everything), and `classify` failed the whole run

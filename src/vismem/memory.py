@@ -750,7 +750,8 @@ class Memory:
     def check_not_empty(self) -> None:
         """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
         if len(self) == 0:
-            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
+            what = "images with `vismem add`" if self.encoder_name else "vectors with `vismem add-vectors`"
+            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled {what} first")
 
     def check_can_decide(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
                          where: Where | None = None, abstain: bool = False, counterfactual: bool = False,
