@@ -169,7 +169,18 @@ def test_an_unknown_protocol_is_refused_before_the_data_is_loaded(tmp_path, cli)
     name came out only after that, and after any protocol named before it had run."""
     result = cli("eval-protocols", "knn", "fewshots", "--embeddings", tmp_path / "absent.npy",
                  "--labels", tmp_path / "absent-labels.npy", "--out", tmp_path / "report")
-    assert result.returncode == 1 and "unknown protocol 'fewshots'" in result.stderr
+    # bad usage, as `--vote majority` is: exit 2 (it was 1, "error, nothing changed")
+    assert result.returncode == 2 and "unknown protocol 'fewshots'" in result.stderr
+
+
+@pytest.mark.parametrize("given, says", [(("--dataset", "digits", "--memory", "{tmp}/absent"), "at most one of them"),
+                                         (("--embeddings", "{tmp}/absent.npy"), "give both or neither"),
+                                         (("--memory", "{tmp}/absent", "--labels", "{tmp}/y.npy"), "both or neither")])
+def test_sources_given_wrongly_are_bad_usage_before_anything_is_read(tmp_path, cli, given, says):
+    # they exited 1 ("error, nothing changed"), where the README's exit codes say 2
+    result = cli("eval-protocols", "knn", *[a.format(tmp=tmp_path) for a in given], "--out", tmp_path / "report")
+    assert result.returncode == 2 and says in result.stderr and result.stdout == ""
+    assert not (tmp_path / "report").exists()
 
 
 def test_encoding_a_data_set_shows_progress_once(tmp_path, cli):

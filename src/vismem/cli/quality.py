@@ -47,13 +47,18 @@ def eval_protocols(
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
+    # bad usage, exit 2, before the data, which may take minutes to encode
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
-    check_protocols(chosen)  # before the data, which may take minutes to encode
+    try:
+        check_protocols(chosen)
+    except InvalidInputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="PROTOCOLS") from None
     sources = sum(x is not None for x in (dataset, memory, embeddings))
     if sources > 1:
-        raise InvalidInputError("give one of --dataset, --memory, --embeddings")
+        raise typer.BadParameter("give at most one of them", param_hint="--dataset / --memory / --embeddings")
     if (embeddings is None) != (labels is None):
-        raise InvalidInputError("--embeddings and --labels go together: one .npy of vectors, one of labels")
+        raise typer.BadParameter("give both or neither: one .npy of vectors, one of their labels",
+                                 param_hint="--embeddings / --labels")
     if output.exists() and not output.is_dir():  # before the work, which can take minutes
         raise InvalidInputError(f"--out {output} is a file: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
