@@ -139,6 +139,11 @@ def test_cli_refuses_an_out_that_is_a_file_before_any_work(tmp_path, tiny, cli):
     assert result.returncode == 1 and result.stdout == "" and taken.read_text() == "mine"
     assert result.stderr.startswith("error: --out") and "give a folder" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    # a folder under a file: it was found only after the protocols had run, writing the report
+    result = cli("eval-protocols", "knn", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", taken / "report", "--json")
+    assert result.returncode == 1 and result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"error: --out {taken / 'report'} lies in {taken}, which is a file")
 
 
 def test_hard_pruning_that_drops_every_item_scores_zero(tiny):

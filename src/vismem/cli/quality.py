@@ -59,8 +59,11 @@ def eval_protocols(
     if (embeddings is None) != (labels is None):
         raise typer.BadParameter("give both or neither: one .npy of vectors, one of their labels",
                                  param_hint="--embeddings / --labels")
-    if output.exists() and not output.is_dir():  # before the work, which can take minutes
-        raise InvalidInputError(f"--out {output} is a file: give a folder for report.json and the plots")
+    # before the work, which can take minutes: the folder, or the nearest one above it that exists
+    taken = next((folder for folder in (output, *output.parents) if folder.exists()), None)
+    if taken is not None and not taken.is_dir():
+        where = "is a file" if taken == output else f"lies in {taken}, which is a file"
+        raise InvalidInputError(f"--out {output} {where}: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
         data = load_embeddings(embeddings, labels)
     elif memory is not None:
