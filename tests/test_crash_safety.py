@@ -203,6 +203,27 @@ def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
         assert memory.ids() == ids and memory.class_counts() == {"c0": 100, "c1": 100, "c2": 100}
 
 
+def test_eval_protocols_stopped_says_what_it_wrote(tmp_path):
+    """`eval-protocols` said "every batch committed before this point is kept", as if it
+    had written to a memory: it changes none, and writes its report only at the end."""
+    report = tmp_path / "report"
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "eval-protocols", "incremental",
+                          "--dataset", "digits:pixels", "--cache", str(tmp_path / "cache"), "--out", str(report)],
+                         capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr.splitlines()[-1] == f"interrupted: nothing: no memory was changed, and no report was " \
+                                          f"written to {report}"
+    assert not report.exists()
+    np.save(tmp_path / "x.npy", unit_vectors(60, 8, seed=3))
+    np.save(tmp_path / "y.npy", np.array([f"c{i % 3}" for i in range(60)]))
+    closed = _with_stdout_closed("eval-protocols", "incremental", "--embeddings", str(tmp_path / "x.npy"),
+                                 "--labels", str(tmp_path / "y.npy"), "--out", str(report), "--json")
+    assert closed.returncode == 141, closed.stderr
+    assert closed.stderr.splitlines()[-1] == ("stopped: the reader of stdout went away; the report written to "
+                                              f"{report}; no memory was changed")
+    assert (report / "report.json").exists()
+
+
 def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     """SIGTERM (`timeout`, a container's stop) ended the process at once, with no word and
     no cleanup: now the batches committed stay, the memory is closed as usual, and a line

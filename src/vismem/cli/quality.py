@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InvalidInputError, VismemError
-from . import app, emit, err, out, progress_bar
+from . import app, emit, err, interrupted_leaves, out, progress_bar
 
 
 @app.command("eval-protocols")
@@ -47,6 +47,7 @@ def eval_protocols(
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
+    interrupted_leaves(f"nothing: no memory was changed, and no report was written to {output}")
     # bad usage, exit 2, before the data, which may take minutes to encode
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
     try:
@@ -82,6 +83,7 @@ def eval_protocols(
         files = write_report(report, output)
     except OSError as exc:
         raise VismemError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
+    interrupted_leaves(f"the report written to {output}; no memory was changed")
     if json_out:
         emit({**report, "files": files})
         return
