@@ -101,6 +101,21 @@ def test_a_memory_is_not_created_among_other_files(tmp_path):
     assert run_cli("create", tmp_path / "empty", "--encoder", "pixels").returncode == 0
 
 
+def test_a_memory_is_not_created_or_imported_inside_another_memory_s_folder(tmp_path):
+    """A copy imported into the memory's own folder (`vismem import m.parquet m/copy`) was
+    made: then `remove --verify` on the memory found the removed item's vector in the
+    copy's database ("1 remnants", exit 3), and removing the memory would take the copy."""
+    outer = tmp_path / "m"
+    with Memory.create(outer, encoder=None, dim=8) as memory:
+        memory.add_vectors(np.eye(8, dtype=np.float32), [f"c{i % 2}" for i in range(8)])
+        memory.export_parquet(tmp_path / "m.parquet")
+    for command in (("import", tmp_path / "m.parquet", outer / "copy"),
+                    ("create", outer / "deeper" / "copy", "--encoder", "none", "--dim", "8")):
+        one_line_error(run_cli(*command), f"lies in the folder of the memory at {outer}", "outside it")
+    assert not (outer / "copy").exists() and not (outer / "deeper").exists()
+    assert run_cli("remove", outer, "--id", "3", "--verify").returncode == 0
+
+
 def test_a_taken_location_is_refused_before_the_encoder_loads(small_memory, tmp_path):
     """`vismem create` where a memory (or other files) already is says so at once, before
     the encoder's weights load: the default, resnet50, would download ~100 MB first, and

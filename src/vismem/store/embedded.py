@@ -95,6 +95,12 @@ class EmbeddedStore:
         if path.exists() and any(p.name != DB_NAME + ".creating" for p in path.iterdir()):
             raise InvalidInputError(f"{path} holds other files; a memory needs a directory of its own: "
                                     "choose a new or empty one")
+        # nor one inside another memory's: its files are that memory's (`remove --verify` there
+        # would find this one's vectors as remnants, and removing that memory takes this one)
+        outer = next((folder for folder in path.resolve().parents if (folder / DB_NAME).exists()), None)
+        if outer is not None:
+            raise InvalidInputError(f"{path} lies in the folder of the memory at {outer}; a memory needs a directory "
+                                    "of its own: choose one outside it")
 
     @classmethod
     def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> EmbeddedStore:
