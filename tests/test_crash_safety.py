@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,11 +124,11 @@ def test_an_interrupted_import_into_a_directory_leaves_nothing_there(tmp_path):
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
 
 
-def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp_path):
-    path, vectors, expected = _exported(tmp_path)
-    dest = tmp_path / "copy"
+def _kill_9_importing(path, dest) -> None:
+    """Import the export at `path` into `dest` in another process, killed (SIGKILL) once
+    its first batch of 100 is in."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import time
         from vismem.transfer import import_store
 
         def stall(n):
@@ -140,6 +141,12 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
     assert importing.stdout.readline().strip() == "100"
     importing.send_signal(signal.SIGKILL)
     importing.wait()
+
+
+def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp_path):
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    _kill_9_importing(path, dest)
     assert not dest.exists()
     abandoned = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.filling-")]
     assert len(abandoned) == 1  # the killed import's work, hidden beside DEST
@@ -148,6 +155,38 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
                               capture_output=True, text=True, check=True)
     assert json.loads(imported.stdout)["imported"] == 600
     assert not abandoned[0].exists()
+    with Memory.open(dest) as memory:
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+
+
+def test_an_import_into_an_empty_directory_keeps_that_directory(tmp_path):
+    """An empty DEST was removed and the filled memory renamed in its place: a shell inside
+    it (`vismem import m.parquet .`) was left in a removed directory, where `vismem info .`
+    found no memory, and a mount point (a container's volume) cannot be removed at all
+    (a traceback, after all the work). The work is hidden inside DEST now; killed, it
+    leaves no memory there, and the next import cleans it up."""
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    inode = dest.stat().st_ino
+    _kill_9_importing(path, dest)
+    abandoned = list(dest.iterdir())
+    assert [p.name.startswith(".filling-") for p in abandoned] == [True]  # hidden in DEST: no memory there
+    assert not (dest / "memory.sqlite").exists()
+    import os
+
+    import vismem
+
+    # run inside DEST, as a shell there would: this vismem, whatever PYTHONPATH says relative to here
+    inside = {"cwd": dest, "env": {**os.environ, "PYTHONPATH": str(Path(vismem.__file__).parents[1])}}
+    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), ".", "--json"],
+                              capture_output=True, text=True, check=True, **inside)
+    assert json.loads(imported.stdout)["imported"] == 600
+    assert dest.stat().st_ino == inode and not abandoned[0].exists()
+    assert not [p for p in tmp_path.iterdir() if ".filling-" in p.name]
+    info = subprocess.run([sys.executable, "-m", "vismem", "info", ".", "--json"], capture_output=True, text=True,
+                          check=True, **inside)
+    assert json.loads(info.stdout)["items"] == 600
     with Memory.open(dest) as memory:
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
 
