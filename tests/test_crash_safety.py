@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,11 +126,11 @@ def test_an_interrupted_import_into_a_directory_leaves_nothing_there(tmp_path):
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
 
 
-def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp_path):
-    path, vectors, expected = _exported(tmp_path)
-    dest = tmp_path / "copy"
+def _kill_9_importing(path, dest) -> None:
+    """Import the export at `path` into `dest` in another process, killed (SIGKILL) once
+    its first batch of 100 is in."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import time
         from vismem.transfer import import_store
 
         def stall(n):
@@ -142,6 +143,12 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
     assert importing.stdout.readline().strip() == "100"
     importing.send_signal(signal.SIGKILL)
     importing.wait()
+
+
+def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp_path):
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    _kill_9_importing(path, dest)
     assert not dest.exists()
     abandoned = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.filling-")]
     assert len(abandoned) == 1  # the killed import's work, hidden beside DEST
@@ -150,6 +157,38 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
                               capture_output=True, text=True, check=True)
     assert json.loads(imported.stdout)["imported"] == 600
     assert not abandoned[0].exists()
+    with Memory.open(dest) as memory:
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+
+
+def test_an_import_into_an_empty_directory_keeps_that_directory(tmp_path):
+    """An empty DEST was removed and the filled memory renamed in its place: a shell inside
+    it (`vismem import m.parquet .`) was left in a removed directory, where `vismem info .`
+    found no memory, and a mount point (a container's volume) cannot be removed at all
+    (a traceback, after all the work). The work is hidden inside DEST now; killed, it
+    leaves no memory there, and the next import cleans it up."""
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    inode = dest.stat().st_ino
+    _kill_9_importing(path, dest)
+    abandoned = list(dest.iterdir())
+    assert [p.name.startswith(".filling-") for p in abandoned] == [True]  # hidden in DEST: no memory there
+    assert not (dest / "memory.sqlite").exists()
+    import os
+
+    import vismem
+
+    # run inside DEST, as a shell there would: this vismem, whatever PYTHONPATH says relative to here
+    inside = {"cwd": dest, "env": {**os.environ, "PYTHONPATH": str(Path(vismem.__file__).parents[1])}}
+    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), ".", "--json"],
+                              capture_output=True, text=True, check=True, **inside)
+    assert json.loads(imported.stdout)["imported"] == 600
+    assert dest.stat().st_ino == inode and not abandoned[0].exists()
+    assert not [p for p in tmp_path.iterdir() if ".filling-" in p.name]
+    info = subprocess.run([sys.executable, "-m", "vismem", "info", ".", "--json"], capture_output=True, text=True,
+                          check=True, **inside)
+    assert json.loads(info.stdout)["items"] == 600
     with Memory.open(dest) as memory:
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
 
@@ -203,6 +242,27 @@ def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
         in run.stderr, run.stderr
     with Memory.open(memdir) as memory:
         assert memory.ids() == ids and memory.class_counts() == {"c0": 100, "c1": 100, "c2": 100}
+
+
+def test_eval_protocols_stopped_says_what_it_wrote(tmp_path):
+    """`eval-protocols` said "every batch committed before this point is kept", as if it
+    had written to a memory: it changes none, and writes its report only at the end."""
+    report = tmp_path / "report"
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "eval-protocols", "incremental",
+                          "--dataset", "digits:pixels", "--cache", str(tmp_path / "cache"), "--out", str(report)],
+                         capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr.splitlines()[-1] == f"interrupted: nothing: no memory was changed, and no report was " \
+                                          f"written to {report}"
+    assert not report.exists()
+    np.save(tmp_path / "x.npy", unit_vectors(60, 8, seed=3))
+    np.save(tmp_path / "y.npy", np.array([f"c{i % 3}" for i in range(60)]))
+    closed = _with_stdout_closed("eval-protocols", "incremental", "--embeddings", str(tmp_path / "x.npy"),
+                                 "--labels", str(tmp_path / "y.npy"), "--out", str(report), "--json")
+    assert closed.returncode == 141, closed.stderr
+    assert closed.stderr.splitlines()[-1] == ("stopped: the reader of stdout went away; the report written to "
+                                              f"{report}; no memory was changed")
+    assert (report / "report.json").exists()
 
 
 def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):

@@ -139,6 +139,11 @@ def test_cli_refuses_an_out_that_is_a_file_before_any_work(tmp_path, tiny, cli):
     assert result.returncode == 1 and result.stdout == "" and taken.read_text() == "mine"
     assert result.stderr.startswith("error: --out") and "give a folder" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    # a folder under a file: it was found only after the protocols had run, writing the report
+    result = cli("eval-protocols", "knn", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", taken / "report", "--json")
+    assert result.returncode == 1 and result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"error: --out {taken / 'report'} lies in {taken}, which is a file")
 
 
 def test_hard_pruning_that_drops_every_item_scores_zero(tiny):
@@ -169,7 +174,18 @@ def test_an_unknown_protocol_is_refused_before_the_data_is_loaded(tmp_path, cli)
     name came out only after that, and after any protocol named before it had run."""
     result = cli("eval-protocols", "knn", "fewshots", "--embeddings", tmp_path / "absent.npy",
                  "--labels", tmp_path / "absent-labels.npy", "--out", tmp_path / "report")
-    assert result.returncode == 1 and "unknown protocol 'fewshots'" in result.stderr
+    # bad usage, as `--vote majority` is: exit 2 (it was 1, "error, nothing changed")
+    assert result.returncode == 2 and "unknown protocol 'fewshots'" in result.stderr
+
+
+@pytest.mark.parametrize("given, says", [(("--dataset", "digits", "--memory", "{tmp}/absent"), "at most one of them"),
+                                         (("--embeddings", "{tmp}/absent.npy"), "give both or neither"),
+                                         (("--memory", "{tmp}/absent", "--labels", "{tmp}/y.npy"), "both or neither")])
+def test_sources_given_wrongly_are_bad_usage_before_anything_is_read(tmp_path, cli, given, says):
+    # they exited 1 ("error, nothing changed"), where the README's exit codes say 2
+    result = cli("eval-protocols", "knn", *[a.format(tmp=tmp_path) for a in given], "--out", tmp_path / "report")
+    assert result.returncode == 2 and says in result.stderr and result.stdout == ""
+    assert not (tmp_path / "report").exists()
 
 
 def test_encoding_a_data_set_shows_progress_once(tmp_path, cli):

@@ -97,6 +97,13 @@ def test_classify_and_explain_say_what_would_change_the_decision(digit_memory, d
     shown = cli("explain", digit_memory, image, "--k", "5", "--counterfactual", "--out", tmp_path / "why.png",
                 check=True).stdout
     assert "what would change this: removing" in " ".join(shown.split())
+    # the sheet says it too, in a strip below the same tiles (it showed only the tiles)
+    from PIL import Image
+
+    cli("explain", digit_memory, image, "--k", "5", "--out", tmp_path / "plain.png", check=True)
+    plain, why = (np.asarray(Image.open(tmp_path / name).convert("L")) for name in ("plain.png", "why.png"))
+    assert why.shape[1] == plain.shape[1] and why.shape[0] > plain.shape[0]
+    assert np.array_equal(why[: plain.shape[0]], plain) and (why[plain.shape[0]:] < 128).any()
     cli("remove", digit_memory, *[arg for i in cf["remove"] for arg in ("--id", str(i))], check=True)
     assert classify(cli, digit_memory, image, "--k", "5")["label"] == cf["label_after_remove"]
 

@@ -357,3 +357,39 @@ def test_an_export_into_the_memory_s_own_folder_is_refused_and_the_memory_kept(t
         assert len(memory) == 40
     assert "copy.parquet" not in {p.name for p in (tmp_path / "m").iterdir()}
     assert cli("export", tmp_path / "m", tmp_path / "out.parquet").returncode == 0
+
+
+@pytest.mark.parametrize("thumbnail", ["not an image", "a 300-pixel PNG"])
+def test_an_export_whose_thumbnails_a_memory_would_not_keep_is_refused_and_leaves_nothing(digit_folders, tmp_path,
+                                                                                          cli, thumbnail):
+    """An export edited or written by another tool, with thumbnails that are not the small
+    JPEGs a memory keeps, imported without a word; then `vismem explain` ended in PIL's
+    traceback (not an image) or drew a sheet with the pictures over each other (too big)."""
+    import io
+
+    from PIL import Image
+
+    train, test = digit_folders
+    cli("create", tmp_path / "origin", "--encoder", "pixels", check=True)
+    cli("add", tmp_path / "origin", train / "3", train / "7", "--label", "digit", check=True)
+    cli("export", tmp_path / "origin", tmp_path / "m.parquet", "--thumbnails", check=True)
+    table = pq.read_table(tmp_path / "m.parquet")
+    if thumbnail == "not an image":
+        replacement = b"not an image"
+    else:
+        big = io.BytesIO()
+        Image.new("RGB", (300, 200), "red").save(big, format="PNG")
+        replacement = big.getvalue()
+    thumbnails = table.column("thumbnail").to_pylist()
+    thumbnails[5] = replacement
+    edited = table.set_column(table.schema.get_field_index("thumbnail"), table.schema.field("thumbnail"),
+                              pa.array(thumbnails, pa.binary()))
+    pq.write_table(edited.replace_schema_metadata(table.schema.metadata), tmp_path / "edited.parquet")
+    result = cli("import", tmp_path / "edited.parquet", tmp_path / "copy", "--json")
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "damaged" in line and "is not a JPEG of at most 128 pixels" in line
+    assert not (tmp_path / "copy").exists()
+    cli("import", tmp_path / "m.parquet", tmp_path / "copy", check=True)  # the export as written imports
+    query = next((test / "3").iterdir())
+    cli("explain", tmp_path / "copy", query, "--out", tmp_path / "sheet.png", check=True)

@@ -101,6 +101,21 @@ def test_a_memory_is_not_created_among_other_files(tmp_path):
     assert run_cli("create", tmp_path / "empty", "--encoder", "pixels").returncode == 0
 
 
+def test_a_memory_is_not_created_or_imported_inside_another_memory_s_folder(tmp_path):
+    """A copy imported into the memory's own folder (`vismem import m.parquet m/copy`) was
+    made: then `remove --verify` on the memory found the removed item's vector in the
+    copy's database ("1 remnants", exit 3), and removing the memory would take the copy."""
+    outer = tmp_path / "m"
+    with Memory.create(outer, encoder=None, dim=8) as memory:
+        memory.add_vectors(np.eye(8, dtype=np.float32), [f"c{i % 2}" for i in range(8)])
+        memory.export_parquet(tmp_path / "m.parquet")
+    for command in (("import", tmp_path / "m.parquet", outer / "copy"),
+                    ("create", outer / "deeper" / "copy", "--encoder", "none", "--dim", "8")):
+        one_line_error(run_cli(*command), f"lies in the folder of the memory at {outer}", "outside it")
+    assert not (outer / "copy").exists() and not (outer / "deeper").exists()
+    assert run_cli("remove", outer, "--id", "3", "--verify").returncode == 0
+
+
 def test_a_taken_location_is_refused_before_the_encoder_loads(small_memory, tmp_path):
     """`vismem create` where a memory (or other files) already is says so at once, before
     the encoder's weights load: the default, resnet50, would download ~100 MB first, and
@@ -300,6 +315,15 @@ def test_tune_index_on_an_empty_query_file_is_refused(small_memory, tmp_path):
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "none.npy", "--json"), "no query vectors")
 
 
+def test_weights_for_a_memory_without_an_encoder_are_refused(tmp_path):
+    # they were ignored without a word (the pixels encoder, which has none either, refuses them)
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"a state dict")
+    one_line_error(run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", "--weights", weights),
+                   "without an encoder has no weights", "drop --weights")
+    assert not (tmp_path / "v").exists()
+
+
 def test_a_memory_without_an_encoder_is_described_in_words(tmp_path):
     created = run_cli("create", tmp_path / "v", "--encoder", "none", "--dim", "4", check=True).stdout
     shown = run_cli("info", tmp_path / "v", check=True).stdout
@@ -342,12 +366,47 @@ def test_a_negative_seed_is_bad_usage(small_memory, command):
     assert result.returncode == 2 and "--seed" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_tune_index_with_images_and_query_vectors_is_bad_usage_before_the_memory_opens(small_memory, tmp_path):
+    # as `classify` and `search` answer it: exit 2 (it was 1, "error ... nothing changed"), and
+    # before the memory opens, so a memory that is not there is not the error given
+    _, memdir, queries = small_memory
+    np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
+    for memory in (memdir, tmp_path / "no-memory"):
+        result = run_cli("tune-index", memory, queries[0], "--queries", tmp_path / "q.npy", "--json")
+        assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+        assert "give query images or --queries Q.npy, not both" in result.stderr
+
+
+def test_tune_index_says_why_no_query_image_could_be_read(small_memory, tmp_path):
+    # before: only "none of the 2 query images could be read", not which or why
+    _, memdir, _ = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    result = run_cli("tune-index", memdir, broken, tmp_path, "--json")
+    one_line_error(result, "none of the 2 query images could be read")
+    assert result.stdout == ""
+    assert f"cannot tune with {broken}: not an image" in result.stderr
+    assert f"cannot tune with {tmp_path}: not a regular file: a folder" in result.stderr
+
+
 def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
     memdir = tmp_path / "m"
     run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
     np.save(tmp_path / "q.npy", np.ones((3, 768), np.float32))
     one_line_error(run_cli("tune-index", memdir, "--queries", tmp_path / "q.npy", "--json"), "is empty")
+
+
+def test_an_empty_memory_of_vectors_names_add_vectors_as_the_fix(tmp_path):
+    # it said "add labelled images with `vismem add`", which such a memory refuses
+    memdir = tmp_path / "v"
+    run_cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    np.save(tmp_path / "q.npy", np.eye(4, dtype=np.float32))
+    (tmp_path / "q.txt").write_text("a\nb\na\nb\n")
+    for command in (("classify", memdir, "--queries", tmp_path / "q.npy"),
+                    ("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "q.txt")):
+        message = one_line_error(run_cli(*command), "is empty", "`vismem add-vectors`")
+        assert "images" not in message
 
 
 def test_a_uniform_image_is_skipped_with_why_not_stored_or_an_error(tmp_path):

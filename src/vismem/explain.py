@@ -49,7 +49,8 @@ def explanation_sheet(
     tile: int = 128,
 ) -> Image.Image:
     """A PNG-ready sheet: the query, then each neighbour's stored thumbnail (`thumbnail(id)`,
-    e.g. `Memory.thumbnail`) with its vote."""
+    e.g. `Memory.thumbnail`) with its vote; below them, what would change the decision
+    when it carries a counterfactual."""
     font = ImageFont.load_default()
     tiles: list[tuple[Image.Image, list[str]]] = []
     if query is not None:
@@ -68,11 +69,26 @@ def explanation_sheet(
     columns = min(6, max(1, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
     cell_w, cell_h = tile + 8, tile + 48
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    footer = [] if decision.counterfactual is None else _wrapped(
+        "what would change this: " + decision.counterfactual.sentence(), font, columns * cell_w - 8)
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h + 13 * len(footer) + (8 if footer else 0)), "white")
     draw = ImageDraw.Draw(sheet)
     for position, (thumb, lines) in enumerate(tiles):
         x, y = (position % columns) * cell_w + 4, (position // columns) * cell_h + 4
         sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
         for line_no, line in enumerate(lines):
             draw.text((x, y + tile + 2 + 13 * line_no), line, fill="black", font=font)
+    for line_no, line in enumerate(footer):
+        draw.text((4, rows * cell_h + 4 + 13 * line_no), line, fill="black", font=font)
     return sheet
+
+
+def _wrapped(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels in `font`, broken between words."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines

@@ -138,6 +138,9 @@ class Memory:
         if encoder is None:
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
                 raise InvalidInputError("a memory without an encoder needs a positive --dim")
+            if weights is not None:  # nothing would load them: a typo for another --encoder, most likely
+                raise InvalidInputError("a memory without an encoder has no weights; drop --weights, or name "
+                                        "the encoder they are for")
             identity = EncoderIdentity(name=None, id=None, dim=dim)
             built = None
         else:
@@ -747,7 +750,8 @@ class Memory:
     def check_not_empty(self) -> None:
         """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
         if len(self) == 0:
-            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled images with `vismem add` first")
+            what = "images with `vismem add`" if self.encoder_name else "vectors with `vismem add-vectors`"
+            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled {what} first")
 
     def check_can_decide(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
                          where: Where | None = None, abstain: bool = False, counterfactual: bool = False,

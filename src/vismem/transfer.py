@@ -16,7 +16,8 @@ Columns, one row per item:
     added_at         float64     Unix seconds
     relabelled_from  string      the label before a relabel, null if never relabelled
     prune_count      int64       pruning count v
-    thumbnail        binary      JPEG, only when the export asked for thumbnails
+    thumbnail        binary      JPEG of at most 128 pixels a side (an import refuses others),
+                                 only when the export asked for thumbnails
 
 The file's key-value metadata `vismem` holds the header: format name and version, the
 encoder identity (name, id, dim, preprocessing), the memory's settings and, when it
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import InvalidInputError, VismemError
+from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
 
@@ -258,6 +261,36 @@ def _damaged(path: str | Path, why: object) -> VismemError:
                        "file again")
 
 
+def _check_importable(path: str | Path, rows: Rows, dim: int) -> None:
+    """Refuse rows a memory cannot take: vectors of another dimension than the header
+    says, or thumbnails other than the small JPEGs a memory keeps (the explanation sheet
+    and the web page would fail on them)."""
+    if rows.vectors.shape[1] != dim:
+        raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {dim}")
+    bad = _bad_thumbnail(rows.thumbnails or [])
+    if bad is not None:
+        raise _damaged(path, f"the thumbnail of item {rows.ids[bad]} is not a JPEG of at most {THUMBNAIL_SIZE} "
+                             "pixels a side")
+
+
+def _bad_thumbnail(thumbnails: list[bytes | None]) -> int | None:
+    """The position of the first thumbnail that is not what a memory keeps (a JPEG whose
+    longer side is at most THUMBNAIL_SIZE), or None. Only headers are read."""
+    from PIL import Image, UnidentifiedImageError
+
+    for position, jpeg in enumerate(thumbnails):
+        if jpeg is None:
+            continue
+        try:
+            with Image.open(io.BytesIO(jpeg)) as thumb:
+                if thumb.format == "JPEG" and max(thumb.size) <= THUMBNAIL_SIZE:
+                    continue
+        except (UnidentifiedImageError, OSError, ValueError):
+            pass
+        return position
+    return None
+
+
 def _unit_rows(vectors: np.ndarray) -> bool:
     """Every row finite and of unit length, as every vector in a memory is (or all zeros:
     older vismem stored a uniform image's pixels embedding so)."""
@@ -371,8 +404,7 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
         counts: dict[int, int] = {}
         newest = dict.fromkeys(marks, 0)  # the new id of the newest item each mark saw
         for rows in read_parquet(path, batch):
-            if rows.vectors.shape[1] != identity.dim:
-                raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {identity.dim}")
+            _check_importable(path, rows, identity.dim)
             ids = store.insert(new_items(rows), allow_duplicates=True).ids
             for label, chosen in relabels(rows, ids).items():
                 store.update(chosen, label=label)

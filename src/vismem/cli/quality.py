@@ -47,17 +47,24 @@ def eval_protocols(
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
 
-    interrupted_leaves(f"no memory was changed: `vismem eval-protocols` only reads, and writes its report to {output} "
-                       "at its end")
+    interrupted_leaves(f"nothing: no memory was changed, and no report was written to {output}")
+    # bad usage, exit 2, before the data, which may take minutes to encode
     chosen = list(PROTOCOLS) if not protocols or "all" in protocols else protocols
-    check_protocols(chosen)  # before the data, which may take minutes to encode
+    try:
+        check_protocols(chosen)
+    except InvalidInputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="PROTOCOLS") from None
     sources = sum(x is not None for x in (dataset, memory, embeddings))
     if sources > 1:
-        raise InvalidInputError("give one of --dataset, --memory, --embeddings")
+        raise typer.BadParameter("give at most one of them", param_hint="--dataset / --memory / --embeddings")
     if (embeddings is None) != (labels is None):
-        raise InvalidInputError("--embeddings and --labels go together: one .npy of vectors, one of labels")
-    if output.exists() and not output.is_dir():  # before the work, which can take minutes
-        raise InvalidInputError(f"--out {output} is a file: give a folder for report.json and the plots")
+        raise typer.BadParameter("give both or neither: one .npy of vectors, one of their labels",
+                                 param_hint="--embeddings / --labels")
+    # before the work, which can take minutes: the folder, or the nearest one above it that exists
+    taken = next((folder for folder in (output, *output.parents) if folder.exists()), None)
+    if taken is not None and not taken.is_dir():
+        where = "is a file" if taken == output else f"lies in {taken}, which is a file"
+        raise InvalidInputError(f"--out {output} {where}: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
         data = load_embeddings(embeddings, labels)
     elif memory is not None:
@@ -76,6 +83,7 @@ def eval_protocols(
         files = write_report(report, output)
     except OSError as exc:
         raise VismemError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
+    interrupted_leaves(f"the report written to {output}; no memory was changed")
     if json_out:
         emit({**report, "files": files})
         return

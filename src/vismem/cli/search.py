@@ -122,6 +122,8 @@ def tune_index(
     `vismem record-queries`. They must not be items of the memory: recall on items the
     index holds is optimistic. An unreadable image gives exit code 3, the rest are used.
     """
+    if images and queries is not None:  # bad usage: exit 2 before the memory opens, as classify's
+        raise typer.BadParameter("give query images or --queries Q.npy, not both", param_hint="IMAGES / --queries")
     interrupted_leaves("no item was added, removed or changed: `vismem tune-index` sets only the search effort, in "
                        "one commit at its end")
     with _open(memdir) as memory:
@@ -144,13 +146,13 @@ def tune_index(
 
 def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     """(query vectors, or None for the recorded ones; images that could not be read)."""
-    if queries is not None and images:
-        raise InvalidInputError("give query images or --queries Q.npy, not both")
     if queries is not None:
         return load_npy(queries, "--queries"), []
     if images:
         vectors, _, skipped = memory.embed_images(images)
         if len(vectors) == 0:
+            for s in skipped:  # the error alone would not say why
+                say_unreadable(s, False, "tune with")
             raise InvalidInputError(f"none of the {len(images)} query images could be read")
         return vectors, skipped
     return None, []

@@ -92,9 +92,16 @@ class EmbeddedStore:
             raise MemoryExistsError(f"a memory already exists at {path}")
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} exists and is not a directory")
-        if path.exists() and any(p.name != DB_NAME + ".creating" for p in path.iterdir()):
+        if path.exists() and any(p.name != DB_NAME + ".creating" and not p.name.startswith(FILLING)
+                                 for p in path.iterdir()):
             raise InvalidInputError(f"{path} holds other files; a memory needs a directory of its own: "
                                     "choose a new or empty one")
+        # nor one inside another memory's: its files are that memory's (`remove --verify` there
+        # would find this one's vectors as remnants, and removing that memory takes this one)
+        outer = next((folder for folder in path.resolve().parents if (folder / DB_NAME).exists()), None)
+        if outer is not None:
+            raise InvalidInputError(f"{path} lies in the folder of the memory at {outer}; a memory needs a directory "
+                                    "of its own: choose one outside it")
 
     @classmethod
     def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> EmbeddedStore:
@@ -107,11 +114,15 @@ class EmbeddedStore:
                       fill: Callable[[EmbeddedStore], None]) -> EmbeddedStore:
         """A new memory at `path`, filled by `fill(store)` in a hidden directory beside it
         and renamed into place when full: an error or a kill midway leaves nothing at
-        `path` (a killed fill's directory is removed by the next fill of `path`)."""
+        `path` (a killed fill's directory is removed by the next fill of `path`). Where
+        `path` is an empty directory already, the hidden directory is inside it and its
+        files are moved out, the database last: the directory stays itself (a mount point
+        cannot be removed, and a shell inside it would be left in a removed one)."""
         path = Path(os.path.abspath(path))  # a name to hide the work beside, even for "."
         cls.check_new(path)
         _remove_abandoned_fills(path)
-        staging = path.with_name(f".{path.name}.filling-{os.getpid()}")
+        inside = path.is_dir()
+        staging = path / f"{FILLING}{os.getpid()}" if inside else path.with_name(f".{path.name}{FILLING}{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         store = cls.create(staging, identity, settings)
         try:
@@ -122,15 +133,16 @@ class EmbeddedStore:
             raise
         store.close()
         try:
-            if path.exists():
-                path.rmdir()  # empty, checked above; fails if something came meanwhile
-            os.rename(staging, path)
+            if inside:
+                _move_into(staging, path)
+            else:
+                os.rename(staging, path)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise MemoryExistsError(f"something was put at {path} meanwhile: choose a new path") from None
             raise
-        sync_directory(path.parent)
+        sync_directory(path if inside else path.parent)
         return cls.open(path)
 
     @classmethod
@@ -683,9 +695,24 @@ class EmbeddedStore:
             self.db.close()
 
 
+FILLING = ".filling-"  # a fill's hidden directory: beside its memory (.NAME.filling-PID) or inside it
+
+
+def _move_into(staging: Path, path: Path) -> None:
+    """Move a filled memory's files from `staging` (inside `path`) into `path`, the
+    database last: it makes them a memory. Raises ENOTEMPTY if anything but fills came."""
+    if any(not entry.name.startswith(FILLING) for entry in path.iterdir()):
+        raise OSError(errno.ENOTEMPTY, "not empty", str(path))
+    entries = sorted(staging.iterdir(), key=lambda entry: entry.name == DB_NAME)
+    for entry in entries:
+        os.rename(entry, path / entry.name)
+    staging.rmdir()
+
+
 def _remove_abandoned_fills(path: Path) -> None:
     """Remove the hidden directories of fills of `path` whose process is gone (killed)."""
-    for staging in path.parent.glob(f".{glob.escape(path.name)}.filling-*"):
+    inside = path.glob(f"{FILLING}*") if path.is_dir() else []
+    for staging in [*path.parent.glob(f".{glob.escape(path.name)}{FILLING}*"), *inside]:
         pid = staging.name.rpartition("-")[2]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
