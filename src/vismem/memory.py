@@ -807,6 +807,12 @@ class Memory:
     def items(self, ids: Sequence[int]) -> list[Item]:
         """Items with these ids (missing ones left out), in the order given."""
         self._catch_up()
+        return self.items_as_stored(ids)
+
+    def items_as_stored(self, ids: Sequence[int]) -> list[Item]:
+        """`items`, read from the store without first catching this memory up: how to ask,
+        once an edit of this process was interrupted (its state in RAM may be midway), what
+        the store committed."""
         wanted = set(possible_ids(ids))
         return self.store.items([int(i) for i in ids if int(i) in wanted])
 

@@ -208,9 +208,8 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
 
 def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
     """Whether the given items that exist (one at least) all hold `values` (label, weight) in
-    the store: whether an update to them was committed. (The store's own answer:
-    `memory.items` would first catch up, midway in an interrupted write.)"""
-    items = memory.store.items(list(ids))
+    the store: whether an update to them was committed."""
+    items = memory.items_as_stored(list(ids))
     return bool(items) and all(getattr(item, name) == value for item in items for name, value in values.items())
 
 
@@ -504,7 +503,7 @@ def remove(
         # short leaves copies of their bytes in the files until the next, which compact makes.
         purge_left = (f"the removal is committed; if this cut its purge short, copies of the removed items' bytes may "
                       f"stay in {memdir}'s files until `vismem compact {memdir}`")
-        with one_transaction(lambda: bool(targets) and not memory.store.items(targets), purge_left):
+        with one_transaction(lambda: bool(targets) and not memory.items_as_stored(targets), purge_left):
             removed = memory.remove(targets)
         prints = unshared(prints, memory)
         count = len(memory)
