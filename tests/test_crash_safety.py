@@ -3,6 +3,7 @@ interrupted `vismem import` into a directory leaves nothing there."""
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -385,3 +386,66 @@ def test_a_closed_stdout_stops_the_command_saying_what_stays(tmp_path, digit_fol
                                              "before this point is kept")
     with Memory.open(images) as memory:  # the first batch, reported as committed when the pipe was found closed
         assert 0 < len(memory) <= 80
+
+
+# A `vismem prune` killed (SIGKILL) at a point of its work: as it writes its pruning setting
+# (with the old code, after its counts and its --purge removals had been committed), or
+# right after it returned, before the memory closed.
+_PRUNE_KILLED = """
+import os, signal, sys
+from vismem import Memory
+from vismem.curate import prune_memory
+from vismem.store.sqlite import Database
+
+at = sys.argv[2]
+writes_config = Database.set_config
+def set_config(self, values):
+    if at == "setting" and values.get("settings", {}).get("pruning", {}).get("mode") == "hard":
+        os.kill(os.getpid(), signal.SIGKILL)
+    writes_config(self, values)
+Database.set_config = set_config
+memory = Memory.open(sys.argv[1])
+prune_memory(memory, "hard", purge=True, count="wrong-decisions")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _pruning_state(memdir, queries):
+    """What a prune changes, and the classification that follows from it."""
+    with Memory.open(memdir) as memory:
+        ids, _, _, _, counts = memory.voting_arrays()
+        decided = [(d.label, [n.id for n in d.neighbors]) for d in memory.classify_vectors(queries)]
+        return memory.pruning, dict(zip(ids.tolist(), counts.tolist(), strict=True)), decided
+
+
+@pytest.mark.parametrize("at, left", [("setting", "old"), ("returned", "new")])
+def test_a_prune_killed_leaves_the_memory_as_it_was_or_pruned_whole(tmp_path, at, left):
+    """`prune --mode hard --purge` committed its counts, its removals and its setting one
+    after the other: killed between them, the new counts applied under the old setting (and
+    the items were gone). It is one transaction now: killed before its commit, nothing of
+    it stays; after it, all of it."""
+    from vismem.curate import prune_memory
+
+    rng = np.random.default_rng(7)
+    centres = unit_vectors(3, 16, seed=1)
+    labels = rng.integers(0, 3, 90)
+    vectors = centres[labels] + 0.35 * rng.standard_normal((90, 16)).astype(np.float32)
+    noisy = np.where(rng.random(90) < 0.15, (labels + 1) % 3, labels)  # some items mislabelled
+    memdir, reference = tmp_path / "m", tmp_path / "reference"
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(vectors, [f"c{i}" for i in noisy])
+    queries = unit_vectors(40, 16, seed=9) + centres[np.arange(40) % 3]
+    old = _pruning_state(memdir, queries)
+    shutil.copytree(memdir, reference)
+    with Memory.open(reference) as memory:  # the same prune, not interrupted
+        report = prune_memory(memory, "hard", purge=True, count="wrong-decisions")
+    assert 0 < len(report.purged) < 90
+    new = _pruning_state(reference, queries)
+    assert new != old  # the prune changes what the memory decides
+
+    killed = subprocess.run([sys.executable, "-c", _PRUNE_KILLED, str(memdir), at], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    db = sqlite3.connect(memdir / DB_NAME)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    assert _pruning_state(memdir, queries) == {"old": old, "new": new}[left]

@@ -510,6 +510,90 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
         assert len(memory) == 300
 
 
+# Holds MEMDIR/index.lock of the index directory argv[1] as a process saving or scrubbing the
+# saved index does (`saved.locked`), until stdin closes.
+HOLD_INDEX_LOCK = HOLD_BUILD_LOCK.replace("saved.building(", "saved.locked(")
+
+
+def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tmp_path, monkeypatch, caplog):
+    """Another process holds index.lock (as while it saves or scrubs the saved index) and is
+    stopped (SIGSTOP). A removal here commits, and its scrub waited for that lock without a
+    limit, hanging. It waits while the holder lives, then fails within the limit, saying
+    that the removal is committed and its bytes stay in the index files until `compact`;
+    once the holder is gone, the next open catches the saved index up and purges them."""
+    path = tmp_path / "m"
+    vectors = low_dim_vectors(300)
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(vectors, [str(i % 3) for i in range(300)])
+        kept_as, codes = memory.index_bytes(ids[:6])  # the saved index's own bytes of them
+    assert kept_as.tolist() == ids[:6]
+    limit, alive = 1.5, 3.0
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
+    memory = Memory.open(path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_INDEX_LOCK, str(path / "index")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
+        started = time.monotonic()
+        stop.start()
+        with ThreadPoolExecutor(1) as pool:
+            removing = pool.submit(memory.remove, ids[:5], purge=True)
+            try:
+                with pytest.raises(MemoryBusyError) as busy:
+                    removing.result(timeout=alive + 10 * limit)
+                waited = time.monotonic() - started
+            finally:
+                stop.join()
+                os.kill(holder.pid, signal.SIGKILL)  # lets an old, unbounded wait end too
+        assert alive < waited < alive + 3 * limit
+        message = str(busy.value)
+        assert f"process {holder.pid}, which saves or reads its search index, has shown no sign of life" in message
+        assert "removed items are gone from the store and every search, but their vectors stay" in message
+        assert f"`kill -CONT {holder.pid}`" in message and f"`vismem compact {path}`" in message
+        assert len(memory) == 295 and not set(ids[:5]) & {h.id for h in memory.search(vectors[:5], k=5)[0]}
+        assert codes[0].tobytes() in b"".join(p.read_bytes() for p in (path / "index").iterdir())  # as it says
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.close()  # the holder is gone now: its save and purge go through
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert "saved index unusable" not in caplog.text
+    with Memory.open(path) as memory:
+        assert len(memory) == 295
+        found = [row[0].id for row in memory.search(vectors, k=1)]
+        assert found[5:] == ids[5:] and not set(ids[:5]) & set(found)  # the index agrees with the store
+    index_files = b"".join(p.read_bytes() for p in (path / "index").iterdir())
+    assert not any(codes[i].tobytes() in index_files for i in range(5))
+    assert codes[5].tobytes() in index_files  # positive control
+
+
+def test_a_stopped_index_lock_holder_at_open_fails_within_the_limit(tmp_path, monkeypatch):
+    """Opening waits for a holder of index.lock (a process saving) as for a rebuilder: a
+    stopped one ends the wait within the limit, and nothing was changed."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_INDEX_LOCK, str(path / "index")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        result = run_cli_here("info", path)
+        assert time.monotonic() - started < 4
+        assert result.returncode == 1, result.stderr
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}, which saves or reads its "
+                               "search index") and f"(it holds {path / 'index.lock'})" in last, result.stderr
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    with Memory.open(path) as memory:
+        assert len(memory) == 300
+
+
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):
     import vismem.search.lifecycle as lifecycle
 

@@ -114,6 +114,23 @@ def test_relabel_block_and_prune_counts_change_the_vote(location):
         assert again.get(ids[5]).weight == 0.0 and again.pruning.mode == "hard"
 
 
+def test_a_prune_is_saved_as_one_change(location):
+    """Counts, removals and setting of a prune, given at once: all of them apply (in the
+    directory home in one transaction: tests/test_crash_safety.py kills it midway)."""
+    from vismem.prune import PruneSettings
+
+    memory, vectors, ids = filled(location)
+    removed = memory.apply_pruning({ids[1]: 3, ids[2]: 1, ids[3]: 4}, PruneSettings(mode="hard", threshold=2),
+                                   remove=[ids[3], 2**40])
+    assert removed == [ids[3]] and len(memory) == 59 and memory.pruning.mode == "hard"
+    assert [i.prune_count for i in memory.items([ids[1], ids[2]])] == [3, 1]
+    assert ids[1] not in [h.id for h in memory.search(vectors[1], k=5)[0]]
+    memory.close()
+    with Memory.open(location) as again:
+        assert (again.pruning.threshold, len(again)) == (2, 59)
+        assert again.get(ids[1]).prune_count == 3
+
+
 def test_reads_return_what_was_written(location):
     memory, vectors, ids = filled(location)
     picked = [ids[9], ids[2], ids[40]]

@@ -146,9 +146,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         log.warning("%s: hard pruning at v >= %d %s every item labelled %s: no query can get %s",
                     memory.location, threshold, "deletes" if purge else "excludes",
                     " or ".join(map(repr, emptied)), "that label" if len(emptied) == 1 else "those labels")
-    memory.set_prune_counts(counts)
-    purged = memory.remove(excluded) if purge and excluded else []
-    memory.update_settings(pruning=state)
+    purged = memory.apply_pruning(counts, state, excluded if purge else ())  # one change: all of it or nothing
     order = np.argsort(-query.v, kind="stable")[:10]
     return PruneReport(
         mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),

@@ -69,6 +69,13 @@ _distance = (1.0).__sub__  # cosine distance of a similarity
 _hit = partial(tuple.__new__, Hit)  # a Hit from an (id, label, source, distance) tuple
 
 
+def _check_counts(counts: Mapping[int, int]) -> None:
+    bad = [(i, v) for i, v in counts.items()
+           if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+    if bad:  # a negative v would turn soft pruning's factor d / (c + v) negative
+        raise InvalidInputError(f"pruning counts are whole numbers >= 0, got {bad[0][1]!r} for item {bad[0][0]}")
+
+
 def possible_ids(ids: Iterable[int]) -> list[int]:
     """The given ids that an item could have, sorted and unique: others (negative, or
     past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
@@ -712,11 +719,17 @@ class Memory:
     def set_prune_counts(self, counts: Mapping[int, int]) -> None:
         """Store every item's pruning count v (absent: 0); `update_settings(pruning=...)`
         decides how they apply."""
-        bad = [(i, v) for i, v in counts.items()
-               if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
-        if bad:  # a negative v would turn soft pruning's factor d / (c + v) negative
-            raise InvalidInputError(f"pruning counts are whole numbers >= 0, got {bad[0][1]!r} for item {bad[0][0]}")
+        _check_counts(counts)
         self._commit(lambda store: store.set_prune_counts(counts), reset=True)
+
+    def apply_pruning(self, counts: Mapping[int, int], pruning: PruneSettings,
+                      remove: Iterable[int] = ()) -> list[int]:
+        """A prune's decision as one change: every item's count v (absent: 0), the removal
+        of `remove` and the `pruning` setting, all of it or nothing (in the directory home;
+        see `Store.save_pruning` for Milvus). Returns the ids removed."""
+        _check_counts(counts)
+        targets = possible_ids(remove)
+        return self._commit(lambda store: store.save_pruning(counts, pruning, targets), reset=True)
 
     def update_settings(self, progress: Progress | None = None, **changes: Any) -> MemorySettings:
         """Change settings (fields of `MemorySettings`), in one commit; a new index setting

@@ -82,9 +82,10 @@ def prune(
     except --mode hard --purge, which deletes."""
     from ..curate import prune_memory
 
-    # (its counts, the removals of --purge and the setting are three commits, at its end)
-    interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` was saving it at its end: then run "
-                       "it again" + (" (items --purge deleted stay deleted)" if purge else ""))
+    # (its counts, the removals of --purge and the setting are one commit, at its end)
+    interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` had saved it whole, in one commit "
+                       "at its end" + (" (with the items --purge deletes)" if purge else "")
+                       + ": `vismem info` shows which")
     with _open(memdir) as memory:
         if mode == "off":  # nothing to query
             report = prune_memory(memory, mode)

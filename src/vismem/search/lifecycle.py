@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import MemoryBusyError
 from ..maintenance import maintenance
 from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
@@ -256,12 +257,23 @@ class ManagedIndex:
             with saved.locked(self.directory):
                 shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _save(self) -> None:
+    def _save(self, *, purging: bool = False) -> None:
+        """`purging`: the save is to leave no removed item's bytes (a compaction): one that
+        cannot take the lock says so, where a plain save only warns."""
         if not isinstance(self.index, Persistent) or self.store.read_only:
             return
         try:
             with saved.locked(self.directory):
                 self._write_saved(self.index)
+        except saved.HolderSilent as exc:
+            if purging:
+                raise self._not_purged(exc) from None
+            # Derived state, as below: the saved files stay as the last save left them (one
+            # cut short is refused by its checksums), and the next open replays the log
+            # since their edit, or rebuilds (no longer dirty: close does not wait to save it again).
+            self.dirty = False
+            log.warning("%s: did not save the search index (%s); it catches up with the memory's items when the "
+                        "memory is next opened", self.directory, exc)
         except OSError as exc:
             if exc.errno not in UNWRITABLE:
                 raise
@@ -309,10 +321,21 @@ class ManagedIndex:
         no removed item's bytes, is saved over them instead."""
         index = self.index
         if isinstance(index, Persistent) and not self.store.read_only:
-            with saved.locked(self.directory):
-                if not index.scrub_saved(self.directory):
-                    self._write_saved(index)
+            try:
+                with saved.locked(self.directory):
+                    if not index.scrub_saved(self.directory):
+                        self._write_saved(index)
+            except saved.HolderSilent as exc:
+                raise self._not_purged(exc) from None
         self.unpurged = False
+
+    def _not_purged(self, exc: saved.HolderSilent) -> MemoryBusyError:
+        """What a scrub or a compaction that could not take the lock leaves: the files as
+        they were, the removals committed (the next open replays them from the log)."""
+        return MemoryBusyError(
+            f"memory at {self.store.path}: removed items are gone from the store and every search, but their "
+            f"vectors stay in its saved index's files: {exc.silent}, holding {exc.lock}; resume it "
+            f"(`kill -CONT {exc.holder}`) or end it, then run `vismem compact {self.store.path}` to purge them")
 
     def compact(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> int:
         """Reclaim removed items' slots, re-measure recall, and rewrite the saved index
@@ -350,7 +373,7 @@ class ManagedIndex:
             if progress:
                 progress(len(found))
         if self.persistent:
-            self._save()  # rewrites the saved index from live rows only
+            self._save(purging=True)  # rewrites the saved index from live rows only
         return reclaimed
 
     # ---- recall: re-tune and switch kind as the memory grows, tune on given queries -----------

@@ -24,7 +24,8 @@ MEMDIR/index.build.lock from before it commits that change until the new one is 
 (`wait_for_build`) instead of building one of its own. A rebuild may take minutes, so the
 builder rewrites its pid in the lock file every HEARTBEAT_SECONDS while it holds it, and a
 waiter gives up (`MemoryBusyError`) only once the builder has shown no such sign of life
-for `waits.BUSY_SECONDS`: it is stopped, paused in a debugger, or stuck on its disk.
+for `waits.BUSY_SECONDS`: it is stopped, paused in a debugger, or stuck on its disk. The
+holders of MEMDIR/index.lock do the same, and a wait for them is bounded alike.
 """
 
 from __future__ import annotations
@@ -130,9 +131,19 @@ def written_by(directory: Path, layout: SavedLayout) -> bool:
 def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold the saved index in `directory` against other processes' saves and scrubs
     (`shared`: for reading). Where the lock file cannot be made (read-only media, where
-    nobody writes; a full disk, where a removal must still go through), nothing is held."""
-    with _flocked(directory.with_name(directory.name + ".lock"), shared=shared):
-        yield
+    nobody writes; a full disk, where a removal must still go through), nothing is held.
+    Its holders show their life as a builder does, and a wait for them is bounded the same
+    way (MemoryBusyError): a save or a scrub is short, but one stopped midway held every
+    other process of the memory without a limit."""
+    lock = directory.with_name(directory.name + ".lock")
+    wait = partial(_wait_for_holder, lock=lock, doing="saves or reads its search index")
+    with _flocked(lock, shared=shared, wait=wait) as fd:
+        if fd < 0:
+            yield
+            return
+        # readers share it: each writes its pid over the last one's, and a waiter names that
+        with _heartbeat(fd, f"{os.getpid()}\n".encode(), alone=not shared):
+            yield
 
 
 @contextmanager
@@ -146,17 +157,19 @@ def building(directory: Path) -> Iterator[None]:
         if fd < 0:
             yield
             return
-        with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
-            os.ftruncate(fd, 0)
-        with _heartbeat(fd, f"{os.getpid()}\n".encode()):
+        with _heartbeat(fd, f"{os.getpid()}\n".encode(), alone=True):
             yield
 
 
 @contextmanager
-def _heartbeat(fd: int, name: bytes) -> Iterator[None]:
+def _heartbeat(fd: int, name: bytes, *, alone: bool) -> Iterator[None]:
     """Write `name` at the start of lock file `fd` now and every HEARTBEAT_SECONDS until
-    the block ends. A thread, because the work it vouches for runs long inside FAISS and
-    numpy; a process that is stopped or hung stops it too, which is what waiters look for."""
+    the block ends (`alone`: the only holder, which first empties the file). A thread,
+    because the work it vouches for runs long inside FAISS and numpy; a process that is
+    stopped or hung stops it too, which is what waiters look for."""
+    if alone:
+        with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
+            os.ftruncate(fd, 0)
     stop = threading.Event()
 
     def beat() -> None:
@@ -210,13 +223,18 @@ def wait_for_build(directory: Path, *, block: bool = True) -> bool:
 
 
 def _wait_for_builder(fd: int, mode: int, directory: Path) -> None:
-    """Flock build lock `fd` in `mode` once the process that builds lets go. Polled (a
-    non-blocking flock, then a short sleep) rather than a blocking flock under a timer:
+    """Flock build lock `fd` in `mode` once the process that builds lets go, saying so
+    first: a rebuild may take minutes (a save or a scrub, waited for without a word, not)."""
+    log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it", directory.parent, _holder(fd))
+    _wait_for_holder(fd, mode, lock=_build_lock(directory), doing="rebuilds its index")
+
+
+def _wait_for_holder(fd: int, mode: int, *, lock: Path, doing: str) -> None:
+    """Flock lock file `fd` (`lock`) in `mode` once the process that holds it (and `doing`
+    that) lets go. Polled (a non-blocking flock, then a short sleep) rather than a blocking flock under a timer:
     SIGALRM reaches only the main thread, and the service waits in worker threads; and
-    each turn checks the builder's heartbeat, so the limit counts from its last sign of
-    life, not from the start of a rebuild that may rightly take minutes."""
-    holder = _holder(fd)
-    log.warning("%s: another process (pid %s) is rebuilding the index; waiting for it", directory.parent, holder)
+    each turn checks the holder's heartbeat, so the limit counts from its last sign of
+    life, not from the start of work that may rightly take minutes."""
     limit = waits.BUSY_SECONDS
     beat = os.fstat(fd).st_mtime_ns
     deadline = time.monotonic() + limit
@@ -230,18 +248,27 @@ def _wait_for_builder(fd: int, mode: int, directory: Path) -> None:
         if (last := os.fstat(fd).st_mtime_ns) != beat:
             beat, deadline = last, time.monotonic() + limit
         elif time.monotonic() >= deadline:
-            holder = _holder(fd)
-            raise MemoryBusyError(
-                f"memory at {directory.parent} is busy: process {holder}, which rebuilds its index, has shown no "
-                f"sign of life for {limit:g} s (stopped, or stuck on its disk); resume it (`kill -CONT {holder}`) "
-                f"or end it, then try again (it holds {_build_lock(directory)})")
+            raise HolderSilent(lock, _holder(fd), doing, limit)
         time.sleep(pause)
         pause = min(2 * pause, 0.1)
 
 
+class HolderSilent(MemoryBusyError):
+    """The process holding `lock` showed no sign of life for `waited` seconds; the message
+    says so, and a caller with more to say of what stays (a committed removal) has the parts."""
+
+    def __init__(self, lock: Path, holder: str, doing: str, waited: float) -> None:
+        self.lock, self.holder, self.waited = lock, holder, waited
+        self.silent = f"process {holder}, which {doing}, has shown no sign of life for {waited:g} s (stopped, or " \
+                      f"stuck on its disk)"
+        super().__init__(f"memory at {lock.parent} is busy: {self.silent}; resume it (`kill -CONT {holder}`) or end "
+                         f"it, then try again (it holds {lock})")
+
+
 def _holder(fd: int) -> str:
-    """The pid that the process holding build lock `fd` wrote there ("?" if none yet)."""
-    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    """The pid that the process holding lock file `fd` wrote there ("?" if none yet): the
+    first line (a reader's shorter pid written over another's leaves its tail after it)."""
+    return next(iter(os.pread(fd, 32, 0).decode(errors="replace").split()), "?")
 
 
 def _build_lock(directory: Path) -> Path:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform
 
@@ -415,6 +416,12 @@ class Store(Protocol):
     def update(self, ids: Sequence[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]: ...
     def set_prune_counts(self, counts: Mapping[int, int]) -> None: ...
+    # a prune's decision as one change: every item's count v (absent: 0), the removal of
+    # `remove` and the `pruning` setting; returns the ids removed. The directory home
+    # commits it in one transaction (all of it or nothing); Milvus has no transactions and
+    # writes the counts, the removals, then the setting (see docs/homes.md)
+    def save_pruning(self, counts: Mapping[int, int], pruning: PruneSettings,
+                     remove: Sequence[int] = ()) -> list[int]: ...
 
     # ---- reads ----------------------------------------------------------------------
     def __len__(self) -> int: ...

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
 from ..maintenance import maintenance
+from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
 from ..search.lifecycle import ManagedIndex, RebuiltElsewhere
 from ..search.saved import BuildUnderway, sync_directory
@@ -445,6 +446,29 @@ class EmbeddedStore:
         self.db.set_prune_counts(counts, before=self._catch_up_locked)
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         self._wrote()
+
+    def save_pruning(self, counts: Mapping[int, int], pruning: PruneSettings,
+                     remove: Sequence[int] = ()) -> list[int]:
+        """A prune's whole decision in one transaction: every item's count v, the removal
+        of `remove` (hard pruning's purge) and the pruning setting. Killed or failing
+        before the commit, nothing of it stays: never new counts under the old setting."""
+        with self.db.write("saving the pruning", before=self._catch_up_locked,
+                           undone="the pruning is as it was"):  # the parts below are savepoints of it
+            self.db.set_prune_counts(counts)
+            removed = self.db.delete(remove)
+            settings = self._settings.replace(pruning=pruning)  # over the settings as committed
+            self.db.set_config({"settings": settings.to_dict()})
+        self._settings = settings
+        self.catalog.set_prune_counts(self.db.all_prune_counts())
+        if removed:
+            self._unpurged = True  # as `delete`: the database's log still holds older copies
+            self.catalog.remove(removed)
+            self._index.remove(np.asarray(removed, dtype=np.int64))
+        self._wrote()
+        if removed and self._index.compact_if_needed(self._live()):
+            self.purge()
+        self._follow_index()
+        return removed
 
     def _follow_index(self) -> None:
         """The index replays every commit before it is saved or built (a save never writes

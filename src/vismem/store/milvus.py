@@ -59,6 +59,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError
+from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
 from ..transform import identity as no_transform
@@ -649,6 +650,20 @@ class MilvusStore:
         if changing:
             self._rewrite(changing, lambda row: row.update(prune_count=target.get(int(row["id"]), 0)))
             self._touch()
+
+    def save_pruning(self, counts: Mapping[int, int], pruning: PruneSettings,
+                     remove: Sequence[int] = ()) -> list[int]:
+        """A prune's decision, in three steps: Milvus has no transaction to hold them. The
+        counts, then the removals, then the setting, each durable once written. Cut short
+        between them, what was written applies under the old setting (the counts perhaps in
+        part: rows are rewritten a call at a time) until the prune runs again, which counts
+        every item anew; the setting comes last so that a new setting never applies to old
+        counts."""
+        self._settings.replace(pruning=pruning)  # a bad value fails before any write
+        self.set_prune_counts(counts)
+        removed = self.delete(remove) if remove else []
+        self.save_settings({"pruning": pruning})
+        return removed
 
     # ---- reads -----------------------------------------------------------------------
 
