@@ -5,6 +5,7 @@ Real FAISS indexes and real memories on disk; small N so the suite stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -462,6 +465,23 @@ HOLD_BUILD_LOCK = (
 )
 
 
+@contextlib.contextmanager
+def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subprocess.Popen]:
+    """Another process that runs `script` (it takes a lock of the saved index in `index`,
+    says "held" and keeps it until stdin closes), stopped at once with `stopped`; killed
+    at the end."""
+    holder = subprocess.Popen([sys.executable, "-c", script, str(index)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        if stopped:
+            os.kill(holder.pid, signal.SIGSTOP)
+        yield holder
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+
+
 def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_life(tmp_path, monkeypatch):
     """Another process holds the build lock (as while it rebuilds the index), and the saved
     index is gone (as it drops it first). Opening the memory waits for it past the limit
@@ -473,10 +493,7 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
     (path / "index" / "meta.json").unlink()
     limit, alive = 1.5, 3.0
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_BUILD_LOCK, str(path / "index")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with holding(HOLD_BUILD_LOCK, path / "index") as holder:
         stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
         started = time.monotonic()
         stop.start()
@@ -489,22 +506,15 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
             finally:
                 stop.join()
                 os.kill(holder.pid, signal.SIGKILL)  # lets an old, unbounded wait end too
-        assert alive < waited < alive + 3 * limit
-        holder.wait(timeout=30)
-        holder = subprocess.Popen([sys.executable, "-c", HOLD_BUILD_LOCK, str(path / "index")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert holder.stdout.readline().strip() == "held"
-        os.kill(holder.pid, signal.SIGSTOP)
+    assert alive < waited < alive + 3 * limit
+    with holding(HOLD_BUILD_LOCK, path / "index", stopped=True) as holder:
         started = time.monotonic()
         result = run_cli_here("info", path)
         assert time.monotonic() - started < 3 * limit
-        assert result.returncode == 1, result.stderr
-        last = result.stderr.splitlines()[-1]
-        assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}") and \
-            f"kill -CONT {holder.pid}" in last, result.stderr
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=30)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}") and \
+        f"kill -CONT {holder.pid}" in last, result.stderr
     assert not (path / "index" / "meta.json").exists()  # nothing was built meanwhile
     with Memory.open(path) as memory:
         assert len(memory) == 300
@@ -530,10 +540,7 @@ def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tm
     limit, alive = 1.5, 3.0
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
     memory = Memory.open(path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_INDEX_LOCK, str(path / "index")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with holding(HOLD_INDEX_LOCK, path / "index") as holder:
         stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
         started = time.monotonic()
         stop.start()
@@ -555,9 +562,6 @@ def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tm
         assert codes[0].tobytes() in b"".join(p.read_bytes() for p in (path / "index").iterdir())  # as it says
         with caplog.at_level(logging.WARNING, logger="vismem"):
             memory.close()  # the holder is gone now: its save and purge go through
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=30)
     assert "saved index unusable" not in caplog.text
     with Memory.open(path) as memory:
         assert len(memory) == 295
@@ -575,23 +579,34 @@ def test_a_stopped_index_lock_holder_at_open_fails_within_the_limit(tmp_path, mo
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
         memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_INDEX_LOCK, str(path / "index")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        os.kill(holder.pid, signal.SIGSTOP)
+    with holding(HOLD_INDEX_LOCK, path / "index", stopped=True) as holder:
         started = time.monotonic()
         result = run_cli_here("info", path)
         assert time.monotonic() - started < 4
-        assert result.returncode == 1, result.stderr
-        last = result.stderr.splitlines()[-1]
-        assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}, which saves or reads its "
-                               "search index") and f"(it holds {path / 'index.lock'})" in last, result.stderr
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=30)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}, which saves or reads its "
+                           "search index") and f"(it holds {path / 'index.lock'})" in last, result.stderr
     with Memory.open(path) as memory:
         assert len(memory) == 300
+
+
+def test_a_removal_whose_purge_is_cut_off_by_a_stopped_reader_exits_3(tmp_path, monkeypatch):
+    """`vismem remove` commits, then its purge waits for a process that reads the saved
+    index and is stopped. Its error says the removal is committed and how to finish the
+    purge: work done in part, so exit 3, not 1 ("nothing changed")."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    reader = HOLD_INDEX_LOCK.replace("saved.locked(Path(sys.argv[1]))", "saved.locked(Path(sys.argv[1]), shared=True)")
+    with holding(reader, path / "index", stopped=True):  # a reader shares the lock: the open goes through
+        result = run_cli_here("remove", path, "--id", ids[0])
+    assert result.returncode == 3, result.stderr
+    assert "removed items are gone from the store and every search" in result.stderr
+    assert f"`vismem compact {path}`" in result.stderr
+    with Memory.open(path) as memory:
+        assert len(memory) == 299 and ids[0] not in memory.ids()
 
 
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):

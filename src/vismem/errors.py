@@ -1,7 +1,8 @@
 """Errors a user can act on.
 
 Every `VismemError` carries a one-line message that names the fix. The CLI prints it
-as `error: <message>` and exits 1, never with a traceback.
+as `error: <message>` and exits 1 (nothing changed), or 3 for a `PartlyDoneError` (a
+change committed, a step after it not done), never with a traceback.
 """
 
 
@@ -47,3 +48,13 @@ class MemoryClosedError(VismemError):
 
 class MemoryBusyError(VismemError):
     """Another process held the memory's write lock for too long."""
+
+
+class PartlyDoneError(VismemError):
+    """The change was committed, but a step after it was not done; the message says what
+    stays and how to finish it."""
+
+
+class PurgeUnfinishedError(MemoryBusyError, PartlyDoneError):
+    """A removal is committed (gone from the store and every search), but another
+    process held the saved index too long for its vectors to be purged from its files."""

@@ -26,7 +26,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from ..errors import VismemError
+from ..errors import PartlyDoneError, VismemError
 from ..maintenance import showing_maintenance
 from ..progress import progress_bar, stderr_console
 
@@ -176,7 +176,8 @@ def only_reads(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: turn VismemError into `error: ...` and exit 1, never a traceback.
+    """Entry point: turn VismemError into `error: ...` and exit 1 (3 if a change was
+    committed before it: `PartlyDoneError`), never a traceback.
     `argv` defaults to the process's arguments."""
     load_commands()
     library = logging.getLogger("vismem")
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             app(args=argv, prog_name="vismem")
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
-        sys.exit(EXIT_ERROR)
+        # exit 1 says nothing changed: a change committed before the error is work done in part
+        sys.exit(EXIT_PARTIAL if isinstance(exc, PartlyDoneError) else EXIT_ERROR)
     except StdoutClosed:
         sys.stderr.write(f"stopped: the reader of stdout went away; {_after_interrupt}\n")
         _discard_output(stdout)

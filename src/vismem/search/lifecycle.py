@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MemoryBusyError
+from ..errors import PurgeUnfinishedError
 from ..maintenance import maintenance
 from . import INDEX_TYPES, IndexFileError, make_index
 from . import quality as q
@@ -329,10 +329,10 @@ class ManagedIndex:
                 raise self._not_purged(exc) from None
         self.unpurged = False
 
-    def _not_purged(self, exc: saved.HolderSilent) -> MemoryBusyError:
+    def _not_purged(self, exc: saved.HolderSilent) -> PurgeUnfinishedError:
         """What a scrub or a compaction that could not take the lock leaves: the files as
         they were, the removals committed (the next open replays them from the log)."""
-        return MemoryBusyError(
+        return PurgeUnfinishedError(
             f"memory at {self.store.path}: removed items are gone from the store and every search, but their "
             f"vectors stay in its saved index's files: {exc.silent}, holding {exc.lock}; resume it "
             f"(`kill -CONT {exc.holder}`) or end it, then run `vismem compact {self.store.path}` to purge them")
