@@ -17,7 +17,7 @@ DOCS = Path(__file__).parents[1] / "docs" / "service.md"
 
 
 def cli_commands() -> set[str]:
-    from vismem.cli import app, commands, curate, quality, search, serve, transfer  # noqa: F401  (register them)
+    from vismem.cli import app, checkpoints, commands, curate, quality, search, serve, transfer  # noqa: F401  (register them)
 
     return set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 

@@ -7,6 +7,8 @@ searched by nearest neighbours; the neighbours vote, and every vote is explained
 from .decide import VOTES, Decision, Neighbor, VoteParams
 from .encoders import available_encoders, create_encoder
 from .errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
     EmptyMemoryError,
     EncoderError,
     InvalidInputError,
@@ -19,11 +21,15 @@ from .ingest import AddReport
 from .memory import Hit, Memory
 from .settings import MemorySettings
 from .store import Filter, Item
+from .store.checkpoints import Checkpoint, RollbackReport
 
 __version__ = "0.2.0"
 
 __all__ = [
     "AddReport",
+    "Checkpoint",
+    "CheckpointExistsError",
+    "CheckpointNotFoundError",
     "Decision",
     "EmptyMemoryError",
     "EncoderError",
@@ -36,6 +42,7 @@ __all__ = [
     "MemoryNotFoundError",
     "MemorySettings",
     "Neighbor",
+    "RollbackReport",
     "Skipped",
     "VOTES",
     "VismemError",

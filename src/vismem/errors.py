@@ -26,6 +26,14 @@ class InvalidInputError(VismemError, ValueError):
     """Arguments or data are malformed: wrong dimension, non-string labels, bad options."""
 
 
+class CheckpointNotFoundError(InvalidInputError):
+    """No checkpoint of the memory has that name."""
+
+
+class CheckpointExistsError(InvalidInputError):
+    """A checkpoint of the memory has that name already (replace it explicitly)."""
+
+
 class NotCalibratedError(InvalidInputError):
     """Abstention was asked of a memory that has no calibrated threshold yet."""
 

@@ -37,7 +37,9 @@ from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_new_location,
                     create_store, open_store)
-from .store.base import Where, plain_text
+from .store.base import Checkpoints, Where, plain_text
+from .store.checkpoints import Checkpoint, RollbackReport
+from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
 from .vectors import as_rows, unit_rows
 
@@ -759,6 +761,64 @@ class Memory:
         self.settings.replace(**changes)  # a bad name or value fails here
         self._commit(lambda store: store.save_settings(changes, progress=progress))
         return self.store.describe()["index"]
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def _checkpoints(self) -> Checkpoints:
+        if not isinstance(self.store, Checkpoints):
+            raise InvalidInputError(f"memory at {self.location} cannot keep checkpoints: a rollback must be one "
+                                    "transaction, which only the directory home has (export it and import it "
+                                    "into a directory: `vismem export`, `vismem import`)")
+        return self.store
+
+    def checkpoint(self, name: str, *, replace: bool = False) -> Checkpoint:
+        """Record checkpoint `name`: every item's label, weight, pruning count and relabel
+        history, the highest item id and the settings, in one transaction. A name in use
+        is refused (CheckpointExistsError) unless `replace`. Returns the checkpoint."""
+        check_checkpoint_name(name)
+        self.check_writable()
+        store = self._checkpoints()
+        self._catch_up()
+        return cast(Checkpoint, store.make_checkpoint(name, replace=replace))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The memory's checkpoints, oldest first (none in a home that keeps none)."""
+        if not isinstance(self.store, Checkpoints):
+            return []
+        self._catch_up()
+        return self.store.checkpoints()
+
+    def delete_checkpoint(self, name: str) -> None:
+        """Delete checkpoint `name` (CheckpointNotFoundError if there is none); no item changes."""
+        check_checkpoint_name(name)
+        self.check_writable()
+        store = self._checkpoints()
+        self._catch_up()
+        store.delete_checkpoint(name)
+
+    def at_checkpoint(self, name: str) -> bool:
+        """Whether the memory is as checkpoint `name` recorded it: no item added since, every
+        item of it still here in the state it kept, the same settings (a rollback to it has
+        nothing left to do but for the items removed since, which stay removed)."""
+        check_checkpoint_name(name)
+        store = self._checkpoints()
+        self._catch_up()
+        return store.at_checkpoint(name)
+
+    def rollback(self, name: str, progress: Progress | None = None) -> RollbackReport:
+        """Back to checkpoint `name`, all of it or nothing (one transaction): every item
+        added since is removed and purged; every item of the checkpoint still here gets
+        back its label, weight, pruning count and relabel history; the settings are
+        restored (a changed index setting rebuilds the index, as `update_settings` does).
+        Items removed since stay removed: a removal is final (`gone_since` counts them).
+        The checkpoint stays, to roll back to again."""
+        check_checkpoint_name(name)
+        self.check_writable()
+        store = self._checkpoints()
+        report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
+        if report.removed_added:
+            self.purge()
+        return cast(RollbackReport, report)
 
     def check_not_empty(self) -> None:
         """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""

@@ -89,7 +89,7 @@ def _jsonable(value: Any) -> Any:
 
 def load_commands() -> typer.Typer:
     """The app with every command registered (the modules register on import)."""
-    from . import commands, curate, quality, search, serve, transfer  # noqa: F401
+    from . import checkpoints, commands, curate, quality, search, serve, transfer  # noqa: F401
 
     for command in app.registered_commands:
         _name_values(command.callback)

@@ -50,6 +50,7 @@ from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
+from ..store.checkpoints import Checkpoint, RollbackReport
 from .batcher import EncodeBatcher
 from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
 from .models import (
@@ -57,6 +58,8 @@ from .models import (
     MAX_VALUES,
     WHERE_HELP,
     AddOut,
+    CheckpointIn,
+    CheckpointName,
     ItemChange,
     ItemOut,
     ItemsChange,
@@ -86,6 +89,7 @@ PAGE_HEADERS = {
 }
 K = describe(VoteParams, "k")
 ItemIdPath = PathParam(..., ge=0, le=MAX_ID, description="An item id.")
+CheckpointPath = PathParam(..., description="The checkpoint's name.")
 RESTRICT = restriction_forms()
 
 
@@ -270,7 +274,9 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     reading, writing = _access(settings)
     _add_pages(app)
     _add_reading(app, service, reading, (401,) if settings.protect_reads else ())
-    _add_editing(app, service, writing, ((401,) if settings.token else (403,)) + (409, 503, 507))
+    write_errors = ((401,) if settings.token else (403,)) + (409, 503, 507)
+    _add_editing(app, service, writing, write_errors)
+    _add_checkpoints(app, service, writing, write_errors)
     install_openapi(app)
     return app
 
@@ -320,6 +326,12 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         stats = service.batcher.stats.to_dict() if service.batcher else None
         return {"status": "ok", "read_only": settings.token is None,
                 "protect_reads": settings.protect_reads, "encoder_batches": stats}
+
+    @app.get("/checkpoints", tags=["checkpoints"], dependencies=reading, response_model=list[Checkpoint],
+             responses=responses(*read_errors))
+    async def list_checkpoints() -> list[dict[str, Any]]:
+        """`vismem checkpoints`: the memory's checkpoints, oldest first."""
+        return [c.to_dict() for c in await service.read(memory.checkpoints)]
 
     @app.get("/stats", tags=["memory"], dependencies=reading, responses=responses(*read_errors))
     async def stats() -> dict[str, Any]:
@@ -490,6 +502,34 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         transaction. Ids that do not exist are listed in `missing`."""
         updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
         return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated)}
+
+
+def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:
+    """Endpoints that make, delete and roll back to checkpoints: the token, as other edits."""
+    memory = service.memory
+
+    @app.post("/checkpoints", tags=["checkpoints"], status_code=201, dependencies=writing,
+              response_model=Checkpoint, responses=responses(400, 409, *write_errors))
+    async def make_checkpoint(made: CheckpointIn) -> dict[str, Any]:
+        """`vismem checkpoint`: record every item's label, weight, pruning count and relabel
+        history and the settings as a named checkpoint; 409 if the name is taken (unless
+        `replace`)."""
+        return (await service.write(memory.checkpoint, made.name, replace=made.replace)).to_dict()
+
+    @app.delete("/checkpoints/{name}", tags=["checkpoints"], dependencies=writing,
+                responses=responses(404, *write_errors))
+    async def delete_checkpoint(name: Annotated[CheckpointName, CheckpointPath]) -> dict[str, Any]:
+        """`vismem delete-checkpoint`: delete a checkpoint (no item changes); 404 if there is none."""
+        await service.write(memory.delete_checkpoint, name)
+        return {"deleted": name}
+
+    @app.post("/checkpoints/{name}/rollback", tags=["checkpoints"], dependencies=writing,
+              response_model=RollbackReport, responses=responses(404, *write_errors))
+    async def rollback(name: Annotated[CheckpointName, CheckpointPath]) -> dict[str, Any]:
+        """`vismem rollback`: back to a checkpoint in one transaction: items added since
+        removed and purged, its items' state and its settings put back; items removed since
+        stay removed (`gone_since`). 404 if there is no such checkpoint."""
+        return (await service.write(memory.rollback, name)).to_dict()
 
 
 def _access(settings: ServiceSettings) -> tuple[list, list]:

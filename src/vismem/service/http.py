@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..errors import (
+    CheckpointExistsError,
+    CheckpointNotFoundError,
     DiskFullError,
     EmptyMemoryError,
     EncoderError,
@@ -38,10 +40,11 @@ STATUS: dict[int, str] = {
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
-    404: "No item with this id. Nothing changed.",
+    404: "No item with this id, or no checkpoint with this name. Nothing changed.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
-         "vectors) so it cannot take images, or it lies on read-only media. Nothing changed.",
+         "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
+         "already. Nothing changed.",
     413: "The request body is over --max-upload-mb. Nothing changed.",
     415: "A file part is not sent as image/*. Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
@@ -55,7 +58,8 @@ STATUS: dict[int, str] = {
 JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: application/json"
 INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
 # (a closed memory is the server's own mistake: a 500, as any bug)
-STATUS_BY_ERROR = ((MemoryClosedError, 500), (EmptyMemoryError, 409), (EncoderError, 409),
+STATUS_BY_ERROR = ((MemoryClosedError, 500), (CheckpointNotFoundError, 404), (CheckpointExistsError, 409),
+                   (EmptyMemoryError, 409), (EncoderError, 409),
                    (ReadOnlyMemoryError, 409), (NotCalibratedError, 409), (MemoryBusyError, 503),
                    (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
 

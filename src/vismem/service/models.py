@@ -16,6 +16,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from ..decide import VOTES, VoteParams
 from ..settings import describe
 from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
+from ..store.checkpoints import NAME as CHECKPOINT_NAME
+from ..store.checkpoints import NAME_RULE
 
 # Ids are SQLite INTEGERs (< 2**63) handed out from 1 up; the API keeps to the ones a JSON
 # number carries exactly everywhere (JavaScript's safe integers), so a larger one is a 422.
@@ -36,6 +38,8 @@ WherePair = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]*[A-Za-z0-9]
 MAX_VALUES = 20  # values of one repeatable restriction
 MAX_IDS = 10_000  # ids in one request
 MAX_REQUEST_HEAD = 2**20
+CheckpointName = Annotated[str, StringConstraints(pattern=f"^{CHECKPOINT_NAME.pattern}$"),
+                          Field(description=f"A checkpoint's name: {NAME_RULE}.")]
 VoteName = Literal[VOTES]  # type: ignore[valid-type]
 WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more; all must hold). "
               "VALUE is read as JSON when it parses (2024, true), else as text.")
@@ -185,6 +189,14 @@ class RemovedOut(BaseModel):
     ids: list[int]
     missing: list[int]
     items: int
+
+
+class CheckpointIn(BaseModel):
+    """A checkpoint to make: `vismem checkpoint MEMDIR NAME [--replace]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: CheckpointName
+    replace: bool = Field(False, description="Replace the checkpoint of that name, if there is one.")
 
 
 class UpdatedOut(BaseModel):

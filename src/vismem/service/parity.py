@@ -45,6 +45,12 @@ PARITY: dict[str, Face] = {
     "boost": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": factor}'),
     "unblock": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": 1}'),
     "info": Face(("GET /stats",), "info", "the same object as info --json"),
+    "checkpoint": Face(("POST /checkpoints",), "checkpoint", 'JSON {"name": ..., "replace": false}; 409 if the '
+                       "name is taken"),
+    "checkpoints": Face(("GET /checkpoints",), "checkpoints", "a JSON list, where --json prints a line each"),
+    "rollback": Face(("POST /checkpoints/{name}/rollback",), "rollback",
+                     "the same object as rollback --json; 404 if there is no such checkpoint"),
+    "delete-checkpoint": Face(("DELETE /checkpoints/{name}",), "delete_checkpoint", '{"deleted": name}'),
     "create": Face(cli_only="a server serves one memory that already exists; making a new one is "
                             "work on the server's disk"),
     "add-vectors": Face(cli_only="precomputed embeddings come as .npy arrays of up to millions of rows, "

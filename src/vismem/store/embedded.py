@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, InvalidInputError, MemoryExistsError, VismemError
+from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -43,6 +43,7 @@ from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
 from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page
 from .catalog import Catalog
+from .checkpoints import Checkpoint, RollbackReport
 from .migrate import upgrade
 from .sqlite import DB_NAME, FORMAT_VERSION, Database
 
@@ -228,11 +229,12 @@ class EmbeddedStore:
         for ids, vectors in self.vector_chunks(size):
             yield ids, self.to_search_space(vectors)
 
-    def _fit(self, spec: TransformSpec,
-             progress: Callable[[int], None] | None = None) -> tuple[FeatureTransform, dict[str, Any] | None]:
-        """Fit `spec` on every item, in one state of the database: the fit, and what the
-        config keeps of it (None for none). Raises InvalidInputError when the items cannot
-        be fitted (there are none, or they do not vary); nothing is written here."""
+    def _fit(self, spec: TransformSpec, progress: Callable[[int], None] | None = None,
+             up_to: int | None = None) -> tuple[FeatureTransform, dict[str, Any] | None]:
+        """Fit `spec` on every item (with an id up to `up_to`, if given), in one state of the
+        database: the fit, and what the config keeps of it (None for none). Raises
+        InvalidInputError when the items cannot be fitted (there are none, or they do not
+        vary); nothing is written here."""
         if spec == TransformSpec():
             return identity(self.dim), None
         with self.db.snapshot():
@@ -244,6 +246,10 @@ class EmbeddedStore:
             def vectors() -> Iterator[np.ndarray]:
                 nonlocal last
                 for ids, chunk in self.vector_chunks():
+                    if up_to is not None and ids[-1] > up_to:
+                        ids, chunk = ids[ids <= up_to], chunk[ids <= up_to]
+                        if not len(ids):
+                            return
                     yield chunk
                     last = int(ids[-1])
                     if progress:
@@ -469,6 +475,68 @@ class EmbeddedStore:
             self.purge()
         self._follow_index()
         return removed
+
+    # ---- checkpoints (checkpoints.py) -------------------------------------------------
+
+    def make_checkpoint(self, name: str, *, replace: bool = False) -> Checkpoint:
+        return self.db.make_checkpoint(name, replace=replace, before=self._catch_up_locked)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return self.db.checkpoints()
+
+    def at_checkpoint(self, name: str) -> bool:
+        return self.db.at_checkpoint(name)
+
+    def delete_checkpoint(self, name: str) -> None:
+        self.db.delete_checkpoint(name, before=self._catch_up_locked)
+
+    def rollback(self, name: str, progress: Callable[[int], None] | None = None) -> RollbackReport:
+        """Back to checkpoint `name`, in one transaction: the items added since removed, the
+        state of its items still here put back (label, weight, pruning count, relabel
+        history), its settings restored; its items removed since stay removed. A restored
+        transform is fitted first (on the items it keeps), a restored index setting
+        rebuilds the index after the commit, as a settings change does."""
+        found = self.db.checkpoint(name)
+        target = MemorySettings.from_dict(found.settings)
+        current = self._settings
+        refit = target.transform if target.transform != current.transform else None
+        rebuild_asked = refit is not None or any(getattr(target, n) != getattr(current, n) for n in INDEX_SETTINGS)
+        with self._index.rebuilding() if rebuild_asked else contextlib.nullcontext():
+            fitted = None
+            if refit is not None:
+                log.warning("%s: fitting the %s feature transform of checkpoint %r and rebuilding the index",
+                            self.path, refit.name, name)
+                fitted = self._fit(refit, progress, up_to=found.last_id)
+            with self.db.write(f"rolling back to checkpoint {name!r}", before=self._catch_up_locked,
+                               undone="the memory is as it was"):
+                again = self.db.checkpoint(name)
+                if again.made_at != found.made_at or self._settings.transform != current.transform:
+                    raise MemoryBusyError(f"memory at {self.path} changed while rolling back to {name!r} (its "
+                                          "checkpoint or its transform was replaced meanwhile); nothing was "
+                                          "changed: try again")
+                removed, restored = self.db.restore_checkpoint(name, found.last_id)
+                before_settings = self._settings
+                settings = target if fitted is not None else target.replace(transform=before_settings.transform)
+                self.db.set_config({"settings": settings.to_dict(), **({"transform": fitted[1]} if fitted else {})})
+            self._settings = settings
+            if fitted is not None:
+                self._transform, self._config["transform"] = fitted
+            if removed:
+                self._unpurged = True  # as `delete`: the database's log still holds older copies
+                self.catalog.remove(removed)
+                self._index.remove(np.asarray(removed, dtype=np.int64))
+            if restored:
+                self._replay_edit("update", restored)
+                self._replay_edit("prune", [])
+            if removed or restored:  # (their edits were logged: a settings change is not)
+                self._wrote()
+            if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n) for n in INDEX_SETTINGS):
+                self._index.rebuild(self._live(), progress)
+            elif removed and self._index.compact_if_needed(self._live()):
+                self.purge()
+        self._follow_index()
+        return RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
+                              settings != before_settings, len(self.catalog))
 
     def _follow_index(self) -> None:
         """The index replays every commit before it is saved or built (a save never writes

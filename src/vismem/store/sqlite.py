@@ -33,7 +33,9 @@ from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryN
                       ReadOnlyMemoryError, VismemError)
 from ..search.saved import BuildUnderway
 from ..search.tuning import merge_slots
+from . import checkpoints
 from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
+from .checkpoints import Checkpoint
 from .wal import CommitWatch
 
 FORMAT_VERSION = 2
@@ -383,6 +385,51 @@ class Database:
             db.executemany("INSERT INTO prune_counts SELECT ?, ? WHERE EXISTS (SELECT 1 FROM items WHERE id = ?)",
                            [(int(i), int(v), int(i)) for i, v in counts.items() if v])
             self._log("prune", [])
+
+    # ---- checkpoints (see checkpoints.py) --------------------------------------------
+    # Their tables are made when the first is: a memory that never checkpoints has none.
+
+    def make_checkpoint(self, name: str, *, replace: bool = False,
+                        before: Callable[[], None] | None = None) -> Checkpoint:
+        """Record every item's label, weight, pruning count and relabel history, the highest
+        id given out and the settings, as checkpoint `name`, in one transaction."""
+        with self.write(f"making checkpoint {name!r}", before, "no checkpoint was made") as db:
+            checkpoints.make(db, name, replace=replace, location=str(self.directory))
+            return checkpoints.find(db, name, str(self.directory))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return checkpoints.listed(self._db)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        return checkpoints.find(self._db, name, str(self.directory))
+
+    def at_checkpoint(self, name: str) -> bool:
+        """Whether every item and the settings are as checkpoint `name` has them (its items
+        removed since aside): no item added after it, none whose state differs."""
+        with self.snapshot():
+            found = checkpoints.find(self._db, name, str(self.directory))
+            added = self._db.execute("SELECT 1 FROM items WHERE id > ? LIMIT 1", (found.last_id,)).fetchone()
+            settings = self.config().get("settings", {})
+            return added is None and not checkpoints.changed_since(self._db, name) and settings == found.settings
+
+    def delete_checkpoint(self, name: str, before: Callable[[], None] | None = None) -> None:
+        with self.write(f"deleting checkpoint {name!r}", before, "the checkpoint is kept") as db:
+            checkpoints.delete(db, name, str(self.directory))
+
+    def restore_checkpoint(self, name: str, last_id: int) -> tuple[list[int], list[int]]:
+        """Inside a write: remove the items added after checkpoint `name` (ids above
+        `last_id`) and put back its state of every item of it still present. Logs the
+        removal, the updates and the pruning counts, so that other handles replay them.
+        Returns (removed ids, restored ids)."""
+        with self.write(f"rolling back to checkpoint {name!r}", None, "the memory is as it was") as db:
+            added = [r[0] for r in db.execute("SELECT id FROM items WHERE id > ? ORDER BY id", (last_id,))]
+            removed = self.delete(added)  # a savepoint of this write; logs the removal
+            restored = checkpoints.changed_since(db, name)
+            if restored:
+                checkpoints.restore(db, name, restored)
+                self._log("update", restored)
+                self._log("prune", [])
+        return removed, restored
 
     def purge(self) -> None:
         """Move the zeroed pages into the main file and empty the WAL.

@@ -1,0 +1,98 @@
+"""Checkpoints of a memory and rollbacks: checkpoint, checkpoints, rollback,
+delete-checkpoint. Thin faces over `Memory.checkpoint` and its kin."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from ..store.checkpoints import NAME_RULE
+from . import app, emit, interrupted_leaves, n_items, one_transaction, out, progress_bar
+from .commands import JsonFlag, MemDir, _open
+
+NameArg = typer.Argument(..., help=f"The checkpoint's name: {NAME_RULE}.", show_default=False)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def checkpoint(
+    memdir: Path = MemDir,
+    name: str = NameArg,
+    replace: bool = typer.Option(False, "--replace", help="Replace the checkpoint of that name, if there is one."),
+    json_out: bool = JsonFlag,
+) -> None:
+    """Record a named checkpoint of the memory to roll back to: every item's label, vote
+    weight, pruning count and relabel history, and the settings (directory memories only).
+
+    Items removed later leave every checkpoint with them: a rollback never brings one back."""
+    interrupted_leaves(f"nothing: no checkpoint was made (`vismem checkpoint` makes {name!r} in one transaction)")
+    started = time.time()
+    with _open(memdir) as memory, one_transaction(
+            lambda: any(c.name == name and c.made_at >= started for c in memory.checkpoints()),
+            f"checkpoint {name!r} is made"):
+        made = memory.checkpoint(name, replace=replace)
+    if json_out:
+        emit(made.to_dict())
+    else:
+        out.print(f"checkpoint {made.name!r} made: {n_items(made.items)}, ids up to {made.last_id}")
+
+
+@app.command("checkpoints")
+def list_checkpoints(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
+    """List the memory's checkpoints, oldest first (with --json, one line each)."""
+    interrupted_leaves("no item was added, removed or changed: `vismem checkpoints` only reads the memory")
+    with _open(memdir) as memory:
+        found = memory.checkpoints()
+    if json_out:
+        for each in found:
+            emit(each.to_dict())
+        return
+    if not found:
+        out.print(f"no checkpoints (make one with `vismem checkpoint {memdir} NAME`)")
+    for each in found:
+        gone = each.items - each.kept
+        out.print(f"{each.name}  {_when(each.made_at)}  {n_items(each.items)}, ids up to {each.last_id}"
+                  + (f"; {gone:,} of them removed since" if gone else ""))
+
+
+@app.command()
+def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFlag) -> None:
+    """Roll the memory back to a checkpoint, in one transaction: items added since are
+    removed (and purged), the checkpoint's items get back their labels, weights, pruning
+    counts and relabel history, and its settings return (an index setting rebuilds the
+    index). Items removed since stay removed: a removal is final. The checkpoint stays."""
+    interrupted_leaves("nothing: the memory is as it was (`vismem rollback` makes its change in one transaction)")
+    with _open(memdir) as memory:
+        purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "
+                      f"copies of their bytes may stay in {memdir}'s files until `vismem compact {memdir}`")
+        # (transient: the bar moves only where a restored index setting rebuilds the index)
+        with one_transaction(lambda: memory.at_checkpoint(name), purge_left), \
+                progress_bar("rebuilding the index", len(memory), transient=True) as advance:
+            report = memory.rollback(name, progress=advance)
+    if json_out:
+        emit(report.to_dict())
+        return
+    out.print(f"rolled back to {name!r}: removed {n_items(report.removed_added)} added since, restored "
+              f"{n_items(report.restored)}" + (", and the settings" if report.settings_restored else "")
+              + f"; memory now holds {report.items:,}")
+    if report.gone_since:
+        out.print(f"{n_items(report.gone_since)} of the checkpoint were removed since and stay removed "
+                  "(a removal is final)")
+
+
+@app.command("delete-checkpoint")
+def delete_checkpoint(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFlag) -> None:
+    """Delete a checkpoint (no item changes)."""
+    interrupted_leaves(f"nothing: checkpoint {name!r} is kept, or deleted whole (one transaction)")
+    with _open(memdir) as memory:
+        memory.delete_checkpoint(name)
+    if json_out:
+        emit({"deleted": name})
+    else:
+        out.print(f"checkpoint {name!r} deleted")

@@ -1,0 +1,277 @@
+"""Named checkpoints and rollbacks, on real stores on disk (and real images where the
+decisions are checked): what a rollback restores, what it removes and purges, what stays
+removed, other handles, kill -9 in the middle, the CLI and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import json_lines, unit_vectors
+from fastapi.testclient import TestClient
+
+from vismem import CheckpointExistsError, CheckpointNotFoundError, InvalidInputError, Memory
+from vismem.errors import ReadOnlyMemoryError
+from vismem.prune import PruneSettings
+from vismem.service import ServiceSettings, create_app
+from vismem.store import DB_NAME
+
+TOKEN = "checkpoint-token"
+
+
+def _files_holding(directory, needle: bytes) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+def _state(memory: Memory, queries: np.ndarray) -> tuple:
+    """Everything a rollback restores, and the decisions that follow from it."""
+    ids = memory.ids()
+    items = [(i.id, i.label, i.weight, i.prune_count, i.relabelled_from) for i in memory.items(ids)]
+    decided = [(d.label, [n.id for n in d.neighbors]) for d in memory.classify_vectors(queries)]
+    return items, memory.settings, decided
+
+
+def _vector_memory(path, index: str = "hnsw") -> tuple[Memory, list[int], np.ndarray]:
+    rng = np.random.default_rng(3)
+    centres = unit_vectors(3, 16, seed=1)
+    labels = rng.integers(0, 3, 60)
+    vectors = centres[labels] + 0.3 * rng.standard_normal((60, 16)).astype(np.float32)
+    memory = Memory.create(path, encoder=None, dim=16, index=index)
+    ids = memory.add_vectors(vectors, [f"c{i}" for i in labels])
+    return memory, ids, unit_vectors(30, 16, seed=9) + centres[np.arange(30) % 3]
+
+
+def _edit_everything(memory: Memory, ids: list[int]) -> list[int]:
+    """Relabel, block, boost, prune, change settings, remove one, add three: returns the added ids."""
+    memory.relabel(ids[:5], "c0")
+    memory.set_weight(ids[5:8], 0.0)
+    memory.set_weight(ids[8:10], 3.0)
+    memory.apply_pruning({i: 4 for i in ids[10:20]}, PruneSettings(mode="soft"))
+    memory.update_settings(vote={"k": 3, "vote": "plurality"})
+    memory.remove([ids[-1]], purge=True)
+    return memory.add_vectors(unit_vectors(3, 16, seed=42) * 1.0, ["new", "new", "c1"])
+
+
+def test_rollback_restores_state_settings_and_decisions(tmp_path):
+    memdir = tmp_path / "m"
+    memory, ids, queries = _vector_memory(memdir)
+    with memory:
+        memory.relabel(ids[20:22], "c2")  # a relabel history the checkpoint keeps
+        made = memory.checkpoint("v1")
+        assert (made.name, made.last_id, made.items, made.kept) == ("v1", ids[-1], 60, 60)
+        kept = _state(memory, queries)
+        added = _edit_everything(memory, ids)
+        stored = dict(zip(*memory.vectors(added), strict=True))
+        assert _state(memory, queries) != kept
+        report = memory.rollback("v1")
+        assert sorted(report.removed_ids) == sorted(added) and report.removed_added == 3
+        assert report.gone_since == 1  # removed since: it stays removed
+        assert report.settings_restored and report.items == 59
+        assert set(ids[5:20]) <= set(report.restored_ids) <= set(ids[:20])  # (a relabel to c0 of a c0 changed nothing)
+        now = _state(memory, queries)
+        assert now[1] == kept[1]  # the settings
+        assert now[0] == [row for row in kept[0] if row[0] != ids[-1]]  # every item's state, less the removed
+        assert memory.at_checkpoint("v1")
+        assert [c.name for c in memory.checkpoints()] == ["v1"]  # kept: roll back again later
+        again = memory.rollback("v1")
+        assert (again.removed_added, again.restored, again.settings_restored) == (0, 0, False)
+    # the added items are purged: no file of the memory holds their vectors
+    for vector in stored.values():
+        assert not _files_holding(memdir, vector.tobytes())
+    with Memory.open(memdir) as reopened:
+        assert _state(reopened, queries) == now
+
+
+def test_classify_answers_exactly_as_at_the_checkpoint_on_real_images(tmp_path, digit_folders, lite0):
+    train, test = digit_folders
+    queries = sorted(test.rglob("*.png"))
+    with Memory.create(tmp_path / "m", encoder="efficientnet_lite0") as memory:
+        memory.use_encoder(lite0)
+        memory.add_images([train])
+        vectors, _, _ = memory.embed_images(queries)
+
+        def decided() -> list:
+            return [(d.label, d.confidence, [(n.id, n.label) for n in d.neighbors])
+                    for d in memory.classify_vectors(vectors)]
+
+        memory.checkpoint("good")
+        before = decided()
+        threes = memory.ids(labels=["3"])
+        memory.relabel(threes, "8")
+        memory.set_weight(memory.ids(labels=["1"])[:4], 0)
+        memory.update_settings(vote={"k": 1})
+        assert decided() != before
+        memory.rollback("good")
+        assert decided() == before
+
+
+def test_a_checkpoint_keeps_nothing_of_a_removed_item(tmp_path):
+    memdir = tmp_path / "m"
+    memory, ids, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        memory.relabel([ids[0]], "secret-label-xyz")
+        memory.checkpoint("a")
+        memory.checkpoint("b")
+        memory.remove([ids[0]], purge=True)
+    db = sqlite3.connect(memdir / DB_NAME)
+    assert db.execute("SELECT COUNT(*) FROM checkpoint_items WHERE id = ?", (ids[0],)).fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM checkpoint_items").fetchone()[0] == 2 * 59
+    db.close()
+    assert not _files_holding(memdir, b"secret-label-xyz")  # zeroed in place, and out of the log
+    with Memory.open(memdir) as memory:
+        report = memory.rollback("a")
+        assert report.gone_since == 1 and ids[0] not in memory.ids()
+
+
+def test_a_second_handle_sees_the_rollback(tmp_path):
+    memdir = tmp_path / "m"
+    memory, ids, queries = _vector_memory(memdir)
+    with memory, Memory.open(memdir) as other:
+        memory.checkpoint("v1")
+        kept = _state(other, queries)
+        _edit_everything(memory, ids)
+        assert _state(other, queries) != kept  # it caught up with the edits
+        memory.rollback("v1")
+        now = _state(other, queries)
+        assert now[1] == kept[1]
+        assert now[0] == [row for row in kept[0] if row[0] != ids[-1]]
+        assert now == _state(memory, queries)
+
+
+def test_names_duplicates_and_deletion(tmp_path):
+    memory, _, _ = _vector_memory(tmp_path / "m", index="exact")
+    with memory:
+        for bad in ("", "a b", "-x", "x" * 65, "../etc", "é"):
+            with pytest.raises(InvalidInputError, match="bad checkpoint name"):
+                memory.checkpoint(bad)
+        first = memory.checkpoint("v1.0_a-b")
+        with pytest.raises(CheckpointExistsError, match="already"):
+            memory.checkpoint("v1.0_a-b")
+        memory.set_weight([1], 0)
+        replaced = memory.checkpoint("v1.0_a-b", replace=True)
+        assert replaced.made_at >= first.made_at
+        with pytest.raises(CheckpointNotFoundError, match="no checkpoint named 'nope'; it has: v1.0_a-b"):
+            memory.rollback("nope")
+        memory.delete_checkpoint("v1.0_a-b")
+        assert memory.checkpoints() == []
+        with pytest.raises(CheckpointNotFoundError):
+            memory.delete_checkpoint("v1.0_a-b")
+
+
+def test_a_read_only_memory_refuses_up_front(tmp_path):
+    memdir = tmp_path / "m"
+    memory, _, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        memory.checkpoint("v1")
+    with Memory.open(memdir) as memory:
+        memory.store.db.read_only = True  # as on read-only media (root may write any file: chmod would not do)
+        assert [c.name for c in memory.checkpoints()] == ["v1"]
+        for call in (lambda: memory.checkpoint("v2"), lambda: memory.rollback("v1"),
+                     lambda: memory.delete_checkpoint("v1")):
+            with pytest.raises(ReadOnlyMemoryError, match="read-only"):
+                call()
+        memory.store.db.read_only = False
+
+
+def test_an_index_setting_restored_rebuilds_the_index(tmp_path):
+    memory, ids, queries = _vector_memory(tmp_path / "m", index="exact")
+    with memory:
+        memory.checkpoint("exact")
+        kept = _state(memory, queries)
+        memory.set_index("hnsw")
+        assert memory.store.describe()["index"]["type"] == "hnsw"
+        memory.rollback("exact")
+        assert memory.settings.index == "exact" and memory.store.describe()["index"]["type"] == "exact"
+        assert _state(memory, queries) == kept
+
+
+# A rollback killed (SIGKILL) inside its one transaction (as it writes the restored
+# settings, after its removals and restorations), or right after it returned.
+_ROLLBACK_KILLED = """
+import os, signal, sys
+from vismem import Memory
+from vismem.store.sqlite import Database
+
+at = sys.argv[2]
+writes_config = Database.set_config
+def set_config(self, values):
+    if at == "inside" and "settings" in values:
+        os.kill(os.getpid(), signal.SIGKILL)
+    writes_config(self, values)
+Database.set_config = set_config
+memory = Memory.open(sys.argv[1])
+memory.rollback("v1")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("at, left", [("inside", "old"), ("returned", "new")])
+def test_a_rollback_killed_leaves_the_old_state_or_the_new_one(tmp_path, at, left):
+    memdir = tmp_path / "m"
+    memory, ids, queries = _vector_memory(memdir)
+    with memory:
+        memory.checkpoint("v1")
+        _edit_everything(memory, ids)
+        old = _state(memory, queries)
+    killed = subprocess.run([sys.executable, "-c", _ROLLBACK_KILLED, str(memdir), at], capture_output=True,
+                            text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    db = sqlite3.connect(memdir / DB_NAME)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    with Memory.open(memdir) as memory:
+        found = _state(memory, queries)
+        if left == "old":
+            assert found == old
+        else:
+            assert found != old and memory.at_checkpoint("v1")
+
+
+def test_cli_json_and_exit_codes(tmp_path, cli):
+    memdir = tmp_path / "m"
+    memory, ids, _ = _vector_memory(memdir, index="exact")
+    memory.close()
+    made = json_lines(cli("checkpoint", memdir, "v1", "--json", check=True))[0]
+    assert made["name"] == "v1" and made["items"] == 60
+    taken = cli("checkpoint", memdir, "v1")
+    assert taken.returncode == 1 and "already" in taken.stderr
+    assert cli("checkpoint", memdir, "bad name").returncode == 1
+    assert cli("rollback", memdir).returncode == 2  # NAME missing: usage
+    cli("block", memdir, "--id", str(ids[0]), check=True)
+    cli("remove", memdir, "--id", str(ids[1]), check=True)
+    listed = json_lines(cli("checkpoints", memdir, "--json", check=True))
+    assert [(c["name"], c["items"], c["kept"]) for c in listed] == [("v1", 60, 59)]
+    report = json_lines(cli("rollback", memdir, "v1", "--json", check=True))[0]
+    assert (report["restored_ids"], report["gone_since"], report["removed_added"]) == ([ids[0]], 1, 0)
+    missing = cli("rollback", memdir, "v9", "--json")
+    assert missing.returncode == 1 and missing.stdout == "" and "no checkpoint named 'v9'" in missing.stderr
+    assert "rolled back to 'v1'" in cli("rollback", memdir, "v1", check=True).stdout
+    assert json_lines(cli("delete-checkpoint", memdir, "v1", "--json", check=True)) == [{"deleted": "v1"}]
+    assert cli("delete-checkpoint", memdir, "v1").returncode == 1
+    assert "no checkpoints" in cli("checkpoints", memdir, check=True).stdout
+
+
+def test_http_endpoints(tmp_path):
+    memory, ids, _ = _vector_memory(tmp_path / "m", index="exact")
+    with memory, TestClient(create_app(memory, ServiceSettings(token=TOKEN))) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.post("/checkpoints", json={"name": "v1"}).status_code == 401
+        made = client.post("/checkpoints", json={"name": "v1"}, headers=auth)
+        assert made.status_code == 201 and made.json()["items"] == 60
+        assert client.post("/checkpoints", json={"name": "v1"}, headers=auth).status_code == 409
+        assert client.post("/checkpoints", json={"name": "v1", "replace": True}, headers=auth).status_code == 201
+        assert client.post("/checkpoints", json={"name": "a b"}, headers=auth).status_code == 422
+        assert [c["name"] for c in client.get("/checkpoints").json()] == ["v1"]
+        client.patch(f"/items/{ids[0]}", json={"label": "zzz"}, headers=auth).raise_for_status()
+        assert client.post("/checkpoints/v1/rollback").status_code == 401
+        rolled = client.post("/checkpoints/v1/rollback", headers=auth)
+        assert rolled.status_code == 200 and rolled.json()["restored_ids"] == [ids[0]]
+        assert client.get(f"/items/{ids[0]}").json()["label"] != "zzz"
+        assert client.post("/checkpoints/nope/rollback", headers=auth).status_code == 404
+        assert client.delete("/checkpoints/v1", headers=auth).json() == {"deleted": "v1"}
+        assert client.delete("/checkpoints/v1", headers=auth).status_code == 404
+        assert client.get("/checkpoints").json() == []
