@@ -15,7 +15,6 @@ from conftest import json_lines, unit_vectors
 from fastapi.testclient import TestClient
 
 from vismem import CheckpointExistsError, CheckpointNotFoundError, InvalidInputError, Memory
-from vismem.errors import ReadOnlyMemoryError
 from vismem.prune import PruneSettings
 from vismem.service import ServiceSettings, create_app
 from vismem.store import DB_NAME
@@ -160,21 +159,6 @@ def test_names_duplicates_and_deletion(tmp_path):
         assert memory.checkpoints() == []
         with pytest.raises(CheckpointNotFoundError):
             memory.delete_checkpoint("v1.0_a-b")
-
-
-def test_a_read_only_memory_refuses_up_front(tmp_path):
-    memdir = tmp_path / "m"
-    memory, _, _ = _vector_memory(memdir, index="exact")
-    with memory:
-        memory.checkpoint("v1")
-    with Memory.open(memdir) as memory:
-        memory.store.db.read_only = True  # as on read-only media (root may write any file: chmod would not do)
-        assert [c.name for c in memory.checkpoints()] == ["v1"]
-        for call in (lambda: memory.checkpoint("v2"), lambda: memory.rollback("v1"),
-                     lambda: memory.delete_checkpoint("v1")):
-            with pytest.raises(ReadOnlyMemoryError, match="read-only"):
-                call()
-        memory.store.db.read_only = False
 
 
 def test_an_index_setting_restored_rebuilds_the_index(tmp_path):

@@ -210,6 +210,38 @@ def test_a_memory_on_a_read_only_mount_reads_and_refuses_writes(tmp_path, small_
     check_read_only_run(out, result, memdir)
 
 
+CHECKPOINTS_READ_ONLY = """
+import sys
+from vismem import Memory
+from vismem.errors import ReadOnlyMemoryError
+with Memory.open(sys.argv[1]) as memory:
+    print(*[c.name for c in memory.checkpoints()])
+    for change in (lambda: memory.checkpoint("v2"), lambda: memory.rollback("v1"),
+                   lambda: memory.delete_checkpoint("v1")):
+        try:
+            change()
+        except ReadOnlyMemoryError as exc:
+            print("refused:", exc)
+"""
+
+
+@needs_mounts
+def test_checkpoints_on_a_read_only_mount_are_listed_and_refuse_changes(tmp_path):
+    memdir, mount = tmp_path / "m", tmp_path / "ro"
+    mount.mkdir()
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_rows(np.random.default_rng(0).standard_normal((20, 8)), 8), ["a", "b"] * 10)
+        memory.checkpoint("v1")
+    before = (memdir / "memory.sqlite").read_bytes()
+    script = f'mount --bind "{memdir}" "{mount}"; mount -o remount,bind,ro "{mount}"\n"$PYTHON" -c "$CODE" "$M"'
+    result = in_private_mounts(script, M=mount, CODE=CHECKPOINTS_READ_ONLY)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "v1"
+    assert len(lines) == 4 and all(line.startswith("refused:") and "read-only" in line for line in lines[1:]), lines
+    assert (memdir / "memory.sqlite").read_bytes() == before
+
+
 @needs_mounts
 def test_an_immutable_memory_reads_and_refuses_writes(tmp_path, small_memory):
     memdir, query = small_memory
