@@ -18,6 +18,7 @@ from vismem import CheckpointExistsError, CheckpointNotFoundError, InvalidInputE
 from vismem.prune import PruneSettings
 from vismem.service import ServiceSettings, create_app
 from vismem.store import DB_NAME
+from vismem.transform import TransformSpec
 
 TOKEN = "checkpoint-token"
 
@@ -159,6 +160,30 @@ def test_names_duplicates_and_deletion(tmp_path):
         assert memory.checkpoints() == []
         with pytest.raises(CheckpointNotFoundError):
             memory.delete_checkpoint("v1.0_a-b")
+
+
+def test_a_feature_transform_restored_is_fitted_again_on_the_items_of_the_checkpoint(tmp_path):
+    """The fitted transform is not kept in a checkpoint (it holds a share of every item it
+    saw): a rollback fits the checkpoint's transform again on its items still here, which
+    gives the same searches as at the checkpoint; and rolls back to no transform alike."""
+    memory, ids, queries = _vector_memory(tmp_path / "m", index="exact")
+    with memory:
+        memory.checkpoint("plain")
+        plain = _state(memory, queries)
+        memory.set_transform(TransformSpec("center"))
+        memory.checkpoint("centred")
+        centred = _state(memory, queries)
+        memory.set_transform("none")
+        memory.add_vectors(unit_vectors(4, 16, seed=5), ["c2"] * 4)
+        report = memory.rollback("centred")
+        assert report.settings_restored and report.removed_added == 4
+        assert memory.settings.transform == TransformSpec("center")
+        assert _state(memory, queries) == centred
+        memory.rollback("plain")
+        assert memory.settings.transform == TransformSpec()
+        assert _state(memory, queries) == plain
+    with Memory.open(tmp_path / "m") as reopened:
+        assert _state(reopened, queries) == plain
 
 
 def test_an_index_setting_restored_rebuilds_the_index(tmp_path):

@@ -105,6 +105,11 @@ def test_the_cli_on_a_milvus_memory(milvus_location, photos, cli):
     text = cli("info", milvus_location, check=True).stdout
     assert "Milvus v2.3" in text and "removal is logical" in text
 
+    # a rollback must be one transaction, which Milvus has not: refused, saying where it works
+    refused = cli("checkpoint", milvus_location, "v1")
+    assert refused.returncode == 1 and "cannot keep checkpoints" in refused.stderr and "vismem import" in refused.stderr
+    assert cli("checkpoints", milvus_location, check=True).stdout.startswith("no checkpoints")
+
 
 @pytest.mark.parametrize("direction", ["directory -> here -> directory"])
 def test_export_import_round_trips_decisions_exactly(location, photos, tmp_path, cli, direction):
