@@ -652,7 +652,8 @@ def test_the_document_says_what_this_server_enforces(memory):
             for method, operation in methods.items():
                 yield f"{method.upper()} {path}", operation
 
-    edits = {"POST /items", "DELETE /items", "PATCH /items", "DELETE /items/{item_id}", "PATCH /items/{item_id}"}
+    edits = {"POST /items", "DELETE /items", "PATCH /items", "DELETE /items/{item_id}", "PATCH /items/{item_id}",
+             "POST /checkpoints", "DELETE /checkpoints/{name}", "POST /checkpoints/{name}/rollback"}
     read_only, editing, guarded = document(), document(token=TOKEN), document(token=TOKEN, protect_reads=True)
     for name, operation in operations(read_only):
         assert "security" not in operation, name

@@ -194,7 +194,7 @@ class RemovedOut(BaseModel):
 class CheckpointIn(BaseModel):
     """A checkpoint to make: `vismem checkpoint MEMDIR NAME [--replace]`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: JSON's 0 is not false
     name: CheckpointName
     replace: bool = Field(False, description="Replace the checkpoint of that name, if there is one.")
 
