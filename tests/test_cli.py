@@ -322,3 +322,31 @@ def test_help_names_every_value_as_its_text_does(cli):
         options = [line for line in shown.splitlines() if re.match(r"\s+-", line)]
         assert options and not [line for line in options if "<" in line.split("  ")[0]], name
     assert "--id ID " in cli("remove", "--help").stdout and "{MEMDIR}" in cli("remove", "--help").stdout
+
+
+def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
+    """Running `add-vectors` again on the same file (after Ctrl-C) added every row again:
+    the rows held are skipped and named, unless --allow-duplicates."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    vectors = unit_vectors(12, 6)
+    np.save(tmp_path / "part.npy", vectors[:5])
+    np.save(tmp_path / "all.npy", np.concatenate([vectors, vectors[3:4]]))  # row 12 repeats row 3
+    (tmp_path / "l.txt").write_text("\n".join(f"c{i % 2}" for i in range(13)))
+    (tmp_path / "part.txt").write_text("\n".join(f"c{i % 2}" for i in range(5)))
+    cli("create", memdir, "--encoder", "none", "--dim", "6", check=True)
+    first = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
+                           tmp_path / "part.txt", "--json", check=True))[0]
+    assert first == {"added": 5, "ids": first["ids"], "skipped": 0, "skipped_rows": [], "items": 5}
+    again = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "all.npy", "--labels", tmp_path / "l.txt",
+                           "--json", check=True))[0]
+    assert again["added"] == 7 and len(again["ids"]) == 7 and again["items"] == 12 and again["skipped"] == 6
+    assert again["skipped_rows"] == ([{"row": k, "duplicate_of": first["ids"][k]} for k in range(5)]
+                                     + [{"row": 12, "duplicate_of": first["ids"][3]}])
+    told = cli("add-vectors", memdir, "--vectors", tmp_path / "all.npy", "--labels", tmp_path / "l.txt", check=True)
+    assert "added 0 vectors, skipped 13 already held; memory now holds 12" in told.stdout
+    allowed = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
+                             tmp_path / "part.txt", "--allow-duplicates", "--json", check=True))[0]
+    assert allowed["added"] == 5 and allowed["skipped"] == 0 and allowed["items"] == 17

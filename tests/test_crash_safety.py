@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOLD_WRITE_LOCK, unit_vectors
+from conftest import HOLD_WRITE_LOCK, run_cli_here, unit_vectors
 
 from vismem import Memory
 from vismem.store import DB_NAME
@@ -281,9 +281,19 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
                           str(tmp_path / "v.npy"), "--labels", str(tmp_path / "labels.txt")],
                          capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": "SIGTERM"})
     assert run.returncode == 143, run.stderr
-    assert run.stderr.splitlines()[-1] == "terminated: every batch committed before this point is kept"
+    assert run.stderr.splitlines()[-1] == ("terminated: every batch committed before this point is kept; running "
+                                           "the same command again adds only the rows still missing")
     with Memory.open(memdir) as memory:  # the first batch of 10,000, whole
         assert memory.ids() == list(range(1, 10_001))
+    # run again as it says: it added every row again, the first 10,000 twice
+    again = run_cli_here("add-vectors", str(memdir), "--vectors", str(tmp_path / "v.npy"), "--labels",
+                         str(tmp_path / "labels.txt"), "--json", check=True)
+    done = json.loads(again.stdout)
+    assert done["added"] == 15_000 and done["skipped"] == 10_000 and done["items"] == 25_000
+    assert done["skipped_rows"][:2] == [{"row": 0, "duplicate_of": 1}, {"row": 1, "duplicate_of": 2}]
+    with Memory.open(memdir) as memory:  # each row held once, in file order
+        ids, stored = memory.vectors()
+        assert len(ids) == 25_000 and np.allclose(stored, np.load(tmp_path / "v.npy"), atol=1e-6)
 
 
 def _catches_sigterm_and_sleeps(pid: int) -> tuple[bool, bool]:

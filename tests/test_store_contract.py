@@ -15,6 +15,7 @@ from conftest import unit_vectors
 from vismem import Memory
 from vismem.errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError
 from vismem.store import Filter, NewItem
+from vismem.vectors import unit_rows, vector_hashes
 
 
 def filled(location, n=60, dim=16, seed=0):
@@ -137,7 +138,7 @@ def test_reads_return_what_was_written(location):
     assert [i.id for i in memory.items(picked)] == picked  # in the order given
     item = memory.get(ids[9])
     assert (item.label, item.source, item.meta, item.path, item.content_hash) == \
-        ("c0", "s1", {"n": 1, "flag": True, "tag": "x"}, None, None)
+        ("c0", "s1", {"n": 1, "flag": True, "tag": "x"}, None, vector_hashes(unit_rows(vectors[9:10], 16))[0])
     found, got = memory.vectors(picked)
     assert found.tolist() == sorted(picked)
     order = {i: k for k, i in enumerate(ids)}
@@ -267,3 +268,15 @@ def test_a_null_filter_matches_a_key_holding_null_and_not_a_missing_key(location
     assert [i.id for i in memory.page(offset=0, limit=10, where={"k": None}).items] == nulls  # oldest first
     assert sorted(memory.remove(where={"k": None})) == sorted(nulls) and len(memory) == len(metas) - 2
     memory.close()
+
+
+def test_vectors_added_again_are_recognised_by_their_rows(location):
+    """Re-running an interrupted `add-vectors` added every committed row again: each
+    vector item keeps the hash of its row as stored, and every home recognises it."""
+    memory = Memory.create(location, encoder=None, dim=8)
+    vectors = unit_vectors(6, 8, seed=2)
+    ids = memory.add_vectors(vectors[:4], ["a"] * 4)
+    again = memory.add_vectors(vectors * 2, ["a"] * 6, allow_duplicates=False)  # the same rows, once unit length
+    assert again.duplicates == [(k, ids[k]) for k in range(4)] and len(again.ids) == 2
+    assert len(memory) == 6 and sorted(memory.ids()) == sorted(ids + again.ids)
+    memory.close()  # before the fixture drops its collection

@@ -226,3 +226,46 @@ def test_a_memory_of_vectors_answers_alike_on_every_home(location, digit_vectors
         nearest = memory.search(test, 3, labels=["7"])
     assert [[n["id"] for n in row["neighbors"]] for row in searched] == [[h.id for h in row] for row in nearest]
     assert {n["label"] for row in searched for n in row["neighbors"]} == {"7"}
+
+
+def _rows(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def test_add_vectors_skips_rows_already_held_only_when_asked(tmp_path):
+    """Adding the same rows again (a re-run after an interruption) added them all again:
+    without `allow_duplicates` the rows held are skipped, named with the items holding
+    them; with it (the default) every row is added, as before."""
+    from vismem.store import InsertResult
+    from vismem.vectors import unit_rows, vector_hashes
+
+    x = _rows(10)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        first = memory.add_vectors(x[:6], ["a"] * 6)
+        assert isinstance(first, list) and len(first) == 6
+        [item] = memory.items([first[2]])
+        assert item.content_hash == vector_hashes(unit_rows(x[2:3], 8))[0] and len(item.content_hash) == 22
+        again = memory.add_vectors(x, ["b"] * 10, allow_duplicates=False, batch_size=4)
+        assert isinstance(again, InsertResult)
+        assert again.duplicates == [(k, first[k]) for k in range(6)] and len(again.ids) == 4
+        assert len(memory) == 10 and memory.class_counts() == {"a": 6, "b": 4}
+        assert memory.add_vectors(x, ["b"] * 10, allow_duplicates=False).ids == []  # all held: nothing added
+        copies = memory.add_vectors(x[:2], ["c"] * 2)  # the default adds them anyway
+        assert len(copies) == 2 and len(memory) == 12
+        # a copy held beside its original: still one row held, named by the oldest item
+        assert memory.add_vectors(x[:1], ["d"], allow_duplicates=False).duplicates == [(0, first[0])]
+        with pytest.raises(InvalidInputError, match="allow_duplicates"):
+            memory.add_vectors(x[:1], ["d"], allow_duplicates="no")  # type: ignore[call-overload]
+
+
+def test_add_vectors_skips_a_row_repeated_within_one_call(tmp_path):
+    """A row given twice in one call, in one batch or across batches, is added once."""
+    x = _rows(3, seed=1)
+    repeated = np.stack([x[0], x[1], x[0] * 2, x[2], x[1]])  # x[0] * 2: the same row once unit length
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        for batch_size in (None, 2):
+            memory.remove(memory.ids())
+            result = memory.add_vectors(repeated, list("vwxyz"), allow_duplicates=False, batch_size=batch_size)
+            assert len(result.ids) == 3 and result.duplicates == [(2, result.ids[0]), (4, result.ids[1])]
+            assert memory.class_counts() == {"v": 1, "w": 1, "y": 1}
+        assert len(memory.add_vectors(repeated, list("vwxyz"))) == 5  # allowed: one item per row

@@ -17,7 +17,7 @@ import logging
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, cast
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple, Sequence, cast, overload
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,7 @@ from .store.base import Checkpoints, Where, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
-from .vectors import as_rows, unit_rows
+from .vectors import as_rows, unit_rows, vector_hashes
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -84,8 +84,8 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
 
 
-def _insert(items: list[NewItem], store: Store) -> InsertResult:
-    return store.insert(items)
+def _insert(items: list[NewItem], store: Store, *, allow_duplicates: bool = False) -> InsertResult:
+    return store.insert(items, allow_duplicates=allow_duplicates)
 
 
 def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | None = None,
@@ -453,6 +453,21 @@ class Memory:
         return self._ingestor().add_prepared(prepared, vectors, source=source, allow_duplicates=allow_duplicates,
                                              meta=meta)
 
+    @overload
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    progress: Progress | None = ..., allow_duplicates: Literal[True] = ...) -> list[int]: ...
+
+    @overload
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    progress: Progress | None = ..., allow_duplicates: Literal[False]) -> InsertResult: ...
+
+    @overload
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    progress: Progress | None = ..., allow_duplicates: bool) -> list[int] | InsertResult: ...
+
     def add_vectors(
         self,
         vectors: np.ndarray,
@@ -462,14 +477,23 @@ class Memory:
         metas: Sequence[dict[str, Any]] | None = None,
         batch_size: int | None = None,
         progress: Progress | None = None,
-    ) -> list[int]:
+        allow_duplicates: bool = True,
+    ) -> list[int] | InsertResult:
         """Add precomputed embeddings float (n, dim) with one string label each.
 
         Vectors are L2-normalised on the way in (search is by cosine similarity). All are
         checked first, then added in one transaction; with `batch_size`, in one per that
-        many rows (a crash keeps every batch committed), with `progress(n)` as n more are
-        added. `vectors` may be a memory map (`np.load(path, mmap_mode="r")`): only a batch
-        at a time is read into RAM. Returns the new ids.
+        many rows (a crash keeps every batch committed), with `progress(n)` as n more rows
+        are done. `vectors` may be a memory map (`np.load(path, mmap_mode="r")`): only a
+        batch at a time is read into RAM.
+
+        Each item keeps the hash of its row as stored (`vectors.vector_hashes`). With
+        `allow_duplicates` (the default) every row is added and the new ids returned, one
+        per row. Without it, a row whose hash the memory already holds, or an earlier row
+        of this call holds, is skipped, so adding the same rows again (after an
+        interrupted run) adds only what is missing; returns an `InsertResult`: `ids` of
+        the rows added, `duplicates` as (row, id of the item holding it). Items added
+        before vismem kept these hashes have none, so their rows are not recognised.
         """
         vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
@@ -485,20 +509,25 @@ class Memory:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                        or batch_size < 1):
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(allow_duplicates, (bool, np.bool_)):
+            raise InvalidInputError(f"allow_duplicates must be True or False, got {allow_duplicates!r}")
         step = batch_size or max(n, 1)
         if n > step:  # every row checked before the first commit: a bad one changes nothing
             for start in range(0, n, step):
                 unit_rows(vectors[start : start + step], self.dim, first_row=start)
-        ids: list[int] = []
+        result = InsertResult()
         for start in range(0, max(n, 1), step):
             batch = unit_rows(vectors[start : start + step], self.dim, first_row=start)
-            items = [NewItem(vector=v, label=label, source=s, meta=m) for v, label, s, m in zip(
+            items = [NewItem(vector=v, label=label, source=s, meta=m, content_hash=h) for v, label, s, m, h in zip(
                 batch, labels[start : start + step], sources[start : start + step], metas[start : start + step],
-                strict=True)]
-            ids += self._commit(partial(_insert, items), added=True).ids
+                vector_hashes(batch), strict=True)]
+            # the store refuses held rows inside its write, so two processes adding the same rows add each once
+            added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)
+            result.ids += added.ids
+            result.duplicates += [(start + position, held) for position, held in added.duplicates]
             if progress is not None:
                 progress(len(items))
-        return ids
+        return result.ids if allow_duplicates else result
 
     # ---- reading: embed, search, classify ----------------------------------------------
 

@@ -10,7 +10,10 @@ Columns, one row per item:
     vector           fixed_size_list<float32>[dim]   L2-normalised, exactly as stored
     label, source    string
     path             string, null when unknown
-    content_hash     string      SHA-256 of the image's bytes, null for bare vectors
+    content_hash     string      SHA-256 of the image's bytes (64 hex digits); for a vector
+                                 added, 128 bits of that of its stored row (22 base64url
+                                 characters, `vectors.vector_hashes`); null for one added
+                                 before 0.2.0
     weight           float64     vote weight (0 = blocked)
     meta             string      the metadata object as canonical JSON
     added_at         float64     Unix seconds

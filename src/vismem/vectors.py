@@ -4,11 +4,14 @@ Every vector a memory takes (`add_vectors`) or is asked about (`search`,
 `classify_vectors`, `tune_index`) passes here first, so a bad row fails before anything
 is written or searched, naming the row. Search is by cosine similarity: rows are
 L2-normalised, at any finite scale (huge values are rescaled before their norm
-overflows, tiny ones before it underflows).
+overflows, tiny ones before it underflows). A row added is known by `vector_hashes`, so
+adding it again can be recognised.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 
 import numpy as np
@@ -66,6 +69,25 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
     if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
         rows, norms = _rescaled(rows, first_row, vectors)
     return rows / norms[:, None]
+
+
+def vector_hashes(rows: np.ndarray) -> list[str]:
+    """The content hash of each row as stored (a unit float32 row from `unit_rows`): the
+    first 128 bits of the SHA-256 of its bytes, in unpadded URL-safe base64 (22
+    characters). 128 bits: two distinct rows colliding by chance is beyond any memory's
+    size. Base64, not hex: the hash is indexed twice, and 22 characters instead of 32 made
+    100k rows' database 42.2 MB instead of 45.5 (34.1 with no hash), and adding them
+    faster. An image's hash is 64 hex digits (the SHA-256 of its file): the two never meet."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim != 2:
+        raise InvalidInputError(f"expected rows (n, dim), got shape {tuple(rows.shape)}")
+    if not rows.size:
+        return []
+    data = rows.data.cast("B")  # slices of it are hashed without a copy
+    width = rows.shape[1] * 4
+    sha256, encode = hashlib.sha256, base64.urlsafe_b64encode
+    return [encode(sha256(data[start : start + width]).digest()[:16])[:22].decode()
+            for start in range(0, len(data), width)]
 
 
 def _rescaled(rows: np.ndarray, first_row: int = 0, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

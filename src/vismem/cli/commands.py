@@ -18,7 +18,7 @@ from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import missing_ids, parse_pairs, parse_where
+from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, n_items, one_transaction,
                only_reads, out, progress_bar)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -391,24 +391,36 @@ def add_vectors(
     labels: Path = typer.Option(..., "--labels", metavar="FILE",
                                 help="A .npy array of n strings, or a text file with one label per line."),
     source: str = typer.Option("vectors", "--source", "-s", help="Source tag for every vector."),
+    allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
+                                          help="Add rows the memory already holds (the same vector as stored)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Add precomputed embeddings with labels (for memories made with --encoder none).
 
     Every row and label is checked before anything is added; then they are added
-    10,000 rows per transaction, so a crash keeps every batch committed.
+    10,000 rows per transaction, so a crash keeps every batch committed. A row the
+    memory already holds (the same bits once made unit length), or one repeated in the
+    file, is skipped, so running the command again after an interruption adds only what
+    is missing. With --json, one line: added, ids, skipped, skipped_rows
+    ({row, duplicate_of}, rows counted from 0) and items.
     """
-    interrupted_leaves(BATCHES_KEPT)
+    interrupted_leaves(f"{BATCHES_KEPT}; running the same command again"
+                       f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
     names = load_labels(labels)
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
     with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance:
-        ids = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance)
+        added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,
+                                   allow_duplicates=allow_duplicates)
         count = len(memory)
+    result = added if isinstance(added, InsertResult) else InsertResult(added)
     if json_out:
-        emit({"added": len(ids), "ids": ids, "items": count})
+        emit({"added": len(result.ids), "ids": result.ids, "skipped": len(result.duplicates),
+              "skipped_rows": [{"row": row, "duplicate_of": held} for row, held in result.duplicates],
+              "items": count})
     else:
-        out.print(f"added {len(ids)} vectors; memory now holds {count:,}")
+        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held; "
+                  f"memory now holds {count:,}")
 
 
 @app.command()

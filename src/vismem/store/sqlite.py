@@ -169,6 +169,10 @@ class Database:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA secure_delete=ON")  # removed rows are zeroed, not just unlinked
             db.execute("PRAGMA mmap_size=2147483648")  # reading all vectors at open: ~2x faster
+            # The content-hash indexes take rows in random order, so each batch touches most
+            # of their pages: with SQLite's 2 MB cache they were read back every batch (100k
+            # vectors added 10k at a time: 2.3 s -> 1.8 s in bare SQLite). Pages are taken as used.
+            db.execute("PRAGMA cache_size=-32768")
             db.execute("SELECT value FROM config WHERE key = 'format_version'").fetchone()  # a memory's?
         except sqlite3.DatabaseError as exc:  # OperationalError too: e.g. "no such table"
             if db is not None:
@@ -315,15 +319,16 @@ class Database:
         ids: list[int] = []
         duplicates: list[tuple[int, int]] = []
         with self.write(f"adding {len(items)} items", before, "nothing from the failed batch was kept") as db:
+            # asked in chunks of CHUNK, not a statement per row
+            held = self.known_hashes(i.content_hash for i in items if i.content_hash is not None)
             for position, item in enumerate(items):
                 copy = 0
                 if item.content_hash is not None:
-                    held = db.execute("SELECT id FROM items WHERE content_hash = ? ORDER BY id LIMIT 1",
-                                      (item.content_hash,)).fetchone()
-                    if held is not None and not allow_duplicates:
-                        duplicates.append((position, int(held[0])))
+                    holder = held.get(item.content_hash)
+                    if holder is not None and not allow_duplicates:
+                        duplicates.append((position, holder))
                         continue
-                    copy = int(held is not None)
+                    copy = int(holder is not None)
                 cursor = db.execute(
                     "INSERT INTO items (label, source, path, content_hash, copy, weight, meta, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -332,6 +337,8 @@ class Database:
                 )
                 item_id = int(cursor.lastrowid or 0)
                 ids.append(item_id)
+                if item.content_hash is not None and copy == 0:  # a later item of this batch is its duplicate
+                    held[item.content_hash] = item_id
                 db.execute("INSERT INTO vectors VALUES (?, ?)",
                            (item_id, np.ascontiguousarray(item.vector, dtype=np.float32).tobytes()))
                 if item.thumbnail is not None:
