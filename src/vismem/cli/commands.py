@@ -701,7 +701,8 @@ def evaluate(
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
         for label, acc in report.per_class.items():
-            out.print(f"  {label:>12}  {acc:.2%}")
+            unanswered = report.abstained.get(label, 0)
+            out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.unknown_labels:
