@@ -389,6 +389,24 @@ def test_tune_index_says_why_no_query_image_could_be_read(small_memory, tmp_path
     assert f"cannot tune with {tmp_path}: not a regular file: a folder" in result.stderr
 
 
+def test_tune_index_leaves_out_query_images_the_memory_holds(small_memory, tmp_path):
+    """A query image that is an item finds itself: recall on it is 1.0 at any effort. Such
+    images (known by their content hash, as `add` knows duplicates) are left out with a
+    warning saying how many; given only those, tune-index refuses."""
+    root, _, queries = small_memory
+    memdir = tmp_path / "hnsw"
+    run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
+    run_cli("add", memdir, root / "train", check=True)
+    items = sorted((root / "train").rglob("*.png"))
+    copy = tmp_path / "renamed.png"  # the same content under another name is the same item
+    shutil.copy(items[0], copy)
+    result = run_cli("tune-index", memdir, *items, copy, *queries, "--json", check=True)
+    assert json_lines(result)[0]["quality"]["sample"] == len(queries)  # measured on the unseen ones only
+    assert f"left out {len(items) + 1} of the query images: the memory already holds them" in result.stderr
+    one_line_error(run_cli("tune-index", memdir, *items, "--json"),
+                   f"the memory already holds every query image given ({len(items)})")
+
+
 def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
     memdir = tmp_path / "m"
