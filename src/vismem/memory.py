@@ -168,7 +168,9 @@ class Memory:
     def import_parquet(cls, path: str | Path, location: str | Path, *,
                        progress: Progress | None = None) -> Memory:
         """Create a memory at `location` from a `vismem export` file: the same items (new
-        ids), vectors, labels and history, settings and encoder, so it decides the same.
+        ids), vectors, labels and history, settings and encoder. The exact index finds the
+        same neighbours, so it decides the same; an approximate one is rebuilt and tuned
+        again to the same target recall, so neighbours may differ within that recall.
         Streams the file in batches; `progress(n)` after each batch of n items."""
         from .transfer import import_store
 
