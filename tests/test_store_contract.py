@@ -250,3 +250,21 @@ def test_a_null_filter_matches_a_key_holding_null_and_not_a_missing_key(location
     assert [i.id for i in memory.page(offset=0, limit=10, where={"k": None}).items] == nulls  # oldest first
     assert sorted(memory.remove(where={"k": None})) == sorted(nulls) and len(memory) == len(metas) - 2
     memory.close()
+
+
+def test_metadata_keys_may_be_letters_of_any_script(location):
+    """`für` was refused as "letters, digits and _" (the check also asked for ASCII: the
+    embedded home stored the key escaped, "f\\u00fcr", which SQLite's path `$.für` does
+    not find). Both homes store such keys and filter on them."""
+    memory = Memory.create(location, encoder=None, dim=8)
+    vectors = unit_vectors(6, 8, seed=5)
+    metas = [{"für": "Köln" if i % 2 else "Bonn", "日本": i % 3, "année_2": True} for i in range(6)]
+    ids = memory.add_vectors(vectors, ["a", "b"] * 3, metas=metas)
+    assert sorted(memory.ids(where={"für": "Köln"})) == sorted([ids[1], ids[3], ids[5]])
+    assert sorted(memory.ids(where={"日本": 0, "année_2": True})) == sorted([ids[0], ids[3]])
+    hits = memory.search(vectors[0], k=3, where={"für": "Bonn"})[0]
+    assert sorted(h.id for h in hits) == [ids[0], ids[2], ids[4]]
+    assert memory.get(ids[1]).meta == metas[1]
+    with pytest.raises(InvalidInputError, match="letters, digits and _"):
+        memory.add_vectors(vectors[:1] * -1, ["a"], metas=[{"a.b": 1}])  # a dot would be a JSON path step
+    memory.close()

@@ -47,3 +47,9 @@ class MemoryClosedError(VismemError):
 
 class MemoryBusyError(VismemError):
     """Another process held the memory's write lock for too long."""
+
+
+def clause(reason: object) -> str:
+    """Another library's message as a clause inside ours: one line, without the closing
+    punctuation that would double ours ("...not a parquet file.; give ...")."""
+    return " ".join(str(reason).split()).rstrip(" .;:,")
