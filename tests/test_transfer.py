@@ -393,3 +393,35 @@ def test_an_export_whose_thumbnails_a_memory_would_not_keep_is_refused_and_leave
     cli("import", tmp_path / "m.parquet", tmp_path / "copy", check=True)  # the export as written imports
     query = next((test / "3").iterdir())
     cli("explain", tmp_path / "copy", query, "--out", tmp_path / "sheet.png", check=True)
+
+
+def test_an_import_finds_what_its_help_promises_exact_alike_approximate_within_recall(tmp_path, cli):
+    """`import --help` promised "the same decisions"; an HNSW memory's import rebuilds its
+    graph, and neighbour lists differed. What it promises now holds: the exact index finds
+    the same neighbours in the same order; an approximate index is rebuilt as the same kind,
+    tuned again to the same target recall, which it reaches."""
+    from sklearn.datasets import load_digits
+
+    from vismem import Memory
+
+    x, y = load_digits(return_X_y=True)
+    x, labels = x.astype(np.float32), [str(label) for label in y]
+    said = " ".join(cli("import", "--help", check=True).stdout.split())
+    assert "With the exact index it finds the same neighbours in the same order" in said
+    assert "tuned again to the same target recall: a query's neighbours may differ within that recall" in said
+    for kind in ("exact", "hnsw"):
+        with Memory.create(tmp_path / kind, encoder=None, dim=64, index=kind, target_recall=0.9) as origin:
+            origin.add_vectors(x[:1500], labels[:1500], sources=[f"digit-{i}" for i in range(1500)])
+            expected = origin.classify_vectors(x[1500:], k=10)
+        cli("export", tmp_path / kind, tmp_path / f"{kind}.parquet", check=True)
+        cli("import", tmp_path / f"{kind}.parquet", tmp_path / f"{kind}-copy", check=True)
+        with Memory.open(tmp_path / f"{kind}-copy") as copy:
+            index = copy.info()["index"]
+            assert index["type"] == kind and copy.settings.target_recall == 0.9
+            if kind == "exact":
+                found = copy.classify_vectors(x[1500:], k=10)
+                assert [[(n.source, n.distance) for n in d.neighbors] for d in found] == \
+                       [[(n.source, n.distance) for n in d.neighbors] for d in expected]
+                assert [d.label for d in found] == [d.label for d in expected]
+            else:
+                assert index["quality"]["recall"] >= 0.9 or index["params"]["exhaustive"]

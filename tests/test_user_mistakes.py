@@ -389,6 +389,24 @@ def test_tune_index_says_why_no_query_image_could_be_read(small_memory, tmp_path
     assert f"cannot tune with {tmp_path}: not a regular file: a folder" in result.stderr
 
 
+def test_tune_index_leaves_out_query_images_the_memory_holds(small_memory, tmp_path):
+    """A query image that is an item finds itself: recall on it is 1.0 at any effort. Such
+    images (known by their content hash, as `add` knows duplicates) are left out with a
+    warning saying how many; given only those, tune-index refuses."""
+    root, _, queries = small_memory
+    memdir = tmp_path / "hnsw"
+    run_cli("create", memdir, "--encoder", "pixels", "--index", "hnsw", check=True)
+    run_cli("add", memdir, root / "train", check=True)
+    items = sorted((root / "train").rglob("*.png"))
+    copy = tmp_path / "renamed.png"  # the same content under another name is the same item
+    shutil.copy(items[0], copy)
+    result = run_cli("tune-index", memdir, *items, copy, *queries, "--json", check=True)
+    assert json_lines(result)[0]["quality"]["sample"] == len(queries)  # measured on the unseen ones only
+    assert f"left out {len(items) + 1} of the query images: the memory already holds them" in result.stderr
+    one_line_error(run_cli("tune-index", memdir, *items, "--json"),
+                   f"the memory already holds every query image given ({len(items)})")
+
+
 def test_tune_index_on_an_empty_memory_is_refused(tmp_path):
     # before: a faiss RuntimeError traceback ('k > 0' failed) from the HNSW tuner
     memdir = tmp_path / "m"
@@ -525,3 +543,60 @@ def test_a_database_this_user_cannot_read_is_not_called_damaged(small_memory, tm
     result = run_cli_unprivileged("info", locked)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "check that this user may read it" in result.stderr and "damaged" not in result.stderr
+
+
+def test_a_long_label_on_the_explain_sheet_stops_at_its_tile(digit_folders, tmp_path):
+    """A label wider than its tile ran on into the next tile's picture and words; it is cut
+    to the tile's width with an ellipsis."""
+    from PIL import Image
+
+    train, test = digit_folders
+    label = "a label far too long to fit under one tile of the sheet " * 2
+    folder = tmp_path / "train" / label.strip()
+    folder.mkdir(parents=True)
+    for image in sorted(train.glob("*/*.png"))[:3]:
+        shutil.copy(image, folder / image.name)
+    memdir = tmp_path / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, tmp_path / "train", check=True)
+    sheet_path = tmp_path / "why.png"
+    run_cli("explain", memdir, sorted(test.glob("*/*.png"))[0], "--out", sheet_path, check=True)
+    sheet = np.asarray(Image.open(sheet_path).convert("L"))
+    tile, cell_w = 128, 136
+    columns = sheet.shape[1] // cell_w
+    assert columns == 4  # the query and three neighbours, each with the long label under it
+    for column in range(columns - 1):  # the gap between a tile's words and the next tile's
+        gap = sheet[tile + 6 :, column * cell_w + tile + 5 : column * cell_w + tile + 11]
+        assert gap.min() == 255, f"text in the gap after column {column}"
+    words = sheet[tile + 6 : tile + 20, 4 : 4 + tile]
+    assert words.min() < 128  # the cut label is still written
+
+
+def test_messages_that_quote_another_library_read_as_one_sentence(tmp_path):
+    """pyarrow's "...not a parquet file." was joined as "file.; give ..."; torch's reason for
+    a bad --weights file was cut at 300 characters, mid-sentence, before its cause."""
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(bytes(range(256)) * 4)
+    message = one_line_error(run_cli("import", junk, tmp_path / "copy"), "not a parquet file; give a file written")
+    assert ".;" not in message
+    weights = tmp_path / "weights.pth"
+    weights.write_text("not weights")
+    message = one_line_error(run_cli("create", tmp_path / "m", "--encoder", "efficientnet_lite0", "--weights", weights),
+                             "not a file of plain tensors: Unsupported operand", "; pass a file saved with")
+    assert "PyTorch 2.6" not in message  # torch's paragraph on its defaults, which buried the cause
+
+
+def test_info_on_an_exact_index_says_what_its_item_count_means(tmp_path):
+    """`info` said "recall 1.000 ... at 128 items" of a memory of 150: 128 was the count when
+    the record (and the intrinsic dimension) was measured; exact search needs no count."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    with Memory.create(tmp_path / "m", encoder=None, dim=64, index="exact") as memory:
+        memory.add_vectors(x[:128], [str(label) for label in y[:128]])
+        memory.add_vectors(x[128:150], [str(label) for label in y[128:150]])
+        measured = memory.info()["index"]["quality"]["size"]
+    said = run_cli("info", tmp_path / "m", check=True).stdout
+    assert "items       150" in said and "recall      1.000 @10: exact search" in said
+    assert f"at {measured} items" not in said.split("intrinsic")[0]
+    assert f"(Levina-Bickel MLE, estimated at {measured} items)" in said

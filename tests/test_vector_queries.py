@@ -269,3 +269,35 @@ def test_add_vectors_skips_a_row_repeated_within_one_call(tmp_path):
             assert len(result.ids) == 3 and result.duplicates == [(2, result.ids[0]), (4, result.ids[1])]
             assert memory.class_counts() == {"v": 1, "w": 1, "y": 1}
         assert len(memory.add_vectors(repeated, list("vwxyz"))) == 5  # allowed: one item per row
+
+
+def test_eval_keeps_queries_given_no_label_apart_from_a_label_spelled_none(tmp_path, cli):
+    """A query no neighbour votes for gets no label. `eval --json` wrote that as the key
+    "None" in the confusion table, the same as a class called "None"; it is counted under
+    `abstained` instead, and the confusion table holds labels only."""
+    x, y = load_digits(return_X_y=True)
+    keep = y < 2
+    x, names = x[keep].astype(np.float32), np.where(y[keep] == 0, "None", "cat")
+    np.save(tmp_path / "x.npy", x[:250])
+    np.save(tmp_path / "y.npy", names[:250])
+    np.save(tmp_path / "q.npy", x[250:])
+    (tmp_path / "truth.txt").write_text("\n".join(names[250:]))
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", check=True)
+    with Memory.open(memdir) as memory:
+        memory.set_weight(memory.ids(labels=["cat"]), 0.0)  # blocked: a query among them finds no vote
+        decisions = memory.classify_vectors(x[250:], k=1)
+    answers = list(zip(names[250:], (d.label for d in decisions), strict=True))
+    unanswered = {t: sum(label is None for true, label in answers if true == t) for t in ("None", "cat")}
+    answered_none = sum(label == "None" for true, label in answers if true == "None")
+    assert unanswered["cat"] > 0 and answered_none > 0 and unanswered["None"] == 0  # both kinds of answer occur
+    report = json_lines(cli("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "truth.txt",
+                            "-k", "1", "--json", check=True))[0]
+    assert report["abstained"] == unanswered
+    assert report["confusion"]["None"] == {"None": answered_none}  # the label "None", answered right
+    assert "None" not in report["confusion"]["cat"]  # no 1 was answered "None"
+    assert sum(map(sum, (c.values() for c in report["confusion"].values()))) + sum(unanswered.values()) == len(answers)
+    said = cli("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "truth.txt", "-k", "1",
+               check=True).stdout
+    assert f"({unanswered['cat']} given no label)" in said

@@ -66,3 +66,9 @@ class PartlyDoneError(VismemError):
 class PurgeUnfinishedError(MemoryBusyError, PartlyDoneError):
     """A removal is committed (gone from the store and every search), but another
     process held the saved index too long for its vectors to be purged from its files."""
+
+
+def clause(reason: object) -> str:
+    """Another library's message as a clause inside ours: one line, without the closing
+    punctuation that would double ours ("...not a parquet file.; give ...")."""
+    return " ".join(str(reason).split()).rstrip(" .;:,")

@@ -24,8 +24,11 @@ class EvalReport:
     total: int
     correct: int
     per_class: dict[str, float]
-    confusion: dict[str, dict[str, int]]
+    confusion: dict[str, dict[str, int]]  # true label -> answered label -> count
     vote: dict[str, Any]
+    # true label -> queries given no label (abstained, or no neighbour voted): kept out of
+    # `confusion`, whose keys are labels, so that a label spelled "None" stays a label
+    abstained: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     # true labels of the test set that no item of the memory has: their answers cannot be right
     unknown_labels: list[str] = field(default_factory=list)
@@ -37,6 +40,7 @@ class EvalReport:
             "correct": self.correct,
             "per_class": self.per_class,
             "confusion": self.confusion,
+            "abstained": self.abstained,
             **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "unknown_labels": self.unknown_labels,
@@ -76,7 +80,7 @@ def evaluate_vectors(
     if len(labels) != len(vectors):
         raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
     vote = memory.check_can_decide(**vote_options).to_dict()  # the vote every decision uses
-    confusion: dict[str, Counter] = defaultdict(Counter)
+    confusion: dict[str, Counter] = defaultdict(Counter)  # None counts the queries given no label
     for start in range(0, len(vectors), CHUNK):  # only the counts are kept: a million queries fit
         decisions = memory.classify_vectors(vectors[start : start + CHUNK], **vote_options)
         for true, decision in zip(labels[start : start + CHUNK], decisions, strict=True):
@@ -91,8 +95,9 @@ def evaluate_vectors(
         total=total,
         correct=correct,
         per_class=per_class,
-        confusion={t: {str(p): n for p, n in c.items()} for t, c in sorted(confusion.items())},
+        confusion={t: {p: n for p, n in c.items() if p is not None} for t, c in sorted(confusion.items())},
         vote=vote,
+        abstained={t: c[None] for t, c in sorted(confusion.items())},
         skipped=list(skipped),
         unknown_labels=sorted(set(confusion) - set(memory.class_counts())),
     )

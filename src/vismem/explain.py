@@ -76,10 +76,11 @@ def explanation_sheet(
     for position, (thumb, lines) in enumerate(tiles):
         x, y = (position % columns) * cell_w + 4, (position // columns) * cell_h + 4
         sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
-        for line_no, line in enumerate(lines):
-            draw.text((x, y + tile + 2 + 13 * line_no), line, fill="black", font=font)
-    for line_no, line in enumerate(footer):
-        draw.text((4, rows * cell_h + 4 + 13 * line_no), line, fill="black", font=font)
+        for line_no, line in enumerate(lines):  # a long label would run into the next tile
+            draw.text((x, y + tile + 2 + 13 * line_no), _fitted(line, font, tile), fill="black", font=font)
+    for line_no, line in enumerate(footer):  # (a word wider than the sheet is cut too)
+        draw.text((4, rows * cell_h + 4 + 13 * line_no), _fitted(line, font, columns * cell_w - 8), fill="black",
+                  font=font)
     return sheet
 
 
@@ -92,3 +93,17 @@ def _wrapped(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, widt
         else:
             lines.append(word)
     return lines
+
+
+def _fitted(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+    """`text`, or its longest beginning that fits `width` pixels with an ellipsis after it."""
+    if font.getlength(text) <= width:
+        return text
+    low, high = 0, len(text)  # the most characters that fit with the ellipsis: a binary search
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(text[:middle] + "…") <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + "…"

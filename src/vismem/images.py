@@ -105,6 +105,7 @@ def find_images(
 
 
 NOT_IN_A_CLASS_FOLDER = "no label: not inside a class subfolder"
+HELD_BY_THE_MEMORY = "already in the memory"  # a query left out: its content is an item
 
 
 def _no_label(relative: Path) -> str | None:

@@ -24,7 +24,8 @@ from PIL import Image
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
 from .errors import InvalidInputError
-from .images import DEFAULT_MAX_PIXELS, ImageFile, ImageReadError, Skipped, content_hash, find_images, upright_rgb
+from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
+                     find_images, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta
 from .store.base import check_text
 
@@ -33,6 +34,13 @@ Progress = Callable[[int], None]
 # An embedding of all zeros (a uniform image under the mean-centred pixels encoder) has no
 # direction, so no cosine distance to anything: such images are skipped, never stored or voted on.
 NO_DIRECTION = "its embedding is all zeros (a uniform image?): it has no direction to compare"
+
+
+def _held_apart(prepared: list[PreparedImage]) -> tuple[list[PreparedImage], list[Skipped]]:
+    """(the prepared images whose content the store lacks, the others as skipped)."""
+    held = [Skipped(str(p.file.path), f"{HELD_BY_THE_MEMORY} as item {p.known_as}")
+            for p in prepared if p.known_as is not None]
+    return [p for p in prepared if p.known_as is None], held
 
 
 def _in_order(images: Sequence[str | Path | Image.Image], vectors: np.ndarray, kept: list[int],
@@ -98,9 +106,12 @@ class Ingestor:
         self._commit = commit
 
     def embed(self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+              leave_out_held: bool = False,
               progress: Progress | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Vectors for image paths or PIL images, adding nothing: (vectors, positions kept,
-        skipped). Content already in the store reuses its stored vector, as an add does."""
+        skipped). Content already in the store reuses its stored vector, as an add does; with
+        `leave_out_held`, a file of such content is skipped instead (reason HELD_BY_THE_MEMORY...),
+        for measures that a query finding itself would falsify."""
         encoder = self.encoder
         vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
         kept: list[int] = []
@@ -122,6 +133,8 @@ class Ingestor:
                                          lookup_hashes=lookup, max_pixels=max_pixels)
             for chunk, prepared, bad in batches:
                 skipped += bad
+                prepared, held = _held_apart(prepared) if leave_out_held else (prepared, [])
+                skipped += held
                 fresh = iter(encode_prepared(encoder, prepared))
                 reuse = [int(p.known_as) for p in prepared if p.known_as is not None]
                 stored: dict[int, np.ndarray] = {}

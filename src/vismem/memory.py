@@ -177,7 +177,9 @@ class Memory:
     def import_parquet(cls, path: str | Path, location: str | Path, *,
                        progress: Progress | None = None) -> Memory:
         """Create a memory at `location` from a `vismem export` file: the same items (new
-        ids), vectors, labels and history, settings and encoder, so it decides the same.
+        ids), vectors, labels and history, settings and encoder. The exact index finds the
+        same neighbours, so it decides the same; an approximate one is rebuilt and tuned
+        again to the same target recall, so neighbours may differ within that recall.
         Streams the file in batches; `progress(n)` after each batch of n items."""
         from .transfer import import_store
 
@@ -536,16 +538,19 @@ class Memory:
         images: Sequence[str | Path | Image.Image],
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        leave_out_held: bool = False,
         progress: Progress | None = None,
     ) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Encode paths or PIL images. Returns (vectors, positions kept, skipped).
 
-        An image whose content is already in the memory reuses the stored vector.
+        An image whose content is already in the memory reuses the stored vector; with
+        `leave_out_held`, a file of such content is skipped instead, its reason starting
+        with `images.HELD_BY_THE_MEMORY` (queries for measuring the index: each would find itself).
         """
         encoder = self.encoder
         self._catch_up()
         return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
-                                                            progress=progress)
+                                                            leave_out_held=leave_out_held, progress=progress)
 
     def search(
         self,

@@ -529,7 +529,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self._read_memory()
 
     def _open(self) -> Memory:
-        from .errors import MemoryNotFoundError
+        from .errors import MemoryNotFoundError, clause
         from .memory import Memory
 
         given = self.memory
@@ -544,7 +544,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         try:
             memory = Memory.open(where)
         except MemoryNotFoundError as exc:
-            raise MemoryNotFoundError(f"{exc}; for vectors: Memory.create({where!r}, encoder=None, dim=D) or "
+            raise MemoryNotFoundError(f"{clause(exc)}; for vectors: Memory.create({where!r}, encoder=None, dim=D) or "
                                       f"`vismem create {where} --encoder none --dim D`") from None
         self._opened_from = where
         return memory

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import InvalidInputError, VismemError
+from .errors import InvalidInputError, VismemError, clause
 from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
@@ -212,7 +212,7 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
 
 
 def _not_parquet(path: str | Path, exc: Exception) -> VismemError:
-    return VismemError(f"cannot read {path} as Parquet: {exc}; give a file written by `vismem export`")
+    return VismemError(f"cannot read {path} as Parquet: {clause(exc)}; give a file written by `vismem export`")
 
 
 def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
@@ -373,7 +373,7 @@ def _header_fit(path: str | Path, header: dict[str, Any]) -> tuple[FeatureTransf
     try:
         return FeatureTransform.from_dict(found["fitted"]), int(found["max_id"])
     except (InvalidInputError, KeyError, TypeError, ValueError) as exc:
-        raise VismemError(f"{path} holds a fitted feature transform this vismem cannot read ({exc}): upgrade "
+        raise VismemError(f"{path} holds a fitted feature transform this vismem cannot read ({clause(exc)}): upgrade "
                           "vismem, or export the memory again") from None
 
 
@@ -395,7 +395,7 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
         identity = EncoderIdentity(**header["encoder"])
         settings = MemorySettings.from_dict(header["settings"])
     except TypeError as exc:  # a field this vismem does not know: written by a newer one
-        raise VismemError(f"{path} holds an encoder or settings this vismem does not know ({exc}): "
+        raise VismemError(f"{path} holds an encoder or settings this vismem does not know ({clause(exc)}): "
                           "upgrade vismem") from None
     fit = _header_fit(path, header)
     # newest old ids that derived state saw, to follow into the new ids

@@ -604,14 +604,18 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     quality = index["quality"]
     if quality:
         lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
-        out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                  f"{quality['target']}) at {quality['size']:,} items, measured on "
-                  f"{Quality.from_dict(quality).describe()}")
+        # quality["size"] is the item count when it was measured, not now
+        if quality["measured_on"] == "exact search":  # exact at any size: no count to give
+            out.print(f"recall      {quality['recall']:.3f} @{quality['k']}: exact search")
+        else:
+            out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
+                      f"{quality['target']}), measured when the memory held {n_items(quality['size'])}, on "
+                      f"{Quality.from_dict(quality).describe()}")
         fresh = index.get("fresh_adds")
         if fresh:
             out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
                       f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
-        out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE)")
+        out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE, estimated at {n_items(quality['size'])})")
     if data.get("recorded_queries"):
         out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
@@ -713,7 +717,8 @@ def evaluate(
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
         for label, acc in report.per_class.items():
-            out.print(f"  {label:>12}  {acc:.2%}")
+            unanswered = report.abstained.get(label, 0)
+            out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.unknown_labels:

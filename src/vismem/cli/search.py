@@ -9,10 +9,10 @@ import typer
 
 from ..decide import VoteParams
 from ..errors import InvalidInputError
-from ..images import Skipped
+from ..images import HELD_BY_THE_MEMORY, Skipped
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, emit, interrupted_leaves, only_reads, out, progress_bar
+from . import EXIT_SKIPPED, app, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
                        in_input_order, load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
 
@@ -119,8 +119,9 @@ def tune_index(
     target recall (exact search when no effort does), and record that figure for `info`.
 
     Give query images, --queries Q.npy, or neither: then the queries kept with
-    `vismem record-queries`. They must not be items of the memory: recall on items the
-    index holds is optimistic. An unreadable image gives exit code 3, the rest are used.
+    `vismem record-queries`. They must not be items of the memory: each would find
+    itself. A query image the memory holds (the same content) is left out, with a warning
+    saying how many. An unreadable image gives exit code 3, the rest are used.
     """
     if images and queries is not None:  # bad usage: exit 2 before the memory opens, as classify's
         raise typer.BadParameter("give query images or --queries Q.npy, not both", param_hint="IMAGES / --queries")
@@ -128,6 +129,11 @@ def tune_index(
                        "one commit at its end")
     with _open(memdir) as memory:
         vectors, skipped = _query_vectors(memory, images or [], queries)
+        held = [s for s in skipped if s.reason.startswith(HELD_BY_THE_MEMORY)]
+        skipped = [s for s in skipped if s not in held]
+        if held:  # each would find itself: recall 1.0 whatever the effort
+            err.print(f"warning: left out {len(held)} of the query images: the memory already holds them "
+                      f"(each would find itself); tuning on the other {len(vectors)}")
         described = memory.tune_index(vectors)
     quality = described["quality"] or {}
     if json_out:
@@ -149,11 +155,17 @@ def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     if queries is not None:
         return load_npy(queries, "--queries"), []
     if images:
-        vectors, _, skipped = memory.embed_images(images)
+        vectors, _, skipped = memory.embed_images(images, leave_out_held=True)
         if len(vectors) == 0:
+            held = sum(s.reason.startswith(HELD_BY_THE_MEMORY) for s in skipped)
+            if held == len(images):
+                raise InvalidInputError(f"the memory already holds every query image given ({held}), and each "
+                                        "would find itself: tune on images the memory has not seen")
             for s in skipped:  # the error alone would not say why
-                say_unreadable(s, False, "tune with")
-            raise InvalidInputError(f"none of the {len(images)} query images could be read")
+                if not s.reason.startswith(HELD_BY_THE_MEMORY):
+                    say_unreadable(s, False, "tune with")
+            raise InvalidInputError(f"none of the {len(images)} query images could be read" + (
+                f" or used: the memory already holds {held} of them" if held else ""))
         return vectors, skipped
     return None, []
 

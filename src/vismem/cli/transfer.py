@@ -44,7 +44,13 @@ def import_(
     json_out: bool = JsonFlag,
 ) -> None:
     """Create a memory at DEST from an export: the same items (with new ids), vectors,
-    history, settings and encoder, so it makes the same decisions.
+    history, settings and encoder.
+
+    With the exact index it finds the same neighbours in the same order, so it makes the
+    same decisions. An approximate index (hnsw, ivfpq) is rebuilt from the vectors and
+    tuned again to the same target recall: a query's neighbours may differ within that
+    recall, and so may a decision resting on them (`vismem reindex DEST --index exact`
+    for identical ones).
 
     Streams the file a batch at a time. DEST (a directory or Milvus collections) appears
     only once the import is complete: an interrupted import leaves nothing there.

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import EncoderError
+from ..errors import EncoderError, clause
 from .base import Encoder, Preprocessing, file_digest
 from .options import EncoderOptions
 from .registry import register
@@ -41,13 +41,23 @@ def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
             state = state["state_dict"]
         model.load_state_dict(state)
     except Exception as exc:  # torch raises many types for a file that is not these weights
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        # load_state_dict's first line only announces errors; the next says which keys
-        why = " ".join(lines[:2])[:300] if lines else ""
         raise EncoderError(
-            f"weights file {weights} is not a {encoder_name} state dict ({type(exc).__name__}: {why}); "
+            f"weights file {weights} is not a {encoder_name} state dict ({type(exc).__name__}: {_why(exc)}); "
             f"pass a file saved with torch.save(model.state_dict(), PATH) from a {encoder_name} model"
         ) from None
+
+
+def _why(exc: Exception, limit: int = 300) -> str:
+    """What was wrong with a weights file, in whole words: torch's safe loader buries the
+    cause under a paragraph on its defaults, and load_state_dict lists every key."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the cause, after the paragraph: "Unsupported operand 103"
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0].split(". ", 1)[0]
+        text = f"not a file of plain tensors: {text}"  # its advice (allow the global) is torch's, not ours
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # load_state_dict's first line only announces errors; the next says which keys
+    why = clause(" ".join(lines[:2]))
+    return why if len(why) <= limit else why[: why.rfind(" ", 0, limit)].rstrip(" ,;:") + " …"
 
 
 def offline_requested() -> bool:

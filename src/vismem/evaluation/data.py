@@ -24,7 +24,7 @@ from typing import Callable, ContextManager
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, clause
 from ..settings import OFFLINE_ENCODER
 
 RAW_TABLES = ("iris", "wine", "breast_cancer")
@@ -143,7 +143,7 @@ def load_embeddings(embeddings: str | Path, labels: str | Path) -> Dataset:
         x = np.load(embeddings, allow_pickle=False)
         y = np.load(labels, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read embeddings/labels: {exc}; save them with numpy.save") from None
+        raise InvalidInputError(f"cannot read embeddings/labels: {clause(exc)}; save them with numpy.save") from None
     if x.ndim != 2 or len(x) != len(y) or y.ndim != 1:
         raise InvalidInputError(
             f"embeddings must be (n, dim) and labels (n,), got {x.shape} and {y.shape}"

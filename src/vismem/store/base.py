@@ -59,8 +59,10 @@ def check_label(label: object) -> str:
 
 
 def check_meta_key(key: object) -> str:
-    """Metadata keys are what a filter can name: letters, digits and _."""
-    if not isinstance(key, str) or not key or not key.replace("_", "").isalnum() or not key.isascii():
+    """Metadata keys are what a filter can name: letters, digits and _, in any script (no
+    quote, dot or bracket, so a key goes into a SQLite JSON path and a Milvus `meta["key"]`
+    as it is; both homes find keys such as `für` or `日本`)."""
+    if not isinstance(key, str) or not key or not key.replace("_", "").isalnum():
         raise InvalidInputError(f"metadata keys are letters, digits and _, got {key!r}")
     return key
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .. import waits
-from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryNotFoundError,
+from ..errors import (DiskFullError, InvalidInputError, clause, MemoryBusyError, MemoryNotFoundError,
                       ReadOnlyMemoryError, VismemError)
 from ..search.saved import BuildUnderway
 from ..search.tuning import merge_slots
@@ -180,9 +180,9 @@ class Database:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise storage_error(exc, path, "opening the memory", "nothing was changed") from None
             if "unable to open" in str(exc):  # not readable by this user: nothing says it is damaged
-                raise VismemError(f"cannot open {file}: {exc}; check that this user may read it (and the "
+                raise VismemError(f"cannot open {file}: {clause(exc)}; check that this user may read it (and the "
                                   "folder, and write both to change the memory)") from None
-            raise VismemError(f"{file} is not the database of a vismem memory, or it is damaged ({exc}): "
+            raise VismemError(f"{file} is not the database of a vismem memory, or it is damaged ({clause(exc)}): "
                               "restore the folder from a backup, or import an export of it (`vismem import`)"
                               ) from None
         return cls(path, db, read_only=read_only)
@@ -333,7 +333,8 @@ class Database:
                     "INSERT INTO items (label, source, path, content_hash, copy, weight, meta, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (item.label, item.source, item.path, item.content_hash, copy, item.weight,
-                     json.dumps(item.meta), now if item.added_at is None else item.added_at),
+                     # keys unescaped: SQLite's JSON path `$.für` does not match a stored "f\u00fcr"
+                     json.dumps(item.meta, ensure_ascii=False), now if item.added_at is None else item.added_at),
                 )
                 item_id = int(cursor.lastrowid or 0)
                 ids.append(item_id)
