@@ -293,7 +293,7 @@ def test_metadata_keys_may_be_letters_of_any_script(location):
     assert sorted(memory.ids(where={"für": "Köln"})) == sorted([ids[1], ids[3], ids[5]])
     assert sorted(memory.ids(where={"日本": 0, "année_2": True})) == sorted([ids[0], ids[3]])
     hits = memory.search(vectors[0], k=3, where={"für": "Bonn"})[0]
-    assert sorted(h.id for h in hits) == [ids[0], ids[2], ids[4]]
+    assert sorted(h.id for h in hits) == sorted([ids[0], ids[2], ids[4]])  # Milvus ids are not in order
     assert memory.get(ids[1]).meta == metas[1]
     with pytest.raises(InvalidInputError, match="letters, digits and _"):
         memory.add_vectors(vectors[:1] * -1, ["a"], metas=[{"a.b": 1}])  # a dot would be a JSON path step

@@ -55,8 +55,10 @@ INDEX_SETTINGS = ("index", "target_recall", "float16")
 LET_GO = -1
 # Space held back on disk so that a removal can still commit when the disk is full (the
 # removal must log its change first): released on a full disk, re-made when room returns.
+# 8 MiB: since vector items keep content hashes, a removal also logs the pages of the two
+# hash indexes it deletes from (2,000 of 20,000 items no longer fit in 4 MiB).
 RESERVE_NAME = "space-reserve"
-RESERVE_BYTES = 4 * 2**20
+RESERVE_BYTES = 8 * 2**20
 
 
 class EmbeddedStore:
@@ -360,10 +362,15 @@ class EmbeddedStore:
         return self._config.get(key)
 
     def set_state(self, key: str, value: Any) -> None:
-        if self.db.read_only:
-            self._config[key] = value  # measured here, kept for this process only
-            return
-        self.db.set_config({key: value})
+        """Keep measured state. It is derived (measured again when missing), so where it
+        cannot be written, on read-only media or a full disk, this process keeps it alone:
+        a full disk must not stop the open that a removal needs to free space."""
+        if not self.db.read_only:
+            try:
+                self.db.set_config({key: value})
+            except DiskFullError:
+                log.warning("%s: the disk is full: what was just measured (%s) is kept for this process only",
+                            self.path, key.replace("_", " "))
         self._config[key] = value
 
     # ---- settings --------------------------------------------------------------------
