@@ -230,6 +230,51 @@ def test_ctrl_c_during_an_import_says_nothing_was_made(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "origin"]
 
 
+# `vismem` with a real SIGINT (or VISMEM_TEST_SIGNAL), sent when the import opens the memory
+# it has just moved into place (`EmbeddedStore.open` of DEST: the fill built the memory
+# with `create`, beside DEST or hidden inside it)
+INTERRUPTED_OPENING_DEST = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from vismem.cli import main
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
+    dest = Path(sys.argv[-1]).resolve()
+
+    def opening_dest(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "open" \
+                and frame.f_globals.get("__name__") == "vismem.store.embedded" \
+                and Path(frame.f_locals["path"]).resolve() == dest:
+            sys.setprofile(None)
+            print("opening", flush=True)
+            os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
+
+    sys.setprofile(opening_dest)
+    main(sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("signame, inside", [("SIGINT", False), ("SIGTERM", True)])
+def test_an_import_stopped_while_it_opens_the_memory_it_made_says_it_was_made(tmp_path, signame, inside):
+    """Stopped (Ctrl-C, SIGTERM) after the filled memory was moved into place, while it was
+    being opened, `vismem import` said "nothing: no memory was made" of a memory that was
+    there, whole. It says that it was made, and it was."""
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    if inside:  # an empty directory: the work is hidden inside it, its files moved out when full
+        dest.mkdir()
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_OPENING_DEST, "import", str(path), str(dest)],
+                         capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": signame})
+    assert run.stdout.splitlines()[:1] == ["opening"], (run.stdout, run.stderr)
+    stopped = "interrupted" if signame == "SIGINT" else "terminated"
+    assert run.returncode == (130 if signame == "SIGINT" else 143), run.stderr
+    assert run.stderr.splitlines()[-1] == f"{stopped}: the memory at {dest} is made, whole", run.stderr
+    assert not [p for p in [*tmp_path.iterdir(), *dest.iterdir()] if ".filling-" in p.name]
+    with Memory.open(dest) as memory:
+        assert len(memory) == 600
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+
+
 def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
     """A read-only command interrupted said that the batches it had committed were kept,
     as if it had written some: it says that it changed no item, and none changed."""

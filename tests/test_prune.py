@@ -219,3 +219,38 @@ def test_suspects_search_as_a_classification_does_past_hard_pruned_items(tmp_pat
         found = find_suspects(memory, k=1)
         assert [(s.id, s.suggested) for s in found] == [(ids[0], "A")]
         assert [e["id"] for e in found[0].disagreeing] == [ids[2]]  # not the pruned item
+
+
+def test_prune_opens_its_report_only_once_its_checks_are_passed(tmp_path):
+    """`vismem prune` checked the memory itself and opened its bar before `prune_memory`
+    made its own checks, so a prune refused there was refused under a drawn bar. Now
+    `prune_memory` opens `report(description, total)` itself, once its checks are passed
+    and the items read: a prune it refuses never calls it."""
+    from contextlib import contextmanager
+
+    from vismem.curate import prune_memory
+    from vismem.errors import EmptyMemoryError
+
+    opened, advanced = [], []
+
+    @contextmanager
+    def report(description, total):
+        opened.append((description, total))
+        yield advanced.append
+
+    with Memory.create(tmp_path / "empty", encoder=None, dim=2) as memory:
+        with pytest.raises(EmptyMemoryError):
+            prune_memory(memory, "soft", report=report)
+        assert opened == []
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        memory.add_vectors(circle(ANGLES), LABELS)
+        with pytest.raises(InvalidInputError, match="--purge only applies to --mode hard"):
+            prune_memory(memory, "soft", purge=True, report=report)
+        with pytest.raises(InvalidInputError):
+            prune_memory(memory, "soft", c=-1.0, report=report)  # a bad setting
+        assert opened == [] and memory.pruning.mode == "off"
+        prune_memory(memory, "off", report=report)  # nothing to query: nothing shown
+        assert opened == []
+        prune_memory(memory, "soft", k=1, report=report)
+        assert opened == [("querying the memory against itself", 9)] and sum(advanced) == 9
+        assert memory.pruning.mode == "soft"

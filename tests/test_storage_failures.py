@@ -430,6 +430,57 @@ def test_curation_refuses_a_memory_this_user_cannot_write_before_it_computes(unw
     assert {path.name: path.read_bytes() for path in memdir.iterdir() if path.is_file()} == made
 
 
+PRUNE_REPORTING = """
+import sys
+from contextlib import contextmanager
+from vismem import Memory
+from vismem.curate import prune_memory
+from vismem.errors import ReadOnlyMemoryError
+
+@contextmanager
+def report(description, total):
+    print("opened", description, total, flush=True)
+    yield lambda n: None
+
+with Memory.open(sys.argv[1]) as memory:
+    try:
+        prune_memory(memory, sys.argv[2], purge=sys.argv[2] == "hard", report=report)
+    except ReadOnlyMemoryError as e:
+        print("refused:", e)
+"""
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_prune_refuses_a_memory_this_user_cannot_write_before_it_opens_its_report(unwritable_memory, mode):
+    """`prune_memory` checks that it can write before its `report(description, total)`
+    is called (the CLI's bar): the check `vismem prune` made again beside it is gone."""
+    memdir, made = unwritable_memory
+    done = subprocess.run(unprivileged([sys.executable, "-c", PRUNE_REPORTING, str(memdir), mode]),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"refused: memory at {memdir} is read-only (read-only media or "
+                                        "permissions): it can be searched and classified, not changed"], done.stdout
+    assert {path.name: path.read_bytes() for path in memdir.iterdir() if path.is_file()} == made
+
+
+def test_prune_refused_by_its_own_checks_draws_no_bar(tmp_path):
+    """`vismem prune` drew its bar before `prune_memory` checked what it was given: `--mode
+    soft --purge` (and an empty memory) were refused below a bar at 0. Now the error is
+    the one line on the terminal."""
+    with Memory.create(tmp_path / "empty", encoder=None, dim=16):
+        pass
+    with Memory.create(tmp_path / "m", encoder=None, dim=16) as memory:
+        memory.add_vectors(np.random.default_rng(4).standard_normal((40, 16)).astype(np.float32),
+                           [f"c{i % 4}" for i in range(40)])
+    for memdir, given, error in [(tmp_path / "m", ["--purge"], "error: --purge only applies to --mode hard"),
+                                 (tmp_path / "empty", [], f"error: memory at {tmp_path / 'empty'} has no items")]:
+        done, shown = on_terminal([sys.executable, "-m", "vismem", "prune", str(memdir), "--mode", "soft", *given])
+        said = shown.decode(errors="replace")
+        assert done.returncode == 1, said
+        assert "querying the memory" not in said and said.strip().startswith(error), said
+        assert len(said.strip().splitlines()) == 1, said
+
+
 def test_curation_that_only_reads_runs_on_a_memory_this_user_cannot_write(unwritable_memory):
     memdir, made = unwritable_memory
     dry = run_cli_unprivileged("tune", memdir, "--dry-run", "--transform", "none", "--json")

@@ -114,9 +114,10 @@ class PruneReport:
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
                  c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
-                 count: str = DEFAULT_COUNT, progress: Callable[[int], None] | None = None) -> PruneReport:
+                 count: str = DEFAULT_COUNT, report: Report = unshown) -> PruneReport:
     """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo);
-    `progress(n)` as n more items are queried.
+    `report(description, total)` (maintenance.Report) shows the self-query, opened only once
+    the checks are passed and the items read (a memory that cannot be pruned refuses first).
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
@@ -132,7 +133,8 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
     state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
     data = memory_arrays(memory, pruned=False)  # counted on the unpruned memory
-    query = self_query(data.vectors, data.labels, params, data.weights, count, progress)
+    with report("querying the memory against itself", len(data.ids)) as advance:
+        query = self_query(data.vectors, data.labels, params, data.weights, count, advance)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
     if excluded and len(excluded) == len(data.ids):  # before any change: nothing would vote

@@ -175,15 +175,16 @@ class Memory:
 
     @classmethod
     def import_parquet(cls, path: str | Path, location: str | Path, *,
-                       progress: Progress | None = None) -> Memory:
+                       progress: Progress | None = None, filled: Callable[[], None] | None = None) -> Memory:
         """Create a memory at `location` from a `vismem export` file: the same items (new
         ids), vectors, labels and history, settings and encoder. The exact index finds the
         same neighbours, so it decides the same; an approximate one is rebuilt and tuned
         again to the same target recall, so neighbours may differ within that recall.
-        Streams the file in batches; `progress(n)` after each batch of n items."""
+        Streams the file in batches; `progress(n)` after each batch of n items; `filled()`
+        once all are in, before the memory is moved into place (`transfer.import_store`)."""
         from .transfer import import_store
 
-        return cls(import_store(path, location, progress=progress))
+        return cls(import_store(path, location, progress=progress, filled=filled))
 
     def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
                        progress: Progress | None = None) -> int:

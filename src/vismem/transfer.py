@@ -378,9 +378,11 @@ def _header_fit(path: str | Path, header: dict[str, Any]) -> tuple[FeatureTransf
 
 
 def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT_BATCH,
-                 progress: Callable[[int], None] | None = None) -> Store:
+                 progress: Callable[[int], None] | None = None, filled: Callable[[], None] | None = None) -> Store:
     """Create a memory at `location` (a directory or another home's URI) holding exactly
     the export's items, settings and encoder identity; returns its store, open.
+    `filled()` once the hidden memory is full, before it is moved into place (after it,
+    `location` holds no memory or this one, whole).
 
     Items get new ids. Copies of one image in the export stay copies. A memory that
     searched through a feature transform searches through the same fit (an export
@@ -429,6 +431,8 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
             log.warning("%s: the feature transform, refitted on the %d imported items, differs from the one the "
                         "abstention threshold was calibrated through (items were added after it was fitted): run "
                         "`vismem calibrate %s` before classifying with --abstain", location, len(store), location)
+        if filled:
+            filled()
 
     return create_filled_store(location, identity, settings, fill)
 

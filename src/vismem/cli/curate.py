@@ -87,13 +87,9 @@ def prune(
                        "at its end" + (" (with the items --purge deletes)" if purge else "")
                        + ": `vismem info` shows which")
     with _open(memdir) as memory:
-        if mode == "off":  # nothing to query
-            report = prune_memory(memory, mode)
-        else:
-            memory.check_writable()  # (prune_memory checks too, but only inside the bar drawn here)
-            with progress_bar("querying the memory against itself", len(memory)) as advance:
-                report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
-                                      progress=advance)
+        # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
+        report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
+                              report=progress_bar)
     if json_out:
         emit(report.to_dict())
         return

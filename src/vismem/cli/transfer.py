@@ -56,13 +56,29 @@ def import_(
     only once the import is complete: an interrupted import leaves nothing there.
     """
     from ..memory import Memory
+    from ..store import holds_memory
     from ..transfer import read_header
 
     _, total = read_header(source)
+    made = f"the memory at {dest} is made, whole"
     interrupted_leaves(f"nothing: no memory was made at {dest}")
-    with progress_bar("importing", total) as advance, \
-            Memory.import_parquet(source, dest, progress=advance) as memory:
-        interrupted_leaves(f"the memory at {dest} is made, whole")
+    full: list[bool] = []
+
+    def filled() -> None:  # then moved into place and opened: stopped there, DEST says which
+        full.append(True)
+        interrupted_leaves(f"the memory was full and being moved into place at {dest}: `vismem info {dest}` "
+                           "shows whether it is there, whole; if not, nothing was made")
+
+    try:
+        with progress_bar("importing", total) as advance:
+            memory = Memory.import_parquet(source, dest, progress=advance, filled=filled)
+    except KeyboardInterrupt:
+        there = holds_memory(dest) if full else False  # (before `filled`, none of this import's is there)
+        if there is not None:
+            interrupted_leaves(made if there else f"nothing: no memory was made at {dest}")
+        raise
+    interrupted_leaves(made)
+    with memory:
         count = len(memory)
         location = memory.location
     if json_out:

@@ -71,6 +71,13 @@ def check_new_location(location: str | Path) -> None:
         EmbeddedStore.check_new(Path(location))
 
 
+def holds_memory(location: str | Path) -> bool | None:
+    """Whether a memory is at `location` now, where that is known without opening it: a
+    directory holds one once its database is there (a fill moves it in last, or renames
+    the whole directory); None for another home's location."""
+    return (Path(location) / DB_NAME).exists() if _home(location) is None else None
+
+
 def create_store(location: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> Store:
     home = _home(location)
     if home is None:
@@ -94,4 +101,5 @@ register_home("milvus", lambda: importlib.import_module(".milvus", __name__).Mil
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
            "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta", "check_meta_key",
-           "check_new_location", "create_filled_store", "create_store", "open_store", "register_home"]
+           "check_new_location", "create_filled_store", "create_store", "holds_memory", "open_store",
+           "register_home"]
