@@ -284,3 +284,24 @@ def test_http_endpoints(tmp_path):
         assert client.delete("/checkpoints/v1", headers=auth).json() == {"deleted": "v1"}
         assert client.delete("/checkpoints/v1", headers=auth).status_code == 404
         assert client.get("/checkpoints").json() == []
+
+
+def test_a_rollback_leaves_query_recording_as_it_is(tmp_path):
+    """Recording users' queries is their consent, not the memory's state: a rollback to a
+    checkpoint made while recording does not turn it back on (nor off the other way)."""
+    memory, ids, queries = _vector_memory(tmp_path / "m", index="exact")
+    with memory:
+        memory.record_queries(50)
+        memory.checkpoint("recording")
+        memory.record_queries(0)
+        memory.relabel(ids[:2], "c9")
+        memory.rollback("recording")
+        assert memory.settings.record_queries == 0
+        assert memory.at_checkpoint("recording")
+        memory.checkpoint("quiet")
+        memory.record_queries(20)
+        assert memory.at_checkpoint("quiet")
+        report = memory.rollback("quiet")
+        assert memory.settings.record_queries == 20 and not report.settings_restored
+    with Memory.open(tmp_path / "m") as reopened:
+        assert reopened.settings.record_queries == 20
