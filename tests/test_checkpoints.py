@@ -305,3 +305,21 @@ def test_a_rollback_leaves_query_recording_as_it_is(tmp_path):
         assert memory.settings.record_queries == 20 and not report.settings_restored
     with Memory.open(tmp_path / "m") as reopened:
         assert reopened.settings.record_queries == 20
+
+
+def test_an_export_says_it_leaves_the_checkpoints_out(tmp_path, cli):
+    """An import gives new ids, so checkpoints do not travel: the export names those it
+    leaves out (stderr; --json `checkpoints_left_out`), and the copy has none."""
+    memdir = tmp_path / "m"
+    memory, _, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        memory.checkpoint("before")
+        memory.checkpoint("after")
+    plain = cli("export", memdir, tmp_path / "a.parquet", check=True)
+    assert "checkpoints (before, after) are not exported" in plain.stderr
+    report = json_lines(cli("export", memdir, tmp_path / "b.parquet", "--json", check=True))[0]
+    assert report["checkpoints_left_out"] == ["before", "after"] and report["exported"] == 60
+    cli("import", tmp_path / "b.parquet", tmp_path / "copy", check=True)
+    with Memory.open(tmp_path / "copy") as copy, Memory.open(memdir) as original:
+        assert copy.checkpoints() == [] and len(copy) == 60
+        assert [c.name for c in original.checkpoints()] == ["before", "after"]

@@ -188,8 +188,8 @@ class Memory:
     def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
                        progress: Progress | None = None) -> int:
         """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
-        at a time, so a memory larger than RAM can move to another home. Returns the
-        number of items written."""
+        at a time, so a memory larger than RAM can move to another home. Checkpoints are
+        not written (an import gives new ids). Returns the number of items written."""
         from .transfer import export_store
 
         self._catch_up()
