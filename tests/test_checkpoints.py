@@ -284,3 +284,42 @@ def test_http_endpoints(tmp_path):
         assert client.delete("/checkpoints/v1", headers=auth).json() == {"deleted": "v1"}
         assert client.delete("/checkpoints/v1", headers=auth).status_code == 404
         assert client.get("/checkpoints").json() == []
+
+
+def test_a_rollback_leaves_query_recording_as_it_is(tmp_path):
+    """Recording users' queries is their consent, not the memory's state: a rollback to a
+    checkpoint made while recording does not turn it back on (nor off the other way)."""
+    memory, ids, queries = _vector_memory(tmp_path / "m", index="exact")
+    with memory:
+        memory.record_queries(50)
+        memory.checkpoint("recording")
+        memory.record_queries(0)
+        memory.relabel(ids[:2], "c9")
+        memory.rollback("recording")
+        assert memory.settings.record_queries == 0
+        assert memory.at_checkpoint("recording")
+        memory.checkpoint("quiet")
+        memory.record_queries(20)
+        assert memory.at_checkpoint("quiet")
+        report = memory.rollback("quiet")
+        assert memory.settings.record_queries == 20 and not report.settings_restored
+    with Memory.open(tmp_path / "m") as reopened:
+        assert reopened.settings.record_queries == 20
+
+
+def test_an_export_says_it_leaves_the_checkpoints_out(tmp_path, cli):
+    """An import gives new ids, so checkpoints do not travel: the export names those it
+    leaves out (stderr; --json `checkpoints_left_out`), and the copy has none."""
+    memdir = tmp_path / "m"
+    memory, _, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        memory.checkpoint("before")
+        memory.checkpoint("after")
+    plain = cli("export", memdir, tmp_path / "a.parquet", check=True)
+    assert "checkpoints (before, after) are not exported" in plain.stderr
+    report = json_lines(cli("export", memdir, tmp_path / "b.parquet", "--json", check=True))[0]
+    assert report["checkpoints_left_out"] == ["before", "after"] and report["exported"] == 60
+    cli("import", tmp_path / "b.parquet", tmp_path / "copy", check=True)
+    with Memory.open(tmp_path / "copy") as copy, Memory.open(memdir) as original:
+        assert copy.checkpoints() == [] and len(copy) == 60
+        assert [c.name for c in original.checkpoints()] == ["before", "after"]

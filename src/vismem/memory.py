@@ -189,8 +189,8 @@ class Memory:
     def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
                        progress: Progress | None = None) -> int:
         """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
-        at a time, so a memory larger than RAM can move to another home. Returns the
-        number of items written."""
+        at a time, so a memory larger than RAM can move to another home. Checkpoints are
+        not written (an import gives new ids). Returns the number of items written."""
         from .transfer import export_store
 
         self._catch_up()
@@ -844,7 +844,8 @@ class Memory:
         """Back to checkpoint `name`, all of it or nothing (one transaction): every item
         added since is removed and purged; every item of the checkpoint still here gets
         back its label, weight, pruning count and relabel history; the settings are
-        restored (a changed index setting rebuilds the index, as `update_settings` does).
+        restored (a changed index setting rebuilds the index, as `update_settings` does),
+        all but `record_queries`, the users' consent, which stays as it is.
         Items removed since stay removed: a removal is final (`gone_since` counts them).
         The checkpoint stays, to roll back to again."""
         check_checkpoint_name(name)

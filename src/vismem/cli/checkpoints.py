@@ -66,7 +66,8 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     """Roll the memory back to a checkpoint, in one transaction: items added since are
     removed (and purged), the checkpoint's items get back their labels, weights, pruning
     counts and relabel history, and its settings return (an index setting rebuilds the
-    index). Items removed since stay removed: a removal is final. The checkpoint stays."""
+    index; whether queries are recorded stays as it is). Items removed since stay
+    removed: a removal is final. The checkpoint stays."""
     interrupted_leaves("nothing: the memory is as it was (`vismem rollback` makes its change in one transaction)")
     with _open(memdir) as memory:
         purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, interrupted_leaves, n_items, out, progress_bar
+from . import app, emit, err, interrupted_leaves, n_items, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -23,6 +23,9 @@ def export(
 
     Streams a batch at a time, so a memory larger than RAM can move; the file appears
     only when complete. `vismem import` reads it into any home.
+
+    Checkpoints are not exported (an import gives the items new ids, and a Milvus home
+    keeps none): the copy starts with none, and the original keeps its own.
     """
     interrupted_leaves(f"nothing: {target} was not written")
     with _open(memdir) as memory:
@@ -30,10 +33,16 @@ def export(
             count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
         interrupted_leaves(f"{target} is written, whole")
         location = memory.location
+        left_out = [c.name for c in memory.checkpoints()]
     if json_out:
-        emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails})
+        emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails,
+              "checkpoints_left_out": left_out})
     else:
         out.print(f"exported {n_items(count)} of {location} to {target}")
+    if left_out:
+        err.print(f"note: its checkpoints ({', '.join(left_out)}) are not exported: a memory imported from "
+                  f"{target} has none; roll back here first (`vismem rollback {memdir} NAME`) to move a "
+                  "checkpoint's state")
 
 
 @app.command("import")
@@ -44,7 +53,7 @@ def import_(
     json_out: bool = JsonFlag,
 ) -> None:
     """Create a memory at DEST from an export: the same items (with new ids), vectors,
-    history, settings and encoder.
+    history, settings and encoder (no checkpoints: an export leaves them out).
 
     With the exact index it finds the same neighbours in the same order, so it makes the
     same decisions. An approximate index (hnsw, ivfpq) is rebuilt from the vectors and

@@ -7,7 +7,8 @@ its first relabel. No vector, thumbnail or metadata: those never change while an
 lives. A checkpoint's row for an item goes with the item (`ON DELETE CASCADE` in the
 schema itself, so even a vismem that knows nothing of checkpoints removes it, and
 `secure_delete` zeroes it as it zeroes the item): a removal stays exact and final, and a
-rollback cannot bring a removed item back.
+rollback cannot bring a removed item back. A rollback puts back every setting but
+`record_queries`: whether users' queries are kept is their consent, not the memory's state.
 
 The tables need no new store format: a vismem without checkpoints never reads them, and
 its removals still empty them (the foreign keys are in the file; the database is opened
@@ -84,6 +85,13 @@ class RollbackReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def restored_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of the settings a rollback puts back: all but `record_queries`, which
+    is the users' consent to keeping their queries, not the memory's state (a rollback
+    neither turns recording back on nor off)."""
+    return {key: value for key, value in settings.items() if key != "record_queries"}
 
 
 def check_name(name: Any) -> str:

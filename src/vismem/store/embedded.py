@@ -523,7 +523,9 @@ class EmbeddedStore:
                                           "changed: try again")
                 removed, restored = self.db.restore_checkpoint(name, found.last_id)
                 before_settings = self._settings
-                settings = target if fitted is not None else target.replace(transform=before_settings.transform)
+                # Recording users' queries is their consent, not the memory's state: it stays as it is now.
+                settings = (target if fitted is not None else target.replace(transform=before_settings.transform)
+                            ).replace(record_queries=before_settings.record_queries)
                 self.db.set_config({"settings": settings.to_dict(), **({"transform": fitted[1]} if fitted else {})})
             self._settings = settings
             if fitted is not None:

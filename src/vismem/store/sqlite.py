@@ -417,8 +417,9 @@ class Database:
         with self.snapshot():
             found = checkpoints.find(self._db, name, str(self.directory))
             added = self._db.execute("SELECT 1 FROM items WHERE id > ? LIMIT 1", (found.last_id,)).fetchone()
-            settings = self.config().get("settings", {})
-            return added is None and not checkpoints.changed_since(self._db, name) and settings == found.settings
+            settings = checkpoints.restored_settings(self.config().get("settings", {}))
+            return (added is None and not checkpoints.changed_since(self._db, name)
+                    and settings == checkpoints.restored_settings(found.settings))
 
     def delete_checkpoint(self, name: str, before: Callable[[], None] | None = None) -> None:
         with self.write(f"deleting checkpoint {name!r}", before, "the checkpoint is kept") as db:
