@@ -248,7 +248,8 @@ def test_cli_json_and_exit_codes(tmp_path, cli):
     assert made["name"] == "v1" and made["items"] == 60
     taken = cli("checkpoint", memdir, "v1")
     assert taken.returncode == 1 and "already" in taken.stderr
-    assert cli("checkpoint", memdir, "bad name").returncode == 1
+    bad = cli("checkpoint", memdir, "bad name")  # bad usage, refused before the memory opens
+    assert bad.returncode == 2 and "bad checkpoint name" in bad.stderr
     assert cli("rollback", memdir).returncode == 2  # NAME missing: usage
     cli("block", memdir, "--id", str(ids[0]), check=True)
     cli("remove", memdir, "--id", str(ids[1]), check=True)

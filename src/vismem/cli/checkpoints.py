@@ -9,11 +9,22 @@ from pathlib import Path
 
 import typer
 
-from ..store.checkpoints import NAME_RULE
+from ..errors import InvalidInputError
+from ..store.checkpoints import NAME_RULE, check_name
 from . import app, emit, interrupted_leaves, n_items, one_transaction, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
-NameArg = typer.Argument(..., help=f"The checkpoint's name: {NAME_RULE}.", show_default=False)
+
+def _checked_name(name: str) -> str:
+    """A name no checkpoint can have is bad usage (exit 2), refused before the memory opens."""
+    try:
+        return check_name(name)
+    except InvalidInputError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+NameArg = typer.Argument(..., help=f"The checkpoint's name: {NAME_RULE}.", show_default=False,
+                         callback=_checked_name)
 
 
 def _when(timestamp: float) -> str:
