@@ -70,7 +70,7 @@ def main() -> None:
     vectors = np.random.default_rng(0).standard_normal((args.n, args.dim)).astype(np.float32)
     labels = [f"c{i % 10}" for i in range(args.n)]
     runs = {"bare (no hash)": bare,
-            "ours, skip held (default)": partial(ours, allow_duplicates=False),
+            "ours, skip held (CLI default)": partial(ours, allow_duplicates=False),
             "ours, allow duplicates": partial(ours, allow_duplicates=True)}
     best: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as root:
