@@ -437,14 +437,22 @@ class EmbeddedStore:
                 self.db.purge()  # into the database and shrink; the removal is what matters
             removed = self.db.delete(ids, before=self._catch_up_locked)
         if removed:
-            self._unpurged = True  # the database's log still holds older copies of the rows
-            self.catalog.remove(removed)
-            self._index.remove(np.asarray(removed, dtype=np.int64))
+            self._forget(removed)
             self._wrote()
-            if self._index.compact_if_needed(self._live()):
-                self.purge()  # compaction promises the bytes are gone
+            self._compact_if_needed()
             self._follow_index()
         return removed
+
+    def _forget(self, removed: list[int]) -> None:
+        """After a committed removal: the catalog and the index drop the items (the
+        database's log still holds older copies of their rows until the next purge)."""
+        self._unpurged = True
+        self.catalog.remove(removed)
+        self._index.remove(np.asarray(removed, dtype=np.int64))
+
+    def _compact_if_needed(self) -> None:
+        if self._index.compact_if_needed(self._live()):
+            self.purge()  # compaction promises the bytes are gone
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]:
@@ -474,12 +482,10 @@ class EmbeddedStore:
         self._settings = settings
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         if removed:
-            self._unpurged = True  # as `delete`: the database's log still holds older copies
-            self.catalog.remove(removed)
-            self._index.remove(np.asarray(removed, dtype=np.int64))
+            self._forget(removed)
         self._wrote()
-        if removed and self._index.compact_if_needed(self._live()):
-            self.purge()
+        if removed:
+            self._compact_if_needed()
         self._follow_index()
         return removed
 
@@ -531,9 +537,7 @@ class EmbeddedStore:
             if fitted is not None:
                 self._transform, self._config["transform"] = fitted
             if removed:
-                self._unpurged = True  # as `delete`: the database's log still holds older copies
-                self.catalog.remove(removed)
-                self._index.remove(np.asarray(removed, dtype=np.int64))
+                self._forget(removed)
             if restored:
                 self._replay_edit("update", restored)
                 self._replay_edit("prune", [])
@@ -541,8 +545,8 @@ class EmbeddedStore:
                 self._wrote()
             if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n) for n in INDEX_SETTINGS):
                 self._index.rebuild(self._live(), progress)
-            elif removed and self._index.compact_if_needed(self._live()):
-                self.purge()
+            elif removed:
+                self._compact_if_needed()
         self._follow_index()
         return RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
                               settings != before_settings, len(self.catalog))
