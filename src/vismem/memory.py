@@ -799,7 +799,12 @@ class Memory:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    def _checkpoints(self) -> Checkpoints:
+    def _checkpoints(self, name: str, *, writing: bool = False) -> Checkpoints:
+        """The store, for checkpoint `name` (a bad name is refused first), written to with
+        `writing`: a read-only memory, or a home that keeps none, is refused before any work."""
+        check_checkpoint_name(name)
+        if writing:
+            self.check_writable()
         if not isinstance(self.store, Checkpoints):
             raise InvalidInputError(f"memory at {self.location} cannot keep checkpoints: a rollback must be one "
                                     "transaction, which only the directory home has (export it and import it "
@@ -810,9 +815,7 @@ class Memory:
         """Record checkpoint `name`: every item's label, weight, pruning count and relabel
         history, the highest item id and the settings, in one transaction. A name in use
         is refused (CheckpointExistsError) unless `replace`. Returns the checkpoint."""
-        check_checkpoint_name(name)
-        self.check_writable()
-        store = self._checkpoints()
+        store = self._checkpoints(name, writing=True)
         self._catch_up()
         return cast(Checkpoint, store.make_checkpoint(name, replace=replace))
 
@@ -825,9 +828,7 @@ class Memory:
 
     def delete_checkpoint(self, name: str) -> None:
         """Delete checkpoint `name` (CheckpointNotFoundError if there is none); no item changes."""
-        check_checkpoint_name(name)
-        self.check_writable()
-        store = self._checkpoints()
+        store = self._checkpoints(name, writing=True)
         self._catch_up()
         store.delete_checkpoint(name)
 
@@ -835,8 +836,7 @@ class Memory:
         """Whether the memory is as checkpoint `name` recorded it: no item added since, every
         item of it still here in the state it kept, the same settings (a rollback to it has
         nothing left to do but for the items removed since, which stay removed)."""
-        check_checkpoint_name(name)
-        store = self._checkpoints()
+        store = self._checkpoints(name)
         self._catch_up()
         return store.at_checkpoint(name)
 
@@ -848,9 +848,7 @@ class Memory:
         all but `record_queries`, the users' consent, which stays as it is.
         Items removed since stay removed: a removal is final (`gone_since` counts them).
         The checkpoint stays, to roll back to again."""
-        check_checkpoint_name(name)
-        self.check_writable()
-        store = self._checkpoints()
+        store = self._checkpoints(name, writing=True)
         report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
         if report.removed_added:
             self.purge()
