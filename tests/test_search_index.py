@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -482,6 +483,24 @@ def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subp
         holder.wait(timeout=30)
 
 
+def busy_once_stopped(holder: subprocess.Popen, call, *, alive: float, limit: float) -> tuple[MemoryBusyError, float]:
+    """Run `call` in a thread while `holder` lives for `alive` s, then stop the holder
+    (SIGSTOP): the MemoryBusyError `call` raised, and the seconds it waited. The holder is
+    killed at the end, which lets an old, unbounded wait end too."""
+    stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
+    started = time.monotonic()
+    stop.start()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(call)
+        try:
+            with pytest.raises(MemoryBusyError) as busy:
+                waiting.result(timeout=alive + 10 * limit)
+            return busy.value, time.monotonic() - started
+        finally:
+            stop.join()
+            os.kill(holder.pid, signal.SIGKILL)
+
+
 def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_life(tmp_path, monkeypatch):
     """Another process holds the build lock (as while it rebuilds the index), and the saved
     index is gone (as it drops it first). Opening the memory waits for it past the limit
@@ -494,18 +513,8 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
     limit, alive = 1.5, 3.0
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
     with holding(HOLD_BUILD_LOCK, path / "index") as holder:
-        stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
-        started = time.monotonic()
-        stop.start()
-        with ThreadPoolExecutor(1) as pool:
-            opening = pool.submit(Memory.open, path)
-            try:
-                with pytest.raises(MemoryBusyError, match=f"process {holder.pid}, which rebuilds its index"):
-                    opening.result(timeout=alive + 10 * limit)
-                waited = time.monotonic() - started
-            finally:
-                stop.join()
-                os.kill(holder.pid, signal.SIGKILL)  # lets an old, unbounded wait end too
+        busy, waited = busy_once_stopped(holder, partial(Memory.open, path), alive=alive, limit=limit)
+    assert f"process {holder.pid}, which rebuilds its index" in str(busy)
     assert alive < waited < alive + 3 * limit
     with holding(HOLD_BUILD_LOCK, path / "index", stopped=True) as holder:
         started = time.monotonic()
@@ -541,20 +550,10 @@ def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tm
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
     memory = Memory.open(path)
     with holding(HOLD_INDEX_LOCK, path / "index") as holder:
-        stop = threading.Timer(alive, os.kill, (holder.pid, signal.SIGSTOP))
-        started = time.monotonic()
-        stop.start()
-        with ThreadPoolExecutor(1) as pool:
-            removing = pool.submit(memory.remove, ids[:5], purge=True)
-            try:
-                with pytest.raises(MemoryBusyError) as busy:
-                    removing.result(timeout=alive + 10 * limit)
-                waited = time.monotonic() - started
-            finally:
-                stop.join()
-                os.kill(holder.pid, signal.SIGKILL)  # lets an old, unbounded wait end too
+        busy, waited = busy_once_stopped(holder, partial(memory.remove, ids[:5], purge=True), alive=alive,
+                                         limit=limit)
         assert alive < waited < alive + 3 * limit
-        message = str(busy.value)
+        message = str(busy)
         assert f"process {holder.pid}, which saves or reads its search index, has shown no sign of life" in message
         assert "removed items are gone from the store and every search, but their vectors stay" in message
         assert f"`kill -CONT {holder.pid}`" in message and f"`vismem compact {path}`" in message
