@@ -298,3 +298,16 @@ def test_metadata_keys_may_be_letters_of_any_script(location):
     with pytest.raises(InvalidInputError, match="letters, digits and _"):
         memory.add_vectors(vectors[:1] * -1, ["a"], metas=[{"a.b": 1}])  # a dot would be a JSON path step
     memory.close()
+
+
+def test_a_reindex_tells_its_progress_and_searches_as_before(location):
+    """Switching the index reports every item done (the Milvus server builds it on its
+    side: its progress is polled), and exact search answers as before."""
+    memory, vectors, ids = filled(location)
+    before = [h.id for h in memory.search(vectors[7], k=10)[0]]
+    told: list[int] = []
+    memory.set_index("hnsw", progress=told.append)
+    assert told and all(n > 0 for n in told) and sum(told) == len(memory) == 60
+    assert memory.info()["index"]["type"].lower() == "hnsw"
+    assert [h.id for h in memory.search(vectors[7], k=10)[0]][:3] == before[:3]
+    memory.close()

@@ -77,6 +77,7 @@ ROWS_PER_CALL = 5000        # rows per insert/upsert call, at most...
 BYTES_PER_CALL = 16 << 20   # ...and about this many bytes of rows: gRPC refuses messages over 64 MiB
 VECTOR_BYTES_PER_READ = 8 << 20  # raw vector bytes per page of a scan (a reply is ~3x that)
 IDS_PER_QUERY = 1000        # ids per `id in [...]` expression
+INDEX_POLL_SECONDS = 0.5    # between asking how far an index build is (pymilvus's own wait polls as often)
 T = TypeVar("T")
 SCAN_FROM = 10_000          # vectors of this many ids (and half the memory) are read by a scan
 TOKENS_KEPT = 4096
@@ -467,18 +468,44 @@ class MilvusStore:
                    [_side_row("settings", settings.to_dict())])
         self._settings = settings
         if old.index != settings.index:
-            self._reindex(settings.index)
+            self._reindex(settings.index, progress)
         self._touch(now=True)
 
-    def _reindex(self, setting: str) -> None:
+    def _reindex(self, setting: str, progress: Callable[[int], None] | None = None) -> None:
         name = self.where.collection
         params, _ = index_plan(setting, self.dim)
         index = self._client.prepare_index_params()
         index.add_index("vector", metric_type="IP", **params)
         self._call("releasing the collection", self._client.release_collection, name)
         self._call("dropping the old index", self._client.drop_index, name, "vector")
-        self._call("building the new index", self._client.create_index, name, index)
+        # sealed first: the server indexes sealed segments only, and scans growing ones
+        self._call("flushing", self._client.flush, name)
+        self._call("building the new index", self._client.create_index, name, index, sync=False)
+        self._wait_for_index(progress)
         self._call("loading the collection", self._client.load_collection, name)
+
+    def _wait_for_index(self, progress: Callable[[int], None] | None) -> None:
+        """Wait until the server has built the collection's index, telling `progress` of
+        the items it has indexed. The server counts a segment's rows once the whole segment
+        is indexed, so the bar moves a segment at a time (a sealed segment holds up to
+        ~1M 128-d rows); pymilvus's own wait tells nothing for minutes at scale. Its count
+        includes rows deleted but not yet compacted away: the bar stops at the items."""
+        reported = 0
+        while True:
+            built = self._call("building the new index", self._client.describe_index,
+                               self.where.collection, "vector")
+            state = str(built.get("state", ""))
+            indexed = self._count if state == "Finished" else min(int(built.get("indexed_rows") or 0), self._count)
+            if progress and indexed > reported:
+                progress(indexed - reported)
+                reported = indexed
+            if state == "Finished":
+                return
+            if state == "Failed":
+                why = built.get("index_state_fail_reason") or "no reason given"
+                raise VismemError(f"Milvus at {self.where.host}:{self.where.port} could not build the "
+                                  f"{built.get('index_type', 'new')} index: {why}")
+            time.sleep(INDEX_POLL_SECONDS)
 
     # ---- writes ----------------------------------------------------------------------
 
