@@ -108,6 +108,38 @@ def test_query_vectors_that_cannot_be_used_are_refused_with_the_reason(memdir, d
     assert image.returncode == 1 and "--queries Q.npy" in image.stderr
 
 
+def test_explain_takes_a_vector_query_and_draws_it_as_a_blank_tile(memdir, digit_vectors, tmp_path, cli):
+    """`explain --queries Q.npy --row N` explains the decision `classify` makes for that
+    row: the same neighbours, a sheet with the query as a blank tile (a vector has no
+    picture) beside one per neighbour; a file of several vectors needs --row."""
+    from PIL import Image
+
+    _, files, test, _ = digit_vectors
+    sheet = tmp_path / "why.png"
+    explained = json_lines(cli("explain", memdir, "--queries", files["test"], "--row", "7", "-k", "5",
+                               "--out", sheet, "--json", check=True))[0]
+    with Memory.open(memdir) as memory:
+        expected = memory.classify_vectors(test[7:8], k=5)[0]
+    assert explained["path"] == f"{files['test']}[7]" and explained["sheet"] == str(sheet)
+    assert explained["label"] == expected.label
+    assert [n["id"] for n in explained["neighbors"]] == [n.id for n in expected.neighbors]
+    drawn = np.asarray(Image.open(sheet).convert("L"))
+    assert drawn.shape == (128 + 48, 6 * (128 + 8))  # the query and its 5 neighbours, in one row
+    assert (drawn[4:132, 4:132] == 220).all()  # the query's tile: blank grey
+    np.save(tmp_path / "one.npy", test[7])
+    alone = json_lines(cli("explain", memdir, "--queries", tmp_path / "one.npy", "-k", "5", "--out", sheet,
+                           "--json", check=True))[0]
+    assert [n["id"] for n in alone["neighbors"]] == [n.id for n in expected.neighbors]
+    several = cli("explain", memdir, "--queries", files["test"], "--out", sheet)
+    assert several.returncode == 1 and "holds 100 vectors; explain takes one: pick it with --row N" in several.stderr
+    beyond = cli("explain", memdir, "--queries", files["test"], "--row", "100", "--out", sheet)
+    assert beyond.returncode == 1 and "rows 0 to 99" in beyond.stderr
+    for usage in (("explain", memdir), ("explain", memdir, files["test"], "--queries", files["test"]),
+                  ("explain", memdir, files["test"], "--row", "1")):
+        refused = cli(*usage, "--out", sheet)
+        assert refused.returncode == 2 and "give an image, or --queries Q.npy" in refused.stderr
+
+
 @pytest.fixture
 def client(memdir):
     with Memory.open(memdir) as memory, TestClient(create_app(memory, ServiceSettings())) as client:

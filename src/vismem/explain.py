@@ -48,23 +48,22 @@ def explanation_sheet(
     decision: Decision, thumbnail: Callable[[int], bytes | None], query: Image.Image | None = None,
     tile: int = 128,
 ) -> Image.Image:
-    """A PNG-ready sheet: the query, then each neighbour's stored thumbnail (`thumbnail(id)`,
-    e.g. `Memory.thumbnail`) with its vote; below them, what would change the decision
-    when it carries a counterfactual."""
+    """A PNG-ready sheet: the query (a blank tile for a vector query: `query` None), then
+    each neighbour's stored thumbnail (`thumbnail(id)`, e.g. `Memory.thumbnail`) with its
+    vote; below them, what would change the decision when it carries a counterfactual."""
     font = ImageFont.load_default()
+    blank = Image.new("RGB", (tile, tile), (220, 220, 220))  # a vector has no picture to show
     tiles: list[tuple[Image.Image, list[str]]] = []
+    q = blank
     if query is not None:
         q = query.convert("RGB")
         q.thumbnail((tile, tile))
-        answer = ["abstained", "unlike the memory"] if decision.abstained else \
-            [f"-> {decision.label}", f"{decision.confidence:.0%}"]
-        tiles.append((q, ["query", *answer]))
+    answer = ["abstained", "unlike the memory"] if decision.abstained else \
+        [f"-> {decision.label}", f"{decision.confidence:.0%}"]
+    tiles.append((q, ["query" if query is not None else "query (vector)", *answer]))
     for n in decision.neighbors:
         jpeg = thumbnail(n.id)
-        if jpeg is not None:
-            thumb = Image.open(io.BytesIO(jpeg)).convert("RGB")
-        else:  # added as a vector: there is no picture to show
-            thumb = Image.new("RGB", (tile, tile), (220, 220, 220))
+        thumb = blank if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
         tiles.append((thumb, [f"#{n.id} {n.label}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
     columns = min(6, max(1, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns

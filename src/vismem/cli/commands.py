@@ -423,6 +423,18 @@ def add_vectors(
                   f"memory now holds {count:,}")
 
 
+def one_query(path: Path, row: int | None, dim: int):
+    """The one query vector (1, dim) of --queries [--row], and its name Q.npy[row]."""
+    matrix = load_queries(path, dim)
+    if row is None and len(matrix) != 1:
+        raise InvalidInputError(f"--queries {path} holds {len(matrix)} vectors; explain takes one: "
+                                f"pick it with --row N (0 to {len(matrix) - 1})")
+    chosen = row or 0
+    if chosen >= len(matrix):
+        raise InvalidInputError(f"--row {chosen}: {path} holds {len(matrix)} vectors (rows 0 to {len(matrix) - 1})")
+    return matrix[chosen : chosen + 1], f"{path}[{chosen}]"
+
+
 @app.command()
 def classify(
     memdir: Path = MemDir,
@@ -731,7 +743,13 @@ def evaluate(
 @app.command()
 def explain(
     memdir: Path = MemDir,
-    image: Path = typer.Argument(..., readable=False, help="Image to classify and explain.", show_default=False),
+    image: Optional[Path] = typer.Argument(None, readable=False, help="Image to classify and explain.",
+                                           show_default=False),
+    queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
+                                           help="A query vector instead of an image: a .npy file of one (dim,) "
+                                                "vector, or of (n, dim) with --row."),
+    row: Optional[int] = typer.Option(None, "--row", min=0, metavar="N",
+                                      help="Which row of --queries to explain (needed when it holds several)."),
     output: Path = typer.Option(Path("explanation.png"), "--out", "-o", metavar="FILE",
                                 help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,
@@ -751,17 +769,27 @@ def explain(
 ) -> None:
     """Write a visual explanation sheet: the query and its neighbours' thumbnails; with
     --counterfactual, also what would change the decision. Decides as `classify` does,
-    with the same options."""
+    with the same options; a vector query (--queries) shows as a blank tile, as do
+    neighbours added as vectors."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
     only_reads("explain")
+    if (image is None) == (queries is None) or (row is not None and queries is None):
+        raise typer.BadParameter("give an image, or --queries Q.npy (with --row N to pick one of several)",
+                                 param_hint="IMAGE / --queries / --row")
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     check_image_path(output, "--out")  # before any work, so a typo wastes nothing
     with _open(memdir, encoder_options(device, runtime, precision)) as memory:
         warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
-        decision = memory.classify([image], **options)[0]
-        sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
+        if image is not None:
+            decision = memory.classify([image], **options)[0]
+            sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
+        else:
+            assert queries is not None
+            vector, name = one_query(queries, row, memory.dim)
+            decision = memory.classify_vectors(vector, paths=[name], **options)[0]
+            sheet = explanation_sheet(decision, memory.thumbnail)
     try:
         sheet.save(output)
     except OSError as exc:
