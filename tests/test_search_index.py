@@ -5,24 +5,20 @@ Real FAISS indexes and real memories on disk; small N so the suite stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_here, unit_vectors
+from conftest import HOLD_BUILD_LOCK, HOLD_INDEX_LOCK, holding, run_cli_here, unit_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -454,35 +450,6 @@ def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_p
         assert hits == grower.search(query, 5)
 
 
-# Holds the build lock of the index directory argv[1] as a process that rebuilds it does
-# (`saved.building`: its pid in the lock file, rewritten while it lives), until stdin closes.
-HOLD_BUILD_LOCK = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from vismem.search import saved\n"
-    "with saved.building(Path(sys.argv[1])):\n"
-    "    print('held', flush=True)\n"
-    "    sys.stdin.read()\n"
-)
-
-
-@contextlib.contextmanager
-def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subprocess.Popen]:
-    """Another process that runs `script` (it takes a lock of the saved index in `index`,
-    says "held" and keeps it until stdin closes), stopped at once with `stopped`; killed
-    at the end."""
-    holder = subprocess.Popen([sys.executable, "-c", script, str(index)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        if stopped:
-            os.kill(holder.pid, signal.SIGSTOP)
-        yield holder
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=30)
-
-
 def busy_once_stopped(holder: subprocess.Popen, call, *, alive: float, limit: float) -> tuple[MemoryBusyError, float]:
     """Run `call` in a thread while `holder` lives for `alive` s, then stop the holder
     (SIGSTOP): the MemoryBusyError `call` raised, and the seconds it waited. The holder is
@@ -527,11 +494,6 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
     assert not (path / "index" / "meta.json").exists()  # nothing was built meanwhile
     with Memory.open(path) as memory:
         assert len(memory) == 300
-
-
-# Holds MEMDIR/index.lock of the index directory argv[1] as a process saving or scrubbing the
-# saved index does (`saved.locked`), until stdin closes.
-HOLD_INDEX_LOCK = HOLD_BUILD_LOCK.replace("saved.building(", "saved.locked(")
 
 
 def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tmp_path, monkeypatch, caplog):
