@@ -29,7 +29,7 @@ from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
-                     ReadOnlyMemoryError)
+                     ReadOnlyMemoryError, committed)
 from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
@@ -708,12 +708,15 @@ class Memory:
         is never returned by a search again. Older copies of its bytes stay in the
         store's log and saved index until `purge` (or `purge=True` here), which `close`,
         `compact`, the CLI and the service run; so one removal costs one small commit.
+        A purge (or compaction) cut off after the removal committed raises a
+        `PartlyDoneError` whose `done` holds the removed ids.
         """
         self.check_writable()
         targets = self.targets(ids, label=label, source=source, where=where)
         removed = self._commit(lambda store: store.delete(targets), touched=targets, removed=True)
         if purge and removed:
-            self.purge()
+            with committed(removed):
+                self.purge()
         return removed
 
     def targets(self, ids: Iterable[int] | None = None, *, label: str | None = None, source: str | None = None,
@@ -847,11 +850,13 @@ class Memory:
         restored (a changed index setting rebuilds the index, as `update_settings` does),
         all but `record_queries`, the users' consent, which stays as it is.
         Items removed since stay removed: a removal is final (`gone_since` counts them).
-        The checkpoint stays, to roll back to again."""
+        The checkpoint stays, to roll back to again. A purge cut off after the rollback
+        committed raises a `PartlyDoneError` whose `done` holds the report."""
         store = self._checkpoints(name, writing=True)
         report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
         if report.removed_added:
-            self.purge()
+            with committed(report):
+                self.purge()
         return cast(RollbackReport, report)
 
     def check_not_empty(self) -> None:

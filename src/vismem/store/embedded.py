@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError
+from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError, committed
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -439,7 +439,8 @@ class EmbeddedStore:
         if removed:
             self._forget(removed)
             self._wrote()
-            self._compact_if_needed()
+            with committed(removed):
+                self._compact_if_needed()
             self._follow_index()
         return removed
 
@@ -485,7 +486,8 @@ class EmbeddedStore:
             self._forget(removed)
         self._wrote()
         if removed:
-            self._compact_if_needed()
+            with committed(removed):
+                self._compact_if_needed()
         self._follow_index()
         return removed
 
@@ -543,13 +545,15 @@ class EmbeddedStore:
                 self._replay_edit("prune", [])
             if removed or restored:  # (their edits were logged: a settings change is not)
                 self._wrote()
+            report = RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
+                                    settings != before_settings, len(self.catalog))
             if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n) for n in INDEX_SETTINGS):
                 self._index.rebuild(self._live(), progress)
             elif removed:
-                self._compact_if_needed()
+                with committed(report):
+                    self._compact_if_needed()
         self._follow_index()
-        return RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
-                              settings != before_settings, len(self.catalog))
+        return report
 
     def _follow_index(self) -> None:
         """The index replays every commit before it is saved or built (a save never writes
