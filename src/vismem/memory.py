@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTup
 import numpy as np
 from PIL import Image
 
-from .calibrate import Calibration, changed_fraction, is_stale
+from .calibrate import Calibration, changed_fraction, changed_since, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
@@ -653,6 +653,17 @@ class Memory:
             return None
         return changed_fraction(found.items, found.max_id, self._voters()[0])
 
+    def _intrinsic_dim_estimate(self, quality: Any) -> dict[str, Any] | None:
+        """The last intrinsic-dimension estimate (`value`), the item count it was made at
+        (`items`), and how many of those items were removed since and how many were added
+        (None where the record does not say which items they were). A removal, a rollback
+        or a prune leaves it made partly on items that are gone; `compact` estimates again."""
+        if quality is None or quality.lid is None:
+            return None
+        changed = changed_since(quality.size, quality.last_id, self.store.ids())
+        added, removed = changed if changed is not None else (None, None)
+        return {"value": quality.lid, "items": quality.size, "removed_since": removed, "added_since": added}
+
     def _transform_status(self, described: dict[str, Any] | None) -> dict[str, Any] | None:
         """The fitted feature transform, and how far the memory moved since it was fitted:
         the share of items added or removed, and the shift of the mean (on a sample of up
@@ -1001,13 +1012,17 @@ class Memory:
 
     def info(self) -> dict[str, Any]:
         """What `vismem info` shows: counts, encoder, settings, store and index (with
-        measured recall and a warning when it is below target), disk use."""
+        measured recall and a warning when it is below target), disk use.
+        `intrinsic_dim` is the estimate while every item it was made on is still here (items
+        added since are counted in `intrinsic_dim_estimate`), else None: the last estimate
+        and how its items stand are in `intrinsic_dim_estimate`."""
         self._catch_up()
         settings = self.settings
         classes = self.class_counts()
         described = self.store.describe()
         quality = self.quality
         identity = self.store.identity
+        estimate = self._intrinsic_dim_estimate(quality)
         return {
             "path": self.location,
             "items": len(self.store),
@@ -1017,7 +1032,8 @@ class Memory:
             "encoder_id": identity.id,
             "dim": self.dim,
             **described,
-            "intrinsic_dim": quality.lid if quality else None,
+            "intrinsic_dim": estimate["value"] if estimate and not estimate["removed_since"] else None,
+            "intrinsic_dim_estimate": estimate,
             "defaults": settings.vote.to_dict(),
             "prototypes_per_class": settings.prototypes_per_class,
             "pruning": {**settings.pruning.to_dict(),
