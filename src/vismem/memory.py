@@ -13,6 +13,7 @@ the CLI, the service and curation never reach into the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import contextmanager
 from functools import partial
@@ -861,13 +862,18 @@ class Memory:
         restored (a changed index setting rebuilds the index, as `update_settings` does),
         all but `record_queries`, the users' consent, which stays as it is.
         Items removed since stay removed: a removal is final (`gone_since` counts them).
-        The checkpoint stays, to roll back to again. A purge cut off after the rollback
-        committed raises a `PartlyDoneError` whose `done` holds the report."""
+        The checkpoint stays, to roll back to again. A transform of the checkpoint that
+        cannot be fitted on the items it keeps (none left, or none that vary) is dropped, as
+        a purge drops one, and named in the report's `transform_dropped`. A purge cut off
+        after the rollback committed raises a `PartlyDoneError` whose `done` holds the report."""
         store = self._checkpoints(name, writing=True)
         report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
         if report.removed_added:
+            restored = self.settings.transform
             with committed(report):
-                self.purge()
+                self.purge()  # refits a transform fitted on items it removed: drops it if none is left
+            if self.settings.transform != restored and self.settings.transform == TransformSpec():
+                report = dataclasses.replace(report, transform_dropped=restored.name)
         return cast(RollbackReport, report)
 
     def check_not_empty(self) -> None:
