@@ -8,10 +8,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -234,6 +237,65 @@ def stop_server(process: subprocess.Popen) -> str:
     process.terminate()
     _, stderr = process.communicate(timeout=20)
     return stderr
+
+
+@contextmanager
+def serving(memory, token: str) -> Iterator[str]:
+    """`create_app` on `memory` under a real uvicorn on 127.0.0.1, in this process (what a
+    test monkeypatches holds in the server too): yields its address; closes the memory."""
+    import uvicorn
+
+    from vismem.service import ServiceSettings, create_app
+
+    port = free_port()
+    app = create_app(memory, ServiceSettings(token=token))
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert uv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        memory.close()
+
+
+# ---- another process holding a lock of the saved index ------------------------------------
+
+# Holds the build lock of the index directory argv[1] as a process that rebuilds it does
+# (`saved.building`: its pid in the lock file, rewritten while it lives), until stdin closes.
+HOLD_BUILD_LOCK = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from vismem.search import saved\n"
+    "with saved.building(Path(sys.argv[1])):\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+# Holds MEMDIR/index.lock of the index directory argv[1] as a process saving or scrubbing the
+# saved index does (`saved.locked`), until stdin closes.
+HOLD_INDEX_LOCK = HOLD_BUILD_LOCK.replace("saved.building(", "saved.locked(")
+
+
+@contextmanager
+def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subprocess.Popen]:
+    """Another process that runs `script` (it takes a lock of the saved index in `index`,
+    says "held" and keeps it until stdin closes), stopped at once with `stopped`; killed
+    at the end."""
+    holder = subprocess.Popen([sys.executable, "-c", script, str(index)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        if stopped:
+            os.kill(holder.pid, signal.SIGSTOP)
+        yield holder
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
 
 
 # ---- tests against real servers (Milvus, Ray) ---------------------------------------------

@@ -186,6 +186,56 @@ def test_a_feature_transform_restored_is_fitted_again_on_the_items_of_the_checkp
         assert _state(reopened, queries) == plain
 
 
+def _transformed_then_replaced(memdir, spec: str, *, purged: bool) -> list[int]:
+    """A memory checkpointed under a feature transform fitted on its items, then every one
+    of them removed (purged at once, or not yet) and others added: returns the others' ids."""
+    memory, ids, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        memory.set_transform(spec)
+        memory.checkpoint("before")
+        memory.remove(ids, purge=purged)  # purged: the transform goes with them (none left to fit it on)
+        return memory.add_vectors(unit_vectors(30, 16, seed=7), ["new"] * 30)
+
+
+@pytest.mark.parametrize("purged", [True, False])
+@pytest.mark.parametrize("spec", ["center", "whiten"])
+def test_a_rollback_to_a_transform_whose_items_are_all_gone_drops_it_and_says_so(tmp_path, spec, purged):
+    """The checkpoint's transform is fitted again on its items still here, and none is:
+    the rollback failed ("a transform is fitted on at least one vector; got none"), so the
+    checkpoint could never be rolled back to; or, with the removal not yet purged, the
+    purge after it dropped the transform without a word in the report. It rolls back, drops
+    the transform (as a purge drops one with no items left to fit it on) and names it in
+    the report; the memory searches its vectors as stored, and opens so."""
+    memdir = tmp_path / "m"
+    added = _transformed_then_replaced(memdir, spec, purged=purged)
+    with Memory.open(memdir) as memory:
+        report = memory.rollback("before")
+        assert (report.removed_ids, report.gone_since, report.items) == (added, 60, 0)
+        assert report.transform_dropped == TransformSpec(spec).name
+        assert memory.settings.transform == TransformSpec() and memory.transform.is_identity
+        assert memory.info()["transform"]["name"] == "none" and memory.at_checkpoint("before")
+        again = memory.add_vectors(unit_vectors(5, 16, seed=8), ["later"] * 5)
+    with Memory.open(memdir) as memory:
+        assert memory.settings.transform == TransformSpec() and memory.ids() == again
+        query = memory.search(unit_vectors(5, 16, seed=8)[:1], k=1)[0][0]
+        assert query.id == again[0] and query.distance == pytest.approx(0, abs=1e-5)  # as stored
+
+
+def test_the_cli_and_http_say_a_rollback_dropped_the_transform(tmp_path, cli):
+    memdir = tmp_path / "m"
+    _transformed_then_replaced(memdir, "center", purged=True)
+    report = json_lines(cli("rollback", memdir, "before", "--json", check=True))[0]
+    assert report["transform_dropped"] == "center" and report["items"] == 0
+    _transformed_then_replaced(tmp_path / "t", "center", purged=True)
+    said = cli("rollback", tmp_path / "t", "before", check=True).stdout
+    assert "its center feature transform could not be fitted on the 0 items left" in " ".join(said.split())
+    _transformed_then_replaced(tmp_path / "h", "center", purged=True)
+    with Memory.open(tmp_path / "h") as memory, TestClient(create_app(memory, ServiceSettings(token=TOKEN))) as client:
+        rolled = client.post("/checkpoints/before/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert rolled.status_code == 200 and rolled.json()["transform_dropped"] == "center"
+        assert rolled.json()["unfinished"] is None and client.get("/stats").json()["transform"]["name"] == "none"
+
+
 def test_an_index_setting_restored_rebuilds_the_index(tmp_path):
     memory, ids, queries = _vector_memory(tmp_path / "m", index="exact")
     with memory:

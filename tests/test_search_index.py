@@ -5,24 +5,20 @@ Real FAISS indexes and real memories on disk; small N so the suite stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_here, unit_vectors
+from conftest import HOLD_BUILD_LOCK, HOLD_INDEX_LOCK, holding, json_lines, run_cli_here, unit_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +106,52 @@ def test_memory_measures_and_tunes_recall(tmp_path):
     assert quality["params"]["ef_search"] == info["index"]["params"]["ef_search"]
     assert 3 <= info["intrinsic_dim"] <= 12  # built with intrinsic dimension 6
     assert info["index"]["warning"] is None
+
+
+def test_info_shows_no_intrinsic_dimension_estimated_on_items_removed_since(tmp_path):
+    """`info` showed the intrinsic dimension last estimated, on items a rollback or a
+    removal had taken away since. While every item it was estimated on is still here it is
+    the memory's (items added since are counted); once some are gone, `intrinsic_dim` is
+    null and `intrinsic_dim_estimate` says on what it was made; `compact` estimates it again."""
+    path = tmp_path / "m"
+
+    def estimate() -> tuple:
+        found = json_lines(run_cli_here("info", path, "--json", check=True))[0]
+        with Memory.open(path) as memory:
+            assert memory.info()["intrinsic_dim_estimate"] == found["intrinsic_dim_estimate"]
+            assert memory.info()["intrinsic_dim"] == found["intrinsic_dim"]
+        said = run_cli_here("info", path, check=True).stdout
+        line = next(line for line in said.splitlines() if line.startswith("intrinsic"))
+        return found["intrinsic_dim"], found["intrinsic_dim_estimate"], line
+
+    with Memory.create(path, encoder=None, dim=DIM, index="exact") as memory:
+        ids = memory.add_vectors(low_dim_vectors(100), ["a"] * 100)
+        memory.checkpoint("small")
+        ids += memory.add_vectors(low_dim_vectors(200, seed=1), ["b"] * 200)  # grown: estimated again
+        memory.checkpoint("estimated")
+        memory.add_vectors(low_dim_vectors(20, seed=2), ["c"] * 20)  # too few to estimate again
+    value, made, said = estimate()
+    assert 3 <= value <= 12 and made == {"value": value, "items": 300, "removed_since": 0, "added_since": 20}
+    assert said == f"intrinsic   dimension {value:.1f} (Levina-Bickel MLE, estimated at 300 items; 20 added since)"
+    with Memory.open(path) as memory:
+        memory.rollback("estimated")  # takes away only items added after the estimate
+    assert estimate()[:2] == (value, {"value": value, "items": 300, "removed_since": 0, "added_since": 0})
+    with Memory.open(path) as memory:
+        memory.rollback("small")  # takes away 200 of the items it was estimated on
+    gone, made, said = estimate()
+    assert gone is None and made == {"value": value, "items": 300, "removed_since": 200, "added_since": 0}
+    assert said == (f"intrinsic   dimension not estimated on the items held now: {value:.1f} was estimated at "
+                    f"300 items, 200 of them removed since; `vismem compact {path}` estimates it again")
+    run_cli_here("compact", path, check=True)
+    again, made, _ = estimate()
+    assert again is not None and made == {"value": again, "items": 100, "removed_since": 0, "added_since": 0}
+    run_cli_here("remove", path, "--id", ids[0], check=True)
+    assert estimate()[:2] == (None, {"value": again, "items": 100, "removed_since": 1, "added_since": 0})
+    with Memory.open(path) as memory:
+        memory.remove(ids[1:98], purge=True)
+        memory.compact()  # 2 items left: too few to estimate, and the last estimate is not theirs
+        assert memory.info()["intrinsic_dim"] is None and memory.info()["intrinsic_dim_estimate"] is None
+    assert estimate()[2] == "intrinsic   dimension n/a (not estimated)"
 
 
 def test_low_recall_warns_with_intrinsic_dimension(tmp_path, monkeypatch, caplog):
@@ -454,35 +496,6 @@ def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_p
         assert hits == grower.search(query, 5)
 
 
-# Holds the build lock of the index directory argv[1] as a process that rebuilds it does
-# (`saved.building`: its pid in the lock file, rewritten while it lives), until stdin closes.
-HOLD_BUILD_LOCK = (
-    "import sys\n"
-    "from pathlib import Path\n"
-    "from vismem.search import saved\n"
-    "with saved.building(Path(sys.argv[1])):\n"
-    "    print('held', flush=True)\n"
-    "    sys.stdin.read()\n"
-)
-
-
-@contextlib.contextmanager
-def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subprocess.Popen]:
-    """Another process that runs `script` (it takes a lock of the saved index in `index`,
-    says "held" and keeps it until stdin closes), stopped at once with `stopped`; killed
-    at the end."""
-    holder = subprocess.Popen([sys.executable, "-c", script, str(index)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        if stopped:
-            os.kill(holder.pid, signal.SIGSTOP)
-        yield holder
-    finally:
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=30)
-
-
 def busy_once_stopped(holder: subprocess.Popen, call, *, alive: float, limit: float) -> tuple[MemoryBusyError, float]:
     """Run `call` in a thread while `holder` lives for `alive` s, then stop the holder
     (SIGSTOP): the MemoryBusyError `call` raised, and the seconds it waited. The holder is
@@ -527,11 +540,6 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
     assert not (path / "index" / "meta.json").exists()  # nothing was built meanwhile
     with Memory.open(path) as memory:
         assert len(memory) == 300
-
-
-# Holds MEMDIR/index.lock of the index directory argv[1] as a process saving or scrubbing the
-# saved index does (`saved.locked`), until stdin closes.
-HOLD_INDEX_LOCK = HOLD_BUILD_LOCK.replace("saved.building(", "saved.locked(")
 
 
 def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tmp_path, monkeypatch, caplog):

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
+from conftest import serving
 from PIL import Image
 
 from vismem import Memory
-from vismem.service import ServiceSettings, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "browser-token-42"
@@ -57,28 +53,6 @@ def photos(tmp_path_factory):
     return root
 
 
-@contextmanager
-def serving(memory: Memory):
-    """`create_app` on `memory` under a real uvicorn on 127.0.0.1: yields its address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(memory, ServiceSettings(token=TOKEN))
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not uv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert uv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        memory.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, photos):
     """The service with the real EfficientNet-Lite0, on a memory of three photos."""
@@ -87,7 +61,7 @@ def server(tmp_path_factory, photos):
     memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
     memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
                       source="photos")
-    with serving(memory) as address:
+    with serving(memory, TOKEN) as address:
         yield address, memory
 
 
@@ -252,7 +226,7 @@ def test_a_memory_of_vectors_is_queried_with_a_pasted_vector(tmp_path, page):
     memory.add_vectors(vectors, ["a" if i < 20 else "b" for i in range(40)])
     failed: list[str] = []  # (the page fixture lets a 4xx pass: an edit may be refused)
     page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-    with serving(memory) as url:
+    with serving(memory, TOKEN) as url:
         page.goto(url + "/")
         expect(page.locator("#vector-query")).to_be_visible()
         expect(page.locator("#drop")).to_be_hidden()
@@ -286,7 +260,7 @@ def test_under_the_prototype_vote_a_neighbour_is_blocked_only_when_it_is(tmp_pat
     memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
     ids = memory.add_vectors(vectors, ["a"] * 6 + [long_label] * 6)
     memory.update_settings(vote={"vote": "prototype"})
-    with serving(memory) as url:
+    with serving(memory, TOKEN) as url:
         open_with_token(page, url + "/")
         page.fill("#vector", str(vectors[0].tolist()))
         page.click("#classify-vector")

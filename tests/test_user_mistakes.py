@@ -599,4 +599,4 @@ def test_info_on_an_exact_index_says_what_its_item_count_means(tmp_path):
     said = run_cli("info", tmp_path / "m", check=True).stdout
     assert "items       150" in said and "recall      1.000 @10: exact search" in said
     assert f"at {measured} items" not in said.split("intrinsic")[0]
-    assert f"(Levina-Bickel MLE, estimated at {measured} items)" in said
+    assert f"(Levina-Bickel MLE, estimated at {measured} items; {150 - measured} added since)" in said

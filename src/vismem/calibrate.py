@@ -112,16 +112,24 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = DEFAU
     return float(np.mean(np.asarray(out_scores) <= threshold))
 
 
-def changed_fraction(items: int | None, max_id: int | None, ids_now: np.ndarray) -> float | None:
-    """Share of a memory added or removed since a fit on `items` items whose newest id was
-    `max_id`, given the ids that vote now: (ids above max_id + fitted ids gone) / items.
-    None when the fit did not record them."""
+def changed_since(items: int | None, max_id: int | None, ids_now: np.ndarray) -> tuple[int, int] | None:
+    """(added, removed) since a fit or a measure made on `items` items whose newest id was
+    `max_id`, given the ids now: the ids above max_id, and how many of those items are gone
+    (ids are never given out twice). None when it did not record them."""
     if not items or max_id is None:
         return None
     ids_now = np.asarray(ids_now)
     added = int((ids_now > max_id).sum())
     removed = items - int((ids_now <= max_id).sum())
-    return (added + max(removed, 0)) / items
+    return added, max(removed, 0)
+
+
+def changed_fraction(items: int | None, max_id: int | None, ids_now: np.ndarray) -> float | None:
+    """Share of a memory added or removed since a fit on `items` items whose newest id was
+    `max_id`, given the ids that vote now: (ids above max_id + fitted ids gone) / items.
+    None when the fit did not record them."""
+    changed = changed_since(items, max_id, ids_now)
+    return None if changed is None or not items else sum(changed) / items
 
 
 def is_stale(fraction: float | None, limit: float = STALE_FRACTION) -> bool:

@@ -5,6 +5,10 @@ as `error: <message>` and exits 1 (nothing changed), or 3 for a `PartlyDoneError
 change committed, a step after it not done), never with a traceback.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 
 class VismemError(Exception):
     """Base class for errors whose message is meant for the user."""
@@ -60,12 +64,28 @@ class MemoryBusyError(VismemError):
 
 class PartlyDoneError(VismemError):
     """The change was committed, but a step after it was not done; the message says what
-    stays and how to finish it."""
+    stays and how to finish it. `done` is what the call that committed returns (its
+    removed ids, its report), set by `committed`; None where no call said."""
+
+    done: Any = None
 
 
 class PurgeUnfinishedError(MemoryBusyError, PartlyDoneError):
     """A removal is committed (gone from the store and every search), but another
     process held the saved index too long for its vectors to be purged from its files."""
+
+
+@contextmanager
+def committed(done: Any) -> Iterator[None]:
+    """Around the steps that follow a commit: a `PartlyDoneError` they raise carries
+    `done`, what the commit made, so that a caller can still answer with it (the service
+    does); one that carries it already, from deeper down, keeps it."""
+    try:
+        yield
+    except PartlyDoneError as exc:
+        if exc.done is None:
+            exc.done = done
+        raise
 
 
 def clause(reason: object) -> str:

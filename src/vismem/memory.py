@@ -13,6 +13,7 @@ the CLI, the service and curation never reach into the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import contextmanager
 from functools import partial
@@ -22,14 +23,14 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTup
 import numpy as np
 from PIL import Image
 
-from .calibrate import Calibration, changed_fraction, is_stale
+from .calibrate import Calibration, changed_fraction, changed_since, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
-                     ReadOnlyMemoryError)
+                     ReadOnlyMemoryError, committed)
 from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
@@ -653,6 +654,17 @@ class Memory:
             return None
         return changed_fraction(found.items, found.max_id, self._voters()[0])
 
+    def _intrinsic_dim_estimate(self, quality: Any) -> dict[str, Any] | None:
+        """The last intrinsic-dimension estimate (`value`), the item count it was made at
+        (`items`), and how many of those items were removed since and how many were added
+        (None where the record does not say which items they were). A removal, a rollback
+        or a prune leaves it made partly on items that are gone; `compact` estimates again."""
+        if quality is None or quality.lid is None:
+            return None
+        changed = changed_since(quality.size, quality.last_id, self.store.ids())
+        added, removed = changed if changed is not None else (None, None)
+        return {"value": quality.lid, "items": quality.size, "removed_since": removed, "added_since": added}
+
     def _transform_status(self, described: dict[str, Any] | None) -> dict[str, Any] | None:
         """The fitted feature transform, and how far the memory moved since it was fitted:
         the share of items added or removed, and the shift of the mean (on a sample of up
@@ -708,12 +720,15 @@ class Memory:
         is never returned by a search again. Older copies of its bytes stay in the
         store's log and saved index until `purge` (or `purge=True` here), which `close`,
         `compact`, the CLI and the service run; so one removal costs one small commit.
+        A purge (or compaction) cut off after the removal committed raises a
+        `PartlyDoneError` whose `done` holds the removed ids.
         """
         self.check_writable()
         targets = self.targets(ids, label=label, source=source, where=where)
         removed = self._commit(lambda store: store.delete(targets), touched=targets, removed=True)
         if purge and removed:
-            self.purge()
+            with committed(removed):
+                self.purge()
         return removed
 
     def targets(self, ids: Iterable[int] | None = None, *, label: str | None = None, source: str | None = None,
@@ -847,11 +862,18 @@ class Memory:
         restored (a changed index setting rebuilds the index, as `update_settings` does),
         all but `record_queries`, the users' consent, which stays as it is.
         Items removed since stay removed: a removal is final (`gone_since` counts them).
-        The checkpoint stays, to roll back to again."""
+        The checkpoint stays, to roll back to again. A transform of the checkpoint that
+        cannot be fitted on the items it keeps (none left, or none that vary) is dropped, as
+        a purge drops one, and named in the report's `transform_dropped`. A purge cut off
+        after the rollback committed raises a `PartlyDoneError` whose `done` holds the report."""
         store = self._checkpoints(name, writing=True)
         report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
         if report.removed_added:
-            self.purge()
+            restored = self.settings.transform
+            with committed(report):
+                self.purge()  # refits a transform fitted on items it removed: drops it if none is left
+            if self.settings.transform != restored and self.settings.transform == TransformSpec():
+                report = dataclasses.replace(report, transform_dropped=restored.name)
         return cast(RollbackReport, report)
 
     def check_not_empty(self) -> None:
@@ -996,13 +1018,17 @@ class Memory:
 
     def info(self) -> dict[str, Any]:
         """What `vismem info` shows: counts, encoder, settings, store and index (with
-        measured recall and a warning when it is below target), disk use."""
+        measured recall and a warning when it is below target), disk use.
+        `intrinsic_dim` is the estimate while every item it was made on is still here (items
+        added since are counted in `intrinsic_dim_estimate`), else None: the last estimate
+        and how its items stand are in `intrinsic_dim_estimate`."""
         self._catch_up()
         settings = self.settings
         classes = self.class_counts()
         described = self.store.describe()
         quality = self.quality
         identity = self.store.identity
+        estimate = self._intrinsic_dim_estimate(quality)
         return {
             "path": self.location,
             "items": len(self.store),
@@ -1012,7 +1038,8 @@ class Memory:
             "encoder_id": identity.id,
             "dim": self.dim,
             **described,
-            "intrinsic_dim": quality.lid if quality else None,
+            "intrinsic_dim": estimate["value"] if estimate and not estimate["removed_since"] else None,
+            "intrinsic_dim_estimate": estimate,
             "defaults": settings.vote.to_dict(),
             "prototypes_per_class": settings.prototypes_per_class,
             "pruning": {**settings.pruning.to_dict(),

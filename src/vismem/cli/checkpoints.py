@@ -96,6 +96,10 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     if report.gone_since:
         out.print(f"{n_items(report.gone_since)} of the checkpoint were removed since and stay removed "
                   "(a removal is final)")
+    if report.transform_dropped:
+        out.print(f"its {report.transform_dropped} feature transform could not be fitted on the "
+                  f"{n_items(report.items)} left (it needs items that vary): dropped, so {memdir} searches its "
+                  "vectors as stored; fit one again once there are items (`vismem tune`)")
 
 
 @app.command("delete-checkpoint")

@@ -615,7 +615,6 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
                   f"{index['tombstones']:,} removed slots not yet compacted")
     quality = index["quality"]
     if quality:
-        lid = f"{quality['lid']:.1f}" if quality["lid"] is not None else "n/a"
         # quality["size"] is the item count when it was measured, not now
         if quality["measured_on"] == "exact search":  # exact at any size: no count to give
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']}: exact search")
@@ -627,7 +626,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         if fresh:
             out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
                       f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
-        out.print(f"intrinsic   dimension {lid} (Levina-Bickel MLE, estimated at {n_items(quality['size'])})")
+        out.print(f"intrinsic   dimension {_intrinsic_dim(data['intrinsic_dim_estimate'], data)}")
     if data.get("recorded_queries"):
         out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
     if index["warning"]:
@@ -640,6 +639,22 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         for label, count in data["classes"].items():
             table.add_row(label, f"{count:,}")
         out.print(table)
+
+
+def _intrinsic_dim(estimate: dict | None, data: dict) -> str:
+    """`info`'s intrinsic dimension and the items it was estimated on, as they stand now: a
+    figure made partly on items removed since is no longer the memory's, and says so."""
+    if estimate is None:
+        return "n/a (not estimated)"
+    value, removed, added = estimate["value"], estimate["removed_since"], estimate["added_since"]
+    made = f"estimated at {n_items(estimate['items'])}"
+    if removed:
+        # an estimate takes each item's nearest others: 3 items at least (tuner.own_vectors)
+        again = (f"`vismem compact {data['path']}` estimates it again" if data["items"] >= 3
+                 else "too few items now to estimate it")
+        return (f"not estimated on the items held now: {value:.1f} was {made}, {removed:,} of them removed since"
+                + (f" and {added:,} added" if added else "") + f"; {again}")
+    return f"{value:.1f} (Levina-Bickel MLE, {made}" + (f"; {added:,} added since)" if added else ")")
 
 
 def _print_decisions(data: dict) -> None:

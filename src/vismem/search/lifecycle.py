@@ -221,7 +221,7 @@ class ManagedIndex:
         if not len(held):
             return self.tuner.own_vectors(self.index, items)
         found, queries = self.store.searched_vectors(held.tolist())
-        quality = self.tuner.tune(self.index, queries, t.HELD_OUT, size=len(items))
+        quality = self.tuner.tune(self.index, queries, t.HELD_OUT, items)
         self.index.add(found, queries)
         if progress:
             progress(len(found))
@@ -342,8 +342,17 @@ class ManagedIndex:
         from live rows only; call it after purging the store. Returns the slots reclaimed
         (`progress(n)` as n more live items are in the compacted index)."""
         reclaimed = self._compact(items, progress)
+        if not self._measured_on(items):  # an exact index compacts nothing; a small one holds no sample out
+            self.tuner.own_vectors(self.index, items)
+            self.dirty = self.persistent
         self.unpurged = False
         return reclaimed
+
+    def _measured_on(self, items: Collection[int]) -> bool:
+        """Whether recall and intrinsic dimension were last measured on exactly `items`: as
+        many, the newest the same (an item added since has a newer id, one removed is missing)."""
+        quality, ids = self.quality, ascending_ids(items)
+        return quality is not None and quality.size == len(ids) and len(ids) > 0 and quality.last_id == ids[-1]
 
     def compact_if_needed(self, items: Collection[int]) -> bool:
         """Compact when removed slots have piled up; True if it did (then purge the store)."""
@@ -368,7 +377,7 @@ class ManagedIndex:
         self.tuner.start(index)
         if len(held):
             found, queries = self.store.searched_vectors(held.tolist())
-            self.tuner.tune(index, queries, t.HELD_OUT, size=len(items))
+            self.tuner.tune(index, queries, t.HELD_OUT, items)
             index.add(found, queries)
             if progress:
                 progress(len(found))
@@ -409,7 +418,7 @@ class ManagedIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.store.search_dim)
         if not isinstance(self.index, Tunable) or len(queries) == 0:
             return None
-        quality = self.tuner.tune(self.index, queries, measured_on, size=len(self.index))
+        quality = self.tuner.tune(self.index, queries, measured_on, self.index.live_ids())
         self.dirty = self.persistent
         self._save()
         return quality

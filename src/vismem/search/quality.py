@@ -26,7 +26,10 @@ class Quality:
     """Recall@k of a `type` index, measured with `sample` queries when the memory held
     `size` items, with the search `params` it chose, the 95% interval [`low`, `high`]
     and what the queries were (`measured_on`, see tuning.py: "own vectors" is
-    optimistic), and the memory's local intrinsic dimension `lid` (Levina–Bickel MLE)."""
+    optimistic), and the memory's local intrinsic dimension `lid` (Levina–Bickel MLE).
+    `last_id` is the highest item id then: the items measured on are the `size` items
+    with ids up to it (ids are never given out twice), so how many of them are gone can
+    be told (`calibrate.changed_since`; None: a record written before it was kept)."""
 
     type: str
     recall: float
@@ -39,6 +42,7 @@ class Quality:
     measured_on: str = OWN  # records written before unseen queries were used
     low: float | None = None
     high: float | None = None
+    last_id: int | None = None
 
     @classmethod
     def from_dict(cls, found: dict) -> Quality:

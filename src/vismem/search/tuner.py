@@ -120,19 +120,20 @@ class Tuner:
             if len(held):
                 _, queries = self.store.searched_vectors(held.tolist())
                 with index.held_out(held):
-                    return self.tune(index, queries, t.HELD_OUT, size=len(items))
+                    return self.tune(index, queries, t.HELD_OUT, items)
         if isinstance(index, Tunable) and self.ledger.count >= t.MIN_QUERIES:
             values = t.ladder(index)
             chosen = t.least_effort(self.ledger.held(), self.target)
             index.set_param(values[chosen])
             estimate = self.ledger.estimate(values[chosen])
             assert estimate is not None
-            return self._record(index, estimate, len(items),
-                                q.lid_from_inverses(self.ledger.inverse_lids()))
+            return self._record(index, estimate, items, q.lid_from_inverses(self.ledger.inverse_lids()))
         return self.own_vectors(index, items)
 
-    def tune(self, index: Searchable, queries: np.ndarray, measured_on: str, size: int) -> q.Quality:
-        """Set the least effort reaching the target on `queries` (not in the index)."""
+    def tune(self, index: Searchable, queries: np.ndarray, measured_on: str,
+             items: Collection[int] | np.ndarray) -> q.Quality:
+        """Set the least effort reaching the target on `queries` (not in the index), in a
+        memory that holds `items`."""
         assert isinstance(index, Tunable)
         values = t.ladder(index)
         # the exact neighbours, then a search at each effort: the steps shown
@@ -141,7 +142,8 @@ class Tuner:
             if advance:
                 advance(1)
             recalls = t.measure_efforts(index, queries, truth[:, : q.RECALL_K], q.RECALL_K, values, progress=advance)
-        return self._least_effort(index, values, recalls, measured_on, size, q.lid_from_inverses(_inverse_lids(sims)))
+        return self._least_effort(index, values, recalls, measured_on, items,
+                                  q.lid_from_inverses(_inverse_lids(sims)))
 
     def own_vectors(self, index: Searchable, items: Collection[int]) -> q.Quality | None:
         """The intrinsic dimension, from a sample of the memory's own vectors, and recall:
@@ -156,20 +158,20 @@ class Tuner:
         near_ids, near_sims = q.exact_top(queries, self.store.searched_chunks(), depth)
         lid = q.lid_from_inverses(_inverse_lids(near_sims[:, 1:])) if depth > 2 else None
         if not isinstance(index, Tunable):
-            return self._record(index, t.RecallEstimate(1.0, 0, 1.0, 1.0, t.EXACT), len(ids), lid)
+            return self._record(index, t.RecallEstimate(1.0, 0, 1.0, 1.0, t.EXACT), ids, lid)
         truth = q.drop_self(near_ids, sample_ids, q.RECALL_K)
         values = t.ladder(index)
         recalls = t.measure_efforts(index, queries, truth, q.RECALL_K, values, own_ids=sample_ids)
-        return self._least_effort(index, values, recalls, t.OWN, len(ids), lid)
+        return self._least_effort(index, values, recalls, t.OWN, ids, lid)
 
     def _least_effort(self, index: Searchable, values: tuple[Any, ...], recalls: np.ndarray, measured_on: str,
-                      size: int, lid: float | None) -> q.Quality:
+                      items: Collection[int] | np.ndarray, lid: float | None) -> q.Quality:
         """Set the least of `values` whose recall (`recalls`, one column each) reaches the
         target, and record that recall as measured on `measured_on`."""
         assert isinstance(index, Tunable)
         chosen = t.least_effort(recalls, self.target)
         index.set_param(values[chosen])
-        return self._record(index, t.RecallEstimate.of(recalls[:, chosen], measured_on), size, lid)
+        return self._record(index, t.RecallEstimate.of(recalls[:, chosen], measured_on), items, lid)
 
     def _exact(self, index: Searchable, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact (ids, similarities) of the `depth` nearest live items in the index:
@@ -184,16 +186,18 @@ class Tuner:
                   for keep in [np.isin(ids, live, assume_unique=True)])
         return q.exact_top(queries, chunks, depth)
 
-    def _record(self, index: Searchable, estimate: t.RecallEstimate, size: int,
+    def _record(self, index: Searchable, estimate: t.RecallEstimate, items: Collection[int] | np.ndarray,
                 lid: float | None) -> q.Quality:
-        if lid is None or not np.isfinite(lid):
-            last = self.quality
-            lid = last.lid if last is not None else None
+        """Record a measure made in a memory that holds `items`, and which items they were
+        (`last_id`). A measure that gave no intrinsic dimension records none: the last
+        one, made on other items, would pass for one made on these."""
+        ids = ascending_ids(items)
         found = q.Quality(type=index.kind, recall=estimate.recall, k=q.RECALL_K,
-                          sample=estimate.queries, size=size,
+                          sample=estimate.queries, size=len(ids),
                           params=index.describe().get("params", {}),
-                          lid=None if lid is None else round(float(lid), 2), target=self.target,
-                          measured_on=estimate.measured_on, low=estimate.low, high=estimate.high)
+                          lid=round(float(lid), 2) if lid is not None and np.isfinite(lid) else None,
+                          target=self.target, measured_on=estimate.measured_on, low=estimate.low,
+                          high=estimate.high, last_id=int(ids[-1]) if len(ids) else None)
         self.store.set_state("index_quality", found.to_dict())
         if found.warning():
             log.warning("%s: %s", self.store.path, found.warning())

@@ -44,13 +44,13 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
-from ..errors import EncoderError, InvalidInputError
+from ..errors import EncoderError, InvalidInputError, PartlyDoneError
 from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
-from ..store.checkpoints import Checkpoint, RollbackReport
+from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
 from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
 from .models import (
@@ -66,6 +66,7 @@ from .models import (
     Label,
     PageOut,
     RemovedOut,
+    RollbackOut,
     SearchOut,
     Selector,
     Source,
@@ -151,6 +152,16 @@ class _MemoryService:
         await asyncio.get_running_loop().run_in_executor(self.wait_pool, self.memory.wait_for_writers)
         async with self.lock.writer_lock:
             return await self.run(self._refreshed, fn, *args, **kwargs)
+
+    async def write_partly(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, str | None]:
+        """A write that may end partly done: (what `fn` returns, None); or, when it committed
+        and a step after failed, (what it committed, what stays undone and how to finish it)."""
+        try:
+            return await self.write(fn, *args, **kwargs), None
+        except PartlyDoneError as exc:
+            if exc.done is None:  # nothing says what committed: answered as an error (http.py)
+                raise
+            return exc.done, str(exc)
 
     def _refreshed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self.memory.refresh()  # catch up with other processes before editing
@@ -460,11 +471,13 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,
                 responses=responses(404, *write_errors))
     async def delete_item(item_id: int = ItemIdPath) -> dict[str, Any]:
-        """`vismem remove --id`: remove one item for good (its bytes are purged from disk)."""
-        removed = await service.write(memory.remove, [item_id], purge=True)
+        """`vismem remove --id`: remove one item for good (its bytes are purged from disk;
+        `unfinished` says when they could not be yet)."""
+        removed, unfinished = await service.write_partly(memory.remove, [item_id], purge=True)
         if not removed:
             raise HTTPException(404, f"no item with id {item_id}")
-        return {"removed": 1, "ids": removed, "missing": [], "items": await service.read(len, memory)}
+        return {"removed": 1, "ids": removed, "missing": [], "items": await service.read(len, memory),
+                "unfinished": unfinished}
 
     @app.delete("/items", tags=["items"], dependencies=writing, response_model=RemovedOut,
                 responses=responses(*write_errors), openapi_extra={"parameters": [Selector.openapi_parameter()]})
@@ -473,11 +486,11 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
         chosen = _selector(request)
         targets = parse_where(chosen.where)
-        removed = await service.write(memory.remove, chosen.id, label=chosen.label, source=chosen.source,
-                                      where=targets, purge=True)
+        removed, unfinished = await service.write_partly(memory.remove, chosen.id, label=chosen.label,
+                                                         source=chosen.source, where=targets, purge=True)
         missing = missing_ids(chosen.id or (), removed)
         return {"removed": len(removed), "ids": removed, "missing": missing,
-                "items": await service.read(len, memory)}
+                "items": await service.read(len, memory), "unfinished": unfinished}
 
     @app.patch("/items/{item_id}", tags=["items"], dependencies=writing, response_model=ItemOut,
                responses=responses(404, *write_errors))
@@ -524,12 +537,14 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
         return {"deleted": name}
 
     @app.post("/checkpoints/{name}/rollback", tags=["checkpoints"], dependencies=writing,
-              response_model=RollbackReport, responses=responses(404, *write_errors))
+              response_model=RollbackOut, responses=responses(404, *write_errors))
     async def rollback(name: Annotated[CheckpointName, CheckpointPath]) -> dict[str, Any]:
         """`vismem rollback`: back to a checkpoint in one transaction: items added since
-        removed and purged, its items' state and its settings put back; items removed since
-        stay removed (`gone_since`). 404 if there is no such checkpoint."""
-        return (await service.write(memory.rollback, name)).to_dict()
+        removed and purged (`unfinished` says when they could not be yet), its items' state
+        and its settings put back; items removed since stay removed (`gone_since`). 404 if
+        there is no such checkpoint."""
+        report, unfinished = await service.write_partly(memory.rollback, name)
+        return {**report.to_dict(), "unfinished": unfinished}
 
 
 def _access(settings: ServiceSettings) -> tuple[list, list]:

@@ -28,6 +28,7 @@ from ..errors import (
     MemoryBusyError,
     MemoryClosedError,
     NotCalibratedError,
+    PartlyDoneError,
     ReadOnlyMemoryError,
     VismemError,
 )
@@ -57,8 +58,12 @@ STATUS: dict[int, str] = {
 # e.g. `curl -d '{...}'` without -H: curl sends it as a form, which FastAPI does not parse as JSON
 JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: application/json"
 INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
-# (a closed memory is the server's own mistake: a 500, as any bug)
-STATUS_BY_ERROR = ((MemoryClosedError, 500), (CheckpointNotFoundError, 404), (CheckpointExistsError, 409),
+# A closed memory is the server's own mistake: a 500, as any bug. So is a PartlyDoneError
+# left to this table: an edit that can end partly done answers 200 with what it committed
+# and `unfinished` (app.py, write_partly). Never 503 (busy, nothing changed), though a purge
+# cut off by a stopped holder of the saved index is a MemoryBusyError too.
+STATUS_BY_ERROR = ((MemoryClosedError, 500), (PartlyDoneError, 500),
+                   (CheckpointNotFoundError, 404), (CheckpointExistsError, 409),
                    (EmptyMemoryError, 409), (EncoderError, 409),
                    (ReadOnlyMemoryError, 409), (NotCalibratedError, 409), (MemoryBusyError, 503),
                    (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))
@@ -116,7 +121,8 @@ def add_error_handlers(app: FastAPI) -> None:
         status = next(code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind))
         if status == 500:
             log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-            return error(500, INTERNAL)
+            # a partly done error's message says what committed and how to finish it
+            return error(500, str(exc) if isinstance(exc, PartlyDoneError) else INTERNAL)
         return error(status, str(exc))
 
     app.add_middleware(CatchAll)

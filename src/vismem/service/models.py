@@ -8,6 +8,7 @@ from `VoteParams` (`settings.describe`), never restated here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Form
@@ -17,7 +18,7 @@ from ..decide import VOTES, VoteParams
 from ..settings import describe
 from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
 from ..store.checkpoints import NAME as CHECKPOINT_NAME
-from ..store.checkpoints import NAME_RULE
+from ..store.checkpoints import NAME_RULE, RollbackReport
 
 # Ids are SQLite INTEGERs (< 2**63) handed out from 1 up; the API keeps to the ones a JSON
 # number carries exactly everywhere (JavaScript's safe integers), so a larger one is a 422.
@@ -181,14 +182,32 @@ class AddOut(BaseModel):
     skipped_items: list[SkippedOut]
 
 
+# An edit that committed, then could not finish a step after it (`PartlyDoneError`): it
+# answers what it committed, as partial success is answered elsewhere (`missing`), and this.
+Unfinished = Annotated[str | None, Field(description=(
+    "null when the edit is done whole. Else it is committed (the rest of this answer says what) but a "
+    "step after it was not done, and this says what stays and how to finish it: e.g. the removed items "
+    "are gone from every search, but a stopped process held the saved index, so their bytes stay in its "
+    "files until `vismem compact`."))]
+
+
 class RemovedOut(BaseModel):
-    """Removed ids (durable and purged from disk when this answers); ids asked for that
-    did not exist; items left."""
+    """Removed ids (durable, and purged from disk unless `unfinished` says otherwise, when
+    this answers); ids asked for that did not exist; items left."""
 
     removed: int
     ids: list[int]
     missing: list[int]
     items: int
+    unfinished: Unfinished = None
+
+
+@dataclass(frozen=True)
+class RollbackOut(RollbackReport):
+    """What `rollback --json` prints, and `unfinished` (the items removed are purged
+    unless it says otherwise)."""
+
+    unfinished: Unfinished = None
 
 
 class CheckpointIn(BaseModel):

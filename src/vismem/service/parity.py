@@ -38,8 +38,8 @@ PARITY: dict[str, Face] = {
                    "`vector` (a JSON array) where --queries takes a .npy file of them"),
     "remove": Face(("DELETE /items", "DELETE /items/{item_id}"), "remove",
                    "exactly one of id (repeatable), label, source, where (repeatable); missing ids are "
-                   "listed, not an error. Every removal is purged; --verify (a scan of the memory's "
-                   "files) stays on the CLI"),
+                   "listed, not an error. Every removal is purged (`unfinished` says when it could not "
+                   "be, where the CLI exits 3); --verify (a scan of the memory's files) stays on the CLI"),
     "relabel": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"label": ...}'),
     "block": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": 0}'),
     "boost": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": factor}'),
@@ -49,7 +49,8 @@ PARITY: dict[str, Face] = {
                        "name is taken"),
     "checkpoints": Face(("GET /checkpoints",), "checkpoints", "a JSON list, where --json prints a line each"),
     "rollback": Face(("POST /checkpoints/{name}/rollback",), "rollback",
-                     "the same object as rollback --json; 404 if there is no such checkpoint"),
+                     "the same object as rollback --json, and `unfinished` (as for remove); 404 if there "
+                     "is no such checkpoint"),
     "delete-checkpoint": Face(("DELETE /checkpoints/{name}",), "delete_checkpoint", '{"deleted": name}'),
     "create": Face(cli_only="a server serves one memory that already exists; making a new one is "
                             "work on the server's disk"),

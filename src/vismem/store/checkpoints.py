@@ -72,7 +72,10 @@ class RollbackReport:
     """What a rollback did: items added after the checkpoint removed (and purged), items
     whose label, weight, pruning count or relabel history it put back, items of the
     checkpoint removed since (they stay removed: a removal is final), whether the
-    settings changed, and how many items the memory holds now."""
+    settings changed, and how many items the memory holds now. `transform_dropped` names
+    the checkpoint's feature transform where it could not be fitted on the items the
+    rollback keeps (none of them left, or none that vary): the memory then searches its
+    vectors as stored."""
 
     checkpoint: str
     removed_added: int
@@ -82,16 +85,19 @@ class RollbackReport:
     gone_since: int
     settings_restored: bool
     items: int
+    transform_dropped: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def restored_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def restored_settings(settings: dict[str, Any], *, transform: bool = True) -> dict[str, Any]:
     """The part of the settings a rollback puts back: all but `record_queries`, which
     is the users' consent to keeping their queries, not the memory's state (a rollback
-    neither turns recording back on nor off)."""
-    return {key: value for key, value in settings.items() if key != "record_queries"}
+    neither turns recording back on nor off); and but the transform when not `transform`:
+    with none of the checkpoint's items left to fit it on, a rollback cannot put it back."""
+    left_out = {"record_queries"} | (set() if transform else {"transform"})
+    return {key: value for key, value in settings.items() if key not in left_out}
 
 
 def check_name(name: Any) -> str:

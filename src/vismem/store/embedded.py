@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError
+from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError, committed
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -305,17 +305,23 @@ class EmbeddedStore:
                     "since removed) and rebuilding the index", self.path, self._transform.spec.name,
                     len(self.catalog), len(removed))
         with self._index.rebuilding():
-            try:
-                with maintenance(f"refitting the {spec.name} transform", len(self.catalog)) as advance:
-                    fitted = self._fit(spec, advance)
-                changes: dict[str, Any] = {}
-            except InvalidInputError as exc:
-                log.warning("%s: the %s feature transform cannot be refitted on the items left (%s): it is "
-                            "dropped; fit one again once there are items (`vismem tune`)", self.path, spec.name, exc)
-                fitted, changes = (identity(self.dim), None), {"transform": TransformSpec()}
-            self._write_settings(changes, fitted)
+            with maintenance(f"refitting the {spec.name} transform", len(self.catalog)) as advance:
+                fitted = self._fit_or_drop(spec, "refitted on the items left", advance)
+            self._write_settings({} if fitted else {"transform": TransformSpec()}, fitted or (identity(self.dim), None))
             with maintenance("rebuilding the index", len(self.catalog)) as advance:
                 self._index.rebuild(self._live(), advance)
+
+    def _fit_or_drop(self, spec: TransformSpec, on: str, progress: Callable[[int], None] | None = None,
+                     up_to: int | None = None) -> tuple[FeatureTransform, dict[str, Any] | None] | None:
+        """`_fit`, where the transform is to follow items that changed; None, with a warning,
+        where they cannot be fitted (none, or none that vary): the transform then goes, and
+        the memory searches its vectors as stored."""
+        try:
+            return self._fit(spec, progress, up_to=up_to)
+        except InvalidInputError as exc:
+            log.warning("%s: the %s feature transform cannot be %s (%s): it is dropped; fit one again once "
+                        "there are items (`vismem tune`)", self.path, spec.name, on, exc)
+            return None
 
     def _live(self) -> _LiveIds:
         return _LiveIds(self.catalog)
@@ -439,7 +445,8 @@ class EmbeddedStore:
         if removed:
             self._forget(removed)
             self._wrote()
-            self._compact_if_needed()
+            with committed(removed):
+                self._compact_if_needed()
             self._follow_index()
         return removed
 
@@ -485,7 +492,8 @@ class EmbeddedStore:
             self._forget(removed)
         self._wrote()
         if removed:
-            self._compact_if_needed()
+            with committed(removed):
+                self._compact_if_needed()
         self._follow_index()
         return removed
 
@@ -507,19 +515,24 @@ class EmbeddedStore:
         """Back to checkpoint `name`, in one transaction: the items added since removed, the
         state of its items still here put back (label, weight, pruning count, relabel
         history), its settings restored; its items removed since stay removed. A restored
-        transform is fitted first (on the items it keeps), a restored index setting
-        rebuilds the index after the commit, as a settings change does."""
+        transform is fitted first (on the items it keeps; where none is left to fit it on,
+        or none that vary, it goes, as a purge drops it, and the report names it in
+        `transform_dropped`), a restored index setting rebuilds the index after the commit,
+        as a settings change does."""
         found = self.db.checkpoint(name)
         target = MemorySettings.from_dict(found.settings)
         current = self._settings
         refit = target.transform if target.transform != current.transform else None
         rebuild_asked = refit is not None or any(getattr(target, n) != getattr(current, n) for n in INDEX_SETTINGS)
         with self._index.rebuilding() if rebuild_asked else contextlib.nullcontext():
-            fitted = None
+            fitted, dropped = None, None
             if refit is not None:
                 log.warning("%s: fitting the %s feature transform of checkpoint %r and rebuilding the index",
                             self.path, refit.name, name)
-                fitted = self._fit(refit, progress, up_to=found.last_id)
+                fitted = self._fit_or_drop(refit, f"fitted on the items of checkpoint {name!r} still here "
+                                           f"({found.kept} of {found.items})", progress, up_to=found.last_id)
+                if fitted is None:
+                    fitted, dropped = (identity(self.dim), None), refit.name
             with self.db.write(f"rolling back to checkpoint {name!r}", before=self._catch_up_locked,
                                undone="the memory is as it was"):
                 again = self.db.checkpoint(name)
@@ -530,8 +543,8 @@ class EmbeddedStore:
                 removed, restored = self.db.restore_checkpoint(name, found.last_id)
                 before_settings = self._settings
                 # Recording users' queries is their consent, not the memory's state: it stays as it is now.
-                settings = (target if fitted is not None else target.replace(transform=before_settings.transform)
-                            ).replace(record_queries=before_settings.record_queries)
+                transform = TransformSpec() if dropped else (target.transform if fitted else before_settings.transform)
+                settings = target.replace(transform=transform, record_queries=before_settings.record_queries)
                 self.db.set_config({"settings": settings.to_dict(), **({"transform": fitted[1]} if fitted else {})})
             self._settings = settings
             if fitted is not None:
@@ -543,13 +556,15 @@ class EmbeddedStore:
                 self._replay_edit("prune", [])
             if removed or restored:  # (their edits were logged: a settings change is not)
                 self._wrote()
+            report = RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
+                                    settings != before_settings, len(self.catalog), dropped)
             if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n) for n in INDEX_SETTINGS):
                 self._index.rebuild(self._live(), progress)
             elif removed:
-                self._compact_if_needed()
+                with committed(report):
+                    self._compact_if_needed()
         self._follow_index()
-        return RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
-                              settings != before_settings, len(self.catalog))
+        return report
 
     def _follow_index(self) -> None:
         """The index replays every commit before it is saved or built (a save never writes

@@ -413,13 +413,15 @@ class Database:
 
     def at_checkpoint(self, name: str) -> bool:
         """Whether every item and the settings are as checkpoint `name` has them (its items
-        removed since aside): no item added after it, none whose state differs."""
+        removed since aside, and its transform once none of them is left): no item added
+        after it, none whose state differs."""
         with self.snapshot():
             found = checkpoints.find(self._db, name, str(self.directory))
             added = self._db.execute("SELECT 1 FROM items WHERE id > ? LIMIT 1", (found.last_id,)).fetchone()
-            settings = checkpoints.restored_settings(self.config().get("settings", {}))
+            fittable = found.kept > 0  # its transform is fitted again on its items still here
+            settings = checkpoints.restored_settings(self.config().get("settings", {}), transform=fittable)
             return (added is None and not checkpoints.changed_since(self._db, name)
-                    and settings == checkpoints.restored_settings(found.settings))
+                    and settings == checkpoints.restored_settings(found.settings, transform=fittable))
 
     def delete_checkpoint(self, name: str, before: Callable[[], None] | None = None) -> None:
         with self.write(f"deleting checkpoint {name!r}", before, "the checkpoint is kept") as db:
