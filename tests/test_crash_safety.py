@@ -275,6 +275,65 @@ def test_an_import_stopped_while_it_opens_the_memory_it_made_says_it_was_made(tm
         assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
 
 
+# `vismem` stopped by the signal named in VISMEM_TEST_SIGNAL (SIGKILL too) as an import
+# moves the filled memory's files from its hidden directory into DEST, an empty directory:
+# once the first of them is in DEST, before the rest
+INTERRUPTED_MOVING_IN = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from vismem.cli import main
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
+    dest = Path(sys.argv[-1]).resolve()
+    rename = os.rename
+
+    def moving_in(source, target):
+        rename(source, target)
+        if Path(target).parent == dest and ".filling-" in Path(source).parent.name:
+            os.rename = rename
+            print("moved", Path(target).name, flush=True)
+            os.kill(os.getpid(), getattr(signal, os.environ["VISMEM_TEST_SIGNAL"]))
+
+    os.rename = moving_in
+    main(sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_an_import_stopped_while_it_moves_its_files_into_an_empty_directory_leaves_it_empty(tmp_path, signame):
+    """Stopped while it moved the filled memory's files into DEST, an empty directory, an
+    import left some of them there (no database: no memory, yet not empty), said that no
+    memory was made, and the next import refused DEST as holding other files. Ctrl-C or
+    SIGTERM there leaves DEST empty again, as it says; after kill -9, opening DEST says what
+    happened, and the next import clears what was left and imports."""
+    from vismem.errors import MemoryNotFoundError
+
+    path, vectors, expected = _exported(tmp_path)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    inode = dest.stat().st_ino
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_MOVING_IN, "import", str(path), str(dest)],
+                         capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": signame})
+    assert run.stdout.startswith("moved "), (run.stdout, run.stderr)
+    assert not (dest / DB_NAME).exists()
+    if signame == "SIGKILL":
+        assert run.returncode == -signal.SIGKILL
+        with pytest.raises(MemoryNotFoundError, match=f"no memory at {dest}: an import into it was stopped"):
+            Memory.open(dest)
+    else:
+        stopped = "interrupted" if signame == "SIGINT" else "terminated"
+        assert run.returncode == (130 if signame == "SIGINT" else 143), run.stderr
+        assert run.stderr.splitlines()[-1] == f"{stopped}: nothing: no memory was made at {dest}", run.stderr
+        assert list(dest.iterdir()) == []  # as it was
+    imported = run_cli_here("import", path, dest, "--json")
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["imported"] == 600
+    assert dest.stat().st_ino == inode
+    assert not [p for p in [*tmp_path.iterdir(), *dest.iterdir()] if ".filling-" in p.name]
+    with Memory.open(dest) as memory:
+        assert [[(h.label, round(h.distance, 5)) for h in row] for row in memory.search(vectors[:20], 5)] == expected
+
+
 def test_ctrl_c_during_a_command_that_only_reads_says_no_item_changed(tmp_path):
     """A read-only command interrupted said that the batches it had committed were kept,
     as if it had written some: it says that it changed no item, and none changed."""

@@ -598,6 +598,11 @@ def test_a_stopped_index_lock_holder_at_open_fails_within_the_limit(tmp_path, mo
         assert len(memory) == 300
 
 
+# Holds MEMDIR/index.lock shared, as a process that loads the saved index does.
+READ_INDEX_LOCK = HOLD_INDEX_LOCK.replace("saved.locked(Path(sys.argv[1]))",
+                                          "saved.locked(Path(sys.argv[1]), shared=True)")
+
+
 def test_a_removal_whose_purge_is_cut_off_by_a_stopped_reader_exits_3(tmp_path, monkeypatch):
     """`vismem remove` commits, then its purge waits for a process that reads the saved
     index and is stopped. Its error says the removal is committed and how to finish the
@@ -606,14 +611,59 @@ def test_a_removal_whose_purge_is_cut_off_by_a_stopped_reader_exits_3(tmp_path, 
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
         ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
-    reader = HOLD_INDEX_LOCK.replace("saved.locked(Path(sys.argv[1]))", "saved.locked(Path(sys.argv[1]), shared=True)")
-    with holding(reader, path / "index", stopped=True):  # a reader shares the lock: the open goes through
+    with holding(READ_INDEX_LOCK, path / "index", stopped=True):  # a reader shares the lock: the open goes through
         result = run_cli_here("remove", path, "--id", ids[0])
     assert result.returncode == 3, result.stderr
     assert "removed items are gone from the store and every search" in result.stderr
     assert f"`vismem compact {path}`" in result.stderr
     with Memory.open(path) as memory:
         assert len(memory) == 299 and ids[0] not in memory.ids()
+
+
+def test_a_wait_for_readers_of_the_index_names_the_one_that_holds_it(tmp_path, monkeypatch):
+    """Readers share index.lock, and each wrote its pid over the others' in one record. A
+    reader stopped (SIGSTOP), another that came after it and has gone: `remove` waited for
+    the stopped one and told to resume the one gone (`kill -CONT` of a process that no
+    longer is, or whoever has its pid now). Each holder has its own record now, in a slot
+    that the kernel says it holds."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    with holding(READ_INDEX_LOCK, path / "index", stopped=True) as stopped:
+        with holding(READ_INDEX_LOCK, path / "index") as gone:
+            time.sleep(2 * saved.HEARTBEAT_SECONDS)  # it beats, the stopped one cannot
+        assert gone.poll() is not None
+        result = run_cli_here("remove", path, "--id", ids[0])
+    assert result.returncode == 3, result.stderr
+    assert f"process {stopped.pid}, which saves or reads its search index, has shown no sign of life" \
+        in result.stderr and f"`kill -CONT {stopped.pid}`" in result.stderr, (stopped.pid, gone.pid, result.stderr)
+
+
+def test_a_wait_for_readers_of_the_index_ends_when_one_is_silent_however_long_another_lives(tmp_path, monkeypatch):
+    """A stopped reader of the saved index holds a writer up for as long as it stays
+    stopped, but a waiter gave up only once no holder at all showed life: beside a reader
+    that lives (or a stream of them), it waited without end, then named the wrong one. It
+    gives up within the limit of the stopped one's silence, naming it."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    limit = 1.0
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
+    memory = Memory.open(path)
+    # (the holders are killed as the block ends, before the pool waits for the call: that ends
+    # an unbounded wait too)
+    with (ThreadPoolExecutor(1) as pool, holding(READ_INDEX_LOCK, path / "index", stopped=True) as stopped,
+          holding(READ_INDEX_LOCK, path / "index")):
+        started = time.monotonic()
+        waiting = pool.submit(memory.remove, ids[:1], purge=True)
+        ended, _ = wait([waiting], timeout=8 * limit)
+        waited = time.monotonic() - started
+    assert ended, f"still waiting after {waited:.1f} s while a reader lived beside the stopped one"
+    with pytest.raises(MemoryBusyError, match=f"process {stopped.pid}, which saves or reads its search index"):
+        waiting.result()
+    assert waited < limit + 3
+    memory.close()
 
 
 def test_auto_keeps_exact_search_when_hnsw_misses_the_target(tmp_path, monkeypatch, caplog):

@@ -334,8 +334,8 @@ class ManagedIndex:
         they were, the removals committed (the next open replays them from the log)."""
         return PurgeUnfinishedError(
             f"memory at {self.store.path}: removed items are gone from the store and every search, but their "
-            f"vectors stay in its saved index's files: {exc.silent}, holding {exc.lock}; resume it "
-            f"(`kill -CONT {exc.holder}`) or end it, then run `vismem compact {self.store.path}` to purge them")
+            f"vectors stay in its saved index's files: {exc.silent}, holding {exc.lock}; {exc.resume}, then run "
+            f"`vismem compact {self.store.path}` to purge them")
 
     def compact(self, items: Collection[int], progress: Callable[[int], None] | None = None) -> int:
         """Reclaim removed items' slots, re-measure recall, and rewrite the saved index

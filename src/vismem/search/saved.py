@@ -22,19 +22,25 @@ saved index to build another (a new feature transform or index setting) holds
 MEMDIR/index.build.lock from before it commits that change until the new one is saved
 (`building`), so that a process opening the memory meanwhile waits for it
 (`wait_for_build`) instead of building one of its own. A rebuild may take minutes, so the
-builder rewrites its pid in the lock file every HEARTBEAT_SECONDS while it holds it, and a
-waiter gives up (`MemoryBusyError`) only once the builder has shown no such sign of life
-for `waits.BUSY_SECONDS`: it is stopped, paused in a debugger, or stuck on its disk. The
-holders of MEMDIR/index.lock do the same, and a wait for them is bounded alike.
+builder rewrites its record (pid and a count) in the lock file every HEARTBEAT_SECONDS
+while it holds it, and a waiter gives up (`MemoryBusyError`) only once the builder has
+shown no such sign of life for `waits.BUSY_SECONDS`: it is stopped, paused in a debugger,
+or stuck on its disk. The holders of MEMDIR/index.lock do the same, and a wait for them is
+bounded alike. Readers hold index.lock together, so each holder writes its record in a
+slot of its own, which it holds by an open file description lock on the slot's bytes
+(`_claim_slot`): the kernel says which slots are held (`_holders`), so a waiter judges
+each holder by its own record, never by one whose writer has let go or died.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
+import struct
 import threading
 import time
 import uuid
@@ -61,6 +67,15 @@ META = "meta.json"
 FILES_FORMAT = 1
 CODE_BLOCK_BYTES = 1 << 20  # codes per checksum: a scrub rereads a block for each one it touches
 HEARTBEAT_SECONDS = 0.5  # how often a builder shows it is alive: far below any wait's limit
+# A holder's record in a lock file, "PID BEAT" padded to a line of SLOT_BYTES: at slot n,
+# bytes [n * SLOT_BYTES, (n + 1) * SLOT_BYTES), held by a lock on those bytes (Linux's open
+# file description locks: let go with the descriptor, never shared by another open of the
+# file, unlike POSIX record locks). Elsewhere every holder writes slot 0, as one record.
+SLOT_BYTES = 32
+MAX_SLOTS = 1024  # holders at once that get a slot; any beyond go unnamed
+_SET_SLOT_LOCK = getattr(fcntl, "F_OFD_SETLK", None)
+_GET_SLOT_LOCK = getattr(fcntl, "F_OFD_GETLK", None)
+_beats = itertools.count(1)  # a record never repeats in this process, so a waiter sees each beat
 
 
 class IndexFileError(Exception):
@@ -141,8 +156,7 @@ def locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
         if fd < 0:
             yield
             return
-        # readers share it: each writes its pid over the last one's, and a waiter names that
-        with _heartbeat(fd, f"{os.getpid()}\n".encode(), alone=not shared):
+        with _heartbeat(fd):  # readers share it: each in its own slot
             yield
 
 
@@ -157,25 +171,26 @@ def building(directory: Path) -> Iterator[None]:
         if fd < 0:
             yield
             return
-        with _heartbeat(fd, f"{os.getpid()}\n".encode(), alone=True):
+        with _heartbeat(fd):
             yield
 
 
 @contextmanager
-def _heartbeat(fd: int, name: bytes, *, alone: bool) -> Iterator[None]:
-    """Write `name` at the start of lock file `fd` now and every HEARTBEAT_SECONDS until
-    the block ends (`alone`: the only holder, which first empties the file). A thread,
-    because the work it vouches for runs long inside FAISS and numpy; a process that is
-    stopped or hung stops it too, which is what waiters look for."""
-    if alone:
-        with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
-            os.ftruncate(fd, 0)
+def _heartbeat(fd: int) -> Iterator[None]:
+    """Claim a slot of lock file `fd` and write this process's record there now and every
+    HEARTBEAT_SECONDS, with a new count each time, until the block ends. A thread, because
+    the work it vouches for runs long inside FAISS and numpy; a process that is stopped or
+    hung stops it too, which is what waiters look for."""
+    slot = _claim_slot(fd)
+    if slot is None:  # unnamed: a waiter judges it by any write to the file
+        yield
+        return
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            with contextlib.suppress(OSError):  # opened read-only, or a full disk: unnamed
-                os.pwrite(fd, name, 0)
+            with contextlib.suppress(OSError):  # a full disk: unnamed
+                os.pwrite(fd, _record(), slot * SLOT_BYTES)
             if stop.wait(HEARTBEAT_SECONDS):
                 return
 
@@ -230,14 +245,14 @@ def _wait_for_builder(fd: int, mode: int, directory: Path) -> None:
 
 
 def _wait_for_holder(fd: int, mode: int, *, lock: Path, doing: str) -> None:
-    """Flock lock file `fd` (`lock`) in `mode` once the process that holds it (and `doing`
-    that) lets go. Polled (a non-blocking flock, then a short sleep) rather than a blocking flock under a timer:
+    """Flock lock file `fd` (`lock`) in `mode` once the processes that hold it (and are
+    `doing` that) let go. Polled (a non-blocking flock, then a short sleep) rather than a blocking flock under a timer:
     SIGALRM reaches only the main thread, and the service waits in worker threads; and
-    each turn checks the holder's heartbeat, so the limit counts from its last sign of
-    life, not from the start of work that may rightly take minutes."""
+    each turn checks each holder's heartbeat, so the limit counts from its last sign of
+    life, not from the start of work that may rightly take minutes. One silent holder is
+    enough to give up: the flock waits for every holder, however long others live."""
     limit = waits.BUSY_SECONDS
-    beat = os.fstat(fd).st_mtime_ns
-    deadline = time.monotonic() + limit
+    last_beats: dict[int | None, tuple[bytes, float]] = {}  # holder -> (its last sign, when it changed)
     pause = 0.001
     while True:
         try:
@@ -245,10 +260,16 @@ def _wait_for_holder(fd: int, mode: int, *, lock: Path, doing: str) -> None:
             return
         except BlockingIOError:
             pass
-        if (last := os.fstat(fd).st_mtime_ns) != beat:
-            beat, deadline = last, time.monotonic() + limit
-        elif time.monotonic() >= deadline:
-            raise HolderSilent(lock, _holder(fd), doing, limit)
+        now = time.monotonic()
+        holders = _holders(fd)
+        seen = {}
+        for key, (_, sign) in holders.items():
+            before = last_beats.get(key)
+            seen[key] = before if before is not None and before[0] == sign else (sign, now)
+        last_beats = seen
+        silent = [holders[key][0] for key, (_, since) in last_beats.items() if now - since >= limit]
+        if silent:
+            raise HolderSilent(lock, silent[0], doing, limit)
         time.sleep(pause)
         pause = min(2 * pause, 0.1)
 
@@ -259,16 +280,83 @@ class HolderSilent(MemoryBusyError):
 
     def __init__(self, lock: Path, holder: str, doing: str, waited: float) -> None:
         self.lock, self.holder, self.waited = lock, holder, waited
-        self.silent = f"process {holder}, which {doing}, has shown no sign of life for {waited:g} s (stopped, or " \
-                      f"stuck on its disk)"
-        super().__init__(f"memory at {lock.parent} is busy: {self.silent}; resume it (`kill -CONT {holder}`) or end "
-                         f"it, then try again (it holds {lock})")
+        named = holder != "?"  # (a holder that wrote no record: opened it read-only, or an older vismem)
+        who = f"process {holder}, which {doing}," if named else f"a process that {doing}"
+        self.silent = f"{who} has shown no sign of life for {waited:g} s (stopped, or stuck on its disk)"
+        self.resume = f"resume it (`kill -CONT {holder}`) or end it" if named else "resume it or end it"
+        super().__init__(f"memory at {lock.parent} is busy: {self.silent}; {self.resume}, then try again (it holds "
+                         f"{lock})")
 
 
 def _holder(fd: int) -> str:
-    """The pid that the process holding lock file `fd` wrote there ("?" if none yet): the
-    first line (a reader's shorter pid written over another's leaves its tail after it)."""
-    return next(iter(os.pread(fd, 32, 0).decode(errors="replace").split()), "?")
+    """The pid of a process holding lock file `fd` ("?" if not known)."""
+    return next(iter(_holders(fd).values()))[0]
+
+
+def _holders(fd: int) -> dict[int | None, tuple[str, bytes]]:
+    """The holders of lock file `fd` as a waiter knows them: by slot, each one's pid and
+    last sign of life (its record, new at each beat), for every slot the kernel says is
+    held. Where it names none (no such locks here, or holders without a slot: a read-only
+    descriptor, an older vismem), one holder (None) whose sign is any write to the file,
+    named by slot 0 where slots are not known, else "?"."""
+    found: dict[int | None, tuple[str, bytes]] = {}
+    known = True
+    for slot in range(max(-(-os.fstat(fd).st_size // SLOT_BYTES), 1)):
+        held = _slot_held(fd, slot)
+        if held is None:
+            known = False
+            break
+        if held:
+            record = os.pread(fd, SLOT_BYTES, slot * SLOT_BYTES)
+            found[slot] = (_pid_in(record), record)
+    if not found:
+        name = "?" if known else _pid_in(os.pread(fd, SLOT_BYTES, 0))
+        found[None] = (name, str(os.fstat(fd).st_mtime_ns).encode())
+    return found
+
+
+def _record() -> bytes:
+    """This process's record for its slot, with the next count: "PID BEAT", a line of SLOT_BYTES."""
+    return f"{os.getpid()} {next(_beats)}".ljust(SLOT_BYTES - 1).encode()[: SLOT_BYTES - 1] + b"\n"
+
+
+def _pid_in(record: bytes) -> str:
+    return next(iter(record.decode(errors="replace").split()), "?")
+
+
+def _claim_slot(fd: int) -> int | None:
+    """Lock the first free slot of lock file `fd` for this descriptor, till it closes, and
+    return it; 0 where there are no such locks (not Linux, some network file systems: every
+    holder writes there, as one record); None where this holder gets none: a descriptor
+    opened read-only (it could not write a record either), every slot taken."""
+    if _SET_SLOT_LOCK is None:
+        return 0
+    for slot in range(MAX_SLOTS):
+        try:
+            fcntl.fcntl(fd, _SET_SLOT_LOCK, _slot_range(fcntl.F_WRLCK, slot))
+            return slot
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                return None
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):  # (else held by another)
+                return 0
+    return None
+
+
+def _slot_held(fd: int, slot: int) -> bool | None:
+    """Whether another descriptor holds `slot` of lock file `fd`; None where that cannot be known."""
+    if _GET_SLOT_LOCK is None:
+        return None
+    try:
+        found = fcntl.fcntl(fd, _GET_SLOT_LOCK, _slot_range(fcntl.F_WRLCK, slot))
+    except OSError:
+        return None
+    return struct.unpack_from("h", found)[0] != fcntl.F_UNLCK
+
+
+def _slot_range(kind: int, slot: int) -> bytes:
+    """A `struct flock` for the bytes of `slot` (l_type, l_whence, l_start, l_len, l_pid: 0 for these locks)."""
+    return struct.pack("hhqqi", kind, os.SEEK_SET, slot * SLOT_BYTES, SLOT_BYTES, 0)
 
 
 def _build_lock(directory: Path) -> Path:

@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, VismemError, committed
+from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, MemoryNotFoundError,
+                      VismemError, committed)
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -96,8 +97,9 @@ class EmbeddedStore:
             raise MemoryExistsError(f"a memory already exists at {path}")
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} exists and is not a directory")
+        left = _left_by_stopped_fills(path)  # cleared by the create
         if path.exists() and any(p.name != DB_NAME + ".creating" and not p.name.startswith(FILLING)
-                                 for p in path.iterdir()):
+                                 and p.name not in left for p in path.iterdir()):
             raise InvalidInputError(f"{path} holds other files; a memory needs a directory of its own: "
                                     "choose a new or empty one")
         # nor one inside another memory's: its files are that memory's (`remove --verify` there
@@ -111,6 +113,7 @@ class EmbeddedStore:
     def create(cls, path: str | Path, identity: EncoderIdentity, settings: MemorySettings) -> EmbeddedStore:
         path = Path(path)
         cls.check_new(path)
+        _remove_abandoned_fills(path)
         return cls(Database.create(path, {"encoder": identity.to_dict(), "settings": settings.to_dict()}))
 
     @classmethod
@@ -120,8 +123,9 @@ class EmbeddedStore:
         and renamed into place when full: an error or a kill midway leaves nothing at
         `path` (a killed fill's directory is removed by the next fill of `path`). Where
         `path` is an empty directory already, the hidden directory is inside it and its
-        files are moved out, the database last: the directory stays itself (a mount point
-        cannot be removed, and a shell inside it would be left in a removed one)."""
+        files are moved out, the database last (`_move_into`): the directory stays itself
+        (a mount point cannot be removed, and a shell inside it would be left in a removed
+        one), and a move cut short leaves it empty again (killed: at the next fill)."""
         path = Path(os.path.abspath(path))  # a name to hide the work beside, even for "."
         cls.check_new(path)
         _remove_abandoned_fills(path)
@@ -141,9 +145,9 @@ class EmbeddedStore:
                 _move_into(staging, path)
             else:
                 os.rename(staging, path)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+        except BaseException as exc:  # refused, or cut short (Ctrl-C, SIGTERM): what it moved in goes too
+            _clear_fill(staging, path)
+            if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise MemoryExistsError(f"something was put at {path} meanwhile: choose a new path") from None
             raise
         sync_directory(path if inside else path.parent)
@@ -151,6 +155,10 @@ class EmbeddedStore:
 
     @classmethod
     def open(cls, path: str | Path) -> EmbeddedStore:
+        if _left_by_stopped_fills(Path(path)):
+            raise MemoryNotFoundError(f"no memory at {path}: an import into it was stopped while it moved the memory's "
+                                      f"files in, and left some of them there; import again (`vismem import FILE "
+                                      f"{path}`): it clears them first")
         db = Database.open(path)
         version = db.format_version()
         if version > FORMAT_VERSION:
@@ -816,26 +824,76 @@ class EmbeddedStore:
 
 
 FILLING = ".filling-"  # a fill's hidden directory: beside its memory (.NAME.filling-PID) or inside it
+MOVING_IN = "moving-in"  # in a fill's directory inside its memory's: the names of the files it moves out
 
 
 def _move_into(staging: Path, path: Path) -> None:
     """Move a filled memory's files from `staging` (inside `path`) into `path`, the
-    database last: it makes them a memory. Raises ENOTEMPTY if anything but fills came."""
+    database last: it makes them a memory. Raises ENOTEMPTY if anything but fills came.
+
+    Each rename is atomic, the move is not, and `path` cannot be swapped for a whole
+    directory (it must stay itself). So the database, moved last, is the mark that the
+    move is done, and the names go first into `staging`'s MOVING_IN, durably: a move cut
+    short before the database is in leaves files that `_clear_fill` knows and removes
+    (at once on Ctrl-C; after kill -9, at the next fill, and `open` says so meanwhile)."""
     if any(not entry.name.startswith(FILLING) for entry in path.iterdir()):
         raise OSError(errno.ENOTEMPTY, "not empty", str(path))
     entries = sorted(staging.iterdir(), key=lambda entry: entry.name == DB_NAME)
+    with open(staging / MOVING_IN, "w") as names:
+        names.write("".join(f"{entry.name}\n" for entry in entries))
+        names.flush()
+        os.fsync(names.fileno())
+    sync_directory(staging)
     for entry in entries:
         os.rename(entry, path / entry.name)
+    (staging / MOVING_IN).unlink()
     staging.rmdir()
 
 
-def _remove_abandoned_fills(path: Path) -> None:
-    """Remove the hidden directories of fills of `path` whose process is gone (killed)."""
+def _clear_fill(staging: Path, path: Path) -> None:
+    """Remove a fill's hidden directory and, when it was cut short moving its files into
+    `path` (no database there yet: no memory), the ones it had moved: `path` is as before."""
+    if not (path / DB_NAME).exists():
+        for name in _moving_in(staging):
+            target = path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _moving_in(staging: Path) -> list[str]:
+    """The names of the files a fill moves from `staging` into its memory's directory (none
+    before it begins); only plain names, whatever the file holds."""
+    try:
+        names = (staging / MOVING_IN).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [name for name in names if name not in ("", ".", "..") and "/" not in name
+            and not name.startswith(FILLING)]
+
+
+def _abandoned_fills(path: Path) -> list[Path]:
+    """The hidden directories of fills of `path` whose process is gone (killed)."""
     inside = path.glob(f"{FILLING}*") if path.is_dir() else []
-    for staging in [*path.parent.glob(f".{glob.escape(path.name)}{FILLING}*"), *inside]:
-        pid = staging.name.rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(staging, ignore_errors=True)
+    return [staging for staging in [*path.parent.glob(f".{glob.escape(path.name)}{FILLING}*"), *inside]
+            if (pid := staging.name.rpartition("-")[2]).isdigit() and not _alive(int(pid))]
+
+
+def _remove_abandoned_fills(path: Path) -> None:
+    """Remove what fills of `path` that were killed left: their hidden directories, and the
+    files one killed while moving them into `path` had moved."""
+    for staging in _abandoned_fills(path):
+        _clear_fill(staging, path)
+
+
+def _left_by_stopped_fills(path: Path) -> set[str]:
+    """The names of the files in `path` that fills killed while moving them in left there."""
+    if not path.is_dir() or (path / DB_NAME).exists():
+        return set()
+    return {name for staging in _abandoned_fills(path) for name in _moving_in(staging) if (path / name).exists()}
 
 
 def _alive(pid: int) -> bool:
