@@ -195,24 +195,28 @@ def test_an_import_into_an_empty_directory_keeps_that_directory(tmp_path):
 
 
 # `vismem` with a real SIGINT (or the signal named in VISMEM_TEST_SIGNAL), sent when the
-# first batch is reported (the progress bar's `advance`)
+# first batch is reported (the progress bar's `advance`, as it moves Rich's bar). Caught by
+# wrapping that one method, not by a profile hook (sys.setprofile), which ran a Python
+# function at every call the command made and took 1-2 s of a 2-4 s run.
 INTERRUPTED_AT_FIRST_BATCH = textwrap.dedent("""
     import os, signal, sys
+    from rich.progress import Progress
     from vismem.cli import main
 
     # Ctrl-C reaches a foreground process, whose SIGINT raises KeyboardInterrupt. A shell
     # starts a background job (`pytest &`) with SIGINT ignored, and its children inherit
     # that: these tests then saw the command run to its end and exit 0.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    advance = Progress.advance
 
-    def at_first_batch(frame, event, arg):
-        # vismem's progress callback only, not any function of that name (numpy has one)
-        if event == "call" and frame.f_code.co_name == "advance" \
-                and frame.f_globals.get("__name__") == "vismem.progress":
-            sys.setprofile(None)
+    def at_first_batch(self, task, advance_by=1):
+        # from vismem's progress callback only, not from any other user of Rich's bars
+        if sys._getframe(1).f_globals.get("__name__") == "vismem.progress":
+            Progress.advance = advance
             os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
+        return advance(self, task, advance_by)
 
-    sys.setprofile(at_first_batch)
+    Progress.advance = at_first_batch
     main(sys.argv[1:])
 """)
 
@@ -237,19 +241,20 @@ INTERRUPTED_OPENING_DEST = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vismem.cli import main
+    from vismem.store.embedded import EmbeddedStore
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     dest = Path(sys.argv[-1]).resolve()
+    opens = EmbeddedStore.open.__func__
 
-    def opening_dest(frame, event, arg):
-        if event == "call" and frame.f_code.co_name == "open" \
-                and frame.f_globals.get("__name__") == "vismem.store.embedded" \
-                and Path(frame.f_locals["path"]).resolve() == dest:
-            sys.setprofile(None)
+    def opening_dest(cls, path):
+        if Path(path).resolve() == dest:
+            EmbeddedStore.open = classmethod(opens)
             print("opening", flush=True)
             os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
+        return opens(cls, path)
 
-    sys.setprofile(opening_dest)
+    EmbeddedStore.open = classmethod(opening_dest)
     main(sys.argv[1:])
 """)
 
