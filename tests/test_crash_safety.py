@@ -154,8 +154,7 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
     abandoned = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.filling-")]
     assert len(abandoned) == 1  # the killed import's work, hidden beside DEST
 
-    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), str(dest), "--json"],
-                              capture_output=True, text=True, check=True)
+    imported = run_cli_here("import", path, dest, "--json", check=True)  # the next import, in this process
     assert json.loads(imported.stdout)["imported"] == 600
     assert not abandoned[0].exists()
     with Memory.open(dest) as memory:
@@ -325,8 +324,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     memdir = tmp_path / "m"
     np.save(tmp_path / "v.npy", unit_vectors(25_000, 8, seed=3))
     (tmp_path / "labels.txt").write_text("\n".join(f"c{i % 3}" for i in range(25_000)))
-    subprocess.run([sys.executable, "-m", "vismem", "create", str(memdir), "--encoder", "none", "--dim", "8"],
-                   check=True, capture_output=True)
+    Memory.create(memdir, encoder=None, dim=8).close()
     run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "add-vectors", str(memdir), "--vectors",
                           str(tmp_path / "v.npy"), "--labels", str(tmp_path / "labels.txt")],
                          capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": "SIGTERM"})
@@ -438,8 +436,7 @@ def test_a_closed_stdout_stops_the_command_saying_what_stays(tmp_path, digit_fol
         assert memory.ids() == ids
 
     images = tmp_path / "images"
-    subprocess.run([sys.executable, "-m", "vismem", "create", str(images), "--encoder", "pixels"], check=True,
-                   capture_output=True)
+    Memory.create(images, encoder="pixels").close()
     added = _with_stdout_closed("add", str(images), str(digit_folders[0]), "--json")
     assert added.returncode == 141 and "Traceback" not in added.stderr, added.stderr
     assert added.stderr.splitlines()[-1] == ("stopped: the reader of stdout went away; every batch committed "
