@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import contextmanager
+import functools
 import io
 import json
 import os
@@ -244,16 +245,53 @@ def stop_server(process: subprocess.Popen) -> str:
 # one, it re-executes itself there, so the README's `python -m pytest` runs them too:
 # the whole session then runs in the namespace (offline by construction), and nothing it
 # started outlives it. Where no namespace can be made they are skipped with the reason;
-# with VISMEM_REQUIRE_MILVUS=1 (CI) they fail instead.
+# with VISMEM_REQUIRE_MILVUS=1 (CI) they fail instead. A run given no paths, -k or -m (the
+# README's and CI's `python -m pytest`) holds such tests, so it re-executes before it
+# collects: collecting the suite takes ~15 s, and the session inside collects it again.
 
 WITH_MILVUS = Path(__file__).resolve().parents[1] / ".ci" / "with-milvus"
 SERVER_MARKERS = ("milvus", "ray")
 
 
+@functools.cache
 def _why_not_here() -> str | None:
     found = subprocess.run([sys.executable, str(WITH_MILVUS), "--check"], capture_output=True,
                            text=True, check=False)
     return None if found.returncode == 0 else found.stdout.strip() or found.stderr.strip()
+
+
+def _outside() -> bool:
+    """Not inside the namespace, and given no server of one's own (VISMEM_MILVUS_URI)."""
+    return os.environ.get("VISMEM_NETNS") != "1" and not os.environ.get("VISMEM_MILVUS_URI")
+
+
+def _rerun_inside(config, why: str) -> None:
+    """Re-execute this pytest command inside a private network namespace beside a Milvus
+    server (.ci/with-milvus); it does not return."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()
+    print(f"\n{why}: re-running this session inside one (.ci/with-milvus)", flush=True)
+    sys.stderr.flush()
+    # A 20 ms time tick (Milvus default 200 ms) makes Strong reads ~10x quicker; what
+    # they guarantee is the same.
+    os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--config", "proxy.timeTickInterval=20",
+                              "--", *sys.orig_argv])
+
+
+def _runs_the_whole_suite(config) -> bool:
+    """Given no paths (the testpaths), no -k, -m or --deselect, and no rerun of failures
+    only: every test is selected, the Milvus and Ray tests among them."""
+    option = config.option
+    return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not option.keyword
+            and not option.markexpr and not option.deselect and not option.collectonly
+            and not getattr(option, "lf", False) and not getattr(option, "stepwise", False))
+
+
+def pytest_configure(config):
+    if _runs_the_whole_suite(config) and _outside() and _why_not_here() is None:
+        _rerun_inside(config, "The suite's Milvus and Ray tests need a private network namespace with a Milvus "
+                              "server")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -263,19 +301,10 @@ def pytest_collection_modifyitems(config, items):
     inside = os.environ.get("VISMEM_NETNS") == "1"
     given = os.environ.get("VISMEM_MILVUS_URI")  # set inside, or a server of your own
     reason = None
-    if not inside and not given:
+    if _outside():
         reason = _why_not_here()
         if reason is None:
-            capture = config.pluginmanager.getplugin("capturemanager")
-            if capture is not None:
-                capture.stop_global_capturing()
-            print(f"\n{len(wanted)} tests need a private network namespace with a Milvus server: "
-                  "re-running this session inside one (.ci/with-milvus)", flush=True)
-            sys.stderr.flush()
-            # A 20 ms time tick (Milvus default 200 ms) makes Strong reads ~10x quicker; what
-            # they guarantee is the same.
-            os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--config", "proxy.timeTickInterval=20",
-                                      "--", *sys.orig_argv])
+            _rerun_inside(config, f"{len(wanted)} tests need a private network namespace with a Milvus server")
     skips = {
         "milvus": None if given else os.environ.get("VISMEM_MILVUS_UNAVAILABLE") or reason,
         "ray": None if inside else "Ray listens on network ports: its tests run only in a private "
