@@ -212,12 +212,33 @@ def free_port() -> int:
 
 
 def start_server(memdir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
+    return start_servers(1, memdir, *args, env=env)[0]
+
+
+def start_servers(count: int, memdir: Path, *args: str, env: dict | None = None) -> list[tuple[subprocess.Popen, str]]:
+    """`count` `vismem serve` processes on `memdir`, started at once (each takes a second or
+    two to import and open the memory), once each answers /healthz: (process, url) each."""
+    with contextlib.ExitStack() as held:  # each port held while the next is taken: all differ
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    started = []
+    for port in ports:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        started.append((process, f"http://127.0.0.1:{port}"))
+    try:
+        return [_serving(process, url) for process, url in started]
+    except BaseException:
+        for process, _ in started:
+            process.kill()
+        raise
+
+
+def _serving(process: subprocess.Popen, url: str) -> tuple[subprocess.Popen, str]:
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
