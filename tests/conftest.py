@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import contextmanager
+import functools
 import io
 import json
 import os
@@ -214,12 +215,33 @@ def free_port() -> int:
 
 
 def start_server(memdir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-    )
-    url = f"http://127.0.0.1:{port}"
+    return start_servers(1, memdir, *args, env=env)[0]
+
+
+def start_servers(count: int, memdir: Path, *args: str, env: dict | None = None) -> list[tuple[subprocess.Popen, str]]:
+    """`count` `vismem serve` processes on `memdir`, started at once (each takes a second or
+    two to import and open the memory), once each answers /healthz: (process, url) each."""
+    with contextlib.ExitStack() as held:  # each port held while the next is taken: all differ
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+    started = []
+    for port in ports:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vismem", "serve", str(memdir), "--port", str(port), *args],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        started.append((process, f"http://127.0.0.1:{port}"))
+    try:
+        return [_serving(process, url) for process, url in started]
+    except BaseException:
+        for process, _ in started:
+            process.kill()
+        raise
+
+
+def _serving(process: subprocess.Popen, url: str) -> tuple[subprocess.Popen, str]:
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -267,11 +289,14 @@ def serving(memory, token: str) -> Iterator[str]:
 # ---- another process holding a lock of the saved index ------------------------------------
 
 # Holds the build lock of the index directory argv[1] as a process that rebuilds it does
-# (`saved.building`: its pid in the lock file, rewritten while it lives), until stdin closes.
+# (`saved.building`: its pid in the lock file, rewritten every HOLDER_BEAT s while it
+# lives), until stdin closes.
+HOLDER_BEAT = 0.1
 HOLD_BUILD_LOCK = (
     "import sys\n"
     "from pathlib import Path\n"
     "from vismem.search import saved\n"
+    f"saved.HEARTBEAT_SECONDS = {HOLDER_BEAT}\n"
     "with saved.building(Path(sys.argv[1])):\n"
     "    print('held', flush=True)\n"
     "    sys.stdin.read()\n"
@@ -306,16 +331,53 @@ def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subp
 # one, it re-executes itself there, so the README's `python -m pytest` runs them too:
 # the whole session then runs in the namespace (offline by construction), and nothing it
 # started outlives it. Where no namespace can be made they are skipped with the reason;
-# with VISMEM_REQUIRE_MILVUS=1 (CI) they fail instead.
+# with VISMEM_REQUIRE_MILVUS=1 (CI) they fail instead. A run given no paths, -k or -m (the
+# README's and CI's `python -m pytest`) holds such tests, so it re-executes before it
+# collects: collecting the suite takes ~15 s, and the session inside collects it again.
 
 WITH_MILVUS = Path(__file__).resolve().parents[1] / ".ci" / "with-milvus"
 SERVER_MARKERS = ("milvus", "ray")
 
 
+@functools.cache
 def _why_not_here() -> str | None:
     found = subprocess.run([sys.executable, str(WITH_MILVUS), "--check"], capture_output=True,
                            text=True, check=False)
     return None if found.returncode == 0 else found.stdout.strip() or found.stderr.strip()
+
+
+def _outside() -> bool:
+    """Not inside the namespace, and given no server of one's own (VISMEM_MILVUS_URI)."""
+    return os.environ.get("VISMEM_NETNS") != "1" and not os.environ.get("VISMEM_MILVUS_URI")
+
+
+def _rerun_inside(config, why: str) -> None:
+    """Re-execute this pytest command inside a private network namespace beside a Milvus
+    server (.ci/with-milvus); it does not return."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()
+    print(f"\n{why}: re-running this session inside one (.ci/with-milvus)", flush=True)
+    sys.stderr.flush()
+    # A 20 ms time tick (Milvus default 200 ms) makes Strong reads ~10x quicker; what
+    # they guarantee is the same.
+    os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--config", "proxy.timeTickInterval=20",
+                              "--", *sys.orig_argv])
+
+
+def _runs_the_whole_suite(config) -> bool:
+    """Given no paths (the testpaths), no -k, -m or --deselect, and no rerun of failures
+    only: every test is selected, the Milvus and Ray tests among them."""
+    option = config.option
+    return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not option.keyword
+            and not option.markexpr and not option.deselect and not option.collectonly
+            and not getattr(option, "lf", False) and not getattr(option, "stepwise", False))
+
+
+def pytest_configure(config):
+    if _runs_the_whole_suite(config) and _outside() and _why_not_here() is None:
+        _rerun_inside(config, "The suite's Milvus and Ray tests need a private network namespace with a Milvus "
+                              "server")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -325,19 +387,10 @@ def pytest_collection_modifyitems(config, items):
     inside = os.environ.get("VISMEM_NETNS") == "1"
     given = os.environ.get("VISMEM_MILVUS_URI")  # set inside, or a server of your own
     reason = None
-    if not inside and not given:
+    if _outside():
         reason = _why_not_here()
         if reason is None:
-            capture = config.pluginmanager.getplugin("capturemanager")
-            if capture is not None:
-                capture.stop_global_capturing()
-            print(f"\n{len(wanted)} tests need a private network namespace with a Milvus server: "
-                  "re-running this session inside one (.ci/with-milvus)", flush=True)
-            sys.stderr.flush()
-            # A 20 ms time tick (Milvus default 200 ms) makes Strong reads ~10x quicker; what
-            # they guarantee is the same.
-            os.execv(sys.executable, [sys.executable, str(WITH_MILVUS), "--config", "proxy.timeTickInterval=20",
-                                      "--", *sys.orig_argv])
+            _rerun_inside(config, f"{len(wanted)} tests need a private network namespace with a Milvus server")
     skips = {
         "milvus": None if given else os.environ.get("VISMEM_MILVUS_UNAVAILABLE") or reason,
         "ray": None if inside else "Ray listens on network ports: its tests run only in a private "

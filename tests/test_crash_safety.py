@@ -154,8 +154,7 @@ def test_kill_9_during_import_leaves_no_memory_and_the_next_import_cleans_up(tmp
     abandoned = [p for p in tmp_path.iterdir() if p.name.startswith(".copy.filling-")]
     assert len(abandoned) == 1  # the killed import's work, hidden beside DEST
 
-    imported = subprocess.run([sys.executable, "-m", "vismem", "import", str(path), str(dest), "--json"],
-                              capture_output=True, text=True, check=True)
+    imported = run_cli_here("import", path, dest, "--json", check=True)  # the next import, in this process
     assert json.loads(imported.stdout)["imported"] == 600
     assert not abandoned[0].exists()
     with Memory.open(dest) as memory:
@@ -195,24 +194,28 @@ def test_an_import_into_an_empty_directory_keeps_that_directory(tmp_path):
 
 
 # `vismem` with a real SIGINT (or the signal named in VISMEM_TEST_SIGNAL), sent when the
-# first batch is reported (the progress bar's `advance`)
+# first batch is reported (the progress bar's `advance`, as it moves Rich's bar). Caught by
+# wrapping that one method, not by a profile hook (sys.setprofile), which ran a Python
+# function at every call the command made and took 1-2 s of a 2-4 s run.
 INTERRUPTED_AT_FIRST_BATCH = textwrap.dedent("""
     import os, signal, sys
+    from rich.progress import Progress
     from vismem.cli import main
 
     # Ctrl-C reaches a foreground process, whose SIGINT raises KeyboardInterrupt. A shell
     # starts a background job (`pytest &`) with SIGINT ignored, and its children inherit
     # that: these tests then saw the command run to its end and exit 0.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    advance = Progress.advance
 
-    def at_first_batch(frame, event, arg):
-        # vismem's progress callback only, not any function of that name (numpy has one)
-        if event == "call" and frame.f_code.co_name == "advance" \
-                and frame.f_globals.get("__name__") == "vismem.progress":
-            sys.setprofile(None)
+    def at_first_batch(self, task, advance_by=1):
+        # from vismem's progress callback only, not from any other user of Rich's bars
+        if sys._getframe(1).f_globals.get("__name__") == "vismem.progress":
+            Progress.advance = advance
             os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
+        return advance(self, task, advance_by)
 
-    sys.setprofile(at_first_batch)
+    Progress.advance = at_first_batch
     main(sys.argv[1:])
 """)
 
@@ -237,19 +240,20 @@ INTERRUPTED_OPENING_DEST = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vismem.cli import main
+    from vismem.store.embedded import EmbeddedStore
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     dest = Path(sys.argv[-1]).resolve()
+    opens = EmbeddedStore.open.__func__
 
-    def opening_dest(frame, event, arg):
-        if event == "call" and frame.f_code.co_name == "open" \
-                and frame.f_globals.get("__name__") == "vismem.store.embedded" \
-                and Path(frame.f_locals["path"]).resolve() == dest:
-            sys.setprofile(None)
+    def opening_dest(cls, path):
+        if Path(path).resolve() == dest:
+            EmbeddedStore.open = classmethod(opens)
             print("opening", flush=True)
             os.kill(os.getpid(), getattr(signal, os.environ.get("VISMEM_TEST_SIGNAL", "SIGINT")))
+        return opens(cls, path)
 
-    sys.setprofile(opening_dest)
+    EmbeddedStore.open = classmethod(opening_dest)
     main(sys.argv[1:])
 """)
 
@@ -379,8 +383,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     memdir = tmp_path / "m"
     np.save(tmp_path / "v.npy", unit_vectors(25_000, 8, seed=3))
     (tmp_path / "labels.txt").write_text("\n".join(f"c{i % 3}" for i in range(25_000)))
-    subprocess.run([sys.executable, "-m", "vismem", "create", str(memdir), "--encoder", "none", "--dim", "8"],
-                   check=True, capture_output=True)
+    Memory.create(memdir, encoder=None, dim=8).close()
     run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "add-vectors", str(memdir), "--vectors",
                           str(tmp_path / "v.npy"), "--labels", str(tmp_path / "labels.txt")],
                          capture_output=True, text=True, env={**os.environ, "VISMEM_TEST_SIGNAL": "SIGTERM"})
@@ -492,8 +495,7 @@ def test_a_closed_stdout_stops_the_command_saying_what_stays(tmp_path, digit_fol
         assert memory.ids() == ids
 
     images = tmp_path / "images"
-    subprocess.run([sys.executable, "-m", "vismem", "create", str(images), "--encoder", "pixels"], check=True,
-                   capture_output=True)
+    Memory.create(images, encoder="pixels").close()
     added = _with_stdout_closed("add", str(images), str(digit_folders[0]), "--json")
     assert added.returncode == 141 and "Traceback" not in added.stderr, added.stderr
     assert added.stderr.splitlines()[-1] == ("stopped: the reader of stdout went away; every batch committed "

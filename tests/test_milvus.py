@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import json_lines, start_server, stop_server, unit_vectors
+from conftest import json_lines, start_servers, stop_server, unit_vectors
 from test_crash_safety import _exported
 from test_store_contract import _eventually
 from vismem import Memory
@@ -169,8 +169,7 @@ def test_two_services_over_one_collection_see_each_others_edits(milvus_location,
     query = queries[0].read_bytes()
     env = {"VISMEM_TOKEN": TOKEN}
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    one, url_one = start_server(milvus_location, env=env)
-    two, url_two = start_server(milvus_location, env=env)
+    (one, url_one), (two, url_two) = start_servers(2, milvus_location, env=env)
     try:
         def nearest(url, k=3):
             response = httpx.post(url + "/classify", files={"file": ("q.png", query, "image/png")},

@@ -82,10 +82,25 @@ def test_export_is_verified_cached_and_reused(cache, capfd):
     assert "exporting" not in capfd.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def exported_cache(tmp_path_factory):
+    """An ONNX cache holding Tiny's verified export, made once for the module (an export
+    takes ~1-2 s); a test copies it to damage its own copy."""
+    root = tmp_path_factory.mktemp("exported") / "cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISMEM_CACHE", str(root))
+        assert tiny().runtime.runtime == "onnx"
+    return root / "onnx"
+
+
 @pytest.mark.parametrize("damage", ["garbage model", "truncated model", "wrong reference", "old format",
                                     "check not an object"])
-def test_a_stale_or_corrupt_cached_model_is_rebuilt(cache, damage, capfd):
+def test_a_stale_or_corrupt_cached_model_is_rebuilt(cache, exported_cache, damage, capfd):
+    """A cached export damaged in each way is exported again, not used. Each test damages its
+    own copy of one verified export (test_export_is_verified_cached_and_reused makes its own)."""
+    shutil.copytree(exported_cache, cache)
     encoder = tiny()
+    assert encoder.runtime.runtime == "onnx" and "exporting" not in capfd.readouterr().err  # the copy serves
     folder = cache_dir_for(encoder.id)
     model = folder / "model.onnx"
     if damage == "garbage model":
@@ -232,6 +247,17 @@ def test_onnx_path_errors_name_the_fix(tmp_path):
         create_encoder(f"onnx:{tmp_path / 'junk.onnx'}")
 
 
+@pytest.fixture(scope="module")
+def fixed_input_model(tmp_path_factory):
+    """Tiny exported with its input fixed at 1x3x32x32, once for the module: the tests only
+    build encoders from the file."""
+    path = tmp_path_factory.mktemp("fixed") / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Tiny().eval(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=True)
+    return path
+
+
 @pytest.mark.parametrize("options, match", [
     ("image_size=-4", "image_size must be a positive integer"),
     ("resize_size=0", "resize_size must be a positive integer"),
@@ -239,15 +265,10 @@ def test_onnx_path_errors_name_the_fix(tmp_path):
     ("dim=10", "returns 16-d vectors, not dim=10"),
     ("image_size=64", "does not run on 64x64 images"),  # its input is fixed at 32x32
 ])
-def test_onnx_path_options_that_cannot_work_fail_when_built(tmp_path, options, match):
+def test_onnx_path_options_that_cannot_work_fail_when_built(fixed_input_model, options, match):
     """Not at the first add, after a memory was created for it."""
-    path = tmp_path / "fixed.onnx"
-    model = Tiny().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=True)
     with pytest.raises(EncoderError, match=match):
-        create_encoder(f"onnx:{path}?{options}")
+        create_encoder(f"onnx:{fixed_input_model}?{options}")
 
 
 def test_an_export_interrupted_by_ctrl_c_leaves_no_staging_folder(cache):

@@ -496,6 +496,13 @@ def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_p
         assert hits == grower.search(query, 5)
 
 
+# The holders (conftest's HOLD_* scripts) show they are alive every HOLDER_BEAT s (a
+# builder's default is saved.HEARTBEAT_SECONDS, 0.5 s), so that a waiter's limit, LIMIT s,
+# may be a few beats rather than seconds: the waits are the same code, told the same
+# silence, in a third of the time.
+LIMIT = 0.6  # seconds: six of HOLDER_BEAT
+
+
 def busy_once_stopped(holder: subprocess.Popen, call, *, alive: float, limit: float) -> tuple[MemoryBusyError, float]:
     """Run `call` in a thread while `holder` lives for `alive` s, then stop the holder
     (SIGSTOP): the MemoryBusyError `call` raised, and the seconds it waited. The holder is
@@ -523,7 +530,7 @@ def test_a_wait_for_another_rebuild_ends_once_the_rebuilder_shows_no_sign_of_lif
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
         memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
     (path / "index" / "meta.json").unlink()
-    limit, alive = 1.5, 3.0
+    limit, alive = LIMIT, 2 * LIMIT
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
     with holding(HOLD_BUILD_LOCK, path / "index") as holder:
         busy, waited = busy_once_stopped(holder, partial(Memory.open, path), alive=alive, limit=limit)
@@ -554,7 +561,7 @@ def test_a_wait_for_the_index_lock_ends_once_its_holder_shows_no_sign_of_life(tm
         ids = memory.add_vectors(vectors, [str(i % 3) for i in range(300)])
         kept_as, codes = memory.index_bytes(ids[:6])  # the saved index's own bytes of them
     assert kept_as.tolist() == ids[:6]
-    limit, alive = 1.5, 3.0
+    limit, alive = LIMIT, 2 * LIMIT
     monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", limit)
     memory = Memory.open(path)
     with holding(HOLD_INDEX_LOCK, path / "index") as holder:
@@ -585,11 +592,11 @@ def test_a_stopped_index_lock_holder_at_open_fails_within_the_limit(tmp_path, mo
     path = tmp_path / "m"
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
         memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
-    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", LIMIT)
     with holding(HOLD_INDEX_LOCK, path / "index", stopped=True) as holder:
         started = time.monotonic()
         result = run_cli_here("info", path)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 3 * LIMIT
     assert result.returncode == 1, result.stderr
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"error: memory at {path} is busy: process {holder.pid}, which saves or reads its "
@@ -610,7 +617,7 @@ def test_a_removal_whose_purge_is_cut_off_by_a_stopped_reader_exits_3(tmp_path, 
     path = tmp_path / "m"
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
         ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
-    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", LIMIT)
     with holding(READ_INDEX_LOCK, path / "index", stopped=True):  # a reader shares the lock: the open goes through
         result = run_cli_here("remove", path, "--id", ids[0])
     assert result.returncode == 3, result.stderr

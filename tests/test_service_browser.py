@@ -65,20 +65,29 @@ def server(tmp_path_factory, photos):
         yield address, memory
 
 
-@pytest.fixture
-def page(server):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (a launch takes ~1 s); each test gets a page in a
+    context of its own (`page`): its own storage, cookies and cache, as a fresh profile."""
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        # console errors include Content-Security-Policy violations; a refused edit's 4xx is expected
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "status of 40" not in msg.text else None)
-        yield page
+        yield browser
         browser.close()
-        assert not errors, f"errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # console errors include Content-Security-Policy violations; a refused edit's 4xx is expected
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "status of 40" not in msg.text else None)
+    yield page
+    context.close()
+    assert not errors, f"errors on the page: {errors}"
 
 
 def wait_for_thumbnails(page, timeout: float = 30.0) -> None:

@@ -101,6 +101,10 @@ def build_efficientnet_lite0(weights: str | Path | None = None, options: Encoder
     "vanilla ImageNet ResNet-50, torchvision V1 weights (2048-d); downloads once, or --weights FILE",
 )
 def build_resnet50(weights: str | Path | None = None, options: EncoderOptions | None = None) -> Encoder:
+    # Offline without weights fails before torchvision is imported and a network built
+    # (seconds of CPU) that could not be given weights anyway.
+    if weights is None and offline_requested():
+        raise download_failed("resnet50", f"{OFFLINE_ENV} is set")
     import torch
     from torchvision.models import ResNet50_Weights, resnet50
 
@@ -109,8 +113,6 @@ def build_resnet50(weights: str | Path | None = None, options: EncoderOptions | 
         load_state_dict(network, weights, "resnet50")
         weights_id = file_digest(Path(weights))
     else:
-        if offline_requested():
-            raise download_failed("resnet50", f"{OFFLINE_ENV} is set")
         try:
             state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
         except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no weights"
