@@ -134,6 +134,11 @@ def test_explain_takes_a_vector_query_and_draws_it_as_a_blank_tile(memdir, digit
     assert several.returncode == 1 and "holds 100 vectors; explain takes one: pick it with --row N" in several.stderr
     beyond = cli("explain", memdir, "--queries", files["test"], "--row", "100", "--out", sheet)
     assert beyond.returncode == 1 and "rows 0 to 99" in beyond.stderr
+    broken = test[:3].copy()
+    broken[2, 5] = np.nan
+    np.save(tmp_path / "nan.npy", broken)
+    nan = cli("explain", memdir, "--queries", tmp_path / "nan.npy", "--row", "2", "--out", sheet)
+    assert nan.returncode == 1 and "row 2 holds NaN or infinity" in nan.stderr
     for usage in (("explain", memdir), ("explain", memdir, files["test"], "--queries", files["test"]),
                   ("explain", memdir, files["test"], "--row", "1")):
         refused = cli(*usage, "--out", sheet)

@@ -425,14 +425,21 @@ def add_vectors(
 
 def one_query(path: Path, row: int | None, dim: int):
     """The one query vector (1, dim) of --queries [--row], and its name Q.npy[row]."""
+    from ..vectors import unit_rows
+
     matrix = load_queries(path, dim)
+    if not len(matrix):
+        raise InvalidInputError(f"--queries {path} holds no vectors; explain takes one")
     if row is None and len(matrix) != 1:
         raise InvalidInputError(f"--queries {path} holds {len(matrix)} vectors; explain takes one: "
                                 f"pick it with --row N (0 to {len(matrix) - 1})")
     chosen = row or 0
     if chosen >= len(matrix):
-        raise InvalidInputError(f"--row {chosen}: {path} holds {len(matrix)} vectors (rows 0 to {len(matrix) - 1})")
-    return matrix[chosen : chosen + 1], f"{path}[{chosen}]"
+        rows = "row 0" if len(matrix) == 1 else f"rows 0 to {len(matrix) - 1}"
+        raise InvalidInputError(f"--row {chosen}: {path} holds {len(matrix)} vector(s) ({rows})")
+    query = matrix[chosen : chosen + 1]
+    unit_rows(query, dim, queries=True, first_row=chosen)  # a NaN is named by its row in the file
+    return query, f"{path}[{chosen}]"
 
 
 @app.command()
