@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTup
 import numpy as np
 from PIL import Image
 
-from .calibrate import Calibration, changed_fraction, changed_since, is_stale
+from .calibrate import Calibration, changed_fraction, is_stale
 from .classify import classify as classify_queries
 from .classify import voting_filter
 from .decide import Decision, VoteParams
@@ -35,6 +35,7 @@ from .images import DEFAULT_MAX_PIXELS, Skipped
 from .ingest import AddReport, Ingestor, check_batch_size, listed
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
+from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_new_location,
                     create_store, open_store)
@@ -46,11 +47,6 @@ from .vectors import as_rows, unit_rows, vector_hashes
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
-DRIFT_SAMPLE = 20_000
-# the mean's shift (in spreads of the fitted items) past which `info` advises re-tuning: on
-# digits and MNIST through EfficientNet-Lite0, adding a tenth class moves it 0.04, sampling
-# half the items 0.01-0.02 (see docs/quality.md)
-MEAN_DRIFT_LIMIT = 0.05
 
 
 class Hit(NamedTuple):
@@ -654,30 +650,6 @@ class Memory:
             return None
         return changed_fraction(found.items, found.max_id, self._voters()[0])
 
-    def _intrinsic_dim_estimate(self, quality: Any) -> dict[str, Any] | None:
-        """The last intrinsic-dimension estimate (`value`), the item count it was made at
-        (`items`), and how many of those items were removed since and how many were added
-        (None where the record does not say which items they were). A removal, a rollback
-        or a prune leaves it made partly on items that are gone; `compact` estimates again."""
-        if quality is None or quality.lid is None:
-            return None
-        changed = changed_since(quality.size, quality.last_id, self.store.ids())
-        added, removed = changed if changed is not None else (None, None)
-        return {"value": quality.lid, "items": quality.size, "removed_since": removed, "added_since": added}
-
-    def _transform_status(self, described: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The fitted feature transform, and how far the memory moved since it was fitted:
-        the share of items added or removed, and the shift of the mean (on a sample of up
-        to 20,000 items) in units of the fitted items' spread."""
-        if described is None or described["name"] == "none":
-            return described
-        ids = self.store.ids()
-        changed = changed_fraction(described["fitted_items"], described["max_id"], ids)
-        sample = np.sort(np.random.default_rng(0).permutation(ids)[:DRIFT_SAMPLE]) if len(ids) else ids
-        drift = self.transform.mean_drift(self.store.vectors(sample.tolist())[1]) if len(sample) else 0.0
-        return {**described, "changed_since": changed, "mean_drift": round(drift, 4),
-                "retune": is_stale(changed) or drift > MEAN_DRIFT_LIMIT}
-
     def _calibration(self) -> Calibration:
         found = self.settings.abstention
         if found is None:
@@ -1018,36 +990,10 @@ class Memory:
 
     def info(self) -> dict[str, Any]:
         """What `vismem info` shows: counts, encoder, settings, store and index (with
-        measured recall and a warning when it is below target), disk use.
-        `intrinsic_dim` is the estimate while every item it was made on is still here (items
-        added since are counted in `intrinsic_dim_estimate`), else None: the last estimate
-        and how its items stand are in `intrinsic_dim_estimate`."""
+        measured recall and a warning when it is below target), disk use, and how far the
+        memory moved since its estimates were made (see `report.py`)."""
         self._catch_up()
-        settings = self.settings
-        classes = self.class_counts()
-        described = self.store.describe()
-        quality = self.quality
-        identity = self.store.identity
-        estimate = self._intrinsic_dim_estimate(quality)
-        return {
-            "path": self.location,
-            "items": len(self.store),
-            "classes": classes,
-            "class_count": len(classes),
-            "encoder": identity.name,
-            "encoder_id": identity.id,
-            "dim": self.dim,
-            **described,
-            "intrinsic_dim": estimate["value"] if estimate and not estimate["removed_since"] else None,
-            "intrinsic_dim_estimate": estimate,
-            "defaults": settings.vote.to_dict(),
-            "prototypes_per_class": settings.prototypes_per_class,
-            "pruning": {**settings.pruning.to_dict(),
-                        "excluded": int(len(self.store) - len(self.store.ids(voting_filter(Filter(), settings))))},
-            "abstain": {**settings.abstention.to_dict(), "changed_since": self.calibration_changed()}
-            if settings.abstention else None,
-            "transform": self._transform_status(described.get("transform")),
-        }
+        return describe(self)
 
 
 class _Closed:
