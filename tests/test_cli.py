@@ -335,12 +335,13 @@ def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
     vectors = unit_vectors(12, 6)
     np.save(tmp_path / "part.npy", vectors[:5])
     np.save(tmp_path / "all.npy", np.concatenate([vectors, vectors[3:4]]))  # row 12 repeats row 3
-    (tmp_path / "l.txt").write_text("\n".join(f"c{i % 2}" for i in range(13)))
+    (tmp_path / "l.txt").write_text("\n".join(f"c{i % 2}" for i in range(12)) + "\nc1")  # row 12 as row 3
     (tmp_path / "part.txt").write_text("\n".join(f"c{i % 2}" for i in range(5)))
     cli("create", memdir, "--encoder", "none", "--dim", "6", check=True)
     first = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
                            tmp_path / "part.txt", "--json", check=True))[0]
-    assert first == {"added": 5, "ids": first["ids"], "skipped": 0, "skipped_rows": [], "items": 5}
+    assert first == {"added": 5, "ids": first["ids"], "skipped": 0, "skipped_rows": [], "conflicts": 0,
+                     "conflict_rows": [], "items": 5}
     again = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "all.npy", "--labels", tmp_path / "l.txt",
                            "--json", check=True))[0]
     assert again["added"] == 7 and len(again["ids"]) == 7 and again["items"] == 12 and again["skipped"] == 6
@@ -351,3 +352,57 @@ def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
     allowed = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
                              tmp_path / "part.txt", "--allow-duplicates", "--json", check=True))[0]
     assert allowed["added"] == 5 and allowed["skipped"] == 0 and allowed["items"] == 17
+
+
+def test_a_vector_or_image_held_under_another_label_is_a_conflict_not_a_duplicate(tmp_path, cli):
+    """`add-vectors` skipped a row the memory held under another label as "already held",
+    and `add` an image held under another label as a duplicate, both exiting 0: the
+    label given was lost without a word. Both now name it as a conflict (with the label
+    held and the fix), add nothing for it and exit 3; a duplicate with the same label is
+    skipped as before."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    from vismem import Memory
+
+    vectors = unit_vectors(3, 4)
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "first.txt").write_text("cat\ndog\nfox\n")
+    (tmp_path / "again.txt").write_text("cat\nbird\nfox\n")
+    cli("create", tmp_path / "vec", "--encoder", "none", "--dim", "4", check=True)
+    ids = json_lines(cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels",
+                         tmp_path / "first.txt", "--json", check=True))[0]["ids"]
+    told = cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "again.txt")
+    assert told.returncode == 3
+    assert "added 0 vectors, skipped 2 already held, 1 held under another label" in told.stdout
+    assert (f"row 1: conflicting label: item {ids[1]} holds this content labelled 'dog', not 'bird'; "
+            f"relabel item {ids[1]} if 'bird' is right") in told.stderr
+    again = cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "again.txt",
+                "--json")
+    assert again.returncode == 3 and json_lines(again)[0] == {
+        "added": 0, "ids": [], "skipped": 2, "skipped_rows": [{"row": 0, "duplicate_of": ids[0]},
+                                                              {"row": 2, "duplicate_of": ids[2]}],
+        "conflicts": 1, "conflict_rows": [{"row": 1, "label": "bird", "duplicate_of": ids[1], "held_label": "dog"}],
+        "items": 3}
+    assert cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels",
+               tmp_path / "first.txt").returncode == 0  # the same labels: plain duplicates
+    with Memory.open(tmp_path / "vec") as memory:
+        assert memory.class_counts() == {"cat": 1, "dog": 1, "fox": 1}
+
+    red, green = (200, 10, 10), (10, 200, 10)
+    for file, colour in (("a/cat/1.png", red), ("a/cat/2.png", green), ("b/dog/1.png", red)):
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), colour).save(tmp_path / file)
+    cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    held = json_lines(cli("add", tmp_path / "img", tmp_path / "a", "--json", check=True))[-1]["ids"]
+    dog = cli("add", tmp_path / "img", tmp_path / "b", "--json")
+    assert dog.returncode == 3
+    done = json_lines(dog)[-1]
+    assert (done["added"], done["skipped"], done["conflicts"]) == (0, 1, 1)
+    assert done["skipped_items"][0]["reason"].startswith(
+        f"conflicting label: item {held[0]} holds this content labelled 'cat', not 'dog'; ")
+    told = cli("add", tmp_path / "img", tmp_path / "b")
+    assert "skipped 1 (0 duplicates, 1 with a conflicting label)" in told.stdout and told.returncode == 3
+    assert cli("add", tmp_path / "img", tmp_path / "a").returncode == 0  # the same labels: plain duplicates
+    with Memory.open(tmp_path / "img") as memory:
+        assert memory.class_counts() == {"cat": 2}

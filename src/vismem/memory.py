@@ -32,7 +32,7 @@ from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
                      ReadOnlyMemoryError, committed)
 from .images import DEFAULT_MAX_PIXELS, Skipped
-from .ingest import AddReport, Ingestor, check_batch_size, listed
+from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
@@ -496,8 +496,10 @@ class Memory:
         per row. Without it, a row whose hash the memory already holds, or an earlier row
         of this call holds, is skipped, so adding the same rows again (after an
         interrupted run) adds only what is missing; returns an `InsertResult`: `ids` of
-        the rows added, `duplicates` as (row, id of the item holding it). Items added
-        before vismem kept these hashes have none, so their rows are not recognised.
+        the rows added, `duplicates` as (row, id of the item holding it), and `conflicts`,
+        the rows skipped whose label is not the holding item's, as (row, id, its label):
+        relabel the item if the row's label is right. Items added before vismem kept these
+        hashes have none, so their rows are not recognised.
         """
         vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
@@ -528,7 +530,9 @@ class Memory:
             # the store refuses held rows inside its write, so two processes adding the same rows add each once
             added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)
             result.ids += added.ids
-            result.duplicates += [(start + position, held) for position, held in added.duplicates]
+            same, conflicts = split_conflicts(self.store, added.duplicates, [item.label for item in items])
+            result.duplicates += [(start + position, held) for position, held in same]
+            result.conflicts += [(start + position, held, label) for position, held, label in conflicts]
             if progress is not None:
                 progress(len(items))
         return result.ids if allow_duplicates else result

@@ -16,6 +16,7 @@ from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
+from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
@@ -373,8 +374,9 @@ def add(
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
+        conflicts = f", {len(report.conflicts)} with a conflicting label" if report.conflicts else ""
         out.print(f"added {n_items(len(report.added))}, skipped {len(report.skipped)} "
-                  f"({len(report.duplicates)} duplicates); memory now holds {count:,}")
+                  f"({len(report.duplicates)} duplicates{conflicts}); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
@@ -401,8 +403,11 @@ def add_vectors(
     10,000 rows per transaction, so a crash keeps every batch committed. A row the
     memory already holds (the same bits once made unit length), or one repeated in the
     file, is skipped, so running the command again after an interruption adds only what
-    is missing. With --json, one line: added, ids, skipped, skipped_rows
-    ({row, duplicate_of}, rows counted from 0) and items.
+    is missing. A row held under another label is not added either: it is a conflict,
+    named with both labels, and the exit code is 3 (relabel the item holding it if the
+    row's label is right). With --json, one line: added, ids, skipped, skipped_rows
+    ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
+    duplicate_of, held_label}) and items.
     """
     interrupted_leaves(f"{BATCHES_KEPT}; running the same command again"
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
@@ -417,10 +422,18 @@ def add_vectors(
     if json_out:
         emit({"added": len(result.ids), "ids": result.ids, "skipped": len(result.duplicates),
               "skipped_rows": [{"row": row, "duplicate_of": held} for row, held in result.duplicates],
+              "conflicts": len(result.conflicts),
+              "conflict_rows": [{"row": row, "label": names[row], "duplicate_of": held, "held_label": held_label}
+                                for row, held, held_label in result.conflicts],
               "items": count})
     else:
-        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held; "
+        conflicts = f", {len(result.conflicts)} held under another label" if result.conflicts else ""
+        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held{conflicts}; "
                   f"memory now holds {count:,}")
+        for row, held, held_label in result.conflicts:
+            err.print(f"row {row}: {conflict_reason(held, held_label, names[row])}")
+    if result.conflicts:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def one_query(path: Path, row: int | None, dim: int):
