@@ -113,6 +113,36 @@ def test_eval_accuracy_on_a_test_folder(built_memory, cli, digit_folders):
     assert (hybrid["vote"], hybrid["mix"], hybrid["total"]) == ("hybrid", 0.25, 30) and "alpha" in hybrid
 
 
+def test_eval_warns_when_test_images_are_items_of_the_memory(tmp_path, cli):
+    """`eval` on images the memory holds said nothing (where `tune-index` warns of query
+    images it holds): each finds itself, so the accuracy flatters. They are still scored,
+    on their stored vectors, and named: a warning on stderr, `in_memory` and
+    `in_memory_items` in --json."""
+    import shutil
+
+    colours = {"red": [(200, 10, 10), (180, 30, 20)], "green": [(10, 200, 10), (30, 180, 20)]}
+    for label, shades in colours.items():
+        for n, colour in enumerate(shades):
+            (tmp_path / "train" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), colour).save(tmp_path / "train" / label / f"{n}.png")
+    (tmp_path / "test" / "red").mkdir(parents=True)
+    shutil.copy(tmp_path / "train" / "red" / "1.png", tmp_path / "test" / "red" / "seen.png")
+    Image.new("RGB", (20, 20), (220, 20, 0)).save(tmp_path / "test" / "red" / "unseen.png")
+    cli("create", tmp_path / "mem", "--encoder", "pixels", check=True)
+    ids = json_lines(cli("add", tmp_path / "mem", tmp_path / "train", "--json", check=True))[-1]["ids"]
+    told = cli("eval", tmp_path / "mem", tmp_path / "test", check=True)
+    assert "accuracy 100.00% on 2 images" in told.stdout
+    assert "warning: the memory already holds 1 of the 2 test images (the same content): each finds itself" \
+        in told.stderr
+    report = json_lines(cli("eval", tmp_path / "mem", tmp_path / "test", "--json", check=True))[0]
+    assert report["total"] == 2 and report["in_memory"] == 1
+    held = ids[-1]  # red/1.png: classes and files are added in name order
+    assert report["in_memory_items"] == [{"path": str(tmp_path / "test" / "red" / "seen.png"), "id": held}]
+    (tmp_path / "test" / "red" / "seen.png").unlink()
+    unseen = cli("eval", tmp_path / "mem", tmp_path / "test", "--json", check=True)
+    assert json_lines(unseen)[0]["in_memory"] == 0 and "warning" not in unseen.stderr
+
+
 def test_adding_the_same_folder_again_skips_duplicates_without_encoding(built_memory, cli, digit_folders):
     memdir, _ = built_memory
     done = json_lines(cli("add", memdir, digit_folders[0], "--json", check=True))[-1]

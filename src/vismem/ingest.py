@@ -141,13 +141,15 @@ class Ingestor:
         self._commit = commit
 
     def embed(self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS,
-              leave_out_held: bool = False,
-              progress: Progress | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
+              leave_out_held: bool = False, progress: Progress | None = None,
+              on_held: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Vectors for image paths or PIL images, adding nothing: (vectors, positions kept,
-        skipped). Content already in the store reuses its stored vector, as an add does; with
-        `leave_out_held`, a file of such content is skipped instead (reason HELD_BY_THE_MEMORY...),
-        for measures that a query finding itself would falsify."""
+        skipped). Content already in the store reuses its stored vector, as an add does, and
+        is told to `on_held(position, item id)`; with `leave_out_held`, a file of such content
+        is skipped instead (reason HELD_BY_THE_MEMORY...), for measures that a query finding
+        itself would falsify."""
         encoder = self.encoder
+        told = on_held or (lambda position, item_id: None)
         vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
         kept: list[int] = []
         skipped: list[Skipped] = []
@@ -182,6 +184,7 @@ class Ingestor:
                         vectors[i] = next(fresh)
                     elif p.known_as in stored:
                         vectors[i] = stored[p.known_as]
+                        told(i, int(p.known_as))
                     else:  # removed since the lookup: read and encode it after all
                         redone, more = prepare_files([p.file], encoder, max_pixels=max_pixels)
                         skipped += more

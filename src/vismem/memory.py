@@ -546,17 +546,21 @@ class Memory:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         leave_out_held: bool = False,
         progress: Progress | None = None,
+        on_held: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Encode paths or PIL images. Returns (vectors, positions kept, skipped).
 
-        An image whose content is already in the memory reuses the stored vector; with
-        `leave_out_held`, a file of such content is skipped instead, its reason starting
-        with `images.HELD_BY_THE_MEMORY` (queries for measuring the index: each would find itself).
+        An image whose content is already in the memory reuses the stored vector, and
+        `on_held(position, item id)` is called for it (test images the memory holds make
+        a measure optimistic); with `leave_out_held`, a file of such content is skipped
+        instead, its reason starting with `images.HELD_BY_THE_MEMORY` (queries for
+        measuring the index: each would find itself).
         """
         encoder = self.encoder
         self._catch_up()
         return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
-                                                            leave_out_held=leave_out_held, progress=progress)
+                                                            leave_out_held=leave_out_held, progress=progress,
+                                                            on_held=on_held)
 
     def search(
         self,

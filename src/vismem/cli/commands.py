@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Opt
 import typer
 
 if TYPE_CHECKING:
+    from ..evaluate import EvalReport
     from ..memory import Memory
 
 from ..calibrate import STALE_FRACTION
@@ -729,7 +730,11 @@ def evaluate(
     json_out: bool = JsonFlag,
 ) -> None:
     """Accuracy of the memory on a labelled test folder (root/<label>/<image>), or on
-    test vectors (--queries Q.npy) with their true labels (--labels)."""
+    test vectors (--queries Q.npy) with their true labels (--labels).
+
+    A test image the memory holds (the same content) finds itself: it is scored all the
+    same, with a warning saying how many (--json: in_memory, in_memory_items).
+    """
     from ..evaluate import evaluate_folder, evaluate_vectors
     from ..images import find_images
 
@@ -768,11 +773,20 @@ def evaluate(
             out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
+    _warn_of_test_data(report)
+    if report.skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _warn_of_test_data(report: EvalReport) -> None:
+    """What about the test set makes `eval`'s accuracy mislead, on stderr."""
+    if report.in_memory:  # as tune-index warns of query images the memory holds
+        err.print(f"warning: the memory already holds {len(report.in_memory)} of the {report.total} test images "
+                  "(the same content): each finds itself, so the accuracy overstates what unseen images would "
+                  "get; evaluate on images the memory has not seen (--json: in_memory_items)")
     if report.unknown_labels:
         err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown_labels))}: "
                   "test inputs of these labels cannot be answered right (add such items, or leave them out)")
-    if report.skipped:
-        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()
