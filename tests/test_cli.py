@@ -188,6 +188,33 @@ def test_remove_by_id_label_and_source(tmp_path, cli):
     assert cli("remove", memdir).returncode == 2  # no selector: bad usage
 
 
+def test_remove_of_a_label_no_item_has_is_an_error_that_names_near_labels(tmp_path, cli):
+    """`remove --label typo` removed nothing and exited 0 without a word, where `remove
+    --id` of ids none of which exists is an error. A --label, --source or --where that no
+    item matches now is too (exit 1, nothing changed), naming the labels near a mistyped one."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    from vismem import Memory
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "v.npy", unit_vectors(3, 4))
+    (tmp_path / "l.txt").write_text("cat\ncats\ndog\n")
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
+    for selector, message in ((["--label", "Cat"], "no item is labelled 'Cat'; nothing changed (did you mean 'cat' "
+                                                   "or 'cats'?)"),
+                              (["--label", "typo"], "no item is labelled 'typo'; nothing changed\n"),
+                              (["--source", "scans"], "no item has source 'scans'; nothing changed"),
+                              (["--where", "camera=nikon"], "no item matches --where camera=nikon; nothing changed")):
+        refused = cli("remove", memdir, *selector, "--json")
+        assert (refused.returncode, refused.stdout) == (1, ""), selector
+        assert f"error: {message}" in refused.stderr
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {"cat": 1, "cats": 1, "dog": 1}
+    assert json_lines(cli("remove", memdir, "--label", "cat", "--json", check=True))[0]["removed"] == 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

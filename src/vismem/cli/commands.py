@@ -208,6 +208,23 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
         raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
 
 
+def refuse_if_none_matched(memory: Memory, *, label: str | None, source: str | None, where: list[str] | None
+                           ) -> None:
+    """No item has the --label, --source or --where given, so nothing would change: an
+    error (exit 1), as for ids none of which exists, naming the labels near a mistyped one."""
+    if label is not None:
+        from difflib import get_close_matches
+
+        labels = list(memory.class_counts())
+        close = set(get_close_matches(label.casefold(), [held.casefold() for held in labels], n=3))
+        near = [held for held in labels if held.casefold() in close]
+        raise VismemError(f"no item is labelled {label!r}; nothing changed"
+                          + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    if source is not None:
+        raise VismemError(f"no item has source {source!r}; nothing changed")
+    raise VismemError(f"no item matches --where {' '.join(where or [])}; nothing changed")
+
+
 def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
     """Whether the given items that exist (one at least) all hold `values` (label, weight) in
     the store: whether an update to them was committed."""
@@ -528,7 +545,9 @@ def remove(
 
     Durable when the command returns, and purged: no file in MEMDIR keeps the removed
     items' vectors or thumbnails. --verify checks that byte for byte. Exit 3 when some
-    --id does not exist or --verify finds remnants (the removal itself is committed).
+    --id does not exist or --verify finds remnants (the removal itself is committed);
+    exit 1 when no --id exists, or no item has the --label or --source or matches
+    --where (nothing changed).
     """
     from ..remnants import find_remnants, fingerprints, unshared
 
@@ -543,6 +562,8 @@ def remove(
                                     "search at once, and their bytes leave the server's files only when it "
                                     "compacts and garbage-collects (run without --verify)")
         targets = memory.targets(ids or None, label=label, source=source, where=conditions)
+        if not ids and not targets:
+            refuse_if_none_matched(memory, label=label, source=source, where=where)
         prints = fingerprints(memory, targets, report=partial(progress_bar, transient=True)) if verify else []
         # Its purge follows, as the memory closes (here too when interrupted); a purge cut
         # short leaves copies of their bytes in the files until the next, which compact makes.
