@@ -113,6 +113,36 @@ def test_eval_accuracy_on_a_test_folder(built_memory, cli, digit_folders):
     assert (hybrid["vote"], hybrid["mix"], hybrid["total"]) == ("hybrid", 0.25, 30) and "alpha" in hybrid
 
 
+def test_eval_warns_when_test_images_are_items_of_the_memory(tmp_path, cli):
+    """`eval` on images the memory holds said nothing (where `tune-index` warns of query
+    images it holds): each finds itself, so the accuracy flatters. They are still scored,
+    on their stored vectors, and named: a warning on stderr, `in_memory` and
+    `in_memory_items` in --json."""
+    import shutil
+
+    colours = {"red": [(200, 10, 10), (180, 30, 20)], "green": [(10, 200, 10), (30, 180, 20)]}
+    for label, shades in colours.items():
+        for n, colour in enumerate(shades):
+            (tmp_path / "train" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20, 20), colour).save(tmp_path / "train" / label / f"{n}.png")
+    (tmp_path / "test" / "red").mkdir(parents=True)
+    shutil.copy(tmp_path / "train" / "red" / "1.png", tmp_path / "test" / "red" / "seen.png")
+    Image.new("RGB", (20, 20), (220, 20, 0)).save(tmp_path / "test" / "red" / "unseen.png")
+    cli("create", tmp_path / "mem", "--encoder", "pixels", check=True)
+    ids = json_lines(cli("add", tmp_path / "mem", tmp_path / "train", "--json", check=True))[-1]["ids"]
+    told = cli("eval", tmp_path / "mem", tmp_path / "test", check=True)
+    assert "accuracy 100.00% on 2 images" in told.stdout
+    assert "warning: the memory already holds 1 of the 2 test images (the same content): each finds itself" \
+        in told.stderr
+    report = json_lines(cli("eval", tmp_path / "mem", tmp_path / "test", "--json", check=True))[0]
+    assert report["total"] == 2 and report["in_memory"] == 1
+    held = ids[-1]  # red/1.png: classes and files are added in name order
+    assert report["in_memory_items"] == [{"path": str(tmp_path / "test" / "red" / "seen.png"), "id": held}]
+    (tmp_path / "test" / "red" / "seen.png").unlink()
+    unseen = cli("eval", tmp_path / "mem", tmp_path / "test", "--json", check=True)
+    assert json_lines(unseen)[0]["in_memory"] == 0 and "warning" not in unseen.stderr
+
+
 def test_adding_the_same_folder_again_skips_duplicates_without_encoding(built_memory, cli, digit_folders):
     memdir, _ = built_memory
     done = json_lines(cli("add", memdir, digit_folders[0], "--json", check=True))[-1]
@@ -156,6 +186,33 @@ def test_remove_by_id_label_and_source(tmp_path, cli):
     assert json_lines(cli("remove", memdir, "--label", "rocket", "--json"))[0]["removed"] == 3
     assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"cup": 2}
     assert cli("remove", memdir).returncode == 2  # no selector: bad usage
+
+
+def test_remove_of_a_label_no_item_has_is_an_error_that_names_near_labels(tmp_path, cli):
+    """`remove --label typo` removed nothing and exited 0 without a word, where `remove
+    --id` of ids none of which exists is an error. A --label, --source or --where that no
+    item matches now is too (exit 1, nothing changed), naming the labels near a mistyped one."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    from vismem import Memory
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "v.npy", unit_vectors(3, 4))
+    (tmp_path / "l.txt").write_text("cat\ncats\ndog\n")
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
+    for selector, message in ((["--label", "Cat"], "no item is labelled 'Cat'; nothing changed (did you mean 'cat' "
+                                                   "or 'cats'?)"),
+                              (["--label", "typo"], "no item is labelled 'typo'; nothing changed\n"),
+                              (["--source", "scans"], "no item has source 'scans'; nothing changed"),
+                              (["--where", "camera=nikon"], "no item matches --where camera=nikon; nothing changed")):
+        refused = cli("remove", memdir, *selector, "--json")
+        assert (refused.returncode, refused.stdout) == (1, ""), selector
+        assert f"error: {message}" in refused.stderr
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {"cat": 1, "cats": 1, "dog": 1}
+    assert json_lines(cli("remove", memdir, "--label", "cat", "--json", check=True))[0]["removed"] == 1
 
 
 @pytest.mark.parametrize(
@@ -335,12 +392,13 @@ def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
     vectors = unit_vectors(12, 6)
     np.save(tmp_path / "part.npy", vectors[:5])
     np.save(tmp_path / "all.npy", np.concatenate([vectors, vectors[3:4]]))  # row 12 repeats row 3
-    (tmp_path / "l.txt").write_text("\n".join(f"c{i % 2}" for i in range(13)))
+    (tmp_path / "l.txt").write_text("\n".join(f"c{i % 2}" for i in range(12)) + "\nc1")  # row 12 as row 3
     (tmp_path / "part.txt").write_text("\n".join(f"c{i % 2}" for i in range(5)))
     cli("create", memdir, "--encoder", "none", "--dim", "6", check=True)
     first = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
                            tmp_path / "part.txt", "--json", check=True))[0]
-    assert first == {"added": 5, "ids": first["ids"], "skipped": 0, "skipped_rows": [], "items": 5}
+    assert first == {"added": 5, "ids": first["ids"], "skipped": 0, "skipped_rows": [], "conflicts": 0,
+                     "conflict_rows": [], "items": 5}
     again = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "all.npy", "--labels", tmp_path / "l.txt",
                            "--json", check=True))[0]
     assert again["added"] == 7 and len(again["ids"]) == 7 and again["items"] == 12 and again["skipped"] == 6
@@ -351,3 +409,57 @@ def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
     allowed = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
                              tmp_path / "part.txt", "--allow-duplicates", "--json", check=True))[0]
     assert allowed["added"] == 5 and allowed["skipped"] == 0 and allowed["items"] == 17
+
+
+def test_a_vector_or_image_held_under_another_label_is_a_conflict_not_a_duplicate(tmp_path, cli):
+    """`add-vectors` skipped a row the memory held under another label as "already held",
+    and `add` an image held under another label as a duplicate, both exiting 0: the
+    label given was lost without a word. Both now name it as a conflict (with the label
+    held and the fix), add nothing for it and exit 3; a duplicate with the same label is
+    skipped as before."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    from vismem import Memory
+
+    vectors = unit_vectors(3, 4)
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "first.txt").write_text("cat\ndog\nfox\n")
+    (tmp_path / "again.txt").write_text("cat\nbird\nfox\n")
+    cli("create", tmp_path / "vec", "--encoder", "none", "--dim", "4", check=True)
+    ids = json_lines(cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels",
+                         tmp_path / "first.txt", "--json", check=True))[0]["ids"]
+    told = cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "again.txt")
+    assert told.returncode == 3
+    assert "added 0 vectors, skipped 2 already held, 1 held under another label" in told.stdout
+    assert (f"row 1: conflicting label: item {ids[1]} holds this content labelled 'dog', not 'bird'; "
+            f"relabel item {ids[1]} if 'bird' is right") in told.stderr
+    again = cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "again.txt",
+                "--json")
+    assert again.returncode == 3 and json_lines(again)[0] == {
+        "added": 0, "ids": [], "skipped": 2, "skipped_rows": [{"row": 0, "duplicate_of": ids[0]},
+                                                              {"row": 2, "duplicate_of": ids[2]}],
+        "conflicts": 1, "conflict_rows": [{"row": 1, "label": "bird", "duplicate_of": ids[1], "held_label": "dog"}],
+        "items": 3}
+    assert cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels",
+               tmp_path / "first.txt").returncode == 0  # the same labels: plain duplicates
+    with Memory.open(tmp_path / "vec") as memory:
+        assert memory.class_counts() == {"cat": 1, "dog": 1, "fox": 1}
+
+    red, green = (200, 10, 10), (10, 200, 10)
+    for file, colour in (("a/cat/1.png", red), ("a/cat/2.png", green), ("b/dog/1.png", red)):
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), colour).save(tmp_path / file)
+    cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    held = json_lines(cli("add", tmp_path / "img", tmp_path / "a", "--json", check=True))[-1]["ids"]
+    dog = cli("add", tmp_path / "img", tmp_path / "b", "--json")
+    assert dog.returncode == 3
+    done = json_lines(dog)[-1]
+    assert (done["added"], done["skipped"], done["conflicts"]) == (0, 1, 1)
+    assert done["skipped_items"][0]["reason"].startswith(
+        f"conflicting label: item {held[0]} holds this content labelled 'cat', not 'dog'; ")
+    told = cli("add", tmp_path / "img", tmp_path / "b")
+    assert "skipped 1 (0 duplicates, 1 with a conflicting label)" in told.stdout and told.returncode == 3
+    assert cli("add", tmp_path / "img", tmp_path / "a").returncode == 0  # the same labels: plain duplicates
+    with Memory.open(tmp_path / "img") as memory:
+        assert memory.class_counts() == {"cat": 2}

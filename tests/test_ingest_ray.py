@@ -90,7 +90,7 @@ def test_ray_adds_what_a_plain_add_adds(cluster, folder, tmp_path, lite0):
 
 def test_a_rerun_encodes_only_what_the_memory_lacks(cluster, folder, tmp_path):
     memory = Memory.create(tmp_path / "mem", encoder="pixels")
-    first = memory.add_images([folder / "1"], label="one")       # as if a run had stopped here
+    first = memory.add_images([folder / "1"], label="1")       # as if a run had stopped here
     report = memory.add_images([folder], ray=cluster.address, batch_size=3)
     assert len(report.added) == 8 and len(report.duplicates) == 4
     assert {s.reason for s in report.duplicates} == {f"duplicate of item {i}" for i in first.added}

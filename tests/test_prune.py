@@ -184,6 +184,32 @@ def test_hard_pruning_that_empties_a_label_says_so(tmp_path, caplog):
         assert "excludes every item" not in caplog.text
 
 
+def test_hard_pruning_with_purge_refuses_to_delete_every_item_of_a_label(tmp_path, cli):
+    """`prune --mode hard --purge` deleted every item labelled C and only warned after:
+    a deletion is for good, so it is refused before anything is written (exit 1, the
+    pruning in force and every item kept) unless --allow-empty-classes, and the labels
+    emptied are named in --json `emptied`."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=2) as memory:
+        ids = memory.add_vectors(circle([*ANGLES, 4]), [*LABELS, "C"])  # C sits among the A's
+    before = cli("info", path, "--json", check=True).stdout
+    refused = cli("prune", path, "--mode", "hard", "--purge", "--k", "1", "--threshold", "1")
+    assert refused.returncode == 1
+    assert ("error: hard pruning at v >= 1 with --purge would delete every item labelled 'C', so no query could "
+            "get that label again; nothing was changed: give a higher --threshold, prune without --purge (undone "
+            "by --mode off), or add --allow-empty-classes") in refused.stderr
+    assert cli("info", path, "--json", check=True).stdout == before
+    with Memory.open(path) as memory:
+        assert memory.ids() == ids and memory.pruning.mode == "off"
+    unused = cli("prune", path, "--mode", "hard", "--k", "1", "--threshold", "1", "--allow-empty-classes")
+    assert unused.returncode == 1 and "--allow-empty-classes only applies with --purge" in unused.stderr
+    done = json.loads(cli("prune", path, "--mode", "hard", "--purge", "--k", "1", "--threshold", "1",
+                          "--allow-empty-classes", "--json", check=True).stdout)
+    assert done["emptied"] == ["C"] and ids[-1] in done["purged"]
+    with Memory.open(path) as memory:
+        assert "C" not in memory.class_counts() and len(memory) == len(ids) - len(done["purged"])
+
+
 def test_an_item_whose_neighbours_carry_no_weight_is_no_suspect(small_memory, cli):
     """Block the B's far from A: their neighbours (each other) cast no vote, so nothing
     speaks against their label. They were listed as suspects, 'neighbours say A' (the

@@ -177,7 +177,9 @@ def test_add_items_reports_ids_and_skips(client, digits, digit_sets):
     assert report["added"] == 2 and len(report["ids"]) == 2
     reasons = {s["path"]: s["reason"] for s in report["skipped_items"]}
     assert reasons["broken.png"].startswith("not an image")
-    assert reasons["again.png"].startswith("duplicate of item")
+    # held as a "0": not added, and not passed over as a duplicate either
+    assert reasons["again.png"].startswith("conflicting label: item ") and "labelled '0', not 'seven'" in reasons[
+        "again.png"] and report["conflicts"] == 1
     names = [client.get(f"/items/{i}").json()["meta"]["name"] for i in report["ids"]]
     assert names == ["new.png", "evil.png"]  # a client's name is only ever a label for it
     assert client.get("/stats").json()["classes"]["seven"] == 2

@@ -282,7 +282,7 @@ def test_add_vectors_skips_rows_already_held_only_when_asked(tmp_path):
         assert isinstance(first, list) and len(first) == 6
         [item] = memory.items([first[2]])
         assert item.content_hash == vector_hashes(unit_rows(x[2:3], 8))[0] and len(item.content_hash) == 22
-        again = memory.add_vectors(x, ["b"] * 10, allow_duplicates=False, batch_size=4)
+        again = memory.add_vectors(x, ["a"] * 6 + ["b"] * 4, allow_duplicates=False, batch_size=4)
         assert isinstance(again, InsertResult)
         assert again.duplicates == [(k, first[k]) for k in range(6)] and len(again.ids) == 4
         assert len(memory) == 10 and memory.class_counts() == {"a": 6, "b": 4}
@@ -290,7 +290,7 @@ def test_add_vectors_skips_rows_already_held_only_when_asked(tmp_path):
         copies = memory.add_vectors(x[:2], ["c"] * 2)  # the default adds them anyway
         assert len(copies) == 2 and len(memory) == 12
         # a copy held beside its original: still one row held, named by the oldest item
-        assert memory.add_vectors(x[:1], ["d"], allow_duplicates=False).duplicates == [(0, first[0])]
+        assert memory.add_vectors(x[:1], ["a"], allow_duplicates=False).duplicates == [(0, first[0])]
         with pytest.raises(InvalidInputError, match="allow_duplicates"):
             memory.add_vectors(x[:1], ["d"], allow_duplicates="no")  # type: ignore[call-overload]
 
@@ -302,10 +302,30 @@ def test_add_vectors_skips_a_row_repeated_within_one_call(tmp_path):
     with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
         for batch_size in (None, 2):
             memory.remove(memory.ids())
-            result = memory.add_vectors(repeated, list("vwxyz"), allow_duplicates=False, batch_size=batch_size)
+            result = memory.add_vectors(repeated, list("vwvyw"), allow_duplicates=False, batch_size=batch_size)
             assert len(result.ids) == 3 and result.duplicates == [(2, result.ids[0]), (4, result.ids[1])]
             assert memory.class_counts() == {"v": 1, "w": 1, "y": 1}
-        assert len(memory.add_vectors(repeated, list("vwxyz"))) == 5  # allowed: one item per row
+        assert len(memory.add_vectors(repeated, list("vwvyw"))) == 5  # allowed: one item per row
+
+
+def test_add_vectors_does_not_drop_a_held_row_given_another_label_silently(tmp_path):
+    """A row held under another label was skipped as "already held", the label it was
+    given lost without a word. It is still not added (the same vector would vote for two
+    labels), but as a conflict naming the label held; a duplicate with the same label is
+    a plain duplicate, in the memory or earlier in the same call, in any batch."""
+    x = _rows(4, seed=2)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        held = memory.add_vectors(x[:2], ["cat", "dog"])
+        for batch_size in (None, 1):
+            result = memory.add_vectors(np.stack([x[0], x[1], x[2], x[2], x[3]]), ["cat", "bird", "fox", "owl", "fox"],
+                                        allow_duplicates=False, batch_size=batch_size)
+            fox = result.ids[0]
+            assert result.duplicates == [(0, held[0])] and len(result.ids) == 2
+            assert result.conflicts == [(1, held[1], "dog"), (3, fox, "fox")]
+            assert memory.class_counts() == {"cat": 1, "dog": 1, "fox": 2} and memory.items([held[1]])[0].label == "dog"
+            memory.remove(result.ids)
+        copies = memory.add_vectors(x[1:2], ["bird"])  # allowed (the default): added, as before
+        assert memory.items(copies)[0].label == "bird"
 
 
 def test_eval_keeps_queries_given_no_label_apart_from_a_label_spelled_none(tmp_path, cli):

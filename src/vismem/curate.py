@@ -107,13 +107,14 @@ class PruneReport:
     top: list[dict[str, Any]] = field(default_factory=list)
     count: str = DEFAULT_COUNT
     threshold: int = HARD_THRESHOLD
+    emptied: list[str] = field(default_factory=list)  # labels hard pruning left no item of
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: int | None = None,
-                 c: float = SOFT_C, d: float = SOFT_D, purge: bool = False,
+                 c: float = SOFT_C, d: float = SOFT_D, purge: bool = False, allow_empty_classes: bool = False,
                  count: str = DEFAULT_COUNT, report: Report = unshown) -> PruneReport:
     """Count v by leave-one-out self-query and apply soft or hard pruning (or `off` to undo);
     `report(description, total)` (maintenance.Report) shows the self-query, opened only once
@@ -121,13 +122,20 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
 
     `count` picks what v counts (see `prune.wrong_vote_counts`). The hard threshold
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
-    every decision, so they run higher)."""
+    every decision, so they run higher).
+
+    Hard pruning that would exclude every item of a label is done with a warning (undone
+    by `off`), and named in `PruneReport.emptied`; with `purge`, which deletes them for
+    good, it is refused (InvalidInputError, nothing changed) unless `allow_empty_classes`."""
     memory.check_writable()  # every mode writes: refuse before the self-query, not after it
     if mode == "off":
         memory.update_settings(pruning=memory.pruning.replace(mode="off"))
         return PruneReport("off", len(memory), 0, None, 0, 0)
     if purge and mode != "hard":
         raise InvalidInputError("--purge only applies to --mode hard")
+    if allow_empty_classes and not purge:
+        raise InvalidInputError("--allow-empty-classes only applies with --purge (without it, pruning deletes "
+                                "nothing and an emptied label is only warned of)")
     params = _kNN_params(memory, k)
     if threshold is None:
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
@@ -144,6 +152,13 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
             f"(v counts {count} here, from {v[0]} to {v[-1]}, median {v[len(v) // 2]}): give a higher "
             "--threshold" + (", or --count wrong-decisions" if count != "wrong-decisions" else ""))
     emptied = sorted(set(data.labels.tolist()) - set(data.labels[~np.isin(data.ids, excluded)].tolist()))
+    if emptied and purge and not allow_empty_classes:  # before any change: a deletion is for good
+        each = "that label" if len(emptied) == 1 else "those labels"
+        raise InvalidInputError(
+            f"hard pruning at v >= {threshold} with --purge would delete every item labelled "
+            f"{' or '.join(map(repr, emptied))}, so no query could get {each} again; nothing was changed: give a "
+            "higher --threshold, prune without --purge (undone by --mode off), or add --allow-empty-classes to "
+            "delete them all the same")
     if emptied:
         log.warning("%s: hard pruning at v >= %d %s every item labelled %s: no query can get %s",
                     memory.location, threshold, "deletes" if purge else "excludes",
@@ -154,6 +169,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
         self_accuracy=float((query.predicted == query.label_index).mean()),
         with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
+        emptied=emptied,
         top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
               "factor": float(state.factors(np.array([query.v[r]]))[0])} for r in order if query.v[r] > 0],
     )

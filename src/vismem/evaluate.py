@@ -32,6 +32,8 @@ class EvalReport:
     skipped: list[Skipped] = field(default_factory=list)
     # true labels of the test set that no item of the memory has: their answers cannot be right
     unknown_labels: list[str] = field(default_factory=list)
+    # test images whose content the memory holds, path -> item id: each finds itself (leakage)
+    in_memory: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,8 @@ class EvalReport:
             **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "unknown_labels": self.unknown_labels,
+            "in_memory": len(self.in_memory),
+            "in_memory_items": [{"path": path, "id": item_id} for path, item_id in self.in_memory.items()],
         }
 
 
@@ -54,15 +58,24 @@ def evaluate_folder(
     progress: Callable[[int], None] | None = None,
     **vote_options: Any,
 ) -> EvalReport:
-    """Classify every image of a class-subfolder test set and score the answers."""
+    """Classify every image of a class-subfolder test set and score the answers.
+
+    A test image whose content the memory holds is scored on its stored vector, as
+    `classify` would answer it, and named in `EvalReport.in_memory`: it finds itself
+    among its neighbours, so the accuracy overstates what unseen images would get."""
     memory.check_can_decide(**vote_options)  # before any image is encoded
     files, skipped = find_images([testdir])
     # eval takes no --label: its truth is the folder, so the fix is to move the file
     skipped = [Skipped(s.path, f"{NOT_IN_A_CLASS_FOLDER}: move it into a folder named after its class")
                if s.reason.startswith(NOT_IN_A_CLASS_FOLDER) else s for s in skipped]
-    vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress)
+    held: dict[int, int] = {}  # position -> item id, found as `add` and `tune-index` find held content
+    vectors, kept, unreadable = memory.embed_images([f.path for f in files], progress=progress,
+                                                    on_held=held.__setitem__)
     truth = [str(files[i].label) for i in kept]  # files found in class subfolders all have one
-    return evaluate_vectors(memory, vectors, truth, skipped=skipped + unreadable, **vote_options)
+    report = evaluate_vectors(memory, vectors, truth, skipped=skipped + unreadable, **vote_options)
+    scored = set(kept)  # a held image with no direction is skipped, not scored
+    report.in_memory = {str(files[i].path): item_id for i, item_id in sorted(held.items()) if i in scored}
+    return report
 
 
 def evaluate_vectors(

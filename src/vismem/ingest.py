@@ -35,6 +35,35 @@ Progress = Callable[[int], None]
 # direction, so no cosine distance to anything: such images are skipped, never stored or voted on.
 NO_DIRECTION = "its embedding is all zeros (a uniform image?): it has no direction to compare"
 
+# Content already held under another label is not added (the same vector would vote for
+# two labels), but neither is it a plain duplicate to pass over: the user's label for it
+# would be lost without a word. It is refused as a conflict that names both labels and the fixes.
+CONFLICT = "conflicting label"
+
+
+def conflict_reason(held: int, held_label: str, label: str) -> str:
+    return (f"{CONFLICT}: item {held} holds this content labelled {held_label!r}, not {label!r}; "
+            f"relabel item {held} if {label!r} is right, or allow duplicates to add a copy")
+
+
+def split_conflicts(store: Store, duplicates: Sequence[tuple[int, int]], labels: Sequence[str | None]
+                    ) -> tuple[list[tuple[int, int]], list[tuple[int, int, str]]]:
+    """The refused inputs `duplicates` (position, id of the item holding its content) as
+    (plain duplicates, conflicts): an input is a conflict when its label, labels[position],
+    is not the holding item's; a conflict is (position, held id, held label)."""
+    wanted = sorted({held for _, held in duplicates})
+    held_labels = {item.id: item.label for item in store.items(wanted)} if wanted else {}
+    same: list[tuple[int, int]] = []
+    conflicts: list[tuple[int, int, str]] = []
+    for position, held in duplicates:
+        label = labels[position]
+        held_label = held_labels.get(held, label)  # removed meanwhile: no label to conflict with
+        if label is None or held_label is None or held_label == label:
+            same.append((position, held))
+        else:
+            conflicts.append((position, held, held_label))
+    return same, conflicts
+
 
 def _held_apart(prepared: list[PreparedImage]) -> tuple[list[PreparedImage], list[Skipped]]:
     """(the prepared images whose content the store lacks, the others as skipped)."""
@@ -68,8 +97,13 @@ class AddReport:
         return [s for s in self.skipped if s.reason.startswith("duplicate")]
 
     @property
+    def conflicts(self) -> list[Skipped]:
+        """Content already held under another label: not added, the user's label not taken."""
+        return [s for s in self.skipped if s.reason.startswith(CONFLICT)]
+
+    @property
     def errors(self) -> list[Skipped]:
-        """Skipped for being unreadable or unlabelled (not merely duplicates)."""
+        """Skipped for being unreadable, unlabelled or a conflicting label (not merely duplicates)."""
         return [s for s in self.skipped if not s.reason.startswith("duplicate")]
 
     def merge(self, other: AddReport) -> None:
@@ -78,6 +112,7 @@ class AddReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": len(self.added), "ids": self.added, "skipped": len(self.skipped),
+                "conflicts": len(self.conflicts),
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
 
 
@@ -106,13 +141,15 @@ class Ingestor:
         self._commit = commit
 
     def embed(self, images: Sequence[str | Path | Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS,
-              leave_out_held: bool = False,
-              progress: Progress | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
+              leave_out_held: bool = False, progress: Progress | None = None,
+              on_held: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Vectors for image paths or PIL images, adding nothing: (vectors, positions kept,
-        skipped). Content already in the store reuses its stored vector, as an add does; with
-        `leave_out_held`, a file of such content is skipped instead (reason HELD_BY_THE_MEMORY...),
-        for measures that a query finding itself would falsify."""
+        skipped). Content already in the store reuses its stored vector, as an add does, and
+        is told to `on_held(position, item id)`; with `leave_out_held`, a file of such content
+        is skipped instead (reason HELD_BY_THE_MEMORY...), for measures that a query finding
+        itself would falsify."""
         encoder = self.encoder
+        told = on_held or (lambda position, item_id: None)
         vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
         kept: list[int] = []
         skipped: list[Skipped] = []
@@ -147,6 +184,7 @@ class Ingestor:
                         vectors[i] = next(fresh)
                     elif p.known_as in stored:
                         vectors[i] = stored[p.known_as]
+                        told(i, int(p.known_as))
                     else:  # removed since the lookup: read and encode it after all
                         redone, more = prepare_files([p.file], encoder, max_pixels=max_pixels)
                         skipped += more
@@ -246,9 +284,13 @@ class Ingestor:
         names: list[str] = []
         known = [p for p in prepared if p.known_as is not None]
         copies = self._copies(known) if allow_duplicates and known else {}
-        for p in prepared:
-            if p.known_as is not None and not allow_duplicates:
-                report.skipped.append(Skipped(str(p.file.path), f"duplicate of item {p.known_as}"))
+        held = [] if allow_duplicates else [(i, int(p.known_as)) for i, p in enumerate(prepared)
+                                            if p.known_as is not None]
+        refused = dict(zip((i for i, _ in held), self._refused(held, [str(p.file.path) for p in prepared],
+                                                             [p.file.label for p in prepared]), strict=True))
+        for i, p in enumerate(prepared):
+            if i in refused:
+                report.skipped.append(refused[i])
                 continue
             if p.known_as is not None and p.known_as not in copies:
                 report.skipped.append(Skipped(str(p.file.path), f"its copy, item {p.known_as}, was removed "
@@ -275,9 +317,18 @@ class Ingestor:
             names.append(str(p.file.path))
         result = self._commit(items, allow_duplicates=allow_duplicates)
         report.added += result.ids
-        report.skipped += [Skipped(names[position], f"duplicate of item {held}")
-                           for position, held in result.duplicates]
+        report.skipped += self._refused(result.duplicates, names, [item.label for item in items])
         return report
+
+    def _refused(self, duplicates: Sequence[tuple[int, int]], names: Sequence[str],
+                 labels: Sequence[str | None]) -> list[Skipped]:
+        """Each refused input (position, id holding its content) as skipped: a duplicate, or
+        a conflict when its label is not the holding item's."""
+        same, conflicts = split_conflicts(self.store, duplicates, labels)
+        reasons = {position: f"duplicate of item {held}" for position, held in same}
+        for position, held, held_label in conflicts:
+            reasons[position] = conflict_reason(held, held_label, str(labels[position]))
+        return [Skipped(names[position], reasons[position]) for position, _ in duplicates]
 
     def _copies(self, known: Sequence[PreparedImage]) -> dict[int, tuple[np.ndarray, bytes | None,
                                                                          tuple[int, int] | None]]:

@@ -32,7 +32,7 @@ from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
                      ReadOnlyMemoryError, committed)
 from .images import DEFAULT_MAX_PIXELS, Skipped
-from .ingest import AddReport, Ingestor, check_batch_size, listed
+from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
@@ -492,8 +492,10 @@ class Memory:
         per row. Without it, a row whose hash the memory already holds, or an earlier row
         of this call holds, is skipped, so adding the same rows again (after an
         interrupted run) adds only what is missing; returns an `InsertResult`: `ids` of
-        the rows added, `duplicates` as (row, id of the item holding it). Items added
-        before vismem kept these hashes have none, so their rows are not recognised.
+        the rows added, `duplicates` as (row, id of the item holding it), and `conflicts`,
+        the rows skipped whose label is not the holding item's, as (row, id, its label):
+        relabel the item if the row's label is right. Items added before vismem kept these
+        hashes have none, so their rows are not recognised.
         """
         vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
@@ -524,7 +526,9 @@ class Memory:
             # the store refuses held rows inside its write, so two processes adding the same rows add each once
             added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)
             result.ids += added.ids
-            result.duplicates += [(start + position, held) for position, held in added.duplicates]
+            same, conflicts = split_conflicts(self.store, added.duplicates, [item.label for item in items])
+            result.duplicates += [(start + position, held) for position, held in same]
+            result.conflicts += [(start + position, held, label) for position, held, label in conflicts]
             if progress is not None:
                 progress(len(items))
         return result.ids if allow_duplicates else result
@@ -538,17 +542,21 @@ class Memory:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         leave_out_held: bool = False,
         progress: Progress | None = None,
+        on_held: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, list[int], list[Skipped]]:
         """Encode paths or PIL images. Returns (vectors, positions kept, skipped).
 
-        An image whose content is already in the memory reuses the stored vector; with
-        `leave_out_held`, a file of such content is skipped instead, its reason starting
-        with `images.HELD_BY_THE_MEMORY` (queries for measuring the index: each would find itself).
+        An image whose content is already in the memory reuses the stored vector, and
+        `on_held(position, item id)` is called for it (test images the memory holds make
+        a measure optimistic); with `leave_out_held`, a file of such content is skipped
+        instead, its reason starting with `images.HELD_BY_THE_MEMORY` (queries for
+        measuring the index: each would find itself).
         """
         encoder = self.encoder
         self._catch_up()
         return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
-                                                            leave_out_held=leave_out_held, progress=progress)
+                                                            leave_out_held=leave_out_held, progress=progress,
+                                                            on_held=on_held)
 
     def search(
         self,

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Opt
 import typer
 
 if TYPE_CHECKING:
+    from ..evaluate import EvalReport
     from ..memory import Memory
 
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped
+from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
@@ -206,6 +208,23 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
         raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
 
 
+def refuse_if_none_matched(memory: Memory, *, label: str | None, source: str | None, where: list[str] | None
+                           ) -> None:
+    """No item has the --label, --source or --where given, so nothing would change: an
+    error (exit 1), as for ids none of which exists, naming the labels near a mistyped one."""
+    if label is not None:
+        from difflib import get_close_matches
+
+        labels = list(memory.class_counts())
+        close = set(get_close_matches(label.casefold(), [held.casefold() for held in labels], n=3))
+        near = [held for held in labels if held.casefold() in close]
+        raise VismemError(f"no item is labelled {label!r}; nothing changed"
+                          + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    if source is not None:
+        raise VismemError(f"no item has source {source!r}; nothing changed")
+    raise VismemError(f"no item matches --where {' '.join(where or [])}; nothing changed")
+
+
 def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
     """Whether the given items that exist (one at least) all hold `values` (label, weight) in
     the store: whether an update to them was committed."""
@@ -373,8 +392,9 @@ def add(
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
+        conflicts = f", {len(report.conflicts)} with a conflicting label" if report.conflicts else ""
         out.print(f"added {n_items(len(report.added))}, skipped {len(report.skipped)} "
-                  f"({len(report.duplicates)} duplicates); memory now holds {count:,}")
+                  f"({len(report.duplicates)} duplicates{conflicts}); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
@@ -401,8 +421,11 @@ def add_vectors(
     10,000 rows per transaction, so a crash keeps every batch committed. A row the
     memory already holds (the same bits once made unit length), or one repeated in the
     file, is skipped, so running the command again after an interruption adds only what
-    is missing. With --json, one line: added, ids, skipped, skipped_rows
-    ({row, duplicate_of}, rows counted from 0) and items.
+    is missing. A row held under another label is not added either: it is a conflict,
+    named with both labels, and the exit code is 3 (relabel the item holding it if the
+    row's label is right). With --json, one line: added, ids, skipped, skipped_rows
+    ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
+    duplicate_of, held_label}) and items.
     """
     interrupted_leaves(f"{BATCHES_KEPT}; running the same command again"
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
@@ -417,10 +440,18 @@ def add_vectors(
     if json_out:
         emit({"added": len(result.ids), "ids": result.ids, "skipped": len(result.duplicates),
               "skipped_rows": [{"row": row, "duplicate_of": held} for row, held in result.duplicates],
+              "conflicts": len(result.conflicts),
+              "conflict_rows": [{"row": row, "label": names[row], "duplicate_of": held, "held_label": held_label}
+                                for row, held, held_label in result.conflicts],
               "items": count})
     else:
-        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held; "
+        conflicts = f", {len(result.conflicts)} held under another label" if result.conflicts else ""
+        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held{conflicts}; "
                   f"memory now holds {count:,}")
+        for row, held, held_label in result.conflicts:
+            err.print(f"row {row}: {conflict_reason(held, held_label, names[row])}")
+    if result.conflicts:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def one_query(path: Path, row: int | None, dim: int):
@@ -514,7 +545,9 @@ def remove(
 
     Durable when the command returns, and purged: no file in MEMDIR keeps the removed
     items' vectors or thumbnails. --verify checks that byte for byte. Exit 3 when some
-    --id does not exist or --verify finds remnants (the removal itself is committed).
+    --id does not exist or --verify finds remnants (the removal itself is committed);
+    exit 1 when no --id exists, or no item has the --label or --source or matches
+    --where (nothing changed).
     """
     from ..remnants import find_remnants, fingerprints, unshared
 
@@ -529,6 +562,8 @@ def remove(
                                     "search at once, and their bytes leave the server's files only when it "
                                     "compacts and garbage-collects (run without --verify)")
         targets = memory.targets(ids or None, label=label, source=source, where=conditions)
+        if not ids and not targets:
+            refuse_if_none_matched(memory, label=label, source=source, where=where)
         prints = fingerprints(memory, targets, report=partial(progress_bar, transient=True)) if verify else []
         # Its purge follows, as the memory closes (here too when interrupted); a purge cut
         # short leaves copies of their bytes in the files until the next, which compact makes.
@@ -716,7 +751,11 @@ def evaluate(
     json_out: bool = JsonFlag,
 ) -> None:
     """Accuracy of the memory on a labelled test folder (root/<label>/<image>), or on
-    test vectors (--queries Q.npy) with their true labels (--labels)."""
+    test vectors (--queries Q.npy) with their true labels (--labels).
+
+    A test image the memory holds (the same content) finds itself: it is scored all the
+    same, with a warning saying how many (--json: in_memory, in_memory_items).
+    """
     from ..evaluate import evaluate_folder, evaluate_vectors
     from ..images import find_images
 
@@ -755,11 +794,20 @@ def evaluate(
             out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
+    _warn_of_test_data(report)
+    if report.skipped:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _warn_of_test_data(report: EvalReport) -> None:
+    """What about the test set makes `eval`'s accuracy mislead, on stderr."""
+    if report.in_memory:  # as tune-index warns of query images the memory holds
+        err.print(f"warning: the memory already holds {len(report.in_memory)} of the {report.total} test images "
+                  "(the same content): each finds itself, so the accuracy overstates what unseen images would "
+                  "get; evaluate on images the memory has not seen (--json: in_memory_items)")
     if report.unknown_labels:
         err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown_labels))}: "
                   "test inputs of these labels cannot be answered right (add such items, or leave them out)")
-    if report.skipped:
-        raise typer.Exit(EXIT_SKIPPED)
 
 
 @app.command()

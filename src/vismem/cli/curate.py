@@ -74,12 +74,15 @@ def prune(
     c: float = pruning_option("c", "--c"),
     d: float = pruning_option("d", "--d"),
     purge: bool = typer.Option(False, "--purge", help="With --mode hard: delete the dropped items for good."),
+    allow_empty_classes: bool = typer.Option(False, "--allow-empty-classes",
+                                             help="With --purge: delete even every item of a label."),
     count: str = pruning_option("count", "--count"),
     json_out: bool = JsonFlag,
 ) -> None:
     """Query the memory against itself (each item left out of its own query), count for
     each item v = votes it cast against the query's label (--count), and prune by v. Reversible with --mode off,
-    except --mode hard --purge, which deletes."""
+    except --mode hard --purge, which deletes: it refuses (exit 1, nothing changed) to delete every item of a
+    label unless --allow-empty-classes."""
     from ..curate import prune_memory
 
     # (its counts, the removals of --purge and the setting are one commit, at its end)
@@ -89,7 +92,7 @@ def prune(
     with _open(memdir) as memory:
         # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
         report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
-                              report=progress_bar)
+                              allow_empty_classes=allow_empty_classes, report=progress_bar)
     if json_out:
         emit(report.to_dict())
         return

@@ -174,11 +174,13 @@ class SkippedOut(BaseModel):
 
 
 class AddOut(BaseModel):
-    """New ids, and every image not added with why (duplicate, unreadable)."""
+    """New ids, and every image not added with why (duplicate, conflicting label, unreadable)."""
 
     added: int
     ids: list[int]
     skipped: int
+    conflicts: int = Field(description="Of those skipped, images the memory holds under another label "
+                                       "(not added: relabel the item holding one if the new label is right).")
     skipped_items: list[SkippedOut]
 
 

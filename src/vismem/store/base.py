@@ -310,10 +310,13 @@ class Item:
 @dataclass
 class InsertResult:
     """New ids in input order, and the inputs refused as duplicates: (position, id of the
-    live item that already holds that content)."""
+    live item that already holds that content). `Memory.add_vectors` tells apart the
+    refused inputs whose label is not the held item's: `conflicts`, as (position, held
+    id, held label); a store fills only `duplicates`."""
 
     ids: list[int] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
+    conflicts: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
