@@ -189,6 +189,13 @@ def test_usage_errors_exit_2(cli_process):
 @pytest.mark.parametrize("args, says", [
     (("classify", "{mem}", "{img}", "--vote", "majority"), "'--vote': 'majority' is not one of rank|"),
     (("classify", "{mem}", "{img}", "--alpha", "0"), "'--alpha': 0.0 is not above 0.0"),
+    # inf passed the open lower bound and failed (exit 1) only once the memory was open
+    (("classify", "{mem}", "{img}", "--alpha", "inf"), "'--alpha': inf is not a finite number"),
+    (("eval", "{mem}", "{tmp}", "--tau", "inf"), "'--tau': inf is not a finite number"),
+    (("explain", "{mem}", "{img}", "--tau", "nan"), "'--tau': nan is not a finite number"),
+    # and --c inf was saved: every vote then counted 0
+    (("prune", "{mem}", "--mode", "soft", "--c", "inf"), "'--c': inf is not a finite number"),
+    (("create", "{tmp}/other", "--target-recall", "nan"), "'--target-recall'"),
     (("search", "{mem}", "{img}", "--where", "camera"), "'--where': takes KEY=VALUE, got 'camera'"),
     (("add", "{mem}", "{img}", "--meta", "=phone"), "'--meta': takes KEY=VALUE, got '=phone'"),
     (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
@@ -204,9 +211,11 @@ def test_a_value_an_option_cannot_take_is_bad_usage_and_changes_nothing(tmp_path
     Image.fromarray(data.coffee()).save(img)
     cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
     cli("add", tmp_path / "m", img, "--label", "cup", check=True)
-    result = cli(*[a.format(mem=tmp_path / "m", img=img) for a in args])
+    result = cli(*[a.format(mem=tmp_path / "m", img=img, tmp=tmp_path) for a in args])
     assert result.returncode == 2 and says in result.stderr and result.stdout == "", result.stderr
-    assert json_lines(cli("info", tmp_path / "m", "--json"))[0]["classes"] == {"cup": 1}
+    info = json_lines(cli("info", tmp_path / "m", "--json"))[0]
+    assert info["classes"] == {"cup": 1} and info["pruning"]["mode"] == "off", info
+    assert not (tmp_path / "other").exists()
 
 
 def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):

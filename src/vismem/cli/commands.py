@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
@@ -42,10 +43,12 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what Typer's own ranges cannot say: a choice, or an open lower bound."""
+    """Checks what Typer's own ranges cannot say: a choice, an open lower bound, a finite number."""
     choices, above = found.get("choices"), found.get("min_exclusive")
 
     def check(value: Any) -> Any:
+        if value is not None and found.get("finite") and not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
         if value is not None and above is not None and not value > above:
