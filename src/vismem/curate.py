@@ -56,7 +56,7 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
     if len(ids) == 0:
         held = len(memory)
         fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
-               "--mode off`" if held else "add labelled images first")
+               "--mode off`" if held else f"add {memory.what_to_add} first")
         raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
     return MemoryArrays(ids, vectors, labels, weights, searchable)
 
