@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InvalidInputError
+from ..errors import CheckpointExistsError, InvalidInputError
 from ..store.checkpoints import NAME_RULE, check_name
 from . import app, emit, interrupted_leaves, n_items, one_transaction, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
@@ -47,7 +47,10 @@ def checkpoint(
     with _open(memdir) as memory, one_transaction(
             lambda: any(c.name == name and c.made_at >= started for c in memory.checkpoints()),
             f"checkpoint {name!r} is made"):
-        made = memory.checkpoint(name, replace=replace)
+        try:
+            made = memory.checkpoint(name, replace=replace)
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(f"{exc} (--replace)") from None
     if json_out:
         emit(made.to_dict())
     else:

@@ -44,7 +44,7 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
-from ..errors import EncoderError, InvalidInputError, PartlyDoneError
+from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError
 from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
@@ -527,7 +527,10 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
         """`vismem checkpoint`: record every item's label, weight, pruning count and relabel
         history and the settings as a named checkpoint; 409 if the name is taken (unless
         `replace`)."""
-        return (await service.write(memory.checkpoint, made.name, replace=made.replace)).to_dict()
+        try:
+            return (await service.write(memory.checkpoint, made.name, replace=made.replace)).to_dict()
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(f'{exc} (send "replace": true)') from None
 
     @app.delete("/checkpoints/{name}", tags=["checkpoints"], dependencies=writing,
                 responses=responses(404, *write_errors))
