@@ -360,3 +360,30 @@ def test_add_vectors_again_adds_only_the_rows_missing(tmp_path, cli):
     allowed = json_lines(cli("add-vectors", memdir, "--vectors", tmp_path / "part.npy", "--labels",
                              tmp_path / "part.txt", "--allow-duplicates", "--json", check=True))[0]
     assert allowed["added"] == 5 and allowed["skipped"] == 0 and allowed["items"] == 17
+
+
+def test_counts_of_one_are_singular(tmp_path, cli):
+    """It said "added 1 vectors", "1 items in 1 classes", "holds 1 vectors"."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "one.npy", unit_vectors(1, 6))
+    (tmp_path / "one.txt").write_text("cat\n")
+    cli("create", memdir, "--encoder", "none", "--dim", "6", check=True)
+    added = cli("add-vectors", memdir, "--vectors", tmp_path / "one.npy", "--labels", tmp_path / "one.txt",
+                check=True).stdout
+    assert "added 1 vector, skipped 0 already held; memory now holds 1" in added
+    info = cli("info", memdir, check=True).stdout
+    assert "items       1 in 1 class\n" in info and ", 1 vector, " in info
+    compacted = cli("compact", memdir, check=True).stdout
+    assert "holds 1 vector, " in compacted and "reclaimed 0 slots" in compacted
+    pruned = cli("prune", memdir, "--mode", "soft", check=True).stdout
+    assert "soft pruning on 1 item: " in pruned and "0 wrong decisions, 0 items with v > 0" in pruned
+
+
+def test_counted():
+    from vismem.cli import counted
+
+    assert [counted(n, "item") for n in (0, 1, 2, 1200)] == ["0 items", "1 item", "2 items", "1,200 items"]
+    assert (counted(1, "query"), counted(2, "query"), counted(3, "class")) == ("1 query", "2 queries", "3 classes")

@@ -52,12 +52,17 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "emit", "err", "n_items", "out", "progress_bar", "main"]
+__all__ = ["app", "counted", "emit", "err", "out", "progress_bar", "main"]
 
 
-def n_items(n: int) -> str:
-    """"1 item", "1,200 items": how the CLI counts items in its sentences."""
-    return f"{n:,} item" if n == 1 else f"{n:,} items"
+def counted(n: int, noun: str) -> str:
+    """A count and its noun, as the CLI's sentences say it: "1 item", "1,200 items",
+    "1 query", "2 queries", "3 classes" (a noun in -y takes -ies, one in -s -es)."""
+    if n == 1:
+        return f"{n:,} {noun}"
+    if noun.endswith("y"):
+        return f"{n:,} {noun[:-1]}ies"
+    return f"{n:,} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n:,} {noun}s"
 
 
 def emit(obj: Any) -> None:
@@ -80,7 +85,7 @@ def _finite(value: Any) -> Any:
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return _finite(value.to_dict())
-    if hasattr(value, "item"):  # numpy scalars
+    if hasattr(value, 'item'):  # numpy scalars
         return _finite(value.item())
     if hasattr(value, "tolist"):
         return _finite(value.tolist())

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import CheckpointExistsError, InvalidInputError
 from ..store.checkpoints import NAME_RULE, check_name
-from . import app, emit, interrupted_leaves, n_items, one_transaction, out, progress_bar
+from . import app, emit, interrupted_leaves, counted, one_transaction, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -54,7 +54,7 @@ def checkpoint(
     if json_out:
         emit(made.to_dict())
     else:
-        out.print(f"checkpoint {made.name!r} made: {n_items(made.items)}, ids up to {made.last_id}")
+        out.print(f"checkpoint {made.name!r} made: {counted(made.items, 'item')}, ids up to {made.last_id}")
 
 
 @app.command("checkpoints")
@@ -71,7 +71,7 @@ def list_checkpoints(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         out.print(f"no checkpoints (make one with `vismem checkpoint {memdir} NAME`)")
     for each in found:
         gone = each.items - each.kept
-        out.print(f"{each.name}  {_when(each.made_at)}  {n_items(each.items)}, ids up to {each.last_id}"
+        out.print(f"{each.name}  {_when(each.made_at)}  {counted(each.items, 'item')}, ids up to {each.last_id}"
                   + (f"; {gone:,} of them removed since" if gone else ""))
 
 
@@ -93,15 +93,15 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     if json_out:
         emit(report.to_dict())
         return
-    out.print(f"rolled back to {name!r}: removed {n_items(report.removed_added)} added since, restored "
-              f"{n_items(report.restored)}" + (", and the settings" if report.settings_restored else "")
+    out.print(f"rolled back to {name!r}: removed {counted(report.removed_added, 'item')} added since, restored "
+              f"{counted(report.restored, 'item')}" + (", and the settings" if report.settings_restored else "")
               + f"; memory now holds {report.items:,}")
     if report.gone_since:
-        out.print(f"{n_items(report.gone_since)} of the checkpoint were removed since and stay removed "
+        out.print(f"{counted(report.gone_since, 'item')} of the checkpoint were removed since and stay removed "
                   "(a removal is final)")
     if report.transform_dropped:
         out.print(f"its {report.transform_dropped} feature transform could not be fitted on the "
-                  f"{n_items(report.items)} left (it needs items that vary): dropped, so {memdir} searches its "
+                  f"{counted(report.items, 'item')} left (it needs items that vary): dropped, so {memdir} searches its "
                   "vectors as stored; fit one again once there are items (`vismem tune`)")
 
 

@@ -20,7 +20,7 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
-from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, n_items, one_transaction,
+from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, counted, one_transaction,
                only_reads, out, progress_bar)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
@@ -376,8 +376,8 @@ def add(
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
-        out.print(f"added {n_items(len(report.added))}, skipped {len(report.skipped)} "
-                  f"({len(report.duplicates)} duplicates); memory now holds {count:,}")
+        out.print(f"added {counted(len(report.added), 'item')}, skipped {len(report.skipped)} "
+                  f"({counted(len(report.duplicates), 'duplicate')}); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
@@ -422,7 +422,7 @@ def add_vectors(
               "skipped_rows": [{"row": row, "duplicate_of": held} for row, held in result.duplicates],
               "items": count})
     else:
-        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held; "
+        out.print(f"added {counted(len(result.ids), 'vector')}, skipped {len(result.duplicates)} already held; "
                   f"memory now holds {count:,}")
 
 
@@ -434,7 +434,7 @@ def one_query(path: Path, row: int | None, dim: int):
     if not len(matrix):
         raise InvalidInputError(f"--queries {path} holds no vectors; explain takes one")
     if row is None and len(matrix) != 1:
-        raise InvalidInputError(f"--queries {path} holds {len(matrix)} vectors; explain takes one: "
+        raise InvalidInputError(f"--queries {path} holds {counted(len(matrix), 'vector')}; explain takes one: "
                                 f"pick it with --row N (0 to {len(matrix) - 1})")
     chosen = row or 0
     if chosen >= len(matrix):
@@ -554,12 +554,12 @@ def remove(
     if json_out:
         emit(report)
     else:
-        out.print(f"removed {n_items(len(removed))}; memory now holds {count:,}")
+        out.print(f"removed {counted(len(removed), 'item')}; memory now holds {count:,}")
         if verify and not found:
-            out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
-                      f"the {files} files of {memdir} ({scanned:,} bytes)")
+            out.print(f"verified: none of {counted(len(prints), 'fingerprint')} of the removed items is in "
+                      f"the {counted(files, 'file')} of {memdir} ({counted(scanned, 'byte')})")
     if not purged and removed:
-        err.print(f"{n_items(len(removed))} no longer appear in any search. Milvus deletes logically: their bytes "
+        err.print(f"no search finds the {counted(len(removed), 'item')} removed. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
     if verify and found:
@@ -588,7 +588,7 @@ def relabel(
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
-        out.print(f"relabelled {n_items(len(changed))} to {label!r}")
+        out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}")
     exit_if_missing(missing)
 
 
@@ -604,7 +604,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     from rich.table import Table
 
     out.print(f"memory      {data['path']}")
-    out.print(f"items       {data['items']:,} in {data['class_count']:,} classes")
+    out.print(f"items       {data['items']:,} in {counted(data['class_count'], 'class')}")
     out.print(f"encoder     {data['encoder'] or 'none: precomputed vectors'} ({data['dim']}-d)"
               + (f"  id {data['encoder_id']}" if data["encoder"] else ""))
     if data["encoding"]:
@@ -613,16 +613,16 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     index = data["index"]
     if data.get("home") == "milvus":
         out.print(f"home        Milvus {data['server_version']}; every read {data['consistency']}")
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
+        out.print(f"index       {index['type']} (setting {index['setting']}), {counted(index['size'], 'vector')}, "
                   f"params {index['params']}")
         out.print("thumbnails  " + ("kept in the item rows (Milvus holds them in its query nodes' memory)"
                                     if data["thumbnails"] else
                                     "not kept (created with ?thumbnails=0): explanations show none"))
         out.print(f"storage     {data['storage']}")
     else:
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
-                  f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
-                  f"{index['tombstones']:,} removed slots not yet compacted")
+        out.print(f"index       {index['type']} (setting {index['setting']}), {counted(index['size'], 'vector')}, "
+                  f"{counted(index['bytes'], 'byte')} in RAM ({index['bytes_per_vector']:,.0f} per vector), "
+                  f"{counted(index['tombstones'], 'removed slot')} not yet compacted")
     quality = index["quality"]
     if quality:
         # quality["size"] is the item count when it was measured, not now
@@ -630,19 +630,20 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']}: exact search")
         else:
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                      f"{quality['target']}), measured when the memory held {n_items(quality['size'])}, on "
+                      f"{quality['target']}), measured when the memory held {counted(quality['size'], 'item')}, on "
                       f"{Quality.from_dict(quality).describe()}")
         fresh = index.get("fresh_adds")
         if fresh:
-            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
+            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {counted(fresh['queries'], 'query')} "
                       f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
         out.print(f"intrinsic   dimension {_intrinsic_dim(data['intrinsic_dim_estimate'], data)}")
     if data.get("recorded_queries"):
-        out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
+        out.print(f"queries     {counted(data['recorded_queries'], 'query')} recorded to tune on "
+                  "(`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}")
     if data["disk_bytes"] is not None:
-        out.print(f"on disk     {data['disk_bytes']:,} bytes")
+        out.print(f"on disk     {counted(data['disk_bytes'], 'byte')}")
     _print_decisions(data)
     if data["classes"]:
         table = Table("label", "items")
@@ -657,7 +658,7 @@ def _intrinsic_dim(estimate: dict | None, data: dict) -> str:
     if estimate is None:
         return "n/a (not estimated)"
     value, removed, added = estimate["value"], estimate["removed_since"], estimate["added_since"]
-    made = f"estimated at {n_items(estimate['items'])}"
+    made = f"estimated at {counted(estimate['items'], 'item')}"
     if removed:
         # an estimate takes each item's nearest others: 3 items at least (tuner.own_vectors)
         again = (f"`vismem compact {data['path']}` estimates it again" if data["items"] >= 3
@@ -674,7 +675,7 @@ def _print_decisions(data: dict) -> None:
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     transform = data.get("transform")
     if transform and transform["name"] != "none":
-        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']:,} items, "
+        out.print(f"transform   {transform['name']}: fitted on {counted(transform['fitted_items'], 'item')}, "
                   f"{transform['out_dim']}-d as searched; since then {transform['changed_since']:.0%} of the items "
                   f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
         if transform["retune"]:
