@@ -192,13 +192,11 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
 def load_queries(path: Path, dim: int):
     """The query vectors (n, dim) in a .npy file given as --queries (one (dim,) vector is
     one row), or a one-line error that names the file and the shape expected."""
-    matrix = load_npy(path, "--queries")
-    if matrix.ndim == 1:
-        matrix = matrix[None, :]
-    if matrix.ndim != 2 or matrix.shape[1] != dim or matrix.dtype.kind not in "biuf":
+    array = load_npy(path, "--queries")
+    if array.ndim not in (1, 2) or array.shape[-1] != dim or array.dtype.kind not in "biuf":
         raise InvalidInputError(f"--queries {path}: expected numbers of shape (n, {dim}) for this "
-                                f"memory's {dim}-d vectors, got {matrix.dtype} {tuple(matrix.shape)}")
-    return matrix
+                                f"memory's {dim}-d vectors, got {array.dtype} {tuple(array.shape)}")
+    return array[None, :] if array.ndim == 1 else array
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:

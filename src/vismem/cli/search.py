@@ -14,7 +14,7 @@ from ..settings import MemorySettings, describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
+                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -153,7 +153,7 @@ def tune_index(
 def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     """(query vectors, or None for the recorded ones; images that could not be read)."""
     if queries is not None:
-        return load_npy(queries, "--queries"), []
+        return load_queries(queries, memory.dim), []
     if images:
         vectors, _, skipped = memory.embed_images(images, leave_out_held=True)
         if len(vectors) == 0:
