@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
@@ -172,6 +172,36 @@ def one_transaction(committed: Callable[[], bool], leaves: str) -> Iterator[None
                 interrupted_leaves(leaves)
         raise
     interrupted_leaves(leaves)
+
+
+@contextmanager
+def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
+    """Around an edit and the purge that follows it (at the latest as the memory closes):
+    when the purge is cut off after the edit committed, by another process's stopped hold
+    on the saved index (a `PartlyDoneError`: exit 3) or by Ctrl-C (exit 130), --json still
+    prints what committed, as the command would have, with `unfinished` saying what stays
+    and how to finish it, as the service answers. The command fills `done` as its edit
+    commits; a `PartlyDoneError` raised inside the edit call carries it (`done.to_dict()`),
+    also when the memory's closing then failed on the same purge and raised its own."""
+    try:
+        yield
+    except (PartlyDoneError, KeyboardInterrupt) as exc:
+        said = done or _carried(exc)
+        if json_out and said:
+            emit({**said, "unfinished": str(exc) if isinstance(exc, PartlyDoneError)
+                  else f"interrupted: {_after_interrupt}"})
+        raise
+
+
+def _carried(exc: BaseException | None) -> dict[str, Any] | None:
+    """What a `PartlyDoneError` in `exc` or the errors it was raised while handling says
+    its call committed (a report with `to_dict`), if one says."""
+    while exc is not None:
+        done: Any = getattr(exc, "done", None)
+        if hasattr(done, "to_dict"):
+            return cast(dict[str, Any], done.to_dict())
+        exc = exc.__context__
+    return None
 
 
 def only_reads(command: str) -> None:

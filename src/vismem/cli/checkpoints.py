@@ -11,7 +11,7 @@ import typer
 
 from ..errors import CheckpointExistsError, InvalidInputError
 from ..store.checkpoints import NAME_RULE, check_name
-from . import app, emit, interrupted_leaves, counted, one_transaction, out, progress_bar
+from . import app, counted, emit, interrupted_leaves, one_transaction, out, progress_bar, reported_if_cut_off
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -83,13 +83,15 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     index; whether queries are recorded stays as it is). Items removed since stay
     removed: a removal is final. The checkpoint stays."""
     interrupted_leaves("nothing: the memory is as it was (`vismem rollback` makes its change in one transaction)")
-    with _open(memdir) as memory:
+    done: dict = {}  # its report, said with --json if the purge after it is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "
                       f"copies of their bytes may stay in {memdir}'s files until `vismem compact {memdir}`")
         # (transient: the bar moves only where a restored index setting rebuilds the index)
         with one_transaction(lambda: memory.at_checkpoint(name), purge_left), \
                 progress_bar("rebuilding the index", len(memory), transient=True) as advance:
             report = memory.rollback(name, progress=advance)
+        done.update(report.to_dict())
     if json_out:
         emit(report.to_dict())
         return

@@ -20,8 +20,8 @@ from ..images import Skipped
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
-from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, counted, one_transaction,
-               only_reads, out, progress_bar)
+from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
+               only_reads, out, progress_bar, reported_if_cut_off)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -523,7 +523,8 @@ def remove(
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
         raise typer.BadParameter("give exactly one of them", param_hint="--id / --label / --source / --where")
     interrupted_leaves("nothing: no item was removed (`vismem remove` removes its items in one transaction)")
-    with _open(memdir) as memory:
+    done: dict[str, Any] = {}  # what committed, said with --json if the purge after it is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
                                     "on a Milvus server, which this cannot inspect: there, removed items leave "
@@ -540,6 +541,7 @@ def remove(
         prints = unshared(prints, memory)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
+        done.update(removed=len(removed), ids=removed, items=count)
     refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged

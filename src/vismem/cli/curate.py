@@ -13,7 +13,8 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
-from . import app, emit, interrupted_leaves, counted, one_transaction, only_reads, out, progress_bar
+from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
+               reported_if_cut_off)
 from .commands import JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
@@ -86,10 +87,12 @@ def prune(
     interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` had saved it whole, in one commit "
                        "at its end" + (" (with the items --purge deletes)" if purge else "")
                        + ": `vismem info` shows which")
-    with _open(memdir) as memory:
+    done: dict = {}  # its report, said with --json if the purge of the items --purge deletes is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
         report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                               report=progress_bar)
+        done.update(report.to_dict())
     if json_out:
         emit(report.to_dict())
         return

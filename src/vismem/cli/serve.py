@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..maintenance import showing_maintenance
-from . import app, err, interrupted_leaves, counted
+from . import app, counted, err, interrupted_leaves
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

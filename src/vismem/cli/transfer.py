@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, err, interrupted_leaves, counted, out, progress_bar
+from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
