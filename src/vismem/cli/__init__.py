@@ -224,10 +224,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
     on_sigterm = _terminate_as_interrupt()
     try:
-        # the library's own long work (an index rebuilt at open, a compaction after many
-        # removals) under a bar that goes when it is done: its warning line says what it was
-        with showing_maintenance(partial(progress_bar, transient=True)):
-            app(args=argv, prog_name="vismem")
+        try:
+            # the library's own long work (an index rebuilt at open, a compaction after many
+            # removals) under a bar that goes when it is done: its warning line says what it was
+            with showing_maintenance(partial(progress_bar, transient=True)):
+                app(args=argv, prog_name="vismem")
+        finally:
+            if argv is None:
+                # The process's own command has ended: what it did is done and its exit code
+                # decided. Ctrl-C while Python then tears down (a moment, longer after torch)
+                # killed the process with exit 130 and no word, where no Python code can say
+                # one (Python restores the default handler as it finalizes, but not SIG_IGN).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # between the command's end and Typer's (its own catches it before)
+        sys.stderr.write(f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}\n")
+        sys.exit(EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED)
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         # exit 1 says nothing changed: a change committed before the error is work done in part
