@@ -297,7 +297,7 @@ def test_cli_json_and_exit_codes(tmp_path, cli):
     made = json_lines(cli("checkpoint", memdir, "v1", "--json", check=True))[0]
     assert made["name"] == "v1" and made["items"] == 60
     taken = cli("checkpoint", memdir, "v1")
-    assert taken.returncode == 1 and "already" in taken.stderr
+    assert taken.returncode == 1 and "already" in taken.stderr and taken.stderr.endswith("replace it (--replace)\n")
     bad = cli("checkpoint", memdir, "bad name")  # bad usage, refused before the memory opens
     assert bad.returncode == 2 and "bad checkpoint name" in bad.stderr
     assert cli("rollback", memdir).returncode == 2  # NAME missing: usage
@@ -322,7 +322,10 @@ def test_http_endpoints(tmp_path):
         assert client.post("/checkpoints", json={"name": "v1"}).status_code == 401
         made = client.post("/checkpoints", json={"name": "v1"}, headers=auth)
         assert made.status_code == 201 and made.json()["items"] == 60
-        assert client.post("/checkpoints", json={"name": "v1"}, headers=auth).status_code == 409
+        taken = client.post("/checkpoints", json={"name": "v1"}, headers=auth)
+        # it named the CLI's --replace, which no HTTP client can send
+        assert taken.status_code == 409 and taken.json()["error"].endswith('or replace it (send "replace": true)')
+        assert "--replace" not in taken.json()["error"]
         assert client.post("/checkpoints", json={"name": "v1", "replace": True}, headers=auth).status_code == 201
         assert client.post("/checkpoints", json={"name": "a b"}, headers=auth).status_code == 422
         assert [c["name"] for c in client.get("/checkpoints").json()] == ["v1"]

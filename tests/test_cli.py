@@ -246,6 +246,13 @@ def test_usage_errors_exit_2(cli_process):
 @pytest.mark.parametrize("args, says", [
     (("classify", "{mem}", "{img}", "--vote", "majority"), "'--vote': 'majority' is not one of rank|"),
     (("classify", "{mem}", "{img}", "--alpha", "0"), "'--alpha': 0.0 is not above 0.0"),
+    # inf passed the open lower bound and failed (exit 1) only once the memory was open
+    (("classify", "{mem}", "{img}", "--alpha", "inf"), "'--alpha': inf is not a finite number"),
+    (("eval", "{mem}", "{tmp}", "--tau", "inf"), "'--tau': inf is not a finite number"),
+    (("explain", "{mem}", "{img}", "--tau", "nan"), "'--tau': nan is not a finite number"),
+    # and --c inf was saved: every vote then counted 0
+    (("prune", "{mem}", "--mode", "soft", "--c", "inf"), "'--c': inf is not a finite number"),
+    (("create", "{tmp}/other", "--target-recall", "nan"), "'--target-recall'"),
     (("search", "{mem}", "{img}", "--where", "camera"), "'--where': takes KEY=VALUE, got 'camera'"),
     (("add", "{mem}", "{img}", "--meta", "=phone"), "'--meta': takes KEY=VALUE, got '=phone'"),
     (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
@@ -261,9 +268,11 @@ def test_a_value_an_option_cannot_take_is_bad_usage_and_changes_nothing(tmp_path
     Image.fromarray(data.coffee()).save(img)
     cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
     cli("add", tmp_path / "m", img, "--label", "cup", check=True)
-    result = cli(*[a.format(mem=tmp_path / "m", img=img) for a in args])
+    result = cli(*[a.format(mem=tmp_path / "m", img=img, tmp=tmp_path) for a in args])
     assert result.returncode == 2 and says in result.stderr and result.stdout == "", result.stderr
-    assert json_lines(cli("info", tmp_path / "m", "--json"))[0]["classes"] == {"cup": 1}
+    info = json_lines(cli("info", tmp_path / "m", "--json"))[0]
+    assert info["classes"] == {"cup": 1} and info["pruning"]["mode"] == "off", info
+    assert not (tmp_path / "other").exists()
 
 
 def test_explain_writes_a_sheet(built_memory, cli, digit_folders, tmp_path):
@@ -463,3 +472,28 @@ def test_a_vector_or_image_held_under_another_label_is_a_conflict_not_a_duplicat
     assert cli("add", tmp_path / "img", tmp_path / "a").returncode == 0  # the same labels: plain duplicates
     with Memory.open(tmp_path / "img") as memory:
         assert memory.class_counts() == {"cat": 2}
+def test_counts_of_one_are_singular(tmp_path, cli):
+    """It said "added 1 vectors", "1 items in 1 classes", "holds 1 vectors"."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "one.npy", unit_vectors(1, 6))
+    (tmp_path / "one.txt").write_text("cat\n")
+    cli("create", memdir, "--encoder", "none", "--dim", "6", check=True)
+    added = cli("add-vectors", memdir, "--vectors", tmp_path / "one.npy", "--labels", tmp_path / "one.txt",
+                check=True).stdout
+    assert "added 1 vector, skipped 0 already held; memory now holds 1" in added
+    info = cli("info", memdir, check=True).stdout
+    assert "items       1 in 1 class\n" in info and ", 1 vector, " in info
+    compacted = cli("compact", memdir, check=True).stdout
+    assert "holds 1 vector, " in compacted and "reclaimed 0 slots" in compacted
+    pruned = cli("prune", memdir, "--mode", "soft", check=True).stdout
+    assert "soft pruning on 1 item: " in pruned and "0 wrong decisions, 0 items with v > 0" in pruned
+
+
+def test_counted():
+    from vismem.cli import counted
+
+    assert [counted(n, "item") for n in (0, 1, 2, 1200)] == ["0 items", "1 item", "2 items", "1,200 items"]
+    assert (counted(1, "query"), counted(2, "query"), counted(3, "class")) == ("1 query", "2 queries", "3 classes")

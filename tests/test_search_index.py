@@ -627,6 +627,68 @@ def test_a_removal_whose_purge_is_cut_off_by_a_stopped_reader_exits_3(tmp_path, 
         assert len(memory) == 299 and ids[0] not in memory.ids()
 
 
+def test_with_json_a_purge_cut_off_still_says_what_committed(tmp_path, monkeypatch):
+    """`remove --json`, `rollback --json` and `prune --purge --json` whose purge a stopped
+    reader of the index cut off printed nothing on stdout (exit 3): a script saw no JSON of
+    a removal that had committed. They print what committed, and `unfinished`, as the
+    service answers."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 150 + ["b"] * 150)
+        memory.checkpoint("start")
+        added = memory.add_vectors(low_dim_vectors(20, seed=1), ["c"] * 20)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", LIMIT)
+    with holding(READ_INDEX_LOCK, path / "index", stopped=True):
+        removed = run_cli_here("remove", path, "--id", ids[0], "--json")
+        rolled = run_cli_here("rollback", path, "start", "--json")
+        pruned = run_cli_here("prune", path, "--mode", "hard", "--threshold", "1", "--purge", "--json")
+    assert removed.returncode == 3, removed.stderr
+    said = json_lines(removed)
+    assert len(said) == 1 and {k: said[0][k] for k in ("removed", "ids", "items")} == \
+        {"removed": 1, "ids": [ids[0]], "items": 319}
+    assert said[0]["unfinished"] in removed.stderr and f"`vismem compact {path}`" in said[0]["unfinished"]
+    assert rolled.returncode == 3, rolled.stderr
+    back = json_lines(rolled)[0]
+    assert (back["removed_ids"], back["items"]) == (added, 299) and "`vismem compact" in back["unfinished"]
+    assert pruned.returncode == 3, pruned.stderr
+    report = json_lines(pruned)[0]
+    assert report["purged"] and f"`vismem compact {path}`" in report["unfinished"]
+    with Memory.open(path) as memory:
+        assert len(memory) == 299 - len(report["purged"])
+
+
+def test_with_json_a_purge_interrupted_says_what_committed(tmp_path, monkeypatch):
+    """Ctrl-C while `remove --json` waits to purge (a reader of the index is stopped): it
+    exited 130 with nothing on stdout. It prints the removal committed, and `unfinished`."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 60.0)  # it waits until interrupted
+
+    def interrupt_once_committed() -> None:
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{path / 'memory.sqlite'}?mode=ro", uri=True)
+        try:
+            while db.execute("SELECT COUNT(*) FROM items WHERE id = ?", (ids[0],)).fetchone()[0]:
+                time.sleep(0.05)
+        finally:
+            db.close()
+        time.sleep(0.3)  # into the purge's wait for the stopped reader
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with holding(READ_INDEX_LOCK, path / "index", stopped=True):
+        interrupter = threading.Thread(target=interrupt_once_committed)
+        interrupter.start()
+        result = run_cli_here("remove", path, "--id", ids[0], "--json")
+        interrupter.join(timeout=30)
+    assert result.returncode == 130, result.stderr
+    said = json_lines(result)
+    assert len(said) == 1 and (said[0]["removed"], said[0]["ids"], said[0]["items"]) == (1, [ids[0]], 299)
+    assert said[0]["unfinished"].startswith("interrupted: the removal is committed")
+    assert "interrupted: the removal is committed" in result.stderr
+
+
 def test_a_wait_for_readers_of_the_index_names_the_one_that_holds_it(tmp_path, monkeypatch):
     """Readers share index.lock, and each wrote its pid over the others' in one record. A
     reader stopped (SIGSTOP), another that came after it and has gone: `remove` waited for

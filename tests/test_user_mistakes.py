@@ -268,7 +268,7 @@ def test_tune_on_an_empty_memory_says_one_line(tmp_path):
     run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
     result = run_cli("tune", tmp_path / "m", "--json")
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.splitlines() == [one_line_error(result, "add labelled images first")]
+    assert result.stderr.splitlines() == [one_line_error(result, "add labelled images with `vismem add` first")]
 
 
 def test_tune_on_too_few_items_per_class_names_the_fix():
@@ -424,6 +424,12 @@ def test_an_empty_memory_of_vectors_names_add_vectors_as_the_fix(tmp_path):
     for command in (("classify", memdir, "--queries", tmp_path / "q.npy"),
                     ("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "q.txt")):
         message = one_line_error(run_cli(*command), "is empty", "`vismem add-vectors`")
+        assert "images" not in message
+    # the curation verbs said "add labelled images first" to it too
+    for command in (("prune", memdir, "--mode", "soft"), ("calibrate", memdir), ("tune", memdir),
+                    ("suspects", memdir)):
+        message = one_line_error(run_cli(*command), "no items that vote",
+                                 "add labelled vectors with `vismem add-vectors` first")
         assert "images" not in message
 
 

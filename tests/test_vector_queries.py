@@ -91,6 +91,12 @@ def test_query_vectors_that_cannot_be_used_are_refused_with_the_reason(memdir, d
     np.save(tmp_path / "narrow.npy", test[:, :10])
     narrow = cli("classify", memdir, "--queries", tmp_path / "narrow.npy")
     assert narrow.returncode == 1 and "expected numbers of shape (n, 64)" in narrow.stderr
+    # one vector of the wrong length: the file's own shape, not the (1, 10) it was read as
+    np.save(tmp_path / "short_one.npy", test[0, :10])
+    for command in (("classify",), ("search",), ("explain",), ("tune-index",)):
+        said = cli(*command, memdir, "--queries", tmp_path / "short_one.npy")
+        assert said.returncode == 1 and said.stderr.rstrip().endswith(
+            "expected numbers of shape (n, 64) for this memory's 64-d vectors, got float32 (10,)"), said.stderr
     broken = test[:5].copy()
     broken[3, 7] = np.nan
     np.save(tmp_path / "nan.npy", broken)

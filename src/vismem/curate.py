@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
-from .errors import EmptyMemoryError, InvalidInputError
+from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
@@ -56,7 +56,7 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
     if len(ids) == 0:
         held = len(memory)
         fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
-               "--mode off`" if held else "add labelled images first")
+               "--mode off`" if held else f"add {memory.what_to_add} first")
         raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
     return MemoryArrays(ids, vectors, labels, weights, searchable)
 
@@ -163,16 +163,23 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         log.warning("%s: hard pruning at v >= %d %s every item labelled %s: no query can get %s",
                     memory.location, threshold, "deletes" if purge else "excludes",
                     " or ".join(map(repr, emptied)), "that label" if len(emptied) == 1 else "those labels")
-    purged = memory.apply_pruning(counts, state, excluded if purge else ())  # one change: all of it or nothing
     order = np.argsort(-query.v, kind="stable")[:10]
-    return PruneReport(
-        mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
-        self_accuracy=float((query.predicted == query.label_index).mean()),
-        with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
-        emptied=emptied,
-        top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
-              "factor": float(state.factors(np.array([query.v[r]]))[0])} for r in order if query.v[r] > 0],
-    )
+
+    def pruned(purged: list[int]) -> PruneReport:
+        return PruneReport(
+            mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
+            self_accuracy=float((query.predicted == query.label_index).mean()),
+            with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
+            emptied=emptied,
+            top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
+                  "factor": float(state.factors(np.array([query.v[r]]))[0])} for r in order if query.v[r] > 0],
+        )
+    try:
+        purged = memory.apply_pruning(counts, state, excluded if purge else ())  # one change: all of it or nothing
+    except PartlyDoneError as exc:  # committed, but the purge of the items deleted was cut off
+        exc.done = pruned(list(exc.done or ()))  # what the prune made, as it would have returned it
+        raise
+    return pruned(purged)
 
 
 @dataclass

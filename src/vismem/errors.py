@@ -35,7 +35,8 @@ class CheckpointNotFoundError(InvalidInputError):
 
 
 class CheckpointExistsError(InvalidInputError):
-    """A checkpoint of the memory has that name already (replace it explicitly)."""
+    """A checkpoint of the memory has that name already (replace it explicitly: the CLI's
+    `--replace`, the service's `"replace": true`, `Memory.checkpoint(..., replace=True)`)."""
 
 
 class NotCalibratedError(InvalidInputError):

@@ -252,6 +252,13 @@ class Memory:
         return self.store.identity.name
 
     @property
+    def what_to_add(self) -> str:
+        """What fills this memory, and the command that adds it, for messages that say
+        "add ... first": images, or vectors when it has no encoder."""
+        return "labelled images with `vismem add`" if self.encoder_name else \
+            "labelled vectors with `vismem add-vectors`"
+
+    @property
     def settings(self) -> MemorySettings:
         return self.store.settings()
 
@@ -859,8 +866,7 @@ class Memory:
     def check_not_empty(self) -> None:
         """Refuse to decide with a memory that holds nothing (before slow work, e.g. encoding)."""
         if len(self) == 0:
-            what = "images with `vismem add`" if self.encoder_name else "vectors with `vismem add-vectors`"
-            raise EmptyMemoryError(f"memory at {self.location} is empty: add labelled {what} first")
+            raise EmptyMemoryError(f"memory at {self.location} is empty: add {self.what_to_add} first")
 
     def check_can_decide(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
                          where: Where | None = None, abstain: bool = False, counterfactual: bool = False,

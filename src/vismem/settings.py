@@ -130,4 +130,7 @@ def describe(cls: type, name: str) -> dict[str, Any]:
     """A setting's default, help and limits, for CLI and HTTP options:
     `describe(MemorySettings, "target_recall")["help"]`."""
     found = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return {"default": found.default, **found.metadata}
+    # A float setting is a finite number: NaN passes every limit, inf passes an open upper
+    # one, and JSON cannot carry either back.
+    finite = {"finite": True} if found.type in (float, "float") else {}
+    return {"default": found.default, **finite, **found.metadata}

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
@@ -52,12 +52,17 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "emit", "err", "n_items", "out", "progress_bar", "main"]
+__all__ = ["app", "counted", "emit", "err", "out", "progress_bar", "main"]
 
 
-def n_items(n: int) -> str:
-    """"1 item", "1,200 items": how the CLI counts items in its sentences."""
-    return f"{n:,} item" if n == 1 else f"{n:,} items"
+def counted(n: int, noun: str) -> str:
+    """A count and its noun, as the CLI's sentences say it: "1 item", "1,200 items",
+    "1 query", "2 queries", "3 classes" (a noun in -y takes -ies, one in -s -es)."""
+    if n == 1:
+        return f"{n:,} {noun}"
+    if noun.endswith("y"):
+        return f"{n:,} {noun[:-1]}ies"
+    return f"{n:,} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n:,} {noun}s"
 
 
 def emit(obj: Any) -> None:
@@ -80,7 +85,7 @@ def _finite(value: Any) -> Any:
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return _finite(value.to_dict())
-    if hasattr(value, "item"):  # numpy scalars
+    if hasattr(value, 'item'):  # numpy scalars
         return _finite(value.item())
     if hasattr(value, "tolist"):
         return _finite(value.tolist())
@@ -169,6 +174,36 @@ def one_transaction(committed: Callable[[], bool], leaves: str) -> Iterator[None
     interrupted_leaves(leaves)
 
 
+@contextmanager
+def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
+    """Around an edit and the purge that follows it (at the latest as the memory closes):
+    when the purge is cut off after the edit committed, by another process's stopped hold
+    on the saved index (a `PartlyDoneError`: exit 3) or by Ctrl-C (exit 130), --json still
+    prints what committed, as the command would have, with `unfinished` saying what stays
+    and how to finish it, as the service answers. The command fills `done` as its edit
+    commits; a `PartlyDoneError` raised inside the edit call carries it (`done.to_dict()`),
+    also when the memory's closing then failed on the same purge and raised its own."""
+    try:
+        yield
+    except (PartlyDoneError, KeyboardInterrupt) as exc:
+        said = done or _carried(exc)
+        if json_out and said:
+            emit({**said, "unfinished": str(exc) if isinstance(exc, PartlyDoneError)
+                  else f"interrupted: {_after_interrupt}"})
+        raise
+
+
+def _carried(exc: BaseException | None) -> dict[str, Any] | None:
+    """What a `PartlyDoneError` in `exc` or the errors it was raised while handling says
+    its call committed (a report with `to_dict`), if one says."""
+    while exc is not None:
+        done: Any = getattr(exc, "done", None)
+        if hasattr(done, "to_dict"):
+            return cast(dict[str, Any], done.to_dict())
+        exc = exc.__context__
+    return None
+
+
 def only_reads(command: str) -> None:
     """Declare that `command` changes no item, so that Ctrl-C says so (not that batches
     committed so far are kept: it commits none)."""
@@ -189,10 +224,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
     on_sigterm = _terminate_as_interrupt()
     try:
-        # the library's own long work (an index rebuilt at open, a compaction after many
-        # removals) under a bar that goes when it is done: its warning line says what it was
-        with showing_maintenance(partial(progress_bar, transient=True)):
-            app(args=argv, prog_name="vismem")
+        try:
+            # the library's own long work (an index rebuilt at open, a compaction after many
+            # removals) under a bar that goes when it is done: its warning line says what it was
+            with showing_maintenance(partial(progress_bar, transient=True)):
+                app(args=argv, prog_name="vismem")
+        finally:
+            if argv is None:
+                # The process's own command has ended: what it did is done and its exit code
+                # decided. Ctrl-C while Python then tears down (a moment, longer after torch)
+                # killed the process with exit 130 and no word, where no Python code can say
+                # one (Python restores the default handler as it finalizes, but not SIG_IGN).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # between the command's end and Typer's (its own catches it before)
+        sys.stderr.write(f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}\n")
+        sys.exit(EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED)
     except VismemError as exc:
         sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
         # exit 1 says nothing changed: a change committed before the error is work done in part

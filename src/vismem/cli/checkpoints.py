@@ -9,9 +9,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InvalidInputError
+from ..errors import CheckpointExistsError, InvalidInputError
 from ..store.checkpoints import NAME_RULE, check_name
-from . import app, emit, interrupted_leaves, n_items, one_transaction, out, progress_bar
+from . import app, counted, emit, interrupted_leaves, one_transaction, out, progress_bar, reported_if_cut_off
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -47,11 +47,14 @@ def checkpoint(
     with _open(memdir) as memory, one_transaction(
             lambda: any(c.name == name and c.made_at >= started for c in memory.checkpoints()),
             f"checkpoint {name!r} is made"):
-        made = memory.checkpoint(name, replace=replace)
+        try:
+            made = memory.checkpoint(name, replace=replace)
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(f"{exc} (--replace)") from None
     if json_out:
         emit(made.to_dict())
     else:
-        out.print(f"checkpoint {made.name!r} made: {n_items(made.items)}, ids up to {made.last_id}")
+        out.print(f"checkpoint {made.name!r} made: {counted(made.items, 'item')}, ids up to {made.last_id}")
 
 
 @app.command("checkpoints")
@@ -68,7 +71,7 @@ def list_checkpoints(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
         out.print(f"no checkpoints (make one with `vismem checkpoint {memdir} NAME`)")
     for each in found:
         gone = each.items - each.kept
-        out.print(f"{each.name}  {_when(each.made_at)}  {n_items(each.items)}, ids up to {each.last_id}"
+        out.print(f"{each.name}  {_when(each.made_at)}  {counted(each.items, 'item')}, ids up to {each.last_id}"
                   + (f"; {gone:,} of them removed since" if gone else ""))
 
 
@@ -80,25 +83,27 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     index; whether queries are recorded stays as it is). Items removed since stay
     removed: a removal is final. The checkpoint stays."""
     interrupted_leaves("nothing: the memory is as it was (`vismem rollback` makes its change in one transaction)")
-    with _open(memdir) as memory:
+    done: dict = {}  # its report, said with --json if the purge after it is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "
                       f"copies of their bytes may stay in {memdir}'s files until `vismem compact {memdir}`")
         # (transient: the bar moves only where a restored index setting rebuilds the index)
         with one_transaction(lambda: memory.at_checkpoint(name), purge_left), \
                 progress_bar("rebuilding the index", len(memory), transient=True) as advance:
             report = memory.rollback(name, progress=advance)
+        done.update(report.to_dict())
     if json_out:
         emit(report.to_dict())
         return
-    out.print(f"rolled back to {name!r}: removed {n_items(report.removed_added)} added since, restored "
-              f"{n_items(report.restored)}" + (", and the settings" if report.settings_restored else "")
+    out.print(f"rolled back to {name!r}: removed {counted(report.removed_added, 'item')} added since, restored "
+              f"{counted(report.restored, 'item')}" + (", and the settings" if report.settings_restored else "")
               + f"; memory now holds {report.items:,}")
     if report.gone_since:
-        out.print(f"{n_items(report.gone_since)} of the checkpoint were removed since and stay removed "
+        out.print(f"{counted(report.gone_since, 'item')} of the checkpoint were removed since and stay removed "
                   "(a removal is final)")
     if report.transform_dropped:
         out.print(f"its {report.transform_dropped} feature transform could not be fitted on the "
-                  f"{n_items(report.items)} left (it needs items that vary): dropped, so {memdir} searches its "
+                  f"{counted(report.items, 'item')} left (it needs items that vary): dropped, so {memdir} searches its "
                   "vectors as stored; fit one again once there are items (`vismem tune`)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
@@ -21,8 +22,8 @@ from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
-from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, emit, err, interrupted_leaves, n_items, one_transaction,
-               only_reads, out, progress_bar)
+from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
+               only_reads, out, progress_bar, reported_if_cut_off)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -44,10 +45,12 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what Typer's own ranges cannot say: a choice, or an open lower bound."""
+    """Checks what Typer's own ranges cannot say: a choice, an open lower bound, a finite number."""
     choices, above = found.get("choices"), found.get("min_exclusive")
 
     def check(value: Any) -> Any:
+        if value is not None and found.get("finite") and not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
         if value is not None and above is not None and not value > above:
@@ -191,13 +194,11 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
 def load_queries(path: Path, dim: int):
     """The query vectors (n, dim) in a .npy file given as --queries (one (dim,) vector is
     one row), or a one-line error that names the file and the shape expected."""
-    matrix = load_npy(path, "--queries")
-    if matrix.ndim == 1:
-        matrix = matrix[None, :]
-    if matrix.ndim != 2 or matrix.shape[1] != dim or matrix.dtype.kind not in "biuf":
+    array = load_npy(path, "--queries")
+    if array.ndim not in (1, 2) or array.shape[-1] != dim or array.dtype.kind not in "biuf":
         raise InvalidInputError(f"--queries {path}: expected numbers of shape (n, {dim}) for this "
-                                f"memory's {dim}-d vectors, got {matrix.dtype} {tuple(matrix.shape)}")
-    return matrix
+                                f"memory's {dim}-d vectors, got {array.dtype} {tuple(array.shape)}")
+    return array[None, :] if array.ndim == 1 else array
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
@@ -393,8 +394,8 @@ def add(
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
         conflicts = f", {len(report.conflicts)} with a conflicting label" if report.conflicts else ""
-        out.print(f"added {n_items(len(report.added))}, skipped {len(report.skipped)} "
-                  f"({len(report.duplicates)} duplicates{conflicts}); memory now holds {count:,}")
+        out.print(f"added {counted(len(report.added), 'item')}, skipped {len(report.skipped)} "
+                  f"({counted(len(report.duplicates), 'duplicate')}{conflicts}); memory now holds {count:,}")
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
@@ -446,7 +447,8 @@ def add_vectors(
               "items": count})
     else:
         conflicts = f", {len(result.conflicts)} held under another label" if result.conflicts else ""
-        out.print(f"added {len(result.ids)} vectors, skipped {len(result.duplicates)} already held{conflicts}; "
+        out.print(f"added {counted(len(result.ids), 'vector')}, skipped {len(result.duplicates)} already held"
+                  f"{conflicts}; "
                   f"memory now holds {count:,}")
         for row, held, held_label in result.conflicts:
             err.print(f"row {row}: {conflict_reason(held, held_label, names[row])}")
@@ -462,7 +464,7 @@ def one_query(path: Path, row: int | None, dim: int):
     if not len(matrix):
         raise InvalidInputError(f"--queries {path} holds no vectors; explain takes one")
     if row is None and len(matrix) != 1:
-        raise InvalidInputError(f"--queries {path} holds {len(matrix)} vectors; explain takes one: "
+        raise InvalidInputError(f"--queries {path} holds {counted(len(matrix), 'vector')}; explain takes one: "
                                 f"pick it with --row N (0 to {len(matrix) - 1})")
     chosen = row or 0
     if chosen >= len(matrix):
@@ -555,7 +557,8 @@ def remove(
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
         raise typer.BadParameter("give exactly one of them", param_hint="--id / --label / --source / --where")
     interrupted_leaves("nothing: no item was removed (`vismem remove` removes its items in one transaction)")
-    with _open(memdir) as memory:
+    done: dict[str, Any] = {}  # what committed, said with --json if the purge after it is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
                                     "on a Milvus server, which this cannot inspect: there, removed items leave "
@@ -574,6 +577,7 @@ def remove(
         prints = unshared(prints, memory)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
+        done.update(removed=len(removed), ids=removed, items=count)
     refuse_if_none_done(ids or [], removed)
     report = {"removed": len(removed), "ids": removed, "items": count}
     if verify:  # after close: the index is saved and the store purged
@@ -586,12 +590,12 @@ def remove(
     if json_out:
         emit(report)
     else:
-        out.print(f"removed {n_items(len(removed))}; memory now holds {count:,}")
+        out.print(f"removed {counted(len(removed), 'item')}; memory now holds {count:,}")
         if verify and not found:
-            out.print(f"verified: none of {len(prints)} fingerprints of the removed items is in "
-                      f"the {files} files of {memdir} ({scanned:,} bytes)")
+            out.print(f"verified: none of {counted(len(prints), 'fingerprint')} of the removed items is in "
+                      f"the {counted(files, 'file')} of {memdir} ({counted(scanned, 'byte')})")
     if not purged and removed:
-        err.print(f"{n_items(len(removed))} no longer appear in any search. Milvus deletes logically: their bytes "
+        err.print(f"no search finds the {counted(len(removed), 'item')} removed. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
     if verify and found:
@@ -620,7 +624,7 @@ def relabel(
     if json_out:
         emit({"relabelled": len(changed), "ids": changed, "missing": missing})
     else:
-        out.print(f"relabelled {n_items(len(changed))} to {label!r}")
+        out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}")
     exit_if_missing(missing)
 
 
@@ -636,7 +640,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     from rich.table import Table
 
     out.print(f"memory      {data['path']}")
-    out.print(f"items       {data['items']:,} in {data['class_count']:,} classes")
+    out.print(f"items       {data['items']:,} in {counted(data['class_count'], 'class')}")
     out.print(f"encoder     {data['encoder'] or 'none: precomputed vectors'} ({data['dim']}-d)"
               + (f"  id {data['encoder_id']}" if data["encoder"] else ""))
     if data["encoding"]:
@@ -645,16 +649,16 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     index = data["index"]
     if data.get("home") == "milvus":
         out.print(f"home        Milvus {data['server_version']}; every read {data['consistency']}")
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
+        out.print(f"index       {index['type']} (setting {index['setting']}), {counted(index['size'], 'vector')}, "
                   f"params {index['params']}")
         out.print("thumbnails  " + ("kept in the item rows (Milvus holds them in its query nodes' memory)"
                                     if data["thumbnails"] else
                                     "not kept (created with ?thumbnails=0): explanations show none"))
         out.print(f"storage     {data['storage']}")
     else:
-        out.print(f"index       {index['type']} (setting {index['setting']}), {index['size']:,} vectors, "
-                  f"{index['bytes']:,} bytes in RAM ({index['bytes_per_vector']:,.0f} per vector), "
-                  f"{index['tombstones']:,} removed slots not yet compacted")
+        out.print(f"index       {index['type']} (setting {index['setting']}), {counted(index['size'], 'vector')}, "
+                  f"{counted(index['bytes'], 'byte')} in RAM ({index['bytes_per_vector']:,.0f} per vector), "
+                  f"{counted(index['tombstones'], 'removed slot')} not yet compacted")
     quality = index["quality"]
     if quality:
         # quality["size"] is the item count when it was measured, not now
@@ -662,19 +666,20 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']}: exact search")
         else:
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']} vs exact search (target "
-                      f"{quality['target']}), measured when the memory held {n_items(quality['size'])}, on "
+                      f"{quality['target']}), measured when the memory held {counted(quality['size'], 'item')}, on "
                       f"{Quality.from_dict(quality).describe()}")
         fresh = index.get("fresh_adds")
         if fresh:
-            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {fresh['queries']} queries "
+            out.print(f"            fresh adds now: {fresh['recall']:.3f} over {counted(fresh['queries'], 'query')} "
                       f"(95% interval {fresh['low']:.3f}-{fresh['high']:.3f})")
         out.print(f"intrinsic   dimension {_intrinsic_dim(data['intrinsic_dim_estimate'], data)}")
     if data.get("recorded_queries"):
-        out.print(f"queries     {data['recorded_queries']} recorded to tune on (`vismem record-queries`)")
+        out.print(f"queries     {counted(data['recorded_queries'], 'query')} recorded to tune on "
+                  "(`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}")
     if data["disk_bytes"] is not None:
-        out.print(f"on disk     {data['disk_bytes']:,} bytes")
+        out.print(f"on disk     {counted(data['disk_bytes'], 'byte')}")
     _print_decisions(data)
     if data["classes"]:
         table = Table("label", "items")
@@ -689,7 +694,7 @@ def _intrinsic_dim(estimate: dict | None, data: dict) -> str:
     if estimate is None:
         return "n/a (not estimated)"
     value, removed, added = estimate["value"], estimate["removed_since"], estimate["added_since"]
-    made = f"estimated at {n_items(estimate['items'])}"
+    made = f"estimated at {counted(estimate['items'], 'item')}"
     if removed:
         # an estimate takes each item's nearest others: 3 items at least (tuner.own_vectors)
         again = (f"`vismem compact {data['path']}` estimates it again" if data["items"] >= 3
@@ -706,7 +711,7 @@ def _print_decisions(data: dict) -> None:
     out.print(f"defaults    k={d['k']} vote={d['vote']} alpha={d['alpha']} tau={d['tau']} mix={d['mix']}")
     transform = data.get("transform")
     if transform and transform["name"] != "none":
-        out.print(f"transform   {transform['name']}: fitted on {transform['fitted_items']:,} items, "
+        out.print(f"transform   {transform['name']}: fitted on {counted(transform['fitted_items'], 'item')}, "
                   f"{transform['out_dim']}-d as searched; since then {transform['changed_since']:.0%} of the items "
                   f"changed, the mean moved {transform['mean_drift']:.3f} spreads")
         if transform["retune"]:

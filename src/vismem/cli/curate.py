@@ -13,7 +13,8 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
-from . import app, emit, interrupted_leaves, n_items, one_transaction, only_reads, out, progress_bar
+from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
+               reported_if_cut_off)
 from .commands import JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, refuse_if_none_done
 
 IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
@@ -89,21 +90,25 @@ def prune(
     interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` had saved it whole, in one commit "
                        "at its end" + (" (with the items --purge deletes)" if purge else "")
                        + ": `vismem info` shows which")
-    with _open(memdir) as memory:
+    done: dict = {}  # its report, said with --json if the purge of the items --purge deletes is cut off
+    with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
         report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                               allow_empty_classes=allow_empty_classes, report=progress_bar)
+        done.update(report.to_dict())
     if json_out:
         emit(report.to_dict())
         return
     if mode == "off":
         out.print("pruning off: every item votes with its own weight again")
         return
-    out.print(f"{mode} pruning on {report.items} items: leave-one-out accuracy {report.self_accuracy:.2%}, "
-              f"{report.wrong_decisions} wrong decisions, {report.with_wrong_votes} items with v > 0")
+    out.print(f"{mode} pruning on {counted(report.items, 'item')}: leave-one-out accuracy "
+              f"{report.self_accuracy:.2%}, {counted(report.wrong_decisions, 'wrong decision')}, "
+              f"{counted(report.with_wrong_votes, 'item')} with v > 0")
     if mode == "hard":
         verb = "deleted" if purge else "excluded (undo with --mode off)"
-        out.print(f"{len(report.purged) if purge else report.excluded} items with v >= {report.threshold} {verb}")
+        dropped = len(report.purged) if purge else report.excluded
+        out.print(f"{counted(dropped, 'item')} with v >= {report.threshold} {verb}")
     for row in report.top:
         effect = (f"factor {row['factor']:.3g}" if mode == "soft"
                   else "dropped" if row["v"] >= report.threshold else "kept")
@@ -162,8 +167,8 @@ def calibrate(
         emit(result.to_dict())
     else:
         out.print(f"threshold {result.threshold:.4f} (distance to neighbour {result.k} + {result.prototype_weight:g} "
-                  f"x to nearest prototype) answers {result.achieved_tpr:.1%} of the {result.held_out} items, "
-                  f"each left out in turn (target {tpr:.0%})")
+                  f"x to nearest prototype) answers {result.achieved_tpr:.1%} of the "
+                  f"{counted(result.held_out, 'item')}, each left out in turn (target {tpr:.0%})")
         if result.auroc:
             out.print("prototype weight chosen by AUROC with held-out classes as unknown: " + ", ".join(
                 f"w={w} {a:.3f}" for w, a in result.auroc.items()))
@@ -179,7 +184,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
     if json_out:
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
-        out.print(f"{verb} {n_items(len(changed))} (weight {weight:g})")
+        out.print(f"{verb} {counted(len(changed), 'item')} (weight {weight:g})")
     exit_if_missing(missing)
 
 

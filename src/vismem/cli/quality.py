@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InvalidInputError, VismemError
-from . import app, emit, err, interrupted_leaves, out, progress_bar
+from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
 
 
 @app.command("eval-protocols")
@@ -93,7 +93,7 @@ def eval_protocols(
 
 def _summarise(report: dict) -> None:
     d = report["dataset"]
-    out.print(f"{d['name']}: {d['items']} items, {d['classes']} classes, {d['dim']}-d")
+    out.print(f"{d['name']}: {counted(d['items'], 'item')}, {counted(d['classes'], 'class')}, {d['dim']}-d")
     if "knn" in report:
         r = report["knn"]
         t = r["tuned"]

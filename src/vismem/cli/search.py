@@ -12,9 +12,9 @@ from ..errors import InvalidInputError
 from ..images import HELD_BY_THE_MEMORY, Skipped
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, emit, err, interrupted_leaves, only_reads, out, progress_bar
+from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_npy, read_queries, say_unreadable, warn_if_nothing_matches)
+                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -82,7 +82,7 @@ def reindex(
         emit(described)
         return
     quality = described["quality"] or {}
-    out.print(f"index is now {described['type']} (setting {index}): {described['size']} vectors, "
+    out.print(f"index is now {described['type']} (setting {index}): {counted(described['size'], 'vector')}, "
               f"recall@10 {quality.get('recall', 1.0):.3f}, params {described['params']}")
 
 
@@ -100,10 +100,10 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if json_out:
         emit(report)
     elif "note" in report:  # a server home compacts on its side
-        out.print(f"Milvus compaction {report['compaction']}; {report['size']} items. {report['note']}")
+        out.print(f"Milvus compaction {report['compaction']}; {counted(report['size'], 'item')}. {report['note']}")
     else:
-        out.print(f"compacted: reclaimed {report['reclaimed']} slots; index {report['type']} "
-                  f"holds {report['size']} vectors, {report['bytes']:,} bytes")
+        out.print(f"compacted: reclaimed {counted(report['reclaimed'], 'slot')}; index {report['type']} "
+                  f"holds {counted(report['size'], 'vector')}, {counted(report['bytes'], 'byte')}")
 
 
 @app.command("tune-index")
@@ -142,7 +142,7 @@ def tune_index(
         out.print(f"index {described['type']}: params {described['params']}")
         if quality:
             out.print(f"recall      {quality['recall']:.3f} @{quality['k']} (target {quality['target']}) on "
-                      f"{quality['measured_on']}, {quality['sample']} queries, 95% interval "
+                      f"{quality['measured_on']}, {counted(quality['sample'], 'query')}, 95% interval "
                       f"{quality['low']:.3f}-{quality['high']:.3f}")
     for s in skipped:
         say_unreadable(s, json_out, "tune with")
@@ -153,7 +153,7 @@ def tune_index(
 def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
     """(query vectors, or None for the recorded ones; images that could not be read)."""
     if queries is not None:
-        return load_npy(queries, "--queries"), []
+        return load_queries(queries, memory.dim), []
     if images:
         vectors, _, skipped = memory.embed_images(images, leave_out_held=True)
         if len(vectors) == 0:

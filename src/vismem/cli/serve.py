@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..maintenance import showing_maintenance
-from . import app, err, interrupted_leaves, n_items
+from . import app, counted, err, interrupted_leaves
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -54,7 +54,7 @@ def serve(
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
         announce(memory)
         info = memory.info()
-        err.print(f"serving {memdir} ({n_items(info['items'])}, encoder {info['encoder'] or 'none'}) "
+        err.print(f"serving {memdir} ({counted(info['items'], 'item')}, encoder {info['encoder'] or 'none'}) "
                   f"at http://{host}:{port}/  (API docs at /docs)")
         if token:
             err.print("edits enabled: they need `Authorization: Bearer <token>`"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from . import app, emit, err, interrupted_leaves, n_items, out, progress_bar
+from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -38,7 +38,7 @@ def export(
         emit({"exported": count, "from": location, "file": str(target), "thumbnails": thumbnails,
               "checkpoints_left_out": left_out})
     else:
-        out.print(f"exported {n_items(count)} of {location} to {target}")
+        out.print(f"exported {counted(count, 'item')} of {location} to {target}")
     if left_out:
         err.print(f"note: its checkpoints ({', '.join(left_out)}) are not exported: a memory imported from "
                   f"{target} has none; roll back here first (`vismem rollback {memdir} NAME`) to move a "
@@ -93,4 +93,4 @@ def import_(
     if json_out:
         emit({"imported": count, "file": str(source), "to": location})
     else:
-        out.print(f"imported {n_items(count)} from {source} into {location}")
+        out.print(f"imported {counted(count, 'item')} from {source} into {location}")

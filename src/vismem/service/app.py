@@ -44,7 +44,7 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
-from ..errors import EncoderError, InvalidInputError, PartlyDoneError
+from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError
 from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
@@ -331,7 +331,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                             "type": "array", "items": {"type": "number"},
                             "minItems": memory.dim, "maxItems": memory.dim}})
 
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], dependencies=[Depends(known_fields)])
     async def healthz() -> dict[str, Any]:
         """Liveness, access mode and encoder batching so far. Always open."""
         stats = service.batcher.stats.to_dict() if service.batcher else None
@@ -349,7 +349,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
-    @app.post("/classify", tags=["memory"], dependencies=[*reading, Depends(known_fields)],
+    @app.post("/classify", tags=["memory"], dependencies=reading,
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
         request: Request,
@@ -379,7 +379,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
             counterfactual=counterfactual)
         return decisions[0].to_dict()
 
-    @app.post("/search", tags=["memory"], dependencies=[*reading, Depends(known_fields)],
+    @app.post("/search", tags=["memory"], dependencies=reading,
               response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
@@ -398,7 +398,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                                   where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
 
-    @app.get("/items", tags=["items"], dependencies=[*reading, Depends(known_fields)], response_model=PageOut,
+    @app.get("/items", tags=["items"], dependencies=reading, response_model=PageOut,
              responses=responses(*read_errors))
     async def list_items(
         offset: int = Query(0, ge=0, le=MAX_ID, description="How many matching items to skip."),
@@ -440,7 +440,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     """Endpoints that edit the memory: the token, or 403 on a read-only server."""
     memory = service.memory
 
-    @app.post("/items", tags=["items"], status_code=201, dependencies=[*writing, Depends(known_fields)],
+    @app.post("/items", tags=["items"], status_code=201, dependencies=writing,
               response_model=AddOut,
               responses=responses(415, *write_errors))
     async def add_items(
@@ -527,7 +527,10 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
         """`vismem checkpoint`: record every item's label, weight, pruning count and relabel
         history and the settings as a named checkpoint; 409 if the name is taken (unless
         `replace`)."""
-        return (await service.write(memory.checkpoint, made.name, replace=made.replace)).to_dict()
+        try:
+            return (await service.write(memory.checkpoint, made.name, replace=made.replace)).to_dict()
+        except CheckpointExistsError as exc:
+            raise CheckpointExistsError(f'{exc} (send "replace": true)') from None
 
     @app.delete("/checkpoints/{name}", tags=["checkpoints"], dependencies=writing,
                 responses=responses(404, *write_errors))
@@ -549,7 +552,9 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
 
 def _access(settings: ServiceSettings) -> tuple[list, list]:
     """The dependencies of reading and of editing endpoints, as this server enforces them;
-    FastAPI writes the OpenAPI security requirements from the same objects."""
+    FastAPI writes the OpenAPI security requirements from the same objects. Each refuses
+    a query parameter or form field the endpoint does not take (`known_fields`), after the
+    token: the endpoint's own checks answer only a caller who may use it."""
     bearer = HTTPBearer(auto_error=False, description="The token given to `vismem serve`.")
 
     def token_required(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -565,7 +570,7 @@ def _access(settings: ServiceSettings) -> tuple[list, list]:
 
     reading = [Depends(token_required)] if settings.protect_reads else []
     writing = [Depends(token_required)] if settings.token else [Depends(read_only)]
-    return reading, writing
+    return [*reading, Depends(known_fields)], [*writing, Depends(known_fields)]
 
 
 def _selector(request: Request) -> Selector:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, MutableMapping, get_args, get_origin
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -132,11 +132,16 @@ async def known_fields(request: Request) -> None:
     """A request's query parameters and form fields must be the endpoint's, each single one
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
     `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
-    parts, the first was dropped)."""
-    dependant = request.scope["route"].dependant
-    _known("query parameter", request.query_params, {p.alias: p for p in dependant.query_params})
+    parts, the first was dropped). A route that declares its query itself (DELETE /items:
+    one `Selector`, whose model refuses any other key) checks it itself."""
+    route = request.scope["route"]
+    if not (route.openapi_extra or {}).get("parameters"):
+        _known("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
+    dependant = route.dependant
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    # (an endpoint that takes a JSON body says itself what a form content type gets wrong)
+    takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
+    if takes_form and kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form()  # parsed once: FastAPI reads the same
         _known("form field", form, {field.alias: field for field in dependant.body_params})
 

@@ -52,8 +52,8 @@ def vote_form(name: str) -> Any:
     found = describe(VoteParams, name)
     limits = {"ge": found.get("min"), "le": found.get("max"), "gt": found.get("min_exclusive")}
     options: dict[str, Any] = {key: value for key, value in limits.items() if value is not None}
-    if isinstance(found["default"], float):
-        options["allow_inf_nan"] = False  # a NaN would pass every limit, and JSON cannot carry it back
+    if found.get("finite"):
+        options["allow_inf_nan"] = False
     return Form(None, description=f"{found['help']} [memory default; shipped: {found['default']}]", **options)
 
 

@@ -2,8 +2,9 @@
 
 FastAPI writes most of it from the endpoints' types. This pass fixes what it cannot
 know: file parts are `image/*` (the server refuses anything else with 415); an
-optional parameter is absent, never null; every operation that takes input can answer
-422, and every one with a body 413, each with the one error body; a file list
+optional parameter is absent, never null; every operation can answer 422 (one refuses a
+query parameter it does not take: `http.known_fields`), and every one with a body 413,
+each with the one error body; a file list
 holds at least one file; a form takes no field it does not name (`http.known_fields`);
 and a query is an image `file` or a `vector`, exactly one.
 """
@@ -46,8 +47,7 @@ def corrected(document: dict[str, Any]) -> dict[str, Any]:
                 if media_type == "multipart/form-data" and _form(content, schemas):
                     body["required"] = True  # a body with one of its choices
             answers = operation.setdefault("responses", {})
-            if operation.get("parameters") or body:
-                answers["422"] = _error(422)
+            answers["422"] = _error(422)
             if body:
                 answers["400"] = answers.get("400") or _error(400)
                 answers["413"] = _error(413)

@@ -118,7 +118,7 @@ def make(db: sqlite3.Connection, name: str, *, replace: bool, location: str) -> 
     if db.execute("SELECT 1 FROM checkpoints WHERE name = ?", (name,)).fetchone() is not None:
         if not replace:
             raise CheckpointExistsError(f"memory at {location} has a checkpoint named {name!r} already: choose "
-                                        "another name, or replace it (--replace)")
+                                        "another name, or replace it")  # each face says how
         db.execute("DELETE FROM checkpoints WHERE name = ?", (name,))  # its item rows go with it
     last_id = db.execute("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0), "
                          "COALESCE((SELECT MAX(id) FROM items), 0))").fetchone()[0]
