@@ -364,3 +364,25 @@ def test_eval_keeps_queries_given_no_label_apart_from_a_label_spelled_none(tmp_p
     said = cli("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "truth.txt", "-k", "1",
                check=True).stdout
     assert f"({unanswered['cat']} given no label)" in said
+
+
+def test_eval_of_vectors_the_memory_holds_warns_that_each_finds_itself(memdir, digit_vectors, tmp_path, cli):
+    """`eval --queries` of rows the memory was built from said nothing, where `eval` of a
+    folder warns of images the memory holds: a row finds itself, so the accuracy flatters.
+    Held rows are found by their content (the bits once made unit length, as `add-vectors`
+    finds rows it holds), and still scored."""
+    root, files, _, _ = digit_vectors
+    train, labels = np.load(files["train"]), np.load(files["train_labels"])
+    mixed = np.concatenate([train[:5], np.load(files["test"])[:5]])  # 5 held, 5 unseen
+    np.save(tmp_path / "mixed.npy", mixed)
+    (tmp_path / "mixed.txt").write_text("\n".join(map(str, [*labels[:5], *labels[:5]])))
+    said = cli("eval", memdir, "--queries", tmp_path / "mixed.npy", "--labels", tmp_path / "mixed.txt", check=True)
+    assert "warning: the memory already holds 5 of the 10 test vectors (the same content)" in said.stderr
+    report = json_lines(cli("eval", memdir, "--queries", tmp_path / "mixed.npy", "--labels", tmp_path / "mixed.txt",
+                            "--json", check=True))[0]
+    with Memory.open(memdir) as memory:
+        first = sorted(memory.ids())[:5]  # the first rows added, in order
+    assert report["total"] == 10 and report["in_memory"] == 5
+    assert report["in_memory_items"] == [{"path": f"{tmp_path / 'mixed.npy'}[{i}]", "id": first[i]} for i in range(5)]
+    unseen = cli("eval", memdir, "--queries", files["test"], "--labels", files["test_labels"], "--json", check=True)
+    assert json_lines(unseen)[0]["in_memory"] == 0 and "warning" not in unseen.stderr

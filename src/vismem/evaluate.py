@@ -12,6 +12,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .images import NOT_IN_A_CLASS_FOLDER, Skipped, find_images
 from .memory import Memory
+from .vectors import unit_rows, vector_hashes
 
 CHUNK = 4096  # test vectors classified per call, so that progress is reported
 
@@ -85,17 +86,27 @@ def evaluate_vectors(
     *,
     skipped: Sequence[Skipped] = (),
     progress: Callable[[int], None] | None = None,
+    name: str = "row",
     **vote_options: Any,
 ) -> EvalReport:
     """Classify query vectors (n, dim) whose true labels are known and score the answers
     (`skipped`: test inputs that could not be read, reported with the score;
-    `progress(n)` as n more are classified, CHUNK at a time)."""
+    `progress(n)` as n more are classified, CHUNK at a time).
+
+    A row the memory holds (the same bits once made unit length, as `add_vectors` keeps
+    them) finds itself: it is scored all the same and named `name[i]` in
+    `EvalReport.in_memory`."""
     if len(labels) != len(vectors):
         raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
     vote = memory.check_can_decide(**vote_options).to_dict()  # the vote every decision uses
     confusion: dict[str, Counter] = defaultdict(Counter)  # None counts the queries given no label
+    in_memory: dict[str, int] = {}
     for start in range(0, len(vectors), CHUNK):  # only the counts are kept: a million queries fit
-        decisions = memory.classify_vectors(vectors[start : start + CHUNK], **vote_options)
+        chunk = vectors[start : start + CHUNK]
+        decisions = memory.classify_vectors(chunk, **vote_options)
+        hashes = vector_hashes(unit_rows(chunk, memory.dim))  # (rows classify refused never get here)
+        held = memory.known_content(hashes)
+        in_memory.update((f"{name}[{start + i}]", held[h]) for i, h in enumerate(hashes) if h in held)
         for true, decision in zip(labels[start : start + CHUNK], decisions, strict=True):
             confusion[true][decision.label] += 1
         if progress is not None:
@@ -113,4 +124,5 @@ def evaluate_vectors(
         abstained={t: c[None] for t, c in sorted(confusion.items())},
         skipped=list(skipped),
         unknown_labels=sorted(set(confusion) - set(memory.class_counts())),
+        in_memory=in_memory,
     )

@@ -758,8 +758,8 @@ def evaluate(
     """Accuracy of the memory on a labelled test folder (root/<label>/<image>), or on
     test vectors (--queries Q.npy) with their true labels (--labels).
 
-    A test image the memory holds (the same content) finds itself: it is scored all the
-    same, with a warning saying how many (--json: in_memory, in_memory_items).
+    A test image or vector the memory holds (the same content) finds itself: it is scored
+    all the same, with a warning saying how many (--json: in_memory, in_memory_items).
     """
     from ..evaluate import evaluate_folder, evaluate_vectors
     from ..images import find_images
@@ -776,7 +776,8 @@ def evaluate(
             if not total:
                 raise InvalidInputError(f"nothing to evaluate: --queries {queries} has no rows")
             with progress_bar("evaluating", total) as advance:
-                report = evaluate_vectors(memory, vectors, load_labels(labels), progress=advance, **options)
+                report = evaluate_vectors(memory, vectors, load_labels(labels), progress=advance,
+                                          name=str(queries), **options)
         else:
             assert testdir is not None
             total, unit = len(find_images([testdir])[0]), "images"
@@ -799,17 +800,17 @@ def evaluate(
             out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
-    _warn_of_test_data(report)
+    _warn_of_test_data(report, unit)
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)
 
 
-def _warn_of_test_data(report: EvalReport) -> None:
+def _warn_of_test_data(report: EvalReport, unit: str) -> None:
     """What about the test set makes `eval`'s accuracy mislead, on stderr."""
     if report.in_memory:  # as tune-index warns of query images the memory holds
-        err.print(f"warning: the memory already holds {len(report.in_memory)} of the {report.total} test images "
-                  "(the same content): each finds itself, so the accuracy overstates what unseen images would "
-                  "get; evaluate on images the memory has not seen (--json: in_memory_items)")
+        err.print(f"warning: the memory already holds {len(report.in_memory)} of the {report.total} test {unit} "
+                  f"(the same content): each finds itself, so the accuracy overstates what unseen {unit} would "
+                  f"get; evaluate on {unit} the memory has not seen (--json: in_memory_items)")
     if report.unknown_labels:
         err.print(f"warning: no item of the memory is labelled {' or '.join(map(repr, report.unknown_labels))}: "
                   "test inputs of these labels cannot be answered right (add such items, or leave them out)")
