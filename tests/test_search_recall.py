@@ -190,6 +190,29 @@ def test_tune_index_on_given_queries(tmp_path, cli):
     assert cli("tune-index", path, "--queries", tmp_path / "missing.npy").returncode == 1
 
 
+def test_tune_index_leaves_out_query_vectors_the_memory_holds(tmp_path, cli):
+    """A query vector that is an item finds itself, at recall 1.0 whatever the effort: given
+    or recorded, such rows (the same bits once made unit length, as add-vectors knows
+    duplicates) are left out with a warning saying how many; only such rows: refused."""
+    path = tmp_path / "m"
+    _, x = small_memory(path)
+    unseen = vectors(100, seed=12)
+    np.save(tmp_path / "q.npy", np.concatenate([x[:30], unseen]))
+    result = cli("tune-index", path, "--queries", tmp_path / "q.npy", "--json", check=True)
+    described = json_lines(result)[0]
+    assert described["held_left_out"] == 30 and described["quality"]["sample"] == 100
+    assert "left out 30 of the query vectors: the memory already holds them" in result.stderr
+    np.save(tmp_path / "items.npy", x[:30])
+    result = cli("tune-index", path, "--queries", tmp_path / "items.npy", "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "the memory already holds every given query vector (30)" in result.stderr
+    cli("record-queries", path, "100", check=True)
+    with Memory.open(path) as memory:  # a user asking about items the memory holds
+        memory.search(np.concatenate([x[:25], unseen[:50]]), 5)
+        assert memory.tune_index()["held_left_out"] == 25
+        assert memory.info()["index"]["quality"]["sample"] == 50
+
+
 def test_recorded_queries_are_off_by_default_bounded_cleared_and_purged(tmp_path, cli):
     path = tmp_path / "m"
     small_memory(path)

@@ -885,7 +885,9 @@ class Memory:
     def tune_index(self, queries: np.ndarray | None = None) -> dict[str, Any]:
         """Tune the search effort on query vectors (n, dim) the memory has not seen, your
         own, until their recall@10 reaches the target recall; None: on the recorded
-        queries (see `record_queries`). Returns the index as `info()["index"]` shows it."""
+        queries (see `record_queries`). Queries the memory holds (the same bits once made
+        unit length) would find themselves: they are left out. Returns the index as
+        `info()["index"]` shows it, with `held_left_out`: how many were left out."""
         self.check_not_empty()  # nothing to search: no recall to measure
         vectors = unit_rows(queries, self.dim, queries=True) if queries is not None else None
         if vectors is not None and len(vectors) == 0:

@@ -120,8 +120,9 @@ def tune_index(
 
     Give query images, --queries Q.npy, or neither: then the queries kept with
     `vismem record-queries`. They must not be items of the memory: each would find
-    itself. A query image the memory holds (the same content) is left out, with a warning
-    saying how many. An unreadable image gives exit code 3, the rest are used.
+    itself. A query image or vector the memory holds (the same content) is left out, with
+    a warning saying how many (--json: held_left_out). An unreadable image gives exit
+    code 3, the rest are used.
     """
     if images and queries is not None:  # bad usage: exit 2 before the memory opens, as classify's
         raise typer.BadParameter("give query images or --queries Q.npy, not both", param_hint="IMAGES / --queries")
@@ -135,6 +136,11 @@ def tune_index(
             err.print(f"warning: left out {len(held)} of the query images: the memory already holds them "
                       f"(each would find itself); tuning on the other {len(vectors)}")
         described = memory.tune_index(vectors)
+        if described["held_left_out"]:  # query vectors, given or recorded, that are items
+            given = "query vectors" if queries is not None else "recorded queries"
+            err.print(f"warning: left out {described['held_left_out']} of the {given}: the memory already holds "
+                      "them (each would find itself); tuning on the rest")
+        described["held_left_out"] += len(held)
     quality = described["quality"] or {}
     if json_out:
         emit(described)

@@ -42,6 +42,7 @@ from ..search.saved import BuildUnderway, sync_directory
 from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
+from ..vectors import vector_hashes
 from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page
 from .catalog import Catalog
 from .checkpoints import Checkpoint, RollbackReport
@@ -737,19 +738,27 @@ class EmbeddedStore:
         return found
 
     def tune_index(self, queries: np.ndarray | None) -> dict[str, Any]:
-        """Tune the search effort on these queries (not in the memory) or, None, on the
-        recorded ones; returns the index as `describe` shows it."""
-        measured_on = GIVEN
+        """Tune the search effort on these unit queries or, None, on the recorded ones;
+        returns the index as `describe` shows it, with `held_left_out`: how many queries
+        were left out as items of the memory (the same bits as stored: each would find
+        itself, and recall on it is 1.0 at any effort)."""
+        measured_on, given = GIVEN, "given"
         if queries is None:
             self._write_recorded()
-            queries, measured_on = self.db.recorded_queries(self.dim), RECORDED
+            queries, measured_on, given = self.db.recorded_queries(self.dim), RECORDED, "recorded"
             if len(queries) == 0:
                 raise InvalidInputError(
                     f"memory at {self.location} has no recorded queries: give query vectors or images, "
                     f"or record real ones first with `vismem record-queries {self.location} 1000`")
-        self._index.tune(self.to_search_space(queries), measured_on)
+        hashes = vector_hashes(queries)
+        held = self.db.known_hashes(hashes)
+        unseen = np.array([h not in held for h in hashes], dtype=bool)
+        if not unseen.any():
+            raise InvalidInputError(f"the memory already holds every {given} query vector ({len(queries)}), and "
+                                    "each would find itself: tune on vectors the memory has not seen")
+        self._index.tune(self.to_search_space(queries[unseen]), measured_on)
         self._follow_index()
-        return self._index.describe()
+        return {**self._index.describe(), "held_left_out": int(len(queries) - unseen.sum())}
 
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now (refitting the
