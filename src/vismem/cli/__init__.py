@@ -85,7 +85,7 @@ def _finite(value: Any) -> Any:
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return _finite(value.to_dict())
-    if hasattr(value, 'item'):  # numpy scalars
+    if hasattr(value, "item"):  # numpy scalars
         return _finite(value.item())
     if hasattr(value, "tolist"):
         return _finite(value.tolist())
