@@ -300,6 +300,9 @@ def test_a_query_parameter_no_endpoint_takes_is_refused(client, memory):
     assert [c.name for c in memory.checkpoints()] == ["v1"]
     assert client.delete("/items?label=0&x=1", headers=AUTH).status_code == 422  # its selector refuses it
     assert client.get("/stats").status_code == 200 and client.get(f"/items/{item}").status_code == 200
+    for page in ("/", "/browse", "/docs"):  # fixed files that read no query string: a shared link opens
+        answer = client.get(f"{page}?utm_source=mail&x=1")
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html"), page
 
 
 # ---- security and limits -------------------------------------------------------------

@@ -293,7 +293,11 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
 
 def _add_pages(app: FastAPI) -> None:
-    """The web page, its files, and the API docs (Swagger UI from the package, no CDN)."""
+    """The web page, its files, and the API docs (Swagger UI from the package, no CDN).
+
+    Unlike the API's endpoints, the pages take any query string (no `known_fields`): they
+    are fixed files that read none, so a parameter cannot be misspelt into a wrong answer,
+    and a shared link with extra ones (`?utm_source=...`) opens as any web page does."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
