@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from vismem import Memory
+from vismem.errors import InvalidInputError
 from vismem.service import ServiceSettings, create_app
 
 
@@ -246,6 +248,43 @@ def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
             assert decision.label == "cat"
             vectors, kept, skipped = memory.embed_images(given)
             assert vectors.shape == (1, 768) and kept == [0] and not skipped
+
+
+def test_one_label_given_alone_is_every_row_s_label_not_its_characters(tmp_path):
+    """add_vectors(x, "ab") labelled two rows "a" and "b" (and three rows "cat": c, a, t);
+    one string labels every row, as one source does."""
+    x = np.random.default_rng(4).normal(size=(3, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(x, "cat", sources="cam")
+        assert [item.label for item in memory.items(ids)] == ["cat"] * 3
+        assert [item.source for item in memory.items(ids)] == ["cam"] * 3
+
+
+def test_a_memory_says_what_it_is_in_a_notebook(tmp_path):
+    """repr(memory) was `<vismem.memory.Memory object at 0x7f...>`."""
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(np.eye(8, dtype=np.float32)[:3], "cat")
+        assert repr(memory) == f"<Memory at {tmp_path / 'mem'}: 3 items, 8-d, encoder none (vectors given)>"
+    assert repr(memory) == f"<Memory at {tmp_path / 'mem'} (closed): 8-d, encoder none (vectors given)>"
+
+
+@pytest.mark.parametrize("given, says", [
+    ("12", "got str '12'"),  # read as items 1 and 2
+    (2, "got int 2 (for one item: [2])"),
+    ([1.7], "got float 1.7"),  # read as item 1
+    ([True], "got bool True"),  # read as item 1
+    (np.array([1.0, 2.0]), "got float64"),
+])
+def test_ids_that_are_not_whole_numbers_are_refused_not_read_as_other_items(tmp_path, given, says):
+    x = np.random.default_rng(5).normal(size=(4, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(x, ["a", "a", "b", "b"])
+        for edit in (memory.remove, memory.items, lambda ids: memory.relabel(ids, "c"),
+                     lambda ids: memory.set_weight(ids, 0.0)):
+            with pytest.raises(InvalidInputError, match=re.escape(says)):
+                edit(given)
+        assert [(i.label, i.weight) for i in memory.items([1, 2, 3, 4])] == [("a", 1.0)] * 2 + [("b", 1.0)] * 2
+        assert memory.remove(np.array([1, 2])) == [1, 2]  # integer arrays are ids
 
 
 @pytest.mark.parametrize("option", ["label", "source"])

@@ -77,8 +77,17 @@ def _check_counts(counts: Mapping[int, int]) -> None:
 
 def possible_ids(ids: Iterable[int]) -> list[int]:
     """The given ids that an item could have, sorted and unique: others (negative, or
-    past SQLite's integers) cannot exist, so they are simply missing, never an overflow."""
-    return sorted({int(i) for i in ids if 0 < int(i) <= MAX_ID})
+    past SQLite's integers) cannot exist, so they are simply missing, never an overflow.
+    Only whole numbers are ids: `int()` would read "12" as items 1 and 2, 1.7 as item 1
+    and True as item 1, each an edit of items the caller did not name."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InvalidInputError(f"ids are a list of integer item ids, got {type(ids).__name__} {ids!r}"
+                                + (f" (for one item: [{ids}])" if isinstance(ids, (int, np.integer)) else ""))
+    given = list(ids)
+    for i in given:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise InvalidInputError(f"item ids are integers, got {type(i).__name__} {i!r}")
+    return sorted({int(i) for i in given if 0 < i <= MAX_ID})
 
 
 def _insert(items: list[NewItem], store: Store, *, allow_duplicates: bool = False) -> InsertResult:
@@ -203,6 +212,16 @@ class Memory:
         finally:
             # (a stand-in, not a Store: it answers every use with that error)
             self.store = cast(Store, closed)
+
+    def __repr__(self) -> str:
+        """`<Memory at PATH: N items, D-d, encoder NAME>`, as a notebook shows it: what it
+        holds as last caught up (a repr neither catches up nor fails once closed)."""
+        store = self.store
+        encoder = store.identity.name or "none (vectors given)"
+        if isinstance(store, _Closed):
+            return f"<Memory at {store.location} (closed): {store.dim}-d, encoder {encoder}>"
+        n = len(store)
+        return f"<Memory at {store.location}: {n:,} item{'' if n == 1 else 's'}, {store.dim}-d, encoder {encoder}>"
 
     def __enter__(self) -> Memory:
         return self
@@ -461,24 +480,24 @@ class Memory:
                                              meta=meta)
 
     @overload
-    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: Literal[True] = ...) -> list[int]: ...
 
     @overload
-    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: Literal[False]) -> InsertResult: ...
 
     @overload
-    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str], *, sources: Sequence[str] | str = ...,
+    def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: bool) -> list[int] | InsertResult: ...
 
     def add_vectors(
         self,
         vectors: np.ndarray,
-        labels: Sequence[str],
+        labels: Sequence[str] | str,
         *,
         sources: Sequence[str] | str = "vectors",
         metas: Sequence[dict[str, Any]] | None = None,
@@ -486,7 +505,8 @@ class Memory:
         progress: Progress | None = None,
         allow_duplicates: bool = True,
     ) -> list[int] | InsertResult:
-        """Add precomputed embeddings float (n, dim) with one string label each.
+        """Add precomputed embeddings float (n, dim) with one string label each (one
+        string: the label of every row, as `sources` takes one source for every row).
 
         Vectors are L2-normalised on the way in (search is by cosine similarity). All are
         checked first, then added in one transaction; with `batch_size`, in one per that
@@ -506,7 +526,8 @@ class Memory:
         """
         vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
-        labels = list(labels)
+        # one string is the label of every row, as one source is: list("cat") would be c, a, t
+        labels = [labels] * n if isinstance(labels, str) else list(labels)
         if len(labels) != n:
             raise InvalidInputError(f"{n} vectors but {len(labels)} labels")
         for label in labels:
@@ -930,6 +951,7 @@ class Memory:
         """`items`, read from the store without first catching this memory up: how to ask,
         once an edit of this process was interrupted (its state in RAM may be midway), what
         the store committed."""
+        ids = list(ids) if not isinstance(ids, (str, bytes)) and isinstance(ids, Iterable) else ids
         wanted = set(possible_ids(ids))
         return self.store.items([int(i) for i in ids if int(i) in wanted])
 
