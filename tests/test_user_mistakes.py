@@ -259,6 +259,25 @@ def test_one_label_given_alone_is_every_row_s_label_not_its_characters(tmp_path)
         assert [item.label for item in memory.items(ids)] == ["cat"] * 3
         assert [item.source for item in memory.items(ids)] == ["cam"] * 3
 
+        ids = memory.add_vectors(-x, "dog", metas={"cam": 2})  # one mapping: every row's, as one label
+        assert [item.meta for item in memory.items(ids)] == [{"cam": 2}] * 3
+
+
+def test_metadata_or_a_source_that_cannot_be_stored_is_refused_before_the_first_batch_commits(tmp_path):
+    """metas=["x"] failed with AttributeError; a bad one in a later batch came after the
+    earlier batches had committed."""
+    x = np.random.default_rng(6).normal(size=(4, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        with pytest.raises(InvalidInputError, match="metadata is a mapping of key to value, one per item, got str"):
+            memory.add_vectors(x[:1], ["a"], metas=["x"])
+        for bad in ({"year": float("nan")}, None):
+            with pytest.raises(InvalidInputError, match="metadata"):
+                memory.add_vectors(x, ["a"] * 4, metas=[{}, {}, {}, bad], batch_size=2)
+        for source in (123, "\udcff"):  # so are sources
+            with pytest.raises(InvalidInputError, match="source"):
+                memory.add_vectors(x, ["a"] * 4, sources=["s", "s", "s", source], batch_size=2)
+        assert len(memory) == 0
+
 
 def test_a_memory_says_what_it_is_in_a_notebook(tmp_path):
     """repr(memory) was `<vismem.memory.Memory object at 0x7f...>`."""

@@ -37,8 +37,8 @@ from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
-from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_new_location,
-                    create_store, open_store)
+from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_meta,
+                    check_new_location, check_source, create_store, open_store)
 from .store.base import Checkpoints, Where, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
@@ -481,17 +481,17 @@ class Memory:
 
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
-                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: Literal[True] = ...) -> list[int]: ...
 
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
-                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: Literal[False]) -> InsertResult: ...
 
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
-                    metas: Sequence[dict[str, Any]] | None = ..., batch_size: int | None = ...,
+                    metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
                     progress: Progress | None = ..., allow_duplicates: bool) -> list[int] | InsertResult: ...
 
     def add_vectors(
@@ -500,13 +500,14 @@ class Memory:
         labels: Sequence[str] | str,
         *,
         sources: Sequence[str] | str = "vectors",
-        metas: Sequence[dict[str, Any]] | None = None,
+        metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         progress: Progress | None = None,
         allow_duplicates: bool = True,
     ) -> list[int] | InsertResult:
         """Add precomputed embeddings float (n, dim) with one string label each (one
-        string: the label of every row, as `sources` takes one source for every row).
+        string: the label of every row, as one source string and one `metas` mapping are
+        every row's).
 
         Vectors are L2-normalised on the way in (search is by cosine similarity). All are
         checked first, then added in one transaction; with `batch_size`, in one per that
@@ -530,12 +531,16 @@ class Memory:
         labels = [labels] * n if isinstance(labels, str) else list(labels)
         if len(labels) != n:
             raise InvalidInputError(f"{n} vectors but {len(labels)} labels")
-        for label in labels:
-            check_label(label)
         sources = [sources] * n if isinstance(sources, str) else list(sources)
-        metas = list(metas) if metas is not None else [{}] * n
+        metas = [metas] * n if isinstance(metas, Mapping) else list(metas) if metas is not None else [{}] * n
         if len(sources) != n or len(metas) != n:
             raise InvalidInputError("sources and metas must have one entry per vector")
+        # every label, source and mapping checked before the first batch commits, as every row is
+        for label, source, meta in zip(labels, sources, metas, strict=True):
+            check_label(label)
+            check_source(source)
+            check_meta(meta)
+        item_metas = [dict(meta) for meta in metas]
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                        or batch_size < 1):
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -549,7 +554,7 @@ class Memory:
         for start in range(0, max(n, 1), step):
             batch = unit_rows(vectors[start : start + step], self.dim, first_row=start)
             items = [NewItem(vector=v, label=label, source=s, meta=m, content_hash=h) for v, label, s, m, h in zip(
-                batch, labels[start : start + step], sources[start : start + step], metas[start : start + step],
+                batch, labels[start : start + step], sources[start : start + step], item_metas[start : start + step],
                 vector_hashes(batch), strict=True)]
             # the store refuses held rows inside its write, so two processes adding the same rows add each once
             added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 from ..errors import InvalidInputError
 from ..settings import EncoderIdentity, MemorySettings
 from .base import (Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page, Store,
-                   check_label, check_meta, check_meta_key)
+                   check_label, check_meta, check_meta_key, check_source)
 from .embedded import EmbeddedStore
 from .sqlite import DB_NAME, FORMAT_VERSION
 
@@ -101,5 +101,5 @@ register_home("milvus", lambda: importlib.import_module(".milvus", __name__).Mil
 
 __all__ = ["Capabilities", "DB_NAME", "EmbeddedStore", "FORMAT_VERSION", "Filter", "InsertResult", "Item",
            "Nearest", "Neighbours", "NewItem", "Page", "Store", "check_label", "check_meta", "check_meta_key",
-           "check_new_location", "create_filled_store", "create_store", "holds_memory", "open_store",
+           "check_new_location", "check_source", "create_filled_store", "create_store", "holds_memory", "open_store",
            "register_home"]

@@ -82,6 +82,9 @@ def check_meta(meta: Mapping[str, Any]) -> None:
     cannot hold (a numpy scalar) would fail inside the write. Filters must also find what
     was stored: SQLite reads an integer past 64 bits as a rounded float (2**64 and
     2**64 + 1 match each other) and text only up to a NUL character."""
+    if not isinstance(meta, Mapping):
+        raise InvalidInputError(f"metadata is a mapping of key to value, one per item, got {type(meta).__name__} "
+                                f"{meta!r}")
     for key, value in meta.items():
         check_meta_key(key)
         try:
@@ -104,14 +107,18 @@ def _unfilterable(value: Any) -> str | None:
     return next((p for p in map(_unfilterable, parts) if p), None)
 
 
+def check_source(source: object) -> None:
+    if not isinstance(source, str):
+        raise InvalidInputError(f"sources must be strings, got {type(source).__name__} {source!r}")
+    check_text("source", source)
+
+
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
     """What every home refuses before writing anything: bad labels and sources, metadata
     a filter could not name or read, vectors of another dimension."""
     for item in items:
         check_label(item.label)
-        if not isinstance(item.source, str):
-            raise InvalidInputError(f"sources must be strings, got {type(item.source).__name__} {item.source!r}")
-        check_text("source", item.source)
+        check_source(item.source)
         check_meta(item.meta)
         if item.vector.shape != (dim,):
             raise InvalidInputError(f"vector has shape {item.vector.shape}, this memory stores {dim}-d vectors")
