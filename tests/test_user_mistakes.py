@@ -279,6 +279,17 @@ def test_metadata_or_a_source_that_cannot_be_stored_is_refused_before_the_first_
         assert len(memory) == 0
 
 
+def test_add_images_given_pil_images_says_how_to_add_them(tmp_path):
+    """A PIL image (classify takes them) failed inside pathlib with a TypeError."""
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for given in (Image.new("RGB", (8, 8)), [Image.new("RGB", (8, 8))], [3]):
+            with pytest.raises(InvalidInputError, match="add_images takes image files and folders"):
+                memory.add_images(given, label="cat")
+        with pytest.raises(InvalidInputError, match="add_image_bytes"):
+            memory.add_images(Image.new("RGB", (8, 8)), label="cat")
+        assert len(memory) == 0
+
+
 def test_a_memory_says_what_it_is_in_a_notebook(tmp_path):
     """repr(memory) was `<vismem.memory.Memory object at 0x7f...>`."""
     with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -423,7 +424,7 @@ class Memory:
         ray: str | None = None,
     ) -> AddReport:
         """Add image files and folders (class-subfolder layout gives labels); one path may
-        be given alone.
+        be given alone. Images in memory (uploads, encoded bytes): `add_image_bytes`.
 
         `meta` is stored with every image (beside its width and height), for the
         `where` filters of search, classify and remove.
@@ -441,6 +442,12 @@ class Memory:
         """
         check_batch_size(batch_size)
         paths = listed(paths)
+        for given in paths:  # (pathlib's TypeError named no way forward)
+            if not isinstance(given, (str, os.PathLike)):
+                raise InvalidInputError(
+                    f"add_images takes image files and folders, got {type(given).__name__}"
+                    + (": save PIL images to files, or give their encoded bytes to add_image_bytes([(name, "
+                       "bytes), ...], label=..., source=...)" if isinstance(given, Image.Image) else ""))
         self._catch_up()
         if ray is not None:
             from .ingest_ray import add_files_on_ray
