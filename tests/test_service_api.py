@@ -557,6 +557,39 @@ def test_serve_command_read_only_then_with_token(memory, digit_sets):
         assert reopened.get(1).weight == 0.0
 
 
+def test_serve_on_port_0_says_the_port_it_took_and_a_port_in_use_is_one_line(memory):
+    """`--port 0` said "serving ... at http://127.0.0.1:0/"; a port in use was a uvicorn log
+    record after that line."""
+    import subprocess
+    import sys
+
+    memory.close()
+    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memory.path), "--port", "0"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        said = ""
+        while "serving" not in said and process.poll() is None:
+            said = process.stderr.readline()
+        url = re.search(r"at (http://127\.0\.0\.1:(\d+))/ ", said)
+        assert url and url.group(2) != "0", said
+        deadline = time.time() + 30
+        while True:  # the line comes as the server starts to serve
+            try:
+                assert httpx.get(url.group(1) + "/healthz", timeout=1).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        taken = subprocess.run([sys.executable, "-m", "vismem", "serve", str(memory.path), "--port", url.group(2)],
+                               capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 1 and taken.stdout == ""
+        assert taken.stderr.strip().splitlines()[-1] == \
+            f"error: cannot listen on 127.0.0.1:{url.group(2)}: Address already in use"
+    finally:
+        stop_server(process)
+
+
 @pytest.mark.parametrize("closing", ["the memory", "its database"])
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")

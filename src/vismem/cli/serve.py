@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..errors import VismemError
 from ..maintenance import showing_maintenance
 from . import app, counted, err, interrupted_leaves
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
@@ -20,7 +22,8 @@ def serve(
     memdir: Path = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.",
                                  show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535,
+                             help="TCP port (0: one the system chooses, said on stderr)."),
     token: Optional[str] = typer.Option(
         None, "--token", envvar="VISMEM_TOKEN", show_envvar=True,
         help="Bearer token that editing endpoints require. Without one the server is read-only.",
@@ -52,10 +55,12 @@ def serve(
                                max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
     with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
+        listening = _listening(host, port)
         announce(memory)
         info = memory.info()
+        bound = listening.getsockname()[1]  # --port 0: the port the system chose
         err.print(f"serving {memdir} ({counted(info['items'], 'item')}, encoder {info['encoder'] or 'none'}) "
-                  f"at http://{host}:{port}/  (API docs at /docs)")
+                  f"at http://{f'[{host}]' if ':' in host else host}:{bound}/  (API docs at /docs)")
         if token:
             err.print("edits enabled: they need `Authorization: Bearer <token>`"
                       + ("; reads need it too" if protect_reads else ""))
@@ -67,6 +72,26 @@ def serve(
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
         # h11 with a known limit on the request head, above what any schema-valid query needs;
         # no bars from requests' threads (a compaction after a DELETE): the log says it
-        with showing_maintenance(None):
-            uvicorn.run(service, host=host, port=port, log_level="warning", access_log=False, http="h11",
-                        h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+        with showing_maintenance(None), listening:
+            config = uvicorn.Config(service, host=host, port=bound, log_level="warning", access_log=False,
+                                    http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+            uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port before the server starts, so that the address said is
+    the one bound (--port 0 said port 0) and an address in use is one line, not a log
+    record after "serving"."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise VismemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        raise VismemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listening
