@@ -81,9 +81,11 @@ def serve(
 def _listening(host: str, port: int) -> socket.socket:
     """A socket bound to host:port before the server starts, so that the address said is
     the one bound (--port 0 said port 0) and an address in use is one line, not a log
-    record after "serving"."""
+    record after "serving". IPv6 only for an IPv6 address, as uvicorn binds: `localhost`
+    is 127.0.0.1."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
         listening = socket.socket(family, kind, proto)
     except OSError as exc:
