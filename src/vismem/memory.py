@@ -76,11 +76,10 @@ def _check_counts(counts: Mapping[int, int]) -> None:
         raise InvalidInputError(f"pruning counts are whole numbers >= 0, got {bad[0][1]!r} for item {bad[0][0]}")
 
 
-def possible_ids(ids: Iterable[int]) -> list[int]:
-    """The given ids that an item could have, sorted and unique: others (negative, or
-    past SQLite's integers) cannot exist, so they are simply missing, never an overflow.
-    Only whole numbers are ids: `int()` would read "12" as items 1 and 2, 1.7 as item 1
-    and True as item 1, each an edit of items the caller did not name."""
+def given_ids(ids: Iterable[int]) -> list[int]:
+    """The ids given, in order, as ints. Only whole numbers are ids: `int()` would read
+    "12" as items 1 and 2, 1.7 as item 1 and True as item 1, each an edit of items the
+    caller did not name."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise InvalidInputError(f"ids are a list of integer item ids, got {type(ids).__name__} {ids!r}"
                                 + (f" (for one item: [{ids}])" if isinstance(ids, (int, np.integer)) else ""))
@@ -88,7 +87,14 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     for i in given:
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise InvalidInputError(f"item ids are integers, got {type(i).__name__} {i!r}")
-    return sorted({int(i) for i in given if 0 < i <= MAX_ID})
+    return [int(i) for i in given]
+
+
+def possible_ids(ids: Iterable[int]) -> list[int]:
+    """The given ids (`given_ids`) that an item could have, sorted and unique: others
+    (negative, or past SQLite's integers) cannot exist, so they are simply missing, never
+    an overflow."""
+    return sorted({i for i in given_ids(ids) if 0 < i <= MAX_ID})
 
 
 def _insert(items: list[NewItem], store: Store, *, allow_duplicates: bool = False) -> InsertResult:
@@ -963,9 +969,9 @@ class Memory:
         """`items`, read from the store without first catching this memory up: how to ask,
         once an edit of this process was interrupted (its state in RAM may be midway), what
         the store committed."""
-        ids = list(ids) if not isinstance(ids, (str, bytes)) and isinstance(ids, Iterable) else ids
-        wanted = set(possible_ids(ids))
-        return self.store.items([int(i) for i in ids if int(i) in wanted])
+        given = given_ids(ids)
+        wanted = set(possible_ids(given))
+        return self.store.items([i for i in given if i in wanted])
 
     def ids(self, *, labels: Sequence[str] | None = None, sources: Sequence[str] | None = None,
             where: Where | None = None) -> list[int]:
