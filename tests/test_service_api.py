@@ -871,3 +871,19 @@ def test_a_where_key_given_twice_must_hold_both_values(client):
     assert client.get("/items", params={"where": twice}).json()["total"] == 0
     assert client.get("/items", params={"where": [f"name={first}"] * 2}).json()["total"] == 1
     assert client.get("/stats").json()["items"] == total
+
+
+def test_a_wrong_method_is_told_the_methods_its_path_takes(client):
+    """A 405 answered `{"error": "Method Not Allowed"}`, naming neither the method nor what
+    the path takes, and under /static and /swagger its Allow header was empty (RFC 9110: it
+    lists the methods the resource takes, and there GET and HEAD work)."""
+    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD"),
+                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD"),
+                                ("POST", "/stats", "GET, HEAD"), ("GET", "/classify", "POST"),
+                                ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH")):
+        answer = client.request(method, path, headers=AUTH)
+        assert answer.status_code == 405 and answer.headers["allow"] == takes, (method, path)
+        assert answer.json()["error"] == f"{path} takes {takes}, not {method}"
+    assert client.get("/static/style.css").status_code == 200  # what the Allow header says works
+    unknown = client.get("/no/such/path")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "no such path: /no/such/path (the API is at /docs)"

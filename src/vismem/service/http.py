@@ -91,9 +91,16 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 405:  # Starlette names only the first route's methods
-            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.scope)))
-        return error(exc.status_code, str(exc.detail), headers or None)
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            # A route's 405 names only the first route's methods. StaticFiles (/static,
+            # /swagger) names its own, and in its scope no route of the app matches
+            allowed = allowed_methods(app, request.scope) or set(headers.get("Allow", "").split(", ")) - {""}
+            headers["Allow"] = ", ".join(sorted(allowed))
+            message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
+        elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
+            message = f"no such path: {request.url.path} (the API is at /docs)"
+        return error(exc.status_code, message, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
