@@ -233,14 +233,15 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
 
 def test_a_body_that_is_not_a_json_object_is_named(client):
     """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
-    'Field required' or 'Input should be a valid dictionary', naming nothing."""
+    'Field required' or 'Input should be a valid dictionary', naming nothing. (A form is
+    now a 415, as any body of a type the endpoint does not take.)"""
     form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
     for path in ("/items/1", "/items"):
-        for answer in (client.patch(path, content=b'{"weight": 0}', headers=form),
-                       client.patch(path, headers=AUTH),
-                       client.patch(path, json=[1], headers=AUTH)):
+        for status, answer in ((415, client.patch(path, content=b'{"weight": 0}', headers=form)),
+                               (422, client.patch(path, headers=AUTH)),
+                               (422, client.patch(path, json=[1], headers=AUTH))):
             said = answer.json()["error"]
-            assert answer.status_code == 422 and "JSON object" in said and "Content-Type: application/json" in said
+            assert answer.status_code == status and "JSON object" in said and "Content-Type: application/json" in said
         broken = client.patch(path, content=b'{"weight": 0,}', headers={**AUTH, "Content-Type": "application/json"})
         assert broken.status_code == 400 and "not JSON" in broken.json()["error"]  # as the 400 row says
         # a JSON object that asks for no change is one, and is told what to send (it was told the above)
@@ -771,6 +772,8 @@ def errors_and_forms(editing: dict) -> None:
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         assert "422" in operation["responses"], name  # any query parameter it does not take
+        if "requestBody" in operation:  # a body of another type than it takes
+            assert "415" in operation["responses"], name
     form = editing["components"]["schemas"]["Body_classify_classify_post"]["properties"]
     assert form["vote"]["enum"] == list(VOTES)
     for name, key in (("k", "minimum"), ("k", "maximum"), ("mix", "maximum"), ("alpha", "exclusiveMinimum")):
@@ -887,3 +890,34 @@ def test_a_wrong_method_is_told_the_methods_its_path_takes(client):
     assert client.get("/static/style.css").status_code == 200  # what the Allow header says works
     unknown = client.get("/no/such/path")
     assert unknown.status_code == 404 and unknown.json()["error"] == "no such path: /no/such/path (the API is at /docs)"
+
+
+def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):
+    """`POST /items` sent as JSON answered 422 `label: Field required` to a body that held a
+    label; `/classify` sent as JSON answered 400 and a `PATCH` sent as a form 422. The same
+    mistake, a body the endpoint cannot read, is now one answer: 415, naming the type sent
+    and the one the endpoint takes. Nothing changes."""
+    query = digit_sets["1"][PER_LABEL]
+    json_to_form = [client.post(path, json=body, headers=AUTH) for path, body in (
+        ("/items", {"label": "1", "files": ["a.png"]}), ("/classify", {"vector": [0.0] * memory.dim}),
+        ("/search", {"k": 3}))]
+    text_to_form = client.post("/items", content=query, headers={**AUTH, "Content-Type": "image/png"})
+    for answer in (*json_to_form, text_to_form):
+        said = answer.json()["error"]
+        assert answer.status_code == 415 and "multipart form" in said and "curl -F" in said, said
+    assert "this request's body is application/json" in json_to_form[0].json()["error"]
+    form_to_json = [client.patch("/items/1", data={"weight": "0"}, headers=AUTH),
+                    client.patch("/items", files={"ids": (None, "1"), "weight": (None, "0")}, headers=AUTH),
+                    client.post("/checkpoints", data={"name": "v1"}, headers=AUTH),
+                    client.patch("/items/1", content=b'{"weight": 0}', headers={**AUTH, "Content-Type": "text/plain"})]
+    for answer in form_to_json:
+        said = answer.json()["error"]
+        assert answer.status_code == 415 and "Content-Type: application/json" in said and "this request's body is" \
+            in said, said
+    assert len(memory) == 3 * PER_LABEL and memory.get(1).weight == 1.0 and memory.checkpoints() == []
+    # what each takes still works; a JSON type with a suffix is JSON, as FastAPI reads it
+    merge = client.patch("/items/1", content=b'{"weight": 0}',
+                         headers={**AUTH, "Content-Type": "application/merge-patch+json"})
+    assert merge.status_code == 200 and merge.json()["weight"] == 0.0
+    assert classify(client, query, k=3).status_code == 200
+

@@ -199,17 +199,13 @@ class _MemoryService:
         return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
                              thumbnails=label is not None, max_pixels=self.settings.max_pixels)
 
-    async def query(self, file: UploadFile | None, vector: str | None,
-                    content_type: str | None = None) -> tuple[str | None, np.ndarray]:
+    async def query(self, file: UploadFile | None, vector: str | None) -> tuple[str | None, np.ndarray]:
         """The query of /classify and /search: an image upload's name and vector, or a
-        vector sent as a JSON array (name None); exactly one of them, as fields of a form."""
+        vector sent as a JSON array (name None); exactly one of them, as fields of a form
+        (a body of another type is a 415 before this: `http.known_fields`)."""
         if (file is None) == (vector is None):
-            body = (content_type or "").split(";")[0].strip()  # a form's fields, or a JSON body
-            form = body in ("", "multipart/form-data", "application/x-www-form-urlencoded")
             raise HTTPException(400, "send the query as `file` (an image) or as `vector` (a JSON array of "
-                                f"{self.memory.dim} numbers)" + (", not both" if file is not None else "")
-                                + ("" if form else f", as fields of a multipart form (curl -F 'vector=[0.1, "
-                                   f"...]'); this request's body is {body}"))
+                                f"{self.memory.dim} numbers)" + (", not both" if file is not None else ""))
         if vector is not None:
             return None, parse_vector(vector, self.memory.dim)
         assert file is not None
@@ -356,7 +352,6 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     @app.post("/classify", tags=["memory"], dependencies=reading,
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
-        request: Request,
         file: UploadFile | None = File(None, description="The image to classify (image/* content type)."),
         vector: str | None = query_vector,
         k: int | None = vote_form("k"),
@@ -376,7 +371,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem classify`: the decision for one image (or vector), the same object as
         `classify --json` (`path` is the upload's file name, null for a vector;
         `?counterfactual=true` as `--counterfactual`)."""
-        name, vectors = await service.query(file, vector, request.headers.get("content-type"))
+        name, vectors = await service.query(file, vector)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
             abstain=abstain, labels=only_label, sources=only_source, where=parse_where(where),
@@ -387,7 +382,6 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
               response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
-        request: Request,
         file: UploadFile | None = File(None, description="The image to search with (image/* content type)."),
         vector: str | None = query_vector,
         k: int = Form(K["default"], ge=K["min"], le=K["max"], description="How many nearest items."),
@@ -397,7 +391,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     ) -> dict[str, Any]:
         """`vismem search`: the k items nearest to one image (or vector), nearest first, with
         no vote. Restricted, it still holds k items whenever k items match."""
-        name, vectors = await service.query(file, vector, request.headers.get("content-type"))
+        name, vectors = await service.query(file, vector)
         rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
                                   where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
