@@ -921,3 +921,18 @@ def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(cl
     assert merge.status_code == 200 and merge.json()["weight"] == 0.0
     assert classify(client, query, k=3).status_code == 200
 
+
+def test_delete_items_names_a_repeated_selector_and_one_sent_in_the_body(client, memory):
+    """`DELETE /items?label=a&label=b` answered `label: Input should be a valid string`, and a
+    selector sent as a JSON or form body (read by no one) `give exactly one of ...`, as if
+    none had been given. Nothing was removed, and nothing is."""
+    twice = client.delete("/items?label=0&label=1", headers=AUTH)
+    assert twice.status_code == 422
+    assert twice.json()["error"] == "invalid request: query parameter label given more than once; it takes one"
+    for body in ({"json": {"label": "0"}}, {"data": {"label": "0"}}):
+        answer = client.request("DELETE", "/items", headers=AUTH, **body)
+        said = answer.json()["error"]
+        assert answer.status_code == 422 and "in the query string (DELETE /items?label=cat," in said, said
+        assert "this endpoint reads no body" in said
+    assert len(memory) == 3 * PER_LABEL
+    assert client.delete("/items?label=0", headers=AUTH).json()["removed"] == PER_LABEL  # the query still works

@@ -573,12 +573,19 @@ def _access(settings: ServiceSettings) -> tuple[list, list]:
 
 def _selector(request: Request) -> Selector:
     """DELETE /items's query as a `Selector`: `id` and `where` as lists, the others as one
-    value each (given twice, they stay a list, which the model refuses)."""
+    value each (given twice, a 422 that says so)."""
     given: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         given.setdefault(key, []).append(value)
-    fields = {key: values if key in ("id", "where") or len(values) > 1 else values[0]
-              for key, values in given.items()}
+    if not given and request.headers.get("content-type"):  # a DELETE's body: read by no one
+        raise HTTPException(422, "invalid request: give exactly one of id, label, source, where in the query "
+                            "string (DELETE /items?label=cat, ?id=1&id=2): this endpoint reads no body")
+    repeated = [key for key, values in given.items() if len(values) > 1 and key in Selector.model_fields
+                and key not in ("id", "where")]
+    if repeated:  # as `http.known_fields` says it of other endpoints' parameters
+        raise HTTPException(422, f"invalid request: query parameter {', '.join(repeated)} given more than once; "
+                            "it takes one")
+    fields = {key: values if key in ("id", "where") else values[0] for key, values in given.items()}
     try:
         return Selector.model_validate(fields)
     except ValidationError as exc:
