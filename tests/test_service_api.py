@@ -936,3 +936,14 @@ def test_delete_items_names_a_repeated_selector_and_one_sent_in_the_body(client,
         assert "this endpoint reads no body" in said
     assert len(memory) == 3 * PER_LABEL
     assert client.delete("/items?label=0", headers=AUTH).json()["removed"] == PER_LABEL  # the query still works
+
+
+def test_an_upload_not_sent_as_an_image_is_told_its_own_field(client, memory, digit_sets):
+    """`POST /items` with a text/plain part was told `curl: -F 'file=@x.png;type=image/png'`,
+    a field it refuses (its field is `files`)."""
+    added = client.post("/items", files=[upload("a.png", digit_sets["0"][0], "text/plain")],
+                        data={"label": "0"}, headers=AUTH)
+    assert added.status_code == 415 and "-F 'files=@x.png;type=image/png'" in added.json()["error"]
+    query = client.post("/classify", files={"file": ("q.png", digit_sets["0"][0], "text/plain")})
+    assert query.status_code == 415 and "-F 'file=@x.png;type=image/png'" in query.json()["error"]
+    assert len(memory) == 3 * PER_LABEL

@@ -184,14 +184,15 @@ class _MemoryService:
         parts = [batcher.encode(np.stack(pixels[i : i + step])) for i in range(0, len(pixels), step)]
         return np.concatenate(await asyncio.gather(*parts))
 
-    async def read_image(self, upload: UploadFile) -> tuple[str, bytes]:
-        """An upload's (safe name, bytes); 415 unless it is sent as image/*."""
+    async def read_image(self, upload: UploadFile, field: str = "file") -> tuple[str, bytes]:
+        """An upload's (safe name, bytes); 415 unless it is sent as image/* (`field`: the form
+        field it came in, for the curl line that shows how)."""
         content_type = (upload.content_type or "").split(";")[0].strip().lower()
         name = safe_name(upload.filename)
         if not content_type.startswith("image/"):
             raise HTTPException(
                 415, f"{name}: only image uploads are accepted, got content type "
-                f"{content_type or 'none'}; send it as image/* (curl: -F 'file=@x.png;type=image/png')",
+                f"{content_type or 'none'}; send it as image/* (curl: -F '{field}=@x.png;type=image/png')",
             )
         return name, await upload.read()
 
@@ -453,7 +454,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem add`: add images with one label. Returns new ids, and each image not added
         with why (a duplicate, or unreadable)."""
         service.need_encoder()
-        uploads = [await service.read_image(f) for f in files]
+        uploads = [await service.read_image(f, "files") for f in files]
         outcomes = await asyncio.gather(
             *(service.run(_try_prepare, service.prepare, name, data, label) for name, data in uploads)
         )
