@@ -947,3 +947,17 @@ def test_an_upload_not_sent_as_an_image_is_told_its_own_field(client, memory, di
     query = client.post("/classify", files={"file": ("q.png", digit_sets["0"][0], "text/plain")})
     assert query.status_code == 415 and "-F 'file=@x.png;type=image/png'" in query.json()["error"]
     assert len(memory) == 3 * PER_LABEL
+
+
+def test_the_classify_page_offers_every_vote_and_k_the_api_takes(client):
+    """The page's vote list lacked `prototype` and `hybrid`, and its k stopped at 100, where
+    the API takes every vote in VOTES and k up to VoteParams' limit."""
+    from vismem.decide import VOTES, VoteParams
+    from vismem.settings import describe
+
+    page = client.get("/").text
+    select = re.search(r'<select id="vote">(.*?)</select>', page, re.S).group(1)
+    assert re.findall(r"<option>(\w+)</option>", select) == list(VOTES)
+    k = re.search(r'<input id="k"[^>]*>', page).group(0)
+    limits = describe(VoteParams, "k")
+    assert f'min="{limits["min"]}"' in k and f'max="{limits["max"]}"' in k
