@@ -154,7 +154,8 @@ async def known_fields(request: Request) -> None:
     readable = kind in FORMS if takes_form else _is_json(kind)
     if dependant.body_params and kind and not readable:
         # FastAPI reads such a body as no body at all: the fields it holds were "missing"
-        raise StarletteHTTPException(415, (FORM_BODY if takes_form else JSON_BODY)
+        fields = ", ".join(field.alias for field in dependant.body_params)
+        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {fields}" if takes_form else JSON_BODY)
                                      + f"; this request's body is {kind}")
     if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
