@@ -233,14 +233,15 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
 
 def test_a_body_that_is_not_a_json_object_is_named(client):
     """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
-    'Field required' or 'Input should be a valid dictionary', naming nothing."""
+    'Field required' or 'Input should be a valid dictionary', naming nothing. (A form is
+    now a 415, as any body of a type the endpoint does not take.)"""
     form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
     for path in ("/items/1", "/items"):
-        for answer in (client.patch(path, content=b'{"weight": 0}', headers=form),
-                       client.patch(path, headers=AUTH),
-                       client.patch(path, json=[1], headers=AUTH)):
+        for status, answer in ((415, client.patch(path, content=b'{"weight": 0}', headers=form)),
+                               (422, client.patch(path, headers=AUTH)),
+                               (422, client.patch(path, json=[1], headers=AUTH))):
             said = answer.json()["error"]
-            assert answer.status_code == 422 and "JSON object" in said and "Content-Type: application/json" in said
+            assert answer.status_code == status and "JSON object" in said and "Content-Type: application/json" in said
         broken = client.patch(path, content=b'{"weight": 0,}', headers={**AUTH, "Content-Type": "application/json"})
         assert broken.status_code == 400 and "not JSON" in broken.json()["error"]  # as the 400 row says
         # a JSON object that asks for no change is one, and is told what to send (it was told the above)
@@ -771,6 +772,8 @@ def errors_and_forms(editing: dict) -> None:
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         assert "422" in operation["responses"], name  # any query parameter it does not take
+        if "requestBody" in operation:  # a body of another type than it takes
+            assert "415" in operation["responses"], name
     form = editing["components"]["schemas"]["Body_classify_classify_post"]["properties"]
     assert form["vote"]["enum"] == list(VOTES)
     for name, key in (("k", "minimum"), ("k", "maximum"), ("mix", "maximum"), ("alpha", "exclusiveMinimum")):
@@ -871,3 +874,90 @@ def test_a_where_key_given_twice_must_hold_both_values(client):
     assert client.get("/items", params={"where": twice}).json()["total"] == 0
     assert client.get("/items", params={"where": [f"name={first}"] * 2}).json()["total"] == 1
     assert client.get("/stats").json()["items"] == total
+
+
+def test_a_wrong_method_is_told_the_methods_its_path_takes(client):
+    """A 405 answered `{"error": "Method Not Allowed"}`, naming neither the method nor what
+    the path takes, and under /static and /swagger its Allow header was empty (RFC 9110: it
+    lists the methods the resource takes, and there GET and HEAD work)."""
+    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD"),
+                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD"),
+                                ("POST", "/stats", "GET, HEAD"), ("GET", "/classify", "POST"),
+                                ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH")):
+        answer = client.request(method, path, headers=AUTH)
+        assert answer.status_code == 405 and answer.headers["allow"] == takes, (method, path)
+        assert answer.json()["error"] == f"{path} takes {takes}, not {method}"
+    assert client.get("/static/style.css").status_code == 200  # what the Allow header says works
+    unknown = client.get("/no/such/path")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "no such path: /no/such/path (the API is at /docs)"
+
+
+def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):
+    """`POST /items` sent as JSON answered 422 `label: Field required` to a body that held a
+    label; `/classify` sent as JSON answered 400 and a `PATCH` sent as a form 422. The same
+    mistake, a body the endpoint cannot read, is now one answer: 415, naming the type sent
+    and the one the endpoint takes. Nothing changes."""
+    query = digit_sets["1"][PER_LABEL]
+    json_to_form = [client.post(path, json=body, headers=AUTH) for path, body in (
+        ("/items", {"label": "1", "files": ["a.png"]}), ("/classify", {"vector": [0.0] * memory.dim}),
+        ("/search", {"k": 3}))]
+    text_to_form = client.post("/items", content=query, headers={**AUTH, "Content-Type": "image/png"})
+    for answer in (*json_to_form, text_to_form):
+        said = answer.json()["error"]
+        assert answer.status_code == 415 and "multipart form" in said and "curl -F" in said, said
+    assert "this request's body is application/json" in json_to_form[0].json()["error"]
+    form_to_json = [client.patch("/items/1", data={"weight": "0"}, headers=AUTH),
+                    client.patch("/items", files={"ids": (None, "1"), "weight": (None, "0")}, headers=AUTH),
+                    client.post("/checkpoints", data={"name": "v1"}, headers=AUTH),
+                    client.patch("/items/1", content=b'{"weight": 0}', headers={**AUTH, "Content-Type": "text/plain"})]
+    for answer in form_to_json:
+        said = answer.json()["error"]
+        assert answer.status_code == 415 and "Content-Type: application/json" in said and "this request's body is" \
+            in said, said
+    assert len(memory) == 3 * PER_LABEL and memory.get(1).weight == 1.0 and memory.checkpoints() == []
+    # what each takes still works; a JSON type with a suffix is JSON, as FastAPI reads it
+    merge = client.patch("/items/1", content=b'{"weight": 0}',
+                         headers={**AUTH, "Content-Type": "application/merge-patch+json"})
+    assert merge.status_code == 200 and merge.json()["weight"] == 0.0
+    assert classify(client, query, k=3).status_code == 200
+
+
+def test_delete_items_names_a_repeated_selector_and_one_sent_in_the_body(client, memory):
+    """`DELETE /items?label=a&label=b` answered `label: Input should be a valid string`, and a
+    selector sent as a JSON or form body (read by no one) `give exactly one of ...`, as if
+    none had been given. Nothing was removed, and nothing is."""
+    twice = client.delete("/items?label=0&label=1", headers=AUTH)
+    assert twice.status_code == 422
+    assert twice.json()["error"] == "invalid request: query parameter label given more than once; it takes one"
+    for body in ({"json": {"label": "0"}}, {"data": {"label": "0"}}):
+        answer = client.request("DELETE", "/items", headers=AUTH, **body)
+        said = answer.json()["error"]
+        assert answer.status_code == 422 and "in the query string (DELETE /items?label=cat," in said, said
+        assert "this endpoint reads no body" in said
+    assert len(memory) == 3 * PER_LABEL
+    assert client.delete("/items?label=0", headers=AUTH).json()["removed"] == PER_LABEL  # the query still works
+
+
+def test_an_upload_not_sent_as_an_image_is_told_its_own_field(client, memory, digit_sets):
+    """`POST /items` with a text/plain part was told `curl: -F 'file=@x.png;type=image/png'`,
+    a field it refuses (its field is `files`)."""
+    added = client.post("/items", files=[upload("a.png", digit_sets["0"][0], "text/plain")],
+                        data={"label": "0"}, headers=AUTH)
+    assert added.status_code == 415 and "-F 'files=@x.png;type=image/png'" in added.json()["error"]
+    query = client.post("/classify", files={"file": ("q.png", digit_sets["0"][0], "text/plain")})
+    assert query.status_code == 415 and "-F 'file=@x.png;type=image/png'" in query.json()["error"]
+    assert len(memory) == 3 * PER_LABEL
+
+
+def test_the_classify_page_offers_every_vote_and_k_the_api_takes(client):
+    """The page's vote list lacked `prototype` and `hybrid`, and its k stopped at 100, where
+    the API takes every vote in VOTES and k up to VoteParams' limit."""
+    from vismem.decide import VOTES, VoteParams
+    from vismem.settings import describe
+
+    page = client.get("/").text
+    select = re.search(r'<select id="vote">(.*?)</select>', page, re.S).group(1)
+    assert re.findall(r"<option>(\w+)</option>", select) == list(VOTES)
+    k = re.search(r'<input id="k"[^>]*>', page).group(0)
+    limits = describe(VoteParams, "k")
+    assert f'min="{limits["min"]}"' in k and f'max="{limits["max"]}"' in k

@@ -191,13 +191,14 @@ def test_the_service_refuses_a_vector_it_cannot_use(client, form, status, says):
 
 
 def test_a_vector_sent_as_a_json_body_is_told_to_come_as_a_form_field(client):
-    """Vector APIs often take JSON bodies: this one reads form fields, and says so."""
+    """Vector APIs often take JSON bodies: this one reads form fields, and says so (415, as
+    for any body of a type the endpoint does not take)."""
     _, client = client
     for path in ("/classify", "/search"):
         answer = client.post(path, json={"vector": [0.1] * 64})
-        assert answer.status_code == 400
-        assert "as fields of a multipart form (curl -F 'vector=[0.1, ...]'); this request's body is " \
-            "application/json" in answer.json()["error"]
+        said = answer.json()["error"]
+        assert answer.status_code == 415 and "multipart form (curl -F NAME=VALUE" in said
+        assert "of the fields file, vector, k" in said and "this request's body is application/json" in said
         assert "multipart" not in client.post(path, data={}).json()["error"]  # a form that lacks both
 
 

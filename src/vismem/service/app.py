@@ -184,14 +184,15 @@ class _MemoryService:
         parts = [batcher.encode(np.stack(pixels[i : i + step])) for i in range(0, len(pixels), step)]
         return np.concatenate(await asyncio.gather(*parts))
 
-    async def read_image(self, upload: UploadFile) -> tuple[str, bytes]:
-        """An upload's (safe name, bytes); 415 unless it is sent as image/*."""
+    async def read_image(self, upload: UploadFile, field: str = "file") -> tuple[str, bytes]:
+        """An upload's (safe name, bytes); 415 unless it is sent as image/* (`field`: the form
+        field it came in, for the curl line that shows how)."""
         content_type = (upload.content_type or "").split(";")[0].strip().lower()
         name = safe_name(upload.filename)
         if not content_type.startswith("image/"):
             raise HTTPException(
                 415, f"{name}: only image uploads are accepted, got content type "
-                f"{content_type or 'none'}; send it as image/* (curl: -F 'file=@x.png;type=image/png')",
+                f"{content_type or 'none'}; send it as image/* (curl: -F '{field}=@x.png;type=image/png')",
             )
         return name, await upload.read()
 
@@ -199,17 +200,13 @@ class _MemoryService:
         return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
                              thumbnails=label is not None, max_pixels=self.settings.max_pixels)
 
-    async def query(self, file: UploadFile | None, vector: str | None,
-                    content_type: str | None = None) -> tuple[str | None, np.ndarray]:
+    async def query(self, file: UploadFile | None, vector: str | None) -> tuple[str | None, np.ndarray]:
         """The query of /classify and /search: an image upload's name and vector, or a
-        vector sent as a JSON array (name None); exactly one of them, as fields of a form."""
+        vector sent as a JSON array (name None); exactly one of them, as fields of a form
+        (a body of another type is a 415 before this: `http.known_fields`)."""
         if (file is None) == (vector is None):
-            body = (content_type or "").split(";")[0].strip()  # a form's fields, or a JSON body
-            form = body in ("", "multipart/form-data", "application/x-www-form-urlencoded")
             raise HTTPException(400, "send the query as `file` (an image) or as `vector` (a JSON array of "
-                                f"{self.memory.dim} numbers)" + (", not both" if file is not None else "")
-                                + ("" if form else f", as fields of a multipart form (curl -F 'vector=[0.1, "
-                                   f"...]'); this request's body is {body}"))
+                                f"{self.memory.dim} numbers)" + (", not both" if file is not None else ""))
         if vector is not None:
             return None, parse_vector(vector, self.memory.dim)
         assert file is not None
@@ -356,7 +353,6 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     @app.post("/classify", tags=["memory"], dependencies=reading,
               responses=responses(400, 409, 415, *read_errors))
     async def classify(
-        request: Request,
         file: UploadFile | None = File(None, description="The image to classify (image/* content type)."),
         vector: str | None = query_vector,
         k: int | None = vote_form("k"),
@@ -376,7 +372,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem classify`: the decision for one image (or vector), the same object as
         `classify --json` (`path` is the upload's file name, null for a vector;
         `?counterfactual=true` as `--counterfactual`)."""
-        name, vectors = await service.query(file, vector, request.headers.get("content-type"))
+        name, vectors = await service.query(file, vector)
         decisions = await service.read(
             memory.classify_vectors, vectors, paths=[name], k=k, vote=vote, alpha=alpha, tau=tau, mix=mix,
             abstain=abstain, labels=only_label, sources=only_source, where=parse_where(where),
@@ -387,7 +383,6 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
               response_model=SearchOut,
               responses=responses(400, 409, 415, *read_errors))
     async def search(
-        request: Request,
         file: UploadFile | None = File(None, description="The image to search with (image/* content type)."),
         vector: str | None = query_vector,
         k: int = Form(K["default"], ge=K["min"], le=K["max"], description="How many nearest items."),
@@ -397,7 +392,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
     ) -> dict[str, Any]:
         """`vismem search`: the k items nearest to one image (or vector), nearest first, with
         no vote. Restricted, it still holds k items whenever k items match."""
-        name, vectors = await service.query(file, vector, request.headers.get("content-type"))
+        name, vectors = await service.query(file, vector)
         rows = await service.read(memory.search, vectors, k, labels=only_label, sources=only_source,
                                   where=parse_where(where))
         return {"path": name, "neighbors": [hit.to_dict() for hit in rows[0]]}
@@ -459,7 +454,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         """`vismem add`: add images with one label. Returns new ids, and each image not added
         with why (a duplicate, or unreadable)."""
         service.need_encoder()
-        uploads = [await service.read_image(f) for f in files]
+        uploads = [await service.read_image(f, "files") for f in files]
         outcomes = await asyncio.gather(
             *(service.run(_try_prepare, service.prepare, name, data, label) for name, data in uploads)
         )
@@ -579,12 +574,19 @@ def _access(settings: ServiceSettings) -> tuple[list, list]:
 
 def _selector(request: Request) -> Selector:
     """DELETE /items's query as a `Selector`: `id` and `where` as lists, the others as one
-    value each (given twice, they stay a list, which the model refuses)."""
+    value each (given twice, a 422 that says so)."""
     given: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         given.setdefault(key, []).append(value)
-    fields = {key: values if key in ("id", "where") or len(values) > 1 else values[0]
-              for key, values in given.items()}
+    if not given and request.headers.get("content-type"):  # a DELETE's body: read by no one
+        raise HTTPException(422, "invalid request: give exactly one of id, label, source, where in the query "
+                            "string (DELETE /items?label=cat, ?id=1&id=2): this endpoint reads no body")
+    repeated = [key for key, values in given.items() if len(values) > 1 and key in Selector.model_fields
+                and key not in ("id", "where")]
+    if repeated:  # as `http.known_fields` says it of other endpoints' parameters
+        raise HTTPException(422, f"invalid request: query parameter {', '.join(repeated)} given more than once; "
+                            "it takes one")
+    fields = {key: values if key in ("id", "where") else values[0] for key, values in given.items()}
     try:
         return Selector.model_validate(fields)
     except ValidationError as exc:

@@ -47,7 +47,8 @@ STATUS: dict[int, str] = {
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
          "already. Nothing changed.",
     413: "The request body is over --max-upload-mb. Nothing changed.",
-    415: "A file part is not sent as image/*. Nothing changed.",
+    415: "A file part is not sent as image/*, or the body is not of the type the endpoint takes (a "
+         "multipart form, or JSON, as this document says). Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
          "out-of-range field). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
@@ -57,6 +58,9 @@ STATUS: dict[int, str] = {
 }
 # e.g. `curl -d '{...}'` without -H: curl sends it as a form, which FastAPI does not parse as JSON
 JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: application/json"
+FORM_BODY = ("the body must be a multipart form (curl -F NAME=VALUE, and -F 'NAME=@x.png;type=image/png' "
+             "for an image)")
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
 # A closed memory is the server's own mistake: a 500, as any bug. So is a PartlyDoneError
 # left to this table: an edit that can end partly done answers 200 with what it committed
@@ -91,9 +95,16 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 405:  # Starlette names only the first route's methods
-            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.scope)))
-        return error(exc.status_code, str(exc.detail), headers or None)
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            # A route's 405 names only the first route's methods. StaticFiles (/static,
+            # /swagger) names its own, and in its scope no route of the app matches
+            allowed = allowed_methods(app, request.scope) or set(headers.get("Allow", "").split(", ")) - {""}
+            headers["Allow"] = ", ".join(sorted(allowed))
+            message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
+        elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
+            message = f"no such path: {request.url.path} (the API is at /docs)"
+        return error(exc.status_code, message, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -139,11 +150,22 @@ async def known_fields(request: Request) -> None:
         _known("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
     dependant = route.dependant
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # (an endpoint that takes a JSON body says itself what a form content type gets wrong)
     takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
-    if takes_form and kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    readable = kind in FORMS if takes_form else _is_json(kind)
+    if dependant.body_params and kind and not readable:
+        # FastAPI reads such a body as no body at all: the fields it holds were "missing"
+        fields = ", ".join(field.alias for field in dependant.body_params)
+        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {fields}" if takes_form else JSON_BODY)
+                                     + f"; this request's body is {kind}")
+    if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
         _known("form field", form, {field.alias: field for field in dependant.body_params})
+
+
+def _is_json(kind: str) -> bool:
+    """Whether FastAPI reads a body of this type as JSON: application/json, or a subtype
+    that ends in +json."""
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
