@@ -1,5 +1,6 @@
-"""The README's Python example runs as written, and every `vismem` command and option the README
-and docs/ show exists, so the docs cannot drift from the code."""
+"""The README's Python example runs as written, every `vismem` command and option the README
+and docs/ show exists, and docs/architecture.md's module map names every module, so the docs
+cannot drift from the code."""
 
 import re
 from pathlib import Path
@@ -59,3 +60,24 @@ def test_documented_commands_and_options_exist():
         wrong += [f"{name}: vismem {command} {option}: no such option" for option in options if option not in known]
     assert seen > 50, "the docs lost their command examples, or this test stopped finding them"
     assert not wrong, "\n".join(wrong)
+
+
+DOCS = README.parent / "docs"
+PACKAGE = README.parent / "src" / "vismem"
+
+
+def test_architecture_module_map_names_every_module_and_no_other():
+    """docs/architecture.md's module map names each module under src/vismem (a package named
+    `dir/` covers its files), and every module it names exists."""
+    text = (DOCS / "architecture.md").read_text()
+    table = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    named = {name for row in re.findall(r"^\| ([^|]+) \|", table, flags=re.M)
+             for name in re.findall(r"`([\w/]+(?:\.py|/))`", row)}
+    assert len(named) > 40, "the module map lost its rows, or this test stopped reading them"
+    missing = sorted(name for name in named if not (PACKAGE / name).exists())
+    modules = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    trivial = {"__init__.py", "__main__.py", "search/__init__.py"}  # re-exports and the entry point
+    packages = tuple(name for name in named if name.endswith("/"))
+    unnamed = sorted(module for module in modules - trivial - named if not module.startswith(packages))
+    assert not missing, f"the module map names modules that do not exist: {missing}"
+    assert not unnamed, f"the module map leaves out: {unnamed}"
