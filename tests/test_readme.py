@@ -184,3 +184,25 @@ def test_service_api_table_matches_the_openapi_document(openapi):
             if answered != declared:
                 wrong.append(f"{route}: table says {sorted(answered)}, the app answers {sorted(declared)}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_classify_json_fields_are_the_ones_the_readme_and_help_name(tmp_path):
+    """The README's `classify --json` paragraph names exactly the fields of a real decision and
+    of its neighbours, and `vismem classify --help` names each of them too."""
+    import numpy as np
+    import typer
+
+    from vismem import Memory
+    from vismem.cli import load_commands
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "a", "b"])
+        decision = memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], k=3, counterfactual=True)[0].to_dict()
+    fields = set(decision) | set(decision["neighbors"][0])
+    paragraph = re.search(r"^- `classify --json`.*?(?=^- )", README.read_text(), flags=re.S | re.M).group(0)
+    named = set(re.findall(r"`([a-z_]+)`", paragraph))
+    assert named == fields, f"README names {sorted(named - fields)} that a decision lacks, " \
+                            f"and leaves out {sorted(fields - named)}"
+    command = typer.main.get_command(load_commands()).commands["classify"]  # type: ignore[attr-defined]
+    words = set(re.findall(r"\w+", command.help.split("With --json", 1)[1]))
+    assert not fields - words, f"`vismem classify --help` leaves out {sorted(fields - words)}"
