@@ -4,7 +4,8 @@ Conventions every command follows:
 - `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
 - Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
-  unlabelled, some ids did not exist, or a verified removal found remnants; 130
+  unlabelled or held under another label, some ids did not exist, a verified removal found
+  remnants, or a removal committed but its purge was cut off; 130
   interrupted (Ctrl-C), with an `interrupted: ...` line saying what stays; 141 stopped
   because the reader of stdout went away (`vismem ... | head`), with a `stopped: ...` line;
   143 terminated (SIGTERM: `timeout`, a container's stop), with a `terminated: ...` line.
@@ -40,8 +41,9 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
-    "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped, "
-    "ids missing, or remnants found), 130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head), "
+    "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped or held "
+    "under another label, ids missing, remnants found, or a purge cut off after its commit), "
+    "130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head), "
     "143 terminated (SIGTERM).",
     no_args_is_help=True,
     add_completion=False,

@@ -500,10 +500,11 @@ def classify(
 ) -> None:
     """Classify images and show the neighbours that voted.
 
-    With --json, one object per image: path, label, confidence, abstained, scores,
-    neighbors (id, label, distance, weight, contribution, source, item_weight,
-    prune_factor, relabelled_from; nearest first), prototypes (distance to each class),
-    interventions; with --counterfactual also counterfactual (remove / block: the fewest
+    With --json, one object per image: path, label, confidence, abstained, ood_score and
+    threshold (null unless --abstain), scores, neighbors (id, label, distance, weight,
+    contribution, source, item_weight, prune_factor, relabelled_from; nearest first),
+    prototypes (distance to each class), interventions, and the vote used (vote, k, alpha,
+    tau, mix); with --counterfactual also counterfactual (remove / block: the fewest
     item ids whose removal / blocking changes the label, label_after_remove /
     label_after_block, runner_up, summary). An unreadable image gives
     {"path": ..., "error": ...} and exit code 3. With --queries Q.npy, one object per
