@@ -1,6 +1,7 @@
 """Pruning counts on a small constructed memory, in pure numpy and through the CLI."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -69,6 +70,16 @@ def test_bad_settings_fail():
         hard_keep(np.zeros(2), threshold=0)
     with pytest.raises(InvalidInputError):
         self_query(circle(ANGLES), LABELS, VoteParams(k=1, vote="prototype"))
+
+
+@pytest.mark.parametrize("bad", [{"c": math.nan}, {"d": math.inf}, {"c": True}, {"threshold": 2.5},
+                                 {"threshold": True}])
+def test_settings_that_would_poison_every_vote_are_refused(bad):
+    """The CLI's option types refuse these; the Python API must too, or they are saved."""
+    with pytest.raises(InvalidInputError, match="finite c|whole number"):
+        PruneSettings(mode="soft", **bad)
+    with pytest.raises(InvalidInputError, match="finite c|whole number"):
+        PruneSettings().replace(**bad)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ Pure functions over numpy arrays; the store keeps the counts per item, so prunin
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -147,17 +148,22 @@ def self_query(vectors: np.ndarray, labels, params: VoteParams, item_weights: np
     return SelfQuery(classes, label_index, sims, rows, scores, predicted, v)
 
 
+def _real(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
 def soft_factors(v: np.ndarray, c: float = SOFT_C, d: float = SOFT_D) -> np.ndarray:
     """Soft-pruning vote multiplier d / (c + v) per item."""
-    if c <= 0 or d <= 0:
-        raise InvalidInputError(f"soft pruning needs c > 0 and d > 0, got c={c}, d={d}")
+    # bool is an int, and a NaN passes c <= 0: either would be saved and poison every vote
+    if not all(_real(x) and 0 < x < math.inf for x in (c, d)):
+        raise InvalidInputError(f"soft pruning needs finite c > 0 and d > 0, got c={c!r}, d={d!r}")
     return d / (c + np.asarray(v, dtype=np.float64))
 
 
 def hard_keep(v: np.ndarray, threshold: int = HARD_THRESHOLD) -> np.ndarray:
     """Boolean mask of the items hard pruning keeps (v < threshold)."""
-    if threshold < 1:
-        raise InvalidInputError(f"hard-pruning threshold must be >= 1, got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 1:
+        raise InvalidInputError(f"hard-pruning threshold must be a whole number >= 1, got {threshold!r}")
     return np.asarray(v) < threshold
 
 
