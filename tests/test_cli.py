@@ -82,7 +82,7 @@ def test_info_json(built_memory, cli):
     assert info["encoder"] == "efficientnet_lite0" and info["format_version"] == 2
     assert info["index"]["type"] == "exact" and info["disk_bytes"] > 0
     human = cli("info", memdir, check=True).stdout
-    assert "80 in 10 classes" in human and "efficientnet_lite0" in human
+    assert "80 in 10 classes" in human and "efficientnet_lite0" in human and "1 prototype per class" in human
 
 
 def test_classify_json_fields(built_memory, cli, digit_folders):

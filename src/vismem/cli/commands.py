@@ -469,7 +469,7 @@ def one_query(path: Path, row: int | None, dim: int):
     chosen = row or 0
     if chosen >= len(matrix):
         rows = "row 0" if len(matrix) == 1 else f"rows 0 to {len(matrix) - 1}"
-        raise InvalidInputError(f"--row {chosen}: {path} holds {len(matrix)} vector(s) ({rows})")
+        raise InvalidInputError(f"--row {chosen}: {path} holds {counted(len(matrix), 'vector')} ({rows})")
     query = matrix[chosen : chosen + 1]
     unit_rows(query, dim, queries=True, first_row=chosen)  # a NaN is named by its row in the file
     return query, f"{path}[{chosen}]"
@@ -727,8 +727,8 @@ def _print_decisions(data: dict) -> None:
                       f"{abstain['prototype_weight']:g})")
         if abstain.get("changed_since") is not None:
             calibrated += f", {abstain['changed_since']:.0%} of the memory changed since"
-    out.print(f"decisions   {data['prototypes_per_class']} prototype(s)/class; pruning {data['pruning']['mode']}"
-              f" ({data['pruning']['excluded']:,} excluded); abstention {calibrated}")
+    out.print(f"decisions   {counted(data['prototypes_per_class'], 'prototype')} per class; "
+              f"pruning {data['pruning']['mode']} ({data['pruning']['excluded']:,} excluded); abstention {calibrated}")
     if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
         err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again")
 
