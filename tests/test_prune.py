@@ -2,6 +2,7 @@
 
 import json
 import math
+import sqlite3
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from vismem import Memory
 from vismem.decide import VoteParams
 from vismem.errors import InvalidInputError
+from vismem.store import DB_NAME
 from vismem.prune import PruneSettings, hard_keep, self_neighbours, self_query, soft_factors
 
 # Points on the unit circle (angles in degrees). Class A near 0, class B near 90,
@@ -80,6 +82,26 @@ def test_settings_that_would_poison_every_vote_are_refused(bad):
         PruneSettings(mode="soft", **bad)
     with pytest.raises(InvalidInputError, match="finite c|whole number"):
         PruneSettings().replace(**bad)
+
+
+def test_a_memory_saved_with_settings_older_releases_took_still_opens(small_memory, caplog):
+    """0.2.0's Python API saved c=nan or threshold=2.5; such a memory opens, with the
+    threshold that keeps the same items and c at its default, said in a warning."""
+    path, _ = small_memory
+    with Memory.open(path) as memory:
+        memory.set_prune_counts({1: 2, 2: 3})
+        memory.update_settings(pruning=PruneSettings(mode="hard", threshold=3))
+        kept = [hit.id for hit in memory.search(circle([0.0]), 9)[0]]
+    db = sqlite3.connect(path / DB_NAME)
+    stored = json.loads(db.execute("SELECT value FROM config WHERE key = 'settings'").fetchone()[0])
+    stored["pruning"].update(threshold=2.5, c=math.nan)
+    db.execute("UPDATE config SET value = ? WHERE key = 'settings'", (json.dumps(stored),))
+    db.commit()
+    db.close()
+    with caplog.at_level("WARNING", logger="vismem"), Memory.open(path) as memory:
+        assert memory.settings.pruning == PruneSettings(mode="hard", threshold=3)
+        assert [hit.id for hit in memory.search(circle([0.0]), 9)[0]] == kept and 2 not in kept and 1 in kept
+    assert "soft-pruning c=nan is not a finite number" in caplog.text
 
 
 @pytest.fixture

@@ -16,15 +16,19 @@ Pure functions over numpy arrays; the store keeps the counts per item, so prunin
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
 
 from .decide import VoteParams, vote_matrix
 from .errors import InvalidInputError
+
+log = logging.getLogger("vismem")
 
 SOFT_C = 1.0
 SOFT_D = 1.75
@@ -205,6 +209,26 @@ class PruneSettings:
             raise InvalidInputError(f"unknown count {self.count!r}; choose from {', '.join(COUNTS)}")
         soft_factors(np.zeros(1), self.c, self.d)
         hard_keep(np.zeros(1), self.threshold)
+
+    @classmethod
+    def stored(cls, data: dict[str, Any]) -> PruneSettings:
+        """Settings as a memory saved them. Up to 0.2.0 the Python API checked less, so a
+        memory may hold a threshold like 2.5 or true, or a c or d that is NaN or infinite:
+        it opens with the threshold as the whole number that keeps the same items (counts
+        are whole numbers: v < 2.5 keeps what v < 3 keeps) and a bad c or d at its
+        default, said in a warning (its soft votes were NaN or 0)."""
+        data = dict(data)
+        threshold = data.get("threshold", HARD_THRESHOLD)
+        if isinstance(threshold, bool) or (isinstance(threshold, float) and math.isfinite(threshold)):
+            data["threshold"] = max(1, math.ceil(threshold))
+        for name, default in (("c", SOFT_C), ("d", SOFT_D)):
+            value = data.get(name, default)
+            if isinstance(value, bool) or not (_real(value) and 0 < value < math.inf):
+                log.warning("the memory's soft-pruning %s=%r is not a finite number > 0 (every soft vote was NaN "
+                            "or 0): using %s; `vismem prune --mode soft --%s N` sets another", name, value,
+                            default, name)
+                data[name] = default
+        return cls(**data)
 
     def factors(self, counts: np.ndarray) -> np.ndarray:
         """Each item's vote multiplier, float64, from its count v (1 unless soft)."""

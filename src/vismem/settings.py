@@ -98,7 +98,7 @@ class MemorySettings:
     def from_dict(cls, data: dict[str, Any]) -> MemorySettings:
         data = dict(data)
         vote = VoteParams(**data.pop("vote", {}))
-        pruning = PruneSettings(**data.pop("pruning", {}))
+        pruning = PruneSettings.stored(data.pop("pruning", {}))
         found = data.pop("abstention", None)
         transform = TransformSpec.from_dict(data.pop("transform", None))
         return cls(vote=vote, pruning=pruning, abstention=Calibration(**found) if found else None,
