@@ -287,3 +287,50 @@ def test_under_the_prototype_vote_a_neighbour_is_blocked_only_when_it_is(tmp_pat
         page.locator(f"#labels button[data-label='{long_label}']").click()
         expect(page.locator("#grid .card")).to_have_count(6)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_browse_pages_through_a_label_and_an_edit_keeps_the_page(tmp_path, page):
+    """/browse showed only a label's first 200 items: item 201 on could not be seen, blocked,
+    relabelled or deleted from the page. Now it pages (100 a page); an edit keeps the page,
+    and deleting the last item of the last page steps back one."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    vectors = np.random.default_rng(7).standard_normal((268, 8)).astype(np.float32)
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    # every fourth item is another label's: a page's ids are the label's 101st to 200th, not ids 101-200
+    ids = memory.add_vectors(vectors, ["few" if i % 4 == 0 else "many" for i in range(268)])
+    many = [item for i, item in enumerate(ids) if i % 4]
+    assert len(many) == 201
+    page.on("dialog", lambda dialog: dialog.accept())  # Delete asks to confirm
+    shown = "[...document.querySelectorAll('#grid .card')].map(c => Number(c.dataset.id))"
+    with serving(memory, TOKEN) as url:
+        open_with_token(page, url + "/browse")
+        page.locator("#labels button[data-label='many']").click()
+        expect(page.locator("#pager .range")).to_have_text("items 1–100 of 201")
+        expect(page.locator("#pager button[data-go='prev']")).to_be_disabled()
+        assert page.evaluate(shown) == many[:100]
+
+        page.locator("#pager-end button[data-go='next']").click()  # the lower pager, under the grid
+        expect(page.locator("#pager .range")).to_have_text("items 101–200 of 201")
+        assert page.evaluate(shown) == many[100:200]
+        target = many[150]
+        page.locator(f"#grid .card[data-id='{target}'] button", has_text="Block").click()
+        expect(page.locator(f"#grid .card[data-id='{target}']")).to_have_class("card blocked")
+        expect(page.locator("#pager .range")).to_have_text("items 101–200 of 201")  # still page 2
+        assert page.evaluate(shown) == many[100:200]
+        assert memory.items([target])[0].weight == 0.0
+
+        page.locator("#pager button[data-go='last']").click()
+        expect(page.locator("#pager .range")).to_have_text("item 201 of 201")
+        expect(page.locator("#pager button[data-go='next']")).to_be_disabled()
+        assert page.evaluate(shown) == [many[200]]
+        page.locator(f"#grid .card[data-id='{many[200]}'] button.danger").click()
+        expect(page.locator("#pager .range")).to_have_text("items 101–200 of 200")  # one page back
+        assert page.evaluate(shown) == many[100:200]
+        expect(page.locator("#labels button[data-label='many']")).to_have_text("many · 200")
+
+        page.locator("#pager button[data-go='prev']").click()
+        expect(page.locator("#pager .range")).to_have_text("items 1–100 of 200")
+        page.locator("#labels button[data-label='few']").click()  # another label starts at its first page
+        expect(page.locator("#pager .range")).to_have_text("items 1–67 of 67")
+        expect(page.locator("#pager-end button")).to_have_count(0)  # one page: no second pager
+        assert page.evaluate(shown) == ids[::4]

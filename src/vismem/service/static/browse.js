@@ -1,5 +1,9 @@
-// The browse page: labels with counts, one label's exemplars, and adding images.
-let current = null;
+// The browse page: labels with counts, one label's exemplars a page at a time, and adding images.
+// A page of 100: a screenful of cards, and within any max_list the service is given (500 by default).
+const PAGE_SIZE = 100;
+let current = null;  // the label shown
+let offset = 0;      // where its page shown starts, in the label's order (oldest first)
+let asked = 0;       // counts the pages asked for: an answer to an older ask is dropped
 
 async function loadLabels() {
   let stats;
@@ -17,17 +21,51 @@ async function loadLabels() {
     ...Object.keys(stats.classes).map((label) => el("option", { value: label })));
 }
 
-async function showLabel(label) {
-  current = label;
+// Shows `label` from `start`: 0 for its first page, Infinity for its last (where added
+// items land). A page that went empty (its last items deleted or relabelled) gives way to
+// the last page left, so an edit keeps the user where they were, or one page back.
+async function showLabel(label, start = 0) {
+  const ask = ++asked;
   let page;
-  try { page = await api(`/items?label=${encodeURIComponent(label)}&limit=200`); }
-  catch (e) { say(e.message, true); return; }
+  try { page = await fetchPage(label, start); } catch (e) { say(e.message, true); return; }
+  if (ask !== asked) return;  // a later click (another label, another page) is on its way
+  current = label;
+  offset = page.offset;
   document.getElementById("items").hidden = false;
   document.getElementById("items-title").textContent = `“${label}”: ${page.total} items`;
   document.getElementById("grid").replaceChildren(...page.items.map(itemCard));
-  document.getElementById("more").textContent =
-    page.total > page.items.length ? `showing the first ${page.items.length}` : "";
+  const n = page.items.length;
+  const range = n > 1 ? `items ${page.offset + 1}–${page.offset + n} of ${page.total}`
+    : n ? `item ${page.offset + 1} of ${page.total}` : "no items";
+  document.getElementById("pager").replaceChildren(...pager(page, range));
+  // the second pager saves a scroll back up after a full page; one page needs none
+  document.getElementById("pager-end").replaceChildren(...(page.total > PAGE_SIZE ? pager(page, range) : []));
   loadLabels();
+}
+
+// Where the last page of `total` items starts (0 when there are none).
+const lastPage = (total) => Math.max(0, Math.ceil(total / PAGE_SIZE) - 1) * PAGE_SIZE;
+
+async function fetchPage(label, start) {
+  const at = (from) => api(`/items?label=${encodeURIComponent(label)}&offset=${from}&limit=${PAGE_SIZE}`);
+  let page = await at(Number.isFinite(start) ? start : 0);
+  const last = lastPage(page.total);
+  if (page.offset > last || (!Number.isFinite(start) && page.offset < last)) page = await at(last);
+  return page;
+}
+
+function pager(page, range) {
+  const last = lastPage(page.total);
+  const go = (name, text, to, off) => el("button", {
+    type: "button", "data-go": name, ...(off ? { disabled: "" } : {}),
+    onclick: async () => {
+      await showLabel(current, to);
+      document.getElementById("items").scrollIntoView();  // from the lower pager: to the page's top
+    } }, text);
+  const first = page.offset === 0, end = page.offset >= last;
+  return [go("first", "« First", 0, first), go("prev", "‹ Previous", Math.max(0, page.offset - PAGE_SIZE), first),
+          el("span", { class: "range" }, range),
+          go("next", "Next ›", page.offset + PAGE_SIZE, end), go("last", "Last »", last, end)];
 }
 
 function itemCard(item) {
@@ -53,7 +91,7 @@ async function change(id, method, body) {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
-  showLabel(current);
+  showLabel(current, offset);  // the same page, or the one before if this emptied it
 }
 
 document.getElementById("add").addEventListener("submit", async (e) => {
@@ -70,7 +108,7 @@ document.getElementById("add").addEventListener("submit", async (e) => {
     const skipped = report.skipped_items.map((s) => `${s.path}: ${s.reason}`).join("; ");
     say(`added ${report.added} to “${label}”` + (report.skipped ? `, skipped ${report.skipped} (${skipped})` : ""),
         report.added === 0);
-    showLabel(label);
+    showLabel(label, Infinity);  // the last page, where the items just added are
   } catch (err) { say(err.message, true); }
 });
 
