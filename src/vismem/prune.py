@@ -212,8 +212,8 @@ class PruneSettings:
 
     @classmethod
     def stored(cls, data: dict[str, Any]) -> PruneSettings:
-        """Settings as a memory saved them. Up to 0.2.0 the Python API checked less, so a
-        memory may hold a threshold like 2.5 or true, or a c or d that is NaN or infinite:
+        """Settings as a memory saved them. Before these checks the Python API took more, so
+        a memory may hold a threshold like 2.5 or true, or a c or d that is NaN or infinite:
         it opens with the threshold as the whole number that keeps the same items (counts
         are whole numbers: v < 2.5 keeps what v < 3 keeps) and a bad c or d at its
         default, said in a warning (its soft votes were NaN or 0)."""
