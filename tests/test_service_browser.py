@@ -333,4 +333,6 @@ def test_browse_pages_through_a_label_and_an_edit_keeps_the_page(tmp_path, page)
         page.locator("#labels button[data-label='few']").click()  # another label starts at its first page
         expect(page.locator("#pager .range")).to_have_text("items 1–67 of 67")
         expect(page.locator("#pager-end button")).to_have_count(0)  # one page: no second pager
+        expect(page.locator("#pager button")).to_have_count(0)  # and nothing to go to
+        expect(page.locator("#items-title")).to_have_text("“few”: 67 items")
         assert page.evaluate(shown) == ids[::4]

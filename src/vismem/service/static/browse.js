@@ -32,7 +32,7 @@ async function showLabel(label, start = 0) {
   current = label;
   offset = page.offset;
   document.getElementById("items").hidden = false;
-  document.getElementById("items-title").textContent = `“${label}”: ${page.total} items`;
+  document.getElementById("items-title").textContent = `“${label}”: ${page.total} item${page.total === 1 ? "" : "s"}`;
   document.getElementById("grid").replaceChildren(...page.items.map(itemCard));
   const n = page.items.length;
   const range = n > 1 ? `items ${page.offset + 1}–${page.offset + n} of ${page.total}`
@@ -63,6 +63,7 @@ function pager(page, range) {
       document.getElementById("items").scrollIntoView();  // from the lower pager: to the page's top
     } }, text);
   const first = page.offset === 0, end = page.offset >= last;
+  if (first && end) return [el("span", { class: "range" }, range)];  // one page: nothing to go to
   return [go("first", "« First", 0, first), go("prev", "‹ Previous", Math.max(0, page.offset - PAGE_SIZE), first),
           el("span", { class: "range" }, range),
           go("next", "Next ›", page.offset + PAGE_SIZE, end), go("last", "Last »", last, end)];
