@@ -498,6 +498,39 @@ def test_edits_whose_purge_a_stopped_index_holder_cuts_off_answer_what_they_comm
         assert len(reopened) == 148 and set(reopened.ids()) == set(ids[2:150])
 
 
+def test_an_app_driven_from_one_event_loop_after_another_answers_every_request(memory, digit_sets):
+    """A TestClient used without `with` runs each request in an event loop of its own. The
+    readers-writer lock (and the encoder's batcher) stayed bound to the first, and every
+    later request answered 500 "bound to a different event loop"."""
+    app = create_app(memory, ServiceSettings(token=TOKEN))
+    client = TestClient(app)  # no `with`: a new loop per request
+    query = digit_sets["2"][PER_LABEL]
+    assert classify(client, query, k=3).status_code == 200
+    added = client.post("/items", files=[upload("new.png", digit_sets["1"][PER_LABEL])], data={"label": "1"},
+                        headers=AUTH)
+    assert added.status_code == 201 and added.json()["added"] == 1
+    new_id = added.json()["ids"][0]
+    assert client.get(f"/items/{new_id}").json()["label"] == "1"
+    assert client.patch(f"/items/{new_id}", json={"weight": 2}, headers=AUTH).json()["weight"] == 2
+    assert classify(client, query, k=3).status_code == 200
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL + 1
+
+    # Two loops running at once would each need a lock of their own, excluding nothing: refused
+    service = app.state.service
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(service.read(len, memory), other).result(60) == 3 * PER_LABEL + 1
+        with pytest.raises(RuntimeError, match="in use by another event loop that is still running"):
+            asyncio.run(service.read(len, memory))
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join()
+        other.close()
+    assert client.get("/stats").status_code == 200  # its loop closed: the next one takes over
+
+
 def test_batcher_encodes_requests_that_arrive_together_in_one_pass(digits):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -23,6 +23,7 @@ import asyncio
 import json
 import re
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from ..store.base import missing_ids, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
 from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
+from .loops import needs_new_loop
 from .models import (
     MAX_ID,
     MAX_VALUES,
@@ -118,7 +120,9 @@ class _MemoryService:
         self.memory = memory
         memory.auto_refresh = False  # readers share it: reload only under the write lock, below
         self.settings = settings
-        self.lock = aiorwlock.RWLock()
+        self._lock: aiorwlock.RWLock | None = None  # made for the loop that uses it: `lock`
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._binding = threading.Lock()  # two loops' threads must not both make one
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vismem")
         # edits wait for other processes' writes here, one at a time, never in the readers' pool
         self.wait_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-wait")
@@ -126,6 +130,19 @@ class _MemoryService:
         self.encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-encode")
         self.encoder = memory.encoder if memory.encoder_name is not None else None
         self.batcher = EncodeBatcher(self.encoder, self.encode_pool) if self.encoder else None
+
+    @property
+    def lock(self) -> aiorwlock.RWLock:
+        """The readers-writer lock, of the running event loop: aiorwlock binds a lock to the
+        first loop that waits on it and raises in any other (`loops.py`). Within one loop it
+        is always the same lock; it is made again only once no one holds it, and then no
+        one waits for it either (a lock released hands itself to its waiters)."""
+        with self._binding:
+            idle = self._lock is None or not (self._lock.reader_lock.locked or self._lock.writer_lock.locked)
+            if needs_new_loop(self._lock_loop, idle, "the memory's readers-writer lock"):
+                self._lock, self._lock_loop = aiorwlock.RWLock(), asyncio.get_running_loop()
+            assert self._lock is not None
+            return self._lock
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work that does not touch the memory (decoding) in the pool."""
