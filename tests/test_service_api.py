@@ -913,16 +913,35 @@ def test_a_wrong_method_is_told_the_methods_its_path_takes(client):
     """A 405 answered `{"error": "Method Not Allowed"}`, naming neither the method nor what
     the path takes, and under /static and /swagger its Allow header was empty (RFC 9110: it
     lists the methods the resource takes, and there GET and HEAD work)."""
-    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD"),
-                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD"),
-                                ("POST", "/stats", "GET, HEAD"), ("GET", "/classify", "POST"),
-                                ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH")):
+    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD, OPTIONS"),
+                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD, OPTIONS"),
+                                ("POST", "/stats", "GET, HEAD, OPTIONS"), ("GET", "/classify", "OPTIONS, POST"),
+                                ("PUT", "/items/1", "DELETE, GET, HEAD, OPTIONS, PATCH")):
         answer = client.request(method, path, headers=AUTH)
         assert answer.status_code == 405 and answer.headers["allow"] == takes, (method, path)
         assert answer.json()["error"] == f"{path} takes {takes}, not {method}"
     assert client.get("/static/style.css").status_code == 200  # what the Allow header says works
     unknown = client.get("/no/such/path")
     assert unknown.status_code == 404 and unknown.json()["error"] == "no such path: /no/such/path (the API is at /docs)"
+
+
+def test_options_names_the_methods_a_path_takes(memory):
+    """OPTIONS answered 405 at every path. A path the app serves now answers 204 with the
+    methods it takes (as a 405 names them), without running an endpoint or needing the
+    token; a path nothing serves stays 404, and OPTIONS is no operation of the document."""
+    with client_for(memory, token=TOKEN, protect_reads=True) as client:
+        for path, takes in (("/items", "DELETE, GET, HEAD, OPTIONS, PATCH, POST"),
+                            ("/items/1", "DELETE, GET, HEAD, OPTIONS, PATCH"), ("/classify", "OPTIONS, POST"),
+                            ("/checkpoints/before/rollback", "OPTIONS, POST"), ("/healthz", "GET, HEAD, OPTIONS"),
+                            ("/", "GET, HEAD, OPTIONS"), ("/static/style.css", "GET, HEAD, OPTIONS")):
+            answer = client.options(path)
+            assert answer.status_code == 204 and answer.headers["allow"] == takes and not answer.content, path
+            assert client.put(path).headers["allow"] == takes, path  # what a 405 says
+        unknown = client.options("/no/such/path")
+        assert unknown.status_code == 404 and unknown.json()["error"].startswith("no such path")
+        document = client.get("/openapi.json", headers=AUTH).json()
+        assert all("options" not in methods for methods in document["paths"].values())
+        assert client.get("/stats", headers=AUTH).json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
 def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):

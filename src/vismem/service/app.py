@@ -53,7 +53,7 @@ from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
-from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
+from .http import AnswerOptions, BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
 from .loops import needs_new_loop
 from .models import (
     MAX_ID,
@@ -294,6 +294,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     )
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
     app.add_middleware(HeadAsGet)  # outermost: even an error answers a HEAD without its body
     reading, writing = _access(settings)

@@ -13,10 +13,11 @@ from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.staticfiles import StaticFiles
 
 from ..errors import (
     CheckpointExistsError,
@@ -98,8 +99,10 @@ def add_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 405:
             # A route's 405 names only the first route's methods. StaticFiles (/static,
-            # /swagger) names its own, and in its scope no route of the app matches
-            allowed = allowed_methods(app, request.scope) or set(headers.get("Allow", "").split(", ")) - {""}
+            # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
+            # scope no route of the app matches
+            own = set(headers.get("Allow", "").split(", ")) - {""}
+            allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
             headers["Allow"] = ", ".join(sorted(allowed))
             message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
         elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
@@ -190,12 +193,35 @@ def _is_list(annotation: Any) -> bool:
 
 
 def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
-    """Every method some route takes at this request's path."""
+    """Every method some route (or a mount of static files) takes at this request's path;
+    none for a path nothing serves."""
     methods: set[str] = set()
     for route in app.router.routes:
         if route.matches(scope)[0] != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods | ({"HEAD"} if "GET" in methods else set())  # HeadAsGet
+            static = isinstance(getattr(route, "app", None), StaticFiles)
+            methods |= {"GET"} if static else set(getattr(route, "methods", None) or ())
+    if not methods:
+        return methods
+    return methods | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"}  # HeadAsGet, AnswerOptions
+
+
+class AnswerOptions:
+    """Answer OPTIONS at a path the app serves with 204 and an Allow header naming the
+    methods it takes (RFC 9110: a client asks what a resource supports); FastAPI routes only
+    the methods a route names, so it answered 405. No endpoint runs, so it is no operation
+    of the OpenAPI document. A path nothing serves goes on to the app, which answers 404."""
+
+    def __init__(self, app: Any, served: FastAPI) -> None:
+        self.app = app
+        self.served = served  # the app whose routes say what a path takes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            methods = allowed_methods(self.served, scope)
+            if methods:
+                answer = Response(status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+                return await answer(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class HeadAsGet:
