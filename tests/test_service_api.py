@@ -796,6 +796,47 @@ def test_the_document_says_what_this_server_enforces(memory):
     errors_and_forms(editing)
 
 
+def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, memory, digit_sets):
+    """`/healthz`, `/stats`, `/classify` and `DELETE /checkpoints/{name}` documented their
+    success as any object at all. Every answer of every operation now has a schema: the
+    error body for an error, a named one for a success; and what the server answers matches it."""
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/openapi.json").json()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            for status, answer in operation["responses"].items():
+                where = f"{method.upper()} {path} {status}"
+                assert answer.get("description") and answer.get("content"), where
+                for media_type, content in answer["content"].items():
+                    schema = content.get("schema")
+                    if not status.startswith("2"):
+                        assert schema == {"$ref": "#/components/schemas/ErrorBody"}, where
+                    elif media_type == "application/json":  # a named model, or a list of one
+                        assert "$ref" in schema or "$ref" in schema.get("items", {}), (where, schema)
+                    else:
+                        assert schema == {"type": "string", "format": "binary"}, where
+
+    def matches(method: str, path: str, status: str, body) -> None:
+        schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        errors = list(Draft202012Validator({**schema, "components": document["components"]}).iter_errors(body))
+        assert not errors, (method, path, [e.message for e in errors])
+
+    query = digit_sets["1"][PER_LABEL]
+    for counterfactual in ("false", "true"):
+        decided = client.post(f"/classify?counterfactual={counterfactual}",
+                              files={"file": ("q.png", query, "image/png")})
+        assert decided.status_code == 200
+        matches("post", "/classify", "200", decided.json())
+    assert "counterfactual" in decided.json()
+    matches("get", "/stats", "200", client.get("/stats").json())
+    matches("get", "/healthz", "200", client.get("/healthz").json())
+    client.post("/checkpoints", json={"name": "v1"}, headers=AUTH).raise_for_status()
+    deleted = client.delete("/checkpoints/v1", headers=AUTH)
+    assert deleted.json() == {"deleted": "v1"}
+    matches("delete", "/checkpoints/{name}", "200", deleted.json())
+
+
 def errors_and_forms(editing: dict) -> None:
     from vismem.decide import VOTES, VoteParams
     from vismem.settings import describe

@@ -53,7 +53,7 @@ from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
-from .http import AnswerOptions, BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
+from .http import AnswerOptions, BodyLimit, HeadAsGet, add_error_handlers, as_is, known_fields, responses
 from .loops import needs_new_loop
 from .models import (
     MAX_ID,
@@ -62,6 +62,10 @@ from .models import (
     AddOut,
     CheckpointIn,
     CheckpointName,
+    DecisionOut,
+    DeletedOut,
+    HealthOut,
+    InfoOut,
     ItemChange,
     ItemOut,
     ItemsChange,
@@ -350,7 +354,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                             "type": "array", "items": {"type": "number"},
                             "minItems": memory.dim, "maxItems": memory.dim}})
 
-    @app.get("/healthz", tags=["service"], dependencies=[Depends(known_fields)])
+    @app.get("/healthz", tags=["service"], dependencies=[Depends(known_fields)], **as_is(HealthOut))
     async def healthz() -> dict[str, Any]:
         """Liveness, access mode and encoder batching so far. Always open."""
         stats = service.batcher.stats.to_dict() if service.batcher else None
@@ -363,13 +367,13 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem checkpoints`: the memory's checkpoints, oldest first."""
         return [c.to_dict() for c in await service.read(memory.checkpoints)]
 
-    @app.get("/stats", tags=["memory"], dependencies=reading, responses=responses(*read_errors))
+    @app.get("/stats", tags=["memory"], dependencies=reading, **as_is(InfoOut, *read_errors))
     async def stats() -> dict[str, Any]:
         """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
     @app.post("/classify", tags=["memory"], dependencies=reading,
-              responses=responses(400, 409, 415, *read_errors))
+              **as_is(DecisionOut, 400, 409, 415, *read_errors))
     async def classify(
         file: UploadFile | None = File(None, description="The image to classify (image/* content type)."),
         vector: str | None = query_vector,
@@ -550,7 +554,7 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
             raise CheckpointExistsError(f'{exc} (send "replace": true)') from None
 
     @app.delete("/checkpoints/{name}", tags=["checkpoints"], dependencies=writing,
-                responses=responses(404, *write_errors))
+                **as_is(DeletedOut, 404, *write_errors))
     async def delete_checkpoint(name: Annotated[CheckpointName, CheckpointPath]) -> dict[str, Any]:
         """`vismem delete-checkpoint`: delete a checkpoint (no item changes); 404 if there is none."""
         await service.write(memory.delete_checkpoint, name)

@@ -85,6 +85,13 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": STATUS[code]} for code in sorted(codes)}
 
 
+def as_is(model: type[BaseModel], *codes: int) -> dict[str, Any]:
+    """Route options for an endpoint whose answer `model` documents but that answers its
+    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and the
+    store's own fields in `vismem info` are not all named), with these error statuses."""
+    return {"response_model": None, "responses": {200: {"model": model}, **responses(*codes)}}
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
