@@ -361,6 +361,22 @@ def test_bad_uploads_are_refused_with_json(client, digit_sets):
         in nameless.json()["error"]
 
 
+def test_a_broken_multipart_body_is_a_400_with_no_line_in_the_server_log(client, caplog):
+    """python-multipart logged a warning for each broken body it met ("Did not find CR at
+    end of boundary (4)"), which Python printed on the server's stderr, naming no request,
+    though the client was answered 400. Its other warnings still reach the log."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    kind = {"content-type": "multipart/form-data; boundary=xx"}
+    for body in (b"--xxabc", b"--xx\r\nContent-Disposition form-data\r\n\r\n3\r\n--xx--\r\n"):
+        refused = client.post("/classify", content=body, headers=kind)
+        assert refused.status_code == 400 and refused.json() == {"error": "Invalid multipart data."}
+    assert not [r.getMessage() for r in caplog.records if "multipart" in r.name]
+    logging.getLogger("python_multipart.multipart").warning("a warning of its own")
+    assert [r.getMessage() for r in caplog.records if "multipart" in r.name] == ["a warning of its own"]
+
+
 def test_size_and_pixel_limits(memory, digit_sets):
     big = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)))
     with client_for(memory, token=TOKEN, max_upload_bytes=50_000, max_pixels=100 * 100) as c:

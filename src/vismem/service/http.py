@@ -96,9 +96,33 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class _RefusedBodyNotes(logging.Filter):
+    """python-multipart logs a warning for each malformed body it parses ("Did not find CR
+    at end of boundary (4)"), then raises; Starlette answers it 400, so the client is told.
+    No handler being set up, Python printed the line on the server's stderr, naming no
+    request: a client's mistake, already answered, in the operator's log. Only the
+    parsers' byte loop is left out; python-multipart's other warnings still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.funcName == "_internal_write" and record.levelno == logging.WARNING)
+
+
+REFUSED_BODY_NOTES = _RefusedBodyNotes()
+# the logger's name before python-multipart 0.0.13 renamed its package, and after
+MULTIPART_LOGGERS = ("multipart.multipart", "python_multipart.multipart")
+
+
+def _quiet_refused_bodies() -> None:
+    for name in MULTIPART_LOGGERS:
+        parser_log = logging.getLogger(name)
+        if REFUSED_BODY_NOTES not in parser_log.filters:  # once, however many apps are made
+            parser_log.addFilter(REFUSED_BODY_NOTES)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """JSON errors for HTTP errors, schema violations and vismem's own errors; and a guard
     that turns any other exception into a 500 without breaking the connection."""
+    _quiet_refused_bodies()  # a broken body's 400 is the client's answer, not a server log line
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
