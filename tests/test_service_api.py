@@ -361,6 +361,22 @@ def test_bad_uploads_are_refused_with_json(client, digit_sets):
         in nameless.json()["error"]
 
 
+def test_a_broken_multipart_body_is_a_400_with_no_line_in_the_server_log(client, caplog):
+    """python-multipart logged a warning for each broken body it met ("Did not find CR at
+    end of boundary (4)"), which Python printed on the server's stderr, naming no request,
+    though the client was answered 400. Its other warnings still reach the log."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    kind = {"content-type": "multipart/form-data; boundary=xx"}
+    for body in (b"--xxabc", b"--xx\r\nContent-Disposition form-data\r\n\r\n3\r\n--xx--\r\n"):
+        refused = client.post("/classify", content=body, headers=kind)
+        assert refused.status_code == 400 and refused.json() == {"error": "Invalid multipart data."}
+    assert not [r.getMessage() for r in caplog.records if "multipart" in r.name]
+    logging.getLogger("python_multipart.multipart").warning("a warning of its own")
+    assert [r.getMessage() for r in caplog.records if "multipart" in r.name] == ["a warning of its own"]
+
+
 def test_size_and_pixel_limits(memory, digit_sets):
     big = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)))
     with client_for(memory, token=TOKEN, max_upload_bytes=50_000, max_pixels=100 * 100) as c:
@@ -496,6 +512,39 @@ def test_edits_whose_purge_a_stopped_index_holder_cuts_off_answer_what_they_comm
         assert done.status_code == 200 and done.json()["unfinished"] is None
     with Memory.open(path) as reopened:
         assert len(reopened) == 148 and set(reopened.ids()) == set(ids[2:150])
+
+
+def test_an_app_driven_from_one_event_loop_after_another_answers_every_request(memory, digit_sets):
+    """A TestClient used without `with` runs each request in an event loop of its own. The
+    readers-writer lock (and the encoder's batcher) stayed bound to the first, and every
+    later request answered 500 "bound to a different event loop"."""
+    app = create_app(memory, ServiceSettings(token=TOKEN))
+    client = TestClient(app)  # no `with`: a new loop per request
+    query = digit_sets["2"][PER_LABEL]
+    assert classify(client, query, k=3).status_code == 200
+    added = client.post("/items", files=[upload("new.png", digit_sets["1"][PER_LABEL])], data={"label": "1"},
+                        headers=AUTH)
+    assert added.status_code == 201 and added.json()["added"] == 1
+    new_id = added.json()["ids"][0]
+    assert client.get(f"/items/{new_id}").json()["label"] == "1"
+    assert client.patch(f"/items/{new_id}", json={"weight": 2}, headers=AUTH).json()["weight"] == 2
+    assert classify(client, query, k=3).status_code == 200
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL + 1
+
+    # Two loops running at once would each need a lock of their own, excluding nothing: refused
+    service = app.state.service
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(service.read(len, memory), other).result(60) == 3 * PER_LABEL + 1
+        with pytest.raises(RuntimeError, match="in use by another event loop that is still running"):
+            asyncio.run(service.read(len, memory))
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join()
+        other.close()
+    assert client.get("/stats").status_code == 200  # its loop closed: the next one takes over
 
 
 def test_batcher_encodes_requests_that_arrive_together_in_one_pass(digits):
@@ -763,6 +812,47 @@ def test_the_document_says_what_this_server_enforces(memory):
     errors_and_forms(editing)
 
 
+def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, memory, digit_sets):
+    """`/healthz`, `/stats`, `/classify` and `DELETE /checkpoints/{name}` documented their
+    success as any object at all. Every answer of every operation now has a schema: the
+    error body for an error, a named one for a success; and what the server answers matches it."""
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/openapi.json").json()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            for status, answer in operation["responses"].items():
+                where = f"{method.upper()} {path} {status}"
+                assert answer.get("description") and answer.get("content"), where
+                for media_type, content in answer["content"].items():
+                    schema = content.get("schema")
+                    if not status.startswith("2"):
+                        assert schema == {"$ref": "#/components/schemas/ErrorBody"}, where
+                    elif media_type == "application/json":  # a named model, or a list of one
+                        assert "$ref" in schema or "$ref" in schema.get("items", {}), (where, schema)
+                    else:
+                        assert schema == {"type": "string", "format": "binary"}, where
+
+    def matches(method: str, path: str, status: str, body) -> None:
+        schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+        errors = list(Draft202012Validator({**schema, "components": document["components"]}).iter_errors(body))
+        assert not errors, (method, path, [e.message for e in errors])
+
+    query = digit_sets["1"][PER_LABEL]
+    for counterfactual in ("false", "true"):
+        decided = client.post(f"/classify?counterfactual={counterfactual}",
+                              files={"file": ("q.png", query, "image/png")})
+        assert decided.status_code == 200
+        matches("post", "/classify", "200", decided.json())
+    assert "counterfactual" in decided.json()
+    matches("get", "/stats", "200", client.get("/stats").json())
+    matches("get", "/healthz", "200", client.get("/healthz").json())
+    client.post("/checkpoints", json={"name": "v1"}, headers=AUTH).raise_for_status()
+    deleted = client.delete("/checkpoints/v1", headers=AUTH)
+    assert deleted.json() == {"deleted": "v1"}
+    matches("delete", "/checkpoints/{name}", "200", deleted.json())
+
+
 def errors_and_forms(editing: dict) -> None:
     from vismem.decide import VOTES, VoteParams
     from vismem.settings import describe
@@ -880,16 +970,35 @@ def test_a_wrong_method_is_told_the_methods_its_path_takes(client):
     """A 405 answered `{"error": "Method Not Allowed"}`, naming neither the method nor what
     the path takes, and under /static and /swagger its Allow header was empty (RFC 9110: it
     lists the methods the resource takes, and there GET and HEAD work)."""
-    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD"),
-                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD"),
-                                ("POST", "/stats", "GET, HEAD"), ("GET", "/classify", "POST"),
-                                ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH")):
+    for method, path, takes in (("POST", "/static/style.css", "GET, HEAD, OPTIONS"),
+                                ("DELETE", "/swagger/swagger-ui.css", "GET, HEAD, OPTIONS"),
+                                ("POST", "/stats", "GET, HEAD, OPTIONS"), ("GET", "/classify", "OPTIONS, POST"),
+                                ("PUT", "/items/1", "DELETE, GET, HEAD, OPTIONS, PATCH")):
         answer = client.request(method, path, headers=AUTH)
         assert answer.status_code == 405 and answer.headers["allow"] == takes, (method, path)
         assert answer.json()["error"] == f"{path} takes {takes}, not {method}"
     assert client.get("/static/style.css").status_code == 200  # what the Allow header says works
     unknown = client.get("/no/such/path")
     assert unknown.status_code == 404 and unknown.json()["error"] == "no such path: /no/such/path (the API is at /docs)"
+
+
+def test_options_names_the_methods_a_path_takes(memory):
+    """OPTIONS answered 405 at every path. A path the app serves now answers 204 with the
+    methods it takes (as a 405 names them), without running an endpoint or needing the
+    token; a path nothing serves stays 404, and OPTIONS is no operation of the document."""
+    with client_for(memory, token=TOKEN, protect_reads=True) as client:
+        for path, takes in (("/items", "DELETE, GET, HEAD, OPTIONS, PATCH, POST"),
+                            ("/items/1", "DELETE, GET, HEAD, OPTIONS, PATCH"), ("/classify", "OPTIONS, POST"),
+                            ("/checkpoints/before/rollback", "OPTIONS, POST"), ("/healthz", "GET, HEAD, OPTIONS"),
+                            ("/", "GET, HEAD, OPTIONS"), ("/static/style.css", "GET, HEAD, OPTIONS")):
+            answer = client.options(path)
+            assert answer.status_code == 204 and answer.headers["allow"] == takes and not answer.content, path
+            assert client.put(path).headers["allow"] == takes, path  # what a 405 says
+        unknown = client.options("/no/such/path")
+        assert unknown.status_code == 404 and unknown.json()["error"].startswith("no such path")
+        document = client.get("/openapi.json", headers=AUTH).json()
+        assert all("options" not in methods for methods in document["paths"].values())
+        assert client.get("/stats", headers=AUTH).json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
 def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):

@@ -23,6 +23,7 @@ import asyncio
 import json
 import re
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
-from .http import BodyLimit, HeadAsGet, add_error_handlers, known_fields, responses
+from .http import AnswerOptions, BodyLimit, HeadAsGet, add_error_handlers, as_is, known_fields, responses
+from .loops import needs_new_loop
 from .models import (
     MAX_ID,
     MAX_VALUES,
@@ -60,6 +62,10 @@ from .models import (
     AddOut,
     CheckpointIn,
     CheckpointName,
+    DecisionOut,
+    DeletedOut,
+    HealthOut,
+    InfoOut,
     ItemChange,
     ItemOut,
     ItemsChange,
@@ -118,7 +124,9 @@ class _MemoryService:
         self.memory = memory
         memory.auto_refresh = False  # readers share it: reload only under the write lock, below
         self.settings = settings
-        self.lock = aiorwlock.RWLock()
+        self._lock: aiorwlock.RWLock | None = None  # made for the loop that uses it: `lock`
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._binding = threading.Lock()  # two loops' threads must not both make one
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vismem")
         # edits wait for other processes' writes here, one at a time, never in the readers' pool
         self.wait_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-wait")
@@ -126,6 +134,19 @@ class _MemoryService:
         self.encode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vismem-encode")
         self.encoder = memory.encoder if memory.encoder_name is not None else None
         self.batcher = EncodeBatcher(self.encoder, self.encode_pool) if self.encoder else None
+
+    @property
+    def lock(self) -> aiorwlock.RWLock:
+        """The readers-writer lock, of the running event loop: aiorwlock binds a lock to the
+        first loop that waits on it and raises in any other (`loops.py`). Within one loop it
+        is always the same lock; it is made again only once no one holds it, and then no
+        one waits for it either (a lock released hands itself to its waiters)."""
+        with self._binding:
+            idle = self._lock is None or not (self._lock.reader_lock.locked or self._lock.writer_lock.locked)
+            if needs_new_loop(self._lock_loop, idle, "the memory's readers-writer lock"):
+                self._lock, self._lock_loop = aiorwlock.RWLock(), asyncio.get_running_loop()
+            assert self._lock is not None
+            return self._lock
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work that does not touch the memory (decoding) in the pool."""
@@ -277,6 +298,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     )
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
     app.add_middleware(HeadAsGet)  # outermost: even an error answers a HEAD without its body
     reading, writing = _access(settings)
@@ -332,7 +354,7 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                             "type": "array", "items": {"type": "number"},
                             "minItems": memory.dim, "maxItems": memory.dim}})
 
-    @app.get("/healthz", tags=["service"], dependencies=[Depends(known_fields)])
+    @app.get("/healthz", tags=["service"], dependencies=[Depends(known_fields)], **as_is(HealthOut))
     async def healthz() -> dict[str, Any]:
         """Liveness, access mode and encoder batching so far. Always open."""
         stats = service.batcher.stats.to_dict() if service.batcher else None
@@ -345,13 +367,13 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
         """`vismem checkpoints`: the memory's checkpoints, oldest first."""
         return [c.to_dict() for c in await service.read(memory.checkpoints)]
 
-    @app.get("/stats", tags=["memory"], dependencies=reading, responses=responses(*read_errors))
+    @app.get("/stats", tags=["memory"], dependencies=reading, **as_is(InfoOut, *read_errors))
     async def stats() -> dict[str, Any]:
         """`vismem info`: counts per class, encoder, settings, index (with measured recall), disk use."""
         return await service.read(memory.info)
 
     @app.post("/classify", tags=["memory"], dependencies=reading,
-              responses=responses(400, 409, 415, *read_errors))
+              **as_is(DecisionOut, 400, 409, 415, *read_errors))
     async def classify(
         file: UploadFile | None = File(None, description="The image to classify (image/* content type)."),
         vector: str | None = query_vector,
@@ -532,7 +554,7 @@ def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write
             raise CheckpointExistsError(f'{exc} (send "replace": true)') from None
 
     @app.delete("/checkpoints/{name}", tags=["checkpoints"], dependencies=writing,
-                responses=responses(404, *write_errors))
+                **as_is(DeletedOut, 404, *write_errors))
     async def delete_checkpoint(name: Annotated[CheckpointName, CheckpointPath]) -> dict[str, Any]:
         """`vismem delete-checkpoint`: delete a checkpoint (no item changes); 404 if there is none."""
         await service.write(memory.delete_checkpoint, name)

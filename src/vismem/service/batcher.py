@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..encoders import Encoder
+from .loops import needs_new_loop
 
 
 @dataclass
@@ -46,24 +48,36 @@ class EncodeBatcher:
         self._executor = executor
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
+        self._waiting = 0  # jobs handed in and not answered yet
+        self._binding = threading.Lock()  # two loops' threads must not both make a worker
 
     async def encode(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.empty((0, self.encoder.dim), dtype=np.float32)
-        if self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
-        assert self._queue is not None  # made with the worker, above
-        self._queue.put_nowait(_Job(pixels, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        with self._binding:
+            # the queue and the worker belong to one loop: made again for a new one (loops.py)
+            if self._worker is None or self._worker.done() or needs_new_loop(
+                    self._worker.get_loop(), self._waiting == 0, "the encoder's batcher"):
+                self._queue = asyncio.Queue()
+                self._worker = loop.create_task(self._run())
+            future = loop.create_future()
+            assert self._queue is not None  # made with the worker, above
+            self._queue.put_nowait(_Job(pixels, future))
+            self._waiting += 1
+        try:
+            return await future
+        finally:
+            with self._binding:
+                self._waiting -= 1
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        worker, self._worker = self._worker, None
+        # a worker of another loop is cancelled with that loop's tasks when it ends
+        if worker is not None and worker.get_loop() is asyncio.get_running_loop():
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await worker
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -13,10 +13,11 @@ from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.staticfiles import StaticFiles
 
 from ..errors import (
     CheckpointExistsError,
@@ -84,13 +85,44 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": STATUS[code]} for code in sorted(codes)}
 
 
+def as_is(model: type[BaseModel], *codes: int) -> dict[str, Any]:
+    """Route options for an endpoint whose answer `model` documents but that answers its
+    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and the
+    store's own fields in `vismem info` are not all named), with these error statuses."""
+    return {"response_model": None, "responses": {200: {"model": model}, **responses(*codes)}}
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _RefusedBodyNotes(logging.Filter):
+    """python-multipart logs a warning for each malformed body it parses ("Did not find CR
+    at end of boundary (4)"), then raises; Starlette answers it 400, so the client is told.
+    No handler being set up, Python printed the line on the server's stderr, naming no
+    request: a client's mistake, already answered, in the operator's log. Only the
+    parsers' byte loop is left out; python-multipart's other warnings still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.funcName == "_internal_write" and record.levelno == logging.WARNING)
+
+
+REFUSED_BODY_NOTES = _RefusedBodyNotes()
+# the logger's name before python-multipart 0.0.13 renamed its package, and after
+MULTIPART_LOGGERS = ("multipart.multipart", "python_multipart.multipart")
+
+
+def _quiet_refused_bodies() -> None:
+    for name in MULTIPART_LOGGERS:
+        parser_log = logging.getLogger(name)
+        if REFUSED_BODY_NOTES not in parser_log.filters:  # once, however many apps are made
+            parser_log.addFilter(REFUSED_BODY_NOTES)
 
 
 def add_error_handlers(app: FastAPI) -> None:
     """JSON errors for HTTP errors, schema violations and vismem's own errors; and a guard
     that turns any other exception into a 500 without breaking the connection."""
+    _quiet_refused_bodies()  # a broken body's 400 is the client's answer, not a server log line
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -98,8 +130,10 @@ def add_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 405:
             # A route's 405 names only the first route's methods. StaticFiles (/static,
-            # /swagger) names its own, and in its scope no route of the app matches
-            allowed = allowed_methods(app, request.scope) or set(headers.get("Allow", "").split(", ")) - {""}
+            # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
+            # scope no route of the app matches
+            own = set(headers.get("Allow", "").split(", ")) - {""}
+            allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
             headers["Allow"] = ", ".join(sorted(allowed))
             message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
         elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
@@ -190,12 +224,35 @@ def _is_list(annotation: Any) -> bool:
 
 
 def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
-    """Every method some route takes at this request's path."""
+    """Every method some route (or a mount of static files) takes at this request's path;
+    none for a path nothing serves."""
     methods: set[str] = set()
     for route in app.router.routes:
         if route.matches(scope)[0] != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return methods | ({"HEAD"} if "GET" in methods else set())  # HeadAsGet
+            static = isinstance(getattr(route, "app", None), StaticFiles)
+            methods |= {"GET"} if static else set(getattr(route, "methods", None) or ())
+    if not methods:
+        return methods
+    return methods | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"}  # HeadAsGet, AnswerOptions
+
+
+class AnswerOptions:
+    """Answer OPTIONS at a path the app serves with 204 and an Allow header naming the
+    methods it takes (RFC 9110: a client asks what a resource supports); FastAPI routes only
+    the methods a route names, so it answered 405. No endpoint runs, so it is no operation
+    of the OpenAPI document. A path nothing serves goes on to the app, which answers 404."""
+
+    def __init__(self, app: Any, served: FastAPI) -> None:
+        self.app = app
+        self.served = served  # the app whose routes say what a path takes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            methods = allowed_methods(self.served, scope)
+            if methods:
+                answer = Response(status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+                return await answer(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class HeadAsGet:

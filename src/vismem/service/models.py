@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Form
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from ..decide import VOTES, VoteParams
+from ..counterfactual import NearestItem
+from ..decide import VOTES, Neighbor, VoteParams
 from ..settings import describe
 from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
 from ..store.checkpoints import NAME as CHECKPOINT_NAME
@@ -226,6 +227,90 @@ class UpdatedOut(BaseModel):
     updated: int
     ids: list[int]
     missing: list[int]
+
+
+class DeletedOut(BaseModel):
+    """The checkpoint deleted."""
+
+    deleted: CheckpointName
+
+
+class BatchesOut(BaseModel):
+    """Forward passes of the encoder since the server started, and the images in them."""
+
+    batches: int
+    images: int
+    largest_batch: int
+    mean_batch: float
+
+
+class HealthOut(BaseModel):
+    """Liveness, access mode and encoder batching so far."""
+
+    status: Literal["ok"]
+    read_only: bool = Field(description="Started without a token: every edit answers 403.")
+    protect_reads: bool = Field(description="Reading endpoints need the token too.")
+    encoder_batches: BatchesOut | None = Field(description="null for a memory without an encoder.")
+
+
+class CounterfactualOut(BaseModel):
+    """What would change the decision (`vismem classify --counterfactual`)."""
+
+    label: str | None
+    remove: list[int] | None = Field(description="The fewest item ids whose removal changes the label; null "
+                                                 "when no set of at most `max_removals` does.")
+    label_after_remove: str | None
+    block: list[int] | None = Field(description="The same for blocking (weight 0).")
+    label_after_block: str | None
+    runner_up: NearestItem | None = Field(description="The nearest item of the best-scoring other class.")
+    exact: bool = Field(description="Both sets are proved smallest.")
+    candidates: int
+    max_removals: int
+    summary: str
+
+
+class DecisionOut(BaseModel):
+    """What `vismem classify --json` prints for one image: the label, each class's score,
+    and every neighbour's vote."""
+
+    path: str | None = Field(description="The uploaded image's file name; null for a `vector` query.")
+    label: str | None = Field(description="null when the memory abstains.")
+    confidence: float
+    abstained: bool
+    ood_score: float | None = Field(description="With `abstain`: how unlike the memory the image is.")
+    threshold: float | None = Field(description="With `abstain`: the score above which it abstains.")
+    scores: dict[str, float]
+    neighbors: list[Neighbor]
+    prototypes: dict[str, float] = Field(description="Cosine distance to each class's nearest prototype, nearest "
+                                                     "first.")
+    interventions: list[str] = Field(description="Every edit that changed this decision, in words.")
+    vote: VoteName
+    k: int
+    alpha: float
+    tau: float
+    mix: float
+    counterfactual: CounterfactualOut | None = Field(None, description="Only with ?counterfactual=true.")
+
+
+class InfoOut(BaseModel):
+    """What `vismem info --json` prints. The store adds its own fields (`index`, `disk_bytes`,
+    ...: a SQLite memory and a Milvus one differ), so others may appear."""
+
+    model_config = ConfigDict(extra="allow")
+    path: str
+    items: int
+    classes: dict[str, int]
+    class_count: int
+    encoder: str | None
+    encoder_id: str | None
+    dim: int
+    intrinsic_dim: float | None
+    intrinsic_dim_estimate: dict[str, Any] | None
+    defaults: dict[str, Any] = Field(description="The vote options a classify uses when it names none.")
+    prototypes_per_class: int
+    pruning: dict[str, Any]
+    abstain: dict[str, Any] | None = Field(description="The calibration; null before `vismem calibrate`.")
+    transform: dict[str, Any] | None
 
 
 def non_null(schema: dict[str, Any]) -> dict[str, Any]:
