@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +21,9 @@ from PIL import Image
 import vismem.waits
 from vismem import Memory
 from vismem.encoders import create_encoder
+from vismem.errors import InvalidInputError
 from vismem.service import ServiceSettings, create_app
+from vismem.service.app import BROWSE_PAGE
 from vismem.service.batcher import EncodeBatcher
 
 TOKEN = "test-token-123"
@@ -1070,3 +1073,15 @@ def test_the_classify_page_offers_every_vote_and_k_the_api_takes(client):
     k = re.search(r'<input id="k"[^>]*>', page).group(0)
     limits = describe(VoteParams, "k")
     assert f'min="{limits["min"]}"' in k and f'max="{limits["max"]}"' in k
+
+
+@pytest.mark.parametrize("bad", [{"max_list": 50}, {"max_list": 0}, {"max_pixels": 0}, {"max_upload_bytes": -1},
+                                 {"max_list": 500.0}, {"max_pixels": True}])
+def test_service_limits_that_would_refuse_every_request_are_refused(bad):
+    """A max_list under /browse's page made every page of it a 422; 0 pixels or bytes refuse
+    every upload. The CLI's options already kept them out; the Python API did not."""
+    with pytest.raises(InvalidInputError, match="must be a whole number of at least"):
+        ServiceSettings(**bad)
+    script = (Path(__file__).parents[1] / "src/vismem/service/static/browse.js").read_text()
+    assert f"const PAGE_SIZE = {BROWSE_PAGE};" in script  # the page asks for what the settings allow
+    assert ServiceSettings(max_list=BROWSE_PAGE).max_list == BROWSE_PAGE

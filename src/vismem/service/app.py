@@ -100,6 +100,9 @@ CheckpointPath = PathParam(..., description="The checkpoint's name.")
 RESTRICT = restriction_forms()
 
 
+BROWSE_PAGE = 100  # items a page of /browse shows (static/browse.js PAGE_SIZE)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Limits and access rules of one service."""
@@ -108,9 +111,14 @@ class ServiceSettings:
     protect_reads: bool = False  # reading endpoints need the token too
     max_upload_bytes: int = 32 * 2**20  # per request body
     max_pixels: int = 40_000_000  # per decoded image
-    max_list: int = 500  # items per page of GET /items
+    max_list: int = 500  # items per page of GET /items: at least BROWSE_PAGE
 
     def __post_init__(self) -> None:
+        for name, least in (("max_upload_bytes", 1), ("max_pixels", 1), ("max_list", BROWSE_PAGE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                why = f" (/browse asks for pages of {BROWSE_PAGE})" if name == "max_list" else ""
+                raise InvalidInputError(f"{name} must be a whole number of at least {least}{why}, got {value!r}")
         if self.protect_reads and not self.token:
             raise InvalidInputError("protecting reads needs a token: pass --token or set VISMEM_TOKEN")
         if self.token is not None and len(self.token) < 8:

@@ -1,5 +1,5 @@
 // The browse page: labels with counts, one label's exemplars a page at a time, and adding images.
-// A page of 100: a screenful of cards, and within any max_list the service is given (500 by default).
+// A page of 100: a screenful of cards; ServiceSettings.max_list is at least this (app.py BROWSE_PAGE).
 const PAGE_SIZE = 100;
 let current = null;  // the label shown
 let offset = 0;      // where its page shown starts, in the label's order (oldest first)
