@@ -221,6 +221,22 @@ def test_an_export_from_a_newer_vismem_or_with_a_broken_header_is_refused_with_t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet", "newer.parquet"]
 
 
+@pytest.mark.parametrize("header", [b"[1, 2]", b'"vismem-memory"', b"null",
+                                    b'{"format": "vismem-memory", "version": "1", "encoder": {}, "settings": {}}'])
+def test_an_export_whose_header_is_json_of_another_shape_is_refused_as_damaged(tmp_path, cli, header):
+    """A header that was JSON but not an object ended in an AttributeError traceback; a
+    version given as text was "version 1; this vismem reads up to version 1: upgrade vismem"."""
+    write_parquet(tmp_path / "m.parquet", 16, HEADER, [make_rows(0, 4)])
+    table = pq.read_table(tmp_path / "m.parquet")
+    pq.write_table(table.replace_schema_metadata({b"vismem": header}), tmp_path / "bad.parquet")
+    result = cli("import", tmp_path / "bad.parquet", tmp_path / "copy")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "is damaged" in line and "upgrade" not in line
+    assert not (tmp_path / "copy").exists()
+
+
 def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_path):
     """Before vismem skipped uniform images, the pixels encoder stored them as zero vectors;
     the unit-length check on import (for damage) must not refuse such a memory."""

@@ -43,7 +43,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 
@@ -225,8 +225,13 @@ def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
         header = json.loads(raw)
     except ValueError as exc:
         raise _damaged(path, f"its `vismem` header: {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME \
-            or not isinstance(header.get("version"), int) or header["version"] > FORMAT_VERSION:
+    if not isinstance(header, dict):  # JSON, but not the object every vismem writes
+        raise _damaged(path, "its `vismem` header is not a JSON object")
+    version = header.get("version")
+    if header.get("format") == FORMAT_NAME and (isinstance(version, bool) or not isinstance(version, int)):
+        # every vismem writes a whole number: "upgrade vismem" would not help
+        raise _damaged(path, f"its `vismem` header gives version {version!r}, not a whole number")
+    if header.get("format") != FORMAT_NAME or cast(int, version) > FORMAT_VERSION:
         raise VismemError(f"{path} holds export format {header.get('format')} version "
                           f"{header.get('version')}; this vismem reads {FORMAT_NAME} up to version "
                           f"{FORMAT_VERSION}: upgrade vismem")
