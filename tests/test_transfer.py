@@ -237,6 +237,47 @@ def test_an_export_whose_header_is_json_of_another_shape_is_refused_as_damaged(t
     assert not (tmp_path / "copy").exists()
 
 
+def _with_column(table, name, values):
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+@pytest.mark.parametrize("rewrite, why", [
+    (lambda t: t.drop_columns(["label"]), "it has no `label` column"),
+    (lambda t: _with_column(t, "vector", pa.ListArray.from_arrays(
+        pa.array(np.arange(0, 16 * 4 + 1, 16, dtype=np.int32)), t.column("vector").combine_chunks().flatten())),
+     "its `vector` column holds list<"),
+    (lambda t: _with_column(t, "id", pa.array(["1", "4", "7", "10"])), "its `id` column holds string, not integers"),
+    (lambda t: _with_column(t, "weight", pa.array([None, 1.0, 1.0, 1.0], pa.float64())),
+     "its `weight` column has empty values"),
+])
+def test_an_export_whose_columns_another_tool_changed_is_refused_as_damaged(tmp_path, cli, rewrite, why):
+    """A file with the vismem header but a column missing, of another type or with empty
+    values where the format has none ended in a KeyError or AttributeError traceback (or
+    imported string ids). Now: `error: ... is damaged (...)` naming the column, exit 1,
+    nothing made."""
+    write_parquet(tmp_path / "m.parquet", 16, HEADER, [make_rows(0, 4)])
+    table = pq.read_table(tmp_path / "m.parquet")
+    pq.write_table(rewrite(table).replace_schema_metadata(table.schema.metadata), tmp_path / "bad.parquet")
+    result = cli("import", tmp_path / "bad.parquet", tmp_path / "copy")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "is damaged" in line and why in line
+    assert not (tmp_path / "copy").exists()
+
+
+def test_an_export_rewritten_with_wider_text_columns_still_imports(tmp_path):
+    """Another Parquet writer may store text as large_string: the same values, so it imports."""
+    from vismem import Memory
+
+    write_parquet(tmp_path / "m.parquet", 16, HEADER, [make_rows(0, 4)])
+    table = pq.read_table(tmp_path / "m.parquet")
+    wider = _with_column(table, "label", table.column("label").cast(pa.large_string()))
+    pq.write_table(wider.replace_schema_metadata(table.schema.metadata), tmp_path / "wider.parquet")
+    with Memory.import_parquet(tmp_path / "wider.parquet", tmp_path / "copy") as memory:
+        assert [i.label for i in memory.items(memory.ids())] == make_rows(0, 4).labels
+
+
 def test_an_export_of_an_older_memory_with_an_all_zero_vector_still_imports(tmp_path):
     """Before vismem skipped uniform images, the pixels encoder stored them as zero vectors;
     the unit-length check on import (for damage) must not refuse such a memory."""

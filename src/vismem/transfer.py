@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 FORMAT_NAME = "vismem-memory"
 FORMAT_VERSION = 1
 HEADER_KEY = b"vismem"
+REQUIRED = ("id", "vector", "label", "source", "weight", "meta", "added_at", "prune_count")  # never null
 DEFAULT_BATCH = 8192  # rows per record batch and row group: 8192 x 2048-d float32 = 64 MiB
 log = logging.getLogger("vismem")
 
@@ -140,7 +141,11 @@ def to_batch(rows: Rows, schema) -> Any:
 
 
 def from_batch(batch: Any) -> Rows:
-    """The `Rows` of one record batch read back from an export."""
+    """The `Rows` of one record batch read back from an export (ValueError on an empty
+    value where the format allows none)."""
+    for name in REQUIRED:
+        if batch.column(name).null_count:
+            raise ValueError(f"its `{name}` column has empty values")
     dim = batch.schema.field("vector").type.list_size
     n = batch.num_rows
     vectors = batch.column("vector").flatten().to_numpy(zero_copy_only=False)
@@ -237,7 +242,37 @@ def _checked_header(path: str | Path, meta: Any) -> dict[str, Any]:
                           f"{FORMAT_VERSION}: upgrade vismem")
     if not isinstance(header.get("encoder"), dict) or not isinstance(header.get("settings"), dict):
         raise _damaged(path, "its `vismem` header names no encoder or settings")
+    why = _unreadable_column(meta.schema.to_arrow_schema())
+    if why is not None:
+        raise _damaged(path, why)
     return header
+
+
+def _unreadable_column(schema: Any) -> str | None:
+    """Why a file's columns are not those of an export (one missing, or of another type:
+    a file rewritten by another tool), or None. Types are matched by kind, as another
+    Parquet writer may widen them; vectors must stay float32, to come back bit for bit."""
+    import pyarrow as pa
+
+    def text(t: Any) -> bool:
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+    kinds: dict[str, tuple[str, Callable[[Any], bool]]] = {
+        "id": ("integers", pa.types.is_integer), "prune_count": ("integers", pa.types.is_integer),
+        "weight": ("floats", pa.types.is_floating), "added_at": ("floats", pa.types.is_floating),
+        "vector": ("fixed-size lists of float32",
+                   lambda t: pa.types.is_fixed_size_list(t) and t.value_type == pa.float32()),
+        **dict.fromkeys(["label", "source", "path", "content_hash", "meta", "relabelled_from"], ("text", text)),
+    }
+    for name, (kind, fits) in kinds.items():
+        if name not in schema.names:
+            return f"it has no `{name}` column"
+        if not fits(schema.field(name).type):
+            return f"its `{name}` column holds {schema.field(name).type}, not {kind}"
+    if "thumbnail" in schema.names and not (pa.types.is_binary(schema.field("thumbnail").type)
+                                            or pa.types.is_large_binary(schema.field("thumbnail").type)):
+        return f"its `thumbnail` column holds {schema.field('thumbnail').type}, not bytes"
+    return None
 
 
 def read_parquet(path: str | Path, batch_size: int = DEFAULT_BATCH) -> Iterator[Rows]:
