@@ -266,6 +266,25 @@ def test_an_export_whose_columns_another_tool_changed_is_refused_as_damaged(tmp_
     assert not (tmp_path / "copy").exists()
 
 
+@pytest.mark.parametrize("column, value, why", [
+    ("weight", -1.0, "has -1.0 as its weight"), ("weight", float("nan"), "has nan as its weight"),
+    ("prune_count", -2, "has -2 as its pruning count"), ("added_at", float("nan"), "has nan as its time added"),
+])
+def test_an_export_with_a_value_no_memory_holds_is_refused_and_leaves_nothing(tmp_path, cli, column, value, why):
+    """A negative weight or pruning count imported as it was (a vote turned around, which
+    `set_weight` and `set_prune_counts` refuse), and a NaN weight or time ended in SQLite's
+    IntegrityError traceback. Now: `error: ... is damaged (...)` naming the item, exit 1."""
+    rows = make_rows(0, 4)
+    getattr(rows, {"weight": "weights", "prune_count": "prune_counts"}.get(column, column))[2] = value
+    write_parquet(tmp_path / "bad.parquet", 16, HEADER, [rows])
+    result = cli("import", tmp_path / "bad.parquet", tmp_path / "copy")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "is damaged" in line and f"item {rows.ids[2]} {why}" in line
+    assert not (tmp_path / "copy").exists()
+
+
 def test_an_export_rewritten_with_wider_text_columns_still_imports(tmp_path):
     """Another Parquet writer may store text as large_string: the same values, so it imports."""
     from vismem import Memory

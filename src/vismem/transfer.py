@@ -306,10 +306,21 @@ def _damaged(path: str | Path, why: object) -> VismemError:
 
 def _check_importable(path: str | Path, rows: Rows, dim: int) -> None:
     """Refuse rows a memory cannot take: vectors of another dimension than the header
-    says, or thumbnails other than the small JPEGs a memory keeps (the explanation sheet
-    and the web page would fail on them)."""
+    says, a vote weight or pruning count no memory holds (a negative one would turn the
+    vote around), a time that is not a number, or thumbnails other than the small JPEGs
+    a memory keeps (the explanation sheet and the web page would fail on them)."""
+    from .store.base import MAX_WEIGHT
+
     if rows.vectors.shape[1] != dim:
         raise VismemError(f"{path}: vectors are {rows.vectors.shape[1]}-d but its header says {dim}")
+    for values, fits, what in [
+            (rows.weights, (rows.weights >= 0) & (rows.weights <= MAX_WEIGHT),
+             f"weight, not from 0 to {MAX_WEIGHT:,.0f}"),
+            (rows.prune_counts, rows.prune_counts >= 0, "pruning count, below 0"),
+            (rows.added_at, np.isfinite(rows.added_at), "time added, not a number")]:
+        if not fits.all():  # (NaN fails every comparison, so it is refused too)
+            at = int(np.argmin(fits))
+            raise _damaged(path, f"item {rows.ids[at]} has {values[at]} as its {what}")
     bad = _bad_thumbnail(rows.thumbnails or [])
     if bad is not None:
         raise _damaged(path, f"the thumbnail of item {rows.ids[bad]} is not a JPEG of at most {THUMBNAIL_SIZE} "
