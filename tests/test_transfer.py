@@ -435,6 +435,24 @@ def test_an_export_into_the_memory_s_own_folder_is_refused_and_the_memory_kept(t
     assert cli("export", tmp_path / "m", tmp_path / "out.parquet").returncode == 0
 
 
+def test_an_export_into_another_memory_s_folder_is_refused_and_that_memory_kept(tmp_path, cli):
+    """`vismem export A B/memory.sqlite` replaced memory B's database with A's export:
+    B no longer opened. A file in any memory's folder is refused, as one in A's own is."""
+    from vismem import Memory
+
+    for name, n in (("a", 10), ("b", 40)):
+        with Memory.create(tmp_path / name, encoder=None, dim=8) as memory:
+            memory.add_vectors(unit_vectors(n, 8, seed=n), [str(i % 2) for i in range(n)])
+    for target in (tmp_path / "b" / "memory.sqlite", tmp_path / "b" / "copy.parquet"):
+        result = cli("export", tmp_path / "a", target)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert f"lies in the folder of the memory at {(tmp_path / 'b').resolve()}" in result.stderr
+    with Memory.open(tmp_path / "b") as memory:
+        assert len(memory) == 40
+    assert "copy.parquet" not in {p.name for p in (tmp_path / "b").iterdir()}
+
+
 @pytest.mark.parametrize("thumbnail", ["not an image", "a 300-pixel PNG"])
 def test_an_export_whose_thumbnails_a_memory_would_not_keep_is_refused_and_leaves_nothing(digit_folders, tmp_path,
                                                                                           cli, thumbnail):

@@ -380,6 +380,8 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
                  progress: Callable[[int], None] | None = None) -> int:
     """Write every item of a store to a Parquet file, `batch` items at a time (bounded
     memory); returns how many. With `thumbnails`, each item's JPEG goes along."""
+    from .store import holds_memory
+
     if store.capabilities.local_files:
         home = Path(store.location).resolve()
         if home == Path(path).resolve() or home in Path(path).resolve().parents:
@@ -387,6 +389,10 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
             # `remove --verify` would find removed items' vectors in it
             raise InvalidInputError(f"cannot write {path}: it lies in the memory's own folder {store.location}; "
                                     "write the export outside it")
+    other = next((folder for folder in Path(path).resolve().parents if holds_memory(folder)), None)
+    if other is not None:  # it could replace that memory's memory.sqlite, or leave a stray file among its own
+        raise InvalidInputError(f"cannot write {path}: it lies in the folder of the memory at {other}; "
+                                "write the export outside it")
 
     def batches() -> Iterator[Rows]:
         for ids, vectors in store.vector_chunks(batch):
