@@ -313,3 +313,18 @@ def test_prune_opens_its_report_only_once_its_checks_are_passed(tmp_path):
         prune_memory(memory, "soft", k=1, report=report)
         assert opened == [("querying the memory against itself", 9)] and sum(advanced) == 9
         assert memory.pruning.mode == "soft"
+
+
+def test_k_zero_is_refused_not_read_as_the_memory_s_default(small_memory):
+    """`prune_memory(..., k=0)` and `find_suspects(k=0)` read k=0 as "not given": they
+    counted with the memory's default k, and prune saved its pruning. k=-1 was refused;
+    now k=0 is too, and the memory's pruning is as it was."""
+    from vismem.curate import find_suspects, prune_memory
+
+    path, _ = small_memory
+    with Memory.open(path) as memory:
+        with pytest.raises(InvalidInputError, match="k must be an integer from 1"):
+            prune_memory(memory, "soft", k=0)
+        with pytest.raises(InvalidInputError, match="k must be an integer from 1"):
+            find_suspects(memory, k=0)
+        assert memory.settings.pruning.mode == "off"

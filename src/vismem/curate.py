@@ -64,7 +64,8 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
 def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
     """The memory's default vote, as a neighbour rule (prototype rules vote by rank here)."""
     d = memory.defaults
-    return VoteParams(k=k or d.k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
+    # (not `k or d.k`: k=0 must fail in VoteParams, not quietly become the default)
+    return VoteParams(k=d.k if k is None else k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
 
 
 def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True,
