@@ -20,7 +20,7 @@ from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
 from .transform import TransformSpec, fit_transform
-from .tune import TRANSFORM_CANDIDATES, TuneResult, sweeps, tune
+from .tune import TRANSFORM_CANDIDATES, TuneResult, check_held_out, sweeps, tune
 
 log = logging.getLogger("vismem")
 
@@ -77,6 +77,7 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
 
     `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
     home that searches vectors as stored)."""
+    check_held_out(held_out)
     if save:  # a memory that cannot keep the result refuses before minutes of tuning
         memory.check_writable()
     data = memory_arrays(memory, voting_only=True, searched=False)
