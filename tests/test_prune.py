@@ -328,3 +328,18 @@ def test_k_zero_is_refused_not_read_as_the_memory_s_default(small_memory):
         with pytest.raises(InvalidInputError, match="k must be an integer from 1"):
             find_suspects(memory, k=0)
         assert memory.settings.pruning.mode == "off"
+
+
+def test_a_decision_no_neighbour_voted_in_is_neither_right_nor_wrong(small_memory, cli):
+    """Block A@2 and, at k=1, the leave-one-out decisions of A@0 and X find only it: no
+    vote, and a classification gives no label. The self-query took the first label of the
+    all-zero vote, A: A@0 counted as right and X as a wrong decision (by the labels'
+    alphabetical order). Now neither: 5 of 9 right (A@9 and the four B's), 2 wrong (A@2
+    and A@5, whose nearest is X)."""
+    path, ids = small_memory
+    cli("block", path, "--id", str(ids[1]), check=True)
+    report = json.loads(cli("prune", path, "--mode", "soft", "--k", "1", "--count", "wrong-decisions", "--json",
+                            check=True).stdout)
+    assert report["self_accuracy"] == pytest.approx(5 / 9) and report["wrong_decisions"] == 2
+    # X, blamed by A@2's and A@5's wrong decisions; A@2 cast no vote in X's
+    assert {row["id"]: row["v"] for row in report["top"]} == {ids[X]: 2}

@@ -169,7 +169,9 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
 
     def pruned(purged: list[int]) -> PruneReport:
         return PruneReport(
-            mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
+            # a decision nothing voted in is no wrong decision, nor a right one (eval counts it so)
+            mode=mode, items=len(data.ids),
+            wrong_decisions=int(((query.predicted >= 0) & (query.predicted != query.label_index)).sum()),
             self_accuracy=float((query.predicted == query.label_index).mean()),
             with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
             emptied=emptied,
