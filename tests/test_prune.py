@@ -343,3 +343,33 @@ def test_a_decision_no_neighbour_voted_in_is_neither_right_nor_wrong(small_memor
     assert report["self_accuracy"] == pytest.approx(5 / 9) and report["wrong_decisions"] == 2
     # X, blamed by A@2's and A@5's wrong decisions; A@2 cast no vote in X's
     assert {row["id"]: row["v"] for row in report["top"]} == {ids[X]: 2}
+
+
+def test_a_blocked_item_is_no_voter_left_by_hard_pruning(small_memory, cli):
+    """Block B@99; a threshold every other item reaches was refused, as it left none to
+    vote, but with the blocked item kept it was done: every classification then gave no
+    label, and the warning named only A, though no query could get B either. Now it is
+    refused, with the pruning in force kept."""
+    path, ids = small_memory
+    cli("block", path, "--id", str(ids[-1]), check=True)
+    refused = cli("prune", path, "--mode", "hard", "--k", "8", "--threshold", "1")
+    assert refused.returncode == 1, refused.stderr
+    assert ("would exclude all 8 items that vote (the other 1 is blocked), leaving none to vote (v counts "
+            "disagreements here, from 4 to 5") in refused.stderr
+    with Memory.open(path) as memory:
+        assert memory.pruning.mode == "off"
+
+
+def test_a_label_left_with_only_blocked_items_is_named_as_emptied(tmp_path, caplog):
+    """C sits among the A's and a C far away is blocked: v >= 1 drops the first C, and no
+    query can get C (the other votes for nothing). It went unnamed, as a C item stayed."""
+    from vismem.curate import prune_memory
+
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        ids = memory.add_vectors(circle([*ANGLES, 4, 180]), [*LABELS, "C", "C"])
+        memory.set_weight([ids[-1]], 0.0)
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
+        with caplog.at_level("WARNING", logger="vismem"):
+            report = prune_memory(memory, "hard", threshold=1)
+        assert report.emptied == ["C"] and ids[-2] in memory.ids()
+        assert "excludes every item labelled 'C'" in caplog.text
