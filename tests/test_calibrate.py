@@ -147,3 +147,28 @@ def test_abstention_scores_the_nearest_item_that_votes(tmp_path):
         blocked = memory.classify_vectors(threes, abstain=True)
         assert sum(d.abstained for d in blocked) >= 0.9 * len(threes)
         assert all(d.ood_score >= s.ood_score for d, s in zip(blocked, scored, strict=True))
+
+
+@pytest.mark.parametrize("bad, says", [({"k": 0}, "k must be a whole number"), ({"k": 2.5}, "k must be a whole"),
+                                       ({"tpr": 1.5}, "target TPR")])
+def test_calibrate_memory_refuses_a_bad_k_or_tpr_before_any_scoring(tmp_path, bad, says):
+    """k=0 failed deep in the scoring with an IndexError (a traceback, not an error that
+    names it), and a bad tpr only once every item was scored: both are refused first now,
+    and the memory stays uncalibrated."""
+    from contextlib import contextmanager
+
+    from vismem.curate import calibrate_memory
+
+    scored = []  # what the bar was told was scored
+
+    @contextmanager
+    def report(description, total):
+        yield scored.append
+
+    x, y = load_digits(return_X_y=True)
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(x[:40].astype(np.float32), [str(label) for label in y[:40]])
+        with pytest.raises(InvalidInputError, match=says):
+            calibrate_memory(memory, prototype_weight=0.0, report=report, **bad)
+        assert memory.settings.abstention is None
+    assert scored == []

@@ -313,3 +313,63 @@ def test_prune_opens_its_report_only_once_its_checks_are_passed(tmp_path):
         prune_memory(memory, "soft", k=1, report=report)
         assert opened == [("querying the memory against itself", 9)] and sum(advanced) == 9
         assert memory.pruning.mode == "soft"
+
+
+def test_k_zero_is_refused_not_read_as_the_memory_s_default(small_memory):
+    """`prune_memory(..., k=0)` and `find_suspects(k=0)` read k=0 as "not given": they
+    counted with the memory's default k, and prune saved its pruning. k=-1 was refused;
+    now k=0 is too, and the memory's pruning is as it was."""
+    from vismem.curate import find_suspects, prune_memory
+
+    path, _ = small_memory
+    with Memory.open(path) as memory:
+        with pytest.raises(InvalidInputError, match="k must be an integer from 1"):
+            prune_memory(memory, "soft", k=0)
+        with pytest.raises(InvalidInputError, match="k must be an integer from 1"):
+            find_suspects(memory, k=0)
+        assert memory.settings.pruning.mode == "off"
+
+
+def test_a_decision_no_neighbour_voted_in_is_neither_right_nor_wrong(small_memory, cli):
+    """Block A@2 and, at k=1, the leave-one-out decisions of A@0 and X find only it: no
+    vote, and a classification gives no label. The self-query took the first label of the
+    all-zero vote, A: A@0 counted as right and X as a wrong decision (by the labels'
+    alphabetical order). Now neither: 5 of 9 right (A@9 and the four B's), 2 wrong (A@2
+    and A@5, whose nearest is X)."""
+    path, ids = small_memory
+    cli("block", path, "--id", str(ids[1]), check=True)
+    report = json.loads(cli("prune", path, "--mode", "soft", "--k", "1", "--count", "wrong-decisions", "--json",
+                            check=True).stdout)
+    assert report["self_accuracy"] == pytest.approx(5 / 9) and report["wrong_decisions"] == 2
+    # X, blamed by A@2's and A@5's wrong decisions; A@2 cast no vote in X's
+    assert {row["id"]: row["v"] for row in report["top"]} == {ids[X]: 2}
+
+
+def test_a_blocked_item_is_no_voter_left_by_hard_pruning(small_memory, cli):
+    """Block B@99; a threshold every other item reaches was refused, as it left none to
+    vote, but with the blocked item kept it was done: every classification then gave no
+    label, and the warning named only A, though no query could get B either. Now it is
+    refused, with the pruning in force kept."""
+    path, ids = small_memory
+    cli("block", path, "--id", str(ids[-1]), check=True)
+    refused = cli("prune", path, "--mode", "hard", "--k", "8", "--threshold", "1")
+    assert refused.returncode == 1, refused.stderr
+    assert ("would exclude all 8 items that vote (the other 1 is blocked), leaving none to vote (v counts "
+            "disagreements here, from 4 to 5") in refused.stderr
+    with Memory.open(path) as memory:
+        assert memory.pruning.mode == "off"
+
+
+def test_a_label_left_with_only_blocked_items_is_named_as_emptied(tmp_path, caplog):
+    """C sits among the A's and a C far away is blocked: v >= 1 drops the first C, and no
+    query can get C (the other votes for nothing). It went unnamed, as a C item stayed."""
+    from vismem.curate import prune_memory
+
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        ids = memory.add_vectors(circle([*ANGLES, 4, 180]), [*LABELS, "C", "C"])
+        memory.set_weight([ids[-1]], 0.0)
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
+        with caplog.at_level("WARNING", logger="vismem"):
+            report = prune_memory(memory, "hard", threshold=1)
+        assert report.emptied == ["C"] and ids[-2] in memory.ids()
+        assert "excludes every item labelled 'C'" in caplog.text

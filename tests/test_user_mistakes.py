@@ -358,6 +358,24 @@ def test_tune_on_too_few_items_per_class_names_the_fix():
     assert tune(x, y, held_out=0.5, transforms=[TransformSpec()], per_class=[1]).held_out == 10
 
 
+@pytest.mark.parametrize("held_out", [float("nan"), 1.5, 1.0, -0.2])
+def test_tune_refuses_a_held_out_share_that_is_not_a_fraction(tmp_path, held_out):
+    """The Python API took any held_out: NaN failed in the split with a ValueError
+    (a traceback), 1.5 held out all but one item per class and saved what that chose.
+    Now each is refused and the memory's defaults are as they were."""
+    from sklearn.datasets import load_digits
+
+    from vismem.curate import tune_memory
+
+    x, y = load_digits(return_X_y=True)
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(x[:100].astype(np.float32), [str(label) for label in y[:100]])
+        before = memory.settings
+        with pytest.raises(InvalidInputError, match="held_out is the fraction of each class held out"):
+            tune_memory(memory, held_out=held_out)
+        assert memory.settings == before
+
+
 @pytest.mark.parametrize("command", ["add", "eval"])
 def test_images_for_a_memory_without_an_encoder_are_refused_before_any_progress(small_memory, tmp_path, command):
     root, _, _ = small_memory

@@ -387,3 +387,20 @@ def test_eval_of_vectors_the_memory_holds_warns_that_each_finds_itself(memdir, d
     assert report["in_memory_items"] == [{"path": f"{tmp_path / 'mixed.npy'}[{i}]", "id": first[i]} for i in range(5)]
     unseen = cli("eval", memdir, "--queries", files["test"], "--labels", files["test_labels"], "--json", check=True)
     assert json_lines(unseen)[0]["in_memory"] == 0 and "warning" not in unseen.stderr
+
+
+def test_evaluate_vectors_refuses_labels_that_are_not_text(tmp_path):
+    """Integer test labels were compared with the stored text labels: every answer was
+    scored wrong (accuracy 0.0) and every label named unknown, with no error."""
+    from vismem.evaluate import evaluate_vectors
+
+    x, y = load_digits(return_X_y=True)
+    x = x[:60].astype(np.float32)
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        memory.add_vectors(x, [str(label) for label in y[:60]])
+        with pytest.raises(InvalidInputError, match="test labels must be strings.*int64"):
+            evaluate_vectors(memory, x, y[:60])
+        # one string is every row's label, as add_vectors takes it (it was one per character)
+        zeros = x[y[:60] == 0]
+        report = evaluate_vectors(memory, zeros, "0", k=1)
+        assert report.total == len(zeros) and report.accuracy == 1.0 and report.per_class == {"0": 1.0}

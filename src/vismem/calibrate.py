@@ -272,6 +272,11 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     `progress(n)` follows the scoring: `calibration_work(labels, prototype_weight)` items.
     """
     label_of = np.asarray(labels)
+    # before the scoring, which takes minutes on a large memory (k=0 failed deep in it, an IndexError)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
+    if not 0 < tpr <= 1:
+        raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
     if len(label_of) < 10:
         raise InvalidInputError(f"calibration needs at least 10 items; the memory has {len(label_of)}")
     if k >= len(label_of):  # no item has a k-th nearest other: every score would be the 2.0 cap

@@ -20,7 +20,7 @@ from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
 from .transform import TransformSpec, fit_transform
-from .tune import TRANSFORM_CANDIDATES, TuneResult, sweeps, tune
+from .tune import TRANSFORM_CANDIDATES, TuneResult, check_held_out, sweeps, tune
 
 log = logging.getLogger("vismem")
 
@@ -64,7 +64,8 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
 def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
     """The memory's default vote, as a neighbour rule (prototype rules vote by rank here)."""
     d = memory.defaults
-    return VoteParams(k=k or d.k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
+    # (not `k or d.k`: k=0 must fail in VoteParams, not quietly become the default)
+    return VoteParams(k=d.k if k is None else k, vote=d.neighbour_vote, alpha=d.alpha, tau=d.tau)
 
 
 def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: bool = True,
@@ -76,6 +77,7 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
 
     `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
     home that searches vectors as stored)."""
+    check_held_out(held_out)
     if save:  # a memory that cannot keep the result refuses before minutes of tuning
         memory.check_writable()
     data = memory_arrays(memory, voting_only=True, searched=False)
@@ -107,7 +109,7 @@ class PruneReport:
     top: list[dict[str, Any]] = field(default_factory=list)
     count: str = DEFAULT_COUNT
     threshold: int = HARD_THRESHOLD
-    emptied: list[str] = field(default_factory=list)  # labels hard pruning left no item of
+    emptied: list[str] = field(default_factory=list)  # labels hard pruning left no item that votes of
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,9 +126,11 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     defaults to 2 wrong decisions, or to half of k disagreements (those are counted on
     every decision, so they run higher).
 
-    Hard pruning that would exclude every item of a label is done with a warning (undone
-    by `off`), and named in `PruneReport.emptied`; with `purge`, which deletes them for
-    good, it is refused (InvalidInputError, nothing changed) unless `allow_empty_classes`."""
+    Hard pruning that would leave no item to vote (blocked items vote for nothing) is
+    refused. One that would exclude every item of a label that votes is done with a
+    warning (undone by `off`), and named in `PruneReport.emptied`; with `purge`, which
+    deletes them for good, one that would delete every item of a label is refused
+    (InvalidInputError, nothing changed) unless `allow_empty_classes`."""
     memory.check_writable()  # every mode writes: refuse before the self-query, not after it
     if mode == "off":
         memory.update_settings(pruning=memory.pruning.replace(mode="off"))
@@ -145,18 +149,25 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         query = self_query(data.vectors, data.labels, params, data.weights, count, advance)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
     excluded = sorted(i for i, v in counts.items() if v >= threshold) if mode == "hard" else []
-    if excluded and len(excluded) == len(data.ids):  # before any change: nothing would vote
-        v = np.sort(query.v)
+    kept = ~np.isin(data.ids, excluded)
+    voters = data.weights > 0  # a blocked item is kept, but votes for nothing
+    if excluded and not (kept & voters).any():  # before any change: nothing would vote
+        v = np.sort(query.v[voters])
+        blocked = len(data.ids) - len(v)
         raise InvalidInputError(
-            f"hard pruning at v >= {threshold} would exclude all {len(v)} items, leaving none to vote "
-            f"(v counts {count} here, from {v[0]} to {v[-1]}, median {v[len(v) // 2]}): give a higher "
+            f"hard pruning at v >= {threshold} would exclude all {len(v)} items"
+            + (f" that vote (the other {blocked} {'is' if blocked == 1 else 'are'} blocked)" if blocked else "")
+            + f", leaving none to vote (v counts {count} here, from {v[0]} to {v[-1]}, median {v[len(v) // 2]}): "
+            "give a higher "
             "--threshold" + (", or --count wrong-decisions" if count != "wrong-decisions" else ""))
-    emptied = sorted(set(data.labels.tolist()) - set(data.labels[~np.isin(data.ids, excluded)].tolist()))
-    if emptied and purge and not allow_empty_classes:  # before any change: a deletion is for good
-        each = "that label" if len(emptied) == 1 else "those labels"
+    # labels no query could get: every item that voted for them excluded
+    emptied = sorted(set(data.labels[voters].tolist()) - set(data.labels[kept & voters].tolist()))
+    deleted = sorted(set(data.labels.tolist()) - set(data.labels[kept].tolist()))  # by --purge, every item
+    if deleted and purge and not allow_empty_classes:  # before any change: a deletion is for good
+        each = "that label" if len(deleted) == 1 else "those labels"
         raise InvalidInputError(
             f"hard pruning at v >= {threshold} with --purge would delete every item labelled "
-            f"{' or '.join(map(repr, emptied))}, so no query could get {each} again; nothing was changed: give a "
+            f"{' or '.join(map(repr, deleted))}, so no query could get {each} again; nothing was changed: give a "
             "higher --threshold, prune without --purge (undone by --mode off), or add --allow-empty-classes to "
             "delete them all the same")
     if emptied:
@@ -167,7 +178,9 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
 
     def pruned(purged: list[int]) -> PruneReport:
         return PruneReport(
-            mode=mode, items=len(data.ids), wrong_decisions=int((query.predicted != query.label_index).sum()),
+            # a decision nothing voted in is no wrong decision, nor a right one (eval counts it so)
+            mode=mode, items=len(data.ids),
+            wrong_decisions=int(((query.predicted >= 0) & (query.predicted != query.label_index)).sum()),
             self_accuracy=float((query.predicted == query.label_index).mean()),
             with_wrong_votes=len(counts), excluded=len(excluded), purged=purged, count=count, threshold=threshold,
             emptied=emptied,

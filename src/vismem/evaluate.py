@@ -96,8 +96,14 @@ def evaluate_vectors(
     A row the memory holds (the same bits once made unit length, as `add_vectors` keeps
     them) finds itself: it is scored all the same and named `name[i]` in
     `EvalReport.in_memory`."""
+    # one string is the label of every row, as `add_vectors` takes it: list("cat") would be c, a, t
+    labels = [labels] * len(vectors) if isinstance(labels, str) else list(labels)
     if len(labels) != len(vectors):
         raise InvalidInputError(f"{len(vectors)} test vectors but {len(labels)} labels: give one label per vector")
+    for label in labels:  # an integer 3 is never the stored label "3": every answer would be scored wrong
+        if not isinstance(label, str):
+            raise InvalidInputError(f"test labels must be strings, as the memory's are, got {type(label).__name__} "
+                                    f"{label!r}: give [str(label) for label in labels]")
     vote = memory.check_can_decide(**vote_options).to_dict()  # the vote every decision uses
     confusion: dict[str, Counter] = defaultdict(Counter)  # None counts the queries given no label
     in_memory: dict[str, int] = {}

@@ -93,8 +93,9 @@ def wrong_vote_counts(label_index: np.ndarray, neighbour_rows: np.ndarray, predi
 
     `label_index` (n,) stored class per item; `neighbour_rows` (n, k) each item's
     nearest rows in its leave-one-out decision (-1 = none); `predicted` (n,) the class
-    each decision chose; `voted` (n, k) whether each neighbour's vote counted (a blocked
-    item's weight is 0: it took no part, so it takes no blame). Default: every one did.
+    each decision chose (-1: nothing voted, so no neighbour is blamed); `voted` (n, k)
+    whether each neighbour's vote counted (a blocked item's weight is 0: it took no part,
+    so it takes no blame). Default: every one did.
 
     - "wrong-decisions" (the visual-memory recipe): +1 for each neighbour that voted
       for the winning label of a wrong decision;
@@ -125,7 +126,7 @@ class SelfQuery:
     sims: np.ndarray          # (n, k)
     rows: np.ndarray          # (n, k) neighbour rows, -1 = none
     scores: np.ndarray        # (n, C) vote shares
-    predicted: np.ndarray     # (n,)
+    predicted: np.ndarray     # (n,) -1 where nothing voted (every neighbour blocked): classify gives no label
     v: np.ndarray             # (n,) counts of the chosen kind
 
     @property
@@ -147,7 +148,9 @@ def self_query(vectors: np.ndarray, labels, params: VoteParams, item_weights: np
     neighbour_labels = np.where(rows >= 0, label_index[np.maximum(rows, 0)], -1)
     factors = None if item_weights is None else np.where(rows >= 0, item_weights[np.maximum(rows, 0)], 0.0)
     scores = vote_matrix(sims, neighbour_labels, len(classes), params, factors)
-    predicted = scores.argmax(axis=1)
+    # argmax of a row of zeros is the first class: a decision no neighbour voted in would count
+    # as right or wrong by the alphabetical order of the labels
+    predicted = np.where(scores.any(axis=1), scores.argmax(axis=1), -1)
     v = wrong_vote_counts(label_index, rows, predicted, count, voted=None if factors is None else factors > 0)
     return SelfQuery(classes, label_index, sims, rows, scores, predicted, v)
 

@@ -100,6 +100,14 @@ def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
     return fitted.apply(vectors[train]), fitted.apply(vectors[test])
 
 
+def check_held_out(held_out: float) -> None:
+    """Refuse a held-out share that is not a fraction: NaN failed in the split with a
+    ValueError, and 1.5 held out all but one item of each class."""
+    if not 0 < held_out < 1:  # (NaN too)
+        raise InvalidInputError(f"held_out is the fraction of each class held out, between 0 and 1 (`vismem tune "
+                                f"--held-out` takes 0.05 to 0.5), got {held_out!r}")
+
+
 def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
     """Refuse a memory the held-out split cannot measure, naming the fix."""
     classes = len(set(labels.tolist()))
@@ -130,6 +138,7 @@ def tune(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *,
     """Pick the transform and vote setting most accurate on a held-out split of (vectors, labels);
     `progress(1)` after each of the `sweeps(...)` sweeps (a transform or prototype count tried:
     the held-out items searched, then every vote setting scored)."""
+    check_held_out(held_out)
     labels = np.asarray(labels)
     train, test = holdout_split(labels.tolist(), held_out, seed)
     _check_split(labels, test, held_out)
