@@ -9,9 +9,10 @@ import pytest
 
 from vismem import Memory
 from vismem.decide import VoteParams
-from vismem.errors import InvalidInputError
-from vismem.store import DB_NAME
+from vismem.curate import find_suspects, prune_memory
+from vismem.errors import EmptyMemoryError, InvalidInputError
 from vismem.prune import PruneSettings, hard_keep, self_neighbours, self_query, soft_factors
+from vismem.store import DB_NAME
 
 # Points on the unit circle (angles in degrees). Class A near 0, class B near 90,
 # and X, labelled B, sits inside A at 3 degrees: a mislabelled item.
@@ -373,3 +374,32 @@ def test_a_label_left_with_only_blocked_items_is_named_as_emptied(tmp_path, capl
             report = prune_memory(memory, "hard", threshold=1)
         assert report.emptied == ["C"] and ids[-2] in memory.ids()
         assert "excludes every item labelled 'C'" in caplog.text
+
+
+def test_a_self_query_with_nothing_to_learn_is_refused(tmp_path, cli):
+    """With every item blocked, suspects said every item agreed with its neighbours and
+    prune scored 0%; with one item, nothing is queried against another. Both refuse now,
+    changing nothing; and suspects' limit 0 listed none where it now refuses."""
+    vectors = circle(ANGLES)
+    with Memory.create(tmp_path / "blocked", encoder=None, dim=2) as memory:
+        memory.add_vectors(vectors, LABELS)
+        memory.set_weight(memory.ids(), 0)
+    with Memory.create(tmp_path / "one", encoder=None, dim=2) as memory:
+        memory.add_vectors(vectors[:1], LABELS[:1])
+    for name, error, said in (("blocked", EmptyMemoryError, "has no items that vote"),
+                              ("one", InvalidInputError, "has one item that votes")):
+        with Memory.open(tmp_path / name) as memory:
+            with pytest.raises(error, match=said):
+                find_suspects(memory)
+            with pytest.raises(error, match=said):
+                prune_memory(memory, "soft")
+            assert memory.pruning == PruneSettings()
+        for command in (("suspects",), ("prune", "--mode", "hard")):
+            result = cli(command[0], tmp_path / name, *command[1:], "--json")
+            assert result.returncode == 1 and said in result.stderr and result.stdout == ""
+    with Memory.open(tmp_path / "blocked") as memory:
+        memory.set_weight(memory.ids(), 1)
+        assert find_suspects(memory, limit=1)
+        for limit in (0, -1, 1.5, True):
+            with pytest.raises(InvalidInputError, match="limit must be a whole number"):
+                find_suspects(memory, limit=limit)

@@ -54,11 +54,27 @@ def memory_arrays(memory: Memory, *, voting_only: bool = False, searched: bool =
     if pruned:  # as a classification searches and weighs each vote
         weights = weights * pruning.factors(counts) * searchable
     if len(ids) == 0:
-        held = len(memory)
-        fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
-               "--mode off`" if held else f"add {memory.what_to_add} first")
-        raise EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
+        raise _no_voters(memory)
     return MemoryArrays(ids, vectors, labels, weights, searchable)
+
+
+def _no_voters(memory: Memory) -> EmptyMemoryError:
+    held = len(memory)
+    fix = (f"all {held} items are blocked or pruned: `vismem unblock` them, or `vismem prune {memory.path} "
+           "--mode off`" if held else f"add {memory.what_to_add} first")
+    return EmptyMemoryError(f"memory at {memory.path} has no items that vote: {fix}")
+
+
+def _left_out_in_turn(memory: Memory, data: MemoryArrays) -> None:
+    """Refuse a self-query with nothing to learn: with no item that votes, every decision
+    is empty (suspects said every item agreed; prune scored 0%); with one, no item has
+    another to be queried against."""
+    voters = int((data.weights > 0).sum())
+    if voters == 0:
+        raise _no_voters(memory)
+    if voters == 1:
+        raise InvalidInputError(f"memory at {memory.path} has one item that votes: querying each item against "
+                                "the others needs at least two")
 
 
 def _kNN_params(memory: Memory, k: int | None) -> VoteParams:
@@ -145,6 +161,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
     state = PruneSettings(mode, count, c, d, threshold)  # bad mode, count, c, d, threshold fail here
     data = memory_arrays(memory, pruned=False)  # counted on the unpruned memory
+    _left_out_in_turn(memory, data)
     with report("querying the memory against itself", len(data.ids)) as advance:
         query = self_query(data.vectors, data.labels, params, data.weights, count, advance)
     counts = {int(i): int(v) for i, v in zip(data.ids, query.v, strict=False) if v}
@@ -214,7 +231,10 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
                   progress: Callable[[int], None] | None = None) -> list[Suspect]:
     """Items most likely mislabelled, worst first, each with the neighbours that disagree
     (`progress(n)` as n more items are queried)."""
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:  # 0 listed none, silently
+        raise InvalidInputError(f"limit must be a whole number >= 1, got {limit!r}")
     data = memory_arrays(memory)
+    _left_out_in_turn(memory, data)
     # v here keeps its first meaning (wrong decisions taken part in); it only orders ties
     query = self_query(data.vectors, data.labels, _kNN_params(memory, k), data.weights, count="wrong-decisions",
                        progress=progress, searchable=data.searchable)
