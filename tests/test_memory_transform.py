@@ -242,8 +242,11 @@ def test_saved_index_records_the_transform_and_adding_does_not_refit(tmp_path, o
         status = memory.info()["transform"]
         assert status["changed_since"] == pytest.approx(200 / 500) and status["retune"] is True
         assert memory.search(x[650:651], k=1)[0][0].distance == pytest.approx(0, abs=1e-5)  # new items searched
+        caplog.clear()
         memory.set_transform("none")
         assert memory.transform.is_identity and memory.info()["transform"]["name"] == "none"
+        # (it said "fitting the none feature transform on 700 items")
+        assert "dropping the whiten-24-s0.1-p0.5 feature transform and rebuilding the index" in caplog.text
 
 
 def test_purging_removed_items_refits_the_transform_without_them(tmp_path, offset_digits, caplog):

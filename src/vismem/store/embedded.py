@@ -406,8 +406,12 @@ class EmbeddedStore:
         with self._index.rebuilding() if rebuild_asked else contextlib.nullcontext():
             fitted = None
             if refit is not None:
-                log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
-                            self.path, refit.name, len(self.catalog))
+                if refit == TransformSpec():  # nothing to fit: the vectors searched as stored
+                    log.warning("%s: dropping the %s feature transform and rebuilding the index", self.path,
+                                self._transform.spec.name)
+                else:
+                    log.warning("%s: fitting the %s feature transform on %d items and rebuilding the index",
+                                self.path, refit.name, len(self.catalog))
                 fitted = self._fit(refit, progress)
             old = self._write_settings(changes, fitted)
             if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
