@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import unit_vectors
+from vismem import Memory
 from vismem.errors import VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
 from vismem.transform import TransformSpec
@@ -519,3 +520,13 @@ def test_an_import_finds_what_its_help_promises_exact_alike_approximate_within_r
                 assert [d.label for d in found] == [d.label for d in expected]
             else:
                 assert index["quality"]["recall"] >= 0.9 or index["params"]["exhaustive"]
+
+
+def test_the_header_names_the_memory_exported_by_its_absolute_path(tmp_path, monkeypatch, cli):
+    """`exported_from` was the path as typed (`m0`), which names nothing once the file moves."""
+    monkeypatch.chdir(tmp_path)
+    with Memory.create("m0", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "a", "b"])
+    cli("export", "m0", "out.parquet", check=True)
+    header, rows = read_header(tmp_path / "out.parquet")
+    assert rows == 4 and header["exported_from"] == str((tmp_path / "m0").resolve())

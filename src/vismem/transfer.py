@@ -376,6 +376,12 @@ def new_items(rows: Rows) -> list[NewItem]:
                     weight=float(rows.weights[k]), added_at=float(rows.added_at[k])) for k in range(len(rows))]
 
 
+def _where(store: Store) -> str:
+    """Where a memory lives, as an export's header says it: a folder as an absolute path (the
+    path typed, `m0`, names nothing once the file is moved), a server's address as it is."""
+    return str(Path(store.location).resolve()) if store.capabilities.local_files else store.location
+
+
 def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, batch: int = DEFAULT_BATCH,
                  progress: Callable[[int], None] | None = None) -> int:
     """Write every item of a store to a Parquet file, `batch` items at a time (bounded
@@ -407,7 +413,7 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
                 progress(len(items))
 
     header = {"encoder": store.identity.to_dict(), "settings": store.settings().to_dict(),
-              "exported_from": store.location, "exported_at": time.time(), **fitted_transform(store)}
+              "exported_from": _where(store), "exported_at": time.time(), **fitted_transform(store)}
     return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails)
 
 
