@@ -304,8 +304,9 @@ def test_prune_opens_its_report_only_once_its_checks_are_passed(tmp_path):
         assert opened == []
     with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
         memory.add_vectors(circle(ANGLES), LABELS)
-        with pytest.raises(InvalidInputError, match="--purge only applies to --mode hard"):
-            prune_memory(memory, "soft", purge=True, report=report)
+        for mode in ("soft", "off"):  # off took --purge and said nothing of it
+            with pytest.raises(InvalidInputError, match="--purge only applies to --mode hard"):
+                prune_memory(memory, mode, purge=True, report=report)
         with pytest.raises(InvalidInputError):
             prune_memory(memory, "soft", c=-1.0, report=report)  # a bad setting
         assert opened == [] and memory.pruning.mode == "off"

@@ -148,14 +148,14 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
     deletes them for good, one that would delete every item of a label is refused
     (InvalidInputError, nothing changed) unless `allow_empty_classes`."""
     memory.check_writable()  # every mode writes: refuse before the self-query, not after it
-    if mode == "off":
-        memory.update_settings(pruning=memory.pruning.replace(mode="off"))
-        return PruneReport("off", len(memory), 0, None, 0, 0)
-    if purge and mode != "hard":
+    if purge and mode != "hard":  # (before `off` too, which would have undone pruning and said nothing of it)
         raise InvalidInputError("--purge only applies to --mode hard")
     if allow_empty_classes and not purge:
         raise InvalidInputError("--allow-empty-classes only applies with --purge (without it, pruning deletes "
                                 "nothing and an emptied label is only warned of)")
+    if mode == "off":
+        memory.update_settings(pruning=memory.pruning.replace(mode="off"))
+        return PruneReport("off", len(memory), 0, None, 0, 0)
     params = _kNN_params(memory, k)
     if threshold is None:
         threshold = HARD_THRESHOLD if count == "wrong-decisions" else max(HARD_THRESHOLD, params.k // 2)
