@@ -150,11 +150,14 @@ def test_abstention_scores_the_nearest_item_that_votes(tmp_path):
 
 
 @pytest.mark.parametrize("bad, says", [({"k": 0}, "k must be a whole number"), ({"k": 2.5}, "k must be a whole"),
-                                       ({"tpr": 1.5}, "target TPR")])
+                                       ({"tpr": 1.5}, "target TPR"),
+                                       ({"prototype_weight": float("inf")}, "finite number >= 0"),
+                                       ({"prototype_weight": float("nan")}, "finite number >= 0")])
 def test_calibrate_memory_refuses_a_bad_k_or_tpr_before_any_scoring(tmp_path, bad, says):
     """k=0 failed deep in the scoring with an IndexError (a traceback, not an error that
     names it), and a bad tpr only once every item was scored: both are refused first now,
-    and the memory stays uncalibrated."""
+    and the memory stays uncalibrated. A prototype weight of inf (`--prototype-weight inf`)
+    was saved, with a threshold of NaN."""
     from contextlib import contextmanager
 
     from vismem.curate import calibrate_memory
@@ -169,6 +172,6 @@ def test_calibrate_memory_refuses_a_bad_k_or_tpr_before_any_scoring(tmp_path, ba
     with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
         memory.add_vectors(x[:40].astype(np.float32), [str(label) for label in y[:40]])
         with pytest.raises(InvalidInputError, match=says):
-            calibrate_memory(memory, prototype_weight=0.0, report=report, **bad)
+            calibrate_memory(memory, **{"prototype_weight": 0.0, **bad}, report=report)
         assert memory.settings.abstention is None
     assert scored == []

@@ -21,6 +21,7 @@ item id then (ids are never reused), so a memory that gained or lost more than
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -77,8 +78,8 @@ class Calibration:
 def ood_scores(kth_distance: np.ndarray, prototype_distance: np.ndarray,
                prototype_weight: float = 1.0) -> np.ndarray:
     """Higher = more out of distribution: d_k + prototype_weight * d_p, element-wise."""
-    if prototype_weight < 0:
-        raise InvalidInputError(f"prototype weight must be >= 0, got {prototype_weight}")
+    if not 0 <= prototype_weight < math.inf:  # inf or NaN: every score NaN, and the threshold with it
+        raise InvalidInputError(f"prototype weight must be a finite number >= 0, got {prototype_weight}")
     return np.asarray(kth_distance, np.float64) + prototype_weight * np.asarray(prototype_distance, np.float64)
 
 
@@ -277,6 +278,8 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
         raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
     if not 0 < tpr <= 1:
         raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
+    if prototype_weight is not None:
+        ood_scores(np.zeros(1), np.zeros(1), prototype_weight)  # a bad weight fails before the scoring
     if len(label_of) < 10:
         raise InvalidInputError(f"calibration needs at least 10 items; the memory has {len(label_of)}")
     if k >= len(label_of):  # no item has a k-th nearest other: every score would be the 2.0 cap
