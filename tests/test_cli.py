@@ -260,6 +260,7 @@ def test_usage_errors_exit_2(cli_process):
     (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),
     (("prune", "{mem}", "--mode", "medium"), "'--mode': 'medium' is not one of off|soft|hard"),
     (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor'"),
+    (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb'"),  # an OverflowError traceback
 ])
 def test_a_value_an_option_cannot_take_is_bad_usage_and_changes_nothing(tmp_path, cli, args, says):
     """Exit 2 with the usage line, as for any malformed option (-k 0, --mix 2): they

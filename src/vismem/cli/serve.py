@@ -30,7 +30,7 @@ def serve(
     ),
     protect_reads: bool = typer.Option(False, "--protect-reads",
                                        help="Require the token for reading endpoints too."),
-    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, metavar="MIB",
+    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, max=2.0**20, metavar="MIB",
                                         help="Largest request body, in MiB."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, metavar="PIXELS",
                                    help="Largest decoded image, in pixels."),
