@@ -73,6 +73,21 @@ def test_explain_writes_a_jpeg_sheet_too(small_memory, tmp_path):
     assert Image.open(tmp_path / "sheet.jpg").format == "JPEG"
 
 
+@pytest.mark.parametrize("given_as", ["the same path", "a link to it"])
+def test_explain_does_not_write_its_sheet_over_the_image_it_explains(small_memory, tmp_path, given_as):
+    """`explain mem photo.png --out photo.png` replaced the photo with the sheet, exit 0."""
+    _, memdir, queries = small_memory
+    photo = tmp_path / "photo.png"
+    shutil.copy(queries[0], photo)
+    before = photo.read_bytes()
+    out = photo
+    if given_as == "a link to it":
+        out = tmp_path / "link.png"
+        out.symlink_to(photo)
+    one_line_error(run_cli("explain", memdir, photo, "--out", out), "--out", "is the image being explained")
+    assert photo.read_bytes() == before
+
+
 def test_eval_with_nothing_to_evaluate_fails(small_memory, tmp_path):
     _, memdir, _ = small_memory
     (tmp_path / "empty").mkdir()

@@ -264,10 +264,15 @@ def say_unreadable(s, json_out: bool, verb: str) -> None:
     err.print(f"cannot {verb} {s.path}: {s.reason}")
 
 
-def check_image_path(path: Path, option: str) -> None:
-    """Refuse an output path that cannot take an image file, with the fix."""
+def check_image_path(path: Path, option: str, *, reading: Path | None = None) -> None:
+    """Refuse an output path that cannot take an image file, with the fix; `reading`:
+    an input file the output must not overwrite."""
     from PIL import Image
 
+    if reading is not None and path.exists() and reading.exists() and path.samefile(reading):
+        # the sheet would replace the very photo it explains, and exit 0
+        raise InvalidInputError(f"{option} {path} is the image being explained: it would be overwritten; "
+                                "give another file name")
     if path.is_dir():
         raise InvalidInputError(f"{option} {path} is a folder: give a file name, e.g. {path / 'explanation.png'}")
     if not path.parent.is_dir():
@@ -856,7 +861,7 @@ def explain(
         raise typer.BadParameter("give an image, or --queries Q.npy (with --row N to pick one of several)",
                                  param_hint="IMAGE / --queries / --row")
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
-    check_image_path(output, "--out")  # before any work, so a typo wastes nothing
+    check_image_path(output, "--out", reading=image)  # before any work, so a typo wastes nothing
     with _open(memdir, encoder_options(device, runtime, precision)) as memory:
         warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
         if image is not None:
