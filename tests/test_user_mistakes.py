@@ -88,6 +88,17 @@ def test_explain_does_not_write_its_sheet_over_the_image_it_explains(small_memor
     assert photo.read_bytes() == before
 
 
+def test_explain_that_cannot_write_its_sheet_leaves_the_file_there_as_it_was(small_memory, tmp_path):
+    """A failed write (here XBM, which takes no RGB) emptied the file already at --out,
+    while exit 1 says nothing changed."""
+    _, memdir, queries = small_memory
+    sheet = tmp_path / "sheet.xbm"
+    sheet.write_bytes(b"an earlier sheet")
+    one_line_error(run_cli("explain", memdir, queries[0], "--out", sheet), "cannot write", "XBM")
+    assert sheet.read_bytes() == b"an earlier sheet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.xbm"]  # no partial file left
+
+
 def test_eval_with_nothing_to_evaluate_fails(small_memory, tmp_path):
     _, memdir, _ = small_memory
     (tmp_path / "empty").mkdir()

@@ -281,6 +281,27 @@ def check_image_path(path: Path, option: str, *, reading: Path | None = None) ->
         raise InvalidInputError(f"{option} {path}: not an image file name; end it in .png (or .jpg, .webp)")
 
 
+def save_image(image: Any, path: Path) -> None:
+    """Write `image` to `path` (checked by `check_image_path`) whole or not at all: a file
+    already there stays as it was when the write fails (a full disk, a format that cannot
+    take RGB such as .xbm), as exit 1 promises."""
+    import contextlib
+    import os
+
+    from PIL import Image
+
+    target = Path(os.path.realpath(path))  # through a link, as writing to it would
+    partial = target.with_name(target.name + ".partial")
+    try:
+        image.save(partial, format=Image.registered_extensions()[path.suffix.lower()])
+        os.replace(partial, target)
+    except OSError as exc:
+        raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):  # the error above says what went wrong
+            partial.unlink(missing_ok=True)
+
+
 def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
                   mix: float | None = None) -> dict[str, Any]:
     if vote is not None and vote not in VOTES:
@@ -872,10 +893,7 @@ def explain(
             vector, name = one_query(queries, row, memory.dim)
             decision = memory.classify_vectors(vector, paths=[name], **options)[0]
             sheet = explanation_sheet(decision, memory.thumbnail)
-    try:
-        sheet.save(output)
-    except OSError as exc:
-        raise VismemError(f"cannot write {output}: {exc.strerror or exc}") from None
+    save_image(sheet, output)
     if json_out:
         emit({**decision.to_dict(), "sheet": str(output)})
     else:
