@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +174,22 @@ def test_add_vectors_with_a_text_file_names_the_format(small_memory, tmp_path):
                            tmp_path / "labels.npy"), "--labels", "not a .npy file")
     message = one_line_error(run_cli("tune-index", memdir, "--queries", text), "--queries", "not a .npy file")
     assert "pickle" not in message
+
+
+@pytest.mark.parametrize("command", ["classify", "search"])
+def test_a_file_name_that_is_not_utf8_is_named_with_escapes_in_json(small_memory, tmp_path, command):
+    """Such a name came out as a lone surrogate ("\\udcff"), which strict JSON readers
+    (serde_json) refuse and jq turns into U+FFFD; it reads as `add` names it now."""
+    _, memdir, queries = small_memory
+    folder = os.fsencode(tmp_path)
+    readable, empty = Path(os.fsdecode(folder + b"/photo\xff.png")), Path(os.fsdecode(folder + b"/empty\xff.png"))
+    shutil.copy(queries[0], readable)
+    empty.write_bytes(b"")
+    result = run_cli(command, memdir, empty, readable, queries[1], "--json")
+    assert result.returncode == 3, result.stderr
+    paths = [answer["path"] for answer in json_lines(result)]
+    assert paths == [f"{tmp_path}/empty\\xff.png", f"{tmp_path}/photo\\xff.png", str(queries[1])]
+    assert "\\udc" not in result.stdout
 
 
 @pytest.mark.parametrize("command", ["classify", "search"])

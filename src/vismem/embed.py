@@ -33,6 +33,7 @@ from .images import (
     content_hash,
     decode_image,
     not_a_file,
+    shown,
     thumbnail_jpeg,
 )
 
@@ -80,7 +81,7 @@ def prepare_files(
             prepared.append(prepare_bytes(file, data, encoder, digest=digest, thumbnails=thumbnails,
                                           max_pixels=max_pixels))
         except ImageReadError as exc:
-            skipped.append(Skipped(str(file.path), str(exc)))
+            skipped.append(Skipped(shown(file.path), str(exc)))
     return prepared, skipped
 
 
@@ -171,12 +172,12 @@ def _read_and_hash(files: Sequence[ImageFile],
     out: list = []
     for file in files:
         if not file.path.is_file():
-            out.append(Skipped(str(file.path), not_a_file(file.path)))
+            out.append(Skipped(shown(file.path), not_a_file(file.path)))
             continue
         try:
             data = file.path.read_bytes()
         except OSError as exc:
-            out.append(Skipped(str(file.path), f"unreadable: {exc.strerror or exc}"))
+            out.append(Skipped(shown(file.path), f"unreadable: {exc.strerror or exc}"))
             continue
         out.append((file, data, content_hash(data)))
     digests = [e[2] for e in out if isinstance(e, tuple)]
@@ -200,7 +201,7 @@ def prepare_in_workers(
     for indices, job in jobs:
         for j, result in zip(indices, job.result(), strict=True):
             file, _, digest = entries[j]
-            entries[j] = (Skipped(str(file.path), result) if isinstance(result, str) else
+            entries[j] = (Skipped(shown(file.path), result) if isinstance(result, str) else
                           PreparedImage(file, digest, pixels=result[0], thumbnail=result[1], size=result[2]))
     prepared = [e for e in entries if isinstance(e, PreparedImage)]
     return prepared, [e for e in entries if isinstance(e, Skipped)]

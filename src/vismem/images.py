@@ -161,8 +161,9 @@ def _unusable(path: Path) -> str | None:
     return None
 
 
-def shown(path: Path) -> str:
-    """`path` as printable text: bytes that are not UTF-8 appear as \\xNN escapes."""
+def shown(path: str | Path) -> str:
+    """`path` as printable text: bytes that are not UTF-8 appear as \\xNN escapes (`str()`
+    would keep them as lone surrogates, which strict JSON readers refuse)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 

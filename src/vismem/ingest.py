@@ -25,7 +25,7 @@ from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepa
 from .encoders import Encoder
 from .errors import InvalidInputError
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
-                     find_images, upright_rgb)
+                     find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta
 from .store.base import check_text
 
@@ -67,7 +67,7 @@ def split_conflicts(store: Store, duplicates: Sequence[tuple[int, int]], labels:
 
 def _held_apart(prepared: list[PreparedImage]) -> tuple[list[PreparedImage], list[Skipped]]:
     """(the prepared images whose content the store lacks, the others as skipped)."""
-    held = [Skipped(str(p.file.path), f"{HELD_BY_THE_MEMORY} as item {p.known_as}")
+    held = [Skipped(shown(p.file.path), f"{HELD_BY_THE_MEMORY} as item {p.known_as}")
             for p in prepared if p.known_as is not None]
     return [p for p in prepared if p.known_as is None], held
 
@@ -76,7 +76,7 @@ def _in_order(images: Sequence[str | Path | Image.Image], vectors: np.ndarray, k
               skipped: list[Skipped]) -> tuple[np.ndarray, list[int], list[Skipped]]:
     """`Ingestor.embed`'s answer: the vectors kept in input order, less those with no
     direction, which join the skipped, in input order too."""
-    named = [str(p) if not isinstance(p, Image.Image) else f"image {i}" for i, p in enumerate(images)]
+    named = [shown(Path(p)) if not isinstance(p, Image.Image) else f"image {i}" for i, p in enumerate(images)]
     blank = [i for i in kept if not vectors[i].any()]
     kept = sorted(set(kept) - set(blank))
     skipped = skipped + [Skipped(named[i], NO_DIRECTION) for i in blank]

@@ -32,7 +32,7 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
                      ReadOnlyMemoryError, committed)
-from .images import DEFAULT_MAX_PIXELS, Skipped
+from .images import DEFAULT_MAX_PIXELS, Skipped, shown
 from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -726,7 +726,7 @@ class Memory:
         vectors, kept, skipped = self.embed_images(images)
         if skipped:
             raise InvalidInputError(f"cannot classify {skipped[0].path}: {skipped[0].reason}")
-        paths = [str(p) if not isinstance(p, Image.Image) else None for p in images]
+        paths = [shown(p) if not isinstance(p, Image.Image) else None for p in images]
         return self.classify_vectors(vectors, paths=paths, **options)
 
     # ---- editing -----------------------------------------------------------------------

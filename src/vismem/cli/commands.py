@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
-from ..images import Skipped
+from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
@@ -185,7 +185,7 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
         assert images
         with progress_bar(f"encoding ({encoding(memory)})", len(images), transient=True) as advance:
             vectors, kept, skipped = memory.embed_images(images, progress=advance)
-        return Queries(list(images), vectors, kept, [str(images[i]) for i in kept], skipped)
+        return Queries(list(images), vectors, kept, [shown(images[i]) for i in kept], skipped)
     matrix = load_queries(queries, memory.dim)
     names = [f"{queries}[{row}]" for row in range(len(matrix))]
     return Queries(names, matrix, list(range(len(matrix))), names, [])
@@ -251,7 +251,7 @@ def in_input_order(inputs: list, kept: list[int], results: list, skipped: list) 
     unread: dict[str, deque] = {}
     for s in skipped:
         unread.setdefault(s.path, deque()).append(s)
-    ordered = [found[i] if i in found else (unread.get(str(path)) or deque([None])).popleft()
+    ordered = [found[i] if i in found else (unread.get(shown(path)) or deque([None])).popleft()
                for i, path in enumerate(inputs)]
     left = [s for queue in unread.values() for s in queue]  # none, unless a path was renamed
     return [item for item in ordered if item is not None] + left
