@@ -246,3 +246,19 @@ def test_an_edit_that_leaves_too_little_to_whiten_changes_nothing(digits):
     assert clf.ids_.tolist() == []
     with pytest.raises(ValueError, match="empty"):
         clf.predict(tx[:1])
+
+
+def test_ids_are_whole_numbers(digits):
+    """`forget` and `set_weight` take ids as a `Memory` does: 1.7 and True were cast to
+    item 1 (and "12" to item 12), each an edit of an item the caller did not name."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict_proba(tx)
+    for ids in ([1.7], [True], "12", np.array([1.0])):
+        with pytest.raises(ValueError, match="item ids are integers|list of integer item ids"):
+            clf.forget(ids)
+        with pytest.raises(ValueError, match="item ids are integers|list of integer item ids"):
+            clf.set_weight(ids, 0.0)
+    assert clf.ids_.tolist() == list(range(300))
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.forget(np.int64(1)).forget(np.array([[2, 3]])).ids_[:3].tolist() == [0, 4, 5]

@@ -362,8 +362,13 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _stored_ids(self, ids: Any) -> np.ndarray:
-        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored."""
-        wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored.
+        Only whole numbers are ids, as for a `Memory`: casting read 1.7 and True as item 1."""
+        from .memory import given_ids
+
+        one = isinstance(ids, (int, np.integer)) and not isinstance(ids, bool)
+        flat = np.asarray(ids).reshape(-1) if isinstance(ids, np.ndarray) else ids
+        wanted = np.unique(np.asarray(given_ids([ids] if one else flat), dtype=np.int64))
         if self._on_disk:
             found = {item.id for item in self.memory_.items(wanted.tolist())}
             unknown = [i for i in wanted.tolist() if i not in found]
