@@ -262,3 +262,16 @@ def test_ids_are_whole_numbers(digits):
     assert clf.ids_.tolist() == list(range(300))
     np.testing.assert_array_equal(clf.predict_proba(tx), before)
     assert clf.forget(np.int64(1)).forget(np.array([[2, 3]])).ids_[:3].tolist() == [0, 4, 5]
+
+
+def test_kneighbors_takes_a_whole_number_of_neighbours(digits):
+    """n_neighbors 2.5 returned 2 neighbours and "3" returned 3; KNeighborsClassifier
+    refuses both with a TypeError, and so does this estimator now."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    for bad in (2.5, 2.0, "3", True):
+        with pytest.raises(TypeError, match="n_neighbors must be a positive integer"):
+            clf.kneighbors(tx[:2], bad)
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
+        clf.kneighbors(tx[:2], 0)
+    assert clf.kneighbors(tx[:2], np.int64(3))[1].shape == (2, 3)

@@ -440,6 +440,11 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
         first. With X None, each stored item's neighbours among the others."""
         check_is_fitted(self)
+        if n_neighbors is not None and (isinstance(n_neighbors, (bool, np.bool_))
+                                        or not isinstance(n_neighbors, Integral)):
+            # as KNeighborsClassifier refuses it: int() read 2.5 as 2 and "3" as 3
+            raise TypeError(f"n_neighbors must be a positive integer, got {type(n_neighbors).__name__} "
+                            f"{n_neighbors!r}")
         m = int(self._params.k if n_neighbors is None else n_neighbors)
         if m < 1:
             raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors}")
