@@ -55,6 +55,26 @@ def test_partial_fit_adds_a_class_without_refitting(digits):
     assert clf.score(tx[~nines], ty[~nines]) > 0.9
 
 
+def test_partial_fit_keeps_labels_of_one_kind(digits):
+    """String labels added to int classes turned every class into a string: 3 and "3"
+    became one class and predict answered "3" where it answered 3. Labels of another kind
+    (in y or in `classes`) are refused now, nothing changed."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict(tx)
+    for labels, classes in ((y[300:310].astype(str), None), (y[300:310], ["10"])):
+        with pytest.raises(ValueError, match="labels given are strings, but this estimator's classes are numbers"):
+            clf.partial_fit(x[300:310], labels, classes=classes)
+    assert clf.classes_.tolist() == list(range(10)) and len(clf.ids_) == 300
+    np.testing.assert_array_equal(clf.predict(tx), before)
+    with pytest.raises(ValueError, match="labels given are numbers, but this estimator's classes are strings"):
+        MemoryClassifier().partial_fit(x[:10], y[:10].astype(str), classes=np.arange(10))
+    named = MemoryClassifier(k=1).partial_fit(x[:10], y[:10].astype(object).astype(str).astype(object),
+                                              classes=["0", "11"])
+    assert named.partial_fit(x[10:20], y[10:20].astype(str)).classes_.tolist()[:3] == ["0", "1", "11"]
+    assert clf.partial_fit(x[300:310], y[300:310].astype(float)).predict(tx[:3]).tolist() == before[:3].tolist()
+
+
 @pytest.mark.parametrize("kwargs", [
     {"vote": "rank"},
     {"vote": "hybrid", "prototypes_per_class": 2},

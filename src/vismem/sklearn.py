@@ -296,16 +296,18 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=first)
         check_classification_targets(y)
         if first or len(self._y) == 0:  # nothing stored (or all forgotten): fit the transform on this batch
+            widened = None if classes is None else _widened(np.unique(y), np.asarray(classes))
             self._store(X, y, first_id=getattr(self, "_n_ids", 0))
-            if classes is not None:
-                self._widen_classes(np.asarray(classes))
+            if widened is not None:
+                self.classes_ = widened
                 self._memory = self._array_memory(self._memory.vectors, self._memory._prototypes)
             return self
+        widened = _widened(self.classes_, np.asarray(y) if classes is None else np.r_[np.asarray(classes), y])
         raw = normalize_rows(np.asarray(X, dtype=np.float32))
         new_ids = np.arange(self._n_ids, self._n_ids + len(y), dtype=np.int64)
         self._n_ids += len(y)
         prototypes = self._memory._prototypes
-        self._widen_classes(np.asarray(y) if classes is None else np.r_[np.asarray(classes), y])
+        self.classes_ = widened
         self.ids_ = np.r_[self.ids_, new_ids]
         self._raw = np.vstack([self._raw, raw])
         self._y = np.r_[self._y, y]
@@ -315,9 +317,6 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             prototypes.add(new_ids.tolist(), vectors[-len(y):], np.asarray(y).tolist())
         self._memory = self._array_memory(vectors, prototypes)
         return self
-
-    def _widen_classes(self, labels: np.ndarray) -> None:
-        self.classes_ = np.unique(np.concatenate([self.classes_, labels]))
 
     def forget(self, ids: Sequence[int] | np.ndarray | None = None, *,
                mask: np.ndarray | None = None) -> MemoryClassifier:
@@ -714,6 +713,24 @@ class _Reopen:
     """Where a pickled estimator's memory lives."""
 
     location: str
+
+
+def _widened(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`classes` with `labels` added, or ValueError for labels of another kind: numpy would
+    turn every class to a string, so that 3 and "3" became one class and predict changed type."""
+    kinds, held = _label_kinds(labels), _label_kinds(classes)
+    if held and kinds != held:
+        raise ValueError(f"the labels given are {' and '.join(sorted(kinds))}, but this estimator's classes are "
+                         f"{' and '.join(sorted(held))} ({classes[:5].tolist()}): give labels of one kind "
+                         "(y.astype(...) as fitted)")
+    return np.unique(np.concatenate([classes, labels]))
+
+
+def _label_kinds(labels: np.ndarray) -> set[str]:
+    if labels.dtype.kind in "biuf":
+        return {"numbers"} if len(labels) else set()
+    return {"strings" if isinstance(label, str) else "numbers" if isinstance(label, (Real, np.number)) else
+            type(label).__name__ for label in labels.tolist()}
 
 
 def _string_labels(y: np.ndarray) -> list[str]:
