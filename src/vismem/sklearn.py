@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
@@ -125,6 +126,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
       `vismem tune`. Pickling keeps the memory's location and reopens it on load.
     - `close()` closes a memory the estimator opened from a path (a `Memory` passed in is
       the caller's to close) and leaves the estimator unfitted; `fit()` opens it again.
+    - `set_params(memory=...)` takes effect at the next `fit`; until then the estimator
+      raises NotFittedError rather than decide with, or write into, the memory fitted before.
 
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
@@ -194,6 +197,24 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = False
         return tags
 
+    def _check_fitted(self) -> None:
+        """Fitted, and over the `memory` set now: set_params(memory=...) after fit takes effect
+        at the next fit, and until then this estimator would decide with (and partial_fit
+        write to) what it was fitted over, or fail with an AttributeError."""
+        check_is_fitted(self)
+        given, opened = self.memory, getattr(self, "memory_", None)
+        if given is None:
+            same = opened is None
+        elif isinstance(given, (str, os.PathLike)):
+            same = opened is not None and getattr(self, "_opened_from", None) == os.fspath(given)
+        else:
+            same = opened is given
+        if not same:
+            fitted = "in RAM" if opened is None else f"over the memory at {opened.location}"
+            refit = "fit(X, y) to hold X, y in RAM" if given is None else "fit() to decide with that memory"
+            raise NotFittedError(f"memory={given!r} was set after this MemoryClassifier was fitted {fitted}: "
+                                 f"call {refit}")
+
     # ---- building ------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -206,6 +227,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._fit_on_disk(X, y)
         if X is None:
             raise ValueError("fit needs X and y (or memory=... to decide with a memory on disk)")
+        self.close()  # a memory this estimator was fitted over before memory=None was set
+        self.__dict__.pop("memory_", None)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self._store(X, y, first_id=0)
@@ -291,6 +314,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "classes_")
         if first:
             self._validate_params()
+        else:
+            self._check_fitted()
         if self._on_disk:
             return self._add_on_disk(X, y, classes, attach=first)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=first)
@@ -326,7 +351,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         `fit` on the remaining items: nothing of a forgotten item is left behind. A class
         with no items left is dropped from `classes_`.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         if (ids is None) == (mask is None):
             raise ValueError("forget needs exactly one of: ids, mask")
         if self._on_disk:
@@ -352,7 +377,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def refit_transform(self) -> MemoryClassifier:
         """Refit the feature transform (and prototypes) on every item stored now (over a
         memory on disk: `Memory.set_transform` with its own spec, which rebuilds its index)."""
-        check_is_fitted(self)
+        self._check_fitted()
         if self._on_disk:
             self.memory_.set_transform(self.memory_.settings.transform)
             self.transform_ = self.memory_.transform
@@ -382,7 +407,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """Items' vote weight, a finite number from 0 to 1e6 as a memory on disk keeps: 0
         blocks, > 1 boosts, 1 is normal (over a memory on disk: `Memory.set_weight`,
         durable). Raises ValueError, changing nothing, for ids it does not hold."""
-        check_is_fitted(self)
+        self._check_fitted()
         check_weight(weight)
         wanted = self._stored_ids(ids)
         if self._on_disk:
@@ -398,7 +423,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     # ---- reading -------------------------------------------------------------------------
 
     def _queries(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        self._check_fitted()
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if len(self._y) == 0:
             raise ValueError("the memory is empty: every item was forgotten; add items with partial_fit")
@@ -438,7 +463,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
         first. With X None, each stored item's neighbours among the others."""
-        check_is_fitted(self)
+        self._check_fitted()
         if n_neighbors is not None and (isinstance(n_neighbors, (bool, np.bool_))
                                         or not isinstance(n_neighbors, Integral)):
             # as KNeighborsClassifier refuses it: int() read 2.5 as 2 and "3" as 3
@@ -633,7 +658,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _decide_on_disk(self, X, **options: Any) -> list:
-        check_is_fitted(self)
+        self._check_fitted()
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if not len(self.memory_):
             raise ValueError(f"the memory at {self.memory_.location} is empty: add items with partial_fit(X, y)")
