@@ -295,3 +295,22 @@ def test_kneighbors_takes_a_whole_number_of_neighbours(digits):
     with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
         clf.kneighbors(tx[:2], 0)
     assert clf.kneighbors(tx[:2], np.int64(3))[1].shape == (2, 3)
+
+
+def test_a_grid_of_numpy_numbers_searches(digits, tmp_path):
+    """A grid written as np.arange gives numpy ints: k=np.int64(3) reached FAISS, which takes
+    only a Python int (a TypeError from its C++ layer), in RAM and through a memory alike;
+    a memory's settings with numpy numbers could not be saved (JSON)."""
+    from vismem import Memory
+    from vismem.decide import VoteParams
+
+    x, y, tx, _ = digits
+    grid = GridSearchCV(MemoryClassifier(), {"k": np.arange(1, 4), "alpha": np.array([1.0, 2.0])}, cv=2)
+    assert grid.fit(x[:200], y[:200]).best_params_["k"] in (1, 2, 3)
+    with Memory.create(tmp_path / "m", encoder=None, dim=x.shape[1]) as memory:
+        memory.add_vectors(x[:200], y[:200].astype(str))
+        assert memory.classify_vectors(tx[:2], k=np.int64(3))[0].neighbors[2].id > 0
+        memory.update_settings(vote=VoteParams(k=np.int64(5), alpha=np.float32(1.5)))
+    with Memory.open(tmp_path / "m") as memory:
+        assert memory.settings.vote == VoteParams(k=5, alpha=1.5)
+        assert MemoryClassifier(memory=memory, k=np.int32(2)).fit().predict(tx[:2]).shape == (2,)
