@@ -55,6 +55,26 @@ def test_partial_fit_adds_a_class_without_refitting(digits):
     assert clf.score(tx[~nines], ty[~nines]) > 0.9
 
 
+def test_partial_fit_keeps_labels_of_one_kind(digits):
+    """String labels added to int classes turned every class into a string: 3 and "3"
+    became one class and predict answered "3" where it answered 3. Labels of another kind
+    (in y or in `classes`) are refused now, nothing changed."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict(tx)
+    for labels, classes in ((y[300:310].astype(str), None), (y[300:310], ["10"])):
+        with pytest.raises(ValueError, match="labels given are strings, but this estimator's classes are numbers"):
+            clf.partial_fit(x[300:310], labels, classes=classes)
+    assert clf.classes_.tolist() == list(range(10)) and len(clf.ids_) == 300
+    np.testing.assert_array_equal(clf.predict(tx), before)
+    with pytest.raises(ValueError, match="labels given are numbers, but this estimator's classes are strings"):
+        MemoryClassifier().partial_fit(x[:10], y[:10].astype(str), classes=np.arange(10))
+    named = MemoryClassifier(k=1).partial_fit(x[:10], y[:10].astype(object).astype(str).astype(object),
+                                              classes=["0", "11"])
+    assert named.partial_fit(x[10:20], y[10:20].astype(str)).classes_.tolist()[:3] == ["0", "1", "11"]
+    assert clf.partial_fit(x[300:310], y[300:310].astype(float)).predict(tx[:3]).tolist() == before[:3].tolist()
+
+
 @pytest.mark.parametrize("kwargs", [
     {"vote": "rank"},
     {"vote": "hybrid", "prototypes_per_class": 2},
@@ -246,3 +266,51 @@ def test_an_edit_that_leaves_too_little_to_whiten_changes_nothing(digits):
     assert clf.ids_.tolist() == []
     with pytest.raises(ValueError, match="empty"):
         clf.predict(tx[:1])
+
+
+def test_ids_are_whole_numbers(digits):
+    """`forget` and `set_weight` take ids as a `Memory` does: 1.7 and True were cast to
+    item 1 (and "12" to item 12), each an edit of an item the caller did not name."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    before = clf.predict_proba(tx)
+    for ids in ([1.7], [True], "12", np.array([1.0])):
+        with pytest.raises(ValueError, match="item ids are integers|list of integer item ids"):
+            clf.forget(ids)
+        with pytest.raises(ValueError, match="item ids are integers|list of integer item ids"):
+            clf.set_weight(ids, 0.0)
+    assert clf.ids_.tolist() == list(range(300))
+    np.testing.assert_array_equal(clf.predict_proba(tx), before)
+    assert clf.forget(np.int64(1)).forget(np.array([[2, 3]])).ids_[:3].tolist() == [0, 4, 5]
+
+
+def test_kneighbors_takes_a_whole_number_of_neighbours(digits):
+    """n_neighbors 2.5 returned 2 neighbours and "3" returned 3; KNeighborsClassifier
+    refuses both with a TypeError, and so does this estimator now."""
+    x, y, tx, _ = digits
+    clf = MemoryClassifier(k=5).fit(x[:300], y[:300])
+    for bad in (2.5, 2.0, "3", True):
+        with pytest.raises(TypeError, match="n_neighbors must be a positive integer"):
+            clf.kneighbors(tx[:2], bad)
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
+        clf.kneighbors(tx[:2], 0)
+    assert clf.kneighbors(tx[:2], np.int64(3))[1].shape == (2, 3)
+
+
+def test_a_grid_of_numpy_numbers_searches(digits, tmp_path):
+    """A grid written as np.arange gives numpy ints: k=np.int64(3) reached FAISS, which takes
+    only a Python int (a TypeError from its C++ layer), in RAM and through a memory alike;
+    a memory's settings with numpy numbers could not be saved (JSON)."""
+    from vismem import Memory
+    from vismem.decide import VoteParams
+
+    x, y, tx, _ = digits
+    grid = GridSearchCV(MemoryClassifier(), {"k": np.arange(1, 4), "alpha": np.array([1.0, 2.0])}, cv=2)
+    assert grid.fit(x[:200], y[:200]).best_params_["k"] in (1, 2, 3)
+    with Memory.create(tmp_path / "m", encoder=None, dim=x.shape[1]) as memory:
+        memory.add_vectors(x[:200], y[:200].astype(str))
+        assert memory.classify_vectors(tx[:2], k=np.int64(3))[0].neighbors[2].id > 0
+        memory.update_settings(vote=VoteParams(k=np.int64(5), alpha=np.float32(1.5)))
+    with Memory.open(tmp_path / "m") as memory:
+        assert memory.settings.vote == VoteParams(k=5, alpha=1.5)
+        assert MemoryClassifier(memory=memory, k=np.int32(2)).fit().predict(tx[:2]).shape == (2,)

@@ -249,3 +249,30 @@ def test_set_weight_names_ids_the_memory_does_not_hold(tmp_path, vectors):
         with pytest.raises(ValueError, match=r"no stored items with ids \[999\] in the memory at"):
             clf.set_weight([1, 999], 0.0)
         assert memory.get(1).weight == 1.0
+
+
+def test_a_memory_set_after_fit_takes_effect_at_the_next_fit(tmp_path, vectors):
+    """set_params(memory=B) after fitting over A: partial_fit wrote into A and predict
+    decided with A; from RAM to a memory (or back) predict failed with an AttributeError.
+    Until fit is called again, each is a NotFittedError naming the fit to call."""
+    x, y, tx, _ = vectors
+    stored(tmp_path / "a", x[:100], y[:100]).close()
+    stored(tmp_path / "b", x[100:200], y[100:200]).close()
+    clf = MemoryClassifier(memory=tmp_path / "a", k=5).fit()
+    clf.set_params(memory=tmp_path / "b")
+    for call in (lambda: clf.predict(tx[:2]), lambda: clf.partial_fit(x[200:202], y[200:202]),
+                 lambda: clf.kneighbors(tx[:2]), lambda: clf.forget(clf.ids_[:1])):
+        with pytest.raises(NotFittedError, match=r"was set after .* fitted over the memory at .*a: call fit\(\)"):
+            call()
+    with Memory.open(tmp_path / "a") as a:
+        assert len(a) == 100
+    with Memory.open(tmp_path / "b") as b:
+        assert clf.fit().ids_.tolist() == b.ids()
+    assert clf.set_params(memory=None).fit(x[:50], y[:50]).predict(tx[:2]).shape == (2,)
+    assert not hasattr(clf, "memory_")  # the memory it had opened is closed, not kept
+    clf.set_params(memory=tmp_path / "a")
+    with pytest.raises(NotFittedError, match=r"fitted in RAM: call fit\(\) to decide with that memory"):
+        clf.predict(tx[:2])
+    clf.fit().set_params(memory=None)
+    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) to hold X, y in RAM"):
+        clf.predict(tx[:2])

@@ -64,6 +64,10 @@ class VoteParams:
             raise InvalidInputError(f"tau must be > 0 and finite, got {self.tau}")
         if not 0 <= self.mix <= 1:
             raise InvalidInputError(f"mix must be between 0 and 1, got {self.mix}")
+        # numpy scalars (a grid of np.arange(1, 20)) as Python numbers: FAISS takes only an
+        # int k, and the settings are saved as JSON
+        for name, kind in (("k", int), ("alpha", float), ("tau", float), ("mix", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     @property
     def uses_prototypes(self) -> bool:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -125,6 +126,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
       `vismem tune`. Pickling keeps the memory's location and reopens it on load.
     - `close()` closes a memory the estimator opened from a path (a `Memory` passed in is
       the caller's to close) and leaves the estimator unfitted; `fit()` opens it again.
+    - `set_params(memory=...)` takes effect at the next `fit`; until then the estimator
+      raises NotFittedError rather than decide with, or write into, the memory fitted before.
 
     >>> from sklearn.datasets import load_iris
     >>> X, y = load_iris(return_X_y=True)
@@ -194,6 +197,24 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = False
         return tags
 
+    def _check_fitted(self) -> None:
+        """Fitted, and over the `memory` set now: set_params(memory=...) after fit takes effect
+        at the next fit, and until then this estimator would decide with (and partial_fit
+        write to) what it was fitted over, or fail with an AttributeError."""
+        check_is_fitted(self)
+        given, opened = self.memory, getattr(self, "memory_", None)
+        if given is None:
+            same = opened is None
+        elif isinstance(given, (str, os.PathLike)):
+            same = opened is not None and getattr(self, "_opened_from", None) == os.fspath(given)
+        else:
+            same = opened is given
+        if not same:
+            fitted = "in RAM" if opened is None else f"over the memory at {opened.location}"
+            refit = "fit(X, y) to hold X, y in RAM" if given is None else "fit() to decide with that memory"
+            raise NotFittedError(f"memory={given!r} was set after this MemoryClassifier was fitted {fitted}: "
+                                 f"call {refit}")
+
     # ---- building ------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -206,6 +227,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._fit_on_disk(X, y)
         if X is None:
             raise ValueError("fit needs X and y (or memory=... to decide with a memory on disk)")
+        self.close()  # a memory this estimator was fitted over before memory=None was set
+        self.__dict__.pop("memory_", None)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self._store(X, y, first_id=0)
@@ -291,21 +314,25 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "classes_")
         if first:
             self._validate_params()
+        else:
+            self._check_fitted()
         if self._on_disk:
             return self._add_on_disk(X, y, classes, attach=first)
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], reset=first)
         check_classification_targets(y)
         if first or len(self._y) == 0:  # nothing stored (or all forgotten): fit the transform on this batch
+            widened = None if classes is None else _widened(np.unique(y), np.asarray(classes))
             self._store(X, y, first_id=getattr(self, "_n_ids", 0))
-            if classes is not None:
-                self._widen_classes(np.asarray(classes))
+            if widened is not None:
+                self.classes_ = widened
                 self._memory = self._array_memory(self._memory.vectors, self._memory._prototypes)
             return self
+        widened = _widened(self.classes_, np.asarray(y) if classes is None else np.r_[np.asarray(classes), y])
         raw = normalize_rows(np.asarray(X, dtype=np.float32))
         new_ids = np.arange(self._n_ids, self._n_ids + len(y), dtype=np.int64)
         self._n_ids += len(y)
         prototypes = self._memory._prototypes
-        self._widen_classes(np.asarray(y) if classes is None else np.r_[np.asarray(classes), y])
+        self.classes_ = widened
         self.ids_ = np.r_[self.ids_, new_ids]
         self._raw = np.vstack([self._raw, raw])
         self._y = np.r_[self._y, y]
@@ -316,9 +343,6 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         self._memory = self._array_memory(vectors, prototypes)
         return self
 
-    def _widen_classes(self, labels: np.ndarray) -> None:
-        self.classes_ = np.unique(np.concatenate([self.classes_, labels]))
-
     def forget(self, ids: Sequence[int] | np.ndarray | None = None, *,
                mask: np.ndarray | None = None) -> MemoryClassifier:
         """Remove items exactly, by id (see `ids_`) or by a boolean mask over `ids_`.
@@ -327,7 +351,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         `fit` on the remaining items: nothing of a forgotten item is left behind. A class
         with no items left is dropped from `classes_`.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         if (ids is None) == (mask is None):
             raise ValueError("forget needs exactly one of: ids, mask")
         if self._on_disk:
@@ -353,7 +377,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def refit_transform(self) -> MemoryClassifier:
         """Refit the feature transform (and prototypes) on every item stored now (over a
         memory on disk: `Memory.set_transform` with its own spec, which rebuilds its index)."""
-        check_is_fitted(self)
+        self._check_fitted()
         if self._on_disk:
             self.memory_.set_transform(self.memory_.settings.transform)
             self.transform_ = self.memory_.transform
@@ -362,8 +386,13 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _stored_ids(self, ids: Any) -> np.ndarray:
-        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored."""
-        wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        """`ids` (one or array-like) as a sorted int64 array, or ValueError naming those not stored.
+        Only whole numbers are ids, as for a `Memory`: casting read 1.7 and True as item 1."""
+        from .memory import given_ids
+
+        one = isinstance(ids, (int, np.integer)) and not isinstance(ids, bool)
+        flat = np.asarray(ids).reshape(-1) if isinstance(ids, np.ndarray) else ids
+        wanted = np.unique(np.asarray(given_ids([ids] if one else flat), dtype=np.int64))
         if self._on_disk:
             found = {item.id for item in self.memory_.items(wanted.tolist())}
             unknown = [i for i in wanted.tolist() if i not in found]
@@ -378,7 +407,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """Items' vote weight, a finite number from 0 to 1e6 as a memory on disk keeps: 0
         blocks, > 1 boosts, 1 is normal (over a memory on disk: `Memory.set_weight`,
         durable). Raises ValueError, changing nothing, for ids it does not hold."""
-        check_is_fitted(self)
+        self._check_fitted()
         check_weight(weight)
         wanted = self._stored_ids(ids)
         if self._on_disk:
@@ -394,7 +423,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     # ---- reading -------------------------------------------------------------------------
 
     def _queries(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        self._check_fitted()
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if len(self._y) == 0:
             raise ValueError("the memory is empty: every item was forgotten; add items with partial_fit")
@@ -434,7 +463,12 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
         first. With X None, each stored item's neighbours among the others."""
-        check_is_fitted(self)
+        self._check_fitted()
+        if n_neighbors is not None and (isinstance(n_neighbors, (bool, np.bool_))
+                                        or not isinstance(n_neighbors, Integral)):
+            # as KNeighborsClassifier refuses it: int() read 2.5 as 2 and "3" as 3
+            raise TypeError(f"n_neighbors must be a positive integer, got {type(n_neighbors).__name__} "
+                            f"{n_neighbors!r}")
         m = int(self._params.k if n_neighbors is None else n_neighbors)
         if m < 1:
             raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors}")
@@ -624,7 +658,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _decide_on_disk(self, X, **options: Any) -> list:
-        check_is_fitted(self)
+        self._check_fitted()
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if not len(self.memory_):
             raise ValueError(f"the memory at {self.memory_.location} is empty: add items with partial_fit(X, y)")
@@ -704,6 +738,24 @@ class _Reopen:
     """Where a pickled estimator's memory lives."""
 
     location: str
+
+
+def _widened(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`classes` with `labels` added, or ValueError for labels of another kind: numpy would
+    turn every class to a string, so that 3 and "3" became one class and predict changed type."""
+    kinds, held = _label_kinds(labels), _label_kinds(classes)
+    if held and kinds != held:
+        raise ValueError(f"the labels given are {' and '.join(sorted(kinds))}, but this estimator's classes are "
+                         f"{' and '.join(sorted(held))} ({classes[:5].tolist()}): give labels of one kind "
+                         "(y.astype(...) as fitted)")
+    return np.unique(np.concatenate([classes, labels]))
+
+
+def _label_kinds(labels: np.ndarray) -> set[str]:
+    if labels.dtype.kind in "biuf":
+        return {"numbers"} if len(labels) else set()
+    return {"strings" if isinstance(label, str) else "numbers" if isinstance(label, (Real, np.number)) else
+            type(label).__name__ for label in labels.tolist()}
 
 
 def _string_labels(y: np.ndarray) -> list[str]:
