@@ -34,12 +34,10 @@ reads the rest.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 import numpy as np
 
 from .errors import InvalidInputError, VismemError, clause
+from .files import written_whole
 from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
@@ -186,22 +185,15 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     if not path.parent.is_dir():
         raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
     schema = arrow_schema(dim, header, thumbnails=thumbnails)
-    partial = path.with_name(path.name + ".partial")
     written = 0
-    try:
-        # Vectors barely compress; zstd still shrinks the text columns and costs little.
-        # Page checksums (CRC-32, standard Parquet) let an import tell a damaged file.
-        with pq.ParquetWriter(partial, schema, compression="zstd", write_page_checksum=True) as writer:
-            for rows in batches:
-                if len(rows):
-                    writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
-                    written += len(rows)
-        os.replace(partial, path)
-    except OSError as exc:
-        raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):  # the error above says what went wrong
-            partial.unlink(missing_ok=True)
+    # Vectors barely compress; zstd still shrinks the text columns and costs little.
+    # Page checksums (CRC-32, standard Parquet) let an import tell a damaged file.
+    with written_whole(path) as partial, \
+            pq.ParquetWriter(partial, schema, compression="zstd", write_page_checksum=True) as writer:
+        for rows in batches:
+            if len(rows):
+                writer.write_batch(to_batch(rows, schema), row_group_size=len(rows))
+                written += len(rows)
     return written
 
 

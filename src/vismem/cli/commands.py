@@ -285,21 +285,12 @@ def save_image(image: Any, path: Path) -> None:
     """Write `image` to `path` (checked by `check_image_path`) whole or not at all: a file
     already there stays as it was when the write fails (a full disk, a format that cannot
     take RGB such as .xbm), as exit 1 promises."""
-    import contextlib
-    import os
-
     from PIL import Image
 
-    target = Path(os.path.realpath(path))  # through a link, as writing to it would
-    partial = target.with_name(target.name + ".partial")
-    try:
+    from ..files import written_whole
+
+    with written_whole(path) as partial:
         image.save(partial, format=Image.registered_extensions()[path.suffix.lower()])
-        os.replace(partial, target)
-    except OSError as exc:
-        raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(OSError):  # the error above says what went wrong
-            partial.unlink(missing_ok=True)
 
 
 def _vote_options(k: int | None, vote: str | None, alpha: float | None, tau: float | None,
