@@ -315,6 +315,21 @@ def test_add_vectors_skips_a_row_repeated_within_one_call(tmp_path):
         assert len(memory.add_vectors(repeated, list("vwvyw"))) == 5  # allowed: one item per row
 
 
+def test_a_row_in_fortran_order_is_stored_and_recognised_as_in_c_order(tmp_path):
+    """A .npy file in Fortran order (`np.save(path, emb.T)` of (dim, n) embeddings) gave
+    most rows other bits once made unit length, numpy summing their squares in another
+    order: the rows held were added again, with new ids."""
+    x = _rows(50, dim=64, seed=2)
+    np.save(tmp_path / "c.npy", x)
+    np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    assert np.load(tmp_path / "f.npy").flags.f_contiguous
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        first = memory.add_vectors(np.load(tmp_path / "c.npy"), ["a"] * 50)
+        again = memory.add_vectors(np.load(tmp_path / "f.npy", mmap_mode="r"), ["a"] * 50, allow_duplicates=False,
+                                   batch_size=20)
+        assert again.ids == [] and again.duplicates == list(enumerate(first))
+
+
 def test_add_vectors_does_not_drop_a_held_row_given_another_label_silently(tmp_path):
     """A row held under another label was skipped as "already held", the label it was
     given lost without a word. It is still not added (the same vector would vote for two

@@ -40,11 +40,13 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
         raise InvalidInputError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     if vectors.dtype.kind not in "biuf":
         raise InvalidInputError("vectors must be finite numbers")
+    # C order: numpy sums a Fortran-order row (a saved `emb.T`) in another order, so its
+    # norm, and the row stored, would differ in the last bit and its hash miss the same row
     if vectors.dtype.itemsize > 4 and vectors.dtype.kind == "f":
         with np.errstate(over="ignore"):  # finite values past float32's range: the slow path rescales them
-            rows = vectors.astype(np.float32)
+            rows = vectors.astype(np.float32, order="C")
     else:
-        rows = np.asarray(vectors, dtype=np.float32)  # no copy: the division below makes one
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy: the division below makes one
     if queries and len(rows) == 1:
         # One query: the squares summed by BLAS (np.vdot), which overflow to inf
         # without a warning, so no np.errstate and one numpy call where the norm takes
