@@ -41,6 +41,18 @@ def test_resnet50_offline_names_both_ways_out(monkeypatch):
     assert "\n" not in message
 
 
+def test_a_download_of_weights_keeps_stdout_for_json(tmp_path, cli, monkeypatch):
+    """torch.hub said "Downloading: URL to FILE" on stdout, so `create --json` (and any
+    command that loads an encoder) began its stdout with a line that is not JSON."""
+    monkeypatch.delenv("VISMEM_OFFLINE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights cached: a download starts
+    for proxy in ("HTTPS_PROXY", "https_proxy"):  # a port nothing listens on: it fails at once, offline
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    result = cli("create", tmp_path / "m", "--encoder", "resnet50", "--json")
+    assert result.returncode == 1 and "could not download the resnet50 weights" in result.stderr
+    assert result.stdout == "" and "Downloading" in result.stderr
+
+
 def test_resnet50_from_a_local_weights_file(tmp_path):
     import torch
     from torchvision.models import resnet50

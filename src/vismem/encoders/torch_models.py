@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import EncoderError, clause
@@ -64,6 +66,14 @@ def offline_requested() -> bool:
     return os.environ.get(OFFLINE_ENV, "").lower() not in ("", "0", "false", "no")
 
 
+@contextlib.contextmanager
+def downloading() -> Iterator[None]:
+    """Around a download of weights: torch.hub says "Downloading: URL to FILE" on stdout,
+    which `--json` keeps for JSON lines; here it goes to stderr, with the progress bar."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def download_failed(encoder_name: str, reason: str) -> EncoderError:
     return EncoderError(
         f"could not download the {encoder_name} weights ({reason}). Pass --weights FILE "
@@ -114,7 +124,8 @@ def build_resnet50(weights: str | Path | None = None, options: EncoderOptions | 
         weights_id = file_digest(Path(weights))
     else:
         try:
-            state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+            with downloading():
+                state = ResNet50_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
         except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no weights"
             raise download_failed("resnet50", f"{type(exc).__name__}: {exc}") from None
         network.load_state_dict(state)
@@ -140,7 +151,8 @@ def build_timm(model_name: str, weights: str | Path | None = None,
     if pretrained and offline_requested():
         raise download_failed(f"timm:{model_name}", f"{OFFLINE_ENV} is set")
     try:
-        network = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
+        with downloading():
+            network = timm.create_model(model_name, pretrained=pretrained, num_classes=0)
     except RuntimeError as exc:
         raise EncoderError(f"timm has no model {model_name!r}: {exc}") from None
     except Exception as exc:  # hub download errors come in many types
@@ -190,7 +202,8 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
         if offline_requested():
             raise download_failed(f"open_clip:{spec}", f"{OFFLINE_ENV} is set")
         try:
-            network = open_clip.create_model(model_name, pretrained=tag)
+            with downloading():
+                network = open_clip.create_model(model_name, pretrained=tag)
         except Exception as exc:  # hub download errors come in many types
             raise download_failed(f"open_clip:{spec}", f"{type(exc).__name__}: {exc}") from None
         weights_id = f"open_clip-{tag}"
