@@ -324,6 +324,20 @@ def test_a_labels_text_file_as_editors_write_it(tmp_path, cli):
     assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"c0": 2, "c1": 1}
 
 
+def test_a_labels_text_file_is_split_at_line_ends_only(tmp_path, cli):
+    """Lines were split as str.splitlines splits them: a label holding a form feed, NEL or
+    U+2028 became two, and every later label went to the row after its own."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "v.npy", unit_vectors(4, 4))
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    (tmp_path / "l.txt").write_bytes("a\u2028b\r\nc\x0cd\re\nf\n".encode())
+    cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
+    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\x0cd": 1, "e": 1, "f": 1}
+
+
 def test_json_lines_never_carry_nan(capsys):
     import json
 

@@ -127,7 +127,9 @@ def load_labels(path: Path, option: str = "--labels") -> list[str]:
     end ignored)."""
     if path.suffix != ".npy":
         try:  # utf-8-sig: the byte-order mark some editors write would start the first label
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            # (read as text, \r\n and \r end a line as \n does; splitlines would also split
+            # a label at a form feed, \x1c-\x1e, NEL or U+2028, putting every later label a row off)
+            lines = path.read_text(encoding="utf-8-sig").split("\n")
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read {option} {path}: {exc}") from None
         while lines and not lines[-1].strip():
