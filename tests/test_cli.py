@@ -338,6 +338,22 @@ def test_a_labels_text_file_is_split_at_line_ends_only(tmp_path, cli):
     assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\x0cd": 1, "e": 1, "f": 1}
 
 
+def test_a_labels_text_file_with_whitespace_around_a_label_is_refused(tmp_path, cli):
+    """"cat " (a trailing space or tab, unseen in the file) was added as a class apart
+    from "cat"; the line is named now and nothing is added."""
+    import numpy as np
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "mem"
+    np.save(tmp_path / "v.npy", unit_vectors(3, 4))
+    cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
+    for text, line in (("cat\ncat \ndog\n", 2), ("cat\ncat\n dog\n", 3), ("cat\t\ncat\ndog\r\n", 1)):
+        (tmp_path / "l.txt").write_text(text)
+        refused = cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt")
+        assert refused.returncode == 1 and f"line {line} (" in refused.stderr and "whitespace" in refused.stderr
+        assert refused.stdout == "" and json_lines(cli("info", memdir, "--json"))[0]["items"] == 0
+
+
 def test_json_lines_never_carry_nan(capsys):
     import json
 

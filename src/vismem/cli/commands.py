@@ -124,7 +124,7 @@ def load_npy(path: Path, option: str, *, mapped: bool = False):
 def load_labels(path: Path, option: str = "--labels") -> list[str]:
     """Labels from a .npy array of text or integers (3 is the label "3", as in a class
     folder named 3), or a UTF-8 text file with one label per line (blank lines at its
-    end ignored)."""
+    end ignored; whitespace around a label refused)."""
     if path.suffix != ".npy":
         try:  # utf-8-sig: the byte-order mark some editors write would start the first label
             # (read as text, \r\n and \r end a line as \n does; splitlines would also split
@@ -138,6 +138,14 @@ def load_labels(path: Path, option: str = "--labels") -> list[str]:
         if blank is not None:
             raise InvalidInputError(f"{option} {path}: line {blank} is blank; give one label per line, "
                                     "the n-th for the n-th vector")
+        # whitespace at a line's ends is unseen in the file and in every listing, yet "cat " is a
+        # class apart from "cat": a slip of the tool that wrote the file, not a label
+        padded = next((n for n, line in enumerate(lines, 1) if line != line.strip()), None)
+        if padded is not None:
+            raise InvalidInputError(f"{option} {path}: line {padded} ({lines[padded - 1]!r}) starts or ends with "
+                                    "whitespace, which would make a class apart from "
+                                    f"{lines[padded - 1].strip()!r}; remove it (a .npy array of strings keeps "
+                                    "labels as they are)")
         return lines
     array = load_npy(path, option)
     if array.ndim != 1 or array.dtype.kind not in "iuU":
