@@ -814,7 +814,7 @@ class EmbeddedStore:
         self._unpurged = False
         reclaimed = self._index.compact(self._live(), progress)
         self._follow_index()
-        return {"reclaimed": reclaimed, **self._index.index.describe()}
+        return {"reclaimed": reclaimed, **self._index.describe()}  # with the recall it re-measured
 
     def quality(self) -> Any:
         return self._index.quality
