@@ -243,6 +243,22 @@ def test_recorded_queries_are_off_by_default_bounded_cleared_and_purged(tmp_path
     assert files_holding(path, asked) == []
 
 
+def test_lowering_how_many_queries_to_keep_deletes_those_past_it_now(tmp_path, cli):
+    # Lowering from 40 to 10 said "40 kept, up to 10": the 30 past it stayed in the store,
+    # and tune-index tuned on them, until the next query was recorded.
+    path = tmp_path / "m"
+    small_memory(path)
+    asked = vectors(40, seed=16)
+    cli("record-queries", path, "40", check=True)
+    with Memory.open(path) as memory:
+        memory.search(asked, 5)
+    assert json_lines(cli("record-queries", path, "10", "--json", check=True))[0] == {"keep": 10, "kept": 10}
+    tuned = json_lines(cli("tune-index", path, "--json", check=True))[0]["quality"]
+    assert tuned["sample"] == 10
+    # the rest left no bytes (a query's bits may change once made unit length: at most 10 found)
+    assert 0 < sum(bool(files_holding(path, asked[i : i + 1])) for i in range(40)) <= 10
+
+
 def test_stats_says_what_recall_was_measured_on(tmp_path):
     from fastapi.testclient import TestClient
 

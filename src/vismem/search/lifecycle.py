@@ -222,7 +222,7 @@ class ManagedIndex:
             return self.tuner.own_vectors(self.index, items)
         found, queries = self.store.searched_vectors(held.tolist())
         quality = self.tuner.tune(self.index, queries, t.HELD_OUT, items)
-        self.index.add(found, queries)
+        quality = self.tuner.put_back(self.index, found, queries, items) or quality
         if progress:
             progress(len(found))
         return quality
@@ -378,7 +378,7 @@ class ManagedIndex:
         if len(held):
             found, queries = self.store.searched_vectors(held.tolist())
             self.tuner.tune(index, queries, t.HELD_OUT, items)
-            index.add(found, queries)
+            self.tuner.put_back(index, found, queries, items)
             if progress:
                 progress(len(found))
         if self.persistent:

@@ -104,6 +104,18 @@ class Tuner:
             self.start(index)
             self.retune(index, index.live_ids())
 
+    def put_back(self, index: Searchable, ids: np.ndarray, vectors: np.ndarray,
+                 items: Collection[int] | np.ndarray) -> q.Quality | None:
+        """Insert a sample held out of a build or compaction once it has been measured.
+        When IVF-PQ trains as it goes in (the build without it stayed below `train_min`),
+        the effort was tuned on exact search: it is measured anew, trained; returns that."""
+        layout = _layout(index)
+        index.add(ids, vectors)
+        if _layout(index) == layout:
+            return None
+        self.start(index)
+        return self.retune(index, items)
+
     def _measure_fresh(self, index: Searchable, queries: np.ndarray) -> None:
         truth, sims = self._exact(index, queries, q.LID_K)
         recalls = t.measure_efforts(index, queries, truth[:, : q.RECALL_K], q.RECALL_K, t.ladder(index))

@@ -417,6 +417,10 @@ class EmbeddedStore:
             if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
                 self._index.rebuild(self._live(), progress)
         self._follow_index()
+        if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
+            self._write_recorded()
+            if self.db.drop_recorded_past(self._settings.record_queries):
+                self.purge()
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -810,7 +814,7 @@ class EmbeddedStore:
         self._unpurged = False
         reclaimed = self._index.compact(self._live(), progress)
         self._follow_index()
-        return {"reclaimed": reclaimed, **self._index.index.describe()}
+        return {"reclaimed": reclaimed, **self._index.describe()}  # with the recall it re-measured
 
     def quality(self) -> Any:
         return self._index.quality

@@ -641,6 +641,15 @@ class Database:
             return 0
         return int(self._db.execute("SELECT COUNT(*) FROM recorded_queries").fetchone()[0])
 
+    def drop_recorded_past(self, capacity: int) -> int:
+        """Delete the recorded queries in slots past a lowered `capacity` (zeroed in the file;
+        `purge` then drops the log's copies). The slots were filled in random order, so those
+        left are still a uniform sample. Returns how many were deleted."""
+        if not self._has_recorded():
+            return 0
+        with self.write("deleting recorded queries") as db:
+            return db.execute("DELETE FROM recorded_queries WHERE slot >= ?", (capacity,)).rowcount
+
     def clear_recorded_queries(self) -> int:
         """Delete every recorded query (zeroed in the file: `secure_delete`; `purge` then
         drops the log's copies). Returns how many there were."""
