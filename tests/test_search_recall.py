@@ -250,13 +250,22 @@ def test_lowering_how_many_queries_to_keep_deletes_those_past_it_now(tmp_path, c
     small_memory(path)
     asked = vectors(40, seed=16)
     cli("record-queries", path, "40", check=True)
-    with Memory.open(path) as memory:
-        memory.search(asked, 5)
+    for batch in range(4):  # each written as its memory closes: the empty slots fill batch by batch
+        with Memory.open(path) as memory:
+            memory.search(asked[batch * 10 : batch * 10 + 10], 5)
     assert json_lines(cli("record-queries", path, "10", "--json", check=True))[0] == {"keep": 10, "kept": 10}
     tuned = json_lines(cli("tune-index", path, "--json", check=True))[0]["quality"]
     assert tuned["sample"] == 10
     # the rest left no bytes (a query's bits may change once made unit length: at most 10 found)
     assert 0 < sum(bool(files_holding(path, asked[i : i + 1])) for i in range(40)) <= 10
+    # a uniform 10 of the 40, not the first batch (slots 0-9, filled first): the chance that
+    # a uniform sample is exactly those is 1 in 847,660,528
+    with Memory.open(path) as memory:
+        kept = memory.store.db.recorded_queries(memory.dim)
+        slots = [slot for (slot,) in memory.store.db._db.execute("SELECT slot FROM recorded_queries")]
+    unit = asked / np.linalg.norm(asked, axis=1, keepdims=True)
+    which = sorted(np.argmax(kept @ unit.T, axis=1).tolist())
+    assert len(set(which)) == 10 and which != list(range(10)) and sorted(slots) == list(range(10))
 
 
 def test_stats_says_what_recall_was_measured_on(tmp_path):

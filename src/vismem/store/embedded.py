@@ -419,7 +419,7 @@ class EmbeddedStore:
         self._follow_index()
         if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
             self._write_recorded()
-            if self.db.drop_recorded_past(self._settings.record_queries):
+            if self.db.drop_recorded_past(self._settings.record_queries, self._rng):
                 self.purge()
 
     # ---- writes ----------------------------------------------------------------------

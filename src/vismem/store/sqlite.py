@@ -619,7 +619,7 @@ class Database:
             if self.recorded_epoch() != epoch:
                 return
             db.execute(RECORDED_TABLE)
-            db.execute("DELETE FROM recorded_queries WHERE slot >= ?", (capacity,))  # it was shrunk
+            _shrink_recorded(db, capacity, rng)  # if it was shrunk
             seen, held = self._recorded_seen(), self.recorded_count()
             if held < min(seen, capacity):  # it was enlarged: its past is what it kept
                 seen = held
@@ -641,14 +641,14 @@ class Database:
             return 0
         return int(self._db.execute("SELECT COUNT(*) FROM recorded_queries").fetchone()[0])
 
-    def drop_recorded_past(self, capacity: int) -> int:
-        """Delete the recorded queries in slots past a lowered `capacity` (zeroed in the file;
-        `purge` then drops the log's copies). The slots were filled in random order, so those
-        left are still a uniform sample. Returns how many were deleted."""
+    def drop_recorded_past(self, capacity: int, rng: np.random.Generator) -> int:
+        """Keep a uniform sample of `capacity` of the recorded queries, now that fewer are to
+        be kept (those deleted are zeroed in the file; `purge` then drops the log's copies).
+        Returns how many were deleted."""
         if not self._has_recorded():
             return 0
         with self.write("deleting recorded queries") as db:
-            return db.execute("DELETE FROM recorded_queries WHERE slot >= ?", (capacity,)).rowcount
+            return _shrink_recorded(db, capacity, rng)
 
     def clear_recorded_queries(self) -> int:
         """Delete every recorded query (zeroed in the file: `secure_delete`; `purge` then
@@ -843,3 +843,19 @@ def _marks(values: Sequence[Any]) -> str:
 def _chunks(values: Sequence[int]) -> Iterator[list[int]]:
     for start in range(0, len(values), CHUNK):
         yield list(values[start : start + CHUNK])
+
+
+def _shrink_recorded(db: sqlite3.Connection, capacity: int, rng: np.random.Generator) -> int:
+    """Shrink the reservoir of recorded queries to `capacity`: a uniform sample of the slots
+    held, renumbered from 0 (empty slots fill in order, so keeping the first `capacity`
+    slots would keep the earliest queries). Returns how many were deleted."""
+    slots = [slot for (slot,) in db.execute("SELECT slot FROM recorded_queries ORDER BY slot")]
+    if len(slots) <= capacity:
+        return 0
+    keep = sorted(rng.choice(slots, capacity, replace=False).tolist())
+    gone = sorted(set(slots) - set(keep))
+    db.executemany("DELETE FROM recorded_queries WHERE slot = ?", [(slot,) for slot in gone])
+    # renumbered through negative slots: the slot is the key, and 3 -> 1 could meet a 1 still there
+    db.executemany("UPDATE recorded_queries SET slot = ? WHERE slot = ?", [(-1 - i, s) for i, s in enumerate(keep)])
+    db.execute("UPDATE recorded_queries SET slot = -1 - slot WHERE slot < 0")
+    return len(gone)
