@@ -519,8 +519,12 @@ def test_counts_of_one_are_singular(tmp_path, cli):
     assert "items       1 in 1 class\n" in info and ", 1 vector, " in info
     compacted = cli("compact", memdir, check=True).stdout
     assert "holds 1 vector, " in compacted and "reclaimed 0 slots" in compacted
+    # (prune said "soft pruning on 1 item": it refuses one item now, having none to query it against)
+    np.save(tmp_path / "two.npy", unit_vectors(2, 6, seed=1))
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    cli("add-vectors", memdir, "--vectors", tmp_path / "two.npy", "--labels", tmp_path / "two.txt", check=True)
     pruned = cli("prune", memdir, "--mode", "soft", check=True).stdout
-    assert "soft pruning on 1 item: " in pruned and "0 wrong decisions, 0 items with v > 0" in pruned
+    assert "soft pruning on 3 items: " in pruned and " items with v > 0" in pruned
 
 
 def test_counted():
