@@ -261,6 +261,9 @@ def test_usage_errors_exit_2(cli_process):
     (("prune", "{mem}", "--mode", "medium"), "'--mode': 'medium' is not one of off|soft|hard"),
     (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor'"),
     (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb'"),  # an OverflowError traceback
+    # Typer said "unable to parse string as an integer", naming no fix
+    (("remove", "{mem}", "--id", "1,2"), "'1,2' is not an item id (a whole number); give several as --id 1 --id 2"),
+    (("block", "{mem}", "--id", "1.5"), "'1.5' is not an item id"),
 ])
 def test_a_value_an_option_cannot_take_is_bad_usage_and_changes_nothing(tmp_path, cli, args, says):
     """Exit 2 with the usage line, as for any malformed option (-k 0, --mix 2): they

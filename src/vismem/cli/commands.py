@@ -31,6 +31,19 @@ MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLE
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
 
 
+def _item_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # Typer's own message ("unable to parse string as an integer") names no fix
+        raise typer.BadParameter(f"{text!r} is not an item id (a whole number); give several as "
+                                 "--id 1 --id 2") from None
+
+
+def ids_option(default: Any = ...) -> Any:
+    """`--id`, repeatable; `--id 1,2` is bad usage that says how to give two."""
+    return typer.Option(default, "--id", parser=_item_id, help="Item id (repeatable).")
+
+
 SHIPPED = object()  # described_option's default: the setting's own
 
 
@@ -562,7 +575,7 @@ def classify(
 @app.command()
 def remove(
     memdir: Path = MemDir,
-    ids: Optional[List[int]] = typer.Option(None, "--id", help="Item id (repeatable)."),
+    ids: Optional[List[int]] = ids_option(None),
     label: Optional[str] = typer.Option(None, "--label", help="Remove every item with this label."),
     source: Optional[str] = typer.Option(None, "--source", help="Remove every item from this source."),
     where: Optional[List[str]] = WhereOpt,
@@ -638,7 +651,7 @@ def remove(
 @app.command()
 def relabel(
     memdir: Path = MemDir,
-    ids: List[int] = typer.Option(..., "--id", help="Item id (repeatable)."),
+    ids: List[int] = ids_option(),
     label: str = typer.Option(..., "--label", help="The new label."),
     json_out: bool = JsonFlag,
 ) -> None:

@@ -15,9 +15,10 @@ from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
                reported_if_cut_off)
-from .commands import JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, refuse_if_none_done
+from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option,
+                       refuse_if_none_done)
 
-IdsOpt = typer.Option(..., "--id", help="Item id (repeatable).")
+IdsOpt = ids_option()
 
 
 def pruning_option(name: str, flag: str, **given: Any) -> Any:
