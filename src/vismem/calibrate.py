@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import faiss
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 
 if TYPE_CHECKING:
     from .evaluation.engine import ArrayMemory
@@ -274,7 +274,7 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     """
     label_of = np.asarray(labels)
     # before the scoring, which takes minutes on a large memory (k=0 failed deep in it, an IndexError)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not whole_number(k) or k < 1:
         raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
     if not 0 < tpr <= 1:
         raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")

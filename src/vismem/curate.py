@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
-from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError
+from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, whole_number
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
@@ -231,7 +231,7 @@ def find_suspects(memory: Memory, *, limit: int = 20, k: int | None = None,
                   progress: Callable[[int], None] | None = None) -> list[Suspect]:
     """Items most likely mislabelled, worst first, each with the neighbours that disagree
     (`progress(n)` as n more items are queried)."""
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:  # 0 listed none, silently
+    if not whole_number(limit) or limit < 1:  # 0 listed none, silently
         raise InvalidInputError(f"limit must be a whole number >= 1, got {limit!r}")
     data = memory_arrays(memory)
     _left_out_in_turn(memory, data)

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 
 NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
 PROTOTYPE_VOTES = ("prototype", "hybrid")  # votes that use the class prototypes
@@ -56,7 +56,7 @@ class VoteParams:
     def __post_init__(self) -> None:
         if self.vote not in VOTES:
             raise InvalidInputError(f"unknown vote {self.vote!r}; choose from {', '.join(VOTES)}")
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or not 1 <= self.k <= MAX_K:
+        if not whole_number(self.k) or not 1 <= self.k <= MAX_K:
             raise InvalidInputError(f"k must be an integer from 1 to {MAX_K}, got {self.k!r}")
         if not 0 < self.alpha < math.inf:
             raise InvalidInputError(f"alpha must be > 0 and finite, got {self.alpha}")

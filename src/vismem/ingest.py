@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,7 +22,7 @@ from PIL import Image
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta
@@ -123,8 +122,7 @@ def listed(inputs: Any) -> list:
 
 def check_batch_size(batch_size: int | None) -> None:
     """Refuse a batch size that is not a positive integer (None: the encoder's)."""
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, Integral)
-                                   or batch_size < 1):
+    if batch_size is not None and (not whole_number(batch_size) or batch_size < 1):
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 

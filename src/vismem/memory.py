@@ -31,7 +31,7 @@ from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
-                     ReadOnlyMemoryError, committed)
+                     ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, shown
 from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
 from .prototypes import PrototypeSet
@@ -71,7 +71,7 @@ _hit = partial(tuple.__new__, Hit)  # a Hit from an (id, label, source, distance
 
 def _check_counts(counts: Mapping[int, int]) -> None:
     bad = [(i, v) for i, v in counts.items()
-           if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0]
+           if not whole_number(v) or v < 0]
     if bad:  # a negative v would turn soft pruning's factor d / (c + v) negative
         raise InvalidInputError(f"pruning counts are whole numbers >= 0, got {bad[0][1]!r} for item {bad[0][0]}")
 
@@ -85,7 +85,7 @@ def given_ids(ids: Iterable[int]) -> list[int]:
                                 + (f" (for one item: [{ids}])" if isinstance(ids, (int, np.integer)) else ""))
     given = list(ids)
     for i in given:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+        if not whole_number(i):
             raise InvalidInputError(f"item ids are integers, got {type(i).__name__} {i!r}")
     return [int(i) for i in given]
 
@@ -554,9 +554,7 @@ class Memory:
             check_source(source)
             check_meta(meta)
         item_metas = [dict(meta) for meta in metas]
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or batch_size < 1):
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         if not isinstance(allow_duplicates, (bool, np.bool_)):
             raise InvalidInputError(f"allow_duplicates must be True or False, got {allow_duplicates!r}")
         step = batch_size or max(n, 1)
@@ -620,7 +618,7 @@ class Memory:
         items whenever that many match. Hard-pruned items are never returned.
         """
         queries = unit_rows(vectors, self.dim, queries=True)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        if not whole_number(k) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         self._catch_up()
         # the restriction and what pruning keeps out, as one filter (voting_filter's result)

@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 
 from .decide import VoteParams, vote_matrix
-from .errors import InvalidInputError
+from .errors import InvalidInputError, whole_number
 
 log = logging.getLogger("vismem")
 
@@ -169,7 +169,7 @@ def soft_factors(v: np.ndarray, c: float = SOFT_C, d: float = SOFT_D) -> np.ndar
 
 def hard_keep(v: np.ndarray, threshold: int = HARD_THRESHOLD) -> np.ndarray:
     """Boolean mask of the items hard pruning keeps (v < threshold)."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 1:
+    if not whole_number(threshold) or threshold < 1:
         raise InvalidInputError(f"hard-pruning threshold must be a whole number >= 1, got {threshold!r}")
     return np.asarray(v) < threshold
 
@@ -226,7 +226,7 @@ class PruneSettings:
             data["threshold"] = max(1, math.ceil(threshold))
         for name, default in (("c", SOFT_C), ("d", SOFT_D)):
             value = data.get(name, default)
-            if isinstance(value, bool) or not (_real(value) and 0 < value < math.inf):
+            if not (_real(value) and 0 < value < math.inf):
                 log.warning("the memory's soft-pruning %s=%r is not a finite number > 0 (every soft vote was NaN "
                             "or 0): using %s; `vismem prune --mode soft --%s N` sets another", name, value,
                             default, name)

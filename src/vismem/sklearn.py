@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
 from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
 from .encoders import normalize_rows
+from .errors import whole_number
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
 from .store.base import check_weight
@@ -464,8 +465,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
         first. With X None, each stored item's neighbours among the others."""
         self._check_fitted()
-        if n_neighbors is not None and (isinstance(n_neighbors, (bool, np.bool_))
-                                        or not isinstance(n_neighbors, Integral)):
+        if n_neighbors is not None and not whole_number(n_neighbors):
             # as KNeighborsClassifier refuses it: int() read 2.5 as 2 and "3" as 3
             raise TypeError(f"n_neighbors must be a positive integer, got {type(n_neighbors).__name__} "
                             f"{n_neighbors!r}")
