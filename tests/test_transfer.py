@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import unit_vectors
+from conftest import json_lines, unit_vectors
 from vismem import Memory
 from vismem.errors import VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
@@ -530,3 +530,26 @@ def test_the_header_names_the_memory_exported_by_its_absolute_path(tmp_path, mon
     cli("export", "m0", "out.parquet", check=True)
     header, rows = read_header(tmp_path / "out.parquet")
     assert rows == 4 and header["exported_from"] == str((tmp_path / "m0").resolve())
+
+
+def test_an_export_to_a_file_that_exists_is_refused_unless_replace(tmp_path, cli):
+    """`vismem export M out.parquet` replaced an earlier export (or any file of that name)
+    without a word. It refuses, exit 1, the file untouched, and says how to replace it;
+    `--replace` (as `checkpoint --replace`), or `replace=True`, replaces it."""
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(40, 8, seed=4), [str(i % 2) for i in range(40)])
+    target = tmp_path / "out.parquet"
+    target.write_bytes(b"an earlier export")
+    result = cli("export", tmp_path / "m", target)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert f"{target} exists already" in result.stderr and "--replace" in result.stderr
+    assert target.read_bytes() == b"an earlier export"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    with Memory.open(tmp_path / "m") as memory:
+        with pytest.raises(VismemError, match="exists already.*replace=True"):
+            memory.export_parquet(target)
+        assert target.read_bytes() == b"an earlier export"
+        assert memory.export_parquet(target, replace=True) == 40
+    assert read_header(target)[1] == 40
+    report = json_lines(cli("export", tmp_path / "m", target, "--replace", "--json", check=True))[0]
+    assert report["exported"] == 40 and read_header(target)[1] == 40

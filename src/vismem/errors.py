@@ -40,6 +40,11 @@ class CheckpointExistsError(InvalidInputError):
     `--replace`, the service's `"replace": true`, `Memory.checkpoint(..., replace=True)`)."""
 
 
+class FileExistsVismemError(InvalidInputError, FileExistsError):
+    """A file to write exists already (replace it explicitly: the CLI's `--replace`,
+    `Memory.export_parquet(..., replace=True)`)."""
+
+
 class NotCalibratedError(InvalidInputError):
     """Abstention was asked of a memory that has no calibrated threshold yet."""
 

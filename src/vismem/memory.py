@@ -200,14 +200,19 @@ class Memory:
         return cls(import_store(path, location, progress=progress, filled=filled))
 
     def export_parquet(self, path: str | Path, *, thumbnails: bool = False,
-                       progress: Progress | None = None) -> int:
+                       progress: Progress | None = None, replace: bool = False) -> int:
         """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
         at a time, so a memory larger than RAM can move to another home. Checkpoints are
-        not written (an import gives new ids). Returns the number of items written."""
+        not written (an import gives new ids). A file at `path` (an earlier export) is
+        refused (FileExistsVismemError) unless `replace`. Returns the number of items written."""
+        from .errors import FileExistsVismemError
         from .transfer import export_store
 
         self._catch_up()
-        return export_store(self.store, path, thumbnails=thumbnails, progress=progress)
+        try:
+            return export_store(self.store, path, thumbnails=thumbnails, progress=progress, replace=replace)
+        except FileExistsVismemError as exc:
+            raise FileExistsVismemError(f"{exc} (replace=True)") from None
 
     def close(self) -> None:
         """Save derived state, purge removed bytes, and close the store. Any use after

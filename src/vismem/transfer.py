@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 
-from .errors import InvalidInputError, VismemError, clause
+from .errors import FileExistsVismemError, InvalidInputError, VismemError, clause
 from .files import written_whole
 from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
@@ -170,8 +170,9 @@ def canonical_json(value: dict[str, Any]) -> str:
 
 
 def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: Iterable[Rows], *,
-                  thumbnails: bool = False) -> int:
-    """Write `batches` to `path`, one row group each; returns the rows written.
+                  thumbnails: bool = False, replace: bool = False) -> int:
+    """Write `batches` to `path`, one row group each; returns the rows written. A file
+    at `path` is refused (FileExistsVismemError) unless `replace`.
 
     The file appears under its name only when complete (written beside it, then
     renamed), so an interrupted export never leaves a truncated file that looks whole.
@@ -184,6 +185,8 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
                                 f"e.g. {path / 'memory.parquet'}")
     if not path.parent.is_dir():
         raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.exists() and not replace:  # an earlier export, say: replaced only when asked
+        raise FileExistsVismemError(f"{path} exists already: name another file, or replace it")  # each face says how
     schema = arrow_schema(dim, header, thumbnails=thumbnails)
     written = 0
     # Vectors barely compress; zstd still shrinks the text columns and costs little.
@@ -375,9 +378,10 @@ def _where(store: Store) -> str:
 
 
 def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, batch: int = DEFAULT_BATCH,
-                 progress: Callable[[int], None] | None = None) -> int:
+                 progress: Callable[[int], None] | None = None, replace: bool = False) -> int:
     """Write every item of a store to a Parquet file, `batch` items at a time (bounded
-    memory); returns how many. With `thumbnails`, each item's JPEG goes along."""
+    memory); returns how many. With `thumbnails`, each item's JPEG goes along. A file
+    at `path` is refused (FileExistsVismemError) unless `replace`."""
     from .store import holds_memory
 
     if store.capabilities.local_files:
@@ -406,7 +410,7 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
 
     header = {"encoder": store.identity.to_dict(), "settings": store.settings().to_dict(),
               "exported_from": _where(store), "exported_at": time.time(), **fitted_transform(store)}
-    return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails)
+    return write_parquet(path, store.dim, header, batches(), thumbnails=thumbnails, replace=replace)
 
 
 def fitted_transform(store: Store) -> dict[str, Any]:

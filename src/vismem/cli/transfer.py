@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import FileExistsVismemError
 from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
@@ -16,13 +17,16 @@ def export(
     target: Path = typer.Argument(..., help="Parquet file to write.", show_default=False),
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also write each item's thumbnail JPEG (without "
                                     "them, the imported memory's explanation sheets and web page show no pictures)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace TARGET if it exists (without it, an existing "
+                                 "file is refused and left as it is)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Write a memory to an Apache Parquet file: vectors, labels, sources, weights,
     metadata, content hashes, relabel and pruning history, encoder and settings.
 
     Streams a batch at a time, so a memory larger than RAM can move; the file appears
-    only when complete. `vismem import` reads it into any home.
+    only when complete. A TARGET that exists (an earlier export) is refused unless
+    --replace. `vismem import` reads it into any home.
 
     Checkpoints are not exported (an import gives the items new ids, and a Milvus home
     keeps none): the copy starts with none, and the original keeps its own.
@@ -30,7 +34,12 @@ def export(
     interrupted_leaves(f"nothing: {target} was not written")
     with _open(memdir) as memory:
         with progress_bar("exporting", len(memory)) as advance:
-            count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance)
+            try:
+                count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance,
+                                              replace=replace)
+            except FileExistsVismemError:
+                raise FileExistsVismemError(f"{target} exists already: name another file, or replace it "
+                                            "(--replace)") from None
         interrupted_leaves(f"{target} is written, whole")
         location = memory.location
         left_out = [c.name for c in memory.checkpoints()]
