@@ -276,3 +276,50 @@ def test_a_memory_set_after_fit_takes_effect_at_the_next_fit(tmp_path, vectors):
     clf.fit().set_params(memory=None)
     with pytest.raises(NotFittedError, match=r"call fit\(X, y\) to hold X, y in RAM"):
         clf.predict(tx[:2])
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20, 1e300])
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_rows_at_any_finite_scale_decide_as_unscaled_in_ram_and_on_disk(tmp_path, vectors, scale, on_disk):
+    """In RAM rows were normalised in float32: at 1e20 their squares overflowed (every row
+    became zeros, every query a tie), at 1e-20 the norm underflowed to a floor and the rows
+    stayed tiny, and float64 rows at 1e300 became inf, then NaN. A memory on disk rescales
+    them (`vectors.unit_rows`); both now decide as on the unscaled rows."""
+    x, y, tx, _ = vectors
+    wide = np.float64 if scale > 1e38 else np.float32  # 1e300 only as float64, as a user would hold it
+
+    def fitted(name, factor):
+        memory = None
+        if on_disk:
+            Memory.create(tmp_path / name, encoder=None, dim=64).close()
+            memory = tmp_path / name
+        clf = MemoryClassifier(memory=memory, k=5, vote="softmax", tau=0.1)
+        clf.fit(x[:300].astype(wide) * factor, y[:300])
+        return clf.partial_fit(x[300:].astype(wide) * factor, y[300:])
+
+    plain, scaled = fitted("plain", 1), fitted("scaled", scale)
+    queries = tx.astype(wide) * scale
+    assert scaled.predict(queries).tolist() == plain.predict(tx).tolist()
+    np.testing.assert_allclose(scaled.predict_proba(queries), plain.predict_proba(tx), atol=1e-5)
+    distances, ids = scaled.kneighbors(queries[:20], 3)
+    np.testing.assert_allclose(distances, plain.kneighbors(tx[:20], 3)[0], atol=1e-5)
+    assert ids.tolist() == plain.kneighbors(tx[:20], 3)[1].tolist()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_rows_with_nan_or_infinity_are_refused_in_ram_and_on_disk(tmp_path, vectors, bad, on_disk):
+    x, y, tx, _ = vectors
+    memory = None
+    if on_disk:
+        Memory.create(tmp_path / "m", encoder=None, dim=64).close()
+        memory = tmp_path / "m"
+    broken = x[:50].copy()
+    broken[7, 3] = bad
+    with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+        MemoryClassifier(memory=memory).fit(broken, y[:50])
+    clf = MemoryClassifier(memory=memory, k=3).fit(x[:50], y[:50])
+    for call in (clf.predict, clf.predict_proba, clf.kneighbors, lambda X: clf.partial_fit(X, y[:50])):
+        with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+            call(broken)
+    assert len(clf.ids_) == 50

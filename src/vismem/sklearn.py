@@ -36,12 +36,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
 from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
-from .encoders import normalize_rows
 from .errors import whole_number
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
 from .store.base import check_weight
 from .transform import TRANSFORMS, FeatureTransform, TransformSpec, fit_transform, identity
+from .vectors import unit_rows
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -93,8 +93,9 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
     memory_ : Memory  over a memory on disk only: the open memory
     n_features_in_ : int
 
-    Rows are L2-normalised before anything else (the memory is cosine); an all-zero row has
-    similarity 0 to everything (a memory on disk refuses it: it has no direction).
+    Rows are L2-normalised before anything else (the memory is cosine), at any finite scale,
+    as on disk (`vectors.unit_rows`); an all-zero row has similarity 0 to everything (a
+    memory on disk refuses it: it has no direction).
 
     Over a memory on disk
     ---------------------
@@ -241,7 +242,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         if spec.kind != "none" or spec.power != 1:
             # fitted before anything changes: one that cannot be fitted (whitening one item)
             # raises with the estimator as it was
-            held.raw, held.given = normalize_rows(np.asarray(X, dtype=np.float32)), None
+            held.raw, held.given = _unit(X), None
             transform = fit_transform(held.raw, spec)
         self.classes_ = np.unique(y)
         self.ids_ = np.arange(first_id, first_id + len(y), dtype=np.int64)
@@ -261,7 +262,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         """The stored rows, L2-normalised (made on first use)."""
         held = self._held
         if held.raw is None:
-            held.raw = normalize_rows(np.asarray(held.given, dtype=np.float32))
+            assert held.given is not None  # (one of the two is always held)
+            held.raw = _unit(held.given)
             held.given = None
         return held.raw
 
@@ -329,7 +331,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
                 self._memory = self._array_memory(self._memory.vectors, self._memory._prototypes)
             return self
         widened = _widened(self.classes_, np.asarray(y) if classes is None else np.r_[np.asarray(classes), y])
-        raw = normalize_rows(np.asarray(X, dtype=np.float32))
+        raw = _unit(X)
         new_ids = np.arange(self._n_ids, self._n_ids + len(y), dtype=np.int64)
         self._n_ids += len(y)
         prototypes = self._memory._prototypes
@@ -428,7 +430,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if len(self._y) == 0:
             raise ValueError("the memory is empty: every item was forgotten; add items with partial_fit")
-        return self.transform_.apply(normalize_rows(np.asarray(X, dtype=np.float32)))
+        return self.transform_.apply(_unit(X, queries=True))
 
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares float64 (n, n_classes), columns in `classes_` order, rows summing to 1
@@ -738,6 +740,21 @@ class _Reopen:
     """Where a pickled estimator's memory lives."""
 
     location: str
+
+
+def _unit(X: np.ndarray, *, queries: bool = False) -> np.ndarray:
+    """Rows (validated: finite float32 or float64) at unit length by the rule of a memory on
+    disk (`vectors.unit_rows`: at any finite scale, rescaled before the norm overflows or
+    underflows; normalising in float32 made rows near 1e20 zeros and float64 ones past
+    float32's range NaN). An all-zero row stays zero, similarity 0 to everything (a memory
+    on disk refuses it: it has no direction)."""
+    zero = ~X.any(axis=1)
+    if not zero.any():
+        return unit_rows(X, X.shape[1], queries=queries)
+    rows = np.zeros(X.shape, np.float32)
+    if not zero.all():
+        rows[~zero] = unit_rows(X[~zero], X.shape[1], queries=queries)
+    return rows
 
 
 def _widened(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
