@@ -323,3 +323,35 @@ def test_rows_with_nan_or_infinity_are_refused_in_ram_and_on_disk(tmp_path, vect
         with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
             call(broken)
     assert len(clf.ids_) == 50
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_score_weights_are_checked_alike_in_ram_and_on_disk(tmp_path, vectors, on_disk):
+    """score(X, y, sample_weight=w) with weights summing to 0 raised ZeroDivisionError on
+    disk (and in RAM when they were not all zero). scikit-learn's accuracy_score refuses
+    all-zero weights (ValueError) and takes negative ones: both paths now refuse a zero sum
+    with a ValueError naming it, take negative weights as accuracy_score does, and refuse
+    NaN or a wrong length as it does."""
+    from sklearn.metrics import accuracy_score
+
+    x, y, tx, ty = vectors
+    memory = None
+    if on_disk:
+        stored(tmp_path / "m", x, y).close()
+        memory = tmp_path / "m"
+    clf = MemoryClassifier(memory=memory, k=5).fit() if on_disk else MemoryClassifier(k=5).fit(x, y)
+    tx, ty = tx[:20], ty[:20]
+    for weights in (np.zeros(20), np.r_[1.0, -1.0, np.zeros(18)], np.r_[np.ones(10), -np.ones(10)]):
+        with pytest.raises(ValueError, match="sample_weight sums to 0"):
+            clf.score(tx, ty, sample_weight=weights)
+    negative = np.r_[-1.0, np.full(19, 0.5)]
+    predicted = clf.predict(tx)
+    assert clf.score(tx, ty, sample_weight=negative) == pytest.approx(
+        accuracy_score(ty, predicted, sample_weight=negative))
+    weights = np.linspace(0.1, 2, 20)
+    assert clf.score(tx, ty, sample_weight=weights) == pytest.approx(
+        accuracy_score(ty, predicted, sample_weight=weights))
+    with pytest.raises(ValueError, match="NaN"):
+        clf.score(tx, ty, sample_weight=np.r_[np.nan, np.ones(19)])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.score(tx, ty, sample_weight=np.ones(19))

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import accuracy_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
 from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
@@ -453,15 +454,19 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Mean accuracy of `predict` on (X, y), as scikit-learn's classifiers score. Over a
-        memory on disk a query none of whose neighbours carries weight (predicted None)
+        """Mean accuracy of `predict` on (X, y), as scikit-learn's classifiers score
+        (`accuracy_score`: negative weights count against, weights summing to 0 are refused).
+        Over a memory on disk a query none of whose neighbours carries weight (predicted None)
         counts as wrong; `y` must hold strings, as for `fit` (3 never equals the label "3")."""
+        _check_weight_sum(sample_weight)  # before any query is searched
         if not self._on_disk:
             return super().score(X, y, sample_weight=sample_weight)
+        check_consistent_length(X, y, sample_weight)
         truth = _string_labels(y)
         predicted = self.predict(X).tolist()
-        right = [p is not None and p == t for p, t in zip(predicted, truth, strict=True)]
-        return float(np.average(np.asarray(right, dtype=float), weights=sample_weight))
+        right = np.array([p is not None and p == t for p, t in zip(predicted, truth, strict=True)])
+        # (right against all-true: accuracy_score checks the weights as in RAM)
+        return float(accuracy_score(right, np.ones(len(right), dtype=bool), sample_weight=sample_weight))
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
         """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
@@ -740,6 +745,18 @@ class _Reopen:
     """Where a pickled estimator's memory lives."""
 
     location: str
+
+
+def _check_weight_sum(sample_weight: Any) -> None:
+    """ValueError for score weights that sum to 0: accuracy_score raised ZeroDivisionError
+    (ValueError only when all were 0); the rest of its checks it makes itself."""
+    if sample_weight is None:
+        return
+    weights = np.asarray(sample_weight)
+    if weights.ndim == 1 and weights.dtype.kind in "biuf" and len(weights) and np.isfinite(weights).all() \
+            and weights.sum() == 0:
+        raise ValueError(f"sample_weight sums to 0 ({len(weights)} weights, {np.count_nonzero(weights)} of them "
+                         "not 0): a weighted mean accuracy has no value; give weights with a non-zero sum")
 
 
 def _unit(X: np.ndarray, *, queries: bool = False) -> np.ndarray:
