@@ -144,6 +144,45 @@ def test_vectors_of_any_finite_scale_are_normalised(tmp_path):
                 memory.search(bad, k=1)
 
 
+@pytest.mark.parametrize("scale, dtype", [(1e-22, np.float32), (1e-22, np.float64), (1e-40, np.float64),
+                                          (1e-300, np.float64)])
+def test_vectors_whose_squares_are_subnormal_or_that_underflow_float32_are_normalised(tmp_path, scale, dtype):
+    """Rows near 1e-22 have squares below float32's smallest normal number: their norm
+    kept a few bits, so they were stored up to 1% off unit length (and an export of the
+    memory was refused as damaged). Float64 rows below float32's range became zeros when
+    cast ("must not be all zeros"), or subnormals. All are rescaled as huge ones are."""
+    rng = np.random.default_rng(5)
+    directions = rng.standard_normal((6, 16))
+    expected = (directions / np.linalg.norm(directions, axis=1, keepdims=True)).astype(np.float32)
+    with Memory.create(tmp_path / "m", encoder=None, dim=16) as memory:
+        ids = memory.add_vectors((directions * scale).astype(dtype), [str(i) for i in range(6)])
+        _, stored = memory.vectors(ids)
+        np.testing.assert_allclose(stored, expected, atol=1e-6)
+        for query in (directions[0] * scale, directions[:3] * scale):  # one query, and a batch
+            hits = memory.search(np.asarray(query, dtype=dtype), k=1)
+            assert [row[0].id for row in hits] == ids[: len(hits)]
+            assert [row[0].distance for row in hits] == pytest.approx([0] * len(hits), abs=1e-6)
+        memory.export_parquet(tmp_path / "m.parquet")
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert len(copy) == 6
+
+
+def test_a_row_is_stored_with_the_same_bits_beside_a_huge_or_tiny_one(tmp_path):
+    """One row of a batch outside float32's comfortable range rescaled every row of the
+    batch, so the others were stored with other bits than alone: adding one again was not
+    recognised as the same row (its content hash differed)."""
+    rows = np.random.default_rng(6).standard_normal((5, 16)).astype(np.float32)
+    alone = unit_rows(rows, 16)
+    for odd in (rows[:1] * np.float32(1e25), rows[:1] * np.float32(1e-30)):
+        beside = unit_rows(np.r_[rows, odd], 16)
+        assert beside[:5].view(np.uint32).tolist() == alone.view(np.uint32).tolist()
+        np.testing.assert_allclose(beside[5], alone[0], atol=1e-6)
+    with Memory.create(tmp_path / "m", encoder=None, dim=16) as memory:
+        ids = memory.add_vectors(np.r_[rows, rows[:1] * np.float32(1e25)], ["a"] * 6)
+        again = memory.add_vectors(rows[1:2], ["a"], allow_duplicates=False)
+        assert again.ids == [] and again.duplicates == [(0, ids[1])]
+
+
 def test_zero_vectors_are_refused_with_nothing_stored(tmp_path):
     with Memory.create(tmp_path / "m", encoder=None, dim=4) as memory:
         vectors = np.eye(4, dtype=np.float32)

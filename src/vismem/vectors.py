@@ -18,6 +18,11 @@ import numpy as np
 
 from .errors import InvalidInputError
 
+# Below this norm a row's squares are float32 subnormals, which keep few bits: at 1e-22 a
+# row came out 1% off unit length. 2**-50: squares summing to 2**-100 lose under half a
+# float32 ulp up to 2**25 dimensions. Such rows are rescaled first, as huge ones are.
+SMALLEST_NORM = 2.0**-50
+
 
 def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     """`vectors` as rows (n, dim), one vector as one row, or a clear error. Reads no row:
@@ -54,7 +59,7 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
         # np.linalg.norm's in its last bit; FAISS's inner products round more than
         # that. NaN, inf, overflow and underflow fail the test: the checks below say why.
         squares = float(np.vdot(rows, rows))
-        if 0 < squares < math.inf:
+        if SMALLEST_NORM**2 <= squares < math.inf:
             return rows / math.sqrt(squares)
     # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
     # NaN or inf anywhere shows in its row's norm
@@ -65,11 +70,11 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
         # Same bits: a float32 square root is the double one rounded, and numpy divides
         # float32 rows by a Python float in float32.
         norm = math.sqrt(float(squares[0]))
-        if 0 < norm < math.inf:
+        if SMALLEST_NORM <= norm < math.inf:
             return rows / norm
     norms = np.sqrt(squares)
-    if not 0 < norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
-        rows, norms = _rescaled(rows, first_row, vectors)
+    if not SMALLEST_NORM <= norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
+        return _rescaled(rows, norms, first_row, vectors)
     return rows / norms[:, None]
 
 
@@ -92,28 +97,36 @@ def vector_hashes(rows: np.ndarray) -> list[str]:
             for start in range(0, len(data), width)]
 
 
-def _rescaled(rows: np.ndarray, first_row: int = 0, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _rescaled(rows: np.ndarray, norms: np.ndarray, first_row: int = 0,
+              given: np.ndarray | None = None) -> np.ndarray:
     """The slow path of `unit_rows`: say what is wrong (rows counted from `first_row`),
-    or rescale rows so that huge values do not overflow their norm, nor tiny ones
-    underflow it. Returns (rows, their norms). A row of wider floats (`given`) past
-    float32's range is scaled down before it is cast: only its direction counts."""
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all() and given is not None and given.dtype.kind == "f" and given.dtype.itemsize > 4:
-        with np.errstate(over="ignore"):  # (a long double past float64's range stays inf)
-            wide = given[~finite].astype(np.float64)
-        fits = np.isfinite(wide).all(axis=1) & wide.any(axis=1)
-        if fits.any():
-            rows = rows.copy()
-            scaled = wide[fits] / np.abs(wide[fits]).max(axis=1, keepdims=True)
-            rows[np.flatnonzero(~finite)[fits]] = scaled.astype(np.float32)
-            finite = np.isfinite(rows).all(axis=1)
+    or return the unit rows, those whose norm would overflow or lose bits (`norms` out
+    of range) rescaled by their largest value first. The other rows are divided as the
+    fast path divides them, so a row keeps its bits (and hash) beside a huge one. A row
+    of wider floats (`given`) that float32 cannot hold (past its range, or so small that
+    its values became subnormal or 0) is rescaled before it is cast: only its direction counts."""
+    bad = ~((norms >= SMALLEST_NORM) & (norms < math.inf))  # (a NaN norm is bad too)
+    unit = rows / np.where(bad, np.float32(1), norms)[:, None]
+    picked = np.flatnonzero(bad)
+    source = rows[picked]
+    if given is not None and given.dtype.kind == "f" and given.dtype.itemsize > 4:
+        lost = ~np.isfinite(source).all(axis=1) | (np.abs(source).max(axis=1, initial=0) < np.finfo(np.float32).tiny)
+        if lost.any():
+            with np.errstate(over="ignore"):  # (a long double past float64's range stays inf)
+                wide = given[picked[lost]].astype(np.float64)
+            fits = np.isfinite(wide).all(axis=1) & wide.any(axis=1)
+            source = source.copy()
+            source[np.flatnonzero(lost)[fits]] = (wide[fits] / np.abs(wide[fits]).max(axis=1, keepdims=True)
+                                                  ).astype(np.float32)
+    finite = np.isfinite(source).all(axis=1)
     if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InvalidInputError(f"vectors must be finite numbers: row {first_row + bad[0]} holds NaN or infinity"
-                                + (f", and {len(bad) - 1} more rows" if len(bad) > 1 else ""))
-    if len(rows) and not rows.any(axis=1).all():
-        zero = np.flatnonzero(~rows.any(axis=1))
+        wrong = picked[~finite]
+        raise InvalidInputError(f"vectors must be finite numbers: row {first_row + wrong[0]} holds NaN or infinity"
+                                + (f", and {len(wrong) - 1} more rows" if len(wrong) > 1 else ""))
+    if not source.any(axis=1).all():
+        zero = picked[~source.any(axis=1)]
         raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
                                 f"row {first_row + zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
-    rows = rows / np.abs(rows).max(axis=1, keepdims=True)
-    return rows, np.sqrt(np.add.reduce(rows * rows, axis=1))
+    source = source / np.abs(source).max(axis=1, keepdims=True)
+    unit[picked] = source / np.sqrt(np.add.reduce(source * source, axis=1))[:, None]
+    return unit
