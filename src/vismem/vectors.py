@@ -22,6 +22,7 @@ from .errors import InvalidInputError
 # row came out 1% off unit length. 2**-50: squares summing to 2**-100 lose under half a
 # float32 ulp up to 2**25 dimensions. Such rows are rescaled first, as huge ones are.
 SMALLEST_NORM = 2.0**-50
+_SMALLEST_SQUARE = SMALLEST_NORM**2  # (computed once: every single query compares with it)
 
 
 def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -59,7 +60,7 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
         # np.linalg.norm's in its last bit; FAISS's inner products round more than
         # that. NaN, inf, overflow and underflow fail the test: the checks below say why.
         squares = float(np.vdot(rows, rows))
-        if SMALLEST_NORM**2 <= squares < math.inf:
+        if _SMALLEST_SQUARE <= squares < math.inf:
             return rows / math.sqrt(squares)
     # the norm as np.linalg.norm computes it (stored vectors keep the same bits as ever);
     # NaN or inf anywhere shows in its row's norm
