@@ -1004,6 +1004,20 @@ def test_options_names_the_methods_a_path_takes(memory):
         assert client.get("/stats", headers=AUTH).json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
+def test_a_missing_static_file_is_a_404_to_every_method(client):
+    """`/static` serves a whole prefix, so OPTIONS at a file that is not there answered 204
+    with an Allow header, and PUT a 405, where GET answers 404. Now every method answers
+    404 there, as GET does; a real file keeps its 204 and Allow."""
+    for path in ("/static/no-such-file.js", "/swagger/nothing.css", "/static/", "/static/a/b.js"):
+        assert client.get(path).status_code == 404, path
+        for method in ("OPTIONS", "PUT", "DELETE"):
+            answer = client.request(method, path)
+            assert answer.status_code == 404 and "allow" not in answer.headers, (method, path)
+            assert answer.json()["error"].startswith("no such path: "), (method, path)
+    real = client.options("/static/style.css")
+    assert real.status_code == 204 and real.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
 def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):
     """`POST /items` sent as JSON answered 422 `label: Field required` to a body that held a
     label; `/classify` sent as JSON answered 400 and a `PATCH` sent as a form 422. The same

@@ -9,6 +9,7 @@ written from it.
 from __future__ import annotations
 
 import logging
+import stat
 from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request, params
@@ -128,7 +129,12 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
         message = str(exc.detail)
-        if exc.status_code == 405:
+        status, static = exc.status_code, request.scope.get("endpoint")
+        if status == 405 and isinstance(static, StaticFiles) and not serves_file(static, request.scope):
+            # StaticFiles refuses methods other than GET and HEAD before it looks for the
+            # file: at a file that is not there, every method answers GET's 404
+            status, headers, message = 404, {}, "Not Found"
+        if status == 405:
             # A route's 405 names only the first route's methods. StaticFiles (/static,
             # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
             # scope no route of the app matches
@@ -136,9 +142,9 @@ def add_error_handlers(app: FastAPI) -> None:
             allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
             headers["Allow"] = ", ".join(sorted(allowed))
             message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
-        elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
+        elif status == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
             message = f"no such path: {request.url.path} (the API is at /docs)"
-        return error(exc.status_code, message, headers or None)
+        return error(status, message, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -228,12 +234,27 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
     none for a path nothing serves."""
     methods: set[str] = set()
     for route in app.router.routes:
-        if route.matches(scope)[0] != Match.NONE:
-            static = isinstance(getattr(route, "app", None), StaticFiles)
-            methods |= {"GET"} if static else set(getattr(route, "methods", None) or ())
+        match, child = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        static = getattr(route, "app", None)
+        if isinstance(static, StaticFiles):  # a mount serves its whole prefix: only its files are there
+            methods |= {"GET"} if serves_file(static, {**scope, **child}) else set()
+        else:
+            methods |= set(getattr(route, "methods", None) or ())
     if not methods:
         return methods
     return methods | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"}  # HeadAsGet, AnswerOptions
+
+
+def serves_file(static: StaticFiles, scope: MutableMapping[str, Any]) -> bool:
+    """Whether `static` (the scope's mount, html off) has a file to GET at this path: a
+    directory or a path it refuses (outside it, a null byte, too long) is its 404."""
+    try:
+        _, found = static.lookup_path(static.get_path(scope))
+    except (OSError, ValueError):
+        return False
+    return found is not None and stat.S_ISREG(found.st_mode)
 
 
 class AnswerOptions:
