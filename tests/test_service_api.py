@@ -818,7 +818,8 @@ def test_the_document_says_what_this_server_enforces(memory):
 def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, memory, digit_sets):
     """`/healthz`, `/stats`, `/classify` and `DELETE /checkpoints/{name}` documented their
     success as any object at all. Every answer of every operation now has a schema: the
-    error body for an error, a named one for a success; and what the server answers matches it."""
+    error body for an error, a named one for a success; and what the server answers matches it,
+    with no field the document leaves out."""
     from jsonschema import Draft202012Validator
 
     document = client.get("/openapi.json").json()
@@ -838,7 +839,7 @@ def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, me
 
     def matches(method: str, path: str, status: str, body) -> None:
         schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
-        errors = list(Draft202012Validator({**schema, "components": document["components"]}).iter_errors(body))
+        errors = list(Draft202012Validator(closed({**schema, "components": document["components"]})).iter_errors(body))
         assert not errors, (method, path, [e.message for e in errors])
 
     query = digit_sets["1"][PER_LABEL]
@@ -854,6 +855,78 @@ def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, me
     deleted = client.delete("/checkpoints/v1", headers=AUTH)
     assert deleted.json() == {"deleted": "v1"}
     matches("delete", "/checkpoints/{name}", "200", deleted.json())
+
+
+def closed(schema):
+    """`schema` with every object that names its properties closed to others: a real answer
+    then matches only if it holds no field the document leaves out."""
+    if isinstance(schema, list):
+        return [closed(part) for part in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found = {key: closed(value) for key, value in schema.items()}
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        found["additionalProperties"] = False
+    return found
+
+
+def test_stats_documents_its_nested_parts_and_real_answers_match(tmp_path):
+    """`InfoOut` documented the settings, index, transform, calibration and estimates of
+    `GET /stats` as any object at all. Each is now a named schema, and /stats answers of a
+    memory as made, then with an approximate index, fresh adds, a calibration, a fitted
+    transform and pruning, hold what the document says and nothing it leaves out."""
+    from jsonschema import Draft202012Validator
+
+    from vismem.curate import calibrate_memory
+    from vismem.prune import PruneSettings
+
+    rng = np.random.default_rng(0)
+    with Memory.create(tmp_path / "vectors", encoder=None, dim=16, index="hnsw") as mem, client_for(mem) as c:
+        document = c.get("/openapi.json").json()
+        schemas = document["components"]["schemas"]
+
+        def named(schema: dict) -> dict | None:  # a $ref, alone or beside null
+            refs = [part["$ref"] for part in [schema, *schema.get("anyOf", [])] if "$ref" in part]
+            return schemas[refs[0].rsplit("/", 1)[-1]] if refs else None
+
+        maps = {"classes", "auroc", "params"}  # name -> value, each value typed
+        pending, seen = [("InfoOut", schemas["InfoOut"])], set()
+        while pending:
+            where, schema = pending.pop()
+            for name, field in schema.get("properties", {}).items():
+                kinds = [field, *field.get("anyOf", [])]
+                if named(field) is not None:
+                    if name not in seen:
+                        seen.add(name)
+                        pending.append((f"{where}.{name}", named(field)))
+                elif any(kind.get("type") == "object" for kind in kinds):
+                    assert name in maps, f"{where}.{name} is any object: {field}"
+                    values = next(k["additionalProperties"] for k in kinds if k.get("type") == "object")
+                    assert values and values is not True, f"{where}.{name}: {field}"
+        assert {"index", "quality", "fresh_adds", "transform", "spec", "defaults", "pruning", "abstain",
+                "intrinsic_dim_estimate"} <= seen, seen
+        validator = Draft202012Validator(closed({**document["paths"]["/stats"]["get"]["responses"]["200"]
+                                                 ["content"]["application/json"]["schema"],
+                                                 "components": document["components"]}))
+
+        def matches() -> dict:
+            answer = c.get("/stats").json()
+            errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(answer)]
+            assert not errors, errors
+            return answer
+
+        assert matches()["index"]["quality"] is None  # empty
+        mem.add_vectors(rng.normal(size=(600, 16)).astype(np.float32), ["a", "b", "c"] * 200)
+        for _ in range(3):  # measured as they come in
+            mem.add_vectors(rng.normal(size=(300, 16)).astype(np.float32), ["a", "b", "c"] * 100)
+        assert matches()["index"]["fresh_adds"] is not None
+        calibrate_memory(mem)
+        mem.set_transform("whiten")
+        mem.update_settings(pruning=PruneSettings(mode="soft"))
+        mem.add_vectors(rng.normal(size=(30, 16)).astype(np.float32), ["a", "b", "c"] * 10)
+        answer = matches()
+        assert answer["abstain"]["changed_since"] and answer["transform"]["changed_since"], answer
+        assert answer["pruning"]["mode"] == "soft" and answer["intrinsic_dim_estimate"]["added_since"] == 30
 
 
 def errors_and_forms(editing: dict) -> None:

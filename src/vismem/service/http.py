@@ -88,8 +88,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def as_is(model: type[BaseModel], *codes: int) -> dict[str, Any]:
     """Route options for an endpoint whose answer `model` documents but that answers its
-    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and the
-    store's own fields in `vismem info` are not all named), with these error statuses."""
+    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and a field
+    a store adds to `vismem info` that `InfoOut` does not name would be dropped), with these
+    error statuses."""
     return {"response_model": None, "responses": {200: {"model": model}, **responses(*codes)}}
 
 
