@@ -374,10 +374,33 @@ def test_a_broken_multipart_body_is_a_400_with_no_line_in_the_server_log(client,
     kind = {"content-type": "multipart/form-data; boundary=xx"}
     for body in (b"--xxabc", b"--xx\r\nContent-Disposition form-data\r\n\r\n3\r\n--xx--\r\n"):
         refused = client.post("/classify", content=body, headers=kind)
-        assert refused.status_code == 400 and refused.json() == {"error": "Invalid multipart data."}
+        assert refused.status_code == 400 and refused.json()["error"].startswith(
+            "the body is not valid multipart/form-data"), refused.text
     assert not [r.getMessage() for r in caplog.records if "multipart" in r.name]
     logging.getLogger("python_multipart.multipart").warning("a warning of its own")
     assert [r.getMessage() for r in caplog.records if "multipart" in r.name] == ["a warning of its own"]
+
+
+def test_a_broken_multipart_body_says_so_and_names_the_fields_the_endpoint_takes(client):
+    """A garbled multipart body, one whose Content-Type names no boundary, and a part with
+    no name answered Starlette's own words ("Invalid multipart data.", "Missing boundary in
+    multipart."), naming neither the fix nor the fields. Now each says the body is not valid
+    multipart/form-data, why, and the form fields the endpoint takes."""
+    nameless = b'--xx\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\n3\r\n--xx--\r\n'
+    cases = ((b"--xxabc", "multipart/form-data; boundary=xx", "it does not parse"),
+             (b"garbage", "multipart/form-data", "its Content-Type header names no boundary"),
+             (nameless, "multipart/form-data; boundary=xx", "a part has no name"))
+    fields = {"/classify": "file, vector, k, vote, alpha, tau, mix, abstain, only_label, only_source, where",
+              "/search": "file, vector, k, only_label, only_source, where",
+              "/items": "files, label, source, allow_duplicates, meta"}
+    for path, takes in fields.items():
+        for body, kind, why in cases:
+            refused = client.post(path, content=body, headers={"content-type": kind, **AUTH})
+            message = refused.json()["error"]
+            assert refused.status_code == 400 and message.startswith(
+                f"the body is not valid multipart/form-data: {why}"), (path, kind, message)
+            assert f"of the fields {takes}" in message and "curl -F" in message, (path, message)
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
 def test_size_and_pixel_limits(memory, digit_sets):

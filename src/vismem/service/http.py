@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 
@@ -38,8 +39,9 @@ from ..errors import (
 log = logging.getLogger("vismem.service")
 
 STATUS: dict[int, str] = {
-    400: "The body does not parse (not JSON, broken multipart), or an uploaded query image does not "
-         "decode as an image within the pixel limit. Nothing changed.",
+    400: "The body does not parse (not JSON; broken multipart, which the answer says and names the form "
+         "fields the endpoint takes; or a form over Starlette's limits: 1,000 files, 1,000 fields, 1 MB a text "
+         "field), or an uploaded query image does not decode as an image within the pixel limit. Nothing changed.",
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
@@ -128,24 +130,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(getattr(exc, "headers", None) or {})
-        message = str(exc.detail)
-        status, static = exc.status_code, request.scope.get("endpoint")
-        if status == 405 and isinstance(static, StaticFiles) and not serves_file(static, request.scope):
-            # StaticFiles refuses methods other than GET and HEAD before it looks for the
-            # file: at a file that is not there, every method answers GET's 404
-            status, headers, message = 404, {}, "Not Found"
-        if status == 405:
-            # A route's 405 names only the first route's methods. StaticFiles (/static,
-            # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
-            # scope no route of the app matches
-            own = set(headers.get("Allow", "").split(", ")) - {""}
-            allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
-            headers["Allow"] = ", ".join(sorted(allowed))
-            message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
-        elif status == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
-            message = f"no such path: {request.url.path} (the API is at /docs)"
-        return error(status, message, headers or None)
+        return _http_error(app, request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,6 +165,56 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_middleware(CatchAll)
 
 
+def _http_error(app: FastAPI, request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """An HTTP error in this service's words: Starlette's name no fix."""
+    headers = dict(getattr(exc, "headers", None) or {})
+    message = str(exc.detail)
+    status, static = exc.status_code, request.scope.get("endpoint")
+    if status == 405 and isinstance(static, StaticFiles) and not serves_file(static, request.scope):
+        # StaticFiles refuses methods other than GET and HEAD before it looks for the
+        # file: at a file that is not there, every method answers GET's 404
+        status, headers, message = 404, {}, "Not Found"
+    if status == 405:
+        # A route's 405 names only the first route's methods. StaticFiles (/static,
+        # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
+        # scope no route of the app matches
+        own = set(headers.get("Allow", "").split(", ")) - {""}
+        allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
+        headers["Allow"] = ", ".join(sorted(allowed))
+        message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
+    elif status == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
+        message = f"no such path: {request.url.path} (the API is at /docs)"
+    elif status == 400 and isinstance(exc.__context__, MultiPartException):  # raised parsing the form
+        message = _broken_form(exc.__context__.message, request.scope.get("route"))
+    return error(status, message, headers or None)
+
+
+# Starlette's reasons for refusing a form, in this service's words
+BROKEN_FORM = {
+    "Invalid multipart data.": "it does not parse",
+    "Missing boundary in multipart.": "its Content-Type header names no boundary (leave that header to the "
+                                      "client, as curl -F does)",
+    'The Content-Disposition header field "name" must be provided.': "a part has no name in its "
+                                                                       "Content-Disposition header",
+}
+
+
+def _broken_form(reason: str, route: Any) -> str:
+    """The 400 of a form Starlette could not read: why, and the fields the endpoint takes;
+    or the limit it is over (too many files or fields, a text field over 1 MB)."""
+    why = BROKEN_FORM.get(reason)
+    if why is None:
+        return "the form is over a limit: " + "; ".join(
+            part[:1].lower() + part[1:] for part in reason.rstrip(".").split(". "))
+    said = f"the body is not valid multipart/form-data: {why}"
+    return f"{said}; {FORM_BODY} of the fields {form_fields(route)}" if route else said
+
+
+def form_fields(route: Any) -> str:
+    """The body fields an endpoint takes, in its order."""
+    return ", ".join(field.alias for field in route.dependant.body_params)
+
+
 async def known_fields(request: Request) -> None:
     """A request's query parameters and form fields must be the endpoint's, each single one
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
@@ -195,8 +230,8 @@ async def known_fields(request: Request) -> None:
     readable = kind in FORMS if takes_form else _is_json(kind)
     if dependant.body_params and kind and not readable:
         # FastAPI reads such a body as no body at all: the fields it holds were "missing"
-        fields = ", ".join(field.alias for field in dependant.body_params)
-        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {fields}" if takes_form else JSON_BODY)
+        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {form_fields(route)}" if takes_form
+                                           else JSON_BODY)
                                      + f"; this request's body is {kind}")
     if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
