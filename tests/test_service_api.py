@@ -254,6 +254,22 @@ def test_a_body_that_is_not_a_json_object_is_named(client):
     assert client.get("/items/1").json()["weight"] == 1.0
 
 
+def test_a_json_body_python_cannot_read_says_why(client):
+    """A JSON body that is not UTF-8 (Latin-1 text, a stray byte), nests past the parser's
+    depth, or holds a number of more than 4,300 digits answered FastAPI's "There was an
+    error parsing the body", naming nothing. Each now says why, as a JSON syntax error does."""
+    kind = {**AUTH, "Content-Type": "application/json"}
+    for path, body, why in (("/items/1", '{"label": "café"}'.encode("latin-1"), "it is not UTF-8 text"),
+                            ("/items/1", b'{"label": "\xff"}', "it is not UTF-8 text"),
+                            ("/checkpoints", b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                             "it nests too deeply"),
+                            ("/items", b'{"ids": [' + b"9" * 5000 + b'], "weight": 0}', "a number is too long")):
+        answer = (client.post if path == "/checkpoints" else client.patch)(path, content=body, headers=kind)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"].startswith(f"the body is not JSON: {why}"), (path, answer.text)
+    assert client.get("/items/1").json()["label"] == "0" and client.get("/checkpoints").json() == []
+
+
 def test_a_form_field_the_endpoint_does_not_take_is_refused(client, memory, digit_sets):
     """FastAPI ignored them: `only-label` (the CLI's spelling) searched every item, a
     misspelt `sourse` was dropped, `counterfactual` sent as a field (it is a query

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import sys
 from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request, params
@@ -186,7 +187,22 @@ def _http_error(app: FastAPI, request: Request, exc: StarletteHTTPException) -> 
         message = f"no such path: {request.url.path} (the API is at /docs)"
     elif status == 400 and isinstance(exc.__context__, MultiPartException):  # raised parsing the form
         message = _broken_form(exc.__context__.message, request.scope.get("route"))
+    elif status == 400 and (why := _unreadable_json(exc.__cause__)):  # FastAPI's, reading a JSON body
+        message = f"the body is not JSON: {why}"
     return error(status, message, headers or None)
+
+
+def _unreadable_json(exc: BaseException | None) -> str | None:
+    """Why Python's parser could not read a JSON body (its syntax errors are answered apart,
+    `add_error_handlers`), where FastAPI said only "There was an error parsing the body";
+    None for another cause."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); send it as UTF-8"
+    if isinstance(exc, RecursionError):
+        return "it nests too deeply for the parser"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return f"a number is too long (at most {sys.get_int_max_str_digits():,} digits)"
+    return None
 
 
 # Starlette's reasons for refusing a form, in this service's words
