@@ -270,6 +270,29 @@ def test_a_json_body_python_cannot_read_says_why(client):
     assert client.get("/items/1").json()["label"] == "0" and client.get("/checkpoints").json() == []
 
 
+def test_a_value_of_the_wrong_form_is_told_the_rule_not_a_regular_expression(client, digit_sets):
+    """A blank label, a `where` or `meta` without KEY=, and a checkpoint name of other
+    characters answered `String should match pattern '[^\\t\\n\\x0b...]'`: the schema's
+    regular expression. Each now says the rule in words, and the value sent."""
+    image = [upload("a.png", digit_sets["0"][0])]
+    for answer, field, rule in (
+            (client.get("/items", params={"label": "  "}), "label.0", "needs a character that is not a space"),
+            (client.post("/items", files=image, data={"label": "\t"}, headers=AUTH), "label",
+             "needs a character that is not a space"),
+            (client.delete("/items", params={"label": " "}, headers=AUTH), "label", "needs a character"),
+            (client.get("/items", params={"where": "camera"}), "where.0", "expected KEY=VALUE"),
+            (client.post("/search", files={"file": ("q.png", digit_sets["0"][0], "image/png")},
+                         data={"where": "a-b=1"}), "where.0", "expected KEY=VALUE"),
+            (client.post("/items", files=image, data={"label": "x", "meta": "=1"}, headers=AUTH), "meta.0",
+             "expected KEY=VALUE"),
+            (client.post("/checkpoints", json={"name": "../x"}, headers=AUTH), "name", "a checkpoint's name is"),
+            (client.delete("/checkpoints/%E7%8C%AB", headers=AUTH), "name", "a checkpoint's name is")):
+        said = answer.json()["error"]
+        assert answer.status_code == 422 and said.startswith(f"invalid request: {field}: {rule}"), said
+        assert "pattern" not in said and "got " in said, said
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL
+
+
 def test_a_form_field_the_endpoint_does_not_take_is_refused(client, memory, digit_sets):
     """FastAPI ignored them: `only-label` (the CLI's spelling) searched every item, a
     misspelt `sourse` was dropped, `counterfactual` sent as a field (it is a query

@@ -620,7 +620,7 @@ def _selector(request: Request) -> Selector:
     try:
         return Selector.model_validate(fields)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def _try_prepare(prepare: Callable[..., PreparedImage], name: str, data: bytes, label: str):

@@ -36,6 +36,7 @@ from ..errors import (
     ReadOnlyMemoryError,
     VismemError,
 )
+from .models import PATTERN_RULES
 
 log = logging.getLogger("vismem.service")
 
@@ -147,7 +148,10 @@ def add_error_handlers(app: FastAPI) -> None:
                 continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
             message = str(e.get("msg", "invalid"))
-            if "Expected UploadFile" in message:  # a part without a file name is a text field to Starlette
+            rule = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")))
+            if e.get("type") == "string_pattern_mismatch" and rule:  # the rule, not its regular expression
+                message = f"{rule}, got {str(e.get('input'))[:80]!r}"
+            elif "Expected UploadFile" in message:  # a part without a file name is a text field to Starlette
                 field = where.split(".")[0]
                 message = (f"not a file: send it as a file part, with a file name "
                            f"(curl -F '{field}=@x.png;type=image/png')")

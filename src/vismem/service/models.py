@@ -40,14 +40,22 @@ JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
                        BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=VISIBLE)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
-WherePair = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*=", max_length=500)]
+WHERE_KEY = r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*="
+WherePair = Annotated[str, StringConstraints(pattern=WHERE_KEY, max_length=500)]
 # Bounds that keep the longest schema-valid query string (each character percent-encoded)
 # well under the HTTP layer's limit (MAX_REQUEST_HEAD), so it is answered, not cut off.
 MAX_VALUES = 20  # values of one repeatable restriction
 MAX_IDS = 10_000  # ids in one request
 MAX_REQUEST_HEAD = 2**20
-CheckpointName = Annotated[str, StringConstraints(pattern=f"^{CHECKPOINT_NAME.pattern}$"),
+CHECKPOINT_PATTERN = f"^{CHECKPOINT_NAME.pattern}$"
+CheckpointName = Annotated[str, StringConstraints(pattern=CHECKPOINT_PATTERN),
                           Field(description=f"A checkpoint's name: {NAME_RULE}.")]
+# What each pattern asks, in words: a 422 says this, not the regular expression
+PATTERN_RULES = {
+    VISIBLE: "needs a character that is not a space",
+    WHERE_KEY: "expected KEY=VALUE, the KEY of letters, digits and _ (e.g. camera=phone)",
+    CHECKPOINT_PATTERN: f"a checkpoint's name is {NAME_RULE}",
+}
 VoteName = Literal[VOTES]  # type: ignore[valid-type]
 WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more; all must hold). "
               "VALUE is read as JSON when it parses (2024, true), else as text.")
