@@ -1199,6 +1199,20 @@ def test_delete_items_names_a_repeated_selector_and_one_sent_in_the_body(client,
     assert client.delete("/items?label=0", headers=AUTH).json()["removed"] == PER_LABEL  # the query still works
 
 
+def test_delete_items_says_an_unknown_or_missing_selector_as_other_endpoints_do(client, memory):
+    """`DELETE /items` with no selector answered `invalid request: Value error, give exactly
+    one of ...` (pydantic's prefix), and `?lable=0` `lable: Extra inputs are not permitted`,
+    where every other endpoint names an unknown parameter and the ones it takes."""
+    for query in ("", "?label=0&source=set-0"):
+        answer = client.delete(f"/items{query}", headers=AUTH)
+        assert answer.status_code == 422 and answer.json()["error"] == (
+            "invalid request: give exactly one of id (repeatable), label, source, where (repeatable)"), answer.text
+    unknown = client.delete("/items?lable=0", headers=AUTH)
+    assert unknown.status_code == 422 and unknown.json()["error"] == (
+        "invalid request: unknown query parameter lable; this endpoint takes id, label, source, where")
+    assert len(memory) == 3 * PER_LABEL
+
+
 def test_an_upload_not_sent_as_an_image_is_told_its_own_field(client, memory, digit_sets):
     """`POST /items` with a text/plain part was told `curl: -F 'file=@x.png;type=image/png'`,
     a field it refuses (its field is `files`)."""

@@ -147,7 +147,7 @@ def add_error_handlers(app: FastAPI) -> None:
                 problems.append(str(e.get("msg", "")).removeprefix("Value error, ") if value_error else JSON_BODY)
                 continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
-            message = str(e.get("msg", "invalid"))
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")  # a model's own check
             rule = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")))
             if e.get("type") == "string_pattern_mismatch" and rule:  # the rule, not its regular expression
                 message = f"{rule}, got {str(e.get('input'))[:80]!r}"
@@ -240,10 +240,10 @@ async def known_fields(request: Request) -> None:
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
     `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
     parts, the first was dropped). A route that declares its query itself (DELETE /items:
-    one `Selector`, whose model refuses any other key) checks it itself."""
+    one `Selector`) checks it itself, with `known_only` too."""
     route = request.scope["route"]
     if not (route.openapi_extra or {}).get("parameters"):
-        _known("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
+        known_only("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
     dependant = route.dependant
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
@@ -255,7 +255,7 @@ async def known_fields(request: Request) -> None:
                                      + f"; this request's body is {kind}")
     if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
-        _known("form field", form, {field.alias: field for field in dependant.body_params})
+        known_only("form field", form, {field.alias: field for field in dependant.body_params})
 
 
 def _is_json(kind: str) -> bool:
@@ -264,7 +264,9 @@ def _is_json(kind: str) -> bool:
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
-def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
+def known_only(what: str, given: Any, fields: dict[str, Any]) -> None:
+    """422 for a name in `given` (query parameters, form fields) that is none of `fields`
+    (FastAPI's fields, or a model's), or one of them given twice where it takes one value."""
     unknown = sorted(set(given.keys()) - set(fields))
     if unknown:
         near = [f"{name} (not {name.replace('_', '-')})" for name in fields if name.replace("_", "-") in unknown]
@@ -274,7 +276,7 @@ def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
                                           + (" (and `counterfactual` as a query parameter, ?counterfactual=true)"
                                              if "counterfactual" in unknown and what == "form field" else ""))
     repeated = [name for name, field in fields.items()
-                if len(given.getlist(name)) > 1 and not _is_list(field.field_info.annotation)]
+                if len(given.getlist(name)) > 1 and not _is_list(getattr(field, "field_info", field).annotation)]
     if repeated:
         raise StarletteHTTPException(422, f"invalid request: {what} {', '.join(repeated)} given more than once; "
                                           "it takes one")
