@@ -254,6 +254,45 @@ def test_a_body_that_is_not_a_json_object_is_named(client):
     assert client.get("/items/1").json()["weight"] == 1.0
 
 
+def test_a_json_body_python_cannot_read_says_why(client):
+    """A JSON body that is not UTF-8 (Latin-1 text, a stray byte), nests past the parser's
+    depth, or holds a number of more than 4,300 digits answered FastAPI's "There was an
+    error parsing the body", naming nothing. Each now says why, as a JSON syntax error does."""
+    kind = {**AUTH, "Content-Type": "application/json"}
+    for path, body, why in (("/items/1", '{"label": "café"}'.encode("latin-1"), "it is not UTF-8 text"),
+                            ("/items/1", b'{"label": "\xff"}', "it is not UTF-8 text"),
+                            ("/checkpoints", b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                             "it nests too deeply"),
+                            ("/items", b'{"ids": [' + b"9" * 5000 + b'], "weight": 0}', "a number is too long")):
+        answer = (client.post if path == "/checkpoints" else client.patch)(path, content=body, headers=kind)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"].startswith(f"the body is not JSON: {why}"), (path, answer.text)
+    assert client.get("/items/1").json()["label"] == "0" and client.get("/checkpoints").json() == []
+
+
+def test_a_value_of_the_wrong_form_is_told_the_rule_not_a_regular_expression(client, digit_sets):
+    """A blank label, a `where` or `meta` without KEY=, and a checkpoint name of other
+    characters answered `String should match pattern '[^\\t\\n\\x0b...]'`: the schema's
+    regular expression. Each now says the rule in words, and the value sent."""
+    image = [upload("a.png", digit_sets["0"][0])]
+    for answer, field, rule in (
+            (client.get("/items", params={"label": "  "}), "label.0", "needs a character that is not a space"),
+            (client.post("/items", files=image, data={"label": "\t"}, headers=AUTH), "label",
+             "needs a character that is not a space"),
+            (client.delete("/items", params={"label": " "}, headers=AUTH), "label", "needs a character"),
+            (client.get("/items", params={"where": "camera"}), "where.0", "expected KEY=VALUE"),
+            (client.post("/search", files={"file": ("q.png", digit_sets["0"][0], "image/png")},
+                         data={"where": "a-b=1"}), "where.0", "expected KEY=VALUE"),
+            (client.post("/items", files=image, data={"label": "x", "meta": "=1"}, headers=AUTH), "meta.0",
+             "expected KEY=VALUE"),
+            (client.post("/checkpoints", json={"name": "../x"}, headers=AUTH), "name", "a checkpoint's name is"),
+            (client.delete("/checkpoints/%E7%8C%AB", headers=AUTH), "name", "a checkpoint's name is")):
+        said = answer.json()["error"]
+        assert answer.status_code == 422 and said.startswith(f"invalid request: {field}: {rule}"), said
+        assert "pattern" not in said and "got " in said, said
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL
+
+
 def test_a_form_field_the_endpoint_does_not_take_is_refused(client, memory, digit_sets):
     """FastAPI ignored them: `only-label` (the CLI's spelling) searched every item, a
     misspelt `sourse` was dropped, `counterfactual` sent as a field (it is a query
@@ -374,10 +413,33 @@ def test_a_broken_multipart_body_is_a_400_with_no_line_in_the_server_log(client,
     kind = {"content-type": "multipart/form-data; boundary=xx"}
     for body in (b"--xxabc", b"--xx\r\nContent-Disposition form-data\r\n\r\n3\r\n--xx--\r\n"):
         refused = client.post("/classify", content=body, headers=kind)
-        assert refused.status_code == 400 and refused.json() == {"error": "Invalid multipart data."}
+        assert refused.status_code == 400 and refused.json()["error"].startswith(
+            "the body is not valid multipart/form-data"), refused.text
     assert not [r.getMessage() for r in caplog.records if "multipart" in r.name]
     logging.getLogger("python_multipart.multipart").warning("a warning of its own")
     assert [r.getMessage() for r in caplog.records if "multipart" in r.name] == ["a warning of its own"]
+
+
+def test_a_broken_multipart_body_says_so_and_names_the_fields_the_endpoint_takes(client):
+    """A garbled multipart body, one whose Content-Type names no boundary, and a part with
+    no name answered Starlette's own words ("Invalid multipart data.", "Missing boundary in
+    multipart."), naming neither the fix nor the fields. Now each says the body is not valid
+    multipart/form-data, why, and the form fields the endpoint takes."""
+    nameless = b'--xx\r\nContent-Disposition: form-data; filename="a.png"\r\n\r\n3\r\n--xx--\r\n'
+    cases = ((b"--xxabc", "multipart/form-data; boundary=xx", "it does not parse"),
+             (b"garbage", "multipart/form-data", "its Content-Type header names no boundary"),
+             (nameless, "multipart/form-data; boundary=xx", "a part has no name"))
+    fields = {"/classify": "file, vector, k, vote, alpha, tau, mix, abstain, only_label, only_source, where",
+              "/search": "file, vector, k, only_label, only_source, where",
+              "/items": "files, label, source, allow_duplicates, meta"}
+    for path, takes in fields.items():
+        for body, kind, why in cases:
+            refused = client.post(path, content=body, headers={"content-type": kind, **AUTH})
+            message = refused.json()["error"]
+            assert refused.status_code == 400 and message.startswith(
+                f"the body is not valid multipart/form-data: {why}"), (path, kind, message)
+            assert f"of the fields {takes}" in message and "curl -F" in message, (path, message)
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
 def test_size_and_pixel_limits(memory, digit_sets):
@@ -818,7 +880,8 @@ def test_the_document_says_what_this_server_enforces(memory):
 def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, memory, digit_sets):
     """`/healthz`, `/stats`, `/classify` and `DELETE /checkpoints/{name}` documented their
     success as any object at all. Every answer of every operation now has a schema: the
-    error body for an error, a named one for a success; and what the server answers matches it."""
+    error body for an error, a named one for a success; and what the server answers matches it,
+    with no field the document leaves out."""
     from jsonschema import Draft202012Validator
 
     document = client.get("/openapi.json").json()
@@ -838,7 +901,7 @@ def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, me
 
     def matches(method: str, path: str, status: str, body) -> None:
         schema = document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
-        errors = list(Draft202012Validator({**schema, "components": document["components"]}).iter_errors(body))
+        errors = list(Draft202012Validator(closed({**schema, "components": document["components"]})).iter_errors(body))
         assert not errors, (method, path, [e.message for e in errors])
 
     query = digit_sets["1"][PER_LABEL]
@@ -854,6 +917,78 @@ def test_every_answer_in_the_document_has_a_schema_real_answers_match(client, me
     deleted = client.delete("/checkpoints/v1", headers=AUTH)
     assert deleted.json() == {"deleted": "v1"}
     matches("delete", "/checkpoints/{name}", "200", deleted.json())
+
+
+def closed(schema):
+    """`schema` with every object that names its properties closed to others: a real answer
+    then matches only if it holds no field the document leaves out."""
+    if isinstance(schema, list):
+        return [closed(part) for part in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found = {key: closed(value) for key, value in schema.items()}
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        found["additionalProperties"] = False
+    return found
+
+
+def test_stats_documents_its_nested_parts_and_real_answers_match(tmp_path):
+    """`InfoOut` documented the settings, index, transform, calibration and estimates of
+    `GET /stats` as any object at all. Each is now a named schema, and /stats answers of a
+    memory as made, then with an approximate index, fresh adds, a calibration, a fitted
+    transform and pruning, hold what the document says and nothing it leaves out."""
+    from jsonschema import Draft202012Validator
+
+    from vismem.curate import calibrate_memory
+    from vismem.prune import PruneSettings
+
+    rng = np.random.default_rng(0)
+    with Memory.create(tmp_path / "vectors", encoder=None, dim=16, index="hnsw") as mem, client_for(mem) as c:
+        document = c.get("/openapi.json").json()
+        schemas = document["components"]["schemas"]
+
+        def named(schema: dict) -> dict | None:  # a $ref, alone or beside null
+            refs = [part["$ref"] for part in [schema, *schema.get("anyOf", [])] if "$ref" in part]
+            return schemas[refs[0].rsplit("/", 1)[-1]] if refs else None
+
+        maps = {"classes", "auroc", "params"}  # name -> value, each value typed
+        pending, seen = [("InfoOut", schemas["InfoOut"])], set()
+        while pending:
+            where, schema = pending.pop()
+            for name, field in schema.get("properties", {}).items():
+                kinds = [field, *field.get("anyOf", [])]
+                if named(field) is not None:
+                    if name not in seen:
+                        seen.add(name)
+                        pending.append((f"{where}.{name}", named(field)))
+                elif any(kind.get("type") == "object" for kind in kinds):
+                    assert name in maps, f"{where}.{name} is any object: {field}"
+                    values = next(k["additionalProperties"] for k in kinds if k.get("type") == "object")
+                    assert values and values is not True, f"{where}.{name}: {field}"
+        assert {"index", "quality", "fresh_adds", "transform", "spec", "defaults", "pruning", "abstain",
+                "intrinsic_dim_estimate"} <= seen, seen
+        validator = Draft202012Validator(closed({**document["paths"]["/stats"]["get"]["responses"]["200"]
+                                                 ["content"]["application/json"]["schema"],
+                                                 "components": document["components"]}))
+
+        def matches() -> dict:
+            answer = c.get("/stats").json()
+            errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(answer)]
+            assert not errors, errors
+            return answer
+
+        assert matches()["index"]["quality"] is None  # empty
+        mem.add_vectors(rng.normal(size=(600, 16)).astype(np.float32), ["a", "b", "c"] * 200)
+        for _ in range(3):  # measured as they come in
+            mem.add_vectors(rng.normal(size=(300, 16)).astype(np.float32), ["a", "b", "c"] * 100)
+        assert matches()["index"]["fresh_adds"] is not None
+        calibrate_memory(mem)
+        mem.set_transform("whiten")
+        mem.update_settings(pruning=PruneSettings(mode="soft"))
+        mem.add_vectors(rng.normal(size=(30, 16)).astype(np.float32), ["a", "b", "c"] * 10)
+        answer = matches()
+        assert answer["abstain"]["changed_since"] and answer["transform"]["changed_since"], answer
+        assert answer["pruning"]["mode"] == "soft" and answer["intrinsic_dim_estimate"]["added_since"] == 30
 
 
 def errors_and_forms(editing: dict) -> None:
@@ -1004,6 +1139,20 @@ def test_options_names_the_methods_a_path_takes(memory):
         assert client.get("/stats", headers=AUTH).json()["items"] == 3 * PER_LABEL  # nothing changed
 
 
+def test_a_missing_static_file_is_a_404_to_every_method(client):
+    """`/static` serves a whole prefix, so OPTIONS at a file that is not there answered 204
+    with an Allow header, and PUT a 405, where GET answers 404. Now every method answers
+    404 there, as GET does; a real file keeps its 204 and Allow."""
+    for path in ("/static/no-such-file.js", "/swagger/nothing.css", "/static/", "/static/a/b.js"):
+        assert client.get(path).status_code == 404, path
+        for method in ("OPTIONS", "PUT", "DELETE"):
+            answer = client.request(method, path)
+            assert answer.status_code == 404 and "allow" not in answer.headers, (method, path)
+            assert answer.json()["error"].startswith("no such path: "), (method, path)
+    real = client.options("/static/style.css")
+    assert real.status_code == 204 and real.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
 def test_a_body_of_a_type_the_endpoint_does_not_take_is_a_415_that_names_both(client, memory, digit_sets):
     """`POST /items` sent as JSON answered 422 `label: Field required` to a body that held a
     label; `/classify` sent as JSON answered 400 and a `PATCH` sent as a form 422. The same
@@ -1048,6 +1197,20 @@ def test_delete_items_names_a_repeated_selector_and_one_sent_in_the_body(client,
         assert "this endpoint reads no body" in said
     assert len(memory) == 3 * PER_LABEL
     assert client.delete("/items?label=0", headers=AUTH).json()["removed"] == PER_LABEL  # the query still works
+
+
+def test_delete_items_says_an_unknown_or_missing_selector_as_other_endpoints_do(client, memory):
+    """`DELETE /items` with no selector answered `invalid request: Value error, give exactly
+    one of ...` (pydantic's prefix), and `?lable=0` `lable: Extra inputs are not permitted`,
+    where every other endpoint names an unknown parameter and the ones it takes."""
+    for query in ("", "?label=0&source=set-0"):
+        answer = client.delete(f"/items{query}", headers=AUTH)
+        assert answer.status_code == 422 and answer.json()["error"] == (
+            "invalid request: give exactly one of id (repeatable), label, source, where (repeatable)"), answer.text
+    unknown = client.delete("/items?lable=0", headers=AUTH)
+    assert unknown.status_code == 422 and unknown.json()["error"] == (
+        "invalid request: unknown query parameter lable; this endpoint takes id, label, source, where")
+    assert len(memory) == 3 * PER_LABEL
 
 
 def test_an_upload_not_sent_as_an_image_is_told_its_own_field(client, memory, digit_sets):

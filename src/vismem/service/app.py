@@ -53,7 +53,16 @@ from ..settings import describe
 from ..store.base import missing_ids, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
-from .http import AnswerOptions, BodyLimit, HeadAsGet, add_error_handlers, as_is, known_fields, responses
+from .http import (
+    AnswerOptions,
+    BodyLimit,
+    HeadAsGet,
+    add_error_handlers,
+    as_is,
+    known_fields,
+    known_only,
+    responses,
+)
 from .loops import needs_new_loop
 from .models import (
     MAX_ID,
@@ -611,16 +620,12 @@ def _selector(request: Request) -> Selector:
     if not given and request.headers.get("content-type"):  # a DELETE's body: read by no one
         raise HTTPException(422, "invalid request: give exactly one of id, label, source, where in the query "
                             "string (DELETE /items?label=cat, ?id=1&id=2): this endpoint reads no body")
-    repeated = [key for key, values in given.items() if len(values) > 1 and key in Selector.model_fields
-                and key not in ("id", "where")]
-    if repeated:  # as `http.known_fields` says it of other endpoints' parameters
-        raise HTTPException(422, f"invalid request: query parameter {', '.join(repeated)} given more than once; "
-                            "it takes one")
+    known_only("query parameter", request.query_params, Selector.model_fields)  # as other endpoints say it
     fields = {key: values if key in ("id", "where") else values[0] for key, values in given.items()}
     try:
         return Selector.model_validate(fields)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def _try_prepare(prepare: Callable[..., PreparedImage], name: str, data: bytes, label: str):

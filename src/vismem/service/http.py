@@ -9,6 +9,8 @@ written from it.
 from __future__ import annotations
 
 import logging
+import stat
+import sys
 from typing import Any, Callable, MutableMapping, get_args, get_origin
 
 from fastapi import FastAPI, Request, params
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 
@@ -33,12 +36,14 @@ from ..errors import (
     ReadOnlyMemoryError,
     VismemError,
 )
+from .models import PATTERN_RULES
 
 log = logging.getLogger("vismem.service")
 
 STATUS: dict[int, str] = {
-    400: "The body does not parse (not JSON, broken multipart), or an uploaded query image does not "
-         "decode as an image within the pixel limit. Nothing changed.",
+    400: "The body does not parse (not JSON; broken multipart, which the answer says and names the form "
+         "fields the endpoint takes; or a form over Starlette's limits: 1,000 files, 1,000 fields, 1 MB a text "
+         "field), or an uploaded query image does not decode as an image within the pixel limit. Nothing changed.",
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
@@ -87,8 +92,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def as_is(model: type[BaseModel], *codes: int) -> dict[str, Any]:
     """Route options for an endpoint whose answer `model` documents but that answers its
-    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and the
-    store's own fields in `vismem info` are not all named), with these error statuses."""
+    dict as it is: not re-validated (a float field would write JSON's 1 as 1.0, and a field
+    a store adds to `vismem info` that `InfoOut` does not name would be dropped), with these
+    error statuses."""
     return {"response_model": None, "responses": {200: {"model": model}, **responses(*codes)}}
 
 
@@ -126,19 +132,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(getattr(exc, "headers", None) or {})
-        message = str(exc.detail)
-        if exc.status_code == 405:
-            # A route's 405 names only the first route's methods. StaticFiles (/static,
-            # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
-            # scope no route of the app matches
-            own = set(headers.get("Allow", "").split(", ")) - {""}
-            allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
-            headers["Allow"] = ", ".join(sorted(allowed))
-            message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
-        elif exc.status_code == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
-            message = f"no such path: {request.url.path} (the API is at /docs)"
-        return error(exc.status_code, message, headers or None)
+        return _http_error(app, request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -153,8 +147,11 @@ def add_error_handlers(app: FastAPI) -> None:
                 problems.append(str(e.get("msg", "")).removeprefix("Value error, ") if value_error else JSON_BODY)
                 continue
             where = ".".join(str(part) for part in e.get("loc", ()) if part not in ("body", "query", "path"))
-            message = str(e.get("msg", "invalid"))
-            if "Expected UploadFile" in message:  # a part without a file name is a text field to Starlette
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")  # a model's own check
+            rule = PATTERN_RULES.get(str((e.get("ctx") or {}).get("pattern")))
+            if e.get("type") == "string_pattern_mismatch" and rule:  # the rule, not its regular expression
+                message = f"{rule}, got {str(e.get('input'))[:80]!r}"
+            elif "Expected UploadFile" in message:  # a part without a file name is a text field to Starlette
                 field = where.split(".")[0]
                 message = (f"not a file: send it as a file part, with a file name "
                            f"(curl -F '{field}=@x.png;type=image/png')")
@@ -173,27 +170,92 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_middleware(CatchAll)
 
 
+def _http_error(app: FastAPI, request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """An HTTP error in this service's words: Starlette's name no fix."""
+    headers = dict(getattr(exc, "headers", None) or {})
+    message = str(exc.detail)
+    status, static = exc.status_code, request.scope.get("endpoint")
+    if status == 405 and isinstance(static, StaticFiles) and not serves_file(static, request.scope):
+        # StaticFiles refuses methods other than GET and HEAD before it looks for the
+        # file: at a file that is not there, every method answers GET's 404
+        status, headers, message = 404, {}, "Not Found"
+    if status == 405:
+        # A route's 405 names only the first route's methods. StaticFiles (/static,
+        # /swagger) names its own, less OPTIONS (AnswerOptions answers it), and in its
+        # scope no route of the app matches
+        own = set(headers.get("Allow", "").split(", ")) - {""}
+        allowed = allowed_methods(app, request.scope) or own | {"OPTIONS"}
+        headers["Allow"] = ", ".join(sorted(allowed))
+        message = f"{request.url.path} takes {headers['Allow']}, not {request.method}"
+    elif status == 404 and message == "Not Found":  # Starlette's own: a path nothing serves
+        message = f"no such path: {request.url.path} (the API is at /docs)"
+    elif status == 400 and isinstance(exc.__context__, MultiPartException):  # raised parsing the form
+        message = _broken_form(exc.__context__.message, request.scope.get("route"))
+    elif status == 400 and (why := _unreadable_json(exc.__cause__)):  # FastAPI's, reading a JSON body
+        message = f"the body is not JSON: {why}"
+    return error(status, message, headers or None)
+
+
+def _unreadable_json(exc: BaseException | None) -> str | None:
+    """Why Python's parser could not read a JSON body (its syntax errors are answered apart,
+    `add_error_handlers`), where FastAPI said only "There was an error parsing the body";
+    None for another cause."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); send it as UTF-8"
+    if isinstance(exc, RecursionError):
+        return "it nests too deeply for the parser"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return f"a number is too long (at most {sys.get_int_max_str_digits():,} digits)"
+    return None
+
+
+# Starlette's reasons for refusing a form, in this service's words
+BROKEN_FORM = {
+    "Invalid multipart data.": "it does not parse",
+    "Missing boundary in multipart.": "its Content-Type header names no boundary (leave that header to the "
+                                      "client, as curl -F does)",
+    'The Content-Disposition header field "name" must be provided.': "a part has no name in its "
+                                                                       "Content-Disposition header",
+}
+
+
+def _broken_form(reason: str, route: Any) -> str:
+    """The 400 of a form Starlette could not read: why, and the fields the endpoint takes;
+    or the limit it is over (too many files or fields, a text field over 1 MB)."""
+    why = BROKEN_FORM.get(reason)
+    if why is None:
+        return "the form is over a limit: " + "; ".join(
+            part[:1].lower() + part[1:] for part in reason.rstrip(".").split(". "))
+    said = f"the body is not valid multipart/form-data: {why}"
+    return f"{said}; {FORM_BODY} of the fields {form_fields(route)}" if route else said
+
+
+def form_fields(route: Any) -> str:
+    """The body fields an endpoint takes, in its order."""
+    return ", ".join(field.alias for field in route.dependant.body_params)
+
+
 async def known_fields(request: Request) -> None:
     """A request's query parameters and form fields must be the endpoint's, each single one
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
     `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
     parts, the first was dropped). A route that declares its query itself (DELETE /items:
-    one `Selector`, whose model refuses any other key) checks it itself."""
+    one `Selector`) checks it itself, with `known_only` too."""
     route = request.scope["route"]
     if not (route.openapi_extra or {}).get("parameters"):
-        _known("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
+        known_only("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
     dependant = route.dependant
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
     readable = kind in FORMS if takes_form else _is_json(kind)
     if dependant.body_params and kind and not readable:
         # FastAPI reads such a body as no body at all: the fields it holds were "missing"
-        fields = ", ".join(field.alias for field in dependant.body_params)
-        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {fields}" if takes_form else JSON_BODY)
+        raise StarletteHTTPException(415, (f"{FORM_BODY} of the fields {form_fields(route)}" if takes_form
+                                           else JSON_BODY)
                                      + f"; this request's body is {kind}")
     if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
-        _known("form field", form, {field.alias: field for field in dependant.body_params})
+        known_only("form field", form, {field.alias: field for field in dependant.body_params})
 
 
 def _is_json(kind: str) -> bool:
@@ -202,7 +264,9 @@ def _is_json(kind: str) -> bool:
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
-def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
+def known_only(what: str, given: Any, fields: dict[str, Any]) -> None:
+    """422 for a name in `given` (query parameters, form fields) that is none of `fields`
+    (FastAPI's fields, or a model's), or one of them given twice where it takes one value."""
     unknown = sorted(set(given.keys()) - set(fields))
     if unknown:
         near = [f"{name} (not {name.replace('_', '-')})" for name in fields if name.replace("_", "-") in unknown]
@@ -212,7 +276,7 @@ def _known(what: str, given: Any, fields: dict[str, Any]) -> None:
                                           + (" (and `counterfactual` as a query parameter, ?counterfactual=true)"
                                              if "counterfactual" in unknown and what == "form field" else ""))
     repeated = [name for name, field in fields.items()
-                if len(given.getlist(name)) > 1 and not _is_list(field.field_info.annotation)]
+                if len(given.getlist(name)) > 1 and not _is_list(getattr(field, "field_info", field).annotation)]
     if repeated:
         raise StarletteHTTPException(422, f"invalid request: {what} {', '.join(repeated)} given more than once; "
                                           "it takes one")
@@ -228,12 +292,27 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> set[str]:
     none for a path nothing serves."""
     methods: set[str] = set()
     for route in app.router.routes:
-        if route.matches(scope)[0] != Match.NONE:
-            static = isinstance(getattr(route, "app", None), StaticFiles)
-            methods |= {"GET"} if static else set(getattr(route, "methods", None) or ())
+        match, child = route.matches(scope)
+        if match == Match.NONE:
+            continue
+        static = getattr(route, "app", None)
+        if isinstance(static, StaticFiles):  # a mount serves its whole prefix: only its files are there
+            methods |= {"GET"} if serves_file(static, {**scope, **child}) else set()
+        else:
+            methods |= set(getattr(route, "methods", None) or ())
     if not methods:
         return methods
     return methods | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"}  # HeadAsGet, AnswerOptions
+
+
+def serves_file(static: StaticFiles, scope: MutableMapping[str, Any]) -> bool:
+    """Whether `static` (the scope's mount, html off) has a file to GET at this path: a
+    directory or a path it refuses (outside it, a null byte, too long) is its 404."""
+    try:
+        _, found = static.lookup_path(static.get_path(scope))
+    except (OSError, ValueError):
+        return False
+    return found is not None and stat.S_ISREG(found.st_mode)
 
 
 class AnswerOptions:

@@ -9,17 +9,23 @@ from `VoteParams` (`settings.describe`), never restated here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from dataclasses import field as dataclass_field
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import Form
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from ..calibrate import Calibration
 from ..counterfactual import NearestItem
 from ..decide import VOTES, Neighbor, VoteParams
+from ..prune import PruneSettings
+from ..search.quality import Quality
+from ..search.tuning import RecallEstimate
 from ..settings import describe
 from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
 from ..store.checkpoints import NAME as CHECKPOINT_NAME
 from ..store.checkpoints import NAME_RULE, RollbackReport
+from ..transform import TransformSpec
 
 # Ids are SQLite INTEGERs (< 2**63) handed out from 1 up; the API keeps to the ones a JSON
 # number carries exactly everywhere (JavaScript's safe integers), so a larger one is a 422.
@@ -34,14 +40,22 @@ JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
                        BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=VISIBLE)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
-WherePair = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*=", max_length=500)]
+WHERE_KEY = r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*="
+WherePair = Annotated[str, StringConstraints(pattern=WHERE_KEY, max_length=500)]
 # Bounds that keep the longest schema-valid query string (each character percent-encoded)
 # well under the HTTP layer's limit (MAX_REQUEST_HEAD), so it is answered, not cut off.
 MAX_VALUES = 20  # values of one repeatable restriction
 MAX_IDS = 10_000  # ids in one request
 MAX_REQUEST_HEAD = 2**20
-CheckpointName = Annotated[str, StringConstraints(pattern=f"^{CHECKPOINT_NAME.pattern}$"),
+CHECKPOINT_PATTERN = f"^{CHECKPOINT_NAME.pattern}$"
+CheckpointName = Annotated[str, StringConstraints(pattern=CHECKPOINT_PATTERN),
                           Field(description=f"A checkpoint's name: {NAME_RULE}.")]
+# What each pattern asks, in words: a 422 says this, not the regular expression
+PATTERN_RULES = {
+    VISIBLE: "needs a character that is not a space",
+    WHERE_KEY: "expected KEY=VALUE, the KEY of letters, digits and _ (e.g. camera=phone)",
+    CHECKPOINT_PATTERN: f"a checkpoint's name is {NAME_RULE}",
+}
 VoteName = Literal[VOTES]  # type: ignore[valid-type]
 WHERE_HELP = ("KEY=VALUE: only items whose metadata KEY equals VALUE (repeat for more; all must hold). "
               "VALUE is read as JSON when it parses (2024, true), else as text.")
@@ -292,11 +306,116 @@ class DecisionOut(BaseModel):
     counterfactual: CounterfactualOut | None = Field(None, description="Only with ?counterfactual=true.")
 
 
-class InfoOut(BaseModel):
-    """What `vismem info --json` prints. The store adds its own fields (`index`, `disk_bytes`,
-    ...: a SQLite memory and a Milvus one differ), so others may appear."""
+def absent(description: str) -> Any:
+    """A field that some answers leave out (never null where it is there): not required,
+    and no `default` in the document, which would read as null."""
+    return Field(None, description=description, json_schema_extra=_no_default)
 
-    model_config = ConfigDict(extra="allow")
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+IndexParam = int | float | bool | str | None
+
+
+# The answer holds every field of these records, defaulted or not: required in the document
+ANSWERED = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+@dataclass(frozen=True)
+class QualityOut(Quality):
+    """Recall@k of a `type` index, measured with `sample` queries on `size` items, with the
+    search `params` it chose, the 95% interval [`low`, `high`], what the queries were
+    (`measured_on`) and the memory's local intrinsic dimension `lid`."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
+    params: dict[str, IndexParam]
+
+
+@dataclass(frozen=True)
+class TransformSpecOut(TransformSpec):
+    """What the transform fits: its kind and settings."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
+
+
+@dataclass(frozen=True)
+class VoteDefaultsOut(VoteParams):
+    """The vote options a classify uses when it names none."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
+
+
+class IndexOut(BaseModel):
+    """The index: size, parameters, the setting, the last measured recall (with what it was
+    measured on) and the running recall of fresh adds. A Milvus memory's holds what its
+    server tells: no rows, target_recall, float16 or fresh_adds, and null for the rest it
+    does not say."""
+
+    type: str = Field(description="exact, hnsw or ivfpq (on Milvus its own name: FLAT, HNSW, IVF_PQ).")
+    size: int = Field(description="Items in the index.")
+    rows: int = absent("Slots held: items, and removed ones until `vismem compact` reclaims them.")
+    tombstones: int | None = Field(description="Removed items whose slots are not reclaimed yet.")
+    bytes: int | None = Field(description="Memory the index holds.")
+    bytes_per_vector: float | None
+    params: dict[str, IndexParam] = Field(description="Build and search parameters, by index type.")
+    setting: str = Field(description="The memory's index setting: auto, exact, hnsw or ivfpq.")
+    target_recall: float = absent("Recall@10 an approximate index tunes its search effort to reach.")
+    float16: bool = absent("Vectors held as float16.")
+    quality: QualityOut | None = Field(description="The last measured recall; null before one is measured.")
+    fresh_adds: RecallEstimate | None = absent("The running recall of items added since, at the current "
+                                               "effort; null before any were measured.")
+    warning: str | None = Field(description="Why recall is below target and what to do; null when it is not.")
+
+
+class TransformOut(BaseModel):
+    """The fitted feature transform (`name` none: vectors are searched as stored), and for a
+    fitted one how far the memory moved since it was fitted."""
+
+    name: str
+    spec: TransformSpecOut
+    fitted_items: int
+    out_dim: int
+    fingerprint: str
+    max_id: int | None = Field(description="The newest item id when it was fitted.")
+    changed_since: float | None = absent("Fitted only: the share of items added or removed since (null: "
+                                         "fitted before this was recorded).")
+    mean_drift: float = absent("Fitted only: the shift of the mean since, in units of the fitted items' spread.")
+    retune: bool = absent("Fitted only: the memory moved enough that fitting it again is advised.")
+
+
+class IntrinsicDimOut(BaseModel):
+    """The last intrinsic-dimension estimate and the items it was made on."""
+
+    value: float
+    items: int = Field(description="Items in the memory when it was made.")
+    removed_since: int | None = Field(description="Of those, removed since (null: not recorded).")
+    added_since: int | None = Field(description="Items added since (null: not recorded).")
+
+
+@dataclass(frozen=True)
+class PruningOut(PruneSettings):
+    """The pruning settings, and how many items they keep from voting now."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
+    excluded: int = dataclass_field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class AbstainOut(Calibration):
+    """The calibration, and the share of voting items added or removed since (null: not
+    recorded when it was made)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
+    changed_since: float | None = dataclass_field(kw_only=True)
+
+
+class InfoOut(BaseModel):
+    """What `vismem info --json` prints. The store adds its own fields: those of a
+    directory memory (`recorded_queries`) and of a Milvus one (`server_version`,
+    `consistency`, `storage`) are named here, and another store may add others."""
+
     path: str
     items: int
     classes: dict[str, int]
@@ -304,13 +423,24 @@ class InfoOut(BaseModel):
     encoder: str | None
     encoder_id: str | None
     dim: int
+    home: str = Field(description="Where the memory lives: embedded (a directory) or milvus.")
+    location: str
+    format_version: int
+    read_only: bool
+    index: IndexOut
+    transform: TransformOut | None = Field(description="null for a store without feature transforms (Milvus).")
+    recorded_queries: int = absent("A directory memory: queries recorded for tuning the index.")
+    disk_bytes: int | None = Field(description="Bytes on disk; null where the server holds them.")
+    thumbnails: bool = Field(description="Whether the store keeps thumbnails.")
+    server_version: str = absent("A Milvus memory: the server's version.")
+    consistency: str = absent("A Milvus memory: the consistency level of its reads.")
+    storage: str = absent("A Milvus memory: where its bytes are, and when removed ones leave.")
     intrinsic_dim: float | None
-    intrinsic_dim_estimate: dict[str, Any] | None
-    defaults: dict[str, Any] = Field(description="The vote options a classify uses when it names none.")
+    intrinsic_dim_estimate: IntrinsicDimOut | None
+    defaults: VoteDefaultsOut = Field(description="The vote options a classify uses when it names none.")
     prototypes_per_class: int
-    pruning: dict[str, Any]
-    abstain: dict[str, Any] | None = Field(description="The calibration; null before `vismem calibrate`.")
-    transform: dict[str, Any] | None
+    pruning: PruningOut
+    abstain: AbstainOut | None = Field(description="The calibration; null before `vismem calibrate`.")
 
 
 def non_null(schema: dict[str, Any]) -> dict[str, Any]:
