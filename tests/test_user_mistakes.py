@@ -656,6 +656,19 @@ def test_a_restriction_no_item_matches_is_named(small_memory):
         assert json_lines(matched)[0]["neighbors"] and "warning" not in matched.stderr
 
 
+def test_searching_an_empty_memory_says_so(small_memory, tmp_path):
+    """`classify` refuses an empty memory; `search` printed each query's path with nothing
+    under it (exit 0), and no word of why. The answers still come (a script gets its
+    JSON), and stderr says the memory is empty and how to fill it."""
+    _, _, queries = small_memory
+    run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    for json_flag in ([], ["--json"]):
+        result = run_cli("search", tmp_path / "m", queries[0], "--only-label", "3", *json_flag, check=True)
+        assert result.stderr == (f"warning: memory at {tmp_path / 'm'} is empty: every answer is empty (add "
+                                 "labelled images with `vismem add` first)\n")
+    assert json_lines(result) == [{"path": str(queries[0]), "neighbors": []}]
+
+
 def test_an_unreadable_file_given_by_name_is_answered_in_its_place(small_memory, tmp_path):
     """As one in a folder is: {"path", "error"} in its place, the others answered, exit 3.
     It was a usage error (exit 2, "path ... is not readable") and nothing was classified.
