@@ -207,3 +207,19 @@ def test_ood_holds_out_only_classes_it_can_test(tiny):
     assert all(draw["out_queries"] > 0 and draw["in_queries"] > 0 for draw in result["draws"])
     assert all(np.isfinite(s["auroc"]) for s in result["scores"].values())
     json.dumps(result, allow_nan=False)
+
+
+def test_ood_on_data_too_small_to_calibrate_is_refused_before_any_protocol_runs(tmp_path, tiny, cli):
+    """Two classes of 8: the known class's train split holds 6 items. The error came from
+    calibration, after knn had run, as "the memory has 6" (the data had 16 items)."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:8] for c in ("0", "1")])
+    np.save(tmp_path / "x.npy", tiny.vectors[rows])
+    np.save(tmp_path / "y.npy", tiny.labels[rows])
+    args = ("--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--out", tmp_path / "report")
+    result = cli("eval-protocols", "knn", "ood", *args, "--json")
+    assert result.returncode == 1 and result.stdout == "" and not (tmp_path / "report").exists()
+    assert "the memory has" not in result.stderr
+    assert result.stderr.startswith("error: the ood protocol calibrates abstention on the known classes' train "
+                                    "split, 6 items here (of 16")
+    assert "needs at least 10: give more items per class, or leave ood out" in result.stderr
+    cli("eval-protocols", "knn", "fewshot", "incremental", "noise", *args, check=True)  # the others run

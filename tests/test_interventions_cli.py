@@ -154,6 +154,25 @@ def test_abstain_warns_when_the_memory_changed_since_calibration(digit_memory, d
         assert "calibrate" not in caplog.text
 
 
+def test_info_says_a_calibration_made_through_another_transform_is_stale(digit_memory, digit_folders, cli):
+    """`classify --abstain` refuses a threshold measured through an earlier feature transform;
+    `info` showed it as valid ("0% of the memory changed since"), with no warning."""
+    _, test = digit_folders
+    image = sorted((test / "5").iterdir())[0]
+    cli("calibrate", digit_memory, check=True)
+    assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"]["transform_changed"] is False
+    cli("tune", digit_memory, "--transform", "whiten", check=True)
+    refused = cli("classify", digit_memory, image, "--abstain")
+    assert refused.returncode == 1 and "feature transform changed" in refused.stderr
+    info = cli("info", digit_memory, check=True)
+    assert "abstention threshold" in info.stdout and "measured through another feature transform" in info.stdout
+    assert f"warning: the abstention threshold is stale: run `vismem calibrate {digit_memory}` again" in info.stderr
+    assert json.loads(cli("info", digit_memory, "--json", check=True).stdout)["abstain"]["transform_changed"] is True
+    cli("calibrate", digit_memory, check=True)
+    info = cli("info", digit_memory, check=True)
+    assert "another feature transform" not in info.stdout and "stale" not in info.stderr
+
+
 def strict_json(text: str) -> list:
     """JSON lines as a strict parser (jq, JavaScript, Go) reads them: NaN is not JSON."""
     def refuse(constant: str):

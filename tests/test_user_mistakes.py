@@ -402,6 +402,22 @@ def test_tune_on_too_few_items_per_class_names_the_fix():
     assert tune(x, y, held_out=0.5, transforms=[TransformSpec()], per_class=[1]).held_out == 10
 
 
+@pytest.mark.parametrize("per_class, held_out, helps", [(1, "0.2", False), (1, "0.5", False), (2, "0.2", True)])
+def test_tune_suggests_holding_out_more_only_where_that_helps(tmp_path, digit_folders, per_class, held_out, helps):
+    """One item per class holds none out at any share, and 0.5 is --held-out's most: the
+    message said "or hold out more (up to 0.5)" all the same."""
+    train, _ = digit_folders
+    run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    for label in ("3", "5"):
+        for image in sorted((train / label).iterdir())[:per_class]:
+            run_cli("add", tmp_path / "m", image, "--label", label, check=True)
+    result = run_cli("tune", tmp_path / "m", "--held-out", held_out)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: tuning holds out {float(held_out):.0%} of each class")
+    assert "add items (3 or more per class)" in result.stderr
+    assert ("or hold out more (`vismem tune --held-out 0.5` holds out 2)" in result.stderr) is helps
+
+
 @pytest.mark.parametrize("held_out", [float("nan"), 1.5, 1.0, -0.2])
 def test_tune_refuses_a_held_out_share_that_is_not_a_fraction(tmp_path, held_out):
     """The Python API took any held_out: NaN failed in the split with a ValueError
@@ -638,6 +654,19 @@ def test_a_restriction_no_item_matches_is_named(small_memory):
             in empty.stderr
         matched = run_cli(command, memdir, queries[0], "--only-label", "3", "--json", check=True)
         assert json_lines(matched)[0]["neighbors"] and "warning" not in matched.stderr
+
+
+def test_searching_an_empty_memory_says_so(small_memory, tmp_path):
+    """`classify` refuses an empty memory; `search` printed each query's path with nothing
+    under it (exit 0), and no word of why. The answers still come (a script gets its
+    JSON), and stderr says the memory is empty and how to fill it."""
+    _, _, queries = small_memory
+    run_cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    for json_flag in ([], ["--json"]):
+        result = run_cli("search", tmp_path / "m", queries[0], "--only-label", "3", *json_flag, check=True)
+        assert result.stderr == (f"warning: memory at {tmp_path / 'm'} is empty: every answer is empty (add "
+                                 "labelled images with `vismem add` first)\n")
+    assert json_lines(result) == [{"path": str(queries[0]), "neighbors": []}]
 
 
 def test_an_unreadable_file_given_by_name_is_answered_in_its_place(small_memory, tmp_path):

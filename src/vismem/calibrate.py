@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TPR = 0.95
 DEFAULT_OOD_K = 1
+MIN_ITEMS = 10  # calibration's least number of items: fewer give no threshold worth the name
 PROTOTYPE_WEIGHTS = (0.0, 0.5, 1.0)  # candidates; 0 (nearest item alone) first, kept unless beaten
 MIX_MARGIN = 0.005                   # AUROC a mix must gain over the nearest item alone to be chosen
 STALE_FRACTION = 0.10
@@ -280,8 +281,8 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
         raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
     if prototype_weight is not None:
         ood_scores(np.zeros(1), np.zeros(1), prototype_weight)  # a bad weight fails before the scoring
-    if len(label_of) < 10:
-        raise InvalidInputError(f"calibration needs at least 10 items; the memory has {len(label_of)}")
+    if len(label_of) < MIN_ITEMS:
+        raise InvalidInputError(f"calibration needs at least {MIN_ITEMS} items; the memory has {len(label_of)}")
     if k >= len(label_of):  # no item has a k-th nearest other: every score would be the 2.0 cap
         raise InvalidInputError(f"k={k} scores each item by its {k}th nearest other item, and the memory has "
                                 f"{len(label_of)} items: give k below {len(label_of)}")

@@ -47,7 +47,9 @@ def describe(memory: Memory) -> dict[str, Any]:
         "prototypes_per_class": settings.prototypes_per_class,
         "pruning": {**settings.pruning.to_dict(),
                     "excluded": int(len(store) - len(store.ids(voting_filter(Filter(), settings))))},
-        "abstain": {**settings.abstention.to_dict(), "changed_since": memory.calibration_changed()}
+        # transform_changed: measured through another transform, so `classify --abstain` refuses it
+        "abstain": {**settings.abstention.to_dict(), "changed_since": memory.calibration_changed(),
+                    "transform_changed": settings.abstention.transform != memory.transform.key}
         if settings.abstention else None,
         "transform": transform_status(memory, described.get("transform")),
     }

@@ -100,12 +100,15 @@ def _space(vectors: np.ndarray, train: np.ndarray, test: np.ndarray,
     return fitted.apply(vectors[train]), fitted.apply(vectors[test])
 
 
+MOST_HELD_OUT = 0.5  # `vismem tune --held-out`'s most: half of each class still votes
+
+
 def check_held_out(held_out: float) -> None:
     """Refuse a held-out share that is not a fraction: NaN failed in the split with a
     ValueError, and 1.5 held out all but one item of each class."""
     if not 0 < held_out < 1:  # (NaN too)
         raise InvalidInputError(f"held_out is the fraction of each class held out, between 0 and 1 (`vismem tune "
-                                f"--held-out` takes 0.05 to 0.5), got {held_out!r}")
+                                f"--held-out` takes 0.05 to {MOST_HELD_OUT}), got {held_out!r}")
 
 
 def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
@@ -114,10 +117,12 @@ def _check_split(labels: np.ndarray, test: np.ndarray, held_out: float) -> None:
     if classes < 2:
         raise InvalidInputError(f"tuning compares classes, and the memory has {classes}: add items of another class")
     if len(test) < 2:
+        most = len(holdout_split(labels.tolist(), MOST_HELD_OUT)[1])
+        more = f", or hold out more (`vismem tune --held-out {MOST_HELD_OUT}` holds out {most})" if most >= 2 else ""
         raise InvalidInputError(
             f"tuning holds out {held_out:.0%} of each class (none of a class with one item) and needs at least 2 "
             f"held-out items; of these {len(labels)} items in {classes} classes it held out {len(test)}: add items "
-            "(3 or more per class), or hold out more (`vismem tune --held-out`, up to 0.5)")
+            f"(3 or more per class){more}")
 
 
 def sweeps(transforms: Sequence[TransformSpec] = TRANSFORM_CANDIDATES, per_class: Sequence[int] = PER_CLASS,

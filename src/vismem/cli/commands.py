@@ -765,11 +765,14 @@ def _print_decisions(data: dict) -> None:
     if abstain:
         calibrated = (f"threshold {abstain['threshold']:.4f} (TPR {abstain['tpr']:.0%}, prototype weight "
                       f"{abstain['prototype_weight']:g})")
-        if abstain.get("changed_since") is not None:
+        if abstain["transform_changed"]:
+            calibrated += ", measured through another feature transform"
+        elif abstain.get("changed_since") is not None:
             calibrated += f", {abstain['changed_since']:.0%} of the memory changed since"
     out.print(f"decisions   {counted(data['prototypes_per_class'], 'prototype')} per class; "
               f"pruning {data['pruning']['mode']} ({data['pruning']['excluded']:,} excluded); abstention {calibrated}")
-    if abstain and abstain.get("changed_since") is not None and abstain["changed_since"] > STALE_FRACTION:
+    if abstain and (abstain["transform_changed"] or (abstain.get("changed_since") is not None
+                                                     and abstain["changed_since"] > STALE_FRACTION)):
         err.print(f"warning: the abstention threshold is stale: run `vismem calibrate {data['path']}` again")
 
 

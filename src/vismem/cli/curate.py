@@ -11,6 +11,7 @@ import typer
 
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
+from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
@@ -29,7 +30,8 @@ def pruning_option(name: str, flag: str, **given: Any) -> Any:
 @app.command()
 def tune(
     memdir: Path = MemDir,
-    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=0.5, help="Fraction of each class held out."),
+    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=MOST_HELD_OUT,
+                                  help="Fraction of each class held out."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
     transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "

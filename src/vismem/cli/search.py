@@ -41,7 +41,11 @@ def search(
     only_reads("search")
     conditions = parse_where(where)
     with _open(memdir) as memory:
-        warn_if_nothing_matches(memory, only_labels or None, only_sources or None, conditions)
+        if len(memory) == 0:  # answered all the same, as the service does; classify refuses
+            err.print(f"warning: memory at {memory.location} is empty: every answer is empty (add "
+                      f"{memory.what_to_add} first)")
+        else:
+            warn_if_nothing_matches(memory, only_labels or None, only_sources or None, conditions)
         asked = read_queries(memory, images, queries)
         rows = asked.answered(lambda vectors, _: memory.search(
             vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR, auroc, fit_calibration, fpr_at_tpr, ood_scores, true_positive_rate
+from ..calibrate import (DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, auroc, fit_calibration, fpr_at_tpr, ood_scores,
+                         true_positive_rate)
 from ..decide import NEIGHBOUR_VOTES, VoteParams
 from ..prune import COUNTS, HARD_THRESHOLD, SOFT_C, SOFT_D, hard_keep, self_query, soft_factors
 from ..errors import InvalidInputError
@@ -24,6 +25,7 @@ from .engine import ArrayMemory, accuracy, holdout_split
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
 DEFAULT_VOTE = VoteParams()
 RANK_ALPHAS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+UNKNOWN_FRACTION, OOD_DRAWS = 0.3, 5  # `ood`: share of the classes held out as unknown; draws of them
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 # `knn` reports every rule through each of these (fitted on the train split alone)
 REPORTED_TRANSFORMS = (
@@ -210,9 +212,9 @@ def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEF
     }
 
 
-def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int = DEFAULT_OOD_K,
+def out_of_distribution(data: Dataset, *, unknown_fraction: float = UNKNOWN_FRACTION, k: int = DEFAULT_OOD_K,
                         tpr: float = DEFAULT_TPR, test_fraction: float = 0.3, seed: int = 0,
-                        draws: int = 5) -> dict[str, Any]:
+                        draws: int = OOD_DRAWS) -> dict[str, Any]:
     """Hold some classes out of memory as unknown; score test queries by kNN distance,
     prototype distance and their sum; AUROC, FPR at `tpr`; and the abstention score and
     threshold `vismem calibrate` fits on the memory alone (its prototype weight chosen
@@ -220,6 +222,7 @@ def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int 
 
     Which classes are unknown matters a lot, so `draws` different draws of them are
     scored; the top-level figures are means over draws, `draws` holds each."""
+    check_ood(data, unknown_fraction=unknown_fraction, k=k, test_fraction=test_fraction, seed=seed, draws=draws)
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
     runs = [_ood_draw(train_x, train_y, test_x, test_y, unknown_fraction, k, tpr, seed + i) for i in range(draws)]
     mean = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731
@@ -235,16 +238,37 @@ def out_of_distribution(data: Dataset, *, unknown_fraction: float = 0.3, k: int 
     }
 
 
-def _ood_draw(train_x, train_y, test_x, test_y, unknown_fraction: float, k: int, tpr: float,
-              seed: int) -> dict[str, Any]:
-    # unknown classes are drawn among those with test items, and one of those stays known:
-    # a class too small to reach the test split would give no unknown queries to score
+def _unknown_classes(train_y, test_y, unknown_fraction: float, seed: int) -> list[str]:
+    """The classes one draw holds out as unknown: drawn among those with test items, and one
+    of those stays known (a class too small to reach the test split would give no unknown
+    queries to score)."""
     tested = sorted(set(test_y.tolist()))
     if len(tested) < 2:
         raise InvalidInputError(f"the ood protocol needs test items of at least 2 classes, one held out as "
                                 f"unknown; the test split has {len(tested)}: give more items per class")
     classes = np.random.default_rng(seed).permutation(tested).tolist()
-    unknown = classes[: min(max(1, int(round(unknown_fraction * len(set(train_y.tolist()))))), len(tested) - 1)]
+    return classes[: min(max(1, int(round(unknown_fraction * len(set(train_y.tolist()))))), len(tested) - 1)]
+
+
+def check_ood(data: Dataset, *, unknown_fraction: float = UNKNOWN_FRACTION, k: int = DEFAULT_OOD_K,
+              test_fraction: float = 0.3, seed: int = 0, draws: int = OOD_DRAWS) -> None:
+    """Raise InvalidInputError unless every draw of `out_of_distribution` leaves enough known
+    items to calibrate on (checked before any protocol runs: calibration's own error came
+    after the others had run, and counted the known items as "the memory")."""
+    _, train_y, _, test_y = split_dataset(data, test_fraction, seed)
+    least = max(MIN_ITEMS, k + 1)  # calibration scores each item by its k-th nearest other
+    for i in range(draws):
+        known = int((~np.isin(train_y, _unknown_classes(train_y, test_y, unknown_fraction, seed + i))).sum())
+        if known < least:
+            raise InvalidInputError(
+                f"the ood protocol calibrates abstention on the known classes' train split, {known} items here "
+                f"(of {len(data.labels)}: {test_fraction:.0%} of each class held out for testing, some classes as "
+                f"unknown), and calibration needs at least {least}: give more items per class, or leave ood out")
+
+
+def _ood_draw(train_x, train_y, test_x, test_y, unknown_fraction: float, k: int, tpr: float,
+              seed: int) -> dict[str, Any]:
+    unknown = _unknown_classes(train_y, test_y, unknown_fraction, seed)
     known_rows = ~np.isin(train_y, unknown)
     mem = ArrayMemory(train_x[known_rows], train_y[known_rows])
     in_rows, out_rows = ~np.isin(test_y, unknown), np.isin(test_y, unknown)
@@ -343,6 +367,8 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
     """Run the chosen protocols; returns the JSON-ready report with timings."""
     check_protocols(protocols)
     check_data(data, seed=seed)
+    if "ood" in protocols:
+        check_ood(data, seed=seed)
     report: dict[str, Any] = {"dataset": data.describe(), "seed": seed}
     runners = {
         "knn": lambda: accuracy_vs_k(data, seed=seed, probe=probe),
