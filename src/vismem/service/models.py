@@ -404,11 +404,13 @@ class PruningOut(PruneSettings):
 
 @dataclass(frozen=True)
 class AbstainOut(Calibration):
-    """The calibration, and the share of voting items added or removed since (null: not
-    recorded when it was made)."""
+    """The calibration, the share of voting items added or removed since (null: not
+    recorded when it was made), and whether it was measured through another feature
+    transform than the one in force (then `/classify` with `abstain` refuses it)."""
 
     __pydantic_config__: ClassVar[ConfigDict] = ANSWERED
     changed_since: float | None = dataclass_field(kw_only=True)
+    transform_changed: bool = dataclass_field(kw_only=True)
 
 
 class InfoOut(BaseModel):
