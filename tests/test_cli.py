@@ -259,8 +259,22 @@ def test_usage_errors_exit_2(cli_process):
     (("remove", "{mem}", "--id", "1", "--label", "cat"), "give exactly one of them"),
     (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),
     (("prune", "{mem}", "--mode", "medium"), "'--mode': 'medium' is not one of off|soft|hard"),
-    (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor'"),
-    (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb'"),  # an OverflowError traceback
+    (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor': 1e+308 is not from 0 to 1,000,000"),
+    # NaN was told it "should be less than or equal to 1000000": not the reason
+    (("boost", "{mem}", "--id", "1", "--factor", "nan"), "'--factor': nan is not a finite number"),
+    (("boost", "{mem}", "--id", "1", "--factor", "-inf"), "'--factor': -inf is not a finite number"),
+    (("boost", "{mem}", "--id", "1", "--factor", "-1"), "'--factor': -1.0 is not from 0 to 1,000,000"),
+    (("boost", "{mem}", "--id", "1", "--factor", "two"), "'--factor': 'two' is not a number"),
+    (("create", "{tmp}/other", "--target-recall", "inf"), "'--target-recall': inf is not a finite number"),
+    (("tune", "{mem}", "--held-out", "nan"), "'--held-out': nan is not a finite number"),
+    (("calibrate", "{mem}", "--tpr", "nan"), "'--tpr': nan is not a finite number"),
+    (("calibrate", "{mem}", "--prototype-weight", "nan"), "'--prototype-weight': nan is not a finite number"),
+    (("calibrate", "{mem}", "--prototype-weight", "-1"), "'--prototype-weight': -1.0 is below 0"),
+    (("reindex", "{mem}", "--index", "exact", "--target-recall", "nan"),
+     "'--target-recall': nan is not a finite number"),
+    # an OverflowError traceback
+    (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb': inf is not a finite number"),
+    (("serve", "{mem}", "--max-upload-mb", "0"), "'--max-upload-mb': 0.0 is not from 0.001 to 1,048,576"),
     # Typer said "unable to parse string as an integer", naming no fix
     (("remove", "{mem}", "--id", "1,2"), "'1,2' is not an item id (a whole number); give several as --id 1 --id 2"),
     (("block", "{mem}", "--id", "1.5"), "'1.5' is not an item id"),

@@ -285,3 +285,15 @@ def test_a_closed_memory_says_it_is_closed(memdir):
     assert not hasattr(memory.store, "_anything")
     with Memory.open(memdir) as again:
         assert len(again) == 10
+
+
+def test_a_weight_that_is_not_a_finite_number_is_refused_and_changes_nothing(memdir):
+    """What `vismem boost --factor nan` is refused for (exit 2), the Python API refuses too."""
+    memory, _, ids = make(memdir, n=6)
+    for weight in (float("nan"), float("inf"), float("-inf"), np.float32("nan")):
+        with pytest.raises(InvalidInputError, match=r"a finite number from 0 to 1,000,000, got -?(nan|inf)"):
+            memory.set_weight(ids[:2], weight)
+        with pytest.raises(InvalidInputError, match="weight must be a finite number"):
+            memory.update(ids[:2], label="c9", weight=weight)
+    assert [item.weight for item in memory.items(ids)] == [1.0] * 6
+    assert memory.class_counts() == {"c0": 2, "c1": 2, "c2": 2}

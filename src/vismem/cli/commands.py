@@ -44,6 +44,37 @@ def ids_option(default: Any = ...) -> Any:
     return typer.Option(default, "--id", parser=_item_id, help="Item id (repeatable).")
 
 
+def _bound(value: float) -> str:
+    return f"{int(value):,}" if value.is_integer() else f"{value:g}"
+
+
+def _number(low: float | None, high: float | None) -> Callable[[Any], float]:
+    """Parses a float option: a finite number from `low` to `high`. Typer's own range check
+    passed inf above no bound and told NaN it "should be less than or equal to" the most."""
+    def parse(text: Any) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if low is not None and high is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not from {_bound(low)} to {_bound(high)}")
+        if low is not None and value < low:
+            raise typer.BadParameter(f"{value} is below {_bound(low)}")
+        if high is not None and value > high:
+            raise typer.BadParameter(f"{value} is above {_bound(high)}")
+        return value
+    return parse
+
+
+def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
+                  **given: Any) -> Any:
+    """A float option that is bad usage (exit 2) unless a finite number within [min, max];
+    the range still shows in --help."""
+    return typer.Option(default, *flags, parser=_number(min, max), min=min, max=max, **given)
+
+
 SHIPPED = object()  # described_option's default: the setting's own
 
 
@@ -53,17 +84,19 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
     is bad usage (exit 2), as with any option."""
     found = describe(cls, name)
     limits = {key: found[key] for key in ("min", "max") if key in found}
+    if found.get("finite"):  # a float setting
+        return number_option(found["default"] if default is SHIPPED else default, *flags,
+                             help=found["help"] if help is None else help, callback=_within(found), **limits)
     return typer.Option(found["default"] if default is SHIPPED else default, *flags,
                         help=found["help"] if help is None else help, callback=_within(found), **limits)
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what Typer's own ranges cannot say: a choice, an open lower bound, a finite number."""
+    """Checks what a range cannot say: a choice, an open lower bound (a float is finite by
+    then: `number_option` parses it)."""
     choices, above = found.get("choices"), found.get("min_exclusive")
 
     def check(value: Any) -> Any:
-        if value is not None and found.get("finite") and not math.isfinite(value):
-            raise typer.BadParameter(f"{value} is not a finite number")
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
         if value is not None and above is not None and not value > above:

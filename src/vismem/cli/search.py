@@ -14,7 +14,8 @@ from ..settings import MemorySettings, describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
+                       in_input_order, load_queries, number_option, read_queries, say_unreadable,
+                       warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -66,7 +67,7 @@ def search(
 def reindex(
     memdir: Path = MemDir,
     index: str = described_option(MemorySettings, "index", "--index", default=...),
-    target_recall: Optional[float] = typer.Option(None, "--target-recall", min=0.01, max=1.0,
+    target_recall: Optional[float] = number_option(None, "--target-recall", min=0.01, max=1.0,
                                                   help="Recall@10 to tune for [default: keep]."),
     float16: Optional[bool] = typer.Option(None, "--float16/--float32",
                                            help="HNSW vector storage [default: keep]."),
