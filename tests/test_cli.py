@@ -343,16 +343,22 @@ def test_a_labels_text_file_as_editors_write_it(tmp_path, cli):
 
 def test_a_labels_text_file_is_split_at_line_ends_only(tmp_path, cli):
     """Lines were split as str.splitlines splits them: a label holding a form feed, NEL or
-    U+2028 became two, and every later label went to the row after its own."""
+    U+2028 became two, and every later label went to the row after its own. (A form feed
+    or NEL, control characters, are no label since; U+2028 and U+2029 are.)"""
     import numpy as np
     from conftest import unit_vectors
 
     memdir = tmp_path / "mem"
     np.save(tmp_path / "v.npy", unit_vectors(4, 4))
     cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
-    (tmp_path / "l.txt").write_bytes("a\u2028b\r\nc\x0cd\re\nf\n".encode())
+    (tmp_path / "l.txt").write_bytes("a\u2028b\r\nc\u2029d\re\nf\n".encode())
     cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
-    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\x0cd": 1, "e": 1, "f": 1}
+    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\u2029d": 1, "e": 1, "f": 1}
+    # a form feed or NEL is not split at either; as a control character it is no label, on its line
+    for control in ("\x0c", "\x85"):
+        (tmp_path / "l.txt").write_bytes(f"a\nc{control}d\ne\nf\n".encode())
+        refused = cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt")
+        assert refused.returncode == 1 and f"line 2: label {'c' + control + 'd'!r}" in refused.stderr, refused.stderr
 
 
 def test_a_labels_text_file_with_whitespace_around_a_label_is_refused(tmp_path, cli):

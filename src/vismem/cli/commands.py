@@ -21,7 +21,7 @@ from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
+from ..store.base import InsertResult, check_label, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, progress_bar, reported_if_cut_off)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -505,6 +505,12 @@ def add_vectors(
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
     names = load_labels(labels)
+    for row, name in enumerate(names):  # which one, of millions (`add_vectors` checks them too, unnamed)
+        try:
+            check_label(name)
+        except InvalidInputError as exc:
+            at = f"row {row} (from 0)" if labels.suffix == ".npy" else f"line {row + 1}"
+            raise InvalidInputError(f"--labels {labels}: {at}: {exc}") from None
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
     with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance:
         added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,
