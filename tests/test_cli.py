@@ -255,6 +255,11 @@ def test_usage_errors_exit_2(cli_process):
     (("create", "{tmp}/other", "--target-recall", "nan"), "'--target-recall'"),
     (("search", "{mem}", "{img}", "--where", "camera"), "'--where': takes KEY=VALUE, got 'camera'"),
     (("add", "{mem}", "{img}", "--meta", "=phone"), "'--meta': takes KEY=VALUE, got '=phone'"),
+    # 100,000,000-d was accepted (400 MB a vector)
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "100000000"),
+     "'--dim': 100000000 is not from 1 to 65,536"),
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "0"), "'--dim': 0 is not from 1 to 65,536"),
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "5.5"), "'--dim': '5.5' is not a whole number"),
     (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
     (("remove", "{mem}", "--id", "1", "--label", "cat"), "give exactly one of them"),
     (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),

@@ -297,3 +297,13 @@ def test_a_weight_that_is_not_a_finite_number_is_refused_and_changes_nothing(mem
             memory.update(ids[:2], label="c9", weight=weight)
     assert [item.weight for item in memory.items(ids)] == [1.0] * 6
     assert memory.class_counts() == {"c0": 2, "c1": 2, "c2": 2}
+
+
+def test_a_dimension_past_any_embedding_s_is_refused(tmp_path):
+    """dim=100_000_000 made a memory whose every vector would take 400 MB."""
+    for dim in (0, -3, 65_537, 100_000_000, 2.0, True):
+        with pytest.raises(InvalidInputError, match=r"dim must be a whole number from 1 to 65,536"):
+            Memory.create(tmp_path / "m", encoder=None, dim=dim)
+        assert not (tmp_path / "m").exists()
+    with Memory.create(tmp_path / "m", encoder=None, dim=65_536) as memory:
+        assert memory.dim == 65_536

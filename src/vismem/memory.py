@@ -40,7 +40,7 @@ from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_meta,
                     check_new_location, check_source, create_store, open_store)
-from .store.base import Checkpoints, Where, plain_text
+from .store.base import MAX_DIM, Checkpoints, Where, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
@@ -147,7 +147,7 @@ class Memory:
 
         `encoder` names a registered encoder; its weights are loaded now, so a missing
         download fails here, before anything is written. `encoder=None` makes a
-        memory for precomputed vectors of dimension `dim`, with no encoder.
+        memory for precomputed vectors of dimension `dim` (1 to 65,536), with no encoder.
 
         Settings (`MemorySettings`) come as an object or as keywords: `index` (exact,
         hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, or IVF-PQ when
@@ -158,12 +158,14 @@ class Memory:
         settings = (settings or MemorySettings()).replace(**setting_values)
         check_new_location(location)  # before the encoder's weights load (or download)
         if encoder is None:
-            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-                raise InvalidInputError("a memory without an encoder needs a positive --dim")
+            if dim is None:
+                raise InvalidInputError("a memory without an encoder needs its vectors' --dim")
+            if not whole_number(dim) or not 1 <= dim <= MAX_DIM:
+                raise InvalidInputError(f"dim must be a whole number from 1 to {MAX_DIM:,}, got {dim!r}")
             if weights is not None:  # nothing would load them: a typo for another --encoder, most likely
                 raise InvalidInputError("a memory without an encoder has no weights; drop --weights, or name "
                                         "the encoder they are for")
-            identity = EncoderIdentity(name=None, id=None, dim=dim)
+            identity = EncoderIdentity(name=None, id=None, dim=int(dim))  # a numpy integer as a plain one
             built = None
         else:
             built = create_encoder(encoder, weights=weights, options=encoder_options)

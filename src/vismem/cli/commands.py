@@ -21,7 +21,7 @@ from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import InsertResult, check_label, missing_ids, parse_pairs, parse_where
+from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, progress_bar, reported_if_cut_off)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -45,17 +45,18 @@ def ids_option(default: Any = ...) -> Any:
 
 
 def _bound(value: float) -> str:
-    return f"{int(value):,}" if value.is_integer() else f"{value:g}"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
-def _number(low: float | None, high: float | None) -> Callable[[Any], float]:
-    """Parses a float option: a finite number from `low` to `high`. Typer's own range check
-    passed inf above no bound and told NaN it "should be less than or equal to" the most."""
-    def parse(text: Any) -> float:
+def _number(low: float | None, high: float | None, kind: type = float) -> Callable[[Any], Any]:
+    """Parses a number option (`kind` float or int): a finite number from `low` to `high`.
+    Typer's own range check passed inf above no bound, told NaN it "should be less than or
+    equal to" the most, and named one bound of two."""
+    def parse(text: Any) -> Any:
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise typer.BadParameter(f"{text!r} is not a number") from None
+            raise typer.BadParameter(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         if not math.isfinite(value):
             raise typer.BadParameter(f"{value} is not a finite number")
         if low is not None and high is not None and not low <= value <= high:
@@ -69,10 +70,10 @@ def _number(low: float | None, high: float | None) -> Callable[[Any], float]:
 
 
 def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
-                  **given: Any) -> Any:
-    """A float option that is bad usage (exit 2) unless a finite number within [min, max];
-    the range still shows in --help."""
-    return typer.Option(default, *flags, parser=_number(min, max), min=min, max=max, **given)
+                  kind: type = float, **given: Any) -> Any:
+    """A float (or `kind=int`) option that is bad usage (exit 2) unless a finite number
+    within [min, max]; the range still shows in --help."""
+    return typer.Option(default, *flags, parser=_number(min, max, kind), min=min, max=max, **given)
 
 
 SHIPPED = object()  # described_option's default: the setting's own
@@ -386,7 +387,8 @@ def create(
                                 help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE",
                                            help="Local weights file instead of downloading."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
+    dim: Optional[int] = number_option(None, "--dim", min=1, max=MAX_DIM, kind=int,
+                                       help="Vector dimension, for --encoder none."),
     index: str = setting_option("index", "--index"),
     target_recall: float = setting_option("target_recall", "--target-recall"),
     float16: bool = setting_option("float16", "--float16"),

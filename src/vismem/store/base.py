@@ -37,6 +37,9 @@ from ..transform import FeatureTransform
 from .checkpoints import Checkpoint, RollbackReport
 
 MAX_LABEL_LENGTH = 200
+# The widest vector a new memory takes: embeddings in use are a few thousand wide (CLIP
+# ViT-bigG 1,280, LLM hidden states 4,096-16,384), and 100,000,000 was taken (400 MB a vector).
+MAX_DIM = 65_536
 # C0, DEL and C1 (Unicode's Cc), which a new label may not hold; a memory that has one from
 # before still opens. The same range the service's label pattern refuses.
 CONTROLS = r"\x00-\x1f\x7f-\x9f"
