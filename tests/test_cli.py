@@ -260,6 +260,12 @@ def test_usage_errors_exit_2(cli_process):
      "'--dim': 100000000 is not from 1 to 65,536"),
     (("create", "{tmp}/other", "--encoder", "none", "--dim", "0"), "'--dim': 0 is not from 1 to 65,536"),
     (("create", "{tmp}/other", "--encoder", "none", "--dim", "5.5"), "'--dim': '5.5' is not a whole number"),
+    # saved without a word, though only HNSW stores float16 vectors
+    (("create", "{tmp}/other", "-e", "none", "--dim", "4", "--index", "exact", "--float16"),
+     "'--float16': applies to the hnsw index only"),
+    (("create", "{tmp}/other", "-e", "none", "--dim", "4", "--index", "ivfpq", "--float16"),
+     "'--float16': applies to the hnsw index only"),
+    (("reindex", "{mem}", "--index", "exact", "--float16"), "'--float16': applies to the hnsw index only"),
     (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
     (("remove", "{mem}", "--id", "1", "--label", "cat"), "give exactly one of them"),
     (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),

@@ -307,3 +307,28 @@ def test_a_dimension_past_any_embedding_s_is_refused(tmp_path):
         assert not (tmp_path / "m").exists()
     with Memory.create(tmp_path / "m", encoder=None, dim=65_536) as memory:
         assert memory.dim == 65_536
+
+
+def test_float16_is_refused_for_an_index_that_does_not_use_it(tmp_path):
+    """float16 (HNSW's vector storage) was saved for exact and ivfpq, where it does nothing."""
+    for index in ("exact", "ivfpq"):
+        with pytest.raises(InvalidInputError, match=f"float16 applies to the hnsw index only.*not {index}"):
+            Memory.create(tmp_path / "m", encoder=None, dim=8, index=index, float16=True)
+        assert not (tmp_path / "m").exists()
+    with Memory.create(tmp_path / "m", encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(3, 8), ["a", "b", "c"])
+        for change in (lambda: memory.set_index("ivfpq", float16=True), lambda: memory.set_index("exact", float16=True),
+                       lambda: memory.update_settings(float16=True)):
+            with pytest.raises(InvalidInputError, match="float16 applies to the hnsw index only"):
+                change()
+            assert (memory.settings.index, memory.settings.float16) == ("exact", False)
+    # auto keeps it for when it picks HNSW; hnsw uses it; leaving HNSW keeps it for a return
+    with Memory.create(tmp_path / "auto", encoder=None, dim=8, float16=True) as memory:
+        assert (memory.settings.index, memory.settings.float16) == ("auto", True)
+        memory.add_vectors(unit_vectors(3, 8), ["a", "b", "c"])
+        memory.set_index("hnsw")
+        assert memory.store.describe()["index"]["params"]["float16"] is True
+        memory.set_index("exact")
+        assert (memory.settings.index, memory.settings.float16) == ("exact", True)
+    with Memory.open(tmp_path / "auto") as memory:
+        assert len(memory) == 3

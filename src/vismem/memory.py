@@ -69,6 +69,13 @@ _distance = (1.0).__sub__  # cosine distance of a similarity
 _hit = partial(tuple.__new__, Hit)  # a Hit from an (id, label, source, distance) tuple
 
 
+def _check_float16(settings: MemorySettings) -> None:
+    """float16 newly set is refused for an index that does not use it."""
+    why = settings.float16_misplaced()
+    if why:
+        raise InvalidInputError(f"float16 {why}")
+
+
 def _check_counts(counts: Mapping[int, int]) -> None:
     bad = [(i, v) for i, v in counts.items()
            if not whole_number(v) or v < 0]
@@ -156,6 +163,7 @@ class Memory:
         `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         settings = (settings or MemorySettings()).replace(**setting_values)
+        _check_float16(settings)
         check_new_location(location)  # before the encoder's weights load (or download)
         if encoder is None:
             if dim is None:
@@ -817,6 +825,8 @@ class Memory:
         to others, committed meanwhile, stays. A part may be given as a mapping of the values
         to change (`vote={"k": 5}`), a transform by name. Returns the new settings."""
         new = self.settings.replace(**changes)  # a bad name or value fails here
+        if changes.get("float16"):
+            _check_float16(new)
         changes = {name: getattr(new, name) for name in changes}  # mappings and names as settings objects
         transform = changes.get("transform", TransformSpec())
         if transform != TransformSpec() and not self.capabilities.feature_transforms:
@@ -834,7 +844,9 @@ class Memory:
             changes["target_recall"] = target_recall
         if float16 is not None:
             changes["float16"] = float16
-        self.settings.replace(**changes)  # a bad name or value fails here
+        new = self.settings.replace(**changes)  # a bad name or value fails here
+        if float16:
+            _check_float16(new)
         self._commit(lambda store: store.save_settings(changes, progress=progress))
         return self.store.describe()["index"]
 

@@ -405,6 +405,9 @@ def create(
 
     from ..memory import Memory
 
+    misplaced = MemorySettings(index=index, float16=float16).float16_misplaced()
+    if misplaced:
+        raise typer.BadParameter(misplaced, param_hint="'--float16'")
     if token:
         os.environ["VISMEM_MILVUS_TOKEN"] = token
     name = None if encoder.lower() == "none" else encoder

@@ -70,10 +70,14 @@ def reindex(
     target_recall: Optional[float] = number_option(None, "--target-recall", min=0.01, max=1.0,
                                                   help="Recall@10 to tune for [default: keep]."),
     float16: Optional[bool] = typer.Option(None, "--float16/--float32",
-                                           help="HNSW vector storage [default: keep]."),
+                                           help="HNSW vector storage: --float16 for --index hnsw, or auto once it "
+                                           "picks HNSW; refused with exact or ivfpq [default: keep]."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Switch MEMDIR's search index: rebuild it from the store, tune it and measure recall."""
+    misplaced = float16 and MemorySettings(index=index, float16=True).float16_misplaced()
+    if misplaced:
+        raise typer.BadParameter(misplaced, param_hint="'--float16'")
     interrupted_leaves("the memory's index setting is as it was, unless its one commit had gone through: then an "
                        "index cut short is built when the memory is next opened")
     with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
