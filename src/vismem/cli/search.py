@@ -78,8 +78,10 @@ def reindex(
     misplaced = float16 and MemorySettings(index=index, float16=True).float16_misplaced()
     if misplaced:
         raise typer.BadParameter(misplaced, param_hint="'--float16'")
-    interrupted_leaves("the memory's index setting is as it was, unless its one commit had gone through: then an "
-                       "index cut short is built when the memory is next opened")
+    # (the setting commits first, then the rebuild takes nearly all the time: the common case first)
+    interrupted_leaves("the new index setting is saved, and the index cut short is built when the memory is next "
+                       "opened; if it was stopped before that setting's one commit, at the start, the setting is "
+                       "as it was")
     with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
         # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
         described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)
