@@ -255,12 +255,37 @@ def test_usage_errors_exit_2(cli_process):
     (("create", "{tmp}/other", "--target-recall", "nan"), "'--target-recall'"),
     (("search", "{mem}", "{img}", "--where", "camera"), "'--where': takes KEY=VALUE, got 'camera'"),
     (("add", "{mem}", "{img}", "--meta", "=phone"), "'--meta': takes KEY=VALUE, got '=phone'"),
+    # 100,000,000-d was accepted (400 MB a vector)
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "100000000"),
+     "'--dim': 100000000 is not from 1 to 65,536"),
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "0"), "'--dim': 0 is not from 1 to 65,536"),
+    (("create", "{tmp}/other", "--encoder", "none", "--dim", "5.5"), "'--dim': '5.5' is not a whole number"),
+    # saved without a word, though only HNSW stores float16 vectors
+    (("create", "{tmp}/other", "-e", "none", "--dim", "4", "--index", "exact", "--float16"),
+     "'--float16': applies to the hnsw index only"),
+    (("create", "{tmp}/other", "-e", "none", "--dim", "4", "--index", "ivfpq", "--float16"),
+     "'--float16': applies to the hnsw index only"),
+    (("reindex", "{mem}", "--index", "exact", "--float16"), "'--float16': applies to the hnsw index only"),
     (("remove", "{mem}"), "--id / --label / --source / --where: give exactly one of them"),
     (("remove", "{mem}", "--id", "1", "--label", "cat"), "give exactly one of them"),
     (("reindex", "{mem}", "--index", "hnws"), "'--index': 'hnws' is not one of auto|exact|hnsw|ivfpq"),
     (("prune", "{mem}", "--mode", "medium"), "'--mode': 'medium' is not one of off|soft|hard"),
-    (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor'"),
-    (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb'"),  # an OverflowError traceback
+    (("boost", "{mem}", "--id", "1", "--factor", "1e308"), "'--factor': 1e+308 is not from 0 to 1,000,000"),
+    # NaN was told it "should be less than or equal to 1000000": not the reason
+    (("boost", "{mem}", "--id", "1", "--factor", "nan"), "'--factor': nan is not a finite number"),
+    (("boost", "{mem}", "--id", "1", "--factor", "-inf"), "'--factor': -inf is not a finite number"),
+    (("boost", "{mem}", "--id", "1", "--factor", "-1"), "'--factor': -1.0 is not from 0 to 1,000,000"),
+    (("boost", "{mem}", "--id", "1", "--factor", "two"), "'--factor': 'two' is not a number"),
+    (("create", "{tmp}/other", "--target-recall", "inf"), "'--target-recall': inf is not a finite number"),
+    (("tune", "{mem}", "--held-out", "nan"), "'--held-out': nan is not a finite number"),
+    (("calibrate", "{mem}", "--tpr", "nan"), "'--tpr': nan is not a finite number"),
+    (("calibrate", "{mem}", "--prototype-weight", "nan"), "'--prototype-weight': nan is not a finite number"),
+    (("calibrate", "{mem}", "--prototype-weight", "-1"), "'--prototype-weight': -1.0 is below 0"),
+    (("reindex", "{mem}", "--index", "exact", "--target-recall", "nan"),
+     "'--target-recall': nan is not a finite number"),
+    # an OverflowError traceback
+    (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb': inf is not a finite number"),
+    (("serve", "{mem}", "--max-upload-mb", "0"), "'--max-upload-mb': 0.0 is not from 0.001 to 1,048,576"),
     # Typer said "unable to parse string as an integer", naming no fix
     (("remove", "{mem}", "--id", "1,2"), "'1,2' is not an item id (a whole number); give several as --id 1 --id 2"),
     (("block", "{mem}", "--id", "1.5"), "'1.5' is not an item id"),
@@ -329,16 +354,22 @@ def test_a_labels_text_file_as_editors_write_it(tmp_path, cli):
 
 def test_a_labels_text_file_is_split_at_line_ends_only(tmp_path, cli):
     """Lines were split as str.splitlines splits them: a label holding a form feed, NEL or
-    U+2028 became two, and every later label went to the row after its own."""
+    U+2028 became two, and every later label went to the row after its own. (A form feed
+    or NEL, control characters, are no label since; U+2028 and U+2029 are.)"""
     import numpy as np
     from conftest import unit_vectors
 
     memdir = tmp_path / "mem"
     np.save(tmp_path / "v.npy", unit_vectors(4, 4))
     cli("create", memdir, "--encoder", "none", "--dim", "4", check=True)
-    (tmp_path / "l.txt").write_bytes("a\u2028b\r\nc\x0cd\re\nf\n".encode())
+    (tmp_path / "l.txt").write_bytes("a\u2028b\r\nc\u2029d\re\nf\n".encode())
     cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt", check=True)
-    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\x0cd": 1, "e": 1, "f": 1}
+    assert json_lines(cli("info", memdir, "--json"))[0]["classes"] == {"a\u2028b": 1, "c\u2029d": 1, "e": 1, "f": 1}
+    # a form feed or NEL is not split at either; as a control character it is no label, on its line
+    for control in ("\x0c", "\x85"):
+        (tmp_path / "l.txt").write_bytes(f"a\nc{control}d\ne\nf\n".encode())
+        refused = cli("add-vectors", memdir, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.txt")
+        assert refused.returncode == 1 and f"line 2: label {'c' + control + 'd'!r}" in refused.stderr, refused.stderr
 
 
 def test_a_labels_text_file_with_whitespace_around_a_label_is_refused(tmp_path, cli):

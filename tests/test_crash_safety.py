@@ -233,6 +233,23 @@ def test_ctrl_c_during_an_import_says_nothing_was_made(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "origin"]
 
 
+def test_ctrl_c_during_a_reindex_says_first_what_it_most_often_leaves(tmp_path):
+    """The setting is committed before the rebuild, which takes nearly all the time, so a
+    Ctrl-C mostly leaves the new setting and an index cut short; the message led with "the
+    index setting is as it was", the rarer case. It leads with the common one now."""
+    with Memory.create(tmp_path / "m", encoder=None, dim=16, index="exact") as memory:
+        memory.add_vectors(unit_vectors(600, 16), [f"c{i % 3}" for i in range(600)])
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "reindex", str(tmp_path / "m"),
+                          "--index", "hnsw"], capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr.splitlines()[-1].startswith(
+        "interrupted: the new index setting is saved, and the index cut short is built when the memory is next "
+        "opened"), run.stderr
+    with Memory.open(tmp_path / "m") as memory:  # as it says
+        assert memory.settings.index == "hnsw" and memory.info()["index"]["type"] == "hnsw"
+        assert len(memory.search(unit_vectors(1, 16, seed=5), 3)[0]) == 3
+
+
 # `vismem` with a real SIGINT (or VISMEM_TEST_SIGNAL), sent when the import opens the memory
 # it has just moved into place (`EmbeddedStore.open` of DEST: the fill built the memory
 # with `create`, beside DEST or hidden inside it)

@@ -234,6 +234,26 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
 
 
+def test_a_label_with_a_control_character_is_refused_naming_it_and_nothing_changes(client, digits):
+    """An escape sequence in a label was stored, then printed raw by `vismem info`."""
+    images, _ = digits
+    before = client.get("/stats").json()
+    for bad in ("cat\x1b[2J", "c\x00t", "cat\x85"):
+        for answer in (client.patch("/items/1", json={"label": bad}, headers=AUTH),
+                       client.patch("/items", json={"ids": [1, 2], "label": bad}, headers=AUTH),
+                       client.post("/items", files=[upload("new.png", png(images[-3]))], data={"label": bad},
+                                   headers=AUTH)):
+            said = answer.json()["error"]
+            assert answer.status_code == 422 and f"label {bad!r} holds the control character" in said, said
+    assert client.get("/stats").json() == before and client.get("/items/1").json()["label"] == "0"
+    # the document says so: a generated client or fuzzer keeps to it
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ItemChange"]["properties"]["label"]
+    assert schema["pattern"].startswith(r"^[^\x00-\x1f\x7f-\x9f]*")
+    # and any script is a label: accents, CJK, emoji
+    answer = client.patch("/items", json={"ids": [1], "label": "café 日本 🐱"}, headers=AUTH)
+    assert answer.status_code == 200 and client.get("/items/1").json()["label"] == "café 日本 🐱"
+
+
 def test_a_body_that_is_not_a_json_object_is_named(client):
     """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
     'Field required' or 'Input should be a valid dictionary', naming nothing. (A form is

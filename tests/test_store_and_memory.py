@@ -285,3 +285,50 @@ def test_a_closed_memory_says_it_is_closed(memdir):
     assert not hasattr(memory.store, "_anything")
     with Memory.open(memdir) as again:
         assert len(again) == 10
+
+
+def test_a_weight_that_is_not_a_finite_number_is_refused_and_changes_nothing(memdir):
+    """What `vismem boost --factor nan` is refused for (exit 2), the Python API refuses too."""
+    memory, _, ids = make(memdir, n=6)
+    for weight in (float("nan"), float("inf"), float("-inf"), np.float32("nan")):
+        with pytest.raises(InvalidInputError, match=r"a finite number from 0 to 1,000,000, got -?(nan|inf)"):
+            memory.set_weight(ids[:2], weight)
+        with pytest.raises(InvalidInputError, match="weight must be a finite number"):
+            memory.update(ids[:2], label="c9", weight=weight)
+    assert [item.weight for item in memory.items(ids)] == [1.0] * 6
+    assert memory.class_counts() == {"c0": 2, "c1": 2, "c2": 2}
+
+
+def test_a_dimension_past_any_embedding_s_is_refused(tmp_path):
+    """dim=100_000_000 made a memory whose every vector would take 400 MB."""
+    for dim in (0, -3, 65_537, 100_000_000, 2.0, True):
+        with pytest.raises(InvalidInputError, match=r"dim must be a whole number from 1 to 65,536"):
+            Memory.create(tmp_path / "m", encoder=None, dim=dim)
+        assert not (tmp_path / "m").exists()
+    with Memory.create(tmp_path / "m", encoder=None, dim=65_536) as memory:
+        assert memory.dim == 65_536
+
+
+def test_float16_is_refused_for_an_index_that_does_not_use_it(tmp_path):
+    """float16 (HNSW's vector storage) was saved for exact and ivfpq, where it does nothing."""
+    for index in ("exact", "ivfpq"):
+        with pytest.raises(InvalidInputError, match=f"float16 applies to the hnsw index only.*not {index}"):
+            Memory.create(tmp_path / "m", encoder=None, dim=8, index=index, float16=True)
+        assert not (tmp_path / "m").exists()
+    with Memory.create(tmp_path / "m", encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(3, 8), ["a", "b", "c"])
+        for change in (lambda: memory.set_index("ivfpq", float16=True), lambda: memory.set_index("exact", float16=True),
+                       lambda: memory.update_settings(float16=True)):
+            with pytest.raises(InvalidInputError, match="float16 applies to the hnsw index only"):
+                change()
+            assert (memory.settings.index, memory.settings.float16) == ("exact", False)
+    # auto keeps it for when it picks HNSW; hnsw uses it; leaving HNSW keeps it for a return
+    with Memory.create(tmp_path / "auto", encoder=None, dim=8, float16=True) as memory:
+        assert (memory.settings.index, memory.settings.float16) == ("auto", True)
+        memory.add_vectors(unit_vectors(3, 8), ["a", "b", "c"])
+        memory.set_index("hnsw")
+        assert memory.store.describe()["index"]["params"]["float16"] is True
+        memory.set_index("exact")
+        assert (memory.settings.index, memory.settings.float16) == ("exact", True)
+    with Memory.open(tmp_path / "auto") as memory:
+        assert len(memory) == 3

@@ -767,3 +767,104 @@ def test_info_on_an_exact_index_says_what_its_item_count_means(tmp_path):
     assert "items       150" in said and "recall      1.000 @10: exact search" in said
     assert f"at {measured} items" not in said.split("intrinsic")[0]
     assert f"(Levina-Bickel MLE, estimated at {measured} items; {150 - measured} added since)" in said
+
+
+# ---- labels holding control characters -------------------------------------------------------
+
+# ESC starts a terminal escape (this one clears the screen), CSI (C1) another; NUL, DEL, NEL
+# and a tab print as nothing or as a space, so two labels would look alike
+CONTROL_LABELS = ["cat\x1b[2J", "cat\x9b31m", "c\x00t", "cat\x7f", "cat\x85", "a\tb"]
+# what stays a label: accents, CJK, emoji (a ZWJ sequence too), a space inside
+PRINTABLE_LABELS = ["café", "日本", "🐱 cat", "👨\u200d👩\u200d👧", "Dög \"quoted\"", "big cat"]
+
+
+@pytest.mark.parametrize("bad", CONTROL_LABELS)
+def test_a_label_with_a_control_character_is_refused_everywhere_in_python(tmp_path, bad):
+    """`info` printed such labels raw: an escape sequence in a label drove the terminal. A
+    new label may hold none; the error shows it escaped, and nothing is added or changed."""
+    shown = re.escape(repr(bad))
+    with Memory.create(tmp_path / "vec", encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(np.eye(8, dtype=np.float32)[:2], ["ok", "ok"])
+        with pytest.raises(InvalidInputError, match=f"label {shown} holds the control character"):
+            memory.add_vectors(np.eye(8, dtype=np.float32)[2:5], ["ok", bad, "ok"])
+        with pytest.raises(InvalidInputError, match=shown):
+            memory.add_vectors(np.eye(8, dtype=np.float32)[2:5], np.array(["ok", bad, "ok"]))
+        with pytest.raises(InvalidInputError, match=shown):
+            memory.relabel(ids, bad)
+        with pytest.raises(InvalidInputError, match=shown):
+            memory.update(ids, label=bad, weight=2.0)
+        assert memory.class_counts() == {"ok": 2} and [i.weight for i in memory.items(ids)] == [1.0, 1.0]
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    with Memory.create(tmp_path / "img", encoder="pixels") as memory:
+        with pytest.raises(InvalidInputError, match=shown):
+            memory.add_images([tmp_path / "a.png"], label=bad)
+        assert len(memory) == 0
+
+
+def test_printable_labels_in_any_script_are_kept_as_they_are(tmp_path):
+    with Memory.create(tmp_path / "vec", encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(np.eye(8, dtype=np.float32)[:6], PRINTABLE_LABELS)
+        assert [i.label for i in memory.items(ids)] == PRINTABLE_LABELS
+        memory.relabel(ids[:1], "ñandú 🐦")
+        assert memory.items(ids[:1])[0].label == "ñandú 🐦"
+    (tmp_path / "labels.txt").write_text("\n".join(PRINTABLE_LABELS) + "\n", encoding="utf-8")
+    np.save(tmp_path / "v.npy", np.eye(8, dtype=np.float32)[:6])
+    run_cli("create", tmp_path / "cli", "--encoder", "none", "--dim", "8", check=True)
+    run_cli("add-vectors", tmp_path / "cli", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "labels.txt",
+            check=True)
+    assert json_lines(run_cli("info", tmp_path / "cli", "--json"))[0]["classes"] == dict.fromkeys(PRINTABLE_LABELS, 1)
+
+
+def test_the_cli_refuses_a_label_with_a_control_character_and_changes_nothing(tmp_path):
+    bad = "cat\x1b[2J"
+    shown = repr(bad)  # 'cat\x1b[2J', escaped
+    np.save(tmp_path / "v.npy", np.eye(8, dtype=np.float32)[:3])
+    run_cli("create", tmp_path / "vec", "--encoder", "none", "--dim", "8", check=True)
+    (tmp_path / "labels.txt").write_text(f"ok\n{bad}\nok\n", encoding="utf-8")
+    one_line_error(run_cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy",
+                           "--labels", tmp_path / "labels.txt"), "line 2", shown, "control character")
+    np.save(tmp_path / "labels.npy", np.array(["ok", bad, "ok"]))
+    one_line_error(run_cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy",
+                           "--labels", tmp_path / "labels.npy"), "row 1 (from 0)", shown, "control character")
+    assert json_lines(run_cli("info", tmp_path / "vec", "--json"))[0]["items"] == 0
+    (tmp_path / "ok.txt").write_text("ok\nok\nok\n", encoding="utf-8")
+    run_cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "ok.txt",
+            check=True)
+    one_line_error(run_cli("relabel", tmp_path / "vec", "--id", "1", "--label", bad), shown)
+    assert json_lines(run_cli("info", tmp_path / "vec", "--json"))[0]["classes"] == {"ok": 3}
+
+    run_cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    (tmp_path / "photos" / bad).mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / bad / "a.png")
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "b.png")
+    one_line_error(run_cli("add", tmp_path / "img", tmp_path / "b.png", "--label", bad), shown)
+    # a class folder so named is no label: its images are skipped, saying why (exit 3)
+    folder = run_cli("add", tmp_path / "img", tmp_path / "photos", "--json")
+    assert folder.returncode == 3, folder.stderr
+    [skipped] = json_lines(folder)[-1]["skipped_items"]
+    assert "folder name is no label" in skipped["reason"] and shown in skipped["reason"], skipped
+    assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["items"] == 0
+
+
+def test_a_memory_already_holding_such_a_label_still_opens_but_does_not_import(tmp_path):
+    """Labels from before the check stay readable (and can be relabelled away); only a
+    new label is refused, so importing an export of such a memory names the label."""
+    import sqlite3
+
+    from vismem.store import DB_NAME
+
+    np.save(tmp_path / "v.npy", np.eye(8, dtype=np.float32)[:3])
+    (tmp_path / "ok.txt").write_text("ok\nok\nfine\n", encoding="utf-8")
+    run_cli("create", tmp_path / "old", "--encoder", "none", "--dim", "8", check=True)
+    run_cli("add-vectors", tmp_path / "old", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "ok.txt",
+            check=True)
+    with sqlite3.connect(tmp_path / "old" / DB_NAME) as db:  # as an older vismem let it in
+        db.execute("UPDATE items SET label = 'o\x1bk' WHERE label = 'ok'")
+    db.close()
+    assert json_lines(run_cli("info", tmp_path / "old", "--json"))[0]["classes"] == {"o\x1bk": 2, "fine": 1}
+    run_cli("export", tmp_path / "old", tmp_path / "old.parquet", check=True)
+    one_line_error(run_cli("import", tmp_path / "old.parquet", tmp_path / "new"), repr("o\x1bk"))
+    assert not (tmp_path / "new").exists()
+    with Memory.open(tmp_path / "old") as memory:
+        memory.relabel(memory.ids(labels=["o\x1bk"]), "ok")
+        assert memory.class_counts() == {"ok": 2, "fine": 1}

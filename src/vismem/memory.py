@@ -40,7 +40,7 @@ from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_meta,
                     check_new_location, check_source, create_store, open_store)
-from .store.base import Checkpoints, Where, plain_text
+from .store.base import MAX_DIM, Checkpoints, Where, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
@@ -67,6 +67,13 @@ MAX_ID = 2**63 - 1  # item ids are SQLite integers
 # A search builds k Hits per query: these two run inside `map` without a Python frame each
 _distance = (1.0).__sub__  # cosine distance of a similarity
 _hit = partial(tuple.__new__, Hit)  # a Hit from an (id, label, source, distance) tuple
+
+
+def _check_float16(settings: MemorySettings) -> None:
+    """float16 newly set is refused for an index that does not use it."""
+    why = settings.float16_misplaced()
+    if why:
+        raise InvalidInputError(f"float16 {why}")
 
 
 def _check_counts(counts: Mapping[int, int]) -> None:
@@ -147,7 +154,7 @@ class Memory:
 
         `encoder` names a registered encoder; its weights are loaded now, so a missing
         download fails here, before anything is written. `encoder=None` makes a
-        memory for precomputed vectors of dimension `dim`, with no encoder.
+        memory for precomputed vectors of dimension `dim` (1 to 65,536), with no encoder.
 
         Settings (`MemorySettings`) come as an object or as keywords: `index` (exact,
         hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, or IVF-PQ when
@@ -156,14 +163,17 @@ class Memory:
         `encoder_options` say where the encoder runs (device, runtime, precision...).
         """
         settings = (settings or MemorySettings()).replace(**setting_values)
+        _check_float16(settings)
         check_new_location(location)  # before the encoder's weights load (or download)
         if encoder is None:
-            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-                raise InvalidInputError("a memory without an encoder needs a positive --dim")
+            if dim is None:
+                raise InvalidInputError("a memory without an encoder needs its vectors' --dim")
+            if not whole_number(dim) or not 1 <= dim <= MAX_DIM:
+                raise InvalidInputError(f"dim must be a whole number from 1 to {MAX_DIM:,}, got {dim!r}")
             if weights is not None:  # nothing would load them: a typo for another --encoder, most likely
                 raise InvalidInputError("a memory without an encoder has no weights; drop --weights, or name "
                                         "the encoder they are for")
-            identity = EncoderIdentity(name=None, id=None, dim=dim)
+            identity = EncoderIdentity(name=None, id=None, dim=int(dim))  # a numpy integer as a plain one
             built = None
         else:
             built = create_encoder(encoder, weights=weights, options=encoder_options)
@@ -820,6 +830,8 @@ class Memory:
         to others, committed meanwhile, stays. A part may be given as a mapping of the values
         to change (`vote={"k": 5}`), a transform by name. Returns the new settings."""
         new = self.settings.replace(**changes)  # a bad name or value fails here
+        if changes.get("float16"):
+            _check_float16(new)
         changes = {name: getattr(new, name) for name in changes}  # mappings and names as settings objects
         transform = changes.get("transform", TransformSpec())
         if transform != TransformSpec() and not self.capabilities.feature_transforms:
@@ -837,7 +849,9 @@ class Memory:
             changes["target_recall"] = target_recall
         if float16 is not None:
             changes["float16"] = float16
-        self.settings.replace(**changes)  # a bad name or value fails here
+        new = self.settings.replace(**changes)  # a bad name or value fails here
+        if float16:
+            _check_float16(new)
         self._commit(lambda store: store.save_settings(changes, progress=progress))
         return self.store.describe()["index"]
 

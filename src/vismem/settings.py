@@ -40,7 +40,8 @@ class MemorySettings:
                           "then HNSW; IVF-PQ when vectors outgrow RAM).", choices=INDEX_CHOICES)
     target_recall: float = _setting(0.95, "Recall@10 the approximate index is tuned to reach.",
                                     min=0.01, max=1.0)
-    float16: bool = _setting(False, "Store HNSW vectors as float16 (half the RAM).")
+    float16: bool = _setting(False, "Store HNSW vectors as float16 (half the RAM): for --index hnsw, or auto "
+                             "once it picks HNSW; refused with exact or ivfpq.")
     vote: VoteParams = field(default_factory=VoteParams)
     prototypes_per_class: int = _setting(1, "Class prototypes per class (k-means within each class).", min=1,
                                          max=64)
@@ -71,6 +72,15 @@ class MemorySettings:
         if not isinstance(self.prototypes_per_class, int) or not 1 <= self.prototypes_per_class <= 64:
             raise InvalidInputError(
                 f"prototypes per class must be an integer in [1, 64], got {self.prototypes_per_class!r}")
+
+    def float16_misplaced(self) -> str | None:
+        """Why float16 cannot be set with this index, or None. Only HNSW stores float16
+        vectors (IVF-PQ keeps float16 copies anyway); auto may pick HNSW later. Checked where
+        it is set, not on open: a memory saved with both before this check still opens."""
+        if self.float16 and self.index in ("exact", "ivfpq"):
+            return (f"applies to the hnsw index only (or auto, once it picks HNSW), not {self.index}"
+                    + (", which keeps float16 copies anyway" if self.index == "ivfpq" else ""))
+        return None
 
     def replace(self, **changes: Any) -> MemorySettings:
         """These settings with `changes`. A part given as a mapping changes only the values it

@@ -21,7 +21,7 @@ from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
+from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, progress_bar, reported_if_cut_off)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -44,6 +44,38 @@ def ids_option(default: Any = ...) -> Any:
     return typer.Option(default, "--id", parser=_item_id, help="Item id (repeatable).")
 
 
+def _bound(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _number(low: float | None, high: float | None, kind: type = float) -> Callable[[Any], Any]:
+    """Parses a number option (`kind` float or int): a finite number from `low` to `high`.
+    Typer's own range check passed inf above no bound, told NaN it "should be less than or
+    equal to" the most, and named one bound of two."""
+    def parse(text: Any) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if low is not None and high is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not from {_bound(low)} to {_bound(high)}")
+        if low is not None and value < low:
+            raise typer.BadParameter(f"{value} is below {_bound(low)}")
+        if high is not None and value > high:
+            raise typer.BadParameter(f"{value} is above {_bound(high)}")
+        return value
+    return parse
+
+
+def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
+                  kind: type = float, **given: Any) -> Any:
+    """A float (or `kind=int`) option that is bad usage (exit 2) unless a finite number
+    within [min, max]; the range still shows in --help."""
+    return typer.Option(default, *flags, parser=_number(min, max, kind), min=min, max=max, **given)
+
+
 SHIPPED = object()  # described_option's default: the setting's own
 
 
@@ -53,17 +85,19 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
     is bad usage (exit 2), as with any option."""
     found = describe(cls, name)
     limits = {key: found[key] for key in ("min", "max") if key in found}
+    if found.get("finite"):  # a float setting
+        return number_option(found["default"] if default is SHIPPED else default, *flags,
+                             help=found["help"] if help is None else help, callback=_within(found), **limits)
     return typer.Option(found["default"] if default is SHIPPED else default, *flags,
                         help=found["help"] if help is None else help, callback=_within(found), **limits)
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what Typer's own ranges cannot say: a choice, an open lower bound, a finite number."""
+    """Checks what a range cannot say: a choice, an open lower bound (a float is finite by
+    then: `number_option` parses it)."""
     choices, above = found.get("choices"), found.get("min_exclusive")
 
     def check(value: Any) -> Any:
-        if value is not None and found.get("finite") and not math.isfinite(value):
-            raise typer.BadParameter(f"{value} is not a finite number")
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
         if value is not None and above is not None and not value > above:
@@ -353,7 +387,8 @@ def create(
                                 help="Encoder name (see `vismem encoders`), or 'none' for precomputed vectors."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE",
                                            help="Local weights file instead of downloading."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Vector dimension, for --encoder none."),
+    dim: Optional[int] = number_option(None, "--dim", min=1, max=MAX_DIM, kind=int,
+                                       help="Vector dimension, for --encoder none."),
     index: str = setting_option("index", "--index"),
     target_recall: float = setting_option("target_recall", "--target-recall"),
     float16: bool = setting_option("float16", "--float16"),
@@ -370,6 +405,9 @@ def create(
 
     from ..memory import Memory
 
+    misplaced = MemorySettings(index=index, float16=float16).float16_misplaced()
+    if misplaced:
+        raise typer.BadParameter(misplaced, param_hint="'--float16'")
     if token:
         os.environ["VISMEM_MILVUS_TOKEN"] = token
     name = None if encoder.lower() == "none" else encoder
@@ -472,6 +510,12 @@ def add_vectors(
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
     names = load_labels(labels)
+    for row, name in enumerate(names):  # which one, of millions (`add_vectors` checks them too, unnamed)
+        try:
+            check_label(name)
+        except InvalidInputError as exc:
+            at = f"row {row} (from 0)" if labels.suffix == ".npy" else f"line {row + 1}"
+            raise InvalidInputError(f"--labels {labels}: {at}: {exc}") from None
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
     with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance:
         added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,

@@ -16,7 +16,7 @@ from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
                reported_if_cut_off)
-from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option,
+from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, number_option,
                        refuse_if_none_done)
 
 IdsOpt = ids_option()
@@ -30,8 +30,8 @@ def pruning_option(name: str, flag: str, **given: Any) -> Any:
 @app.command()
 def tune(
     memdir: Path = MemDir,
-    held_out: float = typer.Option(0.2, "--held-out", min=0.05, max=MOST_HELD_OUT,
-                                  help="Fraction of each class held out."),
+    held_out: float = number_option(0.2, "--held-out", min=0.05, max=MOST_HELD_OUT,
+                                    help="Fraction of each class held out."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
     transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
@@ -147,11 +147,11 @@ def suspects(
 @app.command()
 def calibrate(
     memdir: Path = MemDir,
-    tpr: float = typer.Option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
+    tpr: float = number_option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
                               help="Share of in-distribution queries to answer."),
     k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1,
                           help="Score with the distance to this neighbour (below the memory's item count)."),
-    prototype_weight: Optional[float] = typer.Option(
+    prototype_weight: Optional[float] = number_option(
         None, "--prototype-weight", min=0.0, metavar="W",
         help="Weight of the prototype distance in the score (0 = neighbours only) "
         "[default: 0 unless a mix measurably separates held-out classes better on this memory].", show_default=False),
@@ -201,7 +201,8 @@ def block(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonF
 def boost(
     memdir: Path = MemDir,
     ids: List[int] = IdsOpt,
-    factor: float = typer.Option(2.0, "--factor", min=0.0, max=MAX_WEIGHT, help="The items' vote weight (1 = normal)."),
+    factor: float = number_option(2.0, "--factor", min=0.0, max=MAX_WEIGHT,
+                                  help="The items' vote weight (1 = normal)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Make items' votes count more (weight = --factor)."""

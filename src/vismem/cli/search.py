@@ -14,7 +14,8 @@ from ..settings import MemorySettings, describe
 from ..store.base import parse_where
 from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
+                       in_input_order, load_queries, number_option, read_queries, say_unreadable,
+                       warn_if_nothing_matches)
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -70,15 +71,21 @@ def search(
 def reindex(
     memdir: Path = MemDir,
     index: str = described_option(MemorySettings, "index", "--index", default=...),
-    target_recall: Optional[float] = typer.Option(None, "--target-recall", min=0.01, max=1.0,
+    target_recall: Optional[float] = number_option(None, "--target-recall", min=0.01, max=1.0,
                                                   help="Recall@10 to tune for [default: keep]."),
     float16: Optional[bool] = typer.Option(None, "--float16/--float32",
-                                           help="HNSW vector storage [default: keep]."),
+                                           help="HNSW vector storage: --float16 for --index hnsw, or auto once it "
+                                           "picks HNSW; refused with exact or ivfpq [default: keep]."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Switch MEMDIR's search index: rebuild it from the store, tune it and measure recall."""
-    interrupted_leaves("the memory's index setting is as it was, unless its one commit had gone through: then an "
-                       "index cut short is built when the memory is next opened")
+    misplaced = float16 and MemorySettings(index=index, float16=True).float16_misplaced()
+    if misplaced:
+        raise typer.BadParameter(misplaced, param_hint="'--float16'")
+    # (the setting commits first, then the rebuild takes nearly all the time: the common case first)
+    interrupted_leaves("the new index setting is saved, and the index cut short is built when the memory is next "
+                       "opened; if it was stopped before that setting's one commit, at the start, the setting is "
+                       "as it was")
     with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
         # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
         described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)

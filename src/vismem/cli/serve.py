@@ -12,6 +12,7 @@ import typer
 from ..errors import VismemError
 from ..maintenance import showing_maintenance
 from . import app, counted, err, interrupted_leaves
+from .commands import number_option
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -30,7 +31,7 @@ def serve(
     ),
     protect_reads: bool = typer.Option(False, "--protect-reads",
                                        help="Require the token for reading endpoints too."),
-    max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, max=2.0**20, metavar="MIB",
+    max_upload_mb: float = number_option(32.0, "--max-upload-mb", min=0.001, max=2.0**20, metavar="MIB",
                                         help="Largest request body, in MiB."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, metavar="PIXELS",
                                    help="Largest decoded image, in pixels."),

@@ -79,6 +79,7 @@ from .models import (
     ItemOut,
     ItemsChange,
     Label,
+    NewLabel,
     PageOut,
     RemovedOut,
     RollbackOut,
@@ -483,7 +484,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
               responses=responses(415, *write_errors))
     async def add_items(
         files: Annotated[list[UploadFile], File(description="Images (image/* content types).")],
-        label: Annotated[Label, Form(description="The label of every image.")],
+        label: Annotated[NewLabel, Form(description="The label of every image.")],
         source: Annotated[Source, Form(description="Source tag of every image.")] = "upload",
         allow_duplicates: bool = Form(False, description="Add images whose content is already in the memory."),
         meta: list[WherePair] | None = Form(

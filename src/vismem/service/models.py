@@ -22,7 +22,7 @@ from ..prune import PruneSettings
 from ..search.quality import Quality
 from ..search.tuning import RecallEstimate
 from ..settings import describe
-from ..store.base import MAX_LABEL_LENGTH, MAX_WEIGHT
+from ..store.base import CONTROL, CONTROLS, MAX_LABEL_LENGTH, MAX_WEIGHT, check_label
 from ..store.checkpoints import NAME as CHECKPOINT_NAME
 from ..store.checkpoints import NAME_RULE, RollbackReport
 from ..transform import TransformSpec
@@ -39,6 +39,20 @@ ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id.")]
 JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
                        BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=VISIBLE)]
+
+
+def _printable(value: Any) -> Any:
+    """The store's own check, so the 422 names the label, escaped, as the CLI does."""
+    if isinstance(value, str) and CONTROL.search(value):
+        check_label(value)
+    return value
+
+
+# A label written to the memory holds no control character either (`check_label`); a label
+# looked for is any Label, so one a memory kept from before that check is still found.
+NewLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH,
+                                            pattern=f"^[^{CONTROLS}]*[^{SPACES}{CONTROLS}][^{CONTROLS}]*$"),
+                     BeforeValidator(_printable)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
 WHERE_KEY = r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*="
 WherePair = Annotated[str, StringConstraints(pattern=WHERE_KEY, max_length=500)]
@@ -98,7 +112,7 @@ class ItemChange(BaseModel):
 
     # strict: JSON's true is not the id 1, nor "2" the weight 2.0
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_one_of_label_weight)
-    label: Label = Field(None, description="The new label (no re-encoding).")  # type: ignore[assignment]
+    label: NewLabel = Field(None, description="The new label (no re-encoding).")  # type: ignore[assignment]
     weight: float = Field(None, ge=0, le=MAX_WEIGHT, allow_inf_nan=False,  # type: ignore[assignment]
                           description="The vote weight: 0 blocks, 1 is normal, >1 boosts.")
 

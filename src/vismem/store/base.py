@@ -23,6 +23,7 @@ The contract, in words:
 from __future__ import annotations
 
 import json
+import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
@@ -36,6 +37,13 @@ from ..transform import FeatureTransform
 from .checkpoints import Checkpoint, RollbackReport
 
 MAX_LABEL_LENGTH = 200
+# The widest vector a new memory takes: embeddings in use are a few thousand wide (CLIP
+# ViT-bigG 1,280, LLM hidden states 4,096-16,384), and 100,000,000 was taken (400 MB a vector).
+MAX_DIM = 65_536
+# C0, DEL and C1 (Unicode's Cc), which a new label may not hold; a memory that has one from
+# before still opens. The same range the service's label pattern refuses.
+CONTROLS = r"\x00-\x1f\x7f-\x9f"
+CONTROL = re.compile(f"[{CONTROLS}]")
 
 
 def check_text(kind: str, value: str) -> None:
@@ -55,6 +63,10 @@ def check_label(label: object) -> str:
         raise InvalidInputError("labels must not be empty")
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
+    control = CONTROL.search(label)
+    if control:  # printed raw, ESC drives the terminal; NUL or a tab hides one label's difference from another
+        raise InvalidInputError(f"label {label!r} holds the control character {control.group()!r}: labels are "
+                                "printable text")
     return label
 
 
