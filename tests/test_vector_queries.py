@@ -419,3 +419,44 @@ def test_evaluate_vectors_refuses_labels_that_are_not_text(tmp_path):
         zeros = x[y[:60] == 0]
         report = evaluate_vectors(memory, zeros, "0", k=1)
         assert report.total == len(zeros) and report.accuracy == 1.0 and report.per_class == {"0": 1.0}
+
+
+def test_label_columns_line_up_by_display_width(tmp_path, cli):
+    """Labels of wide characters (日本 and 🐱 take two terminal cells a character) and one
+    longer than the column: eval's per-class table, search's hits and prune's items padded
+    by characters, so the columns after them wandered."""
+    from rich.cells import cell_len
+
+    x, y = load_digits(return_X_y=True)
+    names = {0: "日本", 1: "🐱", 2: "cat", 3: "a label wider than the column"}
+    rows = np.concatenate([np.flatnonzero(y == d)[:50] for d in names])
+    labels = [names[d] for d in y[rows]]
+    train, test = [i for i in range(len(rows)) if i % 50 < 40], [i for i in range(len(rows)) if i % 50 >= 40]
+    given = [labels[i] for i in train]
+    given[100], given[101], given[0] = "日本", "日本", "🐱"  # mislabelled: prune has items to show
+    np.save(tmp_path / "train.npy", x[rows][train].astype(np.float32))
+    (tmp_path / "train.txt").write_text("\n".join(given) + "\n", encoding="utf-8")
+    np.save(tmp_path / "test.npy", x[rows][test].astype(np.float32))
+    (tmp_path / "test.txt").write_text("\n".join(labels[i] for i in test) + "\n", encoding="utf-8")
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "train.npy", "--labels", tmp_path / "train.txt", check=True)
+
+    def columns(lines: list[str], before: str) -> set[int]:
+        """The display column at which `before` (a regular expression) starts on each line."""
+        import re
+
+        return {cell_len(line[: re.search(before, line).start()]) for line in lines}  # type: ignore[union-attr]
+
+    table = cli("eval", memdir, "--queries", tmp_path / "test.npy", "--labels", tmp_path / "test.txt",
+                check=True).stdout.splitlines()[1:]
+    assert sorted(line.strip().split("  ")[0] for line in table) == sorted(names.values())
+    assert len(columns(table, r"\d+\.\d\d%")) == 1
+    hits = [line for line in cli("search", memdir, "--queries", tmp_path / "test.npy", "-k", "4",
+                                 check=True).stdout.splitlines() if line.startswith("  ")]
+    assert {label for label in names.values() if any(label in line for line in hits)} == set(names.values())
+    assert len(columns(hits, r" \d\.\d{4}  ")) == 1
+    pruned = [line for line in cli("prune", memdir, "--mode", "soft", check=True).stdout.splitlines()
+              if line.startswith("  item")]
+    assert {"日本", "🐱"} <= {label for label in names.values() if any(label in line for line in pruned)}
+    assert len(columns(pruned, "  v=")) == 1

@@ -19,12 +19,13 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 
 from ..errors import PartlyDoneError, VismemError
@@ -54,7 +55,7 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "counted", "emit", "err", "out", "progress_bar", "main"]
+__all__ = ["app", "counted", "emit", "err", "out", "padded", "progress_bar", "main", "widest"]
 
 
 def counted(n: int, noun: str) -> str:
@@ -65,6 +66,19 @@ def counted(n: int, noun: str) -> str:
     if noun.endswith("y"):
         return f"{n:,} {noun[:-1]}ies"
     return f"{n:,} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n:,} {noun}s"
+
+
+def padded(text: str, width: int, *, right: bool = False) -> str:
+    """`text` padded with spaces to `width` terminal cells (on the left where `right`). A wide
+    character (日, 🐱) takes two cells where str.ljust and f-string widths count one, so the
+    columns after such a label wandered. Text wider than `width` is left whole."""
+    gap = " " * max(0, width - cell_len(text))
+    return gap + text if right else text + gap
+
+
+def widest(texts: Iterable[str], least: int = 0) -> int:
+    """The display width of the widest of `texts`, at least `least`: one column fits them all."""
+    return max([least, *map(cell_len, texts)])
 
 
 def emit(obj: Any) -> None:

@@ -23,7 +23,7 @@ from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import InsertResult, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
-               only_reads, out, progress_bar, reported_if_cut_off)
+               only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -839,9 +839,11 @@ def evaluate(
     else:
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
+        width = widest(report.per_class, 12)
         for label, acc in report.per_class.items():
             unanswered = report.abstained.get(label, 0)
-            out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
+            out.print(f"  {padded(label, width, right=True)}  {acc:.2%}"
+                      + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     _warn_of_test_data(report, unit)
