@@ -460,3 +460,41 @@ def test_label_columns_line_up_by_display_width(tmp_path, cli):
               if line.startswith("  item")]
     assert {"日本", "🐱"} <= {label for label in names.values() if any(label in line for line in pruned)}
     assert len(columns(pruned, "  v=")) == 1
+
+
+def test_a_bad_row_of_a_vector_file_is_named_by_its_file_and_its_row_there(memdir, digit_vectors, tmp_path, cli):
+    """Every command reading vectors from a file said "row 0 holds NaN" with no file named
+    (add-vectors takes one file, eval two); and past the first 4,096 queries, answered a
+    chunk at a time, the row was counted from the chunk: row 4,100 was "row 4", after
+    4,096 queries had been evaluated."""
+    _, files, test, _ = digit_vectors
+    many = np.concatenate([test] * 42)  # 4,200 rows
+    many[4100, 3] = np.nan
+    q = tmp_path / "q.npy"
+    np.save(q, many)
+    (tmp_path / "q.txt").write_text("0\n" * len(many))
+    said = f"--queries {q}: vectors must be finite numbers: row 4100 holds NaN or infinity"
+    for command in (("eval", "--labels", tmp_path / "q.txt"), ("classify",), ("search",), ("tune-index",)):
+        result = cli(command[0], memdir, "--queries", q, *command[1:], "--json")
+        assert result.returncode == 1 and result.stdout == "", (command, result.stderr)
+        assert result.stderr.splitlines()[-1] == f"error: {said}", (command, result.stderr)
+        assert "4096/" not in result.stderr  # refused before any query is answered
+    zero = test[:5].copy()
+    zero[2] = 0
+    np.save(tmp_path / "zero.npy", zero)
+    result = cli("explain", memdir, "--queries", tmp_path / "zero.npy", "--row", "2", "--out", tmp_path / "x.png")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --queries {tmp_path / 'zero.npy'}: vectors must not be all zeros (cosine similarity needs a "
+        "direction): row 2")
+    np.save(tmp_path / "labels.npy", np.zeros(len(many), dtype=np.int64))
+    with Memory.open(memdir) as memory:
+        held = len(memory)
+    result = cli("add-vectors", memdir, "--vectors", q, "--labels", tmp_path / "labels.npy")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --vectors {q}: vectors must be finite numbers: row 4100 holds NaN or infinity")
+    with Memory.open(memdir) as memory:
+        assert len(memory) == held
+    result = cli("eval-protocols", "knn", "--embeddings", q, "--labels", tmp_path / "labels.npy",
+                 "--out", tmp_path / "report")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --embeddings {q}: vectors must be finite numbers: row 4100 holds NaN or infinity")

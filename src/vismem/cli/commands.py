@@ -214,14 +214,21 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
     return Queries(names, matrix, list(range(len(matrix))), names, [])
 
 
-def load_queries(path: Path, dim: int):
+def load_queries(path: Path, dim: int, *, checked: bool = True):
     """The query vectors (n, dim) in a .npy file given as --queries (one (dim,) vector is
-    one row), or a one-line error that names the file and the shape expected."""
+    one row), or a one-line error that names the file and the shape expected, or (where
+    `checked`) the file and the first row no memory can take, before any is answered."""
+    from ..vectors import check_rows, named
+
     array = load_npy(path, "--queries")
     if array.ndim not in (1, 2) or array.shape[-1] != dim or array.dtype.kind not in "biuf":
         raise InvalidInputError(f"--queries {path}: expected numbers of shape (n, {dim}) for this "
                                 f"memory's {dim}-d vectors, got {array.dtype} {tuple(array.shape)}")
-    return array[None, :] if array.ndim == 1 else array
+    array = array[None, :] if array.ndim == 1 else array
+    if checked:  # here, not as each chunk is answered: that counted rows from the chunk
+        with named(f"--queries {path}"):
+            check_rows(array, dim)
+    return array
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
@@ -468,12 +475,14 @@ def add_vectors(
     ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
     duplicate_of, held_label}) and items.
     """
+    from ..vectors import named
+
     interrupted_leaves(f"{BATCHES_KEPT}; running the same command again"
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
     names = load_labels(labels)
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
-    with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance:
+    with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance, named(f"--vectors {vectors}"):
         added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,
                                    allow_duplicates=allow_duplicates)
         count = len(memory)
@@ -498,9 +507,9 @@ def add_vectors(
 
 def one_query(path: Path, row: int | None, dim: int):
     """The one query vector (1, dim) of --queries [--row], and its name Q.npy[row]."""
-    from ..vectors import unit_rows
+    from ..vectors import check_rows, named
 
-    matrix = load_queries(path, dim)
+    matrix = load_queries(path, dim, checked=False)  # only the row explained counts
     if not len(matrix):
         raise InvalidInputError(f"--queries {path} holds no vectors; explain takes one")
     if row is None and len(matrix) != 1:
@@ -511,7 +520,8 @@ def one_query(path: Path, row: int | None, dim: int):
         rows = "row 0" if len(matrix) == 1 else f"rows 0 to {len(matrix) - 1}"
         raise InvalidInputError(f"--row {chosen}: {path} holds {counted(len(matrix), 'vector')} ({rows})")
     query = matrix[chosen : chosen + 1]
-    unit_rows(query, dim, queries=True, first_row=chosen)  # a NaN is named by its row in the file
+    with named(f"--queries {path}"):
+        check_rows(query, dim, first_row=chosen)  # a NaN is named by its row in the file
     return query, f"{path}[{chosen}]"
 
 

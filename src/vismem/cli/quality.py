@@ -47,6 +47,7 @@ def eval_protocols(
     from ..evaluation.data import load_dataset, load_embeddings, Dataset
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
+    from ..vectors import named
 
     interrupted_leaves(f"nothing: no memory was changed, and no report was written to {output}")
     # bad usage, exit 2, before the data, which may take minutes to encode
@@ -67,7 +68,8 @@ def eval_protocols(
         where = "is a file" if taken == output else f"lies in {taken}, which is a file"
         raise InvalidInputError(f"--out {output} {where}: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
-        data = load_embeddings(embeddings, labels)
+        with named(f"--embeddings {embeddings}"):
+            data = load_embeddings(embeddings, labels)
     elif memory is not None:
         from ..curate import memory_arrays
         from ..memory import Memory
