@@ -2,7 +2,8 @@
 
 Conventions every command follows:
 - `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
-- Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
+- Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed;
+  also when no query or test input given could be read, so nothing was done);
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
   unlabelled or held under another label, some ids did not exist, a verified removal found
   remnants, or a removal committed but its purge was cut off; 130
@@ -42,7 +43,9 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
-    "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped or held "
+    "Exit codes: 0 ok, 1 error (nothing changed; also when no query or test input could be read), "
+    "2 bad usage, "
+    "3 done in part (some inputs skipped or held "
     "under another label, ids missing, remnants found, or a purge cut off after its commit), "
     "130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head), "
     "143 terminated (SIGTERM).",

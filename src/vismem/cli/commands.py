@@ -197,10 +197,12 @@ class Queries(NamedTuple):
         return results
 
 
-def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None) -> Queries:
-    """The queries of `classify`, `search` and `eval`: image files (encoded, under a
-    progress bar that leaves no trace) or a .npy array of vectors (`--queries`), exactly
-    one of them."""
+def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None, verb: str) -> Queries:
+    """The queries of `classify` and `search`: image files (encoded, under a progress bar
+    that leaves no trace) or a .npy array of vectors (`--queries`), exactly one of them.
+    When no image could be read, nothing would be done: an error (exit 1, as `eval` and
+    `tune-index` answer it, not 3, done in part), saying each one's reason (`cannot
+    {verb} PATH: ...`) first."""
     if bool(images) == (queries is not None):  # bad usage: exit 2, as a missing argument
         raise typer.BadParameter("give image files or --queries Q.npy" + (", not both" if images else ""),
                                  param_hint="IMAGES / --queries")
@@ -208,6 +210,11 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
         assert images
         with progress_bar(f"encoding ({encoding(memory)})", len(images), transient=True) as advance:
             vectors, kept, skipped = memory.embed_images(images, progress=advance)
+        if not kept:
+            for s in skipped:
+                say_unreadable(s, False, verb)
+            which = "the image given" if len(images) == 1 else f"none of the {len(images):,} images given"
+            raise InvalidInputError(f"{which} could {'not ' if len(images) == 1 else ''}be read: nothing to {verb}")
         return Queries(list(images), vectors, kept, [shown(images[i]) for i in kept], skipped)
     matrix = load_queries(queries, memory.dim)
     names = [f"{queries}[{row}]" for row in range(len(matrix))]
@@ -557,7 +564,8 @@ def classify(
     tau, mix); with --counterfactual also counterfactual (remove / block: the fewest
     item ids whose removal / blocking changes the label, label_after_remove /
     label_after_block, runner_up, summary). An unreadable image gives
-    {"path": ..., "error": ...} and exit code 3. With --queries Q.npy, one object per
+    {"path": ..., "error": ...} and exit code 3 (1 when no image could be read: an error,
+    each one's reason on stderr). With --queries Q.npy, one object per
     row, in order, with path Q.npy[row].
     """
     from ..explain import decision_table
@@ -567,7 +575,7 @@ def classify(
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
         warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
-        asked = read_queries(memory, images, queries)
+        asked = read_queries(memory, images, queries, "classify")
         decisions = asked.answered(lambda vectors, names: memory.classify_vectors(vectors, paths=names, **options),
                                    "classifying")
         skipped = asked.skipped

@@ -37,7 +37,8 @@ def search(
     With --only-label, --only-source and --where the result still holds k items
     whenever k items match. With --json, one object per image: path and neighbors
     (id, label, source, distance). An unreadable image gives {"path": ..., "error": ...}
-    and exit code 3. With --queries Q.npy, one object per row, in order, with path Q.npy[row].
+    and exit code 3 (1 when no image could be read: an error, each one's reason on stderr).
+    With --queries Q.npy, one object per row, in order, with path Q.npy[row].
     """
     only_reads("search")
     conditions = parse_where(where)
@@ -47,7 +48,7 @@ def search(
                       f"{memory.what_to_add} first)")
         else:
             warn_if_nothing_matches(memory, only_labels or None, only_sources or None, conditions)
-        asked = read_queries(memory, images, queries)
+        asked = read_queries(memory, images, queries, "search with")
         rows = asked.answered(lambda vectors, _: memory.search(
             vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")
     found = list(zip(asked.names, rows, strict=True))
