@@ -40,8 +40,11 @@ def main() -> None:
         print(f"\n== {name}: {data.describe()}  ({time.perf_counter() - start:.0f} s)")
         print_knn(report["knn"])
         for n, methods in report["fewshot"]["results"].items():
-            print(f"few-shot {n:>2}/class: " + ", ".join(
+            least = report["fewshot"]["per_class"][n]["least"]  # below n where a class has fewer in train
+            print(f"few-shot {n:>2}/class{f' (least {least})' if least < int(n) else ''}: " + ", ".join(
                 f"{m} {100 * v['mean']:.1f} ± {100 * v['ci95']:.1f}" for m, v in methods.items()))
+        for n, why in report["fewshot"]["skipped"].items():
+            print(f"few-shot {n:>2}/class: skipped, {why}")
         inc = report["incremental"]
         for m, h in inc["history"].items():
             print(f"incremental {m:9}: " + " ".join(f"{100 * e['accuracy']:.1f}" for e in h)

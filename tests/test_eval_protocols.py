@@ -223,3 +223,30 @@ def test_ood_on_data_too_small_to_calibrate_is_refused_before_any_protocol_runs(
                                     "split, 6 items here (of 16")
     assert "needs at least 10: give more items per class, or leave ood out" in result.stderr
     cli("eval-protocols", "knn", "fewshot", "incremental", "noise", *args, check=True)  # the others run
+
+
+def test_few_shot_says_what_it_drew_where_classes_have_fewer(tmp_path, tiny, cli):
+    """Classes 0-2 with 30 items (21 in train), 3 and 4 with 6 (4 in train): '10/class' used
+    all 4 of the small ones without a word, and a shot count no class can fill (30 here)
+    was reported as if drawn, every draw the whole train split."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:n]
+                           for c, n in (("0", 30), ("1", 30), ("2", 30), ("3", 6), ("4", 6))])
+    uneven = Dataset("uneven", tiny.vectors[rows], tiny.labels[rows])
+    r = few_shot(uneven, shots=(1, 10, 30), draws=3)
+    assert r["shots"] == [1, 10] and list(r["results"]) == ["1", "10"]
+    assert r["skipped"] == {"30": "no class has 30 items in the train split (the most is 21)"}
+    assert r["per_class"]["1"] == {"least": 1, "most": 1, "short": {}}
+    assert r["per_class"]["10"] == {"least": 4, "most": 10, "short": {"3": 4, "4": 4}}
+    # through the CLI, its default shots 1, 5 and 10: classes of 8 (6 in train) and of 4 (3)
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:n] for c, n in (("0", 8), ("1", 8), ("2", 4), ("3", 4))])
+    np.save(tmp_path / "x.npy", tiny.vectors[rows])
+    np.save(tmp_path / "y.npy", tiny.labels[rows])
+    result = cli("eval-protocols", "fewshot", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", "--draws", "2", "--no-probe", check=True)
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("few-shot 1/class: rank ") for line in lines)
+    assert any(line.startswith("few-shot 5/class (3 to 5: 2 of 4 classes have fewer than 5 in train, "
+                               "all of theirs drawn): rank ") for line in lines)
+    assert "few-shot 10/class: skipped, no class has 10 items in the train split (the most is 6)" in lines
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())["fewshot"]
+    assert saved["shots"] == [1, 5] and list(saved["skipped"]) == ["10"]

@@ -198,7 +198,8 @@ def test_cli_refuses_zero_vectors(tmp_path, cli):
     np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
     (tmp_path / "y.txt").write_text("a\nb\nc\n")
     result = cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.txt")
-    assert result.returncode == 1 and result.stderr.startswith("error: vectors must not be all zeros")
+    assert result.returncode == 1 and result.stderr.startswith(
+        f"error: --vectors {tmp_path / 'x.npy'}: vectors must not be all zeros")  # the file named
     assert json_lines(cli("info", memdir, "--json", check=True))[0]["items"] == 0
 
 

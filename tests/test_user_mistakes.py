@@ -205,6 +205,26 @@ def test_json_answers_come_in_input_order(small_memory, tmp_path, command):
     assert ["error" in a for a in answers] == [True, False, True, False, True, False]
 
 
+@pytest.mark.parametrize("command, verb", [("classify", "classify"), ("search", "search with")])
+def test_a_read_when_no_input_could_be_read_is_an_error(small_memory, tmp_path, command, verb):
+    """Every image missing or unreadable: nothing was classified, yet the exit code was 3,
+    "done in part". It is an error now (exit 1, nothing on stdout, as `eval` and
+    `tune-index` answer it), each image's reason said first; some read is still exit 3."""
+    _, memdir, queries = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    for json_flag in ((), ("--json",)):
+        result = run_cli(command, memdir, tmp_path / "missing.png", broken, *json_flag)
+        assert one_line_error(result) == f"error: none of the 2 images given could be read: nothing to {verb}"
+        assert result.stdout == ""
+        assert f"cannot {verb} {tmp_path / 'missing.png'}: no such file" in result.stderr
+        assert f"cannot {verb} {broken}: not an image" in result.stderr
+    one = run_cli(command, memdir, broken, "--json")
+    assert one_line_error(one) == f"error: the image given could not be read: nothing to {verb}" and not one.stdout
+    some = run_cli(command, memdir, broken, queries[0], "--json")
+    assert some.returncode == 3 and len(json_lines(some)) == 2
+
+
 # ---- the web service: HEAD and the favicon ---------------------------------------------------
 
 @pytest.fixture

@@ -419,3 +419,82 @@ def test_evaluate_vectors_refuses_labels_that_are_not_text(tmp_path):
         zeros = x[y[:60] == 0]
         report = evaluate_vectors(memory, zeros, "0", k=1)
         assert report.total == len(zeros) and report.accuracy == 1.0 and report.per_class == {"0": 1.0}
+
+
+def test_label_columns_line_up_by_display_width(tmp_path, cli):
+    """Labels of wide characters (日本 and 🐱 take two terminal cells a character) and one
+    longer than the column: eval's per-class table, search's hits and prune's items padded
+    by characters, so the columns after them wandered."""
+    from rich.cells import cell_len
+
+    x, y = load_digits(return_X_y=True)
+    names = {0: "日本", 1: "🐱", 2: "cat", 3: "a label wider than the column"}
+    rows = np.concatenate([np.flatnonzero(y == d)[:50] for d in names])
+    labels = [names[d] for d in y[rows]]
+    train, test = [i for i in range(len(rows)) if i % 50 < 40], [i for i in range(len(rows)) if i % 50 >= 40]
+    given = [labels[i] for i in train]
+    given[100], given[101], given[0] = "日本", "日本", "🐱"  # mislabelled: prune has items to show
+    np.save(tmp_path / "train.npy", x[rows][train].astype(np.float32))
+    (tmp_path / "train.txt").write_text("\n".join(given) + "\n", encoding="utf-8")
+    np.save(tmp_path / "test.npy", x[rows][test].astype(np.float32))
+    (tmp_path / "test.txt").write_text("\n".join(labels[i] for i in test) + "\n", encoding="utf-8")
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "train.npy", "--labels", tmp_path / "train.txt", check=True)
+
+    def columns(lines: list[str], before: str) -> set[int]:
+        """The display column at which `before` (a regular expression) starts on each line."""
+        import re
+
+        return {cell_len(line[: re.search(before, line).start()]) for line in lines}  # type: ignore[union-attr]
+
+    table = cli("eval", memdir, "--queries", tmp_path / "test.npy", "--labels", tmp_path / "test.txt",
+                check=True).stdout.splitlines()[1:]
+    assert sorted(line.strip().split("  ")[0] for line in table) == sorted(names.values())
+    assert len(columns(table, r"\d+\.\d\d%")) == 1
+    hits = [line for line in cli("search", memdir, "--queries", tmp_path / "test.npy", "-k", "4",
+                                 check=True).stdout.splitlines() if line.startswith("  ")]
+    assert {label for label in names.values() if any(label in line for line in hits)} == set(names.values())
+    assert len(columns(hits, r" \d\.\d{4}  ")) == 1
+    pruned = [line for line in cli("prune", memdir, "--mode", "soft", check=True).stdout.splitlines()
+              if line.startswith("  item")]
+    assert {"日本", "🐱"} <= {label for label in names.values() if any(label in line for line in pruned)}
+    assert len(columns(pruned, "  v=")) == 1
+
+
+def test_a_bad_row_of_a_vector_file_is_named_by_its_file_and_its_row_there(memdir, digit_vectors, tmp_path, cli):
+    """Every command reading vectors from a file said "row 0 holds NaN" with no file named
+    (add-vectors takes one file, eval two); and past the first 4,096 queries, answered a
+    chunk at a time, the row was counted from the chunk: row 4,100 was "row 4", after
+    4,096 queries had been evaluated."""
+    _, files, test, _ = digit_vectors
+    many = np.concatenate([test] * 42)  # 4,200 rows
+    many[4100, 3] = np.nan
+    q = tmp_path / "q.npy"
+    np.save(q, many)
+    (tmp_path / "q.txt").write_text("0\n" * len(many))
+    said = f"--queries {q}: vectors must be finite numbers: row 4100 holds NaN or infinity"
+    for command in (("eval", "--labels", tmp_path / "q.txt"), ("classify",), ("search",), ("tune-index",)):
+        result = cli(command[0], memdir, "--queries", q, *command[1:], "--json")
+        assert result.returncode == 1 and result.stdout == "", (command, result.stderr)
+        assert result.stderr.splitlines()[-1] == f"error: {said}", (command, result.stderr)
+        assert "4096/" not in result.stderr  # refused before any query is answered
+    zero = test[:5].copy()
+    zero[2] = 0
+    np.save(tmp_path / "zero.npy", zero)
+    result = cli("explain", memdir, "--queries", tmp_path / "zero.npy", "--row", "2", "--out", tmp_path / "x.png")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --queries {tmp_path / 'zero.npy'}: vectors must not be all zeros (cosine similarity needs a "
+        "direction): row 2")
+    np.save(tmp_path / "labels.npy", np.zeros(len(many), dtype=np.int64))
+    with Memory.open(memdir) as memory:
+        held = len(memory)
+    result = cli("add-vectors", memdir, "--vectors", q, "--labels", tmp_path / "labels.npy")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --vectors {q}: vectors must be finite numbers: row 4100 holds NaN or infinity")
+    with Memory.open(memdir) as memory:
+        assert len(memory) == held
+    result = cli("eval-protocols", "knn", "--embeddings", q, "--labels", tmp_path / "labels.npy",
+                 "--out", tmp_path / "report")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
+        f"error: --embeddings {q}: vectors must be finite numbers: row 4100 holds NaN or infinity")

@@ -31,6 +31,12 @@ class InvalidInputError(VismemError, ValueError):
     """Arguments or data are malformed: wrong dimension, non-string labels, bad options."""
 
 
+class BadVectorsError(InvalidInputError):
+    """Vectors a memory cannot take: of the wrong shape, not numbers, or a row of NaN,
+    infinity or all zeros (`vectors.py` checks them). A reader of a file names the file
+    (`vectors.named`)."""
+
+
 class CheckpointNotFoundError(InvalidInputError):
     """No checkpoint of the memory has that name."""
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import BadVectorsError, InvalidInputError
 
 # Below this norm a row's squares are float32 subnormals, which keep few bits: at 1e-22 a
 # row came out 1% off unit length. 2**-50: squares summing to 2**-100 lose under half a
@@ -31,7 +33,7 @@ def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     if vectors.ndim == 1:
         vectors = vectors[None, :]
     if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise InvalidInputError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
+        raise BadVectorsError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     return vectors
 
 
@@ -43,9 +45,9 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
     if vectors.ndim == 1:  # `as_rows` inline: every search pays this call
         vectors = vectors[None, :]
     if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise InvalidInputError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
+        raise BadVectorsError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     if vectors.dtype.kind not in "biuf":
-        raise InvalidInputError("vectors must be finite numbers")
+        raise BadVectorsError("vectors must be finite numbers")
     # C order: numpy sums a Fortran-order row (a saved `emb.T`) in another order, so its
     # norm, and the row stored, would differ in the last bit and its hash miss the same row
     if vectors.dtype.itemsize > 4 and vectors.dtype.kind == "f":
@@ -77,6 +79,34 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
     if not SMALLEST_NORM <= norms.min(initial=math.inf) <= norms.max(initial=0) < math.inf:
         return _rescaled(rows, norms, first_row, vectors)
     return rows / norms[:, None]
+
+
+def not_finite(wrong: np.ndarray, first_row: int = 0) -> BadVectorsError:
+    """The error for the rows at `wrong` (counted from `first_row`), which hold NaN or infinity."""
+    return BadVectorsError(f"vectors must be finite numbers: row {first_row + wrong[0]} holds NaN or infinity"
+                           + (f", and {len(wrong) - 1} more rows" if len(wrong) > 1 else ""))
+
+
+CHECK_CHUNK = 4096  # rows made unit at a time by `check_rows`: a large file is never copied whole
+
+
+def check_rows(vectors: np.ndarray, dim: int, *, first_row: int = 0) -> None:
+    """Raise BadVectorsError on the first row of `vectors` (n, dim) that `unit_rows` refuses,
+    named by its place in `vectors` (counted from `first_row`). For a caller that answers
+    a chunk at a time: the check of each chunk counts rows from the chunk, and comes after
+    the chunks before it were answered."""
+    for start in range(0, len(vectors), CHECK_CHUNK):
+        unit_rows(vectors[start : start + CHECK_CHUNK], dim, queries=True, first_row=first_row + start)
+
+
+@contextmanager
+def named(source: str) -> Iterator[None]:
+    """Vectors refused inside say where they came from, `source` (`--queries Q.npy`):
+    "row 3" alone does not say which of the files given."""
+    try:
+        yield
+    except BadVectorsError as exc:
+        raise BadVectorsError(f"{source}: {exc}") from None
 
 
 def vector_hashes(rows: np.ndarray) -> list[str]:
@@ -121,12 +151,10 @@ def _rescaled(rows: np.ndarray, norms: np.ndarray, first_row: int = 0,
                                                   ).astype(np.float32)
     finite = np.isfinite(source).all(axis=1)
     if not finite.all():
-        wrong = picked[~finite]
-        raise InvalidInputError(f"vectors must be finite numbers: row {first_row + wrong[0]} holds NaN or infinity"
-                                + (f", and {len(wrong) - 1} more rows" if len(wrong) > 1 else ""))
+        raise not_finite(picked[~finite], first_row)
     if not source.any(axis=1).all():
         zero = picked[~source.any(axis=1)]
-        raise InvalidInputError(f"vectors must not be all zeros (cosine similarity needs a direction): "
+        raise BadVectorsError(f"vectors must not be all zeros (cosine similarity needs a direction): "
                                 f"row {first_row + zero[0]}" + (f" and {len(zero) - 1} more" if len(zero) > 1 else ""))
     source = source / np.abs(source).max(axis=1, keepdims=True)
     unit[picked] = source / np.sqrt(np.add.reduce(source * source, axis=1))[:, None]

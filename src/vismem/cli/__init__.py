@@ -2,7 +2,8 @@
 
 Conventions every command follows:
 - `--json` puts only JSON lines on stdout; progress, warnings and banners go to stderr.
-- Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed);
+- Exit codes: 0 success; 1 error (a one-line `error: ...` on stderr, nothing changed;
+  also when no query or test input given could be read, so nothing was done);
   2 bad usage; 3 finished, but only in part: some inputs were skipped as unreadable or
   unlabelled or held under another label, some ids did not exist, a verified removal found
   remnants, or a removal committed but its purge was cut off; 130
@@ -19,12 +20,13 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 
 from ..errors import PartlyDoneError, VismemError
@@ -41,7 +43,9 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
-    "Exit codes: 0 ok, 1 error (nothing changed), 2 bad usage, 3 done in part (inputs skipped or held "
+    "Exit codes: 0 ok, 1 error (nothing changed; also when no query or test input could be read), "
+    "2 bad usage, "
+    "3 done in part (some inputs skipped or held "
     "under another label, ids missing, remnants found, or a purge cut off after its commit), "
     "130 interrupted (Ctrl-C), 141 stdout closed by its reader (| head), "
     "143 terminated (SIGTERM).",
@@ -54,7 +58,7 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True, markup=False)  # as stderr_console: user data is not markup
 err = stderr_console
 
-__all__ = ["app", "counted", "emit", "err", "out", "progress_bar", "main"]
+__all__ = ["app", "counted", "emit", "err", "out", "padded", "progress_bar", "main", "widest"]
 
 
 def counted(n: int, noun: str) -> str:
@@ -65,6 +69,19 @@ def counted(n: int, noun: str) -> str:
     if noun.endswith("y"):
         return f"{n:,} {noun[:-1]}ies"
     return f"{n:,} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n:,} {noun}s"
+
+
+def padded(text: str, width: int, *, right: bool = False) -> str:
+    """`text` padded with spaces to `width` terminal cells (on the left where `right`). A wide
+    character (日, 🐱) takes two cells where str.ljust and f-string widths count one, so the
+    columns after such a label wandered. Text wider than `width` is left whole."""
+    gap = " " * max(0, width - cell_len(text))
+    return gap + text if right else text + gap
+
+
+def widest(texts: Iterable[str], least: int = 0) -> int:
+    """The display width of the widest of `texts`, at least `least`: one column fits them all."""
+    return max([least, *map(cell_len, texts)])
 
 
 def emit(obj: Any) -> None:

@@ -23,7 +23,7 @@ from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
-               only_reads, out, progress_bar, reported_if_cut_off)
+               only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 
@@ -231,10 +231,12 @@ class Queries(NamedTuple):
         return results
 
 
-def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None) -> Queries:
-    """The queries of `classify`, `search` and `eval`: image files (encoded, under a
-    progress bar that leaves no trace) or a .npy array of vectors (`--queries`), exactly
-    one of them."""
+def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None, verb: str) -> Queries:
+    """The queries of `classify` and `search`: image files (encoded, under a progress bar
+    that leaves no trace) or a .npy array of vectors (`--queries`), exactly one of them.
+    When no image could be read, nothing would be done: an error (exit 1, as `eval` and
+    `tune-index` answer it, not 3, done in part), saying each one's reason (`cannot
+    {verb} PATH: ...`) first."""
     if bool(images) == (queries is not None):  # bad usage: exit 2, as a missing argument
         raise typer.BadParameter("give image files or --queries Q.npy" + (", not both" if images else ""),
                                  param_hint="IMAGES / --queries")
@@ -242,20 +244,32 @@ def read_queries(memory: Memory, images: list[Path] | None, queries: Path | None
         assert images
         with progress_bar(f"encoding ({encoding(memory)})", len(images), transient=True) as advance:
             vectors, kept, skipped = memory.embed_images(images, progress=advance)
+        if not kept:
+            for s in skipped:
+                say_unreadable(s, False, verb)
+            which = "the image given" if len(images) == 1 else f"none of the {len(images):,} images given"
+            raise InvalidInputError(f"{which} could {'not ' if len(images) == 1 else ''}be read: nothing to {verb}")
         return Queries(list(images), vectors, kept, [shown(images[i]) for i in kept], skipped)
     matrix = load_queries(queries, memory.dim)
     names = [f"{queries}[{row}]" for row in range(len(matrix))]
     return Queries(names, matrix, list(range(len(matrix))), names, [])
 
 
-def load_queries(path: Path, dim: int):
+def load_queries(path: Path, dim: int, *, checked: bool = True):
     """The query vectors (n, dim) in a .npy file given as --queries (one (dim,) vector is
-    one row), or a one-line error that names the file and the shape expected."""
+    one row), or a one-line error that names the file and the shape expected, or (where
+    `checked`) the file and the first row no memory can take, before any is answered."""
+    from ..vectors import check_rows, named
+
     array = load_npy(path, "--queries")
     if array.ndim not in (1, 2) or array.shape[-1] != dim or array.dtype.kind not in "biuf":
         raise InvalidInputError(f"--queries {path}: expected numbers of shape (n, {dim}) for this "
                                 f"memory's {dim}-d vectors, got {array.dtype} {tuple(array.shape)}")
-    return array[None, :] if array.ndim == 1 else array
+    array = array[None, :] if array.ndim == 1 else array
+    if checked:  # here, not as each chunk is answered: that counted rows from the chunk
+        with named(f"--queries {path}"):
+            check_rows(array, dim)
+    return array
 
 
 def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
@@ -506,6 +520,8 @@ def add_vectors(
     ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
     duplicate_of, held_label}) and items.
     """
+    from ..vectors import named
+
     interrupted_leaves(f"{BATCHES_KEPT}; running the same command again"
                        f"{' without --allow-duplicates' if allow_duplicates else ''} adds only the rows still missing")
     matrix = load_npy(vectors, "--vectors", mapped=True)  # millions of rows: read a batch at a time
@@ -517,7 +533,7 @@ def add_vectors(
             at = f"row {row} (from 0)" if labels.suffix == ".npy" else f"line {row + 1}"
             raise InvalidInputError(f"--labels {labels}: {at}: {exc}") from None
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
-    with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance:
+    with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance, named(f"--vectors {vectors}"):
         added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,
                                    allow_duplicates=allow_duplicates)
         count = len(memory)
@@ -542,9 +558,9 @@ def add_vectors(
 
 def one_query(path: Path, row: int | None, dim: int):
     """The one query vector (1, dim) of --queries [--row], and its name Q.npy[row]."""
-    from ..vectors import unit_rows
+    from ..vectors import check_rows, named
 
-    matrix = load_queries(path, dim)
+    matrix = load_queries(path, dim, checked=False)  # only the row explained counts
     if not len(matrix):
         raise InvalidInputError(f"--queries {path} holds no vectors; explain takes one")
     if row is None and len(matrix) != 1:
@@ -555,7 +571,8 @@ def one_query(path: Path, row: int | None, dim: int):
         rows = "row 0" if len(matrix) == 1 else f"rows 0 to {len(matrix) - 1}"
         raise InvalidInputError(f"--row {chosen}: {path} holds {counted(len(matrix), 'vector')} ({rows})")
     query = matrix[chosen : chosen + 1]
-    unit_rows(query, dim, queries=True, first_row=chosen)  # a NaN is named by its row in the file
+    with named(f"--queries {path}"):
+        check_rows(query, dim, first_row=chosen)  # a NaN is named by its row in the file
     return query, f"{path}[{chosen}]"
 
 
@@ -591,7 +608,8 @@ def classify(
     tau, mix); with --counterfactual also counterfactual (remove / block: the fewest
     item ids whose removal / blocking changes the label, label_after_remove /
     label_after_block, runner_up, summary). An unreadable image gives
-    {"path": ..., "error": ...} and exit code 3. With --queries Q.npy, one object per
+    {"path": ..., "error": ...} and exit code 3 (1 when no image could be read: an error,
+    each one's reason on stderr). With --queries Q.npy, one object per
     row, in order, with path Q.npy[row].
     """
     from ..explain import decision_table
@@ -601,7 +619,7 @@ def classify(
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_can_decide(**options)  # before any encoding
         warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
-        asked = read_queries(memory, images, queries)
+        asked = read_queries(memory, images, queries, "classify")
         decisions = asked.answered(lambda vectors, names: memory.classify_vectors(vectors, paths=names, **options),
                                    "classifying")
         skipped = asked.skipped
@@ -883,9 +901,11 @@ def evaluate(
     else:
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
+        width = widest(report.per_class, 12)
         for label, acc in report.per_class.items():
             unanswered = report.abstained.get(label, 0)
-            out.print(f"  {label:>12}  {acc:.2%}" + (f"  ({unanswered} given no label)" if unanswered else ""))
+            out.print(f"  {padded(label, width, right=True)}  {acc:.2%}"
+                      + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {s.path}: {s.reason}")
     _warn_of_test_data(report, unit)

@@ -14,8 +14,8 @@ from ..prune import PruneSettings
 from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids
-from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, progress_bar,
-               reported_if_cut_off)
+from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
+               reported_if_cut_off, widest)
 from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, number_option,
                        refuse_if_none_done)
 
@@ -112,10 +112,11 @@ def prune(
         verb = "deleted" if purge else "excluded (undo with --mode off)"
         dropped = len(report.purged) if purge else report.excluded
         out.print(f"{counted(dropped, 'item')} with v >= {report.threshold} {verb}")
+    width = widest((str(row["label"]) for row in report.top), 10)
     for row in report.top:
         effect = (f"factor {row['factor']:.3g}" if mode == "soft"
                   else "dropped" if row["v"] >= report.threshold else "kept")
-        out.print(f"  item {row['id']:>6} label {row['label']!s:>10}  v={row['v']}  {effect}")
+        out.print(f"  item {row['id']:>6} label {padded(str(row['label']), width, right=True)}  v={row['v']}  {effect}")
 
 
 @app.command()

@@ -39,13 +39,15 @@ def eval_protocols(
 
     Protocols: knn (accuracy for k = 1..100 per vote rule through each feature transform,
     none, center, whiten; prototypes; the setting tune picks; linear probe), fewshot
-    (1/5/10 per class, mean and 95% CI over draws), incremental (classes added in steps),
+    (1/5/10 per class, mean and 95% CI over draws; a class with fewer gives all it has, as
+    the report says, and a count no class can fill is skipped), incremental (classes added in steps),
     ood (held-out classes, 5 draws: AUROC, FPR at 95% TPR), noise (0/20/40/60% label noise
     with no, hard and soft pruning). Image data sets are encoded once and cached.
     """
     from ..evaluation.data import load_dataset, load_embeddings, Dataset
     from ..evaluation.plots import write_report
     from ..evaluation.protocols import PROTOCOLS, check_protocols, run_protocols
+    from ..vectors import named
 
     interrupted_leaves(f"nothing: no memory was changed, and no report was written to {output}")
     # bad usage, exit 2, before the data, which may take minutes to encode
@@ -66,7 +68,8 @@ def eval_protocols(
         where = "is a file" if taken == output else f"lies in {taken}, which is a file"
         raise InvalidInputError(f"--out {output} {where}: give a folder for report.json and the plots")
     if embeddings is not None and labels is not None:
-        data = load_embeddings(embeddings, labels)
+        with named(f"--embeddings {embeddings}"):
+            data = load_embeddings(embeddings, labels)
     elif memory is not None:
         from ..curate import memory_arrays
         from ..memory import Memory
@@ -109,9 +112,15 @@ def _summarise(report: dict) -> None:
                       + ", ".join(f"{m}/class {a:.2%}" for m, a in entry["prototypes"].items())
                       + f"; rank >= plurality at every k >= 10: {entry['rank_ge_plurality_at_k_ge_10']}")
     if "fewshot" in report:
-        for n, methods in report["fewshot"]["results"].items():
-            out.print(f"few-shot {n}/class: " + ", ".join(
+        r = report["fewshot"]
+        for n, methods in r["results"].items():
+            drawn = r["per_class"][n]
+            short = (f" ({drawn['least']} to {n}: {len(drawn['short'])} of {d['classes']} classes have fewer than "
+                     f"{n} in train, all of theirs drawn)" if drawn["short"] else "")
+            out.print(f"few-shot {n}/class{short}: " + ", ".join(
                 f"{m} {v['mean']:.2%} ± {v['ci95']:.2%}" for m, v in methods.items()))
+        for n, why in r["skipped"].items():
+            out.print(f"few-shot {n}/class: skipped, {why}")
     if "incremental" in report:
         r = report["incremental"]
         out.print("incremental: average accuracy " + ", ".join(

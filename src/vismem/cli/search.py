@@ -12,7 +12,8 @@ from ..errors import InvalidInputError
 from ..images import HELD_BY_THE_MEMORY, Skipped
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where
-from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
+from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
+               widest)
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
                        in_input_order, load_queries, number_option, read_queries, say_unreadable,
                        warn_if_nothing_matches)
@@ -37,7 +38,8 @@ def search(
     With --only-label, --only-source and --where the result still holds k items
     whenever k items match. With --json, one object per image: path and neighbors
     (id, label, source, distance). An unreadable image gives {"path": ..., "error": ...}
-    and exit code 3. With --queries Q.npy, one object per row, in order, with path Q.npy[row].
+    and exit code 3 (1 when no image could be read: an error, each one's reason on stderr).
+    With --queries Q.npy, one object per row, in order, with path Q.npy[row].
     """
     only_reads("search")
     conditions = parse_where(where)
@@ -47,11 +49,12 @@ def search(
                       f"{memory.what_to_add} first)")
         else:
             warn_if_nothing_matches(memory, only_labels or None, only_sources or None, conditions)
-        asked = read_queries(memory, images, queries)
+        asked = read_queries(memory, images, queries, "search with")
         rows = asked.answered(lambda vectors, _: memory.search(
             vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")
     found = list(zip(asked.names, rows, strict=True))
     skipped = asked.skipped
+    width = widest((hit.label for _, row in found for hit in row), 20)
     for item in in_input_order(asked.inputs, asked.kept, found, skipped):
         if isinstance(item, Skipped):
             say_unreadable(item, json_out, "search with")
@@ -62,7 +65,7 @@ def search(
             continue
         out.print(f"{path}")
         for hit in row:
-            out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}")
+            out.print(f"  {hit.id:>8}  {padded(hit.label, width)} {hit.distance:.4f}  {hit.source}")
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, clause
 from ..settings import OFFLINE_ENCODER
+from ..vectors import not_finite
 
 RAW_TABLES = ("iris", "wine", "breast_cancer")
 # progress(total) -> a context yielding advance(n), e.g. `vismem.progress.progress_bar` with a description
@@ -148,6 +149,7 @@ def load_embeddings(embeddings: str | Path, labels: str | Path) -> Dataset:
         raise InvalidInputError(
             f"embeddings must be (n, dim) and labels (n,), got {x.shape} and {y.shape}"
         )
-    if not np.isfinite(x).all():
-        raise InvalidInputError("embeddings contain NaN or infinite values")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise not_finite(np.flatnonzero(~finite))
     return Dataset(Path(embeddings).stem, _unit(x), np.asarray([str(v) for v in y]))

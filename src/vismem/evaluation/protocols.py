@@ -153,16 +153,30 @@ def _mean_ci(values: Sequence[float]) -> dict[str, float]:
 
 def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 10, k: int = 10,
              test_fraction: float = 0.3, seed: int = 0, probe: bool = True) -> dict[str, Any]:
-    """n examples per class drawn from train, several draws; kNN (rank), prototypes, probe."""
+    """n examples per class drawn from train, several draws; kNN (rank), prototypes, probe.
+
+    A class with fewer than n train items gives all it has: `per_class[n]` says how many
+    were drawn (`least`, `most`, and `short`: each such class and its count). A shot count
+    no class can fill is skipped (`skipped[n]` says why): every draw would be the whole
+    train split, which `knn` reports, not an n-shot figure. `shots` lists those run."""
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
     rng = np.random.default_rng(seed)
     classes = sorted(set(train_y.tolist()))
+    members = {c: np.flatnonzero(train_y == c) for c in classes}
+    most = max(len(rows) for rows in members.values())
     out: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for n in shots:
+        if n > most:
+            skipped[str(n)] = f"no class has {n} items in the train split (the most is {most})"
+            continue
+        drawn = {c: min(n, len(rows)) for c, rows in members.items()}
+        per_class[str(n)] = {"least": min(drawn.values()), "most": max(drawn.values()),
+                             "short": {c: m for c, m in drawn.items() if m < n}}
         runs: dict[str, list[float]] = {"rank": [], "prototype": [], **({"linear_probe": []} if probe else {})}
         for _ in range(draws):
-            rows = np.concatenate([rng.choice(np.flatnonzero(train_y == c), min(n, int((train_y == c).sum())),
-                                              replace=False) for c in classes])
+            rows = np.concatenate([rng.choice(members[c], drawn[c], replace=False) for c in classes])
             mem = ArrayMemory(train_x[rows], train_y[rows], classes=classes)
             nb = mem.query(test_x, min(k, len(rows)))
             runs["rank"].append(accuracy(mem.predict(nb, VoteParams(k=min(k, len(rows)))), test_y))
@@ -171,7 +185,8 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
                 model = _probe_model(1.0).fit(train_x[rows], train_y[rows])
                 runs["linear_probe"].append(accuracy(model.predict(test_x), test_y))
         out[str(n)] = {method: _mean_ci(values) for method, values in runs.items()}
-    return {"shots": list(shots), "results": out, "k": k}
+    return {"shots": [int(n) for n in shots if str(n) in out], "results": out, "per_class": per_class,
+            "skipped": skipped, "k": k}
 
 
 def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEFAULT_VOTE,
