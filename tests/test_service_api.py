@@ -850,6 +850,34 @@ def test_huge_ids_are_refused_and_every_connection_keeps_serving(memory):
     assert "Traceback" not in stderr
 
 
+def test_an_id_must_be_written_as_a_whole_number(client, memory, digit_sets):
+    """`/items/1.0`, `/items/%201`, `/items/+1` and `DELETE /items?id=1.0` were read as id 1,
+    and `/items/1_0` as id 10: pydantic reads a number from text leniently. An id (and
+    offset, limit, k) is now digits, or a minus sign and digits, refused as out of range;
+    anything else is a 422 that names the value sent."""
+    for sent, seen in (("1.0", "1.0"), ("%201", " 1"), ("1%20", "1 "), ("+1", "+1"), ("1_0", "1_0"),
+                       ("1e0", "1e0"), ("0x1", "0x1"), ("%D9%A1", "\u0661")):
+        for answer in (client.get(f"/items/{sent}"), client.get(f"/items/{sent}/thumbnail"),
+                       client.patch(f"/items/{sent}", json={"weight": 0}, headers=AUTH),
+                       client.delete(f"/items/{sent}", headers=AUTH),
+                       client.delete(f"/items?id=2&id={sent.replace('+', '%2B')}", headers=AUTH)):
+            said = answer.json()["error"]
+            assert answer.status_code == 422, (sent, answer.request.url, said)
+            assert re.fullmatch(r"invalid request: (item_id|id\.1): expected a whole number written in digits "
+                                r"\(e\.g\. 12\), got " + re.escape(repr(seen)), said), said
+    for answer in (client.get("/items/-1"), client.delete("/items?id=-1", headers=AUTH)):
+        assert answer.status_code == 422 and "greater than or equal to 0" in answer.json()["error"]
+    for name in ("offset", "limit"):
+        answer = client.get("/items", params={name: "2.0"})
+        assert answer.status_code == 422 and answer.json()["error"].startswith(f"invalid request: {name}: expected")
+    for path in ("/classify", "/search"):
+        answer = client.post(path, files={"file": ("q.png", digit_sets["0"][0], "image/png")}, data={"k": "3.0"})
+        assert answer.status_code == 422 and answer.json()["error"].startswith("invalid request: k: expected")
+    assert len(memory) == 3 * PER_LABEL and client.get("/items/1").json()["weight"] == 1.0
+    assert client.get("/items/01").json()["id"] == 1  # digits all the same
+    assert client.get("/items", params={"offset": "2", "limit": "3"}).json()["offset"] == 2
+
+
 def test_the_document_says_what_this_server_enforces(memory):
     """Security only where the running server asks for a token; every status an endpoint
     can answer, each with the error body; vote options from VoteParams."""
