@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import secrets
 import threading
@@ -270,10 +271,14 @@ class _MemoryService:
 
 
 def parse_vector(text: str, dim: int) -> np.ndarray:
-    """A query vector sent as a JSON array of `dim` numbers, as (1, dim) float32; 400
-    otherwise (the memory then refuses NaN, infinity and all zeros, saying why)."""
+    """A query vector sent as a JSON array of `dim` finite numbers, not all 0, as (1, dim)
+    float32; else a 400 that names the field and the value (the memory's own check names
+    rows, as the CLI's --queries array has them)."""
+    too_large = HTTPException(400, "vector: a value is too large for float32 (at most about 3.4e38 in size)")
     try:
-        values = json.loads(text)
+        values = json.loads(text, parse_float=_float_within_range)
+    except OverflowError:
+        raise too_large from None
     except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
         values = None
     if not (isinstance(values, list) and len(values) == dim
@@ -282,11 +287,31 @@ def parse_vector(text: str, dim: int) -> np.ndarray:
                             f"e.g. [0.12, -0.5, ...]")
     try:
         wide = np.asarray(values, dtype=np.float64)  # an integer past float64 overflows here
-        if np.isfinite(wide).all() and np.abs(wide).max(initial=0) > np.finfo(np.float32).max:
-            raise OverflowError
     except OverflowError:
-        raise HTTPException(400, "vector: a value is too large for float32 (at most about 3.4e38 in size)") from None
+        raise too_large from None
+    wrong = np.flatnonzero(~np.isfinite(wide))  # JSON's NaN, Infinity and -Infinity, which Python reads
+    if wrong.size:
+        more = wrong.size - 1
+        raise HTTPException(400, f"vector[{wrong[0]}] is {json.dumps(values[wrong[0]])}: send finite numbers"
+                            + (f" (and {more} more value{'s are' if more > 1 else ' is'} not finite)" if more else ""))
+    largest = np.abs(wide).max(initial=0)
+    if largest > np.finfo(np.float32).max:
+        raise too_large
+    if not largest:
+        raise HTTPException(400, "vector: every value is 0, so it has no direction to compare (cosine similarity "
+                            "needs one)")
+    if largest < np.finfo(np.float32).tiny:  # float32 would hold it as 0s: only its direction counts
+        wide = wide / largest
     return wide.astype(np.float32)[None, :]
+
+
+def _float_within_range(text: str) -> float:
+    """A JSON number as Python reads it, but one past float64's range (1e400) is no
+    Infinity: it is too large."""
+    value = float(text)
+    if math.isinf(value):
+        raise OverflowError(text)
+    return value
 
 
 def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastAPI:

@@ -43,7 +43,8 @@ log = logging.getLogger("vismem.service")
 STATUS: dict[int, str] = {
     400: "The body does not parse (not JSON; broken multipart, which the answer says and names the form "
          "fields the endpoint takes; or a form over Starlette's limits: 1,000 files, 1,000 fields, 1 MB a text "
-         "field), or an uploaded query image does not decode as an image within the pixel limit. Nothing changed.",
+         "field), or an uploaded query image does not decode as an image within the pixel limit, or a query "
+         "`vector` is not an array of the memory's dimension of finite numbers, not all 0. Nothing changed.",
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
