@@ -348,6 +348,37 @@ def test_a_query_parameter_no_endpoint_takes_is_refused(client, memory):
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html"), page
 
 
+def test_a_body_sent_to_an_endpoint_that_reads_none_is_refused(client, memory):
+    """`POST /checkpoints/{name}/rollback` with a body rolled back as if none had been sent,
+    as did every endpoint that reads no body (`DELETE /items/1 {"label": "x"}` removed item
+    1). Each now refuses any body as DELETE /items does: a 422 that says what it takes, and
+    nothing changes. An empty body, with or without a Content-Type, is no body."""
+    client.post("/checkpoints", json={"name": "v1"}, headers=AUTH).raise_for_status()
+    added = memory.add_vectors(memory.vectors([1])[1], ["new"])[0]
+    item = memory.targets(label="0")[0]
+    for method, path, takes in (
+            ("POST", "/checkpoints/v1/rollback", "POST /checkpoints/{name}/rollback takes only its path"),
+            ("DELETE", f"/items/{item}", "DELETE /items/{item_id} takes only its path"),
+            ("DELETE", "/checkpoints/v1", "takes only its path"),
+            ("DELETE", "/items?label=0", "in the query string (DELETE /items?label=cat,"),
+            ("GET", "/stats", "GET /stats takes no input"),
+            ("GET", "/items?label=0&limit=2", "takes only its query string (offset, limit, label, source, where)")):
+        for body in ({"json": {"name": "v1"}}, {"data": {"label": "0"}}, {"content": b"x"},
+                     {"content": b"{}", "headers": {"Content-Type": "application/json"}}):
+            answer = client.request(method, path, **{**body, "headers": {**AUTH, **body.get("headers", {})}})
+            said = answer.json()["error"]
+            assert answer.status_code == 422 and said.startswith("invalid request: "), (method, path, said)
+            assert said.endswith(": this endpoint reads no body") and takes in said, said
+    assert said == ("invalid request: GET /items takes only its query string (offset, limit, label, source, "
+                    "where): this endpoint reads no body")
+    assert len(memory) == 3 * PER_LABEL + 1 and memory.get(added).label == "new"  # nothing changed
+    assert [c.name for c in memory.checkpoints()] == ["v1"]
+    for headers in ({}, {"Content-Type": "application/json"}):  # no body: as the pages send it
+        rolled = client.post("/checkpoints/v1/rollback", headers={**AUTH, **headers})
+        assert rolled.status_code == 200 and rolled.json()["removed_ids"] == ([added] if not headers else [])
+    assert client.delete(f"/items/{item}", headers={**AUTH, "Content-Type": "application/json"}).json()["removed"] == 1
+
+
 # ---- security and limits -------------------------------------------------------------
 
 

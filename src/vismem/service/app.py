@@ -62,6 +62,7 @@ from .http import (
     as_is,
     known_fields,
     known_only,
+    refuse_body,
     responses,
 )
 from .loops import needs_new_loop
@@ -547,6 +548,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     async def delete_items(request: Request) -> dict[str, Any]:
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
         `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
+        await refuse_body(request, "give exactly one of id, label, source, where in the query string "
+                          "(DELETE /items?label=cat, ?id=1&id=2)")
         chosen = _selector(request)
         targets = parse_where(chosen.where)
         removed, unfinished = await service.write_partly(memory.remove, chosen.id, label=chosen.label,
@@ -642,9 +645,6 @@ def _selector(request: Request) -> Selector:
     given: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         given.setdefault(key, []).append(value)
-    if not given and request.headers.get("content-type"):  # a DELETE's body: read by no one
-        raise HTTPException(422, "invalid request: give exactly one of id, label, source, where in the query "
-                            "string (DELETE /items?label=cat, ?id=1&id=2): this endpoint reads no body")
     known_only("query parameter", request.query_params, Selector.model_fields)  # as other endpoints say it
     fields = {key: values if key in ("id", "where") else values[0] for key, values in given.items()}
     try:

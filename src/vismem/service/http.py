@@ -57,7 +57,8 @@ STATUS: dict[int, str] = {
     415: "A file part is not sent as image/*, or the body is not of the type the endpoint takes (a "
          "multipart form, or JSON, as this document says). Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
-         "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1). Nothing changed.",
+         "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1; or a body sent "
+         "to an endpoint that reads none). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
          "Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
@@ -68,6 +69,7 @@ JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: 
 FORM_BODY = ("the body must be a multipart form (curl -F NAME=VALUE, and -F 'NAME=@x.png;type=image/png' "
              "for an image)")
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+NO_BODY = "this endpoint reads no body"
 INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
 # A closed memory is the server's own mistake: a 500, as any bug. So is a PartlyDoneError
 # left to this table: an edit that can end partly done answers 200 with what it committed
@@ -241,13 +243,16 @@ async def known_fields(request: Request) -> None:
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
     `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
     parts, the first was dropped). A whole number among them, and in the path, must be
-    digits (`whole_numbers`). A route that declares its query itself (DELETE /items: one
-    `Selector`) checks it itself, with `known_only` too."""
+    digits (`whole_numbers`), and an endpoint that reads no body refuses one. A route that
+    declares its query itself (DELETE /items: one `Selector`) checks it itself, with
+    `known_only` and `refuse_body` too."""
     route = request.scope["route"]
     dependant = route.dependant
     if not (route.openapi_extra or {}).get("parameters"):
         known_only("query parameter", request.query_params, {p.alias: p for p in dependant.query_params})
         whole_numbers(dependant.query_params, {key: request.query_params.getlist(key) for key in request.query_params})
+        if not dependant.body_params:
+            await refuse_body(request, _takes_only(request.method, route))
     whole_numbers(dependant.path_params, {key: [value] for key, value in request.path_params.items()})
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
@@ -261,6 +266,21 @@ async def known_fields(request: Request) -> None:
         form = await request.form()  # parsed once: FastAPI reads the same
         known_only("form field", form, {field.alias: field for field in dependant.body_params})
         whole_numbers(dependant.body_params, {key: form.getlist(key) for key in form})
+
+
+async def refuse_body(request: Request, takes: str) -> None:
+    """422 for a body sent to an endpoint that reads none, where FastAPI ignores it (a
+    rollback with one rolled back all the same); `takes` says what the endpoint takes. An
+    empty body, whatever its Content-Type, is no body."""
+    if await request.body():
+        raise StarletteHTTPException(422, f"invalid request: {takes}: {NO_BODY}")
+
+
+def _takes_only(method: str, route: Any) -> str:
+    """What an endpoint that reads no body takes, in words."""
+    query = ", ".join(param.alias for param in route.dependant.query_params)
+    parts = ["its path"] * bool(route.dependant.path_params) + [f"its query string ({query})"] * bool(query)
+    return f"{method} {route.path} " + (f"takes only {' and '.join(parts)}" if parts else "takes no input")
 
 
 def whole_numbers(fields: list[Any], given: dict[str, list[Any]]) -> None:
