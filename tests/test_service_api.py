@@ -368,6 +368,37 @@ def test_a_query_parameter_no_endpoint_takes_is_refused(client, memory):
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html"), page
 
 
+def test_a_body_sent_to_an_endpoint_that_reads_none_is_refused(client, memory):
+    """`POST /checkpoints/{name}/rollback` with a body rolled back as if none had been sent,
+    as did every endpoint that reads no body (`DELETE /items/1 {"label": "x"}` removed item
+    1). Each now refuses any body as DELETE /items does: a 422 that says what it takes, and
+    nothing changes. An empty body, with or without a Content-Type, is no body."""
+    client.post("/checkpoints", json={"name": "v1"}, headers=AUTH).raise_for_status()
+    added = memory.add_vectors(memory.vectors([1])[1], ["new"])[0]
+    item = memory.targets(label="0")[0]
+    for method, path, takes in (
+            ("POST", "/checkpoints/v1/rollback", "POST /checkpoints/{name}/rollback takes only its path"),
+            ("DELETE", f"/items/{item}", "DELETE /items/{item_id} takes only its path"),
+            ("DELETE", "/checkpoints/v1", "takes only its path"),
+            ("DELETE", "/items?label=0", "in the query string (DELETE /items?label=cat,"),
+            ("GET", "/stats", "GET /stats takes no input"),
+            ("GET", "/items?label=0&limit=2", "takes only its query string (offset, limit, label, source, where)")):
+        for body in ({"json": {"name": "v1"}}, {"data": {"label": "0"}}, {"content": b"x"},
+                     {"content": b"{}", "headers": {"Content-Type": "application/json"}}):
+            answer = client.request(method, path, **{**body, "headers": {**AUTH, **body.get("headers", {})}})
+            said = answer.json()["error"]
+            assert answer.status_code == 422 and said.startswith("invalid request: "), (method, path, said)
+            assert said.endswith(": this endpoint reads no body") and takes in said, said
+    assert said == ("invalid request: GET /items takes only its query string (offset, limit, label, source, "
+                    "where): this endpoint reads no body")
+    assert len(memory) == 3 * PER_LABEL + 1 and memory.get(added).label == "new"  # nothing changed
+    assert [c.name for c in memory.checkpoints()] == ["v1"]
+    for headers in ({}, {"Content-Type": "application/json"}):  # no body: as the pages send it
+        rolled = client.post("/checkpoints/v1/rollback", headers={**AUTH, **headers})
+        assert rolled.status_code == 200 and rolled.json()["removed_ids"] == ([added] if not headers else [])
+    assert client.delete(f"/items/{item}", headers={**AUTH, "Content-Type": "application/json"}).json()["removed"] == 1
+
+
 # ---- security and limits -------------------------------------------------------------
 
 
@@ -868,6 +899,34 @@ def test_huge_ids_are_refused_and_every_connection_keeps_serving(memory):
     finally:
         stderr = stop_server(process)
     assert "Traceback" not in stderr
+
+
+def test_an_id_must_be_written_as_a_whole_number(client, memory, digit_sets):
+    """`/items/1.0`, `/items/%201`, `/items/+1` and `DELETE /items?id=1.0` were read as id 1,
+    and `/items/1_0` as id 10: pydantic reads a number from text leniently. An id (and
+    offset, limit, k) is now digits, or a minus sign and digits, refused as out of range;
+    anything else is a 422 that names the value sent."""
+    for sent, seen in (("1.0", "1.0"), ("%201", " 1"), ("1%20", "1 "), ("+1", "+1"), ("1_0", "1_0"),
+                       ("1e0", "1e0"), ("0x1", "0x1"), ("%D9%A1", "\u0661")):
+        for answer in (client.get(f"/items/{sent}"), client.get(f"/items/{sent}/thumbnail"),
+                       client.patch(f"/items/{sent}", json={"weight": 0}, headers=AUTH),
+                       client.delete(f"/items/{sent}", headers=AUTH),
+                       client.delete(f"/items?id=2&id={sent.replace('+', '%2B')}", headers=AUTH)):
+            said = answer.json()["error"]
+            assert answer.status_code == 422, (sent, answer.request.url, said)
+            assert re.fullmatch(r"invalid request: (item_id|id\.1): expected a whole number written in digits "
+                                r"\(e\.g\. 12\), got " + re.escape(repr(seen)), said), said
+    for answer in (client.get("/items/-1"), client.delete("/items?id=-1", headers=AUTH)):
+        assert answer.status_code == 422 and "greater than or equal to 0" in answer.json()["error"]
+    for name in ("offset", "limit"):
+        answer = client.get("/items", params={name: "2.0"})
+        assert answer.status_code == 422 and answer.json()["error"].startswith(f"invalid request: {name}: expected")
+    for path in ("/classify", "/search"):
+        answer = client.post(path, files={"file": ("q.png", digit_sets["0"][0], "image/png")}, data={"k": "3.0"})
+        assert answer.status_code == 422 and answer.json()["error"].startswith("invalid request: k: expected")
+    assert len(memory) == 3 * PER_LABEL and client.get("/items/1").json()["weight"] == 1.0
+    assert client.get("/items/01").json()["id"] == 1  # digits all the same
+    assert client.get("/items", params={"offset": "2", "limit": "3"}).json()["offset"] == 2
 
 
 def test_the_document_says_what_this_server_enforces(memory):

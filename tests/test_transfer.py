@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +14,7 @@ import pytest
 
 from conftest import json_lines, unit_vectors
 from vismem import Memory
-from vismem.errors import VismemError
+from vismem.errors import FileExistsVismemError, VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
 from vismem.transform import TransformSpec
 
@@ -553,3 +555,32 @@ def test_an_export_to_a_file_that_exists_is_refused_unless_replace(tmp_path, cli
     assert read_header(target)[1] == 40
     report = json_lines(cli("export", tmp_path / "m", target, "--replace", "--json", check=True))[0]
     assert report["exported"] == 40 and read_header(target)[1] == 40
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_an_export_does_not_replace_a_file_made_while_it_was_written(tmp_path, monkeypatch, hard_links):
+    """The export looked for a file at its target before writing, then renamed its whole
+    file over the name: a file another process made meanwhile was replaced all the same.
+    Without `replace` the last step now moves the file only to a name still free (a hard
+    link; on a file system without them, the name taken first), and refuses as before."""
+    if not hard_links:  # as FAT and some network file systems answer
+        def no_link(*args, **kwargs):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(40, 8, seed=4), [str(i % 2) for i in range(40)])
+        target = tmp_path / "out.parquet"
+
+        def another_process_writes(done: int) -> None:
+            if not target.exists():
+                target.write_bytes(b"written meanwhile")
+
+        with pytest.raises(FileExistsVismemError, match="out.parquet exists already.*replace=True"):
+            memory.export_parquet(target, progress=another_process_writes)
+        assert target.read_bytes() == b"written meanwhile"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"]  # no partial file left
+        target.unlink()
+        assert memory.export_parquet(target) == 40  # a name that stays free is written as ever
+        assert read_header(target)[1] == 40 and sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"]
+        assert memory.export_parquet(target, progress=another_process_writes, replace=True) == 40
+        assert read_header(target)[1] == 40

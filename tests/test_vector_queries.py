@@ -180,14 +180,35 @@ def test_the_service_answers_vector_queries_as_the_memory(client, digit_vectors)
     ({"vector": "[" * 100_000}, 400, "a JSON array of 64 numbers"),
     ({"vector": json.dumps([True] * 64)}, 400, "a JSON array of 64 numbers"),
     ({"vector": json.dumps([1e39] + [0] * 63)}, 400, "too large for float32"),
-    ({"vector": "[NaN" + ", 0" * 63 + "]"}, 400, "row 0 holds NaN or infinity"),
-    ({"vector": json.dumps([0] * 64)}, 400, "must not be all zeros"),
+    ({"vector": json.dumps([1] * 63 + [10**400])}, 400, "too large for float32"),
+    ({"vector": "[1e400" + ", 0" * 63 + "]"}, 400, "too large for float32"),  # past float64: inf to Python
+    # the field and the place, where the memory's own check says the CLI's "row 0"
+    ({"vector": "[NaN" + ", 0" * 63 + "]"}, 400, "vector[0] is NaN: send finite numbers"),
+    ({"vector": "[0, 1, 2, Infinity, -Infinity" + ", 0" * 59 + "]"}, 400,
+     "vector[3] is Infinity: send finite numbers (and 1 more value is not finite)"),
+    ({"vector": json.dumps([0] * 64)}, 400, "vector: every value is 0, so it has no direction"),
 ])
 def test_the_service_refuses_a_vector_it_cannot_use(client, form, status, says):
     _, client = client
     for path in ("/classify", "/search"):
         answer = client.post(path, data=form)
         assert answer.status_code == status and says in answer.json()["error"], answer.text
+        assert "row" not in answer.json()["error"]
+
+
+def test_a_vector_of_values_too_small_for_float32_keeps_its_direction(client):
+    """Only a query's direction counts: values float32 holds as 0 are not all zeros."""
+    memory, client = client
+    tiny = [0.0] * 64
+    tiny[5], tiny[9] = 3e-50, -1e-50
+    big = [0.0] * 64
+    big[5], big[9] = 3.0, -1.0
+    for path in ("/classify", "/search"):
+        answers = [client.post(path, data={"vector": json.dumps(v), "k": "3"}) for v in (tiny, big)]
+        assert answers[0].status_code == 200, answers[0].text
+        found = [answer.json()["neighbors"] for answer in answers]
+        assert [n["id"] for n in found[0]] == [n["id"] for n in found[1]]
+        assert [n["distance"] for n in found[0]] == pytest.approx([n["distance"] for n in found[1]], abs=1e-6)
 
 
 def test_a_vector_sent_as_a_json_body_is_told_to_come_as_a_form_field(client):

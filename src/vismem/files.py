@@ -5,25 +5,65 @@ file that was there."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import VismemError
+from .errors import FileExistsVismemError, VismemError
+
+# What os.link answers on a file system without hard links (FAT, some network ones)
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def exists_already(path: str | Path) -> FileExistsVismemError:
+    """The error for a file to write that is there already (each face adds how to replace it)."""
+    return FileExistsVismemError(f"{path} exists already: name another file, or replace it")
 
 
 @contextlib.contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
+def written_whole(path: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield where to write `path`'s new contents (`PATH.partial`, beside the file a link
-    at `path` leads to, as writing to it would); on success it replaces `path`. An OSError
-    is a VismemError naming `path`, and the partial file is removed."""
+    at `path` leads to, as writing to it would); on success it replaces `path`, or without
+    `replace` takes the name only if it is still free (FileExistsVismemError: a file made
+    there meanwhile, by another process, stays). An OSError is a VismemError naming
+    `path`, and the partial file is removed."""
     target = Path(os.path.realpath(path))
     partial = target.with_name(target.name + ".partial")
     try:
         yield partial
-        os.replace(partial, target)
+        if replace:
+            os.replace(partial, target)
+        else:
+            _move_to_free_name(partial, target, path)
+    except FileExistsVismemError:
+        raise
     except OSError as exc:
         raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         with contextlib.suppress(OSError):  # the error above says what went wrong
             partial.unlink(missing_ok=True)
+
+
+def _move_to_free_name(partial: Path, target: Path, shown: Path) -> None:
+    """Give `partial` the name `target` unless a file has it: a rename would replace one.
+    A hard link fails if the name is taken; where there are none, the name is taken first
+    (an empty file, made only if none is there), then renamed over."""
+    try:
+        os.link(partial, target)  # `partial` itself goes in written_whole's `finally`
+        return
+    except FileExistsError:
+        raise exists_already(shown) from None
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        raise exists_already(shown) from None
+    try:
+        os.replace(partial, target)
+    except OSError:
+        with contextlib.suppress(OSError):  # the empty file taken for the name: not the caller's
+            target.unlink()
+        raise

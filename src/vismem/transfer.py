@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 
-from .errors import FileExistsVismemError, InvalidInputError, VismemError, clause
-from .files import written_whole
+from .errors import InvalidInputError, VismemError, clause
+from .files import exists_already, written_whole
 from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
@@ -175,7 +175,8 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     at `path` is refused (FileExistsVismemError) unless `replace`.
 
     The file appears under its name only when complete (written beside it, then
-    renamed), so an interrupted export never leaves a truncated file that looks whole.
+    renamed), so an interrupted export never leaves a truncated file that looks whole;
+    without `replace`, only if the name is still free then (not taken meanwhile).
     """
     import pyarrow.parquet as pq
 
@@ -186,12 +187,12 @@ def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: I
     if not path.parent.is_dir():
         raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.exists() and not replace:  # an earlier export, say: replaced only when asked
-        raise FileExistsVismemError(f"{path} exists already: name another file, or replace it")  # each face says how
+        raise exists_already(path)  # checked before any item is read; written_whole checks again at the end
     schema = arrow_schema(dim, header, thumbnails=thumbnails)
     written = 0
     # Vectors barely compress; zstd still shrinks the text columns and costs little.
     # Page checksums (CRC-32, standard Parquet) let an import tell a damaged file.
-    with written_whole(path) as partial, \
+    with written_whole(path, replace=replace) as partial, \
             pq.ParquetWriter(partial, schema, compression="zstd", write_page_checksum=True) as writer:
         for rows in batches:
             if len(rows):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import secrets
 import threading
@@ -61,6 +62,7 @@ from .http import (
     as_is,
     known_fields,
     known_only,
+    refuse_body,
     responses,
 )
 from .loops import needs_new_loop
@@ -271,10 +273,14 @@ class _MemoryService:
 
 
 def parse_vector(text: str, dim: int) -> np.ndarray:
-    """A query vector sent as a JSON array of `dim` numbers, as (1, dim) float32; 400
-    otherwise (the memory then refuses NaN, infinity and all zeros, saying why)."""
+    """A query vector sent as a JSON array of `dim` finite numbers, not all 0, as (1, dim)
+    float32; else a 400 that names the field and the value (the memory's own check names
+    rows, as the CLI's --queries array has them)."""
+    too_large = HTTPException(400, "vector: a value is too large for float32 (at most about 3.4e38 in size)")
     try:
-        values = json.loads(text)
+        values = json.loads(text, parse_float=_float_within_range)
+    except OverflowError:
+        raise too_large from None
     except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
         values = None
     if not (isinstance(values, list) and len(values) == dim
@@ -283,11 +289,31 @@ def parse_vector(text: str, dim: int) -> np.ndarray:
                             f"e.g. [0.12, -0.5, ...]")
     try:
         wide = np.asarray(values, dtype=np.float64)  # an integer past float64 overflows here
-        if np.isfinite(wide).all() and np.abs(wide).max(initial=0) > np.finfo(np.float32).max:
-            raise OverflowError
     except OverflowError:
-        raise HTTPException(400, "vector: a value is too large for float32 (at most about 3.4e38 in size)") from None
+        raise too_large from None
+    wrong = np.flatnonzero(~np.isfinite(wide))  # JSON's NaN, Infinity and -Infinity, which Python reads
+    if wrong.size:
+        more = wrong.size - 1
+        raise HTTPException(400, f"vector[{wrong[0]}] is {json.dumps(values[wrong[0]])}: send finite numbers"
+                            + (f" (and {more} more value{'s are' if more > 1 else ' is'} not finite)" if more else ""))
+    largest = np.abs(wide).max(initial=0)
+    if largest > np.finfo(np.float32).max:
+        raise too_large
+    if not largest:
+        raise HTTPException(400, "vector: every value is 0, so it has no direction to compare (cosine similarity "
+                            "needs one)")
+    if largest < np.finfo(np.float32).tiny:  # float32 would hold it as 0s: only its direction counts
+        wide = wide / largest
     return wide.astype(np.float32)[None, :]
+
+
+def _float_within_range(text: str) -> float:
+    """A JSON number as Python reads it, but one past float64's range (1e400) is no
+    Infinity: it is too large."""
+    value = float(text)
+    if math.isinf(value):
+        raise OverflowError(text)
+    return value
 
 
 def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastAPI:
@@ -523,6 +549,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     async def delete_items(request: Request) -> dict[str, Any]:
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
         `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
+        await refuse_body(request, "give exactly one of id, label, source, where in the query string "
+                          "(DELETE /items?label=cat, ?id=1&id=2)")
         chosen = _selector(request)
         targets = parse_where(chosen.where)
         removed, unfinished = await service.write_partly(memory.remove, chosen.id, label=chosen.label,
@@ -618,9 +646,6 @@ def _selector(request: Request) -> Selector:
     given: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         given.setdefault(key, []).append(value)
-    if not given and request.headers.get("content-type"):  # a DELETE's body: read by no one
-        raise HTTPException(422, "invalid request: give exactly one of id, label, source, where in the query "
-                            "string (DELETE /items?label=cat, ?id=1&id=2): this endpoint reads no body")
     known_only("query parameter", request.query_params, Selector.model_fields)  # as other endpoints say it
     fields = {key: values if key in ("id", "where") else values[0] for key, values in given.items()}
     try:

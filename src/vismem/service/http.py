@@ -36,14 +36,15 @@ from ..errors import (
     ReadOnlyMemoryError,
     VismemError,
 )
-from .models import PATTERN_RULES
+from .models import PATTERN_RULES, not_whole
 
 log = logging.getLogger("vismem.service")
 
 STATUS: dict[int, str] = {
     400: "The body does not parse (not JSON; broken multipart, which the answer says and names the form "
          "fields the endpoint takes; or a form over Starlette's limits: 1,000 files, 1,000 fields, 1 MB a text "
-         "field), or an uploaded query image does not decode as an image within the pixel limit. Nothing changed.",
+         "field), or an uploaded query image does not decode as an image within the pixel limit, or a query "
+         "`vector` is not an array of the memory's dimension of finite numbers, not all 0. Nothing changed.",
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
@@ -56,7 +57,8 @@ STATUS: dict[int, str] = {
     415: "A file part is not sent as image/*, or the body is not of the type the endpoint takes (a "
          "multipart form, or JSON, as this document says). Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
-         "out-of-range field). Nothing changed.",
+         "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1; or a body sent "
+         "to an endpoint that reads none). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
          "Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
@@ -67,6 +69,7 @@ JSON_BODY = "the body must be a JSON object, sent with the header Content-Type: 
 FORM_BODY = ("the body must be a multipart form (curl -F NAME=VALUE, and -F 'NAME=@x.png;type=image/png' "
              "for an image)")
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+NO_BODY = "this endpoint reads no body"
 INTERNAL = "internal error: the server log has the details"  # a bug's answer: never its traceback
 # A closed memory is the server's own mistake: a 500, as any bug. So is a PartlyDoneError
 # left to this table: an edit that can end partly done answers 200 with what it committed
@@ -239,12 +242,18 @@ async def known_fields(request: Request) -> None:
     """A request's query parameters and form fields must be the endpoint's, each single one
     once: FastAPI ignores any other (`only-label`, the CLI's spelling, searched every item;
     `?lable=cat` listed every item) and keeps the last of a repeated one (of two `file`
-    parts, the first was dropped). A route that declares its query itself (DELETE /items:
-    one `Selector`) checks it itself, with `known_only` too."""
+    parts, the first was dropped). A whole number among them, and in the path, must be
+    digits (`whole_numbers`), and an endpoint that reads no body refuses one. A route that
+    declares its query itself (DELETE /items: one `Selector`) checks it itself, with
+    `known_only` and `refuse_body` too."""
     route = request.scope["route"]
-    if not (route.openapi_extra or {}).get("parameters"):
-        known_only("query parameter", request.query_params, {p.alias: p for p in route.dependant.query_params})
     dependant = route.dependant
+    if not (route.openapi_extra or {}).get("parameters"):
+        known_only("query parameter", request.query_params, {p.alias: p for p in dependant.query_params})
+        whole_numbers(dependant.query_params, {key: request.query_params.getlist(key) for key in request.query_params})
+        if not dependant.body_params:
+            await refuse_body(request, _takes_only(request.method, route))
+    whole_numbers(dependant.path_params, {key: [value] for key, value in request.path_params.items()})
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     takes_form = any(isinstance(field.field_info, params.Form) for field in dependant.body_params)
     readable = kind in FORMS if takes_form else _is_json(kind)
@@ -256,6 +265,41 @@ async def known_fields(request: Request) -> None:
     if takes_form and kind in FORMS:
         form = await request.form()  # parsed once: FastAPI reads the same
         known_only("form field", form, {field.alias: field for field in dependant.body_params})
+        whole_numbers(dependant.body_params, {key: form.getlist(key) for key in form})
+
+
+async def refuse_body(request: Request, takes: str) -> None:
+    """422 for a body sent to an endpoint that reads none, where FastAPI ignores it (a
+    rollback with one rolled back all the same); `takes` says what the endpoint takes. An
+    empty body, whatever its Content-Type, is no body."""
+    if await request.body():
+        raise StarletteHTTPException(422, f"invalid request: {takes}: {NO_BODY}")
+
+
+def _takes_only(method: str, route: Any) -> str:
+    """What an endpoint that reads no body takes, in words."""
+    query = ", ".join(param.alias for param in route.dependant.query_params)
+    parts = ["its path"] * bool(route.dependant.path_params) + [f"its query string ({query})"] * bool(query)
+    return f"{method} {route.path} " + (f"takes only {' and '.join(parts)}" if parts else "takes no input")
+
+
+def whole_numbers(fields: list[Any], given: dict[str, list[Any]]) -> None:
+    """422 for a whole-number field (an id, offset, k) whose text is not digits: FastAPI has
+    pydantic read it, and pydantic reads "1.0", " 1" and "+1" as 1, and "1_0" as 10."""
+    for field in fields:
+        if not _is_int(field.field_info.annotation):
+            continue
+        for text in given.get(field.alias, ()):
+            if isinstance(text, str) and (why := not_whole(text)):
+                raise StarletteHTTPException(422, f"invalid request: {field.alias}: {why}")
+
+
+def _is_int(annotation: Any) -> bool:
+    """Whether a parameter takes whole numbers: int, or int in a list or with None (not bool)."""
+    if annotation is int:
+        return True
+    kinds = set(get_args(annotation)) - {type(None)}
+    return bool(kinds) and all(_is_int(kind) for kind in kinds)
 
 
 def _is_json(kind: str) -> bool:

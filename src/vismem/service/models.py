@@ -8,6 +8,7 @@ from `VoteParams` (`settings.describe`), never restated here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Annotated, Any, ClassVar, Literal
@@ -34,7 +35,25 @@ MAX_ID = 2**53 - 1
 # asks). Regex engines disagree on what \s is, so the spaces are named one by one.
 SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 VISIBLE = f"[^{SPACES}]"
-ItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id.")]
+# A whole number sent as text (a path, a query, a form field) is digits: pydantic would read
+# "1.0", " 1" and "+1" as 1, and "1_0" as 10. A minus sign too, so -1 is told its range.
+WHOLE = re.compile(r"-?[0-9]+")
+
+
+def not_whole(text: str) -> str | None:
+    """Why `text` is not a whole number written as one; None when it is."""
+    if WHOLE.fullmatch(text):
+        return None
+    return f"expected a whole number written in digits (e.g. 12), got {text[:80]!r}"
+
+
+def _whole_text(value: Any) -> Any:
+    if isinstance(value, str) and (why := not_whole(value)):
+        raise ValueError(why)
+    return value
+
+
+ItemId = Annotated[int, BeforeValidator(_whole_text), Field(ge=0, le=MAX_ID, description="An item id.")]
 # In a JSON body (strict: true is not 1, nor "2" the number 2), where 2.0 is the integer 2.
 JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
                        BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
