@@ -297,7 +297,7 @@ def test_a_value_of_the_wrong_form_is_told_the_rule_not_a_regular_expression(cli
     image = [upload("a.png", digit_sets["0"][0])]
     for answer, field, rule in (
             (client.get("/items", params={"label": "  "}), "label.0", "needs a character that is not a space"),
-            (client.post("/items", files=image, data={"label": "\t"}, headers=AUTH), "label",
+            (client.post("/items", files=image, data={"label": "\u3000"}, headers=AUTH), "label",
              "needs a character that is not a space"),
             (client.delete("/items", params={"label": " "}, headers=AUTH), "label", "needs a character"),
             (client.get("/items", params={"where": "camera"}), "where.0", "expected KEY=VALUE"),

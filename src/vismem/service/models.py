@@ -50,8 +50,8 @@ def _printable(value: Any) -> Any:
 
 # A label written to the memory holds no control character either (`check_label`); a label
 # looked for is any Label, so one a memory kept from before that check is still found.
-NewLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH,
-                                            pattern=f"^[^{CONTROLS}]*[^{SPACES}{CONTROLS}][^{CONTROLS}]*$"),
+NEW_LABEL = f"^[^{CONTROLS}]*[^{SPACES}{CONTROLS}][^{CONTROLS}]*$"
+NewLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=NEW_LABEL),
                      BeforeValidator(_printable)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
 WHERE_KEY = r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*="
@@ -67,6 +67,7 @@ CheckpointName = Annotated[str, StringConstraints(pattern=CHECKPOINT_PATTERN),
 # What each pattern asks, in words: a 422 says this, not the regular expression
 PATTERN_RULES = {
     VISIBLE: "needs a character that is not a space",
+    NEW_LABEL: "needs a character that is not a space",  # (a control character is named before the pattern)
     WHERE_KEY: "expected KEY=VALUE, the KEY of letters, digits and _ (e.g. camera=phone)",
     CHECKPOINT_PATTERN: f"a checkpoint's name is {NAME_RULE}",
 }
