@@ -957,3 +957,31 @@ def test_a_memory_already_holding_such_a_source_or_metadata_opens_and_finds_them
                          *restrict)
         assert result.returncode == 0, result.stderr
         assert [n["source"] for n in json_lines(result)[0]["neighbors"]] == [bad, bad]
+
+
+def test_text_a_memory_already_holds_with_control_characters_is_shown_escaped(tmp_path):
+    """Labels and sources from before the check were printed raw: this label turned the
+    terminal's text red and this source set its window title. Human output shows them as
+    repr escapes them (ordinary Unicode as it is); --json keeps the true strings."""
+    label, source = "o\x1b[31mk é", "s\x1b]0;x\x07"
+    older_memory(tmp_path / "old", "label = ?, source = ?", label, source)
+    memdir, queries = tmp_path / "old", tmp_path / "v.npy"
+    (tmp_path / "truth.txt").write_text("fine\nfine\nfine\n", encoding="utf-8")
+    said = ""
+    for command in (["info", memdir], ["search", memdir, "--queries", queries, "-k", "3"],
+                    ["classify", memdir, "--queries", queries, "-k", "3"],
+                    ["suspects", memdir, "-k", "2"],
+                    ["eval", memdir, "--queries", queries, "--labels", tmp_path / "truth.txt", "-k", "1"],
+                    ["search", memdir, "--queries", queries, "--only-source", source + "x"],
+                    ["prune", memdir, "--mode", "soft", "-k", "2"]):  # (last: it changes the votes)
+        result = run_cli(*command)
+        assert result.returncode == 0, (command, result.stderr)
+        said = result.stdout + result.stderr
+        if "--only-source" in command:  # the warning that nothing matches names the source escaped
+            assert "s\\x1b]0;x\\x07x" in said, said
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", said), (command, said)
+    assert "o\\x1b[31mk é" in run_cli("info", memdir).stdout
+    assert "s\\x1b]0;x\\x07" in run_cli("search", memdir, "--queries", queries, "-k", "3").stdout
+    assert json_lines(run_cli("info", memdir, "--json"))[0]["classes"] == {label: 2, "fine": 1}
+    answer = json_lines(run_cli("search", memdir, "--queries", queries, "-k", "3", "--json"))[0]
+    assert {n["source"] for n in answer["neighbors"]} == {source, "vectors"}

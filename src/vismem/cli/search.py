@@ -11,7 +11,7 @@ from ..decide import VoteParams
 from ..errors import InvalidInputError
 from ..images import HELD_BY_THE_MEMORY, Skipped
 from ..settings import MemorySettings, describe
-from ..store.base import parse_where
+from ..store.base import parse_where, printable
 from . import EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, progress_bar
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
                        in_input_order, load_queries, number_option, read_queries, say_unreadable,
@@ -60,9 +60,9 @@ def search(
         if json_out:
             emit({"path": str(path), "neighbors": [hit.to_dict() for hit in row]})
             continue
-        out.print(f"{path}")
+        out.print(printable(path))
         for hit in row:
-            out.print(f"  {hit.id:>8}  {hit.label:<20} {hit.distance:.4f}  {hit.source}")
+            out.print(f"  {hit.id:>8}  {printable(hit.label):<20} {hit.distance:.4f}  {printable(hit.source)}")
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
 

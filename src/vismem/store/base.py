@@ -46,6 +46,13 @@ CONTROLS = r"\x00-\x1f\x7f-\x9f"
 CONTROL = re.compile(f"[{CONTROLS}]")
 
 
+def printable(text: object) -> str:
+    """`text` for human output: each control character escaped as repr escapes it (`\x1b`,
+    `\t`), the rest (accents, CJK, emoji) as it is, so text a memory kept from before its
+    check cannot drive the terminal. --json keeps the true string."""
+    return CONTROL.sub(lambda found: repr(found.group())[1:-1], str(text))
+
+
 def check_text(kind: str, value: str) -> None:
     """Refuse text with lone surrogates (bytes that were not UTF-8, as a Latin-1 terminal
     passes them): no store can keep it."""
