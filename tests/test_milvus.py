@@ -70,6 +70,22 @@ def photos(digits, tmp_path_factory):
     return root / "train", sorted(root.glob("q*.png"))
 
 
+def test_a_dimension_milvus_cannot_hold_is_refused_before_connecting(cli, tmp_path):
+    """Milvus holds float vectors of at most 32,768 dimensions, vismem up to 65,536: such
+    a memory was refused by the server after connecting, in its own words. Port 9 has no
+    server: the answer comes before any connection is tried."""
+    with pytest.raises(InvalidInputError, match="Milvus holds vectors of at most 32,768 dimensions, not 32,769"):
+        Memory.create("milvus://127.0.0.1:9/big", encoder=None, dim=32_769)
+    made = cli("create", "milvus://127.0.0.1:9/big", "--encoder", "none", "--dim", "65536")
+    assert made.returncode == 1 and "at most 32,768 dimensions, not 65,536" in made.stderr, made.stderr
+    assert "connect" not in made.stderr
+    with Memory.create(tmp_path / "wide", encoder=None, dim=40_000) as memory:  # a directory holds it
+        memory.add_vectors(unit_vectors(1, 40_000), "a")
+    cli("export", tmp_path / "wide", tmp_path / "wide.parquet", check=True)
+    moved = cli("import", tmp_path / "wide.parquet", "milvus://127.0.0.1:9/big")
+    assert moved.returncode == 1 and "at most 32,768 dimensions, not 40,000" in moved.stderr, moved.stderr
+
+
 @pytest.mark.milvus
 def test_the_cli_on_a_milvus_memory(milvus_location, photos, cli):
     train, queries = photos

@@ -254,6 +254,21 @@ def test_a_label_with_a_control_character_is_refused_naming_it_and_nothing_chang
     assert answer.status_code == 200 and client.get("/items/1").json()["label"] == "café 日本 🐱"
 
 
+def test_a_source_or_metadata_with_a_control_character_is_refused_naming_it(client, digits):
+    """Sources and metadata were stored as given, then printed raw by `vismem info` and `search`."""
+    images, _ = digits
+    before = client.get("/stats").json()
+    bad = "cat\x1b[2J"
+    for data, said in (({"label": "0", "source": bad}, f"source {bad!r} holds the control character"),
+                       ({"label": "0", "meta": [f"note={bad}"]}, f"metadata note={bad!r} holds the control"),
+                       ({"label": "0", "meta": ['note="cat\\u001b[2J"']}, f"metadata note={bad!r} holds the")):
+        answer = client.post("/items", files=[upload("new.png", png(images[-3]))], data=data, headers=AUTH)
+        assert answer.status_code == 422 and said in answer.json()["error"], answer.json()
+    assert client.get("/stats").json() == before
+    # a restriction may still name such a source: a memory may hold one from before
+    assert client.get("/items", params={"source": bad}).status_code == 200
+
+
 def test_a_body_that_is_not_a_json_object_is_named(client):
     """`curl -X PATCH -d '{"weight": 0}'` sends a form content type: the 422 once said only
     'Field required' or 'Input should be a valid dictionary', naming nothing. (A form is
@@ -297,7 +312,7 @@ def test_a_value_of_the_wrong_form_is_told_the_rule_not_a_regular_expression(cli
     image = [upload("a.png", digit_sets["0"][0])]
     for answer, field, rule in (
             (client.get("/items", params={"label": "  "}), "label.0", "needs a character that is not a space"),
-            (client.post("/items", files=image, data={"label": "\t"}, headers=AUTH), "label",
+            (client.post("/items", files=image, data={"label": "\u3000"}, headers=AUTH), "label",
              "needs a character that is not a space"),
             (client.delete("/items", params={"label": " "}, headers=AUTH), "label", "needs a character"),
             (client.get("/items", params={"where": "camera"}), "where.0", "expected KEY=VALUE"),

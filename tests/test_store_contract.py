@@ -227,9 +227,10 @@ def test_metadata_filters_find_every_value_a_store_accepts(location):
     edges = [2**63 - 1, -(2**63 - 1), "", "ünï ✓", 0.1]
     ids = memory.add_vectors(unit_vectors(len(edges), 4), ["a"] * len(edges), metas=[{"v": v} for v in edges])
     assert [memory.ids(where={"v": v}) for v in edges] == [[i] for i in ids]
-    for bad, why in ((2**64, "64-bit"), (-(2**63), "64-bit"), ([1, {"n": 2**70}], "64-bit"),
-                     ("a\x00b", "NUL"), ({"k\x00": 1}, "NUL")):
-        with pytest.raises(InvalidInputError, match=f"metadata v=.* cannot be stored: .*{why}"):
+    for bad, why in ((2**64, "cannot be stored: .*64-bit"), (-(2**63), "cannot be stored: .*64-bit"),
+                     ([1, {"n": 2**70}], "cannot be stored: .*64-bit"),
+                     ("a\x00b", "holds the control character '.x00'"), ({"k\x00": 1}, "holds the control")):
+        with pytest.raises(InvalidInputError, match=f"metadata v=.* {why}"):
             memory.add_vectors(unit_vectors(1, 4), ["a"], metas=[{"v": bad}])
     assert len(memory) == len(edges)  # nothing half-added
     # a filter for such a number (Milvus failed to parse -2**63) looks for its text, as --where does

@@ -798,6 +798,23 @@ CONTROL_LABELS = ["cat\x1b[2J", "cat\x9b31m", "c\x00t", "cat\x7f", "cat\x85", "a
 PRINTABLE_LABELS = ["café", "日本", "🐱 cat", "👨\u200d👩\u200d👧", "Dög \"quoted\"", "big cat"]
 
 
+def older_memory(memdir: Path, changes: str, *values: object) -> None:
+    """A memory of 3 vectors (their .npy beside it, v.npy), labelled ok, ok, fine, whose
+    two ok items then get `changes` (SQL SET terms) as an older vismem let them in."""
+    import sqlite3
+
+    from vismem.store import DB_NAME
+
+    np.save(memdir.parent / "v.npy", np.eye(8, dtype=np.float32)[:3])
+    (memdir.parent / "ok.txt").write_text("ok\nok\nfine\n", encoding="utf-8")
+    run_cli("create", memdir, "--encoder", "none", "--dim", "8", check=True)
+    run_cli("add-vectors", memdir, "--vectors", memdir.parent / "v.npy", "--labels", memdir.parent / "ok.txt",
+            check=True)
+    with sqlite3.connect(memdir / DB_NAME) as db:
+        db.execute(f"UPDATE items SET {changes} WHERE label = 'ok'", values)
+    db.close()
+
+
 @pytest.mark.parametrize("bad", CONTROL_LABELS)
 def test_a_label_with_a_control_character_is_refused_everywhere_in_python(tmp_path, bad):
     """`info` printed such labels raw: an escape sequence in a label drove the terminal. A
@@ -869,18 +886,7 @@ def test_the_cli_refuses_a_label_with_a_control_character_and_changes_nothing(tm
 def test_a_memory_already_holding_such_a_label_still_opens_but_does_not_import(tmp_path):
     """Labels from before the check stay readable (and can be relabelled away); only a
     new label is refused, so importing an export of such a memory names the label."""
-    import sqlite3
-
-    from vismem.store import DB_NAME
-
-    np.save(tmp_path / "v.npy", np.eye(8, dtype=np.float32)[:3])
-    (tmp_path / "ok.txt").write_text("ok\nok\nfine\n", encoding="utf-8")
-    run_cli("create", tmp_path / "old", "--encoder", "none", "--dim", "8", check=True)
-    run_cli("add-vectors", tmp_path / "old", "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "ok.txt",
-            check=True)
-    with sqlite3.connect(tmp_path / "old" / DB_NAME) as db:  # as an older vismem let it in
-        db.execute("UPDATE items SET label = 'o\x1bk' WHERE label = 'ok'")
-    db.close()
+    older_memory(tmp_path / "old", "label = 'o\x1bk'")
     assert json_lines(run_cli("info", tmp_path / "old", "--json"))[0]["classes"] == {"o\x1bk": 2, "fine": 1}
     run_cli("export", tmp_path / "old", tmp_path / "old.parquet", check=True)
     one_line_error(run_cli("import", tmp_path / "old.parquet", tmp_path / "new"), repr("o\x1bk"))
@@ -888,3 +894,114 @@ def test_a_memory_already_holding_such_a_label_still_opens_but_does_not_import(t
     with Memory.open(tmp_path / "old") as memory:
         memory.relabel(memory.ids(labels=["o\x1bk"]), "ok")
         assert memory.class_counts() == {"ok": 2, "fine": 1}
+
+
+# ---- sources and metadata holding control characters ----------------------------------------
+
+@pytest.mark.parametrize("bad", CONTROL_LABELS)
+def test_a_source_or_metadata_with_a_control_character_is_refused_in_python(tmp_path, bad):
+    """`info`, `search` and `classify` printed sources and metadata raw, as they did labels."""
+    shown = re.escape(repr(bad))
+    x = np.eye(8, dtype=np.float32)[:3]
+    with Memory.create(tmp_path / "vec", encoder=None, dim=8) as memory:
+        with pytest.raises(InvalidInputError, match=f"source {shown} holds the control character"):
+            memory.add_vectors(x, "ok", sources=["s", bad, "s"])
+        for meta in ({"note": bad}, {"tags": ["ok", bad]}, {"deep": {"k": bad}}, {"deep": {bad: 1}}):
+            with pytest.raises(InvalidInputError, match=f"metadata .*{shown}.* holds the control character"):
+                memory.add_vectors(x, "ok", metas=[{}, meta, {}])
+        with pytest.raises(InvalidInputError, match="metadata keys are letters, digits and _"):
+            memory.add_vectors(x, "ok", metas=[{f"k{bad}": 1}] * 3)
+        assert len(memory) == 0
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    with Memory.create(tmp_path / "img", encoder="pixels") as memory:
+        with pytest.raises(InvalidInputError, match=f"source {shown}"):
+            memory.add_images([tmp_path / "a.png"], label="ok", source=bad)
+        with pytest.raises(InvalidInputError, match=shown):
+            memory.add_images([tmp_path / "a.png"], label="ok", meta={"note": bad})
+        with pytest.raises(InvalidInputError, match=f"image name {re.escape(repr(f'a{bad}.png'))} holds the"):
+            memory.add_image_bytes([(f"a{bad}.png", (tmp_path / "a.png").read_bytes())], label="ok", source="s")
+        assert len(memory) == 0
+
+
+def test_the_cli_refuses_a_source_or_metadata_with_a_control_character(tmp_path):
+    bad = "cat\x1b[2J"
+    np.save(tmp_path / "v.npy", np.eye(8, dtype=np.float32)[:3])
+    (tmp_path / "ok.txt").write_text("ok\nok\nok\n", encoding="utf-8")
+    run_cli("create", tmp_path / "vec", "--encoder", "none", "--dim", "8", check=True)
+    one_line_error(run_cli("add-vectors", tmp_path / "vec", "--vectors", tmp_path / "v.npy", "--labels",
+                           tmp_path / "ok.txt", "--source", bad), f"source {bad!r} holds the control character")
+    run_cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "a.png")
+    one_line_error(run_cli("add", tmp_path / "img", tmp_path / "a.png", "--label", "ok", "--source", bad),
+                   f"source {bad!r}")
+    # the text as given, and as JSON that reads as such a text
+    for given in (f"note={bad}", 'note="cat\\u001b[2J"'):
+        one_line_error(run_cli("add", tmp_path / "img", tmp_path / "a.png", "--label", "ok", "--meta", given),
+                       f"metadata note={bad!r} holds the control character")
+    for memdir in ("vec", "img"):
+        assert json_lines(run_cli("info", tmp_path / memdir, "--json"))[0]["items"] == 0
+
+
+def test_a_path_with_a_control_character_is_skipped_as_a_source_not_the_whole_add(tmp_path):
+    """The path given is its images' source by default: one holding a control character
+    made the whole add fail. Its images are skipped, saying why and what to do; the
+    other paths are added, and with --source they are too."""
+    folder = tmp_path / "photos\x1b[2J"
+    (folder / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(folder / "cat" / "a.png")
+    single = tmp_path / "b\tc.png"
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(single)
+    (tmp_path / "fine" / "dog").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 10, 200)).save(tmp_path / "fine" / "dog" / "d.png")
+    run_cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    result = run_cli("add", tmp_path / "img", folder, tmp_path / "fine", "--json")
+    assert result.returncode == 3, result.stderr
+    [skipped] = json_lines(result)[-1]["skipped_items"]
+    assert skipped["path"] == str(folder / "cat" / "a.png")
+    assert repr(str(folder)) in skipped["reason"] and "--source" in skipped["reason"], skipped
+    result = run_cli("add", tmp_path / "img", single, "--label", "cat", "--json")
+    assert result.returncode == 3 and "--source" in json_lines(result)[-1]["skipped_items"][0]["reason"]
+    assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["classes"] == {"dog": 1}
+    run_cli("add", tmp_path / "img", folder, "--source", "photos", check=True)
+    run_cli("add", tmp_path / "img", single, "--label", "cat", "--source", "photos", check=True)
+    assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["classes"] == {"dog": 1, "cat": 2}
+
+
+def test_a_memory_already_holding_such_a_source_or_metadata_opens_and_finds_them(tmp_path):
+    bad = "s\x1b[2J"
+    older_memory(tmp_path / "old", "source = ?, meta = ?", bad, json.dumps({"note": bad}))
+    with Memory.open(tmp_path / "old") as memory:
+        assert len(memory.ids(sources=[bad])) == 2 and len(memory.ids(where={"note": bad})) == 2
+    for restrict in (["--only-source", bad], ["--where", f"note={bad}"]):
+        result = run_cli("search", tmp_path / "old", "--queries", tmp_path / "v.npy", "-k", "3", "--json",
+                         *restrict)
+        assert result.returncode == 0, result.stderr
+        assert [n["source"] for n in json_lines(result)[0]["neighbors"]] == [bad, bad]
+
+
+def test_text_a_memory_already_holds_with_control_characters_is_shown_escaped(tmp_path):
+    """Labels and sources from before the check were printed raw: this label turned the
+    terminal's text red and this source set its window title. Human output shows them as
+    repr escapes them (ordinary Unicode as it is); --json keeps the true strings."""
+    label, source = "o\x1b[31mk é", "s\x1b]0;x\x07"
+    older_memory(tmp_path / "old", "label = ?, source = ?", label, source)
+    memdir, queries = tmp_path / "old", tmp_path / "v.npy"
+    (tmp_path / "truth.txt").write_text("fine\nfine\nfine\n", encoding="utf-8")
+    said = ""
+    for command in (["info", memdir], ["search", memdir, "--queries", queries, "-k", "3"],
+                    ["classify", memdir, "--queries", queries, "-k", "3"],
+                    ["suspects", memdir, "-k", "2"],
+                    ["eval", memdir, "--queries", queries, "--labels", tmp_path / "truth.txt", "-k", "1"],
+                    ["search", memdir, "--queries", queries, "--only-source", source + "x"],
+                    ["prune", memdir, "--mode", "soft", "-k", "2"]):  # (last: it changes the votes)
+        result = run_cli(*command)
+        assert result.returncode == 0, (command, result.stderr)
+        said = result.stdout + result.stderr
+        if "--only-source" in command:  # the warning that nothing matches names the source escaped
+            assert "s\\x1b]0;x\\x07x" in said, said
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", said), (command, said)
+    assert "o\\x1b[31mk é" in run_cli("info", memdir).stdout
+    assert "s\\x1b]0;x\\x07" in run_cli("search", memdir, "--queries", queries, "-k", "3").stdout
+    assert json_lines(run_cli("info", memdir, "--json"))[0]["classes"] == {label: 2, "fine": 1}
+    answer = json_lines(run_cli("search", memdir, "--queries", queries, "-k", "3", "--json"))[0]
+    assert {n["source"] for n in answer["neighbors"]} == {source, "vectors"}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from .decide import Decision
+from .store.base import printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -32,14 +33,14 @@ def decision_table(decision: Decision) -> Table:
         notes.append("what would change this: " + decision.counterfactual.sentence())
     # Text, not str: labels, paths and sources are shown as given, whatever console prints
     # the table (Rich reads a str as markup: "cats [old]" would lose "[old]")
-    table = Table(title=Text(title), title_justify="left", caption=Text("\n".join(notes)),
+    table = Table(title=Text(printable(title)), title_justify="left", caption=Text("\n".join(map(printable, notes))),
                   caption_justify="left")
     for column in ("#", "id", "label", "distance", "weight", "share", "source"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")
     for rank, n in enumerate(decision.neighbors):
         table.add_row(
-            str(rank), str(n.id), Text(str(n.label), style="bold" if n.label == decision.label else ""),
-            f"{n.distance:.4f}", f"{n.weight:.4f}", f"{n.contribution:.1%}", Text(str(n.source)),
+            str(rank), str(n.id), Text(printable(n.label), style="bold" if n.label == decision.label else ""),
+            f"{n.distance:.4f}", f"{n.weight:.4f}", f"{n.contribution:.1%}", Text(printable(n.source)),
         )
     return table
 
@@ -59,17 +60,17 @@ def explanation_sheet(
         q = query.convert("RGB")
         q.thumbnail((tile, tile))
     answer = ["abstained", "unlike the memory"] if decision.abstained else \
-        [f"-> {decision.label}", f"{decision.confidence:.0%}"]
+        [f"-> {printable(decision.label)}", f"{decision.confidence:.0%}"]
     tiles.append((q, ["query" if query is not None else "query (vector)", *answer]))
     for n in decision.neighbors:
         jpeg = thumbnail(n.id)
         thumb = blank if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
-        tiles.append((thumb, [f"#{n.id} {n.label}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
+        tiles.append((thumb, [f"#{n.id} {printable(n.label)}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
     columns = min(6, max(1, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
     cell_w, cell_h = tile + 8, tile + 48
     footer = [] if decision.counterfactual is None else _wrapped(
-        "what would change this: " + decision.counterfactual.sentence(), font, columns * cell_w - 8)
+        "what would change this: " + printable(decision.counterfactual.sentence()), font, columns * cell_w - 8)
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h + 13 * len(footer) + (8 if footer else 0)), "white")
     draw = ImageDraw.Draw(sheet)
     for position, (thumb, lines) in enumerate(tiles):

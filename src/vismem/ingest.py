@@ -25,8 +25,8 @@ from .encoders import Encoder
 from .errors import InvalidInputError, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
-from .store import NewItem, Store, check_label, check_meta
-from .store.base import check_text
+from .store import NewItem, Store, check_label, check_meta, check_source
+from .store.base import check_printable
 
 Progress = Callable[[int], None]
 
@@ -205,7 +205,7 @@ class Ingestor:
         check_meta(meta or {})  # before any image is encoded
         check_batch_size(batch_size)
         if source is not None:
-            check_text("source", source)
+            check_source(source)
         report = AddReport()
         files = self.files(paths, label=label, source=source, report=report)
         source_of = {id(f): src for f, src in files}
@@ -231,7 +231,14 @@ class Ingestor:
         for root in paths:
             found, skipped = find_images([root], label=label)
             report.skipped += skipped
-            files += [(f, source if source is not None else str(root)) for f in found]
+            given = source if source is not None else str(root)
+            try:
+                check_source(given)
+            except InvalidInputError as exc:  # a path may hold a tab or ESC: skip its images, not the whole add
+                report.skipped += [Skipped(shown(f.path), f"{exc}: pass --source (source=) or rename it")
+                                   for f in found]
+                continue
+            files += [(f, given) for f in found]
         return files
 
     def commit_encoded(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,
@@ -250,6 +257,9 @@ class Ingestor:
                   allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:
         """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened."""
         check_label(label)
+        check_source(source)
+        for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
+            check_printable("image name", repr(name), str(name), "names are")
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []

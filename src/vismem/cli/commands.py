@@ -21,7 +21,7 @@ from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where
+from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -332,7 +332,7 @@ def say_unreadable(s, json_out: bool, verb: str) -> None:
     """Report an image that could not be read: a JSON line with --json, always a stderr line."""
     if json_out:
         emit({"path": s.path, "error": s.reason})
-    err.print(f"cannot {verb} {s.path}: {s.reason}")
+    err.print(f"cannot {verb} {printable(s.path)}: {printable(s.reason)}")
 
 
 def check_image_path(path: Path, option: str, *, reading: Path | None = None) -> None:
@@ -391,7 +391,7 @@ def warn_if_nothing_matches(memory: Memory, labels: list[str] | None, sources: l
         given = ([f"--only-label {label}" for label in labels or ()] + [f"--only-source {s}" for s in sources or ()]
                  + [f"--where {key}={json.dumps(value) if not isinstance(value, str) else value}"
                     for key, value in where or ()])
-        err.print(f"warning: no item matches {', '.join(given)}: every answer is empty")
+        err.print(f"warning: no item matches {printable(', '.join(given))}: every answer is empty")
 
 
 @app.command()
@@ -489,7 +489,7 @@ def add(
         out.print(f"added {counted(len(report.added), 'item')}, skipped {len(report.skipped)} "
                   f"({counted(len(report.duplicates), 'duplicate')}{conflicts}); memory now holds {count:,}")
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}")
+            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
     if report.errors:
         raise typer.Exit(EXIT_SKIPPED)
 
@@ -787,7 +787,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     if data["classes"]:
         table = Table("label", "items")
         for label, count in data["classes"].items():
-            table.add_row(label, f"{count:,}")
+            table.add_row(printable(label), f"{count:,}")
         out.print(table)
 
 
@@ -894,20 +894,20 @@ def evaluate(
                 report = evaluate_folder(memory, testdir, progress=advance, **options)
     if not report.total:
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}")
+            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
         raise VismemError(f"nothing to evaluate: none of the {total} {unit} in {testdir or queries} could be read")
     if json_out:
         emit(report.to_dict())
     else:
         out.print(f"accuracy {report.accuracy:.2%} on {report.total} {unit} "
                   f"(k={report.vote['k']}, vote={report.vote['vote']})")
-        width = widest(report.per_class, 12)
+        width = widest(map(printable, report.per_class), 12)
         for label, acc in report.per_class.items():
             unanswered = report.abstained.get(label, 0)
-            out.print(f"  {padded(label, width, right=True)}  {acc:.2%}"
+            out.print(f"  {padded(printable(label), width, right=True)}  {acc:.2%}"
                       + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
-            err.print(f"skipped {s.path}: {s.reason}")
+            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
     _warn_of_test_data(report, unit)
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)

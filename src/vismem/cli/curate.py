@@ -13,7 +13,7 @@ from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
 from ..prune import PruneSettings
 from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
-from ..store.base import MAX_WEIGHT, missing_ids
+from ..store.base import MAX_WEIGHT, missing_ids, printable
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
                reported_if_cut_off, widest)
 from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, number_option,
@@ -112,11 +112,12 @@ def prune(
         verb = "deleted" if purge else "excluded (undo with --mode off)"
         dropped = len(report.purged) if purge else report.excluded
         out.print(f"{counted(dropped, 'item')} with v >= {report.threshold} {verb}")
-    width = widest((str(row["label"]) for row in report.top), 10)
+    width = widest((printable(str(row["label"])) for row in report.top), 10)
     for row in report.top:
         effect = (f"factor {row['factor']:.3g}" if mode == "soft"
                   else "dropped" if row["v"] >= report.threshold else "kept")
-        out.print(f"  item {row['id']:>6} label {padded(str(row['label']), width, right=True)}  v={row['v']}  {effect}")
+        out.print(f"  item {row['id']:>6} label {padded(printable(str(row['label'])), width, right=True)}  "
+                  f"v={row['v']}  {effect}")
 
 
 @app.command()
@@ -140,7 +141,7 @@ def suspects(
     if not found:
         out.print("no suspects: every item agrees with its neighbours' vote")
     for s in found:
-        evidence = ", ".join(f"#{e['id']} {e['label']} d={e['distance']:.3f}" for e in s.disagreeing[:5])
+        evidence = ", ".join(f"#{e['id']} {printable(e['label'])} d={e['distance']:.3f}" for e in s.disagreeing[:5])
         out.print(f"item {s.id} labelled {s.label!r}: neighbours say {s.suggested!r} "
                   f"(own label {s.own_vote:.0%} of the vote, v={s.v}); evidence {evidence}")
 

@@ -11,7 +11,7 @@ from ..decide import VoteParams
 from ..errors import InvalidInputError
 from ..images import HELD_BY_THE_MEMORY, Skipped
 from ..settings import MemorySettings, describe
-from ..store.base import parse_where
+from ..store.base import parse_where, printable
 from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
                widest)
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
@@ -54,7 +54,7 @@ def search(
             vectors, k, labels=only_labels or None, sources=only_sources or None, where=conditions), "searching")
     found = list(zip(asked.names, rows, strict=True))
     skipped = asked.skipped
-    width = widest((hit.label for _, row in found for hit in row), 20)
+    width = widest((printable(hit.label) for _, row in found for hit in row), 20)
     for item in in_input_order(asked.inputs, asked.kept, found, skipped):
         if isinstance(item, Skipped):
             say_unreadable(item, json_out, "search with")
@@ -63,9 +63,10 @@ def search(
         if json_out:
             emit({"path": str(path), "neighbors": [hit.to_dict() for hit in row]})
             continue
-        out.print(f"{path}")
+        out.print(printable(path))
         for hit in row:
-            out.print(f"  {hit.id:>8}  {padded(hit.label, width)} {hit.distance:.4f}  {hit.source}")
+            out.print(f"  {hit.id:>8}  {padded(printable(hit.label), width)} {hit.distance:.4f}  "
+                      f"{printable(hit.source)}")
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
 

@@ -81,7 +81,9 @@ from .models import (
     ItemOut,
     ItemsChange,
     Label,
+    MetaPair,
     NewLabel,
+    NewSource,
     PageOut,
     RemovedOut,
     RollbackOut,
@@ -511,9 +513,9 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
     async def add_items(
         files: Annotated[list[UploadFile], File(description="Images (image/* content types).")],
         label: Annotated[NewLabel, Form(description="The label of every image.")],
-        source: Annotated[Source, Form(description="Source tag of every image.")] = "upload",
+        source: Annotated[NewSource, Form(description="Source tag of every image.")] = "upload",
         allow_duplicates: bool = Form(False, description="Add images whose content is already in the memory."),
-        meta: list[WherePair] | None = Form(
+        meta: list[MetaPair] | None = Form(
             None, max_length=MAX_VALUES, description="KEY=VALUE metadata for every image, for `where` "
             "restrictions (repeat for more; VALUE as JSON when it parses)."),
     ) -> dict[str, Any]:

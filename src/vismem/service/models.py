@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from fastapi import Form
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from ..calibrate import Calibration
 from ..counterfactual import NearestItem
@@ -23,7 +23,8 @@ from ..prune import PruneSettings
 from ..search.quality import Quality
 from ..search.tuning import RecallEstimate
 from ..settings import describe
-from ..store.base import CONTROL, CONTROLS, MAX_LABEL_LENGTH, MAX_WEIGHT, check_label
+from ..store.base import (CONTROL, CONTROLS, MAX_LABEL_LENGTH, MAX_WEIGHT, check_label, check_meta, check_source,
+                          parse_pairs)
 from ..store.checkpoints import NAME as CHECKPOINT_NAME
 from ..store.checkpoints import NAME_RULE, RollbackReport
 from ..transform import TransformSpec
@@ -60,21 +61,37 @@ JsonItemId = Annotated[int, Field(ge=0, le=MAX_ID, description="An item id."),
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=VISIBLE)]
 
 
-def _printable(value: Any) -> Any:
-    """The store's own check, so the 422 names the label, escaped, as the CLI does."""
-    if isinstance(value, str) and value.strip() and CONTROL.search(value):  # (a blank one: the pattern's rule)
-        check_label(value)
-    return value
+def _printable(check: Callable[[str], Any]) -> BeforeValidator:
+    """The store's own check, so the 422 names the text, escaped, as the CLI does."""
+    def validate(value: Any) -> Any:
+        if isinstance(value, str) and CONTROL.search(value):
+            check(value)
+        return value
+    return BeforeValidator(validate)
 
 
 # A label written to the memory holds no control character either (`check_label`); a label
 # looked for is any Label, so one a memory kept from before that check is still found.
 NEW_LABEL = f"^[^{CONTROLS}]*[^{SPACES}{CONTROLS}][^{CONTROLS}]*$"
 NewLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=NEW_LABEL),
-                     BeforeValidator(_printable)]
+                     _printable(check_label)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
+# So is a source written (a restriction may name any Source, one kept from before)
+NewSource = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH, pattern=f"^[^{CONTROLS}]+$"),
+                      _printable(check_source)]
 WHERE_KEY = r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*="
 WherePair = Annotated[str, StringConstraints(pattern=WHERE_KEY, max_length=500)]
+
+
+def _storable(pair: str) -> str:
+    check_meta(parse_pairs([pair], "meta") or {})
+    return pair
+
+
+# And metadata written; a VALUE read as JSON ("a\u001bb") may hold one the pattern cannot see.
+META_PAIR = f"{WHERE_KEY}[^{CONTROLS}]*$"
+MetaPair = Annotated[str, StringConstraints(pattern=META_PAIR, max_length=500), _printable(_storable),
+                     AfterValidator(_storable)]
 # Bounds that keep the longest schema-valid query string (each character percent-encoded)
 # well under the HTTP layer's limit (MAX_REQUEST_HEAD), so it is answered, not cut off.
 MAX_VALUES = 20  # values of one repeatable restriction
@@ -86,8 +103,9 @@ CheckpointName = Annotated[str, StringConstraints(pattern=CHECKPOINT_PATTERN),
 # What each pattern asks, in words: a 422 says this, not the regular expression
 PATTERN_RULES = {
     VISIBLE: "needs a character that is not a space",
-    NEW_LABEL: "needs a character that is not a space",  # (a control character: `_printable` says so)
+    NEW_LABEL: "needs a character that is not a space",  # (a control character is named before the pattern)
     WHERE_KEY: "expected KEY=VALUE, the KEY of letters, digits and _ (e.g. camera=phone)",
+    META_PAIR: "expected KEY=VALUE, the KEY of letters, digits and _ (e.g. camera=phone)",
     CHECKPOINT_PATTERN: f"a checkpoint's name is {NAME_RULE}",
 }
 VoteName = Literal[VOTES]  # type: ignore[valid-type]

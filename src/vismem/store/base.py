@@ -40,10 +40,17 @@ MAX_LABEL_LENGTH = 200
 # The widest vector a new memory takes: embeddings in use are a few thousand wide (CLIP
 # ViT-bigG 1,280, LLM hidden states 4,096-16,384), and 100,000,000 was taken (400 MB a vector).
 MAX_DIM = 65_536
-# C0, DEL and C1 (Unicode's Cc), which a new label may not hold; a memory that has one from
-# before still opens. The same range the service's label pattern refuses.
+# C0, DEL and C1 (Unicode's Cc), which a new label, source or metadata text may not hold; a
+# memory that has one from before still opens. The same range the service's label pattern refuses.
 CONTROLS = r"\x00-\x1f\x7f-\x9f"
 CONTROL = re.compile(f"[{CONTROLS}]")
+
+
+def printable(text: object) -> str:
+    """`text` for human output: each control character escaped as repr escapes it (`\x1b`,
+    `\t`), the rest (accents, CJK, emoji) as it is, so text a memory kept from before its
+    check cannot drive the terminal. --json keeps the true string."""
+    return CONTROL.sub(lambda found: repr(found.group())[1:-1], str(text))
 
 
 def check_text(kind: str, value: str) -> None:
@@ -59,15 +66,21 @@ def check_label(label: object) -> str:
     if not isinstance(label, str):
         raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
     check_text("label", label)
-    if not label.strip():
-        raise InvalidInputError("labels must not be empty")
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
-    control = CONTROL.search(label)
-    if control:  # printed raw, ESC drives the terminal; NUL or a tab hides one label's difference from another
-        raise InvalidInputError(f"label {label!r} holds the control character {control.group()!r}: labels are "
-                                "printable text")
+    check_printable("label", repr(label), label, "labels are")  # first: a tab alone is no blank label
+    if not label.strip():
+        raise InvalidInputError("labels must not be empty")
     return label
+
+
+def check_printable(kind: str, named: str, text: str, rule: str) -> None:
+    """Refuse `text` holding a control character, naming `kind` `named` (escaped): printed raw,
+    ESC drives the terminal; NUL or a tab hides one text's difference from another."""
+    control = CONTROL.search(text)
+    if control:
+        raise InvalidInputError(f"{kind} {named} holds the control character {control.group()!r}: {rule} "
+                                "printable text")
 
 
 def check_meta_key(key: object) -> str:
@@ -104,6 +117,8 @@ def check_meta(meta: Mapping[str, Any]) -> None:
         except (TypeError, ValueError):
             raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: values are text, finite "
                                     "numbers, true/false, null, and lists and objects of them") from None
+        for text in _texts(value):
+            check_printable("metadata", f"{key}={value!r}", text, "metadata is")
         problem = _unfilterable(value)
         if problem:
             raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: {problem}")
@@ -119,10 +134,20 @@ def _unfilterable(value: Any) -> str | None:
     return next((p for p in map(_unfilterable, parts) if p), None)
 
 
+def _texts(value: Any) -> Iterator[str]:
+    """Every text in a JSON value: itself, or the items, keys and values inside it."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for part in [*value, *value.values()] if isinstance(value, dict) else value:
+            yield from _texts(part)
+
+
 def check_source(source: object) -> None:
     if not isinstance(source, str):
         raise InvalidInputError(f"sources must be strings, got {type(source).__name__} {source!r}")
     check_text("source", source)
+    check_printable("source", repr(source), source, "sources are")
 
 
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:

@@ -63,7 +63,7 @@ from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
 from ..transform import identity as no_transform
-from .base import (MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem,
+from .base import (MAX_DIM, MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem,
                    Page, check_label, check_new_items, check_weight)
 from .milvus_expr import (SIDE_SUFFIX, MilvusLocation, filter_expression,
                           hashes_expression, ids_expression, index_plan, literal, new_ids,
@@ -72,6 +72,9 @@ from .milvus_expr import (SIDE_SUFFIX, MilvusLocation, filter_expression,
 FORMAT_NAME = "vismem-milvus"
 FORMAT_VERSION = 1
 VARCHAR_MAX = 65535
+# The widest float vector a Milvus collection holds (milvus.io/docs/limitations.md), below
+# vismem's own MAX_DIM: a wider memory is refused before connecting, not by the server after.
+MILVUS_MAX_DIM = 32_768
 THUMBNAIL_MAX = (VARCHAR_MAX // 4) * 3  # JPEG bytes whose base64 fits a text field
 ROWS_PER_CALL = 5000        # rows per insert/upsert call, at most...
 BYTES_PER_CALL = 16 << 20   # ...and about this many bytes of rows: gRPC refuses messages over 64 MiB
@@ -186,6 +189,7 @@ class MilvusStore:
         an interrupted create never looks like a memory). `client`: a connected pymilvus
         `MilvusClient` to use instead of connecting to the location's server (milvus-lite)."""
         where = MilvusLocation.parse(location)
+        _check_dim(identity.dim)
         if thumbnails is None:
             thumbnails = _thumbnails_wanted(location)
         client = client or cls._connect(where)
@@ -228,6 +232,7 @@ class MilvusStore:
         COLLECTION drops those started over a day ago and names the younger ones (they may
         be another machine's import in progress) with how to drop them."""
         where = MilvusLocation.parse(location)
+        _check_dim(identity.dim)
         client = cls._connect(where)
         with _closed_on_error(client, where, f"creating {where.collection}"):
             _check_free(client, where)
@@ -952,6 +957,12 @@ class MilvusStore:
 
 def _thumbnails_wanted(location: str) -> bool:
     return parse_qs(urlsplit(location).query).get("thumbnails", ["1"])[0] not in ("0", "false", "no")
+
+
+def _check_dim(dim: int) -> None:
+    if dim > MILVUS_MAX_DIM:
+        raise InvalidInputError(f"Milvus holds vectors of at most {MILVUS_MAX_DIM:,} dimensions, not {dim:,}: keep "
+                                f"this memory in a directory (up to {MAX_DIM:,}), or make its vectors narrower")
 
 
 def _check_free(client: Any, where: MilvusLocation) -> None:
