@@ -1005,3 +1005,11 @@ def test_text_a_memory_already_holds_with_control_characters_is_shown_escaped(tm
     assert json_lines(run_cli("info", memdir, "--json"))[0]["classes"] == {label: 2, "fine": 1}
     answer = json_lines(run_cli("search", memdir, "--queries", queries, "-k", "3", "--json"))[0]
     assert {n["source"] for n in answer["neighbors"]} == {source, "vectors"}
+
+
+def test_an_error_naming_a_path_with_a_control_character_shows_it_escaped(tmp_path):
+    """`error: no memory at /tmp/x<ESC>[2J` sent the escape to the terminal (it cleared the
+    screen): the one error line is human output too, and escapes control characters."""
+    result = run_cli("info", tmp_path / "no\x1b[2Jmemory")
+    line = one_line_error(result, "no memory at", "no\\x1b[2Jmemory")
+    assert "\x1b" not in result.stderr, line

@@ -259,7 +259,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}\n")
         sys.exit(EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED)
     except VismemError as exc:
-        sys.stderr.write(f"error: {exc}\n")  # plain write: one line, never wrapped
+        from ..store.base import printable
+
+        # plain write: one line, never wrapped; a path or label it names may hold control
+        # characters (ESC drives the terminal), escaped as in all human output
+        sys.stderr.write("error: " + "\n".join(map(printable, str(exc).split("\n"))) + "\n")
         # exit 1 says nothing changed: a change committed before the error is work done in part
         sys.exit(EXIT_PARTIAL if isinstance(exc, PartlyDoneError) else EXIT_ERROR)
     except StdoutClosed:
