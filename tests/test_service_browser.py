@@ -336,3 +336,31 @@ def test_browse_pages_through_a_label_and_an_edit_keeps_the_page(tmp_path, page)
         expect(page.locator("#pager button")).to_have_count(0)  # and nothing to go to
         expect(page.locator("#items-title")).to_have_text("“few”: 67 items")
         assert page.evaluate(shown) == ids[::4]
+
+
+@pytest.fixture
+def pixels_memory(tmp_path, photos):
+    """A memory on the instant `pixels` encoder: the image pages without a model's wait."""
+    memory = Memory.create(tmp_path / "pixels", encoder="pixels")
+    memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
+    memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
+                      source="photos")
+    return memory
+
+
+def test_an_image_is_chosen_with_the_keyboard(pixels_memory, page, photos):
+    """The drop zone is a label for a hidden file input: Tab went from the token to k, and no
+    key opened the file chooser. Now the zone takes focus, shows it, and Enter opens it."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with serving(pixels_memory, TOKEN) as url:
+        page.goto(url + "/")
+        page.focus("#token")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "drop"
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        with page.expect_file_chooser():  # and a click, as before
+            page.click("#drop")

@@ -124,7 +124,13 @@ setupToken();
 askForVectorsIfNoEncoder();
 document.getElementById("classify-vector").addEventListener("click", chooseVector);
 const drop = document.getElementById("drop");
-document.getElementById("file").addEventListener("change", (e) => choose(e.target.files[0]));
+const fileInput = document.getElementById("file");
+fileInput.addEventListener("change", (e) => choose(e.target.files[0]));
+// the zone is a button, not a label for the hidden input: one that keys reach and open as a click does
+drop.addEventListener("click", () => fileInput.click());
+drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
+});
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });
