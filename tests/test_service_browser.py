@@ -364,3 +364,37 @@ def test_an_image_is_chosen_with_the_keyboard(pixels_memory, page, photos):
         expect(page.locator("#grid .card")).to_have_count(3)
         with page.expect_file_chooser():  # and a click, as before
             page.click("#drop")
+
+
+IN_VIEW = "(() => { const r = document.getElementById('status').getBoundingClientRect();" \
+          " return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight; })()"
+
+
+def test_an_edit_far_down_browse_says_how_it_went_where_it_is_seen(tmp_path, page):
+    """An edit's outcome went to the status line in the "Add images" box, off screen from a
+    card far down the grid, so a refused edit looked like nothing happening; a success said
+    nothing, and left the last error standing. Now the line stays in view and says both."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    ids = memory.add_vectors(np.random.default_rng(8).standard_normal((40, 8)), ["many"] * 40)
+    page.on("dialog", lambda dialog: dialog.accept())  # Delete asks to confirm
+    with serving(memory, TOKEN) as url:
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='many']").click()
+        last = page.locator(f"#grid .card[data-id='{ids[-1]}']")
+        last.scroll_into_view_if_needed()
+        last.locator("button", has_text="Block").click()
+        expect(page.locator("#status")).to_contain_text("token")
+        assert page.evaluate(IN_VIEW)
+        assert memory.items([ids[-1]])[0].weight == 1.0
+
+        page.fill("#token", TOKEN)
+        page.dispatch_event("#token", "change")
+        last.scroll_into_view_if_needed()
+        last.locator("button", has_text="Block").click()
+        expect(page.locator("#status")).to_have_text(f"blocked #{ids[-1]}")
+        expect(page.locator("#status")).not_to_have_class("error")
+        assert page.evaluate(IN_VIEW)
+        page.locator(f"#grid .card[data-id='{ids[-2]}'] button.danger").click()
+        expect(page.locator("#status")).to_have_text(f"deleted #{ids[-2]}")
+        expect(page.locator("#grid .card")).to_have_count(39)

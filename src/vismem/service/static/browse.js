@@ -76,22 +76,27 @@ function itemCard(item) {
     el("div", { class: "title" }, `#${item.id} ${item.label}`),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },
-      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 }) },
+      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
+                                                           `${blocked ? "unblocked" : "blocked"} #${item.id}`) },
         blocked ? "Unblock" : "Block"),
       el("button", { type: "button", onclick: () => {
+        if (!haveToken()) return;
         const label = prompt(`New label for #${item.id}`, item.label);
-        if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() });
+        if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() },
+                                          `relabelled #${item.id} to “${label.trim()}”`);
       } }, "Relabel"),
       el("button", { type: "button", class: "danger", onclick: () => {
-        if (confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE");
+        if (haveToken() && confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE", null, `deleted #${item.id}`);
       } }, "Delete")));
 }
 
-async function change(id, method, body) {
+async function change(id, method, body, done) {
+  if (!haveToken()) return;
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
+  say(done);  // in words, and over the last error if there was one
   showLabel(current, offset);  // the same page, or the one before if this emptied it
 }
 

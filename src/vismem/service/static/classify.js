@@ -74,7 +74,7 @@ async function classify(previous = null, why = "compared with the last run") {
 }
 
 async function edit(id, method, body) {
-  if (!token()) { say("edits need the server's token: enter it at the top right", true); return; }
+  if (!haveToken()) return;
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });

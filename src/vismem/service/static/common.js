@@ -46,6 +46,13 @@ function thumbnail(id) {
   return img;
 }
 
+// An edit needs the token: say so, rather than send a request bound to be refused.
+function haveToken() {
+  if (token()) return true;
+  say("edits need the server's token: enter it at the top right", true);
+  return false;
+}
+
 function say(message, isError = false) {
   const status = document.getElementById("status");
   status.textContent = message;
