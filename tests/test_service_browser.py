@@ -398,3 +398,16 @@ def test_an_edit_far_down_browse_says_how_it_went_where_it_is_seen(tmp_path, pag
         page.locator(f"#grid .card[data-id='{ids[-2]}'] button.danger").click()
         expect(page.locator("#status")).to_have_text(f"deleted #{ids[-2]}")
         expect(page.locator("#grid .card")).to_have_count(39)
+
+
+def test_a_phone_wide_window_shows_the_whole_header(pixels_memory, browser):
+    """At 375 px the header (title, links, token box) did not wrap: the token box was off
+    the right edge and the page scrolled sideways (472 px wide)."""
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    with serving(pixels_memory, TOKEN) as url:
+        for path in ("/", "/browse"):
+            page.goto(url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+            assert page.evaluate("document.getElementById('token').getBoundingClientRect().right") <= 375
+    context.close()
