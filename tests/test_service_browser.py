@@ -411,3 +411,42 @@ def test_a_phone_wide_window_shows_the_whole_header(pixels_memory, browser):
             assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
             assert page.evaluate("document.getElementById('token').getBoundingClientRect().right") <= 375
     context.close()
+
+
+# Where the label's first letter and the text's last character are drawn (their left edges).
+FIRST_AND_LAST = """(node) => {
+  const rectOf = (index) => {
+    const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+      if (index < text.length) {
+        const range = document.createRange();
+        range.setStart(text, index); range.setEnd(text, index + 1);
+        return range.getBoundingClientRect();
+      }
+      index -= text.length;
+    }
+  };
+  const at = node.textContent.indexOf(LABEL);
+  return [rectOf(at + LABEL.length - 1).left, rectOf(node.textContent.length - 1).left];
+}"""
+
+
+def test_a_right_to_left_label_keeps_its_count_after_it(tmp_path, page):
+    """A right-to-left label ran together with the text after it: its button read
+    "7 · اثنان" and the title "items 7 :”اثنان“", the count drawn left of the label.
+    Each label is isolated (<bdi>) now, so what follows it stays after it."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    label = "اثنان"
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    memory.add_vectors(np.random.default_rng(9).standard_normal((7, 8)), [label] * 7)
+    with serving(memory, TOKEN) as url:
+        page.goto(url + "/browse")
+        button = page.locator(f"#labels button[data-label='{label}']")
+        button.click()
+        expect(page.locator("#items-title")).to_have_text(f"“{label}”: 7 items")
+        page.wait_for_load_state("networkidle")  # the label buttons are drawn again after a click
+        for node in (button, page.locator("#items-title")):
+            script = FIRST_AND_LAST.replace("LABEL", repr(label))
+            # the label's first letter is its rightmost; the text after it is further right still
+            label_start, last = node.evaluate(script)
+            assert last > label_start, node

@@ -16,7 +16,7 @@ async function loadLabels() {
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
     el("button", { type: "button", class: label === current ? "here" : "", "data-label": label,
-                   onclick: () => showLabel(label) }, `${label} · ${count}`)));
+                   onclick: () => showLabel(label) }, bidi(label), ` · ${count}`)));
   document.getElementById("known-labels").replaceChildren(
     ...Object.keys(stats.classes).map((label) => el("option", { value: label })));
 }
@@ -32,7 +32,8 @@ async function showLabel(label, start = 0) {
   current = label;
   offset = page.offset;
   document.getElementById("items").hidden = false;
-  document.getElementById("items-title").textContent = `“${label}”: ${page.total} item${page.total === 1 ? "" : "s"}`;
+  document.getElementById("items-title").replaceChildren(
+    "“", bidi(label), `”: ${page.total} item${page.total === 1 ? "" : "s"}`);
   document.getElementById("grid").replaceChildren(...page.items.map(itemCard));
   const n = page.items.length;
   const range = n > 1 ? `items ${page.offset + 1}–${page.offset + n} of ${page.total}`
@@ -73,7 +74,7 @@ function itemCard(item) {
   const blocked = item.weight === 0;
   return el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": item.id },
     thumbnail(item.id),
-    el("div", { class: "title" }, `#${item.id} ${item.label}`),
+    el("div", { class: "title" }, `#${item.id} `, bidi(item.label)),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },
       el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },

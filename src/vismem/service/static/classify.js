@@ -10,11 +10,11 @@ function showDecision(decision, previous, why) {
   document.getElementById("confidence").textContent = decision.label ? pct(decision.confidence) : "";
   const change = document.getElementById("change");
   if (previous) {
-    const before = `${previous.label ?? "none"} (${pct(previous.confidence)})`;
-    const after = `${decision.label ?? "none"} (${pct(decision.confidence)})`;
-    change.textContent = previous.label === decision.label
-      ? `${why}: still ${after}, was ${before}`
-      : `${why} the decision changed: ${before} → ${after}`;
+    const before = [bidi(previous.label ?? "none"), ` (${pct(previous.confidence)})`];
+    const after = [bidi(decision.label ?? "none"), ` (${pct(decision.confidence)})`];
+    change.replaceChildren(...(previous.label === decision.label
+      ? [`${why}: still `, ...after, ", was ", ...before]
+      : [`${why} the decision changed: `, ...before, " → ", ...after]));
     change.style.display = "block";
   } else {
     change.style.display = "none";
@@ -37,7 +37,7 @@ function neighbourCard(n) {
   const blocked = n.item_weight === 0;  // its own weight: a vote's (n.weight) is 0 under the prototype vote
   const card = el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": n.id },
     thumbnail(n.id),
-    el("div", { class: "title" }, `#${n.id} ${n.label}`),
+    el("div", { class: "title" }, `#${n.id} `, bidi(n.label)),
     el("div", { class: "meta" }, `distance ${n.distance.toFixed(3)}`),
     el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
     el("div", { class: "meta" }, n.source),

@@ -72,3 +72,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const pct = (x) => (100 * x).toFixed(1) + "%";
+
+// A label in running text, isolated: a right-to-left one would otherwise take the text after
+// it into its run ("اثنان · 7" drawn as "7 · اثنان").
+const bidi = (label) => el("bdi", {}, label);
