@@ -450,3 +450,32 @@ def test_a_right_to_left_label_keeps_its_count_after_it(tmp_path, page):
             # the label's first letter is its rightmost; the text after it is further right still
             label_start, last = node.evaluate(script)
             assert last > label_start, node
+
+
+def test_keyboard_focus_stays_on_the_card_after_an_edit(tmp_path, page):
+    """An edit draws the cards again, and the button that had the focus went with them: focus
+    fell to the page, and the next Tab started again from the top. Now it comes back to the
+    same button of the same card (Block → Unblock), or to the card now in its place."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    ids = memory.add_vectors(np.random.default_rng(10).standard_normal((5, 8)), ["five"] * 5)
+    page.on("dialog", lambda dialog: dialog.accept())
+    focused = "[document.activeElement.closest('.card')?.dataset.id, document.activeElement.textContent]"
+    with serving(memory, TOKEN) as url:
+        open_with_token(page, url + "/browse")
+        page.locator("#labels button[data-label='five']").click()
+        page.locator(f"#grid .card[data-id='{ids[2]}'] button", has_text="Block").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"blocked #{ids[2]}")
+        expect(page.locator(f"#grid .card[data-id='{ids[2]}']")).to_have_class("card blocked")
+        assert page.evaluate(focused) == [str(ids[2]), "Unblock"]
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"unblocked #{ids[2]}")
+        expect(page.locator(f"#grid .card[data-id='{ids[2]}']")).to_have_class("card")
+        assert page.evaluate(focused) == [str(ids[2]), "Block"]
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")  # to Delete
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"deleted #{ids[2]}")
+        expect(page.locator("#grid .card")).to_have_count(4)
+        assert page.evaluate(focused) == [str(ids[3]), "Delete"]  # the card now in its place

@@ -93,12 +93,14 @@ function itemCard(item) {
 
 async function change(id, method, body, done) {
   if (!haveToken()) return;
+  const spot = focusedCard();
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
   say(done);  // in words, and over the last error if there was one
-  showLabel(current, offset);  // the same page, or the one before if this emptied it
+  await showLabel(current, offset);  // the same page, or the one before if this emptied it
+  focusAgain(spot);
 }
 
 document.getElementById("add").addEventListener("submit", async (e) => {

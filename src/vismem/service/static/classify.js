@@ -75,11 +75,13 @@ async function classify(previous = null, why = "compared with the last run") {
 
 async function edit(id, method, body) {
   if (!haveToken()) return;
+  const spot = focusedCard();
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
   await classify(lastDecision, "after your edit");  // same query again: show how the edit moved it
+  focusAgain(spot);
 }
 
 function relabel(n) {
