@@ -110,6 +110,16 @@ def shot_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def full_page_shot(page, path: Path) -> None:
+    """The whole page, in a window as tall as it: the status line, sticky at the window's
+    foot, then sits where it belongs (under the last box) rather than over the cards."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"],
+                            "height": page.evaluate("document.documentElement.scrollHeight")})
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
 def open_with_token(page, address: str) -> None:
     """Open a page of the service and enter the edit token, as a user does."""
     page.goto(address)
@@ -130,7 +140,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     expect(cards.first.locator(".title")).to_contain_text("cat")  # yet the nearest is the cat
     expect(page.locator(".bar")).to_have_count(2)
     wait_for_thumbnails(page)
-    page.screenshot(path=str(shot_dir(tmp_path) / "classify-before.png"), full_page=True)
+    full_page_shot(page, shot_dir(tmp_path) / "classify-before.png")
 
     # the page says what would change the decision: remove one coffee (the nearest), and it is cat
     coffee_card = page.locator("#grid .card", has_text="coffee").first
@@ -146,7 +156,7 @@ def test_block_a_neighbour_and_the_decision_changes(server, page, photos, tmp_pa
     expect(page.locator(f"#grid .card[data-id='{coffee_id}']")).to_have_class("card blocked")
     expect(page.locator("#whatif")).to_contain_text("would make it 'coffee'")  # and back again
     wait_for_thumbnails(page)
-    page.screenshot(path=str(shot_dir(tmp_path) / "classify-after-block.png"), full_page=True)
+    full_page_shot(page, shot_dir(tmp_path) / "classify-after-block.png")
     assert memory.items([coffee_id])[0].weight == 0.0  # the edit reached the store
 
     page.locator(f"#grid .card[data-id='{coffee_id}'] button.block").click()  # unblock
@@ -180,7 +190,7 @@ def test_browse_by_label_and_add_a_new_label(server, page, photos, tmp_path):
     expect(page.locator("#labels button[data-label='astronaut']")).to_have_text("astronaut · 1")
     expect(page.locator("#grid .card")).to_have_count(1)
     wait_for_thumbnails(page)
-    page.screenshot(path=str(shot_dir(tmp_path) / "browse.png"), full_page=True)
+    full_page_shot(page, shot_dir(tmp_path) / "browse.png")
     assert memory.class_counts()["astronaut"] == 1
 
     page.locator("#labels button[data-label='cat']").click()
@@ -336,3 +346,146 @@ def test_browse_pages_through_a_label_and_an_edit_keeps_the_page(tmp_path, page)
         expect(page.locator("#pager button")).to_have_count(0)  # and nothing to go to
         expect(page.locator("#items-title")).to_have_text("“few”: 67 items")
         assert page.evaluate(shown) == ids[::4]
+
+
+@pytest.fixture
+def pixels_memory(tmp_path, photos):
+    """A memory on the instant `pixels` encoder: the image pages without a model's wait."""
+    memory = Memory.create(tmp_path / "pixels", encoder="pixels")
+    memory.add_images([photos / "cat.jpg"], label="cat", source="photos")
+    memory.add_images([photos / "coffee.jpg", photos / "coffee-mirrored.jpg"], label="coffee",
+                      source="photos")
+    return memory
+
+
+def test_an_image_is_chosen_with_the_keyboard(pixels_memory, page, photos):
+    """The drop zone is a label for a hidden file input: Tab went from the token to k, and no
+    key opened the file chooser. Now the zone takes focus, shows it, and Enter opens it."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with serving(pixels_memory, TOKEN) as url:
+        page.goto(url + "/")
+        page.focus("#token")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "drop"
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        with page.expect_file_chooser():  # and a click, as before
+            page.click("#drop")
+
+
+IN_VIEW = "(() => { const r = document.getElementById('status').getBoundingClientRect();" \
+          " return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight; })()"
+
+
+def test_an_edit_far_down_browse_says_how_it_went_where_it_is_seen(tmp_path, page):
+    """An edit's outcome went to the status line in the "Add images" box, off screen from a
+    card far down the grid, so a refused edit looked like nothing happening; a success said
+    nothing, and left the last error standing. Now the line stays in view and says both."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    ids = memory.add_vectors(np.random.default_rng(8).standard_normal((40, 8)), ["many"] * 40)
+    page.on("dialog", lambda dialog: dialog.accept())  # Delete asks to confirm
+    with serving(memory, TOKEN) as url:
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='many']").click()
+        last = page.locator(f"#grid .card[data-id='{ids[-1]}']")
+        last.scroll_into_view_if_needed()
+        last.locator("button", has_text="Block").click()
+        expect(page.locator("#status")).to_contain_text("token")
+        assert page.evaluate(IN_VIEW)
+        assert memory.items([ids[-1]])[0].weight == 1.0
+
+        page.fill("#token", TOKEN)
+        page.dispatch_event("#token", "change")
+        last.scroll_into_view_if_needed()
+        last.locator("button", has_text="Block").click()
+        expect(page.locator("#status")).to_have_text(f"blocked #{ids[-1]}")
+        expect(page.locator("#status")).not_to_have_class("error")
+        assert page.evaluate(IN_VIEW)
+        page.locator(f"#grid .card[data-id='{ids[-2]}'] button.danger").click()
+        expect(page.locator("#status")).to_have_text(f"deleted #{ids[-2]}")
+        expect(page.locator("#grid .card")).to_have_count(39)
+
+
+def test_a_phone_wide_window_shows_the_whole_header(pixels_memory, browser):
+    """At 375 px the header (title, links, token box) did not wrap: the token box was off
+    the right edge and the page scrolled sideways (472 px wide)."""
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    with serving(pixels_memory, TOKEN) as url:
+        for path in ("/", "/browse"):
+            page.goto(url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+            assert page.evaluate("document.getElementById('token').getBoundingClientRect().right") <= 375
+    context.close()
+
+
+# Where the label's first letter and the text's last character are drawn (their left edges).
+FIRST_AND_LAST = """(node) => {
+  const rectOf = (index) => {
+    const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+      if (index < text.length) {
+        const range = document.createRange();
+        range.setStart(text, index); range.setEnd(text, index + 1);
+        return range.getBoundingClientRect();
+      }
+      index -= text.length;
+    }
+  };
+  const at = node.textContent.indexOf(LABEL);
+  return [rectOf(at + LABEL.length - 1).left, rectOf(node.textContent.length - 1).left];
+}"""
+
+
+def test_a_right_to_left_label_keeps_its_count_after_it(tmp_path, page):
+    """A right-to-left label ran together with the text after it: its button read
+    "7 · اثنان" and the title "items 7 :”اثنان“", the count drawn left of the label.
+    Each label is isolated (<bdi>) now, so what follows it stays after it."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    label = "اثنان"
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    memory.add_vectors(np.random.default_rng(9).standard_normal((7, 8)), [label] * 7)
+    with serving(memory, TOKEN) as url:
+        page.goto(url + "/browse")
+        button = page.locator(f"#labels button[data-label='{label}']")
+        button.click()
+        expect(page.locator("#items-title")).to_have_text(f"“{label}”: 7 items")
+        page.wait_for_load_state("networkidle")  # the label buttons are drawn again after a click
+        for node in (button, page.locator("#items-title")):
+            script = FIRST_AND_LAST.replace("LABEL", repr(label))
+            # the label's first letter is its rightmost; the text after it is further right still
+            label_start, last = node.evaluate(script)
+            assert last > label_start, node
+
+
+def test_keyboard_focus_stays_on_the_card_after_an_edit(tmp_path, page):
+    """An edit draws the cards again, and the button that had the focus went with them: focus
+    fell to the page, and the next Tab started again from the top. Now it comes back to the
+    same button of the same card (Block → Unblock), or to the card now in its place."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    ids = memory.add_vectors(np.random.default_rng(10).standard_normal((5, 8)), ["five"] * 5)
+    page.on("dialog", lambda dialog: dialog.accept())
+    focused = "[document.activeElement.closest('.card')?.dataset.id, document.activeElement.textContent]"
+    with serving(memory, TOKEN) as url:
+        open_with_token(page, url + "/browse")
+        page.locator("#labels button[data-label='five']").click()
+        page.locator(f"#grid .card[data-id='{ids[2]}'] button", has_text="Block").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"blocked #{ids[2]}")
+        expect(page.locator(f"#grid .card[data-id='{ids[2]}']")).to_have_class("card blocked")
+        assert page.evaluate(focused) == [str(ids[2]), "Unblock"]
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"unblocked #{ids[2]}")
+        expect(page.locator(f"#grid .card[data-id='{ids[2]}']")).to_have_class("card")
+        assert page.evaluate(focused) == [str(ids[2]), "Block"]
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")  # to Delete
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text(f"deleted #{ids[2]}")
+        expect(page.locator("#grid .card")).to_have_count(4)
+        assert page.evaluate(focused) == [str(ids[3]), "Delete"]  # the card now in its place

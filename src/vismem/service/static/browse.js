@@ -16,7 +16,7 @@ async function loadLabels() {
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
     el("button", { type: "button", class: label === current ? "here" : "", "data-label": label,
-                   onclick: () => showLabel(label) }, `${label} · ${count}`)));
+                   onclick: () => showLabel(label) }, bidi(label), ` · ${count}`)));
   document.getElementById("known-labels").replaceChildren(
     ...Object.keys(stats.classes).map((label) => el("option", { value: label })));
 }
@@ -32,7 +32,8 @@ async function showLabel(label, start = 0) {
   current = label;
   offset = page.offset;
   document.getElementById("items").hidden = false;
-  document.getElementById("items-title").textContent = `“${label}”: ${page.total} item${page.total === 1 ? "" : "s"}`;
+  document.getElementById("items-title").replaceChildren(
+    "“", bidi(label), `”: ${page.total} item${page.total === 1 ? "" : "s"}`);
   document.getElementById("grid").replaceChildren(...page.items.map(itemCard));
   const n = page.items.length;
   const range = n > 1 ? `items ${page.offset + 1}–${page.offset + n} of ${page.total}`
@@ -73,26 +74,33 @@ function itemCard(item) {
   const blocked = item.weight === 0;
   return el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": item.id },
     thumbnail(item.id),
-    el("div", { class: "title" }, `#${item.id} ${item.label}`),
+    el("div", { class: "title" }, `#${item.id} `, bidi(item.label)),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },
-      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 }) },
+      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
+                                                           `${blocked ? "unblocked" : "blocked"} #${item.id}`) },
         blocked ? "Unblock" : "Block"),
       el("button", { type: "button", onclick: () => {
+        if (!haveToken()) return;
         const label = prompt(`New label for #${item.id}`, item.label);
-        if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() });
+        if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() },
+                                          `relabelled #${item.id} to “${label.trim()}”`);
       } }, "Relabel"),
       el("button", { type: "button", class: "danger", onclick: () => {
-        if (confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE");
+        if (haveToken() && confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE", null, `deleted #${item.id}`);
       } }, "Delete")));
 }
 
-async function change(id, method, body) {
+async function change(id, method, body, done) {
+  if (!haveToken()) return;
+  const spot = focusedCard();
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
-  showLabel(current, offset);  // the same page, or the one before if this emptied it
+  say(done);  // in words, and over the last error if there was one
+  await showLabel(current, offset);  // the same page, or the one before if this emptied it
+  focusAgain(spot);
 }
 
 document.getElementById("add").addEventListener("submit", async (e) => {

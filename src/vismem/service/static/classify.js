@@ -10,11 +10,11 @@ function showDecision(decision, previous, why) {
   document.getElementById("confidence").textContent = decision.label ? pct(decision.confidence) : "";
   const change = document.getElementById("change");
   if (previous) {
-    const before = `${previous.label ?? "none"} (${pct(previous.confidence)})`;
-    const after = `${decision.label ?? "none"} (${pct(decision.confidence)})`;
-    change.textContent = previous.label === decision.label
-      ? `${why}: still ${after}, was ${before}`
-      : `${why} the decision changed: ${before} → ${after}`;
+    const before = [bidi(previous.label ?? "none"), ` (${pct(previous.confidence)})`];
+    const after = [bidi(decision.label ?? "none"), ` (${pct(decision.confidence)})`];
+    change.replaceChildren(...(previous.label === decision.label
+      ? [`${why}: still `, ...after, ", was ", ...before]
+      : [`${why} the decision changed: `, ...before, " → ", ...after]));
     change.style.display = "block";
   } else {
     change.style.display = "none";
@@ -37,7 +37,7 @@ function neighbourCard(n) {
   const blocked = n.item_weight === 0;  // its own weight: a vote's (n.weight) is 0 under the prototype vote
   const card = el("div", { class: "card" + (blocked ? " blocked" : ""), "data-id": n.id },
     thumbnail(n.id),
-    el("div", { class: "title" }, `#${n.id} ${n.label}`),
+    el("div", { class: "title" }, `#${n.id} `, bidi(n.label)),
     el("div", { class: "meta" }, `distance ${n.distance.toFixed(3)}`),
     el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
     el("div", { class: "meta" }, n.source),
@@ -74,12 +74,14 @@ async function classify(previous = null, why = "compared with the last run") {
 }
 
 async function edit(id, method, body) {
-  if (!token()) { say("edits need the server's token: enter it at the top right", true); return; }
+  if (!haveToken()) return;
+  const spot = focusedCard();
   try {
     await api(`/items/${id}`, { method, headers: { "Content-Type": "application/json" },
                                 body: body ? JSON.stringify(body) : undefined });
   } catch (e) { say(e.message, true); return; }
   await classify(lastDecision, "after your edit");  // same query again: show how the edit moved it
+  focusAgain(spot);
 }
 
 function relabel(n) {
@@ -124,7 +126,13 @@ setupToken();
 askForVectorsIfNoEncoder();
 document.getElementById("classify-vector").addEventListener("click", chooseVector);
 const drop = document.getElementById("drop");
-document.getElementById("file").addEventListener("change", (e) => choose(e.target.files[0]));
+const fileInput = document.getElementById("file");
+fileInput.addEventListener("change", (e) => choose(e.target.files[0]));
+// the zone is a button, not a label for the hidden input: one that keys reach and open as a click does
+drop.addEventListener("click", () => fileInput.click());
+drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
+});
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); choose(e.dataTransfer.files[0]); });

@@ -46,6 +46,33 @@ function thumbnail(id) {
   return img;
 }
 
+// An edit needs the token: say so, rather than send a request bound to be refused.
+function haveToken() {
+  if (token()) return true;
+  say("edits need the server's token: enter it at the top right", true);
+  return false;
+}
+
+// An edit draws the cards again, and the button that had the focus goes with them (a
+// keyboard user's next Tab would start from the top). `focusedCard` notes where it was (the
+// card, the button's place in it) and `focusAgain` puts it back there, or, that card gone,
+// on the same button of the card now in its place.
+function focusedCard() {
+  const button = document.activeElement;
+  const card = button && button.closest ? button.closest("#grid .card") : null;
+  if (!card) return null;
+  return { id: card.dataset.id, index: [...card.parentNode.children].indexOf(card),
+           button: [...card.querySelectorAll("button")].indexOf(button) };
+}
+
+function focusAgain(spot) {
+  if (!spot) return;
+  const cards = [...document.querySelectorAll("#grid .card")];
+  const card = cards.find((c) => c.dataset.id === spot.id) || cards[Math.min(spot.index, cards.length - 1)];
+  const button = card && card.querySelectorAll("button")[spot.button];
+  if (button) button.focus();
+}
+
 function say(message, isError = false) {
   const status = document.getElementById("status");
   status.textContent = message;
@@ -65,3 +92,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const pct = (x) => (100 * x).toFixed(1) + "%";
+
+// A label in running text, isolated: a right-to-left one would otherwise take the text after
+// it into its run ("اثنان · 7" drawn as "7 · اثنان").
+const bidi = (label) => el("bdi", {}, label);
