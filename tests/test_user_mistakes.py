@@ -888,3 +888,46 @@ def test_a_memory_already_holding_such_a_label_still_opens_but_does_not_import(t
     with Memory.open(tmp_path / "old") as memory:
         memory.relabel(memory.ids(labels=["o\x1bk"]), "ok")
         assert memory.class_counts() == {"ok": 2, "fine": 1}
+
+
+# Each whole-number option with a range, out of it: Typer said "Input should be greater than
+# or equal to 1" (pydantic's words, naming neither the range nor the other bound), where the
+# float options said "-1.0 is not from 0 to 1,000,000".
+OUT_OF_RANGE = [
+    (("classify", "{mem}", "q.png", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("search", "{mem}", "q.png", "-k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("explain", "{mem}", "q.png", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("eval", "{mem}", "test", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    # prune and suspects vote with k neighbours too: past 1,000 they failed (exit 1) once open
+    (("prune", "{mem}", "--mode", "soft", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("prune", "{mem}", "--mode", "soft", "--k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("prune", "{mem}", "--mode", "hard", "--threshold", "0"), "'--threshold': 0 is below 1"),
+    (("suspects", "{mem}", "--k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("suspects", "{mem}", "--limit", "0"), "'--limit' / '-n': 0 is below 1"),
+    (("calibrate", "{mem}", "--k", "0"), "'--k' / '-k': 0 is below 1"),
+    (("tune", "{mem}", "--seed", "-1"), "'--seed': -1 is below 0"),
+    (("eval-protocols", "knn", "--seed", "-1"), "'--seed': -1 is below 0"),
+    (("eval-protocols", "fewshot", "--draws", "1"), "'--draws': 1 is below 2"),
+    (("eval-protocols", "incremental", "--steps", "1"), "'--steps': 1 is below 2"),
+    (("add", "{mem}", "q.png", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("add", "{mem}", "q.png", "--decode-workers", "65"), "'--decode-workers': 65 is not from 0 to 64"),
+    (("classify", "{mem}", "q.png", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("explain", "{mem}", "--queries", "q.npy", "--row", "-1"), "'--row': -1 is below 0"),
+    (("demo", "--per-class", "1"), "'--per-class': 1 is below 2"),
+    (("record-queries", "{mem}", "--", "-1"), "'KEEP': -1 is not from 0 to 100,000"),
+    (("record-queries", "{mem}", "100001"), "'KEEP': 100001 is not from 0 to 100,000"),
+    (("serve", "{mem}", "--port", "65536"), "'--port': 65536 is not from 0 to 65,535"),
+    (("serve", "{mem}", "--max-pixels", "0"), "'--max-pixels': 0 is below 1"),
+    (("serve", "{mem}", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("serve", "{mem}", "--port", "80.5"), "'--port': '80.5' is not a whole number"),
+]
+
+
+@pytest.mark.parametrize("args, says", OUT_OF_RANGE, ids=[" ".join((a[0], *a[-2:])) for a, _ in OUT_OF_RANGE])
+def test_a_whole_number_out_of_its_range_says_the_range_as_float_options_do(tmp_path, args, says):
+    """Bad usage (exit 2) in the float options' words, before anything is opened or made."""
+    memdir = tmp_path / "mem"
+    result = run_cli(*[a.format(mem=memdir) for a in args])
+    assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+    assert says in " ".join(result.stderr.split()), result.stderr
+    assert "Input should be" not in result.stderr and not memdir.exists()

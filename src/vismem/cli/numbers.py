@@ -1,0 +1,48 @@
+"""Number options and arguments: bad usage (exit 2) unless a finite number in range, said
+in one wording ("'--k': 0 is not from 1 to 1,000", "'--seed': -1 is below 0")."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import typer
+
+
+def _bound(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _number(low: float | None, high: float | None, kind: type = float) -> Callable[[Any], Any]:
+    """Parses a number option (`kind` float or int): a finite number from `low` to `high`.
+    Typer's own range check passed inf above no bound, told NaN it "should be less than or
+    equal to" the most, named one bound of two, and spoke pydantic's words ("Input should be
+    greater than or equal to 1")."""
+    def parse(text: Any) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if low is not None and high is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not from {_bound(low)} to {_bound(high)}")
+        if low is not None and value < low:
+            raise typer.BadParameter(f"{value} is below {_bound(low)}")
+        if high is not None and value > high:
+            raise typer.BadParameter(f"{value} is above {_bound(high)}")
+        return value
+    return parse
+
+
+def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
+                  kind: type = float, **given: Any) -> Any:
+    """A float (or `kind=int`) option that is bad usage (exit 2) unless a finite number
+    within [min, max]; the range still shows in --help."""
+    return typer.Option(default, *flags, parser=_number(min, max, kind), min=min, max=max, **given)
+
+
+def number_argument(default: Any, *, min: float | None = None, max: float | None = None,
+                    kind: type = int, **given: Any) -> Any:
+    """`number_option`'s check for an argument (a whole number unless `kind=float`)."""
+    return typer.Argument(default, parser=_number(min, max, kind), min=min, max=max, **given)
