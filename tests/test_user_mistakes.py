@@ -931,3 +931,18 @@ def test_a_whole_number_out_of_its_range_says_the_range_as_float_options_do(tmp_
     assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
     assert says in " ".join(result.stderr.split()), result.stderr
     assert "Input should be" not in result.stderr and not memdir.exists()
+
+
+def test_help_says_each_range_in_the_words_of_its_error(cli):
+    """--help showed Typer's `0.0<=x<=1000000.0` and `x>=1` where the error says
+    "is not from 0 to 1,000,000" and "is below 1"."""
+    from vismem.cli import load_commands
+
+    for command in load_commands().registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        shown = cli(name, "--help", check=True).stdout
+        assert not re.search(r"<=\s*x|x\s*[<>]=", shown), (name, shown)
+    for args, says in [(("boost",), "[default: 2.0; 0 to 1,000,000]"), (("classify",), "[1 to 1,000]"),
+                       (("record-queries",), "[0 to 100,000]"), (("serve",), "[default: 8000; 0 to 65,535]"),
+                       (("suspects",), "[default: 20; at least 1]"), (("tune",), "[default: 0.2; 0.05 to 0.5]")]:
+        assert says in " ".join(cli(*args, "--help").stdout.split()), args

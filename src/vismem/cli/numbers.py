@@ -35,14 +35,39 @@ def _number(low: float | None, high: float | None, kind: type = float) -> Callab
     return parse
 
 
+def _limits(low: float | None, high: float | None) -> str | None:
+    """The range as --help says it, in the words of `_number`'s errors."""
+    if low is not None and high is not None:
+        return f"{_bound(low)} to {_bound(high)}"
+    if low is not None:
+        return f"at least {_bound(low)}"
+    return None if high is None else f"at most {_bound(high)}"
+
+
+def _ranged(make: Callable[..., Any], default: Any, *decls: str, min: float | None, max: float | None,
+            kind: type, help: str | None = None, show_default: bool | str = True, **given: Any) -> Any:
+    """A number parameter whose --help ends with its default and range as its errors say them,
+    `[default: 2.0; 0 to 1,000,000]`: given min and max, Typer showed `0.0<=x<=1000000.0`
+    (its one rendering, with no hook to change it), so they are not given to it."""
+    extra = []
+    if isinstance(show_default, str) or (show_default and default not in (None, ...)):
+        extra.append(f"default: {show_default if isinstance(show_default, str) else default}")
+    limits = _limits(min, max)
+    if limits:
+        extra.append(limits)
+    if extra:
+        help = f"{help}  [{'; '.join(extra)}]" if help else f"[{'; '.join(extra)}]"
+    return make(default, *decls, parser=_number(min, max, kind), help=help, show_default=False, **given)
+
+
 def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
                   kind: type = float, **given: Any) -> Any:
     """A float (or `kind=int`) option that is bad usage (exit 2) unless a finite number
-    within [min, max]; the range still shows in --help."""
-    return typer.Option(default, *flags, parser=_number(min, max, kind), min=min, max=max, **given)
+    within [min, max]; --help says the range as the error does."""
+    return _ranged(typer.Option, default, *flags, min=min, max=max, kind=kind, **given)
 
 
 def number_argument(default: Any, *, min: float | None = None, max: float | None = None,
                     kind: type = int, **given: Any) -> Any:
     """`number_option`'s check for an argument (a whole number unless `kind=float`)."""
-    return typer.Argument(default, parser=_number(min, max, kind), min=min, max=max, **given)
+    return _ranged(typer.Argument, default, min=min, max=max, kind=kind, **given)
