@@ -523,7 +523,7 @@ def test_options_are_checked_before_reading_images(small_memory, tmp_path, comma
     result = run_cli(command, memdir, tmp_path / "3" / "bad.png" if command == "classify" else tmp_path,
                      "--alpha", "-1", "--json")
     assert result.returncode == 2 and result.stdout == "" and "progress" not in result.stderr
-    assert "Invalid value for '--alpha': -1.0 is not above 0.0" in result.stderr
+    assert "Invalid value for '--alpha': -1.0 is not above 0\n" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["tune", "{mem}", "--dry-run"], ["eval-protocols", "knn", "--memory", "{mem}"]])
@@ -946,3 +946,19 @@ def test_help_says_each_range_in_the_words_of_its_error(cli):
                        (("record-queries",), "[0 to 100,000]"), (("serve",), "[default: 8000; 0 to 65,535]"),
                        (("suspects",), "[default: 20; at least 1]"), (("tune",), "[default: 0.2; 0.05 to 0.5]")]:
         assert says in " ".join(cli(*args, "--help").stdout.split()), args
+
+
+@pytest.mark.parametrize("args", [("classify", "{mem}", "q.png", "--alpha"), ("explain", "{mem}", "q.png", "--tau"),
+                                  ("prune", "{mem}", "--mode", "soft", "--c"),
+                                  ("prune", "{mem}", "--mode", "soft", "--d")])
+def test_an_open_lower_bound_is_said_in_help_and_error_alike(tmp_path, cli, args):
+    """--alpha, --tau, --c and --d must be above 0: --help showed no range at all, and
+    the error said '0.0 is not above 0.0'."""
+    memdir, option = tmp_path / "mem", args[-1]
+    for value in ("0", "-1"):
+        result = run_cli(*[a.format(mem=memdir) for a in args], value)
+        assert result.returncode == 2 and result.stdout == "" and not memdir.exists(), result.stderr
+        assert re.search(rf"'{option}': {float(value)} is not above 0$", result.stderr, re.M), result.stderr
+    shown = " ".join(cli(args[0], "--help").stdout.split())
+    said = shown.split(f" {option} ", 1)[1].split(" --", 1)[0]  # its line in --help
+    assert said.endswith("above 0]"), said

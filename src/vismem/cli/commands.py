@@ -52,7 +52,9 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
     (`settings.describe`), so they are declared once. A value out of range or choices
     is bad usage (exit 2), as with any option."""
     found = describe(cls, name)
-    limits = {key: found[key] for key in ("min", "max") if key in found}
+    limits: dict[str, Any] = {key: found[key] for key in ("min", "max") if key in found}
+    if "min_exclusive" in found:
+        limits["above"] = found["min_exclusive"]
     if found.get("finite") or limits:  # a float setting, or a whole number with a range
         return number_option(found["default"] if default is SHIPPED else default, *flags,
                              help=found["help"] if help is None else help, callback=_within(found),
@@ -62,15 +64,12 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what a range cannot say: a choice, an open lower bound (a float is finite by
-    then: `number_option` parses it)."""
-    choices, above = found.get("choices"), found.get("min_exclusive")
+    """Checks a setting's choices (`number_option` checks a number's range)."""
+    choices = found.get("choices")
 
     def check(value: Any) -> Any:
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
-        if value is not None and above is not None and not value > above:
-            raise typer.BadParameter(f"{value} is not above {above}")
         return value
     return check
 
