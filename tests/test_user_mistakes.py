@@ -858,11 +858,13 @@ def test_the_cli_refuses_a_label_with_a_control_character_and_changes_nothing(tm
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / bad / "a.png")
     Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "b.png")
     one_line_error(run_cli("add", tmp_path / "img", tmp_path / "b.png", "--label", bad), shown)
-    # a class folder so named is no label: its images are skipped, saying why (exit 3)
+    # a class folder so named is no label: its images are skipped, saying why (exit 1 when
+    # that leaves nothing added)
     folder = run_cli("add", tmp_path / "img", tmp_path / "photos", "--json")
-    assert folder.returncode == 3, folder.stderr
-    [skipped] = json_lines(folder)[-1]["skipped_items"]
-    assert "folder name is no label" in skipped["reason"] and shown in skipped["reason"], skipped
+    assert folder.returncode == 1 and folder.stdout == "", folder.stderr
+    skipped, error = folder.stderr.strip().splitlines()[-2:]
+    assert "folder name is no label" in skipped and shown in skipped, skipped
+    assert error == "error: the file given could not be added: nothing changed", error
     assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["items"] == 0
 
 
@@ -962,3 +964,32 @@ def test_an_open_lower_bound_is_said_in_help_and_error_alike(tmp_path, cli, args
     shown = " ".join(cli(args[0], "--help").stdout.split())
     said = shown.split(f" {option} ", 1)[1].split(" --", 1)[0]  # its line in --help
     assert said.endswith("above 0]"), said
+
+
+def test_add_with_no_input_readable_is_an_error_not_done_in_part(small_memory, tmp_path):
+    """`add` of files none of which could be read exited 3, done in part ("added 0 items,
+    skipped 1"), though nothing changed: exit 1, as classify and search answer it, with
+    each reason on stderr first and nothing on stdout, even with --json. Some added: 3 as
+    before; only images already held (the same label): 0, as duplicates do not count."""
+    root, memdir, queries = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    (tmp_path / "notes.png").write_bytes(b"\x89PNG cut short")
+    before = json_lines(run_cli("info", memdir, "--json"))[0]["items"]
+    for args, says in [((broken, "--label", "x"), "error: the file given could not be read: nothing added"),
+                       ((broken, tmp_path / "notes.png", "--label", "x", "--json"),
+                        "error: none of the 2 files given could be read: nothing added"),
+                       ((broken,), "error: the file given could not be added: nothing changed")]:  # no label
+        result = run_cli("add", memdir, *args)
+        assert result.returncode == 1 and result.stdout == "", (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1] == says and f"skipped {broken}: " in result.stderr and "Traceback" not in result.stderr
+    assert json_lines(run_cli("info", memdir, "--json"))[0]["items"] == before
+    held = sorted((root / "train").rglob("*.png"))[0]
+    again = run_cli("add", memdir, held, "--label", held.parent.name)
+    assert again.returncode == 0 and "added 0 items, skipped 1 (1 duplicate)" in again.stdout, again.stderr
+    mixed = run_cli("add", memdir, held, broken, "--label", held.parent.name)
+    assert mixed.returncode == 3, mixed.stderr  # one held, one unreadable: not all is done
+    some = run_cli("add", memdir, queries[0], broken, "--label", "x", "--json")
+    assert some.returncode == 3 and json_lines(some)[-1]["added"] == 1, some.stderr
+    run_cli("remove", memdir, "--id", str(json_lines(some)[-1]["ids"][0]), check=True)  # the module's memory as it was

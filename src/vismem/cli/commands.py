@@ -11,13 +11,14 @@ import typer
 
 if TYPE_CHECKING:
     from ..evaluate import EvalReport
+    from ..ingest import AddReport
     from ..memory import Memory
 
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped, shown
-from ..ingest import conflict_reason
+from ..ingest import NO_DIRECTION, conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where
@@ -433,7 +434,10 @@ def add(
     """Add images to MEMDIR. Each batch is committed atomically.
 
     With --json, one line per committed batch ({"event": "committed", "ids": [...]}),
-    then a summary ({"event": "done", "added": N, "skipped": M, ...}).
+    then a summary ({"event": "done", "added": N, "skipped": M, ...}). An image already
+    held with the same label is skipped as a duplicate (no error); one skipped as
+    unreadable, unlabelled or held under another label gives exit code 3, or 1 when
+    none was added and none was held already (an error, each reason on stderr).
     """
     from ..images import find_images
 
@@ -450,6 +454,7 @@ def add(
                 progress=advance, on_commit=on_commit, ray=ray,
             )
         count = len(memory)
+    refuse_if_none_added(report)
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
@@ -460,6 +465,25 @@ def add(
             err.print(f"skipped {s.path}: {s.reason}")
     if report.errors:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+# reasons for which an input was read but not added (unlabelled, blank, its copy removed)
+NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy")
+
+
+def refuse_if_none_added(report: AddReport) -> None:
+    """Every input `add` tried was refused (unreadable, unlabelled), none of them held
+    already under any label, so nothing changed: an error (exit 1, as `classify` answers
+    it), not done in part, saying each one's reason first."""
+    if report.added or not report.skipped or len(report.errors) < len(report.skipped) or report.conflicts:
+        return
+    for s in report.skipped:
+        err.print(f"skipped {s.path}: {s.reason}")
+    n = len(report.skipped)
+    which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
+    if any(s.reason.startswith(NOT_UNREADABLE) for s in report.skipped):
+        raise InvalidInputError(f"{which} be added: nothing changed")
+    raise InvalidInputError(f"{which} be read: nothing added")
 
 
 ADD_VECTORS_BATCH = 10_000  # rows per commit: 8% slower than one commit at 200k 64-d rows
