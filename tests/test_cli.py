@@ -245,7 +245,7 @@ def test_usage_errors_exit_2(cli_process):
 
 @pytest.mark.parametrize("args, says", [
     (("classify", "{mem}", "{img}", "--vote", "majority"), "'--vote': 'majority' is not one of rank|"),
-    (("classify", "{mem}", "{img}", "--alpha", "0"), "'--alpha': 0.0 is not above 0.0"),
+    (("classify", "{mem}", "{img}", "--alpha", "0"), "'--alpha': 0.0 is not above 0"),
     # inf passed the open lower bound and failed (exit 1) only once the memory was open
     (("classify", "{mem}", "{img}", "--alpha", "inf"), "'--alpha': inf is not a finite number"),
     (("eval", "{mem}", "{tmp}", "--tau", "inf"), "'--tau': inf is not a finite number"),

@@ -523,7 +523,7 @@ def test_options_are_checked_before_reading_images(small_memory, tmp_path, comma
     result = run_cli(command, memdir, tmp_path / "3" / "bad.png" if command == "classify" else tmp_path,
                      "--alpha", "-1", "--json")
     assert result.returncode == 2 and result.stdout == "" and "progress" not in result.stderr
-    assert "Invalid value for '--alpha': -1.0 is not above 0.0" in result.stderr
+    assert "Invalid value for '--alpha': -1.0 is not above 0\n" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["tune", "{mem}", "--dry-run"], ["eval-protocols", "knn", "--memory", "{mem}"]])
@@ -875,11 +875,13 @@ def test_the_cli_refuses_a_label_with_a_control_character_and_changes_nothing(tm
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "photos" / bad / "a.png")
     Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "b.png")
     one_line_error(run_cli("add", tmp_path / "img", tmp_path / "b.png", "--label", bad), shown)
-    # a class folder so named is no label: its images are skipped, saying why (exit 3)
+    # a class folder so named is no label: its images are skipped, saying why (exit 1 when
+    # that leaves nothing added)
     folder = run_cli("add", tmp_path / "img", tmp_path / "photos", "--json")
-    assert folder.returncode == 3, folder.stderr
-    [skipped] = json_lines(folder)[-1]["skipped_items"]
-    assert "folder name is no label" in skipped["reason"] and shown in skipped["reason"], skipped
+    assert folder.returncode == 1 and folder.stdout == "", folder.stderr
+    skipped, error = folder.stderr.strip().splitlines()[-2:]
+    assert "folder name is no label" in skipped and shown in skipped, skipped
+    assert error == "error: the file given could not be added: nothing changed", error
     assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["items"] == 0
 
 
@@ -959,8 +961,10 @@ def test_a_path_with_a_control_character_is_skipped_as_a_source_not_the_whole_ad
     [skipped] = json_lines(result)[-1]["skipped_items"]
     assert skipped["path"] == str(folder / "cat" / "a.png")
     assert repr(str(folder)) in skipped["reason"] and "--source" in skipped["reason"], skipped
+    # given alone, nothing is added: an error, naming the reason and what to do
     result = run_cli("add", tmp_path / "img", single, "--label", "cat", "--json")
-    assert result.returncode == 3 and "--source" in json_lines(result)[-1]["skipped_items"][0]["reason"]
+    assert "--source" in result.stderr and not result.stdout
+    one_line_error(result, "the file given could not be added: nothing changed")
     assert json_lines(run_cli("info", tmp_path / "img", "--json"))[0]["classes"] == {"dog": 1}
     run_cli("add", tmp_path / "img", folder, "--source", "photos", check=True)
     run_cli("add", tmp_path / "img", single, "--label", "cat", "--source", "photos", check=True)
@@ -1013,3 +1017,104 @@ def test_an_error_naming_a_path_with_a_control_character_shows_it_escaped(tmp_pa
     result = run_cli("info", tmp_path / "no\x1b[2Jmemory")
     line = one_line_error(result, "no memory at", "no\\x1b[2Jmemory")
     assert "\x1b" not in result.stderr, line
+# Each whole-number option with a range, out of it: Typer said "Input should be greater than
+# or equal to 1" (pydantic's words, naming neither the range nor the other bound), where the
+# float options said "-1.0 is not from 0 to 1,000,000".
+OUT_OF_RANGE = [
+    (("classify", "{mem}", "q.png", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("search", "{mem}", "q.png", "-k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("explain", "{mem}", "q.png", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("eval", "{mem}", "test", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    # prune and suspects vote with k neighbours too: past 1,000 they failed (exit 1) once open
+    (("prune", "{mem}", "--mode", "soft", "--k", "0"), "'--k' / '-k': 0 is not from 1 to 1,000"),
+    (("prune", "{mem}", "--mode", "soft", "--k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("prune", "{mem}", "--mode", "hard", "--threshold", "0"), "'--threshold': 0 is below 1"),
+    (("suspects", "{mem}", "--k", "1001"), "'--k' / '-k': 1001 is not from 1 to 1,000"),
+    (("suspects", "{mem}", "--limit", "0"), "'--limit' / '-n': 0 is below 1"),
+    (("calibrate", "{mem}", "--k", "0"), "'--k' / '-k': 0 is below 1"),
+    (("tune", "{mem}", "--seed", "-1"), "'--seed': -1 is below 0"),
+    (("eval-protocols", "knn", "--seed", "-1"), "'--seed': -1 is below 0"),
+    (("eval-protocols", "fewshot", "--draws", "1"), "'--draws': 1 is below 2"),
+    (("eval-protocols", "incremental", "--steps", "1"), "'--steps': 1 is below 2"),
+    (("add", "{mem}", "q.png", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("add", "{mem}", "q.png", "--decode-workers", "65"), "'--decode-workers': 65 is not from 0 to 64"),
+    (("classify", "{mem}", "q.png", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("explain", "{mem}", "--queries", "q.npy", "--row", "-1"), "'--row': -1 is below 0"),
+    (("demo", "--per-class", "1"), "'--per-class': 1 is below 2"),
+    (("record-queries", "{mem}", "--", "-1"), "'KEEP': -1 is not from 0 to 100,000"),
+    (("record-queries", "{mem}", "100001"), "'KEEP': 100001 is not from 0 to 100,000"),
+    (("serve", "{mem}", "--port", "65536"), "'--port': 65536 is not from 0 to 65,535"),
+    (("serve", "{mem}", "--max-pixels", "0"), "'--max-pixels': 0 is below 1"),
+    (("serve", "{mem}", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
+    (("serve", "{mem}", "--port", "80.5"), "'--port': '80.5' is not a whole number"),
+]
+
+
+@pytest.mark.parametrize("args, says", OUT_OF_RANGE, ids=[" ".join((a[0], *a[-2:])) for a, _ in OUT_OF_RANGE])
+def test_a_whole_number_out_of_its_range_says_the_range_as_float_options_do(tmp_path, args, says):
+    """Bad usage (exit 2) in the float options' words, before anything is opened or made."""
+    memdir = tmp_path / "mem"
+    result = run_cli(*[a.format(mem=memdir) for a in args])
+    assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+    assert says in " ".join(result.stderr.split()), result.stderr
+    assert "Input should be" not in result.stderr and not memdir.exists()
+
+
+def test_help_says_each_range_in_the_words_of_its_error(cli):
+    """--help showed Typer's `0.0<=x<=1000000.0` and `x>=1` where the error says
+    "is not from 0 to 1,000,000" and "is below 1"."""
+    from vismem.cli import load_commands
+
+    for command in load_commands().registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        shown = cli(name, "--help", check=True).stdout
+        assert not re.search(r"<=\s*x|x\s*[<>]=", shown), (name, shown)
+    for args, says in [(("boost",), "[default: 2.0; 0 to 1,000,000]"), (("classify",), "[1 to 1,000]"),
+                       (("record-queries",), "[0 to 100,000]"), (("serve",), "[default: 8000; 0 to 65,535]"),
+                       (("suspects",), "[default: 20; at least 1]"), (("tune",), "[default: 0.2; 0.05 to 0.5]")]:
+        assert says in " ".join(cli(*args, "--help").stdout.split()), args
+
+
+@pytest.mark.parametrize("args", [("classify", "{mem}", "q.png", "--alpha"), ("explain", "{mem}", "q.png", "--tau"),
+                                  ("prune", "{mem}", "--mode", "soft", "--c"),
+                                  ("prune", "{mem}", "--mode", "soft", "--d")])
+def test_an_open_lower_bound_is_said_in_help_and_error_alike(tmp_path, cli, args):
+    """--alpha, --tau, --c and --d must be above 0: --help showed no range at all, and
+    the error said '0.0 is not above 0.0'."""
+    memdir, option = tmp_path / "mem", args[-1]
+    for value in ("0", "-1"):
+        result = run_cli(*[a.format(mem=memdir) for a in args], value)
+        assert result.returncode == 2 and result.stdout == "" and not memdir.exists(), result.stderr
+        assert re.search(rf"'{option}': {float(value)} is not above 0$", result.stderr, re.M), result.stderr
+    shown = " ".join(cli(args[0], "--help").stdout.split())
+    said = shown.split(f" {option} ", 1)[1].split(" --", 1)[0]  # its line in --help
+    assert said.endswith("above 0]"), said
+
+
+def test_add_with_no_input_readable_is_an_error_not_done_in_part(small_memory, tmp_path):
+    """`add` of files none of which could be read exited 3, done in part ("added 0 items,
+    skipped 1"), though nothing changed: exit 1, as classify and search answer it, with
+    each reason on stderr first and nothing on stdout, even with --json. Some added: 3 as
+    before; only images already held (the same label): 0, as duplicates do not count."""
+    root, memdir, queries = small_memory
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    (tmp_path / "notes.png").write_bytes(b"\x89PNG cut short")
+    before = json_lines(run_cli("info", memdir, "--json"))[0]["items"]
+    for args, says in [((broken, "--label", "x"), "error: the file given could not be read: nothing added"),
+                       ((broken, tmp_path / "notes.png", "--label", "x", "--json"),
+                        "error: none of the 2 files given could be read: nothing added"),
+                       ((broken,), "error: the file given could not be added: nothing changed")]:  # no label
+        result = run_cli("add", memdir, *args)
+        assert result.returncode == 1 and result.stdout == "", (args, result.returncode, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1] == says and f"skipped {broken}: " in result.stderr and "Traceback" not in result.stderr
+    assert json_lines(run_cli("info", memdir, "--json"))[0]["items"] == before
+    held = sorted((root / "train").rglob("*.png"))[0]
+    again = run_cli("add", memdir, held, "--label", held.parent.name)
+    assert again.returncode == 0 and "added 0 items, skipped 1 (1 duplicate)" in again.stdout, again.stderr
+    mixed = run_cli("add", memdir, held, broken, "--label", held.parent.name)
+    assert mixed.returncode == 3, mixed.stderr  # one held, one unreadable: not all is done
+    some = run_cli("add", memdir, queries[0], broken, "--label", "x", "--json")
+    assert some.returncode == 3 and json_lines(some)[-1]["added"] == 1, some.stderr
+    run_cli("remove", memdir, "--id", str(json_lines(some)[-1]["ids"][0]), check=True)  # the module's memory as it was

@@ -43,7 +43,8 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 app = typer.Typer(
     name="vismem",
     help="Image classification as an editable visual memory.\n\n"
-    "Exit codes: 0 ok, 1 error (nothing changed; also when no query or test input could be read), "
+    "Exit codes: 0 ok, 1 error (nothing changed; also when no query or test input could be read, or no "
+    "image could be added, each unreadable or unlabelled), "
     "2 bad usage, "
     "3 done in part (some inputs skipped or held "
     "under another label, ids missing, remnants found, or a purge cut off after its commit), "

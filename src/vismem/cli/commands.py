@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, NamedTuple, Optional
@@ -12,13 +11,14 @@ import typer
 
 if TYPE_CHECKING:
     from ..evaluate import EvalReport
+    from ..ingest import AddReport
     from ..memory import Memory
 
 from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped, shown
-from ..ingest import conflict_reason
+from ..ingest import NO_DIRECTION, conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable
@@ -26,6 +26,7 @@ from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err
                only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
+from .numbers import number_option
 
 MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
@@ -44,38 +45,6 @@ def ids_option(default: Any = ...) -> Any:
     return typer.Option(default, "--id", parser=_item_id, help="Item id (repeatable).")
 
 
-def _bound(value: float) -> str:
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
-
-
-def _number(low: float | None, high: float | None, kind: type = float) -> Callable[[Any], Any]:
-    """Parses a number option (`kind` float or int): a finite number from `low` to `high`.
-    Typer's own range check passed inf above no bound, told NaN it "should be less than or
-    equal to" the most, and named one bound of two."""
-    def parse(text: Any) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise typer.BadParameter(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if not math.isfinite(value):
-            raise typer.BadParameter(f"{value} is not a finite number")
-        if low is not None and high is not None and not low <= value <= high:
-            raise typer.BadParameter(f"{value} is not from {_bound(low)} to {_bound(high)}")
-        if low is not None and value < low:
-            raise typer.BadParameter(f"{value} is below {_bound(low)}")
-        if high is not None and value > high:
-            raise typer.BadParameter(f"{value} is above {_bound(high)}")
-        return value
-    return parse
-
-
-def number_option(default: Any, *flags: str, min: float | None = None, max: float | None = None,
-                  kind: type = float, **given: Any) -> Any:
-    """A float (or `kind=int`) option that is bad usage (exit 2) unless a finite number
-    within [min, max]; the range still shows in --help."""
-    return typer.Option(default, *flags, parser=_number(min, max, kind), min=min, max=max, **given)
-
-
 SHIPPED = object()  # described_option's default: the setting's own
 
 
@@ -84,24 +53,24 @@ def described_option(cls: type, name: str, *flags: str, default: Any = SHIPPED, 
     (`settings.describe`), so they are declared once. A value out of range or choices
     is bad usage (exit 2), as with any option."""
     found = describe(cls, name)
-    limits = {key: found[key] for key in ("min", "max") if key in found}
-    if found.get("finite"):  # a float setting
+    limits: dict[str, Any] = {key: found[key] for key in ("min", "max") if key in found}
+    if "min_exclusive" in found:
+        limits["above"] = found["min_exclusive"]
+    if found.get("finite") or limits:  # a float setting, or a whole number with a range
         return number_option(found["default"] if default is SHIPPED else default, *flags,
-                             help=found["help"] if help is None else help, callback=_within(found), **limits)
+                             help=found["help"] if help is None else help, callback=_within(found),
+                             kind=float if found.get("finite") else int, **limits)
     return typer.Option(found["default"] if default is SHIPPED else default, *flags,
                         help=found["help"] if help is None else help, callback=_within(found), **limits)
 
 
 def _within(found: dict[str, Any]) -> Callable[[Any], Any]:
-    """Checks what a range cannot say: a choice, an open lower bound (a float is finite by
-    then: `number_option` parses it)."""
-    choices, above = found.get("choices"), found.get("min_exclusive")
+    """Checks a setting's choices (`number_option` checks a number's range)."""
+    choices = found.get("choices")
 
     def check(value: Any) -> Any:
         if value is not None and choices is not None and value not in choices:
             raise typer.BadParameter(f"{value!r} is not one of {'|'.join(choices)}")
-        if value is not None and above is not None and not value > above:
-            raise typer.BadParameter(f"{value} is not above {above}")
         return value
     return check
 
@@ -446,9 +415,9 @@ def add(
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
     source: Optional[str] = typer.Option(None, "--source", "-s", help="Source tag [default: the path given]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, metavar="N",
-                                             help="Images per batch (forward pass and commit) [default: fitted "
-                                             "to the GPU; on the CPU 32, 256 for the pixels encoder]."),
+    batch_size: Optional[int] = number_option(None, "--batch-size", kind=int, min=1, metavar="N",
+                                              help="Images per batch (forward pass and commit) [default: fitted "
+                                              "to the GPU; on the CPU 32, 256 for the pixels encoder]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
     meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE", callback=key_values("--meta"),
@@ -465,7 +434,10 @@ def add(
     """Add images to MEMDIR. Each batch is committed atomically.
 
     With --json, one line per committed batch ({"event": "committed", "ids": [...]}),
-    then a summary ({"event": "done", "added": N, "skipped": M, ...}).
+    then a summary ({"event": "done", "added": N, "skipped": M, ...}). An image already
+    held with the same label is skipped as a duplicate (no error); one skipped as
+    unreadable, unlabelled or held under another label gives exit code 3, or 1 when
+    none was added and none was held already (an error, each reason on stderr).
     """
     from ..images import find_images
 
@@ -482,6 +454,7 @@ def add(
                 progress=advance, on_commit=on_commit, ray=ray,
             )
         count = len(memory)
+    refuse_if_none_added(report)
     if json_out:
         emit({"event": "done", **report.to_dict(), "items": count})
     else:
@@ -492,6 +465,26 @@ def add(
             err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
     if report.errors:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+# reasons for which an input was read but not added (unlabelled, blank, its copy removed,
+# its path no source: `Ingestor.files`)
+NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy", "source ")
+
+
+def refuse_if_none_added(report: AddReport) -> None:
+    """Every input `add` tried was refused (unreadable, unlabelled), none of them held
+    already under any label, so nothing changed: an error (exit 1, as `classify` answers
+    it), not done in part, saying each one's reason first."""
+    if report.added or not report.skipped or len(report.errors) < len(report.skipped) or report.conflicts:
+        return
+    for s in report.skipped:
+        err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
+    n = len(report.skipped)
+    which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
+    if any(s.reason.startswith(NOT_UNREADABLE) for s in report.skipped):
+        raise InvalidInputError(f"{which} be added: nothing changed")
+    raise InvalidInputError(f"{which} be read: nothing added")
 
 
 ADD_VECTORS_BATCH = 10_000  # rows per commit: 8% slower than one commit at 200k 64-d rows
@@ -932,8 +925,8 @@ def explain(
     queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
                                            help="A query vector instead of an image: a .npy file of one (dim,) "
                                                 "vector, or of (n, dim) with --row."),
-    row: Optional[int] = typer.Option(None, "--row", min=0, metavar="N",
-                                      help="Which row of --queries to explain (needed when it holds several)."),
+    row: Optional[int] = number_option(None, "--row", kind=int, min=0, metavar="N",
+                                       help="Which row of --queries to explain (needed when it holds several)."),
     output: Path = typer.Option(Path("explanation.png"), "--out", "-o", metavar="FILE",
                                 help="Where to write the sheet (PNG)."),
     k: Optional[int] = KOpt,
@@ -998,7 +991,7 @@ def encoders(json_out: bool = JsonFlag) -> None:
 @app.command()
 def demo(
     encoder: str = typer.Option(OFFLINE_ENCODER, "--encoder", "-e", help="Encoder for the demo memory."),
-    per_class: int = typer.Option(30, "--per-class", min=2, help="Memory exemplars per digit class."),
+    per_class: int = number_option(30, "--per-class", kind=int, min=2, help="Memory exemplars per digit class."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", metavar="DIR",
                                            help="Keep images and memory here [default: a temp dir]."),
     json_out: bool = JsonFlag,

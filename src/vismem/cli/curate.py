@@ -10,14 +10,16 @@ from typing import Any, List, Optional
 import typer
 
 from ..calibrate import DEFAULT_OOD_K, DEFAULT_TPR
+from ..decide import MAX_K
 from ..prune import PruneSettings
 from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids, printable
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
                reported_if_cut_off, widest)
-from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, number_option,
+from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option,
                        refuse_if_none_done)
+from .numbers import number_option
 
 IdsOpt = ids_option()
 
@@ -32,7 +34,7 @@ def tune(
     memdir: Path = MemDir,
     held_out: float = number_option(0.2, "--held-out", min=0.05, max=MOST_HELD_OUT,
                                     help="Fraction of each class held out."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the held-out split."),
+    seed: int = number_option(0, "--seed", kind=int, min=0, help="Seed of the held-out split."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report the choice without storing it."),
     transform: str = typer.Option("auto", "--transform", help="Feature transforms to try: auto (none, center and "
                                   "the measured whitenings), or only none, center or whiten."),
@@ -73,7 +75,8 @@ def tune(
 def prune(
     memdir: Path = MemDir,
     mode: str = pruning_option("mode", "--mode", default=...),
-    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours in the self-query [memory default]."),
+    k: Optional[int] = number_option(None, "--k", "-k", kind=int, min=1, max=MAX_K,
+                                     help="Neighbours in the self-query [memory default]."),
     threshold: Optional[int] = pruning_option("threshold", "--threshold", default=None),
     c: float = pruning_option("c", "--c"),
     d: float = pruning_option("d", "--d"),
@@ -123,8 +126,9 @@ def prune(
 @app.command()
 def suspects(
     memdir: Path = MemDir,
-    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many to list."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", min=1, help="Neighbours consulted [memory default]."),
+    limit: int = number_option(20, "--limit", "-n", kind=int, min=1, help="How many to list."),
+    k: Optional[int] = number_option(None, "--k", "-k", kind=int, min=1, max=MAX_K,
+                                     help="Neighbours consulted [memory default]."),
     json_out: bool = JsonFlag,
 ) -> None:
     """List the items most likely mislabelled: those whose neighbours vote for another
@@ -151,8 +155,8 @@ def calibrate(
     memdir: Path = MemDir,
     tpr: float = number_option(DEFAULT_TPR, "--tpr", min=0.5, max=1.0,
                               help="Share of in-distribution queries to answer."),
-    k: int = typer.Option(DEFAULT_OOD_K, "--k", "-k", min=1,
-                          help="Score with the distance to this neighbour (below the memory's item count)."),
+    k: int = number_option(DEFAULT_OOD_K, "--k", "-k", kind=int, min=1,
+                           help="Score with the distance to this neighbour (below the memory's item count)."),
     prototype_weight: Optional[float] = number_option(
         None, "--prototype-weight", min=0.0, metavar="W",
         help="Weight of the prototype distance in the score (0 = neighbours only) "

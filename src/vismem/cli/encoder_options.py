@@ -13,6 +13,7 @@ import typer
 from ..encoders import EncoderOptions
 from ..encoders.options import DEVICE_ENV, MAX_DECODE_WORKERS, PRECISIONS, RUNTIMES
 from . import err
+from .numbers import number_option
 
 DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True,
                          help="auto|cpu|cuda|cuda:N|mps: auto takes a CUDA GPU, else MPS, else the CPU.")
@@ -20,11 +21,11 @@ RuntimeOpt = typer.Option("auto", "--runtime", help=f"{'|'.join(RUNTIMES)}: auto
                           "(exported once, checked against torch), torch elsewhere.")
 PrecisionOpt = typer.Option("auto", "--precision", help=f"{'|'.join(PRECISIONS)}: auto is fp16 on CUDA "
                             "(checked against fp32), fp32 elsewhere; fp32 opts out of half precision.")
-BatchSizeOpt = typer.Option(None, "--batch-size", min=1, metavar="N",
-                            help="Images per forward pass [default: fitted to the GPU; on the CPU 32, "
-                                 "256 for the pixels encoder].")
-DecodeWorkersOpt = typer.Option(None, "--decode-workers", min=0, max=MAX_DECODE_WORKERS, metavar="N",
-                                help="Processes that decode images (0: a thread) [default: measured].")
+BatchSizeOpt = number_option(None, "--batch-size", kind=int, min=1, metavar="N",
+                             help="Images per forward pass [default: fitted to the GPU; on the CPU 32, "
+                                  "256 for the pixels encoder].")
+DecodeWorkersOpt = number_option(None, "--decode-workers", kind=int, min=0, max=MAX_DECODE_WORKERS, metavar="N",
+                                 help="Processes that decode images (0: a thread) [default: measured].")
 
 
 def encoder_options(device: Optional[str], runtime: str, precision: str, batch_size: Optional[int] = None,

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InvalidInputError, VismemError
 from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
+from .numbers import number_option
 
 
 @app.command("eval-protocols")
@@ -28,9 +29,9 @@ def eval_protocols(
                                 help="Folder for report.json and the plots."),
     cache: Optional[Path] = typer.Option(None, "--cache", metavar="DIR",
                                          help="Embedding cache folder [default: ~/.cache/vismem]."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed for splits and draws."),
-    draws: int = typer.Option(10, "--draws", min=2, help="Few-shot: random draws per shot count."),
-    steps: int = typer.Option(5, "--steps", min=2, help="Class-incremental: number of steps."),
+    seed: int = number_option(0, "--seed", kind=int, min=0, help="Seed for splits and draws."),
+    draws: int = number_option(10, "--draws", kind=int, min=2, help="Few-shot: random draws per shot count."),
+    steps: int = number_option(5, "--steps", kind=int, min=2, help="Class-incremental: number of steps."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the logistic-regression linear probe."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON line on stdout."),
 ) -> None:

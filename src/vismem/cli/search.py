@@ -15,8 +15,8 @@ from ..store.base import parse_where, printable
 from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
                widest)
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_queries, number_option, read_queries, say_unreadable,
-                       warn_if_nothing_matches)
+                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
+from .numbers import number_argument, number_option
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
 
@@ -27,7 +27,8 @@ def search(
     images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Image files to search with.",
                                                   show_default=False),
     queries: Optional[Path] = QueriesOpt,
-    k: int = typer.Option(K["default"], "--k", "-k", min=K["min"], max=K["max"], help="How many nearest items."),
+    k: int = number_option(K["default"], "--k", "-k", kind=int, min=K["min"], max=K["max"],
+                           help="How many nearest items."),
     only_labels: Optional[List[str]] = OnlyLabelOpt,
     only_sources: Optional[List[str]] = OnlySourceOpt,
     where: Optional[List[str]] = WhereOpt,
@@ -194,9 +195,9 @@ def _query_vectors(memory, images: List[Path], queries: Optional[Path]):
 @app.command("record-queries")
 def record_queries(
     memdir: Path = MemDir,
-    keep: Optional[int] = typer.Argument(None, min=0, max=100_000, show_default=False,
-                                         help="Keep up to this many real queries; 0: stop, and delete those "
-                                              "kept [default: show]."),
+    keep: Optional[int] = number_argument(None, min=0, max=100_000, show_default=False,
+                                          help="Keep up to this many real queries; 0: stop, and delete those "
+                                               "kept [default: show]."),
     clear: bool = typer.Option(False, "--clear", help="Delete the kept queries now (recording goes on)."),
     json_out: bool = JsonFlag,
 ) -> None:

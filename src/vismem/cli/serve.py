@@ -12,8 +12,8 @@ import typer
 from ..errors import VismemError
 from ..maintenance import showing_maintenance
 from . import app, counted, err, interrupted_leaves
-from .commands import number_option
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
+from .numbers import number_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -23,8 +23,8 @@ def serve(
     memdir: Path = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.",
                                  show_default=False),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535,
-                             help="TCP port (0: one the system chooses, said on stderr)."),
+    port: int = number_option(8000, "--port", kind=int, min=0, max=65535,
+                              help="TCP port (0: one the system chooses, said on stderr)."),
     token: Optional[str] = typer.Option(
         None, "--token", envvar="VISMEM_TOKEN", show_envvar=True,
         help="Bearer token that editing endpoints require. Without one the server is read-only.",
@@ -33,8 +33,8 @@ def serve(
                                        help="Require the token for reading endpoints too."),
     max_upload_mb: float = number_option(32.0, "--max-upload-mb", min=0.001, max=2.0**20, metavar="MIB",
                                         help="Largest request body, in MiB."),
-    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, metavar="PIXELS",
-                                   help="Largest decoded image, in pixels."),
+    max_pixels: int = number_option(40_000_000, "--max-pixels", kind=int, min=1, metavar="PIXELS",
+                                    help="Largest decoded image, in pixels."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
