@@ -489,3 +489,23 @@ def test_keyboard_focus_stays_on_the_card_after_an_edit(tmp_path, page):
         expect(page.locator("#status")).to_have_text(f"deleted #{ids[2]}")
         expect(page.locator("#grid .card")).to_have_count(4)
         assert page.evaluate(focused) == [str(ids[3]), "Delete"]  # the card now in its place
+
+
+def test_each_card_button_names_its_item(pixels_memory, page, photos):
+    """A screen reader heard "Block, Relabel, Delete" once a card, ten times over, none
+    saying which item it edits. Each button's accessible name now names its item."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    [cat] = [item.id for item in pixels_memory.items(pixels_memory.ids()) if item.label == "cat"]
+    with serving(pixels_memory, TOKEN) as url:
+        open_with_token(page, url + "/")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        for verb in ("Block", "Relabel", "Delete"):
+            expect(page.get_by_role("button", name=f"{verb} item #{cat} (cat)", exact=True)).to_have_count(1)
+        page.get_by_role("button", name=f"Block item #{cat} (cat)", exact=True).click()
+        expect(page.get_by_role("button", name=f"Unblock item #{cat} (cat)", exact=True)).to_have_count(1)
+
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='cat']").click()
+        for verb in ("Unblock", "Relabel", "Delete"):
+            expect(page.get_by_role("button", name=f"{verb} item #{cat} (cat)", exact=True)).to_have_count(1)

@@ -77,16 +77,17 @@ function itemCard(item) {
     el("div", { class: "title" }, `#${item.id} `, bidi(item.label)),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },
-      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
+      el("button", { type: "button", ...itemAction(blocked ? "Unblock" : "Block", item.id, item.label),
+                     onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
                                                            `${blocked ? "unblocked" : "blocked"} #${item.id}`) },
         blocked ? "Unblock" : "Block"),
-      el("button", { type: "button", onclick: () => {
+      el("button", { type: "button", ...itemAction("Relabel", item.id, item.label), onclick: () => {
         if (!haveToken()) return;
         const label = prompt(`New label for #${item.id}`, item.label);
         if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() },
                                           `relabelled #${item.id} to “${label.trim()}”`);
       } }, "Relabel"),
-      el("button", { type: "button", class: "danger", onclick: () => {
+      el("button", { type: "button", class: "danger", ...itemAction("Delete", item.id, item.label), onclick: () => {
         if (haveToken() && confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE", null, `deleted #${item.id}`);
       } }, "Delete")));
 }

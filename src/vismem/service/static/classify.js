@@ -42,10 +42,13 @@ function neighbourCard(n) {
     el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
     el("div", { class: "meta" }, n.source),
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "block", onclick: () => edit(n.id, "PATCH", { weight: blocked ? 1 : 0 }) },
+      el("button", { type: "button", class: "block", ...itemAction(blocked ? "Unblock" : "Block", n.id, n.label),
+                     onclick: () => edit(n.id, "PATCH", { weight: blocked ? 1 : 0 }) },
         blocked ? "Unblock" : "Block"),
-      el("button", { type: "button", class: "relabel", onclick: () => relabel(n) }, "Relabel"),
-      el("button", { type: "button", class: "delete danger", onclick: () => remove(n) }, "Delete")));
+      el("button", { type: "button", class: "relabel", ...itemAction("Relabel", n.id, n.label),
+                     onclick: () => relabel(n) }, "Relabel"),
+      el("button", { type: "button", class: "delete danger", ...itemAction("Delete", n.id, n.label),
+                     onclick: () => remove(n) }, "Delete")));
   return card;
 }
 
