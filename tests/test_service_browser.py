@@ -509,3 +509,27 @@ def test_each_card_button_names_its_item(pixels_memory, page, photos):
         page.locator("#labels button[data-label='cat']").click()
         for verb in ("Unblock", "Relabel", "Delete"):
             expect(page.get_by_role("button", name=f"{verb} item #{cat} (cat)", exact=True)).to_have_count(1)
+
+
+def test_an_empty_memory_says_how_to_fill_it(tmp_path, page, photos):
+    """/browse of an empty memory said only "0 items in 0 labels". It says where to add
+    some: the Add images form below, or `vismem add` (`add-vectors` for a memory of
+    vectors); the hint goes once the first images are in."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with serving(Memory.create(tmp_path / "pixels", encoder="pixels"), TOKEN) as url:
+        open_with_token(page, url + "/browse")
+        hint = page.locator("#empty")
+        expect(hint).to_contain_text("Add images", use_inner_text=True)
+        expect(hint).to_contain_text("vismem add MEMDIR", use_inner_text=True)
+        expect(hint).not_to_contain_text("add-vectors", use_inner_text=True)
+        hint.get_by_role("link", name="Add images").click()
+        assert page.evaluate("document.activeElement.id") == "add-label"  # the form's first field
+        page.fill("#add-label", "cat")
+        page.set_input_files("#add-files", str(photos / "cat.jpg"))
+        page.click("#add button[type=submit]")
+        expect(page.locator("#labels button[data-label='cat']")).to_have_text("cat · 1")
+        expect(hint).to_be_hidden()
+    with serving(Memory.create(tmp_path / "vectors", encoder=None, dim=8), TOKEN) as url:
+        page.goto(url + "/browse")
+        expect(page.locator("#empty")).to_contain_text("vismem add-vectors", use_inner_text=True)
+        expect(page.locator("#empty")).not_to_contain_text("Add images", use_inner_text=True)

@@ -13,6 +13,10 @@ async function loadLabels() {
   document.getElementById("add").hidden = !stats.encoder;  // a memory of vectors takes no images
   if (!stats.encoder) noThumbnails();
   document.getElementById("add-vectors").hidden = Boolean(stats.encoder);
+  // an empty memory: say where items come from, rather than only "0 items in 0 labels"
+  document.getElementById("empty").hidden = stats.items > 0;
+  document.getElementById("empty-images").hidden = !stats.encoder;
+  document.getElementById("empty-vectors").hidden = Boolean(stats.encoder);
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
     el("button", { type: "button", class: label === current ? "here" : "", "data-label": label,
@@ -120,6 +124,12 @@ document.getElementById("add").addEventListener("submit", async (e) => {
         report.added === 0);
     showLabel(label, Infinity);  // the last page, where the items just added are
   } catch (err) { say(err.message, true); }
+});
+
+// the hint's link to the form: to its first field, ready to type in
+document.querySelector("#empty a").addEventListener("click", (e) => {
+  e.preventDefault();
+  document.getElementById("add-label").focus();
 });
 
 setupToken();
