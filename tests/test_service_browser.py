@@ -533,3 +533,33 @@ def test_an_empty_memory_says_how_to_fill_it(tmp_path, page, photos):
         page.goto(url + "/browse")
         expect(page.locator("#empty")).to_contain_text("vismem add-vectors", use_inner_text=True)
         expect(page.locator("#empty")).not_to_contain_text("Add images", use_inner_text=True)
+
+
+def test_a_file_that_is_not_an_image_is_refused_in_the_pages_words(pixels_memory, page, photos, tmp_path):
+    """A text file chosen on a page showed the API's 415 line, written for curl users
+    ("send it as image/* (curl: -F 'file=@x.png;type=image/png')"). The page says in its own
+    words that the file is not an image, names it, and changes nothing."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    status = page.locator("#status")
+    with serving(pixels_memory, TOKEN) as url:
+        open_with_token(page, url + "/")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        page.set_input_files("#file", str(notes))
+        expect(status).to_have_text("notes.txt is not an image file (png, jpeg, webp, …)")
+        expect(status).to_have_class("error")
+        expect(page.locator("#grid .card")).to_have_count(3)  # the last query's decision stands
+        # a photo named without its extension: the browser gives it no type, and sends it as one
+        page.set_input_files("#file", {"name": "photo", "mimeType": "",
+                                       "buffer": (photos / "query-cat.jpg").read_bytes()})
+        expect(status).to_contain_text("photo is not an image file (png, jpeg, webp, …); a file is known "
+                                       "for an image by its extension (.png, .jpg, …)")
+
+        open_with_token(page, url + "/browse")
+        page.fill("#add-label", "astronaut")
+        page.set_input_files("#add-files", [str(photos / "astronaut.jpg"), str(notes)])
+        page.click("#add button[type=submit]")
+        expect(status).to_have_text("notes.txt is not an image file (png, jpeg, webp, …): nothing added")
+        assert "astronaut" not in pixels_memory.class_counts()

@@ -112,6 +112,8 @@ document.getElementById("add").addEventListener("submit", async (e) => {
   e.preventDefault();
   const label = document.getElementById("add-label").value.trim();
   const files = document.getElementById("add-files").files;
+  const refused = notImages(files);
+  if (refused) { say(`${refused}: nothing added`, true); return; }
   const form = new FormData();
   form.append("label", label);
   form.append("source", document.getElementById("add-source").value.trim() || "upload");

@@ -98,6 +98,8 @@ function remove(n) {
 
 function choose(file) {
   if (!file) return;
+  const refused = notImages([file]);
+  if (refused) { say(refused, true); return; }  // the last query and its decision stand
   queryFile = file;
   const query = document.getElementById("query");
   query.src = URL.createObjectURL(file);
