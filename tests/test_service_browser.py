@@ -563,3 +563,25 @@ def test_a_file_that_is_not_an_image_is_refused_in_the_pages_words(pixels_memory
         page.click("#add button[type=submit]")
         expect(status).to_have_text("notes.txt is not an image file (png, jpeg, webp, …): nothing added")
         assert "astronaut" not in pixels_memory.class_counts()
+
+
+def test_k_typed_as_5_point_0_is_sent_as_5(pixels_memory, page, photos):
+    """The server takes a k written in digits only, and the number box let "2.0" through as
+    typed: the user got a raw 422. The page sends the whole number (2), and refuses a k
+    that is none (2.5) or out of range in the browser's own words, before sending."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if r.status >= 400 else None)
+    with serving(pixels_memory, TOKEN) as url:
+        page.goto(url + "/")
+        page.fill("#k", "2.0")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#status")).to_have_text("classified query-cat.jpg against 2 neighbours")
+        expect(page.locator("#grid .card")).to_have_count(2)
+        for bad in ("2.5", "0", "1001"):
+            page.fill("#k", bad)
+            page.click("#rerun")
+            expect(page.locator("#status")).to_contain_text("neighbours (k): ")
+            expect(page.locator("#status")).to_have_class("error")
+            expect(page.locator("#decision")).to_be_hidden()
+        assert refused == []
