@@ -489,3 +489,99 @@ def test_keyboard_focus_stays_on_the_card_after_an_edit(tmp_path, page):
         expect(page.locator("#status")).to_have_text(f"deleted #{ids[2]}")
         expect(page.locator("#grid .card")).to_have_count(4)
         assert page.evaluate(focused) == [str(ids[3]), "Delete"]  # the card now in its place
+
+
+def test_each_card_button_names_its_item(pixels_memory, page, photos):
+    """A screen reader heard "Block, Relabel, Delete" once a card, ten times over, none
+    saying which item it edits. Each button's accessible name now names its item."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    [cat] = [item.id for item in pixels_memory.items(pixels_memory.ids()) if item.label == "cat"]
+    with serving(pixels_memory, TOKEN) as url:
+        open_with_token(page, url + "/")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        for verb in ("Block", "Relabel", "Delete"):
+            expect(page.get_by_role("button", name=f"{verb} item #{cat} (cat)", exact=True)).to_have_count(1)
+        page.get_by_role("button", name=f"Block item #{cat} (cat)", exact=True).click()
+        expect(page.get_by_role("button", name=f"Unblock item #{cat} (cat)", exact=True)).to_have_count(1)
+
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='cat']").click()
+        for verb in ("Unblock", "Relabel", "Delete"):
+            expect(page.get_by_role("button", name=f"{verb} item #{cat} (cat)", exact=True)).to_have_count(1)
+
+
+def test_an_empty_memory_says_how_to_fill_it(tmp_path, page, photos):
+    """/browse of an empty memory said only "0 items in 0 labels". It says where to add
+    some: the Add images form below, or `vismem add` (`add-vectors` for a memory of
+    vectors); the hint goes once the first images are in."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    with serving(Memory.create(tmp_path / "pixels", encoder="pixels"), TOKEN) as url:
+        open_with_token(page, url + "/browse")
+        hint = page.locator("#empty")
+        expect(hint).to_contain_text("Add images", use_inner_text=True)
+        expect(hint).to_contain_text("vismem add MEMDIR", use_inner_text=True)
+        expect(hint).not_to_contain_text("add-vectors", use_inner_text=True)
+        hint.get_by_role("link", name="Add images").click()
+        assert page.evaluate("document.activeElement.id") == "add-label"  # the form's first field
+        page.fill("#add-label", "cat")
+        page.set_input_files("#add-files", str(photos / "cat.jpg"))
+        page.click("#add button[type=submit]")
+        expect(page.locator("#labels button[data-label='cat']")).to_have_text("cat · 1")
+        expect(hint).to_be_hidden()
+    with serving(Memory.create(tmp_path / "vectors", encoder=None, dim=8), TOKEN) as url:
+        page.goto(url + "/browse")
+        expect(page.locator("#empty")).to_contain_text("vismem add-vectors", use_inner_text=True)
+        expect(page.locator("#empty")).not_to_contain_text("Add images", use_inner_text=True)
+
+
+def test_a_file_that_is_not_an_image_is_refused_in_the_pages_words(pixels_memory, page, photos, tmp_path):
+    """A text file chosen on a page showed the API's 415 line, written for curl users
+    ("send it as image/* (curl: -F 'file=@x.png;type=image/png')"). The page says in its own
+    words that the file is not an image, names it, and changes nothing."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    status = page.locator("#status")
+    with serving(pixels_memory, TOKEN) as url:
+        open_with_token(page, url + "/")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#grid .card")).to_have_count(3)
+        page.set_input_files("#file", str(notes))
+        expect(status).to_have_text("notes.txt is not an image file (png, jpeg, webp, …)")
+        expect(status).to_have_class("error")
+        expect(page.locator("#grid .card")).to_have_count(3)  # the last query's decision stands
+        # a photo named without its extension: the browser gives it no type, and sends it as one
+        page.set_input_files("#file", {"name": "photo", "mimeType": "",
+                                       "buffer": (photos / "query-cat.jpg").read_bytes()})
+        expect(status).to_contain_text("photo is not an image file (png, jpeg, webp, …); a file is known "
+                                       "for an image by its extension (.png, .jpg, …)")
+
+        open_with_token(page, url + "/browse")
+        page.fill("#add-label", "astronaut")
+        page.set_input_files("#add-files", [str(photos / "astronaut.jpg"), str(notes)])
+        page.click("#add button[type=submit]")
+        expect(status).to_have_text("notes.txt is not an image file (png, jpeg, webp, …): nothing added")
+        assert "astronaut" not in pixels_memory.class_counts()
+
+
+def test_k_typed_as_5_point_0_is_sent_as_5(pixels_memory, page, photos):
+    """The server takes a k written in digits only, and the number box let "2.0" through as
+    typed: the user got a raw 422. The page sends the whole number (2), and refuses a k
+    that is none (2.5) or out of range in the browser's own words, before sending."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if r.status >= 400 else None)
+    with serving(pixels_memory, TOKEN) as url:
+        page.goto(url + "/")
+        page.fill("#k", "2.0")
+        page.set_input_files("#file", str(photos / "query-cat.jpg"))
+        expect(page.locator("#status")).to_have_text("classified query-cat.jpg against 2 neighbours")
+        expect(page.locator("#grid .card")).to_have_count(2)
+        for bad in ("2.5", "0", "1001"):
+            page.fill("#k", bad)
+            page.click("#rerun")
+            expect(page.locator("#status")).to_contain_text("neighbours (k): ")
+            expect(page.locator("#status")).to_have_class("error")
+            expect(page.locator("#decision")).to_be_hidden()
+        assert refused == []

@@ -13,6 +13,10 @@ async function loadLabels() {
   document.getElementById("add").hidden = !stats.encoder;  // a memory of vectors takes no images
   if (!stats.encoder) noThumbnails();
   document.getElementById("add-vectors").hidden = Boolean(stats.encoder);
+  // an empty memory: say where items come from, rather than only "0 items in 0 labels"
+  document.getElementById("empty").hidden = stats.items > 0;
+  document.getElementById("empty-images").hidden = !stats.encoder;
+  document.getElementById("empty-vectors").hidden = Boolean(stats.encoder);
   const labels = document.getElementById("labels");
   labels.replaceChildren(...Object.entries(stats.classes).map(([label, count]) =>
     el("button", { type: "button", class: label === current ? "here" : "", "data-label": label,
@@ -77,16 +81,17 @@ function itemCard(item) {
     el("div", { class: "title" }, `#${item.id} `, bidi(item.label)),
     el("div", { class: "meta" }, `weight ${item.weight} · ${item.source}`),
     el("div", { class: "actions" },
-      el("button", { type: "button", onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
+      el("button", { type: "button", ...itemAction(blocked ? "Unblock" : "Block", item.id, item.label),
+                     onclick: () => change(item.id, "PATCH", { weight: blocked ? 1 : 0 },
                                                            `${blocked ? "unblocked" : "blocked"} #${item.id}`) },
         blocked ? "Unblock" : "Block"),
-      el("button", { type: "button", onclick: () => {
+      el("button", { type: "button", ...itemAction("Relabel", item.id, item.label), onclick: () => {
         if (!haveToken()) return;
         const label = prompt(`New label for #${item.id}`, item.label);
         if (label && label.trim()) change(item.id, "PATCH", { label: label.trim() },
                                           `relabelled #${item.id} to “${label.trim()}”`);
       } }, "Relabel"),
-      el("button", { type: "button", class: "danger", onclick: () => {
+      el("button", { type: "button", class: "danger", ...itemAction("Delete", item.id, item.label), onclick: () => {
         if (haveToken() && confirm(`Delete #${item.id} for good?`)) change(item.id, "DELETE", null, `deleted #${item.id}`);
       } }, "Delete")));
 }
@@ -107,6 +112,8 @@ document.getElementById("add").addEventListener("submit", async (e) => {
   e.preventDefault();
   const label = document.getElementById("add-label").value.trim();
   const files = document.getElementById("add-files").files;
+  const refused = notImages(files);
+  if (refused) { say(`${refused}: nothing added`, true); return; }
   const form = new FormData();
   form.append("label", label);
   form.append("source", document.getElementById("add-source").value.trim() || "upload");
@@ -119,6 +126,12 @@ document.getElementById("add").addEventListener("submit", async (e) => {
         report.added === 0);
     showLabel(label, Infinity);  // the last page, where the items just added are
   } catch (err) { say(err.message, true); }
+});
+
+// the hint's link to the form: to its first field, ready to type in
+document.querySelector("#empty a").addEventListener("click", (e) => {
+  e.preventDefault();
+  document.getElementById("add-label").focus();
 });
 
 setupToken();

@@ -42,10 +42,13 @@ function neighbourCard(n) {
     el("div", { class: "meta" }, `vote weight ${n.weight.toFixed(3)} · share ${pct(n.contribution)}`),
     el("div", { class: "meta" }, n.source),
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "block", onclick: () => edit(n.id, "PATCH", { weight: blocked ? 1 : 0 }) },
+      el("button", { type: "button", class: "block", ...itemAction(blocked ? "Unblock" : "Block", n.id, n.label),
+                     onclick: () => edit(n.id, "PATCH", { weight: blocked ? 1 : 0 }) },
         blocked ? "Unblock" : "Block"),
-      el("button", { type: "button", class: "relabel", onclick: () => relabel(n) }, "Relabel"),
-      el("button", { type: "button", class: "delete danger", onclick: () => remove(n) }, "Delete")));
+      el("button", { type: "button", class: "relabel", ...itemAction("Relabel", n.id, n.label),
+                     onclick: () => relabel(n) }, "Relabel"),
+      el("button", { type: "button", class: "delete danger", ...itemAction("Delete", n.id, n.label),
+                     onclick: () => remove(n) }, "Delete")));
   return card;
 }
 
@@ -54,12 +57,12 @@ async function classify(previous = null, why = "compared with the last run") {
   const form = new FormData();
   if (queryVector) form.append("vector", queryVector);
   else form.append("file", queryFile);
-  const k = document.getElementById("k").value;
   const vote = document.getElementById("vote").value;
-  if (k) form.append("k", k);
   if (vote) form.append("vote", vote);
   say("classifying…");
   try {
+    const k = chosenK();
+    if (k) form.append("k", k);
     const decision = await api("/classify?counterfactual=true", { method: "POST", body: form });
     showDecision(decision, previous, why);
     lastDecision = decision;
@@ -71,6 +74,18 @@ async function classify(previous = null, why = "compared with the last run") {
     lastDecision = null;
     say(e.message, true);
   }
+}
+
+// The number box keeps "5.0" or "1e1" as typed, and the server takes a k written in digits
+// only (a 422 otherwise): send the number it holds, once the browser's own checks of the box
+// (a whole number, min, max) pass; null for the memory's default.
+function chosenK() {
+  const input = document.getElementById("k");
+  if (!input.checkValidity()) {
+    input.reportValidity();  // the browser's note at the box, and the focus there
+    throw new Error(`neighbours (k): ${input.validationMessage}`);
+  }
+  return Number.isNaN(input.valueAsNumber) ? null : String(input.valueAsNumber);
 }
 
 async function edit(id, method, body) {
@@ -95,6 +110,8 @@ function remove(n) {
 
 function choose(file) {
   if (!file) return;
+  const refused = notImages([file]);
+  if (refused) { say(refused, true); return; }  // the last query and its decision stand
   queryFile = file;
   const query = document.getElementById("query");
   query.src = URL.createObjectURL(file);

@@ -46,6 +46,19 @@ function thumbnail(id) {
   return img;
 }
 
+// The server takes an upload only when it is sent as image/*, as a browser sends a file whose
+// name it knows for an image's; else it answers 415 in a line for curl users. The pages refuse
+// such files before sending them, in their own words: null when every file is an image.
+function notImages(files) {
+  const bad = [...files].filter((file) => !file.type.startsWith("image/"));
+  if (!bad.length) return null;
+  const names = bad.map((file) => file.name).join(", ");
+  // no type (sent as application/octet-stream): an image named without its extension, maybe
+  const untyped = (file) => !file.type || file.type === "application/octet-stream";
+  const why = bad.some(untyped) ? "; a file is known for an image by its extension (.png, .jpg, …)" : "";
+  return `${names} ${bad.length > 1 ? "are not image files" : "is not an image file"} (png, jpeg, webp, …)${why}`;
+}
+
 // An edit needs the token: say so, rather than send a request bound to be refused.
 function haveToken() {
   if (token()) return true;
@@ -72,6 +85,11 @@ function focusAgain(spot) {
   const button = card && card.querySelectorAll("button")[spot.button];
   if (button) button.focus();
 }
+
+// A card button's accessible name: "Block item #42 (cat)". Its text alone ("Block", on every
+// card) told a screen reader's user nothing of which item it edits; the name starts with the
+// visible word, so voice control ("click Block") still finds it.
+const itemAction = (verb, id, label) => ({ "aria-label": `${verb} item #${id} (${label})` });
 
 function say(message, isError = false) {
   const status = document.getElementById("status");
