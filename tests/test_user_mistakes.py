@@ -1118,3 +1118,16 @@ def test_add_with_no_input_readable_is_an_error_not_done_in_part(small_memory, t
     some = run_cli("add", memdir, queries[0], broken, "--label", "x", "--json")
     assert some.returncode == 3 and json_lines(some)[-1]["added"] == 1, some.stderr
     run_cli("remove", memdir, "--id", str(json_lines(some)[-1]["ids"][0]), check=True)  # the module's memory as it was
+
+
+def test_adding_a_folder_with_no_image_files_is_an_error(tmp_path):
+    """An empty folder, or one of hidden files, said 'added 0 items, skipped 0' and exited 0,
+    so a wrong path went unnoticed in a script; `eval` of the same folder is an error."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "hidden" / ".git").mkdir(parents=True)  # passed over, as hidden files are
+    (tmp_path / "hidden" / ".DS_Store").write_bytes(b"\0")
+    run_cli("create", tmp_path / "img", "--encoder", "pixels", check=True)
+    for folder in ("empty", "hidden"):
+        result = run_cli("add", tmp_path / "img", tmp_path / folder, "--json")
+        one_line_error(result, f"no image files in {tmp_path / folder}: nothing added")
+        assert not result.stdout

@@ -437,14 +437,19 @@ def add(
     then a summary ({"event": "done", "added": N, "skipped": M, ...}). An image already
     held with the same label is skipped as a duplicate (no error); one skipped as
     unreadable, unlabelled or held under another label gives exit code 3, or 1 when
-    none was added and none was held already (an error, each reason on stderr).
+    none was added and none was held already (an error, each reason on stderr), as when
+    the paths hold no image file at all.
     """
     from ..images import find_images
 
     interrupted_leaves(BATCHES_KEPT)
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
-        total = len(find_images(paths, label=label)[0])  # exactly the files add_images will try
+        found, unreadable = find_images(paths, label=label)  # exactly the files add_images will try
+        if not found and not unreadable:  # an empty folder, or a wrong one: as `eval` says it
+            given = ", ".join(printable(str(p)) for p in paths)
+            raise InvalidInputError(f"no image files in {given}: nothing added")
+        total = len(found)
         on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
         # on Ray the actors load the encoder; here it would only take time and memory
         with progress_bar(f"adding ({'on Ray' if ray else encoding(memory)})", total) as advance:
