@@ -14,7 +14,7 @@ import pytest
 
 from conftest import json_lines, unit_vectors
 from vismem import Memory
-from vismem.errors import FileExistsVismemError, VismemError
+from vismem.errors import OutputExistsError, VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
 from vismem.transform import TransformSpec
 
@@ -575,7 +575,7 @@ def test_an_export_does_not_replace_a_file_made_while_it_was_written(tmp_path, m
             if not target.exists():
                 target.write_bytes(b"written meanwhile")
 
-        with pytest.raises(FileExistsVismemError, match="out.parquet exists already.*replace=True"):
+        with pytest.raises(OutputExistsError, match="out.parquet exists already.*replace=True"):
             memory.export_parquet(target, progress=another_process_writes)
         assert target.read_bytes() == b"written meanwhile"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"]  # no partial file left

@@ -46,7 +46,7 @@ class CheckpointExistsError(InvalidInputError):
     `--replace`, the service's `"replace": true`, `Memory.checkpoint(..., replace=True)`)."""
 
 
-class FileExistsVismemError(InvalidInputError, FileExistsError):
+class OutputExistsError(InvalidInputError, FileExistsError):
     """A file to write exists already (replace it explicitly: the CLI's `--replace`,
     `Memory.export_parquet(..., replace=True)`)."""
 

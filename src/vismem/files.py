@@ -10,22 +10,22 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import FileExistsVismemError, VismemError
+from .errors import OutputExistsError, VismemError
 
 # What os.link answers on a file system without hard links (FAT, some network ones)
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-def exists_already(path: str | Path) -> FileExistsVismemError:
+def exists_already(path: str | Path) -> OutputExistsError:
     """The error for a file to write that is there already (each face adds how to replace it)."""
-    return FileExistsVismemError(f"{path} exists already: name another file, or replace it")
+    return OutputExistsError(f"{path} exists already: name another file, or replace it")
 
 
 @contextlib.contextmanager
 def written_whole(path: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield where to write `path`'s new contents (`PATH.partial`, beside the file a link
     at `path` leads to, as writing to it would); on success it replaces `path`, or without
-    `replace` takes the name only if it is still free (FileExistsVismemError: a file made
+    `replace` takes the name only if it is still free (OutputExistsError: a file made
     there meanwhile, by another process, stays). An OSError is a VismemError naming
     `path`, and the partial file is removed."""
     target = Path(os.path.realpath(path))
@@ -36,7 +36,7 @@ def written_whole(path: Path, *, replace: bool = True) -> Iterator[Path]:
             os.replace(partial, target)
         else:
             _move_to_free_name(partial, target, path)
-    except FileExistsVismemError:
+    except OutputExistsError:
         raise
     except OSError as exc:
         raise VismemError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -214,15 +214,15 @@ class Memory:
         """Write the memory to an Apache Parquet file (format: `vismem.transfer`), a batch
         at a time, so a memory larger than RAM can move to another home. Checkpoints are
         not written (an import gives new ids). A file at `path` (an earlier export) is
-        refused (FileExistsVismemError) unless `replace`. Returns the number of items written."""
-        from .errors import FileExistsVismemError
+        refused (OutputExistsError) unless `replace`. Returns the number of items written."""
+        from .errors import OutputExistsError
         from .transfer import export_store
 
         self._catch_up()
         try:
             return export_store(self.store, path, thumbnails=thumbnails, progress=progress, replace=replace)
-        except FileExistsVismemError as exc:
-            raise FileExistsVismemError(f"{exc} (replace=True)") from None
+        except OutputExistsError as exc:
+            raise OutputExistsError(f"{exc} (replace=True)") from None
 
     def close(self) -> None:
         """Save derived state, purge removed bytes, and close the store. Any use after

@@ -172,7 +172,7 @@ def canonical_json(value: dict[str, Any]) -> str:
 def write_parquet(path: str | Path, dim: int, header: dict[str, Any], batches: Iterable[Rows], *,
                   thumbnails: bool = False, replace: bool = False) -> int:
     """Write `batches` to `path`, one row group each; returns the rows written. A file
-    at `path` is refused (FileExistsVismemError) unless `replace`.
+    at `path` is refused (OutputExistsError) unless `replace`.
 
     The file appears under its name only when complete (written beside it, then
     renamed), so an interrupted export never leaves a truncated file that looks whole;
@@ -382,7 +382,7 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
                  progress: Callable[[int], None] | None = None, replace: bool = False) -> int:
     """Write every item of a store to a Parquet file, `batch` items at a time (bounded
     memory); returns how many. With `thumbnails`, each item's JPEG goes along. A file
-    at `path` is refused (FileExistsVismemError) unless `replace`."""
+    at `path` is refused (OutputExistsError) unless `replace`."""
     from .store import holds_memory
 
     if store.capabilities.local_files:

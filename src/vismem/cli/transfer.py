@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import FileExistsVismemError
+from ..errors import OutputExistsError
 from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
 from .commands import JsonFlag, MemDir, _open
 
@@ -37,8 +37,8 @@ def export(
             try:
                 count = memory.export_parquet(target, thumbnails=thumbnails, progress=advance,
                                               replace=replace)
-            except FileExistsVismemError:
-                raise FileExistsVismemError(f"{target} exists already: name another file, or replace it "
+            except OutputExistsError:
+                raise OutputExistsError(f"{target} exists already: name another file, or replace it "
                                             "(--replace)") from None
         interrupted_leaves(f"{target} is written, whole")
         location = memory.location
