@@ -17,6 +17,7 @@ memory = Memory.open("pets")
 label: str = memory.classify(["query.jpg"])[0].label   # None when it abstains
 memory.search(memory.vectors([1])[1], k=3, label=["cat"])   # `labels`
 distance: str = memory.search(memory.vectors([1])[1])[0][0].distance
+memory.classify(["query.jpg"], kk=5)   # `k`
 """
 
 
@@ -40,3 +41,19 @@ def test_a_users_mypy_sees_the_packages_types(tmp_path):
     assert 'user.py:4: error: Incompatible types in assignment (expression has type "str | None"' in found, found
     assert 'user.py:5: error: Unexpected keyword argument "label" for "search" of "Memory"' in found, found
     assert 'user.py:6: error: Incompatible types in assignment (expression has type "float"' in found, found
+    assert 'user.py:7: error: Unexpected keyword argument "kk" for "classify" of "Memory"' in found, found
+
+
+def test_classify_takes_the_options_of_classify_vectors_by_name():
+    """classify took `**options: Any`: a typo passed mypy and failed inside VoteParams
+    (`VoteParams.__init__() got an unexpected keyword argument 'kk'`), and an editor
+    offered no names."""
+    import inspect
+
+    from vismem import Memory
+
+    def options(method):
+        return {name: (p.kind, p.default, p.annotation) for name, p in inspect.signature(method).parameters.items()
+                if name not in ("self", "images", "vectors", "paths")}
+
+    assert options(Memory.classify) == options(Memory.classify_vectors)

@@ -1131,3 +1131,9 @@ def test_adding_a_folder_with_no_image_files_is_an_error(tmp_path):
         result = run_cli("add", tmp_path / "img", tmp_path / folder, "--json")
         one_line_error(result, f"no image files in {tmp_path / folder}: nothing added")
         assert not result.stdout
+
+
+def test_a_misspelt_classify_option_is_named_as_classify_s(tmp_path):
+    with (Memory.create(tmp_path / "mem", encoder="pixels") as memory,
+          pytest.raises(TypeError, match=r"classify\(\) got an unexpected keyword argument 'kk'")):
+        memory.classify([Image.new("RGB", (8, 8))], kk=5)

@@ -728,12 +728,28 @@ class Memory:
                 f"no longer match the threshold: run `vismem calibrate {self.location}` again")
         return found
 
-    def classify(self, images: Sequence[str | Path | Image.Image], **options: Any) -> list[Decision]:
+    def classify(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        *,
+        k: int | None = None,
+        vote: str | None = None,
+        alpha: float | None = None,
+        tau: float | None = None,
+        mix: float | None = None,
+        labels: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        where: Where | None = None,
+        abstain: bool = False,
+        counterfactual: bool = False,
+    ) -> list[Decision]:
         """Classify image paths or PIL images (one may be given alone); options as for
-        `classify_vectors`.
+        `classify_vectors` (named here, so that a misspelt one is caught by a type checker).
 
         Raises InvalidInputError naming the first image that cannot be read.
         """
+        options: dict[str, Any] = dict(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix, labels=labels, sources=sources,
+                                       where=where, abstain=abstain, counterfactual=counterfactual)
         images = listed(images)
         self.check_can_decide(**options)  # before any image is encoded
         vectors, kept, skipped = self.embed_images(images)
