@@ -1137,3 +1137,23 @@ def test_a_misspelt_classify_option_is_named_as_classify_s(tmp_path):
     with (Memory.create(tmp_path / "mem", encoder="pixels") as memory,
           pytest.raises(TypeError, match=r"classify\(\) got an unexpected keyword argument 'kk'")):
         memory.classify([Image.new("RGB", (8, 8))], kk=5)
+
+
+@pytest.mark.parametrize("given", [[np.zeros((8, 8, 3), np.uint8)], np.zeros((8, 8, 3), np.uint8), [b"\x89PNG"], [3]])
+def test_classify_given_pixel_arrays_says_how_to_give_them(tmp_path, given):
+    """A numpy image (as scikit-image or OpenCV load it) failed inside pathlib: `TypeError:
+    expected str, bytes or os.PathLike object, not ndarray`, no VismemError, no way forward."""
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        memory.add_images([_a_digit_file(tmp_path)], label="cat")
+        with pytest.raises(InvalidInputError, match=r"classify takes image files or PIL images, got (ndar|byt|int)"):
+            memory.classify(given)
+        with pytest.raises(InvalidInputError, match=r"embed_images takes image files or PIL images"):
+            memory.embed_images(given)
+        with pytest.raises(InvalidInputError, match=r"Image\.fromarray"):
+            memory.classify([np.zeros((8, 8, 3), np.uint8)])
+
+
+def _a_digit_file(folder: Path) -> Path:
+    path = folder / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    return path

@@ -116,6 +116,20 @@ def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | No
     return Filter.of(labels=labels, sources=sources, where=where)
 
 
+def query_images(images: Any, taker: str) -> list[str | Path | Image.Image]:
+    """The images a read takes (one may be given alone), each a file path or a PIL image:
+    anything else (a numpy image, bytes) is refused naming the way in, where pathlib's
+    TypeError named none."""
+    given = listed(images)
+    for image in given:
+        if not isinstance(image, (str, os.PathLike, Image.Image)):
+            raise InvalidInputError(
+                f"{taker} takes image files or PIL images, got {type(image).__name__}"
+                + (": give a pixel array as PIL.Image.fromarray(array), or vectors to classify_vectors"
+                   if isinstance(image, np.ndarray) else ""))
+    return given
+
+
 class Memory:
     """An editable visual memory.
 
@@ -611,9 +625,10 @@ class Memory:
         instead, its reason starting with `images.HELD_BY_THE_MEMORY` (queries for
         measuring the index: each would find itself).
         """
+        images = query_images(images, "embed_images")
         encoder = self.encoder
         self._catch_up()
-        return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
+        return self._ingestor(encoder, writing=False).embed(images, max_pixels=max_pixels,
                                                             leave_out_held=leave_out_held, progress=progress,
                                                             on_held=on_held)
 
@@ -750,7 +765,7 @@ class Memory:
         """
         options: dict[str, Any] = dict(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix, labels=labels, sources=sources,
                                        where=where, abstain=abstain, counterfactual=counterfactual)
-        images = listed(images)
+        images = query_images(images, "classify")
         self.check_can_decide(**options)  # before any image is encoded
         vectors, kept, skipped = self.embed_images(images)
         if skipped:
