@@ -1157,3 +1157,19 @@ def _a_digit_file(folder: Path) -> Path:
     path = folder / "digit.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
     return path
+
+
+@pytest.mark.parametrize("where", ["camera=phone", ["camera=phone"], ["ab"], [("camera", "phone", "x")], 3])
+def test_a_where_that_is_no_mapping_is_refused_saying_what_it_takes(tmp_path, where):
+    """`where="camera=phone"` (the CLI's form) failed with `ValueError: not enough values to
+    unpack (expected 2, got 1)`; `where=["ab"]` was read as the condition a = "b"."""
+    x = np.eye(8, dtype=np.float32)[:3]
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(x, "cat", metas={"camera": "phone", "a": "b"})
+        for read in (lambda: memory.search(x[:1], where=where), lambda: memory.classify_vectors(x[:1], where=where),
+                     lambda: memory.ids(where=where), lambda: memory.remove(where=where)):
+            with pytest.raises(InvalidInputError, match=r"where is a mapping of metadata keys to values, "
+                                                        r"such as \{'camera': 'phone'\}"):
+                read()
+        assert len(memory) == 3
+        assert sorted(hit.id for hit in memory.search(x[:1], where=[("camera", "phone")])[0]) == [1, 2, 3]
