@@ -1173,3 +1173,24 @@ def test_a_where_that_is_no_mapping_is_refused_saying_what_it_takes(tmp_path, wh
                 read()
         assert len(memory) == 3
         assert sorted(hit.id for hit in memory.search(x[:1], where=[("camera", "phone")])[0]) == [1, 2, 3]
+
+
+def test_reports_show_in_a_notebook_without_dumping_every_id(tmp_path):
+    """`memory.add_images(["big/"])` as a notebook cell's last line printed every new id:
+    megabytes for a million images. Long lists and mappings in a report now show their
+    ends and their length; short ones show whole, as before."""
+    from vismem import AddReport, RollbackReport
+    from vismem.images import Skipped
+
+    big = AddReport(added=list(range(1, 1_000_001)), skipped=[Skipped(f"x{i}.png", "empty file") for i in range(50)])
+    shown = repr(big)
+    assert len(shown) < 1000, shown[:300]
+    assert shown.startswith("AddReport(added=[1, 2, 3,") and "1000000] (1,000,000)" in shown, shown
+    assert "Skipped(path='x49.png', reason='empty file')] (50)" in shown, shown
+    small = AddReport(added=[1, 2], skipped=[Skipped("a.png", "empty file")])
+    assert repr(small) == "AddReport(added=[1, 2], skipped=[Skipped(path='a.png', reason='empty file')])"
+    rolled = RollbackReport("a", 10**6, list(range(10**6)), 0, [], 0, False, 5)
+    assert len(repr(rolled)) < 600 and "removed_added=1000000" in repr(rolled), repr(rolled)[:300]
+    x = np.random.default_rng(0).normal(size=(2000, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        assert len(repr(memory.add_vectors(x, "a", allow_duplicates=False))) < 600

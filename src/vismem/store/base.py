@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, brief_repr
 from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform
@@ -372,6 +372,8 @@ class InsertResult:
     ids: list[int] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     conflicts: list[tuple[int, int, str]] = field(default_factory=list)
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
 
 @dataclass(frozen=True)
