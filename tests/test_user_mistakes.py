@@ -1194,3 +1194,18 @@ def test_reports_show_in_a_notebook_without_dumping_every_id(tmp_path):
     x = np.random.default_rng(0).normal(size=(2000, 8)).astype(np.float32)
     with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
         assert len(repr(memory.add_vectors(x, "a", allow_duplicates=False))) < 600
+
+
+def test_pickling_a_memory_says_to_send_its_location(tmp_path):
+    """pickle (multiprocessing, joblib, copy.deepcopy) said `cannot pickle 'sqlite3.Connection'
+    object`: true, but naming neither the Memory nor what to do."""
+    import copy
+    import pickle
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(np.eye(8, dtype=np.float32)[:3], "cat")
+        for send in (pickle.dumps, copy.deepcopy, copy.copy):
+            with pytest.raises(TypeError, match=r"cannot pickle a Memory \(memory at .*mem holds an open database\): "
+                                                r"send its location and Memory\.open\(location\) it there"):
+                send(memory)
+        assert len(memory) == 3  # still open and usable
