@@ -57,3 +57,17 @@ def test_classify_takes_the_options_of_classify_vectors_by_name():
                 if name not in ("self", "images", "vectors", "paths")}
 
     assert options(Memory.classify) == options(Memory.classify_vectors)
+
+
+def test_every_error_a_user_can_catch_is_importable_from_the_package():
+    """`vismem` exported 8 of the 17 `VismemError` kinds: catching a closed memory, a
+    read-only one or a partly done removal meant importing from `vismem.errors`."""
+    import vismem
+    import vismem.errors
+
+    kinds = {name for name, value in vars(vismem.errors).items()
+             if isinstance(value, type) and issubclass(value, vismem.VismemError)}
+    assert len(kinds) > 10
+    missing = sorted(name for name in kinds if getattr(vismem, name, None) is not getattr(vismem.errors, name))
+    assert not missing, f"not exported by vismem: {missing}"
+    assert kinds <= set(vismem.__all__)
