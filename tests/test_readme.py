@@ -1,7 +1,7 @@
-"""The README's Python example, and docs/'s samples over vectors, run as written; every `vismem` command and option, every HTTP
-endpoint and page the README and docs/ show exists; docs/service.md's API table lists the fields
-each endpoint takes and answers; and docs/architecture.md's module map names every module. So the
-docs cannot drift from the code."""
+"""The README's Python example, and docs/'s samples over vectors, run as written; every
+`vismem` command and option, every HTTP endpoint and page the README and docs/ show exists;
+docs/service.md's API table lists the fields each endpoint takes and answers; and
+docs/architecture.md's module map names every module. So the docs cannot drift from the code."""
 
 import re
 from pathlib import Path
