@@ -1,7 +1,7 @@
-"""The README's Python example runs as written; every `vismem` command and option, every HTTP
-endpoint and page the README and docs/ show exists; docs/service.md's API table lists the fields
-each endpoint takes and answers; and docs/architecture.md's module map names every module. So the
-docs cannot drift from the code."""
+"""The README's Python example, and docs/'s samples over vectors, run as written; every
+`vismem` command and option, every HTTP endpoint and page the README and docs/ show exists;
+docs/service.md's API table lists the fields each endpoint takes and answers; and
+docs/architecture.md's module map names every module. So the docs cannot drift from the code."""
 
 import re
 from pathlib import Path
@@ -206,3 +206,38 @@ def test_classify_json_fields_are_the_ones_the_readme_and_help_name(tmp_path):
     command = typer.main.get_command(load_commands()).commands["classify"]  # type: ignore[attr-defined]
     words = set(re.findall(r"\w+", command.help.split("With --json", 1)[1]))
     assert not fields - words, f"`vismem classify --help` leaves out {sorted(fields - words)}"
+
+
+def _python_block(doc: str, after: str) -> str:
+    """The first ```python block of docs/`doc` that follows the text `after`."""
+    text = (DOCS / doc).read_text()
+    return re.search(r"```python\n(.*?)```", text[text.index(after):], flags=re.S).group(1)
+
+
+def test_docs_python_samples_over_vectors_run_as_written(tmp_path, monkeypatch):
+    """docs/quality.md's MemoryClassifier-on-disk sample and docs/search.md's filtered search
+    run as written, given the arrays they name (X, y...; `mem`, `vectors`)."""
+    import numpy as np
+
+    from vismem import Memory
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 64)).astype(np.float32), np.arange(60) % 3
+    given = {"X": X, "y": y, "X_new": rng.normal(size=(6, 64)), "y_new": ["0", "1", "2"] * 2,
+             "X_test": rng.normal(size=(5, 64))}
+    sample = _python_block("quality.md", "`MemoryClassifier(memory=PATH)`")
+    exec(compile(sample.replace("MemoryClassifier(memory=\"mem\").fit().predict(X_test)",
+                                "predicted = MemoryClassifier(memory=\"mem\").fit().predict(X_test)"),
+                 "docs/quality.md", "exec"), given)
+    assert len(given["predicted"]) == 5 and set(given["predicted"]) <= {"0", "1", "2"}
+    with Memory.open("mem") as memory:
+        assert len(memory) == 60 + 6 - 2  # fit, partial_fit, forget two
+
+    with Memory.create("pets", encoder=None, dim=8) as mem:
+        vectors = rng.normal(size=(40, 8)).astype(np.float32)
+        mem.add_vectors(vectors, [("cat", "dog", "fox")[i % 3] for i in range(40)],
+                        sources=[f"batch-{i % 8}" for i in range(40)],
+                        metas=[{"camera": "ab"[i % 2], "night": i % 4 < 2} for i in range(40)])
+        exec(compile(_python_block("search.md", "## Filtered search"), "docs/search.md", "exec"),
+             {"mem": mem, "vectors": vectors[:2]})

@@ -1131,3 +1131,81 @@ def test_adding_a_folder_with_no_image_files_is_an_error(tmp_path):
         result = run_cli("add", tmp_path / "img", tmp_path / folder, "--json")
         one_line_error(result, f"no image files in {tmp_path / folder}: nothing added")
         assert not result.stdout
+
+
+def test_a_misspelt_classify_option_is_named_as_classify_s(tmp_path):
+    with (Memory.create(tmp_path / "mem", encoder="pixels") as memory,
+          pytest.raises(TypeError, match=r"classify\(\) got an unexpected keyword argument 'kk'")):
+        memory.classify([Image.new("RGB", (8, 8))], kk=5)
+
+
+@pytest.mark.parametrize("given", [[np.zeros((8, 8, 3), np.uint8)], np.zeros((8, 8, 3), np.uint8), [b"\x89PNG"], [3]])
+def test_classify_given_pixel_arrays_says_how_to_give_them(tmp_path, given):
+    """A numpy image (as scikit-image or OpenCV load it) failed inside pathlib: `TypeError:
+    expected str, bytes or os.PathLike object, not ndarray`, no VismemError, no way forward."""
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        memory.add_images([_a_digit_file(tmp_path)], label="cat")
+        with pytest.raises(InvalidInputError, match=r"classify takes image files or PIL images, got (ndar|byt|int)"):
+            memory.classify(given)
+        with pytest.raises(InvalidInputError, match=r"embed_images takes image files or PIL images"):
+            memory.embed_images(given)
+        with pytest.raises(InvalidInputError, match=r"Image\.fromarray"):
+            memory.classify([np.zeros((8, 8, 3), np.uint8)])
+
+
+def _a_digit_file(folder: Path) -> Path:
+    path = folder / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("where", ["camera=phone", ["camera=phone"], ["ab"], [("camera", "phone", "x")], 3])
+def test_a_where_that_is_no_mapping_is_refused_saying_what_it_takes(tmp_path, where):
+    """`where="camera=phone"` (the CLI's form) failed with `ValueError: not enough values to
+    unpack (expected 2, got 1)`; `where=["ab"]` was read as the condition a = "b"."""
+    x = np.eye(8, dtype=np.float32)[:3]
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(x, "cat", metas={"camera": "phone", "a": "b"})
+        for read in (lambda: memory.search(x[:1], where=where), lambda: memory.classify_vectors(x[:1], where=where),
+                     lambda: memory.ids(where=where), lambda: memory.remove(where=where)):
+            with pytest.raises(InvalidInputError, match=r"where is a mapping of metadata keys to values, "
+                                                        r"such as \{'camera': 'phone'\}"):
+                read()
+        assert len(memory) == 3
+        assert sorted(hit.id for hit in memory.search(x[:1], where=[("camera", "phone")])[0]) == [1, 2, 3]
+
+
+def test_reports_show_in_a_notebook_without_dumping_every_id(tmp_path):
+    """`memory.add_images(["big/"])` as a notebook cell's last line printed every new id:
+    megabytes for a million images. Long lists and mappings in a report now show their
+    ends and their length; short ones show whole, as before."""
+    from vismem import AddReport, RollbackReport
+    from vismem.images import Skipped
+
+    big = AddReport(added=list(range(1, 1_000_001)), skipped=[Skipped(f"x{i}.png", "empty file") for i in range(50)])
+    shown = repr(big)
+    assert len(shown) < 1000, shown[:300]
+    assert shown.startswith("AddReport(added=[1, 2, 3,") and "1000000] (1,000,000)" in shown, shown
+    assert "Skipped(path='x49.png', reason='empty file')] (50)" in shown, shown
+    small = AddReport(added=[1, 2], skipped=[Skipped("a.png", "empty file")])
+    assert repr(small) == "AddReport(added=[1, 2], skipped=[Skipped(path='a.png', reason='empty file')])"
+    rolled = RollbackReport("a", 10**6, list(range(10**6)), 0, [], 0, False, 5)
+    assert len(repr(rolled)) < 600 and "removed_added=1000000" in repr(rolled), repr(rolled)[:300]
+    x = np.random.default_rng(0).normal(size=(2000, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        assert len(repr(memory.add_vectors(x, "a", allow_duplicates=False))) < 600
+
+
+def test_pickling_a_memory_says_to_send_its_location(tmp_path):
+    """pickle (multiprocessing, joblib, copy.deepcopy) said `cannot pickle 'sqlite3.Connection'
+    object`: true, but naming neither the Memory nor what to do."""
+    import copy
+    import pickle
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(np.eye(8, dtype=np.float32)[:3], "cat")
+        for send in (pickle.dumps, copy.deepcopy, copy.copy):
+            with pytest.raises(TypeError, match=r"cannot pickle a Memory \(memory at .*mem holds an open database\): "
+                                                r"send its location and Memory\.open\(location\) it there"):
+                send(memory)
+        assert len(memory) == 3  # still open and usable

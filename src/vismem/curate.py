@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
-from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, whole_number
+from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, whole_number
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
@@ -126,6 +126,8 @@ class PruneReport:
     count: str = DEFAULT_COUNT
     threshold: int = HARD_THRESHOLD
     emptied: list[str] = field(default_factory=list)  # labels hard pruning left no item that votes of
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

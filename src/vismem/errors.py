@@ -112,3 +112,35 @@ def clause(reason: object) -> str:
     """Another library's message as a clause inside ours: one line, without the closing
     punctuation that would double ours ("...not a parquet file.; give ...")."""
     return " ".join(str(reason).split()).rstrip(" .;:,")
+
+
+SHOWN = 6  # entries of a long list or mapping a report's repr shows: the first, the last
+
+
+def brief_repr(report: Any) -> str:
+    """A dataclass report's repr as the dataclass writes it, but a list or mapping of more
+    than SHOWN entries shows its first and last few and its length: a notebook shows the
+    report an add of a million images returns, not its million ids."""
+    from dataclasses import fields
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):
+            entries, ends = list(value.items()), "{}"
+            texts = [f"{key!r}: {shown(entry)}" for key, entry in _ends(entries)]
+        elif isinstance(value, list):
+            entries, ends = value, "[]"
+            texts = [shown(entry) for entry in _ends(entries)]
+        else:
+            return repr(value)
+        if len(entries) <= SHOWN:
+            return ends[0] + ", ".join(texts) + ends[1]
+        half = SHOWN // 2
+        return ends[0] + ", ".join([*texts[:half], "...", *texts[half:]]) + ends[1] + f" ({len(entries):,})"
+
+    parts = (f"{field.name}={shown(getattr(report, field.name))}" for field in fields(report) if field.repr)
+    return f"{type(report).__name__}({', '.join(parts)})"
+
+
+def _ends(entries: list) -> list:
+    """All of a short list; the first and last SHOWN // 2 entries of a long one."""
+    return entries if len(entries) <= SHOWN else entries[: SHOWN // 2] + entries[-(SHOWN // 2):]

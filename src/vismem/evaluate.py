@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, brief_repr
 from .images import NOT_IN_A_CLASS_FOLDER, Skipped, find_images
 from .memory import Memory
 from .vectors import unit_rows, vector_hashes
@@ -35,6 +35,8 @@ class EvalReport:
     unknown_labels: list[str] = field(default_factory=list)
     # test images whose content the memory holds, path -> item id: each finds itself (leakage)
     in_memory: dict[str, int] = field(default_factory=dict)
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
-from .errors import InvalidInputError, whole_number
+from .errors import InvalidInputError, brief_repr, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta, check_source
@@ -90,6 +90,8 @@ class AddReport:
 
     added: list[int] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     @property
     def duplicates(self) -> list[Skipped]:

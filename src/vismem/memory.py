@@ -116,6 +116,20 @@ def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | No
     return Filter.of(labels=labels, sources=sources, where=where)
 
 
+def query_images(images: Any, taker: str) -> list[str | Path | Image.Image]:
+    """The images a read takes (one may be given alone), each a file path or a PIL image:
+    anything else (a numpy image, bytes) is refused naming the way in, where pathlib's
+    TypeError named none."""
+    given = listed(images)
+    for image in given:
+        if not isinstance(image, (str, os.PathLike, Image.Image)):
+            raise InvalidInputError(
+                f"{taker} takes image files or PIL images, got {type(image).__name__}"
+                + (": give a pixel array as PIL.Image.fromarray(array), or vectors to classify_vectors"
+                   if isinstance(image, np.ndarray) else ""))
+    return given
+
+
 class Memory:
     """An editable visual memory.
 
@@ -247,6 +261,12 @@ class Memory:
 
     def __enter__(self) -> Memory:
         return self
+
+    def __reduce__(self) -> Any:
+        """Refused (pickle, copy, multiprocessing, joblib), naming the way: a Memory holds an
+        open database, which only its own process can use."""
+        raise TypeError(f"cannot pickle a Memory (memory at {self.store.location} holds an open database): send "
+                        "its location and Memory.open(location) it there")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -611,9 +631,10 @@ class Memory:
         instead, its reason starting with `images.HELD_BY_THE_MEMORY` (queries for
         measuring the index: each would find itself).
         """
+        images = query_images(images, "embed_images")
         encoder = self.encoder
         self._catch_up()
-        return self._ingestor(encoder, writing=False).embed(listed(images), max_pixels=max_pixels,
+        return self._ingestor(encoder, writing=False).embed(images, max_pixels=max_pixels,
                                                             leave_out_held=leave_out_held, progress=progress,
                                                             on_held=on_held)
 
@@ -728,13 +749,29 @@ class Memory:
                 f"no longer match the threshold: run `vismem calibrate {self.location}` again")
         return found
 
-    def classify(self, images: Sequence[str | Path | Image.Image], **options: Any) -> list[Decision]:
+    def classify(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        *,
+        k: int | None = None,
+        vote: str | None = None,
+        alpha: float | None = None,
+        tau: float | None = None,
+        mix: float | None = None,
+        labels: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        where: Where | None = None,
+        abstain: bool = False,
+        counterfactual: bool = False,
+    ) -> list[Decision]:
         """Classify image paths or PIL images (one may be given alone); options as for
-        `classify_vectors`.
+        `classify_vectors` (named here, so that a misspelt one is caught by a type checker).
 
         Raises InvalidInputError naming the first image that cannot be read.
         """
-        images = listed(images)
+        options: dict[str, Any] = dict(k=k, vote=vote, alpha=alpha, tau=tau, mix=mix, labels=labels, sources=sources,
+                                       where=where, abstain=abstain, counterfactual=counterfactual)
+        images = query_images(images, "classify")
         self.check_can_decide(**options)  # before any image is encoded
         vectors, kept, skipped = self.embed_images(images)
         if skipped:

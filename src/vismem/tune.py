@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .decide import PROTOTYPE_VOTES, VOTES, VoteParams
-from .errors import InvalidInputError
+from .errors import InvalidInputError, brief_repr
 from .evaluation.engine import ArrayMemory, accuracy, holdout_split
 from .maintenance import no_progress
 from .transform import TransformSpec, fit_transform
@@ -57,6 +57,8 @@ class TuneResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     transform: TransformSpec = field(default_factory=TransformSpec)
     by_transform: dict[str, float] = field(default_factory=dict)
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params.to_dict(), "prototypes_per_class": self.per_class,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, brief_repr
 from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform
@@ -187,6 +187,17 @@ def meta_value_key(value: Any) -> Any:
 Where = Mapping[str, Any] | Sequence[tuple[str, Any]]
 
 
+def where_pairs(where: object) -> tuple[tuple[str, Any], ...]:
+    """A `where` given as (key, value) pairs, each checked to be one: a string or a
+    non-pair would be unpacked into the wrong condition ("ab" as a = "b") or fail as an
+    unpacking error naming no argument."""
+    pairs = () if isinstance(where, (str, bytes)) or not isinstance(where, Iterable) else tuple(where)
+    if not pairs or not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+        raise InvalidInputError(f"where is a mapping of metadata keys to values, such as {{'camera': 'phone'}} "
+                                f"(or a list of (key, value) pairs), got {where!r}")
+    return tuple((key, value) for key, value in pairs)
+
+
 def parse_where(pairs: Sequence[str] | None, option: str = "--where") -> list[tuple[str, Any]] | None:
     """KEY=VALUE texts (the CLI's --where, the service's `where`) as (key, value)
     conditions, each VALUE read as JSON when it parses (2024, true), else as text; None if
@@ -261,7 +272,7 @@ class Filter:
         # FAISS has evicted the caches), and the same object finds its cached selection
         # without a comparison. Values are keyed with their types: 1, 1.0 and True select
         # alike, but a decision reports them as given.
-        pairs = tuple(where.items() if isinstance(where, Mapping) else where) if where else ()
+        pairs = (tuple(where.items()) if isinstance(where, Mapping) else where_pairs(where)) if where else ()
         given = (pairs, tuple(type(value) for _, value in pairs)) if pairs else None
         key = (labels, sources, given, max_prune_count)
         try:
@@ -361,6 +372,8 @@ class InsertResult:
     ids: list[int] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
     conflicts: list[tuple[int, int, str]] = field(default_factory=list)
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
 
 @dataclass(frozen=True)

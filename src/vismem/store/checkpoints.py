@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import CheckpointExistsError, CheckpointNotFoundError, InvalidInputError
+from ..errors import CheckpointExistsError, CheckpointNotFoundError, InvalidInputError, brief_repr
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -86,6 +86,8 @@ class RollbackReport:
     settings_restored: bool
     items: int
     transform_dropped: str | None = None
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
