@@ -38,6 +38,8 @@ def test_resnet50_offline_names_both_ways_out(monkeypatch):
         create_encoder("resnet50")
     message = str(info.value)
     assert "--weights FILE" in message and "efficientnet_lite0" in message
+    # both ways out, as the CLI and Python spell them: the same error reaches both
+    assert "weights=FILE in Python" in message and 'encoder="efficientnet_lite0"' in message
     assert "\n" not in message
 
 

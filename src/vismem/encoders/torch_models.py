@@ -77,8 +77,8 @@ def downloading() -> Iterator[None]:
 def download_failed(encoder_name: str, reason: str) -> EncoderError:
     return EncoderError(
         f"could not download the {encoder_name} weights ({reason}). Pass --weights FILE "
-        f"with a saved {encoder_name} state dict, or use --encoder efficientnet_lite0, "
-        "which ships its weights and works offline."
+        f"(weights=FILE in Python) with a saved {encoder_name} state dict, or use --encoder "
+        "efficientnet_lite0 (encoder=\"efficientnet_lite0\"), which ships its weights and works offline."
     )
 
 
