@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -436,6 +437,27 @@ def test_editing_needs_the_right_token(client):
         assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/items/1").json()["weight"] == 1.0
     assert client.patch("/items/1", json={"weight": 0}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["pässwörd123", "token-123 ", " token-123", "token\t123", "tok\x7fen-123"])
+def test_a_token_no_header_can_carry_is_refused_at_start(memory, cli_process, token):
+    """`serve --token pässwörd123` started with "edits enabled", and every edit then answered
+    401: a header carries only ASCII (curl sends UTF-8, read back as Latin-1; a browser will
+    not send it at all), and HTTP drops a value's edge spaces (the page trims them too)."""
+    memory.close()
+    for given in (["--token", token], []):
+        refused = cli_process("serve", memory.path, "--port", "0", *given, timeout=30,
+                              env={**os.environ, "VISMEM_TOKEN": token})
+        assert refused.returncode == 1 and refused.stdout == ""
+        said = refused.stderr.strip()
+        assert said.startswith("error: the token ") and "ASCII" in said and "serving" not in said, said
+        assert token.strip() not in said  # a secret is not echoed to the log
+
+
+def test_a_token_with_inner_spaces_works(memory):
+    with client_for(memory, token="correct horse battery") as c:
+        sent = c.patch("/items/1", json={"weight": 0}, headers={"Authorization": "Bearer correct horse battery"})
+        assert sent.status_code == 200, sent.text
 
 
 def test_protect_reads(memory, digit_sets):
