@@ -793,6 +793,25 @@ def test_serve_on_port_0_says_the_port_it_took_and_a_port_in_use_is_one_line(mem
         stop_server(process)
 
 
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.2", True), ("LOCALHOST", True), ("127.1", True),
+                                              ("0.0.0.0", False)])
+def test_the_warning_of_a_reachable_server_goes_by_the_address_bound(memory, host, loopback):
+    """`--host 127.0.0.2` (or `LOCALHOST`, `127.1`) was warned "reachable from other machines":
+    the check compared the name with three spellings of loopback, not the address bound."""
+    import subprocess
+    import sys
+
+    from conftest import _serving, free_port
+
+    memory.close()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memory.path), "--host", host,
+                                "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    _serving(process, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
+    said = stop_server(process)
+    assert ("reachable from other machines" not in said) == loopback, said
+
+
 @pytest.mark.parametrize("closing", ["the memory", "its database"])
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")

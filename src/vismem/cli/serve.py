@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -14,8 +15,6 @@ from ..maintenance import showing_maintenance
 from . import app, counted, err, interrupted_leaves
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 from .numbers import number_option
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()
@@ -67,7 +66,8 @@ def serve(
                       + ("; reads need it too" if protect_reads else ""))
         else:
             err.print("read-only: no token given (--token or VISMEM_TOKEN), so every edit is refused")
-        if host not in LOOPBACK:
+        # by the address bound: 127.0.0.2, LOCALHOST and 127.1 are loopback as well
+        if not ipaddress.ip_address(listening.getsockname()[0]).is_loopback:
             err.print(f"warning: listening on {host}, reachable from other machines; "
                       "the server speaks plain HTTP, so put TLS in front of it")
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
