@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -76,7 +76,7 @@ def serve(
         with showing_maintenance(None), listening:
             config = uvicorn.Config(service, host=host, port=bound, log_level="warning", access_log=False,
                                     http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
-            uvicorn.Server(config).run(sockets=[listening])
+            _stopping_server(uvicorn.Server, service.state.stopping)(config).run(sockets=[listening])
 
 
 def _listening(host: str, port: int) -> socket.socket:
@@ -98,3 +98,16 @@ def _listening(host: str, port: int) -> socket.socket:
         listening.close()
         raise VismemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return listening
+
+
+def _stopping_server(base: type, stopping: Any) -> type:
+    """uvicorn's server (`base`), which tells the app's `Stopping` as it starts to stop:
+    requests still waiting for their body are answered then, not waited for (uvicorn
+    waits for every request in flight, so a client that stalls would hold off a SIGTERM)."""
+
+    class Server(base):
+        async def shutdown(self, sockets: Any = None) -> None:
+            stopping.stop()
+            await super().shutdown(sockets)
+
+    return Server

@@ -57,6 +57,8 @@ from .batcher import EncodeBatcher
 from .http import (
     AnswerOptions,
     BodyLimit,
+    Stopping,
+    StopWaitingForBodies,
     HeadAsGet,
     add_error_handlers,
     as_is,
@@ -360,6 +362,8 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         redoc_url=None,
     )
     app.state.service = service
+    app.state.stopping = Stopping()  # `vismem serve` stops it as the server stops
+    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
