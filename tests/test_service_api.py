@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -438,6 +439,27 @@ def test_editing_needs_the_right_token(client):
     assert client.patch("/items/1", json={"weight": 0}, headers=AUTH).status_code == 200
 
 
+@pytest.mark.parametrize("token", ["pässwörd123", "token-123 ", " token-123", "token\t123", "tok\x7fen-123"])
+def test_a_token_no_header_can_carry_is_refused_at_start(memory, cli_process, token):
+    """`serve --token pässwörd123` started with "edits enabled", and every edit then answered
+    401: a header carries only ASCII (curl sends UTF-8, read back as Latin-1; a browser will
+    not send it at all), and HTTP drops a value's edge spaces (the page trims them too)."""
+    memory.close()
+    for given in (["--token", token], []):
+        refused = cli_process("serve", memory.path, "--port", "0", *given, timeout=30,
+                              env={**os.environ, "VISMEM_TOKEN": token})
+        assert refused.returncode == 1 and refused.stdout == ""
+        said = refused.stderr.strip()
+        assert said.startswith("error: the token ") and "ASCII" in said and "serving" not in said, said
+        assert token.strip() not in said  # a secret is not echoed to the log
+
+
+def test_a_token_with_inner_spaces_works(memory):
+    with client_for(memory, token="correct horse battery") as c:
+        sent = c.patch("/items/1", json={"weight": 0}, headers={"Authorization": "Bearer correct horse battery"})
+        assert sent.status_code == 200, sent.text
+
+
 def test_protect_reads(memory, digit_sets):
     with client_for(memory, token=TOKEN, protect_reads=True) as c:
         assert c.get("/healthz").status_code == 200  # liveness stays open
@@ -771,6 +793,59 @@ def test_serve_on_port_0_says_the_port_it_took_and_a_port_in_use_is_one_line(mem
         stop_server(process)
 
 
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.2", True), ("LOCALHOST", True), ("127.1", True),
+                                              ("0.0.0.0", False)])
+def test_the_warning_of_a_reachable_server_goes_by_the_address_bound(memory, host, loopback):
+    """`--host 127.0.0.2` (or `LOCALHOST`, `127.1`) was warned "reachable from other machines":
+    the check compared the name with three spellings of loopback, not the address bound."""
+    import subprocess
+    import sys
+
+    from conftest import _serving, free_port
+
+    memory.close()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memory.path), "--host", host,
+                                "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    _serving(process, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
+    said = stop_server(process)
+    assert ("reachable from other machines" not in said) == loopback, said
+
+
+@pytest.mark.parametrize("path", ["/classify", "/items"])
+def test_a_client_that_stalls_mid_body_does_not_hold_off_a_stop(memory, path):
+    """A client that sent its headers and part of a body, then nothing, kept `vismem serve`
+    from stopping on SIGTERM (or Ctrl-C) for as long as it stalled: uvicorn waits for every
+    request in flight. Now such a request is answered 503 as the server stops (nothing of
+    it was read, so nothing changed), and the server exits 143 at once."""
+    import signal
+    import socket
+    import subprocess
+
+    memory.close()
+    process, url = start_server(memory.path, env={"VISMEM_TOKEN": TOKEN})
+    port = int(url.rsplit(":", 1)[1])
+    stalled = socket.create_connection(("127.0.0.1", port))
+    try:
+        stalled.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                        "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n"
+                        "--XX\r\n".encode())
+        assert httpx.get(url + "/stats").json()["items"] == 3 * PER_LABEL  # others are served meanwhile
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, said = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server did not stop while a client stalled") from None
+        stalled.settimeout(5)
+        answer = stalled.recv(65536).decode()
+    finally:
+        stalled.close()
+        process.kill()
+    assert process.returncode == 143, said
+    assert answer.startswith("HTTP/1.1 503 ") and "send it again" in answer, answer
+    assert "Traceback" not in said and said.strip().splitlines()[-1].startswith("terminated: "), said
+
+
 @pytest.mark.parametrize("closing", ["the memory", "its database"])
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")
@@ -1094,8 +1169,8 @@ def errors_and_forms(editing: dict) -> None:
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         assert "422" in operation["responses"], name  # any query parameter it does not take
-        if "requestBody" in operation:  # a body of another type than it takes
-            assert "415" in operation["responses"], name
+        if "requestBody" in operation:  # a body of another type than it takes; the server stopped as it came
+            assert {"415", "503"} <= operation["responses"].keys(), name
     form = editing["components"]["schemas"]["Body_classify_classify_post"]["properties"]
     assert form["vote"]["enum"] == list(VOTES)
     for name, key in (("k", "minimum"), ("k", "maximum"), ("mix", "maximum"), ("alpha", "exclusiveMinimum")):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,8 +15,6 @@ from ..maintenance import showing_maintenance
 from . import app, counted, err, interrupted_leaves
 from .encoder_options import BatchSizeOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, announce, encoder_options
 from .numbers import number_option
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()
@@ -67,7 +66,8 @@ def serve(
                       + ("; reads need it too" if protect_reads else ""))
         else:
             err.print("read-only: no token given (--token or VISMEM_TOKEN), so every edit is refused")
-        if host not in LOOPBACK:
+        # by the address bound: 127.0.0.2, LOCALHOST and 127.1 are loopback as well
+        if not ipaddress.ip_address(listening.getsockname()[0]).is_loopback:
             err.print(f"warning: listening on {host}, reachable from other machines; "
                       "the server speaks plain HTTP, so put TLS in front of it")
         os.environ.pop("VISMEM_TOKEN", None)  # not inherited by anything we start
@@ -76,7 +76,7 @@ def serve(
         with showing_maintenance(None), listening:
             config = uvicorn.Config(service, host=host, port=bound, log_level="warning", access_log=False,
                                     http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
-            uvicorn.Server(config).run(sockets=[listening])
+            _stopping_server(uvicorn.Server, service.state.stopping)(config).run(sockets=[listening])
 
 
 def _listening(host: str, port: int) -> socket.socket:
@@ -98,3 +98,16 @@ def _listening(host: str, port: int) -> socket.socket:
         listening.close()
         raise VismemError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return listening
+
+
+def _stopping_server(base: type, stopping: Any) -> type:
+    """uvicorn's server (`base`), which tells the app's `Stopping` as it starts to stop:
+    requests still waiting for their body are answered then, not waited for (uvicorn
+    waits for every request in flight, so a client that stalls would hold off a SIGTERM)."""
+
+    class Server(base):
+        async def shutdown(self, sockets: Any = None) -> None:
+            stopping.stop()
+            await super().shutdown(sockets)
+
+    return Server

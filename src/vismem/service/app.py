@@ -57,6 +57,8 @@ from .batcher import EncodeBatcher
 from .http import (
     AnswerOptions,
     BodyLimit,
+    Stopping,
+    StopWaitingForBodies,
     HeadAsGet,
     add_error_handlers,
     as_is,
@@ -135,8 +137,25 @@ class ServiceSettings:
                 raise InvalidInputError(f"{name} must be a whole number of at least {least}{why}, got {value!r}")
         if self.protect_reads and not self.token:
             raise InvalidInputError("protecting reads needs a token: pass --token or set VISMEM_TOKEN")
-        if self.token is not None and len(self.token) < 8:
-            raise InvalidInputError("the token is too short: use at least 8 characters")
+        if self.token is not None:
+            _check_token(self.token)
+
+
+def _check_token(token: str) -> None:
+    """Refuse a token no client could send, rather than start a server whose every edit
+    answers 401: a header carries printable ASCII only (curl sends UTF-8, read back as
+    Latin-1; a browser refuses to send it), and HTTP drops a value's edge spaces. The
+    message names where, never the secret itself."""
+    if len(token) < 8:
+        raise InvalidInputError("the token is too short: use at least 8 characters")
+    for at, char in enumerate(token, 1):
+        if not " " <= char <= "~":
+            raise InvalidInputError(
+                f"the token has a character that no HTTP header can carry at position {at} (not printable ASCII): "
+                "use letters, digits and punctuation, e.g. `openssl rand -hex 16`")
+    if token != token.strip(" "):
+        raise InvalidInputError("the token starts or ends with a space, which HTTP drops from the header: "
+                                "remove it (use printable ASCII, e.g. `openssl rand -hex 16`)")
 
 
 class _MemoryService:
@@ -343,6 +362,8 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
         redoc_url=None,
     )
     app.state.service = service
+    app.state.stopping = Stopping()  # `vismem serve` stops it as the server stops
+    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer

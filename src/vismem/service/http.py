@@ -8,6 +8,7 @@ written from it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 import sys
@@ -59,8 +60,8 @@ STATUS: dict[int, str] = {
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
          "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1; or a body sent "
          "to an endpoint that reads none). Nothing changed.",
-    503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; try again. "
-         "Nothing changed.",
+    503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; or the server "
+         "is stopping and the request's body had not all arrived; try again. Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
          "works) and try again.",
 }
@@ -457,3 +458,64 @@ class BodyLimit:
             return msg
 
         await self.app(scope, limited, send)
+
+
+STOPPING = ("the server is stopping, and this request's body had not all arrived: nothing of it was read, "
+            "so nothing changed; send it again once the server is back")
+
+
+class Stopping:
+    """Told when the server stops (`vismem serve` calls `stop` in its loop), it answers 503 to
+    every request still waiting for its body. uvicorn waits for each request in flight
+    before it exits, and one whose client sent its headers and then stalls would hold off
+    a SIGTERM for as long as the client likes; nothing of it was read, so nothing changed."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._waiters: set[asyncio.Future] = set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def receive(self, receive: Callable) -> dict:
+        """`receive()`, or 503 if the server stops first."""
+        if self.stopped:
+            raise StarletteHTTPException(503, STOPPING, headers={"Connection": "close"})
+        waiter = asyncio.get_running_loop().create_future()
+        message = asyncio.ensure_future(receive())
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait((message, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiters.discard(waiter)
+        if not message.done():
+            message.cancel()
+            raise StarletteHTTPException(503, STOPPING, headers={"Connection": "close"})
+        return message.result()
+
+
+class StopWaitingForBodies:
+    """Read each request's body through `stopping`, up to its last part (after that a
+    receive() waits for the client to go away, which stopping must not cut short)."""
+
+    def __init__(self, app: Any, stopping: Stopping) -> None:
+        self.app = app
+        self.stopping = stopping
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        whole = False
+
+        async def until_stopped() -> dict:
+            nonlocal whole
+            if whole:
+                return await receive()
+            message = await self.stopping.receive(receive)
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, until_stopped, send)
