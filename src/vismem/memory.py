@@ -265,8 +265,9 @@ class Memory:
     def __reduce__(self) -> Any:
         """Refused (pickle, copy, multiprocessing, joblib), naming the way: a Memory holds an
         open database, which only its own process can use."""
-        raise TypeError(f"cannot pickle a Memory (memory at {self.store.location} holds an open database): send "
-                        "its location and Memory.open(location) it there")
+        held = "is closed" if isinstance(self.store, _Closed) else "holds an open database"
+        raise TypeError(f"cannot pickle a Memory (memory at {self.store.location} {held}): send its location and "
+                        "Memory.open(location) it there")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
