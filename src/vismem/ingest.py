@@ -261,7 +261,7 @@ class Ingestor:
         check_label(label)
         check_source(source)
         for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
-            check_printable("image name", repr(name), str(name), "names are")
+            check_printable("image name", str(name), "names are")
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []

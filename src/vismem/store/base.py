@@ -68,19 +68,21 @@ def check_label(label: object) -> str:
     check_text("label", label)
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
-    check_printable("label", repr(label), label, "labels are")  # first: a tab alone is no blank label
+    check_printable("label", label, "labels are")  # first: a tab alone is no blank label
     if not label.strip():
         raise InvalidInputError("labels must not be empty")
     return label
 
 
-def check_printable(kind: str, named: str, text: str, rule: str) -> None:
-    """Refuse `text` holding a control character, naming `kind` `named` (escaped): printed raw,
-    ESC drives the terminal; NUL or a tab hides one text's difference from another."""
+def check_printable(kind: str, text: str, rule: str, named: str | None = None) -> None:
+    """Refuse `text` holding a control character, naming `kind` `named` (escaped; `text`'s
+    repr unless given): printed raw, ESC drives the terminal; NUL or a tab hides one text's
+    difference from another. The name is made only for the error: every label, source and
+    metadata text of every add passes here."""
     control = CONTROL.search(text)
     if control:
-        raise InvalidInputError(f"{kind} {named} holds the control character {control.group()!r}: {rule} "
-                                "printable text")
+        raise InvalidInputError(f"{kind} {repr(text) if named is None else named} holds the control character "
+                                f"{control.group()!r}: {rule} printable text")
 
 
 def check_meta_key(key: object) -> str:
@@ -117,8 +119,9 @@ def check_meta(meta: Mapping[str, Any]) -> None:
         except (TypeError, ValueError):
             raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: values are text, finite "
                                     "numbers, true/false, null, and lists and objects of them") from None
-        for text in _texts(value):
-            check_printable("metadata", f"{key}={value!r}", text, "metadata is")
+        bad = next((text for text in _texts(value) if CONTROL.search(text)), None)
+        if bad is not None:  # (named key=value: the text may be one deep inside it)
+            check_printable("metadata", bad, "metadata is", named=f"{key}={value!r}")
         problem = _unfilterable(value)
         if problem:
             raise InvalidInputError(f"metadata {key}={value!r} cannot be stored: {problem}")
@@ -147,7 +150,7 @@ def check_source(source: object) -> None:
     if not isinstance(source, str):
         raise InvalidInputError(f"sources must be strings, got {type(source).__name__} {source!r}")
     check_text("source", source)
-    check_printable("source", repr(source), source, "sources are")
+    check_printable("source", source, "sources are")
 
 
 def check_new_items(items: Sequence[NewItem], dim: int) -> None:
