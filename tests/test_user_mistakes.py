@@ -1011,6 +1011,38 @@ def test_text_a_memory_already_holds_with_control_characters_is_shown_escaped(tm
     assert {n["source"] for n in answer["neighbors"]} == {source, "vectors"}
 
 
+def test_a_backslash_in_stored_text_is_told_apart_from_an_escaped_control_character(tmp_path):
+    """A label holding the four characters `\\x1b` was shown exactly as one holding ESC: the
+    escaping was ambiguous. Human output doubles every backslash (`\\\\x1b`), so `\\x1b`
+    shown means ESC; --json keeps both true strings."""
+    esc, typed = "o\x1bk", "o\\x1bk"  # ESC, and the characters \ x 1 b as a label may hold
+    esc_source, typed_source = "s\x1bt", "s\\x1bt"
+    memdir = tmp_path / "old"
+    older_memory(memdir, "label = ?, source = ?", esc, esc_source)
+    np.save(tmp_path / "w.npy", np.eye(8, dtype=np.float32)[3:4])
+    (tmp_path / "typed.txt").write_text(typed + "\n", encoding="utf-8")
+    run_cli("add-vectors", memdir, "--vectors", tmp_path / "w.npy", "--labels", tmp_path / "typed.txt",
+            "--source", typed_source, check=True)
+    assert json_lines(run_cli("info", memdir, "--json"))[0]["classes"] == {esc: 2, "fine": 1, typed: 1}
+
+    def row_of(shown: str, lines: list[str]) -> str:
+        [row] = [line for line in lines if re.search(rf"(^|[^\\]){re.escape(shown)}\b", line)]
+        return row
+
+    info = run_cli("info", memdir, check=True).stdout.splitlines()
+    assert row_of("o\\x1bk", info) != row_of("o\\\\x1bk", info), info  # ESC, then the typed one
+    assert re.search(r"o\\x1bk\W+2\b", row_of("o\\x1bk", info)), info
+    assert re.search(r"o\\\\x1bk\W+1\b", row_of("o\\\\x1bk", info)), info
+    searched = run_cli("search", memdir, "--queries", tmp_path / "v.npy", "-k", "4", check=True).stdout
+    hits = searched.splitlines()
+    # each hit shows its label and its source, each escaped the same way
+    assert len([h for h in hits if re.search(r"[^\\]o\\x1bk .* s\\x1bt$", h)]) == 6, searched
+    assert len([h for h in hits if re.search(r" o\\\\x1bk .* s\\\\x1bt$", h)]) == 3, searched
+    answer = json_lines(run_cli("search", memdir, "--queries", tmp_path / "v.npy", "-k", "4", "--json"))[0]
+    assert {(n["label"], n["source"]) for n in answer["neighbors"]} == {(esc, esc_source), ("fine", "vectors"),
+                                                                         (typed, typed_source)}
+
+
 def test_an_error_naming_a_path_with_a_control_character_shows_it_escaped(tmp_path):
     """`error: no memory at /tmp/x<ESC>[2J` sent the escape to the terminal (it cleared the
     screen): the one error line is human output too, and escapes control characters."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from .decide import Decision
-from .store.base import printable
+from .store.base import printable, printable_message
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -27,14 +27,14 @@ def decision_table(decision: Decision) -> Table:
     notes = [f"vote {decision.vote.vote}, k={decision.vote.k}"]
     if decision.prototypes:
         nearest = list(decision.prototypes.items())[:3]
-        notes.append("prototype distance " + ", ".join(f"{c} {d:.3f}" for c, d in nearest))
+        notes.append("prototype distance " + ", ".join(f"{printable(c)} {d:.3f}" for c, d in nearest))
     notes += decision.interventions
     if decision.counterfactual is not None:
         notes.append("what would change this: " + decision.counterfactual.sentence())
     # Text, not str: labels, paths and sources are shown as given, whatever console prints
     # the table (Rich reads a str as markup: "cats [old]" would lose "[old]")
-    table = Table(title=Text(printable(title)), title_justify="left", caption=Text("\n".join(map(printable, notes))),
-                  caption_justify="left")
+    table = Table(title=Text(printable(title)), title_justify="left",
+                  caption=Text("\n".join(map(printable_message, notes))), caption_justify="left")
     for column in ("#", "id", "label", "distance", "weight", "share", "source"):
         table.add_column(column, justify="right" if column in ("#", "id") else "left")
     for rank, n in enumerate(decision.neighbors):
@@ -70,7 +70,7 @@ def explanation_sheet(
     rows = (len(tiles) + columns - 1) // columns
     cell_w, cell_h = tile + 8, tile + 48
     footer = [] if decision.counterfactual is None else _wrapped(
-        "what would change this: " + printable(decision.counterfactual.sentence()), font, columns * cell_w - 8)
+        "what would change this: " + printable_message(decision.counterfactual.sentence()), font, columns * cell_w - 8)
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h + 13 * len(footer) + (8 if footer else 0)), "white")
     draw = ImageDraw.Draw(sheet)
     for position, (thumb, lines) in enumerate(tiles):

@@ -260,11 +260,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}\n")
         sys.exit(EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED)
     except VismemError as exc:
-        from ..store.base import printable
+        from ..store.base import printable_message
 
         # plain write: one line, never wrapped; a path or label it names may hold control
-        # characters (ESC drives the terminal), escaped as in all human output
-        sys.stderr.write("error: " + "\n".join(map(printable, str(exc).split("\n"))) + "\n")
+        # characters (ESC drives the terminal), escaped; its backslashes stay, as the texts
+        # vismem's messages name are in repr already
+        sys.stderr.write("error: " + "\n".join(map(printable_message, str(exc).split("\n"))) + "\n")
         # exit 1 says nothing changed: a change committed before the error is work done in part
         sys.exit(EXIT_PARTIAL if isinstance(exc, PartlyDoneError) else EXIT_ERROR)
     except StdoutClosed:

@@ -21,7 +21,8 @@ from ..images import Skipped, shown
 from ..ingest import NO_DIRECTION, conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable
+from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable,
+                          printable_message)
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -301,7 +302,7 @@ def say_unreadable(s, json_out: bool, verb: str) -> None:
     """Report an image that could not be read: a JSON line with --json, always a stderr line."""
     if json_out:
         emit({"path": s.path, "error": s.reason})
-    err.print(f"cannot {verb} {printable(s.path)}: {printable(s.reason)}")
+    err.print(f"cannot {verb} {printable(s.path)}: {printable_message(s.reason)}")
 
 
 def check_image_path(path: Path, option: str, *, reading: Path | None = None) -> None:
@@ -467,7 +468,7 @@ def add(
         out.print(f"added {counted(len(report.added), 'item')}, skipped {len(report.skipped)} "
                   f"({counted(len(report.duplicates), 'duplicate')}{conflicts}); memory now holds {count:,}")
         for s in report.skipped:
-            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
+            err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
     if report.errors:
         raise typer.Exit(EXIT_SKIPPED)
 
@@ -484,7 +485,7 @@ def refuse_if_none_added(report: AddReport) -> None:
     if report.added or not report.skipped or len(report.errors) < len(report.skipped) or report.conflicts:
         return
     for s in report.skipped:
-        err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
+        err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
     n = len(report.skipped)
     which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
     if any(s.reason.startswith(NOT_UNREADABLE) for s in report.skipped):
@@ -892,7 +893,7 @@ def evaluate(
                 report = evaluate_folder(memory, testdir, progress=advance, **options)
     if not report.total:
         for s in report.skipped:
-            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
+            err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
         raise VismemError(f"nothing to evaluate: none of the {total} {unit} in {testdir or queries} could be read")
     if json_out:
         emit(report.to_dict())
@@ -905,7 +906,7 @@ def evaluate(
             out.print(f"  {padded(printable(label), width, right=True)}  {acc:.2%}"
                       + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
-            err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
+            err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
     _warn_of_test_data(report, unit)
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)

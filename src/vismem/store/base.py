@@ -46,11 +46,27 @@ CONTROLS = r"\x00-\x1f\x7f-\x9f"
 CONTROL = re.compile(f"[{CONTROLS}]")
 
 
+# A backslash too, always: doubled only beside a control character, `a\x1bb` typed would
+# still read as ESC; doubled only where it starts something escape-like, `D:\train` would be
+# doubled and `D:\photos` not. Always, `\` starts an escape as in Python and JSON, and
+# backslashes are rare in labels and in sources (POSIX paths by default).
+ESCAPED = re.compile(f"[\\\\{CONTROLS}]")
+
+
 def printable(text: object) -> str:
-    """`text` for human output: each control character escaped as repr escapes it (`\x1b`,
-    `\t`), the rest (accents, CJK, emoji) as it is, so text a memory kept from before its
-    check cannot drive the terminal. --json keeps the true string."""
-    return CONTROL.sub(lambda found: repr(found.group())[1:-1], str(text))
+    r"""`text` (a label, source, metadata text or path) for human output: each control
+    character escaped as repr escapes it (`\x1b`, `\t`) and each backslash doubled, so
+    `\x1b` shown is ESC and `\\x1b` the four characters; the rest (accents, CJK, emoji) as
+    it is. Text a memory kept from before its check cannot drive the terminal. --json keeps
+    the true string."""
+    return ESCAPED.sub(lambda found: repr(found.group())[1:-1], str(text))
+
+
+def printable_message(message: str) -> str:
+    r"""vismem's own sentence for human output: only control characters escaped (a raw path
+    in it cannot drive the terminal). Its backslashes stay: the texts it names are in repr
+    or went through `printable` already, and doubling again would show `'a\\\\b'`."""
+    return CONTROL.sub(lambda found: repr(found.group())[1:-1], message)
 
 
 def check_text(kind: str, value: str) -> None:
