@@ -436,6 +436,38 @@ def test_a_phone_wide_window_shows_the_whole_header(pixels_memory, browser):
     context.close()
 
 
+# The buttons of card `n` (from the end) that something else is drawn over, at their centres.
+COVERED = """(n) => [...[...document.querySelectorAll('#grid .card')].at(-n).querySelectorAll('button')]
+  .filter(b => { const r = b.getBoundingClientRect();
+                 return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) !== b; })
+  .map(b => b.textContent)"""
+
+
+@pytest.mark.parametrize("width, height", [(1100, 900), (375, 740)])
+def test_the_status_line_covers_no_card_button_brought_into_view(tmp_path, browser, width, height):
+    """The status line, sticky at the window's foot, covered the lowest 40-60 px of what the
+    browser scrolled into view from above (a card, its buttons): scrolled to its nearest
+    edge, the last card's buttons lay under the line, where a click or tap hits the line."""
+    memory = Memory.create(tmp_path / "vectors", encoder=None, dim=8)
+    memory.add_vectors(np.random.default_rng(9).standard_normal((40, 8)), ["many"] * 40)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    with serving(memory, TOKEN) as url:
+        page.goto(url + "/browse")
+        page.locator("#labels button[data-label='many']").click()
+        page.locator("#grid .card button").first.click()  # no token: the status line says so
+        pytest.importorskip("playwright.sync_api").expect(page.locator("#status")).to_contain_text("token")
+        page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        assert page.evaluate(COVERED, 1) == [], "scrolled to the bottom"
+        for n in (1, 8):  # the last card, and one a row or more above it
+            page.evaluate("window.scrollTo(0, 0)")
+            page.evaluate("n => [...document.querySelectorAll('#grid .card')].at(-n)"
+                          ".scrollIntoView({block: 'nearest'})", n)
+            assert page.evaluate(COVERED, n) == [], f"card {n} from the end, scrolled into view"
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    context.close()
+
+
 # Where the label's first letter and the text's last character are drawn (their left edges).
 FIRST_AND_LAST = """(node) => {
   const rectOf = (index) => {

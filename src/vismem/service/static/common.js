@@ -97,6 +97,15 @@ function say(message, isError = false) {
   status.className = isError ? "error" : "";
 }
 
+// The status line is sticky at the window's foot, over the lowest cards: what the browser
+// scrolls into view (a card, a focused button) stops above it, not under it. Measured, as
+// a long message or a narrow window wraps it to more lines.
+new ResizeObserver(([entry]) => {
+  const status = entry.target;
+  const covers = status.offsetHeight && status.offsetHeight + parseFloat(getComputedStyle(status).bottom) + 8;
+  document.documentElement.style.scrollPaddingBottom = covers ? `${covers}px` : "";
+}).observe(document.getElementById("status"));
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
