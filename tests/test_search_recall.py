@@ -8,10 +8,13 @@ memories on disk, real FAISS indexes.
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 from conftest import json_lines
 
+import vismem.waits
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex
 from vismem.search.tuning import (
@@ -280,6 +283,59 @@ def test_stats_says_what_recall_was_measured_on(tmp_path):
     assert quality["measured_on"] == FRESH_ADDS and quality["sample"] > 0
     assert quality["low"] <= quality["recall"] <= quality["high"]
     assert stats["index"]["fresh_adds"]["queries"] == quality["sample"]
+
+
+def recorded_beside(path) -> int:
+    """How many recorded queries another Memory sees, as `vismem tune-index` beside the server."""
+    with Memory.open(path) as beside:
+        return beside.info()["recorded_queries"]
+
+
+def test_recorded_queries_written_on_demand_are_seen_beside_and_a_failed_write_keeps_them(tmp_path, monkeypatch):
+    """`Memory.write_recorded_queries` writes what waits in RAM, where another Memory sees
+    it; a write that fails (another process holds the write lock past the wait) raised and
+    lost them all: now they stay waiting, with those recorded since, for the next write."""
+    from vismem.errors import MemoryBusyError
+
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 0.5)
+    path = tmp_path / "m"
+    small_memory(path)
+    with Memory.open(path) as memory:
+        memory.record_queries(100)
+        memory.search(vectors(10, seed=20), 3)
+        assert (memory.recorded_waiting(), memory.info()["recorded_waiting"], recorded_beside(path)) == (10, 10, 0)
+        other = sqlite3.connect(path / "memory.sqlite", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's write, held
+            with pytest.raises(MemoryBusyError):
+                memory.write_recorded_queries()
+            assert memory.recorded_waiting() == 10
+            memory.search(vectors(5, seed=21), 3)
+            assert memory.recorded_waiting() == 15
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert memory.write_recorded_queries() == 15
+        assert (memory.recorded_waiting(), recorded_beside(path)) == (0, 15)
+        assert memory.write_recorded_queries() == 0
+        assert memory.info()["recorded_queries"] == 15
+
+
+def test_a_query_sample_takes_in_a_later_one_as_a_uniform_sample_of_both():
+    from vismem.search.tuning import QuerySample
+
+    rng = np.random.default_rng(0)
+    first, later = QuerySample(8, 4), QuerySample(8, 4)
+    first.offer(np.full((5, 4), 1, dtype=np.float32), rng)
+    later.offer(np.full((20, 4), 2, dtype=np.float32), rng)
+    first.absorb(later, rng)
+    assert (first.seen, len(first)) == (25, 8)
+    small = QuerySample(8, 4)
+    small.offer(np.full((2, 4), 1, dtype=np.float32), rng)
+    more = QuerySample(8, 4)
+    more.offer(np.full((3, 4), 2, dtype=np.float32), rng)
+    small.absorb(more, rng)  # room for all: every one kept
+    assert (small.seen, sorted(small.vectors[:, 0].tolist())) == (5, [1, 1, 2, 2, 2])
 
 
 def test_another_process_tuning_or_clearing_reaches_a_running_memory(tmp_path):
