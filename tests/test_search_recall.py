@@ -8,10 +8,17 @@ memories on disk, real FAISS indexes.
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
+import sqlite3
+import time
+
 import numpy as np
 import pytest
 from conftest import json_lines
 
+import vismem.waits
 from vismem import Memory
 from vismem.search import ExactIndex, HNSWIndex
 from vismem.search.tuning import (
@@ -280,6 +287,151 @@ def test_stats_says_what_recall_was_measured_on(tmp_path):
     assert quality["measured_on"] == FRESH_ADDS and quality["sample"] > 0
     assert quality["low"] <= quality["recall"] <= quality["high"]
     assert stats["index"]["fresh_adds"]["queries"] == quality["sample"]
+
+
+def search_over_http(client, queries: np.ndarray) -> None:
+    for query in queries:
+        answer = client.post("/search", data={"vector": json.dumps(query.tolist()), "k": "3"})
+        assert answer.status_code == 200, answer.text
+
+
+def recorded_beside(path) -> int:
+    """How many recorded queries another Memory sees, as `vismem tune-index` beside the server."""
+    with Memory.open(path) as beside:
+        return beside.info()["recorded_queries"]
+
+
+def wait_for_recorded(path, count: int, seconds: float = 20) -> int:
+    deadline = time.monotonic() + seconds
+    while (seen := recorded_beside(path)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return seen
+
+
+def test_recorded_queries_written_on_demand_are_seen_beside_and_a_failed_write_keeps_them(tmp_path, monkeypatch):
+    """`Memory.write_recorded_queries` writes what waits in RAM, where another Memory sees
+    it; a write that fails (another process holds the write lock past the wait) raised and
+    lost them all: now they stay waiting, with those recorded since, for the next write."""
+    from vismem.errors import MemoryBusyError
+
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 0.5)
+    path = tmp_path / "m"
+    small_memory(path)
+    with Memory.open(path) as memory:
+        memory.record_queries(100)
+        memory.search(vectors(10, seed=20), 3)
+        assert (memory.recorded_waiting(), memory.info()["recorded_waiting"], recorded_beside(path)) == (10, 10, 0)
+        other = sqlite3.connect(path / "memory.sqlite", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's write, held
+            with pytest.raises(MemoryBusyError):
+                memory.write_recorded_queries()
+            assert memory.recorded_waiting() == 10
+            memory.search(vectors(5, seed=21), 3)
+            assert memory.recorded_waiting() == 15
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert memory.write_recorded_queries() == 15
+        assert (memory.recorded_waiting(), recorded_beside(path)) == (0, 15)
+        assert memory.write_recorded_queries() == 0
+        assert memory.info()["recorded_queries"] == 15
+
+
+def test_a_query_sample_takes_in_a_later_one_as_a_uniform_sample_of_both():
+    from vismem.search.tuning import QuerySample
+
+    rng = np.random.default_rng(0)
+    first, later = QuerySample(8, 4), QuerySample(8, 4)
+    first.offer(np.full((5, 4), 1, dtype=np.float32), rng)
+    later.offer(np.full((20, 4), 2, dtype=np.float32), rng)
+    first.absorb(later, rng)
+    assert (first.seen, len(first)) == (25, 8)
+    small = QuerySample(8, 4)
+    small.offer(np.full((2, 4), 1, dtype=np.float32), rng)
+    more = QuerySample(8, 4)
+    more.offer(np.full((3, 4), 2, dtype=np.float32), rng)
+    small.absorb(more, rng)  # room for all: every one kept
+    assert (small.seen, sorted(small.vectors[:, 0].tolist())) == (5, [1, 1, 2, 2, 2])
+
+
+def test_a_server_writes_the_queries_it_recorded_as_it_runs_and_stats_counts_those_waiting(tmp_path):
+    """A server kept the queries it recorded in RAM until it stopped: `vismem tune-index`
+    beside it found none, and /stats counted only those in the database. Now it writes
+    them every `record_write_seconds` (and as it stops), and /stats says how many wait."""
+    from fastapi.testclient import TestClient
+
+    from vismem.service import ServiceSettings, create_app
+
+    path = tmp_path / "m"
+    small_memory(path)
+    asked = vectors(30, seed=17)
+    with Memory.open(path) as memory:
+        memory.record_queries(100)
+        # a long interval: they wait in RAM, /stats says so, and stopping writes them
+        with TestClient(create_app(memory, ServiceSettings(record_write_seconds=3600))) as client:
+            search_over_http(client, asked[:12])
+            stats = client.get("/stats").json()
+            assert (stats["recorded_queries"], stats["recorded_waiting"]) == (0, 12)
+            assert recorded_beside(path) == 0  # a search never writes
+        assert recorded_beside(path) == 12  # written as the server stopped, before the memory closes
+        # a short one: written while the server runs, seen beside it
+        with TestClient(create_app(memory, ServiceSettings(record_write_seconds=0.2))) as client:
+            search_over_http(client, asked[12:30])
+            assert wait_for_recorded(path, 30) == 30
+            with Memory.open(path) as beside:
+                tuned = beside.tune_index()["quality"]
+            assert tuned["measured_on"] == "recorded queries" and tuned["sample"] == 30
+            stats = client.get("/stats").json()
+            assert (stats["recorded_queries"], stats["recorded_waiting"]) == (30, 0)
+
+
+def test_a_server_that_cannot_write_its_recorded_queries_says_so_and_writes_them_next_time(
+        tmp_path, monkeypatch, caplog):
+    """Another process holds the memory's write lock past the wait: the write is given up
+    with a warning, searches are answered meanwhile, and the queries stay waiting in RAM
+    until the next interval writes them."""
+    from fastapi.testclient import TestClient
+
+    from vismem.service import ServiceSettings, create_app
+
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 0.5)
+    path = tmp_path / "m"
+    small_memory(path)
+    with Memory.open(path) as memory:
+        memory.record_queries(100)
+        with TestClient(create_app(memory, ServiceSettings(record_write_seconds=0.2))) as client:
+            other = sqlite3.connect(path / "memory.sqlite", isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # another process's write, held
+                with caplog.at_level(logging.WARNING, logger="vismem"):
+                    search_over_http(client, vectors(10, seed=18))
+                    deadline = time.monotonic() + 20
+                    while not any("recorded queries" in r.getMessage() for r in caplog.records) \
+                            and time.monotonic() < deadline:
+                        search_over_http(client, vectors(1, seed=19))  # answered all along
+                warned = [r.getMessage() for r in caplog.records if "recorded queries" in r.getMessage()]
+                assert warned and "trying again" in warned[0], caplog.text
+                stats = client.get("/stats").json()
+                assert stats["recorded_queries"] == 0 and stats["recorded_waiting"] >= 11
+                waiting = stats["recorded_waiting"]
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert wait_for_recorded(path, waiting) >= waiting  # the next interval wrote them
+
+
+@pytest.mark.parametrize("every", [0, -1, float("nan"), float("inf"), True, "30"])
+def test_a_write_interval_that_is_no_positive_number_of_seconds_is_refused(every):
+    from vismem.cli.serve import serve
+    from vismem.errors import InvalidInputError
+    from vismem.service import ServiceSettings
+    from vismem.service.app import RECORD_WRITE_SECONDS
+
+    with pytest.raises(InvalidInputError, match="record_write_seconds must be a number of seconds above 0"):
+        ServiceSettings(record_write_seconds=every)
+    option = inspect.signature(serve).parameters["record_write_seconds"].default
+    assert option.default == RECORD_WRITE_SECONDS == ServiceSettings().record_write_seconds  # one default
 
 
 def test_another_process_tuning_or_clearing_reaches_a_running_memory(tmp_path):

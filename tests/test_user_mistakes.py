@@ -1077,6 +1077,7 @@ OUT_OF_RANGE = [
     (("record-queries", "{mem}", "100001"), "'KEEP': 100001 is not from 0 to 100,000"),
     (("serve", "{mem}", "--port", "65536"), "'--port': 65536 is not from 0 to 65,535"),
     (("serve", "{mem}", "--max-pixels", "0"), "'--max-pixels': 0 is below 1"),
+    (("serve", "{mem}", "--record-write-seconds", "0.5"), "'--record-write-seconds': 0.5 is not from 1 to 86,400"),
     (("serve", "{mem}", "--batch-size", "0"), "'--batch-size': 0 is below 1"),
     (("serve", "{mem}", "--port", "80.5"), "'--port': '80.5' is not a whole number"),
 ]

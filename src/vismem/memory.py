@@ -999,6 +999,19 @@ class Memory:
             self._commit(lambda store: store.clear_recorded_queries())
         return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
 
+    def recorded_waiting(self) -> int:
+        """How many recorded queries wait in this object's RAM, not yet in the store
+        (`info()["recorded_waiting"]`): a search never writes to the database."""
+        return self.store.recorded_waiting()
+
+    def write_recorded_queries(self) -> int:
+        """Write the recorded queries waiting in RAM into the store now, where other
+        processes see them (`vismem tune-index` beside a server); returns how many there
+        were. Else a purge or `close` writes them; `vismem serve` calls this every
+        `record_write_seconds`. A write that fails raises and keeps them waiting, for the
+        next one; a read-only memory records none, so it never writes."""
+        return self.store.write_recorded_queries()
+
     def compact(self, progress: Progress | None = None) -> dict[str, Any]:
         """Reclaim removed items' slots in the index and the store; re-measure recall
         (`progress(n)` as n more live items are in the compacted index).

@@ -34,6 +34,10 @@ def serve(
                                         help="Largest request body, in MiB."),
     max_pixels: int = number_option(40_000_000, "--max-pixels", kind=int, min=1, metavar="PIXELS",
                                     help="Largest decoded image, in pixels."),
+    record_write_seconds: float = number_option(
+        30.0, "--record-write-seconds", min=1, max=86400, metavar="SECONDS",  # service.app.RECORD_WRITE_SECONDS
+        help="How often the queries the memory records (`vismem record-queries`), waiting in RAM, are written "
+             "to it, where `vismem tune-index` beside the server finds them; and as it stops."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
@@ -52,7 +56,8 @@ def serve(
 
     interrupted_leaves("every edit the server answered is committed")
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
-                               max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
+                               max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
+                               record_write_seconds=record_write_seconds)
     with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
         listening = _listening(host, port)

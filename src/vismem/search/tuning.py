@@ -263,6 +263,19 @@ class QuerySample:
         self.vectors = np.empty((0, dim), dtype=np.float32)
         self.seen = 0
 
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def absorb(self, later: QuerySample, rng: np.random.Generator) -> None:
+        """Take in `later`, a sample of the queries offered after these (a write of these
+        failed meanwhile): then this is a uniform sample of both, as the store merges one."""
+        slots = merge_slots(self.seen, self.capacity, len(later), later.seen, rng)
+        grown = np.empty((min(self.capacity, self.seen + later.seen), self.vectors.shape[1]), dtype=np.float32)
+        grown[: len(self)] = self.vectors
+        kept = slots >= 0
+        grown[slots[kept]] = later.vectors[kept]
+        self.vectors, self.seen = grown, self.seen + later.seen
+
     def offer(self, queries: np.ndarray, rng: np.random.Generator) -> None:
         positions = self.seen + np.arange(1, len(queries) + 1)
         self.seen += len(queries)

@@ -9,7 +9,9 @@ readers-writer lock (aiorwlock; waiting writers go before new readers) and runs 
 thread pool, so a classify never sees a half-applied edit and the event loop never
 blocks. Encoding happens before any lock is taken, batched across requests
 (`EncodeBatcher`); a write holds the lock only for the store's transaction, which is
-committed before the response leaves.
+committed before the response leaves. The queries the memory records (opt-in, `vismem
+record-queries`) wait in RAM, since a search never writes; a task writes them every
+`record_write_seconds`, as an edit is written, and as the server stops.
 
 Security: editing endpoints need the bearer token; without one the service is
 read-only. Request bodies, decoded pixel counts and content types are limited, and
@@ -46,7 +48,7 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
-from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError
+from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError, VismemError
 from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
@@ -64,6 +66,7 @@ from .http import (
     as_is,
     known_fields,
     known_only,
+    log,
     refuse_body,
     responses,
 )
@@ -117,6 +120,10 @@ RESTRICT = restriction_forms()
 
 
 BROWSE_PAGE = 100  # items a page of /browse shows (static/browse.js PAGE_SIZE)
+# How often the server writes the queries its memory recorded (they wait in RAM: a search
+# never writes), so that `vismem tune-index` beside it tunes on them: a write of at most
+# KEEP vectors, under the write lock for milliseconds.
+RECORD_WRITE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -128,8 +135,12 @@ class ServiceSettings:
     max_upload_bytes: int = 32 * 2**20  # per request body
     max_pixels: int = 40_000_000  # per decoded image
     max_list: int = 500  # items per page of GET /items: at least BROWSE_PAGE
+    record_write_seconds: float = RECORD_WRITE_SECONDS  # how often recorded queries are written
 
     def __post_init__(self) -> None:
+        every = self.record_write_seconds
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < math.inf:
+            raise InvalidInputError(f"record_write_seconds must be a number of seconds above 0, got {every!r}")
         for name, least in (("max_upload_bytes", 1), ("max_pixels", 1), ("max_list", BROWSE_PAGE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -224,6 +235,30 @@ class _MemoryService:
             if exc.done is None:  # nothing says what committed: answered as an error (http.py)
                 raise
             return exc.done, str(exc)
+
+    async def write_recorded(self) -> None:
+        """Write the queries the memory recorded, waiting in RAM, as an edit is written: after
+        other processes' writes, outside the lock, then under it for the transaction alone.
+        A failure is logged, and they wait for the next try."""
+        waiting = 0
+        try:
+            waiting = self.memory.recorded_waiting()
+            if waiting:  # (a read-only memory records none)
+                await self.write(self.memory.write_recorded_queries)
+        except Exception as exc:  # the server goes on; the queries stay in RAM
+            log.warning("could not write the recorded queries waiting in RAM (%d): %s; trying again in %g s",
+                        waiting, exc if isinstance(exc, VismemError) else "internal error",
+                        self.settings.record_write_seconds, exc_info=not isinstance(exc, VismemError))
+
+    async def write_recorded_every(self, stop: asyncio.Event) -> None:
+        """`write_recorded` every `record_write_seconds` until `stop`, and once more then."""
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.record_write_seconds)
+                break
+            except asyncio.TimeoutError:
+                await self.write_recorded()
+        await self.write_recorded()
 
     def _refreshed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         self.memory.refresh()  # catch up with other processes before editing
@@ -344,7 +379,11 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        stop = asyncio.Event()
+        recording = asyncio.create_task(service.write_recorded_every(stop))
         yield
+        stop.set()
+        await recording  # its last write, before the caller closes the memory
         if service.batcher is not None:
             await service.batcher.close()
         service.close()

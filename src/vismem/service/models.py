@@ -467,7 +467,7 @@ class AbstainOut(Calibration):
 
 class InfoOut(BaseModel):
     """What `vismem info --json` prints. The store adds its own fields: those of a
-    directory memory (`recorded_queries`) and of a Milvus one (`server_version`,
+    directory memory (`recorded_queries`, `recorded_waiting`) and of a Milvus one (`server_version`,
     `consistency`, `storage`) are named here, and another store may add others."""
 
     path: str
@@ -483,7 +483,12 @@ class InfoOut(BaseModel):
     read_only: bool
     index: IndexOut
     transform: TransformOut | None = Field(description="null for a store without feature transforms (Milvus).")
-    recorded_queries: int = absent("A directory memory: queries recorded for tuning the index.")
+    recorded_queries: int = absent("A directory memory: recorded queries the database keeps, for tuning the "
+                                   "index (what `vismem tune-index` beside the server tunes on).")
+    recorded_waiting: int = absent("A directory memory: queries recorded by this process and waiting in its RAM, "
+                                   "not yet in the database (`vismem serve` writes them every "
+                                   "--record-write-seconds and as it stops). Not added to `recorded_queries`: "
+                                   "the database keeps a uniform sample of at most `record-queries` KEEP of all.")
     disk_bytes: int | None = Field(description="Bytes on disk; null where the server holds them.")
     thumbnails: bool = Field(description="Whether the store keeps thumbnails.")
     server_version: str = absent("A Milvus memory: the server's version.")

@@ -75,12 +75,16 @@ PARITY: dict[str, Face] = {
     "compact": Face(cli_only=REBUILD + PICKED_UP + "; it also runs by itself once a fifth of the index is "
                                                   "removed slots"),
     "tune-index": Face(cli_only="tunes on query files beside the memory (a .npy array or images), or on the "
-                                "recorded queries; run it beside the server" + PICKED_UP),
+                                "recorded queries (those the server recorded reach the database every "
+                                "--record-write-seconds, 30 s, and as it stops); run it beside the server" + PICKED_UP),
     "export": Face(cli_only="writes a file as large as the memory (vectors and all) on the server's disk; "
                             "run it beside the server, which keeps serving"),
     "import": Face(cli_only="makes a new memory, and create is CLI-only"),
     "record-queries": Face(cli_only="the memory owner's choice to keep users' queries (user data), made beside "
-                                    "the server" + PICKED_UP + "; GET /stats says how many are kept"),
+                                    "the server" + PICKED_UP + "; the server writes those it recorded every "
+                                    "--record-write-seconds (30 s) and as it stops, and GET /stats says how many "
+                                    "are kept (`recorded_queries`) and how many still wait in its RAM "
+                                    "(`recorded_waiting`)"),
 }
 
 # Endpoints no command has: they serve the web page and other programs.

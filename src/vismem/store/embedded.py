@@ -418,7 +418,7 @@ class EmbeddedStore:
                 self._index.rebuild(self._live(), progress)
         self._follow_index()
         if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
-            self._write_recorded()
+            self.write_recorded_queries()
             if self.db.drop_recorded_past(self._settings.record_queries, self._rng):
                 self.purge()
 
@@ -715,8 +715,9 @@ class EmbeddedStore:
 
     def record_queries(self, queries: np.ndarray) -> None:
         """Keep a uniform sample of the queries searched, up to the `record_queries`
-        setting (0: none). They wait in RAM and are written at the next purge or close:
-        a search never writes to the database."""
+        setting (0: none). They wait in RAM, written by `write_recorded_queries` (a server
+        calls it every so often), a purge or the close: a search never writes to the
+        database."""
         capacity = self._settings.record_queries
         if capacity == 0 or self.read_only:
             return
@@ -725,16 +726,34 @@ class EmbeddedStore:
                 self._recorded = QuerySample(capacity, self.dim, self.db.recorded_epoch())
             self._recorded.offer(np.asarray(queries, dtype=np.float32), self._rng)
 
-    def _write_recorded(self) -> None:
+    def recorded_waiting(self) -> int:
+        """How many recorded queries wait in RAM, not yet written."""
+        with self._recording:
+            return 0 if self._recorded is None else len(self._recorded)
+
+    def write_recorded_queries(self) -> int:
+        """Write the recorded queries waiting in RAM into the store; returns how many there
+        were. A write that fails keeps them waiting, for the next one."""
         with self._recording:
             recorded, self._recorded = self._recorded, None
         capacity = self._settings.record_queries
-        if recorded is not None and recorded.seen and capacity and not self.read_only:
+        if recorded is None or not recorded.seen or not capacity or self.read_only:
+            return 0
+        try:
             self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng, recorded.epoch)
+        except BaseException:
+            with self._recording:  # back, with any recorded meanwhile (of the same reservoir)
+                later, self._recorded = self._recorded, recorded
+                if later is not None and (later.epoch, later.capacity) == (recorded.epoch, recorded.capacity):
+                    recorded.absorb(later, self._rng)
+                elif later is not None:
+                    self._recorded = later
+            raise
+        return len(recorded)
 
     def recorded_count(self) -> int:
         """How many recorded queries the store keeps."""
-        self._write_recorded()
+        self.write_recorded_queries()
         return self.db.recorded_count()
 
     def clear_recorded_queries(self) -> int:
@@ -752,7 +771,7 @@ class EmbeddedStore:
         itself, and recall on it is 1.0 at any effort)."""
         measured_on, given = GIVEN, "given"
         if queries is None:
-            self._write_recorded()
+            self.write_recorded_queries()
             queries, measured_on, given = self.db.recorded_queries(self.dim), RECORDED, "recorded"
             if len(queries) == 0:
                 raise InvalidInputError(
@@ -771,7 +790,7 @@ class EmbeddedStore:
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now (refitting the
         feature transform first when removed items shaped it)."""
-        self._write_recorded()
+        self.write_recorded_queries()
         self._refit_after_removals()
         self.db.purge()
         self._index.scrub()
@@ -823,6 +842,7 @@ class EmbeddedStore:
         return {"home": "embedded", "location": self.location, "format_version": FORMAT_VERSION,
                 "read_only": self.read_only, "index": self._index.describe(),
                 "transform": self._describe_transform(), "recorded_queries": self.db.recorded_count(),
+                "recorded_waiting": self.recorded_waiting(),
                 "disk_bytes": self.db.disk_bytes(), "thumbnails": True}
 
     def _describe_transform(self) -> dict[str, Any]:

@@ -859,6 +859,12 @@ class MilvusStore:
     def record_queries(self, queries: np.ndarray) -> None:
         return None  # never opted in: `save_settings` refuses `record_queries`
 
+    def recorded_waiting(self) -> int:
+        return 0
+
+    def write_recorded_queries(self) -> int:
+        return 0
+
     def recorded_count(self) -> int:
         return 0
 
