@@ -34,6 +34,9 @@ def serve(
                                         help="Largest request body, in MiB."),
     max_pixels: int = number_option(40_000_000, "--max-pixels", kind=int, min=1, metavar="PIXELS",
                                     help="Largest decoded image, in pixels."),
+    read_timeout: float = number_option(60.0, "--read-timeout", above=0, max=86_400, metavar="SECONDS",
+                                        help="Seconds a request's body may send nothing before it is answered "
+                                             "408 and its connection closed (between parts, not in all)."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
@@ -52,7 +55,8 @@ def serve(
 
     interrupted_leaves("every edit the server answered is committed")
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
-                               max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels)
+                               max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
+                               read_timeout=read_timeout)
     with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
         listening = _listening(host, port)

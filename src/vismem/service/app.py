@@ -128,6 +128,7 @@ class ServiceSettings:
     max_upload_bytes: int = 32 * 2**20  # per request body
     max_pixels: int = 40_000_000  # per decoded image
     max_list: int = 500  # items per page of GET /items: at least BROWSE_PAGE
+    read_timeout: float = 60.0  # seconds a request's body may send nothing before 408
 
     def __post_init__(self) -> None:
         for name, least in (("max_upload_bytes", 1), ("max_pixels", 1), ("max_list", BROWSE_PAGE)):
@@ -135,6 +136,9 @@ class ServiceSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 why = f" (/browse asks for pages of {BROWSE_PAGE})" if name == "max_list" else ""
                 raise InvalidInputError(f"{name} must be a whole number of at least {least}{why}, got {value!r}")
+        timeout = self.read_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise InvalidInputError(f"read_timeout must be a number of seconds above 0, got {timeout!r}")
         if self.protect_reads and not self.token:
             raise InvalidInputError("protecting reads needs a token: pass --token or set VISMEM_TOKEN")
         if self.token is not None:
@@ -363,7 +367,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     )
     app.state.service = service
     app.state.stopping = Stopping()  # `vismem serve` stops it as the server stops
-    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping)
+    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping, read_timeout=settings.read_timeout)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer
