@@ -903,6 +903,51 @@ def test_a_client_that_stalls_mid_body_is_answered_408_after_the_read_timeout(me
     assert "Traceback" not in said, said
 
 
+def test_a_client_that_trickles_its_request_head_is_cut_off_after_the_read_timeout(memory):
+    """uvicorn's keep-alive timeout stops at a connection's first byte, and nothing bounded
+    the rest of a request's head: a client that sent a byte of it now and then (slowloris),
+    or part of it and then nothing, held its connection for ever (a file descriptor each,
+    until the server could accept no more). Now a head must all arrive within
+    --read-timeout seconds: a partial one is answered 408 and the connection closed, one
+    that sent nothing is closed, and other clients are served meanwhile."""
+    import socket
+
+    memory.close()
+    process, url = start_server(memory.path, "--read-timeout", "1")
+    port = int(url.rsplit(":", 1)[1])
+    head = b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
+    trickling, silent = (socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+    try:
+        opened = time.monotonic()
+        trickling.settimeout(0.3)
+        answer = b""
+        for byte in head:  # a byte each 0.3 s: never idle for long, and never done
+            assert time.monotonic() - opened < 5, "the server waited for the head past its --read-timeout"
+            try:
+                trickling.sendall(bytes([byte]))
+                if chunk := trickling.recv(65536):
+                    answer += chunk
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # closed while a byte was on its way
+                break
+        cut = time.monotonic() - opened
+        assert httpx.get(url + "/healthz").status_code == 200  # others are served meanwhile
+        assert _answer(silent, within=5) == b""  # closed, with nothing to answer
+        assert time.monotonic() - opened < 5
+    finally:
+        trickling.close()
+        silent.close()
+        said = stop_server(process)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": (
+        "the request's head did not all arrive within 1 s (the server's --read-timeout): "
+        "nothing changed; send it again")}
+    assert 0.9 < cut < 4, cut
+    assert "Traceback" not in said, said
+
+
 @pytest.mark.parametrize("closing", ["the memory", "its database"])
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")

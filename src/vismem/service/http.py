@@ -9,6 +9,7 @@ written from it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import stat
 import sys
@@ -470,6 +471,15 @@ def read_timed_out(seconds: float) -> str:
     """The 408 a request is answered when its client leaves the server waiting `seconds`."""
     return (f"no part of the request's body arrived for {seconds:g} s (the server's --read-timeout): "
             "it was dropped, so nothing changed; send it again")
+
+
+def head_timed_out(seconds: float) -> bytes:
+    """The whole 408 answer to a request whose head did not all arrive within `seconds`:
+    raw bytes, as no request (and so no app) is there to answer it."""
+    body = json.dumps({"error": f"the request's head did not all arrive within {seconds:g} s (the server's "
+                                "--read-timeout): nothing changed; send it again"}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
 
 
 class Stopping:
