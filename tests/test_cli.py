@@ -286,6 +286,7 @@ def test_usage_errors_exit_2(cli_process):
     # an OverflowError traceback
     (("serve", "{mem}", "--max-upload-mb", "inf"), "'--max-upload-mb': inf is not a finite number"),
     (("serve", "{mem}", "--max-upload-mb", "0"), "'--max-upload-mb': 0.0 is not from 0.001 to 1,048,576"),
+    (("serve", "{mem}", "--read-timeout", "0"), "'--read-timeout': 0.0 is not above 0"),
     # Typer said "unable to parse string as an integer", naming no fix
     (("remove", "{mem}", "--id", "1,2"), "'1,2' is not an item id (a whole number); give several as --id 1 --id 2"),
     (("block", "{mem}", "--id", "1.5"), "'1.5' is not an item id"),

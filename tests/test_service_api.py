@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -846,6 +847,107 @@ def test_a_client_that_stalls_mid_body_does_not_hold_off_a_stop(memory, path):
     assert "Traceback" not in said and said.strip().splitlines()[-1].startswith("terminated: "), said
 
 
+def _answer(connection, within: float) -> bytes:
+    """Everything the server sends on `connection` until it closes it (at most `within` s)."""
+    connection.settimeout(within)
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_client_that_stalls_mid_body_is_answered_408_after_the_read_timeout(memory, digit_sets):
+    """A client that sent its headers and part of a body, then nothing, held its connection
+    and the request's handler for ever (uvicorn bounds only the wait between requests). Now
+    no body bytes for --read-timeout seconds answer 408 and close the connection; the file
+    part that had arrived is not stored, and other clients are served meanwhile. A slow upload
+    that is never idle that long still arrives."""
+    import socket
+
+    memory.close()
+    process, url = start_server(memory.path, "--read-timeout", "1", env={"VISMEM_TOKEN": TOKEN})
+    port = int(url.rsplit(":", 1)[1])
+    def part(image: bytes) -> bytes:
+        return (b'--XX\r\nContent-Disposition: form-data; name="label"\r\n\r\n0\r\n'
+                b'--XX\r\nContent-Disposition: form-data; name="files"; filename="new.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + image + b"\r\n")
+
+    head = (f"POST /items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n"
+            "Content-Type: multipart/form-data; boundary=XX\r\n")
+    whole = part(digit_sets["0"][-2]) + b"--XX--\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as slow:  # 1.8 s in all, never 1 s idle: it arrives
+        slow.sendall(f"{head}Content-Length: {len(whole)}\r\n\r\n".encode())
+        for at in range(0, len(whole), -(-len(whole) // 3)):
+            time.sleep(0.6)
+            slow.sendall(whole[at:at + -(-len(whole) // 3)])
+        assert _answer(slow, within=10).startswith(b"HTTP/1.1 201 ")
+    stalled = socket.create_connection(("127.0.0.1", port))
+    try:
+        stalled.sendall(f"POST /items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                        "Content-Type: multipart/form-data; boundary=XX\r\n"
+                        f"Content-Length: {len(part(digit_sets['0'][-1])) + 1000}\r\n\r\n".encode()
+                        + part(digit_sets["0"][-1]))
+        sent = time.monotonic()
+        assert httpx.get(url + "/stats").json()["items"] == 3 * PER_LABEL + 1  # others are served meanwhile
+        answer = _answer(stalled, within=10).decode()  # and the server closes the connection
+        waited = time.monotonic() - sent
+        assert httpx.get(url + "/stats").json()["items"] == 3 * PER_LABEL + 1  # nothing of it stored
+    finally:
+        stalled.close()
+        said = stop_server(process)
+    assert answer.startswith("HTTP/1.1 408 "), answer
+    assert json.loads(answer.split("\r\n\r\n", 1)[1]) == {"error": (
+        "no part of the request's body arrived for 1 s (the server's --read-timeout): "
+        "it was dropped, so nothing changed; send it again")}
+    assert 0.9 < waited < 4, waited
+    assert "Traceback" not in said, said
+
+
+def test_a_client_that_trickles_its_request_head_is_cut_off_after_the_read_timeout(memory):
+    """uvicorn's keep-alive timeout stops at a connection's first byte, and nothing bounded
+    the rest of a request's head: a client that sent a byte of it now and then (slowloris),
+    or part of it and then nothing, held its connection for ever (a file descriptor each,
+    until the server could accept no more). Now a head must all arrive within
+    --read-timeout seconds: a partial one is answered 408 and the connection closed, one
+    that sent nothing is closed, and other clients are served meanwhile."""
+    import socket
+
+    memory.close()
+    process, url = start_server(memory.path, "--read-timeout", "1")
+    port = int(url.rsplit(":", 1)[1])
+    head = b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
+    trickling, silent = (socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+    try:
+        opened = time.monotonic()
+        trickling.settimeout(0.3)
+        answer = b""
+        for byte in head:  # a byte each 0.3 s: never idle for long, and never done
+            assert time.monotonic() - opened < 5, "the server waited for the head past its --read-timeout"
+            try:
+                trickling.sendall(bytes([byte]))
+                if chunk := trickling.recv(65536):
+                    answer += chunk
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # closed while a byte was on its way
+                break
+        cut = time.monotonic() - opened
+        assert httpx.get(url + "/healthz").status_code == 200  # others are served meanwhile
+        assert _answer(silent, within=5) == b""  # closed, with nothing to answer
+        assert time.monotonic() - opened < 5
+    finally:
+        trickling.close()
+        silent.close()
+        said = stop_server(process)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": (
+        "the request's head did not all arrive within 1 s (the server's --read-timeout): "
+        "nothing changed; send it again")}
+    assert 0.9 < cut < 4, cut
+    assert "Traceback" not in said, said
+
+
 @pytest.mark.parametrize("closing", ["the memory", "its database"])
 def test_an_unexpected_failure_is_json_without_a_traceback(tmp_path, digit_sets, closing):
     mem = Memory.create(tmp_path / "closed", encoder="pixels")
@@ -1169,8 +1271,8 @@ def errors_and_forms(editing: dict) -> None:
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         assert "422" in operation["responses"], name  # any query parameter it does not take
-        if "requestBody" in operation:  # a body of another type than it takes; the server stopped as it came
-            assert {"415", "503"} <= operation["responses"].keys(), name
+        if "requestBody" in operation:  # its client stalled; a body of another type than it takes; the server
+            assert {"408", "415", "503"} <= operation["responses"].keys(), name  # stopped as it came
     form = editing["components"]["schemas"]["Body_classify_classify_post"]["properties"]
     assert form["vote"]["enum"] == list(VOTES)
     for name, key in (("k", "minimum"), ("k", "maximum"), ("mix", "maximum"), ("alpha", "exclusiveMinimum")):
@@ -1417,3 +1519,9 @@ def test_service_limits_that_would_refuse_every_request_are_refused(bad):
     script = (Path(__file__).parents[1] / "src/vismem/service/static/browse.js").read_text()
     assert f"const PAGE_SIZE = {BROWSE_PAGE};" in script  # the page asks for what the settings allow
     assert ServiceSettings(max_list=BROWSE_PAGE).max_list == BROWSE_PAGE
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "60"])
+def test_a_read_timeout_that_is_no_number_of_seconds_is_refused(bad):
+    with pytest.raises(InvalidInputError, match="read_timeout must be a number of seconds above 0"):
+        ServiceSettings(read_timeout=bad)

@@ -38,6 +38,10 @@ def serve(
         30.0, "--record-write-seconds", min=1, max=86400, metavar="SECONDS",  # service.app.RECORD_WRITE_SECONDS
         help="How often the queries the memory records (`vismem record-queries`), waiting in RAM, are written "
              "to it, where `vismem tune-index` beside the server finds them; and as it stops."),
+    read_timeout: float = number_option(60.0, "--read-timeout", above=0, max=86_400, metavar="SECONDS",
+                                        help="Seconds a client may leave the server waiting: for a request's "
+                                             "whole head, and between parts of its body (not for all of it); "
+                                             "then it is answered 408 and its connection closed."),
     device: Optional[str] = DeviceOpt,
     runtime: str = RuntimeOpt,
     precision: str = PrecisionOpt,
@@ -53,11 +57,12 @@ def serve(
     from ..memory import Memory
     from ..service import ServiceSettings, create_app
     from ..service.models import MAX_REQUEST_HEAD
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     interrupted_leaves("every edit the server answered is committed")
     settings = ServiceSettings(token=token or None, protect_reads=protect_reads,
                                max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
-                               record_write_seconds=record_write_seconds)
+                               record_write_seconds=record_write_seconds, read_timeout=read_timeout)
     with Memory.open(memdir, encoder_options=encoder_options(device, runtime, precision, batch_size)) as memory:
         service = create_app(memory, settings)  # loads the encoder now: fail before binding
         listening = _listening(host, port)
@@ -80,7 +85,8 @@ def serve(
         # no bars from requests' threads (a compaction after a DELETE): the log says it
         with showing_maintenance(None), listening:
             config = uvicorn.Config(service, host=host, port=bound, log_level="warning", access_log=False,
-                                    http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
+                                    http=_head_timeout(H11Protocol, read_timeout),
+                                    h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
             _stopping_server(uvicorn.Server, service.state.stopping)(config).run(sockets=[listening])
 
 
@@ -116,3 +122,46 @@ def _stopping_server(base: type, stopping: Any) -> type:
             await super().shutdown(sockets)
 
     return Server
+
+
+def _head_timeout(base: type, seconds: float) -> type:
+    """uvicorn's h11 protocol (`base`), which closes a connection whose request head has not
+    all arrived `seconds` after the connection opened or its last answer went (a partial
+    head is answered 408 first). uvicorn's keep-alive timeout stops at the first byte, so a
+    client that trickled a head (slowloris) held its connection, a file descriptor, for
+    ever. Once a head is in, the body's wait is the app's (`StopWaitingForBodies`)."""
+    import h11
+
+    from ..service.http import head_timed_out
+
+    class Protocol(base):
+        _head_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._await_head()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._await_head()
+
+        def connection_lost(self, exc: Any) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _await_head(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            if not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+                return  # a request came (pipelined ones too): its answer arms the next wait
+            if self.conn.trailing_data[0]:  # part of a head; none at all is an idle connection
+                self.transport.write(head_timed_out(seconds))
+            self.transport.close()
+
+    return Protocol

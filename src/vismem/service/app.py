@@ -136,11 +136,13 @@ class ServiceSettings:
     max_pixels: int = 40_000_000  # per decoded image
     max_list: int = 500  # items per page of GET /items: at least BROWSE_PAGE
     record_write_seconds: float = RECORD_WRITE_SECONDS  # how often recorded queries are written
+    read_timeout: float = 60.0  # seconds a request's body may send nothing before 408
 
     def __post_init__(self) -> None:
-        every = self.record_write_seconds
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < math.inf:
-            raise InvalidInputError(f"record_write_seconds must be a number of seconds above 0, got {every!r}")
+        for name in ("record_write_seconds", "read_timeout"):
+            seconds = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+                raise InvalidInputError(f"{name} must be a number of seconds above 0, got {seconds!r}")
         for name, least in (("max_upload_bytes", 1), ("max_pixels", 1), ("max_list", BROWSE_PAGE)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -402,7 +404,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     )
     app.state.service = service
     app.state.stopping = Stopping()  # `vismem serve` stops it as the server stops
-    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping)
+    app.add_middleware(StopWaitingForBodies, stopping=app.state.stopping, read_timeout=settings.read_timeout)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AnswerOptions, served=app)
     add_error_handlers(app)  # after BodyLimit: its guard wraps every other layer

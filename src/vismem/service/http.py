@@ -9,6 +9,7 @@ written from it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import stat
 import sys
@@ -54,6 +55,8 @@ STATUS: dict[int, str] = {
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
          "already. Nothing changed.",
+    408: "No part of the request's body arrived for the server's --read-timeout (seconds); the connection "
+         "is closed. Nothing changed: send it again.",
     413: "The request body is over --max-upload-mb. Nothing changed.",
     415: "A file part is not sent as image/*, or the body is not of the type the endpoint takes (a "
          "multipart form, or JSON, as this document says). Nothing changed.",
@@ -464,6 +467,21 @@ STOPPING = ("the server is stopping, and this request's body had not all arrived
             "so nothing changed; send it again once the server is back")
 
 
+def read_timed_out(seconds: float) -> str:
+    """The 408 a request is answered when its client leaves the server waiting `seconds`."""
+    return (f"no part of the request's body arrived for {seconds:g} s (the server's --read-timeout): "
+            "it was dropped, so nothing changed; send it again")
+
+
+def head_timed_out(seconds: float) -> bytes:
+    """The whole 408 answer to a request whose head did not all arrive within `seconds`:
+    raw bytes, as no request (and so no app) is there to answer it."""
+    body = json.dumps({"error": f"the request's head did not all arrive within {seconds:g} s (the server's "
+                                "--read-timeout): nothing changed; send it again"}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+
 class Stopping:
     """Told when the server stops (`vismem serve` calls `stop` in its loop), it answers 503 to
     every request still waiting for its body. uvicorn waits for each request in flight
@@ -480,30 +498,38 @@ class Stopping:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def receive(self, receive: Callable) -> dict:
-        """`receive()`, or 503 if the server stops first."""
+    async def receive(self, receive: Callable, timeout: float | None = None) -> dict:
+        """`receive()`, or 503 if the server stops first, or 408 if nothing arrives within
+        `timeout` seconds (uvicorn bounds only the wait between requests: a client that
+        stalls mid-body would hold its connection and handler for ever)."""
         if self.stopped:
             raise StarletteHTTPException(503, STOPPING, headers={"Connection": "close"})
         waiter = asyncio.get_running_loop().create_future()
         message = asyncio.ensure_future(receive())
         self._waiters.add(waiter)
         try:
-            await asyncio.wait((message, waiter), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((message, waiter), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._waiters.discard(waiter)
         if not message.done():
             message.cancel()
-            raise StarletteHTTPException(503, STOPPING, headers={"Connection": "close"})
+            if waiter.done():
+                raise StarletteHTTPException(503, STOPPING, headers={"Connection": "close"})
+            # the connection cannot carry another request: the rest of this body may still come
+            raise StarletteHTTPException(408, read_timed_out(timeout or 0), headers={"Connection": "close"})
         return message.result()
 
 
 class StopWaitingForBodies:
     """Read each request's body through `stopping`, up to its last part (after that a
-    receive() waits for the client to go away, which stopping must not cut short)."""
+    receive() waits for the client to go away, which stopping must not cut short): each
+    part within `read_timeout` seconds of asking for it (idleness, not the whole body's
+    time, so a large upload on a slow link still arrives)."""
 
-    def __init__(self, app: Any, stopping: Stopping) -> None:
+    def __init__(self, app: Any, stopping: Stopping, read_timeout: float | None = None) -> None:
         self.app = app
         self.stopping = stopping
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -514,7 +540,7 @@ class StopWaitingForBodies:
             nonlocal whole
             if whole:
                 return await receive()
-            message = await self.stopping.receive(receive)
+            message = await self.stopping.receive(receive, self.read_timeout)
             whole = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
