@@ -1196,6 +1196,40 @@ def test_reports_show_in_a_notebook_without_dumping_every_id(tmp_path):
         assert len(repr(memory.add_vectors(x, "a", allow_duplicates=False))) < 600
 
 
+def test_decisions_show_in_a_notebook_without_every_class(tmp_path):
+    """A Decision's repr held every class's prototype distance and score and every
+    neighbour in full: ~40 KB per decision over 1,000 classes, so a notebook cell ending in
+    a list of decisions flooded the page. It now shows the label, the confidence, whether
+    it abstained, the best few scores and how many neighbours voted; every value stays in
+    the attributes and in to_dict()."""
+    from conftest import unit_vectors
+
+    from vismem.sklearn import MemoryClassifier
+
+    x = unit_vectors(2000, 16)
+    labels = [f"class{i % 1000}" for i in range(2000)]
+    with Memory.create(tmp_path / "mem", encoder=None, dim=16) as memory:
+        memory.add_vectors(x, labels)
+        decisions = memory.classify_vectors(x[:20], vote="hybrid", k=50)
+        explained = memory.classify_vectors(x[:1], counterfactual=True)[0]
+    first = decisions[0]
+    shown = repr(first)
+    assert len(shown) < 800, shown[:1000]
+    assert shown.startswith(f"Decision(label={first.label!r}, confidence={first.confidence!r}, "), shown
+    assert "abstained=False" in shown and "neighbors=[...] (50)" in shown, shown
+    best = list(first.scores.items())[:3]
+    assert "scores={" + ", ".join(f"{k!r}: {v!r}" for k, v in best) + ", ...} (" in shown, shown
+    assert "prototypes={" in shown and "...} (1,000)" in shown, shown
+    assert len(repr(decisions)) < 20 * 800
+    assert len(first.prototypes) == 1000 and len(first.neighbors) == 50  # the data stays whole
+    whole = first.to_dict()
+    assert len(whole["prototypes"]) == 1000 and len(whole["neighbors"]) == 50 and len(whole["scores"]) > 6
+    assert len(repr(explained)) < 1200 and "counterfactual=Counterfactual(label=" in repr(explained), repr(explained)
+    model = MemoryClassifier().fit(x, labels)
+    explanation = model.explain(x[:1])[0]
+    assert len(repr(explanation)) < 1200 and repr(explanation).startswith("Explanation(label="), repr(explanation)
+
+
 def test_pickling_a_memory_says_to_send_its_location(tmp_path):
     """pickle (multiprocessing, joblib, copy.deepcopy) said `cannot pickle 'sqlite3.Connection'
     object`: true, but naming neither the Memory nor what to do."""
