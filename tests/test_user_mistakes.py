@@ -1230,6 +1230,39 @@ def test_decisions_show_in_a_notebook_without_every_class(tmp_path):
     assert len(repr(explanation)) < 1200 and repr(explanation).startswith("Explanation(label="), repr(explanation)
 
 
+def test_a_missing_item_is_not_found_however_it_is_read(tmp_path, digits):
+    """`get` raised for an id the memory does not hold, `thumbnail` returned None, as it
+    does for an item that has no thumbnail: a caller could not tell a typo'd id from an
+    item added as a vector. Both now raise ItemNotFoundError (an InvalidInputError, as
+    before); None means only "this item has none"; bulk `items` still leaves missing ids
+    out."""
+    from conftest import png_bytes, unit_vectors
+
+    from vismem import ItemNotFoundError
+    from vismem.explain import explanation_sheet
+
+    images, _ = digits
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        (image_item,) = memory.add_image_bytes([("a.png", png_bytes(images[0]))], label="a", source="s").added
+        (vector_item,) = memory.add_vectors(unit_vectors(1, memory.dim), "b")
+        (gone,) = memory.add_vectors(unit_vectors(1, memory.dim, seed=1), "b")
+        memory.remove([gone])
+        assert memory.thumbnail(image_item)[:2] == b"\xff\xd8"
+        assert memory.thumbnail(vector_item) is None and memory.get(vector_item).label == "b"
+        for missing in (gone, 999, 0, -1, 2**70):
+            for read in (memory.get, memory.thumbnail):
+                with pytest.raises(ItemNotFoundError, match=f"^no item with id {missing}$"):
+                    read(missing)
+        assert issubclass(ItemNotFoundError, InvalidInputError)
+        with pytest.raises(InvalidInputError, match="item ids are integers, got bool True"):
+            memory.thumbnail(True)
+        assert [item.id for item in memory.items([999, vector_item, gone])] == [vector_item]
+        # an explanation sheet drawn after a neighbour is removed: a blank tile for it
+        decision = memory.classify_vectors(unit_vectors(1, memory.dim, seed=2), k=2)[0]
+        memory.remove([decision.neighbors[0].id])
+        assert explanation_sheet(decision, memory.thumbnail).size[0] > 0
+
+
 def test_pickling_a_memory_says_to_send_its_location(tmp_path):
     """pickle (multiprocessing, joblib, copy.deepcopy) said `cannot pickle 'sqlite3.Connection'
     object`: true, but naming neither the Memory nor what to do."""

@@ -41,6 +41,11 @@ class CheckpointNotFoundError(InvalidInputError):
     """No checkpoint of the memory has that name."""
 
 
+class ItemNotFoundError(InvalidInputError):
+    """No item of the memory has that id (`Memory.get`, `Memory.thumbnail`; bulk reads
+    such as `Memory.items` leave missing ids out instead)."""
+
+
 class CheckpointExistsError(InvalidInputError):
     """A checkpoint of the memory has that name already (replace it explicitly: the CLI's
     `--replace`, the service's `"replace": true`, `Memory.checkpoint(..., replace=True)`)."""
