@@ -160,9 +160,22 @@ def test_get_item_and_thumbnail(client):
     image = Image.open(io.BytesIO(thumb.content))
     assert image.format == "JPEG" and max(image.size) <= 128
     assert client.get("/items/999").status_code == 404
-    assert client.get("/items/999/thumbnail").status_code == 404
+    missing = client.get("/items/999/thumbnail")
+    assert missing.status_code == 404 and missing.json() == {"error": "no item with id 999"}
     page = client.get("/items", params={"label": "2", "limit": 4}).json()
     assert page["total"] == PER_LABEL and [i["label"] for i in page["items"]] == ["2"] * 4
+
+
+def test_thumbnail_of_an_item_without_one_says_so(client, memory):
+    """A missing item and an item added as a vector both answered 404 "no such item, or
+    added as a vector": now the one is "no item with id N" and the other says that the
+    item has no thumbnail, and why it may have none."""
+    (vector_item,) = memory.add_vectors(unit_vectors(1, memory.dim, seed=5), "0", sources="vectors")
+    answer = client.get(f"/items/{vector_item}/thumbnail")
+    assert answer.status_code == 404, answer.text
+    said = answer.json()["error"]
+    assert said.startswith(f"item {vector_item} has no thumbnail") and "no such item" not in said, said
+    assert client.get(f"/items/{vector_item}").status_code == 200
 
 
 # ---- editing -------------------------------------------------------------------------

@@ -124,6 +124,56 @@ def test_files_that_are_not_exports_are_refused_with_the_fix(tmp_path):
         read_header(newer)
 
 
+def test_an_import_of_a_file_not_there_or_a_folder_says_so_as_add_does(tmp_path, cli):
+    """`import` of a missing file said `cannot read X as Parquet: [Errno 2] Failed to open
+    local file 'X'. Detail: ... ; give a file written by vismem export` as a plain
+    VismemError: pyarrow's words, and a fix that was not the fix. It is now the
+    InvalidInputError `add` gives a missing path, `no such file or folder: X`; a folder
+    says it is one; and nothing is made at the destination."""
+    import re
+
+    from vismem.errors import InvalidInputError
+
+    missing, folder, new = tmp_path / "nope.parquet", tmp_path / "a-folder", tmp_path / "new"
+    folder.mkdir()
+    Memory.create(tmp_path / "mem", encoder=None, dim=4).close()
+    add_said = cli("add", tmp_path / "mem", missing, "--label", "a").stderr.strip()
+    assert add_said == f"error: no such file or folder: {missing}", add_said
+    for path, said in ((missing, f"no such file or folder: {missing}"),
+                       (folder, f"{folder} is a folder, not a file: give a file written by `vismem export`")):
+        with pytest.raises(InvalidInputError, match="^" + re.escape(said) + "$"):
+            Memory.import_parquet(path, new)
+        with pytest.raises(InvalidInputError, match="^" + re.escape(said) + "$"):
+            read_header(path)
+        answer = cli("import", path, new)
+        assert (answer.returncode, answer.stderr.strip()) == (1, f"error: {said}"), answer.stderr
+        assert not new.exists()
+
+
+def test_an_import_of_a_file_it_may_not_read_names_the_file(tmp_path):
+    """chmod 000 on an export: `cannot read X as Parquet: [Errno 13] Failed to open local
+    file...; give a file written by vismem export`, though it is one. It now says that
+    the file cannot be read, and why, as an InvalidInputError naming it. (The CLI's
+    argument check refuses it first, as for any unreadable input: exit 2, naming it.)"""
+    import subprocess
+    import sys
+
+    from conftest import run_cli_unprivileged, unprivileged
+
+    export = tmp_path / "m.parquet"
+    write_parquet(export, 16, HEADER, [make_rows(0, 2)])
+    export.chmod(0)
+    script = ("import sys\nfrom vismem import Memory\nfrom vismem.errors import InvalidInputError\n"
+              "try:\n    Memory.import_parquet(sys.argv[1], sys.argv[2])\n"
+              "except InvalidInputError as exc:\n    print(exc)\n")
+    run = subprocess.run(unprivileged([sys.executable, "-c", script, str(export), str(tmp_path / "new")]),
+                         capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip() == f"cannot read {export}: permission denied", run.stdout + run.stderr
+    answer = run_cli_unprivileged("import", export, tmp_path / "new")
+    assert answer.returncode == 2 and str(export) in answer.stderr and "not readable" in answer.stderr, answer.stderr
+    assert not (tmp_path / "new").exists()
+
+
 # ---- whole memories through an export ------------------------------------------------------
 
 def _without_ids(value):

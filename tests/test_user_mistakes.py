@@ -1229,6 +1229,73 @@ def test_reports_show_in_a_notebook_without_dumping_every_id(tmp_path):
         assert len(repr(memory.add_vectors(x, "a", allow_duplicates=False))) < 600
 
 
+def test_decisions_show_in_a_notebook_without_every_class(tmp_path):
+    """A Decision's repr held every class's prototype distance and score and every
+    neighbour in full: ~40 KB per decision over 1,000 classes, so a notebook cell ending in
+    a list of decisions flooded the page. It now shows the label, the confidence, whether
+    it abstained, the best few scores and how many neighbours voted; every value stays in
+    the attributes and in to_dict()."""
+    from conftest import unit_vectors
+
+    from vismem.sklearn import MemoryClassifier
+
+    x = unit_vectors(2000, 16)
+    labels = [f"class{i % 1000}" for i in range(2000)]
+    with Memory.create(tmp_path / "mem", encoder=None, dim=16) as memory:
+        memory.add_vectors(x, labels)
+        decisions = memory.classify_vectors(x[:20], vote="hybrid", k=50)
+        explained = memory.classify_vectors(x[:1], counterfactual=True)[0]
+    first = decisions[0]
+    shown = repr(first)
+    assert len(shown) < 800, shown[:1000]
+    assert shown.startswith(f"Decision(label={first.label!r}, confidence={first.confidence!r}, "), shown
+    assert "abstained=False" in shown and "neighbors=[...] (50)" in shown, shown
+    best = list(first.scores.items())[:3]
+    assert "scores={" + ", ".join(f"{k!r}: {v!r}" for k, v in best) + ", ...} (" in shown, shown
+    assert "prototypes={" in shown and "...} (1,000)" in shown, shown
+    assert len(repr(decisions)) < 20 * 800
+    assert len(first.prototypes) == 1000 and len(first.neighbors) == 50  # the data stays whole
+    whole = first.to_dict()
+    assert len(whole["prototypes"]) == 1000 and len(whole["neighbors"]) == 50 and len(whole["scores"]) > 6
+    assert len(repr(explained)) < 1200 and "counterfactual=Counterfactual(label=" in repr(explained), repr(explained)
+    model = MemoryClassifier().fit(x, labels)
+    explanation = model.explain(x[:1])[0]
+    assert len(repr(explanation)) < 1200 and repr(explanation).startswith("Explanation(label="), repr(explanation)
+
+
+def test_a_missing_item_is_not_found_however_it_is_read(tmp_path, digits):
+    """`get` raised for an id the memory does not hold, `thumbnail` returned None, as it
+    does for an item that has no thumbnail: a caller could not tell a typo'd id from an
+    item added as a vector. Both now raise ItemNotFoundError (an InvalidInputError, as
+    before); None means only "this item has none"; bulk `items` still leaves missing ids
+    out."""
+    from conftest import png_bytes, unit_vectors
+
+    from vismem import ItemNotFoundError
+    from vismem.explain import explanation_sheet
+
+    images, _ = digits
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        (image_item,) = memory.add_image_bytes([("a.png", png_bytes(images[0]))], label="a", source="s").added
+        (vector_item,) = memory.add_vectors(unit_vectors(1, memory.dim), "b")
+        (gone,) = memory.add_vectors(unit_vectors(1, memory.dim, seed=1), "b")
+        memory.remove([gone])
+        assert memory.thumbnail(image_item)[:2] == b"\xff\xd8"
+        assert memory.thumbnail(vector_item) is None and memory.get(vector_item).label == "b"
+        for missing in (gone, 999, 0, -1, 2**70):
+            for read in (memory.get, memory.thumbnail):
+                with pytest.raises(ItemNotFoundError, match=f"^no item with id {missing}$"):
+                    read(missing)
+        assert issubclass(ItemNotFoundError, InvalidInputError)
+        with pytest.raises(InvalidInputError, match="item ids are integers, got bool True"):
+            memory.thumbnail(True)
+        assert [item.id for item in memory.items([999, vector_item, gone])] == [vector_item]
+        # an explanation sheet drawn after a neighbour is removed: a blank tile for it
+        decision = memory.classify_vectors(unit_vectors(1, memory.dim, seed=2), k=2)[0]
+        memory.remove([decision.neighbors[0].id])
+        assert explanation_sheet(decision, memory.thumbnail).size[0] > 0
+
+
 def test_pickling_a_memory_says_to_send_its_location(tmp_path):
     """pickle (multiprocessing, joblib, copy.deepcopy) said `cannot pickle 'sqlite3.Connection'
     object`: true, but naming neither the Memory nor what to do."""

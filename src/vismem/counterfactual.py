@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .decide import NEIGHBOUR_VOTES, VoteParams, combined_scores, indexed_scores, rule_weights, tally, winner
-from .errors import InvalidInputError
+from .errors import InvalidInputError, brief_repr
 
 TIES = ("nearest", "class-order")
 DEFAULT_MAX_REMOVALS = 50
@@ -91,6 +91,8 @@ class Counterfactual:
     exact: bool
     candidates: int
     max_removals: int
+
+    __repr__ = brief_repr  # long lists shown by their ends and length
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "summary": self.sentence()}

@@ -225,6 +225,9 @@ class Suspect:
     v: int                   # wrong decisions it took part in
     disagreeing: list[dict[str, Any]]   # evidence: neighbours with another label that voted
 
+    def __repr__(self) -> str:  # a list of 20 suspects: not each one's k neighbours
+        return brief_repr(self, counted=("disagreeing",))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

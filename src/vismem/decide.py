@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, whole_number
+from .errors import InvalidInputError, brief_repr, whole_number
 
 NEIGHBOUR_VOTES = ("rank", "softmax", "distance", "plurality")
 PROTOTYPE_VOTES = ("prototype", "hybrid")  # votes that use the class prototypes
@@ -265,6 +265,10 @@ class Decision:
     threshold: float | None = None
     restriction: dict[str, list[str]] | None = None
     counterfactual: Any = None
+
+    def __repr__(self) -> str:
+        # a notebook's list of decisions: not every class's score and distance, nor every neighbour
+        return brief_repr(self, best_first=("scores", "prototypes"), counted=("neighbors",))
 
     @property
     def interventions(self) -> list[str]:

@@ -5,7 +5,7 @@ as `error: <message>` and exits 1 (nothing changed), or 3 for a `PartlyDoneError
 change committed, a step after it not done), never with a traceback.
 """
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Integral
 from typing import Any
@@ -39,6 +39,11 @@ class BadVectorsError(InvalidInputError):
 
 class CheckpointNotFoundError(InvalidInputError):
     """No checkpoint of the memory has that name."""
+
+
+class ItemNotFoundError(InvalidInputError):
+    """No item of the memory has that id (`Memory.get`, `Memory.thumbnail`; bulk reads
+    such as `Memory.items` leave missing ids out instead)."""
 
 
 class CheckpointExistsError(InvalidInputError):
@@ -117,30 +122,43 @@ def clause(reason: object) -> str:
 SHOWN = 6  # entries of a long list or mapping a report's repr shows: the first, the last
 
 
-def brief_repr(report: Any) -> str:
+def brief_repr(report: Any, *, best_first: Collection[str] = (), counted: Collection[str] = ()) -> str:
     """A dataclass report's repr as the dataclass writes it, but a list or mapping of more
     than SHOWN entries shows its first and last few and its length: a notebook shows the
-    report an add of a million images returns, not its million ids."""
+    report an add of a million images returns, not its million ids. Fields named in
+    `best_first` (ranked: scores, distances) show only their first few, as their last are
+    the least of them; those in `counted` (entries too long to show even a few of, as a
+    decision's neighbours) only their length."""
     from dataclasses import fields
 
-    def shown(value: Any) -> str:
-        if isinstance(value, dict):
+    def shown(value: Any, best: bool = False) -> str:
+        if isinstance(value, Mapping):
             entries, ends = list(value.items()), "{}"
-            texts = [f"{key!r}: {shown(entry)}" for key, entry in _ends(entries)]
+            texts = [f"{key!r}: {shown(entry)}" for key, entry in _ends(entries, best)]
         elif isinstance(value, list):
             entries, ends = value, "[]"
-            texts = [shown(entry) for entry in _ends(entries)]
+            texts = [shown(entry) for entry in _ends(entries, best)]
         else:
             return repr(value)
         if len(entries) <= SHOWN:
             return ends[0] + ", ".join(texts) + ends[1]
         half = SHOWN // 2
-        return ends[0] + ", ".join([*texts[:half], "...", *texts[half:]]) + ends[1] + f" ({len(entries):,})"
+        texts = [*texts[:half], "..."] if best else [*texts[:half], "...", *texts[half:]]
+        return ends[0] + ", ".join(texts) + ends[1] + f" ({len(entries):,})"
 
-    parts = (f"{field.name}={shown(getattr(report, field.name))}" for field in fields(report) if field.repr)
+    def field_shown(name: str, value: Any) -> str:
+        if name in counted and isinstance(value, (list, Mapping)) and value:
+            return f"[...] ({len(value):,})" if isinstance(value, list) else f"{{...}} ({len(value):,})"
+        return shown(value, name in best_first)
+
+    parts = (f"{field.name}={field_shown(field.name, getattr(report, field.name))}"
+             for field in fields(report) if field.repr)
     return f"{type(report).__name__}({', '.join(parts)})"
 
 
-def _ends(entries: list) -> list:
-    """All of a short list; the first and last SHOWN // 2 entries of a long one."""
-    return entries if len(entries) <= SHOWN else entries[: SHOWN // 2] + entries[-(SHOWN // 2):]
+def _ends(entries: list, best: bool = False) -> list:
+    """All of a short list; the first and last SHOWN // 2 entries of a long one (only the
+    first, `best`)."""
+    if len(entries) <= SHOWN:
+        return entries
+    return entries[: SHOWN // 2] + ([] if best else entries[-(SHOWN // 2):])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image, ImageDraw, ImageFont
 
 from .decide import Decision
+from .errors import ItemNotFoundError
 from .store.base import printable, printable_message
 
 if TYPE_CHECKING:
@@ -63,7 +64,10 @@ def explanation_sheet(
         [f"-> {printable(decision.label)}", f"{decision.confidence:.0%}"]
     tiles.append((q, ["query" if query is not None else "query (vector)", *answer]))
     for n in decision.neighbors:
-        jpeg = thumbnail(n.id)
+        try:
+            jpeg = thumbnail(n.id)
+        except ItemNotFoundError:  # removed since it voted: a blank tile, as for a vector
+            jpeg = None
         thumb = blank if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
         tiles.append((thumb, [f"#{n.id} {printable(n.label)}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
     columns = min(6, max(1, len(tiles)))

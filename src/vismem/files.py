@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import OutputExistsError, VismemError
+from .errors import InvalidInputError, OutputExistsError, VismemError
 
 # What os.link answers on a file system without hard links (FAT, some network ones)
 NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
@@ -19,6 +20,26 @@ NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 def exists_already(path: str | Path) -> OutputExistsError:
     """The error for a file to write that is there already (each face adds how to replace it)."""
     return OutputExistsError(f"{path} exists already: name another file, or replace it")
+
+
+def no_such_paths(paths: Iterable[str | Path]) -> InvalidInputError:
+    """The error for input paths that are not there (`add` of a mistyped path)."""
+    return InvalidInputError(f"no such file or folder: {', '.join(map(str, paths))}")
+
+
+def check_input_file(path: str | Path, fix: str) -> None:
+    """Refuse an input file that is not there, is a folder or cannot be opened, in words
+    that name it (InvalidInputError), before a reader's own words would (pyarrow's
+    "Failed to open local file", with the fix meant for a file of the wrong kind). `fix`
+    ends the message for a folder: what file to give."""
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise InvalidInputError(f"{path} is a folder, not a file: {fix}")
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # (not blocking: a FIFO would wait for a writer)
+    except FileNotFoundError:
+        raise no_such_paths([path]) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover
     ImageCms = None  # type: ignore[assignment]
 
 from .errors import InvalidInputError
+from .files import no_such_paths
 from .store.base import check_label
 
 # HEIC/HEIF are tried too: without a decoder their skip reason says to convert them.
@@ -76,7 +77,7 @@ def find_images(
     roots = [Path(p) for p in paths]
     missing = [str(p) for p in roots if not p.exists()]
     if missing:
-        raise InvalidInputError(f"no such file or folder: {', '.join(missing)}")
+        raise no_such_paths(missing)
     found: list[ImageFile] = []
     skipped: list[Skipped] = []
     for root in roots:

@@ -30,8 +30,8 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
-                     ReadOnlyMemoryError, committed, whole_number)
+from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
+                     NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, shown
 from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
 from .prototypes import PrototypeSet
@@ -1023,13 +1023,15 @@ class Memory:
     # ---- reading items -----------------------------------------------------------------
 
     def get(self, item_id: int) -> Item:
+        """The item with this id; ItemNotFoundError when the memory holds none."""
         items = self.items([item_id])
         if not items:
-            raise InvalidInputError(f"no item with id {item_id}")
+            raise ItemNotFoundError(f"no item with id {item_id}")
         return items[0]
 
     def items(self, ids: Sequence[int]) -> list[Item]:
-        """Items with these ids (missing ones left out), in the order given."""
+        """Items with these ids, in the order given. A bulk read: ids the memory does not
+        hold are left out, not refused: `set(ids) - {item.id for item in found}` names them."""
         self._catch_up()
         return self.items_as_stored(ids)
 
@@ -1056,8 +1058,15 @@ class Memory:
         return self.store.page(restriction(labels, sources, where), offset, limit)
 
     def thumbnail(self, item_id: int) -> bytes | None:
-        """The small JPEG kept when an image item was added (None: no such item or none kept)."""
-        return self.store.thumbnail(item_id)
+        """The small JPEG kept when an image item was added. None: the item has none (added
+        as a vector, imported from an export made without thumbnails, or held in a home
+        that keeps none); an id the memory does not hold raises ItemNotFoundError, as `get`."""
+        (wanted,) = given_ids([item_id])
+        jpeg = self.store.thumbnail(wanted) if possible_ids([wanted]) else None
+        # (asked only on None: an item's thumbnail row goes with it, so bytes mean it is held)
+        if jpeg is None and not self.items_as_stored([wanted]):
+            raise ItemNotFoundError(f"no item with id {item_id}")
+        return jpeg
 
     def vectors(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, vectors float32 (n, dim)) of the given (or all) items, by id."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import faiss
 import numpy as np
 
+from .errors import ItemNotFoundError
 from .maintenance import Report, unshown
 
 if TYPE_CHECKING:
@@ -109,7 +110,10 @@ def _fingerprints_of(memory: Memory, transform: FeatureTransform, ids: list[int]
         if held is not None and all(held != p.data for p in made):
             made.append(Fingerprint(item_id, "vector-indexed", held, digest))
         prints += made
-        jpeg = memory.thumbnail(item_id)
+        try:
+            jpeg = memory.thumbnail(item_id)
+        except ItemNotFoundError:  # removed by another process since its vector was read
+            jpeg = None
         if jpeg is not None:
             prints.append(Fingerprint(item_id, "thumbnail", jpeg, digest))
     return prints

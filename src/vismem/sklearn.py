@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 
 from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
 from .decide import MAX_K, VOTES, Neighbor, VoteParams, neighbour_weights
-from .errors import whole_number
+from .errors import brief_repr, whole_number
 from .evaluation.engine import ArrayMemory
 from .prototypes import PrototypeSet
 from .store.base import check_weight
@@ -57,6 +57,9 @@ class Explanation:
     proba: dict[Any, float]
     neighbors: list[Neighbor]
     counterfactual: Counterfactual
+
+    def __repr__(self) -> str:  # as a Decision's: not every class's probability, nor every neighbour
+        return brief_repr(self, counted=("neighbors",))
 
 
 class MemoryClassifier(ClassifierMixin, BaseEstimator):

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 import numpy as np
 
 from .errors import InvalidInputError, VismemError, clause
-from .files import exists_already, written_whole
+from .files import check_input_file, exists_already, written_whole
 from .images import THUMBNAIL_SIZE
 from .settings import EncoderIdentity, MemorySettings
 from .transform import FeatureTransform, TransformSpec
@@ -205,6 +205,7 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
     """(header, number of rows) of an export, checked to be one vismem can read."""
     import pyarrow.parquet as pq
 
+    check_input_file(path, "give a file written by `vismem export`")
     try:
         meta = pq.read_metadata(path)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on non-Parquet

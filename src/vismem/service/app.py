@@ -558,10 +558,12 @@ def _add_reading(app: FastAPI, service: _MemoryService, reading: list, read_erro
                               "description": "A JPEG of at most 128 px, kept when the item was added."},
                         **responses(404, *read_errors)})
     async def thumbnail(item_id: int = ItemIdPath) -> Response:
-        """The small JPEG kept when the item was added."""
-        jpeg = await service.read(memory.thumbnail, item_id)
+        """The small JPEG kept when the item was added; 404 when there is no such item, or
+        it has none."""
+        jpeg = await service.read(memory.thumbnail, item_id)  # no such item: ItemNotFoundError, 404
         if jpeg is None:
-            raise HTTPException(404, f"item {item_id} has no thumbnail (no such item, or added as a vector)")
+            raise HTTPException(404, f"item {item_id} has no thumbnail (added as a vector, imported from an export "
+                                "made without --thumbnails, or held where none are kept)")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 

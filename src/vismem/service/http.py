@@ -31,6 +31,7 @@ from ..errors import (
     EmptyMemoryError,
     EncoderError,
     InvalidInputError,
+    ItemNotFoundError,
     MemoryBusyError,
     MemoryClosedError,
     NotCalibratedError,
@@ -50,7 +51,8 @@ STATUS: dict[int, str] = {
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
-    404: "No item with this id, or no checkpoint with this name. Nothing changed.",
+    404: "No item with this id (or, for its thumbnail, the item has none), or no checkpoint with this name. "
+         "Nothing changed.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
@@ -80,7 +82,7 @@ INTERNAL = "internal error: the server log has the details"  # a bug's answer: n
 # and `unfinished` (app.py, write_partly). Never 503 (busy, nothing changed), though a purge
 # cut off by a stopped holder of the saved index is a MemoryBusyError too.
 STATUS_BY_ERROR = ((MemoryClosedError, 500), (PartlyDoneError, 500),
-                   (CheckpointNotFoundError, 404), (CheckpointExistsError, 409),
+                   (CheckpointNotFoundError, 404), (ItemNotFoundError, 404), (CheckpointExistsError, 409),
                    (EmptyMemoryError, 409), (EncoderError, 409),
                    (ReadOnlyMemoryError, 409), (NotCalibratedError, 409), (MemoryBusyError, 503),
                    (DiskFullError, 507), (InvalidInputError, 400), (VismemError, 400))

@@ -448,6 +448,8 @@ class Page:
     offset: int
     items: list[Item]
 
+    __repr__ = brief_repr  # long lists shown by their ends and length
+
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "offset": self.offset, "items": [i.to_dict() for i in self.items]}
 
