@@ -190,6 +190,52 @@ def test_add_items_reports_ids_and_skips(client, digits, digit_sets):
     assert classify(client, fresh, k=1).json()["label"] == "seven"
 
 
+# (files, label, the CLI's exit code, the service's status): an add that adds nothing is an
+# error only when every file was refused and none is held already, under any label
+NOTHING_ADDED = [
+    (("broken.png", "empty.png"), "seven", 1, 422),  # none of them readable
+    (("broken.png",), "seven", 1, 422),
+    (("held.png",), "0", 0, 201),  # held already with this label: done already
+    (("held.png", "broken.png"), "0", 3, 201),
+    (("held.png",), "seven", 3, 201),  # held under another label: the conflict is said, as the CLI does
+    (("fresh.png", "broken.png"), "seven", 3, 201),  # some added
+]
+
+
+@pytest.mark.parametrize(("names", "label", "exit_code", "status"), NOTHING_ADDED)
+def test_an_add_that_adds_nothing_is_refused_as_the_cli_refuses_it(tmp_path, digits, digit_sets, cli, names, label,
+                                                                 exit_code, status):
+    """Every upload refused (unreadable, not an image) answered 201 with `added: 0`, where
+    `vismem add` exits 1, nothing changed. Now it is a 422 that names each file's reason;
+    an add of files held already with the same label stays a success, as the CLI's exit 0."""
+    images, _ = digits
+    contents = {"broken.png": b"\x89PNG not really", "empty.png": b"", "held.png": digit_sets["0"][0],
+                "fresh.png": png(images[-1])}
+    served = Memory.create(tmp_path / "served", encoder="pixels")
+    beside = Memory.create(tmp_path / "beside", encoder="pixels")
+    for mem in (served, beside):
+        mem.add_image_bytes([("held.png", digit_sets["0"][0])], label="0", source="set-0")
+    beside.close()
+    with served, client_for(served, token=TOKEN) as c:
+        answer = c.post("/items", files=[upload(name, contents[name]) for name in names], data={"label": label},
+                        headers=AUTH)
+        assert answer.status_code == status, answer.text
+        if status == 422:
+            message = answer.json()["error"]
+            which = "the file given could not" if len(names) == 1 else f"none of the {len(names)} files given could"
+            assert message.startswith(f"{which} be read: nothing added"), message
+            for name in names:
+                assert f"{name}: not an image" in message or f"{name}: empty" in message, message
+            assert c.get("/stats").json()["items"] == 1  # nothing stored
+        items = c.get("/stats").json()["items"]
+    for name in names:
+        (tmp_path / name).write_bytes(contents[name])
+    done = cli("add", tmp_path / "beside", *(tmp_path / name for name in names), "--label", label)
+    assert done.returncode == exit_code, done.stderr
+    with Memory.open(tmp_path / "beside") as reopened:
+        assert len(reopened) == items  # the same items as the service's
+
+
 def test_delete_by_id_label_source_and_where(client, memory, digit_sets):
     query = digit_sets["0"][PER_LABEL]
     nearest = classify(client, query, k=1).json()["neighbors"][0]["id"]

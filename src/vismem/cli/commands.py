@@ -18,7 +18,7 @@ from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped, shown
-from ..ingest import NO_DIRECTION, conflict_reason
+from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable
@@ -472,24 +472,15 @@ def add(
         raise typer.Exit(EXIT_SKIPPED)
 
 
-# reasons for which an input was read but not added (unlabelled, blank, its copy removed,
-# its path no source: `Ingestor.files`)
-NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy", "source ")
-
-
 def refuse_if_none_added(report: AddReport) -> None:
-    """Every input `add` tried was refused (unreadable, unlabelled), none of them held
-    already under any label, so nothing changed: an error (exit 1, as `classify` answers
-    it), not done in part, saying each one's reason first."""
-    if report.added or not report.skipped or len(report.errors) < len(report.skipped) or report.conflicts:
+    """Every input `add` tried was refused (`AddReport.refusal`): an error (exit 1, as
+    `classify` answers it), not done in part, saying each one's reason first."""
+    refusal = report.refusal()
+    if refusal is None:
         return
     for s in report.skipped:
         err.print(f"skipped {printable(s.path)}: {printable(s.reason)}")
-    n = len(report.skipped)
-    which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
-    if any(s.reason.startswith(NOT_UNREADABLE) for s in report.skipped):
-        raise InvalidInputError(f"{which} be added: nothing changed")
-    raise InvalidInputError(f"{which} be read: nothing added")
+    raise InvalidInputError(refusal)
 
 
 ADD_VECTORS_BATCH = 10_000  # rows per commit: 8% slower than one commit at 200k 64-d rows

@@ -541,7 +541,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
             "restrictions (repeat for more; VALUE as JSON when it parses)."),
     ) -> dict[str, Any]:
         """`vismem add`: add images with one label. Returns new ids, and each image not added
-        with why (a duplicate, or unreadable)."""
+        with why (a duplicate, or unreadable). 422 when none was added and none is held
+        already (every one unreadable, or not to be added), naming each one's reason."""
         service.need_encoder()
         uploads = [await service.read_image(f, "files") for f in files]
         outcomes = await asyncio.gather(
@@ -554,6 +555,9 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
             memory.add_prepared, prepared, vectors, source=source, allow_duplicates=allow_duplicates,
             meta=parse_pairs(meta, "meta"))
         report.skipped = unreadable + report.skipped
+        refusal = report.refusal()  # as `vismem add` exits 1: nothing added, nothing held already
+        if refusal is not None:
+            raise HTTPException(422, f"{refusal}: " + "; ".join(f"{s.path}: {s.reason}" for s in report.skipped))
         return report.to_dict()
 
     @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,

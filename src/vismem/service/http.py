@@ -59,7 +59,9 @@ STATUS: dict[int, str] = {
          "multipart form, or JSON, as this document says). Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
          "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1; or a body sent "
-         "to an endpoint that reads none). Nothing changed.",
+         "to an endpoint that reads none); or POST /items added none of its images and holds none of them "
+         "already (each unreadable, or not to be added: the answer names each one's reason, as `vismem add` "
+         "exits 1). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; or the server "
          "is stopping and the request's body had not all arrived; try again. Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "
