@@ -264,6 +264,31 @@ def test_delete_by_id_label_source_and_where(client, memory, digit_sets):
         assert reopened.class_counts() == {"0": PER_LABEL - 3}
 
 
+def test_a_delete_that_matches_no_item_is_a_404_as_the_cli_exits_1(client, memory, tmp_path, cli):
+    """`DELETE /items?label=X` with no item labelled X (or a source, a where, ids of which
+    none exists) answered 200 `removed: 0`, where `vismem remove` exits 1, nothing changed.
+    Now each is a 404 in the CLI's words, naming the selector; some missing ids stay a 200
+    that lists them (the CLI's exit 3)."""
+    cases = [({"label": "one"}, "no item is labelled 'one'; nothing changed"),
+             ({"label": "00"}, "no item is labelled '00'; nothing changed (did you mean '0'?)"),
+             ({"source": "web"}, "no item has source 'web'; nothing changed"),
+             ({"where": ["name=nothing.png", "year=2024"]},
+              "no item matches where name=nothing.png year=2024; nothing changed"),
+             ({"id": [998, 999]}, "no items with ids [998, 999]; nothing changed")]
+    for selector, says in cases:
+        refused = client.delete("/items", params=selector, headers=AUTH)
+        assert refused.status_code == 404 and refused.json() == {"error": says}, (selector, refused.text)
+    assert client.delete("/items/999", headers=AUTH).json() == {"error": "no item with id 999"}
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL  # nothing changed
+    memory.close()
+    for selector, says in cases:  # the CLI's words, but for its own spelling of the options
+        args = [f"--{key}={value}" for key, values in selector.items()
+                for value in (values if isinstance(values, list) else [values])]
+        done = cli("remove", memory.path, *args)
+        said = says.replace("where", "--where")
+        assert done.returncode == 1 and done.stderr.strip() == f"error: {said}", (args, done.stderr)
+
+
 def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     query = digit_sets["1"][PER_LABEL]
     before = classify(client, query, k=3).json()
@@ -1252,8 +1277,8 @@ def test_where_null_matches_only_items_that_hold_null(client):
     total = 3 * PER_LABEL
     for params in ({"where": "colr=null"}, {"where": ["name=0-0.png", "colr=null"]}):
         assert client.get("/items", params=params).json()["total"] == 0, params
-    removed = client.delete("/items", params={"where": "colr=null"}, headers=AUTH).json()
-    assert removed["removed"] == 0 and removed["items"] == total
+    removed = client.delete("/items", params={"where": "colr=null"}, headers=AUTH)
+    assert removed.status_code == 404 and client.get("/stats").json()["items"] == total
     held = client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
                        data={"label": "x", "meta": "colr=null"}, headers=AUTH).json()["ids"]
     assert client.get(f"/items/{held[0]}").json()["meta"]["colr"] is None
@@ -1313,7 +1338,7 @@ def test_a_where_key_given_twice_must_hold_both_values(client):
     first, second = (client.get(f"/items/{i}").json()["meta"]["name"] for i in (1, 2))
     twice = [f"name={first}", f"name={second}"]
     removed = client.delete("/items", params={"where": twice}, headers=AUTH)
-    assert removed.status_code == 200 and removed.json()["removed"] == 0, removed.text
+    assert removed.status_code == 404 and "no item matches where" in removed.json()["error"], removed.text
     assert client.get("/items", params={"where": twice}).json()["total"] == 0
     assert client.get("/items", params={"where": [f"name={first}"] * 2}).json()["total"] == 1
     assert client.get("/stats").json()["items"] == total

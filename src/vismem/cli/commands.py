@@ -21,7 +21,8 @@ from ..images import Skipped, shown
 from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable
+from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, nothing_matched, parse_pairs, parse_where,
+                          printable)
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -246,24 +247,15 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
     any report is printed."""
     asked = list(asked)
     if asked and not list(done):
-        raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
+        raise VismemError(nothing_matched((), ids=asked))
 
 
 def refuse_if_none_matched(memory: Memory, *, label: str | None, source: str | None, where: list[str] | None
                            ) -> None:
     """No item has the --label, --source or --where given, so nothing would change: an
     error (exit 1), as for ids none of which exists, naming the labels near a mistyped one."""
-    if label is not None:
-        from difflib import get_close_matches
-
-        labels = list(memory.class_counts())
-        close = set(get_close_matches(label.casefold(), [held.casefold() for held in labels], n=3))
-        near = [held for held in labels if held.casefold() in close]
-        raise VismemError(f"no item is labelled {label!r}; nothing changed"
-                          + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
-    if source is not None:
-        raise VismemError(f"no item has source {source!r}; nothing changed")
-    raise VismemError(f"no item matches --where {' '.join(where or [])}; nothing changed")
+    raise VismemError(nothing_matched(memory.class_counts() if label is not None else (), label=label,
+                                      source=source, where=where))
 
 
 def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:

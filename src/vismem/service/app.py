@@ -51,7 +51,7 @@ from ..images import ImageFile, ImageReadError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
-from ..store.base import missing_ids, parse_pairs, parse_where
+from ..store.base import missing_ids, nothing_matched, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
 from .http import (
@@ -572,16 +572,22 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
                 "unfinished": unfinished}
 
     @app.delete("/items", tags=["items"], dependencies=writing, response_model=RemovedOut,
-                responses=responses(*write_errors), openapi_extra={"parameters": [Selector.openapi_parameter()]})
+                responses=responses(404, *write_errors),
+                openapi_extra={"parameters": [Selector.openapi_parameter()]})
     async def delete_items(request: Request) -> dict[str, Any]:
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
-        `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
+        `source`, `where` (repeatable). Ids that do not exist are listed in `missing`; 404
+        when none of the ids exists or no item matches, as the CLI exits 1."""
         await refuse_body(request, "give exactly one of id, label, source, where in the query string "
                           "(DELETE /items?label=cat, ?id=1&id=2)")
         chosen = _selector(request)
         targets = parse_where(chosen.where)
         removed, unfinished = await service.write_partly(memory.remove, chosen.id, label=chosen.label,
                                                          source=chosen.source, where=targets, purge=True)
+        if not removed:  # nothing matched, so nothing changed
+            labels = await service.read(memory.class_counts) if chosen.label is not None else ()
+            raise HTTPException(404, nothing_matched(labels, ids=chosen.id, label=chosen.label,
+                                                     source=chosen.source, where=chosen.where, where_name="where"))
         missing = missing_ids(chosen.id or (), removed)
         return {"removed": len(removed), "ids": removed, "missing": missing,
                 "items": await service.read(len, memory), "unfinished": unfinished}

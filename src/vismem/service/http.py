@@ -49,7 +49,9 @@ STATUS: dict[int, str] = {
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
-    404: "No item with this id, or no checkpoint with this name. Nothing changed.",
+    404: "No item with this id, or no checkpoint with this name; or DELETE /items matched no item (none of "
+         "its ids exists, or no item has its label or source or matches its where, which the answer names, as "
+         "`vismem remove` exits 1). Nothing changed.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
