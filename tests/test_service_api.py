@@ -622,6 +622,22 @@ def test_size_and_pixel_limits(memory, digit_sets):
         assert classify(c, digit_sets["0"][0]).status_code == 200  # 64x64 is within both
 
 
+def test_an_image_over_the_pixel_limit_is_told_the_limit_and_what_sets_it(memory, digit_sets):
+    """An upload past --max-pixels answered "image too large: ... (possible decompression
+    bomb)", naming neither what sets the limit nor how to raise it. Now the answer names the
+    image's pixels, the server's limit and `vismem serve --max-pixels`, for a query and an add."""
+    many_pixels = png(Image.new("RGB", (200, 150), "white"))  # a small file of 30,000 pixels
+    says = ("x.png: image too large: 200x150 = 30,000 pixels exceeds this server's limit of 10,000 pixels "
+            "(set by `vismem serve --max-pixels`; a guard against decompression bombs)")
+    with client_for(memory, token=TOKEN, max_pixels=10_000) as c:
+        refused = c.post("/classify", files={"file": ("x.png", many_pixels, "image/png")})
+        assert refused.status_code == 400 and refused.json()["error"] == says, refused.text
+        added = c.post("/items", files=[upload("x.png", many_pixels), upload("ok.png", digit_sets["0"][PER_LABEL])],
+                       data={"label": "0"}, headers=AUTH)
+        assert added.status_code == 201 and added.json()["skipped_items"] == [
+            {"path": "x.png", "reason": says.removeprefix("x.png: ")}], added.text
+
+
 # ---- concurrency -------------------------------------------------------------------------
 
 

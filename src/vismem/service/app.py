@@ -47,7 +47,7 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
 from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError
-from ..images import ImageFile, ImageReadError, Skipped
+from ..images import ImageFile, ImageReadError, ImageTooLargeError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
@@ -259,8 +259,15 @@ class _MemoryService:
         return name, await upload.read()
 
     def prepare(self, name: str, data: bytes, label: str | None) -> PreparedImage:
-        return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
-                             thumbnails=label is not None, max_pixels=self.settings.max_pixels)
+        try:
+            return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
+                                 thumbnails=label is not None, max_pixels=self.settings.max_pixels)
+        except ImageTooLargeError as exc:
+            if exc.limit != self.settings.max_pixels:  # Pillow's own limit, under --max-pixels
+                raise
+            # the client cannot raise it, but is told what the server's operator can
+            raise ImageTooLargeError(exc.size, exc.limit, whose="this server's",
+                                     set_by="`vismem serve --max-pixels`") from None
 
     async def query(self, file: UploadFile | None, vector: str | None) -> tuple[str | None, np.ndarray]:
         """The query of /classify and /search: an image upload's name and vector, or a
