@@ -899,6 +899,49 @@ def test_the_warning_of_a_reachable_server_goes_by_the_address_bound(memory, hos
     assert ("reachable from other machines" not in said) == loopback, said
 
 
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_serve_takes_an_ipv6_address_in_brackets_as_it_prints_them(memory, cli):
+    """`vismem serve --host '[::1]'` was refused ("cannot listen on [::1]:8000: Name or
+    service not known"), though the server prints its IPv6 address in that form. Brackets
+    around an IPv6 address are now taken off for binding; brackets around anything else,
+    or a bracket left open, are bad usage that says what brackets hold."""
+    import subprocess
+    import sys
+
+    from conftest import _serving
+
+    memory.close()
+    port = _free_ipv6_port()
+    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memory.path), "--host", "[::1]",
+                                "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    _serving(process, f"http://[::1]:{port}")
+    said = stop_server(process)
+    assert f"at http://[::1]:{port}/ " in said and "reachable" not in said, said
+    for garbage in ("[::1", "::1]", "[localhost]", "[127.0.0.1]", "[]", "[[::1]]"):
+        refused = cli("serve", memory.path, "--host", garbage, "--port", "0")
+        assert refused.returncode == 2 and "--host" in refused.stderr and \
+            "brackets hold an IPv6 address" in refused.stderr, (garbage, refused.stderr)
+
+
+def _free_ipv6_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("path", ["/classify", "/items"])
 def test_a_client_that_stalls_mid_body_does_not_hold_off_a_stop(memory, path):
     """A client that sent its headers and part of a body, then nothing, kept `vismem serve`
