@@ -258,3 +258,14 @@ def test_each_kind_of_input_that_is_no_image_file_is_named_for_what_it_is(tmp_pa
     (tmp_path / "links" / "dangling.png").symlink_to(tmp_path / "gone.png")
     _, skipped = find_images([tmp_path / "pipe.png", tmp_path / "links"], label="x")
     assert [s.reason for s in skipped] == [inputs["pipe.png"], inputs["dangling.png"]]
+
+
+def test_an_oversized_image_error_crosses_processes_whole():
+    """Decode workers and Ray send errors back pickled: an error class whose arguments are
+    not its message would fail to unpickle."""
+    import pickle
+
+    with pytest.raises(ImageReadError) as raised:
+        decode_image(png_header_claiming(12_000, 10_001), max_pixels=1000)
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert type(again) is type(raised.value) and str(again) == str(raised.value) and again.limit == 1000

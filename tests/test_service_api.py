@@ -204,6 +204,52 @@ def test_add_items_reports_ids_and_skips(client, digits, digit_sets):
     assert classify(client, fresh, k=1).json()["label"] == "seven"
 
 
+# (files, label, the CLI's exit code, the service's status): an add that adds nothing is an
+# error only when every file was refused and none is held already, under any label
+NOTHING_ADDED = [
+    (("broken.png", "empty.png"), "seven", 1, 422),  # none of them readable
+    (("broken.png",), "seven", 1, 422),
+    (("held.png",), "0", 0, 201),  # held already with this label: done already
+    (("held.png", "broken.png"), "0", 3, 201),
+    (("held.png",), "seven", 3, 201),  # held under another label: the conflict is said, as the CLI does
+    (("fresh.png", "broken.png"), "seven", 3, 201),  # some added
+]
+
+
+@pytest.mark.parametrize(("names", "label", "exit_code", "status"), NOTHING_ADDED)
+def test_an_add_that_adds_nothing_is_refused_as_the_cli_refuses_it(tmp_path, digits, digit_sets, cli, names, label,
+                                                                 exit_code, status):
+    """Every upload refused (unreadable, not an image) answered 201 with `added: 0`, where
+    `vismem add` exits 1, nothing changed. Now it is a 422 that names each file's reason;
+    an add of files held already with the same label stays a success, as the CLI's exit 0."""
+    images, _ = digits
+    contents = {"broken.png": b"\x89PNG not really", "empty.png": b"", "held.png": digit_sets["0"][0],
+                "fresh.png": png(images[-1])}
+    served = Memory.create(tmp_path / "served", encoder="pixels")
+    beside = Memory.create(tmp_path / "beside", encoder="pixels")
+    for mem in (served, beside):
+        mem.add_image_bytes([("held.png", digit_sets["0"][0])], label="0", source="set-0")
+    beside.close()
+    with served, client_for(served, token=TOKEN) as c:
+        answer = c.post("/items", files=[upload(name, contents[name]) for name in names], data={"label": label},
+                        headers=AUTH)
+        assert answer.status_code == status, answer.text
+        if status == 422:
+            message = answer.json()["error"]
+            which = "the file given could not" if len(names) == 1 else f"none of the {len(names)} files given could"
+            assert message.startswith(f"{which} be read: nothing added"), message
+            for name in names:
+                assert f"{name}: not an image" in message or f"{name}: empty" in message, message
+            assert c.get("/stats").json()["items"] == 1  # nothing stored
+        items = c.get("/stats").json()["items"]
+    for name in names:
+        (tmp_path / name).write_bytes(contents[name])
+    done = cli("add", tmp_path / "beside", *(tmp_path / name for name in names), "--label", label)
+    assert done.returncode == exit_code, done.stderr
+    with Memory.open(tmp_path / "beside") as reopened:
+        assert len(reopened) == items  # the same items as the service's
+
+
 def test_delete_by_id_label_source_and_where(client, memory, digit_sets):
     query = digit_sets["0"][PER_LABEL]
     nearest = classify(client, query, k=1).json()["neighbors"][0]["id"]
@@ -230,6 +276,31 @@ def test_delete_by_id_label_source_and_where(client, memory, digit_sets):
     memory.close()
     with Memory.open(memory.path) as reopened:  # durable: another process sees it
         assert reopened.class_counts() == {"0": PER_LABEL - 3}
+
+
+def test_a_delete_that_matches_no_item_is_a_404_as_the_cli_exits_1(client, memory, tmp_path, cli):
+    """`DELETE /items?label=X` with no item labelled X (or a source, a where, ids of which
+    none exists) answered 200 `removed: 0`, where `vismem remove` exits 1, nothing changed.
+    Now each is a 404 in the CLI's words, naming the selector; some missing ids stay a 200
+    that lists them (the CLI's exit 3)."""
+    cases = [({"label": "one"}, "no item is labelled 'one'; nothing changed"),
+             ({"label": "00"}, "no item is labelled '00'; nothing changed (did you mean '0'?)"),
+             ({"source": "web"}, "no item has source 'web'; nothing changed"),
+             ({"where": ["name=nothing.png", "year=2024"]},
+              "no item matches where name=nothing.png year=2024; nothing changed"),
+             ({"id": [998, 999]}, "no items with ids [998, 999]; nothing changed")]
+    for selector, says in cases:
+        refused = client.delete("/items", params=selector, headers=AUTH)
+        assert refused.status_code == 404 and refused.json() == {"error": says}, (selector, refused.text)
+    assert client.delete("/items/999", headers=AUTH).json() == {"error": "no item with id 999"}
+    assert client.get("/stats").json()["items"] == 3 * PER_LABEL  # nothing changed
+    memory.close()
+    for selector, says in cases:  # the CLI's words, but for its own spelling of the options
+        args = [f"--{key}={value}" for key, values in selector.items()
+                for value in (values if isinstance(values, list) else [values])]
+        done = cli("remove", memory.path, *args)
+        said = says.replace("where", "--where")
+        assert done.returncode == 1 and done.stderr.strip() == f"error: {said}", (args, done.stderr)
 
 
 def test_patch_relabels_blocks_and_boosts(client, digit_sets):
@@ -565,6 +636,22 @@ def test_size_and_pixel_limits(memory, digit_sets):
         assert classify(c, digit_sets["0"][0]).status_code == 200  # 64x64 is within both
 
 
+def test_an_image_over_the_pixel_limit_is_told_the_limit_and_what_sets_it(memory, digit_sets):
+    """An upload past --max-pixels answered "image too large: ... (possible decompression
+    bomb)", naming neither what sets the limit nor how to raise it. Now the answer names the
+    image's pixels, the server's limit and `vismem serve --max-pixels`, for a query and an add."""
+    many_pixels = png(Image.new("RGB", (200, 150), "white"))  # a small file of 30,000 pixels
+    says = ("x.png: image too large: 200x150 = 30,000 pixels exceeds this server's limit of 10,000 pixels "
+            "(set by `vismem serve --max-pixels`; a guard against decompression bombs)")
+    with client_for(memory, token=TOKEN, max_pixels=10_000) as c:
+        refused = c.post("/classify", files={"file": ("x.png", many_pixels, "image/png")})
+        assert refused.status_code == 400 and refused.json()["error"] == says, refused.text
+        added = c.post("/items", files=[upload("x.png", many_pixels), upload("ok.png", digit_sets["0"][PER_LABEL])],
+                       data={"label": "0"}, headers=AUTH)
+        assert added.status_code == 201 and added.json()["skipped_items"] == [
+            {"path": "x.png", "reason": says.removeprefix("x.png: ")}], added.text
+
+
 # ---- concurrency -------------------------------------------------------------------------
 
 
@@ -824,6 +911,49 @@ def test_the_warning_of_a_reachable_server_goes_by_the_address_bound(memory, hos
     _serving(process, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
     said = stop_server(process)
     assert ("reachable from other machines" not in said) == loopback, said
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_serve_takes_an_ipv6_address_in_brackets_as_it_prints_them(memory, cli):
+    """`vismem serve --host '[::1]'` was refused ("cannot listen on [::1]:8000: Name or
+    service not known"), though the server prints its IPv6 address in that form. Brackets
+    around an IPv6 address are now taken off for binding; brackets around anything else,
+    or a bracket left open, are bad usage that says what brackets hold."""
+    import subprocess
+    import sys
+
+    from conftest import _serving
+
+    memory.close()
+    port = _free_ipv6_port()
+    process = subprocess.Popen([sys.executable, "-m", "vismem", "serve", str(memory.path), "--host", "[::1]",
+                                "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    _serving(process, f"http://[::1]:{port}")
+    said = stop_server(process)
+    assert f"at http://[::1]:{port}/ " in said and "reachable" not in said, said
+    for garbage in ("[::1", "::1]", "[localhost]", "[127.0.0.1]", "[]", "[[::1]]"):
+        refused = cli("serve", memory.path, "--host", garbage, "--port", "0")
+        assert refused.returncode == 2 and "--host" in refused.stderr and \
+            "brackets hold an IPv6 address" in refused.stderr, (garbage, refused.stderr)
+
+
+def _free_ipv6_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("path", ["/classify", "/items"])
@@ -1321,8 +1451,8 @@ def test_where_null_matches_only_items_that_hold_null(client):
     total = 3 * PER_LABEL
     for params in ({"where": "colr=null"}, {"where": ["name=0-0.png", "colr=null"]}):
         assert client.get("/items", params=params).json()["total"] == 0, params
-    removed = client.delete("/items", params={"where": "colr=null"}, headers=AUTH).json()
-    assert removed["removed"] == 0 and removed["items"] == total
+    removed = client.delete("/items", params={"where": "colr=null"}, headers=AUTH)
+    assert removed.status_code == 404 and client.get("/stats").json()["items"] == total
     held = client.post("/items", files=[upload("n.png", png(Image.new("RGB", (8, 8), "red")))],
                        data={"label": "x", "meta": "colr=null"}, headers=AUTH).json()["ids"]
     assert client.get(f"/items/{held[0]}").json()["meta"]["colr"] is None
@@ -1382,7 +1512,7 @@ def test_a_where_key_given_twice_must_hold_both_values(client):
     first, second = (client.get(f"/items/{i}").json()["meta"]["name"] for i in (1, 2))
     twice = [f"name={first}", f"name={second}"]
     removed = client.delete("/items", params={"where": twice}, headers=AUTH)
-    assert removed.status_code == 200 and removed.json()["removed"] == 0, removed.text
+    assert removed.status_code == 404 and "no item matches where" in removed.json()["error"], removed.text
     assert client.get("/items", params={"where": twice}).json()["total"] == 0
     assert client.get("/items", params={"where": [f"name={first}"] * 2}).json()["total"] == 1
     assert client.get("/stats").json()["items"] == total

@@ -58,6 +58,27 @@ class ImageReadError(Exception):
     """Raised by `decode_image`; its message is the skip reason."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image over the pixel limit: its size as said ("WxH = N pixels") and the limit.
+    `whose` and `set_by` let a caller name its own limit and what sets it (`vismem serve
+    --max-pixels`): one wording for every face."""
+
+    def __init__(self, size: str, limit: int, *, whose: str = "the", set_by: str = "") -> None:
+        self.size, self.limit = size, limit
+        why = f"set by {set_by}; " if set_by else ""
+        super().__init__(f"image too large: {size} exceeds {whose} limit of {limit:,} pixels "
+                         f"({why}a guard against decompression bombs)")
+        self._said = (whose, set_by)
+
+    def __reduce__(self) -> tuple:  # whole across processes (decode workers, Ray)
+        whose, set_by = self._said
+        return _too_large, (self.size, self.limit, whose, set_by)
+
+
+def _too_large(size: str, limit: int, whose: str, set_by: str) -> ImageTooLargeError:
+    return ImageTooLargeError(size, limit, whose=whose, set_by=set_by)
+
+
 def find_images(
     paths: Iterable[str | Path], label: str | None = None
 ) -> tuple[list[ImageFile], list[Skipped]]:
@@ -198,7 +219,7 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > limit:
-                raise ImageReadError(_too_large(f"{width}x{height} = {width * height:,} pixels", limit))
+                raise ImageTooLargeError(f"{width}x{height} = {width * height:,} pixels", limit)
             if draft_size:
                 image.draft("RGB", (draft_size, draft_size))  # a no-op for all but JPEG
             image.load()
@@ -207,7 +228,7 @@ def decode_image(
         raise
     except Image.DecompressionBombError as exc:
         size = re.search(r"\((\d+) pixels\)", str(exc))
-        raise ImageReadError(_too_large(f"{int(size[1]):,} pixels" if size else "its size", limit)) from None
+        raise ImageTooLargeError(f"{int(size[1]):,} pixels" if size else "its size", limit) from None
     except UnidentifiedImageError:
         raise ImageReadError(_unrecognised(data)) from None
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
@@ -216,10 +237,6 @@ def decode_image(
         raise
     except Exception as exc:  # Pillow's readers raise more kinds (DDS: NotImplementedError) on damaged files
         raise ImageReadError(f"corrupt image: {type(exc).__name__}: {exc}") from None
-
-
-def _too_large(size: str, limit: int) -> str:
-    return f"image too large: {size} exceeds the limit of {limit:,} pixels (possible decompression bomb)"
 
 
 # Containers whose variants Pillow may have no decoder for (float TIFF, HEIC; AVIF and WebP

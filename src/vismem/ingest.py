@@ -38,6 +38,9 @@ NO_DIRECTION = "its embedding is all zeros (a uniform image?): it has no directi
 # two labels), but neither is it a plain duplicate to pass over: the user's label for it
 # would be lost without a word. It is refused as a conflict that names both labels and the fixes.
 CONFLICT = "conflicting label"
+# reasons for which an input was read but not added (unlabelled, blank, its copy removed,
+# its path no source: `Ingestor.files`)
+NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy", "source ")
 
 
 def conflict_reason(held: int, held_label: str, label: str) -> str:
@@ -106,6 +109,19 @@ class AddReport:
     def errors(self) -> list[Skipped]:
         """Skipped for being unreadable, unlabelled or a conflicting label (not merely duplicates)."""
         return [s for s in self.skipped if not s.reason.startswith("duplicate")]
+
+    def refusal(self) -> str | None:
+        """Why this add is an error, or None: every input was refused (unreadable,
+        unlabelled), none of them held already under any label, so nothing changed. The
+        CLI exits 1 with it, the service answers 422; an add of inputs all held already
+        with their label is done already, and a conflict is said as each skip is."""
+        if self.added or not self.skipped or len(self.errors) < len(self.skipped) or self.conflicts:
+            return None
+        n = len(self.skipped)
+        which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
+        if any(s.reason.startswith(NOT_UNREADABLE) for s in self.skipped):
+            return f"{which} be added: nothing changed"
+        return f"{which} be read: nothing added"
 
     def merge(self, other: AddReport) -> None:
         self.added += other.added

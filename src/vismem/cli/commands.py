@@ -18,11 +18,11 @@ from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped, shown
-from ..ingest import NO_DIRECTION, conflict_reason
+from ..ingest import conflict_reason
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
-from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, parse_pairs, parse_where, printable,
-                          printable_message)
+from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, nothing_matched, parse_pairs,
+                          parse_where, printable, printable_message)
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
                only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
@@ -247,24 +247,15 @@ def refuse_if_none_done(asked: Iterable[int], done: Iterable[int]) -> None:
     any report is printed."""
     asked = list(asked)
     if asked and not list(done):
-        raise VismemError(f"no items with ids {sorted(set(asked))}; nothing changed")
+        raise VismemError(nothing_matched((), ids=asked))
 
 
 def refuse_if_none_matched(memory: Memory, *, label: str | None, source: str | None, where: list[str] | None
                            ) -> None:
     """No item has the --label, --source or --where given, so nothing would change: an
     error (exit 1), as for ids none of which exists, naming the labels near a mistyped one."""
-    if label is not None:
-        from difflib import get_close_matches
-
-        labels = list(memory.class_counts())
-        close = set(get_close_matches(label.casefold(), [held.casefold() for held in labels], n=3))
-        near = [held for held in labels if held.casefold() in close]
-        raise VismemError(f"no item is labelled {label!r}; nothing changed"
-                          + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
-    if source is not None:
-        raise VismemError(f"no item has source {source!r}; nothing changed")
-    raise VismemError(f"no item matches --where {' '.join(where or [])}; nothing changed")
+    raise VismemError(nothing_matched(memory.class_counts() if label is not None else (), label=label,
+                                      source=source, where=where))
 
 
 def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
@@ -473,24 +464,15 @@ def add(
         raise typer.Exit(EXIT_SKIPPED)
 
 
-# reasons for which an input was read but not added (unlabelled, blank, its copy removed,
-# its path no source: `Ingestor.files`)
-NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy", "source ")
-
-
 def refuse_if_none_added(report: AddReport) -> None:
-    """Every input `add` tried was refused (unreadable, unlabelled), none of them held
-    already under any label, so nothing changed: an error (exit 1, as `classify` answers
-    it), not done in part, saying each one's reason first."""
-    if report.added or not report.skipped or len(report.errors) < len(report.skipped) or report.conflicts:
+    """Every input `add` tried was refused (`AddReport.refusal`): an error (exit 1, as
+    `classify` answers it), not done in part, saying each one's reason first."""
+    refusal = report.refusal()
+    if refusal is None:
         return
     for s in report.skipped:
         err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
-    n = len(report.skipped)
-    which = "the file given could not" if n == 1 else f"none of the {n:,} files given could"
-    if any(s.reason.startswith(NOT_UNREADABLE) for s in report.skipped):
-        raise InvalidInputError(f"{which} be added: nothing changed")
-    raise InvalidInputError(f"{which} be read: nothing added")
+    raise InvalidInputError(refusal)
 
 
 ADD_VECTORS_BATCH = 10_000  # rows per commit: 8% slower than one commit at 200k 64-d rows

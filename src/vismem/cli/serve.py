@@ -21,7 +21,8 @@ from .numbers import number_option
 def serve(
     memdir: Path = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.",
                                  show_default=False),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default); an IPv6 one "
+                             "bare or in brackets: ::1, [::1]."),
     port: int = number_option(8000, "--port", kind=int, min=0, max=65535,
                               help="TCP port (0: one the system chooses, said on stderr)."),
     token: Optional[str] = typer.Option(
@@ -52,6 +53,7 @@ def serve(
     Editing endpoints need `Authorization: Bearer TOKEN` (--token or VISMEM_TOKEN);
     without a token the server starts read-only.
     """
+    host = bare_host(host)  # before anything loads: a typo costs no model load
     import uvicorn
 
     from ..memory import Memory
@@ -88,6 +90,21 @@ def serve(
                                     http=_head_timeout(H11Protocol, read_timeout),
                                     h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
             _stopping_server(uvicorn.Server, service.state.stopping)(config).run(sockets=[listening])
+
+
+def bare_host(host: str) -> str:
+    """--host as bound: an IPv6 address without the brackets a URL puts around it (the
+    form the "serving at" line prints, `[::1]`); other hosts as given. Brackets around
+    anything but an IPv6 address, or one left open, are bad usage (exit 2)."""
+    if not (host.startswith("[") or host.endswith("]")):
+        return host
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+    try:
+        ipaddress.IPv6Address(inner)
+    except ValueError:
+        raise typer.BadParameter(f"{host!r}: brackets hold an IPv6 address, as in [::1]; give a host name or an "
+                                 "IPv4 address without them", param_hint="--host") from None
+    return inner
 
 
 def _listening(host: str, port: int) -> socket.socket:

@@ -49,11 +49,11 @@ from swagger_ui_bundle import swagger_ui_path  # Swagger UI's files, so /docs wo
 from ..decide import VoteParams
 from ..embed import PreparedImage, prepare_bytes
 from ..errors import CheckpointExistsError, EncoderError, InvalidInputError, PartlyDoneError, VismemError
-from ..images import ImageFile, ImageReadError, Skipped
+from ..images import ImageFile, ImageReadError, ImageTooLargeError, Skipped
 from ..ingest import NO_DIRECTION, AddReport
 from ..memory import Memory
 from ..settings import describe
-from ..store.base import missing_ids, parse_pairs, parse_where
+from ..store.base import missing_ids, nothing_matched, parse_pairs, parse_where
 from ..store.checkpoints import Checkpoint
 from .batcher import EncodeBatcher
 from .http import (
@@ -296,8 +296,15 @@ class _MemoryService:
         return name, await upload.read()
 
     def prepare(self, name: str, data: bytes, label: str | None) -> PreparedImage:
-        return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
-                             thumbnails=label is not None, max_pixels=self.settings.max_pixels)
+        try:
+            return prepare_bytes(ImageFile(Path(name), label), data, self.need_encoder().encoder,
+                                 thumbnails=label is not None, max_pixels=self.settings.max_pixels)
+        except ImageTooLargeError as exc:
+            if exc.limit != self.settings.max_pixels:  # Pillow's own limit, under --max-pixels
+                raise
+            # the client cannot raise it, but is told what the server's operator can
+            raise ImageTooLargeError(exc.size, exc.limit, whose="this server's",
+                                     set_by="`vismem serve --max-pixels`") from None
 
     async def query(self, file: UploadFile | None, vector: str | None) -> tuple[str | None, np.ndarray]:
         """The query of /classify and /search: an image upload's name and vector, or a
@@ -584,7 +591,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
             "restrictions (repeat for more; VALUE as JSON when it parses)."),
     ) -> dict[str, Any]:
         """`vismem add`: add images with one label. Returns new ids, and each image not added
-        with why (a duplicate, or unreadable)."""
+        with why (a duplicate, or unreadable). 422 when none was added and none is held
+        already (every one unreadable, or not to be added), naming each one's reason."""
         service.need_encoder()
         uploads = [await service.read_image(f, "files") for f in files]
         outcomes = await asyncio.gather(
@@ -597,6 +605,9 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
             memory.add_prepared, prepared, vectors, source=source, allow_duplicates=allow_duplicates,
             meta=parse_pairs(meta, "meta"))
         report.skipped = unreadable + report.skipped
+        refusal = report.refusal()  # as `vismem add` exits 1: nothing added, nothing held already
+        if refusal is not None:
+            raise HTTPException(422, f"{refusal}: " + "; ".join(f"{s.path}: {s.reason}" for s in report.skipped))
         return report.to_dict()
 
     @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,
@@ -611,16 +622,22 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
                 "unfinished": unfinished}
 
     @app.delete("/items", tags=["items"], dependencies=writing, response_model=RemovedOut,
-                responses=responses(*write_errors), openapi_extra={"parameters": [Selector.openapi_parameter()]})
+                responses=responses(404, *write_errors),
+                openapi_extra={"parameters": [Selector.openapi_parameter()]})
     async def delete_items(request: Request) -> dict[str, Any]:
         """`vismem remove`: remove items for good, by exactly one of `id` (repeatable), `label`,
-        `source`, `where` (repeatable). Ids that do not exist are listed in `missing`."""
+        `source`, `where` (repeatable). Ids that do not exist are listed in `missing`; 404
+        when none of the ids exists or no item matches, as the CLI exits 1."""
         await refuse_body(request, "give exactly one of id, label, source, where in the query string "
                           "(DELETE /items?label=cat, ?id=1&id=2)")
         chosen = _selector(request)
         targets = parse_where(chosen.where)
         removed, unfinished = await service.write_partly(memory.remove, chosen.id, label=chosen.label,
                                                          source=chosen.source, where=targets, purge=True)
+        if not removed:  # nothing matched, so nothing changed
+            labels = await service.read(memory.class_counts) if chosen.label is not None else ()
+            raise HTTPException(404, nothing_matched(labels, ids=chosen.id, label=chosen.label,
+                                                     source=chosen.source, where=chosen.where, where_name="where"))
         missing = missing_ids(chosen.id or (), removed)
         return {"removed": len(removed), "ids": removed, "missing": missing,
                 "items": await service.read(len, memory), "unfinished": unfinished}

@@ -51,8 +51,9 @@ STATUS: dict[int, str] = {
     401: "The bearer token is missing or wrong (`Authorization: Bearer <token>`). Nothing changed.",
     403: "This server is read-only (started without a token): restart it with --token or VISMEM_TOKEN. "
          "Nothing changed.",
-    404: "No item with this id (or, for its thumbnail, the item has none), or no checkpoint with this name. "
-         "Nothing changed.",
+    404: "No item with this id (or, for its thumbnail, the item has none), or no checkpoint with this name; "
+         "or DELETE /items matched no item (none of its ids exists, or no item has its label or source or "
+         "matches its where, which the answer names, as `vismem remove` exits 1). Nothing changed.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
@@ -64,7 +65,9 @@ STATUS: dict[int, str] = {
          "multipart form, or JSON, as this document says). Nothing changed.",
     422: "The request does not match this document (a missing, unknown, repeated, unknown-valued or "
          "out-of-range field, or a whole number such as an id not written in digits: 1.0, +1; or a body sent "
-         "to an endpoint that reads none). Nothing changed.",
+         "to an endpoint that reads none); or POST /items added none of its images and holds none of them "
+         "already (each unreadable, or not to be added: the answer names each one's reason, as `vismem add` "
+         "exits 1). Nothing changed.",
     503: "Another process (e.g. a `vismem` command) held the memory's write lock for 120 s; or the server "
          "is stopping and the request's body had not all arrived; try again. Nothing changed.",
     507: "The disk filled up during the write; nothing of it was kept. Free space (removing items "

@@ -37,8 +37,9 @@ PARITY: dict[str, Face] = {
     "search": Face(("POST /search",), "search", "k, only_label, only_source, where; one image `file`, or one "
                    "`vector` (a JSON array) where --queries takes a .npy file of them"),
     "remove": Face(("DELETE /items", "DELETE /items/{item_id}"), "remove",
-                   "exactly one of id (repeatable), label, source, where (repeatable); missing ids are "
-                   "listed, not an error. Every removal is purged (`unfinished` says when it could not "
+                   "exactly one of id (repeatable), label, source, where (repeatable); some missing ids "
+                   "are listed, not an error (CLI: exit 3); none of the ids existing, or no item matching, "
+                   "is a 404 (CLI: exit 1). Every removal is purged (`unfinished` says when it could not "
                    "be, where the CLI exits 3); --verify (a scan of the memory's files) stays on the CLI"),
     "relabel": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"label": ...}'),
     "block": Face(("PATCH /items", "PATCH /items/{item_id}"), "update", '{"weight": 0}'),

@@ -248,6 +248,27 @@ def missing_ids(asked: Iterable[int], done: Iterable[int]) -> list[int]:
     return sorted(set(asked) - set(done))
 
 
+def nothing_matched(labels: Iterable[str], *, ids: Sequence[int] | None = None, label: str | None = None,
+                    source: str | None = None, where: Sequence[str] | None = None, where_name: str = "--where") -> str:
+    """Why a removal by one selector changed nothing: none of the ids exists, or no item
+    has the label (naming the labels held near a mistyped one, of `labels`), the source, or
+    matches the KEY=VALUE texts of `where` (`where_name`: how the caller spells it). The
+    CLI exits 1 with it, the service answers 404."""
+    if ids:
+        return f"no items with ids {sorted(set(ids))}; nothing changed"
+    if label is not None:
+        from difflib import get_close_matches
+
+        labels = list(labels)
+        close = set(get_close_matches(label.casefold(), [held.casefold() for held in labels], n=3))
+        near = [held for held in labels if held.casefold() in close]
+        return (f"no item is labelled {label!r}; nothing changed"
+                + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    if source is not None:
+        return f"no item has source {source!r}; nothing changed"
+    return f"no item matches {where_name} {' '.join(where or [])}; nothing changed"
+
+
 def parse_pairs(pairs: Sequence[str] | None, option: str = "--meta") -> dict[str, Any] | None:
     """KEY=VALUE texts (the CLI's --meta, the service's `meta`) as metadata to store, read
     as `parse_where` reads them; a key given twice keeps its last value.
