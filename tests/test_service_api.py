@@ -320,6 +320,20 @@ def test_patch_relabels_blocks_and_boosts(client, digit_sets):
     assert client.patch("/items/999", json={"weight": 1}, headers=AUTH).status_code == 404
 
 
+def test_patch_of_items_none_of_which_exists_is_not_found_as_the_cli_says(client, memory, cli):
+    """`vismem relabel/block/boost/unblock` exit 1 when none of the ids exists; `PATCH
+    /items` answered 200 with every id under `missing`. Some missing stays 200."""
+    before = client.get("/stats").json()
+    answer = client.patch("/items", json={"ids": [999, 998], "weight": 0}, headers=AUTH)
+    assert answer.status_code == 404 and answer.json() == {"error": "no items with ids [998, 999]; nothing changed"}
+    assert client.get("/stats").json() == before
+    some = client.patch("/items", json={"ids": [1, 999], "weight": 1}, headers=AUTH)
+    assert some.status_code == 200 and some.json()["missing"] == [999]
+    memory.close()
+    done = cli("block", memory.path, "--id", "999", "--id", "998")
+    assert done.returncode == 1 and done.stderr.strip() == f"error: {answer.json()['error']}", done.stderr
+
+
 def test_a_label_with_a_control_character_is_refused_naming_it_and_nothing_changes(client, digits):
     """An escape sequence in a label was stored, then printed raw by `vismem info`."""
     images, _ = digits

@@ -421,6 +421,7 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
     _add_reading(app, service, reading, (401,) if settings.protect_reads else ())
     write_errors = ((401,) if settings.token else (403,)) + (409, 503, 507)
     _add_editing(app, service, writing, write_errors)
+    _add_changing(app, service, writing, write_errors)
     _add_checkpoints(app, service, writing, write_errors)
     install_openapi(app)
     return app
@@ -642,6 +643,11 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         return {"removed": len(removed), "ids": removed, "missing": missing,
                 "items": await service.read(len, memory), "unfinished": unfinished}
 
+
+def _add_changing(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:
+    """Endpoints that change items in place (label, weight): the token, as other edits."""
+    memory = service.memory
+
     @app.patch("/items/{item_id}", tags=["items"], dependencies=writing, response_model=ItemOut,
                responses=responses(404, *write_errors))
     async def patch_item(change: ItemChange, item_id: int = ItemIdPath) -> dict[str, Any]:
@@ -659,11 +665,14 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         return items[0].to_dict()
 
     @app.patch("/items", tags=["items"], dependencies=writing, response_model=UpdatedOut,
-               responses=responses(*write_errors))
+               responses=responses(404, *write_errors))
     async def patch_items(change: ItemsChange) -> dict[str, Any]:
         """`vismem relabel` / `block` / `boost` / `unblock` for several items at once, in one
-        transaction. Ids that do not exist are listed in `missing`."""
+        transaction. Ids that do not exist are listed in `missing`; 404 if none exists (the
+        CLI exits 1), nothing changed."""
         updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
+        if not updated:
+            raise HTTPException(404, nothing_matched((), ids=change.ids))
         return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated)}
 
 

@@ -53,7 +53,8 @@ STATUS: dict[int, str] = {
          "Nothing changed.",
     404: "No item with this id (or, for its thumbnail, the item has none), or no checkpoint with this name; "
          "or DELETE /items matched no item (none of its ids exists, or no item has its label or source or "
-         "matches its where, which the answer names, as `vismem remove` exits 1). Nothing changed.",
+         "matches its where, which the answer names, as `vismem remove` exits 1), or none of the ids of a "
+         "PATCH /items exists. Nothing changed.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "

@@ -164,7 +164,8 @@ class ItemChange(BaseModel):
 class ItemsChange(ItemChange):
     """The same change to several items, in one transaction."""
 
-    ids: list[JsonItemId] = Field(..., min_length=1, max_length=MAX_IDS, description="The items to change.")
+    ids: list[JsonItemId] = Field(..., min_length=1, max_length=MAX_IDS, description="The items to change.",
+                              examples=[[1, 2]])
 
 
 class Selector(BaseModel):
