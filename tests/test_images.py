@@ -135,6 +135,18 @@ def test_symlinked_class_folders_are_followed_and_loops_end(tmp_path):
     assert skipped == []
 
 
+def test_a_link_up_to_a_folder_above_the_root_ends_there(tmp_path):
+    """Adding photos/cat, whose `up` leads to photos: the link walked photos/dog under the
+    label 'up' (the loop ended only on reaching photos/cat again)."""
+    root = tmp_path / "photos"
+    _png(root / "cat" / "kitten" / "a.png")
+    _png(root / "dog" / "b.png", 1)
+    (root / "cat" / "up").symlink_to(root, target_is_directory=True)
+    found, skipped = find_images([root / "cat"])
+    assert [(f.path.relative_to(root).as_posix(), f.label) for f in found] == [("cat/kitten/a.png", "kitten")]
+    assert skipped == []
+
+
 def test_an_input_that_is_no_regular_file_is_skipped_with_a_reason(tmp_path):
     import os
 

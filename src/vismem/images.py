@@ -125,17 +125,24 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
     def unlistable(error: OSError) -> None:
         skipped.append(Skipped(shown(Path(error.filename or root)), f"unreadable folder: {error.strerror or error}"))
 
-    seen: set[tuple[int, int]] = set()
+    # the folders above the root count as walked: a link up to one is a loop too, not a
+    # way into the root's siblings (labelled by the link's name)
+    seen = {_identity(folder) for folder in Path(os.path.realpath(root)).parents}
     files: list[Path] = []
     for folder, folders, names in os.walk(root, followlinks=True, onerror=unlistable):
-        status = os.stat(folder)
-        if (status.st_dev, status.st_ino) in seen:  # reached again through a link: a loop, or a twin
+        identity = _identity(folder)
+        if identity in seen:  # reached again through a link: a loop, or a twin
             folders.clear()
             continue
-        seen.add((status.st_dev, status.st_ino))
+        seen.add(identity)
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         files += [Path(folder, name) for name in names if not name.startswith(".")]
     return sorted(files)
+
+
+def _identity(folder: str | Path) -> tuple[int, int]:
+    status = os.stat(folder)
+    return status.st_dev, status.st_ino
 
 
 def not_a_file(path: Path) -> str:
