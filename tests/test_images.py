@@ -147,6 +147,21 @@ def test_a_link_up_to_a_folder_above_the_root_ends_there(tmp_path):
     assert skipped == []
 
 
+def test_a_link_to_a_class_folder_does_not_take_its_images_from_it(tmp_path):
+    """`all_cats` -> `cat` sorts first: its images were all labelled 'all_cats' and the real
+    folder `cat` was passed over without a word. The real folder keeps its images."""
+    root = tmp_path / "photos"
+    _png(root / "cat" / "a.png")
+    _png(root / "cat" / "inner" / "c.png", 2)
+    _png(root / "dog" / "b.png", 1)
+    (root / "all_cats").symlink_to(root / "cat", target_is_directory=True)
+    (root / "dog" / "inner").symlink_to(root / "cat" / "inner", target_is_directory=True)
+    found, skipped = find_images([root])
+    assert [(f.path.relative_to(root).as_posix(), f.label) for f in found] == [
+        ("cat/a.png", "cat"), ("cat/inner/c.png", "cat"), ("dog/b.png", "dog")]
+    assert skipped == []
+
+
 def test_an_input_that_is_no_regular_file_is_skipped_with_a_reason(tmp_path):
     import os
 

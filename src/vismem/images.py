@@ -68,7 +68,8 @@ def find_images(
     Explicitly named files are always tried, whatever their extension. Inside a folder,
     hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over,
     and symbolic links to folders are followed, each real folder once (a link back up
-    the tree ends there).
+    the tree ends there; a link to a folder inside the root is passed over, so the folder
+    keeps its own name as label).
 
     Raises InvalidInputError for a path that does not exist, before anything is read,
     so a typo cannot half-run a batch.
@@ -128,6 +129,12 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
     # the folders above the root count as walked: a link up to one is a loop too, not a
     # way into the root's siblings (labelled by the link's name)
     seen = {_identity(folder) for folder in Path(os.path.realpath(root)).parents}
+    # a link to a folder the walk reaches without links is passed over, wherever it sorts:
+    # the folder keeps its images and its label (`all_cats` -> `cat` would take both)
+    real: set[tuple[int, int]] = set()
+    for folder, folders, _ in os.walk(root):  # links not followed
+        real.add(_identity(folder))
+        folders[:] = _shown_folders(folders)
     files: list[Path] = []
     for folder, folders, names in os.walk(root, followlinks=True, onerror=unlistable):
         identity = _identity(folder)
@@ -135,9 +142,21 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
             folders.clear()
             continue
         seen.add(identity)
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = [name for name in _shown_folders(folders) if not _links_into(Path(folder, name), real)]
         files += [Path(folder, name) for name in names if not name.startswith(".")]
     return sorted(files)
+
+
+def _shown_folders(names: list[str]) -> list[str]:
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def _links_into(path: Path, folders: set[tuple[int, int]]) -> bool:
+    """Whether `path` is a link to one of `folders` (identities)."""
+    try:
+        return path.is_symlink() and _identity(path) in folders
+    except OSError:  # gone meanwhile: the walk says so, or passes it over
+        return False
 
 
 def _identity(folder: str | Path) -> tuple[int, int]:
