@@ -300,6 +300,24 @@ def test_add_images_refuses_a_batch_size_that_is_not_a_positive_integer(tmp_path
         assert len(memory.add_images([tmp_path / "photos"], batch_size=1).added) == 1
 
 
+@pytest.mark.parametrize("max_pixels", [0, -5, 2.5, "big", True])
+def test_max_pixels_that_is_not_a_positive_integer_is_refused_before_any_image_is_read(tmp_path, max_pixels):
+    """0 or -5 skipped every image as 'image too large: ... exceeds the limit of -5 pixels
+    (possible decompression bomb)'; a text crashed with a TypeError from inside the decoder."""
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    image = tmp_path / "photos" / "cat" / "a.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for call in (lambda: memory.add_images([tmp_path / "photos"], max_pixels=max_pixels),
+                     lambda: memory.add_image_bytes([("a.png", image.read_bytes())], label="cat", source="upload",
+                                                    max_pixels=max_pixels),
+                     lambda: memory.embed_images([image], max_pixels=max_pixels)):
+            with pytest.raises(InvalidInputError, match="max_pixels must be a positive integer"):
+                call()
+        assert len(memory) == 0
+        assert len(memory.add_images([tmp_path / "photos"], max_pixels=64).added) == 1
+
+
 def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
     """add_images("photos") looked for folders "p", "h", "o", ...; classify("a.png") for files "a", "."."""
     (tmp_path / "photos" / "cat").mkdir(parents=True)

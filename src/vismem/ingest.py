@@ -124,8 +124,19 @@ def listed(inputs: Any) -> list:
 
 def check_batch_size(batch_size: int | None) -> None:
     """Refuse a batch size that is not a positive integer (None: the encoder's)."""
-    if batch_size is not None and (not whole_number(batch_size) or batch_size < 1):
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        _check_positive("batch_size", batch_size)
+
+
+def check_max_pixels(max_pixels: int) -> None:
+    """Refuse a pixel limit that is not a positive integer: 0 would skip every image as a
+    decompression bomb, a text fail inside the decoder."""
+    _check_positive("max_pixels", max_pixels)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not whole_number(value) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Ingestor:
@@ -148,6 +159,7 @@ class Ingestor:
         is told to `on_held(position, item id)`; with `leave_out_held`, a file of such content
         is skipped instead (reason HELD_BY_THE_MEMORY...), for measures that a query finding
         itself would falsify."""
+        check_max_pixels(max_pixels)
         encoder = self.encoder
         told = on_held or (lambda position, item_id: None)
         vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
@@ -206,6 +218,7 @@ class Ingestor:
             check_label(label)
         check_meta(meta or {})  # before any image is encoded
         check_batch_size(batch_size)
+        check_max_pixels(max_pixels)
         if source is not None:
             check_source(source)
         report = AddReport()
@@ -260,6 +273,7 @@ class Ingestor:
         """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened."""
         check_label(label)
         check_source(source)
+        check_max_pixels(max_pixels)
         for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
             check_printable("image name", str(name), "names are")
         report = AddReport()

@@ -33,7 +33,7 @@ from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
                      ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, shown
-from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
+from .ingest import AddReport, Ingestor, check_batch_size, check_max_pixels, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
@@ -483,6 +483,7 @@ class Memory:
         same result; see `vismem.ingest_ray`.
         """
         check_batch_size(batch_size)
+        check_max_pixels(max_pixels)  # here too: Ray's workers would each fail on it
         paths = listed(paths)
         for given in paths:  # (pathlib's TypeError named no way forward)
             if not isinstance(given, (str, os.PathLike)):
