@@ -318,6 +318,22 @@ def test_max_pixels_that_is_not_a_positive_integer_is_refused_before_any_image_i
         assert len(memory.add_images([tmp_path / "photos"], max_pixels=64).added) == 1
 
 
+def test_progress_counts_the_images_of_a_path_that_is_no_source(tmp_path):
+    """The images under a path holding a tab (no source) were skipped before reading and
+    never counted: `add`'s bar, whose total counts every image found, ended at 1/3."""
+    odd = tmp_path / "tab\there"
+    for name in ("a.png", "b.png"):
+        (odd / "cat").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (200, 10, len(name))).save(odd / "cat" / name)
+    (tmp_path / "good" / "dog").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "good" / "dog" / "c.png")
+    done: list[int] = []
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images([odd, tmp_path / "good"], progress=done.append)
+    assert len(report.added) == 1 and len(report.skipped) == 2
+    assert sum(done) == 3
+
+
 def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
     """add_images("photos") looked for folders "p", "h", "o", ...; classify("a.png") for files "a", "."."""
     (tmp_path / "photos" / "cat").mkdir(parents=True)

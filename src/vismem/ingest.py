@@ -222,7 +222,7 @@ class Ingestor:
         if source is not None:
             check_source(source)
         report = AddReport()
-        files = self.files(paths, label=label, source=source, report=report)
+        files = self.files(paths, label=label, source=source, report=report, progress=progress)
         source_of = {id(f): src for f, src in files}
         # the next batch is read and looked up in a thread while this one commits
         with self.store.hash_lookup() as lookup:
@@ -239,9 +239,10 @@ class Ingestor:
 
     @staticmethod
     def files(paths: Sequence[str | Path], *, label: str | None, source: str | None,
-              report: AddReport) -> list[tuple[ImageFile, str]]:
+              report: AddReport, progress: Progress | None = None) -> list[tuple[ImageFile, str]]:
         """The image files under `paths` with the source each takes (default: the path given);
-        files that cannot be labelled go to `report` as skipped."""
+        files that cannot be labelled go to `report` as skipped, and those of a path that is
+        no source to `progress` as done (a total counts every image file found)."""
         files: list[tuple[ImageFile, str]] = []
         for root in paths:
             found, skipped = find_images([root], label=label)
@@ -252,6 +253,8 @@ class Ingestor:
             except InvalidInputError as exc:  # a path may hold a tab or ESC: skip its images, not the whole add
                 report.skipped += [Skipped(shown(f.path), f"{exc}: pass --source (source=) or rename it")
                                    for f in found]
+                if progress and found:
+                    progress(len(found))
                 continue
             files += [(f, given) for f in found]
         return files
