@@ -211,6 +211,14 @@ def decode_image(
 
     Raises ImageReadError with a human-readable reason.
     """
+    return decode_sized(data, max_pixels=max_pixels, draft_size=draft_size)[0]
+
+
+def decode_sized(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """(`decode_image`'s image, the file's own width and height, turned as the image is):
+    a draft decodes a JPEG smaller than the file holds it."""
     if not data:
         raise ImageReadError("empty file")
     # Pillow refuses images above twice its own limit while opening them, before we see
@@ -227,7 +235,8 @@ def decode_image(
             if draft_size:
                 image.draft("RGB", (draft_size, draft_size))  # a no-op for all but JPEG
             image.load()
-            return upright_rgb(image)
+            upright, swapped = _upright_rgb(image)
+            return upright, (height, width) if swapped else (width, height)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -286,32 +295,41 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
     Raises ImageReadError for a mode or pixel data that cannot be shown faithfully.
     """
+    return _upright_rgb(image)[0]
+
+
+def _upright_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
+    """(`upright_rgb(image)`, whether turning it upright swapped its width and height)."""
     icc, mode = image.info.get("icc_profile"), image.mode
-    image = _eight_bit_opaque(_upright(image), "transparency" in image.info)
+    upright, swapped = _upright(image)
+    image = _eight_bit_opaque(upright, "transparency" in image.info)
     if image.mode == "LAB":
         converted = _icc_to_srgb(image, None)
         if converted is None:
             raise ImageReadError("CIELAB image: converting it needs Pillow with littlecms")
-        return converted
+        return converted, swapped
     if icc and image.mode in ("L", "RGB", "CMYK"):
         converted = _icc_to_srgb(image, icc)
         if converted is not None:
-            return converted
+            return converted, swapped
     if image.mode == "RGB":
-        return image
+        return image, swapped
     try:
-        return image.convert("RGB")
+        return image.convert("RGB"), swapped
     except ValueError:
         raise ImageReadError(f"colour mode {mode} is not supported") from None
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def _upright(image: Image.Image) -> tuple[Image.Image, bool]:
+    """(`image` turned by its EXIF orientation, whether that swapped width and height)."""
     try:
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            return ImageOps.exif_transpose(image)  # a copy: a caller's image stays as it was
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation != 1:
+            # a copy: a caller's image stays as it was; 5-8 turn it a quarter
+            return ImageOps.exif_transpose(image), orientation in (5, 6, 7, 8)
     except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
         pass  # unreadable EXIF: shown as stored, as viewers do
-    return image
+    return image, False
 
 
 def _eight_bit_opaque(image: Image.Image, transparent: bool) -> Image.Image:
