@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import json_lines
+
 from vismem.errors import InvalidInputError
-from vismem.images import ImageReadError, decode_image, find_images
+from vismem.images import ImageFile, ImageReadError, decode_image, find_images
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -160,6 +162,21 @@ def test_a_link_to_a_class_folder_does_not_take_its_images_from_it(tmp_path):
     assert [(f.path.relative_to(root).as_posix(), f.label) for f in found] == [
         ("cat/a.png", "cat"), ("cat/inner/c.png", "cat"), ("dog/b.png", "dog")]
     assert skipped == []
+
+
+def test_a_memory_kept_inside_the_photo_folder_is_not_read_as_images(tmp_path, cli):
+    """`vismem create photos/mem; vismem add photos/mem photos` listed the memory's own
+    files (memory.sqlite, its -wal, index.lock...) as skipped 'not an image file extension'
+    and exited 3 on every add, however well it went."""
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    memdir = tmp_path / "photos" / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    for added in (1, 0):  # again: a duplicate only, still done in full
+        result = cli("add", memdir, tmp_path / "photos", "--json")
+        assert result.returncode == 0, result.stderr
+        done = json_lines(result)[-1]
+        assert done["added"] == added and done["skipped"] == 1 - added, done
+    assert find_images([tmp_path / "photos"]) == ([ImageFile(tmp_path / "photos" / "cat" / "a.png", "cat")], [])
 
 
 def test_an_input_that_is_no_regular_file_is_skipped_with_a_reason(tmp_path):

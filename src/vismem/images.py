@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
 
 from .errors import InvalidInputError
 from .store.base import check_label
+from .store.sqlite import DB_NAME
 
 # HEIC/HEIF are tried too: without a decoder their skip reason says to convert them.
 IMAGE_SUFFIXES = frozenset(
@@ -66,7 +67,8 @@ def find_images(
     name of its top subfolder as label, unless `label` is given. Files directly inside
     a folder root have no subfolder; they are skipped unless `label` is given.
     Explicitly named files are always tried, whatever their extension. Inside a folder,
-    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over,
+    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over, as
+    is a memory's folder (one kept among the photos holds no image of them),
     and symbolic links to folders are followed, each real folder once (a link back up
     the tree ends there; a link to a folder inside the root is passed over, so the folder
     keeps its own name as label).
@@ -138,7 +140,8 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
     files: list[Path] = []
     for folder, folders, names in os.walk(root, followlinks=True, onerror=unlistable):
         identity = _identity(folder)
-        if identity in seen:  # reached again through a link: a loop, or a twin
+        # reached again through a link (a loop, or a twin), or a memory's own files, not images
+        if identity in seen or os.path.exists(os.path.join(folder, DB_NAME)):
             folders.clear()
             continue
         seen.add(identity)
