@@ -64,6 +64,20 @@ def test_a_single_file_needs_a_label(tmp_path):
     assert found[0].label == "thing"
 
 
+def test_an_image_beside_the_class_folders_is_told_what_label_does(tmp_path):
+    """'not inside a class subfolder (pass --label)': doing so gives that one label to every
+    image of the add, the cats and dogs beside it too. The reason says so, and names the
+    Python argument (label=) beside the option, as the source's reason does."""
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "loose.png", 1)
+    _, skipped = find_images([tmp_path])
+    assert [s.reason for s in skipped] == [
+        "no label: not inside a class subfolder (move it into one, or give --label (label=), "
+        "which labels every image of the add)"]
+    _, skipped = find_images([tmp_path / "loose.png"])
+    assert [s.reason for s in skipped] == ["no label: a single file needs --label (label=)"]
+
+
 def test_missing_path_fails_before_anything_is_read(tmp_path):
     with pytest.raises(InvalidInputError, match="no such file"):
         find_images([tmp_path, tmp_path / "nope"])

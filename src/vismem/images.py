@@ -86,7 +86,7 @@ def find_images(
         if not root.is_dir():
             reason = _unusable(root)
             if reason is None and label is None:
-                reason = "no label: a single file needs --label"
+                reason = "no label: a single file needs --label (label=)"
             if reason is None:
                 found.append(ImageFile(root, label))
             else:
@@ -114,7 +114,8 @@ HELD_BY_THE_MEMORY = "already in the memory"  # a query left out: its content is
 def _no_label(relative: Path) -> str | None:
     """Why a file at `relative` under a folder root takes no label from it (None: it does)."""
     if len(relative.parts) < 2:
-        return f"{NOT_IN_A_CLASS_FOLDER} (pass --label)"
+        return (f"{NOT_IN_A_CLASS_FOLDER} (move it into one, or give --label (label=), "
+                "which labels every image of the add)")
     try:
         check_label(relative.parts[0])
     except InvalidInputError as exc:  # refused at insert, it would abort the whole add
