@@ -334,6 +334,23 @@ def test_progress_counts_the_images_of_a_path_that_is_no_source(tmp_path):
     assert sum(done) == 3
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    """Path("") is ".": `vismem add mem "$PHOTOS"` with PHOTOS unset, or add_images(""),
+    added every image under the current folder, labelled by its subfolders."""
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "cat" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for given in ("", [tmp_path / "cat", ""]):
+            with pytest.raises(InvalidInputError, match="empty path"):
+                memory.add_images(given, label="x")
+        assert len(memory) == 0
+    result = run_cli("add", tmp_path / "mem", "", "--json")
+    assert result.returncode == 2 and result.stdout == "" and "empty path" in result.stderr, result.stderr
+    with Memory.open(tmp_path / "mem") as memory:
+        assert len(memory) == 0
+
+
 def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
     """add_images("photos") looked for folders "p", "h", "o", ...; classify("a.png") for files "a", "."."""
     (tmp_path / "photos" / "cat").mkdir(parents=True)

@@ -76,6 +76,8 @@ def find_images(
     Raises InvalidInputError for a path that does not exist, before anything is read,
     so a typo cannot half-run a batch.
     """
+    paths = list(paths)
+    check_not_empty(paths)
     roots = [Path(p) for p in paths]
     missing = [str(p) for p in roots if not p.exists()]
     if missing:
@@ -105,6 +107,16 @@ def find_images(
             else:
                 found.append(ImageFile(file, label if label is not None else relative.parts[0]))
     return found, skipped
+
+
+EMPTY_PATH = "an empty path names no file or folder (an unset variable?); give . for the current folder"
+
+
+def check_not_empty(paths: Iterable[object]) -> None:
+    """Refuse an empty path text: Path("") is ".", so an unset variable in a script
+    would read every image under the current folder."""
+    if any(isinstance(p, str) and not p for p in paths):
+        raise InvalidInputError(EMPTY_PATH)
 
 
 NOT_IN_A_CLASS_FOLDER = "no label: not inside a class subfolder"

@@ -32,7 +32,7 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, MemoryClosedError, NotCalibratedError,
                      ReadOnlyMemoryError, committed, whole_number)
-from .images import DEFAULT_MAX_PIXELS, Skipped, shown
+from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
 from .ingest import AddReport, Ingestor, check_batch_size, check_max_pixels, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -491,6 +491,7 @@ class Memory:
                     f"add_images takes image files and folders, got {type(given).__name__}"
                     + (": save PIL images to files, or give their encoded bytes to add_image_bytes([(name, "
                        "bytes), ...], label=..., source=...)" if isinstance(given, Image.Image) else ""))
+        check_not_empty(paths)  # before they become Paths: Path("") is "."
         self._catch_up()
         if ray is not None:
             from .ingest_ray import add_files_on_ray
