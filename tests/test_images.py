@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from conftest import json_lines
+
 from vismem.errors import InvalidInputError
-from vismem.images import ImageReadError, decode_image, find_images
+from vismem.images import ImageFile, ImageReadError, decode_image, find_images
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -60,6 +62,20 @@ def test_a_single_file_needs_a_label(tmp_path):
     assert not found and "needs --label" in skipped[0].reason
     found, _ = find_images([tmp_path / "a.png"], label="thing")
     assert found[0].label == "thing"
+
+
+def test_an_image_beside_the_class_folders_is_told_what_label_does(tmp_path):
+    """'not inside a class subfolder (pass --label)': doing so gives that one label to every
+    image of the add, the cats and dogs beside it too. The reason says so, and names the
+    Python argument (label=) beside the option, as the source's reason does."""
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "loose.png", 1)
+    _, skipped = find_images([tmp_path])
+    assert [s.reason for s in skipped] == [
+        "no label: not inside a class subfolder (move it into one, or give --label (label=), "
+        "which labels every image of the add)"]
+    _, skipped = find_images([tmp_path / "loose.png"])
+    assert [s.reason for s in skipped] == ["no label: a single file needs --label (label=)"]
 
 
 def test_missing_path_fails_before_anything_is_read(tmp_path):
@@ -133,6 +149,48 @@ def test_symlinked_class_folders_are_followed_and_loops_end(tmp_path):
     assert sorted((f.path.relative_to(root).as_posix(), f.label) for f in found) == [
         ("bird/b.png", "bird"), ("cat/a.png", "cat")]
     assert skipped == []
+
+
+def test_a_link_up_to_a_folder_above_the_root_ends_there(tmp_path):
+    """Adding photos/cat, whose `up` leads to photos: the link walked photos/dog under the
+    label 'up' (the loop ended only on reaching photos/cat again)."""
+    root = tmp_path / "photos"
+    _png(root / "cat" / "kitten" / "a.png")
+    _png(root / "dog" / "b.png", 1)
+    (root / "cat" / "up").symlink_to(root, target_is_directory=True)
+    found, skipped = find_images([root / "cat"])
+    assert [(f.path.relative_to(root).as_posix(), f.label) for f in found] == [("cat/kitten/a.png", "kitten")]
+    assert skipped == []
+
+
+def test_a_link_to_a_class_folder_does_not_take_its_images_from_it(tmp_path):
+    """`all_cats` -> `cat` sorts first: its images were all labelled 'all_cats' and the real
+    folder `cat` was passed over without a word. The real folder keeps its images."""
+    root = tmp_path / "photos"
+    _png(root / "cat" / "a.png")
+    _png(root / "cat" / "inner" / "c.png", 2)
+    _png(root / "dog" / "b.png", 1)
+    (root / "all_cats").symlink_to(root / "cat", target_is_directory=True)
+    (root / "dog" / "inner").symlink_to(root / "cat" / "inner", target_is_directory=True)
+    found, skipped = find_images([root])
+    assert [(f.path.relative_to(root).as_posix(), f.label) for f in found] == [
+        ("cat/a.png", "cat"), ("cat/inner/c.png", "cat"), ("dog/b.png", "dog")]
+    assert skipped == []
+
+
+def test_a_memory_kept_inside_the_photo_folder_is_not_read_as_images(tmp_path, cli):
+    """`vismem create photos/mem; vismem add photos/mem photos` listed the memory's own
+    files (memory.sqlite, its -wal, index.lock...) as skipped 'not an image file extension'
+    and exited 3 on every add, however well it went."""
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    memdir = tmp_path / "photos" / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    for added in (1, 0):  # again: a duplicate only, still done in full
+        result = cli("add", memdir, tmp_path / "photos", "--json")
+        assert result.returncode == 0, result.stderr
+        done = json_lines(result)[-1]
+        assert done["added"] == added and done["skipped"] == 1 - added, done
+    assert find_images([tmp_path / "photos"]) == ([ImageFile(tmp_path / "photos" / "cat" / "a.png", "cat")], [])
 
 
 def test_an_input_that_is_no_regular_file_is_skipped_with_a_reason(tmp_path):

@@ -516,3 +516,24 @@ def test_python_api_and_http_service_see_a_phone_photo_upright(photo_memory, tmp
             assert thumb.size == (128, 85)
             grey = Image.open(io.BytesIO(client.get(f"/items/{grey_id}/thumbnail", headers=auth).content))
             assert np.asarray(grey).mean() < 200
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_large_jpeg_keeps_its_own_width_and_height(tmp_path, orientation):
+    """A JPEG decoded in draft mode (a fraction of its size, for speed) was stored with the
+    draft's size: a 1440x960 photo as width 360, height 240 (a PNG of it as 1440x960), so
+    `--where width=1440` missed it. Upright, as the photo was taken (a sideways one swaps)."""
+    from vismem import Memory
+
+    big = np.asarray(Image.fromarray(REF).resize((1440, 960), Image.Resampling.BICUBIC))
+    stored = Image.fromarray(np.ascontiguousarray(stored_for_orientation(big, orientation)))
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "cat" / "big.jpg").write_bytes(save(stored, "JPEG", quality=90, exif=exif(orientation)))
+    (tmp_path / "photos" / "cat" / "big.png").write_bytes(save(stored, "PNG", exif=exif(orientation)))
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images(tmp_path / "photos")
+        sizes = [(item.meta["width"], item.meta["height"]) for item in memory.store.items(report.added)]
+        with_bytes = memory.add_image_bytes([("b.jpg", (tmp_path / "photos" / "cat" / "big.jpg").read_bytes())],
+                                            label="cat", source="upload", allow_duplicates=True)
+        sizes += [(item.meta["width"], item.meta["height"]) for item in memory.store.items(with_bytes.added)]
+    assert sizes == [(1440, 960)] * 3

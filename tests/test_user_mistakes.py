@@ -300,6 +300,57 @@ def test_add_images_refuses_a_batch_size_that_is_not_a_positive_integer(tmp_path
         assert len(memory.add_images([tmp_path / "photos"], batch_size=1).added) == 1
 
 
+@pytest.mark.parametrize("max_pixels", [0, -5, 2.5, "big", True])
+def test_max_pixels_that_is_not_a_positive_integer_is_refused_before_any_image_is_read(tmp_path, max_pixels):
+    """0 or -5 skipped every image as 'image too large: ... exceeds the limit of -5 pixels
+    (possible decompression bomb)'; a text crashed with a TypeError from inside the decoder."""
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    image = tmp_path / "photos" / "cat" / "a.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(image)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for call in (lambda: memory.add_images([tmp_path / "photos"], max_pixels=max_pixels),
+                     lambda: memory.add_image_bytes([("a.png", image.read_bytes())], label="cat", source="upload",
+                                                    max_pixels=max_pixels),
+                     lambda: memory.embed_images([image], max_pixels=max_pixels)):
+            with pytest.raises(InvalidInputError, match="max_pixels must be a positive integer"):
+                call()
+        assert len(memory) == 0
+        assert len(memory.add_images([tmp_path / "photos"], max_pixels=64).added) == 1
+
+
+def test_progress_counts_the_images_of_a_path_that_is_no_source(tmp_path):
+    """The images under a path holding a tab (no source) were skipped before reading and
+    never counted: `add`'s bar, whose total counts every image found, ended at 1/3."""
+    odd = tmp_path / "tab\there"
+    for name in ("a.png", "b.png"):
+        (odd / "cat").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (200, 10, len(name))).save(odd / "cat" / name)
+    (tmp_path / "good" / "dog").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(tmp_path / "good" / "dog" / "c.png")
+    done: list[int] = []
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        report = memory.add_images([odd, tmp_path / "good"], progress=done.append)
+    assert len(report.added) == 1 and len(report.skipped) == 2
+    assert sum(done) == 3
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    """Path("") is ".": `vismem add mem "$PHOTOS"` with PHOTOS unset, or add_images(""),
+    added every image under the current folder, labelled by its subfolders."""
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "cat" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for given in ("", [tmp_path / "cat", ""]):
+            with pytest.raises(InvalidInputError, match="empty path"):
+                memory.add_images(given, label="x")
+        assert len(memory) == 0
+    result = run_cli("add", tmp_path / "mem", "", "--json")
+    assert result.returncode == 2 and result.stdout == "" and "empty path" in result.stderr, result.stderr
+    with Memory.open(tmp_path / "mem") as memory:
+        assert len(memory) == 0
+
+
 def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):
     """add_images("photos") looked for folders "p", "h", "o", ...; classify("a.png") for files "a", "."."""
     (tmp_path / "photos" / "cat").mkdir(parents=True)

@@ -31,7 +31,7 @@ from .images import (
     ImageReadError,
     Skipped,
     content_hash,
-    decode_image,
+    decode_sized,
     not_a_file,
     shown,
     thumbnail_jpeg,
@@ -111,10 +111,11 @@ def prepare_bytes(
 def decode_pixels(
     data: bytes, preprocessing: Preprocessing, thumbnails: bool, max_pixels: int
 ) -> tuple[np.ndarray, bytes | None, tuple[int, int]]:
-    """Decode one image and preprocess it: (pixels, thumbnail or None, decoded size)."""
+    """Decode one image and preprocess it: (pixels, thumbnail or None, its upright size:
+    the file's, not the draft's)."""
     draft = max(preprocessing.resize_size * 2, THUMBNAIL_SIZE)  # a thumbnail needs no more
-    image = decode_image(data, max_pixels=max_pixels, draft_size=draft)
-    return preprocessing.apply(image), thumbnail_jpeg(image) if thumbnails else None, image.size
+    image, size = decode_sized(data, max_pixels=max_pixels, draft_size=draft)
+    return preprocessing.apply(image), thumbnail_jpeg(image) if thumbnails else None, size
 
 
 def decode_many(

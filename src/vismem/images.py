@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 from .errors import InvalidInputError
 from .files import no_such_paths
 from .store.base import check_label
+from .store.sqlite import DB_NAME
 
 # HEIC/HEIF are tried too: without a decoder their skip reason says to convert them.
 IMAGE_SUFFIXES = frozenset(
@@ -88,13 +89,17 @@ def find_images(
     name of its top subfolder as label, unless `label` is given. Files directly inside
     a folder root have no subfolder; they are skipped unless `label` is given.
     Explicitly named files are always tried, whatever their extension. Inside a folder,
-    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over,
+    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over, as
+    is a memory's folder (one kept among the photos holds no image of them),
     and symbolic links to folders are followed, each real folder once (a link back up
-    the tree ends there).
+    the tree ends there; a link to a folder inside the root is passed over, so the folder
+    keeps its own name as label).
 
     Raises InvalidInputError for a path that does not exist, before anything is read,
     so a typo cannot half-run a batch.
     """
+    paths = list(paths)
+    check_not_empty(paths)
     roots = [Path(p) for p in paths]
     missing = [str(p) for p in roots if not p.exists()]
     if missing:
@@ -105,7 +110,7 @@ def find_images(
         if not root.is_dir():
             reason = _unusable(root)
             if reason is None and label is None:
-                reason = "no label: a single file needs --label"
+                reason = "no label: a single file needs --label (label=)"
             if reason is None:
                 found.append(ImageFile(root, label))
             else:
@@ -126,6 +131,16 @@ def find_images(
     return found, skipped
 
 
+EMPTY_PATH = "an empty path names no file or folder (an unset variable?); give . for the current folder"
+
+
+def check_not_empty(paths: Iterable[object]) -> None:
+    """Refuse an empty path text: Path("") is ".", so an unset variable in a script
+    would read every image under the current folder."""
+    if any(isinstance(p, str) and not p for p in paths):
+        raise InvalidInputError(EMPTY_PATH)
+
+
 NOT_IN_A_CLASS_FOLDER = "no label: not inside a class subfolder"
 HELD_BY_THE_MEMORY = "already in the memory"  # a query left out: its content is an item
 
@@ -133,7 +148,8 @@ HELD_BY_THE_MEMORY = "already in the memory"  # a query left out: its content is
 def _no_label(relative: Path) -> str | None:
     """Why a file at `relative` under a folder root takes no label from it (None: it does)."""
     if len(relative.parts) < 2:
-        return f"{NOT_IN_A_CLASS_FOLDER} (pass --label)"
+        return (f"{NOT_IN_A_CLASS_FOLDER} (move it into one, or give --label (label=), "
+                "which labels every image of the add)")
     try:
         check_label(relative.parts[0])
     except InvalidInputError as exc:  # refused at insert, it would abort the whole add
@@ -147,17 +163,43 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
     def unlistable(error: OSError) -> None:
         skipped.append(Skipped(shown(Path(error.filename or root)), f"unreadable folder: {error.strerror or error}"))
 
-    seen: set[tuple[int, int]] = set()
+    # the folders above the root count as walked: a link up to one is a loop too, not a
+    # way into the root's siblings (labelled by the link's name)
+    seen = {_identity(folder) for folder in Path(os.path.realpath(root)).parents}
+    # a link to a folder the walk reaches without links is passed over, wherever it sorts:
+    # the folder keeps its images and its label (`all_cats` -> `cat` would take both)
+    real: set[tuple[int, int]] = set()
+    for folder, folders, _ in os.walk(root):  # links not followed
+        real.add(_identity(folder))
+        folders[:] = _shown_folders(folders)
     files: list[Path] = []
     for folder, folders, names in os.walk(root, followlinks=True, onerror=unlistable):
-        status = os.stat(folder)
-        if (status.st_dev, status.st_ino) in seen:  # reached again through a link: a loop, or a twin
+        identity = _identity(folder)
+        # reached again through a link (a loop, or a twin), or a memory's own files, not images
+        if identity in seen or os.path.exists(os.path.join(folder, DB_NAME)):
             folders.clear()
             continue
-        seen.add((status.st_dev, status.st_ino))
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        seen.add(identity)
+        folders[:] = [name for name in _shown_folders(folders) if not _links_into(Path(folder, name), real)]
         files += [Path(folder, name) for name in names if not name.startswith(".")]
     return sorted(files)
+
+
+def _shown_folders(names: list[str]) -> list[str]:
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def _links_into(path: Path, folders: set[tuple[int, int]]) -> bool:
+    """Whether `path` is a link to one of `folders` (identities)."""
+    try:
+        return path.is_symlink() and _identity(path) in folders
+    except OSError:  # gone meanwhile: the walk says so, or passes it over
+        return False
+
+
+def _identity(folder: str | Path) -> tuple[int, int]:
+    status = os.stat(folder)
+    return status.st_dev, status.st_ino
 
 
 def not_a_file(path: Path) -> str:
@@ -207,6 +249,14 @@ def decode_image(
 
     Raises ImageReadError with a human-readable reason.
     """
+    return decode_sized(data, max_pixels=max_pixels, draft_size=draft_size)[0]
+
+
+def decode_sized(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """(`decode_image`'s image, the file's own width and height, turned as the image is):
+    a draft decodes a JPEG smaller than the file holds it."""
     if not data:
         raise ImageReadError("empty file")
     # Pillow refuses images above twice its own limit while opening them, before we see
@@ -223,7 +273,8 @@ def decode_image(
             if draft_size:
                 image.draft("RGB", (draft_size, draft_size))  # a no-op for all but JPEG
             image.load()
-            return upright_rgb(image)
+            upright, swapped = _upright_rgb(image)
+            return upright, (height, width) if swapped else (width, height)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -278,32 +329,41 @@ def upright_rgb(image: Image.Image) -> Image.Image:
 
     Raises ImageReadError for a mode or pixel data that cannot be shown faithfully.
     """
+    return _upright_rgb(image)[0]
+
+
+def _upright_rgb(image: Image.Image) -> tuple[Image.Image, bool]:
+    """(`upright_rgb(image)`, whether turning it upright swapped its width and height)."""
     icc, mode = image.info.get("icc_profile"), image.mode
-    image = _eight_bit_opaque(_upright(image), "transparency" in image.info)
+    upright, swapped = _upright(image)
+    image = _eight_bit_opaque(upright, "transparency" in image.info)
     if image.mode == "LAB":
         converted = _icc_to_srgb(image, None)
         if converted is None:
             raise ImageReadError("CIELAB image: converting it needs Pillow with littlecms")
-        return converted
+        return converted, swapped
     if icc and image.mode in ("L", "RGB", "CMYK"):
         converted = _icc_to_srgb(image, icc)
         if converted is not None:
-            return converted
+            return converted, swapped
     if image.mode == "RGB":
-        return image
+        return image, swapped
     try:
-        return image.convert("RGB")
+        return image.convert("RGB"), swapped
     except ValueError:
         raise ImageReadError(f"colour mode {mode} is not supported") from None
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def _upright(image: Image.Image) -> tuple[Image.Image, bool]:
+    """(`image` turned by its EXIF orientation, whether that swapped width and height)."""
     try:
-        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-            return ImageOps.exif_transpose(image)  # a copy: a caller's image stays as it was
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if orientation != 1:
+            # a copy: a caller's image stays as it was; 5-8 turn it a quarter
+            return ImageOps.exif_transpose(image), orientation in (5, 6, 7, 8)
     except (OSError, SyntaxError, ValueError, KeyError, TypeError, struct.error):
         pass  # unreadable EXIF: shown as stored, as viewers do
-    return image
+    return image, False
 
 
 def _eight_bit_opaque(image: Image.Image, transparent: bool) -> Image.Image:

@@ -140,8 +140,19 @@ def listed(inputs: Any) -> list:
 
 def check_batch_size(batch_size: int | None) -> None:
     """Refuse a batch size that is not a positive integer (None: the encoder's)."""
-    if batch_size is not None and (not whole_number(batch_size) or batch_size < 1):
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        _check_positive("batch_size", batch_size)
+
+
+def check_max_pixels(max_pixels: int) -> None:
+    """Refuse a pixel limit that is not a positive integer: 0 would skip every image as a
+    decompression bomb, a text fail inside the decoder."""
+    _check_positive("max_pixels", max_pixels)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not whole_number(value) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Ingestor:
@@ -164,6 +175,7 @@ class Ingestor:
         is told to `on_held(position, item id)`; with `leave_out_held`, a file of such content
         is skipped instead (reason HELD_BY_THE_MEMORY...), for measures that a query finding
         itself would falsify."""
+        check_max_pixels(max_pixels)
         encoder = self.encoder
         told = on_held or (lambda position, item_id: None)
         vectors = np.empty((len(images), encoder.dim), dtype=np.float32)
@@ -222,10 +234,11 @@ class Ingestor:
             check_label(label)
         check_meta(meta or {})  # before any image is encoded
         check_batch_size(batch_size)
+        check_max_pixels(max_pixels)
         if source is not None:
             check_source(source)
         report = AddReport()
-        files = self.files(paths, label=label, source=source, report=report)
+        files = self.files(paths, label=label, source=source, report=report, progress=progress)
         source_of = {id(f): src for f, src in files}
         # the next batch is read and looked up in a thread while this one commits
         with self.store.hash_lookup() as lookup:
@@ -242,9 +255,10 @@ class Ingestor:
 
     @staticmethod
     def files(paths: Sequence[str | Path], *, label: str | None, source: str | None,
-              report: AddReport) -> list[tuple[ImageFile, str]]:
+              report: AddReport, progress: Progress | None = None) -> list[tuple[ImageFile, str]]:
         """The image files under `paths` with the source each takes (default: the path given);
-        files that cannot be labelled go to `report` as skipped."""
+        files that cannot be labelled go to `report` as skipped, and those of a path that is
+        no source to `progress` as done (a total counts every image file found)."""
         files: list[tuple[ImageFile, str]] = []
         for root in paths:
             found, skipped = find_images([root], label=label)
@@ -255,6 +269,8 @@ class Ingestor:
             except InvalidInputError as exc:  # a path may hold a tab or ESC: skip its images, not the whole add
                 report.skipped += [Skipped(shown(f.path), f"{exc}: pass --source (source=) or rename it")
                                    for f in found]
+                if progress and found:
+                    progress(len(found))
                 continue
             files += [(f, given) for f in found]
         return files
@@ -276,6 +292,7 @@ class Ingestor:
         """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened."""
         check_label(label)
         check_source(source)
+        check_max_pixels(max_pixels)
         for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
             check_printable("image name", str(name), "names are")
         report = AddReport()

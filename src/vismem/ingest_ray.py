@@ -164,7 +164,7 @@ def add_files_on_ray(ingestor: Ingestor, paths: Sequence[str | Path], *, address
     from .ingest import AddReport
 
     report = AddReport()
-    files = ingestor.files(paths, label=label, source=source, report=report)
+    files = ingestor.files(paths, label=label, source=source, report=report, progress=progress)
     if not files:
         return report
     with _ray(address) as ray:

@@ -32,8 +32,8 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
                      NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
-from .images import DEFAULT_MAX_PIXELS, Skipped, shown
-from .ingest import AddReport, Ingestor, check_batch_size, listed, split_conflicts
+from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
+from .ingest import AddReport, Ingestor, check_batch_size, check_max_pixels, listed, split_conflicts
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
@@ -483,6 +483,7 @@ class Memory:
         same result; see `vismem.ingest_ray`.
         """
         check_batch_size(batch_size)
+        check_max_pixels(max_pixels)  # here too: Ray's workers would each fail on it
         paths = listed(paths)
         for given in paths:  # (pathlib's TypeError named no way forward)
             if not isinstance(given, (str, os.PathLike)):
@@ -490,6 +491,7 @@ class Memory:
                     f"add_images takes image files and folders, got {type(given).__name__}"
                     + (": save PIL images to files, or give their encoded bytes to add_image_bytes([(name, "
                        "bytes), ...], label=..., source=...)" if isinstance(given, Image.Image) else ""))
+        check_not_empty(paths)  # before they become Paths: Path("") is "."
         self._catch_up()
         if ray is not None:
             from .ingest_ray import add_files_on_ray

@@ -41,6 +41,15 @@ def _item_id(text: str) -> int:
                                  "--id 1 --id 2") from None
 
 
+def _given_path(text: str) -> Path:
+    """A path argument; an empty one is bad usage, not the current folder (Path("") is ".")."""
+    from ..images import EMPTY_PATH
+
+    if not text:
+        raise typer.BadParameter(EMPTY_PATH)
+    return Path(text)
+
+
 def ids_option(default: Any = ...) -> Any:
     """`--id`, repeatable; `--id 1,2` is bad usage that says how to give two."""
     return typer.Option(default, "--id", parser=_item_id, help="Item id (repeatable).")
@@ -402,7 +411,7 @@ def create(
 @app.command()
 def add(
     memdir: Path = MemDir,
-    paths: List[Path] = typer.Argument(..., readable=False,  # an unreadable one is skipped and said, as in a folder
+    paths: List[Path] = typer.Argument(..., parser=_given_path,  # an unreadable one is skipped and said, as in a folder
                                        help="Image files or folders (class-subfolder layout).",
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
