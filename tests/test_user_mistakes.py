@@ -349,6 +349,11 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monke
     assert result.returncode == 2 and result.stdout == "" and "empty path" in result.stderr, result.stderr
     with Memory.open(tmp_path / "mem") as memory:
         assert len(memory) == 0
+    # the commands that read images: eval of "" evaluated the current folder's class folders
+    for command in ("classify", "search", "explain", "eval", "tune-index"):
+        result = run_cli(command, tmp_path / "mem", "", "--json")
+        assert result.returncode == 2 and result.stdout == "" and "empty path" in result.stderr, (command,
+                                                                                                  result.stderr)
 
 
 def test_one_path_given_alone_is_one_input_not_its_characters(tmp_path):

@@ -41,7 +41,7 @@ def _item_id(text: str) -> int:
                                  "--id 1 --id 2") from None
 
 
-def _given_path(text: str) -> Path:
+def given_path(text: str) -> Path:
     """A path argument; an empty one is bad usage, not the current folder (Path("") is ".")."""
     from ..images import EMPTY_PATH
 
@@ -411,7 +411,7 @@ def create(
 @app.command()
 def add(
     memdir: Path = MemDir,
-    paths: List[Path] = typer.Argument(..., parser=_given_path,  # an unreadable one is skipped and said, as in a folder
+    paths: List[Path] = typer.Argument(..., parser=given_path,  # an unreadable one is skipped and said, as in a folder
                                        help="Image files or folders (class-subfolder layout).",
                                        show_default=False),
     label: Optional[str] = typer.Option(None, "--label", "-l", help="Label for every image (overrides subfolders)."),
@@ -569,8 +569,8 @@ def one_query(path: Path, row: int | None, dim: int):
 @app.command()
 def classify(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Image files to classify.",
-                                                  show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, parser=given_path, show_default=False,
+                                                  help="Image files to classify."),
     queries: Optional[Path] = QueriesOpt,
     k: Optional[int] = KOpt,
     vote: Optional[str] = VoteOpt,
@@ -831,8 +831,8 @@ def _print_decisions(data: dict) -> None:
 @app.command("eval")
 def evaluate(
     memdir: Path = MemDir,
-    testdir: Optional[Path] = typer.Argument(None, readable=False, help="Test set in class-subfolder layout.",
-                                             show_default=False),
+    testdir: Optional[Path] = typer.Argument(None, readable=False, parser=given_path, show_default=False,
+                                             help="Test set in class-subfolder layout."),
     queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
                                            help="Test vectors instead of a folder: a .npy array (n, dim); "
                                                 "their true labels in --labels."),
@@ -917,8 +917,8 @@ def _warn_of_test_data(report: EvalReport, unit: str) -> None:
 @app.command()
 def explain(
     memdir: Path = MemDir,
-    image: Optional[Path] = typer.Argument(None, readable=False, help="Image to classify and explain.",
-                                           show_default=False),
+    image: Optional[Path] = typer.Argument(None, readable=False, parser=given_path, show_default=False,
+                                           help="Image to classify and explain."),
     queries: Optional[Path] = typer.Option(None, "--queries", metavar="Q.npy",
                                            help="A query vector instead of an image: a .npy file of one (dim,) "
                                                 "vector, or of (n, dim) with --row."),

@@ -15,7 +15,8 @@ from ..store.base import parse_where, printable
 from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
                widest)
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
-                       in_input_order, load_queries, read_queries, say_unreadable, warn_if_nothing_matches)
+                       given_path, in_input_order, load_queries, read_queries, say_unreadable,
+                       warn_if_nothing_matches)
 from .numbers import number_argument, number_option
 
 K = describe(VoteParams, "k")  # search's k has the vote's default and limits (as POST /search)
@@ -24,8 +25,8 @@ K = describe(VoteParams, "k")  # search's k has the vote's default and limits (a
 @app.command()
 def search(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Image files to search with.",
-                                                  show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, parser=given_path, show_default=False,
+                                                  help="Image files to search with."),
     queries: Optional[Path] = QueriesOpt,
     k: int = number_option(K["default"], "--k", "-k", kind=int, min=K["min"], max=K["max"],
                            help="How many nearest items."),
@@ -125,8 +126,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
 @app.command("tune-index")
 def tune_index(
     memdir: Path = MemDir,
-    images: Optional[List[Path]] = typer.Argument(None, readable=False, help="Query images the memory has not seen.",
-                                                  show_default=False),
+    images: Optional[List[Path]] = typer.Argument(None, readable=False, parser=given_path, show_default=False,
+                                                  help="Query images the memory has not seen."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Query vectors the memory has not seen: "
                                            "a .npy file of float (n, dim)."),
     json_out: bool = JsonFlag,
