@@ -136,6 +136,25 @@ def test_ivfpq_is_measured_on_items_it_holds_out(tmp_path):
         assert_honest(quality, fresh_recall(memory, ids, x, vectors(500, seed=10)))
 
 
+def test_ivfpq_that_trains_inside_a_small_add_is_tuned_again(tmp_path):
+    # Grown one small add at a time: the add that reaches train_min trains the lists. The
+    # effort tuned before, on exact search over float16 copies (the least one), must not
+    # stay: it probed one list of the new IVF and found about half the neighbours.
+    x = vectors(1500, seed=31)
+    with Memory.create(tmp_path / "m", encoder=None, dim=DIM, index="exact",
+                       target_recall=TARGET) as memory:
+        memory.store._index._params = lambda kind: {"train_min": 1000}
+        memory.set_index("ivfpq")  # empty: built with the low train_min
+        ids = memory.add_vectors(x[:900], ["a"] * 900)
+        assert memory.info()["index"]["params"]["nlist"] is None  # still exact over float16
+        ids += memory.add_vectors(x[900:1000], ["a"] * 100)  # trains; 11% growth: no re-tune
+        index = memory.info()["index"]
+        assert index["params"]["nlist"]  # trained
+        quality = index["quality"]
+        assert quality["params"]["nlist"] == index["params"]["nlist"], quality
+        assert_honest(quality, fresh_recall(memory, ids, x[:1000], vectors(500, seed=32)))
+
+
 # ---- the pure parts --------------------------------------------------------------------
 
 def test_wilson_interval_brackets_and_narrows():

@@ -86,11 +86,13 @@ class Tuner:
         """Add to the index, first measuring a sample of the batch as fresh queries: the
         rest goes in, the sample is searched (it is not in the index), then it goes in.
         When IVF-PQ trains or re-clusters meanwhile, it is re-measured on held-out items."""
-        if not isinstance(index, Tunable) or getattr(index, "trained", True) is False:
-            index.add(ids, vectors)  # exact, or IVF-PQ searching exactly until it trains
+        if not isinstance(index, Tunable):
+            index.add(ids, vectors)
             return
         layout = _layout(index)
-        pick = t.fresh_sample(len(ids), len(index) + len(ids), self._rng)
+        # IVF-PQ searching exactly until it trains (maybe in this add): nothing to measure yet
+        untrained = getattr(index, "trained", True) is False
+        pick = t.fresh_sample(len(ids), len(index) + len(ids), self._rng) if not untrained else NO_IDS
         if len(pick) and len(index) + len(ids) - len(pick) >= q.RECALL_K:
             rest = np.ones(len(ids), dtype=bool)
             rest[pick] = False
