@@ -216,6 +216,24 @@ def test_tune_index_on_given_queries(tmp_path, cli):
     assert cli("tune-index", path, "--queries", tmp_path / "missing.npy").returncode == 1
 
 
+def test_tune_index_says_when_it_has_too_few_queries_or_nothing_to_tune(tmp_path, cli):
+    """Five queries tuned HNSW's effort with no word on how loose their recall was; an
+    exact index printed "recall 1.000 on exact search, 0 queries" as if it had tuned."""
+    path = tmp_path / "m"
+    small_memory(path)
+    np.save(tmp_path / "q5.npy", vectors(5, seed=12))
+    result = cli("tune-index", path, "--queries", tmp_path / "q5.npy", "--json", check=True)
+    assert json_lines(result)[0]["quality"]["sample"] == 5
+    assert "warning: tuned on only 5 queries: the recall's 95% interval is" in result.stderr
+    assert "give at least 50" in result.stderr
+    exact = tmp_path / "exact"
+    with Memory.create(exact, encoder=None, dim=DIM) as memory:
+        memory.add_vectors(vectors(300, seed=3), ["a"] * 300)
+    result = cli("tune-index", exact, "--queries", tmp_path / "q5.npy", check=True)
+    assert "index exact: exact search finds the true neighbours (recall 1.0): nothing to tune" in result.stdout
+    assert "0 queries" not in result.stdout and "warning" not in result.stderr
+
+
 def test_tune_index_leaves_out_query_vectors_the_memory_holds(tmp_path, cli):
     """A query vector that is an item finds itself, at recall 1.0 whatever the effort: given
     or recorded, such rows (the same bits once made unit length, as add-vectors knows

@@ -10,6 +10,8 @@ import typer
 from ..decide import VoteParams
 from ..errors import InvalidInputError
 from ..images import HELD_BY_THE_MEMORY, Skipped
+from ..search.choice import AUTO_APPROX_MIN
+from ..search.tuning import EXACT, MIN_QUERIES
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where, printable
 from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
@@ -159,8 +161,16 @@ def tune_index(
                       "them (each would find itself); tuning on the rest")
         described["held_left_out"] += len(held)
     quality = described["quality"] or {}
+    exact = quality.get("measured_on") == EXACT
+    if quality and not exact and quality["sample"] < MIN_QUERIES:
+        err.print(f"warning: tuned on only {counted(quality['sample'], 'query')}: the recall's 95% interval is "
+                  f"{quality['low']:.3f}-{quality['high']:.3f}; give at least {MIN_QUERIES} for a firm figure")
     if json_out:
         emit(described)
+    elif exact:  # nothing was measured or changed: say why, not "recall 1.000 on 0 queries"
+        out.print("index exact: exact search finds the true neighbours (recall 1.0): nothing to tune"
+                  + (f" (`auto` picks HNSW from {AUTO_APPROX_MIN:,} items)" if described.get("setting") == "auto"
+                     else ""))
     else:
         out.print(f"index {described['type']}: params {described['params']}")
         if quality:
