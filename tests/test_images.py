@@ -138,6 +138,21 @@ def test_hidden_files_and_folders_are_not_classes_or_images(tmp_path):
     assert skipped == []
 
 
+def test_files_systems_leave_beside_photos_are_passed_over(tmp_path, cli):
+    """A folder copied from Windows holds Thumbs.db and desktop.ini: each add of it was
+    "done in part" (exit 3), skipping them as non-images. Named alone, a file is still tried."""
+    _png(tmp_path / "photos" / "cat" / "a.png")
+    for junk in ("cat/Thumbs.db", "cat/desktop.ini", "THUMBS.DB", "ehthumbs.db", "cat/Icon\r"):
+        (tmp_path / "photos" / junk).write_bytes(b"\xd0\xcf\x11\xe0 not an image")
+    found, skipped = find_images([tmp_path / "photos"])
+    assert [f.label for f in found] == ["cat"] and skipped == []
+    found, _ = find_images([tmp_path / "photos" / "cat" / "Thumbs.db"], label="cat")
+    assert [f.path.name for f in found] == ["Thumbs.db"]
+    cli("create", tmp_path / "mem", "--encoder", "pixels", check=True)
+    done = cli("add", tmp_path / "mem", tmp_path / "photos", "--json")
+    assert done.returncode == 0 and json_lines(done)[-1]["added"] == 1, done.stderr
+
+
 def test_symlinked_class_folders_are_followed_and_loops_end(tmp_path):
     root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
     _png(root / "cat" / "a.png")

@@ -89,8 +89,9 @@ def find_images(
     name of its top subfolder as label, unless `label` is given. Files directly inside
     a folder root have no subfolder; they are skipped unless `label` is given.
     Explicitly named files are always tried, whatever their extension. Inside a folder,
-    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) are passed over, as
-    is a memory's folder (one kept among the photos holds no image of them),
+    hidden files and folders (`.git`, `.DS_Store`, macOS's `._x.jpg`) and the files
+    systems leave beside photos (`Thumbs.db`, `desktop.ini`) are passed over, as is a
+    memory's folder (one kept among the photos holds no image of them),
     and symbolic links to folders are followed, each real folder once (a link back up
     the tree ends there; a link to a folder inside the root is passed over, so the folder
     keeps its own name as label).
@@ -181,8 +182,18 @@ def _files_under(root: Path, skipped: list[Skipped]) -> list[Path]:
             continue
         seen.add(identity)
         folders[:] = [name for name in _shown_folders(folders) if not _links_into(Path(folder, name), real)]
-        files += [Path(folder, name) for name in names if not name.startswith(".")]
+        files += [Path(folder, name) for name in names if not _passed_over(name)]
     return sorted(files)
+
+
+# Files an operating system leaves in photo folders (thumbnail caches, folder settings),
+# passed over as hidden ones are: every add of a folder copied from Windows was "done in
+# part" (exit 3) for its Thumbs.db. (macOS's .DS_Store and ._ files are hidden already.)
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
+
+
+def _passed_over(name: str) -> bool:
+    return name.startswith(".") or name.casefold() in SYSTEM_FILES
 
 
 def _shown_folders(names: list[str]) -> list[str]:
