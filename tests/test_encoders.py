@@ -120,3 +120,21 @@ def test_unknown_encoder_lists_the_known_ones():
         create_encoder("vgg-imaginary")
     known = set(available_encoders())
     assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>", "open_clip:<model>"} <= known
+
+
+def test_a_model_or_tag_that_does_not_exist_is_named_before_any_download(monkeypatch):
+    """Offline, `timm:not_a_model_name` and `open_clip:ViT-B-32@no_such_tag` said "could not
+    download the ... weights (VISMEM_OFFLINE is set)", sending the user after a weights file
+    for a model or tag that does not exist (online: a download error, or open_clip's
+    RuntimeError as one)."""
+    pytest.importorskip("timm")
+    pytest.importorskip("open_clip")
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    with pytest.raises(EncoderError, match="timm has no model 'not_a_model_name'") as caught:
+        create_encoder("timm:not_a_model_name")
+    assert "download" not in str(caught.value)
+    with pytest.raises(EncoderError, match="open_clip:ViT-B-32 has no weights 'no_such_tag'.*openai") as caught:
+        create_encoder("open_clip:ViT-B-32@no_such_tag")
+    assert "download" not in str(caught.value)
+    with pytest.raises(EncoderError, match="--weights FILE"):  # real ones still say how to do without
+        create_encoder("open_clip:ViT-B-32@openai")

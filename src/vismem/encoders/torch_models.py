@@ -147,6 +147,10 @@ def build_timm(model_name: str, weights: str | Path | None = None,
         from timm.data import resolve_data_config
     except ImportError:
         raise EncoderError("timm is not installed: run `pip install timm`") from None
+    # Before any download: offline, a mistyped name said "could not download its weights".
+    # (hf-hub:/local-dir: names are timm's own, outside its registry.)
+    if ":" not in model_name and not timm.is_model(model_name):
+        raise EncoderError(f"timm has no model {model_name!r}; see timm.list_models()")
     pretrained = weights is None
     if pretrained and offline_requested():
         raise download_failed(f"timm:{model_name}", f"{OFFLINE_ENV} is set")
@@ -196,7 +200,12 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
     if model_name not in open_clip.list_models():
         raise EncoderError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
     if weights is None:
-        tag = tag or next(iter(open_clip.list_pretrained_tags_by_model(model_name)), "")
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if tag and tag not in tags and not Path(tag).is_file():  # (a file: open_clip loads it)
+            shown = ", ".join(tags[:8]) + (f" … ({len(tags)} in all)" if len(tags) > 8 else "")
+            raise EncoderError(f"open_clip:{model_name} has no weights {tag!r}; "
+                               + (f"its tags: {shown}" if tags else "it has none published: pass --weights FILE"))
+        tag = tag or next(iter(tags), "")
         if not tag:
             raise EncoderError(f"open_clip:{model_name} has no published weights; pass --weights FILE")
         if offline_requested():
