@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from vismem.encoders import available_encoders, create_encoder
+from vismem.encoders import EncoderOptions, available_encoders, create_encoder
 from vismem.errors import EncoderError
 
 
@@ -138,3 +138,25 @@ def test_a_model_or_tag_that_does_not_exist_is_named_before_any_download(monkeyp
     assert "download" not in str(caught.value)
     with pytest.raises(EncoderError, match="--weights FILE"):  # real ones still say how to do without
         create_encoder("open_clip:ViT-B-32@openai")
+
+
+def test_timm_weights_saved_with_their_classifier_load(tmp_path):
+    """`torch.save(timm.create_model("resnet18").state_dict(), PATH)`, the file a timm model
+    saves, was refused ("Unexpected key(s) in state_dict: fc.weight, fc.bias"): the encoder's
+    network has no classifier, so only a file saved from a headless model loaded."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    torch.manual_seed(3)
+    whole = timm.create_model("resnet18", pretrained=False)
+    torch.save(whole.state_dict(), tmp_path / "with_head.pth")
+    whole.reset_classifier(0)
+    torch.save(whole.state_dict(), tmp_path / "headless.pth")
+    options = EncoderOptions(runtime="torch")
+    with_head = create_encoder("timm:resnet18", weights=tmp_path / "with_head.pth", options=options)
+    headless = create_encoder("timm:resnet18", weights=tmp_path / "headless.pth", options=options)
+    image = photos()[:1]
+    assert float(with_head.encode(image)[0] @ headless.encode(image)[0]) == pytest.approx(1.0, abs=1e-5)
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(EncoderError, match="not a timm:resnet18 state dict"):  # another network still is not
+        create_encoder("timm:resnet18", weights=tmp_path / "r34.pth", options=options)
