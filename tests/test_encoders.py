@@ -160,3 +160,12 @@ def test_timm_weights_saved_with_their_classifier_load(tmp_path):
     torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "r34.pth")
     with pytest.raises(EncoderError, match="not a timm:resnet18 state dict"):  # another network still is not
         create_encoder("timm:resnet18", weights=tmp_path / "r34.pth", options=options)
+
+
+def test_a_weights_folder_is_named_as_a_folder(tmp_path):
+    """`--weights checkpoints/` (the folder, not the file in it) said "weights file not
+    found: checkpoints", though it is right there."""
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(EncoderError, match="is a folder, not a file") as caught:
+        create_encoder("resnet50", weights=tmp_path / "checkpoints")
+    assert "not found" not in str(caught.value)
