@@ -184,4 +184,20 @@ def test_cli_options_reach_the_encoder_and_are_announced(cli, digit_folders, tmp
         assert refused.returncode == 1 and "no CUDA GPU is visible" in refused.stderr
         monkeypatch.delenv("VISMEM_DEVICE")
     bad = cli("add", mem, train, "--runtime", "tensorrt")
-    assert bad.returncode == 1 and "unknown runtime" in bad.stderr
+    assert bad.returncode == 2 and "unknown runtime" in bad.stderr  # a value --runtime cannot take: bad usage
+
+
+def test_an_option_value_that_cannot_be_is_bad_usage(cli, tmp_path, monkeypatch):
+    """`--device gpu`, `--runtime tensorrt`, `--precision int8` exited 1 ("error, nothing
+    changed") where every other value an option cannot take is bad usage, exit 2."""
+    for option, value, words in (("--device", "gpu", "unknown device 'gpu'"),
+                                 ("--runtime", "tensorrt", "unknown runtime 'tensorrt'"),
+                                 ("--precision", "int8", "unknown precision 'int8'")):
+        refused = cli("create", tmp_path / "m", "--encoder", "pixels", option, value)
+        assert refused.returncode == 2 and words in refused.stderr, (option, refused.stderr)
+        refused = cli("classify", tmp_path / "no-memory", "x.png", option, value)
+        assert refused.returncode == 2 and words in refused.stderr, (option, refused.stderr)
+    monkeypatch.setenv("VISMEM_DEVICE", "tpu")  # the option's environment variable: the same check
+    refused = cli("create", tmp_path / "m", "--encoder", "pixels")
+    assert refused.returncode == 2 and "unknown device 'tpu'" in refused.stderr
+    assert not (tmp_path / "m").exists()

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from vismem.encoders import available_encoders, create_encoder
+from vismem.encoders import EncoderOptions, available_encoders, create_encoder
 from vismem.errors import EncoderError
 
 
@@ -120,3 +120,52 @@ def test_unknown_encoder_lists_the_known_ones():
         create_encoder("vgg-imaginary")
     known = set(available_encoders())
     assert {"efficientnet_lite0", "resnet50", "pixels", "timm:<model>", "open_clip:<model>"} <= known
+
+
+def test_a_model_or_tag_that_does_not_exist_is_named_before_any_download(monkeypatch):
+    """Offline, `timm:not_a_model_name` and `open_clip:ViT-B-32@no_such_tag` said "could not
+    download the ... weights (VISMEM_OFFLINE is set)", sending the user after a weights file
+    for a model or tag that does not exist (online: a download error, or open_clip's
+    RuntimeError as one)."""
+    pytest.importorskip("timm")
+    pytest.importorskip("open_clip")
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    with pytest.raises(EncoderError, match="timm has no model 'not_a_model_name'") as caught:
+        create_encoder("timm:not_a_model_name")
+    assert "download" not in str(caught.value)
+    with pytest.raises(EncoderError, match="open_clip:ViT-B-32 has no weights 'no_such_tag'.*openai") as caught:
+        create_encoder("open_clip:ViT-B-32@no_such_tag")
+    assert "download" not in str(caught.value)
+    with pytest.raises(EncoderError, match="--weights FILE"):  # real ones still say how to do without
+        create_encoder("open_clip:ViT-B-32@openai")
+
+
+def test_timm_weights_saved_with_their_classifier_load(tmp_path):
+    """`torch.save(timm.create_model("resnet18").state_dict(), PATH)`, the file a timm model
+    saves, was refused ("Unexpected key(s) in state_dict: fc.weight, fc.bias"): the encoder's
+    network has no classifier, so only a file saved from a headless model loaded."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    torch.manual_seed(3)
+    whole = timm.create_model("resnet18", pretrained=False)
+    torch.save(whole.state_dict(), tmp_path / "with_head.pth")
+    whole.reset_classifier(0)
+    torch.save(whole.state_dict(), tmp_path / "headless.pth")
+    options = EncoderOptions(runtime="torch")
+    with_head = create_encoder("timm:resnet18", weights=tmp_path / "with_head.pth", options=options)
+    headless = create_encoder("timm:resnet18", weights=tmp_path / "headless.pth", options=options)
+    image = photos()[:1]
+    assert float(with_head.encode(image)[0] @ headless.encode(image)[0]) == pytest.approx(1.0, abs=1e-5)
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(EncoderError, match="not a timm:resnet18 state dict"):  # another network still is not
+        create_encoder("timm:resnet18", weights=tmp_path / "r34.pth", options=options)
+
+
+def test_a_weights_folder_is_named_as_a_folder(tmp_path):
+    """`--weights checkpoints/` (the folder, not the file in it) said "weights file not
+    found: checkpoints", though it is right there."""
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(EncoderError, match="is a folder, not a file") as caught:
+        create_encoder("resnet50", weights=tmp_path / "checkpoints")
+    assert "not found" not in str(caught.value)

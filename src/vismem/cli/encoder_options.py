@@ -12,14 +12,31 @@ import typer
 
 from ..encoders import EncoderOptions
 from ..encoders.options import DEVICE_ENV, MAX_DECODE_WORKERS, PRECISIONS, RUNTIMES
+from ..errors import InvalidInputError
 from . import err
 from .numbers import number_option
 
-DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True,
+
+def _checked(field: str):
+    """A callback refusing a value `EncoderOptions` would refuse, as bad usage (exit 2)
+    before anything is read, in EncoderOptions' words."""
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                EncoderOptions(**{field: value})  # type: ignore[arg-type]  # field is a str option
+            except InvalidInputError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        return value
+    return check
+
+
+DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True, callback=_checked("device"),
                          help="auto|cpu|cuda|cuda:N|mps: auto takes a CUDA GPU, else MPS, else the CPU.")
-RuntimeOpt = typer.Option("auto", "--runtime", help=f"{'|'.join(RUNTIMES)}: auto is ONNX Runtime on the CPU "
+RuntimeOpt = typer.Option("auto", "--runtime", callback=_checked("runtime"),
+                          help=f"{'|'.join(RUNTIMES)}: auto is ONNX Runtime on the CPU "
                           "(exported once, checked against torch), torch elsewhere.")
-PrecisionOpt = typer.Option("auto", "--precision", help=f"{'|'.join(PRECISIONS)}: auto is fp16 on CUDA "
+PrecisionOpt = typer.Option("auto", "--precision", callback=_checked("precision"),
+                            help=f"{'|'.join(PRECISIONS)}: auto is fp16 on CUDA "
                             "(checked against fp32), fp32 elsewhere; fp32 opts out of half precision.")
 BatchSizeOpt = number_option(None, "--batch-size", kind=int, min=1, metavar="N",
                              help="Images per forward pass [default: fitted to the GPU; on the CPU 32, "

@@ -46,6 +46,8 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
     decode workers); they never change its id.
     """
     if weights is not None and not Path(weights).is_file():
+        if Path(weights).is_dir():
+            raise EncoderError(f"weights file {weights} is a folder, not a file: give the state dict file in it")
         raise EncoderError(f"weights file not found: {weights}")
     options = (options or EncoderOptions()).with_env()
     if name in _BUILDERS:

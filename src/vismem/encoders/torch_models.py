@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import EncoderError, clause
@@ -34,13 +34,19 @@ def embedding_head(network, forward: Callable):
     return Head()
 
 
-def load_state_dict(model, weights: str | Path, encoder_name: str) -> None:
+def load_state_dict(model, weights: str | Path, encoder_name: str, *, head: Sequence[str] = ()) -> None:
+    """Load `weights` into `model`; keys under a `head` prefix (a classifier `model` was
+    built without) are dropped, so a file saved with its classifier loads too."""
     import torch
 
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+        if head and isinstance(state, dict):
+            own = model.state_dict()
+            state = {k: v for k, v in state.items()
+                     if k in own or not any(k.startswith(f"{prefix}.") for prefix in head)}
         model.load_state_dict(state)
     except Exception as exc:  # torch raises many types for a file that is not these weights
         raise EncoderError(
@@ -147,6 +153,10 @@ def build_timm(model_name: str, weights: str | Path | None = None,
         from timm.data import resolve_data_config
     except ImportError:
         raise EncoderError("timm is not installed: run `pip install timm`") from None
+    # Before any download: offline, a mistyped name said "could not download its weights".
+    # (hf-hub:/local-dir: names are timm's own, outside its registry.)
+    if ":" not in model_name and not timm.is_model(model_name):
+        raise EncoderError(f"timm has no model {model_name!r}; see timm.list_models()")
     pretrained = weights is None
     if pretrained and offline_requested():
         raise download_failed(f"timm:{model_name}", f"{OFFLINE_ENV} is set")
@@ -158,7 +168,9 @@ def build_timm(model_name: str, weights: str | Path | None = None,
     except Exception as exc:  # hub download errors come in many types
         raise download_failed(f"timm:{model_name}", f"{type(exc).__name__}: {exc}") from None
     if weights is not None:
-        load_state_dict(network, weights, f"timm:{model_name}")
+        classifier = getattr(network, "pretrained_cfg", {}).get("classifier") or ()
+        load_state_dict(network, weights, f"timm:{model_name}",
+                        head=(classifier,) if isinstance(classifier, str) else tuple(classifier))
         weights_id = file_digest(Path(weights))
     else:
         tag = getattr(network, "pretrained_cfg", {}).get("tag") or "default"
@@ -196,7 +208,12 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
     if model_name not in open_clip.list_models():
         raise EncoderError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
     if weights is None:
-        tag = tag or next(iter(open_clip.list_pretrained_tags_by_model(model_name)), "")
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if tag and tag not in tags and not Path(tag).is_file():  # (a file: open_clip loads it)
+            shown = ", ".join(tags[:8]) + (f" … ({len(tags)} in all)" if len(tags) > 8 else "")
+            raise EncoderError(f"open_clip:{model_name} has no weights {tag!r}; "
+                               + (f"its tags: {shown}" if tags else "it has none published: pass --weights FILE"))
+        tag = tag or next(iter(tags), "")
         if not tag:
             raise EncoderError(f"open_clip:{model_name} has no published weights; pass --weights FILE")
         if offline_requested():
