@@ -74,13 +74,13 @@ def test_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
 
     path = tmp_path / "wrong.pth"
     torch.save({"layer.weight": torch.zeros(3)}, path)
-    with pytest.raises(EncoderError, match="not a resnet50 state dict") as caught:
+    with pytest.raises(EncoderError, match="not a state dict of resnet50") as caught:
         create_encoder("resnet50", weights=path)
     assert "Missing key(s)" in str(caught.value)  # what does not fit, not only that something does not
     with pytest.raises(EncoderError, match="not found"):
         create_encoder("resnet50", weights=tmp_path / "missing.pth")
     (tmp_path / "notes.pth").write_text("hello")  # a text file: torch says only "101"
-    with pytest.raises(EncoderError, match=r"not a resnet50 state dict \(KeyError: 101\).*torch.save"):
+    with pytest.raises(EncoderError, match=r"not a state dict of resnet50 \(KeyError: 101\).*torch.save"):
         create_encoder("resnet50", weights=tmp_path / "notes.pth")
 
 
@@ -158,7 +158,7 @@ def test_timm_weights_saved_with_their_classifier_load(tmp_path):
     image = photos()[:1]
     assert float(with_head.encode(image)[0] @ headless.encode(image)[0]) == pytest.approx(1.0, abs=1e-5)
     torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(EncoderError, match="not a timm:resnet18 state dict"):  # another network still is not
+    with pytest.raises(EncoderError, match="not a state dict of timm:resnet18"):  # another network still is not
         create_encoder("timm:resnet18", weights=tmp_path / "r34.pth", options=options)
 
 

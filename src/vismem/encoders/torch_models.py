@@ -50,8 +50,8 @@ def load_state_dict(model, weights: str | Path, encoder_name: str, *, head: Sequ
         model.load_state_dict(state)
     except Exception as exc:  # torch raises many types for a file that is not these weights
         raise EncoderError(
-            f"weights file {weights} is not a {encoder_name} state dict ({type(exc).__name__}: {_why(exc)}); "
-            f"pass a file saved with torch.save(model.state_dict(), PATH) from a {encoder_name} model"
+            f"weights file {weights} is not a state dict of {encoder_name} ({type(exc).__name__}: {_why(exc)}); "
+            f"pass a file saved with torch.save(model.state_dict(), PATH) from the model {encoder_name}"
         ) from None
 
 
