@@ -16,7 +16,7 @@ from conftest import json_lines, unit_vectors
 from vismem import Memory
 from vismem.errors import OutputExistsError, VismemError
 from vismem.transfer import Rows, read_header, read_parquet, write_parquet
-from vismem.transform import TransformSpec
+from vismem.transform import FeatureTransform, TransformSpec
 
 HEADER = {"encoder": {"name": "efficientnet_lite0", "id": "lite0@abc", "dim": 16, "config": None,
                       "weights_path": None},
@@ -634,3 +634,28 @@ def test_an_export_does_not_replace_a_file_made_while_it_was_written(tmp_path, m
         assert read_header(target)[1] == 40 and sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"]
         assert memory.export_parquet(target, progress=another_process_writes, replace=True) == 40
         assert read_header(target)[1] == 40
+
+
+@pytest.mark.parametrize("spec", ["center", "whiten"])
+def test_an_export_after_a_removal_not_yet_purged_carries_no_fit_that_saw_the_removed_item(tmp_path, spec):
+    """A fitted mean is the average of the items it saw: n x mean - (n - 1) x mean(rest) is
+    a removed item's vector. `remove` without `purge` keeps that fit until the purge refits
+    it, and an export in between wrote it in its header: the removed vector could be
+    worked out of the file. The export leaves such a fit out; the import fits the spec on
+    the items it brings, as the purge refits the original on them."""
+    vectors = unit_vectors(12, 8, seed=3)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8, index="exact") as memory:
+        ids = memory.add_vectors(vectors, ["a"] * 6 + ["b"] * 6)
+        memory.set_transform(spec)
+        memory.remove([ids[0]])  # not purged yet
+        memory.export_parquet(tmp_path / "m.parquet")
+        memory.purge()  # refits on the items left
+        fingerprint = memory.transform.fingerprint
+    header, _ = read_header(tmp_path / "m.parquet")
+    fit = header.get("fitted_transform")
+    if fit is not None:
+        mean = FeatureTransform.from_dict(fit["fitted"]).mean.astype(np.float64)
+        rebuilt = len(vectors) * mean - (len(vectors) - 1) * vectors[1:].astype(np.float64).mean(axis=0)
+        assert not np.allclose(rebuilt, vectors[0], atol=1e-4)  # the removed vector, from the file
+    with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
+        assert len(copy) == 11 and copy.transform.fingerprint == fingerprint

@@ -418,11 +418,20 @@ def export_store(store: Store, path: str | Path, *, thumbnails: bool = False, ba
 def fitted_transform(store: Store) -> dict[str, Any]:
     """The header's `fitted_transform`: the fit the store searches through and the newest
     item id it was fitted on (`max_id`, in the export's `id` column's ids), so an import
-    installs that very fit; nothing for the identity."""
+    installs that very fit; nothing for the identity, nor for a fit that saw items removed
+    since (a removal not yet purged): its mean holds each of them (n x mean - (n - 1) x
+    mean(rest) is the removed vector), so the import fits the spec on the items it brings,
+    as the purge refits the memory on them."""
+    from .calibrate import changed_since
+
     fitted = store.transform()
     if fitted.is_identity:
         return {}
-    return {"fitted_transform": {"fitted": fitted.to_dict(), "max_id": store.describe()["transform"]["max_id"]}}
+    max_id = store.describe()["transform"]["max_id"]
+    changed = changed_since(fitted.fitted_items, max_id, store.ids())
+    if changed is not None and changed[1]:
+        return {}
+    return {"fitted_transform": {"fitted": fitted.to_dict(), "max_id": max_id}}
 
 
 def _header_fit(path: str | Path, header: dict[str, Any]) -> tuple[FeatureTransform, int] | None:
@@ -490,8 +499,9 @@ def import_store(path: str | Path, location: str | Path, *, batch: int = DEFAULT
         if settings.abstention is not None and "transform" in changes \
                 and store.transform().key != settings.abstention.transform:
             log.warning("%s: the feature transform, refitted on the %d imported items, differs from the one the "
-                        "abstention threshold was calibrated through (items were added after it was fitted): run "
-                        "`vismem calibrate %s` before classifying with --abstain", location, len(store), location)
+                        "abstention threshold was calibrated through (items were added or removed after it was "
+                        "fitted): run `vismem calibrate %s` before classifying with --abstain", location, len(store),
+                        location)
         if filled:
             filled()
 
