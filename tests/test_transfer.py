@@ -150,6 +150,25 @@ def test_an_import_of_a_file_not_there_or_a_folder_says_so_as_add_does(tmp_path,
         assert not new.exists()
 
 
+def test_an_import_of_a_named_pipe_is_refused_at_once(tmp_path, cli_process):
+    """The check before pyarrow opened a named pipe without blocking, found it readable, and
+    pyarrow's own open then waited for a writer that never came: `vismem import FIFO` hung
+    for good, deaf to Ctrl-C and SIGTERM (a signal handler waits for the open). It is now
+    refused as no regular file, and nothing is made."""
+    import re
+
+    from vismem.errors import InvalidInputError
+
+    pipe, new = tmp_path / "pipe", tmp_path / "new"
+    os.mkfifo(pipe)
+    said = f"{pipe} is not a regular file (a pipe, socket or device): give a file written by `vismem export`"
+    answer = cli_process("import", pipe, new, timeout=120)  # first, in a process: a hang fails, not waits
+    assert (answer.returncode, answer.stderr.strip()) == (1, f"error: {said}"), answer.stderr
+    assert not new.exists()
+    with pytest.raises(InvalidInputError, match="^" + re.escape(said) + "$"):
+        read_header(pipe)
+
+
 def test_an_import_of_a_file_it_may_not_read_names_the_file(tmp_path):
     """chmod 000 on an export: `cannot read X as Parquet: [Errno 13] Failed to open local
     file...; give a file written by vismem export`, though it is one. It now says that

@@ -28,14 +28,18 @@ def no_such_paths(paths: Iterable[str | Path]) -> InvalidInputError:
 
 
 def check_input_file(path: str | Path, fix: str) -> None:
-    """Refuse an input file that is not there, is a folder or cannot be opened, in words
-    that name it (InvalidInputError), before a reader's own words would (pyarrow's
-    "Failed to open local file", with the fix meant for a file of the wrong kind). `fix`
-    ends the message for a folder: what file to give."""
+    """Refuse an input file that is not there, is a folder or no regular file (a pipe, a
+    device) or cannot be opened, in words that name it (InvalidInputError), before a
+    reader's own words would (pyarrow's "Failed to open local file", with the fix meant
+    for a file of the wrong kind). `fix` ends the message for a folder or a pipe: what
+    file to give."""
     try:
-        if stat.S_ISDIR(os.stat(path).st_mode):
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
             raise InvalidInputError(f"{path} is a folder, not a file: {fix}")
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # (not blocking: a FIFO would wait for a writer)
+        if not stat.S_ISREG(mode):  # the reader's own open of a FIFO waits for a writer, deaf to signals
+            raise InvalidInputError(f"{path} is not a regular file (a pipe, socket or device): {fix}")
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
     except FileNotFoundError:
         raise no_such_paths([path]) from None
     except OSError as exc:
