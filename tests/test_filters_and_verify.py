@@ -167,3 +167,27 @@ def test_a_transformed_copy_in_the_index_is_looked_for_as_the_index_keeps_it(tmp
     with Memory.open(path) as memory:
         memory.remove(gone, purge=True)
     assert find_remnants(path, prints)[0] == []
+
+
+def test_verify_names_the_items_that_still_hold_a_removed_item_s_content(tmp_path, cli):
+    """A removed item whose content a surviving item holds too (added again with
+    `allow_duplicates`) has its fingerprints set aside, as they are no evidence of a failed
+    removal; but `remove --verify` then said only "verified: none of 0 fingerprints of the
+    removed items is in the 7 files", exit 0, and a user honouring a deletion request took
+    the content for gone. It names the items that still hold it, in words and in --json."""
+    from conftest import unit_vectors
+
+    memdir = tmp_path / "m"
+    vectors = unit_vectors(6, 16, seed=2)
+    with Memory.create(memdir, encoder=None, dim=16, index="hnsw") as memory:
+        ids = memory.add_vectors(vectors, ["a"] * 6)
+        copies = memory.add_vectors(vectors[:2], ["b"] * 2, allow_duplicates=True)
+    said = cli("remove", memdir, "--id", str(ids[0]), "--id", str(ids[2]), "--verify")
+    assert said.returncode == 0, said.stderr
+    assert "verified: none of 2 fingerprints of the removed items" in said.stdout  # item ids[2]'s
+    assert f"item {ids[0]}'s content is still held by item {copies[0]}" in " ".join(said.stderr.split())
+    report = json_lines(cli("remove", memdir, "--id", str(ids[1]), "--verify", "--json", check=True))[0]
+    assert report["verified"]["fingerprints"] == 0 and report["verified"]["clean"]
+    assert report["verified"]["held_by"] == [{"id": ids[1], "held_by": copies[1]}]
+    alone = json_lines(cli("remove", memdir, "--id", str(ids[3]), "--verify", "--json", check=True))[0]
+    assert alone["verified"]["held_by"] == [] and alone["verified"]["fingerprints"] == 2

@@ -128,14 +128,22 @@ def _float16_as_faiss_keeps(vectors: np.ndarray) -> np.ndarray:
     return faiss.IndexScalarQuantizer(rows.shape[1], faiss.ScalarQuantizer.QT_fp16).sa_encode(rows)
 
 
-def unshared(prints: list[Fingerprint], memory: Memory) -> list[Fingerprint]:
-    """After a removal: the fingerprints no surviving item shares. An image added twice
-    (`allow_duplicates`) leaves the same vector and thumbnail with the copy that stays,
-    so that content is not evidence of a failed removal."""
+def holders(prints: list[Fingerprint], memory: Memory) -> dict[int, int]:
+    """After a removal: removed item id -> a surviving item that holds the same content
+    (the image or vector added again with `allow_duplicates`), for the removed items that
+    have one: their bytes stay in the memory's files with it."""
     if not prints:  # nothing to check (remove without --verify): ask the store nothing
-        return []
+        return {}
     held = memory.known_content([p.content_hash for p in prints if p.content_hash is not None])
-    return [p for p in prints if p.content_hash is None or p.content_hash not in held]
+    return {p.item_id: held[p.content_hash] for p in prints if p.content_hash is not None and p.content_hash in held}
+
+
+def unshared(prints: list[Fingerprint], memory: Memory, held: dict[int, int] | None = None) -> list[Fingerprint]:
+    """After a removal: the fingerprints no surviving item shares (`held`: `holders`, if
+    taken already). An image added twice (`allow_duplicates`) leaves the same vector and
+    thumbnail with the copy that stays, so that content is not evidence of a failed removal."""
+    held = holders(prints, memory) if held is None else held
+    return [p for p in prints if p.item_id not in held]
 
 
 def _anchor_at(data: bytes) -> int | None:

@@ -633,7 +633,8 @@ def remove(
     where: Optional[List[str]] = WhereOpt,
     verify: bool = typer.Option(False, "--verify", help="Then search every file in MEMDIR for the removed "
                                 "items' vectors (float32, float16 and the index's own copies) and thumbnails; "
-                                "exit 3 if any is left."),
+                                "exit 3 if any is left. Content an item still holds too (added again with "
+                                "--allow-duplicates) is named, not counted."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Remove items for good: by --id, --label, --source or --where (exactly one).
@@ -644,7 +645,7 @@ def remove(
     exit 1 when no --id exists, or no item has the --label or --source or matches
     --where (nothing changed).
     """
-    from ..remnants import find_remnants, fingerprints, unshared
+    from ..remnants import find_remnants, fingerprints, holders, unshared
 
     conditions = parse_where(where)
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
@@ -667,7 +668,8 @@ def remove(
                       f"stay in {memdir}'s files until `vismem compact {memdir}`")
         with one_transaction(lambda: bool(targets) and not memory.items_as_stored(targets), purge_left):
             removed = memory.remove(targets)
-        prints = unshared(prints, memory)
+        held = holders(prints, memory)  # their content stays, with the item that holds it too
+        prints = unshared(prints, memory, held)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
         done.update(removed=len(removed), ids=removed, items=count)
@@ -677,7 +679,8 @@ def remove(
         found, files, scanned = find_remnants(memdir, prints,
                                               report=partial(progress_bar, transient=True, in_bytes=True))
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
-                              "bytes": scanned, "remnants": [r.to_dict() for r in found]}
+                              "bytes": scanned, "remnants": [r.to_dict() for r in found],
+                              "held_by": [{"id": i, "held_by": held[i]} for i in sorted(held)]}
     if not purged:
         report["purge"] = "requested"  # a server compacts and garbage-collects in its own time
     if json_out:
@@ -691,6 +694,9 @@ def remove(
         err.print(f"no search finds the {counted(len(removed), 'item')} removed. Milvus deletes logically: their bytes "
                   "stay in its storage until it compacts (requested now) and garbage-collects, and in its "
                   "message log for its retention time")
+    if verify and held:
+        err.print(f"note: {_still_held(held)} (added again with --allow-duplicates), so those bytes stay in "
+                  f"{memdir}'s files and are not counted as remnants: remove those items too to erase them")
     if verify and found:
         first = found[0]
         err.print(f"warning: removed, but {len(found)} remnants of removed items found, e.g. item "
@@ -698,6 +704,12 @@ def remove(
         raise typer.Exit(EXIT_PARTIAL)
     if ids:
         exit_if_missing(missing_ids(ids, removed))
+
+
+def _still_held(held: dict[int, int], shown: int = 5) -> str:
+    """'item 1's content is still held by item 7; ...' for the first `shown` removed items."""
+    said = "; ".join(f"item {i}'s content is still held by item {held[i]}" for i in sorted(held)[:shown])
+    return said + (f" (and {len(held) - shown:,} more)" if len(held) > shown else "")
 
 
 @app.command()
