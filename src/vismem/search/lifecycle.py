@@ -84,12 +84,21 @@ class ManagedIndex:
 
     # ---- which index ---------------------------------------------------------------------
 
-    def kind_for(self, count: int) -> str:
-        """The kind of index the memory's setting asks for when it holds `count` items."""
+    def kind_for(self, count: int, current: str | None = None) -> str:
+        """The kind of index the memory's setting asks for when it holds `count` items and
+        uses a `current` kind of index (None: the one loaded). Every process decides from the
+        kind it holds, saved or loaded alike, so they agree and `auto` keeps HNSW when
+        the memory shrinks a little (choice.py)."""
+        current = self.index.kind if current is None else current
         return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
                            ram_bytes=physical_ram(),
                            exact_below=int(self.store.state("auto_exact_below") or 0),
-                           approx_min=AUTO_APPROX_MIN)
+                           approx_min=AUTO_APPROX_MIN, approximate=current not in ("", "exact"))
+
+    def _saved_kind(self) -> str:
+        """The kind of the saved index ("" when there is none)."""
+        with saved.locked(self.directory, shared=True):  # not half-way through another's save
+            return saved.saved_kind(self.directory) or ""
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
@@ -100,7 +109,11 @@ class ManagedIndex:
         """Load the saved index and replay the store's edits since it was saved, up to edit
         `until` (the one `items` reflect; None: the last); rebuild it (saying why, on
         stderr) when it is missing, damaged or does not match."""
-        kind = self.kind_for(len(items))
+        current = self._saved_kind()
+        if not current and self.wait_for_rebuild():
+            # its files dropped for one that another process builds: the kind it saves decides
+            raise RebuiltElsewhere("no saved index")
+        kind = self.kind_for(len(items), current)
         self.dirty = False
         backend = INDEX_TYPES[kind]
         if not issubclass(backend, Persistent):
