@@ -67,6 +67,7 @@ class ManagedIndex:
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
         self._building = False  # within `rebuilding`
+        self._told_in_the_way = False  # warned that a file stands where the saved index goes
 
     @property
     def directory(self) -> Path:
@@ -288,6 +289,9 @@ class ManagedIndex:
             log.warning("%s: did not save the search index (%s); it catches up with the memory's items when the "
                         "memory is next opened", self.directory, exc)
         except OSError as exc:
+            if self._in_the_way():
+                self.dirty = False  # (nothing was written: the folder could not be made)
+                return
             if exc.errno not in UNWRITABLE:
                 raise
             # The index is derived state: a save that cannot be made is no error of the edit
@@ -298,6 +302,19 @@ class ManagedIndex:
             self.dirty = False
             log.warning("%s: could not save the search index (%s); it is rebuilt when the memory is next opened",
                         self.directory, exc.strerror or exc)
+
+    def _in_the_way(self) -> bool:
+        """Whether something other than a folder (a file, a link to one or to nothing)
+        stands where the saved index goes: not ours to remove. Says so, once: each later
+        save meets it again."""
+        where = self.directory
+        if where.is_dir() or not (where.is_symlink() or where.exists()):
+            return False
+        if not self._told_in_the_way:
+            self._told_in_the_way = True
+            log.warning("%s: could not save the search index: that path is a file, not a folder; move or remove "
+                        "it (until then the index is rebuilt each time the memory is opened)", where)
+        return True
 
     def _write_saved(self, index: Persistent) -> None:
         """Save, holding the lock: the edits are replayed first, inside it, so a removal
@@ -333,7 +350,8 @@ class ManagedIndex:
         Files another process saved since hold its rows, not ours: this index, which holds
         no removed item's bytes, is saved over them instead."""
         index = self.index
-        if isinstance(index, Persistent) and not self.store.read_only:
+        # (with a file where the folder goes, nothing of this index is saved there)
+        if isinstance(index, Persistent) and not self.store.read_only and not self._in_the_way():
             try:
                 with saved.locked(self.directory):
                     if not index.scrub_saved(self.directory):
