@@ -22,7 +22,7 @@ from vismem.search import (
     Selection,
     Tunable,
 )
-from vismem.search.choice import AUTO_APPROX_MIN, choose_kind
+from vismem.search.choice import AUTO_APPROX_KEEP, AUTO_APPROX_MIN, choose_kind
 
 DIM = 16
 GiB = 1 << 30
@@ -67,6 +67,20 @@ def test_auto_is_exact_below_the_size_where_approximate_search_pays():
     assert choose_kind("auto", count=AUTO_APPROX_MIN - 1, dim=512, ram_bytes=64 * GiB) == "exact"
     assert choose_kind("auto", count=AUTO_APPROX_MIN, dim=512, ram_bytes=64 * GiB) == "hnsw"
     assert choose_kind("auto", count=900, dim=512, ram_bytes=64 * GiB, approx_min=1000) == "exact"
+
+
+def test_auto_keeps_an_approximate_index_until_the_memory_halves():
+    kw = {"dim": 512, "ram_bytes": 64 * GiB}
+    assert AUTO_APPROX_KEEP == AUTO_APPROX_MIN // 2
+    assert choose_kind("auto", count=AUTO_APPROX_MIN - 1, approximate=True, **kw) == "hnsw"
+    assert choose_kind("auto", count=AUTO_APPROX_KEEP, approximate=True, **kw) == "hnsw"
+    assert choose_kind("auto", count=AUTO_APPROX_KEEP - 1, approximate=True, **kw) == "exact"
+    assert choose_kind("auto", count=AUTO_APPROX_KEEP, approximate=False, **kw) == "exact"
+    assert choose_kind("auto", count=499, approximate=True, approx_min=1000, **kw) == "exact"
+    # what HNSW missing the target taught, the RAM rule and an explicit setting come first
+    assert choose_kind("auto", count=40_000, approximate=True, exact_below=80_000, **kw) == "exact"
+    assert choose_kind("auto", count=30_000, dim=512, ram_bytes=64 << 20, approximate=True) == "ivfpq"
+    assert choose_kind("exact", count=40_000, approximate=True, **kw) == "exact"
 
 
 def test_auto_remembers_where_approximate_search_missed_the_target():

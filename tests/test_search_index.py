@@ -26,7 +26,7 @@ import vismem.waits
 from vismem import Memory
 from vismem.errors import MemoryBusyError
 from vismem.search import ExactIndex, HNSWIndex, IVFPQIndex, saved
-from vismem.search.lifecycle import ManagedIndex
+from vismem.search.lifecycle import ManagedIndex, RebuiltElsewhere
 from vismem.search.quality import inverse_lid, levina_bickel
 
 DIM = 32
@@ -476,6 +476,101 @@ def test_auto_switches_to_hnsw_when_the_memory_grows(tmp_path, monkeypatch, capl
     assert "building a hnsw index" in caplog.text
     with Memory.open(tmp_path / "m") as memory:
         assert memory.info()["index"]["type"] == "hnsw"
+
+
+def _saved_token(path):
+    """Which save wrote the saved index (None: there is none)."""
+    meta = path / "index" / "meta.json"
+    return json.loads(meta.read_text())["token"] if meta.exists() else None
+
+
+def test_auto_keeps_hnsw_around_the_threshold_until_the_memory_halves(tmp_path, monkeypatch, caplog):
+    """Hysteresis: one item off the switch size does not send an HNSW memory back to exact
+    search (which dropped its saved files, so the next add rebuilt HNSW from the store)."""
+    import vismem.search.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 1000)  # kept down to 500
+    path = tmp_path / "m"
+    x = low_dim_vectors(1600, dim=16)
+    with Memory.create(path, encoder=None, dim=16) as memory:
+        ids = memory.add_vectors(x[:1000], ["a"] * 1000)
+        assert memory.info()["index"]["type"] == "hnsw"
+        memory.remove(ids[:1])
+    saved_by_close = _saved_token(path)
+    assert saved_by_close is not None
+    caplog.clear()  # (the first build's message)
+    with caplog.at_level(logging.INFO, logger="vismem"):
+        with Memory.open(path) as memory:
+            assert memory.info()["index"]["type"] == "hnsw" and len(memory) == 999
+            assert _saved_token(path) == saved_by_close  # loaded, not rebuilt
+            memory.add_vectors(x[1000:1001], ["a"])
+            assert memory.info()["index"]["type"] == "hnsw" and len(memory) == 1000
+        assert "building" not in caplog.text and "rebuilding" not in caplog.text
+        with Memory.open(path) as memory:
+            memory.remove(ids[1:501])  # 500 left: still kept
+        with Memory.open(path) as memory:
+            assert memory.info()["index"]["type"] == "hnsw" and len(memory) == 500
+            memory.remove(ids[501:502])
+        assert "building" not in caplog.text and "rebuilding" not in caplog.text
+    with Memory.open(path) as memory:  # 499: below half, exact again
+        assert memory.info()["index"]["type"] == "exact" and len(memory) == 499
+        assert not (path / "index").exists()  # no stale copy of vectors is left behind
+        memory.add_vectors(x[1001:1501], ["b"] * 500)
+        assert memory.info()["index"]["type"] == "exact" and len(memory) == 999
+    with Memory.open(path) as memory:
+        assert memory.info()["index"]["type"] == "exact"
+        with caplog.at_level(logging.WARNING, logger="vismem"):
+            memory.add_vectors(x[1501:1502], ["b"])
+        assert memory.info()["index"]["type"] == "hnsw" and len(memory) == 1000
+    assert caplog.text.count("building a hnsw index") == 1
+
+
+def test_processes_agree_on_the_kept_hnsw_index(tmp_path, monkeypatch, caplog):
+    """Another process that catches up with removals below the switch size, or opens the
+    memory after them, keeps the HNSW index too: none rebuilds under another."""
+    import vismem.search.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 1000)
+    path = tmp_path / "m"
+    x = low_dim_vectors(1100, dim=16)
+    with Memory.create(path, encoder=None, dim=16) as memory:
+        ids = memory.add_vectors(x[:1000], ["a"] * 1000)
+    query = x[:1]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vismem"), Memory.open(path) as first, Memory.open(path) as other:
+        first.remove(ids[:3])
+        hits = other.search(query, 5)  # catches up with the removals
+        assert other.info()["index"]["type"] == "hnsw" and len(other) == 997
+        with Memory.open(path) as late:  # opens after the removals
+            assert late.info()["index"]["type"] == "hnsw" and len(late) == 997
+            assert late.search(query, 5) == hits
+        first.add_vectors(x[1000:1002], ["b"] * 2)
+        other.add_vectors(x[1002:1003], ["b"])  # back at the switch size
+        assert first.search(query, 5) == other.search(query, 5)
+        assert first.info()["index"]["type"] == other.info()["index"]["type"] == "hnsw"
+        assert len(first) == len(other) == 1000
+    assert "building" not in caplog.text and "rebuilding" not in caplog.text
+
+
+def test_an_open_that_finds_no_saved_index_while_another_process_rebuilds_it_waits_for_its_kind(
+        tmp_path, monkeypatch):
+    """Between the HNSW index kept (above half the switch size) and exact search, the saved
+    index decides: an open that finds it dropped by a rebuild underway waits for the one
+    rebuilt rather than building exact search beside it."""
+    import vismem.search.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 1000)
+    with Memory.create(tmp_path / "m", encoder=None, dim=16) as memory:
+        ids = memory.add_vectors(low_dim_vectors(1000, dim=16), ["a"] * 1000)
+        memory.remove(ids[:300])
+        index = memory.store._index
+        shutil.rmtree(index.directory)  # as the rebuild drops it
+        with holding(HOLD_BUILD_LOCK, index.directory) as builder:
+            started = time.monotonic()
+            threading.Timer(0.5, builder.stdin.close).start()  # its rebuild ends
+            with pytest.raises(RebuiltElsewhere, match="no saved index"):
+                index.open(memory.ids(), until=memory.store.last_edit())
+            assert time.monotonic() - started >= 0.5  # it waited for the rebuild to end
 
 
 def test_another_process_that_sees_the_growth_waits_for_the_switched_index(tmp_path, monkeypatch, caplog):

@@ -4,6 +4,7 @@ disk. Each runs the real CLI in real processes on real files."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -411,6 +412,30 @@ ls "{mount}/m/index" > "{tmp_path}/files.txt" 2>&1
     hits = [json.loads(line) for line in (tmp_path / "search.json").read_text().splitlines()]
     assert [h["neighbors"][0]["id"] for h in hits] == [1, 2]  # each query finds its own item
     assert ".tmp" not in (tmp_path / "files.txt").read_text()
+
+
+def test_a_file_where_the_index_folder_goes_is_warned_of_and_left_alone(tmp_path, cli, caplog):
+    """MEMDIR/index a file (not a folder): every open rebuilt the index, then its save
+    crashed with FileExistsError and a traceback. Now the memory opens and searches, a
+    warning names the path and what to do, and the file stays as it was."""
+    path = tmp_path / "m"
+    vectors = unit_rows(np.random.default_rng(3).standard_normal((300, 16)).astype(np.float32), 16)
+    with Memory.create(path, encoder=None, dim=16, index="hnsw") as memory:
+        ids = memory.add_vectors(vectors, ["a"] * 150 + ["b"] * 150)
+    shutil.rmtree(path / "index")
+    (path / "index").write_text("not ours")
+    np.save(tmp_path / "q.npy", vectors[:2])
+    result = cli("search", path, "--queries", tmp_path / "q.npy", "-k", "3", "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"{path / 'index'}: could not save the search index" in result.stderr
+    assert "not a folder" in result.stderr and "move or remove it" in result.stderr
+    assert [hit["neighbors"][0]["id"] for hit in json_lines(result)] == ids[:2]
+    with caplog.at_level(logging.WARNING, logger="vismem"), Memory.open(path) as memory:
+        memory.remove(ids[:1], purge=True)  # (a purge scrubs the saved files)
+        memory.compact()
+        assert memory.search(vectors[1:2], 1)[0][0].id == ids[1] and len(memory) == 299
+    assert "not a folder" in caplog.text
+    assert (path / "index").read_text() == "not ours"
 
 
 def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_path):

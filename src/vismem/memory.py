@@ -171,8 +171,8 @@ class Memory:
         memory for precomputed vectors of dimension `dim` (1 to 65,536), with no encoder.
 
         Settings (`MemorySettings`) come as an object or as keywords: `index` (exact,
-        hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, or IVF-PQ when
-        float32 vectors would not fit in half the RAM), `target_recall` (approximate
+        hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, kept down to 25,000,
+        or IVF-PQ when float32 vectors would not fit in half the RAM), `target_recall` (approximate
         indexes tune their search effort until recall@10 reaches it), `float16`...
         `encoder_options` say where the encoder runs (device, runtime, precision...).
         """

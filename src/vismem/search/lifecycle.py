@@ -67,6 +67,7 @@ class ManagedIndex:
         self.dirty = False      # changed since it was last saved
         self.unpurged = False   # the saved files may still hold removed items' vectors
         self._building = False  # within `rebuilding`
+        self._told_in_the_way = False  # warned that a file stands where the saved index goes
 
     @property
     def directory(self) -> Path:
@@ -84,12 +85,21 @@ class ManagedIndex:
 
     # ---- which index ---------------------------------------------------------------------
 
-    def kind_for(self, count: int) -> str:
-        """The kind of index the memory's setting asks for when it holds `count` items."""
+    def kind_for(self, count: int, current: str | None = None) -> str:
+        """The kind of index the memory's setting asks for when it holds `count` items and
+        uses a `current` kind of index (None: the one loaded). Every process decides from the
+        kind it holds, saved or loaded alike, so they agree and `auto` keeps HNSW when
+        the memory shrinks a little (choice.py)."""
+        current = self.index.kind if current is None else current
         return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
                            ram_bytes=physical_ram(),
                            exact_below=int(self.store.state("auto_exact_below") or 0),
-                           approx_min=AUTO_APPROX_MIN)
+                           approx_min=AUTO_APPROX_MIN, approximate=current not in ("", "exact"))
+
+    def _saved_kind(self) -> str:
+        """The kind of the saved index ("" when there is none)."""
+        with saved.locked(self.directory, shared=True):  # not half-way through another's save
+            return saved.saved_kind(self.directory) or ""
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
@@ -100,7 +110,11 @@ class ManagedIndex:
         """Load the saved index and replay the store's edits since it was saved, up to edit
         `until` (the one `items` reflect; None: the last); rebuild it (saying why, on
         stderr) when it is missing, damaged or does not match."""
-        kind = self.kind_for(len(items))
+        current = self._saved_kind()
+        if not current and self.wait_for_rebuild():
+            # its files dropped for one that another process builds: the kind it saves decides
+            raise RebuiltElsewhere("no saved index")
+        kind = self.kind_for(len(items), current)
         self.dirty = False
         backend = INDEX_TYPES[kind]
         if not issubclass(backend, Persistent):
@@ -275,6 +289,9 @@ class ManagedIndex:
             log.warning("%s: did not save the search index (%s); it catches up with the memory's items when the "
                         "memory is next opened", self.directory, exc)
         except OSError as exc:
+            if self._in_the_way():
+                self.dirty = False  # (nothing was written: the folder could not be made)
+                return
             if exc.errno not in UNWRITABLE:
                 raise
             # The index is derived state: a save that cannot be made is no error of the edit
@@ -285,6 +302,19 @@ class ManagedIndex:
             self.dirty = False
             log.warning("%s: could not save the search index (%s); it is rebuilt when the memory is next opened",
                         self.directory, exc.strerror or exc)
+
+    def _in_the_way(self) -> bool:
+        """Whether something other than a folder (a file, a link to one or to nothing)
+        stands where the saved index goes: not ours to remove. Says so, once: each later
+        save meets it again."""
+        where = self.directory
+        if where.is_dir() or not (where.is_symlink() or where.exists()):
+            return False
+        if not self._told_in_the_way:
+            self._told_in_the_way = True
+            log.warning("%s: could not save the search index: that path is a file, not a folder; move or remove "
+                        "it (until then the index is rebuilt each time the memory is opened)", where)
+        return True
 
     def _write_saved(self, index: Persistent) -> None:
         """Save, holding the lock: the edits are replayed first, inside it, so a removal
@@ -320,7 +350,8 @@ class ManagedIndex:
         Files another process saved since hold its rows, not ours: this index, which holds
         no removed item's bytes, is saved over them instead."""
         index = self.index
-        if isinstance(index, Persistent) and not self.store.read_only:
+        # (with a file where the folder goes, nothing of this index is saved there)
+        if isinstance(index, Persistent) and not self.store.read_only and not self._in_the_way():
             try:
                 with saved.locked(self.directory):
                     if not index.scrub_saved(self.directory):

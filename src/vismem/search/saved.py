@@ -133,6 +133,16 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
     return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"), token)
 
 
+def saved_kind(directory: Path) -> str | None:
+    """The kind of the index saved in `directory` as its meta.json says (None: no
+    readable one). Read under `locked`, so that a save underway is not taken for none."""
+    try:
+        kind = json.loads((directory / META).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def written_by(directory: Path, layout: SavedLayout) -> bool:
     """Whether the saved files are still the ones that `layout` describes (no other
     process has saved since)."""
