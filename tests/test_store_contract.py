@@ -13,7 +13,7 @@ from skimage import data
 
 from conftest import unit_vectors
 from vismem import Memory
-from vismem.errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError
+from vismem.errors import InvalidInputError, ItemNotFoundError, MemoryExistsError, MemoryNotFoundError
 from vismem.store import Filter, NewItem
 from vismem.vectors import unit_rows, vector_hashes
 
@@ -186,7 +186,8 @@ def test_images_keep_thumbnails_and_are_recognised_by_content(location, tmp_path
     again = memory.add_images([tmp_path / "cup.png"], label="thing")
     assert not again.added and again.skipped[0].reason == f"duplicate of item {report.added[0]}"
     memory.remove(report.added[:1])
-    assert memory.thumbnail(report.added[0]) is None
+    with pytest.raises(ItemNotFoundError):  # gone, not an item without a thumbnail (None)
+        memory.thumbnail(report.added[0])
     assert len(memory.add_images([tmp_path / "cup.png"], label="cup").added) == 1
     decision = memory.classify([tmp_path / "cat.jpg"], k=1)[0]
     assert decision.neighbors[0].id == report.added[1] and decision.neighbors[0].distance == pytest.approx(0, abs=1e-5)
