@@ -250,3 +250,22 @@ def test_few_shot_says_what_it_drew_where_classes_have_fewer(tmp_path, tiny, cli
     assert "few-shot 10/class: skipped, no class has 10 items in the train split (the most is 6)" in lines
     saved = json.loads((tmp_path / "report" / "report.json").read_text())["fewshot"]
     assert saved["shots"] == [1, 5] and list(saved["skipped"]) == ["10"]
+
+
+def test_knn_on_data_too_small_to_tune_reports_the_rest(tmp_path, tiny, cli):
+    """Two classes of 3: the train split holds 2 of each, of which tuning holds out none.
+    knn failed as a whole with tune's own error, after the checks had passed, and told the
+    user to run `vismem tune --held-out 0.5`, a command eval-protocols does not run."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:3] for c in ("0", "1")])
+    r = accuracy_vs_k(Dataset("small", tiny.vectors[rows], tiny.labels[rows]), transforms=())
+    assert r["curves"]["rank"] and "accuracy" in r["linear_probe"]
+    assert "tuned_minus_probe" not in r
+    assert r["tuned"] == {"error": "not measured: choosing a setting as `vismem tune` does holds out 20% of each "
+                                   "class of the train split (none of a class with one item) and needs at least 2; "
+                                   "of 4 train items in 2 classes it holds out 0"}
+    np.save(tmp_path / "x.npy", tiny.vectors[rows])
+    np.save(tmp_path / "y.npy", tiny.labels[rows])
+    result = cli("eval-protocols", "knn", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", check=True)
+    assert "knn: tuned: not measured: choosing a setting" in result.stdout and "--held-out" not in result.stderr
+    json.loads((tmp_path / "report" / "report.json").read_text(), parse_constant=pytest.fail)

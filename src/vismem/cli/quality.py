@@ -101,7 +101,8 @@ def _summarise(report: dict) -> None:
     if "knn" in report:
         r = report["knn"]
         t = r["tuned"]
-        line = f"knn: tuned ({t['transform']}, {t['vote']} k={t['k']}) {t['accuracy']:.2%}"
+        line = (f"knn: tuned: {t['error']}" if "error" in t
+                else f"knn: tuned ({t['transform']}, {t['vote']} k={t['k']}) {t['accuracy']:.2%}")
         if "linear_probe" in r:
             line += f"; linear probe {r['linear_probe']['accuracy']:.2%}"
         out.print(line)

@@ -25,6 +25,7 @@ from .engine import ArrayMemory, accuracy, holdout_split
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
 DEFAULT_VOTE = VoteParams()
 RANK_ALPHAS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+TUNE_HELD_OUT = 0.2  # `knn`'s tuned setting: share of each train class held out, as `vismem tune` holds out
 UNKNOWN_FRACTION, OOD_DRAWS = 0.3, 5  # `ood`: share of the classes held out as unknown; draws of them
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 # `knn` reports every rule through each of these (fitted on the train split alone)
@@ -121,24 +122,40 @@ def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: S
         "transforms": by_transform, "train": int(len(train_y)), "test": int(len(test_y)),
     }
     # the setting `vismem tune` would pick, chosen on train alone, scored on test
-    from ..tune import tune
-
-    chosen = tune(train_x, train_y, seed=seed)
-    fitted = fit_transform(train_x, chosen.transform)
-    tuned_mem = ArrayMemory(fitted.apply(train_x), train_y, per_class=chosen.per_class, seed=seed)
-    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(fitted.apply(test_x), chosen.params.k), chosen.params),
-                         test_y)
-    result["tuned"] = {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
-                       "transform": chosen.transform.name, "accuracy": tuned_acc,
-                       "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
+    result["tuned"] = _tuned(train_x, train_y, test_x, test_y, seed)
     if probe:
         result["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, seed=seed)
-        result["tuned_minus_probe"] = tuned_acc - result["linear_probe"]["accuracy"]
+        if "accuracy" in result["tuned"]:
+            result["tuned_minus_probe"] = result["tuned"]["accuracy"] - result["linear_probe"]["accuracy"]
         result["best_knn_minus_probe"] = result["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
         for entry in by_transform.values():
             if "best_knn" in entry:
                 entry["best_knn_minus_probe"] = entry["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
     return result
+
+
+def _tuned(train_x, train_y, test_x, test_y, seed: int) -> dict[str, Any]:
+    """The setting `vismem tune` picks on train alone, scored on test; {"error": why} where
+    train is too small to choose one (the other knn figures stand: tune's own error sank them
+    all, and named `vismem tune --held-out`, which this does not run)."""
+    from ..tune import tune
+
+    held = len(holdout_split(train_y, TUNE_HELD_OUT, seed)[1])
+    if held < 2:  # tune's own error would name `vismem tune --held-out`
+        return {"error": f"not measured: choosing a setting as `vismem tune` does holds out {TUNE_HELD_OUT:.0%} "
+                         f"of each class of the train split (none of a class with one item) and needs at least 2; "
+                         f"of {len(train_y)} train items in {len(set(train_y.tolist()))} classes it holds out {held}"}
+    try:
+        chosen = tune(train_x, train_y, held_out=TUNE_HELD_OUT, seed=seed)
+    except InvalidInputError as exc:
+        return {"error": f"not measured: {exc}"}
+    fitted = fit_transform(train_x, chosen.transform)
+    tuned_mem = ArrayMemory(fitted.apply(train_x), train_y, per_class=chosen.per_class, seed=seed)
+    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(fitted.apply(test_x), chosen.params.k), chosen.params),
+                         test_y)
+    return {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
+            "transform": chosen.transform.name, "accuracy": tuned_acc,
+            "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
 
 
 def _mean_ci(values: Sequence[float]) -> dict[str, float]:
