@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 
 from vismem.errors import InvalidInputError
 from vismem.evaluation.data import Dataset, load_dataset, load_embeddings
+from vismem.evaluation.engine import holdout_split
 from vismem.evaluation.protocols import (
     accuracy_vs_k,
     class_incremental,
@@ -16,6 +17,7 @@ from vismem.evaluation.protocols import (
     few_shot,
     label_noise,
     out_of_distribution,
+    run_protocols,
 )
 
 
@@ -269,3 +271,23 @@ def test_knn_on_data_too_small_to_tune_reports_the_rest(tmp_path, tiny, cli):
                  "--out", tmp_path / "report", check=True)
     assert "knn: tuned: not measured: choosing a setting" in result.stdout and "--held-out" not in result.stderr
     json.loads((tmp_path / "report" / "report.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_test_rows_with_a_twin_in_train_are_counted_and_warned_of(tmp_path, tiny, cli):
+    """Data with each row twice (an augmented set saved with its originals): 1-NN found
+    each test row's twin in train and scored 100%, with no word of it, where `eval` warns
+    of test vectors the memory holds."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:10] for c in ("0", "1", "2")])
+    twice = np.repeat(rows, 2)
+    report = run_protocols(Dataset("twice", tiny.vectors[twice], tiny.labels[twice]), ["incremental"])
+    train, test = holdout_split(tiny.labels[twice], 0.3, 0)
+    twins = sum(any(np.array_equal(tiny.vectors[twice][t], tiny.vectors[twice][r]) for r in train) for t in test)
+    assert twins > 0 and report["split"] == {"train": len(train), "test": len(test), "test_rows_in_train": twins}
+    assert run_protocols(Dataset("once", tiny.vectors[rows], tiny.labels[rows]), ["incremental"])[
+        "split"]["test_rows_in_train"] == 0
+    np.save(tmp_path / "x.npy", tiny.vectors[twice])
+    np.save(tmp_path / "y.npy", tiny.labels[twice])
+    result = cli("eval-protocols", "incremental", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", "--json", check=True)
+    assert json.loads(result.stdout)["split"]["test_rows_in_train"] == twins
+    assert f"warning: {twins} of the {len(test)} test rows have an identical row in the train split" in result.stderr

@@ -43,6 +43,18 @@ def split_dataset(data: Dataset, test_fraction: float = 0.3, seed: int = 0):
     return data.vectors[train], data.labels[train], data.vectors[test], data.labels[test]
 
 
+def describe_split(data: Dataset, test_fraction: float = 0.3, seed: int = 0) -> dict[str, int]:
+    """The split every protocol uses: train and test sizes, and `test_rows_in_train`, how
+    many test rows have an identical row (the same bits) in train: kNN finds such a twin at
+    distance 0, so every accuracy flatters, as `eval` warns of test vectors the memory holds."""
+    from ..vectors import vector_hashes
+
+    train, test = holdout_split(data.labels, test_fraction, seed)
+    hashes = vector_hashes(data.vectors)
+    seen = {hashes[r] for r in train.tolist()}
+    return {"train": len(train), "test": len(test), "test_rows_in_train": sum(hashes[r] in seen for r in test.tolist())}
+
+
 def linear_probe(train_x, train_y, test_x, test_y, *, cs: Sequence[float] = (0.1, 1.0),
                  seed: int = 0) -> dict[str, Any]:
     """Logistic regression on the same embeddings; C chosen on a split of train only."""
@@ -401,7 +413,8 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
     check_data(data, seed=seed)
     if "ood" in protocols:
         check_ood(data, seed=seed)
-    report: dict[str, Any] = {"dataset": data.describe(), "seed": seed}
+    report: dict[str, Any] = {"dataset": data.describe(), "seed": seed,
+                              "split": describe_split(data, seed=seed)}
     runners = {
         "knn": lambda: accuracy_vs_k(data, seed=seed, probe=probe),
         "fewshot": lambda: few_shot(data, draws=draws, seed=seed, probe=probe),
