@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 
 from vismem.errors import InvalidInputError
 from vismem.evaluation.data import Dataset, load_dataset, load_embeddings
+from vismem.evaluation.engine import holdout_split
 from vismem.evaluation.protocols import (
     accuracy_vs_k,
     class_incremental,
@@ -16,6 +17,7 @@ from vismem.evaluation.protocols import (
     few_shot,
     label_noise,
     out_of_distribution,
+    run_protocols,
 )
 
 
@@ -250,3 +252,42 @@ def test_few_shot_says_what_it_drew_where_classes_have_fewer(tmp_path, tiny, cli
     assert "few-shot 10/class: skipped, no class has 10 items in the train split (the most is 6)" in lines
     saved = json.loads((tmp_path / "report" / "report.json").read_text())["fewshot"]
     assert saved["shots"] == [1, 5] and list(saved["skipped"]) == ["10"]
+
+
+def test_knn_on_data_too_small_to_tune_reports_the_rest(tmp_path, tiny, cli):
+    """Two classes of 3: the train split holds 2 of each, of which tuning holds out none.
+    knn failed as a whole with tune's own error, after the checks had passed, and told the
+    user to run `vismem tune --held-out 0.5`, a command eval-protocols does not run."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:3] for c in ("0", "1")])
+    r = accuracy_vs_k(Dataset("small", tiny.vectors[rows], tiny.labels[rows]), transforms=())
+    assert r["curves"]["rank"] and "accuracy" in r["linear_probe"]
+    assert "tuned_minus_probe" not in r
+    assert r["tuned"] == {"error": "not measured: choosing a setting as `vismem tune` does holds out 20% of each "
+                                   "class of the train split (none of a class with one item) and needs at least 2; "
+                                   "of 4 train items in 2 classes it holds out 0"}
+    np.save(tmp_path / "x.npy", tiny.vectors[rows])
+    np.save(tmp_path / "y.npy", tiny.labels[rows])
+    result = cli("eval-protocols", "knn", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", check=True)
+    assert "knn: tuned: not measured: choosing a setting" in result.stdout and "--held-out" not in result.stderr
+    json.loads((tmp_path / "report" / "report.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_test_rows_with_a_twin_in_train_are_counted_and_warned_of(tmp_path, tiny, cli):
+    """Data with each row twice (an augmented set saved with its originals): 1-NN found
+    each test row's twin in train and scored 100%, with no word of it, where `eval` warns
+    of test vectors the memory holds."""
+    rows = np.concatenate([np.flatnonzero(tiny.labels == c)[:10] for c in ("0", "1", "2")])
+    twice = np.repeat(rows, 2)
+    report = run_protocols(Dataset("twice", tiny.vectors[twice], tiny.labels[twice]), ["incremental"])
+    train, test = holdout_split(tiny.labels[twice], 0.3, 0)
+    twins = sum(any(np.array_equal(tiny.vectors[twice][t], tiny.vectors[twice][r]) for r in train) for t in test)
+    assert twins > 0 and report["split"] == {"train": len(train), "test": len(test), "test_rows_in_train": twins}
+    assert run_protocols(Dataset("once", tiny.vectors[rows], tiny.labels[rows]), ["incremental"])[
+        "split"]["test_rows_in_train"] == 0
+    np.save(tmp_path / "x.npy", tiny.vectors[twice])
+    np.save(tmp_path / "y.npy", tiny.labels[twice])
+    result = cli("eval-protocols", "incremental", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                 "--out", tmp_path / "report", "--json", check=True)
+    assert json.loads(result.stdout)["split"]["test_rows_in_train"] == twins
+    assert f"warning: {twins} of the {len(test)} test rows have an identical row in the train split" in result.stderr

@@ -83,6 +83,11 @@ def eval_protocols(
         err.print(f"loading {name} (image data sets are encoded once, then cached)")
         data = load_dataset(name, cache_dir=cache, progress=lambda total: progress_bar(f"encoding {name}", total))
     report = run_protocols(data, chosen, seed=seed, draws=draws, steps=steps, probe=not no_probe)
+    split = report["split"]
+    if split["test_rows_in_train"]:
+        err.print(f"warning: {split['test_rows_in_train']} of the {split['test']} test rows have an identical row in "
+                  "the train split (the same vector): kNN finds it at distance 0, so the accuracies overstate what "
+                  "unseen data would get; remove the duplicates from the data")
     try:
         files = write_report(report, output)
     except OSError as exc:
@@ -101,7 +106,8 @@ def _summarise(report: dict) -> None:
     if "knn" in report:
         r = report["knn"]
         t = r["tuned"]
-        line = f"knn: tuned ({t['transform']}, {t['vote']} k={t['k']}) {t['accuracy']:.2%}"
+        line = (f"knn: tuned: {t['error']}" if "error" in t
+                else f"knn: tuned ({t['transform']}, {t['vote']} k={t['k']}) {t['accuracy']:.2%}")
         if "linear_probe" in r:
             line += f"; linear probe {r['linear_probe']['accuracy']:.2%}"
         out.print(line)

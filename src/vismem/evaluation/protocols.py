@@ -25,6 +25,7 @@ from .engine import ArrayMemory, accuracy, holdout_split
 PROTOCOLS = ("knn", "fewshot", "incremental", "ood", "noise")
 DEFAULT_VOTE = VoteParams()
 RANK_ALPHAS = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+TUNE_HELD_OUT = 0.2  # `knn`'s tuned setting: share of each train class held out, as `vismem tune` holds out
 UNKNOWN_FRACTION, OOD_DRAWS = 0.3, 5  # `ood`: share of the classes held out as unknown; draws of them
 DEFAULT_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 # `knn` reports every rule through each of these (fitted on the train split alone)
@@ -40,6 +41,18 @@ def split_dataset(data: Dataset, test_fraction: float = 0.3, seed: int = 0):
     """(train vectors, train labels, test vectors, test labels), stratified."""
     train, test = holdout_split(data.labels, test_fraction, seed)
     return data.vectors[train], data.labels[train], data.vectors[test], data.labels[test]
+
+
+def describe_split(data: Dataset, test_fraction: float = 0.3, seed: int = 0) -> dict[str, int]:
+    """The split every protocol uses: train and test sizes, and `test_rows_in_train`, how
+    many test rows have an identical row (the same bits) in train: kNN finds such a twin at
+    distance 0, so every accuracy flatters, as `eval` warns of test vectors the memory holds."""
+    from ..vectors import vector_hashes
+
+    train, test = holdout_split(data.labels, test_fraction, seed)
+    hashes = vector_hashes(data.vectors)
+    seen = {hashes[r] for r in train.tolist()}
+    return {"train": len(train), "test": len(test), "test_rows_in_train": sum(hashes[r] in seen for r in test.tolist())}
 
 
 def linear_probe(train_x, train_y, test_x, test_y, *, cs: Sequence[float] = (0.1, 1.0),
@@ -121,24 +134,40 @@ def accuracy_vs_k(data: Dataset, *, ks: Sequence[int] = DEFAULT_KS, per_class: S
         "transforms": by_transform, "train": int(len(train_y)), "test": int(len(test_y)),
     }
     # the setting `vismem tune` would pick, chosen on train alone, scored on test
-    from ..tune import tune
-
-    chosen = tune(train_x, train_y, seed=seed)
-    fitted = fit_transform(train_x, chosen.transform)
-    tuned_mem = ArrayMemory(fitted.apply(train_x), train_y, per_class=chosen.per_class, seed=seed)
-    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(fitted.apply(test_x), chosen.params.k), chosen.params),
-                         test_y)
-    result["tuned"] = {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
-                       "transform": chosen.transform.name, "accuracy": tuned_acc,
-                       "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
+    result["tuned"] = _tuned(train_x, train_y, test_x, test_y, seed)
     if probe:
         result["linear_probe"] = linear_probe(train_x, train_y, test_x, test_y, seed=seed)
-        result["tuned_minus_probe"] = tuned_acc - result["linear_probe"]["accuracy"]
+        if "accuracy" in result["tuned"]:
+            result["tuned_minus_probe"] = result["tuned"]["accuracy"] - result["linear_probe"]["accuracy"]
         result["best_knn_minus_probe"] = result["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
         for entry in by_transform.values():
             if "best_knn" in entry:
                 entry["best_knn_minus_probe"] = entry["best_knn"]["accuracy"] - result["linear_probe"]["accuracy"]
     return result
+
+
+def _tuned(train_x, train_y, test_x, test_y, seed: int) -> dict[str, Any]:
+    """The setting `vismem tune` picks on train alone, scored on test; {"error": why} where
+    train is too small to choose one (the other knn figures stand: tune's own error sank them
+    all, and named `vismem tune --held-out`, which this does not run)."""
+    from ..tune import tune
+
+    held = len(holdout_split(train_y, TUNE_HELD_OUT, seed)[1])
+    if held < 2:  # tune's own error would name `vismem tune --held-out`
+        return {"error": f"not measured: choosing a setting as `vismem tune` does holds out {TUNE_HELD_OUT:.0%} "
+                         f"of each class of the train split (none of a class with one item) and needs at least 2; "
+                         f"of {len(train_y)} train items in {len(set(train_y.tolist()))} classes it holds out {held}"}
+    try:
+        chosen = tune(train_x, train_y, held_out=TUNE_HELD_OUT, seed=seed)
+    except InvalidInputError as exc:
+        return {"error": f"not measured: {exc}"}
+    fitted = fit_transform(train_x, chosen.transform)
+    tuned_mem = ArrayMemory(fitted.apply(train_x), train_y, per_class=chosen.per_class, seed=seed)
+    tuned_acc = accuracy(tuned_mem.predict(tuned_mem.query(fitted.apply(test_x), chosen.params.k), chosen.params),
+                         test_y)
+    return {**chosen.params.to_dict(), "prototypes_per_class": chosen.per_class,
+            "transform": chosen.transform.name, "accuracy": tuned_acc,
+            "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
 
 
 def _mean_ci(values: Sequence[float]) -> dict[str, float]:
@@ -384,7 +413,8 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
     check_data(data, seed=seed)
     if "ood" in protocols:
         check_ood(data, seed=seed)
-    report: dict[str, Any] = {"dataset": data.describe(), "seed": seed}
+    report: dict[str, Any] = {"dataset": data.describe(), "seed": seed,
+                              "split": describe_split(data, seed=seed)}
     runners = {
         "knn": lambda: accuracy_vs_k(data, seed=seed, probe=probe),
         "fewshot": lambda: few_shot(data, draws=draws, seed=seed, probe=probe),
