@@ -793,11 +793,17 @@ def test_with_json_a_purge_interrupted_says_what_committed(tmp_path, monkeypatch
         time.sleep(0.3)  # into the purge's wait for the stopped reader
         os.kill(os.getpid(), signal.SIGINT)
 
-    with holding(READ_INDEX_LOCK, path / "index", stopped=True):
-        interrupter = threading.Thread(target=interrupt_once_committed)
-        interrupter.start()
-        result = run_cli_here("remove", path, "--id", ids[0], "--json")
-        interrupter.join(timeout=30)
+    # Ctrl-C raises KeyboardInterrupt, but pytest started as a background job (`pytest &`
+    # in a script) inherits SIGINT ignored, as test_crash_safety's interrupted runs say
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with holding(READ_INDEX_LOCK, path / "index", stopped=True):
+            interrupter = threading.Thread(target=interrupt_once_committed)
+            interrupter.start()
+            result = run_cli_here("remove", path, "--id", ids[0], "--json")
+            interrupter.join(timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     assert result.returncode == 130, result.stderr
     said = json_lines(result)
     assert len(said) == 1 and (said[0]["removed"], said[0]["ids"], said[0]["items"]) == (1, [ids[0]], 299)
