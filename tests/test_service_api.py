@@ -1682,3 +1682,20 @@ def test_service_limits_that_would_refuse_every_request_are_refused(bad):
 def test_a_read_timeout_that_is_no_number_of_seconds_is_refused(bad):
     with pytest.raises(InvalidInputError, match="read_timeout must be a number of seconds above 0"):
         ServiceSettings(read_timeout=bad)
+
+
+def test_every_serve_option_defaults_to_the_service_setting_it_sets():
+    """`vismem serve` writes its defaults as literals (the CLI does not import FastAPI to
+    start), each a twin of a `ServiceSettings` default: they must stay one value."""
+    import dataclasses
+    import inspect
+
+    from vismem.cli.serve import serve
+
+    options = {name: parameter.default.default for name, parameter in inspect.signature(serve).parameters.items()}
+    settings = ServiceSettings()
+    shared = [field.name for field in dataclasses.fields(ServiceSettings) if field.name in options]
+    assert {"max_pixels", "record_write_seconds", "read_timeout", "protect_reads"} <= set(shared)
+    for name in shared:
+        assert options[name] == getattr(settings, name), name
+    assert options["max_upload_mb"] * 2**20 == settings.max_upload_bytes
