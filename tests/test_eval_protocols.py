@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli_here
 from sklearn.datasets import load_digits
 
 from vismem.errors import InvalidInputError
@@ -291,3 +292,12 @@ def test_test_rows_with_a_twin_in_train_are_counted_and_warned_of(tmp_path, tiny
                  "--out", tmp_path / "report", "--json", check=True)
     assert json.loads(result.stdout)["split"]["test_rows_in_train"] == twins
     assert f"warning: {twins} of the {len(test)} test rows have an identical row in the train split" in result.stderr
+
+
+def test_eval_protocols_help_names_every_image_data_set_it_encodes(tmp_path):
+    """`--dataset mnist:<encoder>` is taken as `digits:<encoder>` is; the help named only the
+    latter, so a user had no way to learn MNIST could go through another encoder."""
+    shown = " ".join(run_cli_here("eval-protocols", "--help", check=True).stdout.split())
+    assert "digits:<encoder>" in shown and "mnist:<encoder>" in shown
+    data = load_dataset("mnist:pixels", cache_dir=tmp_path)
+    assert data.vectors.shape == (5000, 768) and len(set(data.labels)) == 10

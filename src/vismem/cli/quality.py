@@ -18,7 +18,7 @@ def eval_protocols(
         None, help="Which: knn, fewshot, incremental, ood, noise, or all [default: all].", show_default=False),
     dataset: Optional[str] = typer.Option(
         None, "--dataset", "-d", help="digits | digits-raw | mnist | mnist-raw | iris-raw | wine-raw | "
-        "breast_cancer-raw | digits:<encoder> [default: digits]."),
+        "breast_cancer-raw | digits:<encoder> | mnist:<encoder> [default: digits]."),
     memory: Optional[Path] = typer.Option(None, "--memory", "-m", metavar="MEMDIR",
                                           help="Evaluate on a memory's own items instead."),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", metavar="X.npy",
