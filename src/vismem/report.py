@@ -1,4 +1,4 @@
-"""What a memory reports about itself (`vismem info`, `GET /info`): counts, encoder,
+"""What a memory reports about itself (`vismem info`, `GET /stats`): counts, encoder,
 settings, store and index, and how far the memory moved since each estimate made on its
 items (intrinsic dimension, feature transform, abstention threshold), so that a user
 knows when to measure again.
