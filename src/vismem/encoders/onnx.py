@@ -302,11 +302,17 @@ def _probed_dim(embed: Callable[[np.ndarray], np.ndarray], name: str, image_size
     return found
 
 
+def _identify(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """An onnx:PATH encoder's id begins with "onnx" and its model file's digest."""
+    path = _parse_spec(name.partition(":")[2])[0]
+    return ("onnx", file_digest(path)) if weights is None and path.is_file() else None
+
+
 @register(
     "onnx",
     "your own ONNX model, e.g. onnx:model.onnx?image_size=224&mean=0.5,0.5,0.5&std=0.5,0.5,0.5 "
     "(options or the model's vismem.* metadata; float NCHW or NHWC input); needs onnxruntime",
-    prefix=True,
+    prefix=True, identify=_identify,
 )
 def build_onnx(spec: str, weights: str | Path | None = None,
                options: EncoderOptions | None = None) -> Encoder:

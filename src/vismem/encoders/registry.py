@@ -10,25 +10,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import EncoderError
-from .base import Encoder
+from .base import Encoder, file_digest
 from .options import EncoderOptions
 
 Builder = Callable[..., Encoder]
+# (name as given, weights file or None) -> (id name, weights id) of the encoder the builder
+# would make, when that is known without building it; else None
+Identify = Callable[[str, str | Path | None], tuple[str, str] | None]
 
 _BUILDERS: dict[str, Builder] = {}
 _PREFIX_BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_IDENTIFY: dict[str, Identify] = {}
 
 
-def register(name: str, description: str, *, prefix: bool = False) -> Callable[[Builder], Builder]:
-    """Register a builder under `name`, or for every `name:<model>` when `prefix` is set."""
+def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """What every torch builder calls a weights file it is given: its name and the file's digest."""
+    if weights is None or not Path(weights).is_file():
+        return None
+    return name, file_digest(Path(weights))
+
+
+def register(name: str, description: str, *, prefix: bool = False,
+             identify: Identify = weights_file_digest) -> Callable[[Builder], Builder]:
+    """Register a builder under `name`, or for every `name:<model>` when `prefix` is set.
+    `identify` says the first two parts of its encoders' id without building one."""
 
     def decorate(builder: Builder) -> Builder:
         (_PREFIX_BUILDERS if prefix else _BUILDERS)[name] = builder
         _DESCRIPTIONS[f"{name}:<model>" if prefix else name] = description
+        _IDENTIFY[f"{name}:" if prefix else name] = identify
         return builder
 
     return decorate
+
+
+def known_weights(name: str, weights: str | Path | None = None) -> tuple[str, str] | None:
+    """(id name, weights id) of `create_encoder(name, weights=weights)`, when they are known
+    without building it (hashing a weights file at most); None when only a build tells
+    (downloaded weights). A memory checks them first: building can take seconds, an ONNX
+    export more, to learn what a changed file's digest already says."""
+    identify = _IDENTIFY.get(name) or _IDENTIFY.get(name.partition(":")[0] + ":")
+    return None if identify is None else identify(name, weights)
 
 
 def available_encoders() -> dict[str, str]:
