@@ -201,3 +201,30 @@ def test_an_option_value_that_cannot_be_is_bad_usage(cli, tmp_path, monkeypatch)
     refused = cli("create", tmp_path / "m", "--encoder", "pixels")
     assert refused.returncode == 2 and "unknown device 'tpu'" in refused.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_a_device_or_precision_an_encoder_cannot_run_on_is_refused(cli, tmp_path, monkeypatch):
+    """The pixels encoder took --device cuda and --precision fp16 and ran in numpy on the CPU
+    in fp32 without a word. Refused now before anything is made, as --runtime onnx for it is
+    (exit 1), naming the encoder and what it runs on; VISMEM_DEVICE, a machine's default for
+    models, is not refused for an encoder without one."""
+    for options, words in ((EncoderOptions(device="cuda"), "encoder pixels runs on cpu only, not cuda"),
+                           (EncoderOptions(device="mps"), "encoder pixels runs on cpu only, not mps"),
+                           (EncoderOptions(precision="fp16"), "encoder pixels runs in fp32 only, not fp16")):
+        with pytest.raises(InvalidInputError, match=words):
+            create_encoder("pixels", options=options)
+    assert create_encoder("pixels", options=EncoderOptions(device="cpu", precision="fp32")).runtime.device == "cpu"
+    monkeypatch.setenv("VISMEM_DEVICE", "cuda")
+    assert create_encoder("pixels").runtime.device == "cpu"
+    created = cli("create", tmp_path / "m", "--encoder", "pixels")  # VISMEM_DEVICE=cuda
+    assert created.returncode == 0, created.stderr
+    monkeypatch.delenv("VISMEM_DEVICE")
+    refused = cli("create", tmp_path / "other", "--encoder", "pixels", "--device", "cuda")
+    assert refused.returncode == 1 and "encoder pixels runs on cpu only, not cuda: drop --device cuda" in refused.stderr
+    assert not (tmp_path / "other").exists()
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(image)
+    refused = cli("add", tmp_path / "m", image, "--label", "a", "--precision", "fp16")
+    assert refused.returncode == 1 and "runs in fp32 only, not fp16: drop --precision fp16" in refused.stderr
+    with Memory.open(tmp_path / "m") as memory:
+        assert len(memory) == 0

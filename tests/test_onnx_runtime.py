@@ -15,7 +15,7 @@ from vismem import Memory
 from vismem.encoders import EncoderFallbackWarning, EncoderOptions, Preprocessing, create_encoder
 from vismem.encoders.onnx import cache_dir_for
 from vismem.encoders.runtime import torch_encoder
-from vismem.errors import EncoderError
+from vismem.errors import EncoderError, InvalidInputError
 
 PREP = Preprocessing(32, 36)
 
@@ -283,3 +283,13 @@ def test_an_export_interrupted_by_ctrl_c_leaves_no_staging_folder(cache):
         exported_forward(Tiny(), "tiny:seed0:abc", PREP, interrupted)
     assert list(cache.iterdir()) == []
     assert tiny().runtime.runtime == "onnx"  # and the next run exports as if nothing happened
+
+
+def test_an_onnx_path_encoder_refuses_a_precision_or_device_it_cannot_run_on(fixed_input_model):
+    """It ran fp32 on the CPU when asked for fp16, or for --device mps, without a word."""
+    with pytest.raises(InvalidInputError, match=r"encoder onnx:.* runs in fp32 only, not fp16"):
+        create_encoder(f"onnx:{fixed_input_model}", options=EncoderOptions(precision="fp16"))
+    with pytest.raises(InvalidInputError, match=r"encoder onnx:.* runs on cpu or cuda only, not mps"):
+        create_encoder(f"onnx:{fixed_input_model}", options=EncoderOptions(device="mps"))
+    encoder = create_encoder(f"onnx:{fixed_input_model}", options=EncoderOptions(device="cpu", precision="fp32"))
+    assert (encoder.runtime.device, encoder.runtime.precision) == ("cpu", "fp32")

@@ -657,17 +657,35 @@ def test_an_empty_memory_of_vectors_names_add_vectors_as_the_fix(tmp_path):
         assert "images" not in message
 
 
+def _contrast_model(path: Path) -> str:
+    """An onnx:PATH encoder whose vector is each channel's range (max - min): all zeros for
+    a uniform image (as the pixels encoder once gave a uniform grey)."""
+    import warnings
+
+    import torch
+
+    class Contrast(torch.nn.Module):
+        def forward(self, x):
+            return x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Contrast(), (torch.zeros(2, 3, 8, 8),), str(path), dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+    return f"onnx:{path}?image_size=8&resize_size=8"
+
+
 def test_a_uniform_image_is_skipped_with_why_not_stored_or_an_error(tmp_path):
-    """Under the mean-centred pixels encoder a uniform image embeds as all zeros: `add`
-    stored it (at the same distance from everything), and `classify` failed the whole run
-    with "vectors must not be all zeros ...: row 0", naming no image."""
+    """An encoder that embeds a uniform image as all zeros: `add` stored it (at the same
+    distance from everything), and `classify` failed the whole run with "vectors must not
+    be all zeros ...: row 0", naming no image."""
     folder = tmp_path / "images" / "a"
     folder.mkdir(parents=True)
     Image.new("RGB", (8, 8), "white").save(folder / "white.png")
     noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "noise.png")
     memdir = tmp_path / "mem"
-    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("create", memdir, "--encoder", _contrast_model(tmp_path / "contrast.onnx"), check=True)
     added = run_cli("add", memdir, tmp_path / "images", "--json")
     assert added.returncode == 3, added.stderr
     done = json_lines(added)[-1]

@@ -30,7 +30,7 @@ from .store.base import check_printable
 
 Progress = Callable[[int], None]
 
-# An embedding of all zeros (a uniform image under the mean-centred pixels encoder) has no
+# An embedding of all zeros (a uniform image, under an encoder that sees only its contrast) has no
 # direction, so no cosine distance to anything: such images are skipped, never stored or voted on.
 NO_DIRECTION = "its embedding is all zeros (a uniform image?): it has no direction to compare"
 

@@ -138,14 +138,19 @@ class EncodeActor:
         return {**out, "vector": vectors}
 
 
-def actor_options(options: EncoderOptions | None, plan: RayPlan) -> EncoderOptions:
-    """The memory's encoder options as an actor runs them: on its GPU when it has one,
-    else on the CPU; decoding is the cluster's tasks' job, not the actor's.
+def actor_options(options: EncoderOptions | None, plan: RayPlan, encoder: str | None = None) -> EncoderOptions:
+    """The memory's encoder options as an actor runs them: on its GPU when it has one and
+    the encoder can use it, else on the CPU; decoding is the cluster's tasks' job, not the actor's.
 
     >>> actor_options(EncoderOptions(runtime="onnx"), RayPlan(1, 1.0, 0.0))
     EncoderOptions(device='cpu', runtime='onnx', precision='auto', batch_size=None, decode_workers=0)
+    >>> actor_options(None, RayPlan(1, 1.0, 1.0), "pixels").device
+    'cpu'
     """
-    return replace(options or EncoderOptions(), device="cuda" if plan.gpus else "cpu", decode_workers=0)
+    from .encoders.registry import supports_device
+
+    gpu = plan.gpus and (encoder is None or supports_device(encoder, "cuda"))
+    return replace(options or EncoderOptions(), device="cuda" if gpu else "cpu", decode_workers=0)
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -174,7 +179,8 @@ def add_files_on_ray(ingestor: Ingestor, paths: Sequence[str | Path], *, address
         if fresh:
             _pass_two(ray, ingestor, fresh, plan, report, batch_size=batch_size or ingestor.encoder.batch_size,
                       allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,
-                      options=actor_options(options, plan), progress=progress, on_commit=on_commit)
+                      options=actor_options(options, plan, ingestor.store.identity.name), progress=progress,
+                      on_commit=on_commit)
     return report
 
 

@@ -30,7 +30,19 @@ def _checked(field: str):
     return check
 
 
-DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True, callback=_checked("device"),
+def _given_device(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+    """--device as given; one from VISMEM_DEVICE is checked the same, then left to
+    `EncoderOptions.with_env`: it is this machine's default for models, so an encoder
+    without a model (pixels) runs where it can instead of refusing it."""
+    value = _checked("device")(value)
+    # by name: typer vendors its own click, whose ParameterSource is not click's
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if getattr(source, "name", None) == "ENVIRONMENT":
+        return None
+    return value
+
+
+DeviceOpt = typer.Option(None, "--device", envvar=DEVICE_ENV, show_envvar=True, callback=_given_device,
                          help="auto|cpu|cuda|cuda:N|mps: auto takes a CUDA GPU, else MPS, else the CPU.")
 RuntimeOpt = typer.Option("auto", "--runtime", callback=_checked("runtime"),
                           help=f"{'|'.join(RUNTIMES)}: auto is ONNX Runtime on the CPU "

@@ -67,7 +67,7 @@ def cache_dir_for(encoder_id: str) -> Path:
 class OnnxForward:
     """An ONNX Runtime session as a function: input batch -> first output, float32."""
 
-    def __init__(self, path: Path, *, providers: list[str] | None = None) -> None:
+    def __init__(self, path: Path, *, providers: list | None = None) -> None:
         import onnxruntime as ort
         import torch
 
@@ -302,11 +302,17 @@ def _probed_dim(embed: Callable[[np.ndarray], np.ndarray], name: str, image_size
     return found
 
 
+def _identify(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """An onnx:PATH encoder's id begins with "onnx" and its model file's digest."""
+    path = _parse_spec(name.partition(":")[2])[0]
+    return ("onnx", file_digest(path)) if weights is None and path.is_file() else None
+
+
 @register(
     "onnx",
     "your own ONNX model, e.g. onnx:model.onnx?image_size=224&mean=0.5,0.5,0.5&std=0.5,0.5,0.5 "
     "(options or the model's vismem.* metadata; float NCHW or NHWC input); needs onnxruntime",
-    prefix=True,
+    prefix=True, identify=_identify, devices=("cpu", "cuda"), precisions=("fp32",),
 )
 def build_onnx(spec: str, weights: str | Path | None = None,
                options: EncoderOptions | None = None) -> Encoder:
@@ -321,21 +327,25 @@ def build_onnx(spec: str, weights: str | Path | None = None,
     if not path.is_file():
         raise EncoderError(f"onnx model file not found: {path}")
     path = path.resolve()
-    providers = ["CPUExecutionProvider"]
-    device = "cpu"
+    providers: list = ["CPUExecutionProvider"]
     import onnxruntime as ort
 
     wanted = options.with_env().device or "auto"
+    index = int(wanted.partition(":")[2] or 0)
     if wanted.startswith("cuda") or (wanted == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EncoderError(f"--device {wanted}: this onnxruntime has no CUDA provider "
                                "(`pip install onnxruntime-gpu`); use --device cpu")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        device = "cuda:0"
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     try:
         forward = OnnxForward(path, providers=providers)
     except Exception as exc:
         raise EncoderError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+    # onnxruntime falls back to the CPU, with only a log line, when its CUDA provider cannot start
+    device = f"cuda:{index}" if "CUDAExecutionProvider" in forward.session.get_providers() else "cpu"
+    if wanted.startswith("cuda") and device == "cpu":
+        raise EncoderError(f"--device {wanted}: onnxruntime could not start its CUDA provider (its CUDA "
+                           "libraries did not load); use --device cpu")
     settings = _settings(given, dict(forward.session.get_modelmeta().custom_metadata_map))
     shape = list(forward.input.shape)
     if len(shape) != 4 or 3 not in (shape[1], shape[3]):

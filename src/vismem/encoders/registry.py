@@ -9,26 +9,80 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import EncoderError
-from .base import Encoder
+from ..errors import EncoderError, InvalidInputError
+from .base import Encoder, file_digest
 from .options import EncoderOptions
 
 Builder = Callable[..., Encoder]
+# (name as given, weights file or None) -> (id name, weights id) of the encoder the builder
+# would make, when that is known without building it; else None
+Identify = Callable[[str, str | Path | None], tuple[str, str] | None]
 
 _BUILDERS: dict[str, Builder] = {}
 _PREFIX_BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_IDENTIFY: dict[str, Identify] = {}
+_SUPPORTS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {}
 
 
-def register(name: str, description: str, *, prefix: bool = False) -> Callable[[Builder], Builder]:
-    """Register a builder under `name`, or for every `name:<model>` when `prefix` is set."""
+def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """What every torch builder calls a weights file it is given: its name and the file's digest."""
+    if weights is None or not Path(weights).is_file():
+        return None
+    return name, file_digest(Path(weights))
+
+
+def register(name: str, description: str, *, prefix: bool = False,
+             identify: Identify = weights_file_digest, devices: tuple[str, ...] | None = None,
+             precisions: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
+    """Register a builder under `name`, or for every `name:<model>` when `prefix` is set.
+    `identify` says the first two parts of its encoders' id without building one.
+    `devices` (kinds: cpu, cuda, mps) and `precisions` are those its encoders can run on,
+    when not all: others given are refused before it builds (`check_supported`)."""
 
     def decorate(builder: Builder) -> Builder:
+        key = f"{name}:" if prefix else name
         (_PREFIX_BUILDERS if prefix else _BUILDERS)[name] = builder
         _DESCRIPTIONS[f"{name}:<model>" if prefix else name] = description
+        _IDENTIFY[key] = identify
+        _SUPPORTS[key] = (devices, precisions)
         return builder
 
     return decorate
+
+
+def _key(name: str) -> str:
+    return name if name in _BUILDERS else name.partition(":")[0] + ":"
+
+
+def supports_device(name: str, device: str) -> bool:
+    """Whether the encoder `name` can run on `device` (cpu, cuda, cuda:N, mps)."""
+    devices = _SUPPORTS.get(_key(name), (None, None))[0]
+    return devices is None or device.partition(":")[0] in devices
+
+
+def check_supported(name: str, options: EncoderOptions) -> None:
+    """Refuse a device or precision the encoder `name` cannot run on, as an impossible
+    `--runtime` is refused, rather than run elsewhere without a word. `options` as given:
+    a device from VISMEM_DEVICE (`device` None) is this machine's default for models, and
+    an encoder without one runs where it can."""
+    devices, precisions = _SUPPORTS.get(_key(name), (None, None))
+    device, precision = options.device, options.precision
+    if devices is not None and device not in (None, "auto") and not supports_device(name, device):
+        raise InvalidInputError(f"encoder {name} runs on {' or '.join(devices)} only, not {device}: "
+                                f"drop --device {device}")
+    if precisions is not None and precision != "auto" and precision not in precisions:
+        raise InvalidInputError(f"encoder {name} runs in {' or '.join(precisions)} only, not {precision}: "
+                                f"drop --precision {precision}")
+
+
+def known_weights(name: str, weights: str | Path | None = None) -> tuple[str, str] | None:
+    """(id name, weights id) of `create_encoder(name, weights=weights)`, when they are known
+    without building it (hashing a weights file at most); None when only a build tells
+    (downloaded weights). A memory checks them first: building can take seconds, an ONNX
+    export more, to learn what a changed file's digest already says."""
+    identify = _IDENTIFY.get(_key(name))
+    return None if identify is None else identify(name, weights)
 
 
 def available_encoders() -> dict[str, str]:
@@ -49,7 +103,9 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
         if Path(weights).is_dir():
             raise EncoderError(f"weights file {weights} is a folder, not a file: give the state dict file in it")
         raise EncoderError(f"weights file not found: {weights}")
-    options = (options or EncoderOptions()).with_env()
+    options = options or EncoderOptions()
+    check_supported(name, options)
+    options = options.with_env()
     if name in _BUILDERS:
         return _BUILDERS[name](weights=weights, options=options)
     prefix, _, model = name.partition(":")
