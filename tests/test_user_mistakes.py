@@ -1365,3 +1365,66 @@ def test_pickling_a_memory_says_to_send_its_location(tmp_path):
                                                 r"send its location and Memory\.open\(location\) it there"):
                 send(memory)
         assert len(memory) == 3  # still open and usable
+
+
+NFC, NFD = "Caf\u00e9", "Cafe\u0301"  # print alike: one character é, or e and a combining accent
+
+
+def _image(path: Path, colour: tuple[int, int, int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), colour).save(path)
+    return path
+
+
+def test_a_label_or_source_in_nfd_is_kept_in_nfc_and_joins_the_label_typed(tmp_path):
+    """A folder copied from a Mac names `Café` in NFD; a label typed is NFC. They were two
+    labels printing the same: every label and source is now kept in NFC, however it came."""
+    memdir = tmp_path / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, _image(tmp_path / "mac" / NFD / "a.png", (200, 20, 20)).parent.parent,
+            "--source", f"mac-{NFD}", check=True)
+    run_cli("add", memdir, _image(tmp_path / "b.png", (20, 200, 20)), "--label", NFC, check=True)
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {NFC: 2}
+        assert [item.source for item in memory.items(memory.ids())] == [f"mac-{NFC}", str(tmp_path / "b.png")]
+        memory.add_vectors(memory.store.vectors([1])[1] * -1, NFD, sources="vectors")
+        memory.relabel([2], f"{NFD}!")
+        assert [item.label for item in memory.items(memory.ids())] == [NFC, f"{NFC}!", NFC]
+
+
+def test_a_filter_finds_labels_and_sources_a_memory_kept_in_nfd_from_before(tmp_path):
+    """A memory written before labels were made NFC may hold them in NFD: a filter typed in
+    either form finds them (its restriction is reported once, in NFC), and `remove --label`
+    typed in NFC removes them. Relabelling migrates them to NFC."""
+    import sqlite3
+
+    from vismem.store import DB_NAME
+
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), [NFC, NFC, "tea", "tea"], sources=["s", "s", NFC, "s"])
+    db = sqlite3.connect(memdir / DB_NAME)  # as an older vismem kept them
+    with db:
+        db.execute("UPDATE items SET label = ? WHERE label = ?", (NFD, NFC))
+        db.execute("UPDATE items SET source = ? WHERE source = ?", (NFD, NFC))
+    db.close()
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {NFD: 2, "tea": 2}
+        for typed in (NFC, NFD):
+            assert memory.ids(labels=[typed]) == [1, 2]
+            assert memory.ids(sources=[typed]) == [3]
+        decision = memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], labels=[NFC], k=1)[0]
+        assert (decision.label, decision.restriction) == (NFD, {"labels": [NFC]})
+        memory.relabel(memory.ids(labels=[NFC]), NFC)
+        assert memory.class_counts() == {NFC: 2, "tea": 2}
+        memory.relabel([1], NFD)  # kept as NFC, as every label given
+        memory.add_vectors(-np.eye(4, dtype=np.float32)[:1], "tea", sources=NFD)
+    db = sqlite3.connect(memdir / DB_NAME)
+    with db:
+        db.execute("UPDATE items SET label = ? WHERE label = ?", (NFD, NFC))
+    db.close()
+    removed = run_cli("remove", memdir, "--label", NFC, "--json", check=True)
+    assert json_lines(removed)[0]["ids"] == [1, 2]
+    with Memory.open(memdir) as memory:
+        assert memory.ids(sources=[NFD]) == [3, 5] and memory.class_counts() == {"tea": 3}
+

@@ -26,7 +26,7 @@ from .errors import InvalidInputError, brief_repr, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta, check_source
-from .store.base import check_printable
+from .store.base import canonical, check_printable
 
 Progress = Callable[[int], None]
 
@@ -60,7 +60,7 @@ def split_conflicts(store: Store, duplicates: Sequence[tuple[int, int]], labels:
     for position, held in duplicates:
         label = labels[position]
         held_label = held_labels.get(held, label)  # removed meanwhile: no label to conflict with
-        if label is None or held_label is None or held_label == label:
+        if label is None or held_label is None or canonical(held_label) == canonical(label):
             same.append((position, held))
         else:
             conflicts.append((position, held, held_label))
