@@ -1428,3 +1428,25 @@ def test_a_filter_finds_labels_and_sources_a_memory_kept_in_nfd_from_before(tmp_
     with Memory.open(memdir) as memory:
         assert memory.ids(sources=[NFD]) == [3, 5] and memory.class_counts() == {"tea": 3}
 
+
+def test_add_refuses_metadata_the_add_measures_itself(tmp_path):
+    """`--meta width=5` stood in for every image's measured width. Keys the add sets from
+    each image (width, height; and name for an upload) are refused, nothing added."""
+    memdir = tmp_path / "mem"
+    image = _image(tmp_path / "a.png", (20, 20, 200))
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    refused = run_cli("add", memdir, image, "--label", "x", "--meta", "width=5", "--meta", "height=1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "metadata keys 'width', 'height' are set from each image (width, height are reserved)" \
+        in " ".join(refused.stderr.split()), refused.stderr
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 0
+        with pytest.raises(InvalidInputError, match="'height' is set from each image"):
+            memory.add_images([image], label="x", meta={"height": 3})
+        with pytest.raises(InvalidInputError, match="'name' is set from each image"):
+            memory._ingestor().add_prepared([], np.zeros((0, memory.dim), np.float32), source="s",
+                                            meta={"name": "given"})
+        assert len(memory) == 0
+        memory.add_images([image], label="x", meta={"photo_width": 5})
+        assert memory.get(1).meta == {"width": 24, "height": 16, "photo_width": 5}
+
