@@ -1450,3 +1450,11 @@ def test_add_refuses_metadata_the_add_measures_itself(tmp_path):
         memory.add_images([image], label="x", meta={"photo_width": 5})
         assert memory.get(1).meta == {"width": 24, "height": 16, "photo_width": 5}
 
+
+def test_remove_names_every_where_condition_as_typed(tmp_path):
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32)[:2], "a", metas=[{"k": 1}, {"k": 0}])
+    refused = run_cli("remove", memdir, "--where", "k=1", "--where", "k=0")
+    one_line_error(refused, "error: no item matches --where k=1 --where k=0 (all must hold); nothing changed")
+

@@ -285,7 +285,12 @@ def nothing_matched(labels: Iterable[str], *, ids: Sequence[int] | None = None, 
                 + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
     if source is not None:
         return f"no item has source {source!r}; nothing changed"
-    return f"no item matches {where_name} {' '.join(where or [])}; nothing changed"
+    # each condition as it was given: `--where a=1 --where b=2` on the command line, `where a=1
+    # and where b=2` for the service's query parameters
+    joiner = " " if where_name.startswith("-") else " and "
+    conditions = joiner.join(f"{where_name} {pair}" for pair in where or [])
+    return (f"no item matches {conditions}{' (all must hold)' if len(where or []) > 1 else ''}; "
+            "nothing changed")
 
 
 def parse_pairs(pairs: Sequence[str] | None, option: str = "--meta") -> dict[str, Any] | None:
