@@ -1458,3 +1458,18 @@ def test_remove_names_every_where_condition_as_typed(tmp_path):
     refused = run_cli("remove", memdir, "--where", "k=1", "--where", "k=0")
     one_line_error(refused, "error: no item matches --where k=1 --where k=0 (all must hold); nothing changed")
 
+
+def test_boost_refuses_a_factor_of_0_which_blocks_and_says_weakened_below_1(tmp_path):
+    """`boost --factor 0` said "boosted 1 item (weight 0)": the items stopped voting."""
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32)[:2], "a")
+    for factor in ("0", "-0", "-1"):
+        refused = run_cli("boost", memdir, "--id", "1", "--factor", factor)
+        assert refused.returncode == 2, refused.stderr
+        assert "stops the items voting, which `vismem block` does" in " ".join(refused.stderr.split())
+    with Memory.open(memdir) as memory:
+        assert memory.get(1).weight == 1.0
+    assert run_cli("boost", memdir, "--id", "1", "--factor", "0.5", check=True).stdout \
+        == "weakened 1 item (weight 0.5)\n"
+    assert run_cli("boost", memdir, "--id", "1", "--factor", "3", check=True).stdout == "boosted 1 item (weight 3)\n"
