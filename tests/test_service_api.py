@@ -287,7 +287,7 @@ def test_a_delete_that_matches_no_item_is_a_404_as_the_cli_exits_1(client, memor
              ({"label": "00"}, "no item is labelled '00'; nothing changed (did you mean '0'?)"),
              ({"source": "web"}, "no item has source 'web'; nothing changed"),
              ({"where": ["name=nothing.png", "year=2024"]},
-              "no item matches where name=nothing.png year=2024; nothing changed"),
+              "no item matches where name=nothing.png and where year=2024 (all must hold); nothing changed"),
              ({"id": [998, 999]}, "no items with ids [998, 999]; nothing changed")]
     for selector, says in cases:
         refused = client.delete("/items", params=selector, headers=AUTH)

@@ -1383,3 +1383,111 @@ def test_pickling_a_memory_says_to_send_its_location(tmp_path):
                                                 r"send its location and Memory\.open\(location\) it there"):
                 send(memory)
         assert len(memory) == 3  # still open and usable
+
+
+NFC, NFD = "Caf\u00e9", "Cafe\u0301"  # print alike: one character é, or e and a combining accent
+
+
+def _image(path: Path, colour: tuple[int, int, int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), colour).save(path)
+    return path
+
+
+def test_a_label_or_source_in_nfd_is_kept_in_nfc_and_joins_the_label_typed(tmp_path):
+    """A folder copied from a Mac names `Café` in NFD; a label typed is NFC. They were two
+    labels printing the same: every label and source is now kept in NFC, however it came."""
+    memdir = tmp_path / "mem"
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    run_cli("add", memdir, _image(tmp_path / "mac" / NFD / "a.png", (200, 20, 20)).parent.parent,
+            "--source", f"mac-{NFD}", check=True)
+    run_cli("add", memdir, _image(tmp_path / "b.png", (20, 200, 20)), "--label", NFC, check=True)
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {NFC: 2}
+        assert [item.source for item in memory.items(memory.ids())] == [f"mac-{NFC}", str(tmp_path / "b.png")]
+        memory.add_vectors(memory.store.vectors([1])[1] * -1, NFD, sources="vectors")
+        memory.relabel([2], f"{NFD}!")
+        assert [item.label for item in memory.items(memory.ids())] == [NFC, f"{NFC}!", NFC]
+
+
+def test_a_filter_finds_labels_and_sources_a_memory_kept_in_nfd_from_before(tmp_path):
+    """A memory written before labels were made NFC may hold them in NFD: a filter typed in
+    either form finds them (its restriction is reported once, in NFC), and `remove --label`
+    typed in NFC removes them. Relabelling migrates them to NFC."""
+    import sqlite3
+
+    from vismem.store import DB_NAME
+
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), [NFC, NFC, "tea", "tea"], sources=["s", "s", NFC, "s"])
+    db = sqlite3.connect(memdir / DB_NAME)  # as an older vismem kept them
+    with db:
+        db.execute("UPDATE items SET label = ? WHERE label = ?", (NFD, NFC))
+        db.execute("UPDATE items SET source = ? WHERE source = ?", (NFD, NFC))
+    db.close()
+    with Memory.open(memdir) as memory:
+        assert memory.class_counts() == {NFD: 2, "tea": 2}
+        for typed in (NFC, NFD):
+            assert memory.ids(labels=[typed]) == [1, 2]
+            assert memory.ids(sources=[typed]) == [3]
+        decision = memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], labels=[NFC], k=1)[0]
+        assert (decision.label, decision.restriction) == (NFD, {"labels": [NFC]})
+        memory.relabel(memory.ids(labels=[NFC]), NFC)
+        assert memory.class_counts() == {NFC: 2, "tea": 2}
+        memory.relabel([1], NFD)  # kept as NFC, as every label given
+        memory.add_vectors(-np.eye(4, dtype=np.float32)[:1], "tea", sources=NFD)
+    db = sqlite3.connect(memdir / DB_NAME)
+    with db:
+        db.execute("UPDATE items SET label = ? WHERE label = ?", (NFD, NFC))
+    db.close()
+    removed = run_cli("remove", memdir, "--label", NFC, "--json", check=True)
+    assert json_lines(removed)[0]["ids"] == [1, 2]
+    with Memory.open(memdir) as memory:
+        assert memory.ids(sources=[NFD]) == [3, 5] and memory.class_counts() == {"tea": 3}
+
+
+def test_add_refuses_metadata_the_add_measures_itself(tmp_path):
+    """`--meta width=5` stood in for every image's measured width. Keys the add sets from
+    each image (width, height; and name for an upload) are refused, nothing added."""
+    memdir = tmp_path / "mem"
+    image = _image(tmp_path / "a.png", (20, 20, 200))
+    run_cli("create", memdir, "--encoder", "pixels", check=True)
+    refused = run_cli("add", memdir, image, "--label", "x", "--meta", "width=5", "--meta", "height=1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "metadata keys 'width', 'height' are set from each image (width, height are reserved)" \
+        in " ".join(refused.stderr.split()), refused.stderr
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 0
+        with pytest.raises(InvalidInputError, match="'height' is set from each image"):
+            memory.add_images([image], label="x", meta={"height": 3})
+        with pytest.raises(InvalidInputError, match="'name' is set from each image"):
+            memory._ingestor().add_prepared([], np.zeros((0, memory.dim), np.float32), source="s",
+                                            meta={"name": "given"})
+        assert len(memory) == 0
+        memory.add_images([image], label="x", meta={"photo_width": 5})
+        assert memory.get(1).meta == {"width": 24, "height": 16, "photo_width": 5}
+
+
+def test_remove_names_every_where_condition_as_typed(tmp_path):
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32)[:2], "a", metas=[{"k": 1}, {"k": 0}])
+    refused = run_cli("remove", memdir, "--where", "k=1", "--where", "k=0")
+    one_line_error(refused, "error: no item matches --where k=1 --where k=0 (all must hold); nothing changed")
+
+
+def test_boost_refuses_a_factor_of_0_which_blocks_and_says_weakened_below_1(tmp_path):
+    """`boost --factor 0` said "boosted 1 item (weight 0)": the items stopped voting."""
+    memdir = tmp_path / "mem"
+    with Memory.create(memdir, encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32)[:2], "a")
+    for factor in ("0", "-0", "-1"):
+        refused = run_cli("boost", memdir, "--id", "1", "--factor", factor)
+        assert refused.returncode == 2, refused.stderr
+        assert "stops the items voting, which `vismem block` does" in " ".join(refused.stderr.split())
+    with Memory.open(memdir) as memory:
+        assert memory.get(1).weight == 1.0
+    assert run_cli("boost", memdir, "--id", "1", "--factor", "0.5", check=True).stdout \
+        == "weakened 1 item (weight 0.5)\n"
+    assert run_cli("boost", memdir, "--id", "1", "--factor", "3", check=True).stdout == "boosted 1 item (weight 3)\n"

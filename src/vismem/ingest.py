@@ -26,7 +26,7 @@ from .errors import InvalidInputError, brief_repr, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta, check_source
-from .store.base import check_printable
+from .store.base import canonical, check_printable
 
 Progress = Callable[[int], None]
 
@@ -41,6 +41,31 @@ CONFLICT = "conflicting label"
 # reasons for which an input was read but not added (unlabelled, blank, its copy removed,
 # its path no source: `Ingestor.files`)
 NOT_UNREADABLE = ("no label", "folder name is no label", NO_DIRECTION, "its copy", "source ")
+
+
+# Metadata keys an image add writes itself, from each image: given for every image, a value
+# would stand in for the measured one (`--meta width=5` on every image, whatever its size).
+MEASURED = ("width", "height")
+UPLOADED = (*MEASURED, "name")  # and an upload's file name (`add_bytes`, the service)
+
+
+def reserved_meta(meta: Mapping[str, Any] | None, reserved: Sequence[str] = MEASURED) -> str | None:
+    """Why `meta` given for every image of an add cannot be (None: it can): it names a key
+    the add sets from each image."""
+    taken = [key for key in reserved if key in (meta or {})]
+    if not taken:
+        return None
+    return (f"metadata key{'s' if len(taken) > 1 else ''} {', '.join(map(repr, taken))} "
+            f"{'are' if len(taken) > 1 else 'is'} set from each image ({', '.join(reserved)} are reserved): "
+            f"give {'them' if len(taken) > 1 else 'it'} another name, e.g. 'given_{taken[0]}'")
+
+
+def check_image_meta(meta: Mapping[str, Any] | None, reserved: Sequence[str] = MEASURED) -> None:
+    """Refuse metadata for an image add that is not storable or names a key the add sets itself."""
+    check_meta(meta or {})
+    problem = reserved_meta(meta, reserved)
+    if problem:
+        raise InvalidInputError(problem)
 
 
 def conflict_reason(held: int, held_label: str, label: str) -> str:
@@ -60,7 +85,7 @@ def split_conflicts(store: Store, duplicates: Sequence[tuple[int, int]], labels:
     for position, held in duplicates:
         label = labels[position]
         held_label = held_labels.get(held, label)  # removed meanwhile: no label to conflict with
-        if label is None or held_label is None or held_label == label:
+        if label is None or held_label is None or canonical(held_label) == canonical(label):
             same.append((position, held))
         else:
             conflicts.append((position, held, held_label))
@@ -232,7 +257,7 @@ class Ingestor:
         """Add files and folders; each batch is one committed transaction."""
         if label is not None:
             check_label(label)
-        check_meta(meta or {})  # before any image is encoded
+        check_image_meta(meta)  # before any image is encoded
         check_batch_size(batch_size)
         check_max_pixels(max_pixels)
         if source is not None:
@@ -315,7 +340,7 @@ class Ingestor:
                      allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:
         """Insert images already prepared and encoded elsewhere (the service batches encoding
         across requests); `vectors` has a row per prepared image that carries pixels."""
-        check_meta(meta or {})
+        check_image_meta(meta, UPLOADED)
         return self._insert(prepared, vectors, lambda p: source, allow_duplicates, meta=meta, keep_paths=False)
 
     def _insert(self, prepared: Sequence[PreparedImage], vectors: np.ndarray,

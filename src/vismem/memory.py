@@ -34,7 +34,8 @@ from .encoders.registry import known_weights
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
                      NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
-from .ingest import AddReport, Ingestor, check_batch_size, check_max_pixels, listed, split_conflicts
+from .ingest import (AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
+                     split_conflicts)
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
@@ -498,6 +499,7 @@ class Memory:
         """
         check_batch_size(batch_size)
         check_max_pixels(max_pixels)  # here too: Ray's workers would each fail on it
+        check_image_meta(meta)  # here too: on Ray, before any image is encoded
         paths = listed(paths)
         for given in paths:  # (pathlib's TypeError named no way forward)
             if not isinstance(given, (str, os.PathLike)):

@@ -18,7 +18,7 @@ from ..calibrate import STALE_FRACTION
 from ..decide import VOTES, VoteParams
 from ..errors import InvalidInputError, VismemError
 from ..images import Skipped, shown
-from ..ingest import conflict_reason
+from ..ingest import MEASURED, conflict_reason, reserved_meta
 from ..search.quality import Quality
 from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describe
 from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, nothing_matched, parse_pairs,
@@ -94,6 +94,15 @@ def key_values(option: str) -> Callable[[Any], Any]:
             raise typer.BadParameter(str(exc).removeprefix(f"{option} ")) from None
         return pairs
     return check
+
+
+def image_meta(pairs: Any) -> Any:
+    """`add`'s --meta: KEY=VALUE texts, none naming a key the add measures (bad usage)."""
+    key_values("--meta")(pairs)
+    problem = reserved_meta(parse_pairs(pairs, "--meta"))
+    if problem:
+        raise typer.BadParameter(problem)
+    return pairs
 
 
 def vote_option(name: str, *flags: str) -> Any:
@@ -421,8 +430,9 @@ def add(
                                               "to the GPU; on the CPU 32, 256 for the pixels encoder]."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates",
                                           help="Add images whose content is already in the memory."),
-    meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE", callback=key_values("--meta"),
-                                             help="Metadata for every image, for --where filters (repeatable)."),
+    meta: Optional[List[str]] = typer.Option(None, "--meta", metavar="KEY=VALUE", callback=image_meta,
+                                             help="Metadata for every image, for --where filters (repeatable; "
+                                                  f"not {', '.join(MEASURED)}: measured from each image)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                       help="Read, decode and encode on a Ray cluster: 'local' starts one here, "
                                            "'auto' / HOST:PORT / ray://HOST:PORT joins one."),

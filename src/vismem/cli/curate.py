@@ -183,7 +183,17 @@ def calibrate(
                 f"w={w} {a:.3f}" for w, a in result.auroc.items()))
 
 
-def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool) -> None:
+def _not_blocking(factor: float) -> float:
+    """`boost --factor`: a weight of 0 (or less) boosts nothing, it blocks (bad usage)."""
+    if factor <= 0:
+        raise typer.BadParameter(f"{factor:g} is not above 0: weight 0 stops the items voting, which "
+                                 "`vismem block` does (undone by `vismem unblock`)")
+    return factor
+
+
+def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool,
+                said: str | None = None) -> None:
+    """Set items' vote weight; `verb` is the --json key, `said` the word for people (`verb`)."""
     interrupted_leaves("nothing: no item's weight was changed (it changes for all of them in one transaction)")
     with _open(memdir) as memory, \
             one_transaction(lambda: all_have(memory, ids, weight=weight), f"the items' weight is {weight:g} now"):
@@ -193,7 +203,7 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
     if json_out:
         emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
-        out.print(f"{verb} {counted(len(changed), 'item')} (weight {weight:g})")
+        out.print(f"{said or verb} {counted(len(changed), 'item')} (weight {weight:g})")
     exit_if_missing(missing)
 
 
@@ -207,12 +217,14 @@ def block(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonF
 def boost(
     memdir: Path = MemDir,
     ids: List[int] = IdsOpt,
-    factor: float = number_option(2.0, "--factor", min=0.0, max=MAX_WEIGHT,
-                                  help="The items' vote weight (1 = normal)."),
+    factor: float = number_option(2.0, "--factor", max=MAX_WEIGHT, callback=_not_blocking,
+                                  help="The items' vote weight, above 0 (1 = normal; below 1 counts less; "
+                                       "to stop them voting, `vismem block`)."),
     json_out: bool = JsonFlag,
 ) -> None:
     """Make items' votes count more (weight = --factor)."""
-    _set_weight(memdir, ids, factor, "boosted", json_out)
+    _set_weight(memdir, ids, factor, "boosted", json_out,
+                said="boosted" if factor > 1 else "weighted normally" if factor == 1 else "weakened")
 
 
 @app.command()

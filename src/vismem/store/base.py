@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
@@ -78,7 +79,25 @@ def check_text(kind: str, value: str) -> None:
         raise InvalidInputError(f"{kind} {value!r} is not valid UTF-8 text") from None
 
 
+def canonical(text: Any) -> Any:
+    """Text in Unicode's NFC form, the one form every label and source is kept in; anything
+    else as it is, for the checks. A folder copied from a Mac names `Café` with a combining
+    accent (NFD) where a keyboard types one character (NFC): the two print alike, and as
+    given they were two labels."""
+    return unicodedata.normalize("NFC", text) if isinstance(text, str) else text
+
+
+def text_forms(texts: Iterable[str]) -> frozenset[str]:
+    """Each text as given, in NFC and in NFD: what a filter matches, so that a label or
+    source kept before texts were made NFC (a Mac folder's NFD name) is found however it
+    is typed."""
+    return frozenset(form for text in texts for form in
+                     ((text, unicodedata.normalize("NFC", text), unicodedata.normalize("NFD", text))
+                      if isinstance(text, str) else (text,)))
+
+
 def check_label(label: object) -> str:
+    """`label` as kept (NFC, see `canonical`), or InvalidInputError saying why it cannot be one."""
     if not isinstance(label, str):
         raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
     check_text("label", label)
@@ -87,7 +106,7 @@ def check_label(label: object) -> str:
     check_printable("label", label, "labels are")  # first: a tab alone is no blank label
     if not label.strip():
         raise InvalidInputError("labels must not be empty")
-    return label
+    return canonical(label)
 
 
 def check_printable(kind: str, text: str, rule: str, named: str | None = None) -> None:
@@ -266,7 +285,12 @@ def nothing_matched(labels: Iterable[str], *, ids: Sequence[int] | None = None, 
                 + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
     if source is not None:
         return f"no item has source {source!r}; nothing changed"
-    return f"no item matches {where_name} {' '.join(where or [])}; nothing changed"
+    # each condition as it was given: `--where a=1 --where b=2` on the command line, `where a=1
+    # and where b=2` for the service's query parameters
+    joiner = " " if where_name.startswith("-") else " and "
+    conditions = joiner.join(f"{where_name} {pair}" for pair in where or [])
+    return (f"no item matches {conditions}{' (all must hold)' if len(where or []) > 1 else ''}; "
+            "nothing changed")
 
 
 def parse_pairs(pairs: Sequence[str] | None, option: str = "--meta") -> dict[str, Any] | None:
@@ -322,8 +346,8 @@ class Filter:
         except TypeError:  # a list or object value in `where`: not hashable as given
             hashable = False
         made = cls(
-            labels=frozenset(labels) if labels is not None else None,
-            sources=frozenset(sources) if sources is not None else None,
+            labels=text_forms(labels) if labels is not None else None,
+            sources=text_forms(sources) if sources is not None else None,
             # by key (a key given twice may have values that do not compare), each condition once
             where=tuple(sorted(dict.fromkeys((check_meta_key(k), meta_value_key(v)) for k, v in pairs),
                                key=lambda kv: kv[0])) if pairs else None,
@@ -343,10 +367,10 @@ class Filter:
     def restriction(self) -> dict[str, Any] | None:
         """The user-given part, as a decision reports it (pruning is not a restriction)."""
         found: dict[str, Any] = {}
-        if self.labels is not None:
-            found["labels"] = sorted(self.labels)
+        if self.labels is not None:  # (each as kept, once: not its forms that `Filter.of` matches)
+            found["labels"] = sorted(set(map(canonical, self.labels)))
         if self.sources is not None:
-            found["sources"] = sorted(self.sources)
+            found["sources"] = sorted(set(map(canonical, self.sources)))
         if self.where:
             found["where"] = dict(self.where)
         return found or None
@@ -375,9 +399,10 @@ class NewItem:
 
 
 def plain_text(value: Any) -> Any:
-    """A str subclass (numpy's str_, from labels given as an array) as a plain str, so that
-    every label and source read back is one; anything else as it is, for the checks."""
-    return str(value) if isinstance(value, str) and type(value) is not str else value
+    """A str subclass (numpy's str_, from labels given as an array) as a plain str in NFC
+    (`canonical`), so that every label and source read back is one; anything else as it
+    is, for the checks."""
+    return canonical(str(value)) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

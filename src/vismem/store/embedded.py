@@ -43,7 +43,7 @@ from ..search.tuning import GIVEN, RECORDED, QuerySample
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec, fit_transform_chunks, identity
 from ..vectors import vector_hashes
-from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page
+from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page, canonical
 from .catalog import Catalog
 from .checkpoints import Checkpoint, RollbackReport
 from .migrate import upgrade
@@ -480,6 +480,7 @@ class EmbeddedStore:
 
     def update(self, ids: Sequence[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]:
+        label = canonical(label)  # as the database keeps it
         updated = self.db.update(ids, label=label, weight=weight, before=self._catch_up_locked)
         if updated:
             self.catalog.update(updated, label=label, weight=weight,

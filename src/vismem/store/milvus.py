@@ -643,7 +643,7 @@ class MilvusStore:
         no partial update). The first relabel keeps the original label; relabelling back
         forgets it."""
         if label is not None:
-            check_label(label)
+            label = check_label(label)  # as kept: NFC
         check_weight(weight)
 
         def change(row: dict[str, Any]) -> None:

@@ -369,7 +369,7 @@ class Database:
         """Relabel items and/or set their vote weight; returns the ids that exist. The first
         relabel of an item keeps its original label; relabelling back forgets it."""
         if label is not None:
-            check_label(label)
+            label = check_label(label)  # as kept: NFC
         check_weight(weight)
         with self.write(f"updating {len(ids)} items", before, "nothing was changed") as db:
             present = self._existing(ids)
