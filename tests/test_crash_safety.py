@@ -582,3 +582,123 @@ def test_a_prune_killed_leaves_the_memory_as_it_was_or_pruned_whole(tmp_path, at
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
     assert _pruning_state(memdir, queries) == {"old": old, "new": new}[left]
+
+
+# `vismem` with a real SIGINT sent from inside the store's write: VISMEM_TEST_AT is
+# "METHOD:WHEN:N", e.g. "delete:after:1": once the first `EmbeddedStore.delete` has
+# committed and returned to the command, or "insert:before:2": as the second batch's insert
+# starts, the first one committed
+INTERRUPTED_IN_STORE = textwrap.dedent("""
+    import os, signal, sys
+    from vismem.cli import main
+    from vismem.store.embedded import EmbeddedStore
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
+    method, when, nth = os.environ["VISMEM_TEST_AT"].split(":")
+    original = getattr(EmbeddedStore, method)
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(nth) and when == "before":
+            os.kill(os.getpid(), signal.SIGINT)
+        result = original(self, *args, **kwargs)
+        if len(calls) == int(nth) and when == "after":
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    setattr(EmbeddedStore, method, interrupted)
+    main(sys.argv[1:])
+""")
+
+
+def _interrupted_in_store(at: str, *args) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_STORE, *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, "VISMEM_TEST_AT": at})
+    assert run.returncode == 130, (run.stdout, run.stderr)
+    return run
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_with_json_ctrl_c_at_a_removals_commit_says_what_committed(tmp_path, when):
+    """Ctrl-C meeting `remove --json`'s commit (or `relabel`'s, `set-weight`'s) exited 130
+    with nothing on stdout, where a purge cut off after it printed the report: a script
+    could not tell whether the items were gone. One JSON line says what committed, and
+    `unfinished` what stays."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=8, index="exact") as memory:
+        ids = memory.add_vectors(unit_vectors(30, 8), ["a"] * 30)
+    asked = [ids[0], ids[1], 999]
+    run = _interrupted_in_store(f"delete:{when}:1", "remove", path, *[a for i in asked for a in ("--id", i)],
+                                "--json")
+    said = [json.loads(line) for line in run.stdout.splitlines()]
+    with Memory.open(path) as memory:
+        left = len(memory)
+    if when == "before":
+        assert said == [{"removed": 0, "ids": [], "unfinished": "interrupted: nothing: no item was removed "
+                         "(`vismem remove` removes its items in one transaction)"}]
+        assert left == 30
+    else:
+        assert len(said) == 1 and {k: said[0][k] for k in ("removed", "ids", "items")} == \
+            {"removed": 2, "ids": ids[:2], "items": 28}
+        assert said[0]["unfinished"].startswith("interrupted: the removal is committed")
+        assert left == 28
+    assert said[0]["unfinished"] in run.stderr
+
+    for command, verb, *option in (("relabel", "relabelled", "--label", "b"), ("block", "blocked")):
+        run = _interrupted_in_store(f"update:{when}:1", command, path, "--id", ids[5], "--id", ids[6], "--id", 999,
+                                    *option, "--json")
+        said = [json.loads(line) for line in run.stdout.splitlines()]
+        assert len(said) == 1, run.stdout
+        report = {k: v for k, v in said[0].items() if k not in ("unfinished", "weight")}
+        assert report == ({verb: 0, "ids": []} if when == "before"
+                          else {verb: 2, "ids": [ids[5], ids[6]], "missing": [999]}), said
+        assert said[0]["unfinished"].startswith("interrupted: nothing" if when == "before"
+                                                else "interrupted: the items")
+
+
+def test_with_json_ctrl_c_between_batches_says_which_were_added(tmp_path, digit_folders):
+    """`add --json` interrupted printed its batches' `committed` lines and stopped, with no
+    line saying it was interrupted; `add-vectors --json` printed nothing at all. Each ends
+    with a line saying what it committed, and `unfinished`."""
+    train, _ = digit_folders
+    path = tmp_path / "m"
+    run_cli_here("create", path, "--encoder", "pixels", check=True)
+    run = _interrupted_in_store("insert:before:2", "add", path, train, "--batch-size", "16", "--json")
+    said = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["event"] for line in said] == ["committed", "interrupted"], run.stdout
+    assert said[1]["ids"] == said[0]["ids"] and said[1]["added"] == 16
+    assert said[1]["unfinished"] == "interrupted: every batch committed before this point is kept"
+    with Memory.open(path) as memory:
+        assert len(memory) == 16
+
+    vectors = tmp_path / "x.npy"
+    np.save(vectors, unit_vectors(12_000, 8))
+    (tmp_path / "labels.txt").write_text("a\n" * 12_000)
+    with Memory.create(tmp_path / "v", encoder=None, dim=8, index="exact"):
+        pass
+    run = _interrupted_in_store("insert:before:2", "add-vectors", tmp_path / "v", "--vectors", vectors,
+                                "--labels", tmp_path / "labels.txt", "--json")
+    said = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(said) == 1 and said[0]["rows_done"] == 10_000, run.stdout
+    assert said[0]["unfinished"].startswith("interrupted: every batch committed before this point is kept")
+    with Memory.open(tmp_path / "v") as memory:
+        assert len(memory) == 10_000
+
+
+def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_path):
+    """`import --json` interrupted said nothing on stdout: it says `imported` 0, or every
+    item once the memory is in place."""
+    path, _, _ = _exported(tmp_path)
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_AT_FIRST_BATCH, "import", str(path),
+                          str(tmp_path / "copy"), "--json"], capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    assert [json.loads(line) for line in run.stdout.splitlines()] == [
+        {"imported": 0, "file": str(path), "to": str(tmp_path / "copy"),
+         "unfinished": f"interrupted: nothing: no memory was made at {tmp_path / 'copy'}"}]
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_OPENING_DEST, "import", "--json", str(path),
+                          str(tmp_path / "copy")], capture_output=True, text=True)
+    assert run.returncode == 130, run.stderr
+    said = [json.loads(line) for line in run.stdout.splitlines()[1:]]  # (after "opening")
+    assert said == [{"imported": 600, "file": str(path), "to": str(tmp_path / "copy"),
+                     "unfinished": f"interrupted: the memory at {tmp_path / 'copy'} is made, whole"}]

@@ -27,6 +27,7 @@ from vismem.errors import InvalidInputError
 from vismem.service import ServiceSettings, create_app
 from vismem.service.app import BROWSE_PAGE
 from vismem.service.batcher import EncodeBatcher
+from vismem.service.http import STATUS
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -1428,8 +1429,10 @@ def errors_and_forms(editing: dict) -> None:
             if not status.startswith("2"):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         assert "422" in operation["responses"], name  # any query parameter it does not take
-        if "requestBody" in operation:  # its client stalled; a body of another type than it takes; the server
-            assert {"408", "415", "503"} <= operation["responses"].keys(), name  # stopped as it came
+        # its client stalled: a request head (under `vismem serve`, before any route), or a body
+        assert operation["responses"]["408"]["description"] == STATUS[408], name
+        if "requestBody" in operation:  # a body of another type than it takes; the server stopped as it came
+            assert {"415", "503"} <= operation["responses"].keys(), name
     form = editing["components"]["schemas"]["Body_classify_classify_post"]["properties"]
     assert form["vote"]["enum"] == list(VOTES)
     for name, key in (("k", "minimum"), ("k", "maximum"), ("mix", "maximum"), ("alpha", "exclusiveMinimum")):

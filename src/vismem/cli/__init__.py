@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, cast
 
@@ -174,22 +174,43 @@ def interrupted_leaves(what: str) -> None:
     _after_interrupt = what
 
 
+# With --json, what a command that changes the memory has committed so far, in the shape of
+# its report (`{"removed": 0, "ids": []}` until its removal commits): Ctrl-C prints it, with
+# `unfinished` saying what stays, as a purge cut off after the commit prints its report.
+# Without it a script saw exit 130 and an empty stdout, whatever had committed.
+_interrupted_report: dict[str, Any] | None = None
+
+
+def reported_if_interrupted(json_out: bool, report: dict[str, Any]) -> dict[str, Any]:
+    """With --json, have an interruption (Ctrl-C, SIGTERM) print `report` as one JSON line
+    with `unfinished`; the command keeps it true as it commits. Returns `report`."""
+    global _interrupted_report
+    if json_out:
+        _interrupted_report = report
+    return report
+
+
 @contextmanager
-def one_transaction(committed: Callable[[], bool], leaves: str) -> Iterator[None]:
+def one_transaction(committed: Callable[[], bool], leaves: str,
+                    done: Callable[[], dict[str, Any]] | None = None) -> Iterator[None]:
     """Around a call that makes one transaction: Ctrl-C after it says `leaves`, and before
     it what was said so far. Within it the interrupt may come on either side of the commit,
-    so `committed()` asks the store then which it was."""
+    so `committed()` asks the store then which it was; if it was, `done()` (asked then too)
+    says what it did, for the report that --json prints (`reported_if_interrupted`)."""
     try:
         yield
     except KeyboardInterrupt:
         try:
-            done = committed()
+            was = committed()
         except Exception:  # the store cannot say (a server gone away)
             interrupted_leaves("not known: the command's one transaction may or may not have been committed "
                                "(`vismem info` shows the memory as it is)")
         else:
-            if done:
+            if was:
                 interrupted_leaves(leaves)
+                if done is not None and _interrupted_report is not None:
+                    with suppress(Exception):  # (then its report says less: `leaves` says it committed)
+                        _interrupted_report.update(done())
         raise
     interrupted_leaves(leaves)
 
@@ -202,14 +223,19 @@ def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
     prints what committed, as the command would have, with `unfinished` saying what stays
     and how to finish it, as the service answers. The command fills `done` as its edit
     commits; a `PartlyDoneError` raised inside the edit call carries it (`done.to_dict()`),
-    also when the memory's closing then failed on the same purge and raised its own."""
+    also when the memory's closing then failed on the same purge and raised its own.
+    Interrupted before the edit committed, --json prints `done` as it is then."""
+    reported_if_interrupted(json_out, done)
     try:
         yield
-    except (PartlyDoneError, KeyboardInterrupt) as exc:
+    except KeyboardInterrupt as exc:
+        if not done:  # (`main` prints it, with what stays)
+            done.update(_carried(exc) or {})
+        raise
+    except PartlyDoneError as exc:
         said = done or _carried(exc)
         if json_out and said:
-            emit({**said, "unfinished": str(exc) if isinstance(exc, PartlyDoneError)
-                  else f"interrupted: {_after_interrupt}"})
+            emit({**said, "unfinished": str(exc)})
         raise
 
 
@@ -238,8 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     library = logging.getLogger("vismem")
     if _warnings not in library.handlers:
         library.addHandler(_warnings)
-    global _after_interrupt, _terminated
-    _after_interrupt, _terminated = _AFTER_INTERRUPT, False  # main runs many commands in one process in tests
+    global _after_interrupt, _terminated, _interrupted_report
+    # main runs many commands in one process in tests
+    _after_interrupt, _terminated, _interrupted_report = _AFTER_INTERRUPT, False, None
     stdout = sys.stdout
     sys.stdout = _ReaderWatch(stdout)  # the same stream, its closing told apart
     on_sigterm = _terminate_as_interrupt()
@@ -257,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
                 # one (Python restores the default handler as it finalizes, but not SIG_IGN).
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:  # between the command's end and Typer's (its own catches it before)
-        sys.stderr.write(f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}\n")
+        _say_stopped()
         sys.exit(EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED)
     except VismemError as exc:
         from ..store.base import printable_message
@@ -273,11 +300,10 @@ def main(argv: list[str] | None = None) -> None:
         _discard_output(stdout)
         sys.exit(EXIT_STDOUT_CLOSED)
     except SystemExit as exc:
-        if exc.code == EXIT_INTERRUPTED and _terminated:
-            sys.stderr.write(f"terminated: {_after_interrupt}\n")
-            sys.exit(EXIT_TERMINATED)
         if exc.code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into this exit, without a word
-            sys.stderr.write(f"interrupted: {_after_interrupt}\n")
+            _say_stopped()
+            if _terminated:
+                sys.exit(EXIT_TERMINATED)
         raise
     finally:
         sys.stdout = stdout
@@ -286,6 +312,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 _terminated = False  # SIGTERM arrived (it travels as Ctrl-C does)
+
+
+def _say_stopped() -> None:
+    """The command was interrupted (or terminated): what stays, on stderr, and with --json
+    the report of what it committed (`reported_if_interrupted`) on stdout."""
+    said = f"{'terminated' if _terminated else 'interrupted'}: {_after_interrupt}"
+    if _interrupted_report is not None:
+        with suppress(StdoutClosed):  # (the reader went away too: stderr still says it)
+            emit({**_interrupted_report, "unfinished": said})
+    sys.stderr.write(said + "\n")
 
 
 def _terminate_as_interrupt() -> Any:

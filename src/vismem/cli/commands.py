@@ -24,7 +24,7 @@ from ..settings import DEFAULT_ENCODER, OFFLINE_ENCODER, MemorySettings, describ
 from ..store.base import (MAX_DIM, InsertResult, check_label, missing_ids, nothing_matched, parse_pairs,
                           parse_where, printable, printable_message)
 from . import (BATCHES_KEPT, EXIT_PARTIAL, EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, one_transaction,
-               only_reads, out, padded, progress_bar, reported_if_cut_off, widest)
+               only_reads, out, padded, progress_bar, reported_if_cut_off, reported_if_interrupted, widest)
 from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, PrecisionOpt, RuntimeOpt, encoder_options,
                               encoding, planned_encoding)
 from .numbers import number_option
@@ -283,6 +283,13 @@ def all_have(memory: Memory, ids: Iterable[int], **values: Any) -> bool:
     return bool(items) and all(getattr(item, name) == value for item in items for name, value in values.items())
 
 
+def updated(memory: Memory, ids: list[int], verb: str) -> dict[str, Any]:
+    """The report of an update to `ids` that committed (`{verb: n, "ids": [...], "missing": [...]}`),
+    read from the store: what --json says when an interruption met its commit."""
+    changed = [item.id for item in memory.items_as_stored(ids)]
+    return {verb: len(changed), "ids": changed, "missing": missing_ids(ids, changed)}
+
+
 def exit_if_missing(missing: list[int]) -> None:
     """After the report: ids that were asked for but do not exist (`missing_ids`), named
     on stderr, while the others were done (`refuse_if_none_done` came first): partial
@@ -445,7 +452,9 @@ def add(
     """Add images to MEMDIR. Each batch is committed atomically.
 
     With --json, one line per committed batch ({"event": "committed", "ids": [...]}),
-    then a summary ({"event": "done", "added": N, "skipped": M, ...}). An image already
+    then a summary ({"event": "done", "added": N, "skipped": M, ...}); interrupted, the
+    last line is {"event": "interrupted", "added": N, "ids": [...], "unfinished": ...}
+    with the batches reported committed. An image already
     held with the same label is skipped as a duplicate (no error); one skipped as
     unreadable, unlabelled or held under another label gives exit code 3, or 1 when
     none was added and none was held already (an error, each reason on stderr), as when
@@ -454,6 +463,13 @@ def add(
     from ..images import find_images
 
     interrupted_leaves(BATCHES_KEPT)
+    kept = reported_if_interrupted(json_out, {"event": "interrupted", "added": 0, "ids": []})
+
+    def committed(ids: list[int]) -> None:
+        kept["ids"] += ids
+        kept["added"] = len(kept["ids"])
+        emit({"event": "committed", "ids": ids})
+
     with _open(memdir, encoder_options(device, runtime, precision, batch_size, decode_workers)) as memory:
         memory.check_writable()
         found, unreadable = find_images(paths, label=label)  # exactly the files add_images will try
@@ -461,7 +477,7 @@ def add(
             given = ", ".join(printable(str(p)) for p in paths)
             raise InvalidInputError(f"no image files in {given}: nothing added")
         total = len(found)
-        on_commit = (lambda ids: emit({"event": "committed", "ids": ids})) if json_out else None
+        on_commit = committed if json_out else None
         # on Ray the actors load the encoder; here it would only take time and memory
         with progress_bar(f"adding ({'on Ray' if ray else encoding(memory)})", total) as advance:
             report = memory.add_images(
@@ -518,7 +534,8 @@ def add_vectors(
     named with both labels, and the exit code is 3 (relabel the item holding it if the
     row's label is right). With --json, one line: added, ids, skipped, skipped_rows
     ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
-    duplicate_of, held_label}) and items.
+    duplicate_of, held_label}) and items; interrupted, {"rows_done": N, "unfinished": ...}:
+    the first N rows are committed, added or skipped (the batch the interrupt met may be too).
     """
     from ..vectors import named
 
@@ -533,8 +550,13 @@ def add_vectors(
             at = f"row {row} (from 0)" if labels.suffix == ".npy" else f"line {row + 1}"
             raise InvalidInputError(f"--labels {labels}: {at}: {exc}") from None
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
+    kept = reported_if_interrupted(json_out, {"rows_done": 0})
     with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance, named(f"--vectors {vectors}"):
-        added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=advance,
+        def batch_done(n: int) -> None:  # (called once its batch committed)
+            kept["rows_done"] += n
+            advance(n)
+
+        added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=batch_done,
                                    allow_duplicates=allow_duplicates)
         count = len(memory)
     result = added if isinstance(added, InsertResult) else InsertResult(added)
@@ -661,7 +683,8 @@ def remove(
     if sum(x is not None and x != [] for x in (ids, label, source, conditions)) != 1:
         raise typer.BadParameter("give exactly one of them", param_hint="--id / --label / --source / --where")
     interrupted_leaves("nothing: no item was removed (`vismem remove` removes its items in one transaction)")
-    done: dict[str, Any] = {}  # what committed, said with --json if the purge after it is cut off
+    # what committed, said with --json if the command is interrupted or the purge after it is cut off
+    done: dict[str, Any] = {"removed": 0, "ids": []}
     with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         if verify and not memory.capabilities.local_files:
             raise InvalidInputError(f"--verify scans a memory's files, and {memory.location} keeps its storage "
@@ -672,11 +695,14 @@ def remove(
         if not ids and not targets:
             refuse_if_none_matched(memory, label=label, source=source, where=where)
         prints = fingerprints(memory, targets, report=partial(progress_bar, transient=True)) if verify else []
+        # which of them exist, for --json to say should Ctrl-C meet the commit (after it, none does)
+        held_ids = [item.id for item in memory.items_as_stored(targets)] if json_out and ids else targets
         # Its purge follows, as the memory closes (here too when interrupted); a purge cut
         # short leaves copies of their bytes in the files until the next, which compact makes.
         purge_left = (f"the removal is committed; if this cut its purge short, copies of the removed items' bytes may "
                       f"stay in {memdir}'s files until `vismem compact {memdir}`")
-        with one_transaction(lambda: bool(targets) and not memory.items_as_stored(targets), purge_left):
+        with one_transaction(lambda: bool(targets) and not memory.items_as_stored(targets), purge_left,
+                             lambda: {"removed": len(held_ids), "ids": held_ids, "items": len(memory)}):
             removed = memory.remove(targets)
         held = holders(prints, memory)  # their content stays, with the item that holds it too
         prints = unshared(prints, memory, held)
@@ -731,8 +757,10 @@ def relabel(
 ) -> None:
     """Give items a new label, without re-encoding anything."""
     interrupted_leaves("nothing: no item was relabelled (`vismem relabel` changes its items in one transaction)")
+    reported_if_interrupted(json_out, {"relabelled": 0, "ids": []})
     with _open(memdir) as memory, \
-            one_transaction(lambda: all_have(memory, ids, label=label), f"the items are labelled {label!r} now"):
+            one_transaction(lambda: all_have(memory, ids, label=label), f"the items are labelled {label!r} now",
+                            partial(updated, memory, ids, "relabelled")):
         changed = memory.relabel(ids, label)
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)

@@ -16,8 +16,8 @@ from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids, printable
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
-               reported_if_cut_off, widest)
-from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option,
+               reported_if_cut_off, reported_if_interrupted, widest)
+from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, updated,
                        refuse_if_none_done)
 from .numbers import number_option
 
@@ -195,8 +195,10 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
                 said: str | None = None) -> None:
     """Set items' vote weight; `verb` is the --json key, `said` the word for people (`verb`)."""
     interrupted_leaves("nothing: no item's weight was changed (it changes for all of them in one transaction)")
+    reported_if_interrupted(json_out, {verb: 0, "ids": [], "weight": weight})
     with _open(memdir) as memory, \
-            one_transaction(lambda: all_have(memory, ids, weight=weight), f"the items' weight is {weight:g} now"):
+            one_transaction(lambda: all_have(memory, ids, weight=weight), f"the items' weight is {weight:g} now",
+                            partial(updated, memory, ids, verb)):
         changed = memory.set_weight(ids, weight)
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)

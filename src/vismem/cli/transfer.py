@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import OutputExistsError
-from . import app, counted, emit, err, interrupted_leaves, out, progress_bar
+from . import app, counted, emit, err, interrupted_leaves, out, progress_bar, reported_if_interrupted
 from .commands import JsonFlag, MemDir, _open
 
 
@@ -80,6 +80,8 @@ def import_(
     _, total = read_header(source)
     made = f"the memory at {dest} is made, whole"
     interrupted_leaves(f"nothing: no memory was made at {dest}")
+    # with --json, Ctrl-C prints this, `imported` once the memory is there, whole
+    said = reported_if_interrupted(json_out, {"imported": 0, "file": str(source), "to": str(dest)})
     full: list[bool] = []
 
     def filled() -> None:  # then moved into place and opened: stopped there, DEST says which
@@ -94,8 +96,11 @@ def import_(
         there = holds_memory(dest) if full else False  # (before `filled`, none of this import's is there)
         if there is not None:
             interrupted_leaves(made if there else f"nothing: no memory was made at {dest}")
+        if there:
+            said["imported"] = total
         raise
     interrupted_leaves(made)
+    said["imported"] = total
     with memory:
         count = len(memory)
         location = memory.location

@@ -406,6 +406,9 @@ def create_app(memory: Memory, settings: ServiceSettings | None = None) -> FastA
            + (", and so do reading ones." if settings.protect_reads else ".") if settings.token
            else "This server is read-only: it was started without a token, so every edit answers 403."),
         lifespan=lifespan,
+        # a request whose head stalls is answered 408 before any route (`vismem serve`'s
+        # protocol: cli/serve.py), so every operation can answer it
+        responses=responses(408),
         docs_url=None,  # served below from local files: FastAPI's default loads a CDN
         redoc_url=None,
     )

@@ -55,12 +55,13 @@ STATUS: dict[int, str] = {
          "or DELETE /items matched no item (none of its ids exists, or no item has its label or source or "
          "matches its where, which the answer names, as `vismem remove` exits 1), or none of the ids of a "
          "PATCH /items exists. Nothing changed.",
+    408: "No part of the request's body arrived for the server's --read-timeout (seconds), or, under "
+         "`vismem serve`, the request's head had not all arrived within them (before any route, so any "
+         "request can be answered so); the connection is closed. Nothing changed: send it again.",
     409: "The memory cannot do this in its state: it is empty (nothing to classify), it has no "
          "abstention threshold yet (run `vismem calibrate`), it has no encoder (it stores precomputed "
          "vectors) so it cannot take images, or it lies on read-only media; or a checkpoint has this name "
          "already. Nothing changed.",
-    408: "No part of the request's body arrived for the server's --read-timeout (seconds); the connection "
-         "is closed. Nothing changed: send it again.",
     413: "The request body is over --max-upload-mb. Nothing changed.",
     415: "A file part is not sent as image/*, or the body is not of the type the endpoint takes (a "
          "multipart form, or JSON, as this document says). Nothing changed.",

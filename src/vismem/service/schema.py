@@ -3,9 +3,10 @@
 FastAPI writes most of it from the endpoints' types. This pass fixes what it cannot
 know: file parts are `image/*` (the server refuses anything else with 415); an
 optional parameter is absent, never null; every operation can answer 422 (one refuses a
-query parameter it does not take: `http.known_fields`), and every one with a body 408
-(its client stalled: `http.Stopping`), 413, 415 (a body of another type than the one it
-takes) and 503 (the server stopped while it arrived), each with the one error body; a file list
+query parameter it does not take: `http.known_fields`; 408, a stalled client, the app
+declares for every operation), and every one with a body 413, 415 (a body of another
+type than the one it takes) and 503 (the server stopped while it arrived), each with the
+one error body; a file list
 holds at least one file; a form takes no field it does not name (`http.known_fields`);
 and a query is an image `file` or a `vector`, exactly one.
 """
@@ -51,7 +52,6 @@ def corrected(document: dict[str, Any]) -> dict[str, Any]:
             answers["422"] = _error(422)
             if body:
                 answers["400"] = answers.get("400") or _error(400)
-                answers["408"] = _error(408)
                 answers["413"] = _error(413)
                 answers["415"] = _error(415)
                 answers["503"] = answers.get("503") or _error(503)
