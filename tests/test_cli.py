@@ -274,7 +274,7 @@ def test_usage_errors_exit_2(cli_process):
     # NaN was told it "should be less than or equal to 1000000": not the reason
     (("boost", "{mem}", "--id", "1", "--factor", "nan"), "'--factor': nan is not a finite number"),
     (("boost", "{mem}", "--id", "1", "--factor", "-inf"), "'--factor': -inf is not a finite number"),
-    (("boost", "{mem}", "--id", "1", "--factor", "-1"), "'--factor': -1 is not above 0"),
+    (("boost", "{mem}", "--id", "1", "--factor", "-1"), "'--factor': -1.0 is not above 0"),
     (("boost", "{mem}", "--id", "1", "--factor", "two"), "'--factor': 'two' is not a number"),
     (("create", "{tmp}/other", "--target-recall", "inf"), "'--target-recall': inf is not a finite number"),
     (("tune", "{mem}", "--held-out", "nan"), "'--held-out': nan is not a finite number"),

@@ -300,7 +300,7 @@ def test_a_delete_that_matches_no_item_is_a_404_as_the_cli_exits_1(client, memor
         args = [f"--{key}={value}" for key, values in selector.items()
                 for value in (values if isinstance(values, list) else [values])]
         done = cli("remove", memory.path, *args)
-        said = says.replace("where", "--where")
+        said = says.replace("where", "--where").replace(" and --where", " --where")  # as typed
         assert done.returncode == 1 and done.stderr.strip() == f"error: {said}", (args, done.stderr)
 
 

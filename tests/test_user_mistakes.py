@@ -1176,7 +1176,7 @@ def test_help_says_each_range_in_the_words_of_its_error(cli):
         name = command.name or command.callback.__name__.replace("_", "-")
         shown = cli(name, "--help", check=True).stdout
         assert not re.search(r"<=\s*x|x\s*[<>]=", shown), (name, shown)
-    for args, says in [(("boost",), "[default: 2.0; 0 to 1,000,000]"), (("classify",), "[1 to 1,000]"),
+    for args, says in [(("boost",), "[default: 2.0; above 0, at most 1,000,000]"), (("classify",), "[1 to 1,000]"),
                        (("record-queries",), "[0 to 100,000]"), (("serve",), "[default: 8000; 0 to 65,535]"),
                        (("suspects",), "[default: 20; at least 1]"), (("tune",), "[default: 0.2; 0.05 to 0.5]")]:
         assert says in " ".join(cli(*args, "--help").stdout.split()), args
@@ -1485,7 +1485,8 @@ def test_boost_refuses_a_factor_of_0_which_blocks_and_says_weakened_below_1(tmp_
     for factor in ("0", "-0", "-1"):
         refused = run_cli("boost", memdir, "--id", "1", "--factor", factor)
         assert refused.returncode == 2, refused.stderr
-        assert "stops the items voting, which `vismem block` does" in " ".join(refused.stderr.split())
+        assert "is not above 0" in refused.stderr
+    assert "to stop them voting, `vismem block`" in " ".join(run_cli("boost", "--help", check=True).stdout.split())
     with Memory.open(memdir) as memory:
         assert memory.get(1).weight == 1.0
     assert run_cli("boost", memdir, "--id", "1", "--factor", "0.5", check=True).stdout \

@@ -183,14 +183,6 @@ def calibrate(
                 f"w={w} {a:.3f}" for w, a in result.auroc.items()))
 
 
-def _not_blocking(factor: float) -> float:
-    """`boost --factor`: a weight of 0 (or less) boosts nothing, it blocks (bad usage)."""
-    if factor <= 0:
-        raise typer.BadParameter(f"{factor:g} is not above 0: weight 0 stops the items voting, which "
-                                 "`vismem block` does (undone by `vismem unblock`)")
-    return factor
-
-
 def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out: bool,
                 said: str | None = None) -> None:
     """Set items' vote weight; `verb` is the --json key, `said` the word for people (`verb`)."""
@@ -219,8 +211,8 @@ def block(memdir: Path = MemDir, ids: List[int] = IdsOpt, json_out: bool = JsonF
 def boost(
     memdir: Path = MemDir,
     ids: List[int] = IdsOpt,
-    factor: float = number_option(2.0, "--factor", max=MAX_WEIGHT, callback=_not_blocking,
-                                  help="The items' vote weight, above 0 (1 = normal; below 1 counts less; "
+    factor: float = number_option(2.0, "--factor", above=0.0, max=MAX_WEIGHT,
+                                  help="The items' vote weight (1 = normal; below 1 counts less; "
                                        "to stop them voting, `vismem block`)."),
     json_out: bool = JsonFlag,
 ) -> None:
