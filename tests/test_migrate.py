@@ -51,8 +51,10 @@ def format_of(path: Path) -> int:
 
 def same_decision(new: dict, old: dict) -> None:
     assert new["label"] == old["label"] and new["abstained"] == old["abstained"]
-    assert new["confidence"] == pytest.approx(old["confidence"], abs=1e-9)
-    assert new["scores"] == pytest.approx(old["scores"], abs=1e-9)
+    # Scores come from float32 similarities: another FAISS or BLAS build may round their last
+    # bit otherwise (seen: 3.6e-8 in a confidence after a fresh install), as it may prototypes'
+    assert new["confidence"] == pytest.approx(old["confidence"], abs=1e-6)
+    assert new["scores"] == pytest.approx(old["scores"], abs=1e-6)
     assert new["prototypes"] == pytest.approx(old["prototypes"], abs=1e-6)
     assert (new["ood_score"] is None) == (old["ood_score"] is None)
     if old["ood_score"] is not None:
