@@ -92,7 +92,12 @@ PAIRS: dict[str, Pair] = {
     "remove label": Pair(("remove", "--label", "2"), "DELETE", "/items", {"params": {"label": "2"}}),
     "remove where": Pair(("remove", "--where", "camera=phone"), "DELETE", "/items",
                          {"params": {"where": "camera=phone"}}),
+    "add": Pair(("add", "{new}", "--label", "0", "--source", "upload"), "POST", "/items",
+                {"data": {"label": "0"}}, exit_code=3, status=201,  # one image is held under another label
+                cli_only={"event": "the CLI prints a line per committed batch before this summary"},
+                differ={"skipped_items": UPLOAD}),
 }
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, digits) -> dict[str, Path]:

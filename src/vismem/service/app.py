@@ -609,7 +609,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         refusal = report.refusal()  # as `vismem add` exits 1: nothing added, nothing held already
         if refusal is not None:
             raise HTTPException(422, f"{refusal}: " + "; ".join(f"{s.path}: {s.reason}" for s in report.skipped))
-        return report.to_dict()
+        return {**report.to_dict(), "items": await service.read(len, memory)}  # as `add --json`'s last line
 
     @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,
                 responses=responses(404, *write_errors))

@@ -250,6 +250,7 @@ class AddOut(BaseModel):
     conflicts: int = Field(description="Of those skipped, images the memory holds under another label "
                                        "(not added: relabel the item holding one if the new label is right).")
     skipped_items: list[SkippedOut]
+    items: int = Field(description="The items the memory holds now, as `vismem add --json` says.")
 
 
 # An edit that committed, then could not finish a step after it (`PartlyDoneError`): it
