@@ -730,7 +730,9 @@ def relabel(
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)
     if json_out:
-        emit({"relabelled": len(changed), "ids": changed, "missing": missing})
+        # `updated` and `label` as PATCH /items answers them; `relabelled` is the same count
+        emit({"relabelled": len(changed), "updated": len(changed), "ids": changed, "label": label,
+              "missing": missing})
     else:
         out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}")
     exit_if_missing(missing)

@@ -673,7 +673,9 @@ def _add_changing(app: FastAPI, service: _MemoryService, writing: list, write_er
         updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
         if not updated:
             raise HTTPException(404, nothing_matched((), ids=change.ids))
-        return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated)}
+        weight = None if change.weight is None else float(change.weight)  # as the CLI says it: 0.0
+        return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated),
+                "label": change.label, "weight": weight}
 
 
 def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:

@@ -290,11 +290,15 @@ class CheckpointIn(BaseModel):
 
 
 class UpdatedOut(BaseModel):
-    """Changed ids; ids asked for that did not exist."""
+    """Changed ids; ids asked for that did not exist; the label and weight set (as `vismem
+    relabel` / `block` / `boost` / `unblock --json` say them)."""
 
     updated: int
     ids: list[int]
     missing: list[int]
+    label: str | None = Field(description="The label the items have now; null where this change leaves it.")
+    weight: float | None = Field(description="The vote weight the items have now; null where this change "
+                                             "leaves it.")
 
 
 class DeletedOut(BaseModel):
