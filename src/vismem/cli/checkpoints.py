@@ -93,7 +93,7 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
             report = memory.rollback(name, progress=advance)
         done.update(report.to_dict())
     if json_out:
-        emit(report.to_dict())
+        emit({**report.to_dict(), "unfinished": None})  # as the service answers; reported_if_cut_off says one
         return
     out.print(f"rolled back to {name!r}: removed {counted(report.removed_added, 'item')} added since, restored "
               f"{counted(report.restored, 'item')}" + (", and the settings" if report.settings_restored else "")

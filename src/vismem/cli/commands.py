@@ -675,7 +675,9 @@ def remove(
     items' vectors or thumbnails. --verify checks that byte for byte. Exit 3 when some
     --id does not exist or --verify finds remnants (the removal itself is committed);
     exit 1 when no --id exists, or no item has the --label or --source or matches
-    --where (nothing changed).
+    --where (nothing changed). With --json, as DELETE /items answers: removed, ids,
+    missing (the --id given that do not exist), items (left) and unfinished (null, or
+    what a purge cut off left); --verify adds verified.
     """
     from ..remnants import find_remnants, fingerprints, holders, unshared
 
@@ -708,9 +710,11 @@ def remove(
         prints = unshared(prints, memory, held)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
-        done.update(removed=len(removed), ids=removed, items=count)
+        missing = missing_ids(ids or [], removed)
+        done.update(removed=len(removed), ids=removed, missing=missing, items=count)
     refuse_if_none_done(ids or [], removed)
-    report = {"removed": len(removed), "ids": removed, "items": count}
+    # as DELETE /items answers it (unfinished: said by reported_if_cut_off when the purge is cut off)
+    report = {"removed": len(removed), "ids": removed, "missing": missing, "items": count, "unfinished": None}
     if verify:  # after close: the index is saved and the store purged
         found, files, scanned = find_remnants(memdir, prints,
                                               report=partial(progress_bar, transient=True, in_bytes=True))
@@ -738,8 +742,7 @@ def remove(
         err.print(f"warning: removed, but {len(found)} remnants of removed items found, e.g. item "
                   f"{first.item_id}'s {first.kind} in {first.file} at offset {first.offset}")
         raise typer.Exit(EXIT_PARTIAL)
-    if ids:
-        exit_if_missing(missing_ids(ids, removed))
+    exit_if_missing(missing)
 
 
 def _still_held(held: dict[int, int], shown: int = 5) -> str:
@@ -765,7 +768,9 @@ def relabel(
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)
     if json_out:
-        emit({"relabelled": len(changed), "ids": changed, "missing": missing})
+        # `updated` and `label` as PATCH /items answers them; `relabelled` is the same count
+        emit({"relabelled": len(changed), "updated": len(changed), "ids": changed, "label": label,
+              "missing": missing})
     else:
         out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}")
     exit_if_missing(missing)

@@ -195,7 +195,8 @@ def _set_weight(memdir: Path, ids: List[int], weight: float, verb: str, json_out
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)
     if json_out:
-        emit({verb: len(changed), "ids": changed, "weight": weight, "missing": missing})
+        # `updated` as PATCH /items answers it; the verb's own count is the same number
+        emit({verb: len(changed), "updated": len(changed), "ids": changed, "weight": weight, "missing": missing})
     else:
         out.print(f"{said or verb} {counted(len(changed), 'item')} (weight {weight:g})")
     exit_if_missing(missing)

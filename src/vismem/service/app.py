@@ -612,7 +612,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         refusal = report.refusal()  # as `vismem add` exits 1: nothing added, nothing held already
         if refusal is not None:
             raise HTTPException(422, f"{refusal}: " + "; ".join(f"{s.path}: {s.reason}" for s in report.skipped))
-        return report.to_dict()
+        return {**report.to_dict(), "items": await service.read(len, memory)}  # as `add --json`'s last line
 
     @app.delete("/items/{item_id}", tags=["items"], dependencies=writing, response_model=RemovedOut,
                 responses=responses(404, *write_errors))
@@ -676,7 +676,9 @@ def _add_changing(app: FastAPI, service: _MemoryService, writing: list, write_er
         updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
         if not updated:
             raise HTTPException(404, nothing_matched((), ids=change.ids))
-        return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated)}
+        weight = None if change.weight is None else float(change.weight)  # as the CLI says it: 0.0
+        return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated),
+                "label": change.label, "weight": weight}
 
 
 def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:

@@ -250,6 +250,7 @@ class AddOut(BaseModel):
     conflicts: int = Field(description="Of those skipped, images the memory holds under another label "
                                        "(not added: relabel the item holding one if the new label is right).")
     skipped_items: list[SkippedOut]
+    items: int = Field(description="The items the memory holds now, as `vismem add --json` says.")
 
 
 # An edit that committed, then could not finish a step after it (`PartlyDoneError`): it
@@ -289,11 +290,15 @@ class CheckpointIn(BaseModel):
 
 
 class UpdatedOut(BaseModel):
-    """Changed ids; ids asked for that did not exist."""
+    """Changed ids; ids asked for that did not exist; the label and weight set (as `vismem
+    relabel` / `block` / `boost` / `unblock --json` say them)."""
 
     updated: int
     ids: list[int]
     missing: list[int]
+    label: str | None = Field(description="The label the items have now; null where this change leaves it.")
+    weight: float | None = Field(description="The vote weight the items have now; null where this change "
+                                             "leaves it.")
 
 
 class DeletedOut(BaseModel):
