@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
+BUILT_KIND = "index_kind"    # the store's state: the kind of index last built
 log = logging.getLogger("vismem")
 # why a saved index may not be written: a full disk or quota, read-only media, no permission
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -88,7 +89,7 @@ class ManagedIndex:
     def kind_for(self, count: int, current: str | None = None) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items and
         uses a `current` kind of index (None: the one loaded). Every process decides from the
-        kind it holds, saved or loaded alike, so they agree and `auto` keeps HNSW when
+        kind it holds, saved (else last built) or loaded alike, so they agree and `auto` keeps HNSW when
         the memory shrinks a little (choice.py)."""
         current = self.index.kind if current is None else current
         return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
@@ -100,6 +101,15 @@ class ManagedIndex:
         """The kind of the saved index ("" when there is none)."""
         with saved.locked(self.directory, shared=True):  # not half-way through another's save
             return saved.saved_kind(self.directory) or ""
+
+    def _last_built_kind(self) -> str:
+        """The kind of index last built for this memory, as the store's state keeps it ("":
+        none recorded). What `open` decides from when no index is saved: a save that could
+        not be made (a full disk, a file where the folder goes) leaves none, and without it
+        `auto` went back to exact search below AUTO_APPROX_MIN although the HNSW index it
+        replaced was kept down to AUTO_APPROX_KEEP."""
+        found = self.store.state(BUILT_KIND)
+        return found if isinstance(found, str) and found in INDEX_TYPES else ""
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
@@ -114,7 +124,7 @@ class ManagedIndex:
         if not current and self.wait_for_rebuild():
             # its files dropped for one that another process builds: the kind it saves decides
             raise RebuiltElsewhere("no saved index")
-        kind = self.kind_for(len(items), current)
+        kind = self.kind_for(len(items), current or self._last_built_kind())
         self.dirty = False
         backend = INDEX_TYPES[kind]
         if not issubclass(backend, Persistent):
@@ -212,6 +222,8 @@ class ManagedIndex:
         is tunable, a random sample of `items` is held out of it; returns the held-out ids
         (sorted) for the caller to measure and insert. It holds exactly the items of edit
         `seq`: what other processes commit meanwhile is replayed after."""
+        if self.store.state(BUILT_KIND) != kind:  # (written when the kind changes, not at each open)
+            self.store.set_state(BUILT_KIND, kind)
         self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
         self.tuner.start(self.index)
