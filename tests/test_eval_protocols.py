@@ -50,6 +50,13 @@ def test_few_shot(tiny):
     assert r["results"]["5"]["prototype"]["mean"] > 0.5
 
 
+
+def test_few_shot_says_how_many_neighbours_voted(tiny):
+    """At 1 shot of 10 classes 10 items are drawn: `k` 20 was reported though 10 voted."""
+    r = few_shot(tiny, shots=(1, 5), draws=2, k=20)
+    assert r["k"] == 20 and r["k_used"] == {"1": 10, "5": 20}
+
+
 @pytest.mark.parametrize("draws", [1, 0])
 def test_few_shot_refuses_fewer_than_two_draws(tiny, draws):
     """One draw gave each figure a NaN interval (NaN is not JSON either), and none a mean of

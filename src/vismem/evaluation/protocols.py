@@ -199,6 +199,8 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     were drawn (`least`, `most`, and `short`: each such class and its count). A shot count
     no class can fill is skipped (`skipped[n]` says why): every draw would be the whole
     train split, which `knn` reports, not an n-shot figure. `shots` lists those run.
+    The kNN vote asks for `k` neighbours; `k_used[n]` says how many voted at n shots (the
+    items drawn, where they are fewer than k).
     `draws` is at least 2 (InvalidInputError): each figure's interval is over them."""
     check_draws(draws)
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
@@ -209,6 +211,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     out: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    k_used: dict[str, int] = {}
     for n in shots:
         if n > most:
             skipped[str(n)] = f"no class has {n} items in the train split (the most is {most})"
@@ -216,6 +219,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
         drawn = {c: min(n, len(rows)) for c, rows in members.items()}
         per_class[str(n)] = {"least": min(drawn.values()), "most": max(drawn.values()),
                              "short": {c: m for c, m in drawn.items() if m < n}}
+        k_used[str(n)] = min(k, sum(drawn.values()))  # the items drawn: all vote when fewer than k
         runs: dict[str, list[float]] = {"rank": [], "prototype": [], **({"linear_probe": []} if probe else {})}
         for _ in range(draws):
             rows = np.concatenate([rng.choice(members[c], drawn[c], replace=False) for c in classes])
@@ -228,7 +232,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
                 runs["linear_probe"].append(accuracy(model.predict(test_x), test_y))
         out[str(n)] = {method: _mean_ci(values) for method, values in runs.items()}
     return {"shots": [int(n) for n in shots if str(n) in out], "results": out, "per_class": per_class,
-            "skipped": skipped, "k": k}
+            "skipped": skipped, "k": k, "k_used": k_used}
 
 
 def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEFAULT_VOTE,
