@@ -51,6 +51,24 @@ def test_few_shot(tiny):
     assert r["results"]["5"]["prototype"]["mean"] > 0.5
 
 
+
+def test_few_shot_says_how_many_neighbours_voted(tiny):
+    """At 1 shot of 10 classes 10 items are drawn: `k` 20 was reported though 10 voted."""
+    r = few_shot(tiny, shots=(1, 5), draws=2, k=20)
+    assert r["k"] == 20 and r["k_used"] == {"1": 10, "5": 20}
+
+
+@pytest.mark.parametrize("draws", [1, 0])
+def test_few_shot_refuses_fewer_than_two_draws(tiny, draws):
+    """One draw gave each figure a NaN interval (NaN is not JSON either), and none a mean of
+    nothing; `vismem eval-protocols --draws` asks for 2 at least, and so does the API now."""
+    with pytest.raises(InvalidInputError, match="draws must be an integer of at least 2"):
+        few_shot(tiny, shots=(1,), draws=draws)
+    with pytest.raises(InvalidInputError, match="one draw has no interval"):
+        run_protocols(tiny, ["knn", "fewshot"], draws=draws)
+    few_shot(tiny, shots=(1,), draws=2)  # the least that gives an interval
+
+
 def test_class_incremental(tiny):
     r = class_incremental(tiny, steps=3)
     history = r["history"]["prototype"]

@@ -22,7 +22,7 @@ from vismem.search import (
     Selection,
     Tunable,
 )
-from vismem.search.choice import AUTO_APPROX_KEEP, AUTO_APPROX_MIN, choose_kind
+from vismem.search.choice import AUTO_APPROX_KEEP, AUTO_APPROX_MIN, HNSW_GRAPH_BYTES, choose_kind
 
 DIM = 16
 GiB = 1 << 30
@@ -89,13 +89,25 @@ def test_auto_remembers_where_approximate_search_missed_the_target():
     assert choose_kind("auto", count=200_000, exact_below=200_000, **kw) == "hnsw"
 
 
-def test_auto_picks_ivfpq_when_float32_vectors_would_not_fit_in_half_the_ram():
-    # 1M x 1280-d float32 is 5.1 GB: over half of 8 GiB, under half of 16 GiB
+def test_auto_picks_ivfpq_when_an_hnsw_index_would_not_fit_in_half_the_ram():
+    # 1M x 1280-d float32 is 5.1 GB (5.4 GB with HNSW's graph): over half of 8 GiB, under half of 16 GiB
     assert choose_kind("auto", count=1_000_000, dim=1280, ram_bytes=8 * GiB) == "ivfpq"
     assert choose_kind("auto", count=1_000_000, dim=1280, ram_bytes=16 * GiB) == "hnsw"
     # memory pressure wins over a remembered exact fallback: exact would not fit either
     assert choose_kind("auto", count=1_000_000, dim=1280, ram_bytes=8 * GiB,
                        exact_below=10**7) == "ivfpq"
+
+
+
+def test_the_ram_rule_counts_hnsw_graph_as_well_as_its_vectors():
+    """The rule weighed float32 vectors alone against half the RAM: 2M 64-d vectors (512 MB,
+    under half of 1 GiB) got HNSW, whose graph of 64 links each brings it to 1.09 GB, more
+    than the whole RAM. What it counts per item is what a real HNSW index holds."""
+    assert choose_kind("auto", count=2_000_000, dim=64, ram_bytes=GiB) == "ivfpq"
+    assert choose_kind("auto", count=900_000, dim=64, ram_bytes=GiB) == "hnsw"  # 490 MB with its graph
+    index = HNSWIndex(16)
+    index.add(np.arange(3000), unit_vectors(3000, 16, seed=1))
+    assert index.nbytes() / 3000 <= 16 * 4 + HNSW_GRAPH_BYTES
 
 
 @pytest.mark.parametrize("count", [0, 1, 49_999, 50_000, 10**6, 10**8])

@@ -552,6 +552,29 @@ def test_processes_agree_on_the_kept_hnsw_index(tmp_path, monkeypatch, caplog):
     assert "building" not in caplog.text and "rebuilding" not in caplog.text
 
 
+def test_an_open_reads_the_saved_index_meta_once(tmp_path, monkeypatch):
+    """`open` read meta.json for the kind saved, let the lock go, and read it again to load
+    the files (which another process might have saved anew between the two). It is read
+    once, under one hold of the lock. (A spy on reads: it changes nothing that is read.)"""
+    from pathlib import Path
+
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    reads = []
+    read_text = Path.read_text
+
+    def counted(self, *args, **kwargs):
+        if self.name == "meta.json":
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    with Memory.open(path) as memory:
+        assert memory.info()["index"]["type"] == "hnsw" and len(memory) == 300
+    assert reads == [path / "index" / "meta.json"]
+
+
 def test_an_open_that_finds_no_saved_index_while_another_process_rebuilds_it_waits_for_its_kind(
         tmp_path, monkeypatch):
     """Between the HNSW index kept (above half the switch size) and exact search, the saved

@@ -463,6 +463,41 @@ def test_a_memory_this_user_cannot_write_is_read_though_its_wal_is_there(tmp_pat
 
 
 
+KEPT_HNSW = """
+import sys
+import vismem.search.lifecycle as lifecycle
+from vismem import Memory
+lifecycle.AUTO_APPROX_MIN = 1000  # (as the test's): HNSW from 1000 items, kept down to 500
+with Memory.open(sys.argv[1]) as memory:
+    memory.remove(memory.ids()[:300])
+with Memory.open(sys.argv[1]) as memory:
+    print(memory.info()["index"]["type"], len(memory))
+"""
+
+
+def test_auto_keeps_hnsw_after_a_save_of_it_failed(tmp_path, monkeypatch):
+    """The saved index was how `open` learnt that `auto` used HNSW, which it keeps down to half
+    the switch size: when a save could not be made (here: no permission; a full disk alike) its
+    files were dropped, and the next open chose exact search for a memory that had HNSW, as
+    another process holding it still did. The kind last built is kept in the store's state."""
+    import vismem.search.lifecycle as lifecycle
+
+    monkeypatch.setattr(lifecycle, "AUTO_APPROX_MIN", 1000)
+    memdir = tmp_path / "m"
+    vectors = np.random.default_rng(4).standard_normal((1000, 16)).astype(np.float32)
+    with Memory.create(memdir, encoder=None, dim=16) as memory:
+        memory.add_vectors(vectors, ["a"] * 1000)
+        assert memory.info()["index"]["type"] == "hnsw"
+    in_the_way = memdir / "index" / "index.faiss.tmp"  # where a save writes first: not this user's to write
+    in_the_way.write_bytes(b"")
+    in_the_way.chmod(0o444)
+    done = subprocess.run(unprivileged([sys.executable, "-c", KEPT_HNSW, str(memdir)]),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not save the search index" in done.stderr
+    assert done.stdout.split() == ["hnsw", "700"], done.stderr[-2000:]
+
+
 @pytest.fixture
 def unwritable_memory(tmp_path):
     """A memory of 120 vectors (4 labels) that this user may read and not write, and its

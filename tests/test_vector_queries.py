@@ -519,3 +519,39 @@ def test_a_bad_row_of_a_vector_file_is_named_by_its_file_and_its_row_there(memdi
                  "--out", tmp_path / "report")
     assert result.returncode == 1 and result.stderr.splitlines()[-1] == (
         f"error: --embeddings {q}: vectors must be finite numbers: row 4100 holds NaN or infinity")
+
+
+def test_a_k_larger_than_the_memory_is_reported_as_the_neighbours_that_voted(tmp_path, cli):
+    """A memory of 5 items answered `-k 50` as a 5-NN vote and reported k=50 without a word,
+    in classify, eval and the Python API alike. Each says how many neighbours voted
+    (k_used), and the CLI warns on stderr, leaving stdout to the JSON."""
+    from vismem.evaluate import evaluate_vectors
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    np.save(tmp_path / "x.npy", x[:5])
+    (tmp_path / "y.txt").write_text("\n".join(map(str, y[:5])))
+    np.save(tmp_path / "q.npy", x[100:103])
+    (tmp_path / "truth.txt").write_text("\n".join(map(str, y[100:103])))
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "none", "--dim", "64", check=True)
+    cli("add-vectors", memdir, "--vectors", tmp_path / "x.npy", "--labels", tmp_path / "y.txt", check=True)
+    classified = cli("classify", memdir, "--queries", tmp_path / "q.npy", "-k", "50", "--json", check=True)
+    assert [(d["k"], d["k_used"]) for d in json_lines(classified)] == [(50, 5)] * 3
+    assert "warning: k=50, but at most 5 neighbours voted on a query" in classified.stderr
+    shown = cli("classify", memdir, "--queries", tmp_path / "q.npy", "-k", "50", check=True).stdout
+    assert "k=50 (5 voted: the memory holds no more that can)" in shown
+    evaluated = cli("eval", memdir, "--queries", tmp_path / "q.npy", "--labels", tmp_path / "truth.txt",
+                    "-k", "50", "--json", check=True)
+    report = json_lines(evaluated)[0]
+    assert (report["k"], report["k_used"]) == (50, 5)
+    assert "warning: k=50, but at most 5 neighbours voted on a query" in evaluated.stderr
+    within = cli("classify", memdir, "--queries", tmp_path / "q.npy", "-k", "3", "--json", check=True)
+    assert [d["k_used"] for d in json_lines(within)] == [3] * 3 and "warning" not in within.stderr
+    restricted = cli("classify", memdir, "--queries", tmp_path / "q.npy", "-k", "3", "--only-label", str(y[0]),
+                     "--json", check=True)  # the restriction lets one item vote
+    assert [d["k_used"] for d in json_lines(restricted)] == [1] * 3
+    assert "warning: k=3, but at most 1 neighbour voted" in restricted.stderr
+    with Memory.open(memdir) as memory:
+        assert [d.k_used for d in memory.classify_vectors(x[100:103], k=50)] == [5] * 3
+        assert evaluate_vectors(memory, x[100:103], [str(v) for v in y[100:103]], k=50).to_dict()["k_used"] == 5

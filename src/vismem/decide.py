@@ -287,6 +287,12 @@ class Decision:
                 notes.append(f"item {n.id} soft-pruned x{n.prune_factor:.3g}")
         return notes
 
+    @property
+    def k_used(self) -> int:
+        """How many neighbours the vote had: `vote.k`, or fewer when the memory (or the part
+        of it that a restriction and pruning let vote) holds fewer items."""
+        return len(self.neighbors)
+
     def to_dict(self) -> dict[str, Any]:
         found = {} if self.counterfactual is None else {"counterfactual": self.counterfactual.to_dict()}
         return {
@@ -302,6 +308,7 @@ class Decision:
             "interventions": self.interventions,
             "vote": self.vote.vote,
             "k": self.vote.k,
+            "k_used": self.k_used,
             "alpha": self.vote.alpha,
             "tau": self.vote.tau,
             "mix": self.vote.mix,

@@ -35,6 +35,9 @@ class EvalReport:
     unknown_labels: list[str] = field(default_factory=list)
     # test images whose content the memory holds, path -> item id: each finds itself (leakage)
     in_memory: dict[str, int] = field(default_factory=dict)
+    # the most neighbours that voted on a query: `vote["k"]`, or fewer when the memory
+    # holds fewer items that vote (then every query had fewer than k)
+    k_used: int = 0
 
     __repr__ = brief_repr  # long lists shown by their ends and length
 
@@ -47,6 +50,7 @@ class EvalReport:
             "confusion": self.confusion,
             "abstained": self.abstained,
             **self.vote,  # k, vote, alpha, tau, mix: the vote these answers came from
+            "k_used": self.k_used,
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "unknown_labels": self.unknown_labels,
             "in_memory": len(self.in_memory),
@@ -109,6 +113,7 @@ def evaluate_vectors(
     vote = memory.check_can_decide(**vote_options).to_dict()  # the vote every decision uses
     confusion: dict[str, Counter] = defaultdict(Counter)  # None counts the queries given no label
     in_memory: dict[str, int] = {}
+    k_used = 0
     for start in range(0, len(vectors), CHUNK):  # only the counts are kept: a million queries fit
         chunk = vectors[start : start + CHUNK]
         decisions = memory.classify_vectors(chunk, **vote_options)
@@ -117,6 +122,7 @@ def evaluate_vectors(
         in_memory.update((f"{name}[{start + i}]", held[h]) for i, h in enumerate(hashes) if h in held)
         for true, decision in zip(labels[start : start + CHUNK], decisions, strict=True):
             confusion[true][decision.label] += 1
+            k_used = max(k_used, decision.k_used)
         if progress is not None:
             progress(len(decisions))
     total = len(vectors)
@@ -133,4 +139,5 @@ def evaluate_vectors(
         skipped=list(skipped),
         unknown_labels=sorted(set(confusion) - set(memory.class_counts())),
         in_memory=in_memory,
+        k_used=k_used,
     )

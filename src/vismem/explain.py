@@ -25,7 +25,9 @@ def decision_table(decision: Decision) -> Table:
                  f"(score {decision.ood_score:.3f} > threshold {decision.threshold:.3f})")
     else:
         title = f"{decision.path or 'query'} -> {decision.label} ({decision.confidence:.0%})"
-    notes = [f"vote {decision.vote.vote}, k={decision.vote.k}"]
+    voted, k = decision.k_used, decision.vote.k
+    capped = f" ({voted} voted: the memory holds no more that can)" if voted < k else ""
+    notes = [f"vote {decision.vote.vote}, k={k}{capped}"]
     if decision.prototypes:
         nearest = list(decision.prototypes.items())[:3]
         notes.append("prototype distance " + ", ".join(f"{printable(c)} {d:.3f}" for c, d in nearest))

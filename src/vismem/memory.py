@@ -174,7 +174,7 @@ class Memory:
 
         Settings (`MemorySettings`) come as an object or as keywords: `index` (exact,
         hnsw, ivfpq, or auto: exact below 50,000 items, then HNSW, kept down to 25,000,
-        or IVF-PQ when float32 vectors would not fit in half the RAM), `target_recall` (approximate
+        or IVF-PQ when an HNSW index would not fit in half the RAM), `target_recall` (approximate
         indexes tune their search effort until recall@10 reaches it), `float16`...
         `encoder_options` say where the encoder runs (device, runtime, precision...).
         """

@@ -627,9 +627,11 @@ def classify(
     threshold (null unless --abstain), scores, neighbors (id, label, distance, weight,
     contribution, source, item_weight, prune_factor, relabelled_from; nearest first),
     prototypes (distance to each class), interventions, and the vote used (vote, k, alpha,
-    tau, mix); with --counterfactual also counterfactual (remove / block: the fewest
-    item ids whose removal / blocking changes the label, label_after_remove /
-    label_after_block, runner_up, summary). An unreadable image gives
+    tau, mix; k_used: how many neighbours voted, fewer than k where the memory holds fewer
+    items that can vote, with a warning on stderr); with --counterfactual also
+    counterfactual (remove / block: the fewest item ids whose removal / blocking changes
+    the label, label_after_remove / label_after_block, runner_up, summary). An unreadable
+    image gives
     {"path": ..., "error": ...} and exit code 3 (1 when no image could be read: an error,
     each one's reason on stderr). With --queries Q.npy, one object per
     row, in order, with path Q.npy[row].
@@ -652,8 +654,18 @@ def classify(
             emit(decision.to_dict())
         else:
             out.print(decision_table(decision))
+    if decisions:
+        _warn_if_k_capped(decisions[0].vote.k, max(d.k_used for d in decisions))
     if skipped:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+def _warn_if_k_capped(k: int, k_used: int) -> None:
+    """Say on stderr when no query had k neighbours to vote: the k reported is not the
+    vote's (a memory of 5 items answered `-k 50` as a 5-NN vote without a word)."""
+    if k_used < k:
+        err.print(f"warning: k={k}, but at most {counted(k_used, 'neighbour')} voted on a query: the memory (or "
+                  f"the part of it that the restriction and pruning let vote) holds no more items (--json: k_used)")
 
 
 @app.command()
@@ -911,6 +923,8 @@ def evaluate(
 
     A test image or vector the memory holds (the same content) finds itself: it is scored
     all the same, with a warning saying how many (--json: in_memory, in_memory_items).
+    A k larger than the memory can give is warned of too (--json: k_used, the most
+    neighbours that voted on a test input).
     """
     from ..evaluate import evaluate_folder, evaluate_vectors
     from ..images import find_images
@@ -953,6 +967,7 @@ def evaluate(
                       + (f"  ({unanswered} given no label)" if unanswered else ""))
         for s in report.skipped:
             err.print(f"skipped {printable(s.path)}: {printable_message(s.reason)}")
+    _warn_if_k_capped(report.vote["k"], report.k_used)
     _warn_of_test_data(report, unit)
     if report.skipped:
         raise typer.Exit(EXIT_SKIPPED)

@@ -170,13 +170,24 @@ def _tuned(train_x, train_y, test_x, test_y, seed: int) -> dict[str, Any]:
             "held_out_accuracy": chosen.accuracy, "held_out_by_transform": chosen.by_transform}
 
 
+MIN_DRAWS = 2  # a confidence interval needs two draws at least (`vismem eval-protocols --draws` alike)
+
+
+def check_draws(draws: int) -> None:
+    """Raise InvalidInputError unless `draws` can give an interval: one draw has no spread
+    to measure (its interval came out NaN, which is not JSON either)."""
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < MIN_DRAWS:
+        raise InvalidInputError(f"draws must be an integer of at least {MIN_DRAWS} (got {draws!r}): the few-shot "
+                                f"figures are a mean and a 95% confidence interval over the draws, and one draw "
+                                f"has no interval")
+
+
 def _mean_ci(values: Sequence[float]) -> dict[str, float]:
-    """Mean and 95% confidence interval (Student t) over draws."""
+    """Mean and 95% confidence interval (Student t) over MIN_DRAWS draws or more."""
     from scipy import stats
 
     drawn = np.asarray(values, dtype=np.float64)
-    half = float(stats.t.ppf(0.975, len(drawn) - 1) * drawn.std(ddof=1) / np.sqrt(len(drawn))) \
-        if len(drawn) > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, len(drawn) - 1) * drawn.std(ddof=1) / np.sqrt(len(drawn)))
     return {"mean": float(drawn.mean()), "ci95": half, "draws": int(len(drawn))}
 
 
@@ -187,7 +198,11 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     A class with fewer than n train items gives all it has: `per_class[n]` says how many
     were drawn (`least`, `most`, and `short`: each such class and its count). A shot count
     no class can fill is skipped (`skipped[n]` says why): every draw would be the whole
-    train split, which `knn` reports, not an n-shot figure. `shots` lists those run."""
+    train split, which `knn` reports, not an n-shot figure. `shots` lists those run.
+    The kNN vote asks for `k` neighbours; `k_used[n]` says how many voted at n shots (the
+    items drawn, where they are fewer than k).
+    `draws` is at least 2 (InvalidInputError): each figure's interval is over them."""
+    check_draws(draws)
     train_x, train_y, test_x, test_y = split_dataset(data, test_fraction, seed)
     rng = np.random.default_rng(seed)
     classes = sorted(set(train_y.tolist()))
@@ -196,6 +211,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
     out: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    k_used: dict[str, int] = {}
     for n in shots:
         if n > most:
             skipped[str(n)] = f"no class has {n} items in the train split (the most is {most})"
@@ -203,6 +219,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
         drawn = {c: min(n, len(rows)) for c, rows in members.items()}
         per_class[str(n)] = {"least": min(drawn.values()), "most": max(drawn.values()),
                              "short": {c: m for c, m in drawn.items() if m < n}}
+        k_used[str(n)] = min(k, sum(drawn.values()))  # the items drawn: all vote when fewer than k
         runs: dict[str, list[float]] = {"rank": [], "prototype": [], **({"linear_probe": []} if probe else {})}
         for _ in range(draws):
             rows = np.concatenate([rng.choice(members[c], drawn[c], replace=False) for c in classes])
@@ -215,7 +232,7 @@ def few_shot(data: Dataset, *, shots: Sequence[int] = (1, 5, 10), draws: int = 1
                 runs["linear_probe"].append(accuracy(model.predict(test_x), test_y))
         out[str(n)] = {method: _mean_ci(values) for method, values in runs.items()}
     return {"shots": [int(n) for n in shots if str(n) in out], "results": out, "per_class": per_class,
-            "skipped": skipped, "k": k}
+            "skipped": skipped, "k": k, "k_used": k_used}
 
 
 def class_incremental(data: Dataset, *, steps: int = 5, params: VoteParams = DEFAULT_VOTE,
@@ -411,6 +428,8 @@ def run_protocols(data: Dataset, protocols: Sequence[str] = PROTOCOLS, *, seed: 
     """Run the chosen protocols; returns the JSON-ready report with timings."""
     check_protocols(protocols)
     check_data(data, seed=seed)
+    if "fewshot" in protocols:
+        check_draws(draws)  # before the others run, not after
     if "ood" in protocols:
         check_ood(data, seed=seed)
     report: dict[str, Any] = {"dataset": data.describe(), "seed": seed,

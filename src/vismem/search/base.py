@@ -153,9 +153,10 @@ class Persistent(Protocol):
         """Write the index crash-safely, with `extra` (JSON) returned by `load`."""
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> tuple[Any, dict[str, Any]]:
+    def load(cls, directory: Path, dim: int, meta: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """(index, extra and format fields); raises `IndexFileError` (saved.py) if the
-        files are missing, damaged or of another kind."""
+        files are missing, damaged or of another kind. `meta`: the saved meta.json, when
+        the caller has read it (`saved.saved_meta`) under the same hold of the lock."""
         ...
 
     def scrub_saved(self, directory: Path) -> bool:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 INDEX_DIR = "index"          # the saved search index lives in MEMDIR/index/
 REMEASURE_GROWTH = 1.25      # re-measure recall (and re-tune) after growing by 25%
+BUILT_KIND = "index_kind"    # the store's state: the kind of index last built
 log = logging.getLogger("vismem")
 # why a saved index may not be written: a full disk or quota, read-only media, no permission
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -88,7 +89,7 @@ class ManagedIndex:
     def kind_for(self, count: int, current: str | None = None) -> str:
         """The kind of index the memory's setting asks for when it holds `count` items and
         uses a `current` kind of index (None: the one loaded). Every process decides from the
-        kind it holds, saved or loaded alike, so they agree and `auto` keeps HNSW when
+        kind it holds, saved (else last built) or loaded alike, so they agree and `auto` keeps HNSW when
         the memory shrinks a little (choice.py)."""
         current = self.index.kind if current is None else current
         return choose_kind(self.store.settings().index, count=count, dim=self.store.search_dim,
@@ -96,10 +97,14 @@ class ManagedIndex:
                            exact_below=int(self.store.state("auto_exact_below") or 0),
                            approx_min=AUTO_APPROX_MIN, approximate=current not in ("", "exact"))
 
-    def _saved_kind(self) -> str:
-        """The kind of the saved index ("" when there is none)."""
-        with saved.locked(self.directory, shared=True):  # not half-way through another's save
-            return saved.saved_kind(self.directory) or ""
+    def _last_built_kind(self) -> str:
+        """The kind of index last built for this memory, as the store's state keeps it ("":
+        none recorded). What `open` decides from when no index is saved: a save that could
+        not be made (a full disk, a file where the folder goes) leaves none, and without it
+        `auto` went back to exact search below AUTO_APPROX_MIN although the HNSW index it
+        replaced was kept down to AUTO_APPROX_KEEP."""
+        found = self.store.state(BUILT_KIND)
+        return found if isinstance(found, str) and found in INDEX_TYPES else ""
 
     def _params(self, kind: str) -> dict[str, Any]:
         return {"float16": self.store.settings().float16} if kind == "hnsw" else {}
@@ -110,11 +115,12 @@ class ManagedIndex:
         """Load the saved index and replay the store's edits since it was saved, up to edit
         `until` (the one `items` reflect; None: the last); rebuild it (saying why, on
         stderr) when it is missing, damaged or does not match."""
-        current = self._saved_kind()
-        if not current and self.wait_for_rebuild():
-            # its files dropped for one that another process builds: the kind it saves decides
-            raise RebuiltElsewhere("no saved index")
-        kind = self.kind_for(len(items), current)
+        kind, loaded = self._open_saved(len(items))
+        if not kind:
+            if self.wait_for_rebuild():  # (never under the lock: the builder takes it to save)
+                # its files dropped for one that another process builds: the kind it saves decides
+                raise RebuiltElsewhere("no saved index")
+            kind = self.kind_for(len(items), self._last_built_kind())
         self.dirty = False
         backend = INDEX_TYPES[kind]
         if not issubclass(backend, Persistent):
@@ -123,14 +129,7 @@ class ManagedIndex:
             self.after_growth(items)
             return
         try:
-            with saved.locked(self.directory, shared=True):  # not while another process saves
-                index, meta = backend.load(self.directory, self.store.search_dim)
-            if meta.get("store_created_at") != self.store.created_at:
-                raise IndexFileError("it belongs to another memory")
-            if meta.get("transform", "none") != self.store.transform().key:
-                raise IndexFileError("it was built through another feature transform")
-            if meta.get("seq", -1) > self.store.last_edit():
-                raise IndexFileError("it is newer than the store")
+            index, meta = self._loaded(backend, loaded)
             self.index, self.seq = index, int(meta["seq"])
             self.tuner.start(index, meta.get("fresh"))
             replayed = self.sync(until)
@@ -156,6 +155,43 @@ class ManagedIndex:
             with maintenance(f"rebuilding the {kind} index", len(items)) as advance:
                 self._rebuild(kind, items, advance)
             self._save()
+
+    def _open_saved(self, count: int) -> tuple[str, tuple[Any, dict[str, Any]] | IndexFileError | None]:
+        """(the kind for `count` items given the saved index's, what loading it gave when that
+        kind is saved: the index and its meta, or why not), reading meta.json once, under one
+        hold of the lock: for its kind, then for the files. ("", None): none saved."""
+        with saved.locked(self.directory, shared=True):  # not half-way through another's save
+            found = saved.saved_meta(self.directory)
+            current = saved.saved_kind(found)
+            if not current:
+                return "", None
+            kind = self.kind_for(count, current)
+            backend = INDEX_TYPES[kind]
+            if not issubclass(backend, Persistent):
+                return kind, None
+            try:
+                return kind, backend.load(self.directory, self.store.search_dim, found)
+            except IndexFileError as exc:  # (rebuilt once the lock is let go)
+                return kind, exc
+
+    def _loaded(self, backend: type[Persistent],
+                loaded: tuple[Any, dict[str, Any]] | IndexFileError | None) -> tuple[Any, dict[str, Any]]:
+        """The saved index and its meta as `_open_saved` loaded them (None: none was saved
+        when it looked, one may be now: loaded here), checked against the store; raises
+        IndexFileError when it cannot be used."""
+        if isinstance(loaded, IndexFileError):
+            raise loaded
+        if loaded is None:
+            with saved.locked(self.directory, shared=True):  # not while another process saves
+                loaded = backend.load(self.directory, self.store.search_dim)
+        meta = loaded[1]
+        if meta.get("store_created_at") != self.store.created_at:
+            raise IndexFileError("it belongs to another memory")
+        if meta.get("transform", "none") != self.store.transform().key:
+            raise IndexFileError("it was built through another feature transform")
+        if meta.get("seq", -1) > self.store.last_edit():
+            raise IndexFileError("it is newer than the store")
+        return loaded
 
     @contextmanager
     def rebuilding(self) -> Iterator[None]:
@@ -212,6 +248,8 @@ class ManagedIndex:
         is tunable, a random sample of `items` is held out of it; returns the held-out ids
         (sorted) for the caller to measure and insert. It holds exactly the items of edit
         `seq`: what other processes commit meanwhile is replayed after."""
+        if self.store.state(BUILT_KIND) != kind:  # (written when the kind changes, not at each open)
+            self.store.set_state(BUILT_KIND, kind)
         self.index = make_index(kind, self.store.search_dim, **self._params(kind))
         self.index.reserve(self.store.count())
         self.tuner.start(self.index)

@@ -356,9 +356,10 @@ class RowIndex(VectorIndex):
         return True
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> tuple[RowIndex, dict]:
-        """Read a saved index; raises IndexFileError if it is missing or damaged."""
-        found = saved.read(directory, kind=cls.kind, dim=dim)
+    def load(cls, directory: Path, dim: int, meta: dict | None = None) -> tuple[RowIndex, dict]:
+        """Read a saved index (`meta`: its meta.json, already read under the same lock);
+        raises IndexFileError if it is missing or damaged."""
+        found = saved.read(directory, kind=cls.kind, dim=dim, meta=meta)
         try:
             index = cls(dim, **found.meta["params"])
             index._restore(found.blob, found.meta)

@@ -133,13 +133,21 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
     return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"), token)
 
 
-def saved_kind(directory: Path) -> str | None:
-    """The kind of the index saved in `directory` as its meta.json says (None: no
-    readable one). Read under `locked`, so that a save underway is not taken for none."""
+def saved_meta(directory: Path) -> dict | None:
+    """The meta.json of the index saved in `directory` (None: no readable one), for its
+    kind (`saved_kind`) and for `read`, which need not read it again. Read under `locked`,
+    so that a save underway is not taken for none, and the files it describes are the ones
+    `read` finds."""
     try:
-        kind = json.loads((directory / META).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((directory / META).read_text())
+    except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+def saved_kind(meta: dict | None) -> str | None:
+    """The kind of index that `meta` (from `saved_meta`) describes; None: none."""
+    kind = meta.get("kind") if meta is not None else None
     return kind if isinstance(kind, str) else None
 
 
@@ -441,24 +449,30 @@ def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
     sync_directory(directory)
 
 
-def read(directory: Path, *, kind: str, dim: int) -> SavedIndex:
-    """Read and check a saved index; raises IndexFileError if it is missing or damaged."""
+def read(directory: Path, *, kind: str, dim: int, meta: dict | None = None) -> SavedIndex:
+    """Read and check a saved index; raises IndexFileError if it is missing or damaged.
+    `meta`: its meta.json as `saved_meta` read it under the same hold of `locked` (else
+    it is read here)."""
     try:
-        return _read(directory, kind, dim)
+        return _read(directory, kind, dim, meta)
     except IndexFileError:
         raise
-    except (KeyError, TypeError, ValueError, OSError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, OSError, RuntimeError, AttributeError) as exc:
         raise IndexFileError(f"damaged: {type(exc).__name__} {exc}") from exc
 
 
-def _read(directory: Path, kind: str, dim: int) -> SavedIndex:
+def _read_meta(directory: Path) -> dict:
     meta_path = directory / META
     if not meta_path.is_file():
         raise IndexFileError("no saved index")
     try:
-        meta = json.loads(meta_path.read_text())
+        return json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise IndexFileError(f"unreadable {META}: {exc}") from exc
+
+
+def _read(directory: Path, kind: str, dim: int, meta: dict | None) -> SavedIndex:
+    meta = _read_meta(directory) if meta is None else meta
     if meta.get("format") != FILES_FORMAT or meta.get("kind") != kind or meta.get("dim") != dim:
         raise IndexFileError("saved index is of another kind, format or dimension")
     blob = b""

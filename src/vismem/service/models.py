@@ -358,6 +358,8 @@ class DecisionOut(BaseModel):
     interventions: list[str] = Field(description="Every edit that changed this decision, in words.")
     vote: VoteName
     k: int
+    k_used: int = Field(description="How many neighbours voted: k, or fewer when the memory (or the part of it "
+                                    "that the restriction lets vote) holds fewer items.")
     alpha: float
     tau: float
     mix: float
