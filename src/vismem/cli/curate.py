@@ -103,7 +103,7 @@ def prune(
                               allow_empty_classes=allow_empty_classes, report=progress_bar)
         done.update(report.to_dict())
     if json_out:
-        emit(report.to_dict())
+        emit({**report.to_dict(), "unfinished": None})  # as remove and rollback; reported_if_cut_off says one
         return
     if mode == "off":
         out.print("pruning off: every item votes with its own weight again")
