@@ -702,3 +702,107 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
     said = [json.loads(line) for line in run.stdout.splitlines()[1:]]  # (after "opening")
     assert said == [{"imported": 600, "file": str(path), "to": str(tmp_path / "copy"),
                      "unfinished": f"interrupted: the memory at {tmp_path / 'copy'} is made, whole"}]
+
+
+
+# INTERRUPTED_IN_STORE for many commands in one process (as `main` can run them, one after
+# another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
+# each command's stdout and stderr end with a line "--- EXIT", its exit status
+INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
+    import json, os, signal, sys
+    from vismem.cli import main
+    from vismem.store.embedded import EmbeddedStore
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
+    for at, args in json.loads(os.environ["VISMEM_TEST_RUNS"]):
+        method, when, nth = at.split(":")
+        original = getattr(EmbeddedStore, method)
+        calls = []
+
+        def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), **kw):
+            calls.append(1)
+            if len(calls) == _nth and _when == "before":
+                os.kill(os.getpid(), signal.SIGINT)
+            result = _original(self, *a, **kw)
+            if len(calls) == _nth and _when == "after":
+                os.kill(os.getpid(), signal.SIGINT)
+            return result
+
+        setattr(EmbeddedStore, method, interrupted)
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            setattr(EmbeddedStore, method, original)
+        for stream in (sys.stdout, sys.stderr):
+            stream.write(f"--- {code}\\n")
+            stream.flush()
+""")
+
+
+def _interrupted_in_store_each(*runs: tuple) -> list[dict]:
+    """Each of `runs` (AT, ARG...) interrupted as `_interrupted_in_store` does, in one
+    process: for each, the one JSON line it printed (its `unfinished` said on its stderr too)."""
+    given = [[at, [str(a) for a in args]] for at, *args in runs]
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_IN_STORE_EACH], capture_output=True, text=True,
+                         env={**os.environ, "VISMEM_TEST_RUNS": json.dumps(given)})
+    assert run.returncode == 0, run.stderr
+
+    def each(text: str) -> list[tuple[list[str], str]]:
+        ran, lines = [], []
+        for line in text.splitlines():
+            if line.startswith("--- "):
+                ran.append((lines, line[4:]))
+                lines = []
+            else:
+                lines.append(line)
+        return ran
+
+    found = []
+    for asked, (out, code), (err, _) in zip(runs, each(run.stdout), each(run.stderr), strict=True):
+        assert code == "130", (asked, out, err)
+        lines = [json.loads(line) for line in out]
+        assert len(lines) == 1 and lines[0]["unfinished"] in "\n".join(err), (asked, out, err)
+        found.append(lines[0])
+    return found
+
+def test_with_json_ctrl_c_before_or_after_a_one_commit_edit_says_which(tmp_path):
+    """`prune` and `rollback` interrupted printed only `unfinished`, and after their commit
+    not what they did; `calibrate`, `reindex`, `checkpoint`, `delete-checkpoint` (and `tune`,
+    `compact`...) printed no JSON line. Each prints its report as far as it committed:
+    `committed` false before its one commit, its report and true after it (a Ctrl-C that
+    lands after the store's commit is marked by it, `errors.committed`)."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(30, 8), ["a"] * 15 + ["b"] * 15)
+        memory.checkpoint("start")
+        added = memory.add_vectors(unit_vectors(4, 8, seed=3), ["c"] * 4)
+
+    (pruned, pruned_now, calibrated, reindexed, back, back_now, made, made_now, deleted) = _interrupted_in_store_each(
+        ("save_pruning:before:1", "prune", path, "--mode", "soft", "--json"),
+        ("_follow_index:before:1", "prune", path, "--mode", "soft", "--json"),
+        ("_follow_index:before:1", "calibrate", path, "--k", "3", "--json"),
+        ("save_settings:before:1", "reindex", path, "--index", "hnsw", "--json"),
+        ("rollback:before:1", "rollback", path, "start", "--json"),
+        ("_follow_index:before:1", "rollback", path, "start", "--json"),
+        ("make_checkpoint:before:1", "checkpoint", path, "two", "--json"),
+        ("make_checkpoint:after:1", "checkpoint", path, "two", "--json"),
+        ("delete_checkpoint:after:1", "delete-checkpoint", path, "two", "--json"))
+    assert pruned == {"mode": "soft", "purged": [], "committed": False, "unfinished": pruned["unfinished"]}
+    assert pruned["unfinished"].startswith("interrupted: the memory's pruning is as it was")
+    assert (pruned_now["committed"], pruned_now["mode"], pruned_now["items"]) == (True, "soft", 34), pruned_now
+    assert calibrated["committed"] is True and calibrated["threshold"] > 0, calibrated
+    assert calibrated["unfinished"] == "interrupted: the memory's new abstention threshold is saved"
+    assert {k: reindexed[k] for k in ("setting", "committed")} == {"setting": "hnsw", "committed": False}
+    assert back == {"checkpoint": "start", "removed_added": 0, "removed_ids": [], "restored": 0,
+                    "restored_ids": [], "settings_restored": False, "unfinished": back["unfinished"]}
+    assert (back_now["removed_ids"], back_now["items"], back_now["settings_restored"]) == (added, 30, True)
+    assert back_now["unfinished"].startswith("interrupted: the memory is rolled back to 'start'")
+    assert made == {"name": "two", "committed": False, "unfinished": made["unfinished"]}
+    assert (made_now["name"], made_now["items"], made_now["committed"]) == ("two", 30, True), made_now
+    assert deleted == {"deleted": "two", "unfinished": "interrupted: checkpoint 'two' is deleted"}
+    with Memory.open(path) as memory:
+        assert [c.name for c in memory.checkpoints()] == ["start"] and len(memory) == 30
+        assert memory.settings.index == "exact"

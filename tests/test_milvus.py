@@ -194,7 +194,9 @@ def test_two_services_over_one_collection_see_each_others_edits(milvus_location,
             return response.json()["neighbors"]
 
         first = nearest(url_two)[0]
-        assert httpx.delete(f"{url_one}/items/{first['id']}", headers=auth, timeout=60).status_code == 200
+        deleted = httpx.delete(f"{url_one}/items/{first['id']}", headers=auth, timeout=60)
+        assert deleted.status_code == 200
+        assert deleted.json()["purge"] == "requested"  # as `remove --json` says it (it said nothing of it)
         assert first["id"] not in [n["id"] for n in nearest(url_two, k=24)]   # at once, no reload
         other = nearest(url_two)[0]
         patched = httpx.patch(f"{url_two}/items/{other['id']}", json={"label": "renamed"}, headers=auth, timeout=60)

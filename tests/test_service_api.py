@@ -1136,6 +1136,23 @@ def test_memory_add_image_bytes(tmp_path, digit_sets):
             mem.add_image_bytes([("c.png", digit_sets["2"][0])], label=" ", source="api")
 
 
+def test_memory_add_image_bytes_stores_meta_as_add_images_does(tmp_path, digit_sets):
+    """`add_image_bytes` took no `meta`, while `add_images` and `POST /items` do: it stores
+    it with each image, and refuses (before adding any) the keys it sets itself."""
+    with Memory.create(tmp_path / "bytes", encoder="pixels") as mem:
+        report = mem.add_image_bytes([("a.png", digit_sets["0"][0]), ("b.png", digit_sets["1"][0])],
+                                     label="digit", source="api", meta={"camera": "north"})
+        assert [mem.get(i).meta["camera"] for i in report.added] == ["north", "north"]
+        assert mem.ids(where={"camera": "north"}) == report.added
+        for key in ("width", "height", "name"):
+            with pytest.raises(ValueError, match="reserved"):
+                mem.add_image_bytes([("c.png", digit_sets["2"][0])], label="digit", source="api", meta={key: 1})
+        with pytest.raises(ValueError):
+            mem.add_image_bytes([("c.png", digit_sets["2"][0])], label="digit", source="api",
+                                meta={"bad": object()})
+        assert len(mem) == 2
+
+
 def test_edits_from_another_process_are_seen(client, memory, digit_sets):
     with Memory.open(memory.path) as other:  # its own SQLite connection, like the CLI
         other.remove(label="2")

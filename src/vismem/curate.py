@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
-from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, whole_number
+from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, whole_number
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
@@ -105,11 +105,12 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
                       transforms=transforms, progress=advance)
     if save:  # one commit: a transform that cannot be fitted leaves the vote settings as they were
         changes: dict[str, Any] = {"vote": result.params, "prototypes_per_class": result.per_class}
-        if result.transform == memory.settings.transform:
-            memory.update_settings(**changes)
-        else:  # fitted on every item (n), then each goes into the rebuilt index (n)
-            with report("fitting the feature transform, rebuilding the index", 2 * len(memory)) as advance:
-                memory.update_settings(advance, **changes, transform=result.transform)
+        with committed_as(result):
+            if result.transform == memory.settings.transform:
+                memory.update_settings(**changes)
+            else:  # fitted on every item (n), then each goes into the rebuilt index (n)
+                with report("fitting the feature transform, rebuilding the index", 2 * len(memory)) as advance:
+                    memory.update_settings(advance, **changes, transform=result.transform)
     return result
 
 
@@ -208,8 +209,12 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         )
     try:
         purged = memory.apply_pruning(counts, state, excluded if purge else ())  # one change: all of it or nothing
-    except PartlyDoneError as exc:  # committed, but the purge of the items deleted was cut off
-        exc.done = pruned(list(exc.done or ()))  # what the prune made, as it would have returned it
+    except (PartlyDoneError, KeyboardInterrupt) as exc:
+        # committed, but the purge of the items deleted was cut off (or Ctrl-C came after the
+        # commit: `errors.committed` marked it): what the prune made, as it would have returned it
+        removed = getattr(exc, "done", None)
+        if isinstance(exc, PartlyDoneError) or removed is not None:
+            exc.done = pruned(list(removed or ()))  # type: ignore[union-attr]  # (a KeyboardInterrupt takes it too)
         raise
     return pruned(purged)
 
@@ -277,5 +282,6 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
                                  transform=memory.transform.key, progress=advance,
                                  refit=(lambda rows: fit_transform(rows, spec).apply) if fitted else None)
     if save:
-        memory.update_settings(abstention=result)
+        with committed_as(result):
+            memory.update_settings(abstention=result)
     return result

@@ -97,12 +97,26 @@ class PurgeUnfinishedError(MemoryBusyError, PartlyDoneError):
 def committed(done: Any) -> Iterator[None]:
     """Around the steps that follow a commit: a `PartlyDoneError` they raise carries
     `done`, what the commit made, so that a caller can still answer with it (the service
-    does); one that carries it already, from deeper down, keeps it."""
+    does); one that carries it already, from deeper down, keeps it. So does a
+    KeyboardInterrupt (Ctrl-C, or the CLI's SIGTERM) that lands there: `vismem ... --json`
+    then prints what committed (`cli.reported_as_it_commits`)."""
     try:
         yield
-    except PartlyDoneError as exc:
-        if exc.done is None:
-            exc.done = done
+    except (PartlyDoneError, KeyboardInterrupt) as exc:
+        if getattr(exc, "done", None) is None:
+            exc.done = done  # type: ignore[union-attr]  # (a KeyboardInterrupt takes the attribute too)
+        raise
+
+
+@contextmanager
+def committed_as(result: Any) -> Iterator[None]:
+    """Around a save whose store marks a Ctrl-C that lands after its commit with what it
+    committed (`committed`): mark it with `result`, the report the caller returns."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "done", None) is not None:
+            exc.done = result  # type: ignore[attr-defined]
         raise
 
 

@@ -313,11 +313,14 @@ class Ingestor:
             on_commit(done.added)
 
     def add_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
-                  allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:
-        """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened."""
+                  allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  meta: Mapping[str, Any] | None = None) -> AddReport:
+        """Add images given as (name, bytes), e.g. uploads. The name is only shown, never opened;
+        `meta` is stored with each, as `add_prepared` stores it."""
         check_label(label)
         check_source(source)
         check_max_pixels(max_pixels)
+        check_image_meta(meta, UPLOADED)  # before the first batch commits
         for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
             check_printable("image name", str(name), "names are")
         report = AddReport()
@@ -333,7 +336,7 @@ class Ingestor:
                 except ImageReadError as exc:
                     report.skipped.append(Skipped(name, str(exc)))
             report.merge(self.add_prepared(prepared, encode_prepared(self.encoder, prepared),
-                                           source=source, allow_duplicates=allow_duplicates))
+                                           source=source, allow_duplicates=allow_duplicates, meta=meta))
         return report
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,

@@ -34,7 +34,7 @@ from .encoders.registry import known_weights
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
                      NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
-from .ingest import (AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
+from .ingest import (UPLOADED, AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
                      split_conflicts)
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -525,15 +525,19 @@ class Memory:
             on_commit=on_commit)
 
     def add_image_bytes(self, images: Sequence[tuple[str, bytes]], *, label: str, source: str,
-                        allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> AddReport:
+                        allow_duplicates: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        meta: Mapping[str, Any] | None = None) -> AddReport:
         """Add images given as (name, bytes), e.g. uploads, all with one label and source.
 
         The name only appears in reports and in the item's `meta["name"]`; it is never
-        opened as a path. Unreadable images are skipped with a reason, as in `add_images`.
+        opened as a path. `meta` is stored with every image, as `add_images` stores it
+        (`width`, `height` and `name` are set from each image: refused in it). Unreadable
+        images are skipped with a reason, as in `add_images`.
         """
+        check_image_meta(meta, UPLOADED)  # before any image is decoded
         self._catch_up()
         return self._ingestor().add_bytes(images, label=label, source=source,
-                                          allow_duplicates=allow_duplicates, max_pixels=max_pixels)
+                                          allow_duplicates=allow_duplicates, max_pixels=max_pixels, meta=meta)
 
     def add_prepared(self, prepared: Sequence[PreparedImage], vectors: np.ndarray, *, source: str,
                      allow_duplicates: bool = False, meta: Mapping[str, Any] | None = None) -> AddReport:

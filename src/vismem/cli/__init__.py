@@ -224,19 +224,50 @@ def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
     and how to finish it, as the service answers. The command fills `done` as its edit
     commits; a `PartlyDoneError` raised inside the edit call carries it (`done.to_dict()`),
     also when the memory's closing then failed on the same purge and raised its own.
-    Interrupted before the edit committed, --json prints `done` as it is then."""
+    Interrupted before the edit committed, --json prints `done` as it is then, and after
+    it the edit's report that the library's Ctrl-C carries (`errors.committed`)."""
     reported_if_interrupted(json_out, done)
     try:
         yield
     except KeyboardInterrupt as exc:
-        if not done:  # (`main` prints it, with what stays)
-            done.update(_carried(exc) or {})
+        _fill(done, exc)  # (`main` prints it, with what stays)
         raise
     except PartlyDoneError as exc:
-        said = done or _carried(exc)
-        if json_out and said:
-            emit({**said, "unfinished": str(exc)})
+        _fill(done, exc)
+        if json_out and done:
+            emit({**done, "unfinished": str(exc)})
         raise
+
+
+@contextmanager
+def reported_as_it_commits(json_out: bool, before: dict[str, Any], *, carried: bool = True,
+                           leaves: str | None = None) -> Iterator[dict[str, Any]]:
+    """Around a library call that makes its change in one commit at its end (tune,
+    calibrate, reindex...): with --json, Ctrl-C before that commit prints `before` with
+    `"committed": false`; one after it, which the library marks with its report
+    (`errors.committed`), prints that report (with `carried`; else `before`) with
+    `"committed": true`, and stderr `leaves` where given. Yields the report, which the
+    command fills once the call returns."""
+    report = reported_if_interrupted(json_out, {**before, "committed": False})
+    try:
+        yield report
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "done", None) is not None:
+            _fill(report, exc if carried else None)
+            report["committed"] = True
+            if leaves is not None:
+                interrupted_leaves(leaves)
+        raise
+
+
+def _fill(report: dict[str, Any], exc: BaseException | None) -> None:
+    """Update `report` with what `exc` carries (`_carried`), if it carries a report; one
+    that says `committed` then says true."""
+    said = _carried(exc)
+    if said:
+        report.update(said)
+        if "committed" in report:
+            report["committed"] = True
 
 
 def _carried(exc: BaseException | None) -> dict[str, Any] | None:

@@ -6,13 +6,18 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 from ..errors import CheckpointExistsError, InvalidInputError
-from ..store.checkpoints import NAME_RULE, check_name
-from . import app, counted, emit, interrupted_leaves, one_transaction, out, progress_bar, reported_if_cut_off
+from ..store.checkpoints import NAME_RULE, Checkpoint, check_name
+from . import (app, counted, emit, interrupted_leaves, one_transaction, out, progress_bar, reported_if_cut_off,
+               reported_if_interrupted)
 from .commands import JsonFlag, MemDir, _open
+
+if TYPE_CHECKING:
+    from ..memory import Memory
 
 
 def _checked_name(name: str) -> str:
@@ -44,13 +49,20 @@ def checkpoint(
     Items removed later leave every checkpoint with them: a rollback never brings one back."""
     interrupted_leaves(f"nothing: no checkpoint was made (`vismem checkpoint` makes {name!r} in one transaction)")
     started = time.time()
-    with _open(memdir) as memory, one_transaction(
-            lambda: any(c.name == name and c.made_at >= started for c in memory.checkpoints()),
-            f"checkpoint {name!r} is made"):
+    said = reported_if_interrupted(json_out, {"name": name, "committed": False})
+
+    def made_now(memory: Memory) -> Checkpoint | None:
+        return next((c for c in memory.checkpoints() if c.name == name and c.made_at >= started), None)
+
+    with _open(memdir) as memory, one_transaction(lambda: made_now(memory) is not None,
+                                                  f"checkpoint {name!r} is made",
+                                                  lambda: {**cast(Checkpoint, made_now(memory)).to_dict(),
+                                                           "committed": True}):
         try:
             made = memory.checkpoint(name, replace=replace)
         except CheckpointExistsError as exc:
             raise CheckpointExistsError(f"{exc} (--replace)") from None
+        said.update(made.to_dict(), committed=True)
     if json_out:
         emit(made.to_dict())
     else:
@@ -83,7 +95,9 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     index; whether queries are recorded stays as it is). Items removed since stay
     removed: a removal is final. The checkpoint stays."""
     interrupted_leaves("nothing: the memory is as it was (`vismem rollback` makes its change in one transaction)")
-    done: dict = {}  # its report, said with --json if the purge after it is cut off
+    # its report, said with --json if the command is interrupted or the purge after it is cut off
+    done: dict[str, Any] = {"checkpoint": name, "removed_added": 0, "removed_ids": [], "restored": 0,
+                            "restored_ids": [], "settings_restored": False}
     with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "
                       f"copies of their bytes may stay in {memdir}'s files until `vismem compact {memdir}`")
@@ -111,8 +125,11 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
 def delete_checkpoint(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFlag) -> None:
     """Delete a checkpoint (no item changes)."""
     interrupted_leaves(f"nothing: checkpoint {name!r} is kept, or deleted whole (one transaction)")
-    with _open(memdir) as memory:
+    said = reported_if_interrupted(json_out, {"deleted": None})  # (its name once it is deleted)
+    with _open(memdir) as memory, one_transaction(lambda: not any(c.name == name for c in memory.checkpoints()),
+                                                  f"checkpoint {name!r} is deleted", lambda: {"deleted": name}):
         memory.delete_checkpoint(name)
+        said["deleted"] = name
     if json_out:
         emit({"deleted": name})
     else:

@@ -722,6 +722,7 @@ def remove(
         prints = unshared(prints, memory, held)
         count = len(memory)
         purged = memory.capabilities.verifiable_purge
+        said_of_purge = memory.capabilities.purge_said()  # as DELETE /items says it
         missing = missing_ids(ids or [], removed)
         done.update(removed=len(removed), ids=removed, missing=missing, items=count)
     refuse_if_none_done(ids or [], removed)
@@ -733,8 +734,7 @@ def remove(
         report["verified"] = {"clean": not found, "fingerprints": len(prints), "files": files,
                               "bytes": scanned, "remnants": [r.to_dict() for r in found],
                               "held_by": [{"id": i, "held_by": held[i]} for i in sorted(held)]}
-    if not purged:
-        report["purge"] = "requested"  # a server compacts and garbage-collects in its own time
+    report.update(said_of_purge)
     if json_out:
         emit(report)
     else:

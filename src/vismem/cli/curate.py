@@ -16,7 +16,7 @@ from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids, printable
 from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
-               reported_if_cut_off, reported_if_interrupted, widest)
+               reported_as_it_commits, reported_if_cut_off, reported_if_interrupted, widest)
 from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, updated,
                        refuse_if_none_done)
 from .numbers import number_option
@@ -55,9 +55,11 @@ def tune(
     else:
         interrupted_leaves("the memory's settings are as they were, unless `vismem tune` had saved its choice, in one "
                            "commit at its end (an index it was rebuilding then is rebuilt at the next open)")
-    with _open(memdir) as memory:
+    saved = "the memory's new settings are saved (an index it was rebuilding is rebuilt at the next open)"
+    with _open(memdir) as memory, reported_as_it_commits(json_out and not dry_run, {}, leaves=saved) as said:
         result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
                              report=partial(progress_bar, transient=True))
+        said.update(result.to_dict(), committed=True)
     if json_out:
         emit(result.to_dict())
         return
@@ -96,14 +98,16 @@ def prune(
     interrupted_leaves("the memory's pruning is as it was, unless `vismem prune` had saved it whole, in one commit "
                        "at its end" + (" (with the items --purge deletes)" if purge else "")
                        + ": `vismem info` shows which")
-    done: dict = {}  # its report, said with --json if the purge of the items --purge deletes is cut off
+    # its report, said with --json if the command is interrupted or the purge of the items
+    # --purge deletes is cut off: `committed` false until its one commit is made
+    done: dict[str, Any] = {"mode": mode, "purged": [], "committed": False}
     with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
         report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                               allow_empty_classes=allow_empty_classes, report=progress_bar)
-        done.update(report.to_dict())
+        done.update(report.to_dict(), committed=True)
     if json_out:
-        emit(report.to_dict())
+        emit({**report.to_dict(), "unfinished": None})  # as remove and rollback; reported_if_cut_off says one
         return
     if mode == "off":
         out.print("pruning off: every item votes with its own weight again")
@@ -170,8 +174,10 @@ def calibrate(
 
     interrupted_leaves("the memory's abstention threshold is as it was, unless `vismem calibrate` had saved the new "
                        "one, in one commit at its end")
-    with _open(memdir) as memory:
+    with _open(memdir) as memory, \
+            reported_as_it_commits(json_out, {}, leaves="the memory's new abstention threshold is saved") as said:
         result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, report=progress_bar)
+        said.update(result.to_dict(), committed=True)
     if json_out:
         emit(result.to_dict())
     else:

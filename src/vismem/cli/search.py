@@ -15,7 +15,7 @@ from ..search.tuning import EXACT, MIN_QUERIES
 from ..settings import MemorySettings, describe
 from ..store.base import parse_where, printable
 from . import (EXIT_SKIPPED, app, counted, emit, err, interrupted_leaves, only_reads, out, padded, progress_bar,
-               widest)
+               reported_as_it_commits, widest)
 from .commands import (JsonFlag, MemDir, OnlyLabelOpt, OnlySourceOpt, QueriesOpt, WhereOpt, _open, described_option,
                        given_path, in_input_order, load_queries, read_queries, say_unreadable,
                        warn_if_nothing_matches)
@@ -94,9 +94,11 @@ def reindex(
     interrupted_leaves("the new index setting is saved, and the index cut short is built when the memory is next "
                        "opened; if it was stopped before that setting's one commit, at the start, the setting is "
                        "as it was")
-    with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance:
+    with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance, \
+            reported_as_it_commits(json_out, {"setting": index}, carried=False) as said:
         # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
         described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)
+        said.update(described, committed=True)
     if json_out:
         emit(described)
         return
@@ -114,8 +116,10 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     """
     interrupted_leaves("no item was added, removed or changed (`vismem compact` rewrites the memory's files, and "
                        "refits a transform fitted on removed items): run it again to finish")
-    with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance:
+    with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance, \
+            reported_as_it_commits(json_out, {}) as said:
         report = memory.compact(progress=advance)
+        said.update(report, committed=True)
     if json_out:
         emit(report)
     elif "note" in report:  # a server home compacts on its side
@@ -154,7 +158,9 @@ def tune_index(
         if held:  # each would find itself: recall 1.0 whatever the effort
             err.print(f"warning: left out {len(held)} of the query images: the memory already holds them "
                       f"(each would find itself); tuning on the other {len(vectors)}")
-        described = memory.tune_index(vectors)
+        with reported_as_it_commits(json_out, {}) as said:
+            described = memory.tune_index(vectors)
+            said.update(described, committed=True)
         if described["held_left_out"]:  # query vectors, given or recorded, that are items
             given = "query vectors" if queries is not None else "recorded queries"
             err.print(f"warning: left out {described['held_left_out']} of the {given}: the memory already holds "
@@ -218,8 +224,9 @@ def record_queries(
     """
     interrupted_leaves("no item was added, removed or changed: `vismem record-queries` changes only which queries "
                        "are kept")
-    with _open(memdir) as memory:
+    with _open(memdir) as memory, reported_as_it_commits(json_out, {}) as said:
         state = memory.record_queries(keep, clear=clear)
+        said.update(state, committed=True)
     if json_out:
         emit(state)
     elif state["keep"]:

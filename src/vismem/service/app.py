@@ -623,7 +623,7 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
         if not removed:
             raise HTTPException(404, f"no item with id {item_id}")
         return {"removed": 1, "ids": removed, "missing": [], "items": await service.read(len, memory),
-                "unfinished": unfinished}
+                "unfinished": unfinished, **memory.capabilities.purge_said()}
 
     @app.delete("/items", tags=["items"], dependencies=writing, response_model=RemovedOut,
                 responses=responses(404, *write_errors),
@@ -644,7 +644,8 @@ def _add_editing(app: FastAPI, service: _MemoryService, writing: list, write_err
                                                      source=chosen.source, where=chosen.where, where_name="where"))
         missing = missing_ids(chosen.id or (), removed)
         return {"removed": len(removed), "ids": removed, "missing": missing,
-                "items": await service.read(len, memory), "unfinished": unfinished}
+                "items": await service.read(len, memory), "unfinished": unfinished,
+                **memory.capabilities.purge_said()}
 
 
 def _add_changing(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:

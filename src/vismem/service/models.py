@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Annotated, Any, Callable, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal, cast
 
 from fastapi import Form
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
+                      model_serializer, model_validator)
 
 from ..calibrate import Calibration
 from ..counterfactual import NearestItem
@@ -271,6 +272,17 @@ class RemovedOut(BaseModel):
     missing: list[int]
     items: int
     unfinished: Unfinished = None
+    purge: Literal["requested"] | None = Field(None, description=(
+        "Only on a memory in Milvus, which deletes logically: \"requested\", the removed items' bytes leave "
+        "the server's storage when it compacts and garbage-collects (asked for now), as `remove --json` says."))
+
+    @model_serializer(mode="wrap")
+    def _purge_only_when_requested(self, handler: Any) -> dict[str, Any]:
+        # (absent on a directory memory, as `remove --json` prints it, not null)
+        answer = handler(self)
+        if answer.get("purge") is None:
+            answer.pop("purge", None)
+        return cast(dict[str, Any], answer)
 
 
 @dataclass(frozen=True)

@@ -509,6 +509,12 @@ class Capabilities:
     local_files: bool = True       # lives in a directory on this machine (remove --verify scans it)
     feature_transforms: bool = False  # searches through a feature transform fitted on its items
 
+    def purge_said(self) -> dict[str, str]:
+        """What a removal's report adds about its purge (`remove --json`, `DELETE /items`):
+        `{"purge": "requested"}` where the home cannot purge at once (a server compacts and
+        garbage-collects in its own time), else nothing."""
+        return {} if self.verifiable_purge else {"purge": "requested"}
+
 
 @runtime_checkable
 class Store(Protocol):

@@ -414,9 +414,11 @@ class EmbeddedStore:
                                 self.path, refit.name, len(self.catalog))
                 fitted = self._fit(refit, progress)
             old = self._write_settings(changes, fitted)
-            if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
-                self._index.rebuild(self._live(), progress)
-        self._follow_index()
+            with committed(self._settings):  # (Ctrl-C from here on: the settings are saved)
+                if fitted or any(getattr(old, name) != getattr(self._settings, name) for name in INDEX_SETTINGS):
+                    self._index.rebuild(self._live(), progress)
+        with committed(self._settings):
+            self._follow_index()
         if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
             self.write_recorded_queries()
             if self.db.drop_recorded_past(self._settings.record_queries, self._rng):
@@ -504,15 +506,15 @@ class EmbeddedStore:
             removed = self.db.delete(remove)
             settings = self._settings.replace(pruning=pruning)  # over the settings as committed
             self.db.set_config({"settings": settings.to_dict()})
-        self._settings = settings
-        self.catalog.set_prune_counts(self.db.all_prune_counts())
-        if removed:
-            self._forget(removed)
-        self._wrote()
-        if removed:
-            with committed(removed):
+        with committed(removed):  # (Ctrl-C from here on: the pruning is saved)
+            self._settings = settings
+            self.catalog.set_prune_counts(self.db.all_prune_counts())
+            if removed:
+                self._forget(removed)
+            self._wrote()
+            if removed:
                 self._compact_if_needed()
-        self._follow_index()
+            self._follow_index()
         return removed
 
     # ---- checkpoints (checkpoints.py) -------------------------------------------------
@@ -564,24 +566,27 @@ class EmbeddedStore:
                 transform = TransformSpec() if dropped else (target.transform if fitted else before_settings.transform)
                 settings = target.replace(transform=transform, record_queries=before_settings.record_queries)
                 self.db.set_config({"settings": settings.to_dict(), **({"transform": fitted[1]} if fitted else {})})
-            self._settings = settings
-            if fitted is not None:
-                self._transform, self._config["transform"] = fitted
-            if removed:
-                self._forget(removed)
-            if restored:
-                self._replay_edit("update", restored)
-                self._replay_edit("prune", [])
-            if removed or restored:  # (their edits were logged: a settings change is not)
-                self._wrote()
+            # (the catalog, caught up inside the write, still holds the items it removed)
             report = RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
-                                    settings != before_settings, len(self.catalog), dropped)
-            if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n) for n in INDEX_SETTINGS):
-                self._index.rebuild(self._live(), progress)
-            elif removed:
-                with committed(report):
+                                    settings != before_settings, len(self.catalog) - len(removed), dropped)
+            with committed(report):  # (Ctrl-C from here on: the rollback is committed)
+                self._settings = settings
+                if fitted is not None:
+                    self._transform, self._config["transform"] = fitted
+                if removed:
+                    self._forget(removed)
+                if restored:
+                    self._replay_edit("update", restored)
+                    self._replay_edit("prune", [])
+                if removed or restored:  # (their edits were logged: a settings change is not)
+                    self._wrote()
+                if fitted is not None or any(getattr(before_settings, n) != getattr(settings, n)
+                                             for n in INDEX_SETTINGS):
+                    self._index.rebuild(self._live(), progress)
+                elif removed:
                     self._compact_if_needed()
-        self._follow_index()
+        with committed(report):
+            self._follow_index()
         return report
 
     def _follow_index(self) -> None:
