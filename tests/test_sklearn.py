@@ -245,7 +245,33 @@ def test_a_k_past_the_vote_limit_fails_at_fit(digits):
     x, y, _, _ = digits
     with pytest.raises(InvalidParameterError, match="'k' parameter"):
         MemoryClassifier(k=1001).fit(x[:50], y[:50])
-    assert MemoryClassifier(k=1000).fit(x[:50], y[:50]).predict(x[:2]).shape == (2,)
+    assert MemoryClassifier(k=1000).fit(x[:1000], y[:1000]).predict(x[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("vote", ["rank", "plurality", "hybrid"])
+def test_a_k_above_the_items_stored_is_refused_as_kneighbors_classifier_refuses_it(digits, tmp_path, vote):
+    """k=10 over 5 items voted with all 5 (every k past 5 the same vote) and said nothing,
+    where KNeighborsClassifier's predict raises ValueError, and this estimator's own
+    kneighbors did. Now predict, predict_proba, score and explain raise it too, in RAM and
+    over a memory on disk; the prototype vote, which asks no neighbours, still answers."""
+    from vismem import Memory
+
+    x, y, tx, ty = digits
+    with pytest.raises(ValueError, match="Expected n_neighbors <= n_samples_fit"):
+        KNeighborsClassifier(n_neighbors=10).fit(x[:5], y[:5]).predict(tx[:1])
+    clf = MemoryClassifier(k=10, vote=vote).fit(x[:5], y[:5])
+    for call in (clf.predict, clf.predict_proba, clf.explain, lambda q: clf.score(q, ty[:2])):
+        with pytest.raises(ValueError, match="n_neighbors = 10, n_samples_fit = 5.*set k to at most 5"):
+            call(tx[:2])
+    assert clf.set_params(k=5).predict(tx[:2]).shape == (2,)
+    assert MemoryClassifier(k=10, vote="prototype").fit(x[:5], y[:5]).predict(tx[:2]).shape == (2,)
+    labels = [str(label) for label in y[:5]]
+    with Memory.create(tmp_path / "m", encoder=None, dim=x.shape[1]) as memory:
+        memory.add_vectors(x[:5], labels)
+        on_disk = MemoryClassifier(memory=memory, k=10, vote=vote).fit()
+        with pytest.raises(ValueError, match="n_neighbors = 10, n_samples_fit = 5 .items of the memory"):
+            on_disk.predict(tx[:2])
+        assert on_disk.set_params(k=5).fit().predict(tx[:2]).shape == (2,)
 
 
 def test_an_edit_that_leaves_too_little_to_whiten_changes_nothing(digits):

@@ -76,7 +76,10 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         memory on disk" below.
     k : int from 1 to 1000, default=None
         Neighbours that vote. None: 10, or over a memory, the memory's default (as set by
-        `vismem tune`); likewise for `vote`, `alpha`, `tau` and `mix`.
+        `vismem tune`); likewise for `vote`, `alpha`, `tau` and `mix`. A k above the items
+        stored (over a memory: those that can vote) makes `predict`, `predict_proba`,
+        `score` and `explain` raise ValueError, as KNeighborsClassifier's predict does
+        (the prototype vote asks no neighbours).
     vote : {"rank", "softmax", "distance", "plurality", "prototype", "hybrid"}, default=None
         Vote rule (see docs/quality.md), None: "rank"; "plurality" with no feature transform
         decides as `KNeighborsClassifier(metric="cosine", algorithm="brute")` does.
@@ -443,6 +446,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._shares(self._decide_on_disk(X))
         queries = self._queries(X)
         params = self._params
+        _check_k(params, len(self._y))
         memory = self._voting_memory(params)
         neighbours = memory.query(queries, params.k, prototypes=params.uses_prototypes)
         return memory.scores(neighbours, params)
@@ -506,6 +510,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             return self._explain_on_disk(X, max_removals)
         queries = self._queries(X)
         params = self._params
+        _check_k(params, len(self._y))
         depth = min(params.k + max_removals, len(self._y))
         memory = self._voting_memory(params)
         # one search, deep enough for the counterfactual; its first k columns vote
@@ -673,6 +678,9 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         if not len(self.memory_):
             raise ValueError(f"the memory at {self.memory_.location} is empty: add items with partial_fit(X, y)")
         decisions = self.memory_.classify_vectors(X, **self._vote_given, **options)
+        short = min((d.k_used for d in decisions), default=0)
+        if decisions and short < decisions[0].vote.k:
+            _check_k(decisions[0].vote, short, f" (items of the memory at {self.memory_.location} that can vote)")
         if any(label not in self.classes_ for d in decisions for label in d.scores):
             self._read_memory()  # another writer added a class since this estimator last read the memory
         return decisions
@@ -870,3 +878,13 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
         return tags
+
+
+def _check_k(params: VoteParams, available: int, held: str = "") -> None:
+    """Refuse a vote of more neighbours than there are, as KNeighborsClassifier's predict
+    does: each k past them was the same vote of every item, a k that meant nothing. The
+    prototype vote asks no neighbours."""
+    if params.vote != "prototype" and params.k > available:
+        raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {params.k}, n_samples_fit = "
+                         f"{available}{held}: k neighbours vote, and only {available} can; set k to at most "
+                         f"{available} (set_params(k=...)) or add items with partial_fit")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import faiss
 import numpy as np
@@ -334,11 +334,16 @@ class RowIndex(VectorIndex):
         """Write the index to `directory` (crash-safe: meta.json is written last)."""
         n = self._n_rows
         self._saved = saved.write(
-            directory, blob=faiss.serialize_index(self._faiss).tobytes(), codes=self._codes(),
+            directory, write_index=self._write_faiss, codes=self._codes(),
             ids=self._row_ids.ids, live=self._live[:n],
             meta={"kind": self.kind, "dim": self.dim, "params": self.params,
                   "live": self._n_live, **extra})
         self._dead_since_save = []
+
+    def _write_faiss(self, file: BinaryIO) -> None:
+        # streamed a MiB at a time: no copy of the index in RAM (see saved.write)
+        writer = faiss.PyCallbackIOWriter(file.write)  # type: ignore[attr-defined]  # (loaded by SWIG)
+        faiss.write_index(self._faiss, writer)
 
     def held_bytes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(live ids among these, their stored codes as the saved files keep them)."""

@@ -50,6 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -76,6 +77,7 @@ MAX_SLOTS = 1024  # holders at once that get a slot; any beyond go unnamed
 _SET_SLOT_LOCK = getattr(fcntl, "F_OFD_SETLK", None)
 _GET_SLOT_LOCK = getattr(fcntl, "F_OFD_GETLK", None)
 _beats = itertools.count(1)  # a record never repeats in this process, so a waiter sees each beat
+Read = Callable[[int, int], "bytes | memoryview"]  # bytes [start, stop) of a saved file or a blob in RAM
 
 
 class IndexFileError(Exception):
@@ -104,15 +106,29 @@ class SavedIndex:
     layout: SavedLayout
 
 
-def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
-          live: np.ndarray, meta: dict) -> SavedLayout:
+def write(directory: Path, *, write_index: Callable[[BinaryIO], None], codes: np.ndarray,
+          ids: np.ndarray, live: np.ndarray, meta: dict) -> SavedLayout:
     """Write an index crash-safely: meta.json goes first out and last in, so a crash
-    mid-save reads as "no saved index". `codes` uint8 (rows, code_size) are the vectors
-    as FAISS stores them, which `blob` ends with."""
+    mid-save reads as "no saved index". `write_index(file)` writes FAISS's serialisation,
+    which ends with `codes`, uint8 (rows, code_size): the vectors as FAISS stores them.
+    It streams into the file, and what the checks need is read back from it a block at a
+    time: holding the serialisation in RAM (and copies of it and of the codes, to find
+    and check them) took about 2.6 times the index's size at the peak of a save."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / META).unlink(missing_ok=True)
-    offset = _codes_offset(blob, codes)
-    files = {"index.faiss": _write(directory / "index.faiss", blob, checked=offset)}
+    path = directory / "index.faiss"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w+b") as f:
+        write_index(f)
+        f.flush()
+        size = f.tell()
+        read = partial(_pread, f.fileno())
+        offset = _codes_offset(read, size, codes)
+        files: dict[str, dict[str, int | None]] = {path.name: {"size": size, "crc32": _crc_range(read, 0, offset)}}
+        layout = {"codes_offset": offset, "code_size": codes.shape[1],
+                  "codes": _codes_checksums(read, size, offset, codes.shape[1], len(codes))}
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     for name, array in (("ids", ids), ("live", live)):
         path = directory / f"{name}.npy"
         tmp = path.with_suffix(".npy.tmp")
@@ -124,11 +140,9 @@ def write(directory: Path, *, blob: bytes, codes: np.ndarray, ids: np.ndarray,
         # live.npy is scrubbed in place on removal, so only its size is fixed
         files[path.name] = {"size": path.stat().st_size,
                             "crc32": _crc(path.read_bytes()) if name == "ids" else None}
-    layout = {"codes_offset": offset, "code_size": codes.shape[1],
-              "codes": _codes_checksums(memoryview(blob), offset, codes.shape[1], len(codes))}
     token = uuid.uuid4().hex
     full = {"format": FILES_FORMAT, **meta, "rows": len(ids), "files": files, **layout, "token": token}
-    _write(directory / META, json.dumps(full).encode(), checked=None)
+    _write(directory / META, json.dumps(full).encode())
     sync_directory(directory)
     return SavedLayout(len(ids), offset, codes.shape[1], _npy_data_offset(directory / "live.npy"), token)
 
@@ -445,7 +459,7 @@ def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
             count = min(block_rows, checksums["rows"] - first)
             start = layout.codes_offset + first * layout.code_size
             crcs[block] = _crc(os.pread(f.fileno(), count * layout.code_size, start))
-    _write(directory / META, json.dumps(meta).encode(), checked=None)
+    _write(directory / META, json.dumps(meta).encode())
     sync_directory(directory)
 
 
@@ -506,30 +520,39 @@ def _read(directory: Path, kind: str, dim: int, meta: dict | None) -> SavedIndex
     return SavedIndex(blob, ids.astype(np.int64), live.astype(bool), meta, layout)
 
 
-def _codes_offset(blob: bytes, codes: np.ndarray) -> int:
-    """Where `codes` sit in FAISS's serialisation: at its end (IndexRefine adds a 4-byte
-    k_factor after them). Checked, so that scrubbing zeroes exactly a row's bytes."""
+def _codes_offset(read: Read, size: int, codes: np.ndarray) -> int:
+    """Where `codes` sit in FAISS's serialisation, `size` bytes that `read` gives: at its
+    end (IndexRefine adds a 4-byte k_factor after them). Checked, so that scrubbing zeroes
+    exactly a row's bytes; a block at a time, so that no copy of the codes is made."""
+    flat = codes.reshape(-1)  # (a view: the codes are contiguous)
     for tail in (0, 4):
-        offset = len(blob) - tail - codes.nbytes
-        if blob[offset : len(blob) - tail] == codes.tobytes():
+        offset = size - tail - flat.nbytes
+        if offset >= 0 and all(read(offset + start, offset + start + len(block)) == block.tobytes()
+                               for start, block in _blocks(flat)):
             return offset
     raise RuntimeError("unexpected FAISS file layout: cannot scrub removed rows in place")
 
 
-def _codes_checksums(blob: memoryview, offset: int, code_size: int, rows: int,
+def _blocks(flat: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, len(flat), CODE_BLOCK_BYTES):
+        yield start, flat[start : start + CODE_BLOCK_BYTES]
+
+
+def _codes_checksums(read: Read, size: int, offset: int, code_size: int, rows: int,
                      block_rows: int | None = None) -> dict:
     """Checksums of the codes, `rows` of `code_size` bytes from `offset`, `block_rows` rows
-    at a time, and of what follows them."""
+    at a time, and of what follows them up to `size`, the bytes that `read` gives."""
     block_rows = block_rows or max(CODE_BLOCK_BYTES // code_size, 1)
     end = offset + rows * code_size
     step = block_rows * code_size
     return {"rows": rows, "block_rows": block_rows,
-            "crc32": [_crc(blob[start : min(start + step, end)]) for start in range(offset, end, step)],
-            "tail_crc32": _crc(blob[end:])}
+            "crc32": [_crc(read(start, min(start + step, end))) for start in range(offset, end, step)],
+            "tail_crc32": _crc_range(read, end, size)}
 
 
 def _check_codes(blob: memoryview, offset: int, code_size: int, expect: dict) -> None:
-    found = _codes_checksums(blob, offset, code_size, expect["rows"], expect["block_rows"])
+    found = _codes_checksums(partial(_slice, blob), len(blob), offset, code_size, expect["rows"],
+                             expect["block_rows"])
     if found["tail_crc32"] != expect["tail_crc32"] or len(found["crc32"]) != len(expect["crc32"]):
         raise IndexFileError("index.faiss is damaged (checksum after the vectors)")
     for block, (crc, want) in enumerate(zip(found["crc32"], expect["crc32"], strict=True)):
@@ -539,18 +562,34 @@ def _check_codes(blob: memoryview, offset: int, code_size: int, expect: dict) ->
             raise IndexFileError(f"index.faiss is damaged (checksum of the vectors in rows {first}-{last})")
 
 
+def _pread(fd: int, start: int, stop: int) -> bytes:
+    return os.pread(fd, stop - start, start)  # (callers read a block at a time: never short)
+
+
+def _slice(blob: memoryview, start: int, stop: int) -> memoryview:
+    return blob[start:stop]
+
+
 def _crc(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def _write(path: Path, data: bytes, *, checked: int | None) -> dict:
+def _crc_range(read: Read, start: int, stop: int) -> int:
+    """The checksum of bytes [start, stop), read a block at a time (which `_crc` of the
+    whole gives too)."""
+    crc = 0
+    for at in range(start, stop, 16 * CODE_BLOCK_BYTES):
+        crc = zlib.crc32(read(at, min(at + 16 * CODE_BLOCK_BYTES, stop)), crc)
+    return crc & 0xFFFFFFFF
+
+
+def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return {"size": len(data), "crc32": _crc(data[:checked]) if checked is not None else None}
 
 
 def _npy_data_offset(path: Path) -> int:
