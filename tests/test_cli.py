@@ -140,7 +140,7 @@ def test_eval_warns_when_test_images_are_items_of_the_memory(tmp_path, cli):
     assert report["in_memory_items"] == [{"path": str(tmp_path / "test" / "red" / "seen.png"), "id": held}]
     (tmp_path / "test" / "red" / "seen.png").unlink()
     unseen = cli("eval", tmp_path / "mem", tmp_path / "test", "--json", check=True)
-    assert json_lines(unseen)[0]["in_memory"] == 0 and "warning" not in unseen.stderr
+    assert json_lines(unseen)[0]["in_memory"] == 0 and "already holds" not in unseen.stderr
 
 
 def test_adding_the_same_folder_again_skips_duplicates_without_encoding(built_memory, cli, digit_folders):
