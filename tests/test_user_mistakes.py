@@ -1492,3 +1492,21 @@ def test_boost_refuses_a_factor_of_0_which_blocks_and_says_weakened_below_1(tmp_
     assert run_cli("boost", memdir, "--id", "1", "--factor", "0.5", check=True).stdout \
         == "weakened 1 item (weight 0.5)\n"
     assert run_cli("boost", memdir, "--id", "1", "--factor", "3", check=True).stdout == "boosted 1 item (weight 3)\n"
+
+
+def test_a_restriction_to_labels_that_are_not_strings_is_refused_not_empty(tmp_path):
+    """`search(q, labels=[3])` on digits labelled "3" matched nothing and answered empty
+    lists without a word (so did classify, ids, page and remove(label=3)); labels are
+    kept as strings, so a number is refused, naming the fix."""
+    x = np.random.default_rng(7).normal(size=(4, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(x, ["3", "3", "5", "5"], sources="cam")
+        for read in (lambda: memory.search(x, k=2, labels=[3]), lambda: memory.classify_vectors(x, labels=[3]),
+                     lambda: memory.ids(labels=[np.int64(3)]), lambda: memory.page(labels=[3]),
+                     lambda: memory.remove(label=3)):
+            with pytest.raises(InvalidInputError, match=re.escape("give [str(x) for x in labels]")):
+                read()
+        with pytest.raises(InvalidInputError, match="sources to restrict to are strings, .* got NoneType None"):
+            memory.search(x, k=2, sources=[None])
+        assert len(memory) == 4
+        assert [h.label for h in memory.search(x[:1], k=2, labels=[np.str_("3")])[0]] == ["3", "3"]
