@@ -1510,3 +1510,17 @@ def test_a_restriction_to_labels_that_are_not_strings_is_refused_not_empty(tmp_p
             memory.search(x, k=2, sources=[None])
         assert len(memory) == 4
         assert [h.label for h in memory.search(x[:1], k=2, labels=[np.str_("3")])[0]] == ["3", "3"]
+
+
+def test_labels_that_are_not_strings_are_refused_naming_the_conversion(tmp_path):
+    """add_vectors(X, y) with scikit-learn's integer targets said only "labels must be
+    strings"; one numpy integer as the label of every row failed with a TypeError from
+    list()."""
+    x = np.random.default_rng(8).normal(size=(3, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        for labels in (np.array([0, 1, 2]), np.int64(3), None, 3):
+            with pytest.raises(InvalidInputError, match=re.escape("labels.astype(str) for an array")):
+                memory.add_vectors(x, labels)
+        assert len(memory) == 0
+        assert [i.label for i in memory.items(memory.add_vectors(x, np.array([0, 1, 2]).astype(str)))] == \
+            ["0", "1", "2"]

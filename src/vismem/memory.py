@@ -599,6 +599,8 @@ class Memory:
         vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
         # one string is the label of every row, as one source is: list("cat") would be c, a, t
+        if not isinstance(labels, (str, Iterable)):  # np.int64(3): labels of a numeric array, one taken out
+            check_label(labels)
         labels = [labels] * n if isinstance(labels, str) else list(labels)
         if len(labels) != n:
             raise InvalidInputError(f"{n} vectors but {len(labels)} labels")

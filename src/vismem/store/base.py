@@ -99,7 +99,8 @@ def text_forms(texts: Iterable[str]) -> frozenset[str]:
 def check_label(label: object) -> str:
     """`label` as kept (NFC, see `canonical`), or InvalidInputError saying why it cannot be one."""
     if not isinstance(label, str):
-        raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
+        raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}: convert them "
+                                "(str(label), or labels.astype(str) for an array)")
     check_text("label", label)
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
