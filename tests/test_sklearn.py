@@ -195,6 +195,23 @@ def test_encoder_takes_one_path_given_alone_as_one_image(tmp_path):
         np.testing.assert_array_equal(enc.transform(given), expected)
 
 
+def test_encoder_given_a_pixel_array_or_none_says_what_it_takes():
+    """transform(digits.images) (a numpy array of pictures) failed inside pathlib with a
+    TypeError, and transform(None) inside list(); Memory.classify named the way for both."""
+    from sklearn.datasets import load_digits
+
+    from vismem.errors import InvalidInputError
+
+    pictures = load_digits().images[:2]
+    enc = MemoryEncoder("pixels")
+    with pytest.raises(InvalidInputError, match=r"MemoryEncoder.transform takes image files or PIL images, got "
+                                                r"ndarray: give a pixel array as PIL.Image.fromarray\(array\)$"):
+        enc.transform(pictures)
+    with pytest.raises(InvalidInputError, match="MemoryEncoder.transform takes a list of images, or one alone, "
+                                                "got NoneType"):
+        enc.transform(None)
+
+
 @pytest.mark.parametrize("vote", ["prototype", "hybrid"])
 def test_a_blocked_class_leaves_the_prototypes(digits, vote):
     """Blocked items (weight 0) shape no prototype, as in a memory on disk: a class whose

@@ -1524,3 +1524,14 @@ def test_labels_that_are_not_strings_are_refused_naming_the_conversion(tmp_path)
         assert len(memory) == 0
         assert [i.label for i in memory.items(memory.add_vectors(x, np.array([0, 1, 2]).astype(str)))] == \
             ["0", "1", "2"]
+
+
+def test_no_images_at_all_is_refused_naming_the_call(tmp_path):
+    """add_images(None), classify(None) and embed_images(3) failed with a TypeError from
+    list()."""
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for call, taker in ((memory.add_images, "add_images"), (memory.classify, "classify"),
+                            (memory.embed_images, "embed_images")):
+            for given in (None, 3):
+                with pytest.raises(InvalidInputError, match=f"^{taker} takes a list of images, or one alone, got "):
+                    call(given)

@@ -158,9 +158,15 @@ class AddReport:
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
 
 
-def listed(inputs: Any) -> list:
-    """Inputs as a list: one path (or PIL image) given alone is one input, not its characters."""
-    return [inputs] if isinstance(inputs, (str, os.PathLike, Image.Image)) else list(inputs)
+def listed(inputs: Any, taker: str) -> list:
+    """Inputs as a list: one path (or PIL image) given alone is one input, not its characters;
+    None or a number is refused naming `taker`, where list() raised a TypeError."""
+    if isinstance(inputs, (str, os.PathLike, Image.Image)):
+        return [inputs]
+    try:
+        return list(inputs)
+    except TypeError:
+        raise InvalidInputError(f"{taker} takes a list of images, or one alone, got {type(inputs).__name__}") from None
 
 
 def check_batch_size(batch_size: int | None) -> None:

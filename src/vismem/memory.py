@@ -118,16 +118,18 @@ def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | No
     return Filter.of(labels=labels, sources=sources, where=where)
 
 
-def query_images(images: Any, taker: str) -> list[str | Path | Image.Image]:
+def query_images(images: Any, taker: str, *, vectors_to: str | None = "classify_vectors"
+                 ) -> list[str | Path | Image.Image]:
     """The images a read takes (one may be given alone), each a file path or a PIL image:
     anything else (a numpy image, bytes) is refused naming the way in, where pathlib's
-    TypeError named none."""
-    given = listed(images)
+    TypeError named none (`vectors_to`: where vectors go instead, named for a numpy array)."""
+    given = listed(images, taker)
     for image in given:
         if not isinstance(image, (str, os.PathLike, Image.Image)):
             raise InvalidInputError(
                 f"{taker} takes image files or PIL images, got {type(image).__name__}"
-                + (": give a pixel array as PIL.Image.fromarray(array), or vectors to classify_vectors"
+                + (": give a pixel array as PIL.Image.fromarray(array)"
+                   + (f", or vectors to {vectors_to}" if vectors_to else "")
                    if isinstance(image, np.ndarray) else ""))
     return given
 
@@ -500,7 +502,7 @@ class Memory:
         check_batch_size(batch_size)
         check_max_pixels(max_pixels)  # here too: Ray's workers would each fail on it
         check_image_meta(meta)  # here too: on Ray, before any image is encoded
-        paths = listed(paths)
+        paths = listed(paths, "add_images")
         for given in paths:  # (pathlib's TypeError named no way forward)
             if not isinstance(given, (str, os.PathLike)):
                 raise InvalidInputError(

@@ -844,11 +844,12 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
 
         from .errors import InvalidInputError
         from .images import ImageReadError, decode_image, upright_rgb
-        from .ingest import listed
+        from .memory import query_images
 
         encoder = getattr(self, "encoder_", None) or self.fit().encoder_
         images = []
-        for position, item in enumerate(listed(X)):  # one path alone is one image
+        # one path alone is one image; a numpy image is refused naming PIL.Image.fromarray
+        for position, item in enumerate(query_images(X, "MemoryEncoder.transform", vectors_to=None)):
             try:  # a PIL image as its file shows it: upright, full range, over white
                 images.append(upright_rgb(item) if isinstance(item, Image.Image)
                               else decode_image(Path(item).read_bytes()))
