@@ -527,7 +527,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             neighbours = [Neighbor(int(self.ids_[r]), labels[j], float(1.0 - sims[j]), float(voted[j]),
                                    float(voted[j] / total) if total > 0 else 0.0, "", float(self._weights[r]))
                           for j, r in enumerate(rows[: params.k])]
-            label = self.classes_[int(np.argmax(shares))]
+            label = classes[int(np.argmax(shares))]  # a Python value, as proba's keys and the neighbours' labels
             out.append(Explanation(label, dict(zip(classes, shares.tolist(), strict=True)), neighbours, cf))
         return out
 
