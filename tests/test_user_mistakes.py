@@ -1535,3 +1535,24 @@ def test_no_images_at_all_is_refused_naming_the_call(tmp_path):
             for given in (None, 3):
                 with pytest.raises(InvalidInputError, match=f"^{taker} takes a list of images, or one alone, got "):
                     call(given)
+
+
+def test_vectors_that_are_no_array_say_what_was_given(tmp_path):
+    """add_vectors([], []) said "got shape (1, 0)" (an empty list was one row of no values),
+    None or a generator "got shape ()", and rows of unequal lengths raised numpy's ValueError;
+    search, classify_vectors and tune_index alike."""
+    from vismem.errors import BadVectorsError
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
+        assert memory.add_vectors([], []) == [] and memory.search([], k=2) == [] \
+            and memory.classify_vectors([]) == []
+        for read in (lambda v: memory.add_vectors(v, "a"), memory.search, memory.classify_vectors,
+                     memory.tune_index):
+            for given, says in (((row for row in np.eye(4)), "got generator"), ({"a": 1}, "got dict"),
+                                ([[1, 2, 3, 4], [1]], "rows of one length")):
+                with pytest.raises(BadVectorsError, match=says):
+                    read(given)
+        with pytest.raises(BadVectorsError, match=re.escape("an array (n, 4) or a list of rows, got NoneType")):
+            memory.search(None)
+        assert len(memory) == 4

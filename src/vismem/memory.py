@@ -46,7 +46,7 @@ from .store.base import MAX_DIM, Checkpoints, Where, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
-from .vectors import as_rows, unit_rows, vector_hashes
+from .vectors import as_array, as_rows, unit_rows, vector_hashes
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -598,7 +598,7 @@ class Memory:
         relabel the item if the row's label is right. Items added before vismem kept these
         hashes have none, so their rows are not recognised.
         """
-        vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
+        vectors = as_rows(as_array(vectors, self.dim), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
         # one string is the label of every row, as one source is: list("cat") would be c, a, t
         if not isinstance(labels, (str, Iterable)):  # np.int64(3): labels of a numeric array, one taken out
