@@ -1556,3 +1556,19 @@ def test_vectors_that_are_no_array_say_what_was_given(tmp_path):
         with pytest.raises(BadVectorsError, match=re.escape("an array (n, 4) or a list of rows, got NoneType")):
             memory.search(None)
         assert len(memory) == 4
+
+
+def test_add_image_bytes_given_other_than_name_bytes_pairs_says_what_it_takes(tmp_path, digits):
+    """add_image_bytes([data]) failed while unpacking with "too many values to unpack",
+    add_image_bytes(data) with "cannot unpack non-iterable int object"."""
+    data = io.BytesIO()
+    digits[0][0].save(data, format="PNG")
+    data = data.getvalue()
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for given, says in (([data], "entry 0 is bytes"), (data, "got bytes"),
+                            (("a.png", data), "entry 0 is str"), ([("a.png", "b.png")], r"a tuple of \(str, str\)"),
+                            (None, "got NoneType")):
+            with pytest.raises(InvalidInputError, match=r"takes a list of \(name, bytes\) pairs.*" + says):
+                memory.add_image_bytes(given, label="0", source="upload")
+        assert len(memory) == 0
+        assert len(memory.add_image_bytes([("a.png", data)], label="0", source="upload").added) == 1
