@@ -1572,3 +1572,18 @@ def test_add_image_bytes_given_other_than_name_bytes_pairs_says_what_it_takes(tm
                 memory.add_image_bytes(given, label="0", source="upload")
         assert len(memory) == 0
         assert len(memory.add_image_bytes([("a.png", data)], label="0", source="upload").added) == 1
+
+
+def test_a_location_that_is_no_path_is_refused_naming_what_it_is(tmp_path):
+    """Memory.create(None, ...) and Memory.open(None) failed inside pathlib with a TypeError
+    (a notebook's unset variable); so did a number or bytes."""
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), "a")
+        memory.export_parquet(tmp_path / "mem.parquet")
+    for given in (None, 3, b"mem"):
+        says = re.escape(f"a memory's location is a folder (a str or a Path) or a URI, got {type(given).__name__}")
+        for call in (lambda where: Memory.create(where, encoder=None, dim=4), Memory.open,
+                     lambda where: Memory.import_parquet(tmp_path / "mem.parquet", where)):
+            with pytest.raises(InvalidInputError, match=says):
+                call(given)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mem", "mem.parquet"]
