@@ -1587,3 +1587,22 @@ def test_a_location_that_is_no_path_is_refused_naming_what_it_is(tmp_path):
             with pytest.raises(InvalidInputError, match=says):
                 call(given)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mem", "mem.parquet"]
+
+
+@pytest.mark.parametrize("weight, says", [("2", "got str '2'"), (True, "got bool True"), ("abc", "got str 'abc'"),
+                                          ([1], "got list [1]")])
+def test_a_weight_that_is_not_a_number_is_refused_not_read_as_one(tmp_path, weight, says):
+    """set_weight(ids, "2") set weight 2.0 and set_weight(ids, True) 1.0 (float() read them),
+    "abc" raised float's ValueError; MemoryClassifier.set_weight raised numpy's TypeError."""
+    from vismem.sklearn import MemoryClassifier
+
+    x = np.eye(4, dtype=np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        ids = memory.add_vectors(x, ["a", "a", "b", "b"])
+        for edit in (lambda: memory.set_weight(ids[:1], weight), lambda: memory.update(ids[:1], weight=weight),
+                     lambda: MemoryClassifier(k=1).fit(x, ["a", "a", "b", "b"]).set_weight([0], weight)):
+            with pytest.raises(InvalidInputError, match=re.escape(f"weight must be a finite number from 0 to "
+                                                                  f"1,000,000, {says}")):
+                edit()
+        assert [item.weight for item in memory.items(ids)] == [1.0] * 4
+        assert memory.set_weight(ids[:1], np.float32(2.0)) == ids[:1] and memory.get(ids[0]).weight == 2.0

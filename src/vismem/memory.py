@@ -42,7 +42,7 @@ from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_meta,
                     check_new_location, check_source, create_store, open_store)
-from .store.base import MAX_DIM, Checkpoints, Where, plain_text
+from .store.base import MAX_DIM, Checkpoints, Where, check_weight, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
@@ -867,6 +867,7 @@ class Memory:
         if label is None and weight is None:
             raise InvalidInputError("update needs a new label or a weight")
         targets = possible_ids(ids)
+        check_weight(weight)  # before float(), which read "2" as 2.0
         value = None if weight is None else float(weight)
         label = plain_text(label)
         return self._commit(lambda store: store.update(targets, label=label, weight=value), touched=targets)

@@ -27,6 +27,7 @@ import re
 import unicodedata
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -204,6 +205,10 @@ MAX_WEIGHT = 1e6  # the largest vote weight an item may carry
 
 
 def check_weight(weight: float | None) -> None:
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, Real)):
+        # float() read "2" as 2.0 and True as 1.0, and raised its own ValueError for "abc"
+        raise InvalidInputError(f"weight must be a finite number from 0 to {MAX_WEIGHT:,.0f}, got "
+                                f"{type(weight).__name__} {weight!r}")
     if weight is not None and not (np.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
         raise InvalidInputError(f"weight must be a finite number from 0 to {MAX_WEIGHT:,.0f}, got {weight}")
 
