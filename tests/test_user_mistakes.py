@@ -1606,3 +1606,18 @@ def test_a_weight_that_is_not_a_number_is_refused_not_read_as_one(tmp_path, weig
                 edit()
         assert [item.weight for item in memory.items(ids)] == [1.0] * 4
         assert memory.set_weight(ids[:1], np.float32(2.0)) == ids[:1] and memory.get(ids[0]).weight == 2.0
+
+
+def test_a_decision_s_restriction_is_documented_as_it_is_made(tmp_path):
+    """Decision's docstring said the restriction recorded labels/sources, typed as lists of
+    strings; it records `where` too, as a mapping."""
+    import typing
+
+    from vismem import Decision
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "a", "b", "b"], metas={"cam": 1})
+        [decision] = memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], labels=["a"], where={"cam": 1})
+    assert decision.restriction == {"labels": ["a"], "where": {"cam": 1}}
+    assert "`where` (a mapping)" in " ".join((Decision.__doc__ or "").split())
+    assert typing.get_type_hints(Decision)["restriction"] == dict[str, typing.Any] | None
