@@ -195,6 +195,34 @@ def test_encoder_takes_one_path_given_alone_as_one_image(tmp_path):
         np.testing.assert_array_equal(enc.transform(given), expected)
 
 
+def test_encoder_given_a_pixel_array_or_none_says_what_it_takes():
+    """transform(digits.images) (a numpy array of pictures) failed inside pathlib with a
+    TypeError, and transform(None) inside list(); Memory.classify named the way for both."""
+    from sklearn.datasets import load_digits
+
+    from vismem.errors import InvalidInputError
+
+    pictures = load_digits().images[:2]
+    enc = MemoryEncoder("pixels")
+    with pytest.raises(InvalidInputError, match=r"MemoryEncoder.transform takes image files or PIL images, got "
+                                                r"ndarray: give a pixel array as PIL.Image.fromarray\(array\)$"):
+        enc.transform(pictures)
+    with pytest.raises(InvalidInputError, match="MemoryEncoder.transform takes a list of images, or one alone, "
+                                                "got NoneType"):
+        enc.transform(None)
+
+
+def test_an_explanation_s_label_is_of_the_kind_of_its_other_labels(digits):
+    """explain's label was a numpy scalar (repr `label=np.int64(2)`) where its vote shares'
+    keys, its neighbours' and its counterfactual's labels are Python values."""
+    x, y, tx, _ = digits
+    for labels in (y, y.astype(str)):
+        [explained] = MemoryClassifier(k=5).fit(x, labels).explain(tx[:1])
+        assert type(explained.label) is type(next(iter(explained.proba))) is type(explained.neighbors[0].label)
+        assert type(explained.label) is type(explained.counterfactual.label)
+        assert repr(explained).startswith(f"Explanation(label={explained.label!r}, ")
+
+
 @pytest.mark.parametrize("vote", ["prototype", "hybrid"])
 def test_a_blocked_class_leaves_the_prototypes(digits, vote):
     """Blocked items (weight 0) shape no prototype, as in a memory on disk: a class whose

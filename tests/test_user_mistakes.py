@@ -1493,3 +1493,132 @@ def test_boost_refuses_a_factor_of_0_which_blocks_and_says_weakened_below_1(tmp_
     assert run_cli("boost", memdir, "--id", "1", "--factor", "0.5", check=True).stdout \
         == "weakened 1 item (weight 0.5)\n"
     assert run_cli("boost", memdir, "--id", "1", "--factor", "3", check=True).stdout == "boosted 1 item (weight 3)\n"
+
+
+def test_a_restriction_to_labels_that_are_not_strings_is_refused_not_empty(tmp_path):
+    """`search(q, labels=[3])` on digits labelled "3" matched nothing and answered empty
+    lists without a word (so did classify, ids, page and remove(label=3)); labels are
+    kept as strings, so a number is refused, naming the fix."""
+    x = np.random.default_rng(7).normal(size=(4, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        memory.add_vectors(x, ["3", "3", "5", "5"], sources="cam")
+        for read in (lambda: memory.search(x, k=2, labels=[3]), lambda: memory.classify_vectors(x, labels=[3]),
+                     lambda: memory.ids(labels=[np.int64(3)]), lambda: memory.page(labels=[3]),
+                     lambda: memory.remove(label=3)):
+            with pytest.raises(InvalidInputError, match=re.escape("give [str(x) for x in labels]")):
+                read()
+        with pytest.raises(InvalidInputError, match="sources to restrict to are strings, .* got NoneType None"):
+            memory.search(x, k=2, sources=[None])
+        assert len(memory) == 4
+        assert [h.label for h in memory.search(x[:1], k=2, labels=[np.str_("3")])[0]] == ["3", "3"]
+
+
+def test_labels_that_are_not_strings_are_refused_naming_the_conversion(tmp_path):
+    """add_vectors(X, y) with scikit-learn's integer targets said only "labels must be
+    strings"; one numpy integer as the label of every row failed with a TypeError from
+    list()."""
+    x = np.random.default_rng(8).normal(size=(3, 8)).astype(np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=8) as memory:
+        for labels in (np.array([0, 1, 2]), np.int64(3), None, 3):
+            with pytest.raises(InvalidInputError, match=re.escape("labels.astype(str) for an array")):
+                memory.add_vectors(x, labels)
+        assert len(memory) == 0
+        assert [i.label for i in memory.items(memory.add_vectors(x, np.array([0, 1, 2]).astype(str)))] == \
+            ["0", "1", "2"]
+
+
+def test_no_images_at_all_is_refused_naming_the_call(tmp_path):
+    """add_images(None), classify(None) and embed_images(3) failed with a TypeError from
+    list()."""
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for call, taker in ((memory.add_images, "add_images"), (memory.classify, "classify"),
+                            (memory.embed_images, "embed_images")):
+            for given in (None, 3):
+                with pytest.raises(InvalidInputError, match=f"^{taker} takes a list of images, or one alone, got "):
+                    call(given)
+
+
+def test_vectors_that_are_no_array_say_what_was_given(tmp_path):
+    """add_vectors([], []) said "got shape (1, 0)" (an empty list was one row of no values),
+    None or a generator "got shape ()", and rows of unequal lengths raised numpy's ValueError;
+    search, classify_vectors and tune_index alike."""
+    from vismem.errors import BadVectorsError
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
+        assert memory.add_vectors([], []) == [] and memory.search([], k=2) == [] \
+            and memory.classify_vectors([]) == []
+        for read in (lambda v: memory.add_vectors(v, "a"), memory.search, memory.classify_vectors,
+                     memory.tune_index):
+            for given, says in (((row for row in np.eye(4)), "got generator"), ({"a": 1}, "got dict"),
+                                ([[1, 2, 3, 4], [1]], "rows of one length")):
+                with pytest.raises(BadVectorsError, match=says):
+                    read(given)
+        with pytest.raises(BadVectorsError, match=re.escape("an array (n, 4) or a list of rows, got NoneType")):
+            memory.search(None)
+        assert len(memory) == 4
+
+
+def test_add_image_bytes_given_other_than_name_bytes_pairs_says_what_it_takes(tmp_path, digits):
+    """add_image_bytes([data]) failed while unpacking with "too many values to unpack",
+    add_image_bytes(data) with "cannot unpack non-iterable int object"."""
+    data = io.BytesIO()
+    digits[0][0].save(data, format="PNG")
+    data = data.getvalue()
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        for given, says in (([data], "entry 0 is bytes"), (data, "got bytes"),
+                            (("a.png", data), "entry 0 is str"), ([("a.png", "b.png")], r"a tuple of \(str, str\)"),
+                            (None, "got NoneType")):
+            with pytest.raises(InvalidInputError, match=r"takes a list of \(name, bytes\) pairs.*" + says):
+                memory.add_image_bytes(given, label="0", source="upload")
+        assert len(memory) == 0
+        assert len(memory.add_image_bytes([("a.png", data)], label="0", source="upload").added) == 1
+
+
+def test_a_location_that_is_no_path_is_refused_naming_what_it_is(tmp_path):
+    """Memory.create(None, ...) and Memory.open(None) failed inside pathlib with a TypeError
+    (a notebook's unset variable); so did a number or bytes."""
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), "a")
+        memory.export_parquet(tmp_path / "mem.parquet")
+    for given in (None, 3, b"mem"):
+        says = re.escape(f"a memory's location is a folder (a str or a Path) or a URI, got {type(given).__name__}")
+        for call in (lambda where: Memory.create(where, encoder=None, dim=4), Memory.open,
+                     lambda where: Memory.import_parquet(tmp_path / "mem.parquet", where)):
+            with pytest.raises(InvalidInputError, match=says):
+                call(given)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mem", "mem.parquet"]
+
+
+@pytest.mark.parametrize("weight, says", [("2", "got str '2'"), (True, "got bool True"), ("abc", "got str 'abc'"),
+                                          ([1], "got list [1]")])
+def test_a_weight_that_is_not_a_number_is_refused_not_read_as_one(tmp_path, weight, says):
+    """set_weight(ids, "2") set weight 2.0 and set_weight(ids, True) 1.0 (float() read them),
+    "abc" raised float's ValueError; MemoryClassifier.set_weight raised numpy's TypeError."""
+    from vismem.sklearn import MemoryClassifier
+
+    x = np.eye(4, dtype=np.float32)
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        ids = memory.add_vectors(x, ["a", "a", "b", "b"])
+        for edit in (lambda: memory.set_weight(ids[:1], weight), lambda: memory.update(ids[:1], weight=weight),
+                     lambda: MemoryClassifier(k=1).fit(x, ["a", "a", "b", "b"]).set_weight([0], weight)):
+            with pytest.raises(InvalidInputError, match=re.escape(f"weight must be a finite number from 0 to "
+                                                                  f"1,000,000, {says}")):
+                edit()
+        assert [item.weight for item in memory.items(ids)] == [1.0] * 4
+        assert memory.set_weight(ids[:1], np.float32(2.0)) == ids[:1] and memory.get(ids[0]).weight == 2.0
+
+
+def test_a_decision_s_restriction_is_documented_as_it_is_made(tmp_path):
+    """Decision's docstring said the restriction recorded labels/sources, typed as lists of
+    strings; it records `where` too, as a mapping."""
+    import typing
+
+    from vismem import Decision
+
+    with Memory.create(tmp_path / "mem", encoder=None, dim=4) as memory:
+        memory.add_vectors(np.eye(4, dtype=np.float32), ["a", "a", "b", "b"], metas={"cam": 1})
+        [decision] = memory.classify_vectors(np.eye(4, dtype=np.float32)[:1], labels=["a"], where={"cam": 1})
+    assert decision.restriction == {"labels": ["a"], "where": {"cam": 1}}
+    assert "`where` (a mapping)" in " ".join((Decision.__doc__ or "").split())
+    assert typing.get_type_hints(Decision)["restriction"] == dict[str, typing.Any] | None

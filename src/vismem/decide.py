@@ -248,7 +248,8 @@ class Decision:
     the cosine distance from the query to its nearest class prototype. `label` is
     None when no neighbour carried any weight, or when the query was abstained on
     (`abstained`, with its `ood_score` above the memory's calibrated `threshold`).
-    `restriction` records a per-query filter (labels/sources) when one was used.
+    `restriction` records a per-query filter when one was used: its `labels` and `sources`
+    (lists) and `where` (a mapping), each only when given.
     `counterfactual` (a `counterfactual.Counterfactual`, when asked for) says which items'
     removal or blocking would change the label.
     """
@@ -263,7 +264,7 @@ class Decision:
     abstained: bool = False
     ood_score: float | None = None
     threshold: float | None = None
-    restriction: dict[str, list[str]] | None = None
+    restriction: dict[str, Any] | None = None
     counterfactual: Any = None
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -158,9 +158,31 @@ class AddReport:
                 "skipped_items": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
 
 
-def listed(inputs: Any) -> list:
-    """Inputs as a list: one path (or PIL image) given alone is one input, not its characters."""
-    return [inputs] if isinstance(inputs, (str, os.PathLike, Image.Image)) else list(inputs)
+def listed(inputs: Any, taker: str) -> list:
+    """Inputs as a list: one path (or PIL image) given alone is one input, not its characters;
+    None or a number is refused naming `taker`, where list() raised a TypeError."""
+    if isinstance(inputs, (str, os.PathLike, Image.Image)):
+        return [inputs]
+    try:
+        return list(inputs)
+    except TypeError:
+        raise InvalidInputError(f"{taker} takes a list of images, or one alone, got {type(inputs).__name__}") from None
+
+
+def _named_bytes(images: Any) -> list[tuple[str, bytes]]:
+    """`add_image_bytes`'s (name, bytes) pairs as a list, or InvalidInputError saying what they
+    are: bytes alone, or a pair alone, failed while unpacking with a ValueError or TypeError."""
+    how = "add_image_bytes takes a list of (name, bytes) pairs, e.g. [('cat.jpg', data)]"
+    if isinstance(images, (bytes, bytearray, memoryview, str)) or not isinstance(images, Iterable):
+        raise InvalidInputError(f"{how}, got {type(images).__name__}")
+    pairs = list(images)
+    for position, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)
+                and isinstance(pair[1], (bytes, bytearray, memoryview))):
+            shown = (f"a {type(pair).__name__} of ({', '.join(type(x).__name__ for x in pair)})"
+                     if isinstance(pair, (tuple, list)) and len(pair) <= 4 else type(pair).__name__)
+            raise InvalidInputError(f"{how}; entry {position} is {shown}")
+    return pairs
 
 
 def check_batch_size(batch_size: int | None) -> None:
@@ -321,8 +343,9 @@ class Ingestor:
         check_source(source)
         check_max_pixels(max_pixels)
         check_image_meta(meta, UPLOADED)  # before the first batch commits
+        images = _named_bytes(images)
         for name, _ in images:  # kept as meta["name"]: each is checked before the first batch commits
-            check_printable("image name", str(name), "names are")
+            check_printable("image name", name, "names are")
         report = AddReport()
         for chunk in batched(list(images), self.encoder.batch_size):
             prepared: list[PreparedImage] = []

@@ -42,11 +42,11 @@ from .report import describe
 from .settings import DEFAULT_ENCODER, EncoderIdentity, MemorySettings
 from .store import (Capabilities, Filter, InsertResult, Item, NewItem, Page, Store, check_label, check_meta,
                     check_new_location, check_source, create_store, open_store)
-from .store.base import MAX_DIM, Checkpoints, Where, plain_text
+from .store.base import MAX_DIM, Checkpoints, Where, check_weight, plain_text
 from .store.checkpoints import Checkpoint, RollbackReport
 from .store.checkpoints import check_name as check_checkpoint_name
 from .transform import FeatureTransform, TransformSpec
-from .vectors import as_rows, unit_rows, vector_hashes
+from .vectors import as_array, as_rows, unit_rows, vector_hashes
 
 Progress = Callable[[int], None]
 log = logging.getLogger("vismem")
@@ -118,16 +118,18 @@ def restriction(labels: Iterable[str] | None = None, sources: Iterable[str] | No
     return Filter.of(labels=labels, sources=sources, where=where)
 
 
-def query_images(images: Any, taker: str) -> list[str | Path | Image.Image]:
+def query_images(images: Any, taker: str, *, vectors_to: str | None = "classify_vectors"
+                 ) -> list[str | Path | Image.Image]:
     """The images a read takes (one may be given alone), each a file path or a PIL image:
     anything else (a numpy image, bytes) is refused naming the way in, where pathlib's
-    TypeError named none."""
-    given = listed(images)
+    TypeError named none (`vectors_to`: where vectors go instead, named for a numpy array)."""
+    given = listed(images, taker)
     for image in given:
         if not isinstance(image, (str, os.PathLike, Image.Image)):
             raise InvalidInputError(
                 f"{taker} takes image files or PIL images, got {type(image).__name__}"
-                + (": give a pixel array as PIL.Image.fromarray(array), or vectors to classify_vectors"
+                + (": give a pixel array as PIL.Image.fromarray(array)"
+                   + (f", or vectors to {vectors_to}" if vectors_to else "")
                    if isinstance(image, np.ndarray) else ""))
     return given
 
@@ -500,7 +502,7 @@ class Memory:
         check_batch_size(batch_size)
         check_max_pixels(max_pixels)  # here too: Ray's workers would each fail on it
         check_image_meta(meta)  # here too: on Ray, before any image is encoded
-        paths = listed(paths)
+        paths = listed(paths, "add_images")
         for given in paths:  # (pathlib's TypeError named no way forward)
             if not isinstance(given, (str, os.PathLike)):
                 raise InvalidInputError(
@@ -596,9 +598,11 @@ class Memory:
         relabel the item if the row's label is right. Items added before vismem kept these
         hashes have none, so their rows are not recognised.
         """
-        vectors = as_rows(np.asarray(vectors), self.dim)  # a memory map stays one: no row is read here
+        vectors = as_rows(as_array(vectors, self.dim), self.dim)  # a memory map stays one: no row is read here
         n = len(vectors)
         # one string is the label of every row, as one source is: list("cat") would be c, a, t
+        if not isinstance(labels, (str, Iterable)):  # np.int64(3): labels of a numeric array, one taken out
+            check_label(labels)
         labels = [labels] * n if isinstance(labels, str) else list(labels)
         if len(labels) != n:
             raise InvalidInputError(f"{n} vectors but {len(labels)} labels")
@@ -863,6 +867,7 @@ class Memory:
         if label is None and weight is None:
             raise InvalidInputError("update needs a new label or a weight")
         targets = possible_ids(ids)
+        check_weight(weight)  # before float(), which read "2" as 2.0
         value = None if weight is None else float(weight)
         label = plain_text(label)
         return self._commit(lambda store: store.update(targets, label=label, weight=value), touched=targets)

@@ -532,7 +532,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             neighbours = [Neighbor(int(self.ids_[r]), labels[j], float(1.0 - sims[j]), float(voted[j]),
                                    float(voted[j] / total) if total > 0 else 0.0, "", float(self._weights[r]))
                           for j, r in enumerate(rows[: params.k])]
-            label = self.classes_[int(np.argmax(shares))]
+            label = classes[int(np.argmax(shares))]  # a Python value, as proba's keys and the neighbours' labels
             out.append(Explanation(label, dict(zip(classes, shares.tolist(), strict=True)), neighbours, cf))
         return out
 
@@ -852,11 +852,12 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
 
         from .errors import InvalidInputError
         from .images import ImageReadError, decode_image, upright_rgb
-        from .ingest import listed
+        from .memory import query_images
 
         encoder = getattr(self, "encoder_", None) or self.fit().encoder_
         images = []
-        for position, item in enumerate(listed(X)):  # one path alone is one image
+        # one path alone is one image; a numpy image is refused naming PIL.Image.fromarray
+        for position, item in enumerate(query_images(X, "MemoryEncoder.transform", vectors_to=None)):
             try:  # a PIL image as its file shows it: upright, full range, over white
                 images.append(upright_rgb(item) if isinstance(item, Image.Image)
                               else decode_image(Path(item).read_bytes()))

@@ -27,11 +27,27 @@ SMALLEST_NORM = 2.0**-50
 _SMALLEST_SQUARE = SMALLEST_NORM**2  # (computed once: every single query compares with it)
 
 
+def as_array(vectors: object, dim: int) -> np.ndarray:
+    """`vectors` as a numpy array (a list of rows becomes one), or a BadVectorsError saying
+    what was given: np.asarray makes None or a generator a 0-d object array (whose shape
+    () named nothing), and raises its own ValueError for rows of unequal lengths."""
+    if isinstance(vectors, np.ndarray):  # (a memory map too: it stays one)
+        return vectors
+    try:
+        array = np.asarray(vectors)
+    except ValueError:
+        raise BadVectorsError(f"vectors must be rows of one length, as an array (n, {dim}) holds them: "
+                              "these rows are not") from None
+    if array.ndim == 0:
+        raise BadVectorsError(f"vectors are an array (n, {dim}) or a list of rows, got {type(vectors).__name__}")
+    return array
+
+
 def as_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """`vectors` as rows (n, dim), one vector as one row, or a clear error. Reads no row:
-    a memory map stays one."""
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
+    """`vectors` as rows (n, dim), one vector as one row (an empty one as none), or a clear
+    error. Reads no row: a memory map stays one."""
+    if vectors.ndim == 1:  # ([] was one row of no values: "got shape (1, 0)")
+        vectors = vectors[None, :] if len(vectors) else vectors.reshape(0, dim)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
         raise BadVectorsError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     return vectors
@@ -41,9 +57,10 @@ def unit_rows(vectors: np.ndarray, dim: int, *, queries: bool = False, first_row
     """Item (or, with `queries`, query) vectors as unit float32 rows (n, dim), or a clear
     error (naming rows from `first_row`, for a part of a larger array). Every search pays
     this, so the good case is a handful of numpy calls."""
-    vectors = np.asarray(vectors)
+    if not isinstance(vectors, np.ndarray):
+        vectors = as_array(vectors, dim)
     if vectors.ndim == 1:  # `as_rows` inline: every search pays this call
-        vectors = vectors[None, :]
+        vectors = vectors[None, :] if len(vectors) else vectors.reshape(0, dim)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
         raise BadVectorsError(f"expected vectors of dimension {dim}, got shape {tuple(vectors.shape)}")
     if vectors.dtype.kind not in "biuf":

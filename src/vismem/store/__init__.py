@@ -8,6 +8,7 @@ under their scheme; `open_store` and `create_store` pick by location.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -48,6 +49,9 @@ def location_text(location: str | Path) -> str:
 
 
 def _home(location: str | Path) -> Home | None:
+    if not isinstance(location, (str, os.PathLike)):  # None was opened as Path(None): a TypeError
+        raise InvalidInputError(f"a memory's location is a folder (a str or a Path) or a URI, got "
+                                f"{type(location).__name__} {location!r}")
     text = location_text(location)
     scheme, sep, _ = text.partition("://")
     if not sep:

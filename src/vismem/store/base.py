@@ -27,6 +27,7 @@ import re
 import unicodedata
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -99,7 +100,8 @@ def text_forms(texts: Iterable[str]) -> frozenset[str]:
 def check_label(label: object) -> str:
     """`label` as kept (NFC, see `canonical`), or InvalidInputError saying why it cannot be one."""
     if not isinstance(label, str):
-        raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}")
+        raise InvalidInputError(f"labels must be strings, got {type(label).__name__} {label!r}: convert them "
+                                "(str(label), or labels.astype(str) for an array)")
     check_text("label", label)
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInputError(f"labels are at most {MAX_LABEL_LENGTH} characters, got {len(label)}")
@@ -203,6 +205,10 @@ MAX_WEIGHT = 1e6  # the largest vote weight an item may carry
 
 
 def check_weight(weight: float | None) -> None:
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, Real)):
+        # float() read "2" as 2.0 and True as 1.0, and raised its own ValueError for "abc"
+        raise InvalidInputError(f"weight must be a finite number from 0 to {MAX_WEIGHT:,.0f}, got "
+                                f"{type(weight).__name__} {weight!r}")
     if weight is not None and not (np.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
         raise InvalidInputError(f"weight must be a finite number from 0 to {MAX_WEIGHT:,.0f}, got {weight}")
 
@@ -331,6 +337,11 @@ class Filter:
             raise InvalidInputError("labels and sources are lists of strings, not one string")
         labels = tuple(labels) if labels is not None else None
         sources = tuple(sources) if sources is not None else None
+        for kind, texts in (("labels", labels), ("sources", sources)):
+            for text in texts or ():  # kept as strings: labels=[3] would match nothing, without a word
+                if not isinstance(text, str):
+                    raise InvalidInputError(f"{kind} to restrict to are strings, as the memory keeps them, got "
+                                            f"{type(text).__name__} {text!r}: give [str(x) for x in {kind}]")
         # Every search and classify call builds its filter, usually one it built before:
         # recent ones are kept by their arguments (a third of a 64-d search's own cost once
         # FAISS has evicted the caches), and the same object finds its cached selection
