@@ -337,11 +337,6 @@ class Filter:
             raise InvalidInputError("labels and sources are lists of strings, not one string")
         labels = tuple(labels) if labels is not None else None
         sources = tuple(sources) if sources is not None else None
-        for kind, texts in (("labels", labels), ("sources", sources)):
-            for text in texts or ():  # kept as strings: labels=[3] would match nothing, without a word
-                if not isinstance(text, str):
-                    raise InvalidInputError(f"{kind} to restrict to are strings, as the memory keeps them, got "
-                                            f"{type(text).__name__} {text!r}: give [str(x) for x in {kind}]")
         # Every search and classify call builds its filter, usually one it built before:
         # recent ones are kept by their arguments (a third of a 64-d search's own cost once
         # FAISS has evicted the caches), and the same object finds its cached selection
@@ -356,6 +351,12 @@ class Filter:
             hashable = True
         except TypeError:  # a list or object value in `where`: not hashable as given
             hashable = False
+        # checked once per new filter (one kept was checked when made: a str equals no other type)
+        for kind, texts in (("labels", labels), ("sources", sources)):
+            for text in texts or ():  # kept as strings: labels=[3] would match nothing, without a word
+                if not isinstance(text, str):
+                    raise InvalidInputError(f"{kind} to restrict to are strings, as the memory keeps them, got "
+                                            f"{type(text).__name__} {text!r}: give [str(x) for x in {kind}]")
         made = cls(
             labels=text_forms(labels) if labels is not None else None,
             sources=text_forms(sources) if sources is not None else None,
