@@ -1055,3 +1055,42 @@ def test_a_save_holds_no_copy_of_the_index_in_ram(tmp_path):
     assert size > 25_000_000 and peak < 0.25 * size, (peak, size)
     loaded, _ = IVFPQIndex.load(tmp_path / "index", 128)
     assert len(loaded) == 100_000
+
+
+def test_opening_a_saved_index_holds_no_copy_of_it_in_ram(tmp_path):
+    """Opening read all of index.faiss into RAM, to check it, and FAISS built the index
+    from those bytes: about twice the index at its peak (6 GB to open a 3 GB index). The
+    checks read the file a block at a time and FAISS reads it from the same open file.
+    Measured with tracemalloc, which sees the bytes Python reads (FAISS's own C++
+    allocations, the index itself, it does not)."""
+    index = IVFPQIndex(128, train_min=10**9)  # untrained: float16 vectors, searched exactly
+    x = unit_vectors(100_000, 128)
+    index.add(np.arange(100_000), x)
+    index.save(tmp_path / "index", {})
+    tracemalloc.start()
+    try:
+        loaded, _ = IVFPQIndex.load(tmp_path / "index", 128)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = (tmp_path / "index" / "index.faiss").stat().st_size
+    assert size > 25_000_000 and peak < 0.25 * size, (peak, size)
+    assert len(loaded) == 100_000
+    assert np.array_equal(loaded.search(x[:20], 5).ids, index.search(x[:20], 5).ids)
+
+
+def test_faiss_reads_the_index_file_whose_checksums_were_checked(tmp_path):
+    """The checks and FAISS read index.faiss apart now: both through one open file, so
+    another process's save, which replaces the file by a rename in between, is not read
+    (its bytes were never checked against this meta.json)."""
+    for name, n in (("index", 500), ("other", 700)):
+        index = HNSWIndex(DIM)
+        index.add(np.arange(n), low_dim_vectors(n, seed=n))
+        index.save(tmp_path / name, {})
+
+    def replaced_then_read(file):
+        os.replace(tmp_path / "other" / "index.faiss", tmp_path / "index" / "index.faiss")
+        return HNSWIndex._read_faiss(file)
+
+    found = saved.read(tmp_path / "index", kind="hnsw", dim=DIM, read_index=replaced_then_read)
+    assert found.index.ntotal == 500 and len(found.ids) == 500

@@ -89,8 +89,8 @@ class HNSWIndex(RowIndex):
         graph = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
         return int(self._codes().nbytes + graph + self._n_rows * 9)
 
-    def _restore(self, blob: bytes, meta: dict) -> None:
-        self._faiss = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    def _restore(self, loaded: Any, meta: dict) -> None:
+        self._faiss = loaded
         self._applied = None
         if self._faiss.ntotal != meta["rows"]:
             raise ValueError("row count does not match")

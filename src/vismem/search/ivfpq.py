@@ -199,8 +199,7 @@ class IVFPQIndex(RowIndex):
             total += self._ivf.nlist * self.dim * 4
         return int(total)
 
-    def _restore(self, blob: bytes, meta: dict) -> None:
-        loaded = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    def _restore(self, loaded: Any, meta: dict) -> None:
         self._applied = None
         if isinstance(loaded, faiss.IndexRefine):
             self._faiss = loaded  # owns both parts; keep it alive with them

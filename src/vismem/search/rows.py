@@ -92,8 +92,8 @@ class RowIndex(VectorIndex):
     def _empty_like(self) -> RowIndex:
         raise NotImplementedError
 
-    def _restore(self, blob: bytes, meta: dict) -> None:
-        """Take the FAISS object from a saved blob."""
+    def _restore(self, loaded: Any, meta: dict) -> None:
+        """Take the FAISS object read from the saved files."""
         raise NotImplementedError
 
     @property
@@ -345,6 +345,12 @@ class RowIndex(VectorIndex):
         writer = faiss.PyCallbackIOWriter(file.write)  # type: ignore[attr-defined]  # (loaded by SWIG)
         faiss.write_index(self._faiss, writer)
 
+    @staticmethod
+    def _read_faiss(file: BinaryIO) -> Any:
+        # read a MiB at a time from the file saved.read checked: no copy of the index in RAM
+        reader = faiss.PyCallbackIOReader(file.read)  # type: ignore[attr-defined]  # (loaded by SWIG)
+        return faiss.read_index(reader)
+
     def held_bytes(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(live ids among these, their stored codes as the saved files keep them)."""
         rows = self._rows_of(np.asarray(ids, dtype=np.int64))
@@ -364,10 +370,10 @@ class RowIndex(VectorIndex):
     def load(cls, directory: Path, dim: int, meta: dict | None = None) -> tuple[RowIndex, dict]:
         """Read a saved index (`meta`: its meta.json, already read under the same lock);
         raises IndexFileError if it is missing or damaged."""
-        found = saved.read(directory, kind=cls.kind, dim=dim, meta=meta)
+        found = saved.read(directory, kind=cls.kind, dim=dim, read_index=cls._read_faiss, meta=meta)
         try:
             index = cls(dim, **found.meta["params"])
-            index._restore(found.blob, found.meta)
+            index._restore(found.index, found.meta)
             index._row_ids = RowIds(found.ids)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise IndexFileError(f"index data is damaged: {exc}") from exc

@@ -50,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -77,7 +77,7 @@ MAX_SLOTS = 1024  # holders at once that get a slot; any beyond go unnamed
 _SET_SLOT_LOCK = getattr(fcntl, "F_OFD_SETLK", None)
 _GET_SLOT_LOCK = getattr(fcntl, "F_OFD_GETLK", None)
 _beats = itertools.count(1)  # a record never repeats in this process, so a waiter sees each beat
-Read = Callable[[int, int], "bytes | memoryview"]  # bytes [start, stop) of a saved file or a blob in RAM
+Read = Callable[[int, int], bytes]  # bytes [start, stop) of a saved file
 
 
 class IndexFileError(Exception):
@@ -97,9 +97,10 @@ class SavedLayout:
 
 @dataclass(frozen=True)
 class SavedIndex:
-    """What `read` found: the FAISS blob, row ids and liveness, meta.json, and the layout."""
+    """What `read` found: what `read_index` made of index.faiss, row ids and liveness,
+    meta.json, and the layout."""
 
-    blob: bytes
+    index: Any
     ids: np.ndarray
     live: np.ndarray
     meta: dict
@@ -463,12 +464,18 @@ def scrub(directory: Path, layout: SavedLayout, rows: np.ndarray) -> None:
     sync_directory(directory)
 
 
-def read(directory: Path, *, kind: str, dim: int, meta: dict | None = None) -> SavedIndex:
+def read(directory: Path, *, kind: str, dim: int, read_index: Callable[[BinaryIO], Any],
+         meta: dict | None = None) -> SavedIndex:
     """Read and check a saved index; raises IndexFileError if it is missing or damaged.
+    `read_index(file)` reads FAISS's serialisation from index.faiss, once its checksums
+    are found true: from the file they were computed on (a save elsewhere replaces it by a
+    rename, which does not change the file held open), after reading it a block at a time,
+    so that no copy of the index is held in RAM beside the one FAISS builds. (It used to be
+    read whole and FAISS built the index from those bytes: twice the index at that peak.)
     `meta`: its meta.json as `saved_meta` read it under the same hold of `locked` (else
     it is read here)."""
     try:
-        return _read(directory, kind, dim, meta)
+        return _read(directory, kind, dim, meta, read_index)
     except IndexFileError:
         raise
     except (KeyError, TypeError, ValueError, OSError, RuntimeError, AttributeError) as exc:
@@ -485,25 +492,19 @@ def _read_meta(directory: Path) -> dict:
         raise IndexFileError(f"unreadable {META}: {exc}") from exc
 
 
-def _read(directory: Path, kind: str, dim: int, meta: dict | None) -> SavedIndex:
+def _read(directory: Path, kind: str, dim: int, meta: dict | None,
+          read_index: Callable[[BinaryIO], Any]) -> SavedIndex:
     meta = _read_meta(directory) if meta is None else meta
     if meta.get("format") != FILES_FORMAT or meta.get("kind") != kind or meta.get("dim") != dim:
         raise IndexFileError("saved index is of another kind, format or dimension")
-    blob = b""
     arrays: dict[str, np.ndarray] = {}
     for name, expect in meta["files"].items():
+        if name == "index.faiss":  # read last: FAISS's read takes longest
+            continue
         path = directory / name
         if not path.is_file() or path.stat().st_size != expect["size"]:
             raise IndexFileError(f"{name} is missing or has the wrong size")
         data = path.read_bytes()
-        if name == "index.faiss":
-            view = memoryview(data)  # slices of it copy nothing
-            if _crc(view[: meta.get("codes_offset", len(data))]) != expect["crc32"]:
-                raise IndexFileError(f"{name} is damaged (checksum)")
-            if "codes" in meta:  # (saves before these checksums have none)
-                _check_codes(view, meta["codes_offset"], meta["code_size"], meta["codes"])
-            blob = data
-            continue
         if expect["crc32"] is not None and _crc(data) != expect["crc32"]:
             raise IndexFileError(f"{name} is damaged (checksum)")
         try:
@@ -517,7 +518,27 @@ def _read(directory: Path, kind: str, dim: int, meta: dict | None) -> SavedIndex
         raise IndexFileError("row ids are damaged")
     layout = SavedLayout(n, meta["codes_offset"], meta["code_size"],
                          _npy_data_offset(directory / "live.npy"), meta.get("token"))
-    return SavedIndex(blob, ids.astype(np.int64), live.astype(bool), meta, layout)
+    index = _read_checked(directory / "index.faiss", meta["files"]["index.faiss"], meta, read_index)
+    return SavedIndex(index, ids.astype(np.int64), live.astype(bool), meta, layout)
+
+
+def _read_checked(path: Path, expect: dict, meta: dict, read_index: Callable[[BinaryIO], Any]) -> Any:
+    """`read_index` of index.faiss at `path` once its size and checksums (`expect`, and
+    the codes' in `meta`) are found true, on the bytes of one open file: its checks read it
+    a block at a time (pread, which leaves the file's position at 0), then FAISS reads it."""
+    if not path.is_file():
+        raise IndexFileError(f"{path.name} is missing or has the wrong size")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != expect["size"]:
+            raise IndexFileError(f"{path.name} is missing or has the wrong size")
+        read = partial(_pread, f.fileno())
+        if _crc_range(read, 0, meta.get("codes_offset", size)) != expect["crc32"]:
+            raise IndexFileError(f"{path.name} is damaged (checksum)")
+        if "codes" in meta:  # (saves before these checksums have none)
+            _check_codes(read, size, meta["codes_offset"], meta["code_size"], meta["codes"])
+        f.seek(0)
+        return read_index(f)
 
 
 def _codes_offset(read: Read, size: int, codes: np.ndarray) -> int:
@@ -550,9 +571,8 @@ def _codes_checksums(read: Read, size: int, offset: int, code_size: int, rows: i
             "tail_crc32": _crc_range(read, end, size)}
 
 
-def _check_codes(blob: memoryview, offset: int, code_size: int, expect: dict) -> None:
-    found = _codes_checksums(partial(_slice, blob), len(blob), offset, code_size, expect["rows"],
-                             expect["block_rows"])
+def _check_codes(read: Read, size: int, offset: int, code_size: int, expect: dict) -> None:
+    found = _codes_checksums(read, size, offset, code_size, expect["rows"], expect["block_rows"])
     if found["tail_crc32"] != expect["tail_crc32"] or len(found["crc32"]) != len(expect["crc32"]):
         raise IndexFileError("index.faiss is damaged (checksum after the vectors)")
     for block, (crc, want) in enumerate(zip(found["crc32"], expect["crc32"], strict=True)):
@@ -564,10 +584,6 @@ def _check_codes(blob: memoryview, offset: int, code_size: int, expect: dict) ->
 
 def _pread(fd: int, start: int, stop: int) -> bytes:
     return os.pread(fd, stop - start, start)  # (callers read a block at a time: never short)
-
-
-def _slice(blob: memoryview, start: int, stop: int) -> memoryview:
-    return blob[start:stop]
 
 
 def _crc(data: bytes | memoryview) -> int:
