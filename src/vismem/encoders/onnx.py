@@ -312,7 +312,7 @@ def _identify(name: str, weights: str | Path | None) -> tuple[str, str] | None:
     "onnx",
     "your own ONNX model, e.g. onnx:model.onnx?image_size=224&mean=0.5,0.5,0.5&std=0.5,0.5,0.5 "
     "(options or the model's vismem.* metadata; float NCHW or NHWC input); needs onnxruntime",
-    prefix=True, identify=_identify, devices=("cpu", "cuda"), precisions=("fp32",),
+    prefix=True, identify=_identify, devices=("cpu", "cuda"), precisions=("fp32",), runtimes=("onnx",),
 )
 def build_onnx(spec: str, weights: str | Path | None = None,
                options: EncoderOptions | None = None) -> Encoder:

@@ -23,6 +23,7 @@ _PREFIX_BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _IDENTIFY: dict[str, Identify] = {}
 _SUPPORTS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {}
+_RUNTIMES: dict[str, tuple[str, ...] | None] = {}
 
 
 def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str] | None:
@@ -34,11 +35,13 @@ def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str
 
 def register(name: str, description: str, *, prefix: bool = False,
              identify: Identify = weights_file_digest, devices: tuple[str, ...] | None = None,
-             precisions: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
+             precisions: tuple[str, ...] | None = None,
+             runtimes: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
     """Register a builder under `name`, or for every `name:<model>` when `prefix` is set.
     `identify` says the first two parts of its encoders' id without building one.
     `devices` (kinds: cpu, cuda, mps) and `precisions` are those its encoders can run on,
-    when not all: others given are refused before it builds (`check_supported`)."""
+    when not all: others given are refused before it builds (`check_supported`).
+    `runtimes` (torch, onnx) likewise, when not both; () for an encoder with no model."""
 
     def decorate(builder: Builder) -> Builder:
         key = f"{name}:" if prefix else name
@@ -46,6 +49,7 @@ def register(name: str, description: str, *, prefix: bool = False,
         _DESCRIPTIONS[f"{name}:<model>" if prefix else name] = description
         _IDENTIFY[key] = identify
         _SUPPORTS[key] = (devices, precisions)
+        _RUNTIMES[key] = runtimes
         return builder
 
     return decorate
@@ -59,6 +63,12 @@ def supports_device(name: str, device: str) -> bool:
     """Whether the encoder `name` can run on `device` (cpu, cuda, cuda:N, mps)."""
     devices = _SUPPORTS.get(_key(name), (None, None))[0]
     return devices is None or device.partition(":")[0] in devices
+
+
+def supports_runtime(name: str, runtime: str) -> bool:
+    """Whether the encoder `name` can run on `runtime` (torch or onnx)."""
+    runtimes = _RUNTIMES.get(_key(name))
+    return runtimes is None or runtime in runtimes
 
 
 def check_supported(name: str, options: EncoderOptions) -> None:
