@@ -181,3 +181,16 @@ def test_ray_adds_to_a_memory_of_your_own_onnx_model(cluster, folder, tmp_path, 
         ours, theirs = vectors_by_path(a), vectors_by_path(b)
     assert list(ours) == list(theirs)
     assert min(float(np.dot(ours[p], theirs[p])) for p in ours) > 0.9999
+
+
+def test_a_runtime_the_encoder_cannot_run_on_is_refused_before_ray_starts(cluster, folder, tmp_path, cli):
+    """The driver passed --runtime torch to every encoder, so the pixels encoder took it,
+    on Ray and off; on Ray, a --runtime an encoder refuses failed in each actor. Now it is
+    refused as a plain add refuses it, before anything is read."""
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    refused = cli("add", memdir, folder, "--ray", "local", "--runtime", "torch", "--json")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == "error: encoder pixels has no model to run on torch: drop --runtime torch\n"
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 0

@@ -71,13 +71,23 @@ def supports_runtime(name: str, runtime: str) -> bool:
     return runtimes is None or runtime in runtimes
 
 
+_RUNTIME_NAMES = {"torch": "torch", "onnx": "ONNX Runtime"}
+
+
 def check_supported(name: str, options: EncoderOptions) -> None:
-    """Refuse a device or precision the encoder `name` cannot run on, as an impossible
-    `--runtime` is refused, rather than run elsewhere without a word. `options` as given:
-    a device from VISMEM_DEVICE (`device` None) is this machine's default for models, and
-    an encoder without one runs where it can."""
+    """Refuse a runtime, device or precision the encoder `name` cannot run on, as an
+    impossible `--runtime` is refused for a torch model, rather than run elsewhere without
+    a word. `options` as given: a device from VISMEM_DEVICE (`device` None) is this
+    machine's default for models, and an encoder without one runs where it can."""
     devices, precisions = _SUPPORTS.get(_key(name), (None, None))
-    device, precision = options.device, options.precision
+    device, precision, runtime = options.device, options.precision, options.runtime
+    runtimes = _RUNTIMES.get(_key(name))
+    if runtime != "auto" and not supports_runtime(name, runtime):
+        if not runtimes:
+            raise InvalidInputError(f"encoder {name} has no model to run on {_RUNTIME_NAMES[runtime]}: "
+                                    f"drop --runtime {runtime}")
+        raise InvalidInputError(f"encoder {name} runs on {' or '.join(_RUNTIME_NAMES[r] for r in runtimes)} only, "
+                                f"not {_RUNTIME_NAMES[runtime]}: drop --runtime {runtime}")
     if devices is not None and device not in (None, "auto") and not supports_device(name, device):
         raise InvalidInputError(f"encoder {name} runs on {' or '.join(devices)} only, not {device}: "
                                 f"drop --device {device}")
