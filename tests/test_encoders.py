@@ -6,7 +6,7 @@ from PIL import Image
 from skimage import data
 
 from vismem.encoders import EncoderOptions, available_encoders, create_encoder
-from vismem.errors import EncoderError
+from vismem.errors import EncoderError, InvalidInputError
 
 from conftest import json_lines
 
@@ -140,6 +140,27 @@ def test_a_model_or_tag_that_does_not_exist_is_named_before_any_download(monkeyp
     assert "download" not in str(caught.value)
     with pytest.raises(EncoderError, match="--weights FILE"):  # real ones still say how to do without
         create_encoder("open_clip:ViT-B-32@openai")
+
+
+@pytest.mark.parametrize("name", ["resnet50", "timm:resnet18", "open_clip:ViT-B-32", "efficientnet_lite0"])
+def test_a_runtime_plan_that_cannot_run_is_refused_before_weights_load(name, tmp_path, monkeypatch):
+    """`resnet50 --runtime onnx --device cuda` downloaded the weights and built the model, and
+    only then was the combination refused. The plan is checked first: offline, its error is
+    the plan's, not "could not download"; with a file that is not the model's weights, the
+    plan's, not the file's (the file is never loaded)."""
+    pytest.importorskip(name.partition(":")[0] if ":" in name else "torch")
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not weights")
+    for weights in (None, junk):
+        if name == "efficientnet_lite0" and weights is None:
+            continue  # its weights ship with it: nothing to download
+        with pytest.raises(InvalidInputError, match="--runtime onnx runs in fp32, not fp16"):
+            create_encoder(name, weights=weights,
+                           options=EncoderOptions(runtime="onnx", device="cpu", precision="fp16"))
+        # on a machine without CUDA it has none; on one with, ONNX Runtime is for the CPU
+        with pytest.raises(InvalidInputError, match="no CUDA GPU is visible|--runtime onnx runs on the CPU"):
+            create_encoder(name, weights=weights, options=EncoderOptions(runtime="onnx", device="cuda"))
 
 
 def test_timm_weights_saved_with_their_classifier_load(tmp_path):

@@ -41,7 +41,9 @@ def register(name: str, description: str, *, prefix: bool = False,
     `identify` says the first two parts of its encoders' id without building one.
     `devices` (kinds: cpu, cuda, mps) and `precisions` are those its encoders can run on,
     when not all: others given are refused before it builds (`check_supported`).
-    `runtimes` (torch, onnx) likewise, when not both; () for an encoder with no model."""
+    `runtimes` (torch, onnx) likewise, when not both; () for an encoder with no model. An
+    encoder that runs on torch is a torch model: `create_encoder` resolves its plan
+    (`options.resolve_plan`) before it builds."""
 
     def decorate(builder: Builder) -> Builder:
         key = f"{name}:" if prefix else name
@@ -126,10 +128,16 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
     options = options or EncoderOptions()
     check_supported(name, options)
     options = options.with_env()
+    prefix, _, model = name.partition(":")
+    if name not in _BUILDERS and not (model and prefix in _PREFIX_BUILDERS):
+        known = ", ".join(sorted(available_encoders()))
+        raise EncoderError(f"unknown encoder {name!r}; available: {known}")
+    if supports_runtime(name, "torch"):
+        # A torch model: a device, runtime and precision that cannot go together (--runtime
+        # onnx --device cuda) are refused now, not once its weights are downloaded and built.
+        from .runtime import plan_for
+
+        plan_for(options)
     if name in _BUILDERS:
         return _BUILDERS[name](weights=weights, options=options)
-    prefix, _, model = name.partition(":")
-    if model and prefix in _PREFIX_BUILDERS:
-        return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
-    known = ", ".join(sorted(available_encoders()))
-    raise EncoderError(f"unknown encoder {name!r}; available: {known}")
+    return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
