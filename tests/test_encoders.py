@@ -117,6 +117,43 @@ def test_open_clip_adapter_from_a_weights_file(tmp_path, monkeypatch):
         create_encoder("open_clip:NoSuchNet")
 
 
+def test_an_open_clip_weights_file_given_as_its_tag_is_named_by_its_digest(tmp_path, monkeypatch):
+    """`open_clip:MODEL@/path/file` kept the id "open_clip-/path/file" whatever the file held,
+    so a memory took vectors from weights saved over that file without a word (and offline
+    the file was refused: "could not download"). The file's digest names it now, as with
+    --weights FILE; a published tag is still a tag, even beside a file of that name."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    from vismem import Memory
+    from vismem.encoders.registry import known_weights
+
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("ViT-S-32").state_dict(), path)
+
+    path = tmp_path / "clip.pth"
+    save(0)
+    name = f"open_clip:ViT-S-32@{path}"
+    monkeypatch.delenv("VISMEM_OFFLINE", raising=False)  # a local file needs no network
+    torch_only = EncoderOptions(runtime="torch")  # no ONNX export: ids are the same on any runtime
+    with Memory.create(tmp_path / "m", encoder=name, encoder_options=torch_only) as memory:
+        made = memory.encoder.id
+    assert made == create_encoder("open_clip:ViT-S-32", weights=path, options=torch_only).id  # as --weights FILE
+    assert known_weights(name) == ("open_clip:ViT-S-32", made.split(":")[2])  # checked before a build
+    save(1)  # other weights saved over the file
+    with Memory.open(tmp_path / "m", encoder_options=torch_only) as memory, \
+            pytest.raises(EncoderError, match="now has id"):
+        _ = memory.encoder
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    assert create_encoder(name, options=torch_only).id != made  # offline too
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "openai").write_bytes(b"")  # not what open_clip:ViT-B-32@openai means
+    assert known_weights("open_clip:ViT-B-32@openai") is None  # known only once downloaded
+    with pytest.raises(EncoderError, match="could not download the open_clip:ViT-B-32@openai weights"):
+        create_encoder("open_clip:ViT-B-32@openai")
+
+
 def test_unknown_encoder_lists_the_known_ones():
     with pytest.raises(EncoderError, match="efficientnet_lite0"):
         create_encoder("vgg-imaginary")
