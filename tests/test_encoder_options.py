@@ -203,6 +203,26 @@ def test_an_option_value_that_cannot_be_is_bad_usage(cli, tmp_path, monkeypatch)
     assert not (tmp_path / "m").exists()
 
 
+def test_a_runtime_the_pixels_encoder_has_none_of_is_refused(cli, tmp_path):
+    """The pixels encoder refused --runtime onnx but took --runtime torch, and ran in numpy,
+    without a word. Either is refused now, before anything is made, as --device cuda is."""
+    for runtime, words in (("torch", "encoder pixels has no model to run on torch: drop --runtime torch"),
+                           ("onnx", "encoder pixels has no model to run on ONNX Runtime: drop --runtime onnx")):
+        with pytest.raises(InvalidInputError, match=words):
+            create_encoder("pixels", options=EncoderOptions(runtime=runtime))
+        refused = cli("create", tmp_path / runtime, "--encoder", "pixels", "--runtime", runtime)
+        assert refused.returncode == 1 and refused.stderr == f"error: {words}\n"
+        assert not (tmp_path / runtime).exists()
+    assert create_encoder("pixels", options=EncoderOptions(runtime="auto")).runtime.runtime == "numpy"
+    cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(image)
+    refused = cli("add", tmp_path / "m", image, "--label", "a", "--runtime", "torch")
+    assert refused.returncode == 1 and "drop --runtime torch" in refused.stderr
+    with Memory.open(tmp_path / "m") as memory:
+        assert len(memory) == 0
+
+
 def test_a_device_or_precision_an_encoder_cannot_run_on_is_refused(cli, tmp_path, monkeypatch):
     """The pixels encoder took --device cuda and --precision fp16 and ran in numpy on the CPU
     in fp32 without a word. Refused now before anything is made, as --runtime onnx for it is

@@ -6,7 +6,7 @@ from PIL import Image
 from skimage import data
 
 from vismem.encoders import EncoderOptions, available_encoders, create_encoder
-from vismem.errors import EncoderError
+from vismem.errors import EncoderError, InvalidInputError
 
 from conftest import json_lines
 
@@ -117,6 +117,43 @@ def test_open_clip_adapter_from_a_weights_file(tmp_path, monkeypatch):
         create_encoder("open_clip:NoSuchNet")
 
 
+def test_an_open_clip_weights_file_given_as_its_tag_is_named_by_its_digest(tmp_path, monkeypatch):
+    """`open_clip:MODEL@/path/file` kept the id "open_clip-/path/file" whatever the file held,
+    so a memory took vectors from weights saved over that file without a word (and offline
+    the file was refused: "could not download"). The file's digest names it now, as with
+    --weights FILE; a published tag is still a tag, even beside a file of that name."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    from vismem import Memory
+    from vismem.encoders.registry import known_weights
+
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("ViT-S-32").state_dict(), path)
+
+    path = tmp_path / "clip.pth"
+    save(0)
+    name = f"open_clip:ViT-S-32@{path}"
+    monkeypatch.delenv("VISMEM_OFFLINE", raising=False)  # a local file needs no network
+    torch_only = EncoderOptions(runtime="torch")  # no ONNX export: ids are the same on any runtime
+    with Memory.create(tmp_path / "m", encoder=name, encoder_options=torch_only) as memory:
+        made = memory.encoder.id
+    assert made == create_encoder("open_clip:ViT-S-32", weights=path, options=torch_only).id  # as --weights FILE
+    assert known_weights(name) == ("open_clip:ViT-S-32", made.split(":")[2])  # checked before a build
+    save(1)  # other weights saved over the file
+    with Memory.open(tmp_path / "m", encoder_options=torch_only) as memory, \
+            pytest.raises(EncoderError, match="now has id"):
+        _ = memory.encoder
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    assert create_encoder(name, options=torch_only).id != made  # offline too
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "openai").write_bytes(b"")  # not what open_clip:ViT-B-32@openai means
+    assert known_weights("open_clip:ViT-B-32@openai") is None  # known only once downloaded
+    with pytest.raises(EncoderError, match="could not download the open_clip:ViT-B-32@openai weights"):
+        create_encoder("open_clip:ViT-B-32@openai")
+
+
 def test_unknown_encoder_lists_the_known_ones():
     with pytest.raises(EncoderError, match="efficientnet_lite0"):
         create_encoder("vgg-imaginary")
@@ -140,6 +177,27 @@ def test_a_model_or_tag_that_does_not_exist_is_named_before_any_download(monkeyp
     assert "download" not in str(caught.value)
     with pytest.raises(EncoderError, match="--weights FILE"):  # real ones still say how to do without
         create_encoder("open_clip:ViT-B-32@openai")
+
+
+@pytest.mark.parametrize("name", ["resnet50", "timm:resnet18", "open_clip:ViT-B-32", "efficientnet_lite0"])
+def test_a_runtime_plan_that_cannot_run_is_refused_before_weights_load(name, tmp_path, monkeypatch):
+    """`resnet50 --runtime onnx --device cuda` downloaded the weights and built the model, and
+    only then was the combination refused. The plan is checked first: offline, its error is
+    the plan's, not "could not download"; with a file that is not the model's weights, the
+    plan's, not the file's (the file is never loaded)."""
+    pytest.importorskip(name.partition(":")[0] if ":" in name else "torch")
+    monkeypatch.setenv("VISMEM_OFFLINE", "1")
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not weights")
+    for weights in (None, junk):
+        if name == "efficientnet_lite0" and weights is None:
+            continue  # its weights ship with it: nothing to download
+        with pytest.raises(InvalidInputError, match="--runtime onnx runs in fp32, not fp16"):
+            create_encoder(name, weights=weights,
+                           options=EncoderOptions(runtime="onnx", device="cpu", precision="fp16"))
+        # on a machine without CUDA it has none; on one with, ONNX Runtime is for the CPU
+        with pytest.raises(InvalidInputError, match="no CUDA GPU is visible|--runtime onnx runs on the CPU"):
+            create_encoder(name, weights=weights, options=EncoderOptions(runtime="onnx", device="cuda"))
 
 
 def test_timm_weights_saved_with_their_classifier_load(tmp_path):

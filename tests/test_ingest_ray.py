@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import free_port
+from conftest import free_port, json_lines
 from vismem import Memory
 from vismem.datasets import split_per_class, write_image_folder
 from vismem.ingest_ray import plan_for
@@ -161,3 +161,36 @@ def test_ray_fills_a_milvus_memory(cluster, folder, milvus_location):
         assert len(report.added) == 12 and len(memory) == 12
         hit = memory.classify([folder / "2" / sorted(p.name for p in (folder / "2").iterdir())[0]], k=1)[0]
         assert hit.neighbors[0].distance == pytest.approx(0, abs=1e-5)
+
+
+def test_ray_adds_to_a_memory_of_your_own_onnx_model(cluster, folder, tmp_path, cli):
+    """`vismem add --ray` on an `onnx:PATH` memory always failed: the driver loaded the
+    encoder (for its preprocessing) with --runtime torch, which an onnx:PATH encoder refuses."""
+    from test_onnx_runtime import export_user_model
+
+    model = tmp_path / "mine.onnx"
+    export_user_model(model)
+    plain, on_ray = tmp_path / "plain", tmp_path / "ray"
+    for memdir in (plain, on_ray):
+        cli("create", memdir, "--encoder", f"onnx:{model}", check=True)
+    cli("add", plain, folder)
+    added = cli("add", on_ray, folder, "--ray", "local", "--json")
+    assert added.returncode == 3, added.stderr  # broken.png and empty.jpg are skipped
+    assert json_lines(added)[-1]["added"] == 12
+    with Memory.open(plain) as a, Memory.open(on_ray) as b:
+        ours, theirs = vectors_by_path(a), vectors_by_path(b)
+    assert list(ours) == list(theirs)
+    assert min(float(np.dot(ours[p], theirs[p])) for p in ours) > 0.9999
+
+
+def test_a_runtime_the_encoder_cannot_run_on_is_refused_before_ray_starts(cluster, folder, tmp_path, cli):
+    """The driver passed --runtime torch to every encoder, so the pixels encoder took it,
+    on Ray and off; on Ray, a --runtime an encoder refuses failed in each actor. Now it is
+    refused as a plain add refuses it, before anything is read."""
+    memdir = tmp_path / "mem"
+    cli("create", memdir, "--encoder", "pixels", check=True)
+    refused = cli("add", memdir, folder, "--ray", "local", "--runtime", "torch", "--json")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == "error: encoder pixels has no model to run on torch: drop --runtime torch\n"
+    with Memory.open(memdir) as memory:
+        assert len(memory) == 0

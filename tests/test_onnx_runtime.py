@@ -161,7 +161,7 @@ def test_runtime_choice_is_not_identity(cache, lite0):
 
 
 def test_runtime_onnx_for_a_model_free_encoder_is_an_error():
-    with pytest.raises(EncoderError, match="no model"):
+    with pytest.raises(InvalidInputError, match="no model"):
         create_encoder("pixels", options=EncoderOptions(runtime="onnx"))
 
 
@@ -236,7 +236,7 @@ def test_onnx_path_errors_name_the_fix(tmp_path):
         create_encoder(f"onnx:{tmp_path / 'missing.onnx'}")
     path = tmp_path / "m.onnx"
     export_user_model(path)
-    with pytest.raises(EncoderError, match="drop --runtime torch"):
+    with pytest.raises(InvalidInputError, match="runs on ONNX Runtime only, not torch: drop --runtime torch"):
         create_encoder(f"onnx:{path}", options=EncoderOptions(runtime="torch"))
     with pytest.raises(EncoderError, match="unknown option"):
         create_encoder(f"onnx:{path}?size=3")

@@ -30,7 +30,7 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .encoders.registry import known_weights
+from .encoders.registry import check_supported, known_weights, supports_runtime
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
                      NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
@@ -514,9 +514,15 @@ class Memory:
         if ray is not None:
             from .ingest_ray import add_files_on_ray
 
-            # Here only preprocessing and identity are needed (loaded on the CPU); the
-            # cluster's actors run the model with this memory's encoder options.
-            driver = self._encoder or self._load_encoder(EncoderOptions(device="cpu", runtime="torch"))
+            name = self.store.identity.name
+            if name is not None and self._encoder_options is not None:
+                # refused here, as a plain add refuses it, not by each actor once Ray has started
+                check_supported(name, self._encoder_options)
+            # Here only preprocessing and identity are needed (loaded on the CPU, on torch when
+            # the encoder runs on it: no ONNX export here); the cluster's actors run the model
+            # with this memory's encoder options.
+            driver = self._encoder or self._load_encoder(EncoderOptions(
+                device="cpu", runtime="torch" if supports_runtime(name or "", "torch") else "auto"))
             return add_files_on_ray(
                 self._ingestor(driver), [Path(p) for p in paths], address=ray, label=label, source=source,
                 batch_size=batch_size, allow_duplicates=allow_duplicates, meta=meta, max_pixels=max_pixels,

@@ -312,7 +312,7 @@ def _identify(name: str, weights: str | Path | None) -> tuple[str, str] | None:
     "onnx",
     "your own ONNX model, e.g. onnx:model.onnx?image_size=224&mean=0.5,0.5,0.5&std=0.5,0.5,0.5 "
     "(options or the model's vismem.* metadata; float NCHW or NHWC input); needs onnxruntime",
-    prefix=True, identify=_identify, devices=("cpu", "cuda"), precisions=("fp32",),
+    prefix=True, identify=_identify, devices=("cpu", "cuda"), precisions=("fp32",), runtimes=("onnx",),
 )
 def build_onnx(spec: str, weights: str | Path | None = None,
                options: EncoderOptions | None = None) -> Encoder:
@@ -320,9 +320,7 @@ def build_onnx(spec: str, weights: str | Path | None = None,
         raise EncoderError("an onnx:PATH encoder's weights are the model file itself; drop --weights")
     if not onnx_installed():
         raise EncoderError("onnx:PATH encoders need onnxruntime: run `pip install onnxruntime`")
-    options = options or EncoderOptions()
-    if options.runtime == "torch":
-        raise EncoderError("an onnx:PATH encoder runs on ONNX Runtime only; drop --runtime torch")
+    options = options or EncoderOptions()  # (--runtime torch: refused by create_encoder)
     path, given = _parse_spec(spec)
     if not path.is_file():
         raise EncoderError(f"onnx model file not found: {path}")

@@ -13,13 +13,13 @@ from .registry import register
 
 
 @register("pixels", "raw pixels, 16x16 RGB, mean-centred (768-d): instant, no model; a baseline",
-          identify=lambda name, weights: ("pixels", "none"), devices=("cpu",), precisions=("fp32",))
+          identify=lambda name, weights: ("pixels", "none"), devices=("cpu",), precisions=("fp32",),
+          runtimes=())
 def build_pixels(weights: str | Path | None = None, options: EncoderOptions | None = None) -> Encoder:
     if weights is not None:
         raise EncoderError("the pixels encoder has no weights; drop --weights")
+    # (a --runtime, --device or --precision it cannot run on: refused by create_encoder)
     options = options or EncoderOptions()
-    if options.runtime == "onnx":
-        raise EncoderError("the pixels encoder has no model to run on ONNX Runtime; drop --runtime")
 
     def embed(batch: np.ndarray) -> np.ndarray:
         flat = batch.reshape(len(batch), -1)

@@ -23,6 +23,7 @@ _PREFIX_BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _IDENTIFY: dict[str, Identify] = {}
 _SUPPORTS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {}
+_RUNTIMES: dict[str, tuple[str, ...] | None] = {}
 
 
 def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str] | None:
@@ -34,11 +35,15 @@ def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str
 
 def register(name: str, description: str, *, prefix: bool = False,
              identify: Identify = weights_file_digest, devices: tuple[str, ...] | None = None,
-             precisions: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
+             precisions: tuple[str, ...] | None = None,
+             runtimes: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
     """Register a builder under `name`, or for every `name:<model>` when `prefix` is set.
     `identify` says the first two parts of its encoders' id without building one.
     `devices` (kinds: cpu, cuda, mps) and `precisions` are those its encoders can run on,
-    when not all: others given are refused before it builds (`check_supported`)."""
+    when not all: others given are refused before it builds (`check_supported`).
+    `runtimes` (torch, onnx) likewise, when not both; () for an encoder with no model. An
+    encoder that runs on torch is a torch model: `create_encoder` resolves its plan
+    (`options.resolve_plan`) before it builds."""
 
     def decorate(builder: Builder) -> Builder:
         key = f"{name}:" if prefix else name
@@ -46,6 +51,7 @@ def register(name: str, description: str, *, prefix: bool = False,
         _DESCRIPTIONS[f"{name}:<model>" if prefix else name] = description
         _IDENTIFY[key] = identify
         _SUPPORTS[key] = (devices, precisions)
+        _RUNTIMES[key] = runtimes
         return builder
 
     return decorate
@@ -61,13 +67,29 @@ def supports_device(name: str, device: str) -> bool:
     return devices is None or device.partition(":")[0] in devices
 
 
+def supports_runtime(name: str, runtime: str) -> bool:
+    """Whether the encoder `name` can run on `runtime` (torch or onnx)."""
+    runtimes = _RUNTIMES.get(_key(name))
+    return runtimes is None or runtime in runtimes
+
+
+_RUNTIME_NAMES = {"torch": "torch", "onnx": "ONNX Runtime"}
+
+
 def check_supported(name: str, options: EncoderOptions) -> None:
-    """Refuse a device or precision the encoder `name` cannot run on, as an impossible
-    `--runtime` is refused, rather than run elsewhere without a word. `options` as given:
-    a device from VISMEM_DEVICE (`device` None) is this machine's default for models, and
-    an encoder without one runs where it can."""
+    """Refuse a runtime, device or precision the encoder `name` cannot run on, as an
+    impossible `--runtime` is refused for a torch model, rather than run elsewhere without
+    a word. `options` as given: a device from VISMEM_DEVICE (`device` None) is this
+    machine's default for models, and an encoder without one runs where it can."""
     devices, precisions = _SUPPORTS.get(_key(name), (None, None))
-    device, precision = options.device, options.precision
+    device, precision, runtime = options.device, options.precision, options.runtime
+    runtimes = _RUNTIMES.get(_key(name))
+    if runtime != "auto" and not supports_runtime(name, runtime):
+        if not runtimes:
+            raise InvalidInputError(f"encoder {name} has no model to run on {_RUNTIME_NAMES[runtime]}: "
+                                    f"drop --runtime {runtime}")
+        raise InvalidInputError(f"encoder {name} runs on {' or '.join(_RUNTIME_NAMES[r] for r in runtimes)} only, "
+                                f"not {_RUNTIME_NAMES[runtime]}: drop --runtime {runtime}")
     if devices is not None and device not in (None, "auto") and not supports_device(name, device):
         raise InvalidInputError(f"encoder {name} runs on {' or '.join(devices)} only, not {device}: "
                                 f"drop --device {device}")
@@ -106,10 +128,16 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
     options = options or EncoderOptions()
     check_supported(name, options)
     options = options.with_env()
+    prefix, _, model = name.partition(":")
+    if name not in _BUILDERS and not (model and prefix in _PREFIX_BUILDERS):
+        known = ", ".join(sorted(available_encoders()))
+        raise EncoderError(f"unknown encoder {name!r}; available: {known}")
+    if supports_runtime(name, "torch"):
+        # A torch model: a device, runtime and precision that cannot go together (--runtime
+        # onnx --device cuda) are refused now, not once its weights are downloaded and built.
+        from .runtime import plan_for
+
+        plan_for(options)
     if name in _BUILDERS:
         return _BUILDERS[name](weights=weights, options=options)
-    prefix, _, model = name.partition(":")
-    if model and prefix in _PREFIX_BUILDERS:
-        return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
-    known = ", ".join(sorted(available_encoders()))
-    raise EncoderError(f"unknown encoder {name!r}; available: {known}")
+    return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)

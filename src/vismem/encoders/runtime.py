@@ -141,9 +141,10 @@ def fallback(message: str) -> str:
 
 
 def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id: str, model,
-                  options: EncoderOptions | None = None) -> Encoder:
+                  options: EncoderOptions | None = None, *, id_name: str | None = None) -> Encoder:
     """An Encoder running `model`, a module mapping normalised (n, 3, H, W) -> (n, dim),
-    on the device, runtime and precision that `options` resolve to."""
+    on the device, runtime and precision that `options` resolve to. `id_name`: what its
+    id calls it, when `name` holds more (a weights file's path)."""
     options = options or EncoderOptions()
     plan = plan_for(options)
     notes: list[str] = []
@@ -152,7 +153,7 @@ def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id:
     if plan.runtime == "onnx":
         from .onnx import exported_forward
 
-        forward, note = exported_forward(model, encoder_id(name, weights_id, preprocessing), preprocessing,
+        forward, note = exported_forward(model, encoder_id(id_name or name, weights_id, preprocessing), preprocessing,
                                          lambda: TorchForward(model, preprocessing))
         if forward is None:
             notes.append(fallback(f"{name}: ONNX Runtime not used, running torch instead: {note}"))
@@ -178,7 +179,7 @@ def torch_encoder(name: str, dim: int, preprocessing: Preprocessing, weights_id:
                           "torch" if torch_forward is not None else "onnx", precision,
                           options.decode_workers, tuple(notes))
     return Encoder(name, dim, preprocessing, weights_id, forward, batch_size=batch_size,
-                   module=model, runtime=runtime)
+                   module=model, runtime=runtime, id_name=id_name)
 
 
 def planned_runtime(encoder_name: str | None, options: EncoderOptions | None = None) -> RuntimeInfo | None:

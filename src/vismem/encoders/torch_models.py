@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import EncoderError, clause
 from .base import Encoder, Preprocessing, file_digest
 from .options import EncoderOptions
-from .registry import register
+from .registry import register, weights_file_digest
 from .runtime import torch_encoder
 
 OFFLINE_ENV = "VISMEM_OFFLINE"
@@ -190,11 +190,33 @@ def build_timm(model_name: str, weights: str | Path | None = None,
     return torch_encoder(f"timm:{model_name}", dim, prep, weights_id, network, options)
 
 
+def _local_tag(tag: str, published: Sequence[str]) -> Path | None:
+    """The weights file an `open_clip:MODEL@TAG` names, when TAG is one (a published tag
+    of the model comes first, even where a file of that name lies in the working folder)."""
+    return Path(tag) if tag and tag not in published and Path(tag).is_file() else None
+
+
+def _identify_open_clip(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """As `weights_file_digest`; `open_clip:MODEL@FILE` is `open_clip:MODEL` with the file's
+    digest, as with --weights FILE. A hub tag's weights are known only once downloaded."""
+    if weights is not None:
+        return weights_file_digest(name, weights)
+    model_name, _, tag = name.partition(":")[2].partition("@")
+    if not tag or not Path(tag).is_file():  # (before importing open_clip: a hub tag is no file)
+        return None
+    try:
+        import open_clip
+    except ImportError:
+        return None
+    local = _local_tag(tag, open_clip.list_pretrained_tags_by_model(model_name))
+    return None if local is None else (f"open_clip:{model_name}", file_digest(local))
+
+
 @register(
     "open_clip",
     "OpenCLIP image tower, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k; needs `pip install "
-    "open_clip_torch`; downloads unless --weights",
-    prefix=True,
+    "open_clip_torch`; downloads unless --weights (or @FILE)",
+    prefix=True, identify=_identify_open_clip,
 )
 def build_open_clip(spec: str, weights: str | Path | None = None,
                     options: EncoderOptions | None = None) -> Encoder:
@@ -207,23 +229,33 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
     model_name, _, tag = spec.partition("@")
     if model_name not in open_clip.list_models():
         raise EncoderError(f"open_clip has no model {model_name!r}; see open_clip.list_models()")
+    id_name = None
     if weights is None:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        if tag and tag not in tags and not Path(tag).is_file():  # (a file: open_clip loads it)
+        local = _local_tag(tag, tags)  # a file: open_clip loads it
+        if tag and tag not in tags and local is None:
             shown = ", ".join(tags[:8]) + (f" … ({len(tags)} in all)" if len(tags) > 8 else "")
             raise EncoderError(f"open_clip:{model_name} has no weights {tag!r}; "
                                + (f"its tags: {shown}" if tags else "it has none published: pass --weights FILE"))
         tag = tag or next(iter(tags), "")
         if not tag:
             raise EncoderError(f"open_clip:{model_name} has no published weights; pass --weights FILE")
-        if offline_requested():
+        if local is None and offline_requested():
             raise download_failed(f"open_clip:{spec}", f"{OFFLINE_ENV} is set")
+        if local is not None:
+            # Named by the file's digest, as with --weights FILE: a changed file is a changed
+            # encoder. (A hub tag's id stays "open_clip-TAG": memories made with one open.)
+            weights_id, id_name = file_digest(local), f"open_clip:{model_name}"
+        else:
+            weights_id = f"open_clip-{tag}"
         try:
             with downloading():
                 network = open_clip.create_model(model_name, pretrained=tag)
         except Exception as exc:  # hub download errors come in many types
+            if local is not None:
+                raise EncoderError(f"weights file {tag} is not a checkpoint of open_clip:{model_name} "
+                                   f"({type(exc).__name__}: {_why(exc)})") from None
             raise download_failed(f"open_clip:{spec}", f"{type(exc).__name__}: {exc}") from None
-        weights_id = f"open_clip-{tag}"
     else:
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # its "initialized randomly" warning: we load weights next
@@ -245,4 +277,4 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
 
     dim = int(open_clip.get_model_config(model_name)["embed_dim"])
     return torch_encoder(f"open_clip:{spec}", dim, prep, weights_id,
-                         embedding_head(network, lambda net, x: net.encode_image(x)), options)
+                         embedding_head(network, lambda net, x: net.encode_image(x)), options, id_name=id_name)
