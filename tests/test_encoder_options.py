@@ -203,6 +203,17 @@ def test_an_option_value_that_cannot_be_is_bad_usage(cli, tmp_path, monkeypatch)
     assert not (tmp_path / "m").exists()
 
 
+def add_is_refused(cli, tmp_path, *options: str, says: str) -> None:
+    """`vismem add` of one image to the memory at tmp_path/m with `options` exits 1 saying
+    `says`, and adds nothing."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(image)
+    refused = cli("add", tmp_path / "m", image, "--label", "a", *options)
+    assert refused.returncode == 1 and says in refused.stderr
+    with Memory.open(tmp_path / "m") as memory:
+        assert len(memory) == 0
+
+
 def test_a_runtime_the_pixels_encoder_has_none_of_is_refused(cli, tmp_path):
     """The pixels encoder refused --runtime onnx but took --runtime torch, and ran in numpy,
     without a word. Either is refused now, before anything is made, as --device cuda is."""
@@ -215,12 +226,7 @@ def test_a_runtime_the_pixels_encoder_has_none_of_is_refused(cli, tmp_path):
         assert not (tmp_path / runtime).exists()
     assert create_encoder("pixels", options=EncoderOptions(runtime="auto")).runtime.runtime == "numpy"
     cli("create", tmp_path / "m", "--encoder", "pixels", check=True)
-    image = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(image)
-    refused = cli("add", tmp_path / "m", image, "--label", "a", "--runtime", "torch")
-    assert refused.returncode == 1 and "drop --runtime torch" in refused.stderr
-    with Memory.open(tmp_path / "m") as memory:
-        assert len(memory) == 0
+    add_is_refused(cli, tmp_path, "--runtime", "torch", says="drop --runtime torch")
 
 
 def test_a_device_or_precision_an_encoder_cannot_run_on_is_refused(cli, tmp_path, monkeypatch):
@@ -242,9 +248,4 @@ def test_a_device_or_precision_an_encoder_cannot_run_on_is_refused(cli, tmp_path
     refused = cli("create", tmp_path / "other", "--encoder", "pixels", "--device", "cuda")
     assert refused.returncode == 1 and "encoder pixels runs on cpu only, not cuda: drop --device cuda" in refused.stderr
     assert not (tmp_path / "other").exists()
-    image = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(image)
-    refused = cli("add", tmp_path / "m", image, "--label", "a", "--precision", "fp16")
-    assert refused.returncode == 1 and "runs in fp32 only, not fp16: drop --precision fp16" in refused.stderr
-    with Memory.open(tmp_path / "m") as memory:
-        assert len(memory) == 0
+    add_is_refused(cli, tmp_path, "--precision", "fp16", says="runs in fp32 only, not fp16: drop --precision fp16")
