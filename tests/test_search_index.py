@@ -11,11 +11,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -558,7 +560,6 @@ def test_an_open_reads_the_saved_index_meta_once(tmp_path, monkeypatch):
     """`open` read meta.json for the kind saved, let the lock go, and read it again to load
     the files (which another process might have saved anew between the two). It is read
     once, under one hold of the lock. (A spy on reads: it changes nothing that is read.)"""
-    from pathlib import Path
 
     path = tmp_path / "m"
     with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
@@ -1094,3 +1095,32 @@ def test_faiss_reads_the_index_file_whose_checksums_were_checked(tmp_path):
 
     found = saved.read(tmp_path / "index", kind="hnsw", dim=DIM, read_index=replaced_then_read)
     assert found.index.ntotal == 500 and len(found.ids) == 500
+
+
+_OPENED: list[str] | None = None  # the files opened while a test records (an audit hook stays for good)
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, os.PathLike)):
+        _OPENED.append(os.fspath(args[0]))
+
+
+def test_the_row_files_of_a_saved_index_are_each_opened_once(tmp_path):
+    """ids.npy and live.npy were read by name three times between them (the bytes for the
+    checksum, np.load, and live.npy's header for its offset): each read could meet another
+    file, and each read cost I/O (8 MB of ids at 1M rows). The checksum, the array and the
+    offset now come from one read. (An audit hook sees every open the process makes.)"""
+    global _OPENED
+    index = HNSWIndex(DIM)
+    index.add(np.arange(500), low_dim_vectors(500))
+    index.save(tmp_path / "index", {})
+    sys.addaudithook(_record_opens)
+    _OPENED = []
+    try:
+        found = saved.read(tmp_path / "index", kind="hnsw", dim=DIM, read_index=HNSWIndex._read_faiss)
+        opened = [Path(name).name for name in _OPENED]
+    finally:
+        _OPENED = None
+    assert opened.count("ids.npy") == 1 and opened.count("live.npy") == 1, opened
+    assert len(found.ids) == 500 and found.live.all()
+    assert found.layout.live_offset == saved._npy_data_offset(tmp_path / "index" / "live.npy")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import itertools
 import json
 import logging
@@ -498,17 +499,22 @@ def _read(directory: Path, kind: str, dim: int, meta: dict | None,
     if meta.get("format") != FILES_FORMAT or meta.get("kind") != kind or meta.get("dim") != dim:
         raise IndexFileError("saved index is of another kind, format or dimension")
     arrays: dict[str, np.ndarray] = {}
+    offsets: dict[str, int] = {}
     for name, expect in meta["files"].items():
         if name == "index.faiss":  # read last: FAISS's read takes longest
             continue
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != expect["size"]:
+        # read once: the checksum, the array and its data offset all come from these bytes
+        try:
+            data = (directory / name).read_bytes()
+        except OSError:
+            data = None
+        if data is None or len(data) != expect["size"]:
             raise IndexFileError(f"{name} is missing or has the wrong size")
-        data = path.read_bytes()
         if expect["crc32"] is not None and _crc(data) != expect["crc32"]:
             raise IndexFileError(f"{name} is damaged (checksum)")
         try:
-            arrays[name[:-4]] = np.load(path)
+            arrays[name[:-4]] = np.load(io.BytesIO(data))
+            offsets[name] = _npy_data_offset(io.BytesIO(data))
         except ValueError as exc:
             raise IndexFileError(f"{name} is damaged: {exc}") from exc
     n = meta["rows"]
@@ -516,8 +522,7 @@ def _read(directory: Path, kind: str, dim: int, meta: dict | None,
     if ids is None or live is None or len(ids) != n or len(live) != n or \
             len(np.unique(ids)) != n:
         raise IndexFileError("row ids are damaged")
-    layout = SavedLayout(n, meta["codes_offset"], meta["code_size"],
-                         _npy_data_offset(directory / "live.npy"), meta.get("token"))
+    layout = SavedLayout(n, meta["codes_offset"], meta["code_size"], offsets["live.npy"], meta.get("token"))
     index = _read_checked(directory / "index.faiss", meta["files"]["index.faiss"], meta, read_index)
     return SavedIndex(index, ids.astype(np.int64), live.astype(bool), meta, layout)
 
@@ -608,8 +613,9 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _npy_data_offset(path: Path) -> int:
-    with open(path, "rb") as f:
+def _npy_data_offset(source: Path | BinaryIO) -> int:
+    """Where an .npy file's array data starts (after its header)."""
+    with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as f:
         major, _ = np.lib.format.read_magic(f)
         read_header = (np.lib.format.read_array_header_1_0 if major == 1
                        else np.lib.format.read_array_header_2_0)
