@@ -79,7 +79,7 @@ def test_info_json(built_memory, cli):
     info = json_lines(cli("info", memdir, "--json", check=True))[0]
     assert info["items"] == 80 and info["dim"] == 1280
     assert info["classes"] == {str(d): 8 for d in range(10)}
-    assert info["encoder"] == "efficientnet_lite0" and info["format_version"] == 2
+    assert info["encoder"] == "efficientnet_lite0" and info["format_version"] == 3
     assert info["index"]["type"] == "exact" and info["disk_bytes"] > 0
     human = cli("info", memdir, check=True).stdout
     assert "80 in 10 classes" in human and "efficientnet_lite0" in human and "1 prototype per class" in human

@@ -355,3 +355,21 @@ def test_score_weights_are_checked_alike_in_ram_and_on_disk(tmp_path, vectors, o
         clf.score(tx, ty, sample_weight=np.r_[np.nan, np.ones(19)])
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         clf.score(tx, ty, sample_weight=np.ones(19))
+
+
+def test_kneighbors_gives_float64_distances_in_ram_and_on_disk(tmp_path, vectors):
+    """Distances were float32 in RAM and float64 over the same items on disk: one dtype
+    now, float64 as KNeighborsClassifier's default metric gives, with int64 ids, whatever
+    the queries' float dtype, after pickling too (which reopens a memory on disk)."""
+    x, y, tx, _ = vectors
+    stored(tmp_path / "m", x, y).close()
+    in_ram = MemoryClassifier(k=5).fit(x, y)
+    on_disk = MemoryClassifier(memory=tmp_path / "m", k=5).fit()
+    expected = on_disk.kneighbors(tx[:20])[0]
+    for clf in (in_ram, pickle.loads(pickle.dumps(in_ram)), on_disk, pickle.loads(pickle.dumps(on_disk))):
+        for queries in (tx[:20], tx[:20].astype(np.float64), None):
+            distances, ids = clf.kneighbors(queries)
+            assert (distances.dtype, ids.dtype) == (np.float64, np.int64)
+        np.testing.assert_allclose(clf.kneighbors(tx[:20])[0], expected, atol=1e-6)
+        if clf._on_disk:
+            clf.close()

@@ -476,8 +476,8 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         return float(accuracy_score(right, np.ones(len(right), dtype=bool), sample_weight=sample_weight))
 
     def kneighbors(self, X=None, n_neighbors: int | None = None, return_distance: bool = True):
-        """Cosine distances (n, m) and ids (n, m) of each query's nearest stored items, nearest
-        first. With X None, each stored item's neighbours among the others."""
+        """Cosine distances float64 (n, m) and ids int64 (n, m) of each query's nearest stored
+        items, nearest first. With X None, each stored item's neighbours among the others."""
         self._check_fitted()
         if n_neighbors is not None and not whole_number(n_neighbors):
             # as KNeighborsClassifier refuses it: int() read 2.5 as 2 and "3" as 3
@@ -501,7 +501,9 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
             keep[keep.all(axis=1), -1] = False
             rows, sims = rows[keep].reshape(len(rows), m), sims[keep].reshape(len(rows), m)
         ids = self.ids_[rows]
-        return (np.maximum(1.0 - sims, 0.0), ids) if return_distance else ids
+        # float64, as on disk (1 - each float32 similarity, in Python floats) and as
+        # KNeighborsClassifier's default metric returns: one dtype in RAM, on disk, pickled
+        return (np.maximum(1.0 - sims.astype(np.float64), 0.0), ids) if return_distance else ids
 
     def explain(self, X, *, max_removals: int = DEFAULT_MAX_REMOVALS) -> list[Explanation]:
         """Per query: its label, vote shares, the k neighbours that voted (id, label, distance,
@@ -708,7 +710,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         ids = np.array([[h.id for h in row] for row in hits], dtype=np.int64).reshape(len(hits), m)
         if not return_distance:
             return ids
-        distances = np.array([[h.distance for h in row] for row in hits]).reshape(len(hits), m)
+        distances = np.array([[h.distance for h in row] for row in hits], dtype=np.float64).reshape(len(hits), m)
         return np.maximum(distances, 0.0), ids
 
     def _explain_on_disk(self, X, max_removals: int) -> list[Explanation]:

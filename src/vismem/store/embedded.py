@@ -46,7 +46,7 @@ from ..vectors import vector_hashes
 from .base import Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem, Page, canonical
 from .catalog import Catalog
 from .checkpoints import Checkpoint, RollbackReport
-from .migrate import upgrade
+from .migrate import READABLE_AS_IS, upgrade
 from .sqlite import DB_NAME, FORMAT_VERSION, Database
 
 log = logging.getLogger("vismem")
@@ -166,7 +166,7 @@ class EmbeddedStore:
             db.close()
             raise VismemError(f"memory at {path} has format version {version}, newer than this vismem "
                               f"supports ({FORMAT_VERSION}); upgrade vismem")
-        if version < FORMAT_VERSION:
+        if version < FORMAT_VERSION and not (db.read_only and version >= READABLE_AS_IS):
             db.close()
             upgrade(Path(path))  # atomic: the old file stays until the new one is complete
             db = Database.open(path)
@@ -845,7 +845,7 @@ class EmbeddedStore:
         return self._index.quality
 
     def describe(self) -> dict[str, Any]:
-        return {"home": "embedded", "location": self.location, "format_version": FORMAT_VERSION,
+        return {"home": "embedded", "location": self.location, "format_version": self.db.format_version(),
                 "read_only": self.read_only, "index": self._index.describe(),
                 "transform": self._describe_transform(), "recorded_queries": self.db.recorded_count(),
                 "recorded_waiting": self.recorded_waiting(),

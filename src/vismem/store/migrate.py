@@ -13,12 +13,21 @@ Format 1 -> 2:
   index then enforces duplicate detection in the database;
 - the edit log also records updates and pruning, so other processes catch up without
   reloading everything.
+
+Format 2 -> 3: every label and source is kept in Unicode NFC. Before, a folder copied from
+a Mac gave its NFD name (`Cafe` and a combining accent) and a typed label its NFC one
+(`Café`): two labels that print alike and voted as two classes. The step rewrites labels
+and sources to NFC in items, relabel history and checkpoints (a relabel whose original
+is now its label is forgotten, as relabelling back forgets it), and logs the items it
+relabelled as an update, so a process that has the memory open follows. Only text changes:
+a memory that cannot be written opens at format 2 as it is (`READABLE_AS_IS`).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,7 +135,39 @@ def _format_1_to_2(db: sqlite3.Connection, advance: Advance) -> None:
     advance(1)
 
 
+def _nfc_texts(db: sqlite3.Connection, table: str, column: str) -> None:
+    """Rewrite `table.column` to NFC: each distinct text read once (the column's index
+    makes that fast), and only the texts NFC changes written."""
+    changed = [(form, text) for (text,) in db.execute(f"SELECT DISTINCT {column} FROM {table}")
+               if isinstance(text, str) and (form := unicodedata.normalize("NFC", text)) != text]
+    db.executemany(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", changed)
+
+
+def _format_2_to_3(db: sqlite3.Connection, advance: Advance) -> None:
+    holding = "SELECT id FROM items WHERE label = ? UNION SELECT id FROM relabels WHERE original = ?"
+    relabelled = sorted({item_id for (label,) in db.execute("SELECT DISTINCT label FROM items UNION "
+                                                            "SELECT DISTINCT original FROM relabels")
+                         if unicodedata.normalize("NFC", label) != label
+                         for (item_id,) in db.execute(holding, (label, label))})
+    for table, column in (("items", "label"), ("items", "source"), ("relabels", "original")):
+        _nfc_texts(db, table, column)
+        advance(1)
+    db.execute("DELETE FROM relabels WHERE original = (SELECT label FROM items WHERE items.id = relabels.id)")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint_items'").fetchone():
+        _nfc_texts(db, "checkpoint_items", "label")
+        _nfc_texts(db, "checkpoint_items", "original")
+        db.execute("UPDATE checkpoint_items SET original = NULL WHERE original = label")
+    if relabelled:
+        db.execute("INSERT INTO edits (op, ids) VALUES ('update', ?)", (json.dumps(relabelled),))
+    advance(1)
+
+
+# The oldest format today's code reads without an upgrade (format 3 only rewrote text):
+# one that cannot be written opens as it is.
+READABLE_AS_IS = 2
+
 # format -> (the step to the next one, advance(1) after each of its statements; how many it makes)
 STEPS: dict[int, tuple[Callable[[sqlite3.Connection, Advance], None], int]] = {
     1: (_format_1_to_2, len(FORMAT_2_STATEMENTS) + 1),
+    2: (_format_2_to_3, 4),
 }

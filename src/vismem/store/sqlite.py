@@ -38,7 +38,7 @@ from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_
 from .checkpoints import Checkpoint
 from .wal import CommitWatch
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: labels and sources in NFC (migrate.py)
 DB_NAME = "memory.sqlite"
 CHUNK = 500  # ids per `IN (...)` list: far below SQLite's parameter limit
 MAX_SEQ = 2**63 - 1  # the edit log's seq is a SQLite integer
