@@ -707,19 +707,26 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
 
 # INTERRUPTED_IN_STORE for many commands in one process (as `main` can run them, one after
 # another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
-# each command's stdout and stderr end with a line "--- EXIT", its exit status
+# each command's stdout and stderr end with a line "--- EXIT", its exit status. AT's method
+# may name its owner, `os.replace` or `Database.create` (else EmbeddedStore's), and end with
+# ":TEXT": then only calls whose first argument (a write's `_what`) holds TEXT count
 INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
     import json, os, signal, sys
     from vismem.cli import main
     from vismem.store.embedded import EmbeddedStore
+    from vismem.store.sqlite import Database, _Write
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     for at, args in json.loads(os.environ["VISMEM_TEST_RUNS"]):
-        method, when, nth = at.split(":")
-        original = getattr(EmbeddedStore, method)
+        method, when, nth, *text = at.split(":")
+        owner, _, method = method.rpartition(".")
+        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write}[owner]
+        original = getattr(owner, method)
         calls = []
 
-        def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), **kw):
+        def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), _text=text, **kw):
+            if _text and _text[0] not in str(getattr(self, "_what", self)):
+                return _original(self, *a, **kw)
             calls.append(1)
             if len(calls) == _nth and _when == "before":
                 os.kill(os.getpid(), signal.SIGINT)
@@ -728,14 +735,14 @@ INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
             return result
 
-        setattr(EmbeddedStore, method, interrupted)
+        setattr(owner, method, interrupted)
         try:
             main(args)
             code = 0
         except SystemExit as exc:
             code = exc.code
         finally:
-            setattr(EmbeddedStore, method, original)
+            setattr(owner, method, original)
         for stream in (sys.stdout, sys.stderr):
             stream.write(f"--- {code}\\n")
             stream.flush()
@@ -806,3 +813,21 @@ def test_with_json_ctrl_c_before_or_after_a_one_commit_edit_says_which(tmp_path)
     with Memory.open(path) as memory:
         assert [c.name for c in memory.checkpoints()] == ["start"] and len(memory) == 30
         assert memory.settings.index == "exact"
+
+
+def test_with_json_an_interrupted_create_says_whether_it_made_the_memory(tmp_path):
+    """`create --json` interrupted printed no JSON line, and stopped before its database was
+    renamed into place it left the directory it made, holding `memory.db.creating`. It says
+    `created` false, leaving nothing, or true once the memory is there."""
+    before, after, opening = _interrupted_in_store_each(
+        ("os.replace:before:1:.creating", "create", tmp_path / "a", "--encoder", "none", "--dim", 8, "--json"),
+        ("os.replace:after:1:.creating", "create", tmp_path / "b", "--encoder", "none", "--dim", 8, "--json"),
+        ("Database.open:before:1", "create", tmp_path / "c", "--encoder", "none", "--dim", 8, "--json"))
+    assert before == {"created": False, "path": str(tmp_path / "a"),
+                      "unfinished": f"interrupted: nothing: no memory was made at {tmp_path / 'a'}"}
+    assert not (tmp_path / "a").exists()
+    for said, name in ((after, "b"), (opening, "c")):
+        assert said == {"created": True, "path": str(tmp_path / name),
+                        "unfinished": f"interrupted: the memory at {tmp_path / name} is made, empty"}
+        with Memory.open(tmp_path / name) as memory:
+            assert len(memory) == 0 and memory.dim == 8

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -117,10 +117,12 @@ class Database:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} exists and is not a directory")
+        made_dir = not path.exists()
+        tmp = path / (DB_NAME + ".creating")
+        db: sqlite3.Connection | None = None
         try:
             path.mkdir(parents=True, exist_ok=True)
             # Built in a temporary file and renamed: a crash never leaves a half-made memory.
-            tmp = path / (DB_NAME + ".creating")
             tmp.unlink(missing_ok=True)
             db = sqlite3.connect(tmp)
             # Small pages: a one-item delete commits ~8 dirty pages, so 4 KiB pages write a
@@ -133,10 +135,21 @@ class Database:
             db.commit()
             db.close()
             os.replace(tmp, path / DB_NAME)
-        except sqlite3.OperationalError as exc:
-            raise storage_error(exc, path, "creating the memory") from None
-        except OSError as exc:
-            raise os_error(exc, path, "creating the memory") from None
+        except BaseException as exc:
+            # Ctrl-C (or SIGTERM) included: unless the rename was made (then the memory is
+            # there, whole), nothing of it stays, nor the directory this made for it
+            if not (path / DB_NAME).exists():
+                with suppress(Exception):
+                    if db is not None:
+                        db.close()
+                    tmp.unlink(missing_ok=True)
+                    if made_dir:
+                        path.rmdir()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise storage_error(exc, path, "creating the memory") from None
+            if isinstance(exc, OSError):
+                raise os_error(exc, path, "creating the memory") from None
+            raise
         return cls.open(path)
 
     @classmethod
