@@ -709,7 +709,7 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
 # another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
 # each command's stdout and stderr end with a line "--- EXIT", its exit status. AT's method
 # may name its owner, `os.replace` or `Database.create` (else EmbeddedStore's), and end with
-# ":TEXT": then only calls whose first argument (a write's `_what`) holds TEXT count
+# ":TEXT": then only calls whose first argument (a write's `_what`, not a nested one's) holds TEXT count
 INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
     import json, os, signal, sys
     from vismem.cli import main
@@ -725,7 +725,7 @@ INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
         calls = []
 
         def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), _text=text, **kw):
-            if _text and _text[0] not in str(getattr(self, "_what", self)):
+            if _text and (_text[0] not in str(getattr(self, "_what", self)) or getattr(self, "_nested", False)):
                 return _original(self, *a, **kw)
             calls.append(1)
             if len(calls) == _nth and _when == "before":
@@ -831,3 +831,27 @@ def test_with_json_an_interrupted_create_says_whether_it_made_the_memory(tmp_pat
                         "unfinished": f"interrupted: the memory at {tmp_path / name} is made, empty"}
         with Memory.open(tmp_path / name) as memory:
             assert len(memory) == 0 and memory.dim == 8
+
+
+def test_with_json_ctrl_c_as_a_settings_commit_returns_never_says_it_was_not_made(tmp_path):
+    """Ctrl-C landing as the settings' COMMIT returned, before the store marked what
+    followed it, printed `"committed": false` for a change that was saved. The store now
+    tells a commit made (`Database.commits`): `reindex` and `calibrate` say true with their
+    report; after the store's call, where no step marks it, a command says "unknown"."""
+    path, other = tmp_path / "m", tmp_path / "o"  # (opened after an interrupted reindex, m rebuilds its index)
+    for made in (path, other):
+        with Memory.create(made, encoder=None, dim=8, index="exact") as memory:
+            memory.add_vectors(unit_vectors(60, 8), ["a"] * 30 + ["b"] * 30)
+    reindexed, calibrated, returned = _interrupted_in_store_each(
+        ("_Write.__exit__:after:1:saving settings", "reindex", path, "--index", "hnsw", "--json"),
+        ("_Write.__exit__:after:1:saving settings", "calibrate", other, "--k", "3", "--json"),
+        ("save_settings:after:1", "calibrate", other, "--k", "5", "--json"))
+    assert {k: reindexed[k] for k in ("setting", "committed")} == {"setting": "hnsw", "committed": True}
+    assert calibrated["committed"] is True and calibrated["threshold"] > 0, calibrated
+    assert calibrated["unfinished"] == "interrupted: the memory's new abstention threshold is saved"
+    assert returned == {"committed": "unknown", "unfinished": returned["unfinished"]}
+    assert returned["unfinished"].startswith("interrupted: not known")
+    with Memory.open(path) as memory:
+        assert memory.settings.index == "hnsw"
+    with Memory.open(other) as memory:
+        assert memory.settings.abstention.k == 5
