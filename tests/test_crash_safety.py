@@ -707,19 +707,26 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
 
 # INTERRUPTED_IN_STORE for many commands in one process (as `main` can run them, one after
 # another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
-# each command's stdout and stderr end with a line "--- EXIT", its exit status
+# each command's stdout and stderr end with a line "--- EXIT", its exit status. AT's method
+# may name its owner, `os.replace` or `Database.create` (else EmbeddedStore's), and end with
+# ":TEXT": then only calls whose first argument (a write's `_what`, not a nested one's) holds TEXT count
 INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
     import json, os, signal, sys
     from vismem.cli import main
     from vismem.store.embedded import EmbeddedStore
+    from vismem.store.sqlite import Database, _Write
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     for at, args in json.loads(os.environ["VISMEM_TEST_RUNS"]):
-        method, when, nth = at.split(":")
-        original = getattr(EmbeddedStore, method)
+        method, when, nth, *text = at.split(":")
+        owner, _, method = method.rpartition(".")
+        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write}[owner]
+        original = getattr(owner, method)
         calls = []
 
-        def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), **kw):
+        def interrupted(self, *a, _original=original, _when=when, _nth=int(nth), _text=text, **kw):
+            if _text and (_text[0] not in str(getattr(self, "_what", self)) or getattr(self, "_nested", False)):
+                return _original(self, *a, **kw)
             calls.append(1)
             if len(calls) == _nth and _when == "before":
                 os.kill(os.getpid(), signal.SIGINT)
@@ -728,14 +735,14 @@ INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
             return result
 
-        setattr(EmbeddedStore, method, interrupted)
+        setattr(owner, method, interrupted)
         try:
             main(args)
             code = 0
         except SystemExit as exc:
             code = exc.code
         finally:
-            setattr(EmbeddedStore, method, original)
+            setattr(owner, method, original)
         for stream in (sys.stdout, sys.stderr):
             stream.write(f"--- {code}\\n")
             stream.flush()
@@ -806,3 +813,45 @@ def test_with_json_ctrl_c_before_or_after_a_one_commit_edit_says_which(tmp_path)
     with Memory.open(path) as memory:
         assert [c.name for c in memory.checkpoints()] == ["start"] and len(memory) == 30
         assert memory.settings.index == "exact"
+
+
+def test_with_json_an_interrupted_create_says_whether_it_made_the_memory(tmp_path):
+    """`create --json` interrupted printed no JSON line, and stopped before its database was
+    renamed into place it left the directory it made, holding `memory.db.creating`. It says
+    `created` false, leaving nothing, or true once the memory is there."""
+    before, after, opening = _interrupted_in_store_each(
+        ("os.replace:before:1:.creating", "create", tmp_path / "a", "--encoder", "none", "--dim", 8, "--json"),
+        ("os.replace:after:1:.creating", "create", tmp_path / "b", "--encoder", "none", "--dim", 8, "--json"),
+        ("Database.open:before:1", "create", tmp_path / "c", "--encoder", "none", "--dim", 8, "--json"))
+    assert before == {"created": False, "path": str(tmp_path / "a"),
+                      "unfinished": f"interrupted: nothing: no memory was made at {tmp_path / 'a'}"}
+    assert not (tmp_path / "a").exists()
+    for said, name in ((after, "b"), (opening, "c")):
+        assert said == {"created": True, "path": str(tmp_path / name),
+                        "unfinished": f"interrupted: the memory at {tmp_path / name} is made, empty"}
+        with Memory.open(tmp_path / name) as memory:
+            assert len(memory) == 0 and memory.dim == 8
+
+
+def test_with_json_ctrl_c_as_a_settings_commit_returns_never_says_it_was_not_made(tmp_path):
+    """Ctrl-C landing as the settings' COMMIT returned, before the store marked what
+    followed it, printed `"committed": false` for a change that was saved. The store now
+    tells a commit made (`Database.commits`): `reindex` and `calibrate` say true with their
+    report; after the store's call, where no step marks it, a command says "unknown"."""
+    path, other = tmp_path / "m", tmp_path / "o"  # (opened after an interrupted reindex, m rebuilds its index)
+    for made in (path, other):
+        with Memory.create(made, encoder=None, dim=8, index="exact") as memory:
+            memory.add_vectors(unit_vectors(60, 8), ["a"] * 30 + ["b"] * 30)
+    reindexed, calibrated, returned = _interrupted_in_store_each(
+        ("_Write.__exit__:after:1:saving settings", "reindex", path, "--index", "hnsw", "--json"),
+        ("_Write.__exit__:after:1:saving settings", "calibrate", other, "--k", "3", "--json"),
+        ("save_settings:after:1", "calibrate", other, "--k", "5", "--json"))
+    assert {k: reindexed[k] for k in ("setting", "committed")} == {"setting": "hnsw", "committed": True}
+    assert calibrated["committed"] is True and calibrated["threshold"] > 0, calibrated
+    assert calibrated["unfinished"] == "interrupted: the memory's new abstention threshold is saved"
+    assert returned == {"committed": "unknown", "unfinished": returned["unfinished"]}
+    assert returned["unfinished"].startswith("interrupted: not known")
+    with Memory.open(path) as memory:
+        assert memory.settings.index == "hnsw"
+    with Memory.open(other) as memory:
+        assert memory.settings.abstention.k == 5

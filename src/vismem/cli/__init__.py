@@ -240,15 +240,21 @@ def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
 
 
 @contextmanager
-def reported_as_it_commits(json_out: bool, before: dict[str, Any], *, carried: bool = True,
+def reported_as_it_commits(json_out: bool, before: dict[str, Any], store: Any, *, carried: bool = True,
                            leaves: str | None = None) -> Iterator[dict[str, Any]]:
     """Around a library call that makes its change in one commit at its end (tune,
     calibrate, reindex...): with --json, Ctrl-C before that commit prints `before` with
     `"committed": false`; one after it, which the library marks with its report
     (`errors.committed`), prints that report (with `carried`; else `before`) with
     `"committed": true`, and stderr `leaves` where given. Yields the report, which the
-    command fills once the call returns."""
+    command fills once the call returns.
+
+    A Ctrl-C that no step marked may still come after the commit (as the call returns
+    through the memory, before the command fills its report): false is said only where
+    `store` (the memory's) committed nothing since the call began (`store.commits`, exact
+    in the directory home); else `"committed": "unknown"`, never a wrong false."""
     report = reported_if_interrupted(json_out, {**before, "committed": False})
+    counted = getattr(store, "commits", None)
     try:
         yield report
     except KeyboardInterrupt as exc:
@@ -257,6 +263,10 @@ def reported_as_it_commits(json_out: bool, before: dict[str, Any], *, carried: b
             report["committed"] = True
             if leaves is not None:
                 interrupted_leaves(leaves)
+        elif not report["committed"] and (counted is None or getattr(store, "commits", None) != counted):
+            report["committed"] = "unknown"
+            interrupted_leaves("not known: the command's commit may or may not have been made (`vismem info` "
+                               "shows the memory as it is)")
         raise
 
 

@@ -404,6 +404,7 @@ def create(
     import os
 
     from ..memory import Memory
+    from ..store import holds_memory
 
     misplaced = MemorySettings(index=index, float16=float16).float16_misplaced()
     if misplaced:
@@ -413,10 +414,21 @@ def create(
     name = None if encoder.lower() == "none" else encoder
     # (the store is made under a temporary name and renamed into place: never half made)
     interrupted_leaves(f"the memory at {memdir} was made, empty, or not at all: `vismem info {memdir}` tells which")
-    with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
-                       target_recall=target_recall, float16=float16,
-                       encoder_options=encoder_options(device, runtime, precision)) as memory:
-        info = memory.info()
+    # with --json, Ctrl-C prints whether the memory is there (a directory's is once its
+    # database is renamed into place, which `holds_memory` sees; another home's is not known)
+    said = reported_if_interrupted(json_out, {"created": False, "path": str(memdir)})
+    try:
+        with Memory.create(memdir, encoder=name, weights=weights, dim=dim, index=index,
+                           target_recall=target_recall, float16=float16,
+                           encoder_options=encoder_options(device, runtime, precision)) as memory:
+            info = memory.info()
+    except KeyboardInterrupt:
+        there = holds_memory(memdir)
+        said["created"] = "unknown" if there is None else there
+        if there is not None:
+            interrupted_leaves(f"the memory at {memdir} is made, empty" if there
+                               else f"nothing: no memory was made at {memdir}")
+        raise
     if json_out:
         emit(info)
     else:

@@ -289,10 +289,20 @@ class EmbeddedStore:
         """Commit `changes` over the settings as they are once this write holds the lock
         (it catches up first: what other processes changed meanwhile stays), with a new
         fit of the transform if given; returns the settings it replaced."""
-        with self.db.write("saving settings", before=self._catch_up_locked, undone="nothing was changed"):
-            old = self._settings
-            new = old.replace(**changes)
-            self.db.set_config({"settings": new.to_dict(), **({"transform": fitted[1]} if fitted else {})})
+        start = self.db.commits
+        try:
+            with self.db.write("saving settings", before=self._catch_up_locked, undone="nothing was changed"):
+                old = self._settings
+                new = old.replace(**changes)
+                self.db.set_config({"settings": new.to_dict(), **({"transform": fitted[1]} if fitted else {})})
+        except KeyboardInterrupt as exc:
+            if self.db.commits != start:  # Ctrl-C as its COMMIT returned: saved, so kept here too, and said
+                self._settings = new
+                if fitted is not None:
+                    self._transform, self._config["transform"] = fitted
+                if getattr(exc, "done", None) is None:  # (as `errors.committed` marks it)
+                    exc.done = new  # type: ignore[attr-defined]
+            raise
         self._settings = new
         if fitted is not None:
             self._transform, self._config["transform"] = fitted
@@ -347,6 +357,11 @@ class EmbeddedStore:
 
     def last_edit(self) -> int:
         return self.db.last_edit()
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions this process committed here (`Database.commits`)."""
+        return self.db.commits
 
     def count(self) -> int:
         return len(self.catalog)

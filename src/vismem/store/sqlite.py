@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -100,6 +100,9 @@ class Database:
         self._db = connection
         self.read_only = read_only
         self.written_seq = 0  # seq of the last edit this connection logged
+        # write transactions this connection committed (`commits`): what a COMMIT makes
+        # `_commits`, set before it is sent and taken only once SQLite left the transaction
+        self._commits = self._committing = 0
         # data_version() asks SQLite only when the WAL-index header changed (wal.py); the
         # header seen and the version read after it, as one pair for reader threads
         connection.execute("PRAGMA data_version").fetchone()  # a first read: SQLite maps the WAL index
@@ -117,10 +120,12 @@ class Database:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"{path} exists and is not a directory")
+        made_dir = not path.exists()
+        tmp = path / (DB_NAME + ".creating")
+        db: sqlite3.Connection | None = None
         try:
             path.mkdir(parents=True, exist_ok=True)
             # Built in a temporary file and renamed: a crash never leaves a half-made memory.
-            tmp = path / (DB_NAME + ".creating")
             tmp.unlink(missing_ok=True)
             db = sqlite3.connect(tmp)
             # Small pages: a one-item delete commits ~8 dirty pages, so 4 KiB pages write a
@@ -133,10 +138,21 @@ class Database:
             db.commit()
             db.close()
             os.replace(tmp, path / DB_NAME)
-        except sqlite3.OperationalError as exc:
-            raise storage_error(exc, path, "creating the memory") from None
-        except OSError as exc:
-            raise os_error(exc, path, "creating the memory") from None
+        except BaseException as exc:
+            # Ctrl-C (or SIGTERM) included: unless the rename was made (then the memory is
+            # there, whole), nothing of it stays, nor the directory this made for it
+            if not (path / DB_NAME).exists():
+                with suppress(Exception):
+                    if db is not None:
+                        db.close()
+                    tmp.unlink(missing_ok=True)
+                    if made_dir:
+                        path.rmdir()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise storage_error(exc, path, "creating the memory") from None
+            if isinstance(exc, OSError):
+                raise os_error(exc, path, "creating the memory") from None
+            raise
         return cls.open(path)
 
     @classmethod
@@ -231,6 +247,15 @@ class Database:
                                 "nothing was changed") from None
         finally:
             probe.close()
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions this connection has committed, exactly, also when
+        Ctrl-C landed as a COMMIT returned (before any code after it ran): SQLite says then
+        whether the transaction is over. A caller compares it before and after a call to
+        tell whether that call committed anything."""
+        sent = self._committing > self._commits and not self._db.in_transaction
+        return self._committing if sent else self._commits
 
     def _log(self, op: str, ids: list[int]) -> None:
         cursor = self._db.execute("INSERT INTO edits (op, ids) VALUES (?, ?)", (op, json.dumps(ids)))
@@ -743,12 +768,21 @@ class _Write:
             if isinstance(exc, sqlite3.OperationalError):
                 raise storage_error(exc, self._directory, self._what, self._undone) from None
             return
+        database = self._database
+        database._committing = database._commits + 1  # (see `Database.commits`)
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as error:
+            database._committing = database._commits  # not made
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise storage_error(error, self._directory, self._what, self._undone) from None
+        except BaseException:  # Ctrl-C: as COMMIT returned (made), or before it was sent (undone here)
+            if self._db.in_transaction:
+                database._committing = database._commits
+                self._db.execute("ROLLBACK")
+            raise
+        database._commits = database._committing
 
     def _leave_savepoint(self, exc: BaseException | None) -> None:
         if self._db.in_transaction:  # (SQLite may have rolled the whole transaction back)
