@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -78,6 +79,19 @@ def downloading() -> Iterator[None]:
     which `--json` keeps for JSON lines; here it goes to stderr, with the progress bar."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Around open_clip's calls: it logs through `logging.info(...)`, which gives the root
+    logger a stderr handler (`logging.basicConfig`) when it has none, and the CLI, which
+    shows the library's warnings itself, then showed each one after it twice (the second
+    as "WARNING:vismem:...")."""
+    handlers = logging.root.handlers[:]
+    try:
+        yield
+    finally:
+        logging.root.handlers[:] = handlers
 
 
 def download_failed(encoder_name: str, reason: str) -> EncoderError:
@@ -233,8 +247,6 @@ def _former_open_clip(name: str, weights: str | Path | None) -> tuple[str, Path]
 )
 def build_open_clip(spec: str, weights: str | Path | None = None,
                     options: EncoderOptions | None = None) -> Encoder:
-    import logging
-
     try:
         import open_clip
     except ImportError:
@@ -262,7 +274,7 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
         else:
             weights_id = f"open_clip-{tag}"
         try:
-            with downloading():
+            with downloading(), _root_logging_kept():
                 network = open_clip.create_model(model_name, pretrained=tag)
         except Exception as exc:  # hub download errors come in many types
             if local is not None:
@@ -273,7 +285,8 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # its "initialized randomly" warning: we load weights next
         try:
-            network = open_clip.create_model(model_name)
+            with _root_logging_kept():
+                network = open_clip.create_model(model_name)
         finally:
             logging.disable(previous)
         load_state_dict(network, weights, f"open_clip:{model_name}")
