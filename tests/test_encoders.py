@@ -154,6 +154,86 @@ def test_an_open_clip_weights_file_given_as_its_tag_is_named_by_its_digest(tmp_p
         create_encoder("open_clip:ViT-B-32@openai")
 
 
+def test_a_memory_whose_open_clip_weights_file_was_named_by_its_path_opens_and_records_its_digest(tmp_path, cli):
+    """Until the digest named it, `open_clip:MODEL@/path/file` had the id
+    "open_clip:MODEL@/path/file:open_clip-/path/file:PREP"; a memory made then was refused
+    as made by another encoder, locking its owner out. It opens now: the file is taken as
+    the one its vectors came from (said once on stderr, naming it) and its digest recorded,
+    so that weights saved over it are refused from then on. Read-only, it opens and warns
+    without writing; an id that differs otherwise is still refused."""
+    open_clip = pytest.importorskip("open_clip")
+    import dataclasses
+    import json
+    import subprocess
+
+    import torch
+
+    from conftest import run_cli_unprivileged
+    from vismem import Memory
+    from vismem.encoders.base import encoder_id
+    from vismem.settings import EncoderIdentity, MemorySettings
+    from vismem.store import NewItem, create_store, open_store
+
+    def save(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("ViT-S-32").state_dict(), path)
+
+    def made_then(location, preprocessing) -> None:
+        """A memory as `Memory.create` and `add` made it before 7713d08, through the store."""
+        legacy, weights = encoder_id(name, f"open_clip-{path}", preprocessing), f"open_clip-{path}"
+        config = {**encoder.describe(), "id": legacy, "weights": weights,
+                  "preprocessing": preprocessing.to_dict()}
+        store = create_store(location, EncoderIdentity(name=name, id=legacy, dim=encoder.dim, config=config),
+                             MemorySettings())
+        store.insert([NewItem(vector, label, "then") for vector, label in zip(vectors, ["cat", "coffee"], strict=True)])
+        store.close()
+
+    path = tmp_path / "clip.pth"
+    save(0)
+    name = f"open_clip:ViT-S-32@{path}"
+    encoder = create_encoder(name, options=EncoderOptions(runtime="torch"))
+    cat, coffee, _ = photos()
+    vectors = encoder.encode([cat, coffee])
+    (tmp_path / "q").mkdir()
+    cat.save(tmp_path / "q" / "cat.png")
+    memdir, read_only = tmp_path / "m", tmp_path / "ro"
+    made_then(memdir, encoder.preprocessing)
+    made_then(read_only, encoder.preprocessing)
+    said = f"{path} still holds the weights its vectors came from cannot be checked: it is taken to, " \
+           f"with digest {encoder.weights_id}"
+
+    subprocess.run(["chmod", "-R", "a-w", str(read_only)], check=True)
+    try:
+        before = {p.name: p.read_bytes() for p in read_only.iterdir() if p.is_file()}
+        result = run_cli_unprivileged("classify", read_only, tmp_path / "q" / "cat.png", "--runtime", "torch", "--json")
+        assert {p.name: p.read_bytes() for p in read_only.iterdir() if p.is_file()} == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(read_only)], check=True)
+    assert result.returncode == 0 and json_lines(result)[0]["label"] == "cat", result.stderr[-2000:]
+    assert "read-only, so that digest is not recorded" in result.stderr
+    # once: open_clip's logging gave the root logger a handler, and the CLI's warnings showed twice
+    assert result.stderr.count(said) == 1, result.stderr
+
+    classified = cli("classify", memdir, tmp_path / "q" / "cat.png", "--runtime", "torch", "--json")
+    assert classified.returncode == 0 and json_lines(classified)[0]["label"] == "cat", classified.stderr
+    assert said in classified.stderr and "now recorded" in classified.stderr
+    stored = open_store(memdir)
+    assert (stored.identity.name, stored.identity.id, stored.identity.config) == \
+        (name, encoder.id, json.loads(json.dumps(encoder.describe())))  # as a memory made now has it
+    stored.close()
+    added = cli("add", memdir, tmp_path / "q", "--label", "cat", "--allow-duplicates", "--runtime", "torch")
+    assert added.returncode == 0 and "taken to" not in added.stderr, added.stderr  # checked by its digest now
+
+    other = tmp_path / "other"  # made with other preprocessing: another encoder, as before
+    made_then(other, dataclasses.replace(encoder.preprocessing, image_size=192))
+    with Memory.open(other, encoder_options=EncoderOptions(runtime="torch")) as memory, \
+            pytest.raises(EncoderError, match="now has id"):
+        _ = memory.encoder
+    save(1)  # other weights saved over the file: refused now that its digest is recorded
+    refused = cli("classify", memdir, tmp_path / "q" / "cat.png", "--runtime", "torch")
+    assert refused.returncode == 1 and "now has id" in refused.stderr, refused.stderr
+
+
 def test_unknown_encoder_lists_the_known_ones():
     with pytest.raises(EncoderError, match="efficientnet_lite0"):
         create_encoder("vgg-imaginary")

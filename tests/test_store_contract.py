@@ -5,6 +5,7 @@ the same public API, and must see the same behaviour."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,6 +219,20 @@ def test_creating_twice_or_opening_nothing_is_refused(location):
     with Memory.open(location) as memory, pytest.raises(InvalidInputError, match="dimension 4"):
         memory.add_vectors(unit_vectors(1, 5), ["a"])
 
+
+
+def test_a_recorded_encoder_identity_is_the_one_the_memory_opens_with(location):
+    """How a memory made by an older vismem keeps the id this one gives its encoder (the
+    digest of a weights file it named by its path), in one write, settings and items untouched."""
+    memory, vectors, ids = filled(location, n=6, dim=4)
+    memory.update_settings(prototypes_per_class=2)
+    newer = replace(memory.store.identity, name="pixels", id="pixels:newer:0", config={"id": "pixels:newer:0"})
+    memory.store.record_encoder(newer)
+    assert memory.store.identity == newer
+    memory.close()
+    with Memory.open(location) as again:
+        assert again.store.identity == newer and again.settings.prototypes_per_class == 2
+        assert [h.id for h in again.search(vectors[2], k=1)[0]] == [ids[2]]
 
 
 def test_metadata_filters_find_every_value_a_store_accepts(location):

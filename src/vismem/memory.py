@@ -30,7 +30,7 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .encoders.registry import check_supported, known_weights, supports_runtime
+from .encoders.registry import check_supported, former_weights_path, known_weights, supports_runtime
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
                      NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
@@ -366,18 +366,42 @@ class Memory:
                 "add them with add_vectors / `vismem add-vectors`, and query it with vectors: "
                 "classify_vectors / search, or `--queries Q.npy` on the command line")
         known = known_weights(identity.name, identity.weights_path)
+        wanted, named_by_path = identity.id, None
         if known is not None and identity.id is not None:
             # A changed weights file shows in its digest: refused here, before the model is
             # built (and exported to ONNX Runtime: ~16 s for EfficientNet-Lite0) only to be
             # refused. Preprocessing is known only once built: this takes the stored one.
             preprocessing = identity.id.rsplit(":", 1)[-1]
             expected = f"{known[0]}:{known[1]}:{preprocessing}"
-            if expected != identity.id:
+            former = former_weights_path(identity.name, identity.weights_path)
+            if former is not None and identity.id == f"{former[0]}:{preprocessing}":
+                # An older vismem named this file by its path: there is no digest to check
+                # it against, so the file is taken as it is (and its digest recorded below).
+                wanted, named_by_path = expected, former[1]
+            elif expected != identity.id:
                 raise self._changed_encoder(expected)
         encoder = create_encoder(identity.name, weights=identity.weights_path, options=options)
-        if encoder.id != identity.id:
+        if encoder.id != wanted:
             raise self._changed_encoder(encoder.id)
+        if named_by_path is not None:
+            self._record_weights_digest(encoder, named_by_path)
         return encoder
+
+    def _record_weights_digest(self, encoder: Encoder, weights: Path) -> None:
+        """Record `encoder`'s id, which holds the digest of the weights file an older vismem
+        recorded by its path alone, so that from now on other weights saved over the file
+        are refused as any changed weights are; said on stderr (the logger), as the file
+        is taken on trust this once. A read-only memory records nothing."""
+        identity = self.store.identity
+        taken = (f"{self.location}: this memory's encoder {identity.name} was recorded by its weights "
+                 f"file's path alone (an older vismem), so whether {weights} still holds the weights its "
+                 f"vectors came from cannot be checked: it is taken to, with digest {encoder.weights_id}")
+        if self.store.read_only:
+            log.warning("%s; the memory is read-only, so that digest is not recorded (this is said at each "
+                        "open until it is opened writable)", taken)
+            return
+        self.store.record_encoder(dataclasses.replace(identity, id=encoder.id, config=encoder.describe()))
+        log.warning("%s, now recorded: other weights saved over the file are refused from now on", taken)
 
     def _changed_encoder(self, now: str) -> EncoderError:
         identity = self.store.identity

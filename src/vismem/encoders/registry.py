@@ -17,11 +17,16 @@ Builder = Callable[..., Encoder]
 # (name as given, weights file or None) -> (id name, weights id) of the encoder the builder
 # would make, when that is known without building it; else None
 Identify = Callable[[str, str | Path | None], tuple[str, str] | None]
+# (name as given, weights file or None) -> (the first two parts of the id an older vismem
+# gave that encoder, and the weights file it named by its path alone), where it held no
+# digest of the file and `Identify` now gives one; else None
+Former = Callable[[str, str | Path | None], tuple[str, Path] | None]
 
 _BUILDERS: dict[str, Builder] = {}
 _PREFIX_BUILDERS: dict[str, Builder] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _IDENTIFY: dict[str, Identify] = {}
+_FORMER: dict[str, Former] = {}
 _SUPPORTS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {}
 _RUNTIMES: dict[str, tuple[str, ...] | None] = {}
 
@@ -34,11 +39,13 @@ def weights_file_digest(name: str, weights: str | Path | None) -> tuple[str, str
 
 
 def register(name: str, description: str, *, prefix: bool = False,
-             identify: Identify = weights_file_digest, devices: tuple[str, ...] | None = None,
+             identify: Identify = weights_file_digest, former: Former | None = None,
+             devices: tuple[str, ...] | None = None,
              precisions: tuple[str, ...] | None = None,
              runtimes: tuple[str, ...] | None = None) -> Callable[[Builder], Builder]:
     """Register a builder under `name`, or for every `name:<model>` when `prefix` is set.
-    `identify` says the first two parts of its encoders' id without building one.
+    `identify` says the first two parts of its encoders' id without building one; `former`,
+    those an older vismem gave them where it named a weights file by its path (no digest).
     `devices` (kinds: cpu, cuda, mps) and `precisions` are those its encoders can run on,
     when not all: others given are refused before it builds (`check_supported`).
     `runtimes` (torch, onnx) likewise, when not both; () for an encoder with no model. An
@@ -50,6 +57,8 @@ def register(name: str, description: str, *, prefix: bool = False,
         (_PREFIX_BUILDERS if prefix else _BUILDERS)[name] = builder
         _DESCRIPTIONS[f"{name}:<model>" if prefix else name] = description
         _IDENTIFY[key] = identify
+        if former is not None:
+            _FORMER[key] = former
         _SUPPORTS[key] = (devices, precisions)
         _RUNTIMES[key] = runtimes
         return builder
@@ -105,6 +114,15 @@ def known_weights(name: str, weights: str | Path | None = None) -> tuple[str, st
     export more, to learn what a changed file's digest already says."""
     identify = _IDENTIFY.get(_key(name))
     return None if identify is None else identify(name, weights)
+
+
+def former_weights_path(name: str, weights: str | Path | None = None) -> tuple[str, Path] | None:
+    """(the first two parts of the id an older vismem gave `create_encoder(name,
+    weights=weights)`, the weights file that id named by its path alone), where that id
+    held no digest of the file but `known_weights` now gives one; None for every other
+    encoder. A memory with that id cannot tell whether the file changed since."""
+    former = _FORMER.get(_key(name))
+    return None if former is None else former(name, weights)
 
 
 def available_encoders() -> dict[str, str]:

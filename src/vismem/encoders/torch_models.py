@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -78,6 +79,19 @@ def downloading() -> Iterator[None]:
     which `--json` keeps for JSON lines; here it goes to stderr, with the progress bar."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Iterator[None]:
+    """Around open_clip's calls: it logs through `logging.info(...)`, which gives the root
+    logger a stderr handler (`logging.basicConfig`) when it has none, and the CLI, which
+    shows the library's warnings itself, then showed each one after it twice (the second
+    as "WARNING:vismem:...")."""
+    handlers = logging.root.handlers[:]
+    try:
+        yield
+    finally:
+        logging.root.handlers[:] = handlers
 
 
 def download_failed(encoder_name: str, reason: str) -> EncoderError:
@@ -196,11 +210,8 @@ def _local_tag(tag: str, published: Sequence[str]) -> Path | None:
     return Path(tag) if tag and tag not in published and Path(tag).is_file() else None
 
 
-def _identify_open_clip(name: str, weights: str | Path | None) -> tuple[str, str] | None:
-    """As `weights_file_digest`; `open_clip:MODEL@FILE` is `open_clip:MODEL` with the file's
-    digest, as with --weights FILE. A hub tag's weights are known only once downloaded."""
-    if weights is not None:
-        return weights_file_digest(name, weights)
+def _named_file(name: str) -> tuple[str, Path] | None:
+    """(MODEL, the file) of an `open_clip:MODEL@FILE` whose tag is a weights file."""
     model_name, _, tag = name.partition(":")[2].partition("@")
     if not tag or not Path(tag).is_file():  # (before importing open_clip: a hub tag is no file)
         return None
@@ -209,19 +220,33 @@ def _identify_open_clip(name: str, weights: str | Path | None) -> tuple[str, str
     except ImportError:
         return None
     local = _local_tag(tag, open_clip.list_pretrained_tags_by_model(model_name))
-    return None if local is None else (f"open_clip:{model_name}", file_digest(local))
+    return None if local is None else (model_name, local)
+
+
+def _identify_open_clip(name: str, weights: str | Path | None) -> tuple[str, str] | None:
+    """As `weights_file_digest`; `open_clip:MODEL@FILE` is `open_clip:MODEL` with the file's
+    digest, as with --weights FILE. A hub tag's weights are known only once downloaded."""
+    if weights is not None:
+        return weights_file_digest(name, weights)
+    named = _named_file(name)
+    return None if named is None else (f"open_clip:{named[0]}", file_digest(named[1]))
+
+
+def _former_open_clip(name: str, weights: str | Path | None) -> tuple[str, Path] | None:
+    """Until `_identify_open_clip` named it by its digest, `open_clip:MODEL@FILE` was named
+    by the path as given, as a published tag still is: "open_clip:MODEL@FILE:open_clip-FILE"."""
+    named = None if weights is not None else _named_file(name)
+    return None if named is None else (f"{name}:open_clip-{name.partition('@')[2]}", named[1])
 
 
 @register(
     "open_clip",
     "OpenCLIP image tower, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k; needs `pip install "
     "open_clip_torch`; downloads unless --weights (or @FILE)",
-    prefix=True, identify=_identify_open_clip,
+    prefix=True, identify=_identify_open_clip, former=_former_open_clip,
 )
 def build_open_clip(spec: str, weights: str | Path | None = None,
                     options: EncoderOptions | None = None) -> Encoder:
-    import logging
-
     try:
         import open_clip
     except ImportError:
@@ -249,7 +274,7 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
         else:
             weights_id = f"open_clip-{tag}"
         try:
-            with downloading():
+            with downloading(), _root_logging_kept():
                 network = open_clip.create_model(model_name, pretrained=tag)
         except Exception as exc:  # hub download errors come in many types
             if local is not None:
@@ -260,7 +285,8 @@ def build_open_clip(spec: str, weights: str | Path | None = None,
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)  # its "initialized randomly" warning: we load weights next
         try:
-            network = open_clip.create_model(model_name)
+            with _root_logging_kept():
+                network = open_clip.create_model(model_name)
         finally:
             logging.disable(previous)
         load_state_dict(network, weights, f"open_clip:{model_name}")

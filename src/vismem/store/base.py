@@ -557,6 +557,9 @@ class Store(Protocol):
     # `capabilities.feature_transforms` refuses (InvalidInputError)
     def install_transform(self, fitted: FeatureTransform, max_id: int,
                           progress: Callable[[int], None] | None = None) -> None: ...
+    # records `identity` as the memory's encoder, in one write: the same encoder under the id
+    # this vismem gives it (an older one named a weights file by its path, not its digest)
+    def record_encoder(self, identity: EncoderIdentity) -> None: ...
 
     # ---- writes ---------------------------------------------------------------------
     def insert(self, items: Sequence[NewItem], *, allow_duplicates: bool = False) -> InsertResult: ...

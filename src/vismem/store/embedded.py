@@ -405,6 +405,10 @@ class EmbeddedStore:
 
     # ---- settings --------------------------------------------------------------------
 
+    def record_encoder(self, identity: EncoderIdentity) -> None:
+        self.db.set_config({"encoder": identity.to_dict()})  # one row, in one transaction
+        self.identity = identity
+
     def settings(self) -> MemorySettings:
         return self._settings
 

@@ -459,6 +459,11 @@ class MilvusStore:
     def settings(self) -> MemorySettings:
         return self._settings
 
+    def record_encoder(self, identity: EncoderIdentity) -> None:
+        config = {**self._config, "encoder": identity.to_dict()}
+        self._call("recording the encoder's id", self._client.upsert, self.where.side, [_side_row("config", config)])
+        self._config, self.identity = config, identity
+
     def save_settings(self, changes: Mapping[str, Any], progress: Callable[[int], None] | None = None) -> None:
         """Change the named settings; a changed index setting rebuilds the collection's index.
         Feature transforms and recorded queries are the embedded home's (see below)."""
