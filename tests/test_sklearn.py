@@ -386,3 +386,20 @@ def test_a_query_gets_the_same_vote_alone_as_in_a_batch(digits, vote):
     alone = np.vstack([clf.predict_proba(queries[i:i + 1]) for i in range(len(queries))])
     np.testing.assert_array_equal(alone, clf.predict_proba(queries))
     check_methods_subset_invariance("MemoryClassifier", MemoryClassifier(vote=vote))
+
+
+def test_a_pipeline_with_a_built_encoder_cross_validates(lite0):
+    """clone deep-copied a built Encoder, and EfficientNet-Lite0's ONNX Runtime session
+    cannot be copied: cross_val_score (and GridSearchCV) over
+    make_pipeline(MemoryEncoder(create_encoder(...)), MemoryClassifier()) failed with a
+    TypeError before fitting anything. The frozen encoder is shared by the clones now."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    from vismem.datasets import load_digits_images
+
+    images, labels = load_digits_images()
+    assert clone(MemoryEncoder(lite0)).encoder is lite0
+    pipe = make_pipeline(MemoryEncoder(lite0), MemoryClassifier(k=3))
+    scores = cross_val_score(pipe, images[:60], labels[:60], cv=2, error_score="raise")
+    assert scores.shape == (2,) and (scores > 0.3).all()

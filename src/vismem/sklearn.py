@@ -868,6 +868,17 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
                 raise InvalidInputError(f"cannot encode {name}: {exc}") from None
         return encoder.encode(images) if images else np.empty((0, encoder.dim), np.float32)
 
+    def __sklearn_clone__(self) -> MemoryEncoder:
+        """As `sklearn.base.clone`, but a built `Encoder` is shared, not deep-copied: it is
+        frozen (nothing is fitted), and its model runtime (an ONNX Runtime session) cannot
+        be copied, so GridSearchCV and cross_val_score over a Pipeline starting with
+        MemoryEncoder(create_encoder(...)) failed with a TypeError."""
+        from .encoders import Encoder
+
+        if not isinstance(self.encoder, Encoder):
+            return super().__sklearn_clone__()
+        return type(self)(self.encoder, weights=self.weights)
+
     def __getstate__(self) -> dict[str, Any]:
         """An encoder built from a name pickles as that name and is built again on first use
         (its model runtime, an ONNX Runtime session, cannot be pickled)."""
