@@ -368,3 +368,38 @@ def test_a_grid_of_numpy_numbers_searches(digits, tmp_path):
     with Memory.open(tmp_path / "m") as memory:
         assert memory.settings.vote == VoteParams(k=5, alpha=1.5)
         assert MemoryClassifier(memory=memory, k=np.int32(2)).fit().predict(tx[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("vote", ["prototype", "softmax", "hybrid"])
+def test_a_query_gets_the_same_vote_alone_as_in_a_batch(digits, vote):
+    """One query was normalised by unit_rows' one-query shortcut, whose norm may differ in
+    its last bit from the batch rule: on digits in 8 principal components its vote shares
+    alone differed (~1e-7) from those it got in a batch, and scikit-learn's
+    check_methods_subset_invariance failed for MemoryClassifier(vote="prototype")."""
+    from sklearn.decomposition import PCA
+    from sklearn.utils.estimator_checks import check_methods_subset_invariance
+
+    x, y, tx, _ = digits
+    pca = PCA(8, random_state=0).fit(x)
+    clf = MemoryClassifier(k=10, vote=vote).fit(pca.transform(x), y)
+    queries = pca.transform(tx[:100])
+    alone = np.vstack([clf.predict_proba(queries[i:i + 1]) for i in range(len(queries))])
+    np.testing.assert_array_equal(alone, clf.predict_proba(queries))
+    check_methods_subset_invariance("MemoryClassifier", MemoryClassifier(vote=vote))
+
+
+def test_a_pipeline_with_a_built_encoder_cross_validates(lite0):
+    """clone deep-copied a built Encoder, and EfficientNet-Lite0's ONNX Runtime session
+    cannot be copied: cross_val_score (and GridSearchCV) over
+    make_pipeline(MemoryEncoder(create_encoder(...)), MemoryClassifier()) failed with a
+    TypeError before fitting anything. The frozen encoder is shared by the clones now."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    from vismem.datasets import load_digits_images
+
+    images, labels = load_digits_images()
+    assert clone(MemoryEncoder(lite0)).encoder is lite0
+    pipe = make_pipeline(MemoryEncoder(lite0), MemoryClassifier(k=3))
+    scores = cross_val_score(pipe, images[:60], labels[:60], cv=2, error_score="raise")
+    assert scores.shape == (2,) and (scores > 0.3).all()

@@ -437,7 +437,7 @@ class MemoryClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         if len(self._y) == 0:
             raise ValueError("the memory is empty: every item was forgotten; add items with partial_fit")
-        return self.transform_.apply(_unit(X, queries=True))
+        return self.transform_.apply(_unit(X))
 
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares float64 (n, n_classes), columns in `classes_` order, rows summing to 1
@@ -772,18 +772,20 @@ def _check_weight_sum(sample_weight: Any) -> None:
                          "not 0): a weighted mean accuracy has no value; give weights with a non-zero sum")
 
 
-def _unit(X: np.ndarray, *, queries: bool = False) -> np.ndarray:
+def _unit(X: np.ndarray) -> np.ndarray:
     """Rows (validated: finite float32 or float64) at unit length by the rule of a memory on
     disk (`vectors.unit_rows`: at any finite scale, rescaled before the norm overflows or
     underflows; normalising in float32 made rows near 1e20 zeros and float64 ones past
     float32's range NaN). An all-zero row stays zero, similarity 0 to everything (a memory
-    on disk refuses it: it has no direction)."""
+    on disk refuses it: it has no direction). Queries too take the batch rule, not
+    unit_rows' one-query shortcut, whose norm may differ in its last bit: a row then got
+    other vote shares alone than in a batch (scikit-learn's check_methods_subset_invariance)."""
     zero = ~X.any(axis=1)
     if not zero.any():
-        return unit_rows(X, X.shape[1], queries=queries)
+        return unit_rows(X, X.shape[1])
     rows = np.zeros(X.shape, np.float32)
     if not zero.all():
-        rows[~zero] = unit_rows(X[~zero], X.shape[1], queries=queries)
+        rows[~zero] = unit_rows(X[~zero], X.shape[1])
     return rows
 
 
@@ -867,6 +869,17 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
                 name = f"image {position}" if isinstance(item, Image.Image) else item
                 raise InvalidInputError(f"cannot encode {name}: {exc}") from None
         return encoder.encode(images) if images else np.empty((0, encoder.dim), np.float32)
+
+    def __sklearn_clone__(self) -> MemoryEncoder:
+        """As `sklearn.base.clone`, but a built `Encoder` is shared, not deep-copied: it is
+        frozen (nothing is fitted), and its model runtime (an ONNX Runtime session) cannot
+        be copied, so GridSearchCV and cross_val_score over a Pipeline starting with
+        MemoryEncoder(create_encoder(...)) failed with a TypeError."""
+        from .encoders import Encoder
+
+        if not isinstance(self.encoder, Encoder):
+            return super().__sklearn_clone__()
+        return type(self)(self.encoder, weights=self.weights)
 
     def __getstate__(self) -> dict[str, Any]:
         """An encoder built from a name pickles as that name and is built again on first use
