@@ -879,7 +879,7 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
 
         if not isinstance(self.encoder, Encoder):
             return super().__sklearn_clone__()
-        return type(self)(self.encoder, weights=self.weights)
+        return type(self)(**self.get_params(deep=False))  # the same Encoder object, every other parameter as set
 
     def __getstate__(self) -> dict[str, Any]:
         """An encoder built from a name pickles as that name and is built again on first use
