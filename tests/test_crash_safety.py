@@ -855,3 +855,23 @@ def test_with_json_ctrl_c_as_a_settings_commit_returns_never_says_it_was_not_mad
         assert memory.settings.index == "hnsw"
     with Memory.open(other) as memory:
         assert memory.settings.abstention.k == 5
+
+
+def test_with_json_an_interrupted_record_queries_says_its_own_report(tmp_path):
+    """`record-queries --json` interrupted after its settings commit printed the memory's
+    whole settings (the store's mark), not its `{"keep", "kept"}`; landing as the store's
+    call returned, where no step marks it, it said "unknown". It says its report, with
+    `committed` true, and false before the commit."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(20, 8), ["a"] * 10 + ["b"] * 10)
+    before, as_committed, after, returned = _interrupted_in_store_each(
+        ("save_settings:before:1", "record-queries", path, 50, "--json"),
+        ("_Write.__exit__:after:1:saving settings", "record-queries", path, 60, "--json"),
+        ("_follow_index:before:1", "record-queries", path, 70, "--json"),
+        ("save_settings:after:1", "record-queries", path, 80, "--json"))
+    assert {k: v for k, v in before.items() if k != "unfinished"} == {"committed": False}
+    for said, keep in ((as_committed, 60), (after, 70), (returned, 80)):
+        assert {k: v for k, v in said.items() if k != "unfinished"} == {"keep": keep, "kept": 0, "committed": True}
+    with Memory.open(path) as memory:
+        assert memory.settings.record_queries == 80
