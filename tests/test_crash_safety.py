@@ -875,3 +875,30 @@ def test_with_json_an_interrupted_record_queries_says_its_own_report(tmp_path):
         assert {k: v for k, v in said.items() if k != "unfinished"} == {"keep": keep, "kept": 0, "committed": True}
     with Memory.open(path) as memory:
         assert memory.settings.record_queries == 80
+
+
+def test_with_json_ctrl_c_after_compact_or_tune_index_committed_says_true(tmp_path):
+    """`compact` and `tune-index` marked no Ctrl-C after their commit (the store's call
+    returned plain dicts, which the CLI did not carry): one landing there said
+    `"committed": "unknown"`. They say true with their report, and false before it."""
+    paths = [tmp_path / name for name in ("c", "t")]
+    for made in paths:
+        with Memory.create(made, encoder=None, dim=8, index="hnsw") as memory:
+            ids = memory.add_vectors(unit_vectors(400, 8), ["a"] * 200 + ["b"] * 200)
+            memory.remove(ids[:60])
+    queries = tmp_path / "q.npy"
+    np.save(queries, unit_vectors(50, 8, seed=9))
+    compacted_not, compacted, tuned_not, tuned = _interrupted_in_store_each(
+        ("compact:before:1", "compact", paths[0], "--json"),
+        ("_follow_index:before:1", "compact", paths[0], "--json"),
+        ("tune_index:before:1", "tune-index", paths[1], "--queries", queries, "--json"),
+        ("_follow_index:before:1", "tune-index", paths[1], "--queries", queries, "--json"))
+    for said in (compacted_not, tuned_not):
+        assert {k: v for k, v in said.items() if k != "unfinished"} == {"committed": False}
+    assert (compacted["committed"], compacted["reclaimed"], compacted["tombstones"]) == (True, 60, 0), compacted
+    assert (tuned["committed"], tuned["held_left_out"], tuned["quality"]["sample"]) == (True, 0, 50), tuned
+    assert tuned["quality"]["measured_on"] == "given queries"
+    assert compacted["unfinished"] == "interrupted: no item was added, removed or changed: the memory is compacted"
+    assert tuned["unfinished"].endswith("the search effort is tuned and saved")
+    with Memory.open(paths[1]) as memory:
+        assert memory.info()["index"]["quality"]["sample"] == 50
