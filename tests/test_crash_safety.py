@@ -902,3 +902,35 @@ def test_with_json_ctrl_c_after_compact_or_tune_index_committed_says_true(tmp_pa
     assert tuned["unfinished"].endswith("the search effort is tuned and saved")
     with Memory.open(paths[1]) as memory:
         assert memory.info()["index"]["quality"]["sample"] == 50
+
+
+def test_with_json_ctrl_c_as_a_prunes_commit_returns_says_what_it_pruned(tmp_path):
+    """`prune --json` interrupted as its commit returned (in SQLite's COMMIT, or as the
+    store's call returned), before any step marked it, printed `"committed": false` for a
+    prune that was saved, its items deleted. It says true with its report, the ids it
+    deleted among them."""
+    from vismem.curate import prune_memory
+
+    rng = np.random.default_rng(7)  # (as test_a_prune_killed_leaves_the_memory_as_it_was_or_pruned_whole)
+    centres = unit_vectors(3, 16, seed=1)
+    labels = rng.integers(0, 3, 90)
+    vectors = centres[labels] + 0.35 * rng.standard_normal((90, 16)).astype(np.float32)
+    noisy = np.where(rng.random(90) < 0.15, (labels + 1) % 3, labels)
+    paths = [tmp_path / name for name in ("reference", "a", "b")]
+    with Memory.create(paths[0], encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(vectors, [f"c{i}" for i in noisy])
+    for copy in paths[1:]:
+        shutil.copytree(paths[0], copy)
+    with Memory.open(paths[0]) as memory:  # the same prune, not interrupted
+        report = prune_memory(memory, "hard", purge=True, count="wrong-decisions")
+    assert 0 < len(report.purged) < 90
+    options = ("--mode", "hard", "--purge", "--count", "wrong-decisions", "--json")
+    committing, returned = _interrupted_in_store_each(
+        ("_Write.__exit__:after:1:saving the pruning", "prune", paths[1], *options),
+        ("save_pruning:after:1", "prune", paths[2], *options))
+    for said, path in ((committing, paths[1]), (returned, paths[2])):
+        assert said["committed"] is True, said
+        assert {k: said[k] for k in ("mode", "purged", "items", "threshold")} == \
+            {"mode": "hard", "purged": report.purged, "items": 90, "threshold": report.threshold}
+        with Memory.open(path) as memory:
+            assert len(memory) == 90 - len(report.purged) and memory.pruning.mode == "hard"
