@@ -708,19 +708,20 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
 # INTERRUPTED_IN_STORE for many commands in one process (as `main` can run them, one after
 # another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
 # each command's stdout and stderr end with a line "--- EXIT", its exit status. AT's method
-# may name its owner, `os.replace` or `Database.create` (else EmbeddedStore's), and end with
+# may name its owner, `os.replace`, `Database.create` or `MilvusStore.x` (else EmbeddedStore's), and end with
 # ":TEXT": then only calls whose first argument (a write's `_what`, not a nested one's) holds TEXT count
 INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
     import json, os, signal, sys
     from vismem.cli import main
     from vismem.store.embedded import EmbeddedStore
+    from vismem.store.milvus import MilvusStore
     from vismem.store.sqlite import Database, _Write
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     for at, args in json.loads(os.environ["VISMEM_TEST_RUNS"]):
         method, when, nth, *text = at.split(":")
         owner, _, method = method.rpartition(".")
-        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write}[owner]
+        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write, "MilvusStore": MilvusStore}[owner]
         original = getattr(owner, method)
         calls = []
 

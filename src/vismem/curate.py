@@ -210,10 +210,10 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         )
     targets = excluded if purge else []
 
-    def made(removed: list[int] | None) -> PruneReport:
+    def made(removed: Any) -> PruneReport:
         """Ctrl-C after the commit: what the prune made, with the ids the store marked it
         with, or (unmarked, as a call returned) those of `targets` the store no longer holds."""
-        if removed is None:
+        if not isinstance(removed, list):  # (a mark of another kind says no ids)
             held = {item.id for item in memory.items_as_stored(targets)}
             removed = [i for i in targets if i not in held]
         return pruned(list(removed))
