@@ -708,19 +708,20 @@ def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_pat
 # INTERRUPTED_IN_STORE for many commands in one process (as `main` can run them, one after
 # another), to spare a start of Python each: VISMEM_TEST_RUNS is a JSON list of [AT, ARGS];
 # each command's stdout and stderr end with a line "--- EXIT", its exit status. AT's method
-# may name its owner, `os.replace` or `Database.create` (else EmbeddedStore's), and end with
+# may name its owner, `os.replace`, `Database.create` or `MilvusStore.x` (else EmbeddedStore's), and end with
 # ":TEXT": then only calls whose first argument (a write's `_what`, not a nested one's) holds TEXT count
 INTERRUPTED_IN_STORE_EACH = textwrap.dedent("""
     import json, os, signal, sys
     from vismem.cli import main
     from vismem.store.embedded import EmbeddedStore
+    from vismem.store.milvus import MilvusStore
     from vismem.store.sqlite import Database, _Write
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as INTERRUPTED_AT_FIRST_BATCH)
     for at, args in json.loads(os.environ["VISMEM_TEST_RUNS"]):
         method, when, nth, *text = at.split(":")
         owner, _, method = method.rpartition(".")
-        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write}[owner]
+        owner = {"": EmbeddedStore, "os": os, "Database": Database, "_Write": _Write, "MilvusStore": MilvusStore}[owner]
         original = getattr(owner, method)
         calls = []
 
@@ -855,3 +856,82 @@ def test_with_json_ctrl_c_as_a_settings_commit_returns_never_says_it_was_not_mad
         assert memory.settings.index == "hnsw"
     with Memory.open(other) as memory:
         assert memory.settings.abstention.k == 5
+
+
+def test_with_json_an_interrupted_record_queries_says_its_own_report(tmp_path):
+    """`record-queries --json` interrupted after its settings commit printed the memory's
+    whole settings (the store's mark), not its `{"keep", "kept"}`; landing as the store's
+    call returned, where no step marks it, it said "unknown". It says its report, with
+    `committed` true, and false before the commit."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(20, 8), ["a"] * 10 + ["b"] * 10)
+    before, as_committed, after, returned = _interrupted_in_store_each(
+        ("save_settings:before:1", "record-queries", path, 50, "--json"),
+        ("_Write.__exit__:after:1:saving settings", "record-queries", path, 60, "--json"),
+        ("_follow_index:before:1", "record-queries", path, 70, "--json"),
+        ("save_settings:after:1", "record-queries", path, 80, "--json"))
+    assert {k: v for k, v in before.items() if k != "unfinished"} == {"committed": False}
+    for said, keep in ((as_committed, 60), (after, 70), (returned, 80)):
+        assert {k: v for k, v in said.items() if k != "unfinished"} == {"keep": keep, "kept": 0, "committed": True}
+    with Memory.open(path) as memory:
+        assert memory.settings.record_queries == 80
+
+
+def test_with_json_ctrl_c_after_compact_or_tune_index_committed_says_true(tmp_path):
+    """`compact` and `tune-index` marked no Ctrl-C after their commit (the store's call
+    returned plain dicts, which the CLI did not carry): one landing there said
+    `"committed": "unknown"`. They say true with their report, and false before it."""
+    paths = [tmp_path / name for name in ("c", "t")]
+    for made in paths:
+        with Memory.create(made, encoder=None, dim=8, index="hnsw") as memory:
+            ids = memory.add_vectors(unit_vectors(400, 8), ["a"] * 200 + ["b"] * 200)
+            memory.remove(ids[:60])
+    queries = tmp_path / "q.npy"
+    np.save(queries, unit_vectors(50, 8, seed=9))
+    compacted_not, compacted, tuned_not, tuned = _interrupted_in_store_each(
+        ("compact:before:1", "compact", paths[0], "--json"),
+        ("_follow_index:before:1", "compact", paths[0], "--json"),
+        ("tune_index:before:1", "tune-index", paths[1], "--queries", queries, "--json"),
+        ("_follow_index:before:1", "tune-index", paths[1], "--queries", queries, "--json"))
+    for said in (compacted_not, tuned_not):
+        assert {k: v for k, v in said.items() if k != "unfinished"} == {"committed": False}
+    assert (compacted["committed"], compacted["reclaimed"], compacted["tombstones"]) == (True, 60, 0), compacted
+    assert (tuned["committed"], tuned["held_left_out"], tuned["quality"]["sample"]) == (True, 0, 50), tuned
+    assert tuned["quality"]["measured_on"] == "given queries"
+    assert compacted["unfinished"] == "interrupted: no item was added, removed or changed: the memory is compacted"
+    assert tuned["unfinished"].endswith("the search effort is tuned and saved")
+    with Memory.open(paths[1]) as memory:
+        assert memory.info()["index"]["quality"]["sample"] == 50
+
+
+def test_with_json_ctrl_c_as_a_prunes_commit_returns_says_what_it_pruned(tmp_path):
+    """`prune --json` interrupted as its commit returned (in SQLite's COMMIT, or as the
+    store's call returned), before any step marked it, printed `"committed": false` for a
+    prune that was saved, its items deleted. It says true with its report, the ids it
+    deleted among them."""
+    from vismem.curate import prune_memory
+
+    rng = np.random.default_rng(7)  # (as test_a_prune_killed_leaves_the_memory_as_it_was_or_pruned_whole)
+    centres = unit_vectors(3, 16, seed=1)
+    labels = rng.integers(0, 3, 90)
+    vectors = centres[labels] + 0.35 * rng.standard_normal((90, 16)).astype(np.float32)
+    noisy = np.where(rng.random(90) < 0.15, (labels + 1) % 3, labels)
+    paths = [tmp_path / name for name in ("reference", "a", "b")]
+    with Memory.create(paths[0], encoder=None, dim=16, index="hnsw") as memory:
+        memory.add_vectors(vectors, [f"c{i}" for i in noisy])
+    for copy in paths[1:]:
+        shutil.copytree(paths[0], copy)
+    with Memory.open(paths[0]) as memory:  # the same prune, not interrupted
+        report = prune_memory(memory, "hard", purge=True, count="wrong-decisions")
+    assert 0 < len(report.purged) < 90
+    options = ("--mode", "hard", "--purge", "--count", "wrong-decisions", "--json")
+    committing, returned = _interrupted_in_store_each(
+        ("_Write.__exit__:after:1:saving the pruning", "prune", paths[1], *options),
+        ("save_pruning:after:1", "prune", paths[2], *options))
+    for said, path in ((committing, paths[1]), (returned, paths[2])):
+        assert said["committed"] is True, said
+        assert {k: said[k] for k in ("mode", "purged", "items", "threshold")} == \
+            {"mode": "hard", "purged": report.purged, "items": 90, "threshold": report.threshold}
+        with Memory.open(path) as memory:
+            assert len(memory) == 90 - len(report.purged) and memory.pruning.mode == "hard"

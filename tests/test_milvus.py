@@ -419,3 +419,21 @@ def test_every_memory_command_runs_on_milvus(milvus_location, photos, digit_fold
     np.save(tmp_path / "l.npy", np.asarray(["ones"]))
     cli("add-vectors", m, "--vectors", tmp_path / "v.npy", "--labels", tmp_path / "l.npy", check=True)
     assert json.loads(cli("info", m, "--json", check=True).stdout)["classes"]["ones"] == 1
+
+
+@pytest.mark.milvus
+def test_with_json_ctrl_c_after_a_milvus_settings_save_says_it_committed(milvus_location):
+    """A Milvus memory's save_settings and save_pruning marked no Ctrl-C after the settings
+    were written (and a server cannot count commits): `reindex --json` and `prune --json`
+    interrupted there said `"committed": "unknown"`. They say true, `prune` with its report."""
+    from test_crash_safety import _interrupted_in_store_each
+
+    with Memory.create(milvus_location, encoder=None, dim=8, index="exact") as memory:
+        memory.add_vectors(unit_vectors(40, 8), ["a"] * 20 + ["b"] * 20)
+    reindexed, pruned = _interrupted_in_store_each(
+        ("MilvusStore._reindex:before:1", "reindex", milvus_location, "--index", "hnsw", "--json"),
+        ("MilvusStore._touch:before:2", "prune", milvus_location, "--mode", "soft", "--json"))
+    assert {k: reindexed[k] for k in ("setting", "committed")} == {"setting": "hnsw", "committed": True}, reindexed
+    assert (pruned["committed"], pruned["mode"], pruned["items"], pruned["purged"]) == (True, "soft", 40, []), pruned
+    with Memory.open(milvus_location) as memory:
+        assert (memory.settings.index, memory.settings.pruning.mode) == ("hnsw", "soft")

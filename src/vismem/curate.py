@@ -15,7 +15,8 @@ import numpy as np
 
 from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
-from .errors import EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, whole_number
+from .errors import (EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, committed_since,
+                     whole_number)
 from .maintenance import Report, unshown
 from .memory import Memory
 from .prune import DEFAULT_COUNT, HARD_THRESHOLD, SOFT_C, SOFT_D, PruneSettings, self_query, suspect_order
@@ -207,16 +208,22 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
             top=[{"id": int(data.ids[r]), "label": str(data.labels[r]), "v": int(query.v[r]),
                   "factor": float(state.factors(np.array([query.v[r]]))[0])} for r in order if query.v[r] > 0],
         )
+    targets = excluded if purge else []
+
+    def made(removed: Any) -> PruneReport:
+        """Ctrl-C after the commit: what the prune made, with the ids the store marked it
+        with, or (unmarked, as a call returned) those of `targets` the store no longer holds."""
+        if not isinstance(removed, list):  # (a mark of another kind says no ids)
+            held = {item.id for item in memory.items_as_stored(targets)}
+            removed = [i for i in targets if i not in held]
+        return pruned(list(removed))
+
     try:
-        purged = memory.apply_pruning(counts, state, excluded if purge else ())  # one change: all of it or nothing
-    except (PartlyDoneError, KeyboardInterrupt) as exc:
-        # committed, but the purge of the items deleted was cut off (or Ctrl-C came after the
-        # commit: `errors.committed` marked it): what the prune made, as it would have returned it
-        removed = getattr(exc, "done", None)
-        if isinstance(exc, PartlyDoneError) or removed is not None:
-            exc.done = pruned(list(removed or ()))  # type: ignore[union-attr]  # (a KeyboardInterrupt takes it too)
+        with committed_since(memory.store, made):
+            return pruned(memory.apply_pruning(counts, state, targets))  # one change: all of it or nothing
+    except PartlyDoneError as exc:  # committed, but the purge of the items deleted was cut off
+        exc.done = pruned(list(exc.done or ()))  # what the prune made, as it would have returned it
         raise
-    return pruned(purged)
 
 
 @dataclass

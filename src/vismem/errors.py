@@ -5,8 +5,8 @@ as `error: <message>` and exits 1 (nothing changed), or 3 for a `PartlyDoneError
 change committed, a step after it not done), never with a traceback.
 """
 
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from numbers import Integral
 from typing import Any
 
@@ -117,6 +117,26 @@ def committed_as(result: Any) -> Iterator[None]:
     except KeyboardInterrupt as exc:
         if getattr(exc, "done", None) is not None:
             exc.done = result  # type: ignore[attr-defined]
+        raise
+
+
+@contextmanager
+def committed_since(store: Any, report: Callable[[Any], Any]) -> Iterator[None]:
+    """Around a call that changes `store` in one or more commits and returns its own
+    report: a Ctrl-C that lands after a commit carries `report(mark)` (asked then; `mark`
+    is what the store marked it with, `committed`, else None) in place of the store's
+    mark. After a commit means marked, or, unmarked (as a store call returned, before the
+    caller's next step), where `store.commits` moved since the call began: exact in the
+    directory home, where a Ctrl-C before any commit stays unmarked. Where `report` fails
+    (the store cannot be read), the store's mark stays."""
+    start = getattr(store, "commits", None)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        mark = getattr(exc, "done", None)
+        if mark is not None or (start is not None and getattr(store, "commits", None) != start):
+            with suppress(Exception):
+                exc.done = report(mark)  # type: ignore[attr-defined]
         raise
 
 

@@ -32,7 +32,7 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .encoders.registry import check_supported, former_weights_path, known_weights, supports_runtime
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
-                     NotCalibratedError, ReadOnlyMemoryError, committed, whole_number)
+                     NotCalibratedError, ReadOnlyMemoryError, committed, committed_since, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
 from .ingest import (UPLOADED, AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
                      split_conflicts)
@@ -1051,9 +1051,16 @@ class Memory:
         now. Deleted queries leave no bytes in any file. Returns {"keep", "kept"}."""
         if keep is not None:
             self.settings.replace(record_queries=keep)  # a bad value fails here
-            self._commit(lambda store: store.save_settings({"record_queries": keep}))
-        if clear or keep == 0:
-            self._commit(lambda store: store.clear_recorded_queries())
+        # (Ctrl-C after a commit: this report, as the store has it then, not the settings it marks)
+        with committed_since(self.store, lambda _: self._recording()):
+            if keep is not None:
+                self._commit(lambda store: store.save_settings({"record_queries": keep}))
+            if clear or keep == 0:
+                self._commit(lambda store: store.clear_recorded_queries())
+            return self._recording()
+
+    def _recording(self) -> dict[str, Any]:
+        """`record_queries`'s report: {"keep", "kept"}."""
         return {"keep": self.settings.record_queries, "kept": self.store.recorded_count()}
 
     def recorded_waiting(self) -> int:

@@ -282,9 +282,11 @@ def _fill(report: dict[str, Any], exc: BaseException | None) -> None:
 
 def _carried(exc: BaseException | None) -> dict[str, Any] | None:
     """What a `PartlyDoneError` in `exc` or the errors it was raised while handling says
-    its call committed (a report with `to_dict`), if one says."""
+    its call committed (a report with `to_dict`, or a dict: `record_queries`'), if one says."""
     while exc is not None:
         done: Any = getattr(exc, "done", None)
+        if isinstance(done, dict):
+            return done
         if hasattr(done, "to_dict"):
             return cast(dict[str, Any], done.to_dict())
         exc = exc.__context__

@@ -106,7 +106,11 @@ def prune(
         # (the bar opens once prune_memory has made its checks: a memory it refuses draws none)
         report = prune_memory(memory, mode, k=k, threshold=threshold, c=c, d=d, purge=purge, count=count,
                               allow_empty_classes=allow_empty_classes, report=progress_bar)
-        done.update(report.to_dict(), committed=True)
+        try:  # (prune_memory marks a Ctrl-C after its commit with this report: here it is made too)
+            done.update(report.to_dict(), committed=True)
+        except KeyboardInterrupt:
+            done.update(report.to_dict(), committed=True)
+            raise
     if json_out:
         emit({**report.to_dict(), "unfinished": None})  # as remove and rollback; reported_if_cut_off says one
         return

@@ -117,7 +117,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     interrupted_leaves("no item was added, removed or changed (`vismem compact` rewrites the memory's files, and "
                        "refits a transform fitted on removed items): run it again to finish")
     with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance, \
-            reported_as_it_commits(json_out, {}, memory.store) as said:
+            reported_as_it_commits(json_out, {}, memory.store,
+                                   leaves="no item was added, removed or changed: the memory is compacted") as said:
         report = memory.compact(progress=advance)
         said.update(report, committed=True)
     if json_out:
@@ -158,7 +159,9 @@ def tune_index(
         if held:  # each would find itself: recall 1.0 whatever the effort
             err.print(f"warning: left out {len(held)} of the query images: the memory already holds them "
                       f"(each would find itself); tuning on the other {len(vectors)}")
-        with reported_as_it_commits(json_out, {}, memory.store) as said:
+        with reported_as_it_commits(json_out, {}, memory.store,
+                                    leaves="no item was added, removed or changed: the search effort is tuned and "
+                                           "saved") as said:
             described = memory.tune_index(vectors)
             said.update(described, committed=True)
         if described["held_left_out"]:  # query vectors, given or recorded, that are items

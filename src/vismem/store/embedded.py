@@ -809,8 +809,10 @@ class EmbeddedStore:
             raise InvalidInputError(f"the memory already holds every {given} query vector ({len(queries)}), and "
                                     "each would find itself: tune on vectors the memory has not seen")
         self._index.tune(self.to_search_space(queries[unseen]), measured_on)
-        self._follow_index()
-        return {**self._index.describe(), "held_left_out": int(len(queries) - unseen.sum())}
+        report = {**self._index.describe(), "held_left_out": int(len(queries) - unseen.sum())}
+        with committed(report):  # (Ctrl-C from here on: the effort and its recall are saved)
+            self._follow_index()
+        return report
 
     def purge(self) -> None:
         """Drop removed items' older copies from every file of the memory, now (refitting the
@@ -857,8 +859,10 @@ class EmbeddedStore:
         self.db.vacuum()  # purges the database
         self._unpurged = False
         reclaimed = self._index.compact(self._live(), progress)
-        self._follow_index()
-        return {"reclaimed": reclaimed, **self._index.describe()}  # with the recall it re-measured
+        report = {"reclaimed": reclaimed, **self._index.describe()}  # with the recall it re-measured
+        with committed(report):  # (Ctrl-C from here on: the compacted index is saved)
+            self._follow_index()
+        return report
 
     def quality(self) -> Any:
         return self._index.quality

@@ -58,7 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError
+from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError, committed, committed_as
 from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
@@ -476,10 +476,11 @@ class MilvusStore:
         old = self._settings
         self._call("saving settings", self._client.upsert, self.where.side,
                    [_side_row("settings", settings.to_dict())])
-        self._settings = settings
-        if old.index != settings.index:
-            self._reindex(settings.index, progress)
-        self._touch(now=True)
+        with committed(settings):  # (Ctrl-C from here on: the settings are saved)
+            self._settings = settings
+            if old.index != settings.index:
+                self._reindex(settings.index, progress)
+            self._touch(now=True)
 
     def _reindex(self, setting: str, progress: Callable[[int], None] | None = None) -> None:
         name = self.where.collection
@@ -699,7 +700,8 @@ class MilvusStore:
         self._settings.replace(pruning=pruning)  # a bad value fails before any write
         self.set_prune_counts(counts)
         removed = self.delete(remove) if remove else []
-        self.save_settings({"pruning": pruning})
+        with committed_as(removed):  # (the setting saved, a Ctrl-C carries the removals, as the directory's)
+            self.save_settings({"pruning": pruning})
         return removed
 
     # ---- reads -----------------------------------------------------------------------
