@@ -476,3 +476,27 @@ def test_an_encoder_built_by_hand_is_refused_when_pickled_naming_the_way():
     with pytest.raises(pickle.PicklingError, match="built by hand.*pass the encoder by name"):
         pickle.dumps(MemoryEncoder(hand))
     assert copy.deepcopy(MemoryEncoder(hand, weights="w").fit()).encoder_ is hand
+
+
+def test_a_pipeline_from_images_gives_pandas_output():
+    """MemoryEncoder had no get_feature_names_out: pipeline.set_output(transform="pandas")
+    raised ValueError, as did get_feature_names_out on a Pipeline ending with it."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.decomposition import PCA
+    from sklearn.exceptions import NotFittedError
+
+    from vismem.datasets import load_digits_images
+
+    images, labels = load_digits_images()
+    enc = MemoryEncoder("pixels")
+    with pytest.raises(NotFittedError):
+        enc.get_feature_names_out()
+    names = enc.fit(images[:4]).get_feature_names_out()
+    assert names.tolist() == [f"memoryencoder{i}" for i in range(768)]
+    frame = make_pipeline(MemoryEncoder("pixels")).set_output(transform="pandas").fit_transform(images[:40])
+    assert isinstance(frame, pd.DataFrame) and frame.columns.tolist() == names.tolist()
+    np.testing.assert_array_equal(frame.to_numpy(), enc.transform(images[:40]))
+    pipe = make_pipeline(MemoryEncoder("pixels"), PCA(8), MemoryClassifier(k=3)).set_output(transform="pandas")
+    pipe.fit(images[:60], labels[:60])
+    assert pipe[:-1].transform(images[60:70]).columns.tolist() == [f"pca{i}" for i in range(8)]
+    assert pipe.score(images[60:120], labels[60:120]) > 0.6

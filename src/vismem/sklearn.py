@@ -29,7 +29,8 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
+from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                          _fit_context, clone)
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -829,7 +830,7 @@ class _Held:
         self.memory: ArrayMemory | None = None
 
 
-class MemoryEncoder(TransformerMixin, BaseEstimator):
+class MemoryEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Images -> embeddings with a registered vismem encoder, for a Pipeline that starts at
     images: `make_pipeline(MemoryEncoder("efficientnet_lite0"), MemoryClassifier())`.
 
@@ -841,6 +842,10 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
     on first use after loading; a built one (`create_encoder(...)`) is built again on load
     from its name, weights file and options, and refused (EncoderError) if its id differs
     there (other weights). One made by hand cannot be pickled: pass it by name.
+
+    `get_feature_names_out` names the dimensions memoryencoder0, memoryencoder1, ... once
+    the encoder is built (fit, or a first transform), so `set_output(transform="pandas")`
+    works on a Pipeline that starts with it.
     """
 
     def __init__(self, encoder: Any = "efficientnet_lite0", *, weights: str | None = None) -> None:
@@ -851,6 +856,11 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         self.encoder_ = self._build()
         self.n_features_out_ = self.encoder_.dim
         return self
+
+    @property
+    def _n_features_out(self) -> int:
+        """For `get_feature_names_out` (ClassNamePrefixFeaturesOutMixin): the encoder's dimension."""
+        return self.n_features_out_
 
     def _build(self):
         from .encoders import Encoder, create_encoder
