@@ -403,3 +403,100 @@ def test_a_pipeline_with_a_built_encoder_cross_validates(lite0):
     pipe = make_pipeline(MemoryEncoder(lite0), MemoryClassifier(k=3))
     scores = cross_val_score(pipe, images[:60], labels[:60], cv=2, error_score="raise")
     assert scores.shape == (2,) and (scores > 0.3).all()
+
+
+def test_a_fitted_pipeline_with_a_built_encoder_saves_with_joblib(tmp_path, lite0):
+    """A MemoryEncoder holding a built Encoder could not be pickled ("cannot pickle
+    'onnxruntime...InferenceSession'" for EfficientNet-Lite0, "Can't pickle local object
+    build_pixels.<locals>.embed" for pixels), so a fitted Pipeline could not be saved with
+    joblib. The encoder pickles as what rebuilds it (name, weights, options) and its id."""
+    import joblib
+
+    from vismem.datasets import load_digits_images
+    from vismem.encoders import EncoderOptions, create_encoder
+
+    images, labels = load_digits_images()
+    for encoder in (create_encoder("pixels", options=EncoderOptions(batch_size=7)), lite0):
+        pipe = make_pipeline(MemoryEncoder(encoder), MemoryClassifier(k=3)).fit(images[:60], labels[:60])
+        joblib.dump(pipe, tmp_path / "pipe.joblib")
+        again = joblib.load(tmp_path / "pipe.joblib")
+        rebuilt = again[0].encoder
+        assert rebuilt is not encoder and rebuilt.id == encoder.id and again[0].encoder_ is rebuilt
+        assert rebuilt.batch_size == encoder.batch_size  # its options too
+        assert again.predict(images[60:120]).tolist() == pipe.predict(images[60:120]).tolist()
+    assert again.predict_proba(images[60:120]).tolist() == pipe.predict_proba(images[60:120]).tolist()
+
+
+def _onnx_mean_model(path, scale):
+    """An onnx:PATH encoder whose vector is each channel's mean times `scale`: another
+    scale is another weights file (another digest, so another id)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Mul", ["flat", "scale"], ["y"])],
+        "mean", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [3], scale)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return f"onnx:{path}?image_size=8&resize_size=8"
+
+
+def test_a_pickled_encoder_whose_weights_differ_on_load_is_refused(tmp_path):
+    """A built encoder is rebuilt on load from its name and weights; other weights there
+    (another file at the same path) would make vectors unlike those the pipeline was
+    fitted on: refused, naming both ids."""
+    import pickle
+    import re
+
+    from vismem.encoders import create_encoder
+    from vismem.errors import EncoderError
+
+    spec = _onnx_mean_model(tmp_path / "mean.onnx", [1.0, 2.0, 3.0])
+    encoder = create_encoder(spec)
+    saved = pickle.dumps(MemoryEncoder(encoder).fit())
+    assert pickle.loads(saved).encoder.id == encoder.id
+    _onnx_mean_model(tmp_path / "mean.onnx", [3.0, 2.0, 1.0])
+    other = create_encoder(spec).id
+    assert other != encoder.id
+    with pytest.raises(EncoderError, match=f"{re.escape(encoder.id)}.*{re.escape(other)}"):
+        pickle.loads(saved)
+
+
+def test_an_encoder_built_by_hand_is_refused_when_pickled_naming_the_way():
+    """An Encoder made by hand (not by create_encoder) has no name to rebuild it from. A
+    deep copy still shares it, as clone does."""
+    import copy
+    import pickle
+
+    from vismem.encoders import Encoder, Preprocessing
+
+    hand = Encoder("mine", 3, Preprocessing(8, 8), "v1", lambda batch: batch.mean(axis=(1, 2)))
+    with pytest.raises(pickle.PicklingError, match="built by hand.*pass the encoder by name"):
+        pickle.dumps(MemoryEncoder(hand))
+    assert copy.deepcopy(MemoryEncoder(hand, weights="w").fit()).encoder_ is hand
+
+
+def test_a_pipeline_from_images_gives_pandas_output():
+    """MemoryEncoder had no get_feature_names_out: pipeline.set_output(transform="pandas")
+    raised ValueError, as did get_feature_names_out on a Pipeline ending with it."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.decomposition import PCA
+    from sklearn.exceptions import NotFittedError
+
+    from vismem.datasets import load_digits_images
+
+    images, labels = load_digits_images()
+    enc = MemoryEncoder("pixels")
+    with pytest.raises(NotFittedError):
+        enc.get_feature_names_out()
+    names = enc.fit(images[:4]).get_feature_names_out()
+    assert names.tolist() == [f"memoryencoder{i}" for i in range(768)]
+    frame = make_pipeline(MemoryEncoder("pixels")).set_output(transform="pandas").fit_transform(images[:40])
+    assert isinstance(frame, pd.DataFrame) and frame.columns.tolist() == names.tolist()
+    np.testing.assert_array_equal(frame.to_numpy(), enc.transform(images[:40]))
+    pipe = make_pipeline(MemoryEncoder("pixels"), PCA(8), MemoryClassifier(k=3)).set_output(transform="pandas")
+    pipe.fit(images[:60], labels[:60])
+    assert pipe[:-1].transform(images[60:70]).columns.tolist() == [f"pca{i}" for i in range(8)]
+    assert pipe.score(images[60:120], labels[60:120]) > 0.6

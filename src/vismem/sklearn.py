@@ -23,12 +23,14 @@ voted and what would change the label. It holds its vectors in RAM, or, given
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context, clone
+from sklearn.base import (BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                          _fit_context, clone)
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -45,6 +47,8 @@ from .transform import TRANSFORMS, FeatureTransform, TransformSpec, fit_transfor
 from .vectors import unit_rows
 
 if TYPE_CHECKING:
+    from .encoders import Encoder
+    from .encoders.base import Recipe
     from .memory import Memory
 
 
@@ -826,13 +830,22 @@ class _Held:
         self.memory: ArrayMemory | None = None
 
 
-class MemoryEncoder(TransformerMixin, BaseEstimator):
+class MemoryEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Images -> embeddings with a registered vismem encoder, for a Pipeline that starts at
     images: `make_pipeline(MemoryEncoder("efficientnet_lite0"), MemoryClassifier())`.
 
     `encoder` is an encoder name (`vismem encoders` lists them) or a built `Encoder`;
     transform takes a sequence of PIL images or image paths and returns unit vectors
     float32 (n, dim). Nothing is learned: `fit` only builds the encoder.
+
+    Pickled (joblib, as a fitted Pipeline is saved), an encoder given by name is built again
+    on first use after loading; a built one (`create_encoder(...)`) is built again on load
+    from its name, weights file and options, and refused (EncoderError) if its id differs
+    there (other weights). One made by hand cannot be pickled: pass it by name.
+
+    `get_feature_names_out` names the dimensions memoryencoder0, memoryencoder1, ... once
+    the encoder is built (fit, or a first transform), so `set_output(transform="pandas")`
+    works on a Pipeline that starts with it.
     """
 
     def __init__(self, encoder: Any = "efficientnet_lite0", *, weights: str | None = None) -> None:
@@ -843,6 +856,11 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         self.encoder_ = self._build()
         self.n_features_out_ = self.encoder_.dim
         return self
+
+    @property
+    def _n_features_out(self) -> int:
+        """For `get_feature_names_out` (ClassNamePrefixFeaturesOutMixin): the encoder's dimension."""
+        return self.n_features_out_
 
     def _build(self):
         from .encoders import Encoder, create_encoder
@@ -882,18 +900,84 @@ class MemoryEncoder(TransformerMixin, BaseEstimator):
         return type(self)(**self.get_params(deep=False))  # the same Encoder object, every other parameter as set
 
     def __getstate__(self) -> dict[str, Any]:
-        """An encoder built from a name pickles as that name and is built again on first use
-        (its model runtime, an ONNX Runtime session, cannot be pickled)."""
+        """An encoder given by name pickles as that name and is built again on first use; a
+        built `Encoder` (its model runtime, an ONNX Runtime session, cannot be pickled) as
+        what `create_encoder` built it from and its id, built again on load, where other
+        weights (another id) are refused. One made by hand, not by `create_encoder`, has
+        nothing to build it again from: refused here (pickle.PicklingError)."""
+        from .encoders import Encoder
+
         state = dict(super().__getstate__())
         if isinstance(self.encoder, str):
             state.pop("encoder_", None)
+        rebuilds: dict[int, _Rebuild] = {}
+        for key in ("encoder", "encoder_"):
+            if isinstance(value := state.get(key), Encoder):
+                if id(value) not in rebuilds:
+                    rebuilds[id(value)] = _Rebuild.of(value)
+                state[key] = rebuilds[id(value)]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        built: dict[int, Any] = {}
+        for key in ("encoder", "encoder_"):
+            if isinstance(value := state.get(key), _Rebuild):
+                if id(value) not in built:
+                    built[id(value)] = value.build()
+                state[key] = built[id(value)]
+        super().__setstate__(state)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoryEncoder:
+        """A copy sharing a built `Encoder`, as `__sklearn_clone__` does: it is frozen, and
+        copying it through pickling would build it again (or refuse one made by hand)."""
+        import copy
+
+        from .encoders import Encoder
+
+        memo.update({id(value): value for value in vars(self).values() if isinstance(value, Encoder)})
+        twin = memo[id(self)] = object.__new__(type(self))
+        twin.__dict__.update(copy.deepcopy(vars(self), memo))
+        return twin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
         tags.input_tags.two_d_array = False
         return tags
+
+
+@dataclass(frozen=True)
+class _Rebuild:
+    """A pickled MemoryEncoder's built encoder: what `create_encoder` built it from, and
+    the id it had."""
+
+    recipe: Recipe
+    id: str
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> _Rebuild:
+        if encoder.recipe is None:
+            raise pickle.PicklingError(
+                f"MemoryEncoder's encoder {encoder.name} was built by hand, not by "
+                "vismem.encoders.create_encoder, so nothing can build it again when it is unpickled: pass "
+                "the encoder by name (MemoryEncoder(\"efficientnet_lite0\"); `vismem encoders` lists them, "
+                "vismem.encoders.register adds yours), or build it with create_encoder")
+        return cls(encoder.recipe, encoder.id)
+
+    def build(self) -> Encoder:
+        from .encoders import create_encoder
+        from .errors import EncoderError
+
+        recipe = self.recipe
+        encoder = create_encoder(recipe.name, weights=recipe.weights, options=recipe.options)
+        if encoder.id != self.id:
+            weights = f" ({recipe.weights})" if recipe.weights else ""
+            raise EncoderError(
+                f"the pickled MemoryEncoder's encoder {recipe.name} had id {self.id}, but built again here it "
+                f"has id {encoder.id}: its weights{weights} or preprocessing differ on this machine, so its "
+                "vectors would not be those the estimator was fitted on; install the weights it was saved "
+                "with, or fit the estimator again here")
+        return encoder
 
 
 def _check_k(params: VoteParams, available: int, held: str = "") -> None:

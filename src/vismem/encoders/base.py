@@ -12,9 +12,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .options import EncoderOptions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,6 +79,17 @@ class RuntimeInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What `create_encoder` built an encoder from: `create_encoder(name, weights=weights,
+    options=options)` builds it again (the same id where the same weights are). `name` is
+    the encoder's own (an ONNX file's resolved path in it), `weights` a resolved path."""
+
+    name: str
+    weights: str | None = None
+    options: EncoderOptions | None = None
+
+
 class Encoder:
     """A named, frozen embedding model with its preprocessing.
 
@@ -82,7 +97,8 @@ class Encoder:
     and returns float32 vectors (n, dim); `encode` handles preprocessing, batching and
     normalisation around it. `runtime` says where the model runs (device, runtime,
     precision): it never changes `id`, since every runtime is checked to agree with
-    the fp32 model before use.
+    the fp32 model before use. `recipe` says how `create_encoder` built it (None for an
+    encoder made by hand), so that it can be built again elsewhere.
     """
 
     def __init__(
@@ -107,6 +123,7 @@ class Encoder:
         self.batch_size = batch_size
         self.module = module  # the underlying network, for inspection and benchmarks
         self.runtime = runtime or RuntimeInfo()
+        self.recipe: Recipe | None = None  # set by create_encoder
 
     @property
     def id(self) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import EncoderError, InvalidInputError
-from .base import Encoder, file_digest
+from .base import Encoder, Recipe, file_digest
 from .options import EncoderOptions
 
 Builder = Callable[..., Encoder]
@@ -137,12 +137,15 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
     `weights` is an optional local file of model weights (a PyTorch state dict) that
     replaces the encoder's default pretrained weights, for machines with no network.
     `options` say where and how it runs (device, runtime, precision, batch size,
-    decode workers); they never change its id.
+    decode workers); they never change its id. The encoder's `recipe` records them, its
+    own name and the weights file's resolved path, to build it again (a pickled
+    `vismem.sklearn.MemoryEncoder`).
     """
     if weights is not None and not Path(weights).is_file():
         if Path(weights).is_dir():
             raise EncoderError(f"weights file {weights} is a folder, not a file: give the state dict file in it")
         raise EncoderError(f"weights file not found: {weights}")
+    given = options
     options = options or EncoderOptions()
     check_supported(name, options)
     options = options.with_env()
@@ -157,5 +160,9 @@ def create_encoder(name: str, *, weights: str | Path | None = None,
 
         plan_for(options)
     if name in _BUILDERS:
-        return _BUILDERS[name](weights=weights, options=options)
-    return _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
+        built = _BUILDERS[name](weights=weights, options=options)
+    else:
+        built = _PREFIX_BUILDERS[prefix](model, weights=weights, options=options)
+    # as given: a device left to VISMEM_DEVICE is the rebuilding machine's to choose
+    built.recipe = Recipe(built.name, None if weights is None else str(Path(weights).resolve()), given)
+    return built
