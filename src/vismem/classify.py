@@ -65,7 +65,7 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     if calibration is None:
         return decisions
     # the k-th nearest item that votes, as calibration measured it on the voting items
-    kth = kth_distance(neighbours, calibration.k, votes=voters.item_weights * voters.prune_factors > 0)
+    kth = voting_kth_distance(store, queries, neighbours, voters, calibration.k, where, settings)
     # each query's distance to its nearest prototype, as its decision reports it (2: none)
     best = np.asarray(proto_sims, dtype=np.float64).max(axis=1, initial=-np.inf)
     nearest = np.where(np.isfinite(best), 1.0 - best, 2.0)
@@ -119,6 +119,25 @@ def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:
     return Ballots(neighbours.ids, neighbours.similarities, neighbours.labels, neighbours.sources,
                    np.asarray(neighbours.weights, dtype=np.float64),
                    settings.pruning.factors(neighbours.prune_counts), neighbours.relabelled_from)
+
+
+def voting_kth_distance(store: Store, queries: np.ndarray, neighbours: Neighbours, voters: Ballots, k: int,
+                        where: Filter | None, settings: MemorySettings) -> np.ndarray:
+    """Each query's distance to its k-th nearest item that votes (`kth_distance`), searched
+    deeper for the queries whose neighbours hold fewer than k voting items while more lie
+    beyond them: blocked items are found by a search as any other, and ten of them in a
+    row scored the 2.0 cap, and a deeper search (--counterfactual) another score."""
+    kth = kth_distance(neighbours, k, votes=voters.item_weights * voters.prune_factors > 0)
+    ids, votes, depth = neighbours.ids, voters.item_weights * voters.prune_factors > 0, neighbours.ids.shape[1]
+    short = np.flatnonzero((((ids >= 0) & votes).sum(axis=1) < k) & (ids[:, -1] >= 0)) if depth else np.empty(0, int)
+    while len(short):
+        depth *= 2
+        deeper = store.search(queries[short], depth, voting_filter(where, settings))
+        b = ballots(deeper, settings)
+        votes = b.item_weights * b.prune_factors > 0
+        kth[short] = kth_distance(deeper, k, votes=votes)
+        short = short[(((deeper.ids >= 0) & votes).sum(axis=1) < k) & (deeper.ids[:, -1] >= 0)]
+    return kth
 
 
 def kth_distance(neighbours: Neighbours, k: int, votes: np.ndarray | None = None) -> np.ndarray:
