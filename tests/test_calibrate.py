@@ -176,6 +176,18 @@ def test_abstention_reaches_past_blocked_neighbours_to_the_items_that_vote(tmp_p
             assert (plain.label, plain.abstained, plain.ood_score) == (asked.label, asked.abstained, asked.ood_score)
 
 
+def test_too_few_voting_items_are_counted_as_such(tmp_path, cli):
+    """15 items of which 10 blocked: calibrate said "the memory has 5", which `info` (15
+    items) contradicts, and named no fix."""
+    memdir = tmp_path / "m"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(np.random.default_rng(0).standard_normal((15, 8)), ["a"] * 15)
+        memory.set_weight(ids[:10], 0.0)
+    refused = cli("calibrate", memdir, "--json")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "5 of its 15 items vote" in refused.stderr and "vismem unblock" in refused.stderr
+
+
 @pytest.mark.parametrize("bad, says", [({"k": 0}, "k must be a whole number"), ({"k": 2.5}, "k must be a whole"),
                                        ({"tpr": 1.5}, "target TPR"),
                                        ({"prototype_weight": float("inf")}, "finite number >= 0"),
