@@ -149,6 +149,45 @@ def test_abstention_scores_the_nearest_item_that_votes(tmp_path):
         assert all(d.ood_score >= s.ood_score for d, s in zip(blocked, scored, strict=True))
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_abstention_reaches_past_blocked_neighbours_to_the_items_that_vote(tmp_path, k):
+    """Classify scored a query by the voting items among the neighbours it fetched for the
+    vote: with its 10 nearest items blocked, it found none and scored the 2.0 cap (always
+    abstained), and with --counterfactual, which fetches 50 more, it scored another value,
+    so asking what would change a decision changed it."""
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target.astype(str)
+    rows = np.random.default_rng(0).permutation(len(x))
+    with Memory.create(tmp_path / "m", encoder=None, dim=64) as memory:
+        from vismem.curate import calibrate_memory
+
+        ids = np.asarray(memory.add_vectors(x[rows[:300]], y[rows[:300]]))
+        calibrate_memory(memory, tpr=0.9, k=k, prototype_weight=0.0)
+        queries = x[rows[300:306]]
+        blocked = {n.id for d in memory.classify_vectors(queries, k=10) for n in d.neighbors}
+        memory.set_weight(sorted(blocked), 0.0)
+        unit = x[rows[:300]] / np.linalg.norm(x[rows[:300]], axis=1, keepdims=True)
+        voting = unit[~np.isin(ids, list(blocked))]
+        for q in queries:
+            expected = np.sort(1.0 - voting @ (q / np.linalg.norm(q)))[k - 1]
+            plain, asked = (memory.classify_vectors(q, k=10, abstain=True, counterfactual=cf)[0]
+                            for cf in (False, True))
+            assert plain.ood_score == pytest.approx(expected, abs=1e-5)
+            assert (plain.label, plain.abstained, plain.ood_score) == (asked.label, asked.abstained, asked.ood_score)
+
+
+def test_too_few_voting_items_are_counted_as_such(tmp_path, cli):
+    """15 items of which 10 blocked: calibrate said "the memory has 5", which `info` (15
+    items) contradicts, and named no fix."""
+    memdir = tmp_path / "m"
+    with Memory.create(memdir, encoder=None, dim=8) as memory:
+        ids = memory.add_vectors(np.random.default_rng(0).standard_normal((15, 8)), ["a"] * 15)
+        memory.set_weight(ids[:10], 0.0)
+    refused = cli("calibrate", memdir, "--json")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "5 of its 15 items vote" in refused.stderr and "vismem unblock" in refused.stderr
+
+
 @pytest.mark.parametrize("bad, says", [({"k": 0}, "k must be a whole number"), ({"k": 2.5}, "k must be a whole"),
                                        ({"tpr": 1.5}, "target TPR"),
                                        ({"prototype_weight": float("inf")}, "finite number >= 0"),

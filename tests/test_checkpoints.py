@@ -4,10 +4,12 @@ removed, other handles, kill -9 in the middle, the CLI and the HTTP endpoints.""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,3 +379,24 @@ def test_an_export_says_it_leaves_the_checkpoints_out(tmp_path, cli):
     with Memory.open(tmp_path / "copy") as copy, Memory.open(memdir) as original:
         assert copy.checkpoints() == [] and len(copy) == 60
         assert [c.name for c in original.checkpoints()] == ["before", "after"]
+
+
+def test_a_memory_upgraded_from_format_1_is_at_its_checkpoint_after_a_rollback(tmp_path):
+    """An upgraded memory keeps its settings as format 1 wrote them (no transform, no
+    record_queries, a calibration without its later fields), and a checkpoint copies them
+    so; a rollback writes them whole. at_checkpoint compared the two as written and said
+    False after every such rollback, so `vismem rollback` interrupted after its commit
+    would have said that nothing changed."""
+    memdir = tmp_path / "memory"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "memory_format1" / "memory", memdir)
+    with Memory.open(memdir) as memory:
+        memory.checkpoint("upgraded")
+        assert memory.at_checkpoint("upgraded")
+        ids = [int(i) for i in memory.ids()[:2]]
+        memory.relabel(ids[:1], "zzz")
+        memory.set_weight(ids[1:], 0.0)
+        memory.update_settings(vote={"k": 3})
+        assert not memory.at_checkpoint("upgraded")
+        report = memory.rollback("upgraded")
+        assert report.restored_ids == ids and report.settings_restored
+        assert memory.at_checkpoint("upgraded")

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from .calibrate import Calibration
-from .counterfactual import DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual
+from .counterfactual import (DEFAULT_MAX_REMOVALS, Counterfactual, PrototypeClusters, counterfactual,
+                             with_abstention)
 from .decide import Ballots, Decision, VoteParams, decide_batch
 from .prototypes import PrototypeSet
 from .settings import MemorySettings
@@ -59,36 +60,49 @@ def classify(store: Store, queries: np.ndarray, params: VoteParams, settings: Me
     decisions = decide_batch(voters, params, prototype_classes=classes,
                              prototype_similarities=proto_sims, paths=paths,
                              restriction=where.restriction() if where is not None else None)
+    if calibration is not None:
+        # the k-th nearest item that votes, as calibration measured it on the voting items
+        kth = voting_kth_distance(store, queries, neighbours, voters, calibration.k, where, settings)
+        # each query's distance to its nearest prototype, as its decision reports it (2: none)
+        best = np.asarray(proto_sims, dtype=np.float64).max(axis=1, initial=-np.inf)
+        nearest = np.where(np.isfinite(best), 1.0 - best, 2.0)
+        scores = calibration.score(kth, nearest)
+        decisions = [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores, strict=True)]
     if counterfactuals:
-        found = what_would_change(store, searched, voters, params, prototypes, where, max_removals)
+        found = what_would_change(store, searched, voters, params, prototypes, where, max_removals,
+                                  calibration, [d.abstained for d in decisions])
         decisions = [replace(d, counterfactual=c) for d, c in zip(decisions, found, strict=True)]
-    if calibration is None:
-        return decisions
-    # the k-th nearest item that votes, as calibration measured it on the voting items
-    kth = kth_distance(neighbours, calibration.k, votes=voters.item_weights * voters.prune_factors > 0)
-    # each query's distance to its nearest prototype, as its decision reports it (2: none)
-    best = np.asarray(proto_sims, dtype=np.float64).max(axis=1, initial=-np.inf)
-    nearest = np.where(np.isfinite(best), 1.0 - best, 2.0)
-    scores = calibration.score(kth, nearest)
-    return [d.abstain(float(s), calibration.threshold) for d, s in zip(decisions, scores, strict=True)]
+    return decisions
 
 
 def what_would_change(store: Store, queries: np.ndarray, b: Ballots, params: VoteParams,
-                      prototypes: PrototypeSet, where: Filter | None, max_removals: int) -> list[Counterfactual]:
+                      prototypes: PrototypeSet, where: Filter | None, max_removals: int,
+                      calibration: Calibration | None = None,
+                      abstained: Sequence[bool] | None = None) -> list[Counterfactual]:
     """Each query's counterfactual from its neighbours found `max_removals` past k (all it
-    can reach when fewer were found), voted as `decide_batch` votes (ties by proximity).
-    `queries` are as searched (through the store's feature transform)."""
+    can reach when fewer were found), voted as `decide_batch` votes (ties by proximity);
+    with a `calibration`, made true of the decision with abstention (`abstained`, each
+    query's; `counterfactual.with_abstention`). `queries` are as searched (through the
+    store's feature transform)."""
     depth = b.ids.shape[1]
     factors = b.item_weights * b.prune_factors
-    clusters = _Clusters(store, prototypes, b.ids, where) if params.uses_prototypes else None
+    scored = calibration is not None and calibration.prototype_weight > 0
+    clusters = _Clusters(store, prototypes, b.ids, where) if params.uses_prototypes or scored else None
     out = []
     for q in range(len(queries)):
         live = b.ids[q] >= 0
         ids = b.ids[q, live]
-        out.append(counterfactual(b.similarities[q, live], ids, b.labels[q, live].tolist(), factors[q, live],
-                                  params, ties="nearest", exhaustive=int(live.sum()) < depth,
-                                  max_removals=max_removals,
-                                  prototypes=clusters.of(ids, queries[q]) if clusters is not None else None))
+        exhaustive = int(live.sum()) < depth
+        of = clusters.of(ids, queries[q]) if clusters is not None else None
+        found = counterfactual(b.similarities[q, live], ids, b.labels[q, live].tolist(), factors[q, live],
+                               params, ties="nearest", exhaustive=exhaustive, max_removals=max_removals,
+                               prototypes=of if params.uses_prototypes else None)
+        if calibration is not None:
+            found = with_abstention(found, b.similarities[q, live], ids, factors[q, live] > 0, k=calibration.k,
+                                    threshold=calibration.threshold, prototype_weight=calibration.prototype_weight,
+                                    abstained=bool(abstained[q]) if abstained is not None else False,
+                                    exhaustive=exhaustive, prototypes=of)
+        out.append(found)
     return out
 
 
@@ -119,6 +133,25 @@ def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:
     return Ballots(neighbours.ids, neighbours.similarities, neighbours.labels, neighbours.sources,
                    np.asarray(neighbours.weights, dtype=np.float64),
                    settings.pruning.factors(neighbours.prune_counts), neighbours.relabelled_from)
+
+
+def voting_kth_distance(store: Store, queries: np.ndarray, neighbours: Neighbours, voters: Ballots, k: int,
+                        where: Filter | None, settings: MemorySettings) -> np.ndarray:
+    """Each query's distance to its k-th nearest item that votes (`kth_distance`), searched
+    deeper for the queries whose neighbours hold fewer than k voting items while more lie
+    beyond them: blocked items are found by a search as any other, and ten of them in a
+    row scored the 2.0 cap, and a deeper search (--counterfactual) another score."""
+    kth = kth_distance(neighbours, k, votes=voters.item_weights * voters.prune_factors > 0)
+    ids, votes, depth = neighbours.ids, voters.item_weights * voters.prune_factors > 0, neighbours.ids.shape[1]
+    short = np.flatnonzero((((ids >= 0) & votes).sum(axis=1) < k) & (ids[:, -1] >= 0)) if depth else np.empty(0, int)
+    while len(short):
+        depth *= 2
+        deeper = store.search(queries[short], depth, voting_filter(where, settings))
+        b = ballots(deeper, settings)
+        votes = b.item_weights * b.prune_factors > 0
+        kth[short] = kth_distance(deeper, k, votes=votes)
+        short = short[(((deeper.ids >= 0) & votes).sum(axis=1) < k) & (deeper.ids[:, -1] >= 0)]
+    return kth
 
 
 def kth_distance(neighbours: Neighbours, k: int, votes: np.ndarray | None = None) -> np.ndarray:

@@ -32,7 +32,7 @@ order; `decide.vote_matrix` and its users).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -583,3 +583,84 @@ def _trace(choices: np.ndarray, j: int, f: int) -> list[int]:
         elif c == 2:
             f = 0
     return sorted(removed)
+
+
+def with_abstention(cf: Counterfactual, similarities: np.ndarray, ids: Sequence[int] | np.ndarray,
+                    votes: np.ndarray, *, k: int, threshold: float, prototype_weight: float, abstained: bool,
+                    exhaustive: bool, prototypes: PrototypeClusters | None = None) -> Counterfactual:
+    """`cf`, found on the vote alone, made true of a decision with abstention: one abstained
+    on has no label to change; otherwise each set's outcome is scored again (the query is
+    abstained on, label None, once its distance to its k-th nearest voting candidate, plus
+    `prototype_weight` x the one to its nearest prototype, passes `threshold`), and a
+    smaller set that makes it abstain replaces the vote's. `similarities`, `ids` and
+    `votes` (M,; bool, weight > 0) are the candidates `cf` was found on, nearest first,
+    `exhaustive` as there; `prototypes` as for `counterfactual`, needed when
+    `prototype_weight` > 0.
+
+    A removed or blocked item leaves the score alike: it is no voting neighbour, and shapes
+    no prototype. With `prototype_weight` 0, the smallest set that makes the query abstain
+    is its nearest voting candidates within the threshold but k - 1, so the sets stay
+    exact; a prototype in the score moves as items leave it, and then `exact` is false."""
+    if abstained:
+        return replace(cf, label=None, remove=None, label_after_remove=None, block=None, label_after_block=None)
+    if cf.label is None:
+        return cf
+    score = _OodScore(similarities, votes, k, threshold, prototype_weight, exhaustive, prototypes)
+    id_of = np.asarray(ids, dtype=np.int64)
+    exact = cf.exact and score.scorer is None
+    found: dict[str, tuple[list[int] | None, str | None]] = {}
+    for kind, chosen, after in (("remove", cf.remove, cf.label_after_remove),
+                                ("block", cf.block, cf.label_after_block)):
+        if chosen is not None:
+            gone = np.isin(id_of, chosen)
+            exact = exact and score.known(gone)
+            after = None if score.abstains(gone) else after
+        fewest = score.fewest(cf.max_removals)
+        if fewest is not None and (chosen is None or int(fewest.sum()) < len(chosen)):
+            if score.known(fewest) and score.abstains(fewest):
+                chosen, after = id_of[fewest].tolist(), None
+            else:
+                exact = False
+        found[kind] = (chosen, after)
+    return replace(cf, remove=found["remove"][0], label_after_remove=found["remove"][1], block=found["block"][0],
+                   label_after_block=found["block"][1], exact=exact)
+
+
+class _OodScore:
+    """A query's out-of-distribution score as `classify` computes it, with some of its
+    candidates gone (removed or blocked: either way no voting neighbour, no prototype member)."""
+
+    def __init__(self, similarities: np.ndarray, votes: np.ndarray, k: int, threshold: float,
+                 prototype_weight: float, exhaustive: bool, prototypes: PrototypeClusters | None) -> None:
+        self.sims, self.votes = np.asarray(similarities, dtype=np.float64), np.asarray(votes, dtype=bool)
+        self.k, self.threshold, self.weight, self.exhaustive = k, threshold, prototype_weight, exhaustive
+        self.scorer = None
+        if prototype_weight > 0:
+            if prototypes is None:
+                raise InvalidInputError("a score with a prototype weight needs the class prototypes")
+            self.scorer = _Scorer(self.sims, [""] * len(self.sims), self.votes.astype(np.float64),
+                                  VoteParams(k=max(1, k)), "nearest", prototypes)
+
+    def known(self, gone: np.ndarray) -> bool:
+        """Whether the k-th voting neighbour left is among the candidates."""
+        return self.exhaustive or int((self.votes & ~gone).sum()) >= self.k
+
+    def abstains(self, gone: np.ndarray) -> bool:
+        counted = np.flatnonzero(self.votes & ~gone)
+        score = 2.0 if not len(counted) else 1.0 - self.sims[counted[min(self.k, len(counted)) - 1]]
+        if self.scorer is not None:
+            best = self.scorer._class_similarities(gone[None])[0].max(initial=-np.inf)
+            score += self.weight * (1.0 - best if np.isfinite(best) else 2.0)
+        return bool(score > self.threshold)
+
+    def fewest(self, budget: int) -> np.ndarray | None:
+        """With no prototype in the score, the smallest set that makes the query abstain (a
+        mask): its nearest voting candidates within the threshold but k - 1. None if it is
+        empty, over `budget`, or the score has a prototype (which moves as items leave)."""
+        within = np.flatnonzero(self.votes & (1.0 - self.sims <= self.threshold))
+        count = len(within) - self.k + 1
+        if self.scorer is not None or not 1 <= count <= budget:
+            return None
+        gone = np.zeros(len(self.sims), dtype=bool)
+        gone[within[:count]] = True
+        return gone

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, Calibration, calibration_work, fit_calibration
+from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, fit_calibration
 from .decide import VoteParams
 from .errors import (EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, committed_since,
                      whole_number)
@@ -282,6 +282,10 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
         memory.check_writable()
     fitted = not memory.transform.is_identity  # on the items: each is scored through a fit without it
     data = memory_arrays(memory, voting_only=True, searched=not fitted)
+    if len(data.labels) < MIN_ITEMS and len(data.labels) < len(memory):  # "the memory has 5" of its 15
+        raise InvalidInputError(f"calibration needs at least {MIN_ITEMS} items that vote; {len(data.labels)} of its "
+                                f"{len(memory)} items vote (blocked and hard-pruned items do not): unblock some "
+                                f"(`vismem unblock {memory.location} --id N`) or add more")
     spec = memory.transform.spec
     with report("scoring each item against the others", calibration_work(data.labels, prototype_weight)) as advance:
         result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import CheckpointExistsError, CheckpointNotFoundError, InvalidInputError, brief_repr
+from ..settings import MemorySettings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -99,7 +100,10 @@ def restored_settings(settings: dict[str, Any], *, transform: bool = True) -> di
     neither turns recording back on nor off); and but the transform when not `transform`:
     with none of the checkpoint's items left to fit it on, a rollback cannot put it back."""
     left_out = {"record_queries"} | (set() if transform else {"transform"})
-    return {key: value for key, value in settings.items() if key not in left_out}
+    # whole, as a rollback writes them: settings as an older vismem wrote them (an upgraded
+    # memory's, and its checkpoints') lack the keys added since, and would never compare equal
+    whole = MemorySettings.from_dict(settings).to_dict()
+    return {key: value for key, value in whole.items() if key not in left_out}
 
 
 def check_name(name: Any) -> str:
