@@ -935,3 +935,61 @@ def test_with_json_ctrl_c_as_a_prunes_commit_returns_says_what_it_pruned(tmp_pat
             {"mode": "hard", "purged": report.purged, "items": 90, "threshold": report.threshold}
         with Memory.open(path) as memory:
             assert len(memory) == 90 - len(report.purged) and memory.pruning.mode == "hard"
+
+
+
+
+def test_ctrl_c_as_a_removals_commit_returns_still_purges_every_file(tmp_path):
+    """Ctrl-C landing as a removal's COMMIT returned (`remove`, a hard `prune --purge`, a
+    `rollback` past added items), before the store took the items out of its catalog and
+    index, left it unaware of the removal: its close neither scrubbed the saved index nor
+    purged the database, so the removed items' vectors stayed in index.faiss (and, with
+    another connection open, in memory.sqlite) until the next purge, and `remove --json`
+    said the memory still held them. The store follows a commit it made, and closing purges."""
+    from vismem.curate import prune_memory
+    from vismem.remnants import find_remnants, fingerprints
+
+    rng = np.random.default_rng(7)  # (as test_with_json_ctrl_c_as_a_prunes_commit_returns_says_what_it_pruned)
+    labels = rng.integers(0, 3, 300)
+    vectors = unit_vectors(3, 32, seed=1)[labels] + 0.35 * rng.standard_normal((300, 32)).astype(np.float32)
+    noisy = np.where(rng.random(300) < 0.15, (labels + 1) % 3, labels)
+    paths = [tmp_path / name for name in ("reference", "removed", "pruned", "rolled")]
+    with Memory.create(paths[0], encoder=None, dim=32, index="hnsw") as memory:
+        ids = memory.add_vectors(vectors, [f"c{i}" for i in noisy])
+    for copy in paths[1:]:
+        shutil.copytree(paths[0], copy)
+    with Memory.open(paths[0]) as memory:  # the prune, not interrupted: which items it deletes
+        purged = prune_memory(memory, "hard", purge=True, count="wrong-decisions").purged
+    with Memory.open(paths[3]) as memory:
+        memory.remove(ids[260:])
+        memory.checkpoint("start")
+        added = memory.add_vectors(vectors[260:], ["c0"] * 40)
+    gone = {paths[1]: ids[:40], paths[2]: purged, paths[3]: added}
+    prints = {}
+    for path, targets in gone.items():
+        with Memory.open(path) as memory:
+            prints[path] = fingerprints(memory, targets)
+        assert find_remnants(path, prints[path])[0]  # positive control
+    # another connection open (a server's, a reader's): the command's close leaves the log to it, unpurged
+    holders = [sqlite3.connect(path / DB_NAME) for path in gone]
+    for holder in holders:
+        holder.execute("SELECT COUNT(*) FROM items").fetchone()  # (a read attaches it to the log)
+    try:
+        removed, pruned, rolled = _interrupted_in_store_each(
+            ("_Write.__exit__:after:1:removing", "remove", paths[1], *[a for i in ids[:40] for a in ("--id", i)],
+             "--json"),
+            ("_Write.__exit__:after:1:saving the pruning", "prune", paths[2], "--mode", "hard", "--purge",
+             "--count", "wrong-decisions", "--json"),
+            ("_Write.__exit__:after:1:rolling back", "rollback", paths[3], "start", "--json"))
+        for path in gone:  # before any other process opens it
+            assert find_remnants(path, prints[path])[0] == [], path
+    finally:
+        for holder in holders:
+            holder.close()
+    assert (removed["removed"], removed["ids"], removed["items"]) == (40, ids[:40], 260), removed
+    assert pruned["committed"] is True and pruned["purged"] == purged, pruned
+    assert rolled["unfinished"].startswith("interrupted: the memory is rolled back to 'start'"), rolled
+    for path, targets in gone.items():
+        with Memory.open(path) as memory:
+            assert len(memory) == 300 - len(targets)
+            assert not set(targets) & {h.id for h in memory.search(vectors[:50], k=10)[0]}

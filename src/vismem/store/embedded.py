@@ -471,7 +471,8 @@ class EmbeddedStore:
     def delete(self, ids: Iterable[int]) -> list[int]:
         ids = list(ids)
         try:
-            removed = self.db.delete(ids, before=self._catch_up_locked)
+            with self._followed_if_cut_off():
+                removed = self.db.delete(ids, before=self._catch_up_locked)
         except DiskFullError:
             if not self._release_reserve():
                 raise
@@ -479,7 +480,8 @@ class EmbeddedStore:
                         self.path, RESERVE_BYTES // 2**20)
             with contextlib.suppress(VismemError):  # with the reserve gone, the log can move
                 self.db.purge()  # into the database and shrink; the removal is what matters
-            removed = self.db.delete(ids, before=self._catch_up_locked)
+            with self._followed_if_cut_off():
+                removed = self.db.delete(ids, before=self._catch_up_locked)
         if removed:
             self._forget(removed)
             self._wrote()
@@ -487,6 +489,38 @@ class EmbeddedStore:
                 self._compact_if_needed()
             self._follow_index()
         return removed
+
+    @contextlib.contextmanager
+    def _followed_if_cut_off(self) -> Iterator[None]:
+        """Around a write whose removals the catalog and the index drop after its commit
+        (`_forget`): Ctrl-C (or SIGTERM) landing as its COMMIT returned, before that, left
+        the commit made and this store unaware of it, so that its close neither scrubbed
+        the saved index nor purged the database, and the removed items' vectors stayed in
+        the memory's files. When `Database.commits` says the commit was made, the catalog
+        and the index follow the log to its edit, as they would another process's, and
+        what it removed is unpurged: the close purges it, as after a removal that returned."""
+        start = self.db.commits
+        try:
+            yield
+        except BaseException:
+            if self.db.commits != start and self.db.written_seq > self._seq:
+                # (failing, it leaves the interrupt as it was: the next open replays the log, and its close purges)
+                with contextlib.suppress(Exception):
+                    self._follow_own_edits(self.db.written_seq)
+            raise
+
+    def _follow_own_edits(self, until: int) -> None:
+        """The catalog, the settings and the index follow the log to this store's own edit
+        `until` (every edit after `_seq` up to it is this store's: its write caught up first)."""
+        removed = any(op == "remove" for _, op, _ in self.db.edits_since(self._seq, until))
+        if self._reload_config():  # (a rollback that refitted the transform: the index follows it)
+            self._load()
+        else:
+            self._replay(until)
+            self._index.sync(until)
+        self._unpurged = self._unpurged or removed  # (the index marks its own files as it replays a removal)
+        self._wrote()
+        self.catch_ups += 1  # (a Memory rebuilds its prototypes)
 
     def _forget(self, removed: list[int]) -> None:
         """After a committed removal: the catalog and the index drop the items (the
@@ -519,8 +553,9 @@ class EmbeddedStore:
         """A prune's whole decision in one transaction: every item's count v, the removal
         of `remove` (hard pruning's purge) and the pruning setting. Killed or failing
         before the commit, nothing of it stays: never new counts under the old setting."""
-        with self.db.write("saving the pruning", before=self._catch_up_locked,
-                           undone="the pruning is as it was"):  # the parts below are savepoints of it
+        with self._followed_if_cut_off(), \
+                self.db.write("saving the pruning", before=self._catch_up_locked,
+                              undone="the pruning is as it was"):  # the parts below are savepoints of it
             self.db.set_prune_counts(counts)
             removed = self.db.delete(remove)
             settings = self._settings.replace(pruning=pruning)  # over the settings as committed
@@ -572,8 +607,9 @@ class EmbeddedStore:
                                            f"({found.kept} of {found.items})", progress, up_to=found.last_id)
                 if fitted is None:
                     fitted, dropped = (identity(self.dim), None), refit.name
-            with self.db.write(f"rolling back to checkpoint {name!r}", before=self._catch_up_locked,
-                               undone="the memory is as it was"):
+            with self._followed_if_cut_off(), \
+                    self.db.write(f"rolling back to checkpoint {name!r}", before=self._catch_up_locked,
+                                  undone="the memory is as it was"):
                 again = self.db.checkpoint(name)
                 if again.made_at != found.made_at or self._settings.transform != current.transform:
                     raise MemoryBusyError(f"memory at {self.path} changed while rolling back to {name!r} (its "
