@@ -214,3 +214,31 @@ def test_calibrate_memory_refuses_a_bad_k_or_tpr_before_any_scoring(tmp_path, ba
             calibrate_memory(memory, **{"prototype_weight": 0.0, **bad}, report=report)
         assert memory.settings.abstention is None
     assert scored == []
+
+
+def test_the_search_for_a_voting_neighbour_stops_at_milvus_largest_top_k(tmp_path):
+    """The search past blocked neighbours doubled its depth with no end but the memory's
+    size: past 16,384 (Milvus's largest top-k) a Milvus memory's search fails. It stops
+    there, and a query with more blocked items than that nearest it scores as having no
+    voting neighbour (2.0, the cap: it abstains). (A spy on the store's searches.)"""
+    from vismem.classify import DEEPEST, ballots, voting_filter, voting_kth_distance
+
+    rng = np.random.default_rng(0)
+    near = np.array([1.0] + [0.0] * 7) + 0.01 * rng.standard_normal((DEEPEST + 50, 8))
+    far = np.array([-1.0] + [0.0] * 7) + 0.01 * rng.standard_normal((20, 8))
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        blocked = memory.add_vectors(near.astype(np.float32), ["a"] * len(near))
+        memory.add_vectors(far.astype(np.float32), ["b"] * len(far))
+        memory.set_weight(blocked, 0.0)
+        store, settings = memory.store, memory.settings
+        query = np.array([[1.0] + [0.0] * 7], np.float32)
+        neighbours = store.search(query, 10, voting_filter(None, settings))
+        depths, search = [], store.search
+
+        def spy(queries, k, where=None):
+            depths.append(k)
+            return search(queries, k, where)
+
+        store.search = spy
+        kth = voting_kth_distance(store, query, neighbours, ballots(neighbours, settings), 5, None, settings)
+    assert max(depths) == DEEPEST and kth.tolist() == [2.0]

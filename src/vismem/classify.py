@@ -135,6 +135,11 @@ def ballots(neighbours: Neighbours, settings: MemorySettings) -> Ballots:
                    settings.pruning.factors(neighbours.prune_counts), neighbours.relabelled_from)
 
 
+# The deepest search for a query's k-th voting item: Milvus's largest top-k. A query with
+# more blocked items than that nearest it scores by the farthest voting item found (2: none).
+DEEPEST = 16_384
+
+
 def voting_kth_distance(store: Store, queries: np.ndarray, neighbours: Neighbours, voters: Ballots, k: int,
                         where: Filter | None, settings: MemorySettings) -> np.ndarray:
     """Each query's distance to its k-th nearest item that votes (`kth_distance`), searched
@@ -144,8 +149,8 @@ def voting_kth_distance(store: Store, queries: np.ndarray, neighbours: Neighbour
     kth = kth_distance(neighbours, k, votes=voters.item_weights * voters.prune_factors > 0)
     ids, votes, depth = neighbours.ids, voters.item_weights * voters.prune_factors > 0, neighbours.ids.shape[1]
     short = np.flatnonzero((((ids >= 0) & votes).sum(axis=1) < k) & (ids[:, -1] >= 0)) if depth else np.empty(0, int)
-    while len(short):
-        depth *= 2
+    while len(short) and depth < DEEPEST:
+        depth = min(2 * depth, DEEPEST)
         deeper = store.search(queries[short], depth, voting_filter(where, settings))
         b = ballots(deeper, settings)
         votes = b.item_weights * b.prune_factors > 0
