@@ -390,6 +390,26 @@ def test_tuning_shows_each_sweep_then_the_fit_and_rebuild(tmp_path, offset_digit
         assert again.done() == [trying]  # the same transform: nothing fitted or rebuilt
 
 
+def test_tuning_to_the_transform_in_force_refits_it_when_the_memory_drifted(tmp_path, cli, offset_digits):
+    """`info` warns of a memory that drifted from its transform: "run `vismem tune` to
+    refit it". Tune kept the transform in force as it was fitted when it chose it again,
+    so the warning never went; now it refits it on the items now (only when items were
+    added or removed since: an unchanged memory is not rebuilt, as above)."""
+    x, y = offset_digits
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        memory.add_vectors(x[:200], y[:200])
+        memory.set_transform(TransformSpec("center"))
+        memory.add_vectors(x[200:800], y[200:800])
+    drifted = json.loads(cli("info", path, "--json", check=True).stdout)["transform"]
+    assert drifted["retune"] and drifted["fitted_items"] == 200
+    tuned = json.loads(cli("tune", path, "--transform", "center", "--json", check=True).stdout)
+    assert tuned["transform"]["kind"] == "center"
+    refitted = json.loads(cli("info", path, "--json", check=True).stdout)["transform"]
+    assert refitted["fitted_items"] == 800 and not refitted["retune"] and refitted["changed_since"] == 0
+    assert "drifted" not in cli("info", path, check=True).stderr
+
+
 def test_tune_chooses_and_stores_the_transform(digit_folders, tmp_path, cli):
     train, _ = digit_folders
     path = tmp_path / "m"

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .calibrate import DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, fit_calibration
+from .calibrate import (DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, changed_since,
+                        fit_calibration)
 from .decide import VoteParams
 from .errors import (EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, committed_since,
                      whole_number)
@@ -89,7 +90,8 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
                 transforms: Sequence[TransformSpec] | None = None, report: Report = unshown) -> TuneResult:
     """Choose the feature transform, k, vote, alpha, tau (and prototypes per class) on a
     held-out split; store them as defaults. A new transform is fitted on every item and the
-    index rebuilt through it. `report(description, total)` (maintenance.Report) shows the
+    index rebuilt through it, as is the one in force when items were added or removed since
+    its fit. `report(description, total)` (maintenance.Report) shows the
     two stages: the transforms and prototype counts tried, then the fit and the rebuild.
 
     `transforms` are the candidates (default: `tune.TRANSFORM_CANDIDATES`; only `none` in a
@@ -107,12 +109,22 @@ def tune_memory(memory: Memory, *, held_out: float = 0.2, seed: int = 0, save: b
     if save:  # one commit: a transform that cannot be fitted leaves the vote settings as they were
         changes: dict[str, Any] = {"vote": result.params, "prototypes_per_class": result.per_class}
         with committed_as(result):
-            if result.transform == memory.settings.transform:
+            if result.transform == memory.settings.transform and _fitted_on_every_item(memory):
                 memory.update_settings(**changes)
             else:  # fitted on every item (n), then each goes into the rebuilt index (n)
                 with report("fitting the feature transform, rebuilding the index", 2 * len(memory)) as advance:
                     memory.update_settings(advance, **changes, transform=result.transform)
     return result
+
+
+def _fitted_on_every_item(memory: Memory) -> bool:
+    """Whether the transform in force was fitted on the items held now (none needs no fit):
+    `info` says to run `vismem tune` to refit a memory that drifted from it, so tune
+    choosing it again refits it when items were added or removed since."""
+    if memory.settings.transform == TransformSpec():
+        return True
+    fitted = memory.store.describe().get("transform") or {}
+    return changed_since(fitted.get("fitted_items"), fitted.get("max_id"), memory.store.ids()) == (0, 0)
 
 
 @dataclass
