@@ -124,6 +124,9 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
         out.print(f"its {report.transform_dropped} feature transform could not be fitted on the "
                   f"{counted(report.items, 'item')} left (it needs items that vary): dropped, so {memdir} searches its "
                   "vectors as stored; fit one again once there are items (`vismem tune`)")
+    if report.calibration_stale:
+        out.print("its abstention threshold was measured through another feature transform than the one it has "
+                  f"now, so `classify --abstain` refuses it: run `vismem calibrate {memdir}`")
 
 
 @app.command("delete-checkpoint")
