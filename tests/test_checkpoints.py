@@ -437,3 +437,22 @@ def test_a_memory_upgraded_from_format_1_is_at_its_checkpoint_after_a_rollback(t
         report = memory.rollback("upgraded")
         assert report.restored_ids == ids and report.settings_restored
         assert memory.at_checkpoint("upgraded")
+
+
+def test_info_and_stats_count_the_checkpoints_and_the_rows_they_hold(tmp_path, cli):
+    """`vismem info` (and `--json`, `GET /stats`) said nothing of checkpoints, which keep a
+    row per item each: how many there are and how many item rows they hold."""
+    memdir = tmp_path / "m"
+    memory, ids, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        assert memory.info()["checkpoints"] == {"count": 0, "item_rows": 0}
+        memory.checkpoint("a")
+        memory.add_vectors(unit_vectors(5, 16, seed=7), ["new"] * 5)
+        memory.checkpoint("b")
+        memory.remove(ids[:10])  # their rows go with them, in both
+    assert json_lines(cli("info", memdir, "--json", check=True))[0]["checkpoints"] == {"count": 2,
+                                                                                          "item_rows": 50 + 55}
+    assert "checkpoints 2, holding 105 item rows" in " ".join(cli("info", memdir, check=True).stdout.split())
+    with Memory.open(memdir) as memory, TestClient(create_app(memory, ServiceSettings(token=TOKEN))) as client:
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert stats.status_code == 200 and stats.json()["checkpoints"] == {"count": 2, "item_rows": 105}
