@@ -242,3 +242,19 @@ def test_the_search_for_a_voting_neighbour_stops_at_milvus_largest_top_k(tmp_pat
         store.search = spy
         kth = voting_kth_distance(store, query, neighbours, ballots(neighbours, settings), 5, None, settings)
     assert max(depths) == DEEPEST and kth.tolist() == [2.0]
+
+
+def test_a_refused_calibration_draws_no_bar(tmp_path):
+    """Refused for a k too large, or too few items, `vismem calibrate` drew its bar first,
+    left on the terminal ("scoring each item against the others ... 0/15") over work never
+    done: the refusal is checked before the bar starts."""
+    import sys
+
+    from conftest import on_terminal
+
+    for name, count, k in (("k", 15, "15"), ("few", 5, "3")):
+        with Memory.create(tmp_path / name, encoder=None, dim=8) as memory:
+            memory.add_vectors(np.random.default_rng(0).standard_normal((count, 8)), ["a", "b"] * (count // 2) + ["a"])
+        refused, shown = on_terminal([sys.executable, "-m", "vismem", "calibrate", str(tmp_path / name), "--k", k])
+        assert refused.returncode == 1, shown
+        assert b"scoring" not in shown and (b"give k below 15" if name == "k" else b"needs at least 10") in shown

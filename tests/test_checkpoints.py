@@ -188,12 +188,17 @@ def test_a_feature_transform_restored_is_fitted_again_on_the_items_of_the_checkp
         assert _state(reopened, queries) == plain
 
 
-def _transformed_then_replaced(memdir, spec: str, *, purged: bool) -> list[int]:
-    """A memory checkpointed under a feature transform fitted on its items, then every one
-    of them removed (purged at once, or not yet) and others added: returns the others' ids."""
+def _transformed_then_replaced(memdir, spec: str, *, purged: bool, calibrated: bool = False) -> list[int]:
+    """A memory checkpointed under a feature transform fitted on its items (and calibrated
+    through it), then every one of them removed (purged at once, or not yet) and others
+    added: returns the others' ids."""
+    from vismem.curate import calibrate_memory
+
     memory, ids, _ = _vector_memory(memdir, index="exact")
     with memory:
         memory.set_transform(spec)
+        if calibrated:
+            calibrate_memory(memory, k=3, prototype_weight=0.0)
         memory.checkpoint("before")
         memory.remove(ids, purge=purged)  # purged: the transform goes with them (none left to fit it on)
         return memory.add_vectors(unit_vectors(30, 16, seed=7), ["new"] * 30)
@@ -236,6 +241,38 @@ def test_the_cli_and_http_say_a_rollback_dropped_the_transform(tmp_path, cli):
         rolled = client.post("/checkpoints/before/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
         assert rolled.status_code == 200 and rolled.json()["transform_dropped"] == "center"
         assert rolled.json()["unfinished"] is None and client.get("/stats").json()["transform"]["name"] == "none"
+
+
+def test_a_rollback_that_drops_the_transform_says_its_calibration_no_longer_applies(tmp_path, cli):
+    """The checkpoint's calibration was measured through the transform the rollback drops
+    (none of the items it was fitted on left): the rollback restored it and said nothing, and
+    the next `classify --abstain` refused it, asking for `vismem calibrate`. The report says
+    the calibration no longer applies (`calibration_stale`), and the message what to run."""
+    memdir = tmp_path / "m"
+    _transformed_then_replaced(memdir, "center", purged=True, calibrated=True)
+    with Memory.open(memdir) as memory:
+        report = memory.rollback("before")
+        assert report.transform_dropped == "center" and report.calibration_stale
+        assert memory.settings.abstention is not None and memory.info()["abstain"]["transform_changed"]
+    _transformed_then_replaced(tmp_path / "j", "center", purged=False, calibrated=True)
+    assert json_lines(cli("rollback", tmp_path / "j", "before", "--json", check=True))[0]["calibration_stale"]
+    _transformed_then_replaced(tmp_path / "t", "center", purged=True, calibrated=True)
+    said = " ".join(cli("rollback", tmp_path / "t", "before", check=True).stdout.split())
+    assert f"run `vismem calibrate {tmp_path / 't'}`" in said, said
+    np.save(tmp_path / "q.npy", unit_vectors(1, 16))
+    refused = cli("classify", tmp_path / "t", "--queries", tmp_path / "q.npy", "--abstain")
+    assert refused.returncode == 1 and "vismem calibrate" in refused.stderr  # as the rollback said
+    # a rollback that keeps the transform keeps its calibration valid, and says nothing of it
+    memory, ids, _ = _vector_memory(tmp_path / "k", index="exact")
+    with memory:
+        memory.set_transform("center")
+        from vismem.curate import calibrate_memory
+        calibrate_memory(memory, k=3, prototype_weight=0.0)
+        memory.checkpoint("before")
+        memory.add_vectors(unit_vectors(5, 16, seed=7), ["new"] * 5)
+    with Memory.open(tmp_path / "k") as memory:
+        assert not memory.rollback("before").calibration_stale
+        memory.check_can_decide(abstain=True)
 
 
 def test_an_index_setting_restored_rebuilds_the_index(tmp_path):
@@ -400,3 +437,22 @@ def test_a_memory_upgraded_from_format_1_is_at_its_checkpoint_after_a_rollback(t
         report = memory.rollback("upgraded")
         assert report.restored_ids == ids and report.settings_restored
         assert memory.at_checkpoint("upgraded")
+
+
+def test_info_and_stats_count_the_checkpoints_and_the_rows_they_hold(tmp_path, cli):
+    """`vismem info` (and `--json`, `GET /stats`) said nothing of checkpoints, which keep a
+    row per item each: how many there are and how many item rows they hold."""
+    memdir = tmp_path / "m"
+    memory, ids, _ = _vector_memory(memdir, index="exact")
+    with memory:
+        assert memory.info()["checkpoints"] == {"count": 0, "item_rows": 0}
+        memory.checkpoint("a")
+        memory.add_vectors(unit_vectors(5, 16, seed=7), ["new"] * 5)
+        memory.checkpoint("b")
+        memory.remove(ids[:10])  # their rows go with them, in both
+    assert json_lines(cli("info", memdir, "--json", check=True))[0]["checkpoints"] == {"count": 2,
+                                                                                          "item_rows": 50 + 55}
+    assert "checkpoints 2, holding 105 item rows" in " ".join(cli("info", memdir, check=True).stdout.split())
+    with Memory.open(memdir) as memory, TestClient(create_app(memory, ServiceSettings(token=TOKEN))) as client:
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert stats.status_code == 200 and stats.json()["checkpoints"] == {"count": 2, "item_rows": 105}

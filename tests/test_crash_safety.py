@@ -787,14 +787,18 @@ def test_with_json_ctrl_c_before_or_after_a_one_commit_edit_says_which(tmp_path)
         memory.add_vectors(unit_vectors(30, 8), ["a"] * 15 + ["b"] * 15)
         memory.checkpoint("start")
         added = memory.add_vectors(unit_vectors(4, 8, seed=3), ["c"] * 4)
+    returned = tmp_path / "r"  # (rolled back as the store's call returned, before any step marked it)
+    shutil.copytree(path, returned)
 
-    (pruned, pruned_now, calibrated, reindexed, back, back_now, made, made_now, deleted) = _interrupted_in_store_each(
+    (pruned, pruned_now, calibrated, reindexed, back, back_now, back_returned, made, made_now,
+     deleted) = _interrupted_in_store_each(
         ("save_pruning:before:1", "prune", path, "--mode", "soft", "--json"),
         ("_follow_index:before:1", "prune", path, "--mode", "soft", "--json"),
         ("_follow_index:before:1", "calibrate", path, "--k", "3", "--json"),
         ("save_settings:before:1", "reindex", path, "--index", "hnsw", "--json"),
         ("rollback:before:1", "rollback", path, "start", "--json"),
         ("_follow_index:before:1", "rollback", path, "start", "--json"),
+        ("rollback:after:1", "rollback", returned, "start", "--json"),
         ("make_checkpoint:before:1", "checkpoint", path, "two", "--json"),
         ("make_checkpoint:after:1", "checkpoint", path, "two", "--json"),
         ("delete_checkpoint:after:1", "delete-checkpoint", path, "two", "--json"))
@@ -808,6 +812,7 @@ def test_with_json_ctrl_c_before_or_after_a_one_commit_edit_says_which(tmp_path)
                     "restored_ids": [], "settings_restored": False, "unfinished": back["unfinished"]}
     assert (back_now["removed_ids"], back_now["items"], back_now["settings_restored"]) == (added, 30, True)
     assert back_now["unfinished"].startswith("interrupted: the memory is rolled back to 'start'")
+    assert (back_returned["removed_added"], back_returned["removed_ids"], back_returned["items"]) == (4, added, 30)
     assert made == {"name": "two", "committed": False, "unfinished": made["unfinished"]}
     assert (made_now["name"], made_now["items"], made_now["committed"]) == ("two", 30, True), made_now
     assert deleted == {"deleted": "two", "unfinished": "interrupted: checkpoint 'two' is deleted"}
@@ -989,6 +994,8 @@ def test_ctrl_c_as_a_removals_commit_returns_still_purges_every_file(tmp_path):
     assert (removed["removed"], removed["ids"], removed["items"]) == (40, ids[:40], 260), removed
     assert pruned["committed"] is True and pruned["purged"] == purged, pruned
     assert rolled["unfinished"].startswith("interrupted: the memory is rolled back to 'start'"), rolled
+    # what it did, not the report as it was before its commit (0 removed)
+    assert (rolled["removed_added"], rolled["removed_ids"], rolled["items"]) == (40, added, 260), rolled
     for path, targets in gone.items():
         with Memory.open(path) as memory:
             assert len(memory) == 300 - len(targets)

@@ -258,6 +258,23 @@ def calibration_work(labels: Sequence[str] | np.ndarray, prototype_weight: float
     return len(labels) * (1 + (len(groups) if len(groups) >= 3 else 0))
 
 
+def check_calibration(items: int, *, tpr: float, k: int, prototype_weight: float | None) -> None:
+    """Refuse (InvalidInputError) a calibration of `items` voting items that `fit_calibration`
+    could not make, before the scoring, which takes minutes on a large memory (k=0 failed
+    deep in it, an IndexError), and before a caller shows its progress."""
+    if not whole_number(k) or k < 1:
+        raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
+    if not 0 < tpr <= 1:
+        raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
+    if prototype_weight is not None:
+        ood_scores(np.zeros(1), np.zeros(1), prototype_weight)  # a bad weight fails before the scoring
+    if items < MIN_ITEMS:
+        raise InvalidInputError(f"calibration needs at least {MIN_ITEMS} items; the memory has {items}")
+    if k >= items:  # no item has a k-th nearest other: every score would be the 2.0 cap
+        raise InvalidInputError(f"k={k} scores each item by its {k}th nearest other item, and the memory has "
+                                f"{items} items: give k below {items}")
+
+
 def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, tpr: float = DEFAULT_TPR,
                     k: int = DEFAULT_OOD_K, prototype_weight: float | None = None, per_class: int = 1,
                     seed: int = 0, ids: np.ndarray | None = None, transform: str = "none",
@@ -274,18 +291,7 @@ def fit_calibration(vectors: np.ndarray, labels: Sequence[str] | np.ndarray, *, 
     `progress(n)` follows the scoring: `calibration_work(labels, prototype_weight)` items.
     """
     label_of = np.asarray(labels)
-    # before the scoring, which takes minutes on a large memory (k=0 failed deep in it, an IndexError)
-    if not whole_number(k) or k < 1:
-        raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
-    if not 0 < tpr <= 1:
-        raise InvalidInputError(f"target TPR must be in (0, 1], got {tpr}")
-    if prototype_weight is not None:
-        ood_scores(np.zeros(1), np.zeros(1), prototype_weight)  # a bad weight fails before the scoring
-    if len(label_of) < MIN_ITEMS:
-        raise InvalidInputError(f"calibration needs at least {MIN_ITEMS} items; the memory has {len(label_of)}")
-    if k >= len(label_of):  # no item has a k-th nearest other: every score would be the 2.0 cap
-        raise InvalidInputError(f"k={k} scores each item by its {k}th nearest other item, and the memory has "
-                                f"{len(label_of)} items: give k below {len(label_of)}")
+    check_calibration(len(label_of), tpr=tpr, k=k, prototype_weight=prototype_weight)
     aurocs: dict[str, float] = {}
     if prototype_weight is None:
         aurocs = prototype_weight_auroc(vectors, label_of, k=k, per_class=per_class, seed=seed, refit=refit,

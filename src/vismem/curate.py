@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .calibrate import (DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, changed_since,
-                        fit_calibration)
+                        check_calibration, fit_calibration)
 from .decide import VoteParams
 from .errors import (EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, committed_since,
                      whole_number)
@@ -298,6 +298,7 @@ def calibrate_memory(memory: Memory, *, tpr: float = DEFAULT_TPR, k: int = DEFAU
         raise InvalidInputError(f"calibration needs at least {MIN_ITEMS} items that vote; {len(data.labels)} of its "
                                 f"{len(memory)} items vote (blocked and hard-pruned items do not): unblock some "
                                 f"(`vismem unblock {memory.location} --id N`) or add more")
+    check_calibration(len(data.labels), tpr=tpr, k=k, prototype_weight=prototype_weight)  # before the bar
     spec = memory.transform.spec
     with report("scoring each item against the others", calibration_work(data.labels, prototype_weight)) as advance:
         result = fit_calibration(data.vectors, data.labels, tpr=tpr, k=k, prototype_weight=prototype_weight,

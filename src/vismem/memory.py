@@ -1002,8 +1002,10 @@ class Memory:
         Items removed since stay removed: a removal is final (`gone_since` counts them).
         The checkpoint stays, to roll back to again. A transform of the checkpoint that
         cannot be fitted on the items it keeps (none left, or none that vary) is dropped, as
-        a purge drops one, and named in the report's `transform_dropped`. A purge cut off
-        after the rollback committed raises a `PartlyDoneError` whose `done` holds the report."""
+        a purge drops one, and named in the report's `transform_dropped`; a calibration
+        measured through another transform than the one left is said stale
+        (`calibration_stale`: calibrate again). A purge cut off after the rollback
+        committed raises a `PartlyDoneError` whose `done` holds the report."""
         store = self._checkpoints(name, writing=True)
         report = self._commit(lambda _: store.rollback(name, progress=progress), reset=True)
         if report.removed_added:
@@ -1012,6 +1014,11 @@ class Memory:
                 self.purge()  # refits a transform fitted on items it removed: drops it if none is left
             if self.settings.transform != restored and self.settings.transform == TransformSpec():
                 report = dataclasses.replace(report, transform_dropped=restored.name)
+        # The threshold is a distance through the transform it was measured with: none can
+        # carry it to another (`_calibration` refuses it), so the report says to calibrate.
+        calibration = self.settings.abstention
+        if calibration is not None and calibration.transform != self.transform.key:
+            report = dataclasses.replace(report, calibration_stale=True)
         return cast(RollbackReport, report)
 
     def check_not_empty(self) -> None:

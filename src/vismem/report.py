@@ -13,6 +13,7 @@ import numpy as np
 from .calibrate import changed_fraction, changed_since, is_stale
 from .classify import voting_filter
 from .store import Filter
+from .store.base import Checkpoints
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -52,7 +53,17 @@ def describe(memory: Memory) -> dict[str, Any]:
                     "transform_changed": settings.abstention.transform != memory.transform.key}
         if settings.abstention else None,
         "transform": transform_status(memory, described.get("transform")),
+        "checkpoints": checkpoint_status(memory),
     }
+
+
+def checkpoint_status(memory: Memory) -> dict[str, int] | None:
+    """How many checkpoints the memory has, and the item rows they hold (one per item of
+    each still here: what they weigh in its database). None where the home keeps none."""
+    if not isinstance(memory.store, Checkpoints):
+        return None
+    found = memory.checkpoints()
+    return {"count": len(found), "item_rows": sum(c.kept for c in found)}
 
 
 def intrinsic_dim_estimate(memory: Memory) -> dict[str, Any] | None:

@@ -101,8 +101,13 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
     with reported_if_cut_off(json_out, done), _open(memdir) as memory:
         purge_left = (f"the memory is rolled back to {name!r}; if this cut the purge of the items removed short, "
                       f"copies of their bytes may stay in {memdir}'s files until `vismem compact {memdir}`")
+        # The store marks a Ctrl-C after its commit with its report; one as its call returns,
+        # unmarked, still says the items it removed: every one added since the checkpoint
+        last_id = next((c.last_id for c in memory.checkpoints() if c.name == name), None) if json_out else None
+        added = [i for i in memory.ids() if i > last_id] if last_id is not None else []
         # (transient: the bar moves only where a restored index setting rebuilds the index)
-        with one_transaction(lambda: memory.at_checkpoint(name), purge_left), \
+        with one_transaction(lambda: memory.at_checkpoint(name), purge_left,
+                             lambda: {"removed_added": len(added), "removed_ids": added, "items": len(memory)}), \
                 progress_bar("rebuilding the index", len(memory), transient=True) as advance:
             report = memory.rollback(name, progress=advance)
         done.update(report.to_dict())
@@ -119,6 +124,9 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
         out.print(f"its {report.transform_dropped} feature transform could not be fitted on the "
                   f"{counted(report.items, 'item')} left (it needs items that vary): dropped, so {memdir} searches its "
                   "vectors as stored; fit one again once there are items (`vismem tune`)")
+    if report.calibration_stale:
+        out.print("its abstention threshold was measured through another feature transform than the one it has "
+                  f"now, so `classify --abstain` refuses it: run `vismem calibrate {memdir}`")
 
 
 @app.command("delete-checkpoint")

@@ -802,7 +802,7 @@ def relabel(
 
 @app.command()
 def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
-    """Show item and class counts, encoder, format version, index and disk use."""
+    """Show item and class counts, encoder, format version, index, disk use and checkpoints."""
     only_reads("info")
     with _open(memdir) as memory:
         data = memory.info() | {"encoding": planned_encoding(memory)}
@@ -850,8 +850,7 @@ def info(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
                   "(`vismem record-queries`)")
     if index["warning"]:
         err.print(f"warning: {index['warning']}")
-    if data["disk_bytes"] is not None:
-        out.print(f"on disk     {counted(data['disk_bytes'], 'byte')}")
+    _print_footprint(data)
     _print_decisions(data)
     if data["classes"]:
         table = Table("label", "items")
@@ -874,6 +873,16 @@ def _intrinsic_dim(estimate: dict | None, data: dict) -> str:
         return (f"not estimated on the items held now: {value:.1f} was {made}, {removed:,} of them removed since"
                 + (f" and {added:,} added" if added else "") + f"; {again}")
     return f"{value:.1f} (Levina-Bickel MLE, {made}" + (f"; {added:,} added since)" if added else ")")
+
+
+def _print_footprint(data: dict) -> None:
+    """`info`'s lines on what the memory keeps on disk: its bytes, its checkpoints' rows."""
+    if data["disk_bytes"] is not None:
+        out.print(f"on disk     {counted(data['disk_bytes'], 'byte')}")
+    held = data.get("checkpoints")
+    if held is not None:
+        out.print(f"checkpoints {held['count']:,}, holding {counted(held['item_rows'], 'item row')} "
+                  "(`vismem checkpoints` lists them)" if held["count"] else "checkpoints none")
 
 
 def _print_decisions(data: dict) -> None:

@@ -485,6 +485,13 @@ class AbstainOut(Calibration):
     transform_changed: bool = dataclass_field(kw_only=True)
 
 
+class CheckpointsOut(BaseModel):
+    """The memory's checkpoints: how many, and the item rows they hold."""
+
+    count: int
+    item_rows: int = Field(description="One per item of each checkpoint still in the memory.")
+
+
 class InfoOut(BaseModel):
     """What `vismem info --json` prints. The store adds its own fields: those of a
     directory memory (`recorded_queries`, `recorded_waiting`) and of a Milvus one (`server_version`,
@@ -520,6 +527,7 @@ class InfoOut(BaseModel):
     prototypes_per_class: int
     pruning: PruningOut
     abstain: AbstainOut | None = Field(description="The calibration; null before `vismem calibrate`.")
+    checkpoints: CheckpointsOut | None = Field(description="null for a store without checkpoints (Milvus).")
 
 
 def non_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -76,7 +76,10 @@ class RollbackReport:
     settings changed, and how many items the memory holds now. `transform_dropped` names
     the checkpoint's feature transform where it could not be fitted on the items the
     rollback keeps (none of them left, or none that vary): the memory then searches its
-    vectors as stored."""
+    vectors as stored. `calibration_stale`: the abstention threshold the memory has after
+    it was measured through another feature transform than the one now in force (one
+    dropped or fitted again on other items), so `classify --abstain` refuses it until
+    `vismem calibrate` runs again."""
 
     checkpoint: str
     removed_added: int
@@ -87,6 +90,7 @@ class RollbackReport:
     settings_restored: bool
     items: int
     transform_dropped: str | None = None
+    calibration_stale: bool = False
 
     __repr__ = brief_repr  # long lists shown by their ends and length
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, MemoryNotFoundError,
-                      VismemError, committed)
+                      VismemError, committed, committed_since)
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -607,7 +607,9 @@ class EmbeddedStore:
                                            f"({found.kept} of {found.items})", progress, up_to=found.last_id)
                 if fitted is None:
                     fitted, dropped = (identity(self.dim), None), refit.name
-            with self._followed_if_cut_off(), \
+            report: RollbackReport | None = None
+            # Ctrl-C as its COMMIT returns, before `committed` below can mark it, carries the report too
+            with committed_since(self.db, lambda _: report), self._followed_if_cut_off(), \
                     self.db.write(f"rolling back to checkpoint {name!r}", before=self._catch_up_locked,
                                   undone="the memory is as it was"):
                 again = self.db.checkpoint(name)
@@ -621,9 +623,10 @@ class EmbeddedStore:
                 transform = TransformSpec() if dropped else (target.transform if fitted else before_settings.transform)
                 settings = target.replace(transform=transform, record_queries=before_settings.record_queries)
                 self.db.set_config({"settings": settings.to_dict(), **({"transform": fitted[1]} if fitted else {})})
-            # (the catalog, caught up inside the write, still holds the items it removed)
-            report = RollbackReport(name, len(removed), removed, len(restored), restored, found.items - again.kept,
-                                    settings != before_settings, len(self.catalog) - len(removed), dropped)
+                # (the catalog, caught up inside the write, still holds the items it removed)
+                report = RollbackReport(name, len(removed), removed, len(restored), restored,
+                                        found.items - again.kept, settings != before_settings,
+                                        len(self.catalog) - len(removed), dropped)
             with committed(report):  # (Ctrl-C from here on: the rollback is committed)
                 self._settings = settings
                 if fitted is not None:
