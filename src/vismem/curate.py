@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .calibrate import (DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, changed_since,
-                        check_calibration, fit_calibration)
+from .calibrate import (DEFAULT_OOD_K, DEFAULT_TPR, MIN_ITEMS, Calibration, calibration_work, check_calibration,
+                        fit_calibration)
 from .decide import VoteParams
 from .errors import (EmptyMemoryError, InvalidInputError, PartlyDoneError, brief_repr, committed_as, committed_since,
                      whole_number)
@@ -123,8 +123,7 @@ def _fitted_on_every_item(memory: Memory) -> bool:
     choosing it again refits it when items were added or removed since."""
     if memory.settings.transform == TransformSpec():
         return True
-    fitted = memory.store.describe().get("transform") or {}
-    return changed_since(fitted.get("fitted_items"), fitted.get("max_id"), memory.store.ids()) == (0, 0)
+    return (memory.info().get("transform") or {}).get("changed_since") == 0  # (None: not known)
 
 
 @dataclass
@@ -231,7 +230,7 @@ def prune_memory(memory: Memory, mode: str, *, k: int | None = None, threshold: 
         return pruned(list(removed))
 
     try:
-        with committed_since(memory.store, made):
+        with committed_since(memory, made):
             return pruned(memory.apply_pruning(counts, state, targets))  # one change: all of it or nothing
     except PartlyDoneError as exc:  # committed, but the purge of the items deleted was cut off
         exc.done = pruned(list(exc.done or ()))  # what the prune made, as it would have returned it

@@ -342,6 +342,13 @@ class Memory:
         return self.store.quality()
 
     @property
+    def commits(self) -> int | None:
+        """How many write transactions this process has committed to the memory, exactly
+        (also when Ctrl-C landed as one returned); None where the home cannot count them
+        (Milvus). Compared before and after a call, it tells whether the call committed."""
+        return getattr(self.store, "commits", None)
+
+    @property
     def capabilities(self) -> Capabilities:
         """What the memory's home can do beyond the core (thumbnails, a verifiable purge,
         local files, feature transforms)."""

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.cells import cell_len
@@ -32,6 +32,9 @@ from rich.console import Console
 from ..errors import PartlyDoneError, VismemError
 from ..maintenance import showing_maintenance
 from ..progress import progress_bar, stderr_console
+
+if TYPE_CHECKING:  # (the CLI imports the memory, and torch with it, only in commands that open one)
+    from ..memory import Memory
 
 EXIT_ERROR = 1
 EXIT_PARTIAL = 3  # done, but not all of it: skipped inputs, missing ids, remnants found
@@ -240,7 +243,7 @@ def reported_if_cut_off(json_out: bool, done: dict[str, Any]) -> Iterator[None]:
 
 
 @contextmanager
-def reported_as_it_commits(json_out: bool, before: dict[str, Any], store: Any, *, carried: bool = True,
+def reported_as_it_commits(json_out: bool, before: dict[str, Any], memory: Memory, *, carried: bool = True,
                            leaves: str | None = None) -> Iterator[dict[str, Any]]:
     """Around a library call that makes its change in one commit at its end (tune,
     calibrate, reindex...): with --json, Ctrl-C before that commit prints `before` with
@@ -251,10 +254,10 @@ def reported_as_it_commits(json_out: bool, before: dict[str, Any], store: Any, *
 
     A Ctrl-C that no step marked may still come after the commit (as the call returns
     through the memory, before the command fills its report): false is said only where
-    `store` (the memory's) committed nothing since the call began (`store.commits`, exact
+    `memory` committed nothing since the call began (`Memory.commits`, exact
     in the directory home); else `"committed": "unknown"`, never a wrong false."""
     report = reported_if_interrupted(json_out, {**before, "committed": False})
-    counted = getattr(store, "commits", None)
+    counted = memory.commits
     try:
         yield report
     except KeyboardInterrupt as exc:
@@ -263,7 +266,7 @@ def reported_as_it_commits(json_out: bool, before: dict[str, Any], store: Any, *
             report["committed"] = True
             if leaves is not None:
                 interrupted_leaves(leaves)
-        elif not report["committed"] and (counted is None or getattr(store, "commits", None) != counted):
+        elif not report["committed"] and (counted is None or memory.commits != counted):
             report["committed"] = "unknown"
             interrupted_leaves("not known: the command's commit may or may not have been made (`vismem info` "
                                "shows the memory as it is)")

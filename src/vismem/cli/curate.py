@@ -57,7 +57,7 @@ def tune(
                            "commit at its end (an index it was rebuilding then is rebuilt at the next open)")
     saved = "the memory's new settings are saved (an index it was rebuilding is rebuilt at the next open)"
     with _open(memdir) as memory, \
-            reported_as_it_commits(json_out and not dry_run, {}, memory.store, leaves=saved) as said:
+            reported_as_it_commits(json_out and not dry_run, {}, memory, leaves=saved) as said:
         result = tune_memory(memory, held_out=held_out, seed=seed, save=not dry_run, transforms=candidates,
                              report=partial(progress_bar, transient=True))
         said.update(result.to_dict(), committed=True)
@@ -180,7 +180,7 @@ def calibrate(
     interrupted_leaves("the memory's abstention threshold is as it was, unless `vismem calibrate` had saved the new "
                        "one, in one commit at its end")
     with _open(memdir) as memory, \
-            reported_as_it_commits(json_out, {}, memory.store,
+            reported_as_it_commits(json_out, {}, memory,
                                    leaves="the memory's new abstention threshold is saved") as said:
         result = calibrate_memory(memory, tpr=tpr, k=k, prototype_weight=prototype_weight, report=progress_bar)
         said.update(result.to_dict(), committed=True)

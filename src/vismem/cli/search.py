@@ -95,7 +95,7 @@ def reindex(
                        "opened; if it was stopped before that setting's one commit, at the start, the setting is "
                        "as it was")
     with _open(memdir) as memory, progress_bar("rebuilding the index", len(memory), transient=True) as advance, \
-            reported_as_it_commits(json_out, {"setting": index}, memory.store, carried=False) as said:
+            reported_as_it_commits(json_out, {"setting": index}, memory, carried=False) as said:
         # (transient: a setting that changes nothing rebuilds nothing, and the bar would stay at 0)
         described = memory.set_index(index, target_recall=target_recall, float16=float16, progress=advance)
         said.update(described, committed=True)
@@ -117,7 +117,7 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     interrupted_leaves("no item was added, removed or changed (`vismem compact` rewrites the memory's files, and "
                        "refits a transform fitted on removed items): run it again to finish")
     with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance, \
-            reported_as_it_commits(json_out, {}, memory.store,
+            reported_as_it_commits(json_out, {}, memory,
                                    leaves="no item was added, removed or changed: the memory is compacted") as said:
         report = memory.compact(progress=advance)
         said.update(report, committed=True)
@@ -159,7 +159,7 @@ def tune_index(
         if held:  # each would find itself: recall 1.0 whatever the effort
             err.print(f"warning: left out {len(held)} of the query images: the memory already holds them "
                       f"(each would find itself); tuning on the other {len(vectors)}")
-        with reported_as_it_commits(json_out, {}, memory.store,
+        with reported_as_it_commits(json_out, {}, memory,
                                     leaves="no item was added, removed or changed: the search effort is tuned and "
                                            "saved") as said:
             described = memory.tune_index(vectors)
@@ -227,7 +227,7 @@ def record_queries(
     """
     interrupted_leaves("no item was added, removed or changed: `vismem record-queries` changes only which queries "
                        "are kept")
-    with _open(memdir) as memory, reported_as_it_commits(json_out, {}, memory.store) as said:
+    with _open(memdir) as memory, reported_as_it_commits(json_out, {}, memory) as said:
         state = memory.record_queries(keep, clear=clear)
         said.update(state, committed=True)
     if json_out:
