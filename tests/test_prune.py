@@ -406,3 +406,61 @@ def test_a_self_query_with_nothing_to_learn_is_refused(tmp_path, cli):
         for limit in (0, -1, 1.5, True):
             with pytest.raises(InvalidInputError, match="limit must be a whole number"):
                 find_suspects(memory, limit=limit)
+
+
+def digits_with_flips(path, n=300, flips=5):
+    """A memory of `n` digits as unit vectors, the labels of `flips` of them changed to the
+    next digit (mislabelled): (vectors, true labels, ids, the positions flipped)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:n] / np.linalg.norm(digits.data[:n], axis=1, keepdims=True)).astype(np.float32)
+    y = digits.target[:n].astype(str)
+    flipped = np.arange(0, n, n // flips)[:flips]
+    stored = y.copy()
+    stored[flipped] = [str((int(t) + 1) % 10) for t in y[flipped]]
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x, stored)
+    return x, y, ids, flipped
+
+
+def found_by_search(memory, x, ids, rows) -> list[bool]:
+    """Whether each item (its row of `x`) is found by a search for its own vector."""
+    hits = memory.search(x[rows], 1)
+    return [bool(h) and h[0].id == ids[r] for h, r in zip(hits, rows, strict=True)]
+
+
+def test_relabel_undoes_the_hard_pruning_the_old_label_earned(tmp_path, cli):
+    """A mislabelled item hard pruning excluded for its wrong votes stayed excluded after
+    `relabel` gave it its right label: its count v measured its votes under the old label.
+    A relabel resets the count (one transaction, followed by another process's memory),
+    says how many it un-pruned, and a rollback puts label and count back together."""
+    path = tmp_path / "m"
+    x, y, ids, flipped = digits_with_flips(path)
+    pruned = json.loads(cli("prune", path, "--mode", "hard", "--json", check=True).stdout)
+    excluded = [int(r) for r in flipped if ids[r] in {row["id"] for row in pruned["top"]}
+                and next(row["v"] for row in pruned["top"] if row["id"] == ids[r]) >= pruned["threshold"]]
+    assert len(excluded) >= 3  # most flips excluded
+    with Memory.open(path) as other:  # opened before the relabel: follows it
+        assert not any(found_by_search(other, x, ids, excluded))
+        cli("checkpoint", path, "before", check=True)
+        for row in excluded:
+            said = json.loads(cli("relabel", path, "--id", ids[row], "--label", y[row], "--json", check=True).stdout)
+            assert said["reset_prune_counts"] == 1
+        assert all(found_by_search(other, x, ids, excluded))
+        assert all(other.get(ids[r]).prune_count == 0 for r in excluded)
+    with Memory.open(path) as memory:
+        assert all(found_by_search(memory, x, ids, excluded))
+        # relabelled to the label it has, an item keeps its count: it still measures the item
+        same = next(row for row in pruned["top"] if memory.get(row["id"]).prune_count)
+        assert memory.relabel([same["id"]], same["label"]) == [same["id"]]
+        assert memory.get(same["id"]).prune_count == same["v"]
+        memory.rollback("before")
+        assert not any(found_by_search(memory, x, ids, excluded))
+        assert all(memory.get(ids[r]).prune_count >= pruned["threshold"] and memory.get(ids[r]).label != y[r]
+                   for r in excluded)
+    text = cli("relabel", path, "--id", ids[excluded[0]], "--label", y[excluded[0]], check=True).stdout
+    assert "1 item un-pruned" in text
+    again = json.loads(cli("relabel", path, "--id", ids[excluded[0]], "--label", y[excluded[0]], "--json",
+                           check=True).stdout)
+    assert again["reset_prune_counts"] == 0  # its count is 0 already
