@@ -464,3 +464,20 @@ def test_relabel_undoes_the_hard_pruning_the_old_label_earned(tmp_path, cli):
     again = json.loads(cli("relabel", path, "--id", ids[excluded[0]], "--label", y[excluded[0]], "--json",
                            check=True).stdout)
     assert again["reset_prune_counts"] == 0  # its count is 0 already
+
+
+def test_prune_and_suspects_say_when_k_is_more_than_the_memory_can_give(tmp_path, cli):
+    """`prune -k 1000` on 20 items: each item has 19 others to be queried against, so its
+    default hard threshold k/2 = 500 was never reached and nothing was excluded, without a
+    word (classify and eval warn of such a k). Both warn on stderr; --json stays JSON."""
+    path = tmp_path / "m"
+    digits_with_flips(path, n=20, flips=2)
+    pruned = cli("prune", path, "--mode", "hard", "-k", "1000", "--json", check=True)
+    assert json.loads(pruned.stdout)["excluded"] == 0
+    assert "warning: k=1000, but at most 19 neighbours voted on an item" in pruned.stderr
+    assert "hard threshold v >= 500 cannot be reached" in pruned.stderr
+    found = cli("suspects", path, "-k", "1000", "--json", check=True)
+    assert all(json.loads(line) for line in found.stdout.splitlines())
+    assert "warning: k=1000, but at most 19 neighbours voted on an item" in found.stderr
+    quiet = cli("prune", path, "--mode", "hard", "-k", "5", "--json", check=True)
+    assert "warning" not in quiet.stderr
