@@ -480,4 +480,14 @@ def test_prune_and_suspects_say_when_k_is_more_than_the_memory_can_give(tmp_path
     assert all(json.loads(line) for line in found.stdout.splitlines())
     assert "warning: k=1000, but at most 19 neighbours voted on an item" in found.stderr
     quiet = cli("prune", path, "--mode", "hard", "-k", "5", "--json", check=True)
-    assert "warning" not in quiet.stderr
+    assert "warning: k=" not in quiet.stderr
+
+
+def test_the_warning_that_a_prune_emptied_a_label_is_said_as_a_warning(tmp_path, cli):
+    """The library's warnings reached stderr bare, where the CLI's own begin `warning: `."""
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        memory.add_vectors(circle([*ANGLES, 4]), [*LABELS, "C"])
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
+    said = cli("prune", tmp_path / "m", "--mode", "hard", "--threshold", "1", "--json", check=True).stderr
+    line = next(line for line in said.splitlines() if "excludes every item labelled 'C'" in line)
+    assert line.startswith("warning: ")
