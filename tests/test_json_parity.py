@@ -65,6 +65,7 @@ def changed_since_checkpoint(memory: Memory) -> None:
 
 BY_VERB = "the verb's own count, which scripts read; `updated` is the same number"
 NOT_SET = "a PATCH may change the label and the weight at once: null for the one it leaves as it was"
+NO_RELABEL = "a PATCH may relabel too, which resets pruning counts: 0 where it sets only the weight"
 FILE = "{query}"
 
 PAIRS: dict[str, Pair] = {
@@ -99,12 +100,12 @@ PAIRS: dict[str, Pair] = {
                     {"json": {"ids": [1, 999], "label": "x"}}, exit_code=3,
                     cli_only={"relabelled": BY_VERB}, http_only={"weight": NOT_SET}),
     "block": Pair(("block", "--id", "2", "--id", "3"), "PATCH", "/items", {"json": {"ids": [2, 3], "weight": 0}},
-                  cli_only={"blocked": BY_VERB}, http_only={"label": NOT_SET}),
+                  cli_only={"blocked": BY_VERB}, http_only={"label": NOT_SET, "reset_prune_counts": NO_RELABEL}),
     "boost": Pair(("boost", "--id", "3", "--factor", "2.5"), "PATCH", "/items",
                   {"json": {"ids": [3], "weight": 2.5}},
-                  cli_only={"boosted": BY_VERB}, http_only={"label": NOT_SET}),
+                  cli_only={"boosted": BY_VERB}, http_only={"label": NOT_SET, "reset_prune_counts": NO_RELABEL}),
     "unblock": Pair(("unblock", "--id", "2"), "PATCH", "/items", {"json": {"ids": [2], "weight": 1}},
-                    cli_only={"reset": BY_VERB}, http_only={"label": NOT_SET}),
+                    cli_only={"reset": BY_VERB}, http_only={"label": NOT_SET, "reset_prune_counts": NO_RELABEL}),
     "add": Pair(("add", "{new}", "--label", "0", "--source", "upload"), "POST", "/items",
                 {"data": {"label": "0"}}, exit_code=3, status=201,  # one image is held under another label
                 cli_only={"event": "the CLI prints a line per committed batch before this summary"},

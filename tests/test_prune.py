@@ -406,3 +406,88 @@ def test_a_self_query_with_nothing_to_learn_is_refused(tmp_path, cli):
         for limit in (0, -1, 1.5, True):
             with pytest.raises(InvalidInputError, match="limit must be a whole number"):
                 find_suspects(memory, limit=limit)
+
+
+def digits_with_flips(path, n=300, flips=5):
+    """A memory of `n` digits as unit vectors, the labels of `flips` of them changed to the
+    next digit (mislabelled): (vectors, true labels, ids, the positions flipped)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data[:n] / np.linalg.norm(digits.data[:n], axis=1, keepdims=True)).astype(np.float32)
+    y = digits.target[:n].astype(str)
+    flipped = np.arange(0, n, n // flips)[:flips]
+    stored = y.copy()
+    stored[flipped] = [str((int(t) + 1) % 10) for t in y[flipped]]
+    with Memory.create(path, encoder=None, dim=64) as memory:
+        ids = memory.add_vectors(x, stored)
+    return x, y, ids, flipped
+
+
+def found_by_search(memory, x, ids, rows) -> list[bool]:
+    """Whether each item (its row of `x`) is found by a search for its own vector."""
+    hits = memory.search(x[rows], 1)
+    return [bool(h) and h[0].id == ids[r] for h, r in zip(hits, rows, strict=True)]
+
+
+def test_relabel_undoes_the_hard_pruning_the_old_label_earned(tmp_path, cli):
+    """A mislabelled item hard pruning excluded for its wrong votes stayed excluded after
+    `relabel` gave it its right label: its count v measured its votes under the old label.
+    A relabel resets the count (one transaction, followed by another process's memory),
+    says how many it un-pruned, and a rollback puts label and count back together."""
+    path = tmp_path / "m"
+    x, y, ids, flipped = digits_with_flips(path)
+    pruned = json.loads(cli("prune", path, "--mode", "hard", "--json", check=True).stdout)
+    excluded = [int(r) for r in flipped if ids[r] in {row["id"] for row in pruned["top"]}
+                and next(row["v"] for row in pruned["top"] if row["id"] == ids[r]) >= pruned["threshold"]]
+    assert len(excluded) >= 3  # most flips excluded
+    with Memory.open(path) as other:  # opened before the relabel: follows it
+        assert not any(found_by_search(other, x, ids, excluded))
+        cli("checkpoint", path, "before", check=True)
+        for row in excluded:
+            said = json.loads(cli("relabel", path, "--id", ids[row], "--label", y[row], "--json", check=True).stdout)
+            assert said["reset_prune_counts"] == 1
+        assert all(found_by_search(other, x, ids, excluded))
+        assert all(other.get(ids[r]).prune_count == 0 for r in excluded)
+    with Memory.open(path) as memory:
+        assert all(found_by_search(memory, x, ids, excluded))
+        # relabelled to the label it has, an item keeps its count: it still measures the item
+        same = next(row for row in pruned["top"] if memory.get(row["id"]).prune_count)
+        assert memory.relabel([same["id"]], same["label"]) == [same["id"]]
+        assert memory.get(same["id"]).prune_count == same["v"]
+        memory.rollback("before")
+        assert not any(found_by_search(memory, x, ids, excluded))
+        assert all(memory.get(ids[r]).prune_count >= pruned["threshold"] and memory.get(ids[r]).label != y[r]
+                   for r in excluded)
+    text = cli("relabel", path, "--id", ids[excluded[0]], "--label", y[excluded[0]], check=True).stdout
+    assert "1 item un-pruned" in text
+    again = json.loads(cli("relabel", path, "--id", ids[excluded[0]], "--label", y[excluded[0]], "--json",
+                           check=True).stdout)
+    assert again["reset_prune_counts"] == 0  # its count is 0 already
+
+
+def test_prune_and_suspects_say_when_k_is_more_than_the_memory_can_give(tmp_path, cli):
+    """`prune -k 1000` on 20 items: each item has 19 others to be queried against, so its
+    default hard threshold k/2 = 500 was never reached and nothing was excluded, without a
+    word (classify and eval warn of such a k). Both warn on stderr; --json stays JSON."""
+    path = tmp_path / "m"
+    digits_with_flips(path, n=20, flips=2)
+    pruned = cli("prune", path, "--mode", "hard", "-k", "1000", "--json", check=True)
+    assert json.loads(pruned.stdout)["excluded"] == 0
+    assert "warning: k=1000, but at most 19 neighbours voted on an item" in pruned.stderr
+    assert "hard threshold v >= 500 cannot be reached" in pruned.stderr
+    found = cli("suspects", path, "-k", "1000", "--json", check=True)
+    assert all(json.loads(line) for line in found.stdout.splitlines())
+    assert "warning: k=1000, but at most 19 neighbours voted on an item" in found.stderr
+    quiet = cli("prune", path, "--mode", "hard", "-k", "5", "--json", check=True)
+    assert "warning: k=" not in quiet.stderr
+
+
+def test_the_warning_that_a_prune_emptied_a_label_is_said_as_a_warning(tmp_path, cli):
+    """The library's warnings reached stderr bare, where the CLI's own begin `warning: `."""
+    with Memory.create(tmp_path / "m", encoder=None, dim=2) as memory:
+        memory.add_vectors(circle([*ANGLES, 4]), [*LABELS, "C"])
+        memory.update_settings(vote=VoteParams(k=1, vote="plurality"))
+    said = cli("prune", tmp_path / "m", "--mode", "hard", "--threshold", "1", "--json", check=True).stderr
+    line = next(line for line in said.splitlines() if "excludes every item labelled 'C'" in line)
+    assert line.startswith("warning: ")

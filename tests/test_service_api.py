@@ -1230,7 +1230,7 @@ def test_listing_pages_with_restrictions(client, memory):
 def test_patch_many_items_at_once(client):
     blocked = client.patch("/items", json={"ids": [1, 2, 999], "weight": 0}, headers=AUTH).json()
     assert blocked == {"updated": 2, "ids": [1, 2], "missing": [999], "label": None,  # the CLI exits 3 here
-                       "weight": 0.0}
+                       "weight": 0.0, "reset_prune_counts": 0}
     assert [client.get(f"/items/{i}").json()["weight"] for i in (1, 2, 3)] == [0.0, 0.0, 1.0]
     relabelled = client.patch("/items", json={"ids": [3.0], "label": "three"}, headers=AUTH).json()
     assert relabelled["ids"] == [3] and client.get("/items/3").json()["relabelled_from"] == "0"

@@ -891,8 +891,18 @@ class Memory:
             self.store.purge()
 
     def relabel(self, ids: Iterable[int], label: str) -> list[int]:
-        """Give items a new label (no re-encoding). Returns the ids that exist."""
+        """Give items a new label (no re-encoding). Returns the ids that exist. An item
+        given another label than it had has its pruning count v reset to 0 (`update`)."""
         return self.update(ids, label=label)
+
+    def unpruned_by(self, ids: Iterable[int], label: str | None) -> int:
+        """How many of items `ids` a relabel to `label` would reset the pruning count v of
+        (v above 0, and another label than theirs): what `relabel` answers as
+        `reset_prune_counts`, read before the relabel (None: no relabel, 0)."""
+        if label is None:
+            return 0
+        label = plain_text(label)
+        return sum(1 for item in self.items(list(ids)) if item.prune_count and item.label != label)
 
     def set_weight(self, ids: Iterable[int], weight: float) -> list[int]:
         """Set items' vote weight: 0 blocks, >1 boosts, 1 is normal. Returns the ids that exist."""
@@ -900,7 +910,12 @@ class Memory:
 
     def update(self, ids: Iterable[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]:
-        """Relabel and/or reweight items in one transaction. Returns the ids that exist."""
+        """Relabel and/or reweight items in one transaction. Returns the ids that exist.
+
+        A relabel to another label resets the item's pruning count v to 0 in the same
+        transaction: v counted its votes under the old label, and hard pruning kept it out
+        of every search for them (`unpruned_by` says how many). A weight leaves v as it is:
+        the item votes for the same label."""
         if label is None and weight is None:
             raise InvalidInputError("update needs a new label or a weight")
         targets = possible_ids(ids)

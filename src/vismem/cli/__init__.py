@@ -154,10 +154,12 @@ def _version(version: bool = typer.Option(False, "--version", help="Print vismem
 
 class _Stderr(logging.Handler):
     """The library's warnings (an index rebuilt, recall below target...) on stderr, one
-    line each, written to whatever sys.stderr is when they happen."""
+    line each, written to whatever sys.stderr is when they happen; each begins `warning: `
+    (`error: ` above), as the CLI's own do."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(self.format(record) + "\n")
+        said = "warning" if record.levelno < logging.ERROR else "error"
+        sys.stderr.write(f"{said}: {self.format(record)}\n")
 
 
 _warnings = _Stderr(logging.WARNING)

@@ -782,21 +782,26 @@ def relabel(
     label: str = typer.Option(..., "--label", help="The new label."),
     json_out: bool = JsonFlag,
 ) -> None:
-    """Give items a new label, without re-encoding anything."""
+    """Give items a new label, without re-encoding anything. An item given another label
+    has its pruning count v reset to 0 (v counted its votes under the old label): one that
+    hard pruning excluded is searched again, until `vismem prune` counts anew (--json:
+    reset_prune_counts, how many were un-pruned so)."""
     interrupted_leaves("nothing: no item was relabelled (`vismem relabel` changes its items in one transaction)")
     reported_if_interrupted(json_out, {"relabelled": 0, "ids": []})
     with _open(memdir) as memory, \
             one_transaction(lambda: all_have(memory, ids, label=label), f"the items are labelled {label!r} now",
                             partial(updated, memory, ids, "relabelled")):
+        unpruned = memory.unpruned_by(ids, label)
         changed = memory.relabel(ids, label)
     refuse_if_none_done(ids, changed)
     missing = missing_ids(ids, changed)
     if json_out:
-        # `updated` and `label` as PATCH /items answers them; `relabelled` is the same count
+        # `updated`, `label` and `reset_prune_counts` as PATCH /items answers them; `relabelled` is the same count
         emit({"relabelled": len(changed), "updated": len(changed), "ids": changed, "label": label,
-              "missing": missing})
+              "missing": missing, "reset_prune_counts": unpruned})
     else:
-        out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}")
+        out.print(f"relabelled {counted(len(changed), 'item')} to {label!r}"
+                  + (f"; {counted(unpruned, 'item')} un-pruned (pruning count reset to 0)" if unpruned else ""))
     exit_if_missing(missing)
 
 

@@ -15,7 +15,7 @@ from ..prune import PruneSettings
 from ..tune import MOST_HELD_OUT
 from ..errors import InvalidInputError
 from ..store.base import MAX_WEIGHT, missing_ids, printable
-from . import (app, counted, emit, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
+from . import (app, counted, emit, err, interrupted_leaves, one_transaction, only_reads, out, padded, progress_bar,
                reported_as_it_commits, reported_if_cut_off, reported_if_interrupted, widest)
 from .commands import (JsonFlag, MemDir, _open, all_have, described_option, exit_if_missing, ids_option, updated,
                        refuse_if_none_done)
@@ -111,6 +111,13 @@ def prune(
         except KeyboardInterrupt:
             done.update(report.to_dict(), committed=True)
             raise
+        asked = memory.defaults.k if k is None else k
+    if mode != "off":
+        # an item is a neighbour in at most items - 1 queries, so its v can reach no more
+        never = mode == "hard" and report.threshold >= report.items
+        unreachable = (f"; the hard threshold v >= {report.threshold} cannot be reached, so no item is excluded "
+                       "(give a smaller -k or --threshold)") if never else ""
+        _warn_if_k_exceeds_items(asked, report.items, unreachable)
     if json_out:
         emit({**report.to_dict(), "unfinished": None})  # as remove and rollback; reported_if_cut_off says one
         return
@@ -132,6 +139,15 @@ def prune(
                   f"v={row['v']}  {effect}")
 
 
+def _warn_if_k_exceeds_items(k: int, items: int, more: str = "") -> None:
+    """Say on stderr when a self-query's k is more than the memory can give: each item is
+    queried against the others alone (`prune -k 1000` on 20 items voted 19-NN and its
+    default hard threshold 500 excluded nothing, without a word). `more` ends the sentence."""
+    if k >= items:
+        err.print(f"warning: k={k}, but at most {counted(items - 1, 'neighbour')} voted on an item: the memory holds "
+                  f"{counted(items, 'item')}, each queried against the others{more}")
+
+
 @app.command()
 def suspects(
     memdir: Path = MemDir,
@@ -147,6 +163,8 @@ def suspects(
     only_reads("suspects")
     with _open(memdir) as memory, progress_bar("querying the memory against itself", len(memory)) as advance:
         found = find_suspects(memory, limit=limit, k=k, progress=advance)
+        asked, items = memory.defaults.k if k is None else k, len(memory)
+    _warn_if_k_exceeds_items(asked, items)
     if json_out:
         for s in found:
             emit(s.to_dict())

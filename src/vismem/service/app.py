@@ -674,12 +674,16 @@ def _add_changing(app: FastAPI, service: _MemoryService, writing: list, write_er
         """`vismem relabel` / `block` / `boost` / `unblock` for several items at once, in one
         transaction. Ids that do not exist are listed in `missing`; 404 if none exists (the
         CLI exits 1), nothing changed."""
-        updated = await service.write(memory.update, change.ids, label=change.label, weight=change.weight)
+        def apply() -> tuple[list[int], int]:
+            unpruned = memory.unpruned_by(change.ids, change.label)
+            return memory.update(change.ids, label=change.label, weight=change.weight), unpruned
+
+        updated, unpruned = await service.write(apply)
         if not updated:
             raise HTTPException(404, nothing_matched((), ids=change.ids))
         weight = None if change.weight is None else float(change.weight)  # as the CLI says it: 0.0
         return {"updated": len(updated), "ids": updated, "missing": missing_ids(change.ids, updated),
-                "label": change.label, "weight": weight}
+                "label": change.label, "weight": weight, "reset_prune_counts": unpruned}
 
 
 def _add_checkpoints(app: FastAPI, service: _MemoryService, writing: list, write_errors: tuple[int, ...]) -> None:

@@ -311,6 +311,9 @@ class UpdatedOut(BaseModel):
     label: str | None = Field(description="The label the items have now; null where this change leaves it.")
     weight: float | None = Field(description="The vote weight the items have now; null where this change "
                                              "leaves it.")
+    reset_prune_counts: int = Field(description="Items the relabel un-pruned: given another label, their "
+                                                "pruning count v is reset to 0 (0 where only the weight "
+                                                "changes).")
 
 
 class DeletedOut(BaseModel):

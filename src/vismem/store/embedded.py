@@ -540,6 +540,8 @@ class EmbeddedStore:
         if updated:
             self.catalog.update(updated, label=label, weight=weight,
                                 relabelled=self.db.relabels_of(updated) if label is not None else None)
+            if label is not None:  # (the relabel reset their pruning counts)
+                self.catalog.set_prune_counts(self.db.all_prune_counts())
             self._wrote()
         return updated
 
@@ -772,6 +774,7 @@ class EmbeddedStore:
             for (label, weight), same in alike.items():
                 self.catalog.update(same, label=label, weight=weight, relabelled={})
             self.catalog.relabelled.update(relabelled)
+            self.catalog.set_prune_counts(self.db.all_prune_counts())  # a relabel resets counts
         elif op == "prune":
             self.catalog.set_prune_counts(self.db.all_prune_counts())
 

@@ -647,7 +647,8 @@ class MilvusStore:
                weight: float | None = None) -> list[int]:
         """Relabel and/or reweight: read each row whole and upsert it changed (Milvus has
         no partial update). The first relabel keeps the original label; relabelling back
-        forgets it."""
+        forgets it. A relabel to another label resets the item's pruning count v (it counted
+        the item's votes under the old label), in the same upsert."""
         if label is not None:
             label = check_label(label)  # as kept: NFC
         check_weight(weight)
@@ -657,6 +658,7 @@ class MilvusStore:
                 original = row["relabelled_from"] or row["label"]
                 row["relabelled_from"] = "" if original == label else original
                 row["label"] = label
+                row["prune_count"] = 0
             if weight is not None:
                 row["weight"] = float(weight)
 

@@ -392,7 +392,9 @@ class Database:
     def update(self, ids: Sequence[int], *, label: str | None = None, weight: float | None = None,
                before: Callable[[], None] | None = None) -> list[int]:
         """Relabel items and/or set their vote weight; returns the ids that exist. The first
-        relabel of an item keeps its original label; relabelling back forgets it."""
+        relabel of an item keeps its original label; relabelling back forgets it. A relabel
+        to another label resets the item's pruning count v: it counted the item's votes
+        under the old label (hard pruning kept it out of every search for them)."""
         if label is not None:
             label = check_label(label)  # as kept: NFC
         check_weight(weight)
@@ -401,6 +403,8 @@ class Database:
             for chunk in _chunks(present):
                 marks = _marks(chunk)
                 if label is not None:
+                    db.execute(f"DELETE FROM prune_counts WHERE id IN (SELECT id FROM items WHERE label != ? "
+                               f"AND id IN ({marks}))", [label, *chunk])
                     db.execute(f"INSERT OR IGNORE INTO relabels SELECT id, label FROM items "
                                f"WHERE id IN ({marks})", chunk)
                     db.execute(f"UPDATE items SET label = ? WHERE id IN ({marks})", [label, *chunk])
