@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 
 import httpx
 import numpy as np
@@ -437,3 +438,120 @@ def test_with_json_ctrl_c_after_a_milvus_settings_save_says_it_committed(milvus_
     assert (pruned["committed"], pruned["mode"], pruned["items"], pruned["purged"]) == (True, "soft", 40, []), pruned
     with Memory.open(milvus_location) as memory:
         assert (memory.settings.index, memory.settings.pruning.mode) == ("hnsw", "soft")
+
+
+NFC, NFD = "Caf\u00e9", "Cafe\u0301"  # print alike: one character é, or e and a combining accent
+
+
+def _as_format_1_kept_it(location: str, changes: dict[int, dict[str, str]]) -> None:
+    """Rewrite rows as a vismem before NFC labels wrote them (`changes`: id -> fields),
+    straight through pymilvus, and mark the memory format 1."""
+    from pymilvus import MilvusClient
+
+    where = MilvusLocation.parse(location)
+    client = MilvusClient(uri=where.uri)
+    try:
+        fields = ["vector", "id", "label", "source", "path", "content_hash", "weight", "meta", "added_at",
+                  "relabelled_from", "prune_count", "thumbnail"]
+        rows = client.query(where.collection, filter=f"id in {sorted(changes)}", output_fields=fields,
+                            consistency_level="Strong")
+        client.upsert(where.collection, [{**r, "vector": np.asarray(r["vector"], np.float32), **changes[r["id"]]}
+                                         for r in rows])
+        config = json.loads(client.query(where.side, filter='key == "config"', output_fields=["value"],
+                                         consistency_level="Strong")[0]["value"])
+        client.upsert(where.side, [{"key": "config", "value": json.dumps({**config, "version": 1}), "v": [0.0, 0.0]}])
+    finally:
+        client.close()
+
+
+@pytest.mark.milvus
+def test_a_format_1_milvus_memory_with_labels_in_nfd_and_nfc_votes_one_class(milvus_location, cli):
+    """A Milvus memory written before labels were kept in NFC may hold `Café` from a Mac
+    folder (NFD) beside `Café` typed (NFC): four neighbours split 2 + 2 lost a plurality vote
+    to three `tea`, and `info` listed the class twice. Its first open rewrites those rows to
+    NFC (format 2), once: the next open finds nothing to do."""
+    from conftest import Shown
+    from vismem.maintenance import showing_maintenance
+
+    rng = np.random.default_rng(0)
+    near = np.eye(4, dtype=np.float32)[[0] * 7] + 0.05 * rng.standard_normal((7, 4)).astype(np.float32)
+    with Memory.create(milvus_location, encoder=None, dim=4, index="exact") as memory:
+        ids = memory.add_vectors(near, [NFC] * 4 + ["tea"] * 3, sources=["mac"] * 2 + ["typed"] * 2 + ["t"] * 3)
+        far = memory.add_vectors(np.eye(4, dtype=np.float32)[[3, 2]], [NFC, NFC], sources="old")
+        memory.relabel(far, "tea")
+    mac = {"label": NFD, "source": f"mac/{NFD}"}
+    # far[0] relabelled from the NFD label to `tea`, far[1] from it to the NFC one
+    _as_format_1_kept_it(milvus_location, {ids[0]: mac, ids[1]: mac, far[0]: {"relabelled_from": NFD},
+                                           far[1]: {"label": NFC, "relabelled_from": NFD}})
+    shown = Shown()
+    query = np.eye(4, dtype=np.float32)[:1]
+    with showing_maintenance(shown), Memory.open(milvus_location) as memory:
+        assert memory.class_counts() == {NFC: 5, "tea": 4}
+        assert sorted(memory.prototypes().labels) == sorted([NFC, "tea"])
+        decision = memory.classify_vectors(query, k=7, vote="plurality")[0]
+        assert decision.label == NFC and list(decision.scores) == [NFC, "tea"]
+        assert sorted(n.id for n in decision.neighbors if n.label == NFC) == sorted(ids[:4])
+        assert [item.source for item in memory.items(ids[:2])] == [f"mac/{NFC}"] * 2
+        assert sorted(memory.ids(sources=[f"mac/{NFC}"])) == sorted(ids[:2])
+        # far[0]'s first label is kept, now NFC; far[1] was relabelled to what it was: no history
+        assert [item.relabelled_from for item in memory.items(far)] == [NFC, None]
+        assert memory.info()["format_version"] == 2
+    assert [(what, total) for what, total, _ in shown.done()] == \
+        [("upgrading the Milvus memory from format 1 to 2 (labels in NFC)", 9)]
+    with showing_maintenance(shown), Memory.open(milvus_location):
+        pass
+    assert len(shown.work) == 1  # done once
+    info = json.loads(cli("info", milvus_location, "--json", check=True).stdout)
+    assert info["classes"] == {NFC: 5, "tea": 4} and info["format_version"] == 2
+
+
+@pytest.mark.milvus
+@pytest.mark.slow
+def test_a_kill_during_the_nfc_upgrade_of_a_milvus_memory_is_finished_by_the_next_open(milvus_location):
+    """SIGKILL the process whose open upgrades a format-1 memory at spread-out moments:
+    what it rewrote stays rewritten, the format stays 1 until every row is NFC, and the
+    next open finishes the work: one class."""
+    n = 3000
+    with Memory.create(milvus_location, encoder=None, dim=4, index="exact") as memory:
+        ids = memory.add_vectors(unit_vectors(n, 4, seed=1), NFC, sources="mac")
+        memory.add_vectors(unit_vectors(2, 4, seed=2), NFC, sources="typed")
+    where = MilvusLocation.parse(milvus_location)
+    script = textwrap.dedent("""
+        import sys
+        from contextlib import contextmanager
+        from vismem import Memory
+        from vismem.maintenance import showing_maintenance
+
+        @contextmanager
+        def report(description, total):  # says when the scan is done: the rewrite starts
+            seen = [0]
+            def advance(n):
+                seen[0] += n
+                if seen[0] == total:
+                    print("scanned", flush=True)
+            yield advance
+
+        with showing_maintenance(report):
+            Memory.open(sys.argv[1]).close()
+        """)
+    outcomes = []
+    for delay in (0.0, 0.05, 0.1, 0.2, 0.3, 2.0):  # the rewrite of 3,000 rows takes ~0.4 s here
+        _as_format_1_kept_it(milvus_location, {i: {"label": NFD, "source": f"mac/{NFD}"} for i in ids})
+        process = subprocess.Popen([sys.executable, "-c", script, milvus_location], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline().strip() == "scanned"
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=where.uri)
+        labels = Counter(r["label"] for r in client.query(where.collection, filter="id > 0", output_fields=["label"],
+                                                          consistency_level="Strong", limit=16384))
+        config = json.loads(client.query(where.side, filter='key == "config"', output_fields=["value"],
+                                         consistency_level="Strong")[0]["value"])
+        client.close()
+        assert config["version"] == 2 and labels == {NFC: n + 2} or config["version"] == 1, (delay, labels)
+        outcomes.append((config["version"], labels[NFD]))
+        with Memory.open(milvus_location) as memory:
+            assert memory.class_counts() == {NFC: n + 2} and memory.info()["format_version"] == 2
+    assert any(version == 1 and 0 < left < n for version, left in outcomes), outcomes  # one landed midway

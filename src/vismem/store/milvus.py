@@ -49,6 +49,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -59,6 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import InvalidInputError, MemoryExistsError, MemoryNotFoundError, VismemError, committed, committed_as
+from ..maintenance import maintenance, no_progress
 from ..prune import PruneSettings
 from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
@@ -70,7 +72,11 @@ from .milvus_expr import (SIDE_SUFFIX, MilvusLocation, filter_expression,
                           null_keys, tells_null_from_missing)
 
 FORMAT_NAME = "vismem-milvus"
-FORMAT_VERSION = 1
+# 2: labels, sources and relabel history in Unicode NFC. A memory kept by version 1 may hold
+# `Café` in NFD (a Mac folder's name) beside NFC (typed): two classes that print alike. Its
+# first open by a process that can write rewrites those rows (`MilvusStore._upgrade`).
+FORMAT_VERSION = 2
+NFC_FIELDS = ("label", "source", "relabelled_from")
 VARCHAR_MAX = 65535
 # The widest float vector a Milvus collection holds (milvus.io/docs/limitations.md), below
 # vismem's own MAX_DIM: a wider memory is refused before connecting, not by the server after.
@@ -273,7 +279,37 @@ class MilvusStore:
                                   f"{config.get('version')}; this vismem reads {FORMAT_NAME} up to "
                                   f"{FORMAT_VERSION}: upgrade vismem")
             client.load_collection(where.collection)
-        return cls(where, client, config)
+        store = cls(where, client, config)
+        if int(config.get("version", 0)) < FORMAT_VERSION:
+            store._upgrade()
+        return store
+
+    def _upgrade(self) -> None:
+        """Format 1 -> 2: rewrite the labels, sources and relabel history that NFC changes.
+        One scan finds the rows; each is upserted whole (one call of up to 1,000 rows is
+        atomic), and the config's version is written last, so an interrupted upgrade leaves
+        version 1 and the next open finishes it (rows already in NFC are not found again).
+        A memory this client cannot write (no privilege, a failing server) is used as it
+        is, with a warning: its two forms of a label vote as two classes until then."""
+        try:
+            with maintenance("upgrading the Milvus memory from format 1 to 2 (labels in NFC)",
+                             self._count) as advance:
+                changing: list[int] = []
+                for rows in self._scan("", ["id", *NFC_FIELDS]):
+                    changing += [int(r["id"]) for r in rows if _nfc_row(r) != r]
+                    (advance or no_progress)(len(rows))
+                if changing:
+                    self._rewrite(changing, lambda row: row.update(_nfc_row(row)))
+                    self._touch(now=True)  # processes that have it open reload
+                config = {**self._config, "version": FORMAT_VERSION}
+                self._call("recording its format", self._client.upsert, self.where.side,
+                           [_side_row("config", config)])
+                self._config = config
+        except VismemError as exc:
+            logging.getLogger(__name__).warning(
+                "%s is in format 1 and could not be upgraded to 2, which keeps labels and sources in NFC (%s); "
+                "it is used as it is, so a label kept both ways (a Mac folder's NFD `Café` and a typed one) votes "
+                "as two classes until a client that can write opens it", self.where, exc)
 
     @staticmethod
     def _create_side(client: Any, name: str) -> tuple[str, Any]:
@@ -951,7 +987,7 @@ class MilvusStore:
         params, search_params = index_plan(self._settings.index, self.dim)
         version = self.server_version()
         return {
-            "home": "milvus", "location": self.location, "format_version": FORMAT_VERSION,
+            "home": "milvus", "location": self.location, "format_version": int(self._config.get("version", 1)),
             "server_version": version, "read_only": False, "consistency": STRONG,
             "index": {"type": params["index_type"], "setting": self._settings.index, "size": self._count,
                       "params": {**params["params"], **search_params["params"]}, "quality": None,
@@ -1046,6 +1082,15 @@ def _side_row(key: str, value: Any) -> dict[str, Any]:
     if len(text.encode()) > VARCHAR_MAX:
         raise InvalidInputError(f"the memory's {key} is larger than Milvus's {VARCHAR_MAX}-byte text field")
     return {"key": key, "value": text, "v": [0.0, 0.0]}
+
+
+def _nfc_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` with its label, source and relabel history in NFC; a relabel history that is
+    now the label is forgotten (as relabelling back forgets it)."""
+    done = {**row, **{f: unicodedata.normalize("NFC", row[f] or "") for f in NFC_FIELDS}}
+    if done["relabelled_from"] == done["label"]:
+        done["relabelled_from"] = ""
+    return done
 
 
 def _item(r: Mapping[str, Any]) -> Item:
