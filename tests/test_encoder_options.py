@@ -131,7 +131,7 @@ def test_a_half_precision_that_disagrees_is_refused(fp32_lite0, digits):
     cosine 0.999 to fp32, so the check refuses it and the encoder runs fp32, saying so."""
     with pytest.warns(EncoderFallbackWarning, match="bf16 refused on cpu"):
         refused = create_encoder("efficientnet_lite0",
-                                 options=EncoderOptions(runtime="torch", precision="bf16"))
+                                 options=EncoderOptions(device="cpu", runtime="torch", precision="bf16"))
     assert refused.runtime.precision == "fp32" and "bf16 refused" in refused.runtime.notes[0]
     images = digits[0][:8]
     np.testing.assert_allclose(refused.encode(images), fp32_lite0.encode(images), atol=1e-5)
@@ -159,7 +159,7 @@ def test_memory_takes_options_without_changing_identity(digit_folders, tmp_path)
     with Memory.create(tmp_path / "m", encoder="efficientnet_lite0", encoder_options=options) as memory:
         assert memory.encoder.batch_size == 7 and memory.encoder.runtime.runtime == "torch"
         encoder_id = memory.encoder.id
-    with Memory.open(tmp_path / "m", encoder_options=EncoderOptions(runtime="onnx")) as memory:
+    with Memory.open(tmp_path / "m", encoder_options=EncoderOptions(device="cpu", runtime="onnx")) as memory:
         assert memory.encoder.runtime.runtime == "onnx" and memory.encoder.id == encoder_id
 
 
@@ -167,11 +167,12 @@ def test_cli_options_reach_the_encoder_and_are_announced(cli, digit_folders, tmp
     train, test = digit_folders
     mem = tmp_path / "m"
     cli("create", mem, "--encoder", "efficientnet_lite0", "--runtime", "torch", check=True)
-    added = cli("add", mem, train, "--runtime", "torch", "--decode-workers", "2", "--batch-size", "16",
-                "--json", check=True)
+    # (--device cpu: on a machine with a GPU, auto picks it, and fp16)
+    added = cli("add", mem, train, "--device", "cpu", "--runtime", "torch", "--decode-workers", "2",
+                "--batch-size", "16", "--json", check=True)
     assert json_lines(added)[-1]["added"] == 80
     assert "adding (torch fp32 on cpu, decode workers 2, batch 16)" in added.stderr  # the progress bar
-    result = cli("eval", mem, test, "--runtime", "onnx", "--json", check=True)
+    result = cli("eval", mem, test, "--device", "cpu", "--runtime", "onnx", "--json", check=True)
     assert "evaluating (onnx fp32 on cpu, decode workers auto, batch 32)" in result.stderr
     info = json_lines(cli("info", mem, "--json", check=True))[0]
     assert info["encoding"]["runtime"] == "onnx" and info["encoding"]["device"] == "cpu"
