@@ -120,6 +120,19 @@ def committed_as(result: Any) -> Iterator[None]:
         raise
 
 
+def commit_watch(store: Any) -> Callable[[], bool | None]:
+    """Did a commit land since now? `store.commits` is read now; the function returned
+    compares it then, as an interrupt (Ctrl-C, or the CLI's SIGTERM) escapes a write:
+    True where `store` committed since, exact also where the interrupt landed as its
+    COMMIT returned, before any step after it ran (`Database.commits`); False where it did
+    not; None where the store cannot count its commits (Milvus)."""
+    start = getattr(store, "commits", None)
+
+    def landed() -> bool | None:
+        return None if start is None else getattr(store, "commits", None) != start
+    return landed
+
+
 @contextmanager
 def committed_since(store: Any, report: Callable[[Any], Any]) -> Iterator[None]:
     """Around a call that changes `store` in one or more commits and returns its own
@@ -129,12 +142,12 @@ def committed_since(store: Any, report: Callable[[Any], Any]) -> Iterator[None]:
     caller's next step), where `store.commits` moved since the call began: exact in the
     directory home, where a Ctrl-C before any commit stays unmarked. Where `report` fails
     (the store cannot be read), the store's mark stays."""
-    start = getattr(store, "commits", None)
+    landed = commit_watch(store)
     try:
         yield
     except KeyboardInterrupt as exc:
         mark = getattr(exc, "done", None)
-        if mark is not None or (start is not None and getattr(store, "commits", None) != start):
+        if mark is not None or landed():
             with suppress(Exception):
                 exc.done = report(mark)  # type: ignore[attr-defined]
         raise

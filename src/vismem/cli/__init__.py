@@ -29,7 +29,7 @@ import typer
 from rich.cells import cell_len
 from rich.console import Console
 
-from ..errors import PartlyDoneError, VismemError
+from ..errors import PartlyDoneError, VismemError, commit_watch
 from ..maintenance import showing_maintenance
 from ..progress import progress_bar, stderr_console
 
@@ -259,7 +259,7 @@ def reported_as_it_commits(json_out: bool, before: dict[str, Any], memory: Memor
     `memory` committed nothing since the call began (`Memory.commits`, exact
     in the directory home); else `"committed": "unknown"`, never a wrong false."""
     report = reported_if_interrupted(json_out, {**before, "committed": False})
-    counted = memory.commits
+    landed = commit_watch(memory)
     try:
         yield report
     except KeyboardInterrupt as exc:
@@ -268,7 +268,7 @@ def reported_as_it_commits(json_out: bool, before: dict[str, Any], memory: Memor
             report["committed"] = True
             if leaves is not None:
                 interrupted_leaves(leaves)
-        elif not report["committed"] and (counted is None or memory.commits != counted):
+        elif not report["committed"] and landed() is not False:  # (None: not counted)
             report["committed"] = "unknown"
             interrupted_leaves("not known: the command's commit may or may not have been made (`vismem info` "
                                "shows the memory as it is)")

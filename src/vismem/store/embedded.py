@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import (DiskFullError, InvalidInputError, MemoryBusyError, MemoryExistsError, MemoryNotFoundError,
-                      VismemError, committed, committed_since)
+                      VismemError, commit_watch, committed, committed_since)
 from ..maintenance import maintenance
 from ..prune import PruneSettings
 from ..search.base import Persistent, SearchResult
@@ -289,14 +289,14 @@ class EmbeddedStore:
         """Commit `changes` over the settings as they are once this write holds the lock
         (it catches up first: what other processes changed meanwhile stays), with a new
         fit of the transform if given; returns the settings it replaced."""
-        start = self.db.commits
+        landed = commit_watch(self.db)
         try:
             with self.db.write("saving settings", before=self._catch_up_locked, undone="nothing was changed"):
                 old = self._settings
                 new = old.replace(**changes)
                 self.db.set_config({"settings": new.to_dict(), **({"transform": fitted[1]} if fitted else {})})
         except KeyboardInterrupt as exc:
-            if self.db.commits != start:  # Ctrl-C as its COMMIT returned: saved, so kept here too, and said
+            if landed():  # Ctrl-C as its COMMIT returned: saved, so kept here too, and said
                 self._settings = new
                 if fitted is not None:
                     self._transform, self._config["transform"] = fitted
@@ -499,11 +499,11 @@ class EmbeddedStore:
         the memory's files. When `Database.commits` says the commit was made, the catalog
         and the index follow the log to its edit, as they would another process's, and
         what it removed is unpurged: the close purges it, as after a removal that returned."""
-        start = self.db.commits
+        landed = commit_watch(self.db)
         try:
             yield
         except BaseException:
-            if self.db.commits != start and self.db.written_seq > self._seq:
+            if landed() and self.db.written_seq > self._seq:
                 # (failing, it leaves the interrupt as it was: the next open replays the log, and its close purges)
                 with contextlib.suppress(Exception):
                     self._follow_own_edits(self.db.written_seq)
