@@ -1000,3 +1000,55 @@ def test_ctrl_c_as_a_removals_commit_returns_still_purges_every_file(tmp_path):
         with Memory.open(path) as memory:
             assert len(memory) == 300 - len(targets)
             assert not set(targets) & {h.id for h in memory.search(vectors[:50], k=10)[0]}
+
+
+def test_ctrl_c_as_an_add_or_an_updates_commit_returns_leaves_the_memory_in_step(tmp_path, monkeypatch, caplog):
+    """Ctrl-C landing as an add's COMMIT returned (or a relabel's, a block's), before the
+    store put the items into its catalog and index, left the Memory object unaware of
+    them: a Python user who caught the KeyboardInterrupt and searched on missed the added
+    items and saw the old labels, and the next edit skipped past the commit, so the object
+    never saw it (its saved index then did not match the store, rebuilt at the next open).
+    The store follows a commit it made, as after a removal."""
+    from vismem.store.sqlite import _Write
+
+    def ctrl_c_as_commit_returns(what: str) -> None:
+        original = _Write.__exit__
+
+        def exit_then_interrupt(self, *args):
+            result = original(self, *args)
+            if what in self._what and not self._nested and args[0] is None:
+                monkeypatch.setattr(_Write, "__exit__", original)
+                os.kill(os.getpid(), signal.SIGINT)  # as a real Ctrl-C, delivered here
+            return result
+
+        monkeypatch.setattr(_Write, "__exit__", exit_then_interrupt)
+
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(40, 16, seed=4)
+    path = tmp_path / "m"
+    try:
+        with Memory.create(path, encoder=None, dim=16, index="hnsw") as memory:
+            ids = memory.add_vectors(vectors[:20], ["a"] * 20)
+            ctrl_c_as_commit_returns("adding")
+            with pytest.raises(KeyboardInterrupt):
+                memory.add_vectors(vectors[20:30], ["b"] * 10)
+            added = list(range(ids[-1] + 1, ids[-1] + 11))
+            assert len(memory) == 30 and memory.ids()[-10:] == added
+            assert [row[0].id for row in memory.search(vectors[20:30], k=1)] == added
+            ctrl_c_as_commit_returns("updating")
+            with pytest.raises(KeyboardInterrupt):
+                memory.relabel(ids[:3], "z")
+            assert [row[0].label for row in memory.search(vectors[:3], k=1)] == ["z"] * 3
+            ctrl_c_as_commit_returns("updating")
+            with pytest.raises(KeyboardInterrupt):
+                memory.set_weight(added, 0.0)  # blocked: they vote no more
+            assert all(d.label != "b" for d in memory.classify_vectors(vectors[20:30], k=3))
+            memory.add_vectors(vectors[30:], ["c"] * 10)
+            assert len(memory) == 40
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    caplog.clear()
+    with Memory.open(path) as memory:  # nothing to rebuild: the saved index holds what the store does
+        assert len(memory) == 40 and "saved index unusable" not in caplog.text
+        assert [row[0].label for row in memory.search(vectors[:3], k=1)] == ["z"] * 3
+        assert {item.weight for item in memory.items(added)} == {0.0}

@@ -455,8 +455,9 @@ class EmbeddedStore:
         # held from before it, so that others who see the commit wait for that index.
         switches = self._index.kind_for(len(self.catalog) + len(items)) != self._index.index.kind
         with self._index.rebuilding() if switches else contextlib.nullcontext():
-            ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
-                                             before=self._catch_up_locked)
+            with self._followed_if_cut_off():
+                ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
+                                                 before=self._catch_up_locked)
             if ids:
                 refused = {p for p, _ in duplicates}
                 added = [item for position, item in enumerate(items) if position not in refused]
@@ -492,13 +493,14 @@ class EmbeddedStore:
 
     @contextlib.contextmanager
     def _followed_if_cut_off(self) -> Iterator[None]:
-        """Around a write whose removals the catalog and the index drop after its commit
-        (`_forget`): Ctrl-C (or SIGTERM) landing as its COMMIT returned, before that, left
-        the commit made and this store unaware of it, so that its close neither scrubbed
-        the saved index nor purged the database, and the removed items' vectors stayed in
-        the memory's files. When `Database.commits` says the commit was made, the catalog
-        and the index follow the log to its edit, as they would another process's, and
-        what it removed is unpurged: the close purges it, as after a removal that returned."""
+        """Around a write whose edit the catalog and the index apply after its commit:
+        Ctrl-C (or SIGTERM) landing as its COMMIT returned, before that, left the commit
+        made and this store unaware of it. Its own commit does not make it stale, and its
+        next write skips past it (`_wrote`): a search missed the items added, saw the old
+        labels and weights, and a removal was never purged (the removed items' vectors
+        stayed in the memory's files). When `commit_watch` says the commit was made, the
+        catalog and the index follow the log to its edit, as they would another process's,
+        and what it removed is unpurged: the close purges it, as after a removal that returned."""
         landed = commit_watch(self.db)
         try:
             yield
@@ -536,7 +538,8 @@ class EmbeddedStore:
     def update(self, ids: Sequence[int], *, label: str | None = None,
                weight: float | None = None) -> list[int]:
         label = canonical(label)  # as the database keeps it
-        updated = self.db.update(ids, label=label, weight=weight, before=self._catch_up_locked)
+        with self._followed_if_cut_off():
+            updated = self.db.update(ids, label=label, weight=weight, before=self._catch_up_locked)
         if updated:
             self.catalog.update(updated, label=label, weight=weight,
                                 relabelled=self.db.relabels_of(updated) if label is not None else None)
