@@ -104,7 +104,7 @@ def rollback(memdir: Path = MemDir, name: str = NameArg, json_out: bool = JsonFl
         # The store marks a Ctrl-C after its commit with its report; one as its call returns,
         # unmarked, still says the items it removed: every one added since the checkpoint
         last_id = next((c.last_id for c in memory.checkpoints() if c.name == name), None) if json_out else None
-        added = [i for i in memory.ids() if i > last_id] if last_id is not None else []
+        added = memory.ids(after=last_id) if last_id is not None else []
         # (transient: the bar moves only where a restored index setting rebuilds the index)
         with one_transaction(lambda: memory.at_checkpoint(name), purge_left,
                              lambda: {"removed_added": len(added), "removed_ids": added, "items": len(memory)}), \
