@@ -29,6 +29,15 @@ def test_readme_starts_with_the_two_setup_commands():
     assert text.index(first_block) < 100
 
 
+def test_ci_runs_the_readmes_test_command():
+    """.ci/run runs the README's test command, options and all: what the README promises
+    (its time, its workers) is what CI checks."""
+    first_block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
+    command = re.search(r"(python -m pytest[^#\n]*)", first_block).group(1).strip()
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert re.search(rf"^VISMEM_REQUIRE_MILVUS=1 {re.escape(command)}\b", ci, flags=re.M), (command, ci)
+
+
 def _documented_commands():
     """Every `vismem COMMAND ...` line in the README's and docs/'s shell blocks and indented
     blocks, and every inline `vismem COMMAND ...` in their text, as (file, command, options)."""
