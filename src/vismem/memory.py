@@ -32,7 +32,8 @@ from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
 from .encoders.registry import check_supported, former_weights_path, known_weights, supports_runtime
 from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
-                     NotCalibratedError, ReadOnlyMemoryError, committed, committed_since, whole_number)
+                     NotCalibratedError, ReadOnlyMemoryError, VismemError, committed, committed_since,
+                     whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
 from .ingest import (UPLOADED, AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
                      split_conflicts)
@@ -398,7 +399,9 @@ class Memory:
         """Record `encoder`'s id, which holds the digest of the weights file an older vismem
         recorded by its path alone, so that from now on other weights saved over the file
         are refused as any changed weights are; said on stderr (the logger), as the file
-        is taken on trust this once. A read-only memory records nothing."""
+        is taken on trust this once. A read-only memory records nothing; a failed write (another
+        process holds the memory, a full disk) leaves the id as it was, to be recorded at a
+        later open, and the memory works as if read-only had stopped it."""
         identity = self.store.identity
         taken = (f"{self.location}: this memory's encoder {identity.name} was recorded by its weights "
                  f"file's path alone (an older vismem), so whether {weights} still holds the weights its "
@@ -407,7 +410,11 @@ class Memory:
             log.warning("%s; the memory is read-only, so that digest is not recorded (this is said at each "
                         "open until it is opened writable)", taken)
             return
-        self.store.record_encoder(dataclasses.replace(identity, id=encoder.id, config=encoder.describe()))
+        try:
+            self.store.record_encoder(dataclasses.replace(identity, id=encoder.id, config=encoder.describe()))
+        except VismemError as exc:  # the memory still holds what it held: only the check waits
+            log.warning("%s; that digest could not be recorded (%s): it will be at the next open", taken, exc)
+            return
         log.warning("%s, now recorded: other weights saved over the file are refused from now on", taken)
 
     def _changed_encoder(self, now: str) -> EncoderError:
