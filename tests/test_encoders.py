@@ -196,6 +196,16 @@ class LegacyClip:
         store.close()
         return location
 
+    @staticmethod
+    def stored_id(location) -> str:
+        from vismem.store import open_store
+
+        store = open_store(location)
+        try:
+            return store.identity.id
+        finally:
+            store.close()
+
 
 def test_a_memory_whose_open_clip_weights_file_was_named_by_its_path_opens_and_records_its_digest(tmp_path, cli):
     """Until the digest named it, `open_clip:MODEL@/path/file` had the id
@@ -259,7 +269,7 @@ def test_a_legacy_open_clip_memory_whose_digest_cannot_be_recorded_still_works(t
 
     clip = LegacyClip(tmp_path)
     memdir = clip.made_then(tmp_path / "m")
-    legacy = open_store(memdir).identity.id
+    legacy = clip.stored_id(memdir)
     monkeypatch.setattr(waits, "BUSY_SECONDS", 0.5)
     writer = sqlite3.connect(memdir / DB_NAME, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # another process mid-write
@@ -282,6 +292,57 @@ def test_a_legacy_open_clip_memory_whose_digest_cannot_be_recorded_still_works(t
             Memory.open(memdir, encoder_options=EncoderOptions(runtime="torch")) as memory:
         assert memory.classify(clip.query)[0].label == "cat" and memory.store.identity.id == clip.encoder.id
     assert "now recorded" in caplog.text
+
+
+USE_ENCODER_READ_ONLY = """
+import sys
+from vismem import Memory
+from vismem.encoders import EncoderOptions, create_encoder
+encoder = create_encoder(sys.argv[2], options=EncoderOptions(runtime="torch"))
+with Memory.open(sys.argv[1]) as memory:
+    memory.use_encoder(encoder)
+    print(memory.classify(sys.argv[3])[0].label)
+"""
+
+
+def test_a_legacy_open_clip_memory_takes_an_encoder_built_for_the_same_file(tmp_path, caplog):
+    """`use_encoder` compared ids as stored, so a memory whose id named its open_clip weights
+    file by its path (an older vismem) refused the encoder built for that very file, whose
+    id holds its digest, read-only or not. It takes what loading its own encoder takes: that
+    encoder (the file on trust, its digest recorded where the memory can be written), and
+    refuses another as before."""
+    import dataclasses
+    import re
+    import subprocess
+    import sys
+
+    from conftest import unprivileged
+    from vismem import Memory
+
+    clip = LegacyClip(tmp_path)
+    memdir, read_only = clip.made_then(tmp_path / "m"), clip.made_then(tmp_path / "ro")
+    legacy = clip.stored_id(read_only)
+    subprocess.run(["chmod", "-R", "a-w", str(read_only)], check=True)
+    try:
+        result = subprocess.run(unprivileged([sys.executable, "-c", USE_ENCODER_READ_ONLY, str(read_only), clip.name,
+                                              str(clip.query)]), capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(read_only)], check=True)
+    assert result.returncode == 0 and result.stdout.split() == ["cat"], result.stderr[-2000:]
+    assert clip.said in result.stderr and "read-only, so that digest is not recorded" in result.stderr
+    assert clip.stored_id(read_only) == legacy
+
+    with caplog.at_level("WARNING", logger="vismem"), Memory.open(memdir) as memory:
+        memory.use_encoder(clip.encoder)
+        assert memory.classify(clip.query)[0].label == "cat"
+    assert clip.said in caplog.text and "now recorded" in caplog.text
+    assert clip.stored_id(memdir) == clip.encoder.id
+
+    other = clip.made_then(tmp_path / "other",  # made with other preprocessing: another encoder
+                           dataclasses.replace(clip.encoder.preprocessing, image_size=192))
+    refusal = re.escape(f"encoder {clip.encoder.id} does not match this memory's {clip.stored_id(other)}")
+    with Memory.open(other) as memory, pytest.raises(EncoderError, match=refusal):
+        memory.use_encoder(clip.encoder)
 
 
 def test_unknown_encoder_lists_the_known_ones():

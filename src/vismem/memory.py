@@ -107,6 +107,12 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     return sorted({i for i in given_ids(ids) if 0 < i <= MAX_ID})
 
 
+def _with_stored_preprocessing(parts: Sequence[str], stored_id: str) -> str:
+    """An encoder id of these first parts (a name and weights id, as `known_weights` gives
+    them) and the preprocessing of `stored_id`'s: preprocessing is known only once built."""
+    return ":".join((*parts, stored_id.rsplit(":", 1)[-1]))
+
+
 def _insert(items: list[NewItem], store: Store, *, allow_duplicates: bool = False) -> InsertResult:
     return store.insert(items, allow_duplicates=allow_duplicates)
 
@@ -373,20 +379,14 @@ class Memory:
                 f"memory at {self.location} has no encoder: it stores precomputed vectors; "
                 "add them with add_vectors / `vismem add-vectors`, and query it with vectors: "
                 "classify_vectors / search, or `--queries Q.npy` on the command line")
-        known = known_weights(identity.name, identity.weights_path)
-        wanted, named_by_path = identity.id, None
+        wanted, named_by_path = self._wanted_encoder_id()
+        known = known_weights(identity.name, identity.weights_path) if named_by_path is None else None
         if known is not None and identity.id is not None:
             # A changed weights file shows in its digest: refused here, before the model is
             # built (and exported to ONNX Runtime: ~16 s for EfficientNet-Lite0) only to be
             # refused. Preprocessing is known only once built: this takes the stored one.
-            preprocessing = identity.id.rsplit(":", 1)[-1]
-            expected = f"{known[0]}:{known[1]}:{preprocessing}"
-            former = former_weights_path(identity.name, identity.weights_path)
-            if former is not None and identity.id == f"{former[0]}:{preprocessing}":
-                # An older vismem named this file by its path: there is no digest to check
-                # it against, so the file is taken as it is (and its digest recorded below).
-                wanted, named_by_path = expected, former[1]
-            elif expected != identity.id:
+            expected = _with_stored_preprocessing(known, identity.id)
+            if expected != identity.id:
                 raise self._changed_encoder(expected)
         encoder = create_encoder(identity.name, weights=identity.weights_path, options=options)
         if encoder.id != wanted:
@@ -394,6 +394,21 @@ class Memory:
         if named_by_path is not None:
             self._record_weights_digest(encoder, named_by_path)
         return encoder
+
+    def _wanted_encoder_id(self) -> tuple[str | None, Path | None]:
+        """The id an encoder of this memory must have, and the weights file it is taken to
+        hold on trust (else None): the id stored, but where an older vismem named the
+        weights file of `open_clip:MODEL@FILE` by its path alone, with no digest to check
+        it against, the id that file's digest gives now (the file is taken as it is, and
+        the digest recorded by `_record_weights_digest`)."""
+        identity = self.store.identity
+        if identity.id is None or identity.name is None:
+            return identity.id, None
+        former = former_weights_path(identity.name, identity.weights_path)  # (before hashing the file)
+        if former is None or identity.id != _with_stored_preprocessing((former[0],), identity.id):
+            return identity.id, None
+        known = known_weights(identity.name, identity.weights_path)
+        return (identity.id, None) if known is None else (_with_stored_preprocessing(known, identity.id), former[1])
 
     def _record_weights_digest(self, encoder: Encoder, weights: Path) -> None:
         """Record `encoder`'s id, which holds the digest of the weights file an older vismem
@@ -424,9 +439,13 @@ class Memory:
             f"{identity.id}: its weights or preprocessing changed, so new vectors would not be comparable")
 
     def use_encoder(self, encoder: Encoder) -> None:
-        """Use an already-built encoder (shared between memories); must match the memory."""
-        if encoder.id != self.store.identity.id:
+        """Use an already-built encoder (shared between memories); must match the memory, as
+        the one it would load does (an older id of the same weights file: recorded anew)."""
+        wanted, named_by_path = self._wanted_encoder_id()
+        if encoder.id != wanted:
             raise EncoderError(f"encoder {encoder.id} does not match this memory's {self.store.identity.id}")
+        if named_by_path is not None:
+            self._record_weights_digest(encoder, named_by_path)
         self._encoder = encoder
 
     # ---- the one commit path -----------------------------------------------------------
