@@ -154,6 +154,59 @@ def test_an_open_clip_weights_file_given_as_its_tag_is_named_by_its_digest(tmp_p
         create_encoder("open_clip:ViT-B-32@openai")
 
 
+class LegacyClip:
+    """An `open_clip:ViT-S-32@FILE` encoder (random weights saved to FILE: no download), and
+    memories as vismem made them with it before 7713d08, when its id named FILE by its path:
+    "open_clip:MODEL@FILE:open_clip-FILE:PREP", no digest."""
+
+    def __init__(self, tmp_path):
+        self.open_clip = pytest.importorskip("open_clip")
+        self.path = tmp_path / "clip.pth"
+        self.save(0)
+        self.name = f"open_clip:ViT-S-32@{self.path}"
+        self.encoder = create_encoder(self.name, options=EncoderOptions(runtime="torch"))
+        cat, coffee, _ = photos()
+        self.vectors = self.encoder.encode([cat, coffee])
+        self.query = tmp_path / "q" / "cat.png"  # a folder of one image
+        self.query.parent.mkdir()
+        cat.save(self.query)
+        self.said = f"{self.path} still holds the weights its vectors came from cannot be checked: it is taken " \
+                    f"to, with digest {self.encoder.weights_id}"
+
+    def save(self, seed: int) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        torch.save(self.open_clip.create_model("ViT-S-32").state_dict(), self.path)
+
+    def made_then(self, location, preprocessing=None):
+        """A memory as `Memory.create` and `add` made it then, through the store."""
+        from vismem.encoders.base import encoder_id
+        from vismem.settings import EncoderIdentity, MemorySettings
+        from vismem.store import NewItem, create_store
+
+        preprocessing = preprocessing or self.encoder.preprocessing
+        weights = f"open_clip-{self.path}"
+        legacy = encoder_id(self.name, weights, preprocessing)
+        config = {**self.encoder.describe(), "id": legacy, "weights": weights, "preprocessing": preprocessing.to_dict()}
+        store = create_store(location, EncoderIdentity(name=self.name, id=legacy, dim=self.encoder.dim, config=config),
+                             MemorySettings())
+        store.insert([NewItem(vector, label, "then") for vector, label in zip(self.vectors, ["cat", "coffee"],
+                                                                              strict=True)])
+        store.close()
+        return location
+
+    @staticmethod
+    def stored_id(location) -> str:
+        from vismem.store import open_store
+
+        store = open_store(location)
+        try:
+            return store.identity.id
+        finally:
+            store.close()
+
+
 def test_a_memory_whose_open_clip_weights_file_was_named_by_its_path_opens_and_records_its_digest(tmp_path, cli):
     """Until the digest named it, `open_clip:MODEL@/path/file` had the id
     "open_clip:MODEL@/path/file:open_clip-/path/file:PREP"; a memory made then was refused
@@ -161,77 +214,135 @@ def test_a_memory_whose_open_clip_weights_file_was_named_by_its_path_opens_and_r
     the one its vectors came from (said once on stderr, naming it) and its digest recorded,
     so that weights saved over it are refused from then on. Read-only, it opens and warns
     without writing; an id that differs otherwise is still refused."""
-    open_clip = pytest.importorskip("open_clip")
     import dataclasses
     import json
     import subprocess
 
-    import torch
-
     from conftest import run_cli_unprivileged
     from vismem import Memory
-    from vismem.encoders.base import encoder_id
-    from vismem.settings import EncoderIdentity, MemorySettings
-    from vismem.store import NewItem, create_store, open_store
+    from vismem.store import open_store
 
-    def save(seed: int) -> None:
-        torch.manual_seed(seed)
-        torch.save(open_clip.create_model("ViT-S-32").state_dict(), path)
-
-    def made_then(location, preprocessing) -> None:
-        """A memory as `Memory.create` and `add` made it before 7713d08, through the store."""
-        legacy, weights = encoder_id(name, f"open_clip-{path}", preprocessing), f"open_clip-{path}"
-        config = {**encoder.describe(), "id": legacy, "weights": weights,
-                  "preprocessing": preprocessing.to_dict()}
-        store = create_store(location, EncoderIdentity(name=name, id=legacy, dim=encoder.dim, config=config),
-                             MemorySettings())
-        store.insert([NewItem(vector, label, "then") for vector, label in zip(vectors, ["cat", "coffee"], strict=True)])
-        store.close()
-
-    path = tmp_path / "clip.pth"
-    save(0)
-    name = f"open_clip:ViT-S-32@{path}"
-    encoder = create_encoder(name, options=EncoderOptions(runtime="torch"))
-    cat, coffee, _ = photos()
-    vectors = encoder.encode([cat, coffee])
-    (tmp_path / "q").mkdir()
-    cat.save(tmp_path / "q" / "cat.png")
-    memdir, read_only = tmp_path / "m", tmp_path / "ro"
-    made_then(memdir, encoder.preprocessing)
-    made_then(read_only, encoder.preprocessing)
-    said = f"{path} still holds the weights its vectors came from cannot be checked: it is taken to, " \
-           f"with digest {encoder.weights_id}"
+    clip = LegacyClip(tmp_path)
+    memdir, read_only = clip.made_then(tmp_path / "m"), clip.made_then(tmp_path / "ro")
 
     subprocess.run(["chmod", "-R", "a-w", str(read_only)], check=True)
     try:
         before = {p.name: p.read_bytes() for p in read_only.iterdir() if p.is_file()}
-        result = run_cli_unprivileged("classify", read_only, tmp_path / "q" / "cat.png", "--runtime", "torch", "--json")
+        result = run_cli_unprivileged("classify", read_only, clip.query, "--runtime", "torch", "--json")
         assert {p.name: p.read_bytes() for p in read_only.iterdir() if p.is_file()} == before
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(read_only)], check=True)
     assert result.returncode == 0 and json_lines(result)[0]["label"] == "cat", result.stderr[-2000:]
     assert "read-only, so that digest is not recorded" in result.stderr
     # once: open_clip's logging gave the root logger a handler, and the CLI's warnings showed twice
-    assert result.stderr.count(said) == 1, result.stderr
+    assert result.stderr.count(clip.said) == 1, result.stderr
 
-    classified = cli("classify", memdir, tmp_path / "q" / "cat.png", "--runtime", "torch", "--json")
+    classified = cli("classify", memdir, clip.query, "--runtime", "torch", "--json")
     assert classified.returncode == 0 and json_lines(classified)[0]["label"] == "cat", classified.stderr
-    assert said in classified.stderr and "now recorded" in classified.stderr
+    assert clip.said in classified.stderr and "now recorded" in classified.stderr
     stored = open_store(memdir)
     assert (stored.identity.name, stored.identity.id, stored.identity.config) == \
-        (name, encoder.id, json.loads(json.dumps(encoder.describe())))  # as a memory made now has it
+        (clip.name, clip.encoder.id, json.loads(json.dumps(clip.encoder.describe())))  # as a memory made now has it
     stored.close()
-    added = cli("add", memdir, tmp_path / "q", "--label", "cat", "--allow-duplicates", "--runtime", "torch")
+    added = cli("add", memdir, clip.query.parent, "--label", "cat", "--allow-duplicates", "--runtime", "torch")
     assert added.returncode == 0 and "taken to" not in added.stderr, added.stderr  # checked by its digest now
 
-    other = tmp_path / "other"  # made with other preprocessing: another encoder, as before
-    made_then(other, dataclasses.replace(encoder.preprocessing, image_size=192))
+    other = clip.made_then(tmp_path / "other",  # made with other preprocessing: another encoder, as before
+                           dataclasses.replace(clip.encoder.preprocessing, image_size=192))
     with Memory.open(other, encoder_options=EncoderOptions(runtime="torch")) as memory, \
             pytest.raises(EncoderError, match="now has id"):
         _ = memory.encoder
-    save(1)  # other weights saved over the file: refused now that its digest is recorded
-    refused = cli("classify", memdir, tmp_path / "q" / "cat.png", "--runtime", "torch")
+    clip.save(1)  # other weights saved over the file: refused now that its digest is recorded
+    refused = cli("classify", memdir, clip.query, "--runtime", "torch")
     assert refused.returncode == 1 and "now has id" in refused.stderr, refused.stderr
+
+
+def test_a_legacy_open_clip_memory_whose_digest_cannot_be_recorded_still_works(tmp_path, monkeypatch, caplog):
+    """Recording the digest id is one write; where it fails (another process holds the
+    write lock past the wait, the disk is full) the memory opened was refused, though it
+    only needs the id to check the next open. It works this time with a warning that the
+    digest will be recorded next time, and the next open records it."""
+    import sqlite3
+
+    from vismem import Memory, waits
+    from vismem.store import DB_NAME, open_store
+
+    clip = LegacyClip(tmp_path)
+    memdir = clip.made_then(tmp_path / "m")
+    legacy = clip.stored_id(memdir)
+    monkeypatch.setattr(waits, "BUSY_SECONDS", 0.5)
+    writer = sqlite3.connect(memdir / DB_NAME, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process mid-write
+    try:
+        with caplog.at_level("WARNING", logger="vismem"), \
+                Memory.open(memdir, encoder_options=EncoderOptions(runtime="torch")) as memory:
+            assert memory.classify(clip.query)[0].label == "cat"
+            assert memory.store.identity.id == legacy
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    said = caplog.text
+    assert clip.said in said and "could not be recorded" in said and "busy" in said, said
+    assert "now recorded" not in said
+    stored = open_store(memdir)
+    assert stored.identity.id == legacy and len(stored) == 2  # nothing written, nothing lost
+    stored.close()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vismem"), \
+            Memory.open(memdir, encoder_options=EncoderOptions(runtime="torch")) as memory:
+        assert memory.classify(clip.query)[0].label == "cat" and memory.store.identity.id == clip.encoder.id
+    assert "now recorded" in caplog.text
+
+
+USE_ENCODER_READ_ONLY = """
+import sys
+from vismem import Memory
+from vismem.encoders import EncoderOptions, create_encoder
+encoder = create_encoder(sys.argv[2], options=EncoderOptions(runtime="torch"))
+with Memory.open(sys.argv[1]) as memory:
+    memory.use_encoder(encoder)
+    print(memory.classify(sys.argv[3])[0].label)
+"""
+
+
+def test_a_legacy_open_clip_memory_takes_an_encoder_built_for_the_same_file(tmp_path, caplog):
+    """`use_encoder` compared ids as stored, so a memory whose id named its open_clip weights
+    file by its path (an older vismem) refused the encoder built for that very file, whose
+    id holds its digest, read-only or not. It takes what loading its own encoder takes: that
+    encoder (the file on trust, its digest recorded where the memory can be written), and
+    refuses another as before."""
+    import dataclasses
+    import re
+    import subprocess
+    import sys
+
+    from conftest import unprivileged
+    from vismem import Memory
+
+    clip = LegacyClip(tmp_path)
+    memdir, read_only = clip.made_then(tmp_path / "m"), clip.made_then(tmp_path / "ro")
+    legacy = clip.stored_id(read_only)
+    subprocess.run(["chmod", "-R", "a-w", str(read_only)], check=True)
+    try:
+        result = subprocess.run(unprivileged([sys.executable, "-c", USE_ENCODER_READ_ONLY, str(read_only), clip.name,
+                                              str(clip.query)]), capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(read_only)], check=True)
+    assert result.returncode == 0 and result.stdout.split() == ["cat"], result.stderr[-2000:]
+    assert clip.said in result.stderr and "read-only, so that digest is not recorded" in result.stderr
+    assert clip.stored_id(read_only) == legacy
+
+    with caplog.at_level("WARNING", logger="vismem"), Memory.open(memdir) as memory:
+        memory.use_encoder(clip.encoder)
+        assert memory.classify(clip.query)[0].label == "cat"
+    assert clip.said in caplog.text and "now recorded" in caplog.text
+    assert clip.stored_id(memdir) == clip.encoder.id
+
+    other = clip.made_then(tmp_path / "other",  # made with other preprocessing: another encoder
+                           dataclasses.replace(clip.encoder.preprocessing, image_size=192))
+    refusal = re.escape(f"encoder {clip.encoder.id} does not match this memory's {clip.stored_id(other)}")
+    with Memory.open(other) as memory, pytest.raises(EncoderError, match=refusal):
+        memory.use_encoder(clip.encoder)
 
 
 def test_unknown_encoder_lists_the_known_ones():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Shown, run_cli, run_cli_unprivileged
+from conftest import Shown, run_cli, run_cli_unprivileged, unprivileged
 
 from vismem import Memory
 from vismem.maintenance import showing_maintenance
@@ -225,7 +225,7 @@ def test_a_format_2_memory_with_labels_in_nfd_and_nfc_upgrades_to_one_class(tmp_
 
 def test_a_format_2_memory_this_user_cannot_write_opens_as_it_is(tmp_path):
     """Format 3 only rewrote text, so a format-2 memory on read-only media is read as it
-    is (its NFD labels as kept, found by an NFC filter) rather than refused."""
+    is rather than refused (its NFD labels found by an NFC filter)."""
     path = format_2_memory_with_nfd_labels(tmp_path / "m")
     np.save(tmp_path / "q.npy", np.eye(4, dtype=np.float32)[:1])
     subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
@@ -239,6 +239,54 @@ def test_a_format_2_memory_this_user_cannot_write_opens_as_it_is(tmp_path):
     assert json.loads(info.stdout)["format_version"] == 2 and format_of(path) == 2
     assert search.returncode == 0, search.stderr
     assert sorted(hit["id"] for hit in json.loads(search.stdout)["neighbors"]) == [1, 2, 3, 4, 9]
+
+
+READ_IN_NFC = """
+import json, sys
+import numpy as np
+from vismem import Memory
+with Memory.open(sys.argv[1]) as memory:
+    query = np.eye(4, dtype=np.float32)
+    decision = memory.classify_vectors(query[:1], k=7, vote="plurality")[0]
+    nearest = memory.classify_vectors(query[[3, 2]], k=1)
+    print(json.dumps({
+        "read_only": memory.store.read_only, "format": memory.info()["format_version"],
+        "classes": memory.class_counts(), "prototypes": sorted(memory.prototypes().labels),
+        "label": decision.label, "scores": list(decision.scores),
+        "voters": sorted(n.id for n in decision.neighbors if n.label == sys.argv[2]),
+        "sources": [item.source for item in memory.items([1, 2])],
+        "by_source": memory.ids(sources=["mac/" + sys.argv[2]]),
+        "relabelled_from": [(d.neighbors[0].id, d.neighbors[0].relabelled_from) for d in nearest],
+        "at_checkpoint": memory.at_checkpoint("before")}))
+"""
+
+
+def test_a_format_2_memory_this_user_cannot_write_reads_its_labels_in_nfc(tmp_path):
+    """Read-only, a format-2 memory is not upgraded, yet it answers as its upgrade would:
+    `Café` in NFD and in NFC is one class (it was two, and the four neighbours split 2 + 2
+    lost a plurality vote to three `tea`), sources and relabel history read in NFC, and
+    nothing on disk changes."""
+    path = format_2_memory_with_nfd_labels(tmp_path / "m")
+    subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
+    try:
+        run = subprocess.run(unprivileged([sys.executable, "-c", READ_IN_NFC, str(path), NFC]),
+                             capture_output=True, text=True, timeout=300)
+        info = run_cli_unprivileged("info", path, "--json")
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(path)], check=True)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {
+        "read_only": True, "format": 2, "classes": {NFC: 5, "tea": 4}, "prototypes": [NFC, "tea"],
+        "label": NFC, "scores": [NFC, "tea"], "voters": [1, 2, 3, 4], "sources": [f"mac/{NFC}"] * 2,
+        "by_source": [1, 2], "relabelled_from": [[8, NFC], [9, None]], "at_checkpoint": True}
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["classes"] == {NFC: 5, "tea": 4}
+    db = sqlite3.connect(path / DB_NAME)
+    try:
+        assert {row[0] for row in db.execute("SELECT DISTINCT label FROM items")} == {NFD, NFC, "tea"}
+    finally:
+        db.close()
+    assert format_of(path) == 2
 
 
 @pytest.mark.slow

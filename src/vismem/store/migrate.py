@@ -20,7 +20,8 @@ a Mac gave its NFD name (`Cafe` and a combining accent) and a typed label its NF
 and sources to NFC in items, relabel history and checkpoints (a relabel whose original
 is now its label is forgotten, as relabelling back forgets it), and logs the items it
 relabelled as an update, so a process that has the memory open follows. Only text changes:
-a memory that cannot be written opens at format 2 as it is (`READABLE_AS_IS`).
+a memory that cannot be written opens at format 2 (`READABLE_AS_IS`), and its connection
+reads those texts in NFC, as this step would keep them (`sqlite._read_in_nfc`).
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def _format_2_to_3(db: sqlite3.Connection, advance: Advance) -> None:
 
 
 # The oldest format today's code reads without an upgrade (format 3 only rewrote text):
-# one that cannot be written opens as it is.
+# one that cannot be written opens as it is, read in NFC.
 READABLE_AS_IS = 2
 
 # format -> (the step to the next one, advance(1) after each of its statements; how many it makes)

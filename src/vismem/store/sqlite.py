@@ -34,7 +34,7 @@ from ..errors import (DiskFullError, InvalidInputError, clause, MemoryBusyError,
 from ..search.saved import BuildUnderway
 from ..search.tuning import merge_slots
 from . import checkpoints
-from .base import Filter, Item, NewItem, check_label, check_meta_key, check_new_items, check_weight
+from .base import Filter, Item, NewItem, canonical, check_label, check_meta_key, check_new_items, check_weight
 from .checkpoints import Checkpoint
 from .wal import CommitWatch
 
@@ -189,7 +189,9 @@ class Database:
             # of their pages: with SQLite's 2 MB cache they were read back every batch (100k
             # vectors added 10k at a time: 2.3 s -> 1.8 s in bare SQLite). Pages are taken as used.
             db.execute("PRAGMA cache_size=-32768")
-            db.execute("SELECT value FROM config WHERE key = 'format_version'").fetchone()  # a memory's?
+            version = db.execute("SELECT value FROM config WHERE key = 'format_version'").fetchone()  # a memory's?
+            if read_only and version is not None and json.loads(version[0]) == 2:  # not upgraded: as if it were
+                _read_in_nfc(db)
         except sqlite3.DatabaseError as exc:  # OperationalError too: e.g. "no such table"
             if db is not None:
                 db.close()
@@ -703,6 +705,23 @@ class Database:
     def _recorded_seen(self) -> int:
         row = self._db.execute("SELECT value FROM config WHERE key = 'recorded_seen'").fetchone()
         return int(json.loads(row[0])) if row else 0
+
+
+def _read_in_nfc(db: sqlite3.Connection) -> None:
+    """Let a connection that cannot write a format-2 database (which cannot be upgraded: see
+    migrate.py) read it as format 3 would keep it: its labels, sources and relabel history
+    in NFC, through temporary views named as the tables, which hide them from every query of
+    this connection. Nothing is written to the file (temp views live in the connection);
+    each row read pays one NFC call per text, and filters by label or source scan."""
+    db.create_function("nfc", 1, canonical, deterministic=True)
+    db.execute("CREATE TEMP VIEW items AS SELECT id, nfc(label) AS label, nfc(source) AS source, path, "
+               "content_hash, copy, weight, meta, added_at FROM main.items")
+    # as the upgrade does, a relabel whose original is now its label is forgotten
+    db.execute("CREATE TEMP VIEW relabels AS SELECT r.id, nfc(r.original) AS original FROM main.relabels r "
+               "JOIN main.items i ON i.id = r.id WHERE nfc(r.original) != nfc(i.label)")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint_items'").fetchone():
+        db.execute("CREATE TEMP VIEW checkpoint_items AS SELECT checkpoint, id, nfc(label) AS label, weight, v, "
+                   "NULLIF(nfc(original), nfc(label)) AS original FROM main.checkpoint_items")
 
 
 def _open_read_only(file: Path) -> sqlite3.Connection:
