@@ -30,13 +30,13 @@ from .classify import voting_filter
 from .decide import Decision, VoteParams
 from .embed import PreparedImage
 from .encoders import Encoder, EncoderOptions, create_encoder
-from .encoders.registry import check_supported, former_weights_path, known_weights, supports_runtime
-from .errors import (EmptyMemoryError, EncoderError, InvalidInputError, ItemNotFoundError, MemoryClosedError,
-                     NotCalibratedError, ReadOnlyMemoryError, VismemError, committed, committed_since,
-                     whole_number)
+from .encoders.registry import check_supported, supports_runtime
+from .errors import (EmptyMemoryError, InvalidInputError, ItemNotFoundError, MemoryClosedError, NotCalibratedError,
+                     ReadOnlyMemoryError, committed, committed_since, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
 from .ingest import (UPLOADED, AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
                      split_conflicts)
+from . import recorded_encoder
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
 from .report import describe
@@ -105,12 +105,6 @@ def possible_ids(ids: Iterable[int]) -> list[int]:
     (negative, or past SQLite's integers) cannot exist, so they are simply missing, never
     an overflow."""
     return sorted({i for i in given_ids(ids) if 0 < i <= MAX_ID})
-
-
-def _with_stored_preprocessing(parts: Sequence[str], stored_id: str) -> str:
-    """An encoder id of these first parts (a name and weights id, as `known_weights` gives
-    them) and the preprocessing of `stored_id`'s: preprocessing is known only once built."""
-    return ":".join((*parts, stored_id.rsplit(":", 1)[-1]))
 
 
 def _insert(items: list[NewItem], store: Store, *, allow_duplicates: bool = False) -> InsertResult:
@@ -369,83 +363,13 @@ class Memory:
     def encoder(self) -> Encoder:
         """The memory's encoder, loaded on first use and checked against the stored id."""
         if self._encoder is None:
-            self._encoder = self._load_encoder(self._encoder_options)
+            self._encoder = recorded_encoder.load(self.store, self.location, self._encoder_options)
         return self._encoder
-
-    def _load_encoder(self, options: EncoderOptions | None) -> Encoder:
-        identity = self.store.identity
-        if identity.name is None:
-            raise EncoderError(
-                f"memory at {self.location} has no encoder: it stores precomputed vectors; "
-                "add them with add_vectors / `vismem add-vectors`, and query it with vectors: "
-                "classify_vectors / search, or `--queries Q.npy` on the command line")
-        wanted, named_by_path = self._wanted_encoder_id()
-        known = known_weights(identity.name, identity.weights_path) if named_by_path is None else None
-        if known is not None and identity.id is not None:
-            # A changed weights file shows in its digest: refused here, before the model is
-            # built (and exported to ONNX Runtime: ~16 s for EfficientNet-Lite0) only to be
-            # refused. Preprocessing is known only once built: this takes the stored one.
-            expected = _with_stored_preprocessing(known, identity.id)
-            if expected != identity.id:
-                raise self._changed_encoder(expected)
-        encoder = create_encoder(identity.name, weights=identity.weights_path, options=options)
-        if encoder.id != wanted:
-            raise self._changed_encoder(encoder.id)
-        if named_by_path is not None:
-            self._record_weights_digest(encoder, named_by_path)
-        return encoder
-
-    def _wanted_encoder_id(self) -> tuple[str | None, Path | None]:
-        """The id an encoder of this memory must have, and the weights file it is taken to
-        hold on trust (else None): the id stored, but where an older vismem named the
-        weights file of `open_clip:MODEL@FILE` by its path alone, with no digest to check
-        it against, the id that file's digest gives now (the file is taken as it is, and
-        the digest recorded by `_record_weights_digest`)."""
-        identity = self.store.identity
-        if identity.id is None or identity.name is None:
-            return identity.id, None
-        former = former_weights_path(identity.name, identity.weights_path)  # (before hashing the file)
-        if former is None or identity.id != _with_stored_preprocessing((former[0],), identity.id):
-            return identity.id, None
-        known = known_weights(identity.name, identity.weights_path)
-        return (identity.id, None) if known is None else (_with_stored_preprocessing(known, identity.id), former[1])
-
-    def _record_weights_digest(self, encoder: Encoder, weights: Path) -> None:
-        """Record `encoder`'s id, which holds the digest of the weights file an older vismem
-        recorded by its path alone, so that from now on other weights saved over the file
-        are refused as any changed weights are; said on stderr (the logger), as the file
-        is taken on trust this once. A read-only memory records nothing; a failed write (another
-        process holds the memory, a full disk) leaves the id as it was, to be recorded at a
-        later open, and the memory works as if read-only had stopped it."""
-        identity = self.store.identity
-        taken = (f"{self.location}: this memory's encoder {identity.name} was recorded by its weights "
-                 f"file's path alone (an older vismem), so whether {weights} still holds the weights its "
-                 f"vectors came from cannot be checked: it is taken to, with digest {encoder.weights_id}")
-        if self.store.read_only:
-            log.warning("%s; the memory is read-only, so that digest is not recorded (this is said at each "
-                        "open until it is opened writable)", taken)
-            return
-        try:
-            self.store.record_encoder(dataclasses.replace(identity, id=encoder.id, config=encoder.describe()))
-        except VismemError as exc:  # the memory still holds what it held: only the check waits
-            log.warning("%s; that digest could not be recorded (%s): it will be at the next open", taken, exc)
-            return
-        log.warning("%s, now recorded: other weights saved over the file are refused from now on", taken)
-
-    def _changed_encoder(self, now: str) -> EncoderError:
-        identity = self.store.identity
-        return EncoderError(
-            f"encoder {identity.name} now has id {now}, but this memory was built with "
-            f"{identity.id}: its weights or preprocessing changed, so new vectors would not be comparable")
 
     def use_encoder(self, encoder: Encoder) -> None:
         """Use an already-built encoder (shared between memories); must match the memory, as
-        the one it would load does (an older id of the same weights file: recorded anew)."""
-        wanted, named_by_path = self._wanted_encoder_id()
-        if encoder.id != wanted:
-            raise EncoderError(f"encoder {encoder.id} does not match this memory's {self.store.identity.id}")
-        if named_by_path is not None:
-            self._record_weights_digest(encoder, named_by_path)
+        the one it would load does (`recorded_encoder.check_given`)."""
+        recorded_encoder.check_given(self.store, self.location, encoder)
         self._encoder = encoder
 
     # ---- the one commit path -----------------------------------------------------------
@@ -578,7 +502,7 @@ class Memory:
             # Here only preprocessing and identity are needed (loaded on the CPU, on torch when
             # the encoder runs on it: no ONNX export here); the cluster's actors run the model
             # with this memory's encoder options.
-            driver = self._encoder or self._load_encoder(EncoderOptions(
+            driver = self._encoder or recorded_encoder.load(self.store, self.location, EncoderOptions(
                 device="cpu", runtime="torch" if supports_runtime(name or "", "torch") else "auto"))
             return add_files_on_ray(
                 self._ingestor(driver), [Path(p) for p in paths], address=ray, label=label, source=source,
