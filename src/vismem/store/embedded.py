@@ -549,7 +549,8 @@ class EmbeddedStore:
         return updated
 
     def set_prune_counts(self, counts: Mapping[int, int]) -> None:
-        self.db.set_prune_counts(counts, before=self._catch_up_locked)
+        with self._followed_if_cut_off():
+            self.db.set_prune_counts(counts, before=self._catch_up_locked)
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         self._wrote()
 
