@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOLD_WRITE_LOCK, run_cli_here, unit_vectors
+from conftest import HOLD_WRITE_LOCK, json_lines, run_cli_here, unit_vectors
 
 from vismem import Memory
 from vismem.store import DB_NAME
@@ -1002,17 +1002,21 @@ def test_ctrl_c_as_a_removals_commit_returns_still_purges_every_file(tmp_path):
             assert not set(targets) & {h.id for h in memory.search(vectors[:50], k=10)[0]}
 
 
-def _ctrl_c_as_commit_returns(monkeypatch, what: str) -> None:
-    """The next write whose name holds `what` is interrupted by a real SIGINT (Ctrl-C)
-    delivered just after its COMMIT returned, before the store's next step. The test
-    sets SIGINT's default handler (pytest may run with it ignored: see test_search_index)."""
+def _ctrl_c_as_commit_returns(monkeypatch, what: str, *, skip: int = 0) -> None:
+    """The next write whose name holds `what` (after `skip` of them) is interrupted by a
+    real SIGINT (Ctrl-C) delivered just after its COMMIT returned, before the store's next
+    step. The test sets SIGINT's default handler (pytest may run with it ignored: see
+    test_search_index)."""
     from vismem.store.sqlite import _Write
 
     original = _Write.__exit__
+    passed = []
 
     def exit_then_interrupt(self, *args):
         result = original(self, *args)
-        if what in self._what and not self._nested and args[0] is None:
+        if what in self._what and not self._nested and args[0] is None and len(passed) < skip:
+            passed.append(self._what)
+        elif what in self._what and not self._nested and args[0] is None:
             monkeypatch.setattr(_Write, "__exit__", original)
             os.kill(os.getpid(), signal.SIGINT)  # as a real Ctrl-C, delivered here
         return result
@@ -1088,3 +1092,26 @@ def test_ctrl_c_as_set_prune_counts_commit_returns_leaves_the_memory_in_step(tmp
     with Memory.open(path) as memory:
         assert {item.prune_count for item in memory.items(ids[:10])} == {5}
         assert not {hit.id for row in memory.search(vectors, k=3) for hit in row} & set(ids[:10])
+
+
+def test_with_json_ctrl_c_as_an_adds_batch_commit_returns_reports_that_batch(tmp_path, digit_folders, monkeypatch):
+    """`add --json` interrupted as a batch's COMMIT returned, before the store handed its
+    ids back, closed with an `interrupted` line whose `ids` left that batch out (and no
+    `committed` line named it), although the memory held it: a script that trusted the
+    report missed items it had added. The store marks the interrupt with what it added,
+    and the batch is reported as committed, as `on_commit` promises."""
+    memdir = tmp_path / "m"
+    run_cli_here("create", memdir, "--encoder", "pixels", check=True)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    try:
+        _ctrl_c_as_commit_returns(monkeypatch, "adding", skip=1)  # at the second batch's commit
+        added = run_cli_here("add", memdir, digit_folders[0], "--batch-size", "16", "--json")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert added.returncode == 130, added.stderr
+    *batches, last = json_lines(added)
+    with Memory.open(memdir) as memory:
+        held = memory.ids()
+    assert len(held) == 32  # the second batch committed
+    assert last["event"] == "interrupted" and (last["added"], last["ids"]) == (32, held), last
+    assert [i for batch in batches for i in batch["ids"]] == held
