@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOLD_WRITE_LOCK, run_cli_here, unit_vectors
+from conftest import HOLD_WRITE_LOCK, json_lines, run_cli_here, unit_vectors
 
 from vismem import Memory
 from vismem.store import DB_NAME
@@ -1002,6 +1002,28 @@ def test_ctrl_c_as_a_removals_commit_returns_still_purges_every_file(tmp_path):
             assert not set(targets) & {h.id for h in memory.search(vectors[:50], k=10)[0]}
 
 
+def _ctrl_c_as_commit_returns(monkeypatch, what: str, *, skip: int = 0) -> None:
+    """The next write whose name holds `what` (after `skip` of them) is interrupted by a
+    real SIGINT (Ctrl-C) delivered just after its COMMIT returned, before the store's next
+    step. The test sets SIGINT's default handler (pytest may run with it ignored: see
+    test_search_index)."""
+    from vismem.store.sqlite import _Write
+
+    original = _Write.__exit__
+    passed = []
+
+    def exit_then_interrupt(self, *args):
+        result = original(self, *args)
+        if what in self._what and not self._nested and args[0] is None and len(passed) < skip:
+            passed.append(self._what)
+        elif what in self._what and not self._nested and args[0] is None:
+            monkeypatch.setattr(_Write, "__exit__", original)
+            os.kill(os.getpid(), signal.SIGINT)  # as a real Ctrl-C, delivered here
+        return result
+
+    monkeypatch.setattr(_Write, "__exit__", exit_then_interrupt)
+
+
 def test_ctrl_c_as_an_add_or_an_updates_commit_returns_leaves_the_memory_in_step(tmp_path, monkeypatch, caplog):
     """Ctrl-C landing as an add's COMMIT returned (or a relabel's, a block's), before the
     store put the items into its catalog and index, left the Memory object unaware of
@@ -1009,19 +1031,8 @@ def test_ctrl_c_as_an_add_or_an_updates_commit_returns_leaves_the_memory_in_step
     items and saw the old labels, and the next edit skipped past the commit, so the object
     never saw it (its saved index then did not match the store, rebuilt at the next open).
     The store follows a commit it made, as after a removal."""
-    from vismem.store.sqlite import _Write
-
     def ctrl_c_as_commit_returns(what: str) -> None:
-        original = _Write.__exit__
-
-        def exit_then_interrupt(self, *args):
-            result = original(self, *args)
-            if what in self._what and not self._nested and args[0] is None:
-                monkeypatch.setattr(_Write, "__exit__", original)
-                os.kill(os.getpid(), signal.SIGINT)  # as a real Ctrl-C, delivered here
-            return result
-
-        monkeypatch.setattr(_Write, "__exit__", exit_then_interrupt)
+        _ctrl_c_as_commit_returns(monkeypatch, what)
 
     ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
     vectors = unit_vectors(40, 16, seed=4)
@@ -1052,3 +1063,55 @@ def test_ctrl_c_as_an_add_or_an_updates_commit_returns_leaves_the_memory_in_step
         assert len(memory) == 40 and "saved index unusable" not in caplog.text
         assert [row[0].label for row in memory.search(vectors[:3], k=1)] == ["z"] * 3
         assert {item.weight for item in memory.items(added)} == {0.0}
+
+
+def test_ctrl_c_as_set_prune_counts_commit_returns_leaves_the_memory_in_step(tmp_path, monkeypatch):
+    """Ctrl-C landing as `Memory.set_prune_counts`'s COMMIT returned, before the store put
+    the counts into its catalog, left the Memory object unaware of them: under hard
+    pruning a caller who caught the KeyboardInterrupt still found the items the counts
+    prune in every search, and went on finding them after the next edit (a weight), which
+    skipped past the commit. The store follows the commit, as after an add."""
+    from vismem.prune import PruneSettings
+
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(20, 16, seed=4)
+    path = tmp_path / "m"
+    try:
+        with Memory.create(path, encoder=None, dim=16, index="exact") as memory:
+            ids = memory.add_vectors(vectors, ["a"] * 10 + ["b"] * 10)
+            memory.update_settings(pruning=PruneSettings(mode="hard", threshold=1))
+            _ctrl_c_as_commit_returns(monkeypatch, "pruning counts")
+            with pytest.raises(KeyboardInterrupt):
+                memory.set_prune_counts({i: 5 for i in ids[:10]})
+            found = {hit.id for row in memory.search(vectors, k=3) for hit in row}
+            assert found and not found & set(ids[:10])
+            memory.set_weight(ids[15:16], 2.0)
+            assert not {hit.id for row in memory.search(vectors, k=3) for hit in row} & set(ids[:10])
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    with Memory.open(path) as memory:
+        assert {item.prune_count for item in memory.items(ids[:10])} == {5}
+        assert not {hit.id for row in memory.search(vectors, k=3) for hit in row} & set(ids[:10])
+
+
+def test_with_json_ctrl_c_as_an_adds_batch_commit_returns_reports_that_batch(tmp_path, digit_folders, monkeypatch):
+    """`add --json` interrupted as a batch's COMMIT returned, before the store handed its
+    ids back, closed with an `interrupted` line whose `ids` left that batch out (and no
+    `committed` line named it), although the memory held it: a script that trusted the
+    report missed items it had added. The store marks the interrupt with what it added,
+    and the batch is reported as committed, as `on_commit` promises."""
+    memdir = tmp_path / "m"
+    run_cli_here("create", memdir, "--encoder", "pixels", check=True)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    try:
+        _ctrl_c_as_commit_returns(monkeypatch, "adding", skip=1)  # at the second batch's commit
+        added = run_cli_here("add", memdir, digit_folders[0], "--batch-size", "16", "--json")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert added.returncode == 130, added.stderr
+    *batches, last = json_lines(added)
+    with Memory.open(memdir) as memory:
+        held = memory.ids()
+    assert len(held) == 32  # the second batch committed
+    assert last["event"] == "interrupted" and (last["added"], last["ids"]) == (32, held), last
+    assert [i for batch in batches for i in batch["ids"]] == held

@@ -22,11 +22,11 @@ from PIL import Image
 
 from .embed import PreparedImage, batched, encode_prepared, prepare_bytes, prepare_files, prepare_in_batches
 from .encoders import Encoder
-from .errors import InvalidInputError, brief_repr, whole_number
+from .errors import InvalidInputError, brief_repr, committed, whole_number
 from .images import (DEFAULT_MAX_PIXELS, HELD_BY_THE_MEMORY, ImageFile, ImageReadError, Skipped, content_hash,
                      find_images, shown, upright_rgb)
 from .store import NewItem, Store, check_label, check_meta, check_source
-from .store.base import canonical, check_printable
+from .store.base import InsertResult, canonical, check_printable
 
 Progress = Callable[[int], None]
 
@@ -328,8 +328,18 @@ class Ingestor:
                        on_commit: Callable[[list[int]], None] | None = None) -> None:
         """Commit image files prepared and encoded (here, or on a Ray cluster) in one
         transaction, into `report`, and tell `on_commit` the new ids; `vectors` has a row
-        per prepared image that carries no `known_as`."""
-        done = self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
+        per prepared image that carries no `known_as`. Interrupted (Ctrl-C) after its
+        commit, the batch is added to `report` and told all the same: a report that ends
+        there names every item the memory holds."""
+        try:
+            done = self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
+        except KeyboardInterrupt as exc:
+            cut = getattr(exc, "done", None)  # (the store's mark, `errors.committed`: this batch's commit was made)
+            if isinstance(cut, InsertResult) and cut.ids:
+                report.added += cut.ids
+                if on_commit:
+                    on_commit(cut.ids)
+            raise
         report.merge(done)
         if on_commit and done.added:
             on_commit(done.added)
@@ -410,8 +420,9 @@ class Ingestor:
                                  thumbnail=thumbnail))
             names.append(str(p.file.path))
         result = self._commit(items, allow_duplicates=allow_duplicates)
-        report.added += result.ids
-        report.skipped += self._refused(result.duplicates, names, [item.label for item in items])
+        with committed(result):  # (Ctrl-C from here on: the batch is added)
+            report.added += result.ids
+            report.skipped += self._refused(result.duplicates, names, [item.label for item in items])
         return report
 
     def _refused(self, duplicates: Sequence[tuple[int, int]], names: Sequence[str],

@@ -391,12 +391,13 @@ class Memory:
         with self._following_store(reset=reset):
             result = write(self.store)
         if protos is not None and self._protos is not None:
-            if before is not None:
-                protos.remove(*before)
-                if not removed:
-                    self._join_prototypes(protos, before[0])
-            if added and isinstance(result, InsertResult) and result.ids:
-                self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
+            with committed(result):  # (Ctrl-C from here on: the change is committed, as the store says)
+                if before is not None:
+                    protos.remove(*before)
+                    if not removed:
+                        self._join_prototypes(protos, before[0])
+                if added and isinstance(result, InsertResult) and result.ids:
+                    self._join_prototypes(protos, np.asarray(result.ids, dtype=np.int64))
         return result
 
     @contextmanager
@@ -474,7 +475,8 @@ class Memory:
         An image whose content is already in the memory is skipped as a duplicate (it
         would only vote twice); with `allow_duplicates` it is added again, reusing the
         stored vector. `progress(n)` is called as n more files are done; `on_commit(ids)`
-        after each committed batch.
+        after each committed batch, also the one an interruption (Ctrl-C) met once its
+        commit was made: the ids it was given are every item the call added.
 
         `ray` reads, decodes and encodes on a Ray cluster instead of here ("local" starts
         one for this call; "auto", "HOST:PORT" or "ray://HOST:PORT" joins one), with the

@@ -466,7 +466,8 @@ def add(
     With --json, one line per committed batch ({"event": "committed", "ids": [...]}),
     then a summary ({"event": "done", "added": N, "skipped": M, ...}); interrupted, the
     last line is {"event": "interrupted", "added": N, "ids": [...], "unfinished": ...}
-    with the batches reported committed. An image already
+    with the batches reported committed: every item the run added, also the batch the
+    interrupt met once its commit was made. An image already
     held with the same label is skipped as a duplicate (no error); one skipped as
     unreadable, unlabelled or held under another label gives exit code 3, or 1 when
     none was added and none was held already (an error, each reason on stderr), as when

@@ -455,19 +455,21 @@ class EmbeddedStore:
         # held from before it, so that others who see the commit wait for that index.
         switches = self._index.kind_for(len(self.catalog) + len(items)) != self._index.index.kind
         with self._index.rebuilding() if switches else contextlib.nullcontext():
-            with self._followed_if_cut_off():
+            with self._followed_if_cut_off(done=_added):
                 ids, duplicates = self.db.insert(items, self.dim, allow_duplicates=allow_duplicates,
                                                  before=self._catch_up_locked)
+            result = InsertResult(ids, duplicates)
             if ids:
-                refused = {p for p, _ in duplicates}
-                added = [item for position, item in enumerate(items) if position not in refused]
-                self.catalog.add(ids, [i.label for i in added], [i.source for i in added],
-                                 [i.weight for i in added], [i.meta for i in added])
-                self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
-                self._wrote()
-                self._index.after_growth(self._live())
-                self._follow_index()
-        return InsertResult(ids, duplicates)
+                with committed(result):  # (Ctrl-C from here on: the items are added)
+                    refused = {p for p, _ in duplicates}
+                    added = [item for position, item in enumerate(items) if position not in refused]
+                    self.catalog.add(ids, [i.label for i in added], [i.source for i in added],
+                                     [i.weight for i in added], [i.meta for i in added])
+                    self._index.add(np.asarray(ids, dtype=np.int64), np.stack([i.vector for i in added]))
+                    self._wrote()
+                    self._index.after_growth(self._live())
+                    self._follow_index()
+        return result
 
     def delete(self, ids: Iterable[int]) -> list[int]:
         ids = list(ids)
@@ -492,7 +494,8 @@ class EmbeddedStore:
         return removed
 
     @contextlib.contextmanager
-    def _followed_if_cut_off(self) -> Iterator[None]:
+    def _followed_if_cut_off(self, done: Callable[[list[tuple[int, str, list[int]]]], Any] | None = None
+                             ) -> Iterator[None]:
         """Around a write whose edit the catalog and the index apply after its commit:
         Ctrl-C (or SIGTERM) landing as its COMMIT returned, before that, left the commit
         made and this store unaware of it. Its own commit does not make it stale, and its
@@ -500,21 +503,28 @@ class EmbeddedStore:
         labels and weights, and a removal was never purged (the removed items' vectors
         stayed in the memory's files). When `commit_watch` says the commit was made, the
         catalog and the index follow the log to its edit, as they would another process's,
-        and what it removed is unpurged: the close purges it, as after a removal that returned."""
+        and what it removed is unpurged: the close purges it, as after a removal that returned.
+        With `done`, the interrupt is marked as `errors.committed` marks one, with what
+        `done` makes of the edits followed (an insert's: the ids it added), as the write
+        itself could not return it."""
         landed = commit_watch(self.db)
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             if landed() and self.db.written_seq > self._seq:
                 # (failing, it leaves the interrupt as it was: the next open replays the log, and its close purges)
                 with contextlib.suppress(Exception):
-                    self._follow_own_edits(self.db.written_seq)
+                    edits = self._follow_own_edits(self.db.written_seq)
+                    if done is not None and isinstance(exc, KeyboardInterrupt) and getattr(exc, "done", None) is None:
+                        exc.done = done(edits)  # type: ignore[attr-defined]
             raise
 
-    def _follow_own_edits(self, until: int) -> None:
+    def _follow_own_edits(self, until: int) -> list[tuple[int, str, list[int]]]:
         """The catalog, the settings and the index follow the log to this store's own edit
-        `until` (every edit after `_seq` up to it is this store's: its write caught up first)."""
-        removed = any(op == "remove" for _, op, _ in self.db.edits_since(self._seq, until))
+        `until` (every edit after `_seq` up to it is this store's: its write caught up first);
+        returns those edits."""
+        edits = list(self.db.edits_since(self._seq, until))
+        removed = any(op == "remove" for _, op, _ in edits)
         if self._reload_config():  # (a rollback that refitted the transform: the index follows it)
             self._load()
         else:
@@ -523,6 +533,7 @@ class EmbeddedStore:
         self._unpurged = self._unpurged or removed  # (the index marks its own files as it replays a removal)
         self._wrote()
         self.catch_ups += 1  # (a Memory rebuilds its prototypes)
+        return edits
 
     def _forget(self, removed: list[int]) -> None:
         """After a committed removal: the catalog and the index drop the items (the
@@ -549,7 +560,8 @@ class EmbeddedStore:
         return updated
 
     def set_prune_counts(self, counts: Mapping[int, int]) -> None:
-        self.db.set_prune_counts(counts, before=self._catch_up_locked)
+        with self._followed_if_cut_off():
+            self.db.set_prune_counts(counts, before=self._catch_up_locked)
         self.catalog.set_prune_counts(self.db.all_prune_counts())
         self._wrote()
 
@@ -1035,6 +1047,12 @@ class _LiveIds:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         ids = self._catalog.selection_of_live()  # ascending, kept until the next edit
         return ids if dtype is None else ids.astype(dtype, copy=False)
+
+
+def _added(edits: list[tuple[int, str, list[int]]]) -> InsertResult:
+    """What an insert cut off as its COMMIT returned added, from its edits in the log (the
+    inputs it refused as duplicates are not logged: none are named)."""
+    return InsertResult([item_id for _, op, ids in edits if op == "add" for item_id in ids])
 
 
 def _fingerprint(config: dict[str, Any]) -> str | None:
