@@ -857,6 +857,24 @@ def test_a_wait_for_readers_of_the_index_names_the_one_that_holds_it(tmp_path, m
         in result.stderr and f"`kill -CONT {stopped.pid}`" in result.stderr, (stopped.pid, gone.pid, result.stderr)
 
 
+def test_a_holder_stopped_as_it_takes_the_index_lock_is_named(tmp_path, monkeypatch):
+    """A holder's record was written first by its heartbeat thread: one stopped as it took
+    the lock, before that thread ran (a busy machine; the suite's two workers met it), had
+    no record, and a waiter told to "resume it or end it" without its pid. The first record
+    is written before the block begins. Here the holder's heartbeat thread never starts."""
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=DIM, index="hnsw") as memory:
+        ids = memory.add_vectors(low_dim_vectors(300), ["a"] * 300)
+    monkeypatch.setattr(vismem.waits, "BUSY_SECONDS", 1.0)
+    imported = "from vismem.search import saved\n"
+    no_thread = READ_INDEX_LOCK.replace(imported, imported + "saved.threading.Thread.start = lambda self: None\n")
+    assert no_thread != READ_INDEX_LOCK
+    with holding(no_thread, path / "index", stopped=True) as stopped:
+        result = run_cli_here("remove", path, "--id", ids[0])
+    assert result.returncode == 3, result.stderr
+    assert f"`kill -CONT {stopped.pid}`" in result.stderr, (stopped.pid, result.stderr)
+
+
 def test_a_wait_for_readers_of_the_index_ends_when_one_is_silent_however_long_another_lives(tmp_path, monkeypatch):
     """A stopped reader of the saved index holds a writer up for as long as it stays
     stopped, but a waiter gave up only once no holder at all showed life: beside a reader

@@ -221,12 +221,17 @@ def _heartbeat(fd: int) -> Iterator[None]:
         return
     stop = threading.Event()
 
+    def write() -> None:
+        with contextlib.suppress(OSError):  # a full disk: unnamed
+            os.pwrite(fd, _record(), slot * SLOT_BYTES)
+
     def beat() -> None:
-        while True:
-            with contextlib.suppress(OSError):  # a full disk: unnamed
-                os.pwrite(fd, _record(), slot * SLOT_BYTES)
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
+        while not stop.wait(HEARTBEAT_SECONDS):
+            write()
+
+    # The first record before the block begins, not from the thread: a process stopped as
+    # it took the lock (the thread not yet run, on a busy machine) was named by no one.
+    write()
 
     thread = threading.Thread(target=beat, name="vismem-build-heartbeat", daemon=True)
     thread.start()
