@@ -1094,6 +1094,30 @@ def test_ctrl_c_as_set_prune_counts_commit_returns_leaves_the_memory_in_step(tmp
         assert not {hit.id for row in memory.search(vectors, k=3) for hit in row} & set(ids[:10])
 
 
+def test_ctrl_c_as_recorded_queries_commit_returns_saves_them_once(tmp_path, monkeypatch):
+    """Ctrl-C landing as the write of the recorded queries returned from its COMMIT put
+    them back in RAM all the same, for the next write: the saved sample held each of them
+    twice and counted them twice as seen. Queries go back only where the commit was not made."""
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(35, 16, seed=5)
+    path = tmp_path / "m"
+    try:
+        with Memory.create(path, encoder=None, dim=16, index="exact") as memory:
+            memory.add_vectors(vectors[:20], ["a"] * 20)
+            memory.record_queries(100)
+            memory.search(vectors[20:30], k=3)
+            _ctrl_c_as_commit_returns(monkeypatch, "recording queries")
+            with pytest.raises(KeyboardInterrupt):
+                memory.write_recorded_queries()
+            memory.search(vectors[30:], k=3)  # written as the memory closes
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    with Memory.open(path) as memory:
+        kept = memory.store.db.recorded_queries(16)
+        assert memory.store.db._recorded_seen() == 15
+    assert sorted(np.argmax(kept @ vectors[20:].T, axis=1).tolist()) == list(range(15))  # each once
+
+
 def test_with_json_ctrl_c_as_an_adds_batch_commit_returns_reports_that_batch(tmp_path, digit_folders, monkeypatch):
     """`add --json` interrupted as a batch's COMMIT returned, before the store handed its
     ids back, closed with an `interrupted` line whose `ids` left that batch out (and no

@@ -815,21 +815,24 @@ class EmbeddedStore:
 
     def write_recorded_queries(self) -> int:
         """Write the recorded queries waiting in RAM into the store; returns how many there
-        were. A write that fails keeps them waiting, for the next one."""
+        were. A write that fails keeps them waiting, for the next one (not one cut off by
+        Ctrl-C as its COMMIT returned: they are written, and would be counted twice)."""
         with self._recording:
             recorded, self._recorded = self._recorded, None
         capacity = self._settings.record_queries
         if recorded is None or not recorded.seen or not capacity or self.read_only:
             return 0
+        landed = commit_watch(self.db)
         try:
             self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng, recorded.epoch)
         except BaseException:
-            with self._recording:  # back, with any recorded meanwhile (of the same reservoir)
-                later, self._recorded = self._recorded, recorded
-                if later is not None and (later.epoch, later.capacity) == (recorded.epoch, recorded.capacity):
-                    recorded.absorb(later, self._rng)
-                elif later is not None:
-                    self._recorded = later
+            if not landed():
+                with self._recording:  # back, with any recorded meanwhile (of the same reservoir)
+                    later, self._recorded = self._recorded, recorded
+                    if later is not None and (later.epoch, later.capacity) == (recorded.epoch, recorded.capacity):
+                        recorded.absorb(later, self._rng)
+                    elif later is not None:
+                        self._recorded = later
             raise
         return len(recorded)
 
