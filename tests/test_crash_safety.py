@@ -1118,6 +1118,37 @@ def test_ctrl_c_as_recorded_queries_commit_returns_saves_them_once(tmp_path, mon
     assert sorted(np.argmax(kept @ vectors[20:].T, axis=1).tolist()) == list(range(15))  # each once
 
 
+@pytest.mark.parametrize("deleting", [{"clear": True}, {"keep": 4}], ids=["cleared", "fewer kept"])
+def test_ctrl_c_as_deleting_recorded_queries_commits_leaves_their_purge_to_the_close(tmp_path, monkeypatch, deleting):
+    """Ctrl-C landing as the deletion of recorded queries (cleared, or fewer kept)
+    returned from its COMMIT skipped the purge after it, and the close did not purge: with
+    another process's connection open (a server beside), older copies of the deleted
+    queries stayed in the database's WAL. The store counts as unpurged until that purge has run."""
+    from test_search_recall import files_holding
+
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(30, 16, seed=6)
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=16, index="exact") as memory:
+        memory.add_vectors(vectors[:20], ["a"] * 20)
+        memory.record_queries(100)
+    with Memory.open(path) as beside:
+        try:
+            with Memory.open(path) as memory:
+                memory.search(vectors[20:], k=3)
+                memory.write_recorded_queries()
+                asked = memory.store.db.recorded_queries(16)
+                assert len(asked) == 10 and files_holding(path, asked)  # (a positive control)
+                _ctrl_c_as_commit_returns(monkeypatch, "deleting recorded queries")
+                with pytest.raises(KeyboardInterrupt):
+                    memory.record_queries(**deleting)
+        finally:
+            signal.signal(signal.SIGINT, ignored)
+        kept = {bytes(v) for v in beside.store.db.recorded_queries(16)}
+        deleted = np.array([v for v in asked if bytes(v) not in kept])
+        assert len(kept) == deleting.get("keep", 0) and files_holding(path, deleted) == []
+
+
 def test_with_json_ctrl_c_as_an_adds_batch_commit_returns_reports_that_batch(tmp_path, digit_folders, monkeypatch):
     """`add --json` interrupted as a batch's COMMIT returned, before the store handed its
     ids back, closed with an `interrupted` line whose `ids` left that batch out (and no

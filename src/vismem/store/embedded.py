@@ -440,6 +440,7 @@ class EmbeddedStore:
             self._follow_index()
         if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
             self.write_recorded_queries()
+            self._unpurged = True  # (as in clear_recorded_queries; where none go, the close purges for nothing)
             if self.db.drop_recorded_past(self._settings.record_queries, self._rng):
                 self.purge()
 
@@ -845,6 +846,7 @@ class EmbeddedStore:
         """Delete the recorded queries, purged from every file; returns how many."""
         with self._recording:
             self._recorded = None
+        self._unpurged = True  # (till the purge below has run: Ctrl-C after the commit leaves it to the close)
         found = self.db.clear_recorded_queries()
         self.purge()
         return found
