@@ -686,6 +686,30 @@ def test_with_json_ctrl_c_between_batches_says_which_were_added(tmp_path, digit_
         assert len(memory) == 10_000
 
 
+def test_with_json_add_vectors_cut_at_a_batchs_commit_reports_that_batch(tmp_path, monkeypatch):
+    """`add-vectors --json` interrupted as a batch's COMMIT returned said `rows_done`
+    without that batch (which "may also have been committed"), and no ids: a script could
+    not tell which rows the memory held. The store marks the interrupt with what it added,
+    and the report names every row done and every id added."""
+    vectors, labels, memdir = tmp_path / "x.npy", tmp_path / "labels.txt", tmp_path / "m"
+    np.save(vectors, unit_vectors(12_000, 8))
+    labels.write_text("a\n" * 12_000)
+    with Memory.create(memdir, encoder=None, dim=8, index="exact"):
+        pass
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    try:
+        _ctrl_c_as_commit_returns(monkeypatch, "adding", skip=1)  # at the second batch's commit
+        run = run_cli_here("add-vectors", memdir, "--vectors", vectors, "--labels", labels, "--json")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert run.returncode == 130, run.stderr
+    with Memory.open(memdir) as memory:
+        held = memory.ids()
+    said = json_lines(run)
+    assert len(held) == 12_000 and len(said) == 1, run.stdout
+    assert (said[0]["rows_done"], said[0]["added"], said[0]["ids"]) == (12_000, 12_000, held)
+
+
 def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_path):
     """`import --json` interrupted said nothing on stdout: it says `imported` 0, or every
     item once the memory is in place."""
