@@ -686,6 +686,30 @@ def test_with_json_ctrl_c_between_batches_says_which_were_added(tmp_path, digit_
         assert len(memory) == 10_000
 
 
+def test_with_json_add_vectors_cut_at_a_batchs_commit_reports_that_batch(tmp_path, monkeypatch):
+    """`add-vectors --json` interrupted as a batch's COMMIT returned said `rows_done`
+    without that batch (which "may also have been committed"), and no ids: a script could
+    not tell which rows the memory held. The store marks the interrupt with what it added,
+    and the report names every row done and every id added."""
+    vectors, labels, memdir = tmp_path / "x.npy", tmp_path / "labels.txt", tmp_path / "m"
+    np.save(vectors, unit_vectors(12_000, 8))
+    labels.write_text("a\n" * 12_000)
+    with Memory.create(memdir, encoder=None, dim=8, index="exact"):
+        pass
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    try:
+        _ctrl_c_as_commit_returns(monkeypatch, "adding", skip=1)  # at the second batch's commit
+        run = run_cli_here("add-vectors", memdir, "--vectors", vectors, "--labels", labels, "--json")
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert run.returncode == 130, run.stderr
+    with Memory.open(memdir) as memory:
+        held = memory.ids()
+    said = json_lines(run)
+    assert len(held) == 12_000 and len(said) == 1, run.stdout
+    assert (said[0]["rows_done"], said[0]["added"], said[0]["ids"]) == (12_000, 12_000, held)
+
+
 def test_with_json_an_interrupted_import_says_whether_it_made_the_memory(tmp_path):
     """`import --json` interrupted said nothing on stdout: it says `imported` 0, or every
     item once the memory is in place."""
@@ -1092,6 +1116,61 @@ def test_ctrl_c_as_set_prune_counts_commit_returns_leaves_the_memory_in_step(tmp
     with Memory.open(path) as memory:
         assert {item.prune_count for item in memory.items(ids[:10])} == {5}
         assert not {hit.id for row in memory.search(vectors, k=3) for hit in row} & set(ids[:10])
+
+
+def test_ctrl_c_as_recorded_queries_commit_returns_saves_them_once(tmp_path, monkeypatch):
+    """Ctrl-C landing as the write of the recorded queries returned from its COMMIT put
+    them back in RAM all the same, for the next write: the saved sample held each of them
+    twice and counted them twice as seen. Queries go back only where the commit was not made."""
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(35, 16, seed=5)
+    path = tmp_path / "m"
+    try:
+        with Memory.create(path, encoder=None, dim=16, index="exact") as memory:
+            memory.add_vectors(vectors[:20], ["a"] * 20)
+            memory.record_queries(100)
+            memory.search(vectors[20:30], k=3)
+            _ctrl_c_as_commit_returns(monkeypatch, "recording queries")
+            with pytest.raises(KeyboardInterrupt):
+                memory.write_recorded_queries()
+            memory.search(vectors[30:], k=3)  # written as the memory closes
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    with Memory.open(path) as memory:
+        kept = memory.store.db.recorded_queries(16)
+        assert memory.store.db._recorded_seen() == 15
+    assert sorted(np.argmax(kept @ vectors[20:].T, axis=1).tolist()) == list(range(15))  # each once
+
+
+@pytest.mark.parametrize("deleting", [{"clear": True}, {"keep": 4}], ids=["cleared", "fewer kept"])
+def test_ctrl_c_as_deleting_recorded_queries_commits_leaves_their_purge_to_the_close(tmp_path, monkeypatch, deleting):
+    """Ctrl-C landing as the deletion of recorded queries (cleared, or fewer kept)
+    returned from its COMMIT skipped the purge after it, and the close did not purge: with
+    another process's connection open (a server beside), older copies of the deleted
+    queries stayed in the database's WAL. The store counts as unpurged until that purge has run."""
+    from test_search_recall import files_holding
+
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)  # (see test_search_index)
+    vectors = unit_vectors(30, 16, seed=6)
+    path = tmp_path / "m"
+    with Memory.create(path, encoder=None, dim=16, index="exact") as memory:
+        memory.add_vectors(vectors[:20], ["a"] * 20)
+        memory.record_queries(100)
+    with Memory.open(path) as beside:
+        try:
+            with Memory.open(path) as memory:
+                memory.search(vectors[20:], k=3)
+                memory.write_recorded_queries()
+                asked = memory.store.db.recorded_queries(16)
+                assert len(asked) == 10 and files_holding(path, asked)  # (a positive control)
+                _ctrl_c_as_commit_returns(monkeypatch, "deleting recorded queries")
+                with pytest.raises(KeyboardInterrupt):
+                    memory.record_queries(**deleting)
+        finally:
+            signal.signal(signal.SIGINT, ignored)
+        kept = {bytes(v) for v in beside.store.db.recorded_queries(16)}
+        deleted = np.array([v for v in asked if bytes(v) not in kept])
+        assert len(kept) == deleting.get("keep", 0) and files_holding(path, deleted) == []
 
 
 def test_with_json_ctrl_c_as_an_adds_batch_commit_returns_reports_that_batch(tmp_path, digit_folders, monkeypatch):

@@ -13,9 +13,10 @@ vector and thumbnail.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -71,6 +72,21 @@ def check_image_meta(meta: Mapping[str, Any] | None, reserved: Sequence[str] = M
 def conflict_reason(held: int, held_label: str, label: str) -> str:
     return (f"{CONFLICT}: item {held} holds this content labelled {held_label!r}, not {label!r}; "
             f"relabel item {held} if {label!r} is right, or allow duplicates to add a copy")
+
+
+@contextmanager
+def told_if_cut_off(tell: Callable[[InsertResult], None]) -> Iterator[None]:
+    """Around one batch's insert: Ctrl-C (or SIGTERM) once its commit was made, which the
+    store marks with what the batch added (`errors.committed`), tells `tell` that, as the
+    insert would have returned it, before the interrupt goes on: a caller's report that
+    ends there names every item the memory holds."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        cut = getattr(exc, "done", None)
+        if isinstance(cut, InsertResult):
+            tell(cut)
+        raise
 
 
 def split_conflicts(store: Store, duplicates: Sequence[tuple[int, int]], labels: Sequence[str | None]
@@ -331,15 +347,13 @@ class Ingestor:
         per prepared image that carries no `known_as`. Interrupted (Ctrl-C) after its
         commit, the batch is added to `report` and told all the same: a report that ends
         there names every item the memory holds."""
-        try:
+        def cut(result: InsertResult) -> None:
+            report.added += result.ids
+            if on_commit and result.ids:
+                on_commit(result.ids)
+
+        with told_if_cut_off(cut):
             done = self._insert(prepared, vectors, source_of, allow_duplicates, meta=meta, keep_paths=True)
-        except KeyboardInterrupt as exc:
-            cut = getattr(exc, "done", None)  # (the store's mark, `errors.committed`: this batch's commit was made)
-            if isinstance(cut, InsertResult) and cut.ids:
-                report.added += cut.ids
-                if on_commit:
-                    on_commit(cut.ids)
-            raise
         report.merge(done)
         if on_commit and done.added:
             on_commit(done.added)

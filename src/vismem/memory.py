@@ -35,7 +35,7 @@ from .errors import (EmptyMemoryError, InvalidInputError, ItemNotFoundError, Mem
                      ReadOnlyMemoryError, committed, committed_since, whole_number)
 from .images import DEFAULT_MAX_PIXELS, Skipped, check_not_empty, shown
 from .ingest import (UPLOADED, AddReport, Ingestor, check_batch_size, check_image_meta, check_max_pixels, listed,
-                     split_conflicts)
+                     split_conflicts, told_if_cut_off)
 from . import recorded_encoder
 from .prototypes import PrototypeSet
 from .prune import PruneSettings
@@ -50,6 +50,7 @@ from .transform import FeatureTransform, TransformSpec
 from .vectors import as_array, as_rows, unit_rows, vector_hashes
 
 Progress = Callable[[int], None]
+OnCommit = Callable[[list[int]], None]  # on_commit(ids): a batch committed, adding these
 log = logging.getLogger("vismem")
 
 
@@ -461,7 +462,7 @@ class Memory:
         meta: Mapping[str, Any] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
-        on_commit: Callable[[list[int]], None] | None = None,
+        on_commit: OnCommit | None = None,
         ray: str | None = None,
     ) -> AddReport:
         """Add image files and folders (class-subfolder layout gives labels); one path may
@@ -544,17 +545,20 @@ class Memory:
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
-                    progress: Progress | None = ..., allow_duplicates: Literal[True] = ...) -> list[int]: ...
+                    progress: Progress | None = ..., on_commit: OnCommit | None = ...,
+                    allow_duplicates: Literal[True] = ...) -> list[int]: ...
 
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
-                    progress: Progress | None = ..., allow_duplicates: Literal[False]) -> InsertResult: ...
+                    progress: Progress | None = ..., on_commit: OnCommit | None = ...,
+                    allow_duplicates: Literal[False]) -> InsertResult: ...
 
     @overload
     def add_vectors(self, vectors: np.ndarray, labels: Sequence[str] | str, *, sources: Sequence[str] | str = ...,
                     metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = ..., batch_size: int | None = ...,
-                    progress: Progress | None = ..., allow_duplicates: bool) -> list[int] | InsertResult: ...
+                    progress: Progress | None = ..., on_commit: OnCommit | None = ...,
+                    allow_duplicates: bool) -> list[int] | InsertResult: ...
 
     def add_vectors(
         self,
@@ -565,6 +569,7 @@ class Memory:
         metas: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
         batch_size: int | None = None,
         progress: Progress | None = None,
+        on_commit: OnCommit | None = None,
         allow_duplicates: bool = True,
     ) -> list[int] | InsertResult:
         """Add precomputed embeddings float (n, dim) with one string label each (one
@@ -574,8 +579,10 @@ class Memory:
         Vectors are L2-normalised on the way in (search is by cosine similarity). All are
         checked first, then added in one transaction; with `batch_size`, in one per that
         many rows (a crash keeps every batch committed), with `progress(n)` as n more rows
-        are done. `vectors` may be a memory map (`np.load(path, mmap_mode="r")`): only a
-        batch at a time is read into RAM.
+        are done and `on_commit(ids)` as a batch that added items commits; both are told
+        also of the batch an interruption (Ctrl-C) met once its commit was made, so that
+        they add up to every row done and every item added. `vectors` may be a memory map
+        (`np.load(path, mmap_mode="r")`): only a batch at a time is read into RAM.
 
         Each item keeps the hash of its row as stored (`vectors.vector_hashes`). With
         `allow_duplicates` (the default) every row is added and the new ids returned, one
@@ -612,20 +619,27 @@ class Memory:
         if n > step:  # every row checked before the first commit: a bad one changes nothing
             for start in range(0, n, step):
                 unit_rows(vectors[start : start + step], self.dim, first_row=start)
+
+        def batch_done(rows: int, added: InsertResult) -> None:
+            if on_commit is not None and added.ids:
+                on_commit(added.ids)
+            if progress is not None:
+                progress(rows)
+
         result = InsertResult()
         for start in range(0, max(n, 1), step):
             batch = unit_rows(vectors[start : start + step], self.dim, first_row=start)
             items = [NewItem(vector=v, label=label, source=s, meta=m, content_hash=h) for v, label, s, m, h in zip(
                 batch, labels[start : start + step], sources[start : start + step], item_metas[start : start + step],
                 vector_hashes(batch), strict=True)]
-            # the store refuses held rows inside its write, so two processes adding the same rows add each once
-            added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)
+            with told_if_cut_off(partial(batch_done, len(items))):
+                # the store refuses held rows inside its write, so two processes adding the same rows add each once
+                added = self._commit(partial(_insert, items, allow_duplicates=bool(allow_duplicates)), added=True)
             result.ids += added.ids
             same, conflicts = split_conflicts(self.store, added.duplicates, [item.label for item in items])
             result.duplicates += [(start + position, held) for position, held in same]
             result.conflicts += [(start + position, held, label) for position, held, label in conflicts]
-            if progress is not None:
-                progress(len(items))
+            batch_done(len(items), added)
         return result.ids if allow_duplicates else result
 
     # ---- reading: embed, search, classify ----------------------------------------------

@@ -547,8 +547,9 @@ def add_vectors(
     named with both labels, and the exit code is 3 (relabel the item holding it if the
     row's label is right). With --json, one line: added, ids, skipped, skipped_rows
     ({row, duplicate_of}, rows counted from 0), conflicts, conflict_rows ({row, label,
-    duplicate_of, held_label}) and items; interrupted, {"rows_done": N, "unfinished": ...}:
-    the first N rows are committed, added or skipped (the batch the interrupt met may be too).
+    duplicate_of, held_label}) and items; interrupted, {"rows_done": N, "added": M, "ids":
+    [...], "unfinished": ...}: the first N rows are committed, added (these M ids) or
+    skipped, also the batch the interrupt met once its commit was made.
     """
     from ..vectors import named
 
@@ -563,14 +564,18 @@ def add_vectors(
             at = f"row {row} (from 0)" if labels.suffix == ".npy" else f"line {row + 1}"
             raise InvalidInputError(f"--labels {labels}: {at}: {exc}") from None
     rows = len(matrix) if matrix.ndim == 2 else 1  # any other shape is refused by add_vectors
-    kept = reported_if_interrupted(json_out, {"rows_done": 0})
+    kept = reported_if_interrupted(json_out, {"rows_done": 0, "added": 0, "ids": []})
     with _open(memdir) as memory, progress_bar("adding vectors", rows) as advance, named(f"--vectors {vectors}"):
         def batch_done(n: int) -> None:  # (called once its batch committed)
             kept["rows_done"] += n
             advance(n)
 
+        def committed(ids: list[int]) -> None:
+            kept["ids"] += ids
+            kept["added"] = len(kept["ids"])
+
         added = memory.add_vectors(matrix, names, sources=source, batch_size=ADD_VECTORS_BATCH, progress=batch_done,
-                                   allow_duplicates=allow_duplicates)
+                                   on_commit=committed, allow_duplicates=allow_duplicates)
         count = len(memory)
     result = added if isinstance(added, InsertResult) else InsertResult(added)
     if json_out:

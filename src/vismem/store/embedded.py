@@ -440,6 +440,7 @@ class EmbeddedStore:
             self._follow_index()
         if "record_queries" in changes:  # kept fewer now: those past it go (from every file), not at the next record
             self.write_recorded_queries()
+            self._unpurged = True  # (as in clear_recorded_queries; where none go, the close purges for nothing)
             if self.db.drop_recorded_past(self._settings.record_queries, self._rng):
                 self.purge()
 
@@ -815,21 +816,24 @@ class EmbeddedStore:
 
     def write_recorded_queries(self) -> int:
         """Write the recorded queries waiting in RAM into the store; returns how many there
-        were. A write that fails keeps them waiting, for the next one."""
+        were. A write that fails keeps them waiting, for the next one (not one cut off by
+        Ctrl-C as its COMMIT returned: they are written, and would be counted twice)."""
         with self._recording:
             recorded, self._recorded = self._recorded, None
         capacity = self._settings.record_queries
         if recorded is None or not recorded.seen or not capacity or self.read_only:
             return 0
+        landed = commit_watch(self.db)
         try:
             self.db.record_queries(recorded.vectors, recorded.seen, capacity, self._rng, recorded.epoch)
         except BaseException:
-            with self._recording:  # back, with any recorded meanwhile (of the same reservoir)
-                later, self._recorded = self._recorded, recorded
-                if later is not None and (later.epoch, later.capacity) == (recorded.epoch, recorded.capacity):
-                    recorded.absorb(later, self._rng)
-                elif later is not None:
-                    self._recorded = later
+            if not landed():
+                with self._recording:  # back, with any recorded meanwhile (of the same reservoir)
+                    later, self._recorded = self._recorded, recorded
+                    if later is not None and (later.epoch, later.capacity) == (recorded.epoch, recorded.capacity):
+                        recorded.absorb(later, self._rng)
+                    elif later is not None:
+                        self._recorded = later
             raise
         return len(recorded)
 
@@ -842,6 +846,7 @@ class EmbeddedStore:
         """Delete the recorded queries, purged from every file; returns how many."""
         with self._recording:
             self._recorded = None
+        self._unpurged = True  # (till the purge below has run: Ctrl-C after the commit leaves it to the close)
         found = self.db.clear_recorded_queries()
         self.purge()
         return found
