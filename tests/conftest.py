@@ -334,6 +334,7 @@ def holding(script: str, index: Path, *, stopped: bool = False) -> Iterator[subp
 # with VISMEM_REQUIRE_MILVUS=1 (CI) they fail instead. A run given no paths, -k or -m (the
 # README's and CI's `python -m pytest`) holds such tests, so it re-executes before it
 # collects: collecting the suite takes ~15 s, and the session inside collects it again.
+# So does a run with `-n N` (pytest-xdist), whose workers collect and cannot re-execute.
 
 WITH_MILVUS = Path(__file__).resolve().parents[1] / ".ci" / "with-milvus"
 SERVER_MARKERS = ("milvus", "ray")
@@ -374,8 +375,16 @@ def _runs_the_whole_suite(config) -> bool:
             and not getattr(option, "lf", False) and not getattr(option, "stepwise", False))
 
 
+def _starts_workers(config) -> bool:
+    """pytest-xdist's controller (`-n N`, N > 0): its workers collect the tests, and a
+    worker cannot re-execute itself (its controller talks to it over its stdin and stdout),
+    so the controller cannot know whether they select Milvus or Ray tests: it re-executes
+    inside the namespace before it starts them."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def pytest_configure(config):
-    if _runs_the_whole_suite(config) and _outside() and _why_not_here() is None:
+    if (_runs_the_whole_suite(config) or _starts_workers(config)) and _outside() and _why_not_here() is None:
         _rerun_inside(config, "The suite's Milvus and Ray tests need a private network namespace with a Milvus "
                               "server")
 
@@ -389,6 +398,8 @@ def pytest_collection_modifyitems(config, items):
     reason = None
     if _outside():
         reason = _why_not_here()
+        if reason is None and hasattr(config, "workerinput"):  # (its controller did not re-execute: see above)
+            reason = "an xdist worker cannot re-execute itself inside the namespace"
         if reason is None:
             _rerun_inside(config, f"{len(wanted)} tests need a private network namespace with a Milvus server")
     skips = {
