@@ -626,6 +626,30 @@ def test_an_export_to_a_file_that_exists_is_refused_unless_replace(tmp_path, cli
     assert report["exported"] == 40 and read_header(target)[1] == 40
 
 
+def test_a_dash_or_an_empty_path_for_export_or_import_is_bad_usage_and_makes_nothing(tmp_path, monkeypatch, cli):
+    """`vismem export M -` wrote a file named "-" (exit 0) where a user meant stdout;
+    `export M ""` (an unset variable) said "cannot write .: it is a folder", `import F ""`
+    that the current folder "holds other files". Each is now bad usage (exit 2) that says
+    what to give, and nothing is written; ./- still names a file called "-"."""
+    monkeypatch.chdir(tmp_path)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(6, 8, seed=5), ["a", "b"] * 3)
+    cli("export", "m", "out.parquet", check=True)
+    for args, said in [(("export", "m", "-"), "export writes a file, not stdout"),
+                       (("export", "m", ""), "an empty path names no file"),
+                       (("import", "-", "new"), "import reads a file, not stdin"),
+                       (("import", "", "new"), "an empty path names no file"),
+                       (("import", "out.parquet", ""), "an empty path names no file")]:
+        result = cli(*args)
+        assert result.returncode == 2 and said in " ".join(result.stderr.split()), (args, result.stderr)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"], args
+    cli("export", "m", "./-", check=True)
+    assert read_header(tmp_path / "-")[1] == 6
+    cli("import", "./-", "new", check=True)
+    with Memory.open(tmp_path / "new") as memory:
+        assert len(memory) == 6
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_an_export_does_not_replace_a_file_made_while_it_was_written(tmp_path, monkeypatch, hard_links):
     """The export looked for a file at its target before writing, then renamed its whole
