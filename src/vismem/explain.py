@@ -53,8 +53,9 @@ def explanation_sheet(
     tile: int = 128,
 ) -> Image.Image:
     """A PNG-ready sheet: the query (a blank tile for a vector query: `query` None), then
-    each neighbour's stored thumbnail (`thumbnail(id)`, e.g. `Memory.thumbnail`) with its
-    vote; below them, what would change the decision when it carries a counterfactual."""
+    each neighbour's stored thumbnail (`thumbnail(id)`, e.g. `Memory.thumbnail`; a tile that
+    says "no thumbnail stored" for None) with its vote; below them, what would change the
+    decision when it carries a counterfactual."""
     font = ImageFont.load_default()
     blank = Image.new("RGB", (tile, tile), (220, 220, 220))  # a vector has no picture to show
     tiles: list[tuple[Image.Image, list[str]]] = []
@@ -70,7 +71,7 @@ def explanation_sheet(
             jpeg = thumbnail(n.id)
         except ItemNotFoundError:  # removed since it voted: a blank tile, as for a vector
             jpeg = None
-        thumb = blank if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
+        thumb = _no_picture(tile, font) if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
         tiles.append((thumb, [f"#{n.id} {printable(n.label)}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
     columns = min(6, max(1, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
@@ -88,6 +89,18 @@ def explanation_sheet(
         draw.text((4, rows * cell_h + 4 + 13 * line_no), _fitted(line, font, columns * cell_w - 8), fill="black",
                   font=font)
     return sheet
+
+
+def _no_picture(tile: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> Image.Image:
+    """The blank tile of a neighbour with no stored thumbnail, saying so (a sheet read
+    later, away from the terminal's note, tells it from a grey picture)."""
+    blank = Image.new("RGB", (tile, tile), (220, 220, 220))
+    draw = ImageDraw.Draw(blank)
+    for line_no, line in enumerate(("no thumbnail", "stored")):
+        text = _fitted(line, font, tile - 8)
+        draw.text(((tile - font.getlength(text)) / 2, tile / 2 - 13 + 13 * line_no), text, fill=(90, 90, 90),
+                  font=font)
+    return blank
 
 
 def _wrapped(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
