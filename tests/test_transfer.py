@@ -626,6 +626,30 @@ def test_an_export_to_a_file_that_exists_is_refused_unless_replace(tmp_path, cli
     assert report["exported"] == 40 and read_header(target)[1] == 40
 
 
+def test_a_dash_or_an_empty_path_for_export_or_import_is_bad_usage_and_makes_nothing(tmp_path, monkeypatch, cli):
+    """`vismem export M -` wrote a file named "-" (exit 0) where a user meant stdout;
+    `export M ""` (an unset variable) said "cannot write .: it is a folder", `import F ""`
+    that the current folder "holds other files". Each is now bad usage (exit 2) that says
+    what to give, and nothing is written; ./- still names a file called "-"."""
+    monkeypatch.chdir(tmp_path)
+    with Memory.create(tmp_path / "m", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(6, 8, seed=5), ["a", "b"] * 3)
+    cli("export", "m", "out.parquet", check=True)
+    for args, said in [(("export", "m", "-"), "export writes a file, not stdout"),
+                       (("export", "m", ""), "an empty path names no file"),
+                       (("import", "-", "new"), "import reads a file, not stdin"),
+                       (("import", "", "new"), "an empty path names no file"),
+                       (("import", "out.parquet", ""), "an empty path names no file")]:
+        result = cli(*args)
+        assert result.returncode == 2 and said in " ".join(result.stderr.split()), (args, result.stderr)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out.parquet"], args
+    cli("export", "m", "./-", check=True)
+    assert read_header(tmp_path / "-")[1] == 6
+    cli("import", "./-", "new", check=True)
+    with Memory.open(tmp_path / "new") as memory:
+        assert len(memory) == 6
+
+
 @pytest.mark.parametrize("hard_links", [True, False])
 def test_an_export_does_not_replace_a_file_made_while_it_was_written(tmp_path, monkeypatch, hard_links):
     """The export looked for a file at its target before writing, then renamed its whole
@@ -678,3 +702,34 @@ def test_an_export_after_a_removal_not_yet_purged_carries_no_fit_that_saw_the_re
         assert not np.allclose(rebuilt, vectors[0], atol=1e-4)  # the removed vector, from the file
     with Memory.import_parquet(tmp_path / "m.parquet", tmp_path / "copy") as copy:
         assert len(copy) == 11 and copy.transform.fingerprint == fingerprint
+
+
+def test_explain_says_why_tiles_are_blank_in_a_memory_imported_without_thumbnails(digit_folders, tmp_path, cli):
+    """A memory imported from an export written without --thumbnails drew its explanation
+    sheet in grey tiles, exit 0, without a word on why (the help spoke only of vectors).
+    A note on stderr now counts those neighbours and names the fix (`--json` stdout stays
+    the decision alone), and each such tile says "no thumbnail stored"; the memory the
+    export came from, and a memory of vectors (no pictures at all), get no note."""
+    from PIL import Image
+
+    train, test = digit_folders
+    cli("create", tmp_path / "origin", "--encoder", "pixels", check=True)
+    cli("add", tmp_path / "origin", train, check=True)
+    cli("export", tmp_path / "origin", tmp_path / "m.parquet", check=True)
+    cli("import", tmp_path / "m.parquet", tmp_path / "copy", check=True)
+    query = sorted(test.glob("*/*.png"))[0]
+    said = cli("explain", tmp_path / "origin", query, "--out", tmp_path / "origin.png", "-k", "4", check=True)
+    assert "thumbnail" not in said.stderr
+    said = cli("explain", tmp_path / "copy", query, "--out", tmp_path / "copy.png", "-k", "4", "--json", check=True)
+    decision = json_lines(said)[0]
+    ids = ", ".join(f"#{n['id']}" for n in decision["neighbors"])
+    assert f"note: 4 of the 4 neighbours ({ids}) have no thumbnail stored" in " ".join(said.stderr.split())
+    assert "export --thumbnails" in said.stderr
+    tile = Image.open(tmp_path / "copy.png").convert("L").crop((140, 4, 140 + 128, 4 + 128))
+    assert tile.getextrema()[0] < 150  # words on the grey, not a plain grey square
+    with Memory.create(tmp_path / "vectors", encoder=None, dim=8) as memory:
+        memory.add_vectors(unit_vectors(6, 8, seed=2), ["a", "b"] * 3)
+    np.save(tmp_path / "q.npy", unit_vectors(1, 8, seed=3)[0])
+    said = cli("explain", tmp_path / "vectors", "--queries", tmp_path / "q.npy", "--out", tmp_path / "v.png",
+               check=True)
+    assert "thumbnail" not in said.stderr

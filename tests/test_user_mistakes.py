@@ -834,6 +834,35 @@ def test_a_long_label_on_the_explain_sheet_stops_at_its_tile(digit_folders, tmp_
     assert words.min() < 128  # the cut label is still written
 
 
+def test_labels_in_other_scripts_are_drawn_on_the_explain_sheet_not_as_boxes(digit_folders, tmp_path):
+    """Pillow's default font has Latin letters only: "кошка" and "мышка" both came out as
+    five empty boxes, so two labels could not be told apart on the sheet. It draws them
+    now (DejaVu Sans); Chinese, which that font lacks too, is written as escapes (\\u732b),
+    which also tell 猫 from 犬."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from vismem.explain import explanation_sheet
+
+    train, test = digit_folders
+    query = sorted(test.glob("*/*.png"))[0]
+    sheets = []
+    with Memory.create(tmp_path / "mem", encoder="pixels") as memory:
+        memory.add_images(sorted(train.glob("*/*.png"))[:4], label="кошка")
+        for label in ("кошка", "мышка", "猫", "犬"):
+            if memory.class_counts() != {label: 4}:
+                memory.relabel(memory.ids(), label)
+            decision = memory.classify([query], k=4)[0]
+            assert decision.label == label
+            out = io.BytesIO()
+            explanation_sheet(decision, memory.thumbnail, Image.open(query)).save(out, format="PNG")
+            sheets.append(hashlib.sha256(out.getvalue()).hexdigest())
+    assert sheets[0] != sheets[1], "the two Cyrillic labels look alike"
+    assert sheets[2] != sheets[3], "the two Chinese labels look alike"
+
+
 def test_messages_that_quote_another_library_read_as_one_sentence(tmp_path):
     """pyarrow's "...not a parquet file." was joined as "file.; give ..."; torch's reason for
     a bad --weights file was cut at 300 characters, mid-sentence, before its cause."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from PIL import Image, ImageDraw, ImageFont
@@ -53,9 +56,10 @@ def explanation_sheet(
     tile: int = 128,
 ) -> Image.Image:
     """A PNG-ready sheet: the query (a blank tile for a vector query: `query` None), then
-    each neighbour's stored thumbnail (`thumbnail(id)`, e.g. `Memory.thumbnail`) with its
-    vote; below them, what would change the decision when it carries a counterfactual."""
-    font = ImageFont.load_default()
+    each neighbour's stored thumbnail (`thumbnail(id)`, e.g. `Memory.thumbnail`; a tile that
+    says "no thumbnail stored" for None) with its vote; below them, what would change the
+    decision when it carries a counterfactual."""
+    font, drawable = _font()
     blank = Image.new("RGB", (tile, tile), (220, 220, 220))  # a vector has no picture to show
     tiles: list[tuple[Image.Image, list[str]]] = []
     q = blank
@@ -63,20 +67,21 @@ def explanation_sheet(
         q = query.convert("RGB")
         q.thumbnail((tile, tile))
     answer = ["abstained", "unlike the memory"] if decision.abstained else \
-        [f"-> {printable(decision.label)}", f"{decision.confidence:.0%}"]
+        [f"-> {drawable(printable(decision.label))}", f"{decision.confidence:.0%}"]
     tiles.append((q, ["query" if query is not None else "query (vector)", *answer]))
     for n in decision.neighbors:
         try:
             jpeg = thumbnail(n.id)
         except ItemNotFoundError:  # removed since it voted: a blank tile, as for a vector
             jpeg = None
-        thumb = blank if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
-        tiles.append((thumb, [f"#{n.id} {printable(n.label)}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
+        thumb = _no_picture(tile, font) if jpeg is None else Image.open(io.BytesIO(jpeg)).convert("RGB")
+        tiles.append((thumb, [f"#{n.id} {drawable(printable(n.label))}", f"d={n.distance:.3f}", f"w={n.weight:.3f}"]))
     columns = min(6, max(1, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
     cell_w, cell_h = tile + 8, tile + 48
     footer = [] if decision.counterfactual is None else _wrapped(
-        "what would change this: " + printable_message(decision.counterfactual.sentence()), font, columns * cell_w - 8)
+        "what would change this: " + drawable(printable_message(decision.counterfactual.sentence())), font,
+        columns * cell_w - 8)
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h + 13 * len(footer) + (8 if footer else 0)), "white")
     draw = ImageDraw.Draw(sheet)
     for position, (thumb, lines) in enumerate(tiles):
@@ -88,6 +93,45 @@ def explanation_sheet(
         draw.text((4, rows * cell_h + 4 + 13 * line_no), _fitted(line, font, columns * cell_w - 8), fill="black",
                   font=font)
     return sheet
+
+
+@functools.lru_cache(maxsize=1)
+def _font() -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, Callable[[str], str]]:
+    """The sheet's font, and what makes a text drawable in it. Pillow's own default font
+    has Latin letters only: a label in Cyrillic, Greek, Arabic or Hebrew came out as a row
+    of empty boxes. DejaVu Sans (shipped with matplotlib, a dependency) draws those; a
+    character it has no glyph for either (Chinese, Japanese) is written as its escape,
+    \\u732b, which names it, where a box named nothing (the table and --json give the text)."""
+    spec = importlib.util.find_spec("matplotlib")  # found, not imported: that takes a while
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    try:
+        if not folders:
+            raise OSError("matplotlib is not installed")
+        from fontTools.ttLib import TTFont
+
+        path = Path(folders[0]) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        covered = frozenset(TTFont(path, lazy=True).getBestCmap())
+        font = ImageFont.truetype(str(path), 10)
+    except (ImportError, OSError, ValueError):  # Pillow's own, as before
+        return ImageFont.load_default(), lambda text: text
+
+    def drawable(text: str) -> str:
+        return "".join(c if ord(c) in covered or c.isspace() else
+                       (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}") for c in text)
+
+    return font, drawable
+
+
+def _no_picture(tile: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> Image.Image:
+    """The blank tile of a neighbour with no stored thumbnail, saying so (a sheet read
+    later, away from the terminal's note, tells it from a grey picture)."""
+    blank = Image.new("RGB", (tile, tile), (220, 220, 220))
+    draw = ImageDraw.Draw(blank)
+    for line_no, line in enumerate(("no thumbnail", "stored")):
+        text = _fitted(line, font, tile - 8)
+        draw.text(((tile - font.getlength(text)) / 2, tile / 2 - 13 + 13 * line_no), text, fill=(90, 90, 90),
+                  font=font)
+    return blank
 
 
 def _wrapped(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:

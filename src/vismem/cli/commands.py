@@ -1046,7 +1046,8 @@ def explain(
     """Write a visual explanation sheet: the query and its neighbours' thumbnails; with
     --counterfactual, also what would change the decision. Decides as `classify` does,
     with the same options; a vector query (--queries) shows as a blank tile, as do
-    neighbours added as vectors."""
+    neighbours with no thumbnail stored (added as vectors, or imported from an export
+    written without --thumbnails), which a note on stderr counts."""
     from ..explain import decision_table, explanation_sheet
     from ..images import decode_image
 
@@ -1056,17 +1057,32 @@ def explain(
                                  param_hint="IMAGE / --queries / --row")
     options = _decision_options(k, vote, alpha, tau, mix, abstain, only_labels, only_sources, where, counterfactual)
     check_image_path(output, "--out", reading=image)  # before any work, so a typo wastes nothing
+    no_picture: list[int] = []
+
+    def thumbnail(item_id: int) -> bytes | None:
+        jpeg = memory.thumbnail(item_id)
+        if jpeg is None:
+            no_picture.append(item_id)
+        return jpeg
+
     with _open(memdir, encoder_options(device, runtime, precision)) as memory:
         warn_if_nothing_matches(memory, options["labels"], options["sources"], options["where"])
         if image is not None:
             decision = memory.classify([image], **options)[0]
-            sheet = explanation_sheet(decision, memory.thumbnail, decode_image(image.read_bytes()))
+            sheet = explanation_sheet(decision, thumbnail, decode_image(image.read_bytes()))
         else:
             assert queries is not None
             vector, name = one_query(queries, row, memory.dim)
             decision = memory.classify_vectors(vector, paths=[name], **options)[0]
-            sheet = explanation_sheet(decision, memory.thumbnail)
+            sheet = explanation_sheet(decision, thumbnail)
+        images_expected = memory.encoder_name is not None  # (a memory of vectors has no pictures at all)
     save_image(sheet, output)
+    if no_picture and images_expected:
+        shown_ids = ", ".join(f"#{i}" for i in no_picture[:10]) + (", ..." if len(no_picture) > 10 else "")
+        err.print(f"note: {len(no_picture)} of the {counted(len(decision.neighbors), 'neighbour')} ({shown_ids}) "
+                  f"{'has' if len(no_picture) == 1 else 'have'} no thumbnail stored, so the sheet shows blank tiles: "
+                  "added as vectors, or imported from an export written without --thumbnails "
+                  "(`vismem export --thumbnails` keeps them)")
     if json_out:
         emit({**decision.to_dict(), "sheet": str(output)})
     else:

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 
 from ..errors import OutputExistsError
 from . import app, counted, emit, err, interrupted_leaves, out, progress_bar, reported_if_interrupted
-from .commands import JsonFlag, MemDir, _open
+from .commands import JsonFlag, MemDir, _open, given_path
+
+
+def _export_file(text: str) -> Path:
+    """TARGET: a file; `-` is not stdout (a file named "-" was written), nor is an empty path "."."""
+    if text == "-":
+        raise typer.BadParameter("export writes a file, not stdout (a Parquet file is written whole, then "
+                                 "renamed into place): name a file, e.g. memory.parquet (./- for a file named -)")
+    return given_path(text)
+
+
+def _import_file(text: str) -> Path:
+    """SOURCE: a file; `-` is not stdin (a Parquet file's index lies at its end)."""
+    if text == "-":
+        raise typer.BadParameter("import reads a file, not stdin (a Parquet file's index lies at its end): "
+                                 "save the export to a file first (./- for a file named -)")
+    try:  # an unreadable file is bad usage, as for any input file argument
+        return click.Path(readable=True, path_type=Path).convert(given_path(text), None, None)
+    except click.BadParameter as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 @app.command("export")
 def export(
     memdir: Path = MemDir,
-    target: Path = typer.Argument(..., help="Parquet file to write.", show_default=False),
+    target: Path = typer.Argument(..., help="Parquet file to write.", parser=_export_file, show_default=False),
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also write each item's thumbnail JPEG (without "
                                     "them, the imported memory's explanation sheets and web page show no pictures)."),
     replace: bool = typer.Option(False, "--replace", help="Replace TARGET if it exists (without it, an existing "
@@ -56,9 +76,10 @@ def export(
 
 @app.command("import")
 def import_(
-    source: Path = typer.Argument(..., help="Parquet file written by `vismem export`.", show_default=False),
+    source: Path = typer.Argument(..., help="Parquet file written by `vismem export`.", parser=_import_file,
+                                  show_default=False),
     dest: Path = typer.Argument(..., help="New memory: a directory, or milvus://HOST:PORT/COLLECTION.",
-                                show_default=False),
+                                parser=given_path, show_default=False),
     json_out: bool = JsonFlag,
 ) -> None:
     """Create a memory at DEST from an export: the same items (with new ids), vectors,
