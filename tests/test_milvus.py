@@ -600,3 +600,45 @@ def test_milvus_compact_waits_for_the_segments_and_says_what_it_reclaimed(milvus
     assert again["size"] == 1400 and again["reclaimed"] + again["removed_left"] <= 600, again
     assert _rows_held(milvus_location) - 1400 <= again["removed_left"], again
     assert again["compaction"] == ("completed" if again["removed_left"] == 0 else "requested"), again
+
+# `vismem` with the server refusing this client's writes, as Milvus refuses a user without
+# the privilege (RBAC's "permission deny"): the one fault this private server cannot be
+# configured to give per client, injected at pymilvus's call
+REFUSED_WRITES = textwrap.dedent("""
+    import sys
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+    from vismem.cli import main
+
+    def refused(self, *args, **kwargs):
+        raise MilvusException(code=65535, message="PrivilegeUpsert: permission deny to reader")
+
+    MilvusClient.upsert = refused
+    main(sys.argv[1:])
+    """)
+
+
+@pytest.mark.milvus
+def test_what_stderr_says_when_a_format_1_milvus_memory_is_upgraded_or_cannot_be(milvus_location, cli):
+    """The NFC upgrade's warning path was untested: a client the server refuses writes
+    uses a format-1 memory as it is, and says so on stderr once, naming the server's
+    refusal and what stays (the two forms vote as two classes); its answer is not changed
+    (exit 0, format 1). A client that can write then upgrades it: stdout stays JSON only,
+    and stderr holds no warning (the maintenance bar is transient, not drawn off a terminal)."""
+    with Memory.create(milvus_location, encoder=None, dim=4, index="exact") as memory:
+        ids = memory.add_vectors(unit_vectors(4, 4), NFC)
+    _as_format_1_kept_it(milvus_location, {ids[0]: {"label": NFD}})
+    read = subprocess.run([sys.executable, "-c", REFUSED_WRITES, "info", milvus_location, "--json"],
+                          capture_output=True, text=True)
+    assert read.returncode == 0, read.stderr
+    info = json.loads(read.stdout)
+    assert info["format_version"] == 1 and info["classes"] == {NFD: 1, NFC: 3}  # as it is: two classes
+    warnings = [line for line in read.stderr.splitlines() if line]
+    assert len(warnings) == 1, read.stderr
+    assert warnings[0].startswith(f"warning: {milvus_location} is in format 1 and could not be upgraded to 2"), warnings
+    assert "permission deny to reader" in warnings[0] and "votes as two classes until a client that can write " \
+        "opens it" in warnings[0], warnings
+    upgraded = cli("info", milvus_location, "--json", check=True)
+    assert upgraded.stderr == "", upgraded.stderr
+    info = json.loads(upgraded.stdout)
+    assert info["format_version"] == 2 and info["classes"] == {NFC: 4}
