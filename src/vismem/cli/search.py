@@ -107,6 +107,12 @@ def reindex(
               f"recall@10 {quality.get('recall', 1.0):.3f}, params {described['params']}")
 
 
+_COMPACTED = "no item was added, removed or changed: the memory is compacted"
+# (a server home's compaction, once asked for, goes on without the client)
+_COMPACTING_ON_THE_SERVER = ("no item was added, removed or changed: the server was asked to compact and goes on "
+                             "without this process (`vismem compact` again waits for it)")
+
+
 @app.command()
 def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     """Reclaim removed items' slots in the index and the store, and re-measure recall.
@@ -117,8 +123,8 @@ def compact(memdir: Path = MemDir, json_out: bool = JsonFlag) -> None:
     interrupted_leaves("no item was added, removed or changed (`vismem compact` rewrites the memory's files, and "
                        "refits a transform fitted on removed items): run it again to finish")
     with _open(memdir) as memory, progress_bar("compacting the index", len(memory), transient=True) as advance, \
-            reported_as_it_commits(json_out, {}, memory,
-                                   leaves="no item was added, removed or changed: the memory is compacted") as said:
+            reported_as_it_commits(json_out, {}, memory, leaves=_COMPACTED if memory.capabilities.local_files
+                                   else _COMPACTING_ON_THE_SERVER) as said:
         report = memory.compact(progress=advance)
         said.update(report, committed=True)
     if json_out:
