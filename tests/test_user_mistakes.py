@@ -1651,3 +1651,19 @@ def test_a_decision_s_restriction_is_documented_as_it_is_made(tmp_path):
     assert decision.restriction == {"labels": ["a"], "where": {"cam": 1}}
     assert "`where` (a mapping)" in " ".join((Decision.__doc__ or "").split())
     assert typing.get_type_hints(Decision)["restriction"] == dict[str, typing.Any] | None
+
+
+def test_an_empty_memdir_is_bad_usage_not_the_current_folder(tmp_path, monkeypatch):
+    """MEMDIR "" (an unset variable: `vismem create "$MEM"`) was the current folder: `create`
+    made a memory there, and every other command read or edited one found there. It is bad
+    usage now (exit 2) that says what to give, and nothing is made or changed."""
+    monkeypatch.chdir(tmp_path)
+    for args in [("create", "", "--encoder", "pixels"), ("create", "", "--encoder", "none", "--dim", "8")]:
+        result = run_cli(*args)
+        assert result.returncode == 2 and "an empty path names no file" in " ".join(result.stderr.split()), result
+        assert list(tmp_path.iterdir()) == [], args
+    run_cli("create", ".", "--encoder", "none", "--dim", "8", check=True)  # "." still names it
+    for args in [("info", ""), ("remove", "", "--label", "a"), ("checkpoint", "", "start"), ("compact", "")]:
+        result = run_cli(*args)
+        assert result.returncode == 2 and "an empty path names no file" in " ".join(result.stderr.split()), result
+    assert run_cli("info", ".", check=True).returncode == 0

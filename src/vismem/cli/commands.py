@@ -29,7 +29,6 @@ from .encoder_options import (BatchSizeOpt, DecodeWorkersOpt, DeviceOpt, Precisi
                               encoding, planned_encoding)
 from .numbers import number_option
 
-MemDir = typer.Argument(..., help="Memory directory, or milvus://HOST:PORT/COLLECTION.", show_default=False)
 JsonFlag = typer.Option(False, "--json", help="Print JSON lines on stdout, nothing else.")
 
 
@@ -48,6 +47,12 @@ def given_path(text: str) -> Path:
     if not text:
         raise typer.BadParameter(EMPTY_PATH)
     return Path(text)
+
+
+# (an empty MEMDIR, an unset variable, is bad usage: it named the current folder, where
+# `create` made a memory and every other command read or edited one found there)
+MemDir = typer.Argument(..., parser=given_path, show_default=False,
+                        help="Memory directory, or milvus://HOST:PORT/COLLECTION.")
 
 
 def ids_option(default: Any = ...) -> Any:
