@@ -49,7 +49,6 @@ import re
 import secrets
 import threading
 import time
-import unicodedata
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -66,7 +65,7 @@ from ..settings import EncoderIdentity, MemorySettings
 from ..transform import FeatureTransform, TransformSpec
 from ..transform import identity as no_transform
 from .base import (MAX_DIM, MAX_LABEL_LENGTH, Capabilities, Filter, InsertResult, Item, Nearest, Neighbours, NewItem,
-                   Page, check_label, check_new_items, check_weight)
+                   Page, canonical, check_label, check_new_items, check_weight)
 from .milvus_expr import (SIDE_SUFFIX, MilvusLocation, filter_expression,
                           hashes_expression, ids_expression, index_plan, literal, new_ids,
                           null_keys, tells_null_from_missing)
@@ -1131,7 +1130,7 @@ def _side_row(key: str, value: Any) -> dict[str, Any]:
 def _nfc_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """`row` with its label, source and relabel history in NFC; a relabel history that is
     now the label is forgotten (as relabelling back forgets it)."""
-    done = {**row, **{f: unicodedata.normalize("NFC", row[f] or "") for f in NFC_FIELDS}}
+    done = {**row, **{f: canonical(row[f] or "") for f in NFC_FIELDS}}
     if done["relabelled_from"] == done["label"]:
         done["relabelled_from"] = ""
     return done
